@@ -1,0 +1,144 @@
+#!/usr/bin/env python3
+"""Developer entry point; needs only Python 3.11+ (standard library).
+
+    python3 dev.py demo [--port 8000]     run the demo project (testproject) on http://127.0.0.1:PORT/
+    python3 dev.py test [pytest args...]  run the test suite; exits with pytest's exit code
+
+Both first bootstrap ``.venv`` (see ``SETUP_STEPS``): create it if missing, then
+``pip install -e .[test]`` unless the stamp file ``.venv/.dev-py-stamp`` holds the SHA-256 of the
+current ``pyproject.toml`` (plus the extras), i.e. the install is redone only when pyproject.toml changes.
+Delete the stamp (or ``.venv``) to force a reinstall.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import os
+import secrets
+import subprocess
+import sys
+import venv
+from collections.abc import Callable
+from pathlib import Path
+from typing import NoReturn
+
+ROOT = Path(__file__).resolve().parent
+VENV = ROOT / ".venv"
+STAMP = VENV / ".dev-py-stamp"
+EXTRAS = "test"
+PYTHON = VENV / ("Scripts/python.exe" if os.name == "nt" else "bin/python")
+
+ADMIN_SCRIPT = """
+import os
+from django.contrib.auth import get_user_model
+
+user, _ = get_user_model().objects.get_or_create(username="admin", defaults={"email": "admin@example.com"})
+user.is_active = user.is_staff = user.is_superuser = True
+user.set_password(os.environ["DEV_ADMIN_PASSWORD"])
+user.save()
+"""
+
+
+def run(*args: str | Path, env: dict[str, str] | None = None) -> None:
+    """Run a command in the repository root; stop dev.py if it fails."""
+    result = subprocess.run([str(a) for a in args], cwd=ROOT, env=env)
+    if result.returncode:
+        sys.exit(f"dev.py: command failed ({result.returncode}): {' '.join(map(str, args))}")
+
+
+def ensure_venv() -> None:
+    """Create ``.venv`` with the standard-library venv module (with pip) if it does not exist."""
+    if PYTHON.exists():
+        return
+    print(f"dev.py: creating {VENV}", flush=True)
+    try:
+        venv.EnvBuilder(with_pip=True).create(VENV)
+    except subprocess.CalledProcessError as exc:
+        sys.exit(f"dev.py: could not create the venv ({exc}); on Debian/Ubuntu: apt-get install python3-venv")
+
+
+def install_fingerprint() -> str:
+    """What the installed environment depends on: pyproject.toml and the extras we install."""
+    digest = hashlib.sha256((ROOT / "pyproject.toml").read_bytes())
+    digest.update(f"\nextras={EXTRAS}".encode())
+    return digest.hexdigest()
+
+
+def install_project() -> None:
+    """``pip install -e .[test]`` into .venv, skipped while the stamp matches pyproject.toml."""
+    fingerprint = install_fingerprint()
+    if STAMP.exists() and STAMP.read_text().strip() == fingerprint:
+        return
+    print(f"dev.py: installing the project into {VENV} (pyproject.toml changed or first run)", flush=True)
+    run(PYTHON, "-m", "pip", "install", "-e", f".[{EXTRAS}]")
+    STAMP.write_text(fingerprint + "\n")
+
+
+# Run in order before every command. Extra setup (e.g. `npm ci` in tests/idp) goes here as another step.
+SETUP_STEPS: tuple[Callable[[], None], ...] = (ensure_venv, install_project)
+
+
+def bootstrap() -> None:
+    """Make the development environment ready: run every step of ``SETUP_STEPS``."""
+    for step in SETUP_STEPS:
+        step()
+
+
+def demo(argv: list[str]) -> NoReturn:
+    """Migrate the demo DB, (re)set the ``admin`` password, print how to try it, exec runserver."""
+    parser = argparse.ArgumentParser(prog="dev.py demo", description=demo.__doc__)
+    parser.add_argument("--port", type=int, default=8000, help="port of the dev server (default 8000)")
+    port = parser.parse_args(argv).port
+    bootstrap()
+
+    base = f"http://127.0.0.1:{port}"
+    env = dict(os.environ)
+    env.setdefault("TOKENAUTH_ISSUER", base)
+    run(PYTHON, "manage.py", "migrate", "--noinput", env=env)
+    password = secrets.token_urlsafe(12)
+    admin_env = {**env, "DEV_ADMIN_PASSWORD": password}
+    run(PYTHON, "manage.py", "shell", "--verbosity", "0", "-c", ADMIN_SCRIPT, env=admin_env)
+
+    print(
+        f"""
+  Demo user:  admin / {password}   (a new password on every `dev.py demo`)
+
+  Admin:      {base}/admin/
+  Get tokens: curl -s -X POST {base}/auth/token/ -H 'Content-Type: application/json' \\
+                -d '{{"username": "admin", "password": "{password}"}}'
+  Use one:    TOKEN=$(curl -s -X POST {base}/auth/token/ -H 'Content-Type: application/json' \\
+                -d '{{"username": "admin", "password": "{password}"}}' \\
+                | python3 -c 'import json, sys; print(json.load(sys.stdin)["access_token"])')
+              curl -s -H "Authorization: Bearer $TOKEN" {base}/auth/whoami/
+              curl -s -H "Authorization: Bearer $TOKEN" {base}/api/hello/
+  Public:     {base}/.well-known/jwks.json
+              {base}/.well-known/openid-configuration
+""",
+        flush=True,
+    )
+    os.chdir(ROOT)
+    os.execve(PYTHON, [str(PYTHON), "manage.py", "runserver", f"127.0.0.1:{port}"], env)
+
+
+def test(argv: list[str]) -> int:
+    """Run ``python -m pytest`` in .venv with ``argv``; return pytest's exit code."""
+    bootstrap()
+    return subprocess.call([str(PYTHON), "-m", "pytest", *argv], cwd=ROOT)
+
+
+COMMANDS: dict[str, Callable[[list[str]], int]] = {"demo": demo, "test": test}
+
+
+def main(argv: list[str]) -> int:
+    """Dispatch ``argv[0]`` to a command; everything after it belongs to that command."""
+    if not argv or argv[0] not in COMMANDS:
+        print(__doc__, file=sys.stderr)
+        return 0 if argv[:1] in (["-h"], ["--help"]) else 2
+    return COMMANDS[argv[0]](argv[1:])
+
+
+if __name__ == "__main__":
+    if sys.version_info < (3, 11):  # noqa: UP036  (dev.py runs on whatever python3 is installed)
+        sys.exit("dev.py needs Python 3.11 or newer")
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,11 @@
+"""URLs of the demo project: admin, the tokenauth endpoints and a small example API."""
+
+from django.contrib import admin
+from django.urls import include, path
+
+urlpatterns = [
+    path("admin/", admin.site.urls),
+    path("auth/", include("tokenauth.urls")),
+    path("", include("tokenauth.well_known_urls")),
+    path("api/", include("testproject.api")),
+]

@@ -1,0 +1,56 @@
+"""Generic fixtures: external services (skip locally, fail in CI) and free ports."""
+
+import os
+import socket
+from collections.abc import Callable
+
+import pytest
+
+
+def service_required(name: str, check: Callable[[], object]) -> None:
+    """Run ``check``; if it raises, the service is unreachable: fail when CI=true, else skip."""
+    try:
+        check()
+    except Exception as exc:  # any failure means "not usable here"
+        message = f"{name} is not reachable: {exc!r}"
+        if os.environ.get("CI") == "true":
+            pytest.fail(message)
+        pytest.skip(message)
+
+
+@pytest.fixture
+def redis_url() -> str:
+    """URL of a Redis server that tests may flush (env REDIS_URL, default database 15 on localhost)."""
+    import redis
+
+    url = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/15")
+
+    def ping() -> None:
+        with redis.Redis.from_url(url, socket_connect_timeout=1, socket_timeout=1) as client:
+            client.ping()
+
+    service_required("Redis", ping)
+    return url
+
+
+@pytest.fixture
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(autouse=True)
+def fresh_token_state(settings):
+    """Each test starts with empty caches: no epoch, denylist or throttle state leaks between tests."""
+    from django.core.cache import cache
+
+    from tokenauth import revocation, tokens
+
+    cache.clear()
+    revocation.state.reset()
+    tokens.verified_tokens.clear()
+    yield
+    revocation.state.reset()
+    tokens.verified_tokens.clear()

@@ -1,0 +1,120 @@
+"""Admin: revoke in one click (bump a user's or group's epoch, end a session); tokens are never shown."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib import admin, messages
+from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Group
+from django.db.models import QuerySet
+from django.http import HttpRequest
+from django.utils.translation import gettext_lazy as _
+from django.utils.translation import ngettext
+
+from .models import AuditEvent, Epoch, Identity, RevokedToken, Session
+from .revocation import bump_epoch
+from .sessions import end_session
+
+
+class EpochAdminMixin:
+    """Adds the epoch column and the "Revoke all tokens" action to a user or group admin."""
+
+    epoch_kind: str
+
+    def get_fieldsets(self, request: HttpRequest, obj: Any = None) -> list[Any]:
+        fieldsets = list(super().get_fieldsets(request, obj))  # type: ignore[misc]
+        shown = {name for _, options in fieldsets for name in options.get("fields", ())}
+        if obj is not None and "token_epoch" not in shown:
+            fieldsets.append((_("Tokens"), {"fields": ("token_epoch",)}))
+        return fieldsets
+
+    @admin.display(description=_("token epoch"))
+    def token_epoch(self, obj: Any) -> int:
+        row = Epoch.objects.filter(kind=self.epoch_kind, object_id=str(obj.pk)).values_list(
+            "value", flat=True
+        )
+        return row.first() or 0
+
+    @admin.action(description=_("Revoke all tokens (bump epoch)"))
+    def revoke_all_tokens(self, request: HttpRequest, queryset: QuerySet) -> None:
+        count = 0
+        for obj in queryset:
+            bump_epoch(self.epoch_kind, str(obj.pk), actor=request.user, reason="admin action")
+            count += 1
+        self.message_user(  # type: ignore[attr-defined]
+            request,
+            ngettext("Revoked the tokens of %d entry.", "Revoked the tokens of %d entries.", count) % count,
+            messages.SUCCESS,
+        )
+
+
+def _extend(model: Any, kind: str) -> None:
+    """Re-register ``model`` with its current admin class plus :class:`EpochAdminMixin`."""
+    base = type(admin.site._registry[model]) if admin.site.is_registered(model) else admin.ModelAdmin
+    if admin.site.is_registered(model):
+        admin.site.unregister(model)
+    attrs = {
+        "epoch_kind": kind,
+        "actions": [*(base.actions or []), "revoke_all_tokens"],
+        "list_display": [*base.list_display, "token_epoch"],
+        "readonly_fields": [*base.readonly_fields, "token_epoch"],
+    }
+    admin.site.register(model, type(f"TokenAuth{base.__name__}", (EpochAdminMixin, base), attrs))
+
+
+_extend(get_user_model(), Epoch.Kind.USER)
+_extend(Group, Epoch.Kind.GROUP)
+
+
+class ReadOnlyAdmin(admin.ModelAdmin):
+    """Rows written only by tokenauth itself."""
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+@admin.register(Session)
+class SessionAdmin(ReadOnlyAdmin):
+    list_display = ("user", "created_at", "last_used_at", "expires_at", "remember_me", "group", "revoked_at")
+    list_filter = ("remember_me", ("revoked_at", admin.EmptyFieldListFilter))
+    search_fields = ("user__username", "user_agent")
+    exclude = ("refresh_hash",)
+    actions = ["revoke_sessions"]
+
+    @admin.action(description=_("Revoke the selected sessions"))
+    def revoke_sessions(self, request: HttpRequest, queryset: QuerySet) -> None:
+        sessions = list(queryset.filter(revoked_at__isnull=True))
+        for session in sessions:
+            end_session(session, reason="admin", actor=request.user)
+        self.message_user(request, _("Revoked %d sessions.") % len(sessions), messages.SUCCESS)
+
+
+@admin.register(Identity)
+class IdentityAdmin(admin.ModelAdmin):
+    list_display = ("subject", "issuer", "user", "created_at")
+    list_filter = ("issuer",)
+    search_fields = ("subject", "issuer", "user__username")
+    raw_id_fields = ("user",)
+
+
+@admin.register(Epoch)
+class EpochAdmin(ReadOnlyAdmin):
+    list_display = ("kind", "object_id", "value", "not_before", "bumped_by", "reason")
+    list_filter = ("kind",)
+
+
+@admin.register(RevokedToken)
+class RevokedTokenAdmin(ReadOnlyAdmin):
+    list_display = ("jti", "revoked_at", "expires_at", "reason")
+    search_fields = ("jti",)
+
+
+@admin.register(AuditEvent)
+class AuditEventAdmin(ReadOnlyAdmin):
+    list_display = ("at", "action", "user", "actor")
+    list_filter = ("action",)
+    search_fields = ("user__username", "action")

@@ -1,0 +1,67 @@
+"""System checks: misconfiguration is reported by ``manage.py check``, not at the first request."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from django.conf import settings
+from django.core import checks
+from django.core.exceptions import ImproperlyConfigured
+
+from .conf import DEFAULTS, TIMEDELTA_SETTINGS, tokenauth_settings
+from .keys import HMAC_ALGORITHMS, get_keyring
+
+
+@checks.register(checks.Tags.security)
+def check_settings(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
+    errors: list[checks.CheckMessage] = []
+    unknown = sorted(set(tokenauth_settings.user_settings) - set(DEFAULTS))
+    if unknown:
+        errors.append(checks.Error(f"Unknown TOKENAUTH settings: {', '.join(unknown)}", id="tokenauth.E001"))
+    if not isinstance(tokenauth_settings.ISSUER, str) or not tokenauth_settings.ISSUER:
+        errors.append(
+            checks.Error(
+                'TOKENAUTH["ISSUER"] must be set to this service\'s issuer string.',
+                hint='For example "https://api.example.org".',
+                id="tokenauth.E002",
+            )
+        )
+    for name in TIMEDELTA_SETTINGS:
+        value = getattr(tokenauth_settings, name)
+        if not isinstance(value, timedelta) or value < timedelta(0):
+            errors.append(
+                checks.Error(f'TOKENAUTH["{name}"] must be a non-negative timedelta.', id="tokenauth.E003")
+            )
+    try:
+        get_keyring.cache_clear()
+        keyring = get_keyring()
+    except (ImproperlyConfigured, OSError, KeyError) as exc:
+        errors.append(checks.Error(f"TOKENAUTH signing keys: {exc}", id="tokenauth.E004"))
+        return errors
+    if keyring.signing.algorithm in HMAC_ALGORITHMS:
+        secret = keyring.signing.signing_key
+        if secret == settings.SECRET_KEY.encode() and not settings.DEBUG:
+            errors.append(
+                checks.Warning(
+                    "Access tokens are signed with SECRET_KEY.",
+                    hint='Set a dedicated TOKENAUTH["SIGNING_KEY"], so that rotating one does not touch the other.',
+                    id="tokenauth.W001",
+                )
+            )
+        if len(secret) < 32:
+            errors.append(
+                checks.Error("The HMAC signing key must be at least 32 bytes.", id="tokenauth.E005")
+            )
+    cache_backend = settings.CACHES.get(tokenauth_settings.CACHE_ALIAS, {}).get("BACKEND", "")
+    if not cache_backend:
+        errors.append(checks.Error('TOKENAUTH["CACHE_ALIAS"] names no cache.', id="tokenauth.E006"))
+    elif cache_backend.endswith(("LocMemCache", "DummyCache")) and not settings.DEBUG:
+        errors.append(
+            checks.Warning(
+                "Revocation state is cached in process memory only.",
+                hint="Use a shared cache (Redis) so that a revocation reaches every process within seconds.",
+                id="tokenauth.W002",
+            )
+        )
+    return errors

@@ -1,0 +1,102 @@
+"""The ``TOKENAUTH`` settings dict: defaults in one place, read like DRF's ``api_settings``.
+
+Access values as attributes (``tokenauth_settings.ACCESS_TOKEN_LIFETIME``); they are cached and
+dropped again when a test changes the ``TOKENAUTH`` setting.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from django.conf import settings
+from django.core.signals import setting_changed
+from django.dispatch import receiver
+
+DEFAULTS: dict[str, Any] = {
+    # Our own issuer string: the ``iss`` of every token we mint. Required.
+    "ISSUER": None,
+    # Value(s) for ``aud`` in our tokens; when set, our tokens must carry it.
+    "AUDIENCE": None,
+    # Signing: an HMAC secret, or a PEM private key (or a path to one) for RS*/ES*/PS*/EdDSA.
+    "ALGORITHM": "HS256",
+    "SIGNING_KEY": None,
+    "SIGNING_KEY_FILE": None,
+    # Key id of the signing key; derived from the key when None.
+    "KEY_ID": None,
+    # Retired keys that still verify: [{"kid": ..., "algorithm": ..., "key": PEM or secret}].
+    "VERIFICATION_KEYS": [],
+    # Lifetimes.
+    "ACCESS_TOKEN_LIFETIME": timedelta(minutes=15),
+    "REFRESH_TOKEN_LIFETIME": timedelta(days=1),
+    "REMEMBER_ME_REFRESH_TOKEN_LIFETIME": timedelta(days=30),
+    "LEEWAY": timedelta(seconds=30),
+    # Requests with a longer bearer token are refused before any parsing.
+    "MAX_TOKEN_BYTES": 8192,
+    # Scopes a client may ask for at POST /auth/token/: {"name": "description"}; others are refused.
+    "SCOPES": {},
+    # Mechanisms.
+    "LOCAL_TOKENS": True,
+    "SESSION_AUTH_FALLBACK": True,
+    # Brute-force protection for POST /auth/token/ (DRF throttle rate string, None = off).
+    "LOGIN_THROTTLE_RATE": "10/min",
+    # Revocation state is re-read from the shared Django cache at most this often per process.
+    "REVOCATION_REFRESH_INTERVAL": timedelta(seconds=1),
+    # How long the shared cache keeps an epoch it read from the database.
+    "EPOCH_CACHE_TIMEOUT": timedelta(hours=1),
+    # Verified tokens remembered per process (expiry and revocation are still checked each time).
+    "VERIFIED_TOKEN_CACHE_SIZE": 10000,
+    # Load the full user row on every request instead of lazily on first use of a non-claim field.
+    "LOAD_USER": False,
+    # Which Django cache alias holds revocation state (use a shared one, e.g. Redis, in production).
+    "CACHE_ALIAS": "default",
+}
+
+TIMEDELTA_SETTINGS = (
+    "ACCESS_TOKEN_LIFETIME",
+    "REFRESH_TOKEN_LIFETIME",
+    "REMEMBER_ME_REFRESH_TOKEN_LIFETIME",
+    "LEEWAY",
+    "REVOCATION_REFRESH_INTERVAL",
+    "EPOCH_CACHE_TIMEOUT",
+)
+
+
+class TokenAuthSettings:
+    """Attribute access to ``settings.TOKENAUTH`` merged over :data:`DEFAULTS`."""
+
+    def __init__(self) -> None:
+        self._cached: set[str] = set()
+
+    @property
+    def user_settings(self) -> dict[str, Any]:
+        return getattr(settings, "TOKENAUTH", {}) or {}
+
+    def __getattr__(self, name: str) -> Any:
+        if name not in DEFAULTS:
+            raise AttributeError(f"Invalid TOKENAUTH setting: {name!r}")
+        value = self.user_settings.get(name, DEFAULTS[name])
+        if name in TIMEDELTA_SETTINGS and isinstance(value, int | float):
+            value = timedelta(seconds=value)
+        self._cached.add(name)
+        setattr(self, name, value)
+        return value
+
+    def reload(self) -> None:
+        for name in self._cached:
+            delattr(self, name)
+        self._cached.clear()
+
+
+tokenauth_settings = TokenAuthSettings()
+
+
+@receiver(setting_changed)
+def reload_tokenauth_settings(*, setting: str, **kwargs: Any) -> None:
+    if setting in ("TOKENAUTH", "SECRET_KEY", "CACHES"):
+        tokenauth_settings.reload()
+        from tokenauth import keys, revocation, tokens
+
+        keys.get_keyring.cache_clear()
+        tokens.verified_tokens.clear()
+        revocation.state.reset()

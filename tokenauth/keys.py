@@ -1,0 +1,138 @@
+"""Our signing keys: loaded once from settings, each pinned to one algorithm, published as a JWKS.
+
+The first key signs; every key verifies (rotation: move the old key to ``VERIFICATION_KEYS``).
+A token names its key by ``kid``; the algorithm is the key's, never the token header's.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import jwt
+from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
+from jwt.algorithms import get_default_algorithms
+
+from .conf import tokenauth_settings
+
+HMAC_ALGORITHMS = frozenset({"HS256", "HS384", "HS512"})
+ASYMMETRIC_ALGORITHMS = frozenset(
+    {"RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"}
+)
+SUPPORTED_ALGORITHMS = HMAC_ALGORITHMS | ASYMMETRIC_ALGORITHMS
+
+
+@dataclass(frozen=True)
+class Key:
+    """One key with the single algorithm it may be used with."""
+
+    kid: str
+    algorithm: str
+    signing_key: Any  # secret bytes or private key object; None for verify-only public keys
+    verifying_key: Any  # secret bytes or public key object
+
+    @property
+    def is_symmetric(self) -> bool:
+        return self.algorithm in HMAC_ALGORITHMS
+
+    def public_jwk(self) -> dict[str, Any]:
+        jwk = json.loads(get_default_algorithms()[self.algorithm].to_jwk(self.verifying_key))
+        jwk.update(kid=self.kid, alg=self.algorithm, use="sig")
+        return jwk
+
+
+def _read_material(value: str | bytes) -> bytes:
+    return value.encode() if isinstance(value, str) else value
+
+
+def load_key(algorithm: str, material: str | bytes, kid: str | None = None) -> Key:
+    """Build a :class:`Key` from a secret (HS*) or a PEM private or public key (asymmetric)."""
+    if algorithm not in SUPPORTED_ALGORITHMS:
+        raise ImproperlyConfigured(f"TOKENAUTH: unsupported algorithm {algorithm!r}")
+    raw = _read_material(material)
+    if algorithm in HMAC_ALGORITHMS:
+        signing = verifying = raw
+        thumb_source = b"hmac:" + hashlib.sha256(raw).digest()
+    else:
+        algo = get_default_algorithms()[algorithm]
+        try:
+            parsed = algo.prepare_key(raw)
+        except (ValueError, TypeError, jwt.InvalidKeyError) as exc:
+            raise ImproperlyConfigured(f"TOKENAUTH: cannot load {algorithm} key: {exc}") from None
+        if hasattr(parsed, "public_key"):
+            signing, verifying = parsed, parsed.public_key()
+        else:
+            signing, verifying = None, parsed
+        thumb_source = algo.to_jwk(verifying).encode()
+    if kid is None:
+        kid = base64.urlsafe_b64encode(hashlib.sha256(thumb_source).digest()[:12]).decode().rstrip("=")
+    return Key(kid=kid, algorithm=algorithm, signing_key=signing, verifying_key=verifying)
+
+
+def _signing_material() -> str | bytes:
+    if tokenauth_settings.SIGNING_KEY_FILE:
+        return Path(tokenauth_settings.SIGNING_KEY_FILE).read_bytes()
+    if tokenauth_settings.SIGNING_KEY:
+        return tokenauth_settings.SIGNING_KEY
+    if tokenauth_settings.ALGORITHM in HMAC_ALGORITHMS:
+        return settings.SECRET_KEY
+    raise ImproperlyConfigured("TOKENAUTH: SIGNING_KEY or SIGNING_KEY_FILE is required for asymmetric keys")
+
+
+class KeyRing:
+    """The signing key plus every key that still verifies, looked up by ``kid``."""
+
+    def __init__(self, signing: Key, others: list[Key]) -> None:
+        if signing.signing_key is None:
+            raise ImproperlyConfigured("TOKENAUTH: the signing key must be a private key")
+        self.signing = signing
+        self.by_kid: dict[str, Key] = {signing.kid: signing}
+        for key in others:
+            if key.kid in self.by_kid:
+                raise ImproperlyConfigured(f"TOKENAUTH: duplicate key id {key.kid!r}")
+            self.by_kid[key.kid] = key
+
+    @property
+    def algorithms(self) -> list[str]:
+        return sorted({key.algorithm for key in self.by_kid.values()})
+
+    def jwks(self) -> dict[str, list[dict[str, Any]]]:
+        """Public keys only: HMAC secrets are never published."""
+        return {"keys": [key.public_jwk() for key in self.by_kid.values() if not key.is_symmetric]}
+
+
+@lru_cache(maxsize=1)
+def get_keyring() -> KeyRing:
+    signing = load_key(tokenauth_settings.ALGORITHM, _signing_material(), tokenauth_settings.KEY_ID)
+    others = []
+    for entry in tokenauth_settings.VERIFICATION_KEYS:
+        material = Path(entry["file"]).read_bytes() if entry.get("file") else entry["key"]
+        others.append(load_key(entry["algorithm"], material, entry.get("kid")))
+    return KeyRing(signing, others)
+
+
+def generate_private_key_pem(algorithm: str) -> str:
+    """A fresh private key in PEM (or a random secret for HS*), for ``tokenauth_keys``."""
+    import secrets
+
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+
+    if algorithm in HMAC_ALGORITHMS:
+        return secrets.token_urlsafe(48)
+    if algorithm.startswith(("RS", "PS")):
+        private = rsa.generate_private_key(public_exponent=65537, key_size=3072)
+    elif algorithm == "EdDSA":
+        private = ed25519.Ed25519PrivateKey.generate()
+    else:
+        curve = {"ES256": ec.SECP256R1(), "ES384": ec.SECP384R1(), "ES512": ec.SECP521R1()}[algorithm]
+        private = ec.generate_private_key(curve)
+    return private.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    ).decode()

@@ -1,0 +1,54 @@
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from django.contrib.auth import get_user_model
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.utils.dateparse import parse_duration
+
+from tokenauth.conf import tokenauth_settings
+from tokenauth.tokens import mint_access_token
+
+
+def _duration(value: str) -> timedelta:
+    """Seconds (``3600``), a suffix (``90m``, ``12h``, ``30d``) or a Django duration (``1 00:00:00``)."""
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    text = value.strip()
+    try:
+        if text[-1:] in units:
+            return timedelta(seconds=float(text[:-1]) * units[text[-1]])
+        return timedelta(seconds=float(text))
+    except ValueError:
+        parsed = parse_duration(text)
+        if parsed is None:
+            raise ValueError(f"not a duration: {value!r}") from None
+        return parsed
+
+
+class Command(BaseCommand):
+    help = "Print an access token for a user (scripts, service accounts). It is not tied to a session."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("--user", required=True, metavar="USERNAME")
+        parser.add_argument("--lifetime", help="e.g. 3600, 90m, 12h, 30d (default: ACCESS_TOKEN_LIFETIME)")
+        parser.add_argument("--scope", default="", help="space-separated scopes")
+
+    def handle(self, *args: Any, user: str, lifetime: str | None, scope: str, **options: Any) -> None:
+        model = get_user_model()
+        account = model._default_manager.filter(**{model.USERNAME_FIELD: user}).first()
+        if account is None:
+            raise CommandError(f"No such user: {user}")
+        if not account.is_active:
+            raise CommandError(f"User {user} is inactive")
+        unknown = [s for s in scope.split() if s not in tokenauth_settings.SCOPES]
+        if unknown:
+            raise CommandError(f"Unknown scope: {' '.join(unknown)} (declare it in TOKENAUTH['SCOPES'])")
+        try:
+            duration = _duration(lifetime) if lifetime else None
+        except ValueError as exc:
+            raise CommandError(str(exc)) from None
+        if duration is not None and duration <= timedelta(0):
+            raise CommandError("--lifetime must be positive")
+        issued = mint_access_token(account, scope=" ".join(scope.split()), lifetime=duration)
+        self.stdout.write(issued.token)

@@ -1,0 +1,29 @@
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandParser
+
+from tokenauth.keys import SUPPORTED_ALGORITHMS, generate_private_key_pem, get_keyring, load_key
+
+
+class Command(BaseCommand):
+    help = "Print the JWKS of the configured keys, or generate a new signing key (--generate ALG)."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("--generate", choices=sorted(SUPPORTED_ALGORITHMS), metavar="ALGORITHM")
+
+    def handle(self, *args: Any, generate: str | None, **options: Any) -> None:
+        if generate is None:
+            self.stdout.write(json.dumps(get_keyring().jwks(), indent=2))
+            return
+        material = generate_private_key_pem(generate)
+        key = load_key(generate, material)
+        self.stdout.write(material.rstrip())
+        self.stderr.write(
+            f"\nNew {generate} key, kid {key.kid}. Put it in TOKENAUTH['SIGNING_KEY'] (or a file named by "
+            "SIGNING_KEY_FILE) and move the previous key to VERIFICATION_KEYS until its tokens expired."
+        )
+        if not key.is_symmetric:
+            self.stderr.write(json.dumps({"keys": [key.public_jwk()]}, indent=2))

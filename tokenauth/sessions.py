@@ -1,0 +1,121 @@
+"""Refresh-token families (sessions): start, rotate with reuse detection, end.
+
+A refresh token is ``<session id>.<secret>``; only a SHA-256 of the current secret is stored. Using a
+secret that was already rotated away means it leaked: the whole session is revoked.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+import uuid
+from typing import Any
+
+from django.db import transaction
+from django.db.models import Q
+from django.utils import timezone
+from django.utils.crypto import constant_time_compare
+
+from . import signals
+from .conf import tokenauth_settings
+from .exceptions import OAuthError
+from .models import AuditEvent, Epoch, Session
+from .revocation import revoke_id
+
+
+def _hash(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def _lifetime(remember_me: bool):
+    if remember_me:
+        return tokenauth_settings.REMEMBER_ME_REFRESH_TOKEN_LIFETIME
+    return tokenauth_settings.REFRESH_TOKEN_LIFETIME
+
+
+def start_session(
+    user: Any, *, remember_me: bool = False, user_agent: str = "", scope: str = "", group: Any = None
+) -> tuple[Session, str]:
+    """Open a session and return it with its first refresh token."""
+    secret = secrets.token_urlsafe(32)
+    session = Session.objects.create(
+        user=user,
+        expires_at=timezone.now() + _lifetime(remember_me),
+        remember_me=remember_me,
+        user_agent=user_agent[:255],
+        scope=scope,
+        group=group,
+        refresh_hash=_hash(secret),
+    )
+    return session, f"{session.id.hex}.{secret}"
+
+
+def _invalid(description: str) -> OAuthError:
+    return OAuthError("invalid_grant", description)
+
+
+def _revoked_by_epoch(session: Session) -> bool:
+    """Whether a user, group or global bump happened after the session began."""
+    wanted = Q(kind=Epoch.Kind.USER, object_id=str(session.user_id)) | Q(kind=Epoch.Kind.GLOBAL, object_id="")
+    if session.group_id is not None:
+        wanted |= Q(kind=Epoch.Kind.GROUP, object_id=str(session.group_id))
+    return Epoch.objects.filter(wanted, not_before__gt=session.created_at).exists()
+
+
+def rotate(refresh_token: str) -> tuple[Session, str]:
+    """Exchange a refresh token for the next one of its session; re-checks the user's rights."""
+    sid, _, secret = refresh_token.partition(".")
+    try:
+        session_id = uuid.UUID(hex=sid)
+    except ValueError:
+        raise _invalid("The refresh token is invalid") from None
+    failure: tuple[str, str] | None = None
+    with transaction.atomic():
+        session = Session.objects.select_for_update().filter(pk=session_id).first()
+        if session is None or not secret:
+            raise _invalid("The refresh token is invalid")
+        user = session.user
+        if session.revoked_at is not None:
+            raise _invalid("The session has ended")
+        if session.expires_at <= timezone.now():
+            raise _invalid("The refresh token expired")
+        if not constant_time_compare(_hash(secret), session.refresh_hash):
+            failure = ("reuse", "The refresh token was already used; the session is revoked")
+        elif not user.is_active or _revoked_by_epoch(session):
+            failure = ("revoked", "The session was revoked")
+        elif session.group_id is not None and not user.groups.filter(pk=session.group_id).exists():
+            failure = ("group_removed", "You are no longer a member of the session's group")
+        else:
+            new_secret = secrets.token_urlsafe(32)
+            session.refresh_hash = _hash(new_secret)
+            session.last_used_at = timezone.now()
+            session.expires_at = session.last_used_at + _lifetime(session.remember_me)
+            session.save(update_fields=["refresh_hash", "last_used_at", "expires_at"])
+            return session, f"{session.id.hex}.{new_secret}"
+    end_session(session, reason=failure[0])
+    raise _invalid(failure[1])
+
+
+def end_session(session: Session, *, reason: str, actor: Any = None) -> None:
+    """Revoke a session: its refresh token at once, its access tokens through the denylist."""
+    now = timezone.now()
+    updated = Session.objects.filter(pk=session.pk, revoked_at__isnull=True).update(revoked_at=now)
+    session.revoked_at = now
+    # No access token of the session outlives this: it is at most one access lifetime old.
+    revoke_id(
+        session.id.hex,
+        now + tokenauth_settings.ACCESS_TOKEN_LIFETIME + tokenauth_settings.LEEWAY,
+        reason=f"session {reason}",
+    )
+    if updated:
+        AuditEvent.objects.create(
+            action="session_revoked",
+            user_id=session.user_id,
+            actor_id=getattr(actor, "pk", None),
+            detail={"session": str(session.pk), "reason": reason},
+        )
+        signals.session_revoked.send(sender=Session, session=session, reason=reason, actor=actor)
+
+
+def refresh_expires_in(session: Session) -> int:
+    return max(0, int((session.expires_at - timezone.now()).total_seconds()))

@@ -1,0 +1,12 @@
+"""Signals for things users hook into (auditing, notifications, provisioning)."""
+
+from django.dispatch import Signal
+
+#: A token was minted. kwargs: user, claims (never the token itself), session.
+token_issued = Signal()
+
+#: A refresh session ended. kwargs: session, reason ("logout", "reuse", "admin", ...).
+session_revoked = Signal()
+
+#: An epoch grew. kwargs: kind ("user" | "group" | "global"), object_id, epoch, actor, reason.
+epoch_bumped = Signal()

@@ -1,0 +1,216 @@
+"""Mint and verify our own access tokens (RFC 9068 JWTs). Claim names live here and nowhere else."""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import jwt
+from django.db.models import Q
+
+from . import signals
+from .conf import tokenauth_settings
+from .exceptions import InvalidToken
+from .keys import get_keyring
+from .models import Epoch
+
+ACCESS_TOKEN_TYPE = "at+jwt"
+
+# Claim names beyond the registered ones (iss, sub, aud, exp, iat, jti, scope, client_id).
+CLAIM_USERNAME = "preferred_username"
+CLAIM_GROUPS = "groups"
+CLAIM_GROUP = "group"
+CLAIM_GROUP_ID = "gid"
+CLAIM_SESSION = "sid"
+CLAIM_EPOCH = "epoch"
+CLAIM_GROUP_EPOCH = "group_epoch"
+CLAIM_GLOBAL_EPOCH = "global_epoch"
+
+REQUIRED_CLAIMS = ["iss", "sub", "exp", "iat", "jti", CLAIM_EPOCH, CLAIM_GLOBAL_EPOCH]
+
+
+class VerifiedTokens:
+    """A bounded per-process memo of token -> claims, so a signature is checked once per token.
+
+    Expiry and revocation are still checked on every request by the caller.
+    """
+
+    def __init__(self) -> None:
+        self._data: dict[str, dict[str, Any]] = {}
+        self._lock = threading.Lock()
+
+    def get(self, token: str) -> dict[str, Any] | None:
+        return self._data.get(token)
+
+    def put(self, token: str, claims: dict[str, Any]) -> None:
+        with self._lock:
+            limit = tokenauth_settings.VERIFIED_TOKEN_CACHE_SIZE
+            while self._data and len(self._data) >= limit:
+                self._data.pop(next(iter(self._data)))
+            if limit > 0:
+                self._data[token] = claims
+
+    def clear(self) -> None:
+        with self._lock:
+            self._data.clear()
+
+
+verified_tokens = VerifiedTokens()
+
+
+@dataclass(frozen=True)
+class IssuedToken:
+    token: str
+    claims: dict[str, Any]
+    expires_in: int
+
+
+@dataclass(frozen=True)
+class AccessToken:
+    """What ``request.auth`` holds after bearer authentication: the verified claims, never the token."""
+
+    claims: dict[str, Any]
+
+    @property
+    def issuer(self) -> str:
+        return self.claims["iss"]
+
+    @property
+    def subject(self) -> str:
+        return self.claims["sub"]
+
+    @property
+    def jti(self) -> str | None:
+        return self.claims.get("jti")
+
+    @property
+    def session_id(self) -> str | None:
+        return self.claims.get(CLAIM_SESSION)
+
+    @property
+    def group(self) -> str | None:
+        return self.claims.get(CLAIM_GROUP)
+
+    @property
+    def scope(self) -> str:
+        return scope_string(self.claims)
+
+    @property
+    def scopes(self) -> frozenset[str]:
+        return frozenset(self.scope.split())
+
+    @property
+    def expires_at(self) -> datetime:
+        return datetime.fromtimestamp(self.claims["exp"], tz=UTC)
+
+
+def scope_string(claims: dict[str, Any]) -> str:
+    """``scope`` (RFC 9068 space-delimited string) or ``scp`` (a list, as some issuers send)."""
+    scope = claims.get("scope")
+    if isinstance(scope, str):
+        return scope
+    scp = claims.get("scp")
+    if isinstance(scp, list) and all(isinstance(s, str) for s in scp):
+        return " ".join(scp)
+    return ""
+
+
+def current_epochs(user_id: str, group_id: str | None) -> dict[str, int]:
+    """Epoch claims for a new token, read from the database (minting touches the DB anyway)."""
+    wanted = Q(kind=Epoch.Kind.USER, object_id=user_id) | Q(kind=Epoch.Kind.GLOBAL, object_id="")
+    if group_id is not None:
+        wanted |= Q(kind=Epoch.Kind.GROUP, object_id=group_id)
+    values = {kind: value for kind, value in Epoch.objects.filter(wanted).values_list("kind", "value")}
+    claims = {
+        CLAIM_EPOCH: values.get(Epoch.Kind.USER, 0),
+        CLAIM_GLOBAL_EPOCH: values.get(Epoch.Kind.GLOBAL, 0),
+    }
+    if group_id is not None:
+        claims[CLAIM_GROUP_EPOCH] = values.get(Epoch.Kind.GROUP, 0)
+    return claims
+
+
+def mint_access_token(
+    user: Any,
+    *,
+    scope: str = "",
+    group: Any = None,
+    session_id: str | None = None,
+    lifetime: timedelta | None = None,
+    extra_claims: dict[str, Any] | None = None,
+) -> IssuedToken:
+    """Sign an access token for ``user``; ``group`` (a Group) is the selected group, if any."""
+    keyring = get_keyring()
+    lifetime = lifetime or tokenauth_settings.ACCESS_TOKEN_LIFETIME
+    now = int(time.time())
+    claims: dict[str, Any] = {
+        "iss": tokenauth_settings.ISSUER,
+        "sub": str(user.pk),
+        "iat": now,
+        "nbf": now,
+        "exp": now + int(lifetime.total_seconds()),
+        "jti": uuid.uuid4().hex,
+        "scope": scope,
+        CLAIM_USERNAME: user.get_username(),
+        CLAIM_GROUPS: sorted(user.groups.values_list("name", flat=True)),
+        **current_epochs(str(user.pk), str(group.pk) if group is not None else None),
+    }
+    if tokenauth_settings.AUDIENCE:
+        claims["aud"] = tokenauth_settings.AUDIENCE
+    if group is not None:
+        claims[CLAIM_GROUP] = group.name
+        claims[CLAIM_GROUP_ID] = str(group.pk)
+    if session_id:
+        claims[CLAIM_SESSION] = session_id
+    claims.update(extra_claims or {})
+    token = jwt.encode(
+        claims,
+        keyring.signing.signing_key,
+        algorithm=keyring.signing.algorithm,
+        headers={"kid": keyring.signing.kid, "typ": ACCESS_TOKEN_TYPE},
+    )
+    signals.token_issued.send(sender=AccessToken, user=user, claims=claims, session_id=session_id)
+    return IssuedToken(token=token, claims=claims, expires_in=claims["exp"] - now)
+
+
+def decode_local(token: str) -> dict[str, Any]:
+    """Verify one of our tokens (signature, issuer, audience, times); revocation is checked elsewhere."""
+    claims = verified_tokens.get(token)
+    if claims is not None:
+        if claims["exp"] + tokenauth_settings.LEEWAY.total_seconds() < time.time():
+            raise InvalidToken("The access token expired")
+        return claims
+    try:
+        header = jwt.get_unverified_header(token)
+    except jwt.InvalidTokenError:
+        raise InvalidToken("The access token is malformed") from None
+    key = get_keyring().by_kid.get(header.get("kid")) if isinstance(header.get("kid"), str) else None
+    if key is None:
+        raise InvalidToken("The access token was signed with an unknown key")
+    if header.get("typ") != ACCESS_TOKEN_TYPE:
+        raise InvalidToken("The token is not an access token")
+    if "crit" in header:
+        raise InvalidToken("The access token has unsupported critical header parameters")
+    audience = tokenauth_settings.AUDIENCE
+    try:
+        claims = jwt.decode(
+            token,
+            key.verifying_key,
+            algorithms=[key.algorithm],
+            issuer=tokenauth_settings.ISSUER,
+            audience=audience,
+            leeway=tokenauth_settings.LEEWAY,
+            options={"require": REQUIRED_CLAIMS, "verify_aud": audience is not None},
+        )
+    except jwt.ExpiredSignatureError:
+        raise InvalidToken("The access token expired") from None
+    except jwt.InvalidTokenError:
+        raise InvalidToken("The access token is invalid") from None
+    if not all(isinstance(claims[name], int) for name in (CLAIM_EPOCH, CLAIM_GLOBAL_EPOCH)):
+        raise InvalidToken("The access token is invalid")
+    verified_tokens.put(token, claims)
+    return claims

@@ -1,0 +1,261 @@
+"""Token endpoints (login, refresh, renew, logout), whoami, and the discovery documents."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib.auth import authenticate
+from django.contrib.auth.models import Group
+from django.urls import reverse
+from rest_framework import serializers
+from rest_framework.authentication import SessionAuthentication
+from rest_framework.permissions import AllowAny, IsAuthenticated
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.throttling import AnonRateThrottle
+from rest_framework.views import APIView
+
+from .authentication import BearerAuthentication
+from .conf import tokenauth_settings
+from .exceptions import OAuthError
+from .keys import get_keyring
+from .models import AuditEvent, Epoch, Session
+from .revocation import bump_epoch, revoke_id
+from .sessions import end_session, refresh_expires_in, rotate, start_session
+from .tokens import CLAIM_GROUPS, AccessToken, mint_access_token
+
+NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
+
+
+class LoginRateThrottle(AnonRateThrottle):
+    """Per-client-address limit on password attempts, rate from ``TOKENAUTH["LOGIN_THROTTLE_RATE"]``."""
+
+    scope = "tokenauth_login"
+
+    def get_rate(self) -> str | None:
+        return tokenauth_settings.LOGIN_THROTTLE_RATE
+
+
+class LoginSerializer(serializers.Serializer):
+    username = serializers.CharField(max_length=150)
+    password = serializers.CharField(max_length=4096, trim_whitespace=False)
+    remember_me = serializers.BooleanField(default=False)
+    scope = serializers.CharField(default="", allow_blank=True, max_length=1024)
+    group = serializers.CharField(required=False, allow_null=True, max_length=150)
+
+
+class RefreshSerializer(serializers.Serializer):
+    refresh_token = serializers.CharField(max_length=512)
+
+
+def _checked_scope(requested: str) -> str:
+    scopes = requested.split()
+    unknown = [s for s in scopes if s not in tokenauth_settings.SCOPES]
+    if unknown:
+        raise OAuthError("invalid_scope", f"Unknown scope: {' '.join(unknown)}")
+    return " ".join(dict.fromkeys(scopes))
+
+
+def _token_response(session: Session, refresh_token: str | None, access: Any) -> Response:
+    body = {
+        "access_token": access.token,
+        "token_type": "Bearer",
+        "expires_in": access.expires_in,
+        "scope": access.claims.get("scope", ""),
+    }
+    if refresh_token is not None:
+        body.update(refresh_token=refresh_token, refresh_expires_in=refresh_expires_in(session))
+    return Response(body, headers=NO_STORE)
+
+
+def _mint_for_session(session: Session) -> Any:
+    return mint_access_token(
+        session.user, scope=session.scope, group=session.group, session_id=session.id.hex
+    )
+
+
+def _validated(serializer_class: type[serializers.Serializer], request: Request) -> dict[str, Any]:
+    serializer = serializer_class(data=request.data)
+    if not serializer.is_valid():
+        fields = ", ".join(sorted(serializer.errors))
+        raise OAuthError("invalid_request", f"Missing or invalid fields: {fields}")
+    return serializer.validated_data
+
+
+class TokenView(APIView):
+    """``POST /auth/token/``: username and password for an access and a refresh token."""
+
+    authentication_classes = ()
+    permission_classes = (AllowAny,)
+    throttle_classes = (LoginRateThrottle,)
+
+    def get_authenticate_header(self, request: Request) -> str:
+        return 'Bearer realm="api"'
+
+    def post(self, request: Request) -> Response:
+        data = _validated(LoginSerializer, request)
+        user = authenticate(request._request, username=data["username"], password=data["password"])
+        if user is None:
+            AuditEvent.objects.create(action="login_failed", detail={"username": data["username"][:150]})
+            raise OAuthError("invalid_grant", "Invalid username or password", status_code=401)
+        group = None
+        if data.get("group"):
+            group = Group.objects.filter(name=data["group"], user=user).first()
+            if group is None:
+                raise OAuthError("invalid_scope", "You are not a member of that group")
+        scope = _checked_scope(data["scope"])
+        session, refresh_token = start_session(
+            user,
+            remember_me=data["remember_me"],
+            user_agent=request.META.get("HTTP_USER_AGENT", ""),
+            scope=scope,
+            group=group,
+        )
+        AuditEvent.objects.create(action="login", user=user, detail={"session": str(session.pk)})
+        return _token_response(session, refresh_token, _mint_for_session(session))
+
+
+class RefreshView(APIView):
+    """``POST /auth/token/refresh/``: rotate the refresh token; claims are re-read from the database."""
+
+    authentication_classes = ()
+    permission_classes = (AllowAny,)
+
+    def post(self, request: Request) -> Response:
+        data = _validated(RefreshSerializer, request)
+        session, refresh_token = rotate(data["refresh_token"])
+        return _token_response(session, refresh_token, _mint_for_session(session))
+
+
+class BearerView(APIView):
+    """A view that needs one of our own bearer tokens."""
+
+    authentication_classes = (BearerAuthentication,)
+    permission_classes = (IsAuthenticated,)
+
+    def session(self, request: Request) -> Session:
+        sid = request.auth.session_id
+        session = Session.objects.select_related("user", "group").filter(pk=sid).first() if sid else None
+        if session is None:
+            raise OAuthError("invalid_request", "This access token does not belong to a session")
+        return session
+
+
+class RenewView(BearerView):
+    """``POST /auth/token/renew/``: a fresh access token for the same session; the old one stays valid."""
+
+    def post(self, request: Request) -> Response:
+        session = self.session(request)
+        if not session.is_active:
+            raise OAuthError("invalid_grant", "The session has ended")
+        return _token_response(session, None, _mint_for_session(session))
+
+
+class LogoutView(BearerView):
+    """``POST /auth/logout/``: end this session (its refresh and access tokens); others keep working."""
+
+    def post(self, request: Request) -> Response:
+        token: AccessToken = request.auth
+        if token.session_id:
+            end_session(self.session(request), reason="logout", actor=request.user)
+        else:
+            revoke_id(token.jti, token.expires_at, reason="logout")
+        return Response(status=204)
+
+
+class LogoutAllView(BearerView):
+    """``POST /auth/logout-all/``: bump the caller's epoch; every token of the user stops working."""
+
+    def post(self, request: Request) -> Response:
+        bump_epoch(Epoch.Kind.USER, str(request.user.pk), actor=request.user, reason="logout-all")
+        return Response(status=204)
+
+
+class WhoAmIView(APIView):
+    """``GET /auth/whoami/``: who the bearer token (or the Django session) says the caller is."""
+
+    permission_classes = (IsAuthenticated,)
+
+    def get_authenticators(self) -> list[Any]:
+        authenticators: list[Any] = [BearerAuthentication()]
+        if tokenauth_settings.SESSION_AUTH_FALLBACK:
+            authenticators.append(SessionAuthentication())
+        return authenticators
+
+    def get(self, request: Request) -> Response:
+        token = request.auth
+        if isinstance(token, AccessToken):
+            return Response(
+                {
+                    "issuer": token.issuer,
+                    "subject": token.subject,
+                    "username": request.user.get_username(),
+                    "groups": list(token.claims.get(CLAIM_GROUPS, ())),
+                    "scope": token.scope,
+                    "group": token.group,
+                    "expires_at": token.expires_at.isoformat(),
+                }
+            )
+        user = request.user
+        return Response(
+            {
+                "issuer": tokenauth_settings.ISSUER,
+                "subject": str(user.pk),
+                "username": user.get_username(),
+                "groups": sorted(user.groups.values_list("name", flat=True)),
+                "scope": "",
+                "group": None,
+                "expires_at": request.session.get_expiry_date().isoformat(),
+            }
+        )
+
+
+class PublicView(APIView):
+    authentication_classes = ()
+    permission_classes = (AllowAny,)
+
+
+class JWKSView(PublicView):
+    """``GET /.well-known/jwks.json``: our public verification keys (never an HMAC secret)."""
+
+    def get(self, request: Request) -> Response:
+        return Response(get_keyring().jwks(), headers={"Cache-Control": "public, max-age=300"})
+
+
+class OpenIDConfigurationView(PublicView):
+    """``GET /.well-known/openid-configuration``: where our keys and token endpoint are."""
+
+    def get(self, request: Request) -> Response:
+        issuer = tokenauth_settings.ISSUER
+
+        def url(name: str) -> str:
+            path = reverse(name)
+            if issuer.startswith(("https://", "http://")):
+                return issuer.rstrip("/") + path
+            return request.build_absolute_uri(path)
+
+        return Response(
+            {
+                "issuer": issuer,
+                "jwks_uri": url("tokenauth-jwks"),
+                "token_endpoint": url("tokenauth-token"),
+                "grant_types_supported": ["password", "refresh_token"],
+                "token_endpoint_auth_methods_supported": ["none"],
+                "scopes_supported": sorted(tokenauth_settings.SCOPES),
+                "response_types_supported": [],
+                "subject_types_supported": ["public"],
+                "access_token_signing_alg_values_supported": get_keyring().algorithms,
+                "claims_supported": [
+                    "iss",
+                    "sub",
+                    "aud",
+                    "exp",
+                    "iat",
+                    "jti",
+                    "scope",
+                    "preferred_username",
+                    "groups",
+                ],
+            },
+            headers={"Cache-Control": "public, max-age=300"},
+        )
