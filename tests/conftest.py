@@ -42,7 +42,7 @@ def free_port() -> int:
 
 
 @pytest.fixture(autouse=True)
-def fresh_token_state(settings):
+def fresh_token_state():
     """Each test starts with empty caches: no epoch, denylist or throttle state leaks between tests."""
     from django.core.cache import cache
 
