@@ -8,6 +8,8 @@ Both first bootstrap ``.venv`` (see ``SETUP_STEPS``): create it if missing, then
 ``pip install -e .[test]`` unless the stamp file ``.venv/.dev-py-stamp`` holds the SHA-256 of the
 current ``pyproject.toml`` (plus the extras), i.e. the install is redone only when pyproject.toml changes.
 Delete the stamp (or ``.venv``) to force a reinstall.
+Then ``npm ci`` in tests/idp (the test OpenID provider) when node_modules is missing or older than
+package-lock.json (skipped with a message if npm is not on PATH).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import argparse
 import hashlib
 import os
 import secrets
+import shutil
 import subprocess
 import sys
 import venv
@@ -28,6 +31,7 @@ VENV = ROOT / ".venv"
 STAMP = VENV / ".dev-py-stamp"
 EXTRAS = "test"
 PYTHON = VENV / ("Scripts/python.exe" if os.name == "nt" else "bin/python")
+IDP = ROOT / "tests" / "idp"  # the test OpenID provider (Node.js), see tests/idp.py
 
 ADMIN_SCRIPT = """
 import os
@@ -40,9 +44,9 @@ user.save()
 """
 
 
-def run(*args: str | Path, env: dict[str, str] | None = None) -> None:
-    """Run a command in the repository root; stop dev.py if it fails."""
-    result = subprocess.run([str(a) for a in args], cwd=ROOT, env=env)
+def run(*args: str | Path, env: dict[str, str] | None = None, cwd: Path = ROOT) -> None:
+    """Run a command (in the repository root unless ``cwd``); stop dev.py if it fails."""
+    result = subprocess.run([str(a) for a in args], cwd=cwd, env=env)
     if result.returncode:
         sys.exit(f"dev.py: command failed ({result.returncode}): {' '.join(map(str, args))}")
 
@@ -75,8 +79,24 @@ def install_project() -> None:
     STAMP.write_text(fingerprint + "\n")
 
 
-# Run in order before every command. Extra setup (e.g. `npm ci` in tests/idp) goes here as another step.
-SETUP_STEPS: tuple[Callable[[], None], ...] = (ensure_venv, install_project)
+def install_idp() -> None:
+    """``npm ci`` in tests/idp when its node_modules is missing or older than package-lock.json.
+
+    Skipped with a message when npm is not on PATH (tests that need the IdP then skip, or fail when CI=true).
+    """
+    lock, installed = IDP / "package-lock.json", IDP / "node_modules" / ".package-lock.json"
+    if not lock.exists() or (installed.exists() and installed.stat().st_mtime >= lock.stat().st_mtime):
+        return
+    npm = shutil.which("npm")
+    if npm is None:
+        print("dev.py: npm is not on PATH: not installing tests/idp (the test OpenID provider)", flush=True)
+        return
+    print(f"dev.py: npm ci in {IDP} (node_modules missing or package-lock.json changed)", flush=True)
+    run(npm, "ci", "--no-audit", "--no-fund", cwd=IDP)
+
+
+# Run in order before every command. Extra setup goes here as another step.
+SETUP_STEPS: tuple[Callable[[], None], ...] = (ensure_venv, install_project, install_idp)
 
 
 def bootstrap() -> None:

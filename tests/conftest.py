@@ -54,3 +54,31 @@ def fresh_token_state():
     yield
     revocation.state.reset()
     tokens.verified_tokens.clear()
+
+
+@pytest.fixture(scope="session")
+def idp():
+    """The real test OpenID provider (tests/idp, Node.js) on a free loopback port, for the whole session.
+
+    A ``tests.idp.TestIdP``: ``idp.issuer``, ``idp.client_credentials_token()``, ``idp.user_token("alice")``,
+    ``idp.rotate()``, ``idp.down()``/``up()``, ``idp.stats()``. Skipped locally (failed when CI=true) if node
+    or its npm install is missing. Shared: a test that rotates keys or takes it down must undo what others
+    rely on (``up()``), or start its own ``TestIdP``.
+    """
+    from tests.idp import TestIdP
+
+    provider = TestIdP()
+    service_required("the test OpenID provider (Node.js, tests/idp)", provider.start)
+    yield provider
+    provider.stop()
+
+
+@pytest.fixture
+def idp_stats_reset(idp):
+    """``idp`` with zeroed request stats, discovery/JWKS up and undelayed; brought up again afterwards."""
+    idp.up()
+    idp.delay(0)
+    idp.reset_stats()
+    yield idp
+    idp.up()
+    idp.delay(0)

@@ -77,6 +77,13 @@ class ReadOnlyAdmin(admin.ModelAdmin):
         return False
 
 
+class PermanentAdmin(ReadOnlyAdmin):
+    """Rows whose deletion would make revoked tokens valid again or erase the audit trail."""
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
 @admin.register(Session)
 class SessionAdmin(ReadOnlyAdmin):
     list_display = ("user", "created_at", "last_used_at", "expires_at", "remember_me", "group", "revoked_at")
@@ -102,19 +109,19 @@ class IdentityAdmin(admin.ModelAdmin):
 
 
 @admin.register(Epoch)
-class EpochAdmin(ReadOnlyAdmin):
+class EpochAdmin(PermanentAdmin):
     list_display = ("kind", "object_id", "value", "not_before", "bumped_by", "reason")
     list_filter = ("kind",)
 
 
 @admin.register(RevokedToken)
-class RevokedTokenAdmin(ReadOnlyAdmin):
+class RevokedTokenAdmin(PermanentAdmin):
     list_display = ("jti", "revoked_at", "expires_at", "reason")
     search_fields = ("jti",)
 
 
 @admin.register(AuditEvent)
-class AuditEventAdmin(ReadOnlyAdmin):
+class AuditEventAdmin(PermanentAdmin):
     list_display = ("at", "action", "user", "actor")
     list_filter = ("action",)
     search_fields = ("user__username", "action")

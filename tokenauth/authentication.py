@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from django.contrib.auth import get_user_model
+from django.core.exceptions import ValidationError
 from rest_framework import exceptions
 from rest_framework.authentication import BaseAuthentication
 from rest_framework.request import Request
@@ -22,12 +23,17 @@ def authenticate_token(token: str) -> tuple[Any, AccessToken]:
     """Verify a bearer token and return ``(user, AccessToken)``; raises :class:`InvalidToken`."""
     if len(token) > tokenauth_settings.MAX_TOKEN_BYTES:
         raise InvalidToken("The access token is too large")
+    if not token.isascii():  # a JWT is base64url and dots; PyJWT would fail encoding anything else
+        raise InvalidToken("The access token is malformed")
     if not tokenauth_settings.LOCAL_TOKENS:
         raise InvalidToken("The access token's issuer is not accepted")
     claims = decode_local(token)
     user_id = claims["sub"]
     check_local_claims(claims, user_id)
-    pk = get_user_model()._meta.pk.to_python(user_id)
+    try:
+        pk = get_user_model()._meta.pk.to_python(user_id)
+    except ValidationError:
+        raise InvalidToken("The access token's subject is invalid") from None
     if tokenauth_settings.LOAD_USER:
         user = get_user_model()._default_manager.filter(pk=pk, is_active=True).first()
         if user is None:

@@ -45,7 +45,7 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckM
             errors.append(
                 checks.Warning(
                     "Access tokens are signed with SECRET_KEY.",
-                    hint='Set a dedicated TOKENAUTH["SIGNING_KEY"], so that rotating one does not touch the other.',
+                    hint='Set a dedicated TOKENAUTH["SIGNING_KEY"]: rotating one leaves the other alone.',
                     id="tokenauth.W001",
                 )
             )

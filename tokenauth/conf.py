@@ -37,6 +37,7 @@ DEFAULTS: dict[str, Any] = {
     "SCOPES": {},
     # Mechanisms.
     "LOCAL_TOKENS": True,
+    "EXTERNAL_ISSUERS": True,
     "SESSION_AUTH_FALLBACK": True,
     # Brute-force protection for POST /auth/token/ (DRF throttle rate string, None = off).
     "LOGIN_THROTTLE_RATE": "10/min",
@@ -48,6 +49,24 @@ DEFAULTS: dict[str, Any] = {
     "VERIFIED_TOKEN_CACHE_SIZE": 10000,
     # Load the full user row on every request instead of lazily on first use of a non-claim field.
     "LOAD_USER": False,
+    # External issuers configured in code (next to the Issuer rows of the admin): a list of dicts with
+    # "issuer" and optionally "audiences", "accept_any_audience", "required_scopes", "algorithms",
+    # "auto_provision", "default_groups", "group_claims", "username_claim", "enabled".
+    "ISSUERS": [],
+    # Accept http:// issuers on loopback hosts (tests, local demos); https is required otherwise.
+    "ALLOW_LOOPBACK_HTTP_ISSUERS": False,
+    # Fetching discovery documents and JWKS.
+    "HTTP_TIMEOUT": timedelta(seconds=5),
+    "HTTP_MAX_BYTES": 512 * 1024,
+    # JWKS lifetime: the issuer's Cache-Control max-age, kept within these bounds.
+    "JWKS_CACHE_MIN": timedelta(minutes=5),
+    "JWKS_CACHE_MAX": timedelta(hours=24),
+    # An unknown key id refetches an issuer's JWKS at most once per this window.
+    "JWKS_REFETCH_COOLDOWN": timedelta(minutes=1),
+    # While an issuer is down its last good keys keep serving for this long.
+    "JWKS_MAX_STALENESS": timedelta(days=1),
+    # How long the shared cache keeps an (issuer, sub) -> user mapping.
+    "IDENTITY_CACHE_TIMEOUT": timedelta(hours=1),
     # Which Django cache alias holds revocation state (use a shared one, e.g. Redis, in production).
     "CACHE_ALIAS": "default",
 }
@@ -59,6 +78,12 @@ TIMEDELTA_SETTINGS = (
     "LEEWAY",
     "REVOCATION_REFRESH_INTERVAL",
     "EPOCH_CACHE_TIMEOUT",
+    "HTTP_TIMEOUT",
+    "JWKS_CACHE_MIN",
+    "JWKS_CACHE_MAX",
+    "JWKS_REFETCH_COOLDOWN",
+    "JWKS_MAX_STALENESS",
+    "IDENTITY_CACHE_TIMEOUT",
 )
 
 

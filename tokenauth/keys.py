@@ -26,6 +26,8 @@ ASYMMETRIC_ALGORITHMS = frozenset(
     {"RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"}
 )
 SUPPORTED_ALGORITHMS = HMAC_ALGORITHMS | ASYMMETRIC_ALGORITHMS
+# RFC 7518 section 3.4: each ES* algorithm is defined for one curve only.
+EC_CURVES = {"ES256": "secp256r1", "ES384": "secp384r1", "ES512": "secp521r1"}
 
 
 @dataclass(frozen=True)
@@ -48,6 +50,8 @@ class Key:
 
 
 def _read_material(value: str | bytes) -> bytes:
+    if not isinstance(value, str | bytes):
+        raise ImproperlyConfigured(f"TOKENAUTH: a key must be a string or bytes, not {type(value).__name__}")
     return value.encode() if isinstance(value, str) else value
 
 
@@ -69,6 +73,12 @@ def load_key(algorithm: str, material: str | bytes, kid: str | None = None) -> K
             signing, verifying = parsed, parsed.public_key()
         else:
             signing, verifying = None, parsed
+        # Checked here as well because older PyJWT releases accept any curve for any ES* algorithm.
+        curve = getattr(getattr(verifying, "curve", None), "name", None)
+        if algorithm in EC_CURVES and curve != EC_CURVES[algorithm]:
+            raise ImproperlyConfigured(
+                f"TOKENAUTH: {algorithm} needs a {EC_CURVES[algorithm]} key, not {curve or 'this key'}"
+            )
         thumb_source = algo.to_jwk(verifying).encode()
     if kid is None:
         kid = base64.urlsafe_b64encode(hashlib.sha256(thumb_source).digest()[:12]).decode().rstrip("=")
@@ -110,11 +120,17 @@ class KeyRing:
 @lru_cache(maxsize=1)
 def get_keyring() -> KeyRing:
     signing = load_key(tokenauth_settings.ALGORITHM, _signing_material(), tokenauth_settings.KEY_ID)
-    others = []
-    for entry in tokenauth_settings.VERIFICATION_KEYS:
-        material = Path(entry["file"]).read_bytes() if entry.get("file") else entry["key"]
-        others.append(load_key(entry["algorithm"], material, entry.get("kid")))
-    return KeyRing(signing, others)
+    return KeyRing(signing, [_verification_key(entry) for entry in tokenauth_settings.VERIFICATION_KEYS])
+
+
+def _verification_key(entry: Any) -> Key:
+    """One ``VERIFICATION_KEYS`` entry; a malformed one is a configuration error, not a KeyError later."""
+    if not isinstance(entry, dict) or "algorithm" not in entry or not (entry.get("file") or entry.get("key")):
+        raise ImproperlyConfigured(
+            'TOKENAUTH: each VERIFICATION_KEYS entry needs "algorithm" and "key" or "file"'
+        )
+    material = Path(entry["file"]).read_bytes() if entry.get("file") else entry["key"]
+    return load_key(entry["algorithm"], material, entry.get("kid"))
 
 
 def generate_private_key_pem(algorithm: str) -> str:

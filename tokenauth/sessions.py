@@ -62,6 +62,26 @@ def _revoked_by_epoch(session: Session) -> bool:
     return Epoch.objects.filter(wanted, not_before__gt=session.created_at).exists()
 
 
+def _lost_rights(session: Session) -> tuple[str, str] | None:
+    """Why the session's user may no longer hold its tokens, as (reason, description); None if not."""
+    user = session.user
+    if not user.is_active or _revoked_by_epoch(session):
+        return ("revoked", "The session was revoked")
+    if session.group_id is not None and not user.groups.filter(pk=session.group_id).exists():
+        return ("group_removed", "You are no longer a member of the session's group")
+    return None
+
+
+def check_session(session: Session) -> None:
+    """Refuse (and end) a session that ended or whose user lost its rights; renew must not outlast them."""
+    if not session.is_active:
+        raise _invalid("The session has ended")
+    failure = _lost_rights(session)
+    if failure is not None:
+        end_session(session, reason=failure[0])
+        raise _invalid(failure[1])
+
+
 def rotate(refresh_token: str) -> tuple[Session, str]:
     """Exchange a refresh token for the next one of its session; re-checks the user's rights."""
     sid, _, secret = refresh_token.partition(".")
@@ -69,23 +89,19 @@ def rotate(refresh_token: str) -> tuple[Session, str]:
         session_id = uuid.UUID(hex=sid)
     except ValueError:
         raise _invalid("The refresh token is invalid") from None
-    failure: tuple[str, str] | None = None
     with transaction.atomic():
         session = Session.objects.select_for_update().filter(pk=session_id).first()
         if session is None or not secret:
             raise _invalid("The refresh token is invalid")
-        user = session.user
         if session.revoked_at is not None:
             raise _invalid("The session has ended")
         if session.expires_at <= timezone.now():
             raise _invalid("The refresh token expired")
-        if not constant_time_compare(_hash(secret), session.refresh_hash):
-            failure = ("reuse", "The refresh token was already used; the session is revoked")
-        elif not user.is_active or _revoked_by_epoch(session):
-            failure = ("revoked", "The session was revoked")
-        elif session.group_id is not None and not user.groups.filter(pk=session.group_id).exists():
-            failure = ("group_removed", "You are no longer a member of the session's group")
+        if constant_time_compare(_hash(secret), session.refresh_hash):
+            failure = _lost_rights(session)
         else:
+            failure = ("reuse", "The refresh token was already used; the session is revoked")
+        if failure is None:
             new_secret = secrets.token_urlsafe(32)
             session.refresh_hash = _hash(new_secret)
             session.last_used_at = timezone.now()

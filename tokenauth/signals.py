@@ -2,11 +2,14 @@
 
 from django.dispatch import Signal
 
-#: A token was minted. kwargs: user, claims (never the token itself), session.
+#: A token was minted. kwargs: user, claims (never the token itself), session_id (None outside a session).
 token_issued = Signal()
 
-#: A refresh session ended. kwargs: session, reason ("logout", "reuse", "admin", ...).
+#: A refresh session ended. kwargs: session, reason ("logout", "reuse", "admin", ...), actor (or None).
 session_revoked = Signal()
 
 #: An epoch grew. kwargs: kind ("user" | "group" | "global"), object_id, epoch, actor, reason.
 epoch_bumped = Signal()
+
+#: A new (issuer, sub) was turned into a user. kwargs: identity, user, claims.
+identity_provisioned = Signal()

@@ -145,7 +145,8 @@ def mint_access_token(
 ) -> IssuedToken:
     """Sign an access token for ``user``; ``group`` (a Group) is the selected group, if any."""
     keyring = get_keyring()
-    lifetime = lifetime or tokenauth_settings.ACCESS_TOKEN_LIFETIME
+    if lifetime is None:
+        lifetime = tokenauth_settings.ACCESS_TOKEN_LIFETIME
     now = int(time.time())
     claims: dict[str, Any] = {
         "iss": tokenauth_settings.ISSUER,
@@ -195,7 +196,7 @@ def decode_local(token: str) -> dict[str, Any]:
         raise InvalidToken("The token is not an access token")
     if "crit" in header:
         raise InvalidToken("The access token has unsupported critical header parameters")
-    audience = tokenauth_settings.AUDIENCE
+    audience = tokenauth_settings.AUDIENCE or None  # minting leaves out an empty audience too
     try:
         claims = jwt.decode(
             token,
@@ -210,7 +211,23 @@ def decode_local(token: str) -> dict[str, Any]:
         raise InvalidToken("The access token expired") from None
     except jwt.InvalidTokenError:
         raise InvalidToken("The access token is invalid") from None
-    if not all(isinstance(claims[name], int) for name in (CLAIM_EPOCH, CLAIM_GLOBAL_EPOCH)):
+    if not _claim_types_valid(claims):
         raise InvalidToken("The access token is invalid")
     verified_tokens.put(token, claims)
     return claims
+
+
+def _claim_types_valid(claims: dict[str, Any]) -> bool:
+    """PyJWT accepts ``"exp": "123"`` (it calls ``int()``); the memo, revocation and permissions need
+    real numbers, strings and lists, or a well-signed but odd token would end in a 500."""
+    numbers = ["exp", "iat"] + (["nbf"] if "nbf" in claims else [])
+    integers = [CLAIM_EPOCH, CLAIM_GLOBAL_EPOCH] + ([CLAIM_GROUP_EPOCH] if CLAIM_GROUP_ID in claims else [])
+    strings = ["sub", "jti"] + [n for n in (CLAIM_SESSION, CLAIM_USERNAME, CLAIM_GROUP) if n in claims]
+    groups = claims.get(CLAIM_GROUPS, [])
+    return (
+        all(type(claims[name]) in (int, float) for name in numbers)
+        and all(type(claims.get(name)) is int for name in integers)
+        and all(isinstance(claims[name], str) for name in strings)
+        and isinstance(groups, list)
+        and all(isinstance(name, str) for name in groups)
+    )

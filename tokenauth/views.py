@@ -9,6 +9,7 @@ from django.contrib.auth.models import Group
 from django.urls import reverse
 from rest_framework import serializers
 from rest_framework.authentication import SessionAuthentication
+from rest_framework.exceptions import ParseError, UnsupportedMediaType
 from rest_framework.permissions import AllowAny, IsAuthenticated
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -21,7 +22,7 @@ from .exceptions import OAuthError
 from .keys import get_keyring
 from .models import AuditEvent, Epoch, Session
 from .revocation import bump_epoch, revoke_id
-from .sessions import end_session, refresh_expires_in, rotate, start_session
+from .sessions import check_session, end_session, refresh_expires_in, rotate, start_session
 from .tokens import CLAIM_GROUPS, AccessToken, mint_access_token
 
 NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
@@ -75,7 +76,12 @@ def _mint_for_session(session: Session) -> Any:
 
 
 def _validated(serializer_class: type[serializers.Serializer], request: Request) -> dict[str, Any]:
-    serializer = serializer_class(data=request.data)
+    try:
+        data = request.data
+    except (ParseError, UnsupportedMediaType, RecursionError):
+        # OAuth clients expect an RFC 6749 error body; deeply nested JSON must not become a 500.
+        raise OAuthError("invalid_request", "The request body could not be parsed") from None
+    serializer = serializer_class(data=data)
     if not serializer.is_valid():
         fields = ", ".join(sorted(serializer.errors))
         raise OAuthError("invalid_request", f"Missing or invalid fields: {fields}")
@@ -146,8 +152,7 @@ class RenewView(BearerView):
 
     def post(self, request: Request) -> Response:
         session = self.session(request)
-        if not session.is_active:
-            raise OAuthError("invalid_grant", "The session has ended")
+        check_session(session)
         return _token_response(session, None, _mint_for_session(session))
 
 
@@ -159,7 +164,8 @@ class LogoutView(BearerView):
         if token.session_id:
             end_session(self.session(request), reason="logout", actor=request.user)
         else:
-            revoke_id(token.jti, token.expires_at, reason="logout")
+            # Expiry is checked with leeway: deny the id for as long as the token is accepted.
+            revoke_id(token.jti, token.expires_at + tokenauth_settings.LEEWAY, reason="logout")
         return Response(status=204)
 
 

@@ -10,6 +10,8 @@ from django.utils.dateparse import parse_duration
 from tokenauth.conf import tokenauth_settings
 from tokenauth.tokens import mint_access_token
 
+MAX_LIFETIME = timedelta(days=3650)
+
 
 def _duration(value: str) -> timedelta:
     """Seconds (``3600``), a suffix (``90m``, ``12h``, ``30d``) or a Django duration (``1 00:00:00``)."""
@@ -48,7 +50,10 @@ class Command(BaseCommand):
             duration = _duration(lifetime) if lifetime else None
         except ValueError as exc:
             raise CommandError(str(exc)) from None
-        if duration is not None and duration <= timedelta(0):
-            raise CommandError("--lifetime must be positive")
+        except OverflowError:
+            raise CommandError(f"--lifetime is out of range: {lifetime!r}") from None
+        # exp is whole seconds, and a date past MAX_LIFETIME would overflow wherever exp becomes a datetime.
+        if duration is not None and not timedelta(seconds=1) <= duration <= MAX_LIFETIME:
+            raise CommandError(f"--lifetime must be between 1 second and {MAX_LIFETIME.days} days")
         issued = mint_access_token(account, scope=" ".join(scope.split()), lifetime=duration)
         self.stdout.write(issued.token)

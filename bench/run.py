@@ -1,0 +1,284 @@
+"""Per-request cost of bearer authentication in DRF: tokenauth against its peers, in one process.
+
+What is measured: one DRF ``APIView`` (GET -> ``{"hello": request.user.username}``) served once per
+authentication variant -- no auth (``AllowAny``, no authentication classes), tokenauth
+``BearerAuthentication`` with an HS256 and an RS256 token, simplejwt ``JWTAuthentication`` and
+``JWTStatelessUserAuthentication``, and django-oauth-toolkit ``OAuth2Authentication`` with an opaque
+token. Each iteration builds the request with ``APIRequestFactory`` and calls ``view(request)``
+(the response is not rendered), so request building and DRF dispatch are in every variant alike and
+cancel out in "added cost" (= variant - no auth). Two extra tokenauth rows drop the token from
+tokenauth's verified-token memo before every request, i.e. they pay the signature check every time
+(the cost of a token's first request); the cached rows still check expiry and revocation each time.
+The floors are plain ``jwt.decode`` calls of the same HS256 / RS256 tokens (a function call, no request):
+no authentication that verifies a JWT per request can be cheaper than that.
+
+Why this way: variants run round-robin (rotating start) in one process, so drift in CPU frequency or
+load hits them all alike. Each request is timed alone (``perf_counter_ns``); the reported value is the
+median over rounds of the round's mean per request (GC and periodic refreshes included), next to the
+median of all single requests (robust when other processes steal the CPU).
+SQL queries are counted over every timed request with a ``connection.execute_wrapper`` counter.
+
+Both tokenauth variants share one configuration: the keyring signs with HS256 and also verifies an
+RS256 key listed in ``VERIFICATION_KEYS``; the RS256 token is minted once under ``override_settings``
+with that key as signer. Verification picks the key by ``kid`` and the algorithm from the key,
+exactly as for a signing key, and no settings change (which would flush tokenauth's caches) happens
+while timing.
+
+Run: ``.venv/bin/python bench/run.py [--rounds 30] [--requests 200] [--profile]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import gc
+import platform
+import pstats
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from datetime import date
+from importlib.metadata import version
+from pathlib import Path
+from typing import Any
+
+import django
+from django.conf import settings
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+HS_SECRET = "bench-hs256-secret-0123456789abcdef0123456789abcdef"
+ISSUER = "https://bench.example"
+
+
+def configure(rsa_pem: str) -> None:
+    settings.configure(
+        DEBUG=False,
+        SECRET_KEY="bench-django-secret-key-0123456789abcdef0123456789abcdef",
+        INSTALLED_APPS=[
+            "django.contrib.auth",
+            "django.contrib.contenttypes",
+            "rest_framework",
+            "tokenauth",
+            "oauth2_provider",
+        ],
+        DATABASES={"default": {"ENGINE": "django.db.backends.sqlite3", "NAME": ":memory:"}},
+        CACHES={"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}},
+        DEFAULT_AUTO_FIELD="django.db.models.BigAutoField",
+        USE_TZ=True,
+        ALLOWED_HOSTS=["*"],
+        TOKENAUTH={
+            "ISSUER": ISSUER,
+            "ALGORITHM": "HS256",
+            "SIGNING_KEY": HS_SECRET,
+            "VERIFICATION_KEYS": [{"algorithm": "RS256", "key": rsa_pem, "kid": "bench-rs256"}],
+        },
+        SIMPLE_JWT={"ALGORITHM": "HS256", "SIGNING_KEY": HS_SECRET},
+    )
+    django.setup()
+
+
+def build_variants(rsa_pem: str) -> dict[str, Callable[[], Any]]:
+    """name -> one zero-argument call that performs one request (or one floor decode)."""
+    from datetime import timedelta
+
+    import jwt
+    from django.core.management import call_command
+    from django.test import override_settings
+    from django.utils import timezone
+    from oauth2_provider.contrib.rest_framework import OAuth2Authentication
+    from oauth2_provider.models import AccessToken as DotAccessToken
+    from oauth2_provider.models import Application
+    from rest_framework.permissions import AllowAny, IsAuthenticated
+    from rest_framework.response import Response
+    from rest_framework.test import APIRequestFactory
+    from rest_framework.views import APIView
+    from rest_framework_simplejwt.authentication import (
+        JWTAuthentication,
+        JWTStatelessUserAuthentication,
+    )
+    from rest_framework_simplejwt.tokens import AccessToken as SimpleAccessToken
+
+    from tokenauth.authentication import BearerAuthentication
+    from tokenauth.keys import get_keyring
+    from tokenauth.tokens import mint_access_token, verified_tokens
+
+    call_command("migrate", verbosity=0)
+    from django.contrib.auth import get_user_model
+
+    user = get_user_model().objects.create_user("alice", password="unused")
+    hs_token = mint_access_token(user).token
+    rs_signer = {"ALGORITHM": "RS256", "SIGNING_KEY": rsa_pem, "KEY_ID": "bench-rs256"}
+    rs_signer["VERIFICATION_KEYS"] = []  # the RS256 key signs; the HS256 key is not needed to mint
+    with override_settings(TOKENAUTH={**settings.TOKENAUTH, **rs_signer}):
+        rs_token = mint_access_token(user).token
+    app = Application.objects.create(
+        name="bench", user=user, client_type="confidential", authorization_grant_type="client-credentials"
+    )
+    dot_token = "bench-opaque-dot-token-0123456789abcdef"
+    DotAccessToken.objects.create(
+        user=user, application=app, token=dot_token, scope="read", expires=timezone.now() + timedelta(hours=1)
+    )
+    sj_token = str(SimpleAccessToken.for_user(user))
+    keyring = get_keyring()
+    hs_key, rs_key = keyring.signing.verifying_key, keyring.by_kid["bench-rs256"].verifying_key
+
+    class Hello(APIView):
+        def get(self, request: Any) -> Response:
+            return Response({"hello": request.user.username})
+
+    def view(auth: list[type], perm: type = IsAuthenticated) -> Callable[..., Any]:
+        return Hello.as_view(authentication_classes=auth, permission_classes=[perm])
+
+    factory = APIRequestFactory()
+
+    def request_call(v: Callable[..., Any], token: str | None, forget: bool = False) -> Callable[[], Any]:
+        extra = {"HTTP_AUTHORIZATION": f"Bearer {token}"} if token else {}
+        memo = verified_tokens._data  # private: dropping one entry keeps the other rows' memo warm
+
+        def call() -> Any:
+            if forget:
+                memo.pop(token, None)
+            return v(factory.get("/hello/", **extra))
+
+        return call
+
+    tokenauth = view([BearerAuthentication])
+    return {
+        "no auth": request_call(view([], AllowAny), None),
+        "tokenauth HS256": request_call(tokenauth, hs_token),
+        "tokenauth RS256": request_call(tokenauth, rs_token),
+        "tokenauth HS256, signature checked every request": request_call(tokenauth, hs_token, forget=True),
+        "tokenauth RS256, signature checked every request": request_call(tokenauth, rs_token, forget=True),
+        "simplejwt JWTAuthentication": request_call(view([JWTAuthentication]), sj_token),
+        "simplejwt JWTStatelessUserAuthentication": request_call(
+            view([JWTStatelessUserAuthentication]), sj_token
+        ),
+        "django-oauth-toolkit OAuth2Authentication": request_call(view([OAuth2Authentication]), dot_token),
+        "floor: jwt.decode HS256 (function call)": lambda: jwt.decode(hs_token, hs_key, algorithms=["HS256"]),
+        "floor: jwt.decode RS256 (function call)": lambda: jwt.decode(rs_token, rs_key, algorithms=["RS256"]),
+    }
+
+
+Timings = dict[str, list[float]]
+
+
+def measure(
+    variants: dict[str, Callable[[], Any]], rounds: int, n: int
+) -> tuple[Timings, Timings, dict[str, float]]:
+    """Per variant: µs/call of each interleaved round, µs of every single call, SQL queries per call."""
+    from django.db import connection
+
+    for name, fn in variants.items():  # warm-up, and a sanity check that every request succeeds
+        for _ in range(max(50, n // 4)):
+            result = fn()
+        status = getattr(result, "status_code", 200)
+        if status != 200:
+            raise SystemExit(f"{name}: HTTP {status} {getattr(result, 'data', '')}")
+    queries = dict.fromkeys(variants, 0)
+    current = [""]
+
+    def count(execute: Callable[..., Any], *args: Any) -> Any:
+        queries[current[0]] += 1
+        return execute(*args)
+
+    per_round: Timings = {name: [] for name in variants}
+    single: Timings = {name: [] for name in variants}
+    names, clock = list(variants), time.perf_counter_ns
+    gc.collect()
+    gc.freeze()
+    with connection.execute_wrapper(count):
+        for r in range(rounds):
+            for name in names[r % len(names) :] + names[: r % len(names)]:
+                fn, current[0], times = variants[name], name, []
+                for _ in range(n):
+                    start = clock()
+                    fn()
+                    times.append((clock() - start) / 1000)
+                per_round[name].append(sum(times) / n)
+                single[name] += times
+    return per_round, single, {name: q / (rounds * n) for name, q in queries.items()}
+
+
+def table(per_round: Timings, single: Timings, queries: dict[str, float]) -> str:
+    base = statistics.median(per_round["no auth"])
+    rows = [
+        "| variant | median µs/request | rounds p25–p75 | median single request µs | × no auth "
+        "| added µs over no auth | SQL queries/request |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for name, s in per_round.items():
+        us, (p25, _, p75) = statistics.median(s), statistics.quantiles(s, n=4)
+        cells = f"| {name} | {us:.1f} | {p25:.0f}–{p75:.0f} | {statistics.median(single[name]):.1f} "
+        if name.startswith("floor"):
+            rows.append(cells + f"| – | {us:.1f} (the whole call) | 0 |")
+        else:
+            added = "–" if name == "no auth" else f"{us - base:+.1f}"
+            rows.append(cells + f"| {us / base:.2f} | {added} | {queries[name]:g} |")
+    return "\n".join(rows)
+
+
+def verdicts(per_round: Timings, single: Timings, queries: dict[str, float]) -> list[str]:
+    med = {name: statistics.median(s) for name, s in per_round.items()}
+    one = {name: statistics.median(s) for name, s in single.items()}
+    base, sj = med["no auth"], med["simplejwt JWTAuthentication"]
+    lines = []
+    for alg in ("HS256", "RS256"):
+        name, floor = f"tokenauth {alg}", f"floor: jwt.decode {alg} (function call)"
+        added, total = med[name] - base, med[name]
+        lines += [
+            f"- {'PASS' if added <= med[floor] else 'FAIL'} {name}: added cost {added:.1f} µs "
+            f"<= bare jwt.decode {alg} {med[floor]:.1f} µs (single-request medians: "
+            f"{one[name] - one['no auth']:.1f} vs {one[floor]:.1f} µs)",
+            f"- {'PASS' if sj / total >= 2 else 'FAIL'} {name}: {sj / total:.2f}x faster than simplejwt "
+            f"JWTAuthentication per request (total {total:.1f} vs {sj:.1f} µs; target >= 2x; "
+            f"added cost {added:.1f} vs {sj - base:.1f} µs)",
+            f"- {'PASS' if queries[name] == 0 else 'FAIL'} {name}: {queries[name]:g} SQL queries/request",
+        ]
+    return lines
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--rounds", type=int, default=30)
+    parser.add_argument("--requests", type=int, default=200, help="requests per variant per round")
+    parser.add_argument(
+        "--profile", action="store_true", help="also cProfile tokenauth HS256 requests (its own functions)"
+    )
+    args = parser.parse_args()
+
+    from tokenauth.keys import generate_private_key_pem  # imports no models; fine before setup
+
+    rsa_pem = generate_private_key_pem("RS256")
+    configure(rsa_pem)
+    variants = build_variants(rsa_pem)
+    per_round, single, queries = measure(variants, args.rounds, args.requests)
+    pkgs = "Django djangorestframework PyJWT cryptography djangorestframework-simplejwt django-oauth-toolkit"
+    env = ", ".join(f"{p} {version(p)}" for p in pkgs.split())
+    report = "\n".join(
+        [
+            f"{date.today()} · Python {platform.python_version()} · {platform.machine()} · {env} · "
+            f"{args.rounds} rounds × {args.requests} requests per variant, interleaved; "
+            "SQLite in memory, LocMemCache",
+            "",
+            table(per_round, single, queries),
+            "",
+            "Targets (x faster = total per-request time; floor comparison = added cost over no auth):",
+            *verdicts(per_round, single, queries),
+        ]
+    )
+    print(report)
+    out = Path(__file__).resolve().parent / "results" / "latest.md"
+    out.parent.mkdir(exist_ok=True)
+    out.write_text(report + "\n")
+    print(f"\nwritten to {out.relative_to(ROOT)}")
+    if args.profile:
+        fn, profiler = variants["tokenauth HS256"], cProfile.Profile()
+        profiler.runcall(lambda: [fn() for _ in range(20000)])
+        print("\ncProfile, 20000 tokenauth HS256 requests: tokenauth's functions by cumulative time")
+        pstats.Stats(profiler).sort_stats("cumulative").print_stats(r"tokenauth[/\\]", 15)
+
+
+if __name__ == "__main__":
+    main()

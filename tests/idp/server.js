@@ -1,0 +1,348 @@
+#!/usr/bin/env node
+// A real OpenID provider (the `oidc-provider` package) for the test suite, on loopback only.
+//
+//   node server.js [--port N] [--host 127.0.0.1] [--issuer URL] [--keys-dir DIR] [--exit-on-stdin-close]
+//
+// Prints exactly one line on stdout, `READY <issuer>`, once it listens; logs go to stderr.
+// `--port 0` (the default) picks a free port; the default issuer is then http://127.0.0.1:<that port>.
+// An issuer with a path (http://127.0.0.1:9000/realms/test) mounts the provider under that path.
+//
+// Configuration (environment; the CLI flags above win over IDP_PORT / IDP_HOST / IDP_ISSUER / IDP_KEYS_DIR):
+//   IDP_RESOURCE            default resource indicator = `aud` of the JWT access tokens (https://api.example.test)
+//   IDP_RESOURCE_SCOPE      scopes that resource accepts ('openid profile email servicex reports:read reports:write')
+//   IDP_ACCESS_TOKEN_ALG    JWS alg of access tokens: RS256 (default) or ES256
+//   IDP_ACCESS_TOKEN_TTL    access token lifetime in seconds (600)
+//   IDP_REDIRECT_URIS       comma-separated redirect URIs of `web-client` (http://127.0.0.1:8000/oidc/callback/)
+//   IDP_WEB_APPLICATION_TYPE  `web` (default) or `native`: native allows any port on loopback redirect URIs
+//   IDP_CLIENT_SECRET / IDP_WEB_CLIENT_SECRET   secrets of test-client / web-client (test-secret / web-secret)
+//
+// Clients (static):
+//   test-client / test-secret  client_credentials + device_code (+ refresh_token), client_secret_basic
+//   web-client  / web-secret   authorization_code (+ PKCE, optional) + refresh_token, client_secret_basic
+// Users: devInteractions is on, so its login page accepts any login/password and the login becomes `sub`.
+// For client_credentials tokens oidc-provider sets `sub` = the client id (and `client_id` too).
+//
+// Test-only admin routes (not part of OIDC; loopback tests only):
+//   POST /__test__/rotate[?drop_old=1][&alg=RS256|ES256]  new key(s) with new kid(s) become the signing keys
+//   GET  /__test__/stats          {"requests": {path: count}, "discovery": n, "jwks": n, "total": n, ...}
+//   POST /__test__/reset-stats
+//   POST /__test__/down[?seconds=N][&targets=discovery,jwks]  those endpoints answer 503 (N seconds or until /up)
+//   POST /__test__/up
+//   POST /__test__/delay?ms=N     discovery and JWKS answer after N ms (0 = no delay)
+//   GET  /__test__/keys           current public JWKS and the signing kid per alg
+import * as crypto from 'node:crypto';
+import * as fs from 'node:fs';
+import * as http from 'node:http';
+import * as path from 'node:path';
+import { parseArgs } from 'node:util';
+
+import Provider from 'oidc-provider';
+
+const log = (...parts) => process.stderr.write(`[idp] ${parts.join(' ')}\n`);
+
+const { values: args } = parseArgs({
+  options: {
+    port: { type: 'string' },
+    host: { type: 'string' },
+    issuer: { type: 'string' },
+    'keys-dir': { type: 'string' },
+    'exit-on-stdin-close': { type: 'boolean', default: false },
+  },
+});
+
+const env = process.env;
+const HOST = args.host || env.IDP_HOST || '127.0.0.1';
+const PORT = Number(args.port ?? env.IDP_PORT ?? 0);
+const KEYS_DIR = args['keys-dir'] || env.IDP_KEYS_DIR || '';
+const RESOURCE = env.IDP_RESOURCE || 'https://api.example.test';
+const RESOURCE_SCOPE = env.IDP_RESOURCE_SCOPE || 'openid profile email servicex reports:read reports:write';
+const ACCESS_TOKEN_ALG = env.IDP_ACCESS_TOKEN_ALG || 'RS256';
+const ACCESS_TOKEN_TTL = Number(env.IDP_ACCESS_TOKEN_TTL || 600);
+const REDIRECT_URIS = (env.IDP_REDIRECT_URIS || 'http://127.0.0.1:8000/oidc/callback/')
+  .split(',').map((s) => s.trim()).filter(Boolean);
+const WEB_APPLICATION_TYPE = env.IDP_WEB_APPLICATION_TYPE || 'web';
+const ALGS = ['RS256', 'ES256'];
+
+if (!ALGS.includes(ACCESS_TOKEN_ALG)) {
+  log(`IDP_ACCESS_TOKEN_ALG must be one of ${ALGS.join(', ')}, got ${ACCESS_TOKEN_ALG}`);
+  process.exit(2);
+}
+
+// ---------------------------------------------------------------- signing keys
+
+let keyCounter = 0;
+
+function generateKey(alg) {
+  keyCounter += 1;
+  const { privateKey } = alg === 'RS256'
+    ? crypto.generateKeyPairSync('rsa', { modulusLength: 2048 })
+    : crypto.generateKeyPairSync('ec', { namedCurve: 'P-256' });
+  const kid = `${alg.toLowerCase()}-${keyCounter}-${crypto.randomBytes(4).toString('hex')}`;
+  return { ...privateKey.export({ format: 'jwk' }), kid, alg, use: 'sig' };
+}
+
+// Newest first: oidc-provider signs ID tokens with the first matching key, and access tokens with
+// the kid we pass explicitly (the newest key of IDP_ACCESS_TOKEN_ALG).
+let keys;
+const keysFile = KEYS_DIR ? path.join(KEYS_DIR, 'jwks.json') : '';
+
+function saveKeys() {
+  if (!keysFile) return;
+  fs.mkdirSync(KEYS_DIR, { recursive: true });
+  fs.writeFileSync(keysFile, `${JSON.stringify({ keys }, null, 2)}\n`, { mode: 0o600 });
+}
+
+if (keysFile && fs.existsSync(keysFile)) {
+  ({ keys } = JSON.parse(fs.readFileSync(keysFile, 'utf8')));
+  keyCounter = keys.length;
+  for (const alg of ALGS) {
+    if (!keys.some((k) => k.alg === alg)) keys.push(generateKey(alg));
+  }
+  log(`loaded ${keys.length} keys from ${keysFile}`);
+} else {
+  keys = ALGS.map(generateKey);
+  saveKeys();
+}
+
+const signingKid = (alg) => keys.find((k) => k.alg === alg).kid;
+const publicJwk = ({ d, p, q, dp, dq, qi, ...pub }) => pub; // eslint-disable-line no-unused-vars
+
+// ---------------------------------------------------------------- provider
+
+const COOKIE_KEYS = [crypto.randomBytes(32).toString('hex')]; // shared by every Provider instance
+
+function clients() {
+  return [
+    {
+      client_id: 'test-client',
+      client_secret: env.IDP_CLIENT_SECRET || 'test-secret',
+      client_name: 'Test client (client_credentials, device flow)',
+      grant_types: ['client_credentials', 'urn:ietf:params:oauth:grant-type:device_code', 'refresh_token'],
+      response_types: [],
+      redirect_uris: [],
+      token_endpoint_auth_method: 'client_secret_basic',
+    },
+    {
+      client_id: 'web-client',
+      client_secret: env.IDP_WEB_CLIENT_SECRET || 'web-secret',
+      client_name: 'Web client (authorization code)',
+      application_type: WEB_APPLICATION_TYPE,
+      grant_types: ['authorization_code', 'refresh_token'],
+      response_types: ['code'],
+      redirect_uris: REDIRECT_URIS,
+      post_logout_redirect_uris: REDIRECT_URIS,
+      token_endpoint_auth_method: 'client_secret_basic',
+    },
+  ];
+}
+
+function resourceServerInfo(resource) {
+  return {
+    audience: resource,
+    scope: RESOURCE_SCOPE,
+    accessTokenTTL: ACCESS_TOKEN_TTL,
+    accessTokenFormat: 'jwt',
+    jwt: { sign: { alg: ACCESS_TOKEN_ALG, kid: signingKid(ACCESS_TOKEN_ALG) } },
+  };
+}
+
+function buildProvider(issuer) {
+  const configuration = {
+    clients: clients(),
+    jwks: { keys },
+    cookies: { keys: COOKIE_KEYS },
+    claims: {
+      openid: ['sub'],
+      profile: ['name', 'preferred_username'],
+      email: ['email', 'email_verified'],
+    },
+    scopes: ['openid', 'offline_access', 'profile', 'email'],
+    async findAccount(_ctx, id) {
+      return {
+        accountId: id,
+        async claims() {
+          return {
+            sub: id, name: id, preferred_username: id, email: `${id}@example.test`, email_verified: true,
+          };
+        },
+      };
+    },
+    features: {
+      devInteractions: { enabled: true },
+      clientCredentials: { enabled: true },
+      deviceFlow: { enabled: true },
+      introspection: { enabled: true },
+      revocation: { enabled: true },
+      resourceIndicators: {
+        enabled: true,
+        async defaultResource(_ctx, _client, oneOf) {
+          if (oneOf) return Array.isArray(oneOf) ? oneOf[0] : oneOf;
+          return RESOURCE;
+        },
+        async useGrantedResource() { return true; },
+        async getResourceServerInfo(_ctx, resource) { return resourceServerInfo(resource); },
+      },
+    },
+    ttl: {
+      AccessToken: ACCESS_TOKEN_TTL,
+      ClientCredentials: ACCESS_TOKEN_TTL,
+    },
+    async issueRefreshToken(_ctx, client, code) {
+      return client.grantTypeAllowed('refresh_token') && code.scopes.has('offline_access');
+    },
+    async renderError(ctx, out) {
+      ctx.type = 'json';
+      ctx.body = out;
+    },
+  };
+  const instance = new Provider(issuer, configuration);
+  instance.on('server_error', (_ctx, err) => log('server_error', err.stack || err));
+  instance.on('grant.error', (_ctx, err) => log('grant.error', err.name, err.error_description || err.message));
+  return instance;
+}
+
+// ---------------------------------------------------------------- wrapper + admin routes
+
+const DISCOVERY = '/.well-known/openid-configuration';
+const JWKS = '/jwks';
+
+let issuer;
+let mountPath = '';
+let provider;
+let providerCallback;
+let stats = {};
+let downUntil = 0; // ms epoch; Infinity = until /up
+let downTargets = new Set();
+let delayMs = 0;
+
+function swapProvider() {
+  provider = buildProvider(issuer);
+  providerCallback = provider.callback();
+}
+
+function sendJson(res, status, body) {
+  const data = JSON.stringify(body);
+  res.writeHead(status, { 'content-type': 'application/json', 'cache-control': 'no-store' });
+  res.end(data);
+}
+
+function statsBody() {
+  const total = Object.values(stats).reduce((a, b) => a + b, 0);
+  return {
+    requests: stats,
+    discovery: stats[mountPath + DISCOVERY] || 0,
+    jwks: stats[mountPath + JWKS] || 0,
+    total,
+    down: Date.now() < downUntil ? [...downTargets] : [],
+    delay_ms: delayMs,
+  };
+}
+
+function keysBody() {
+  return {
+    keys: keys.map(publicJwk),
+    signing: Object.fromEntries(ALGS.map((alg) => [alg, signingKid(alg)])),
+    access_token_alg: ACCESS_TOKEN_ALG,
+  };
+}
+
+function admin(req, res, url) {
+  const route = url.pathname.slice('/__test__'.length);
+  const q = url.searchParams;
+  const truthy = (v) => ['1', 'true', 'yes'].includes((v || '').toLowerCase());
+
+  if (req.method === 'GET' && route === '/stats') return sendJson(res, 200, statsBody());
+  if (req.method === 'GET' && route === '/keys') return sendJson(res, 200, keysBody());
+  if (req.method !== 'POST') return sendJson(res, 405, { error: 'method not allowed' });
+
+  switch (route) {
+    case '/rotate': {
+      const algs = q.get('alg') ? [q.get('alg')] : ALGS;
+      if (!algs.every((alg) => ALGS.includes(alg))) return sendJson(res, 400, { error: 'unknown alg' });
+      const fresh = algs.map(generateKey);
+      const dropped = truthy(q.get('drop_old')) ? keys.filter((k) => algs.includes(k.alg)).map((k) => k.kid) : [];
+      keys = [...fresh, ...keys.filter((k) => !dropped.includes(k.kid))];
+      saveKeys();
+      swapProvider();
+      log('rotate: new', fresh.map((k) => k.kid).join(','), dropped.length ? `dropped ${dropped.join(',')}` : '');
+      return sendJson(res, 200, { ...keysBody(), added: fresh.map((k) => k.kid), dropped });
+    }
+    case '/reset-stats':
+      stats = {};
+      return sendJson(res, 200, statsBody());
+    case '/down': {
+      const seconds = q.get('seconds');
+      downUntil = seconds ? Date.now() + Number(seconds) * 1000 : Infinity;
+      downTargets = new Set((q.get('targets') || 'discovery,jwks').split(',').map((s) => s.trim()));
+      log('down:', [...downTargets].join(','), seconds ? `for ${seconds}s` : 'until /up');
+      return sendJson(res, 200, statsBody());
+    }
+    case '/up':
+      downUntil = 0;
+      log('up');
+      return sendJson(res, 200, statsBody());
+    case '/delay':
+      delayMs = Number(q.get('ms') || 0);
+      log('delay:', delayMs, 'ms');
+      return sendJson(res, 200, statsBody());
+    default:
+      return sendJson(res, 404, { error: 'unknown admin route' });
+  }
+}
+
+async function handle(req, res) {
+  const url = new URL(req.url, 'http://idp.invalid');
+  if (url.pathname.startsWith('/__test__/')) return admin(req, res, url);
+
+  stats[url.pathname] = (stats[url.pathname] || 0) + 1;
+
+  const target = { [mountPath + DISCOVERY]: 'discovery', [mountPath + JWKS]: 'jwks' }[url.pathname];
+  if (target) {
+    if (delayMs) await new Promise((resolve) => { setTimeout(resolve, delayMs); });
+    if (Date.now() < downUntil && downTargets.has(target)) {
+      res.writeHead(503, { 'content-type': 'text/plain', 'retry-after': '1' });
+      return res.end('issuer down (test)\n');
+    }
+  }
+
+  if (mountPath) {
+    if (url.pathname !== mountPath && !url.pathname.startsWith(`${mountPath}/`)) {
+      return sendJson(res, 404, { error: 'not_found' });
+    }
+    req.originalUrl = req.url;
+    req.url = req.url.slice(mountPath.length) || '/';
+  }
+  return providerCallback(req, res);
+}
+
+const server = http.createServer((req, res) => {
+  handle(req, res).catch((err) => {
+    log('wrapper error', err.stack || err);
+    if (!res.headersSent) sendJson(res, 500, { error: 'server_error' });
+    else res.destroy();
+  });
+});
+
+function shutdown(signal) {
+  log(`stopping (${signal})`);
+  server.close();
+  server.closeAllConnections();
+  process.exit(0);
+}
+process.on('SIGTERM', () => shutdown('SIGTERM'));
+process.on('SIGINT', () => shutdown('SIGINT'));
+if (args['exit-on-stdin-close']) {
+  process.stdin.on('end', () => shutdown('stdin closed'));
+  process.stdin.on('error', () => shutdown('stdin error'));
+  process.stdin.resume();
+}
+
+server.listen(PORT, HOST, () => {
+  const { port } = server.address();
+  const hostForUrl = HOST.includes(':') ? `[${HOST}]` : HOST;
+  issuer = (args.issuer || env.IDP_ISSUER || `http://${hostForUrl}:${port}`).replace('{port}', String(port));
+  mountPath = new URL(issuer).pathname.replace(/\/$/, '');
+  swapProvider();
+  log(`listening on ${HOST}:${port}; access tokens ${ACCESS_TOKEN_ALG} for ${RESOURCE}; keys ${keys.map((k) => k.kid).join(',')}`);
+  process.stdout.write(`READY ${issuer}\n`);
+});

@@ -1,0 +1,219 @@
+"""Admin screens: one-click revocation for users, groups and sessions; tokens never shown."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Group
+
+from tests.helpers import login, make_user
+from tokenauth.models import AuditEvent, Epoch, Identity, RevokedToken, Session
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture(autouse=True)
+def fast_passwords(settings):
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
+@pytest.fixture
+def superuser() -> Any:
+    return get_user_model().objects.create_superuser("root", "root@example.com", "pw")
+
+
+@pytest.fixture
+def admin_client(client: Any, superuser: Any) -> Any:
+    """A second test client logged in to the admin (the ``client`` fixture stays anonymous)."""
+    from django.test import Client
+
+    other = Client()
+    other.force_login(superuser)
+    return other
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"HTTP_AUTHORIZATION": f"Bearer {token}"}
+
+
+def hello(client: Any, token: str) -> int:
+    return client.get("/api/hello/", **bearer(token)).status_code
+
+
+def run_action(admin_client: Any, url: str, action: str, pks: list[Any]) -> Any:
+    response = admin_client.post(
+        url, {"action": action, "_selected_action": [str(pk) for pk in pks]}, follow=True
+    )
+    assert response.status_code == 200
+    return response
+
+
+def test_user_admin_action_bumps_the_epoch(client, admin_client, superuser):
+    alice = make_user("alice")
+    make_user("bob")
+    alices = login(client, "alice")
+    bobs = login(client, "bob")
+    response = run_action(admin_client, "/admin/auth/user/", "revoke_all_tokens", [alice.pk])
+    assert "Revoked the tokens of 1 entry." in response.content.decode()
+    assert hello(client, alices["access_token"]) == 401
+    assert hello(client, bobs["access_token"]) == 200
+    epoch = Epoch.objects.get(kind="user", object_id=str(alice.pk))
+    assert epoch.value == 1
+    assert epoch.bumped_by == superuser
+    assert AuditEvent.objects.get(action="epoch_bumped").actor == superuser
+
+
+def test_user_admin_shows_the_epoch_column(client, admin_client):
+    alice = make_user("alice")
+    run_action(admin_client, "/admin/auth/user/", "revoke_all_tokens", [alice.pk])
+    run_action(admin_client, "/admin/auth/user/", "revoke_all_tokens", [alice.pk])
+    html = admin_client.get("/admin/auth/user/").content.decode()
+    assert "column-token_epoch" in html
+    assert '<td class="field-token_epoch">2</td>' in html
+    assert "Revoke all tokens (bump epoch)" in html
+    change = admin_client.get(f"/admin/auth/user/{alice.pk}/change/")
+    assert change.status_code == 200
+    assert "token epoch" in change.content.decode().lower()
+
+
+def test_group_admin_action_bumps_the_group_epoch(client, admin_client):
+    make_user("alice", groups=["operators", "users"])
+    selected = login(client, "alice", group="operators")
+    other = login(client, "alice", group="users")
+    plain = login(client, "alice")
+    operators = Group.objects.get(name="operators")
+    response = run_action(admin_client, "/admin/auth/group/", "revoke_all_tokens", [operators.pk])
+    assert "Revoked the tokens of 1 entry." in response.content.decode()
+    assert hello(client, selected["access_token"]) == 401
+    assert hello(client, other["access_token"]) == 200
+    assert hello(client, plain["access_token"]) == 200
+    html = admin_client.get("/admin/auth/group/").content.decode()
+    assert "column-token_epoch" in html
+    assert admin_client.get(f"/admin/auth/group/{operators.pk}/change/").status_code == 200
+
+
+def test_action_on_several_users(client, admin_client):
+    users = [make_user(name) for name in ("a", "b", "c")]
+    bodies = [login(client, u.username) for u in users]
+    response = run_action(admin_client, "/admin/auth/user/", "revoke_all_tokens", [u.pk for u in users[:2]])
+    assert "Revoked the tokens of 2 entries." in response.content.decode()
+    assert [hello(client, b["access_token"]) for b in bodies] == [401, 401, 200]
+
+
+def test_session_admin_lists_and_revokes(client, admin_client):
+    make_user("alice")
+    one = login(client, "alice")
+    two = login(client, "alice")
+    html = admin_client.get("/admin/tokenauth/session/").content.decode()
+    assert "revoke_sessions" in html
+    assert html.count("alice") >= 2
+    first = Session.objects.get(pk=one["refresh_token"].partition(".")[0])
+    run_action(admin_client, "/admin/tokenauth/session/", "revoke_sessions", [first.pk])
+    assert hello(client, one["access_token"]) == 401
+    assert hello(client, two["access_token"]) == 200
+    assert (
+        client.post(
+            "/auth/token/refresh/", {"refresh_token": one["refresh_token"]}, content_type="application/json"
+        ).status_code
+        == 400
+    )
+    event = AuditEvent.objects.get(action="session_revoked")
+    assert event.detail["reason"] == "admin"
+    assert event.actor.username == "root"
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "/admin/",
+        "/admin/tokenauth/identity/",
+        "/admin/tokenauth/revokedtoken/",
+        "/admin/tokenauth/auditevent/",
+        "/admin/tokenauth/epoch/",
+        "/admin/tokenauth/session/",
+        "/admin/auth/user/",
+        "/admin/auth/group/",
+    ],
+)
+def test_changelists_load_and_never_show_tokens(client, admin_client, url):
+    user = make_user("alice", groups=["operators"])
+    body = login(client, "alice", group="operators")
+    refreshed = client.post(
+        "/auth/token/refresh/", {"refresh_token": body["refresh_token"]}, content_type="application/json"
+    ).json()
+    client.post("/auth/token/", {"username": "alice", "password": "wrong"}, content_type="application/json")
+    client.post("/auth/logout/", **bearer(refreshed["access_token"]))
+    Identity.objects.create(issuer="https://idp.example", subject="abc", user=user)
+    html = admin_client.get(url).content.decode()
+    assert admin_client.get(url).status_code == 200
+    for secret in (
+        body["access_token"],
+        refreshed["access_token"],
+        body["refresh_token"].partition(".")[2],
+        refreshed["refresh_token"].partition(".")[2],
+        Session.objects.get().refresh_hash,
+    ):
+        assert secret not in html
+
+
+def test_detail_pages_never_show_tokens(client, admin_client):
+    make_user("alice")
+    body = login(client, "alice")
+    session = Session.objects.get()
+    client.post("/auth/logout/", **bearer(body["access_token"]))
+    pages = [
+        f"/admin/tokenauth/session/{session.pk}/change/",
+        f"/admin/tokenauth/revokedtoken/{RevokedToken.objects.get().pk}/change/",
+        f"/admin/tokenauth/auditevent/{AuditEvent.objects.first().pk}/change/",
+        f"/admin/tokenauth/epoch/{Epoch.objects.create(kind='global').pk}/change/",
+    ]
+    for page in pages:
+        response = admin_client.get(page)
+        assert response.status_code == 200, page
+        html = response.content.decode()
+        assert body["access_token"] not in html
+        assert body["refresh_token"].partition(".")[2] not in html
+        assert session.refresh_hash not in html
+
+
+@pytest.mark.parametrize("model", ["epoch", "revokedtoken", "auditevent"])
+def test_revocation_state_and_audit_log_cannot_be_deleted_in_the_admin(admin_client, model):
+    """Deleting an epoch or denylist row would make revoked tokens valid again."""
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    rows = {
+        "epoch": lambda: Epoch.objects.create(kind="global", value=3),
+        "revokedtoken": lambda: RevokedToken.objects.create(
+            jti="x", expires_at=timezone.now() + timedelta(hours=1)
+        ),
+        "auditevent": lambda: AuditEvent.objects.create(action="login"),
+    }
+    row = rows[model]()
+    response = admin_client.post(f"/admin/tokenauth/{model}/{row.pk}/delete/", {"post": "yes"})
+    assert response.status_code == 403
+    response = admin_client.post(
+        f"/admin/tokenauth/{model}/",
+        {"action": "delete_selected", "_selected_action": [row.pk], "post": "yes"},
+    )
+    assert type(row).objects.filter(pk=row.pk).exists()
+
+
+def test_users_with_sessions_can_still_be_deleted_in_the_admin(client, admin_client):
+    user = make_user("alice")
+    body = login(client, "alice")
+    response = admin_client.post(f"/admin/auth/user/{user.pk}/delete/", {"post": "yes"})
+    assert response.status_code == 302
+    assert not get_user_model().objects.filter(pk=user.pk).exists()
+    assert hello(client, body["access_token"]) == 401
+
+
+def test_admin_needs_staff(client):
+    make_user("alice")
+    client.login(username="alice", password="pw")
+    response = client.post("/admin/auth/user/", {"action": "revoke_all_tokens", "_selected_action": ["1"]})
+    assert response.status_code == 302
+    assert not Epoch.objects.exists()

@@ -1,0 +1,144 @@
+"""System checks: each misconfiguration is reported by ``manage.py check`` with its own id."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from django.core.checks import run_checks
+
+from tokenauth.checks import check_settings
+from tokenauth.keys import generate_private_key_pem
+
+ISSUER = "https://api.example.org"
+GOOD_SECRET = "a-dedicated-signing-key-" + "s" * 40
+LOCMEM = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+SHARED = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": "redis://x"}}
+
+
+def ids(settings, debug: bool = True, caches: dict | None = None, **tokenauth: object) -> set[str]:
+    settings.DEBUG = debug
+    settings.CACHES = caches or LOCMEM
+    settings.TOKENAUTH = tokenauth
+    return {message.id for message in check_settings()}
+
+
+def test_good_configuration_has_no_messages(settings):
+    assert ids(settings, ISSUER=ISSUER, SIGNING_KEY=GOOD_SECRET) == set()
+    assert ids(settings, debug=False, caches=SHARED, ISSUER=ISSUER, SIGNING_KEY=GOOD_SECRET) == set()
+    es256 = generate_private_key_pem("ES256")
+    assert ids(settings, ISSUER=ISSUER, ALGORITHM="ES256", SIGNING_KEY=es256) == set()
+
+
+def test_run_checks_reports_ours(settings):
+    settings.TOKENAUTH = {"SIGNING_KEY": GOOD_SECRET}
+    assert "tokenauth.E002" in {m.id for m in run_checks(tags=["security"])}
+
+
+def test_e001_unknown_setting(settings):
+    found = ids(settings, ISSUER=ISSUER, SIGNING_KEY=GOOD_SECRET, SIGNING_KEYS=[], AUDIANCE="x")
+    assert found == {"tokenauth.E001"}
+    message = next(m for m in check_settings() if m.id == "tokenauth.E001")
+    assert "AUDIANCE" in message.msg and "SIGNING_KEYS" in message.msg
+
+
+@pytest.mark.parametrize("issuer", [None, "", 42])
+def test_e002_issuer_missing(settings, issuer):
+    extra = {} if issuer is None else {"ISSUER": issuer}
+    assert "tokenauth.E002" in ids(settings, SIGNING_KEY=GOOD_SECRET, **extra)
+
+
+@pytest.mark.parametrize(
+    "change",
+    [{"LEEWAY": "30"}, {"ACCESS_TOKEN_LIFETIME": timedelta(seconds=-1)}, {"EPOCH_CACHE_TIMEOUT": None}],
+)
+def test_e003_bad_durations(settings, change):
+    assert "tokenauth.E003" in ids(settings, ISSUER=ISSUER, SIGNING_KEY=GOOD_SECRET, **change)
+
+
+def test_durations_may_be_seconds(settings):
+    assert (
+        ids(settings, ISSUER=ISSUER, SIGNING_KEY=GOOD_SECRET, LEEWAY=10, ACCESS_TOKEN_LIFETIME=300.0) == set()
+    )
+
+
+def p384_pem() -> str:
+    return (
+        ec.generate_private_key(ec.SECP384R1())
+        .private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+        .decode()
+    )
+
+
+@pytest.mark.parametrize(
+    "config",
+    [
+        {"ALGORITHM": "RS256", "SIGNING_KEY": "not a pem"},
+        {"ALGORITHM": "RS256"},  # asymmetric without a key
+        {"ALGORITHM": "ES256", "SIGNING_KEY": "P-384"},  # replaced below by a P-384 key
+        {"ALGORITHM": "ES256", "SIGNING_KEY_FILE": "/nonexistent/key.pem"},
+        {"ALGORITHM": "none", "SIGNING_KEY": GOOD_SECRET},
+        {"ALGORITHM": "HS256", "SIGNING_KEY": 1234567890},
+        {"SIGNING_KEY": GOOD_SECRET, "VERIFICATION_KEYS": [{"key": GOOD_SECRET}]},
+        {"SIGNING_KEY": GOOD_SECRET, "VERIFICATION_KEYS": ["a bare secret"]},
+        {"SIGNING_KEY": GOOD_SECRET, "VERIFICATION_KEYS": [{"algorithm": "ES256", "key": "junk"}]},
+        {
+            "SIGNING_KEY": GOOD_SECRET,
+            "VERIFICATION_KEYS": [{"algorithm": "HS256", "key": GOOD_SECRET}],
+        },  # same kid
+    ],
+    ids=repr,
+)
+def test_e004_broken_keys(settings, config):
+    if config.get("SIGNING_KEY") == "P-384":
+        config = {**config, "SIGNING_KEY": p384_pem()}
+    assert "tokenauth.E004" in ids(settings, ISSUER=ISSUER, **config)
+
+
+def test_e004_message_does_not_leak_the_key(settings):
+    pem = p384_pem()
+    settings.TOKENAUTH = {"ISSUER": ISSUER, "ALGORITHM": "ES256", "SIGNING_KEY": pem}
+    message = next(m for m in check_settings() if m.id == "tokenauth.E004")
+    assert "PRIVATE KEY" not in message.msg
+    assert pem.splitlines()[1] not in message.msg
+
+
+def test_w001_signing_with_secret_key_in_production(settings):
+    settings.SECRET_KEY = "production-secret-key-" + "p" * 40
+    assert "tokenauth.W001" in ids(settings, debug=False, caches=SHARED, ISSUER=ISSUER)
+    assert "tokenauth.W001" in ids(
+        settings, debug=False, caches=SHARED, ISSUER=ISSUER, SIGNING_KEY=settings.SECRET_KEY
+    )
+    assert "tokenauth.W001" not in ids(settings, debug=True, ISSUER=ISSUER)
+    assert "tokenauth.W001" not in ids(
+        settings, debug=False, caches=SHARED, ISSUER=ISSUER, SIGNING_KEY=GOOD_SECRET
+    )
+
+
+@pytest.mark.parametrize("secret", ["short", "x" * 31])
+def test_e005_short_hmac_key(settings, secret):
+    assert "tokenauth.E005" in ids(settings, ISSUER=ISSUER, SIGNING_KEY=secret)
+
+
+def test_e005_counts_bytes(settings):
+    assert "tokenauth.E005" not in ids(settings, ISSUER=ISSUER, SIGNING_KEY="x" * 32)
+
+
+def test_e006_cache_alias_missing(settings):
+    assert "tokenauth.E006" in ids(settings, ISSUER=ISSUER, SIGNING_KEY=GOOD_SECRET, CACHE_ALIAS="nope")
+
+
+def test_w002_process_memory_cache_in_production(settings):
+    assert "tokenauth.W002" in ids(settings, debug=False, ISSUER=ISSUER, SIGNING_KEY=GOOD_SECRET)
+    dummy = {"default": {"BACKEND": "django.core.cache.backends.dummy.DummyCache"}}
+    assert "tokenauth.W002" in ids(
+        settings, debug=False, caches=dummy, ISSUER=ISSUER, SIGNING_KEY=GOOD_SECRET
+    )
+    assert "tokenauth.W002" not in ids(settings, debug=True, ISSUER=ISSUER, SIGNING_KEY=GOOD_SECRET)
+    assert "tokenauth.W002" not in ids(
+        settings, debug=False, caches=SHARED, ISSUER=ISSUER, SIGNING_KEY=GOOD_SECRET
+    )

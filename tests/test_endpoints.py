@@ -1,0 +1,638 @@
+"""The token endpoints as a client sees them: login, refresh, renew, logout(-all), whoami."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+import jwt
+import pytest
+from django.contrib.auth.models import Group
+from django.test import override_settings
+
+from tests.helpers import login, make_user
+from tokenauth.models import AuditEvent, Session
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture(autouse=True)
+def fast_passwords(settings):
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
+def settings_with(**values: Any) -> override_settings:
+    from django.conf import settings
+
+    return override_settings(TOKENAUTH={**settings.TOKENAUTH, **values})
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"HTTP_AUTHORIZATION": f"Bearer {token}"}
+
+
+def post_json(client: Any, path: str, data: Any, **extra: Any) -> Any:
+    return client.post(path, data, content_type="application/json", **extra)
+
+
+def hello(client: Any, token: str) -> int:
+    return client.get("/api/hello/", **bearer(token)).status_code
+
+
+def refresh(client: Any, refresh_token: str) -> Any:
+    return post_json(client, "/auth/token/refresh/", {"refresh_token": refresh_token})
+
+
+# -- login -------------------------------------------------------------------------------------
+
+
+def test_login_returns_a_working_token_pair(client):
+    make_user("alice")
+    body = login(client, "alice")
+    assert body["token_type"] == "Bearer"
+    assert body["expires_in"] == 15 * 60
+    assert body["refresh_expires_in"] == pytest.approx(86400, abs=5)
+    assert body["scope"] == ""
+    assert set(body) == {
+        "access_token",
+        "token_type",
+        "expires_in",
+        "refresh_token",
+        "refresh_expires_in",
+        "scope",
+    }
+    response = client.get("/api/hello/", **bearer(body["access_token"]))
+    assert response.status_code == 200
+    assert response.json() == {"hello": "alice"}
+
+
+def test_login_response_is_not_cached(client):
+    make_user("alice")
+    response = post_json(client, "/auth/token/", {"username": "alice", "password": "pw"})
+    assert response["Cache-Control"] == "no-store"
+
+
+def test_refresh_token_is_stored_hashed(client):
+    make_user("alice")
+    body = login(client, "alice")
+    secret = body["refresh_token"].partition(".")[2]
+    session = Session.objects.get()
+    assert secret not in session.refresh_hash
+    assert body["refresh_token"] not in str(Session.objects.values().get())
+
+
+@pytest.mark.parametrize(
+    "credentials",
+    [{"username": "alice", "password": "wrong"}, {"username": "nobody", "password": "pw"}],
+)
+def test_wrong_credentials_are_401_json(client, credentials):
+    make_user("alice")
+    response = post_json(client, "/auth/token/", credentials)
+    assert response.status_code == 401
+    assert response.json()["error"] == "invalid_grant"
+    assert "access_token" not in response.json()
+
+
+def test_inactive_user_cannot_log_in(client):
+    user = make_user("alice")
+    user.is_active = False
+    user.save()
+    response = post_json(client, "/auth/token/", {"username": "alice", "password": "pw"})
+    assert response.status_code == 401
+
+
+def test_scope_is_granted_when_known(client):
+    make_user("alice")
+    body = login(client, "alice", scope="reports:read reports:read")
+    assert body["scope"] == "reports:read"
+    assert client.get("/api/reports/", **bearer(body["access_token"])).status_code == 200
+
+
+def test_without_scope_the_scoped_view_is_403(client):
+    make_user("alice")
+    body = login(client, "alice")
+    response = client.get("/api/reports/", **bearer(body["access_token"]))
+    assert response.status_code == 403
+    assert 'error="insufficient_scope"' in response["WWW-Authenticate"]
+
+
+def test_unknown_scope_is_400_invalid_scope(client):
+    make_user("alice")
+    response = post_json(client, "/auth/token/", {"username": "alice", "password": "pw", "scope": "admin"})
+    assert response.status_code == 400
+    assert response.json()["error"] == "invalid_scope"
+    assert not Session.objects.exists()
+
+
+def test_group_selection(client):
+    make_user("alice", groups=["operators", "users"])
+    body = login(client, "alice", group="operators")
+    claims = jwt.decode(body["access_token"], options={"verify_signature": False})
+    assert claims["group"] == "operators"
+    assert claims["groups"] == ["operators", "users"]
+    assert client.get("/api/staff-area/", **bearer(body["access_token"])).status_code == 200
+
+
+def test_selecting_another_group_hides_the_rest(client):
+    make_user("alice", groups=["operators", "users"])
+    body = login(client, "alice", group="users")
+    assert client.get("/api/staff-area/", **bearer(body["access_token"])).status_code == 403
+
+
+@pytest.mark.parametrize("group", ["operators", "does-not-exist"])
+def test_group_the_user_is_not_in_is_400(client, group):
+    make_user("alice", groups=["users"])
+    Group.objects.get_or_create(name="operators")
+    response = post_json(client, "/auth/token/", {"username": "alice", "password": "pw", "group": group})
+    assert response.status_code == 400
+    assert "error" in response.json()
+    assert not Session.objects.exists()
+
+
+@pytest.mark.parametrize(
+    ("body", "content_type"),
+    [
+        ("not json", "application/json"),
+        ("{", "application/json"),
+        ("[]", "application/json"),
+        ('["alice", "pw"]', "application/json"),
+        ("null", "application/json"),
+        ('"alice"', "application/json"),
+        ("42", "application/json"),
+        ('{"username": ["alice"], "password": "pw"}', "application/json"),
+        ('{"username": {"a": 1}, "password": "pw"}', "application/json"),
+        ('{"username": "alice"}', "application/json"),
+        ('{"username": "alice", "password": null}', "application/json"),
+        ('{"username": "alice", "password": "pw", "remember_me": "maybe"}', "application/json"),
+        ('{"username": "alice", "password": "pw", "scope": ["reports:read"]}', "application/json"),
+        ('{"username": "al\\u0000ice", "password": "pw"}', "application/json"),
+        ("[" * 100_000, "application/json"),
+        ('{"a":' * 50_000, "application/json"),
+        ("username=alice&password=pw", "text/plain"),
+        ("\xff\xfe garbage", "application/octet-stream"),
+        ("", "application/json"),
+    ],
+)
+def test_malformed_login_body_is_400_invalid_request(client, body, content_type):
+    make_user("alice")
+    response = client.post("/auth/token/", body, content_type=content_type)
+    assert response.status_code == 400, response.content
+    assert response.json()["error"] == "invalid_request"
+
+
+@pytest.mark.parametrize("field", ["username", "password", "scope", "group"])
+def test_huge_strings_are_400(client, field):
+    make_user("alice")
+    data = {"username": "alice", "password": "pw", field: "x" * 1_000_000}
+    response = post_json(client, "/auth/token/", data)
+    assert response.status_code == 400
+    assert response.json()["error"] == "invalid_request"
+    assert "x" * 100 not in response.content.decode()
+
+
+def test_form_encoded_login_works(client):
+    make_user("alice")
+    response = client.post("/auth/token/", {"username": "alice", "password": "pw"})
+    assert response.status_code == 200
+
+
+def test_login_is_throttled(client):
+    make_user("alice")
+    with settings_with(LOGIN_THROTTLE_RATE="3/min"):
+        statuses = [
+            post_json(client, "/auth/token/", {"username": "alice", "password": "bad"}).status_code
+            for _ in range(3)
+        ]
+        assert statuses == [401, 401, 401]
+        response = post_json(client, "/auth/token/", {"username": "alice", "password": "pw"})
+        assert response.status_code == 429
+        assert "access_token" not in response.json()
+
+
+def test_throttle_is_per_client_address(client):
+    make_user("alice")
+    with settings_with(LOGIN_THROTTLE_RATE="1/min"):
+        data = {"username": "alice", "password": "pw"}
+        assert post_json(client, "/auth/token/", data, REMOTE_ADDR="10.0.0.1").status_code == 200
+        assert post_json(client, "/auth/token/", data, REMOTE_ADDR="10.0.0.1").status_code == 429
+        assert post_json(client, "/auth/token/", data, REMOTE_ADDR="10.0.0.2").status_code == 200
+
+
+def test_throttle_can_be_switched_off(client):
+    make_user("alice")
+    with settings_with(LOGIN_THROTTLE_RATE=None):
+        for _ in range(15):
+            assert (
+                post_json(client, "/auth/token/", {"username": "alice", "password": "x"}).status_code == 401
+            )
+
+
+def test_login_and_failed_login_are_audited(client):
+    user = make_user("alice")
+    post_json(client, "/auth/token/", {"username": "alice", "password": "nope"})
+    failed = AuditEvent.objects.get(action="login_failed")
+    assert failed.detail == {"username": "alice"}
+    assert "nope" not in str(failed.detail)
+    body = login(client, "alice")
+    event = AuditEvent.objects.get(action="login")
+    assert event.user == user
+    assert event.detail["session"] == str(Session.objects.get().pk)
+    assert body["refresh_token"].partition(".")[2] not in str(event.detail)
+
+
+# -- refresh -----------------------------------------------------------------------------------
+
+
+def test_refresh_rotates(client):
+    make_user("alice")
+    first = login(client, "alice")
+    response = refresh(client, first["refresh_token"])
+    assert response.status_code == 200
+    second = response.json()
+    assert response["Cache-Control"] == "no-store"
+    assert second["token_type"] == "Bearer"
+    assert second["refresh_token"] != first["refresh_token"]
+    assert second["access_token"] != first["access_token"]
+    assert hello(client, second["access_token"]) == 200
+    third = refresh(client, second["refresh_token"])
+    assert third.status_code == 200
+    assert Session.objects.count() == 1
+
+
+def test_refresh_keeps_scope_and_group(client):
+    make_user("alice", groups=["operators"])
+    first = login(client, "alice", scope="reports:read", group="operators")
+    second = refresh(client, first["refresh_token"]).json()
+    assert second["scope"] == "reports:read"
+    claims = jwt.decode(second["access_token"], options={"verify_signature": False})
+    assert claims["group"] == "operators"
+    assert claims["sid"] == first["refresh_token"].partition(".")[0]
+
+
+def test_reusing_a_rotated_refresh_token_revokes_the_session(client):
+    make_user("alice")
+    first = login(client, "alice")
+    second = refresh(client, first["refresh_token"]).json()
+    reuse = refresh(client, first["refresh_token"])
+    assert reuse.status_code == 400
+    assert reuse.json()["error"] == "invalid_grant"
+    # The legitimate holder's latest pair is dead too: the thief may have it.
+    assert hello(client, second["access_token"]) == 401
+    assert hello(client, first["access_token"]) == 401
+    assert refresh(client, second["refresh_token"]).status_code == 400
+    assert Session.objects.get().revoked_at is not None
+    assert AuditEvent.objects.filter(action="session_revoked", detail__reason="reuse").count() == 1
+
+
+def test_reuse_in_one_session_leaves_other_sessions_alone(client):
+    make_user("alice")
+    one = login(client, "alice")
+    other = login(client, "alice")
+    refresh(client, one["refresh_token"])
+    refresh(client, one["refresh_token"])
+    assert hello(client, other["access_token"]) == 200
+    assert refresh(client, other["refresh_token"]).status_code == 200
+
+
+@pytest.mark.parametrize(
+    "token",
+    [
+        "",
+        "garbage",
+        ".",
+        "....",
+        "0" * 32,
+        "0" * 32 + ".",
+        "0" * 32 + ".secret",
+        "not-a-uuid.secret",
+        "x" * 600,
+        "é" * 100,
+        "{12345678-1234-5678-1234-567812345678}.abc",
+    ],
+)
+def test_garbage_refresh_tokens_are_invalid_grant(client, token):
+    response = refresh(client, token)
+    assert response.status_code == 400
+    assert response.json()["error"] in {"invalid_grant", "invalid_request"}
+    if token and len(token) <= 512:
+        assert response.json()["error"] == "invalid_grant"
+
+
+@pytest.mark.parametrize(
+    "body", ["not json", "[]", '{"refresh_token": null}', '{"refresh_token": []}', "{}", "[" * 100_000]
+)
+def test_malformed_refresh_body_is_invalid_request(client, body):
+    response = client.post("/auth/token/refresh/", body, content_type="application/json")
+    assert response.status_code == 400
+    assert response.json()["error"] == "invalid_request"
+
+
+def test_refresh_token_of_an_unknown_session_is_invalid_grant(client):
+    make_user("alice")
+    body = login(client, "alice")
+    Session.objects.all().delete()
+    response = refresh(client, body["refresh_token"])
+    assert response.status_code == 400
+    assert response.json()["error"] == "invalid_grant"
+
+
+def test_refresh_lifetimes_depend_on_remember_me(client):
+    make_user("alice")
+    with settings_with(
+        REFRESH_TOKEN_LIFETIME=timedelta(hours=2), REMEMBER_ME_REFRESH_TOKEN_LIFETIME=timedelta(days=7)
+    ):
+        short = login(client, "alice")
+        long = login(client, "alice", remember_me=True)
+        assert short["refresh_expires_in"] == pytest.approx(2 * 3600, abs=5)
+        assert long["refresh_expires_in"] == pytest.approx(7 * 86400, abs=5)
+        assert refresh(client, long["refresh_token"]).json()["refresh_expires_in"] == pytest.approx(
+            7 * 86400, abs=5
+        )
+        assert refresh(client, short["refresh_token"]).json()["refresh_expires_in"] == pytest.approx(
+            2 * 3600, abs=5
+        )
+
+
+def test_expired_refresh_token_is_invalid_grant(client):
+    make_user("alice")
+    body = login(client, "alice")
+    Session.objects.update(expires_at=Session.objects.get().created_at - timedelta(seconds=1))
+    response = refresh(client, body["refresh_token"])
+    assert response.status_code == 400
+    assert response.json()["error"] == "invalid_grant"
+
+
+def test_refresh_after_removal_from_selected_group_fails(client):
+    user = make_user("alice", groups=["operators"])
+    body = login(client, "alice", group="operators")
+    user.groups.clear()
+    response = refresh(client, body["refresh_token"])
+    assert response.status_code == 400
+    assert response.json()["error"] == "invalid_grant"
+    assert Session.objects.get().revoked_at is not None
+
+
+def test_refresh_rereads_groups(client):
+    user = make_user("alice", groups=["operators", "users"])
+    body = login(client, "alice", group="users")
+    user.groups.remove(Group.objects.get(name="operators"))
+    response = refresh(client, body["refresh_token"])
+    assert response.status_code == 200
+    claims = jwt.decode(response.json()["access_token"], options={"verify_signature": False})
+    assert claims["groups"] == ["users"]
+    assert claims["group"] == "users"
+
+
+def test_refresh_after_deactivation_fails(client):
+    user = make_user("alice")
+    body = login(client, "alice")
+    user.is_active = False
+    user.save()
+    assert refresh(client, body["refresh_token"]).status_code == 400
+    user.is_active = True
+    user.save()
+    assert refresh(client, body["refresh_token"]).status_code == 400
+
+
+# -- renew -------------------------------------------------------------------------------------
+
+
+def test_renew_gives_a_fresh_access_token_for_the_same_session(client):
+    make_user("alice", groups=["operators"])
+    body = login(client, "alice", scope="reports:read", group="operators")
+    response = client.post("/auth/token/renew/", **bearer(body["access_token"]))
+    assert response.status_code == 200
+    renewed = response.json()
+    assert "refresh_token" not in renewed
+    assert renewed["access_token"] != body["access_token"]
+    assert renewed["scope"] == "reports:read"
+    old = jwt.decode(body["access_token"], options={"verify_signature": False})
+    new = jwt.decode(renewed["access_token"], options={"verify_signature": False})
+    assert new["sid"] == old["sid"]
+    assert new["group"] == "operators"
+    assert new["jti"] != old["jti"]
+    assert hello(client, body["access_token"]) == 200
+    assert hello(client, renewed["access_token"]) == 200
+
+
+def test_renew_needs_a_bearer_token(client):
+    user = make_user("alice")
+    assert client.post("/auth/token/renew/").status_code == 401
+    client.force_login(user)
+    assert client.post("/auth/token/renew/").status_code == 401
+
+
+def test_renew_refuses_a_token_without_session(client):
+    from io import StringIO
+
+    from django.core.management import call_command
+
+    make_user("alice")
+    out = StringIO()
+    call_command("tokenauth_issue", "--user", "alice", stdout=out)
+    response = client.post("/auth/token/renew/", **bearer(out.getvalue().strip()))
+    assert response.status_code == 400
+    assert "error" in response.json()
+
+
+def test_renew_after_removal_from_the_selected_group_fails(client):
+    user = make_user("alice", groups=["operators"])
+    body = login(client, "alice", group="operators")
+    user.groups.clear()
+    response = client.post("/auth/token/renew/", **bearer(body["access_token"]))
+    assert response.status_code == 400
+    assert response.json()["error"] == "invalid_grant"
+    assert refresh(client, body["refresh_token"]).status_code == 400
+
+
+def test_renew_of_an_expired_session_fails(client):
+    make_user("alice")
+    body = login(client, "alice")
+    Session.objects.update(expires_at=Session.objects.get().created_at)
+    response = client.post("/auth/token/renew/", **bearer(body["access_token"]))
+    assert response.status_code == 400
+    assert response.json()["error"] == "invalid_grant"
+
+
+# -- logout ------------------------------------------------------------------------------------
+
+
+def test_logout_ends_only_this_session(client):
+    make_user("alice")
+    mine = login(client, "alice")
+    other = login(client, "alice")
+    renewed = client.post("/auth/token/renew/", **bearer(mine["access_token"])).json()
+    response = client.post("/auth/logout/", **bearer(mine["access_token"]))
+    assert response.status_code == 204
+    assert hello(client, mine["access_token"]) == 401
+    assert hello(client, renewed["access_token"]) == 401
+    assert refresh(client, mine["refresh_token"]).status_code == 400
+    assert hello(client, other["access_token"]) == 200
+    assert refresh(client, other["refresh_token"]).status_code == 200
+    assert client.post("/auth/logout/", **bearer(mine["access_token"])).status_code == 401
+
+
+def test_logout_of_a_token_without_session_revokes_that_token(client):
+    from io import StringIO
+
+    from django.core.management import call_command
+
+    make_user("alice")
+    out = StringIO()
+    call_command("tokenauth_issue", "--user", "alice", stdout=out)
+    token = out.getvalue().strip()
+    assert client.post("/auth/logout/", **bearer(token)).status_code == 204
+    assert hello(client, token) == 401
+
+
+def test_logged_out_token_stays_denied_through_the_expiry_leeway(client):
+    """Expiry is checked with leeway, so the denylist entry must outlive ``exp`` by the leeway too."""
+    from io import StringIO
+
+    from django.core.management import call_command
+
+    from tokenauth.models import RevokedToken
+
+    make_user("alice")
+    out = StringIO()
+    call_command("tokenauth_issue", "--user", "alice", "--lifetime", "60", stdout=out)
+    token = out.getvalue().strip()
+    claims = jwt.decode(token, options={"verify_signature": False})
+    assert client.post("/auth/logout/", **bearer(token)).status_code == 204
+    row = RevokedToken.objects.get(jti=claims["jti"])
+    assert row.expires_at.timestamp() >= claims["exp"] + 30
+
+
+def test_logout_without_token_is_401(client):
+    assert client.post("/auth/logout/").status_code == 401
+    assert client.post("/auth/logout/", **bearer("nonsense")).status_code == 401
+
+
+def test_logout_all_revokes_every_token_of_the_user_only(client):
+    make_user("alice")
+    make_user("bob")
+    one = login(client, "alice")
+    two = login(client, "alice", remember_me=True)
+    bobs = login(client, "bob")
+    response = client.post("/auth/logout-all/", **bearer(one["access_token"]))
+    assert response.status_code == 204
+    for body in (one, two):
+        assert hello(client, body["access_token"]) == 401
+        assert refresh(client, body["refresh_token"]).status_code == 400
+    assert hello(client, bobs["access_token"]) == 200
+    assert refresh(client, bobs["refresh_token"]).status_code == 200
+    again = login(client, "alice")
+    assert hello(client, again["access_token"]) == 200
+    assert refresh(client, again["refresh_token"]).status_code == 200
+
+
+def test_logout_all_covers_tokens_without_session(client):
+    from io import StringIO
+
+    from django.core.management import call_command
+
+    make_user("alice")
+    out = StringIO()
+    call_command("tokenauth_issue", "--user", "alice", "--lifetime", "30d", stdout=out)
+    token = out.getvalue().strip()
+    body = login(client, "alice")
+    client.post("/auth/logout-all/", **bearer(body["access_token"]))
+    assert hello(client, token) == 401
+
+
+# -- whoami ------------------------------------------------------------------------------------
+
+
+def test_whoami_with_a_bearer_token(client):
+    user = make_user("alice", groups=["operators", "users"])
+    body = login(client, "alice", scope="reports:read", group="operators")
+    response = client.get("/auth/whoami/", **bearer(body["access_token"]))
+    assert response.status_code == 200
+    data = response.json()
+    claims = jwt.decode(body["access_token"], options={"verify_signature": False})
+    assert data == {
+        "issuer": "http://127.0.0.1:8000",
+        "subject": str(user.pk),
+        "username": "alice",
+        "groups": ["operators", "users"],
+        "scope": "reports:read",
+        "group": "operators",
+        "expires_at": data["expires_at"],
+    }
+    from datetime import datetime
+
+    assert datetime.fromisoformat(data["expires_at"]).timestamp() == claims["exp"]
+
+
+@pytest.mark.parametrize("how", ["force_login", "login"])
+def test_whoami_with_a_django_session(client, how):
+    user = make_user("alice", groups=["users"])
+    if how == "force_login":
+        client.force_login(user)
+    else:
+        assert client.login(username="alice", password="pw")
+    response = client.get("/auth/whoami/")
+    assert response.status_code == 200
+    data = response.json()
+    assert data["subject"] == str(user.pk)
+    assert data["username"] == "alice"
+    assert data["groups"] == ["users"]
+    assert data["issuer"] == "http://127.0.0.1:8000"
+    assert data["group"] is None
+    assert data["scope"] == ""
+    assert data["expires_at"]
+
+
+def test_whoami_without_credentials_is_401(client):
+    response = client.get("/auth/whoami/")
+    assert response.status_code in (401, 403)
+    response = client.get("/auth/whoami/", **bearer("abc.def.ghi"))
+    assert response.status_code == 401
+    assert 'error="invalid_token"' in response["WWW-Authenticate"]
+
+
+def test_whoami_session_fallback_can_be_switched_off(client):
+    user = make_user("alice")
+    client.force_login(user)
+    with settings_with(SESSION_AUTH_FALLBACK=False):
+        assert client.get("/auth/whoami/").status_code == 401
+
+
+def test_endpoints_reject_get(client):
+    make_user("alice")
+    body = login(client, "alice")
+    assert client.get("/auth/token/").status_code == 405
+    assert client.get("/auth/token/refresh/").status_code == 405
+    assert client.get("/auth/logout/", **bearer(body["access_token"])).status_code == 405
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        {"group": 5.5e400},
+        {"group": 7},
+        {"group": ""},
+        {"group": None},
+        {"scope": 5},
+        {"scope": "   "},
+        {"remember_me": "true"},
+        {"remember_me": 1},
+        {"username": True},
+        {"password": 12345},
+    ],
+)
+def test_odd_but_parsable_values_never_500(client, extra):
+    make_user("alice")
+    response = post_json(client, "/auth/token/", {"username": "alice", "password": "pw", **extra})
+    assert response.status_code in (200, 400, 401), response.content
+    if response.status_code != 200:
+        assert "error" in response.json()
+
+
+def test_renew_and_whoami_after_logout_all_are_401(client):
+    make_user("alice")
+    body = login(client, "alice")
+    client.post("/auth/logout-all/", **bearer(body["access_token"]))
+    assert client.post("/auth/token/renew/", **bearer(body["access_token"])).status_code == 401
+    assert client.get("/auth/whoami/", **bearer(body["access_token"])).status_code == 401
+    assert client.post("/auth/logout-all/", **bearer(body["access_token"])).status_code == 401

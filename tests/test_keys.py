@@ -1,0 +1,299 @@
+"""Signing keys: algorithms, keys from settings and files, rotation, JWKS and discovery, the command."""
+
+from __future__ import annotations
+
+import io
+import json
+from functools import cache
+
+import jwt
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from django.core.exceptions import ImproperlyConfigured
+from django.core.management import call_command
+
+from tests.helpers import make_user
+from tokenauth.keys import KeyRing, generate_private_key_pem, get_keyring, load_key
+from tokenauth.tokens import mint_access_token
+
+pytestmark = pytest.mark.django_db
+
+ISSUER = "http://127.0.0.1:8000"
+
+
+def pem_of(private_key) -> str:
+    return private_key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    ).decode()
+
+
+def public_pem_of(private_key) -> str:
+    return (
+        private_key.public_key()
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+        .decode()
+    )
+
+
+@cache
+def private_pem(algorithm: str, n: int = 0) -> str:
+    """A private key per (algorithm, n); RSA at 2048 bits to keep the tests quick."""
+    if algorithm.startswith(("RS", "PS")):
+        return pem_of(rsa.generate_private_key(public_exponent=65537, key_size=2048))
+    return generate_private_key_pem(algorithm)
+
+
+def use_key(settings, algorithm: str, pem: str, **extra: object) -> None:
+    settings.TOKENAUTH = {"ISSUER": ISSUER, "ALGORITHM": algorithm, "SIGNING_KEY": pem, **extra}
+
+
+def hello(client, token: str):
+    return client.get("/api/hello/", HTTP_AUTHORIZATION=f"Bearer {token}")
+
+
+@pytest.mark.parametrize("algorithm", ["RS256", "PS256", "ES256", "ES384", "ES512", "EdDSA"])
+def test_asymmetric_algorithms_sign_and_verify(settings, client, algorithm):
+    use_key(settings, algorithm, private_pem(algorithm))
+    token = mint_access_token(make_user("alice")).token
+    header = jwt.get_unverified_header(token)
+    assert header["alg"] == algorithm
+    assert header["typ"] == "at+jwt"
+    assert header["kid"] == get_keyring().signing.kid
+    response = hello(client, token)
+    assert response.status_code == 200
+    assert response.json() == {"hello": "alice"}
+
+
+def test_hs256_is_the_default(settings):
+    assert "ALGORITHM" not in settings.TOKENAUTH
+    assert get_keyring().signing.algorithm == "HS256"
+    assert jwt.get_unverified_header(mint_access_token(make_user("alice")).token)["alg"] == "HS256"
+
+
+def test_hmac_falls_back_to_secret_key(settings):
+    settings.TOKENAUTH = {"ISSUER": ISSUER}
+    assert get_keyring().signing.signing_key == settings.SECRET_KEY.encode()
+
+
+def test_signing_key_from_file(settings, client, tmp_path):
+    path = tmp_path / "signing.pem"
+    path.write_text(private_pem("ES256"))
+    settings.TOKENAUTH = {"ISSUER": ISSUER, "ALGORITHM": "ES256", "SIGNING_KEY_FILE": str(path)}
+    token = mint_access_token(make_user("alice")).token
+    assert jwt.get_unverified_header(token)["alg"] == "ES256"
+    assert hello(client, token).status_code == 200
+    assert get_keyring().signing.kid == load_key("ES256", private_pem("ES256")).kid
+
+
+def test_kid_is_derived_from_the_key_and_stable():
+    first = load_key("ES256", private_pem("ES256"))
+    assert first.kid == load_key("ES256", private_pem("ES256")).kid
+    assert first.kid != load_key("ES256", private_pem("ES256", 1)).kid
+    assert load_key("ES256", private_pem("ES256"), kid="2024-01").kid == "2024-01"
+    # the public half has the same kid as the private key, so a retired key can be given either way
+    private = serialization.load_pem_private_key(private_pem("ES256").encode(), None)
+    assert load_key("ES256", public_pem_of(private)).kid == first.kid
+    assert load_key("HS256", "x" * 32).kid != load_key("HS256", "y" * 32).kid
+
+
+def test_explicit_key_id_setting(settings):
+    use_key(settings, "ES256", private_pem("ES256"), KEY_ID="main-2024")
+    assert jwt.get_unverified_header(mint_access_token(make_user("alice")).token)["kid"] == "main-2024"
+
+
+@pytest.mark.parametrize(
+    ("algorithm", "curve"),
+    [
+        ("ES256", ec.SECP384R1()),
+        ("ES384", ec.SECP256R1()),
+        ("ES512", ec.SECP256R1()),
+        ("ES256", ec.SECP521R1()),
+    ],
+)
+def test_ec_key_on_the_wrong_curve_is_refused(algorithm, curve):
+    pem = pem_of(ec.generate_private_key(curve))
+    with pytest.raises(ImproperlyConfigured):
+        load_key(algorithm, pem)
+    public = public_pem_of(ec.generate_private_key(curve))
+    with pytest.raises(ImproperlyConfigured):
+        load_key(algorithm, public)
+
+
+@pytest.mark.parametrize(
+    ("algorithm", "material"),
+    [
+        ("ES256", "not a key"),
+        ("RS256", "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n"),
+        ("none", "whatever"),
+        ("HS1", "x" * 40),
+        ("HS256", 12345),
+        ("HS256", None),
+    ],
+    ids=repr,
+)
+def test_broken_key_material_is_refused(algorithm, material):
+    with pytest.raises(ImproperlyConfigured):
+        load_key(algorithm, material)
+
+
+@pytest.mark.parametrize(("algorithm", "other"), [("ES256", "RS256"), ("RS256", "EdDSA"), ("EdDSA", "ES256")])
+def test_key_of_another_type_is_refused(algorithm, other):
+    with pytest.raises(ImproperlyConfigured):
+        load_key(algorithm, private_pem(other))
+
+
+def test_public_key_cannot_sign():
+    private = serialization.load_pem_private_key(private_pem("ES256").encode(), None)
+    with pytest.raises(ImproperlyConfigured):
+        KeyRing(load_key("ES256", public_pem_of(private)), [])
+
+
+def test_duplicate_kid_is_refused():
+    with pytest.raises(ImproperlyConfigured):
+        KeyRing(load_key("HS256", "a" * 32, kid="k"), [load_key("HS256", "b" * 32, kid="k")])
+
+
+@pytest.mark.parametrize(
+    "entry", [{"key": "x" * 32}, {"algorithm": "HS256"}, "a PEM string", {"algorithm": "HS256", "key": ""}]
+)
+def test_malformed_verification_key_entries_are_configuration_errors(settings, entry):
+    settings.TOKENAUTH = {**settings.TOKENAUTH, "VERIFICATION_KEYS": [entry]}
+    with pytest.raises(ImproperlyConfigured):
+        get_keyring()
+
+
+def test_missing_asymmetric_key_is_refused(settings):
+    settings.TOKENAUTH = {"ISSUER": ISSUER, "ALGORITHM": "RS256"}
+    with pytest.raises(ImproperlyConfigured):
+        get_keyring()
+
+
+@pytest.mark.parametrize("algorithm", ["ES256", "RS256", "HS256"])
+def test_rotation_old_key_verifies_until_removed(settings, client, algorithm):
+    old_pem = private_pem(algorithm) if algorithm != "HS256" else "old-secret-" + "o" * 40
+    new_pem = private_pem(algorithm, 1) if algorithm != "HS256" else "new-secret-" + "n" * 40
+    use_key(settings, algorithm, old_pem)
+    user = make_user("alice")
+    old_token = mint_access_token(user).token
+    old_kid = get_keyring().signing.kid
+    assert hello(client, old_token).status_code == 200
+
+    use_key(settings, algorithm, new_pem, VERIFICATION_KEYS=[{"algorithm": algorithm, "key": old_pem}])
+    new_token = mint_access_token(user).token
+    assert jwt.get_unverified_header(new_token)["kid"] != old_kid
+    assert hello(client, old_token).status_code == 200
+    assert hello(client, new_token).status_code == 200
+
+    use_key(settings, algorithm, new_pem)
+    response = hello(client, old_token)
+    assert response.status_code == 401
+    assert 'error="invalid_token"' in response["WWW-Authenticate"]
+    assert hello(client, new_token).status_code == 200
+
+
+def test_retired_key_from_file_and_public_only(settings, client, tmp_path):
+    old_pem = private_pem("ES256")
+    use_key(settings, "ES256", old_pem)
+    old_token = mint_access_token(make_user("alice")).token
+    public = public_pem_of(serialization.load_pem_private_key(old_pem.encode(), None))
+    (tmp_path / "old.pub").write_text(public)
+    use_key(
+        settings,
+        "ES256",
+        private_pem("ES256", 1),
+        VERIFICATION_KEYS=[{"algorithm": "ES256", "file": str(tmp_path / "old.pub")}],
+    )
+    assert hello(client, old_token).status_code == 200
+
+
+def test_retired_key_keeps_its_own_algorithm(settings, client):
+    """An RS256 token still verifies after moving to EdDSA; the header cannot pick another algorithm."""
+    use_key(settings, "RS256", private_pem("RS256"))
+    old_token = mint_access_token(make_user("alice")).token
+    use_key(
+        settings,
+        "EdDSA",
+        private_pem("EdDSA"),
+        VERIFICATION_KEYS=[{"algorithm": "RS256", "key": private_pem("RS256")}],
+    )
+    assert hello(client, old_token).status_code == 200
+    assert get_keyring().algorithms == ["EdDSA", "RS256"]
+
+
+def test_jwks_lists_public_keys_only(settings, client):
+    use_key(
+        settings,
+        "ES256",
+        private_pem("ES256"),
+        VERIFICATION_KEYS=[
+            {"algorithm": "RS256", "key": private_pem("RS256")},
+            {"algorithm": "EdDSA", "key": private_pem("EdDSA")},
+            {"algorithm": "HS256", "key": "retired-hmac-secret-" + "h" * 40, "kid": "hmac-old"},
+        ],
+    )
+    response = client.get("/.well-known/jwks.json")
+    assert response.status_code == 200
+    keys = response.json()["keys"]
+    assert sorted(k["alg"] for k in keys) == ["ES256", "EdDSA", "RS256"]
+    assert {k["kid"] for k in keys} == set(get_keyring().by_kid) - {"hmac-old"}
+    for key in keys:
+        assert key["use"] == "sig"
+        assert "d" not in key and "k" not in key and "p" not in key and "q" not in key
+        assert key["kty"] in {"EC", "RSA", "OKP"}
+    assert "retired-hmac-secret" not in response.content.decode()
+    # a published key verifies our tokens
+    token = mint_access_token(make_user("alice")).token
+    es = next(k for k in keys if k["alg"] == "ES256")
+    assert jwt.decode(token, jwt.PyJWK(es).key, algorithms=["ES256"], options={"verify_aud": False})["iss"]
+
+
+def test_jwks_never_publishes_an_hmac_secret(client, settings):
+    response = client.get("/.well-known/jwks.json")
+    assert response.json() == {"keys": []}
+    assert settings.TOKENAUTH["SIGNING_KEY"] not in response.content.decode()
+
+
+def test_openid_configuration(settings, client):
+    use_key(
+        settings,
+        "ES256",
+        private_pem("ES256"),
+        VERIFICATION_KEYS=[{"algorithm": "RS256", "key": private_pem("RS256")}],
+    )
+    body = client.get("/.well-known/openid-configuration").json()
+    assert body["issuer"] == ISSUER
+    assert body["jwks_uri"] == f"{ISSUER}/.well-known/jwks.json"
+    assert body["token_endpoint"] == f"{ISSUER}/auth/token/"
+    assert body["access_token_signing_alg_values_supported"] == ["ES256", "RS256"]
+
+
+def test_keys_command_prints_the_jwks(settings):
+    use_key(settings, "EdDSA", private_pem("EdDSA"))
+    out = io.StringIO()
+    call_command("tokenauth_keys", stdout=out)
+    jwks = json.loads(out.getvalue())
+    assert jwks == get_keyring().jwks()
+    assert jwks["keys"][0]["kty"] == "OKP" and "d" not in jwks["keys"][0]
+
+
+@pytest.mark.parametrize("algorithm", ["ES256", "EdDSA", "HS256"])
+def test_keys_command_generates_a_usable_signing_key(settings, client, algorithm):
+    out, err = io.StringIO(), io.StringIO()
+    call_command("tokenauth_keys", "--generate", algorithm, stdout=out, stderr=err)
+    material = out.getvalue().strip()
+    if algorithm != "HS256":
+        assert material.startswith("-----BEGIN PRIVATE KEY-----")
+        assert material.endswith("-----END PRIVATE KEY-----")
+    else:
+        assert len(material) >= 32
+    use_key(settings, algorithm, material)
+    assert get_keyring().signing.kid in err.getvalue()
+    token = mint_access_token(make_user("alice")).token
+    assert jwt.get_unverified_header(token)["alg"] == algorithm
+    assert hello(client, token).status_code == 200
+
+
+def test_generated_es256_key_is_on_p256():
+    key = serialization.load_pem_private_key(generate_private_key_pem("ES256").encode(), None)
+    assert isinstance(key.curve, ec.SECP256R1)

@@ -1,0 +1,340 @@
+"""Revocation: epochs (user, group, global), the denylist, model events, and failing closed."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import pytest
+from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Group
+from django.core.cache import cache
+from django.core.management import call_command
+from django.db import OperationalError, connection
+from django.test.utils import CaptureQueriesContext
+
+from tests.helpers import login, make_user
+from tokenauth import revocation, tokens
+from tokenauth.models import AuditEvent, Epoch, RevokedToken, Session
+from tokenauth.revocation import bump_epoch, current_epoch, purge_expired, revoke_id
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture(autouse=True)
+def fast_passwords(settings):
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"HTTP_AUTHORIZATION": f"Bearer {token}"}
+
+
+def hello(client: Any, token: str) -> int:
+    return client.get("/api/hello/", **bearer(token)).status_code
+
+
+def refresh(client: Any, refresh_token: str) -> int:
+    return client.post(
+        "/auth/token/refresh/", {"refresh_token": refresh_token}, content_type="application/json"
+    ).status_code
+
+
+@contextmanager
+def database_down() -> Iterator[list[str]]:
+    """Every SQL statement fails as if the server were gone; yields the statements attempted."""
+    attempted: list[str] = []
+
+    def refuse(execute: Callable, sql: str, params: Any, many: bool, context: Any) -> Any:
+        attempted.append(sql)
+        raise OperationalError("database is down")
+
+    with connection.execute_wrapper(refuse):
+        yield attempted
+
+
+def cold_caches() -> None:
+    """What a fresh process sees when the shared cache is empty too."""
+    cache.clear()
+    revocation.state.reset()
+    tokens.verified_tokens.clear()
+
+
+# -- model events ------------------------------------------------------------------------------
+
+
+def test_deactivating_a_user_revokes_at_once(client):
+    user = make_user("alice")
+    make_user("bob")
+    body = login(client, "alice")
+    bobs = login(client, "bob")
+    assert hello(client, body["access_token"]) == 200
+    user.is_active = False
+    user.save()
+    assert hello(client, body["access_token"]) == 401
+    assert refresh(client, body["refresh_token"]) == 400
+    assert hello(client, bobs["access_token"]) == 200
+    event = AuditEvent.objects.get(action="epoch_bumped")
+    assert event.detail["reason"] == "user deactivated"
+
+
+def test_reactivating_does_not_revive_old_tokens(client):
+    user = make_user("alice")
+    body = login(client, "alice")
+    user.is_active = False
+    user.save()
+    user.is_active = True
+    user.save()
+    assert hello(client, body["access_token"]) == 401
+    assert Epoch.objects.get(kind="user").value == 1
+    assert hello(client, login(client, "alice")["access_token"]) == 200
+
+
+def test_saving_an_active_user_does_not_revoke(client):
+    user = make_user("alice")
+    body = login(client, "alice")
+    user.first_name = "Alice"
+    user.save()
+    assert hello(client, body["access_token"]) == 200
+    assert not Epoch.objects.exists()
+
+
+def test_deleting_a_user_revokes_at_once(client):
+    user = make_user("alice")
+    body = login(client, "alice")
+    user.delete()
+    assert hello(client, body["access_token"]) == 401
+    assert refresh(client, body["refresh_token"]) == 400
+
+
+@pytest.mark.django_db(transaction=True)
+def test_deleting_a_user_commits(client):
+    """The audit row written while deleting must not break the delete (foreign keys are checked)."""
+    user = make_user("alice")
+    login(client, "alice")
+    user.delete()
+    assert not get_user_model().objects.filter(username="alice").exists()
+    assert AuditEvent.objects.filter(action="epoch_bumped", user__isnull=True).exists()
+
+
+def test_deleting_a_group_revokes_the_tokens_that_selected_it(client):
+    make_user("alice", groups=["operators", "users"])
+    selected = login(client, "alice", group="operators")
+    plain = login(client, "alice")
+    Group.objects.get(name="operators").delete()
+    assert hello(client, selected["access_token"]) == 401
+    assert hello(client, plain["access_token"]) == 200
+
+
+# -- epochs ------------------------------------------------------------------------------------
+
+
+def test_group_bump_kills_only_tokens_that_selected_the_group(client):
+    make_user("alice", groups=["operators", "users"])
+    make_user("bob", groups=["operators"])
+    selected = login(client, "alice", group="operators")
+    other_group = login(client, "alice", group="users")
+    plain = login(client, "alice")
+    bobs = login(client, "bob", group="operators")
+    call_command("tokenauth_revoke", "--group", "operators", stdout=None)
+    assert hello(client, selected["access_token"]) == 401
+    assert hello(client, bobs["access_token"]) == 401
+    assert refresh(client, selected["refresh_token"]) == 400
+    assert hello(client, other_group["access_token"]) == 200
+    assert hello(client, plain["access_token"]) == 200
+    assert refresh(client, plain["refresh_token"]) == 200
+    again = login(client, "alice", group="operators")
+    assert hello(client, again["access_token"]) == 200
+
+
+def test_global_bump_kills_everything(client):
+    make_user("alice", groups=["operators"])
+    make_user("bob")
+    bodies = [login(client, "alice"), login(client, "alice", group="operators"), login(client, "bob")]
+    call_command("tokenauth_revoke", "--all", stdout=None)
+    for body in bodies:
+        assert hello(client, body["access_token"]) == 401
+        assert refresh(client, body["refresh_token"]) == 400
+    assert hello(client, login(client, "bob")["access_token"]) == 200
+
+
+def test_bump_is_visible_to_another_process_through_the_shared_cache(client):
+    user = make_user("alice")
+    body = login(client, "alice")
+    assert hello(client, body["access_token"]) == 200
+    bump_epoch(Epoch.Kind.USER, str(user.pk))
+    revocation.state.reset()  # another process: no memory of the bump, only the shared cache
+    tokens.verified_tokens.clear()
+    with database_down():
+        assert hello(client, body["access_token"]) == 401
+
+
+def test_bump_is_read_from_the_database_when_the_caches_are_cold(client):
+    user = make_user("alice")
+    body = login(client, "alice")
+    bump_epoch(Epoch.Kind.USER, str(user.pk))
+    cold_caches()
+    assert hello(client, body["access_token"]) == 401
+
+
+def test_a_stale_shared_cache_never_lowers_an_epoch_seen_in_memory(client):
+    user = make_user("alice")
+    body = login(client, "alice")
+    bump_epoch(Epoch.Kind.USER, str(user.pk))
+    cache.set(revocation._epoch_key("user", str(user.pk)), (0, None))
+    revocation.state._epochs = {k: (v, float("-inf")) for k, (v, _) in revocation.state._epochs.items()}
+    assert current_epoch(Epoch.Kind.USER, str(user.pk)).value == 1
+    assert hello(client, body["access_token"]) == 401
+
+
+def test_bumps_are_audited_and_counted():
+    user = make_user("alice")
+    admin = make_user("admin")
+    bump_epoch(Epoch.Kind.USER, str(user.pk), actor=admin, reason="lost laptop")
+    value = bump_epoch(Epoch.Kind.USER, str(user.pk), reason="again")
+    assert value.value == 2
+    epoch = Epoch.objects.get(kind="user", object_id=str(user.pk))
+    assert epoch.value == 2
+    assert epoch.reason == "again"
+    events = list(AuditEvent.objects.filter(action="epoch_bumped").order_by("at", "pk"))
+    assert [e.detail["reason"] for e in events] == ["lost laptop", "again"]
+    assert events[0].actor == admin
+    assert events[0].user == user
+
+
+# -- denylist ----------------------------------------------------------------------------------
+
+
+def test_revoked_id_is_visible_to_another_process_after_commit(client, django_capture_on_commit_callbacks):
+    make_user("alice")
+    body = login(client, "alice")
+    jti = tokens.decode_local(body["access_token"])["jti"]
+    assert hello(client, body["access_token"]) == 200
+    with django_capture_on_commit_callbacks(execute=True):
+        client.post("/auth/logout/", **bearer(body["access_token"]))
+    revocation.state.reset()
+    assert hello(client, body["access_token"]) == 401
+    assert RevokedToken.objects.filter(jti=jti).count() == 0  # the session id is denied, not each token
+    assert RevokedToken.objects.filter(reason="session logout").count() == 1
+
+
+def test_purge_expired_keeps_live_rows():
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    now = timezone.now()
+    revoke_id("old", now - timedelta(seconds=1))
+    revoke_id("live", now + timedelta(hours=1))
+    assert purge_expired() == 1
+    assert list(RevokedToken.objects.values_list("jti", flat=True)) == ["live"]
+    assert revocation.is_revoked("live")
+    assert not revocation.is_revoked("old")
+
+
+# -- failing closed ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("path", ["/api/hello/", "/auth/whoami/", "/auth/token/renew/", "/auth/logout/"])
+def test_cold_cache_and_database_down_is_503(client, path):
+    make_user("alice")
+    body = login(client, "alice")
+    cold_caches()
+    with database_down() as attempted:
+        method = client.get if path in ("/api/hello/", "/auth/whoami/") else client.post
+        response = method(path, **bearer(body["access_token"]))
+    assert attempted, "the test must actually reach the database"
+    assert response.status_code == 503
+    assert body["access_token"] not in response.content.decode()
+
+
+def test_cold_epoch_with_warm_denylist_and_database_down_is_503(client):
+    make_user("alice")
+    body = login(client, "alice")
+    assert hello(client, body["access_token"]) == 200
+    # The denylist is fresh in memory; only the epochs are unknown.
+    revocation.state._epochs.clear()
+    cache.clear()
+    with database_down():
+        assert hello(client, body["access_token"]) == 503
+
+
+def test_failing_closed_is_retried_once_the_database_is_back(client):
+    make_user("alice")
+    body = login(client, "alice")
+    cold_caches()
+    with database_down():
+        assert hello(client, body["access_token"]) == 503
+    assert hello(client, body["access_token"]) == 200
+
+
+def test_revoked_token_is_never_accepted_when_the_database_is_down(client):
+    user = make_user("alice")
+    body = login(client, "alice")
+    bump_epoch(Epoch.Kind.USER, str(user.pk))
+    cold_caches()
+    with database_down():
+        assert hello(client, body["access_token"]) in (401, 503)
+
+
+def test_warm_cache_serves_with_the_database_down(client):
+    make_user("alice")
+    body = login(client, "alice")
+    assert hello(client, body["access_token"]) == 200
+    with database_down() as attempted:
+        response = client.get("/api/hello/", **bearer(body["access_token"]))
+        whoami = client.get("/auth/whoami/", **bearer(body["access_token"]))
+    assert response.status_code == 200
+    assert response.json() == {"hello": "alice"}
+    assert whoami.status_code == 200
+    assert attempted == []
+
+
+def test_warm_shared_cache_serves_a_fresh_process_with_the_database_down(client):
+    make_user("alice")
+    body = login(client, "alice")
+    assert hello(client, body["access_token"]) == 200
+    revocation.state.reset()
+    tokens.verified_tokens.clear()
+    with database_down() as attempted:
+        assert hello(client, body["access_token"]) == 200
+    assert attempted == []
+
+
+def test_hot_path_makes_no_query(client):
+    make_user("alice", groups=["operators"])
+    body = login(client, "alice", group="operators", scope="reports:read")
+    assert hello(client, body["access_token"]) == 200
+    with CaptureQueriesContext(connection) as queries:
+        for path in ("/api/hello/", "/api/reports/", "/api/staff-area/"):
+            assert client.get(path, **bearer(body["access_token"])).status_code == 200
+    assert len(queries) == 0, [q["sql"] for q in queries]
+
+
+def test_unreachable_shared_cache_falls_back_to_the_database(client, monkeypatch):
+    user = make_user("alice")
+    body = login(client, "alice")
+    bump_epoch(Epoch.Kind.USER, str(user.pk))
+    cold_caches()
+
+    class Broken:
+        def __getattr__(self, name: str) -> Any:
+            raise ConnectionError("cache is down")
+
+    monkeypatch.setattr(revocation, "_shared_cache", lambda: Broken())
+    assert hello(client, body["access_token"]) == 401
+    fresh = login(client, "alice")
+    assert hello(client, fresh["access_token"]) == 200
+    with database_down():
+        revocation.state.reset()
+        assert hello(client, fresh["access_token"]) == 503
+
+
+def test_sessions_of_a_deleted_user_are_gone():
+    user = make_user("alice")
+    from tokenauth.sessions import start_session
+
+    start_session(user)
+    user.delete()
+    assert not Session.objects.exists()

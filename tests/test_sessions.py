@@ -1,0 +1,173 @@
+"""Refresh-token families at the module level: start, rotate with reuse detection, end, rights re-checks."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from django.contrib.auth.models import Group
+from django.utils import timezone
+
+from tests.helpers import make_user
+from tokenauth.exceptions import OAuthError
+from tokenauth.models import AuditEvent, Epoch, RevokedToken, Session
+from tokenauth.revocation import bump_epoch, is_revoked
+from tokenauth.sessions import check_session, end_session, refresh_expires_in, rotate, start_session
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture(autouse=True)
+def fast_passwords(settings):
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
+def error_of(excinfo: pytest.ExceptionInfo) -> str:
+    return excinfo.value.detail["error"]
+
+
+def test_start_session_stores_only_a_hash():
+    user = make_user("alice")
+    session, token = start_session(user, user_agent="x" * 1000, scope="reports:read")
+    sid, _, secret = token.partition(".")
+    assert sid == session.id.hex
+    assert len(secret) >= 40
+    session.refresh_from_db()
+    assert secret not in session.refresh_hash
+    assert len(session.refresh_hash) == 64
+    assert len(session.user_agent) == 255
+    assert session.scope == "reports:read"
+    assert session.is_active
+
+
+def test_tokens_are_unique_per_session():
+    user = make_user("alice")
+    tokens = {start_session(user)[1].partition(".")[2] for _ in range(20)}
+    assert len(tokens) == 20
+
+
+def test_rotate_returns_the_next_token_and_slides_expiry():
+    user = make_user("alice")
+    session, token = start_session(user)
+    Session.objects.filter(pk=session.pk).update(expires_at=timezone.now() + timedelta(minutes=5))
+    same, token2 = rotate(token)
+    assert same.pk == session.pk
+    assert token2 != token
+    assert refresh_expires_in(same) == pytest.approx(86400, abs=5)
+    _, token3 = rotate(token2)
+    assert token3 not in (token, token2)
+
+
+def test_rotating_an_old_token_revokes_the_family():
+    user = make_user("alice")
+    session, token = start_session(user)
+    _, token2 = rotate(token)
+    with pytest.raises(OAuthError) as excinfo:
+        rotate(token)
+    assert error_of(excinfo) == "invalid_grant"
+    session.refresh_from_db()
+    assert session.revoked_at is not None
+    assert is_revoked(session.id.hex)
+    with pytest.raises(OAuthError):
+        rotate(token2)
+
+
+def test_a_revoked_session_cannot_be_rotated_even_with_the_current_token():
+    user = make_user("alice")
+    session, token = start_session(user)
+    end_session(session, reason="logout")
+    with pytest.raises(OAuthError) as excinfo:
+        rotate(token)
+    assert error_of(excinfo) == "invalid_grant"
+
+
+def test_expired_session_cannot_be_rotated_and_is_not_active():
+    user = make_user("alice")
+    session, token = start_session(user)
+    Session.objects.filter(pk=session.pk).update(expires_at=timezone.now() - timedelta(seconds=1))
+    with pytest.raises(OAuthError):
+        rotate(token)
+    session.refresh_from_db()
+    assert not session.is_active
+    assert refresh_expires_in(session) == 0
+
+
+@pytest.mark.parametrize("kind", [Epoch.Kind.GLOBAL, Epoch.Kind.GROUP])
+def test_epoch_bumps_after_the_session_began_end_it_at_rotation(kind):
+    user = make_user("alice", groups=["operators"])
+    group = Group.objects.get(name="operators")
+    session, token = start_session(user, group=group)
+    bump_epoch(kind, "" if kind == Epoch.Kind.GLOBAL else str(group.pk))
+    with pytest.raises(OAuthError):
+        rotate(token)
+    session.refresh_from_db()
+    assert session.revoked_at is not None
+
+
+def test_a_bump_before_the_session_began_does_not_matter():
+    user = make_user("alice", groups=["operators"])
+    group = Group.objects.get(name="operators")
+    bump_epoch(Epoch.Kind.GROUP, str(group.pk))
+    bump_epoch(Epoch.Kind.USER, str(user.pk))
+    bump_epoch(Epoch.Kind.GLOBAL, "")
+    _, token = start_session(user, group=group)
+    rotate(token)
+
+
+def test_another_groups_bump_leaves_the_session_alone():
+    user = make_user("alice", groups=["operators", "users"])
+    _, token = start_session(user, group=Group.objects.get(name="users"))
+    _, plain = start_session(user)
+    bump_epoch(Epoch.Kind.GROUP, str(Group.objects.get(name="operators").pk))
+    rotate(token)
+    rotate(plain)
+
+
+def test_user_bump_ends_sessions_at_once():
+    user = make_user("alice")
+    session, _ = start_session(user)
+    bump_epoch(Epoch.Kind.USER, str(user.pk))
+    session.refresh_from_db()
+    assert session.revoked_at is not None
+
+
+def test_end_session_denylists_its_access_tokens_for_a_lifetime_and_leeway():
+    user = make_user("alice")
+    session, _ = start_session(user)
+    before = timezone.now()
+    end_session(session, reason="logout", actor=user)
+    row = RevokedToken.objects.get(jti=session.id.hex)
+    assert row.expires_at >= before + timedelta(minutes=15, seconds=30)
+    assert is_revoked(session.id.hex)
+    event = AuditEvent.objects.get(action="session_revoked")
+    assert event.user == user
+    assert event.actor == user
+    assert event.detail == {"session": str(session.pk), "reason": "logout"}
+
+
+def test_ending_twice_audits_once():
+    user = make_user("alice")
+    session, _ = start_session(user)
+    end_session(session, reason="logout")
+    end_session(Session.objects.get(pk=session.pk), reason="admin")
+    assert AuditEvent.objects.filter(action="session_revoked").count() == 1
+    assert Session.objects.get(pk=session.pk).revoked_at is not None
+
+
+def test_check_session_refuses_lost_group_and_ends_the_session():
+    user = make_user("alice", groups=["operators"])
+    session, _ = start_session(user, group=Group.objects.get(name="operators"))
+    check_session(session)
+    user.groups.clear()
+    with pytest.raises(OAuthError) as excinfo:
+        check_session(session)
+    assert error_of(excinfo) == "invalid_grant"
+    assert Session.objects.get(pk=session.pk).revoked_at is not None
+
+
+def test_check_session_refuses_ended_session():
+    user = make_user("alice")
+    session, _ = start_session(user)
+    end_session(session, reason="logout")
+    with pytest.raises(OAuthError):
+        check_session(session)
