@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
+from django.db import OperationalError, connection
 
 
 def make_user(username: str, password: str = "pw", groups: Iterable[str] = ()) -> Any:
@@ -25,3 +27,16 @@ def login(client: Any, username: str, password: str = "pw", **extra: Any) -> dic
     )
     assert response.status_code == 200, response.content
     return response.json()
+
+
+@contextmanager
+def database_down() -> Iterator[list[str]]:
+    """Every SQL statement fails as if the server were gone; yields the statements attempted."""
+    attempted: list[str] = []
+
+    def refuse(execute: Callable, sql: str, params: Any, many: bool, context: Any) -> Any:
+        attempted.append(sql)
+        raise OperationalError("database is down")
+
+    with connection.execute_wrapper(refuse):
+        yield attempted

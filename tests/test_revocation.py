@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from typing import Any
 
 import pytest
@@ -11,20 +9,16 @@ from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
 from django.core.cache import cache
 from django.core.management import call_command
-from django.db import OperationalError, connection
+from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
-from tests.helpers import login, make_user
+from tests.helpers import database_down, login, make_user
 from tokenauth import revocation, tokens
+from tokenauth.authentication import verify_token
 from tokenauth.models import AuditEvent, Epoch, RevokedToken, Session
 from tokenauth.revocation import bump_epoch, current_epoch, purge_expired, revoke_id
 
 pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture(autouse=True)
-def fast_passwords(settings):
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 
 
 def bearer(token: str) -> dict[str, str]:
@@ -39,19 +33,6 @@ def refresh(client: Any, refresh_token: str) -> int:
     return client.post(
         "/auth/token/refresh/", {"refresh_token": refresh_token}, content_type="application/json"
     ).status_code
-
-
-@contextmanager
-def database_down() -> Iterator[list[str]]:
-    """Every SQL statement fails as if the server were gone; yields the statements attempted."""
-    attempted: list[str] = []
-
-    def refuse(execute: Callable, sql: str, params: Any, many: bool, context: Any) -> Any:
-        attempted.append(sql)
-        raise OperationalError("database is down")
-
-    with connection.execute_wrapper(refuse):
-        yield attempted
 
 
 def cold_caches() -> None:
@@ -209,7 +190,7 @@ def test_bumps_are_audited_and_counted():
 def test_revoked_id_is_visible_to_another_process_after_commit(client, django_capture_on_commit_callbacks):
     make_user("alice")
     body = login(client, "alice")
-    jti = tokens.decode_local(body["access_token"])["jti"]
+    jti = verify_token(body["access_token"])["jti"]
     assert hello(client, body["access_token"]) == 200
     with django_capture_on_commit_callbacks(execute=True):
         client.post("/auth/logout/", **bearer(body["access_token"]))
@@ -312,17 +293,21 @@ def test_hot_path_makes_no_query(client):
     assert len(queries) == 0, [q["sql"] for q in queries]
 
 
-def test_unreachable_shared_cache_falls_back_to_the_database(client, monkeypatch):
+def test_unreachable_shared_cache_falls_back_to_the_database(client, settings):
     user = make_user("alice")
     body = login(client, "alice")
     bump_epoch(Epoch.Kind.USER, str(user.pk))
     cold_caches()
-
-    class Broken:
-        def __getattr__(self, name: str) -> Any:
-            raise ConnectionError("cache is down")
-
-    monkeypatch.setattr(revocation, "_shared_cache", lambda: Broken())
+    # A real Redis client pointed at a port where nothing listens: every cache call fails.
+    settings.CACHES = {
+        **settings.CACHES,
+        "down": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": "redis://127.0.0.1:1/0",
+            "OPTIONS": {"socket_connect_timeout": 0.2},
+        },
+    }
+    settings.TOKENAUTH = {**settings.TOKENAUTH, "CACHE_ALIAS": "down"}
     assert hello(client, body["access_token"]) == 401
     fresh = login(client, "alice")
     assert hello(client, fresh["access_token"]) == 200

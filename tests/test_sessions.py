@@ -17,11 +17,6 @@ from tokenauth.sessions import check_session, end_session, refresh_expires_in, r
 pytestmark = pytest.mark.django_db
 
 
-@pytest.fixture(autouse=True)
-def fast_passwords(settings):
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-
-
 def error_of(excinfo: pytest.ExceptionInfo) -> str:
     return excinfo.value.detail["error"]
 
@@ -29,8 +24,9 @@ def error_of(excinfo: pytest.ExceptionInfo) -> str:
 def test_start_session_stores_only_a_hash():
     user = make_user("alice")
     session, token = start_session(user, user_agent="x" * 1000, scope="reports:read")
-    sid, _, secret = token.partition(".")
-    assert sid == session.id.hex
+    family, _, secret = token.partition(".")
+    assert family == session.family
+    assert family != session.id.hex  # access tokens carry the session id; it must not open the family
     assert len(secret) >= 40
     session.refresh_from_db()
     assert secret not in session.refresh_hash
@@ -171,3 +167,16 @@ def test_check_session_refuses_ended_session():
     end_session(session, reason="logout")
     with pytest.raises(OAuthError):
         check_session(session)
+
+
+def test_the_session_id_of_an_access_token_cannot_fake_a_reuse():
+    """Whoever sees an access token (its ``sid``) must not be able to end the session as a "reuse"."""
+    user = make_user("alice")
+    session, token = start_session(user)
+    with pytest.raises(OAuthError) as excinfo:
+        rotate(f"{session.id.hex}.forged-secret")
+    assert error_of(excinfo) == "invalid_grant"
+    session.refresh_from_db()
+    assert session.revoked_at is None
+    rotated, _ = rotate(token)
+    assert rotated.pk == session.pk

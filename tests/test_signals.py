@@ -17,11 +17,6 @@ from tokenauth.models import AuditEvent, Epoch, Session
 pytestmark = pytest.mark.django_db
 
 
-@pytest.fixture(autouse=True)
-def fast_passwords(settings):
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-
-
 @contextmanager
 def received(signal: Signal) -> Iterator[list[dict[str, Any]]]:
     calls: list[dict[str, Any]] = []

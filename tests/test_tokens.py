@@ -10,12 +10,13 @@ import pytest
 from django.contrib.auth.models import Group
 
 from tests.helpers import login, make_user
-from tokenauth import tokens
+from tokenauth import authentication, tokens
+from tokenauth.authentication import authenticate_token, verify_token
 from tokenauth.exceptions import InvalidToken
 from tokenauth.keys import get_keyring
 from tokenauth.models import Epoch
 from tokenauth.revocation import bump_epoch, revoke_id
-from tokenauth.tokens import decode_local, mint_access_token, scope_string, verified_tokens
+from tokenauth.tokens import mint_access_token, scope_string, verified_tokens
 
 pytestmark = pytest.mark.django_db
 
@@ -50,7 +51,7 @@ def test_access_token_header_and_claims():
     assert abs(claims["iat"] - time.time()) < 5
     for absent in ("aud", "group", "gid", "group_epoch", "sid"):
         assert absent not in claims
-    assert decode_local(issued.token) == claims
+    assert verify_token(issued.token) == claims
 
 
 def test_every_token_gets_its_own_jti():
@@ -78,7 +79,7 @@ def test_epochs_in_claims_follow_bumps():
 def test_login_endpoint_token_carries_selected_group_and_session(client, settings):
     make_user("alice", groups=["operators"])
     body = login(client, "alice", scope="reports:read", group="operators")
-    claims = decode_local(body["access_token"])
+    claims = verify_token(body["access_token"])
     assert claims["group"] == "operators"
     assert claims["group_epoch"] == 0
     assert claims["scope"] == "reports:read"
@@ -90,11 +91,11 @@ def test_audience_is_added_and_required(settings):
     settings.TOKENAUTH = {**settings.TOKENAUTH, "AUDIENCE": "https://api.example.org"}
     token = mint_access_token(user).token
     assert unverified(token)[1]["aud"] == "https://api.example.org"
-    assert decode_local(token)["aud"] == "https://api.example.org"
+    assert verify_token(token)["aud"] == "https://api.example.org"
 
     settings.TOKENAUTH = {**settings.TOKENAUTH, "AUDIENCE": "https://other.example.org"}
     with pytest.raises(InvalidToken):
-        decode_local(token)
+        verify_token(token)
 
 
 def test_token_without_aud_is_refused_when_audience_configured(settings):
@@ -102,13 +103,13 @@ def test_token_without_aud_is_refused_when_audience_configured(settings):
     token = mint_access_token(user).token
     settings.TOKENAUTH = {**settings.TOKENAUTH, "AUDIENCE": "https://api.example.org"}
     with pytest.raises(InvalidToken):
-        decode_local(token)
+        verify_token(token)
 
 
 def test_empty_audience_setting_means_no_audience(settings):
     settings.TOKENAUTH = {**settings.TOKENAUTH, "AUDIENCE": ""}
     token = mint_access_token(make_user("alice")).token
-    assert "aud" not in decode_local(token)
+    assert "aud" not in verify_token(token)
 
 
 def test_zero_lifetime_is_not_replaced_by_the_default(settings):
@@ -116,31 +117,31 @@ def test_zero_lifetime_is_not_replaced_by_the_default(settings):
     issued = mint_access_token(make_user("alice"), lifetime=timedelta(0))
     assert issued.expires_in == 0
     with pytest.raises(InvalidToken, match="expired"):
-        decode_local(issued.token)
+        verify_token(issued.token)
 
 
 def test_memo_still_checks_expiry(settings, monkeypatch):
     settings.TOKENAUTH = {**settings.TOKENAUTH, "LEEWAY": 0}
     issued = mint_access_token(make_user("alice"), lifetime=timedelta(seconds=60))
-    assert decode_local(issued.token)
+    assert authenticate_token(issued.token)
     assert verified_tokens.get(issued.token) is not None  # now served from the memo
 
     now = time.time()
-    monkeypatch.setattr(tokens.time, "time", lambda: now + 61)
+    monkeypatch.setattr(authentication.time, "time", lambda: now + 61)
     with pytest.raises(InvalidToken, match="expired"):
-        decode_local(issued.token)
+        authenticate_token(issued.token)
 
 
 def test_memo_honours_leeway(settings, monkeypatch):
     settings.TOKENAUTH = {**settings.TOKENAUTH, "LEEWAY": 30}
     issued = mint_access_token(make_user("alice"), lifetime=timedelta(seconds=60))
-    decode_local(issued.token)
+    authenticate_token(issued.token)
     now = time.time()
-    monkeypatch.setattr(tokens.time, "time", lambda: now + 80)
-    assert decode_local(issued.token)["jti"] == issued.claims["jti"]
-    monkeypatch.setattr(tokens.time, "time", lambda: now + 100)
+    monkeypatch.setattr(authentication.time, "time", lambda: now + 80)
+    assert authenticate_token(issued.token)[1].jti == issued.claims["jti"]
+    monkeypatch.setattr(authentication.time, "time", lambda: now + 100)
     with pytest.raises(InvalidToken):
-        decode_local(issued.token)
+        authenticate_token(issued.token)
 
 
 def test_memo_is_bounded(settings):
@@ -148,7 +149,7 @@ def test_memo_is_bounded(settings):
     user = make_user("alice")
     minted = [mint_access_token(user).token for _ in range(3)]
     for token in minted:
-        decode_local(token)
+        authenticate_token(token)
     assert verified_tokens.get(minted[0]) is None
     assert verified_tokens.get(minted[1]) is not None
     assert verified_tokens.get(minted[2]) is not None
@@ -157,16 +158,16 @@ def test_memo_is_bounded(settings):
 def test_memo_can_be_switched_off(settings):
     settings.TOKENAUTH = {**settings.TOKENAUTH, "VERIFIED_TOKEN_CACHE_SIZE": 0}
     token = mint_access_token(make_user("alice")).token
-    decode_local(token)
+    authenticate_token(token)
     assert verified_tokens.get(token) is None
 
 
 def test_memo_is_cleared_when_settings_change(settings):
     token = mint_access_token(make_user("alice")).token
-    decode_local(token)
+    verify_token(token)
     settings.TOKENAUTH = {**settings.TOKENAUTH, "ISSUER": "https://elsewhere.example.org"}
     with pytest.raises(InvalidToken):
-        decode_local(token)
+        verify_token(token)
 
 
 def test_memo_does_not_skip_revocation(client):
@@ -225,13 +226,13 @@ def test_well_signed_token_with_mistyped_claims_is_refused(change):
     token = resign(claims)
     for _ in range(2):  # and again: nothing was memoised
         with pytest.raises(InvalidToken):
-            decode_local(token)
+            verify_token(token)
 
 
 def test_float_times_are_numeric_dates():
     claims = mint_access_token(make_user("alice")).claims
     claims = {**claims, "exp": claims["exp"] + 0.5, "iat": claims["iat"] + 0.25}
-    assert decode_local(resign(claims))["exp"] == claims["exp"]
+    assert verify_token(resign(claims))["exp"] == claims["exp"]
 
 
 def test_scope_string_accepts_scope_or_scp():
@@ -246,7 +247,7 @@ def test_access_token_properties():
     user = make_user("alice", groups=["operators"])
     group = Group.objects.get(name="operators")
     issued = mint_access_token(user, scope="a b", group=group, session_id="s1")
-    token = tokens.AccessToken(decode_local(issued.token))
+    token = tokens.AccessToken(verify_token(issued.token))
     assert token.issuer == ISSUER
     assert token.subject == str(user.pk)
     assert token.scopes == frozenset({"a", "b"})

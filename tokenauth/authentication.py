@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from django.contrib.auth import get_user_model
@@ -11,36 +12,100 @@ from rest_framework.authentication import BaseAuthentication
 from rest_framework.request import Request
 
 from .conf import tokenauth_settings
-from .exceptions import InvalidToken, ServiceUnavailable
-from .revocation import RevocationUnavailable, check_local_claims
-from .tokens import CLAIM_GROUPS, CLAIM_USERNAME, AccessToken, decode_local
+from .exceptions import InsufficientScope, InvalidToken, ServiceUnavailable
+from .issuers import IssuerUnavailable, decode_external, get_issuer
+from .provisioning import identity_digest, resolve
+from .revocation import check_external_claims, check_local_claims
+from .snapshots import StateUnavailable
+from .tokens import (
+    CLAIM_GROUPS,
+    CLAIM_USERNAME,
+    AccessToken,
+    decode_local,
+    read_unverified,
+    scope_string,
+    time_claims_valid,
+    verified_tokens,
+)
 from .users import TokenUser
 
 ERROR_ATTRIBUTE = "_tokenauth_error"
 
 
-def authenticate_token(token: str) -> tuple[Any, AccessToken]:
-    """Verify a bearer token and return ``(user, AccessToken)``; raises :class:`InvalidToken`."""
-    if len(token) > tokenauth_settings.MAX_TOKEN_BYTES:
-        raise InvalidToken("The access token is too large")
-    if not token.isascii():  # a JWT is base64url and dots; PyJWT would fail encoding anything else
-        raise InvalidToken("The access token is malformed")
-    if not tokenauth_settings.LOCAL_TOKENS:
+def verify_token(token: str) -> dict[str, Any]:
+    """Signature and claims of a token from us or from an allow-listed issuer (not revocation).
+
+    The issuer is read unverified only to choose where the key comes from; an issuer that is
+    neither us nor enabled is refused before any network I/O.
+    """
+    header, payload = read_unverified(token)
+    iss = payload.get("iss")
+    if tokenauth_settings.LOCAL_TOKENS and iss == tokenauth_settings.ISSUER:
+        return decode_local(token, header)
+    config = get_issuer(iss) if isinstance(iss, str) else None
+    if config is None:
         raise InvalidToken("The access token's issuer is not accepted")
-    claims = decode_local(token)
+    claims = decode_external(token, config, header)
+    if not time_claims_valid(claims):
+        raise InvalidToken("The access token is invalid")
+    return claims
+
+
+def _user(pk: Any, username: str, groups: tuple[str, ...] | list[str]) -> Any:
+    if not tokenauth_settings.LOAD_USER:
+        return TokenUser(pk, username, groups)
+    user = get_user_model()._default_manager.filter(pk=pk, is_active=True).first()
+    if user is None:
+        raise InvalidToken("The user is inactive or deleted")
+    return user
+
+
+def _local_principal(claims: dict[str, Any]) -> tuple[Any, AccessToken]:
     user_id = claims["sub"]
     check_local_claims(claims, user_id)
     try:
         pk = get_user_model()._meta.pk.to_python(user_id)
     except ValidationError:
         raise InvalidToken("The access token's subject is invalid") from None
-    if tokenauth_settings.LOAD_USER:
-        user = get_user_model()._default_manager.filter(pk=pk, is_active=True).first()
-        if user is None:
-            raise InvalidToken("The user is inactive or deleted")
-    else:
-        user = TokenUser(pk, claims.get(CLAIM_USERNAME, ""), claims.get(CLAIM_GROUPS, ()))
-    return user, AccessToken(claims)
+    groups = tuple(claims.get(CLAIM_GROUPS, ()))
+    return _user(pk, claims.get(CLAIM_USERNAME, ""), groups), AccessToken(claims, groups)
+
+
+def _external_principal(claims: dict[str, Any]) -> tuple[Any, AccessToken]:
+    config = get_issuer(claims["iss"])
+    if config is None:  # disabled since the token was first seen
+        raise InvalidToken("The access token's issuer is not accepted")
+    granted = scope_string(claims).split()
+    if not all(scope in granted for scope in config.required_scopes):
+        raise InsufficientScope(config.required_scopes)
+    principal = resolve(config, claims)
+    if not principal.is_active:
+        raise InvalidToken("The user is inactive")
+    check_external_claims(claims, str(principal.user_id), identity_digest(claims["iss"], claims["sub"]))
+    return _user(principal.user_id, principal.username, principal.groups), AccessToken(
+        claims, principal.groups
+    )
+
+
+def authenticate_token(token: str) -> tuple[Any, AccessToken]:
+    """Verify a bearer token and return ``(user, AccessToken)``; raises :class:`InvalidToken`.
+
+    A token's signature is checked once per process (``verified_tokens``); expiry, the issuer's
+    standing and revocation are checked on every call.
+    """
+    if len(token) > tokenauth_settings.MAX_TOKEN_BYTES:
+        raise InvalidToken("The access token is too large")
+    if not token.isascii():  # a JWT is base64url and dots; PyJWT would fail encoding anything else
+        raise InvalidToken("The access token is malformed")
+    claims = verified_tokens.get(token)
+    if claims is None:
+        claims = verify_token(token)
+        verified_tokens.put(token, claims)
+    elif claims["exp"] + tokenauth_settings.LEEWAY.total_seconds() < time.time():
+        raise InvalidToken("The access token expired")
+    if tokenauth_settings.LOCAL_TOKENS and claims["iss"] == tokenauth_settings.ISSUER:
+        return _local_principal(claims)
+    return _external_principal(claims)
 
 
 class BearerAuthentication(BaseAuthentication):
@@ -63,7 +128,7 @@ class BearerAuthentication(BaseAuthentication):
         except InvalidToken as exc:
             setattr(request._request, ERROR_ATTRIBUTE, exc.description)
             raise exceptions.AuthenticationFailed(exc.description, code="invalid_token") from None
-        except RevocationUnavailable:
+        except (StateUnavailable, IssuerUnavailable):
             raise ServiceUnavailable() from None
 
     def authenticate_header(self, request: Request) -> str:

@@ -116,12 +116,20 @@ class TokenAuthSettings:
 tokenauth_settings = TokenAuthSettings()
 
 
+def clear_process_caches() -> None:
+    """Forget everything tokenauth holds in process memory (keys, verified tokens, revocation, issuers)."""
+    from tokenauth import issuers, keys, provisioning, revocation, tokens
+
+    keys.get_keyring.cache_clear()
+    tokens.verified_tokens.clear()
+    revocation.state.reset()
+    issuers.db_issuers.reset()
+    issuers.jwks_cache.reset()
+    provisioning.reset()
+
+
 @receiver(setting_changed)
 def reload_tokenauth_settings(*, setting: str, **kwargs: Any) -> None:
     if setting in ("TOKENAUTH", "SECRET_KEY", "CACHES"):
         tokenauth_settings.reload()
-        from tokenauth import keys, revocation, tokens
-
-        keys.get_keyring.cache_clear()
-        tokens.verified_tokens.clear()
-        revocation.state.reset()
+        clear_process_caches()

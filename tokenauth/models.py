@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import secrets
 import uuid
+from typing import Any
 
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.db import models
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
@@ -34,12 +37,14 @@ class Identity(models.Model):
 class Epoch(models.Model):
     """A revocation counter: tokens minted under an older value (or issued before ``not_before``) are dead.
 
-    One row per user, per group, and one global row; rows exist only once something was bumped.
+    One row per user, per group, per external identity (keyed by a digest of issuer and subject) and one
+    global row; rows exist only once something was bumped.
     """
 
     class Kind(models.TextChoices):
         USER = "user", _("user")
         GROUP = "group", _("group")
+        IDENTITY = "identity", _("identity")
         GLOBAL = "global", _("global")
 
     kind = models.CharField(_("kind"), max_length=8, choices=Kind.choices)
@@ -82,6 +87,10 @@ class RevokedToken(models.Model):
         return self.jti
 
 
+def new_family_id() -> str:
+    return secrets.token_hex(16)
+
+
 class Session(models.Model):
     """A refresh-token family. Only a hash of the current refresh secret is stored."""
 
@@ -96,6 +105,9 @@ class Session(models.Model):
     user_agent = models.CharField(_("user agent"), max_length=255, blank=True)
     scope = models.CharField(_("scope"), max_length=1024, blank=True)
     group = models.ForeignKey("auth.Group", null=True, blank=True, on_delete=models.CASCADE, related_name="+")
+    # The refresh token names its session by this secret-ish id, not by ``id``: access tokens carry
+    # ``id`` (as ``sid``), and whoever holds one must not be able to pose as a refresh-token reuse.
+    family = models.CharField(max_length=32, unique=True, editable=False, default=new_family_id)
     refresh_hash = models.CharField(max_length=64, editable=False)
     revoked_at = models.DateTimeField(_("revoked"), null=True, blank=True)
 
@@ -132,3 +144,87 @@ class AuditEvent(models.Model):
 
     def __str__(self) -> str:
         return f"{self.at:%Y-%m-%d %H:%M:%S} {self.action}"
+
+
+def default_issuer_algorithms() -> list[str]:
+    return ["RS256", "ES256"]
+
+
+class Issuer(models.Model):
+    """An allow-listed external OpenID issuer whose access tokens are accepted.
+
+    With a client id it is also a browser-login provider; its secret is read from the environment
+    variable named here, never stored in the database.
+    """
+
+    issuer = models.CharField(
+        _("issuer"),
+        max_length=255,
+        unique=True,
+        help_text=_("Exactly the tokens' iss value, e.g. https://iam.example.org/"),
+    )
+    enabled = models.BooleanField(_("enabled"), default=True)
+    audiences = models.JSONField(_("accepted audiences"), default=list, blank=True)
+    accept_any_audience = models.BooleanField(
+        _("accept the WLCG any-audience"), default=False, help_text="https://wlcg.cern.ch/jwt/v1/any"
+    )
+    required_scopes = models.JSONField(_("required scopes"), default=list, blank=True)
+    algorithms = models.JSONField(_("accepted algorithms"), default=default_issuer_algorithms)
+    auto_provision = models.BooleanField(_("create users for new identities"), default=True)
+    default_groups = models.ManyToManyField("auth.Group", blank=True, related_name="+")
+    group_claims = models.JSONField(
+        _("group claims"), default=list, blank=True, help_text=_('e.g. ["wlcg.groups", "groups"]')
+    )
+    username_claim = models.CharField(_("username claim"), max_length=64, default="preferred_username")
+    slug = models.SlugField(_("login slug"), max_length=64, blank=True)
+    display_name = models.CharField(_("display name"), max_length=100, blank=True)
+    client_id = models.CharField(_("client id"), max_length=255, blank=True)
+    client_secret_env = models.CharField(
+        _("client secret variable"),
+        max_length=100,
+        blank=True,
+        help_text=_("Environment variable with the secret."),
+    )
+    created_at = models.DateTimeField(_("created"), default=timezone.now)
+
+    class Meta:
+        verbose_name = _("issuer")
+        verbose_name_plural = _("issuers")
+        ordering = ["issuer"]
+
+    def __str__(self) -> str:
+        return self.issuer
+
+    def clean(self) -> None:
+        from .issuers import validate_issuer_url
+        from .keys import ASYMMETRIC_ALGORITHMS
+
+        validate_issuer_url(self.issuer)
+        for name in ("audiences", "required_scopes", "algorithms", "group_claims"):
+            value = getattr(self, name)
+            if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+                raise ValidationError({name: _("A list of strings.")})
+        bad = sorted(set(self.algorithms) - ASYMMETRIC_ALGORITHMS)
+        if bad or not self.algorithms:
+            raise ValidationError(
+                {"algorithms": _("Only asymmetric algorithms: %s") % ", ".join(sorted(ASYMMETRIC_ALGORITHMS))}
+            )
+
+    def config(self) -> Any:
+        from .issuers import IssuerConfig
+
+        return IssuerConfig(
+            issuer=self.issuer,
+            audiences=tuple(self.audiences),
+            accept_any_audience=self.accept_any_audience,
+            required_scopes=tuple(self.required_scopes),
+            algorithms=frozenset(self.algorithms),
+            auto_provision=self.auto_provision,
+            default_groups=tuple(g.name for g in self.default_groups.all()),
+            group_claims=tuple(self.group_claims),
+            username_claim=self.username_claim,
+            slug=self.slug,
+            display_name=self.display_name,
+            client_id=self.client_id,
+            client_secret_env=self.client_secret_env,
+        )

@@ -8,7 +8,7 @@ from rest_framework.permissions import BasePermission
 from rest_framework.request import Request
 
 from .exceptions import InsufficientScope
-from .tokens import CLAIM_GROUPS, AccessToken
+from .tokens import AccessToken
 
 
 def _view_attribute(view: Any, name: str) -> tuple[str, ...]:
@@ -56,9 +56,7 @@ class InGroup(BasePermission):
         if not user or not user.is_authenticated:
             return False
         if isinstance(request.auth, AccessToken):
-            groups = (
-                {request.auth.group} if request.auth.group else set(request.auth.claims.get(CLAIM_GROUPS, ()))
-            )
+            groups = {request.auth.group} if request.auth.group else set(request.auth.groups)
         else:
             groups = set(user.groups.values_list("name", flat=True))
         return bool(required & groups)

@@ -6,20 +6,15 @@ process memory (re-validated every ``REVOCATION_REFRESH_INTERVAL``) over the sha
 process that made it and, through the shared cache, in every other process within the refresh interval.
 
 Nothing is ever assumed from a cache miss: a missing epoch or denylist is re-read from the database,
-and when that fails too the request fails closed with :class:`RevocationUnavailable`.
+and when that fails too the request fails closed with :class:`~tokenauth.snapshots.StateUnavailable`.
 """
 
 from __future__ import annotations
 
-import logging
-import threading
 import time
-import uuid
-from collections.abc import Iterable
 from datetime import datetime
 from typing import Any, NamedTuple
 
-from django.core.cache import caches
 from django.db import DatabaseError, transaction
 from django.utils import timezone
 
@@ -27,17 +22,8 @@ from . import signals
 from .conf import tokenauth_settings
 from .exceptions import InvalidToken
 from .models import AuditEvent, Epoch, RevokedToken, Session
+from .snapshots import CACHE_PREFIX, SharedSnapshot, StateUnavailable, refresh_interval, shared_cache_call
 from .tokens import CLAIM_EPOCH, CLAIM_GLOBAL_EPOCH, CLAIM_GROUP_EPOCH, CLAIM_GROUP_ID, CLAIM_SESSION
-
-logger = logging.getLogger(__name__)
-
-CACHE_PREFIX = "tokenauth:"
-DENYLIST_VERSION_KEY = CACHE_PREFIX + "denylist:version"
-DENYLIST_KEY = CACHE_PREFIX + "denylist"
-
-
-class RevocationUnavailable(Exception):
-    """Neither the cache nor the database could say whether a token is revoked."""
 
 
 class EpochValue(NamedTuple):
@@ -52,48 +38,37 @@ def _epoch_key(kind: str, object_id: str) -> str:
     return f"{CACHE_PREFIX}epoch:{kind}:{object_id}"
 
 
-def _shared_cache():
-    return caches[tokenauth_settings.CACHE_ALIAS]
-
-
-def _cache_call(method: str, *args: Any, **kwargs: Any) -> Any:
-    """Call the shared cache; an unreachable cache reads as a miss, never as an answer."""
-    try:
-        return getattr(_shared_cache(), method)(*args, **kwargs)
-    except Exception:  # the cache backend's own connection errors (redis, memcached) vary
-        logger.warning("tokenauth: shared cache unavailable for %s", method, exc_info=True)
-        return None
+def _load_denylist() -> dict[str, float]:
+    rows = RevokedToken.objects.filter(expires_at__gt=timezone.now()).values_list("jti", "expires_at")
+    return {jti: expires.timestamp() for jti, expires in rows}
 
 
 class RevocationState:
     """Process-memory layer of the revocation state."""
 
     def __init__(self) -> None:
-        self._lock = threading.Lock()
+        self.denylist = SharedSnapshot("denylist", _load_denylist)
         self.reset()
 
     def reset(self) -> None:
         self._epochs: dict[tuple[str, str], tuple[EpochValue, float]] = {}
-        self._denylist: dict[str, float] = {}
-        self._denylist_version: str | None = None
-        self._denylist_checked_at = float("-inf")
-
-    @staticmethod
-    def _interval() -> float:
-        return tokenauth_settings.REVOCATION_REFRESH_INTERVAL.total_seconds()
+        self._denied_here: dict[str, float] = {}
+        self.denylist.reset()
 
     # -- epochs ---------------------------------------------------------------------------------
 
     def epoch(self, kind: str, object_id: str) -> EpochValue:
         now = time.monotonic()
         local = self._epochs.get((kind, object_id))
-        if local is not None and now - local[1] < self._interval():
+        if local is not None and now - local[1] < refresh_interval():
             return local[0]
         key = _epoch_key(kind, object_id)
-        found = _cache_call("get", key)
+        found = shared_cache_call("get", key)
         if found is None:
             found = self._load_epoch(kind, object_id)
-            _cache_call("add", key, tuple(found), tokenauth_settings.EPOCH_CACHE_TIMEOUT.total_seconds())
+            shared_cache_call(
+                "add", key, tuple(found), tokenauth_settings.EPOCH_CACHE_TIMEOUT.total_seconds()
+            )
         found = EpochValue(*found)
         if local is not None and local[0].value > found.value:
             found = local[0]  # epochs only grow: a lagging cache never lowers what we saw
@@ -109,60 +84,32 @@ class RevocationState:
                 .first()
             )
         except DatabaseError as exc:
-            raise RevocationUnavailable("revocation state unavailable") from exc
+            raise StateUnavailable("revocation state unavailable") from exc
         if row is None:
             return ZERO
         return EpochValue(row[0], row[1].timestamp() if row[1] else None)
 
     def remember_epoch(self, kind: str, object_id: str, value: EpochValue) -> None:
         self._epochs[(kind, object_id)] = (value, time.monotonic())
-        _cache_call(
-            "set",
-            _epoch_key(kind, object_id),
-            tuple(value),
-            tokenauth_settings.EPOCH_CACHE_TIMEOUT.total_seconds(),
-        )
+        timeout = tokenauth_settings.EPOCH_CACHE_TIMEOUT.total_seconds()
+        shared_cache_call("set", _epoch_key(kind, object_id), tuple(value), timeout)
+
+    def forget_epoch(self, kind: str, object_id: str) -> None:
+        self._epochs.pop((kind, object_id), None)
+        shared_cache_call("delete", _epoch_key(kind, object_id))
 
     # -- denylist -------------------------------------------------------------------------------
 
-    def is_denied(self, ids: Iterable[str]) -> bool:
-        now = time.monotonic()
-        if now - self._denylist_checked_at >= self._interval():
-            with self._lock:
-                if now - self._denylist_checked_at >= self._interval():
-                    self._refresh_denylist()
-                    self._denylist_checked_at = now
+    def is_denied(self, ids: tuple[str | None, ...]) -> bool:
+        shared = self.denylist.get()
         wall = time.time()
-        return any(self._denylist.get(i, 0) > wall for i in ids if i)
-
-    def _refresh_denylist(self) -> None:
-        version = _cache_call("get", DENYLIST_VERSION_KEY)
-        if version is None:
-            _cache_call("add", DENYLIST_VERSION_KEY, uuid.uuid4().hex, None)
-            version = _cache_call("get", DENYLIST_VERSION_KEY)
-        if version is not None and version == self._denylist_version:
-            return
-        shared = _cache_call("get", DENYLIST_KEY)
-        if version is not None and shared is not None and shared[0] == version:
-            denylist = shared[1]
-        else:
-            try:
-                denylist = {
-                    jti: expires.timestamp()
-                    for jti, expires in RevokedToken.objects.filter(
-                        expires_at__gt=timezone.now()
-                    ).values_list("jti", "expires_at")
-                }
-            except DatabaseError as exc:
-                raise RevocationUnavailable("revocation state unavailable") from exc
-            if version is not None:
-                _cache_call("set", DENYLIST_KEY, (version, denylist), None)
-        # Entries this process added itself stay until the shared copy has them.
-        self._denylist = {**{k: v for k, v in self._denylist.items() if k not in denylist}, **denylist}
-        self._denylist_version = version
+        return any(max(shared.get(i, 0), self._denied_here.get(i, 0)) > wall for i in ids if i)
 
     def deny_locally(self, jti: str, expires_at: float) -> None:
-        self._denylist[jti] = expires_at
+        """Visible in this process at once, before the shared copy is reloaded after commit."""
+        now = time.time()
+        self._denied_here = {k: v for k, v in self._denied_here.items() if v > now}
+        self._denied_here[jti] = expires_at
 
 
 state = RevocationState()
@@ -197,30 +144,55 @@ def check_local_claims(claims: dict[str, Any], user_id: str) -> None:
         raise InvalidToken("The access token was revoked")
 
 
+def external_token_id(claims: dict[str, Any]) -> str | None:
+    """Denylist name of an external token: its jti is only unique within its issuer."""
+    jti = claims.get("jti")
+    return f"{claims['iss']}#{jti}" if isinstance(jti, str) else None
+
+
+def check_external_claims(claims: dict[str, Any], user_id: str, identity: str) -> None:
+    """External tokens carry no epochs of ours: refuse those issued before a bump (iat cutoff)."""
+    if is_revoked(external_token_id(claims)):
+        raise InvalidToken("The access token was revoked")
+    issued = claims["iat"]
+    for kind, object_id in (
+        (Epoch.Kind.USER, user_id),
+        (Epoch.Kind.IDENTITY, identity),
+        (Epoch.Kind.GLOBAL, ""),
+    ):
+        not_before = current_epoch(kind, object_id).not_before
+        if not_before is not None and issued < not_before:
+            raise InvalidToken("The access token was revoked")
+
+
 # -- writes ------------------------------------------------------------------------------------
 
 
 def bump_epoch(kind: str, object_id: str, *, actor: Any = None, reason: str = "") -> EpochValue:
     """Invalidate every earlier token of a user, a group (``object_id`` = its pk) or everyone."""
     now = timezone.now()
-    with transaction.atomic():
-        epoch, _ = Epoch.objects.select_for_update().get_or_create(kind=kind, object_id=object_id)
-        epoch.value += 1
-        epoch.not_before = now
-        epoch.bumped_by_id = getattr(actor, "pk", None)
-        epoch.reason = reason[:255]
-        epoch.save()
-        if kind == Epoch.Kind.USER:
-            Session.objects.filter(user_id=object_id, revoked_at__isnull=True).update(revoked_at=now)
-        value = EpochValue(epoch.value, now.timestamp())
-        # Set while the row lock is held, so concurrent bumps reach the cache in order.
-        state.remember_epoch(kind, object_id, value)
-        AuditEvent.objects.create(
-            action="epoch_bumped",
-            user_id=object_id if kind == Epoch.Kind.USER else None,
-            actor_id=epoch.bumped_by_id,
-            detail={"kind": kind, "object_id": object_id, "epoch": epoch.value, "reason": epoch.reason},
-        )
+    try:
+        with transaction.atomic():
+            epoch, _ = Epoch.objects.select_for_update().get_or_create(kind=kind, object_id=object_id)
+            epoch.value += 1
+            epoch.not_before = now
+            epoch.bumped_by_id = getattr(actor, "pk", None)
+            epoch.reason = reason[:255]
+            epoch.save()
+            if kind == Epoch.Kind.USER:
+                Session.objects.filter(user_id=object_id, revoked_at__isnull=True).update(revoked_at=now)
+            value = EpochValue(epoch.value, now.timestamp())
+            # Set while the row lock is held, so concurrent bumps reach the cache in order.
+            state.remember_epoch(kind, object_id, value)
+            AuditEvent.objects.create(
+                action="epoch_bumped",
+                user_id=object_id if kind == Epoch.Kind.USER else None,
+                actor_id=epoch.bumped_by_id,
+                detail={"kind": kind, "object_id": object_id, "epoch": epoch.value, "reason": epoch.reason},
+            )
+    except BaseException:
+        state.forget_epoch(kind, object_id)  # the cache must not stay ahead of a bump that rolled back
+        raise
     signals.epoch_bumped.send(
         sender=Epoch, kind=kind, object_id=object_id, epoch=epoch.value, actor=actor, reason=reason
     )
@@ -233,12 +205,12 @@ def revoke_id(jti: str, expires_at: datetime, *, reason: str = "") -> None:
         jti=jti, defaults={"expires_at": expires_at, "reason": reason[:255]}
     )
     state.deny_locally(jti, expires_at.timestamp())
-    transaction.on_commit(lambda: _cache_call("set", DENYLIST_VERSION_KEY, uuid.uuid4().hex, None))
+    state.denylist.changed()
 
 
 def purge_expired() -> int:
     """Delete denylist rows whose tokens expired anyway; returns how many."""
     deleted, _ = RevokedToken.objects.filter(expires_at__lte=timezone.now()).delete()
     if deleted:
-        _cache_call("set", DENYLIST_VERSION_KEY, uuid.uuid4().hex, None)
+        state.denylist.changed()
     return deleted

@@ -1,6 +1,6 @@
 """Refresh-token families (sessions): start, rotate with reuse detection, end.
 
-A refresh token is ``<session id>.<secret>``; only a SHA-256 of the current secret is stored. Using a
+A refresh token is ``<session family>.<secret>``; only a SHA-256 of the current secret is stored. Using a
 secret that was already rotated away means it leaked: the whole session is revoked.
 """
 
@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import secrets
-import uuid
 from typing import Any
 
 from django.db import transaction
@@ -47,7 +46,7 @@ def start_session(
         group=group,
         refresh_hash=_hash(secret),
     )
-    return session, f"{session.id.hex}.{secret}"
+    return session, f"{session.family}.{secret}"
 
 
 def _invalid(description: str) -> OAuthError:
@@ -84,14 +83,12 @@ def check_session(session: Session) -> None:
 
 def rotate(refresh_token: str) -> tuple[Session, str]:
     """Exchange a refresh token for the next one of its session; re-checks the user's rights."""
-    sid, _, secret = refresh_token.partition(".")
-    try:
-        session_id = uuid.UUID(hex=sid)
-    except ValueError:
-        raise _invalid("The refresh token is invalid") from None
+    family, _, secret = refresh_token.partition(".")
+    if not family or not secret:
+        raise _invalid("The refresh token is invalid")
     with transaction.atomic():
-        session = Session.objects.select_for_update().filter(pk=session_id).first()
-        if session is None or not secret:
+        session = Session.objects.select_for_update().filter(family=family).first()
+        if session is None:
             raise _invalid("The refresh token is invalid")
         if session.revoked_at is not None:
             raise _invalid("The session has ended")
@@ -107,7 +104,7 @@ def rotate(refresh_token: str) -> tuple[Session, str]:
             session.last_used_at = timezone.now()
             session.expires_at = session.last_used_at + _lifetime(session.remember_me)
             session.save(update_fields=["refresh_hash", "last_used_at", "expires_at"])
-            return session, f"{session.id.hex}.{new_secret}"
+            return session, f"{session.family}.{new_secret}"
     end_session(session, reason=failure[0])
     raise _invalid(failure[1])
 

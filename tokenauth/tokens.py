@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import binascii
+import json
 import threading
 import time
 import uuid
@@ -11,6 +13,7 @@ from typing import Any
 
 import jwt
 from django.db.models import Q
+from jwt.utils import base64url_decode
 
 from . import signals
 from .conf import tokenauth_settings
@@ -74,6 +77,8 @@ class AccessToken:
     """What ``request.auth`` holds after bearer authentication: the verified claims, never the token."""
 
     claims: dict[str, Any]
+    #: The caller's groups here: from our token's claim, or from the database for an external identity.
+    groups: tuple[str, ...] = ()
 
     @property
     def issuer(self) -> str:
@@ -178,17 +183,25 @@ def mint_access_token(
     return IssuedToken(token=token, claims=claims, expires_in=claims["exp"] - now)
 
 
-def decode_local(token: str) -> dict[str, Any]:
-    """Verify one of our tokens (signature, issuer, audience, times); revocation is checked elsewhere."""
-    claims = verified_tokens.get(token)
-    if claims is not None:
-        if claims["exp"] + tokenauth_settings.LEEWAY.total_seconds() < time.time():
-            raise InvalidToken("The access token expired")
-        return claims
+def read_unverified(token: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Header and payload of a JWT before any verification: only to pick the issuer and key.
+
+    Cheaper than PyJWT's full parse; ``jwt.decode`` still checks the whole token strictly afterwards.
+    """
+    parts = token.split(".")
+    if len(parts) != 3:
+        raise InvalidToken("The access token is malformed")
     try:
-        header = jwt.get_unverified_header(token)
-    except jwt.InvalidTokenError:
+        header, payload = (json.loads(base64url_decode(part)) for part in parts[:2])
+    except (ValueError, TypeError, binascii.Error):
         raise InvalidToken("The access token is malformed") from None
+    if not isinstance(header, dict) or not isinstance(payload, dict):
+        raise InvalidToken("The access token is malformed")
+    return header, payload
+
+
+def decode_local(token: str, header: dict[str, Any]) -> dict[str, Any]:
+    """Verify one of our tokens (signature, issuer, audience, times); revocation is checked elsewhere."""
     key = get_keyring().by_kid.get(header.get("kid")) if isinstance(header.get("kid"), str) else None
     if key is None:
         raise InvalidToken("The access token was signed with an unknown key")
@@ -213,19 +226,22 @@ def decode_local(token: str) -> dict[str, Any]:
         raise InvalidToken("The access token is invalid") from None
     if not _claim_types_valid(claims):
         raise InvalidToken("The access token is invalid")
-    verified_tokens.put(token, claims)
     return claims
 
 
+def time_claims_valid(claims: dict[str, Any]) -> bool:
+    """PyJWT accepts ``"exp": "123"`` (it calls ``int()``); we want real numbers in exp, iat and nbf."""
+    return all(type(claims[name]) in (int, float) for name in ("exp", "iat", "nbf") if name in claims)
+
+
 def _claim_types_valid(claims: dict[str, Any]) -> bool:
-    """PyJWT accepts ``"exp": "123"`` (it calls ``int()``); the memo, revocation and permissions need
-    real numbers, strings and lists, or a well-signed but odd token would end in a 500."""
-    numbers = ["exp", "iat"] + (["nbf"] if "nbf" in claims else [])
+    """The memo, revocation and permissions need real numbers, strings and lists in our claims,
+    or a well-signed but odd token would end in a 500."""
     integers = [CLAIM_EPOCH, CLAIM_GLOBAL_EPOCH] + ([CLAIM_GROUP_EPOCH] if CLAIM_GROUP_ID in claims else [])
     strings = ["sub", "jti"] + [n for n in (CLAIM_SESSION, CLAIM_USERNAME, CLAIM_GROUP) if n in claims]
     groups = claims.get(CLAIM_GROUPS, [])
     return (
-        all(type(claims[name]) in (int, float) for name in numbers)
+        time_claims_valid(claims)
         and all(type(claims.get(name)) is int for name in integers)
         and all(isinstance(claims[name], str) for name in strings)
         and isinstance(groups, list)

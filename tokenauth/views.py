@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from django.contrib.auth import authenticate
 from django.contrib.auth.models import Group
+from django.db import DatabaseError
 from django.urls import reverse
 from rest_framework import serializers
 from rest_framework.authentication import SessionAuthentication
@@ -18,12 +20,14 @@ from rest_framework.views import APIView
 
 from .authentication import BearerAuthentication
 from .conf import tokenauth_settings
-from .exceptions import OAuthError
+from .exceptions import OAuthError, ServiceUnavailable
 from .keys import get_keyring
 from .models import AuditEvent, Epoch, Session
 from .revocation import bump_epoch, revoke_id
 from .sessions import check_session, end_session, refresh_expires_in, rotate, start_session
-from .tokens import CLAIM_GROUPS, AccessToken, mint_access_token
+from .tokens import AccessToken, mint_access_token
+
+logger = logging.getLogger(__name__)
 
 NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
 
@@ -88,7 +92,17 @@ def _validated(serializer_class: type[serializers.Serializer], request: Request)
     return serializer.validated_data
 
 
-class TokenView(APIView):
+class TokenAuthView(APIView):
+    """Base of our views: a database outage is a 503 the client may retry, never a 500."""
+
+    def handle_exception(self, exc: Exception) -> Response:
+        if isinstance(exc, DatabaseError):
+            logger.error("tokenauth: database unavailable in %s", type(self).__name__, exc_info=exc)
+            exc = ServiceUnavailable()
+        return super().handle_exception(exc)
+
+
+class TokenView(TokenAuthView):
     """``POST /auth/token/``: username and password for an access and a refresh token."""
 
     authentication_classes = ()
@@ -121,7 +135,7 @@ class TokenView(APIView):
         return _token_response(session, refresh_token, _mint_for_session(session))
 
 
-class RefreshView(APIView):
+class RefreshView(TokenAuthView):
     """``POST /auth/token/refresh/``: rotate the refresh token; claims are re-read from the database."""
 
     authentication_classes = ()
@@ -133,7 +147,7 @@ class RefreshView(APIView):
         return _token_response(session, refresh_token, _mint_for_session(session))
 
 
-class BearerView(APIView):
+class BearerView(TokenAuthView):
     """A view that needs one of our own bearer tokens."""
 
     authentication_classes = (BearerAuthentication,)
@@ -177,7 +191,7 @@ class LogoutAllView(BearerView):
         return Response(status=204)
 
 
-class WhoAmIView(APIView):
+class WhoAmIView(TokenAuthView):
     """``GET /auth/whoami/``: who the bearer token (or the Django session) says the caller is."""
 
     permission_classes = (IsAuthenticated,)
@@ -196,7 +210,7 @@ class WhoAmIView(APIView):
                     "issuer": token.issuer,
                     "subject": token.subject,
                     "username": request.user.get_username(),
-                    "groups": list(token.claims.get(CLAIM_GROUPS, ())),
+                    "groups": list(token.groups),
                     "scope": token.scope,
                     "group": token.group,
                     "expires_at": token.expires_at.isoformat(),
@@ -216,7 +230,7 @@ class WhoAmIView(APIView):
         )
 
 
-class PublicView(APIView):
+class PublicView(TokenAuthView):
     authentication_classes = ()
     permission_classes = (AllowAny,)
 

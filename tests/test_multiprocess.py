@@ -1,0 +1,440 @@
+"""Revocation across real processes sharing a real Redis (DESIGN.md, invariant 3).
+
+Every test runs ``manage.py runserver --noreload`` server processes on one temporary SQLite file and a
+Redis database (``REDIS_DB`` on the server of the ``redis_url`` fixture, with a key prefix of the test's
+own), and drives them over HTTP. Revocations are made by other processes (a
+management command, or another server), so nothing here shares Python memory with the servers:
+
+* a bump is visible at once in the process that made it and in every other process within
+  ``PROPAGATION_BOUND`` (the refresh interval is 1 s);
+* a logout in one server reaches the others through the shared denylist;
+* when neither the cache nor the database can answer, a request fails closed with 503.
+
+The subprocesses get their own ``DATABASE_URL``/``REDIS_URL``, whatever the environment of pytest says.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import sqlite3
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import closing, contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import pytest
+import requests
+
+pytestmark = pytest.mark.redis
+
+ROOT = Path(__file__).resolve().parent.parent
+PROPAGATION_BOUND = 2.0  # seconds; DESIGN.md invariant 3 ("default <= 2 s")
+POLL_INTERVAL = 0.05
+REDIS_DB = 13  # this module's Redis database; each test also has its own key prefix in it
+USERS = ("alice", "bob")
+HTTP_TIMEOUT = 5
+COMMAND_TIMEOUT = 60
+START_TIMEOUT = 15
+
+CREATE_USERS = """
+import os
+from django.contrib.auth import get_user_model
+
+for name in os.environ["TEST_USERNAMES"].split():
+    user, _ = get_user_model().objects.get_or_create(username=name)
+    user.set_password(os.environ["TEST_USER_PASSWORD"])
+    user.save()
+"""
+PASSWORD = "multiprocess-test-password"
+COUNT_EPOCHS = "from tokenauth.models import Epoch; print(Epoch.objects.count())"
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _subprocess_env(db_path: Path, redis_url: str | None) -> dict[str, str]:
+    """The environment of every process of a test: its own DATABASE_URL and REDIS_URL, never pytest's."""
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "testproject.settings",
+        "DATABASE_URL": f"sqlite:///{db_path}",
+        "DJANGO_DEBUG": "1",
+        "PYTHONUNBUFFERED": "1",
+    }
+    env.pop("REDIS_URL", None)
+    if redis_url:
+        env["REDIS_URL"] = redis_url
+    return env
+
+
+def _manage(env: dict[str, str], *args: str, check: bool = True, **extra_env: str):
+    """Run ``manage.py`` in a separate process; fail the test if it fails (unless ``check=False``)."""
+    result = subprocess.run(
+        [sys.executable, "manage.py", *args],
+        cwd=ROOT,
+        env={**env, **extra_env},
+        capture_output=True,
+        text=True,
+        timeout=COMMAND_TIMEOUT,
+    )
+    if check and result.returncode:
+        pytest.fail(f"manage.py {' '.join(args)} failed ({result.returncode}):\n{result.stderr}")
+    return result
+
+
+@dataclass
+class Stack:
+    """What the processes of one test share: a SQLite file, a cache namespace in Redis, an environment.
+
+    The servers' cache keys start with ``key_prefix``, unique per test, so that concurrent runs of
+    this module (other checkouts, tox environments) sharing the Redis server cannot disturb each other.
+    """
+
+    db_path: Path
+    key_prefix: str
+    env: dict[str, str]
+    redis: object  # redis.Redis
+
+    def manage(self, *args: str, check: bool = True, **extra_env: str) -> subprocess.CompletedProcess[str]:
+        """Run ``manage.py`` in a separate process with the shared environment."""
+        return _manage(self.env, *args, check=check, **extra_env)
+
+    def spawn(self, *args: str) -> subprocess.Popen[str]:
+        """Start ``manage.py`` in a separate process with the shared environment (output is small)."""
+        return subprocess.Popen(
+            [sys.executable, "manage.py", *args],
+            cwd=ROOT,
+            env=self.env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+
+    def bump_time(self, kind: str, username: str) -> float:
+        """POSIX time of the last bump of a user's epoch, read straight from the SQLite file."""
+        with closing(sqlite3.connect(self.db_path)) as db:
+            (not_before,) = db.execute(
+                "SELECT e.not_before FROM tokenauth_epoch e JOIN auth_user u ON e.object_id = u.id || ''"
+                " WHERE e.kind = ? AND u.username = ?",
+                (kind, username),
+            ).fetchone()
+        return datetime.fromisoformat(not_before).replace(tzinfo=UTC).timestamp()
+
+    def drop_keys(self, pattern: str = "*") -> int:
+        """Delete this test's cache keys matching ``pattern`` (after the prefix); returns how many."""
+        keys = list(self.redis.scan_iter(match=f"{self.key_prefix}:{pattern}"))
+        if keys:
+            self.redis.delete(*keys)
+        return len(keys)
+
+    @contextmanager
+    def database_unreadable(self) -> Iterator[None]:
+        """Move the SQLite file away: the next connection creates an empty one, so queries fail."""
+        away = self.db_path.with_name(self.db_path.name + ".away")
+        self.db_path.rename(away)
+        try:
+            probe = self.manage("shell", "-c", COUNT_EPOCHS, check=False)
+            assert probe.returncode != 0 and "no such table" in probe.stderr, (
+                "moving the SQLite file away did not make queries fail",
+                probe.stdout,
+                probe.stderr[-2000:],
+            )
+            yield
+        finally:
+            self.db_path.unlink(missing_ok=True)
+            away.rename(self.db_path)
+
+
+@dataclass
+class Server:
+    """One ``runserver`` process."""
+
+    name: str
+    url: str
+    process: subprocess.Popen[bytes]
+    log: Path
+    http: requests.Session = field(default_factory=requests.Session)
+
+    def __post_init__(self) -> None:
+        self.http.trust_env = False  # no proxy for 127.0.0.1, whatever the environment says
+
+    def request(self, method: str, path: str, token: str | None = None, **kwargs) -> requests.Response:
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        return self.http.request(method, self.url + path, headers=headers, timeout=HTTP_TIMEOUT, **kwargs)
+
+    def hello(self, token: str) -> int:
+        return self.request("GET", "/api/hello/", token).status_code
+
+    def login(self, username: str) -> str:
+        response = self.request("POST", "/auth/token/", json={"username": username, "password": PASSWORD})
+        assert response.status_code == 200, (self.name, response.status_code, response.text)
+        return response.json()["access_token"]
+
+    def log_tail(self) -> str:
+        return self.log.read_text(errors="replace")[-3000:] if self.log.exists() else ""
+
+    def stop(self) -> None:
+        self.http.close()
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def migrated_database(tmp_path_factory: pytest.TempPathFactory) -> Callable[[], Path]:
+    """A migrated SQLite file with the users ``alice`` and ``bob``, built on first use; tests copy it."""
+    built: list[Path] = []
+
+    def get() -> Path:
+        if not built:
+            path = tmp_path_factory.mktemp("multiprocess") / "template.sqlite3"
+            env = _subprocess_env(path, redis_url=None)
+            _manage(env, "migrate", "--noinput", "--verbosity", "0")
+            names, password = " ".join(USERS), PASSWORD
+            _manage(
+                env, "shell", "-v", "0", "-c", CREATE_USERS, TEST_USERNAMES=names, TEST_USER_PASSWORD=password
+            )
+            built.append(path)
+        return built[0]
+
+    return get
+
+
+@pytest.fixture
+def stack(tmp_path: Path, redis_url: str, migrated_database: Callable[[], Path]) -> Iterator[Stack]:
+    """A fresh copy of the migrated SQLite file and an empty cache namespace in a dedicated Redis DB."""
+    import redis
+
+    shared_redis_url = urlunsplit(urlsplit(redis_url)._replace(path=f"/{REDIS_DB}", query=""))
+    key_prefix = f"tokenauth-multiprocess-{uuid.uuid4().hex}"
+    settings_dir = tmp_path / "settings"
+    settings_dir.mkdir()
+    (settings_dir / "multiprocess_settings.py").write_text(
+        "from testproject.settings import *  # noqa: F403\n\n"
+        f"CACHES['default']['KEY_PREFIX'] = {key_prefix!r}  # noqa: F405\n"
+    )
+    env = {
+        **_subprocess_env(tmp_path / "shared.sqlite3", shared_redis_url),
+        "DJANGO_SETTINGS_MODULE": "multiprocess_settings",
+        "PYTHONPATH": os.pathsep.join(
+            filter(None, [str(settings_dir), str(ROOT), os.environ.get("PYTHONPATH")])
+        ),
+    }
+    result = Stack(
+        tmp_path / "shared.sqlite3", key_prefix, env, redis.Redis.from_url(shared_redis_url, socket_timeout=5)
+    )
+    shutil.copyfile(migrated_database(), result.db_path)
+    try:
+        yield result
+    finally:
+        result.drop_keys()
+        result.redis.close()
+
+
+@pytest.fixture
+def start_server(stack: Stack, tmp_path: Path) -> Iterator[Callable[[str], Server]]:
+    """Start a ``runserver --noreload`` process on the shared stack; all are stopped at teardown."""
+    servers: list[Server] = []
+
+    def start(name: str) -> Server:
+        port = _free_port()
+        log = tmp_path / f"server-{name}.log"
+        with log.open("wb") as out:
+            process = subprocess.Popen(
+                [sys.executable, "manage.py", "runserver", "--noreload", f"127.0.0.1:{port}"],
+                cwd=ROOT,
+                env=stack.env,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
+        server = Server(name=name, url=f"http://127.0.0.1:{port}", process=process, log=log)
+        servers.append(server)
+        deadline = time.monotonic() + START_TIMEOUT
+        while True:
+            if process.poll() is not None:
+                pytest.fail(f"server {name} exited with {process.returncode}:\n{server.log_tail()}")
+            try:
+                if server.request("GET", "/.well-known/jwks.json").status_code == 200:
+                    return server
+            except requests.ConnectionError:
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail(f"server {name} did not answer within {START_TIMEOUT} s:\n{server.log_tail()}")
+            time.sleep(0.1)
+
+    yield start
+    for server in servers:
+        server.stop()
+
+
+def watch(servers: list[Server], token: str, wanted: int, event: float | subprocess.Popen[str]):
+    """GET /api/hello/ on each server every 50 ms until each answers ``wanted``.
+
+    ``event`` is when the revocation happened (a ``time.time()`` value), or a process making it:
+    the servers are polled (so kept warm) while it runs, and it happened when the process exited.
+    Returns ``({name: time.time() of the first wanted answer}, {name: statuses seen}, event time)``.
+    """
+    flipped: dict[str, float] = {}
+    seen: dict[str, list[int]] = {s.name: [] for s in servers}
+    happened = event if isinstance(event, float) else None
+    give_up = time.monotonic() + COMMAND_TIMEOUT
+    while time.monotonic() < give_up:
+        if happened is None and event.poll() is not None:
+            happened = time.time()
+        for server in servers:
+            if server.name not in flipped:
+                seen[server.name].append(status := server.hello(token))
+                if status == wanted:
+                    flipped[server.name] = time.time()
+        if happened is not None and (
+            len(flipped) == len(servers) or time.time() - happened > 2 * PROPAGATION_BOUND
+        ):
+            break
+        time.sleep(POLL_INTERVAL)
+    assert happened is not None, "the revoking process did not finish"
+    return flipped, seen, happened
+
+
+def assert_flipped(
+    servers: list[Server],
+    token: str,
+    before: int,
+    after: int,
+    event: float | subprocess.Popen[str],
+    what: str,
+) -> dict[str, float]:
+    """Every server goes from ``before`` to ``after`` within the bound, and answers nothing else.
+
+    Returns the ``time.time()`` of each server's first ``after``; a process ``event`` counts from its
+    exit (a negative delay: the server flipped before the process had exited).
+    """
+    flipped, seen, happened = watch(servers, token, after, event)
+    delays = {name: at - happened for name, at in flipped.items()}
+    for server in servers:
+        delay = delays.get(server.name)
+        shown = "never" if delay is None else f"{delay:.3f} s"
+        print(f"\n  {what}: server {server.name} answered {after} after {shown}")
+    for server in servers:
+        assert server.name in delays, (what, server.name, seen[server.name], server.log_tail())
+        assert delays[server.name] <= PROPAGATION_BOUND, (what, server.name, delays[server.name])
+        assert set(seen[server.name]) <= {before, after}, (what, server.name, seen[server.name])
+    return flipped
+
+
+def assert_stays(servers: list[Server], token: str, status: int, seconds: float) -> None:
+    """Keep asking for longer than the refresh interval: the answer never changes back."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        for server in servers:
+            assert server.hello(token) == status, server.name
+        time.sleep(POLL_INTERVAL * 2)
+
+
+def test_bump_by_another_process_reaches_every_server(start_server: Callable[[str], Server], stack: Stack):
+    a, b = start_server("A"), start_server("B")
+    token = a.login("alice")
+    for _ in range(3):  # warm the process memory of both servers
+        assert (a.hello(token), b.hello(token)) == (200, 200)
+
+    command = stack.spawn("tokenauth_revoke", "--user", "alice", "--reason", "multiprocess test")
+    try:  # the servers are polled every 50 ms while the command runs
+        flipped = assert_flipped([a, b], token, 200, 401, command, "tokenauth_revoke, from its exit")
+    finally:
+        if command.poll() is None:
+            command.kill()
+        out, err = command.communicate(timeout=COMMAND_TIMEOUT)
+    assert command.returncode == 0 and "epoch now 1" in out, (command.returncode, out, err)
+    bumped_at = stack.bump_time("user", "alice")  # when the command bumped (just before its commit)
+    for name, at in flipped.items():
+        print(f"\n  tokenauth_revoke, from the bump: server {name} answered 401 after {at - bumped_at:.3f} s")
+        assert at - bumped_at <= PROPAGATION_BOUND, name
+    response = b.request("GET", "/api/hello/", token)
+    assert 'error="invalid_token"' in response.headers["WWW-Authenticate"]
+    assert_stays([a, b], token, 401, seconds=1.5)
+
+    fresh = b.login("alice")  # minted after the bump: carries the new epoch
+    assert (a.hello(fresh), b.hello(fresh)) == (200, 200)
+    assert_stays([a, b], fresh, 200, seconds=1.5)
+
+
+def test_bump_is_immediate_in_its_own_process(start_server: Callable[[str], Server]):
+    a, b = start_server("A"), start_server("B")
+    token = a.login("alice")
+    for _ in range(3):
+        assert (a.hello(token), b.hello(token)) == (200, 200)
+
+    assert a.request("POST", "/auth/logout-all/", token).status_code == 204
+    bumped = time.time()
+    assert a.hello(token) == 401  # at once, no waiting, in the process that bumped
+    print(f"\n  logout-all on A: A answered 401 after {time.time() - bumped:.3f} s (first request)")
+
+    assert_flipped([b], token, 200, 401, bumped, "logout-all on A")
+    assert_stays([a, b], token, 401, seconds=1.5)
+    fresh = a.login("alice")
+    assert (a.hello(fresh), b.hello(fresh)) == (200, 200)
+
+
+def test_logout_on_one_server_reaches_the_other(start_server: Callable[[str], Server]):
+    a, b = start_server("A"), start_server("B")
+    token = a.login("alice")
+    other = a.login("bob")
+    for _ in range(3):
+        assert (a.hello(token), b.hello(token)) == (200, 200)
+
+    assert a.request("POST", "/auth/logout/", token).status_code == 204
+    logged_out = time.time()
+    assert a.hello(token) == 401
+    print(f"\n  logout on A: A answered 401 after {time.time() - logged_out:.3f} s (first request)")
+
+    assert_flipped([b], token, 200, 401, logged_out, "logout on A (denylist)")
+    assert_stays([a, b], token, 401, seconds=1.5)
+    assert (a.hello(other), b.hello(other)) == (200, 200)  # only that session ended
+
+
+@pytest.mark.parametrize(
+    "dropped",
+    ["*:tokenauth:epoch:*", "*:tokenauth:denylist*", "*"],
+    ids=["epochs-evicted", "denylist-evicted", "cache-cleared"],
+)
+def test_fail_closed_when_neither_cache_nor_database_answers(
+    start_server: Callable[[str], Server], stack: Stack, dropped: str
+):
+    a = start_server("A")
+    alice, bob = a.login("alice"), a.login("bob")  # bob's epoch is never read by A while the DB is up
+    for _ in range(3):
+        assert a.hello(alice) == 200
+
+    with stack.database_unreadable():
+        # Warm caches answer without the database, also when process memory is re-read from Redis.
+        assert_stays([a], alice, 200, seconds=1.2)
+        # A user this process never saw needs a cold read: it fails closed at once.
+        response = a.request("GET", "/api/hello/", bob)
+        assert response.status_code == 503, (response.status_code, response.text)
+
+        # A user already seen is re-read after the refresh interval, from the now cold shared cache.
+        assert stack.drop_keys(dropped) > 0
+        what = f"DB unreadable, {dropped!r} evicted from Redis"
+        assert_flipped([a], alice, 200, 503, time.time(), what)
+        assert_stays([a], alice, 503, seconds=1.5)  # never a 200 again while the truth is unknown
+
+    # The database is back: the next request reads it and answers again.
+    assert a.hello(alice) == 200
+    assert a.hello(bob) == 200
+    assert "Traceback" not in a.log.read_text(errors="replace")

@@ -1,0 +1,370 @@
+"""External issuers: the allow-list, OIDC discovery, the JWKS cache, and verification of their tokens.
+
+Invariants (see DESIGN.md): the unverified ``iss`` must equal an enabled issuer before any network
+I/O; keys come only from that issuer's discovered ``jwks_uri``, never from token headers; only
+asymmetric algorithms, each checked against the key type; at most one JWKS refetch per issuer per
+cool-down for unknown key ids; the last good keys keep serving while the issuer is down, up to a
+maximum staleness.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import logging
+import re
+import threading
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit
+
+import jwt
+import requests
+from django.core.exceptions import ValidationError
+from jwt.algorithms import ECAlgorithm, OKPAlgorithm, RSAAlgorithm
+
+from .conf import tokenauth_settings
+from .exceptions import InvalidToken
+from .keys import ASYMMETRIC_ALGORITHMS
+from .snapshots import CACHE_PREFIX, SharedSnapshot, shared_cache_call
+
+logger = logging.getLogger(__name__)
+
+#: The WLCG "any audience" value, accepted only where an issuer allows it.
+WLCG_ANY_AUDIENCE = "https://wlcg.cern.ch/jwt/v1/any"
+ACCESS_TOKEN_TYPES = frozenset({"at+jwt", "application/at+jwt", "jwt"})
+EC_CURVES = {"ES256": "P-256", "ES384": "P-384", "ES512": "P-521"}
+MAX_AGE = re.compile(r"(?:^|,)\s*(?:s-)?max-age\s*=\s*(\d+)", re.IGNORECASE)
+
+
+class IssuerUnavailable(Exception):
+    """The issuer's keys could not be fetched and no usable copy is left."""
+
+
+@dataclass(frozen=True)
+class IssuerConfig:
+    """What we accept from one external issuer (from the Issuer model or ``TOKENAUTH["ISSUERS"]``)."""
+
+    issuer: str
+    audiences: tuple[str, ...] = ()
+    accept_any_audience: bool = False
+    required_scopes: tuple[str, ...] = ()
+    algorithms: frozenset[str] = frozenset({"RS256", "ES256"})
+    auto_provision: bool = True
+    default_groups: tuple[str, ...] = ()
+    group_claims: tuple[str, ...] = ()
+    username_claim: str = "preferred_username"
+    slug: str = ""
+    display_name: str = ""
+    client_id: str = ""
+    client_secret_env: str = ""
+
+    @classmethod
+    def from_mapping(cls, data: dict[str, Any]) -> IssuerConfig:
+        tuples = {"audiences", "required_scopes", "default_groups", "group_claims"}
+        values = {k: tuple(v) if k in tuples else v for k, v in data.items() if k in cls.__dataclass_fields__}
+        if "algorithms" in values:
+            values["algorithms"] = frozenset(values["algorithms"])
+        return cls(**values)
+
+    @property
+    def accepted_audiences(self) -> list[str] | None:
+        """``None`` means the issuer has no audience restriction configured."""
+        if not self.audiences and not self.accept_any_audience:
+            return None
+        return [*self.audiences, *([WLCG_ANY_AUDIENCE] if self.accept_any_audience else [])]
+
+
+def validate_issuer_url(url: str) -> None:
+    """https only; plain http just for loopback hosts when ``ALLOW_LOOPBACK_HTTP_ISSUERS`` is on."""
+    parts = urlsplit(url)
+    if parts.scheme == "https" and parts.hostname:
+        return
+    if parts.scheme == "http" and parts.hostname and tokenauth_settings.ALLOW_LOOPBACK_HTTP_ISSUERS:
+        host = parts.hostname
+        try:
+            loopback = ipaddress.ip_address(host).is_loopback
+        except ValueError:
+            loopback = host == "localhost"
+        if loopback:
+            return
+    raise ValidationError(f"Not an acceptable issuer URL (https required): {url}")
+
+
+def _load_db_issuers() -> dict[str, IssuerConfig]:
+    from .models import Issuer
+
+    return {
+        row.issuer: row.config()
+        for row in Issuer.objects.filter(enabled=True).prefetch_related("default_groups")
+    }
+
+
+db_issuers: SharedSnapshot[dict[str, IssuerConfig]] = SharedSnapshot("issuers", _load_db_issuers)
+
+
+def get_issuer(iss: str) -> IssuerConfig | None:
+    """The enabled issuer named exactly ``iss`` (settings entries win over database rows), or None."""
+    if not tokenauth_settings.EXTERNAL_ISSUERS:
+        return None
+    for entry in tokenauth_settings.ISSUERS:
+        if entry.get("issuer") == iss:
+            return IssuerConfig.from_mapping(entry) if entry.get("enabled", True) else None
+    return db_issuers.get().get(iss)
+
+
+def all_issuers() -> list[IssuerConfig]:
+    if not tokenauth_settings.EXTERNAL_ISSUERS:
+        return []
+    configured = {e["issuer"]: e for e in tokenauth_settings.ISSUERS}
+    merged = {iss: cfg for iss, cfg in db_issuers.get().items() if iss not in configured}
+    merged.update(
+        {iss: IssuerConfig.from_mapping(e) for iss, e in configured.items() if e.get("enabled", True)}
+    )
+    return list(merged.values())
+
+
+# -- HTTP --------------------------------------------------------------------------------------
+
+
+class FetchError(Exception):
+    pass
+
+
+def fetch_json(url: str) -> tuple[dict[str, Any], int | None]:
+    """GET a JSON object with a short timeout and a size cap; returns it with its max-age, if any."""
+    try:
+        validate_issuer_url(url)
+    except ValidationError as exc:
+        raise FetchError(str(exc)) from None
+    limit = tokenauth_settings.HTTP_MAX_BYTES
+    try:
+        with requests.get(
+            url,
+            timeout=tokenauth_settings.HTTP_TIMEOUT.total_seconds(),
+            stream=True,
+            allow_redirects=False,
+            headers={"Accept": "application/json"},
+        ) as response:
+            if response.status_code != 200:
+                raise FetchError(f"{url} answered {response.status_code}")
+            body = response.raw.read(limit + 1, decode_content=True)
+            cache_control = response.headers.get("Cache-Control", "")
+    except requests.RequestException as exc:
+        raise FetchError(f"{url}: {type(exc).__name__}") from None
+    if len(body) > limit:
+        raise FetchError(f"{url}: response larger than {limit} bytes")
+    try:
+        data = json.loads(body)
+    except ValueError:
+        raise FetchError(f"{url}: not JSON") from None
+    if not isinstance(data, dict):
+        raise FetchError(f"{url}: not a JSON object")
+    match = MAX_AGE.search(cache_control)
+    return data, int(match.group(1)) if match else None
+
+
+def discover_jwks_uri(iss: str) -> str:
+    """OIDC discovery; the document's ``issuer`` must be exactly ``iss``."""
+    document, _ = fetch_json(iss.rstrip("/") + "/.well-known/openid-configuration")
+    if document.get("issuer") != iss:
+        raise FetchError(f"discovery document of {iss} names another issuer")
+    jwks_uri = document.get("jwks_uri")
+    if not isinstance(jwks_uri, str):
+        raise FetchError(f"discovery document of {iss} has no jwks_uri")
+    return jwks_uri
+
+
+# -- JWKS cache --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PublicKey:
+    kty: str
+    crv: str | None
+    alg: str | None
+    key: Any
+
+    def usable_with(self, algorithm: str) -> bool:
+        if self.alg is not None and self.alg != algorithm:
+            return False
+        if algorithm.startswith(("RS", "PS")):
+            return self.kty == "RSA"
+        if algorithm in EC_CURVES:
+            return self.kty == "EC" and self.crv == EC_CURVES[algorithm]
+        return algorithm == "EdDSA" and self.kty == "OKP"
+
+
+def parse_jwks(jwks: dict[str, Any]) -> dict[str, PublicKey]:
+    """Signature keys by kid; symmetric, encryption-only and unparsable keys are left out."""
+    parsers = {"RSA": RSAAlgorithm, "EC": ECAlgorithm, "OKP": OKPAlgorithm}
+    keys: dict[str, PublicKey] = {}
+    for jwk in jwks.get("keys", []) if isinstance(jwks.get("keys"), list) else []:
+        if not isinstance(jwk, dict) or jwk.get("use", "sig") != "sig" or not isinstance(jwk.get("kid"), str):
+            continue
+        parser = parsers.get(jwk.get("kty"))
+        if parser is None or "d" in jwk:
+            continue
+        try:
+            key = parser.from_jwk(jwk)
+        except (jwt.InvalidKeyError, ValueError, TypeError, KeyError):
+            continue
+        keys[jwk["kid"]] = PublicKey(jwk["kty"], jwk.get("crv"), jwk.get("alg"), key)
+    return keys
+
+
+@dataclass
+class KeySet:
+    jwks_uri: str
+    keys: dict[str, PublicKey]
+    fetched_at: float
+    fresh_until: float
+
+
+@dataclass
+class JWKSCache:
+    """Per-process keys of every issuer, shared with other processes through the Django cache."""
+
+    _sets: dict[str, KeySet] = field(default_factory=dict)
+    _locks: defaultdict[str, threading.Lock] = field(default_factory=lambda: defaultdict(threading.Lock))
+    _last_forced: dict[str, float] = field(default_factory=dict)
+
+    def reset(self) -> None:
+        self._sets.clear()
+        self._last_forced.clear()
+
+    @staticmethod
+    def _shared_key(iss: str) -> str:
+        return f"{CACHE_PREFIX}jwks:{iss}"
+
+    def key_for(self, iss: str, kid: str, algorithm: str) -> Any:
+        now = time.time()
+        keyset = self._sets.get(iss)
+        if keyset is None or now >= keyset.fresh_until:
+            keyset = self._refresh(iss, force=False)
+        entry = keyset.keys.get(kid)
+        if entry is None:
+            keyset = self._refresh(iss, force=True)
+            entry = keyset.keys.get(kid)
+        if entry is None:
+            raise InvalidToken("The access token was signed with a key its issuer does not publish")
+        if not entry.usable_with(algorithm):
+            raise InvalidToken("The access token's algorithm does not match its key")
+        return entry.key
+
+    def _refresh(self, iss: str, *, force: bool) -> KeySet:
+        """Fetch the keys again, at most once at a time per issuer; ``force`` is for an unknown kid."""
+        started = time.time()
+        with self._locks[iss]:
+            now = time.time()
+            current = self._sets.get(iss)
+            if current is not None and current.fetched_at >= started:
+                return current  # another thread fetched while we waited
+            if not force:
+                if current is not None and now < current.fresh_until:
+                    return current
+                shared = shared_cache_call("get", self._shared_key(iss))
+                if shared is not None and now < shared["fresh_until"]:
+                    return self._install(
+                        iss, shared["jwks_uri"], shared["jwks"], shared["fetched_at"], shared["fresh_until"]
+                    )
+            elif not self._may_force(iss, now):
+                if current is None:
+                    raise IssuerUnavailable(iss)
+                return current
+            return self._fetch(iss, current, now)
+
+    def refresh_now(self, iss: str) -> KeySet:
+        """Discover and fetch an issuer's keys right away (``tokenauth_issuer refresh``)."""
+        with self._locks[iss]:
+            return self._fetch(iss, None, time.time())
+
+    def _may_force(self, iss: str, now: float) -> bool:
+        """Unknown kids refetch at most once per cool-down per issuer, across threads and processes."""
+        cooldown = tokenauth_settings.JWKS_REFETCH_COOLDOWN.total_seconds()
+        if now - self._last_forced.get(iss, float("-inf")) < cooldown:
+            return False
+        self._last_forced[iss] = now
+        if cooldown <= 0:
+            return True
+        return bool(
+            shared_cache_call("add", f"{CACHE_PREFIX}jwks-refetch:{iss}", 1, cooldown) in (True, None)
+        )
+
+    def _fetch(self, iss: str, current: KeySet | None, now: float) -> KeySet:
+        self._last_forced.setdefault(iss, now)
+        try:
+            jwks_uri = current.jwks_uri if current is not None else discover_jwks_uri(iss)
+            jwks, max_age = fetch_json(jwks_uri)
+        except FetchError as exc:
+            logger.warning("tokenauth: cannot refresh the keys of %s: %s", iss, exc)
+            stale_limit = tokenauth_settings.JWKS_MAX_STALENESS.total_seconds()
+            if current is None or now - current.fetched_at > stale_limit:
+                raise IssuerUnavailable(iss) from None
+            # Keep serving the last good keys; try again after the cool-down, not on every request.
+            current.fresh_until = now + tokenauth_settings.JWKS_REFETCH_COOLDOWN.total_seconds()
+            return current
+        lifetime = max_age if max_age is not None else tokenauth_settings.JWKS_CACHE_MAX.total_seconds()
+        lifetime = min(
+            max(lifetime, tokenauth_settings.JWKS_CACHE_MIN.total_seconds()),
+            tokenauth_settings.JWKS_CACHE_MAX.total_seconds(),
+        )
+        keyset = self._install(iss, jwks_uri, jwks, now, now + lifetime)
+        shared_cache_call(
+            "set",
+            self._shared_key(iss),
+            {"jwks_uri": jwks_uri, "jwks": jwks, "fetched_at": now, "fresh_until": now + lifetime},
+            tokenauth_settings.JWKS_MAX_STALENESS.total_seconds(),
+        )
+        return keyset
+
+    def _install(
+        self, iss: str, jwks_uri: str, jwks: dict[str, Any], fetched_at: float, fresh_until: float
+    ) -> KeySet:
+        keyset = KeySet(jwks_uri, parse_jwks(jwks), fetched_at, fresh_until)
+        self._sets[iss] = keyset
+        return keyset
+
+
+jwks_cache = JWKSCache()
+
+
+# -- verification ------------------------------------------------------------------------------
+
+
+def decode_external(token: str, config: IssuerConfig, header: dict[str, Any]) -> dict[str, Any]:
+    """Verify a token of an allow-listed issuer; ``header`` is the token's unverified header."""
+    algorithm = header.get("alg")
+    if algorithm not in ASYMMETRIC_ALGORITHMS or algorithm not in config.algorithms:
+        raise InvalidToken("The access token's algorithm is not accepted for its issuer")
+    if "crit" in header:
+        raise InvalidToken("The access token has unsupported critical header parameters")
+    typ = header.get("typ")
+    if typ is not None and (not isinstance(typ, str) or typ.lower() not in ACCESS_TOKEN_TYPES):
+        raise InvalidToken("The token is not an access token")
+    kid = header.get("kid")
+    if not isinstance(kid, str):
+        raise InvalidToken("The access token names no key")
+    key = jwks_cache.key_for(config.issuer, kid, algorithm)
+    audiences = config.accepted_audiences
+    try:
+        claims = jwt.decode(
+            token,
+            key,
+            algorithms=[algorithm],
+            issuer=config.issuer,
+            audience=audiences,
+            leeway=tokenauth_settings.LEEWAY,
+            options={"require": ["iss", "sub", "exp", "iat"], "verify_aud": audiences is not None},
+        )
+    except jwt.ExpiredSignatureError:
+        raise InvalidToken("The access token expired") from None
+    except jwt.InvalidAudienceError:
+        raise InvalidToken("The access token is not meant for this service") from None
+    except jwt.InvalidTokenError:
+        raise InvalidToken("The access token is invalid") from None
+    if not isinstance(claims["sub"], str) or claims.get("typ", "Bearer") != "Bearer":
+        raise InvalidToken("The token is not an access token")
+    return claims

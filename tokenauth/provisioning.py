@@ -1,0 +1,172 @@
+"""(issuer, sub) -> user: look up the Identity, or create the user when the issuer allows it.
+
+The answer is cached (process memory over the shared cache), so a warm request with an external
+token makes no query. Concurrent first requests for one identity create exactly one user: the
+unique (issuer, subject) constraint decides, and the loser uses the winner's row.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Group
+from django.db import DatabaseError, IntegrityError, transaction
+from rest_framework.exceptions import PermissionDenied
+
+from . import signals
+from .conf import tokenauth_settings
+from .issuers import IssuerConfig
+from .models import AuditEvent, Identity
+from .snapshots import CACHE_PREFIX, StateUnavailable, refresh_interval, shared_cache_call
+
+NOT_REGISTERED = "not-registered"
+USERNAME_UNSAFE = re.compile(r"[^\w.@+-]")
+
+
+class IdentityNotRegistered(PermissionDenied):
+    default_detail = "Your identity is not registered with this service."
+    default_code = "identity_not_registered"
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who an (issuer, sub) pair is here, as much as a request needs without loading the user."""
+
+    user_id: Any
+    username: str
+    is_active: bool
+    groups: tuple[str, ...]
+
+
+def identity_digest(issuer: str, subject: str) -> str:
+    """A fixed-length name for the pair (cache keys, identity epochs)."""
+    return hashlib.sha256(f"{issuer}\0{subject}".encode()).hexdigest()
+
+
+def _cache_key(digest: str) -> str:
+    return f"{CACHE_PREFIX}identity:{digest}"
+
+
+_local: dict[str, tuple[Principal | str, float]] = {}
+
+
+def reset() -> None:
+    _local.clear()
+
+
+def forget(issuer: str, subject: str) -> None:
+    """Drop the cached mapping of one identity (it was deleted, registered or its user changed)."""
+    digest = identity_digest(issuer, subject)
+    _local.pop(digest, None)
+    shared_cache_call("delete", _cache_key(digest))
+
+
+def resolve(config: IssuerConfig, claims: dict[str, Any]) -> Principal:
+    """The principal for a verified token's (iss, sub); raises IdentityNotRegistered."""
+    digest = identity_digest(config.issuer, claims["sub"])
+    now = time.monotonic()
+    local = _local.get(digest)
+    if local is None or now - local[1] >= refresh_interval():
+        found = shared_cache_call("get", _cache_key(digest))
+        if found is None:
+            found = _load_or_provision(config, claims)
+            shared_cache_call(
+                "set", _cache_key(digest), found, tokenauth_settings.IDENTITY_CACHE_TIMEOUT.total_seconds()
+            )
+        local = (found, now)
+        _local[digest] = local
+    if local[0] == NOT_REGISTERED:
+        raise IdentityNotRegistered()
+    return local[0]  # type: ignore[return-value]
+
+
+def principal_of(user: Any) -> Principal:
+    return Principal(
+        user.pk,
+        user.get_username(),
+        user.is_active,
+        tuple(sorted(user.groups.values_list("name", flat=True))),
+    )
+
+
+def _load_or_provision(config: IssuerConfig, claims: dict[str, Any]) -> Principal | str:
+    try:
+        identity = (
+            Identity.objects.select_related("user")
+            .filter(issuer=config.issuer, subject=claims["sub"])
+            .first()
+        )
+        if identity is not None:
+            return principal_of(identity.user)
+        if not config.auto_provision:
+            AuditEvent.objects.create(
+                action="identity_not_registered",
+                detail={"issuer": config.issuer, "subject": claims["sub"][:255]},
+            )
+            return NOT_REGISTERED
+        return principal_of(provision(config, claims))
+    except DatabaseError as exc:
+        raise StateUnavailable("identity lookup failed") from exc
+
+
+def provision(config: IssuerConfig, claims: dict[str, Any]) -> Any:
+    """Create the user and Identity for a new (iss, sub), with groups from the mapped claims."""
+    subject = claims["sub"]
+    for _ in range(3):
+        try:
+            with transaction.atomic():
+                user = get_user_model()._default_manager.create_user(
+                    **{get_user_model().USERNAME_FIELD: free_username(config, claims)}
+                )
+                user.set_unusable_password()
+                user.save()
+                identity = Identity.objects.create(issuer=config.issuer, subject=subject, user=user)
+                names = {*config.default_groups, *mapped_groups(config, claims)}
+                user.groups.add(*[Group.objects.get_or_create(name=name)[0] for name in sorted(names)])
+                AuditEvent.objects.create(
+                    action="identity_provisioned",
+                    user=user,
+                    detail={"issuer": config.issuer, "subject": subject},
+                )
+        except IntegrityError:
+            winner = (
+                Identity.objects.select_related("user").filter(issuer=config.issuer, subject=subject).first()
+            )
+            if winner is not None:
+                return winner.user
+            continue  # a username taken meanwhile: pick again
+        signals.identity_provisioned.send(sender=Identity, identity=identity, user=user, claims=claims)
+        return user
+    raise StateUnavailable("could not provision the identity")
+
+
+def mapped_groups(config: IssuerConfig, claims: dict[str, Any]) -> list[str]:
+    """Group names from the configured claims (a list of strings or one space-separated string)."""
+    names: list[str] = []
+    for claim in config.group_claims:
+        value = claims.get(claim)
+        values = value.split() if isinstance(value, str) else value if isinstance(value, list) else []
+        names.extend(v[:150] for v in values if isinstance(v, str) and v)
+    return names
+
+
+def free_username(config: IssuerConfig, claims: dict[str, Any]) -> str:
+    """The configured claim's value when free, else a name derived from the identity that cannot collide."""
+    model = get_user_model()
+    field = model.USERNAME_FIELD
+    wanted = claims.get(config.username_claim)
+    base = USERNAME_UNSAFE.sub("", wanted)[:150] if isinstance(wanted, str) else ""
+    if base and not model._default_manager.filter(**{field: base}).exists():
+        return base
+    suffix = identity_digest(config.issuer, claims["sub"])[:10]
+    candidate = f"{(base or 'user')[:139]}-{suffix}"
+    n = 1
+    while model._default_manager.filter(**{field: candidate}).exists():
+        n += 1
+        candidate = f"{(base or 'user')[:135]}-{suffix}-{n}"
+    return candidate

@@ -1,0 +1,96 @@
+"""A small database table held in process memory, kept current through a version key in the shared cache.
+
+Each process re-reads the version key at most every ``REVOCATION_REFRESH_INTERVAL``; a writer sets a
+new random version after its transaction commits, so every process reloads within that interval. A
+reader that loaded from the database just before a write still sees the new version next time, so no
+write is lost to a race. With no usable cache, the table is re-read from the database each interval.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any, Generic, TypeVar
+
+from django.core.cache import caches
+from django.db import DatabaseError, transaction
+
+from .conf import tokenauth_settings
+
+logger = logging.getLogger(__name__)
+
+CACHE_PREFIX = "tokenauth:"
+T = TypeVar("T")
+
+
+class StateUnavailable(Exception):
+    """Neither the cache nor the database could be read: callers fail closed."""
+
+
+def shared_cache_call(method: str, *args: Any, **kwargs: Any) -> Any:
+    """Call the shared cache; an unreachable cache reads as a miss, never as an answer."""
+    try:
+        return getattr(caches[tokenauth_settings.CACHE_ALIAS], method)(*args, **kwargs)
+    except Exception:  # each cache backend (redis, memcached ...) raises its own connection errors
+        logger.warning("tokenauth: shared cache unavailable for %s", method, exc_info=True)
+        return None
+
+
+def refresh_interval() -> float:
+    return tokenauth_settings.REVOCATION_REFRESH_INTERVAL.total_seconds()
+
+
+class SharedSnapshot(Generic[T]):
+    """``get()`` returns the table as ``load()`` built it, at most one refresh interval old."""
+
+    def __init__(self, name: str, load: Callable[[], T]) -> None:
+        self.version_key = f"{CACHE_PREFIX}{name}:version"
+        self.data_key = f"{CACHE_PREFIX}{name}"
+        self._load = load
+        self._lock = threading.Lock()
+        self.reset()
+
+    def reset(self) -> None:
+        self._value: T | None = None
+        self._version: str | None = None
+        self._checked_at = float("-inf")
+
+    def get(self) -> T:
+        if time.monotonic() - self._checked_at >= refresh_interval() or self._value is None:
+            with self._lock:
+                now = time.monotonic()
+                if now - self._checked_at >= refresh_interval() or self._value is None:
+                    self._refresh()
+                    self._checked_at = now
+        return self._value  # type: ignore[return-value]
+
+    def _refresh(self) -> None:
+        version = shared_cache_call("get", self.version_key)
+        if version is None:
+            shared_cache_call("add", self.version_key, uuid.uuid4().hex, None)
+            version = shared_cache_call("get", self.version_key)
+        if version is not None and version == self._version and self._value is not None:
+            return
+        shared = shared_cache_call("get", self.data_key) if version is not None else None
+        if shared is not None and shared[0] == version:
+            value = shared[1]
+        else:
+            try:
+                value = self._load()
+            except DatabaseError as exc:
+                raise StateUnavailable(f"cannot read {self.data_key}") from exc
+            if version is not None:
+                shared_cache_call("set", self.data_key, (version, value), None)
+        self._value, self._version = value, version
+
+    def changed(self) -> None:
+        """Call after writing the table: every process reloads it (this one on its next read)."""
+
+        def publish() -> None:
+            shared_cache_call("set", self.version_key, uuid.uuid4().hex, None)
+            self._checked_at = float("-inf")
+
+        transaction.on_commit(publish)
