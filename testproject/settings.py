@@ -117,6 +117,8 @@ TOKENAUTH = {
         "TOKENAUTH_SIGNING_KEY", "dev-only-tokenauth-signing-key-change-me-0123456789abcdef"
     ),
     "SCOPES": {"reports:read": "Read the example reports"},
+    # The test OpenID provider (tests/idp) serves plain http on 127.0.0.1.
+    "ALLOW_LOOPBACK_HTTP_ISSUERS": DEBUG,
 }
 
 LOGGING = {

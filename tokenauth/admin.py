@@ -12,7 +12,8 @@ from django.http import HttpRequest
 from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext
 
-from .models import AuditEvent, Epoch, Identity, RevokedToken, Session
+from .issuers import IssuerUnavailable, jwks_cache
+from .models import AuditEvent, Epoch, Identity, Issuer, RevokedToken, Session
 from .revocation import bump_epoch
 from .sessions import end_session
 
@@ -125,3 +126,43 @@ class AuditEventAdmin(PermanentAdmin):
     list_display = ("at", "action", "user", "actor")
     list_filter = ("action",)
     search_fields = ("user__username", "action")
+
+
+@admin.register(Issuer)
+class IssuerAdmin(admin.ModelAdmin):
+    list_display = ("issuer", "enabled", "auto_provision", "required_scopes", "audiences", "client_id")
+    list_filter = ("enabled", "auto_provision")
+    search_fields = ("issuer", "display_name", "slug")
+    filter_horizontal = ("default_groups",)
+    actions = ["enable", "disable", "refresh_keys"]
+    fieldsets = (
+        (None, {"fields": ("issuer", "enabled")}),
+        (
+            _("Accepted tokens"),
+            {"fields": ("audiences", "accept_any_audience", "required_scopes", "algorithms")},
+        ),
+        (_("Users"), {"fields": ("auto_provision", "username_claim", "group_claims", "default_groups")}),
+        (_("Browser login"), {"fields": ("slug", "display_name", "client_id", "client_secret_env")}),
+    )
+
+    @admin.action(description=_("Enable the selected issuers"))
+    def enable(self, request: HttpRequest, queryset: QuerySet) -> None:
+        for issuer in queryset:
+            issuer.enabled = True
+            issuer.save(update_fields=["enabled"])
+
+    @admin.action(description=_("Disable the selected issuers (their tokens stop at once)"))
+    def disable(self, request: HttpRequest, queryset: QuerySet) -> None:
+        for issuer in queryset:
+            issuer.enabled = False
+            issuer.save(update_fields=["enabled"])
+
+    @admin.action(description=_("Fetch discovery and keys again"))
+    def refresh_keys(self, request: HttpRequest, queryset: QuerySet) -> None:
+        for issuer in queryset:
+            try:
+                keyset = jwks_cache.refresh_now(issuer.issuer)
+            except IssuerUnavailable:
+                self.message_user(request, _("%s: could not fetch its keys.") % issuer, messages.ERROR)
+            else:
+                self.message_user(request, _("%s: %d keys.") % (issuer, len(keyset.keys)), messages.SUCCESS)

@@ -7,10 +7,11 @@ from typing import Any
 
 from django.conf import settings
 from django.core import checks
-from django.core.exceptions import ImproperlyConfigured
+from django.core.exceptions import ImproperlyConfigured, ValidationError
 
 from .conf import DEFAULTS, TIMEDELTA_SETTINGS, tokenauth_settings
-from .keys import HMAC_ALGORITHMS, get_keyring
+from .issuers import IssuerConfig, validate_issuer_url
+from .keys import ASYMMETRIC_ALGORITHMS, HMAC_ALGORITHMS, get_keyring
 
 
 @checks.register(checks.Tags.security)
@@ -64,4 +65,44 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckM
                 id="tokenauth.W002",
             )
         )
+    return errors
+
+
+@checks.register(checks.Tags.security)
+def check_issuers(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
+    """Issuers configured in code: exact URLs, asymmetric algorithms, known options."""
+    errors: list[checks.CheckMessage] = []
+    entries = tokenauth_settings.ISSUERS
+    if not isinstance(entries, list | tuple):
+        return [checks.Error('TOKENAUTH["ISSUERS"] must be a list of dicts.', id="tokenauth.E007")]
+    known = set(IssuerConfig.__dataclass_fields__) | {"enabled"}
+    for entry in entries:
+        if not isinstance(entry, dict) or not isinstance(entry.get("issuer"), str):
+            errors.append(
+                checks.Error(f"Issuer entry without an issuer string: {entry!r}", id="tokenauth.E007")
+            )
+            continue
+        iss = entry["issuer"]
+        try:
+            validate_issuer_url(iss)
+        except ValidationError as exc:
+            errors.append(
+                checks.Error(
+                    exc.messages[0],
+                    hint='Loopback http issuers need TOKENAUTH["ALLOW_LOOPBACK_HTTP_ISSUERS"] = True.',
+                    id="tokenauth.E008",
+                )
+            )
+        unknown = sorted(set(entry) - known)
+        if unknown:
+            errors.append(checks.Error(f"{iss}: unknown options {', '.join(unknown)}", id="tokenauth.E007"))
+        algorithms = entry.get("algorithms", ["RS256"])
+        if not algorithms or not set(algorithms) <= ASYMMETRIC_ALGORITHMS:
+            errors.append(
+                checks.Error(f"{iss}: only asymmetric algorithms may be accepted.", id="tokenauth.E009")
+            )
+        for name in ("audiences", "required_scopes", "default_groups", "group_claims"):
+            value = entry.get(name, [])
+            if isinstance(value, str) or not all(isinstance(v, str) for v in value):
+                errors.append(checks.Error(f"{iss}: {name} must be a list of strings.", id="tokenauth.E007"))
     return errors

@@ -156,10 +156,10 @@ def mapped_groups(config: IssuerConfig, claims: dict[str, Any]) -> list[str]:
 
 
 def free_username(config: IssuerConfig, claims: dict[str, Any]) -> str:
-    """The configured claim's value when free, else a name derived from the identity that cannot collide."""
+    """The configured claim's value (or else ``sub``) when free, else a name derived from the identity."""
     model = get_user_model()
     field = model.USERNAME_FIELD
-    wanted = claims.get(config.username_claim)
+    wanted = claims.get(config.username_claim) or claims["sub"]
     base = USERNAME_UNSAFE.sub("", wanted)[:150] if isinstance(wanted, str) else ""
     if base and not model._default_manager.filter(**{field: base}).exists():
         return base

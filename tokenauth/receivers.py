@@ -1,4 +1,8 @@
-"""Model events that must revoke tokens: a user deactivated or deleted, a group deleted."""
+"""Model events that must revoke tokens or drop cached state.
+
+A user deactivated or deleted, a group or an external identity deleted: their tokens stop. Issuer
+rows and identity mappings are cached in every process: a change is announced so caches reload.
+"""
 
 from __future__ import annotations
 
@@ -6,10 +10,12 @@ from typing import Any
 
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
-from django.db.models.signals import post_save, pre_delete, pre_save
+from django.db.models.signals import m2m_changed, post_delete, post_save, pre_delete, pre_save
 from django.dispatch import receiver
 
-from .models import Epoch
+from .issuers import db_issuers
+from .models import Epoch, Identity, Issuer
+from .provisioning import forget, identity_digest
 from .revocation import bump_epoch
 
 User = get_user_model()
@@ -24,8 +30,24 @@ def remember_active_flag(sender: Any, instance: Any, **kwargs: Any) -> None:
 
 @receiver(post_save, sender=User, dispatch_uid="tokenauth_user_post_save")
 def revoke_deactivated_user(sender: Any, instance: Any, created: bool, **kwargs: Any) -> None:
-    if not created and getattr(instance, "_tokenauth_was_active", False) and not instance.is_active:
+    was_active = getattr(instance, "_tokenauth_was_active", None)
+    if created or was_active is None or was_active == instance.is_active:
+        return
+    if not instance.is_active:
         bump_epoch(Epoch.Kind.USER, str(instance.pk), reason="user deactivated")
+    forget_identities_of(instance)
+
+
+@receiver(m2m_changed, sender=User.groups.through, dispatch_uid="tokenauth_user_groups_changed")
+def groups_changed(sender: Any, instance: Any, action: str, **kwargs: Any) -> None:
+    if action.startswith("post_") and isinstance(instance, User):
+        forget_identities_of(instance)
+
+
+def forget_identities_of(user: Any) -> None:
+    """External identities answer from a cached copy of the user; drop it so the change shows."""
+    for issuer, subject in Identity.objects.filter(user=user).values_list("issuer", "subject"):
+        forget(issuer, subject)
 
 
 @receiver(pre_delete, sender=User, dispatch_uid="tokenauth_user_pre_delete")
@@ -36,3 +58,24 @@ def revoke_deleted_user(sender: Any, instance: Any, **kwargs: Any) -> None:
 @receiver(pre_delete, sender=Group, dispatch_uid="tokenauth_group_pre_delete")
 def revoke_deleted_group(sender: Any, instance: Any, **kwargs: Any) -> None:
     bump_epoch(Epoch.Kind.GROUP, str(instance.pk), reason="group deleted")
+
+
+@receiver(pre_delete, sender=Identity, dispatch_uid="tokenauth_identity_pre_delete")
+def revoke_deleted_identity(sender: Any, instance: Identity, **kwargs: Any) -> None:
+    """Tokens of a deleted identity stop, even if the issuer provisions it again later."""
+    bump_epoch(
+        Epoch.Kind.IDENTITY, identity_digest(instance.issuer, instance.subject), reason="identity deleted"
+    )
+
+
+@receiver(post_save, sender=Identity, dispatch_uid="tokenauth_identity_saved")
+@receiver(post_delete, sender=Identity, dispatch_uid="tokenauth_identity_deleted")
+def identity_changed(sender: Any, instance: Identity, **kwargs: Any) -> None:
+    forget(instance.issuer, instance.subject)
+
+
+@receiver(post_save, sender=Issuer, dispatch_uid="tokenauth_issuer_saved")
+@receiver(post_delete, sender=Issuer, dispatch_uid="tokenauth_issuer_deleted")
+@receiver(m2m_changed, sender=Issuer.default_groups.through, dispatch_uid="tokenauth_issuer_groups")
+def issuers_changed(sender: Any, **kwargs: Any) -> None:
+    db_issuers.changed()
