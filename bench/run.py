@@ -24,7 +24,15 @@ with that key as signer. Verification picks the key by ``kid`` and the algorithm
 exactly as for a signing key, and no settings change (which would flush tokenauth's caches) happens
 while timing.
 
-Run: ``.venv/bin/python bench/run.py [--rounds 30] [--requests 200] [--profile]``
+External issuer: the bench starts the test OpenID provider of the suite (``tests/idp``, the
+``oidc-provider`` Node package, on loopback; ``TestIdP`` runs ``npm ci`` itself if needed), lists it in
+``TOKENAUTH["ISSUERS"]`` (required scope ``servicex``, audience ``https://api.example.test``) and
+times ``BearerAuthentication`` on one of its client_credentials RS256 tokens, interleaved with the
+rest; its floor is a bare ``jwt.decode`` of that same token with the IdP's public key. The IdP's
+request counter gives the number of JWKS fetches over the whole run (warm-up included). Without
+``node`` (or with ``--no-idp``) these rows are skipped with a printed note.
+
+Run: ``.venv/bin/python bench/run.py [--rounds 30] [--requests 200] [--profile] [--no-idp]``
 """
 
 from __future__ import annotations
@@ -50,9 +58,15 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 HS_SECRET = "bench-hs256-secret-0123456789abcdef0123456789abcdef"
 ISSUER = "https://bench.example"
+IDP_AUDIENCE = "https://api.example.test"  # tests/idp's default resource: the "aud" of its tokens
+IDP_SCOPE = "servicex"
+EXTERNAL = "tokenauth external RS256 (allow-listed issuer)"
+EXTERNAL_COLD = "tokenauth external RS256, signature checked every request"
+EXTERNAL_FLOOR = "floor: jwt.decode RS256, IdP token (function call)"
 
 
-def configure(rsa_pem: str) -> None:
+def configure(rsa_pem: str, idp_issuer: str | None) -> None:
+    issuers = [{"issuer": idp_issuer, "audiences": [IDP_AUDIENCE], "required_scopes": [IDP_SCOPE]}]
     settings.configure(
         DEBUG=False,
         SECRET_KEY="bench-django-secret-key-0123456789abcdef0123456789abcdef",
@@ -73,13 +87,15 @@ def configure(rsa_pem: str) -> None:
             "ALGORITHM": "HS256",
             "SIGNING_KEY": HS_SECRET,
             "VERIFICATION_KEYS": [{"algorithm": "RS256", "key": rsa_pem, "kid": "bench-rs256"}],
+            "ISSUERS": issuers if idp_issuer else [],
+            "ALLOW_LOOPBACK_HTTP_ISSUERS": True,  # the test IdP serves http on 127.0.0.1
         },
         SIMPLE_JWT={"ALGORITHM": "HS256", "SIGNING_KEY": HS_SECRET},
     )
     django.setup()
 
 
-def build_variants(rsa_pem: str) -> dict[str, Callable[[], Any]]:
+def build_variants(rsa_pem: str, idp: Any = None) -> dict[str, Callable[[], Any]]:
     """name -> one zero-argument call that performs one request (or one floor decode)."""
     from datetime import timedelta
 
@@ -145,6 +161,20 @@ def build_variants(rsa_pem: str) -> dict[str, Callable[[], Any]]:
         return call
 
     tokenauth = view([BearerAuthentication])
+    external: dict[str, Callable[[], Any]] = {}
+    if idp is not None:
+        # After the override_settings above: leaving it flushes tokenauth's caches (the JWKS cache too).
+        ext_token = idp.client_credentials_token(scope=IDP_SCOPE)
+        kid = jwt.get_unverified_header(ext_token)["kid"]
+        jwk = next(k for k in idp.keys()["keys"] if k["kid"] == kid)  # admin route: no JWKS request
+        ext_key = jwt.PyJWK(jwk).key
+        external = {
+            EXTERNAL: request_call(tokenauth, ext_token),
+            EXTERNAL_COLD: request_call(tokenauth, ext_token, forget=True),
+            EXTERNAL_FLOOR: lambda: jwt.decode(
+                ext_token, ext_key, algorithms=["RS256"], audience=IDP_AUDIENCE
+            ),
+        }
     return {
         "no auth": request_call(view([], AllowAny), None),
         "tokenauth HS256": request_call(tokenauth, hs_token),
@@ -158,6 +188,7 @@ def build_variants(rsa_pem: str) -> dict[str, Callable[[], Any]]:
         "django-oauth-toolkit OAuth2Authentication": request_call(view([OAuth2Authentication]), dot_token),
         "floor: jwt.decode HS256 (function call)": lambda: jwt.decode(hs_token, hs_key, algorithms=["HS256"]),
         "floor: jwt.decode RS256 (function call)": lambda: jwt.decode(rs_token, rs_key, algorithms=["RS256"]),
+        **external,
     }
 
 
@@ -219,7 +250,9 @@ def table(per_round: Timings, single: Timings, queries: dict[str, float]) -> str
     return "\n".join(rows)
 
 
-def verdicts(per_round: Timings, single: Timings, queries: dict[str, float]) -> list[str]:
+def verdicts(
+    per_round: Timings, single: Timings, queries: dict[str, float], idp_stats: dict[str, Any] | None
+) -> list[str]:
     med = {name: statistics.median(s) for name, s in per_round.items()}
     one = {name: statistics.median(s) for name, s in single.items()}
     base, sj = med["no auth"], med["simplejwt JWTAuthentication"]
@@ -236,7 +269,57 @@ def verdicts(per_round: Timings, single: Timings, queries: dict[str, float]) -> 
             f"added cost {added:.1f} vs {sj - base:.1f} µs)",
             f"- {'PASS' if queries[name] == 0 else 'FAIL'} {name}: {queries[name]:g} SQL queries/request",
         ]
+    if idp_stats is not None:
+        lines += external_verdicts(med, one, queries, idp_stats)
     return lines
+
+
+def external_verdicts(
+    med: dict[str, float], one: dict[str, float], queries: dict[str, float], idp_stats: dict[str, Any]
+) -> list[str]:
+    """The external issuer's targets: within 1.1x of the bare RS256 floor, 0 queries, one JWKS fetch."""
+    base, floor = med["no auth"], med[EXTERNAL_FLOOR]
+    added, total, limit = med[EXTERNAL] - base, med[EXTERNAL], 1.1 * floor
+    cold_added = med[EXTERNAL_COLD] - base
+    jwks, discovery = idp_stats["jwks"], idp_stats["discovery"]
+    return [
+        f"- {'PASS' if added <= limit else 'FAIL'} {EXTERNAL}: added cost {added:.1f} µs over no auth "
+        f"<= 1.1 x bare jwt.decode RS256 of the same IdP token {floor:.1f} µs = {limit:.1f} µs "
+        f"(added/floor {added / floor:.2f}x; single-request medians: "
+        f"{one[EXTERNAL] - one['no auth']:.1f} vs {one[EXTERNAL_FLOOR]:.1f} µs)",
+        f"- info {EXTERNAL}: ratio of totals {total / floor:.2f}x (whole request {total:.1f} µs, "
+        f"DRF dispatch included, vs the bare decode call {floor:.1f} µs)",
+        f"- info {EXTERNAL_COLD}: added cost {cold_added:.1f} µs = {cold_added / floor:.2f}x the floor "
+        "(a token's first request in a process; not the target)",
+        f"- {'PASS' if queries[EXTERNAL] == 0 else 'FAIL'} {EXTERNAL}: {queries[EXTERNAL]:g} SQL "
+        f"queries/request (signature checked every request: {queries[EXTERNAL_COLD]:g})",
+        f"- {'PASS' if jwks == 1 else 'FAIL'} {EXTERNAL}: {jwks} JWKS fetch(es) and {discovery} "
+        "discovery fetch(es) for the whole run, warm-up included (counted by the IdP; target 1 JWKS fetch)",
+    ]
+
+
+def start_idp(disabled: bool) -> tuple[Any, str]:
+    """The test OpenID provider of tests/idp, or None and why not (the external rows are then skipped)."""
+    if disabled:
+        return None, "--no-idp"
+    from tests.idp import IdPError, TestIdP
+
+    idp = TestIdP()
+    try:
+        # A long token lifetime, so that a long run with --rounds never sees the token expire.
+        return idp.start(env={"IDP_ACCESS_TOKEN_TTL": "86400"}), ""
+    except (IdPError, OSError) as exc:
+        return None, f"cannot start the test IdP: {(str(exc) or type(exc).__name__).splitlines()[0]}"
+
+
+def idp_versions() -> str:
+    """node and oidc-provider versions, for the report header."""
+    import json
+    import subprocess
+
+    node = subprocess.run(["node", "--version"], capture_output=True, text=True).stdout.strip()
+    package = ROOT / "tests" / "idp" / "node_modules" / "oidc-provider" / "package.json"
+    return f"node {node}, oidc-provider {json.loads(package.read_text())['version']}"
 
 
 def main() -> None:
@@ -246,26 +329,38 @@ def main() -> None:
     parser.add_argument(
         "--profile", action="store_true", help="also cProfile tokenauth HS256 requests (its own functions)"
     )
+    parser.add_argument("--no-idp", action="store_true", help="skip the external-issuer (test IdP) variant")
     args = parser.parse_args()
 
     from tokenauth.keys import generate_private_key_pem  # imports no models; fine before setup
 
     rsa_pem = generate_private_key_pem("RS256")
-    configure(rsa_pem)
-    variants = build_variants(rsa_pem)
-    per_round, single, queries = measure(variants, args.rounds, args.requests)
+    idp, skipped = start_idp(args.no_idp)
+    skip_line = f"- SKIPPED {EXTERNAL}: {skipped}"
+    if idp is None:
+        print(f"note: {skip_line[2:]}")
+    try:
+        configure(rsa_pem, idp.issuer if idp else None)
+        variants = build_variants(rsa_pem, idp)
+        per_round, single, queries = measure(variants, args.rounds, args.requests)
+        idp_stats = idp.stats() if idp else None
+        idp_env = f"; test IdP: {idp_versions()}, RS256 2048-bit keys" if idp else "; no test IdP (skipped)"
+    finally:
+        if idp is not None:
+            idp.stop()
     pkgs = "Django djangorestframework PyJWT cryptography djangorestframework-simplejwt django-oauth-toolkit"
     env = ", ".join(f"{p} {version(p)}" for p in pkgs.split())
     report = "\n".join(
         [
             f"{date.today()} · Python {platform.python_version()} · {platform.machine()} · {env} · "
             f"{args.rounds} rounds × {args.requests} requests per variant, interleaved; "
-            "SQLite in memory, LocMemCache",
+            f"SQLite in memory, LocMemCache{idp_env}",
             "",
             table(per_round, single, queries),
             "",
             "Targets (x faster = total per-request time; floor comparison = added cost over no auth):",
-            *verdicts(per_round, single, queries),
+            *verdicts(per_round, single, queries, idp_stats),
+            *([] if idp_stats else [skip_line]),
         ]
     )
     print(report)

@@ -40,6 +40,8 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "rest_framework",
     "tokenauth",
+    "oauth2_provider",
+    "tokenauth.oauth",
 ]
 
 MIDDLEWARE = [
@@ -120,6 +122,23 @@ TOKENAUTH = {
     # The test OpenID provider (tests/idp) serves plain http on 127.0.0.1.
     "ALLOW_LOOPBACK_HTTP_ISSUERS": DEBUG,
 }
+
+# The OAuth 2.0 authorization server (tokenauth.oauth on django-oauth-toolkit): access tokens are ours.
+OAUTH2_PROVIDER = {
+    "OAUTH2_SERVER_CLASS": "tokenauth.oauth.server.Server",
+    "OAUTH2_VALIDATOR_CLASS": "tokenauth.oauth.validators.TokenAuthValidator",
+    "SCOPES_BACKEND_CLASS": "tokenauth.oauth.scopes.TokenAuthScopes",
+    "PKCE_REQUIRED": True,
+    "ROTATE_REFRESH_TOKEN": True,
+    "REFRESH_TOKEN_REUSE_PROTECTION": True,
+    "COMPLIANT_BCP_RFC9700_TOKEN_STORAGE": True,  # refresh tokens stored hashed
+    "COMPLIANT_BCP_RFC9700_PKCE_METHOD": True,
+    "COMPLIANT_BCP_RFC9700_IMPLICIT_GRANT": True,
+    "COMPLIANT_BCP_RFC9700_PASSWORD_GRANT": True,
+    "REFRESH_TOKEN_EXPIRE_SECONDS": 30 * 24 * 3600,
+    "OAUTH_DEVICE_VERIFICATION_URI": TOKENAUTH["ISSUER"].rstrip("/") + "/o/device/",
+}
+LOGIN_URL = "admin:login"
 
 LOGGING = {
     "version": 1,

@@ -7,5 +7,7 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("auth/", include("tokenauth.urls")),
     path("", include("tokenauth.well_known_urls")),
+    path("o/", include("tokenauth.oauth.urls")),
+    path("", include("tokenauth.oauth.well_known_urls")),
     path("api/", include("testproject.api")),
 ]

@@ -264,7 +264,7 @@ def test_openid_configuration(settings, client):
     body = client.get("/.well-known/openid-configuration").json()
     assert body["issuer"] == ISSUER
     assert body["jwks_uri"] == f"{ISSUER}/.well-known/jwks.json"
-    assert body["token_endpoint"] == f"{ISSUER}/auth/token/"
+    assert body["token_endpoint"] == f"{ISSUER}/o/token/"  # tokenauth.oauth is installed: its endpoint
     assert body["access_token_signing_alg_values_supported"] == ["ES256", "RS256"]
 
 

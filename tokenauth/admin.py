@@ -147,15 +147,20 @@ class IssuerAdmin(admin.ModelAdmin):
 
     @admin.action(description=_("Enable the selected issuers"))
     def enable(self, request: HttpRequest, queryset: QuerySet) -> None:
-        for issuer in queryset:
-            issuer.enabled = True
-            issuer.save(update_fields=["enabled"])
+        self._set_enabled(request, queryset, True)
 
     @admin.action(description=_("Disable the selected issuers (their tokens stop at once)"))
     def disable(self, request: HttpRequest, queryset: QuerySet) -> None:
-        for issuer in queryset:
-            issuer.enabled = False
+        self._set_enabled(request, queryset, False)
+
+    def _set_enabled(self, request: HttpRequest, queryset: QuerySet, enabled: bool) -> None:
+        """Saved row by row, not with update(): the save signal tells every process to reload issuers."""
+        changed = [issuer for issuer in queryset if issuer.enabled != enabled]
+        for issuer in changed:
+            issuer.enabled = enabled
             issuer.save(update_fields=["enabled"])
+        text = _("Enabled %d issuers.") if enabled else _("Disabled %d issuers.")
+        self.message_user(request, text % len(changed), messages.SUCCESS)
 
     @admin.action(description=_("Fetch discovery and keys again"))
     def refresh_keys(self, request: HttpRequest, queryset: QuerySet) -> None:
@@ -163,6 +168,8 @@ class IssuerAdmin(admin.ModelAdmin):
             try:
                 keyset = jwks_cache.refresh_now(issuer.issuer)
             except IssuerUnavailable:
-                self.message_user(request, _("%s: could not fetch its keys.") % issuer, messages.ERROR)
+                self.message_user(request, _("Could not fetch the keys of %s.") % issuer, messages.ERROR)
             else:
-                self.message_user(request, _("%s: %d keys.") % (issuer, len(keyset.keys)), messages.SUCCESS)
+                count = len(keyset.keys)
+                text = _("Fetched %(count)d keys of %(issuer)s.") % {"count": count, "issuer": issuer}
+                self.message_user(request, text, messages.SUCCESS)

@@ -13,7 +13,7 @@ from rest_framework.request import Request
 
 from .conf import tokenauth_settings
 from .exceptions import InsufficientScope, InvalidToken, ServiceUnavailable
-from .issuers import IssuerUnavailable, decode_external, get_issuer
+from .issuers import IssuerUnavailable, decode_external, get_issuer, jwks_cache
 from .provisioning import identity_digest, resolve
 from .revocation import check_external_claims, check_local_claims
 from .snapshots import StateUnavailable
@@ -98,14 +98,20 @@ def authenticate_token(token: str) -> tuple[Any, AccessToken]:
     if not token.isascii():  # a JWT is base64url and dots; PyJWT would fail encoding anything else
         raise InvalidToken("The access token is malformed")
     claims = verified_tokens.get(token)
+    if claims is not None and not _is_local(claims) and not jwks_cache.is_fresh(claims["iss"]):
+        claims = None  # its issuer's keys are due for a refresh: a withdrawn key must stop working
     if claims is None:
         claims = verify_token(token)
         verified_tokens.put(token, claims)
     elif claims["exp"] + tokenauth_settings.LEEWAY.total_seconds() < time.time():
         raise InvalidToken("The access token expired")
-    if tokenauth_settings.LOCAL_TOKENS and claims["iss"] == tokenauth_settings.ISSUER:
+    if _is_local(claims):
         return _local_principal(claims)
     return _external_principal(claims)
+
+
+def _is_local(claims: dict[str, Any]) -> bool:
+    return bool(tokenauth_settings.LOCAL_TOKENS) and claims["iss"] == tokenauth_settings.ISSUER
 
 
 class BearerAuthentication(BaseAuthentication):

@@ -76,6 +76,7 @@ def check_issuers(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMe
     if not isinstance(entries, list | tuple):
         return [checks.Error('TOKENAUTH["ISSUERS"] must be a list of dicts.', id="tokenauth.E007")]
     known = set(IssuerConfig.__dataclass_fields__) | {"enabled"}
+    seen: set[str] = set()
     for entry in entries:
         if not isinstance(entry, dict) or not isinstance(entry.get("issuer"), str):
             errors.append(
@@ -83,6 +84,9 @@ def check_issuers(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMe
             )
             continue
         iss = entry["issuer"]
+        if iss in seen:
+            errors.append(checks.Error(f"{iss}: configured more than once.", id="tokenauth.E007"))
+        seen.add(iss)
         try:
             validate_issuer_url(iss)
         except ValidationError as exc:
@@ -97,12 +101,16 @@ def check_issuers(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMe
         if unknown:
             errors.append(checks.Error(f"{iss}: unknown options {', '.join(unknown)}", id="tokenauth.E007"))
         algorithms = entry.get("algorithms", ["RS256"])
-        if not algorithms or not set(algorithms) <= ASYMMETRIC_ALGORITHMS:
+        if not _strings(algorithms) or not algorithms or not set(algorithms) <= ASYMMETRIC_ALGORITHMS:
             errors.append(
                 checks.Error(f"{iss}: only asymmetric algorithms may be accepted.", id="tokenauth.E009")
             )
         for name in ("audiences", "required_scopes", "default_groups", "group_claims"):
-            value = entry.get(name, [])
-            if isinstance(value, str) or not all(isinstance(v, str) for v in value):
+            if not _strings(entry.get(name, [])):
                 errors.append(checks.Error(f"{iss}: {name} must be a list of strings.", id="tokenauth.E007"))
     return errors
+
+
+def _strings(value: Any) -> bool:
+    """A list (or tuple) of strings; a bare string would be read letter by letter."""
+    return isinstance(value, list | tuple) and all(isinstance(v, str) for v in value)

@@ -29,6 +29,7 @@ from .conf import tokenauth_settings
 from .exceptions import InvalidToken
 from .keys import ASYMMETRIC_ALGORITHMS
 from .snapshots import CACHE_PREFIX, SharedSnapshot, shared_cache_call
+from .tokens import verified_tokens
 
 logger = logging.getLogger(__name__)
 
@@ -37,6 +38,7 @@ WLCG_ANY_AUDIENCE = "https://wlcg.cern.ch/jwt/v1/any"
 ACCESS_TOKEN_TYPES = frozenset({"at+jwt", "application/at+jwt", "jwt"})
 EC_CURVES = {"ES256": "P-256", "ES384": "P-384", "ES512": "P-521"}
 MAX_AGE = re.compile(r"(?:^|,)\s*(?:s-)?max-age\s*=\s*(\d+)", re.IGNORECASE)
+NO_CACHE = re.compile(r"(?:^|,)\s*no-(?:store|cache)\b", re.IGNORECASE)
 
 
 class IssuerUnavailable(Exception):
@@ -134,7 +136,10 @@ class FetchError(Exception):
 
 
 def fetch_json(url: str) -> tuple[dict[str, Any], int | None]:
-    """GET a JSON object with a short timeout and a size cap; returns it with its max-age, if any."""
+    """GET a JSON object with a short timeout and a size cap; returns it with its max-age, if any.
+
+    ``no-store``/``no-cache`` read as max-age 0, so the configured minimum lifetime applies.
+    """
     try:
         validate_issuer_url(url)
     except ValidationError as exc:
@@ -162,6 +167,8 @@ def fetch_json(url: str) -> tuple[dict[str, Any], int | None]:
         raise FetchError(f"{url}: not JSON") from None
     if not isinstance(data, dict):
         raise FetchError(f"{url}: not a JSON object")
+    if NO_CACHE.search(cache_control):
+        return data, 0
     match = MAX_AGE.search(cache_control)
     return data, int(match.group(1)) if match else None
 
@@ -230,23 +237,32 @@ class JWKSCache:
     _sets: dict[str, KeySet] = field(default_factory=dict)
     _locks: defaultdict[str, threading.Lock] = field(default_factory=lambda: defaultdict(threading.Lock))
     _last_forced: dict[str, float] = field(default_factory=dict)
+    #: After a failed fetch with nothing usable to serve: answer "unavailable" without the network
+    #: until then, so a down issuer costs one fetch per cool-down, not one per request.
+    _failed_until: dict[str, float] = field(default_factory=dict)
 
     def reset(self) -> None:
         self._sets.clear()
         self._last_forced.clear()
+        self._failed_until.clear()
 
     @staticmethod
     def _shared_key(iss: str) -> str:
         return f"{CACHE_PREFIX}jwks:{iss}"
 
+    def is_fresh(self, iss: str) -> bool:
+        """Whether this process holds keys of ``iss`` that need no refresh yet (no I/O)."""
+        keyset = self._sets.get(iss)
+        return keyset is not None and time.time() < keyset.fresh_until
+
     def key_for(self, iss: str, kid: str, algorithm: str) -> Any:
         now = time.time()
         keyset = self._sets.get(iss)
         if keyset is None or now >= keyset.fresh_until:
-            keyset = self._refresh(iss, force=False)
+            keyset = self._refresh(iss)
         entry = keyset.keys.get(kid)
         if entry is None:
-            keyset = self._refresh(iss, force=True)
+            keyset = self._refresh(iss, unknown_kid=kid)
             entry = keyset.keys.get(kid)
         if entry is None:
             raise InvalidToken("The access token was signed with a key its issuer does not publish")
@@ -254,27 +270,38 @@ class JWKSCache:
             raise InvalidToken("The access token's algorithm does not match its key")
         return entry.key
 
-    def _refresh(self, iss: str, *, force: bool) -> KeySet:
-        """Fetch the keys again, at most once at a time per issuer; ``force`` is for an unknown kid."""
+    def _refresh(self, iss: str, unknown_kid: str | None = None) -> KeySet:
+        """Keys that are fresh, or that name ``unknown_kid``: from memory, another process or a fetch.
+
+        One fetch at a time per issuer; an unknown kid fetches at most once per cool-down.
+        """
         started = time.time()
         with self._locks[iss]:
             now = time.time()
             current = self._sets.get(iss)
             if current is not None and current.fetched_at >= started:
                 return current  # another thread fetched while we waited
-            if not force:
+            current = self._newer_shared(iss, current)
+            if unknown_kid is None:
                 if current is not None and now < current.fresh_until:
                     return current
-                shared = shared_cache_call("get", self._shared_key(iss))
-                if shared is not None and now < shared["fresh_until"]:
-                    return self._install(
-                        iss, shared["jwks_uri"], shared["jwks"], shared["fetched_at"], shared["fresh_until"]
-                    )
-            elif not self._may_force(iss, now):
-                if current is None:
+                if now < self._failed_until.get(iss, float("-inf")):
                     raise IssuerUnavailable(iss)
+            elif current is None:
+                raise IssuerUnavailable(iss)
+            elif unknown_kid in current.keys or not self._may_force(iss, now):
                 return current
             return self._fetch(iss, current, now)
+
+    def _newer_shared(self, iss: str, current: KeySet | None) -> KeySet | None:
+        """Install the shared cache's copy when another process fetched after us (even a stale copy:
+        it serves while the issuer is down, within the maximum staleness)."""
+        shared = shared_cache_call("get", self._shared_key(iss))
+        if shared is None or (current is not None and shared["fetched_at"] <= current.fetched_at):
+            return current
+        return self._install(
+            iss, shared["jwks_uri"], shared["jwks"], shared["fetched_at"], shared["fresh_until"]
+        )
 
     def refresh_now(self, iss: str) -> KeySet:
         """Discover and fetch an issuer's keys right away (``tokenauth_issuer refresh``)."""
@@ -294,18 +321,22 @@ class JWKSCache:
         )
 
     def _fetch(self, iss: str, current: KeySet | None, now: float) -> KeySet:
-        self._last_forced.setdefault(iss, now)
         try:
             jwks_uri = current.jwks_uri if current is not None else discover_jwks_uri(iss)
             jwks, max_age = fetch_json(jwks_uri)
         except FetchError as exc:
             logger.warning("tokenauth: cannot refresh the keys of %s: %s", iss, exc)
             stale_limit = tokenauth_settings.JWKS_MAX_STALENESS.total_seconds()
+            retry_at = time.time() + tokenauth_settings.JWKS_REFETCH_COOLDOWN.total_seconds()
             if current is None or now - current.fetched_at > stale_limit:
+                self._failed_until[iss] = retry_at
                 raise IssuerUnavailable(iss) from None
             # Keep serving the last good keys; try again after the cool-down, not on every request.
-            current.fresh_until = now + tokenauth_settings.JWKS_REFETCH_COOLDOWN.total_seconds()
+            current.fresh_until = retry_at
             return current
+        finally:
+            # The keys are as new as they can be: an unknown kid waits a cool-down from the fetch's end.
+            self._last_forced[iss] = time.time()
         lifetime = max_age if max_age is not None else tokenauth_settings.JWKS_CACHE_MAX.total_seconds()
         lifetime = min(
             max(lifetime, tokenauth_settings.JWKS_CACHE_MIN.total_seconds()),
@@ -324,6 +355,9 @@ class JWKSCache:
         self, iss: str, jwks_uri: str, jwks: dict[str, Any], fetched_at: float, fresh_until: float
     ) -> KeySet:
         keyset = KeySet(jwks_uri, parse_jwks(jwks), fetched_at, fresh_until)
+        previous = self._sets.get(iss)
+        if previous is not None and not previous.keys.keys() <= keyset.keys.keys():
+            verified_tokens.clear()  # a key was withdrawn: its tokens must be verified again (and fail)
         self._sets[iss] = keyset
         return keyset
 
@@ -336,7 +370,13 @@ jwks_cache = JWKSCache()
 
 def decode_external(token: str, config: IssuerConfig, header: dict[str, Any]) -> dict[str, Any]:
     """Verify a token of an allow-listed issuer; ``header`` is the token's unverified header."""
+    try:  # a plain-http issuer in the settings is a configuration error (system check), not an outage
+        validate_issuer_url(config.issuer)
+    except ValidationError:
+        raise InvalidToken("The access token's issuer is not accepted") from None
     algorithm = header.get("alg")
+    if not isinstance(algorithm, str):  # a list or object here would make the set lookups raise
+        raise InvalidToken("The access token's algorithm is not accepted for its issuer")
     if algorithm not in ASYMMETRIC_ALGORITHMS or algorithm not in config.algorithms:
         raise InvalidToken("The access token's algorithm is not accepted for its issuer")
     if "crit" in header:

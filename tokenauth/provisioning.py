@@ -20,8 +20,10 @@ from rest_framework.exceptions import PermissionDenied
 
 from . import signals
 from .conf import tokenauth_settings
+from .exceptions import InvalidToken
 from .issuers import IssuerConfig
-from .models import AuditEvent, Identity
+from .models import AuditEvent, Epoch, Identity
+from .revocation import current_epoch
 from .snapshots import CACHE_PREFIX, StateUnavailable, refresh_interval, shared_cache_call
 
 NOT_REGISTERED = "not-registered"
@@ -29,7 +31,7 @@ USERNAME_UNSAFE = re.compile(r"[^\w.@+-]")
 
 
 class IdentityNotRegistered(PermissionDenied):
-    default_detail = "Your identity is not registered with this service."
+    default_detail = "Identity not registered with this service; ask its administrators for access."
     default_code = "identity_not_registered"
 
 
@@ -71,9 +73,9 @@ def resolve(config: IssuerConfig, claims: dict[str, Any]) -> Principal:
     digest = identity_digest(config.issuer, claims["sub"])
     now = time.monotonic()
     local = _local.get(digest)
-    if local is None or now - local[1] >= refresh_interval():
+    if local is None or now - local[1] >= refresh_interval() or _may_provision_now(config, local[0]):
         found = shared_cache_call("get", _cache_key(digest))
-        if found is None:
+        if found is None or _may_provision_now(config, found):
             found = _load_or_provision(config, claims)
             shared_cache_call(
                 "set", _cache_key(digest), found, tokenauth_settings.IDENTITY_CACHE_TIMEOUT.total_seconds()
@@ -83,6 +85,11 @@ def resolve(config: IssuerConfig, claims: dict[str, Any]) -> Principal:
     if local[0] == NOT_REGISTERED:
         raise IdentityNotRegistered()
     return local[0]  # type: ignore[return-value]
+
+
+def _may_provision_now(config: IssuerConfig, cached: Principal | str) -> bool:
+    """A refusal cached while the issuer did not provision is stale once it does."""
+    return cached == NOT_REGISTERED and config.auto_provision
 
 
 def principal_of(user: Any) -> Principal:
@@ -109,9 +116,23 @@ def _load_or_provision(config: IssuerConfig, claims: dict[str, Any]) -> Principa
                 detail={"issuer": config.issuer, "subject": claims["sub"][:255]},
             )
             return NOT_REGISTERED
+        if _revoked_for_identity(config, claims):
+            raise InvalidToken("The access token was revoked")
         return principal_of(provision(config, claims))
     except DatabaseError as exc:
         raise StateUnavailable("identity lookup failed") from exc
+
+
+def _revoked_for_identity(config: IssuerConfig, claims: dict[str, Any]) -> bool:
+    """A token issued before its identity was deleted (or before a global bump) must not create a user."""
+    identity = identity_digest(config.issuer, claims["sub"])
+    return any(
+        not_before is not None and claims["iat"] < not_before
+        for not_before in (
+            current_epoch(Epoch.Kind.IDENTITY, identity).not_before,
+            current_epoch(Epoch.Kind.GLOBAL, "").not_before,
+        )
+    )
 
 
 def provision(config: IssuerConfig, claims: dict[str, Any]) -> Any:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from django.apps import apps
 from django.contrib.auth import authenticate
 from django.contrib.auth.models import Group
 from django.db import DatabaseError
@@ -254,28 +255,30 @@ class OpenIDConfigurationView(PublicView):
                 return issuer.rstrip("/") + path
             return request.build_absolute_uri(path)
 
-        return Response(
-            {
-                "issuer": issuer,
-                "jwks_uri": url("tokenauth-jwks"),
-                "token_endpoint": url("tokenauth-token"),
-                "grant_types_supported": ["password", "refresh_token"],
-                "token_endpoint_auth_methods_supported": ["none"],
-                "scopes_supported": sorted(tokenauth_settings.SCOPES),
-                "response_types_supported": [],
-                "subject_types_supported": ["public"],
-                "access_token_signing_alg_values_supported": get_keyring().algorithms,
-                "claims_supported": [
-                    "iss",
-                    "sub",
-                    "aud",
-                    "exp",
-                    "iat",
-                    "jti",
-                    "scope",
-                    "preferred_username",
-                    "groups",
-                ],
-            },
-            headers={"Cache-Control": "public, max-age=300"},
-        )
+        document = {
+            "issuer": issuer,
+            "jwks_uri": url("tokenauth-jwks"),
+            "token_endpoint": url("tokenauth-token"),
+            "grant_types_supported": ["password", "refresh_token"],
+            "token_endpoint_auth_methods_supported": ["none"],
+            "scopes_supported": sorted(tokenauth_settings.SCOPES),
+            "response_types_supported": [],
+            "subject_types_supported": ["public"],
+            "access_token_signing_alg_values_supported": get_keyring().algorithms,
+            "claims_supported": [
+                "iss",
+                "sub",
+                "aud",
+                "exp",
+                "iat",
+                "jti",
+                "scope",
+                "preferred_username",
+                "groups",
+            ],
+        }
+        if apps.is_installed("tokenauth.oauth"):  # the authorization server's endpoints and grants
+            from .oauth.views import server_metadata
+
+            document.update(server_metadata(request._request))
+        return Response(document, headers={"Cache-Control": "public, max-age=300"})

@@ -15,11 +15,14 @@
 //   IDP_REDIRECT_URIS       comma-separated redirect URIs of `web-client` (http://127.0.0.1:8000/oidc/callback/)
 //   IDP_WEB_APPLICATION_TYPE  `web` (default) or `native`: native allows any port on loopback redirect URIs
 //   IDP_CLIENT_SECRET / IDP_WEB_CLIENT_SECRET   secrets of test-client / web-client (test-secret / web-secret)
+//   IDP_USER_GROUPS         JSON list of group paths in user access tokens (["/atlas", "/atlas/users"]);
+//                           `groups` carries them as given, `wlcg.groups` too (WLCG paths start with "/")
 //
 // Clients (static):
 //   test-client / test-secret  client_credentials + device_code (+ refresh_token), client_secret_basic
 //   web-client  / web-secret   authorization_code (+ PKCE, optional) + refresh_token, client_secret_basic
 // Users: devInteractions is on, so its login page accepts any login/password and the login becomes `sub`.
+// Access tokens of users also carry `preferred_username` (= the login), `groups` and `wlcg.groups`.
 // For client_credentials tokens oidc-provider sets `sub` = the client id (and `client_id` too).
 //
 // Test-only admin routes (not part of OIDC; loopback tests only):
@@ -61,8 +64,13 @@ const ACCESS_TOKEN_TTL = Number(env.IDP_ACCESS_TOKEN_TTL || 600);
 const REDIRECT_URIS = (env.IDP_REDIRECT_URIS || 'http://127.0.0.1:8000/oidc/callback/')
   .split(',').map((s) => s.trim()).filter(Boolean);
 const WEB_APPLICATION_TYPE = env.IDP_WEB_APPLICATION_TYPE || 'web';
+const USER_GROUPS = JSON.parse(env.IDP_USER_GROUPS || '["/atlas", "/atlas/users"]');
 const ALGS = ['RS256', 'ES256'];
 
+if (!Array.isArray(USER_GROUPS) || !USER_GROUPS.every((g) => typeof g === 'string')) {
+  log('IDP_USER_GROUPS must be a JSON list of strings');
+  process.exit(2);
+}
 if (!ALGS.includes(ACCESS_TOKEN_ALG)) {
   log(`IDP_ACCESS_TOKEN_ALG must be one of ${ALGS.join(', ')}, got ${ACCESS_TOKEN_ALG}`);
   process.exit(2);
@@ -182,6 +190,11 @@ function buildProvider(issuer) {
         async useGrantedResource() { return true; },
         async getResourceServerInfo(_ctx, resource) { return resourceServerInfo(resource); },
       },
+    },
+    // Only user logins: client_credentials tokens (kind ClientCredentials) stay as they were.
+    async extraTokenClaims(_ctx, token) {
+      if (token.kind !== 'AccessToken' || !token.accountId) return undefined;
+      return { preferred_username: token.accountId, groups: USER_GROUPS, 'wlcg.groups': USER_GROUPS };
     },
     ttl: {
       AccessToken: ACCESS_TOKEN_TTL,

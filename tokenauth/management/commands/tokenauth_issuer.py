@@ -5,7 +5,7 @@ from typing import Any
 from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from tokenauth.issuers import IssuerUnavailable, jwks_cache
+from tokenauth.issuers import IssuerUnavailable, get_issuer, jwks_cache
 from tokenauth.models import Issuer
 
 
@@ -39,15 +39,17 @@ class Command(BaseCommand):
             self.add(url, options)
             return
         issuer = Issuer.objects.filter(issuer=url).first()
-        if issuer is None:
-            raise CommandError(f"No such issuer: {url}")
         if action == "refresh":
+            if issuer is None and get_issuer(url) is None:  # settings issuers may be refreshed too
+                raise CommandError(f"No such issuer: {url}")
             try:
                 keyset = jwks_cache.refresh_now(url)
             except IssuerUnavailable:
                 raise CommandError(f"Could not fetch the discovery document or keys of {url}") from None
             self.stdout.write(f"{url}: {len(keyset.keys)} keys ({', '.join(sorted(keyset.keys))})")
             return
+        if issuer is None:
+            raise CommandError(f"No such issuer: {url}")
         issuer.enabled = action == "enable"
         issuer.save(update_fields=["enabled"])
         self.stdout.write(f"{action}d {url}")

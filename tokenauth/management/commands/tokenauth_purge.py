@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.apps import apps
 from django.core.management.base import BaseCommand
 from django.db.models import Q
 from django.utils import timezone
@@ -18,3 +19,8 @@ class Command(BaseCommand):
         sessions, _ = Session.objects.filter(Q(expires_at__lte=now) | Q(revoked_at__isnull=False)).delete()
         revoked = purge_expired()
         self.stdout.write(f"Deleted {sessions} sessions and {revoked} revoked-token rows.")
+        if apps.is_installed("tokenauth.oauth"):
+            from oauth2_provider.models import clear_expired
+
+            clear_expired()  # expired or revoked DOT tokens, grants and device codes
+            self.stdout.write("Cleared expired OAuth tokens and grants.")

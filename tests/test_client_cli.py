@@ -1,0 +1,611 @@
+"""The ``tokenauth`` CLI as a real subprocess, against the real test IdP (device flow approved over HTTP
+like a browser would) and pytest-django's live server; plus the client's building blocks in-process."""
+
+import base64
+import json
+import os
+import stat
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from urllib.parse import parse_qs, urljoin
+
+import pytest
+import requests
+
+from tests.idp import TestIdP, parse_forms
+from tokenauth.client import BearerAuth
+from tokenauth.client import oauth as client_oauth
+from tokenauth.client.errors import AccessDenied, DeviceCodeExpired, ServerError, UsageError, unreachable
+from tokenauth.client.store import Session, load_config, write_private
+
+SCOPE = "openid offline_access servicex"
+UID = os.geteuid()
+
+
+# ------------------------------------------------------------------------------ helpers
+
+
+@pytest.fixture
+def cli_env(tmp_path) -> dict[str, str]:
+    """A user of our own: HOME, XDG_RUNTIME_DIR (0700) and config under tmp_path; no display, no token."""
+    home = tmp_path / "home"
+    runtime = tmp_path / "run"
+    home.mkdir()
+    runtime.mkdir(mode=0o700)
+    drop = {"BEARER_TOKEN", "BEARER_TOKEN_FILE", "DISPLAY", "WAYLAND_DISPLAY", "DJANGO_SETTINGS_MODULE"}
+    env = {k: v for k, v in os.environ.items() if k not in drop and not k.startswith("XDG_")}
+    env.update(HOME=str(home), XDG_RUNTIME_DIR=str(runtime), PYTHONUNBUFFERED="1")
+    return env
+
+
+def token_path(env: dict[str, str], purpose: str = "") -> Path:
+    return Path(env["XDG_RUNTIME_DIR"]) / (f"bt_u{UID}" + (f"-{purpose}" if purpose else ""))
+
+
+def state_files(env: dict[str, str]) -> list[Path]:
+    state = Path(env["HOME"]) / ".local/state/tokenauth"
+    return sorted(state.iterdir()) if state.exists() else []
+
+
+def run_cli(env: dict[str, str], *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    result = subprocess.run(
+        [sys.executable, "-m", "tokenauth.client.cli", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    assert "Traceback" not in result.stderr, result.stderr
+    return result
+
+
+def assert_one_line_error(result: subprocess.CompletedProcess[str], code: int, *fragments: str) -> None:
+    assert result.returncode == code, (result.stdout, result.stderr)
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("tokenauth: error: "), result.stderr
+    for fragment in fragments:
+        assert fragment in lines[0]
+
+
+def mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+def approve(verification_uri_complete: str, username: str, *, deny: bool = False) -> None:
+    """Act as the user's browser on the IdP: confirm the code, log in, consent (or abort at the start)."""
+    browser = requests.Session()
+    page = browser.get(verification_uri_complete, timeout=10)
+    for _ in range(10):
+        page.raise_for_status()
+        forms = [f for f in parse_forms(page.text) if f["method"] == "post"]
+        if not forms:
+            return
+        fields = dict(forms[0]["fields"])
+        if "user_code" in fields and not fields["user_code"]:
+            raise AssertionError(f"the IdP asks for the code again at {page.url}:\n{page.text[-1500:]}")
+        if deny:
+            fields["abort"] = "yes"
+        if fields.get("prompt") == "login":
+            fields.update(login=username, password="any-password")
+        page = browser.post(urljoin(page.url, forms[0]["action"]), data=fields, timeout=10)
+        if deny:
+            return
+    raise AssertionError(f"device approval did not finish at {page.url}")
+
+
+def device_login(
+    env: dict[str, str], *args: str, username: str = "alice", deny: bool = False
+) -> subprocess.CompletedProcess[str]:
+    """``tokenauth login ...`` in a subprocess; approve the code it prints, then wait for it to finish."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "tokenauth.client.cli", "login", *args],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert process.stdout is not None
+    lines = []
+    for line in process.stdout:
+        lines.append(line)
+        if line.startswith("or open "):
+            approve(line.removeprefix("or open ").strip(), username, deny=deny)
+            break
+    stdout, stderr = process.communicate(timeout=60)
+    result = subprocess.CompletedProcess(process.args, process.returncode, "".join(lines) + stdout, stderr)
+    assert "Traceback" not in stderr, stderr
+    return result
+
+
+def fake_jwt(**claims) -> str:
+    def part(data: dict) -> str:
+        return base64.urlsafe_b64encode(json.dumps(data).encode()).rstrip(b"=").decode()
+
+    return f"{part({'alg': 'RS256', 'typ': 'at+jwt'})}.{part(claims)}.c2lnbmF0dXJl"
+
+
+class FakeServer:
+    """A tiny OAuth server on loopback whose answers a test scripts: ``routes[path] = fn(form) -> (status,
+    body, headers)``. For what the real IdP cannot be made to do on demand (expire a device code)."""
+
+    def __init__(self) -> None:
+        self.routes: dict[str, Callable[[dict[str, str]], tuple[int, dict, dict[str, str]]]] = {}
+        self.requests: list[tuple[str, dict[str, str], dict[str, str]]] = []
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def _answer(self, form: dict[str, str]) -> None:
+                path = self.path.split("?")[0]
+                outer.requests.append((path, form, dict(self.headers)))
+                status, body, headers = outer.routes.get(path, lambda f: (404, {"error": "not_found"}, {}))(
+                    form
+                )
+                data = json.dumps(body).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                for key, value in headers.items():
+                    self.send_header(key, value)
+                self.end_headers()
+                self.wfile.write(data)
+
+            def do_GET(self) -> None:  # noqa: N802
+                self._answer({})
+
+            def do_POST(self) -> None:  # noqa: N802
+                length = int(self.headers.get("Content-Length", 0))
+                form = {k: v[0] for k, v in parse_qs(self.rfile.read(length).decode()).items()}
+                self._answer(form)
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        self.routes["/.well-known/oauth-authorization-server"] = lambda form: (200, self.metadata(), {})
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def metadata(self) -> dict[str, str]:
+        return {
+            "issuer": self.url,
+            "token_endpoint": f"{self.url}/token",
+            "device_authorization_endpoint": f"{self.url}/device",
+            "revocation_endpoint": f"{self.url}/revoke",
+        }
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.fixture
+def fake_server():
+    server = FakeServer()
+    yield server
+    server.close()
+
+
+@pytest.fixture
+def idp_api(settings, idp):
+    """Our live server accepting tokens from the test IdP."""
+    settings.TOKENAUTH = {
+        **settings.TOKENAUTH,
+        "ISSUERS": [{"issuer": idp.issuer}],
+        "ALLOW_LOOPBACK_HTTP_ISSUERS": True,
+    }
+    return idp
+
+
+# ------------------------------------------------------------------------------ end to end with the real IdP
+
+
+def test_device_login_token_whoami_refresh_logout(idp_api, live_server, cli_env):
+    idp = idp_api
+    env = {**cli_env, "TOKENAUTH_CLIENT_SECRET": TestIdP.CLIENT_SECRET}
+
+    login = device_login(env, idp.issuer, "--client-id", "test-client", "--scope", SCOPE, "--no-browser")
+    assert login.returncode == 0, login.stderr
+    assert "enter the code " in login.stdout
+    assert f"Logged in: token saved to {token_path(env)} (expires in " in login.stdout
+    assert "waiting for approval" in login.stderr
+
+    # The access token is where WLCG discovery looks; the refresh token and endpoints are private files.
+    access = token_path(env).read_text().strip()
+    assert mode(token_path(env)) == 0o600
+    files = state_files(env)
+    assert [p.suffix for p in files] == [".json", ".refresh"]
+    assert all(mode(p) == 0o600 for p in files)
+    assert mode(files[0].parent) == 0o700
+    refresh_token = files[1].read_text().strip()
+    assert refresh_token and refresh_token != access
+    info = json.loads(files[0].read_text())
+    assert info["issuer"] == idp.issuer and info["client_id"] == "test-client"
+    assert access not in files[0].read_text() and refresh_token not in files[0].read_text()
+    assert not (Path(env["HOME"]) / ".config").exists()  # no config file is ever written
+
+    shown = run_cli(env, "token")
+    assert shown.returncode == 0, shown.stderr
+    assert f"source:    {token_path(env)}" in shown.stdout
+    assert f"issuer:    {idp.issuer}" in shown.stdout
+    assert "subject:   alice" in shown.stdout
+    assert "scope:     openid servicex" in shown.stdout
+    assert "left)" in shown.stdout and "without verifying the signature" in shown.stdout
+    raw = run_cli(env, "token", "--raw")
+    assert raw.returncode == 0 and raw.stdout == access + "\n"
+
+    whoami = run_cli(env, "whoami", "--server", live_server.url)
+    assert whoami.returncode == 0, whoami.stderr
+    assert f"issuer:    {idp.issuer}" in whoami.stdout
+    assert "subject:   alice" in whoami.stdout
+
+    refreshed = run_cli(env, "refresh")
+    assert refreshed.returncode == 0, refreshed.stderr
+    assert refreshed.stdout.startswith(f"Token refreshed: {token_path(env)} (expires in ")
+    new_access = token_path(env).read_text().strip()
+    new_refresh = files[1].read_text().strip()
+    assert new_access != access and new_refresh  # oidc-provider rotates refresh tokens only sometimes
+    assert mode(token_path(env)) == 0o600 and mode(files[1]) == 0o600
+
+    logout = run_cli(env, "logout")
+    assert logout.returncode == 0, logout.stderr
+    assert logout.stdout.startswith("Logged out (revoked at the server): removed ")
+    # oidc-provider cannot revoke its JWT access tokens (RFC 7009 unsupported_token_type): said, not hidden.
+    assert "did not revoke the access token (it stays valid until it expires)" in logout.stderr
+    assert not token_path(env).exists() and state_files(env) == []
+
+    # The server now rejects the refresh token the client held.
+    answer = requests.post(
+        idp.token_endpoint,
+        data={"grant_type": "refresh_token", "refresh_token": new_refresh},
+        auth=(TestIdP.CLIENT_ID, TestIdP.CLIENT_SECRET),
+        timeout=10,
+    )
+    assert answer.status_code == 400 and answer.json()["error"] == "invalid_grant"
+
+    assert_one_line_error(run_cli(env, "token"), 4, "no bearer token found", str(token_path(env)))
+    assert run_cli(env, "logout").stdout.startswith("Not logged in: nothing stored for ")
+
+
+def test_bearer_auth_refreshes_once_on_invalid_token_and_retries(idp_api, live_server, cli_env, monkeypatch):
+    env = {**cli_env, "TOKENAUTH_CLIENT_SECRET": TestIdP.CLIENT_SECRET}
+    login = device_login(env, idp_api.issuer, "--client-id", "test-client", "--scope", SCOPE, "--no-browser")
+    assert login.returncode == 0, login.stderr
+    token_path(env).write_text(fake_jwt(iss=idp_api.issuer, sub="alice", exp=1) + "\n")  # the server says no
+
+    for key in ("HOME", "XDG_RUNTIME_DIR", "TOKENAUTH_CLIENT_SECRET"):
+        monkeypatch.setenv(key, env[key])
+    for key in ("BEARER_TOKEN", "BEARER_TOKEN_FILE", "XDG_STATE_HOME"):
+        monkeypatch.delenv(key, raising=False)
+    response = requests.get(f"{live_server.url}/auth/whoami/", auth=BearerAuth(), timeout=20)
+
+    assert response.status_code == 200, response.text
+    assert response.json()["subject"] == "alice"
+    assert [r.status_code for r in response.history] == [401]
+    fresh = token_path(env).read_text().strip()
+    assert response.request.headers["Authorization"] == f"Bearer {fresh}"
+    assert mode(token_path(env)) == 0o600
+
+
+def test_login_with_a_purpose_and_the_server_from_the_config_file(idp, cli_env):
+    env = {**cli_env, "TOKENAUTH_CLIENT_SECRET": TestIdP.CLIENT_SECRET}
+    config = Path(env["HOME"]) / ".config/tokenauth/config.toml"
+    config.parent.mkdir(parents=True)
+    config.write_text(f'server = "{idp.issuer}"\nclient_id = "test-client"\nscope = "{SCOPE}"\n')
+
+    login = device_login(env, "--purpose", "cms", "--no-browser", username="bob")
+    assert login.returncode == 0, login.stderr
+    path = token_path(env, "cms")
+    assert f"token saved to {path}" in login.stdout
+    assert f"Other tools find it with: export BEARER_TOKEN_FILE={path}" in login.stdout
+    assert mode(path) == 0o600 and not token_path(env).exists()
+
+    assert "subject:   bob" in run_cli(env, "token", "--purpose", "cms").stdout
+    assert_one_line_error(run_cli(env, "token"), 4, str(token_path(env)))
+    with_file = run_cli({**env, "BEARER_TOKEN_FILE": str(path)}, "token")  # what a lower-level tool sees
+    assert "subject:   bob" in with_file.stdout
+    assert run_cli(env, "refresh", "--purpose", "cms").returncode == 0
+    assert run_cli(env, "logout", "--purpose", "cms").returncode == 0
+    assert not path.exists() and state_files(env) == []
+
+
+def test_login_to_an_explicit_token_file(idp, cli_env, tmp_path):
+    env = {**cli_env, "TOKENAUTH_CLIENT_SECRET": TestIdP.CLIENT_SECRET}
+    target = tmp_path / "tokens" / "mine"
+    login = device_login(
+        env,
+        idp.issuer,
+        "--client-id",
+        "test-client",
+        "--scope",
+        "openid servicex",
+        "--token-file",
+        str(target),
+    )
+    assert login.returncode == 0, login.stderr
+    assert mode(target) == 0o600 and not token_path(env).exists()
+    assert "no refresh token" in login.stderr  # no offline_access requested
+    assert "subject:   alice" in run_cli(env, "token", "--token-file", str(target)).stdout
+    assert_one_line_error(run_cli(env, "refresh", "--token-file", str(target)), 10, "no refresh token stored")
+
+
+def test_access_denied_at_the_device_page(idp, cli_env):
+    env = {**cli_env, "TOKENAUTH_CLIENT_SECRET": TestIdP.CLIENT_SECRET}
+    result = device_login(env, idp.issuer, "--client-id", "test-client", "--no-browser", deny=True)
+    assert result.returncode == 7
+    assert result.stderr.strip().splitlines()[-1] == "tokenauth: error: the login was denied at the server"
+    assert not token_path(env).exists() and state_files(env) == []
+
+
+def test_whoami_with_a_token_from_our_token_endpoint(live_server, django_user_model, cli_env):
+    django_user_model.objects.create_user("carol", password="pw")
+    answer = requests.post(
+        f"{live_server.url}/auth/token/", json={"username": "carol", "password": "pw"}, timeout=10
+    )
+    assert answer.status_code == 200, answer.text
+    token_path(cli_env).write_text(answer.json()["access_token"] + "\n")
+
+    result = run_cli(cli_env, "whoami", "--server", live_server.url)
+    assert result.returncode == 0, result.stderr
+    assert "username:  carol" in result.stdout
+    assert "issuer:    " in result.stdout
+
+    token_path(cli_env).write_text(fake_jwt(sub="carol", exp=int(time.time()) + 60) + "\n")
+    assert_one_line_error(run_cli(cli_env, "whoami", "--server", live_server.url), 10, "rejected the token")
+
+
+def test_whoami_needs_a_server(cli_env):
+    token_path(cli_env).write_text("abc\n")
+    assert_one_line_error(run_cli(cli_env, "whoami"), 2, "no server known")
+
+
+# ------------------------------------------------------------------------------ one-line errors, exit codes
+
+
+def test_server_unreachable(cli_env, free_port):
+    result = run_cli(cli_env, "login", f"http://127.0.0.1:{free_port}", "--no-browser")
+    assert_one_line_error(result, 3, f"cannot reach http://127.0.0.1:{free_port}: Connection refused")
+
+
+def test_device_code_expired(cli_env, fake_server):
+    fake_server.routes["/device"] = lambda form: (
+        200,
+        {
+            "device_code": "dc",
+            "user_code": "AB-CD",
+            "verification_uri": "http://x/",
+            "expires_in": 1,
+            "interval": 1,
+        },
+        {},
+    )
+    fake_server.routes["/token"] = lambda form: (400, {"error": "authorization_pending"}, {})
+    result = run_cli(cli_env, "login", fake_server.url, "--no-browser")
+    assert result.returncode == 8
+    assert result.stderr.strip().splitlines()[-1].startswith("tokenauth: error: the device code expired")
+    assert "enter the code AB-CD" in result.stdout
+    device_request = next(r for r in fake_server.requests if r[0] == "/device")
+    assert device_request[1] == {"client_id": "tokenauth-cli"}  # the public client by default, no secret
+
+
+def test_expired_token_error_from_the_server(cli_env, fake_server):
+    fake_server.routes["/device"] = lambda form: (
+        200,
+        {
+            "device_code": "dc",
+            "user_code": "AB-CD",
+            "verification_uri": "http://x/",
+            "expires_in": 60,
+            "interval": 1,
+        },
+        {},
+    )
+    fake_server.routes["/token"] = lambda form: (400, {"error": "expired_token"}, {})
+    assert run_cli(cli_env, "login", fake_server.url, "--no-browser").returncode == 8
+
+
+def test_server_without_device_flow(cli_env, fake_server):
+    fake_server.routes["/.well-known/oauth-authorization-server"] = lambda form: (404, {}, {})
+    fake_server.routes["/.well-known/openid-configuration"] = lambda form: (
+        200,
+        {"issuer": fake_server.url, "token_endpoint": f"{fake_server.url}/token"},
+        {},
+    )
+    assert_one_line_error(run_cli(cli_env, "login", fake_server.url), 9, "does not offer the device flow")
+
+
+def test_no_token_found_lists_where_it_looked(cli_env):
+    result = run_cli(cli_env, "token")
+    assert_one_line_error(
+        result, 4, "$BEARER_TOKEN (unset)", "$BEARER_TOKEN_FILE (unset)", f"{token_path(cli_env)} (missing)"
+    )
+
+
+def test_invalid_token_file(cli_env):
+    token_path(cli_env).write_text("not a token\n")
+    assert_one_line_error(
+        run_cli(cli_env, "token"), 5, f"{token_path(cli_env)} does not hold a valid bearer token"
+    )
+    assert_one_line_error(run_cli(cli_env, "whoami", "--server", "http://127.0.0.1:1"), 5)
+
+
+def test_expired_token(cli_env):
+    token_path(cli_env).write_text(fake_jwt(iss="https://iss.example", sub="dave", exp=int(time.time()) - 90))
+    result = run_cli(cli_env, "token")
+    assert "subject:   dave" in result.stdout and "(expired 1 min" in result.stdout
+    assert_one_line_error(result, 6, "has expired")
+    raw = run_cli(cli_env, "token", "--raw")
+    assert raw.stdout == ""
+    assert_one_line_error(raw, 6, "has expired")
+
+
+def test_token_shows_group_and_opaque_tokens(cli_env):
+    token = fake_jwt(iss="https://i", sub="eve", scope="a b", group="atlas", exp=int(time.time()) + 3600)
+    result = run_cli({**cli_env, "BEARER_TOKEN": token}, "token")
+    assert "source:    $BEARER_TOKEN" in result.stdout and "group:     atlas" in result.stdout
+    assert "scope:     a b" in result.stdout and "59 min" in result.stdout
+    opaque = run_cli({**cli_env, "BEARER_TOKEN": "opaque-token"}, "token")
+    assert opaque.returncode == 0 and "opaque (not a JWT)" in opaque.stdout
+
+
+def test_config_file_may_not_hold_a_token(cli_env):
+    config = Path(cli_env["HOME"]) / ".config/tokenauth/config.toml"
+    config.parent.mkdir(parents=True)
+    config.write_text('server = "https://x"\naccess_token = "eyJ..."\n')
+    assert_one_line_error(run_cli(cli_env, "token"), 2, "unknown key(s) access_token")
+    config.write_text("server = [\n")
+    assert_one_line_error(run_cli(cli_env, "token"), 2, "cannot read config file")
+
+
+def test_login_without_a_server(cli_env):
+    assert_one_line_error(run_cli(cli_env, "login"), 2, "no server URL")
+
+
+def test_console_script_is_installed():
+    script = Path(sys.executable).parent / "tokenauth"
+    result = subprocess.run([str(script), "--help"], capture_output=True, text=True, timeout=30)
+    assert result.returncode == 0 and "exit codes:" in result.stdout
+
+
+# ------------------------------------------------------------------------------ building blocks in-process
+
+
+class ScriptedHTTP:
+    """Stands in for requests.Session in the poll loop: answers from a list, records the clock."""
+
+    def __init__(self, answers: list[dict], clock: Callable[[], float]) -> None:
+        self.answers = answers
+        self.clock = clock
+        self.times: list[float] = []
+
+    def post(self, url: str, data: dict, auth=None, timeout=None, headers=None) -> requests.Response:
+        self.times.append(self.clock())
+        response = requests.Response()
+        body = self.answers.pop(0)
+        response.status_code = 200 if "access_token" in body else 400
+        response._content = json.dumps(body).encode()
+        return response
+
+
+def poll(answers: list[dict], interval: int = 2, expires_in: int = 600):
+    now = [0.0]
+    http = ScriptedHTTP(answers, lambda: now[0])
+    device = client_oauth.DeviceAuthorization("dc", "UC", "http://v", None, expires_in, interval)
+    ticks: list[float] = []
+
+    def sleep(seconds: float) -> None:
+        now[0] += seconds
+
+    result = client_oauth.poll_device_token(
+        {"token_endpoint": "http://t"},
+        client_oauth.Client("c"),
+        http,
+        device,
+        on_wait=ticks.append,
+        sleep=sleep,
+        clock=lambda: now[0],
+    )
+    return result, http.times, ticks
+
+
+def test_poll_honours_interval_and_slow_down():
+    pending, slow = {"error": "authorization_pending"}, {"error": "slow_down"}
+    result, times, ticks = poll([pending, slow, pending, {"access_token": "at"}], interval=2)
+    assert result == {"access_token": "at"}
+    assert times == [2, 4, 11, 18]  # +5 s after slow_down, and it stays
+    assert ticks and ticks[0] == 600  # the countdown starts at the full lifetime
+
+
+@pytest.mark.parametrize(
+    ("answer", "error"),
+    [({"error": "access_denied"}, AccessDenied), ({"error": "expired_token"}, DeviceCodeExpired)],
+)
+def test_poll_stops_on_terminal_errors(answer, error):
+    with pytest.raises(error):
+        poll([answer])
+
+
+def test_poll_stops_at_the_device_code_lifetime():
+    with pytest.raises(DeviceCodeExpired):
+        poll([{"error": "authorization_pending"}] * 10, interval=5, expires_in=12)
+
+
+def test_poll_reports_other_oauth_errors():
+    with pytest.raises(ServerError, match="invalid_client"):
+        poll([{"error": "invalid_client", "error_description": "who?"}])
+
+
+def test_metadata_urls_for_issuers_with_a_path():
+    assert client_oauth.metadata_urls("https://h.example/realms/x/") == [
+        "https://h.example/.well-known/oauth-authorization-server/realms/x",
+        "https://h.example/realms/x/.well-known/openid-configuration",
+    ]
+    assert client_oauth.metadata_urls("https://h.example") == [
+        "https://h.example/.well-known/oauth-authorization-server",
+        "https://h.example/.well-known/openid-configuration",
+    ]
+
+
+def test_unreachable_message_is_short(free_port):
+    with pytest.raises(requests.ConnectionError) as info:
+        requests.get(f"http://127.0.0.1:{free_port}/", timeout=5)
+    message = str(unreachable(f"http://127.0.0.1:{free_port}", info.value))
+    assert message == f"cannot reach http://127.0.0.1:{free_port}: Connection refused"
+
+
+def test_write_private_is_0600_atomic_and_does_not_follow_symlinks(tmp_path):
+    old_umask = os.umask(0)
+    try:
+        victim = tmp_path / "victim"
+        victim.write_text("keep")
+        target = tmp_path / "dir" / "token"
+        target.parent.mkdir()
+        target.symlink_to(victim)
+        write_private(target, "secret\n")
+    finally:
+        os.umask(old_umask)
+    assert victim.read_text() == "keep"
+    assert not target.is_symlink() and target.read_text() == "secret\n" and mode(target) == 0o600
+    assert sorted(p.name for p in target.parent.iterdir()) == ["token"]  # no temporary file left
+
+
+def test_session_files_live_in_the_state_dir(tmp_path):
+    env = {"HOME": str(tmp_path), "XDG_STATE_HOME": str(tmp_path / "state")}
+    session = Session(tmp_path / "run" / "bt_u1", env)
+    assert session.refresh_path.parent == tmp_path / "state" / "tokenauth"
+    assert session.refresh_path.name.startswith("bt_u1-") and session.refresh_path.suffix == ".refresh"
+    other = Session(tmp_path / "elsewhere" / "bt_u1", env)
+    assert other.refresh_path != session.refresh_path  # same name, different file: different session
+
+
+def test_load_config(tmp_path):
+    assert load_config(environ={"HOME": str(tmp_path)}) == {}
+    path = tmp_path / "c.toml"
+    path.write_text('server = "https://x"\ntoken_file = "~/t"\n')
+    assert load_config(path) == {"server": "https://x", "token_file": "~/t"}
+    path.write_text("refresh_token = 'r'\n")
+    with pytest.raises(UsageError, match="unknown key"):
+        load_config(path)
+    path.write_text("server = 1\n")
+    with pytest.raises(UsageError, match="must be string"):
+        load_config(path)
+    with pytest.raises(UsageError, match="does not exist"):
+        load_config(tmp_path / "missing.toml")
+
+
+def test_bearer_auth_with_an_explicit_token_sends_it(fake_server):
+    fake_server.routes["/api"] = lambda form: (200, {}, {})
+    assert requests.get(f"{fake_server.url}/api", auth=BearerAuth("abc.def"), timeout=5).status_code == 200
+    assert fake_server.requests[-1][2]["Authorization"] == "Bearer abc.def"
+
+
+def test_bearer_auth_without_a_stored_refresh_token_returns_the_401(fake_server, tmp_path):
+    challenge = 'Bearer error="invalid_token", error_description="expired"'
+    fake_server.routes["/api"] = lambda form: (401, {}, {"WWW-Authenticate": challenge})
+    (tmp_path / "t").write_text("abc\n")
+    response = requests.get(f"{fake_server.url}/api", auth=BearerAuth(token_file=tmp_path / "t"), timeout=5)
+    assert response.status_code == 401 and response.history == []

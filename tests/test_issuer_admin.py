@@ -1,0 +1,364 @@
+"""Managing external issuers: the Issuer admin, the ``tokenauth_issuer`` command and the ISSUERS checks."""
+
+from __future__ import annotations
+
+from io import StringIO
+from typing import Any
+
+import pytest
+from django.contrib.auth import get_user_model
+from django.core.checks import run_checks
+from django.core.management import CommandError, call_command
+from django.test import Client
+
+from tests.idp import DEFAULT_RESOURCE
+from tokenauth.checks import check_issuers
+from tokenauth.models import Issuer
+
+pytestmark = pytest.mark.django_db
+
+SECRET_VALUE = "s3cr3t-value-never-shown"
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"HTTP_AUTHORIZATION": f"Bearer {token}"}
+
+
+def hello(client: Any, token: str) -> int:
+    return client.get("/api/hello/", **bearer(token)).status_code
+
+
+def run(*args: str) -> str:
+    out = StringIO()
+    call_command("tokenauth_issuer", *args, stdout=out, stderr=StringIO())
+    return out.getvalue()
+
+
+@pytest.fixture
+def loopback_allowed(settings: Any) -> None:
+    settings.TOKENAUTH = {**settings.TOKENAUTH, "ALLOW_LOOPBACK_HTTP_ISSUERS": True}
+
+
+@pytest.fixture
+def admin_client() -> Client:
+    client = Client()
+    client.force_login(get_user_model().objects.create_superuser("root", "root@example.com", "pw"))
+    return client
+
+
+@pytest.fixture
+def idp_issuer(idp_stats_reset: Any, loopback_allowed: None) -> Issuer:
+    return Issuer.objects.create(
+        issuer=idp_stats_reset.issuer, audiences=[DEFAULT_RESOURCE], required_scopes=["servicex"]
+    )
+
+
+def run_action(admin_client: Client, action: str, issuers: list[Issuer]) -> str:
+    response = admin_client.post(
+        "/admin/tokenauth/issuer/",
+        {"action": action, "_selected_action": [str(i.pk) for i in issuers]},
+        follow=True,
+    )
+    assert response.status_code == 200
+    return response.content.decode()
+
+
+# -- admin -------------------------------------------------------------------------------------
+
+
+def test_issuer_pages_load_for_a_superuser(admin_client, monkeypatch):
+    monkeypatch.setenv("IAM_SECRET", SECRET_VALUE)
+    row = Issuer.objects.create(
+        issuer="https://iam.example.org/", client_id="our-app", client_secret_env="IAM_SECRET"
+    )
+    for url in (
+        "/admin/tokenauth/issuer/",
+        "/admin/tokenauth/issuer/add/",
+        f"/admin/tokenauth/issuer/{row.pk}/change/",
+    ):
+        response = admin_client.get(url)
+        assert response.status_code == 200, url
+        html = response.content.decode()
+        assert SECRET_VALUE not in html
+    assert "IAM_SECRET" in html  # the change page names the variable, never its value
+    assert "https://wlcg.cern.ch/jwt/v1/any" in html
+
+
+def test_issuer_can_be_added_in_the_admin(admin_client):
+    response = admin_client.post(
+        "/admin/tokenauth/issuer/add/",
+        {
+            "issuer": "https://iam.example.org/",
+            "enabled": "on",
+            "audiences": '["https://api.example.org"]',
+            "required_scopes": '["storage.read:/"]',
+            "algorithms": '["RS256", "ES256"]',
+            "auto_provision": "on",
+            "username_claim": "preferred_username",
+            "group_claims": '["wlcg.groups", "eduperson_entitlement"]',
+        },
+    )
+    assert response.status_code == 302, response.content.decode()[:3000]
+    row = Issuer.objects.get()
+    config = row.config()
+    assert config.audiences == ("https://api.example.org",)
+    assert config.required_scopes == ("storage.read:/",)
+    assert config.group_claims == ("wlcg.groups", "eduperson_entitlement")
+    assert config.accepted_audiences == ["https://api.example.org"]
+
+
+@pytest.mark.parametrize(
+    "change, field",
+    [
+        ({"issuer": "http://iam.example.org/"}, "http"),
+        ({"issuer": "http://127.0.0.1:9/"}, "http"),  # loopback, but ALLOW_LOOPBACK_HTTP_ISSUERS is off
+        ({"algorithms": '["HS256"]'}, "asymmetric"),
+        ({"algorithms": '["none"]'}, "asymmetric"),
+        ({"algorithms": "[]"}, "This field is required"),
+        ({"audiences": '"https://api.example.org"'}, "list of strings"),
+    ],
+)
+def test_admin_refuses_bad_issuers(admin_client, settings, change, field):
+    settings.TOKENAUTH = {**settings.TOKENAUTH, "ALLOW_LOOPBACK_HTTP_ISSUERS": False}
+    data = {
+        "issuer": "https://iam.example.org/",
+        "audiences": "[]",
+        "required_scopes": "[]",
+        "algorithms": '["RS256"]',
+        "username_claim": "preferred_username",
+        "group_claims": "[]",
+        **change,
+    }
+    response = admin_client.post("/admin/tokenauth/issuer/add/", data)
+    assert response.status_code == 200
+    assert field in response.content.decode()
+    assert not Issuer.objects.exists()
+
+
+def test_admin_disable_stops_tokens_at_once_and_enable_restores(
+    client, admin_client, idp, idp_issuer, django_capture_on_commit_callbacks
+):
+    token = idp.client_credentials_token()
+    assert hello(client, token) == 200
+    with django_capture_on_commit_callbacks(execute=True):
+        assert "Disabled 1 issuers." in run_action(admin_client, "disable", [idp_issuer])
+    idp_issuer.refresh_from_db()
+    assert not idp_issuer.enabled
+    response = client.get("/api/hello/", **bearer(token))
+    assert response.status_code == 401
+    assert "issuer is not accepted" in response["WWW-Authenticate"]
+    with django_capture_on_commit_callbacks(execute=True):
+        assert "Enabled 1 issuers." in run_action(admin_client, "enable", [idp_issuer])
+    assert hello(client, token) == 200
+
+
+def test_admin_refresh_keys_action(admin_client, idp, idp_issuer, free_port):
+    unreachable = Issuer.objects.create(issuer=f"http://127.0.0.1:{free_port}")
+    html = run_action(admin_client, "refresh_keys", [idp_issuer, unreachable])
+    assert f"Fetched {len(idp.jwks()['keys'])} keys of {idp.issuer}." in html
+    assert f"Could not fetch the keys of http://127.0.0.1:{free_port}." in html
+
+
+def test_admin_needs_staff_for_issuers():
+    get_user_model().objects.create_user("alice", password="pw")
+    client = Client()
+    client.login(username="alice", password="pw")
+    assert client.get("/admin/tokenauth/issuer/").status_code == 302
+
+
+# -- tokenauth_issuer --------------------------------------------------------------------------
+
+
+def test_add_with_every_option():
+    output = run(
+        "add",
+        "https://iam.example.org/",
+        "--audience",
+        "https://api.example.org",
+        "--audience",
+        "https://wlcg.cern.ch/jwt/v1/any",
+        "--scope",
+        "storage.read:/",
+        "--scope",
+        "compute.read",
+        "--no-provision",
+        "--client-id",
+        "our-app",
+        "--client-secret-env",
+        "IAM_SECRET",
+    )
+    assert output == "added https://iam.example.org/\n"
+    row = Issuer.objects.get()
+    assert row.enabled
+    assert row.audiences == ["https://api.example.org", "https://wlcg.cern.ch/jwt/v1/any"]
+    assert row.required_scopes == ["storage.read:/", "compute.read"]
+    assert not row.auto_provision
+    assert (row.client_id, row.client_secret_env) == ("our-app", "IAM_SECRET")
+    run("add", "https://iam.example.org/", "--scope", "compute.read")  # again: updates the row
+    row.refresh_from_db()
+    assert Issuer.objects.count() == 1
+    assert (row.required_scopes, row.auto_provision, row.client_id) == (["compute.read"], True, "")
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["http://iam.example.org/", "http://10.0.0.1/", "ftp://iam.example.org/", "iam.example.org", "https://"],
+)
+def test_add_refuses_urls_that_are_not_https(url, loopback_allowed):
+    with pytest.raises(CommandError, match="https required"):
+        run("add", url)
+    assert not Issuer.objects.exists()
+
+
+def test_add_loopback_http_needs_the_setting(settings):
+    settings.TOKENAUTH = {**settings.TOKENAUTH, "ALLOW_LOOPBACK_HTTP_ISSUERS": False}
+    with pytest.raises(CommandError, match="https required"):
+        run("add", "http://127.0.0.1:9000")
+    settings.TOKENAUTH = {**settings.TOKENAUTH, "ALLOW_LOOPBACK_HTTP_ISSUERS": True}
+    assert run("add", "http://127.0.0.1:9000") == "added http://127.0.0.1:9000\n"
+    assert run("add", "http://[::1]:9000") == "added http://[::1]:9000\n"
+    assert run("add", "http://localhost:9000") == "added http://localhost:9000\n"
+
+
+def test_add_secret_env_needs_a_client_id():
+    with pytest.raises(CommandError, match="--client-id"):
+        run("add", "https://iam.example.org/", "--client-secret-env", "IAM_SECRET")
+
+
+def test_list():
+    assert run("list") == ""
+    run("add", "https://b.example.org/", "--audience", "https://api.example.org", "--scope", "s1")
+    run("add", "https://a.example.org/", "--no-provision")
+    run("disable", "https://a.example.org/")
+    assert run("list").splitlines() == [
+        "disabled https://a.example.org/  audiences=-  scopes=-  provision=False",
+        "enabled  https://b.example.org/  audiences=https://api.example.org  scopes=s1  provision=True",
+    ]
+
+
+def test_enable_and_disable_stop_and_restore_tokens(
+    client, idp, idp_issuer, django_capture_on_commit_callbacks
+):
+    token = idp.client_credentials_token()
+    assert hello(client, token) == 200
+    with django_capture_on_commit_callbacks(execute=True):
+        assert run("disable", idp.issuer) == f"disabled {idp.issuer}\n"
+    assert not Issuer.objects.get().enabled
+    assert hello(client, token) == 401
+    with django_capture_on_commit_callbacks(execute=True):
+        assert run("enable", idp.issuer) == f"enabled {idp.issuer}\n"
+    assert hello(client, token) == 200
+
+
+@pytest.mark.parametrize("action", ["enable", "disable", "refresh"])
+def test_unknown_issuer_is_a_command_error(action):
+    with pytest.raises(CommandError, match="No such"):
+        run(action, "https://nobody.example.org/")
+
+
+def test_refresh_prints_the_key_count(idp, idp_issuer):
+    before = idp.stats()
+    output = run("refresh", idp.issuer)
+    after = idp.stats()
+    assert after["discovery"] == before["discovery"] + 1  # discovery fetched again, not from cache
+    assert after["jwks"] == before["jwks"] + 1
+    keys = idp.jwks()["keys"]
+    assert output.startswith(f"{idp.issuer}: {len(keys)} keys (")
+    for key in keys:
+        assert key["kid"] in output
+
+
+def test_refresh_an_issuer_from_settings(idp_stats_reset, settings):
+    settings.TOKENAUTH = {
+        **settings.TOKENAUTH,
+        "ALLOW_LOOPBACK_HTTP_ISSUERS": True,
+        "ISSUERS": [{"issuer": idp_stats_reset.issuer}],
+    }
+    assert " keys (" in run("refresh", idp_stats_reset.issuer)
+
+
+def test_refresh_an_unreachable_issuer_is_a_command_error(loopback_allowed, free_port):
+    Issuer.objects.create(issuer=f"http://127.0.0.1:{free_port}")
+    with pytest.raises(CommandError, match="Could not fetch"):
+        run("refresh", f"http://127.0.0.1:{free_port}")
+
+
+def test_refresh_an_issuer_that_is_down_is_a_command_error(idp, idp_issuer):
+    idp.down()
+    with pytest.raises(CommandError, match="Could not fetch"):
+        run("refresh", idp.issuer)
+
+
+# -- system checks for TOKENAUTH["ISSUERS"] ----------------------------------------------------
+
+
+def issuer_check_ids(settings: Any, issuers: Any, loopback: bool = False) -> list[str]:
+    settings.TOKENAUTH = {**settings.TOKENAUTH, "ISSUERS": issuers, "ALLOW_LOOPBACK_HTTP_ISSUERS": loopback}
+    return sorted(message.id for message in check_issuers())
+
+
+def test_good_issuers_have_no_messages(settings):
+    good = [
+        {"issuer": "https://iam.example.org/", "required_scopes": ["storage.read:/"]},
+        {
+            "issuer": "https://login.example.org/realms/x",
+            "audiences": ["https://api.example.org"],
+            "accept_any_audience": True,
+            "algorithms": ["RS256", "ES256", "PS256", "EdDSA"],
+            "auto_provision": False,
+            "default_groups": ["external"],
+            "group_claims": ["wlcg.groups", "groups", "eduperson_entitlement"],
+            "username_claim": "email",
+            "enabled": False,
+        },
+    ]
+    assert issuer_check_ids(settings, good) == []
+    assert issuer_check_ids(settings, [{"issuer": "http://127.0.0.1:9000"}], loopback=True) == []
+    assert issuer_check_ids(settings, []) == []
+
+
+def test_run_checks_includes_the_issuer_checks(settings):
+    settings.TOKENAUTH = {**settings.TOKENAUTH, "ISSUERS": [{"issuer": "http://iam.example.org"}]}
+    assert "tokenauth.E008" in {m.id for m in run_checks(tags=["security"])}
+
+
+@pytest.mark.parametrize(
+    "issuers",
+    [
+        {"issuer": "https://iam.example.org/"},  # not a list
+        "https://iam.example.org/",
+        [{"audiences": ["x"]}],  # no issuer
+        [{"issuer": 42}],
+        ["https://iam.example.org/"],
+        [{"issuer": "https://iam.example.org/", "audience": ["x"]}],  # unknown option (typo)
+        [{"issuer": "https://iam.example.org/", "audiences": "https://api.example.org"}],  # a bare string
+        [{"issuer": "https://iam.example.org/", "required_scopes": None}],
+        [{"issuer": "https://iam.example.org/", "group_claims": [1]}],
+        [{"issuer": "https://iam.example.org/"}, {"issuer": "https://iam.example.org/"}],  # twice
+    ],
+)
+def test_e007_malformed_issuer_entries(settings, issuers):
+    assert issuer_check_ids(settings, issuers) == ["tokenauth.E007"]
+
+
+@pytest.mark.parametrize(
+    "url, loopback",
+    [
+        ("http://iam.example.org/", False),
+        ("http://iam.example.org/", True),
+        ("http://127.0.0.1:9000", False),
+        ("http://10.0.0.1/", True),
+        ("ftp://iam.example.org/", True),
+        ("iam.example.org", False),
+    ],
+)
+def test_e008_issuer_url_not_https(settings, url, loopback):
+    assert issuer_check_ids(settings, [{"issuer": url}], loopback=loopback) == ["tokenauth.E008"]
+
+
+@pytest.mark.parametrize(
+    "algorithms", [["HS256"], ["RS256", "HS512"], ["none"], [], "RS256", None, 5, [["RS256"]]]
+)
+def test_e009_only_asymmetric_algorithms(settings, algorithms):
+    entry = {"issuer": "https://iam.example.org/", "algorithms": algorithms}
+    assert issuer_check_ids(settings, [entry]) == ["tokenauth.E009"]

@@ -1,0 +1,743 @@
+"""External issuers end to end: allow-list, discovery, the JWKS cache and the checks on their tokens.
+
+Two kinds of real issuers on loopback serve the keys: the test OpenID provider (``idp``, Node.js
+oidc-provider; RS256 and, started a second time, ES256) and :class:`CraftedIssuer`, a small
+``http.server`` issuer for tokens no real provider would sign (odd headers, odd claims, odd answers).
+No test reaches beyond 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+import uuid
+from collections import Counter
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import jwt
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+from django.core.cache import cache
+from django.core.exceptions import ValidationError
+from jwt.algorithms import ECAlgorithm, OKPAlgorithm, RSAAlgorithm, get_default_algorithms
+from jwt.utils import base64url_encode
+
+from tests.conftest import service_required
+from tests.idp import DEFAULT_RESOURCE, TestIdP
+from tokenauth.authentication import verify_token
+from tokenauth.exceptions import InvalidToken
+from tokenauth.issuers import IssuerUnavailable, jwks_cache, validate_issuer_url
+from tokenauth.models import Issuer
+from tokenauth.tokens import verified_tokens
+
+AUDIENCE = DEFAULT_RESOURCE
+HELLO = "/api/hello/"
+
+
+# -- helpers -------------------------------------------------------------------------------------
+
+
+def allow(settings: Any, *entries: str | dict[str, Any], **extra: Any) -> None:
+    """Allow-list issuers (a URL, or a dict overriding the defaults); ``extra`` sets other TOKENAUTH keys."""
+    issuers = []
+    for entry in entries:
+        base = {"audiences": [AUDIENCE], "required_scopes": ["servicex"]}
+        issuers.append({**base, "issuer": entry} if isinstance(entry, str) else {**base, **entry})
+    settings.TOKENAUTH = {**settings.TOKENAUTH, **extra, "ISSUERS": issuers}
+
+
+def get(client: Any, token: str, path: str = HELLO) -> Any:
+    return client.get(path, HTTP_AUTHORIZATION=f"Bearer {token}")
+
+
+def assert_invalid(response: Any) -> None:
+    assert response.status_code == 401, response.content
+    assert 'error="invalid_token"' in response["WWW-Authenticate"]
+
+
+def compact(header: dict[str, Any], payload: Any, key: Any = None, alg: str | None = None) -> str:
+    """A JWS built by hand: any header, signed with ``key`` using PyJWT's ``alg`` (unsigned without)."""
+    signing_input = b".".join(base64url_encode(json.dumps(part).encode()) for part in (header, payload))
+    signature = (
+        b"" if key is None else get_default_algorithms()[alg or header["alg"]].sign(signing_input, key)
+    )
+    return (signing_input + b"." + base64url_encode(signature)).decode()
+
+
+def public_jwk(private_key: Any, kid: str, alg: str) -> dict[str, Any]:
+    algorithm = (
+        RSAAlgorithm if alg.startswith(("RS", "PS")) else OKPAlgorithm if alg == "EdDSA" else ECAlgorithm
+    )
+    return {**algorithm.to_jwk(private_key.public_key(), as_dict=True), "kid": kid, "alg": alg, "use": "sig"}
+
+
+KEYS: dict[str, Any] = {}
+
+
+def key(name: str) -> Any:
+    """Generated once per session: RSA keys are slow to make."""
+    if name not in KEYS:
+        if name.startswith("rsa"):
+            KEYS[name] = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        elif name.startswith("ed"):
+            KEYS[name] = ed25519.Ed25519PrivateKey.generate()
+        else:
+            KEYS[name] = ec.generate_private_key(ec.SECP384R1() if name.endswith("384") else ec.SECP256R1())
+    return KEYS[name]
+
+
+class CraftedIssuer:
+    """A real issuer on loopback serving discovery and a JWKS of keys we hold; counts requests per path.
+
+    Misbehaviour on demand: ``status`` (answer every request with it), ``jwks_body`` (raw bytes),
+    ``redirect`` (302 to that URL), ``discovery_issuer`` (another ``issuer`` in discovery),
+    ``cache_control`` (header on the JWKS), ``jwks_uri`` (another one in discovery).
+    """
+
+    def __init__(self, keys: dict[str, tuple[Any, str]] | None = None) -> None:
+        self.keys = (
+            keys if keys is not None else {"rsa-1": (key("rsa-a"), "RS256"), "ec-1": (key("ec-a"), "ES256")}
+        )
+        self.counts: Counter[str] = Counter()
+        self.status: int | None = None
+        self.jwks_body: bytes | None = None
+        self.redirect: str | None = None
+        self.discovery_issuer: str | None = None
+        self.cache_control: str | None = None
+        self.jwks_uri: str | None = None
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self.server.daemon_threads = True
+        self.issuer = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+    def jwks(self) -> dict[str, Any]:
+        return {"keys": [public_jwk(k, kid, alg) for kid, (k, alg) in self.keys.items()]}
+
+    def _handler(self) -> type[BaseHTTPRequestHandler]:
+        issuer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args: Any) -> None:
+                pass
+
+            def do_GET(self) -> None:
+                issuer.counts[self.path] += 1
+                headers = {"Content-Type": "application/json"}
+                if issuer.status is not None:
+                    status, body = issuer.status, b"{}"
+                elif issuer.redirect is not None:
+                    status, body, headers = 302, b"", {"Location": issuer.redirect}
+                elif self.path == "/.well-known/openid-configuration":
+                    document = {
+                        "issuer": issuer.discovery_issuer or issuer.issuer,
+                        "jwks_uri": issuer.jwks_uri or f"{issuer.issuer}/jwks",
+                    }
+                    status, body = 200, json.dumps(document).encode()
+                elif self.path == "/jwks":
+                    status, body = 200, issuer.jwks_body or json.dumps(issuer.jwks()).encode()
+                    if issuer.cache_control:
+                        headers["Cache-Control"] = issuer.cache_control
+                else:
+                    status, body = 404, b"{}"
+                self.send_response(status)
+                for name, value in {**headers, "Content-Length": str(len(body))}.items():
+                    self.send_header(name, value)
+                self.end_headers()
+                self.wfile.write(body)
+
+        return Handler
+
+    def claims(self, **overrides: Any) -> dict[str, Any]:
+        now = int(time.time())
+        base = {
+            "iss": self.issuer,
+            "sub": "svc-1",
+            "aud": AUDIENCE,
+            "scope": "servicex",
+            "iat": now,
+            "exp": now + 300,
+            "jti": uuid.uuid4().hex,
+        }
+        return {k: v for k, v in {**base, **overrides}.items() if v is not None}
+
+    def token(self, kid: str = "rsa-1", header: dict[str, Any] | None = None, **claims: Any) -> str:
+        """Signed with our key ``kid`` (its alg), ``header`` merged into the JOSE header."""
+        private_key, alg = self.keys[kid]
+        return compact(
+            {"alg": alg, "typ": "at+jwt", "kid": kid, **(header or {})}, self.claims(**claims), private_key
+        )
+
+
+@pytest.fixture
+def crafted() -> Iterator[CraftedIssuer]:
+    issuer = CraftedIssuer()
+    yield issuer
+    issuer.stop()
+
+
+@pytest.fixture
+def attacker() -> Iterator[CraftedIssuer]:
+    """Never allow-listed: it must never be asked for anything."""
+    issuer = CraftedIssuer({"rsa-1": (key("rsa-evil"), "RS256")})
+    yield issuer
+    assert issuer.counts.total() == 0
+    issuer.stop()
+
+
+@pytest.fixture(scope="module")
+def es_idp() -> Iterator[TestIdP]:
+    """A second real provider whose access tokens are ES256."""
+    provider = TestIdP()
+    service_required(
+        "the test OpenID provider (Node.js, tests/idp)",
+        lambda: provider.start(env={"IDP_ACCESS_TOKEN_ALG": "ES256"}),
+    )
+    yield provider
+    provider.stop()
+
+
+@pytest.fixture
+def own_idp() -> Iterator[TestIdP]:
+    """A private provider for tests that rotate keys."""
+    provider = TestIdP()
+    service_required("the test OpenID provider (Node.js, tests/idp)", provider.start)
+    yield provider
+    provider.stop()
+
+
+def cold() -> None:
+    """Forget every copy of every JWKS, as a fresh deployment would."""
+    cache.clear()
+    jwks_cache.reset()
+    verified_tokens.clear()
+
+
+# -- the real provider ---------------------------------------------------------------------------
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("alg", ["RS256", "ES256"])
+def test_tokens_of_the_real_provider_are_accepted(client, settings, request, alg):
+    provider = request.getfixturevalue("idp" if alg == "RS256" else "es_idp")
+    allow(settings, provider.issuer)
+    provider.reset_stats()
+    token = provider.client_credentials_token()
+    assert jwt.get_unverified_header(token)["alg"] == alg
+
+    assert get(client, token).json() == {"hello": "test-client"}
+    whoami = get(client, provider.user_token("alice"), "/auth/whoami/")
+    assert whoami.status_code == 200 and "alice" in json.dumps(whoami.json())
+    stats = provider.stats()
+    assert (stats["discovery"], stats["jwks"]) == (1, 1)
+
+
+@pytest.mark.django_db
+def test_warm_request_makes_no_query_and_no_fetch(
+    client, settings, idp_stats_reset, django_assert_num_queries
+):
+    idp = idp_stats_reset
+    allow(settings, idp.issuer)
+    token, other = idp.client_credentials_token(), idp.client_credentials_token()
+    assert get(client, token).status_code == 200
+    assert get(client, other).status_code == 200
+    with django_assert_num_queries(0):
+        assert get(client, token).json() == {"hello": "test-client"}  # memoised
+        assert get(client, other).json() == {"hello": "test-client"}
+    with django_assert_num_queries(0):
+        verified_tokens.clear()  # signature checked again, with the cached keys
+        assert get(client, idp.client_credentials_token()).status_code == 200
+    assert (idp.stats()["discovery"], idp.stats()["jwks"]) == (1, 1)  # no fetch after the first
+
+
+@pytest.mark.django_db
+def test_disabling_the_issuer_in_settings_rejects_its_tokens_at_once(client, settings, idp):
+    allow(settings, idp.issuer)
+    token = idp.client_credentials_token()
+    assert get(client, token).status_code == 200
+    allow(settings, {"issuer": idp.issuer, "enabled": False})
+    assert_invalid(get(client, token))
+    allow(settings)
+    assert_invalid(get(client, token))
+
+
+@pytest.mark.django_db
+def test_disabling_an_issuer_row_rejects_a_memoised_token(client, idp, django_capture_on_commit_callbacks):
+    with django_capture_on_commit_callbacks(execute=True):
+        row = Issuer.objects.create(issuer=idp.issuer, audiences=[AUDIENCE], required_scopes=["servicex"])
+    token = idp.client_credentials_token()
+    assert get(client, token).json() == {"hello": "test-client"}
+    assert verified_tokens.get(token) is not None
+
+    with django_capture_on_commit_callbacks(execute=True):
+        row.enabled = False
+        row.save()
+    assert verified_tokens.get(token) is not None  # the memo is still there, the issuer is not
+    assert_invalid(get(client, token))
+
+
+@pytest.mark.django_db
+def test_unknown_issuer_is_refused_without_network(client, settings, idp_stats_reset, es_idp, attacker):
+    idp = idp_stats_reset
+    allow(settings, es_idp.issuer)
+    es_idp.reset_stats()
+    token = idp.client_credentials_token()
+    response = get(client, token)
+    assert_invalid(response)
+    assert "issuer is not accepted" in response["WWW-Authenticate"]
+    # Near misses of an allowed issuer are other issuers.
+    for iss in (es_idp.issuer + "/", es_idp.issuer.upper(), es_idp.issuer.replace("127.0.0.1", "localhost")):
+        assert_invalid(
+            get(client, compact({"alg": "RS256", "kid": "x"}, {"iss": iss, "sub": "a"}, key("rsa-a")))
+        )
+    assert_invalid(get(client, attacker.token()))
+    assert idp.stats()["discovery"] == idp.stats()["jwks"] == 0
+    assert es_idp.stats()["total"] == 0
+
+
+@pytest.mark.django_db
+def test_audience_scope_and_issuer_mismatches(client, settings, idp, es_idp):
+    token = idp.client_credentials_token(scope="servicex reports:read")
+
+    allow(settings, {"issuer": idp.issuer, "audiences": ["https://other.example.test"]})
+    assert_invalid(get(client, token))
+    allow(settings, idp.issuer)
+    assert_invalid(get(client, idp.client_credentials_token(resource="https://other.example.test")))
+
+    for required in (["ServiceX"], ["service"], ["servicex", "reports:write"]):
+        allow(settings, {"issuer": idp.issuer, "required_scopes": required})
+        response = get(client, token)
+        assert response.status_code == 403, required
+        assert 'error="insufficient_scope"' in response["WWW-Authenticate"]
+    allow(settings, {"issuer": idp.issuer, "required_scopes": ["reports:read", "servicex"]})
+    assert get(client, token).status_code == 200
+
+    allow(settings, es_idp.issuer)  # a token from the other provider, which is not allowed now
+    assert_invalid(get(client, token))
+
+
+@pytest.mark.django_db
+def test_an_id_token_is_not_an_access_token(client, settings, idp):
+    allow(settings, {"issuer": idp.issuer, "required_scopes": []})
+    body = idp.user_token_response("alice")
+    assert get(client, body["access_token"]).status_code == 200
+    assert_invalid(get(client, body["id_token"]))  # aud is the client, not this service
+
+
+# -- keys: rotation, outages, floods -------------------------------------------------------------
+
+
+@pytest.mark.django_db
+def test_rotation_new_kid_is_picked_up_and_removed_key_stops(client, settings, own_idp):
+    allow(settings, own_idp.issuer, JWKS_CACHE_MIN=0, JWKS_CACHE_MAX=1, JWKS_REFETCH_COOLDOWN=0.3)
+    first = own_idp.client_credentials_token()
+    old_unseen = own_idp.client_credentials_token()
+    assert get(client, first).status_code == 200
+
+    own_idp.rotate()
+    time.sleep(0.4)  # past the cool-down: the new kid may trigger a refetch
+    own_idp.reset_stats()
+    rotated = own_idp.client_credentials_token()
+    assert jwt.get_unverified_header(rotated)["kid"] != jwt.get_unverified_header(first)["kid"]
+    assert get(client, rotated).status_code == 200
+    assert own_idp.stats()["jwks"] == 1
+
+    own_idp.rotate(drop_old=True)
+    assert get(client, old_unseen).status_code == 200  # the cached JWKS still has the old key
+    time.sleep(1.1)  # JWKS_CACHE_MAX
+    response = get(client, old_unseen)
+    assert_invalid(response)
+    assert "does not publish" in response["WWW-Authenticate"]
+    assert get(client, own_idp.client_credentials_token()).status_code == 200
+
+
+@pytest.mark.django_db
+def test_cache_control_is_honoured_within_bounds(client, settings, crafted):
+    allow(settings, crafted.issuer, JWKS_CACHE_MIN=20, JWKS_CACHE_MAX=100)
+    for cache_control, lifetime in [
+        ("public, max-age=50", 50),
+        ("max-age=5", 20),
+        ("max-age=100000", 100),
+        (None, 100),
+        ("no-store", 20),
+        ("no-cache, max-age=60", 20),
+    ]:
+        cold()
+        crafted.cache_control = cache_control
+        assert get(client, crafted.token()).status_code == 200
+        keyset = jwks_cache._sets[crafted.issuer]
+        assert keyset.fresh_until - keyset.fetched_at == lifetime, cache_control
+
+
+@pytest.mark.django_db
+def test_issuer_down_cached_keys_serve_and_cold_cache_is_503(client, settings, idp_stats_reset):
+    idp = idp_stats_reset
+    allow(settings, idp.issuer, JWKS_CACHE_MIN=0, JWKS_CACHE_MAX=0.2, JWKS_MAX_STALENESS=2)
+    assert get(client, idp.client_credentials_token()).status_code == 200
+    idp.down()
+    time.sleep(0.3)  # the keys are stale now
+    for _ in range(3):
+        assert get(client, idp.client_credentials_token()).status_code == 200
+    assert idp.stats()["jwks"] == 2  # one attempt while down, then the cool-down holds
+
+    jwks_cache.reset()  # a new process: the shared cache still has the last good keys
+    assert get(client, idp.client_credentials_token()).status_code == 200
+
+    cold()
+    idp.reset_stats()
+    for _ in range(3):
+        response = get(client, idp.client_credentials_token())
+        assert response.status_code == 503, response.content
+    assert idp.stats()["discovery"] == 1  # a failed fetch is not repeated on every request
+
+    idp.up()
+    cold()
+    assert get(client, idp.client_credentials_token()).status_code == 200
+    idp.down()
+    time.sleep(2.1)  # past JWKS_MAX_STALENESS
+    assert get(client, idp.client_credentials_token()).status_code == 503
+
+
+def random_kid_token(iss: str) -> str:
+    """Claims an allowed issuer with a kid it never published (signed by a key of ours)."""
+    now = int(time.time())
+    payload = {"iss": iss, "sub": "x", "aud": AUDIENCE, "iat": now, "exp": now + 60}
+    return compact({"alg": "RS256", "typ": "at+jwt", "kid": uuid.uuid4().hex}, payload, key("rsa-evil"))
+
+
+@pytest.mark.django_db
+def test_a_flood_of_random_kids_costs_one_fetch_per_cooldown(client, settings, idp_stats_reset):
+    idp = idp_stats_reset
+    allow(settings, idp.issuer, JWKS_REFETCH_COOLDOWN=0.5)
+    for _ in range(30):
+        assert_invalid(get(client, random_kid_token(idp.issuer)))
+    assert (idp.stats()["discovery"], idp.stats()["jwks"]) == (1, 1)
+    time.sleep(0.6)
+    for _ in range(30):
+        assert_invalid(get(client, random_kid_token(idp.issuer)))
+    assert idp.stats()["jwks"] == 2
+    assert get(client, idp.client_credentials_token()).status_code == 200
+
+
+def run_threads(count: int, target: Any) -> list[Any]:
+    barrier = threading.Barrier(count)
+    results: list[Any] = [None] * count
+
+    def run(i: int) -> None:
+        barrier.wait()
+        try:
+            results[i] = target()
+        except Exception as exc:  # collected and asserted on by the caller
+            results[i] = exc
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    return results
+
+
+@pytest.mark.django_db
+def test_random_kids_from_many_threads_share_one_fetch(settings, idp_stats_reset):
+    idp = idp_stats_reset
+    allow(settings, idp.issuer, JWKS_REFETCH_COOLDOWN=0.5)
+    idp.delay(300)  # every thread arrives while the one fetch is under way
+    results = run_threads(16, lambda: verify_token(random_kid_token(idp.issuer)))
+    assert all(isinstance(r, InvalidToken) for r in results), results
+    assert (idp.stats()["discovery"], idp.stats()["jwks"]) == (1, 1)
+
+    time.sleep(0.6)
+    results = run_threads(16, lambda: verify_token(random_kid_token(idp.issuer)))
+    assert all(isinstance(r, InvalidToken) for r in results), results
+    assert idp.stats()["jwks"] == 2
+
+    token = idp.client_credentials_token()
+    verified_tokens.clear()
+    assert all(r["sub"] == "test-client" for r in run_threads(8, lambda: verify_token(token)))
+    assert idp.stats()["jwks"] == 2
+
+
+@pytest.mark.django_db
+def test_cold_threads_with_the_issuer_down_wait_for_one_fetch(settings, idp_stats_reset):
+    idp = idp_stats_reset
+    allow(settings, idp.issuer)
+    idp.down()
+    idp.delay(300)
+    token = idp.client_credentials_token()
+    started = time.monotonic()
+    results = run_threads(8, lambda: verify_token(token))
+    assert all(isinstance(r, IssuerUnavailable) for r in results), results
+    assert idp.stats()["discovery"] == 1
+    assert time.monotonic() - started < 2
+
+
+# -- kids that collide between issuers -----------------------------------------------------------
+
+
+@pytest.mark.django_db
+def test_kids_are_looked_up_within_the_tokens_issuer_only(client, settings, idp):
+    """Two issuers publish the same kid for different keys: each token verifies with its own only."""
+    first = CraftedIssuer({"shared": (key("rsa-a"), "RS256")})
+    second = CraftedIssuer({"shared": (key("rsa-b"), "RS256")})
+    real_kid = jwt.get_unverified_header(idp.client_credentials_token())["kid"]
+    twin = CraftedIssuer({real_kid: (key("rsa-c"), "RS256")})  # the real provider's kid, another key
+    try:
+        allow(settings, first.issuer, second.issuer, idp.issuer, twin.issuer)
+        assert get(client, first.token("shared")).status_code == 200
+        assert get(client, second.token("shared")).status_code == 200
+        # first's key, claiming second: verified with second's "shared" key, so refused.
+        assert_invalid(get(client, first.token("shared", iss=second.issuer)))
+        assert_invalid(get(client, second.token("shared", iss=first.issuer)))
+
+        assert get(client, idp.client_credentials_token()).status_code == 200
+        assert get(client, twin.token(real_kid)).status_code == 200
+        assert_invalid(get(client, twin.token(real_kid, iss=idp.issuer)))
+    finally:
+        for server in (first, second, twin):
+            server.stop()
+
+
+# -- crafted tokens ------------------------------------------------------------------------------
+
+
+@pytest.mark.django_db
+def test_a_well_formed_crafted_token_is_accepted(client, settings, crafted):
+    allow(settings, crafted.issuer)
+    assert get(client, crafted.token()).json() == {"hello": "svc-1"}
+    assert get(client, crafted.token("ec-1", sub="svc-2")).json() == {"hello": "svc-2"}
+    keycloak_style = crafted.token(header={"typ": "JWT"}, sub="svc-3", typ="Bearer")
+    assert get(client, keycloak_style).status_code == 200
+    no_typ = compact({"alg": "RS256", "kid": "rsa-1"}, crafted.claims(sub="svc-4"), key("rsa-a"))
+    assert get(client, no_typ).status_code == 200
+    scp = crafted.token(sub="svc-5", scope=None, scp=["reports:read", "servicex"])
+    assert get(client, scp).status_code == 200
+    assert crafted.counts["/jwks"] == 1
+
+
+def crafted_cases(crafted: CraftedIssuer) -> dict[str, str]:
+    rsa_public_pem = (
+        key("rsa-a")
+        .public_key()
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    )
+    claims = crafted.claims()
+    now = int(time.time())
+    return {
+        "string exp": crafted.token(exp=str(now + 300)),
+        "string iat": crafted.token(iat=str(now)),
+        "bool exp": crafted.token(exp=True),
+        "expired": crafted.token(exp=now - 120, iat=now - 400),
+        "not yet valid": crafted.token(nbf=now + 120),
+        "issued in the future": crafted.token(iat=now + 120),
+        "no exp": crafted.token(exp=None),
+        "no sub": crafted.token(sub=None),
+        "sub not a string": crafted.token(sub=42),
+        "wrong aud": crafted.token(aud="https://other.example.test"),
+        "no aud": crafted.token(aud=None),
+        "RS256 naming an EC key": compact({"alg": "RS256", "kid": "ec-1"}, claims, key("rsa-a")),
+        "ES256 naming an RSA key": compact({"alg": "ES256", "kid": "rsa-1"}, claims, key("ec-a")),
+        "PS256 not allowed": compact({"alg": "PS256", "kid": "rsa-1"}, claims, key("rsa-a")),
+        "ES384 on a P-256 key": compact({"alg": "ES384", "kid": "ec-1"}, claims, key("ec-384")),
+        "HS256 with the public key as secret": compact(
+            {"alg": "HS256", "kid": "rsa-1"}, claims, rsa_public_pem
+        ),
+        "alg none": compact({"alg": "none", "kid": "rsa-1"}, claims),
+        "alg None": compact({"alg": "None", "kid": "rsa-1"}, claims),
+        "alg a list": compact({"alg": ["RS256"], "kid": "rsa-1"}, claims, key("rsa-a"), "RS256"),
+        "kid a list": compact({"alg": "RS256", "kid": ["rsa-1"]}, claims, key("rsa-a")),
+        "no kid": compact({"alg": "RS256"}, claims, key("rsa-a")),
+        "crit": crafted.token(header={"crit": ["exp"], "exp": 1}),
+        "crit unknown": crafted.token(header={"crit": ["urn:example:x"], "urn:example:x": True}),
+        "typ JWT with claim typ ID": crafted.token(header={"typ": "JWT"}, typ="ID"),
+        "typ id_token": crafted.token(header={"typ": "id_token+jwt"}),
+        "typ not a string": crafted.token(header={"typ": ["at+jwt"]}),
+        "bad signature": crafted.token().rsplit(".", 1)[0]
+        + "."
+        + crafted.token(sub="other").rsplit(".", 1)[1],
+        "wrong iss in payload only": crafted.token(iss=crafted.issuer + "/x"),
+    }
+
+
+@pytest.mark.django_db
+def test_crafted_tokens_are_refused(client, settings, crafted):
+    allow(settings, crafted.issuer, LEEWAY=30)
+    for name, token in crafted_cases(crafted).items():
+        response = get(client, token)
+        assert response.status_code == 401, (name, response.status_code, response.content)
+    assert crafted.counts["/jwks"] == 1
+
+
+@pytest.mark.django_db
+def test_leeway_applies_to_exp_and_nbf(client, settings, crafted):
+    now = int(time.time())
+    allow(settings, crafted.issuer, LEEWAY=60)
+    assert get(client, crafted.token(exp=now - 30, iat=now - 300)).status_code == 200
+    assert get(client, crafted.token(nbf=now + 30, sub="b")).status_code == 200
+    assert_invalid(get(client, crafted.token(exp=now - 90, iat=now - 300, sub="c")))
+
+
+@pytest.mark.django_db
+def test_keys_are_never_taken_from_token_headers(client, settings, crafted, attacker):
+    allow(settings, crafted.issuer)
+    evil = key("rsa-evil")
+    evil_jwk = public_jwk(evil, "rsa-1", "RS256")
+    pem = evil.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    for header in (
+        {"jku": f"{attacker.issuer}/jwks"},
+        {"x5u": f"{attacker.issuer}/cert.pem"},
+        {"jwk": evil_jwk},
+        {"x5c": [base64url_encode(pem).decode()]},
+    ):
+        for kid in ("rsa-1", "evil-kid", None):
+            fields = {"alg": "RS256", "typ": "at+jwt", **header, **({"kid": kid} if kid else {})}
+            assert_invalid(get(client, compact(fields, crafted.claims(), evil)))
+    assert crafted.counts["/jwks"] == 1  # the unknown kids fell in the cool-down
+    # (the ``attacker`` fixture asserts it was never asked for anything)
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    "misbehaviour",
+    [
+        "status 503",
+        "status 404",
+        "huge jwks",
+        "not json",
+        "jwks a list",
+        "discovery names another issuer",
+        "redirect",
+    ],
+)
+def test_bad_issuer_answers_are_503_and_nothing_is_followed(
+    client, settings, crafted, attacker, misbehaviour
+):
+    allow(settings, crafted.issuer, HTTP_MAX_BYTES=4096)
+    if misbehaviour.startswith("status"):
+        crafted.status = int(misbehaviour.split()[1])
+    elif misbehaviour == "huge jwks":
+        crafted.jwks_body = json.dumps({"keys": crafted.jwks()["keys"] * 10, "pad": "x" * 5000}).encode()
+    elif misbehaviour == "not json":
+        crafted.jwks_body = b"<html>"
+    elif misbehaviour == "jwks a list":
+        crafted.jwks_body = b"[]"
+    elif misbehaviour == "discovery names another issuer":
+        crafted.discovery_issuer = attacker.issuer
+    else:
+        crafted.redirect = f"{attacker.issuer}/jwks"
+    response = get(client, crafted.token())
+    assert response.status_code == 503, response.content
+    assert get(client, crafted.token()).status_code == 503
+    assert crafted.counts.total() <= 2  # one try (discovery + jwks), then the cool-down
+
+
+@pytest.mark.django_db
+def test_a_jwks_within_the_size_cap_is_fine(client, settings, crafted):
+    body = json.dumps(crafted.jwks()).encode()
+    allow(settings, crafted.issuer, HTTP_MAX_BYTES=len(body))
+    crafted.jwks_body = body
+    assert get(client, crafted.token()).status_code == 200
+
+
+@pytest.mark.django_db
+def test_unusable_keys_in_a_jwks_are_ignored(client, settings, crafted):
+    good = crafted.jwks()["keys"]
+    crafted.jwks_body = json.dumps(
+        {
+            "keys": [
+                {"kty": "oct", "kid": "hmac", "k": "c2VjcmV0"},
+                {**good[0], "kid": "enc", "use": "enc"},
+                {"kty": "RSA", "kid": "broken", "n": "!!", "e": "AQAB"},
+                "not a key",
+                {**good[0], "kid": 7},
+                *good,
+            ]
+        }
+    ).encode()
+    allow(settings, crafted.issuer)
+    assert get(client, crafted.token()).status_code == 200
+    assert set(jwks_cache._sets[crafted.issuer].keys) == {"rsa-1", "ec-1"}
+    hmac = compact({"alg": "HS256", "kid": "hmac"}, crafted.claims(), b"secret")
+    assert_invalid(get(client, hmac))
+
+
+# -- plain http ----------------------------------------------------------------------------------
+
+
+def test_validate_issuer_url(settings):
+    settings.TOKENAUTH = {**settings.TOKENAUTH, "ALLOW_LOOPBACK_HTTP_ISSUERS": True}
+    for ok in (
+        "https://iam.example.org/",
+        "http://127.0.0.1:8080",
+        "http://127.0.0.5/x",
+        "http://[::1]:9/",
+        "http://localhost",
+    ):
+        validate_issuer_url(ok)
+    for bad in (
+        "http://iam.example.org",
+        "http://10.0.0.1",
+        "ftp://127.0.0.1",
+        "https://",
+        "127.0.0.1",
+        "http://127.0.0.1.nip.io",
+    ):
+        with pytest.raises(ValidationError):
+            validate_issuer_url(bad)
+    settings.TOKENAUTH = {**settings.TOKENAUTH, "ALLOW_LOOPBACK_HTTP_ISSUERS": False}
+    with pytest.raises(ValidationError):
+        validate_issuer_url("http://127.0.0.1:8080")
+
+
+@pytest.mark.django_db
+def test_plain_http_issuers_are_refused_without_network(client, settings, crafted):
+    allow(settings, crafted.issuer, ALLOW_LOOPBACK_HTTP_ISSUERS=False)
+    response = get(client, crafted.token())
+    assert_invalid(response)
+    assert "issuer is not accepted" in response["WWW-Authenticate"]
+    assert crafted.counts.total() == 0
+
+    # Nor may a discovery document send us to a plain-http host elsewhere.
+    allow(settings, crafted.issuer, ALLOW_LOOPBACK_HTTP_ISSUERS=True)
+    crafted.jwks_uri = "http://0.0.0.0:1/jwks"  # not loopback by name, and it never leaves this host
+    assert get(client, crafted.token()).status_code == 503
+    assert crafted.counts == {"/.well-known/openid-configuration": 1}
+
+
+@pytest.mark.django_db
+def test_configured_algorithms_es384_and_eddsa(client, settings):
+    issuer = CraftedIssuer({"p384": (key("ec-384"), "ES384"), "ed": (key("ed-a"), "EdDSA")})
+    try:
+        allow(settings, {"issuer": issuer.issuer, "algorithms": ["ES384", "EdDSA"]})
+        assert get(client, issuer.token("p384")).status_code == 200
+        assert get(client, issuer.token("ed", sub="svc-ed")).status_code == 200
+        assert_invalid(get(client, compact({"alg": "ES256", "kid": "p384"}, issuer.claims(), key("ec-a"))))
+        allow(settings, issuer.issuer)  # default algorithms: RS256 and ES256 only
+        assert_invalid(get(client, issuer.token("p384", sub="svc-x")))
+    finally:
+        issuer.stop()
+
+
+@pytest.mark.django_db
+def test_external_issuers_switched_off(client, settings, crafted):
+    allow(settings, crafted.issuer, EXTERNAL_ISSUERS=False)
+    assert_invalid(get(client, crafted.token()))
+    assert crafted.counts.total() == 0
+
+
+@pytest.mark.django_db
+def test_an_unreachable_issuer_is_503_never_500(client, settings, crafted):
+    allow(settings, crafted.issuer)
+    token = crafted.token()
+    crafted.stop()  # connection refused
+    assert get(client, token).status_code == 503

@@ -1,0 +1,440 @@
+"""The authorization server (tokenauth.oauth on django-oauth-toolkit), driven over real HTTP by
+authlib's OAuth2 client against ``live_server``; the "browser" steps use Django's test client."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from io import StringIO
+from urllib.parse import parse_qs, urlsplit
+
+import jwt
+import pytest
+import requests
+from authlib.common.security import generate_token
+from authlib.integrations.requests_client import OAuth2Session
+from django.contrib.auth.models import Group
+from django.core.management import call_command
+from django.test import Client
+from django.utils import timezone
+from oauth2_provider.models import (
+    get_access_token_model,
+    get_application_model,
+    get_device_grant_model,
+    get_refresh_token_model,
+)
+
+from tests.helpers import make_user
+from tokenauth.models import Epoch
+from tokenauth.oauth.exchange import ACCESS_TOKEN_TYPE
+from tokenauth.oauth.exchange import GRANT_TYPE as TOKEN_EXCHANGE
+from tokenauth.oauth.models import AllowedScopes, ensure_cli_application
+from tokenauth.revocation import bump_epoch
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+DEVICE_GRANT = "urn:ietf:params:oauth:grant-type:device_code"
+SECRET = "s3cret-" * 6
+REDIRECT = "http://127.0.0.1:9/callback"
+Application = get_application_model()
+
+
+@pytest.fixture(autouse=True)
+def cli_application():
+    """The data migration's client; transactional tests flush every table, so create it again."""
+    ensure_cli_application(Application)
+
+
+@pytest.fixture
+def alice():
+    return make_user("alice", groups=["physics", "operators"])
+
+
+@pytest.fixture
+def service(alice):
+    """A confidential client-credentials application owned by alice."""
+    return Application.objects.create(
+        name="svc",
+        client_id="svc",
+        client_secret=SECRET,
+        client_type=Application.CLIENT_CONFIDENTIAL,
+        authorization_grant_type=Application.GRANT_CLIENT_CREDENTIALS,
+        user=alice,
+    )
+
+
+@pytest.fixture
+def webapp():
+    return Application.objects.create(
+        name="portal",
+        client_id="portal",
+        client_secret=SECRET,
+        client_type=Application.CLIENT_CONFIDENTIAL,
+        authorization_grant_type=Application.GRANT_AUTHORIZATION_CODE,
+        redirect_uris=REDIRECT,
+        skip_authorization=True,
+    )
+
+
+def bearer(client: Client, path: str, token: str):
+    return client.get(path, HTTP_AUTHORIZATION=f"Bearer {token}")
+
+
+def claims_of(token: str) -> dict:
+    return jwt.decode(token, options={"verify_signature": False})
+
+
+def device_authorize(live_server, scope: str) -> tuple[OAuth2Session, dict]:
+    session = OAuth2Session("tokenauth-cli", scope=scope)
+    response = session.post(
+        f"{live_server.url}/o/device-authorization/",
+        withhold_token=True,
+        data={"client_id": "tokenauth-cli", "scope": scope},
+    )
+    assert response.status_code == 200, response.text
+    return session, response.json()
+
+
+def poll(session: OAuth2Session, live_server, device_code: str) -> dict:
+    """One poll as a well-behaved device would make it: after waiting the interval."""
+    get_device_grant_model().objects.filter(device_code=device_code).update(
+        last_checked=timezone.now() - timedelta(seconds=60)
+    )
+    return session.fetch_token(
+        f"{live_server.url}/o/token/",
+        grant_type=DEVICE_GRANT,
+        device_code=device_code,
+        client_id="tokenauth-cli",
+    )
+
+
+def approve(user, user_code: str) -> None:
+    browser = Client()
+    browser.force_login(user)
+    response = browser.post("/o/device/", {"user_code": user_code})
+    assert response.status_code == 302, response.content
+    response = browser.post(response["Location"], {"action": "accept"})
+    assert response.status_code == 302, response.content
+
+
+def device_login(live_server, user, scope: str = "reports:read") -> tuple[OAuth2Session, dict]:
+    session, device = device_authorize(live_server, scope)
+    approve(user, device["user_code"])
+    return session, poll(session, live_server, device["device_code"])
+
+
+def test_metadata_describes_every_endpoint_and_grant(client):
+    for path in ("/.well-known/oauth-authorization-server", "/.well-known/openid-configuration"):
+        document = client.get(path).json()
+        for key in (
+            "authorization_endpoint",
+            "token_endpoint",
+            "device_authorization_endpoint",
+            "revocation_endpoint",
+            "introspection_endpoint",
+            "jwks_uri",
+        ):
+            assert document[key].startswith("http"), (path, key)
+        assert TOKEN_EXCHANGE in document["grant_types_supported"]
+        assert DEVICE_GRANT in document["grant_types_supported"]
+        assert document["code_challenge_methods_supported"] == ["S256"]
+
+
+def test_device_flow(live_server, alice, django_assert_num_queries):
+    session, device = device_authorize(live_server, "reports:read g:physics")
+    url = f"{live_server.url}/o/token/"
+    early = session.post(
+        url,
+        withhold_token=True,
+        data={"grant_type": DEVICE_GRANT, "device_code": device["device_code"], "client_id": "tokenauth-cli"},
+    )
+    assert early.status_code == 400 and early.json()["error"] == "slow_down"
+    get_device_grant_model().objects.update(last_checked=timezone.now() - timedelta(seconds=60))
+    pending = session.post(
+        url,
+        withhold_token=True,
+        data={"grant_type": DEVICE_GRANT, "device_code": device["device_code"], "client_id": "tokenauth-cli"},
+    )
+    assert pending.json()["error"] == "authorization_pending"
+
+    approve(alice, device["user_code"])
+    token = poll(session, live_server, device["device_code"])
+
+    access = token["access_token"]
+    header = jwt.get_unverified_header(access)
+    claims = claims_of(access)
+    assert header["typ"] == "at+jwt" and header["kid"]
+    assert claims["sub"] == str(alice.pk) and claims["client_id"] == "tokenauth-cli"
+    assert claims["group"] == "physics" and "group_epoch" in claims and "epoch" in claims
+    assert {"iss", "aud", "exp", "iat", "jti", "scope"} <= claims.keys()
+    assert token["refresh_token"]
+
+    client = Client()
+    assert bearer(client, "/api/reports/", access).status_code == 200
+    with django_assert_num_queries(0):
+        assert bearer(client, "/api/reports/", access).status_code == 200
+
+    again = session.post(
+        url,
+        withhold_token=True,
+        data={"grant_type": DEVICE_GRANT, "device_code": device["device_code"], "client_id": "tokenauth-cli"},
+    )
+    assert again.status_code == 400 and again.json()["error"] in ("expired_token", "invalid_grant")
+
+
+def test_device_flow_group_scope_needs_membership(live_server, alice):
+    Group.objects.create(name="chemistry")
+    session, device = device_authorize(live_server, "g:chemistry")
+    approve(alice, device["user_code"])
+    get_device_grant_model().objects.update(last_checked=timezone.now() - timedelta(seconds=60))
+    response = session.post(
+        f"{live_server.url}/o/token/",
+        withhold_token=True,
+        data={"grant_type": DEVICE_GRANT, "device_code": device["device_code"], "client_id": "tokenauth-cli"},
+    )
+    assert response.status_code == 400 and response.json()["error"] == "invalid_scope"
+
+
+def test_expired_device_code(live_server):
+    session, device = device_authorize(live_server, "reports:read")
+    get_device_grant_model().objects.update(expires=timezone.now() - timedelta(seconds=1))
+    response = session.post(
+        f"{live_server.url}/o/token/",
+        withhold_token=True,
+        data={"grant_type": DEVICE_GRANT, "device_code": device["device_code"], "client_id": "tokenauth-cli"},
+    )
+    assert response.status_code == 400 and response.json()["error"] == "expired_token"
+
+
+def test_authorization_code_with_pkce(live_server, alice, webapp):
+    session = OAuth2Session(
+        "portal", SECRET, scope="reports:read", redirect_uri=REDIRECT, code_challenge_method="S256"
+    )
+    verifier = generate_token(48)
+    url, state = session.create_authorization_url(f"{live_server.url}/o/authorize/", code_verifier=verifier)
+    browser = Client()
+    browser.force_login(alice)
+    response = browser.get(url.removeprefix(live_server.url))
+    assert response.status_code == 302, response.content
+    callback = response["Location"]
+    assert callback.startswith(REDIRECT) and "code" in parse_qs(urlsplit(callback).query)
+
+    token = session.fetch_token(
+        f"{live_server.url}/o/token/", authorization_response=callback, code_verifier=verifier
+    )
+    assert claims_of(token["access_token"])["client_id"] == "portal"
+    assert bearer(Client(), "/api/reports/", token["access_token"]).status_code == 200
+
+    reused = session.post(
+        f"{live_server.url}/o/token/",
+        withhold_token=True,
+        data={
+            "grant_type": "authorization_code",
+            "code": parse_qs(urlsplit(callback).query)["code"][0],
+            "redirect_uri": REDIRECT,
+            "code_verifier": verifier,
+        },
+        auth=("portal", SECRET),
+    )
+    assert reused.status_code == 400 and reused.json()["error"] == "invalid_grant"
+
+
+def test_client_credentials_act_as_the_owner(live_server, alice, service):
+    session = OAuth2Session("svc", SECRET, scope="reports:read g:operators")
+    token = session.fetch_token(f"{live_server.url}/o/token/", grant_type="client_credentials")
+    claims = claims_of(token["access_token"])
+    assert claims["sub"] == str(alice.pk) and claims["client_id"] == "svc" and claims["group"] == "operators"
+    client = Client()
+    assert bearer(client, "/api/staff-area/", token["access_token"]).status_code == 200
+
+    bump_epoch(Epoch.Kind.USER, str(alice.pk))
+    assert bearer(client, "/api/reports/", token["access_token"]).status_code == 401
+
+
+def test_allowed_scopes_limit_an_application(live_server, service):
+    AllowedScopes.objects.create(application=service, scopes="g:*")
+    session = OAuth2Session("svc", SECRET, scope="reports:read")
+    response = session.post(
+        f"{live_server.url}/o/token/",
+        withhold_token=True,
+        data={"grant_type": "client_credentials", "scope": "reports:read"},
+        auth=("svc", SECRET),
+    )
+    assert response.status_code == 400 and response.json()["error"] == "invalid_scope"
+
+
+def test_refresh_rotates_and_epoch_bump_ends_it(live_server, alice):
+    session, token = device_login(live_server, alice)
+    first_refresh = token["refresh_token"]
+    new = session.refresh_token(f"{live_server.url}/o/token/", refresh_token=first_refresh)
+    assert new["refresh_token"] != first_refresh
+    assert bearer(Client(), "/api/reports/", new["access_token"]).status_code == 200
+
+    bump_epoch(Epoch.Kind.USER, str(alice.pk))
+    assert bearer(Client(), "/api/reports/", new["access_token"]).status_code == 401
+    response = session.post(
+        f"{live_server.url}/o/token/",
+        withhold_token=True,
+        data={
+            "grant_type": "refresh_token",
+            "refresh_token": new["refresh_token"],
+            "client_id": "tokenauth-cli",
+        },
+    )
+    assert response.status_code == 400 and response.json()["error"] == "invalid_grant"
+
+
+def test_group_epoch_ends_refresh(live_server, alice):
+    session, token = device_login(live_server, alice, "g:physics")
+    bump_epoch(Epoch.Kind.GROUP, str(Group.objects.get(name="physics").pk))
+    response = session.post(
+        f"{live_server.url}/o/token/",
+        withhold_token=True,
+        data={
+            "grant_type": "refresh_token",
+            "refresh_token": token["refresh_token"],
+            "client_id": "tokenauth-cli",
+        },
+    )
+    assert response.json()["error"] == "invalid_grant"
+
+
+def test_refresh_token_reuse_is_refused(live_server, alice):
+    session, token = device_login(live_server, alice)
+    session.refresh_token(f"{live_server.url}/o/token/", refresh_token=token["refresh_token"])
+    response = session.post(
+        f"{live_server.url}/o/token/",
+        withhold_token=True,
+        data={
+            "grant_type": "refresh_token",
+            "refresh_token": token["refresh_token"],
+            "client_id": "tokenauth-cli",
+        },
+    )
+    assert response.json()["error"] == "invalid_grant"
+
+
+def test_revoke_access_token_works_at_once(live_server, alice):
+    session, token = device_login(live_server, alice)
+    client = Client()
+    assert bearer(client, "/api/reports/", token["access_token"]).status_code == 200
+    session.revoke_token(
+        f"{live_server.url}/o/revoke_token/", token["access_token"], token_type_hint="access_token"
+    )
+    assert bearer(client, "/api/reports/", token["access_token"]).status_code == 401
+    response = session.post(
+        f"{live_server.url}/o/token/",
+        withhold_token=True,
+        data={
+            "grant_type": "refresh_token",
+            "refresh_token": token["refresh_token"],
+            "client_id": "tokenauth-cli",
+        },
+    )
+    assert response.json()["error"] == "invalid_grant"
+
+
+def test_revoke_refresh_token(live_server, alice):
+    session, token = device_login(live_server, alice)
+    session.revoke_token(
+        f"{live_server.url}/o/revoke_token/", token["refresh_token"], token_type_hint="refresh_token"
+    )
+    response = session.post(
+        f"{live_server.url}/o/token/",
+        withhold_token=True,
+        data={
+            "grant_type": "refresh_token",
+            "refresh_token": token["refresh_token"],
+            "client_id": "tokenauth-cli",
+        },
+    )
+    assert response.json()["error"] == "invalid_grant"
+    assert bearer(Client(), "/api/reports/", token["access_token"]).status_code == 401
+
+
+def test_introspection(live_server, alice, service):
+    _, token = device_login(live_server, alice)
+    introspector = OAuth2Session("svc", SECRET)
+    url = f"{live_server.url}/o/introspect/"
+    answer = introspector.introspect_token(url, token["access_token"]).json()
+    assert (
+        answer["active"] is True and answer["sub"] == str(alice.pk) and answer["client_id"] == "tokenauth-cli"
+    )
+
+    bump_epoch(Epoch.Kind.USER, str(alice.pk))
+    assert introspector.introspect_token(url, token["access_token"]).json() == {"active": False}
+    assert introspector.introspect_token(url, "not-a-token").json() == {"active": False}
+    assert OAuth2Session("svc", "wrong").introspect_token(url, token["access_token"]).status_code == 401
+
+
+@pytest.mark.parametrize(
+    "data, error",
+    [
+        ({"grant_type": "client_credentials"}, "invalid_client"),
+        ({"grant_type": "urn:example:unknown"}, "unsupported_grant_type"),
+        ({"grant_type": DEVICE_GRANT, "client_id": "tokenauth-cli"}, "invalid_request"),
+        ({"grant_type": DEVICE_GRANT, "client_id": "tokenauth-cli", "device_code": "nope"}, "invalid_grant"),
+        ({"grant_type": TOKEN_EXCHANGE}, "invalid_request"),
+    ],
+)
+def test_bad_input_is_an_oauth_error(live_server, service, data, error):
+    """Plain requests here: a client library would refuse to send most of these."""
+    wrong = data["grant_type"] == "client_credentials"
+    auth = None if "client_id" in data else ("svc", "wrong-secret" if wrong else SECRET)
+    response = requests.post(f"{live_server.url}/o/token/", data=data, auth=auth, timeout=10)
+    assert 400 <= response.status_code < 500 and response.json()["error"] == error, response.text
+
+
+def test_token_exchange(live_server, idp, service, settings):
+    settings.TOKENAUTH = {**settings.TOKENAUTH, "ISSUERS": [{"issuer": idp.issuer}]}
+    subject_token = idp.user_token("carol")
+    session = OAuth2Session("svc", SECRET)
+    token = session.fetch_token(
+        f"{live_server.url}/o/token/",
+        grant_type=TOKEN_EXCHANGE,
+        subject_token=subject_token,
+        subject_token_type=ACCESS_TOKEN_TYPE,
+        scope="reports:read nonsense:scope",
+    )
+    assert token["issued_token_type"] == ACCESS_TOKEN_TYPE and token["scope"] == "reports:read"
+    claims = claims_of(token["access_token"])
+    assert claims["client_id"] == "svc" and claims["preferred_username"] == "carol"
+    assert bearer(Client(), "/api/reports/", token["access_token"]).status_code == 200
+
+    bad = session.post(
+        f"{live_server.url}/o/token/",
+        withhold_token=True,
+        data={
+            "grant_type": TOKEN_EXCHANGE,
+            "subject_token": "x.y.z",
+            "subject_token_type": ACCESS_TOKEN_TYPE,
+        },
+        auth=("svc", SECRET),
+    )
+    assert bad.status_code == 400 and bad.json()["error"] == "invalid_request"
+
+
+def test_admin_revokes_refresh_token_and_its_access_token(live_server, alice):
+    _, token = device_login(live_server, alice)
+    admin_user = make_user("root")
+    admin_user.is_staff = admin_user.is_superuser = True
+    admin_user.save()
+    browser = Client()
+    browser.force_login(admin_user)
+    changelist = browser.get("/admin/oauth2_provider/refreshtoken/")
+    assert changelist.status_code == 200 and token["refresh_token"] not in changelist.content.decode()
+    rows = list(get_refresh_token_model().objects.values_list("pk", flat=True))
+    response = browser.post(
+        "/admin/oauth2_provider/refreshtoken/", {"action": "revoke_tokens", "_selected_action": rows}
+    )
+    assert response.status_code == 302
+    assert bearer(Client(), "/api/reports/", token["access_token"]).status_code == 401
+
+
+def test_purge_clears_expired_oauth_rows(live_server, alice):
+    device_authorize(live_server, "reports:read")
+    device_login(live_server, alice)
+    get_access_token_model().objects.update(expires=timezone.now() - timedelta(days=400))
+    get_refresh_token_model().objects.update(revoked=timezone.now() - timedelta(days=400))
+    call_command("tokenauth_purge", stdout=StringIO())
+    assert not get_access_token_model().objects.exists()
+    assert not get_refresh_token_model().objects.exists()

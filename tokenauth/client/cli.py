@@ -1,0 +1,358 @@
+"""The ``tokenauth`` console script: log in with the device flow, then use the token from anywhere.
+
+Every failure a user can cause or meet ends in one line on stderr and a distinct exit code (see
+``EXIT_CODES``); set ``TOKENAUTH_DEBUG=1`` to get a traceback for an unexpected error instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import binascii
+import json
+import os
+import sys
+import time
+import webbrowser
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import requests
+
+from . import oauth
+from .auth import BearerAuth, client_for, find_token, refresh_session
+from .discovery import default_path
+from .errors import (
+    ClientError,
+    ServerError,
+    TokenExpired,
+    TokenRejected,
+    UsageError,
+    unreachable,
+)
+from .store import Session, SessionInfo, load_config
+
+DEFAULT_CLIENT_ID = "tokenauth-cli"
+EXIT_CODES = """exit codes:
+  0 success            1 unexpected error       2 usage or config error
+  3 server unreachable 4 no token found         5 invalid token or token file
+  6 token expired      7 access denied          8 device code expired
+  9 server error       10 token rejected by the server"""
+
+
+# ---------------------------------------------------------------------------------------- helpers
+
+
+def jwt_claims(token: str) -> dict[str, Any] | None:
+    """The payload of a JWT, decoded WITHOUT verifying the signature: for display only, never trust."""
+    parts = token.split(".")
+    if len(parts) != 3:
+        return None
+    try:
+        payload = json.loads(base64.urlsafe_b64decode(parts[1] + "=" * (-len(parts[1]) % 4)))
+    except (binascii.Error, ValueError):
+        return None
+    return payload if isinstance(payload, dict) else None
+
+
+def duration(seconds: float) -> str:
+    seconds = int(abs(seconds))
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    if hours:
+        return f"{hours} h {minutes} min"
+    return f"{minutes} min {secs} s" if minutes else f"{secs} s"
+
+
+def expiry_text(claims: dict[str, Any] | None, expires_in: Any = None) -> str:
+    if claims and isinstance(claims.get("exp"), int | float):
+        expires_in = claims["exp"] - time.time()
+    return f" (expires in {duration(float(expires_in))})" if isinstance(expires_in, int | float) else ""
+
+
+def say(message: str) -> None:
+    print(message, flush=True)
+
+
+def note(message: str) -> None:
+    print(f"tokenauth: {message}", file=sys.stderr, flush=True)
+
+
+def configured_file(args: argparse.Namespace, config: dict[str, str]) -> Path | None:
+    """An explicit token file (``--token-file``, else the config file's ``token_file``) or None."""
+    value = args.token_file or config.get("token_file")
+    return Path(value).expanduser() if value else None
+
+
+def login_target(args: argparse.Namespace, config: dict[str, str]) -> Path:
+    """Where ``login`` writes the access token: the file discovery (with this purpose) reads first."""
+    explicit = configured_file(args, config)
+    if explicit is not None:
+        return explicit
+    if args.purpose is not None:
+        return default_path(args.purpose)
+    if os.environ.get("BEARER_TOKEN_FILE"):
+        return Path(os.environ["BEARER_TOKEN_FILE"])
+    return default_path()
+
+
+def open_browser(url: str) -> None:
+    """Only a graphical browser: on a login node webbrowser would start lynx inside this terminal."""
+    if not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY") or sys.platform == "darwin"):
+        return
+    try:
+        browser = webbrowser.get()
+        if not isinstance(browser, webbrowser.GenericBrowser):  # console browsers are GenericBrowser
+            browser.open(url)
+    except webbrowser.Error:
+        pass
+
+
+class Countdown:
+    """A one-line countdown on a terminal; a single line elsewhere (logs should not fill up with it)."""
+
+    def __init__(self) -> None:
+        self.tty = sys.stderr.isatty()
+        self.started = False
+
+    def __call__(self, remaining: float) -> None:
+        if self.tty:
+            minutes, seconds = divmod(int(remaining), 60)
+            sys.stderr.write(f"\rWaiting for approval... {minutes}:{seconds:02d} left ")
+            sys.stderr.flush()
+        elif not self.started:
+            note(f"waiting for approval (the code expires in {duration(remaining)})")
+        self.started = True
+
+    def done(self) -> None:
+        if self.tty and self.started:
+            sys.stderr.write("\r" + " " * 40 + "\r")
+            sys.stderr.flush()
+
+
+# ---------------------------------------------------------------------------------------- commands
+
+
+def cmd_login(args: argparse.Namespace, config: dict[str, str], http: requests.Session) -> int:
+    server = args.url or config.get("server")
+    if not server:
+        raise UsageError("no server URL: pass it ('tokenauth login URL') or set 'server' in the config file")
+    target = login_target(args, config)
+    client = client_for(args.client_id or config.get("client_id") or DEFAULT_CLIENT_ID)
+    metadata = oauth.fetch_metadata(server, http)
+    device = oauth.start_device_flow(metadata, client, http, args.scope or config.get("scope"), args.group)
+    say(f"To log in, open {device.verification_uri} and enter the code {device.user_code}")
+    if device.verification_uri_complete:
+        say(f"or open {device.verification_uri_complete}")
+    if not args.no_browser:
+        open_browser(device.verification_uri_complete or device.verification_uri)
+    countdown = Countdown()
+    try:
+        body = oauth.poll_device_token(metadata, client, http, device, on_wait=countdown)
+    finally:
+        countdown.done()
+    info = SessionInfo(
+        server=server,
+        issuer=metadata.get("issuer", server),
+        token_endpoint=metadata["token_endpoint"],
+        revocation_endpoint=metadata.get("revocation_endpoint"),
+        client_id=client.client_id,
+        token_file=str(target),
+    )
+    session = Session(target)
+    session.clear()  # a previous login's refresh token must not outlive it
+    session.save(body["access_token"], body.get("refresh_token"), info)
+    token = body["access_token"]
+    say(f"Logged in: token saved to {target}{expiry_text(jwt_claims(token), body.get('expires_in'))}")
+    if not body.get("refresh_token"):
+        note("the server issued no refresh token: 'tokenauth refresh' will not work for this login")
+    if os.environ.get("BEARER_TOKEN"):
+        note("BEARER_TOKEN is set: tools will use it, not this token")
+    elif args.purpose is not None or configured_file(args, config):
+        if Path(os.environ.get("BEARER_TOKEN_FILE", "")) != target:
+            say(f"Other tools find it with: export BEARER_TOKEN_FILE={target}")
+    return 0
+
+
+def cmd_logout(args: argparse.Namespace, config: dict[str, str], http: requests.Session) -> int:
+    session = Session(login_target(args, config))
+    info = session.load_info()
+    refresh_token = session.load_refresh_token()
+    access = None
+    try:
+        access = find_token(session.token_file)
+    except ClientError:
+        pass  # an unreadable token file is still removed below
+    problems: list[str] = []
+    failure: ClientError | None = None
+    if info is not None and info.revocation_endpoint:
+        client = client_for(info.client_id)
+        try:
+            if refresh_token:
+                problems.append(
+                    oauth.revoke(info.revocation_endpoint, client, http, refresh_token, "refresh_token")
+                )
+            if access is not None:
+                problems.append(
+                    oauth.revoke(info.revocation_endpoint, client, http, access.token, "access_token")
+                )
+        except ClientError as exc:
+            failure = exc
+    elif info is not None:
+        problems.append("the server offers no revocation endpoint; tokens stay valid until they expire")
+    removed = session.clear()
+    for problem in filter(None, problems):
+        note(problem)
+    if failure is not None:
+        raise type(failure)(f"{failure}; local token files removed, but the tokens were not revoked")
+    if not removed:
+        say(f"Not logged in: nothing stored for {session.token_file}")
+    else:
+        revoked = " (revoked at the server)" if info and info.revocation_endpoint else ""
+        say(f"Logged out{revoked}: removed {', '.join(str(path) for path in removed)}")
+    return 0
+
+
+def cmd_token(args: argparse.Namespace, config: dict[str, str], http: requests.Session) -> int:
+    found = find_token(configured_file(args, config), args.purpose)
+    claims = jwt_claims(found.token)
+    expired = bool(claims and isinstance(claims.get("exp"), int | float) and claims["exp"] <= time.time())
+    if args.raw:
+        if expired:
+            raise TokenExpired(f"the token from {found.source} has expired")
+        say(found.token)
+        return 0
+    say(f"source:    {found.source}")
+    if claims is None:
+        say("format:    opaque (not a JWT): no claims to show")
+        return 0
+    groups = claims.get("group") or " ".join(claims.get("wlcg.groups") or claims.get("groups") or []) or "-"
+    say(f"issuer:    {claims.get('iss', '-')}")
+    say(f"subject:   {claims.get('sub', '-')}")
+    say(f"scope:     {claims.get('scope') or '-'}")
+    say(f"group:     {groups}")
+    if isinstance(claims.get("exp"), int | float):
+        exp = datetime.fromtimestamp(claims["exp"], UTC).isoformat(timespec="seconds")
+        left = claims["exp"] - time.time()
+        when = f"expired {duration(left)} ago" if expired else f"{duration(left)} left"
+        say(f"expires:   {exp} ({when})")
+    say("(decoded without verifying the signature: for display only)")
+    if expired:
+        raise TokenExpired(f"the token from {found.source} has expired; run 'tokenauth refresh' or 'login'")
+    return 0
+
+
+def cmd_whoami(args: argparse.Namespace, config: dict[str, str], http: requests.Session) -> int:
+    token_file = configured_file(args, config)
+    found = find_token(token_file, args.purpose)
+    info = Session(found.path).load_info() if found.path else None
+    server = args.server or (info.server if info else None) or config.get("server")
+    if not server:
+        raise UsageError(
+            "no server known for this token: pass --server URL or set 'server' in the config file"
+        )
+    url = server.rstrip("/") + "/auth/whoami/"
+    auth = BearerAuth(token_file=token_file, purpose=args.purpose)
+    try:
+        response = http.get(url, auth=auth, timeout=oauth.TIMEOUT, headers={"Accept": "application/json"})
+    except requests.RequestException as exc:
+        raise unreachable(server, exc) from None
+    if response.status_code == 401:
+        challenge = response.headers.get("WWW-Authenticate", "")
+        raise TokenRejected(f"the server rejected the token from {found.source}: {challenge or 'HTTP 401'}")
+    if response.status_code != 200:
+        raise ServerError(f"{url} answered HTTP {response.status_code}")
+    try:
+        body = response.json()
+    except ValueError:
+        raise ServerError(f"{url} did not answer JSON") from None
+    for key, value in body.items():
+        shown = (
+            " ".join(map(str, value)) if isinstance(value, list) else ("-" if value in (None, "") else value)
+        )
+        say(f"{key + ':':<11}{shown}")
+    return 0
+
+
+def cmd_refresh(args: argparse.Namespace, config: dict[str, str], http: requests.Session) -> int:
+    session = Session(login_target(args, config))
+    token = refresh_session(session, http)
+    say(f"Token refreshed: {session.token_file}{expiry_text(jwt_claims(token))}")
+    return 0
+
+
+# ---------------------------------------------------------------------------------------- parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--token-file", metavar="PATH", help="use this file instead of WLCG token discovery")
+    common.add_argument("--purpose", metavar="NAME", help="one of several tokens side by side: bt_u$ID-NAME")
+    common.add_argument(
+        "--config", metavar="PATH", type=Path, help="config file (default ~/.config/tokenauth/config.toml)"
+    )
+
+    parser = argparse.ArgumentParser(
+        prog="tokenauth",
+        description="Get a bearer token and keep it where WLCG tools find it.",
+        epilog=EXIT_CODES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    login = commands.add_parser("login", parents=[common], help="log in with the device flow")
+    login.add_argument(
+        "url", nargs="?", metavar="URL", help="the server (default: 'server' from the config file)"
+    )
+    login.add_argument("--group", help="act as a member of this group")
+    login.add_argument("--scope", help="space-separated scopes to request")
+    login.add_argument(
+        "--client-id",
+        help=f"OAuth client id (default {DEFAULT_CLIENT_ID}); a confidential "
+        "client's secret comes from $TOKENAUTH_CLIENT_SECRET",
+    )
+    login.add_argument("--no-browser", action="store_true", help="do not open a web browser")
+    login.set_defaults(handler=cmd_login)
+
+    commands.add_parser(
+        "logout", parents=[common], help="revoke the tokens and remove the files"
+    ).set_defaults(handler=cmd_logout)
+    token = commands.add_parser(
+        "token", parents=[common], help="show the token's issuer, subject, scope, expiry"
+    )
+    token.add_argument("--raw", action="store_true", help="print just the token")
+    token.set_defaults(handler=cmd_token)
+    whoami = commands.add_parser("whoami", parents=[common], help="ask the server who the token says you are")
+    whoami.add_argument(
+        "--server", metavar="URL", help="default: the server of the login, or the config file's"
+    )
+    whoami.set_defaults(handler=cmd_whoami)
+    commands.add_parser("refresh", parents=[common], help="get a new access token now").set_defaults(
+        handler=cmd_refresh
+    )
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        config = load_config(args.config)
+        with requests.Session() as http:
+            return args.handler(args, config, http)
+    except ClientError as exc:
+        note(f"error: {exc}")
+        return exc.exit_code
+    except KeyboardInterrupt:
+        note("interrupted")
+        return 130
+    except Exception as exc:
+        if os.environ.get("TOKENAUTH_DEBUG"):
+            raise
+        note(f"unexpected error: {type(exc).__name__}: {exc} (set TOKENAUTH_DEBUG=1 for details)")
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

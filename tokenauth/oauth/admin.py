@@ -1,0 +1,49 @@
+"""DOT's admin screens (token strings already masked) with revoke actions that also deny our JWTs,
+and each application's allowed scopes. Needs "oauth2_provider" before "tokenauth.oauth" in
+INSTALLED_APPS, so that DOT's admin classes are registered first."""
+
+from __future__ import annotations
+
+from django.contrib import admin
+from django.db.models import QuerySet
+from django.http import HttpRequest
+from oauth2_provider.models import get_access_token_model, get_application_model, get_refresh_token_model
+
+from .models import AllowedScopes
+from .revocation import deny, issued_with
+
+Application = get_application_model()
+AccessToken = get_access_token_model()
+RefreshToken = get_refresh_token_model()
+
+
+class AllowedScopesInline(admin.StackedInline):
+    model = AllowedScopes
+    extra = 0
+
+
+class ApplicationAdmin(type(admin.site._registry[Application])):
+    inlines = [AllowedScopesInline]
+
+
+class AccessTokenAdmin(type(admin.site._registry[AccessToken])):
+    @admin.action(description="Revoke selected access tokens")
+    def revoke_tokens(self, request: HttpRequest, queryset: QuerySet) -> None:
+        deny(queryset)
+        super().revoke_tokens(request, queryset)
+
+
+class RefreshTokenAdmin(type(admin.site._registry[RefreshToken])):
+    @admin.action(description="Revoke selected refresh tokens (and their access tokens)")
+    def revoke_tokens(self, request: HttpRequest, queryset: QuerySet) -> None:
+        deny(issued_with(queryset))
+        super().revoke_tokens(request, queryset)
+
+
+for model, model_admin in (
+    (Application, ApplicationAdmin),
+    (AccessToken, AccessTokenAdmin),
+    (RefreshToken, RefreshTokenAdmin),
+):
+    admin.site.unregister(model)
+    admin.site.register(model, model_admin)

@@ -1,0 +1,109 @@
+"""RFC 8693 token exchange: a token of a trusted external issuer for one of ours, for the same person."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from django.contrib.auth import get_user_model
+from oauthlib.oauth2.rfc6749 import errors
+from oauthlib.oauth2.rfc6749.grant_types.base import GrantTypeBase
+from rest_framework.exceptions import PermissionDenied
+
+from tokenauth.authentication import authenticate_token
+from tokenauth.conf import tokenauth_settings
+from tokenauth.exceptions import InsufficientScope, InvalidToken
+from tokenauth.issuers import IssuerUnavailable
+from tokenauth.snapshots import StateUnavailable
+
+from .scopes import application_allows, group_name, known
+
+GRANT_TYPE = "urn:ietf:params:oauth:grant-type:token-exchange"
+ACCESS_TOKEN_TYPE = "urn:ietf:params:oauth:token-type:access_token"
+SUBJECT_TOKEN_TYPES = frozenset({ACCESS_TOKEN_TYPE, "urn:ietf:params:oauth:token-type:jwt"})
+
+
+class UnsupportedTokenType(errors.OAuth2Error):
+    error = "unsupported_token_type"
+    status_code = 400
+
+
+def _param(request: Any, name: str) -> str | None:
+    value = request._params.get(name)
+    return value if isinstance(value, str) and value else None
+
+
+class TokenExchangeGrant(GrantTypeBase):
+    """Registered on the token endpoint by :class:`tokenauth.oauth.server.Server`.
+
+    The subject token is verified exactly like a bearer token of that issuer (allow-list, keys,
+    revocation, provisioning). Delegation (``actor_token``) is not supported. The issued token's
+    scope is the requested one (default: the subject token's) narrowed to what the subject token
+    carried and the client may have; ``g:<group>`` needs membership here.
+    """
+
+    def create_token_response(self, request: Any, token_handler: Any) -> tuple[dict[str, str], str, int]:
+        headers = self._get_default_headers()
+        try:
+            self.validate_token_request(request)
+        except errors.OAuth2Error as exc:
+            headers.update(exc.headers)
+            return headers, exc.json, exc.status_code
+        token = token_handler.create_token(request, refresh_token=False)
+        token["scope"] = " ".join(request.scopes)
+        token["issued_token_type"] = ACCESS_TOKEN_TYPE
+        self.request_validator.save_token(token, request)
+        return headers, json.dumps(token), 200
+
+    def validate_token_request(self, request: Any) -> None:
+        for validator in self.custom_validators.pre_token:
+            validator(request)
+        if not self.request_validator.authenticate_client(request):
+            raise errors.InvalidClientError(request=request)
+        self.validate_grant_type(request)
+        subject_token = _param(request, "subject_token")
+        subject_type = _param(request, "subject_token_type")
+        if subject_token is None or subject_type is None:
+            raise errors.InvalidRequestError(
+                "subject_token and subject_token_type are required", request=request
+            )
+        if subject_type not in SUBJECT_TOKEN_TYPES:
+            raise UnsupportedTokenType(description="Only access tokens can be exchanged", request=request)
+        if _param(request, "actor_token"):
+            raise errors.InvalidRequestError("Delegation (actor_token) is not supported", request=request)
+        if _param(request, "requested_token_type") not in (None, ACCESS_TOKEN_TYPE):
+            raise errors.InvalidRequestError("Only access tokens can be issued", request=request)
+        granted = self._verify(subject_token, request)
+        requested = request.scope.split() if request.scope else granted
+        request.scopes = [
+            s
+            for s in dict.fromkeys(requested)
+            if known(s)
+            and application_allows(request.client, s)
+            and (group_name(s) is not None or s in granted)
+        ]
+        for validator in self.custom_validators.post_token:
+            validator(request)
+
+    @staticmethod
+    def _verify(subject_token: str, request: Any) -> list[str]:
+        """Set ``request.user`` from an external token; returns the scopes that token carried."""
+        try:
+            principal, access = authenticate_token(subject_token)
+        except InvalidToken as exc:
+            raise errors.InvalidRequestError(
+                f"Invalid subject_token: {exc.description}", request=request
+            ) from None
+        except (InsufficientScope, PermissionDenied) as exc:
+            raise errors.InvalidRequestError(
+                f"Invalid subject_token: {exc.detail}", request=request
+            ) from None
+        except (StateUnavailable, IssuerUnavailable):
+            raise errors.TemporarilyUnavailableError(request=request) from None
+        if access.issuer == tokenauth_settings.ISSUER:
+            raise errors.InvalidRequestError(
+                "The subject_token must come from an external issuer", request=request
+            )
+        user_model = get_user_model()
+        request.user = user_model._default_manager.filter(pk=principal.pk).first()
+        return sorted(access.scopes)

@@ -1,0 +1,49 @@
+"""Per-application scope limits (DOT's Application has no such field)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.db import models
+from django.utils.translation import gettext_lazy as _
+from oauth2_provider.settings import oauth2_settings
+
+
+class AllowedScopes(models.Model):
+    """The scopes one application may obtain; an application without a row may obtain every scope.
+
+    ``g:*`` allows any group selection; ``g:<name>`` one group.
+    """
+
+    application = models.OneToOneField(
+        oauth2_settings.APPLICATION_MODEL, on_delete=models.CASCADE, related_name="tokenauth_scopes"
+    )
+    scopes = models.TextField(_("allowed scopes"), blank=True, help_text=_("Space-separated."))
+
+    class Meta:
+        verbose_name = _("allowed scopes")
+        verbose_name_plural = _("allowed scopes")
+
+    def __str__(self) -> str:
+        return self.scopes
+
+    @property
+    def scope_set(self) -> frozenset[str]:
+        return frozenset(self.scopes.split())
+
+
+CLI_CLIENT_ID = "tokenauth-cli"
+
+
+def ensure_cli_application(application_model: Any) -> None:
+    """The default public client for command-line logins (device flow); used by a data migration."""
+    application_model.objects.get_or_create(
+        client_id=CLI_CLIENT_ID,
+        defaults={
+            "name": "tokenauth command-line client",
+            "client_type": "public",
+            "authorization_grant_type": "urn:ietf:params:oauth:grant-type:device_code",
+            "client_secret": "",
+            "hash_client_secret": False,
+        },
+    )

@@ -1,0 +1,59 @@
+"""Which scopes exist and who may have them: service scopes from ``TOKENAUTH["SCOPES"]`` and
+``g:<group>``, which selects one of the user's groups for the token."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib.auth.models import Group
+from oauth2_provider.scopes import BaseScopes
+
+from tokenauth.conf import tokenauth_settings
+
+GROUP_PREFIX = "g:"
+
+
+def group_name(scope: str) -> str | None:
+    return scope[len(GROUP_PREFIX) :] or None if scope.startswith(GROUP_PREFIX) else None
+
+
+def application_allows(application: Any, scope: str) -> bool:
+    """An application's :class:`~tokenauth.oauth.models.AllowedScopes` row, when it has one, limits it."""
+    from .models import AllowedScopes
+
+    try:
+        allowed = application.tokenauth_scopes.scope_set
+    except AllowedScopes.DoesNotExist:
+        return True
+    return scope in allowed or (group_name(scope) is not None and "g:*" in allowed)
+
+
+def known(scope: str) -> bool:
+    return scope in tokenauth_settings.SCOPES or group_name(scope) is not None
+
+
+def selected_group(user: Any, scopes: list[str]) -> tuple[Group | None, str | None]:
+    """The group a ``g:`` scope selects and, if the selection is not allowed, why."""
+    names = [name for name in map(group_name, scopes) if name]
+    if not names:
+        return None, None
+    if len(names) > 1:
+        return None, "Select at most one group"
+    group = Group.objects.filter(name=names[0], user=user).first() if user is not None else None
+    if group is None:
+        return None, "You are not a member of that group"
+    return group, None
+
+
+class TokenAuthScopes(BaseScopes):
+    """DOT's scopes backend (``SCOPES_BACKEND_CLASS``): our service scopes, no default scope."""
+
+    def get_all_scopes(self) -> dict[str, str]:
+        return dict(tokenauth_settings.SCOPES)
+
+    def get_available_scopes(self, application: Any = None, request: Any = None, *args: Any, **kwargs: Any):
+        scopes = list(tokenauth_settings.SCOPES)
+        return [s for s in scopes if application is None or application_allows(application, s)]
+
+    def get_default_scopes(self, application: Any = None, request: Any = None, *args: Any, **kwargs: Any):
+        return []

@@ -1,0 +1,36 @@
+"""``OAUTH2_SERVER_CLASS``: oauthlib's server with our token generator, lifetimes and grants."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from oauthlib.oauth2 import Server as OAuthlibServer
+from oauthlib.oauth2.rfc6749.tokens import random_token_generator
+
+from tokenauth.conf import tokenauth_settings
+
+from . import exchange, generators
+
+
+def access_token_lifetime(request: Any) -> int:
+    return int(tokenauth_settings.ACCESS_TOKEN_LIFETIME.total_seconds())
+
+
+class Server(OAuthlibServer):
+    """Access tokens are our JWTs living ``TOKENAUTH["ACCESS_TOKEN_LIFETIME"]``; refresh tokens stay
+    DOT's random strings. DOT's generator settings and pre-token hook are ignored on purpose: the
+    validator reads the device grant itself (``validate_device_code``)."""
+
+    def __init__(self, request_validator: Any, *args: Any, **kwargs: Any) -> None:
+        for name in ("token_expires_in", "token_generator", "refresh_token_generator", "pre_token"):
+            kwargs.pop(name, None)
+        super().__init__(
+            request_validator,
+            token_expires_in=access_token_lifetime,
+            token_generator=generators.access_token,
+            refresh_token_generator=random_token_generator,
+            **kwargs,
+        )
+        self._grant_types[exchange.GRANT_TYPE] = exchange.TokenExchangeGrant(request_validator)
+        for grant in {id(g): g for g in self._grant_types.values()}.values():
+            grant.custom_validators.post_token.append(request_validator.check_token_request)

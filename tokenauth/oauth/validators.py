@@ -1,0 +1,113 @@
+"""DOT's request validator with our rules: scopes, token subjects, epochs, revocation, device polling."""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import datetime, timedelta
+from typing import Any
+
+from django.db.models import Q
+from django.utils import timezone
+from oauth2_provider.models import (
+    AbstractAccessToken,
+    get_access_token_model,
+    get_device_grant_model,
+)
+from oauth2_provider.oauth2_validators import OAuth2Validator
+from oauthlib.oauth2.rfc6749 import errors
+from oauthlib.oauth2.rfc8628.grant_types import DeviceCodeGrant
+
+from tokenauth.models import Epoch
+from tokenauth.tokens import read_unverified
+
+from .exchange import GRANT_TYPE as TOKEN_EXCHANGE
+from .revocation import deny
+from .scopes import application_allows, known, selected_group
+
+
+def epochs_bumped_since(user_id: Any, group_id: Any, since: datetime) -> bool:
+    """Whether the user's, the group's or the global epoch was bumped after ``since``."""
+    wanted = Q(kind=Epoch.Kind.USER, object_id=str(user_id)) | Q(kind=Epoch.Kind.GLOBAL, object_id="")
+    if group_id is not None:
+        wanted |= Q(kind=Epoch.Kind.GROUP, object_id=str(group_id))
+    return Epoch.objects.filter(wanted, not_before__gt=since).exists()
+
+
+class TokenAuthValidator(OAuth2Validator):
+    """``OAUTH2_VALIDATOR_CLASS``.
+
+    Client-credentials tokens act as the application's owner (``Application.user``): the owner's
+    epoch revokes them and the owner's groups are what ``g:`` may select. An application without
+    an active owner cannot use that grant.
+    """
+
+    def validate_grant_type(self, client_id: str, grant_type: str, client: Any, request: Any, *args, **kw):
+        if grant_type == TOKEN_EXCHANGE:  # not in DOT's mapping: any confidential client may exchange
+            return client.client_type == client.CLIENT_CONFIDENTIAL
+        return super().validate_grant_type(client_id, grant_type, client, request, *args, **kw)
+
+    def validate_scopes(self, client_id: str, scopes: list[str], client: Any, request: Any, *args, **kw):
+        return all(known(s) and application_allows(client, s) for s in scopes)
+
+    def check_token_request(self, request: Any) -> None:
+        """oauthlib ``post_token`` hook of every grant: who the token is for and its group scope."""
+        if request.grant_type == "client_credentials":
+            request.user = request.client.user
+            if request.user is None or not request.user.is_active:
+                raise errors.UnauthorizedClientError(
+                    description="This application has no active owner to act as", request=request
+                )
+        if request.user is None or not request.user.is_active:
+            raise errors.InvalidGrantError(description="The user is inactive", request=request)
+        _, problem = selected_group(request.user, list(request.scopes or []))
+        if problem:
+            raise errors.InvalidScopeError(description=problem, request=request)
+
+    def validate_refresh_token(self, refresh_token: str, client: Any, request: Any, *args, **kwargs):
+        """DOT's checks (rotation, reuse protection), then: no epoch bump since this token was issued."""
+        if not super().validate_refresh_token(refresh_token, client, request, *args, **kwargs):
+            return False
+        rt = request.refresh_token_instance
+        group, _ = selected_group(rt.user, rt.access_token.scope.split())
+        return not epochs_bumped_since(rt.user_id, group.pk if group else None, rt.created)
+
+    def validate_device_code(self, client_id: str, code: str, request: Any, *args, **kwargs) -> str | None:
+        """RFC 8628 section 3.5 polling answers; an approved code is redeemed exactly once."""
+        model = get_device_grant_model()
+        device = model.objects.filter(device_code=code, client_id=client_id).first()
+        if device is None:
+            return None
+        if device.is_expired():
+            return DeviceCodeGrant.DEVICE_CODE_EXPIRED
+        if device.status == device.DENIED:
+            return DeviceCodeGrant.DEVICE_CODE_DENIED
+        if device.status == device.AUTHORIZATION_PENDING:
+            too_fast = timezone.now() - device.last_checked < timedelta(seconds=device.interval)
+            device.save(update_fields=["last_checked"])
+            return DeviceCodeGrant.DEVICE_CODE_SLOW_DOWN if too_fast else DeviceCodeGrant.DEVICE_CODE_PENDING
+        redeemed = model.objects.filter(pk=device.pk, status=device.AUTHORIZED).update(status=device.EXPIRED)
+        if not redeemed:
+            return DeviceCodeGrant.DEVICE_CODE_EXPIRED
+        request.user = device.user
+        request.scopes = device.scope.split()
+        return DeviceCodeGrant.DEVICE_CODE_AUTHORIZED
+
+    def _set_token_value(self, token_instance: Any, raw_token: str) -> None:
+        """Access-token rows keep the JWT's ``jti`` (to deny it later) and the checksum, never the JWT."""
+        super()._set_token_value(token_instance, raw_token)
+        if isinstance(token_instance, AbstractAccessToken):
+            token_instance._raw_token = raw_token
+            token_instance.token = read_unverified(raw_token)[1]["jti"]
+
+    def revoke_token(self, token: str, token_type_hint: str | None, request: Any, *args, **kwargs) -> None:
+        """RFC 7009: besides DOT's rows, deny the JWT ids at once (a JWT would stay valid otherwise)."""
+        application = getattr(request.client, "pk", None)
+        if application is not None:
+            checksum = hashlib.sha256(token.encode()).hexdigest()
+            deny(
+                get_access_token_model().objects.filter(
+                    Q(token_checksum=checksum) | Q(refresh_token__token_checksum=checksum),
+                    application_id=application,
+                )
+            )
+        super().revoke_token(token, token_type_hint, request, *args, **kwargs)

@@ -1,0 +1,155 @@
+"""The endpoints DOT does not have or gets wrong for us: token (JSON errors), introspection, metadata."""
+
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+from typing import Any
+
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.urls import reverse
+from django.utils import timezone
+from django.utils.decorators import method_decorator
+from django.views import View
+from django.views.decorators.cache import never_cache
+from django.views.decorators.csrf import csrf_exempt
+from oauth2_provider import views as dot
+from oauth2_provider.models import get_device_grant_model
+from oauth2_provider.oauth2_backends import get_oauthlib_core
+from oauthlib.common import Request as OAuthlibRequest
+
+from tokenauth.authentication import authenticate_token
+from tokenauth.conf import tokenauth_settings
+from tokenauth.exceptions import InvalidToken
+from tokenauth.issuers import IssuerUnavailable
+from tokenauth.keys import get_keyring
+from tokenauth.snapshots import StateUnavailable
+
+from .exchange import GRANT_TYPE as TOKEN_EXCHANGE
+
+DEVICE_CODE = "urn:ietf:params:oauth:grant-type:device_code"
+GRANT_TYPES = ["authorization_code", DEVICE_CODE, "client_credentials", "refresh_token", TOKEN_EXCHANGE]
+CLIENT_AUTH_METHODS = ["client_secret_basic", "client_secret_post"]
+NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
+
+
+def _error(error: str, description: str, status: int = 400) -> JsonResponse:
+    return JsonResponse({"error": error, "error_description": description}, status=status, headers=NO_STORE)
+
+
+@method_decorator(csrf_exempt, name="dispatch")
+class DeviceAuthorizationView(dot.DeviceAuthorizationView):
+    """RFC 8628 section 3.1/3.2; DOT's version fails on oauthlib 4's response (it carries ``scope``)
+    and stores the default polling interval instead of the one it announced."""
+
+    def post(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        headers, response, status = self.create_device_authorization_response(request)
+        if status != 200:
+            return JsonResponse(json.loads(response), status=status, headers=headers)
+        client_id = request.POST.get("client_id")
+        if not client_id:
+            return _error("invalid_request", "client_id is required in the request body")
+        now = timezone.now()
+        get_device_grant_model().objects.create(
+            client_id=client_id,
+            device_code=response["device_code"],
+            user_code=response["user_code"],
+            scope=response.get("scope") or request.POST.get("scope", "").strip(),
+            interval=response["interval"],
+            expires=now + timedelta(seconds=response["expires_in"]),
+            last_checked=now,
+        )
+        return JsonResponse(response, headers={**headers, **NO_STORE})
+
+
+class TokenView(dot.TokenView):
+    """DOT's token endpoint with every grant, device polling included, going through oauthlib.
+
+    DOT answers a device poll itself before oauthlib (a 404 or a 500 for bad input, no ``slow_down``);
+    here the validator's ``validate_device_code`` gives the RFC 8628 answers instead.
+    """
+
+    def post(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        return self.authorization_flow_token_response(request)
+
+
+def authenticated_client(request: HttpRequest) -> Any:
+    """The application authenticating this request (basic auth or body), or None."""
+    core = get_oauthlib_core()
+    uri, method, body, headers = core._extract_params(request)
+    oauth_request = OAuthlibRequest(uri, method, body, headers)
+    if not core.server.request_validator.authenticate_client(oauth_request):
+        return None
+    return oauth_request.client
+
+
+@method_decorator(csrf_exempt, name="dispatch")
+class IntrospectView(View):
+    """RFC 7662 for our access tokens, verified like any bearer token: revoked or epoch-stale tokens
+    are ``active: false``. Any authenticated confidential client may introspect."""
+
+    def post(self, request: HttpRequest) -> HttpResponse:
+        if authenticated_client(request) is None:
+            response = _error("invalid_client", "Client authentication failed", 401)
+            response["WWW-Authenticate"] = 'Basic realm="oauth"'
+            return response
+        token = request.POST.get("token")
+        if not token:
+            return _error("invalid_request", "The token parameter is missing")
+        try:
+            user, access = authenticate_token(token)
+        except InvalidToken:
+            return JsonResponse({"active": False}, headers=NO_STORE)
+        except (StateUnavailable, IssuerUnavailable):
+            return _error("temporarily_unavailable", "Try again later", 503)
+        claims = access.claims
+        if claims["iss"] != tokenauth_settings.ISSUER:
+            return JsonResponse({"active": False}, headers=NO_STORE)
+        body = {
+            "active": True,
+            "token_type": "Bearer",
+            "username": user.get_username(),
+            **{
+                k: claims[k]
+                for k in ("iss", "sub", "aud", "exp", "iat", "jti", "scope", "client_id")
+                if k in claims
+            },
+        }
+        return JsonResponse(body, headers=NO_STORE)
+
+
+def server_metadata(request: HttpRequest) -> dict[str, Any]:
+    """RFC 8414 metadata; the OpenID configuration document merges it in."""
+    issuer = tokenauth_settings.ISSUER
+
+    def url(name: str) -> str:
+        path = reverse(name)
+        if issuer.startswith(("https://", "http://")):
+            return issuer.rstrip("/") + path
+        return request.build_absolute_uri(path)
+
+    return {
+        "issuer": issuer,
+        "authorization_endpoint": url("oauth2_provider:authorize"),
+        "token_endpoint": url("oauth2_provider:token"),
+        "device_authorization_endpoint": url("oauth2_provider:device-authorization"),
+        "revocation_endpoint": url("oauth2_provider:revoke-token"),
+        "introspection_endpoint": url("oauth2_provider:introspect"),
+        "jwks_uri": url("tokenauth-jwks"),
+        "grant_types_supported": GRANT_TYPES,
+        "response_types_supported": ["code"],
+        "code_challenge_methods_supported": ["S256"],
+        "token_endpoint_auth_methods_supported": [*CLIENT_AUTH_METHODS, "none"],
+        "revocation_endpoint_auth_methods_supported": [*CLIENT_AUTH_METHODS, "none"],
+        "introspection_endpoint_auth_methods_supported": CLIENT_AUTH_METHODS,
+        "scopes_supported": sorted(tokenauth_settings.SCOPES),
+        "access_token_signing_alg_values_supported": get_keyring().algorithms,
+    }
+
+
+@method_decorator(never_cache, name="dispatch")
+class ServerMetadataView(View):
+    """``GET /.well-known/oauth-authorization-server``."""
+
+    def get(self, request: HttpRequest) -> HttpResponse:
+        return HttpResponse(json.dumps(server_metadata(request)), content_type="application/json")
