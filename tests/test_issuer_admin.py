@@ -292,9 +292,11 @@ def test_refresh_an_issuer_that_is_down_is_a_command_error(idp, idp_issuer):
 # -- system checks for TOKENAUTH["ISSUERS"] ----------------------------------------------------
 
 
-def issuer_check_ids(settings: Any, issuers: Any, loopback: bool = False) -> list[str]:
+def issuer_check_ids(
+    settings: Any, issuers: Any, loopback: bool = False, errors_only: bool = True
+) -> list[str]:
     settings.TOKENAUTH = {**settings.TOKENAUTH, "ISSUERS": issuers, "ALLOW_LOOPBACK_HTTP_ISSUERS": loopback}
-    return sorted(message.id for message in check_issuers())
+    return sorted(m.id for m in check_issuers() if m.is_serious() or not errors_only)
 
 
 def test_good_issuers_have_no_messages(settings):
@@ -312,9 +314,18 @@ def test_good_issuers_have_no_messages(settings):
             "enabled": False,
         },
     ]
-    assert issuer_check_ids(settings, good) == []
-    assert issuer_check_ids(settings, [{"issuer": "http://127.0.0.1:9000"}], loopback=True) == []
-    assert issuer_check_ids(settings, []) == []
+    assert issuer_check_ids(settings, good, errors_only=False) == []
+    loopback = [{"issuer": "http://127.0.0.1:9000", "required_scopes": ["x"]}]
+    assert issuer_check_ids(settings, loopback, loopback=True, errors_only=False) == []
+    assert issuer_check_ids(settings, [], errors_only=False) == []
+
+
+def test_an_issuer_without_audience_or_scope_is_a_warning(settings):
+    """Nothing would tell its ID tokens or tokens for other services from ours."""
+    bare = [{"issuer": "https://iam.example.org/"}]
+    assert issuer_check_ids(settings, bare, errors_only=False) == ["tokenauth.W003"]
+    scoped = [{"issuer": "https://iam.example.org/", "required_scopes": ["servicex"]}]
+    assert issuer_check_ids(settings, scoped, errors_only=False) == []
 
 
 def test_run_checks_includes_the_issuer_checks(settings):

@@ -350,6 +350,14 @@ def test_logout_all_with_an_external_token(client, issuer, idp):
     assert hello(client, token) == 401
 
 
+def test_logout_with_an_external_token_revokes_just_that_token(client, issuer, idp):
+    token, other = idp.user_token("ursula"), idp.user_token("ursula")
+    assert hello(client, token) == 200
+    assert client.post("/auth/logout/", **bearer(token)).status_code == 204
+    assert hello(client, token) == 401
+    assert hello(client, other) == 200  # another token of the same identity keeps working
+
+
 def test_disabling_the_issuer_stops_its_tokens_at_once(
     client, issuer, idp, django_capture_on_commit_callbacks
 ):

@@ -108,6 +108,14 @@ def check_issuers(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMe
         for name in ("audiences", "required_scopes", "default_groups", "group_claims"):
             if not _strings(entry.get(name, [])):
                 errors.append(checks.Error(f"{iss}: {name} must be a list of strings.", id="tokenauth.E007"))
+        if not (entry.get("audiences") or entry.get("accept_any_audience") or entry.get("required_scopes")):
+            errors.append(
+                checks.Warning(
+                    f"{iss}: any token this issuer signs is accepted, including tokens meant for other services.",
+                    hint="Set audiences or required_scopes for it.",
+                    id="tokenauth.W003",
+                )
+            )
     return errors
 
 

@@ -124,6 +124,7 @@ def clear_process_caches() -> None:
     tokens.verified_tokens.clear()
     revocation.state.reset()
     issuers.db_issuers.reset()
+    issuers.settings_issuers.cache_clear()
     issuers.jwks_cache.reset()
     provisioning.reset()
 

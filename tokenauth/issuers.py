@@ -17,6 +17,7 @@ import threading
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -107,25 +108,31 @@ def _load_db_issuers() -> dict[str, IssuerConfig]:
 db_issuers: SharedSnapshot[dict[str, IssuerConfig]] = SharedSnapshot("issuers", _load_db_issuers)
 
 
+@lru_cache(maxsize=1)
+def settings_issuers() -> dict[str, IssuerConfig | None]:
+    """Issuers configured in code, built once per settings reload; ``None`` marks a disabled one."""
+    return {
+        entry["issuer"]: IssuerConfig.from_mapping(entry) if entry.get("enabled", True) else None
+        for entry in tokenauth_settings.ISSUERS
+        if isinstance(entry, dict) and isinstance(entry.get("issuer"), str)  # check E007 reports the rest
+    }
+
+
 def get_issuer(iss: str) -> IssuerConfig | None:
     """The enabled issuer named exactly ``iss`` (settings entries win over database rows), or None."""
     if not tokenauth_settings.EXTERNAL_ISSUERS:
         return None
-    for entry in tokenauth_settings.ISSUERS:
-        if entry.get("issuer") == iss:
-            return IssuerConfig.from_mapping(entry) if entry.get("enabled", True) else None
+    configured = settings_issuers()
+    if iss in configured:
+        return configured[iss]
     return db_issuers.get().get(iss)
 
 
 def all_issuers() -> list[IssuerConfig]:
     if not tokenauth_settings.EXTERNAL_ISSUERS:
         return []
-    configured = {e["issuer"]: e for e in tokenauth_settings.ISSUERS}
-    merged = {iss: cfg for iss, cfg in db_issuers.get().items() if iss not in configured}
-    merged.update(
-        {iss: IssuerConfig.from_mapping(e) for iss, e in configured.items() if e.get("enabled", True)}
-    )
-    return list(merged.values())
+    merged = {**db_issuers.get(), **settings_issuers()}
+    return [config for config in merged.values() if config is not None]
 
 
 # -- HTTP --------------------------------------------------------------------------------------

@@ -144,15 +144,17 @@ def check_local_claims(claims: dict[str, Any], user_id: str) -> None:
         raise InvalidToken("The access token was revoked")
 
 
-def external_token_id(claims: dict[str, Any]) -> str | None:
-    """Denylist name of an external token: its jti is only unique within its issuer."""
+def denylist_id(claims: dict[str, Any]) -> str | None:
+    """Denylist name of a token: our jti, or ``iss#jti`` for an external one (unique only per issuer)."""
     jti = claims.get("jti")
-    return f"{claims['iss']}#{jti}" if isinstance(jti, str) else None
+    if not isinstance(jti, str) or not jti:
+        return None
+    return jti if claims["iss"] == tokenauth_settings.ISSUER else f"{claims['iss']}#{jti}"
 
 
 def check_external_claims(claims: dict[str, Any], user_id: str, identity: str) -> None:
     """External tokens carry no epochs of ours: refuse those issued before a bump (iat cutoff)."""
-    if is_revoked(external_token_id(claims)):
+    if is_revoked(denylist_id(claims)):
         raise InvalidToken("The access token was revoked")
     issued = claims["iat"]
     for kind, object_id in (

@@ -93,8 +93,13 @@ class AccessToken:
         return self.claims.get("jti")
 
     @property
+    def is_local(self) -> bool:
+        return self.claims["iss"] == tokenauth_settings.ISSUER
+
+    @property
     def session_id(self) -> str | None:
-        return self.claims.get(CLAIM_SESSION)
+        """Our refresh session; an external issuer's ``sid`` names a session of its own, not ours."""
+        return self.claims.get(CLAIM_SESSION) if self.is_local else None
 
     @property
     def group(self) -> str | None:

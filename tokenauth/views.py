@@ -24,7 +24,7 @@ from .conf import tokenauth_settings
 from .exceptions import OAuthError, ServiceUnavailable
 from .keys import get_keyring
 from .models import AuditEvent, Epoch, Session
-from .revocation import bump_epoch, revoke_id
+from .revocation import bump_epoch, denylist_id, revoke_id
 from .sessions import check_session, end_session, refresh_expires_in, rotate, start_session
 from .tokens import AccessToken, mint_access_token
 
@@ -178,9 +178,12 @@ class LogoutView(BearerView):
         token: AccessToken = request.auth
         if token.session_id:
             end_session(self.session(request), reason="logout", actor=request.user)
-        else:
-            # Expiry is checked with leeway: deny the id for as long as the token is accepted.
-            revoke_id(token.jti, token.expires_at + tokenauth_settings.LEEWAY, reason="logout")
+            return Response(status=204)
+        token_id = denylist_id(token.claims)
+        if token_id is None:
+            raise OAuthError("invalid_request", "This token has no id to revoke; use /auth/logout-all/")
+        # Expiry is checked with leeway: deny the id for as long as the token is accepted.
+        revoke_id(token_id, token.expires_at + tokenauth_settings.LEEWAY, reason="logout")
         return Response(status=204)
 
 
