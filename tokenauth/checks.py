@@ -111,7 +111,7 @@ def check_issuers(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMe
         if not (entry.get("audiences") or entry.get("accept_any_audience") or entry.get("required_scopes")):
             errors.append(
                 checks.Warning(
-                    f"{iss}: any token this issuer signs is accepted, including tokens meant for other services.",
+                    f"{iss}: any token this issuer signs is accepted, even one meant for another service.",
                     hint="Set audiences or required_scopes for it.",
                     id="tokenauth.W003",
                 )
