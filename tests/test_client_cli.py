@@ -405,7 +405,9 @@ def test_expired_token_error_from_the_server(cli_env, fake_server):
         {},
     )
     fake_server.routes["/token"] = lambda form: (400, {"error": "expired_token"}, {})
-    assert run_cli(cli_env, "login", fake_server.url, "--no-browser").returncode == 8
+    assert run_cli(cli_env, "login", fake_server.url, "--scope", "read", "--group", "atlas").returncode == 8
+    device_request = next(r for r in fake_server.requests if r[0] == "/device")
+    assert device_request[1] == {"client_id": "tokenauth-cli", "scope": "read g:atlas"}  # our group scope
 
 
 def test_server_without_device_flow(cli_env, fake_server):

@@ -142,7 +142,8 @@ def cmd_login(args: argparse.Namespace, config: dict[str, str], http: requests.S
     target = login_target(args, config)
     client = client_for(args.client_id or config.get("client_id") or DEFAULT_CLIENT_ID)
     metadata = oauth.fetch_metadata(server, http)
-    device = oauth.start_device_flow(metadata, client, http, args.scope or config.get("scope"), args.group)
+    scope = " ".join(filter(None, [args.scope or config.get("scope"), args.group and f"g:{args.group}"]))
+    device = oauth.start_device_flow(metadata, client, http, scope or None)
     say(f"To log in, open {device.verification_uri} and enter the code {device.user_code}")
     if device.verification_uri_complete:
         say(f"or open {device.verification_uri_complete}")
@@ -306,7 +307,7 @@ def build_parser() -> argparse.ArgumentParser:
     login.add_argument(
         "url", nargs="?", metavar="URL", help="the server (default: 'server' from the config file)"
     )
-    login.add_argument("--group", help="act as a member of this group")
+    login.add_argument("--group", help="act as a member of this group (requests the scope g:GROUP)")
     login.add_argument("--scope", help="space-separated scopes to request")
     login.add_argument(
         "--client-id",

@@ -106,13 +106,13 @@ def _post(http: requests.Session, url: str, data: dict[str, str], client: Client
 
 
 def start_device_flow(
-    metadata: dict[str, Any], client: Client, http: requests.Session, scope: str | None, group: str | None
+    metadata: dict[str, Any], client: Client, http: requests.Session, scope: str | None
 ) -> DeviceAuthorization:
-    """RFC 8628 §3.1. ``group`` is sent as an extra parameter; servers that do not know it ignore it."""
+    """RFC 8628 §3.1."""
     endpoint = metadata.get("device_authorization_endpoint")
     if not endpoint:
         raise ServerError(f"{metadata.get('issuer', 'the server')} does not offer the device flow")
-    data = {k: v for k, v in {"scope": scope, "group": group}.items() if v}
+    data = {"scope": scope} if scope else {}
     response = _post(http, endpoint, data, client)
     body = _json(response, "device authorization")
     if response.status_code != 200:
