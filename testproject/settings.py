@@ -9,6 +9,9 @@ Everything that differs between a laptop demo and CI comes from the environment:
 ``TOKENAUTH_ISSUER``       our ``iss`` claim (default http://127.0.0.1:8000)
 ``TOKENAUTH_SIGNING_KEY``  key used to sign local tokens (dev default below)
 ``DJANGO_LOG_LEVEL``       console log level (default WARNING)
+``TEST_IDP_ISSUER``        when set, that OpenID provider (e.g. tests/idp on http://127.0.0.1:9000) is a
+                           browser-login provider "Test IdP" with client ``web-client``, whose secret
+                           is read from ``TEST_IDP_CLIENT_SECRET`` (tests/idp's default: web-secret)
 """
 
 import os
@@ -50,6 +53,7 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "tokenauth.middleware.EpochSessionMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]
@@ -139,6 +143,27 @@ OAUTH2_PROVIDER = {
     "OAUTH_DEVICE_VERIFICATION_URI": TOKENAUTH["ISSUER"].rstrip("/") + "/o/device/",
 }
 LOGIN_URL = "admin:login"
+
+# Browser login (tokenauth.oidc): password logins (admin) and OpenID providers side by side.
+AUTHENTICATION_BACKENDS = [
+    "django.contrib.auth.backends.ModelBackend",
+    "tokenauth.oidc.backend.OIDCBackend",
+]
+# Session cookies are HttpOnly and SameSite=Lax (Django's defaults; Lax lets the provider's redirect
+# back in); outside DEBUG the site runs on HTTPS and they are Secure too.
+SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = not DEBUG
+if os.environ.get("TEST_IDP_ISSUER"):
+    TOKENAUTH["ISSUERS"] = [
+        {
+            "issuer": os.environ["TEST_IDP_ISSUER"],
+            "slug": "test-idp",
+            "display_name": "Test IdP",
+            "client_id": "web-client",
+            "client_secret_env": "TEST_IDP_CLIENT_SECRET",
+            "audiences": ["https://api.example.test"],
+            "group_claims": ["groups"],
+        }
+    ]
 
 LOGGING = {
     "version": 1,

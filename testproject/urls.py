@@ -6,6 +6,7 @@ from django.urls import include, path
 urlpatterns = [
     path("admin/", admin.site.urls),
     path("auth/", include("tokenauth.urls")),
+    path("oidc/", include("tokenauth.oidc.urls")),
     path("", include("tokenauth.well_known_urls")),
     path("o/", include("tokenauth.oauth.urls")),
     path("", include("tokenauth.oauth.well_known_urls")),

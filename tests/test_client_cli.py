@@ -1,5 +1,6 @@
-"""The ``tokenauth`` CLI as a real subprocess, against the real test IdP (device flow approved over HTTP
-like a browser would) and pytest-django's live server; plus the client's building blocks in-process."""
+"""The ``tokenauth`` CLI as a real subprocess, against the real test IdP and against our own OAuth server
+on pytest-django's live server (device flows approved over HTTP like a browser would); plus the client's
+building blocks in-process."""
 
 import base64
 import json
@@ -16,12 +17,16 @@ from urllib.parse import parse_qs, urljoin
 
 import pytest
 import requests
+from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Group
+from oauth2_provider.models import get_application_model
 
 from tests.idp import TestIdP, parse_forms
 from tokenauth.client import BearerAuth
 from tokenauth.client import oauth as client_oauth
 from tokenauth.client.errors import AccessDenied, DeviceCodeExpired, ServerError, UsageError, unreachable
 from tokenauth.client.store import Session, load_config, write_private
+from tokenauth.oauth.models import ensure_cli_application
 
 SCOPE = "openid offline_access servicex"
 UID = os.geteuid()
@@ -361,6 +366,184 @@ def test_whoami_with_a_token_from_our_token_endpoint(live_server, django_user_mo
 def test_whoami_needs_a_server(cli_env):
     token_path(cli_env).write_text("abc\n")
     assert_one_line_error(run_cli(cli_env, "whoami"), 2, "no server known")
+
+
+# ------------------------------------------------------------------------------ end to end with our server
+
+
+@pytest.fixture
+def our_server(live_server, settings):
+    """Our site as the OAuth server: tokens name ``live_server.url`` as issuer, its device page is the
+    verification URI, one-second polling; the ``tokenauth-cli`` client of the data migration again
+    (transactional tests flush it) and alice, who logs in on the admin login page (the test project's
+    only login page, hence staff)."""
+    settings.TOKENAUTH = {**settings.TOKENAUTH, "ISSUER": live_server.url}
+    settings.OAUTH2_PROVIDER = {
+        **settings.OAUTH2_PROVIDER,
+        "OAUTH_DEVICE_VERIFICATION_URI": f"{live_server.url}/o/device/",
+        "DEVICE_FLOW_INTERVAL": 1,
+    }
+    ensure_cli_application(get_application_model())
+    alice = get_user_model().objects.create_user("alice", password="alice-pw", is_staff=True)
+    for name in ("physics", "operators"):
+        alice.groups.add(Group.objects.get_or_create(name=name)[0])
+    return live_server, alice
+
+
+def browser_approve(server_url: str, user_code: str, username: str, password: str) -> None:
+    """A browser over HTTP: log in at /admin/login/, enter the code on /o/device/, press Accept."""
+    browser = requests.Session()
+
+    def submit(url: str, **fields: str) -> requests.Response:
+        page = browser.get(url, timeout=10)
+        page.raise_for_status()
+        form = next(f for f in parse_forms(page.text) if f["method"] == "post")
+        data = {**form["fields"], **fields}
+        assert data.get("csrfmiddlewaretoken"), page.text
+        return browser.post(urljoin(page.url, form["action"] or page.url), data=data, timeout=10)
+
+    logged_in = submit(f"{server_url}/admin/login/?next=/admin/", username=username, password=password)
+    assert logged_in.ok and "sessionid" in browser.cookies, logged_in.text[-800:]
+    confirm = submit(f"{server_url}/o/device/", user_code=user_code)
+    assert confirm.ok and "/o/device-confirm/" in confirm.url, confirm.text[-800:]
+    done = browser.post(
+        confirm.url,
+        data={"csrfmiddlewaretoken": browser.cookies["csrftoken"], "action": "accept"},
+        headers={"Referer": confirm.url},
+        timeout=10,
+    )
+    assert done.ok and "/o/device-grant-status/" in done.url, done.text[-800:]
+
+
+def our_device_login(env: dict[str, str], server_url: str, *args: str) -> subprocess.CompletedProcess[str]:
+    """``tokenauth login URL ...`` in a subprocess; alice approves the code it prints on our device page."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "tokenauth.client.cli", "login", server_url, "--no-browser", *args],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert process.stdout is not None
+    first = process.stdout.readline()
+    expected = f"To log in, open {server_url}/o/device/ and enter the code "
+    if first.startswith(expected):
+        try:
+            browser_approve(server_url, first.removeprefix(expected).strip(), "alice", "alice-pw")
+        except BaseException:
+            process.kill()  # else it would poll until the device code expires
+            process.communicate()
+            raise
+    stdout, stderr = process.communicate(timeout=60)
+    assert first.startswith(expected), (first, stdout, stderr)
+    assert "Traceback" not in stderr, stderr
+    return subprocess.CompletedProcess(process.args, process.returncode, first + stdout, stderr)
+
+
+def api_get(server_url: str, path: str, token: str) -> requests.Response:
+    return requests.get(f"{server_url}{path}", headers={"Authorization": f"Bearer {token}"}, timeout=10)
+
+
+def refresh_error(server_url: str, refresh_token: str) -> str | None:
+    """Present a refresh token at our token endpoint as the CLI's public client; the OAuth error or None."""
+    answer = requests.post(
+        f"{server_url}/o/token/",
+        data={"grant_type": "refresh_token", "refresh_token": refresh_token, "client_id": "tokenauth-cli"},
+        timeout=10,
+    )
+    return None if answer.status_code == 200 else answer.json()["error"]
+
+
+def test_cli_against_our_server_login_whoami_token_refresh_logout(our_server, cli_env):
+    server, alice = our_server
+    url = server.url
+
+    login = our_device_login(cli_env, url, "--scope", "reports:read")
+    assert login.returncode == 0, login.stderr
+    assert f"Logged in: token saved to {token_path(cli_env)} (expires in 14 min 5" in login.stdout
+    access = token_path(cli_env).read_text().strip()
+    assert mode(token_path(cli_env)) == 0o600
+    files = state_files(cli_env)
+    assert [p.suffix for p in files] == [".json", ".refresh"]
+    assert all(mode(p) == 0o600 for p in files) and mode(files[0].parent) == 0o700
+    first_refresh = files[1].read_text().strip()
+    info = json.loads(files[0].read_text())
+    assert info == {
+        "server": url,
+        "issuer": url,
+        "token_endpoint": f"{url}/o/token/",
+        "revocation_endpoint": f"{url}/o/revoke_token/",
+        "client_id": "tokenauth-cli",
+        "token_file": str(token_path(cli_env)),
+    }
+
+    whoami = run_cli(cli_env, "whoami")  # the server of the login, from the session file
+    assert whoami.returncode == 0, whoami.stderr
+    assert "username:  alice" in whoami.stdout and f"issuer:    {url}" in whoami.stdout
+    assert f"subject:   {alice.pk}" in whoami.stdout and "scope:     reports:read" in whoami.stdout
+
+    shown = run_cli(cli_env, "token")
+    assert shown.returncode == 0, shown.stderr
+    assert f"issuer:    {url}\nsubject:   {alice.pk}\nscope:     reports:read\n" in shown.stdout
+    assert "group:     physics operators" in shown.stdout or "group:     operators physics" in shown.stdout
+    assert "expires:   " in shown.stdout and "(14 min " in shown.stdout
+    assert run_cli(cli_env, "token", "--raw").stdout == access + "\n"
+    assert api_get(url, "/api/reports/", access).status_code == 200
+
+    refreshed = run_cli(cli_env, "refresh")
+    assert refreshed.returncode == 0, refreshed.stderr
+    assert refreshed.stdout.startswith(f"Token refreshed: {token_path(cli_env)} (expires in ")
+    new_access = token_path(cli_env).read_text().strip()
+    new_refresh = files[1].read_text().strip()
+    assert new_access != access and new_refresh != first_refresh
+    assert mode(token_path(cli_env)) == 0o600 and mode(files[1]) == 0o600
+    assert api_get(url, "/api/hello/", new_access).status_code == 200
+
+    logout = run_cli(cli_env, "logout")
+    assert logout.returncode == 0, logout.stderr
+    assert logout.stderr == ""  # both tokens revoked, nothing to report
+    assert logout.stdout.startswith("Logged out (revoked at the server): removed ")
+    assert not token_path(cli_env).exists() and state_files(cli_env) == []
+
+    # The server rejects what the client held: the access token at once, both refresh tokens.
+    response = api_get(url, "/api/hello/", new_access)
+    assert response.status_code == 401 and 'error="invalid_token"' in response.headers["WWW-Authenticate"]
+    assert refresh_error(url, new_refresh) == "invalid_grant"
+    assert refresh_error(url, first_refresh) == "invalid_grant"
+    assert_one_line_error(run_cli(cli_env, "token"), 4, "no bearer token found")
+    assert run_cli(cli_env, "logout").stdout.startswith("Not logged in: nothing stored for ")
+
+
+def test_cli_login_with_a_group_against_our_server(our_server, cli_env):
+    server, alice = our_server
+    url = server.url
+    login = our_device_login(cli_env, url, "--group", "operators", "--scope", "reports:read")
+    assert login.returncode == 0, login.stderr
+    shown = run_cli(cli_env, "token")
+    assert "scope:     reports:read g:operators\n" in shown.stdout
+    assert "group:     operators\n" in shown.stdout
+    access = token_path(cli_env).read_text().strip()
+    assert api_get(url, "/api/staff-area/", access).status_code == 200
+    assert "group:     operators" in run_cli(cli_env, "whoami").stdout
+
+    # The old refresh token no longer works after a refresh; presenting it again is reuse, which ends
+    # the whole family: the access token and the refresh token the client holds now are refused too.
+    old_refresh = state_files(cli_env)[1].read_text().strip()
+    assert run_cli(cli_env, "refresh").returncode == 0
+    assert "group:     operators\n" in run_cli(cli_env, "token").stdout  # the group survives a refresh
+    current = token_path(cli_env).read_text().strip()
+    assert api_get(url, "/api/staff-area/", current).status_code == 200
+    assert refresh_error(url, old_refresh) == "invalid_grant"
+    assert api_get(url, "/api/staff-area/", current).status_code == 401
+    assert_one_line_error(run_cli(cli_env, "refresh"), 10, "rejected the refresh token")
+
+    # A group alice is not in is refused when the device code is redeemed.
+    Group.objects.create(name="chemistry")
+    refused = our_device_login(cli_env, url, "--group", "chemistry")
+    assert refused.returncode == 9
+    assert refused.stderr.splitlines()[-1] == (
+        "tokenauth: error: device login failed: invalid_scope (You are not a member of that group)"
+    )
 
 
 # ------------------------------------------------------------------------------ one-line errors, exit codes

@@ -29,6 +29,7 @@ from tokenauth.oauth.exchange import ACCESS_TOKEN_TYPE
 from tokenauth.oauth.exchange import GRANT_TYPE as TOKEN_EXCHANGE
 from tokenauth.oauth.models import AllowedScopes, ensure_cli_application
 from tokenauth.revocation import bump_epoch
+from tokenauth.tokens import CLAIM_TOKEN_FAMILY
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -120,6 +121,32 @@ def device_login(live_server, user, scope: str = "reports:read") -> tuple[OAuth2
     session, device = device_authorize(live_server, scope)
     approve(user, device["user_code"])
     return session, poll(session, live_server, device["device_code"])
+
+
+def refresh_response(session: OAuth2Session, live_server, refresh_token: str) -> requests.Response:
+    """A refresh as a raw answer, so that a refused one can be looked at."""
+    return session.post(
+        f"{live_server.url}/o/token/",
+        withhold_token=True,
+        data={"grant_type": "refresh_token", "refresh_token": refresh_token, "client_id": "tokenauth-cli"},
+    )
+
+
+def rotated_family(live_server, user) -> tuple[OAuth2Session, list[dict]]:
+    """One device login refreshed twice: three generations of one refresh-token family."""
+    session, token = device_login(live_server, user)
+    generations = [token]
+    for _ in range(2):
+        generations.append(
+            session.refresh_token(
+                f"{live_server.url}/o/token/", refresh_token=generations[-1]["refresh_token"]
+            )
+        )
+    return session, generations
+
+
+def status(token: dict) -> int:
+    return bearer(Client(), "/api/reports/", token["access_token"]).status_code
 
 
 def test_metadata_describes_every_endpoint_and_grant(client):
@@ -238,6 +265,29 @@ def test_authorization_code_with_pkce(live_server, alice, webapp):
     assert reused.status_code == 400 and reused.json()["error"] == "invalid_grant"
 
 
+@pytest.mark.parametrize("consent", [True, False])
+def test_authorization_code_selects_a_group(live_server, alice, webapp, consent):
+    webapp.skip_authorization = not consent
+    webapp.save()
+    session = OAuth2Session(
+        "portal", SECRET, scope="reports:read g:physics", redirect_uri=REDIRECT, code_challenge_method="S256"
+    )
+    verifier = generate_token(48)
+    url, _ = session.create_authorization_url(f"{live_server.url}/o/authorize/", code_verifier=verifier)
+    browser = Client()
+    browser.force_login(alice)
+    response = browser.get(url.removeprefix(live_server.url))
+    if consent:
+        assert response.status_code == 200 and "Act for the group physics only" in response.content.decode()
+        form = {k: v for k, v in response.context["form"].initial.items() if v is not None}
+        response = browser.post(url.removeprefix(live_server.url), {**form, "allow": "Authorize"})
+    assert response.status_code == 302, response.content
+    token = session.fetch_token(
+        f"{live_server.url}/o/token/", authorization_response=response["Location"], code_verifier=verifier
+    )
+    assert claims_of(token["access_token"])["group"] == "physics"
+
+
 def test_client_credentials_act_as_the_owner(live_server, alice, service):
     session = OAuth2Session("svc", SECRET, scope="reports:read g:operators")
     token = session.fetch_token(f"{live_server.url}/o/token/", grant_type="client_credentials")
@@ -313,6 +363,45 @@ def test_refresh_token_reuse_is_refused(live_server, alice):
     assert response.json()["error"] == "invalid_grant"
 
 
+def test_access_tokens_carry_their_refresh_token_family(live_server, alice, service):
+    _, generations = rotated_family(live_server, alice)
+    family = get_refresh_token_model().objects.values_list("token_family", flat=True).distinct().get()
+    assert {claims_of(t["access_token"])[CLAIM_TOKEN_FAMILY] for t in generations} == {family.hex}
+    assert [status(t) for t in generations] == [200, 200, 200]  # a refresh leaves earlier ones alone
+    session = OAuth2Session("svc", SECRET, scope="reports:read")
+    token = session.fetch_token(f"{live_server.url}/o/token/", grant_type="client_credentials")
+    assert CLAIM_TOKEN_FAMILY not in claims_of(token["access_token"])  # no refresh token, no family
+
+
+def test_refresh_token_reuse_denies_every_access_token_of_the_family(live_server, alice):
+    session, generations = rotated_family(live_server, alice)
+    _, other_login = device_login(live_server, alice)
+
+    replay = refresh_response(session, live_server, generations[0]["refresh_token"])
+    assert replay.status_code == 400 and replay.json()["error"] == "invalid_grant"
+    # Every access token of the family, also those whose DOT rows rotation had deleted.
+    assert [status(t) for t in generations] == [401, 401, 401]
+    assert refresh_response(session, live_server, generations[-1]["refresh_token"]).json()["error"] == (
+        "invalid_grant"
+    )
+    assert status(other_login) == 200  # another family of the same user
+
+
+@pytest.mark.parametrize("revoked", ["refresh_token", "access_token"])
+def test_revoking_the_live_pair_ends_the_family(live_server, alice, revoked):
+    """RFC 7009: DOT revokes the live refresh token with either token of the pair; the family ends."""
+    session, generations = rotated_family(live_server, alice)
+    url = f"{live_server.url}/o/revoke_token/"
+    session.revoke_token(url, generations[0]["refresh_token"], token_type_hint="refresh_token")
+    assert [status(t) for t in generations] == [200, 200, 200]  # a rotated-away token: nothing changes
+
+    session.revoke_token(url, generations[-1][revoked], token_type_hint=revoked)
+    assert [status(t) for t in generations] == [401, 401, 401]
+    assert refresh_response(session, live_server, generations[-1]["refresh_token"]).json()["error"] == (
+        "invalid_grant"
+    )
+
+
 def test_revoke_access_token_works_at_once(live_server, alice):
     session, token = device_login(live_server, alice)
     client = Client()
@@ -364,6 +453,10 @@ def test_introspection(live_server, alice, service):
     assert introspector.introspect_token(url, token["access_token"]).json() == {"active": False}
     assert introspector.introspect_token(url, "not-a-token").json() == {"active": False}
     assert OAuth2Session("svc", "wrong").introspect_token(url, token["access_token"]).status_code == 401
+    public = requests.post(
+        url, data={"client_id": "tokenauth-cli", "token": token["access_token"]}, timeout=10
+    )
+    assert public.status_code == 401  # a public client cannot authenticate
 
 
 @pytest.mark.parametrize(
@@ -413,21 +506,26 @@ def test_token_exchange(live_server, idp, service, settings):
     assert bad.status_code == 400 and bad.json()["error"] == "invalid_request"
 
 
-def test_admin_revokes_refresh_token_and_its_access_token(live_server, alice):
-    _, token = device_login(live_server, alice)
+@pytest.mark.parametrize("model", ["refreshtoken", "accesstoken"])
+def test_admin_revoke_ends_the_family(live_server, alice, model):
+    _, generations = rotated_family(live_server, alice)
+    token = generations[-1]
     admin_user = make_user("root")
     admin_user.is_staff = admin_user.is_superuser = True
     admin_user.save()
     browser = Client()
     browser.force_login(admin_user)
-    changelist = browser.get("/admin/oauth2_provider/refreshtoken/")
-    assert changelist.status_code == 200 and token["refresh_token"] not in changelist.content.decode()
-    rows = list(get_refresh_token_model().objects.values_list("pk", flat=True))
+    changelist = browser.get(f"/admin/oauth2_provider/{model}/")
+    assert changelist.status_code == 200
+    assert token["refresh_token"] not in changelist.content.decode()
+    assert token["access_token"] not in changelist.content.decode()
+    token_model = get_refresh_token_model() if model == "refreshtoken" else get_access_token_model()
+    rows = list(token_model.objects.values_list("pk", flat=True))
     response = browser.post(
-        "/admin/oauth2_provider/refreshtoken/", {"action": "revoke_tokens", "_selected_action": rows}
+        f"/admin/oauth2_provider/{model}/", {"action": "revoke_tokens", "_selected_action": rows}
     )
     assert response.status_code == 302
-    assert bearer(Client(), "/api/reports/", token["access_token"]).status_code == 401
+    assert [status(t) for t in generations] == [401, 401, 401]
 
 
 def test_purge_clears_expired_oauth_rows(live_server, alice):
@@ -435,6 +533,8 @@ def test_purge_clears_expired_oauth_rows(live_server, alice):
     device_login(live_server, alice)
     get_access_token_model().objects.update(expires=timezone.now() - timedelta(days=400))
     get_refresh_token_model().objects.update(revoked=timezone.now() - timedelta(days=400))
+    get_device_grant_model().objects.update(expires=timezone.now() - timedelta(seconds=1))
     call_command("tokenauth_purge", stdout=StringIO())
     assert not get_access_token_model().objects.exists()
     assert not get_refresh_token_model().objects.exists()
+    assert not get_device_grant_model().objects.exists()

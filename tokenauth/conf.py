@@ -69,6 +69,13 @@ DEFAULTS: dict[str, Any] = {
     "IDENTITY_CACHE_TIMEOUT": timedelta(hours=1),
     # Which Django cache alias holds revocation state (use a shared one, e.g. Redis, in production).
     "CACHE_ALIAS": "default",
+    # Browser login (tokenauth.oidc): every enabled issuer with a client id is a provider.
+    "BROWSER_LOGIN": True,
+    "OIDC_SCOPES": "openid profile email",
+    # Client secrets by provider slug, for secrets not kept in an environment variable.
+    "OIDC_CLIENT_SECRETS": {},
+    # With exactly one provider, /oidc/login/ sends the browser straight to it.
+    "OIDC_REDIRECT_SINGLE_PROVIDER": False,
 }
 
 TIMEDELTA_SETTINGS = (
@@ -119,6 +126,7 @@ tokenauth_settings = TokenAuthSettings()
 def clear_process_caches() -> None:
     """Forget everything tokenauth holds in process memory (keys, verified tokens, revocation, issuers)."""
     from tokenauth import issuers, keys, provisioning, revocation, tokens
+    from tokenauth.oidc import providers
 
     keys.get_keyring.cache_clear()
     tokens.verified_tokens.clear()
@@ -127,6 +135,7 @@ def clear_process_caches() -> None:
     issuers.settings_issuers.cache_clear()
     issuers.jwks_cache.reset()
     provisioning.reset()
+    providers.metadata_cache.clear()
 
 
 @receiver(setting_changed)

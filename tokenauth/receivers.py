@@ -10,10 +10,12 @@ from typing import Any
 
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
+from django.contrib.auth.signals import user_logged_in
 from django.db.models.signals import m2m_changed, post_delete, post_save, pre_delete, pre_save
 from django.dispatch import receiver
 
 from .issuers import db_issuers
+from .middleware import stamp_login
 from .models import Epoch, Identity, Issuer
 from .provisioning import forget, identity_digest
 from .revocation import bump_epoch
@@ -79,3 +81,9 @@ def identity_changed(sender: Any, instance: Identity, **kwargs: Any) -> None:
 @receiver(m2m_changed, sender=Issuer.default_groups.through, dispatch_uid="tokenauth_issuer_groups")
 def issuers_changed(sender: Any, **kwargs: Any) -> None:
     db_issuers.changed()
+
+
+@receiver(user_logged_in, dispatch_uid="tokenauth_stamp_login")
+def stamp_session_login(sender: Any, request: Any, **kwargs: Any) -> None:
+    """EpochSessionMiddleware ends sessions that began before the user's next epoch bump."""
+    stamp_login(request)

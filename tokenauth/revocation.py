@@ -23,7 +23,14 @@ from .conf import tokenauth_settings
 from .exceptions import InvalidToken
 from .models import AuditEvent, Epoch, RevokedToken, Session
 from .snapshots import CACHE_PREFIX, SharedSnapshot, StateUnavailable, refresh_interval, shared_cache_call
-from .tokens import CLAIM_EPOCH, CLAIM_GLOBAL_EPOCH, CLAIM_GROUP_EPOCH, CLAIM_GROUP_ID, CLAIM_SESSION
+from .tokens import (
+    CLAIM_EPOCH,
+    CLAIM_GLOBAL_EPOCH,
+    CLAIM_GROUP_EPOCH,
+    CLAIM_GROUP_ID,
+    CLAIM_SESSION,
+    CLAIM_TOKEN_FAMILY,
+)
 
 
 class EpochValue(NamedTuple):
@@ -128,8 +135,9 @@ def is_revoked(*ids: str | None) -> bool:
 
 
 def check_local_claims(claims: dict[str, Any], user_id: str) -> None:
-    """Refuse one of our tokens whose id or session is denied or whose epochs are behind."""
-    if is_revoked(claims.get("jti"), claims.get(CLAIM_SESSION)):
+    """Refuse one of our tokens whose id, session or refresh-token family is denied or whose epochs
+    are behind."""
+    if is_revoked(claims.get("jti"), claims.get(CLAIM_SESSION), claims.get(CLAIM_TOKEN_FAMILY)):
         raise InvalidToken("The access token was revoked")
     behind = (
         claims[CLAIM_EPOCH] < current_epoch(Epoch.Kind.USER, user_id).value

@@ -29,6 +29,7 @@ CLAIM_GROUPS = "groups"
 CLAIM_GROUP = "group"
 CLAIM_GROUP_ID = "gid"
 CLAIM_SESSION = "sid"
+CLAIM_TOKEN_FAMILY = "token_family"  # the refresh-token family of an OAuth-server token (tokenauth.oauth)
 CLAIM_EPOCH = "epoch"
 CLAIM_GROUP_EPOCH = "group_epoch"
 CLAIM_GLOBAL_EPOCH = "global_epoch"
@@ -243,7 +244,8 @@ def _claim_types_valid(claims: dict[str, Any]) -> bool:
     """The memo, revocation and permissions need real numbers, strings and lists in our claims,
     or a well-signed but odd token would end in a 500."""
     integers = [CLAIM_EPOCH, CLAIM_GLOBAL_EPOCH] + ([CLAIM_GROUP_EPOCH] if CLAIM_GROUP_ID in claims else [])
-    strings = ["sub", "jti"] + [n for n in (CLAIM_SESSION, CLAIM_USERNAME, CLAIM_GROUP) if n in claims]
+    optional = (CLAIM_SESSION, CLAIM_TOKEN_FAMILY, CLAIM_USERNAME, CLAIM_GROUP)
+    strings = ["sub", "jti"] + [n for n in optional if n in claims]
     groups = claims.get(CLAIM_GROUPS, [])
     return (
         time_claims_valid(claims)

@@ -10,7 +10,7 @@ from django.http import HttpRequest
 from oauth2_provider.models import get_access_token_model, get_application_model, get_refresh_token_model
 
 from .models import AllowedScopes
-from .revocation import deny, issued_with
+from .revocation import deny, deny_ended_families, families, issued_with
 
 Application = get_application_model()
 AccessToken = get_access_token_model()
@@ -29,15 +29,20 @@ class ApplicationAdmin(type(admin.site._registry[Application])):
 class AccessTokenAdmin(type(admin.site._registry[AccessToken])):
     @admin.action(description="Revoke selected access tokens")
     def revoke_tokens(self, request: HttpRequest, queryset: QuerySet) -> None:
+        """DOT revokes the bound refresh tokens too: their families end."""
+        affected = families(RefreshToken.objects.filter(access_token__in=queryset))
         deny(queryset)
         super().revoke_tokens(request, queryset)
+        deny_ended_families(affected)
 
 
 class RefreshTokenAdmin(type(admin.site._registry[RefreshToken])):
     @admin.action(description="Revoke selected refresh tokens (and their access tokens)")
     def revoke_tokens(self, request: HttpRequest, queryset: QuerySet) -> None:
+        affected = families(queryset)
         deny(issued_with(queryset))
         super().revoke_tokens(request, queryset)
+        deny_ended_families(affected)
 
 
 for model, model_admin in (

@@ -7,3 +7,6 @@ class OAuthConfig(AppConfig):
     label = "tokenauth_oauth"
     verbose_name = _("OAuth authorization server")
     default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self) -> None:
+        from . import checks  # noqa: F401  (registers the checks of the DOT settings)

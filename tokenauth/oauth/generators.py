@@ -2,13 +2,35 @@
 
 from __future__ import annotations
 
+import uuid
 from datetime import timedelta
 from typing import Any
 
 from tokenauth.conf import tokenauth_settings
-from tokenauth.tokens import mint_access_token
+from tokenauth.tokens import CLAIM_TOKEN_FAMILY, mint_access_token
 
 from .scopes import selected_group
+
+# Grants whose token response starts a refresh-token family (client credentials and token exchange
+# issue no refresh token).
+FAMILY_STARTING_GRANTS = frozenset(
+    {"authorization_code", "urn:ietf:params:oauth:grant-type:device_code", "password"}
+)
+
+
+def token_family(request: Any) -> uuid.UUID | None:
+    """The refresh-token family this access token belongs to: the refreshed token's, or a new one.
+
+    The id goes into the token, so that revoking the family denies every access token it ever had
+    with one denylist entry (DOT deletes an access token's row, and with it its ``jti``, at rotation).
+    A new id is left on the request for the validator to give the family's first refresh token.
+    """
+    if request.grant_type == "refresh_token":
+        return request.refresh_token_instance.token_family
+    if request.grant_type in FAMILY_STARTING_GRANTS:
+        request.tokenauth_family = uuid.uuid4()
+        return request.tokenauth_family
+    return None
 
 
 def access_token(request: Any) -> str:
@@ -21,6 +43,9 @@ def access_token(request: Any) -> str:
     extra: dict[str, Any] = {"client_id": request.client.client_id}
     if not tokenauth_settings.AUDIENCE:
         extra["aud"] = tokenauth_settings.ISSUER  # RFC 9068 requires aud; we are the resource server
+    family = token_family(request)
+    if family is not None:
+        extra[CLAIM_TOKEN_FAMILY] = family.hex
     issued = mint_access_token(
         request.user,
         scope=" ".join(scopes),

@@ -1,9 +1,19 @@
-"""DOT revokes by deleting rows; our access tokens are JWTs, so their ids go on the denylist too."""
+"""DOT revokes by deleting rows; our access tokens are JWTs, so their ids go on the denylist too.
+
+An access token is denied by its ``jti`` (the ``token`` column of its DOT row) and, when it belongs
+to a refresh-token family, by the family id it carries: DOT deletes an access token's row when its
+refresh token rotates, so once a family is revoked (reuse protection, RFC 7009, the admin) only the
+family id still names the family's earlier access tokens.
+"""
 
 from __future__ import annotations
 
+import uuid
+from collections.abc import Iterable
+
 from django.db.models import Q, QuerySet
-from oauth2_provider.models import get_access_token_model
+from django.utils import timezone
+from oauth2_provider.models import get_access_token_model, get_refresh_token_model
 
 from tokenauth.conf import tokenauth_settings
 from tokenauth.revocation import revoke_id
@@ -19,3 +29,26 @@ def deny(access_tokens: QuerySet) -> None:
 def issued_with(refresh_tokens: QuerySet) -> QuerySet:
     """The access-token rows currently bound to these refresh tokens."""
     return get_access_token_model().objects.filter(Q(refresh_token__in=refresh_tokens))
+
+
+def families(refresh_tokens: QuerySet) -> set[uuid.UUID]:
+    """The families of these refresh-token rows; read them before DOT revokes the rows."""
+    return set(refresh_tokens.exclude(token_family=None).values_list("token_family", flat=True))
+
+
+def deny_ended_families(candidates: Iterable[uuid.UUID]) -> None:
+    """Deny the access tokens of each family that has no usable refresh token left.
+
+    A family whose refresh token merely rotated keeps a live member and is left alone; a live member
+    without an access token is an orphan that DOT refuses, so it does not count. Nothing of an ended
+    family can mint again, so the denial lasts one access-token lifetime.
+    """
+    candidates = set(candidates)
+    if not candidates:
+        return
+    live = get_refresh_token_model().objects.filter(
+        token_family__in=candidates, revoked__isnull=True, access_token__isnull=False
+    )
+    until = timezone.now() + tokenauth_settings.ACCESS_TOKEN_LIFETIME + tokenauth_settings.LEEWAY
+    for family in candidates - set(live.values_list("token_family", flat=True)):
+        revoke_id(family.hex, until, reason="oauth token family revoked")

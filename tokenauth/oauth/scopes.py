@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from django.contrib.auth.models import Group
+from django.utils.translation import gettext as _
 from oauth2_provider.scopes import BaseScopes
 
 from tokenauth.conf import tokenauth_settings
@@ -45,11 +46,22 @@ def selected_group(user: Any, scopes: list[str]) -> tuple[Group | None, str | No
     return group, None
 
 
+class ScopeDescriptions(dict[str, str]):
+    """The service scopes, and a description of any ``g:<group>`` on demand (groups are not listed up
+    front): DOT's consent page looks up the description of every requested scope."""
+
+    def __missing__(self, scope: str) -> str:
+        name = group_name(scope)
+        if name is None:
+            raise KeyError(scope)
+        return _("Act for the group %(name)s only") % {"name": name}
+
+
 class TokenAuthScopes(BaseScopes):
     """DOT's scopes backend (``SCOPES_BACKEND_CLASS``): our service scopes, no default scope."""
 
     def get_all_scopes(self) -> dict[str, str]:
-        return dict(tokenauth_settings.SCOPES)
+        return ScopeDescriptions(tokenauth_settings.SCOPES)
 
     def get_available_scopes(self, application: Any = None, request: Any = None, *args: Any, **kwargs: Any):
         scopes = list(tokenauth_settings.SCOPES)

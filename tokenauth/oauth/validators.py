@@ -12,6 +12,7 @@ from oauth2_provider.models import (
     AbstractAccessToken,
     get_access_token_model,
     get_device_grant_model,
+    get_refresh_token_model,
 )
 from oauth2_provider.oauth2_validators import OAuth2Validator
 from oauthlib.oauth2.rfc6749 import errors
@@ -21,7 +22,7 @@ from tokenauth.models import Epoch
 from tokenauth.tokens import read_unverified
 
 from .exchange import GRANT_TYPE as TOKEN_EXCHANGE
-from .revocation import deny
+from .revocation import deny, deny_ended_families, families
 from .scopes import application_allows, known, selected_group
 
 
@@ -64,8 +65,13 @@ class TokenAuthValidator(OAuth2Validator):
             raise errors.InvalidScopeError(description=problem, request=request)
 
     def validate_refresh_token(self, refresh_token: str, client: Any, request: Any, *args, **kwargs):
-        """DOT's checks (rotation, reuse protection), then: no epoch bump since this token was issued."""
+        """DOT's checks (rotation, reuse protection), then: no epoch bump since this token was issued.
+
+        When DOT's reuse protection has just revoked the token's family, its access tokens are denied.
+        """
         if not super().validate_refresh_token(refresh_token, client, request, *args, **kwargs):
+            checksum = hashlib.sha256(refresh_token.encode()).hexdigest()
+            deny_ended_families(families(get_refresh_token_model().objects.filter(token_checksum=checksum)))
             return False
         rt = request.refresh_token_instance
         group, _ = selected_group(rt.user, rt.access_token.scope.split())
@@ -99,15 +105,40 @@ class TokenAuthValidator(OAuth2Validator):
             token_instance._raw_token = raw_token
             token_instance.token = read_unverified(raw_token)[1]["jti"]
 
+    def _create_refresh_token(
+        self, request: Any, refresh_token_code: str, access_token: Any, previous_refresh_token: Any
+    ) -> Any:
+        """A new family takes the id that its first access token already carries (see generators)."""
+        refresh_token = super()._create_refresh_token(
+            request, refresh_token_code, access_token, previous_refresh_token
+        )
+        family = getattr(request, "tokenauth_family", None)
+        if previous_refresh_token is None and family is not None:
+            refresh_token.token_family = family
+            refresh_token.save(update_fields=["token_family"])
+        return refresh_token
+
     def revoke_token(self, token: str, token_type_hint: str | None, request: Any, *args, **kwargs) -> None:
-        """RFC 7009: besides DOT's rows, deny the JWT ids at once (a JWT would stay valid otherwise)."""
+        """RFC 7009: besides DOT's rows, deny the JWT ids at once (a JWT would stay valid otherwise).
+
+        DOT also revokes the refresh token bound to a revoked access token; a family left without a
+        usable refresh token loses all its access tokens, the ones of earlier rotations included.
+        """
         application = getattr(request.client, "pk", None)
-        if application is not None:
-            checksum = hashlib.sha256(token.encode()).hexdigest()
-            deny(
-                get_access_token_model().objects.filter(
-                    Q(token_checksum=checksum) | Q(refresh_token__token_checksum=checksum),
-                    application_id=application,
-                )
+        if application is None:  # DOT revokes nothing either
+            return
+        checksum = hashlib.sha256(token.encode()).hexdigest()
+        deny(
+            get_access_token_model().objects.filter(
+                Q(token_checksum=checksum) | Q(refresh_token__token_checksum=checksum),
+                application_id=application,
             )
+        )
+        affected = families(
+            get_refresh_token_model().objects.filter(
+                Q(token_checksum=checksum) | Q(access_token__token_checksum=checksum),
+                application_id=application,
+            )
+        )
         super().revoke_token(token, token_type_hint, request, *args, **kwargs)
+        deny_ended_families(affected)

@@ -74,13 +74,18 @@ class TokenView(dot.TokenView):
 
 
 def authenticated_client(request: HttpRequest) -> Any:
-    """The application authenticating this request (basic auth or body), or None."""
+    """The confidential application authenticating this request (basic auth or body), or None.
+
+    DOT's ``authenticate_client`` accepts an empty secret for a client whose stored secret is empty,
+    as that of the public ``tokenauth-cli``: such a client proves nothing.
+    """
     core = get_oauthlib_core()
     uri, method, body, headers = core._extract_params(request)
     oauth_request = OAuthlibRequest(uri, method, body, headers)
     if not core.server.request_validator.authenticate_client(oauth_request):
         return None
-    return oauth_request.client
+    client = oauth_request.client
+    return client if client.client_type == client.CLIENT_CONFIDENTIAL else None
 
 
 @method_decorator(csrf_exempt, name="dispatch")

@@ -20,7 +20,8 @@ class Command(BaseCommand):
         revoked = purge_expired()
         self.stdout.write(f"Deleted {sessions} sessions and {revoked} revoked-token rows.")
         if apps.is_installed("tokenauth.oauth"):
-            from oauth2_provider.models import clear_expired
+            from oauth2_provider.models import clear_expired, get_device_grant_model
 
-            clear_expired()  # expired or revoked DOT tokens, grants and device codes
-            self.stdout.write("Cleared expired OAuth tokens and grants.")
+            clear_expired()  # expired or revoked DOT tokens and expired authorization codes
+            get_device_grant_model().objects.filter(expires__lte=now).delete()  # clear_expired keeps them
+            self.stdout.write("Cleared expired OAuth tokens, authorization codes and device codes.")

@@ -1,0 +1,162 @@
+"""A real headless Chromium logs in end to end: our provider page, the provider's login and consent
+forms, back to the app, signed in. Screenshots go to ``<tmp>/tokenauth-artifacts/`` (CI artifacts).
+
+Needs the Debian packages ``chromium`` and ``chromium-driver`` (.ci/run installs them) and Node for
+the test provider: skipped locally without them, failed when CI=true.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import service_required
+from tests.idp import TestIdP
+from tokenauth.models import Identity
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMEDRIVER = "/usr/bin/chromedriver"
+ARTIFACTS = Path(tempfile.gettempdir()) / "tokenauth-artifacts"
+SECRET_ENV = "TOKENAUTH_TEST_BROWSER_SECRET"
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def _check_chromium() -> None:
+    for path in (CHROMIUM, CHROMEDRIVER):
+        if not Path(path).exists():
+            raise FileNotFoundError(path)
+    import selenium  # noqa: F401
+
+
+@pytest.fixture
+def chrome(tmp_path: Path) -> Iterator[Any]:
+    """Headless Chromium through the system chromedriver (Selenium Manager never downloads anything)."""
+    service_required("Chromium and chromedriver (Debian packages chromium, chromium-driver)", _check_chromium)
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for argument in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--no-first-run",
+        "--window-size=1100,900",
+        f"--user-data-dir={tmp_path / 'chromium-profile'}",
+    ):
+        options.add_argument(argument)
+    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+    driver.set_page_load_timeout(30)
+    yield driver
+    driver.quit()
+
+
+@pytest.fixture
+def web_idp(live_server: Any, settings: Any, monkeypatch: pytest.MonkeyPatch) -> Iterator[TestIdP]:
+    """A provider of its own whose web-client redirects to this live server; our only login provider."""
+    provider = TestIdP()
+    env = {"IDP_REDIRECT_URIS": f"{live_server.url}/oidc/callback/"}
+    service_required("the test OpenID provider (Node.js, tests/idp)", lambda: provider.start(env=env))
+    monkeypatch.setenv(SECRET_ENV, provider.WEB_CLIENT_SECRET)
+    settings.TOKENAUTH = {
+        **settings.TOKENAUTH,
+        "ALLOW_LOOPBACK_HTTP_ISSUERS": True,
+        "ISSUERS": [
+            {
+                "issuer": provider.issuer,
+                "slug": "test-idp",
+                "display_name": "Test IdP",
+                "client_id": provider.WEB_CLIENT_ID,
+                "client_secret_env": SECRET_ENV,
+            }
+        ],
+    }
+    yield provider
+    provider.stop()
+
+
+def screenshot(driver: Any, name: str) -> Path:
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    path = ARTIFACTS / name
+    driver.save_screenshot(str(path))
+    print(f"screenshot: {path}")
+    return path
+
+
+def submit_provider_form(driver: Any, wait: Any, **fields: str) -> None:
+    """Fill the provider's (devInteractions) form, press its button and wait for the next page."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as ec
+
+    button = wait.until(
+        ec.element_to_be_clickable((By.CSS_SELECTOR, "form button[type=submit], form button"))
+    )
+    for name, value in fields.items():
+        driver.find_element(By.NAME, name).send_keys(value)
+    button.click()
+    wait.until(ec.staleness_of(button))
+
+
+def test_browser_logs_in_through_the_provider(chrome, web_idp, live_server):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as ec
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    wait = WebDriverWait(chrome, 20)
+    chrome.get(f"{live_server.url}/oidc/login/")
+    link = wait.until(ec.element_to_be_clickable((By.LINK_TEXT, "Sign in with Test IdP")))
+    assert screenshot(chrome, "login-page.png").stat().st_size > 0
+    link.click()
+
+    wait.until(ec.url_contains(web_idp.issuer))
+    submit_provider_form(chrome, wait, login="alice", password="any-password")
+    if chrome.current_url.startswith(web_idp.issuer):  # the consent form
+        screenshot(chrome, "provider-consent-page.png")
+        submit_provider_form(chrome, wait)
+
+    wait.until(ec.url_to_be(f"{live_server.url}/oidc/tokens/"))
+    heading = wait.until(ec.presence_of_element_located((By.TAG_NAME, "h1")))
+    assert heading.text == "Signed in as alice"
+    assert screenshot(chrome, "logged-in-page.png").stat().st_size > 0
+    assert Identity.objects.filter(issuer=web_idp.issuer, subject="alice").exists()
+    cookie = chrome.get_cookie("sessionid")
+    assert cookie["httpOnly"] and cookie["sameSite"] == "Lax"
+
+    chrome.find_element(By.ID, "create-token").click()
+    token = wait.until(ec.presence_of_element_located((By.ID, "access-token"))).text
+    assert token.count(".") == 2
+
+    chrome.get(f"{live_server.url}/auth/whoami/?format=json")
+    assert '"username":"alice"' in chrome.find_element(By.TAG_NAME, "body").text.replace(" ", "")
+
+    chrome.get(f"{live_server.url}/oidc/tokens/")
+    chrome.find_element(By.ID, "logout").click()
+    wait.until(ec.url_contains(web_idp.metadata["end_session_endpoint"]))
+    chrome.get(f"{live_server.url}/auth/whoami/?format=json")
+    assert "alice" not in chrome.find_element(By.TAG_NAME, "body").text
+
+
+def test_cancel_at_the_provider_shows_a_readable_page(chrome, web_idp, live_server):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as ec
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    wait = WebDriverWait(chrome, 20)
+    chrome.get(f"{live_server.url}/oidc/login/test-idp/")
+    submit_provider_form(chrome, wait, login="bob", password="any-password")
+    wait.until(ec.element_to_be_clickable((By.PARTIAL_LINK_TEXT, "Cancel"))).click()
+    wait.until(ec.url_contains(f"{live_server.url}/oidc/callback/"))
+    assert chrome.find_element(By.TAG_NAME, "h1").text == "Sign-in failed"
+    assert "cancelled" in chrome.find_element(By.CLASS_NAME, "error").text
+    screenshot(chrome, "cancelled-page.png")
+    assert not Identity.objects.filter(subject="bob").exists()

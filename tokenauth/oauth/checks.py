@@ -1,0 +1,68 @@
+"""System checks of the DOT settings that the authorization server depends on (registered by the app)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.core import checks
+from oauth2_provider.settings import oauth2_settings
+
+from .scopes import TokenAuthScopes
+from .server import Server
+from .validators import TokenAuthValidator
+
+# DOT setting -> the class of ours it must be (or subclass): the server brings our JWT generator,
+# lifetimes and grants; the validator our subjects, scopes, epochs and revocation; the scopes
+# backend our scope list (DOT's default offers "read write").
+CLASSES = {
+    "OAUTH2_SERVER_CLASS": Server,
+    "OAUTH2_VALIDATOR_CLASS": TokenAuthValidator,
+    "SCOPES_BACKEND_CLASS": TokenAuthScopes,
+}
+
+
+@checks.register(checks.Tags.security)
+def check_oauth_settings(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
+    errors: list[checks.CheckMessage] = []
+    for name, ours in CLASSES.items():
+        try:
+            configured = getattr(oauth2_settings, name)
+        except ImportError as exc:
+            configured = exc
+        if not (isinstance(configured, type) and issubclass(configured, ours)):
+            errors.append(
+                checks.Error(
+                    f'OAUTH2_PROVIDER["{name}"] must be {ours.__module__}.{ours.__qualname__}.',
+                    hint="Otherwise DOT issues its own opaque tokens or skips tokenauth's rules.",
+                    id="tokenauth.oauth.E001",
+                )
+            )
+    for name in ("ROTATE_REFRESH_TOKEN", "REFRESH_TOKEN_REUSE_PROTECTION"):
+        if getattr(oauth2_settings, name) is not True:
+            errors.append(
+                checks.Error(
+                    f'OAUTH2_PROVIDER["{name}"] must be True.',
+                    hint="A stolen refresh token must be detected when it is used twice, and revoke "
+                    "its whole family.",
+                    id="tokenauth.oauth.E002",
+                )
+            )
+    if oauth2_settings.REFRESH_TOKEN_GRACE_PERIOD_SECONDS:
+        errors.append(
+            checks.Error(
+                'OAUTH2_PROVIDER["REFRESH_TOKEN_GRACE_PERIOD_SECONDS"] must be 0.',
+                hint="DOT answers a retry within the grace period with the stored access token, and "
+                "only its jti is stored: the answer would not be a token.",
+                id="tokenauth.oauth.E003",
+            )
+        )
+    if not oauth2_settings.OAUTH_DEVICE_VERIFICATION_URI:
+        errors.append(
+            checks.Warning(
+                'OAUTH2_PROVIDER["OAUTH_DEVICE_VERIFICATION_URI"] is not set.',
+                hint="Device authorization answers then tell no one where to log in: set it to the "
+                "absolute URL of the device page (o/device/).",
+                id="tokenauth.oauth.W001",
+            )
+        )
+    return errors

@@ -1,0 +1,197 @@
+"""The authentication backend for browser logins: code for tokens, ID token checked, (iss, sub) -> user.
+
+Unlike mozilla-django-oidc's backend it serves several providers: the provider comes with the call
+(bound to the login's ``state``), not from global ``OIDC_*`` settings. The ID token is verified with
+the JWKS cache that verifies bearer tokens, and users are found by (iss, sub) only, never by email.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import jwt
+import requests
+from django.contrib.auth import get_user_model
+from django.contrib.auth.backends import ModelBackend
+from django.core.mail import mail_admins
+from django.http import HttpRequest
+from django.urls import reverse
+from django.utils.crypto import constant_time_compare
+from mozilla_django_oidc.auth import OIDCAuthenticationBackend
+
+from ..conf import tokenauth_settings
+from ..exceptions import InvalidToken
+from ..issuers import IssuerUnavailable, jwks_cache
+from ..keys import ASYMMETRIC_ALGORITHMS
+from ..models import AuditEvent
+from ..provisioning import IdentityNotRegistered, resolve
+from ..snapshots import StateUnavailable
+from .providers import Provider, ProviderUnavailable
+
+logger = logging.getLogger(__name__)
+
+UNREACHABLE = "The sign-in provider cannot be reached right now. Please try again in a few minutes."
+UNVERIFIED = "The sign-in provider's answer could not be verified. Please start again."
+
+
+class LoginFailed(Exception):
+    """A browser login that cannot go on; the views show ``message`` on a page with ``status``."""
+
+    template = "tokenauth/oidc/error.html"
+
+    def __init__(self, message: str, *, status: int = 400, title: str = "Sign-in failed") -> None:
+        super().__init__(message)
+        self.message, self.status, self.title = message, status, title
+
+
+class NotRegistered(LoginFailed):
+    template = "tokenauth/oidc/not_registered.html"
+
+    def __init__(self, provider: Provider) -> None:
+        super().__init__(
+            "Your account is not registered with this service.", status=403, title="Not registered"
+        )
+        self.provider = provider
+
+
+class OIDCBackend(OIDCAuthenticationBackend):
+    """List it in ``AUTHENTICATION_BACKENDS``: Django loads the session's user through it."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        # Everything mozilla reads from OIDC_* settings here comes from the provider instead.
+        self.UserModel = get_user_model()
+
+    def authenticate(  # type: ignore[override]
+        self, request: HttpRequest | None, *, oidc_provider: Provider, nonce: str, code_verifier: str | None
+    ) -> Any:
+        """Keyword-only arguments: password logins (``username=…``) never reach this backend."""
+        if request is None or not request.GET.get("code"):
+            return None
+        self.request, self.provider = request, oidc_provider
+        payload = {
+            "grant_type": "authorization_code",
+            "code": request.GET["code"],
+            "redirect_uri": request.build_absolute_uri(reverse("tokenauth-oidc-callback")),
+        }
+        if code_verifier is not None:
+            payload["code_verifier"] = code_verifier
+        id_token = self.get_token(payload).get("id_token")
+        if not isinstance(id_token, str):
+            raise LoginFailed("The sign-in provider sent no ID token.")
+        claims = self.verify_token(id_token, nonce=nonce)
+        return self.get_or_create_user("", id_token, claims)
+
+    def get_token(self, payload: dict[str, Any]) -> dict[str, Any]:
+        """The token endpoint's answer; client_secret_basic unless the provider only takes _post."""
+        provider = self.provider
+        secret = provider.client_secret()
+        if secret is None:
+            logger.error("tokenauth: no client secret for the login provider %s", provider.slug)
+            raise LoginFailed("Sign-in with this provider is not configured correctly.")
+        try:
+            metadata = provider.metadata()
+        except ProviderUnavailable as exc:
+            logger.warning("tokenauth: login provider %s: %s", provider.slug, exc)
+            raise LoginFailed(UNREACHABLE) from None
+        methods = metadata.get("token_endpoint_auth_methods_supported") or ["client_secret_basic"]
+        auth = None
+        payload = {**payload, "client_id": provider.client_id}
+        if "client_secret_basic" in methods or "client_secret_post" not in methods:
+            auth = (provider.client_id, secret)
+        else:
+            payload["client_secret"] = secret
+        try:
+            response = requests.post(
+                metadata["token_endpoint"],
+                data=payload,
+                auth=auth,
+                timeout=tokenauth_settings.HTTP_TIMEOUT.total_seconds(),
+                allow_redirects=False,
+                headers={"Accept": "application/json"},
+            )
+            body = response.json() if response.content else {}
+        except (requests.RequestException, ValueError) as exc:
+            logger.warning("tokenauth: token endpoint of %s: %s", provider.slug, type(exc).__name__)
+            raise LoginFailed(UNREACHABLE) from None
+        if response.status_code != 200 or not isinstance(body, dict):
+            error = body.get("error") if isinstance(body, dict) else None
+            logger.warning(
+                "tokenauth: token endpoint of %s answered %s %s", provider.slug, response.status_code, error
+            )
+            if response.status_code >= 500:
+                raise LoginFailed(UNREACHABLE)
+            raise LoginFailed("The sign-in provider did not accept this sign-in (expired or used twice?).")
+        return body
+
+    def verify_token(self, token: str, **kwargs: Any) -> dict[str, Any]:
+        """Signature (keys from the shared JWKS cache), iss, aud = our client id, exp, iat and nonce."""
+        config = self.provider.config
+        try:
+            header = jwt.get_unverified_header(token)
+        except jwt.InvalidTokenError:
+            raise LoginFailed(UNVERIFIED) from None
+        algorithm, kid = header.get("alg"), header.get("kid")
+        usable = isinstance(algorithm, str) and algorithm in ASYMMETRIC_ALGORITHMS & config.algorithms
+        if not usable or not isinstance(kid, str) or "crit" in header:
+            raise LoginFailed(UNVERIFIED)
+        try:
+            key = jwks_cache.key_for(config.issuer, kid, algorithm)
+            claims = jwt.decode(
+                token,
+                key,
+                algorithms=[algorithm],
+                issuer=config.issuer,
+                audience=self.provider.client_id,
+                leeway=tokenauth_settings.LEEWAY,
+                options={"require": ["iss", "sub", "aud", "exp", "iat"]},
+            )
+        except IssuerUnavailable:
+            raise LoginFailed(UNREACHABLE) from None
+        except (InvalidToken, jwt.InvalidTokenError):
+            raise LoginFailed(UNVERIFIED) from None
+        audiences = claims["aud"] if isinstance(claims["aud"], list) else [claims["aud"]]
+        if len(audiences) > 1 and claims.get("azp") != self.provider.client_id:
+            raise LoginFailed(UNVERIFIED)  # OIDC Core 3.1.3.7: several audiences need azp = us
+        nonce = kwargs.get("nonce")
+        if (
+            not nonce
+            or not isinstance(claims.get("nonce"), str)
+            or not constant_time_compare(claims["nonce"], nonce)
+        ):
+            raise LoginFailed(UNVERIFIED)
+        if not isinstance(claims["sub"], str) or not claims["sub"]:
+            raise LoginFailed(UNVERIFIED)
+        return claims
+
+    def get_or_create_user(self, access_token: str, id_token: str, payload: dict[str, Any]) -> Any:
+        """The user of (iss, sub), provisioned like for bearer tokens; never looked up by email."""
+        provider = self.provider
+        try:
+            principal = resolve(provider.config, payload)
+        except IdentityNotRegistered:
+            self.not_registered(payload)
+            raise NotRegistered(provider) from None
+        except InvalidToken:
+            raise LoginFailed("This account's access was revoked.", status=403) from None
+        except StateUnavailable:
+            raise LoginFailed("The service is unavailable right now. Please try again.", status=503) from None
+        user = self.UserModel._default_manager.filter(pk=principal.user_id).first()
+        if user is None or not user.is_active:
+            raise LoginFailed("This account is disabled.", status=403, title="Account disabled")
+        return user
+
+    def not_registered(self, claims: dict[str, Any]) -> None:
+        """Tell the admins who knocked, so they can register the identity if it is welcome."""
+        provider, subject = self.provider, claims["sub"][:255]
+        shown = {k: str(claims[k])[:255] for k in ("preferred_username", "name", "email") if k in claims}
+        AuditEvent.objects.create(
+            action="browser_login_not_registered",
+            detail={"issuer": provider.issuer, "subject": subject, "provider": provider.slug, **shown},
+        )
+        lines = [f"Provider: {provider.name} ({provider.issuer})", f"Subject: {subject}"]
+        lines += [f"{k}: {v}" for k, v in shown.items()]
+        mail_admins("Browser login of an unregistered identity", "\n".join(lines), fail_silently=True)
+
+    def get_user(self, user_id: Any) -> Any:
+        return ModelBackend.get_user(self, user_id)  # inactive users lose their session, as with passwords

@@ -1,0 +1,198 @@
+"""Browser login pages: provider list, start, callback (one redirect URI for all), logout, API tokens.
+
+The chosen provider is remembered with the login's ``state`` in the session, so the callback knows
+which issuer, client and keys to use; a callback whose state this browser did not start is refused.
+Every failure is a readable page with a 4xx status, never a 500.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+from urllib.parse import parse_qs, urlencode, urlsplit
+
+from django.contrib import auth
+from django.contrib.auth.mixins import LoginRequiredMixin
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
+from django.shortcuts import render
+from django.urls import reverse, reverse_lazy
+from django.views import View
+from mozilla_django_oidc.utils import import_from_settings
+from mozilla_django_oidc.views import (
+    OIDCAuthenticationCallbackView,
+    OIDCAuthenticationRequestView,
+    OIDCLogoutView,
+)
+
+from ..conf import tokenauth_settings
+from ..models import AuditEvent
+from ..sessions import start_session
+from ..tokens import mint_access_token
+from .backend import UNREACHABLE, LoginFailed
+from .providers import Provider, ProviderUnavailable, login_providers, provider_by_issuer, provider_by_slug
+
+logger = logging.getLogger(__name__)
+
+PROVIDER_SESSION_KEY = "tokenauth_oidc_issuer"
+NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
+
+
+def failure_page(request: HttpRequest, exc: LoginFailed) -> HttpResponse:
+    context = {"title": exc.title, "message": exc.message, "provider": getattr(exc, "provider", None)}
+    return render(request, exc.template, context, status=exc.status)
+
+
+def mozilla_setting(attr: str, *default: Any) -> Any:
+    """mozilla-django-oidc's settings, except those that are ours to decide (for every provider)."""
+    ours = {
+        "OIDC_USE_PKCE": True,
+        "OIDC_USE_NONCE": True,
+        "OIDC_PKCE_CODE_CHALLENGE_METHOD": "S256",
+        "OIDC_RP_SCOPES": tokenauth_settings.OIDC_SCOPES,
+        "OIDC_AUTHENTICATION_CALLBACK_URL": "tokenauth-oidc-callback",
+        "OIDC_AUTH_REQUEST_EXTRA_PARAMS": {},
+    }
+    return ours[attr] if attr in ours else import_from_settings(attr, *default)
+
+
+class ProviderListView(View):
+    """``/oidc/login/``: a "Sign in with …" button per provider."""
+
+    def get(self, request: HttpRequest) -> HttpResponse:
+        if not tokenauth_settings.BROWSER_LOGIN:
+            raise Http404()
+        providers = login_providers()
+        query = f"?{urlencode({'next': request.GET['next']})}" if request.GET.get("next") else ""
+        links = [(p, reverse("tokenauth-oidc-login-provider", args=[p.slug]) + query) for p in providers]
+        if len(links) == 1 and tokenauth_settings.OIDC_REDIRECT_SINGLE_PROVIDER:
+            return HttpResponseRedirect(links[0][1])
+        return render(request, "tokenauth/oidc/login.html", {"links": links})
+
+
+class ProviderLoginView(OIDCAuthenticationRequestView):
+    """``/oidc/login/<slug>/``: redirect to the provider with state, nonce and a PKCE challenge."""
+
+    get_settings = staticmethod(mozilla_setting)
+
+    def __init__(self, **kwargs: Any) -> None:
+        View.__init__(self, **kwargs)  # the endpoint and client id are the provider's, set in get()
+
+    def get(self, request: HttpRequest, slug: str) -> HttpResponse:  # type: ignore[override]
+        provider = provider_by_slug(slug)
+        if provider is None:
+            return failure_page(request, LoginFailed("There is no such sign-in provider.", status=404))
+        try:
+            self.OIDC_OP_AUTH_ENDPOINT = provider.metadata()["authorization_endpoint"]
+        except ProviderUnavailable as exc:
+            logger.warning("tokenauth: login provider %s: %s", provider.slug, exc)
+            return failure_page(request, LoginFailed(UNREACHABLE))
+        self.OIDC_RP_CLIENT_ID = provider.client_id
+        response = super().get(request)
+        state = parse_qs(urlsplit(response["Location"]).query)["state"][0]
+        request.session["oidc_states"][state]["issuer"] = provider.issuer  # the callback's provider
+        request.session.modified = True
+        return response
+
+
+class CallbackView(OIDCAuthenticationCallbackView):
+    """``/oidc/callback/``: the one redirect URI of every provider."""
+
+    get_settings = staticmethod(mozilla_setting)
+
+    @property
+    def success_url(self) -> str:
+        return self.request.session.get("oidc_login_next") or reverse("tokenauth-oidc-tokens")
+
+    def get(self, request: HttpRequest) -> HttpResponse:
+        try:
+            return self.login(request)
+        except LoginFailed as exc:
+            return failure_page(request, exc)
+
+    def login(self, request: HttpRequest) -> HttpResponse:
+        states = request.session.get("oidc_states")
+        state = request.GET.get("state")
+        entry = states.pop(state, None) if isinstance(states, dict) and isinstance(state, str) else None
+        if entry is not None:
+            request.session.modified = True  # a state is good for one callback: no replay
+        error = request.GET.get("error")
+        if error == "access_denied":
+            raise LoginFailed("Sign-in was cancelled or refused at the provider.", status=403)
+        if error:
+            raise LoginFailed(f"The sign-in provider reported an error ({error[:64]}).")
+        if entry is None or not request.GET.get("code"):
+            raise LoginFailed(
+                "This sign-in answer does not belong to a sign-in started in this browser, "
+                "or it was used already. Please start again."
+            )
+        provider = provider_by_issuer(entry.get("issuer", ""))
+        if provider is None:
+            raise LoginFailed("This sign-in provider is not available any more.")
+        self.user = auth.authenticate(
+            request, oidc_provider=provider, nonce=entry["nonce"], code_verifier=entry.get("code_verifier")
+        )
+        if self.user is None:
+            logger.error("tokenauth: tokenauth.oidc.backend.OIDCBackend is not in AUTHENTICATION_BACKENDS")
+            raise LoginFailed("Sign-in with this provider is not configured correctly.")
+        return self.login_success(provider)
+
+    def login_success(self, provider: Provider) -> HttpResponse:  # type: ignore[override]
+        auth.login(self.request, self.user)  # always: a new session key, a new login time
+        self.request.session[PROVIDER_SESSION_KEY] = provider.issuer
+        AuditEvent.objects.create(
+            action="browser_login",
+            user=self.user,
+            detail={"issuer": provider.issuer, "provider": provider.slug},
+        )
+        return HttpResponseRedirect(self.success_url)
+
+
+class LogoutView(OIDCLogoutView):
+    """``/oidc/logout/``: GET asks, POST ends the session and then the provider's, if it has one."""
+
+    get_settings = staticmethod(mozilla_setting)
+
+    def get(self, request: HttpRequest) -> HttpResponse:
+        return render(request, "tokenauth/oidc/logout.html")
+
+    def post(self, request: HttpRequest) -> HttpResponse:
+        provider = provider_by_issuer(request.session.get(PROVIDER_SESSION_KEY, ""))
+        auth.logout(request)
+        target = reverse("tokenauth-oidc-login")
+        if provider is not None:
+            try:
+                endpoint = provider.metadata().get("end_session_endpoint")
+            except ProviderUnavailable:
+                endpoint = None  # our session is over; the provider's ends with its own lifetime
+            if endpoint:
+                query = urlencode({"client_id": provider.client_id})
+                target = f"{endpoint}{'&' if '?' in endpoint else '?'}{query}"
+        return HttpResponseRedirect(target)
+
+
+class TokensView(LoginRequiredMixin, View):
+    """``/oidc/tokens/``: the signed-in page; POST creates an API token pair for scripts, shown once."""
+
+    login_url = reverse_lazy("tokenauth-oidc-login")
+
+    def get(self, request: HttpRequest) -> HttpResponse:
+        return self.page(request, {})
+
+    def post(self, request: HttpRequest) -> HttpResponse:
+        user = request.user
+        session, refresh_token = start_session(user, user_agent=request.META.get("HTTP_USER_AGENT", ""))
+        access = mint_access_token(user, session_id=session.id.hex)
+        AuditEvent.objects.create(
+            action="login", user=user, detail={"session": str(session.pk), "via": "browser"}
+        )
+        return self.page(request, {"access_token": access.token, "refresh_token": refresh_token})
+
+    def page(self, request: HttpRequest, context: dict[str, Any]) -> HttpResponse:
+        issuer = tokenauth_settings.ISSUER
+        server = issuer if issuer.startswith(("https://", "http://")) else request.build_absolute_uri("/")
+        provider = provider_by_issuer(request.session.get(PROVIDER_SESSION_KEY, ""))
+        context.update(server=server.rstrip("/"), provider=provider)
+        response = render(request, "tokenauth/oidc/tokens.html", context)
+        for name, value in NO_STORE.items():  # the page may show tokens
+            response[name] = value
+        return response
