@@ -112,7 +112,7 @@ STATIC_URL = "static/"
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
         "tokenauth.authentication.BearerAuthentication",
-        "rest_framework.authentication.SessionAuthentication",
+        "tokenauth.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
 }

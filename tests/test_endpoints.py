@@ -581,7 +581,8 @@ def test_whoami_with_a_django_session(client, how):
 
 def test_whoami_without_credentials_is_401(client):
     response = client.get("/auth/whoami/")
-    assert response.status_code in (401, 403)
+    assert response.status_code == 401
+    assert response["WWW-Authenticate"] == 'Bearer realm="api"'
     response = client.get("/auth/whoami/", **bearer("abc.def.ghi"))
     assert response.status_code == 401
     assert 'error="invalid_token"' in response["WWW-Authenticate"]
@@ -592,6 +593,8 @@ def test_whoami_session_fallback_can_be_switched_off(client):
     client.force_login(user)
     with settings_with(SESSION_AUTH_FALLBACK=False):
         assert client.get("/auth/whoami/").status_code == 401
+        assert client.get("/api/hello/").status_code == 401  # the switch covers every API view
+    assert client.get("/api/hello/").status_code == 200
 
 
 def test_endpoints_reject_get(client):

@@ -7,7 +7,7 @@ from typing import Any
 
 from django.contrib.auth import get_user_model
 from django.core.exceptions import ValidationError
-from rest_framework import exceptions
+from rest_framework import authentication, exceptions
 from rest_framework.authentication import BaseAuthentication
 from rest_framework.request import Request
 
@@ -142,3 +142,12 @@ class BearerAuthentication(BaseAuthentication):
         if error:
             return f'{self.keyword} realm="{self.realm}", error="invalid_token", error_description="{error}"'
         return f'{self.keyword} realm="{self.realm}"'
+
+
+class SessionAuthentication(authentication.SessionAuthentication):
+    """DRF's session authentication, switched off by ``TOKENAUTH["SESSION_AUTH_FALLBACK"] = False``."""
+
+    def authenticate(self, request: Request) -> tuple[Any, None] | None:
+        if not tokenauth_settings.SESSION_AUTH_FALLBACK:
+            return None
+        return super().authenticate(request)

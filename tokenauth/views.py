@@ -11,7 +11,6 @@ from django.contrib.auth.models import Group
 from django.db import DatabaseError
 from django.urls import reverse
 from rest_framework import serializers
-from rest_framework.authentication import SessionAuthentication
 from rest_framework.exceptions import ParseError, UnsupportedMediaType
 from rest_framework.permissions import AllowAny, IsAuthenticated
 from rest_framework.request import Request
@@ -19,7 +18,7 @@ from rest_framework.response import Response
 from rest_framework.throttling import AnonRateThrottle
 from rest_framework.views import APIView
 
-from .authentication import BearerAuthentication
+from .authentication import BearerAuthentication, SessionAuthentication
 from .conf import tokenauth_settings
 from .exceptions import OAuthError, ServiceUnavailable
 from .keys import get_keyring
@@ -200,11 +199,7 @@ class WhoAmIView(TokenAuthView):
 
     permission_classes = (IsAuthenticated,)
 
-    def get_authenticators(self) -> list[Any]:
-        authenticators: list[Any] = [BearerAuthentication()]
-        if tokenauth_settings.SESSION_AUTH_FALLBACK:
-            authenticators.append(SessionAuthentication())
-        return authenticators
+    authentication_classes = (BearerAuthentication, SessionAuthentication)
 
     def get(self, request: Request) -> Response:
         token = request.auth
