@@ -241,22 +241,24 @@ class JWKSView(PublicView):
         return Response(get_keyring().jwks(), headers={"Cache-Control": "public, max-age=300"})
 
 
+def issuer_url(request: Any, name: str) -> str:
+    """Absolute URL of a named view, under our issuer URL so metadata and ``iss`` agree."""
+    path = reverse(name)
+    issuer = tokenauth_settings.ISSUER
+    if issuer.startswith(("https://", "http://")):
+        return issuer.rstrip("/") + path
+    return request.build_absolute_uri(path)
+
+
 class OpenIDConfigurationView(PublicView):
     """``GET /.well-known/openid-configuration``: where our keys and token endpoint are."""
 
     def get(self, request: Request) -> Response:
         issuer = tokenauth_settings.ISSUER
-
-        def url(name: str) -> str:
-            path = reverse(name)
-            if issuer.startswith(("https://", "http://")):
-                return issuer.rstrip("/") + path
-            return request.build_absolute_uri(path)
-
         document = {
             "issuer": issuer,
-            "jwks_uri": url("tokenauth-jwks"),
-            "token_endpoint": url("tokenauth-token"),
+            "jwks_uri": issuer_url(request, "tokenauth-jwks"),
+            "token_endpoint": issuer_url(request, "tokenauth-token"),
             "grant_types_supported": ["password", "refresh_token"],
             "token_endpoint_auth_methods_supported": ["none"],
             "scopes_supported": sorted(tokenauth_settings.SCOPES),

@@ -7,7 +7,6 @@ from datetime import timedelta
 from typing import Any
 
 from django.http import HttpRequest, HttpResponse, JsonResponse
-from django.urls import reverse
 from django.utils import timezone
 from django.utils.decorators import method_decorator
 from django.views import View
@@ -24,6 +23,7 @@ from tokenauth.exceptions import InvalidToken
 from tokenauth.issuers import IssuerUnavailable
 from tokenauth.keys import get_keyring
 from tokenauth.snapshots import StateUnavailable
+from tokenauth.views import issuer_url
 
 from .exchange import GRANT_TYPE as TOKEN_EXCHANGE
 
@@ -125,16 +125,12 @@ class IntrospectView(View):
 
 def server_metadata(request: HttpRequest) -> dict[str, Any]:
     """RFC 8414 metadata; the OpenID configuration document merges it in."""
-    issuer = tokenauth_settings.ISSUER
 
     def url(name: str) -> str:
-        path = reverse(name)
-        if issuer.startswith(("https://", "http://")):
-            return issuer.rstrip("/") + path
-        return request.build_absolute_uri(path)
+        return issuer_url(request, name)
 
     return {
-        "issuer": issuer,
+        "issuer": tokenauth_settings.ISSUER,
         "authorization_endpoint": url("oauth2_provider:authorize"),
         "token_endpoint": url("oauth2_provider:token"),
         "device_authorization_endpoint": url("oauth2_provider:device-authorization"),
