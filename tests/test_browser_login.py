@@ -93,18 +93,43 @@ def screenshot(driver: Any, name: str) -> Path:
     return path
 
 
+def page_settled(driver: Any) -> bool:
+    """The page finished loading; a page that is being replaced reads as not settled."""
+    from selenium.common.exceptions import WebDriverException
+
+    try:
+        return driver.execute_script("return document.readyState") == "complete"
+    except WebDriverException:
+        return False
+
+
 def submit_provider_form(driver: Any, wait: Any, **fields: str) -> None:
-    """Fill the provider's (devInteractions) form, press its button and wait for the next page."""
+    """Fill the provider's (devInteractions) form, press its button and wait for the next page.
+
+    The provider's pages redirect among themselves; an element can vanish between finding and
+    clicking it, so a step that raced a navigation is tried again on the page that replaced it.
+    """
+    from selenium.common.exceptions import StaleElementReferenceException, WebDriverException
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support import expected_conditions as ec
 
-    button = wait.until(
-        ec.element_to_be_clickable((By.CSS_SELECTOR, "form button[type=submit], form button"))
-    )
-    for name, value in fields.items():
-        driver.find_element(By.NAME, name).send_keys(value)
-    button.click()
-    wait.until(ec.staleness_of(button))
+    for attempt in range(3):
+        wait.until(page_settled)
+        try:
+            button = wait.until(
+                ec.element_to_be_clickable((By.CSS_SELECTOR, "form button[type=submit], form button"))
+            )
+            for name, value in fields.items():
+                field = driver.find_element(By.NAME, name)
+                field.clear()
+                field.send_keys(value)
+            button.click()
+        except (StaleElementReferenceException, WebDriverException):
+            if attempt == 2:
+                raise
+            continue
+        wait.until(ec.staleness_of(button))
+        return
 
 
 def test_browser_logs_in_through_the_provider(chrome, web_idp, live_server):
@@ -120,6 +145,12 @@ def test_browser_logs_in_through_the_provider(chrome, web_idp, live_server):
 
     wait.until(ec.url_contains(web_idp.issuer))
     submit_provider_form(chrome, wait, login="alice", password="any-password")
+    wait.until(
+        lambda driver: (
+            page_settled(driver)
+            and (driver.current_url.startswith(live_server.url) or driver.find_elements(By.TAG_NAME, "form"))
+        )
+    )
     if chrome.current_url.startswith(web_idp.issuer):  # the consent form
         screenshot(chrome, "provider-consent-page.png")
         submit_provider_form(chrome, wait)
