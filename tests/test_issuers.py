@@ -1,8 +1,8 @@
 """External issuers end to end: allow-list, discovery, the JWKS cache and the checks on their tokens.
 
 Two kinds of real issuers on loopback serve the keys: the test OpenID provider (``idp``, Node.js
-oidc-provider; RS256 and, started a second time, ES256) and :class:`CraftedIssuer`, a small
-``http.server`` issuer for tokens no real provider would sign (odd headers, odd claims, odd answers).
+oidc-provider; RS256 and, started a second time, ES256) and :class:`~tests.loopback_issuer.CraftedIssuer`,
+a small ``http.server`` issuer for tokens no real provider would sign (odd headers, odd claims, odd answers).
 No test reaches beyond 127.0.0.1.
 """
 
@@ -12,29 +12,25 @@ import json
 import threading
 import time
 import uuid
-from collections import Counter
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import jwt
 import pytest
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from django.core.cache import cache
 from django.core.exceptions import ValidationError
-from jwt.algorithms import ECAlgorithm, OKPAlgorithm, RSAAlgorithm, get_default_algorithms
 from jwt.utils import base64url_encode
 
 from tests.conftest import service_required
-from tests.idp import DEFAULT_RESOURCE, TestIdP
+from tests.idp import TestIdP
+from tests.loopback_issuer import AUDIENCE, CraftedIssuer, compact, key, public_jwk
 from tokenauth.authentication import verify_token
 from tokenauth.exceptions import InvalidToken
 from tokenauth.issuers import IssuerUnavailable, jwks_cache, validate_issuer_url
 from tokenauth.models import Issuer
 from tokenauth.tokens import verified_tokens
 
-AUDIENCE = DEFAULT_RESOURCE
 HELLO = "/api/hello/"
 
 
@@ -57,124 +53,6 @@ def get(client: Any, token: str, path: str = HELLO) -> Any:
 def assert_invalid(response: Any) -> None:
     assert response.status_code == 401, response.content
     assert 'error="invalid_token"' in response["WWW-Authenticate"]
-
-
-def compact(header: dict[str, Any], payload: Any, key: Any = None, alg: str | None = None) -> str:
-    """A JWS built by hand: any header, signed with ``key`` using PyJWT's ``alg`` (unsigned without)."""
-    signing_input = b".".join(base64url_encode(json.dumps(part).encode()) for part in (header, payload))
-    signature = (
-        b"" if key is None else get_default_algorithms()[alg or header["alg"]].sign(signing_input, key)
-    )
-    return (signing_input + b"." + base64url_encode(signature)).decode()
-
-
-def public_jwk(private_key: Any, kid: str, alg: str) -> dict[str, Any]:
-    algorithm = (
-        RSAAlgorithm if alg.startswith(("RS", "PS")) else OKPAlgorithm if alg == "EdDSA" else ECAlgorithm
-    )
-    return {**algorithm.to_jwk(private_key.public_key(), as_dict=True), "kid": kid, "alg": alg, "use": "sig"}
-
-
-KEYS: dict[str, Any] = {}
-
-
-def key(name: str) -> Any:
-    """Generated once per session: RSA keys are slow to make."""
-    if name not in KEYS:
-        if name.startswith("rsa"):
-            KEYS[name] = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-        elif name.startswith("ed"):
-            KEYS[name] = ed25519.Ed25519PrivateKey.generate()
-        else:
-            KEYS[name] = ec.generate_private_key(ec.SECP384R1() if name.endswith("384") else ec.SECP256R1())
-    return KEYS[name]
-
-
-class CraftedIssuer:
-    """A real issuer on loopback serving discovery and a JWKS of keys we hold; counts requests per path.
-
-    Misbehaviour on demand: ``status`` (answer every request with it), ``jwks_body`` (raw bytes),
-    ``redirect`` (302 to that URL), ``discovery_issuer`` (another ``issuer`` in discovery),
-    ``cache_control`` (header on the JWKS), ``jwks_uri`` (another one in discovery).
-    """
-
-    def __init__(self, keys: dict[str, tuple[Any, str]] | None = None) -> None:
-        self.keys = (
-            keys if keys is not None else {"rsa-1": (key("rsa-a"), "RS256"), "ec-1": (key("ec-a"), "ES256")}
-        )
-        self.counts: Counter[str] = Counter()
-        self.status: int | None = None
-        self.jwks_body: bytes | None = None
-        self.redirect: str | None = None
-        self.discovery_issuer: str | None = None
-        self.cache_control: str | None = None
-        self.jwks_uri: str | None = None
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
-        self.server.daemon_threads = True
-        self.issuer = f"http://127.0.0.1:{self.server.server_address[1]}"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-
-    def stop(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-
-    def jwks(self) -> dict[str, Any]:
-        return {"keys": [public_jwk(k, kid, alg) for kid, (k, alg) in self.keys.items()]}
-
-    def _handler(self) -> type[BaseHTTPRequestHandler]:
-        issuer = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args: Any) -> None:
-                pass
-
-            def do_GET(self) -> None:
-                issuer.counts[self.path] += 1
-                headers = {"Content-Type": "application/json"}
-                if issuer.status is not None:
-                    status, body = issuer.status, b"{}"
-                elif issuer.redirect is not None:
-                    status, body, headers = 302, b"", {"Location": issuer.redirect}
-                elif self.path == "/.well-known/openid-configuration":
-                    document = {
-                        "issuer": issuer.discovery_issuer or issuer.issuer,
-                        "jwks_uri": issuer.jwks_uri or f"{issuer.issuer}/jwks",
-                    }
-                    status, body = 200, json.dumps(document).encode()
-                elif self.path == "/jwks":
-                    status, body = 200, issuer.jwks_body or json.dumps(issuer.jwks()).encode()
-                    if issuer.cache_control:
-                        headers["Cache-Control"] = issuer.cache_control
-                else:
-                    status, body = 404, b"{}"
-                self.send_response(status)
-                for name, value in {**headers, "Content-Length": str(len(body))}.items():
-                    self.send_header(name, value)
-                self.end_headers()
-                self.wfile.write(body)
-
-        return Handler
-
-    def claims(self, **overrides: Any) -> dict[str, Any]:
-        now = int(time.time())
-        base = {
-            "iss": self.issuer,
-            "sub": "svc-1",
-            "aud": AUDIENCE,
-            "scope": "servicex",
-            "iat": now,
-            "exp": now + 300,
-            "jti": uuid.uuid4().hex,
-        }
-        return {k: v for k, v in {**base, **overrides}.items() if v is not None}
-
-    def token(self, kid: str = "rsa-1", header: dict[str, Any] | None = None, **claims: Any) -> str:
-        """Signed with our key ``kid`` (its alg), ``header`` merged into the JOSE header."""
-        private_key, alg = self.keys[kid]
-        return compact(
-            {"alg": alg, "typ": "at+jwt", "kid": kid, **(header or {})}, self.claims(**claims), private_key
-        )
 
 
 @pytest.fixture

@@ -6,16 +6,23 @@ the test client poses as that host; the provider's login and consent forms are f
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import secrets
+import time
+from collections.abc import Callable, Iterator
 from typing import Any
 from urllib.parse import parse_qs, urljoin, urlsplit
 
 import pytest
 import requests
-from django.contrib.auth import get_user_model
+from cryptography.hazmat.primitives import serialization
+from django.contrib.auth import SESSION_KEY, get_user_model
 from django.core import mail
 from django.test import Client
 
 from tests.idp import TestIdP, parse_forms
+from tests.loopback_issuer import CraftedIssuer, compact, key
 from tokenauth.issuers import jwks_cache
 from tokenauth.models import AuditEvent, Epoch, Identity
 from tokenauth.oidc.providers import provider_by_slug
@@ -330,3 +337,198 @@ def test_browser_login_can_be_switched_off(provider, browser, settings):
     settings.TOKENAUTH = {**settings.TOKENAUTH, "BROWSER_LOGIN": False}
     assert browser.get("/oidc/login/").status_code == 404
     assert browser.get("/oidc/login/test-idp/").status_code == 404
+
+
+# -- ID tokens no real provider would issue: a loopback provider we control --------------------
+#
+# The flow starts at /oidc/login/loop/ (state, nonce and PKCE verifier land in the session), then the
+# callback comes back with a code of our choosing; the loopback token endpoint answers that code with
+# a crafted ID token signed by the loopback issuer's published key (unless the case says otherwise).
+
+LOOP_CLIENT_ID = "loop-client"
+LOOP_SECRET = "loop-secret"
+LOOP_SUBJECT = "loop-sub-1"
+LOOP_EMAIL = "carol@example.test"
+
+
+@pytest.fixture
+def loop(settings: Any, monkeypatch: pytest.MonkeyPatch) -> Iterator[CraftedIssuer]:
+    """The only login provider, "loop": discovery, JWKS and a token endpoint on loopback."""
+    issuer = CraftedIssuer(oidc=True)
+    monkeypatch.setenv(SECRET_ENV, LOOP_SECRET)
+    entry = {
+        "issuer": issuer.issuer,
+        "slug": "loop",
+        "display_name": "Loop",
+        "client_id": LOOP_CLIENT_ID,
+        "client_secret_env": SECRET_ENV,
+    }
+    configure(settings, entry, LEEWAY=30)
+    yield issuer
+    issuer.stop()
+
+
+def id_claims(loop: CraftedIssuer, nonce: str, /, **overrides: Any) -> dict[str, Any]:
+    """A good ID token's claims for our client (``None`` drops one, ``nonce=`` overrides it)."""
+    now = int(time.time())
+    base = {
+        "iss": loop.issuer,
+        "sub": LOOP_SUBJECT,
+        "aud": LOOP_CLIENT_ID,
+        "iat": now,
+        "exp": now + 300,
+        "auth_time": now,
+        "nonce": nonce,
+        "email": LOOP_EMAIL,
+        "email_verified": True,
+        "preferred_username": "carol",
+    }
+    return {k: v for k, v in {**base, **overrides}.items() if v is not None}
+
+
+def id_token(loop: CraftedIssuer, nonce: str, /, kid: str = "rsa-1", **overrides: Any) -> str:
+    """Signed with the loopback issuer's published key ``kid``."""
+    private_key, alg = loop.keys[kid]
+    return compact({"alg": alg, "typ": "JWT", "kid": kid}, id_claims(loop, nonce, **overrides), private_key)
+
+
+def crafted_callback(
+    browser: Client, loop: CraftedIssuer, make_token: Callable[[str], str]
+) -> tuple[Any, dict[str, str]]:
+    """Start at /oidc/login/loop/, return to the callback with a code answered by ``make_token(nonce)``.
+
+    Returns the callback's response and the authorization request's query.
+    """
+    location = start(browser, "loop")
+    assert location.startswith(f"{loop.issuer}/authorize?")
+    query = {k: v[0] for k, v in parse_qs(urlsplit(location).query).items()}
+    code = secrets.token_urlsafe(16)
+    loop.codes[code] = make_token(query["nonce"])
+    response = browser.get("/oidc/callback/", {"code": code, "state": query["state"]})
+    # The token endpoint was asked for exactly this code: any refusal is about the ID token itself.
+    assert [r.get("code") for r in loop.token_requests] == [code]
+    assert code not in loop.codes
+    return response, query
+
+
+def public_key_pem() -> bytes:
+    public = key("rsa-a").public_key()
+    return public.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+
+
+def spliced_signature(loop: CraftedIssuer, nonce: str) -> str:
+    """The claims of one token with the (valid) signature of another."""
+    good = id_token(loop, nonce)
+    other = id_token(loop, nonce, sub="someone-else")
+    return good.rsplit(".", 1)[0] + "." + other.rsplit(".", 1)[1]
+
+
+def now() -> int:
+    return int(time.time())
+
+
+BAD_ID_TOKENS: dict[str, Callable[[CraftedIssuer, str], str]] = {
+    "wrong aud": lambda loop, n: id_token(loop, n, aud="another-client"),
+    "aud another client only, azp us": lambda loop, n: id_token(
+        loop, n, aud=["another-client"], azp=LOOP_CLIENT_ID
+    ),
+    "several audiences without azp": lambda loop, n: id_token(
+        loop, n, aud=[LOOP_CLIENT_ID, "another-client"]
+    ),
+    "several audiences, azp another client": lambda loop, n: id_token(
+        loop, n, aud=[LOOP_CLIENT_ID, "another-client"], azp="another-client"
+    ),
+    "no aud": lambda loop, n: id_token(loop, n, aud=None),
+    "wrong iss": lambda loop, n: id_token(loop, n, iss=loop.issuer + "/other"),
+    "iss with a trailing slash": lambda loop, n: id_token(loop, n, iss=loop.issuer + "/"),
+    "no iss": lambda loop, n: id_token(loop, n, iss=None),
+    "expired": lambda loop, n: id_token(loop, n, exp=now() - 120, iat=now() - 400),
+    "iat in the future beyond leeway": lambda loop, n: id_token(loop, n, iat=now() + 120),
+    "no exp": lambda loop, n: id_token(loop, n, exp=None),
+    "no iat": lambda loop, n: id_token(loop, n, iat=None),
+    "string exp": lambda loop, n: id_token(loop, n, exp=str(now() + 300)),
+    "string iat": lambda loop, n: id_token(loop, n, iat=str(now())),
+    "bool exp": lambda loop, n: id_token(loop, n, exp=True),
+    "wrong nonce": lambda loop, n: id_token(loop, n, nonce=secrets.token_urlsafe(32)),
+    "missing nonce": lambda loop, n: id_token(loop, n, nonce=None),
+    "nonce not a string": lambda loop, n: id_token(loop, n, nonce=[n]),
+    "no sub": lambda loop, n: id_token(loop, n, sub=None),
+    "empty sub": lambda loop, n: id_token(loop, n, sub=""),
+    "sub not a string": lambda loop, n: id_token(loop, n, sub=42),
+    "bad signature": spliced_signature,
+    "alg none": lambda loop, n: compact({"alg": "none", "kid": "rsa-1"}, id_claims(loop, n)),
+    "HS256 signed with the public key": lambda loop, n: compact(
+        {"alg": "HS256", "kid": "rsa-1"}, id_claims(loop, n), public_key_pem()
+    ),
+    "kid the issuer does not publish": lambda loop, n: compact(
+        {"alg": "RS256", "kid": "not-published"}, id_claims(loop, n), key("rsa-evil")
+    ),
+    "published kid, another key": lambda loop, n: compact(
+        {"alg": "RS256", "kid": "rsa-1"}, id_claims(loop, n), key("rsa-evil")
+    ),
+    "RS256 naming the EC key": lambda loop, n: compact(
+        {"alg": "RS256", "kid": "ec-1"}, id_claims(loop, n), key("rsa-a")
+    ),
+    "no kid": lambda loop, n: compact({"alg": "RS256"}, id_claims(loop, n), key("rsa-a")),
+    "not a JWT": lambda loop, n: "not-a-jwt",
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_ID_TOKENS))
+def test_crafted_id_tokens_are_refused(loop, browser, case):
+    response, _ = crafted_callback(browser, loop, lambda nonce: BAD_ID_TOKENS[case](loop, nonce))
+    assert_page(response, 400, "could not be verified")
+    assert SESSION_KEY not in browser.session
+    assert browser.get("/auth/whoami/").status_code in (401, 403)
+    assert not get_user_model().objects.exists()
+    assert not Identity.objects.exists()
+    assert not AuditEvent.objects.filter(action__in=["browser_login", "identity_provisioned"]).exists()
+
+
+GOOD_ID_TOKENS: dict[str, Callable[[CraftedIssuer, str], str]] = {
+    "RS256": lambda loop, n: id_token(loop, n),
+    "ES256": lambda loop, n: id_token(loop, n, kid="ec-1"),
+    "several audiences with azp us": lambda loop, n: id_token(
+        loop, n, aud=["another-client", LOOP_CLIENT_ID], azp=LOOP_CLIENT_ID
+    ),
+    "expired within leeway": lambda loop, n: id_token(loop, n, exp=now() - 10, iat=now() - 300),
+}
+
+
+@pytest.mark.parametrize("case", list(GOOD_ID_TOKENS))
+def test_a_correct_crafted_id_token_logs_in_as_iss_and_sub_never_by_email(loop, browser, case):
+    local = get_user_model().objects.create_user("carol", email=LOOP_EMAIL)
+    response, query = crafted_callback(browser, loop, lambda nonce: GOOD_ID_TOKENS[case](loop, nonce))
+    assert response.status_code == 302, response.content
+    assert response["Location"] == "/oidc/tokens/"
+
+    identity = Identity.objects.get()
+    assert (identity.issuer, identity.subject) == (loop.issuer, LOOP_SUBJECT)
+    user = identity.user
+    assert user.pk != local.pk and user.get_username() != "carol"  # same email and name: not used
+    assert browser.session[SESSION_KEY] == str(user.pk)
+    assert get_user_model().objects.count() == 2
+    assert browser.get("/auth/whoami/").json()["username"] == user.get_username()
+    assert AuditEvent.objects.filter(action="browser_login", user=user).exists()
+
+    # The code was redeemed as the client, at our redirect URI, with the verifier of the challenge.
+    (request,) = loop.token_requests
+    assert request["grant_type"] == "authorization_code"
+    assert request["redirect_uri"] == CALLBACK
+    assert request["basic_auth"] == (LOOP_CLIENT_ID, LOOP_SECRET)
+    digest = hashlib.sha256(request["code_verifier"].encode()).digest()
+    assert base64.urlsafe_b64encode(digest).rstrip(b"=").decode() == query["code_challenge"]
+
+
+def test_a_crafted_id_token_is_good_for_one_callback(loop, browser):
+    """The same good answer again (state replayed) is refused before the token endpoint is asked."""
+    location = start(browser, "loop")
+    query = {k: v[0] for k, v in parse_qs(urlsplit(location).query).items()}
+    loop.codes["code-1"] = id_token(loop, query["nonce"])
+    callback = {"code": "code-1", "state": query["state"]}
+    assert browser.get("/oidc/callback/", callback).status_code == 302
+    browser.logout()
+    loop.codes["code-1"] = id_token(loop, query["nonce"])
+    assert_page(browser.get("/oidc/callback/", callback), 400, "Please start again")
+    assert len(loop.token_requests) == 1
+    assert SESSION_KEY not in browser.session

@@ -55,7 +55,7 @@ DEFAULTS: dict[str, Any] = {
     "ISSUERS": [],
     # Accept http:// issuers on loopback hosts (tests, local demos); https is required otherwise.
     "ALLOW_LOOPBACK_HTTP_ISSUERS": False,
-    # Fetching discovery documents and JWKS.
+    # Fetching discovery documents and JWKS: time limit (connect and whole download) and size cap.
     "HTTP_TIMEOUT": timedelta(seconds=5),
     "HTTP_MAX_BYTES": 512 * 1024,
     # JWKS lifetime: the issuer's Cache-Control max-age, kept within these bounds.

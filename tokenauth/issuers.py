@@ -23,6 +23,7 @@ from urllib.parse import urlsplit
 
 import jwt
 import requests
+import urllib3
 from django.core.exceptions import ValidationError
 from jwt.algorithms import ECAlgorithm, OKPAlgorithm, RSAAlgorithm
 
@@ -152,22 +153,28 @@ def fetch_json(url: str) -> tuple[dict[str, Any], int | None]:
     except ValidationError as exc:
         raise FetchError(str(exc)) from None
     limit = tokenauth_settings.HTTP_MAX_BYTES
+    timeout = tokenauth_settings.HTTP_TIMEOUT.total_seconds()
+    deadline = time.monotonic() + timeout  # for the whole download: a trickle must not hold a request
+    chunks: list[bytes] = []
+    size = 0
     try:
         with requests.get(
-            url,
-            timeout=tokenauth_settings.HTTP_TIMEOUT.total_seconds(),
-            stream=True,
-            allow_redirects=False,
-            headers={"Accept": "application/json"},
+            url, timeout=timeout, stream=True, allow_redirects=False, headers={"Accept": "application/json"}
         ) as response:
             if response.status_code != 200:
                 raise FetchError(f"{url} answered {response.status_code}")
-            body = response.raw.read(limit + 1, decode_content=True)
+            # read1: whatever has arrived, so the deadline is checked while a slow body trickles in.
+            while chunk := response.raw.read1(16384, decode_content=True):
+                size += len(chunk)
+                if size > limit:
+                    raise FetchError(f"{url}: response larger than {limit} bytes")
+                if time.monotonic() > deadline:
+                    raise FetchError(f"{url}: took longer than {timeout:g} s")
+                chunks.append(chunk)
             cache_control = response.headers.get("Cache-Control", "")
-    except requests.RequestException as exc:
+    except (requests.RequestException, urllib3.exceptions.HTTPError) as exc:
         raise FetchError(f"{url}: {type(exc).__name__}") from None
-    if len(body) > limit:
-        raise FetchError(f"{url}: response larger than {limit} bytes")
+    body = b"".join(chunks)
     try:
         data = json.loads(body)
     except ValueError:
