@@ -254,6 +254,17 @@ def test_group_change_shows_in_the_next_request(client, issuer, idp):
     assert client.get("/auth/whoami/", **bearer(token)).json()["groups"] == ["/atlas", "/atlas/users"]
 
 
+def test_renaming_the_user_shows_in_the_next_request(client, issuer, idp, django_assert_num_queries):
+    token = idp.user_token("quentin")
+    assert client.get("/auth/whoami/", **bearer(token)).json()["username"] == "quentin"
+    user = Identity.objects.get(subject="quentin").user
+    user.username = "q.smith"
+    user.save()
+    assert client.get("/auth/whoami/", **bearer(token)).json()["username"] == "q.smith"
+    with django_assert_num_queries(0):  # re-cached after that one reload
+        assert client.get("/auth/whoami/", **bearer(token)).json()["username"] == "q.smith"
+
+
 # -- audiences and algorithms from the Issuer row ----------------------------------------------
 
 

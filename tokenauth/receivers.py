@@ -25,19 +25,23 @@ User = get_user_model()
 
 @receiver(pre_save, sender=User, dispatch_uid="tokenauth_user_pre_save")
 def remember_active_flag(sender: Any, instance: Any, **kwargs: Any) -> None:
+    """Keep what the row said before the save: (is_active, username), or None for a new user."""
     if instance.pk is not None and hasattr(instance, "is_active"):
-        was = sender._default_manager.filter(pk=instance.pk).values_list("is_active", flat=True).first()
-        instance._tokenauth_was_active = was
+        instance._tokenauth_was = (
+            sender._default_manager.filter(pk=instance.pk)
+            .values_list("is_active", sender.USERNAME_FIELD)
+            .first()
+        )
 
 
 @receiver(post_save, sender=User, dispatch_uid="tokenauth_user_post_save")
 def revoke_deactivated_user(sender: Any, instance: Any, created: bool, **kwargs: Any) -> None:
-    was_active = getattr(instance, "_tokenauth_was_active", None)
-    if created or was_active is None or was_active == instance.is_active:
+    was = getattr(instance, "_tokenauth_was", None)
+    if created or was is None or was == (instance.is_active, instance.get_username()):
         return
-    if not instance.is_active:
+    if was[0] and not instance.is_active:
         bump_epoch(Epoch.Kind.USER, str(instance.pk), reason="user deactivated")
-    forget_identities_of(instance)
+    forget_identities_of(instance)  # external identities answer from a cached copy of the user
 
 
 @receiver(m2m_changed, sender=User.groups.through, dispatch_uid="tokenauth_user_groups_changed")
