@@ -27,6 +27,7 @@ from ..keys import ASYMMETRIC_ALGORITHMS
 from ..models import AuditEvent
 from ..provisioning import IdentityNotRegistered, resolve
 from ..snapshots import StateUnavailable
+from ..tokens import time_claims_valid
 from .providers import Provider, ProviderUnavailable
 
 logger = logging.getLogger(__name__)
@@ -150,6 +151,8 @@ class OIDCBackend(OIDCAuthenticationBackend):
             raise LoginFailed(UNREACHABLE) from None
         except (InvalidToken, jwt.InvalidTokenError):
             raise LoginFailed(UNVERIFIED) from None
+        if not time_claims_valid(claims):
+            raise LoginFailed(UNVERIFIED)  # PyJWT int()s a string exp or iat: numbers only, as for bearers
         audiences = claims["aud"] if isinstance(claims["aud"], list) else [claims["aud"]]
         if len(audiences) > 1 and claims.get("azp") != self.provider.client_id:
             raise LoginFailed(UNVERIFIED)  # OIDC Core 3.1.3.7: several audiences need azp = us
