@@ -321,45 +321,21 @@ def test_refresh_rotates_and_epoch_bump_ends_it(live_server, alice):
 
     bump_epoch(Epoch.Kind.USER, str(alice.pk))
     assert bearer(Client(), "/api/reports/", new["access_token"]).status_code == 401
-    response = session.post(
-        f"{live_server.url}/o/token/",
-        withhold_token=True,
-        data={
-            "grant_type": "refresh_token",
-            "refresh_token": new["refresh_token"],
-            "client_id": "tokenauth-cli",
-        },
-    )
+    response = refresh_response(session, live_server, new["refresh_token"])
     assert response.status_code == 400 and response.json()["error"] == "invalid_grant"
 
 
 def test_group_epoch_ends_refresh(live_server, alice):
     session, token = device_login(live_server, alice, "g:physics")
     bump_epoch(Epoch.Kind.GROUP, str(Group.objects.get(name="physics").pk))
-    response = session.post(
-        f"{live_server.url}/o/token/",
-        withhold_token=True,
-        data={
-            "grant_type": "refresh_token",
-            "refresh_token": token["refresh_token"],
-            "client_id": "tokenauth-cli",
-        },
-    )
+    response = refresh_response(session, live_server, token["refresh_token"])
     assert response.json()["error"] == "invalid_grant"
 
 
 def test_refresh_token_reuse_is_refused(live_server, alice):
     session, token = device_login(live_server, alice)
     session.refresh_token(f"{live_server.url}/o/token/", refresh_token=token["refresh_token"])
-    response = session.post(
-        f"{live_server.url}/o/token/",
-        withhold_token=True,
-        data={
-            "grant_type": "refresh_token",
-            "refresh_token": token["refresh_token"],
-            "client_id": "tokenauth-cli",
-        },
-    )
+    response = refresh_response(session, live_server, token["refresh_token"])
     assert response.json()["error"] == "invalid_grant"
 
 
@@ -410,15 +386,7 @@ def test_revoke_access_token_works_at_once(live_server, alice):
         f"{live_server.url}/o/revoke_token/", token["access_token"], token_type_hint="access_token"
     )
     assert bearer(client, "/api/reports/", token["access_token"]).status_code == 401
-    response = session.post(
-        f"{live_server.url}/o/token/",
-        withhold_token=True,
-        data={
-            "grant_type": "refresh_token",
-            "refresh_token": token["refresh_token"],
-            "client_id": "tokenauth-cli",
-        },
-    )
+    response = refresh_response(session, live_server, token["refresh_token"])
     assert response.json()["error"] == "invalid_grant"
 
 
@@ -427,15 +395,7 @@ def test_revoke_refresh_token(live_server, alice):
     session.revoke_token(
         f"{live_server.url}/o/revoke_token/", token["refresh_token"], token_type_hint="refresh_token"
     )
-    response = session.post(
-        f"{live_server.url}/o/token/",
-        withhold_token=True,
-        data={
-            "grant_type": "refresh_token",
-            "refresh_token": token["refresh_token"],
-            "client_id": "tokenauth-cli",
-        },
-    )
+    response = refresh_response(session, live_server, token["refresh_token"])
     assert response.json()["error"] == "invalid_grant"
     assert bearer(Client(), "/api/reports/", token["access_token"]).status_code == 401
 
