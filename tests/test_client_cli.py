@@ -382,6 +382,10 @@ def our_server(live_server, settings):
         **settings.OAUTH2_PROVIDER,
         "OAUTH_DEVICE_VERIFICATION_URI": f"{live_server.url}/o/device/",
         "DEVICE_FLOW_INTERVAL": 1,
+        # DOT caches each view's oauthlib server, built from these settings, on the view class at
+        # its first request: an earlier test (tests/test_oauth.py) would leave the default interval
+        # and verification URI in place. Build the server for each request while this override holds.
+        "ALWAYS_RELOAD_OAUTHLIB_CORE": True,
     }
     ensure_cli_application(get_application_model())
     alice = get_user_model().objects.create_user("alice", password="alice-pw", is_staff=True)
