@@ -476,26 +476,47 @@ def test_token_exchange(live_server, idp, service, settings):
     assert bad.status_code == 400 and bad.json()["error"] == "invalid_request"
 
 
+@pytest.fixture
+def admin_browser() -> Client:
+    root = make_user("root")
+    root.is_staff = root.is_superuser = True
+    root.save()
+    browser = Client()
+    browser.force_login(root)
+    return browser
+
+
 @pytest.mark.parametrize("model", ["refreshtoken", "accesstoken"])
-def test_admin_revoke_ends_the_family(live_server, alice, model):
+def test_admin_revoke_ends_the_family(live_server, alice, admin_browser, model):
     _, generations = rotated_family(live_server, alice)
     token = generations[-1]
-    admin_user = make_user("root")
-    admin_user.is_staff = admin_user.is_superuser = True
-    admin_user.save()
-    browser = Client()
-    browser.force_login(admin_user)
-    changelist = browser.get(f"/admin/oauth2_provider/{model}/")
+    changelist = admin_browser.get(f"/admin/oauth2_provider/{model}/")
     assert changelist.status_code == 200
     assert token["refresh_token"] not in changelist.content.decode()
     assert token["access_token"] not in changelist.content.decode()
-    token_model = get_refresh_token_model() if model == "refreshtoken" else get_access_token_model()
-    rows = list(token_model.objects.values_list("pk", flat=True))
-    response = browser.post(
+    rows = list(changelist.context["cl"].queryset.values_list("pk", flat=True))
+    response = admin_browser.post(
         f"/admin/oauth2_provider/{model}/", {"action": "revoke_tokens", "_selected_action": rows}
     )
     assert response.status_code == 302
     assert [status(t) for t in generations] == [401, 401, 401]
+
+
+def confirm_delete(browser: Client, change_url: str):
+    return browser.post(f"{change_url}delete/", {"post": "yes"})
+
+
+def test_admin_cannot_delete_rows_behind_live_jwts(live_server, alice, admin_browser):
+    """Deleting would not deny the JWTs; DOT's admin allows revoking instead, which does."""
+    device_login(live_server, alice)
+    for model in ("accesstoken", "refreshtoken"):
+        changelist = admin_browser.get(f"/admin/oauth2_provider/{model}/")
+        assert "delete_selected" not in dict(changelist.context["action_form"].fields["action"].choices)
+        row = changelist.context["cl"].queryset.get()
+        assert confirm_delete(admin_browser, f"/admin/oauth2_provider/{model}/{row.pk}/").status_code == 403
+    cli = Application.objects.get(client_id="tokenauth-cli")
+    assert confirm_delete(admin_browser, f"/admin/oauth2_provider/application/{cli.pk}/").status_code == 403
+    assert Application.objects.filter(pk=cli.pk).exists()
 
 
 def test_purge_clears_expired_oauth_rows(live_server, alice):

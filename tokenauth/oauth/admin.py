@@ -1,4 +1,5 @@
-"""DOT's admin screens (token strings already masked) with revoke actions that also deny our JWTs,
+"""DOT's admin screens (token strings already masked) with revoke actions that also deny our JWTs
+(DOT refuses to delete token rows, or an application that has any, so no JWT outlives its row),
 and each application's allowed scopes. Needs "oauth2_provider" before "tokenauth.oauth" in
 INSTALLED_APPS, so that DOT's admin classes are registered first."""
 
@@ -10,7 +11,7 @@ from django.http import HttpRequest
 from oauth2_provider.models import get_access_token_model, get_application_model, get_refresh_token_model
 
 from .models import AllowedScopes
-from .revocation import deny, deny_ended_families, families, issued_with
+from .revocation import ending, issued_with
 
 Application = get_application_model()
 AccessToken = get_access_token_model()
@@ -30,19 +31,15 @@ class AccessTokenAdmin(type(admin.site._registry[AccessToken])):
     @admin.action(description="Revoke selected access tokens")
     def revoke_tokens(self, request: HttpRequest, queryset: QuerySet) -> None:
         """DOT revokes the bound refresh tokens too: their families end."""
-        affected = families(RefreshToken.objects.filter(access_token__in=queryset))
-        deny(queryset)
-        super().revoke_tokens(request, queryset)
-        deny_ended_families(affected)
+        with ending(queryset, RefreshToken.objects.filter(access_token__in=queryset)):
+            super().revoke_tokens(request, queryset)
 
 
 class RefreshTokenAdmin(type(admin.site._registry[RefreshToken])):
     @admin.action(description="Revoke selected refresh tokens (and their access tokens)")
     def revoke_tokens(self, request: HttpRequest, queryset: QuerySet) -> None:
-        affected = families(queryset)
-        deny(issued_with(queryset))
-        super().revoke_tokens(request, queryset)
-        deny_ended_families(affected)
+        with ending(issued_with(queryset), queryset):
+            super().revoke_tokens(request, queryset)
 
 
 for model, model_admin in (

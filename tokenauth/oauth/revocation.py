@@ -9,7 +9,8 @@ family id still names the family's earlier access tokens.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 
 from django.db.models import Q, QuerySet
 from django.utils import timezone
@@ -52,3 +53,13 @@ def deny_ended_families(candidates: Iterable[uuid.UUID]) -> None:
     until = timezone.now() + tokenauth_settings.ACCESS_TOKEN_LIFETIME + tokenauth_settings.LEEWAY
     for family in candidates - set(live.values_list("token_family", flat=True)):
         revoke_id(family.hex, until, reason="oauth token family revoked")
+
+
+@contextmanager
+def ending(access_tokens: QuerySet, refresh_tokens: QuerySet) -> Iterator[None]:
+    """Around DOT revoking or deleting these rows: deny the access tokens' JWTs before, and after,
+    the families that the block left without a usable refresh token."""
+    affected = families(refresh_tokens)
+    deny(access_tokens)
+    yield
+    deny_ended_families(affected)

@@ -22,7 +22,7 @@ from tokenauth.models import Epoch
 from tokenauth.tokens import read_unverified
 
 from .exchange import GRANT_TYPE as TOKEN_EXCHANGE
-from .revocation import deny, deny_ended_families, families
+from .revocation import deny_ended_families, ending, families
 from .scopes import application_allows, known, selected_group
 
 
@@ -128,17 +128,11 @@ class TokenAuthValidator(OAuth2Validator):
         if application is None:  # DOT revokes nothing either
             return
         checksum = hashlib.sha256(token.encode()).hexdigest()
-        deny(
-            get_access_token_model().objects.filter(
-                Q(token_checksum=checksum) | Q(refresh_token__token_checksum=checksum),
-                application_id=application,
-            )
+        access_tokens = get_access_token_model().objects.filter(
+            Q(token_checksum=checksum) | Q(refresh_token__token_checksum=checksum), application_id=application
         )
-        affected = families(
-            get_refresh_token_model().objects.filter(
-                Q(token_checksum=checksum) | Q(access_token__token_checksum=checksum),
-                application_id=application,
-            )
+        refresh_tokens = get_refresh_token_model().objects.filter(
+            Q(token_checksum=checksum) | Q(access_token__token_checksum=checksum), application_id=application
         )
-        super().revoke_token(token, token_type_hint, request, *args, **kwargs)
-        deny_ended_families(affected)
+        with ending(access_tokens, refresh_tokens):
+            super().revoke_token(token, token_type_hint, request, *args, **kwargs)
