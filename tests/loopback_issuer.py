@@ -62,7 +62,8 @@ class CraftedIssuer:
 
     Misbehaviour on demand: ``status`` (answer every request with it), ``jwks_body`` (raw bytes),
     ``redirect`` (302 to that URL), ``discovery_issuer`` (another ``issuer`` in discovery),
-    ``cache_control`` (header on the JWKS), ``jwks_uri`` (another one in discovery).
+    ``cache_control`` (header on the JWKS), ``jwks_uri`` (another one in discovery), ``jwks_path``
+    (where the JWKS is served, and named in discovery; elsewhere 404).
 
     With ``oidc=True`` discovery also names ``/authorize`` (never fetched: the browser would go
     there) and ``/token``, which answers a code in ``codes`` with that ID token and an access token,
@@ -83,6 +84,7 @@ class CraftedIssuer:
         self.discovery_issuer: str | None = None
         self.cache_control: str | None = None
         self.jwks_uri: str | None = None
+        self.jwks_path = "/jwks"
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self.server.daemon_threads = True
         self.issuer = f"http://127.0.0.1:{self.server.server_address[1]}"
@@ -99,7 +101,7 @@ class CraftedIssuer:
     def discovery(self) -> dict[str, Any]:
         document = {
             "issuer": self.discovery_issuer or self.issuer,
-            "jwks_uri": self.jwks_uri or f"{self.issuer}/jwks",
+            "jwks_uri": self.jwks_uri or f"{self.issuer}{self.jwks_path}",
         }
         if self.oidc:
             document["authorization_endpoint"] = f"{self.issuer}/authorize"
@@ -140,7 +142,7 @@ class CraftedIssuer:
                     status, body, headers = 302, b"", {"Location": issuer.redirect}
                 elif self.path == "/.well-known/openid-configuration":
                     status, body = 200, json.dumps(issuer.discovery()).encode()
-                elif self.path == "/jwks":
+                elif self.path == issuer.jwks_path:
                     status, body = 200, issuer.jwks_body or json.dumps(issuer.jwks()).encode()
                     if issuer.cache_control:
                         headers["Cache-Control"] = issuer.cache_control

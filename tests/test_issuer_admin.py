@@ -7,12 +7,14 @@ from typing import Any
 
 import pytest
 from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Group
 from django.core.checks import run_checks
 from django.core.management import CommandError, call_command
 from django.test import Client
 
 from tests.idp import DEFAULT_RESOURCE
 from tokenauth.checks import check_issuers
+from tokenauth.issuers import IssuerConfig
 from tokenauth.models import Issuer
 
 pytestmark = pytest.mark.django_db
@@ -170,34 +172,111 @@ def test_admin_needs_staff_for_issuers():
 
 
 def test_add_with_every_option():
+    Group.objects.create(name="external")
     output = run(
         "add",
         "https://iam.example.org/",
-        "--audience",
-        "https://api.example.org",
-        "--audience",
-        "https://wlcg.cern.ch/jwt/v1/any",
-        "--scope",
-        "storage.read:/",
-        "--scope",
-        "compute.read",
+        *("--audience", "https://api.example.org", "--audience", "https://other.example.org"),
+        "--any-audience",
+        *("--scope", "storage.read:/", "--scope", "compute.read"),
+        *("--algorithm", "ES256", "--algorithm", "EdDSA"),
         "--no-provision",
-        "--client-id",
-        "our-app",
-        "--client-secret-env",
-        "IAM_SECRET",
+        *("--group-claim", "wlcg.groups", "--group-claim", "groups"),
+        *("--default-group", "external"),
+        *("--username-claim", "email"),
+        *("--slug", "iam", "--display-name", "Our IAM"),
+        *("--client-id", "our-app", "--client-secret-env", "IAM_SECRET"),
     )
     assert output == "added https://iam.example.org/\n"
+    config = Issuer.objects.get().config()
+    assert config == IssuerConfig(
+        issuer="https://iam.example.org/",
+        audiences=("https://api.example.org", "https://other.example.org"),
+        accept_any_audience=True,
+        required_scopes=("storage.read:/", "compute.read"),
+        algorithms=frozenset({"ES256", "EdDSA"}),
+        auto_provision=False,
+        default_groups=("external",),
+        group_claims=("wlcg.groups", "groups"),
+        username_claim="email",
+        slug="iam",
+        display_name="Our IAM",
+        client_id="our-app",
+        client_secret_env="IAM_SECRET",
+    )
+
+
+def test_add_again_changes_only_the_options_given():
+    run(
+        "add",
+        "https://iam.example.org/",
+        "--scope",
+        "a",
+        "--scope",
+        "b",
+        "--client-id",
+        "our-app",
+        "--no-provision",
+    )
+    run("add", "https://iam.example.org/", "--scope", "compute.read", "--any-audience")
     row = Issuer.objects.get()
-    assert row.enabled
-    assert row.audiences == ["https://api.example.org", "https://wlcg.cern.ch/jwt/v1/any"]
-    assert row.required_scopes == ["storage.read:/", "compute.read"]
-    assert not row.auto_provision
-    assert (row.client_id, row.client_secret_env) == ("our-app", "IAM_SECRET")
-    run("add", "https://iam.example.org/", "--scope", "compute.read")  # again: updates the row
+    assert row.required_scopes == ["compute.read"]  # a list given replaces the old one
+    assert (row.accept_any_audience, row.client_id, row.auto_provision) == (True, "our-app", False)
+    run("add", "https://iam.example.org/", "--provision", "--no-any-audience")
     row.refresh_from_db()
-    assert Issuer.objects.count() == 1
-    assert (row.required_scopes, row.auto_provision, row.client_id) == (["compute.read"], True, "")
+    assert (row.auto_provision, row.accept_any_audience, row.required_scopes) == (
+        True,
+        False,
+        ["compute.read"],
+    )
+
+
+def test_a_new_issuer_gets_the_model_defaults():
+    run("add", "https://iam.example.org/", "--scope", "x")
+    row = Issuer.objects.get()
+    assert (row.enabled, row.auto_provision, row.algorithms) == (True, True, ["RS256", "ES256"])
+    assert (row.username_claim, row.slug, row.client_id) == ("preferred_username", "", "")
+
+
+def test_add_without_audience_or_scope_warns():
+    err = StringIO()
+    call_command("tokenauth_issuer", "add", "https://iam.example.org/", stdout=StringIO(), stderr=err)
+    assert "any token this issuer signs is accepted" in err.getvalue()
+    assert Issuer.objects.exists()
+    err = StringIO()
+    call_command(
+        "tokenauth_issuer", "add", "https://b.example.org/", "--scope", "x", stdout=StringIO(), stderr=err
+    )
+    assert err.getvalue() == ""
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--algorithm", "HS256"], "asymmetric"),
+        (["--default-group", "nobody"], "No such group: nobody"),
+        (["--slug", "not a slug"], "slug"),
+    ],
+)
+def test_add_refuses_bad_options_and_keeps_the_row(args, message):
+    run("add", "https://iam.example.org/", "--scope", "x")
+    with pytest.raises(CommandError, match=message):
+        run("add", "https://iam.example.org/", "--scope", "changed", *args)
+    assert Issuer.objects.get().required_scopes == ["x"]
+
+
+def test_login_slugs_must_differ(settings):
+    run("add", "https://a.example.org/", "--client-id", "app", "--slug", "iam")
+    with pytest.raises(CommandError, match="The login slug iam is https://a.example.org/'s already"):
+        run("add", "https://b.example.org/", "--client-id", "app", "--slug", "iam")
+    run("add", "https://b.example.org/", "--slug", "iam")  # not a login provider: no clash
+    run("add", "https://a.example.org/", "--client-id", "app2")  # its own slug is no clash
+    settings.TOKENAUTH = {
+        **settings.TOKENAUTH,
+        "ISSUERS": [{"issuer": "https://c.example.org/", "client_id": "app", "required_scopes": ["x"]}],
+    }
+    with pytest.raises(CommandError, match="cexampleorg is https://c.example.org/'s already"):
+        run("add", "https://d.example.org/", "--client-id", "app", "--slug", "cexampleorg")
 
 
 @pytest.mark.parametrize(
@@ -365,6 +444,15 @@ def test_e007_malformed_issuer_entries(settings, issuers):
 )
 def test_e008_issuer_url_not_https(settings, url, loopback):
     assert issuer_check_ids(settings, [{"issuer": url}], loopback=loopback) == ["tokenauth.E008"]
+
+
+def test_e010_login_providers_share_a_slug(settings):
+    a = {"issuer": "https://a.example.org/", "required_scopes": ["x"], "client_id": "app", "slug": "iam"}
+    b = {"issuer": "https://b.example.org/", "required_scopes": ["x"], "client_id": "app", "slug": "iam"}
+    assert issuer_check_ids(settings, [a, b]) == ["tokenauth.E010"]
+    derived = {**b, "slug": "aexampleorg"}  # the slug a would have been given without one
+    assert issuer_check_ids(settings, [{**a, "slug": ""}, derived]) == ["tokenauth.E010"]
+    assert issuer_check_ids(settings, [a, {**b, "client_id": ""}]) == []  # b is no login provider
 
 
 @pytest.mark.parametrize(

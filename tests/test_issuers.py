@@ -256,6 +256,29 @@ def test_cache_control_is_honoured_within_bounds(client, settings, crafted):
 
 
 @pytest.mark.django_db
+def test_keys_moved_to_another_jwks_uri_are_found_through_discovery(client, settings, crafted):
+    allow(settings, crafted.issuer, JWKS_REFETCH_COOLDOWN=0)
+    assert get(client, crafted.token()).status_code == 200
+    crafted.jwks_path = "/keys/v2"  # the old place answers 404 from now on
+    crafted.keys["rsa-2"] = (key("rsa-b"), "RS256")
+    assert get(client, crafted.token("rsa-2", sub="svc-2")).json() == {"hello": "svc-2"}
+    assert crafted.counts == {"/.well-known/openid-configuration": 2, "/jwks": 2, "/keys/v2": 1}
+    assert get(client, crafted.token("rsa-1", sub="svc-3")).json() == {"hello": "svc-3"}
+    assert crafted.counts.total() == 5  # the keys from the new place are cached
+
+
+@pytest.mark.django_db
+def test_a_jwks_uri_that_fails_without_moving_is_not_fetched_twice(client, settings, crafted):
+    allow(settings, crafted.issuer, JWKS_REFETCH_COOLDOWN=0)
+    assert get(client, crafted.token()).status_code == 200
+    crafted.jwks_body = b"not json"
+    crafted.keys["rsa-2"] = (key("rsa-b"), "RS256")
+    assert_invalid(get(client, crafted.token("rsa-2")))
+    assert crafted.counts == {"/.well-known/openid-configuration": 2, "/jwks": 2}
+    assert get(client, crafted.token()).status_code == 200  # the last good keys still serve
+
+
+@pytest.mark.django_db
 def test_issuer_down_cached_keys_serve_and_cold_cache_is_503(client, settings, idp_stats_reset):
     idp = idp_stats_reset
     allow(settings, idp.issuer, JWKS_CACHE_MIN=0, JWKS_CACHE_MAX=0.2, JWKS_MAX_STALENESS=2)

@@ -10,7 +10,7 @@ from django.core import checks
 from django.core.exceptions import ImproperlyConfigured, ValidationError
 
 from .conf import DEFAULTS, TIMEDELTA_SETTINGS, tokenauth_settings
-from .issuers import IssuerConfig, validate_issuer_url
+from .issuers import IssuerConfig, login_slug, validate_issuer_url
 from .keys import ASYMMETRIC_ALGORITHMS, HMAC_ALGORITHMS, get_keyring
 
 
@@ -77,6 +77,7 @@ def check_issuers(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMe
         return [checks.Error('TOKENAUTH["ISSUERS"] must be a list of dicts.', id="tokenauth.E007")]
     known = set(IssuerConfig.__dataclass_fields__) | {"enabled"}
     seen: set[str] = set()
+    login_slugs: dict[str, str] = {}
     for entry in entries:
         if not isinstance(entry, dict) or not isinstance(entry.get("issuer"), str):
             errors.append(
@@ -87,6 +88,17 @@ def check_issuers(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMe
         if iss in seen:
             errors.append(checks.Error(f"{iss}: configured more than once.", id="tokenauth.E007"))
         seen.add(iss)
+        if entry.get("client_id"):
+            slug = login_slug(iss, entry.get("slug") or "")
+            if slug in login_slugs:
+                errors.append(
+                    checks.Error(
+                        f"{iss}: its login slug {slug!r} is also that of {login_slugs[slug]}.",
+                        hint="Give one of them its own slug.",
+                        id="tokenauth.E010",
+                    )
+                )
+            login_slugs.setdefault(slug, iss)
         try:
             validate_issuer_url(iss)
         except ValidationError as exc:

@@ -25,6 +25,7 @@ import jwt
 import requests
 import urllib3
 from django.core.exceptions import ValidationError
+from django.utils.text import slugify
 from jwt.algorithms import ECAlgorithm, OKPAlgorithm, RSAAlgorithm
 
 from .conf import tokenauth_settings
@@ -74,11 +75,21 @@ class IssuerConfig:
         return cls(**values)
 
     @property
+    def login_slug(self) -> str:
+        return login_slug(self.issuer, self.slug)
+
+    @property
     def accepted_audiences(self) -> list[str] | None:
         """``None`` means the issuer has no audience restriction configured."""
         if not self.audiences and not self.accept_any_audience:
             return None
         return [*self.audiences, *([WLCG_ANY_AUDIENCE] if self.accept_any_audience else [])]
+
+
+def login_slug(issuer: str, slug: str = "") -> str:
+    """The browser-login URL's slug: the configured one, else one made from the issuer URL."""
+    parts = urlsplit(issuer)
+    return slug or slugify(f"{parts.netloc} {parts.path}")
 
 
 def validate_issuer_url(url: str) -> None:
@@ -116,6 +127,15 @@ def settings_issuers() -> dict[str, IssuerConfig | None]:
         entry["issuer"]: IssuerConfig.from_mapping(entry) if entry.get("enabled", True) else None
         for entry in tokenauth_settings.ISSUERS
         if isinstance(entry, dict) and isinstance(entry.get("issuer"), str)  # check E007 reports the rest
+    }
+
+
+def settings_login_slugs() -> dict[str, str]:
+    """The login slug of each issuer in ``ISSUERS`` with a client id (disabled ones too), to its issuer."""
+    return {
+        login_slug(entry["issuer"], entry.get("slug") or ""): entry["issuer"]
+        for entry in tokenauth_settings.ISSUERS
+        if isinstance(entry, dict) and isinstance(entry.get("issuer"), str) and entry.get("client_id")
     }
 
 
@@ -196,6 +216,21 @@ def discover_jwks_uri(iss: str) -> str:
     if not isinstance(jwks_uri, str):
         raise FetchError(f"discovery document of {iss} has no jwks_uri")
     return jwks_uri
+
+
+def download_jwks(iss: str, known_uri: str | None) -> tuple[str, dict[str, Any], int | None]:
+    """The issuer's JWKS from the ``jwks_uri`` we know or, when that fails, from the one discovery
+    names now: an issuer may move its keys. Returns the URI, the JWKS and its max-age."""
+    if known_uri is not None:
+        try:
+            return known_uri, *fetch_json(known_uri)
+        except FetchError:
+            jwks_uri = discover_jwks_uri(iss)
+            if jwks_uri == known_uri:
+                raise
+    else:
+        jwks_uri = discover_jwks_uri(iss)
+    return jwks_uri, *fetch_json(jwks_uri)
 
 
 # -- JWKS cache --------------------------------------------------------------------------------
@@ -336,8 +371,7 @@ class JWKSCache:
 
     def _fetch(self, iss: str, current: KeySet | None, now: float) -> KeySet:
         try:
-            jwks_uri = current.jwks_uri if current is not None else discover_jwks_uri(iss)
-            jwks, max_age = fetch_json(jwks_uri)
+            jwks_uri, jwks, max_age = download_jwks(iss, current.jwks_uri if current is not None else None)
         except FetchError as exc:
             logger.warning("tokenauth: cannot refresh the keys of %s: %s", iss, exc)
             stale_limit = tokenauth_settings.JWKS_MAX_STALENESS.total_seconds()

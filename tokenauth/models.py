@@ -196,10 +196,22 @@ class Issuer(models.Model):
         return self.issuer
 
     def clean(self) -> None:
-        from .issuers import validate_issuer_url
+        from .issuers import login_slug, settings_login_slugs, validate_issuer_url
         from .keys import ASYMMETRIC_ALGORITHMS
 
         validate_issuer_url(self.issuer)
+        if self.client_id:  # a browser-login provider: /oidc/login/<slug>/ must name only this one
+            slug = login_slug(self.issuer, self.slug)
+            others = Issuer.objects.exclude(issuer=self.issuer).exclude(client_id="")
+            taken = {login_slug(row.issuer, row.slug): row.issuer for row in others.only("issuer", "slug")}
+            taken.update(settings_login_slugs())
+            if taken.get(slug, self.issuer) != self.issuer:
+                raise ValidationError(
+                    {
+                        "slug": _("The login slug %(slug)s is %(issuer)s's already.")
+                        % {"slug": slug, "issuer": taken[slug]}
+                    }
+                )
         for name in ("audiences", "required_scopes", "algorithms", "group_claims"):
             value = getattr(self, name)
             if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):

@@ -13,7 +13,6 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from django.core.exceptions import ValidationError
-from django.utils.text import slugify
 
 from ..conf import tokenauth_settings
 from ..issuers import FetchError, IssuerConfig, all_issuers, fetch_json, validate_issuer_url
@@ -51,9 +50,7 @@ class Provider:
 
 
 def _provider(config: IssuerConfig) -> Provider:
-    parts = urlsplit(config.issuer)
-    slug = config.slug or slugify(f"{parts.netloc} {parts.path}")
-    return Provider(slug, config.display_name or parts.netloc, config)
+    return Provider(config.login_slug, config.display_name or urlsplit(config.issuer).netloc, config)
 
 
 def login_providers() -> list[Provider]:

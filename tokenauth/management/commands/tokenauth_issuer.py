@@ -1,12 +1,30 @@
 from __future__ import annotations
 
+from argparse import BooleanOptionalAction
 from typing import Any
 
+from django.contrib.auth.models import Group
 from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.db import transaction
 
 from tokenauth.issuers import IssuerUnavailable, get_issuer, jwks_cache
 from tokenauth.models import Issuer
+
+#: The Issuer fields that ``add`` sets from its options; an option not given leaves the field alone.
+OPTIONS = (
+    "audiences",
+    "accept_any_audience",
+    "required_scopes",
+    "algorithms",
+    "auto_provision",
+    "group_claims",
+    "username_claim",
+    "slug",
+    "display_name",
+    "client_id",
+    "client_secret_env",
+)
 
 
 class Command(BaseCommand):
@@ -14,13 +32,32 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser: CommandParser) -> None:
         sub = parser.add_subparsers(dest="action", required=True)
-        add = sub.add_parser("add", help="allow an issuer (or update it)")
+        add = sub.add_parser(
+            "add", help="allow an issuer, or change the options given of one allowed already"
+        )
         add.add_argument("url")
-        add.add_argument("--audience", action="append", default=[], dest="audiences")
-        add.add_argument("--scope", action="append", default=[], dest="scopes", help="a required scope")
-        add.add_argument("--no-provision", action="store_true", help="refuse identities not registered yet")
-        add.add_argument("--client-id", default="")
-        add.add_argument("--client-secret-env", default="", help="environment variable holding the secret")
+        add.add_argument("--audience", action="append", dest="audiences", help="an accepted audience")
+        add.add_argument(
+            "--any-audience",
+            action=BooleanOptionalAction,
+            dest="accept_any_audience",
+            help="accept the WLCG any-audience https://wlcg.cern.ch/jwt/v1/any",
+        )
+        add.add_argument("--scope", action="append", dest="required_scopes", help="a required scope")
+        add.add_argument("--algorithm", action="append", dest="algorithms", help="an accepted algorithm")
+        add.add_argument(
+            "--provision",
+            action=BooleanOptionalAction,
+            dest="auto_provision",
+            help="create users for identities not seen before (the default for a new issuer)",
+        )
+        add.add_argument("--group-claim", action="append", dest="group_claims", help="a claim listing groups")
+        add.add_argument("--default-group", action="append", dest="default_groups", help="an existing group")
+        add.add_argument("--username-claim")
+        add.add_argument("--slug", help="browser login: the provider's URL slug")
+        add.add_argument("--display-name", help="browser login: the provider's name on the login page")
+        add.add_argument("--client-id", help="browser login: our client id at the issuer")
+        add.add_argument("--client-secret-env", help="browser login: environment variable holding the secret")
         sub.add_parser("list", help="show the issuers")
         for action in ("enable", "disable", "refresh"):
             sub.add_parser(action).add_argument("url")
@@ -55,17 +92,30 @@ class Command(BaseCommand):
         self.stdout.write(f"{action}d {url}")
 
     def add(self, url: str, options: dict[str, Any]) -> None:
-        if options["client_secret_env"] and not options["client_id"]:
-            raise CommandError("--client-secret-env needs --client-id")
         issuer = Issuer.objects.filter(issuer=url).first() or Issuer(issuer=url)
-        issuer.audiences = options["audiences"]
-        issuer.required_scopes = options["scopes"]
-        issuer.auto_provision = not options["no_provision"]
-        issuer.client_id = options["client_id"]
-        issuer.client_secret_env = options["client_secret_env"]
+        for name in OPTIONS:
+            if options[name] is not None:
+                setattr(issuer, name, options[name])
+        if issuer.client_secret_env and not issuer.client_id:
+            raise CommandError("--client-secret-env needs --client-id")
+        groups = options["default_groups"]
+        if groups is not None:
+            missing = sorted(
+                set(groups) - set(Group.objects.filter(name__in=groups).values_list("name", flat=True))
+            )
+            if missing:
+                raise CommandError(f"No such group: {', '.join(missing)}")
         try:
             issuer.full_clean()
         except ValidationError as exc:
             raise CommandError("; ".join(exc.messages)) from None
-        issuer.save()
+        with transaction.atomic():
+            issuer.save()
+            if groups is not None:
+                issuer.default_groups.set(Group.objects.filter(name__in=groups))
         self.stdout.write(f"added {url}")
+        if not (issuer.audiences or issuer.accept_any_audience or issuer.required_scopes):
+            self.stderr.write(
+                "Warning: any token this issuer signs is accepted, even one meant for another service; "
+                "give it --audience or --scope."
+            )
