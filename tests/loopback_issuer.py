@@ -68,6 +68,8 @@ class CraftedIssuer:
     With ``oidc=True`` discovery also names ``/authorize`` (never fetched: the browser would go
     there) and ``/token``, which answers a code in ``codes`` with that ID token and an access token,
     any other code with 400 ``invalid_grant``; each token request lands in ``token_requests``.
+    With ``userinfo`` (claims) set, discovery names ``/userinfo`` too, which answers the access
+    tokens ``/token`` gave out with those claims (``userinfo_status``: with that status instead).
     """
 
     def __init__(self, keys: dict[str, tuple[Any, str]] | None = None, *, oidc: bool = False) -> None:
@@ -77,6 +79,9 @@ class CraftedIssuer:
         self.oidc = oidc
         self.codes: dict[str, str] = {}
         self.token_requests: list[dict[str, Any]] = []
+        self.access_tokens: list[str] = []
+        self.userinfo: dict[str, Any] | None = None
+        self.userinfo_status = 200
         self.counts: Counter[str] = Counter()
         self.status: int | None = None
         self.jwks_body: bytes | None = None
@@ -106,6 +111,8 @@ class CraftedIssuer:
         if self.oidc:
             document["authorization_endpoint"] = f"{self.issuer}/authorize"
             document["token_endpoint"] = f"{self.issuer}/token"
+        if self.userinfo is not None:
+            document["userinfo_endpoint"] = f"{self.issuer}/userinfo"
         return document
 
     def token_response(self, form: dict[str, str], authorization: str | None) -> tuple[int, dict[str, Any]]:
@@ -117,7 +124,15 @@ class CraftedIssuer:
         id_token = self.codes.pop(form.get("code", ""), None)
         if form.get("grant_type") != "authorization_code" or id_token is None:
             return 400, {"error": "invalid_grant"}
-        return 200, {"access_token": uuid.uuid4().hex, "id_token": id_token, "token_type": "Bearer"}
+        self.access_tokens.append(uuid.uuid4().hex)
+        return 200, {"access_token": self.access_tokens[-1], "id_token": id_token, "token_type": "Bearer"}
+
+    def userinfo_response(self, authorization: str | None) -> tuple[int, dict[str, Any]]:
+        if authorization not in [f"Bearer {token}" for token in self.access_tokens]:
+            return 401, {"error": "invalid_token"}
+        if self.userinfo_status != 200:
+            return self.userinfo_status, {"error": "unavailable"}
+        return 200, self.userinfo or {}
 
     def _handler(self) -> type[BaseHTTPRequestHandler]:
         issuer = self
@@ -142,6 +157,9 @@ class CraftedIssuer:
                     status, body, headers = 302, b"", {"Location": issuer.redirect}
                 elif self.path == "/.well-known/openid-configuration":
                     status, body = 200, json.dumps(issuer.discovery()).encode()
+                elif self.path == "/userinfo" and issuer.userinfo is not None:
+                    status, answer = issuer.userinfo_response(self.headers.get("Authorization"))
+                    body = json.dumps(answer).encode()
                 elif self.path == issuer.jwks_path:
                     status, body = 200, issuer.jwks_body or json.dumps(issuer.jwks()).encode()
                     if issuer.cache_control:

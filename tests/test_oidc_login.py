@@ -184,6 +184,26 @@ def test_login_goes_back_to_next(provider, browser):
     assert response["Location"] == "/auth/whoami/"
 
 
+def test_userinfo_claims_are_used_with_a_conformant_provider(provider, browser, settings):
+    """The provider's ID tokens carry ``sub`` only: the groups come from its userinfo endpoint."""
+    configure(
+        settings, provider_entry(provider, group_claims=["groups"]), OIDC_SCOPES="openid profile groups"
+    )
+    asked = provider.stats()["requests"].get("/me", 0)
+    assert sign_in(browser, "erin").status_code == 302
+    user = Identity.objects.get(issuer=provider.issuer, subject="erin").user
+    assert sorted(user.groups.values_list("name", flat=True)) == ["/atlas", "/atlas/users"]
+    assert provider.stats()["requests"]["/me"] == asked + 1
+
+
+def test_a_token_userinfo_refuses_leaves_the_id_token_claims(provider, browser, settings):
+    """Asking for a resource server's scope gets an access token that userinfo answers with 401."""
+    configure(settings, provider_entry(provider, group_claims=["groups"]), OIDC_SCOPES="openid reports:read")
+    assert sign_in(browser, "frank").status_code == 302
+    user = Identity.objects.get(issuer=provider.issuer, subject="frank").user
+    assert user.get_username() == "frank" and not user.groups.exists()
+
+
 def test_users_are_never_matched_by_email(provider, browser):
     stranger = get_user_model().objects.create_user("someone", email="alice@example.test")
     sign_in(browser, "alice")
@@ -532,3 +552,56 @@ def test_a_crafted_id_token_is_good_for_one_callback(loop, browser):
     assert_page(browser.get("/oidc/callback/", callback), 400, "Please start again")
     assert len(loop.token_requests) == 1
     assert SESSION_KEY not in browser.session
+
+
+# -- userinfo ------------------------------------------------------------------------------------
+
+
+def with_group_claims(settings: Any) -> None:
+    settings.TOKENAUTH = {
+        **settings.TOKENAUTH,
+        "ISSUERS": [{**settings.TOKENAUTH["ISSUERS"][0], "group_claims": ["groups"]}],
+    }
+
+
+def test_userinfo_fills_in_what_the_id_token_leaves_out(loop, browser, settings):
+    with_group_claims(settings)
+    loop.userinfo = {"sub": LOOP_SUBJECT, "preferred_username": "dave", "groups": ["/atlas"]}
+    response, _ = crafted_callback(browser, loop, lambda n: id_token(loop, n, preferred_username=None))
+    assert response.status_code == 302, response.content
+    user = Identity.objects.get().user
+    assert user.get_username() == "dave"
+    assert list(user.groups.values_list("name", flat=True)) == ["/atlas"]
+    assert loop.counts["/userinfo"] == 1  # with the access token the token endpoint gave out
+
+
+def test_the_id_token_wins_over_userinfo(loop, browser):
+    loop.userinfo = {"sub": LOOP_SUBJECT, "preferred_username": "mallory"}
+    response, _ = crafted_callback(browser, loop, lambda n: id_token(loop, n))
+    assert response.status_code == 302, response.content
+    assert Identity.objects.get().user.get_username() == "carol"
+
+
+def test_userinfo_about_another_subject_is_refused(loop, browser):
+    loop.userinfo = {"sub": "someone-else", "preferred_username": "dave"}
+    response, _ = crafted_callback(browser, loop, lambda n: id_token(loop, n))
+    assert_page(response, 400, "could not be verified")
+    assert not Identity.objects.exists() and SESSION_KEY not in browser.session
+
+
+def test_userinfo_refusing_the_token_leaves_the_id_token_claims(loop, browser, settings):
+    with_group_claims(settings)
+    loop.userinfo, loop.userinfo_status = {"sub": LOOP_SUBJECT, "groups": ["/atlas"]}, 403
+    response, _ = crafted_callback(browser, loop, lambda n: id_token(loop, n))
+    assert response.status_code == 302, response.content
+    user = Identity.objects.get().user
+    assert user.get_username() == "carol" and not user.groups.exists()
+
+
+@pytest.mark.parametrize("status", [500, 503])
+def test_userinfo_down_is_a_readable_error(loop, browser, status):
+    """Not a login without the claims: a user provisioned without its groups would keep lacking them."""
+    loop.userinfo, loop.userinfo_status = {"sub": LOOP_SUBJECT}, status
+    response, _ = crafted_callback(browser, loop, lambda n: id_token(loop, n))
+    assert_page(response, 400, "cannot be reached right now")
+    assert not Identity.objects.exists() and SESSION_KEY not in browser.session

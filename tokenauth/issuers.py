@@ -160,10 +160,12 @@ def all_issuers() -> list[IssuerConfig]:
 
 
 class FetchError(Exception):
-    pass
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status  #: the HTTP status of an answer that was not 200
 
 
-def fetch_json(url: str) -> tuple[dict[str, Any], int | None]:
+def fetch_json(url: str, headers: dict[str, str] | None = None) -> tuple[dict[str, Any], int | None]:
     """GET a JSON object with a short timeout and a size cap; returns it with its max-age, if any.
 
     ``no-store``/``no-cache`` read as max-age 0, so the configured minimum lifetime applies.
@@ -179,10 +181,14 @@ def fetch_json(url: str) -> tuple[dict[str, Any], int | None]:
     size = 0
     try:
         with requests.get(
-            url, timeout=timeout, stream=True, allow_redirects=False, headers={"Accept": "application/json"}
+            url,
+            timeout=timeout,
+            stream=True,
+            allow_redirects=False,
+            headers={"Accept": "application/json", **(headers or {})},
         ) as response:
             if response.status_code != 200:
-                raise FetchError(f"{url} answered {response.status_code}")
+                raise FetchError(f"{url} answered {response.status_code}", response.status_code)
             # read1: whatever has arrived, so the deadline is checked while a slow body trickles in.
             while chunk := response.raw.read1(16384, decode_content=True):
                 size += len(chunk)

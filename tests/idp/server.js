@@ -23,6 +23,9 @@
 //   web-client  / web-secret   authorization_code (+ PKCE, optional) + refresh_token, client_secret_basic
 // Users: devInteractions is on, so its login page accepts any login/password and the login becomes `sub`.
 // Access tokens of users also carry `preferred_username` (= the login), `groups` and `wlcg.groups`.
+// ID tokens of the code flow carry `sub` only (conformIdTokenClaims): profile, email and the `groups`
+// scope's claims are at userinfo, with the access token of a sign-in that asked for OpenID scopes only
+// (openid offline_access profile email groups); asking for any other scope gets a token for the resource.
 // For client_credentials tokens oidc-provider sets `sub` = the client id (and `client_id` too).
 //
 // Test-only admin routes (not part of OIDC; loopback tests only):
@@ -66,6 +69,7 @@ const REDIRECT_URIS = (env.IDP_REDIRECT_URIS || 'http://127.0.0.1:8000/oidc/call
 const WEB_APPLICATION_TYPE = env.IDP_WEB_APPLICATION_TYPE || 'web';
 const USER_GROUPS = JSON.parse(env.IDP_USER_GROUPS || '["/atlas", "/atlas/users"]');
 const ALGS = ['RS256', 'ES256'];
+const OPENID_SCOPES = new Set(['openid', 'offline_access', 'profile', 'email', 'groups']);
 
 if (!Array.isArray(USER_GROUPS) || !USER_GROUPS.every((g) => typeof g === 'string')) {
   log('IDP_USER_GROUPS must be a JSON list of strings');
@@ -163,14 +167,20 @@ function buildProvider(issuer) {
       openid: ['sub'],
       profile: ['name', 'preferred_username'],
       email: ['email', 'email_verified'],
+      groups: ['groups'],
     },
-    scopes: ['openid', 'offline_access', 'profile', 'email'],
+    scopes: ['openid', 'offline_access', 'profile', 'email', 'groups'],
     async findAccount(_ctx, id) {
       return {
         accountId: id,
         async claims() {
           return {
-            sub: id, name: id, preferred_username: id, email: `${id}@example.test`, email_verified: true,
+            sub: id,
+            name: id,
+            preferred_username: id,
+            email: `${id}@example.test`,
+            email_verified: true,
+            groups: USER_GROUPS,
           };
         },
       };
@@ -183,8 +193,12 @@ function buildProvider(issuer) {
       revocation: { enabled: true },
       resourceIndicators: {
         enabled: true,
-        async defaultResource(_ctx, _client, oneOf) {
+        async defaultResource(ctx, _client, oneOf) {
           if (oneOf) return Array.isArray(oneOf) ? oneOf[0] : oneOf;
+          // A sign-in asking for OpenID scopes only gets an access token for userinfo, as most providers give.
+          const scope = ctx.oidc.params?.scope ?? ctx.oidc.entities?.AuthorizationCode?.scope ?? '';
+          const requested = String(scope).split(' ').filter(Boolean);
+          if (requested.length && requested.every((s) => OPENID_SCOPES.has(s))) return undefined;
           return RESOURCE;
         },
         async useGrantedResource() { return true; },

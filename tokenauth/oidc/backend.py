@@ -22,7 +22,7 @@ from mozilla_django_oidc.auth import OIDCAuthenticationBackend
 
 from ..conf import tokenauth_settings
 from ..exceptions import InvalidToken
-from ..issuers import IssuerUnavailable, jwks_cache
+from ..issuers import FetchError, IssuerUnavailable, fetch_json, jwks_cache
 from ..keys import ASYMMETRIC_ALGORITHMS
 from ..models import AuditEvent
 from ..provisioning import IdentityNotRegistered, resolve
@@ -77,11 +77,14 @@ class OIDCBackend(OIDCAuthenticationBackend):
         }
         if code_verifier is not None:
             payload["code_verifier"] = code_verifier
-        id_token = self.get_token(payload).get("id_token")
+        tokens = self.get_token(payload)
+        id_token, access_token = tokens.get("id_token"), tokens.get("access_token")
         if not isinstance(id_token, str):
             raise LoginFailed("The sign-in provider sent no ID token.")
         claims = self.verify_token(id_token, nonce=nonce)
-        return self.get_or_create_user("", id_token, claims)
+        if isinstance(access_token, str) and access_token:
+            claims = {**self.get_userinfo(access_token, id_token, claims), **claims}
+        return self.get_or_create_user(access_token, id_token, claims)
 
     def get_token(self, payload: dict[str, Any]) -> dict[str, Any]:
         """The token endpoint's answer; client_secret_basic unless the provider only takes _post."""
@@ -166,6 +169,29 @@ class OIDCBackend(OIDCAuthenticationBackend):
         if not isinstance(claims["sub"], str) or not claims["sub"]:
             raise LoginFailed(UNVERIFIED)
         return claims
+
+    def get_userinfo(self, access_token: str, id_token: str, payload: dict[str, Any]) -> dict[str, Any]:
+        """The UserInfo claims: a conformant provider keeps profile claims (and often groups) out of
+        the ID token of a code flow. Its ``sub`` must be the ID token's (OIDC Core 5.3.2).
+
+        ``{}`` without a userinfo endpoint, or when it refuses the access token (401, 403: a token for
+        a resource server, RFC 8707): the ID token's claims are then all there is.
+        """
+        provider = self.provider
+        endpoint = provider.metadata().get("userinfo_endpoint")
+        if endpoint is None:
+            return {}
+        try:
+            userinfo, _ = fetch_json(endpoint, headers={"Authorization": f"Bearer {access_token}"})
+        except FetchError as exc:
+            logger.warning("tokenauth: userinfo endpoint of %s: %s", provider.slug, exc)
+            if exc.status in (401, 403):
+                return {}
+            raise LoginFailed(UNREACHABLE) from None
+        if userinfo.get("sub") != payload["sub"]:
+            logger.warning("tokenauth: userinfo endpoint of %s answered for another subject", provider.slug)
+            raise LoginFailed(UNVERIFIED)
+        return userinfo
 
     def get_or_create_user(self, access_token: str, id_token: str, payload: dict[str, Any]) -> Any:
         """The user of (iss, sub), provisioned like for bearer tokens; never looked up by email."""

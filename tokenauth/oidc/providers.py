@@ -70,6 +70,7 @@ def provider_by_issuer(issuer: str) -> Provider | None:
 
 
 ENDPOINTS = ("authorization_endpoint", "token_endpoint")
+OPTIONAL_ENDPOINTS = ("userinfo_endpoint", "end_session_endpoint")
 
 
 def provider_metadata(issuer: str) -> dict[str, Any]:
@@ -83,9 +84,9 @@ def provider_metadata(issuer: str) -> dict[str, Any]:
         raise ProviderUnavailable(str(exc)) from None
     if document.get("issuer") != issuer:
         raise ProviderUnavailable(f"discovery document of {issuer} names another issuer")
-    for name in (*ENDPOINTS, "end_session_endpoint"):
+    for name in (*ENDPOINTS, *OPTIONAL_ENDPOINTS):
         url = document.get(name)
-        if url is None and name == "end_session_endpoint":
+        if url is None and name in OPTIONAL_ENDPOINTS:
             continue
         try:
             if not isinstance(url, str):
