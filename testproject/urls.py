@@ -2,6 +2,7 @@
 
 from django.contrib import admin
 from django.urls import include, path
+from django.views.generic import RedirectView
 
 urlpatterns = [
     path("admin/", admin.site.urls),
@@ -11,4 +12,5 @@ urlpatterns = [
     path("o/", include("tokenauth.oauth.urls")),
     path("", include("tokenauth.oauth.well_known_urls")),
     path("api/", include("testproject.api")),
+    path("", RedirectView.as_view(pattern_name="admin:index")),  # the demo's front door
 ]

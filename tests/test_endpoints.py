@@ -651,3 +651,8 @@ def test_token_endpoints_answer_503_when_the_database_is_down(client):
         )
         assert refreshed.status_code == 503
     assert attempted
+
+
+def test_the_demo_front_door_leads_to_the_admin(client):
+    response = client.get("/")
+    assert response.status_code == 302 and response["Location"] == "/admin/"
