@@ -13,7 +13,7 @@ from django.core.management import CommandError, call_command
 from django.utils import timezone
 
 from tests.helpers import login, make_user
-from tokenauth.models import AuditEvent, Epoch, RevokedToken, Session
+from tokenauth.models import AuditEvent, Epoch, Identity, RevokedToken, Session, identity_digest
 from tokenauth.revocation import revoke_id
 from tokenauth.sessions import end_session, start_session
 
@@ -71,8 +71,26 @@ def test_revoke_all(client):
     assert "epoch now 2" in run("tokenauth_revoke", "--all")
 
 
-@pytest.mark.parametrize("args", [("--user", "nobody"), ("--group", "nobody")])
+def test_revoke_an_external_identity():
+    alice = make_user("alice")
+    Identity.objects.create(issuer="https://iam.example.org/", subject="s-1", user=alice)
+    output = run("tokenauth_revoke", "--identity", "https://iam.example.org/", "s-1")
+    assert "identity s-1 of https://iam.example.org/" in output
+    epoch = Epoch.objects.get()  # the identity's: its tokens end, not alice's local ones
+    assert (epoch.kind, epoch.object_id) == ("identity", identity_digest("https://iam.example.org/", "s-1"))
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("--user", "nobody"),
+        ("--group", "nobody"),
+        ("--identity", "https://iam.example.org/", "nobody"),
+        ("--identity", "https://nobody.example.org/", "s-1"),
+    ],
+)
 def test_revoke_unknown_name_is_a_command_error(args):
+    Identity.objects.create(issuer="https://iam.example.org/", subject="s-1", user=make_user("bob"))
     make_user("alice", groups=["operators"])
     with pytest.raises(CommandError, match="nobody"):
         run("tokenauth_revoke", *args)

@@ -7,11 +7,11 @@ from typing import Any
 
 import jwt
 import pytest
-from django.contrib.auth.models import Group
-from django.test import override_settings
+from django.contrib.auth.models import Group, Permission
+from django.test import Client, override_settings
 
 from tests.helpers import database_down, login, make_user
-from tokenauth.models import AuditEvent, Session
+from tokenauth.models import AuditEvent, Epoch, Identity, Session
 
 pytestmark = pytest.mark.django_db
 
@@ -651,6 +651,108 @@ def test_token_endpoints_answer_503_when_the_database_is_down(client):
         )
         assert refreshed.status_code == 503
     assert attempted
+
+
+# -- revoke (staff API) --------------------------------------------------------------------------
+
+
+@pytest.fixture
+def revoker(client):
+    """A bearer token of an account allowed to bump epochs (``tokenauth.change_epoch``)."""
+    account = make_user("automation")
+    account.user_permissions.add(Permission.objects.get(codename="change_epoch"))
+    return login(client, "automation")["access_token"]
+
+
+def revoke(client: Any, token: str, body: Any) -> Any:
+    return post_json(client, "/auth/revoke/", body, **bearer(token))
+
+
+def test_revoke_a_user_through_the_api(client, revoker):
+    bob = make_user("bob")
+    make_user("carol")
+    bobs, carols = login(client, "bob")["access_token"], login(client, "carol")["access_token"]
+    response = revoke(client, revoker, {"user": "bob", "reason": "left the experiment"})
+    assert response.status_code == 200
+    assert response.json() == {"revoked": "user bob", "epoch": 1}
+    assert (hello(client, bobs), hello(client, carols), hello(client, revoker)) == (401, 200, 200)
+    event = AuditEvent.objects.get(action="epoch_bumped")
+    assert event.user_id == bob.pk and event.actor.get_username() == "automation"
+    assert event.detail["reason"] == "left the experiment"
+
+
+def test_revoke_a_group_an_identity_and_everyone(client, revoker):
+    alice = make_user("alice", groups=["operators"])
+    Identity.objects.create(issuer="https://iam.example.org/", subject="s-1", user=alice)
+    selected = login(client, "alice", group="operators")["access_token"]
+    plain = login(client, "alice")["access_token"]
+    assert revoke(client, revoker, {"group": "operators"}).json() == {
+        "revoked": "group operators",
+        "epoch": 1,
+    }
+    assert (hello(client, selected), hello(client, plain)) == (401, 200)
+    body = {"issuer": "https://iam.example.org/", "subject": "s-1"}
+    assert revoke(client, revoker, body).json()["revoked"] == "identity s-1 of https://iam.example.org/"
+    assert (
+        hello(client, plain) == 200
+    )  # the identity's epoch: its external tokens (tests/test_provisioning.py)
+    assert revoke(client, revoker, {"all": True}).json() == {"revoked": "everyone", "epoch": 1}
+    assert hello(client, revoker) == 401  # the caller's own token too
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {},
+        {"all": False},
+        {"user": "bob", "group": "operators"},
+        {"user": "bob", "all": True},
+        {"issuer": "https://iam.example.org/"},
+        {"subject": "s-1"},
+        {"user": "bob", "subject": "s-1"},
+        {"user": ["bob"]},
+        ["bob"],
+    ],
+)
+def test_revoke_needs_exactly_one_target(client, revoker, body):
+    make_user("bob")
+    response = revoke(client, revoker, body)
+    assert response.status_code == 400
+    assert response.json()["error"] == "invalid_request"
+    assert not Epoch.objects.exists()
+
+
+@pytest.mark.parametrize(
+    "body", [{"user": "nobody"}, {"group": "nobody"}, {"issuer": "https://iam.example.org/", "subject": "x"}]
+)
+def test_revoke_an_unknown_target_is_404(client, revoker, body):
+    response = revoke(client, revoker, body)
+    assert response.status_code == 404
+    assert response.json()["error"] == "invalid_target" and "No such" in response.json()["error_description"]
+    assert not Epoch.objects.exists()
+
+
+def test_revoke_needs_the_permission(client):
+    make_user("bob")
+    token = login(client, "bob")["access_token"]
+    assert revoke(client, token, {"user": "bob"}).status_code == 403
+    response = post_json(client, "/auth/revoke/", {"user": "bob"})
+    assert response.status_code == 401 and response["WWW-Authenticate"].startswith("Bearer")
+    assert not Epoch.objects.exists()
+
+
+def test_revoke_from_an_admin_session_needs_csrf():
+    admin = make_user("root")
+    admin.is_superuser = admin.is_staff = True
+    admin.save()
+    make_user("bob")
+    browser = Client(enforce_csrf_checks=True)
+    browser.force_login(admin)
+    assert post_json(browser, "/auth/revoke/", {"user": "bob"}).status_code == 403
+    browser.get("/admin/")
+    csrf = browser.cookies["csrftoken"].value
+    response = post_json(browser, "/auth/revoke/", {"user": "bob"}, HTTP_X_CSRFTOKEN=csrf)
+    assert response.status_code == 200 and response.json()["epoch"] == 1
 
 
 def test_the_demo_front_door_leads_to_the_admin(client):

@@ -5,12 +5,14 @@ from __future__ import annotations
 import math
 import threading
 import time
+from io import StringIO
 from typing import Any
 
 import jwt
 import pytest
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
+from django.core.management import call_command
 from django.db import connection
 from django.test import Client
 from rest_framework.permissions import AllowAny
@@ -23,8 +25,8 @@ from tests.idp import DEFAULT_RESOURCE
 from tokenauth import signals
 from tokenauth.authentication import BearerAuthentication, authenticate_token
 from tokenauth.issuers import WLCG_ANY_AUDIENCE, IssuerConfig
-from tokenauth.models import AuditEvent, Epoch, Identity, Issuer
-from tokenauth.provisioning import free_username, identity_digest, mapped_groups
+from tokenauth.models import AuditEvent, Epoch, Identity, Issuer, identity_digest
+from tokenauth.provisioning import free_username, mapped_groups
 from tokenauth.revocation import bump_epoch
 
 pytestmark = pytest.mark.django_db
@@ -353,6 +355,33 @@ def test_token_from_the_bump_second_is_rejected_a_later_one_accepted(client, iss
     fresh = idp.client_credentials_token()
     assert claims_of(fresh)["iat"] > not_before
     assert hello(client, fresh) == 200
+
+
+def test_revoking_an_identity_ends_its_tokens_not_its_users_local_ones(client, issuer, idp):
+    """``tokenauth_revoke --identity`` and ``POST /auth/revoke/`` bump the identity's epoch."""
+    first, other = idp.user_token("vera"), idp.user_token("walt")
+    assert [hello(client, t) for t in (first, other)] == [200, 200]
+    vera = Identity.objects.get(subject="vera").user
+    vera.set_password("pw")
+    vera.save()
+    local = login(client, vera.get_username())["access_token"]
+    call_command("tokenauth_revoke", "--identity", idp.issuer, "vera", stdout=StringIO())
+    assert [hello(client, t) for t in (first, other, local)] == [401, 200, 200]
+
+    root = make_user("root")
+    root.is_superuser = True
+    root.save()
+    admin = login(client, "root")["access_token"]
+    response = client.post(
+        "/auth/revoke/",
+        {"issuer": idp.issuer, "subject": "walt"},
+        content_type="application/json",
+        **bearer(admin),
+    )
+    assert response.status_code == 200 and response.json()["revoked"] == f"identity walt of {idp.issuer}"
+    assert hello(client, other) == 401
+    time.sleep(1.05)  # past the bump's second: the issuer's new tokens work again
+    assert hello(client, idp.user_token("walt")) == 200
 
 
 def test_logout_all_with_an_external_token(client, issuer, idp):

@@ -14,7 +14,8 @@ from rest_framework.request import Request
 from .conf import tokenauth_settings
 from .exceptions import InsufficientScope, InvalidToken, ServiceUnavailable
 from .issuers import IssuerUnavailable, decode_external, get_issuer, jwks_cache
-from .provisioning import identity_digest, resolve
+from .models import identity_digest
+from .provisioning import resolve
 from .revocation import check_external_claims, check_local_claims
 from .snapshots import StateUnavailable
 from .tokens import (

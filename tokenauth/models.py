@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import secrets
 import uuid
 from typing import Any
@@ -11,6 +12,11 @@ from django.core.exceptions import ValidationError
 from django.db import models
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
+
+
+def identity_digest(issuer: str, subject: str) -> str:
+    """A fixed-length name for the pair (cache keys, identity epochs)."""
+    return hashlib.sha256(f"{issuer}\0{subject}".encode()).hexdigest()
 
 
 class Identity(models.Model):

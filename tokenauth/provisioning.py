@@ -7,7 +7,6 @@ unique (issuer, subject) constraint decides, and the loser uses the winner's row
 
 from __future__ import annotations
 
-import hashlib
 import re
 import time
 from dataclasses import dataclass
@@ -22,7 +21,7 @@ from . import signals
 from .conf import tokenauth_settings
 from .exceptions import InvalidToken
 from .issuers import IssuerConfig
-from .models import AuditEvent, Epoch, Identity
+from .models import AuditEvent, Epoch, Identity, identity_digest
 from .revocation import current_epoch
 from .snapshots import CACHE_PREFIX, StateUnavailable, refresh_interval, shared_cache_call
 
@@ -43,11 +42,6 @@ class Principal:
     username: str
     is_active: bool
     groups: tuple[str, ...]
-
-
-def identity_digest(issuer: str, subject: str) -> str:
-    """A fixed-length name for the pair (cache keys, identity epochs)."""
-    return hashlib.sha256(f"{issuer}\0{subject}".encode()).hexdigest()
 
 
 def _cache_key(digest: str) -> str:

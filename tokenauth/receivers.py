@@ -16,8 +16,8 @@ from django.dispatch import receiver
 
 from .issuers import db_issuers
 from .middleware import stamp_login
-from .models import Epoch, Identity, Issuer
-from .provisioning import forget, identity_digest
+from .models import Epoch, Identity, Issuer, identity_digest
+from .provisioning import forget
 from .revocation import bump_epoch
 
 User = get_user_model()

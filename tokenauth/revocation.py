@@ -15,13 +15,15 @@ import time
 from datetime import datetime
 from typing import Any, NamedTuple
 
+from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Group
 from django.db import DatabaseError, transaction
 from django.utils import timezone
 
 from . import signals
 from .conf import tokenauth_settings
 from .exceptions import InvalidToken
-from .models import AuditEvent, Epoch, RevokedToken, Session
+from .models import AuditEvent, Epoch, Identity, RevokedToken, Session, identity_digest
 from .snapshots import CACHE_PREFIX, SharedSnapshot, StateUnavailable, refresh_interval, shared_cache_call
 from .tokens import (
     CLAIM_EPOCH,
@@ -207,6 +209,52 @@ def bump_epoch(kind: str, object_id: str, *, actor: Any = None, reason: str = ""
         sender=Epoch, kind=kind, object_id=object_id, epoch=epoch.value, actor=actor, reason=reason
     )
     return value
+
+
+class Target(NamedTuple):
+    """Whose tokens a bump ends: an epoch and a label for people."""
+
+    kind: str
+    object_id: str
+    label: str
+
+
+class NoSuchTarget(LookupError):
+    pass
+
+
+def find_target(
+    *,
+    user: str | None = None,
+    group: str | None = None,
+    issuer: str | None = None,
+    subject: str | None = None,
+) -> Target:
+    """The epoch of a username, a group name or an external identity (``issuer`` and ``subject``: its
+    tokens only, not its user's local ones); everyone's when nothing is named. Raises
+    :class:`NoSuchTarget` with a readable message."""
+    if user is not None:
+        model = get_user_model()
+        found = model._default_manager.filter(**{model.USERNAME_FIELD: user}).values_list("pk", flat=True)
+        kind, label = Epoch.Kind.USER, f"user {user}"
+    elif group is not None:
+        found = Group.objects.filter(name=group).values_list("pk", flat=True)
+        kind, label = Epoch.Kind.GROUP, f"group {group}"
+    elif issuer is not None or subject is not None:
+        label = f"identity {subject} of {issuer}"
+        if (
+            issuer is None
+            or subject is None
+            or not Identity.objects.filter(issuer=issuer, subject=subject).exists()
+        ):
+            raise NoSuchTarget(f"No such {label}")
+        return Target(Epoch.Kind.IDENTITY, identity_digest(issuer, subject), label)
+    else:
+        return Target(Epoch.Kind.GLOBAL, "", "everyone")
+    pk = found.first()
+    if pk is None:
+        raise NoSuchTarget(f"No such {label}")
+    return Target(kind, str(pk), label)
 
 
 def revoke_id(jti: str, expires_at: datetime, *, reason: str = "") -> None:

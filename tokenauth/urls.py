@@ -10,5 +10,6 @@ urlpatterns = [
     path("token/renew/", views.RenewView.as_view(), name="tokenauth-renew"),
     path("logout/", views.LogoutView.as_view(), name="tokenauth-logout"),
     path("logout-all/", views.LogoutAllView.as_view(), name="tokenauth-logout-all"),
+    path("revoke/", views.RevokeView.as_view(), name="tokenauth-revoke"),
     path("whoami/", views.WhoAmIView.as_view(), name="tokenauth-whoami"),
 ]

@@ -12,7 +12,7 @@ from django.db import DatabaseError
 from django.urls import reverse
 from rest_framework import serializers
 from rest_framework.exceptions import ParseError, UnsupportedMediaType
-from rest_framework.permissions import AllowAny, IsAuthenticated
+from rest_framework.permissions import AllowAny, BasePermission, IsAuthenticated
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.throttling import AnonRateThrottle
@@ -23,7 +23,7 @@ from .conf import tokenauth_settings
 from .exceptions import OAuthError, ServiceUnavailable
 from .keys import get_keyring
 from .models import AuditEvent, Epoch, Session
-from .revocation import bump_epoch, denylist_id, revoke_id
+from .revocation import NoSuchTarget, bump_epoch, denylist_id, find_target, revoke_id
 from .sessions import check_session, end_session, refresh_expires_in, rotate, start_session
 from .tokens import AccessToken, mint_access_token
 
@@ -192,6 +192,43 @@ class LogoutAllView(BearerView):
     def post(self, request: Request) -> Response:
         bump_epoch(Epoch.Kind.USER, str(request.user.pk), actor=request.user, reason="logout-all")
         return Response(status=204)
+
+
+class RevokeSerializer(serializers.Serializer):
+    user = serializers.CharField(required=False, max_length=150)
+    group = serializers.CharField(required=False, max_length=150)
+    issuer = serializers.CharField(required=False, max_length=255)
+    subject = serializers.CharField(required=False, max_length=255)
+    all = serializers.BooleanField(required=False, default=False)
+    reason = serializers.CharField(required=False, default="api", allow_blank=True, max_length=255)
+
+
+class CanRevoke(BasePermission):
+    """Holders of ``tokenauth.change_epoch``: superusers, or an account given it for automation."""
+
+    def has_permission(self, request: Request, view: Any) -> bool:
+        return request.user.has_perm("tokenauth.change_epoch")
+
+
+class RevokeView(TokenAuthView):
+    """``POST /auth/revoke/``: end every token of a user, a group, an external identity or everyone."""
+
+    authentication_classes = (BearerAuthentication, SessionAuthentication)
+    permission_classes = (IsAuthenticated, CanRevoke)
+
+    def post(self, request: Request) -> Response:
+        data = _validated(RevokeSerializer, request)
+        named = [key for key in ("user", "group", "issuer", "all") if data.get(key)]
+        if len(named) != 1 or ("issuer" in data) != ("subject" in data):
+            raise OAuthError(
+                "invalid_request", 'Name exactly one of "user", "group", "issuer" with "subject", "all": true'
+            )
+        try:
+            target = find_target(**{k: data.get(k) for k in ("user", "group", "issuer", "subject")})
+        except NoSuchTarget as exc:
+            raise OAuthError("invalid_target", str(exc), status_code=404) from None
+        value = bump_epoch(target.kind, target.object_id, actor=request.user, reason=data["reason"] or "api")
+        return Response({"revoked": target.label, "epoch": value.value})
 
 
 class WhoAmIView(TokenAuthView):

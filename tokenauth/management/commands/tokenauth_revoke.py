@@ -2,37 +2,41 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.contrib.auth import get_user_model
-from django.contrib.auth.models import Group
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from tokenauth.models import Epoch
-from tokenauth.revocation import bump_epoch
+from tokenauth.revocation import NoSuchTarget, bump_epoch, find_target
 
 
 class Command(BaseCommand):
-    help = "Revoke every token of a user, of a group, or of everyone (bumps the epoch)."
+    help = (
+        "Revoke every token of a user, of a group, of an external identity, or of everyone (bumps the epoch)."
+    )
 
     def add_arguments(self, parser: CommandParser) -> None:
         target = parser.add_mutually_exclusive_group(required=True)
         target.add_argument("--user", metavar="USERNAME")
         target.add_argument("--group", metavar="NAME")
+        target.add_argument(
+            "--identity", nargs=2, metavar=("ISSUER", "SUBJECT"), help="the user of this (iss, sub)"
+        )
         target.add_argument("--all", action="store_true", help="every token this service ever issued")
         parser.add_argument("--reason", default="management command")
 
     def handle(
-        self, *args: Any, user: str | None, group: str | None, all: bool, reason: str, **options: Any
+        self,
+        *args: Any,
+        user: str | None,
+        group: str | None,
+        identity: list[str] | None,
+        reason: str,
+        **options: Any,
     ) -> None:
-        if user is not None:
-            model = get_user_model()
-            obj = model._default_manager.filter(**{model.USERNAME_FIELD: user}).first()
-            kind, label = Epoch.Kind.USER, f"user {user}"
-        elif group is not None:
-            obj = Group.objects.filter(name=group).first()
-            kind, label = Epoch.Kind.GROUP, f"group {group}"
-        else:
-            obj, kind, label = None, Epoch.Kind.GLOBAL, "everyone"
-        if obj is None and kind != Epoch.Kind.GLOBAL:
-            raise CommandError(f"No such {kind}: {user or group}")
-        value = bump_epoch(kind, str(obj.pk) if obj else "", reason=reason)
-        self.stdout.write(self.style.SUCCESS(f"Revoked all tokens of {label} (epoch now {value.value})."))
+        issuer, subject = identity or (None, None)
+        try:
+            target = find_target(user=user, group=group, issuer=issuer, subject=subject)
+        except NoSuchTarget as exc:
+            raise CommandError(str(exc)) from None
+        value = bump_epoch(target.kind, target.object_id, reason=reason)
+        self.stdout.write(
+            self.style.SUCCESS(f"Revoked all tokens of {target.label} (epoch now {value.value}).")
+        )
