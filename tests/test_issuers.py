@@ -256,6 +256,19 @@ def test_cache_control_is_honoured_within_bounds(client, settings, crafted):
 
 
 @pytest.mark.django_db
+def test_logout_with_an_external_token_needs_its_jti(client, settings, crafted):
+    allow(settings, crafted.issuer)
+    without_jti = crafted.token(jti=None)
+    response = client.post("/auth/logout/", HTTP_AUTHORIZATION=f"Bearer {without_jti}")
+    assert response.status_code == 400 and response.json()["error"] == "invalid_request"
+    assert "logout-all" in response.json()["error_description"]
+    assert get(client, without_jti).status_code == 200
+    with_jti = crafted.token()
+    assert client.post("/auth/logout/", HTTP_AUTHORIZATION=f"Bearer {with_jti}").status_code == 204
+    assert_invalid(get(client, with_jti))
+
+
+@pytest.mark.django_db
 def test_keys_moved_to_another_jwks_uri_are_found_through_discovery(client, settings, crafted):
     allow(settings, crafted.issuer, JWKS_REFETCH_COOLDOWN=0)
     assert get(client, crafted.token()).status_code == 200
