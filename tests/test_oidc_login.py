@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 from urllib.parse import parse_qs, urljoin, urlsplit
 
+import django
 import pytest
 import requests
 from cryptography.hazmat.primitives import serialization
@@ -62,7 +63,8 @@ def provider(idp: TestIdP, settings: Any, monkeypatch: pytest.MonkeyPatch) -> Te
     monkeypatch.setenv(SECRET_ENV, idp.WEB_CLIENT_SECRET)
     other = {"issuer": "https://login.example.org", "slug": "example", "display_name": "Example Login"}
     configure(settings, provider_entry(idp), {**other, "client_id": "app"})
-    settings.ADMINS = [("Admin", "admin@example.test")]
+    # Django 6 takes plain addresses (and deprecates the pairs that 5.2 needs).
+    settings.ADMINS = ["admin@example.test"] if django.VERSION >= (6,) else [("Admin", "admin@example.test")]
     yield idp
     idp.up()
 

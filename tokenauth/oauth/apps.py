@@ -9,4 +9,4 @@ class OAuthConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        from . import checks  # noqa: F401  (registers the checks of the DOT settings)
+        from . import checks, receivers  # noqa: F401  (register the checks and the signal receivers)

@@ -99,11 +99,16 @@ class TokenAuthValidator(OAuth2Validator):
         return DeviceCodeGrant.DEVICE_CODE_AUTHORIZED
 
     def _set_token_value(self, token_instance: Any, raw_token: str) -> None:
-        """Access-token rows keep the JWT's ``jti`` (to deny it later) and the checksum, never the JWT."""
+        """Access-token rows keep the JWT's ``jti`` (to deny it later) and the checksum, never the JWT.
+
+        DOT derives the checksum from ``_raw_token`` once, then from ``token``: Django 6 asks a field
+        twice on insert, so :func:`~tokenauth.oauth.receivers.keep_jwt_checksum` puts it right after.
+        """
         super()._set_token_value(token_instance, raw_token)
         if isinstance(token_instance, AbstractAccessToken):
             token_instance._raw_token = raw_token
             token_instance.token = read_unverified(raw_token)[1]["jti"]
+            token_instance.jwt_checksum = hashlib.sha256(raw_token.encode()).hexdigest()
 
     def _create_refresh_token(
         self, request: Any, refresh_token_code: str, access_token: Any, previous_refresh_token: Any
