@@ -538,6 +538,20 @@ def test_admin_cannot_delete_rows_behind_live_jwts(live_server, alice, admin_bro
     assert Application.objects.filter(pk=cli.pk).exists()
 
 
+def test_admin_shows_access_token_rows_read_only(live_server, alice, admin_browser):
+    """Editing would change nothing of the JWT, but lose the checksum that finds its row."""
+    _, token = device_login(live_server, alice)
+    row = get_access_token_model().objects.get()
+    page = admin_browser.get(f"/admin/oauth2_provider/accesstoken/{row.pk}/change/")
+    assert page.status_code == 200 and 'name="_save"' not in page.content.decode()
+    later = {"expires_0": "2099-01-01", "expires_1": "00:00:00", "user": alice.pk, "scope": "x"}
+    assert (
+        admin_browser.post(f"/admin/oauth2_provider/accesstoken/{row.pk}/change/", later).status_code == 403
+    )
+    row.refresh_from_db()
+    assert row.token_checksum == hashlib.sha256(token["access_token"].encode()).hexdigest()
+
+
 def test_purge_clears_expired_oauth_rows(live_server, alice):
     device_authorize(live_server, "reports:read")
     device_login(live_server, alice)

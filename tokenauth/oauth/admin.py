@@ -5,6 +5,8 @@ INSTALLED_APPS, so that DOT's admin classes are registered first."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from django.contrib import admin
 from django.db.models import QuerySet
 from django.http import HttpRequest
@@ -28,6 +30,11 @@ class ApplicationAdmin(type(admin.site._registry[Application])):
 
 
 class AccessTokenAdmin(type(admin.site._registry[AccessToken])):
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        """Read-only: the JWT carries its own expiry and scope, so an edited row would change
+        nothing but the checksum that finds the row by its JWT (DOT derives it from the ``jti``)."""
+        return False
+
     @admin.action(description="Revoke selected access tokens")
     def revoke_tokens(self, request: HttpRequest, queryset: QuerySet) -> None:
         """DOT revokes the bound refresh tokens too: their families end."""
