@@ -769,6 +769,9 @@ def test_session_files_live_in_the_state_dir(tmp_path):
     assert session.refresh_path.name.startswith("bt_u1-") and session.refresh_path.suffix == ".refresh"
     other = Session(tmp_path / "elsewhere" / "bt_u1", env)
     assert other.refresh_path != session.refresh_path  # same name, different file: different session
+    prod, dev = Session(tmp_path / "bt_u1-cms.prod", env), Session(tmp_path / "bt_u1-cms.dev", env)
+    assert prod.refresh_path.name.startswith("bt_u1-cms.prod-")  # dotted purposes stay apart
+    assert len({prod.refresh_path, prod.info_path, prod.lock_path, dev.refresh_path, dev.lock_path}) == 5
 
 
 def test_load_config(tmp_path):

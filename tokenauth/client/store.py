@@ -116,9 +116,10 @@ class Session:
         self.token_file = Path(os.path.abspath(token_file))
         digest = hashlib.sha256(str(self.token_file).encode()).hexdigest()[:12]
         base = state_dir(environ) / f"{self.token_file.name}-{digest}"
-        self.refresh_path = base.with_suffix(".refresh")
-        self.info_path = base.with_suffix(".json")
-        self.lock_path = base.with_suffix(".lock")
+        # Suffixes are appended: a name with dots ("bt_u1-cms.prod") must keep all of them.
+        self.refresh_path, self.info_path, self.lock_path = (
+            base.with_name(f"{base.name}{suffix}") for suffix in (".refresh", ".json", ".lock")
+        )
 
     def load_info(self) -> SessionInfo | None:
         try:
