@@ -14,6 +14,7 @@ import pytest
 import requests
 from authlib.common.security import generate_token
 from authlib.integrations.requests_client import OAuth2Session
+from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
 from django.core.management import call_command
 from django.test import Client
@@ -26,7 +27,7 @@ from oauth2_provider.models import (
 )
 
 from tests.helpers import make_user
-from tokenauth.models import Epoch
+from tokenauth.models import Epoch, Identity
 from tokenauth.oauth.exchange import ACCESS_TOKEN_TYPE
 from tokenauth.oauth.exchange import GRANT_TYPE as TOKEN_EXCHANGE
 from tokenauth.oauth.models import AllowedScopes, ensure_cli_application
@@ -464,6 +465,25 @@ def test_bad_input_is_an_oauth_error(live_server, service, data, error):
     auth = None if "client_id" in data else ("svc", "wrong-secret" if wrong else SECRET)
     response = requests.post(f"{live_server.url}/o/token/", data=data, auth=auth, timeout=10)
     assert 400 <= response.status_code < 500 and response.json()["error"] == error, response.text
+
+
+@pytest.mark.parametrize(
+    "entry",
+    [
+        {},  # accepted as a bearer token elsewhere
+        {"required_scopes": ["absent"]},  # would be insufficient_scope
+        {"auto_provision": False},  # would be identity_not_registered
+    ],
+)
+def test_introspection_says_nothing_of_external_tokens(live_server, idp, service, settings, entry):
+    """RFC 7662 here describes our tokens; an external one is neither verified nor provisioned."""
+    settings.TOKENAUTH = {**settings.TOKENAUTH, "ISSUERS": [{"issuer": idp.issuer, **entry}]}
+    introspector = OAuth2Session("svc", SECRET)
+    users = get_user_model().objects.count()
+    for token in (idp.user_token("zed"), idp.client_credentials_token()):
+        answer = introspector.introspect_token(f"{live_server.url}/o/introspect/", token)
+        assert answer.status_code == 200 and answer.json() == {"active": False}
+    assert get_user_model().objects.count() == users and not Identity.objects.exists()
 
 
 def test_token_exchange(live_server, idp, service, settings):
