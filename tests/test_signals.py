@@ -101,6 +101,20 @@ def test_session_revoked_on_logout(client):
     assert event.detail == {"session": str(call["session"].pk), "reason": "logout"}
 
 
+def test_session_revoked_for_each_session_a_user_bump_ends(client):
+    user = make_user("alice")
+    first = login(client, "alice")
+    login(client, "alice")  # a second session
+    with received(signals.session_revoked) as calls:
+        client.post("/auth/logout-all/", **bearer(first["access_token"]))
+    assert sorted(c["session"].pk for c in calls) == sorted(Session.objects.values_list("pk", flat=True))
+    assert len(calls) == 2 and {c["reason"] for c in calls} == {"epoch_bumped"}
+    assert all(c["actor"] == user and c["session"].revoked_at is not None for c in calls)
+    with received(signals.session_revoked) as calls:
+        client.post("/auth/logout-all/", **bearer(login(client, "alice")["access_token"]))
+    assert len(calls) == 1  # only the session still live
+
+
 def test_session_revoked_on_reuse(client):
     make_user("alice")
     body = login(client, "alice")

@@ -191,8 +191,11 @@ def bump_epoch(kind: str, object_id: str, *, actor: Any = None, reason: str = ""
             epoch.bumped_by_id = getattr(actor, "pk", None)
             epoch.reason = reason[:255]
             epoch.save()
+            ended: list[Session] = []
             if kind == Epoch.Kind.USER:
-                Session.objects.filter(user_id=object_id, revoked_at__isnull=True).update(revoked_at=now)
+                live = Session.objects.select_for_update().filter(user_id=object_id, revoked_at__isnull=True)
+                ended = list(live)
+                live.update(revoked_at=now)
             value = EpochValue(epoch.value, now.timestamp())
             # Set while the row lock is held, so concurrent bumps reach the cache in order.
             state.remember_epoch(kind, object_id, value)
@@ -208,6 +211,9 @@ def bump_epoch(kind: str, object_id: str, *, actor: Any = None, reason: str = ""
     signals.epoch_bumped.send(
         sender=Epoch, kind=kind, object_id=object_id, epoch=epoch.value, actor=actor, reason=reason
     )
+    for session in ended:  # the bump's audit event stands for theirs
+        session.revoked_at = now
+        signals.session_revoked.send(sender=Session, session=session, reason="epoch_bumped", actor=actor)
     return value
 
 
