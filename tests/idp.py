@@ -157,8 +157,10 @@ class TestIdP:
         except queue.Empty:
             line = ""
         if not line.startswith("READY "):
+            exited = self._process.poll()
+            how = f"exited with {exited}" if exited is not None else f"no READY within {timeout:g} s"
             self.stop()
-            raise IdPError(f"test IdP did not start (stdout {line!r}):\n{self.log_tail()}")
+            raise IdPError(f"test IdP did not start ({how}; stdout {line!r}):\n{self.log_tail()}")
         self.issuer = line.split(" ", 1)[1].strip()
         try:
             response = self.http.get(f"{self.issuer}/.well-known/openid-configuration", timeout=10)
