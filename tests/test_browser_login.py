@@ -128,8 +128,27 @@ def submit_provider_form(driver: Any, wait: Any, **fields: str) -> None:
             if attempt == 2:
                 raise
             continue
-        wait.until(ec.staleness_of(button))
+        wait.until(detached(button))
         return
+
+
+def detached(element: Any) -> Any:
+    """Selenium's ``staleness_of``, also reading chromedriver's "Node ... does not belong to the
+    document" (what newer versions answer for a node of a page that was replaced) as gone."""
+    from selenium.common.exceptions import StaleElementReferenceException, WebDriverException
+
+    def gone(_driver: Any) -> bool:
+        try:
+            element.is_enabled()
+        except StaleElementReferenceException:
+            return True
+        except WebDriverException as exc:
+            if "does not belong to the document" in str(exc):
+                return True
+            raise
+        return False
+
+    return gone
 
 
 def test_browser_logs_in_through_the_provider(chrome, web_idp, live_server):
