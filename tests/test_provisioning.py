@@ -22,7 +22,7 @@ from rest_framework.views import APIView
 
 from tests.helpers import login, make_user
 from tests.idp import DEFAULT_RESOURCE
-from tokenauth import signals
+from tokenauth import provisioning, signals
 from tokenauth.authentication import BearerAuthentication, authenticate_token
 from tokenauth.issuers import WLCG_ANY_AUDIENCE, IssuerConfig
 from tokenauth.models import AuditEvent, Epoch, Identity, Issuer, identity_digest
@@ -303,6 +303,17 @@ def test_warm_request_with_an_external_token_makes_no_query(client, issuer, idp,
     other = idp.user_token("quinn")  # a new token of a known identity: verified, mapped from cache
     with django_assert_num_queries(0):
         assert hello(client, other) == 200
+
+
+def test_the_process_memo_of_identities_is_bounded(client, issuer, idp, settings, django_assert_num_queries):
+    """As many identities as ``VERIFIED_TOKEN_CACHE_SIZE``; a dropped one comes from the shared cache."""
+    use_settings(settings, VERIFIED_TOKEN_CACHE_SIZE=2)
+    tokens = {name: idp.user_token(name) for name in ("xena", "yves", "zoe")}
+    assert [hello(client, t) for t in tokens.values()] == [200, 200, 200]
+    remembered = [provisioning._local.get(identity_digest(idp.issuer, name)) is not None for name in tokens]
+    assert remembered == [False, True, True]
+    with django_assert_num_queries(0):
+        assert hello(client, tokens["xena"]) == 200
 
 
 @pytest.mark.redis

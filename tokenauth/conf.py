@@ -45,7 +45,8 @@ DEFAULTS: dict[str, Any] = {
     "REVOCATION_REFRESH_INTERVAL": timedelta(seconds=1),
     # How long the shared cache keeps an epoch it read from the database.
     "EPOCH_CACHE_TIMEOUT": timedelta(hours=1),
-    # Verified tokens remembered per process (expiry and revocation are still checked each time).
+    # Verified tokens remembered per process (expiry and revocation are still checked each time);
+    # also the bound of the per-process (issuer, sub) -> user memo.
     "VERIFIED_TOKEN_CACHE_SIZE": 10000,
     # Load the full user row on every request instead of lazily on first use of a non-claim field.
     "LOAD_USER": False,

@@ -23,7 +23,7 @@ from .exceptions import InvalidToken
 from .issuers import IssuerConfig
 from .models import AuditEvent, Epoch, Identity, identity_digest
 from .revocation import current_epoch
-from .snapshots import CACHE_PREFIX, StateUnavailable, refresh_interval, shared_cache_call
+from .snapshots import CACHE_PREFIX, BoundedMemo, StateUnavailable, refresh_interval, shared_cache_call
 
 NOT_REGISTERED = "not-registered"
 USERNAME_UNSAFE = re.compile(r"[^\w.@+-]")
@@ -48,7 +48,10 @@ def _cache_key(digest: str) -> str:
     return f"{CACHE_PREFIX}identity:{digest}"
 
 
-_local: dict[str, tuple[Principal | str, float]] = {}
+#: (iss, sub) digest -> (principal or NOT_REGISTERED, when read); bounded like the verified tokens.
+_local: BoundedMemo[str, tuple[Principal | str, float]] = BoundedMemo(
+    lambda: tokenauth_settings.VERIFIED_TOKEN_CACHE_SIZE
+)
 
 
 def reset() -> None:
@@ -58,7 +61,7 @@ def reset() -> None:
 def forget(issuer: str, subject: str) -> None:
     """Drop the cached mapping of one identity (it was deleted, registered or its user changed)."""
     digest = identity_digest(issuer, subject)
-    _local.pop(digest, None)
+    _local.discard(digest)
     shared_cache_call("delete", _cache_key(digest))
 
 
@@ -75,7 +78,7 @@ def resolve(config: IssuerConfig, claims: dict[str, Any]) -> Principal:
                 "set", _cache_key(digest), found, tokenauth_settings.IDENTITY_CACHE_TIMEOUT.total_seconds()
             )
         local = (found, now)
-        _local[digest] = local
+        _local.put(digest, local)
     if local[0] == NOT_REGISTERED:
         raise IdentityNotRegistered()
     return local[0]  # type: ignore[return-value]

@@ -26,6 +26,42 @@ CACHE_PREFIX = "tokenauth:"
 T = TypeVar("T")
 
 
+K = TypeVar("K")
+
+
+class BoundedMemo(Generic[K, T]):
+    """A per-process memo of at most ``limit()`` entries (0 = off); the oldest entry goes first.
+
+    For values that are cheap to get again (a signature check, a shared-cache read), so that a
+    long-running process does not grow with every token or identity it ever saw.
+    """
+
+    def __init__(self, limit: Callable[[], int]) -> None:
+        self._limit = limit
+        self._data: dict[K, T] = {}
+        self._lock = threading.Lock()
+
+    def get(self, key: K) -> T | None:
+        return self._data.get(key)
+
+    def put(self, key: K, value: T) -> None:
+        with self._lock:
+            limit = self._limit()
+            self._data.pop(key, None)  # a refreshed entry becomes the newest
+            while self._data and len(self._data) >= limit:
+                self._data.pop(next(iter(self._data)))
+            if limit > 0:
+                self._data[key] = value
+
+    def discard(self, key: K) -> None:
+        with self._lock:
+            self._data.pop(key, None)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._data.clear()
+
+
 class StateUnavailable(Exception):
     """Neither the cache nor the database could be read: callers fail closed."""
 

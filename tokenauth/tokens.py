@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import binascii
 import json
-import threading
 import time
 import uuid
 from dataclasses import dataclass
@@ -20,6 +19,7 @@ from .conf import tokenauth_settings
 from .exceptions import InvalidToken
 from .keys import get_keyring
 from .models import Epoch
+from .snapshots import BoundedMemo
 
 ACCESS_TOKEN_TYPE = "at+jwt"
 
@@ -37,33 +37,11 @@ CLAIM_GLOBAL_EPOCH = "global_epoch"
 REQUIRED_CLAIMS = ["iss", "sub", "exp", "iat", "jti", CLAIM_EPOCH, CLAIM_GLOBAL_EPOCH]
 
 
-class VerifiedTokens:
-    """A bounded per-process memo of token -> claims, so a signature is checked once per token.
-
-    Expiry and revocation are still checked on every request by the caller.
-    """
-
-    def __init__(self) -> None:
-        self._data: dict[str, dict[str, Any]] = {}
-        self._lock = threading.Lock()
-
-    def get(self, token: str) -> dict[str, Any] | None:
-        return self._data.get(token)
-
-    def put(self, token: str, claims: dict[str, Any]) -> None:
-        with self._lock:
-            limit = tokenauth_settings.VERIFIED_TOKEN_CACHE_SIZE
-            while self._data and len(self._data) >= limit:
-                self._data.pop(next(iter(self._data)))
-            if limit > 0:
-                self._data[token] = claims
-
-    def clear(self) -> None:
-        with self._lock:
-            self._data.clear()
-
-
-verified_tokens = VerifiedTokens()
+#: Token -> verified claims, so a signature is checked once per token per process; expiry and
+#: revocation are still checked on every request by the caller.
+verified_tokens: BoundedMemo[str, dict[str, Any]] = BoundedMemo(
+    lambda: tokenauth_settings.VERIFIED_TOKEN_CACHE_SIZE
+)
 
 
 @dataclass(frozen=True)
