@@ -2,21 +2,26 @@
 
 from __future__ import annotations
 
+import time
+from datetime import timedelta
 from typing import Any
 
+import jwt
 import pytest
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
-from django.core.cache import cache
-from django.core.management import call_command
+from django.core.cache import cache, caches
+from django.core.management import CommandError, call_command
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
 
 from tests.helpers import database_down, login, make_user
 from tokenauth import revocation, tokens
 from tokenauth.authentication import verify_token
 from tokenauth.models import AuditEvent, Epoch, RevokedToken, Session
 from tokenauth.revocation import bump_epoch, current_epoch, purge_expired, revoke_id
+from tokenauth.snapshots import StateUnavailable
 
 pytestmark = pytest.mark.django_db
 
@@ -323,3 +328,65 @@ def test_sessions_of_a_deleted_user_are_gone():
     start_session(user)
     user.delete()
     assert not Session.objects.exists()
+
+
+# -- a shared cache that refuses writes ----------------------------------------------------------
+
+
+@pytest.fixture
+def cache_refuses(monkeypatch: pytest.MonkeyPatch) -> Any:
+    """Make the shared cache raise on the named write methods, as a Redis blip would."""
+
+    def refuse(*methods: str) -> None:
+        def broken(*args: Any, **kwargs: Any) -> None:
+            raise ConnectionError("cache down")
+
+        for method in methods:
+            monkeypatch.setattr(caches["default"], method, broken)
+
+    return refuse
+
+
+def test_a_bump_the_shared_cache_cannot_take_is_not_made(client, admin_client, cache_refuses):
+    """Other processes would go on reading the old epoch: the bump fails instead, and says so."""
+    alice = make_user("alice")
+    body = login(client, "alice")
+    cache_refuses("set", "delete")
+    with pytest.raises(StateUnavailable):
+        bump_epoch(Epoch.Kind.USER, str(alice.pk))
+    assert client.post("/auth/logout-all/", **bearer(body["access_token"])).status_code == 503
+    with pytest.raises(CommandError, match="shared cache"):
+        call_command("tokenauth_revoke", "--user", "alice")
+    page = admin_client.post(
+        "/admin/auth/user/", {"action": "revoke_all_tokens", "_selected_action": [alice.pk]}, follow=True
+    )
+    assert "could not take the revocation of alice" in page.content.decode()
+    assert not Epoch.objects.exists()
+
+
+def test_a_bump_whose_value_the_cache_refuses_drops_the_old_one(client, cache_refuses, monkeypatch):
+    alice = make_user("alice")
+    body = login(client, "alice")
+    assert hello(client, body["access_token"]) == 200  # the shared cache holds epoch 0
+    cache_refuses("set")
+    bump_epoch(Epoch.Kind.USER, str(alice.pk))
+    monkeypatch.undo()
+    revocation.state.reset()  # another process: it finds no epoch in the cache and reads the database
+    tokens.verified_tokens.clear()
+    assert hello(client, body["access_token"]) == 401
+
+
+def test_a_lost_announcement_is_bounded_by_the_reload_interval(client, settings):
+    settings.TOKENAUTH = {
+        **settings.TOKENAUTH,
+        "REVOCATION_REFRESH_INTERVAL": 0.1,  # the version key is read again after this ...
+        "REVOCATION_RELOAD_INTERVAL": 0.5,  # ... the database after this, changed version or not
+    }
+    make_user("alice")
+    body = login(client, "alice")
+    assert hello(client, body["access_token"]) == 200
+    jti = jwt.decode(body["access_token"], options={"verify_signature": False})["jti"]
+    RevokedToken.objects.create(jti=jti, expires_at=timezone.now() + timedelta(hours=1))  # never announced
+    assert hello(client, body["access_token"]) == 200  # this process trusts its unchanged copy ...
+    time.sleep(0.6)
+    assert hello(client, body["access_token"]) == 401  # ... for REVOCATION_RELOAD_INTERVAL at most

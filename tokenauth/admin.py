@@ -16,6 +16,7 @@ from .issuers import IssuerUnavailable, jwks_cache
 from .models import AuditEvent, Epoch, Identity, Issuer, RevokedToken, Session
 from .revocation import bump_epoch
 from .sessions import end_session
+from .snapshots import StateUnavailable
 
 
 class EpochAdminMixin:
@@ -41,7 +42,16 @@ class EpochAdminMixin:
     def revoke_all_tokens(self, request: HttpRequest, queryset: QuerySet) -> None:
         count = 0
         for obj in queryset:
-            bump_epoch(self.epoch_kind, str(obj.pk), actor=request.user, reason="admin action")
+            try:
+                bump_epoch(self.epoch_kind, str(obj.pk), actor=request.user, reason="admin action")
+            except StateUnavailable:
+                self.message_user(  # type: ignore[attr-defined]
+                    request,
+                    _("The shared cache could not take the revocation of %s; nothing changed. Try again.")
+                    % obj,
+                    messages.ERROR,
+                )
+                continue
             count += 1
         self.message_user(  # type: ignore[attr-defined]
             request,

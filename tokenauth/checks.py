@@ -61,7 +61,8 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckM
         errors.append(
             checks.Warning(
                 "Revocation state is cached in process memory only.",
-                hint="Use a shared cache (Redis) so that a revocation reaches every process within seconds.",
+                hint="Use a shared cache (Redis) so that a revocation reaches every process within seconds; "
+                "with this one an epoch bump reaches other processes only after EPOCH_CACHE_TIMEOUT.",
                 id="tokenauth.W002",
             )
         )

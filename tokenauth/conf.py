@@ -43,6 +43,9 @@ DEFAULTS: dict[str, Any] = {
     "LOGIN_THROTTLE_RATE": "10/min",
     # Revocation state is re-read from the shared Django cache at most this often per process.
     "REVOCATION_REFRESH_INTERVAL": timedelta(seconds=1),
+    # Each process re-reads the denylist and the issuer table from the database at least this often,
+    # even when no change was announced through the shared cache (an announcement can be lost).
+    "REVOCATION_RELOAD_INTERVAL": timedelta(minutes=1),
     # How long the shared cache keeps an epoch it read from the database.
     "EPOCH_CACHE_TIMEOUT": timedelta(hours=1),
     # Verified tokens remembered per process (expiry and revocation are still checked each time);
@@ -86,6 +89,7 @@ TIMEDELTA_SETTINGS = (
     "REMEMBER_ME_REFRESH_TOKEN_LIFETIME",
     "LEEWAY",
     "REVOCATION_REFRESH_INTERVAL",
+    "REVOCATION_RELOAD_INTERVAL",
     "EPOCH_CACHE_TIMEOUT",
     "HTTP_TIMEOUT",
     "JWKS_CACHE_MIN",

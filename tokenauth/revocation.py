@@ -24,7 +24,14 @@ from . import signals
 from .conf import tokenauth_settings
 from .exceptions import InvalidToken
 from .models import AuditEvent, Epoch, Identity, RevokedToken, Session, identity_digest
-from .snapshots import CACHE_PREFIX, SharedSnapshot, StateUnavailable, refresh_interval, shared_cache_call
+from .snapshots import (
+    CACHE_PREFIX,
+    SharedSnapshot,
+    StateUnavailable,
+    publish,
+    refresh_interval,
+    shared_cache_call,
+)
 from .tokens import (
     CLAIM_EPOCH,
     CLAIM_GLOBAL_EPOCH,
@@ -99,9 +106,11 @@ class RevocationState:
         return EpochValue(row[0], row[1].timestamp() if row[1] else None)
 
     def remember_epoch(self, kind: str, object_id: str, value: EpochValue) -> None:
+        """Raises StateUnavailable when other processes could go on reading the old epoch."""
         self._epochs[(kind, object_id)] = (value, time.monotonic())
         timeout = tokenauth_settings.EPOCH_CACHE_TIMEOUT.total_seconds()
-        shared_cache_call("set", _epoch_key(kind, object_id), tuple(value), timeout)
+        if not publish(_epoch_key(kind, object_id), tuple(value), timeout):
+            raise StateUnavailable("the new epoch could not be published to the shared cache")
 
     def forget_epoch(self, kind: str, object_id: str) -> None:
         self._epochs.pop((kind, object_id), None)

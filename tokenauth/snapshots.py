@@ -75,6 +75,19 @@ def shared_cache_call(method: str, *args: Any, **kwargs: Any) -> Any:
         return None
 
 
+def publish(key: str, value: Any, timeout: float | None) -> bool:
+    """Write state other processes must see: the value set or, failing that, the key deleted (readers
+    then go to the database). False when neither reached the cache: the old value may still be read."""
+    cache = caches[tokenauth_settings.CACHE_ALIAS]
+    for write in (lambda: cache.set(key, value, timeout), lambda: cache.delete(key)):
+        try:
+            write()
+            return True
+        except Exception:  # each cache backend (redis, memcached ...) raises its own connection errors
+            logger.warning("tokenauth: shared cache refused a write of %s", key, exc_info=True)
+    return False
+
+
 def refresh_interval() -> float:
     return tokenauth_settings.REVOCATION_REFRESH_INTERVAL.total_seconds()
 
@@ -93,6 +106,7 @@ class SharedSnapshot(Generic[T]):
         self._value: T | None = None
         self._version: str | None = None
         self._checked_at = float("-inf")
+        self._loaded_at = float("-inf")
 
     def get(self) -> T:
         if time.monotonic() - self._checked_at >= refresh_interval() or self._value is None:
@@ -108,25 +122,40 @@ class SharedSnapshot(Generic[T]):
         if version is None:
             shared_cache_call("add", self.version_key, uuid.uuid4().hex, None)
             version = shared_cache_call("get", self.version_key)
-        if version is not None and version == self._version and self._value is not None:
+        now = time.monotonic()
+        current = version is not None and version == self._version and self._value is not None
+        # An announcement can be lost (the cache refused it, the writer died after its commit): an
+        # unchanged version is trusted for REVOCATION_RELOAD_INTERVAL, then the database is read again.
+        due = now - self._loaded_at >= tokenauth_settings.REVOCATION_RELOAD_INTERVAL.total_seconds()
+        if current and not due:
             return
-        shared = shared_cache_call("get", self.data_key) if version is not None else None
-        if shared is not None and shared[0] == version:
-            value = shared[1]
-        else:
-            try:
-                value = self._load()
-            except DatabaseError as exc:
-                raise StateUnavailable(f"cannot read {self.data_key}") from exc
-            if version is not None:
-                shared_cache_call("set", self.data_key, (version, value), None)
-        self._value, self._version = value, version
+        if not current and version is not None:
+            shared = shared_cache_call("get", self.data_key)
+            if shared is not None and shared[0] == version:  # loaded by whoever saw this version first
+                self._value, self._version, self._loaded_at = shared[1], version, now
+                return
+        try:
+            value = self._load()
+        except DatabaseError as exc:
+            if current:  # only the periodic re-read failed: keep what we have, try again later
+                logger.warning("tokenauth: cannot re-read %s; keeping the cached copy", self.data_key)
+                self._loaded_at = now
+                return
+            raise StateUnavailable(f"cannot read {self.data_key}") from exc
+        if version is not None:
+            shared_cache_call("set", self.data_key, (version, value), None)
+        self._value, self._version, self._loaded_at = value, version, now
 
     def changed(self) -> None:
         """Call after writing the table: every process reloads it (this one on its next read)."""
 
-        def publish() -> None:
-            shared_cache_call("set", self.version_key, uuid.uuid4().hex, None)
+        def announce() -> None:
+            if not publish(self.version_key, uuid.uuid4().hex, None):
+                logger.error(
+                    "tokenauth: %s changed but the shared cache could not say so; other processes "
+                    "see it within REVOCATION_RELOAD_INTERVAL",
+                    self.data_key,
+                )
             self._checked_at = float("-inf")
 
-        transaction.on_commit(publish)
+        transaction.on_commit(announce)

@@ -25,6 +25,7 @@ from .keys import get_keyring
 from .models import AuditEvent, Epoch, Session
 from .revocation import NoSuchTarget, bump_epoch, denylist_id, find_target, revoke_id
 from .sessions import check_session, end_session, refresh_expires_in, rotate, start_session
+from .snapshots import StateUnavailable
 from .tokens import AccessToken, mint_access_token
 
 logger = logging.getLogger(__name__)
@@ -96,8 +97,8 @@ class TokenAuthView(APIView):
     """Base of our views: a database outage is a 503 the client may retry, never a 500."""
 
     def handle_exception(self, exc: Exception) -> Response:
-        if isinstance(exc, DatabaseError):
-            logger.error("tokenauth: database unavailable in %s", type(self).__name__, exc_info=exc)
+        if isinstance(exc, DatabaseError | StateUnavailable):
+            logger.error("tokenauth: revocation state unavailable in %s", type(self).__name__, exc_info=exc)
             exc = ServiceUnavailable()
         return super().handle_exception(exc)
 

@@ -5,6 +5,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from tokenauth.revocation import NoSuchTarget, bump_epoch, find_target
+from tokenauth.snapshots import StateUnavailable
 
 
 class Command(BaseCommand):
@@ -36,7 +37,12 @@ class Command(BaseCommand):
             target = find_target(user=user, group=group, issuer=issuer, subject=subject)
         except NoSuchTarget as exc:
             raise CommandError(str(exc)) from None
-        value = bump_epoch(target.kind, target.object_id, reason=reason)
+        try:
+            value = bump_epoch(target.kind, target.object_id, reason=reason)
+        except StateUnavailable:
+            raise CommandError(
+                "The shared cache could not take the revocation; nothing changed. Try again."
+            ) from None
         self.stdout.write(
             self.style.SUCCESS(f"Revoked all tokens of {target.label} (epoch now {value.value}).")
         )
