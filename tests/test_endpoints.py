@@ -8,10 +8,12 @@ from typing import Any
 import jwt
 import pytest
 from django.contrib.auth.models import Group, Permission
+from django.core.cache import cache
 from django.test import Client, override_settings
 
 from tests.helpers import database_down, login, make_user
 from tokenauth.models import AuditEvent, Epoch, Identity, Session
+from tokenauth.tokens import mint_access_token
 
 pytestmark = pytest.mark.django_db
 
@@ -211,6 +213,23 @@ def test_throttle_is_per_client_address(client):
         assert post_json(client, "/auth/token/", data, REMOTE_ADDR="10.0.0.1").status_code == 200
         assert post_json(client, "/auth/token/", data, REMOTE_ADDR="10.0.0.1").status_code == 429
         assert post_json(client, "/auth/token/", data, REMOTE_ADDR="10.0.0.2").status_code == 200
+
+
+def test_throttle_ignores_a_forwarded_for_header_unless_behind_proxies(client, settings):
+    make_user("alice")
+    data = {"username": "alice", "password": "bad"}
+    with settings_with(LOGIN_THROTTLE_RATE="2/min"):
+        statuses = [
+            post_json(client, "/auth/token/", data, HTTP_X_FORWARDED_FOR=f"10.9.0.{i}").status_code
+            for i in range(4)
+        ]
+        assert statuses == [401, 401, 429, 429]  # a new forged address each try changes nothing
+    cache.clear()
+    settings.REST_FRAMEWORK = {**settings.REST_FRAMEWORK, "NUM_PROXIES": 1}  # behind one proxy
+    with settings_with(LOGIN_THROTTLE_RATE="1/min"):
+        assert post_json(client, "/auth/token/", data, HTTP_X_FORWARDED_FOR="10.9.1.1").status_code == 401
+        assert post_json(client, "/auth/token/", data, HTTP_X_FORWARDED_FOR="10.9.1.1").status_code == 429
+        assert post_json(client, "/auth/token/", data, HTTP_X_FORWARDED_FOR="10.9.1.2").status_code == 401
 
 
 def test_throttle_can_be_switched_off(client):
@@ -739,6 +758,17 @@ def test_revoke_needs_the_permission(client):
     response = post_json(client, "/auth/revoke/", {"user": "bob"})
     assert response.status_code == 401 and response["WWW-Authenticate"].startswith("Bearer")
     assert not Epoch.objects.exists()
+
+
+def test_revoke_refuses_a_token_issued_to_an_oauth_client(client):
+    """A third-party app holding an admin's token (any scope) must not log everyone out."""
+    root = make_user("root")
+    root.is_superuser = True
+    root.save()
+    oauth = mint_access_token(root, scope="reports:read", extra_claims={"client_id": "some-app"}).token
+    response = revoke(client, oauth, {"all": True})
+    assert response.status_code == 403 and "login" in response.json()["detail"]
+    assert revoke(client, login(client, "root")["access_token"], {"all": True}).status_code == 200
 
 
 def test_revoke_from_an_admin_session_needs_csrf():

@@ -15,6 +15,7 @@ from rest_framework.exceptions import ParseError, UnsupportedMediaType
 from rest_framework.permissions import AllowAny, BasePermission, IsAuthenticated
 from rest_framework.request import Request
 from rest_framework.response import Response
+from rest_framework.settings import api_settings
 from rest_framework.throttling import AnonRateThrottle
 from rest_framework.views import APIView
 
@@ -40,6 +41,13 @@ class LoginRateThrottle(AnonRateThrottle):
 
     def get_rate(self) -> str | None:
         return tokenauth_settings.LOGIN_THROTTLE_RATE
+
+    def get_ident(self, request: Request) -> str:
+        """The client address. ``X-Forwarded-For`` counts only behind DRF's ``NUM_PROXIES`` proxies:
+        DRF would otherwise take the header as given, and a client could name a new address each try."""
+        if api_settings.NUM_PROXIES is None:
+            return request.META.get("REMOTE_ADDR", "")
+        return super().get_ident(request)
 
 
 class LoginSerializer(serializers.Serializer):
@@ -205,14 +213,22 @@ class RevokeSerializer(serializers.Serializer):
 
 
 class CanRevoke(BasePermission):
-    """Holders of ``tokenauth.change_epoch``: superusers, or an account given it for automation."""
+    """Holders of ``tokenauth.change_epoch`` (superusers, or an account given it for automation), with
+    a Django session or a token of our own login: not with a token issued to an OAuth client, whatever
+    its scope, nor with another issuer's."""
+
+    message = "Revoking needs the permission tokenauth.change_epoch and a token of this service's login."
 
     def has_permission(self, request: Request, view: Any) -> bool:
+        token = request.auth
+        if isinstance(token, AccessToken) and (not token.is_local or "client_id" in token.claims):
+            return False
         return request.user.has_perm("tokenauth.change_epoch")
 
 
 class RevokeView(TokenAuthView):
-    """``POST /auth/revoke/``: end every token of a user, a group, an external identity or everyone."""
+    """``POST /auth/revoke/``: end the tokens of a user, of a group (those that selected it), of an
+    external identity, or everyone's."""
 
     authentication_classes = (BearerAuthentication, SessionAuthentication)
     permission_classes = (IsAuthenticated, CanRevoke)
