@@ -24,7 +24,14 @@ from oauth2_provider.models import get_application_model
 from tests.idp import TestIdP, parse_forms
 from tokenauth.client import BearerAuth
 from tokenauth.client import oauth as client_oauth
-from tokenauth.client.errors import AccessDenied, DeviceCodeExpired, ServerError, UsageError, unreachable
+from tokenauth.client.errors import (
+    AccessDenied,
+    DeviceCodeExpired,
+    InvalidToken,
+    ServerError,
+    UsageError,
+    unreachable,
+)
 from tokenauth.client.store import Session, load_config, write_private
 from tokenauth.oauth.models import ensure_cli_application
 
@@ -760,6 +767,18 @@ def test_write_private_is_0600_atomic_and_does_not_follow_symlinks(tmp_path):
     assert victim.read_text() == "keep"
     assert not target.is_symlink() and target.read_text() == "secret\n" and mode(target) == 0o600
     assert sorted(p.name for p in target.parent.iterdir()) == ["token"]  # no temporary file left
+
+
+def test_a_token_file_we_may_not_replace_is_a_readable_error(tmp_path, monkeypatch):
+    """Another user's /tmp/bt_u$ID in the sticky /tmp cannot be replaced: say so, leave nothing behind."""
+
+    def refused(src: str, dst: object) -> None:
+        raise PermissionError(1, "Operation not permitted")
+
+    monkeypatch.setattr("tokenauth.client.store.os.replace", refused)
+    with pytest.raises(InvalidToken, match="not ours to replace"):
+        write_private(tmp_path / "bt_u1", "secret")
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_session_files_live_in_the_state_dir(tmp_path):

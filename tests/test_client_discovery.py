@@ -8,9 +8,12 @@ from pathlib import Path
 import pytest
 
 from tokenauth.client import discover, discover_token
+from tokenauth.client import discovery as discovery_module
 from tokenauth.client.discovery import C_WHITESPACE, default_path, is_b64token
 from tokenauth.client.errors import InvalidToken, TokenNotFound, UsageError
 
+REAL_GETEUID = os.geteuid
+REAL_BELONGS_TO_US = discovery_module._belongs_to_us
 FAKE_UID = 3_999_999_000 + os.getpid() % 997  # a uid of our own: /tmp/bt_u<uid> is never a real user's
 
 
@@ -18,6 +21,7 @@ FAKE_UID = 3_999_999_000 + os.getpid() % 997  # a uid of our own: /tmp/bt_u<uid>
 def fake_uid(monkeypatch):
     """Discovery uses the effective uid; a fake one keeps the real /tmp/bt_u<uid> out of the tests."""
     monkeypatch.setattr("tokenauth.client.discovery.os.geteuid", lambda: FAKE_UID)
+    monkeypatch.setattr("tokenauth.client.discovery._belongs_to_us", lambda fd: True)  # we wrote them
     yield
     for path in Path("/tmp").glob(f"bt_u{FAKE_UID}*"):
         path.unlink()
@@ -82,6 +86,19 @@ def test_with_xdg_runtime_dir_set_tmp_is_not_consulted(xdg):
     with pytest.raises(TokenNotFound) as info:
         discover(environ={"XDG_RUNTIME_DIR": str(xdg)})
     assert str(tmp_file()) not in str(info.value)
+
+
+def test_a_default_file_of_another_user_is_refused(monkeypatch, xdg):
+    """Anyone may create /tmp/bt_u$ID first; its user's tools must not send the stranger's token."""
+    monkeypatch.setattr(discovery_module, "_belongs_to_us", REAL_BELONGS_TO_US)
+    (xdg / f"bt_u{FAKE_UID}").write_text("planted")  # ours, so not FAKE_UID's
+    tmp_file().write_text("planted")
+    for environ in ({"XDG_RUNTIME_DIR": str(xdg)}, {}):
+        with pytest.raises(InvalidToken, match="belongs to another user"):
+            discover(environ=environ)
+    monkeypatch.setattr(discovery_module.os, "geteuid", REAL_GETEUID)  # as the user who wrote them
+    (xdg / f"bt_u{REAL_GETEUID()}").write_text("mine")
+    assert discover_token(environ={"XDG_RUNTIME_DIR": str(xdg)}) == "mine"
 
 
 def test_discover_token_reads_the_process_environment(monkeypatch, tmp_path):

@@ -69,11 +69,18 @@ def _checked(value: str, source: str, path: Path | None) -> FoundToken | None:
     return FoundToken(token, source, path)
 
 
-def read_token_file(path: Path, source: str | None = None) -> FoundToken | None:
-    """The token in ``path``; None if the file is missing or blank; InvalidToken if unusable."""
+def read_token_file(path: Path, source: str | None = None, *, own: bool = False) -> FoundToken | None:
+    """The token in ``path``; None if the file is missing or blank; InvalidToken if unusable.
+
+    ``own``: the file must belong to us. Anyone may create ``/tmp/bt_u$ID`` before its user does, and
+    that user's tools would then send the stranger's token.
+    """
     source = source or str(path)
     try:
-        data = path.read_bytes()
+        with path.open("rb") as handle:
+            if own and not _belongs_to_us(handle.fileno()):
+                raise InvalidToken(f"{source} belongs to another user: not used (remove it)")
+            data = handle.read()
     except FileNotFoundError:
         return None
     except OSError as exc:
@@ -106,7 +113,7 @@ def discover(purpose: str | None = None, environ: Mapping[str, str] | None = Non
         else:
             looked.append("$BEARER_TOKEN_FILE (unset)")
     path = default_path(purpose, env)
-    found = read_token_file(path)
+    found = read_token_file(path, own=True)
     if found:
         return found
     looked.append(f"{path} ({_absent(path)})")
@@ -116,6 +123,10 @@ def discover(purpose: str | None = None, environ: Mapping[str, str] | None = Non
 def discover_token(purpose: str | None = None, environ: Mapping[str, str] | None = None) -> str:
     """The bearer token WLCG discovery finds (see the module docstring for the rules)."""
     return discover(purpose, environ).token
+
+
+def _belongs_to_us(fd: int) -> bool:
+    return os.fstat(fd).st_uid == os.geteuid()
 
 
 def _absent(path: Path) -> str:

@@ -41,7 +41,12 @@ def write_private(path: Path, text: str) -> None:
             handle.write(text)
             handle.flush()
             os.fsync(handle.fileno())
-        os.replace(tmp, path)
+        try:
+            os.replace(tmp, path)
+        except PermissionError:  # e.g. another user's file in the sticky /tmp
+            raise InvalidToken(
+                f"cannot replace {path}: it is not ours to replace (use --token-file, or set XDG_RUNTIME_DIR)"
+            ) from None
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
