@@ -499,6 +499,8 @@ def test_token_exchange(live_server, idp, service, settings):
     )
     assert token["issued_token_type"] == ACCESS_TOKEN_TYPE and token["scope"] == "reports:read"
     claims = claims_of(token["access_token"])
+    subject_expires = claims_of(subject_token)["exp"]  # the IdP's tokens live 10 min, ours 15 by default
+    assert claims["exp"] <= subject_expires and token["expires_in"] <= subject_expires - claims["iat"]
     assert claims["client_id"] == "svc" and claims["preferred_username"] == "carol"
     assert bearer(Client(), "/api/reports/", token["access_token"]).status_code == 200
 

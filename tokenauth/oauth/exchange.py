@@ -106,4 +106,5 @@ class TokenExchangeGrant(GrantTypeBase):
             )
         user_model = get_user_model()
         request.user = user_model._default_manager.filter(pk=principal.pk).first()
+        request.tokenauth_subject_expires = access.claims["exp"]
         return sorted(access.scopes)

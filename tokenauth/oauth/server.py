@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from oauthlib.oauth2 import Server as OAuthlibServer
@@ -13,7 +14,12 @@ from . import exchange, generators
 
 
 def access_token_lifetime(request: Any) -> int:
-    return int(tokenauth_settings.ACCESS_TOKEN_LIFETIME.total_seconds())
+    """``ACCESS_TOKEN_LIFETIME``; a token from a token exchange ends no later than the one it replaced."""
+    lifetime = int(tokenauth_settings.ACCESS_TOKEN_LIFETIME.total_seconds())
+    subject_expires = getattr(request, "tokenauth_subject_expires", None)
+    if subject_expires is not None:
+        lifetime = max(1, min(lifetime, int(subject_expires - time.time())))
+    return lifetime
 
 
 class Server(OAuthlibServer):
