@@ -70,6 +70,8 @@ class CraftedIssuer:
     any other code with 400 ``invalid_grant``; each token request lands in ``token_requests``.
     With ``userinfo`` (claims) set, discovery names ``/userinfo`` too, which answers the access
     tokens ``/token`` gave out with those claims (``userinfo_status``: with that status instead).
+    ``token_answer`` (status, body) replaces every answer of ``/token``; ``auth_methods`` goes into
+    discovery as ``token_endpoint_auth_methods_supported``.
     """
 
     def __init__(self, keys: dict[str, tuple[Any, str]] | None = None, *, oidc: bool = False) -> None:
@@ -82,6 +84,8 @@ class CraftedIssuer:
         self.access_tokens: list[str] = []
         self.userinfo: dict[str, Any] | None = None
         self.userinfo_status = 200
+        self.token_answer: tuple[int, dict[str, Any]] | None = None
+        self.auth_methods: list[str] | None = None
         self.counts: Counter[str] = Counter()
         self.status: int | None = None
         self.jwks_body: bytes | None = None
@@ -113,6 +117,8 @@ class CraftedIssuer:
             document["token_endpoint"] = f"{self.issuer}/token"
         if self.userinfo is not None:
             document["userinfo_endpoint"] = f"{self.issuer}/userinfo"
+        if self.auth_methods is not None:
+            document["token_endpoint_auth_methods_supported"] = self.auth_methods
         return document
 
     def token_response(self, form: dict[str, str], authorization: str | None) -> tuple[int, dict[str, Any]]:
@@ -121,6 +127,8 @@ class CraftedIssuer:
         if authorization and authorization.startswith("Basic "):
             client = base64.b64decode(authorization[6:]).decode().partition(":")[::2]
         self.token_requests.append({**form, "basic_auth": client})
+        if self.token_answer is not None:
+            return self.token_answer
         id_token = self.codes.pop(form.get("code", ""), None)
         if form.get("grant_type") != "authorization_code" or id_token is None:
             return 400, {"error": "invalid_grant"}

@@ -517,6 +517,47 @@ def test_token_exchange(live_server, idp, service, settings):
     assert bad.status_code == 400 and bad.json()["error"] == "invalid_request"
 
 
+EXCHANGE_ERRORS = {
+    "no subject_token": ({"subject_token": None}, 400, "invalid_request"),
+    "no subject_token_type": ({"subject_token_type": None}, 400, "invalid_request"),
+    "an ID token": (
+        {"subject_token_type": "urn:ietf:params:oauth:token-type:id_token"},
+        400,
+        "unsupported_token_type",
+    ),
+    "delegation": ({"actor_token": "a.b.c", "actor_token_type": ACCESS_TOKEN_TYPE}, 400, "invalid_request"),
+    "a refresh token wanted": (
+        {"requested_token_type": "urn:ietf:params:oauth:token-type:refresh_token"},
+        400,
+        "invalid_request",
+    ),
+    "wrong client secret": ({"client_secret": "wrong"}, 401, "invalid_client"),
+    "one of our own tokens": ({"subject_token": "ours"}, 400, "invalid_request"),
+    "the issuer's required scope missing": ({"required_scopes": ["absent"]}, 400, "invalid_request"),
+    "identity not registered": ({"auto_provision": False}, 400, "invalid_request"),
+}
+
+
+@pytest.mark.parametrize("case", list(EXCHANGE_ERRORS))
+def test_token_exchange_refusals_are_oauth_errors(live_server, idp, service, alice, settings, case):
+    change, status, error = EXCHANGE_ERRORS[case]
+    entry = {k: change.pop(k) for k in ("required_scopes", "auto_provision") if k in change}
+    settings.TOKENAUTH = {**settings.TOKENAUTH, "ISSUERS": [{"issuer": idp.issuer, **entry}]}
+    data = {
+        "grant_type": TOKEN_EXCHANGE,
+        "subject_token": idp.user_token("carol"),
+        "subject_token_type": ACCESS_TOKEN_TYPE,
+        "client_id": "svc",
+        "client_secret": SECRET,
+    }
+    if change.get("subject_token") == "ours":
+        change["subject_token"] = device_login(live_server, alice)[1]["access_token"]
+    data = {k: v for k, v in {**data, **change}.items() if v is not None}
+    response = requests.post(f"{live_server.url}/o/token/", data=data, timeout=10)
+    assert (response.status_code, response.json()["error"]) == (status, error), response.text
+    assert "access_token" not in response.json()
+
+
 @pytest.fixture
 def admin_browser() -> Client:
     root = make_user("root")

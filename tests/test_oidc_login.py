@@ -607,3 +607,39 @@ def test_userinfo_down_is_a_readable_error(loop, browser, status):
     response, _ = crafted_callback(browser, loop, lambda n: id_token(loop, n))
     assert_page(response, 400, "cannot be reached right now")
     assert not Identity.objects.exists() and SESSION_KEY not in browser.session
+
+
+# -- the token endpoint and the user behind the identity --------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "answer, status, text",
+    [
+        ((500, {"error": "server_error"}), 400, "cannot be reached right now"),
+        ((200, {"access_token": "a", "token_type": "Bearer"}), 400, "sent no ID token"),
+        ((400, {"error": "invalid_grant"}), 400, "did not accept this sign-in"),
+    ],
+)
+def test_token_endpoint_failures_are_readable_pages(loop, browser, answer, status, text):
+    loop.token_answer = answer
+    location = start(browser, "loop")
+    state = parse_qs(urlsplit(location).query)["state"][0]
+    assert_page(browser.get("/oidc/callback/", {"code": "c-1", "state": state}), status, text)
+    assert SESSION_KEY not in browser.session and not Identity.objects.exists()
+
+
+def test_client_secret_post_when_the_provider_takes_only_that(loop, browser):
+    loop.auth_methods = ["client_secret_post"]
+    response, _ = crafted_callback(browser, loop, lambda n: id_token(loop, n))
+    assert response.status_code == 302, response.content
+    (request,) = loop.token_requests
+    assert request["basic_auth"] is None
+    assert (request["client_id"], request["client_secret"]) == (LOOP_CLIENT_ID, LOOP_SECRET)
+
+
+def test_a_disabled_user_cannot_sign_in(loop, browser):
+    carol = get_user_model().objects.create_user("carol-local", is_active=False)
+    Identity.objects.create(issuer=loop.issuer, subject=LOOP_SUBJECT, user=carol)
+    response, _ = crafted_callback(browser, loop, lambda n: id_token(loop, n))
+    assert_page(response, 403, "disabled")
+    assert SESSION_KEY not in browser.session
