@@ -66,26 +66,24 @@ class StateUnavailable(Exception):
     """Neither the cache nor the database could be read: callers fail closed."""
 
 
-def shared_cache_call(method: str, *args: Any, **kwargs: Any) -> Any:
-    """Call the shared cache; an unreachable cache reads as a miss, never as an answer."""
+def _shared_cache(method: str, *args: Any, **kwargs: Any) -> tuple[bool, Any]:
+    """(whether the call reached the cache, its answer)."""
     try:
-        return getattr(caches[tokenauth_settings.CACHE_ALIAS], method)(*args, **kwargs)
+        return True, getattr(caches[tokenauth_settings.CACHE_ALIAS], method)(*args, **kwargs)
     except Exception:  # each cache backend (redis, memcached ...) raises its own connection errors
         logger.warning("tokenauth: shared cache unavailable for %s", method, exc_info=True)
-        return None
+        return False, None
+
+
+def shared_cache_call(method: str, *args: Any, **kwargs: Any) -> Any:
+    """Call the shared cache; an unreachable cache reads as a miss, never as an answer."""
+    return _shared_cache(method, *args, **kwargs)[1]
 
 
 def publish(key: str, value: Any, timeout: float | None) -> bool:
     """Write state other processes must see: the value set or, failing that, the key deleted (readers
     then go to the database). False when neither reached the cache: the old value may still be read."""
-    cache = caches[tokenauth_settings.CACHE_ALIAS]
-    for write in (lambda: cache.set(key, value, timeout), lambda: cache.delete(key)):
-        try:
-            write()
-            return True
-        except Exception:  # each cache backend (redis, memcached ...) raises its own connection errors
-            logger.warning("tokenauth: shared cache refused a write of %s", key, exc_info=True)
-    return False
+    return _shared_cache("set", key, value, timeout)[0] or _shared_cache("delete", key)[0]
 
 
 def refresh_interval() -> float:

@@ -57,8 +57,8 @@ def deny_ended_families(candidates: Iterable[uuid.UUID]) -> None:
 
 @contextmanager
 def ending(access_tokens: QuerySet, refresh_tokens: QuerySet) -> Iterator[None]:
-    """Around DOT revoking or deleting these rows: deny the access tokens' JWTs before, and after,
-    the families that the block left without a usable refresh token."""
+    """Around DOT revoking these rows: deny the access tokens' JWTs before, and after, the families
+    that the block left without a usable refresh token."""
     affected = families(refresh_tokens)
     deny(access_tokens)
     yield

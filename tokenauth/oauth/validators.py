@@ -34,6 +34,11 @@ def epochs_bumped_since(user_id: Any, group_id: Any, since: datetime) -> bool:
     return Epoch.objects.filter(wanted, not_before__gt=since).exists()
 
 
+def checksum(token: str) -> str:
+    """How DOT finds a token's row: the SHA-256 of the token as the client holds it."""
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
 class TokenAuthValidator(OAuth2Validator):
     """``OAUTH2_VALIDATOR_CLASS``.
 
@@ -70,8 +75,8 @@ class TokenAuthValidator(OAuth2Validator):
         When DOT's reuse protection has just revoked the token's family, its access tokens are denied.
         """
         if not super().validate_refresh_token(refresh_token, client, request, *args, **kwargs):
-            checksum = hashlib.sha256(refresh_token.encode()).hexdigest()
-            deny_ended_families(families(get_refresh_token_model().objects.filter(token_checksum=checksum)))
+            rows = get_refresh_token_model().objects.filter(token_checksum=checksum(refresh_token))
+            deny_ended_families(families(rows))
             return False
         rt = request.refresh_token_instance
         group, _ = selected_group(rt.user, rt.access_token.scope.split())
@@ -108,7 +113,7 @@ class TokenAuthValidator(OAuth2Validator):
         if isinstance(token_instance, AbstractAccessToken):
             token_instance._raw_token = raw_token
             token_instance.token = read_unverified(raw_token)[1]["jti"]
-            token_instance.jwt_checksum = hashlib.sha256(raw_token.encode()).hexdigest()
+            token_instance.jwt_checksum = checksum(raw_token)
 
     def _create_refresh_token(
         self, request: Any, refresh_token_code: str, access_token: Any, previous_refresh_token: Any
@@ -132,12 +137,12 @@ class TokenAuthValidator(OAuth2Validator):
         application = getattr(request.client, "pk", None)
         if application is None:  # DOT revokes nothing either
             return
-        checksum = hashlib.sha256(token.encode()).hexdigest()
+        digest = checksum(token)
         access_tokens = get_access_token_model().objects.filter(
-            Q(token_checksum=checksum) | Q(refresh_token__token_checksum=checksum), application_id=application
+            Q(token_checksum=digest) | Q(refresh_token__token_checksum=digest), application_id=application
         )
         refresh_tokens = get_refresh_token_model().objects.filter(
-            Q(token_checksum=checksum) | Q(access_token__token_checksum=checksum), application_id=application
+            Q(token_checksum=digest) | Q(access_token__token_checksum=digest), application_id=application
         )
         with ending(access_tokens, refresh_tokens):
             super().revoke_token(token, token_type_hint, request, *args, **kwargs)
