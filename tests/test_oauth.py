@@ -244,15 +244,22 @@ def test_expired_device_code(live_server):
     assert response.status_code == 400 and response.json()["error"] == "expired_token"
 
 
-def test_authorization_code_with_pkce(live_server, alice, webapp):
+def authorization_request(live_server, user, scope: str) -> tuple[OAuth2Session, str, Client, str]:
+    """The portal's PKCE authorization request, opened by ``user``'s browser: (session, code verifier,
+    browser, request path)."""
     session = OAuth2Session(
-        "portal", SECRET, scope="reports:read", redirect_uri=REDIRECT, code_challenge_method="S256"
+        "portal", SECRET, scope=scope, redirect_uri=REDIRECT, code_challenge_method="S256"
     )
     verifier = generate_token(48)
-    url, state = session.create_authorization_url(f"{live_server.url}/o/authorize/", code_verifier=verifier)
+    url, _ = session.create_authorization_url(f"{live_server.url}/o/authorize/", code_verifier=verifier)
     browser = Client()
-    browser.force_login(alice)
-    response = browser.get(url.removeprefix(live_server.url))
+    browser.force_login(user)
+    return session, verifier, browser, url.removeprefix(live_server.url)
+
+
+def test_authorization_code_with_pkce(live_server, alice, webapp):
+    session, verifier, browser, path = authorization_request(live_server, alice, "reports:read")
+    response = browser.get(path)
     assert response.status_code == 302, response.content
     callback = response["Location"]
     assert callback.startswith(REDIRECT) and "code" in parse_qs(urlsplit(callback).query)
@@ -281,18 +288,12 @@ def test_authorization_code_with_pkce(live_server, alice, webapp):
 def test_authorization_code_selects_a_group(live_server, alice, webapp, consent):
     webapp.skip_authorization = not consent
     webapp.save()
-    session = OAuth2Session(
-        "portal", SECRET, scope="reports:read g:physics", redirect_uri=REDIRECT, code_challenge_method="S256"
-    )
-    verifier = generate_token(48)
-    url, _ = session.create_authorization_url(f"{live_server.url}/o/authorize/", code_verifier=verifier)
-    browser = Client()
-    browser.force_login(alice)
-    response = browser.get(url.removeprefix(live_server.url))
+    session, verifier, browser, path = authorization_request(live_server, alice, "reports:read g:physics")
+    response = browser.get(path)
     if consent:
         assert response.status_code == 200 and "Act for the group physics only" in response.content.decode()
         form = {k: v for k, v in response.context["form"].initial.items() if v is not None}
-        response = browser.post(url.removeprefix(live_server.url), {**form, "allow": "Authorize"})
+        response = browser.post(path, {**form, "allow": "Authorize"})
     assert response.status_code == 302, response.content
     token = session.fetch_token(
         f"{live_server.url}/o/token/", authorization_response=response["Location"], code_verifier=verifier
