@@ -44,9 +44,22 @@ def b64(data: bytes) -> str:
 
 def compact(header: dict, claims: dict, sign=None) -> str:
     """A JWS built by hand, so that any header (alg none, HS256 with a PEM secret ...) can be made."""
-    signing_input = f"{b64(json.dumps(header).encode())}.{b64(json.dumps(claims).encode())}"
+    return compact_bytes(json.dumps(header).encode(), json.dumps(claims).encode(), sign)
+
+
+def compact_bytes(header: bytes, claims: bytes, sign=None) -> str:
+    """A JWS of any bytes: another encoding, duplicate names, numbers JSON does not have."""
+    signing_input = f"{b64(header)}.{b64(claims)}"
     signature = sign(signing_input.encode()) if sign else b""
     return f"{signing_input}.{b64(signature)}"
+
+
+def signed_bytes(claims: bytes, header: bytes | None = None) -> str:
+    return compact_bytes(header or json.dumps(our_header()).encode(), claims, hs256(SECRET.encode()))
+
+
+def claims_text(**change: object) -> str:
+    return json.dumps(good_claims(**change))
 
 
 def hs256(secret: bytes):
@@ -182,6 +195,31 @@ def bad_tokens() -> dict[str, object]:
         "sub not a user id": lambda: signed(good_claims(sub="not-a-number")),
         "sub an integer": lambda: signed(good_claims(sub=1)),
         "empty sub": lambda: signed(good_claims(sub="")),
+        "whitespace-only sub": lambda: signed(good_claims(sub=" ")),
+        "scope a list": lambda: signed(good_claims(scope=["a"])),
+        # RFC 7519 section 7.2 step 8 and RFC 8259 section 8.1: the claims set is UTF-8 JSON.
+        "UTF-16 claims": lambda: signed_bytes(claims_text().encode("utf-16")),
+        "UTF-16-LE claims": lambda: signed_bytes(claims_text().encode("utf-16-le")),
+        "UTF-32 claims": lambda: signed_bytes(claims_text().encode("utf-32")),
+        "UTF-8 BOM claims": lambda: signed_bytes(b"\xef\xbb\xbf" + claims_text().encode()),
+        "UTF-16 header": lambda: signed_bytes(
+            claims_text().encode(), json.dumps(our_header()).encode("utf-16")
+        ),
+        # RFC 7515 section 5.2 / RFC 7519 section 4: no duplicate member names.
+        "duplicate sub": lambda: signed_bytes(claims_text()[:-1].encode() + b', "sub": "999"}'),
+        "duplicate alg": lambda: signed_bytes(
+            claims_text().encode(), json.dumps(our_header())[:-1].encode() + b', "alg": "none"}'
+        ),
+        # RFC 8259 section 6: no NaN or Infinity, and no number that only parses as infinity.
+        "exp Infinity": lambda: signed_bytes(claims_text(exp=float("inf")).encode()),
+        "exp 1e400": lambda: signed_bytes(claims_text(exp=12345).replace("12345", "1e400").encode()),
+        "epoch NaN": lambda: signed_bytes(claims_text(epoch=float("nan")).encode()),
+        # RFC 7515 section 2: base64url without padding, line breaks or other characters.
+        "padded payload": lambda: (lambda h, p, sig: f"{h}.{p}{'=' * (-len(p) % 4) or '=='}.{sig}")(
+            *signed(good_claims()).split(".")
+        ),
+        "space inside": lambda: (lambda t: t[:20] + " " + t[20:])(signed(good_claims())),
+        "junk character inside": lambda: (lambda t: t[:20] + "!" + t[20:])(signed(good_claims())),
     }
 
 

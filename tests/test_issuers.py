@@ -28,7 +28,7 @@ from tests.loopback_issuer import AUDIENCE, CraftedIssuer, compact, key, public_
 from tokenauth.authentication import verify_token
 from tokenauth.exceptions import InvalidToken
 from tokenauth.issuers import IssuerUnavailable, jwks_cache, validate_issuer_url
-from tokenauth.models import Issuer
+from tokenauth.models import Identity, Issuer
 from tokenauth.tokens import verified_tokens
 
 HELLO = "/api/hello/"
@@ -437,7 +437,20 @@ def test_a_well_formed_crafted_token_is_accepted(client, settings, crafted):
     assert get(client, no_typ).status_code == 200
     scp = crafted.token(sub="svc-5", scope=None, scp=["reports:read", "servicex"])
     assert get(client, scp).status_code == 200
+    azure_style = crafted.token(sub="svc-6", scope=None, scp="reports:read servicex")
+    assert get(client, azure_style).status_code == 200
     assert crafted.counts["/jwks"] == 1
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("scope", ["servicex\u00a0admin", "admin\u2028servicex", "servicex\tadmin"])
+def test_required_scope_is_split_on_the_ascii_space_only(client, settings, crafted, scope):
+    """RFC 6749 section 3.3: one invalid scope-token never counts as the required scope."""
+    allow(settings, crafted.issuer)
+    response = get(client, crafted.token(scope=scope))
+    assert response.status_code == 403
+    assert 'error="insufficient_scope"' in response["WWW-Authenticate"]
+    assert get(client, crafted.token(scope="admin  servicex")).status_code == 200
 
 
 def crafted_cases(crafted: CraftedIssuer) -> dict[str, str]:
@@ -481,6 +494,17 @@ def crafted_cases(crafted: CraftedIssuer) -> dict[str, str]:
         + "."
         + crafted.token(sub="other").rsplit(".", 1)[1],
         "wrong iss in payload only": crafted.token(iss=crafted.issuer + "/x"),
+        # RFC 7519 section 4.1.2 / OIDC Core section 2: a non-empty string of at most 255 characters.
+        "empty sub": crafted.token(sub=""),
+        "whitespace-only sub": crafted.token(sub=" \t\u00a0"),
+        "sub over 255 characters": crafted.token(sub="s" * 256),
+        "scope a list": crafted.token(scope=["servicex"]),
+        # RFC 7519 section 7.2 step 8, RFC 8259 sections 6 and 8.1: UTF-8 JSON, one value per name.
+        "UTF-16 claims": crafted.raw_token(json.dumps(claims).encode("utf-16")),
+        "UTF-8 BOM claims": crafted.raw_token(b"\xef\xbb\xbf" + json.dumps(claims).encode()),
+        "duplicate sub": crafted.raw_token(json.dumps(claims)[:-1].encode() + b', "sub": "svc-2"}'),
+        "exp Infinity": crafted.raw_token(json.dumps({**claims, "exp": float("inf")}).encode()),
+        "exp 1e400": crafted.raw_token(json.dumps(claims).replace(str(claims["exp"]), "1e400").encode()),
     }
 
 
@@ -491,6 +515,7 @@ def test_crafted_tokens_are_refused(client, settings, crafted):
         response = get(client, token)
         assert response.status_code == 401, (name, response.status_code, response.content)
     assert crafted.counts["/jwks"] == 1
+    assert not Identity.objects.exists()  # none of them provisioned a user
 
 
 @pytest.mark.django_db

@@ -57,6 +57,11 @@ def test_reports_without_token_is_401(client):
         "reports:read:all",
         "xreports:read",
         "reports:read,",
+        # RFC 6749 section 3.3: only the ASCII space separates scope-tokens.
+        "reports:read\u00a0admin",
+        "admin\u2003reports:read",
+        "reports:read\tadmin",
+        "reports:read\nadmin",
     ],
 )
 def test_scope_match_is_case_sensitive_and_whole_word(client, scope):

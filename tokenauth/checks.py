@@ -12,6 +12,7 @@ from django.core.exceptions import ImproperlyConfigured, ValidationError
 from .conf import DEFAULTS, TIMEDELTA_SETTINGS, tokenauth_settings
 from .issuers import IssuerConfig, login_slug, validate_issuer_url
 from .keys import ASYMMETRIC_ALGORITHMS, HMAC_ALGORITHMS, get_keyring
+from .scopes import is_scope_token
 
 
 @checks.register(checks.Tags.security)
@@ -54,6 +55,15 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckM
             errors.append(
                 checks.Error("The HMAC signing key must be at least 32 bytes.", id="tokenauth.E005")
             )
+    scopes = tokenauth_settings.SCOPES
+    if not isinstance(scopes, dict) or not all(isinstance(n, str) and is_scope_token(n) for n in scopes):
+        errors.append(
+            checks.Error(
+                'TOKENAUTH["SCOPES"] must map scope names to descriptions.',
+                hint='A scope name is printable ASCII without space, " and \\ (RFC 6749 section 3.3).',
+                id="tokenauth.E011",
+            )
+        )
     cache_backend = settings.CACHES.get(tokenauth_settings.CACHE_ALIAS, {}).get("BACKEND", "")
     if not cache_backend:
         errors.append(checks.Error('TOKENAUTH["CACHE_ALIAS"] names no cache.', id="tokenauth.E006"))
@@ -121,6 +131,15 @@ def check_issuers(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMe
         for name in ("audiences", "required_scopes", "default_groups", "group_claims"):
             if not _strings(entry.get(name, [])):
                 errors.append(checks.Error(f"{iss}: {name} must be a list of strings.", id="tokenauth.E007"))
+        required = entry.get("required_scopes", [])
+        if _strings(required) and not all(is_scope_token(name) for name in required):
+            errors.append(
+                checks.Error(
+                    f"{iss}: required_scopes holds a name that is not a scope-token.",
+                    hint='Printable ASCII without space, " and \\ (RFC 6749 section 3.3).',
+                    id="tokenauth.E011",
+                )
+            )
         if not (entry.get("audiences") or entry.get("accept_any_audience") or entry.get("required_scopes")):
             errors.append(
                 checks.Warning(

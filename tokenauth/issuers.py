@@ -32,7 +32,7 @@ from .conf import tokenauth_settings
 from .exceptions import InvalidToken
 from .keys import ASYMMETRIC_ALGORITHMS
 from .snapshots import CACHE_PREFIX, SharedSnapshot, shared_cache_call
-from .tokens import verified_tokens
+from .tokens import check_claims, verified_tokens
 
 logger = logging.getLogger(__name__)
 
@@ -459,6 +459,7 @@ def decode_external(token: str, config: IssuerConfig, header: dict[str, Any]) ->
         raise InvalidToken("The access token is not meant for this service") from None
     except jwt.InvalidTokenError:
         raise InvalidToken("The access token is invalid") from None
-    if not isinstance(claims["sub"], str) or claims.get("typ", "Bearer") != "Bearer":
+    check_claims(claims)
+    if claims.get("typ", "Bearer") != "Bearer":
         raise InvalidToken("The token is not an access token")
     return claims

@@ -204,6 +204,7 @@ class Issuer(models.Model):
     def clean(self) -> None:
         from .issuers import login_slug, settings_login_slugs, validate_issuer_url
         from .keys import ASYMMETRIC_ALGORITHMS
+        from .scopes import is_scope_token
 
         validate_issuer_url(self.issuer)
         if self.client_id:  # a browser-login provider: /oidc/login/<slug>/ must name only this one
@@ -222,6 +223,10 @@ class Issuer(models.Model):
             value = getattr(self, name)
             if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
                 raise ValidationError({name: _("A list of strings.")})
+        if not all(is_scope_token(name) for name in self.required_scopes):
+            raise ValidationError(
+                {"required_scopes": _('Scope names are printable ASCII without space, " and \\.')}
+            )
         bad = sorted(set(self.algorithms) - ASYMMETRIC_ALGORITHMS)
         if bad or not self.algorithms:
             raise ValidationError(

@@ -23,6 +23,7 @@ from .exceptions import InvalidToken
 from .issuers import IssuerConfig
 from .models import AuditEvent, Epoch, Identity, identity_digest
 from .revocation import current_epoch
+from .scopes import split_scope
 from .snapshots import CACHE_PREFIX, BoundedMemo, StateUnavailable, refresh_interval, shared_cache_call
 
 NOT_REGISTERED = "not-registered"
@@ -164,11 +165,12 @@ def provision(config: IssuerConfig, claims: dict[str, Any]) -> Any:
 
 
 def mapped_groups(config: IssuerConfig, claims: dict[str, Any]) -> list[str]:
-    """Group names from the configured claims (a list of strings or one space-separated string)."""
+    """Group names from the configured claims (a list of strings or one string separated by ASCII spaces,
+    like a scope)."""
     names: list[str] = []
     for claim in config.group_claims:
         value = claims.get(claim)
-        values = value.split() if isinstance(value, str) else value if isinstance(value, list) else []
+        values = split_scope(value) if isinstance(value, str) else value if isinstance(value, list) else []
         names.extend(v[:150] for v in values if isinstance(v, str) and v)
     return names
 

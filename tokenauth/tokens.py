@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import binascii
 import json
+import math
+import re
 import time
 import uuid
 from dataclasses import dataclass
@@ -19,6 +21,7 @@ from .conf import tokenauth_settings
 from .exceptions import InvalidToken
 from .keys import get_keyring
 from .models import Epoch
+from .scopes import split_scope
 from .snapshots import BoundedMemo
 
 ACCESS_TOKEN_TYPE = "at+jwt"
@@ -90,7 +93,7 @@ class AccessToken:
 
     @property
     def scopes(self) -> frozenset[str]:
-        return frozenset(self.scope.split())
+        return frozenset(split_scope(self.scope))
 
     @property
     def expires_at(self) -> datetime:
@@ -98,11 +101,13 @@ class AccessToken:
 
 
 def scope_string(claims: dict[str, Any]) -> str:
-    """``scope`` (RFC 9068 space-delimited string) or ``scp`` (a list, as some issuers send)."""
+    """``scope`` (RFC 9068 space-delimited string) or ``scp`` (a list or a string, as some issuers send)."""
     scope = claims.get("scope")
     if isinstance(scope, str):
         return scope
     scp = claims.get("scp")
+    if isinstance(scp, str):
+        return scp
     if isinstance(scp, list) and all(isinstance(s, str) for s in scp):
         return " ".join(scp)
     return ""
@@ -167,21 +172,81 @@ def mint_access_token(
     return IssuedToken(token=token, claims=claims, expires_in=claims["exp"] - now)
 
 
+#: RFC 7515 section 7.1: three base64url segments (no padding, no whitespace); the signature is never
+#: empty since ``none`` is never accepted.
+COMPACT_JWS = re.compile(r"[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+")
+#: OIDC Core section 2: ``sub`` "MUST NOT exceed 255 ASCII characters in length".
+MAX_SUBJECT_LENGTH = 255
+
+
+def _unique_names(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """RFC 7515 section 5.2 step 3 / RFC 7519 section 4: duplicate member names are refused."""
+    names = dict(pairs)
+    if len(names) != len(pairs):
+        raise ValueError("duplicate member name")
+    return names
+
+
+def _finite(text: str) -> float:
+    """RFC 8259 section 6 has no NaN or Infinity; ``1e400`` would parse as one."""
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError("number out of range")
+    return value
+
+
+def _no_constants(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def parse_segment(segment: str) -> dict[str, Any]:
+    """A header or claims segment: base64url of a UTF-8 JSON object (RFC 7519 section 7.2 steps 3-8).
+
+    ``json.loads`` on bytes would also take UTF-16 and UTF-32, duplicate names and NaN.
+    """
+    if len(segment) % 4 == 1:
+        raise ValueError("not base64url")
+    text = base64url_decode(segment).decode("utf-8")
+    value = json.loads(
+        text, object_pairs_hook=_unique_names, parse_float=_finite, parse_constant=_no_constants
+    )
+    if not isinstance(value, dict):
+        raise ValueError("not a JSON object")
+    return value
+
+
 def read_unverified(token: str) -> tuple[dict[str, Any], dict[str, Any]]:
     """Header and payload of a JWT before any verification: only to pick the issuer and key.
 
-    Cheaper than PyJWT's full parse; ``jwt.decode`` still checks the whole token strictly afterwards.
+    Strict about the encoding (see :func:`parse_segment`); ``jwt.decode`` then checks the
+    signature over the same bytes, so its claims are the ones parsed here.
     """
-    parts = token.split(".")
-    if len(parts) != 3:
+    if not COMPACT_JWS.fullmatch(token):
         raise InvalidToken("The access token is malformed")
+    header_segment, payload_segment, _ = token.split(".")
     try:
-        header, payload = (json.loads(base64url_decode(part)) for part in parts[:2])
-    except (ValueError, TypeError, binascii.Error):
+        return parse_segment(header_segment), parse_segment(payload_segment)
+    except (ValueError, TypeError, binascii.Error, RecursionError):
         raise InvalidToken("The access token is malformed") from None
-    if not isinstance(header, dict) or not isinstance(payload, dict):
-        raise InvalidToken("The access token is malformed")
-    return header, payload
+
+
+def check_claims(claims: dict[str, Any]) -> None:
+    """The claim rules every issuer's tokens follow (ours, external ones, ID tokens).
+
+    Numeric times (RFC 7519 section 2 NumericDate: PyJWT ``int()``s a string); ``sub`` a non-empty
+    string of at most 255 characters that is not only whitespace (RFC 7519 section 4.1.2, OIDC Core
+    section 2); ``scope`` a string when present (RFC 9068 section 2.2.3).
+    """
+    sub = claims.get("sub")
+    valid = (
+        time_claims_valid(claims)
+        and isinstance(sub, str)
+        and 0 < len(sub) <= MAX_SUBJECT_LENGTH
+        and not sub.isspace()
+        and isinstance(claims.get("scope", ""), str)
+    )
+    if not valid:
+        raise InvalidToken("The access token is invalid")
 
 
 def decode_local(token: str, header: dict[str, Any]) -> dict[str, Any]:
@@ -208,6 +273,7 @@ def decode_local(token: str, header: dict[str, Any]) -> dict[str, Any]:
         raise InvalidToken("The access token expired") from None
     except jwt.InvalidTokenError:
         raise InvalidToken("The access token is invalid") from None
+    check_claims(claims)
     if not _claim_types_valid(claims):
         raise InvalidToken("The access token is invalid")
     return claims
@@ -223,11 +289,10 @@ def _claim_types_valid(claims: dict[str, Any]) -> bool:
     or a well-signed but odd token would end in a 500."""
     integers = [CLAIM_EPOCH, CLAIM_GLOBAL_EPOCH] + ([CLAIM_GROUP_EPOCH] if CLAIM_GROUP_ID in claims else [])
     optional = (CLAIM_SESSION, CLAIM_TOKEN_FAMILY, CLAIM_USERNAME, CLAIM_GROUP)
-    strings = ["sub", "jti"] + [n for n in optional if n in claims]
+    strings = ["jti"] + [n for n in optional if n in claims]
     groups = claims.get(CLAIM_GROUPS, [])
     return (
-        time_claims_valid(claims)
-        and all(type(claims.get(name)) is int for name in integers)
+        all(type(claims.get(name)) is int for name in integers)
         and all(isinstance(claims[name], str) for name in strings)
         and isinstance(groups, list)
         and all(isinstance(name, str) for name in groups)

@@ -25,6 +25,7 @@ from .exceptions import OAuthError, ServiceUnavailable
 from .keys import get_keyring
 from .models import AuditEvent, Epoch, Session
 from .revocation import NoSuchTarget, bump_epoch, denylist_id, find_target, revoke_id
+from .scopes import split_scope
 from .sessions import check_session, end_session, refresh_expires_in, rotate, start_session
 from .snapshots import StateUnavailable
 from .tokens import AccessToken, mint_access_token
@@ -63,7 +64,7 @@ class RefreshSerializer(serializers.Serializer):
 
 
 def _checked_scope(requested: str) -> str:
-    scopes = requested.split()
+    scopes = split_scope(requested)
     unknown = [s for s in scopes if s not in tokenauth_settings.SCOPES]
     if unknown:
         raise OAuthError("invalid_scope", f"Unknown scope: {' '.join(unknown)}")
