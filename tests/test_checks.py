@@ -142,3 +142,11 @@ def test_w002_process_memory_cache_in_production(settings):
     assert "tokenauth.W002" not in ids(
         settings, debug=False, caches=SHARED, ISSUER=ISSUER, SIGNING_KEY=GOOD_SECRET
     )
+
+
+@pytest.mark.parametrize("scopes", [{"two words": "x"}, {"caf\u00e9": "x"}, {"": "x"}, ["reports:read"]])
+def test_e011_scope_names_must_be_scope_tokens(settings, scopes):
+    assert "tokenauth.E011" in ids(settings, ISSUER=ISSUER, SIGNING_KEY=GOOD_SECRET, SCOPES=scopes)
+    assert "tokenauth.E011" not in ids(
+        settings, ISSUER=ISSUER, SIGNING_KEY=GOOD_SECRET, SCOPES={"reports:read": "Read the reports"}
+    )

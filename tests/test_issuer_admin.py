@@ -9,6 +9,7 @@ import pytest
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
 from django.core.checks import run_checks
+from django.core.exceptions import ValidationError
 from django.core.management import CommandError, call_command
 from django.test import Client
 
@@ -461,3 +462,20 @@ def test_e010_login_providers_share_a_slug(settings):
 def test_e009_only_asymmetric_algorithms(settings, algorithms):
     entry = {"issuer": "https://iam.example.org/", "algorithms": algorithms}
     assert issuer_check_ids(settings, [entry]) == ["tokenauth.E009"]
+
+
+@pytest.mark.parametrize("scope", ["", "two words", "servicex\u00a0", 'say"hi"', "back\\slash", "caf\u00e9"])
+def test_e011_required_scopes_must_be_scope_tokens(settings, scope):
+    """RFC 6749 section 3.3: a name no token could carry as one scope-token is a configuration error."""
+    entry = {"issuer": "https://iam.example.org/", "required_scopes": ["servicex", scope]}
+    assert issuer_check_ids(settings, [entry]) == ["tokenauth.E011"]
+
+
+@pytest.mark.django_db
+def test_issuer_rows_refuse_required_scopes_that_are_not_scope_tokens():
+    row = Issuer(issuer="https://iam.example.org/", required_scopes=["servicex", "two words"])
+    with pytest.raises(ValidationError) as raised:
+        row.full_clean()
+    assert "required_scopes" in raised.value.message_dict
+    row.required_scopes = ["servicex", "storage.read:/data"]
+    row.full_clean()
