@@ -206,30 +206,78 @@ def test_login_is_throttled(client):
         assert "access_token" not in response.json()
 
 
-def test_throttle_is_per_client_address(client):
-    make_user("alice")
+def test_throttle_counts_failures_per_client_address_and_per_username(client):
+    for name in ("alice", "bob", "carol"):
+        make_user(name)
     with settings_with(LOGIN_THROTTLE_RATE="1/min"):
-        data = {"username": "alice", "password": "pw"}
-        assert post_json(client, "/auth/token/", data, REMOTE_ADDR="10.0.0.1").status_code == 200
-        assert post_json(client, "/auth/token/", data, REMOTE_ADDR="10.0.0.1").status_code == 429
-        assert post_json(client, "/auth/token/", data, REMOTE_ADDR="10.0.0.2").status_code == 200
+        bad = {"password": "bad"}
+        assert (
+            post_json(
+                client, "/auth/token/", {"username": "alice", **bad}, REMOTE_ADDR="10.0.0.1"
+            ).status_code
+            == 401
+        )
+        # the address is used up, whoever it tries next
+        assert (
+            post_json(client, "/auth/token/", {"username": "bob", **bad}, REMOTE_ADDR="10.0.0.1").status_code
+            == 429
+        )
+        # and so is the username, from wherever it is tried
+        assert (
+            post_json(
+                client, "/auth/token/", {"username": "alice", **bad}, REMOTE_ADDR="10.0.0.2"
+            ).status_code
+            == 429
+        )
+        assert (
+            post_json(
+                client, "/auth/token/", {"username": "ALICE", **bad}, REMOTE_ADDR="10.0.0.3"
+            ).status_code
+            == 429
+        )
+        response = post_json(client, "/auth/token/", {"username": "carol", **bad}, REMOTE_ADDR="10.0.0.4")
+        assert response.status_code == 401
+
+
+def test_correct_logins_are_not_throttled(client):
+    make_user("alice")
+    with settings_with(LOGIN_THROTTLE_RATE="3/min"):
+        for _ in range(12):
+            assert (
+                post_json(client, "/auth/token/", {"username": "alice", "password": "pw"}).status_code == 200
+            )
+        statuses = [
+            post_json(client, "/auth/token/", {"username": "alice", "password": "guess"}).status_code
+            for _ in range(5)
+        ]
+        assert statuses == [401, 401, 401, 429, 429]
+        # a guesser who then finds the password is still refused until the window ends
+        response = post_json(client, "/auth/token/", {"username": "alice", "password": "pw"})
+        assert response.status_code == 429
+        assert int(response["Retry-After"]) <= 60
 
 
 def test_throttle_ignores_a_forwarded_for_header_unless_behind_proxies(client, settings):
-    make_user("alice")
-    data = {"username": "alice", "password": "bad"}
+    data = {"password": "bad"}
     with settings_with(LOGIN_THROTTLE_RATE="2/min"):
         statuses = [
-            post_json(client, "/auth/token/", data, HTTP_X_FORWARDED_FOR=f"10.9.0.{i}").status_code
+            post_json(
+                client, "/auth/token/", {"username": f"u{i}", **data}, HTTP_X_FORWARDED_FOR=f"10.9.0.{i}"
+            ).status_code
             for i in range(4)
         ]
         assert statuses == [401, 401, 429, 429]  # a new forged address each try changes nothing
     cache.clear()
     settings.REST_FRAMEWORK = {**settings.REST_FRAMEWORK, "NUM_PROXIES": 1}  # behind one proxy
     with settings_with(LOGIN_THROTTLE_RATE="1/min"):
-        assert post_json(client, "/auth/token/", data, HTTP_X_FORWARDED_FOR="10.9.1.1").status_code == 401
-        assert post_json(client, "/auth/token/", data, HTTP_X_FORWARDED_FOR="10.9.1.1").status_code == 429
-        assert post_json(client, "/auth/token/", data, HTTP_X_FORWARDED_FOR="10.9.1.2").status_code == 401
+
+        def attempt(username: str, address: str) -> int:
+            body = {"username": username, **data}
+            return post_json(client, "/auth/token/", body, HTTP_X_FORWARDED_FOR=address).status_code
+
+        assert attempt("v1", "10.9.1.1") == 401
+        assert attempt("v2", "10.9.1.1") == 429
+        assert attempt("v3", "10.9.1.2") == 401
 
 
 def test_throttle_can_be_switched_off(client):

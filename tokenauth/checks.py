@@ -13,6 +13,7 @@ from .conf import DEFAULTS, TIMEDELTA_SETTINGS, tokenauth_settings
 from .issuers import IssuerConfig, login_slug, validate_issuer_url
 from .keys import ASYMMETRIC_ALGORITHMS, HMAC_ALGORITHMS, get_keyring
 from .scopes import is_scope_token
+from .throttling import parse_rate
 
 
 @checks.register(checks.Tags.security)
@@ -62,6 +63,15 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckM
                 'TOKENAUTH["SCOPES"] must map scope names to descriptions.',
                 hint='A scope name is printable ASCII without space, " and \\ (RFC 6749 section 3.3).',
                 id="tokenauth.E011",
+            )
+        )
+    rate = tokenauth_settings.LOGIN_THROTTLE_RATE
+    if rate is not None and not _valid_rate(rate):
+        errors.append(
+            checks.Error(
+                f'TOKENAUTH["LOGIN_THROTTLE_RATE"] is not a rate: {rate!r}.',
+                hint='Failed attempts per period, e.g. "10/min" or "100/hour"; None = off.',
+                id="tokenauth.E012",
             )
         )
     cache_backend = settings.CACHES.get(tokenauth_settings.CACHE_ALIAS, {}).get("BACKEND", "")
@@ -149,6 +159,13 @@ def check_issuers(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMe
                 )
             )
     return errors
+
+
+def _valid_rate(rate: Any) -> bool:
+    try:
+        return parse_rate(rate)[0] > 0
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return False
 
 
 def _strings(value: Any) -> bool:

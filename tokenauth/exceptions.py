@@ -19,6 +19,8 @@ class ServiceUnavailable(exceptions.APIException):
     status_code = status.HTTP_503_SERVICE_UNAVAILABLE
     default_detail = "Authentication is temporarily unavailable, try again later."
     default_code = "temporarily_unavailable"
+    #: Seconds for ``Retry-After`` (DRF's exception handler sends it for any exception with ``wait``).
+    wait = 5
 
 
 class InsufficientScope(exceptions.PermissionDenied):

@@ -80,6 +80,14 @@ def shared_cache_call(method: str, *args: Any, **kwargs: Any) -> Any:
     return _shared_cache(method, *args, **kwargs)[1]
 
 
+def required_cache_call(method: str, *args: Any, **kwargs: Any) -> Any:
+    """Call the shared cache where no answer is no option (the login throttle's counters)."""
+    reached, value = _shared_cache(method, *args, **kwargs)
+    if not reached:
+        raise StateUnavailable(f"the shared cache is unavailable for {method}")
+    return value
+
+
 def publish(key: str, value: Any, timeout: float | None) -> bool:
     """Write state other processes must see: the value set or, failing that, the key deleted (readers
     then go to the database). False when neither reached the cache: the old value may still be read."""

@@ -15,8 +15,6 @@ from rest_framework.exceptions import ParseError, UnsupportedMediaType
 from rest_framework.permissions import AllowAny, BasePermission, IsAuthenticated
 from rest_framework.request import Request
 from rest_framework.response import Response
-from rest_framework.settings import api_settings
-from rest_framework.throttling import AnonRateThrottle
 from rest_framework.views import APIView
 
 from .authentication import BearerAuthentication, SessionAuthentication
@@ -28,27 +26,12 @@ from .revocation import NoSuchTarget, bump_epoch, denylist_id, find_target, revo
 from .scopes import split_scope
 from .sessions import check_session, end_session, refresh_expires_in, rotate, start_session
 from .snapshots import StateUnavailable
+from .throttling import LoginAttempt
 from .tokens import AccessToken, mint_access_token
 
 logger = logging.getLogger(__name__)
 
 NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
-
-
-class LoginRateThrottle(AnonRateThrottle):
-    """Per-client-address limit on password attempts, rate from ``TOKENAUTH["LOGIN_THROTTLE_RATE"]``."""
-
-    scope = "tokenauth_login"
-
-    def get_rate(self) -> str | None:
-        return tokenauth_settings.LOGIN_THROTTLE_RATE
-
-    def get_ident(self, request: Request) -> str:
-        """The client address. ``X-Forwarded-For`` counts only behind DRF's ``NUM_PROXIES`` proxies:
-        DRF would otherwise take the header as given, and a client could name a new address each try."""
-        if api_settings.NUM_PROXIES is None:
-            return request.META.get("REMOTE_ADDR", "")
-        return super().get_ident(request)
 
 
 class LoginSerializer(serializers.Serializer):
@@ -117,17 +100,19 @@ class TokenView(TokenAuthView):
 
     authentication_classes = ()
     permission_classes = (AllowAny,)
-    throttle_classes = (LoginRateThrottle,)
 
     def get_authenticate_header(self, request: Request) -> str:
         return 'Bearer realm="api"'
 
     def post(self, request: Request) -> Response:
         data = _validated(LoginSerializer, request)
+        attempt = LoginAttempt(request, data["username"])
+        attempt.start()
         user = authenticate(request._request, username=data["username"], password=data["password"])
         if user is None:
             AuditEvent.objects.create(action="login_failed", detail={"username": data["username"][:150]})
             raise OAuthError("invalid_grant", "Invalid username or password", status_code=401)
+        attempt.succeeded()
         group = None
         if data.get("group"):
             group = Group.objects.filter(name=data["group"], user=user).first()
