@@ -39,6 +39,8 @@ DEFAULTS: dict[str, Any] = {
     "LOCAL_TOKENS": True,
     "EXTERNAL_ISSUERS": True,
     "SESSION_AUTH_FALLBACK": True,
+    # A user's new password (any path that saves the user) ends every token and session of theirs.
+    "REVOKE_ON_PASSWORD_CHANGE": True,
     # Brute-force protection for POST /auth/token/ (DRF throttle rate string, None = off).
     "LOGIN_THROTTLE_RATE": "10/min",
     # Revocation state is re-read from the shared Django cache at most this often per process.

@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from django.contrib.auth import SESSION_KEY, logout
+from django.contrib.auth import HASH_SESSION_KEY, SESSION_KEY, logout
 from django.http import HttpRequest, HttpResponse
 
 from .models import Epoch
@@ -46,11 +46,18 @@ class EpochSessionMiddleware:
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
         session = getattr(request, "session", None)
-        if session is not None:
-            try:
-                revoked = session_revoked(session)
-            except StateUnavailable:  # fail closed: the truth about revocation cannot be read
-                return HttpResponse("Service unavailable", status=503, content_type="text/plain")
-            if revoked:
-                logout(request)
-        return self.get_response(request)
+        if session is None:
+            return self.get_response(request)
+        try:
+            revoked = session_revoked(session)
+        except StateUnavailable:  # fail closed: the truth about revocation cannot be read
+            return HttpResponse("Service unavailable", status=503, content_type="text/plain")
+        if revoked:
+            logout(request)
+        auth_hash = session.get(HASH_SESSION_KEY)
+        response = self.get_response(request)
+        # update_session_auth_hash(): Django keeps the session in which the password was changed, so
+        # the bump that change made must not end it either.
+        if session.get(SESSION_KEY) is not None and session.get(HASH_SESSION_KEY) != auth_hash:
+            stamp_login(request)
+        return response

@@ -1,6 +1,7 @@
 """Model events that must revoke tokens or drop cached state.
 
-A user deactivated or deleted, a group or an external identity deleted: their tokens stop. Issuer
+A user deactivated, deleted or given a new password, a group or an external identity deleted: their
+tokens stop. Issuer
 rows and identity mappings are cached in every process: a change is announced so caches reload.
 """
 
@@ -9,11 +10,13 @@ from __future__ import annotations
 from typing import Any
 
 from django.contrib.auth import get_user_model
+from django.contrib.auth.hashers import is_password_usable
 from django.contrib.auth.models import Group
 from django.contrib.auth.signals import user_logged_in
 from django.db.models.signals import m2m_changed, post_delete, post_save, pre_delete, pre_save
 from django.dispatch import receiver
 
+from .conf import tokenauth_settings
 from .issuers import db_issuers
 from .middleware import stamp_login
 from .models import Epoch, Identity, Issuer, identity_digest
@@ -24,24 +27,47 @@ User = get_user_model()
 
 
 @receiver(pre_save, sender=User, dispatch_uid="tokenauth_user_pre_save")
-def remember_active_flag(sender: Any, instance: Any, **kwargs: Any) -> None:
-    """Keep what the row said before the save: (is_active, username), or None for a new user."""
-    if instance.pk is not None and hasattr(instance, "is_active"):
-        instance._tokenauth_was = (
-            sender._default_manager.filter(pk=instance.pk)
-            .values_list("is_active", sender.USERNAME_FIELD)
-            .first()
-        )
+def revoke_on_lost_access(sender: Any, instance: Any, raw: bool = False, **kwargs: Any) -> None:
+    """A user deactivated or given a new password loses every token and session.
+
+    The bump comes before the row is saved: one that cannot be published stops the save, and a save
+    that fails after it has only revoked more, so no half-applied change is left. Keeps what the row
+    said (username, is_active) for :func:`user_saved`.
+    """
+    if raw or instance.pk is None:
+        return
+    active = hasattr(instance, "is_active")
+    fields = [sender.USERNAME_FIELD, "password", *(["is_active"] if active else [])]
+    was = sender._default_manager.filter(pk=instance.pk).values(*fields).first()
+    instance._tokenauth_was = was
+    if was is None:
+        return
+    if active and was["is_active"] and not instance.is_active:
+        reason = "user deactivated"
+    elif _password_changed(was["password"], instance.password):
+        reason = "password change"
+    else:
+        return
+    bump_epoch(Epoch.Kind.USER, str(instance.pk), reason=reason)
+
+
+def _password_changed(old: str, new: str) -> bool:
+    """A new hash that is or replaces a usable password: one unusable marker for another (a provisioned
+    user's ``set_unusable_password()``) changes no credential."""
+    if old == new or not tokenauth_settings.REVOKE_ON_PASSWORD_CHANGE:
+        return False
+    return is_password_usable(old) or is_password_usable(new)
 
 
 @receiver(post_save, sender=User, dispatch_uid="tokenauth_user_post_save")
-def revoke_deactivated_user(sender: Any, instance: Any, created: bool, **kwargs: Any) -> None:
+def user_saved(sender: Any, instance: Any, created: bool, **kwargs: Any) -> None:
     was = getattr(instance, "_tokenauth_was", None)
-    if created or was is None or was == (instance.is_active, instance.get_username()):
+    if created or was is None:
         return
-    if was[0] and not instance.is_active:
-        bump_epoch(Epoch.Kind.USER, str(instance.pk), reason="user deactivated")
-    forget_identities_of(instance)  # external identities answer from a cached copy of the user
+    if was[sender.USERNAME_FIELD] != instance.get_username() or was.get("is_active") != getattr(
+        instance, "is_active", None
+    ):
+        forget_identities_of(instance)  # external identities answer from a cached copy of the user
 
 
 @receiver(m2m_changed, sender=User.groups.through, dispatch_uid="tokenauth_user_groups_changed")
