@@ -212,3 +212,109 @@ def test_admin_needs_staff(client):
     response = client.post("/admin/auth/user/", {"action": "revoke_all_tokens", "_selected_action": ["1"]})
     assert response.status_code == 302
     assert not Epoch.objects.exists()
+
+
+# -- sessions are ended, not deleted ---------------------------------------------------------------
+
+
+def session_of(tokens: dict[str, Any]) -> Session:
+    return Session.objects.get(family=tokens["refresh_token"].partition(".")[0])
+
+
+def refresh_status(client: Any, tokens: dict[str, Any]) -> int:
+    body = {"refresh_token": tokens["refresh_token"]}
+    return client.post("/auth/token/refresh/", body, content_type="application/json").status_code
+
+
+def test_session_page_ends_the_session_and_keeps_it_listed(client, admin_client):
+    from tokenauth import signals
+
+    make_user("alice")
+    one, two = login(client, "alice"), login(client, "alice")
+    session = session_of(one)
+    page = admin_client.get(f"/admin/tokenauth/session/{session.pk}/change/").content.decode()
+    assert "End session" in page
+    assert "deletelink" not in page
+    ended = []
+
+    def record(**kwargs: Any) -> None:
+        ended.append(kwargs)
+
+    signals.session_revoked.connect(record)
+    try:
+        response = admin_client.post(f"/admin/tokenauth/session/{session.pk}/end/")
+    finally:
+        signals.session_revoked.disconnect(record)
+    assert response.status_code == 302
+    assert hello(client, one["access_token"]) == 401
+    assert refresh_status(client, one) == 400
+    assert hello(client, two["access_token"]) == 200
+    assert [(kw["session"].pk, kw["reason"], kw["actor"].username) for kw in ended] == [
+        (session.pk, "admin", "root")
+    ]
+    event = AuditEvent.objects.get(action="session_revoked")
+    assert (event.actor.username, event.detail["reason"]) == ("root", "admin")
+    session.refresh_from_db()
+    assert session.revoked_at is not None  # history: listed as ended
+    assert str(session.pk) in admin_client.get("/admin/tokenauth/session/").content.decode()
+    page = admin_client.get(f"/admin/tokenauth/session/{session.pk}/change/").content.decode()
+    assert "End session" not in page
+
+
+def test_sessions_cannot_be_deleted_in_the_admin(client, admin_client):
+    make_user("alice")
+    session = session_of(login(client, "alice"))
+    assert admin_client.get(f"/admin/tokenauth/session/{session.pk}/delete/").status_code == 403
+    assert "delete_selected" not in admin_client.get("/admin/tokenauth/session/").content.decode()
+    assert admin_client.get(f"/admin/tokenauth/session/{session.pk}/end/").status_code == 403  # POST only
+    assert Session.objects.filter(pk=session.pk, revoked_at__isnull=True).exists()
+
+
+def test_ending_a_session_needs_the_delete_permission(client):
+    from django.contrib.auth.models import Permission
+    from django.test import Client
+
+    staff = make_user("staff")
+    staff.is_staff = True
+    staff.save()
+    staff.user_permissions.add(
+        Permission.objects.get(codename="view_session", content_type__app_label="tokenauth")
+    )
+    make_user("alice")
+    tokens = login(client, "alice")
+    session = session_of(tokens)
+    browser = Client()
+    browser.force_login(staff)
+    assert "End session" not in browser.get(f"/admin/tokenauth/session/{session.pk}/change/").content.decode()
+    assert "revoke_sessions" not in browser.get("/admin/tokenauth/session/").content.decode()
+    assert browser.post(f"/admin/tokenauth/session/{session.pk}/end/").status_code == 403
+    assert hello(client, tokens["access_token"]) == 200
+    staff.user_permissions.add(
+        Permission.objects.get(codename="delete_session", content_type__app_label="tokenauth")
+    )
+    browser.force_login(get_user_model().objects.get(pk=staff.pk))
+    assert browser.post(f"/admin/tokenauth/session/{session.pk}/end/").status_code == 302
+    assert hello(client, tokens["access_token"]) == 401
+
+
+def test_a_session_row_deleted_in_code_ends_like_a_logout(client):
+    make_user("alice")
+    one, two = login(client, "alice"), login(client, "alice")
+    Session.objects.filter(pk=session_of(one).pk).delete()
+    assert hello(client, one["access_token"]) == 401
+    assert refresh_status(client, one) == 400
+    logout = client.post("/auth/logout/", HTTP_AUTHORIZATION=f"Bearer {one['access_token']}")
+    assert logout.status_code == 401  # not "does not belong to a session", and not working
+    assert hello(client, two["access_token"]) == 200
+    event = AuditEvent.objects.get(action="session_revoked")
+    assert event.detail["reason"] == "deleted"
+
+
+def test_deleting_a_user_ends_each_of_their_sessions(client):
+    alice = make_user("alice")
+    tokens = [login(client, "alice") for _ in range(2)]
+    alice.delete()
+    for one in tokens:
+        assert hello(client, one["access_token"]) == 401
+    assert AuditEvent.objects.filter(action="session_revoked", detail__reason="deleted").count() == 2
+    assert not Session.objects.exists()

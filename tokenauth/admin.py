@@ -7,8 +7,11 @@ from typing import Any
 from django.contrib import admin, messages
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
+from django.core.exceptions import PermissionDenied
 from django.db.models import QuerySet
-from django.http import HttpRequest
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import redirect
+from django.urls import path, reverse
 from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext
 
@@ -97,18 +100,58 @@ class PermanentAdmin(ReadOnlyAdmin):
 
 @admin.register(Session)
 class SessionAdmin(ReadOnlyAdmin):
+    """Sessions are ended, never deleted here: an ended one stays listed, as history."""
+
     list_display = ("user", "created_at", "last_used_at", "expires_at", "remember_me", "group", "revoked_at")
     list_filter = ("remember_me", ("revoked_at", admin.EmptyFieldListFilter))
     search_fields = ("user__username", "user_agent")
     exclude = ("refresh_hash",)
     actions = ["revoke_sessions"]
+    change_form_template = "tokenauth/admin/session_change_form.html"
 
-    @admin.action(description=_("Revoke the selected sessions"))
+    def has_end_permission(self, request: HttpRequest) -> bool:
+        """Ending takes the place of deleting, so it needs the delete permission (which still lets a
+        user with sessions be deleted: the rows go with the user, each ended first)."""
+        return self.has_delete_permission(request)
+
+    def get_actions(self, request: HttpRequest) -> dict[str, Any]:
+        actions = super().get_actions(request)
+        actions.pop("delete_selected", None)
+        return actions
+
+    def delete_view(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        raise PermissionDenied("Sessions are ended, not deleted.")
+
+    def get_urls(self) -> list[Any]:
+        end = path(
+            "<path:object_id>/end/",
+            self.admin_site.admin_view(self.end_view),
+            name="tokenauth_session_end",
+        )
+        return [end, *super().get_urls()]
+
+    def end_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
+        """POST from the session's page: end it like a logout, then show the page again."""
+        session = self.get_object(request, object_id)
+        if request.method != "POST" or session is None or not self.has_end_permission(request):
+            raise PermissionDenied
+        if session.revoked_at is None:
+            end_session(session, reason="admin", actor=request.user)
+            self.message_user(request, _("The session was ended."), messages.SUCCESS)
+        return redirect(reverse("admin:tokenauth_session_change", args=[session.pk]))
+
+    def render_change_form(
+        self, request: HttpRequest, context: dict[str, Any], *args: Any, **kwargs: Any
+    ) -> Any:
+        context.update(can_end=self.has_end_permission(request), show_delete=False)
+        return super().render_change_form(request, context, *args, **kwargs)
+
+    @admin.action(description=_("End the selected sessions"), permissions=["end"])
     def revoke_sessions(self, request: HttpRequest, queryset: QuerySet) -> None:
         sessions = list(queryset.filter(revoked_at__isnull=True))
         for session in sessions:
             end_session(session, reason="admin", actor=request.user)
-        self.message_user(request, _("Revoked %d sessions.") % len(sessions), messages.SUCCESS)
+        self.message_user(request, _("Ended %d sessions.") % len(sessions), messages.SUCCESS)
 
 
 @admin.register(Identity)

@@ -19,9 +19,10 @@ from django.dispatch import receiver
 from .conf import tokenauth_settings
 from .issuers import db_issuers
 from .middleware import stamp_login
-from .models import Epoch, Identity, Issuer, identity_digest
+from .models import Epoch, Identity, Issuer, Session, identity_digest
 from .provisioning import forget
 from .revocation import bump_epoch
+from .sessions import end_session
 
 User = get_user_model()
 
@@ -85,6 +86,14 @@ def forget_identities_of(user: Any) -> None:
 @receiver(pre_delete, sender=User, dispatch_uid="tokenauth_user_pre_delete")
 def revoke_deleted_user(sender: Any, instance: Any, **kwargs: Any) -> None:
     bump_epoch(Epoch.Kind.USER, str(instance.pk), reason="user deleted")
+
+
+@receiver(pre_delete, sender=Session, dispatch_uid="tokenauth_session_pre_delete")
+def end_deleted_session(sender: Any, instance: Session, **kwargs: Any) -> None:
+    """A session row deleted by any means (a queryset, its user's deletion) ends like a logout: its
+    access tokens are denied, ``session_revoked`` is sent and an audit event written."""
+    if instance.revoked_at is None:
+        end_session(instance, reason="deleted")
 
 
 @receiver(pre_delete, sender=Group, dispatch_uid="tokenauth_group_pre_delete")
