@@ -162,3 +162,13 @@ def test_e012_accepts_drf_rate_strings_and_none(settings, rate):
     assert "tokenauth.E012" not in ids(
         settings, ISSUER=ISSUER, SIGNING_KEY=GOOD_SECRET, LOGIN_THROTTLE_RATE=rate
     )
+
+
+@pytest.mark.parametrize("limit", [0, -1, 1.5, "2", True])
+def test_e013_max_sessions_per_user(settings, limit):
+    assert "tokenauth.E013" in ids(
+        settings, ISSUER=ISSUER, SIGNING_KEY=GOOD_SECRET, MAX_SESSIONS_PER_USER=limit
+    )
+    assert "tokenauth.E013" not in ids(
+        settings, ISSUER=ISSUER, SIGNING_KEY=GOOD_SECRET, MAX_SESSIONS_PER_USER=1
+    )

@@ -8,7 +8,7 @@ import pytest
 from django.contrib.auth.models import Group
 from django.utils import timezone
 
-from tests.helpers import make_user
+from tests.helpers import login, make_user
 from tokenauth.exceptions import OAuthError
 from tokenauth.models import AuditEvent, Epoch, RevokedToken, Session
 from tokenauth.revocation import bump_epoch, is_revoked
@@ -180,3 +180,41 @@ def test_the_session_id_of_an_access_token_cannot_fake_a_reuse():
     assert session.revoked_at is None
     rotated, _ = rotate(token)
     assert rotated.pk == session.pk
+
+
+def test_a_login_beyond_max_sessions_per_user_ends_the_oldest(client, settings):
+    from tokenauth import signals
+
+    settings.TOKENAUTH = {**settings.TOKENAUTH, "MAX_SESSIONS_PER_USER": 2}
+    make_user("alice")
+    bobs = login(client, make_user("bob").get_username())
+    ended: list[tuple[str, str]] = []
+
+    def record(session: Session, reason: str, **kwargs: object) -> None:
+        ended.append((session.family, reason))
+
+    signals.session_revoked.connect(record)
+    try:
+        first, second, third = (login(client, "alice") for _ in range(3))
+    finally:
+        signals.session_revoked.disconnect(record)
+    families = [body["refresh_token"].partition(".")[0] for body in (first, second, third)]
+    assert ended == [(families[0], "limit")]
+    auth = {"HTTP_AUTHORIZATION": f"Bearer {first['access_token']}"}
+    assert client.get("/api/hello/", **auth).status_code == 401
+    body = {"refresh_token": first["refresh_token"]}
+    assert client.post("/auth/token/refresh/", body, content_type="application/json").status_code == 400
+    for live in (second, third, bobs):
+        assert (
+            client.get("/api/hello/", HTTP_AUTHORIZATION=f"Bearer {live['access_token']}").status_code == 200
+        )
+    assert Session.objects.filter(user__username="alice", revoked_at__isnull=True).count() == 2
+
+
+def test_sessions_are_unlimited_by_default(client):
+    make_user("alice")
+    bodies = [login(client, "alice") for _ in range(8)]
+    assert Session.objects.filter(revoked_at__isnull=True).count() == 8
+    assert (
+        client.get("/api/hello/", HTTP_AUTHORIZATION=f"Bearer {bodies[0]['access_token']}").status_code == 200
+    )

@@ -74,6 +74,13 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckM
                 id="tokenauth.E012",
             )
         )
+    limit = tokenauth_settings.MAX_SESSIONS_PER_USER
+    if limit is not None and (type(limit) is not int or limit < 1):
+        errors.append(
+            checks.Error(
+                'TOKENAUTH["MAX_SESSIONS_PER_USER"] must be None or a positive integer.', id="tokenauth.E013"
+            )
+        )
     cache_backend = settings.CACHES.get(tokenauth_settings.CACHE_ALIAS, {}).get("BACKEND", "")
     if not cache_backend:
         errors.append(checks.Error('TOKENAUTH["CACHE_ALIAS"] names no cache.', id="tokenauth.E006"))

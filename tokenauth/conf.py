@@ -39,6 +39,8 @@ DEFAULTS: dict[str, Any] = {
     "LOCAL_TOKENS": True,
     "EXTERNAL_ISSUERS": True,
     "SESSION_AUTH_FALLBACK": True,
+    # Live login sessions per user (None = unlimited); a login beyond it ends the oldest ones.
+    "MAX_SESSIONS_PER_USER": None,
     # A user's new password (any path that saves the user) ends every token and session of theirs.
     "REVOKE_ON_PASSWORD_CHANGE": True,
     # Brute-force protection for POST /auth/token/ (DRF throttle rate string, None = off).

@@ -35,17 +35,24 @@ def _lifetime(remember_me: bool):
 def start_session(
     user: Any, *, remember_me: bool = False, user_agent: str = "", scope: str = "", group: Any = None
 ) -> tuple[Session, str]:
-    """Open a session and return it with its first refresh token."""
+    """Open a session and return it with its first refresh token; beyond ``MAX_SESSIONS_PER_USER``
+    the user's oldest live sessions end (reason "limit")."""
     secret = secrets.token_urlsafe(32)
-    session = Session.objects.create(
-        user=user,
-        expires_at=timezone.now() + _lifetime(remember_me),
-        remember_me=remember_me,
-        user_agent=user_agent[:255],
-        scope=scope,
-        group=group,
-        refresh_hash=_hash(secret),
-    )
+    with transaction.atomic():
+        session = Session.objects.create(
+            user=user,
+            expires_at=timezone.now() + _lifetime(remember_me),
+            remember_me=remember_me,
+            user_agent=user_agent[:255],
+            scope=scope,
+            group=group,
+            refresh_hash=_hash(secret),
+        )
+        limit = tokenauth_settings.MAX_SESSIONS_PER_USER
+        if limit is not None:
+            live = Session.objects.filter(user=user, revoked_at__isnull=True, expires_at__gt=timezone.now())
+            for old in live.exclude(pk=session.pk).order_by("-created_at")[limit - 1 :]:
+                end_session(old, reason="limit")
     return session, f"{session.family}.{secret}"
 
 

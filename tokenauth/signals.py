@@ -5,7 +5,8 @@ from django.dispatch import Signal
 #: A token was minted. kwargs: user, claims (never the token itself), session_id (None outside a session).
 token_issued = Signal()
 
-#: A refresh session ended. kwargs: session, reason ("logout", "reuse", "admin", ...), actor (or None).
+#: A refresh session ended. kwargs: session, reason ("logout", "reuse", "admin", "limit", "deleted", ...),
+#: actor (or None).
 session_revoked = Signal()
 
 #: An epoch grew. kwargs: kind ("user" | "group" | "global"), object_id, epoch, actor, reason.
