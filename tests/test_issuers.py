@@ -683,3 +683,24 @@ def test_an_unreachable_issuer_is_503_never_500(client, settings, crafted):
     token = crafted.token()
     crafted.stop()  # connection refused
     assert get(client, token).status_code == 503
+
+
+@pytest.mark.django_db
+def test_two_issuers_with_the_same_sub_are_two_users(client, settings):
+    """The identity is the pair (issuer, sub): the same sub at another issuer is somebody else."""
+    first, second = CraftedIssuer(), CraftedIssuer()
+    try:
+        allow(settings, first.issuer, second.issuer)
+        for issuer in (first, second, first):
+            assert get(client, issuer.token(sub="alice", preferred_username="alice")).status_code == 200
+        identities = {i.issuer: i.user_id for i in Identity.objects.filter(subject="alice")}
+        assert set(identities) == {first.issuer, second.issuer}
+        assert identities[first.issuer] != identities[second.issuer]
+        whoami = [
+            get(client, issuer.token(sub="alice"), "/auth/whoami/").json()["username"]
+            for issuer in (first, second)
+        ]
+        assert whoami[0] != whoami[1]
+    finally:
+        first.stop()
+        second.stop()
