@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import gc
 import hashlib
+import threading
 from datetime import timedelta
 from io import StringIO
 from urllib.parse import parse_qs, urlsplit
@@ -17,6 +18,7 @@ from authlib.integrations.requests_client import OAuth2Session
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
 from django.core.management import call_command
+from django.db import connection
 from django.test import Client
 from django.utils import timezone
 from oauth2_provider.models import (
@@ -350,6 +352,36 @@ def test_refresh_token_reuse_is_refused(live_server, alice):
     session.refresh_token(f"{live_server.url}/o/token/", refresh_token=token["refresh_token"])
     response = refresh_response(session, live_server, token["refresh_token"])
     assert response.json()["error"] == "invalid_grant"
+
+
+@pytest.mark.postgres
+def test_concurrent_refreshes_of_one_token_one_wins(live_server, alice):
+    """Refreshes racing on one refresh token: one rotates it, every other one is a reuse (no 500)."""
+    if connection.vendor == "sqlite":
+        pytest.skip(
+            "The live server's threads share the one connection to SQLite's in-memory test database, "
+            "which has no row locks: the refreshes cannot race; CI's PostgreSQL leg runs this test"
+        )
+    _, token = device_login(live_server, alice)
+    threads_count = 10
+    barrier = threading.Barrier(threads_count)
+    answers: list = []
+
+    def refresh() -> None:
+        try:
+            barrier.wait(timeout=30)
+            response = refresh_response(OAuth2Session("tokenauth-cli"), live_server, token["refresh_token"])
+            body = response.json() if response.status_code < 500 else {"error": response.reason}
+            answers.append((response.status_code, body.get("error")))
+        except Exception as exc:  # reported by the assertion below, not lost in the thread
+            answers.append(exc)
+
+    threads = [threading.Thread(target=refresh) for _ in range(threads_count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert sorted(answers, key=str) == [(200, None)] + [(400, "invalid_grant")] * (threads_count - 1)
 
 
 def test_access_tokens_carry_their_refresh_token_family(live_server, alice, service):

@@ -72,10 +72,15 @@ class TokenAuthValidator(OAuth2Validator):
     def validate_refresh_token(self, refresh_token: str, client: Any, request: Any, *args, **kwargs):
         """DOT's checks (rotation, reuse protection), then: no epoch bump since this token was issued.
 
+        The token's rows stay locked until the request ends (see ``Server.create_token_response``):
+        a concurrent refresh of the same token waits, then finds it rotated, a reuse. Unlocked, it
+        would pass these checks and reach DOT's grace-period answer, which hands back the stored
+        ``jti`` as the access token (and DOT's token view a 500 looking it up).
         When DOT's reuse protection has just revoked the token's family, its access tokens are denied.
         """
+        rows = get_refresh_token_model().objects.filter(token_checksum=checksum(refresh_token))
+        list(rows.select_for_update())
         if not super().validate_refresh_token(refresh_token, client, request, *args, **kwargs):
-            rows = get_refresh_token_model().objects.filter(token_checksum=checksum(refresh_token))
             deny_ended_families(families(rows))
             return False
         rt = request.refresh_token_instance
