@@ -14,6 +14,7 @@ import jwt
 import pytest
 import requests
 from authlib.common.security import generate_token
+from authlib.integrations.base_client import OAuthError
 from authlib.integrations.requests_client import OAuth2Session
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
@@ -301,6 +302,33 @@ def test_authorization_code_selects_a_group(live_server, alice, webapp, consent)
         f"{live_server.url}/o/token/", authorization_response=response["Location"], code_verifier=verifier
     )
     assert claims_of(token["access_token"])["group"] == "physics"
+
+
+def test_a_replayed_authorization_code_ends_the_tokens_it_gave(live_server, alice, webapp):
+    """RFC 6749 section 4.1.2: a code used twice is refused, and what it was exchanged for revoked,
+    also the tokens of later rotations."""
+    session, verifier, browser, path = authorization_request(live_server, alice, "reports:read")
+    callback = browser.get(path)["Location"]
+    url = f"{live_server.url}/o/token/"
+    first = session.fetch_token(url, authorization_response=callback, code_verifier=verifier)
+    assert status(first) == 200
+    second = session.refresh_token(url, refresh_token=first["refresh_token"])
+
+    replay = requests.post(
+        url,
+        data={
+            "grant_type": "authorization_code",
+            "code": parse_qs(urlsplit(callback).query)["code"][0],
+            "redirect_uri": REDIRECT,
+            "code_verifier": verifier,
+        },
+        auth=("portal", SECRET),
+        timeout=10,
+    )
+    assert replay.status_code == 400 and replay.json()["error"] == "invalid_grant"
+    assert [status(first), status(second)] == [401, 401]
+    with pytest.raises(OAuthError, match="invalid_grant"):
+        session.refresh_token(url, refresh_token=second["refresh_token"])
 
 
 def test_client_credentials_act_as_the_owner(live_server, alice, service):
