@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import gc
 import hashlib
+import logging
 import threading
 from datetime import timedelta
 from io import StringIO
 from urllib.parse import parse_qs, urlsplit
 
 import jwt
+import oauthlib
 import pytest
 import requests
 from authlib.common.security import generate_token
@@ -508,6 +510,52 @@ def test_introspection(live_server, alice, service):
         url, data={"client_id": "tokenauth-cli", "token": token["access_token"]}, timeout=10
     )
     assert public.status_code == 401  # a public client cannot authenticate
+
+
+@pytest.mark.parametrize("oauthlib_debug", [False, True])
+def test_no_secret_reaches_the_logs(live_server, alice, service, webapp, caplog, monkeypatch, oauthlib_debug):
+    """oauthlib writes whole token responses at DEBUG; none of a flow's secrets may reach a record,
+    also when oauthlib's debug mode shows the requests it logs (bodies, headers)."""
+    monkeypatch.setattr(oauthlib, "_DEBUG", oauthlib_debug)  # oauthlib.set_debug() sets it
+    for name in (None, "oauthlib", "oauth2_provider", "tokenauth"):
+        caplog.set_level(logging.DEBUG, logger=name)
+    url = f"{live_server.url}/o/token/"
+    service_token = OAuth2Session("svc", SECRET, scope="reports:read").fetch_token(
+        url, grant_type="client_credentials"
+    )
+    session, verifier, browser, path = authorization_request(live_server, alice, "reports:read")
+    callback = browser.get(path)["Location"]
+    code_token = session.fetch_token(url, authorization_response=callback, code_verifier=verifier)
+    refreshed = session.refresh_token(url, refresh_token=code_token["refresh_token"])
+    device_session, device = device_authorize(live_server, "reports:read")
+    approve(alice, device["user_code"])
+    device_token = poll(device_session, live_server, device["device_code"])
+    introspected = OAuth2Session("svc", SECRET).introspect_token(
+        f"{live_server.url}/o/introspect/", refreshed["access_token"]
+    )
+    assert introspected.json()["active"] is True
+    session.revoke_token(
+        f"{live_server.url}/o/revoke_token/", refreshed["refresh_token"], token_type_hint="refresh_token"
+    )
+
+    secrets = {
+        "client secret": SECRET,
+        "code verifier": verifier,
+        "authorization code": parse_qs(urlsplit(callback).query)["code"][0],
+        "device code": device["device_code"],
+        "user code": device["user_code"],
+    }
+    for flow, token in [
+        ("client credentials", service_token),
+        ("code", code_token),
+        ("refresh", refreshed),
+        ("device", device_token),
+    ]:
+        secrets[f"{flow} access token"] = token["access_token"]
+        if "refresh_token" in token:
+            secrets[f"{flow} refresh token"] = token["refresh_token"]
+    assert {r.name.split(".")[0] for r in caplog.records} >= {"oauthlib", "oauth2_provider"}
+    assert [name for name, secret in secrets.items() if secret in caplog.text] == []
 
 
 @pytest.mark.parametrize(
