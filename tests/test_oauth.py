@@ -5,18 +5,23 @@ from __future__ import annotations
 
 import gc
 import hashlib
+import logging
+import threading
 from datetime import timedelta
 from io import StringIO
 from urllib.parse import parse_qs, urlsplit
 
 import jwt
+import oauthlib
 import pytest
 import requests
 from authlib.common.security import generate_token
+from authlib.integrations.base_client import OAuthError
 from authlib.integrations.requests_client import OAuth2Session
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
 from django.core.management import call_command
+from django.db import connection
 from django.test import Client
 from django.utils import timezone
 from oauth2_provider.models import (
@@ -301,6 +306,33 @@ def test_authorization_code_selects_a_group(live_server, alice, webapp, consent)
     assert claims_of(token["access_token"])["group"] == "physics"
 
 
+def test_a_replayed_authorization_code_ends_the_tokens_it_gave(live_server, alice, webapp):
+    """RFC 6749 section 4.1.2: a code used twice is refused, and what it was exchanged for revoked,
+    also the tokens of later rotations."""
+    session, verifier, browser, path = authorization_request(live_server, alice, "reports:read")
+    callback = browser.get(path)["Location"]
+    url = f"{live_server.url}/o/token/"
+    first = session.fetch_token(url, authorization_response=callback, code_verifier=verifier)
+    assert status(first) == 200
+    second = session.refresh_token(url, refresh_token=first["refresh_token"])
+
+    replay = requests.post(
+        url,
+        data={
+            "grant_type": "authorization_code",
+            "code": parse_qs(urlsplit(callback).query)["code"][0],
+            "redirect_uri": REDIRECT,
+            "code_verifier": verifier,
+        },
+        auth=("portal", SECRET),
+        timeout=10,
+    )
+    assert replay.status_code == 400 and replay.json()["error"] == "invalid_grant"
+    assert [status(first), status(second)] == [401, 401]
+    with pytest.raises(OAuthError, match="invalid_grant"):
+        session.refresh_token(url, refresh_token=second["refresh_token"])
+
+
 def test_client_credentials_act_as_the_owner(live_server, alice, service):
     session = OAuth2Session("svc", SECRET, scope="reports:read g:operators")
     token = session.fetch_token(f"{live_server.url}/o/token/", grant_type="client_credentials")
@@ -350,6 +382,41 @@ def test_refresh_token_reuse_is_refused(live_server, alice):
     session.refresh_token(f"{live_server.url}/o/token/", refresh_token=token["refresh_token"])
     response = refresh_response(session, live_server, token["refresh_token"])
     assert response.json()["error"] == "invalid_grant"
+
+
+@pytest.mark.postgres
+def test_concurrent_refreshes_of_one_token_one_wins(live_server, alice):
+    """Refreshes racing on one refresh token: one rotates it, every other one is a reuse (no 500),
+    which ends the family as a reuse after the race would: the winner's tokens too."""
+    if connection.vendor == "sqlite":
+        pytest.skip(
+            "The live server's threads share the one connection to SQLite's in-memory test database, "
+            "which has no row locks: the refreshes cannot race; CI's PostgreSQL leg runs this test"
+        )
+    _, token = device_login(live_server, alice)
+    threads_count = 10
+    barrier = threading.Barrier(threads_count)
+    answers: list = []
+    won: list[dict] = []
+
+    def refresh() -> None:
+        try:
+            barrier.wait(timeout=30)
+            response = refresh_response(OAuth2Session("tokenauth-cli"), live_server, token["refresh_token"])
+            body = response.json() if response.status_code < 500 else {"error": response.reason}
+            answers.append((response.status_code, body.get("error")))
+            if response.ok:
+                won.append(body)
+        except Exception as exc:  # reported by the assertion below, not lost in the thread
+            answers.append(exc)
+
+    threads = [threading.Thread(target=refresh) for _ in range(threads_count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert sorted(answers, key=str) == [(200, None)] + [(400, "invalid_grant")] * (threads_count - 1)
+    assert status(won[0]) == 401
 
 
 def test_access_tokens_carry_their_refresh_token_family(live_server, alice, service):
@@ -448,6 +515,52 @@ def test_introspection(live_server, alice, service):
         url, data={"client_id": "tokenauth-cli", "token": token["access_token"]}, timeout=10
     )
     assert public.status_code == 401  # a public client cannot authenticate
+
+
+@pytest.mark.parametrize("oauthlib_debug", [False, True])
+def test_no_secret_reaches_the_logs(live_server, alice, service, webapp, caplog, monkeypatch, oauthlib_debug):
+    """oauthlib writes whole token responses at DEBUG; none of a flow's secrets may reach a record,
+    also when oauthlib's debug mode shows the requests it logs (bodies, headers)."""
+    monkeypatch.setattr(oauthlib, "_DEBUG", oauthlib_debug)  # oauthlib.set_debug() sets it
+    for name in (None, "oauthlib", "oauth2_provider", "tokenauth"):
+        caplog.set_level(logging.DEBUG, logger=name)
+    url = f"{live_server.url}/o/token/"
+    service_token = OAuth2Session("svc", SECRET, scope="reports:read").fetch_token(
+        url, grant_type="client_credentials"
+    )
+    session, verifier, browser, path = authorization_request(live_server, alice, "reports:read")
+    callback = browser.get(path)["Location"]
+    code_token = session.fetch_token(url, authorization_response=callback, code_verifier=verifier)
+    refreshed = session.refresh_token(url, refresh_token=code_token["refresh_token"])
+    device_session, device = device_authorize(live_server, "reports:read")
+    approve(alice, device["user_code"])
+    device_token = poll(device_session, live_server, device["device_code"])
+    introspected = OAuth2Session("svc", SECRET).introspect_token(
+        f"{live_server.url}/o/introspect/", refreshed["access_token"]
+    )
+    assert introspected.json()["active"] is True
+    session.revoke_token(
+        f"{live_server.url}/o/revoke_token/", refreshed["refresh_token"], token_type_hint="refresh_token"
+    )
+
+    secrets = {
+        "client secret": SECRET,
+        "code verifier": verifier,
+        "authorization code": parse_qs(urlsplit(callback).query)["code"][0],
+        "device code": device["device_code"],
+        "user code": device["user_code"],
+    }
+    for flow, token in [
+        ("client credentials", service_token),
+        ("code", code_token),
+        ("refresh", refreshed),
+        ("device", device_token),
+    ]:
+        secrets[f"{flow} access token"] = token["access_token"]
+        if "refresh_token" in token:
+            secrets[f"{flow} refresh token"] = token["refresh_token"]
+    assert {r.name.split(".")[0] for r in caplog.records} >= {"oauthlib", "oauth2_provider"}
+    assert [name for name, secret in secrets.items() if secret in caplog.text] == []
 
 
 @pytest.mark.parametrize(

@@ -10,3 +10,6 @@ class OAuthConfig(AppConfig):
 
     def ready(self) -> None:
         from . import checks, receivers  # noqa: F401  (register the checks and the signal receivers)
+        from .redaction import install
+
+        install()

@@ -9,13 +9,12 @@ from typing import Any
 from tokenauth.conf import tokenauth_settings
 from tokenauth.tokens import CLAIM_TOKEN_FAMILY, mint_access_token
 
+from .revocation import code_family
 from .scopes import selected_group
 
-# Grants whose token response starts a refresh-token family (client credentials and token exchange
-# issue no refresh token).
-FAMILY_STARTING_GRANTS = frozenset(
-    {"authorization_code", "urn:ietf:params:oauth:grant-type:device_code", "password"}
-)
+# Grants whose token response starts a refresh-token family with a new id (client credentials and
+# token exchange issue no refresh token; an authorization code's family is named by the code).
+FAMILY_STARTING_GRANTS = frozenset({"urn:ietf:params:oauth:grant-type:device_code", "password"})
 
 
 def token_family(request: Any) -> uuid.UUID | None:
@@ -27,10 +26,14 @@ def token_family(request: Any) -> uuid.UUID | None:
     """
     if request.grant_type == "refresh_token":
         return request.refresh_token_instance.token_family
-    if request.grant_type in FAMILY_STARTING_GRANTS:
-        request.tokenauth_family = uuid.uuid4()
-        return request.tokenauth_family
-    return None
+    if request.grant_type == "authorization_code":
+        family = code_family(request.code)
+    elif request.grant_type in FAMILY_STARTING_GRANTS:
+        family = uuid.uuid4()
+    else:
+        return None
+    request.tokenauth_family = family
+    return family
 
 
 def access_token(request: Any) -> str:

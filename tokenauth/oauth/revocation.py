@@ -4,6 +4,9 @@ An access token is denied by its ``jti`` (the ``token`` column of its DOT row) a
 to a refresh-token family, by the family id it carries: DOT deletes an access token's row when its
 refresh token rotates, so once a family is revoked (reuse protection, RFC 7009, the admin) only the
 family id still names the family's earlier access tokens.
+
+The family an authorization code starts is named by the code, so that a replay of the code can end it
+(RFC 6749 section 4.1.2) although DOT deleted the code's grant at the first exchange.
 """
 
 from __future__ import annotations
@@ -11,9 +14,11 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
+from typing import Any
 
 from django.db.models import Q, QuerySet
 from django.utils import timezone
+from django.utils.crypto import salted_hmac
 from oauth2_provider.models import get_access_token_model, get_refresh_token_model
 
 from tokenauth.conf import tokenauth_settings
@@ -63,3 +68,17 @@ def ending(access_tokens: QuerySet, refresh_tokens: QuerySet) -> Iterator[None]:
     deny(access_tokens)
     yield
     deny_ended_families(affected)
+
+
+def code_family(code: str) -> uuid.UUID:
+    """The id of the family an authorization code starts; keyed by ``SECRET_KEY``, so that neither a
+    family id seen in a token's claims nor a code tells anything of the other."""
+    return uuid.UUID(bytes=salted_hmac("tokenauth.oauth.code_family", code, algorithm="sha256").digest()[:16])
+
+
+def end_family(family: uuid.UUID, application: Any) -> None:
+    """Revoke what one application holds of a family: its live refresh token and every access token."""
+    refresh_tokens = get_refresh_token_model().objects.filter(token_family=family, application=application)
+    with ending(issued_with(refresh_tokens), refresh_tokens):
+        for refresh_token in refresh_tokens.filter(revoked__isnull=True):
+            refresh_token.revoke()

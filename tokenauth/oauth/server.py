@@ -5,6 +5,8 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from django.db import router, transaction
+from oauth2_provider.models import get_refresh_token_model
 from oauthlib.oauth2 import Server as OAuthlibServer
 from oauthlib.oauth2.rfc6749.tokens import random_token_generator
 
@@ -40,3 +42,9 @@ class Server(OAuthlibServer):
         self._grant_types[exchange.GRANT_TYPE] = exchange.TokenExchangeGrant(request_validator)
         for grant in {id(g): g for g in self._grant_types.values()}.values():
             grant.custom_validators.post_token.append(request_validator.check_token_request)
+
+    def create_token_response(self, *args: Any, **kwargs: Any) -> tuple[dict[str, str], str, int]:
+        """One transaction per token request: the row locks the validator takes (the refresh token
+        being rotated) hold until the new tokens are saved, whichever token view calls this."""
+        with transaction.atomic(using=router.db_for_write(get_refresh_token_model())):
+            return super().create_token_response(*args, **kwargs)

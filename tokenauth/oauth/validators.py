@@ -22,7 +22,7 @@ from tokenauth.models import Epoch
 from tokenauth.tokens import read_unverified
 
 from .exchange import GRANT_TYPE as TOKEN_EXCHANGE
-from .revocation import deny_ended_families, ending, families
+from .revocation import code_family, deny_ended_families, end_family, ending, families
 from .scopes import application_allows, known, selected_group
 
 
@@ -72,15 +72,28 @@ class TokenAuthValidator(OAuth2Validator):
     def validate_refresh_token(self, refresh_token: str, client: Any, request: Any, *args, **kwargs):
         """DOT's checks (rotation, reuse protection), then: no epoch bump since this token was issued.
 
+        The token's rows stay locked until the request ends (see ``Server.create_token_response``):
+        a concurrent refresh of the same token waits, then finds it rotated, a reuse. Unlocked, it
+        would pass these checks and reach DOT's grace-period answer, which hands back the stored
+        ``jti`` as the access token (and DOT's token view a 500 looking it up).
         When DOT's reuse protection has just revoked the token's family, its access tokens are denied.
         """
+        rows = get_refresh_token_model().objects.filter(token_checksum=checksum(refresh_token))
+        list(rows.select_for_update())
         if not super().validate_refresh_token(refresh_token, client, request, *args, **kwargs):
-            rows = get_refresh_token_model().objects.filter(token_checksum=checksum(refresh_token))
             deny_ended_families(families(rows))
             return False
         rt = request.refresh_token_instance
         group, _ = selected_group(rt.user, rt.access_token.scope.split())
         return not epochs_bumped_since(rt.user_id, group.pk if group else None, rt.created)
+
+    def validate_code(self, client_id: str, code: str, client: Any, request: Any, *args, **kwargs) -> bool:
+        """DOT's check; a code refused after an exchange was used before, and RFC 6749 section 4.1.2
+        wants the tokens it gave revoked: DOT deleted its grant, but the code names their family."""
+        if super().validate_code(client_id, code, client, request, *args, **kwargs):
+            return True
+        end_family(code_family(code), client)
+        return False
 
     def validate_device_code(self, client_id: str, code: str, request: Any, *args, **kwargs) -> str | None:
         """RFC 8628 section 3.5 polling answers; an approved code is redeemed exactly once."""
