@@ -20,7 +20,6 @@ from .revocation import check_external_claims, check_local_claims
 from .scopes import split_scope
 from .snapshots import StateUnavailable
 from .tokens import (
-    CLAIM_GROUPS,
     CLAIM_USERNAME,
     AccessToken,
     decode_local,
@@ -60,12 +59,11 @@ def _user(pk: Any, username: str, groups: tuple[str, ...] | list[str]) -> Any:
 
 def _local_principal(claims: dict[str, Any]) -> tuple[Any, AccessToken]:
     user_id = claims["sub"]
-    check_local_claims(claims, user_id)
+    groups = check_local_claims(claims, user_id)
     try:
         pk = get_user_model()._meta.pk.to_python(user_id)
     except ValidationError:
         raise InvalidToken("The access token's subject is invalid") from None
-    groups = tuple(claims.get(CLAIM_GROUPS, ()))
     return _user(pk, claims.get(CLAIM_USERNAME, ""), groups), AccessToken(claims, groups)
 
 

@@ -66,6 +66,10 @@ class Epoch(models.Model):
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
     reason = models.CharField(_("reason"), max_length=255, blank=True)
+    # A user's row only: the groups left after the last change that took one away, and when. A token
+    # minted before then confers only those of its groups.
+    groups = models.JSONField(_("groups since the change"), null=True, blank=True)
+    groups_changed_at = models.DateTimeField(_("groups changed"), null=True, blank=True)
     updated_at = models.DateTimeField(_("updated"), auto_now=True)
 
     class Meta:

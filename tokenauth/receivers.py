@@ -21,7 +21,7 @@ from .issuers import db_issuers
 from .middleware import stamp_login
 from .models import Epoch, Identity, Issuer, Session, identity_digest
 from .provisioning import forget
-from .revocation import bump_epoch
+from .revocation import bump_epoch, record_groups
 from .sessions import end_session
 
 User = get_user_model()
@@ -72,9 +72,39 @@ def user_saved(sender: Any, instance: Any, created: bool, **kwargs: Any) -> None
 
 
 @receiver(m2m_changed, sender=User.groups.through, dispatch_uid="tokenauth_user_groups_changed")
-def groups_changed(sender: Any, instance: Any, action: str, **kwargs: Any) -> None:
-    if action.startswith("post_") and isinstance(instance, User):
-        forget_identities_of(instance)
+def user_groups_changed(
+    sender: Any, instance: Any, action: str, reverse: bool, pk_set: set[Any] | None, **kwargs: Any
+) -> None:
+    """Leaving a group (``remove``/``clear``, from the user's side or the group's) takes it from the
+    tokens minted before; recorded before the rows go, so a failure leaves the membership as it was.
+    External identities answer from a cached copy of the user's groups: it is dropped."""
+    if action not in ("pre_remove", "pre_clear", "post_add"):
+        return
+    if not reverse:
+        users, leaving = [instance], Group.objects.filter(pk__in=pk_set) if pk_set is not None else None
+    else:  # group.user_set.remove(...) / .clear()
+        members = instance.user_set.all() if pk_set is None else User._default_manager.filter(pk__in=pk_set)
+        users, leaving = list(members), Group.objects.filter(pk=instance.pk)
+    for user in users:
+        if action == "post_add":
+            joined_groups(user)
+        else:
+            leave_groups(user, leaving)
+        forget_identities_of(user)
+
+
+def leave_groups(user: Any, leaving: Any) -> None:
+    """Record the groups ``user`` keeps when it leaves ``leaving`` (a Group queryset; None: all)."""
+    kept = user.groups.exclude(pk__in=leaving.values("pk")) if leaving is not None else Group.objects.none()
+    record_groups(str(user.pk), kept.values_list("name", flat=True), reason="left a group")
+
+
+def joined_groups(user: Any) -> None:
+    """A group joined after one was left: the record lists it again (or a token minted in the same
+    second as the leaving, whose ``iat`` is no later, would not confer it)."""
+    record_groups(
+        str(user.pk), user.groups.values_list("name", flat=True), reason="joined a group", only_update=True
+    )
 
 
 def forget_identities_of(user: Any) -> None:
@@ -98,7 +128,10 @@ def end_deleted_session(sender: Any, instance: Session, **kwargs: Any) -> None:
 
 @receiver(pre_delete, sender=Group, dispatch_uid="tokenauth_group_pre_delete")
 def revoke_deleted_group(sender: Any, instance: Any, **kwargs: Any) -> None:
+    """Tokens that selected the group end; its members' other tokens no longer confer it."""
     bump_epoch(Epoch.Kind.GROUP, str(instance.pk), reason="group deleted")
+    for user in instance.user_set.all():
+        leave_groups(user, Group.objects.filter(pk=instance.pk))
 
 
 @receiver(pre_delete, sender=Identity, dispatch_uid="tokenauth_identity_pre_delete")

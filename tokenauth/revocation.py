@@ -12,6 +12,8 @@ and when that fails too the request fails closed with :class:`~tokenauth.snapsho
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from datetime import datetime
 from typing import Any, NamedTuple
 
@@ -35,8 +37,10 @@ from .snapshots import (
 from .tokens import (
     CLAIM_EPOCH,
     CLAIM_GLOBAL_EPOCH,
+    CLAIM_GROUP,
     CLAIM_GROUP_EPOCH,
     CLAIM_GROUP_ID,
+    CLAIM_GROUPS,
     CLAIM_SESSION,
     CLAIM_TOKEN_FAMILY,
 )
@@ -45,9 +49,23 @@ from .tokens import (
 class EpochValue(NamedTuple):
     value: int
     not_before: float | None  # POSIX timestamp of the last bump
+    #: A user's groups after the last change that took one away, and its POSIX time.
+    groups: tuple[str, ...] = ()
+    groups_at: float | None = None
+
+    def groups_kept(self, claims: dict[str, Any], names: Iterable[str]) -> tuple[str, ...]:
+        """Those of ``names`` (groups the token was minted with) that the user has kept since."""
+        if self.groups_at is None or claims["iat"] >= self.groups_at:
+            return tuple(names)
+        return tuple(name for name in names if name in self.groups)
 
 
 ZERO = EpochValue(0, None)
+
+
+def _age(value: EpochValue) -> tuple[int, float]:
+    """Which of two copies of one epoch row is newer: bumps raise the value, group changes the time."""
+    return value.value, value.groups_at or 0.0
 
 
 def _epoch_key(kind: str, object_id: str) -> str:
@@ -86,7 +104,7 @@ class RevocationState:
                 "add", key, tuple(found), tokenauth_settings.EPOCH_CACHE_TIMEOUT.total_seconds()
             )
         found = EpochValue(*found)
-        if local is not None and local[0].value > found.value:
+        if local is not None and _age(local[0]) > _age(found):
             found = local[0]  # epochs only grow: a lagging cache never lowers what we saw
         self._epochs[(kind, object_id)] = (found, now)
         return found
@@ -94,16 +112,10 @@ class RevocationState:
     @staticmethod
     def _load_epoch(kind: str, object_id: str) -> EpochValue:
         try:
-            row = (
-                Epoch.objects.filter(kind=kind, object_id=object_id)
-                .values_list("value", "not_before")
-                .first()
-            )
+            row = Epoch.objects.filter(kind=kind, object_id=object_id).first()
         except DatabaseError as exc:
             raise StateUnavailable("revocation state unavailable") from exc
-        if row is None:
-            return ZERO
-        return EpochValue(row[0], row[1].timestamp() if row[1] else None)
+        return ZERO if row is None else epoch_value(row)
 
     def remember_epoch(self, kind: str, object_id: str, value: EpochValue) -> None:
         """Raises StateUnavailable when other processes could go on reading the old epoch."""
@@ -133,6 +145,15 @@ class RevocationState:
 state = RevocationState()
 
 
+def epoch_value(row: Epoch) -> EpochValue:
+    def timestamp(moment: datetime | None) -> float | None:
+        return moment.timestamp() if moment is not None else None
+
+    return EpochValue(
+        row.value, timestamp(row.not_before), tuple(row.groups or ()), timestamp(row.groups_changed_at)
+    )
+
+
 # -- reads used by authentication --------------------------------------------------------------
 
 
@@ -145,13 +166,14 @@ def is_revoked(*ids: str | None) -> bool:
     return state.is_denied(ids)
 
 
-def check_local_claims(claims: dict[str, Any], user_id: str) -> None:
-    """Refuse one of our tokens whose id, session or refresh-token family is denied or whose epochs
-    are behind."""
+def check_local_claims(claims: dict[str, Any], user_id: str) -> tuple[str, ...]:
+    """Refuse one of our tokens whose id, session or refresh-token family is denied, whose epochs are
+    behind, or whose selected group the user has left; returns the groups it still confers."""
     if is_revoked(claims.get("jti"), claims.get(CLAIM_SESSION), claims.get(CLAIM_TOKEN_FAMILY)):
         raise InvalidToken("The access token was revoked")
+    user = current_epoch(Epoch.Kind.USER, user_id)
     behind = (
-        claims[CLAIM_EPOCH] < current_epoch(Epoch.Kind.USER, user_id).value
+        claims[CLAIM_EPOCH] < user.value
         or claims[CLAIM_GLOBAL_EPOCH] < current_epoch(Epoch.Kind.GLOBAL, "").value
         or (
             CLAIM_GROUP_ID in claims
@@ -161,6 +183,9 @@ def check_local_claims(claims: dict[str, Any], user_id: str) -> None:
     )
     if behind:
         raise InvalidToken("The access token was revoked")
+    if CLAIM_GROUP in claims and not user.groups_kept(claims, [claims[CLAIM_GROUP]]):
+        raise InvalidToken("The access token's group was left")
+    return user.groups_kept(claims, claims.get(CLAIM_GROUPS, ()))
 
 
 def denylist_id(claims: dict[str, Any]) -> str | None:
@@ -189,41 +214,74 @@ def check_external_claims(claims: dict[str, Any], user_id: str, identity: str) -
 # -- writes ------------------------------------------------------------------------------------
 
 
-def bump_epoch(kind: str, object_id: str, *, actor: Any = None, reason: str = "") -> EpochValue:
-    """Invalidate every earlier token of a user, a group (``object_id`` = its pk) or everyone."""
-    now = timezone.now()
+@contextmanager
+def _locked_epoch(kind: str, object_id: str) -> Iterator[Epoch]:
+    """The epoch row, locked, to change in the block; then saved and published while the lock is held
+    (so concurrent writers reach the cache in order), or dropped from the cache if anything failed."""
     try:
         with transaction.atomic():
             epoch, _ = Epoch.objects.select_for_update().get_or_create(kind=kind, object_id=object_id)
-            epoch.value += 1
-            epoch.not_before = now
-            epoch.bumped_by_id = getattr(actor, "pk", None)
-            epoch.reason = reason[:255]
+            yield epoch
             epoch.save()
-            ended: list[Session] = []
-            if kind == Epoch.Kind.USER:
-                live = Session.objects.select_for_update().filter(user_id=object_id, revoked_at__isnull=True)
-                ended = list(live)
-                live.update(revoked_at=now)
-            value = EpochValue(epoch.value, now.timestamp())
-            # Set while the row lock is held, so concurrent bumps reach the cache in order.
-            state.remember_epoch(kind, object_id, value)
-            AuditEvent.objects.create(
-                action="epoch_bumped",
-                user_id=object_id if kind == Epoch.Kind.USER else None,
-                actor_id=epoch.bumped_by_id,
-                detail={"kind": kind, "object_id": object_id, "epoch": epoch.value, "reason": epoch.reason},
-            )
+            state.remember_epoch(kind, object_id, epoch_value(epoch))
     except BaseException:
-        state.forget_epoch(kind, object_id)  # the cache must not stay ahead of a bump that rolled back
+        state.forget_epoch(kind, object_id)  # the cache must not stay ahead of a change that rolled back
         raise
+
+
+def bump_epoch(kind: str, object_id: str, *, actor: Any = None, reason: str = "") -> EpochValue:
+    """Invalidate every earlier token of a user, a group (``object_id`` = its pk) or everyone."""
+    now = timezone.now()
+    ended: list[Session] = []
+    with _locked_epoch(kind, object_id) as epoch:
+        epoch.value += 1
+        epoch.not_before = now
+        epoch.bumped_by_id = getattr(actor, "pk", None)
+        epoch.reason = reason[:255]
+        if kind == Epoch.Kind.USER:
+            live = Session.objects.select_for_update().filter(user_id=object_id, revoked_at__isnull=True)
+            ended = list(live)
+            live.update(revoked_at=now)
+        AuditEvent.objects.create(
+            action="epoch_bumped",
+            user_id=object_id if kind == Epoch.Kind.USER else None,
+            actor_id=epoch.bumped_by_id,
+            detail={"kind": kind, "object_id": object_id, "epoch": epoch.value, "reason": epoch.reason},
+        )
     signals.epoch_bumped.send(
         sender=Epoch, kind=kind, object_id=object_id, epoch=epoch.value, actor=actor, reason=reason
     )
     for session in ended:  # the bump's audit event stands for theirs
         session.revoked_at = now
         signals.session_revoked.send(sender=Session, session=session, reason="epoch_bumped", actor=actor)
-    return value
+    return epoch_value(epoch)
+
+
+def record_groups(
+    user_id: str, groups: Iterable[str], *, reason: str = "", only_update: bool = False
+) -> None:
+    """Call before a change that takes groups away from a user: tokens minted until now confer only
+    ``groups`` (what the user keeps), the user's other access stays; a refresh mints current groups.
+
+    ``only_update``: after the user joined a group, list ``groups`` in an existing record, keeping its
+    time (nothing to record when no group was ever left).
+    """
+    if (
+        only_update
+        and not Epoch.objects.filter(
+            kind=Epoch.Kind.USER, object_id=user_id, groups_changed_at__isnull=False
+        ).exists()
+    ):
+        return
+    with _locked_epoch(Epoch.Kind.USER, user_id) as epoch:
+        epoch.groups = sorted(set(groups))
+        if only_update:
+            return
+        epoch.groups_changed_at = timezone.now()
+        AuditEvent.objects.create(
+            action="groups_changed", user_id=user_id, detail={"groups": epoch.groups, "reason": reason[:255]}
+        )
+    signals.groups_changed.send(sender=Epoch, user_id=user_id, groups=epoch.groups, reason=reason)
 
 
 class Target(NamedTuple):

@@ -12,5 +12,8 @@ session_revoked = Signal()
 #: An epoch grew. kwargs: kind ("user" | "group" | "global"), object_id, epoch, actor, reason.
 epoch_bumped = Signal()
 
+#: A user lost groups: tokens minted before confer only ``groups`` now. kwargs: user_id, groups, reason.
+groups_changed = Signal()
+
 #: A new (issuer, sub) was turned into a user. kwargs: identity, user, claims.
 identity_provisioned = Signal()
