@@ -660,6 +660,24 @@ def test_expired_token(cli_env):
     assert_one_line_error(raw, 6, "has expired")
 
 
+def test_a_reader_that_stops_early_ends_the_cli_quietly(cli_env, tmp_path):
+    """``tokenauth token --raw | head -c 10``: far more than a pipe holds, and the reader goes away."""
+    big = tmp_path / "big-token"
+    big.write_text("a" * 1_000_000)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "tokenauth.client.cli", "token", "--raw", "--token-file", str(big)],
+        env=cli_env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert process.stdout is not None and process.stderr is not None
+    assert process.stdout.read(10) == b"a" * 10
+    process.stdout.close()
+    stderr = process.stderr.read()
+    assert process.wait(timeout=60) == 0
+    assert stderr == b""
+
+
 def test_token_shows_group_and_opaque_tokens(cli_env):
     token = fake_jwt(iss="https://i", sub="eve", scope="a b", group="atlas", exp=int(time.time()) + 3600)
     result = run_cli({**cli_env, "BEARER_TOKEN": token}, "token")

@@ -365,6 +365,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ClientError as exc:
         note(f"error: {exc}")
         return exc.exit_code
+    except BrokenPipeError:
+        # The reader went away (``tokenauth token --raw | head -c 10``): stop quietly, as Unix tools do.
+        # Python flushes stdout at exit; /dev/null keeps that flush from failing again ("Note on SIGPIPE"
+        # in the signal module's documentation).
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except KeyboardInterrupt:
         note("interrupted")
         return 130
