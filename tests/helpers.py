@@ -1,9 +1,12 @@
-"""Small helpers shared by the test modules: users and logging in through the real endpoint."""
+"""Small helpers shared by the test modules: users, logging in through the real endpoint, a slow server."""
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from django.contrib.auth import get_user_model
@@ -40,3 +43,40 @@ def database_down() -> Iterator[list[str]]:
 
     with connection.execute_wrapper(refuse):
         yield attempted
+
+
+@contextmanager
+def trickling_server(interval: float = 0.05) -> Iterator[str]:
+    """A loopback server answering every GET and POST with a JSON object, one byte every ``interval``
+    seconds: each read is quick, the whole is slow. Yields its base URL."""
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802
+            body = b'{"keys": []}' + b" " * 200
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            try:
+                for byte in body:
+                    self.wfile.write(bytes([byte]))
+                    self.wfile.flush()
+                    time.sleep(interval)
+            except (BrokenPipeError, ConnectionResetError):
+                pass  # the client gave up, as it should
+
+        def do_POST(self) -> None:  # noqa: N802
+            self.rfile.read(int(self.headers.get("Content-Length", 0)))
+            self.do_GET()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()

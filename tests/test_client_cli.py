@@ -21,6 +21,7 @@ from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
 from oauth2_provider.models import get_application_model
 
+from tests.helpers import trickling_server
 from tests.idp import TestIdP, parse_forms
 from tokenauth.client import BearerAuth
 from tokenauth.client import oauth as client_oauth
@@ -32,7 +33,7 @@ from tokenauth.client.errors import (
     UsageError,
     unreachable,
 )
-from tokenauth.client.store import Session, load_config, write_private
+from tokenauth.client.store import Session, SessionInfo, load_config, write_private
 from tokenauth.oauth.models import ensure_cli_application
 
 SCOPE = "openid offline_access servicex"
@@ -565,6 +566,26 @@ def test_server_unreachable(cli_env, free_port):
     assert_one_line_error(result, 3, f"cannot reach http://127.0.0.1:{free_port}: Connection refused")
 
 
+@pytest.mark.parametrize("command", ["login", "whoami", "refresh", "logout"])
+def test_a_trickling_server_is_cut_off_at_the_timeout(cli_env, command):
+    """Each request's whole answer is bounded, not each read: this answer alone would take 100 s."""
+    with trickling_server(interval=0.5) as url:
+        target = token_path(cli_env)
+        info = SessionInfo(url, url, f"{url}/token", f"{url}/revoke", "tokenauth-cli", str(target))
+        Session(target, cli_env).save(fake_jwt(sub="ann"), "a-refresh-token", info)
+        args = {"login": [url, "--no-browser"], "whoami": ["--server", url]}.get(command, [])
+        started = time.monotonic()
+        result = run_cli(cli_env, command, *args, "--timeout", "1")
+        assert time.monotonic() - started < 20
+    assert_one_line_error(result, 3, f"cannot reach {url}", ": the server did not answer within 1 s")
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "nan", "inf", "soon"])
+def test_timeout_must_be_a_positive_number(cli_env, value):
+    result = run_cli(cli_env, "token", "--timeout", value)
+    assert result.returncode == 2 and "not a positive number of seconds" in result.stderr
+
+
 def test_device_code_expired(cli_env, fake_server):
     fake_server.routes["/device"] = lambda form: (
         200,
@@ -637,6 +658,24 @@ def test_expired_token(cli_env):
     raw = run_cli(cli_env, "token", "--raw")
     assert raw.stdout == ""
     assert_one_line_error(raw, 6, "has expired")
+
+
+def test_a_reader_that_stops_early_ends_the_cli_quietly(cli_env, tmp_path):
+    """``tokenauth token --raw | head -c 10``: far more than a pipe holds, and the reader goes away."""
+    big = tmp_path / "big-token"
+    big.write_text("a" * 1_000_000)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "tokenauth.client.cli", "token", "--raw", "--token-file", str(big)],
+        env=cli_env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert process.stdout is not None and process.stderr is not None
+    assert process.stdout.read(10) == b"a" * 10
+    process.stdout.close()
+    stderr = process.stderr.read()
+    assert process.wait(timeout=60) == 0
+    assert stderr == b""
 
 
 def test_token_shows_group_and_opaque_tokens(cli_env):

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import time
 from datetime import timedelta
 from io import StringIO
+from pathlib import Path
 from typing import Any
 
 import jwt
@@ -18,6 +22,7 @@ from tokenauth.revocation import revoke_id
 from tokenauth.sessions import end_session, start_session
 
 pytestmark = pytest.mark.django_db
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def run(*args: str) -> str:
@@ -227,3 +232,29 @@ def test_keys_command_prints_no_secret():
     output = run("tokenauth_keys")
     assert "dev-only-tokenauth-signing-key" not in output
     json.loads(output)
+
+
+# -- every command -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["tokenauth_revoke", "--user", b"\x01\xff"], "Not valid UTF-8: '\\x01\\udcff'"),
+        (["tokenauth_revoke", "--identity", b"https://iam.example.org/\xff", "s-1"], "Not valid UTF-8"),
+        (["tokenauth_issue", "--user", b"bob\xe9"], "Not valid UTF-8: 'bob\\udce9'"),
+        (["tokenauth_issuer", "enable", b"https://\xff.example.org/"], "Not valid UTF-8"),
+        (["tokenauth_revoke", "--user", "\x01bob"], "Control character in '\\x01bob'"),
+        (["tokenauth_revoke", "--all", "--reason", "one\x1b[2Jtwo"], "Control character"),
+    ],
+)
+def test_an_argument_that_is_not_text_is_a_command_error(tmp_path, args, message):
+    """Through a real ``manage.py``: undecodable bytes arrive in sys.argv as surrogate escapes."""
+    env = {**os.environ, "DATABASE_URL": f"sqlite:///{tmp_path / 'db.sqlite3'}"}
+    env.pop("REDIS_URL", None)
+    result = subprocess.run(
+        [sys.executable, "manage.py", *args], cwd=ROOT, env=env, capture_output=True, timeout=60
+    )
+    stderr = result.stderr.decode(errors="replace")
+    assert result.returncode == 1, stderr
+    assert len(stderr.splitlines()) == 1 and stderr.startswith(f"CommandError: {message}"), stderr

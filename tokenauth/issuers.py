@@ -29,6 +29,7 @@ from django.utils.text import slugify
 from jwt.algorithms import ECAlgorithm, OKPAlgorithm, RSAAlgorithm
 
 from .conf import tokenauth_settings
+from .downloads import TooLarge, TooSlow, read_within
 from .exceptions import InvalidToken
 from .keys import ASYMMETRIC_ALGORITHMS
 from .snapshots import CACHE_PREFIX, SharedSnapshot, shared_cache_call
@@ -177,8 +178,6 @@ def fetch_json(url: str, headers: dict[str, str] | None = None) -> tuple[dict[st
     limit = tokenauth_settings.HTTP_MAX_BYTES
     timeout = tokenauth_settings.HTTP_TIMEOUT.total_seconds()
     deadline = time.monotonic() + timeout  # for the whole download: a trickle must not hold a request
-    chunks: list[bytes] = []
-    size = 0
     try:
         with requests.get(
             url,
@@ -189,18 +188,15 @@ def fetch_json(url: str, headers: dict[str, str] | None = None) -> tuple[dict[st
         ) as response:
             if response.status_code != 200:
                 raise FetchError(f"{url} answered {response.status_code}", response.status_code)
-            # read1: whatever has arrived, so the deadline is checked while a slow body trickles in.
-            while chunk := response.raw.read1(16384, decode_content=True):
-                size += len(chunk)
-                if size > limit:
-                    raise FetchError(f"{url}: response larger than {limit} bytes")
-                if time.monotonic() > deadline:
-                    raise FetchError(f"{url}: took longer than {timeout:g} s")
-                chunks.append(chunk)
+            try:
+                body = read_within(response.raw, deadline, limit)
+            except TooLarge:
+                raise FetchError(f"{url}: response larger than {limit} bytes") from None
+            except TooSlow:
+                raise FetchError(f"{url}: took longer than {timeout:g} s") from None
             cache_control = response.headers.get("Cache-Control", "")
     except (requests.RequestException, urllib3.exceptions.HTTPError) as exc:
         raise FetchError(f"{url}: {type(exc).__name__}") from None
-    body = b"".join(chunks)
     try:
         data = json.loads(body)
     except ValueError:

@@ -14,6 +14,7 @@ from . import oauth
 from .discovery import FoundToken, discover, read_token_file
 from .errors import TokenNotFound, TokenRejected
 from .store import Session
+from .transport import TIMEOUT, session
 
 CLIENT_SECRET_ENV = "TOKENAUTH_CLIENT_SECRET"
 _INVALID_TOKEN = re.compile(r'^\s*Bearer\b.*\berror\s*=\s*"?invalid_token"?', re.IGNORECASE)
@@ -66,16 +67,21 @@ class BearerAuth(AuthBase):
     Without an explicit ``token`` the token is discovered on every request (WLCG discovery, or
     ``token_file``), so a token renewed by another process or tool is picked up. When the token came
     from a file that ``tokenauth login`` wrote, a refresh token is stored for it: a 401 ``invalid_token``
-    then triggers one refresh and one retry.
+    then triggers one refresh (its answer read within ``timeout`` seconds) and one retry.
     """
 
     def __init__(
-        self, token: str | None = None, *, token_file: str | Path | None = None, purpose: str | None = None
+        self,
+        token: str | None = None,
+        *,
+        token_file: str | Path | None = None,
+        purpose: str | None = None,
+        timeout: float = TIMEOUT,
     ) -> None:
         self.token = token
         self.token_file = Path(token_file) if token_file is not None else None
         self.purpose = purpose
-        self.http = requests.Session()
+        self.http = session(timeout)
 
     def __call__(self, request: requests.PreparedRequest) -> requests.PreparedRequest:
         found = (

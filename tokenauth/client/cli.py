@@ -10,6 +10,7 @@ import argparse
 import base64
 import binascii
 import json
+import math
 import os
 import sys
 import time
@@ -33,6 +34,7 @@ from .errors import (
     unreachable,
 )
 from .store import Session, SessionInfo, load_config
+from .transport import TIMEOUT, session
 
 DEFAULT_CLIENT_ID = "tokenauth-cli"
 EXIT_CODES = """exit codes:
@@ -70,6 +72,17 @@ def expiry_text(claims: dict[str, Any] | None, expires_in: Any = None) -> str:
     if claims and isinstance(claims.get("exp"), int | float):
         expires_in = claims["exp"] - time.time()
     return f" (expires in {duration(float(expires_in))})" if isinstance(expires_in, int | float) else ""
+
+
+def seconds(value: str) -> float:
+    """argparse type: a positive, finite number of seconds."""
+    try:
+        number = float(value)
+    except ValueError:
+        number = math.nan
+    if not (math.isfinite(number) and number > 0):
+        raise argparse.ArgumentTypeError(f"not a positive number of seconds: {value!r}")
+    return number
 
 
 def say(message: str) -> None:
@@ -255,9 +268,9 @@ def cmd_whoami(args: argparse.Namespace, config: dict[str, str], http: requests.
             "no server known for this token: pass --server URL or set 'server' in the config file"
         )
     url = server.rstrip("/") + "/auth/whoami/"
-    auth = BearerAuth(token_file=token_file, purpose=args.purpose)
+    auth = BearerAuth(token_file=token_file, purpose=args.purpose, timeout=args.timeout)
     try:
-        response = http.get(url, auth=auth, timeout=oauth.TIMEOUT, headers={"Accept": "application/json"})
+        response = http.get(url, auth=auth, headers={"Accept": "application/json"})
     except requests.RequestException as exc:
         raise unreachable(server, exc) from None
     if response.status_code == 401:
@@ -293,6 +306,13 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("--purpose", metavar="NAME", help="one of several tokens side by side: bt_u$ID-NAME")
     common.add_argument(
         "--config", metavar="PATH", type=Path, help="config file (default ~/.config/tokenauth/config.toml)"
+    )
+    common.add_argument(
+        "--timeout",
+        metavar="SECONDS",
+        type=seconds,
+        default=TIMEOUT,
+        help=f"time limit of each request: to connect and for the whole answer body (default {TIMEOUT:g})",
     )
 
     parser = argparse.ArgumentParser(
@@ -340,11 +360,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         config = load_config(args.config)
-        with requests.Session() as http:
+        with session(args.timeout) as http:
             return args.handler(args, config, http)
     except ClientError as exc:
         note(f"error: {exc}")
         return exc.exit_code
+    except BrokenPipeError:
+        # The reader went away (``tokenauth token --raw | head -c 10``): stop quietly, as Unix tools do.
+        # Python flushes stdout at exit; /dev/null keeps that flush from failing again ("Note on SIGPIPE"
+        # in the signal module's documentation).
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except KeyboardInterrupt:
         note("interrupted")
         return 130

@@ -6,6 +6,8 @@ import re
 
 import requests
 
+from .transport import NoAnswer
+
 
 class ClientError(Exception):
     """Base of every error the client reports; ``str()`` is a complete one-line message."""
@@ -69,8 +71,8 @@ def unreachable(url: str, exc: requests.RequestException) -> ServerUnreachable:
     match = re.search(r"\[Errno -?\d+\] ([^'\")]+)", text)
     if match:
         reason = match.group(1).strip()
-    elif isinstance(exc, requests.Timeout):
-        reason = "timed out"
+    elif isinstance(exc, NoAnswer):
+        reason = str(exc)
     else:
         reason = type(exc).__name__
     return ServerUnreachable(f"cannot reach {url}: {reason}")

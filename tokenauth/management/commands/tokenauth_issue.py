@@ -4,10 +4,11 @@ from datetime import timedelta
 from typing import Any
 
 from django.contrib.auth import get_user_model
-from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.core.management.base import CommandError, CommandParser
 from django.utils.dateparse import parse_duration
 
 from tokenauth.conf import tokenauth_settings
+from tokenauth.management.base import TokenauthCommand
 from tokenauth.tokens import mint_access_token
 
 MAX_LIFETIME = timedelta(days=3650)
@@ -28,7 +29,7 @@ def _duration(value: str) -> timedelta:
         return parsed
 
 
-class Command(BaseCommand):
+class Command(TokenauthCommand):
     help = "Print an access token for a user (scripts, service accounts). It is not tied to a session."
 
     def add_arguments(self, parser: CommandParser) -> None:

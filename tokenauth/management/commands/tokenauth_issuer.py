@@ -5,10 +5,11 @@ from typing import Any
 
 from django.contrib.auth.models import Group
 from django.core.exceptions import ValidationError
-from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.core.management.base import CommandError, CommandParser
 from django.db import transaction
 
 from tokenauth.issuers import IssuerUnavailable, get_issuer, jwks_cache
+from tokenauth.management.base import TokenauthCommand
 from tokenauth.models import Issuer
 
 #: The Issuer fields that ``add`` sets from its options; an option not given leaves the field alone.
@@ -27,7 +28,7 @@ OPTIONS = (
 )
 
 
-class Command(BaseCommand):
+class Command(TokenauthCommand):
     help = "Manage the external issuers whose tokens are accepted."
 
     def add_arguments(self, parser: CommandParser) -> None:

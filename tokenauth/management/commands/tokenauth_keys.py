@@ -3,12 +3,13 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from django.core.management.base import BaseCommand, CommandParser
+from django.core.management.base import CommandParser
 
 from tokenauth.keys import SUPPORTED_ALGORITHMS, generate_private_key_pem, get_keyring, load_key
+from tokenauth.management.base import TokenauthCommand
 
 
-class Command(BaseCommand):
+class Command(TokenauthCommand):
     help = "Print the JWKS of the configured keys, or generate a new signing key (--generate ALG)."
 
     def add_arguments(self, parser: CommandParser) -> None:

@@ -3,15 +3,15 @@ from __future__ import annotations
 from typing import Any
 
 from django.apps import apps
-from django.core.management.base import BaseCommand
 from django.db.models import Q
 from django.utils import timezone
 
+from tokenauth.management.base import TokenauthCommand
 from tokenauth.models import Session
 from tokenauth.revocation import purge_expired
 
 
-class Command(BaseCommand):
+class Command(TokenauthCommand):
     help = "Delete expired or ended sessions and denylist rows that can no longer matter (run daily)."
 
     def handle(self, *args: Any, **options: Any) -> None:

@@ -2,13 +2,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.core.management.base import CommandError, CommandParser
 
+from tokenauth.management.base import TokenauthCommand
 from tokenauth.revocation import NoSuchTarget, bump_epoch, find_target
 from tokenauth.snapshots import StateUnavailable
 
 
-class Command(BaseCommand):
+class Command(TokenauthCommand):
     help = (
         "Revoke every token of a user, of a group, of an external identity, or of everyone (bumps the epoch)."
     )
