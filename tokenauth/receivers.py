@@ -15,6 +15,7 @@ from django.contrib.auth.models import Group
 from django.contrib.auth.signals import user_logged_in
 from django.db.models.signals import m2m_changed, post_delete, post_save, pre_delete, pre_save
 from django.dispatch import receiver
+from django.utils import timezone
 
 from .conf import tokenauth_settings
 from .issuers import db_issuers
@@ -22,7 +23,7 @@ from .middleware import stamp_login
 from .models import Epoch, Identity, Issuer, Session, identity_digest
 from .provisioning import forget
 from .revocation import bump_epoch, record_groups
-from .sessions import end_session
+from .sessions import access_token_margin, end_session
 
 User = get_user_model()
 
@@ -121,8 +122,9 @@ def revoke_deleted_user(sender: Any, instance: Any, **kwargs: Any) -> None:
 @receiver(pre_delete, sender=Session, dispatch_uid="tokenauth_session_pre_delete")
 def end_deleted_session(sender: Any, instance: Session, **kwargs: Any) -> None:
     """A session row deleted by any means (a queryset, its user's deletion) ends like a logout: its
-    access tokens are denied, ``session_revoked`` is sent and an audit event written."""
-    if instance.revoked_at is None:
+    access tokens are denied, ``session_revoked`` is sent and an audit event written. One expired so
+    long ago that none of its tokens can be alive (``tokenauth_purge``) just goes."""
+    if instance.revoked_at is None and instance.expires_at + access_token_margin() > timezone.now():
         end_session(instance, reason="deleted")
 
 

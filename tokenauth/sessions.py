@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+from datetime import timedelta
 from typing import Any
 
 from django.db import transaction
@@ -122,11 +123,7 @@ def end_session(session: Session, *, reason: str, actor: Any = None) -> None:
     updated = Session.objects.filter(pk=session.pk, revoked_at__isnull=True).update(revoked_at=now)
     session.revoked_at = now
     # No access token of the session outlives this: it is at most one access lifetime old.
-    revoke_id(
-        session.id.hex,
-        now + tokenauth_settings.ACCESS_TOKEN_LIFETIME + tokenauth_settings.LEEWAY,
-        reason=f"session {reason}",
-    )
+    revoke_id(session.id.hex, now + access_token_margin(), reason=f"session {reason}")
     if updated:
         AuditEvent.objects.create(
             action="session_revoked",
@@ -135,6 +132,12 @@ def end_session(session: Session, *, reason: str, actor: Any = None) -> None:
             detail={"session": str(session.pk), "reason": reason},
         )
         signals.session_revoked.send(sender=Session, session=session, reason=reason, actor=actor)
+
+
+def access_token_margin() -> timedelta:
+    """How long an access token can outlive the moment it was minted: no session's token is alive
+    this long after the session expired or ended."""
+    return tokenauth_settings.ACCESS_TOKEN_LIFETIME + tokenauth_settings.LEEWAY
 
 
 def refresh_expires_in(session: Session) -> int:

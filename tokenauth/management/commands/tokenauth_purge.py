@@ -9,6 +9,7 @@ from django.utils import timezone
 from tokenauth.management.base import TokenauthCommand
 from tokenauth.models import Session
 from tokenauth.revocation import purge_expired
+from tokenauth.sessions import access_token_margin
 
 
 class Command(TokenauthCommand):
@@ -16,7 +17,9 @@ class Command(TokenauthCommand):
 
     def handle(self, *args: Any, **options: Any) -> None:
         now = timezone.now()
-        sessions, _ = Session.objects.filter(Q(expires_at__lte=now) | Q(revoked_at__isnull=False)).delete()
+        # An expired session goes once none of its access tokens can be alive any more.
+        dead = Q(expires_at__lte=now - access_token_margin()) | Q(revoked_at__isnull=False)
+        sessions, _ = Session.objects.filter(dead).delete()
         revoked = purge_expired()
         self.stdout.write(f"Deleted {sessions} sessions and {revoked} revoked-token rows.")
         if apps.is_installed("tokenauth.oauth"):
