@@ -44,8 +44,8 @@ class HasAnyScope(HasScope):
 class InGroup(BasePermission):
     """The user must be in one of the view's ``required_groups``.
 
-    For a bearer token the groups are those the token was minted with (re-read at each refresh);
-    when the token selected a group, only that group counts.
+    For a bearer token the groups are those the token was minted with, less any the user left since
+    (re-read at each refresh); when the token selected a group, only that group counts.
     """
 
     message = "You are not in a group this resource requires."
