@@ -704,3 +704,46 @@ def test_two_issuers_with_the_same_sub_are_two_users(client, settings):
     finally:
         first.stop()
         second.stop()
+
+
+# -- external groups come from each token ---------------------------------------------------------
+
+
+def user_groups(subject: str) -> list[str]:
+    user = Identity.objects.get(subject=subject).user
+    return sorted(user.groups.values_list("name", flat=True))
+
+
+@pytest.mark.django_db
+def test_an_external_principals_groups_are_its_tokens(client, settings, crafted, django_assert_num_queries):
+    allow(settings, {"issuer": crafted.issuer, "group_claims": ["groups"], "default_groups": ["users"]})
+    now = int(time.time())
+    first = crafted.token(sub="cms-1", groups=["operators", "higgs"], iat=now - 20)
+    assert get(client, first, "/auth/whoami/").json()["groups"] == ["higgs", "operators", "users"]
+    assert get(client, first, "/api/staff-area/").status_code == 200
+    assert user_groups("cms-1") == ["higgs", "operators", "users"]
+
+    later = crafted.token(sub="cms-1", groups=["top"], iat=now - 10)
+    assert get(client, later, "/auth/whoami/").json()["groups"] == ["top", "users"]
+    assert get(client, later, "/api/staff-area/").status_code == 403
+    assert user_groups("cms-1") == ["top", "users"]  # mirrored: the admin shows what the IdP says
+
+    # An older token still speaks for itself, but does not turn the user's groups back.
+    assert get(client, first, "/api/staff-area/").status_code == 200
+    assert user_groups("cms-1") == ["top", "users"]
+
+    get(client, later)  # warm
+    with django_assert_num_queries(0):
+        assert get(client, later, "/auth/whoami/").json()["groups"] == ["top", "users"]
+        assert get(client, first, "/auth/whoami/").json()["groups"] == ["higgs", "operators", "users"]
+
+
+@pytest.mark.django_db
+def test_mirroring_external_groups_can_be_switched_off(client, settings, crafted):
+    issuer = {"issuer": crafted.issuer, "group_claims": ["groups"], "mirror_groups": False}
+    allow(settings, issuer)
+    now = int(time.time())
+    assert get(client, crafted.token(sub="cms-2", groups=["a"], iat=now - 20)).status_code == 200
+    later = crafted.token(sub="cms-2", groups=["b"], iat=now - 10)
+    assert get(client, later, "/auth/whoami/").json()["groups"] == ["b"]
+    assert user_groups("cms-2") == ["a"]  # as first provisioned

@@ -245,15 +245,25 @@ def test_inactive_user_is_refused(client, issuer, idp):
 
 
 def test_group_change_shows_in_the_next_request(client, issuer, idp):
+    """Without group claims an external principal's groups are its user's, read again after a change."""
+    issuer.group_claims = []
+    issuer.save()
     token = idp.user_token("paul")
-    assert client.get("/auth/whoami/", **bearer(token)).json()["groups"] == [
-        "/atlas",
-        "/atlas/users",
-        "external",
-    ]
+    assert client.get("/auth/whoami/", **bearer(token)).json()["groups"] == ["external"]
     user = Identity.objects.get(subject="paul").user
+    user.groups.add(Group.objects.create(name="local"))
+    assert client.get("/auth/whoami/", **bearer(token)).json()["groups"] == ["external", "local"]
     user.groups.remove(Group.objects.get(name="external"))
-    assert client.get("/auth/whoami/", **bearer(token)).json()["groups"] == ["/atlas", "/atlas/users"]
+    assert client.get("/auth/whoami/", **bearer(token)).json()["groups"] == ["local"]
+
+
+def test_with_group_claims_the_token_says_the_groups(client, issuer, idp):
+    token = idp.user_token("paula")
+    groups = ["/atlas", "/atlas/users", "external"]
+    assert client.get("/auth/whoami/", **bearer(token)).json()["groups"] == groups
+    user = Identity.objects.get(subject="paula").user
+    user.groups.remove(Group.objects.get(name="external"))
+    assert client.get("/auth/whoami/", **bearer(token)).json()["groups"] == groups
 
 
 def test_renaming_the_user_shows_in_the_next_request(client, issuer, idp, django_assert_num_queries):

@@ -194,7 +194,18 @@ class IssuerAdmin(admin.ModelAdmin):
             _("Accepted tokens"),
             {"fields": ("audiences", "accept_any_audience", "required_scopes", "algorithms")},
         ),
-        (_("Users"), {"fields": ("auto_provision", "username_claim", "group_claims", "default_groups")}),
+        (
+            _("Users"),
+            {
+                "fields": (
+                    "auto_provision",
+                    "username_claim",
+                    "group_claims",
+                    "mirror_groups",
+                    "default_groups",
+                )
+            },
+        ),
         (_("Browser login"), {"fields": ("slug", "display_name", "client_id", "client_secret_env")}),
     )
 

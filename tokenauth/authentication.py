@@ -15,7 +15,7 @@ from .conf import tokenauth_settings
 from .exceptions import InsufficientScope, InvalidToken, ServiceUnavailable
 from .issuers import IssuerUnavailable, decode_external, get_issuer, jwks_cache
 from .models import identity_digest
-from .provisioning import resolve
+from .provisioning import groups_of, resolve
 from .revocation import check_external_claims, check_local_claims
 from .scopes import split_scope
 from .snapshots import StateUnavailable
@@ -78,9 +78,8 @@ def _external_principal(claims: dict[str, Any]) -> tuple[Any, AccessToken]:
     if not principal.is_active:
         raise InvalidToken("The user is inactive")
     check_external_claims(claims, str(principal.user_id), identity_digest(claims["iss"], claims["sub"]))
-    return _user(principal.user_id, principal.username, principal.groups), AccessToken(
-        claims, principal.groups
-    )
+    groups = groups_of(config, claims, principal)
+    return _user(principal.user_id, principal.username, groups), AccessToken(claims, groups)
 
 
 def authenticate_token(token: str) -> tuple[Any, AccessToken]:

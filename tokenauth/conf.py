@@ -59,8 +59,8 @@ DEFAULTS: dict[str, Any] = {
     "LOAD_USER": False,
     # External issuers configured in code (next to the Issuer rows of the admin): a list of dicts with
     # "issuer" and optionally "audiences", "accept_any_audience", "required_scopes", "algorithms",
-    # "auto_provision", "default_groups", "group_claims", "username_claim", "enabled", and for browser
-    # login "slug", "display_name", "client_id", "client_secret_env".
+    # "auto_provision", "default_groups", "group_claims", "mirror_groups", "username_claim", "enabled",
+    # and for browser login "slug", "display_name", "client_id", "client_secret_env".
     "ISSUERS": [],
     # Accept http:// issuers on loopback hosts (tests, local demos); https is required otherwise.
     "ALLOW_LOOPBACK_HTTP_ISSUERS": False,

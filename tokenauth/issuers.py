@@ -61,6 +61,8 @@ class IssuerConfig:
     auto_provision: bool = True
     default_groups: tuple[str, ...] = ()
     group_claims: tuple[str, ...] = ()
+    #: With group claims, a principal's groups are its token's; mirrored into the user's groups.
+    mirror_groups: bool = True
     username_claim: str = "preferred_username"
     slug: str = ""
     display_name: str = ""

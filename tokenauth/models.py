@@ -185,6 +185,11 @@ class Issuer(models.Model):
     group_claims = models.JSONField(
         _("group claims"), default=list, blank=True, help_text=_('e.g. ["wlcg.groups", "groups"]')
     )
+    mirror_groups = models.BooleanField(
+        _("mirror the token's groups into the user's"),
+        default=True,
+        help_text=_("With group claims: a newer token's groups replace the user's groups here."),
+    )
     username_claim = models.CharField(_("username claim"), max_length=64, default="preferred_username")
     slug = models.SlugField(_("login slug"), max_length=64, blank=True)
     display_name = models.CharField(_("display name"), max_length=100, blank=True)
@@ -249,6 +254,7 @@ class Issuer(models.Model):
             auto_provision=self.auto_provision,
             default_groups=tuple(g.name for g in self.default_groups.all()),
             group_claims=tuple(self.group_claims),
+            mirror_groups=self.mirror_groups,
             username_claim=self.username_claim,
             slug=self.slug,
             display_name=self.display_name,

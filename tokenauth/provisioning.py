@@ -7,6 +7,7 @@ unique (issuer, subject) constraint decides, and the loser uses the winner's row
 
 from __future__ import annotations
 
+import logging
 import re
 import time
 from dataclasses import dataclass
@@ -25,6 +26,8 @@ from .models import AuditEvent, Epoch, Identity, identity_digest
 from .revocation import current_epoch
 from .scopes import split_scope
 from .snapshots import CACHE_PREFIX, BoundedMemo, StateUnavailable, refresh_interval, shared_cache_call
+
+logger = logging.getLogger(__name__)
 
 NOT_REGISTERED = "not-registered"
 USERNAME_UNSAFE = re.compile(r"[^\w.@+-]")
@@ -57,6 +60,7 @@ _local: BoundedMemo[str, tuple[Principal | str, float]] = BoundedMemo(
 
 def reset() -> None:
     _local.clear()
+    _mirrored.clear()
 
 
 def forget(issuer: str, subject: str) -> None:
@@ -83,6 +87,40 @@ def resolve(config: IssuerConfig, claims: dict[str, Any]) -> Principal:
     if local[0] == NOT_REGISTERED:
         raise IdentityNotRegistered()
     return local[0]  # type: ignore[return-value]
+
+
+#: (iss, sub) digest -> ``iat`` of the newest token whose groups were mirrored into the user's here.
+_mirrored: BoundedMemo[str, float] = BoundedMemo(lambda: tokenauth_settings.VERIFIED_TOKEN_CACHE_SIZE)
+
+
+def token_groups(config: IssuerConfig, claims: dict[str, Any]) -> tuple[str, ...]:
+    """The groups a token of an issuer with group claims grants: its mapped claims and the defaults."""
+    return tuple(sorted({*config.default_groups, *mapped_groups(config, claims)}))
+
+
+def groups_of(config: IssuerConfig, claims: dict[str, Any], principal: Principal) -> tuple[str, ...]:
+    """The principal's groups for this request: the token's when the issuer names group claims (not
+    what the first login saw), else the user's. With ``mirror_groups``, a token newer than any
+    mirrored before whose groups differ from the user's replaces them (a write only then)."""
+    if not config.group_claims:
+        return principal.groups
+    groups = token_groups(config, claims)
+    digest = identity_digest(config.issuer, claims["sub"])
+    newest = _mirrored.get(digest)
+    if config.mirror_groups and groups != principal.groups and (newest is None or claims["iat"] > newest):
+        _mirrored.put(digest, claims["iat"])
+        _mirror(principal.user_id, groups)
+    return groups
+
+
+def _mirror(user_id: Any, groups: tuple[str, ...]) -> None:
+    """Best effort: the request is answered with the token's groups whether or not this is stored."""
+    try:
+        with transaction.atomic():
+            user = get_user_model()._default_manager.get(pk=user_id)
+            user.groups.set([Group.objects.get_or_create(name=name)[0] for name in groups])
+    except (DatabaseError, StateUnavailable, get_user_model().DoesNotExist):
+        logger.warning("tokenauth: could not mirror the token's groups into user %s", user_id, exc_info=True)
 
 
 def _may_provision_now(config: IssuerConfig, cached: Principal | str) -> bool:
@@ -145,8 +183,8 @@ def provision(config: IssuerConfig, claims: dict[str, Any]) -> Any:
                 user.set_unusable_password()
                 user.save()
                 identity = Identity.objects.create(issuer=config.issuer, subject=subject, user=user)
-                names = {*config.default_groups, *mapped_groups(config, claims)}
-                user.groups.add(*[Group.objects.get_or_create(name=name)[0] for name in sorted(names)])
+                names = token_groups(config, claims)
+                user.groups.add(*[Group.objects.get_or_create(name=name)[0] for name in names])
                 AuditEvent.objects.create(
                     action="identity_provisioned",
                     user=user,

@@ -20,6 +20,7 @@ OPTIONS = (
     "algorithms",
     "auto_provision",
     "group_claims",
+    "mirror_groups",
     "username_claim",
     "slug",
     "display_name",
@@ -53,6 +54,12 @@ class Command(TokenauthCommand):
             help="create users for identities not seen before (the default for a new issuer)",
         )
         add.add_argument("--group-claim", action="append", dest="group_claims", help="a claim listing groups")
+        add.add_argument(
+            "--mirror-groups",
+            action=BooleanOptionalAction,
+            dest="mirror_groups",
+            help="with group claims: a newer token's groups replace the user's (the default)",
+        )
         add.add_argument("--default-group", action="append", dest="default_groups", help="an existing group")
         add.add_argument("--username-claim")
         add.add_argument("--slug", help="browser login: the provider's URL slug")
