@@ -14,6 +14,7 @@ from tokenauth.authentication import authenticate_token
 from tokenauth.conf import tokenauth_settings
 from tokenauth.exceptions import InsufficientScope, InvalidToken
 from tokenauth.issuers import IssuerUnavailable
+from tokenauth.scopes import split_scope
 from tokenauth.snapshots import StateUnavailable
 
 from .scopes import application_allows, group_name, known
@@ -74,7 +75,7 @@ class TokenExchangeGrant(GrantTypeBase):
         if _param(request, "requested_token_type") not in (None, ACCESS_TOKEN_TYPE):
             raise errors.InvalidRequestError("Only access tokens can be issued", request=request)
         granted = self._verify(subject_token, request)
-        requested = request.scope.split() if request.scope else granted
+        requested = split_scope(request.scope) if request.scope else granted
         request.scopes = [
             s
             for s in dict.fromkeys(requested)

@@ -8,6 +8,8 @@ from django.db import models
 from django.utils.translation import gettext_lazy as _
 from oauth2_provider.settings import oauth2_settings
 
+from tokenauth.scopes import split_scope
+
 
 class AllowedScopes(models.Model):
     """The scopes one application may obtain; an application without a row may obtain every scope.
@@ -29,7 +31,7 @@ class AllowedScopes(models.Model):
 
     @property
     def scope_set(self) -> frozenset[str]:
-        return frozenset(self.scopes.split())
+        return frozenset(split_scope(self.scopes))
 
 
 CLI_CLIENT_ID = "tokenauth-cli"

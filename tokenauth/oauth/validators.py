@@ -19,6 +19,7 @@ from oauthlib.oauth2.rfc6749 import errors
 from oauthlib.oauth2.rfc8628.grant_types import DeviceCodeGrant
 
 from tokenauth.models import Epoch
+from tokenauth.scopes import split_scope
 from tokenauth.tokens import read_unverified
 
 from .exchange import GRANT_TYPE as TOKEN_EXCHANGE
@@ -84,7 +85,7 @@ class TokenAuthValidator(OAuth2Validator):
             deny_ended_families(families(rows))
             return False
         rt = request.refresh_token_instance
-        group, _ = selected_group(rt.user, rt.access_token.scope.split())
+        group, _ = selected_group(rt.user, split_scope(rt.access_token.scope))
         return not epochs_bumped_since(rt.user_id, group.pk if group else None, rt.created)
 
     def validate_code(self, client_id: str, code: str, client: Any, request: Any, *args, **kwargs) -> bool:
@@ -113,7 +114,7 @@ class TokenAuthValidator(OAuth2Validator):
         if not redeemed:
             return DeviceCodeGrant.DEVICE_CODE_EXPIRED
         request.user = device.user
-        request.scopes = device.scope.split()
+        request.scopes = split_scope(device.scope)
         return DeviceCodeGrant.DEVICE_CODE_AUTHORIZED
 
     def _set_token_value(self, token_instance: Any, raw_token: str) -> None:

@@ -9,6 +9,7 @@ from django.utils.dateparse import parse_duration
 
 from tokenauth.conf import tokenauth_settings
 from tokenauth.management.base import TokenauthCommand
+from tokenauth.scopes import split_scope
 from tokenauth.tokens import mint_access_token
 
 MAX_LIFETIME = timedelta(days=3650)
@@ -44,7 +45,7 @@ class Command(TokenauthCommand):
             raise CommandError(f"No such user: {user}")
         if not account.is_active:
             raise CommandError(f"User {user} is inactive")
-        unknown = [s for s in scope.split() if s not in tokenauth_settings.SCOPES]
+        unknown = [s for s in split_scope(scope) if s not in tokenauth_settings.SCOPES]
         if unknown:
             raise CommandError(f"Unknown scope: {' '.join(unknown)} (declare it in TOKENAUTH['SCOPES'])")
         try:
@@ -56,5 +57,5 @@ class Command(TokenauthCommand):
         # exp is whole seconds, and a date past MAX_LIFETIME would overflow wherever exp becomes a datetime.
         if duration is not None and not timedelta(seconds=1) <= duration <= MAX_LIFETIME:
             raise CommandError(f"--lifetime must be between 1 second and {MAX_LIFETIME.days} days")
-        issued = mint_access_token(account, scope=" ".join(scope.split()), lifetime=duration)
+        issued = mint_access_token(account, scope=" ".join(split_scope(scope)), lifetime=duration)
         self.stdout.write(issued.token)
