@@ -111,3 +111,17 @@ def test_the_admin_password_form_ends_the_users_tokens_and_keeps_the_admins_own_
     # Django keeps the session the password was changed in (update_session_auth_hash); the other ends.
     assert admin.get("/admin/").status_code == 200
     assert elsewhere.get("/admin/").status_code == 302
+
+
+def test_a_first_password_or_a_save_of_other_fields_revokes_nothing(client, django_assert_num_queries):
+    user = get_user_model().objects.create(username="carol")  # no password at all: ""
+    user.set_password("pw")
+    user.save()
+    assert not Epoch.objects.exists()
+    tokens = login(client, "carol")
+    user.set_password("other-pw")
+    with django_assert_num_queries(1):  # the UPDATE only: no look at the stored row
+        user.save(update_fields=["last_login"])
+    assert hello(client, tokens["access_token"]) == 200
+    user.save()
+    assert hello(client, tokens["access_token"]) == 401

@@ -36,10 +36,11 @@ def revoke_on_lost_access(sender: Any, instance: Any, raw: bool = False, **kwarg
     that fails after it has only revoked more, so no half-applied change is left. Keeps what the row
     said (username, is_active) for :func:`user_saved`.
     """
-    if raw or instance.pk is None:
-        return
     active = hasattr(instance, "is_active")
     fields = [sender.USERNAME_FIELD, "password", *(["is_active"] if active else [])]
+    update_fields = kwargs.get("update_fields")
+    if raw or instance.pk is None or (update_fields is not None and not set(fields) & set(update_fields)):
+        return  # e.g. the login's own save of last_login: no query
     was = sender._default_manager.filter(pk=instance.pk).values(*fields).first()
     instance._tokenauth_was = was
     if was is None:
@@ -55,10 +56,14 @@ def revoke_on_lost_access(sender: Any, instance: Any, raw: bool = False, **kwarg
 
 def _password_changed(old: str, new: str) -> bool:
     """A new hash that is or replaces a usable password: one unusable marker for another (a provisioned
-    user's ``set_unusable_password()``) changes no credential."""
+    user's ``set_unusable_password()``), or a first password for a user who had none, takes no access away."""
     if old == new or not tokenauth_settings.REVOKE_ON_PASSWORD_CHANGE:
         return False
-    return is_password_usable(old) or is_password_usable(new)
+    return _has_password(old) or _has_password(new) and bool(old)
+
+
+def _has_password(encoded: str) -> bool:
+    return bool(encoded) and is_password_usable(encoded)
 
 
 @receiver(post_save, sender=User, dispatch_uid="tokenauth_user_post_save")
