@@ -8,6 +8,8 @@ management command, or another server), so nothing here shares Python memory wit
 * a bump is visible at once in the process that made it and in every other process within
   ``PROPAGATION_BOUND`` (the refresh interval is 1 s);
 * a logout in one server reaches the others through the shared denylist;
+* so do a new password, a deleted session row, a group left or deleted (only the group is lost) and a
+  login beyond ``MAX_SESSIONS_PER_USER``;
 * when neither the cache nor the database can answer, a request fails closed with 503.
 
 The subprocesses get their own ``DATABASE_URL``/``REDIS_URL``, whatever the environment of pytest says.
@@ -41,6 +43,8 @@ POLL_INTERVAL = 0.05
 REDIS_DB = 13  # this module's Redis database; each test also has its own key prefix in it
 USERS = ("alice", "bob")
 HTTP_TIMEOUT = 5
+HELLO = "/api/hello/"  # needs a valid token
+STAFF_AREA = "/api/staff-area/"  # needs the group operators too
 COMMAND_TIMEOUT = 60
 START_TIMEOUT = 15
 
@@ -174,8 +178,8 @@ class Server:
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         return self.http.request(method, self.url + path, headers=headers, timeout=HTTP_TIMEOUT, **kwargs)
 
-    def hello(self, token: str) -> int:
-        return self.request("GET", "/api/hello/", token).status_code
+    def status(self, token: str, path: str = HELLO) -> int:
+        return self.request("GET", path, token).status_code
 
     def login(self, username: str) -> str:
         response = self.request("POST", "/auth/token/", json={"username": username, "password": PASSWORD})
@@ -217,7 +221,18 @@ def migrated_database(tmp_path_factory: pytest.TempPathFactory) -> Callable[[], 
 
 
 @pytest.fixture
-def stack(tmp_path: Path, redis_url: str, migrated_database: Callable[[], Path]) -> Iterator[Stack]:
+def tokenauth_settings() -> dict[str, object]:
+    """``TOKENAUTH`` entries of every process of a test beyond the testproject's; parametrize to set some."""
+    return {}
+
+
+@pytest.fixture
+def stack(
+    tmp_path: Path,
+    redis_url: str,
+    migrated_database: Callable[[], Path],
+    tokenauth_settings: dict[str, object],
+) -> Iterator[Stack]:
     """A fresh copy of the migrated SQLite file and an empty cache namespace in a dedicated Redis DB."""
     import redis
 
@@ -228,6 +243,7 @@ def stack(tmp_path: Path, redis_url: str, migrated_database: Callable[[], Path])
     (settings_dir / "multiprocess_settings.py").write_text(
         "from testproject.settings import *  # noqa: F403\n\n"
         f"CACHES['default']['KEY_PREFIX'] = {key_prefix!r}  # noqa: F405\n"
+        f"TOKENAUTH.update({tokenauth_settings!r})  # noqa: F405\n"
     )
     env = {
         **_subprocess_env(tmp_path / "shared.sqlite3", shared_redis_url),
@@ -284,8 +300,10 @@ def start_server(stack: Stack, tmp_path: Path) -> Iterator[Callable[[str], Serve
         server.stop()
 
 
-def watch(servers: list[Server], token: str, wanted: int, event: float | subprocess.Popen[str]):
-    """GET /api/hello/ on each server every 50 ms until each answers ``wanted``.
+def watch(
+    servers: list[Server], token: str, wanted: int, event: float | subprocess.Popen[str], path: str = HELLO
+):
+    """GET ``path`` on each server every 50 ms until each answers ``wanted``.
 
     ``event`` is when the revocation happened (a ``time.time()`` value), or a process making it:
     the servers are polled (so kept warm) while it runs, and it happened when the process exited.
@@ -300,7 +318,7 @@ def watch(servers: list[Server], token: str, wanted: int, event: float | subproc
             happened = time.time()
         for server in servers:
             if server.name not in flipped:
-                seen[server.name].append(status := server.hello(token))
+                seen[server.name].append(status := server.status(token, path))
                 if status == wanted:
                     flipped[server.name] = time.time()
         if happened is not None and (
@@ -319,13 +337,14 @@ def assert_flipped(
     after: int,
     event: float | subprocess.Popen[str],
     what: str,
+    path: str = HELLO,
 ) -> dict[str, float]:
     """Every server goes from ``before`` to ``after`` within the bound, and answers nothing else.
 
     Returns the ``time.time()`` of each server's first ``after``; a process ``event`` counts from its
     exit (a negative delay: the server flipped before the process had exited).
     """
-    flipped, seen, happened = watch(servers, token, after, event)
+    flipped, seen, happened = watch(servers, token, after, event, path)
     delays = {name: at - happened for name, at in flipped.items()}
     for server in servers:
         delay = delays.get(server.name)
@@ -338,12 +357,12 @@ def assert_flipped(
     return flipped
 
 
-def assert_stays(servers: list[Server], token: str, status: int, seconds: float) -> None:
+def assert_stays(servers: list[Server], token: str, status: int, seconds: float, path: str = HELLO) -> None:
     """Keep asking for longer than the refresh interval: the answer never changes back."""
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         for server in servers:
-            assert server.hello(token) == status, server.name
+            assert server.status(token, path) == status, server.name
         time.sleep(POLL_INTERVAL * 2)
 
 
@@ -351,7 +370,7 @@ def test_bump_by_another_process_reaches_every_server(start_server: Callable[[st
     a, b = start_server("A"), start_server("B")
     token = a.login("alice")
     for _ in range(3):  # warm the process memory of both servers
-        assert (a.hello(token), b.hello(token)) == (200, 200)
+        assert (a.status(token), b.status(token)) == (200, 200)
 
     command = stack.spawn("tokenauth_revoke", "--user", "alice", "--reason", "multiprocess test")
     try:  # the servers are polled every 50 ms while the command runs
@@ -370,7 +389,7 @@ def test_bump_by_another_process_reaches_every_server(start_server: Callable[[st
     assert_stays([a, b], token, 401, seconds=1.5)
 
     fresh = b.login("alice")  # minted after the bump: carries the new epoch
-    assert (a.hello(fresh), b.hello(fresh)) == (200, 200)
+    assert (a.status(fresh), b.status(fresh)) == (200, 200)
     assert_stays([a, b], fresh, 200, seconds=1.5)
 
 
@@ -378,17 +397,17 @@ def test_bump_is_immediate_in_its_own_process(start_server: Callable[[str], Serv
     a, b = start_server("A"), start_server("B")
     token = a.login("alice")
     for _ in range(3):
-        assert (a.hello(token), b.hello(token)) == (200, 200)
+        assert (a.status(token), b.status(token)) == (200, 200)
 
     assert a.request("POST", "/auth/logout-all/", token).status_code == 204
     bumped = time.time()
-    assert a.hello(token) == 401  # at once, no waiting, in the process that bumped
+    assert a.status(token) == 401  # at once, no waiting, in the process that bumped
     print(f"\n  logout-all on A: A answered 401 after {time.time() - bumped:.3f} s (first request)")
 
     assert_flipped([b], token, 200, 401, bumped, "logout-all on A")
     assert_stays([a, b], token, 401, seconds=1.5)
     fresh = a.login("alice")
-    assert (a.hello(fresh), b.hello(fresh)) == (200, 200)
+    assert (a.status(fresh), b.status(fresh)) == (200, 200)
 
 
 def test_logout_on_one_server_reaches_the_other(start_server: Callable[[str], Server]):
@@ -396,16 +415,16 @@ def test_logout_on_one_server_reaches_the_other(start_server: Callable[[str], Se
     token = a.login("alice")
     other = a.login("bob")
     for _ in range(3):
-        assert (a.hello(token), b.hello(token)) == (200, 200)
+        assert (a.status(token), b.status(token)) == (200, 200)
 
     assert a.request("POST", "/auth/logout/", token).status_code == 204
     logged_out = time.time()
-    assert a.hello(token) == 401
+    assert a.status(token) == 401
     print(f"\n  logout on A: A answered 401 after {time.time() - logged_out:.3f} s (first request)")
 
     assert_flipped([b], token, 200, 401, logged_out, "logout on A (denylist)")
     assert_stays([a, b], token, 401, seconds=1.5)
-    assert (a.hello(other), b.hello(other)) == (200, 200)  # only that session ended
+    assert (a.status(other), b.status(other)) == (200, 200)  # only that session ended
 
 
 @pytest.mark.parametrize(
@@ -419,7 +438,7 @@ def test_fail_closed_when_neither_cache_nor_database_answers(
     a = start_server("A")
     alice, bob = a.login("alice"), a.login("bob")  # bob's epoch is never read by A while the DB is up
     for _ in range(3):
-        assert a.hello(alice) == 200
+        assert a.status(alice) == 200
 
     with stack.database_unreadable():
         # Warm caches answer without the database, also when process memory is re-read from Redis.
@@ -435,6 +454,65 @@ def test_fail_closed_when_neither_cache_nor_database_answers(
         assert_stays([a], alice, 503, seconds=1.5)  # never a 200 again while the truth is unknown
 
     # The database is back: the next request reads it and answers again.
-    assert a.hello(alice) == 200
-    assert a.hello(bob) == 200
+    assert a.status(alice) == 200
+    assert a.status(bob) == 200
     assert "Traceback" not in a.log.read_text(errors="replace")
+
+
+IMPORTS = "from django.contrib.auth.models import Group, User\nfrom tokenauth.models import Session"
+JOIN_OPERATORS = f"""
+{IMPORTS}
+User.objects.get(username="alice").groups.add(Group.objects.get_or_create(name="operators")[0])
+"""
+LEAVING = {
+    "password change": 'u = User.objects.get(username="alice"); u.set_password("new-password"); u.save()',
+    "session deleted": 'Session.objects.filter(user__username="alice").delete()',
+    "group left": 'User.objects.get(username="alice").groups.remove(Group.objects.get(name="operators"))',
+    "groups cleared": 'Group.objects.get(name="operators").user_set.clear()',
+    "group deleted": 'Group.objects.get(name="operators").delete()',
+}
+
+
+@pytest.mark.parametrize("path", list(LEAVING))
+def test_every_path_that_takes_access_away_reaches_every_server(
+    start_server: Callable[[str], Server], stack: Stack, path: str
+):
+    """Each revocation made by another process (a ``manage.py shell``) is seen by both servers in time;
+    leaving a group takes only that group (the token still authenticates), the rest end the token."""
+    stack.manage("shell", "-v", "0", "-c", JOIN_OPERATORS)
+    a, b = start_server("A"), start_server("B")
+    token, other = a.login("alice"), a.login("bob")
+    for _ in range(3):
+        assert (a.status(token, STAFF_AREA), b.status(token, STAFF_AREA)) == (200, 200)
+        assert (a.status(other), b.status(other)) == (200, 200)
+    only_the_group = path.startswith("group")
+    target, after = (STAFF_AREA, 403) if only_the_group else (HELLO, 401)
+
+    script = f"{IMPORTS}\n{LEAVING[path]}"
+    command = stack.spawn("shell", "-v", "0", "-c", script)
+    try:
+        assert_flipped([a, b], token, 200, after, command, f"{path}, from its exit", target)
+    finally:
+        if command.poll() is None:
+            command.kill()
+        out, err = command.communicate(timeout=COMMAND_TIMEOUT)
+    assert command.returncode == 0, (out, err)
+    assert_stays([a, b], token, after, seconds=1.5, path=target)
+    assert (a.status(token), b.status(token)) == ((200, 200) if only_the_group else (401, 401))
+    assert (a.status(other), b.status(other)) == (200, 200)  # nobody else lost anything
+
+
+@pytest.mark.parametrize("tokenauth_settings", [{"MAX_SESSIONS_PER_USER": 1}])
+def test_a_login_beyond_the_session_limit_ends_the_oldest_session_on_every_server(
+    start_server: Callable[[str], Server],
+):
+    a, b = start_server("A"), start_server("B")
+    oldest = a.login("alice")
+    for _ in range(3):
+        assert (a.status(oldest), b.status(oldest)) == (200, 200)
+
+    newest = b.login("alice")
+    logged_in = time.time()
+    assert b.status(oldest) == 401  # at once in the process that ended it
+    assert_flipped([a], oldest, 200, 401, logged_in, "login beyond MAX_SESSIONS_PER_USER on B")
+    assert (a.status(newest), b.status(newest)) == (200, 200)
