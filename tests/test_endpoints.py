@@ -209,34 +209,17 @@ def test_login_is_throttled(client):
 def test_throttle_counts_failures_per_client_address_and_per_username(client):
     for name in ("alice", "bob", "carol"):
         make_user(name)
+
+    def attempt(username: str, address: str) -> int:
+        body = {"username": username, "password": "bad"}
+        return post_json(client, "/auth/token/", body, REMOTE_ADDR=address).status_code
+
     with settings_with(LOGIN_THROTTLE_RATE="1/min"):
-        bad = {"password": "bad"}
-        assert (
-            post_json(
-                client, "/auth/token/", {"username": "alice", **bad}, REMOTE_ADDR="10.0.0.1"
-            ).status_code
-            == 401
-        )
-        # the address is used up, whoever it tries next
-        assert (
-            post_json(client, "/auth/token/", {"username": "bob", **bad}, REMOTE_ADDR="10.0.0.1").status_code
-            == 429
-        )
-        # and so is the username, from wherever it is tried
-        assert (
-            post_json(
-                client, "/auth/token/", {"username": "alice", **bad}, REMOTE_ADDR="10.0.0.2"
-            ).status_code
-            == 429
-        )
-        assert (
-            post_json(
-                client, "/auth/token/", {"username": "ALICE", **bad}, REMOTE_ADDR="10.0.0.3"
-            ).status_code
-            == 429
-        )
-        response = post_json(client, "/auth/token/", {"username": "carol", **bad}, REMOTE_ADDR="10.0.0.4")
-        assert response.status_code == 401
+        assert attempt("alice", "10.0.0.1") == 401
+        assert attempt("bob", "10.0.0.1") == 429  # the address is used up, whoever it tries next
+        assert attempt("alice", "10.0.0.2") == 429  # and so is the username, from wherever it is tried
+        assert attempt("ALICE", "10.0.0.3") == 429
+        assert attempt("carol", "10.0.0.4") == 401
 
 
 def test_correct_logins_are_not_throttled(client):

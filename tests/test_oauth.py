@@ -262,6 +262,17 @@ def authorization_request(live_server, user, scope: str) -> tuple[OAuth2Session,
     return session, verifier, browser, url.removeprefix(live_server.url)
 
 
+def code_exchange(callback: str, verifier: str) -> dict[str, str]:
+    """The token request's form for the code in the ``callback`` URL (sent again: a replay)."""
+    code = parse_qs(urlsplit(callback).query)["code"][0]
+    return {
+        "grant_type": "authorization_code",
+        "code": code,
+        "redirect_uri": REDIRECT,
+        "code_verifier": verifier,
+    }
+
+
 def test_authorization_code_with_pkce(live_server, alice, webapp):
     session, verifier, browser, path = authorization_request(live_server, alice, "reports:read")
     response = browser.get(path)
@@ -278,12 +289,7 @@ def test_authorization_code_with_pkce(live_server, alice, webapp):
     reused = session.post(
         f"{live_server.url}/o/token/",
         withhold_token=True,
-        data={
-            "grant_type": "authorization_code",
-            "code": parse_qs(urlsplit(callback).query)["code"][0],
-            "redirect_uri": REDIRECT,
-            "code_verifier": verifier,
-        },
+        data=code_exchange(callback, verifier),
         auth=("portal", SECRET),
     )
     assert reused.status_code == 400 and reused.json()["error"] == "invalid_grant"
@@ -316,17 +322,7 @@ def test_a_replayed_authorization_code_ends_the_tokens_it_gave(live_server, alic
     assert status(first) == 200
     second = session.refresh_token(url, refresh_token=first["refresh_token"])
 
-    replay = requests.post(
-        url,
-        data={
-            "grant_type": "authorization_code",
-            "code": parse_qs(urlsplit(callback).query)["code"][0],
-            "redirect_uri": REDIRECT,
-            "code_verifier": verifier,
-        },
-        auth=("portal", SECRET),
-        timeout=10,
-    )
+    replay = requests.post(url, data=code_exchange(callback, verifier), auth=("portal", SECRET), timeout=10)
     assert replay.status_code == 400 and replay.json()["error"] == "invalid_grant"
     assert [status(first), status(second)] == [401, 401]
     with pytest.raises(OAuthError, match="invalid_grant"):
