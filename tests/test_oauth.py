@@ -7,6 +7,7 @@ import gc
 import hashlib
 import logging
 import threading
+from collections.abc import Callable
 from datetime import timedelta
 from io import StringIO
 from urllib.parse import parse_qs, urlsplit
@@ -380,38 +381,63 @@ def test_refresh_token_reuse_is_refused(live_server, alice):
     assert response.json()["error"] == "invalid_grant"
 
 
-@pytest.mark.postgres
-def test_concurrent_refreshes_of_one_token_one_wins(live_server, alice):
-    """Refreshes racing on one refresh token: one rotates it, every other one is a reuse (no 500),
-    which ends the family as a reuse after the race would: the winner's tokens too."""
+RACERS = 10
+ONE_WINNER = [(200, None)] + [(400, "invalid_grant")] * (RACERS - 1)
+
+
+def race(send: Callable[[], requests.Response]) -> tuple[list, list[dict]]:
+    """``send`` from ``RACERS`` threads at once: the sorted (status, OAuth error) answers and the
+    bodies of the successes. Needs row locks, so a real database: SQLite's in-memory test database
+    is one connection that the live server's threads share."""
     if connection.vendor == "sqlite":
         pytest.skip(
             "The live server's threads share the one connection to SQLite's in-memory test database, "
-            "which has no row locks: the refreshes cannot race; CI's PostgreSQL leg runs this test"
+            "which has no row locks: the requests cannot race; CI's PostgreSQL leg runs this test"
         )
-    _, token = device_login(live_server, alice)
-    threads_count = 10
-    barrier = threading.Barrier(threads_count)
+    barrier = threading.Barrier(RACERS)
     answers: list = []
     won: list[dict] = []
 
-    def refresh() -> None:
+    def one() -> None:
         try:
             barrier.wait(timeout=30)
-            response = refresh_response(OAuth2Session("tokenauth-cli"), live_server, token["refresh_token"])
+            response = send()
             body = response.json() if response.status_code < 500 else {"error": response.reason}
             answers.append((response.status_code, body.get("error")))
             if response.ok:
                 won.append(body)
-        except Exception as exc:  # reported by the assertion below, not lost in the thread
+        except Exception as exc:  # reported by the caller's assertion, not lost in the thread
             answers.append(exc)
 
-    threads = [threading.Thread(target=refresh) for _ in range(threads_count)]
+    threads = [threading.Thread(target=one) for _ in range(RACERS)]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join(timeout=60)
-    assert sorted(answers, key=str) == [(200, None)] + [(400, "invalid_grant")] * (threads_count - 1)
+    return sorted(answers, key=str), won
+
+
+@pytest.mark.postgres
+def test_concurrent_refreshes_of_one_token_one_wins(live_server, alice):
+    """Refreshes racing on one refresh token: one rotates it, every other one is a reuse (no 500),
+    which ends the family as a reuse after the race would: the winner's tokens too."""
+    _, token = device_login(live_server, alice)
+    answers, won = race(
+        lambda: refresh_response(OAuth2Session("tokenauth-cli"), live_server, token["refresh_token"])
+    )
+    assert answers == ONE_WINNER
+    assert status(won[0]) == 401
+
+
+@pytest.mark.postgres
+def test_concurrent_exchanges_of_one_code_one_wins_and_the_replays_end_its_tokens(live_server, alice, webapp):
+    """A code sent ten times at once is exchanged once; the other nine are replays, which end the
+    tokens the one exchange gave (RFC 6749 section 4.1.2), as a replay after it would."""
+    _, verifier, browser, path = authorization_request(live_server, alice, "reports:read")
+    form = code_exchange(browser.get(path)["Location"], verifier)
+    url = f"{live_server.url}/o/token/"
+    answers, won = race(lambda: requests.post(url, data=form, auth=("portal", SECRET), timeout=30))
+    assert answers == ONE_WINNER
     assert status(won[0]) == 401
 
 

@@ -12,6 +12,7 @@ from oauth2_provider.models import (
     AbstractAccessToken,
     get_access_token_model,
     get_device_grant_model,
+    get_grant_model,
     get_refresh_token_model,
 )
 from oauth2_provider.oauth2_validators import OAuth2Validator
@@ -90,7 +91,12 @@ class TokenAuthValidator(OAuth2Validator):
 
     def validate_code(self, client_id: str, code: str, client: Any, request: Any, *args, **kwargs) -> bool:
         """DOT's check; a code refused after an exchange was used before, and RFC 6749 section 4.1.2
-        wants the tokens it gave revoked: DOT deleted its grant, but the code names their family."""
+        wants the tokens it gave revoked: DOT deleted its grant, but the code names their family.
+
+        The grant stays locked until the request ends: a concurrent exchange of the same code waits,
+        then finds it used, a replay (unlocked, both would pass and neither family end).
+        """
+        list(get_grant_model().objects.filter(code=code).select_for_update())
         if super().validate_code(client_id, code, client, request, *args, **kwargs):
             return True
         end_family(code_family(code), client)
