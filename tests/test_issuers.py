@@ -22,7 +22,7 @@ from django.core.cache import cache
 from django.core.exceptions import ValidationError
 from jwt.utils import base64url_encode
 
-from tests.conftest import service_required
+from tests.conftest import start_idp
 from tests.idp import TestIdP
 from tests.loopback_issuer import AUDIENCE, CraftedIssuer, compact, key, public_jwk
 from tokenauth.authentication import verify_token
@@ -71,23 +71,10 @@ def attacker() -> Iterator[CraftedIssuer]:
     issuer.stop()
 
 
-@pytest.fixture(scope="module")
-def es_idp() -> Iterator[TestIdP]:
-    """A second real provider whose access tokens are ES256."""
-    provider = TestIdP()
-    service_required(
-        "the test OpenID provider (Node.js, tests/idp)",
-        lambda: provider.start(env={"IDP_ACCESS_TOKEN_ALG": "ES256"}),
-    )
-    yield provider
-    provider.stop()
-
-
 @pytest.fixture
 def own_idp() -> Iterator[TestIdP]:
     """A private provider for tests that rotate keys."""
-    provider = TestIdP()
-    service_required("the test OpenID provider (Node.js, tests/idp)", provider.start)
+    provider = start_idp()
     yield provider
     provider.stop()
 
