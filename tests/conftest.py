@@ -2,6 +2,7 @@
 
 import os
 import socket
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -54,6 +55,44 @@ def free_port() -> int:
 def fast_passwords(settings):
     """Password hashing is not under test; the default hasher would dominate the suite's run time."""
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
+class StoppedClock:
+    """The time tokenauth's caches see (``tokenauth.clock``): it stands still until ``advance()``.
+
+    It starts at a whole second, so whole-second steps add up exactly and a step onto a lifetime's
+    boundary lands on it, on every run.
+    """
+
+    def __init__(self) -> None:
+        self._wall = float(int(time.time()))
+        self._monotonic = float(int(time.monotonic()))
+
+    def wall(self) -> float:
+        return self._wall
+
+    def monotonic(self) -> float:
+        return self._monotonic
+
+    def advance(self, seconds: float) -> None:
+        self._wall += seconds
+        self._monotonic += seconds
+
+
+@pytest.fixture
+def clock(monkeypatch: pytest.MonkeyPatch) -> StoppedClock:
+    """Stops the clock of tokenauth's caches: a lifetime or cool-down passes by ``clock.advance()``,
+    not by sleeping, so a slow machine cannot change what a test sees.
+
+    Only ours: token times, other processes (the test IdP) and the shared cache's own timeouts (Redis,
+    LocMemCache) keep real time.
+    """
+    from tokenauth import clock as cache_clock
+
+    stopped = StoppedClock()
+    monkeypatch.setattr(cache_clock, "wall", stopped.wall)
+    monkeypatch.setattr(cache_clock, "monotonic", stopped.monotonic)
+    return stopped
 
 
 @pytest.fixture(autouse=True)
