@@ -2,16 +2,26 @@
 
 import os
 import socket
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 
+from tests.idp import IdPMissing, TestIdP
 
-def service_required(name: str, check: Callable[[], object]) -> None:
-    """Run ``check``; if it raises, the service is unreachable: fail when CI=true, else skip."""
+
+def service_required(
+    name: str, check: Callable[[], object], absent: type[Exception] | tuple[type[Exception], ...] = Exception
+) -> None:
+    """Run ``check``; if it raises ``absent``, the service is not here: fail when CI=true, else skip.
+
+    Any other exception propagates and fails the test everywhere: for a service we start ourselves,
+    only a missing program may skip, never a start that failed or was slow.
+    """
     try:
         check()
-    except Exception as exc:  # any failure means "not usable here"
+    except absent as exc:
         message = f"{name} is not reachable: {exc!r}"
         if os.environ.get("CI") == "true":
             pytest.fail(message)
@@ -47,6 +57,44 @@ def fast_passwords(settings):
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 
 
+class StoppedClock:
+    """The time tokenauth's caches see (``tokenauth.clock``): it stands still until ``advance()``.
+
+    It starts at a whole second, so whole-second steps add up exactly and a step onto a lifetime's
+    boundary lands on it, on every run.
+    """
+
+    def __init__(self) -> None:
+        self._wall = float(int(time.time()))
+        self._monotonic = float(int(time.monotonic()))
+
+    def wall(self) -> float:
+        return self._wall
+
+    def monotonic(self) -> float:
+        return self._monotonic
+
+    def advance(self, seconds: float) -> None:
+        self._wall += seconds
+        self._monotonic += seconds
+
+
+@pytest.fixture
+def clock(monkeypatch: pytest.MonkeyPatch) -> StoppedClock:
+    """Stops the clock of tokenauth's caches: a lifetime or cool-down passes by ``clock.advance()``,
+    not by sleeping, so a slow machine cannot change what a test sees.
+
+    Only ours: token times, other processes (the test IdP) and the shared cache's own timeouts (Redis,
+    LocMemCache) keep real time.
+    """
+    from tokenauth import clock as cache_clock
+
+    stopped = StoppedClock()
+    monkeypatch.setattr(cache_clock, "wall", stopped.wall)
+    monkeypatch.setattr(cache_clock, "monotonic", stopped.monotonic)
+    return stopped
+
+
 @pytest.fixture(autouse=True)
 def fresh_token_state():
     """Each test starts with empty caches: no epoch, denylist or throttle state leaks between tests."""
@@ -63,19 +111,37 @@ def fresh_token_state():
     clear_process_caches()
 
 
+def start_idp(provider: TestIdP | None = None, **start: Any) -> TestIdP:
+    """``provider.start(**start)`` (a new ``TestIdP`` by default) for a test that needs the test IdP.
+
+    Without node or npm it is skipped locally (failed when CI=true); a server that exits or is not
+    ready in time fails the test, with its stderr tail.
+    """
+    provider = TestIdP() if provider is None else provider
+    service_required(
+        "the test OpenID provider (Node.js, tests/idp)", lambda: provider.start(**start), IdPMissing
+    )
+    return provider
+
+
 @pytest.fixture(scope="session")
-def idp():
+def idp() -> Iterator[TestIdP]:
     """The real test OpenID provider (tests/idp, Node.js) on a free loopback port, for the whole session.
 
     A ``tests.idp.TestIdP``: ``idp.issuer``, ``idp.client_credentials_token()``, ``idp.user_token("alice")``,
-    ``idp.rotate()``, ``idp.down()``/``up()``, ``idp.stats()``. Skipped locally (failed when CI=true) if node
-    or its npm install is missing. Shared: a test that rotates keys or takes it down must undo what others
-    rely on (``up()``), or start its own ``TestIdP``.
+    ``idp.rotate()``, ``idp.down()``/``up()``, ``idp.stats()``. See ``start_idp`` for when it skips.
+    Shared: a test that rotates keys or takes it down must undo what others rely on (``up()``), or
+    start a provider of its own with ``start_idp``.
     """
-    from tests.idp import TestIdP
+    provider = start_idp()
+    yield provider
+    provider.stop()
 
-    provider = TestIdP()
-    service_required("the test OpenID provider (Node.js, tests/idp)", provider.start)
+
+@pytest.fixture(scope="session")
+def es_idp() -> Iterator[TestIdP]:
+    """A second provider like ``idp``, whose access tokens are ES256; shared in the same way."""
+    provider = start_idp(env={"IDP_ACCESS_TOKEN_ALG": "ES256"})
     yield provider
     provider.stop()
 

@@ -27,7 +27,7 @@ import threading
 import time
 from html.parser import HTMLParser
 from pathlib import Path
-from typing import Any
+from typing import IO, Any, NoReturn
 from urllib.parse import urljoin
 
 import requests
@@ -35,10 +35,15 @@ import requests
 IDP_DIR = Path(__file__).resolve().parent / "idp"
 DEFAULT_RESOURCE = "https://api.example.test"
 DEVICE_CODE_GRANT = "urn:ietf:params:oauth:grant-type:device_code"
+START_TIMEOUT = 120.0  # seconds to READY: about one on an idle machine, far more on a loaded one
 
 
 class IdPError(RuntimeError):
     """The test IdP could not be installed, started or driven."""
+
+
+class IdPMissing(IdPError):
+    """node or npm is not installed: the test IdP cannot run on this machine at all (not a failure of it)."""
 
 
 def ensure_node_modules(idp_dir: Path = IDP_DIR) -> None:
@@ -47,7 +52,7 @@ def ensure_node_modules(idp_dir: Path = IDP_DIR) -> None:
         return
     npm = shutil.which("npm")
     if npm is None:
-        raise IdPError(f"npm is not on PATH; cannot install {idp_dir / 'node_modules'}")
+        raise IdPMissing(f"npm is not on PATH; cannot install {idp_dir / 'node_modules'}")
     result = subprocess.run(
         [npm, "ci", "--no-audit", "--no-fund"], cwd=idp_dir, capture_output=True, text=True, timeout=300
     )
@@ -115,18 +120,19 @@ class TestIdP:
         *,
         issuer: str | None = None,
         keys_dir: str | Path | None = None,
-        timeout: float = 30.0,
+        timeout: float = START_TIMEOUT,
     ) -> TestIdP:
         """Start the server (``port=None``: a free one); wait for ``READY <issuer>``; fetch discovery.
 
         ``issuer`` may contain ``{port}``; it defaults to ``http://127.0.0.1:<port>``. Stats are reset
-        after the discovery fetch, so they start at zero.
+        after the discovery fetch, so they start at zero. Raises :class:`IdPMissing` without node or
+        npm, :class:`IdPError` when the server exits or is not ready within ``timeout`` seconds.
         """
         if self._process is not None:
             raise IdPError("already started")
         node = shutil.which("node")
         if node is None:
-            raise IdPError("node is not on PATH")
+            raise IdPMissing("node is not on PATH")
         ensure_node_modules(self.idp_dir)
 
         self.env = dict(env or {})
@@ -148,19 +154,10 @@ class TestIdP:
             stderr=self._log_file,
             text=True,
         )
-        lines: queue.Queue[str] = queue.Queue()
-        stdout = self._process.stdout
-        assert stdout is not None
-        threading.Thread(target=lambda: [lines.put(line) for line in stdout], daemon=True).start()
-        try:
-            line = lines.get(timeout=timeout)
-        except queue.Empty:
-            line = ""
-        if not line.startswith("READY "):
-            exited = self._process.poll()
-            how = f"exited with {exited}" if exited is not None else f"no READY within {timeout:g} s"
-            self.stop()
-            raise IdPError(f"test IdP did not start ({how}; stdout {line!r}):\n{self.log_tail()}")
+        assert self._process.stdout is not None
+        line = self._first_line(self._process.stdout, timeout)
+        if line is None or not line.startswith("READY "):
+            self._failed_start(line, timeout)
         self.issuer = line.split(" ", 1)[1].strip()
         try:
             response = self.http.get(f"{self.issuer}/.well-known/openid-configuration", timeout=10)
@@ -171,6 +168,41 @@ class TestIdP:
             self.stop()
             raise
         return self
+
+    @staticmethod
+    def _first_line(stdout: IO[str], timeout: float) -> str | None:
+        """The server's first line: ``""`` if it closed stdout first (it exited), ``None`` after ``timeout``.
+
+        Its stdout is read to the end in a thread, so a chatty server never blocks on a full pipe.
+        """
+        lines: queue.Queue[str] = queue.Queue()
+
+        def read() -> None:
+            for line in stdout:
+                lines.put(line)
+            lines.put("")  # end of output: the process is gone, no need to wait out the timeout
+
+        threading.Thread(target=read, daemon=True).start()
+        try:
+            return lines.get(timeout=timeout)
+        except queue.Empty:
+            return None
+
+    def _failed_start(self, line: str | None, timeout: float) -> NoReturn:
+        """Stop a server that did not become ready; raise saying whether it exited, with its stderr tail."""
+        assert self._process is not None
+        try:  # stdout closed: the process is exiting, give it a moment to report its exit code
+            exited = self._process.wait(timeout=5) if line == "" else self._process.poll()
+        except subprocess.TimeoutExpired:
+            exited = None
+        if exited is not None:
+            how = f"exited with {exited} before it was ready"
+        elif line is None:
+            how = f"still running but not ready within {timeout:g} s"
+        else:
+            how = f"still running but printed {line.strip()!r} instead of READY"
+        self.stop()
+        raise IdPError(f"test IdP did not start: {how}; stderr tail:\n{self.log_tail()}")
 
     def stop(self) -> None:
         """Terminate the server (SIGTERM, then SIGKILL after 5 s). Safe to call twice."""

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import service_required
+from tests.conftest import service_required, start_idp
 from tests.idp import TestIdP
 from tokenauth.models import Identity
 
@@ -64,9 +64,7 @@ def chrome(tmp_path: Path) -> Iterator[Any]:
 @pytest.fixture
 def web_idp(live_server: Any, settings: Any, monkeypatch: pytest.MonkeyPatch) -> Iterator[TestIdP]:
     """A provider of its own whose web-client redirects to this live server; our only login provider."""
-    provider = TestIdP()
-    env = {"IDP_REDIRECT_URIS": f"{live_server.url}/oidc/callback/"}
-    service_required("the test OpenID provider (Node.js, tests/idp)", lambda: provider.start(env=env))
+    provider = start_idp(env={"IDP_REDIRECT_URIS": f"{live_server.url}/oidc/callback/"})
     monkeypatch.setenv(SECRET_ENV, provider.WEB_CLIENT_SECRET)
     settings.TOKENAUTH = {
         **settings.TOKENAUTH,

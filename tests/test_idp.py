@@ -4,26 +4,15 @@ import base64
 import hashlib
 import secrets
 import time
+from collections.abc import Callable
 from urllib.parse import parse_qs, urljoin, urlparse
 
 import jwt
 import pytest
 import requests
 
-from tests.conftest import service_required
-from tests.idp import DEFAULT_RESOURCE, TestIdP, parse_forms
-
-
-@pytest.fixture(scope="module")
-def es_idp():
-    """A private IdP for this module: ES256 access tokens; tests here may rotate keys or take it down."""
-    provider = TestIdP()
-    service_required(
-        "the test OpenID provider (Node.js, tests/idp)",
-        lambda: provider.start(env={"IDP_ACCESS_TOKEN_ALG": "ES256"}),
-    )
-    yield provider
-    provider.stop()
+from tests.conftest import start_idp
+from tests.idp import DEFAULT_RESOURCE, IdPError, TestIdP, parse_forms
 
 
 @pytest.fixture(params=["RS256", "ES256"])
@@ -204,12 +193,7 @@ def test_down_makes_discovery_and_jwks_answer_503(es_idp):
 
 
 def test_issuer_with_path_and_persistent_keys(tmp_path):
-    provider = TestIdP()
-    issuer = "http://127.0.0.1:{port}/realms/test"
-    service_required(
-        "the test OpenID provider (Node.js, tests/idp)",
-        lambda: provider.start(issuer=issuer, keys_dir=tmp_path),
-    )
+    provider = start_idp(issuer="http://127.0.0.1:{port}/realms/test", keys_dir=tmp_path)
     try:
         assert provider.issuer.endswith("/realms/test")
         assert provider.metadata["issuer"] == provider.issuer
@@ -221,3 +205,50 @@ def test_issuer_with_path_and_persistent_keys(tmp_path):
         provider.stop()
     with TestIdP().start(keys_dir=tmp_path) as again:  # same keys directory: same keys
         assert {k["kid"] for k in again.jwks()["keys"]} == kids
+
+
+# -- starting it: only a missing node or npm may skip, and only outside CI -----------------------
+
+
+@pytest.fixture(params=["true", None], ids=["CI", "local"])
+def ci(request, monkeypatch) -> bool:
+    """Each test runs as in CI (CI=true) and as on a developer's machine."""
+    if request.param is None:
+        monkeypatch.delenv("CI", raising=False)
+    else:
+        monkeypatch.setenv("CI", request.param)
+    return request.param is not None
+
+
+def raised(call: Callable[[], object]) -> BaseException:
+    """What ``call`` raised, a skip included: under ``pytest.raises(IdPError)`` a skip would skip the test."""
+    with pytest.raises(BaseException) as info:
+        call()
+    return info.value
+
+
+def test_without_node_a_test_is_skipped_locally_and_fails_in_ci(ci, monkeypatch, tmp_path):
+    monkeypatch.setenv("PATH", str(tmp_path))  # no node, no npm
+    outcome = raised(start_idp)
+    assert isinstance(outcome, pytest.fail.Exception if ci else pytest.skip.Exception), repr(outcome)
+    assert "node is not on PATH" in str(outcome)
+
+
+def test_a_server_that_exits_fails_the_test_with_its_stderr(ci, idp):
+    """``idp``: node and the npm install are here (without them this test skips like the others)."""
+    outcome = raised(lambda: start_idp(env={"IDP_ACCESS_TOKEN_ALG": "HS256"}))  # server.js exits with 2
+    assert isinstance(outcome, IdPError), repr(outcome)
+    assert "exited with 2 before it was ready" in str(outcome)
+    assert "IDP_ACCESS_TOKEN_ALG must be one of RS256, ES256, got HS256" in str(outcome)  # its stderr
+
+
+def test_a_server_that_is_never_ready_fails_the_test(ci, idp, tmp_path):
+    """A slow start fails too, never skips; this server never prints READY."""
+    (tmp_path / "node_modules" / "oidc-provider").mkdir(parents=True)
+    (tmp_path / "node_modules" / "oidc-provider" / "package.json").write_text("{}")
+    (tmp_path / "server.js").write_text("setInterval(() => {}, 1000);\n")
+    provider = TestIdP(tmp_path)
+    outcome = raised(lambda: start_idp(provider, timeout=0.5))
+    assert isinstance(outcome, IdPError), repr(outcome)
+    assert "still running but not ready within 0.5 s" in str(outcome)
+    assert not provider.running  # stopped, not left behind

@@ -22,7 +22,7 @@ from django.core.cache import cache
 from django.core.exceptions import ValidationError
 from jwt.utils import base64url_encode
 
-from tests.conftest import service_required
+from tests.conftest import start_idp
 from tests.idp import TestIdP
 from tests.loopback_issuer import AUDIENCE, CraftedIssuer, compact, key, public_jwk
 from tokenauth.authentication import verify_token
@@ -71,23 +71,10 @@ def attacker() -> Iterator[CraftedIssuer]:
     issuer.stop()
 
 
-@pytest.fixture(scope="module")
-def es_idp() -> Iterator[TestIdP]:
-    """A second real provider whose access tokens are ES256."""
-    provider = TestIdP()
-    service_required(
-        "the test OpenID provider (Node.js, tests/idp)",
-        lambda: provider.start(env={"IDP_ACCESS_TOKEN_ALG": "ES256"}),
-    )
-    yield provider
-    provider.stop()
-
-
 @pytest.fixture
 def own_idp() -> Iterator[TestIdP]:
     """A private provider for tests that rotate keys."""
-    provider = TestIdP()
-    service_required("the test OpenID provider (Node.js, tests/idp)", provider.start)
+    provider = start_idp()
     yield provider
     provider.stop()
 
@@ -214,23 +201,27 @@ def test_an_id_token_is_not_an_access_token(client, settings, idp):
 
 
 @pytest.mark.django_db
-def test_rotation_new_kid_is_picked_up_and_removed_key_stops(client, settings, own_idp):
-    allow(settings, own_idp.issuer, JWKS_CACHE_MIN=0, JWKS_CACHE_MAX=1, JWKS_REFETCH_COOLDOWN=0.3)
+def test_rotation_new_kid_is_picked_up_and_removed_key_stops(client, settings, own_idp, clock):
+    allow(settings, own_idp.issuer, JWKS_CACHE_MAX=3600, JWKS_REFETCH_COOLDOWN=60)
     first = own_idp.client_credentials_token()
     old_unseen = own_idp.client_credentials_token()
     assert get(client, first).status_code == 200
 
     own_idp.rotate()
-    time.sleep(0.4)  # past the cool-down: the new kid may trigger a refetch
     own_idp.reset_stats()
     rotated = own_idp.client_credentials_token()
     assert jwt.get_unverified_header(rotated)["kid"] != jwt.get_unverified_header(first)["kid"]
+    clock.advance(59)
+    assert_invalid(get(client, rotated))  # within the cool-down: the new kid waits
+    assert own_idp.stats()["jwks"] == 0
+    clock.advance(1)  # the cool-down is over: the new kid triggers a refetch
     assert get(client, rotated).status_code == 200
     assert own_idp.stats()["jwks"] == 1
 
     own_idp.rotate(drop_old=True)
+    clock.advance(3599)
     assert get(client, old_unseen).status_code == 200  # the cached JWKS still has the old key
-    time.sleep(1.1)  # JWKS_CACHE_MAX
+    clock.advance(1)  # JWKS_CACHE_MAX after the refetch: the keys are fetched again
     response = get(client, old_unseen)
     assert_invalid(response)
     assert "does not publish" in response["WWW-Authenticate"]
@@ -292,15 +283,19 @@ def test_a_jwks_uri_that_fails_without_moving_is_not_fetched_twice(client, setti
 
 
 @pytest.mark.django_db
-def test_issuer_down_cached_keys_serve_and_cold_cache_is_503(client, settings, idp_stats_reset):
+def test_issuer_down_cached_keys_serve_and_cold_cache_is_503(client, settings, idp_stats_reset, clock):
     idp = idp_stats_reset
-    allow(settings, idp.issuer, JWKS_CACHE_MIN=0, JWKS_CACHE_MAX=0.2, JWKS_MAX_STALENESS=2)
+    allow(settings, idp.issuer, JWKS_CACHE_MAX=600, JWKS_MAX_STALENESS=3600, JWKS_REFETCH_COOLDOWN=60)
     assert get(client, idp.client_credentials_token()).status_code == 200
     idp.down()
-    time.sleep(0.3)  # the keys are stale now
-    for _ in range(3):
+    clock.advance(600)  # the keys are stale now
+    for _ in range(3):  # the first refresh fails; the next requests come within its cool-down
         assert get(client, idp.client_credentials_token()).status_code == 200
+        clock.advance(19)
     assert idp.stats()["jwks"] == 2  # one attempt while down, then the cool-down holds
+    clock.advance(3)  # the cool-down is over: one more attempt, the stale keys still serve
+    assert get(client, idp.client_credentials_token()).status_code == 200
+    assert idp.stats()["jwks"] == 3
 
     jwks_cache.reset()  # a new process: the shared cache still has the last good keys
     assert get(client, idp.client_credentials_token()).status_code == 200
@@ -316,7 +311,9 @@ def test_issuer_down_cached_keys_serve_and_cold_cache_is_503(client, settings, i
     cold()
     assert get(client, idp.client_credentials_token()).status_code == 200
     idp.down()
-    time.sleep(2.1)  # past JWKS_MAX_STALENESS
+    clock.advance(3600)  # the last good keys are as old as JWKS_MAX_STALENESS allows, not older
+    assert get(client, idp.client_credentials_token()).status_code == 200
+    clock.advance(61)  # past JWKS_MAX_STALENESS, and past the cool-down of the failed refresh
     assert get(client, idp.client_credentials_token()).status_code == 503
 
 
@@ -328,18 +325,18 @@ def random_kid_token(iss: str) -> str:
 
 
 @pytest.mark.django_db
-def test_a_flood_of_random_kids_costs_one_fetch_per_cooldown(client, settings, idp_stats_reset):
+def test_a_flood_of_random_kids_costs_one_fetch_per_cooldown(client, settings, idp_stats_reset, clock):
     idp = idp_stats_reset
-    # The window must outlast 30 requests even on a loaded machine.
-    allow(settings, idp.issuer, JWKS_REFETCH_COOLDOWN=3)
-    assert_invalid(get(client, random_kid_token(idp.issuer)))
-    fetched = time.monotonic()  # the cool-down counts from the end of that first fetch
+    allow(settings, idp.issuer, JWKS_REFETCH_COOLDOWN=60)
+    assert_invalid(get(client, random_kid_token(idp.issuer)))  # the cool-down counts from this fetch
     for _ in range(29):
+        clock.advance(2)
         assert_invalid(get(client, random_kid_token(idp.issuer)))
     assert (idp.stats()["discovery"], idp.stats()["jwks"]) == (1, 1)
-    time.sleep(max(0.0, 3.1 - (time.monotonic() - fetched)))
+    clock.advance(2)  # the cool-down is over: one refetch, and the next cool-down starts
     for _ in range(30):
         assert_invalid(get(client, random_kid_token(idp.issuer)))
+        clock.advance(1)
     assert idp.stats()["jwks"] == 2
     assert get(client, idp.client_credentials_token()).status_code == 200
 
@@ -364,15 +361,15 @@ def run_threads(count: int, target: Any) -> list[Any]:
 
 
 @pytest.mark.django_db
-def test_random_kids_from_many_threads_share_one_fetch(settings, idp_stats_reset):
+def test_random_kids_from_many_threads_share_one_fetch(settings, idp_stats_reset, clock):
     idp = idp_stats_reset
-    allow(settings, idp.issuer, JWKS_REFETCH_COOLDOWN=0.5)
+    allow(settings, idp.issuer, JWKS_REFETCH_COOLDOWN=60)
     idp.delay(300)  # every thread arrives while the one fetch is under way
     results = run_threads(16, lambda: verify_token(random_kid_token(idp.issuer)))
     assert all(isinstance(r, InvalidToken) for r in results), results
     assert (idp.stats()["discovery"], idp.stats()["jwks"]) == (1, 1)
 
-    time.sleep(0.6)
+    clock.advance(60)  # past the cool-down: all threads bring unknown kids, one of them refetches
     results = run_threads(16, lambda: verify_token(random_kid_token(idp.issuer)))
     assert all(isinstance(r, InvalidToken) for r in results), results
     assert idp.stats()["jwks"] == 2

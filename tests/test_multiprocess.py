@@ -1,9 +1,9 @@
 """Revocation across real processes sharing a real Redis (DESIGN.md, invariant 3).
 
-Every test runs ``manage.py runserver --noreload`` server processes on one temporary SQLite file and a
-Redis database (``REDIS_DB`` on the server of the ``redis_url`` fixture, with a key prefix of the test's
-own), and drives them over HTTP. Revocations are made by other processes (a
-management command, or another server), so nothing here shares Python memory with the servers:
+Every test runs ``manage.py runserver --noreload`` server processes on one temporary SQLite file and
+the Redis database of the ``redis_url`` fixture (with a key prefix of the test's own), and drives them
+over HTTP. Revocations are made by other processes (a management command, or another server), so
+nothing here shares Python memory with the servers:
 
 * a bump is visible at once in the process that made it and in every other process within
   ``PROPAGATION_BOUND`` (the refresh interval is 1 s);
@@ -30,7 +30,6 @@ from contextlib import closing, contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 import requests
@@ -40,7 +39,6 @@ pytestmark = pytest.mark.redis
 ROOT = Path(__file__).resolve().parent.parent
 PROPAGATION_BOUND = 2.0  # seconds; DESIGN.md invariant 3 ("default <= 2 s")
 POLL_INTERVAL = 0.05
-REDIS_DB = 13  # this module's Redis database; each test also has its own key prefix in it
 USERS = ("alice", "bob")
 HTTP_TIMEOUT = 5
 HELLO = "/api/hello/"  # needs a valid token
@@ -101,8 +99,8 @@ def _manage(env: dict[str, str], *args: str, check: bool = True, **extra_env: st
 class Stack:
     """What the processes of one test share: a SQLite file, a cache namespace in Redis, an environment.
 
-    The servers' cache keys start with ``key_prefix``, unique per test, so that concurrent runs of
-    this module (other checkouts, tox environments) sharing the Redis server cannot disturb each other.
+    The servers' cache keys start with ``key_prefix``, unique per test: in the one database tests may
+    use (``redis_url``) a test reads only its own keys and drops only those (``drop_keys``).
     """
 
     db_path: Path
@@ -233,10 +231,9 @@ def stack(
     migrated_database: Callable[[], Path],
     tokenauth_settings: dict[str, object],
 ) -> Iterator[Stack]:
-    """A fresh copy of the migrated SQLite file and an empty cache namespace in a dedicated Redis DB."""
+    """A fresh copy of the migrated SQLite file and an empty cache namespace in the ``redis_url`` database."""
     import redis
 
-    shared_redis_url = urlunsplit(urlsplit(redis_url)._replace(path=f"/{REDIS_DB}", query=""))
     key_prefix = f"tokenauth-multiprocess-{uuid.uuid4().hex}"
     settings_dir = tmp_path / "settings"
     settings_dir.mkdir()
@@ -246,14 +243,14 @@ def stack(
         f"TOKENAUTH.update({tokenauth_settings!r})  # noqa: F405\n"
     )
     env = {
-        **_subprocess_env(tmp_path / "shared.sqlite3", shared_redis_url),
+        **_subprocess_env(tmp_path / "shared.sqlite3", redis_url),
         "DJANGO_SETTINGS_MODULE": "multiprocess_settings",
         "PYTHONPATH": os.pathsep.join(
             filter(None, [str(settings_dir), str(ROOT), os.environ.get("PYTHONPATH")])
         ),
     }
     result = Stack(
-        tmp_path / "shared.sqlite3", key_prefix, env, redis.Redis.from_url(shared_redis_url, socket_timeout=5)
+        tmp_path / "shared.sqlite3", key_prefix, env, redis.Redis.from_url(redis_url, socket_timeout=5)
     )
     shutil.copyfile(migrated_database(), result.db_path)
     try:

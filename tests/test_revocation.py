@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from datetime import timedelta
 from typing import Any
 
@@ -377,17 +376,18 @@ def test_a_bump_whose_value_the_cache_refuses_drops_the_old_one(client, cache_re
     assert hello(client, body["access_token"]) == 401
 
 
-def test_a_lost_announcement_is_bounded_by_the_reload_interval(client, settings):
+def test_a_lost_announcement_is_bounded_by_the_reload_interval(client, settings, clock):
     settings.TOKENAUTH = {
         **settings.TOKENAUTH,
-        "REVOCATION_REFRESH_INTERVAL": 0.1,  # the version key is read again after this ...
-        "REVOCATION_RELOAD_INTERVAL": 0.5,  # ... the database after this, changed version or not
+        "REVOCATION_REFRESH_INTERVAL": 1,  # the version key is read again after this ...
+        "REVOCATION_RELOAD_INTERVAL": 60,  # ... the database after this, changed version or not
     }
     make_user("alice")
     body = login(client, "alice")
     assert hello(client, body["access_token"]) == 200
     jti = jwt.decode(body["access_token"], options={"verify_signature": False})["jti"]
     RevokedToken.objects.create(jti=jti, expires_at=timezone.now() + timedelta(hours=1))  # never announced
-    assert hello(client, body["access_token"]) == 200  # this process trusts its unchanged copy ...
-    time.sleep(0.6)
+    clock.advance(59)  # the version key is read again, unchanged: ...
+    assert hello(client, body["access_token"]) == 200  # ... this process trusts its copy ...
+    clock.advance(1)
     assert hello(client, body["access_token"]) == 401  # ... for REVOCATION_RELOAD_INTERVAL at most

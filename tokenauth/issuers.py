@@ -28,6 +28,7 @@ from django.core.exceptions import ValidationError
 from django.utils.text import slugify
 from jwt.algorithms import ECAlgorithm, OKPAlgorithm, RSAAlgorithm
 
+from . import clock
 from .conf import tokenauth_settings
 from .downloads import TooLarge, TooSlow, read_within
 from .exceptions import InvalidToken
@@ -306,10 +307,10 @@ class JWKSCache:
     def is_fresh(self, iss: str) -> bool:
         """Whether this process holds keys of ``iss`` that need no refresh yet (no I/O)."""
         keyset = self._sets.get(iss)
-        return keyset is not None and time.time() < keyset.fresh_until
+        return keyset is not None and clock.wall() < keyset.fresh_until
 
     def key_for(self, iss: str, kid: str, algorithm: str) -> Any:
-        now = time.time()
+        now = clock.wall()
         keyset = self._sets.get(iss)
         if keyset is None or now >= keyset.fresh_until:
             keyset = self._refresh(iss)
@@ -328,9 +329,9 @@ class JWKSCache:
 
         One fetch at a time per issuer; an unknown kid fetches at most once per cool-down.
         """
-        started = time.time()
+        started = clock.wall()
         with self._locks[iss]:
-            now = time.time()
+            now = clock.wall()
             current = self._sets.get(iss)
             if current is not None and current.fetched_at >= started:
                 return current  # another thread fetched while we waited
@@ -359,7 +360,7 @@ class JWKSCache:
     def refresh_now(self, iss: str) -> KeySet:
         """Discover and fetch an issuer's keys right away (``tokenauth_issuer refresh``)."""
         with self._locks[iss]:
-            return self._fetch(iss, None, time.time())
+            return self._fetch(iss, None, clock.wall())
 
     def _may_force(self, iss: str, now: float) -> bool:
         """Unknown kids refetch at most once per cool-down per issuer, across threads and processes."""
@@ -379,7 +380,7 @@ class JWKSCache:
         except FetchError as exc:
             logger.warning("tokenauth: cannot refresh the keys of %s: %s", iss, exc)
             stale_limit = tokenauth_settings.JWKS_MAX_STALENESS.total_seconds()
-            retry_at = time.time() + tokenauth_settings.JWKS_REFETCH_COOLDOWN.total_seconds()
+            retry_at = clock.wall() + tokenauth_settings.JWKS_REFETCH_COOLDOWN.total_seconds()
             if current is None or now - current.fetched_at > stale_limit:
                 self._failed_until[iss] = retry_at
                 raise IssuerUnavailable(iss) from None
@@ -388,7 +389,7 @@ class JWKSCache:
             return current
         finally:
             # The keys are as new as they can be: an unknown kid waits a cool-down from the fetch's end.
-            self._last_forced[iss] = time.time()
+            self._last_forced[iss] = clock.wall()
         lifetime = max_age if max_age is not None else tokenauth_settings.JWKS_CACHE_MAX.total_seconds()
         lifetime = min(
             max(lifetime, tokenauth_settings.JWKS_CACHE_MIN.total_seconds()),

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import re
-import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,7 +17,7 @@ from django.contrib.auth.models import Group
 from django.db import DatabaseError, IntegrityError, transaction
 from rest_framework.exceptions import PermissionDenied
 
-from . import signals
+from . import clock, signals
 from .conf import tokenauth_settings
 from .exceptions import InvalidToken
 from .issuers import IssuerConfig
@@ -73,7 +72,7 @@ def forget(issuer: str, subject: str) -> None:
 def resolve(config: IssuerConfig, claims: dict[str, Any]) -> Principal:
     """The principal for a verified token's (iss, sub); raises IdentityNotRegistered."""
     digest = identity_digest(config.issuer, claims["sub"])
-    now = time.monotonic()
+    now = clock.monotonic()
     local = _local.get(digest)
     if local is None or now - local[1] >= refresh_interval() or _may_provision_now(config, local[0]):
         found = shared_cache_call("get", _cache_key(digest))

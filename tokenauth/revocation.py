@@ -22,7 +22,7 @@ from django.contrib.auth.models import Group
 from django.db import DatabaseError, transaction
 from django.utils import timezone
 
-from . import signals
+from . import clock, signals
 from .conf import tokenauth_settings
 from .exceptions import InvalidToken
 from .models import AuditEvent, Epoch, Identity, RevokedToken, Session, identity_digest
@@ -92,7 +92,7 @@ class RevocationState:
     # -- epochs ---------------------------------------------------------------------------------
 
     def epoch(self, kind: str, object_id: str) -> EpochValue:
-        now = time.monotonic()
+        now = clock.monotonic()
         local = self._epochs.get((kind, object_id))
         if local is not None and now - local[1] < refresh_interval():
             return local[0]
@@ -119,7 +119,7 @@ class RevocationState:
 
     def remember_epoch(self, kind: str, object_id: str, value: EpochValue) -> None:
         """Raises StateUnavailable when other processes could go on reading the old epoch."""
-        self._epochs[(kind, object_id)] = (value, time.monotonic())
+        self._epochs[(kind, object_id)] = (value, clock.monotonic())
         timeout = tokenauth_settings.EPOCH_CACHE_TIMEOUT.total_seconds()
         if not publish(_epoch_key(kind, object_id), tuple(value), timeout):
             raise StateUnavailable("the new epoch could not be published to the shared cache")

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 import uuid
 from collections.abc import Callable
 from typing import Any, Generic, TypeVar
@@ -18,6 +17,7 @@ from typing import Any, Generic, TypeVar
 from django.core.cache import caches
 from django.db import DatabaseError, transaction
 
+from . import clock
 from .conf import tokenauth_settings
 
 logger = logging.getLogger(__name__)
@@ -115,9 +115,9 @@ class SharedSnapshot(Generic[T]):
         self._loaded_at = float("-inf")
 
     def get(self) -> T:
-        if time.monotonic() - self._checked_at >= refresh_interval() or self._value is None:
+        if clock.monotonic() - self._checked_at >= refresh_interval() or self._value is None:
             with self._lock:
-                now = time.monotonic()
+                now = clock.monotonic()
                 if now - self._checked_at >= refresh_interval() or self._value is None:
                     self._refresh()
                     self._checked_at = now
@@ -128,7 +128,7 @@ class SharedSnapshot(Generic[T]):
         if version is None:
             shared_cache_call("add", self.version_key, uuid.uuid4().hex, None)
             version = shared_cache_call("get", self.version_key)
-        now = time.monotonic()
+        now = clock.monotonic()
         current = version is not None and version == self._version and self._value is not None
         # An announcement can be lost (the cache refused it, the writer died after its commit): an
         # unchanged version is trusted for REVOCATION_RELOAD_INTERVAL, then the database is read again.

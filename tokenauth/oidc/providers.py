@@ -7,13 +7,13 @@ per process like the JWKS; a failed fetch is not cached, so a provider that come
 from __future__ import annotations
 
 import os
-import time
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
 from django.core.exceptions import ValidationError
 
+from .. import clock
 from ..conf import tokenauth_settings
 from ..issuers import FetchError, IssuerConfig, all_issuers, fetch_json, validate_issuer_url
 
@@ -76,7 +76,7 @@ OPTIONAL_ENDPOINTS = ("userinfo_endpoint", "end_session_endpoint")
 def provider_metadata(issuer: str) -> dict[str, Any]:
     """The issuer's discovery document, checked: exact ``issuer``, https (or loopback) endpoints."""
     cached = metadata_cache.get(issuer)
-    if cached is not None and time.time() < cached[1]:
+    if cached is not None and clock.wall() < cached[1]:
         return cached[0]
     try:
         document, max_age = fetch_json(issuer.rstrip("/") + "/.well-known/openid-configuration")
@@ -97,5 +97,5 @@ def provider_metadata(issuer: str) -> dict[str, Any]:
     low = tokenauth_settings.JWKS_CACHE_MIN.total_seconds()
     high = tokenauth_settings.JWKS_CACHE_MAX.total_seconds()
     lifetime = min(max(max_age if max_age is not None else high, low), high)
-    metadata_cache[issuer] = (document, time.time() + lifetime)
+    metadata_cache[issuer] = (document, clock.wall() + lifetime)
     return document
