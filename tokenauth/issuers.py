@@ -420,8 +420,13 @@ jwks_cache = JWKSCache()
 # -- verification ------------------------------------------------------------------------------
 
 
-def decode_external(token: str, config: IssuerConfig, header: dict[str, Any]) -> dict[str, Any]:
-    """Verify a token of an allow-listed issuer; ``header`` is the token's unverified header."""
+def verification_key(config: IssuerConfig, header: dict[str, Any]) -> tuple[Any, str]:
+    """The key and algorithm that verify a token of ``config``'s issuer with this unverified header:
+    an asymmetric ``alg`` the issuer may use, no ``crit``, a ``kid`` found in the issuer's JWKS.
+
+    Every token an external issuer signs (access, ID and logout tokens) is pinned the same way;
+    ``jku``, ``x5u``, ``jwk`` and ``x5c`` are never looked at. Raises InvalidToken, IssuerUnavailable.
+    """
     try:  # a plain-http issuer in the settings is a configuration error (system check), not an outage
         validate_issuer_url(config.issuer)
     except ValidationError:
@@ -433,13 +438,18 @@ def decode_external(token: str, config: IssuerConfig, header: dict[str, Any]) ->
         raise InvalidToken("The access token's algorithm is not accepted for its issuer")
     if "crit" in header:
         raise InvalidToken("The access token has unsupported critical header parameters")
-    typ = header.get("typ")
-    if typ is not None and (not isinstance(typ, str) or typ.lower() not in ACCESS_TOKEN_TYPES):
-        raise InvalidToken("The token is not an access token")
     kid = header.get("kid")
     if not isinstance(kid, str):
         raise InvalidToken("The access token names no key")
-    key = jwks_cache.key_for(config.issuer, kid, algorithm)
+    return jwks_cache.key_for(config.issuer, kid, algorithm), algorithm
+
+
+def decode_external(token: str, config: IssuerConfig, header: dict[str, Any]) -> dict[str, Any]:
+    """Verify a token of an allow-listed issuer; ``header`` is the token's unverified header."""
+    typ = header.get("typ")
+    if typ is not None and (not isinstance(typ, str) or typ.lower() not in ACCESS_TOKEN_TYPES):
+        raise InvalidToken("The token is not an access token")
+    key, algorithm = verification_key(config, header)
     audiences = config.accepted_audiences
     try:
         claims = jwt.decode(

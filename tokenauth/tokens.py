@@ -230,22 +230,21 @@ def read_unverified(token: str) -> tuple[dict[str, Any], dict[str, Any]]:
         raise InvalidToken("The access token is malformed") from None
 
 
-def check_claims(claims: dict[str, Any]) -> None:
-    """The claim rules every issuer's tokens follow (ours, external ones, ID tokens).
+def is_identifier(value: Any) -> bool:
+    """A string of 1 to 255 characters that is not only whitespace: ``sub`` (RFC 7519 section 4.1.2,
+    OIDC Core section 2), and what names a session or a token the same way (``sid``, ``jti``)."""
+    return isinstance(value, str) and 0 < len(value) <= MAX_SUBJECT_LENGTH and not value.isspace()
 
-    Numeric times (RFC 7519 section 2 NumericDate: PyJWT ``int()``s a string); ``sub`` a non-empty
-    string of at most 255 characters that is not only whitespace (RFC 7519 section 4.1.2, OIDC Core
-    section 2); ``scope`` a string when present (RFC 9068 section 2.2.3).
+
+def check_claims(claims: dict[str, Any], *, subject_required: bool = True) -> None:
+    """The claim rules every issuer's tokens follow (ours, external ones, ID and logout tokens).
+
+    Numeric times (RFC 7519 section 2 NumericDate: PyJWT ``int()``s a string); ``sub`` an identifier
+    (:func:`is_identifier`), which only a logout token may leave out; ``scope`` a string when present
+    (RFC 9068 section 2.2.3).
     """
-    sub = claims.get("sub")
-    valid = (
-        time_claims_valid(claims)
-        and isinstance(sub, str)
-        and 0 < len(sub) <= MAX_SUBJECT_LENGTH
-        and not sub.isspace()
-        and isinstance(claims.get("scope", ""), str)
-    )
-    if not valid:
+    subject_valid = is_identifier(claims.get("sub")) or ("sub" not in claims and not subject_required)
+    if not (time_claims_valid(claims) and subject_valid and isinstance(claims.get("scope", ""), str)):
         raise InvalidToken("The access token is invalid")
 
 

@@ -22,8 +22,7 @@ from mozilla_django_oidc.auth import OIDCAuthenticationBackend
 
 from ..conf import tokenauth_settings
 from ..exceptions import InvalidToken
-from ..issuers import FetchError, IssuerUnavailable, fetch_json, jwks_cache
-from ..keys import ASYMMETRIC_ALGORITHMS
+from ..issuers import FetchError, IssuerUnavailable, fetch_json, verification_key
 from ..models import AuditEvent
 from ..provisioning import IdentityNotRegistered, resolve
 from ..snapshots import StateUnavailable
@@ -133,14 +132,7 @@ class OIDCBackend(OIDCAuthenticationBackend):
         config = self.provider.config
         try:
             header, _ = read_unverified(token)
-        except InvalidToken:
-            raise LoginFailed(UNVERIFIED) from None
-        algorithm, kid = header.get("alg"), header.get("kid")
-        usable = isinstance(algorithm, str) and algorithm in ASYMMETRIC_ALGORITHMS & config.algorithms
-        if not usable or not isinstance(kid, str) or "crit" in header:
-            raise LoginFailed(UNVERIFIED)
-        try:
-            key = jwks_cache.key_for(config.issuer, kid, algorithm)
+            key, algorithm = verification_key(config, header)
             claims = jwt.decode(
                 token,
                 key,
