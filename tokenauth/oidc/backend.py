@@ -22,11 +22,11 @@ from mozilla_django_oidc.auth import OIDCAuthenticationBackend
 
 from ..conf import tokenauth_settings
 from ..exceptions import InvalidToken
-from ..issuers import FetchError, IssuerUnavailable, fetch_json, verification_key
+from ..issuers import FetchError, IssuerUnavailable, decode_issuer_token, fetch_json
 from ..models import AuditEvent
 from ..provisioning import IdentityNotRegistered, resolve
 from ..snapshots import StateUnavailable
-from ..tokens import check_claims, read_unverified
+from ..tokens import read_unverified
 from .providers import Provider, ProviderUnavailable
 
 logger = logging.getLogger(__name__)
@@ -132,17 +132,13 @@ class OIDCBackend(OIDCAuthenticationBackend):
         config = self.provider.config
         try:
             header, _ = read_unverified(token)
-            key, algorithm = verification_key(config, header)
-            claims = jwt.decode(
+            claims = decode_issuer_token(
                 token,
-                key,
-                algorithms=[algorithm],
-                issuer=config.issuer,
+                config,
+                header,
                 audience=self.provider.client_id,
-                leeway=tokenauth_settings.LEEWAY,
-                options={"require": ["iss", "sub", "aud", "exp", "iat"]},
+                require=["iss", "sub", "aud", "exp", "iat"],
             )
-            check_claims(claims)
         except IssuerUnavailable:
             raise LoginFailed(UNREACHABLE) from None
         except (InvalidToken, jwt.InvalidTokenError):
