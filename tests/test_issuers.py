@@ -62,15 +62,6 @@ def crafted() -> Iterator[CraftedIssuer]:
     issuer.stop()
 
 
-@pytest.fixture
-def attacker() -> Iterator[CraftedIssuer]:
-    """Never allow-listed: it must never be asked for anything."""
-    issuer = CraftedIssuer({"rsa-1": (key("rsa-evil"), "RS256")})
-    yield issuer
-    assert issuer.counts.total() == 0
-    issuer.stop()
-
-
 @pytest.fixture(scope="module")
 def es_idp() -> Iterator[TestIdP]:
     """A second real provider whose access tokens are ES256."""
