@@ -33,6 +33,9 @@ logger = logging.getLogger(__name__)
 
 UNREACHABLE = "The sign-in provider cannot be reached right now. Please try again in a few minutes."
 UNVERIFIED = "The sign-in provider's answer could not be verified. Please start again."
+#: ``authenticate`` leaves the verified ID token's claims on the request under this name: the callback
+#: records the provider's session (``sid``) for back-channel logout.
+ID_TOKEN_CLAIMS = "tokenauth_id_token_claims"
 
 
 class LoginFailed(Exception):
@@ -81,6 +84,7 @@ class OIDCBackend(OIDCAuthenticationBackend):
         if not isinstance(id_token, str):
             raise LoginFailed("The sign-in provider sent no ID token.")
         claims = self.verify_token(id_token, nonce=nonce)
+        setattr(request, ID_TOKEN_CLAIMS, claims)
         if isinstance(access_token, str) and access_token:
             claims = {**self.get_userinfo(access_token, id_token, claims), **claims}
         return self.get_or_create_user(access_token, id_token, claims)

@@ -28,7 +28,8 @@ from ..conf import tokenauth_settings
 from ..models import AuditEvent
 from ..sessions import start_session
 from ..tokens import mint_access_token
-from .backend import UNREACHABLE, LoginFailed
+from .backchannel import browser_login_of, record_browser_login
+from .backend import ID_TOKEN_CLAIMS, UNREACHABLE, LoginFailed
 from .providers import Provider, ProviderUnavailable, login_providers, provider_by_issuer, provider_by_slug
 
 logger = logging.getLogger(__name__)
@@ -139,6 +140,7 @@ class CallbackView(OIDCAuthenticationCallbackView):
     def login_success(self, provider: Provider) -> HttpResponse:  # type: ignore[override]
         auth.login(self.request, self.user)  # always: a new session key, a new login time
         self.request.session[PROVIDER_SESSION_KEY] = provider.issuer
+        record_browser_login(self.request, provider.issuer, getattr(self.request, ID_TOKEN_CLAIMS))
         AuditEvent.objects.create(
             action="browser_login",
             user=self.user,
@@ -180,7 +182,11 @@ class TokensView(LoginRequiredMixin, View):
 
     def post(self, request: HttpRequest) -> HttpResponse:
         user = request.user
-        session, refresh_token = start_session(user, user_agent=request.META.get("HTTP_USER_AGENT", ""))
+        session, refresh_token = start_session(
+            user,
+            user_agent=request.META.get("HTTP_USER_AGENT", ""),
+            browser_login=browser_login_of(request),  # the provider's logout of this login ends it
+        )
         access = mint_access_token(user, session_id=session.id.hex)
         AuditEvent.objects.create(
             action="login", user=user, detail={"session": str(session.pk), "via": "browser"}
