@@ -496,6 +496,8 @@ def crafted_cases(crafted: CraftedIssuer) -> dict[str, str]:
         "duplicate sub": crafted.raw_token(json.dumps(claims)[:-1].encode() + b', "sub": "svc-2"}'),
         "exp Infinity": crafted.raw_token(json.dumps({**claims, "exp": float("inf")}).encode()),
         "exp 1e400": crafted.raw_token(json.dumps(claims).replace(str(claims["exp"]), "1e400").encode()),
+        # RFC 8259 section 8.2: an escaped lone surrogate is no Unicode text.
+        "sub a lone surrogate": crafted.token(sub="svc-\ud800"),
     }
 
 

@@ -199,10 +199,16 @@ def _no_constants(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
 
 
+#: A JSON escape of a UTF-16 surrogate (``\ud800``): only a pair of them makes a character.
+SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+
+
 def parse_segment(segment: str) -> dict[str, Any]:
     """A header or claims segment: base64url of a UTF-8 JSON object (RFC 7519 section 7.2 steps 3-8).
 
-    ``json.loads`` on bytes would also take UTF-16 and UTF-32, duplicate names and NaN.
+    ``json.loads`` on bytes would also take UTF-16 and UTF-32, duplicate names and NaN; and it turns a
+    lone surrogate escape into a string that is no Unicode text (RFC 8259 section 8.2), which would
+    fail later wherever it is encoded (a cache key, a database query).
     """
     if len(segment) % 4 == 1:
         raise ValueError("not base64url")
@@ -210,6 +216,8 @@ def parse_segment(segment: str) -> dict[str, Any]:
     value = json.loads(
         text, object_pairs_hook=_unique_names, parse_float=_finite, parse_constant=_no_constants
     )
+    if SURROGATE_ESCAPE.search(text):
+        json.dumps(value, ensure_ascii=False).encode("utf-8")  # UnicodeEncodeError, a ValueError
     if not isinstance(value, dict):
         raise ValueError("not a JSON object")
     return value
