@@ -485,10 +485,11 @@ def crafted_cases(crafted: CraftedIssuer) -> dict[str, str]:
         + "."
         + crafted.token(sub="other").rsplit(".", 1)[1],
         "wrong iss in payload only": crafted.token(iss=crafted.issuer + "/x"),
-        # RFC 7519 section 4.1.2 / OIDC Core section 2: a non-empty string of at most 255 characters.
+        # RFC 7519 section 4.1.2 / OIDC Core section 2: a non-empty string of at most 255 characters (no NUL).
         "empty sub": crafted.token(sub=""),
         "whitespace-only sub": crafted.token(sub=" \t\u00a0"),
         "sub over 255 characters": crafted.token(sub="s" * 256),
+        "sub with a NUL": crafted.token(sub="svc\x001"),
         "scope a list": crafted.token(scope=["servicex"]),
         # RFC 7519 section 7.2 step 8, RFC 8259 sections 6 and 8.1: UTF-8 JSON, one value per name.
         "UTF-16 claims": crafted.raw_token(json.dumps(claims).encode("utf-16")),

@@ -240,8 +240,14 @@ def read_unverified(token: str) -> tuple[dict[str, Any], dict[str, Any]]:
 
 def is_identifier(value: Any) -> bool:
     """A string of 1 to 255 characters that is not only whitespace: ``sub`` (RFC 7519 section 4.1.2,
-    OIDC Core section 2), and what names a session or a token the same way (``sid``, ``jti``)."""
-    return isinstance(value, str) and 0 < len(value) <= MAX_SUBJECT_LENGTH and not value.isspace()
+    OIDC Core section 2), and what names a session or a token the same way (``sid``, ``jti``). No NUL,
+    which PostgreSQL cannot store: the lookup would fail as if the database were down."""
+    return (
+        isinstance(value, str)
+        and 0 < len(value) <= MAX_SUBJECT_LENGTH
+        and not value.isspace()
+        and "\x00" not in value
+    )
 
 
 def check_claims(claims: dict[str, Any], *, subject_required: bool = True) -> None:
