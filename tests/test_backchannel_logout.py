@@ -116,9 +116,12 @@ def assert_refused(response: Any) -> str:
     return body["error_description"]
 
 
-def sign_in(loop: CraftedIssuer, sid: str | None, subject: str = SUBJECT) -> Client:
-    """A browser signed in through "loop" with an ID token naming provider session ``sid``."""
-    browser = Client(HTTP_HOST=HOST)
+def sign_in(
+    loop: CraftedIssuer, sid: str | None, subject: str = SUBJECT, browser: Client | None = None
+) -> Client:
+    """A browser (a new one by default) signed in through "loop" with an ID token naming provider
+    session ``sid``."""
+    browser = browser or Client(HTTP_HOST=HOST)
     location = browser.get("/oidc/login/loop/")["Location"]
     query = {k: v[0] for k, v in parse_qs(urlsplit(location).query).items()}
     now = int(time.time())
@@ -295,6 +298,22 @@ def test_a_browser_login_records_the_provider_session_and_its_api_sessions(loop)
     assert BrowserLogin.objects.count() == 1
     api_tokens(without_sid)
     assert Session.objects.filter(browser_login=None).count() == 1
+
+
+@pytest.mark.django_db
+def test_signing_in_again_in_the_same_browser_hands_the_session_to_the_new_login(loop):
+    browser = sign_in(loop, "first")
+    first_api = api_tokens(browser)
+    key = browser.session.session_key
+    sign_in(loop, "second", browser=browser)
+    assert browser.session.session_key == key  # Django keeps it for the same user
+    second_api = api_tokens(browser)
+
+    assert deliver(logout_token(loop, sub=None, sid="first")).status_code == 200
+    assert signed_in(browser) and works(second_api["access_token"])
+    assert not works(first_api["access_token"])  # started on the first login's page
+    assert deliver(logout_token(loop, sub=None, sid="second")).status_code == 200
+    assert not signed_in(browser) and not works(second_api["access_token"])
 
 
 @pytest.mark.django_db

@@ -176,7 +176,8 @@ def _end_browser_logins(token: LogoutToken) -> list[BrowserLogin]:
     logins = list(found.filter(subject=token.subject) if token.subject is not None else found)
     store = _session_store()
     for login in logins:
-        store.delete(login.session_key)
+        if login.session_key:  # empty: its Django session went to a later login
+            store.delete(login.session_key)
         for session in login.sessions.filter(revoked_at__isnull=True):
             end_session(session, reason="backchannel_logout")
     BrowserLogin.objects.filter(pk__in=[login.pk for login in logins]).delete()
@@ -195,7 +196,12 @@ def record_browser_login(request: HttpRequest, issuer: str, claims: dict[str, An
     """After ``auth.login``: remember the provider session (the ID token's ``sid``) this Django session
     belongs to. Without a ``sid`` only a logout of the whole user (``sub``) can reach the session."""
     sid, key = claims.get("sid"), request.session.session_key
-    if is_identifier(sid) and key is not None and len(key) <= SESSION_KEY_LENGTH:
+    if key is None or len(key) > SESSION_KEY_LENGTH:
+        return
+    # Django keeps the key when the same user signs in again: the session is the new login's now, the
+    # API sessions started before stay with the earlier login.
+    BrowserLogin.objects.filter(session_key=key).update(session_key="")
+    if is_identifier(sid):
         BrowserLogin.objects.create(
             issuer=issuer, subject=claims["sub"], sid=sid, user=request.user, session_key=key
         )
@@ -204,7 +210,7 @@ def record_browser_login(request: HttpRequest, issuer: str, claims: dict[str, An
 def browser_login_of(request: HttpRequest) -> BrowserLogin | None:
     """The record of this Django session's browser login, if its provider named a session."""
     key = request.session.session_key
-    if key is None:
+    if not key:
         return None
     return BrowserLogin.objects.filter(session_key=key, user_id=request.user.pk).first()
 
@@ -215,6 +221,6 @@ def purge_browser_logins() -> int:
     open_sessions = Session.objects.filter(browser_login=OuterRef("pk"), revoked_at__isnull=True)
     idle = BrowserLogin.objects.filter(~Exists(open_sessions)).values_list("pk", "session_key")
     store = _session_store()
-    gone = [pk for pk, key in idle if not store.exists(key)]
+    gone = [pk for pk, key in idle if not key or not store.exists(key)]
     deleted, _ = BrowserLogin.objects.filter(pk__in=gone).delete()
     return deleted
