@@ -155,3 +155,49 @@ def idp_stats_reset(idp):
     yield idp
     idp.up()
     idp.delay(0)
+
+
+@pytest.fixture
+def attacker():
+    """An issuer on loopback that is never allow-listed: it must never be asked for anything."""
+    from tests.loopback_issuer import CraftedIssuer, key
+
+    issuer = CraftedIssuer({"rsa-1": (key("rsa-evil"), "RS256")})
+    yield issuer
+    assert issuer.counts.total() == 0
+    issuer.stop()
+
+
+WEB_IDP_SECRET_ENV = "TOKENAUTH_TEST_WEB_IDP_SECRET"
+
+
+@pytest.fixture
+def web_idp_env() -> dict[str, str]:
+    """More environment for the ``web_idp`` provider (see tests/idp/server.js): a module overrides it."""
+    return {}
+
+
+@pytest.fixture
+def web_idp(live_server, settings, monkeypatch, web_idp_env):
+    """A provider of its own whose web-client redirects to the live server: our only login provider,
+    "Test IdP" (slug ``test-idp``), whose access tokens for the default resource are accepted too."""
+    from tests.idp import DEFAULT_RESOURCE
+
+    provider = start_idp(env={"IDP_REDIRECT_URIS": f"{live_server.url}/oidc/callback/", **web_idp_env})
+    monkeypatch.setenv(WEB_IDP_SECRET_ENV, provider.WEB_CLIENT_SECRET)
+    settings.TOKENAUTH = {
+        **settings.TOKENAUTH,
+        "ALLOW_LOOPBACK_HTTP_ISSUERS": True,
+        "ISSUERS": [
+            {
+                "issuer": provider.issuer,
+                "slug": "test-idp",
+                "display_name": "Test IdP",
+                "client_id": provider.WEB_CLIENT_ID,
+                "client_secret_env": WEB_IDP_SECRET_ENV,
+                "audiences": [DEFAULT_RESOURCE],
+            }
+        ],
+    }
+    yield provider
+    provider.stop()

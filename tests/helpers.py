@@ -1,4 +1,5 @@
-"""Small helpers shared by the test modules: users, logging in through the real endpoint, a slow server."""
+"""Small helpers shared by the test modules: users, logging in through the real endpoint, signals, a
+database outage, a slow server."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from typing import Any
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
 from django.db import OperationalError, connection
+from django.dispatch import Signal
 
 
 def make_user(username: str, password: str = "pw", groups: Iterable[str] = ()) -> Any:
@@ -30,6 +32,22 @@ def login(client: Any, username: str, password: str = "pw", **extra: Any) -> dic
     )
     assert response.status_code == 200, response.content
     return response.json()
+
+
+@contextmanager
+def received(signal: Signal) -> Iterator[list[dict[str, Any]]]:
+    """The keyword arguments (and ``sender``) of every ``signal`` sent meanwhile."""
+    calls: list[dict[str, Any]] = []
+
+    def receiver(sender: Any, **kwargs: Any) -> None:
+        kwargs.pop("signal")
+        calls.append({"sender": sender, **kwargs})
+
+    signal.connect(receiver, weak=False)
+    try:
+        yield calls
+    finally:
+        signal.disconnect(receiver)
 
 
 @contextmanager

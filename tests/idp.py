@@ -91,6 +91,29 @@ def parse_forms(html: str) -> list[dict[str, Any]]:
     return parser.forms
 
 
+def sign_in_at_provider(url: str, username: str, callback: str, http: requests.Session | None = None) -> str:
+    """Be the user's browser at the provider from its authorization ``url``: log in (devInteractions
+    takes any password), consent; return the redirect to ``callback`` without following it. ``http``
+    is the browser (its cookies keep the provider's session, e.g. for a later logout there)."""
+    http = http or requests.Session()
+    response = http.get(url, allow_redirects=False, timeout=10)
+    for _ in range(15):
+        if response.is_redirect:
+            location = urljoin(response.url, response.headers["Location"])
+            if location.startswith(callback):
+                return location
+            response = http.get(location, allow_redirects=False, timeout=10)
+            continue
+        forms = [f for f in parse_forms(response.text) if f["method"] == "post"]
+        if response.status_code != 200 or not forms:
+            raise IdPError(f"at the provider: {response.status_code} {response.url}\n{response.text}")
+        fields = dict(forms[0]["fields"])
+        if fields.get("prompt") == "login":
+            fields.update(login=username, password="any-password")
+        response = http.post(urljoin(response.url, forms[0]["action"]), data=fields, allow_redirects=False)
+    raise IdPError("the provider never redirected back")
+
+
 class TestIdP:
     """Start, drive and stop ``node tests/idp/server.js`` (one process per instance)."""
 

@@ -214,6 +214,8 @@ def bad_tokens() -> dict[str, object]:
         "exp Infinity": lambda: signed_bytes(claims_text(exp=float("inf")).encode()),
         "exp 1e400": lambda: signed_bytes(claims_text(exp=12345).replace("12345", "1e400").encode()),
         "epoch NaN": lambda: signed_bytes(claims_text(epoch=float("nan")).encode()),
+        # RFC 8259 section 8.2: an escaped lone surrogate is no Unicode text.
+        "a lone surrogate": lambda: signed_bytes(claims_text(preferred_username="al\udfffice").encode()),
         # RFC 7515 section 2: base64url without padding, line breaks or other characters.
         "padded payload": lambda: (lambda h, p, sig: f"{h}.{p}{'=' * (-len(p) % 4) or '=='}.{sig}")(
             *signed(good_claims()).split(".")

@@ -14,14 +14,12 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import service_required, start_idp
-from tests.idp import TestIdP
+from tests.conftest import service_required
 from tokenauth.models import Identity
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
 ARTIFACTS = Path(tempfile.gettempdir()) / "tokenauth-artifacts"
-SECRET_ENV = "TOKENAUTH_TEST_BROWSER_SECRET"
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -59,28 +57,6 @@ def chrome(tmp_path: Path) -> Iterator[Any]:
     driver.set_page_load_timeout(30)
     yield driver
     driver.quit()
-
-
-@pytest.fixture
-def web_idp(live_server: Any, settings: Any, monkeypatch: pytest.MonkeyPatch) -> Iterator[TestIdP]:
-    """A provider of its own whose web-client redirects to this live server; our only login provider."""
-    provider = start_idp(env={"IDP_REDIRECT_URIS": f"{live_server.url}/oidc/callback/"})
-    monkeypatch.setenv(SECRET_ENV, provider.WEB_CLIENT_SECRET)
-    settings.TOKENAUTH = {
-        **settings.TOKENAUTH,
-        "ALLOW_LOOPBACK_HTTP_ISSUERS": True,
-        "ISSUERS": [
-            {
-                "issuer": provider.issuer,
-                "slug": "test-idp",
-                "display_name": "Test IdP",
-                "client_id": provider.WEB_CLIENT_ID,
-                "client_secret_env": SECRET_ENV,
-            }
-        ],
-    }
-    yield provider
-    provider.stop()
 
 
 def screenshot(driver: Any, name: str) -> Path:

@@ -172,3 +172,12 @@ def test_e013_max_sessions_per_user(settings, limit):
     assert "tokenauth.E013" not in ids(
         settings, ISSUER=ISSUER, SIGNING_KEY=GOOD_SECRET, MAX_SESSIONS_PER_USER=1
     )
+
+
+@pytest.mark.parametrize(("max_age", "expected"), [(0, "E014"), (timedelta(0), "E014"), (-1, "E003")])
+def test_e014_backchannel_logout_max_age(settings, max_age, expected):
+    duration_errors = {"tokenauth.E003", "tokenauth.E014"}
+    found = ids(settings, ISSUER=ISSUER, SIGNING_KEY=GOOD_SECRET, BACKCHANNEL_LOGOUT_MAX_AGE=max_age)
+    assert found & duration_errors == {f"tokenauth.{expected}"}
+    good = ids(settings, ISSUER=ISSUER, SIGNING_KEY=GOOD_SECRET, BACKCHANNEL_LOGOUT_MAX_AGE=1)
+    assert not good & duration_errors

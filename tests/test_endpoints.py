@@ -168,6 +168,8 @@ def test_group_the_user_is_not_in_is_400(client, group):
         ("username=alice&password=pw", "text/plain"),
         ("\xff\xfe garbage", "application/octet-stream"),
         ("", "application/json"),
+        ('{"username": "' + "x" * 3_000_000 + '"}', "application/json"),  # > DATA_UPLOAD_MAX_MEMORY_SIZE
+        ("a=1&" * 1001, "application/x-www-form-urlencoded"),  # > DATA_UPLOAD_MAX_NUMBER_FIELDS
     ],
 )
 def test_malformed_login_body_is_400_invalid_request(client, body, content_type):

@@ -63,15 +63,6 @@ def crafted() -> Iterator[CraftedIssuer]:
 
 
 @pytest.fixture
-def attacker() -> Iterator[CraftedIssuer]:
-    """Never allow-listed: it must never be asked for anything."""
-    issuer = CraftedIssuer({"rsa-1": (key("rsa-evil"), "RS256")})
-    yield issuer
-    assert issuer.counts.total() == 0
-    issuer.stop()
-
-
-@pytest.fixture
 def own_idp() -> Iterator[TestIdP]:
     """A private provider for tests that rotate keys."""
     provider = start_idp()
@@ -491,10 +482,11 @@ def crafted_cases(crafted: CraftedIssuer) -> dict[str, str]:
         + "."
         + crafted.token(sub="other").rsplit(".", 1)[1],
         "wrong iss in payload only": crafted.token(iss=crafted.issuer + "/x"),
-        # RFC 7519 section 4.1.2 / OIDC Core section 2: a non-empty string of at most 255 characters.
+        # RFC 7519 section 4.1.2 / OIDC Core section 2: a non-empty string of at most 255 characters (no NUL).
         "empty sub": crafted.token(sub=""),
         "whitespace-only sub": crafted.token(sub=" \t\u00a0"),
         "sub over 255 characters": crafted.token(sub="s" * 256),
+        "sub with a NUL": crafted.token(sub="svc\x001"),
         "scope a list": crafted.token(scope=["servicex"]),
         # RFC 7519 section 7.2 step 8, RFC 8259 sections 6 and 8.1: UTF-8 JSON, one value per name.
         "UTF-16 claims": crafted.raw_token(json.dumps(claims).encode("utf-16")),
@@ -502,6 +494,8 @@ def crafted_cases(crafted: CraftedIssuer) -> dict[str, str]:
         "duplicate sub": crafted.raw_token(json.dumps(claims)[:-1].encode() + b', "sub": "svc-2"}'),
         "exp Infinity": crafted.raw_token(json.dumps({**claims, "exp": float("inf")}).encode()),
         "exp 1e400": crafted.raw_token(json.dumps(claims).replace(str(claims["exp"]), "1e400").encode()),
+        # RFC 8259 section 8.2: an escaped lone surrogate is no Unicode text.
+        "sub a lone surrogate": crafted.token(sub="svc-\ud800"),
     }
 
 

@@ -12,17 +12,16 @@ import secrets
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
-from urllib.parse import parse_qs, urljoin, urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 import django
 import pytest
-import requests
 from cryptography.hazmat.primitives import serialization
 from django.contrib.auth import SESSION_KEY, get_user_model
 from django.core import mail
 from django.test import Client
 
-from tests.idp import TestIdP, parse_forms
+from tests.idp import TestIdP, sign_in_at_provider
 from tests.loopback_issuer import CraftedIssuer, compact, key
 from tokenauth.issuers import jwks_cache
 from tokenauth.models import AuditEvent, Epoch, Identity
@@ -75,25 +74,8 @@ def browser() -> Client:
 
 
 def authorize(url: str, username: str, callback: str = CALLBACK) -> str:
-    """Be the user's browser at the provider: log in, consent; return the redirect to ``callback``."""
-    http = requests.Session()
-    response = http.get(url, allow_redirects=False, timeout=10)
-    for _ in range(15):
-        if response.is_redirect:
-            location = urljoin(response.url, response.headers["Location"])
-            if location.startswith(callback):
-                return location
-            response = http.get(location, allow_redirects=False, timeout=10)
-            continue
-        forms = [f for f in parse_forms(response.text) if f["method"] == "post"]
-        assert response.status_code == 200 and forms, (
-            f"{response.status_code} {response.url}\n{response.text}"
-        )
-        fields = dict(forms[0]["fields"])
-        if fields.get("prompt") == "login":
-            fields.update(login=username, password="any-password")
-        response = http.post(urljoin(response.url, forms[0]["action"]), data=fields, allow_redirects=False)
-    raise AssertionError("the provider never redirected back")
+    """Be the user's browser at the provider; return its redirect to our (test client's) callback."""
+    return sign_in_at_provider(url, username, callback)
 
 
 def start(browser: Client, slug: str = "test-idp", **params: str) -> str:

@@ -2,34 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
-from typing import Any
-
 import pytest
 from django.contrib.auth.models import Group
-from django.dispatch import Signal
 
-from tests.helpers import login, make_user
+from tests.helpers import login, make_user, received
 from tokenauth import signals
 from tokenauth.models import AuditEvent, Epoch, Session
 
 pytestmark = pytest.mark.django_db
-
-
-@contextmanager
-def received(signal: Signal) -> Iterator[list[dict[str, Any]]]:
-    calls: list[dict[str, Any]] = []
-
-    def receiver(sender: Any, **kwargs: Any) -> None:
-        kwargs.pop("signal")
-        calls.append({"sender": sender, **kwargs})
-
-    signal.connect(receiver, weak=False)
-    try:
-        yield calls
-    finally:
-        signal.disconnect(receiver)
 
 
 def bearer(token: str) -> dict[str, str]:

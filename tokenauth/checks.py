@@ -81,6 +81,14 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckM
                 'TOKENAUTH["MAX_SESSIONS_PER_USER"] must be None or a positive integer.', id="tokenauth.E013"
             )
         )
+    if tokenauth_settings.BACKCHANNEL_LOGOUT_MAX_AGE == timedelta(0):  # a negative one is E003
+        errors.append(
+            checks.Error(
+                'TOKENAUTH["BACKCHANNEL_LOGOUT_MAX_AGE"] must be more than zero.',
+                hint="Logout tokens are delivered within seconds of their iat; the default is 5 minutes.",
+                id="tokenauth.E014",
+            )
+        )
     cache_backend = settings.CACHES.get(tokenauth_settings.CACHE_ALIAS, {}).get("BACKEND", "")
     if not cache_backend:
         errors.append(checks.Error('TOKENAUTH["CACHE_ALIAS"] names no cache.', id="tokenauth.E006"))

@@ -85,6 +85,8 @@ DEFAULTS: dict[str, Any] = {
     "OIDC_CLIENT_SECRETS": {},
     # With exactly one provider, /oidc/login/ sends the browser straight to it.
     "OIDC_REDIRECT_SINGLE_PROVIDER": False,
+    # Back-channel logout: a provider's logout token issued longer ago (iat, plus LEEWAY) is refused.
+    "BACKCHANNEL_LOGOUT_MAX_AGE": timedelta(minutes=5),
 }
 
 TIMEDELTA_SETTINGS = (
@@ -101,6 +103,7 @@ TIMEDELTA_SETTINGS = (
     "JWKS_REFETCH_COOLDOWN",
     "JWKS_MAX_STALENESS",
     "IDENTITY_CACHE_TIMEOUT",
+    "BACKCHANNEL_LOGOUT_MAX_AGE",
 )
 
 

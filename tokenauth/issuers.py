@@ -421,8 +421,10 @@ jwks_cache = JWKSCache()
 # -- verification ------------------------------------------------------------------------------
 
 
-def decode_external(token: str, config: IssuerConfig, header: dict[str, Any]) -> dict[str, Any]:
-    """Verify a token of an allow-listed issuer; ``header`` is the token's unverified header."""
+def _verification_key(config: IssuerConfig, header: dict[str, Any]) -> tuple[Any, str]:
+    """The key and algorithm for this unverified header: an asymmetric ``alg`` the issuer may use, no
+    ``crit``, a ``kid`` found in the issuer's JWKS; ``jku``, ``x5u``, ``jwk`` and ``x5c`` are never
+    looked at."""
     try:  # a plain-http issuer in the settings is a configuration error (system check), not an outage
         validate_issuer_url(config.issuer)
     except ValidationError:
@@ -434,23 +436,50 @@ def decode_external(token: str, config: IssuerConfig, header: dict[str, Any]) ->
         raise InvalidToken("The access token's algorithm is not accepted for its issuer")
     if "crit" in header:
         raise InvalidToken("The access token has unsupported critical header parameters")
-    typ = header.get("typ")
-    if typ is not None and (not isinstance(typ, str) or typ.lower() not in ACCESS_TOKEN_TYPES):
-        raise InvalidToken("The token is not an access token")
     kid = header.get("kid")
     if not isinstance(kid, str):
         raise InvalidToken("The access token names no key")
-    key = jwks_cache.key_for(config.issuer, kid, algorithm)
-    audiences = config.accepted_audiences
+    return jwks_cache.key_for(config.issuer, kid, algorithm), algorithm
+
+
+def decode_issuer_token(
+    token: str,
+    config: IssuerConfig,
+    header: dict[str, Any],
+    *,
+    audience: str | list[str] | None,
+    require: list[str],
+    subject_required: bool = True,
+) -> dict[str, Any]:
+    r"""Verify any JWT ``config``'s issuer signs (access, ID and logout tokens alike): the key and
+    algorithm pinned as above, the signature, ``iss``, ``aud`` (unless ``audience`` is None), the
+    times with LEEWAY, the ``require``\d claims and :func:`~tokenauth.tokens.check_claims`.
+
+    ``header`` is the token's unverified header. Raises InvalidToken, ``jwt.InvalidTokenError``
+    (for the caller to word) and IssuerUnavailable.
+    """
+    key, algorithm = _verification_key(config, header)
+    claims = jwt.decode(
+        token,
+        key,
+        algorithms=[algorithm],
+        issuer=config.issuer,
+        audience=audience,
+        leeway=tokenauth_settings.LEEWAY,
+        options={"require": require, "verify_aud": audience is not None},
+    )
+    check_claims(claims, subject_required=subject_required)
+    return claims
+
+
+def decode_external(token: str, config: IssuerConfig, header: dict[str, Any]) -> dict[str, Any]:
+    """Verify a token of an allow-listed issuer; ``header`` is the token's unverified header."""
+    typ = header.get("typ")
+    if typ is not None and (not isinstance(typ, str) or typ.lower() not in ACCESS_TOKEN_TYPES):
+        raise InvalidToken("The token is not an access token")
     try:
-        claims = jwt.decode(
-            token,
-            key,
-            algorithms=[algorithm],
-            issuer=config.issuer,
-            audience=audiences,
-            leeway=tokenauth_settings.LEEWAY,
-            options={"require": ["iss", "sub", "exp", "iat"], "verify_aud": audiences is not None},
+        claims = decode_issuer_token(
+            token, config, header, audience=config.accepted_audiences, require=["iss", "sub", "exp", "iat"]
         )
     except jwt.ExpiredSignatureError:
         raise InvalidToken("The access token expired") from None
@@ -458,7 +487,6 @@ def decode_external(token: str, config: IssuerConfig, header: dict[str, Any]) ->
         raise InvalidToken("The access token is not meant for this service") from None
     except jwt.InvalidTokenError:
         raise InvalidToken("The access token is invalid") from None
-    check_claims(claims)
     if claims.get("typ", "Bearer") != "Bearer":
         raise InvalidToken("The token is not an access token")
     return claims

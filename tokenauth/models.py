@@ -1,4 +1,5 @@
-"""Identities, revocation state (epochs and the token denylist), refresh sessions and the audit log."""
+"""Identities, revocation state (epochs and the token denylist), refresh sessions, browser logins and
+the audit log."""
 
 from __future__ import annotations
 
@@ -97,6 +98,26 @@ class RevokedToken(models.Model):
         return self.jti
 
 
+class BrowserLogin(models.Model):
+    """A browser login whose ID token named the provider's session (``sid``): the provider's back-channel
+    logout of that session ends this login's Django session and the API sessions started from it."""
+
+    issuer = models.CharField(_("issuer"), max_length=255)
+    subject = models.CharField(_("subject"), max_length=255)
+    sid = models.CharField(_("provider session"), max_length=255)
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    session_key = models.CharField(_("Django session key"), max_length=40, db_index=True)
+    created_at = models.DateTimeField(_("created"), default=timezone.now)
+
+    class Meta:
+        verbose_name = _("browser login")
+        verbose_name_plural = _("browser logins")
+        indexes = [models.Index(fields=["issuer", "sid"], name="tokenauth_browserlogin_sid")]
+
+    def __str__(self) -> str:
+        return f"{self.subject} @ {self.issuer} ({self.created_at:%Y-%m-%d %H:%M})"
+
+
 def new_family_id() -> str:
     return secrets.token_hex(16)
 
@@ -120,6 +141,16 @@ class Session(models.Model):
     family = models.CharField(max_length=32, unique=True, editable=False, default=new_family_id)
     refresh_hash = models.CharField(max_length=64, editable=False)
     revoked_at = models.DateTimeField(_("revoked"), null=True, blank=True)
+    #: The browser login on whose page the session was started: the provider's back-channel logout of
+    #: that login's provider session ends it too.
+    browser_login = models.ForeignKey(
+        BrowserLogin,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="sessions",
+        verbose_name=_("browser login"),
+    )
 
     class Meta:
         verbose_name = _("session")

@@ -34,10 +34,17 @@ def _lifetime(remember_me: bool):
 
 
 def start_session(
-    user: Any, *, remember_me: bool = False, user_agent: str = "", scope: str = "", group: Any = None
+    user: Any,
+    *,
+    remember_me: bool = False,
+    user_agent: str = "",
+    scope: str = "",
+    group: Any = None,
+    browser_login: Any = None,
 ) -> tuple[Session, str]:
     """Open a session and return it with its first refresh token; beyond ``MAX_SESSIONS_PER_USER``
-    the user's oldest live sessions end (reason "limit")."""
+    the user's oldest live sessions end (reason "limit"). ``browser_login``: the BrowserLogin on whose
+    page it starts (the provider's back-channel logout of that login ends it)."""
     secret = secrets.token_urlsafe(32)
     with transaction.atomic():
         session = Session.objects.create(
@@ -48,6 +55,7 @@ def start_session(
             scope=scope,
             group=group,
             refresh_hash=_hash(secret),
+            browser_login=browser_login,
         )
         limit = tokenauth_settings.MAX_SESSIONS_PER_USER
         if limit is not None:

@@ -199,10 +199,16 @@ def _no_constants(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
 
 
+#: A JSON escape of a UTF-16 surrogate (``\ud800``): only a pair of them makes a character.
+SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+
+
 def parse_segment(segment: str) -> dict[str, Any]:
     """A header or claims segment: base64url of a UTF-8 JSON object (RFC 7519 section 7.2 steps 3-8).
 
-    ``json.loads`` on bytes would also take UTF-16 and UTF-32, duplicate names and NaN.
+    ``json.loads`` on bytes would also take UTF-16 and UTF-32, duplicate names and NaN; and it turns a
+    lone surrogate escape into a string that is no Unicode text (RFC 8259 section 8.2), which would
+    fail later wherever it is encoded (a cache key, a database query).
     """
     if len(segment) % 4 == 1:
         raise ValueError("not base64url")
@@ -210,6 +216,8 @@ def parse_segment(segment: str) -> dict[str, Any]:
     value = json.loads(
         text, object_pairs_hook=_unique_names, parse_float=_finite, parse_constant=_no_constants
     )
+    if SURROGATE_ESCAPE.search(text):
+        json.dumps(value, ensure_ascii=False).encode("utf-8")  # UnicodeEncodeError, a ValueError
     if not isinstance(value, dict):
         raise ValueError("not a JSON object")
     return value
@@ -230,22 +238,27 @@ def read_unverified(token: str) -> tuple[dict[str, Any], dict[str, Any]]:
         raise InvalidToken("The access token is malformed") from None
 
 
-def check_claims(claims: dict[str, Any]) -> None:
-    """The claim rules every issuer's tokens follow (ours, external ones, ID tokens).
-
-    Numeric times (RFC 7519 section 2 NumericDate: PyJWT ``int()``s a string); ``sub`` a non-empty
-    string of at most 255 characters that is not only whitespace (RFC 7519 section 4.1.2, OIDC Core
-    section 2); ``scope`` a string when present (RFC 9068 section 2.2.3).
-    """
-    sub = claims.get("sub")
-    valid = (
-        time_claims_valid(claims)
-        and isinstance(sub, str)
-        and 0 < len(sub) <= MAX_SUBJECT_LENGTH
-        and not sub.isspace()
-        and isinstance(claims.get("scope", ""), str)
+def is_identifier(value: Any) -> bool:
+    """A string of 1 to 255 characters that is not only whitespace: ``sub`` (RFC 7519 section 4.1.2,
+    OIDC Core section 2), and what names a session or a token the same way (``sid``, ``jti``). No NUL,
+    which PostgreSQL cannot store: the lookup would fail as if the database were down."""
+    return (
+        isinstance(value, str)
+        and 0 < len(value) <= MAX_SUBJECT_LENGTH
+        and not value.isspace()
+        and "\x00" not in value
     )
-    if not valid:
+
+
+def check_claims(claims: dict[str, Any], *, subject_required: bool = True) -> None:
+    """The claim rules every issuer's tokens follow (ours, external ones, ID and logout tokens).
+
+    Numeric times (RFC 7519 section 2 NumericDate: PyJWT ``int()``s a string); ``sub`` an identifier
+    (:func:`is_identifier`), which only a logout token may leave out; ``scope`` a string when present
+    (RFC 9068 section 2.2.3).
+    """
+    subject_valid = is_identifier(claims.get("sub")) or ("sub" not in claims and not subject_required)
+    if not (time_claims_valid(claims) and subject_valid and isinstance(claims.get("scope", ""), str)):
         raise InvalidToken("The access token is invalid")
 
 

@@ -8,6 +8,7 @@ from typing import Any
 from django.apps import apps
 from django.contrib.auth import authenticate
 from django.contrib.auth.models import Group
+from django.core.exceptions import RequestDataTooBig, TooManyFieldsSent
 from django.db import DatabaseError
 from django.urls import reverse
 from rest_framework import serializers
@@ -72,11 +73,13 @@ def _mint_for_session(session: Session) -> Any:
     )
 
 
-def _validated(serializer_class: type[serializers.Serializer], request: Request) -> dict[str, Any]:
+def validated(serializer_class: type[serializers.Serializer], request: Request) -> dict[str, Any]:
+    """The body's fields, checked by ``serializer_class``; anything else is ``400 invalid_request``."""
     try:
         data = request.data
-    except (ParseError, UnsupportedMediaType, RecursionError):
-        # OAuth clients expect an RFC 6749 error body; deeply nested JSON must not become a 500.
+    except (ParseError, UnsupportedMediaType, RecursionError, RequestDataTooBig, TooManyFieldsSent):
+        # OAuth clients expect an RFC 6749 error body; deeply nested JSON must not become a 500, nor a
+        # body Django refuses (DATA_UPLOAD_MAX_MEMORY_SIZE, DATA_UPLOAD_MAX_NUMBER_FIELDS) an HTML page.
         raise OAuthError("invalid_request", "The request body could not be parsed") from None
     serializer = serializer_class(data=data)
     if not serializer.is_valid():
@@ -105,7 +108,7 @@ class TokenView(TokenAuthView):
         return 'Bearer realm="api"'
 
     def post(self, request: Request) -> Response:
-        data = _validated(LoginSerializer, request)
+        data = validated(LoginSerializer, request)
         attempt = LoginAttempt(request, data["username"])
         attempt.start()
         user = authenticate(request._request, username=data["username"], password=data["password"])
@@ -137,7 +140,7 @@ class RefreshView(TokenAuthView):
     permission_classes = (AllowAny,)
 
     def post(self, request: Request) -> Response:
-        data = _validated(RefreshSerializer, request)
+        data = validated(RefreshSerializer, request)
         session, refresh_token = rotate(data["refresh_token"])
         return _token_response(session, refresh_token, _mint_for_session(session))
 
@@ -220,7 +223,7 @@ class RevokeView(TokenAuthView):
     permission_classes = (IsAuthenticated, CanRevoke)
 
     def post(self, request: Request) -> Response:
-        data = _validated(RevokeSerializer, request)
+        data = validated(RevokeSerializer, request)
         named = [key for key in ("user", "group", "issuer", "all") if data.get(key)]
         if len(named) != 1 or ("issuer" in data) != ("subject" in data):
             raise OAuthError(

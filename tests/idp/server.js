@@ -17,6 +17,10 @@
 //   IDP_CLIENT_SECRET / IDP_WEB_CLIENT_SECRET   secrets of test-client / web-client (test-secret / web-secret)
 //   IDP_USER_GROUPS         JSON list of group paths in user access tokens (["/atlas", "/atlas/users"]);
 //                           `groups` carries them as given, `wlcg.groups` too (WLCG paths start with "/")
+//   IDP_BACKCHANNEL_LOGOUT_URI  unset (default): no back-channel logout. Set: features.backchannelLogout
+//                           is on and `web-client` registers this backchannel_logout_uri with
+//                           backchannel_logout_session_required, so its ID tokens carry `sid` and a
+//                           confirmed logout at the end_session_endpoint POSTs a logout token there
 //
 // Clients (static):
 //   test-client / test-secret  client_credentials + device_code (+ refresh_token), client_secret_basic
@@ -68,6 +72,7 @@ const REDIRECT_URIS = (env.IDP_REDIRECT_URIS || 'http://127.0.0.1:8000/oidc/call
   .split(',').map((s) => s.trim()).filter(Boolean);
 const WEB_APPLICATION_TYPE = env.IDP_WEB_APPLICATION_TYPE || 'web';
 const USER_GROUPS = JSON.parse(env.IDP_USER_GROUPS || '["/atlas", "/atlas/users"]');
+const BACKCHANNEL_LOGOUT_URI = env.IDP_BACKCHANNEL_LOGOUT_URI || '';
 const ALGS = ['RS256', 'ES256'];
 const OPENID_SCOPES = new Set(['openid', 'offline_access', 'profile', 'email', 'groups']);
 
@@ -144,6 +149,10 @@ function clients() {
       redirect_uris: REDIRECT_URIS,
       post_logout_redirect_uris: REDIRECT_URIS,
       token_endpoint_auth_method: 'client_secret_basic',
+      ...(BACKCHANNEL_LOGOUT_URI && {
+        backchannel_logout_uri: BACKCHANNEL_LOGOUT_URI,
+        backchannel_logout_session_required: true,
+      }),
     },
   ];
 }
@@ -191,6 +200,7 @@ function buildProvider(issuer) {
       deviceFlow: { enabled: true },
       introspection: { enabled: true },
       revocation: { enabled: true },
+      backchannelLogout: { enabled: Boolean(BACKCHANNEL_LOGOUT_URI) },
       resourceIndicators: {
         enabled: true,
         async defaultResource(ctx, _client, oneOf) {
@@ -221,10 +231,18 @@ function buildProvider(issuer) {
       ctx.type = 'json';
       ctx.body = out;
     },
+    // oidc-provider's SSRF protection (its dispatcher) refuses loopback addresses, where the relying
+    // party under test listens: only IDP_BACKCHANNEL_LOGOUT_URI goes without it.
+    async fetch(url, { dispatcher, ...options }) {
+      const unchecked = BACKCHANNEL_LOGOUT_URI && url === new URL(BACKCHANNEL_LOGOUT_URI).href;
+      return globalThis.fetch(url, unchecked ? options : { ...options, dispatcher });
+    },
   };
   const instance = new Provider(issuer, configuration);
   instance.on('server_error', (_ctx, err) => log('server_error', err.stack || err));
   instance.on('grant.error', (_ctx, err) => log('grant.error', err.name, err.error_description || err.message));
+  instance.on('backchannel.success', (_ctx, client) => log('backchannel.success', client.clientId));
+  instance.on('backchannel.error', (_ctx, err, client) => log('backchannel.error', client.clientId, err.message));
   return instance;
 }
 

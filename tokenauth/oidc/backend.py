@@ -22,18 +22,20 @@ from mozilla_django_oidc.auth import OIDCAuthenticationBackend
 
 from ..conf import tokenauth_settings
 from ..exceptions import InvalidToken
-from ..issuers import FetchError, IssuerUnavailable, fetch_json, jwks_cache
-from ..keys import ASYMMETRIC_ALGORITHMS
+from ..issuers import FetchError, IssuerUnavailable, decode_issuer_token, fetch_json
 from ..models import AuditEvent
 from ..provisioning import IdentityNotRegistered, resolve
 from ..snapshots import StateUnavailable
-from ..tokens import check_claims, read_unverified
+from ..tokens import read_unverified
 from .providers import Provider, ProviderUnavailable
 
 logger = logging.getLogger(__name__)
 
 UNREACHABLE = "The sign-in provider cannot be reached right now. Please try again in a few minutes."
 UNVERIFIED = "The sign-in provider's answer could not be verified. Please start again."
+#: ``authenticate`` leaves the verified ID token's claims on the request under this name: the callback
+#: records the provider's session (``sid``) for back-channel logout.
+ID_TOKEN_CLAIMS = "tokenauth_id_token_claims"
 
 
 class LoginFailed(Exception):
@@ -82,6 +84,7 @@ class OIDCBackend(OIDCAuthenticationBackend):
         if not isinstance(id_token, str):
             raise LoginFailed("The sign-in provider sent no ID token.")
         claims = self.verify_token(id_token, nonce=nonce)
+        setattr(request, ID_TOKEN_CLAIMS, claims)
         if isinstance(access_token, str) and access_token:
             claims = {**self.get_userinfo(access_token, id_token, claims), **claims}
         return self.get_or_create_user(access_token, id_token, claims)
@@ -133,24 +136,13 @@ class OIDCBackend(OIDCAuthenticationBackend):
         config = self.provider.config
         try:
             header, _ = read_unverified(token)
-        except InvalidToken:
-            raise LoginFailed(UNVERIFIED) from None
-        algorithm, kid = header.get("alg"), header.get("kid")
-        usable = isinstance(algorithm, str) and algorithm in ASYMMETRIC_ALGORITHMS & config.algorithms
-        if not usable or not isinstance(kid, str) or "crit" in header:
-            raise LoginFailed(UNVERIFIED)
-        try:
-            key = jwks_cache.key_for(config.issuer, kid, algorithm)
-            claims = jwt.decode(
+            claims = decode_issuer_token(
                 token,
-                key,
-                algorithms=[algorithm],
-                issuer=config.issuer,
+                config,
+                header,
                 audience=self.provider.client_id,
-                leeway=tokenauth_settings.LEEWAY,
-                options={"require": ["iss", "sub", "aud", "exp", "iat"]},
+                require=["iss", "sub", "aud", "exp", "iat"],
             )
-            check_claims(claims)
         except IssuerUnavailable:
             raise LoginFailed(UNREACHABLE) from None
         except (InvalidToken, jwt.InvalidTokenError):

@@ -10,4 +10,9 @@ urlpatterns = [
     path("callback/", views.CallbackView.as_view(), name="tokenauth-oidc-callback"),
     path("logout/", views.LogoutView.as_view(), name="tokenauth-oidc-logout"),
     path("tokens/", views.TokensView.as_view(), name="tokenauth-oidc-tokens"),
+    path(
+        "backchannel-logout/",
+        views.BackchannelLogoutView.as_view(),
+        name="tokenauth-oidc-backchannel-logout",
+    ),
 ]

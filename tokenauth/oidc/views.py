@@ -1,4 +1,5 @@
-"""Browser login pages: provider list, start, callback (one redirect URI for all), logout, API tokens.
+"""Browser login pages: provider list, start, callback (one redirect URI for all), logout, API tokens;
+and the endpoint where providers deliver back-channel logouts.
 
 The chosen provider is remembered with the login's ``state`` in the session, so the callback knows
 which issuer, client and keys to use; a callback whose state this browser did not start is refused.
@@ -23,18 +24,25 @@ from mozilla_django_oidc.views import (
     OIDCAuthenticationRequestView,
     OIDCLogoutView,
 )
+from rest_framework import serializers
+from rest_framework.parsers import FormParser
+from rest_framework.permissions import AllowAny
+from rest_framework.renderers import JSONRenderer
+from rest_framework.request import Request
+from rest_framework.response import Response
 
 from ..conf import tokenauth_settings
 from ..models import AuditEvent
 from ..sessions import start_session
 from ..tokens import mint_access_token
-from .backend import UNREACHABLE, LoginFailed
+from ..views import NO_STORE, TokenAuthView, validated
+from .backchannel import browser_login_of, log_out, record_browser_login, verify_logout_token
+from .backend import ID_TOKEN_CLAIMS, UNREACHABLE, LoginFailed
 from .providers import Provider, ProviderUnavailable, login_providers, provider_by_issuer, provider_by_slug
 
 logger = logging.getLogger(__name__)
 
 PROVIDER_SESSION_KEY = "tokenauth_oidc_issuer"
-NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
 
 
 def failure_page(request: HttpRequest, exc: LoginFailed) -> HttpResponse:
@@ -139,6 +147,7 @@ class CallbackView(OIDCAuthenticationCallbackView):
     def login_success(self, provider: Provider) -> HttpResponse:  # type: ignore[override]
         auth.login(self.request, self.user)  # always: a new session key, a new login time
         self.request.session[PROVIDER_SESSION_KEY] = provider.issuer
+        record_browser_login(self.request, provider.issuer, getattr(self.request, ID_TOKEN_CLAIMS))
         AuditEvent.objects.create(
             action="browser_login",
             user=self.user,
@@ -180,7 +189,11 @@ class TokensView(LoginRequiredMixin, View):
 
     def post(self, request: HttpRequest) -> HttpResponse:
         user = request.user
-        session, refresh_token = start_session(user, user_agent=request.META.get("HTTP_USER_AGENT", ""))
+        session, refresh_token = start_session(
+            user,
+            user_agent=request.META.get("HTTP_USER_AGENT", ""),
+            browser_login=browser_login_of(request),  # the provider's logout of this login ends it
+        )
         access = mint_access_token(user, session_id=session.id.hex)
         AuditEvent.objects.create(
             action="login", user=user, detail={"session": str(session.pk), "via": "browser"}
@@ -194,5 +207,30 @@ class TokensView(LoginRequiredMixin, View):
         context.update(server=server.rstrip("/"), provider=provider)
         response = render(request, "tokenauth/oidc/tokens.html", context)
         for name, value in NO_STORE.items():  # the page may show tokens
+            response[name] = value
+        return response
+
+
+class LogoutTokenSerializer(serializers.Serializer):
+    logout_token = serializers.CharField(trim_whitespace=False)
+
+
+class BackchannelLogoutView(TokenAuthView):
+    """``POST /oidc/backchannel-logout/``: a provider's logout token (OpenID Connect Back-Channel
+    Logout 1.0, see :mod:`.backchannel`). The provider calls it with no session and no CSRF token."""
+
+    authentication_classes = ()
+    permission_classes = (AllowAny,)
+    parser_classes = (FormParser,)  # section 2.5: application/x-www-form-urlencoded
+    renderer_classes = (JSONRenderer,)
+
+    def post(self, request: Request) -> Response:
+        data = validated(LogoutTokenSerializer, request)
+        log_out(verify_logout_token(data["logout_token"]))
+        return Response(status=200)  # section 2.8: an empty 200
+
+    def finalize_response(self, request: Request, response: Response, *args: Any, **kwargs: Any) -> Response:
+        response = super().finalize_response(request, response, *args, **kwargs)
+        for name, value in NO_STORE.items():  # every answer, refusals and 503s too (section 2.8)
             response[name] = value
         return response

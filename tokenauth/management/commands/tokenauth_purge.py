@@ -8,12 +8,16 @@ from django.utils import timezone
 
 from tokenauth.management.base import TokenauthCommand
 from tokenauth.models import Session
+from tokenauth.oidc.backchannel import purge_browser_logins
 from tokenauth.revocation import purge_expired
 from tokenauth.sessions import access_token_margin
 
 
 class Command(TokenauthCommand):
-    help = "Delete expired or ended sessions and denylist rows that can no longer matter (run daily)."
+    help = (
+        "Delete expired or ended sessions, denylist rows and browser-login records that can no longer "
+        "matter (run daily)."
+    )
 
     def handle(self, *args: Any, **options: Any) -> None:
         now = timezone.now()
@@ -22,6 +26,8 @@ class Command(TokenauthCommand):
         sessions, _ = Session.objects.filter(dead).delete()
         revoked = purge_expired()
         self.stdout.write(f"Deleted {sessions} sessions and {revoked} revoked-token rows.")
+        logins = purge_browser_logins()  # after the sessions: an ended one keeps no login
+        self.stdout.write(f"Deleted {logins} browser logins whose sessions are over.")
         if apps.is_installed("tokenauth.oauth"):
             from oauth2_provider.models import clear_expired, get_device_grant_model
 
