@@ -35,7 +35,8 @@ import requests
 IDP_DIR = Path(__file__).resolve().parent / "idp"
 DEFAULT_RESOURCE = "https://api.example.test"
 DEVICE_CODE_GRANT = "urn:ietf:params:oauth:grant-type:device_code"
-START_TIMEOUT = 120.0  # seconds to READY: about one on an idle machine, far more on a loaded one
+START_TIMEOUT = 60.0  # seconds to READY: about one on an idle machine, far more on a loaded one
+START_ATTEMPTS = 2  # a server not ready in time is started once more (one hung in CI, idle in node)
 
 
 class IdPError(RuntimeError):
@@ -164,6 +165,29 @@ class TestIdP:
             args += ["--issuer", issuer]
         if keys_dir:
             args += ["--keys-dir", str(keys_dir)]
+        hung: list[str] = []
+        for _attempt in range(START_ATTEMPTS):
+            line = self._launch(args, timeout)
+            if line is not None:
+                break
+            hung.append(self._state())  # not ready in time: once seen in CI with node idle, never since
+            if len(hung) < START_ATTEMPTS:
+                self.stop()
+        if line is None or not line.startswith("READY "):
+            self._failed_start(line, timeout, hung)
+        self.issuer = line.split(" ", 1)[1].strip()
+        try:
+            response = self.http.get(f"{self.issuer}/.well-known/openid-configuration", timeout=10)
+            response.raise_for_status()
+            self.metadata = response.json()
+            self.reset_stats()
+        except Exception:
+            self.stop()
+            raise
+        return self
+
+    def _launch(self, args: list[str], timeout: float) -> str | None:
+        """Start one server process; its first line (see :meth:`_first_line`)."""
         fd, log_name = tempfile.mkstemp(prefix="test-idp-", suffix=".log")
         os.close(fd)
         self.log_path = Path(log_name)
@@ -178,19 +202,18 @@ class TestIdP:
             text=True,
         )
         assert self._process.stdout is not None
-        line = self._first_line(self._process.stdout, timeout)
-        if line is None or not line.startswith("READY "):
-            self._failed_start(line, timeout)
-        self.issuer = line.split(" ", 1)[1].strip()
+        return self._first_line(self._process.stdout, timeout)
+
+    def _state(self) -> str:
+        """What a server that is not ready is doing (Linux /proc), for the failure message."""
+        assert self._process is not None
+        proc = Path(f"/proc/{self._process.pid}")
         try:
-            response = self.http.get(f"{self.issuer}/.well-known/openid-configuration", timeout=10)
-            response.raise_for_status()
-            self.metadata = response.json()
-            self.reset_stats()
-        except Exception:
-            self.stop()
-            raise
-        return self
+            state = next(x for x in (proc / "status").read_text().splitlines() if x.startswith("State:"))
+            waiting = (proc / "wchan").read_text()
+            return f"pid {self._process.pid} {state.split(':', 1)[1].strip()}, in {waiting}"
+        except (OSError, StopIteration):
+            return f"pid {self._process.pid}"
 
     @staticmethod
     def _first_line(stdout: IO[str], timeout: float) -> str | None:
@@ -211,7 +234,7 @@ class TestIdP:
         except queue.Empty:
             return None
 
-    def _failed_start(self, line: str | None, timeout: float) -> NoReturn:
+    def _failed_start(self, line: str | None, timeout: float, hung: list[str]) -> NoReturn:
         """Stop a server that did not become ready; raise saying whether it exited, with its stderr tail."""
         assert self._process is not None
         try:  # stdout closed: the process is exiting, give it a moment to report its exit code
@@ -221,7 +244,7 @@ class TestIdP:
         if exited is not None:
             how = f"exited with {exited} before it was ready"
         elif line is None:
-            how = f"still running but not ready within {timeout:g} s"
+            how = f"still running but not ready within {timeout:g} s ({len(hung)} tries: {'; '.join(hung)})"
         else:
             how = f"still running but printed {line.strip()!r} instead of READY"
         self.stop()
