@@ -24,14 +24,13 @@ from tokenauth.issuers import IssuerUnavailable
 from tokenauth.keys import get_keyring
 from tokenauth.snapshots import StateUnavailable
 from tokenauth.tokens import read_unverified
-from tokenauth.views import issuer_url
+from tokenauth.views import NO_STORE, issuer_url
 
 from .exchange import GRANT_TYPE as TOKEN_EXCHANGE
 
 DEVICE_CODE = "urn:ietf:params:oauth:grant-type:device_code"
 GRANT_TYPES = ["authorization_code", DEVICE_CODE, "client_credentials", "refresh_token", TOKEN_EXCHANGE]
 CLIENT_AUTH_METHODS = ["client_secret_basic", "client_secret_post"]
-NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
 
 
 def _error(error: str, description: str, status: int = 400) -> JsonResponse:
