@@ -14,7 +14,12 @@ from tokenauth.keys import generate_private_key_pem
 
 ISSUER = "https://api.example.org"
 GOOD_SECRET = "a-dedicated-signing-key-" + "s" * 40
-LOCMEM = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+LOCMEM = {
+    "default": {
+        "BACKEND": "django.core.cache.backends.locmem.LocMemCache",
+        "OPTIONS": {"MAX_ENTRIES": 100_000},
+    }
+}
 SHARED = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": "redis://x"}}
 
 
@@ -181,3 +186,21 @@ def test_e014_backchannel_logout_max_age(settings, max_age, expected):
     assert found & duration_errors == {f"tokenauth.{expected}"}
     good = ids(settings, ISSUER=ISSUER, SIGNING_KEY=GOOD_SECRET, BACKCHANNEL_LOGOUT_MAX_AGE=1)
     assert not good & duration_errors
+
+
+def test_w004_a_local_memory_cache_too_small_for_its_job(settings):
+    small = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}  # 300 entries
+    assert "tokenauth.W004" in ids(settings, caches=small, ISSUER=ISSUER, SIGNING_KEY=GOOD_SECRET)
+    assert "tokenauth.W004" not in ids(
+        settings, caches=small, ISSUER=ISSUER, SIGNING_KEY=GOOD_SECRET, VERIFIED_TOKEN_CACHE_SIZE=300
+    )
+    assert "tokenauth.W004" not in ids(settings, caches=SHARED, ISSUER=ISSUER, SIGNING_KEY=GOOD_SECRET)
+
+
+def test_w005_access_tokens_that_outlive_the_revocation_window(settings):
+    assert "tokenauth.W005" in ids(
+        settings, ISSUER=ISSUER, SIGNING_KEY=GOOD_SECRET, ACCESS_TOKEN_LIFETIME=7200, REVOCATION_WINDOW=3600
+    )
+    assert "tokenauth.W005" not in ids(
+        settings, ISSUER=ISSUER, SIGNING_KEY=GOOD_SECRET, ACCESS_TOKEN_LIFETIME=3600, REVOCATION_WINDOW=3600
+    )

@@ -168,7 +168,7 @@ def test_a_stale_shared_cache_never_lowers_an_epoch_seen_in_memory(client):
     body = login(client, "alice")
     bump_epoch(Epoch.Kind.USER, str(user.pk))
     cache.set(revocation._epoch_key("user", str(user.pk)), (0, None))
-    revocation.state._epochs = {k: (v, float("-inf")) for k, (v, _) in revocation.state._epochs.items()}
+    revocation.state._memo.clear()
     assert current_epoch(Epoch.Kind.USER, str(user.pk)).value == 1
     assert hello(client, body["access_token"]) == 401
 
@@ -234,12 +234,14 @@ def test_cold_cache_and_database_down_is_503(client, path):
     assert body["access_token"] not in response.content.decode()
 
 
-def test_cold_epoch_with_warm_denylist_and_database_down_is_503(client):
+def test_cold_epoch_with_warm_denylist_and_database_down_is_503(client, settings):
+    """A token older than what the process holds (REVOCATION_WINDOW) reads its epochs one by one."""
+    settings.TOKENAUTH = {**settings.TOKENAUTH, "REVOCATION_WINDOW": 0}
     make_user("alice")
     body = login(client, "alice")
     assert hello(client, body["access_token"]) == 200
     # The denylist is fresh in memory; only the epochs are unknown.
-    revocation.state._epochs.clear()
+    revocation.state._memo.clear()
     cache.clear()
     with database_down():
         assert hello(client, body["access_token"]) == 503
@@ -276,15 +278,46 @@ def test_warm_cache_serves_with_the_database_down(client):
     assert attempted == []
 
 
-def test_warm_shared_cache_serves_a_fresh_process_with_the_database_down(client):
+def test_a_fresh_process_with_the_database_down_serves_no_token_until_it_is_back(client):
+    """The denylist comes from the database only: a process that could not read it yet fails closed."""
     make_user("alice")
     body = login(client, "alice")
     assert hello(client, body["access_token"]) == 200
     revocation.state.reset()
     tokens.verified_tokens.clear()
     with database_down() as attempted:
-        assert hello(client, body["access_token"]) == 200
-    assert attempted == []
+        assert hello(client, body["access_token"]) == 503
+    assert attempted
+    assert hello(client, body["access_token"]) == 200
+
+
+def test_tokens_within_the_window_read_no_epoch_from_the_shared_cache(client, monkeypatch):
+    """At any number of users a request reads nothing: an epoch row this process does not hold
+    changed before the token was issued."""
+    users = [make_user(f"user{n}") for n in range(20)]
+    bodies = [login(client, user.username) for user in users]
+    bump_epoch(Epoch.Kind.USER, str(users[0].pk))
+    assert hello(client, bodies[1]["access_token"]) == 200
+    reads: list[str] = []
+    real_get = cache.get
+    monkeypatch.setattr(cache, "get", lambda key, *a, **k: reads.append(key) or real_get(key, *a, **k))
+    revocation.state._memo.clear()
+    cache.clear()  # what another process's LocMemCache would hold: nothing
+    with CaptureQueriesContext(connection) as queries:
+        assert [hello(client, body["access_token"]) for body in bodies] == [401] + [200] * 19
+    assert len(queries) == 0, [q["sql"] for q in queries]
+    assert reads == []
+
+
+def test_epoch_changes_older_than_the_window_leave_memory(client, settings):
+    user = make_user("alice")
+    body = login(client, "alice")
+    bump_epoch(Epoch.Kind.USER, str(user.pk))
+    assert (Epoch.Kind.USER, str(user.pk)) in revocation.state._recent
+    settings.TOKENAUTH = {**settings.TOKENAUTH, "REVOCATION_WINDOW": 0}
+    cold_caches()
+    assert hello(client, body["access_token"]) == 401  # read one by one: still refused
+    assert revocation.state._recent == {}
 
 
 def test_hot_path_makes_no_query(client):

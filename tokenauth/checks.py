@@ -101,6 +101,27 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckM
                 id="tokenauth.W002",
             )
         )
+    max_entries = (
+        settings.CACHES.get(tokenauth_settings.CACHE_ALIAS, {}).get("OPTIONS", {}).get("MAX_ENTRIES", 300)
+    )
+    if cache_backend.endswith("LocMemCache") and max_entries < tokenauth_settings.VERIFIED_TOKEN_CACHE_SIZE:
+        errors.append(
+            checks.Warning(
+                f"The cache tokenauth uses keeps only {max_entries} entries.",
+                hint="It holds each external identity's user, older tokens' epochs and the login throttle's "
+                "counters: culled, they are read from the database again. Set OPTIONS MAX_ENTRIES to at "
+                "least VERIFIED_TOKEN_CACHE_SIZE, or use Redis.",
+                id="tokenauth.W004",
+            )
+        )
+    if tokenauth_settings.ACCESS_TOKEN_LIFETIME > tokenauth_settings.REVOCATION_WINDOW:
+        errors.append(
+            checks.Warning(
+                "ACCESS_TOKEN_LIFETIME is longer than REVOCATION_WINDOW.",
+                hint="Tokens older than the window read their epochs from the shared cache on each request.",
+                id="tokenauth.W005",
+            )
+        )
     return errors
 
 

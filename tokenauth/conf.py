@@ -50,6 +50,9 @@ DEFAULTS: dict[str, Any] = {
     # Each process re-reads the denylist and the issuer table from the database at least this often,
     # even when no change was announced through the shared cache (an announcement can be lost).
     "REVOCATION_RELOAD_INTERVAL": timedelta(minutes=1),
+    # Each process holds every epoch change of this long ago or later: a token issued within it is
+    # checked without I/O. Older tokens read their epochs through the shared cache, one by one.
+    "REVOCATION_WINDOW": timedelta(days=1),
     # How long the shared cache keeps an epoch it read from the database.
     "EPOCH_CACHE_TIMEOUT": timedelta(hours=1),
     # Verified tokens remembered per process (expiry and revocation are still checked each time);
@@ -96,6 +99,7 @@ TIMEDELTA_SETTINGS = (
     "LEEWAY",
     "REVOCATION_REFRESH_INTERVAL",
     "REVOCATION_RELOAD_INTERVAL",
+    "REVOCATION_WINDOW",
     "EPOCH_CACHE_TIMEOUT",
     "HTTP_TIMEOUT",
     "JWKS_CACHE_MIN",

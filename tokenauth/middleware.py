@@ -34,7 +34,7 @@ def session_revoked(session: Any) -> bool:
         return False
     login_at = session.get(LOGIN_AT_SESSION_KEY, float("-inf"))
     for kind, object_id in ((Epoch.Kind.USER, str(user_id)), (Epoch.Kind.GLOBAL, "")):
-        not_before = current_epoch(kind, object_id).not_before
+        not_before = current_epoch(kind, object_id, login_at).not_before
         if not_before is not None and not_before > login_at:
             return True
     return False

@@ -71,7 +71,8 @@ class Epoch(models.Model):
     # minted before then confers only those of its groups.
     groups = models.JSONField(_("groups since the change"), null=True, blank=True)
     groups_changed_at = models.DateTimeField(_("groups changed"), null=True, blank=True)
-    updated_at = models.DateTimeField(_("updated"), auto_now=True)
+    #: What the change feed of the revocation state reads from (tokenauth.revocation).
+    updated_at = models.DateTimeField(_("updated"), auto_now=True, db_index=True)
 
     class Meta:
         verbose_name = _("epoch")
@@ -87,7 +88,8 @@ class RevokedToken(models.Model):
 
     jti = models.CharField(_("token or session id"), max_length=255, unique=True)
     expires_at = models.DateTimeField(_("expires"), db_index=True)
-    revoked_at = models.DateTimeField(_("revoked"), default=timezone.now)
+    #: Set again on each revocation: what the change feed of the revocation state reads from.
+    revoked_at = models.DateTimeField(_("revoked"), default=timezone.now, db_index=True)
     reason = models.CharField(_("reason"), max_length=255, blank=True)
 
     class Meta:

@@ -164,8 +164,8 @@ def _revoked_for_identity(config: IssuerConfig, claims: dict[str, Any]) -> bool:
     return any(
         not_before is not None and claims["iat"] < not_before
         for not_before in (
-            current_epoch(Epoch.Kind.IDENTITY, identity).not_before,
-            current_epoch(Epoch.Kind.GLOBAL, "").not_before,
+            current_epoch(Epoch.Kind.IDENTITY, identity, claims["iat"]).not_before,
+            current_epoch(Epoch.Kind.GLOBAL, "", claims["iat"]).not_before,
         )
     )
 

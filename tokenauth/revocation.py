@@ -11,10 +11,13 @@ and when that fails too the request fails closed with :class:`~tokenauth.snapsho
 
 from __future__ import annotations
 
+import logging
+import threading
 import time
+import uuid
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, NamedTuple
 
 from django.contrib.auth import get_user_model
@@ -28,7 +31,7 @@ from .exceptions import InvalidToken
 from .models import AuditEvent, Epoch, Identity, RevokedToken, Session, identity_digest
 from .snapshots import (
     CACHE_PREFIX,
-    SharedSnapshot,
+    BoundedMemo,
     StateUnavailable,
     publish,
     refresh_interval,
@@ -44,6 +47,8 @@ from .tokens import (
     CLAIM_SESSION,
     CLAIM_TOKEN_FAMILY,
 )
+
+logger = logging.getLogger(__name__)
 
 
 class EpochValue(NamedTuple):
@@ -72,28 +77,127 @@ def _epoch_key(kind: str, object_id: str) -> str:
     return f"{CACHE_PREFIX}epoch:{kind}:{object_id}"
 
 
-def _load_denylist() -> dict[str, float]:
-    rows = RevokedToken.objects.filter(expires_at__gt=timezone.now()).values_list("jti", "expires_at")
-    return {jti: expires.timestamp() for jti, expires in rows}
+#: How far back each read of the change feed reaches before the previous read: a change is stamped
+#: (``updated_at``, ``revoked_at``) when its transaction writes it, and commits later; the clocks of
+#: application servers differ a little too. Reading changes twice is harmless.
+FEED_OVERLAP = 60.0
+VERSION_KEY = f"{CACHE_PREFIX}revocation:version"
 
 
 class RevocationState:
-    """Process-memory layer of the revocation state."""
+    """Process-memory layer of the revocation state.
+
+    The process holds every epoch row that changed within ``REVOCATION_WINDOW`` and every live denylist
+    entry, and keeps them current from a change feed: each refresh interval it reads one version key
+    from the shared cache, and only when that changed (or ``REVOCATION_RELOAD_INTERVAL`` passed) it
+    reads the rows changed since its last read from the database. A token issued within the window
+    is then checked without any I/O, whatever the number of users: an epoch row that is not held
+    changed before the token existed. Older tokens read their epochs one by one (a bounded memo over
+    the shared cache over the database).
+    """
 
     def __init__(self) -> None:
-        self.denylist = SharedSnapshot("denylist", _load_denylist)
+        self._lock = threading.Lock()
         self.reset()
 
     def reset(self) -> None:
-        self._epochs: dict[tuple[str, str], tuple[EpochValue, float]] = {}
-        self._denied_here: dict[str, float] = {}
-        self.denylist.reset()
+        #: Epoch rows changed since ``_covered_from`` (POSIX time); None until the first read.
+        self._recent: dict[tuple[str, str], EpochValue] = {}
+        self._covered_from: float | None = None
+        #: Denied ids and until when (POSIX time).
+        self._denied: dict[str, float] = {}
+        self._version: Any = None
+        self._checked_at = float("-inf")
+        self._read_at = float("-inf")
+        #: Database time of the start of the last read of the feed.
+        self._read_from: datetime | None = None
+        self._memo: BoundedMemo[tuple[str, str], tuple[EpochValue, float]] = BoundedMemo(
+            lambda: tokenauth_settings.VERIFIED_TOKEN_CACHE_SIZE
+        )
+
+    # -- the change feed --------------------------------------------------------------------------
+
+    def _current(self) -> None:
+        """Follow the feed when the refresh interval passed (at most one cache read per interval)."""
+        if self._covered_from is not None and clock.monotonic() - self._checked_at < refresh_interval():
+            return
+        with self._lock:
+            now = clock.monotonic()
+            if self._covered_from is not None and now - self._checked_at < refresh_interval():
+                return
+            version = shared_cache_call("get", VERSION_KEY)
+            if version is None:  # evicted or never set: start one, so that the next change differs
+                shared_cache_call("add", VERSION_KEY, uuid.uuid4().hex, None)
+                version = shared_cache_call("get", VERSION_KEY)
+            reload = tokenauth_settings.REVOCATION_RELOAD_INTERVAL.total_seconds()
+            unchanged = version is not None and version == self._version
+            if self._covered_from is None or not unchanged or now - self._read_at >= reload:
+                try:
+                    self._read_changes()
+                except DatabaseError as exc:
+                    if self._covered_from is None:
+                        return  # nothing held yet: epochs are read one by one, the denylist fails
+                    if not unchanged:
+                        raise StateUnavailable("revocation state unavailable") from exc
+                    # Only the periodic re-read failed: keep what we have, try again later.
+                    logger.warning("tokenauth: cannot re-read the revocation state; keeping the copy")
+                self._read_at = now
+                self._prune_denylist()
+            self._version = version
+            self._checked_at = now
+            self._prune_epochs()
+
+    def _read_changes(self) -> None:
+        """Rows changed since the last read (all live ones the first time), merged into memory."""
+        started = timezone.now()
+        window = tokenauth_settings.REVOCATION_WINDOW
+        since = started - window
+        if self._read_from is not None:
+            since = max(since, self._read_from - timedelta(seconds=FEED_OVERLAP))
+        epochs = Epoch.objects.filter(updated_at__gte=since)
+        denied = RevokedToken.objects.filter(expires_at__gt=started)
+        if self._read_from is not None:
+            denied = denied.filter(revoked_at__gte=since)
+        for row in epochs:
+            self._merge(row.kind, row.object_id, epoch_value(row))
+        for jti, expires in denied.values_list("jti", "expires_at"):
+            self._denied[jti] = max(self._denied.get(jti, 0.0), expires.timestamp())
+        if self._covered_from is None:
+            self._covered_from = (started - window).timestamp()
+        self._read_from = started
+
+    def _merge(self, kind: str, object_id: str, value: EpochValue) -> None:
+        held = self._recent.get((kind, object_id))
+        # Epochs only grow: an older copy never lowers one (of equal age, the later read wins).
+        if held is None or _age(value) >= _age(held):
+            self._recent[(kind, object_id)] = value
+
+    def _prune_epochs(self) -> None:
+        """Forget epoch changes older than the window: no token within it predates them."""
+        start = time.time() - tokenauth_settings.REVOCATION_WINDOW.total_seconds()
+        if self._covered_from is not None and start > self._covered_from:
+            self._covered_from = start
+            self._recent = {k: v for k, v in self._recent.items() if _changed_at(v) >= start}
+
+    def _prune_denylist(self) -> None:
+        """Forget denied ids whose tokens expired anyway (with each read of the database)."""
+        now = time.time()
+        self._denied = {k: v for k, v in self._denied.items() if v > now}
 
     # -- epochs ---------------------------------------------------------------------------------
 
-    def epoch(self, kind: str, object_id: str) -> EpochValue:
+    def epoch(self, kind: str, object_id: str, issued_at: float | None = None) -> EpochValue:
+        """The epoch row as far as a token issued at ``issued_at`` (POSIX time) is concerned."""
+        self._current()
+        covered = self._covered_from
+        if issued_at is not None and covered is not None and issued_at >= covered + FEED_OVERLAP:
+            return self._recent.get((kind, object_id), ZERO)
+        return self._epoch_by_key(kind, object_id)
+
+    def _epoch_by_key(self, kind: str, object_id: str) -> EpochValue:
+        """For what the window does not cover: one row, memoised, over the shared cache."""
         now = clock.monotonic()
-        local = self._epochs.get((kind, object_id))
+        local = self._memo.get((kind, object_id))
         if local is not None and now - local[1] < refresh_interval():
             return local[0]
         key = _epoch_key(kind, object_id)
@@ -104,9 +208,10 @@ class RevocationState:
                 "add", key, tuple(found), tokenauth_settings.EPOCH_CACHE_TIMEOUT.total_seconds()
             )
         found = EpochValue(*found)
-        if local is not None and _age(local[0]) > _age(found):
-            found = local[0]  # epochs only grow: a lagging cache never lowers what we saw
-        self._epochs[(kind, object_id)] = (found, now)
+        for held in (local[0] if local is not None else None, self._recent.get((kind, object_id))):
+            if held is not None and _age(held) > _age(found):
+                found = held  # epochs only grow: a lagging cache never lowers what we saw
+        self._memo.put((kind, object_id), (found, now))
         return found
 
     @staticmethod
@@ -119,27 +224,45 @@ class RevocationState:
 
     def remember_epoch(self, kind: str, object_id: str, value: EpochValue) -> None:
         """Raises StateUnavailable when other processes could go on reading the old epoch."""
-        self._epochs[(kind, object_id)] = (value, clock.monotonic())
+        self._merge(kind, object_id, value)
+        self._memo.put((kind, object_id), (value, clock.monotonic()))
         timeout = tokenauth_settings.EPOCH_CACHE_TIMEOUT.total_seconds()
         if not publish(_epoch_key(kind, object_id), tuple(value), timeout):
             raise StateUnavailable("the new epoch could not be published to the shared cache")
+        transaction.on_commit(announce)
 
     def forget_epoch(self, kind: str, object_id: str) -> None:
-        self._epochs.pop((kind, object_id), None)
+        """After a change rolled back: memory and the shared cache must not stay ahead of the row."""
+        self._recent.pop((kind, object_id), None)
+        self._memo.discard((kind, object_id))
         shared_cache_call("delete", _epoch_key(kind, object_id))
 
     # -- denylist -------------------------------------------------------------------------------
 
     def is_denied(self, ids: tuple[str | None, ...]) -> bool:
-        shared = self.denylist.get()
+        self._current()
+        if self._covered_from is None:
+            raise StateUnavailable("the denylist could not be read")
         wall = time.time()
-        return any(max(shared.get(i, 0), self._denied_here.get(i, 0)) > wall for i in ids if i)
+        return any(self._denied.get(i, 0.0) > wall for i in ids if i)
 
-    def deny_locally(self, jti: str, expires_at: float) -> None:
-        """Visible in this process at once, before the shared copy is reloaded after commit."""
-        now = time.time()
-        self._denied_here = {k: v for k, v in self._denied_here.items() if v > now}
-        self._denied_here[jti] = expires_at
+    def deny(self, jti: str, expires_at: float) -> None:
+        """Visible in this process at once; in the others after commit, through the feed."""
+        self._denied[jti] = max(self._denied.get(jti, 0.0), expires_at)
+        transaction.on_commit(announce)
+
+
+def _changed_at(value: EpochValue) -> float:
+    return max(value.not_before or 0.0, value.groups_at or 0.0)
+
+
+def announce() -> None:
+    """Tell every process that the revocation state changed: they read the feed within an interval."""
+    if not publish(VERSION_KEY, uuid.uuid4().hex, None):
+        logger.error(
+            "tokenauth: the revocation state changed but the shared cache could not say so; other "
+            "processes see it within REVOCATION_RELOAD_INTERVAL"
+        )
 
 
 state = RevocationState()
@@ -157,8 +280,10 @@ def epoch_value(row: Epoch) -> EpochValue:
 # -- reads used by authentication --------------------------------------------------------------
 
 
-def current_epoch(kind: str, object_id: str) -> EpochValue:
-    return state.epoch(kind, object_id)
+def current_epoch(kind: str, object_id: str, issued_at: float | None = None) -> EpochValue:
+    """The epoch of a user, group, identity or everyone, for a token issued at ``issued_at`` (POSIX
+    time): changes made before then may read as :data:`ZERO`. Without it: the row as it is."""
+    return state.epoch(kind, object_id, issued_at)
 
 
 def is_revoked(*ids: str | None) -> bool:
@@ -169,19 +294,18 @@ def is_revoked(*ids: str | None) -> bool:
 def check_local_claims(claims: dict[str, Any], user_id: str) -> tuple[str, ...]:
     """Refuse one of our tokens whose id, session or refresh-token family is denied, whose epochs are
     behind, or whose selected group the user has left; returns the groups it still confers."""
-    if is_revoked(claims.get("jti"), claims.get(CLAIM_SESSION), claims.get(CLAIM_TOKEN_FAMILY)):
-        raise InvalidToken("The access token was revoked")
-    user = current_epoch(Epoch.Kind.USER, user_id)
+    issued = claims["iat"]
+    user = current_epoch(Epoch.Kind.USER, user_id, issued)
     behind = (
         claims[CLAIM_EPOCH] < user.value
-        or claims[CLAIM_GLOBAL_EPOCH] < current_epoch(Epoch.Kind.GLOBAL, "").value
+        or claims[CLAIM_GLOBAL_EPOCH] < current_epoch(Epoch.Kind.GLOBAL, "", issued).value
         or (
             CLAIM_GROUP_ID in claims
             and claims.get(CLAIM_GROUP_EPOCH, -1)
-            < current_epoch(Epoch.Kind.GROUP, str(claims[CLAIM_GROUP_ID])).value
+            < current_epoch(Epoch.Kind.GROUP, str(claims[CLAIM_GROUP_ID]), issued).value
         )
     )
-    if behind:
+    if behind or is_revoked(claims.get("jti"), claims.get(CLAIM_SESSION), claims.get(CLAIM_TOKEN_FAMILY)):
         raise InvalidToken("The access token was revoked")
     if CLAIM_GROUP in claims and not user.groups_kept(claims, [claims[CLAIM_GROUP]]):
         raise InvalidToken("The access token's group was left")
@@ -206,7 +330,7 @@ def check_external_claims(claims: dict[str, Any], user_id: str, identity: str) -
         (Epoch.Kind.IDENTITY, identity),
         (Epoch.Kind.GLOBAL, ""),
     ):
-        not_before = current_epoch(kind, object_id).not_before
+        not_before = current_epoch(kind, object_id, issued).not_before
         if not_before is not None and issued < not_before:
             raise InvalidToken("The access token was revoked")
 
@@ -333,15 +457,12 @@ def find_target(
 def revoke_id(jti: str, expires_at: datetime, *, reason: str = "") -> None:
     """Deny one token id (or session id) until ``expires_at``, when nothing it names is valid anyway."""
     RevokedToken.objects.update_or_create(
-        jti=jti, defaults={"expires_at": expires_at, "reason": reason[:255]}
+        jti=jti, defaults={"expires_at": expires_at, "reason": reason[:255], "revoked_at": timezone.now()}
     )
-    state.deny_locally(jti, expires_at.timestamp())
-    state.denylist.changed()
+    state.deny(jti, expires_at.timestamp())
 
 
 def purge_expired() -> int:
     """Delete denylist rows whose tokens expired anyway; returns how many."""
     deleted, _ = RevokedToken.objects.filter(expires_at__lte=timezone.now()).delete()
-    if deleted:
-        state.denylist.changed()
     return deleted
