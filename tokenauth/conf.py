@@ -53,6 +53,9 @@ DEFAULTS: dict[str, Any] = {
     # Each process holds every epoch change of this long ago or later: a token issued within it is
     # checked without I/O. Older tokens read their epochs through the shared cache, one by one.
     "REVOCATION_WINDOW": timedelta(days=1),
+    # With Redis as the shared cache, changes are pushed to every process over pub/sub (milliseconds);
+    # the version key and the database stay the net.
+    "REVOCATION_PUSH": True,
     # How long the shared cache keeps an epoch it read from the database.
     "EPOCH_CACHE_TIMEOUT": timedelta(hours=1),
     # Verified tokens remembered per process (expiry and revocation are still checked each time);

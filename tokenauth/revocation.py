@@ -25,7 +25,7 @@ from django.contrib.auth.models import Group
 from django.db import DatabaseError, transaction
 from django.utils import timezone
 
-from . import clock, signals
+from . import clock, push, signals
 from .conf import tokenauth_settings
 from .exceptions import InvalidToken
 from .models import AuditEvent, Epoch, Identity, RevokedToken, Session, identity_digest
@@ -98,9 +98,11 @@ class RevocationState:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
+        self._push = push.Subscription(self._apply_pushed, self._read_soon)
         self.reset()
 
     def reset(self) -> None:
+        self._push.stop()
         #: Epoch rows changed since ``_covered_from`` (POSIX time); None until the first read.
         self._recent: dict[tuple[str, str], EpochValue] = {}
         self._covered_from: float | None = None
@@ -125,6 +127,7 @@ class RevocationState:
             now = clock.monotonic()
             if self._covered_from is not None and now - self._checked_at < refresh_interval():
                 return
+            self._push.ensure()
             version = shared_cache_call("get", VERSION_KEY)
             if version is None:  # evicted or never set: start one, so that the next change differs
                 shared_cache_call("add", VERSION_KEY, uuid.uuid4().hex, None)
@@ -165,6 +168,24 @@ class RevocationState:
         if self._covered_from is None:
             self._covered_from = (started - window).timestamp()
         self._read_from = started
+
+    def _read_soon(self) -> None:
+        """The next request reads the database (the push channel was away: messages may be lost)."""
+        self._checked_at = self._read_at = float("-inf")
+
+    def _apply_pushed(self, change: dict[str, Any]) -> None:
+        """A change another process committed, as :func:`announce` sent it."""
+        try:
+            with self._lock:
+                if "d" in change:
+                    jti, expires = change["d"]
+                    self._denied[str(jti)] = max(self._denied.get(str(jti), 0.0), float(expires))
+                elif "e" in change:
+                    kind, object_id, *value = change["e"]
+                    self._merge(str(kind), str(object_id), EpochValue(*value[:2], tuple(value[2]), value[3]))
+                    self._memo.discard((str(kind), str(object_id)))
+        except (TypeError, ValueError):
+            logger.warning("tokenauth: ignoring a revocation push message of an unknown shape")
 
     def _merge(self, kind: str, object_id: str, value: EpochValue) -> None:
         held = self._recent.get((kind, object_id))
@@ -224,16 +245,18 @@ class RevocationState:
 
     def remember_epoch(self, kind: str, object_id: str, value: EpochValue) -> None:
         """Raises StateUnavailable when other processes could go on reading the old epoch."""
-        self._merge(kind, object_id, value)
+        with self._lock:
+            self._merge(kind, object_id, value)
         self._memo.put((kind, object_id), (value, clock.monotonic()))
         timeout = tokenauth_settings.EPOCH_CACHE_TIMEOUT.total_seconds()
         if not publish(_epoch_key(kind, object_id), tuple(value), timeout):
             raise StateUnavailable("the new epoch could not be published to the shared cache")
-        transaction.on_commit(announce)
+        transaction.on_commit(lambda: announce({"e": [kind, object_id, *value]}))
 
     def forget_epoch(self, kind: str, object_id: str) -> None:
         """After a change rolled back: memory and the shared cache must not stay ahead of the row."""
-        self._recent.pop((kind, object_id), None)
+        with self._lock:
+            self._recent.pop((kind, object_id), None)
         self._memo.discard((kind, object_id))
         shared_cache_call("delete", _epoch_key(kind, object_id))
 
@@ -248,16 +271,19 @@ class RevocationState:
 
     def deny(self, jti: str, expires_at: float) -> None:
         """Visible in this process at once; in the others after commit, through the feed."""
-        self._denied[jti] = max(self._denied.get(jti, 0.0), expires_at)
-        transaction.on_commit(announce)
+        with self._lock:
+            self._denied[jti] = max(self._denied.get(jti, 0.0), expires_at)
+        transaction.on_commit(lambda: announce({"d": [jti, expires_at]}))
 
 
 def _changed_at(value: EpochValue) -> float:
     return max(value.not_before or 0.0, value.groups_at or 0.0)
 
 
-def announce() -> None:
-    """Tell every process that the revocation state changed: they read the feed within an interval."""
+def announce(change: dict[str, Any]) -> None:
+    """Tell every process that the revocation state changed: the change itself over the push channel
+    (applied within milliseconds), and a new version, which makes them read the feed within an interval."""
+    push.publish(change)
     if not publish(VERSION_KEY, uuid.uuid4().hex, None):
         logger.error(
             "tokenauth: the revocation state changed but the shared cache could not say so; other "
