@@ -340,7 +340,10 @@ def test_a_cold_process_reads_the_mapping_from_the_shared_cache(
     assert hello(client, token) == 200
     from tokenauth.conf import clear_process_caches
 
-    clear_process_caches()  # another process: only the shared cache is warm
+    clear_process_caches()  # another process: only the shared cache is warm ...
+    from tokenauth import revocation
+
+    assert not revocation.is_revoked()  # ... once it has read the revocation state
     with django_assert_num_queries(0):
         assert hello(client, token) == 200
     cache.clear()

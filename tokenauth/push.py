@@ -3,7 +3,7 @@
 A writer publishes each change after its transaction commits; every process runs one listener thread
 that applies the change to its memory within milliseconds. Push is only the fast path: a message can
 be lost (a listener reconnecting, a writer dying after its commit), so the version key and the
-database stay the net (see :mod:`tokenauth.revocation`). A listener that (re)subscribes asks for a
+database stay the net (see :mod:`tokenauth.revocation`). A listener that subscribes again asks for a
 read of the database, since messages may have been missed while it was away.
 
 Fork-safe: a listener belongs to the process that started it; a forked child (gunicorn's pre-fork
@@ -28,6 +28,8 @@ logger = logging.getLogger(__name__)
 CHANNEL = "tokenauth:revocation"
 #: How long the listener waits for a message before it checks whether it should stop.
 POLL_SECONDS = 1.0
+#: How long the first use waits for the subscription (longer: its listener asks for a read later).
+SUBSCRIBE_SECONDS = 1.0
 #: After a failed connection, the listener tries again this long later.
 RETRY_SECONDS = 1.0
 
@@ -63,7 +65,7 @@ def publish(message: dict[str, Any]) -> bool:
 
 
 class Listener(threading.Thread):
-    """Subscribes to the channel and hands each message to ``apply``; ``resync`` after (re)subscribing."""
+    """Subscribes to the channel and hands each message to ``apply``; ``resync`` after a resubscribe."""
 
     def __init__(
         self, client: Any, channel: str, apply: Callable[[dict[str, Any]], None], resync: Callable[[], None]
@@ -75,20 +77,23 @@ class Listener(threading.Thread):
         self.subscribed = threading.Event()
 
     def run(self) -> None:
+        first = True
         while not self.stopped.is_set():
             try:
-                self._listen()
+                self._listen(resync=not first)
             except Exception:  # a dropped connection: messages may be lost, the database is read
                 logger.warning("tokenauth: revocation push channel lost; retrying", exc_info=True)
+            first = False
             self.subscribed.clear()
             self.stopped.wait(RETRY_SECONDS)
 
-    def _listen(self) -> None:
+    def _listen(self, resync: bool) -> None:
         pubsub = self.client.pubsub(ignore_subscribe_messages=True)
         try:
             pubsub.subscribe(self.channel)
             self.subscribed.set()
-            self.resync()
+            if resync:
+                self.resync()
             while not self.stopped.is_set():
                 message = pubsub.get_message(timeout=POLL_SECONDS)
                 if message is not None and message.get("type") == "message":
@@ -130,6 +135,8 @@ class Subscription:
                 return None
             self._listener = Listener(found[0], found[1], self._apply, self._resync)
             self._listener.start()
+            # The caller reads the database next: subscribed first, no change falls between the two.
+            self._listener.subscribed.wait(SUBSCRIBE_SECONDS)
             return self._listener
 
     def stop(self) -> None:
