@@ -143,6 +143,7 @@ def clear_process_caches() -> None:
 
     keys.get_keyring.cache_clear()
     verification.local_policy.cache_clear()
+    verification.issuer_url_acceptable.cache_clear()
     tokens.verified_tokens.clear()
     revocation.state.reset()
     issuers.db_issuers.reset()

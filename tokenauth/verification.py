@@ -193,10 +193,9 @@ class IssuerKeys:
     config: IssuerConfig
 
     def __call__(self, header: dict[str, Any]) -> tuple[str, Any]:
-        try:  # a plain-http issuer in the settings is a configuration error (system check), not an outage
-            validate_issuer_url(self.config.issuer)
-        except ValidationError:
-            raise InvalidToken("The access token's issuer is not accepted") from None
+        # A plain-http issuer in the settings is a configuration error (system check), not an outage.
+        if not issuer_url_acceptable(self.config.issuer):
+            raise InvalidToken("The access token's issuer is not accepted")
         algorithm = header.get("alg")
         # Checked to be a string first: a list or object here would make the set lookups raise.
         if not isinstance(algorithm, str) or not (
@@ -207,6 +206,17 @@ class IssuerKeys:
         if not isinstance(kid, str):
             raise InvalidToken("The access token names no key")
         return algorithm, jwks_cache.key_for(self.config.issuer, kid, algorithm)
+
+
+@lru_cache(maxsize=256)
+def issuer_url_acceptable(url: str) -> bool:
+    """:func:`~tokenauth.issuers.validate_issuer_url` once per issuer and settings reload
+    (``conf.clear_process_caches``), not per token: parsing a loopback address is not cheap."""
+    try:
+        validate_issuer_url(url)
+    except ValidationError:
+        return False
+    return True
 
 
 # -- 3. and 4. the policy, the signature, the claims ------------------------------------------
@@ -339,6 +349,7 @@ def check_claims(claims: dict[str, Any], policy: Policy) -> None:
 #: RFC 9068 section 2.1 (``at+jwt``, also spelled with its media type) and plain ``JWT``, which many
 #: issuers put on their access tokens.
 ACCESS_TOKEN_TYPES = frozenset({"at+jwt", "application/at+jwt", "jwt"})
+BEARER = frozenset({"Bearer"})
 
 
 def _our_claim_types_valid(claims: dict[str, Any]) -> bool:
@@ -381,5 +392,5 @@ def external_policy(config: IssuerConfig) -> Policy:
         audience=tuple(audiences) if audiences is not None else None,
         required=("iss", "sub", "exp", "iat"),
         types=ACCESS_TOKEN_TYPES,
-        typ_claims=frozenset({"Bearer"}),
+        typ_claims=BEARER,
     )
