@@ -13,21 +13,15 @@ from rest_framework.request import Request
 
 from .conf import tokenauth_settings
 from .exceptions import InsufficientScope, InvalidToken, ServiceUnavailable
-from .issuers import IssuerUnavailable, decode_external, get_issuer, jwks_cache
+from .issuers import IssuerUnavailable, get_issuer, jwks_cache
 from .models import identity_digest
 from .provisioning import groups_of, resolve
 from .revocation import check_external_claims, check_local_claims
 from .scopes import split_scope
 from .snapshots import StateUnavailable
-from .tokens import (
-    CLAIM_USERNAME,
-    AccessToken,
-    decode_local,
-    read_unverified,
-    scope_string,
-    verified_tokens,
-)
+from .tokens import CLAIM_USERNAME, AccessToken, scope_string, verified_tokens
 from .users import TokenUser
+from .verification import external_policy, local_policy, parse, verify
 
 ERROR_ATTRIBUTE = "_tokenauth_error"
 
@@ -38,14 +32,14 @@ def verify_token(token: str) -> dict[str, Any]:
     The issuer is read unverified only to choose where the key comes from; an issuer that is
     neither us nor enabled is refused before any network I/O.
     """
-    header, payload = read_unverified(token)
-    iss = payload.get("iss")
+    jws = parse(token)
+    iss = jws.claims.get("iss")
     if tokenauth_settings.LOCAL_TOKENS and iss == tokenauth_settings.ISSUER:
-        return decode_local(token, header)
+        return verify(jws, local_policy())
     config = get_issuer(iss) if isinstance(iss, str) else None
     if config is None:
         raise InvalidToken("The access token's issuer is not accepted")
-    return decode_external(token, config, header)
+    return verify(jws, external_policy(config))
 
 
 def _user(pk: Any, username: str, groups: tuple[str, ...] | list[str]) -> Any:

@@ -145,10 +145,12 @@ tokenauth_settings = TokenAuthSettings()
 
 def clear_process_caches() -> None:
     """Forget everything tokenauth holds in process memory (keys, verified tokens, revocation, issuers)."""
-    from tokenauth import issuers, keys, provisioning, revocation, tokens
+    from tokenauth import issuers, keys, provisioning, revocation, tokens, verification
     from tokenauth.oidc import providers
 
     keys.get_keyring.cache_clear()
+    verification.local_policy.cache_clear()
+    verification.issuer_url_acceptable.cache_clear()
     tokens.verified_tokens.clear()
     revocation.state.reset()
     issuers.db_issuers.reset()

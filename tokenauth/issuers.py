@@ -1,4 +1,5 @@
-"""External issuers: the allow-list, OIDC discovery, the JWKS cache, and verification of their tokens.
+"""External issuers: the allow-list, OIDC discovery and the JWKS cache their tokens are verified with
+(:mod:`tokenauth.verification`).
 
 Invariants (see DESIGN.md): the unverified ``iss`` must equal an enabled issuer before any network
 I/O; keys come only from that issuer's discovered ``jwks_uri``, never from token headers; only
@@ -32,15 +33,13 @@ from . import clock
 from .conf import tokenauth_settings
 from .downloads import TooLarge, TooSlow, read_within
 from .exceptions import InvalidToken
-from .keys import ASYMMETRIC_ALGORITHMS
 from .snapshots import CACHE_PREFIX, SharedSnapshot, shared_cache_call
-from .tokens import check_claims, verified_tokens
+from .tokens import verified_tokens
 
 logger = logging.getLogger(__name__)
 
 #: The WLCG "any audience" value, accepted only where an issuer allows it.
 WLCG_ANY_AUDIENCE = "https://wlcg.cern.ch/jwt/v1/any"
-ACCESS_TOKEN_TYPES = frozenset({"at+jwt", "application/at+jwt", "jwt"})
 EC_CURVES = {"ES256": "P-256", "ES384": "P-384", "ES512": "P-521"}
 MAX_AGE = re.compile(r"(?:^|,)\s*(?:s-)?max-age\s*=\s*(\d+)", re.IGNORECASE)
 NO_CACHE = re.compile(r"(?:^|,)\s*no-(?:store|cache)\b", re.IGNORECASE)
@@ -416,77 +415,3 @@ class JWKSCache:
 
 
 jwks_cache = JWKSCache()
-
-
-# -- verification ------------------------------------------------------------------------------
-
-
-def _verification_key(config: IssuerConfig, header: dict[str, Any]) -> tuple[Any, str]:
-    """The key and algorithm for this unverified header: an asymmetric ``alg`` the issuer may use, no
-    ``crit``, a ``kid`` found in the issuer's JWKS; ``jku``, ``x5u``, ``jwk`` and ``x5c`` are never
-    looked at."""
-    try:  # a plain-http issuer in the settings is a configuration error (system check), not an outage
-        validate_issuer_url(config.issuer)
-    except ValidationError:
-        raise InvalidToken("The access token's issuer is not accepted") from None
-    algorithm = header.get("alg")
-    if not isinstance(algorithm, str):  # a list or object here would make the set lookups raise
-        raise InvalidToken("The access token's algorithm is not accepted for its issuer")
-    if algorithm not in ASYMMETRIC_ALGORITHMS or algorithm not in config.algorithms:
-        raise InvalidToken("The access token's algorithm is not accepted for its issuer")
-    if "crit" in header:
-        raise InvalidToken("The access token has unsupported critical header parameters")
-    kid = header.get("kid")
-    if not isinstance(kid, str):
-        raise InvalidToken("The access token names no key")
-    return jwks_cache.key_for(config.issuer, kid, algorithm), algorithm
-
-
-def decode_issuer_token(
-    token: str,
-    config: IssuerConfig,
-    header: dict[str, Any],
-    *,
-    audience: str | list[str] | None,
-    require: list[str],
-    subject_required: bool = True,
-) -> dict[str, Any]:
-    r"""Verify any JWT ``config``'s issuer signs (access, ID and logout tokens alike): the key and
-    algorithm pinned as above, the signature, ``iss``, ``aud`` (unless ``audience`` is None), the
-    times with LEEWAY, the ``require``\d claims and :func:`~tokenauth.tokens.check_claims`.
-
-    ``header`` is the token's unverified header. Raises InvalidToken, ``jwt.InvalidTokenError``
-    (for the caller to word) and IssuerUnavailable.
-    """
-    key, algorithm = _verification_key(config, header)
-    claims = jwt.decode(
-        token,
-        key,
-        algorithms=[algorithm],
-        issuer=config.issuer,
-        audience=audience,
-        leeway=tokenauth_settings.LEEWAY,
-        options={"require": require, "verify_aud": audience is not None},
-    )
-    check_claims(claims, subject_required=subject_required)
-    return claims
-
-
-def decode_external(token: str, config: IssuerConfig, header: dict[str, Any]) -> dict[str, Any]:
-    """Verify a token of an allow-listed issuer; ``header`` is the token's unverified header."""
-    typ = header.get("typ")
-    if typ is not None and (not isinstance(typ, str) or typ.lower() not in ACCESS_TOKEN_TYPES):
-        raise InvalidToken("The token is not an access token")
-    try:
-        claims = decode_issuer_token(
-            token, config, header, audience=config.accepted_audiences, require=["iss", "sub", "exp", "iat"]
-        )
-    except jwt.ExpiredSignatureError:
-        raise InvalidToken("The access token expired") from None
-    except jwt.InvalidAudienceError:
-        raise InvalidToken("The access token is not meant for this service") from None
-    except jwt.InvalidTokenError:
-        raise InvalidToken("The access token is invalid") from None
-    if claims.get("typ", "Bearer") != "Bearer":
-        raise InvalidToken("The token is not an access token")
-    return claims

@@ -37,7 +37,7 @@ class Key:
     kid: str
     algorithm: str
     signing_key: Any  # secret bytes or private key object; None for verify-only public keys
-    verifying_key: Any  # secret bytes or public key object
+    verifying_key: Any  # secret bytes or public key object, prepared for its algorithm
 
     @property
     def is_symmetric(self) -> bool:
@@ -60,15 +60,16 @@ def load_key(algorithm: str, material: str | bytes, kid: str | None = None) -> K
     if algorithm not in SUPPORTED_ALGORITHMS:
         raise ImproperlyConfigured(f"TOKENAUTH: unsupported algorithm {algorithm!r}")
     raw = _read_material(material)
-    if algorithm in HMAC_ALGORITHMS:
-        signing = verifying = raw
+    algo = get_default_algorithms()[algorithm]
+    # Prepared once here, not per token: verification hands the prepared key to the algorithm as is.
+    try:
+        parsed = algo.prepare_key(raw)
+    except (ValueError, TypeError, jwt.InvalidKeyError) as exc:
+        raise ImproperlyConfigured(f"TOKENAUTH: cannot load {algorithm} key: {exc}") from None
+    if algorithm in HMAC_ALGORITHMS:  # PyJWT refused a PEM, DER or JWK as an HMAC secret
+        signing = verifying = parsed
         thumb_source = b"hmac:" + hashlib.sha256(raw).digest()
     else:
-        algo = get_default_algorithms()[algorithm]
-        try:
-            parsed = algo.prepare_key(raw)
-        except (ValueError, TypeError, jwt.InvalidKeyError) as exc:
-            raise ImproperlyConfigured(f"TOKENAUTH: cannot load {algorithm} key: {exc}") from None
         if hasattr(parsed, "public_key"):
             signing, verifying = parsed, parsed.public_key()
         else:

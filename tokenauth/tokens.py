@@ -1,11 +1,8 @@
-"""Mint and verify our own access tokens (RFC 9068 JWTs). Claim names live here and nowhere else."""
+"""Mint our own access tokens (RFC 9068 JWTs). Claim names live here and nowhere else; verification
+is :mod:`tokenauth.verification`."""
 
 from __future__ import annotations
 
-import binascii
-import json
-import math
-import re
 import time
 import uuid
 from dataclasses import dataclass
@@ -14,11 +11,9 @@ from typing import Any
 
 import jwt
 from django.db.models import Q
-from jwt.utils import base64url_decode
 
 from . import signals
 from .conf import tokenauth_settings
-from .exceptions import InvalidToken
 from .keys import get_keyring
 from .models import Epoch
 from .scopes import split_scope
@@ -170,143 +165,3 @@ def mint_access_token(
     )
     signals.token_issued.send(sender=AccessToken, user=user, claims=claims, session_id=session_id)
     return IssuedToken(token=token, claims=claims, expires_in=claims["exp"] - now)
-
-
-#: RFC 7515 section 7.1: three base64url segments (no padding, no whitespace); the signature is never
-#: empty since ``none`` is never accepted.
-COMPACT_JWS = re.compile(r"[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+")
-#: OIDC Core section 2: ``sub`` "MUST NOT exceed 255 ASCII characters in length".
-MAX_SUBJECT_LENGTH = 255
-
-
-def _unique_names(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    """RFC 7515 section 5.2 step 3 / RFC 7519 section 4: duplicate member names are refused."""
-    names = dict(pairs)
-    if len(names) != len(pairs):
-        raise ValueError("duplicate member name")
-    return names
-
-
-def _finite(text: str) -> float:
-    """RFC 8259 section 6 has no NaN or Infinity; ``1e400`` would parse as one."""
-    value = float(text)
-    if not math.isfinite(value):
-        raise ValueError("number out of range")
-    return value
-
-
-def _no_constants(name: str) -> Any:
-    raise ValueError(f"{name} is not JSON")
-
-
-#: A JSON escape of a UTF-16 surrogate (``\ud800``): only a pair of them makes a character.
-SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
-
-
-def parse_segment(segment: str) -> dict[str, Any]:
-    """A header or claims segment: base64url of a UTF-8 JSON object (RFC 7519 section 7.2 steps 3-8).
-
-    ``json.loads`` on bytes would also take UTF-16 and UTF-32, duplicate names and NaN; and it turns a
-    lone surrogate escape into a string that is no Unicode text (RFC 8259 section 8.2), which would
-    fail later wherever it is encoded (a cache key, a database query).
-    """
-    if len(segment) % 4 == 1:
-        raise ValueError("not base64url")
-    text = base64url_decode(segment).decode("utf-8")
-    value = json.loads(
-        text, object_pairs_hook=_unique_names, parse_float=_finite, parse_constant=_no_constants
-    )
-    if SURROGATE_ESCAPE.search(text):
-        json.dumps(value, ensure_ascii=False).encode("utf-8")  # UnicodeEncodeError, a ValueError
-    if not isinstance(value, dict):
-        raise ValueError("not a JSON object")
-    return value
-
-
-def read_unverified(token: str) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Header and payload of a JWT before any verification: only to pick the issuer and key.
-
-    Strict about the encoding (see :func:`parse_segment`); ``jwt.decode`` then checks the
-    signature over the same bytes, so its claims are the ones parsed here.
-    """
-    if not COMPACT_JWS.fullmatch(token):
-        raise InvalidToken("The access token is malformed")
-    header_segment, payload_segment, _ = token.split(".")
-    try:
-        return parse_segment(header_segment), parse_segment(payload_segment)
-    except (ValueError, TypeError, binascii.Error, RecursionError):
-        raise InvalidToken("The access token is malformed") from None
-
-
-def is_identifier(value: Any) -> bool:
-    """A string of 1 to 255 characters that is not only whitespace: ``sub`` (RFC 7519 section 4.1.2,
-    OIDC Core section 2), and what names a session or a token the same way (``sid``, ``jti``). No NUL,
-    which PostgreSQL cannot store: the lookup would fail as if the database were down."""
-    return (
-        isinstance(value, str)
-        and 0 < len(value) <= MAX_SUBJECT_LENGTH
-        and not value.isspace()
-        and "\x00" not in value
-    )
-
-
-def check_claims(claims: dict[str, Any], *, subject_required: bool = True) -> None:
-    """The claim rules every issuer's tokens follow (ours, external ones, ID and logout tokens).
-
-    Numeric times (RFC 7519 section 2 NumericDate: PyJWT ``int()``s a string); ``sub`` an identifier
-    (:func:`is_identifier`), which only a logout token may leave out; ``scope`` a string when present
-    (RFC 9068 section 2.2.3).
-    """
-    subject_valid = is_identifier(claims.get("sub")) or ("sub" not in claims and not subject_required)
-    if not (time_claims_valid(claims) and subject_valid and isinstance(claims.get("scope", ""), str)):
-        raise InvalidToken("The access token is invalid")
-
-
-def decode_local(token: str, header: dict[str, Any]) -> dict[str, Any]:
-    """Verify one of our tokens (signature, issuer, audience, times); revocation is checked elsewhere."""
-    key = get_keyring().by_kid.get(header.get("kid")) if isinstance(header.get("kid"), str) else None
-    if key is None:
-        raise InvalidToken("The access token was signed with an unknown key")
-    if header.get("typ") != ACCESS_TOKEN_TYPE:
-        raise InvalidToken("The token is not an access token")
-    if "crit" in header:
-        raise InvalidToken("The access token has unsupported critical header parameters")
-    audience = tokenauth_settings.AUDIENCE or None  # minting leaves out an empty audience too
-    try:
-        claims = jwt.decode(
-            token,
-            key.verifying_key,
-            algorithms=[key.algorithm],
-            issuer=tokenauth_settings.ISSUER,
-            audience=audience,
-            leeway=tokenauth_settings.LEEWAY,
-            options={"require": REQUIRED_CLAIMS, "verify_aud": audience is not None},
-        )
-    except jwt.ExpiredSignatureError:
-        raise InvalidToken("The access token expired") from None
-    except jwt.InvalidTokenError:
-        raise InvalidToken("The access token is invalid") from None
-    check_claims(claims)
-    if not _claim_types_valid(claims):
-        raise InvalidToken("The access token is invalid")
-    return claims
-
-
-def time_claims_valid(claims: dict[str, Any]) -> bool:
-    """PyJWT accepts ``"exp": "123"`` (it calls ``int()``); we want real numbers in exp, iat and nbf."""
-    return all(type(claims[name]) in (int, float) for name in ("exp", "iat", "nbf") if name in claims)
-
-
-def _claim_types_valid(claims: dict[str, Any]) -> bool:
-    """The memo, revocation and permissions need real numbers, strings and lists in our claims,
-    or a well-signed but odd token would end in a 500."""
-    integers = [CLAIM_EPOCH, CLAIM_GLOBAL_EPOCH] + ([CLAIM_GROUP_EPOCH] if CLAIM_GROUP_ID in claims else [])
-    optional = (CLAIM_SESSION, CLAIM_TOKEN_FAMILY, CLAIM_USERNAME, CLAIM_GROUP)
-    strings = ["jti"] + [n for n in optional if n in claims]
-    groups = claims.get(CLAIM_GROUPS, [])
-    return (
-        all(type(claims.get(name)) is int for name in integers)
-        and all(isinstance(claims[name], str) for name in strings)
-        and isinstance(groups, list)
-        and all(isinstance(name, str) for name in groups)
-    )

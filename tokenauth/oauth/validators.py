@@ -21,7 +21,7 @@ from oauthlib.oauth2.rfc8628.grant_types import DeviceCodeGrant
 
 from tokenauth.models import Epoch
 from tokenauth.scopes import split_scope
-from tokenauth.tokens import read_unverified
+from tokenauth.verification import parse
 
 from .exchange import GRANT_TYPE as TOKEN_EXCHANGE
 from .revocation import code_family, deny_ended_families, end_family, ending, families
@@ -132,7 +132,7 @@ class TokenAuthValidator(OAuth2Validator):
         super()._set_token_value(token_instance, raw_token)
         if isinstance(token_instance, AbstractAccessToken):
             token_instance._raw_token = raw_token
-            token_instance.token = read_unverified(raw_token)[1]["jti"]
+            token_instance.token = parse(raw_token).claims["jti"]
             token_instance.jwt_checksum = checksum(raw_token)
 
     def _create_refresh_token(

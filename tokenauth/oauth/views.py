@@ -23,7 +23,7 @@ from tokenauth.exceptions import InvalidToken
 from tokenauth.issuers import IssuerUnavailable
 from tokenauth.keys import get_keyring
 from tokenauth.snapshots import StateUnavailable
-from tokenauth.tokens import read_unverified
+from tokenauth.verification import parse
 from tokenauth.views import NO_STORE, issuer_url
 
 from .exchange import GRANT_TYPE as TOKEN_EXCHANGE
@@ -103,7 +103,7 @@ class IntrospectView(View):
             return _error("invalid_request", "The token parameter is missing")
         try:
             if len(token) > tokenauth_settings.MAX_TOKEN_BYTES or (
-                read_unverified(token)[1].get("iss") != tokenauth_settings.ISSUER
+                parse(token).claims.get("iss") != tokenauth_settings.ISSUER
             ):  # not ours to describe: an external token is neither verified nor provisioned here
                 raise InvalidToken()
             user, access = authenticate_token(token)

@@ -25,7 +25,6 @@ from dataclasses import dataclass
 from importlib import import_module
 from typing import Any
 
-import jwt
 from django.conf import settings
 from django.db import transaction
 from django.db.models import Exists, OuterRef
@@ -33,12 +32,12 @@ from django.http import HttpRequest
 
 from ..conf import tokenauth_settings
 from ..exceptions import InvalidToken, OAuthError, ServiceUnavailable
-from ..issuers import IssuerUnavailable, decode_issuer_token, get_issuer
+from ..issuers import IssuerUnavailable, get_issuer
 from ..models import AuditEvent, BrowserLogin, Epoch, Identity, Session
 from ..revocation import bump_epoch
 from ..sessions import end_session
 from ..snapshots import CACHE_PREFIX, required_cache_call, shared_cache_call
-from ..tokens import is_identifier, read_unverified
+from ..verification import Policy, TokenExpired, WrongAudience, WrongType, is_identifier, parse, verify
 
 logger = logging.getLogger(__name__)
 
@@ -73,32 +72,31 @@ def verify_logout_token(token: str) -> LogoutToken:
     if len(token) > tokenauth_settings.MAX_TOKEN_BYTES:
         raise _refused("The logout token is too long")
     try:
-        header, unverified = read_unverified(token)
+        jws = parse(token)
     except InvalidToken:
         raise _refused("The logout token is malformed") from None
-    issuer = unverified.get("iss")
+    issuer = jws.claims.get("iss")
     config = get_issuer(issuer) if isinstance(issuer, str) else None  # the allow-list before the network
     if config is None or not config.client_id:
         raise _refused("The logout token's issuer is not an identity provider of this service")
-    typ = header.get("typ")
-    if typ is not None and (not isinstance(typ, str) or typ.lower() not in LOGOUT_TOKEN_TYPES):
-        raise _refused("The token is not a logout token")
+    policy = Policy.for_issuer(
+        config,
+        audience=(config.client_id,),
+        required=("iss", "aud", "iat", "jti"),  # exp too, in the final spec; checked when present
+        types=LOGOUT_TOKEN_TYPES,
+        subject_required=False,
+    )
     try:
-        claims = decode_issuer_token(
-            token,
-            config,
-            header,
-            audience=config.client_id,
-            require=["iss", "aud", "iat", "jti"],  # exp too, in the final spec; checked when present
-            subject_required=False,
-        )
+        claims = verify(jws, policy)
     except IssuerUnavailable:
         raise ServiceUnavailable() from None
-    except jwt.ExpiredSignatureError:
+    except WrongType:
+        raise _refused("The token is not a logout token") from None
+    except TokenExpired:
         raise _refused("The logout token expired") from None
-    except jwt.InvalidAudienceError:
+    except WrongAudience:
         raise _refused("The logout token is meant for another client") from None
-    except (InvalidToken, jwt.InvalidTokenError):
+    except InvalidToken:
         raise _refused("The logout token's signature or claims are invalid") from None
     return _logout_claims(claims)
 

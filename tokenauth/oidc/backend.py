@@ -10,7 +10,6 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-import jwt
 import requests
 from django.contrib.auth import get_user_model
 from django.contrib.auth.backends import ModelBackend
@@ -22,11 +21,11 @@ from mozilla_django_oidc.auth import OIDCAuthenticationBackend
 
 from ..conf import tokenauth_settings
 from ..exceptions import InvalidToken
-from ..issuers import FetchError, IssuerUnavailable, decode_issuer_token, fetch_json
+from ..issuers import FetchError, IssuerUnavailable, fetch_json
 from ..models import AuditEvent
 from ..provisioning import IdentityNotRegistered, resolve
 from ..snapshots import StateUnavailable
-from ..tokens import read_unverified
+from ..verification import Policy, parse, verify
 from .providers import Provider, ProviderUnavailable
 
 logger = logging.getLogger(__name__)
@@ -133,19 +132,16 @@ class OIDCBackend(OIDCAuthenticationBackend):
 
     def verify_token(self, token: str, **kwargs: Any) -> dict[str, Any]:
         """Signature (keys from the shared JWKS cache), iss, aud = our client id, exp, iat and nonce."""
-        config = self.provider.config
+        policy = Policy.for_issuer(
+            self.provider.config,
+            audience=(self.provider.client_id,),
+            required=("iss", "sub", "aud", "exp", "iat"),
+        )
         try:
-            header, _ = read_unverified(token)
-            claims = decode_issuer_token(
-                token,
-                config,
-                header,
-                audience=self.provider.client_id,
-                require=["iss", "sub", "aud", "exp", "iat"],
-            )
+            claims = verify(parse(token), policy)
         except IssuerUnavailable:
             raise LoginFailed(UNREACHABLE) from None
-        except (InvalidToken, jwt.InvalidTokenError):
+        except InvalidToken:
             raise LoginFailed(UNVERIFIED) from None
         audiences = claims["aud"] if isinstance(claims["aud"], list) else [claims["aud"]]
         if len(audiences) > 1 and claims.get("azp") != self.provider.client_id:
