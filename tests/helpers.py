@@ -1,5 +1,5 @@
 """Small helpers shared by the test modules: users, logging in through the real endpoint, signals, a
-database outage, a slow server."""
+database outage, a slow server, racing requests."""
 
 from __future__ import annotations
 
@@ -10,6 +10,8 @@ from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+import pytest
+import requests
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
 from django.db import OperationalError, connection
@@ -98,3 +100,39 @@ def trickling_server(interval: float = 0.05) -> Iterator[str]:
     finally:
         server.shutdown()
         server.server_close()
+
+
+RACERS = 10
+ONE_WINNER = [(200, None)] + [(400, "invalid_grant")] * (RACERS - 1)
+
+
+def race(send: Callable[[], requests.Response]) -> tuple[list, list[dict]]:
+    """``send`` from ``RACERS`` threads at once: the sorted (status, OAuth error) answers and the
+    bodies of the successes. Needs row locks, so a real database: SQLite's in-memory test database
+    is one connection that the live server's threads share."""
+    if connection.vendor == "sqlite":
+        pytest.skip(
+            "The live server's threads share the one connection to SQLite's in-memory test database, "
+            "which has no row locks: the requests cannot race; CI's PostgreSQL leg runs this test"
+        )
+    barrier = threading.Barrier(RACERS)
+    answers: list = []
+    won: list[dict] = []
+
+    def one() -> None:
+        try:
+            barrier.wait(timeout=30)
+            response = send()
+            body = response.json() if response.status_code < 500 else {"error": response.reason}
+            answers.append((response.status_code, body.get("error")))
+            if response.ok:
+                won.append(body)
+        except Exception as exc:  # reported by the caller's assertion, not lost in the thread
+            answers.append(exc)
+
+    threads = [threading.Thread(target=one) for _ in range(RACERS)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    return sorted(answers, key=str), won

@@ -6,8 +6,6 @@ from __future__ import annotations
 import gc
 import hashlib
 import logging
-import threading
-from collections.abc import Callable
 from datetime import timedelta
 from io import StringIO
 from urllib.parse import parse_qs, urlsplit
@@ -22,7 +20,6 @@ from authlib.integrations.requests_client import OAuth2Session
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
 from django.core.management import call_command
-from django.db import connection
 from django.test import Client
 from django.utils import timezone
 from oauth2_provider.models import (
@@ -32,7 +29,7 @@ from oauth2_provider.models import (
     get_refresh_token_model,
 )
 
-from tests.helpers import make_user
+from tests.helpers import ONE_WINNER, make_user, race
 from tokenauth.models import Epoch, Identity
 from tokenauth.oauth.exchange import ACCESS_TOKEN_TYPE
 from tokenauth.oauth.exchange import GRANT_TYPE as TOKEN_EXCHANGE
@@ -379,42 +376,6 @@ def test_refresh_token_reuse_is_refused(live_server, alice):
     session.refresh_token(f"{live_server.url}/o/token/", refresh_token=token["refresh_token"])
     response = refresh_response(session, live_server, token["refresh_token"])
     assert response.json()["error"] == "invalid_grant"
-
-
-RACERS = 10
-ONE_WINNER = [(200, None)] + [(400, "invalid_grant")] * (RACERS - 1)
-
-
-def race(send: Callable[[], requests.Response]) -> tuple[list, list[dict]]:
-    """``send`` from ``RACERS`` threads at once: the sorted (status, OAuth error) answers and the
-    bodies of the successes. Needs row locks, so a real database: SQLite's in-memory test database
-    is one connection that the live server's threads share."""
-    if connection.vendor == "sqlite":
-        pytest.skip(
-            "The live server's threads share the one connection to SQLite's in-memory test database, "
-            "which has no row locks: the requests cannot race; CI's PostgreSQL leg runs this test"
-        )
-    barrier = threading.Barrier(RACERS)
-    answers: list = []
-    won: list[dict] = []
-
-    def one() -> None:
-        try:
-            barrier.wait(timeout=30)
-            response = send()
-            body = response.json() if response.status_code < 500 else {"error": response.reason}
-            answers.append((response.status_code, body.get("error")))
-            if response.ok:
-                won.append(body)
-        except Exception as exc:  # reported by the caller's assertion, not lost in the thread
-            answers.append(exc)
-
-    threads = [threading.Thread(target=one) for _ in range(RACERS)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=60)
-    return sorted(answers, key=str), won
 
 
 @pytest.mark.postgres

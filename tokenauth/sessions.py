@@ -12,15 +12,15 @@ from datetime import timedelta
 from typing import Any
 
 from django.db import transaction
-from django.db.models import Q
 from django.utils import timezone
 from django.utils.crypto import constant_time_compare
 
 from . import signals
 from .conf import tokenauth_settings
 from .exceptions import OAuthError
-from .models import AuditEvent, Epoch, Session
+from .models import AuditEvent, Session
 from .revocation import revoke_id
+from .tokens import Standing, read_standing
 
 
 def _hash(secret: str) -> str:
@@ -41,12 +41,15 @@ def start_session(
     scope: str = "",
     group: Any = None,
     browser_login: Any = None,
+    login: dict[str, Any] | None = None,
 ) -> tuple[Session, str]:
     """Open a session and return it with its first refresh token; beyond ``MAX_SESSIONS_PER_USER``
     the user's oldest live sessions end (reason "limit"). ``browser_login``: the BrowserLogin on whose
-    page it starts (the provider's back-channel logout of that login ends it)."""
+    page it starts (the provider's back-channel logout of that login ends it). ``login``: the detail of
+    a "login" audit event to write with the session (its id is added), in the same transaction."""
     secret = secrets.token_urlsafe(32)
-    with transaction.atomic():
+    # No savepoint: a caller's transaction (the login) commits or rolls back the session as a whole.
+    with transaction.atomic(savepoint=False):
         session = Session.objects.create(
             user=user,
             expires_at=timezone.now() + _lifetime(remember_me),
@@ -57,6 +60,8 @@ def start_session(
             refresh_hash=_hash(secret),
             browser_login=browser_login,
         )
+        if login is not None:
+            AuditEvent.objects.create(action="login", user=user, detail={"session": str(session.pk), **login})
         limit = tokenauth_settings.MAX_SESSIONS_PER_USER
         if limit is not None:
             live = Session.objects.filter(user=user, revoked_at__isnull=True, expires_at__gt=timezone.now())
@@ -69,20 +74,22 @@ def _invalid(description: str) -> OAuthError:
     return OAuthError("invalid_grant", description)
 
 
-def _revoked_by_epoch(session: Session) -> bool:
-    """Whether a user, group or global bump happened after the session began."""
-    wanted = Q(kind=Epoch.Kind.USER, object_id=str(session.user_id)) | Q(kind=Epoch.Kind.GLOBAL, object_id="")
-    if session.group_id is not None:
-        wanted |= Q(kind=Epoch.Kind.GROUP, object_id=str(session.group_id))
-    return Epoch.objects.filter(wanted, not_before__gt=session.created_at).exists()
+def standing(session: Session) -> Standing:
+    """The session user's groups and epochs as the last check of the session (:func:`rotate`,
+    :func:`check_session`) read them, so that the token minted next says what was checked; read now
+    if the session was not checked."""
+    return session.__dict__.get("_standing") or read_standing(session.user_id, session.group_id)
 
 
 def _lost_rights(session: Session) -> tuple[str, str] | None:
-    """Why the session's user may no longer hold its tokens, as (reason, description); None if not."""
-    user = session.user
-    if not user.is_active or _revoked_by_epoch(session):
+    """Why the session's user may no longer hold its tokens, as (reason, description); None if not:
+    the user is inactive, a user, group or global bump came after the session began, or the user left
+    the session's group."""
+    found = session.__dict__["_standing"] = read_standing(session.user_id, session.group_id)
+    group_id = str(session.group_id) if session.group_id is not None else None
+    if not session.user.is_active or found.bumped_after(session.created_at, str(session.user_id), group_id):
         return ("revoked", "The session was revoked")
-    if session.group_id is not None and not user.groups.filter(pk=session.group_id).exists():
+    if session.group_id is not None and session.group_id not in found.groups.values():
         return ("group_removed", "You are no longer a member of the session's group")
     return None
 
@@ -98,12 +105,17 @@ def check_session(session: Session) -> None:
 
 
 def rotate(refresh_token: str) -> tuple[Session, str]:
-    """Exchange a refresh token for the next one of its session; re-checks the user's rights."""
+    """Exchange a refresh token for the next one of its session; re-checks the user's rights.
+
+    The session row stays locked from its read to its update: of concurrent uses of one secret, one
+    rotates it and the others find it rotated away, a reuse.
+    """
     family, _, secret = refresh_token.partition(".")
     if not family or not secret:
         raise _invalid("The refresh token is invalid")
     with transaction.atomic():
-        session = Session.objects.select_for_update().filter(family=family).first()
+        found = Session.objects.select_for_update(of=("self",)).select_related("user", "group")
+        session = found.filter(family=family).first()
         if session is None:
             raise _invalid("The refresh token is invalid")
         if session.revoked_at is not None:

@@ -10,7 +10,9 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import jwt
-from django.db.models import Q
+from django.contrib.auth import get_user_model
+from django.db.models import CharField, DateTimeField, Q, Value
+from django.db.models.functions import Cast
 
 from . import signals
 from .conf import tokenauth_settings
@@ -108,19 +110,69 @@ def scope_string(claims: dict[str, Any]) -> str:
     return ""
 
 
+@dataclass(frozen=True)
+class Standing:
+    """What the database says a new token of a user carries, read in one query (:func:`read_standing`):
+    the user's groups, and the epochs of the user, of everyone and of groups (only rows that exist)."""
+
+    #: Name -> primary key of each of the user's groups.
+    groups: dict[str, Any]
+    #: (kind, object id) -> (value, time of the last bump) of each epoch row read.
+    epochs: dict[tuple[str, str], tuple[int, datetime | None]]
+
+    def epoch(self, kind: str, object_id: str = "") -> int:
+        return self.epochs.get((kind, object_id), (0, None))[0]
+
+    def bumped_after(self, moment: datetime, user_id: str, group_id: str | None) -> bool:
+        """Whether the user's, everyone's or the group's epoch was bumped after ``moment``."""
+        kinds = [(Epoch.Kind.USER, user_id), (Epoch.Kind.GLOBAL, "")]
+        if group_id is not None:
+            kinds.append((Epoch.Kind.GROUP, group_id))
+        bumps = [self.epochs.get(key, (0, None))[1] for key in kinds]
+        return any(at is not None and at > moment for at in bumps)
+
+    def epoch_claims(self, user_id: str, group_id: str | None) -> dict[str, int]:
+        claims = {
+            CLAIM_EPOCH: self.epoch(Epoch.Kind.USER, user_id),
+            CLAIM_GLOBAL_EPOCH: self.epoch(Epoch.Kind.GLOBAL),
+        }
+        if group_id is not None:
+            claims[CLAIM_GROUP_EPOCH] = self.epoch(Epoch.Kind.GROUP, group_id)
+        return claims
+
+
+#: Marks the rows of :func:`read_standing` that are a group membership, not an epoch.
+_MEMBER = "member"
+
+
+def read_standing(user_id: Any, group_id: Any = None) -> Standing:
+    """The user's groups and the epochs a token of theirs depends on, in one query: of the user, of
+    everyone, of each of the user's groups and of ``group_id`` (a session's group the user may have left)."""
+    memberships = get_user_model().groups.through.objects.filter(user_id=user_id)
+    group_ids = memberships.values_list(Cast("group_id", CharField()))
+    wanted = (
+        Q(kind=Epoch.Kind.USER, object_id=str(user_id))
+        | Q(kind=Epoch.Kind.GLOBAL, object_id="")
+        | Q(kind=Epoch.Kind.GROUP, object_id__in=group_ids)
+    )
+    if group_id is not None:
+        wanted |= Q(kind=Epoch.Kind.GROUP, object_id=str(group_id))
+    epochs = Epoch.objects.filter(wanted).values_list("kind", "object_id", "value", "not_before")
+    groups = memberships.values_list(
+        Value(_MEMBER), "group__name", "group_id", Value(None, output_field=DateTimeField())
+    )
+    standing = Standing(groups={}, epochs={})
+    for kind, name, value, at in epochs.union(groups, all=True):
+        if kind == _MEMBER:
+            standing.groups[name] = value
+        else:
+            standing.epochs[(kind, name)] = (value, at)
+    return standing
+
+
 def current_epochs(user_id: str, group_id: str | None) -> dict[str, int]:
     """Epoch claims for a new token, read from the database (minting touches the DB anyway)."""
-    wanted = Q(kind=Epoch.Kind.USER, object_id=user_id) | Q(kind=Epoch.Kind.GLOBAL, object_id="")
-    if group_id is not None:
-        wanted |= Q(kind=Epoch.Kind.GROUP, object_id=group_id)
-    values = {kind: value for kind, value in Epoch.objects.filter(wanted).values_list("kind", "value")}
-    claims = {
-        CLAIM_EPOCH: values.get(Epoch.Kind.USER, 0),
-        CLAIM_GLOBAL_EPOCH: values.get(Epoch.Kind.GLOBAL, 0),
-    }
-    if group_id is not None:
-        claims[CLAIM_GROUP_EPOCH] = values.get(Epoch.Kind.GROUP, 0)
-    return claims
+    return read_standing(user_id, group_id).epoch_claims(user_id, group_id)
 
 
 def mint_access_token(
@@ -131,11 +183,16 @@ def mint_access_token(
     session_id: str | None = None,
     lifetime: timedelta | None = None,
     extra_claims: dict[str, Any] | None = None,
+    standing: Standing | None = None,
 ) -> IssuedToken:
-    """Sign an access token for ``user``; ``group`` (a Group) is the selected group, if any."""
+    """Sign an access token for ``user``; ``group`` (a Group) is the selected group, if any.
+    ``standing``: the user's groups and epochs if the caller just read them (one query otherwise)."""
     keyring = get_keyring()
     if lifetime is None:
         lifetime = tokenauth_settings.ACCESS_TOKEN_LIFETIME
+    group_id = str(group.pk) if group is not None else None
+    if standing is None:
+        standing = read_standing(user.pk, group_id)
     now = int(time.time())
     claims: dict[str, Any] = {
         "iss": tokenauth_settings.ISSUER,
@@ -146,8 +203,8 @@ def mint_access_token(
         "jti": uuid.uuid4().hex,
         "scope": scope,
         CLAIM_USERNAME: user.get_username(),
-        CLAIM_GROUPS: sorted(user.groups.values_list("name", flat=True)),
-        **current_epochs(str(user.pk), str(group.pk) if group is not None else None),
+        CLAIM_GROUPS: sorted(standing.groups),
+        **standing.epoch_claims(str(user.pk), group_id),
     }
     if tokenauth_settings.AUDIENCE:
         claims["aud"] = tokenauth_settings.AUDIENCE

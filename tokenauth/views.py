@@ -25,10 +25,10 @@ from .keys import get_keyring
 from .models import AuditEvent, Epoch, Session
 from .revocation import NoSuchTarget, bump_epoch, denylist_id, find_target, revoke_id
 from .scopes import split_scope
-from .sessions import check_session, end_session, refresh_expires_in, rotate, start_session
+from .sessions import check_session, end_session, refresh_expires_in, rotate, standing, start_session
 from .snapshots import StateUnavailable
 from .throttling import LoginAttempt
-from .tokens import AccessToken, mint_access_token
+from .tokens import AccessToken, mint_access_token, read_standing
 
 logger = logging.getLogger(__name__)
 
@@ -69,7 +69,11 @@ def _token_response(session: Session, refresh_token: str | None, access: Any) ->
 
 def _mint_for_session(session: Session) -> Any:
     return mint_access_token(
-        session.user, scope=session.scope, group=session.group, session_id=session.id.hex
+        session.user,
+        scope=session.scope,
+        group=session.group,
+        session_id=session.id.hex,
+        standing=standing(session),
     )
 
 
@@ -116,11 +120,12 @@ class TokenView(TokenAuthView):
             AuditEvent.objects.create(action="login_failed", detail={"username": data["username"][:150]})
             raise OAuthError("invalid_grant", "Invalid username or password", status_code=401)
         attempt.succeeded()
+        found = read_standing(user.pk)
         group = None
         if data.get("group"):
-            group = Group.objects.filter(name=data["group"], user=user).first()
-            if group is None:
+            if data["group"] not in found.groups:
                 raise OAuthError("invalid_scope", "You are not a member of that group")
+            group = Group(pk=found.groups[data["group"]], name=data["group"])
         scope = _checked_scope(data["scope"])
         session, refresh_token = start_session(
             user,
@@ -128,9 +133,10 @@ class TokenView(TokenAuthView):
             user_agent=request.META.get("HTTP_USER_AGENT", ""),
             scope=scope,
             group=group,
+            login={},
         )
-        AuditEvent.objects.create(action="login", user=user, detail={"session": str(session.pk)})
-        return _token_response(session, refresh_token, _mint_for_session(session))
+        access = mint_access_token(user, scope=scope, group=group, session_id=session.id.hex, standing=found)
+        return _token_response(session, refresh_token, access)
 
 
 class RefreshView(TokenAuthView):

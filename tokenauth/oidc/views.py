@@ -193,11 +193,9 @@ class TokensView(LoginRequiredMixin, View):
             user,
             user_agent=request.META.get("HTTP_USER_AGENT", ""),
             browser_login=browser_login_of(request),  # the provider's logout of this login ends it
+            login={"via": "browser"},
         )
         access = mint_access_token(user, session_id=session.id.hex)
-        AuditEvent.objects.create(
-            action="login", user=user, detail={"session": str(session.pk), "via": "browser"}
-        )
         return self.page(request, {"access_token": access.token, "refresh_token": refresh_token})
 
     def page(self, request: HttpRequest, context: dict[str, Any]) -> HttpResponse:

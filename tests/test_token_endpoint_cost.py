@@ -1,0 +1,200 @@
+"""What login and refresh cost the database: which statements, and that their writes are one
+transaction (a failure part-way leaves nothing behind). Runs on SQLite and, in CI, on PostgreSQL."""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import jwt
+import pytest
+import requests
+from django.contrib.auth.signals import user_logged_in
+from django.db import OperationalError, connection
+
+from tests.helpers import ONE_WINNER, login, make_user, race, received
+from tokenauth import sessions
+from tokenauth.models import AuditEvent, Epoch, Session
+from tokenauth.revocation import bump_epoch
+
+pytestmark = pytest.mark.django_db(transaction=True)  # no test transaction around the view's own
+
+COMMIT = ("COMMIT", "", False)
+#: The verb of a statement and the first name it quotes (Django qualifies columns: a table).
+STATEMENT = re.compile(r'\(?(\w+)[^"]*"(\w+)"')
+
+
+@contextmanager
+def statements() -> Iterator[list[tuple[str, str, bool]]]:
+    """Every statement run meanwhile as (verb, first table, inside an atomic block), and ``COMMIT``
+    when a transaction commits. SQLite's ``BEGIN`` is left out: PostgreSQL's is implicit."""
+    log: list[tuple[str, str, bool]] = []
+
+    def record(execute: Callable, sql: str, params: Any, many: bool, context: Any) -> Any:
+        if sql != "BEGIN":
+            verb, table = STATEMENT.match(sql).groups()
+            log.append((verb, table, connection.in_atomic_block))
+        return execute(sql, params, many, context)
+
+    commit = connection.commit
+
+    def committed() -> None:
+        commit()
+        log.append(COMMIT)
+
+    connection.commit = committed
+    try:
+        with connection.execute_wrapper(record):
+            yield log
+    finally:
+        del connection.commit
+
+
+@contextmanager
+def failing(statement: str) -> Iterator[None]:
+    """SQL starting with ``statement`` fails as if the database went away."""
+
+    def refuse(execute: Callable, sql: str, params: Any, many: bool, context: Any) -> Any:
+        if sql.startswith(statement):
+            raise OperationalError("database is down")
+        return execute(sql, params, many, context)
+
+    with connection.execute_wrapper(refuse):
+        yield
+
+
+def post(client: Any, path: str, body: dict[str, Any]) -> Any:
+    return client.post(path, body, content_type="application/json")
+
+
+LOGIN = [
+    ("SELECT", "auth_user", False),  # the auth backend's lookup; then the password hash
+    ("SELECT", "tokenauth_epoch", False),  # groups and epochs, one UNION ALL
+    ("INSERT", "tokenauth_session", True),
+    ("INSERT", "tokenauth_auditevent", True),
+    COMMIT,
+]
+REFRESH = [
+    ("SELECT", "tokenauth_session", True),  # locked (PostgreSQL), with its user and group
+    ("SELECT", "tokenauth_epoch", True),
+    ("UPDATE", "tokenauth_session", True),
+    COMMIT,
+]
+
+
+@pytest.mark.parametrize("group", [None, "operators"])
+def test_login_reads_twice_and_writes_in_one_transaction(client, group):
+    make_user("alice", groups=["operators", "staff"])
+    extra = {"group": group} if group else {}
+    with statements() as log:
+        body = login(client, "alice", **extra)
+    assert log == LOGIN
+    event = AuditEvent.objects.get(action="login")
+    assert event.detail == {"session": str(Session.objects.get().pk)}
+    response = client.get("/auth/whoami/", HTTP_AUTHORIZATION=f"Bearer {body['access_token']}")
+    assert response.json()["groups"] == ["operators", "staff"]
+    assert response.json()["group"] == group
+
+
+@pytest.mark.parametrize("group", [None, "operators"])
+def test_refresh_reads_twice_and_writes_once_in_one_transaction(client, group):
+    make_user("alice", groups=["operators"])
+    body = login(client, "alice", **({"group": group} if group else {}))
+    with statements() as log:
+        response = post(client, "/auth/token/refresh/", {"refresh_token": body["refresh_token"]})
+    assert response.status_code == 200
+    assert log == REFRESH
+
+
+def test_a_login_whose_audit_event_fails_leaves_no_session(client):
+    make_user("alice")
+    with failing('INSERT INTO "tokenauth_auditevent"'):
+        response = post(client, "/auth/token/", {"username": "alice", "password": "pw"})
+    assert response.status_code == 503
+    assert not Session.objects.exists()
+    assert not AuditEvent.objects.exists()
+
+
+def test_a_refresh_whose_update_fails_leaves_the_session_as_it_was(client):
+    make_user("alice")
+    body = login(client, "alice")
+    with failing('UPDATE "tokenauth_session"'):
+        response = post(client, "/auth/token/refresh/", {"refresh_token": body["refresh_token"]})
+    assert response.status_code == 503
+    # Neither rotated nor taken for a reuse: the same refresh token still works, once.
+    assert post(client, "/auth/token/refresh/", {"refresh_token": body["refresh_token"]}).status_code == 200
+    assert Session.objects.get().revoked_at is None
+
+
+def test_the_session_limit_costs_one_query_and_ends_sessions_in_the_logins_transaction(client, settings):
+    make_user("alice")
+    settings.TOKENAUTH = {**settings.TOKENAUTH, "MAX_SESSIONS_PER_USER": 2}
+    with statements() as log:
+        login(client, "alice")
+    assert log == LOGIN[:4] + [("SELECT", "tokenauth_session", True), COMMIT]
+    login(client, "alice")
+    with statements() as log:
+        login(client, "alice")
+    assert log[-1] == COMMIT
+    assert log.count(COMMIT) == 1
+    writes = [entry for entry in log if entry[0] in ("INSERT", "UPDATE", "DELETE")]
+    assert all(inside for _, _, inside in writes)
+    assert ("UPDATE", "tokenauth_session", True) in writes
+    assert AuditEvent.objects.filter(action="session_revoked", detail__reason="limit").count() == 1
+    assert Session.objects.filter(revoked_at__isnull=True).count() == 2
+
+
+def test_a_bump_seen_by_the_refresh_ends_the_session_and_a_new_login_carries_the_epochs(client):
+    make_user("alice", groups=["operators"])
+    body = login(client, "alice", group="operators")
+    group_id = str(Session.objects.get().group_id)
+    bump_epoch(Epoch.Kind.GROUP, group_id)
+    bump_epoch(Epoch.Kind.GLOBAL, "")
+    response = post(client, "/auth/token/refresh/", {"refresh_token": body["refresh_token"]})
+    assert response.json()["error"] == "invalid_grant"
+    fresh = login(client, "alice", group="operators")
+    claims = jwt.decode(fresh["access_token"], options={"verify_signature": False})
+    assert (claims["epoch"], claims["global_epoch"], claims["group_epoch"]) == (0, 1, 1)
+    whoami = client.get("/auth/whoami/", HTTP_AUTHORIZATION=f"Bearer {fresh['access_token']}")
+    assert whoami.status_code == 200
+    renewed = post(client, "/auth/token/refresh/", {"refresh_token": fresh["refresh_token"]})
+    assert renewed.status_code == 200
+
+
+def test_a_token_login_is_no_django_login(client):
+    """Like simplejwt's default (UPDATE_LAST_LOGIN off), and like the OAuth token endpoint: a token
+    login writes its ``login`` audit event, but neither ``last_login`` nor ``user_logged_in``, whose
+    receivers expect a browser's Django session."""
+    user = make_user("alice")
+    with received(user_logged_in) as calls:
+        login(client, "alice")
+    assert calls == []
+    user.refresh_from_db()
+    assert user.last_login is None
+
+
+@pytest.mark.postgres
+def test_concurrent_refreshes_of_one_token_one_wins_and_the_family_ends(live_server, monkeypatch):
+    """Ten refreshes of one token at once: the row lock lets one rotate it; the others find it rotated
+    away, a reuse, which ends the session: the winner's new refresh token too. The rights check is
+    slowed down so that, without the lock, every refresh would read the secret before one changes it."""
+    make_user("alice")
+    read_standing = sessions.read_standing
+
+    def slow_read_standing(*args: Any) -> Any:
+        time.sleep(0.05)
+        return read_standing(*args)
+
+    monkeypatch.setattr(sessions, "read_standing", slow_read_standing)
+    url = f"{live_server.url}/auth/token/"
+    body = requests.post(url, json={"username": "alice", "password": "pw"}, timeout=30).json()
+    answers, won = race(
+        lambda: requests.post(f"{url}refresh/", json={"refresh_token": body["refresh_token"]}, timeout=30)
+    )
+    assert answers == ONE_WINNER
+    again = requests.post(f"{url}refresh/", json={"refresh_token": won[0]["refresh_token"]}, timeout=30)
+    assert again.json()["error"] == "invalid_grant"
+    assert Session.objects.get().revoked_at is not None
