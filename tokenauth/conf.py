@@ -6,6 +6,7 @@ dropped again when a test changes the ``TOKENAUTH`` setting.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
@@ -143,21 +144,21 @@ class TokenAuthSettings:
 tokenauth_settings = TokenAuthSettings()
 
 
+#: What each module that holds process state registered with :func:`process_cache`.
+_resets: list[Callable[[], None]] = []
+
+
+def process_cache(reset: Callable[[], None]) -> Callable[[], None]:
+    """Register the reset of a module's process cache (beside the cache, as Django's hashers keep
+    theirs): it runs when a test changes ``TOKENAUTH``, ``SECRET_KEY`` or ``CACHES``."""
+    _resets.append(reset)
+    return reset
+
+
 def clear_process_caches() -> None:
     """Forget everything tokenauth holds in process memory (keys, verified tokens, revocation, issuers)."""
-    from tokenauth import issuers, keys, provisioning, revocation, tokens, verification
-    from tokenauth.oidc import providers
-
-    keys.get_keyring.cache_clear()
-    verification.local_policy.cache_clear()
-    verification.issuer_url_acceptable.cache_clear()
-    tokens.verified_tokens.clear()
-    revocation.state.reset()
-    issuers.db_issuers.reset()
-    issuers.settings_issuers.cache_clear()
-    issuers.jwks_cache.reset()
-    provisioning.reset()
-    providers.metadata_cache.clear()
+    for reset in _resets:
+        reset()
 
 
 @receiver(setting_changed)

@@ -30,7 +30,7 @@ from django.utils.text import slugify
 from jwt.algorithms import ECAlgorithm, OKPAlgorithm, RSAAlgorithm
 
 from . import clock
-from .conf import tokenauth_settings
+from .conf import process_cache, tokenauth_settings
 from .downloads import TooLarge, TooSlow, read_within
 from .exceptions import InvalidToken
 from .snapshots import CACHE_PREFIX, SharedSnapshot, shared_cache_call
@@ -131,6 +131,10 @@ def settings_issuers() -> dict[str, IssuerConfig | None]:
         for entry in tokenauth_settings.ISSUERS
         if isinstance(entry, dict) and isinstance(entry.get("issuer"), str)  # check E007 reports the rest
     }
+
+
+process_cache(db_issuers.reset)
+process_cache(settings_issuers.cache_clear)
 
 
 def settings_login_slugs() -> dict[str, str]:
@@ -415,3 +419,6 @@ class JWKSCache:
 
 
 jwks_cache = JWKSCache()
+
+
+process_cache(jwks_cache.reset)

@@ -19,7 +19,7 @@ from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 from jwt.algorithms import get_default_algorithms
 
-from .conf import tokenauth_settings
+from .conf import process_cache, tokenauth_settings
 
 HMAC_ALGORITHMS = frozenset({"HS256", "HS384", "HS512"})
 ASYMMETRIC_ALGORITHMS = frozenset(
@@ -122,6 +122,9 @@ class KeyRing:
 def get_keyring() -> KeyRing:
     signing = load_key(tokenauth_settings.ALGORITHM, _signing_material(), tokenauth_settings.KEY_ID)
     return KeyRing(signing, [_verification_key(entry) for entry in tokenauth_settings.VERIFICATION_KEYS])
+
+
+process_cache(get_keyring.cache_clear)
 
 
 def _verification_key(entry: Any) -> Key:

@@ -18,7 +18,7 @@ from django.db import DatabaseError, IntegrityError, transaction
 from rest_framework.exceptions import PermissionDenied
 
 from . import clock, signals
-from .conf import tokenauth_settings
+from .conf import process_cache, tokenauth_settings
 from .exceptions import InvalidToken
 from .issuers import IssuerConfig
 from .models import AuditEvent, Epoch, Identity, identity_digest
@@ -60,6 +60,9 @@ _local: BoundedMemo[str, tuple[Principal | str, float]] = BoundedMemo(
 def reset() -> None:
     _local.clear()
     _mirrored.clear()
+
+
+process_cache(reset)
 
 
 def forget(issuer: str, subject: str) -> None:

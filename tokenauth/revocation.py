@@ -26,7 +26,7 @@ from django.db import DatabaseError, transaction
 from django.utils import timezone
 
 from . import clock, push, signals
-from .conf import tokenauth_settings
+from .conf import process_cache, tokenauth_settings
 from .exceptions import InvalidToken
 from .models import AuditEvent, Epoch, Identity, RevokedToken, Session, identity_digest
 from .snapshots import (
@@ -292,6 +292,8 @@ def announce(change: dict[str, Any]) -> None:
 
 
 state = RevocationState()
+
+process_cache(state.reset)
 
 
 def epoch_value(row: Epoch) -> EpochValue:

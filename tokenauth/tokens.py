@@ -15,7 +15,7 @@ from django.db.models import CharField, DateTimeField, Q, Value
 from django.db.models.functions import Cast
 
 from . import signals
-from .conf import tokenauth_settings
+from .conf import process_cache, tokenauth_settings
 from .keys import get_keyring
 from .models import Epoch
 from .scopes import split_scope
@@ -42,6 +42,8 @@ REQUIRED_CLAIMS = ["iss", "sub", "exp", "iat", "jti", CLAIM_EPOCH, CLAIM_GLOBAL_
 verified_tokens: BoundedMemo[str, dict[str, Any]] = BoundedMemo(
     lambda: tokenauth_settings.VERIFIED_TOKEN_CACHE_SIZE
 )
+
+process_cache(verified_tokens.clear)
 
 
 @dataclass(frozen=True)

@@ -32,7 +32,7 @@ from typing import Any, NamedTuple
 from django.core.exceptions import ValidationError
 from jwt.algorithms import get_default_algorithms
 
-from .conf import tokenauth_settings
+from .conf import process_cache, tokenauth_settings
 from .exceptions import InvalidToken
 from .issuers import IssuerConfig, jwks_cache, validate_issuer_url
 from .keys import ASYMMETRIC_ALGORITHMS, get_keyring
@@ -219,6 +219,9 @@ def issuer_url_acceptable(url: str) -> bool:
     return True
 
 
+process_cache(issuer_url_acceptable.cache_clear)
+
+
 # -- 3. and 4. the policy, the signature, the claims ------------------------------------------
 
 
@@ -394,3 +397,6 @@ def external_policy(config: IssuerConfig) -> Policy:
         types=ACCESS_TOKEN_TYPES,
         typ_claims=BEARER,
     )
+
+
+process_cache(local_policy.cache_clear)

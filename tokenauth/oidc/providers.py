@@ -14,11 +14,13 @@ from urllib.parse import urlsplit
 from django.core.exceptions import ValidationError
 
 from .. import clock
-from ..conf import tokenauth_settings
+from ..conf import process_cache, tokenauth_settings
 from ..issuers import FetchError, IssuerConfig, all_issuers, fetch_json, validate_issuer_url
 
 #: Discovery documents by issuer: (document, fresh until).
 metadata_cache: dict[str, tuple[dict[str, Any], float]] = {}
+
+process_cache(metadata_cache.clear)
 
 
 class ProviderUnavailable(Exception):
