@@ -65,13 +65,19 @@ def publish(message: dict[str, Any]) -> bool:
 
 
 class Listener(threading.Thread):
-    """Subscribes to the channel and hands each message to ``apply``; ``resync`` after a resubscribe."""
+    """Subscribes to the channel and hands each message to ``apply``; ``resync`` after a resubscribe,
+    ``idle`` whenever a wait passes without a message."""
 
     def __init__(
-        self, client: Any, channel: str, apply: Callable[[dict[str, Any]], None], resync: Callable[[], None]
+        self,
+        client: Any,
+        channel: str,
+        apply: Callable[[dict[str, Any]], None],
+        resync: Callable[[], None],
+        idle: Callable[[], None],
     ) -> None:
         super().__init__(name="tokenauth-revocation-push", daemon=True)
-        self.client, self.channel, self.apply, self.resync = client, channel, apply, resync
+        self.client, self.channel, self.apply, self.resync, self.idle = client, channel, apply, resync, idle
         self.pid = os.getpid()
         self.stopped = threading.Event()
         self.subscribed = threading.Event()
@@ -98,6 +104,8 @@ class Listener(threading.Thread):
                 message = pubsub.get_message(timeout=POLL_SECONDS)
                 if message is not None and message.get("type") == "message":
                     self._deliver(message["data"])
+                elif message is None:
+                    self.idle()  # upkeep off the request path
         finally:
             pubsub.close()
 
@@ -114,8 +122,10 @@ class Listener(threading.Thread):
 class Subscription:
     """The one listener of this process for the current settings, started on first use."""
 
-    def __init__(self, apply: Callable[[dict[str, Any]], None], resync: Callable[[], None]) -> None:
-        self._apply, self._resync = apply, resync
+    def __init__(
+        self, apply: Callable[[dict[str, Any]], None], resync: Callable[[], None], idle: Callable[[], None]
+    ) -> None:
+        self._apply, self._resync, self._idle = apply, resync, idle
         self._listener: Listener | None = None
         self._lock = threading.Lock()
 
@@ -133,7 +143,7 @@ class Subscription:
             self.stop()
             if found is None:
                 return None
-            self._listener = Listener(found[0], found[1], self._apply, self._resync)
+            self._listener = Listener(found[0], found[1], self._apply, self._resync, self._idle)
             self._listener.start()
             # The caller reads the database next: subscribed first, no change falls between the two.
             self._listener.subscribed.wait(SUBSCRIBE_SECONDS)

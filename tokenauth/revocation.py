@@ -27,6 +27,7 @@ from django.utils import timezone
 
 from . import clock, push, signals
 from .conf import process_cache, tokenauth_settings
+from .denylist import Denylist
 from .exceptions import InvalidToken
 from .models import AuditEvent, Epoch, Identity, RevokedToken, Session, identity_digest
 from .snapshots import (
@@ -82,6 +83,9 @@ def _epoch_key(kind: str, object_id: str) -> str:
 #: application servers differ a little too. Reading changes twice is harmless.
 FEED_OVERLAP = 60.0
 VERSION_KEY = f"{CACHE_PREFIX}revocation:version"
+#: How often expired denylist entries are dropped (a rebuild of the table: about a second per
+#: million live entries).
+PRUNE_INTERVAL = 600.0
 
 
 class RevocationState:
@@ -98,7 +102,7 @@ class RevocationState:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._push = push.Subscription(self._apply_pushed, self._read_soon)
+        self._push = push.Subscription(self._apply_pushed, self._read_soon, self.prune)
         self.reset()
 
     def reset(self) -> None:
@@ -107,7 +111,8 @@ class RevocationState:
         self._recent: dict[tuple[str, str], EpochValue] = {}
         self._covered_from: float | None = None
         #: Denied ids and until when (POSIX time).
-        self._denied: dict[str, float] = {}
+        self._denied = Denylist()
+        self._pruned_at = clock.monotonic()
         self._version: Any = None
         self._checked_at = float("-inf")
         self._read_at = float("-inf")
@@ -145,7 +150,9 @@ class RevocationState:
                     # Only the periodic re-read failed: keep what we have, try again later.
                     logger.warning("tokenauth: cannot re-read the revocation state; keeping the copy")
                 self._read_at = now
-                self._prune_denylist()
+                due = now - self._pruned_at >= PRUNE_INTERVAL
+                if due and self._push.ensure() is None:
+                    self._prune_denylist()
             self._version = version
             self._checked_at = now
             self._prune_epochs()
@@ -163,8 +170,10 @@ class RevocationState:
             denied = denied.filter(revoked_at__gte=since)
         for row in epochs:
             self._merge(row.kind, row.object_id, epoch_value(row))
-        for jti, expires in denied.values_list("jti", "expires_at"):
-            self._denied[jti] = max(self._denied.get(jti, 0.0), expires.timestamp())
+        if self._read_from is None:  # the first read: a table of the right size at once
+            self._denied = Denylist(denied.count())
+        for jti, expires in denied.values_list("jti", "expires_at").iterator(chunk_size=10_000):
+            self._denied.add(jti, expires.timestamp())
         if self._covered_from is None:
             self._covered_from = (started - window).timestamp()
         self._read_from = started
@@ -179,7 +188,7 @@ class RevocationState:
             with self._lock:
                 if "d" in change:
                     jti, expires = change["d"]
-                    self._denied[str(jti)] = max(self._denied.get(str(jti), 0.0), float(expires))
+                    self._denied.add(str(jti), float(expires))
                 elif "e" in change:
                     kind, object_id, *value = change["e"]
                     self._merge(str(kind), str(object_id), EpochValue(*value[:2], tuple(value[2]), value[3]))
@@ -200,10 +209,16 @@ class RevocationState:
             self._covered_from = start
             self._recent = {k: v for k, v in self._recent.items() if _changed_at(v) >= start}
 
+    def prune(self) -> None:
+        """Forget denied ids whose tokens expired anyway, every ``PRUNE_INTERVAL``: in the push
+        listener's thread when there is one, else with a read of the database."""
+        if clock.monotonic() - self._pruned_at >= PRUNE_INTERVAL:
+            with self._lock:
+                self._prune_denylist()
+
     def _prune_denylist(self) -> None:
-        """Forget denied ids whose tokens expired anyway (with each read of the database)."""
-        now = time.time()
-        self._denied = {k: v for k, v in self._denied.items() if v > now}
+        self._denied.prune(time.time())
+        self._pruned_at = clock.monotonic()
 
     # -- epochs ---------------------------------------------------------------------------------
 
@@ -267,12 +282,12 @@ class RevocationState:
         if self._covered_from is None:
             raise StateUnavailable("the denylist could not be read")
         wall = time.time()
-        return any(self._denied.get(i, 0.0) > wall for i in ids if i)
+        return any(self._denied.denies(i, wall) for i in ids if i)
 
     def deny(self, jti: str, expires_at: float) -> None:
         """Visible in this process at once; in the others after commit, through the feed."""
         with self._lock:
-            self._denied[jti] = max(self._denied.get(jti, 0.0), expires_at)
+            self._denied.add(jti, expires_at)
         transaction.on_commit(lambda: announce({"d": [jti, expires_at]}))
 
 
