@@ -58,7 +58,7 @@ def measure(trials: int, child: list[str]) -> dict[str, Any]:
         expect(other, "ready")
         for _ in range(trials):
             for kind, path in KINDS.items():
-                token = fixtures_login(server, credentials)
+                token = server.post_for("/auth/token/", credentials, "access_token")
                 other.stdin.write(token + "\n")
                 other.stdin.flush()
                 expect(other, "accepted")
@@ -80,13 +80,6 @@ def measure(trials: int, child: list[str]) -> dict[str, Any]:
         "timeouts": timeouts,
         "summary": {k: summary(v) for k, v in latencies.items()},
     }
-
-
-def fixtures_login(server: Server, credentials: dict[str, str]) -> str:
-    response = server.post_json("/auth/token/", credentials)
-    if response.status != 200:
-        raise SystemExit(f"login: HTTP {response.status} {response.body[:300]!r}")
-    return response.json()["access_token"]
 
 
 def expect(process: subprocess.Popen[str], word: str) -> None:

@@ -123,13 +123,13 @@ def run_scenario(name: str, context: dict[str, Any]) -> dict[str, Any]:
     return outcome
 
 
-def main(argv: list[str] | None = None) -> dict[str, Any]:
+def main(argv: list[str] | None = None) -> None:
     args = parser().parse_args(argv)
     if args.scenario:
         from bench.child import run
 
         run(args.scenario, json.loads(args.context))
-        return {}
+        return
     chosen = args.only or SCENARIOS
     prefix = f"tokenauth-bench-{uuid.uuid4().hex[:8]}"
     context = {
@@ -162,7 +162,6 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args.out.write_text(text + "\n")
     args.out.with_suffix(".json").write_text(json.dumps(results, indent=1) + "\n")
     print(f"\nwritten to {args.out}", file=sys.stderr)
-    return results
 
 
 if __name__ == "__main__":

@@ -311,7 +311,7 @@ def endpoints(sizes: Sizes) -> dict[str, Any]:
                 server,
                 "/auth/token/refresh/",
                 "refresh_token",
-                login(server, "/auth/token/", credentials, "refresh_token"),
+                server.post_for("/auth/token/", credentials, "refresh_token"),
             ),
         ),
         Variant(
@@ -320,7 +320,7 @@ def endpoints(sizes: Sizes) -> dict[str, Any]:
                 server,
                 "/simplejwt/token/refresh/",
                 "refresh",
-                login(server, "/simplejwt/token/", credentials, "refresh"),
+                server.post_for("/simplejwt/token/", credentials, "refresh"),
             ),
         ),
     ]
@@ -337,13 +337,6 @@ def endpoints(sizes: Sizes) -> dict[str, Any]:
         login_vs_simplejwt=paired(per_round, names[1], names[2]),
         refresh_vs_simplejwt=paired(per_round, names[3], names[4]),
     )
-
-
-def login(server: Server, path: str, credentials: dict[str, str], field: str) -> str:
-    response = server.post_json(path, credentials)
-    if response.status != 200:
-        raise SystemExit(f"{path}: HTTP {response.status} {response.body[:300]!r}")
-    return response.json()[field]
 
 
 def chain(server: Server, path: str, field: str, first: str) -> Any:

@@ -91,6 +91,13 @@ class Server:
         headers = {"HTTP_AUTHORIZATION": authorization} if authorization else {}
         return self.request("POST", path, headers, json.dumps(data).encode())
 
+    def post_for(self, path: str, data: dict[str, Any], field: str) -> Any:
+        """POST ``data`` as JSON; the answer's ``field`` (an answer other than 200 stops the bench)."""
+        response = self.post_json(path, data)
+        if response.status != 200:
+            raise SystemExit(f"{path}: HTTP {response.status} {response.body[:300]!r}")
+        return response.json()[field]
+
 
 def bearer(token: str) -> str:
     return f"Bearer {token}"
