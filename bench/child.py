@@ -1,0 +1,104 @@
+"""One bench scenario in this process: configure Django for it, run it, print its result as JSON."""
+
+from __future__ import annotations
+
+import json
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from .settings import Setup, configure
+
+RESULT_MARK = "BENCH-RESULT "
+
+
+def run(name: str, context: dict[str, Any]) -> None:
+    from .measure import Sizes
+
+    sizes = Sizes(**context["sizes"])
+    redis = {"redis_url": context["redis_url"], "key_prefix": context["key_prefix"]}
+    if name == "requests":
+        outcome = requests(sizes, context["idp"])
+    elif name in ("users-locmem", "users-redis"):
+        configure(Setup(**(redis if name == "users-redis" else {})))
+        from . import scenarios
+
+        outcome = scenarios.users(sizes, redis=name == "users-redis")
+    elif name in ("denylist", "endpoints"):
+        configure(Setup())
+        from . import scenarios
+
+        outcome = getattr(scenarios, name)(sizes)
+    elif name in ("revocation", "revocation-server"):
+        outcome = revocation(name, sizes, context, redis)
+    else:
+        raise SystemExit(f"unknown scenario {name}")
+    if outcome is not None:
+        print(RESULT_MARK + json.dumps(outcome), flush=True)
+
+
+def requests(sizes: Any, with_idp: bool) -> dict[str, Any]:
+    """The peers' scenario; it starts the test IdP before Django is configured with it as an issuer."""
+    from tokenauth.keys import generate_private_key_pem  # imports no models: fine before setup
+
+    rsa_pem = generate_private_key_pem("RS256")
+    idp, skipped = start_idp(with_idp)
+    try:
+        configure(Setup(rsa_pem=rsa_pem, idp_issuer=idp.issuer if idp else None))
+        from . import scenarios
+
+        outcome = scenarios.requests(sizes, rsa_pem, idp)
+        outcome["facts"]["idp_versions"] = idp_versions() if idp else None
+    finally:
+        if idp is not None:
+            idp.stop()
+    outcome["facts"]["idp_skipped"] = skipped
+    return outcome
+
+
+def start_idp(wanted: bool) -> tuple[Any, str]:
+    """The test OpenID provider of tests/idp, or None and why not (the external rows are then left out)."""
+    if not wanted:
+        return None, "--no-idp"
+    from tests.idp import IdPError, TestIdP
+
+    try:  # a long token lifetime: no token expires during a long run
+        return TestIdP().start(env={"IDP_ACCESS_TOKEN_TTL": "86400"}), ""
+    except (IdPError, OSError) as exc:
+        return None, f"cannot start the test IdP: {(str(exc) or type(exc).__name__).splitlines()[0]}"
+
+
+def idp_versions() -> str:
+    import subprocess
+
+    node = subprocess.run(["node", "--version"], capture_output=True, text=True).stdout.strip()
+    package = Path(__file__).resolve().parent.parent / "tests/idp/node_modules/oidc-provider/package.json"
+    return f"node {node}, oidc-provider {json.loads(package.read_text())['version']}"
+
+
+def revocation(
+    name: str, sizes: Any, context: dict[str, Any], redis: dict[str, str]
+) -> dict[str, Any] | None:
+    """Process A makes the database file and starts process B (this same entry point) on it."""
+    if name == "revocation-server":
+        configure(Setup(sqlite_path=context["sqlite_path"], **redis))
+        from . import revocation_latency
+        from .wsgi import Server
+
+        revocation_latency.serve(Server())
+        return None
+    with tempfile.TemporaryDirectory(prefix="tokenauth-bench-") as directory:
+        context = {**context, "sqlite_path": str(Path(directory) / "db.sqlite3")}
+        configure(Setup(sqlite_path=context["sqlite_path"], **redis))
+        from . import revocation_latency
+
+        child = [
+            sys.executable,
+            sys.argv[0],
+            "--scenario",
+            "revocation-server",
+            "--context",
+            json.dumps(context),
+        ]
+        return revocation_latency.measure(sizes.trials, child)

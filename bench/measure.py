@@ -1,0 +1,205 @@
+"""Interleaved timing and its statistics: paired ratios against the no-auth request of the same round.
+
+Variants run round-robin with a rotating start, ``n`` requests in a row each, so drift in CPU
+frequency or load from other processes hits them all alike. Within a round every variant is divided
+by the no-auth request of that same round (a *paired* ratio), and the table reports the median of
+those ratios with their spread; "added µs" is the median over rounds of (variant - no auth).
+"""
+
+from __future__ import annotations
+
+import gc
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from .counters import Counters
+
+BASELINE = "no auth"
+
+
+@dataclass(frozen=True)
+class Sizes:
+    rounds: int
+    requests: int  # per variant per round
+    users: int
+    denylist: int
+    endpoint_rounds: int
+    endpoint_requests: int
+    trials: int  # per kind of revocation
+
+    @property
+    def warmup(self) -> int:
+        return max(5, self.requests // 4)
+
+    @property
+    def timed(self) -> int:
+        """Calls of one variant, warm-up included: the number of distinct tokens a cold row needs."""
+        return self.warmup + self.rounds * self.requests
+
+
+@dataclass(frozen=True)
+class Variant:
+    name: str
+    call: Callable[[], Any]
+    #: A floor is a bare function call (no request): it has no ratio to a request.
+    floor: bool = False
+    expect: int = 200
+
+
+@dataclass(frozen=True)
+class Row:
+    name: str
+    floor: bool
+    median_us: float
+    rounds_p25: float
+    rounds_p75: float
+    ratio: float | None  # median paired ratio to no auth
+    ratio_p25: float | None
+    ratio_p75: float | None
+    ratio_min: float | None
+    ratio_max: float | None
+    added_us: float | None
+    single_median_us: float
+    single_p99_us: float
+    single_max_us: float
+    queries: float  # per request
+    redis: float | None  # commands per request; None without Redis
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def check(variant: Variant) -> None:
+    """Each request must answer what it should, or the bench would time error pages."""
+    result = variant.call()
+    status = getattr(result, "status", 200)
+    if status != variant.expect:
+        body = getattr(result, "body", b"")[:300]
+        raise SystemExit(f"{variant.name}: HTTP {status}, expected {variant.expect}: {body!r}")
+
+
+Timings = dict[str, list[float]]
+
+
+def measure(
+    variants: list[Variant], rounds: int, n: int, redis: bool, warmup: int
+) -> tuple[list[Row], Timings]:
+    """Time ``rounds`` x ``n`` calls of every variant, interleaved (after ``warmup`` calls each); the
+    rows, and every variant's µs per request of each round."""
+    for variant in variants:
+        for _ in range(warmup):
+            check(variant)
+    counters = Counters()
+    per_round: Timings = {v.name: [] for v in variants}
+    single: Timings = {v.name: [] for v in variants}
+    costs = {v.name: [0, 0] for v in variants}
+    clock = time.perf_counter_ns
+    gc.collect()
+    gc.freeze()
+    with counters.counting():
+        for r in range(rounds):
+            for variant in variants[r % len(variants) :] + variants[: r % len(variants)]:
+                call, times = variant.call, []
+                before = counters.snapshot()
+                for _ in range(n):
+                    start = clock()
+                    call()
+                    times.append((clock() - start) / 1000)
+                after = counters.snapshot()
+                costs[variant.name][0] += after[0] - before[0]
+                costs[variant.name][1] += after[1] - before[1]
+                per_round[variant.name].append(sum(times) / n)
+                single[variant.name] += times
+    gc.unfreeze()
+    total = rounds * n
+    rows = [
+        summarize(
+            v,
+            per_round,
+            single[v.name],
+            costs[v.name][0] / total,
+            costs[v.name][1] / total if redis else None,
+        )
+        for v in variants
+    ]
+    return rows, per_round
+
+
+def paired(per_round: Timings, name: str, other: str) -> dict[str, float]:
+    """Per round ``name`` ÷ ``other``: median, p25, p75, min, max."""
+    ratios = [a / b for a, b in zip(per_round[name], per_round[other], strict=True)]
+    p25, p75 = quartiles(ratios)
+    return {
+        "median": statistics.median(ratios),
+        "p25": p25,
+        "p75": p75,
+        "min": min(ratios),
+        "max": max(ratios),
+    }
+
+
+def quartiles(values: list[float]) -> tuple[float, float]:
+    if len(values) < 2:
+        return values[0], values[0]
+    p25, _, p75 = statistics.quantiles(values, n=4, method="inclusive")
+    return p25, p75
+
+
+def summarize(
+    variant: Variant, per_round: Timings, single: list[float], queries: float, redis: float | None
+) -> Row:
+    mine, base = per_round[variant.name], per_round[BASELINE]
+    p25, p75 = quartiles(mine)
+    ordered = sorted(single)
+    ratio: dict[str, float | None] = dict.fromkeys(
+        ("ratio", "ratio_p25", "ratio_p75", "ratio_min", "ratio_max")
+    )
+    added = None
+    if not variant.floor:
+        ratio = {
+            f"ratio_{k}" if k != "median" else "ratio": v
+            for k, v in paired(per_round, variant.name, BASELINE).items()
+        }
+        added = statistics.median(a - b for a, b in zip(mine, base, strict=True))
+    return Row(
+        name=variant.name,
+        floor=variant.floor,
+        median_us=statistics.median(mine),
+        rounds_p25=p25,
+        rounds_p75=p75,
+        added_us=added,
+        single_median_us=statistics.median(ordered),
+        single_p99_us=ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))],
+        single_max_us=ordered[-1],
+        queries=queries,
+        redis=redis,
+        **ratio,
+    )
+
+
+def table(rows: list[dict[str, Any]]) -> str:
+    """Markdown table of :class:`Row` dicts."""
+    lines = [
+        "| variant | median µs/request | rounds p25–p75 | × no auth, paired: median (p25–p75; min–max) "
+        "| added µs | single request µs: median / p99 / max | SQL queries/request | Redis commands/request |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for row in rows:
+        if row["floor"]:
+            ratio, added = "– (a function call)", "–"
+        else:
+            ratio = (
+                f"{row['ratio']:.2f} ({row['ratio_p25']:.2f}–{row['ratio_p75']:.2f}; "
+                f"{row['ratio_min']:.2f}–{row['ratio_max']:.2f})"
+            )
+            added = "–" if row["name"] == BASELINE else f"{row['added_us']:+.1f}"
+        redis = "–" if row["redis"] is None else f"{row['redis']:.2f}"
+        lines.append(
+            f"| {row['name']} | {row['median_us']:.1f} | {row['rounds_p25']:.0f}–{row['rounds_p75']:.0f} "
+            f"| {ratio} | {added} | {row['single_median_us']:.0f} / {row['single_p99_us']:.0f} / "
+            f"{row['single_max_us']:.0f} | {row['queries']:.2f} | {redis} |"
+        )
+    return "\n".join(lines)

@@ -1,0 +1,181 @@
+"""The Markdown report of a bench run (bench/results/latest.md; bench/README.md quotes it)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .measure import table
+
+
+def render(header: str, sizes: dict[str, Any], results: dict[str, Any]) -> str:
+    parts = [
+        header,
+        "",
+        f"Sizes: {sizes['rounds']} rounds × {sizes['requests']} requests per variant, interleaved; "
+        f"{sizes['users']} users; {sizes['denylist']} denylist rows; "
+        f"{sizes['trials']} revocations of each kind; "
+        f"token endpoints {sizes['endpoint_rounds']} rounds × {sizes['endpoint_requests']}.",
+    ]
+    for name, outcome in results.items():
+        parts += ["", f"### {TITLES[name]}", ""]
+        if "skipped" in outcome:
+            parts.append(f"SKIPPED: {outcome['skipped']}")
+            continue
+        if "rows" in outcome:
+            parts += [table(outcome["rows"]), ""]
+        parts += [*FACTS[name](outcome), f"- scenario process: {outcome['seconds']:.0f} s wall"]
+    parts += ["", "### Goals of issue 12, read off this run", "", *goals(results)]
+    return "\n".join(parts)
+
+
+def requests_facts(outcome: dict[str, Any]) -> list[str]:
+    facts = outcome["facts"]
+    lines = [
+        f"- cold rows: {facts['cold_tokens']} distinct tokens, more than VERIFIED_TOKEN_CACHE_SIZE "
+        f"(minted in {facts['cold_mint_s']:.1f} s by the fast path); peak RSS {facts['max_rss_mb']:.0f} MB",
+    ]
+    if facts.get("idp"):
+        idp = facts["idp"]
+        lines.append(
+            f"- test IdP ({facts['idp_versions']}, RS256 2048-bit): {idp.get('jwks')} JWKS and "
+            f"{idp.get('discovery')} discovery fetches for the whole scenario"
+        )
+    else:
+        lines.append(f"- external-issuer rows left out: {facts['idp_skipped']}")
+    return lines
+
+
+def users_facts(outcome: dict[str, Any]) -> list[str]:
+    f = outcome["facts"]
+    grown = f["rss_after_mb"] - f["rss_before_mb"]
+    return [
+        f"- {f['users']} users inserted in {f['create_s']:.1f} s, their tokens minted in {f['mint_s']:.1f} s",
+        f"- {f['seen']} users authenticated once before timing (`authenticate_token`, {f['fill_s']:.1f} s): "
+        f"RSS {f['rss_before_mb']:.0f} → {f['rss_after_mb']:.0f} MB (+{grown:.0f} MB, "
+        f"{grown * 2**20 / max(1, f['seen']):.0f} B per user); peak RSS {f['max_rss_mb']:.0f} MB",
+    ]
+
+
+def denylist_facts(outcome: dict[str, Any]) -> list[str]:
+    f = outcome["facts"]
+    reloads = sorted(f["reload_request_ms"])
+    return [
+        f"- {f['denylist']} live rows inserted in {f['insert_s']:.1f} s",
+        f"- first request (loads the denylist): {f['first_request_ms']:.0f} ms; RSS "
+        f"{f['rss_before_mb']:.0f} → {f['rss_loaded_mb']:.0f} MB "
+        f"(+{f['rss_loaded_mb'] - f['rss_before_mb']:.0f} MB); peak RSS {f['max_rss_mb']:.0f} MB",
+        f"- the request after a revocation (`revoke_id`), {len(reloads)} times: median "
+        f"{reloads[len(reloads) // 2]:.0f} ms, max {reloads[-1]:.0f} ms",
+    ]
+
+
+def endpoints_facts(outcome: dict[str, Any]) -> list[str]:
+    rows = {row["name"]: row for row in outcome["rows"]}
+    lines = [
+        f"- {name}: {1e6 / row['median_us']:.0f} requests/s, {row['queries']:.1f} SQL queries each"
+        for name, row in rows.items()
+        if row["name"] != "no auth"
+    ]
+    for what, key in (("login", "login_vs_simplejwt"), ("refresh", "refresh_vs_simplejwt")):
+        r = outcome["facts"][key]
+        lines.append(
+            f"- {what}, time per request tokenauth ÷ simplejwt, paired by round: {r['median']:.2f} "
+            f"(p25–p75 {r['p25']:.2f}–{r['p75']:.2f}; min–max {r['min']:.2f}–{r['max']:.2f})"
+        )
+    return lines
+
+
+def revocation_facts(outcome: dict[str, Any]) -> list[str]:
+    lines = [
+        "| revocation (process A, over its URL) | trials | median ms | p99 ms | max ms | timeouts |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for kind, s in outcome["summary"].items():
+        path = f"POST /auth/{kind}/"
+        if s is None:
+            lines.append(f"| {path} | 0 | – | – | – | {outcome['timeouts'][kind]} |")
+        else:
+            lines.append(
+                f"| {path} | {s['trials']} | {s['median']:.0f} | {s['p99']:.0f} | {s['max']:.0f} "
+                f"| {outcome['timeouts'][kind]} |"
+            )
+    return [*lines, ""]
+
+
+TITLES = {
+    "requests": "Every peer on the same view (SQLite in memory, LocMemCache)",
+    "users-locmem": "Many distinct users, Django's default cache (LocMemCache, 300 entries)",
+    "users-redis": "Many distinct users, Redis as the shared cache (RedisCache)",
+    "denylist": "A big denylist (live RevokedToken rows; SQLite in memory, LocMemCache)",
+    "endpoints": "Token endpoints: login and refresh (MD5 hasher on both sides)",
+    "revocation": "Revocation seen by another process (two processes, Redis, one SQLite file)",
+}
+FACTS = {
+    "requests": requests_facts,
+    "users-locmem": users_facts,
+    "users-redis": users_facts,
+    "denylist": denylist_facts,
+    "endpoints": endpoints_facts,
+    "revocation": revocation_facts,
+}
+
+
+def goals(results: dict[str, Any]) -> list[str]:
+    """Issue 12's targets, read off this run (PASS/FAIL lines in the report, never a test)."""
+    lines: list[str] = []
+
+    def verdict(ok: bool, text: str) -> None:
+        lines.append(f"- {'PASS' if ok else 'FAIL'} {text}")
+
+    if "users-redis" in results and "rows" in results["users-redis"]:
+        many = next(r for r in results["users-redis"]["rows"] if "distinct users" in r["name"])
+        verdict(
+            many["queries"] == 0 and (many["redis"] or 0) < 0.01 and many["ratio"] <= 1.3,
+            f"distinct users on Redis: {many['queries']:.2f} SQL and {many['redis']:.2f} Redis commands per "
+            f"request, {many['ratio']:.2f}× no auth (target 0, ~0, ≤ 1.3×)",
+        )
+    if "users-locmem" in results and "rows" in results["users-locmem"]:
+        many = next(r for r in results["users-locmem"]["rows"] if "distinct users" in r["name"])
+        verdict(
+            many["queries"] == 0,
+            f"distinct users on LocMemCache: {many['queries']:.2f} SQL per request (target 0)",
+        )
+    for scenario, cold_word, floor_name in (
+        ("requests", "tokenauth HS256, cold", "floor: jwt.decode HS256 (function call)"),
+        ("requests", "tokenauth external RS256, cold", "floor: jwt.decode RS256, IdP token (function call)"),
+    ):
+        rows = {r["name"]: r for r in results.get(scenario, {}).get("rows", [])}
+        cold = next((r for n, r in rows.items() if n.startswith(cold_word)), None)
+        if cold is not None and floor_name in rows:
+            floor = rows[floor_name]["median_us"]
+            verdict(
+                cold["added_us"] <= 1.15 * floor,
+                f"{cold_word}: adds {cold['added_us']:.0f} µs = {cold['added_us'] / floor:.2f}× the bare "
+                f"decode ({floor:.0f} µs; target ≤ 1.15×)",
+            )
+    if "denylist" in results and "facts" in results["denylist"]:
+        f = results["denylist"]["facts"]
+        grown, worst = f["rss_loaded_mb"] - f["rss_before_mb"], max(f["reload_request_ms"])
+        verdict(
+            grown <= 64, f"{f['denylist']} denylist rows: +{grown:.0f} MB in the process (target ≤ 64 MB)"
+        )
+        verdict(
+            worst <= 10, f"request after a revocation with that denylist: max {worst:.0f} ms (target ≤ 10 ms)"
+        )
+    if "revocation" in results and "summary" in results["revocation"]:
+        for kind, s in results["revocation"]["summary"].items():
+            if s is not None:
+                verdict(
+                    s["p99"] <= 100,
+                    f"{kind} seen by another process: p99 {s['p99']:.0f} ms (target ≤ 100 ms)",
+                )
+    if "endpoints" in results and "rows" in results["endpoints"]:
+        rows = {r["name"].split(" (")[0]: r for r in results["endpoints"]["rows"]}
+        for what, limit in (("login", 3), ("refresh", 4)):
+            ours, theirs = rows[f"tokenauth {what}"], rows[f"simplejwt {what}"]
+            verdict(
+                ours["queries"] <= limit and ours["median_us"] <= theirs["median_us"],
+                f"{what}: {ours['queries']:.0f} queries (target ≤ {limit}), {1e6 / ours['median_us']:.0f} vs "
+                f"simplejwt {1e6 / theirs['median_us']:.0f} requests/s (target ≥)",
+            )
+    return lines

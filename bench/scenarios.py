@@ -1,0 +1,352 @@
+"""The bench processes. Each function runs in a fresh process whose settings it was configured with
+(``bench.settings.configure``), and returns a JSON-able result: timed rows and measured facts."""
+
+from __future__ import annotations
+
+import resource
+import time
+import uuid
+from datetime import timedelta
+from typing import Any
+
+import jwt
+from cryptography.hazmat.primitives.serialization import load_pem_private_key
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.test import override_settings
+from django.utils import timezone
+
+from tokenauth.authentication import authenticate_token
+from tokenauth.conf import tokenauth_settings
+from tokenauth.revocation import revoke_id
+from tokenauth.tokens import mint_access_token
+
+from . import fixtures
+from .measure import BASELINE, Sizes, Variant, measure, paired
+from .settings import HS_SECRET, IDP_AUDIENCE, IDP_SCOPE, RS_KID
+from .wsgi import Server, bearer
+
+NONE, TOKENAUTH = "/api/none/", "/api/tokenauth/"
+CLIENT_SECRET = "bench-client-secret-0123456789abcdef"
+
+
+def rss_mb() -> float:
+    """Resident set size now (VmRSS)."""
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmRSS in /proc/self/status")
+
+
+def max_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+
+
+def result(rows: list[Any], **facts: Any) -> dict[str, Any]:
+    return {"rows": [row.as_dict() for row in rows], "facts": {**facts, "max_rss_mb": max_rss_mb()}}
+
+
+def no_auth(server: Server) -> Variant:
+    return Variant(BASELINE, server.get(NONE))
+
+
+def cold_tokens(factory: fixtures.TokenFactory, user: Any, count: int) -> list[str]:
+    """Distinct tokens of one user, more than the verified-token memo holds (each a first request)."""
+    size = max(count, tokenauth_settings.VERIFIED_TOKEN_CACHE_SIZE + 1)
+    tokens = [factory.token(user.pk, user.get_username()) for _ in range(size + 20)]
+    fixtures.verify(tokens)
+    return [bearer(t) for t in tokens]
+
+
+# -- the peers, memo hits and cold tokens ---------------------------------------------------------
+
+
+def requests(sizes: Sizes, rsa_pem: str, idp: Any) -> dict[str, Any]:
+    """Every authentication class on the same view, and the floors (bare ``jwt.decode`` calls)."""
+    server, user = Server(), setup_user()
+    hs = mint_access_token(user).token
+    rs_signer = {"ALGORITHM": "RS256", "SIGNING_KEY": rsa_pem, "KEY_ID": RS_KID, "VERIFICATION_KEYS": []}
+    with override_settings(TOKENAUTH={**settings.TOKENAUTH, **rs_signer}):
+        rs = mint_access_token(user).token
+    started = time.perf_counter()
+    cold = cold_tokens(fixtures.TokenFactory(user), user, sizes.timed)
+    mint_s = time.perf_counter() - started
+    rs_public = load_pem_private_key(rsa_pem.encode(), None).public_key()
+    app = dot_application(user)
+    variants = [
+        no_auth(server),
+        Variant("tokenauth HS256, memo hit (the same token again)", server.get(TOKENAUTH, bearer(hs))),
+        Variant("tokenauth RS256, memo hit", server.get(TOKENAUTH, bearer(rs))),
+        Variant(
+            f"tokenauth HS256, cold: a new token each request ({len(cold)} distinct)",
+            server.get_each(TOKENAUTH, cold),
+        ),
+        Variant(
+            "tokenauth on a DOT-issued JWT (client_credentials, HS256)",
+            server.get(TOKENAUTH, bearer(dot_jwt(server, app))),
+        ),
+        *peers(server, user, app),
+        Variant(
+            "floor: jwt.decode HS256 (function call)",
+            lambda: jwt.decode(hs, HS_SECRET, algorithms=["HS256"]),
+            floor=True,
+        ),
+        Variant(
+            "floor: jwt.decode RS256 (function call)",
+            lambda: jwt.decode(rs, rs_public, algorithms=["RS256"]),
+            floor=True,
+        ),
+        *external(server, sizes, idp),
+    ]
+    rows, _ = measure(variants, sizes.rounds, sizes.requests, redis=False, warmup=sizes.warmup)
+    facts: dict[str, Any] = {"cold_tokens": len(cold), "cold_mint_s": mint_s}
+    if idp is not None:
+        facts["idp"] = idp.stats()
+    return result(rows, **facts)
+
+
+def setup_user() -> Any:
+    fixtures.migrate()
+    return get_user_model().objects.create_user("alice", password=fixtures.PASSWORD)
+
+
+def peers(server: Server, user: Any, app: Any) -> list[Variant]:
+    """simplejwt (both classes), DOT's opaque tokens, knox: each with the token its own code issues."""
+    from knox.models import AuthToken
+    from oauth2_provider.models import AccessToken as DotAccessToken
+    from rest_framework_simplejwt.tokens import AccessToken as SimpleAccessToken
+
+    simplejwt = bearer(str(SimpleAccessToken.for_user(user)))
+    opaque = "bench-opaque-dot-token-0123456789abcdef"
+    DotAccessToken.objects.create(
+        user=user, application=app, token=opaque, scope="read", expires=timezone.now() + timedelta(days=1)
+    )
+    _, knox = AuthToken.objects.create(user)
+    return [
+        Variant("simplejwt JWTAuthentication", server.get("/api/simplejwt/", simplejwt)),
+        Variant(
+            "simplejwt JWTStatelessUserAuthentication", server.get("/api/simplejwt-stateless/", simplejwt)
+        ),
+        Variant(
+            "django-oauth-toolkit OAuth2Authentication (opaque token)",
+            server.get("/api/dot/", bearer(opaque)),
+        ),
+        Variant("knox TokenAuthentication", server.get("/api/knox/", f"Token {knox}")),
+    ]
+
+
+def dot_application(user: Any) -> Any:
+    """The confidential client that owns the opaque DOT token and gets the DOT-issued JWT."""
+    from oauth2_provider.models import Application
+
+    return Application.objects.create(
+        name="bench",
+        user=user,
+        client_type="confidential",
+        authorization_grant_type="client-credentials",
+        client_secret=CLIENT_SECRET,
+    )
+
+
+def dot_jwt(server: Server, app: Any) -> str:
+    """A client_credentials token from DOT's token endpoint (tokenauth.oauth), over a client's URL."""
+    import base64
+    from urllib.parse import urlencode
+
+    basic = base64.b64encode(f"{app.client_id}:{CLIENT_SECRET}".encode()).decode()
+    body = urlencode({"grant_type": "client_credentials", "scope": "read"}).encode()
+    response = server.request(
+        "POST",
+        "/o/token/",
+        {"HTTP_AUTHORIZATION": f"Basic {basic}"},
+        body,
+        "application/x-www-form-urlencoded",
+    )
+    if response.status != 200:
+        raise SystemExit(f"DOT token endpoint: HTTP {response.status} {response.body[:300]!r}")
+    token = response.json()["access_token"]
+    if jwt.get_unverified_header(token).get("typ") != "at+jwt":
+        raise SystemExit("DOT token endpoint issued no tokenauth JWT")
+    return token
+
+
+def external(server: Server, sizes: Sizes, idp: Any) -> list[Variant]:
+    """The test IdP's RS256 tokens: one repeated, and a new one for every request (each used once)."""
+    if idp is None:
+        return []
+    from concurrent.futures import ThreadPoolExecutor
+
+    token = idp.client_credentials_token(scope=IDP_SCOPE)
+    with ThreadPoolExecutor(4) as pool:
+        cold = list(pool.map(lambda _: idp.client_credentials_token(scope=IDP_SCOPE), range(sizes.timed + 1)))
+    kid = jwt.get_unverified_header(token)["kid"]
+    key = jwt.PyJWK(next(k for k in idp.keys()["keys"] if k["kid"] == kid)).key  # admin route: no JWKS fetch
+    return [
+        Variant(
+            "tokenauth external RS256 (allow-listed issuer), memo hit", server.get(TOKENAUTH, bearer(token))
+        ),
+        Variant(
+            f"tokenauth external RS256, cold: a new IdP token each request ({len(cold)} distinct)",
+            server.get_each(TOKENAUTH, [bearer(t) for t in cold]),
+        ),
+        Variant(
+            "floor: jwt.decode RS256, IdP token (function call)",
+            lambda: jwt.decode(token, key, algorithms=["RS256"], audience=IDP_AUDIENCE),
+            floor=True,
+        ),
+    ]
+
+
+# -- many users --------------------------------------------------------------------------------
+
+
+def users(sizes: Sizes, redis: bool) -> dict[str, Any]:
+    """``sizes.users`` users, each with a token of their own, in steady state: each user was seen once
+    before requests cycle through them. With LocMemCache that pass covers every user (its RSS growth is
+    what a worker holds for them); with Redis only the users the timed rows reach (first sights there
+    cost several round trips each, and the timed requests are the same either way)."""
+    server = Server()
+    fixtures.migrate()
+    started = time.perf_counter()
+    people = fixtures.create_users(sizes.users)
+    create_s = time.perf_counter() - started
+    factory = fixtures.TokenFactory(get_user_model().objects.get(pk=people[0][0]))
+    started = time.perf_counter()
+    tokens = [factory.token(pk, name) for pk, name in people]
+    mint_s = time.perf_counter() - started
+    fixtures.verify(tokens)
+    seen = tokens[: sizes.timed + 1] if redis else tokens
+    rss_before, started = rss_mb(), time.perf_counter()
+    for token in seen:  # as a long-running worker has seen them
+        authenticate_token(token)
+    fill_s, rss_after = time.perf_counter() - started, rss_mb()
+    variants = [
+        no_auth(server),
+        Variant(
+            "tokenauth HS256, memo hit (one user's token again)", server.get(TOKENAUTH, bearer(tokens[0]))
+        ),
+        Variant(
+            f"tokenauth HS256, {len(tokens)} distinct users (the next user's token each request)",
+            server.get_each(TOKENAUTH, [bearer(t) for t in tokens[1:]]),
+        ),
+    ]
+    rows, _ = measure(variants, sizes.rounds, sizes.requests, redis=redis, warmup=sizes.warmup)
+    return result(
+        rows,
+        users=len(people),
+        seen=len(seen),
+        create_s=create_s,
+        mint_s=mint_s,
+        fill_s=fill_s,
+        rss_before_mb=rss_before,
+        rss_after_mb=rss_after,
+    )
+
+
+# -- a big denylist ----------------------------------------------------------------------------
+
+
+def denylist(sizes: Sizes) -> dict[str, Any]:
+    """``sizes.denylist`` live denylist rows: the insert, the first load, reloads after a revocation
+    (``revoke_id``, then the next request), RSS, and requests in steady state."""
+    server, user = Server(), setup_user()
+    memo = server.get(TOKENAUTH, bearer(mint_access_token(user).token))
+    started = time.perf_counter()
+    fixtures.deny_random_ids(sizes.denylist)
+    insert_s, rss_before = time.perf_counter() - started, rss_mb()
+    first_ms = timed_ms(memo)  # nothing read the denylist before: this request loads it
+    rss_loaded = rss_mb()
+    cold = cold_tokens(fixtures.TokenFactory(user), user, sizes.timed)
+    reloads = []
+    for _ in range(3):
+        revoke_id(uuid.uuid4().hex, timezone.now() + timedelta(days=1), reason="bench")
+        reloads.append(timed_ms(memo))
+    variants = [
+        no_auth(server),
+        Variant("tokenauth HS256, memo hit", memo),
+        Variant(
+            f"tokenauth HS256, cold: a new token each request ({len(cold)} distinct)",
+            server.get_each(TOKENAUTH, cold),
+        ),
+    ]
+    rows, _ = measure(variants, sizes.rounds, sizes.requests, redis=False, warmup=sizes.warmup)
+    return result(
+        rows,
+        denylist=sizes.denylist,
+        insert_s=insert_s,
+        first_request_ms=first_ms,
+        reload_request_ms=reloads,
+        rss_before_mb=rss_before,
+        rss_loaded_mb=rss_loaded,
+        rss_end_mb=rss_mb(),
+    )
+
+
+def timed_ms(call: Any) -> float:
+    started = time.perf_counter()
+    response = call()
+    if response.status != 200:
+        raise SystemExit(f"HTTP {response.status}: {response.body[:300]!r}")
+    return (time.perf_counter() - started) * 1000
+
+
+# -- token endpoints ---------------------------------------------------------------------------
+
+
+def endpoints(sizes: Sizes) -> dict[str, Any]:
+    """Login and refresh of tokenauth and of simplejwt (rotation + blacklist), over their URLs."""
+    server, user = Server(), setup_user()
+    credentials = {"username": user.get_username(), "password": fixtures.PASSWORD}
+    variants = [
+        no_auth(server),
+        Variant("tokenauth login (POST /auth/token/)", lambda: server.post_json("/auth/token/", credentials)),
+        Variant(
+            "simplejwt login (TokenObtainPairView)",
+            lambda: server.post_json("/simplejwt/token/", credentials),
+        ),
+        Variant(
+            "tokenauth refresh (POST /auth/token/refresh/, rotation)",
+            chain(
+                server,
+                "/auth/token/refresh/",
+                "refresh_token",
+                server.post_for("/auth/token/", credentials, "refresh_token"),
+            ),
+        ),
+        Variant(
+            "simplejwt refresh (TokenRefreshView, rotation + blacklist)",
+            chain(
+                server,
+                "/simplejwt/token/refresh/",
+                "refresh",
+                server.post_for("/simplejwt/token/", credentials, "refresh"),
+            ),
+        ),
+    ]
+    rows, per_round = measure(
+        variants,
+        sizes.endpoint_rounds,
+        sizes.endpoint_requests,
+        redis=False,
+        warmup=max(3, sizes.endpoint_requests // 4),
+    )
+    names = [v.name for v in variants]
+    return result(
+        rows,
+        login_vs_simplejwt=paired(per_round, names[1], names[2]),
+        refresh_vs_simplejwt=paired(per_round, names[3], names[4]),
+    )
+
+
+def chain(server: Server, path: str, field: str, first: str) -> Any:
+    """Each call presents the refresh token the previous call got back (rotation)."""
+    current = [first]
+
+    def call() -> Any:
+        response = server.post_json(path, {field: current[0]})
+        if response.status == 200:
+            current[0] = response.json()[field]
+        return response
+
+    return call

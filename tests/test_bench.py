@@ -1,0 +1,95 @@
+"""The benchmark runs end to end (``bench/run.py --quick``), so it cannot rot: every scenario produces its
+rows and facts. Nothing here looks at a timing; only at what the bench counts and reports."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import redis
+
+from tests.conftest import service_required
+
+ROOT = Path(__file__).resolve().parent.parent
+
+pytestmark = pytest.mark.redis
+
+
+@pytest.fixture(scope="module")
+def bench_run(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """One quick run for the whole module (tiny sizes, no test IdP), on the tests' Redis database."""
+    redis_url = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/15")
+
+    def ping() -> None:
+        with redis.Redis.from_url(redis_url, socket_connect_timeout=1, socket_timeout=1) as client:
+            client.ping()
+
+    service_required("Redis", ping)
+    out = tmp_path_factory.mktemp("bench") / "latest.md"
+    command = [
+        sys.executable,
+        "bench/run.py",
+        "--quick",
+        "--no-idp",
+        "--redis-url",
+        redis_url,
+        "--out",
+        str(out),
+    ]
+    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:] + done.stdout[-3000:]
+    return {"report": out.read_text(), "results": json.loads(out.with_suffix(".json").read_text())}
+
+
+def rows(results: dict, scenario: str) -> dict[str, dict]:
+    return {row["name"]: row for row in results[scenario]["rows"]}
+
+
+def test_every_scenario_reports(bench_run: dict) -> None:
+    results = bench_run["results"]
+    assert set(results) == {"requests", "users-locmem", "users-redis", "denylist", "endpoints", "revocation"}
+    for name, outcome in results.items():
+        assert "skipped" not in outcome, name
+    assert bench_run["report"].count("\n### ") == len(results) + 1  # and the goals
+    for row in (row for outcome in results.values() for row in outcome.get("rows", [])):
+        assert row["median_us"] > 0 and row["single_max_us"] >= row["single_median_us"]
+        assert row["floor"] or row["ratio_min"] <= row["ratio"] <= row["ratio_max"]
+
+
+def test_peers_and_floors_are_in_the_same_run(bench_run: dict) -> None:
+    names = rows(bench_run["results"], "requests")
+    for peer in (
+        "simplejwt JWTAuthentication",
+        "simplejwt JWTStatelessUserAuthentication",
+        "knox TokenAuthentication",
+    ):
+        assert peer in names
+    assert any(name.startswith("django-oauth-toolkit") for name in names)
+    assert {n for n in names if n.startswith("floor:")} == {
+        "floor: jwt.decode HS256 (function call)",
+        "floor: jwt.decode RS256 (function call)",
+    }
+    assert names["simplejwt JWTAuthentication"]["queries"] == 1  # the user row: counting works
+    assert names["tokenauth HS256, memo hit (the same token again)"]["queries"] == 0
+
+
+def test_redis_commands_are_counted(bench_run: dict) -> None:
+    local, shared = rows(bench_run["results"], "users-locmem"), rows(bench_run["results"], "users-redis")
+    assert all(row["redis"] is None for row in local.values())
+    assert all(row["redis"] is not None for row in shared.values())
+    assert shared["no auth"]["redis"] == 0
+
+
+def test_denylist_and_revocation_facts(bench_run: dict) -> None:
+    results = bench_run["results"]
+    denylist = results["denylist"]["facts"]
+    assert denylist["denylist"] == 2000 and len(denylist["reload_request_ms"]) == 3
+    revocation = results["revocation"]
+    assert revocation["timeouts"] == {"logout": 0, "logout-all": 0}
+    assert all(s["trials"] == 2 for s in revocation["summary"].values())
+    endpoints = rows(results, "endpoints")
+    assert all(row["queries"] >= 1 for name, row in endpoints.items() if name != "no auth")
