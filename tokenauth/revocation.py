@@ -132,7 +132,7 @@ class RevocationState:
             now = clock.monotonic()
             if self._covered_from is not None and now - self._checked_at < refresh_interval():
                 return
-            self._push.ensure()
+            listener = self._push.ensure()
             version = shared_cache_call("get", VERSION_KEY)
             if version is None:  # evicted or never set: start one, so that the next change differs
                 shared_cache_call("add", VERSION_KEY, uuid.uuid4().hex, None)
@@ -150,12 +150,11 @@ class RevocationState:
                     # Only the periodic re-read failed: keep what we have, try again later.
                     logger.warning("tokenauth: cannot re-read the revocation state; keeping the copy")
                 self._read_at = now
-                due = now - self._pruned_at >= PRUNE_INTERVAL
-                if due and self._push.ensure() is None:
+                self._prune_epochs()
+                if listener is None and now - self._pruned_at >= PRUNE_INTERVAL:
                     self._prune_denylist()
             self._version = version
             self._checked_at = now
-            self._prune_epochs()
 
     def _read_changes(self) -> None:
         """Rows changed since the last read (all live ones the first time), merged into memory."""
@@ -203,7 +202,8 @@ class RevocationState:
             self._recent[(kind, object_id)] = value
 
     def _prune_epochs(self) -> None:
-        """Forget epoch changes older than the window: no token within it predates them."""
+        """Forget epoch changes older than the window (with each read of the database, not each
+        interval): no token within it predates them."""
         start = time.time() - tokenauth_settings.REVOCATION_WINDOW.total_seconds()
         if self._covered_from is not None and start > self._covered_from:
             self._covered_from = start
