@@ -89,7 +89,9 @@ if REDIS_URL:
         "default": {
             "BACKEND": "django.core.cache.backends.redis.RedisCache",
             "LOCATION": REDIS_URL,
-            "KEY_PREFIX": "tokenauth-testproject",
+            # Pub/sub channels are server-wide, not per database: the database in the prefix keeps
+            # two checkouts that share one Redis server (each on its own database) apart.
+            "KEY_PREFIX": "tokenauth-testproject-" + REDIS_URL.rstrip("/").rpartition("/")[2],
         }
     }
 else:
