@@ -19,6 +19,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from .authentication import BearerAuthentication, SessionAuthentication
+from .claims import declared_claim_names
 from .conf import tokenauth_settings
 from .exceptions import OAuthError, ServiceUnavailable
 from .keys import get_keyring
@@ -67,13 +68,15 @@ def _token_response(session: Session, refresh_token: str | None, access: Any) ->
     return Response(body, headers=NO_STORE)
 
 
-def _mint_for_session(session: Session) -> Any:
+def _mint_for_session(session: Session, request: Request) -> Any:
     return mint_access_token(
         session.user,
         scope=session.scope,
         group=session.group,
         session_id=session.id.hex,
         standing=standing(session),
+        session=session,
+        request=request,
     )
 
 
@@ -135,7 +138,15 @@ class TokenView(TokenAuthView):
             group=group,
             login={},
         )
-        access = mint_access_token(user, scope=scope, group=group, session_id=session.id.hex, standing=found)
+        access = mint_access_token(
+            user,
+            scope=scope,
+            group=group,
+            session_id=session.id.hex,
+            standing=found,
+            session=session,
+            request=request,
+        )
         return _token_response(session, refresh_token, access)
 
 
@@ -148,7 +159,7 @@ class RefreshView(TokenAuthView):
     def post(self, request: Request) -> Response:
         data = validated(RefreshSerializer, request)
         session, refresh_token = rotate(data["refresh_token"])
-        return _token_response(session, refresh_token, _mint_for_session(session))
+        return _token_response(session, refresh_token, _mint_for_session(session, request))
 
 
 class BearerView(TokenAuthView):
@@ -171,7 +182,7 @@ class RenewView(BearerView):
     def post(self, request: Request) -> Response:
         session = self.session(request)
         check_session(session)
-        return _token_response(session, None, _mint_for_session(session))
+        return _token_response(session, None, _mint_for_session(session, request))
 
 
 class LogoutView(BearerView):
@@ -324,6 +335,7 @@ class OpenIDConfigurationView(PublicView):
                 "scope",
                 "preferred_username",
                 "groups",
+                *declared_claim_names(),
             ],
         }
         if apps.is_installed("tokenauth.oauth"):  # the authorization server's endpoints and grants
