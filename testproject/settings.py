@@ -42,6 +42,7 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "rest_framework",
+    "drf_spectacular",
     "tokenauth",
     "oauth2_provider",
     "tokenauth.oauth",
@@ -117,6 +118,15 @@ REST_FRAMEWORK = {
         "tokenauth.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+}
+
+# The OpenAPI document (drf-spectacular) at /api/schema/, Swagger UI at /api/docs/.
+SPECTACULAR_SETTINGS = {
+    "TITLE": "tokenauth demo API",
+    "DESCRIPTION": "Log in at POST /auth/token/, then send the access token as Authorization: Bearer.",
+    "VERSION": "1.0.0",
+    "SERVE_INCLUDE_SCHEMA": False,
 }
 
 TOKENAUTH = {
