@@ -7,7 +7,9 @@ Everything that differs between a laptop demo and CI comes from the environment:
 ``DATABASE_URL``           any dj-database-url URL; default: SQLite file ``db.sqlite3`` in the repo root
 ``REDIS_URL``              when set, the default cache is Redis; otherwise per-process LocMemCache
 ``TOKENAUTH_ISSUER``       our ``iss`` claim (default http://127.0.0.1:8000)
+``TOKENAUTH_ALGORITHM``    signing algorithm of local tokens (default HS256; ``dev.py demo`` sets RS256)
 ``TOKENAUTH_SIGNING_KEY``  key used to sign local tokens (dev default below)
+``TOKENAUTH_SIGNING_KEY_FILE``  a PEM file with the signing key instead (``dev.py demo`` generates one)
 ``DJANGO_LOG_LEVEL``       console log level (default WARNING)
 ``TEST_IDP_ISSUER``        when set, that OpenID provider (e.g. tests/idp on http://127.0.0.1:9000) is a
                            browser-login provider "Test IdP" with client ``web-client``, whose secret
@@ -65,7 +67,7 @@ WSGI_APPLICATION = "testproject.wsgi.application"
 TEMPLATES = [
     {
         "BACKEND": "django.template.backends.django.DjangoTemplates",
-        "DIRS": [],
+        "DIRS": [BASE_DIR / "testproject" / "templates"],
         "APP_DIRS": True,
         "OPTIONS": {
             "context_processors": [
@@ -131,6 +133,8 @@ SPECTACULAR_SETTINGS = {
 
 TOKENAUTH = {
     "ISSUER": os.environ.get("TOKENAUTH_ISSUER", "http://127.0.0.1:8000"),
+    "ALGORITHM": os.environ.get("TOKENAUTH_ALGORITHM", "HS256"),
+    "SIGNING_KEY_FILE": os.environ.get("TOKENAUTH_SIGNING_KEY_FILE"),
     "SIGNING_KEY": os.environ.get(
         "TOKENAUTH_SIGNING_KEY", "dev-only-tokenauth-signing-key-change-me-0123456789abcdef"
     ),

@@ -310,6 +310,18 @@ def issuer_url(request: Any, name: str) -> str:
     return request.build_absolute_uri(path)
 
 
+#: The ``tokenauth_endpoints`` of our OpenID configuration: key -> URL name (tokenauth/urls.py).
+TOKENAUTH_ENDPOINTS = {
+    "token": "token",
+    "refresh": "refresh",
+    "renew": "renew",
+    "logout": "logout",
+    "logout_all": "logout-all",
+    "revoke": "revoke",
+    "whoami": "whoami",
+}
+
+
 class OpenIDConfigurationView(PublicView):
     """``GET /.well-known/openid-configuration``: where our keys and token endpoint are."""
 
@@ -337,6 +349,10 @@ class OpenIDConfigurationView(PublicView):
                 "groups",
                 *declared_claim_names(),
             ],
+        }
+        # Our own endpoints by name: with the OAuth server, its metadata takes over token_endpoint.
+        document["tokenauth_endpoints"] = {
+            key: issuer_url(request, f"tokenauth-{name}") for key, name in TOKENAUTH_ENDPOINTS.items()
         }
         if apps.is_installed("tokenauth.oauth"):  # the authorization server's endpoints and grants
             from .oauth.views import server_metadata
