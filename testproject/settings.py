@@ -11,6 +11,7 @@ Everything that differs between a laptop demo and CI comes from the environment:
 ``TOKENAUTH_SIGNING_KEY``  key used to sign local tokens (dev default below)
 ``TOKENAUTH_SIGNING_KEY_FILE``  a PEM file with the signing key instead (``dev.py demo`` generates one)
 ``DJANGO_LOG_LEVEL``       console log level (default WARNING)
+``DJANGO_CORS_ALLOWED_ORIGINS``  comma-separated origins of browser apps that may call the API (default none)
 ``TEST_IDP_ISSUER``        when set, that OpenID provider (e.g. tests/idp on http://127.0.0.1:9000) is a
                            browser-login provider "Test IdP" with client ``web-client``, whose secret
                            is read from ``TEST_IDP_CLIENT_SECRET`` (tests/idp's default: web-secret)
@@ -43,6 +44,7 @@ INSTALLED_APPS = [
     "django.contrib.sessions",
     "django.contrib.messages",
     "django.contrib.staticfiles",
+    "corsheaders",
     "rest_framework",
     "drf_spectacular",
     "tokenauth",
@@ -52,6 +54,8 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    # Before CommonMiddleware, so that it answers preflights and adds its headers to every answer.
+    "corsheaders.middleware.CorsMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -142,6 +146,12 @@ TOKENAUTH = {
     # The test OpenID provider (tests/idp) serves plain http on 127.0.0.1.
     "ALLOW_LOOPBACK_HTTP_ISSUERS": DEBUG,
 }
+
+# Browser apps on other origins (django-cors-headers): they send the bearer token in Authorization, so
+# no cookie crosses origins (credentials stay off) and the 401's reason is readable by the app.
+CORS_ALLOWED_ORIGINS = [o for o in os.environ.get("DJANGO_CORS_ALLOWED_ORIGINS", "").split(",") if o]
+CORS_ALLOW_CREDENTIALS = False
+CORS_EXPOSE_HEADERS = ["WWW-Authenticate", "Retry-After"]
 
 # The OAuth 2.0 authorization server (tokenauth.oauth on django-oauth-toolkit): access tokens are ours.
 OAUTH2_PROVIDER = {
