@@ -1,4 +1,7 @@
+from typing import Any
+
 from django.apps import AppConfig
+from django.http import HttpRequest
 from django.utils.translation import gettext_lazy as _
 
 
@@ -13,3 +16,10 @@ class OAuthConfig(AppConfig):
         from .redaction import install
 
         install()
+
+    def server_metadata(self, request: HttpRequest) -> dict[str, Any]:
+        """RFC 8414 metadata for ``tokenauth.views``' OpenID configuration document to merge in."""
+        # Imported here: the app config loads before the models are ready.
+        from .views import server_metadata
+
+        return server_metadata(request)
