@@ -60,6 +60,9 @@ class AccessToken:
     claims: dict[str, Any]
     #: The caller's groups here: from our token's claim, or from the database for an external identity.
     groups: tuple[str, ...] = ()
+    #: The local user the token names: our ``sub``, or the user an external identity is linked to.
+    user_id: Any = None
+    username: str = ""
 
     @property
     def issuer(self) -> str:
