@@ -29,7 +29,8 @@ CLAIM_GROUPS = "groups"
 CLAIM_GROUP = "group"
 CLAIM_GROUP_ID = "gid"
 CLAIM_SESSION = "sid"
-CLAIM_TOKEN_FAMILY = "token_family"  # the refresh-token family of an OAuth-server token (tokenauth.oauth)
+#: The refresh-token family of an OAuth-server token (tokenauth.oauth).
+CLAIM_TOKEN_FAMILY = "token_family"
 CLAIM_EPOCH = "epoch"
 CLAIM_GROUP_EPOCH = "group_epoch"
 CLAIM_GLOBAL_EPOCH = "global_epoch"

@@ -12,7 +12,8 @@ class OAuthConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        from . import checks, receivers  # noqa: F401  (register the checks and the signal receivers)
+        # Register the checks and the signal receivers.
+        from . import checks, receivers  # noqa: F401
         from .redaction import install
 
         install()
