@@ -17,7 +17,7 @@ from django.utils.http import url_has_allowed_host_and_scheme, urlencode
 from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext
 
-from .issuers import IssuerUnavailable, jwks_cache
+from .jwks import IssuerUnavailable, jwks_cache
 from .models import AuditEvent, Epoch, Identity, Issuer, RevokedToken, Session
 from .revocation import bump_epoch
 from .sessions import end_session
