@@ -18,6 +18,7 @@ Everything that differs between a laptop demo and CI comes from the environment:
 """
 
 import os
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import dj_database_url
@@ -50,6 +51,7 @@ INSTALLED_APPS = [
     "tokenauth",
     "oauth2_provider",
     "tokenauth.oauth",
+    "tokenauth.contrib.simplejwt",
 ]
 
 MIDDLEWARE = [
@@ -145,6 +147,18 @@ TOKENAUTH = {
     "SCOPES": {"reports:read": "Read the example reports"},
     # The test OpenID provider (tests/idp) serves plain http on 127.0.0.1.
     "ALLOW_LOOPBACK_HTTP_ISSUERS": DEBUG,
+    # The demo moves from simplejwt (its endpoints are under /simplejwt/): a window that always ends a
+    # month ahead; a real site names a date.
+    "SIMPLEJWT_MIGRATION_ENDS": datetime.now(UTC) + timedelta(days=30),
+}
+
+# The simplejwt setup the demo is moving from (tokenauth.contrib.simplejwt accepts its tokens).
+SIMPLE_JWT = {
+    "SIGNING_KEY": os.environ.get(
+        "SIMPLE_JWT_SIGNING_KEY", "dev-only-simplejwt-signing-key-0123456789abcdef"
+    ),
+    "ALGORITHM": "HS256",
+    "ACCESS_TOKEN_LIFETIME": timedelta(minutes=5),
 }
 
 # Browser apps on other origins (django-cors-headers): they send the bearer token in Authorization, so

@@ -18,6 +18,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from . import migrating
 from .authentication import BearerAuthentication, SessionAuthentication
 from .claims import declared_claim_names
 from .conf import tokenauth_settings
@@ -45,7 +46,8 @@ class LoginSerializer(serializers.Serializer):
 
 
 class RefreshSerializer(serializers.Serializer):
-    refresh_token = serializers.CharField(max_length=512)
+    # Ours are 76 characters; a simplejwt refresh token being exchanged is a JWT (RS256: about 600).
+    refresh_token = serializers.CharField(max_length=2048)
 
 
 def _checked_scope(requested: str) -> str:
@@ -158,7 +160,9 @@ class RefreshView(TokenAuthView):
 
     def post(self, request: Request) -> Response:
         data = validated(RefreshSerializer, request)
-        session, refresh_token = rotate(data["refresh_token"])
+        # A refresh token of the system the site is moving from starts a session (tokenauth.migrating).
+        started = migrating.exchanged(data["refresh_token"], request)
+        session, refresh_token = started or rotate(data["refresh_token"])
         return _token_response(session, refresh_token, _mint_for_session(session, request))
 
 
