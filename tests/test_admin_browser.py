@@ -58,12 +58,15 @@ def test_admin_revokes_a_user_and_a_group_from_their_pages(chrome, live_server):
     assert "reports-cli/1.2" in page and "alice@idp" in page
     assert first["access_token"] not in chrome.page_source
     screenshot(chrome, "admin/user-page.png")
+    chrome.execute_script("document.querySelector('.field-token_sessions').scrollIntoView()")
+    screenshot(chrome, "admin/user-page-sessions.png")
 
     # End one session from the user's page: the other keeps working.
     chrome.find_elements(By.XPATH, "//button[normalize-space()='End session']")[0].click()
     wait.until(ec.text_to_be_present_in_element((By.CSS_SELECTOR, ".messagelist"), "The session was ended."))
     assert Session.objects.filter(user=alice, revoked_at__isnull=False).count() == 1
     assert sorted([hello(base, first["access_token"]), hello(base, second["access_token"])]) == [200, 401]
+    chrome.execute_script("document.querySelector('.field-token_sessions').scrollIntoView()")
     screenshot(chrome, "admin/user-page-session-ended.png")
 
     # The group's page: the session that selected it ends.

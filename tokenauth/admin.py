@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.apps import apps
 from django.contrib import admin, messages
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
@@ -12,7 +13,9 @@ from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect
 from django.urls import NoReverseMatch, path, reverse
-from django.utils.html import format_html
+from django.utils import timezone
+from django.utils.formats import date_format
+from django.utils.html import format_html, format_html_join
 from django.utils.http import url_has_allowed_host_and_scheme, urlencode
 from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext
@@ -24,60 +27,80 @@ from .sessions import end_session
 from .snapshots import StateUnavailable
 
 
-class SessionInline(admin.TabularInline):
-    """A user's sessions on their page: when, from what, ended or not; "End session" ends one."""
+def _table(headers: list[str], rows: list[list[Any]]) -> str:
+    """A small read-only table for a change page (cells are escaped unless already safe HTML)."""
+    if not rows:
+        return _("None")
+    head = format_html_join("", "<th>{}</th>", ((h,) for h in headers))
+    body = format_html_join(
+        "", "<tr>{}</tr>", ((format_html_join("", "<td>{}</td>", ((c,) for c in row)),) for row in rows)
+    )
+    return format_html("<table><thead><tr>{}</tr></thead><tbody>{}</tbody></table>", head, body)
 
-    model = Session
-    fk_name = "user"
-    extra = 0
-    can_delete = False
-    ordering = ("-last_used_at",)
-    fields = ("created_at", "last_used_at", "user_agent", "group", "expires_at", "revoked_at", "end")
-    readonly_fields = fields
-    verbose_name_plural = _("sessions (refresh tokens are never shown)")
 
-    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
+def _when(moment: Any) -> str:
+    return date_format(timezone.localtime(moment), "SHORT_DATETIME_FORMAT") if moment else "—"
 
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
 
-    @admin.display(description=_("end"))
-    def end(self, session: Session) -> str:
+class UserTokensMixin:
+    """On a user's page: their sessions (with "End session"), external identities and OAuth grants,
+    read-only (no formsets: the user form posts as before); never a token."""
+
+    token_fields = ("token_epoch", "token_sessions", "external_identities", "oauth_grants")
+    #: Sessions listed, latest used first.
+    sessions_shown = 50
+
+    @admin.display(description=_("sessions"))
+    def token_sessions(self, user: Any) -> str:
+        sessions = Session.objects.filter(user=user).select_related("group")[: self.sessions_shown]
+        rows = [
+            [
+                _when(s.created_at),
+                _when(s.last_used_at),
+                s.user_agent or "—",
+                s.group or "—",
+                _when(s.expires_at),
+                _when(s.revoked_at) if s.revoked_at else self.end_button(s, user),
+            ]
+            for s in sessions
+        ]
+        headers = [
+            _("created"),
+            _("last used"),
+            _("user agent / client"),
+            _("group"),
+            _("expires"),
+            _("ended"),
+        ]
+        return _table(headers, rows)
+
+    def end_button(self, session: Session, user: Any) -> str:
         """A button of the user's form that posts to the session's end view instead (forms do not nest)."""
-        if session.revoked_at is not None:
-            return "—"
-        url = reverse("admin:tokenauth_session_end", args=[session.pk])
-        back = reverse(f"admin:{session._meta.app_label}_session_changelist")
-        user_page = self.user_page(session.user_id) or back
+        opts = user._meta
+        back = reverse(f"admin:{opts.app_label}_{opts.model_name}_change", args=[user.pk])
         return format_html(
             '<button type="submit" class="button" formaction="{}?{}" formnovalidate>{}</button>',
-            url,
-            urlencode({"next": user_page}),
+            reverse("admin:tokenauth_session_end", args=[session.pk]),
+            urlencode({"next": back}),
             _("End session"),
         )
 
-    @staticmethod
-    def user_page(user_id: Any) -> str | None:
-        model = get_user_model()
-        try:
-            return reverse(f"admin:{model._meta.app_label}_{model._meta.model_name}_change", args=[user_id])
-        except NoReverseMatch:
-            return None
+    @admin.display(description=_("external identities"))
+    def external_identities(self, user: Any) -> str:
+        rows = [[i.issuer, i.subject, _when(i.created_at)] for i in Identity.objects.filter(user=user)]
+        return _table([_("issuer"), _("subject"), _("created")], rows)
 
+    @admin.display(description=_("OAuth grants"))
+    def oauth_grants(self, user: Any) -> str:
+        """The applications the user let act for them (tokenauth.oauth's refresh tokens, by application)."""
+        if not apps.is_installed("oauth2_provider"):
+            return "—"
+        # django-oauth-toolkit is optional: imported only where it is installed.
+        from oauth2_provider.models import get_refresh_token_model
 
-class IdentityInline(admin.TabularInline):
-    """The external identities (issuer, subject) that log in as this user."""
-
-    model = Identity
-    fk_name = "user"
-    extra = 0
-    can_delete = False
-    fields = ("issuer", "subject", "created_at")
-    readonly_fields = fields
-
-    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
+        grants = get_refresh_token_model().objects.filter(user=user).select_related("application")
+        rows = [[g.application, _when(g.created), _when(g.revoked)] for g in grants[: self.sessions_shown]]
+        return _table([_("application"), _("granted"), _("revoked")], rows)
 
 
 class EpochAdminMixin:
@@ -88,11 +111,14 @@ class EpochAdminMixin:
     #: The change form the admin class had; ours extends it with the button.
     base_change_form_template: str
 
+    #: Read-only fields of the "Tokens" fieldset on the change page.
+    token_fields: tuple[str, ...] = ("token_epoch",)
+
     def get_fieldsets(self, request: HttpRequest, obj: Any = None) -> list[Any]:
         fieldsets = list(super().get_fieldsets(request, obj))  # type: ignore[misc]
         shown = {name for _, options in fieldsets for name in options.get("fields", ())}
         if obj is not None and "token_epoch" not in shown:
-            fieldsets.append((_("Tokens"), {"fields": ("token_epoch",)}))
+            fieldsets.append((_("Tokens"), {"fields": self.token_fields}))
         return fieldsets
 
     @admin.display(description=_("token epoch"))
@@ -163,26 +189,25 @@ class EpochAdminMixin:
         return super().render_change_form(request, context, *args, **kwargs)  # type: ignore[misc]
 
 
-def _extend(
-    model: Any, kind: str, extra_inlines: tuple[type[admin.options.InlineModelAdmin], ...] = ()
-) -> None:
-    """Re-register ``model`` with its current admin class plus :class:`EpochAdminMixin`."""
+def _extend(model: Any, kind: str, mixins: tuple[type, ...] = ()) -> None:
+    """Re-register ``model`` with its current admin class plus :class:`EpochAdminMixin` (and ``mixins``)."""
     base = type(admin.site._registry[model]) if admin.site.is_registered(model) else admin.ModelAdmin
     if admin.site.is_registered(model):
         admin.site.unregister(model)
+    token_fields = mixins[0].token_fields if mixins else EpochAdminMixin.token_fields
     attrs = {
         "epoch_kind": kind,
         "base_change_form_template": base.change_form_template or "admin/change_form.html",
         "change_form_template": "tokenauth/admin/epoch_change_form.html",
-        "inlines": [*base.inlines, *extra_inlines],
         "actions": [*(base.actions or []), "revoke_all_tokens"],
         "list_display": [*base.list_display, "token_epoch"],
-        "readonly_fields": [*base.readonly_fields, "token_epoch"],
+        "readonly_fields": [*base.readonly_fields, *token_fields],
     }
-    admin.site.register(model, type(f"TokenAuth{base.__name__}", (EpochAdminMixin, base), attrs))
+    bases = (*mixins, EpochAdminMixin, base)
+    admin.site.register(model, type(f"TokenAuth{base.__name__}", bases, attrs))
 
 
-_extend(get_user_model(), Epoch.Kind.USER, (SessionInline, IdentityInline))
+_extend(get_user_model(), Epoch.Kind.USER, (UserTokensMixin,))
 _extend(Group, Epoch.Kind.GROUP)
 
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 from typing import Any
 
 from django.contrib import admin
-from django.contrib.auth import get_user_model
 from django.db.models import QuerySet
 from django.http import HttpRequest
 from oauth2_provider.models import get_access_token_model, get_application_model, get_refresh_token_model
@@ -24,26 +23,6 @@ RefreshToken = get_refresh_token_model()
 class AllowedScopesInline(admin.StackedInline):
     model = AllowedScopes
     extra = 0
-
-
-class GrantInline(admin.TabularInline):
-    """On a user's page: the applications they let act for them (refresh tokens, never their values);
-    revoke one in the refresh-token list, or all with "Revoke all tokens and sessions"."""
-
-    model = RefreshToken
-    fk_name = "user"
-    extra = 0
-    can_delete = False
-    fields = ("application", "created", "updated", "revoked")
-    readonly_fields = fields
-    verbose_name = "OAuth grant"
-    verbose_name_plural = "OAuth grants (refresh tokens of applications)"
-
-    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
 
 
 class ApplicationAdmin(type(admin.site._registry[Application])):
@@ -77,8 +56,3 @@ for model, model_admin in (
 ):
     admin.site.unregister(model)
     admin.site.register(model, model_admin)
-
-# tokenauth's admin re-registered the user admin with its sessions and identities; grants join them.
-_user_admin = admin.site._registry.get(get_user_model())
-if _user_admin is not None and GrantInline not in _user_admin.inlines:
-    _user_admin.inlines = [*_user_admin.inlines, GrantInline]
