@@ -139,8 +139,6 @@ SPECTACULAR_SETTINGS = {
 
 TOKENAUTH = {
     "ISSUER": os.environ.get("TOKENAUTH_ISSUER", "http://127.0.0.1:8000"),
-    "ALGORITHM": os.environ.get("TOKENAUTH_ALGORITHM", "HS256"),
-    "SIGNING_KEY_FILE": os.environ.get("TOKENAUTH_SIGNING_KEY_FILE"),
     "SIGNING_KEY": os.environ.get(
         "TOKENAUTH_SIGNING_KEY", "dev-only-tokenauth-signing-key-change-me-0123456789abcdef"
     ),
@@ -151,6 +149,12 @@ TOKENAUTH = {
     # month ahead; a real site names a date.
     "SIMPLEJWT_MIGRATION_ENDS": datetime.now(UTC) + timedelta(days=30),
 }
+
+# dev.py demo signs with an RS256 key file (tokenauth's default algorithm, HS256, otherwise).
+if os.environ.get("TOKENAUTH_ALGORITHM"):
+    TOKENAUTH["ALGORITHM"] = os.environ["TOKENAUTH_ALGORITHM"]
+if os.environ.get("TOKENAUTH_SIGNING_KEY_FILE"):
+    TOKENAUTH["SIGNING_KEY_FILE"] = os.environ["TOKENAUTH_SIGNING_KEY_FILE"]
 
 # The simplejwt setup the demo is moving from (tokenauth.contrib.simplejwt accepts its tokens).
 SIMPLE_JWT = {
