@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 import requests
+from django.core.signals import request_started
 
 from tests.browser import screenshot
 from tests.helpers import login, make_user
@@ -79,10 +80,22 @@ def test_an_app_on_another_origin_logs_in_refreshes_and_calls(chrome, live_serve
     settings.CORS_ALLOWED_ORIGINS = [spa_origin]
     assert spa_origin != live_server.url
     make_user("alice")
+    seen: list[tuple[str, str]] = []
+
+    def record(sender: Any, environ: dict[str, Any], **kwargs: Any) -> None:
+        seen.append((environ["REQUEST_METHOD"], environ["PATH_INFO"]))
+
+    request_started.connect(record, weak=False)
     chrome.set_script_timeout(30)
     chrome.get(spa_origin + "/")
-    steps = chrome.execute_async_script(SCRIPT, live_server.url)
+    try:
+        steps = chrome.execute_async_script(SCRIPT, live_server.url)
+    finally:
+        request_started.disconnect(record)
     screenshot(chrome, "cors/spa-on-another-origin.png")
+    # The browser asked first (JSON bodies and the Authorization header are not "simple" requests).
+    for path in ("/auth/token/", "/api/hello/", "/auth/token/refresh/", "/auth/logout/"):
+        assert ("OPTIONS", path) in seen, path
     assert steps[:5] == [
         ["login", 200],
         ["call", 200, "alice"],
