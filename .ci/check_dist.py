@@ -4,8 +4,8 @@
 
 The sdist ships the tests and everything they need (MANIFEST.in): its files are exactly the files git
 tracks, less the CI scripts and .gitignore; its test suite is collected from the unpacked sdist (so
-every module and the settings it imports came with it). The wheel holds the ``tokenauth`` package
-only, with ``py.typed``, templates and migrations, and the license.
+every module and the settings it imports came with it) and a few fast tests run there. The wheel
+holds the ``tokenauth`` package only, with ``py.typed``, templates and migrations, and the license.
 """
 
 from __future__ import annotations
@@ -64,12 +64,19 @@ def check_wheel(wheel: Path, expected: set[str]) -> list[str]:
     return problems
 
 
-def collect_tests(sdist: Path, workdir: Path) -> None:
-    """Collect the suite inside the unpacked sdist: a missing module, fixture or settings file fails."""
+#: Tests run inside the unpacked sdist (fast ones that need no service): the docs build from it.
+SDIST_TESTS = ("tests/test_docs.py", "tests/test_structure.py")
+
+
+def test_sdist(sdist: Path, workdir: Path) -> None:
+    """Collect the suite inside the unpacked sdist (a missing module, fixture or settings file fails),
+    then run a few of its tests there."""
     with tarfile.open(sdist) as archive:
         archive.extractall(workdir, filter="data")
     (unpacked,) = workdir.iterdir()
-    run(sys.executable, "-m", "pytest", "-qq", "-p", "no:cacheprovider", "--collect-only", cwd=unpacked)
+    pytest = (sys.executable, "-m", "pytest", "-p", "no:cacheprovider")
+    run(*pytest, "-qq", "--collect-only", cwd=unpacked)
+    run(*pytest, "-q", *SDIST_TESTS, cwd=unpacked)
 
 
 def main() -> int:
@@ -85,7 +92,7 @@ def main() -> int:
             print(f"check_dist: {problem}", file=sys.stderr)
         if problems:
             return 1
-        collect_tests(sdist, Path(tmp) / "unpacked")
+        test_sdist(sdist, Path(tmp) / "unpacked")
     print(f"check_dist: {sdist.name} holds the {len(expected)} tracked files; {wheel.name} the package")
     return 0
 
