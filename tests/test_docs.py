@@ -45,6 +45,11 @@ def page(built: Path, name: str) -> str:
     return (built / f"{name}.html").read_text()
 
 
+def readme_section(title: str) -> str:
+    readme = (ROOT / "README.md").read_text()
+    return readme.split(f"\n## {title}\n", 1)[1].split("\n## ", 1)[0]
+
+
 def anchor(label: str) -> str:
     """The HTML id docutils makes of a MyST target ``(label)=``."""
     return f'id="{make_id(label)}"'
@@ -66,8 +71,7 @@ def test_the_readme_settings_table_is_generated_from_conf() -> None:
 
 
 def test_the_readme_lists_every_system_check() -> None:
-    readme = (ROOT / "README.md").read_text()
-    section = readme.split("## System checks", 1)[1].split("\n## ", 1)[0]
+    section = readme_section("System checks")
     listed = set(re.findall(r"^\| `(tokenauth[.\w]*\.[EW]\d{3})` \|", section, flags=re.M))
     assert listed == {m.id for m in reference.check_messages()}
 
@@ -143,3 +147,20 @@ def test_the_revocation_page_has_its_diagram(built_docs: Path) -> None:
     revocation_html = page(built_docs, "explanation/revocation")
     (svg,) = re.findall(r"_images/(graphviz-[0-9a-f]+\.svg)", revocation_html)
     assert "REVOCATION_WINDOW" in (built_docs / "_images" / svg).read_text()
+
+
+def test_the_readme_lists_every_token_endpoint_with_its_methods() -> None:
+    readme = (ROOT / "README.md").read_text()
+    endpoints = [(p, m) for p, _, m, _ in reference.endpoints() if p.startswith(("/auth/", "/.well-known/"))]
+    assert len(endpoints) >= 10
+    for path, methods in endpoints:
+        rows = [line for line in readme.splitlines() if line.startswith("| ") and f" {path}`" in line]
+        assert rows, f"README.md has no table row for {path}"
+        assert all(method in rows[0] for method in methods), (path, methods)
+
+
+def test_the_readme_lists_every_signal_and_command() -> None:
+    signals = re.findall(r"^\| `(\w+)` \|", readme_section("Signals"), flags=re.M)
+    assert set(signals) == {name for name, _ in reference.signals()}
+    commands = set(re.findall(r"python manage.py (tokenauth_\w+)", readme_section("Management commands")))
+    assert commands == set(reference.command_names())
