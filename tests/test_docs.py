@@ -56,9 +56,9 @@ def anchor(label: str) -> str:
 
 
 def test_every_setting_has_a_description_in_order() -> None:
-    assert list(DESCRIPTIONS) == list(DEFAULTS), (
-        "tokenauth.conf.DESCRIPTIONS must describe every key of DEFAULTS, in the same order"
-    )
+    missing = [name for name in DEFAULTS if name not in DESCRIPTIONS]
+    assert not missing, f"tokenauth.conf.DESCRIPTIONS has no description of {missing}"
+    assert list(DESCRIPTIONS) == list(DEFAULTS), "DESCRIPTIONS must follow the order of DEFAULTS"
     assert all(text.strip() for text in DESCRIPTIONS.values())
 
 
