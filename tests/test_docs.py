@@ -164,3 +164,24 @@ def test_the_readme_lists_every_signal_and_command() -> None:
     assert set(signals) == {name for name, _ in reference.signals()}
     commands = set(re.findall(r"python manage.py (tokenauth_\w+)", readme_section("Management commands")))
     assert commands == set(reference.command_names())
+
+
+def prose() -> dict[str, str]:
+    """The README and every page of docs/, by path."""
+    files = [ROOT / "README.md", *sorted(DOCS.rglob("*.md"))]
+    return {str(f.relative_to(ROOT)): f.read_text() for f in files if "_build" not in f.parts}
+
+
+def test_the_prose_names_only_settings_checks_and_commands_that_exist() -> None:
+    ids = {m.id for m in reference.check_messages()}
+    commands = set(reference.command_names())
+    wrong = []
+    for path, text in prose().items():
+        wrong += [
+            (path, i) for i in re.findall(r"\btokenauth(?:\.oauth)?\.[EW]\d{3}\b", text) if i not in ids
+        ]
+        wrong += [(path, c) for c in re.findall(r"manage\.py (tokenauth_\w+)", text) if c not in commands]
+        for block in re.findall(r"^TOKENAUTH = \{\n(.*?)^\}", text, flags=re.M | re.S):
+            keys = re.findall(r'^    "([A-Z_]+)":', block, flags=re.M)
+            wrong += [(path, k) for k in keys if k not in DEFAULTS]
+    assert not wrong
