@@ -28,7 +28,10 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[2]
 README = ROOT / "README.md"
-TABLE_START = "<!-- settings table: generated from tokenauth.conf by docs/_ext/tokenauth_reference.py -->"
+TABLE_START = (
+    "<!-- settings table: generated from tokenauth.conf (edit DESCRIPTIONS there, then run "
+    "python docs/_ext/tokenauth_reference.py --write-readme) -->"
+)
 TABLE_END = "<!-- end of the generated settings table -->"
 #: Seconds per unit, largest first: a duration is written in the largest unit that divides it.
 DURATION_UNITS = (("day", 86400), ("h", 3600), ("min", 60), ("s", 1))
