@@ -90,7 +90,8 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckM
                 id="tokenauth.E014",
             )
         )
-    cache_backend = settings.CACHES.get(tokenauth_settings.CACHE_ALIAS, {}).get("BACKEND", "")
+    cache: dict[str, Any] = settings.CACHES.get(tokenauth_settings.CACHE_ALIAS, {})
+    cache_backend = cache.get("BACKEND", "")
     if not cache_backend:
         errors.append(checks.Error('TOKENAUTH["CACHE_ALIAS"] names no cache.', id="tokenauth.E006"))
     elif cache_backend.endswith(("LocMemCache", "DummyCache")) and not settings.DEBUG:
@@ -102,9 +103,7 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckM
                 id="tokenauth.W002",
             )
         )
-    max_entries = (
-        settings.CACHES.get(tokenauth_settings.CACHE_ALIAS, {}).get("OPTIONS", {}).get("MAX_ENTRIES", 300)
-    )
+    max_entries = cache.get("OPTIONS", {}).get("MAX_ENTRIES", 300)
     if cache_backend.endswith("LocMemCache") and max_entries < tokenauth_settings.VERIFIED_TOKEN_CACHE_SIZE:
         errors.append(
             checks.Warning(
