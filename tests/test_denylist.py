@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from tokenauth.denylist import Denylist, fingerprint
+from tokenauth.denylist import STEP_PER_ADD, STEP_SLOTS, Denylist, fingerprint
 
 
 def test_denies_until_the_expiry_and_no_longer():
@@ -29,11 +29,43 @@ def test_grows_keeps_everything_and_prune_drops_only_the_expired():
     denylist = Denylist()
     for n in range(5000):
         denylist.add(f"id-{n}", 100 if n % 2 else 10**10)
+        assert denylist.denies(f"id-{n // 2}", 50)  # while a growth moves the table, too
     assert len(denylist) == 5000
     assert all(denylist.denies(f"id-{n}", 50) for n in range(5000))
     denylist.prune(now=100)
+    assert denylist.moving
+    while denylist.moving:
+        assert all(denylist.denies(f"id-{n}", 150) == (n % 2 == 0) for n in range(0, 5000, 7))
+        denylist.step(1000)
     assert len(denylist) == 2500
     assert all(denylist.denies(f"id-{n}", 150) == (n % 2 == 0) for n in range(5000))
+
+
+def test_no_add_waits_on_a_whole_rebuild():
+    """Growth and pruning move a few slots with each add (and each step), never the whole table."""
+    denylist = Denylist()
+    for n in range(20_000):
+        denylist.add(f"id-{n}", 10**10)
+        old = denylist._old
+        if old is not None:
+            assert denylist._moved < old.capacity  # still moving: this add did not do all of it
+    denylist.prune(now=0)
+    capacity = denylist._old.capacity
+    denylist.add("new", 10**10)
+    assert denylist._moved == STEP_PER_ADD < capacity
+    denylist.step()
+    assert denylist._moved == STEP_PER_ADD + STEP_SLOTS
+    assert all(denylist.denies(f"id-{n}", 1) for n in range(20_000)) and denylist.denies("new", 1)
+
+
+def test_reserve_sizes_the_table_for_a_bulk_read_and_keeps_what_it_held():
+    denylist = Denylist()
+    denylist.add("before", 10**10)
+    denylist.reserve(100_000)
+    for n in range(100_000):
+        denylist.add(f"{n:032x}", 10**10)
+    assert not denylist.moving and denylist._table.capacity == 2**18  # no growth on the way
+    assert denylist.denies("before", 1) and len(denylist) == 100_001
 
 
 def test_far_future_expiries_and_odd_ids_are_held():

@@ -23,6 +23,7 @@ from typing import Any, NamedTuple
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
 from django.db import DatabaseError, transaction
+from django.db.models import Max, Min
 from django.utils import timezone
 
 from . import clock, push, signals
@@ -83,9 +84,13 @@ def _epoch_key(kind: str, object_id: str) -> str:
 #: application servers differ a little too. Reading changes twice is harmless.
 FEED_OVERLAP = 60.0
 VERSION_KEY = f"{CACHE_PREFIX}revocation:version"
-#: How often expired denylist entries are dropped (a rebuild of the table: about a second per
-#: million live entries).
+#: How often expired denylist entries are dropped (the table is moved into a new one a few thousand
+#: slots at a time, see :mod:`tokenauth.denylist`).
 PRUNE_INTERVAL = 600.0
+#: The first read of the denylist is spread over the process's first requests: each reads rows
+#: ``LOAD_CHUNK`` at a time, by primary key, until ``LOAD_BUDGET`` seconds passed.
+LOAD_CHUNK = 500
+LOAD_BUDGET = 0.003
 
 
 class RevocationState:
@@ -98,6 +103,10 @@ class RevocationState:
     is then checked without any I/O, whatever the number of users: an epoch row that is not held
     changed before the token existed. Older tokens read their epochs one by one (a bounded memo over
     the shared cache over the database).
+
+    The denylist is read in small pieces by the first requests after the feed's first read (no
+    request waits for all of it); until it is complete, an id it does not hold is looked up in the
+    database. Rows committed meanwhile arrive through the feed like any change.
     """
 
     def __init__(self) -> None:
@@ -112,6 +121,8 @@ class RevocationState:
         self._covered_from: float | None = None
         #: Denied ids and until when (POSIX time).
         self._denied = Denylist()
+        #: The denylist is read up to this primary key; None once all of it is held.
+        self._load_cursor: int | None = 0
         self._pruned_at = clock.monotonic()
         self._version: Any = None
         self._checked_at = float("-inf")
@@ -144,7 +155,7 @@ class RevocationState:
                     self._read_changes()
                 except DatabaseError as exc:
                     if self._covered_from is None:
-                        return  # nothing held yet: epochs are read one by one, the denylist fails
+                        return  # nothing held yet: epochs and denied ids are read one by one
                     if not unchanged:
                         raise StateUnavailable("revocation state unavailable") from exc
                     # Only the periodic re-read failed: keep what we have, try again later.
@@ -153,6 +164,8 @@ class RevocationState:
                 self._prune_epochs()
                 if listener is None and now - self._pruned_at >= PRUNE_INTERVAL:
                     self._prune_denylist()
+            # Without a listener, a prune (or growth) of the denylist moves on here, a step an interval.
+            self._denied.step()
             self._version = version
             self._checked_at = now
 
@@ -163,19 +176,46 @@ class RevocationState:
         since = started - window
         if self._read_from is not None:
             since = max(since, self._read_from - timedelta(seconds=FEED_OVERLAP))
-        epochs = Epoch.objects.filter(updated_at__gte=since)
-        denied = RevokedToken.objects.filter(expires_at__gt=started)
-        if self._read_from is not None:
-            denied = denied.filter(revoked_at__gte=since)
-        for row in epochs:
+        for row in Epoch.objects.filter(updated_at__gte=since):
             self._merge(row.kind, row.object_id, epoch_value(row))
-        if self._read_from is None:  # the first read: a table of the right size at once
-            self._denied = Denylist(denied.count())
-        for jti, expires in denied.values_list("jti", "expires_at").iterator(chunk_size=10_000):
-            self._denied.add(jti, expires.timestamp())
+        if self._read_from is not None:
+            # The first read leaves the denylist to :meth:`_load_some`, which reads all of it.
+            denied = RevokedToken.objects.filter(expires_at__gt=started, revoked_at__gte=since)
+            for jti, expires in denied.values_list("jti", "expires_at").iterator(chunk_size=10_000):
+                self._denied.add(jti, expires.timestamp())
         if self._covered_from is None:
             self._covered_from = (started - window).timestamp()
         self._read_from = started
+
+    def _load_some(self) -> None:
+        """Read more of the denylist, for at most ``LOAD_BUDGET``, once the feed has been read once:
+        a row committed after the piece that would have held it is read from the feed (its overlap
+        reaches back before the first read)."""
+        deadline = time.perf_counter() + LOAD_BUDGET
+        with self._lock:
+            try:
+                while self._load_cursor is not None and self._read_from is not None:
+                    if self._load_cursor == 0:
+                        # A table of about the right size at once (an index lookup, not a count).
+                        bounds = RevokedToken.objects.aggregate(low=Min("pk"), high=Max("pk"))
+                        if bounds["high"] is not None:
+                            self._denied.reserve(bounds["high"] - bounds["low"] + 1)
+                    rows = list(
+                        RevokedToken.objects.filter(pk__gt=self._load_cursor)
+                        .order_by("pk")
+                        .values_list("pk", "jti", "expires_at")[:LOAD_CHUNK]
+                    )
+                    wall = time.time()
+                    for _, jti, expires in rows:
+                        until = expires.timestamp()
+                        if until > wall:
+                            self._denied.add(jti, until)
+                    self._load_cursor = rows[-1][0] if len(rows) == LOAD_CHUNK else None
+                    if time.perf_counter() >= deadline:
+                        return
+            except DatabaseError:
+                # Ids the table lacks are looked up in the database meanwhile (or fail closed).
+                logger.warning("tokenauth: cannot read the denylist yet", exc_info=True)
 
     def _read_soon(self) -> None:
         """The next request reads the database (the push channel was away: messages may be lost)."""
@@ -211,10 +251,14 @@ class RevocationState:
 
     def prune(self) -> None:
         """Forget denied ids whose tokens expired anyway, every ``PRUNE_INTERVAL``: in the push
-        listener's thread when there is one, else with a read of the database."""
+        listener's thread when there is one (which also moves the table on, a step at a time, so that
+        no request waits on the lock for long), else with a read of the database."""
         if clock.monotonic() - self._pruned_at >= PRUNE_INTERVAL:
             with self._lock:
                 self._prune_denylist()
+        while self._denied.moving:
+            with self._lock:
+                self._denied.step()
 
     def _prune_denylist(self) -> None:
         self._denied.prune(time.time())
@@ -279,16 +323,29 @@ class RevocationState:
 
     def is_denied(self, ids: tuple[str | None, ...]) -> bool:
         self._current()
-        if self._covered_from is None:
-            raise StateUnavailable("the denylist could not be read")
+        if self._load_cursor is not None:
+            self._load_some()
+        # Read before the table: once the load has ended, the table holds every live row.
+        loading = self._load_cursor is not None
+        wanted = [i for i in ids if i]
         wall = time.time()
-        return any(self._denied.denies(i, wall) for i in ids if i)
+        if any(self._denied.denies(i, wall) for i in wanted):
+            return True
+        return loading and bool(wanted) and _denied_in_database(wanted)
 
     def deny(self, jti: str, expires_at: float) -> None:
         """Visible in this process at once; in the others after commit, through the feed."""
         with self._lock:
             self._denied.add(jti, expires_at)
         transaction.on_commit(lambda: announce({"d": [jti, expires_at]}))
+
+
+def _denied_in_database(ids: list[str]) -> bool:
+    """While the denylist is being read: one indexed query for what the table does not hold yet."""
+    try:
+        return RevokedToken.objects.filter(jti__in=ids, expires_at__gt=timezone.now()).exists()
+    except DatabaseError as exc:
+        raise StateUnavailable("the denylist could not be read") from exc
 
 
 def _changed_at(value: EpochValue) -> float:
