@@ -288,6 +288,28 @@ def test_revocations_made_while_the_denylist_is_read_are_not_lost(client, piecew
     assert revocation.state._denied.denies(session, timezone.now().timestamp())  # from the feed
 
 
+def test_a_fresh_process_reads_the_epochs_in_pieces_and_refuses_meanwhile(client, piecewise_load):
+    users = [make_user(f"user{n}") for n in range(3)]
+    bodies = [login(client, user.username) for user in users]
+    Epoch.objects.bulk_create(
+        Epoch(kind=Epoch.Kind.USER, object_id=str(10**6 + n), value=1, not_before=timezone.now())
+        for n in range(120)
+    )
+    bump_epoch(Epoch.Kind.USER, str(users[0].pk))  # the last row: read by the last piece
+    cold_caches()
+    statuses = []
+    while not revocation.is_loaded():
+        statuses.append([hello(client, body["access_token"]) for body in bodies])
+        assert revocation.state._covered_from is None or revocation.is_loaded()
+    assert 1 < len(statuses) < 10 and all(s == [401, 200, 200] for s in statuses)  # epochs read by key
+    assert (Epoch.Kind.USER, str(users[0].pk)) in revocation.state._recent
+    revocation.state._memo.clear()
+    cache.clear()
+    with CaptureQueriesContext(connection) as queries:
+        assert [hello(client, body["access_token"]) for body in bodies] == [401, 200, 200]
+    assert len(queries) == 0, [q["sql"] for q in queries]
+
+
 # -- failing closed ----------------------------------------------------------------------------
 
 
