@@ -81,7 +81,8 @@ DEFAULTS: dict[str, Any] = {
     "JWKS_REFETCH_COOLDOWN": timedelta(minutes=1),
     # While an issuer is down its last good keys keep serving for this long.
     "JWKS_MAX_STALENESS": timedelta(days=1),
-    # How long the shared cache keeps an (issuer, sub) -> user mapping.
+    # How long the shared cache keeps an (issuer, sub) -> user mapping, and a process its copy while no
+    # change of mappings is announced.
     "IDENTITY_CACHE_TIMEOUT": timedelta(hours=1),
     # Which Django cache alias holds revocation state (use a shared one, e.g. Redis, in production).
     "CACHE_ALIAS": "default",
