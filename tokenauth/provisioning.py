@@ -3,8 +3,9 @@
 The answer is cached (process memory over the shared cache), so a warm request with an external
 token makes no query and, in steady state, no shared-cache read either: a process trusts its memo
 until the shared generation of mappings changes (any mapping dropped anywhere; read once per
-``REVOCATION_REFRESH_INTERVAL``) or ``IDENTITY_CACHE_TIMEOUT`` passed. Concurrent first requests for one identity create exactly one user: the
-unique (issuer, subject) constraint decides, and the loser uses the winner's row.
+``REVOCATION_REFRESH_INTERVAL``) or ``IDENTITY_CACHE_TIMEOUT`` passed. Concurrent first requests
+for one identity create exactly one user: the unique (issuer, subject) constraint decides, and the
+loser uses the winner's row.
 """
 
 from __future__ import annotations
