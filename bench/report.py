@@ -56,9 +56,14 @@ def users_facts(outcome: dict[str, Any]) -> list[str]:
     ]
 
 
-def loading(facts: dict[str, Any]) -> str:
-    ms = facts["loading_ms"]
-    return f"ms a request: median {ms['median']:.1f}, p99 {ms['p99']:.1f}, max {ms['max']:.1f}"
+def first_requests(f: dict[str, Any], what: str) -> str:
+    ms = f["loading_ms"]
+    return (
+        f"- first request after the insert: {f['first_request_ms']:.1f} ms; it and the next "
+        f"{f['loading_requests']} requests read {what} a piece each (ms a request: median "
+        f"{ms['median']:.1f}, p99 {ms['p99']:.1f}, max {ms['max']:.1f}), done {f['load_s']:.1f} s "
+        "after the first"
+    )
 
 
 def denylist_facts(outcome: dict[str, Any]) -> list[str]:
@@ -66,9 +71,7 @@ def denylist_facts(outcome: dict[str, Any]) -> list[str]:
     reloads = sorted(f["reload_request_ms"])
     return [
         f"- {f['denylist']} live rows inserted in {f['insert_s']:.1f} s",
-        f"- first request after the insert: {f['first_request_ms']:.1f} ms; it and the next "
-        f"{f['loading_requests']} requests read the denylist a piece each ({loading(f)}), done "
-        f"{f['load_s']:.1f} s after the first",
+        first_requests(f, "the denylist"),
         f"- RSS {f['rss_before_mb']:.0f} → {f['rss_loaded_mb']:.0f} MB with the whole denylist held "
         f"(+{f['rss_loaded_mb'] - f['rss_before_mb']:.0f} MB); peak RSS {f['max_rss_mb']:.0f} MB",
         f"- the request after a revocation (`revoke_id`), {len(reloads)} times: median "
@@ -81,9 +84,7 @@ def epochs_facts(outcome: dict[str, Any]) -> list[str]:
     grown = f["rss_loaded_mb"] - f["rss_before_mb"]
     return [
         f"- {f['epochs']} user epoch rows bumped within REVOCATION_WINDOW inserted in {f['insert_s']:.1f} s",
-        f"- first request after the insert: {f['first_request_ms']:.1f} ms; it and the next "
-        f"{f['loading_requests']} requests read them a piece each ({loading(f)}), done "
-        f"{f['load_s']:.1f} s after the first",
+        first_requests(f, "them"),
         f"- RSS {f['rss_before_mb']:.0f} → {f['rss_loaded_mb']:.0f} MB with them held (+{grown:.0f} MB, "
         f"{grown * 2**20 / max(1, f['epochs']):.0f} B per user); peak RSS {f['max_rss_mb']:.0f} MB",
     ]

@@ -252,16 +252,7 @@ def denylist(sizes: Sizes) -> dict[str, Any]:
     (``revoke_id``, then the next request), RSS, and requests in steady state."""
     server, user = Server(), setup_user()
     memo = server.get(TOKENAUTH, bearer(mint_access_token(user).token))
-    timed_ms(server.get(NONE))  # Django's own first request (imports, URL resolver) is not ours
-    started = time.perf_counter()
-    fixtures.deny_random_ids(sizes.denylist)
-    insert_s, rss_before = time.perf_counter() - started, rss_mb()
-    first_ms = timed_ms(memo)  # nothing read the denylist before: this request starts to
-    # The first requests read the rest a piece each (no traffic, no progress): time them until done.
-    loading, started = [], time.perf_counter()
-    while not is_loaded():
-        loading.append(timed_ms(memo))
-    load_s, rss_loaded = time.perf_counter() - started, rss_mb()
+    first = first_requests(server, memo, lambda: fixtures.deny_random_ids(sizes.denylist))
     cold = cold_tokens(fixtures.TokenFactory(user), user, sizes.timed)
     reloads = []
     for _ in range(3):
@@ -279,14 +270,8 @@ def denylist(sizes: Sizes) -> dict[str, Any]:
     return result(
         rows,
         denylist=sizes.denylist,
-        insert_s=insert_s,
-        first_request_ms=first_ms,
-        loading_requests=len(loading),
-        loading_ms=spread_ms(loading or [first_ms]),
-        load_s=load_s,
+        **first,
         reload_request_ms=reloads,
-        rss_before_mb=rss_before,
-        rss_loaded_mb=rss_loaded,
         rss_end_mb=rss_mb(),
     )
 
@@ -299,15 +284,7 @@ def epochs(sizes: Sizes) -> dict[str, Any]:
     case): what a process holds for them, and what its first requests (which read them) cost."""
     server, user = Server(), setup_user()
     memo = server.get(TOKENAUTH, bearer(mint_access_token(user).token))
-    timed_ms(server.get(NONE))
-    started = time.perf_counter()
-    fixtures.bump_many_users(sizes.users)
-    insert_s, rss_before = time.perf_counter() - started, rss_mb()
-    first_ms = timed_ms(memo)
-    loading, started = [], time.perf_counter()
-    while not is_loaded():
-        loading.append(timed_ms(memo))
-    load_s, rss_loaded = time.perf_counter() - started, rss_mb()
+    first = first_requests(server, memo, lambda: fixtures.bump_many_users(sizes.users))
     rows, _ = measure(
         [no_auth(server), Variant("tokenauth HS256, memo hit", memo)],
         sizes.rounds,
@@ -315,25 +292,34 @@ def epochs(sizes: Sizes) -> dict[str, Any]:
         redis=False,
         warmup=sizes.warmup,
     )
-    return result(
-        rows,
-        epochs=sizes.users,
-        insert_s=insert_s,
-        first_request_ms=first_ms,
-        loading_requests=len(loading),
-        loading_ms=spread_ms(loading or [first_ms]),
-        load_s=load_s,
-        rss_before_mb=rss_before,
-        rss_loaded_mb=rss_loaded,
-    )
+    return result(rows, epochs=sizes.users, **first)
 
 
-def spread_ms(times: list[float]) -> dict[str, float]:
-    ordered = sorted(times)
+def first_requests(server: Server, call: Any, insert: Any) -> dict[str, Any]:
+    """Rows inserted by ``insert()``, then the first requests with ``call`` (a process that has read
+    none of them), timed until the process holds its whole revocation state: each reads a piece."""
+    timed_ms(server.get(NONE))  # Django's own first request (imports, URL resolver) is not ours
+    started = time.perf_counter()
+    insert()
+    insert_s, rss_before = time.perf_counter() - started, rss_mb()
+    first_ms = timed_ms(call)
+    # No traffic, no progress: the requests after the first read the rest.
+    loading, started = [], time.perf_counter()
+    while not is_loaded():
+        loading.append(timed_ms(call))
+    ordered = sorted(loading or [first_ms])
     return {
-        "median": ordered[len(ordered) // 2],
-        "p99": ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))],
-        "max": ordered[-1],
+        "insert_s": insert_s,
+        "first_request_ms": first_ms,
+        "loading_requests": len(loading),
+        "loading_ms": {
+            "median": ordered[len(ordered) // 2],
+            "p99": ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))],
+            "max": ordered[-1],
+        },
+        "load_s": time.perf_counter() - started,
+        "rss_before_mb": rss_before,
+        "rss_loaded_mb": rss_mb(),
     }
 
 

@@ -103,9 +103,10 @@ class RevocationState:
     changed before the token existed. Older tokens read their epochs one by one (a bounded memo over
     the shared cache over the database).
 
-    The denylist is read in small pieces by the first requests after the feed's first read (no
-    request waits for all of it); until it is complete, an id it does not hold is looked up in the
-    database. Rows committed meanwhile arrive through the feed like any change.
+    What is held is read in small pieces by the first requests once the feed has started (no request
+    waits for all of it): the denylist, then the epoch changes within the window. Until then an id
+    the table does not hold is looked up in the database, and epochs are read one by one. Rows
+    committed meanwhile arrive through the feed like any change.
     """
 
     def __init__(self) -> None:
