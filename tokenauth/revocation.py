@@ -199,17 +199,19 @@ class RevocationState:
             try:
                 while self._read_from is not None and not self.loaded:
                     if self._load_cursor is not None:
-                        self._load_denied_piece()
+                        more = self._load_denied_piece()
                     else:
-                        self._load_epoch_piece()
-                    if time.perf_counter() >= deadline:
+                        more = self._load_epoch_piece()
+                    # A piece that ended its part is no reason to stop: a small state is read at once.
+                    if more and time.perf_counter() >= deadline:
                         return
             except DatabaseError:
                 # Ids the table lacks are looked up in the database meanwhile (or fail closed), and
                 # epochs one by one.
                 logger.warning("tokenauth: cannot read the revocation state yet", exc_info=True)
 
-    def _load_denied_piece(self) -> None:
+    def _load_denied_piece(self) -> bool:
+        """One piece of the denylist; whether more may follow."""
         if self._load_cursor == 0:
             # A table of about the right size at once: two index lookups, not a count (nor one
             # MIN/MAX query, which SQLite answers with a scan).
@@ -228,8 +230,10 @@ class RevocationState:
             if until > wall:
                 self._denied.add(jti, until)
         self._load_cursor = rows[-1][0] if len(rows) == LOAD_CHUNK else None
+        return self._load_cursor is not None
 
-    def _load_epoch_piece(self) -> None:
+    def _load_epoch_piece(self) -> bool:
+        """One piece of the epoch rows changed within the window; whether more may follow."""
         start = self._epochs_from
         assert start is not None
         rows = list(
@@ -242,9 +246,10 @@ class RevocationState:
                 self._merge(kind, object_id, _epoch_value(*fields))
         if len(rows) == LOAD_CHUNK:
             self._epoch_cursor = rows[-1][0]
-        else:
-            # Every change within the window is held: tokens issued within it read no epoch.
-            self._epoch_cursor, self._covered_from = None, start.timestamp()
+            return True
+        # Every change within the window is held: tokens issued within it read no epoch.
+        self._epoch_cursor, self._covered_from = None, start.timestamp()
+        return False
 
     def _read_soon(self) -> None:
         """The next request reads the database (the push channel was away: messages may be lost)."""
