@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+
+import pytest
+
 from tokenauth.denylist import STEP_PER_ADD, STEP_SLOTS, Denylist, fingerprint
 
 
@@ -80,3 +84,20 @@ def test_memory_per_entry_is_a_few_bytes():
         denylist.add(f"{n:032x}", 10**10)
     size = denylist._table.nbytes
     assert size / len(denylist) <= 48, size  # 12 bytes a slot, a table between 1/4 and 1/2 full
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_a_forked_worker_writes_its_own_copy():
+    """gunicorn's pre-fork workers inherit the table; what one adds is not written into the others'."""
+    denylist = Denylist(10)
+    denylist.add("before-fork", 10**10)
+    pid = os.fork()
+    if pid == 0:  # the child: its writes must stay its own
+        for n in range(2000):
+            denylist.add(f"child-{n}", 10**10)
+        os._exit(0 if denylist.denies("child-1", 1) and denylist.denies("before-fork", 1) else 1)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert denylist.denies("before-fork", 1)
+    assert not any(denylist.denies(f"child-{n}", 1) for n in range(2000))
+    assert len(denylist) == 1

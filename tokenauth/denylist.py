@@ -38,8 +38,13 @@ def _zeros(typecode: str, count: int) -> memoryview:
     """``count`` zeros as an array of C integers, in anonymous memory: allocated at once however
     large (a page is only taken when first written), not copied from a zero buffer (some 20 ms a
     million entries, inside whichever request sized the table)."""
-    size = struct.calcsize(typecode)
-    return memoryview(mmap.mmap(-1, size * count)).cast(typecode)
+    length = struct.calcsize(typecode) * count
+    if hasattr(mmap, "MAP_PRIVATE"):
+        # Private: a forked worker's writes are its own (copy on write), as with any other memory.
+        memory = mmap.mmap(-1, length, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+    else:
+        memory = mmap.mmap(-1, length)
+    return memoryview(memory).cast(typecode)
 
 
 def fingerprint(denied_id: str) -> int:
