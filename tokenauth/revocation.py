@@ -86,8 +86,9 @@ VERSION_KEY = f"{CACHE_PREFIX}revocation:version"
 #: How often expired denylist entries are dropped (the table is moved into a new one a few thousand
 #: slots at a time, see :mod:`tokenauth.denylist`).
 PRUNE_INTERVAL = 600.0
-#: The first read of the denylist is spread over the process's first requests: each reads rows
-#: ``LOAD_CHUNK`` at a time, by primary key, until ``LOAD_BUDGET`` seconds passed.
+#: What a process holds (the denylist, the epoch changes within the window) is read by its first
+#: requests: each reads rows ``LOAD_CHUNK`` at a time, by primary key, until ``LOAD_BUDGET`` seconds
+#: passed.
 LOAD_CHUNK = 100
 LOAD_BUDGET = 0.001
 
