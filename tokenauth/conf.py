@@ -62,6 +62,12 @@ DEFAULTS: dict[str, Any] = {
     # Verified tokens remembered per process (expiry and revocation are still checked each time);
     # also the bound of the per-process (issuer, sub) -> user memo.
     "VERIFIED_TOKEN_CACHE_SIZE": 10000,
+    # A callable (or its dotted path) ``(user, *, session, scope, group, request) -> dict`` whose claims
+    # are added to each access token we mint; reserved claims cannot be set (tokenauth.claims).
+    "CUSTOM_CLAIMS": None,
+    # tokenauth.contrib.simplejwt: simplejwt tokens are accepted until then (an aware datetime; None:
+    # no end set, system check tokenauth.simplejwt.W001).
+    "SIMPLEJWT_MIGRATION_ENDS": None,
     # Load the full user row on every request instead of lazily on first use of a non-claim field.
     "LOAD_USER": False,
     # External issuers configured in code (next to the Issuer rows of the admin): a list of dicts with
