@@ -4,7 +4,8 @@ tokens, their ID tokens (browser login) and their logout tokens (back-channel lo
 Each step runs once per token (DESIGN.md, invariant 11):
 
 1. :func:`parse` splits the compact JWS and decodes header and claims strictly (UTF-8 JSON objects
-   without duplicate names, NaN or lone surrogates; canonical base64url).
+   without duplicate names, NaN or lone surrogates; canonical base64url); a header seen before is
+   not parsed again.
 2. The :class:`Policy`'s key source picks the key by ``kid``: our keyring (:func:`our_key`) or the
    allow-listed issuer's cached JWKS (:class:`IssuerKeys`); the algorithm is pinned to the key.
    ``jku``, ``x5u``, ``jwk`` and ``x5c`` are never looked at; ``crit`` is refused.
@@ -24,9 +25,10 @@ import json
 import math
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from functools import lru_cache
+from types import MappingProxyType
 from typing import Any, NamedTuple
 
 from django.core.exceptions import ValidationError
@@ -117,7 +119,7 @@ def decode_segment(segment: str) -> bytes:
     rest = len(segment) % 4
     if rest == 1 or (rest and segment[-1] not in LAST_CHARACTERS[rest]):
         raise ValueError("not base64url")
-    # binascii itself, not base64.urlsafe_b64decode: this runs three times for every new token.
+    # binascii itself, not base64.urlsafe_b64decode: this runs twice for every new token.
     return binascii.a2b_base64(segment.encode("ascii").translate(BASE64URL_TO_BASE64) + PADDING[rest])
 
 
@@ -137,10 +139,21 @@ def parse_segment(segment: str) -> dict[str, Any]:
     return value
 
 
+@lru_cache(maxsize=64)
+def parse_header(segment: str) -> Mapping[str, Any]:
+    """A header segment (:func:`parse_segment`), parsed once per process: every token one key signs
+    carries the same header, so a new token costs one JSON parse, of its claims. Read-only, since it
+    is shared; a segment that does not parse is not remembered."""
+    return MappingProxyType(parse_segment(segment))
+
+
+process_cache(parse_header.cache_clear)
+
+
 class JWS(NamedTuple):
     """A compact JWS split and decoded, not verified: its header and claims only pick issuer and key."""
 
-    header: dict[str, Any]
+    header: Mapping[str, Any]
     claims: dict[str, Any]
     signing_input: bytes
     signature: bytes
@@ -155,7 +168,7 @@ def parse(token: str) -> JWS:
     header_segment, _, claims_segment = signing_input.partition(".")
     try:
         return JWS(
-            parse_segment(header_segment),
+            parse_header(header_segment),
             parse_segment(claims_segment),
             signing_input.encode("ascii"),
             decode_segment(signature),
@@ -170,10 +183,10 @@ def parse(token: str) -> JWS:
 ALGORITHMS = get_default_algorithms()
 
 #: ``header -> (algorithm, prepared key)``; raises InvalidToken for a key it will not use.
-KeySource = Callable[[dict[str, Any]], tuple[str, Any]]
+KeySource = Callable[[Mapping[str, Any]], tuple[str, Any]]
 
 
-def our_key(header: dict[str, Any]) -> tuple[str, Any]:
+def our_key(header: Mapping[str, Any]) -> tuple[str, Any]:
     """A key of our keyring by ``kid``, used only with its own algorithm (an RS256 public key never
     becomes an HMAC secret)."""
     kid = header.get("kid")
@@ -192,7 +205,7 @@ class IssuerKeys:
 
     config: IssuerConfig
 
-    def __call__(self, header: dict[str, Any]) -> tuple[str, Any]:
+    def __call__(self, header: Mapping[str, Any]) -> tuple[str, Any]:
         # A plain-http issuer in the settings is a configuration error (system check), not an outage.
         if not issuer_url_acceptable(self.config.issuer):
             raise InvalidToken("The access token's issuer is not accepted")
