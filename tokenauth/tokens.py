@@ -9,13 +9,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, cast
 
 import jwt
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
 from django.db import connections, router
-from django.db.models import Field
+from django.db.models import Field, ManyToManyField, Model
 from django.db.models.expressions import Col
 
 from . import signals
@@ -162,6 +162,11 @@ class _StandingQuery(NamedTuple):
     converters: tuple[Callable[..., Any], ...]
 
 
+def _column(model: type[Model], name: str) -> str:
+    # Concrete fields only here: ``_meta.get_field`` would also name a reverse relation, which has none.
+    return cast(str, cast(Field, model._meta.get_field(name)).column)
+
+
 @lru_cache(maxsize=8)
 def _standing_query(alias: str, with_group: bool) -> _StandingQuery:
     """The statement of :func:`read_standing` on one database, written once per process from the
@@ -173,14 +178,13 @@ def _standing_query(alias: str, with_group: bool) -> _StandingQuery:
     """
     connection = connections[alias]
     qn = connection.ops.quote_name
-    groups = get_user_model()._meta.get_field("groups")
+    groups = cast(ManyToManyField, get_user_model()._meta.get_field("groups"))
     through, user, group = (
         qn(name) for name in (groups.m2m_db_table(), groups.m2m_column_name(), groups.m2m_reverse_name())
     )
     epoch, group_table = qn(Epoch._meta.db_table), qn(Group._meta.db_table)
     kind, object_id, value, not_before = (
-        f"{epoch}.{qn(Epoch._meta.get_field(name).column)}"
-        for name in ("kind", "object_id", "value", "not_before")
+        f"{epoch}.{qn(_column(Epoch, name))}" for name in ("kind", "object_id", "value", "not_before")
     )
     one = f"({kind} = %s AND {object_id} = %s)"
     of_groups = (
@@ -188,15 +192,16 @@ def _standing_query(alias: str, with_group: bool) -> _StandingQuery:
         f"{connection.ops.cast_char_field_without_max_length}) FROM {through} WHERE {through}.{user} = %s))"
     )
     wanted = " OR ".join([one, one, of_groups] + ([one] if with_group else []))
-    name, pk = qn(Group._meta.get_field("name").column), qn(Group._meta.pk.column)
+    name, pk = qn(_column(Group, "name")), qn(_column(Group, "id"))
     sql = (
         f"SELECT {kind}, {object_id}, {value}, {not_before} FROM {epoch} WHERE {wanted} "
         f"UNION ALL SELECT NULL, {group_table}.{name}, {through}.{group}, NULL FROM {through} "
         f"INNER JOIN {group_table} ON ({through}.{group} = {group_table}.{pk}) WHERE {through}.{user} = %s"
     )
-    column = Epoch._meta.get_field("not_before").get_col(Epoch._meta.db_table)
+    column = cast(Field, Epoch._meta.get_field("not_before")).get_col(Epoch._meta.db_table)
     converters = (*connection.ops.get_db_converters(column), *column.get_db_converters(connection))
-    member = groups.remote_field.through._meta.get_field(groups.m2m_field_name())
+    through_model = cast(type[Model], groups.remote_field.through)
+    member = cast(Field, through_model._meta.get_field(groups.m2m_field_name()))
     return _StandingQuery(sql, member, column, converters)
 
 
