@@ -211,11 +211,13 @@ def goals(results: dict[str, Any]) -> list[str]:
                 )
     if "endpoints" in results and "rows" in results["endpoints"]:
         rows = {r["name"].split(" (")[0]: r for r in results["endpoints"]["rows"]}
-        for what, limit in (("login", 3), ("refresh", 4)):
+        # The login's goal is 3 queries besides the credential check (the backend's user lookup
+        # and the password hash), as tests/test_token_endpoint_cost.py counts it.
+        for what, limit, target in (("login", 4, "the user lookup + ≤ 3"), ("refresh", 4, "≤ 4")):
             ours, theirs = rows[f"tokenauth {what}"], rows[f"simplejwt {what}"]
             verdict(
                 ours["queries"] <= limit and ours["median_us"] <= theirs["median_us"],
-                f"{what}: {ours['queries']:.0f} queries (target ≤ {limit}), {1e6 / ours['median_us']:.0f} vs "
+                f"{what}: {ours['queries']:.0f} queries (target: {target}), {1e6 / ours['median_us']:.0f} vs "
                 f"simplejwt {1e6 / theirs['median_us']:.0f} requests/s (target ≥)",
             )
     return lines
