@@ -127,9 +127,12 @@ TOKENAUTH = {
     "SCOPES": {"reports:read": "Read the example reports"},
     # The test OpenID provider (tests/idp) serves plain http on 127.0.0.1.
     "ALLOW_LOOPBACK_HTTP_ISSUERS": DEBUG,
+    # The sign-in page of the user pages (LOGIN_URL below) has a password form beside the providers.
+    "PASSWORD_LOGIN": True,
 }
 
 # The OAuth 2.0 authorization server (tokenauth.oauth on django-oauth-toolkit): access tokens are ours.
+DEVICE_PAGE = TOKENAUTH["ISSUER"].rstrip("/") + "/o/device/"
 OAUTH2_PROVIDER = {
     "OAUTH2_SERVER_CLASS": "tokenauth.oauth.server.Server",
     "OAUTH2_VALIDATOR_CLASS": "tokenauth.oauth.validators.TokenAuthValidator",
@@ -142,9 +145,11 @@ OAUTH2_PROVIDER = {
     "COMPLIANT_BCP_RFC9700_IMPLICIT_GRANT": True,
     "COMPLIANT_BCP_RFC9700_PASSWORD_GRANT": True,
     "REFRESH_TOKEN_EXPIRE_SECONDS": 30 * 24 * 3600,
-    "OAUTH_DEVICE_VERIFICATION_URI": TOKENAUTH["ISSUER"].rstrip("/") + "/o/device/",
+    "OAUTH_DEVICE_VERIFICATION_URI": DEVICE_PAGE,
+    "OAUTH_DEVICE_VERIFICATION_URI_COMPLETE": DEVICE_PAGE + "?user_code={user_code}",
 }
-LOGIN_URL = "admin:login"
+# Where the authorize and device pages send a visitor to sign in: a provider or a password, staff or not.
+LOGIN_URL = "tokenauth-oidc-login"
 
 # Browser login (tokenauth.oidc): password logins (admin) and OpenID providers side by side.
 AUTHENTICATION_BACKENDS = [

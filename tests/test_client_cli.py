@@ -19,7 +19,6 @@ import pytest
 import requests
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
-from oauth2_provider.models import get_application_model
 
 from tests.helpers import trickling_server
 from tests.idp import TestIdP, parse_forms
@@ -34,26 +33,12 @@ from tokenauth.client.errors import (
     unreachable,
 )
 from tokenauth.client.store import Session, SessionInfo, load_config, write_private
-from tokenauth.oauth.models import ensure_cli_application
 
 SCOPE = "openid offline_access servicex"
 UID = os.geteuid()
 
 
 # ------------------------------------------------------------------------------ helpers
-
-
-@pytest.fixture
-def cli_env(tmp_path) -> dict[str, str]:
-    """A user of our own: HOME, XDG_RUNTIME_DIR (0700) and config under tmp_path; no display, no token."""
-    home = tmp_path / "home"
-    runtime = tmp_path / "run"
-    home.mkdir()
-    runtime.mkdir(mode=0o700)
-    drop = {"BEARER_TOKEN", "BEARER_TOKEN_FILE", "DISPLAY", "WAYLAND_DISPLAY", "DJANGO_SETTINGS_MODULE"}
-    env = {k: v for k, v in os.environ.items() if k not in drop and not k.startswith("XDG_")}
-    env.update(HOME=str(home), XDG_RUNTIME_DIR=str(runtime), PYTHONUNBUFFERED="1")
-    return env
 
 
 def token_path(env: dict[str, str], purpose: str = "") -> Path:
@@ -380,26 +365,13 @@ def test_whoami_needs_a_server(cli_env):
 
 
 @pytest.fixture
-def our_server(live_server, settings):
-    """Our site as the OAuth server: tokens name ``live_server.url`` as issuer, its device page is the
-    verification URI, one-second polling; the ``tokenauth-cli`` client of the data migration again
-    (transactional tests flush it) and alice, who logs in on the admin login page (the test project's
-    only login page, hence staff)."""
-    settings.TOKENAUTH = {**settings.TOKENAUTH, "ISSUER": live_server.url}
-    settings.OAUTH2_PROVIDER = {
-        **settings.OAUTH2_PROVIDER,
-        "OAUTH_DEVICE_VERIFICATION_URI": f"{live_server.url}/o/device/",
-        "DEVICE_FLOW_INTERVAL": 1,
-        # DOT caches each view's oauthlib server, built from these settings, on the view class at
-        # its first request: an earlier test (tests/test_oauth.py) would leave the default interval
-        # and verification URI in place. Build the server for each request while this override holds.
-        "ALWAYS_RELOAD_OAUTHLIB_CORE": True,
-    }
-    ensure_cli_application(get_application_model())
+def our_server(oauth_live_server):
+    """:func:`tests.conftest.oauth_live_server` and alice, who logs in on the admin login page with her
+    password (staff, so the admin would let her in too)."""
     alice = get_user_model().objects.create_user("alice", password="alice-pw", is_staff=True)
     for name in ("physics", "operators"):
         alice.groups.add(Group.objects.get_or_create(name=name)[0])
-    return live_server, alice
+    return oauth_live_server, alice
 
 
 def browser_approve(server_url: str, user_code: str, username: str, password: str) -> None:

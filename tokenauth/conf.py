@@ -92,6 +92,11 @@ DEFAULTS: dict[str, Any] = {
     "OIDC_CLIENT_SECRETS": {},
     # With exactly one provider, /oidc/login/ sends the browser straight to it.
     "OIDC_REDIRECT_SINGLE_PROVIDER": False,
+    # Groups by provider slug, besides each issuer's "default_groups": a login page asked for a group
+    # (a g:<group> scope) that exactly one provider has goes straight to that provider.
+    "OIDC_PROVIDER_GROUPS": {},
+    # The login page (/oidc/login/) also has a username and password form (Django's auth backends).
+    "PASSWORD_LOGIN": False,
     # Back-channel logout: a provider's logout token issued longer ago (iat, plus LEEWAY) is refused.
     "BACKCHANNEL_LOGOUT_MAX_AGE": timedelta(minutes=5),
 }

@@ -10,12 +10,7 @@ from django.utils.translation import gettext as _
 from oauth2_provider.scopes import BaseScopes
 
 from tokenauth.conf import tokenauth_settings
-
-GROUP_PREFIX = "g:"
-
-
-def group_name(scope: str) -> str | None:
-    return scope[len(GROUP_PREFIX) :] or None if scope.startswith(GROUP_PREFIX) else None
+from tokenauth.scopes import group_name
 
 
 def application_allows(application: Any, scope: str) -> bool:
@@ -54,7 +49,7 @@ class ScopeDescriptions(dict[str, str]):
         name = group_name(scope)
         if name is None:
             raise KeyError(scope)
-        return _("Act for the group %(name)s only") % {"name": name}
+        return _("Act as member of %(name)s") % {"name": name}
 
 
 class TokenAuthScopes(BaseScopes):

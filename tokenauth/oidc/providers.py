@@ -50,6 +50,12 @@ class Provider:
     def metadata(self) -> dict[str, Any]:
         return provider_metadata(self.issuer)
 
+    @property
+    def groups(self) -> frozenset[str]:
+        """The groups this provider's users are in: its default groups and ``OIDC_PROVIDER_GROUPS``."""
+        listed = tokenauth_settings.OIDC_PROVIDER_GROUPS.get(self.slug, ())
+        return frozenset(self.config.default_groups).union(listed)
+
 
 def _provider(config: IssuerConfig) -> Provider:
     return Provider(config.login_slug, config.display_name or urlsplit(config.issuer).netloc, config)
@@ -69,6 +75,12 @@ def provider_by_slug(slug: str) -> Provider | None:
 
 def provider_by_issuer(issuer: str) -> Provider | None:
     return next((p for p in login_providers() if p.issuer == issuer), None)
+
+
+def provider_for_group(name: str) -> Provider | None:
+    """The one provider that has the group, or None when none or several have it (the user chooses)."""
+    providers = [p for p in login_providers() if name in p.groups]
+    return providers[0] if len(providers) == 1 else None
 
 
 ENDPOINTS = ("authorization_endpoint", "token_endpoint")
