@@ -209,7 +209,8 @@ def start_cli_login(env: dict[str, str], server_url: str, *args: str) -> tuple[s
 
 def test_an_idp_user_approves_the_cli_device_code(chrome, web_idp, oauth_live_server, cli_env, settings):
     """``tokenauth login --group physics``: the browser opens the complete verification URI, our sign-in
-    page sends it to the provider of that group, a user who is not staff signs in there and approves."""
+    page sends it to the provider of that group, a user who is not staff signs in there, finds the code
+    filled in and approves."""
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support import expected_conditions as ec
     from selenium.webdriver.support.ui import WebDriverWait
@@ -221,20 +222,23 @@ def test_an_idp_user_approves_the_cli_device_code(chrome, web_idp, oauth_live_se
     try:
         wait = WebDriverWait(chrome, 20)
         chrome.get(complete)
-        wait.until(ec.url_contains(f"{server}/oidc/login/"))
-        screenshot(chrome, "device-sign-in-page.png")
-        wait.until(ec.element_to_be_clickable((By.LINK_TEXT, "Sign in with Test IdP"))).click()
+        # physics is the provider's group: the sign-in page sends the browser straight on
         wait.until(ec.url_contains(web_idp.issuer))
         submit_provider_form(chrome, wait, login="alice", password="any-password")
         wait.until(lambda driver: page_settled(driver) and driver.find_elements(By.TAG_NAME, "form"))
         if chrome.current_url.startswith(web_idp.issuer):  # the consent form
             submit_provider_form(chrome, wait)
         wait.until(ec.url_contains(f"{server}/o/device/"))
+        code = wait.until(ec.presence_of_element_located((By.NAME, "user_code")))
+        assert code.get_attribute("value") == complete.rpartition("=")[2]
+        screenshot(chrome, "device-code-page.png")
         submit_provider_form(chrome, wait)
         wait.until(ec.url_contains(f"{server}/o/device-confirm/"))
         screenshot(chrome, "device-confirm-page.png")
+        assert "Act as member of physics" in chrome.find_element(By.TAG_NAME, "main").text
         wait.until(ec.element_to_be_clickable((By.CSS_SELECTOR, "button[value=accept]"))).click()
         wait.until(ec.url_contains(f"{server}/o/device-grant-status/"))
+        assert chrome.find_element(By.TAG_NAME, "h1").text == "Device approved"
         stdout, stderr = process.communicate(timeout=60)
     finally:
         if process.poll() is None:

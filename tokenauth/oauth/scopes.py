@@ -51,6 +51,13 @@ class ScopeDescriptions(dict[str, str]):
             raise KeyError(scope)
         return _("Act as member of %(name)s") % {"name": name}
 
+    def get(self, scope: str, default: Any = None) -> Any:
+        """``dict.get`` bypasses ``__missing__``: DOT's device page looks scopes up with it."""
+        try:
+            return self[scope]
+        except KeyError:
+            return default
+
 
 class TokenAuthScopes(BaseScopes):
     """DOT's scopes backend (``SCOPES_BACKEND_CLASS``): our service scopes, no default scope."""
