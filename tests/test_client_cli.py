@@ -199,6 +199,102 @@ def idp_api(settings, idp):
     return idp
 
 
+# ------------------------------------------------------------------------------ opening a browser
+
+
+@pytest.fixture
+def browsers(tmp_path) -> tuple[Path, Path]:
+    """A ``bin`` directory with a graphical ``firefox`` and a console ``lynx`` that only write down the
+    URLs they are given (to the returned file), for a PATH of nothing else: no real browser starts."""
+    bin_dir, opened = tmp_path / "bin", tmp_path / "opened"
+    bin_dir.mkdir()
+    for name in ("firefox", "lynx"):
+        script = bin_dir / name
+        script.write_text(f'#!/bin/sh\necho "{name} $*" >> {opened}\n')
+        script.chmod(0o755)
+    return bin_dir, opened
+
+
+def open_browser_in(env: dict[str, str], bin_dir: Path, *names: str) -> None:
+    """``open_browser`` in a fresh process (webbrowser remembers the browsers it found) whose PATH has
+    only ``names`` of ``bin_dir``."""
+    path = bin_dir.parent / "path"
+    path.mkdir(exist_ok=True)
+    for name in names:
+        (path / name).symlink_to(bin_dir / name)
+    code = "from tokenauth.client.cli import open_browser; open_browser('https://as.example/o/device/?user_code=X')"
+    run = subprocess.run([sys.executable, "-c", code], env={**env, "PATH": str(path)}, timeout=30)
+    assert run.returncode == 0
+
+
+@pytest.mark.parametrize(
+    ("display", "names", "expected"),
+    [
+        ({"DISPLAY": ":99"}, ["firefox"], "firefox"),
+        ({"WAYLAND_DISPLAY": "wayland-0"}, ["firefox"], "firefox"),
+        # a headless box: no display, or only a console browser, or none at all
+        ({}, ["firefox"], None),
+        ({"DISPLAY": ":99"}, ["lynx"], None),
+        ({"DISPLAY": ":99"}, [], None),
+    ],
+)
+def test_a_browser_opens_only_on_a_graphical_display(cli_env, browsers, display, names, expected):
+    bin_dir, opened = browsers
+    open_browser_in({**cli_env, **display}, bin_dir, *names)
+    if expected is None:
+        assert not opened.exists()
+    else:
+        command, _, url = opened.read_text().strip().partition(" ")
+        assert command == expected and url.endswith("https://as.example/o/device/?user_code=X")
+
+
+def start_login(env: dict[str, str], *args: str) -> tuple[subprocess.Popen[str], list[str]]:
+    """``tokenauth login ...`` in a subprocess, up to the line with ``verification_uri_complete``."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "tokenauth.client.cli", "login", *args],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert process.stdout is not None
+    return process, [process.stdout.readline(), process.stdout.readline()]
+
+
+@pytest.mark.parametrize("no_browser", [False, True])
+def test_login_opens_the_complete_verification_uri_and_still_prints_the_code(
+    idp_api, live_server, cli_env, browsers, no_browser
+):
+    bin_dir, opened = browsers
+    env = {
+        **cli_env,
+        "TOKENAUTH_CLIENT_SECRET": TestIdP.CLIENT_SECRET,
+        "DISPLAY": ":99",
+        "PATH": str(bin_dir),
+    }
+    args = [idp_api.issuer, "--client-id", "test-client", "--scope", SCOPE, *(["--no-browser"] * no_browser)]
+    process, lines = start_login(env, *args)
+    try:
+        assert lines[0].startswith("To log in, open ") and " and enter the code " in lines[0]
+        complete = lines[1].removeprefix("or open ").strip()
+        if no_browser:
+            time.sleep(1)
+            assert not opened.exists()
+        else:
+            deadline = time.monotonic() + 10
+            while not opened.exists() and time.monotonic() < deadline:
+                time.sleep(0.1)
+            assert opened.read_text().split()[-1] == complete
+        approve(complete, "alice")
+        stdout, stderr = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+    assert process.returncode == 0, stderr
+    assert "Logged in: token saved to" in stdout and "waiting for approval" in stderr
+
+
 # ------------------------------------------------------------------------------ end to end with the real IdP
 
 
