@@ -45,6 +45,7 @@ INSTALLED_APPS = [
     "tokenauth",
     "oauth2_provider",
     "tokenauth.oauth",
+    "tokenauth.tokenmanager",
 ]
 
 MIDDLEWARE = [
@@ -124,11 +125,16 @@ TOKENAUTH = {
     "SIGNING_KEY": os.environ.get(
         "TOKENAUTH_SIGNING_KEY", "dev-only-tokenauth-signing-key-change-me-0123456789abcdef"
     ),
-    "SCOPES": {"reports:read": "Read the example reports"},
     # The test OpenID provider (tests/idp) serves plain http on 127.0.0.1.
     "ALLOW_LOOPBACK_HTTP_ISSUERS": DEBUG,
     # The sign-in page of the user pages (LOGIN_URL below) has a password form beside the providers.
     "PASSWORD_LOGIN": True,
+    # offline_access: the provider's refresh token, kept by the Token Manager (tokenauth.tokenmanager).
+    "OIDC_SCOPES": "openid profile email offline_access",
+    "TOKEN_MANAGER_KEYS": [
+        os.environ.get("TOKENAUTH_TOKEN_MANAGER_KEY", "7yzty8UFLugPfO-17uXi1qxDjcT03D5Of_s4Dzl0J4w=")
+    ],
+    "SCOPES": {"reports:read": "Read the example reports", "tokenmanager": "Obtain users' upstream tokens"},
 }
 
 # The OAuth 2.0 authorization server (tokenauth.oauth on django-oauth-toolkit): access tokens are ours.

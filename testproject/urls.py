@@ -10,6 +10,7 @@ urlpatterns = [
     path("oidc/", include("tokenauth.oidc.urls")),
     path("", include("tokenauth.well_known_urls")),
     path("o/", include("tokenauth.oauth.urls")),
+    path("tokenmanager/", include("tokenauth.tokenmanager.urls")),
     path("", include("tokenauth.oauth.well_known_urls")),
     path("api/", include("testproject.api")),
     path("", RedirectView.as_view(pattern_name="admin:index")),  # the demo's front door

@@ -166,6 +166,12 @@ def test_a_group_of_one_provider_goes_straight_to_it(provider, browser, settings
     assert_page(browser.get("/oidc/login/", {"scope": "g:physics"}), 200, "Sign in with Example Login")
 
 
+def test_without_offline_access_the_provider_is_not_asked_to_prompt(provider, browser, settings):
+    settings.TOKENAUTH = {**settings.TOKENAUTH, "OIDC_SCOPES": "openid profile"}
+    query = parse_qs(urlsplit(start(browser)).query)
+    assert query["scope"] == ["openid profile"] and "prompt" not in query
+
+
 def test_a_single_provider_may_redirect_straight_away(provider, browser, settings):
     configure(settings, provider_entry(provider), OIDC_REDIRECT_SINGLE_PROVIDER=True)
     response = browser.get("/oidc/login/")
@@ -182,7 +188,9 @@ def test_login_redirects_with_state_nonce_and_pkce(provider, browser):
     assert query["redirect_uri"] == CALLBACK
     assert query["response_type"] == "code"
     assert query["code_challenge_method"] == "S256"
-    assert query["scope"] == "openid profile email"
+    # the test project asks for offline_access (the Token Manager keeps the refresh token), which
+    # needs prompt=consent (OpenID Connect Core 1.0 section 11)
+    assert query["scope"] == "openid profile email offline_access" and query["prompt"] == "consent"
     assert len(query["state"]) >= 32 and len(query["nonce"]) >= 32
     entry = browser.session["oidc_states"][query["state"]]
     assert entry["issuer"] == provider.issuer and entry["nonce"] == query["nonce"]

@@ -97,6 +97,12 @@ DEFAULTS: dict[str, Any] = {
     "OIDC_PROVIDER_GROUPS": {},
     # The login page (/oidc/login/) also has a username and password form (Django's auth backends).
     "PASSWORD_LOGIN": False,
+    # Token Manager (tokenauth.tokenmanager): Fernet keys for the stored refresh tokens (the first one
+    # encrypts, every one decrypts: put a new key first to rotate), the scope that lets a token obtain
+    # a user's upstream access token, and how long before its expiry a cached one is no longer handed out.
+    "TOKEN_MANAGER_KEYS": [],
+    "TOKEN_MANAGER_SCOPE": "tokenmanager",
+    "TOKEN_MANAGER_MARGIN": timedelta(seconds=60),
     # Back-channel logout: a provider's logout token issued longer ago (iat, plus LEEWAY) is refused.
     "BACKCHANNEL_LOGOUT_MAX_AGE": timedelta(minutes=5),
 }
@@ -117,6 +123,7 @@ TIMEDELTA_SETTINGS = (
     "JWKS_MAX_STALENESS",
     "IDENTITY_CACHE_TIMEOUT",
     "BACKCHANNEL_LOGOUT_MAX_AGE",
+    "TOKEN_MANAGER_MARGIN",
 )
 
 

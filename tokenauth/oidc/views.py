@@ -36,10 +36,11 @@ from ..conf import tokenauth_settings
 from ..models import AuditEvent
 from ..scopes import group_name, split_scope
 from ..sessions import start_session
+from ..signals import upstream_tokens
 from ..tokens import mint_access_token
 from ..views import NO_STORE, TokenAuthView, validated
 from .backchannel import browser_login_of, log_out, record_browser_login, verify_logout_token
-from .backend import ID_TOKEN_CLAIMS, UNREACHABLE, LoginFailed
+from .backend import ID_TOKEN_CLAIMS, TOKEN_RESPONSE, UNREACHABLE, LoginFailed
 from .providers import (
     Provider,
     ProviderUnavailable,
@@ -67,7 +68,10 @@ def mozilla_setting(attr: str, *default: Any) -> Any:
         "OIDC_PKCE_CODE_CHALLENGE_METHOD": "S256",
         "OIDC_RP_SCOPES": tokenauth_settings.OIDC_SCOPES,
         "OIDC_AUTHENTICATION_CALLBACK_URL": "tokenauth-oidc-callback",
-        "OIDC_AUTH_REQUEST_EXTRA_PARAMS": {},
+        # OpenID Connect Core 1.0 section 11: offline_access needs prompt=consent (else it is dropped).
+        "OIDC_AUTH_REQUEST_EXTRA_PARAMS": (
+            {"prompt": "consent"} if "offline_access" in split_scope(tokenauth_settings.OIDC_SCOPES) else {}
+        ),
     }
     return ours[attr] if attr in ours else import_from_settings(attr, *default)
 
@@ -208,6 +212,8 @@ class CallbackView(OIDCAuthenticationCallbackView):
             user=self.user,
             detail={"issuer": provider.issuer, "provider": provider.slug},
         )
+        tokens = getattr(self.request, TOKEN_RESPONSE)
+        upstream_tokens.send(sender=Provider, user=self.user, issuer=provider.issuer, tokens=tokens)
         return HttpResponseRedirect(self.success_url)
 
 
