@@ -7,8 +7,6 @@ the test provider: skipped locally without them, failed when CI=true.
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,6 +17,7 @@ import pytest
 import requests
 
 from tests.conftest import service_required
+from tests.helpers import start_login
 from tokenauth.models import Identity
 
 CHROMIUM = "/usr/bin/chromium"
@@ -190,23 +189,6 @@ def test_cancel_at_the_provider_shows_a_readable_page(chrome, web_idp, live_serv
     assert not Identity.objects.filter(subject="bob").exists()
 
 
-def start_cli_login(env: dict[str, str], server_url: str, *args: str) -> tuple[subprocess.Popen[str], str]:
-    """``tokenauth login URL ... --no-browser`` in a subprocess; its verification_uri_complete."""
-    process = subprocess.Popen(
-        [sys.executable, "-m", "tokenauth.client.cli", "login", server_url, "--no-browser", *args],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    assert process.stdout is not None
-    lines = [process.stdout.readline(), process.stdout.readline()]
-    if not lines[1].startswith("or open "):
-        process.kill()
-        pytest.fail(f"unexpected CLI output: {lines} {process.communicate()}")
-    return process, lines[1].removeprefix("or open ").strip()
-
-
 def test_an_idp_user_approves_the_cli_device_code(chrome, web_idp, oauth_live_server, cli_env, settings):
     """``tokenauth login --group physics``: the browser opens the complete verification URI, our sign-in
     page sends it to the provider of that group, a user who is not staff signs in there, finds the code
@@ -218,8 +200,10 @@ def test_an_idp_user_approves_the_cli_device_code(chrome, web_idp, oauth_live_se
     provider = {**settings.TOKENAUTH["ISSUERS"][0], "default_groups": ["physics"]}
     settings.TOKENAUTH = {**settings.TOKENAUTH, "ISSUERS": [provider]}
     server = oauth_live_server.url
-    process, complete = start_cli_login(cli_env, server, "--group", "physics")
+    process, lines = start_login(cli_env, server, "--no-browser", "--group", "physics")
     try:
+        assert lines[1].startswith("or open "), lines
+        complete = lines[1].removeprefix("or open ").strip()
         wait = WebDriverWait(chrome, 20)
         chrome.get(complete)
         # physics is the provider's group: the sign-in page sends the browser straight on

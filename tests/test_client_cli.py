@@ -20,7 +20,7 @@ import requests
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
 
-from tests.helpers import trickling_server
+from tests.helpers import start_login, trickling_server
 from tests.idp import TestIdP, parse_forms
 from tokenauth.client import BearerAuth
 from tokenauth.client import oauth as client_oauth
@@ -100,20 +100,9 @@ def device_login(
     env: dict[str, str], *args: str, username: str = "alice", deny: bool = False
 ) -> subprocess.CompletedProcess[str]:
     """``tokenauth login ...`` in a subprocess; approve the code it prints, then wait for it to finish."""
-    process = subprocess.Popen(
-        [sys.executable, "-m", "tokenauth.client.cli", "login", *args],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    assert process.stdout is not None
-    lines = []
-    for line in process.stdout:
-        lines.append(line)
-        if line.startswith("or open "):
-            approve(line.removeprefix("or open ").strip(), username, deny=deny)
-            break
+    process, lines = start_login(env, *args)
+    if lines[1].startswith("or open "):
+        approve(lines[1].removeprefix("or open ").strip(), username, deny=deny)
     stdout, stderr = process.communicate(timeout=60)
     result = subprocess.CompletedProcess(process.args, process.returncode, "".join(lines) + stdout, stderr)
     assert "Traceback" not in stderr, stderr
@@ -246,19 +235,6 @@ def test_a_browser_opens_only_on_a_graphical_display(cli_env, browsers, display,
     else:
         command, _, url = opened.read_text().strip().partition(" ")
         assert command == expected and url.endswith("https://as.example/o/device/?user_code=X")
-
-
-def start_login(env: dict[str, str], *args: str) -> tuple[subprocess.Popen[str], list[str]]:
-    """``tokenauth login ...`` in a subprocess, up to the line with ``verification_uri_complete``."""
-    process = subprocess.Popen(
-        [sys.executable, "-m", "tokenauth.client.cli", "login", *args],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    assert process.stdout is not None
-    return process, [process.stdout.readline(), process.stdout.readline()]
 
 
 @pytest.mark.parametrize("no_browser", [False, True])

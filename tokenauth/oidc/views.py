@@ -101,7 +101,7 @@ class LoginView(auth_views.LoginView):
         links = self.provider_links()
         chosen = self.provider_for_scope()
         if chosen is not None:
-            return HttpResponseRedirect(dict((p.slug, url) for p, url in links)[chosen.slug])
+            return HttpResponseRedirect(next(url for provider, url in links if provider == chosen))
         if len(links) == 1 and tokenauth_settings.OIDC_REDIRECT_SINGLE_PROVIDER:
             return HttpResponseRedirect(links[0][1])
         return super().get(request, *args, **kwargs)

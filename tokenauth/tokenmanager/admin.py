@@ -13,18 +13,6 @@ from .models import UpstreamGrant
 
 @admin.register(UpstreamGrant)
 class UpstreamGrantAdmin(admin.ModelAdmin):
-    list_display = (
-        "user",
-        "issuer",
-        "scope",
-        "created",
-        "last_used",
-        "ended_at",
-        "revoke_attempts",
-        "revoke_error",
-    )
-    list_filter = ("issuer", ("ended_at", admin.EmptyFieldListFilter))
-    search_fields = ("user__username", "issuer")
     fields = (
         "user",
         "issuer",
@@ -36,6 +24,9 @@ class UpstreamGrantAdmin(admin.ModelAdmin):
         "revoke_attempts",
         "revoke_error",
     )
+    list_display = tuple(name for name in fields if name != "end_reason")
+    list_filter = ("issuer", ("ended_at", admin.EmptyFieldListFilter))
+    search_fields = ("user__username", "issuer")
     readonly_fields = fields
     actions = ("revoke", "retry")
 

@@ -164,8 +164,7 @@ def access_token(
     grant = live_grant(user, issuer)
     cache = caches[tokenauth_settings.CACHE_ALIAS]
     key = "tokenauth:upstream:" + hashlib.sha256(json.dumps([grant.pk, scope, resource]).encode()).hexdigest()
-    sealed = cache.get(key)
-    answer = json.loads(decrypt(sealed)) if isinstance(sealed, str) else None
+    answer = _cached(cache.get(key))
     if (
         answer is None
         or answer["expires_at"] - tokenauth_settings.TOKEN_MANAGER_MARGIN.total_seconds() <= _now()
@@ -187,6 +186,14 @@ def access_token(
         "scope": answer["scope"],
         "issuer": grant.issuer,
     }
+
+
+def _cached(sealed: Any) -> dict[str, Any] | None:
+    """A cached answer; one sealed with a key no longer configured is a miss."""
+    try:
+        return json.loads(decrypt(sealed)) if isinstance(sealed, str) else None
+    except GrantUnavailable:
+        return None
 
 
 def _now() -> float:
