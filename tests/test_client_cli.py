@@ -258,7 +258,8 @@ def test_login_opens_the_complete_verification_uri_and_still_prints_the_code(
             assert not opened.exists()
         else:
             deadline = time.monotonic() + 10
-            while not opened.exists() and time.monotonic() < deadline:
+            # the browser may still be writing: wait for its whole line
+            while not (opened.exists() and opened.read_text().endswith("\n")) and time.monotonic() < deadline:
                 time.sleep(0.1)
             assert opened.read_text().split()[-1] == complete
         approve(complete, "alice")
