@@ -326,8 +326,8 @@ class OpenIDConfigurationView(PublicView):
                 "groups",
             ],
         }
-        if apps.is_installed("tokenauth.oauth"):  # the authorization server's endpoints and grants
-            from .oauth.views import server_metadata
-
-            document.update(server_metadata(request._request))
+        # The authorization server's endpoints and grants: its app config hands them over, so this
+        # module does not import the optional app that builds on it.
+        if apps.is_installed("tokenauth.oauth"):
+            document.update(apps.get_app_config("tokenauth_oauth").server_metadata(request._request))
         return Response(document, headers={"Cache-Control": "public, max-age=300"})

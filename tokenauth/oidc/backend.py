@@ -20,7 +20,8 @@ from django.utils.crypto import constant_time_compare
 from mozilla_django_oidc.auth import OIDCAuthenticationBackend
 
 from ..exceptions import InvalidToken
-from ..issuers import FetchError, IssuerUnavailable, fetch_json
+from ..fetching import FetchError, fetch_json
+from ..jwks import IssuerUnavailable
 from ..models import AuditEvent
 from ..provisioning import IdentityNotRegistered, resolve
 from ..snapshots import StateUnavailable
@@ -193,4 +194,5 @@ class OIDCBackend(OIDCAuthenticationBackend):
         mail_admins("Browser login of an unregistered identity", "\n".join(lines), fail_silently=True)
 
     def get_user(self, user_id: Any) -> Any:
-        return ModelBackend.get_user(self, user_id)  # inactive users lose their session, as with passwords
+        # Inactive users lose their session, as with passwords.
+        return ModelBackend.get_user(self, user_id)
