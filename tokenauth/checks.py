@@ -9,6 +9,7 @@ from django.conf import settings
 from django.core import checks
 from django.core.exceptions import ImproperlyConfigured, ValidationError
 
+from .claims import declared_claim_names, get_claims_callable, reserved_in
 from .conf import DEFAULTS, TIMEDELTA_SETTINGS, tokenauth_settings
 from .issuer_config import IssuerConfig, login_slug, validate_issuer_url
 from .keys import ASYMMETRIC_ALGORITHMS, HMAC_ALGORITHMS, get_keyring
@@ -89,7 +90,8 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckM
                 id="tokenauth.E014",
             )
         )
-    cache_backend = settings.CACHES.get(tokenauth_settings.CACHE_ALIAS, {}).get("BACKEND", "")
+    cache: dict[str, Any] = settings.CACHES.get(tokenauth_settings.CACHE_ALIAS, {})
+    cache_backend = cache.get("BACKEND", "")
     if not cache_backend:
         errors.append(checks.Error('TOKENAUTH["CACHE_ALIAS"] names no cache.', id="tokenauth.E006"))
     elif cache_backend.endswith(("LocMemCache", "DummyCache")) and not settings.DEBUG:
@@ -101,9 +103,7 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckM
                 id="tokenauth.W002",
             )
         )
-    max_entries = (
-        settings.CACHES.get(tokenauth_settings.CACHE_ALIAS, {}).get("OPTIONS", {}).get("MAX_ENTRIES", 300)
-    )
+    max_entries = cache.get("OPTIONS", {}).get("MAX_ENTRIES", 300)
     if cache_backend.endswith("LocMemCache") and max_entries < tokenauth_settings.VERIFIED_TOKEN_CACHE_SIZE:
         errors.append(
             checks.Warning(
@@ -123,6 +123,25 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckM
             )
         )
     return errors
+
+
+@checks.register(checks.Tags.security)
+def check_custom_claims(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
+    """``CUSTOM_CLAIMS`` names a callable, and the claim names it declares are not reserved ones."""
+    try:
+        get_claims_callable.cache_clear()
+        reserved = reserved_in(declared_claim_names())
+    except (ImportError, ImproperlyConfigured, TypeError) as exc:
+        return [checks.Error(f'TOKENAUTH["CUSTOM_CLAIMS"]: {exc}', id="tokenauth.E015")]
+    if reserved:
+        return [
+            checks.Error(
+                f'TOKENAUTH["CUSTOM_CLAIMS"] declares reserved claims: {", ".join(reserved)}.',
+                hint="Registered claims and tokenauth's own are set by tokenauth; give yours other names.",
+                id="tokenauth.E015",
+            )
+        ]
+    return []
 
 
 @checks.register(checks.Tags.security)

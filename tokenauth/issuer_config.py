@@ -43,7 +43,8 @@ class IssuerConfig:
     @classmethod
     def from_mapping(cls, data: dict[str, Any]) -> IssuerConfig:
         tuples = {"audiences", "required_scopes", "default_groups", "group_claims"}
-        values = {k: tuple(v) if k in tuples else v for k, v in data.items() if k in cls.__dataclass_fields__}
+        known = cls.__dataclass_fields__
+        values: dict[str, Any] = {k: tuple(v) if k in tuples else v for k, v in data.items() if k in known}
         if "algorithms" in values:
             values["algorithms"] = frozenset(values["algorithms"])
         return cls(**values)

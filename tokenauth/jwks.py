@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -77,7 +78,11 @@ class PublicKey:
 
 def parse_jwks(jwks: dict[str, Any]) -> dict[str, PublicKey]:
     """Signature keys by kid; symmetric, encryption-only and unparsable keys are left out."""
-    parsers = {"RSA": RSAAlgorithm, "EC": ECAlgorithm, "OKP": OKPAlgorithm}
+    parsers: dict[object, Callable[[dict[str, Any]], Any]] = {
+        "RSA": RSAAlgorithm.from_jwk,
+        "EC": ECAlgorithm.from_jwk,
+        "OKP": OKPAlgorithm.from_jwk,
+    }
     keys: dict[str, PublicKey] = {}
     for jwk in jwks.get("keys", []) if isinstance(jwks.get("keys"), list) else []:
         if not isinstance(jwk, dict) or jwk.get("use", "sig") != "sig" or not isinstance(jwk.get("kid"), str):
@@ -86,7 +91,7 @@ def parse_jwks(jwks: dict[str, Any]) -> dict[str, PublicKey]:
         if parser is None or "d" in jwk:
             continue
         try:
-            key = parser.from_jwk(jwk)
+            key = parser(jwk)
         except (jwt.InvalidKeyError, ValueError, TypeError, KeyError):
             continue
         keys[jwk["kid"]] = PublicKey(jwk["kty"], jwk.get("crv"), jwk.get("alg"), key)
