@@ -208,9 +208,10 @@ DESCRIPTIONS: dict[str, str] = {
         "any active user."
     ),
     "TOKEN_MANAGER_KEYS": (
-        "Token Manager (`tokenauth.tokenmanager`): Fernet keys of the stored upstream refresh tokens; the first "
-        "encrypts, every one decrypts (put a new key first, then `tokenauth_upstream_grants --rotate`). "
-        "Required with `tokenauth.tokenmanager` installed (check `tokenauth.tokenmanager.E001`)."
+        "Token Manager (`tokenauth.tokenmanager`): Fernet keys of the stored upstream refresh tokens; the "
+        "first encrypts, every one decrypts (put a new key first, then "
+        "`tokenauth_upstream_grants --rotate`). Required with `tokenauth.tokenmanager` installed "
+        "(check `tokenauth.tokenmanager.E001`)."
     ),
     "TOKEN_MANAGER_SCOPE": (
         "A bearer token with this scope (e.g. a service's client-credentials token; list it in `SCOPES`) "
