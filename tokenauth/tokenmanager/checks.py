@@ -5,17 +5,17 @@ from __future__ import annotations
 from typing import Any
 
 from cryptography.fernet import Fernet
-from django.core.checks import Error, Tags, register
+from django.core import checks
 
 from ..conf import tokenauth_settings
 
 
-@register(Tags.security)
-def check_keys(app_configs: Any = None, **kwargs: Any) -> list[Error]:
+@checks.register(checks.Tags.security)
+def check_keys(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
     keys = tokenauth_settings.TOKEN_MANAGER_KEYS
     if not keys:
         return [
-            Error(
+            checks.Error(
                 'TOKENAUTH["TOKEN_MANAGER_KEYS"] is empty: the Token Manager cannot encrypt refresh tokens.',
                 hint="Add Fernet keys (cryptography.fernet.Fernet.generate_key()); the first one encrypts.",
                 id="tokenauth.tokenmanager.E001",
@@ -26,7 +26,7 @@ def check_keys(app_configs: Any = None, **kwargs: Any) -> list[Error]:
             Fernet(key)
     except (TypeError, ValueError):
         return [
-            Error(
+            checks.Error(
                 'TOKENAUTH["TOKEN_MANAGER_KEYS"] holds a value that is no Fernet key.',
                 hint="32 url-safe base64-encoded bytes, as Fernet.generate_key() makes them.",
                 id="tokenauth.tokenmanager.E002",
