@@ -51,6 +51,7 @@ INSTALLED_APPS = [
     "tokenauth",
     "oauth2_provider",
     "tokenauth.oauth",
+    "tokenauth.tokenmanager",
     "tokenauth.contrib.simplejwt",
 ]
 
@@ -142,9 +143,16 @@ TOKENAUTH = {
     "SIGNING_KEY": os.environ.get(
         "TOKENAUTH_SIGNING_KEY", "dev-only-tokenauth-signing-key-change-me-0123456789abcdef"
     ),
-    "SCOPES": {"reports:read": "Read the example reports"},
     # The test OpenID provider (tests/idp) serves plain http on 127.0.0.1.
     "ALLOW_LOOPBACK_HTTP_ISSUERS": DEBUG,
+    # The sign-in page of the user pages (LOGIN_URL below) has a password form beside the providers.
+    "PASSWORD_LOGIN": True,
+    # offline_access: the provider's refresh token, kept by the Token Manager (tokenauth.tokenmanager).
+    "OIDC_SCOPES": "openid profile email offline_access",
+    "TOKEN_MANAGER_KEYS": [
+        os.environ.get("TOKENAUTH_TOKEN_MANAGER_KEY", "7yzty8UFLugPfO-17uXi1qxDjcT03D5Of_s4Dzl0J4w=")
+    ],
+    "SCOPES": {"reports:read": "Read the example reports", "tokenmanager": "Obtain users' upstream tokens"},
     # The demo moves from simplejwt (its endpoints are under /simplejwt/): a window that always ends a
     # month ahead; a real site names a date.
     "SIMPLEJWT_MIGRATION_ENDS": datetime.now(UTC) + timedelta(days=30),
@@ -172,6 +180,7 @@ CORS_ALLOW_CREDENTIALS = False
 CORS_EXPOSE_HEADERS = ["WWW-Authenticate", "Retry-After"]
 
 # The OAuth 2.0 authorization server (tokenauth.oauth on django-oauth-toolkit): access tokens are ours.
+DEVICE_PAGE = TOKENAUTH["ISSUER"].rstrip("/") + "/o/device/"
 OAUTH2_PROVIDER = {
     "OAUTH2_SERVER_CLASS": "tokenauth.oauth.server.Server",
     "OAUTH2_VALIDATOR_CLASS": "tokenauth.oauth.validators.TokenAuthValidator",
@@ -184,9 +193,11 @@ OAUTH2_PROVIDER = {
     "COMPLIANT_BCP_RFC9700_IMPLICIT_GRANT": True,
     "COMPLIANT_BCP_RFC9700_PASSWORD_GRANT": True,
     "REFRESH_TOKEN_EXPIRE_SECONDS": 30 * 24 * 3600,
-    "OAUTH_DEVICE_VERIFICATION_URI": TOKENAUTH["ISSUER"].rstrip("/") + "/o/device/",
+    "OAUTH_DEVICE_VERIFICATION_URI": DEVICE_PAGE,
+    "OAUTH_DEVICE_VERIFICATION_URI_COMPLETE": DEVICE_PAGE + "?user_code={user_code}",
 }
-LOGIN_URL = "admin:login"
+# Where the authorize and device pages send a visitor to sign in: a provider or a password, staff or not.
+LOGIN_URL = "tokenauth-oidc-login"
 
 # Browser login (tokenauth.oidc): password logins (admin) and OpenID providers side by side.
 AUTHENTICATION_BACKENDS = [

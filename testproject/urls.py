@@ -11,6 +11,7 @@ urlpatterns = [
     path("oidc/", include("tokenauth.oidc.urls")),
     path("", include("tokenauth.well_known_urls")),
     path("o/", include("tokenauth.oauth.urls")),
+    path("tokenmanager/", include("tokenauth.tokenmanager.urls")),
     path("", include("tokenauth.oauth.well_known_urls")),
     path("api/", include("testproject.api")),
     # The site's simplejwt endpoints before the switch (README "Moving from simplejwt").

@@ -4,6 +4,7 @@ import os
 import socket
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -202,3 +203,40 @@ def web_idp(live_server, settings, monkeypatch, web_idp_env):
     }
     yield provider
     provider.stop()
+
+
+@pytest.fixture
+def oauth_live_server(live_server, settings):
+    """Our site as the OAuth server: tokens name ``live_server.url`` as issuer, its device page is the
+    verification URI (``?user_code=`` the complete one), one-second polling; and the ``tokenauth-cli``
+    client of the data migration again (transactional tests flush it)."""
+    from oauth2_provider.models import get_application_model
+
+    from tokenauth.oauth.models import ensure_cli_application
+
+    settings.TOKENAUTH = {**settings.TOKENAUTH, "ISSUER": live_server.url}
+    settings.OAUTH2_PROVIDER = {
+        **settings.OAUTH2_PROVIDER,
+        "OAUTH_DEVICE_VERIFICATION_URI": f"{live_server.url}/o/device/",
+        "OAUTH_DEVICE_VERIFICATION_URI_COMPLETE": f"{live_server.url}/o/device/?user_code={{user_code}}",
+        "DEVICE_FLOW_INTERVAL": 1,
+        # DOT caches each view's oauthlib server, built from these settings, on the view class at
+        # its first request: an earlier test (tests/test_oauth.py) would leave the default interval
+        # and verification URI in place. Build the server for each request while this override holds.
+        "ALWAYS_RELOAD_OAUTHLIB_CORE": True,
+    }
+    ensure_cli_application(get_application_model())
+    return live_server
+
+
+@pytest.fixture
+def cli_env(tmp_path: Path) -> dict[str, str]:
+    """A user of our own: HOME, XDG_RUNTIME_DIR (0700) and config under tmp_path; no display, no token."""
+    home = tmp_path / "home"
+    runtime = tmp_path / "run"
+    home.mkdir()
+    runtime.mkdir(mode=0o700)
+    drop = {"BEARER_TOKEN", "BEARER_TOKEN_FILE", "DISPLAY", "WAYLAND_DISPLAY", "DJANGO_SETTINGS_MODULE"}
+    env = {k: v for k, v in os.environ.items() if k not in drop and not k.startswith("XDG_")}
+    env.update(HOME=str(home), XDG_RUNTIME_DIR=str(runtime), PYTHONUNBUFFERED="1")
+    return env

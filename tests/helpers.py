@@ -3,6 +3,8 @@ database outage, a slow server, racing requests."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -136,3 +138,17 @@ def race(send: Callable[[], requests.Response]) -> tuple[list, list[dict]]:
     for thread in threads:
         thread.join(timeout=60)
     return sorted(answers, key=str), won
+
+
+def start_login(env: dict[str, str], *args: str) -> tuple[subprocess.Popen[str], list[str]]:
+    """``tokenauth login ...`` in a subprocess, read up to its second line (``or open`` and the
+    ``verification_uri_complete``, from a server that sends one)."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "tokenauth.client.cli", "login", *args],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert process.stdout is not None
+    return process, [process.stdout.readline(), process.stdout.readline()]

@@ -435,7 +435,8 @@ class TestIdP:
         return self._admin("POST", "reset-stats")
 
     def down(self, seconds: float | None = None, targets: str = "discovery,jwks") -> dict[str, Any]:
-        """Make discovery and/or the JWKS answer 503 for ``seconds`` (``None``: until ``up()``)."""
+        """Make ``targets`` (discovery, jwks, token, revocation) answer 503 for ``seconds`` (``None``: until
+        ``up()``)."""
         return self._admin("POST", "down", seconds=seconds, targets=targets)
 
     def up(self) -> dict[str, Any]:

@@ -7,11 +7,15 @@ failed when CI=true.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
+import jwt
 import pytest
+import requests
 
 from tests.browser import screenshot
+from tests.helpers import start_login
 from tokenauth.models import Identity
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -134,3 +138,51 @@ def test_cancel_at_the_provider_shows_a_readable_page(chrome, web_idp, live_serv
     assert "cancelled" in chrome.find_element(By.CLASS_NAME, "error").text
     screenshot(chrome, "cancelled-page.png")
     assert not Identity.objects.filter(subject="bob").exists()
+
+
+def test_an_idp_user_approves_the_cli_device_code(chrome, web_idp, oauth_live_server, cli_env, settings):
+    """``tokenauth login --group physics``: the browser opens the complete verification URI, our sign-in
+    page sends it to the provider of that group, a user who is not staff signs in there, finds the code
+    filled in and approves."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as ec
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    provider = {**settings.TOKENAUTH["ISSUERS"][0], "default_groups": ["physics"]}
+    settings.TOKENAUTH = {**settings.TOKENAUTH, "ISSUERS": [provider]}
+    server = oauth_live_server.url
+    process, lines = start_login(cli_env, server, "--no-browser", "--group", "physics")
+    try:
+        assert lines[1].startswith("or open "), lines
+        complete = lines[1].removeprefix("or open ").strip()
+        wait = WebDriverWait(chrome, 20)
+        chrome.get(complete)
+        # physics is the provider's group: the sign-in page sends the browser straight on
+        wait.until(ec.url_contains(web_idp.issuer))
+        submit_provider_form(chrome, wait, login="alice", password="any-password")
+        wait.until(lambda driver: page_settled(driver) and driver.find_elements(By.TAG_NAME, "form"))
+        if chrome.current_url.startswith(web_idp.issuer):  # the consent form
+            submit_provider_form(chrome, wait)
+        wait.until(ec.url_contains(f"{server}/o/device/"))
+        code = wait.until(ec.presence_of_element_located((By.NAME, "user_code")))
+        assert code.get_attribute("value") == complete.rpartition("=")[2]
+        screenshot(chrome, "device-code-page.png")
+        submit_provider_form(chrome, wait)
+        wait.until(ec.url_contains(f"{server}/o/device-confirm/"))
+        screenshot(chrome, "device-confirm-page.png")
+        assert "Act as member of physics" in chrome.find_element(By.TAG_NAME, "main").text
+        wait.until(ec.element_to_be_clickable((By.CSS_SELECTOR, "button[value=accept]"))).click()
+        wait.until(ec.url_contains(f"{server}/o/device-grant-status/"))
+        assert chrome.find_element(By.TAG_NAME, "h1").text == "Device approved"
+        stdout, stderr = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()  # else it would poll until the device code expires
+            process.communicate()
+    assert process.returncode == 0, (stdout, stderr)
+    token = next(Path(cli_env["XDG_RUNTIME_DIR"]).glob("bt_u*")).read_text().strip()
+    alice = Identity.objects.get(issuer=web_idp.issuer, subject="alice").user
+    assert not alice.is_staff
+    whoami = requests.get(f"{server}/auth/whoami/", headers={"Authorization": f"Bearer {token}"}, timeout=10)
+    assert whoami.status_code == 200 and whoami.json()["username"] == alice.username
+    assert jwt.decode(token, options={"verify_signature": False})["group"] == "physics"

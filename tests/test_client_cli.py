@@ -19,9 +19,8 @@ import pytest
 import requests
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
-from oauth2_provider.models import get_application_model
 
-from tests.helpers import trickling_server
+from tests.helpers import start_login, trickling_server
 from tests.idp import TestIdP, parse_forms
 from tokenauth.client import BearerAuth
 from tokenauth.client import oauth as client_oauth
@@ -34,26 +33,12 @@ from tokenauth.client.errors import (
     unreachable,
 )
 from tokenauth.client.store import Session, SessionInfo, load_config, write_private
-from tokenauth.oauth.models import ensure_cli_application
 
 SCOPE = "openid offline_access servicex"
 UID = os.geteuid()
 
 
 # ------------------------------------------------------------------------------ helpers
-
-
-@pytest.fixture
-def cli_env(tmp_path) -> dict[str, str]:
-    """A user of our own: HOME, XDG_RUNTIME_DIR (0700) and config under tmp_path; no display, no token."""
-    home = tmp_path / "home"
-    runtime = tmp_path / "run"
-    home.mkdir()
-    runtime.mkdir(mode=0o700)
-    drop = {"BEARER_TOKEN", "BEARER_TOKEN_FILE", "DISPLAY", "WAYLAND_DISPLAY", "DJANGO_SETTINGS_MODULE"}
-    env = {k: v for k, v in os.environ.items() if k not in drop and not k.startswith("XDG_")}
-    env.update(HOME=str(home), XDG_RUNTIME_DIR=str(runtime), PYTHONUNBUFFERED="1")
-    return env
 
 
 def token_path(env: dict[str, str], purpose: str = "") -> Path:
@@ -115,20 +100,9 @@ def device_login(
     env: dict[str, str], *args: str, username: str = "alice", deny: bool = False
 ) -> subprocess.CompletedProcess[str]:
     """``tokenauth login ...`` in a subprocess; approve the code it prints, then wait for it to finish."""
-    process = subprocess.Popen(
-        [sys.executable, "-m", "tokenauth.client.cli", "login", *args],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    assert process.stdout is not None
-    lines = []
-    for line in process.stdout:
-        lines.append(line)
-        if line.startswith("or open "):
-            approve(line.removeprefix("or open ").strip(), username, deny=deny)
-            break
+    process, lines = start_login(env, *args)
+    if lines[1].startswith("or open "):
+        approve(lines[1].removeprefix("or open ").strip(), username, deny=deny)
     stdout, stderr = process.communicate(timeout=60)
     result = subprocess.CompletedProcess(process.args, process.returncode, "".join(lines) + stdout, stderr)
     assert "Traceback" not in stderr, stderr
@@ -212,6 +186,90 @@ def idp_api(settings, idp):
         "ALLOW_LOOPBACK_HTTP_ISSUERS": True,
     }
     return idp
+
+
+# ------------------------------------------------------------------------------ opening a browser
+
+
+@pytest.fixture
+def browsers(tmp_path) -> tuple[Path, Path]:
+    """A ``bin`` directory with a graphical ``firefox`` and a console ``lynx`` that only write down the
+    URLs they are given (to the returned file), for a PATH of nothing else: no real browser starts."""
+    bin_dir, opened = tmp_path / "bin", tmp_path / "opened"
+    bin_dir.mkdir()
+    for name in ("firefox", "lynx"):
+        script = bin_dir / name
+        script.write_text(f'#!/bin/sh\necho "{name} $*" >> {opened}\n')
+        script.chmod(0o755)
+    return bin_dir, opened
+
+
+def open_browser_in(env: dict[str, str], bin_dir: Path, *names: str) -> None:
+    """``open_browser`` in a fresh process (webbrowser remembers the browsers it found) whose PATH has
+    only ``names`` of ``bin_dir``."""
+    path = bin_dir.parent / "path"
+    path.mkdir(exist_ok=True)
+    for name in names:
+        (path / name).symlink_to(bin_dir / name)
+    code = "from tokenauth.client.cli import open_browser; open_browser('https://as.example/o/device/?user_code=X')"
+    run = subprocess.run([sys.executable, "-c", code], env={**env, "PATH": str(path)}, timeout=30)
+    assert run.returncode == 0
+
+
+@pytest.mark.parametrize(
+    ("display", "names", "expected"),
+    [
+        ({"DISPLAY": ":99"}, ["firefox"], "firefox"),
+        ({"WAYLAND_DISPLAY": "wayland-0"}, ["firefox"], "firefox"),
+        # a headless box: no display, or only a console browser, or none at all
+        ({}, ["firefox"], None),
+        ({"DISPLAY": ":99"}, ["lynx"], None),
+        ({"DISPLAY": ":99"}, [], None),
+    ],
+)
+def test_a_browser_opens_only_on_a_graphical_display(cli_env, browsers, display, names, expected):
+    bin_dir, opened = browsers
+    open_browser_in({**cli_env, **display}, bin_dir, *names)
+    if expected is None:
+        assert not opened.exists()
+    else:
+        command, _, url = opened.read_text().strip().partition(" ")
+        assert command == expected and url.endswith("https://as.example/o/device/?user_code=X")
+
+
+@pytest.mark.parametrize("no_browser", [False, True])
+def test_login_opens_the_complete_verification_uri_and_still_prints_the_code(
+    idp_api, live_server, cli_env, browsers, no_browser
+):
+    bin_dir, opened = browsers
+    env = {
+        **cli_env,
+        "TOKENAUTH_CLIENT_SECRET": TestIdP.CLIENT_SECRET,
+        "DISPLAY": ":99",
+        "PATH": str(bin_dir),
+    }
+    args = [idp_api.issuer, "--client-id", "test-client", "--scope", SCOPE, *(["--no-browser"] * no_browser)]
+    process, lines = start_login(env, *args)
+    try:
+        assert lines[0].startswith("To log in, open ") and " and enter the code " in lines[0]
+        complete = lines[1].removeprefix("or open ").strip()
+        if no_browser:
+            time.sleep(1)
+            assert not opened.exists()
+        else:
+            deadline = time.monotonic() + 10
+            # the browser may still be writing: wait for its whole line
+            while not (opened.exists() and opened.read_text().endswith("\n")) and time.monotonic() < deadline:
+                time.sleep(0.1)
+            assert opened.read_text().split()[-1] == complete
+        approve(complete, "alice")
+        stdout, stderr = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+    assert process.returncode == 0, stderr
+    assert "Logged in: token saved to" in stdout and "waiting for approval" in stderr
 
 
 # ------------------------------------------------------------------------------ end to end with the real IdP
@@ -380,26 +438,13 @@ def test_whoami_needs_a_server(cli_env):
 
 
 @pytest.fixture
-def our_server(live_server, settings):
-    """Our site as the OAuth server: tokens name ``live_server.url`` as issuer, its device page is the
-    verification URI, one-second polling; the ``tokenauth-cli`` client of the data migration again
-    (transactional tests flush it) and alice, who logs in on the admin login page (the test project's
-    only login page, hence staff)."""
-    settings.TOKENAUTH = {**settings.TOKENAUTH, "ISSUER": live_server.url}
-    settings.OAUTH2_PROVIDER = {
-        **settings.OAUTH2_PROVIDER,
-        "OAUTH_DEVICE_VERIFICATION_URI": f"{live_server.url}/o/device/",
-        "DEVICE_FLOW_INTERVAL": 1,
-        # DOT caches each view's oauthlib server, built from these settings, on the view class at
-        # its first request: an earlier test (tests/test_oauth.py) would leave the default interval
-        # and verification URI in place. Build the server for each request while this override holds.
-        "ALWAYS_RELOAD_OAUTHLIB_CORE": True,
-    }
-    ensure_cli_application(get_application_model())
+def our_server(oauth_live_server):
+    """:func:`tests.conftest.oauth_live_server` and alice, who logs in on the admin login page with her
+    password (staff, so the admin would let her in too)."""
     alice = get_user_model().objects.create_user("alice", password="alice-pw", is_staff=True)
     for name in ("physics", "operators"):
         alice.groups.add(Group.objects.get_or_create(name=name)[0])
-    return live_server, alice
+    return oauth_live_server, alice
 
 
 def browser_approve(server_url: str, user_code: str, username: str, password: str) -> None:

@@ -101,7 +101,7 @@ def test_byte_sizes_are_written_in_kib() -> None:
 def test_check_ids_are_read_from_the_checks_modules() -> None:
     ids = {m.id for m in reference.check_messages()}
     assert {"tokenauth.E001", "tokenauth.E014", "tokenauth.W005", "tokenauth.oauth.E001"} <= ids
-    assert all(re.fullmatch(r"tokenauth(\.(oauth|simplejwt))?\.[EW]\d{3}", i) for i in ids)
+    assert all(re.fullmatch(r"tokenauth(\.(oauth|simplejwt|tokenmanager))?\.[EW]\d{3}", i) for i in ids)
 
 
 def test_the_reference_covers_every_setting(built_docs: Path) -> None:

@@ -300,7 +300,7 @@ def test_authorization_code_selects_a_group(live_server, alice, webapp, consent)
     session, verifier, browser, path = authorization_request(live_server, alice, "reports:read g:physics")
     response = browser.get(path)
     if consent:
-        assert response.status_code == 200 and "Act for the group physics only" in response.content.decode()
+        assert response.status_code == 200 and "Act as member of physics" in response.content.decode()
         form = {k: v for k, v in response.context["form"].initial.items() if v is not None}
         response = browser.post(path, {**form, "allow": "Authorize"})
     assert response.status_code == 302, response.content

@@ -12,7 +12,7 @@ import secrets
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, urlencode, urlsplit
 
 import django
 import pytest
@@ -108,6 +108,70 @@ def test_login_page_offers_every_provider_with_a_client_id(provider, browser, se
     assert "api-only" not in page
 
 
+def test_any_user_signs_in_with_a_password_and_goes_on_to_next(provider, browser):
+    get_user_model().objects.create_user("carol", password="carol-pw")
+    page = browser.get("/oidc/login/", {"next": "/o/device/?user_code=ABCD"})
+    assert_page(page, 200, 'id="password-login"')
+    assert 'value="/o/device/?user_code=ABCD"' in page.content.decode()
+    wrong = browser.post("/oidc/login/", {"username": "carol", "password": "nope", "next": "/o/device/"})
+    assert_page(wrong, 200, "enter a correct username and password")
+    response = browser.post(
+        "/oidc/login/", {"username": "carol", "password": "carol-pw", "next": "/o/device/"}
+    )
+    assert response.status_code == 302 and response["Location"] == "/o/device/"
+    assert browser.get("/auth/whoami/").json()["username"] == "carol"
+
+
+def test_without_next_a_password_login_lands_on_the_token_page(provider, browser):
+    get_user_model().objects.create_user("carol", password="carol-pw")
+    response = browser.post("/oidc/login/", {"username": "carol", "password": "carol-pw"})
+    assert response.status_code == 302 and response["Location"] == "/oidc/tokens/"
+
+
+@pytest.mark.parametrize("method", ["get", "post"])
+@pytest.mark.parametrize("target", ["https://evil.example/", "//evil.example/x", "javascript:alert(1)"])
+def test_a_next_off_the_site_is_refused(provider, browser, method, target):
+    get_user_model().objects.create_user("carol", password="carol-pw")
+    response = getattr(browser, method)(
+        "/oidc/login/", {"next": target, "username": "carol", "password": "carol-pw"}
+    )
+    assert_page(response, 400, "leads to another site")
+    assert "evil" not in response.content.decode()
+    assert SESSION_KEY not in browser.session
+
+
+def test_the_password_form_is_off_unless_asked_for(provider, browser, settings):
+    settings.TOKENAUTH = {**settings.TOKENAUTH, "PASSWORD_LOGIN": False}
+    get_user_model().objects.create_user("carol", password="carol-pw")
+    page = browser.get("/oidc/login/")
+    assert_page(page, 200, "Sign in with Test IdP")
+    assert "password-login" not in page.content.decode()
+    assert browser.post("/oidc/login/", {"username": "carol", "password": "carol-pw"}).status_code == 405
+    assert SESSION_KEY not in browser.session
+
+
+def test_a_group_of_one_provider_goes_straight_to_it(provider, browser, settings):
+    settings.TOKENAUTH = {**settings.TOKENAUTH, "OIDC_PROVIDER_GROUPS": {"test-idp": ["physics"]}}
+    authorize = "/o/authorize/?client_id=portal&scope=reports:read+g:physics"
+    response = browser.get("/oidc/login/", {"next": authorize})
+    assert response.status_code == 302
+    assert response["Location"] == "/oidc/login/test-idp/?" + urlencode({"next": authorize})
+    device = browser.get("/oidc/login/", {"next": "/o/device/?user_code=X", "scope": "g:physics"})
+    assert device.status_code == 302 and device["Location"].startswith("/oidc/login/test-idp/?next=")
+    # a group no provider has, or one that two have: the user chooses
+    assert browser.get("/oidc/login/", {"scope": "g:chemistry"}).status_code == 200
+    entries = settings.TOKENAUTH["ISSUERS"]
+    entries[1] = {**entries[1], "default_groups": ["physics"]}
+    settings.TOKENAUTH = {**settings.TOKENAUTH, "ISSUERS": entries}
+    assert_page(browser.get("/oidc/login/", {"scope": "g:physics"}), 200, "Sign in with Example Login")
+
+
+def test_without_offline_access_the_provider_is_not_asked_to_prompt(provider, browser, settings):
+    settings.TOKENAUTH = {**settings.TOKENAUTH, "OIDC_SCOPES": "openid profile"}
+    query = parse_qs(urlsplit(start(browser)).query)
+    assert query["scope"] == ["openid profile"] and "prompt" not in query
+
+
 def test_a_single_provider_may_redirect_straight_away(provider, browser, settings):
     configure(settings, provider_entry(provider), OIDC_REDIRECT_SINGLE_PROVIDER=True)
     response = browser.get("/oidc/login/")
@@ -124,7 +188,9 @@ def test_login_redirects_with_state_nonce_and_pkce(provider, browser):
     assert query["redirect_uri"] == CALLBACK
     assert query["response_type"] == "code"
     assert query["code_challenge_method"] == "S256"
-    assert query["scope"] == "openid profile email"
+    # the test project asks for offline_access (the Token Manager keeps the refresh token), which
+    # needs prompt=consent (OpenID Connect Core 1.0 section 11)
+    assert query["scope"] == "openid profile email offline_access" and query["prompt"] == "consent"
     assert len(query["state"]) >= 32 and len(query["nonce"]) >= 32
     entry = browser.session["oidc_states"][query["state"]]
     assert entry["issuer"] == provider.issuer and entry["nonce"] == query["nonce"]
@@ -339,8 +405,12 @@ def test_missing_client_secret(provider, browser, monkeypatch):
 
 def test_browser_login_can_be_switched_off(provider, browser, settings):
     settings.TOKENAUTH = {**settings.TOKENAUTH, "BROWSER_LOGIN": False}
-    assert browser.get("/oidc/login/").status_code == 404
+    page = browser.get("/oidc/login/")
+    assert_page(page, 200, 'id="password-login"')
+    assert "Sign in with" not in page.content.decode()
     assert browser.get("/oidc/login/test-idp/").status_code == 404
+    settings.TOKENAUTH = {**settings.TOKENAUTH, "PASSWORD_LOGIN": False}
+    assert browser.get("/oidc/login/").status_code == 404
 
 
 # -- ID tokens no real provider would issue: a loopback provider we control --------------------

@@ -59,6 +59,11 @@ DEFAULTS: dict[str, Any] = {
     "OIDC_SCOPES": "openid profile email",
     "OIDC_CLIENT_SECRETS": {},
     "OIDC_REDIRECT_SINGLE_PROVIDER": False,
+    "OIDC_PROVIDER_GROUPS": {},
+    "PASSWORD_LOGIN": False,
+    "TOKEN_MANAGER_KEYS": [],
+    "TOKEN_MANAGER_SCOPE": "tokenmanager",
+    "TOKEN_MANAGER_MARGIN": timedelta(seconds=60),
     "BACKCHANNEL_LOGOUT_MAX_AGE": timedelta(minutes=5),
 }
 
@@ -197,6 +202,25 @@ DESCRIPTIONS: dict[str, str] = {
         "Client secrets by provider slug, for secrets not kept in the environment variable the issuer names."
     ),
     "OIDC_REDIRECT_SINGLE_PROVIDER": "With exactly one provider, `/oidc/login/` goes straight to it.",
+    "OIDC_PROVIDER_GROUPS": (
+        "Groups by provider slug, besides each issuer's `default_groups`: a sign-in for a `g:<group>` "
+        "that exactly one provider has goes straight to that provider."
+    ),
+    "PASSWORD_LOGIN": (
+        "`/oidc/login/` also has a username and password form (Django's `AUTHENTICATION_BACKENDS`), for "
+        "any active user."
+    ),
+    "TOKEN_MANAGER_KEYS": (
+        "Token Manager (`tokenauth.tokenmanager`): Fernet keys of the stored upstream refresh tokens; the "
+        "first encrypts, every one decrypts (put a new key first, then "
+        "`tokenauth_upstream_grants --rotate`). Required with `tokenauth.tokenmanager` installed "
+        "(check `tokenauth.tokenmanager.E001`)."
+    ),
+    "TOKEN_MANAGER_SCOPE": (
+        "A bearer token with this scope (e.g. a service's client-credentials token; list it in `SCOPES`) "
+        "may obtain users' upstream access tokens."
+    ),
+    "TOKEN_MANAGER_MARGIN": "A cached upstream access token is handed out until this long before it expires.",
     "BACKCHANNEL_LOGOUT_MAX_AGE": (
         "A provider's logout token issued longer ago (`iat`, plus `LEEWAY`) is refused; more than zero "
         "(check `tokenauth.E014`)."
@@ -219,6 +243,7 @@ TIMEDELTA_SETTINGS = (
     "JWKS_MAX_STALENESS",
     "IDENTITY_CACHE_TIMEOUT",
     "BACKCHANNEL_LOGOUT_MAX_AGE",
+    "TOKEN_MANAGER_MARGIN",
 )
 
 

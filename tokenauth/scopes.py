@@ -6,6 +6,9 @@ import re
 
 SCOPE_TOKEN = re.compile(r"[\x21\x23-\x5b\x5d-\x7e]+")
 
+#: ``g:<group>`` selects one of the user's groups for a token (DIRAC's parametric scope).
+GROUP_PREFIX = "g:"
+
 
 def split_scope(scope: str) -> list[str]:
     """Scope-tokens are separated by the ASCII space (0x20) only.
@@ -19,3 +22,8 @@ def split_scope(scope: str) -> list[str]:
 def is_scope_token(name: str) -> bool:
     """``scope-token = 1*( %x21 / %x23-5B / %x5D-7E )``: printable ASCII but space, ``"`` and ``\\``."""
     return SCOPE_TOKEN.fullmatch(name) is not None
+
+
+def group_name(scope: str) -> str | None:
+    """The group a ``g:<group>`` scope names, else None."""
+    return scope[len(GROUP_PREFIX) :] or None if scope.startswith(GROUP_PREFIX) else None

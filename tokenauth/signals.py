@@ -18,3 +18,7 @@ groups_changed = Signal()
 
 #: A new (issuer, sub) was turned into a user. kwargs: identity, user, claims.
 identity_provisioned = Signal()
+
+#: A login provider answered a browser login with tokens (the Token Manager keeps its refresh token).
+#: kwargs: user, issuer, tokens (the token endpoint's JSON answer: never log it).
+upstream_tokens = Signal()

@@ -204,10 +204,22 @@ def checks_markdown() -> list[str]:
 # Management commands --------------------------------------------------------------------------------
 
 
-def command_names() -> list[str]:
+#: The apps whose management commands are documented: tokenauth's and those of its optional apps.
+COMMAND_APPS = ("tokenauth", "tokenauth.tokenmanager")
+
+
+def _commands(app: str) -> list[str]:
     from django.core.management import find_commands
 
-    return sorted(find_commands(str(ROOT / "tokenauth" / "management")))
+    return find_commands(str(ROOT.joinpath(*app.split(".")) / "management"))
+
+
+def command_app(name: str) -> str:
+    return next(app for app in COMMAND_APPS if name in _commands(app))
+
+
+def command_names() -> list[str]:
+    return sorted(name for app in COMMAND_APPS for name in _commands(app))
 
 
 #: Options every Django command has: left out of each command's help, named once on the page.
@@ -226,7 +238,7 @@ BASE_OPTIONS = {
 def command_parser(name: str) -> argparse.ArgumentParser:
     from django.core.management import load_command_class
 
-    command = load_command_class("tokenauth", name)
+    command = load_command_class(command_app(name), name)
     command.suppressed_base_arguments = BASE_OPTIONS
     return command.create_parser("manage.py", name)
 

@@ -17,6 +17,7 @@
 //   IDP_CLIENT_SECRET / IDP_WEB_CLIENT_SECRET   secrets of test-client / web-client (test-secret / web-secret)
 //   IDP_USER_GROUPS         JSON list of group paths in user access tokens (["/atlas", "/atlas/users"]);
 //                           `groups` carries them as given, `wlcg.groups` too (WLCG paths start with "/")
+//   IDP_ROTATE_REFRESH_TOKENS  "1": every refresh of any client rotates its refresh token
 //   IDP_BACKCHANNEL_LOGOUT_URI  unset (default): no back-channel logout. Set: features.backchannelLogout
 //                           is on and `web-client` registers this backchannel_logout_uri with
 //                           backchannel_logout_session_required, so its ID tokens carry `sid` and a
@@ -36,7 +37,8 @@
 //   POST /__test__/rotate[?drop_old=1][&alg=RS256|ES256]  new key(s) with new kid(s) become the signing keys
 //   GET  /__test__/stats          {"requests": {path: count}, "discovery": n, "jwks": n, "total": n, ...}
 //   POST /__test__/reset-stats
-//   POST /__test__/down[?seconds=N][&targets=discovery,jwks]  those endpoints answer 503 (N seconds or until /up)
+//   POST /__test__/down[?seconds=N][&targets=discovery,jwks]  those endpoints answer 503 (N seconds or until /up);
+//                                 targets also: token, revocation
 //   POST /__test__/up
 //   POST /__test__/delay?ms=N     discovery and JWKS answer after N ms (0 = no delay)
 //   GET  /__test__/keys           current public JWKS and the signing kid per alg
@@ -73,6 +75,7 @@ const REDIRECT_URIS = (env.IDP_REDIRECT_URIS || 'http://127.0.0.1:8000/oidc/call
 const WEB_APPLICATION_TYPE = env.IDP_WEB_APPLICATION_TYPE || 'web';
 const USER_GROUPS = JSON.parse(env.IDP_USER_GROUPS || '["/atlas", "/atlas/users"]');
 const BACKCHANNEL_LOGOUT_URI = env.IDP_BACKCHANNEL_LOGOUT_URI || '';
+const ROTATE_REFRESH_TOKENS = env.IDP_ROTATE_REFRESH_TOKENS === '1';
 const ALGS = ['RS256', 'ES256'];
 const OPENID_SCOPES = new Set(['openid', 'offline_access', 'profile', 'email', 'groups']);
 
@@ -224,6 +227,8 @@ function buildProvider(issuer) {
       AccessToken: ACCESS_TOKEN_TTL,
       ClientCredentials: ACCESS_TOKEN_TTL,
     },
+    // oidc-provider's default rotates only public clients' refresh tokens.
+    ...(ROTATE_REFRESH_TOKENS ? { rotateRefreshToken: true } : {}),
     async issueRefreshToken(_ctx, client, code) {
       return client.grantTypeAllowed('refresh_token') && code.scopes.has('offline_access');
     },
@@ -250,6 +255,9 @@ function buildProvider(issuer) {
 
 const DISCOVERY = '/.well-known/openid-configuration';
 const JWKS = '/jwks';
+// oidc-provider's default routes of the endpoints a test may take down besides discovery and JWKS.
+const TOKEN = '/token';
+const REVOCATION = '/token/revocation';
 
 let issuer;
 let mountPath = '';
@@ -341,7 +349,12 @@ async function handle(req, res) {
 
   stats[url.pathname] = (stats[url.pathname] || 0) + 1;
 
-  const target = { [mountPath + DISCOVERY]: 'discovery', [mountPath + JWKS]: 'jwks' }[url.pathname];
+  const target = {
+    [mountPath + DISCOVERY]: 'discovery',
+    [mountPath + JWKS]: 'jwks',
+    [mountPath + TOKEN]: 'token',
+    [mountPath + REVOCATION]: 'revocation',
+  }[url.pathname];
   if (target) {
     if (delayMs) await new Promise((resolve) => { setTimeout(resolve, delayMs); });
     if (Date.now() < downUntil && downTargets.has(target)) {

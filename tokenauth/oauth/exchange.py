@@ -14,10 +14,10 @@ from tokenauth.authentication import authenticate_token
 from tokenauth.conf import tokenauth_settings
 from tokenauth.exceptions import InsufficientScope, InvalidToken
 from tokenauth.jwks import IssuerUnavailable
-from tokenauth.scopes import split_scope
+from tokenauth.scopes import group_name, split_scope
 from tokenauth.snapshots import StateUnavailable
 
-from .scopes import application_allows, group_name, known
+from .scopes import application_allows, known
 
 GRANT_TYPE = "urn:ietf:params:oauth:grant-type:token-exchange"
 ACCESS_TOKEN_TYPE = "urn:ietf:params:oauth:token-type:access_token"

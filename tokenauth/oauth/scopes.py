@@ -10,12 +10,7 @@ from django.utils.translation import gettext as _
 from oauth2_provider.scopes import BaseScopes
 
 from tokenauth.conf import tokenauth_settings
-
-GROUP_PREFIX = "g:"
-
-
-def group_name(scope: str) -> str | None:
-    return scope[len(GROUP_PREFIX) :] or None if scope.startswith(GROUP_PREFIX) else None
+from tokenauth.scopes import group_name
 
 
 def application_allows(application: Any, scope: str) -> bool:
@@ -54,7 +49,14 @@ class ScopeDescriptions(dict[str, str]):
         name = group_name(scope)
         if name is None:
             raise KeyError(scope)
-        return _("Act for the group %(name)s only") % {"name": name}
+        return _("Act as member of %(name)s") % {"name": name}
+
+    def get(self, scope: str, default: Any = None) -> Any:
+        """``dict.get`` bypasses ``__missing__``: DOT's device page looks scopes up with it."""
+        try:
+            return self[scope]
+        except KeyError:
+            return default
 
 
 class TokenAuthScopes(BaseScopes):

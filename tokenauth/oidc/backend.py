@@ -19,7 +19,6 @@ from django.urls import reverse
 from django.utils.crypto import constant_time_compare
 from mozilla_django_oidc.auth import OIDCAuthenticationBackend
 
-from ..conf import tokenauth_settings
 from ..exceptions import InvalidToken
 from ..fetching import FetchError, fetch_json
 from ..jwks import IssuerUnavailable
@@ -27,7 +26,7 @@ from ..models import AuditEvent
 from ..provisioning import IdentityNotRegistered, resolve
 from ..snapshots import StateUnavailable
 from ..verification import Policy, parse, verify
-from .providers import Provider, ProviderUnavailable
+from .providers import NoClientSecret, Provider, ProviderUnavailable
 
 logger = logging.getLogger(__name__)
 
@@ -36,6 +35,8 @@ UNVERIFIED = "The sign-in provider's answer could not be verified. Please start 
 #: ``authenticate`` leaves the verified ID token's claims on the request under this name: the callback
 #: records the provider's session (``sid``) for back-channel logout.
 ID_TOKEN_CLAIMS = "tokenauth_id_token_claims"
+#: The request attribute with the provider's token response, for the ``upstream_tokens`` signal.
+TOKEN_RESPONSE = "tokenauth_token_response"
 
 
 class LoginFailed(Exception):
@@ -85,39 +86,23 @@ class OIDCBackend(OIDCAuthenticationBackend):
             raise LoginFailed("The sign-in provider sent no ID token.")
         claims = self.verify_token(id_token, nonce=nonce)
         setattr(request, ID_TOKEN_CLAIMS, claims)
+        setattr(request, TOKEN_RESPONSE, tokens)
         if isinstance(access_token, str) and access_token:
             claims = {**self.get_userinfo(access_token, id_token, claims), **claims}
         return self.get_or_create_user(access_token, id_token, claims)
 
     def get_token(self, payload: dict[str, Any]) -> dict[str, Any]:
-        """The token endpoint's answer; client_secret_basic unless the provider only takes _post."""
+        """The token endpoint's answer."""
         provider = self.provider
-        secret = provider.client_secret()
-        if secret is None:
-            logger.error("tokenauth: no client secret for the login provider %s", provider.slug)
-            raise LoginFailed("Sign-in with this provider is not configured correctly.")
         try:
-            metadata = provider.metadata()
+            response = provider.client_post("token_endpoint", payload)
+            body = response.json() if response.content else {}
+        except NoClientSecret:
+            logger.error("tokenauth: no client secret for the login provider %s", provider.slug)
+            raise LoginFailed("Sign-in with this provider is not configured correctly.") from None
         except ProviderUnavailable as exc:
             logger.warning("tokenauth: login provider %s: %s", provider.slug, exc)
             raise LoginFailed(UNREACHABLE) from None
-        methods = metadata.get("token_endpoint_auth_methods_supported") or ["client_secret_basic"]
-        auth = None
-        payload = {**payload, "client_id": provider.client_id}
-        if "client_secret_basic" in methods or "client_secret_post" not in methods:
-            auth = (provider.client_id, secret)
-        else:
-            payload["client_secret"] = secret
-        try:
-            response = requests.post(
-                metadata["token_endpoint"],
-                data=payload,
-                auth=auth,
-                timeout=tokenauth_settings.HTTP_TIMEOUT.total_seconds(),
-                allow_redirects=False,
-                headers={"Accept": "application/json"},
-            )
-            body = response.json() if response.content else {}
         except (requests.RequestException, ValueError) as exc:
             logger.warning("tokenauth: token endpoint of %s: %s", provider.slug, type(exc).__name__)
             raise LoginFailed(UNREACHABLE) from None

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
+import requests
 from django.core.exceptions import ValidationError
 
 from .. import clock
@@ -27,6 +28,10 @@ process_cache(metadata_cache.clear)
 
 class ProviderUnavailable(Exception):
     """The provider's discovery document could not be fetched or is unusable."""
+
+
+class NoClientSecret(ProviderUnavailable):
+    """Neither the environment nor ``OIDC_CLIENT_SECRETS`` has the provider's client secret."""
 
 
 @dataclass(frozen=True)
@@ -52,6 +57,38 @@ class Provider:
     def metadata(self) -> dict[str, Any]:
         return provider_metadata(self.issuer)
 
+    def client_post(self, endpoint: str, payload: dict[str, str]) -> requests.Response:
+        """POST to the provider's ``endpoint`` (a key of its metadata) as its client: client_secret_basic
+        unless the provider takes only client_secret_post. Raises :class:`ProviderUnavailable` (also
+        :class:`NoClientSecret`) and requests' errors."""
+        secret = self.client_secret()
+        if secret is None:
+            raise NoClientSecret(f"no client secret for the login provider {self.slug}")
+        metadata = self.metadata()
+        url = metadata.get(endpoint)
+        if not isinstance(url, str):
+            raise ProviderUnavailable(f"the provider {self.slug} has no {endpoint}")
+        methods = metadata.get("token_endpoint_auth_methods_supported") or ["client_secret_basic"]
+        payload, auth = {**payload, "client_id": self.client_id}, None
+        if "client_secret_basic" in methods or "client_secret_post" not in methods:
+            auth = (self.client_id, secret)
+        else:
+            payload["client_secret"] = secret
+        return requests.post(
+            url,
+            data=payload,
+            auth=auth,
+            timeout=tokenauth_settings.HTTP_TIMEOUT.total_seconds(),
+            allow_redirects=False,
+            headers={"Accept": "application/json"},
+        )
+
+    @property
+    def groups(self) -> frozenset[str]:
+        """The groups this provider's users are in: its default groups and ``OIDC_PROVIDER_GROUPS``."""
+        listed = tokenauth_settings.OIDC_PROVIDER_GROUPS.get(self.slug, ())
+        return frozenset(self.config.default_groups).union(listed)
+
 
 def _provider(config: IssuerConfig) -> Provider:
     return Provider(config.login_slug, config.display_name or urlsplit(config.issuer).netloc, config)
@@ -73,8 +110,14 @@ def provider_by_issuer(issuer: str) -> Provider | None:
     return next((p for p in login_providers() if p.issuer == issuer), None)
 
 
+def provider_for_group(name: str) -> Provider | None:
+    """The one provider that has the group, or None when none or several have it (the user chooses)."""
+    providers = [p for p in login_providers() if name in p.groups]
+    return providers[0] if len(providers) == 1 else None
+
+
 ENDPOINTS = ("authorization_endpoint", "token_endpoint")
-OPTIONAL_ENDPOINTS = ("userinfo_endpoint", "end_session_endpoint")
+OPTIONAL_ENDPOINTS = ("userinfo_endpoint", "end_session_endpoint", "revocation_endpoint")
 
 
 def provider_metadata(issuer: str) -> dict[str, Any]:

@@ -5,7 +5,7 @@ from django.urls import path
 from . import views
 
 urlpatterns = [
-    path("login/", views.ProviderListView.as_view(), name="tokenauth-oidc-login"),
+    path("login/", views.LoginView.as_view(), name="tokenauth-oidc-login"),
     path("login/<slug:slug>/", views.ProviderLoginView.as_view(), name="tokenauth-oidc-login-provider"),
     path("callback/", views.CallbackView.as_view(), name="tokenauth-oidc-callback"),
     path("logout/", views.LogoutView.as_view(), name="tokenauth-oidc-logout"),

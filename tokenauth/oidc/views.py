@@ -1,5 +1,5 @@
-"""Browser login pages: provider list, start, callback (one redirect URI for all), logout, API tokens;
-and the endpoint where providers deliver back-channel logouts.
+"""Browser login pages: the sign-in page (providers, a password form), start, callback (one redirect
+URI for all), logout, API tokens; and the endpoint where providers deliver back-channel logouts.
 
 The chosen provider is remembered with the login's ``state`` in the session, so the callback knows
 which issuer, client and keys to use; a callback whose state this browser did not start is refused.
@@ -13,8 +13,9 @@ from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit
 
 from django.contrib import auth
+from django.contrib.auth import views as auth_views
 from django.contrib.auth.mixins import LoginRequiredMixin
-from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseNotAllowed, HttpResponseRedirect
 from django.shortcuts import render
 from django.urls import reverse, reverse_lazy
 from django.views import View
@@ -33,12 +34,21 @@ from rest_framework.response import Response
 
 from ..conf import tokenauth_settings
 from ..models import AuditEvent
+from ..scopes import group_name, split_scope
 from ..sessions import start_session
+from ..signals import upstream_tokens
 from ..tokens import mint_access_token
 from ..views import NO_STORE, TokenAuthView, validated
 from .backchannel import browser_login_of, log_out, record_browser_login, verify_logout_token
-from .backend import ID_TOKEN_CLAIMS, UNREACHABLE, LoginFailed
-from .providers import Provider, ProviderUnavailable, login_providers, provider_by_issuer, provider_by_slug
+from .backend import ID_TOKEN_CLAIMS, TOKEN_RESPONSE, UNREACHABLE, LoginFailed
+from .providers import (
+    Provider,
+    ProviderUnavailable,
+    login_providers,
+    provider_by_issuer,
+    provider_by_slug,
+    provider_for_group,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -58,23 +68,72 @@ def mozilla_setting(attr: str, *default: Any) -> Any:
         "OIDC_PKCE_CODE_CHALLENGE_METHOD": "S256",
         "OIDC_RP_SCOPES": tokenauth_settings.OIDC_SCOPES,
         "OIDC_AUTHENTICATION_CALLBACK_URL": "tokenauth-oidc-callback",
-        "OIDC_AUTH_REQUEST_EXTRA_PARAMS": {},
+        # OpenID Connect Core 1.0 section 11: offline_access needs prompt=consent (else it is dropped).
+        "OIDC_AUTH_REQUEST_EXTRA_PARAMS": (
+            {"prompt": "consent"} if "offline_access" in split_scope(tokenauth_settings.OIDC_SCOPES) else {}
+        ),
     }
     return ours[attr] if attr in ours else import_from_settings(attr, *default)
 
 
-class ProviderListView(View):
-    """``/oidc/login/``: a "Sign in with …" button per provider."""
+class LoginView(auth_views.LoginView):
+    """``/oidc/login/``: the sign-in page of the site's user pages (``/o/authorize/``, ``/o/device/``),
+    usable as ``LOGIN_URL``: a "Sign in with …" button per provider and, with ``PASSWORD_LOGIN``, a
+    password form. Any active user may sign in here, staff or not.
 
-    def get(self, request: HttpRequest) -> HttpResponse:
-        if not tokenauth_settings.BROWSER_LOGIN:
+    ``next`` goes along to the provider (mozilla-django-oidc keeps it through the round trip); one that
+    leads off this site is refused. A ``g:<group>`` asked for (the ``scope`` of this page or of
+    ``next``) that exactly one provider has sends the browser straight to that provider.
+    """
+
+    template_name = "tokenauth/oidc/login.html"
+
+    def dispatch(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        if not (tokenauth_settings.BROWSER_LOGIN or tokenauth_settings.PASSWORD_LOGIN):
             raise Http404()
-        providers = login_providers()
-        query = f"?{urlencode({'next': request.GET['next']})}" if request.GET.get("next") else ""
-        links = [(p, reverse("tokenauth-oidc-login-provider", args=[p.slug]) + query) for p in providers]
+        asked = request.POST.get(self.redirect_field_name, request.GET.get(self.redirect_field_name))
+        if asked and not self.get_redirect_url():
+            refused = LoginFailed("This sign-in link leads to another site; it was refused.")
+            return failure_page(request, refused)
+        return super().dispatch(request, *args, **kwargs)
+
+    def get(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        links = self.provider_links()
+        chosen = self.provider_for_scope()
+        if chosen is not None:
+            return HttpResponseRedirect(next(url for provider, url in links if provider == chosen))
         if len(links) == 1 and tokenauth_settings.OIDC_REDIRECT_SINGLE_PROVIDER:
             return HttpResponseRedirect(links[0][1])
-        return render(request, "tokenauth/oidc/login.html", {"links": links})
+        return super().get(request, *args, **kwargs)
+
+    def post(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        if not tokenauth_settings.PASSWORD_LOGIN:
+            return HttpResponseNotAllowed(["GET"])
+        return super().post(request, *args, **kwargs)
+
+    def provider_links(self) -> list[tuple[Provider, str]]:
+        next_url = self.get_redirect_url()
+        query = f"?{urlencode({self.redirect_field_name: next_url})}" if next_url else ""
+        return [
+            (p, reverse("tokenauth-oidc-login-provider", args=[p.slug]) + query) for p in login_providers()
+        ]
+
+    def provider_for_scope(self) -> Provider | None:
+        """The provider of the group the sign-in is for, when one provider alone has it."""
+        scope = self.request.GET.get("scope")
+        if scope is None:
+            scope = parse_qs(urlsplit(self.get_redirect_url()).query).get("scope", [""])[0]
+        groups = {name for name in map(group_name, split_scope(scope)) if name}
+        chosen = {provider_for_group(name) for name in groups}
+        return chosen.pop() if len(chosen) == 1 else None
+
+    def get_default_redirect_url(self) -> str:
+        return reverse("tokenauth-oidc-tokens")
+
+    def get_context_data(self, **kwargs: Any) -> dict[str, Any]:
+        context = super().get_context_data(**kwargs)
+        context.update(links=self.provider_links(), password_login=tokenauth_settings.PASSWORD_LOGIN)
+        return context
 
 
 class ProviderLoginView(OIDCAuthenticationRequestView):
@@ -155,6 +214,8 @@ class CallbackView(OIDCAuthenticationCallbackView):
             user=self.user,
             detail={"issuer": provider.issuer, "provider": provider.slug},
         )
+        tokens = getattr(self.request, TOKEN_RESPONSE)
+        upstream_tokens.send(sender=Provider, user=self.user, issuer=provider.issuer, tokens=tokens)
         return HttpResponseRedirect(self.success_url)
 
 

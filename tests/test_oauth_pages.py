@@ -1,0 +1,192 @@
+"""The authorization server's pages (tokenauth.oauth.pages): the device code, its approval, the consent
+of /o/authorize/, in tokenauth's templates; every bad code is a readable page."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+from urllib.parse import parse_qs, urlencode, urlsplit
+
+import pytest
+from django.test import Client
+from django.utils import timezone
+from oauth2_provider.models import get_application_model, get_device_grant_model
+
+from tests.helpers import make_user
+
+pytestmark = pytest.mark.django_db
+
+DeviceGrant = get_device_grant_model()
+
+
+@pytest.fixture
+def carol():
+    """Not staff: the pages are for every user."""
+    return make_user("carol", groups=["physics"])
+
+
+@pytest.fixture
+def browser(carol) -> Client:
+    client = Client()
+    client.force_login(carol)
+    return client
+
+
+def device_code(scope: str = "reports:read g:physics") -> dict[str, Any]:
+    response = Client().post(
+        "/o/device-authorization/",
+        urlencode({"client_id": "tokenauth-cli", "scope": scope}),
+        content_type="application/x-www-form-urlencoded",
+    )
+    assert response.status_code == 200, response.content
+    return response.json()
+
+
+def assert_page(response: Any, status: int, *texts: str) -> str:
+    assert response.status_code == status, response.content
+    assert response["Content-Type"].startswith("text/html")
+    page = response.content.decode()
+    for text in texts:
+        assert text in page, page
+    return page
+
+
+def test_the_complete_uri_fills_in_the_code_and_names_client_and_scopes(browser):
+    device = device_code()
+    assert device["verification_uri_complete"].endswith(f"/o/device/?user_code={device['user_code']}")
+    page = assert_page(
+        browser.get("/o/device/", {"user_code": device["user_code"]}),
+        200,
+        "Connect a device",
+        f'value="{device["user_code"]}"',
+        "tokenauth command-line client",
+        "Act as member of physics",
+        "Read the example reports",
+    )
+    assert 'id="user-code"' in page
+
+
+def test_approving_a_device(browser, carol):
+    device = device_code()
+    confirm = browser.post("/o/device/", {"user_code": device["user_code"]})
+    assert confirm.status_code == 302 and "/o/device-confirm/tokenauth-cli/" in confirm["Location"]
+    assert_page(
+        browser.get(confirm["Location"]),
+        200,
+        "Approve tokenauth command-line client?",
+        "Act as member of physics",
+        "(g:physics)",
+        'value="accept"',
+        'value="deny"',
+    )
+    done = browser.post(confirm["Location"], {"action": "accept"})
+    assert_page(browser.get(done["Location"]), 200, "Device approved", "carol")
+    assert DeviceGrant.objects.get(user_code=device["user_code"]).status == DeviceGrant.AUTHORIZED
+    # the code is used now: every page says so
+    assert_page(browser.get(confirm["Location"]), 409, "Code already used")
+    assert_page(browser.post(confirm["Location"], {"action": "deny"}), 409, "Code already used")
+    assert_page(browser.get("/o/device/", {"user_code": device["user_code"]}), 409, "Code already used")
+    assert_page(browser.post("/o/device/", {"user_code": device["user_code"]}), 409, "Code already used")
+    assert DeviceGrant.objects.get(user_code=device["user_code"]).status == DeviceGrant.AUTHORIZED
+
+
+def test_denying_a_device(browser):
+    device = device_code()
+    confirm = browser.post("/o/device/", {"user_code": device["user_code"]})["Location"]
+    done = browser.post(confirm, {"action": "deny"})
+    assert_page(browser.get(done["Location"]), 200, "Device denied")
+    assert DeviceGrant.objects.get(user_code=device["user_code"]).status == DeviceGrant.DENIED
+
+
+def test_unknown_codes(browser):
+    assert_page(browser.get("/o/device/", {"user_code": "NOPE1234"}), 404, "Unknown code")
+    assert_page(browser.post("/o/device/", {"user_code": "NOPE1234"}), 404, "Unknown code")
+    assert_page(browser.get("/o/device-confirm/tokenauth-cli/NOPE1234"), 404, "Unknown code")
+    assert_page(browser.get("/o/device-grant-status/tokenauth-cli/NOPE1234"), 404, "Unknown code")
+
+
+def test_someone_elses_code_cannot_be_confirmed(browser):
+    device = device_code()
+    other = Client()
+    other.force_login(make_user("mallory"))
+    confirm = other.post("/o/device/", {"user_code": device["user_code"]})["Location"]
+    assert_page(browser.post(confirm, {"action": "accept"}), 404, "Unknown code")
+    assert_page(browser.get(confirm.replace("confirm", "grant-status")), 404, "Unknown code")
+    assert DeviceGrant.objects.get(user_code=device["user_code"]).status == DeviceGrant.AUTHORIZATION_PENDING
+
+
+def test_expired_codes(browser):
+    device = device_code()
+    confirm = browser.post("/o/device/", {"user_code": device["user_code"]})["Location"]
+    DeviceGrant.objects.update(expires=timezone.now() - timedelta(seconds=1))
+    assert_page(browser.get("/o/device/", {"user_code": device["user_code"]}), 410, "Code expired")
+    assert_page(browser.post(confirm, {"action": "accept"}), 410, "Code expired")
+    assert DeviceGrant.objects.get(user_code=device["user_code"]).status != DeviceGrant.AUTHORIZED
+
+
+def test_signing_in_for_a_device_goes_to_the_provider_of_its_group(settings):
+    settings.TOKENAUTH = {
+        **settings.TOKENAUTH,
+        "ALLOW_LOOPBACK_HTTP_ISSUERS": True,
+        "ISSUERS": [
+            {"issuer": "http://127.0.0.1:9", "slug": "lab", "client_id": "web", "default_groups": ["physics"]}
+        ],
+    }
+    device = device_code()
+    browser = Client()
+    response = browser.get("/o/device/", {"user_code": device["user_code"]})
+    assert response.status_code == 302
+    login = urlsplit(response["Location"])
+    assert login.path == "/oidc/login/"
+    query = parse_qs(login.query)
+    assert query["scope"] == ["reports:read g:physics"]
+    assert query["next"] == [f"/o/device/?user_code={device['user_code']}"]
+    straight = browser.get(response["Location"])
+    assert straight.status_code == 302 and straight["Location"].startswith("/oidc/login/lab/?next=")
+
+
+@pytest.fixture
+def portal():
+    return get_application_model().objects.create(
+        name="Portal",
+        client_id="portal",
+        client_type="confidential",
+        authorization_grant_type="authorization-code",
+        redirect_uris="http://127.0.0.1:9/callback",
+        client_secret="s3cret",
+    )
+
+
+def authorize_path() -> str:
+    return (
+        "/o/authorize/?response_type=code&client_id=portal&redirect_uri=http://127.0.0.1:9/callback"
+        "&scope=reports:read+g:physics&state=xyz&code_challenge=" + "A" * 43 + "&code_challenge_method=S256"
+    )
+
+
+def test_the_consent_page(browser, portal):
+    page = assert_page(
+        browser.get(authorize_path()), 200, "Authorize Portal?", "Act as member of physics", 'name="allow"'
+    )
+    assert 'name="state" value="xyz"' in page
+
+
+def test_first_party_applications_skip_consent(browser, portal):
+    portal.skip_authorization = True
+    portal.save()
+    response = browser.get(authorize_path())
+    assert response.status_code == 302 and response["Location"].startswith(
+        "http://127.0.0.1:9/callback?code="
+    )
+
+
+def test_a_bad_authorization_request_is_a_readable_page(browser, portal):
+    assert_page(browser.get("/o/authorize/?response_type=code&client_id=nobody"), 400, "Authorization failed")
+
+
+def test_a_project_overrides_the_pages_by_name(browser, settings, tmp_path):
+    override = tmp_path / "tokenauth" / "oauth"
+    override.mkdir(parents=True)
+    (override / "device.html").write_text("our own device page")
+    settings.TEMPLATES = [{**settings.TEMPLATES[0], "DIRS": [tmp_path]}]
+    assert_page(browser.get("/o/device/"), 200, "our own device page")

@@ -1,0 +1,249 @@
+"""The Token Manager (tokenauth.tokenmanager) end to end against the real provider (tests/idp): a browser
+login keeps the provider's refresh token (offline_access), encrypted; a service with a
+client-credentials token obtains the user's upstream access token and calls the provider's userinfo
+with it; logout revokes the refresh token at the provider, which then refuses it."""
+
+from __future__ import annotations
+
+import io
+from urllib.parse import urljoin
+
+import pytest
+import requests
+from cryptography.fernet import Fernet
+from django.contrib.auth import get_user_model
+from django.core.management import call_command
+from django.test import Client
+from oauth2_provider.models import get_application_model
+
+from tests.helpers import make_user
+from tests.idp import TestIdP, parse_forms, sign_in_at_provider
+from tokenauth.models import AuditEvent
+from tokenauth.revocation import bump_epoch
+from tokenauth.tokenmanager.grants import decrypt
+from tokenauth.tokenmanager.models import UpstreamGrant
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+SECRET = "svc-secret-" * 4
+
+
+@pytest.fixture
+def web_idp_env() -> dict[str, str]:
+    """``web_idp`` rotates refresh tokens at each use, as many providers do."""
+    return {"IDP_ROTATE_REFRESH_TOKENS": "1"}
+
+
+@pytest.fixture
+def service(live_server) -> str:
+    """A confidential client-credentials application; returns its access token with the scope."""
+    application = get_application_model().objects.create(
+        name="jobs",
+        client_id="jobs",
+        client_secret=SECRET,
+        client_type="confidential",
+        authorization_grant_type="client-credentials",
+        user=make_user("jobs-owner"),
+    )
+    response = requests.post(
+        f"{live_server.url}/o/token/",
+        data={"grant_type": "client_credentials", "scope": "tokenmanager"},
+        auth=(application.client_id, SECRET),
+        timeout=10,
+    )
+    assert response.status_code == 200, response.text
+    return response.json()["access_token"]
+
+
+def browser_login(site: str, username: str = "alice") -> requests.Session:
+    browser = requests.Session()
+    start = browser.get(f"{site}/oidc/login/test-idp/", allow_redirects=False, timeout=10)
+    callback = sign_in_at_provider(
+        start.headers["Location"], username, f"{site}/oidc/callback/", http=browser
+    )
+    assert f"Signed in as {username}" in browser.get(callback, timeout=10).text
+    return browser
+
+
+def browser_logout(site: str, browser: requests.Session) -> None:
+    page = browser.get(f"{site}/oidc/logout/", timeout=10)
+    form = parse_forms(page.text)[0]
+    browser.post(urljoin(page.url, form["action"]), data=form["fields"], allow_redirects=False, timeout=10)
+
+
+def obtain(site: str, token: str, **fields: str) -> requests.Response:
+    return requests.post(
+        f"{site}/tokenmanager/token/", data=fields, headers={"Authorization": f"Bearer {token}"}, timeout=10
+    )
+
+
+def refresh_at(idp: TestIdP, refresh_token: str) -> requests.Response:
+    return requests.post(
+        idp.metadata["token_endpoint"],
+        data={"grant_type": "refresh_token", "refresh_token": refresh_token},
+        auth=(idp.WEB_CLIENT_ID, idp.WEB_CLIENT_SECRET),
+        timeout=10,
+    )
+
+
+def userinfo(idp: TestIdP, access_token: str) -> requests.Response:
+    return requests.get(
+        idp.metadata["userinfo_endpoint"], headers={"Authorization": f"Bearer {access_token}"}, timeout=10
+    )
+
+
+def test_login_keeps_a_grant_a_service_uses_it_and_logout_revokes_it(web_idp, live_server, service):
+    site = live_server.url
+    browser = browser_login(site)
+    grant = UpstreamGrant.objects.get()
+    alice = get_user_model().objects.get(pk=grant.user_id)
+    refresh_token = decrypt(grant.encrypted_token)
+    assert grant.issuer == web_idp.issuer and "offline_access" in grant.scope
+    assert refresh_token not in grant.encrypted_token
+
+    first = obtain(site, service, username=alice.username)
+    assert first.status_code == 200, first.text
+    assert first.headers["Cache-Control"] == "no-store"
+    body = first.json()
+    assert body["issuer"] == web_idp.issuer and body["expires_in"] > 60
+    assert userinfo(web_idp, body["access_token"]).json()["sub"] == "alice"
+    rotated = decrypt(UpstreamGrant.objects.get().encrypted_token)
+    # the provider rotates refresh tokens: the stored one follows (presenting the old one again now
+    # would make the provider end the whole grant, as reuse detection should)
+    assert rotated != refresh_token
+
+    again = obtain(site, service, username=alice.username).json()
+    assert again["access_token"] == body["access_token"]  # cached until shortly before it expires
+    narrow = obtain(site, service, username=alice.username, scope="openid profile").json()
+    assert narrow["access_token"] != body["access_token"] and narrow["scope"] == "openid profile"
+    assert userinfo(web_idp, narrow["access_token"]).json()["sub"] == "alice"
+    assert UpstreamGrant.objects.get().last_used is not None
+    handed = AuditEvent.objects.filter(action="upstream_token_issued", user=alice)
+    assert handed.count() == 3 and handed.first().detail["client_id"] == "jobs"
+
+    browser_logout(site, browser)
+    assert not UpstreamGrant.objects.exists()
+    assert refresh_at(web_idp, rotated).json()["error"] == "invalid_grant"
+    gone = obtain(site, service, username=alice.username)
+    assert gone.status_code == 400 and gone.json()["error"] == "invalid_grant"
+
+
+def test_a_newer_login_replaces_and_revokes_the_older_grant(web_idp, live_server):
+    browser_login(live_server.url)
+    older = decrypt(UpstreamGrant.objects.get().encrypted_token)
+    browser_login(live_server.url)
+    assert UpstreamGrant.objects.count() == 1
+    assert refresh_at(web_idp, older).json()["error"] == "invalid_grant"
+    event = AuditEvent.objects.filter(action="upstream_grant_stored").first()
+    assert event.detail == {"issuer": web_idp.issuer, "replaced": 1}
+
+
+def test_an_epoch_bump_ends_the_grant_and_a_provider_that_is_down_is_retried(web_idp, live_server):
+    browser_login(live_server.url)
+    grant = UpstreamGrant.objects.get()
+    refresh_token = decrypt(grant.encrypted_token)
+    web_idp.down(targets="revocation")
+    try:
+        bump_epoch("user", str(grant.user_id), reason="test")
+        waiting = UpstreamGrant.objects.get()
+        assert waiting.ended_at is not None and waiting.revoke_attempts == 1
+        assert "503" in waiting.revoke_error
+    finally:
+        web_idp.up()
+    out = io.StringIO()
+    call_command("tokenauth_upstream_grants", stdout=out)
+    assert "0 ended grant(s) still wait" in out.getvalue()
+    assert not UpstreamGrant.objects.exists()
+    assert refresh_at(web_idp, refresh_token).json()["error"] == "invalid_grant"
+
+
+def test_who_may_obtain_upstream_tokens(web_idp, live_server, service):
+    site = live_server.url
+    browser = browser_login(site)
+    alice = get_user_model().objects.get(pk=UpstreamGrant.objects.get().user_id)
+    # the browser's own session never gets one, nor does a token without the scope or the permission
+    assert browser.post(f"{site}/tokenmanager/token/", data={"username": alice.username}).status_code in (
+        401,
+        403,
+    )
+    make_user("carol")
+    plain = requests.post(f"{site}/auth/token/", json={"username": "carol", "password": "pw"}, timeout=10)
+    assert obtain(site, plain.json()["access_token"], username=alice.username).status_code == 403
+    assert obtain(site, "not-a-token", username=alice.username).status_code == 401
+    assert not AuditEvent.objects.filter(action="upstream_token_issued").exists()
+    # bad input: readable OAuth errors
+    assert obtain(site, service).json()["error"] == "invalid_request"
+    assert obtain(site, service, username="nobody").json()["error"] == "invalid_grant"
+    # RFC 8707: a resource the login did not ask for is the provider's invalid_target
+    refused = obtain(site, service, username=alice.username, resource="https://elsewhere.example/")
+    assert refused.status_code == 400 and refused.json()["error"] == "invalid_target"
+    assert UpstreamGrant.objects.filter(ended_at__isnull=True).exists()
+
+
+def test_a_tampered_or_foreign_key_grant_is_an_oauth_error(web_idp, live_server, service, settings):
+    site = live_server.url
+    browser_login(site)
+    grant = UpstreamGrant.objects.get()
+    alice = get_user_model().objects.get(pk=grant.user_id)
+    settings.TOKENAUTH = {**settings.TOKENAUTH, "TOKEN_MANAGER_KEYS": [Fernet.generate_key().decode()]}
+    wrong_key = obtain(site, service, username=alice.username)
+    assert wrong_key.status_code == 400 and "configured keys" in wrong_key.json()["error_description"]
+    assert UpstreamGrant.objects.filter(ended_at__isnull=True).exists()
+
+
+def test_keys_rotate(web_idp, live_server, settings):
+    browser_login(live_server.url)
+    refresh_token = decrypt(UpstreamGrant.objects.get().encrypted_token)
+    old = settings.TOKENAUTH["TOKEN_MANAGER_KEYS"]
+    new = Fernet.generate_key().decode()
+    settings.TOKENAUTH = {**settings.TOKENAUTH, "TOKEN_MANAGER_KEYS": [new, *old]}
+    call_command("tokenauth_upstream_grants", "--rotate", stdout=io.StringIO())
+    settings.TOKENAUTH = {**settings.TOKENAUTH, "TOKEN_MANAGER_KEYS": [new]}
+    assert decrypt(UpstreamGrant.objects.get().encrypted_token) == refresh_token
+
+
+def test_admin_lists_grants_without_the_token_and_revokes(web_idp, live_server):
+    browser_login(live_server.url)
+    grant = UpstreamGrant.objects.get()
+    refresh_token = decrypt(grant.encrypted_token)
+    admin = get_user_model().objects.create_superuser("root", password="pw")
+    client = Client()
+    client.force_login(admin)
+    listing = client.get("/admin/tokenauth_tokenmanager/upstreamgrant/")
+    page = listing.content.decode()
+    assert listing.status_code == 200 and web_idp.issuer in page
+    assert grant.encrypted_token not in page and refresh_token not in page
+    detail = client.get(f"/admin/tokenauth_tokenmanager/upstreamgrant/{grant.pk}/change/").content.decode()
+    assert grant.encrypted_token not in detail
+    client.post(
+        "/admin/tokenauth_tokenmanager/upstreamgrant/",
+        {"action": "revoke", "_selected_action": [grant.pk]},
+    )
+    assert not UpstreamGrant.objects.exists()
+    assert refresh_at(web_idp, refresh_token).json()["error"] == "invalid_grant"
+
+
+@pytest.mark.parametrize(
+    ("keys", "expected"), [([], "tokenauth.tokenmanager.E001"), (["short"], "tokenauth.tokenmanager.E002")]
+)
+def test_missing_or_bad_keys_are_system_check_errors(settings, keys, expected):
+    from tokenauth.tokenmanager.checks import check_keys
+
+    settings.TOKENAUTH = {**settings.TOKENAUTH, "TOKEN_MANAGER_KEYS": keys}
+    assert [error.id for error in check_keys()] == [expected]
+    settings.TOKENAUTH = {**settings.TOKENAUTH, "TOKEN_MANAGER_KEYS": [Fernet.generate_key().decode()]}
+    assert check_keys() == []
+
+
+def test_an_api_logout_ends_the_grant_too(web_idp, live_server):
+    """``tokenauth logout`` of a session started on the signed-in page: DIRAC's dirac-logout."""
+    site = live_server.url
+    browser = browser_login(site)
+    refresh_token = decrypt(UpstreamGrant.objects.get().encrypted_token)
+    page = browser.get(f"{site}/oidc/tokens/", timeout=10)
+    created = browser.post(f"{site}/oidc/tokens/", data=parse_forms(page.text)[0]["fields"], timeout=10)
+    access = created.text.split('<pre id="access-token">')[1].split("<")[0]
+    logout = requests.post(f"{site}/auth/logout/", headers={"Authorization": f"Bearer {access}"}, timeout=10)
+    assert logout.status_code == 204
+    assert not UpstreamGrant.objects.exists()
+    assert refresh_at(web_idp, refresh_token).json()["error"] == "invalid_grant"

@@ -1,0 +1,164 @@
+"""The pages a person sees at the authorization server: the device code, its approval and the consent
+of ``/o/authorize/``, in tokenauth's templates (``tokenauth/oauth/*.html``, the look of the sign-in
+pages; a project overrides them by name).
+
+A code that is unknown, expired or already used gets a page that says so, never DOT's bare 404.
+Device approvals are always asked for, also for first-party applications: the code may come from
+someone else's device (RFC 8628 section 5.4); ``/o/authorize/`` skips the consent page for an
+application with DOT's ``skip_authorization`` flag, whose redirect URIs are registered.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import urlencode
+
+from django.contrib.auth.views import redirect_to_login
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import render, resolve_url
+from django.utils.translation import gettext_lazy as _
+from oauth2_provider import views as dot
+from oauth2_provider.models import get_application_model, get_device_grant_model
+from oauth2_provider.scopes import get_scopes_backend
+
+from tokenauth.scopes import split_scope
+
+#: The page of each reason a code cannot be approved: (status, title, message).
+CODE_PROBLEMS: dict[str, tuple[int, Any, Any]] = {
+    "incorrect_user_code": (
+        404,
+        _("Unknown code"),
+        _("There is no sign-in waiting for this code. Check the code your device shows and try again."),
+    ),
+    "expired_user_code": (
+        410,
+        _("Code expired"),
+        _("This code has expired. Start the sign-in on your device again for a new code."),
+    ),
+    "user_code_already_used": (
+        409,
+        _("Code already used"),
+        _("This code was approved or denied already. Start the sign-in on your device again if needed."),
+    ),
+}
+
+
+def code_problem(request: HttpRequest, code: str) -> HttpResponse:
+    status, title, message = CODE_PROBLEMS[code]
+    context = {"title": title, "message": message}
+    return render(request, "tokenauth/oauth/device_problem.html", context, status=status)
+
+
+def grant_problem(grant: Any) -> str | None:
+    """Why a device grant cannot be approved any more, as a key of :data:`CODE_PROBLEMS`, or None."""
+    if grant is None:
+        return "incorrect_user_code"
+    if grant.is_expired():
+        return "expired_user_code"
+    if grant.status != grant.AUTHORIZATION_PENDING:
+        return "user_code_already_used"
+    return None
+
+
+def scope_items(scope: str | list[str]) -> list[tuple[str, str]]:
+    """Each scope with its description (``g:<group>``: "Act as member of <group>")."""
+    scopes = split_scope(scope) if isinstance(scope, str) else scope
+    described = get_scopes_backend().get_all_scopes()
+    return [(name, described.get(name, name)) for name in scopes]
+
+
+class DeviceUserCodeView(dot.DeviceUserCodeView):
+    """``/o/device/``: enter the code the device shows (``?user_code=`` from ``verification_uri_complete``
+    fills it in). Signing in first: the sign-in page learns the code's scope, so a ``g:<group>`` of one
+    provider goes straight to it."""
+
+    template_name = "tokenauth/oauth/device.html"
+
+    def handle_no_permission(self) -> HttpResponse:
+        grant = self.grant(self.request.GET.get("user_code", ""))
+        login_url = resolve_url(self.get_login_url())
+        if grant is not None and grant.scope:
+            login_url = f"{login_url}{'&' if '?' in login_url else '?'}{urlencode({'scope': grant.scope})}"
+        return redirect_to_login(self.request.get_full_path(), login_url, self.get_redirect_field_name())
+
+    def get(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        user_code = request.GET.get("user_code")
+        problem = grant_problem(self.grant(user_code)) if user_code else None
+        if problem is not None:
+            return code_problem(request, problem)
+        return super().get(request, *args, **kwargs)
+
+    def get_context_data(self, **kwargs: Any) -> dict[str, Any]:
+        context = super().get_context_data(**kwargs)
+        grant = self.grant(self.request.GET.get("user_code", ""))
+        if grant is not None:
+            context["application"] = get_application_model().objects.filter(client_id=grant.client_id).first()
+            context["scope_items"] = scope_items(grant.scope)
+        return context
+
+    def grant(self, user_code: str) -> Any:
+        model = get_device_grant_model()
+        return model.objects.filter(user_code=user_code).first() if user_code else None
+
+    def form_invalid(self, form: Any) -> HttpResponse:
+        for code in CODE_PROBLEMS:
+            if form.has_error("user_code", code):
+                return code_problem(self.request, code)
+        return super().form_invalid(form)
+
+
+class DeviceConfirmView(dot.DeviceConfirmView):
+    """``/o/device-confirm/<client>/<code>``: the client's name and each scope, approve or deny."""
+
+    template_name = "tokenauth/oauth/device_confirm.html"
+
+    def dispatch(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        if request.user.is_authenticated:
+            model = get_device_grant_model()
+            grant = model.objects.filter(
+                client_id=kwargs["client_id"], user_code=kwargs["user_code"], user=request.user
+            ).first()
+            problem = grant_problem(grant)
+            if problem is not None:
+                return code_problem(request, problem)
+        return super().dispatch(request, *args, **kwargs)
+
+    def get_context_data(self, **kwargs: Any) -> dict[str, Any]:
+        context = super().get_context_data(**kwargs)
+        context["scope_items"] = scope_items(context["scopes"])
+        return context
+
+
+class DeviceGrantStatusView(dot.DeviceGrantStatusView):
+    """``/o/device-grant-status/<client>/<code>``: approved or denied; back to the device."""
+
+    template_name = "tokenauth/oauth/device_status.html"
+
+    def dispatch(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        if (
+            request.user.is_authenticated
+            and not self.get_queryset()
+            .filter(client_id=kwargs["client_id"], user_code=kwargs["user_code"], user=request.user)
+            .exists()
+        ):
+            return code_problem(request, "incorrect_user_code")
+        return super().dispatch(request, *args, **kwargs)
+
+    def get_context_data(self, **kwargs: Any) -> dict[str, Any]:
+        context = super().get_context_data(**kwargs)
+        context["application"] = (
+            get_application_model().objects.filter(client_id=self.object.client_id).first()
+        )
+        return context
+
+
+class AuthorizationView(dot.AuthorizationView):
+    """``/o/authorize/``: the consent page, or none for an application with ``skip_authorization``."""
+
+    template_name = "tokenauth/oauth/authorize.html"
+
+    def get_context_data(self, **kwargs: Any) -> dict[str, Any]:
+        context = super().get_context_data(**kwargs)
+        if "scopes" in context:
+            context["scope_items"] = scope_items(context["scopes"])
+        return context
