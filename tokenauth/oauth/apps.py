@@ -21,6 +21,6 @@ class OAuthConfig(AppConfig):
     def server_metadata(self, request: HttpRequest) -> dict[str, Any]:
         """RFC 8414 metadata for ``tokenauth.views``' OpenID configuration document to merge in."""
         # Imported here: the app config loads before the models are ready.
-        from .views import server_metadata
+        from .views import openid_metadata, server_metadata
 
-        return server_metadata(request)
+        return {**server_metadata(request), **openid_metadata(request)}
