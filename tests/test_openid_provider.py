@@ -5,7 +5,13 @@ ends it all again (epoch bumps, logout-all, the admin, the logout itself)."""
 from __future__ import annotations
 
 import gc
+import json
+import os
+import subprocess
+import sys
+import time
 from functools import lru_cache
+from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 import jwt
@@ -20,6 +26,7 @@ from django.core import checks
 from django.test import Client, RequestFactory
 from oauth2_provider.models import get_application_model, get_id_token_model, get_refresh_token_model
 
+from tests.browser import screenshot
 from tests.helpers import login as password_login
 from tests.helpers import make_user
 from tokenauth.models import Epoch
@@ -247,3 +254,103 @@ def test_an_hmac_signing_key_is_a_configuration_error(settings):
     assert "tokenauth.oauth.E004" in ids
     settings.TOKENAUTH = {**settings.TOKENAUTH, "ALGORITHM": "RS256", "SIGNING_KEY": rsa_pem()}
     assert "tokenauth.oauth.E004" not in {message.id for message in checks.run_checks()}
+
+
+@pytest.fixture
+def relying_party(op, portal, tmp_path, free_port):
+    """mozilla-django-oidc's relying party (tests/rp_settings.py) in a process of its own on
+    127.0.0.1, registered as the portal; the provider is ``op`` on localhost (its own cookies)."""
+    url = f"http://127.0.0.1:{free_port}"
+    portal.redirect_uris = f"{url}/oidc/callback/"
+    portal.post_logout_redirect_uris = f"{url}/"
+    portal.save()
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "tests.rp_settings",
+        "RP_OP_URL": op.url,
+        "RP_CLIENT_ID": "portal",
+        "RP_CLIENT_SECRET": SECRET,
+        "RP_DATABASE": str(tmp_path / "rp.sqlite3"),
+    }
+    root = Path(__file__).resolve().parent.parent
+    django = [sys.executable, "-m", "django"]
+    subprocess.run([*django, "migrate", "-v0"], env=env, cwd=root, check=True, timeout=120)
+    server = subprocess.Popen(
+        [*django, "runserver", "--noreload", f"127.0.0.1:{free_port}"],
+        env=env,
+        cwd=root,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                requests.get(url, timeout=1)
+                break
+            except requests.ConnectionError:
+                if server.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"the relying party did not start: {server.stderr.read().decode()[-2000:]}")
+                time.sleep(0.2)
+        yield url
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+
+
+def rp_tokens(chrome, url: str) -> dict:
+    from selenium.webdriver.common.by import By
+
+    chrome.get(f"{url}/tokens/")
+    return json.loads(chrome.find_element(By.TAG_NAME, "body").text)
+
+
+def test_a_relying_party_signs_in_and_out_in_chromium(chrome, op, alice, relying_party):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as ec
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    wait = WebDriverWait(chrome, 30)
+    chrome.get(relying_party)
+    wait.until(ec.element_to_be_clickable((By.ID, "login"))).click()
+    # Our sign-in page (LOGIN_URL) keeps the authorization request in next.
+    wait.until(ec.url_contains(f"{op.url}/oidc/login/"))
+    chrome.find_element(By.NAME, "username").send_keys("alice")
+    chrome.find_element(By.NAME, "password").send_keys("pw")
+    chrome.find_element(By.CSS_SELECTOR, "#password-login button").click()
+    wait.until(ec.url_to_be(f"{relying_party}/"))
+    assert chrome.find_element(By.TAG_NAME, "h1").text == "Signed in as alice@example.test"
+    screenshot(chrome, "openid-provider/relying-party-signed-in.png")
+
+    tokens = rp_tokens(chrome, relying_party)
+    claims = verified_id_token(op, tokens["id_token"])
+    assert claims["sub"] == str(alice.pk) and claims["sid"]
+    assert userinfo(op, tokens["access_token"]).json()["email"] == "alice@example.test"
+
+    chrome.get(relying_party)
+    wait.until(ec.element_to_be_clickable((By.ID, "logout"))).click()
+    wait.until(ec.url_contains(f"{op.url}/o/logout/"))
+    assert "Sign out of Portal?" in chrome.find_element(By.TAG_NAME, "h1").text
+    chrome.find_element(By.CSS_SELECTOR, '#logout button[name="allow"]').click()
+    wait.until(ec.url_to_be(f"{relying_party}/"))
+    assert chrome.find_element(By.TAG_NAME, "h1").text == "Signed out"
+    assert userinfo(op, tokens["access_token"]).status_code == 401
+    assert not get_refresh_token_model().objects.filter(user=alice, revoked__isnull=True).exists()
+
+
+def test_an_epoch_bump_ends_what_a_relying_party_holds(chrome, op, alice, relying_party):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as ec
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    wait = WebDriverWait(chrome, 30)
+    chrome.get(f"{relying_party}/oidc/authenticate/")
+    wait.until(ec.url_contains(f"{op.url}/oidc/login/"))
+    chrome.find_element(By.NAME, "username").send_keys("alice")
+    chrome.find_element(By.NAME, "password").send_keys("pw")
+    chrome.find_element(By.CSS_SELECTOR, "#password-login button").click()
+    wait.until(ec.url_to_be(f"{relying_party}/"))
+    tokens = rp_tokens(chrome, relying_party)
+    assert userinfo(op, tokens["access_token"]).status_code == 200
+    bump_epoch(Epoch.Kind.USER, str(alice.pk))
+    assert userinfo(op, tokens["access_token"]).status_code == 401
