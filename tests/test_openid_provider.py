@@ -201,6 +201,16 @@ def test_logout_all_ends_the_login(op, alice, portal):
     assert_ended(op, token)
 
 
+def test_logout_with_the_access_token_ends_the_login(op, alice, portal):
+    token, _ = login(op, alice)
+    other, _ = login(op, alice)
+    response = Client().post("/auth/logout/", HTTP_AUTHORIZATION=f"Bearer {token['access_token']}")
+    assert response.status_code == 204, response.content
+    assert_ended(op, token)
+    # Another login of the same user goes on.
+    assert userinfo(op, other["access_token"]).status_code == 200
+
+
 def test_the_admin_ends_the_login(op, alice, portal):
     token, _ = login(op, alice)
     request = RequestFactory().post("/admin/")

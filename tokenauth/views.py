@@ -30,7 +30,7 @@ from .scopes import split_scope
 from .sessions import check_session, end_session, refresh_expires_in, rotate, standing, start_session
 from .snapshots import StateUnavailable
 from .throttling import LoginAttempt
-from .tokens import AccessToken, mint_access_token, read_standing
+from .tokens import CLAIM_TOKEN_FAMILY, AccessToken, mint_access_token, read_standing
 
 logger = logging.getLogger(__name__)
 
@@ -202,6 +202,11 @@ class LogoutView(BearerView):
             raise OAuthError("invalid_request", "This token has no id to revoke; use /auth/logout-all/")
         # Expiry is checked with leeway: deny the id for as long as the token is accepted.
         revoke_id(token_id, token.expires_at + tokenauth_settings.LEEWAY, reason="logout")
+        family = token.claims.get(CLAIM_TOKEN_FAMILY)
+        if isinstance(family, str) and apps.is_installed("tokenauth.oauth"):
+            # A login at the authorization server (a refresh-token family): logout ends all of it,
+            # or its refresh token would go on minting.
+            apps.get_app_config("tokenauth_oauth").end_family(family)
         return Response(status=204)
 
 

@@ -24,3 +24,11 @@ class OAuthConfig(AppConfig):
         from .views import openid_metadata, server_metadata
 
         return {**server_metadata(request), **openid_metadata(request)}
+
+    def end_family(self, family: str) -> None:
+        """End the refresh-token family an access token names (``/auth/logout/`` with it)."""
+        import uuid
+
+        from .revocation import end_family
+
+        end_family(uuid.UUID(hex=family))
