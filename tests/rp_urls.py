@@ -5,9 +5,9 @@ from urllib.parse import urlencode
 
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.middleware.csrf import get_token
 from django.urls import include, path
 from django.utils.html import escape
-from django.middleware.csrf import get_token
 
 
 def provider_logout_url(request: HttpRequest) -> str:
@@ -32,7 +32,10 @@ def home(request: HttpRequest) -> HttpResponse:
 
 def tokens(request: HttpRequest) -> JsonResponse:
     return JsonResponse(
-        {"access_token": request.session.get("oidc_access_token"), "id_token": request.session.get("oidc_id_token")}
+        {
+            "access_token": request.session.get("oidc_access_token"),
+            "id_token": request.session.get("oidc_id_token"),
+        }
     )
 
 

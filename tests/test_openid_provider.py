@@ -12,7 +12,6 @@ import sys
 import time
 from functools import lru_cache
 from pathlib import Path
-from urllib.parse import parse_qs, urlsplit
 
 import jwt
 import pytest
@@ -98,7 +97,9 @@ def portal():
 
 def login(op, user, scope: str = SCOPE) -> tuple[dict, Client]:
     """The portal's PKCE code flow with a nonce, in ``user``'s browser: (token response, browser)."""
-    session = OAuth2Session("portal", SECRET, scope=scope, redirect_uri=REDIRECT, code_challenge_method="S256")
+    session = OAuth2Session(
+        "portal", SECRET, scope=scope, redirect_uri=REDIRECT, code_challenge_method="S256"
+    )
     verifier = generate_token(48)
     url, _ = session.create_authorization_url(f"{op.url}/o/authorize/", code_verifier=verifier, nonce="n-0S6")
     browser = Client()
@@ -120,7 +121,9 @@ def verified_id_token(op, id_token: str) -> dict:
 
 
 def userinfo(op, access_token: str) -> requests.Response:
-    return requests.get(f"{op.url}/o/userinfo/", headers={"Authorization": f"Bearer {access_token}"}, timeout=5)
+    return requests.get(
+        f"{op.url}/o/userinfo/", headers={"Authorization": f"Bearer {access_token}"}, timeout=5
+    )
 
 
 def refresh(op, refresh_token: str) -> requests.Response:
@@ -174,7 +177,10 @@ def test_userinfo(op, alice, portal):
     }
     # The email scope alone: the profile's claims stay out.
     narrow, _ = login(op, alice, scope="openid email")
-    assert userinfo(op, narrow["access_token"]).json() == {"sub": str(alice.pk), "email": "alice@example.test"}
+    assert userinfo(op, narrow["access_token"]).json() == {
+        "sub": str(alice.pk),
+        "email": "alice@example.test",
+    }
 
 
 def test_userinfo_refuses_tokens_without_openid_and_garbage(op, alice, portal):
@@ -300,7 +306,8 @@ def relying_party(op, portal, tmp_path, free_port):
                 break
             except requests.ConnectionError:
                 if server.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"the relying party did not start: {server.stderr.read().decode()[-2000:]}")
+                    tail = server.stderr.read().decode()[-2000:]
+                    raise RuntimeError(f"the relying party did not start: {tail}") from None
                 time.sleep(0.2)
         yield url
     finally:

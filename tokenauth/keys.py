@@ -120,7 +120,10 @@ class KeyRing:
     def sign(self, claims: dict[str, Any], typ: str) -> str:
         """A JWT of ``claims`` signed with the signing key, which it names by ``kid``."""
         return jwt.encode(
-            claims, self.signing.signing_key, algorithm=self.signing.algorithm, headers={"kid": self.signing.kid, "typ": typ}
+            claims,
+            self.signing.signing_key,
+            algorithm=self.signing.algorithm,
+            headers={"kid": self.signing.kid, "typ": typ},
         )
 
 

@@ -227,7 +227,9 @@ class TokenAuthValidator(OAuth2Validator):
         """ID tokens name the issuer our access tokens name."""
         return tokenauth_settings.ISSUER
 
-    def finalize_id_token(self, id_token: dict[str, Any], token: Any, token_handler: Any, request: Any) -> str:
+    def finalize_id_token(
+        self, id_token: dict[str, Any], token: Any, token_handler: Any, request: Any
+    ) -> str:
         """DOT's ID token, signed with our signing key (published in our JWKS) rather than the
         application's DOT key; ``sid`` names the refresh-token family the login started, which
         logout, logout-all, epoch bumps and the admin end."""
