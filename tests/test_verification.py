@@ -153,12 +153,38 @@ def test_our_tokens_need_typ_at_jwt(typ):
     assert isinstance(error, WrongType) and error.description == "The token is not an access token"
 
 
-@pytest.mark.parametrize("typ", [None, "at+jwt", "application/at+jwt", "JWT", "jwt", "Application/AT+JWT"])
+@pytest.mark.parametrize(
+    "typ",
+    [
+        None,
+        "at+jwt",
+        "application/at+jwt",
+        "JWT",
+        "jwt",
+        "Application/AT+JWT",
+        "application/jwt",
+        "APPLICATION/JWT",
+    ],
+)
 def test_external_access_tokens_take_these_typ_spellings_or_none(typ):
+    """RFC 7515 section 4.1.9: media types compare without case, ``application/`` may be left out."""
     assert verify(parse(signed_for_test(other_claims(), typ=typ)), external())["sub"] == "svc-1"
 
 
-@pytest.mark.parametrize("typ", ["id_token+jwt", "logout+jwt", "", ["at+jwt"], {"typ": "jwt"}])
+@pytest.mark.parametrize(
+    "typ",
+    [
+        "id_token+jwt",
+        "logout+jwt",
+        "",
+        ["at+jwt"],
+        {"typ": "jwt"},
+        "application/",
+        "text/jwt",
+        "application/application/jwt",
+        "jwt; charset=utf-8",
+    ],
+)
 def test_external_access_tokens_refuse_other_typ_values(typ):
     assert isinstance(refusal(signed_for_test(other_claims(), typ=typ), external()), WrongType)
 
@@ -309,8 +335,16 @@ def test_our_required_claims(name, absent):
         del claims[name]
     else:
         claims[name] = None
-    with pytest.raises(InvalidToken):
+    with pytest.raises(InvalidToken) as caught:
         check_claims(claims, local_policy())
+    assert caught.value.description == f"The access token has no '{name}' claim"
+
+
+@pytest.mark.parametrize("name", ["iat", "exp", "sub"])
+def test_an_external_token_without_a_required_claim_is_told_which(name):
+    claims = other_claims()
+    del claims[name]
+    assert refusal(signed_for_test(claims), external()).description == f"The access token has no '{name}' claim"
 
 
 @pytest.mark.parametrize(

@@ -12,7 +12,7 @@ from rest_framework.authentication import BaseAuthentication
 from rest_framework.request import Request
 
 from .conf import tokenauth_settings
-from .exceptions import InsufficientScope, InvalidToken, ServiceUnavailable
+from .exceptions import REALM, InsufficientScope, InvalidToken, ServiceUnavailable
 from .issuers import IssuerUnavailable, get_issuer, jwks_cache
 from .models import identity_digest
 from .provisioning import groups_of, resolve
@@ -111,7 +111,7 @@ class BearerAuthentication(BaseAuthentication):
     """
 
     keyword = "Bearer"
-    realm = "api"
+    realm = REALM
 
     def authenticate(self, request: Request) -> tuple[Any, AccessToken] | None:
         header = request.META.get("HTTP_AUTHORIZATION", "")

@@ -320,7 +320,10 @@ def check_claims(claims: dict[str, Any], policy: Policy) -> None:
     (:func:`is_identifier`), which only a logout token may leave out; ``jti`` and ``scope`` strings when
     present (RFC 9068 section 2.2.3); a ``typ`` claim; then the policy's own rules.
     """
-    if not all(claims.get(name) is not None for name in policy.required) or not time_claims_valid(claims):
+    missing = next((name for name in policy.required if claims.get(name) is None), None)
+    if missing is not None:
+        raise InvalidToken(f"The access token has no '{missing}' claim")
+    if not time_claims_valid(claims):
         raise InvalidToken("The access token is invalid")
     now = time.time()
     if "exp" in claims and claims["exp"] <= now - policy.leeway:
@@ -349,9 +352,18 @@ def check_claims(claims: dict[str, Any], policy: Policy) -> None:
 
 # -- the uses: our tokens and allow-listed issuers' access tokens ------------------------------
 
-#: RFC 9068 section 2.1 (``at+jwt``, also spelled with its media type) and plain ``JWT``, which many
-#: issuers put on their access tokens.
-ACCESS_TOKEN_TYPES = frozenset({"at+jwt", "application/at+jwt", "jwt"})
+def media_types(*names: str) -> frozenset[str]:
+    """Every spelling of the ``typ`` values ``names`` (lower case, without ``application/``).
+
+    RFC 7515 section 4.1.9: a ``typ`` without ``/`` reads as if ``application/`` were prepended, and
+    media types compare without case (the comparison in :func:`verify` lower-cases the header's).
+    """
+    return frozenset(spelling for name in names for spelling in (name, f"application/{name}"))
+
+
+#: RFC 9068 section 2.1 ``at+jwt`` and plain ``JWT`` (RFC 7519 section 5.1), which many issuers, the
+#: WLCG profile and SciTokens put on their access tokens.
+ACCESS_TOKEN_TYPES = media_types("at+jwt", "jwt")
 BEARER = frozenset({"Bearer"})
 
 

@@ -20,7 +20,7 @@ from rest_framework.views import APIView
 
 from .authentication import BearerAuthentication, SessionAuthentication
 from .conf import tokenauth_settings
-from .exceptions import OAuthError, ServiceUnavailable
+from .exceptions import REALM, OAuthError, ServiceUnavailable
 from .keys import get_keyring
 from .models import AuditEvent, Epoch, Session
 from .revocation import NoSuchTarget, bump_epoch, denylist_id, find_target, revoke_id
@@ -109,7 +109,7 @@ class TokenView(TokenAuthView):
     permission_classes = (AllowAny,)
 
     def get_authenticate_header(self, request: Request) -> str:
-        return 'Bearer realm="api"'
+        return f'Bearer realm="{REALM}"'
 
     def post(self, request: Request) -> Response:
         data = validated(LoginSerializer, request)
