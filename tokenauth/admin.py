@@ -15,7 +15,7 @@ from django.urls import path, reverse
 from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext
 
-from .issuers import IssuerUnavailable, jwks_cache
+from .jwks import IssuerUnavailable, jwks_cache
 from .models import AuditEvent, Epoch, Identity, Issuer, RevokedToken, Session
 from .revocation import bump_epoch
 from .sessions import end_session

@@ -13,7 +13,8 @@ from rest_framework.request import Request
 
 from .conf import tokenauth_settings
 from .exceptions import REALM, InsufficientScope, InvalidToken, ServiceUnavailable
-from .issuers import IssuerUnavailable, get_issuer, jwks_cache
+from .issuers import get_issuer
+from .jwks import IssuerUnavailable, jwks_cache
 from .models import identity_digest
 from .provisioning import groups_of, resolve
 from .revocation import check_external_claims, check_local_claims

@@ -10,7 +10,7 @@ from django.core import checks
 from django.core.exceptions import ImproperlyConfigured, ValidationError
 
 from .conf import DEFAULTS, TIMEDELTA_SETTINGS, tokenauth_settings
-from .issuers import IssuerConfig, login_slug, validate_issuer_url
+from .issuer_config import IssuerConfig, login_slug, validate_issuer_url
 from .keys import ASYMMETRIC_ALGORITHMS, HMAC_ALGORITHMS, get_keyring
 from .scopes import is_scope_token
 from .throttling import parse_rate

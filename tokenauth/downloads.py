@@ -1,4 +1,5 @@
-"""Reading an HTTP body within a deadline, shared by the server (``issuers.fetch_json``) and the client.
+"""Reading an HTTP body within a deadline, shared by the server (``fetching.fetch_json``) and the
+client.
 
 Pure Python on purpose: ``tokenauth.client`` imports it and must not load Django.
 """

@@ -1,119 +1,67 @@
-"""External issuers: the allow-list, OIDC discovery and the JWKS cache their tokens are verified with
-(:mod:`tokenauth.verification`).
+"""The allow-list of external issuers: entries of ``TOKENAUTH["ISSUERS"]`` and enabled ``Issuer``
+rows, looked up by the exact ``iss`` before any network I/O.
 
-Invariants (see DESIGN.md): the unverified ``iss`` must equal an enabled issuer before any network
-I/O; keys come only from that issuer's discovered ``jwks_uri``, never from token headers; only
-asymmetric algorithms, each checked against the key type; at most one JWKS refetch per issuer per
-cool-down for unknown key ids; the last good keys keep serving while the issuer is down, up to a
-maximum staleness.
+The other parts of accepting an issuer live beside it, one module each: what we accept from one
+issuer (:mod:`tokenauth.issuer_config`), fetching its documents within limits
+(:mod:`tokenauth.fetching`), its keys (:mod:`tokenauth.jwks`) and verifying its tokens
+(:mod:`tokenauth.verification`). Their public names stay importable from here.
 """
 
 from __future__ import annotations
 
-import ipaddress
-import json
-import logging
-import re
-import threading
-import time
-from collections import defaultdict
-from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import Any
-from urllib.parse import urlsplit
 
-import jwt
-import requests
-import urllib3
-from django.core.exceptions import ValidationError
-from django.utils.text import slugify
-from jwt.algorithms import ECAlgorithm, OKPAlgorithm, RSAAlgorithm
-
-from . import clock
 from .conf import process_cache, tokenauth_settings
-from .downloads import TooLarge, TooSlow, read_within
-from .exceptions import InvalidToken
-from .snapshots import CACHE_PREFIX, SharedSnapshot, shared_cache_call
-from .tokens import verified_tokens
+from .fetching import MAX_AGE, NO_CACHE, FetchError, fetch_discovery, fetch_json
+from .issuer_config import (
+    WLCG_ANY_AUDIENCE,
+    IssuerConfig,
+    login_slug,
+    settings_login_slugs,
+    validate_issuer_url,
+)
+from .jwks import (
+    EC_CURVES,
+    IssuerUnavailable,
+    JWKSCache,
+    KeySet,
+    PublicKey,
+    discover_jwks_uri,
+    download_jwks,
+    jwks_cache,
+    parse_jwks,
+)
+from .models import Issuer
+from .snapshots import SharedSnapshot
 
-logger = logging.getLogger(__name__)
-
-#: The WLCG "any audience" value, accepted only where an issuer allows it.
-WLCG_ANY_AUDIENCE = "https://wlcg.cern.ch/jwt/v1/any"
-EC_CURVES = {"ES256": "P-256", "ES384": "P-384", "ES512": "P-521"}
-MAX_AGE = re.compile(r"(?:^|,)\s*(?:s-)?max-age\s*=\s*(\d+)", re.IGNORECASE)
-NO_CACHE = re.compile(r"(?:^|,)\s*no-(?:store|cache)\b", re.IGNORECASE)
-
-
-class IssuerUnavailable(Exception):
-    """The issuer's keys could not be fetched and no usable copy is left."""
-
-
-@dataclass(frozen=True)
-class IssuerConfig:
-    """What we accept from one external issuer (from the Issuer model or ``TOKENAUTH["ISSUERS"]``)."""
-
-    issuer: str
-    audiences: tuple[str, ...] = ()
-    accept_any_audience: bool = False
-    required_scopes: tuple[str, ...] = ()
-    algorithms: frozenset[str] = frozenset({"RS256", "ES256"})
-    auto_provision: bool = True
-    default_groups: tuple[str, ...] = ()
-    group_claims: tuple[str, ...] = ()
-    #: With group claims, a principal's groups are its token's; mirrored into the user's groups.
-    mirror_groups: bool = True
-    username_claim: str = "preferred_username"
-    slug: str = ""
-    display_name: str = ""
-    client_id: str = ""
-    client_secret_env: str = ""
-
-    @classmethod
-    def from_mapping(cls, data: dict[str, Any]) -> IssuerConfig:
-        tuples = {"audiences", "required_scopes", "default_groups", "group_claims"}
-        values = {k: tuple(v) if k in tuples else v for k, v in data.items() if k in cls.__dataclass_fields__}
-        if "algorithms" in values:
-            values["algorithms"] = frozenset(values["algorithms"])
-        return cls(**values)
-
-    @property
-    def login_slug(self) -> str:
-        return login_slug(self.issuer, self.slug)
-
-    @property
-    def accepted_audiences(self) -> list[str] | None:
-        """``None`` means the issuer has no audience restriction configured."""
-        if not self.audiences and not self.accept_any_audience:
-            return None
-        return [*self.audiences, *([WLCG_ANY_AUDIENCE] if self.accept_any_audience else [])]
-
-
-def login_slug(issuer: str, slug: str = "") -> str:
-    """The browser-login URL's slug: the configured one, else one made from the issuer URL."""
-    parts = urlsplit(issuer)
-    return slug or slugify(f"{parts.netloc} {parts.path}")
-
-
-def validate_issuer_url(url: str) -> None:
-    """https only; plain http just for loopback hosts when ``ALLOW_LOOPBACK_HTTP_ISSUERS`` is on."""
-    parts = urlsplit(url)
-    if parts.scheme == "https" and parts.hostname:
-        return
-    if parts.scheme == "http" and parts.hostname and tokenauth_settings.ALLOW_LOOPBACK_HTTP_ISSUERS:
-        host = parts.hostname
-        try:
-            loopback = ipaddress.ip_address(host).is_loopback
-        except ValueError:
-            loopback = host == "localhost"
-        if loopback:
-            return
-    raise ValidationError(f"Not an acceptable issuer URL (https required): {url}")
+__all__ = [
+    "EC_CURVES",
+    "MAX_AGE",
+    "NO_CACHE",
+    "WLCG_ANY_AUDIENCE",
+    "FetchError",
+    "IssuerConfig",
+    "IssuerUnavailable",
+    "JWKSCache",
+    "KeySet",
+    "PublicKey",
+    "all_issuers",
+    "db_issuers",
+    "discover_jwks_uri",
+    "download_jwks",
+    "fetch_discovery",
+    "fetch_json",
+    "get_issuer",
+    "jwks_cache",
+    "login_slug",
+    "parse_jwks",
+    "settings_issuers",
+    "settings_login_slugs",
+    "validate_issuer_url",
+]
 
 
 def _load_db_issuers() -> dict[str, IssuerConfig]:
-    from .models import Issuer
-
     return {
         row.issuer: row.config()
         for row in Issuer.objects.filter(enabled=True).prefetch_related("default_groups")
@@ -129,21 +77,13 @@ def settings_issuers() -> dict[str, IssuerConfig | None]:
     return {
         entry["issuer"]: IssuerConfig.from_mapping(entry) if entry.get("enabled", True) else None
         for entry in tokenauth_settings.ISSUERS
-        if isinstance(entry, dict) and isinstance(entry.get("issuer"), str)  # check E007 reports the rest
+        # Check E007 reports the other entries.
+        if isinstance(entry, dict) and isinstance(entry.get("issuer"), str)
     }
 
 
 process_cache(db_issuers.reset)
 process_cache(settings_issuers.cache_clear)
-
-
-def settings_login_slugs() -> dict[str, str]:
-    """The login slug of each issuer in ``ISSUERS`` with a client id (disabled ones too), to its issuer."""
-    return {
-        login_slug(entry["issuer"], entry.get("slug") or ""): entry["issuer"]
-        for entry in tokenauth_settings.ISSUERS
-        if isinstance(entry, dict) and isinstance(entry.get("issuer"), str) and entry.get("client_id")
-    }
 
 
 def get_issuer(iss: str) -> IssuerConfig | None:
@@ -161,264 +101,3 @@ def all_issuers() -> list[IssuerConfig]:
         return []
     merged = {**db_issuers.get(), **settings_issuers()}
     return [config for config in merged.values() if config is not None]
-
-
-# -- HTTP --------------------------------------------------------------------------------------
-
-
-class FetchError(Exception):
-    def __init__(self, message: str, status: int | None = None) -> None:
-        super().__init__(message)
-        self.status = status  #: the HTTP status of an answer that was not 200
-
-
-def fetch_json(url: str, headers: dict[str, str] | None = None) -> tuple[dict[str, Any], int | None]:
-    """GET a JSON object with a short timeout and a size cap; returns it with its max-age, if any.
-
-    ``no-store``/``no-cache`` read as max-age 0, so the configured minimum lifetime applies.
-    """
-    try:
-        validate_issuer_url(url)
-    except ValidationError as exc:
-        raise FetchError(str(exc)) from None
-    limit = tokenauth_settings.HTTP_MAX_BYTES
-    timeout = tokenauth_settings.HTTP_TIMEOUT.total_seconds()
-    deadline = time.monotonic() + timeout  # for the whole download: a trickle must not hold a request
-    try:
-        with requests.get(
-            url,
-            timeout=timeout,
-            stream=True,
-            allow_redirects=False,
-            headers={"Accept": "application/json", **(headers or {})},
-        ) as response:
-            if response.status_code != 200:
-                raise FetchError(f"{url} answered {response.status_code}", response.status_code)
-            try:
-                body = read_within(response.raw, deadline, limit)
-            except TooLarge:
-                raise FetchError(f"{url}: response larger than {limit} bytes") from None
-            except TooSlow:
-                raise FetchError(f"{url}: took longer than {timeout:g} s") from None
-            cache_control = response.headers.get("Cache-Control", "")
-    except (requests.RequestException, urllib3.exceptions.HTTPError) as exc:
-        raise FetchError(f"{url}: {type(exc).__name__}") from None
-    try:
-        data = json.loads(body)
-    except ValueError:
-        raise FetchError(f"{url}: not JSON") from None
-    if not isinstance(data, dict):
-        raise FetchError(f"{url}: not a JSON object")
-    if NO_CACHE.search(cache_control):
-        return data, 0
-    match = MAX_AGE.search(cache_control)
-    return data, int(match.group(1)) if match else None
-
-
-def discover_jwks_uri(iss: str) -> str:
-    """OIDC discovery; the document's ``issuer`` must be exactly ``iss``."""
-    document, _ = fetch_json(iss.rstrip("/") + "/.well-known/openid-configuration")
-    if document.get("issuer") != iss:
-        raise FetchError(f"discovery document of {iss} names another issuer")
-    jwks_uri = document.get("jwks_uri")
-    if not isinstance(jwks_uri, str):
-        raise FetchError(f"discovery document of {iss} has no jwks_uri")
-    return jwks_uri
-
-
-def download_jwks(iss: str, known_uri: str | None) -> tuple[str, dict[str, Any], int | None]:
-    """The issuer's JWKS from the ``jwks_uri`` we know or, when that fails, from the one discovery
-    names now: an issuer may move its keys. Returns the URI, the JWKS and its max-age."""
-    if known_uri is not None:
-        try:
-            return known_uri, *fetch_json(known_uri)
-        except FetchError:
-            jwks_uri = discover_jwks_uri(iss)
-            if jwks_uri == known_uri:
-                raise
-    else:
-        jwks_uri = discover_jwks_uri(iss)
-    return jwks_uri, *fetch_json(jwks_uri)
-
-
-# -- JWKS cache --------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class PublicKey:
-    kty: str
-    crv: str | None
-    alg: str | None
-    key: Any
-
-    def usable_with(self, algorithm: str) -> bool:
-        if self.alg is not None and self.alg != algorithm:
-            return False
-        if algorithm.startswith(("RS", "PS")):
-            return self.kty == "RSA"
-        if algorithm in EC_CURVES:
-            return self.kty == "EC" and self.crv == EC_CURVES[algorithm]
-        return algorithm == "EdDSA" and self.kty == "OKP"
-
-
-def parse_jwks(jwks: dict[str, Any]) -> dict[str, PublicKey]:
-    """Signature keys by kid; symmetric, encryption-only and unparsable keys are left out."""
-    parsers = {"RSA": RSAAlgorithm, "EC": ECAlgorithm, "OKP": OKPAlgorithm}
-    keys: dict[str, PublicKey] = {}
-    for jwk in jwks.get("keys", []) if isinstance(jwks.get("keys"), list) else []:
-        if not isinstance(jwk, dict) or jwk.get("use", "sig") != "sig" or not isinstance(jwk.get("kid"), str):
-            continue
-        parser = parsers.get(jwk.get("kty"))
-        if parser is None or "d" in jwk:
-            continue
-        try:
-            key = parser.from_jwk(jwk)
-        except (jwt.InvalidKeyError, ValueError, TypeError, KeyError):
-            continue
-        keys[jwk["kid"]] = PublicKey(jwk["kty"], jwk.get("crv"), jwk.get("alg"), key)
-    return keys
-
-
-@dataclass
-class KeySet:
-    jwks_uri: str
-    keys: dict[str, PublicKey]
-    fetched_at: float
-    fresh_until: float
-
-
-@dataclass
-class JWKSCache:
-    """Per-process keys of every issuer, shared with other processes through the Django cache."""
-
-    _sets: dict[str, KeySet] = field(default_factory=dict)
-    _locks: defaultdict[str, threading.Lock] = field(default_factory=lambda: defaultdict(threading.Lock))
-    _last_forced: dict[str, float] = field(default_factory=dict)
-    #: After a failed fetch with nothing usable to serve: answer "unavailable" without the network
-    #: until then, so a down issuer costs one fetch per cool-down, not one per request.
-    _failed_until: dict[str, float] = field(default_factory=dict)
-
-    def reset(self) -> None:
-        self._sets.clear()
-        self._last_forced.clear()
-        self._failed_until.clear()
-
-    @staticmethod
-    def _shared_key(iss: str) -> str:
-        return f"{CACHE_PREFIX}jwks:{iss}"
-
-    def is_fresh(self, iss: str) -> bool:
-        """Whether this process holds keys of ``iss`` that need no refresh yet (no I/O)."""
-        keyset = self._sets.get(iss)
-        return keyset is not None and clock.wall() < keyset.fresh_until
-
-    def key_for(self, iss: str, kid: str, algorithm: str) -> Any:
-        now = clock.wall()
-        keyset = self._sets.get(iss)
-        if keyset is None or now >= keyset.fresh_until:
-            keyset = self._refresh(iss)
-        entry = keyset.keys.get(kid)
-        if entry is None:
-            keyset = self._refresh(iss, unknown_kid=kid)
-            entry = keyset.keys.get(kid)
-        if entry is None:
-            raise InvalidToken("The access token was signed with a key its issuer does not publish")
-        if not entry.usable_with(algorithm):
-            raise InvalidToken("The access token's algorithm does not match its key")
-        return entry.key
-
-    def _refresh(self, iss: str, unknown_kid: str | None = None) -> KeySet:
-        """Keys that are fresh, or that name ``unknown_kid``: from memory, another process or a fetch.
-
-        One fetch at a time per issuer; an unknown kid fetches at most once per cool-down.
-        """
-        started = clock.wall()
-        with self._locks[iss]:
-            now = clock.wall()
-            current = self._sets.get(iss)
-            if current is not None and current.fetched_at >= started:
-                return current  # another thread fetched while we waited
-            current = self._newer_shared(iss, current)
-            if unknown_kid is None:
-                if current is not None and now < current.fresh_until:
-                    return current
-                if now < self._failed_until.get(iss, float("-inf")):
-                    raise IssuerUnavailable(iss)
-            elif current is None:
-                raise IssuerUnavailable(iss)
-            elif unknown_kid in current.keys or not self._may_force(iss, now):
-                return current
-            return self._fetch(iss, current, now)
-
-    def _newer_shared(self, iss: str, current: KeySet | None) -> KeySet | None:
-        """Install the shared cache's copy when another process fetched after us (even a stale copy:
-        it serves while the issuer is down, within the maximum staleness)."""
-        shared = shared_cache_call("get", self._shared_key(iss))
-        if shared is None or (current is not None and shared["fetched_at"] <= current.fetched_at):
-            return current
-        return self._install(
-            iss, shared["jwks_uri"], shared["jwks"], shared["fetched_at"], shared["fresh_until"]
-        )
-
-    def refresh_now(self, iss: str) -> KeySet:
-        """Discover and fetch an issuer's keys right away (``tokenauth_issuer refresh``)."""
-        with self._locks[iss]:
-            return self._fetch(iss, None, clock.wall())
-
-    def _may_force(self, iss: str, now: float) -> bool:
-        """Unknown kids refetch at most once per cool-down per issuer, across threads and processes."""
-        cooldown = tokenauth_settings.JWKS_REFETCH_COOLDOWN.total_seconds()
-        if now - self._last_forced.get(iss, float("-inf")) < cooldown:
-            return False
-        self._last_forced[iss] = now
-        if cooldown <= 0:
-            return True
-        return bool(
-            shared_cache_call("add", f"{CACHE_PREFIX}jwks-refetch:{iss}", 1, cooldown) in (True, None)
-        )
-
-    def _fetch(self, iss: str, current: KeySet | None, now: float) -> KeySet:
-        try:
-            jwks_uri, jwks, max_age = download_jwks(iss, current.jwks_uri if current is not None else None)
-        except FetchError as exc:
-            logger.warning("tokenauth: cannot refresh the keys of %s: %s", iss, exc)
-            stale_limit = tokenauth_settings.JWKS_MAX_STALENESS.total_seconds()
-            retry_at = clock.wall() + tokenauth_settings.JWKS_REFETCH_COOLDOWN.total_seconds()
-            if current is None or now - current.fetched_at > stale_limit:
-                self._failed_until[iss] = retry_at
-                raise IssuerUnavailable(iss) from None
-            # Keep serving the last good keys; try again after the cool-down, not on every request.
-            current.fresh_until = retry_at
-            return current
-        finally:
-            # The keys are as new as they can be: an unknown kid waits a cool-down from the fetch's end.
-            self._last_forced[iss] = clock.wall()
-        lifetime = max_age if max_age is not None else tokenauth_settings.JWKS_CACHE_MAX.total_seconds()
-        lifetime = min(
-            max(lifetime, tokenauth_settings.JWKS_CACHE_MIN.total_seconds()),
-            tokenauth_settings.JWKS_CACHE_MAX.total_seconds(),
-        )
-        keyset = self._install(iss, jwks_uri, jwks, now, now + lifetime)
-        shared_cache_call(
-            "set",
-            self._shared_key(iss),
-            {"jwks_uri": jwks_uri, "jwks": jwks, "fetched_at": now, "fresh_until": now + lifetime},
-            tokenauth_settings.JWKS_MAX_STALENESS.total_seconds(),
-        )
-        return keyset
-
-    def _install(
-        self, iss: str, jwks_uri: str, jwks: dict[str, Any], fetched_at: float, fresh_until: float
-    ) -> KeySet:
-        keyset = KeySet(jwks_uri, parse_jwks(jwks), fetched_at, fresh_until)
-        previous = self._sets.get(iss)
-        if previous is not None and not previous.keys.keys() <= keyset.keys.keys():
-            verified_tokens.clear()  # a key was withdrawn: its tokens must be verified again (and fail)
-        self._sets[iss] = keyset
-        return keyset
-
-
-jwks_cache = JWKSCache()
-
-
-process_cache(jwks_cache.reset)

@@ -244,7 +244,7 @@ class Issuer(models.Model):
         return self.issuer
 
     def clean(self) -> None:
-        from .issuers import login_slug, settings_login_slugs, validate_issuer_url
+        from .issuer_config import login_slug, settings_login_slugs, validate_issuer_url
         from .keys import ASYMMETRIC_ALGORITHMS
         from .scopes import is_scope_token
 
@@ -276,7 +276,7 @@ class Issuer(models.Model):
             )
 
     def config(self) -> Any:
-        from .issuers import IssuerConfig
+        from .issuer_config import IssuerConfig
 
         return IssuerConfig(
             issuer=self.issuer,

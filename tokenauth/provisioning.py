@@ -20,7 +20,7 @@ from rest_framework.exceptions import PermissionDenied
 from . import clock, signals
 from .conf import process_cache, tokenauth_settings
 from .exceptions import InvalidToken
-from .issuers import IssuerConfig
+from .issuer_config import IssuerConfig
 from .models import AuditEvent, Epoch, Identity, identity_digest
 from .revocation import current_epoch
 from .scopes import split_scope

@@ -34,7 +34,8 @@ from jwt.algorithms import get_default_algorithms
 
 from .conf import process_cache, tokenauth_settings
 from .exceptions import InvalidToken
-from .issuers import IssuerConfig, jwks_cache, validate_issuer_url
+from .issuer_config import IssuerConfig, validate_issuer_url
+from .jwks import jwks_cache
 from .keys import ASYMMETRIC_ALGORITHMS, get_keyring
 from .tokens import (
     ACCESS_TOKEN_TYPE,
@@ -210,7 +211,7 @@ class IssuerKeys:
 
 @lru_cache(maxsize=256)
 def issuer_url_acceptable(url: str) -> bool:
-    """:func:`~tokenauth.issuers.validate_issuer_url` once per issuer and settings reload
+    """:func:`~tokenauth.issuer_config.validate_issuer_url` once per issuer and settings reload
     (``conf.clear_process_caches``), not per token: parsing a loopback address is not cheap."""
     try:
         validate_issuer_url(url)

@@ -13,7 +13,7 @@ from rest_framework.exceptions import PermissionDenied
 from tokenauth.authentication import authenticate_token
 from tokenauth.conf import tokenauth_settings
 from tokenauth.exceptions import InsufficientScope, InvalidToken
-from tokenauth.issuers import IssuerUnavailable
+from tokenauth.jwks import IssuerUnavailable
 from tokenauth.scopes import split_scope
 from tokenauth.snapshots import StateUnavailable
 

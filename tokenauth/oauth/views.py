@@ -20,7 +20,7 @@ from oauthlib.common import Request as OAuthlibRequest
 from tokenauth.authentication import authenticate_token
 from tokenauth.conf import tokenauth_settings
 from tokenauth.exceptions import InvalidToken
-from tokenauth.issuers import IssuerUnavailable
+from tokenauth.jwks import IssuerUnavailable
 from tokenauth.keys import get_keyring
 from tokenauth.snapshots import StateUnavailable
 from tokenauth.verification import parse

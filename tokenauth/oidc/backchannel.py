@@ -32,7 +32,8 @@ from django.http import HttpRequest
 
 from ..conf import tokenauth_settings
 from ..exceptions import InvalidToken, OAuthError, ServiceUnavailable
-from ..issuers import IssuerUnavailable, get_issuer
+from ..issuers import get_issuer
+from ..jwks import IssuerUnavailable
 from ..models import AuditEvent, BrowserLogin, Epoch, Identity, Session
 from ..revocation import bump_epoch
 from ..sessions import end_session

@@ -21,7 +21,8 @@ from mozilla_django_oidc.auth import OIDCAuthenticationBackend
 
 from ..conf import tokenauth_settings
 from ..exceptions import InvalidToken
-from ..issuers import FetchError, IssuerUnavailable, fetch_json
+from ..fetching import FetchError, fetch_json
+from ..jwks import IssuerUnavailable
 from ..models import AuditEvent
 from ..provisioning import IdentityNotRegistered, resolve
 from ..snapshots import StateUnavailable

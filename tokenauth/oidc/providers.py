@@ -15,7 +15,9 @@ from django.core.exceptions import ValidationError
 
 from .. import clock
 from ..conf import process_cache, tokenauth_settings
-from ..issuers import FetchError, IssuerConfig, all_issuers, fetch_json, validate_issuer_url
+from ..fetching import FetchError, fetch_discovery
+from ..issuer_config import IssuerConfig, validate_issuer_url
+from ..issuers import all_issuers
 
 #: Discovery documents by issuer: (document, fresh until).
 metadata_cache: dict[str, tuple[dict[str, Any], float]] = {}
@@ -81,11 +83,9 @@ def provider_metadata(issuer: str) -> dict[str, Any]:
     if cached is not None and clock.wall() < cached[1]:
         return cached[0]
     try:
-        document, max_age = fetch_json(issuer.rstrip("/") + "/.well-known/openid-configuration")
+        document, max_age = fetch_discovery(issuer)
     except FetchError as exc:
         raise ProviderUnavailable(str(exc)) from None
-    if document.get("issuer") != issuer:
-        raise ProviderUnavailable(f"discovery document of {issuer} names another issuer")
     for name in (*ENDPOINTS, *OPTIONAL_ENDPOINTS):
         url = document.get(name)
         if url is None and name in OPTIONAL_ENDPOINTS:

@@ -8,7 +8,8 @@ from django.core.exceptions import ValidationError
 from django.core.management.base import CommandError, CommandParser
 from django.db import transaction
 
-from tokenauth.issuers import IssuerUnavailable, get_issuer, jwks_cache
+from tokenauth.issuers import get_issuer
+from tokenauth.jwks import IssuerUnavailable, jwks_cache
 from tokenauth.management.base import TokenauthCommand
 from tokenauth.models import Issuer
 
