@@ -472,7 +472,7 @@ def crafted_cases(crafted: CraftedIssuer) -> dict[str, str]:
         "alg None": compact({"alg": "None", "kid": "rsa-1"}, claims),
         "alg a list": compact({"alg": ["RS256"], "kid": "rsa-1"}, claims, key("rsa-a"), "RS256"),
         "kid a list": compact({"alg": "RS256", "kid": ["rsa-1"]}, claims, key("rsa-a")),
-        "no kid": compact({"alg": "RS256"}, claims, key("rsa-a")),
+        "no kid, not its key": compact({"alg": "RS256"}, claims, key("rsa-evil")),
         "crit": crafted.token(header={"crit": ["exp"], "exp": 1}),
         "crit unknown": crafted.token(header={"crit": ["urn:example:x"], "urn:example:x": True}),
         "typ JWT with claim typ ID": crafted.token(header={"typ": "JWT"}, typ="ID"),
@@ -544,7 +544,7 @@ def test_keys_are_never_taken_from_token_headers(client, settings, crafted, atta
     "misbehaviour",
     [
         "status 503",
-        "status 404",
+        "status 500",
         "huge jwks",
         "not json",
         "jwks a list",
@@ -572,6 +572,42 @@ def test_bad_issuer_answers_are_503_and_nothing_is_followed(
     assert response.status_code == 503, response.content
     assert get(client, crafted.token()).status_code == 503
     assert crafted.counts.total() <= 2  # one try (discovery + jwks), then the cool-down
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("status", [404, 410])
+def test_an_issuer_without_any_metadata_is_a_401_saying_so(client, settings, crafted, status):
+    """A permanent 404 for both documents is no outage: a 401 with the reason, not a 503 to retry."""
+    allow(settings, crafted.issuer)
+    crafted.metadata = "neither"
+    crafted.status = status
+    for _ in range(3):
+        response = get(client, crafted.token())
+        assert response.status_code == 401, response.content
+        assert "publishes no OpenID or OAuth metadata" in response["WWW-Authenticate"]
+    # Both documents asked for once, then the cool-down answers without the network.
+    assert crafted.counts == {
+        "/.well-known/openid-configuration": 1,
+        "/.well-known/oauth-authorization-server": 1,
+    }
+    # Metadata published again: after the cool-down its tokens pass.
+    crafted.metadata, crafted.status = "oauth", None
+    settings.TOKENAUTH = {**settings.TOKENAUTH, "JWKS_REFETCH_COOLDOWN": 0}
+    assert get(client, crafted.token()).status_code == 200
+
+
+@pytest.mark.django_db
+def test_rfc_8414_metadata_when_there_is_no_openid_discovery(client, settings, crafted):
+    allow(settings, crafted.issuer)
+    crafted.metadata = "oauth"
+    # RFC 8414 section 3.3: the metadata's issuer must be the token's, as for OpenID discovery.
+    crafted.discovery_issuer = "https://elsewhere.example.org"
+    assert get(client, crafted.token()).status_code == 503
+    crafted.discovery_issuer = None
+    jwks_cache.reset()
+    assert get(client, crafted.token()).status_code == 200
+    assert crafted.counts["/.well-known/oauth-authorization-server"] == 2
+    assert crafted.counts["/jwks"] == 1
 
 
 @pytest.mark.django_db

@@ -66,8 +66,8 @@ def _external_principal(claims: dict[str, Any]) -> tuple[Any, AccessToken]:
     config = get_issuer(claims["iss"])
     if config is None:  # disabled since the token was first seen
         raise InvalidToken("The access token's issuer is not accepted")
-    granted = split_scope(scope_string(claims))
-    if not all(scope in granted for scope in config.required_scopes):
+    granted = frozenset(split_scope(scope_string(claims)))
+    if not all(config.scope_granted(granted, scope) for scope in config.required_scopes):
         raise InsufficientScope(config.required_scopes)
     principal = resolve(config, claims)
     if not principal.is_active:
@@ -88,8 +88,8 @@ def authenticate_token(token: str) -> tuple[Any, AccessToken]:
     if not token.isascii():  # a JWT is base64url and dots; PyJWT would fail encoding anything else
         raise InvalidToken("The access token is malformed")
     claims = verified_tokens.get(token)
-    if claims is not None and not _is_local(claims) and not jwks_cache.is_fresh(claims["iss"]):
-        claims = None  # its issuer's keys are due for a refresh: a withdrawn key must stop working
+    if claims is not None and not _is_local(claims) and not _still_verified(token, claims["iss"]):
+        claims = None
     if claims is None:
         claims = verify_token(token)
         verified_tokens.put(token, claims)
@@ -98,6 +98,13 @@ def authenticate_token(token: str) -> tuple[Any, AccessToken]:
     if _is_local(claims):
         return _local_principal(claims)
     return _external_principal(claims)
+
+
+def _still_verified(token: str, iss: str) -> bool:
+    """Whether an external token's memo still holds: its issuer's keys need no refresh (a withdrawn
+    key must stop working), and the issuer is unchanged. The issuer table is read first, since a
+    change to it (in any process: pushed) drops the memo."""
+    return get_issuer(iss) is not None and jwks_cache.is_fresh(iss) and verified_tokens.get(token) is not None
 
 
 def _is_local(claims: dict[str, Any]) -> bool:

@@ -9,6 +9,7 @@ from django.conf import settings
 from django.core import checks
 from django.core.exceptions import ImproperlyConfigured, ValidationError
 
+from . import profiles
 from .conf import DEFAULTS, TIMEDELTA_SETTINGS, tokenauth_settings
 from .issuer_config import IssuerConfig, login_slug, validate_issuer_url
 from .keys import ASYMMETRIC_ALGORITHMS, HMAC_ALGORITHMS, get_keyring
@@ -186,6 +187,7 @@ def check_issuers(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMe
                     id="tokenauth.E011",
                 )
             )
+        errors.extend(_profile_messages(iss, entry))
         if not (entry.get("audiences") or entry.get("accept_any_audience") or entry.get("required_scopes")):
             errors.append(
                 checks.Warning(
@@ -195,6 +197,28 @@ def check_issuers(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMe
                 )
             )
     return errors
+
+
+def _profile_messages(iss: str, entry: dict[str, Any]) -> list[checks.CheckMessage]:
+    """A token profile we know, and an any-audience only with one (the value is the profile's)."""
+    profile = entry.get("profile", "")
+    if profile and profile not in profiles.PROFILES:
+        return [
+            checks.Error(
+                f"{iss}: unknown token profile {profile!r}.",
+                hint=f"One of {', '.join(sorted(profiles.PROFILES))}, or leave it out.",
+                id="tokenauth.E015",
+            )
+        ]
+    if entry.get("accept_any_audience") and not profile:
+        return [
+            checks.Error(
+                f"{iss}: accept_any_audience without a token profile accepts no any-audience value.",
+                hint='Set "profile": "wlcg" (https://wlcg.cern.ch/jwt/v1/any) or "scitokens" (ANY).',
+                id="tokenauth.E016",
+            )
+        ]
+    return []
 
 
 def _valid_rate(rate: Any) -> bool:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from rest_framework import exceptions, status
 
-
 #: The ``realm`` of our ``WWW-Authenticate`` challenges (RFC 6750 section 3), the 401's and the 403's.
 REALM = "api"
 

@@ -2,18 +2,35 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 from rest_framework.permissions import BasePermission
 from rest_framework.request import Request
 
 from .exceptions import InsufficientScope
+from .issuers import get_issuer
 from .tokens import AccessToken
 
 
 def _view_attribute(view: Any, name: str) -> tuple[str, ...]:
     value = getattr(view, name, ())
     return (value,) if isinstance(value, str) else tuple(value)
+
+
+def _grants(token: Any) -> Callable[[str], bool]:
+    """``scope -> granted?`` for ``request.auth``: whole scope names, and for an issuer following the
+    WLCG or SciTokens profile its hierarchical storage scopes (``storage.read:/data`` grants
+    ``storage.read:/data/file``); nothing for a Django session."""
+    if not isinstance(token, AccessToken):
+        return lambda scope: False
+    granted = token.scopes
+    # An in-memory lookup (the issuer tables are held per process): no query on the hot path.
+    config = None if token.is_local else get_issuer(token.issuer)
+    if config is None:
+        return granted.__contains__
+    return partial(config.scope_granted, granted)
 
 
 class HasScope(BasePermission):
@@ -23,22 +40,21 @@ class HasScope(BasePermission):
         required = _view_attribute(view, "required_scopes")
         if not request.user or not request.user.is_authenticated:
             return False
-        granted = request.auth.scopes if isinstance(request.auth, AccessToken) else frozenset()
-        if self.satisfied(required, granted):
+        if self.satisfied(required, _grants(request.auth)):
             return True
         raise InsufficientScope(required)
 
     @staticmethod
-    def satisfied(required: tuple[str, ...], granted: frozenset[str]) -> bool:
-        return all(scope in granted for scope in required)
+    def satisfied(required: tuple[str, ...], grants: Callable[[str], bool]) -> bool:
+        return all(grants(scope) for scope in required)
 
 
 class HasAnyScope(HasScope):
     """The token must carry at least one scope of the view's ``required_scopes``."""
 
     @staticmethod
-    def satisfied(required: tuple[str, ...], granted: frozenset[str]) -> bool:
-        return not required or any(scope in granted for scope in required)
+    def satisfied(required: tuple[str, ...], grants: Callable[[str], bool]) -> bool:
+        return not required or any(grants(scope) for scope in required)
 
 
 class InGroup(BasePermission):

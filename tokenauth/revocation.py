@@ -34,6 +34,7 @@ from .snapshots import (
     CACHE_PREFIX,
     BoundedMemo,
     StateUnavailable,
+    expire_snapshot,
     publish,
     refresh_interval,
     shared_cache_call,
@@ -192,6 +193,8 @@ class RevocationState:
                     kind, object_id, *value = change["e"]
                     self._merge(str(kind), str(object_id), EpochValue(*value[:2], tuple(value[2]), value[3]))
                     self._memo.discard((str(kind), str(object_id)))
+            if "s" in change:
+                expire_snapshot(str(change["s"]))
         except (TypeError, ValueError):
             logger.warning("tokenauth: ignoring a revocation push message of an unknown shape")
 

@@ -188,8 +188,9 @@ def our_key(header: dict[str, Any]) -> tuple[str, Any]:
 
 @dataclass(frozen=True, slots=True)
 class IssuerKeys:
-    """An allow-listed issuer's keys: by ``kid`` from its cached JWKS, for an asymmetric algorithm the
-    issuer may use that fits the key's type and curve (never ``none`` or HMAC)."""
+    """An allow-listed issuer's keys: by ``kid`` from its cached JWKS (without ``kid``: its one key
+    that fits), for an asymmetric algorithm the issuer may use that fits the key's type and curve
+    (never ``none`` or HMAC)."""
 
     config: IssuerConfig
 
@@ -204,7 +205,7 @@ class IssuerKeys:
         ):
             raise InvalidToken("The access token's algorithm is not accepted for its issuer")
         kid = header.get("kid")
-        if not isinstance(kid, str):
+        if not isinstance(kid, str | None):
             raise InvalidToken("The access token names no key")
         return algorithm, jwks_cache.key_for(self.config.issuer, kid, algorithm)
 
@@ -352,6 +353,7 @@ def check_claims(claims: dict[str, Any], policy: Policy) -> None:
 
 
 # -- the uses: our tokens and allow-listed issuers' access tokens ------------------------------
+
 
 def media_types(*names: str) -> frozenset[str]:
     """Every spelling of the ``typ`` values ``names`` (lower case, without ``application/``).
