@@ -17,6 +17,7 @@ from typing import Any
 
 import jwt
 import pytest
+import requests
 from cryptography.hazmat.primitives import serialization
 from django.core.cache import cache
 from django.core.exceptions import ValidationError
@@ -774,3 +775,37 @@ def test_mirroring_external_groups_can_be_switched_off(client, settings, crafted
     later = crafted.token(sub="cms-2", groups=["b"], iat=now - 10)
     assert get(client, later, "/auth/whoami/").json()["groups"] == ["b"]
     assert user_groups("cms-2") == ["a"]  # as first provisioned
+
+
+# -- RFC 8414 metadata of the real IdP -----------------------------------------------------------
+
+
+@pytest.mark.django_db
+def test_an_rfc_8414_only_issuer_with_a_path_is_found_by_path_insertion(client, settings):
+    """oidc-provider under /realms/test publishing only /.well-known/oauth-authorization-server/realms/test."""
+    provider = start_idp(issuer="http://127.0.0.1:{port}/realms/test", env={"IDP_METADATA": "oauth"})
+    try:
+        allow(settings, provider.issuer)
+        parts = provider.issuer.split("/realms/")
+        assert (
+            requests.get(f"{provider.issuer}/.well-known/openid-configuration", timeout=5).status_code == 404
+        )
+        inserted = f"{parts[0]}/.well-known/oauth-authorization-server/realms/{parts[1]}"
+        assert requests.get(inserted, timeout=5).json()["issuer"] == provider.issuer
+        response = get(client, provider.client_credentials_token())
+        assert response.status_code == 200, response.content
+        assert provider.stats()["requests"].get("/realms/test/jwks") == 1
+    finally:
+        provider.stop()
+
+
+@pytest.mark.django_db
+def test_an_issuer_publishing_no_metadata_is_a_401_not_an_outage(client, settings):
+    provider = start_idp(env={"IDP_METADATA": "none"})
+    try:
+        allow(settings, provider.issuer)
+        response = get(client, provider.client_credentials_token())
+        assert_invalid(response)
+        assert "publishes no OpenID or OAuth metadata" in response["WWW-Authenticate"]
+    finally:
+        provider.stop()

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import threading
 import uuid
+import weakref
 from collections.abc import Callable
 from typing import Any, Generic, TypeVar
 
@@ -110,7 +111,7 @@ class SharedSnapshot(Generic[T]):
         self._on_change = on_change
         self._lock = threading.Lock()
         self.reset()
-        _snapshots[name] = self
+        _snapshots.add(self)
 
     def reset(self) -> None:
         self._value: T | None = None
@@ -183,12 +184,12 @@ class SharedSnapshot(Generic[T]):
         transaction.on_commit(announce)
 
 
-#: Every shared snapshot by name, so that a pushed ``{"s": name}`` expires the named one.
-_snapshots: dict[str, SharedSnapshot[Any]] = {}
+#: Every shared snapshot, so that a pushed ``{"s": name}`` expires the ones of that name.
+_snapshots: weakref.WeakSet[SharedSnapshot[Any]] = weakref.WeakSet()
 
 
 def expire_snapshot(name: str) -> None:
     """A change another process announced over the push channel (:meth:`SharedSnapshot.changed`)."""
-    snapshot = _snapshots.get(name)
-    if snapshot is not None:
-        snapshot.expire()
+    for snapshot in list(_snapshots):
+        if snapshot.name == name:
+            snapshot.expire()

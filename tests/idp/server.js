@@ -310,6 +310,7 @@ function admin(req, res, url) {
   if (req.method === 'GET' && route === '/keys') return sendJson(res, 200, keysBody());
   if (req.method === 'GET' && route === '/metadata') {
     // The discovery document whatever IDP_METADATA hides, for the test harness's own use.
+    req.originalUrl = mountPath + DISCOVERY;
     req.url = DISCOVERY;
     return providerCallback(req, res);
   }
@@ -365,14 +366,17 @@ async function handle(req, res) {
     }
   }
 
-  if (url.pathname === mountPath + DISCOVERY && METADATA !== 'openid') {
+  // oidc-provider itself serves both documents under the issuer's path (appended, not inserted).
+  const metadataPaths = [mountPath + DISCOVERY, mountPath + OAUTH_METADATA, OAUTH_METADATA + mountPath];
+  if (METADATA !== 'openid' && metadataPaths.includes(url.pathname)) {
+    if (METADATA === 'oauth' && url.pathname === OAUTH_METADATA + mountPath) {
+      // The provider's own document (its fields are RFC 8414's), where RFC 8414 section 3.1 puts it.
+      // oidc-provider finds its mount path from originalUrl: the one its own document has.
+      req.originalUrl = mountPath + DISCOVERY;
+      req.url = DISCOVERY;
+      return providerCallback(req, res);
+    }
     return sendJson(res, 404, { error: 'not_found' });
-  }
-  if (url.pathname === OAUTH_METADATA + mountPath && METADATA === 'oauth') {
-    // The provider's own document (its fields are RFC 8414's), where RFC 8414 section 3.1 puts it.
-    req.originalUrl = req.url;
-    req.url = DISCOVERY;
-    return providerCallback(req, res);
   }
   if (mountPath) {
     if (url.pathname !== mountPath && !url.pathname.startsWith(`${mountPath}/`)) {
