@@ -782,7 +782,7 @@ def test_mirroring_external_groups_can_be_switched_off(client, settings, crafted
 
 @pytest.mark.django_db
 def test_an_rfc_8414_only_issuer_with_a_path_is_found_by_path_insertion(client, settings):
-    """oidc-provider under /realms/test publishing only /.well-known/oauth-authorization-server/realms/test."""
+    """Under /realms/test, metadata only at /.well-known/oauth-authorization-server/realms/test."""
     provider = start_idp(issuer="http://127.0.0.1:{port}/realms/test", env={"IDP_METADATA": "oauth"})
     try:
         allow(settings, provider.issuer)
