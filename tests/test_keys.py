@@ -266,7 +266,8 @@ def test_openid_configuration(settings, client):
     assert body["issuer"] == ISSUER
     assert body["jwks_uri"] == f"{ISSUER}/.well-known/jwks.json"
     assert body["token_endpoint"] == f"{ISSUER}/o/token/"  # tokenauth.oauth is installed: its endpoint
-    assert body["access_token_signing_alg_values_supported"] == ["ES256", "RS256"]
+    assert body["id_token_signing_alg_values_supported"] == ["ES256", "RS256"]
+    assert "access_token_signing_alg_values_supported" not in body  # no such field in any standard
 
 
 def test_keys_command_prints_the_jwks(settings):
