@@ -8,17 +8,21 @@ from typing import Any
 
 import pytest
 import scitokens
+from django.contrib.auth.models import Group
 from rest_framework.response import Response
 from rest_framework.test import APIRequestFactory
 from rest_framework.views import APIView
 
 from tests.conftest import start_idp
+from tests.helpers import make_user
 from tests.idp import DEFAULT_RESOURCE, TestIdP
 from tests.loopback_issuer import CraftedIssuer, key
 from tokenauth.authentication import BearerAuthentication
+from tokenauth.keys import generate_private_key_pem
 from tokenauth.models import Issuer
 from tokenauth.permissions import HasAnyScope, HasScope
 from tokenauth.profiles import grants
+from tokenauth.tokens import mint_access_token
 
 WLCG_SCOPES = "storage.read:/data storage.modify:/data/out compute.read"
 
@@ -176,3 +180,69 @@ def test_scitokens_any_is_refused_unless_the_issuer_accepts_it(scitokens_issuer,
     row.profile = "wlcg"
     save(row)
     assert call(token, "read:/home").status_code == 401
+
+
+# -- our tokens in the WLCG profile, as the SciTokens library's Enforcer checks them ---------------
+
+STORAGE = "https://storage.example.org"
+
+
+@pytest.fixture
+def wlcg_minting(settings: Any, live_server: Any, tmp_path: Any, monkeypatch: Any) -> str:
+    """We are the issuer, at the live server's URL, with an RS256 key (the SciTokens library verifies
+    RS256 and ES256 only); scitokens keeps its key cache under ``tmp_path``."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    settings.TOKENAUTH = {
+        **settings.TOKENAUTH,
+        "ISSUER": live_server.url,
+        "ALGORITHM": "RS256",
+        "SIGNING_KEY": generate_private_key_pem("RS256"),
+        "AUDIENCE": STORAGE,
+        "TOKEN_PROFILE": "wlcg",
+    }
+    return live_server.url
+
+
+def wlcg_enforcer(issuer: str) -> scitokens.Enforcer:
+    """The Enforcer as a WLCG service builds it on the SciTokens library, which knows SciTokens'
+    claims only: the WLCG profile's two it is told of, and it ignores our revocation claims."""
+    enforcer = scitokens.Enforcer(issuer, audience=STORAGE)
+    enforcer.add_validator("wlcg.ver", lambda value: value == "1.0")
+    enforcer.add_validator("wlcg.groups", lambda value: all(name.startswith("/") for name in value))
+    for name in ("epoch", "global_epoch"):
+        enforcer.add_validator(name, lambda value: isinstance(value, int))
+    return enforcer
+
+
+def test_our_wlcg_tokens_pass_the_scitokens_enforcer(wlcg_minting, client):
+    user = make_user("alice")
+    user.groups.add(Group.objects.create(name="cms"), Group.objects.create(name="cms/uscms"))
+    issued = mint_access_token(user, scope="storage.read:/data storage.modify:/data/out compute.read")
+    claims = issued.claims
+    assert claims["wlcg.ver"] == "1.0" and claims["aud"] == STORAGE
+    assert claims["wlcg.groups"] == ["/cms", "/cms/uscms"]
+    assert "preferred_username" not in claims and "groups" not in claims
+
+    token = scitokens.SciToken.deserialize(issued.token, insecure=True)
+    assert token["sub"] == str(user.pk)
+    enforcer = wlcg_enforcer(wlcg_minting)
+    assert enforcer.test(token, "storage.read", "/data/run1/file.root"), enforcer.last_failure
+    assert enforcer.test(token, "storage.modify", "/data/out/x"), enforcer.last_failure
+    assert enforcer.test(token, "compute.read"), enforcer.last_failure
+    assert not enforcer.test(token, "storage.read", "/etc/passwd")
+    assert not enforcer.test(token, "storage.modify", "/data/in")
+    assert not scitokens.Enforcer(wlcg_minting, audience="https://other.example.org").test(
+        token, "storage.read", "/data"
+    )
+    # We accept them ourselves, with the groups read back from wlcg.groups.
+    response = client.get("/auth/whoami/", HTTP_AUTHORIZATION=f"Bearer {issued.token}")
+    assert response.status_code == 200 and response.json()["groups"] == ["cms", "cms/uscms"]
+
+
+def test_without_the_profile_the_enforcer_refuses_our_tokens(wlcg_minting, settings):
+    settings.TOKENAUTH = {**settings.TOKENAUTH, "TOKEN_PROFILE": None}
+    issued = mint_access_token(make_user("alice"), scope="storage.read:/data")
+    token = scitokens.SciToken.deserialize(issued.token, insecure=True)
+    enforcer = wlcg_enforcer(wlcg_minting)
+    assert not enforcer.test(token, "storage.read", "/data/x")
+    assert "preferred_username" in enforcer.last_failure

@@ -75,6 +75,24 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckM
                 id="tokenauth.E012",
             )
         )
+    if tokenauth_settings.TOKEN_PROFILE not in (None, profiles.WLCG):
+        errors.append(
+            checks.Error(
+                f'TOKENAUTH["TOKEN_PROFILE"] is not a profile we mint: {tokenauth_settings.TOKEN_PROFILE!r}.',
+                hint='None, or "wlcg" for the WLCG Common JWT Profile 1.0.',
+                id="tokenauth.E017",
+            )
+        )
+    elif tokenauth_settings.TOKEN_PROFILE == profiles.WLCG and isinstance(scopes, dict):
+        misspelt = sorted(str(name) for name in scopes if not profiles.in_wlcg_grammar(str(name)))
+        if misspelt:
+            errors.append(
+                checks.Warning(
+                    f"SCOPES not in the WLCG profile's grammar: {', '.join(misspelt)}.",
+                    hint="storage.read|create|modify|stage:/path; compute.read|modify|create|cancel.",
+                    id="tokenauth.W006",
+                )
+            )
     limit = tokenauth_settings.MAX_SESSIONS_PER_USER
     if limit is not None and (type(limit) is not int or limit < 1):
         errors.append(

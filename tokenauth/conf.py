@@ -36,6 +36,9 @@ DEFAULTS: dict[str, Any] = {
     "MAX_TOKEN_BYTES": 8192,
     # Scopes a client may ask for at POST /auth/token/: {"name": "description"}; others are refused.
     "SCOPES": {},
+    # The token profile of the tokens we mint: None, or "wlcg" (WLCG Common JWT Profile 1.0: wlcg.ver,
+    # aud always, groups as wlcg.groups paths), for storage and compute services that verify them.
+    "TOKEN_PROFILE": None,
     # Mechanisms.
     "LOCAL_TOKENS": True,
     "EXTERNAL_ISSUERS": True,
@@ -65,7 +68,8 @@ DEFAULTS: dict[str, Any] = {
     # Load the full user row on every request instead of lazily on first use of a non-claim field.
     "LOAD_USER": False,
     # External issuers configured in code (next to the Issuer rows of the admin): a list of dicts with
-    # "issuer" and optionally "audiences", "accept_any_audience", "required_scopes", "algorithms",
+    # "issuer" and optionally "audiences", "profile" ("wlcg" or "scitokens"), "accept_any_audience"
+    # (the profile's any-audience value), "required_scopes", "algorithms",
     # "auto_provision", "default_groups", "group_claims", "mirror_groups", "username_claim", "enabled",
     # and for browser login "slug", "display_name", "client_id", "client_secret_env".
     "ISSUERS": [],

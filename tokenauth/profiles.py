@@ -8,6 +8,8 @@ and its hierarchical storage scopes are accepted from that issuer and never from
 
 from __future__ import annotations
 
+import re
+
 WLCG = "wlcg"
 SCITOKENS = "scitokens"
 
@@ -77,3 +79,19 @@ def grants(granted: frozenset[str], required: str) -> bool:
             if segments[: len(held[1])] == held[1]:
                 return True
     return False
+
+
+#: WLCG Common JWT Profile 1.0, "Capability-based authorization": storage scopes take an absolute
+#: path, compute scopes none; other names are the service's own (the profile allows them).
+WLCG_SCOPE = re.compile(r"storage\.(?:read|create|modify|stage):/\S*|compute\.(?:read|modify|create|cancel)")
+
+
+def in_wlcg_grammar(scope: str) -> bool:
+    """Whether a scope name is one a WLCG consumer reads as meant: a ``storage.`` or ``compute.``
+    name only as the profile spells them."""
+    if not scope.startswith(("storage.", "compute.")):
+        return True
+    if WLCG_SCOPE.fullmatch(scope) is None:
+        return False
+    # No ".." or "." segments either: the SciTokens Enforcer refuses a whole token for one.
+    return scope.startswith("compute.") or _path(scope) is not None

@@ -45,9 +45,9 @@ from .tokens import (
     CLAIM_GROUP,
     CLAIM_GROUP_EPOCH,
     CLAIM_GROUP_ID,
-    CLAIM_GROUPS,
     CLAIM_SESSION,
     CLAIM_TOKEN_FAMILY,
+    group_names,
 )
 
 logger = logging.getLogger(__name__)
@@ -355,7 +355,7 @@ def check_local_claims(claims: dict[str, Any], user_id: str) -> tuple[str, ...]:
         raise InvalidToken("The access token was revoked")
     if CLAIM_GROUP in claims and not user.groups_kept(claims, [claims[CLAIM_GROUP]]):
         raise InvalidToken("The access token's group was left")
-    return user.groups_kept(claims, claims.get(CLAIM_GROUPS, ()))
+    return user.groups_kept(claims, group_names(claims))
 
 
 def denylist_id(claims: dict[str, Any]) -> str | None:

@@ -37,6 +37,7 @@ from .exceptions import InvalidToken
 from .issuer_config import IssuerConfig, validate_issuer_url
 from .jwks import jwks_cache
 from .keys import ASYMMETRIC_ALGORITHMS, get_keyring
+from .profiles import WLCG_GROUPS
 from .tokens import (
     ACCESS_TOKEN_TYPE,
     CLAIM_EPOCH,
@@ -375,12 +376,13 @@ def _our_claim_types_valid(claims: dict[str, Any]) -> bool:
     or a well-signed but odd token would end in a 500."""
     integers = [CLAIM_EPOCH, CLAIM_GLOBAL_EPOCH] + ([CLAIM_GROUP_EPOCH] if CLAIM_GROUP_ID in claims else [])
     optional = (CLAIM_SESSION, CLAIM_TOKEN_FAMILY, CLAIM_USERNAME, CLAIM_GROUP)
-    groups = claims.get(CLAIM_GROUPS, [])
+    groups = claims.get(WLCG_GROUPS, claims.get(CLAIM_GROUPS, []))
     return (
         all(type(claims.get(name)) is int for name in integers)
         and all(isinstance(claims[name], str) for name in optional if name in claims)
         and isinstance(groups, list)
         and all(isinstance(name, str) for name in groups)
+        and (WLCG_GROUPS not in claims or all(name.startswith("/") for name in groups))
     )
 
 

@@ -125,7 +125,7 @@ class IntrospectView(View):
 
 
 def server_metadata(request: HttpRequest) -> dict[str, Any]:
-    """The OAuth server's part of our RFC 8414 metadata (:func:`tokenauth.views.authorization_server_metadata`)."""
+    """The OAuth server's part of our RFC 8414 metadata (``views.authorization_server_metadata``)."""
 
     def url(name: str) -> str:
         return issuer_url(request, name)
