@@ -14,7 +14,7 @@ from django.core.management import CommandError, call_command
 from django.test import Client
 
 from tests.idp import DEFAULT_RESOURCE
-from tokenauth.checks import check_issuers
+from tokenauth.checks import check_issuer_rows, check_issuers
 from tokenauth.issuers import IssuerConfig
 from tokenauth.models import Issuer
 
@@ -517,3 +517,13 @@ def test_issuer_rows_refuse_required_scopes_that_are_not_scope_tokens():
     assert "required_scopes" in raised.value.message_dict
     row.required_scopes = ["servicex", "storage.read:/data"]
     row.full_clean()
+
+
+@pytest.mark.django_db
+def test_e016_issuer_rows_written_around_the_admin_are_checked_with_the_database():
+    Issuer.objects.create(issuer="https://iam.example.org/", accept_any_audience=True)
+    Issuer.objects.create(issuer="https://cilogon.example.org/", profile="wlcg", accept_any_audience=True)
+    messages = check_issuer_rows(databases=["default"])
+    assert [m.id for m in messages] == ["tokenauth.E016"]
+    assert messages[0].msg.startswith("https://iam.example.org/: accept_any_audience without a token profile")
+    assert check_issuer_rows() == []  # without --database no query

@@ -217,6 +217,24 @@ def check_issuers(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMe
     return errors
 
 
+@checks.register(checks.Tags.database)
+def check_issuer_rows(
+    app_configs: Any = None, databases: Any = None, **kwargs: Any
+) -> list[checks.CheckMessage]:
+    """Issuer rows written around the admin and ``tokenauth_issuer`` (which validate them): the same
+    profile rules as for ``ISSUERS``. Runs with ``check --database``, like Django's database checks."""
+    if not databases:
+        return []
+    # Imported here: checks load before the app registry is ready.
+    from .models import Issuer
+
+    errors: list[checks.CheckMessage] = []
+    for row in Issuer.objects.only("issuer", "profile", "accept_any_audience"):
+        entry = {"profile": row.profile, "accept_any_audience": row.accept_any_audience}
+        errors.extend(_profile_messages(row.issuer, entry))
+    return errors
+
+
 def _profile_messages(iss: str, entry: dict[str, Any]) -> list[checks.CheckMessage]:
     """A token profile we know, and an any-audience only with one (the value is the profile's)."""
     profile = entry.get("profile", "")
