@@ -1,9 +1,12 @@
-"""The settings module knows no other module of tokenauth: each cache registers its own reset."""
+"""The shape of the package: the settings module knows no other module of tokenauth (each cache
+registers its own reset), no import cycles, and how densely our modules import each other."""
 
 from __future__ import annotations
 
 import ast
 from pathlib import Path
+
+import pytest
 
 import tokenauth
 from tokenauth import conf
@@ -41,3 +44,121 @@ def test_every_process_cache_is_reset_by_a_settings_change(settings):
     tokens.verified_tokens.put("a-token", {"iss": "x"})
     settings.TOKENAUTH = {**settings.TOKENAUTH, "LEEWAY": 5}
     assert tokens.verified_tokens.get("a-token") is None
+
+
+def _module_name(path: Path) -> str:
+    parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _sources() -> dict[str, Path]:
+    """tokenauth's modules by dotted name; migrations are generated and import nothing of ours."""
+    return {
+        _module_name(path): path for path in sorted(PACKAGE.rglob("*.py")) if "migrations" not in path.parts
+    }
+
+
+def _own_imports(module: str, path: Path) -> list[tuple[ast.stmt, str, bool]]:
+    """``(statement, imported name, inside a function)`` for each import of a tokenauth module."""
+    package = module if path.name == "__init__.py" else module.rpartition(".")[0]
+    found = []
+
+    def visit(node: ast.AST, in_function: bool) -> None:
+        for child in ast.iter_child_nodes(node):
+            if isinstance(child, ast.ImportFrom):
+                base = package.split(".")[: len(package.split(".")) - child.level + 1] if child.level else []
+                target = ".".join([*base, *([child.module] if child.module else [])])
+                if target.split(".")[0] == "tokenauth":
+                    found.extend((child, f"{target}.{alias.name}", in_function) for alias in child.names)
+            elif isinstance(child, ast.Import):
+                ours = [alias.name for alias in child.names if alias.name.startswith("tokenauth")]
+                found.extend((child, name, in_function) for name in ours)
+            visit(child, in_function or isinstance(child, ast.FunctionDef | ast.AsyncFunctionDef))
+
+    visit(ast.parse(path.read_text()), False)
+    return found
+
+
+def _import_graph(modules: dict[str, Path], with_functions: bool) -> dict[str, set[str]]:
+    """Which of our modules each module imports; ``from .x import name`` names module ``x``, and
+    ``from . import x`` names ``x`` when it is a module."""
+    graph: dict[str, set[str]] = {name: set() for name in modules}
+    for name, path in modules.items():
+        for _, imported, in_function in _own_imports(name, path):
+            if in_function and not with_functions:
+                continue
+            while imported not in modules:
+                imported = imported.rpartition(".")[0]
+            if imported != name:
+                graph[name].add(imported)
+    return graph
+
+
+def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """The strongly connected components with more than one module (Tarjan's algorithm)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    components = []
+
+    def connect(node: str) -> None:
+        index[node] = low[node] = len(index)
+        stack.append(node)
+        for successor in sorted(graph[node]):
+            if successor not in index:
+                connect(successor)
+                low[node] = min(low[node], low[successor])
+            elif successor in stack:
+                low[node] = min(low[node], index[successor])
+        if low[node] == index[node]:
+            component = [stack.pop()]
+            while component[-1] != node:
+                component.append(stack.pop())
+            if len(component) > 1:
+                components.append(sorted(component))
+
+    for node in sorted(graph):
+        if node not in index:
+            connect(node)
+    return components
+
+
+def test_cycle_finder_names_a_cycle():
+    graph = {"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}, "e": set()}
+    assert _cycles(graph) == [["a", "b", "c"]]
+
+
+def test_no_import_cycle_in_tokenauth():
+    """No cycle among the module-level imports (the issue's goal: importing any module never meets a
+    half-initialised one), and none either once the imports inside functions are counted: a lazy import
+    that closes a circle hides the cycle from Python, not from whoever reads the code. The implicit
+    import of a package's ``__init__`` is not an edge; only what the import statements name."""
+    modules = _sources()
+    assert _cycles(_import_graph(modules, with_functions=False)) == []
+    assert _cycles(_import_graph(modules, with_functions=True)) == []
+
+
+def test_the_issuer_model_imports_no_network_layer():
+    graph = _import_graph(_sources(), with_functions=True)
+    assert graph["tokenauth.models"] == {"tokenauth.issuer_config", "tokenauth.keys", "tokenauth.scopes"}
+
+
+def _own_import_density() -> float:
+    """Import statements of our own modules (``from tokenauth...``, relative ones, ``import tokenauth``)
+    per 1,000 lines of tokenauth, migrations excluded: one statement counts once however many names."""
+    statements = lines = 0
+    for name, path in _sources().items():
+        statements += len({id(statement) for statement, _, _ in _own_imports(name, path)})
+        lines += len(path.read_text().splitlines())
+    return statements * 1000 / lines
+
+
+def test_imports_between_our_modules_do_not_grow():
+    """The issue's goal is 15 per 1,000 lines (DRF, simplejwt and Django contrib: 6-17); this ratchet
+    holds today's figure (27.1) with some room, so it does not grow (see the xfail below)."""
+    assert _own_import_density() <= 28
+
+
+@pytest.mark.xfail(reason="the goal of issue 15, not reached yet: 27.1 per 1,000 lines", strict=True)
+def test_imports_between_our_modules_are_at_most_15_per_1000_lines():
+    assert _own_import_density() <= 15

@@ -43,28 +43,20 @@ def verify_token(token: str) -> dict[str, Any]:
     return verify(jws, external_policy(config))
 
 
-def _user(pk: Any, username: str, groups: tuple[str, ...] | list[str]) -> Any:
-    if not tokenauth_settings.LOAD_USER:
-        return TokenUser(pk, username, groups)
-    user = get_user_model()._default_manager.filter(pk=pk, is_active=True).first()
-    if user is None:
-        raise InvalidToken("The user is inactive or deleted")
-    return user
-
-
-def _local_principal(claims: dict[str, Any]) -> tuple[Any, AccessToken]:
+def _local_token(claims: dict[str, Any]) -> AccessToken:
     user_id = claims["sub"]
     groups = check_local_claims(claims, user_id)
     try:
         pk = get_user_model()._meta.pk.to_python(user_id)
     except ValidationError:
         raise InvalidToken("The access token's subject is invalid") from None
-    return _user(pk, claims.get(CLAIM_USERNAME, ""), groups), AccessToken(claims, groups)
+    return AccessToken(claims, groups, pk, claims.get(CLAIM_USERNAME, ""))
 
 
-def _external_principal(claims: dict[str, Any]) -> tuple[Any, AccessToken]:
+def _external_token(claims: dict[str, Any]) -> AccessToken:
     config = get_issuer(claims["iss"])
-    if config is None:  # disabled since the token was first seen
+    # Disabled since the token was first seen.
+    if config is None:
         raise InvalidToken("The access token's issuer is not accepted")
     granted = frozenset(split_scope(scope_string(claims)))
     if not all(config.scope_granted(granted, scope) for scope in config.required_scopes):
@@ -74,18 +66,19 @@ def _external_principal(claims: dict[str, Any]) -> tuple[Any, AccessToken]:
         raise InvalidToken("The user is inactive")
     check_external_claims(claims, str(principal.user_id), identity_digest(claims["iss"], claims["sub"]))
     groups = groups_of(config, claims, principal)
-    return _user(principal.user_id, principal.username, groups), AccessToken(claims, groups)
+    return AccessToken(claims, groups, principal.user_id, principal.username)
 
 
-def authenticate_token(token: str) -> tuple[Any, AccessToken]:
-    """Verify a bearer token and return ``(user, AccessToken)``; raises :class:`InvalidToken`.
+def validate_token(token: str) -> AccessToken:
+    """A bearer token verified, not revoked and of an issuer still accepted; raises :class:`InvalidToken`.
 
     A token's signature is checked once per process (``verified_tokens``); expiry, the issuer's
     standing and revocation are checked on every call.
     """
     if len(token) > tokenauth_settings.MAX_TOKEN_BYTES:
         raise InvalidToken("The access token is too large")
-    if not token.isascii():  # a JWT is base64url and dots; PyJWT would fail encoding anything else
+    # A JWT is base64url and dots; PyJWT would fail encoding anything else.
+    if not token.isascii():
         raise InvalidToken("The access token is malformed")
     claims = verified_tokens.get(token)
     if claims is not None and not _is_local(claims) and not _still_verified(token, claims["iss"]):
@@ -96,8 +89,25 @@ def authenticate_token(token: str) -> tuple[Any, AccessToken]:
     elif claims["exp"] + tokenauth_settings.LEEWAY.total_seconds() < time.time():
         raise InvalidToken("The access token expired")
     if _is_local(claims):
-        return _local_principal(claims)
-    return _external_principal(claims)
+        return _local_token(claims)
+    return _external_token(claims)
+
+
+def token_user(access: AccessToken) -> Any:
+    """The user of a validated token: a :class:`TokenUser` without a query, or the active user row
+    with ``LOAD_USER``."""
+    if not tokenauth_settings.LOAD_USER:
+        return TokenUser(access.user_id, access.username, access.groups)
+    user = get_user_model()._default_manager.filter(pk=access.user_id, is_active=True).first()
+    if user is None:
+        raise InvalidToken("The user is inactive or deleted")
+    return user
+
+
+def authenticate_token(token: str) -> tuple[Any, AccessToken]:
+    """Verify a bearer token and return ``(user, AccessToken)``; raises :class:`InvalidToken`."""
+    access = validate_token(token)
+    return token_user(access), access
 
 
 def _still_verified(token: str, iss: str) -> bool:
@@ -122,17 +132,46 @@ class BearerAuthentication(BaseAuthentication):
     realm = REALM
 
     def authenticate(self, request: Request) -> tuple[Any, AccessToken] | None:
-        header = request.META.get("HTTP_AUTHORIZATION", "")
-        scheme, _, token = header.partition(" ")
-        if scheme.lower() != self.keyword.lower():
+        """The four steps below; override a step, not this. ``None`` when the request has no bearer
+        token (the next authentication class may try), a 401 or 503 when it has a bad one."""
+        header = self.get_header(request)
+        if header is None:
+            return None
+        raw_token = self.get_raw_token(header)
+        if raw_token is None:
             return None
         try:
-            return authenticate_token(token.strip())
+            validated_token = self.get_validated_token(raw_token)
+            return self.get_user(validated_token), validated_token
         except InvalidToken as exc:
             setattr(request._request, ERROR_ATTRIBUTE, exc.description)
             raise exceptions.AuthenticationFailed(exc.description, code="invalid_token") from None
         except (StateUnavailable, IssuerUnavailable):
             raise ServiceUnavailable() from None
+
+    def get_header(self, request: Request) -> str | None:
+        """The header that carries the token; override to read another one (a proxy's, say)."""
+        return request.META.get("HTTP_AUTHORIZATION")
+
+    def get_raw_token(self, header: str) -> str | None:
+        """The token in ``header`` when its scheme is :attr:`keyword` (case-insensitive), else None."""
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() != self.keyword.lower():
+            return None
+        return token.strip()
+
+    def get_validated_token(self, raw_token: str) -> AccessToken:
+        """Signature, claims, issuer and revocation (:func:`validate_token`); raises InvalidToken.
+
+        Override to refuse more (check a claim, say) and call ``super()`` first: the verification
+        itself is not a hook, so no subclass can accept a token it refuses.
+        """
+        return validate_token(raw_token)
+
+    def get_user(self, validated_token: AccessToken) -> Any:
+        """``request.user`` for a validated token (:func:`token_user`); override to load it otherwise.
+        Raise :class:`~tokenauth.exceptions.InvalidToken` to refuse the request."""
+        return token_user(validated_token)
 
     def authenticate_header(self, request: Request) -> str:
         error = getattr(request._request, ERROR_ATTRIBUTE, None)

@@ -267,7 +267,8 @@ class JWKSCache:
         keyset = KeySet(jwks_uri, named, fetched_at, fresh_until, tuple(key for _, key in every))
         previous = self._sets.get(iss)
         if previous is not None and not previous.keys.keys() <= keyset.keys.keys():
-            verified_tokens.clear()  # a key was withdrawn: its tokens must be verified again (and fail)
+            # A key was withdrawn: its tokens must be verified again (and fail).
+            verified_tokens.clear()
         self._sets[iss] = keyset
         return keyset
 

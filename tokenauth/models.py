@@ -6,7 +6,6 @@ from __future__ import annotations
 import hashlib
 import secrets
 import uuid
-from typing import Any
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
@@ -14,7 +13,10 @@ from django.db import models
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
+from .issuer_config import IssuerConfig, login_slug, settings_login_slugs, validate_issuer_url
+from .keys import ASYMMETRIC_ALGORITHMS
 from .profiles import PROFILE_CHOICES
+from .scopes import is_scope_token
 
 
 def identity_digest(issuer: str, subject: str) -> str:
@@ -256,10 +258,6 @@ class Issuer(models.Model):
         return self.issuer
 
     def clean(self) -> None:
-        from .issuer_config import login_slug, settings_login_slugs, validate_issuer_url
-        from .keys import ASYMMETRIC_ALGORITHMS
-        from .scopes import is_scope_token
-
         validate_issuer_url(self.issuer)
         if self.client_id:  # a browser-login provider: /oidc/login/<slug>/ must name only this one
             slug = login_slug(self.issuer, self.slug)
@@ -295,9 +293,7 @@ class Issuer(models.Model):
                 {"algorithms": _("Only asymmetric algorithms: %s") % ", ".join(sorted(ASYMMETRIC_ALGORITHMS))}
             )
 
-    def config(self) -> Any:
-        from .issuer_config import IssuerConfig
-
+    def config(self) -> IssuerConfig:
         return IssuerConfig(
             issuer=self.issuer,
             audiences=tuple(self.audiences),

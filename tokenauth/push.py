@@ -44,7 +44,8 @@ def _redis_client() -> tuple[Any, str] | None:
     except Exception:  # an unknown alias is check E006
         return None
     backend = getattr(cache, "_cache", None)
-    get_client = getattr(backend, "get_client", None)  # django.core.cache.backends.redis.RedisCache
+    # The client of django.core.cache.backends.redis.RedisCache.
+    get_client = getattr(backend, "get_client", None)
     if get_client is None or not type(cache).__module__.startswith("django.core.cache.backends.redis"):
         return None
     return get_client(write=True), cache.make_key(CHANNEL)

@@ -395,7 +395,8 @@ def _locked_epoch(kind: str, object_id: str) -> Iterator[Epoch]:
             epoch.save()
             state.remember_epoch(kind, object_id, epoch_value(epoch))
     except BaseException:
-        state.forget_epoch(kind, object_id)  # the cache must not stay ahead of a change that rolled back
+        # The cache must not stay ahead of a change that rolled back.
+        state.forget_epoch(kind, object_id)
         raise
 
 

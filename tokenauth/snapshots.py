@@ -142,7 +142,8 @@ class SharedSnapshot(Generic[T]):
             return
         if not current and version is not None:
             shared = shared_cache_call("get", self.data_key)
-            if shared is not None and shared[0] == version:  # loaded by whoever saw this version first
+            # Loaded by whoever saw this version first.
+            if shared is not None and shared[0] == version:
                 self._install(shared[1], version, now)
                 return
         try:

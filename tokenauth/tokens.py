@@ -30,7 +30,8 @@ CLAIM_GROUPS = "groups"
 CLAIM_GROUP = "group"
 CLAIM_GROUP_ID = "gid"
 CLAIM_SESSION = "sid"
-CLAIM_TOKEN_FAMILY = "token_family"  # the refresh-token family of an OAuth-server token (tokenauth.oauth)
+#: The refresh-token family of an OAuth-server token (tokenauth.oauth).
+CLAIM_TOKEN_FAMILY = "token_family"
 CLAIM_EPOCH = "epoch"
 CLAIM_GROUP_EPOCH = "group_epoch"
 CLAIM_GLOBAL_EPOCH = "global_epoch"
@@ -88,6 +89,9 @@ class AccessToken:
     claims: dict[str, Any]
     #: The caller's groups here: from our token's claim, or from the database for an external identity.
     groups: tuple[str, ...] = ()
+    #: The local user the token names: our ``sub``, or the user an external identity is linked to.
+    user_id: Any = None
+    username: str = ""
 
     @property
     def issuer(self) -> str:

@@ -312,10 +312,10 @@ def authorization_server_metadata(request: Any) -> dict[str, Any]:
         # No authorization endpoint without tokenauth.oauth: no response type.
         "response_types_supported": [],
     }
+    # The authorization server's endpoints and grants: its app config hands them over, so this
+    # module does not import the optional app that builds on it.
     if apps.is_installed("tokenauth.oauth"):
-        from .oauth.views import server_metadata
-
-        document.update(server_metadata(request))
+        document.update(apps.get_app_config("tokenauth_oauth").server_metadata(request))
     return document
 
 

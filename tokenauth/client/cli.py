@@ -129,7 +129,8 @@ def open_browser(url: str) -> None:
         return
     try:
         browser = webbrowser.get()
-        if not isinstance(browser, webbrowser.GenericBrowser):  # console browsers are GenericBrowser
+        # Console browsers are GenericBrowser.
+        if not isinstance(browser, webbrowser.GenericBrowser):
             browser.open(url)
     except webbrowser.Error:
         pass

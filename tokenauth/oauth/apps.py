@@ -1,4 +1,7 @@
+from typing import Any
+
 from django.apps import AppConfig
+from django.http import HttpRequest
 from django.utils.translation import gettext_lazy as _
 
 
@@ -9,7 +12,15 @@ class OAuthConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        from . import checks, receivers  # noqa: F401  (register the checks and the signal receivers)
+        # Register the checks and the signal receivers.
+        from . import checks, receivers  # noqa: F401
         from .redaction import install
 
         install()
+
+    def server_metadata(self, request: HttpRequest) -> dict[str, Any]:
+        """RFC 8414 metadata for ``tokenauth.views``' metadata documents to merge in."""
+        # Imported here: the app config loads before the models are ready.
+        from .views import server_metadata
+
+        return server_metadata(request)

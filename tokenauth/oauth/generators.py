@@ -45,7 +45,8 @@ def access_token(request: Any) -> str:
     group, _ = selected_group(request.user, scopes)
     extra: dict[str, Any] = {"client_id": request.client.client_id}
     if not tokenauth_settings.AUDIENCE:
-        extra["aud"] = tokenauth_settings.ISSUER  # RFC 9068 requires aud; we are the resource server
+        # RFC 9068 requires aud; we are the resource server.
+        extra["aud"] = tokenauth_settings.ISSUER
     family = token_family(request)
     if family is not None:
         extra[CLAIM_TOKEN_FAMILY] = family.hex

@@ -60,7 +60,8 @@ class RedactSecrets(logging.Filter):
             )
         try:
             message = record.getMessage()
-        except (TypeError, ValueError):  # a bad format string: logging would report it, with the args
+        # A bad format string: logging would report it, with the args.
+        except (TypeError, ValueError):
             message = str(record.msg)
         record.msg, record.args = redact(message), ()
         if record.exc_info and not record.exc_text:

@@ -50,7 +50,8 @@ class TokenAuthValidator(OAuth2Validator):
     """
 
     def validate_grant_type(self, client_id: str, grant_type: str, client: Any, request: Any, *args, **kw):
-        if grant_type == TOKEN_EXCHANGE:  # not in DOT's mapping: any confidential client may exchange
+        # Not in DOT's mapping: any confidential client may exchange.
+        if grant_type == TOKEN_EXCHANGE:
             return client.client_type == client.CLIENT_CONFIDENTIAL
         return super().validate_grant_type(client_id, grant_type, client, request, *args, **kw)
 

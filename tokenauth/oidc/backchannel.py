@@ -86,7 +86,8 @@ def verify_logout_token(token: str) -> LogoutToken:
     except InvalidToken:
         raise _refused("The logout token is malformed") from None
     issuer = jws.claims.get("iss")
-    config = get_issuer(issuer) if isinstance(issuer, str) else None  # the allow-list before the network
+    # The allow-list before the network.
+    config = get_issuer(issuer) if isinstance(issuer, str) else None
     if config is None or not config.client_id:
         raise _refused("The logout token's issuer is not an identity provider of this service")
     policy = Policy.for_issuer(
@@ -116,7 +117,8 @@ def _logout_claims(claims: dict[str, Any]) -> LogoutToken:
     events = claims.get("events")
     if not isinstance(events, dict) or not isinstance(events.get(BACKCHANNEL_LOGOUT_EVENT), dict):
         raise _refused("The token carries no back-channel logout event")
-    if "nonce" in claims:  # section 2.4: an ID token cannot pass for a logout token, nor the reverse
+    # Section 2.4: an ID token cannot pass for a logout token, nor the reverse.
+    if "nonce" in claims:
         raise _refused("A logout token carries no nonce")
     if "sid" in claims and not is_identifier(claims["sid"]):
         raise _refused("The logout token's sid is invalid")

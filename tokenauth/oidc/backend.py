@@ -209,4 +209,5 @@ class OIDCBackend(OIDCAuthenticationBackend):
         mail_admins("Browser login of an unregistered identity", "\n".join(lines), fail_silently=True)
 
     def get_user(self, user_id: Any) -> Any:
-        return ModelBackend.get_user(self, user_id)  # inactive users lose their session, as with passwords
+        # Inactive users lose their session, as with passwords.
+        return ModelBackend.get_user(self, user_id)

@@ -83,7 +83,8 @@ class ProviderLoginView(OIDCAuthenticationRequestView):
     get_settings = staticmethod(mozilla_setting)
 
     def __init__(self, **kwargs: Any) -> None:
-        View.__init__(self, **kwargs)  # the endpoint and client id are the provider's, set in get()
+        # The endpoint and client id are the provider's, set in get().
+        View.__init__(self, **kwargs)
 
     def get(self, request: HttpRequest, slug: str) -> HttpResponse:  # type: ignore[override]
         provider = provider_by_slug(slug)
@@ -97,7 +98,8 @@ class ProviderLoginView(OIDCAuthenticationRequestView):
         self.OIDC_RP_CLIENT_ID = provider.client_id
         response = super().get(request)
         state = parse_qs(urlsplit(response["Location"]).query)["state"][0]
-        request.session["oidc_states"][state]["issuer"] = provider.issuer  # the callback's provider
+        # The callback must end at the provider the login started at.
+        request.session["oidc_states"][state]["issuer"] = provider.issuer
         request.session.modified = True
         return response
 

@@ -32,5 +32,6 @@ class Command(TokenauthCommand):
             from oauth2_provider.models import clear_expired, get_device_grant_model
 
             clear_expired()  # expired or revoked DOT tokens and expired authorization codes
-            get_device_grant_model().objects.filter(expires__lte=now).delete()  # clear_expired keeps them
+            # Expired device codes: clear_expired keeps them.
+            get_device_grant_model().objects.filter(expires__lte=now).delete()
             self.stdout.write("Cleared expired OAuth tokens, authorization codes and device codes.")
