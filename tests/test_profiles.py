@@ -115,6 +115,14 @@ def test_wlcg_storage_scopes_from_the_idp(wlcg_idp, wlcg_issuer):
     assert call(token, "storage.read:/etc", "storage.read:/data/x", permission=HasAnyScope).status_code == 200
 
 
+def test_a_repeated_wlcg_token_makes_no_query(wlcg_idp, wlcg_issuer, django_assert_num_queries):
+    token = wlcg_idp.user_token("carol", scope=WLCG_SCOPES)
+    assert call(token, "storage.read:/data/x").status_code == 200
+    with django_assert_num_queries(0):
+        assert call(token, "storage.create:/data/out/y").status_code == 200
+        assert call(token, "storage.read:/etc").status_code == 403
+
+
 def test_without_the_profile_scopes_are_whole_names_only(wlcg_idp, wlcg_issuer, save):
     wlcg_issuer.profile = ""
     save(wlcg_issuer)
