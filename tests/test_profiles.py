@@ -242,9 +242,11 @@ def test_our_wlcg_tokens_pass_the_scitokens_enforcer(wlcg_minting, client):
     assert not scitokens.Enforcer(wlcg_minting, audience="https://other.example.org").test(
         token, "storage.read", "/data"
     )
-    # We accept them ourselves, with the groups read back from wlcg.groups.
+    # We accept them ourselves, with the groups read back from wlcg.groups, the scopes by path.
     response = client.get("/auth/whoami/", HTTP_AUTHORIZATION=f"Bearer {issued.token}")
     assert response.status_code == 200 and response.json()["groups"] == ["cms", "cms/uscms"]
+    assert call(issued.token, "storage.create:/data/out/new").status_code == 200
+    assert call(issued.token, "storage.read:/etc").status_code == 403
 
 
 def test_without_the_profile_the_enforcer_refuses_our_tokens(wlcg_minting, settings):

@@ -8,6 +8,7 @@ from typing import Any
 from django.conf import settings
 from django.core import checks
 from django.core.exceptions import ImproperlyConfigured, ValidationError
+from django.db import connections
 
 from . import profiles
 from .conf import DEFAULTS, TIMEDELTA_SETTINGS, tokenauth_settings
@@ -223,15 +224,17 @@ def check_issuer_rows(
 ) -> list[checks.CheckMessage]:
     """Issuer rows written around the admin and ``tokenauth_issuer`` (which validate them): the same
     profile rules as for ``ISSUERS``. Runs with ``check --database``, like Django's database checks."""
-    if not databases:
-        return []
     # Imported here: checks load before the app registry is ready.
     from .models import Issuer
 
     errors: list[checks.CheckMessage] = []
-    for row in Issuer.objects.only("issuer", "profile", "accept_any_audience"):
-        entry = {"profile": row.profile, "accept_any_audience": row.accept_any_audience}
-        errors.extend(_profile_messages(row.issuer, entry))
+    for alias in databases or ():
+        # ``migrate`` runs database checks too, before the table exists.
+        if Issuer._meta.db_table not in connections[alias].introspection.table_names():
+            continue
+        for row in Issuer.objects.using(alias).only("issuer", "profile", "accept_any_audience"):
+            entry = {"profile": row.profile, "accept_any_audience": row.accept_any_audience}
+            errors.extend(_profile_messages(row.issuer, entry))
     return errors
 
 

@@ -1,4 +1,5 @@
-"""DRF permissions on what a bearer token grants: scopes (case-sensitive, whole words) and groups."""
+"""DRF permissions on what a bearer token grants: scopes (case-sensitive, whole words; by path in a
+token profile) and groups."""
 
 from __future__ import annotations
 
@@ -9,6 +10,8 @@ from typing import Any
 from rest_framework.permissions import BasePermission
 from rest_framework.request import Request
 
+from . import profiles
+from .conf import tokenauth_settings
 from .exceptions import InsufficientScope
 from .issuers import get_issuer
 from .tokens import AccessToken
@@ -20,14 +23,19 @@ def _view_attribute(view: Any, name: str) -> tuple[str, ...]:
 
 
 def _grants(token: Any) -> Callable[[str], bool]:
-    """``scope -> granted?`` for ``request.auth``: whole scope names, and for an issuer following the
-    WLCG or SciTokens profile its hierarchical storage scopes (``storage.read:/data`` grants
-    ``storage.read:/data/file``); nothing for a Django session."""
+    """``scope -> granted?`` for ``request.auth``: whole scope names, and for tokens of a token
+    profile (an issuer following WLCG or SciTokens, ours with ``TOKEN_PROFILE``) its hierarchical
+    storage scopes (``storage.read:/data`` grants ``storage.read:/data/file``); nothing for a Django
+    session."""
     if not isinstance(token, AccessToken):
         return lambda scope: False
     granted = token.scopes
+    if token.is_local:
+        if tokenauth_settings.TOKEN_PROFILE in profiles.PROFILES:
+            return partial(profiles.grants, granted)
+        return granted.__contains__
     # An in-memory lookup (the issuer tables are held per process): no query on the hot path.
-    config = None if token.is_local else get_issuer(token.issuer)
+    config = get_issuer(token.issuer)
     if config is None:
         return granted.__contains__
     return partial(config.scope_granted, granted)
