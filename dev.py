@@ -32,6 +32,8 @@ STAMP = VENV / ".dev-py-stamp"
 EXTRAS = "test"
 PYTHON = VENV / ("Scripts/python.exe" if os.name == "nt" else "bin/python")
 IDP = ROOT / "tests" / "idp"  # the test OpenID provider (Node.js), see tests/idp.py
+# The demo signs with RS256 (a JWKS with a key other services can verify against); kept out of git.
+DEMO_KEY = ROOT / ".demo" / "rs256.pem"
 
 ADMIN_SCRIPT = """
 import os
@@ -105,6 +107,26 @@ def bootstrap() -> None:
         step()
 
 
+def demo_signing_key() -> Path:
+    """The demo's RS256 private key (PEM, mode 0600), generated with tokenauth_keys on first use."""
+    if not DEMO_KEY.exists():
+        DEMO_KEY.parent.mkdir(exist_ok=True)
+        # Generated under the project's own default key settings: not the ones being set up.
+        env = {name: value for name, value in os.environ.items() if not name.startswith("TOKENAUTH_")}
+        pem = subprocess.run(
+            [str(PYTHON), "manage.py", "tokenauth_keys", "--generate", "RS256"],
+            cwd=ROOT,
+            env=env,
+            check=True,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+        ).stdout
+        fd = os.open(DEMO_KEY, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as file:
+            file.write(pem)
+    return DEMO_KEY
+
+
 def demo(argv: list[str]) -> NoReturn:
     """Migrate the demo DB, (re)set the ``admin`` password, print how to try it, exec runserver."""
     parser = argparse.ArgumentParser(prog="dev.py demo", description=demo.__doc__)
@@ -115,6 +137,9 @@ def demo(argv: list[str]) -> NoReturn:
     base = f"http://127.0.0.1:{port}"
     env = dict(os.environ)
     env.setdefault("TOKENAUTH_ISSUER", base)
+    if "TOKENAUTH_SIGNING_KEY" not in env:
+        env.setdefault("TOKENAUTH_ALGORITHM", "RS256")
+        env.setdefault("TOKENAUTH_SIGNING_KEY_FILE", str(demo_signing_key()))
     run(PYTHON, "manage.py", "migrate", "--noinput", env=env)
     password = secrets.token_urlsafe(12)
     admin_env = {**env, "DEV_ADMIN_PASSWORD": password}
@@ -124,6 +149,8 @@ def demo(argv: list[str]) -> NoReturn:
         f"""
   Demo user:  admin / {password}   (a new password on every `dev.py demo`)
 
+  Start here: {base}/            (links to everything below)
+  API docs:   {base}/api/docs/   (Swagger UI)
   Admin:      {base}/admin/
   Get tokens: curl -s -X POST {base}/auth/token/ -H 'Content-Type: application/json' \\
                 -d '{{"username": "admin", "password": "{password}"}}'

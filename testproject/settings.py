@@ -7,14 +7,18 @@ Everything that differs between a laptop demo and CI comes from the environment:
 ``DATABASE_URL``           any dj-database-url URL; default: SQLite file ``db.sqlite3`` in the repo root
 ``REDIS_URL``              when set, the default cache is Redis; otherwise per-process LocMemCache
 ``TOKENAUTH_ISSUER``       our ``iss`` claim (default http://127.0.0.1:8000)
+``TOKENAUTH_ALGORITHM``    signing algorithm of local tokens (default HS256; ``dev.py demo`` sets RS256)
 ``TOKENAUTH_SIGNING_KEY``  key used to sign local tokens (dev default below)
+``TOKENAUTH_SIGNING_KEY_FILE``  a PEM file with the signing key instead (``dev.py demo`` generates one)
 ``DJANGO_LOG_LEVEL``       console log level (default WARNING)
+``DJANGO_CORS_ALLOWED_ORIGINS``  comma-separated origins of browser apps that may call the API (default none)
 ``TEST_IDP_ISSUER``        when set, that OpenID provider (e.g. tests/idp on http://127.0.0.1:9000) is a
                            browser-login provider "Test IdP" with client ``web-client``, whose secret
                            is read from ``TEST_IDP_CLIENT_SECRET`` (tests/idp's default: web-secret)
 """
 
 import os
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import dj_database_url
@@ -41,14 +45,19 @@ INSTALLED_APPS = [
     "django.contrib.sessions",
     "django.contrib.messages",
     "django.contrib.staticfiles",
+    "corsheaders",
     "rest_framework",
+    "drf_spectacular",
     "tokenauth",
     "oauth2_provider",
     "tokenauth.oauth",
+    "tokenauth.contrib.simplejwt",
 ]
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    # Before CommonMiddleware, so that it answers preflights and adds its headers to every answer.
+    "corsheaders.middleware.CorsMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -64,7 +73,7 @@ WSGI_APPLICATION = "testproject.wsgi.application"
 TEMPLATES = [
     {
         "BACKEND": "django.template.backends.django.DjangoTemplates",
-        "DIRS": [],
+        "DIRS": [BASE_DIR / "testproject" / "templates"],
         "APP_DIRS": True,
         "OPTIONS": {
             "context_processors": [
@@ -117,6 +126,15 @@ REST_FRAMEWORK = {
         "tokenauth.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+}
+
+# The OpenAPI document (drf-spectacular) at /api/schema/, Swagger UI at /api/docs/.
+SPECTACULAR_SETTINGS = {
+    "TITLE": "tokenauth demo API",
+    "DESCRIPTION": "Log in at POST /auth/token/, then send the access token as Authorization: Bearer.",
+    "VERSION": "1.0.0",
+    "SERVE_INCLUDE_SCHEMA": False,
 }
 
 TOKENAUTH = {
@@ -127,7 +145,31 @@ TOKENAUTH = {
     "SCOPES": {"reports:read": "Read the example reports"},
     # The test OpenID provider (tests/idp) serves plain http on 127.0.0.1.
     "ALLOW_LOOPBACK_HTTP_ISSUERS": DEBUG,
+    # The demo moves from simplejwt (its endpoints are under /simplejwt/): a window that always ends a
+    # month ahead; a real site names a date.
+    "SIMPLEJWT_MIGRATION_ENDS": datetime.now(UTC) + timedelta(days=30),
 }
+
+# dev.py demo signs with an RS256 key file (tokenauth's default algorithm, HS256, otherwise).
+if os.environ.get("TOKENAUTH_ALGORITHM"):
+    TOKENAUTH["ALGORITHM"] = os.environ["TOKENAUTH_ALGORITHM"]
+if os.environ.get("TOKENAUTH_SIGNING_KEY_FILE"):
+    TOKENAUTH["SIGNING_KEY_FILE"] = os.environ["TOKENAUTH_SIGNING_KEY_FILE"]
+
+# The simplejwt setup the demo is moving from (tokenauth.contrib.simplejwt accepts its tokens).
+SIMPLE_JWT = {
+    "SIGNING_KEY": os.environ.get(
+        "SIMPLE_JWT_SIGNING_KEY", "dev-only-simplejwt-signing-key-0123456789abcdef"
+    ),
+    "ALGORITHM": "HS256",
+    "ACCESS_TOKEN_LIFETIME": timedelta(minutes=5),
+}
+
+# Browser apps on other origins (django-cors-headers): they send the bearer token in Authorization, so
+# no cookie crosses origins (credentials stay off) and the 401's reason is readable by the app.
+CORS_ALLOWED_ORIGINS = [o for o in os.environ.get("DJANGO_CORS_ALLOWED_ORIGINS", "").split(",") if o]
+CORS_ALLOW_CREDENTIALS = False
+CORS_EXPOSE_HEADERS = ["WWW-Authenticate", "Retry-After"]
 
 # The OAuth 2.0 authorization server (tokenauth.oauth on django-oauth-toolkit): access tokens are ours.
 OAUTH2_PROVIDER = {

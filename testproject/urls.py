@@ -2,7 +2,8 @@
 
 from django.contrib import admin
 from django.urls import include, path
-from django.views.generic import RedirectView
+from django.views.generic import TemplateView
+from rest_framework_simplejwt.views import TokenObtainPairView, TokenRefreshView
 
 urlpatterns = [
     path("admin/", admin.site.urls),
@@ -12,5 +13,9 @@ urlpatterns = [
     path("o/", include("tokenauth.oauth.urls")),
     path("", include("tokenauth.oauth.well_known_urls")),
     path("api/", include("testproject.api")),
-    path("", RedirectView.as_view(pattern_name="admin:index")),  # the demo's front door
+    # The site's simplejwt endpoints before the switch (README "Moving from simplejwt").
+    path("simplejwt/token/", TokenObtainPairView.as_view(), name="simplejwt-token"),
+    path("simplejwt/token/refresh/", TokenRefreshView.as_view(), name="simplejwt-refresh"),
+    # The demo's front door: a page of links to what there is to try.
+    path("", TemplateView.as_view(template_name="testproject/index.html"), name="demo-index"),
 ]

@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from tests.browser import chrome  # noqa: F401  (a fixture of the browser tests)
 from tests.idp import IdPMissing, TestIdP
 
 

@@ -318,3 +318,123 @@ def test_deleting_a_user_ends_each_of_their_sessions(client):
         assert hello(client, one["access_token"]) == 401
     assert AuditEvent.objects.filter(action="session_revoked", detail__reason="deleted").count() == 2
     assert not Session.objects.exists()
+
+
+# -- the change pages of users and groups ---------------------------------------------------------
+
+
+def revoke_button(admin_client: Any, url: str, reason: str) -> Any:
+    return admin_client.post(url, {"reason": reason}, follow=True)
+
+
+def test_user_page_revokes_every_token_and_session_with_a_reason(client, admin_client, superuser):
+    alice = make_user("alice")
+    make_user("bob")
+    alices, bobs = login(client, "alice"), login(client, "bob")
+    page = admin_client.get(f"/admin/auth/user/{alice.pk}/change/").content.decode()
+    assert "Revoke all tokens and sessions" in page
+    assert f'action="/admin/auth/user/{alice.pk}/revoke-tokens/"' in page
+
+    response = revoke_button(admin_client, f"/admin/auth/user/{alice.pk}/revoke-tokens/", "laptop stolen")
+    assert "Revoked every token and session of alice (reason: laptop stolen)." in response.content.decode()
+    assert response.redirect_chain[-1][0] == f"/admin/auth/user/{alice.pk}/change/"
+    assert hello(client, alices["access_token"]) == 401
+    assert hello(client, bobs["access_token"]) == 200
+    refresh = {"refresh_token": alices["refresh_token"]}
+    assert client.post("/auth/token/refresh/", refresh, content_type="application/json").status_code == 400
+    assert Session.objects.get(user=alice).revoked_at is not None
+    epoch = Epoch.objects.get(kind="user", object_id=str(alice.pk))
+    assert (epoch.value, epoch.reason, epoch.bumped_by) == (1, "laptop stolen", superuser)
+
+
+def test_group_page_revokes_the_tokens_that_selected_it(client, admin_client):
+    make_user("alice", groups=["operators"])
+    selected = login(client, "alice", group="operators")
+    other = login(client, "alice")
+    group = Group.objects.get(name="operators")
+    assert (
+        "Revoke all tokens and sessions"
+        in admin_client.get(f"/admin/auth/group/{group.pk}/change/").content.decode()
+    )
+    response = revoke_button(admin_client, f"/admin/auth/group/{group.pk}/revoke-tokens/", "incident 42")
+    assert "reason: incident 42" in response.content.decode()
+    assert hello(client, selected["access_token"]) == 401
+    assert hello(client, other["access_token"]) == 200
+    assert Epoch.objects.get(kind="group", object_id=str(group.pk)).reason == "incident 42"
+
+
+def test_revoking_needs_a_reason_post_and_the_permission(client, admin_client):
+    alice = make_user("alice")
+    token = login(client, "alice")["access_token"]
+    url = f"/admin/auth/user/{alice.pk}/revoke-tokens/"
+    response = revoke_button(admin_client, url, "   ")
+    assert "Give a reason for the revocation." in response.content.decode()
+    assert admin_client.get(url).status_code == 403
+    assert admin_client.post("/admin/auth/user/999999/revoke-tokens/", {"reason": "x"}).status_code in (
+        302,
+        403,
+    )
+    assert hello(client, token) == 200
+
+    staff = get_user_model().objects.create_user("staff", password="pw", is_staff=True)
+    from django.contrib.auth.models import Permission
+
+    staff.user_permissions.add(Permission.objects.get(codename="change_user"))
+    from django.test import Client
+
+    other = Client()
+    other.force_login(staff)
+    page = other.get(f"/admin/auth/user/{alice.pk}/change/").content.decode()
+    assert "Revoke all tokens and sessions" not in page
+    assert other.post(url, {"reason": "x"}).status_code == 403
+    assert hello(client, token) == 200
+    assert not Epoch.objects.filter(kind="user").exists()
+
+
+def test_user_page_lists_sessions_identities_and_grants_and_ends_a_session(client, admin_client):
+    from oauth2_provider.models import get_application_model, get_refresh_token_model
+
+    alice = make_user("alice")
+    one = client.post(
+        "/auth/token/",
+        {"username": "alice", "password": "pw"},
+        content_type="application/json",
+        HTTP_USER_AGENT="curl/8.5.0",
+    ).json()
+    two = login(client, "alice")
+    Identity.objects.create(issuer="https://idp.example.org", subject="alice-at-idp", user=alice)
+    app = get_application_model().objects.create(
+        name="Reports app", client_type="public", authorization_grant_type="authorization-code", user=alice
+    )
+    get_refresh_token_model().objects.create(user=alice, application=app, token="secret-refresh-value")
+
+    page = admin_client.get(f"/admin/auth/user/{alice.pk}/change/").content.decode()
+    assert "curl/8.5.0" in page and "alice-at-idp" in page and "https://idp.example.org" in page
+    assert "Reports app" in page and "OAuth grants" in page
+    assert page.count(">End session</button>") == 2
+    for secret in (one["refresh_token"], one["access_token"], "secret-refresh-value"):
+        assert secret not in page
+
+    first = Session.objects.get(family=one["refresh_token"].partition(".")[0])
+    user_page = f"/admin/auth/user/{alice.pk}/change/"
+    response = admin_client.post(f"/admin/tokenauth/session/{first.pk}/end/?next={user_page}", follow=True)
+    assert response.redirect_chain[-1][0] == user_page
+    assert "The session was ended." in response.content.decode()
+    assert hello(client, one["access_token"]) == 401
+    assert hello(client, two["access_token"]) == 200
+    assert response.content.decode().count(">End session</button>") == 1
+    outside = admin_client.post(f"/admin/tokenauth/session/{first.pk}/end/?next=https://evil.example/")
+    assert outside["Location"] == f"/admin/tokenauth/session/{first.pk}/change/"
+
+
+def test_epochs_show_names_and_audit_events_link_to_the_user(client, admin_client):
+    alice = make_user("alice", groups=["operators"])
+    token = login(client, "alice")["access_token"]
+    client.post("/auth/logout-all/", **bearer(token))
+    group = Group.objects.get(name="operators")
+    revoke_button(admin_client, f"/admin/auth/group/{group.pk}/revoke-tokens/", "audit")
+    epochs = admin_client.get("/admin/tokenauth/epoch/").content.decode()
+    assert f'<a href="/admin/auth/user/{alice.pk}/change/">alice</a>' in epochs
+    assert f'<a href="/admin/auth/group/{group.pk}/change/">operators</a>' in epochs
+    events = admin_client.get("/admin/tokenauth/auditevent/").content.decode()
+    assert f'<a href="/admin/auth/user/{alice.pk}/change/">alice</a>' in events

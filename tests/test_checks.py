@@ -206,9 +206,9 @@ def test_w005_access_tokens_that_outlive_the_revocation_window(settings):
     )
 
 
-def test_e017_w006_the_token_profile_we_mint(settings):
+def test_e018_w006_the_token_profile_we_mint(settings):
     base = {"ISSUER": ISSUER, "SIGNING_KEY": GOOD_SECRET}
-    assert "tokenauth.E017" in ids(settings, **base, TOKEN_PROFILE="WLCG 1.0")
+    assert "tokenauth.E018" in ids(settings, **base, TOKEN_PROFILE="WLCG 1.0")
     assert ids(settings, **base, TOKEN_PROFILE="wlcg") == set()
     good = {"storage.read:/": "", "storage.modify:/data": "", "compute.read": "", "reports": ""}
     assert ids(settings, **base, TOKEN_PROFILE="wlcg", SCOPES=good) == set()

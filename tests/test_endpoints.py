@@ -820,9 +820,36 @@ def test_revoke_from_an_admin_session_needs_csrf():
     assert response.status_code == 200 and response.json()["epoch"] == 1
 
 
-def test_the_demo_front_door_leads_to_the_admin(client):
+def test_the_demo_front_door_is_a_page_of_links(client):
     response = client.get("/")
-    assert response.status_code == 302 and response["Location"] == "/admin/"
+    assert response.status_code == 200
+    page = response.content.decode()
+    for link in ("/api/docs/", "/admin/", "/oidc/login/", "/o/device/", "/auth/whoami/"):
+        assert f'href="{link}"' in page, link
+    for link in (
+        "/api/docs/",
+        "/admin/login/?next=/admin/",
+        "/oidc/login/",
+        "/.well-known/openid-configuration",
+    ):
+        assert client.get(link).status_code == 200, link
+
+
+@pytest.mark.parametrize(
+    "path", ["/.well-known/openid-configuration", "/.well-known/oauth-authorization-server"]
+)
+def test_the_metadata_names_our_endpoints_beside_the_oauth_servers(client, path):
+    document = client.get(path).json()
+    assert document["token_endpoint"] == "http://127.0.0.1:8000/o/token/"
+    assert document["tokenauth_endpoints"] == {
+        "token": "http://127.0.0.1:8000/auth/token/",
+        "refresh": "http://127.0.0.1:8000/auth/token/refresh/",
+        "renew": "http://127.0.0.1:8000/auth/token/renew/",
+        "logout": "http://127.0.0.1:8000/auth/logout/",
+        "logout_all": "http://127.0.0.1:8000/auth/logout-all/",
+        "revoke": "http://127.0.0.1:8000/auth/revoke/",
+        "whoami": "http://127.0.0.1:8000/auth/whoami/",
+    }
 
 
 # -- the metadata documents, as a third-party client library reads them ---------------------------

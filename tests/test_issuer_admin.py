@@ -489,15 +489,15 @@ def test_e009_only_asymmetric_algorithms(settings, algorithms):
 @pytest.mark.parametrize(
     "entry, expected",
     [
-        ({"profile": "WLCG"}, ["tokenauth.E015"]),
-        ({"profile": "jwt", "accept_any_audience": True}, ["tokenauth.E015"]),
-        ({"accept_any_audience": True}, ["tokenauth.E016"]),
-        ({"profile": "", "accept_any_audience": True}, ["tokenauth.E016"]),
+        ({"profile": "WLCG"}, ["tokenauth.E016"]),
+        ({"profile": "jwt", "accept_any_audience": True}, ["tokenauth.E016"]),
+        ({"accept_any_audience": True}, ["tokenauth.E017"]),
+        ({"profile": "", "accept_any_audience": True}, ["tokenauth.E017"]),
         ({"profile": "wlcg", "accept_any_audience": True}, []),
         ({"profile": "scitokens"}, []),
     ],
 )
-def test_e015_e016_a_known_profile_and_an_any_audience_only_with_one(settings, entry, expected):
+def test_e016_e017_a_known_profile_and_an_any_audience_only_with_one(settings, entry, expected):
     entry = {"issuer": "https://iam.example.org/", "required_scopes": ["x"], **entry}
     assert issuer_check_ids(settings, [entry]) == expected
 
@@ -520,10 +520,10 @@ def test_issuer_rows_refuse_required_scopes_that_are_not_scope_tokens():
 
 
 @pytest.mark.django_db
-def test_e016_issuer_rows_written_around_the_admin_are_checked_with_the_database():
+def test_e017_issuer_rows_written_around_the_admin_are_checked_with_the_database():
     Issuer.objects.create(issuer="https://iam.example.org/", accept_any_audience=True)
     Issuer.objects.create(issuer="https://cilogon.example.org/", profile="wlcg", accept_any_audience=True)
     messages = check_issuer_rows(databases=["default"])
-    assert [m.id for m in messages] == ["tokenauth.E016"]
+    assert [m.id for m in messages] == ["tokenauth.E017"]
     assert messages[0].msg.startswith("https://iam.example.org/: accept_any_audience without a token profile")
     assert check_issuer_rows() == []  # without --database no query

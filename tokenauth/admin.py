@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.apps import apps
 from django.contrib import admin, messages
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
@@ -11,7 +12,11 @@ from django.core.exceptions import PermissionDenied
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect
-from django.urls import path, reverse
+from django.urls import NoReverseMatch, path, reverse
+from django.utils import timezone
+from django.utils.formats import date_format
+from django.utils.html import format_html, format_html_join
+from django.utils.http import url_has_allowed_host_and_scheme, urlencode
 from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext
 
@@ -22,16 +27,98 @@ from .sessions import end_session
 from .snapshots import StateUnavailable
 
 
+def _table(headers: list[str], rows: list[list[Any]]) -> str:
+    """A small read-only table for a change page (cells are escaped unless already safe HTML)."""
+    if not rows:
+        return _("None")
+    head = format_html_join("", "<th>{}</th>", ((h,) for h in headers))
+    body = format_html_join(
+        "", "<tr>{}</tr>", ((format_html_join("", "<td>{}</td>", ((c,) for c in row)),) for row in rows)
+    )
+    return format_html("<table><thead><tr>{}</tr></thead><tbody>{}</tbody></table>", head, body)
+
+
+def _when(moment: Any) -> str:
+    return date_format(timezone.localtime(moment), "SHORT_DATETIME_FORMAT") if moment else "—"
+
+
+class UserTokensMixin:
+    """On a user's page: their sessions (with "End session"), external identities and OAuth grants,
+    read-only (no formsets: the user form posts as before); never a token."""
+
+    token_fields = ("token_epoch", "token_sessions", "external_identities", "oauth_grants")
+    #: Sessions listed, latest used first.
+    sessions_shown = 50
+
+    @admin.display(description=_("sessions"))
+    def token_sessions(self, user: Any) -> str:
+        sessions = Session.objects.filter(user=user).select_related("group")[: self.sessions_shown]
+        rows = [
+            [
+                _when(s.created_at),
+                _when(s.last_used_at),
+                s.user_agent or "—",
+                s.group or "—",
+                _when(s.expires_at),
+                _when(s.revoked_at) if s.revoked_at else self.end_button(s, user),
+            ]
+            for s in sessions
+        ]
+        headers = [
+            _("created"),
+            _("last used"),
+            _("user agent / client"),
+            _("group"),
+            _("expires"),
+            _("ended"),
+        ]
+        return _table(headers, rows)
+
+    def end_button(self, session: Session, user: Any) -> str:
+        """A button of the user's form that posts to the session's end view instead (forms do not nest)."""
+        opts = user._meta
+        back = reverse(f"admin:{opts.app_label}_{opts.model_name}_change", args=[user.pk])
+        return format_html(
+            '<button type="submit" class="button" formaction="{}?{}" formnovalidate>{}</button>',
+            reverse("admin:tokenauth_session_end", args=[session.pk]),
+            urlencode({"next": back}),
+            _("End session"),
+        )
+
+    @admin.display(description=_("external identities"))
+    def external_identities(self, user: Any) -> str:
+        rows = [[i.issuer, i.subject, _when(i.created_at)] for i in Identity.objects.filter(user=user)]
+        return _table([_("issuer"), _("subject"), _("created")], rows)
+
+    @admin.display(description=_("OAuth grants"))
+    def oauth_grants(self, user: Any) -> str:
+        """The applications the user let act for them (tokenauth.oauth's refresh tokens, by application)."""
+        if not apps.is_installed("oauth2_provider"):
+            return "—"
+        # django-oauth-toolkit is optional: imported only where it is installed.
+        from oauth2_provider.models import get_refresh_token_model
+
+        grants = get_refresh_token_model().objects.filter(user=user).select_related("application")
+        rows = [[g.application, _when(g.created), _when(g.revoked)] for g in grants[: self.sessions_shown]]
+        return _table([_("application"), _("granted"), _("revoked")], rows)
+
+
 class EpochAdminMixin:
-    """Adds the epoch column and the "Revoke all tokens" action to a user or group admin."""
+    """Adds the epoch column, the "Revoke all tokens" action and the "Revoke all tokens and sessions"
+    button (with a reason) of the change page to a user or group admin."""
 
     epoch_kind: str
+    #: The change form the admin class had; ours extends it with the button.
+    base_change_form_template: str
+
+    #: Read-only fields of the "Tokens" fieldset on the change page.
+    token_fields: tuple[str, ...] = ("token_epoch",)
 
     def get_fieldsets(self, request: HttpRequest, obj: Any = None) -> list[Any]:
         fieldsets = list(super().get_fieldsets(request, obj))  # type: ignore[misc]
         shown = {name for _, options in fieldsets for name in options.get("fields", ())}
         if obj is not None and "token_epoch" not in shown:
-            fieldsets.append((_("Tokens"), {"fields": ("token_epoch",)}))
+            fieldsets.append((_("Tokens"), {"fields": self.token_fields}))
         return fieldsets
 
     @admin.display(description=_("token epoch"))
@@ -41,43 +128,86 @@ class EpochAdminMixin:
         )
         return row.first() or 0
 
+    def revoke(self, request: HttpRequest, obj: Any, reason: str) -> bool:
+        """Bump ``obj``'s epoch (a user's also ends their sessions); False, with a message, if it failed."""
+        try:
+            bump_epoch(self.epoch_kind, str(obj.pk), actor=request.user, reason=reason)
+        except StateUnavailable:
+            self.message_user(  # type: ignore[attr-defined]
+                request,
+                _("The shared cache could not take the revocation of %s; nothing changed. Try again.") % obj,
+                messages.ERROR,
+            )
+            return False
+        return True
+
     @admin.action(description=_("Revoke all tokens (bump epoch)"))
     def revoke_all_tokens(self, request: HttpRequest, queryset: QuerySet) -> None:
-        count = 0
-        for obj in queryset:
-            try:
-                bump_epoch(self.epoch_kind, str(obj.pk), actor=request.user, reason="admin action")
-            except StateUnavailable:
-                self.message_user(  # type: ignore[attr-defined]
-                    request,
-                    _("The shared cache could not take the revocation of %s; nothing changed. Try again.")
-                    % obj,
-                    messages.ERROR,
-                )
-                continue
-            count += 1
+        count = sum(self.revoke(request, obj, "admin action") for obj in queryset)
         self.message_user(  # type: ignore[attr-defined]
             request,
             ngettext("Revoked the tokens of %d entry.", "Revoked the tokens of %d entries.", count) % count,
             messages.SUCCESS,
         )
 
+    def has_revoke_permission(self, request: HttpRequest) -> bool:
+        """As for POST /auth/revoke/: the permission to change epochs."""
+        return request.user.has_perm("tokenauth.change_epoch")
 
-def _extend(model: Any, kind: str) -> None:
-    """Re-register ``model`` with its current admin class plus :class:`EpochAdminMixin`."""
+    def revoke_url_name(self) -> str:
+        opts = self.model._meta  # type: ignore[attr-defined]
+        return f"{opts.app_label}_{opts.model_name}_revoke_tokens"
+
+    def get_urls(self) -> list[Any]:
+        view = self.admin_site.admin_view(self.revoke_view)  # type: ignore[attr-defined]
+        own = path("<path:object_id>/revoke-tokens/", view, name=self.revoke_url_name())
+        return [own, *super().get_urls()]  # type: ignore[misc]
+
+    def revoke_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
+        """POST from the change page: revoke everything of the user or group, with the reason given."""
+        obj = self.get_object(request, object_id)  # type: ignore[attr-defined]
+        if request.method != "POST" or obj is None or not self.has_revoke_permission(request):
+            raise PermissionDenied
+        reason = request.POST.get("reason", "").strip()
+        opts = self.model._meta  # type: ignore[attr-defined]
+        back = redirect(reverse(f"admin:{opts.app_label}_{opts.model_name}_change", args=[obj.pk]))
+        if not reason:
+            self.message_user(request, _("Give a reason for the revocation."), messages.ERROR)  # type: ignore[attr-defined]
+        elif self.revoke(request, obj, reason[:200]):
+            text = _("Revoked every token and session of %(obj)s (reason: %(reason)s).")
+            self.message_user(request, text % {"obj": obj, "reason": reason[:200]}, messages.SUCCESS)  # type: ignore[attr-defined]
+        return back
+
+    def render_change_form(
+        self, request: HttpRequest, context: dict[str, Any], *args: Any, **kwargs: Any
+    ) -> Any:
+        context.update(
+            tokenauth_base_change_form=self.base_change_form_template,
+            tokenauth_revoke_url=f"admin:{self.revoke_url_name()}",
+            can_revoke_tokens=self.has_revoke_permission(request),
+        )
+        return super().render_change_form(request, context, *args, **kwargs)  # type: ignore[misc]
+
+
+def _extend(model: Any, kind: str, mixins: tuple[type, ...] = ()) -> None:
+    """Re-register ``model`` with its current admin class plus :class:`EpochAdminMixin` (and ``mixins``)."""
     base = type(admin.site._registry[model]) if admin.site.is_registered(model) else admin.ModelAdmin
     if admin.site.is_registered(model):
         admin.site.unregister(model)
+    token_fields = mixins[0].token_fields if mixins else EpochAdminMixin.token_fields
     attrs = {
         "epoch_kind": kind,
+        "base_change_form_template": base.change_form_template or "admin/change_form.html",
+        "change_form_template": "tokenauth/admin/epoch_change_form.html",
         "actions": [*(base.actions or []), "revoke_all_tokens"],
         "list_display": [*base.list_display, "token_epoch"],
-        "readonly_fields": [*base.readonly_fields, "token_epoch"],
+        "readonly_fields": [*base.readonly_fields, *token_fields],
     }
-    admin.site.register(model, type(f"TokenAuth{base.__name__}", (EpochAdminMixin, base), attrs))
+    bases = (*mixins, EpochAdminMixin, base)
+    admin.site.register(model, type(f"TokenAuth{base.__name__}", bases, attrs))
 
 
-_extend(get_user_model(), Epoch.Kind.USER)
+_extend(get_user_model(), Epoch.Kind.USER, (UserTokensMixin,))
 _extend(Group, Epoch.Kind.GROUP)
 
 
@@ -138,6 +268,10 @@ class SessionAdmin(ReadOnlyAdmin):
         if session.revoked_at is None:
             end_session(session, reason="admin", actor=request.user)
             self.message_user(request, _("The session was ended."), messages.SUCCESS)
+        # The user's page ends sessions too, and goes back there.
+        back = request.GET.get("next", "")
+        if url_has_allowed_host_and_scheme(back, allowed_hosts={request.get_host()}):
+            return redirect(back)
         return redirect(reverse("admin:tokenauth_session_change", args=[session.pk]))
 
     def render_change_form(
@@ -162,10 +296,33 @@ class IdentityAdmin(admin.ModelAdmin):
     raw_id_fields = ("user",)
 
 
+def change_link(obj: Any) -> str:
+    """A link to ``obj``'s admin page, or its name where it has none."""
+    if obj is None:
+        return "—"
+    try:
+        url = reverse(f"admin:{obj._meta.app_label}_{obj._meta.model_name}_change", args=[obj.pk])
+    except NoReverseMatch:
+        return str(obj)
+    return format_html('<a href="{}">{}</a>', url, obj)
+
+
 @admin.register(Epoch)
 class EpochAdmin(PermanentAdmin):
-    list_display = ("kind", "object_id", "value", "not_before", "bumped_by", "reason")
+    list_display = ("kind", "target", "value", "not_before", "bumped_by", "reason")
     list_filter = ("kind",)
+    search_fields = ("object_id", "reason")
+
+    @admin.display(description=_("whose"), ordering="object_id")
+    def target(self, epoch: Epoch) -> str:
+        """The user's or group's name, linked (one query per row: a page holds at most list_per_page)."""
+        models = {Epoch.Kind.USER: get_user_model(), Epoch.Kind.GROUP: Group}
+        if epoch.kind == Epoch.Kind.GLOBAL:
+            return _("everyone")
+        if epoch.kind not in models:
+            return epoch.object_id
+        obj = models[epoch.kind]._default_manager.filter(pk=epoch.object_id).first()
+        return change_link(obj) if obj is not None else _("%s (deleted)") % epoch.object_id
 
 
 @admin.register(RevokedToken)
@@ -176,9 +333,14 @@ class RevokedTokenAdmin(PermanentAdmin):
 
 @admin.register(AuditEvent)
 class AuditEventAdmin(PermanentAdmin):
-    list_display = ("at", "action", "user", "actor")
+    list_display = ("at", "action", "user_link", "actor")
     list_filter = ("action",)
+    list_select_related = ("user", "actor")
     search_fields = ("user__username", "action")
+
+    @admin.display(description=_("user"), ordering="user")
+    def user_link(self, event: AuditEvent) -> str:
+        return change_link(event.user)
 
 
 @admin.register(Issuer)

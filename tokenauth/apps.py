@@ -1,4 +1,4 @@
-from django.apps import AppConfig
+from django.apps import AppConfig, apps
 from django.utils.translation import gettext_lazy as _
 
 
@@ -9,3 +9,7 @@ class TokenAuthConfig(AppConfig):
 
     def ready(self) -> None:
         from . import checks, receivers  # noqa: F401  (registers checks and signal receivers)
+
+        if apps.is_installed("drf_spectacular"):
+            # Defining the extensions registers them: manage.py spectacular then knows our schemes.
+            from . import openapi  # noqa: F401

@@ -11,6 +11,7 @@ from rest_framework import authentication, exceptions
 from rest_framework.authentication import BaseAuthentication
 from rest_framework.request import Request
 
+from . import migrating
 from .conf import tokenauth_settings
 from .exceptions import REALM, InsufficientScope, InvalidToken, ServiceUnavailable
 from .issuers import get_issuer
@@ -84,7 +85,14 @@ def validate_token(token: str) -> AccessToken:
     if claims is not None and not _is_local(claims) and not _still_verified(token, claims["iss"]):
         claims = None
     if claims is None:
-        claims = verify_token(token)
+        try:
+            claims = verify_token(token)
+        except InvalidToken:
+            # Perhaps a token of the system the site is moving from (tokenauth.contrib.simplejwt).
+            migrated = migrating.validated(token)
+            if migrated is None:
+                raise
+            return migrated
         verified_tokens.put(token, claims)
     elif claims["exp"] + tokenauth_settings.LEEWAY.total_seconds() < time.time():
         raise InvalidToken("The access token expired")

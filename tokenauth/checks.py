@@ -11,6 +11,7 @@ from django.core.exceptions import ImproperlyConfigured, ValidationError
 from django.db import connections
 
 from . import profiles
+from .claims import declared_claim_names, get_claims_callable, reserved_in
 from .conf import DEFAULTS, TIMEDELTA_SETTINGS, tokenauth_settings
 from .issuer_config import IssuerConfig, login_slug, validate_issuer_url
 from .keys import ASYMMETRIC_ALGORITHMS, HMAC_ALGORITHMS, get_keyring
@@ -81,7 +82,7 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckM
             checks.Error(
                 f'TOKENAUTH["TOKEN_PROFILE"] is not a profile we mint: {tokenauth_settings.TOKEN_PROFILE!r}.',
                 hint='None, or "wlcg" for the WLCG Common JWT Profile 1.0.',
-                id="tokenauth.E017",
+                id="tokenauth.E018",
             )
         )
     elif tokenauth_settings.TOKEN_PROFILE == profiles.WLCG and isinstance(scopes, dict):
@@ -109,7 +110,8 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckM
                 id="tokenauth.E014",
             )
         )
-    cache_backend = settings.CACHES.get(tokenauth_settings.CACHE_ALIAS, {}).get("BACKEND", "")
+    cache: dict[str, Any] = settings.CACHES.get(tokenauth_settings.CACHE_ALIAS, {})
+    cache_backend = cache.get("BACKEND", "")
     if not cache_backend:
         errors.append(checks.Error('TOKENAUTH["CACHE_ALIAS"] names no cache.', id="tokenauth.E006"))
     elif cache_backend.endswith(("LocMemCache", "DummyCache")) and not settings.DEBUG:
@@ -121,9 +123,7 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckM
                 id="tokenauth.W002",
             )
         )
-    max_entries = (
-        settings.CACHES.get(tokenauth_settings.CACHE_ALIAS, {}).get("OPTIONS", {}).get("MAX_ENTRIES", 300)
-    )
+    max_entries = cache.get("OPTIONS", {}).get("MAX_ENTRIES", 300)
     if cache_backend.endswith("LocMemCache") and max_entries < tokenauth_settings.VERIFIED_TOKEN_CACHE_SIZE:
         errors.append(
             checks.Warning(
@@ -143,6 +143,25 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckM
             )
         )
     return errors
+
+
+@checks.register(checks.Tags.security)
+def check_custom_claims(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
+    """``CUSTOM_CLAIMS`` names a callable, and the claim names it declares are not reserved ones."""
+    try:
+        get_claims_callable.cache_clear()
+        reserved = reserved_in(declared_claim_names())
+    except (ImportError, ImproperlyConfigured, TypeError) as exc:
+        return [checks.Error(f'TOKENAUTH["CUSTOM_CLAIMS"]: {exc}', id="tokenauth.E015")]
+    if reserved:
+        return [
+            checks.Error(
+                f'TOKENAUTH["CUSTOM_CLAIMS"] declares reserved claims: {", ".join(reserved)}.',
+                hint="Registered claims and tokenauth's own are set by tokenauth; give yours other names.",
+                id="tokenauth.E015",
+            )
+        ]
+    return []
 
 
 @checks.register(checks.Tags.security)
@@ -246,7 +265,7 @@ def _profile_messages(iss: str, entry: dict[str, Any]) -> list[checks.CheckMessa
             checks.Error(
                 f"{iss}: unknown token profile {profile!r}.",
                 hint=f"One of {', '.join(sorted(profiles.PROFILES))}, or leave it out.",
-                id="tokenauth.E015",
+                id="tokenauth.E016",
             )
         ]
     if entry.get("accept_any_audience") and not profile:
@@ -254,7 +273,7 @@ def _profile_messages(iss: str, entry: dict[str, Any]) -> list[checks.CheckMessa
             checks.Error(
                 f"{iss}: accept_any_audience without a token profile accepts no any-audience value.",
                 hint='Set "profile": "wlcg" (https://wlcg.cern.ch/jwt/v1/any) or "scitokens" (ANY).',
-                id="tokenauth.E016",
+                id="tokenauth.E017",
             )
         ]
     return []

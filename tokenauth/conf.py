@@ -14,90 +14,196 @@ from django.conf import settings
 from django.core.signals import setting_changed
 from django.dispatch import receiver
 
+#: Every setting and its default. What each one means is in :data:`DESCRIPTIONS`, the one text that
+#: the README's settings table and the docs' reference are generated from (tests/test_docs.py).
 DEFAULTS: dict[str, Any] = {
-    # Our own issuer string: the ``iss`` of every token we mint. Required.
     "ISSUER": None,
-    # Value(s) for ``aud`` in our tokens; when set, our tokens must carry it.
     "AUDIENCE": None,
-    # Signing: an HMAC secret, or a PEM private key (or a path to one) for RS*/ES*/PS*/EdDSA.
     "ALGORITHM": "HS256",
     "SIGNING_KEY": None,
     "SIGNING_KEY_FILE": None,
-    # Key id of the signing key; derived from the key when None.
     "KEY_ID": None,
-    # Retired keys that still verify: [{"kid": ..., "algorithm": ..., "key": PEM or secret}].
     "VERIFICATION_KEYS": [],
-    # Lifetimes.
     "ACCESS_TOKEN_LIFETIME": timedelta(minutes=15),
     "REFRESH_TOKEN_LIFETIME": timedelta(days=1),
     "REMEMBER_ME_REFRESH_TOKEN_LIFETIME": timedelta(days=30),
     "LEEWAY": timedelta(seconds=30),
-    # Requests with a longer bearer token are refused before any parsing.
     "MAX_TOKEN_BYTES": 8192,
-    # Scopes a client may ask for at POST /auth/token/: {"name": "description"}; others are refused.
     "SCOPES": {},
-    # The token profile of the tokens we mint: None, or "wlcg" (WLCG Common JWT Profile 1.0: wlcg.ver,
-    # aud always, groups as wlcg.groups paths), for storage and compute services that verify them.
     "TOKEN_PROFILE": None,
-    # Mechanisms.
     "LOCAL_TOKENS": True,
     "EXTERNAL_ISSUERS": True,
     "SESSION_AUTH_FALLBACK": True,
-    # Live login sessions per user (None = unlimited); a login beyond it ends the oldest ones.
     "MAX_SESSIONS_PER_USER": None,
-    # A user's new password (any path that saves the user) ends every token and session of theirs.
     "REVOKE_ON_PASSWORD_CHANGE": True,
-    # Brute-force protection for POST /auth/token/ (DRF throttle rate string, None = off).
     "LOGIN_THROTTLE_RATE": "10/min",
-    # Revocation state is re-read from the shared Django cache at most this often per process.
     "REVOCATION_REFRESH_INTERVAL": timedelta(seconds=1),
-    # Each process re-reads the denylist and the issuer table from the database at least this often,
-    # even when no change was announced through the shared cache (an announcement can be lost).
     "REVOCATION_RELOAD_INTERVAL": timedelta(minutes=1),
-    # Each process holds every epoch change of this long ago or later: a token issued within it is
-    # checked without I/O. Older tokens read their epochs through the shared cache, one by one.
     "REVOCATION_WINDOW": timedelta(days=1),
-    # With Redis as the shared cache, changes are pushed to every process over pub/sub (milliseconds);
-    # the version key and the database stay the net.
     "REVOCATION_PUSH": True,
-    # How long the shared cache keeps an epoch it read from the database.
     "EPOCH_CACHE_TIMEOUT": timedelta(hours=1),
-    # Verified tokens remembered per process (expiry and revocation are still checked each time);
-    # also the bound of the per-process (issuer, sub) -> user memo.
     "VERIFIED_TOKEN_CACHE_SIZE": 10000,
-    # Load the full user row on every request instead of lazily on first use of a non-claim field.
+    "CUSTOM_CLAIMS": None,
+    "SIMPLEJWT_MIGRATION_ENDS": None,
     "LOAD_USER": False,
-    # External issuers configured in code (next to the Issuer rows of the admin): a list of dicts with
-    # "issuer" and optionally "audiences", "profile" ("wlcg" or "scitokens"), "accept_any_audience"
-    # (the profile's any-audience value), "required_scopes", "algorithms",
-    # "auto_provision", "default_groups", "group_claims", "mirror_groups", "username_claim", "enabled",
-    # and for browser login "slug", "display_name", "client_id", "client_secret_env".
     "ISSUERS": [],
-    # Accept http:// issuers on loopback hosts (tests, local demos); https is required otherwise.
     "ALLOW_LOOPBACK_HTTP_ISSUERS": False,
-    # Fetching discovery documents and JWKS: time limit (connect and whole download) and size cap.
     "HTTP_TIMEOUT": timedelta(seconds=5),
     "HTTP_MAX_BYTES": 512 * 1024,
-    # JWKS lifetime: the issuer's Cache-Control max-age, kept within these bounds.
     "JWKS_CACHE_MIN": timedelta(minutes=5),
     "JWKS_CACHE_MAX": timedelta(hours=24),
-    # An unknown key id refetches an issuer's JWKS at most once per this window.
     "JWKS_REFETCH_COOLDOWN": timedelta(minutes=1),
-    # While an issuer is down its last good keys keep serving for this long.
     "JWKS_MAX_STALENESS": timedelta(days=1),
-    # How long the shared cache keeps an (issuer, sub) -> user mapping.
     "IDENTITY_CACHE_TIMEOUT": timedelta(hours=1),
-    # Which Django cache alias holds revocation state (use a shared one, e.g. Redis, in production).
     "CACHE_ALIAS": "default",
-    # Browser login (tokenauth.oidc): every enabled issuer with a client id is a provider.
     "BROWSER_LOGIN": True,
     "OIDC_SCOPES": "openid profile email",
-    # Client secrets by provider slug, for secrets not kept in an environment variable.
     "OIDC_CLIENT_SECRETS": {},
-    # With exactly one provider, /oidc/login/ sends the browser straight to it.
     "OIDC_REDIRECT_SINGLE_PROVIDER": False,
-    # Back-channel logout: a provider's logout token issued longer ago (iat, plus LEEWAY) is refused.
     "BACKCHANNEL_LOGOUT_MAX_AGE": timedelta(minutes=5),
+}
+
+#: What each setting means, in Markdown, in the order of :data:`DEFAULTS`. The default is shown beside
+#: it, written from the value; say here what ``None`` (or another special value) means.
+DESCRIPTIONS: dict[str, str] = {
+    "ISSUER": (
+        "**Required.** The `iss` of every token this site mints; a token with this `iss` is verified as "
+        "one of ours."
+    ),
+    "AUDIENCE": "`aud` written into our tokens; when set, our tokens must carry it.",
+    "ALGORITHM": (
+        "Signing algorithm: `HS256/384/512`, `RS256/384/512`, `PS256/384/512`, `ES256/384/512`, `EdDSA`."
+    ),
+    "SIGNING_KEY": (
+        "HMAC secret or PEM private key. HS* without it falls back to `SECRET_KEY` (warning `W001` "
+        "outside `DEBUG`)."
+    ),
+    "SIGNING_KEY_FILE": "Path of the key file; wins over `SIGNING_KEY`.",
+    "KEY_ID": (
+        "`kid` of the signing key; derived from the key when `None` (a truncated SHA-256 hash of the "
+        "public JWK, or of the HMAC secret's hash; not an RFC 7638 thumbprint)."
+    ),
+    "VERIFICATION_KEYS": (
+        'Retired keys that still verify: `[{"algorithm": ..., "key": ... or "file": ..., '
+        '"kid": ...}]` '
+        "(`kid` optional: derived)."
+    ),
+    "ACCESS_TOKEN_LIFETIME": "Lifetime of access tokens.",
+    "REFRESH_TOKEN_LIFETIME": "Lifetime of a session's refresh token; each refresh starts it again.",
+    "REMEMBER_ME_REFRESH_TOKEN_LIFETIME": "The same for logins with `remember_me: true`.",
+    "LEEWAY": "Clock skew allowed on `exp`, `nbf`, `iat`.",
+    "MAX_TOKEN_BYTES": "Longer bearer tokens are refused before any parsing.",
+    "SCOPES": (
+        'Scopes a client may ask for at `POST /auth/token/` (and `tokenauth_issue --scope`): `{"name": '
+        '"description"}`; others are refused.'
+    ),
+    "TOKEN_PROFILE": (
+        '`"wlcg"`: mint our tokens in the [WLCG token profile](#tokens-for-wlcg-services) (`wlcg.ver`, '
+        "`aud` always, groups as `wlcg.groups` paths); check `tokenauth.E018`, and `tokenauth.W006` for "
+        "`SCOPES` outside its grammar. `None`: our own claims."
+    ),
+    "LOCAL_TOKENS": (
+        "Accept our own tokens. (The token endpoints still mint when `False`: leave out `tokenauth.urls` "
+        "then.)"
+    ),
+    "EXTERNAL_ISSUERS": "Accept tokens of the issuers in `ISSUERS` and of enabled `Issuer` rows.",
+    "SESSION_AUTH_FALLBACK": (
+        "`tokenauth.authentication.SessionAuthentication` (and `GET /auth/whoami/`) accept a Django "
+        "session login; `False` switches session auth off."
+    ),
+    "MAX_SESSIONS_PER_USER": (
+        "Live login sessions (refresh families of `POST /auth/token/` and browser login) per user; a "
+        'login beyond it ends the user\'s oldest (`session_revoked` reason "limit"). `None` = unlimited; '
+        "otherwise a positive integer (check `tokenauth.E013`)."
+    ),
+    "REVOKE_ON_PASSWORD_CHANGE": (
+        "A user's new password ends every token and session of theirs (an epoch bump, reason \"password "
+        'change").'
+    ),
+    "LOGIN_THROTTLE_RATE": (
+        "Failed password attempts at `POST /auth/token/` allowed per client address and, separately, per "
+        "username (case-folded), in fixed windows of the period (DRF rate string; `None` = off). Correct "
+        "logins do not count. The counters live in the shared cache (`CACHE_ALIAS`); when it is down, "
+        "logins answer `503`. The address is `REMOTE_ADDR`; `X-Forwarded-For` counts only with DRF's "
+        "`NUM_PROXIES` set (behind that many proxies)."
+    ),
+    "REVOCATION_REFRESH_INTERVAL": (
+        "How often a process reads the revocation version key from the shared cache (one read per process"
+        " per interval); when it changed, the process reads the rows changed since its last read from the"
+        " database. Also how long a process trusts its copy of an issuer table entry, an identity and an "
+        "epoch read one by one."
+    ),
+    "REVOCATION_RELOAD_INTERVAL": (
+        "How often a process reads the changed revocation rows (and the issuer table) from the database "
+        "even when no change was announced through the shared cache (bounds a lost announcement; a "
+        "database outage keeps the copy held)."
+    ),
+    "REVOCATION_WINDOW": (
+        "Each process holds every epoch change this recent: a token issued within it is checked without "
+        "any read. A token issued earlier (an external token with a long life, or `ACCESS_TOKEN_LIFETIME`"
+        " above the window: check `tokenauth.W005`) reads its epochs one by one through the shared cache."
+        " Memory grows with the bumps made within the window, not with the number of users."
+    ),
+    "REVOCATION_PUSH": (
+        "With Redis as the shared cache (`django.core.cache.backends.redis.RedisCache`), each revocation "
+        "is pushed to every process over Redis pub/sub after its commit (a channel named with the cache's"
+        " key prefix; one listener thread per process, started on first use and again in a forked "
+        "worker); polling stays the net."
+    ),
+    "EPOCH_CACHE_TIMEOUT": "How long the shared cache keeps an epoch read from the database.",
+    "VERIFIED_TOKEN_CACHE_SIZE": (
+        "Verified tokens remembered per process, so a signature is checked once per token (`0` = off); "
+        "expiry and revocation are still checked every time. The per-process memo of (issuer, sub) → user"
+        " mappings holds as many entries at most (the oldest go first; they are read again from the "
+        "shared cache)."
+    ),
+    "CUSTOM_CLAIMS": (
+        "A callable (or its dotted path) `(user, *, session, scope, group, request) -> dict` whose claims "
+        "are added to each access token we mint; reserved claims cannot be set (`tokenauth.claims`, check "
+        "`tokenauth.E015`)."
+    ),
+    "SIMPLEJWT_MIGRATION_ENDS": (
+        "`tokenauth.contrib.simplejwt`: simplejwt tokens are accepted until then (an aware datetime; "
+        "`None`: no end set, check `tokenauth.simplejwt.W001`)."
+    ),
+    "LOAD_USER": (
+        "Load the user row on every request (one query; refuses inactive users) instead of lazily."
+    ),
+    "ISSUERS": (
+        "External issuers configured in code, next to the `Issuer` rows of the admin: a list of dicts with "
+        '`"issuer"` and optionally `"audiences"`, `"profile"`, `"accept_any_audience"`, `"required_scopes"`, '
+        '`"algorithms"`, `"auto_provision"`, `"default_groups"`, `"group_claims"`, `"mirror_groups"`, '
+        '`"username_claim"`, `"enabled"`, and for browser login `"slug"`, `"display_name"`, `"client_id"`, '
+        '`"client_secret_env"`.'
+    ),
+    "ALLOW_LOOPBACK_HTTP_ISSUERS": (
+        "Accept `http://` issuers on loopback hosts (tests, demos); `https` is required otherwise."
+    ),
+    "HTTP_TIMEOUT": "Time limit of a discovery or JWKS request, for connecting and for the whole download.",
+    "HTTP_MAX_BYTES": "Larger discovery/JWKS answers are refused.",
+    "JWKS_CACHE_MIN": (
+        "Lower bound on how long a fetched JWKS is used (the issuer's `Cache-Control: max-age`, clamped)."
+    ),
+    "JWKS_CACHE_MAX": "Upper bound; also the lifetime when the issuer sends no `max-age`.",
+    "JWKS_REFETCH_COOLDOWN": (
+        "An unknown `kid` refetches an issuer's JWKS at most once per this window (per issuer, shared by "
+        "threads and, through the cache, by processes)."
+    ),
+    "JWKS_MAX_STALENESS": "While an issuer is unreachable its last good keys keep serving for this long.",
+    "IDENTITY_CACHE_TIMEOUT": "How long the shared cache keeps an (issuer, sub) → user mapping.",
+    "CACHE_ALIAS": "The Django cache that holds revocation state; use a shared one (Redis) in production.",
+    "BROWSER_LOGIN": (
+        "Browser login through OpenID providers (`tokenauth.oidc`); `False` hides every provider."
+    ),
+    "OIDC_SCOPES": "Scopes a browser login asks the provider for.",
+    "OIDC_CLIENT_SECRETS": (
+        "Client secrets by provider slug, for secrets not kept in the environment variable the issuer names."
+    ),
+    "OIDC_REDIRECT_SINGLE_PROVIDER": "With exactly one provider, `/oidc/login/` goes straight to it.",
+    "BACKCHANNEL_LOGOUT_MAX_AGE": (
+        "A provider's logout token issued longer ago (`iat`, plus `LEEWAY`) is refused; more than zero "
+        "(check `tokenauth.E014`)."
+    ),
 }
 
 TIMEDELTA_SETTINGS = (

@@ -40,7 +40,7 @@ class InsufficientScope(exceptions.PermissionDenied):
 class OAuthError(exceptions.APIException):
     """An RFC 6749 section 5.2 error body: ``{"error": ..., "error_description": ...}``."""
 
-    status_code = status.HTTP_400_BAD_REQUEST
+    status_code: int = status.HTTP_400_BAD_REQUEST
 
     def __init__(self, error: str, description: str, status_code: int | None = None) -> None:
         super().__init__({"error": error, "error_description": description}, code=error)

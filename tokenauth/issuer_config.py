@@ -29,7 +29,7 @@ class IssuerConfig:
     audiences: tuple[str, ...] = ()
     #: The token profile the issuer follows (:mod:`tokenauth.profiles`): "", "wlcg" or "scitokens".
     profile: str = ""
-    #: Accept the profile's any-audience values (nothing without a profile: system check E016).
+    #: Accept the profile's any-audience values (nothing without a profile: system check E017).
     accept_any_audience: bool = False
     required_scopes: tuple[str, ...] = ()
     algorithms: frozenset[str] = frozenset({"RS256", "ES256"})
@@ -47,7 +47,8 @@ class IssuerConfig:
     @classmethod
     def from_mapping(cls, data: dict[str, Any]) -> IssuerConfig:
         tuples = {"audiences", "required_scopes", "default_groups", "group_claims"}
-        values = {k: tuple(v) if k in tuples else v for k, v in data.items() if k in cls.__dataclass_fields__}
+        known = cls.__dataclass_fields__
+        values: dict[str, Any] = {k: tuple(v) if k in tuples else v for k, v in data.items() if k in known}
         if "algorithms" in values:
             values["algorithms"] = frozenset(values["algorithms"])
         return cls(**values)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -78,7 +79,11 @@ class PublicKey:
 def signature_keys(jwks: dict[str, Any]) -> list[tuple[str | None, PublicKey]]:
     """``(kid or None, key)`` of each signature key; symmetric, encryption-only and unparsable keys
     are left out."""
-    parsers = {"RSA": RSAAlgorithm, "EC": ECAlgorithm, "OKP": OKPAlgorithm}
+    parsers: dict[object, Callable[[dict[str, Any]], Any]] = {
+        "RSA": RSAAlgorithm.from_jwk,
+        "EC": ECAlgorithm.from_jwk,
+        "OKP": OKPAlgorithm.from_jwk,
+    }
     keys: list[tuple[str | None, PublicKey]] = []
     for jwk in jwks.get("keys", []) if isinstance(jwks.get("keys"), list) else []:
         if not isinstance(jwk, dict) or jwk.get("use", "sig") != "sig":
@@ -88,7 +93,7 @@ def signature_keys(jwks: dict[str, Any]) -> list[tuple[str | None, PublicKey]]:
         if parser is None or "d" in jwk or not isinstance(kid, str | None):
             continue
         try:
-            key = parser.from_jwk(jwk)
+            key = parser(jwk)
         except (jwt.InvalidKeyError, ValueError, TypeError, KeyError):
             continue
         keys.append((kid, PublicKey(jwk["kty"], jwk.get("crv"), jwk.get("alg"), key)))

@@ -149,6 +149,7 @@ def generate_private_key_pem(algorithm: str) -> str:
 
     if algorithm in HMAC_ALGORITHMS:
         return secrets.token_urlsafe(48)
+    private: rsa.RSAPrivateKey | ed25519.Ed25519PrivateKey | ec.EllipticCurvePrivateKey
     if algorithm.startswith(("RS", "PS")):
         private = rsa.generate_private_key(public_exponent=65537, key_size=3072)
     elif algorithm == "EdDSA":

@@ -27,7 +27,7 @@ def _hash(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()
 
 
-def _lifetime(remember_me: bool):
+def _lifetime(remember_me: bool) -> timedelta:
     if remember_me:
         return tokenauth_settings.REMEMBER_ME_REFRESH_TOKEN_LIFETIME
     return tokenauth_settings.REFRESH_TOKEN_LIFETIME

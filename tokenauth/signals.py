@@ -5,11 +5,12 @@ from django.dispatch import Signal
 #: A token was minted. kwargs: user, claims (never the token itself), session_id (None outside a session).
 token_issued = Signal()
 
-#: A refresh session ended. kwargs: session, reason ("logout", "reuse", "admin", "limit", "deleted", ...),
-#: actor (or None).
+#: A session ended (one signal per session, also for each session a user's epoch bump ends). kwargs:
+#: session, reason ("logout", "reuse", "admin", "revoked", "group_removed", "epoch_bumped", "limit",
+#: "deleted", "backchannel_logout"), actor (or None).
 session_revoked = Signal()
 
-#: An epoch grew. kwargs: kind ("user" | "group" | "global"), object_id, epoch, actor, reason.
+#: An epoch grew. kwargs: kind ("user" | "group" | "identity" | "global"), object_id, epoch, actor, reason.
 epoch_bumped = Signal()
 
 #: A user lost groups: tokens minted before confer only ``groups`` now. kwargs: user_id, groups, reason.

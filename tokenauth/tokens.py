@@ -15,6 +15,7 @@ from django.db.models import CharField, DateTimeField, Q, Value
 from django.db.models.functions import Cast
 
 from . import signals
+from .claims import custom_claims
 from .conf import process_cache, tokenauth_settings
 from .keys import get_keyring
 from .models import Epoch
@@ -218,9 +219,12 @@ def mint_access_token(
     lifetime: timedelta | None = None,
     extra_claims: dict[str, Any] | None = None,
     standing: Standing | None = None,
+    session: Any = None,
+    request: Any = None,
 ) -> IssuedToken:
     """Sign an access token for ``user``; ``group`` (a Group) is the selected group, if any.
-    ``standing``: the user's groups and epochs if the caller just read them (one query otherwise)."""
+    ``standing``: the user's groups and epochs if the caller just read them (one query otherwise).
+    ``session`` and ``request`` are handed to the site's ``CUSTOM_CLAIMS`` callable (tokenauth.claims)."""
     keyring = get_keyring()
     if lifetime is None:
         lifetime = tokenauth_settings.ACCESS_TOKEN_LIFETIME
@@ -248,6 +252,7 @@ def mint_access_token(
     if session_id:
         claims[CLAIM_SESSION] = session_id
     claims = profile_claims(claims)
+    claims.update(custom_claims(user, session=session, scope=scope, group=group, request=request))
     claims.update(extra_claims or {})
     token = jwt.encode(
         claims,

@@ -18,7 +18,9 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from . import migrating
 from .authentication import BearerAuthentication, SessionAuthentication
+from .claims import declared_claim_names
 from .conf import tokenauth_settings
 from .exceptions import REALM, OAuthError, ServiceUnavailable
 from .keys import get_keyring
@@ -44,7 +46,8 @@ class LoginSerializer(serializers.Serializer):
 
 
 class RefreshSerializer(serializers.Serializer):
-    refresh_token = serializers.CharField(max_length=512)
+    # Ours are 76 characters; a simplejwt refresh token being exchanged is a JWT (RS256: about 600).
+    refresh_token = serializers.CharField(max_length=2048)
 
 
 def _checked_scope(requested: str) -> str:
@@ -67,13 +70,15 @@ def _token_response(session: Session, refresh_token: str | None, access: Any) ->
     return Response(body, headers=NO_STORE)
 
 
-def _mint_for_session(session: Session) -> Any:
+def _mint_for_session(session: Session, request: Request) -> Any:
     return mint_access_token(
         session.user,
         scope=session.scope,
         group=session.group,
         session_id=session.id.hex,
         standing=standing(session),
+        session=session,
+        request=request,
     )
 
 
@@ -135,7 +140,15 @@ class TokenView(TokenAuthView):
             group=group,
             login={},
         )
-        access = mint_access_token(user, scope=scope, group=group, session_id=session.id.hex, standing=found)
+        access = mint_access_token(
+            user,
+            scope=scope,
+            group=group,
+            session_id=session.id.hex,
+            standing=found,
+            session=session,
+            request=request,
+        )
         return _token_response(session, refresh_token, access)
 
 
@@ -147,8 +160,10 @@ class RefreshView(TokenAuthView):
 
     def post(self, request: Request) -> Response:
         data = validated(RefreshSerializer, request)
-        session, refresh_token = rotate(data["refresh_token"])
-        return _token_response(session, refresh_token, _mint_for_session(session))
+        # A refresh token of the system the site is moving from starts a session (tokenauth.migrating).
+        started = migrating.exchanged(data["refresh_token"], request)
+        session, refresh_token = started or rotate(data["refresh_token"])
+        return _token_response(session, refresh_token, _mint_for_session(session, request))
 
 
 class BearerView(TokenAuthView):
@@ -171,7 +186,7 @@ class RenewView(BearerView):
     def post(self, request: Request) -> Response:
         session = self.session(request)
         check_session(session)
-        return _token_response(session, None, _mint_for_session(session))
+        return _token_response(session, None, _mint_for_session(session, request))
 
 
 class LogoutView(BearerView):
@@ -299,6 +314,18 @@ def issuer_url(request: Any, name: str) -> str:
     return request.build_absolute_uri(path)
 
 
+#: The ``tokenauth_endpoints`` of our metadata: key -> URL name (tokenauth/urls.py).
+TOKENAUTH_ENDPOINTS = {
+    "token": "token",
+    "refresh": "refresh",
+    "renew": "renew",
+    "logout": "logout",
+    "logout_all": "logout-all",
+    "revoke": "revoke",
+    "whoami": "whoami",
+}
+
+
 def authorization_server_metadata(request: Any) -> dict[str, Any]:
     """RFC 8414 metadata: our keys and token endpoint, and the OAuth server's endpoints and grants
     when ``tokenauth.oauth`` is installed."""
@@ -311,6 +338,10 @@ def authorization_server_metadata(request: Any) -> dict[str, Any]:
         "scopes_supported": sorted(tokenauth_settings.SCOPES),
         # No authorization endpoint without tokenauth.oauth: no response type.
         "response_types_supported": [],
+        # Our own endpoints by name: with the OAuth server, its metadata takes over token_endpoint.
+        "tokenauth_endpoints": {
+            key: issuer_url(request, f"tokenauth-{name}") for key, name in TOKENAUTH_ENDPOINTS.items()
+        },
     }
     # The authorization server's endpoints and grants: its app config hands them over, so this
     # module does not import the optional app that builds on it.
@@ -355,6 +386,7 @@ class OpenIDConfigurationView(PublicView):
                 "scope",
                 "preferred_username",
                 "groups",
+                *declared_claim_names(),
             ],
         }
         return Response(document, headers={"Cache-Control": "public, max-age=300"})

@@ -4,7 +4,7 @@ limit, so a server that trickles its answer cannot hold a login node's shell for
 from __future__ import annotations
 
 import time
-from typing import Any
+from collections.abc import Mapping
 
 import requests
 import urllib3
@@ -31,11 +31,19 @@ class BoundedAdapter(HTTPAdapter):
         self.timeout = timeout
 
     def send(
-        self, request: requests.PreparedRequest, stream: bool = False, timeout: Any = None, **kwargs: Any
+        self,
+        request: requests.PreparedRequest,
+        stream: bool = False,
+        timeout: float | tuple[float, float] | tuple[float, None] | None = None,
+        verify: bool | str = True,
+        cert: bytes | str | tuple[bytes | str, bytes | str] | None = None,
+        proxies: Mapping[str, str] | None = None,
     ) -> requests.Response:
         deadline = time.monotonic() + self.timeout
         try:
-            response = super().send(request, stream=True, timeout=self.timeout, **kwargs)
+            response = super().send(
+                request, stream=True, timeout=self.timeout, verify=verify, cert=cert, proxies=proxies
+            )
         except requests.Timeout:
             raise self.no_answer(request) from None
         try:
@@ -47,8 +55,9 @@ class BoundedAdapter(HTTPAdapter):
             response.close()
             raise requests.ConnectionError(exc, request=request) from None
         response.raw.release_conn()
-        # What Response.content leaves behind once it has read the body.
-        response._content, response._content_consumed = body, True
+        # What Response.content leaves behind once it has read the body (the stubs lack the flag).
+        response._content = body
+        response._content_consumed = True  # type: ignore[attr-defined]
         return response
 
     def no_answer(self, request: requests.PreparedRequest) -> NoAnswer:

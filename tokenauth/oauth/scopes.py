@@ -63,9 +63,13 @@ class TokenAuthScopes(BaseScopes):
     def get_all_scopes(self) -> dict[str, str]:
         return ScopeDescriptions(tokenauth_settings.SCOPES)
 
-    def get_available_scopes(self, application: Any = None, request: Any = None, *args: Any, **kwargs: Any):
+    def get_available_scopes(
+        self, application: Any = None, request: Any = None, *args: Any, **kwargs: Any
+    ) -> list[str]:
         scopes = list(tokenauth_settings.SCOPES)
         return [s for s in scopes if application is None or application_allows(application, s)]
 
-    def get_default_scopes(self, application: Any = None, request: Any = None, *args: Any, **kwargs: Any):
+    def get_default_scopes(
+        self, application: Any = None, request: Any = None, *args: Any, **kwargs: Any
+    ) -> list[str]:
         return []

@@ -197,7 +197,7 @@ class TokensView(LoginRequiredMixin, View):
             browser_login=browser_login_of(request),  # the provider's logout of this login ends it
             login={"via": "browser"},
         )
-        access = mint_access_token(user, session_id=session.id.hex)
+        access = mint_access_token(user, session_id=session.id.hex, session=session, request=request)
         return self.page(request, {"access_token": access.token, "refresh_token": refresh_token})
 
     def page(self, request: HttpRequest, context: dict[str, Any]) -> HttpResponse:

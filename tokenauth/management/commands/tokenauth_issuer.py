@@ -81,12 +81,12 @@ class Command(TokenauthCommand):
 
     def handle(self, *args: Any, action: str, **options: Any) -> None:
         if action == "list":
-            for issuer in Issuer.objects.order_by("issuer"):
-                state = "enabled " if issuer.enabled else "disabled"
+            for row in Issuer.objects.order_by("issuer"):
+                state = "enabled " if row.enabled else "disabled"
                 self.stdout.write(
-                    f"{state} {issuer.issuer}  audiences={','.join(issuer.audiences) or '-'}"
-                    f"  scopes={','.join(issuer.required_scopes) or '-'}  provision={issuer.auto_provision}"
-                    + (f"  profile={issuer.profile}" if issuer.profile else "")
+                    f"{state} {row.issuer}  audiences={','.join(row.audiences) or '-'}"
+                    f"  scopes={','.join(row.required_scopes) or '-'}  provision={row.auto_provision}"
+                    + (f"  profile={row.profile}" if row.profile else "")
                 )
             return
         url = options["url"]

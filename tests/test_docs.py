@@ -1,0 +1,187 @@
+"""The docs build without a warning and their reference covers the code; the README's settings table
+is the one generated from ``tokenauth.conf`` (docs/_ext/tokenauth_reference.py)."""
+
+from __future__ import annotations
+
+import html
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from docutils.nodes import make_id
+
+from tokenauth.conf import DEFAULTS, DESCRIPTIONS
+
+ROOT = Path(__file__).resolve().parent.parent
+DOCS = ROOT / "docs"
+sys.path.insert(0, str(DOCS / "_ext"))
+
+import tokenauth_reference as reference  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def built_docs(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The HTML build of docs/, with every warning an error (a broken internal link is one)."""
+    if shutil.which("dot") is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail("Graphviz's dot is not installed (apt-get install graphviz)")
+        pytest.skip("Graphviz's dot is not installed")
+    out = tmp_path_factory.mktemp("docs") / "html"
+    result = subprocess.run(
+        [sys.executable, "-m", "sphinx", "-W", "--keep-going", "-q", "-b", "html", str(DOCS), str(out)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    return out
+
+
+def page(built: Path, name: str) -> str:
+    return (built / f"{name}.html").read_text()
+
+
+def readme_section(title: str) -> str:
+    readme = (ROOT / "README.md").read_text()
+    return readme.split(f"\n## {title}\n", 1)[1].split("\n## ", 1)[0]
+
+
+def anchor(label: str) -> str:
+    """The HTML id docutils makes of a MyST target ``(label)=``."""
+    return f'id="{make_id(label)}"'
+
+
+def test_every_setting_has_a_description_in_order() -> None:
+    missing = [name for name in DEFAULTS if name not in DESCRIPTIONS]
+    assert not missing, f"tokenauth.conf.DESCRIPTIONS has no description of {missing}"
+    assert list(DESCRIPTIONS) == list(DEFAULTS), "DESCRIPTIONS must follow the order of DEFAULTS"
+    assert all(text.strip() for text in DESCRIPTIONS.values())
+
+
+def test_the_readme_settings_table_is_generated_from_conf() -> None:
+    readme = (ROOT / "README.md").read_text()
+    assert readme == reference.readme_with_table(readme), (
+        "README.md's settings table differs from tokenauth.conf: "
+        "run python docs/_ext/tokenauth_reference.py --write-readme"
+    )
+
+
+def test_the_readme_lists_every_system_check() -> None:
+    section = readme_section("System checks")
+    listed = set(re.findall(r"^\| `(tokenauth[.\w]*\.[EW]\d{3})` \|", section, flags=re.M))
+    assert listed == {m.id for m in reference.check_messages()}
+
+
+@pytest.mark.parametrize(
+    ("value", "shown"),
+    [
+        (DEFAULTS["ACCESS_TOKEN_LIFETIME"], "15 min"),
+        (DEFAULTS["REMEMBER_ME_REFRESH_TOKEN_LIFETIME"], "30 days"),
+        (DEFAULTS["JWKS_REFETCH_COOLDOWN"], "1 min"),
+        (DEFAULTS["LEEWAY"], "30 s"),
+        (None, "`None`"),
+        (True, "`True`"),
+        ("HS256", '`"HS256"`'),
+        (10000, "10000"),
+    ],
+)
+def test_defaults_are_written_from_their_values(value: object, shown: str) -> None:
+    assert reference.format_default("X", value) == shown
+
+
+def test_byte_sizes_are_written_in_kib() -> None:
+    assert reference.format_default("HTTP_MAX_BYTES", 512 * 1024) == "512 KiB"
+    assert reference.format_default("HTTP_MAX_BYTES", 1000) == "1000"
+
+
+def test_check_ids_are_read_from_the_checks_modules() -> None:
+    ids = {m.id for m in reference.check_messages()}
+    assert {"tokenauth.E001", "tokenauth.E014", "tokenauth.W005", "tokenauth.oauth.E001"} <= ids
+    assert all(re.fullmatch(r"tokenauth(\.(oauth|simplejwt))?\.[EW]\d{3}", i) for i in ids)
+
+
+def test_the_reference_covers_every_setting(built_docs: Path) -> None:
+    settings_html = page(built_docs, "reference/settings")
+    missing = [name for name in DEFAULTS if anchor(f"setting-{name}") not in settings_html]
+    assert not missing
+
+
+def test_the_reference_covers_every_system_check(built_docs: Path) -> None:
+    checks_html = page(built_docs, "reference/checks")
+    missing = [m.id for m in reference.check_messages() if anchor(f"check-{m.id}") not in checks_html]
+    assert not missing
+
+
+def test_the_reference_covers_every_command_and_its_options(built_docs: Path) -> None:
+    commands_html = page(built_docs, "reference/commands")
+    names = reference.command_names()
+    assert {"tokenauth_issue", "tokenauth_issuer", "tokenauth_keys", "tokenauth_purge"} <= set(names)
+    for name in names:
+        assert anchor(f"command-{name}") in commands_html
+        options = {o for a in reference.command_parser(name)._actions for o in a.option_strings}
+        assert all(option in commands_html for option in options - reference.BASE_OPTIONS), name
+
+
+def test_the_reference_covers_every_signal_and_endpoint(built_docs: Path) -> None:
+    signals_html = page(built_docs, "reference/signals")
+    assert {"token_issued", "epoch_bumped", "session_revoked"} <= {n for n, _ in reference.signals()}
+    assert all(anchor(f"signal-{name}") in signals_html for name, _ in reference.signals())
+    endpoints_html = page(built_docs, "reference/endpoints")
+    paths = [path for path, *_ in reference.endpoints()]
+    assert {"/auth/token/", "/.well-known/jwks.json", "/oidc/callback/", "/o/token/"} <= set(paths)
+    missing = [path for path in paths if f">{html.escape(path)}<" not in endpoints_html]
+    assert not missing
+
+
+def test_the_handbook_is_the_readme(built_docs: Path) -> None:
+    handbook = page(built_docs, "handbook")
+    assert 'id="revocation"' in handbook and 'id="accept-tokens-from-your-identity-provider"' in handbook
+    assert 'href="benchmarks.html"' in handbook
+
+
+def test_the_revocation_page_has_its_diagram(built_docs: Path) -> None:
+    revocation_html = page(built_docs, "explanation/revocation")
+    (svg,) = re.findall(r"_images/(graphviz-[0-9a-f]+\.svg)", revocation_html)
+    assert "REVOCATION_WINDOW" in (built_docs / "_images" / svg).read_text()
+
+
+def test_the_readme_lists_every_token_endpoint_with_its_methods() -> None:
+    readme = (ROOT / "README.md").read_text()
+    endpoints = [(p, m) for p, _, m, _ in reference.endpoints() if p.startswith(("/auth/", "/.well-known/"))]
+    assert len(endpoints) >= 10
+    for path, methods in endpoints:
+        rows = [line for line in readme.splitlines() if line.startswith("| ") and f" {path}`" in line]
+        assert rows, f"README.md has no table row for {path}"
+        assert all(method in rows[0] for method in methods), (path, methods)
+
+
+def test_the_readme_lists_every_signal_and_command() -> None:
+    signals = re.findall(r"^\| `(\w+)` \|", readme_section("Signals"), flags=re.M)
+    assert set(signals) == {name for name, _ in reference.signals()}
+    commands = set(re.findall(r"python manage.py (tokenauth_\w+)", readme_section("Management commands")))
+    assert commands == set(reference.command_names())
+
+
+def prose() -> dict[str, str]:
+    """The README and every page of docs/, by path."""
+    files = [ROOT / "README.md", *sorted(DOCS.rglob("*.md"))]
+    return {str(f.relative_to(ROOT)): f.read_text() for f in files if "_build" not in f.parts}
+
+
+def test_the_prose_names_only_settings_checks_and_commands_that_exist() -> None:
+    ids = {m.id for m in reference.check_messages()}
+    commands = set(reference.command_names())
+    wrong = []
+    for path, text in prose().items():
+        wrong += [
+            (path, i) for i in re.findall(r"\btokenauth(?:\.oauth)?\.[EW]\d{3}\b", text) if i not in ids
+        ]
+        wrong += [(path, c) for c in re.findall(r"manage\.py (tokenauth_\w+)", text) if c not in commands]
+        for block in re.findall(r"^TOKENAUTH = \{\n(.*?)^\}", text, flags=re.M | re.S):
+            keys = re.findall(r'^    "([A-Z_]+)":', block, flags=re.M)
+            wrong += [(path, k) for k in keys if k not in DEFAULTS]
+    assert not wrong

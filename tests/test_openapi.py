@@ -1,0 +1,95 @@
+"""OpenAPI (drf-spectacular): our authentication resolves to security schemes, HasScope views list
+their scopes, and the document of the test project is a valid OpenAPI 3 document."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from django.core.management import call_command
+from openapi_spec_validator import validate
+
+from tokenauth import openapi
+
+
+def schema(tmp_path: Path) -> dict[str, Any]:
+    """``manage.py spectacular --validate --fail-on-warn``: any unresolved authenticator or view fails."""
+    out = tmp_path / "schema.yaml"
+    call_command("spectacular", "--validate", "--fail-on-warn", "--file", str(out))
+    document = yaml.safe_load(out.read_text())
+    validate(document)
+    return document
+
+
+def security(document: dict[str, Any], path: str, method: str = "get") -> list[dict[str, list[str]]]:
+    return document["paths"][path][method]["security"]
+
+
+def test_bearer_and_oauth2_schemes(tmp_path):
+    document = schema(tmp_path)
+    schemes = document["components"]["securitySchemes"]
+    assert schemes["bearer"] == {
+        "type": "http",
+        "scheme": "bearer",
+        "bearerFormat": "JWT",
+        "description": "An access token from POST /auth/token/ (or from an allow-listed OpenID issuer).",
+    }
+    flows = schemes["oauth2"]["flows"]
+    assert flows["authorizationCode"]["authorizationUrl"] == "/o/authorize/"
+    assert flows["authorizationCode"]["tokenUrl"] == flows["clientCredentials"]["tokenUrl"] == "/o/token/"
+    assert flows["clientCredentials"]["scopes"] == {"reports:read": "Read the example reports"}
+    assert schemes["cookieAuth"]["in"] == "cookie"
+
+
+def test_has_scope_views_show_their_scopes(tmp_path):
+    document = schema(tmp_path)
+    assert security(document, "/api/reports/") == [
+        {"bearer": []},
+        {"oauth2": ["reports:read"]},
+        {"cookieAuth": []},
+    ]
+    assert {"oauth2": []} in security(document, "/api/hello/")
+
+
+def test_any_scope_is_one_requirement_per_scope():
+    from rest_framework.views import APIView
+
+    from tokenauth.permissions import HasAnyScope
+
+    class Either(APIView):
+        permission_classes = [HasAnyScope]
+        required_scopes = ["a", "b"]
+
+    assert openapi.required_scope_sets(Either()) == [["a"], ["b"]]
+
+
+def test_token_endpoints_are_described(tmp_path):
+    document = schema(tmp_path)
+    login = document["paths"]["/auth/token/"]["post"]
+    body = login["requestBody"]["content"]["application/json"]["schema"]["$ref"]
+    assert body == "#/components/schemas/Login"
+    assert set(login["responses"]) == {"200", "400", "401"}
+    assert "security" not in login or login["security"] in ([], [{}])
+    token_response = document["components"]["schemas"]["TokenResponse"]["properties"]
+    assert {"access_token", "refresh_token", "expires_in"} <= set(token_response)
+    assert set(document["paths"]["/auth/logout-all/"]["post"]["responses"]) >= {"204", "401"}
+    assert "/oidc/backchannel-logout/" in document["paths"]
+
+
+def test_without_the_oauth_server_only_bearer(tmp_path, monkeypatch):
+    monkeypatch.setattr(openapi, "oauth_server_installed", lambda: False)
+    document = schema(tmp_path)
+    assert set(document["components"]["securitySchemes"]) == {"bearer", "cookieAuth"}
+    assert security(document, "/api/reports/") == [{"bearer": []}, {"cookieAuth": []}]
+
+
+@pytest.mark.django_db
+def test_the_demo_serves_the_document_and_swagger_ui(client):
+    document = client.get("/api/schema/?format=json")
+    assert document.status_code == 200
+    assert document.json()["components"]["securitySchemes"]["bearer"]["scheme"] == "bearer"
+    page = client.get("/api/docs/")
+    assert page.status_code == 200
+    assert b"swagger-ui" in page.content and b"/api/schema/" in page.content
