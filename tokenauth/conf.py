@@ -98,7 +98,7 @@ DESCRIPTIONS: dict[str, str] = {
         '"description"}`; others are refused.'
     ),
     "TOKEN_PROFILE": (
-        '`"wlcg"`: mint our tokens in the [WLCG token profile](#tokens-for-wlcg-services) (`wlcg.ver`, '
+        '`"wlcg"`: mint our tokens in the WLCG token profile ("Tokens for WLCG services") (`wlcg.ver`, '
         "`aud` always, groups as `wlcg.groups` paths); check `tokenauth.E018`, and `tokenauth.W006` for "
         "`SCOPES` outside its grammar. `None`: our own claims."
     ),
