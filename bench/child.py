@@ -25,7 +25,7 @@ def run(name: str, context: dict[str, Any]) -> None:
         from . import scenarios
 
         outcome = scenarios.users(sizes, redis=name == "users-redis")
-    elif name in ("denylist", "endpoints"):
+    elif name in ("denylist", "epochs", "endpoints"):
         configure(Setup())
         from . import scenarios
 

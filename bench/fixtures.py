@@ -23,7 +23,7 @@ from django.db import connection, models, transaction
 from django.utils import timezone
 
 from tokenauth.authentication import authenticate_token
-from tokenauth.models import RevokedToken
+from tokenauth.models import Epoch, RevokedToken
 from tokenauth.tokens import CLAIM_USERNAME, mint_access_token
 
 from .settings import HS_SECRET
@@ -82,10 +82,30 @@ def create_users(count: int, prefix: str = "user") -> list[tuple[int, str]]:
 
 
 def deny_random_ids(count: int) -> int:
-    """``count`` live denylist rows (random ids that no bench token carries)."""
-    expires = timezone.now() + timedelta(days=1)
+    """``count`` live denylist rows (random ids that no bench token carries), revoked an hour ago
+    (as rows gathered over a day are, not all within the change feed's last minute)."""
+    now = timezone.now()
     return insert_rows(
-        RevokedToken, "jti", (uuid.uuid4().hex for _ in range(count)), expires_at=expires, reason="bench"
+        RevokedToken,
+        "jti",
+        (uuid.uuid4().hex for _ in range(count)),
+        expires_at=now + timedelta(days=1),
+        revoked_at=now - timedelta(hours=1),
+        reason="bench",
+    )
+
+
+def bump_many_users(count: int) -> int:
+    """``count`` user epoch rows bumped within ``REVOCATION_WINDOW`` (synthetic user ids, no user rows):
+    the most a process holds for that many users."""
+    return insert_rows(
+        Epoch,
+        "object_id",
+        (str(10**9 + n) for n in range(count)),
+        kind=Epoch.Kind.USER,
+        value=1,
+        not_before=timezone.now() - timedelta(hours=1),
+        reason="bench",
     )
 
 

@@ -56,16 +56,37 @@ def users_facts(outcome: dict[str, Any]) -> list[str]:
     ]
 
 
+def first_requests(f: dict[str, Any], what: str) -> str:
+    ms = f["loading_ms"]
+    return (
+        f"- first request after the insert: {f['first_request_ms']:.1f} ms; it and the next "
+        f"{f['loading_requests']} requests read {what} a piece each (ms a request: median "
+        f"{ms['median']:.1f}, p99 {ms['p99']:.1f}, max {ms['max']:.1f}), done {f['load_s']:.1f} s "
+        "after the first"
+    )
+
+
 def denylist_facts(outcome: dict[str, Any]) -> list[str]:
     f = outcome["facts"]
     reloads = sorted(f["reload_request_ms"])
     return [
         f"- {f['denylist']} live rows inserted in {f['insert_s']:.1f} s",
-        f"- first request (loads the denylist): {f['first_request_ms']:.0f} ms; RSS "
-        f"{f['rss_before_mb']:.0f} → {f['rss_loaded_mb']:.0f} MB "
+        first_requests(f, "the denylist"),
+        f"- RSS {f['rss_before_mb']:.0f} → {f['rss_loaded_mb']:.0f} MB with the whole denylist held "
         f"(+{f['rss_loaded_mb'] - f['rss_before_mb']:.0f} MB); peak RSS {f['max_rss_mb']:.0f} MB",
         f"- the request after a revocation (`revoke_id`), {len(reloads)} times: median "
         f"{reloads[len(reloads) // 2]:.0f} ms, max {reloads[-1]:.0f} ms",
+    ]
+
+
+def epochs_facts(outcome: dict[str, Any]) -> list[str]:
+    f = outcome["facts"]
+    grown = f["rss_loaded_mb"] - f["rss_before_mb"]
+    return [
+        f"- {f['epochs']} user epoch rows bumped within REVOCATION_WINDOW inserted in {f['insert_s']:.1f} s",
+        first_requests(f, "them"),
+        f"- RSS {f['rss_before_mb']:.0f} → {f['rss_loaded_mb']:.0f} MB with them held (+{grown:.0f} MB, "
+        f"{grown * 2**20 / max(1, f['epochs']):.0f} B per user); peak RSS {f['max_rss_mb']:.0f} MB",
     ]
 
 
@@ -107,6 +128,7 @@ TITLES = {
     "users-locmem": "Many distinct users, Django's default cache (LocMemCache, 300 entries)",
     "users-redis": "Many distinct users, Redis as the shared cache (RedisCache)",
     "denylist": "A big denylist (live RevokedToken rows; SQLite in memory, LocMemCache)",
+    "epochs": "Every user revoked today (user Epoch rows within REVOCATION_WINDOW; SQLite in memory)",
     "endpoints": "Token endpoints: login and refresh (MD5 hasher on both sides)",
     "revocation": "Revocation seen by another process (two processes, Redis, one SQLite file)",
 }
@@ -115,6 +137,7 @@ FACTS = {
     "users-locmem": users_facts,
     "users-redis": users_facts,
     "denylist": denylist_facts,
+    "epochs": epochs_facts,
     "endpoints": endpoints_facts,
     "revocation": revocation_facts,
 }
@@ -162,6 +185,23 @@ def goals(results: dict[str, Any]) -> list[str]:
         verdict(
             worst <= 10, f"request after a revocation with that denylist: max {worst:.0f} ms (target ≤ 10 ms)"
         )
+        first = max(f["first_request_ms"], f["loading_ms"]["p99"])
+        verdict(
+            first <= 10,
+            f"first requests of a process with that denylist: the first {f['first_request_ms']:.1f} ms, "
+            f"p99 {f['loading_ms']['p99']:.1f} ms while it is read (max {f['loading_ms']['max']:.1f}; done "
+            f"after {f['load_s']:.1f} s; target ≤ 10 ms)",
+        )
+    if "epochs" in results and "facts" in results["epochs"]:
+        f = results["epochs"]["facts"]
+        first = max(f["first_request_ms"], f["loading_ms"]["p99"])
+        verdict(
+            first <= 10,
+            f"first requests of a process with {f['epochs']} user epochs bumped within the window: the "
+            f"first {f['first_request_ms']:.1f} ms, p99 {f['loading_ms']['p99']:.1f} ms while they are read "
+            f"(max {f['loading_ms']['max']:.1f}; done after {f['load_s']:.1f} s; target ≤ 10 ms)",
+        )
+
     if "revocation" in results and "summary" in results["revocation"]:
         for kind, s in results["revocation"]["summary"].items():
             if s is not None:
@@ -171,11 +211,13 @@ def goals(results: dict[str, Any]) -> list[str]:
                 )
     if "endpoints" in results and "rows" in results["endpoints"]:
         rows = {r["name"].split(" (")[0]: r for r in results["endpoints"]["rows"]}
-        for what, limit in (("login", 3), ("refresh", 4)):
+        # The login's goal is 3 queries besides the credential check (the backend's user lookup
+        # and the password hash), as tests/test_token_endpoint_cost.py counts it.
+        for what, limit, target in (("login", 4, "the user lookup + ≤ 3"), ("refresh", 4, "≤ 4")):
             ours, theirs = rows[f"tokenauth {what}"], rows[f"simplejwt {what}"]
             verdict(
                 ours["queries"] <= limit and ours["median_us"] <= theirs["median_us"],
-                f"{what}: {ours['queries']:.0f} queries (target ≤ {limit}), {1e6 / ours['median_us']:.0f} vs "
+                f"{what}: {ours['queries']:.0f} queries (target: {target}), {1e6 / ours['median_us']:.0f} vs "
                 f"simplejwt {1e6 / theirs['median_us']:.0f} requests/s (target ≥)",
             )
     return lines

@@ -30,7 +30,7 @@ from bench import report  # noqa: E402  (needs ROOT on sys.path)
 from bench.child import RESULT_MARK  # noqa: E402
 from bench.measure import Sizes  # noqa: E402
 
-SCENARIOS = ["requests", "users-locmem", "users-redis", "denylist", "endpoints", "revocation"]
+SCENARIOS = ["requests", "users-locmem", "users-redis", "denylist", "epochs", "endpoints", "revocation"]
 REDIS_SCENARIOS = {"users-redis", "revocation"}
 
 PACKAGES = (

@@ -18,7 +18,7 @@ from django.utils import timezone
 
 from tokenauth.authentication import authenticate_token
 from tokenauth.conf import tokenauth_settings
-from tokenauth.revocation import revoke_id
+from tokenauth.revocation import is_loaded, revoke_id
 from tokenauth.tokens import mint_access_token
 
 from . import fixtures
@@ -252,11 +252,7 @@ def denylist(sizes: Sizes) -> dict[str, Any]:
     (``revoke_id``, then the next request), RSS, and requests in steady state."""
     server, user = Server(), setup_user()
     memo = server.get(TOKENAUTH, bearer(mint_access_token(user).token))
-    started = time.perf_counter()
-    fixtures.deny_random_ids(sizes.denylist)
-    insert_s, rss_before = time.perf_counter() - started, rss_mb()
-    first_ms = timed_ms(memo)  # nothing read the denylist before: this request loads it
-    rss_loaded = rss_mb()
+    first = first_requests(server, memo, lambda: fixtures.deny_random_ids(sizes.denylist))
     cold = cold_tokens(fixtures.TokenFactory(user), user, sizes.timed)
     reloads = []
     for _ in range(3):
@@ -274,13 +270,57 @@ def denylist(sizes: Sizes) -> dict[str, Any]:
     return result(
         rows,
         denylist=sizes.denylist,
-        insert_s=insert_s,
-        first_request_ms=first_ms,
+        **first,
         reload_request_ms=reloads,
-        rss_before_mb=rss_before,
-        rss_loaded_mb=rss_loaded,
         rss_end_mb=rss_mb(),
     )
+
+
+# -- epoch rows of many users --------------------------------------------------------------------
+
+
+def epochs(sizes: Sizes) -> dict[str, Any]:
+    """``sizes.users`` user epochs bumped within the window (every user revoked today, the worst
+    case): what a process holds for them, and what its first requests (which read them) cost."""
+    server, user = Server(), setup_user()
+    memo = server.get(TOKENAUTH, bearer(mint_access_token(user).token))
+    first = first_requests(server, memo, lambda: fixtures.bump_many_users(sizes.users))
+    rows, _ = measure(
+        [no_auth(server), Variant("tokenauth HS256, memo hit", memo)],
+        sizes.rounds,
+        sizes.requests,
+        redis=False,
+        warmup=sizes.warmup,
+    )
+    return result(rows, epochs=sizes.users, **first)
+
+
+def first_requests(server: Server, call: Any, insert: Any) -> dict[str, Any]:
+    """Rows inserted by ``insert()``, then the first requests with ``call`` (a process that has read
+    none of them), timed until the process holds its whole revocation state: each reads a piece."""
+    timed_ms(server.get(NONE))  # Django's own first request (imports, URL resolver) is not ours
+    started = time.perf_counter()
+    insert()
+    insert_s, rss_before = time.perf_counter() - started, rss_mb()
+    first_ms = timed_ms(call)
+    # No traffic, no progress: the requests after the first read the rest.
+    loading, started = [], time.perf_counter()
+    while not is_loaded():
+        loading.append(timed_ms(call))
+    ordered = sorted(loading or [first_ms])
+    return {
+        "insert_s": insert_s,
+        "first_request_ms": first_ms,
+        "loading_requests": len(loading),
+        "loading_ms": {
+            "median": ordered[len(ordered) // 2],
+            "p99": ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))],
+            "max": ordered[-1],
+        },
+        "load_s": time.perf_counter() - started,
+        "rss_before_mb": rss_before,
+        "rss_loaded_mb": rss_mb(),
+    }
 
 
 def timed_ms(call: Any) -> float:

@@ -51,7 +51,15 @@ def rows(results: dict, scenario: str) -> dict[str, dict]:
 
 def test_every_scenario_reports(bench_run: dict) -> None:
     results = bench_run["results"]
-    assert set(results) == {"requests", "users-locmem", "users-redis", "denylist", "endpoints", "revocation"}
+    assert set(results) == {
+        "requests",
+        "users-locmem",
+        "users-redis",
+        "denylist",
+        "epochs",
+        "endpoints",
+        "revocation",
+    }
     for name, outcome in results.items():
         assert "skipped" not in outcome, name
     assert bench_run["report"].count("\n### ") == len(results) + 1  # and the goals
@@ -88,6 +96,11 @@ def test_denylist_and_revocation_facts(bench_run: dict) -> None:
     results = bench_run["results"]
     denylist = results["denylist"]["facts"]
     assert denylist["denylist"] == 2000 and len(denylist["reload_request_ms"]) == 3
+    # 2000 rows: the first request reads them in pieces (more than one when it is slow), then done
+    assert denylist["loading_requests"] >= 0 and denylist["load_s"] >= 0
+    assert denylist["rss_loaded_mb"] >= denylist["rss_before_mb"] > 0
+    assert results["epochs"]["facts"]["epochs"] == 300
+    assert "first requests of a process with that denylist" in bench_run["report"]
     revocation = results["revocation"]
     assert revocation["timeouts"] == {"logout": 0, "logout-all": 0}
     assert all(s["trials"] == 2 for s in revocation["summary"].values())

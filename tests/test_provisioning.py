@@ -277,6 +277,39 @@ def test_renaming_the_user_shows_in_the_next_request(client, issuer, idp, django
         assert client.get("/auth/whoami/", **bearer(token)).json()["username"] == "q.smith"
 
 
+def test_a_steady_process_reads_no_mapping_from_the_shared_cache(client, issuer, idp, clock, monkeypatch):
+    """Per refresh interval one read of the mappings' generation, however many identities there are."""
+    from django.core.cache import cache
+
+    tokens = [idp.user_token(name) for name in ("uma", "vic", "wes")]
+    assert [hello(client, t) for t in tokens] == [200, 200, 200]
+    reads: list[str] = []
+    real_get = cache.get
+    monkeypatch.setattr(cache, "get", lambda key, *a, **k: reads.append(key) or real_get(key, *a, **k))
+    for _ in range(3):
+        clock.advance(1)  # REVOCATION_REFRESH_INTERVAL
+        assert [hello(client, t) for t in tokens] == [200, 200, 200]
+    identity_reads = [key for key in reads if key.startswith("tokenauth:identity:")]
+    assert identity_reads == [provisioning.GENERATION_KEY] * 3
+
+
+def test_a_mapping_dropped_elsewhere_is_dropped_here_within_an_interval(
+    client, issuer, idp, clock, django_capture_on_commit_callbacks
+):
+    token = idp.user_token("xavi")
+    assert client.get("/auth/whoami/", **bearer(token)).json()["username"] == "xavi"
+    digest = identity_digest(idp.issuer, "xavi")
+    held = provisioning._local.get(digest)
+    user = Identity.objects.get(subject="xavi").user
+    with django_capture_on_commit_callbacks(execute=True):
+        user.username = "x.other"
+        user.save()
+    provisioning._local.put(digest, held)  # what another process still holds
+    assert client.get("/auth/whoami/", **bearer(token)).json()["username"] == "xavi"
+    clock.advance(1)  # REVOCATION_REFRESH_INTERVAL: the new generation is read, the memo dropped
+    assert client.get("/auth/whoami/", **bearer(token)).json()["username"] == "x.other"
+
+
 # -- audiences and algorithms from the Issuer row ----------------------------------------------
 
 

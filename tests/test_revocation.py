@@ -218,6 +218,98 @@ def test_purge_expired_keeps_live_rows():
     assert not revocation.is_revoked("old")
 
 
+# -- the first read of a big denylist ------------------------------------------------------------
+
+
+def many_denied(count: int, first_pk: int = 1000) -> None:
+    """``count`` live denylist rows of ids no token carries, with primary keys from ``first_pk``."""
+    expires = timezone.now() + timedelta(hours=1)
+    RevokedToken.objects.bulk_create(
+        RevokedToken(pk=first_pk + n, jti=f"bulk-{n}", expires_at=expires) for n in range(count)
+    )
+
+
+@pytest.fixture
+def piecewise_load(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each request reads one piece of the denylist (LOAD_CHUNK rows), however fast the machine."""
+    monkeypatch.setattr(revocation, "LOAD_CHUNK", 50)
+    monkeypatch.setattr(revocation, "LOAD_BUDGET", 0)
+
+
+def test_a_fresh_process_reads_the_denylist_a_piece_per_request(client, piecewise_load):
+    many_denied(120)
+    make_user("alice")
+    body = login(client, "alice")
+    cold_caches()
+    assert hello(client, body["access_token"]) == 200
+    assert revocation.state._load_cursor == 1049  # one piece, not the whole table
+    assert hello(client, body["access_token"]) == 200
+    assert revocation.state._load_cursor == 1099
+    assert hello(client, body["access_token"]) == 200
+    assert revocation.state._load_cursor is None and len(revocation.state._denied) == 120
+    assert revocation.is_revoked("bulk-119") and not revocation.is_revoked("bulk-120")
+    with CaptureQueriesContext(connection) as queries:
+        assert hello(client, body["access_token"]) == 200
+    assert len(queries) == 0, [q["sql"] for q in queries]
+
+
+def test_an_id_not_read_yet_is_looked_up_and_a_database_outage_fails_closed(client, piecewise_load):
+    many_denied(120)
+    make_user("alice")
+    body = login(client, "alice")
+    session = verify_token(body["access_token"])["sid"]
+    RevokedToken.objects.create(pk=5000, jti=session, expires_at=timezone.now() + timedelta(hours=1))
+    cold_caches()
+    assert hello(client, body["access_token"]) == 401  # not in the first piece: the row itself says so
+    assert revocation.state._load_cursor == 1049
+    fresh = login(client, "alice")
+    with database_down():
+        assert hello(client, fresh["access_token"]) == 503  # never a 200 while the table is partial
+
+
+def test_revocations_made_while_the_denylist_is_read_are_not_lost(client, piecewise_load, clock):
+    """Another process commits a row the load has passed already (its key was taken before the load
+    read past it): the change feed, reaching back before the load began, brings it."""
+    many_denied(170)
+    make_user("alice")
+    body = login(client, "alice")
+    session = verify_token(body["access_token"])["sid"]
+    cold_caches()
+    assert hello(client, body["access_token"]) == 200
+    assert hello(client, body["access_token"]) == 200
+    assert revocation.state._load_cursor == 1099
+    # Another process: the row, then after its commit the new version (no push with LocMemCache).
+    RevokedToken.objects.create(pk=7, jti=session, expires_at=timezone.now() + timedelta(hours=1))
+    cache.set(revocation.VERSION_KEY, "changed elsewhere", None)
+    assert hello(client, body["access_token"]) == 401  # looked up: the table is not complete yet
+    clock.advance(1)  # REVOCATION_REFRESH_INTERVAL: the feed is read
+    assert hello(client, body["access_token"]) == 401
+    assert revocation.state._load_cursor is None
+    assert revocation.state._denied.denies(session, timezone.now().timestamp())  # from the feed
+
+
+def test_a_fresh_process_reads_the_epochs_in_pieces_and_refuses_meanwhile(client, piecewise_load):
+    users = [make_user(f"user{n}") for n in range(3)]
+    bodies = [login(client, user.username) for user in users]
+    Epoch.objects.bulk_create(
+        Epoch(kind=Epoch.Kind.USER, object_id=str(10**6 + n), value=1, not_before=timezone.now())
+        for n in range(120)
+    )
+    bump_epoch(Epoch.Kind.USER, str(users[0].pk))  # the last row: read by the last piece
+    cold_caches()
+    statuses = []
+    while not revocation.is_loaded():
+        statuses.append([hello(client, body["access_token"]) for body in bodies])
+        assert revocation.state._covered_from is None or revocation.is_loaded()
+    assert 1 < len(statuses) < 10 and all(s == [401, 200, 200] for s in statuses)  # epochs read by key
+    assert (Epoch.Kind.USER, str(users[0].pk)) in revocation.state._recent
+    revocation.state._memo.clear()
+    cache.clear()
+    with CaptureQueriesContext(connection) as queries:
+        assert [hello(client, body["access_token"]) for body in bodies] == [401, 200, 200]
+    assert len(queries) == 0, [q["sql"] for q in queries]
+
+
 # -- failing closed ----------------------------------------------------------------------------
 
 

@@ -70,8 +70,20 @@ def post(client: Any, path: str, body: dict[str, Any]) -> Any:
     return client.post(path, body, content_type="application/json")
 
 
+#: Issue 12, goal 6: beyond the credential check (the auth backend's user lookup, then the password
+#: hash) a login costs at most 3 statements, a refresh at most 4, each writing in one transaction.
+LOGIN_BUDGET, REFRESH_BUDGET = 3, 4
+CREDENTIAL_CHECK = ("SELECT", "auth_user", False)
+
+
+def within_budget(log: list[tuple[str, str, bool]], budget: int) -> bool:
+    """At most ``budget`` statements besides the credential check, and one commit, the last entry."""
+    statements = [entry for entry in log if entry not in (COMMIT, CREDENTIAL_CHECK)]
+    return len(statements) <= budget and log.count(COMMIT) == 1 and log[-1] == COMMIT
+
+
 LOGIN = [
-    ("SELECT", "auth_user", False),  # the auth backend's lookup; then the password hash
+    CREDENTIAL_CHECK,
     ("SELECT", "tokenauth_epoch", False),  # groups and epochs, one UNION ALL
     ("INSERT", "tokenauth_session", True),
     ("INSERT", "tokenauth_auditevent", True),
@@ -92,6 +104,7 @@ def test_login_reads_twice_and_writes_in_one_transaction(client, group):
     with statements() as log:
         body = login(client, "alice", **extra)
     assert log == LOGIN
+    assert within_budget(log, LOGIN_BUDGET)
     event = AuditEvent.objects.get(action="login")
     assert event.detail == {"session": str(Session.objects.get().pk)}
     response = client.get("/auth/whoami/", HTTP_AUTHORIZATION=f"Bearer {body['access_token']}")
@@ -107,6 +120,7 @@ def test_refresh_reads_twice_and_writes_once_in_one_transaction(client, group):
         response = post(client, "/auth/token/refresh/", {"refresh_token": body["refresh_token"]})
     assert response.status_code == 200
     assert log == REFRESH
+    assert within_budget(log, REFRESH_BUDGET)
 
 
 def test_a_login_whose_audit_event_fails_leaves_no_session(client):

@@ -98,12 +98,18 @@ def test_a_token_is_parsed_once_and_never_handed_to_jwt_decode(monkeypatch):
     parsed = []
     parse_segment = verification.parse_segment
     monkeypatch.setattr(verification, "parse_segment", lambda s: parsed.append(s) or parse_segment(s))
-    issued = mint_access_token(make_user("alice"))
+    verification.parse_header.cache_clear()
+    alice = make_user("alice")
+    first, second = mint_access_token(alice), mint_access_token(alice)
 
-    user, access = authenticate_token(issued.token)
+    user, access = authenticate_token(first.token)
+    assert access.claims == first.claims and user.username == "alice"
+    assert parsed == first.token.split(".")[:2]
 
-    assert access.claims == issued.claims and user.username == "alice"
-    assert parsed == issued.token.split(".")[:2]
+    # The second token has the same header: only its claims are parsed.
+    parsed.clear()
+    assert authenticate_token(second.token)[1].claims == second.claims
+    assert parsed == [second.token.split(".")[1]]
 
 
 def test_the_signature_covers_the_exact_bytes_parsed():

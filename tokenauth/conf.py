@@ -190,7 +190,10 @@ DESCRIPTIONS: dict[str, str] = {
         "threads and, through the cache, by processes)."
     ),
     "JWKS_MAX_STALENESS": "While an issuer is unreachable its last good keys keep serving for this long.",
-    "IDENTITY_CACHE_TIMEOUT": "How long the shared cache keeps an (issuer, sub) → user mapping.",
+    "IDENTITY_CACHE_TIMEOUT": (
+        "How long the shared cache keeps an (issuer, sub) → user mapping, and a process its copy while no "
+        "change of mappings is announced."
+    ),
     "CACHE_ALIAS": "The Django cache that holds revocation state; use a shared one (Redis) in production.",
     "BROWSER_LOGIN": (
         "Browser login through OpenID providers (`tokenauth.oidc`); `False` hides every provider."

@@ -5,21 +5,46 @@ is kept as a 64-bit keyed BLAKE2b fingerprint (the key is random per process, so
 token whose id collides on purpose); a chance collision would refuse one valid token, with a
 probability of about one in 10^13 per token at a million entries. Expiries are whole seconds, rounded
 up, so an entry never ends early. Open addressing with linear probing: lookups cost one hash and a
-probe or two; expired entries are dropped when the table is rebuilt (on growth and by :meth:`prune`).
+probe or two.
+
+The table is never rebuilt in one go (a second or more at a million entries, inside whichever request
+caused it): growing, or dropping expired entries (:meth:`Denylist.prune`), starts a new table, and the
+old one is moved into it a few slots at a time, with each :meth:`~Denylist.add` and each
+:meth:`~Denylist.step`. Until the move ends, lookups ask both tables.
 """
 
 from __future__ import annotations
 
 import hashlib
 import math
+import mmap
 import os
-from array import array
+import struct
 
 _KEY = os.urandom(16)
 _EMPTY = 0
 _MIN_CAPACITY = 1024
 _MAX_LOAD = 0.5
 _LAST_SECOND = 2**32 - 1  # the array holds unsigned 32-bit seconds (until 2106)
+#: Slots of the old table moved with each add: enough to end a move before the new table fills
+#: (it has room for half as many entries again as the old one held, and the old one is at least a
+#: sixth full unless it is small).
+STEP_PER_ADD = 32
+#: Slots moved by one :meth:`Denylist.step` (about a millisecond or two).
+STEP_SLOTS = 4096
+
+
+def _zeros(typecode: str, count: int) -> memoryview:
+    """``count`` zeros as an array of C integers, in anonymous memory: allocated at once however
+    large (a page is only taken when first written), not copied from a zero buffer (some 20 ms a
+    million entries, inside whichever request sized the table)."""
+    length = struct.calcsize(typecode) * count
+    if hasattr(mmap, "MAP_PRIVATE"):
+        # Private: a forked worker's writes are its own (copy on write), as with any other memory.
+        memory = mmap.mmap(-1, length, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+    else:
+        memory = mmap.mmap(-1, length)
+    return memoryview(memory).cast(typecode)
 
 
 def fingerprint(denied_id: str) -> int:
@@ -31,36 +56,85 @@ def fingerprint(denied_id: str) -> int:
 
 
 class Denylist:
-    """Ids denied until a time (POSIX seconds). Readers need no lock: a table is swapped whole."""
+    """Ids denied until a time (POSIX seconds). Readers need no lock: they read the current table
+    before the old one, and writers (which callers serialise) set the old one before the new."""
 
     def __init__(self, expected: int = 0) -> None:
         self._table = _Table(int(expected / _MAX_LOAD) + 1)
+        #: The table being moved into ``_table``, or None; slots below ``_moved`` are moved.
+        self._old: _Table | None = None
+        self._moved = 0
+        #: Entries of the old table that expire by then are left behind.
+        self._drop_until = 0.0
 
     def __len__(self) -> int:
-        return self._table.used
+        """Entries held (while a move runs, those not moved yet count too, expired or not)."""
+        old = self._old
+        return self._table.used + (old.used_from(self._moved) if old is not None else 0)
+
+    @property
+    def moving(self) -> bool:
+        return self._old is not None
 
     def add(self, denied_id: str, until: float) -> None:
-        """Deny ``denied_id`` until ``until`` (a later time wins). Callers serialise writes."""
-        table = self._table
-        if (table.used + 1) > table.capacity * _MAX_LOAD:
-            table = self._table = table.rebuilt(table.used + 1)
-        table.put(fingerprint(denied_id), min(math.ceil(until), _LAST_SECOND))
+        """Deny ``denied_id`` until ``until`` (a later time wins)."""
+        self.step(STEP_PER_ADD)
+        if self._table.used + 1 > self._table.capacity * _MAX_LOAD:
+            self.step(None)  # a move too slow for the adds (a small table) ends here
+            self._start(2 * self._table.capacity, 0.0)
+        self._table.put(fingerprint(denied_id), min(math.ceil(until), _LAST_SECOND))
+
+    def reserve(self, expected: int) -> None:
+        """Room for ``expected`` more entries, before a bulk read (which then never grows the table)."""
+        capacity = int((self._table.used + expected) / _MAX_LOAD) + 1
+        if capacity > self._table.capacity:
+            self.step(None)
+            self._start(capacity, 0.0)
 
     def denies(self, denied_id: str, now: float) -> bool:
-        return self._table.get(fingerprint(denied_id)) > now
+        key = fingerprint(denied_id)
+        table, old = self._table, self._old
+        return table.get(key) > now or (old is not None and old.get(key) > now)
 
     def prune(self, now: float) -> None:
-        """Drop expired entries (and shrink the table when most of it is free)."""
-        self._table = self._table.rebuilt(0, now)
+        """Start dropping the entries expired at ``now`` (and shrinking the table when most of it is
+        free); the move goes on with each :meth:`step` and :meth:`add`. Nothing when a move runs."""
+        if self._old is None:
+            self._start(int(self._table.used * 1.5 / _MAX_LOAD) + 1, now)
+
+    def step(self, slots: int | None = STEP_SLOTS) -> None:
+        """Move ``slots`` more slots of the old table (None: all that are left)."""
+        old = self._old
+        if old is None:
+            return
+        end = old.capacity if slots is None else min(self._moved + slots, old.capacity)
+        table, keys, until, drop = self._table, old.keys, old.until, self._drop_until
+        for slot in range(self._moved, end):
+            if keys[slot] != _EMPTY and until[slot] > drop:
+                table.put(keys[slot], until[slot])
+        self._moved = end
+        if end == old.capacity:
+            self._old = None
+
+    def _start(self, capacity: int, drop_until: float) -> None:
+        """Move everything into a new table of (at least) ``capacity`` slots."""
+        self._moved, self._drop_until = 0, drop_until
+        # This order: a reader that sees the new (empty) table must see the old one too.
+        self._old = self._table
+        self._table = _Table(capacity)
 
 
 class _Table:
     def __init__(self, capacity: int) -> None:
         self.capacity = max(_MIN_CAPACITY, 1 << math.ceil(math.log2(capacity)))
         self.mask = self.capacity - 1
-        self.keys = array("Q", bytes(8 * self.capacity))
-        self.until = array("I", bytes(4 * self.capacity))
+        self.keys = _zeros("Q", self.capacity)
+        self.until = _zeros("I", self.capacity)
         self.used = 0
+
+    @property
+    def nbytes(self) -> int:
+        return self.keys.nbytes + self.until.nbytes
 
     def put(self, key: int, until: int) -> None:
         keys, mask = self.keys, self.mask
@@ -86,11 +160,6 @@ class _Table:
                 return 0
             slot = (slot + 1) & mask
 
-    def rebuilt(self, extra: int, now: float = 0.0) -> _Table:
-        """A new table with the live entries (those not expired at ``now``) and room for ``extra``."""
-        live = sum(1 for k, u in zip(self.keys, self.until, strict=True) if k != _EMPTY and u > now)
-        table = _Table(int((live + extra) / _MAX_LOAD) + 1)
-        for key, until in zip(self.keys, self.until, strict=True):  # no list: no object per entry
-            if key != _EMPTY and until > now:
-                table.put(key, until)
-        return table
+    def used_from(self, start: int) -> int:
+        """Entries in the slots from ``start`` on."""
+        return sum(1 for key in self.keys[start:] if key != _EMPTY)

@@ -1,14 +1,18 @@
 """(issuer, sub) -> user: look up the Identity, or create the user when the issuer allows it.
 
 The answer is cached (process memory over the shared cache), so a warm request with an external
-token makes no query. Concurrent first requests for one identity create exactly one user: the
-unique (issuer, subject) constraint decides, and the loser uses the winner's row.
+token makes no query and, in steady state, no shared-cache read either: a process trusts its memo
+until the shared generation of mappings changes (any mapping dropped anywhere; read once per
+``REVOCATION_REFRESH_INTERVAL``) or ``IDENTITY_CACHE_TIMEOUT`` passed. Concurrent first requests
+for one identity create exactly one user: the unique (issuer, subject) constraint decides, and the
+loser uses the winner's row.
 """
 
 from __future__ import annotations
 
 import logging
 import re
+import uuid
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,7 +28,14 @@ from .issuer_config import IssuerConfig
 from .models import AuditEvent, Epoch, Identity, identity_digest
 from .revocation import current_epoch
 from .scopes import split_scope
-from .snapshots import CACHE_PREFIX, BoundedMemo, StateUnavailable, refresh_interval, shared_cache_call
+from .snapshots import (
+    CACHE_PREFIX,
+    BoundedMemo,
+    StateUnavailable,
+    publish,
+    refresh_interval,
+    shared_cache_call,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -57,27 +68,74 @@ _local: BoundedMemo[str, tuple[Principal | str, float]] = BoundedMemo(
 )
 
 
+GENERATION_KEY = f"{CACHE_PREFIX}identity:generation"
+
+
+class Generation:
+    """The shared generation of mappings as this process last read it: when it changed, a mapping
+    was dropped somewhere (we do not know which), so the whole memo goes."""
+
+    def __init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
+        self.value: Any = None
+        self.checked_at = float("-inf")
+
+    def check(self) -> None:
+        """At most one shared-cache read per refresh interval, whatever the number of identities."""
+        now = clock.monotonic()
+        if now - self.checked_at < refresh_interval():
+            return
+        value = shared_cache_call("get", GENERATION_KEY)
+        if value is None:  # evicted or never set: start one, so that the next change differs
+            shared_cache_call("add", GENERATION_KEY, uuid.uuid4().hex, None)
+            value = shared_cache_call("get", GENERATION_KEY)
+        # An unreadable generation (the cache is down) trusts nothing for longer than an interval.
+        if value is None or value != self.value:
+            _local.clear()
+        self.value, self.checked_at = value, now
+
+
+generation = Generation()
+
+
 def reset() -> None:
     _local.clear()
     _mirrored.clear()
+    generation.reset()
 
 
 process_cache(reset)
 
 
 def forget(issuer: str, subject: str) -> None:
-    """Drop the cached mapping of one identity (it was deleted, registered or its user changed)."""
+    """Drop the cached mapping of one identity (it was deleted, registered or its user changed), here
+    at once and, after commit, in every process (a new generation; the key deleted again, in case a
+    process re-cached the old row before the commit)."""
     digest = identity_digest(issuer, subject)
     _local.discard(digest)
     shared_cache_call("delete", _cache_key(digest))
+
+    def announce() -> None:
+        shared_cache_call("delete", _cache_key(digest))
+        if not publish(GENERATION_KEY, uuid.uuid4().hex, None):
+            logger.error(
+                "tokenauth: an identity mapping changed but the shared cache could not say so; other "
+                "processes see it within IDENTITY_CACHE_TIMEOUT"
+            )
+
+    transaction.on_commit(announce)
 
 
 def resolve(config: IssuerConfig, claims: dict[str, Any]) -> Principal:
     """The principal for a verified token's (iss, sub); raises IdentityNotRegistered."""
     digest = identity_digest(config.issuer, claims["sub"])
+    generation.check()
     now = clock.monotonic()
     local = _local.get(digest)
-    if local is None or now - local[1] >= refresh_interval() or _may_provision_now(config, local[0]):
+    trusted = tokenauth_settings.IDENTITY_CACHE_TIMEOUT.total_seconds()
+    if local is None or now - local[1] >= trusted or _may_provision_now(config, local[0]):
         found = shared_cache_call("get", _cache_key(digest))
         if found is None or _may_provision_now(config, found):
             found = _load_or_provision(config, claims)

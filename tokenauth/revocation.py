@@ -84,9 +84,14 @@ def _epoch_key(kind: str, object_id: str) -> str:
 #: application servers differ a little too. Reading changes twice is harmless.
 FEED_OVERLAP = 60.0
 VERSION_KEY = f"{CACHE_PREFIX}revocation:version"
-#: How often expired denylist entries are dropped (a rebuild of the table: about a second per
-#: million live entries).
+#: How often expired denylist entries are dropped (the table is moved into a new one a few thousand
+#: slots at a time, see :mod:`tokenauth.denylist`).
 PRUNE_INTERVAL = 600.0
+#: What a process holds (the denylist, the epoch changes within the window) is read by its first
+#: requests: each reads rows ``LOAD_CHUNK`` at a time, by primary key, until ``LOAD_BUDGET`` seconds
+#: passed.
+LOAD_CHUNK = 100
+LOAD_BUDGET = 0.001
 
 
 class RevocationState:
@@ -99,6 +104,11 @@ class RevocationState:
     is then checked without any I/O, whatever the number of users: an epoch row that is not held
     changed before the token existed. Older tokens read their epochs one by one (a bounded memo over
     the shared cache over the database).
+
+    What is held is read in small pieces by the first requests once the feed has started (no request
+    waits for all of it): the denylist, then the epoch changes within the window. Until then an id
+    the table does not hold is looked up in the database, and epochs are read one by one. Rows
+    committed meanwhile arrive through the feed like any change.
     """
 
     def __init__(self) -> None:
@@ -108,11 +118,16 @@ class RevocationState:
 
     def reset(self) -> None:
         self._push.stop()
-        #: Epoch rows changed since ``_covered_from`` (POSIX time); None until the first read.
+        #: Epoch rows changed since ``_covered_from`` (POSIX time); None until they are all read.
         self._recent: dict[tuple[str, str], EpochValue] = {}
         self._covered_from: float | None = None
+        #: The epoch rows are read up to this primary key (those changed since ``_epochs_from``).
+        self._epoch_cursor: int | None = 0
+        self._epochs_from: datetime | None = None
         #: Denied ids and until when (POSIX time).
         self._denied = Denylist()
+        #: The denylist is read up to this primary key; None once all of it is held.
+        self._load_cursor: int | None = 0
         self._pruned_at = clock.monotonic()
         self._version: Any = None
         self._checked_at = float("-inf")
@@ -127,11 +142,11 @@ class RevocationState:
 
     def _current(self) -> None:
         """Follow the feed when the refresh interval passed (at most one cache read per interval)."""
-        if self._covered_from is not None and clock.monotonic() - self._checked_at < refresh_interval():
+        if self._read_from is not None and clock.monotonic() - self._checked_at < refresh_interval():
             return
         with self._lock:
             now = clock.monotonic()
-            if self._covered_from is not None and now - self._checked_at < refresh_interval():
+            if self._read_from is not None and now - self._checked_at < refresh_interval():
                 return
             listener = self._push.ensure()
             version = shared_cache_call("get", VERSION_KEY)
@@ -140,12 +155,10 @@ class RevocationState:
                 version = shared_cache_call("get", VERSION_KEY)
             reload = tokenauth_settings.REVOCATION_RELOAD_INTERVAL.total_seconds()
             unchanged = version is not None and version == self._version
-            if self._covered_from is None or not unchanged or now - self._read_at >= reload:
+            if self._read_from is None or not unchanged or now - self._read_at >= reload:
                 try:
                     self._read_changes()
                 except DatabaseError as exc:
-                    if self._covered_from is None:
-                        return  # nothing held yet: epochs are read one by one, the denylist fails
                     if not unchanged:
                         raise StateUnavailable("revocation state unavailable") from exc
                     # Only the periodic re-read failed: keep what we have, try again later.
@@ -154,29 +167,91 @@ class RevocationState:
                 self._prune_epochs()
                 if listener is None and now - self._pruned_at >= PRUNE_INTERVAL:
                     self._prune_denylist()
+            # Without a listener, a prune (or growth) of the denylist moves on here, a step an interval.
+            self._denied.step()
             self._version = version
             self._checked_at = now
 
     def _read_changes(self) -> None:
-        """Rows changed since the last read (all live ones the first time), merged into memory."""
+        """Rows changed since the last read, merged into memory. The first read only marks where the
+        feed starts: what changed before, :meth:`_load_some` reads a piece at a time."""
         started = timezone.now()
         window = tokenauth_settings.REVOCATION_WINDOW
-        since = started - window
-        if self._read_from is not None:
-            since = max(since, self._read_from - timedelta(seconds=FEED_OVERLAP))
-        epochs = Epoch.objects.filter(updated_at__gte=since)
-        denied = RevokedToken.objects.filter(expires_at__gt=started)
-        if self._read_from is not None:
-            denied = denied.filter(revoked_at__gte=since)
-        for row in epochs:
+        if self._read_from is None:
+            self._read_from, self._epochs_from = started, started - window
+            return
+        since = max(started - window, self._read_from - timedelta(seconds=FEED_OVERLAP))
+        for row in Epoch.objects.filter(updated_at__gte=since):
             self._merge(row.kind, row.object_id, epoch_value(row))
-        if self._read_from is None:  # the first read: a table of the right size at once
-            self._denied = Denylist(denied.count())
+        denied = RevokedToken.objects.filter(expires_at__gt=started, revoked_at__gte=since)
         for jti, expires in denied.values_list("jti", "expires_at").iterator(chunk_size=10_000):
             self._denied.add(jti, expires.timestamp())
-        if self._covered_from is None:
-            self._covered_from = (started - window).timestamp()
         self._read_from = started
+
+    @property
+    def loaded(self) -> bool:
+        return self._load_cursor is None and self._epoch_cursor is None
+
+    def _load_some(self) -> None:
+        """Read more of the denylist, then of the epoch rows changed within the window, for at most
+        ``LOAD_BUDGET``, once the feed has started: a row committed after the piece that would have
+        held it comes with the feed (whose overlap reaches back before the feed's start)."""
+        deadline = time.perf_counter() + LOAD_BUDGET
+        with self._lock:
+            try:
+                while self._read_from is not None and not self.loaded:
+                    if self._load_cursor is not None:
+                        more = self._load_denied_piece()
+                    else:
+                        more = self._load_epoch_piece()
+                    # A piece that ended its part is no reason to stop: a small state is read at once.
+                    if more and time.perf_counter() >= deadline:
+                        return
+            except DatabaseError:
+                # Ids the table lacks are looked up in the database meanwhile (or fail closed), and
+                # epochs one by one.
+                logger.warning("tokenauth: cannot read the revocation state yet", exc_info=True)
+
+    def _load_denied_piece(self) -> bool:
+        """One piece of the denylist; whether more may follow."""
+        if self._load_cursor == 0:
+            # A table of about the right size at once: two index lookups, not a count (nor one
+            # MIN/MAX query, which SQLite answers with a scan).
+            keys = RevokedToken.objects.order_by("pk").values_list("pk", flat=True)
+            low, high = keys.first(), keys.last()
+            if low is not None and high is not None:
+                self._denied.reserve(high - low + 1)
+        rows = list(
+            RevokedToken.objects.filter(pk__gt=self._load_cursor)
+            .order_by("pk")
+            .values_list("pk", "jti", "expires_at")[:LOAD_CHUNK]
+        )
+        wall = time.time()
+        for _, jti, expires in rows:
+            until = expires.timestamp()
+            if until > wall:
+                self._denied.add(jti, until)
+        self._load_cursor = rows[-1][0] if len(rows) == LOAD_CHUNK else None
+        return self._load_cursor is not None
+
+    def _load_epoch_piece(self) -> bool:
+        """One piece of the epoch rows changed within the window; whether more may follow."""
+        start = self._epochs_from
+        assert start is not None
+        rows = list(
+            Epoch.objects.filter(pk__gt=self._epoch_cursor)
+            .order_by("pk")
+            .values_list("pk", "updated_at", "kind", "object_id", *EPOCH_FIELDS)[:LOAD_CHUNK]
+        )
+        for _, updated, kind, object_id, *fields in rows:
+            if updated >= start:
+                self._merge(kind, object_id, _epoch_value(*fields))
+        if len(rows) == LOAD_CHUNK:
+            self._epoch_cursor = rows[-1][0]
+            return True
+        # Every change within the window is held: tokens issued within it read no epoch.
+        self._epoch_cursor, self._covered_from = None, start.timestamp()
+        return False
 
     def _read_soon(self) -> None:
         """The next request reads the database (the push channel was away: messages may be lost)."""
@@ -214,10 +289,14 @@ class RevocationState:
 
     def prune(self) -> None:
         """Forget denied ids whose tokens expired anyway, every ``PRUNE_INTERVAL``: in the push
-        listener's thread when there is one, else with a read of the database."""
+        listener's thread when there is one (which also moves the table on, a step at a time, so that
+        no request waits on the lock for long), else with a read of the database."""
         if clock.monotonic() - self._pruned_at >= PRUNE_INTERVAL:
             with self._lock:
                 self._prune_denylist()
+        while self._denied.moving:
+            with self._lock:
+                self._denied.step()
 
     def _prune_denylist(self) -> None:
         self._denied.prune(time.time())
@@ -282,16 +361,30 @@ class RevocationState:
 
     def is_denied(self, ids: tuple[str | None, ...]) -> bool:
         self._current()
-        if self._covered_from is None:
-            raise StateUnavailable("the denylist could not be read")
+        if not self.loaded:
+            # Here, not in epoch(): once per token, whatever the number of its epochs.
+            self._load_some()
+        # Read before the table: once the load has ended, the table holds every live row.
+        loading = self._load_cursor is not None
+        wanted = [i for i in ids if i]
         wall = time.time()
-        return any(self._denied.denies(i, wall) for i in ids if i)
+        if any(self._denied.denies(i, wall) for i in wanted):
+            return True
+        return loading and bool(wanted) and _denied_in_database(wanted)
 
     def deny(self, jti: str, expires_at: float) -> None:
         """Visible in this process at once; in the others after commit, through the feed."""
         with self._lock:
             self._denied.add(jti, expires_at)
         transaction.on_commit(lambda: announce({"d": [jti, expires_at]}))
+
+
+def _denied_in_database(ids: list[str]) -> bool:
+    """While the denylist is being read: one indexed query for what the table does not hold yet."""
+    try:
+        return RevokedToken.objects.filter(jti__in=ids, expires_at__gt=timezone.now()).exists()
+    except DatabaseError as exc:
+        raise StateUnavailable("the denylist could not be read") from exc
 
 
 def _changed_at(value: EpochValue) -> float:
@@ -314,16 +407,31 @@ state = RevocationState()
 process_cache(state.reset)
 
 
+#: The fields of an epoch row that make its :class:`EpochValue`, in order.
+EPOCH_FIELDS = ("value", "not_before", "groups", "groups_changed_at")
+
+
 def epoch_value(row: Epoch) -> EpochValue:
+    return _epoch_value(*(getattr(row, name) for name in EPOCH_FIELDS))
+
+
+def _epoch_value(
+    value: int, not_before: datetime | None, groups: list[str] | None, groups_at: datetime | None
+) -> EpochValue:
     def timestamp(moment: datetime | None) -> float | None:
         return moment.timestamp() if moment is not None else None
 
-    return EpochValue(
-        row.value, timestamp(row.not_before), tuple(row.groups or ()), timestamp(row.groups_changed_at)
-    )
+    return EpochValue(value, timestamp(not_before), tuple(groups or ()), timestamp(groups_at))
 
 
 # -- reads used by authentication --------------------------------------------------------------
+
+
+def is_loaded() -> bool:
+    """Whether this process holds the whole revocation state yet: its first requests read the
+    denylist and the epoch changes within the window in pieces (meanwhile ids it lacks are looked
+    up in the database, epochs one by one). For health checks and the bench."""
+    return state.loaded
 
 
 def current_epoch(kind: str, object_id: str, issued_at: float | None = None) -> EpochValue:

@@ -12,6 +12,7 @@ import logging
 import threading
 import uuid
 import weakref
+from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any, Generic, TypeVar
 
@@ -39,7 +40,10 @@ class BoundedMemo(Generic[K, T]):
 
     def __init__(self, limit: Callable[[], int]) -> None:
         self._limit = limit
-        self._data: dict[K, T] = {}
+        # An OrderedDict, not a dict: taking the oldest entry off a full dict's front again and again
+        # makes ``next(iter(...))`` step over every slot freed since its last resize (2-3 µs a put in a
+        # memo of 10,000, on every new token); ``popitem(last=False)`` is O(1).
+        self._data: OrderedDict[K, T] = OrderedDict()
         self._lock = threading.Lock()
 
     def get(self, key: K) -> T | None:
@@ -48,11 +52,13 @@ class BoundedMemo(Generic[K, T]):
     def put(self, key: K, value: T) -> None:
         with self._lock:
             limit = self._limit()
-            self._data.pop(key, None)  # a refreshed entry becomes the newest
-            while self._data and len(self._data) >= limit:
-                self._data.pop(next(iter(self._data)))
+            data = self._data
+            # A refreshed entry becomes the newest.
+            data.pop(key, None)
+            while data and len(data) >= limit:
+                data.popitem(last=False)
             if limit > 0:
-                self._data[key] = value
+                data[key] = value
 
     def discard(self, key: K) -> None:
         with self._lock:

@@ -5,14 +5,18 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from functools import lru_cache
+from typing import Any, NamedTuple, cast
 
 import jwt
 from django.contrib.auth import get_user_model
-from django.db.models import CharField, DateTimeField, Q, Value
-from django.db.models.functions import Cast
+from django.contrib.auth.models import Group
+from django.db import connections, router
+from django.db.models import Field, ManyToManyField, Model
+from django.db.models.expressions import Col
 
 from . import signals
 from .claims import custom_claims
@@ -176,32 +180,83 @@ class Standing:
         return claims
 
 
-#: Marks the rows of :func:`read_standing` that are a group membership, not an epoch.
-_MEMBER = "member"
+class _StandingQuery(NamedTuple):
+    sql: str
+    #: The through table's user column, which prepares the user's id for the database.
+    member: Field
+    #: ``not_before`` as a column, and the converters that turn what the driver returns into an aware
+    #: datetime (SQLite returns text).
+    not_before: Col
+    converters: tuple[Callable[..., Any], ...]
+
+
+def _column(model: type[Model], name: str) -> str:
+    # Concrete fields only here: ``_meta.get_field`` would also name a reverse relation, which has none.
+    return cast(str, cast(Field, model._meta.get_field(name)).column)
+
+
+@lru_cache(maxsize=8)
+def _standing_query(alias: str, with_group: bool) -> _StandingQuery:
+    """The statement of :func:`read_standing` on one database, written once per process from the
+    models' tables and columns with the backend's own quoting and cast.
+
+    Not a queryset: building and compiling the ORM's UNION of a filtered and a joined query costs
+    about a millisecond, some thirty times what running it costs, and it runs on every login and
+    refresh. Membership rows have a NULL kind, which no epoch row has.
+    """
+    connection = connections[alias]
+    qn = connection.ops.quote_name
+    groups = cast(ManyToManyField, get_user_model()._meta.get_field("groups"))
+    through, user, group = (
+        qn(name) for name in (groups.m2m_db_table(), groups.m2m_column_name(), groups.m2m_reverse_name())
+    )
+    epoch, group_table = qn(Epoch._meta.db_table), qn(Group._meta.db_table)
+    kind, object_id, value, not_before = (
+        f"{epoch}.{qn(_column(Epoch, name))}" for name in ("kind", "object_id", "value", "not_before")
+    )
+    one = f"({kind} = %s AND {object_id} = %s)"
+    of_groups = (
+        f"({kind} = %s AND {object_id} IN (SELECT CAST({through}.{group} AS "
+        f"{connection.ops.cast_char_field_without_max_length}) FROM {through} WHERE {through}.{user} = %s))"
+    )
+    wanted = " OR ".join([one, one, of_groups] + ([one] if with_group else []))
+    name, pk = qn(_column(Group, "name")), qn(_column(Group, "id"))
+    sql = (
+        f"SELECT {kind}, {object_id}, {value}, {not_before} FROM {epoch} WHERE {wanted} "
+        f"UNION ALL SELECT NULL, {group_table}.{name}, {through}.{group}, NULL FROM {through} "
+        f"INNER JOIN {group_table} ON ({through}.{group} = {group_table}.{pk}) WHERE {through}.{user} = %s"
+    )
+    column = cast(Field, Epoch._meta.get_field("not_before")).get_col(Epoch._meta.db_table)
+    converters = (*connection.ops.get_db_converters(column), *column.get_db_converters(connection))
+    through_model = cast(type[Model], groups.remote_field.through)
+    member = cast(Field, through_model._meta.get_field(groups.m2m_field_name()))
+    return _StandingQuery(sql, member, column, converters)
+
+
+process_cache(_standing_query.cache_clear)
 
 
 def read_standing(user_id: Any, group_id: Any = None) -> Standing:
     """The user's groups and the epochs a token of theirs depends on, in one query: of the user, of
     everyone, of each of the user's groups and of ``group_id`` (a session's group the user may have left)."""
-    memberships = get_user_model().groups.through.objects.filter(user_id=user_id)
-    group_ids = memberships.values_list(Cast("group_id", CharField()))
-    wanted = (
-        Q(kind=Epoch.Kind.USER, object_id=str(user_id))
-        | Q(kind=Epoch.Kind.GLOBAL, object_id="")
-        | Q(kind=Epoch.Kind.GROUP, object_id__in=group_ids)
-    )
+    alias = router.db_for_read(Epoch)
+    connection = connections[alias]
+    query = _standing_query(alias, group_id is not None)
+    member = query.member.get_db_prep_value(user_id, connection)
+    params = [Epoch.Kind.USER, str(user_id), Epoch.Kind.GLOBAL, "", Epoch.Kind.GROUP, member]
     if group_id is not None:
-        wanted |= Q(kind=Epoch.Kind.GROUP, object_id=str(group_id))
-    epochs = Epoch.objects.filter(wanted).values_list("kind", "object_id", "value", "not_before")
-    groups = memberships.values_list(
-        Value(_MEMBER), "group__name", "group_id", Value(None, output_field=DateTimeField())
-    )
+        params += [Epoch.Kind.GROUP, str(group_id)]
+    with connection.cursor() as cursor:
+        cursor.execute(query.sql, [*params, member])
+        rows = cursor.fetchall()
     standing = Standing(groups={}, epochs={})
-    for kind, name, value, at in epochs.union(groups, all=True):
-        if kind == _MEMBER:
+    for kind, name, value, at in rows:
+        if kind is None:
             standing.groups[name] = value
-        else:
-            standing.epochs[(kind, name)] = (value, at)
+            continue
+        for convert in query.converters:
+            at = convert(at, query.not_before, connection)
+        standing.epochs[(kind, name)] = (value, at)
     return standing
 
 
