@@ -179,7 +179,14 @@ ENDPOINTS: dict[str, dict[str, Any]] = {
         "responses": {200: WhoAmISerializer},
     },
     "tokenauth.views.JWKSView": {"summary": "Our public verification keys (JWKS)", "responses": {200: dict}},
-    "tokenauth.views.OpenIDConfigurationView": {"summary": "Discovery metadata", "responses": {200: dict}},
+    "tokenauth.views.AuthorizationServerMetadataView": {
+        "summary": "RFC 8414 authorization server metadata",
+        "responses": {200: dict},
+    },
+    "tokenauth.views.OpenIDConfigurationView": {
+        "summary": "OpenID Connect Discovery metadata (only as an OpenID provider)",
+        "responses": {200: dict, 404: dict},
+    },
     "tokenauth.oidc.views.BackchannelLogoutView": {
         "summary": "An OpenID provider's back-channel logout",
         "request": {
