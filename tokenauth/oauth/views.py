@@ -22,9 +22,8 @@ from oauthlib.common import Request as OAuthlibRequest
 from tokenauth.conf import tokenauth_settings
 from tokenauth.exceptions import InvalidToken
 from tokenauth.jwks import IssuerUnavailable
-from tokenauth.keys import get_keyring
 from tokenauth.snapshots import StateUnavailable
-from tokenauth.views import NO_STORE, issuer_url
+from tokenauth.views import NO_STORE, authorization_server_metadata, issuer_url
 
 from .exchange import GRANT_TYPE as TOKEN_EXCHANGE
 from .scopes import OPENID_SCOPES
@@ -142,10 +141,9 @@ def openid_metadata(request: HttpRequest) -> dict[str, Any]:
     document = {
         "userinfo_endpoint": issuer_url(request, "oauth2_provider:user-info"),
         "scopes_supported": sorted({*tokenauth_settings.SCOPES, *OPENID_SCOPES}),
-        "response_types_supported": ["code"],
-        "subject_types_supported": ["public"],
-        "id_token_signing_alg_values_supported": [get_keyring().signing.algorithm],
-        "claims_supported": ["sub", "iss", "aud", "exp", "iat", "auth_time", "nonce", "sid", *USER_CLAIMS],
+        # The ID token's and userinfo's claims beyond those of our access tokens, which the
+        # OpenID configuration document lists itself.
+        "claims_supported": ["auth_time", "nonce", "sid", *USER_CLAIMS],
     }
     if oauth2_settings.OIDC_RP_INITIATED_LOGOUT_ENABLED:
         document["end_session_endpoint"] = issuer_url(request, "oauth2_provider:rp-initiated-logout")
@@ -153,7 +151,7 @@ def openid_metadata(request: HttpRequest) -> dict[str, Any]:
 
 
 def server_metadata(request: HttpRequest) -> dict[str, Any]:
-    """RFC 8414 metadata; the OpenID configuration document merges it in."""
+    """The OAuth server's part of our RFC 8414 metadata (``views.authorization_server_metadata``)."""
 
     def url(name: str) -> str:
         return issuer_url(request, name)
@@ -173,7 +171,6 @@ def server_metadata(request: HttpRequest) -> dict[str, Any]:
         "revocation_endpoint_auth_methods_supported": [*CLIENT_AUTH_METHODS, "none"],
         "introspection_endpoint_auth_methods_supported": CLIENT_AUTH_METHODS,
         "scopes_supported": sorted(tokenauth_settings.SCOPES),
-        "access_token_signing_alg_values_supported": get_keyring().algorithms,
     }
 
 
@@ -182,4 +179,5 @@ class ServerMetadataView(View):
     """``GET /.well-known/oauth-authorization-server``."""
 
     def get(self, request: HttpRequest) -> HttpResponse:
-        return HttpResponse(json.dumps(server_metadata(request)), content_type="application/json")
+        document = authorization_server_metadata(request)
+        return HttpResponse(json.dumps(document), content_type="application/json")
