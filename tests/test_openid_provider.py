@@ -254,6 +254,20 @@ def test_a_forged_id_token_hint_is_a_readable_page(op, alice, portal):
     assert userinfo(op, token["access_token"]).status_code == 200
 
 
+def test_the_consent_page_describes_the_openid_scopes(op, alice, portal):
+    portal.skip_authorization = False
+    portal.save()
+    session = OAuth2Session(
+        "portal", SECRET, scope=SCOPE, redirect_uri=REDIRECT, code_challenge_method="S256"
+    )
+    url, _ = session.create_authorization_url(f"{op.url}/o/authorize/", code_verifier=generate_token(48))
+    browser = Client()
+    browser.force_login(alice)
+    page = browser.get(url.removeprefix(op.url)).content.decode()
+    for description in ("Sign you in with your account here", "See your email address", "Read the example"):
+        assert description in page, page
+
+
 def test_discovery_names_the_openid_endpoints(op):
     document = requests.get(f"{op.url}/.well-known/openid-configuration", timeout=5).json()
     assert document["issuer"] == op.url
