@@ -64,13 +64,21 @@ USER_CLAIMS: dict[str, Callable[[Any], str]] = {
 }
 
 
+def is_own_token(token: str) -> bool:
+    """Whether ``token`` is a JWT that names us as its issuer (not yet whether it is valid)."""
+    try:
+        return len(token) <= tokenauth_settings.MAX_TOKEN_BYTES and (
+            parse(token).claims.get("iss") == tokenauth_settings.ISSUER
+        )
+    except InvalidToken:
+        return False
+
+
 def verify_own_token(token: str) -> tuple[Any, AccessToken]:
     """``(user, access)`` for one of our access tokens, checked like any bearer token (signature,
     epochs, denylist); raises :class:`InvalidToken` for any other token. An external token is neither
     verified nor provisioned here: it is not ours to describe."""
-    if len(token) > tokenauth_settings.MAX_TOKEN_BYTES or parse(token).claims.get("iss") != (
-        tokenauth_settings.ISSUER
-    ):
+    if not is_own_token(token):
         raise InvalidToken()
     return authenticate_token(token)
 
@@ -204,9 +212,12 @@ class TokenAuthValidator(OAuth2Validator):
 
     def validate_bearer_token(self, token: str, scopes: list[str], request: Any) -> bool:
         """Our access tokens are JWTs: checked by our revocation (an epoch bump or a logout ends
-        them at once), not by DOT's row, which outlives neither but lags behind a denial."""
+        them at once), not by DOT's row, which outlives neither but lags behind a denial. Any other
+        token (DOT's own opaque ones, a resource server's introspected ones) is DOT's to check."""
+        if not is_own_token(token or ""):
+            return super().validate_bearer_token(token, scopes, request)
         try:
-            user, access = verify_own_token(token or "")
+            user, access = authenticate_token(token)
         except InvalidToken:
             return False
         granted = split_scope(access.claims.get("scope", ""))
