@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from rest_framework import exceptions, status
 
+#: The ``realm`` of our ``WWW-Authenticate`` challenges (RFC 6750 section 3), the 401's and the 403's.
+REALM = "api"
+
 
 class InvalidToken(Exception):
     """A bearer token that must be refused; ``description`` goes into ``WWW-Authenticate``."""
@@ -31,7 +34,7 @@ class InsufficientScope(exceptions.PermissionDenied):
     def __init__(self, scopes: list[str] | tuple[str, ...]) -> None:
         wanted = " ".join(scopes)
         super().__init__(f"This request requires the scope: {wanted}")
-        self.auth_header = f'Bearer error="insufficient_scope", scope="{wanted}"'
+        self.auth_header = f'Bearer realm="{REALM}", error="insufficient_scope", scope="{wanted}"'
 
 
 class OAuthError(exceptions.APIException):

@@ -35,6 +35,7 @@ from .snapshots import (
     CACHE_PREFIX,
     BoundedMemo,
     StateUnavailable,
+    expire_snapshot,
     publish,
     refresh_interval,
     shared_cache_call,
@@ -45,9 +46,9 @@ from .tokens import (
     CLAIM_GROUP,
     CLAIM_GROUP_EPOCH,
     CLAIM_GROUP_ID,
-    CLAIM_GROUPS,
     CLAIM_SESSION,
     CLAIM_TOKEN_FAMILY,
+    group_names,
 )
 
 logger = logging.getLogger(__name__)
@@ -295,6 +296,8 @@ class RevocationState:
                     value = EpochValue(int(value[0]), value[1], tuple(map(str, value[2])), value[3])
                     self._merge(str(kind), str(object_id), value)
                     self._memo.discard((str(kind), str(object_id)))
+            if "s" in change:
+                expire_snapshot(str(change["s"]))
         except (TypeError, ValueError):
             logger.warning("tokenauth: ignoring a revocation push message of an unknown shape")
 
@@ -522,7 +525,7 @@ def check_local_claims(claims: dict[str, Any], user_id: str) -> tuple[str, ...]:
         raise InvalidToken("The access token was revoked")
     if CLAIM_GROUP in claims and not user.groups_kept(claims, [claims[CLAIM_GROUP]]):
         raise InvalidToken("The access token's group was left")
-    return user.groups_kept(claims, claims.get(CLAIM_GROUPS, ()))
+    return user.groups_kept(claims, group_names(claims))
 
 
 def denylist_id(claims: dict[str, Any]) -> str | None:

@@ -38,6 +38,7 @@ from .exceptions import InvalidToken
 from .issuer_config import IssuerConfig, validate_issuer_url
 from .jwks import jwks_cache
 from .keys import ALGORITHMS, ASYMMETRIC_ALGORITHMS, get_keyring
+from .profiles import WLCG_GROUPS
 from .tokens import (
     ACCESS_TOKEN_TYPE,
     CLAIM_EPOCH,
@@ -198,8 +199,9 @@ def our_key(header: Mapping[str, Any]) -> tuple[str, Any]:
 
 @dataclass(frozen=True, slots=True)
 class IssuerKeys:
-    """An allow-listed issuer's keys: by ``kid`` from its cached JWKS, for an asymmetric algorithm the
-    issuer may use that fits the key's type and curve (never ``none`` or HMAC)."""
+    """An allow-listed issuer's keys: by ``kid`` from its cached JWKS (without ``kid``: its one key
+    that fits), for an asymmetric algorithm the issuer may use that fits the key's type and curve
+    (never ``none`` or HMAC)."""
 
     config: IssuerConfig
 
@@ -214,7 +216,7 @@ class IssuerKeys:
         ):
             raise InvalidToken("The access token's algorithm is not accepted for its issuer")
         kid = header.get("kid")
-        if not isinstance(kid, str):
+        if not isinstance(kid, str | None):
             raise InvalidToken("The access token names no key")
         return algorithm, jwks_cache.key_for(self.config.issuer, kid, algorithm)
 
@@ -339,7 +341,7 @@ def check_claims(claims: dict[str, Any], policy: Policy) -> None:
     get = claims.get
     for name in policy.required:
         if get(name) is None:
-            raise InvalidToken("The access token is invalid")
+            raise InvalidToken(f"The access token has no '{name}' claim")
     exp, nbf, iat = get("exp", ABSENT), get("nbf", ABSENT), get("iat", ABSENT)
     if any(value is not ABSENT and type(value) not in NUMBERS for value in (exp, nbf, iat)):
         raise InvalidToken("The access token is invalid")
@@ -370,9 +372,19 @@ def check_claims(claims: dict[str, Any], policy: Policy) -> None:
 
 # -- the uses: our tokens and allow-listed issuers' access tokens ------------------------------
 
-#: RFC 9068 section 2.1 (``at+jwt``, also spelled with its media type) and plain ``JWT``, which many
-#: issuers put on their access tokens.
-ACCESS_TOKEN_TYPES = frozenset({"at+jwt", "application/at+jwt", "jwt"})
+
+def media_types(*names: str) -> frozenset[str]:
+    """Every spelling of the ``typ`` values ``names`` (lower case, without ``application/``).
+
+    RFC 7515 section 4.1.9: a ``typ`` without ``/`` reads as if ``application/`` were prepended, and
+    media types compare without case (the comparison in :func:`verify` lower-cases the header's).
+    """
+    return frozenset(spelling for name in names for spelling in (name, f"application/{name}"))
+
+
+#: RFC 9068 section 2.1 ``at+jwt`` and plain ``JWT`` (RFC 7519 section 5.1), which many issuers, the
+#: WLCG profile and SciTokens put on their access tokens.
+ACCESS_TOKEN_TYPES = media_types("at+jwt", "jwt")
 BEARER = frozenset({"Bearer"})
 
 
@@ -391,6 +403,12 @@ def _our_claim_types_valid(claims: dict[str, Any]) -> bool:
     for name in OPTIONAL_STRING_CLAIMS:
         if name in claims and not isinstance(claims[name], str):
             return False
+    if WLCG_GROUPS in claims:
+        # The WLCG profile's groups are paths: wlcg_group() put a "/" before each name.
+        paths = claims[WLCG_GROUPS]
+        return isinstance(paths, list) and all(
+            isinstance(name, str) and name.startswith("/") for name in paths
+        )
     if CLAIM_GROUPS not in claims:
         return True
     groups = claims[CLAIM_GROUPS]
