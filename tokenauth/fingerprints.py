@@ -21,6 +21,10 @@ import math
 import mmap
 import os
 import struct
+from typing import Any, Literal
+
+#: The C numbers a column may hold: unsigned 32 or 64 bits, or a double.
+Typecode = Literal["I", "Q", "d"]
 
 _KEY = os.urandom(16)
 _EMPTY = 0
@@ -34,7 +38,7 @@ STEP_PER_ADD = 32
 STEP_SLOTS = 4096
 
 
-def _zeros(typecode: str, count: int) -> memoryview:
+def _zeros(typecode: Typecode, count: int) -> memoryview[Any]:
     """``count`` zeros as an array of C numbers, in anonymous memory: allocated at once however
     large (a page is only taken when first written), not copied from a zero buffer (some 20 ms a
     million entries, inside whichever request sized the table)."""
@@ -60,7 +64,7 @@ class FingerprintMap:
     lock: they read the current table before the old one, and writers (which callers serialise) set
     the old one before the new."""
 
-    def __init__(self, columns: tuple[str, ...], expected: int = 0) -> None:
+    def __init__(self, columns: tuple[Typecode, ...], expected: int = 0) -> None:
         self._columns = columns
         self._table = _Table(columns, int(expected / _MAX_LOAD) + 1)
         #: The table being moved into ``_table``, or None; slots below ``_moved`` are moved.
@@ -146,7 +150,7 @@ class FingerprintMap:
 
 
 class _Table:
-    def __init__(self, columns: tuple[str, ...], capacity: int) -> None:
+    def __init__(self, columns: tuple[Typecode, ...], capacity: int) -> None:
         self.capacity = max(_MIN_CAPACITY, 1 << math.ceil(math.log2(capacity)))
         self.mask = self.capacity - 1
         self.keys = _zeros("Q", self.capacity)
