@@ -190,7 +190,7 @@ class _Table:
 
     def get(self, key: int) -> tuple[float, ...] | None:
         slot = self.find(key)
-        return None if slot < 0 else tuple(column[slot] for column in self.columns)
+        return None if slot < 0 else tuple([column[slot] for column in self.columns])
 
     def used_from(self, start: int) -> int:
         """Entries in the slots from ``start`` on."""
