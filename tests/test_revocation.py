@@ -412,6 +412,7 @@ def test_epoch_changes_older_than_the_window_leave_memory(
     record_groups(str(other.pk), [])  # uncommitted (the test's transaction): held apart
     state = revocation.state
     assert state._held(Epoch.Kind.USER, str(user.pk)).value == 1 and len(state._epochs) == 1
+    assert (Epoch.Kind.USER, str(user.pk)) not in state._pending  # committed: in the compact map
     assert state._held(Epoch.Kind.USER, str(other.pk)).groups_at is not None
     settings.TOKENAUTH = {**settings.TOKENAUTH, "REVOCATION_WINDOW": 0}
     monkeypatch.setattr(revocation, "PRUNE_INTERVAL", 0)

@@ -408,7 +408,9 @@ class RevocationState:
     def _committed(self, kind: str, object_id: str, value: EpochValue) -> None:
         with self._lock:
             self._merge(kind, object_id, value)
-            if self._pending.get((kind, object_id)) == value:
+            pending = self._pending.get((kind, object_id))
+            # Unless a later change (of this transaction or another one) is pending still.
+            if pending is not None and _age(pending) <= _age(value):
                 del self._pending[(kind, object_id)]
         announce({"e": [kind, object_id, *value]})
 
