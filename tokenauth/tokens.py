@@ -308,6 +308,6 @@ def mint_access_token(
     claims = profile_claims(claims)
     claims.update(custom_claims(user, session=session, scope=scope, group=group, request=request))
     claims.update(extra_claims or {})
-    token = keyring.signing.sign(claims, ACCESS_TOKEN_TYPE)
+    token = keyring.sign(claims, ACCESS_TOKEN_TYPE)
     signals.token_issued.send(sender=AccessToken, user=user, claims=claims, session_id=session_id)
     return IssuedToken(token=token, claims=claims, expires_in=claims["exp"] - now)
