@@ -182,6 +182,25 @@ def test_malformed_login_body_is_400_invalid_request(client, body, content_type)
     assert response.json()["error"] == "invalid_request"
 
 
+def test_each_body_is_checked_on_its_own(client):
+    """The login serializer is reused across requests: what one body held or lacked never leaks
+    into the next one's fields or errors."""
+    make_user("alice", groups=["operators"])
+
+    def description(data: Any) -> str:
+        return post_json(client, "/auth/token/", data).json()["error_description"]
+
+    assert description({"username": "alice"}) == "Missing or invalid fields: password"
+    assert description(["alice", "pw"]) == "Missing or invalid fields: non_field_errors"
+    assert description({"username": "alice", "password": "pw", "remember_me": "maybe"}) == (
+        "Missing or invalid fields: remember_me"
+    )
+    grouped = login(client, "alice", group="operators", remember_me=True)
+    plain = post_json(client, "/auth/token/", {"username": "alice", "password": "pw"}).json()
+    claims = jwt.decode(plain["access_token"], options={"verify_signature": False})
+    assert "group" not in claims and plain["refresh_expires_in"] < grouped["refresh_expires_in"]
+
+
 @pytest.mark.parametrize("field", ["username", "password", "scope", "group"])
 def test_huge_strings_are_400(client, field):
     make_user("alice")

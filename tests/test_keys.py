@@ -65,6 +65,17 @@ def test_asymmetric_algorithms_sign_and_verify(settings, client, algorithm):
     assert response.json() == {"hello": "alice"}
 
 
+@pytest.mark.parametrize("algorithm", ["HS256", "RS256", "EdDSA"])
+def test_signing_with_the_prepared_key_makes_what_jwt_encode_makes(algorithm):
+    """Key.sign skips jwt.encode's per-token key preparation, not a byte of its output (these
+    algorithms sign deterministically)."""
+    key = load_key(algorithm, "s" * 64 if algorithm == "HS256" else private_pem(algorithm), kid="k1")
+    claims = {"sub": "42", "iat": 1, "name": "Zoë", "groups": ["a", "b"]}
+    material = key.signing_key
+    expected = jwt.encode(claims, material, algorithm=algorithm, headers={"kid": "k1", "typ": "at+jwt"})
+    assert key.sign(claims, "at+jwt") == expected
+
+
 def test_hs256_is_the_default(settings):
     assert "ALGORITHM" not in settings.TOKENAUTH
     assert get_keyring().signing.algorithm == "HS256"

@@ -19,7 +19,7 @@ from tests.helpers import database_down, login, make_user
 from tokenauth import revocation, tokens
 from tokenauth.authentication import verify_token
 from tokenauth.models import AuditEvent, Epoch, RevokedToken, Session
-from tokenauth.revocation import bump_epoch, current_epoch, purge_expired, revoke_id
+from tokenauth.revocation import bump_epoch, current_epoch, purge_expired, record_groups, revoke_id
 from tokenauth.snapshots import StateUnavailable
 
 pytestmark = pytest.mark.django_db
@@ -302,7 +302,7 @@ def test_a_fresh_process_reads_the_epochs_in_pieces_and_refuses_meanwhile(client
         statuses.append([hello(client, body["access_token"]) for body in bodies])
         assert revocation.state._covered_from is None or revocation.is_loaded()
     assert 1 < len(statuses) < 10 and all(s == [401, 200, 200] for s in statuses)  # epochs read by key
-    assert (Epoch.Kind.USER, str(users[0].pk)) in revocation.state._recent
+    assert revocation.state._held(Epoch.Kind.USER, str(users[0].pk)).value == 1
     revocation.state._memo.clear()
     cache.clear()
     with CaptureQueriesContext(connection) as queries:
@@ -401,15 +401,57 @@ def test_tokens_within_the_window_read_no_epoch_from_the_shared_cache(client, mo
     assert reads == []
 
 
-def test_epoch_changes_older_than_the_window_leave_memory(client, settings):
-    user = make_user("alice")
+def test_epoch_changes_older_than_the_window_leave_memory(
+    client, settings, monkeypatch, django_capture_on_commit_callbacks
+):
+    user, other = make_user("alice"), make_user("bob")
     body = login(client, "alice")
-    bump_epoch(Epoch.Kind.USER, str(user.pk))
-    assert (Epoch.Kind.USER, str(user.pk)) in revocation.state._recent
+    assert hello(client, body["access_token"]) == 200  # the feed has started, all is held
+    with django_capture_on_commit_callbacks(execute=True):
+        bump_epoch(Epoch.Kind.USER, str(user.pk))
+    record_groups(str(other.pk), [])  # uncommitted (the test's transaction): held apart
+    state = revocation.state
+    assert state._held(Epoch.Kind.USER, str(user.pk)).value == 1 and len(state._epochs) == 1
+    assert (Epoch.Kind.USER, str(user.pk)) not in state._pending  # committed: in the compact map
+    assert state._held(Epoch.Kind.USER, str(other.pk)).groups_at is not None
     settings.TOKENAUTH = {**settings.TOKENAUTH, "REVOCATION_WINDOW": 0}
-    cold_caches()
+    monkeypatch.setattr(revocation, "PRUNE_INTERVAL", 0)
+    state._read_soon()
     assert hello(client, body["access_token"]) == 401  # read one by one: still refused
-    assert revocation.state._recent == {}
+    assert state._held(Epoch.Kind.USER, str(user.pk)) is None
+    assert state._held(Epoch.Kind.USER, str(other.pk)) is None
+    assert len(state._epochs) == 0 and not state._pending and not state._exact
+
+
+def test_epoch_changes_take_a_few_bytes_each():
+    """The epoch map is flat arrays (no Python object per user): 20 bytes a slot, a table between
+    1/4 and 1/2 full (the dict of tuples it replaced took some 350 bytes a user)."""
+    epochs = revocation.state._epochs
+    for n in range(100_000):
+        epochs.put(f"user\0{n}", (n + 1, 1e9 + n))
+    epochs.step(None)
+    assert len(epochs) == 100_000
+    assert epochs._table.nbytes / len(epochs) <= 80, epochs._table.nbytes
+    assert epochs.get("user\0" + "99999") == (100_000, 1e9 + 99_999)
+
+
+def test_a_bump_that_fails_leaves_the_committed_epoch(
+    client, cache_refuses, django_capture_on_commit_callbacks
+):
+    """A change is held apart until its transaction commits: a failed bump takes back only itself,
+    never the bump before it."""
+    user = make_user("alice")
+    before = login(client, "alice")
+    assert hello(client, before["access_token"]) == 200  # the feed has started, all is held
+    with django_capture_on_commit_callbacks(execute=True):
+        bump_epoch(Epoch.Kind.USER, str(user.pk))
+    after = login(client, "alice")
+    cache_refuses("set", "delete")
+    with pytest.raises(StateUnavailable):
+        bump_epoch(Epoch.Kind.USER, str(user.pk))
+    assert revocation.state._held(Epoch.Kind.USER, str(user.pk)).value == 1
+    revocation.state._memo.clear()
+    assert [hello(client, body["access_token"]) for body in (before, after)] == [401, 200]
 
 
 def test_hot_path_makes_no_query(client):

@@ -18,6 +18,7 @@ import jwt
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 from jwt.algorithms import get_default_algorithms
+from jwt.utils import base64url_encode
 
 from .conf import process_cache, tokenauth_settings
 
@@ -28,6 +29,8 @@ ASYMMETRIC_ALGORITHMS = frozenset(
 SUPPORTED_ALGORITHMS = HMAC_ALGORITHMS | ASYMMETRIC_ALGORITHMS
 # RFC 7518 section 3.4: each ES* algorithm is defined for one curve only.
 EC_CURVES = {"ES256": "secp256r1", "ES384": "secp384r1", "ES512": "secp521r1"}
+#: PyJWT's algorithm objects, built once (``get_default_algorithms()`` builds new ones each call).
+ALGORITHMS = get_default_algorithms()
 
 
 @dataclass(frozen=True)
@@ -43,8 +46,19 @@ class Key:
     def is_symmetric(self) -> bool:
         return self.algorithm in HMAC_ALGORITHMS
 
+    def sign(self, claims: dict[str, Any], typ: str) -> str:
+        """``claims`` as a compact JWS with this key's ``kid``: what ``jwt.encode`` makes, through
+        PyJWT's algorithm with the key prepared once at load (``jwt.encode`` prepares it again, and
+        re-checks it, for every token)."""
+        header = {"alg": self.algorithm, "kid": self.kid, "typ": typ}
+        signing_input = b".".join(
+            base64url_encode(json.dumps(part, separators=(",", ":")).encode()) for part in (header, claims)
+        )
+        signature = ALGORITHMS[self.algorithm].sign(signing_input, self.signing_key)
+        return (signing_input + b"." + base64url_encode(signature)).decode()
+
     def public_jwk(self) -> dict[str, Any]:
-        jwk = json.loads(get_default_algorithms()[self.algorithm].to_jwk(self.verifying_key))
+        jwk = json.loads(ALGORITHMS[self.algorithm].to_jwk(self.verifying_key))
         # RFC 7517 section 4.3: "use" and "key_ops" should not be used together. PyJWT adds key_ops
         # to RSA keys only; "use" is what every JWKS consumer reads, for every key type alike.
         jwk.pop("key_ops", None)
@@ -63,7 +77,7 @@ def load_key(algorithm: str, material: str | bytes, kid: str | None = None) -> K
     if algorithm not in SUPPORTED_ALGORITHMS:
         raise ImproperlyConfigured(f"TOKENAUTH: unsupported algorithm {algorithm!r}")
     raw = _read_material(material)
-    algo = get_default_algorithms()[algorithm]
+    algo = ALGORITHMS[algorithm]
     # Prepared once here, not per token: verification hands the prepared key to the algorithm as is.
     try:
         parsed = algo.prepare_key(raw)
@@ -122,12 +136,7 @@ class KeyRing:
 
     def sign(self, claims: dict[str, Any], typ: str) -> str:
         """A JWT of ``claims`` signed with the signing key, which it names by ``kid``."""
-        return jwt.encode(
-            claims,
-            self.signing.signing_key,
-            algorithm=self.signing.algorithm,
-            headers={"kid": self.signing.kid, "typ": typ},
-        )
+        return self.signing.sign(claims, typ)
 
 
 @lru_cache(maxsize=1)

@@ -29,6 +29,7 @@ from . import clock, push, signals
 from .conf import process_cache, tokenauth_settings
 from .denylist import Denylist
 from .exceptions import InvalidToken
+from .fingerprints import FingerprintMap
 from .models import AuditEvent, Epoch, Identity, RevokedToken, Session, identity_digest
 from .snapshots import (
     CACHE_PREFIX,
@@ -75,6 +76,25 @@ def _age(value: EpochValue) -> tuple[int, float]:
     return value.value, value.groups_at or 0.0
 
 
+def _newest(held: EpochValue | None, other: EpochValue) -> EpochValue:
+    """Two copies of one epoch row (or of two rows whose fingerprints collide) as one that refuses
+    whatever either refuses: the higher value, the later bump, the later group record (of equal age,
+    ``other``'s, the later read)."""
+    if held is None:
+        return other
+    groups = other if _age(other) >= _age(held) else held
+    not_before = max(held.not_before or 0.0, other.not_before or 0.0) or None
+    return EpochValue(max(held.value, other.value), not_before, groups.groups, groups.groups_at)
+
+
+def _epoch_name(kind: str, object_id: str) -> str:
+    return f"{kind}\0{object_id}"
+
+
+#: The largest epoch value the compact map holds (a 32-bit column); a larger one is held exactly.
+_LARGEST_VALUE = 2**32 - 1
+
+
 def _epoch_key(kind: str, object_id: str) -> str:
     return f"{CACHE_PREFIX}epoch:{kind}:{object_id}"
 
@@ -84,8 +104,8 @@ def _epoch_key(kind: str, object_id: str) -> str:
 #: application servers differ a little too. Reading changes twice is harmless.
 FEED_OVERLAP = 60.0
 VERSION_KEY = f"{CACHE_PREFIX}revocation:version"
-#: How often expired denylist entries are dropped (the table is moved into a new one a few thousand
-#: slots at a time, see :mod:`tokenauth.denylist`).
+#: How often expired denylist entries and epoch changes older than the window are dropped (each table
+#: is moved into a new one a few thousand slots at a time, see :mod:`tokenauth.fingerprints`).
 PRUNE_INTERVAL = 600.0
 #: What a process holds (the denylist, the epoch changes within the window) is read by its first
 #: requests: each reads rows ``LOAD_CHUNK`` at a time, by primary key, until ``LOAD_BUDGET`` seconds
@@ -118,8 +138,14 @@ class RevocationState:
 
     def reset(self) -> None:
         self._push.stop()
-        #: Epoch rows changed since ``_covered_from`` (POSIX time); None until they are all read.
-        self._recent: dict[tuple[str, str], EpochValue] = {}
+        #: Epoch rows changed since ``_covered_from`` (POSIX time; None until they are all read): their
+        #: value and last bump (POSIX time) by a fingerprint of kind and id, 20 bytes a slot. A row with
+        #: a group record (a user who left a group: rare) is held exactly, in ``_exact``.
+        self._epochs = FingerprintMap(("I", "d"))
+        self._exact: dict[tuple[str, str], EpochValue] = {}
+        #: Changes this process made whose transaction has not committed yet (dropped again when it
+        #: rolls back; a fingerprint's slot cannot be taken back).
+        self._pending: dict[tuple[str, str], EpochValue] = {}
         self._covered_from: float | None = None
         #: The epoch rows are read up to this primary key (those changed since ``_epochs_from``).
         self._epoch_cursor: int | None = 0
@@ -166,9 +192,10 @@ class RevocationState:
                 self._read_at = now
                 self._prune_epochs()
                 if listener is None and now - self._pruned_at >= PRUNE_INTERVAL:
-                    self._prune_denylist()
-            # Without a listener, a prune (or growth) of the denylist moves on here, a step an interval.
+                    self._prune_tables()
+            # Without a listener, a prune (or growth) of the tables moves on here, a step an interval.
             self._denied.step()
+            self._epochs.step()
             self._version = version
             self._checked_at = now
 
@@ -266,7 +293,8 @@ class RevocationState:
                     self._denied.add(str(jti), float(expires))
                 elif "e" in change:
                     kind, object_id, *value = change["e"]
-                    self._merge(str(kind), str(object_id), EpochValue(*value[:2], tuple(value[2]), value[3]))
+                    value = EpochValue(int(value[0]), value[1], tuple(map(str, value[2])), value[3])
+                    self._merge(str(kind), str(object_id), value)
                     self._memo.discard((str(kind), str(object_id)))
             if "s" in change:
                 expire_snapshot(str(change["s"]))
@@ -274,18 +302,39 @@ class RevocationState:
             logger.warning("tokenauth: ignoring a revocation push message of an unknown shape")
 
     def _merge(self, kind: str, object_id: str, value: EpochValue) -> None:
-        held = self._recent.get((kind, object_id))
-        # Epochs only grow: an older copy never lowers one (of equal age, the later read wins).
+        """Hold a committed epoch row. Epochs only grow: an older copy never lowers one (the map keeps
+        the larger value and the later bump; of equal age, the later read wins)."""
+        if value.groups_at is None and value.value <= _LARGEST_VALUE:
+            if value.value or value.not_before:
+                self._epochs.put(_epoch_name(kind, object_id), (value.value, value.not_before or 0.0))
+            return
+        held = self._exact.get((kind, object_id))
         if held is None or _age(value) >= _age(held):
-            self._recent[(kind, object_id)] = value
+            self._exact[(kind, object_id)] = value
+
+    def _held(self, kind: str, object_id: str) -> EpochValue | None:
+        """What this process holds of an epoch row, None when nothing (changed within the window)."""
+        found = None
+        row = self._epochs.get(_epoch_name(kind, object_id))
+        if row is not None:
+            found = EpochValue(int(row[0]), row[1] or None)
+        for exact in (self._exact, self._pending):
+            value = exact.get((kind, object_id)) if exact else None
+            if value is not None:
+                found = _newest(found, value)
+        return found
 
     def _prune_epochs(self) -> None:
         """Forget epoch changes older than the window (with each read of the database, not each
-        interval): no token within it predates them."""
+        interval; the compact map with the denylist, every ``PRUNE_INTERVAL``): no token within it
+        predates them."""
         start = time.time() - tokenauth_settings.REVOCATION_WINDOW.total_seconds()
         if self._covered_from is not None and start > self._covered_from:
+            # Holding more than the window is harmless: only what it covers must be held.
             self._covered_from = start
-            self._recent = {k: v for k, v in self._recent.items() if _changed_at(v) >= start}
+            for exact in (self._exact, self._pending):
+                for key in [key for key, value in exact.items() if _changed_at(value) < start]:
+                    del exact[key]
 
     def prune(self) -> None:
         """Forget denied ids whose tokens expired anyway, every ``PRUNE_INTERVAL``: in the push
@@ -293,13 +342,18 @@ class RevocationState:
         no request waits on the lock for long), else with a read of the database."""
         if clock.monotonic() - self._pruned_at >= PRUNE_INTERVAL:
             with self._lock:
-                self._prune_denylist()
-        while self._denied.moving:
+                self._prune_tables()
+        while self._denied.moving or self._epochs.moving:
             with self._lock:
                 self._denied.step()
+                self._epochs.step()
 
-    def _prune_denylist(self) -> None:
-        self._denied.prune(time.time())
+    def _prune_tables(self) -> None:
+        """Start moving the denylist and the epoch map into new tables without what expired."""
+        now = time.time()
+        self._denied.prune(now)
+        if self._covered_from is not None:
+            self._epochs.prune(now - tokenauth_settings.REVOCATION_WINDOW.total_seconds())
         self._pruned_at = clock.monotonic()
 
     # -- epochs ---------------------------------------------------------------------------------
@@ -309,7 +363,7 @@ class RevocationState:
         self._current()
         covered = self._covered_from
         if issued_at is not None and covered is not None and issued_at >= covered + FEED_OVERLAP:
-            return self._recent.get((kind, object_id), ZERO)
+            return self._held(kind, object_id) or ZERO
         return self._epoch_by_key(kind, object_id)
 
     def _epoch_by_key(self, kind: str, object_id: str) -> EpochValue:
@@ -326,9 +380,10 @@ class RevocationState:
                 "add", key, tuple(found), tokenauth_settings.EPOCH_CACHE_TIMEOUT.total_seconds()
             )
         found = EpochValue(*found)
-        for held in (local[0] if local is not None else None, self._recent.get((kind, object_id))):
-            if held is not None and _age(held) > _age(found):
-                found = held  # epochs only grow: a lagging cache never lowers what we saw
+        # Epochs only grow: a lagging cache never lowers what we saw.
+        for held in (local[0] if local is not None else None, self._held(kind, object_id)):
+            if held is not None:
+                found = _newest(found, held)
         self._memo.put((kind, object_id), (found, now))
         return found
 
@@ -343,17 +398,26 @@ class RevocationState:
     def remember_epoch(self, kind: str, object_id: str, value: EpochValue) -> None:
         """Raises StateUnavailable when other processes could go on reading the old epoch."""
         with self._lock:
-            self._merge(kind, object_id, value)
+            self._pending[(kind, object_id)] = _newest(self._pending.get((kind, object_id)), value)
         self._memo.put((kind, object_id), (value, clock.monotonic()))
         timeout = tokenauth_settings.EPOCH_CACHE_TIMEOUT.total_seconds()
         if not publish(_epoch_key(kind, object_id), tuple(value), timeout):
             raise StateUnavailable("the new epoch could not be published to the shared cache")
-        transaction.on_commit(lambda: announce({"e": [kind, object_id, *value]}))
+        transaction.on_commit(lambda: self._committed(kind, object_id, value))
+
+    def _committed(self, kind: str, object_id: str, value: EpochValue) -> None:
+        with self._lock:
+            self._merge(kind, object_id, value)
+            pending = self._pending.get((kind, object_id))
+            # Unless a later change (of this transaction or another one) is pending still.
+            if pending is not None and _age(pending) <= _age(value):
+                del self._pending[(kind, object_id)]
+        announce({"e": [kind, object_id, *value]})
 
     def forget_epoch(self, kind: str, object_id: str) -> None:
         """After a change rolled back: memory and the shared cache must not stay ahead of the row."""
         with self._lock:
-            self._recent.pop((kind, object_id), None)
+            self._pending.pop((kind, object_id), None)
         self._memo.discard((kind, object_id))
         shared_cache_call("delete", _epoch_key(kind, object_id))
 

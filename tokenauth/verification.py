@@ -32,13 +32,12 @@ from types import MappingProxyType
 from typing import Any, NamedTuple
 
 from django.core.exceptions import ValidationError
-from jwt.algorithms import get_default_algorithms
 
 from .conf import process_cache, tokenauth_settings
 from .exceptions import InvalidToken
 from .issuer_config import IssuerConfig, validate_issuer_url
 from .jwks import jwks_cache
-from .keys import ASYMMETRIC_ALGORITHMS, get_keyring
+from .keys import ALGORITHMS, ASYMMETRIC_ALGORITHMS, get_keyring
 from .profiles import WLCG_GROUPS
 from .tokens import (
     ACCESS_TOKEN_TYPE,
@@ -181,10 +180,8 @@ def parse(token: str) -> JWS:
 
 # -- 2. keys ------------------------------------------------------------------------------------
 
-#: PyJWT's algorithm objects by ``alg``, built once; a key source names which one a key may use.
-ALGORITHMS = get_default_algorithms()
-
-#: ``header -> (algorithm, prepared key)``; raises InvalidToken for a key it will not use.
+#: ``header -> (algorithm, prepared key)``, the algorithm one of PyJWT's (``keys.ALGORITHMS``);
+#: raises InvalidToken for a key it will not use.
 KeySource = Callable[[Mapping[str, Any]], tuple[str, Any]]
 
 
