@@ -250,7 +250,7 @@ class SessionAdmin(ReadOnlyAdmin):
         return actions
 
     def delete_view(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
-        raise PermissionDenied("Sessions are ended, not deleted.")
+        raise PermissionDenied(_("Sessions are ended, not deleted."))
 
     def get_urls(self) -> list[Any]:
         end = path(
@@ -385,8 +385,12 @@ class IssuerAdmin(admin.ModelAdmin):
         for issuer in changed:
             issuer.enabled = enabled
             issuer.save(update_fields=["enabled"])
-        text = _("Enabled %d issuers.") if enabled else _("Disabled %d issuers.")
-        self.message_user(request, text % len(changed), messages.SUCCESS)
+        count = len(changed)
+        if enabled:
+            text = ngettext("Enabled %d issuer.", "Enabled %d issuers.", count)
+        else:
+            text = ngettext("Disabled %d issuer.", "Disabled %d issuers.", count)
+        self.message_user(request, text % count, messages.SUCCESS)
 
     @admin.action(description=_("Fetch discovery and keys again"))
     def refresh_keys(self, request: HttpRequest, queryset: QuerySet) -> None:

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import jwt
+from django.utils.translation import gettext_lazy as _
 from jwt.algorithms import ECAlgorithm, OKPAlgorithm, RSAAlgorithm
 
 from . import clock
@@ -141,9 +142,9 @@ class JWKSCache:
             keyset = self._refresh(iss, unknown_kid=kid)
             entry = keyset.keys.get(kid)
         if entry is None:
-            raise InvalidToken("The access token was signed with a key its issuer does not publish")
+            raise InvalidToken(_("The access token was signed with a key its issuer does not publish"))
         if not entry.usable_with(algorithm):
-            raise InvalidToken("The access token's algorithm does not match its key")
+            raise InvalidToken(_("The access token's algorithm does not match its key"))
         return entry.key
 
     def _refresh(self, iss: str, unknown_kid: str | None = None) -> KeySet:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.utils.translation import gettext_lazy as _
 from rest_framework.permissions import BasePermission
 from rest_framework.request import Request
 
@@ -48,7 +49,7 @@ class InGroup(BasePermission):
     (re-read at each refresh); when the token selected a group, only that group counts.
     """
 
-    message = "You are not in a group this resource requires."
+    message = _("You are not in a group this resource requires.")
 
     def has_permission(self, request: Request, view: Any) -> bool:
         required = set(_view_attribute(view, "required_groups"))

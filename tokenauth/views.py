@@ -11,6 +11,7 @@ from django.contrib.auth.models import Group
 from django.core.exceptions import RequestDataTooBig, TooManyFieldsSent
 from django.db import DatabaseError
 from django.urls import reverse
+from django.utils.translation import gettext_lazy as _
 from rest_framework import serializers
 from rest_framework.exceptions import ParseError, UnsupportedMediaType
 from rest_framework.permissions import AllowAny, BasePermission, IsAuthenticated
@@ -54,7 +55,7 @@ def _checked_scope(requested: str) -> str:
     scopes = split_scope(requested)
     unknown = [s for s in scopes if s not in tokenauth_settings.SCOPES]
     if unknown:
-        raise OAuthError("invalid_scope", f"Unknown scope: {' '.join(unknown)}")
+        raise OAuthError("invalid_scope", _("Unknown scope: %(scope)s") % {"scope": " ".join(unknown)})
     return " ".join(dict.fromkeys(scopes))
 
 
@@ -89,11 +90,11 @@ def validated(serializer_class: type[serializers.Serializer], request: Request) 
     except (ParseError, UnsupportedMediaType, RecursionError, RequestDataTooBig, TooManyFieldsSent):
         # OAuth clients expect an RFC 6749 error body; deeply nested JSON must not become a 500, nor a
         # body Django refuses (DATA_UPLOAD_MAX_MEMORY_SIZE, DATA_UPLOAD_MAX_NUMBER_FIELDS) an HTML page.
-        raise OAuthError("invalid_request", "The request body could not be parsed") from None
+        raise OAuthError("invalid_request", _("The request body could not be parsed")) from None
     serializer = serializer_class(data=data)
     if not serializer.is_valid():
         fields = ", ".join(sorted(serializer.errors))
-        raise OAuthError("invalid_request", f"Missing or invalid fields: {fields}")
+        raise OAuthError("invalid_request", _("Missing or invalid fields: %(fields)s") % {"fields": fields})
     return serializer.validated_data
 
 
@@ -123,13 +124,13 @@ class TokenView(TokenAuthView):
         user = authenticate(request._request, username=data["username"], password=data["password"])
         if user is None:
             AuditEvent.objects.create(action="login_failed", detail={"username": data["username"][:150]})
-            raise OAuthError("invalid_grant", "Invalid username or password", status_code=401)
+            raise OAuthError("invalid_grant", _("Invalid username or password"), status_code=401)
         attempt.succeeded()
         found = read_standing(user.pk)
         group = None
         if data.get("group"):
             if data["group"] not in found.groups:
-                raise OAuthError("invalid_scope", "You are not a member of that group")
+                raise OAuthError("invalid_scope", _("You are not a member of that group"))
             group = Group(pk=found.groups[data["group"]], name=data["group"])
         scope = _checked_scope(data["scope"])
         session, refresh_token = start_session(
@@ -176,7 +177,7 @@ class BearerView(TokenAuthView):
         sid = request.auth.session_id
         session = Session.objects.select_related("user", "group").filter(pk=sid).first() if sid else None
         if session is None:
-            raise OAuthError("invalid_request", "This access token does not belong to a session")
+            raise OAuthError("invalid_request", _("This access token does not belong to a session"))
         return session
 
 
@@ -199,7 +200,7 @@ class LogoutView(BearerView):
             return Response(status=204)
         token_id = denylist_id(token.claims)
         if token_id is None:
-            raise OAuthError("invalid_request", "This token has no id to revoke; use /auth/logout-all/")
+            raise OAuthError("invalid_request", _("This token has no id to revoke; use /auth/logout-all/"))
         # Expiry is checked with leeway: deny the id for as long as the token is accepted.
         revoke_id(token_id, token.expires_at + tokenauth_settings.LEEWAY, reason="logout")
         return Response(status=204)
@@ -248,7 +249,8 @@ class RevokeView(TokenAuthView):
         named = [key for key in ("user", "group", "issuer", "all") if data.get(key)]
         if len(named) != 1 or ("issuer" in data) != ("subject" in data):
             raise OAuthError(
-                "invalid_request", 'Name exactly one of "user", "group", "issuer" with "subject", "all": true'
+                "invalid_request",
+                _('Name exactly one of "user", "group", "issuer" with "subject", "all": true'),
             )
         try:
             target = find_target(**{k: data.get(k) for k in ("user", "group", "issuer", "subject")})
