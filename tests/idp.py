@@ -28,7 +28,7 @@ import time
 from html.parser import HTMLParser
 from pathlib import Path
 from typing import IO, Any, NoReturn
-from urllib.parse import urljoin
+from urllib.parse import urljoin, urlsplit
 
 import requests
 
@@ -177,7 +177,11 @@ class TestIdP:
             self._failed_start(line, timeout, hung)
         self.issuer = line.split(" ", 1)[1].strip()
         try:
-            response = self.http.get(f"{self.issuer}/.well-known/openid-configuration", timeout=10)
+            # An RFC-8414-only or metadata-less provider (IDP_METADATA) still tells the harness its endpoints.
+            published = self.env.get("IDP_METADATA", "openid") == "openid"
+            where = "/.well-known/openid-configuration" if published else "/__test__/metadata"
+            base = self.issuer if published else self._origin()
+            response = self.http.get(f"{base}{where}", timeout=10)
             response.raise_for_status()
             self.metadata = response.json()
             self.reset_stats()
@@ -185,6 +189,11 @@ class TestIdP:
             self.stop()
             raise
         return self
+
+    def _origin(self) -> str:
+        """Scheme, host and port of the issuer: where the admin routes are, whatever its path."""
+        parts = urlsplit(self.issuer or "")
+        return f"{parts.scheme}://{parts.netloc}"
 
     def _launch(self, args: list[str], timeout: float) -> str | None:
         """Start one server process; its first line (see :meth:`_first_line`)."""
@@ -416,7 +425,7 @@ class TestIdP:
     def _admin(self, method: str, route: str, **params: Any) -> dict[str, Any]:
         if self.issuer is None:
             raise IdPError("not started")
-        base = self.issuer.split("://", 1)[0] + "://" + self.issuer.split("://", 1)[1].split("/", 1)[0]
+        base = self._origin()
         query = {k: str(v) for k, v in params.items() if v is not None}
         response = self.http.request(method, f"{base}/__test__/{route}", params=query, timeout=10)
         response.raise_for_status()

@@ -97,6 +97,10 @@ class CraftedIssuer:
         self.cache_control: str | None = None
         self.jwks_uri: str | None = None
         self.jwks_path = "/jwks"
+        #: Key ids of ``keys`` published without their ``kid`` (as some SciTokens issuers do).
+        self.unnamed: set[str] = set()
+        #: Serve RFC 8414 metadata (path inserted) instead of OpenID discovery; ``neither``: no metadata.
+        self.metadata = "openid"
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self.server.daemon_threads = True
         self.issuer = f"http://127.0.0.1:{self.server.server_address[1]}"
@@ -108,7 +112,13 @@ class CraftedIssuer:
         self.server.server_close()
 
     def jwks(self) -> dict[str, Any]:
-        return {"keys": [public_jwk(k, kid, alg) for kid, (k, alg) in self.keys.items()]}
+        published = [(kid, public_jwk(k, kid, alg)) for kid, (k, alg) in self.keys.items()]
+        return {
+            "keys": [
+                {n: v for n, v in jwk.items() if not (n == "kid" and kid in self.unnamed)}
+                for kid, jwk in published
+            ]
+        }
 
     def discovery(self) -> dict[str, Any]:
         document = {
@@ -166,7 +176,9 @@ class CraftedIssuer:
                     status, body = issuer.status, b"{}"
                 elif issuer.redirect is not None:
                     status, body, headers = 302, b"", {"Location": issuer.redirect}
-                elif self.path == "/.well-known/openid-configuration":
+                elif self.path == {"openid": "/.well-known/openid-configuration"}.get(issuer.metadata):
+                    status, body = 200, json.dumps(issuer.discovery()).encode()
+                elif self.path == {"oauth": "/.well-known/oauth-authorization-server"}.get(issuer.metadata):
                     status, body = 200, json.dumps(issuer.discovery()).encode()
                 elif self.path == "/userinfo" and issuer.userinfo is not None:
                     status, answer = issuer.userinfo_response(self.headers.get("Authorization"))

@@ -421,7 +421,9 @@ BAD_TOKENS: dict[str, Any] = {
     "RS256 naming the EC key": lambda loop, evil, jti: compact(
         {"alg": "RS256", "kid": "ec-1"}, logout_claims(loop, jti=jti), key("rsa-a")
     ),
-    "no kid": lambda loop, evil, jti: logout_token(loop, jti=jti, header={"kid": None}),
+    "no kid, not its key": lambda loop, evil, jti: compact(
+        {"alg": "RS256", "typ": "logout+jwt"}, logout_claims(loop, jti=jti), key("rsa-evil")
+    ),
     "crit header": lambda loop, evil, jti: logout_token(loop, jti=jti, header={"crit": ["exp"], "exp": 1}),
     "jku pointing elsewhere": lambda loop, evil, jti: compact(
         {"alg": "RS256", "kid": "rsa-1", "jku": f"{evil.issuer}/jwks"},

@@ -204,3 +204,20 @@ def test_w005_access_tokens_that_outlive_the_revocation_window(settings):
     assert "tokenauth.W005" not in ids(
         settings, ISSUER=ISSUER, SIGNING_KEY=GOOD_SECRET, ACCESS_TOKEN_LIFETIME=3600, REVOCATION_WINDOW=3600
     )
+
+
+def test_e018_w006_the_token_profile_we_mint(settings):
+    base = {"ISSUER": ISSUER, "SIGNING_KEY": GOOD_SECRET}
+    assert "tokenauth.E018" in ids(settings, **base, TOKEN_PROFILE="WLCG 1.0")
+    assert ids(settings, **base, TOKEN_PROFILE="wlcg") == set()
+    good = {"storage.read:/": "", "storage.modify:/data": "", "compute.read": "", "reports": ""}
+    assert ids(settings, **base, TOKEN_PROFILE="wlcg", SCOPES=good) == set()
+    for bad in (
+        "storage.read",
+        "storage.write:/data",
+        "storage.read:data",
+        "storage.read:/a/../b",
+        "compute.run",
+    ):
+        assert ids(settings, **base, TOKEN_PROFILE="wlcg", SCOPES={bad: ""}) == {"tokenauth.W006"}, bad
+    assert ids(settings, **base, SCOPES={"storage.read": ""}) == set()

@@ -538,6 +538,9 @@ def test_cli_against_our_server_login_whoami_token_refresh_logout(our_server, cl
     assert whoami.returncode == 0, whoami.stderr
     assert "username:  alice" in whoami.stdout and f"issuer:    {url}" in whoami.stdout
     assert f"subject:   {alice.pk}" in whoami.stdout and "scope:     reports:read" in whoami.stdout
+    # The same labels and column as ``tokenauth token``, the expiry in the same words.
+    assert "expires_at" not in whoami.stdout and "\nexpires:   20" in whoami.stdout
+    assert "(14 min " in whoami.stdout and "group:     -" in whoami.stdout
 
     shown = run_cli(cli_env, "token")
     assert shown.returncode == 0, shown.stderr

@@ -7,11 +7,14 @@ from typing import Any
 
 import jwt
 import pytest
+from authlib.oauth2.rfc8414 import AuthorizationServerMetadata
+from authlib.oidc.discovery import OpenIDProviderMetadata
 from django.contrib.auth.models import Group, Permission
 from django.core.cache import cache
 from django.test import Client, override_settings
 
 from tests.helpers import database_down, login, make_user
+from tokenauth.keys import generate_private_key_pem
 from tokenauth.models import AuditEvent, Epoch, Identity, Session
 from tokenauth.tokens import mint_access_token
 
@@ -832,8 +835,11 @@ def test_the_demo_front_door_is_a_page_of_links(client):
         assert client.get(link).status_code == 200, link
 
 
-def test_the_openid_configuration_names_our_endpoints_beside_the_oauth_servers(client):
-    document = client.get("/.well-known/openid-configuration").json()
+@pytest.mark.parametrize(
+    "path", ["/.well-known/openid-configuration", "/.well-known/oauth-authorization-server"]
+)
+def test_the_metadata_names_our_endpoints_beside_the_oauth_servers(client, path):
+    document = client.get(path).json()
     assert document["token_endpoint"] == "http://127.0.0.1:8000/o/token/"
     assert document["tokenauth_endpoints"] == {
         "token": "http://127.0.0.1:8000/auth/token/",
@@ -844,3 +850,37 @@ def test_the_openid_configuration_names_our_endpoints_beside_the_oauth_servers(c
         "revoke": "http://127.0.0.1:8000/auth/revoke/",
         "whoami": "http://127.0.0.1:8000/auth/whoami/",
     }
+
+
+# -- the metadata documents, as a third-party client library reads them ---------------------------
+
+
+def test_our_metadata_documents_are_valid_for_authlib(settings, client):
+    """OpenID Connect Discovery 1.0 and RFC 8414, validated by authlib's metadata classes (https:
+    authlib refuses http endpoints, as it should)."""
+    issuer = "https://api.example.org"
+    settings.TOKENAUTH = {
+        **settings.TOKENAUTH,
+        "ISSUER": issuer,
+        "ALGORITHM": "RS256",
+        "SIGNING_KEY": generate_private_key_pem("RS256"),
+    }
+    oauth = client.get("/.well-known/oauth-authorization-server")
+    assert oauth.status_code == 200
+    AuthorizationServerMetadata(oauth.json()).validate()
+    openid = client.get("/.well-known/openid-configuration")
+    assert openid.status_code == 200
+    OpenIDProviderMetadata(openid.json()).validate()
+    assert openid.json()["id_token_signing_alg_values_supported"] == ["RS256"]
+    for document in (oauth.json(), openid.json()):
+        assert document["issuer"] == issuer and document["jwks_uri"] == f"{issuer}/.well-known/jwks.json"
+        assert "access_token_signing_alg_values_supported" not in document
+
+
+def test_without_the_oauth_server_only_rfc_8414_metadata_is_published(settings, client):
+    settings.INSTALLED_APPS = [app for app in settings.INSTALLED_APPS if app != "tokenauth.oauth"]
+    assert client.get("/.well-known/openid-configuration").status_code == 404
+    document = client.get("/.well-known/oauth-authorization-server").json()
+    assert document["token_endpoint"].endswith("/auth/token/")
+    assert document["grant_types_supported"] == ["password", "refresh_token"]
+    assert "authorization_endpoint" not in document

@@ -14,7 +14,7 @@ from django.core.management import CommandError, call_command
 from django.test import Client
 
 from tests.idp import DEFAULT_RESOURCE
-from tokenauth.checks import check_issuers
+from tokenauth.checks import check_issuer_rows, check_issuers
 from tokenauth.issuers import IssuerConfig
 from tokenauth.models import Issuer
 
@@ -119,6 +119,8 @@ def test_issuer_can_be_added_in_the_admin(admin_client):
         ({"algorithms": '["none"]'}, "asymmetric"),
         ({"algorithms": "[]"}, "This field is required"),
         ({"audiences": '"https://api.example.org"'}, "list of strings"),
+        ({"accept_any_audience": "on"}, "An any-audience belongs to a token profile"),
+        ({"profile": "jwt"}, "Select a valid choice"),
     ],
 )
 def test_admin_refuses_bad_issuers(admin_client, settings, change, field):
@@ -178,7 +180,7 @@ def test_add_with_every_option():
         "add",
         "https://iam.example.org/",
         *("--audience", "https://api.example.org", "--audience", "https://other.example.org"),
-        "--any-audience",
+        *("--profile", "wlcg", "--any-audience"),
         *("--scope", "storage.read:/", "--scope", "compute.read"),
         *("--algorithm", "ES256", "--algorithm", "EdDSA"),
         "--no-provision",
@@ -194,6 +196,7 @@ def test_add_with_every_option():
     assert config == IssuerConfig(
         issuer="https://iam.example.org/",
         audiences=("https://api.example.org", "https://other.example.org"),
+        profile="wlcg",
         accept_any_audience=True,
         required_scopes=("storage.read:/", "compute.read"),
         algorithms=frozenset({"ES256", "EdDSA"}),
@@ -221,7 +224,7 @@ def test_add_again_changes_only_the_options_given():
         "our-app",
         "--no-provision",
     )
-    run("add", "https://iam.example.org/", "--scope", "compute.read", "--any-audience")
+    run("add", "https://iam.example.org/", "--scope", "compute.read", "--profile", "WLCG", "--any-audience")
     row = Issuer.objects.get()
     assert row.required_scopes == ["compute.read"]  # a list given replaces the old one
     assert (row.accept_any_audience, row.client_id, row.auto_provision) == (True, "our-app", False)
@@ -232,6 +235,22 @@ def test_add_again_changes_only_the_options_given():
         False,
         ["compute.read"],
     )
+    assert row.profile == "wlcg"
+    run("add", "https://iam.example.org/", "--profile", "none")
+    row.refresh_from_db()
+    assert row.profile == ""
+
+
+def test_an_any_audience_needs_a_profile():
+    with pytest.raises(CommandError, match="An any-audience belongs to a token profile"):
+        run("add", "https://iam.example.org/", "--scope", "x", "--any-audience")
+    assert not Issuer.objects.exists()
+    run("add", "https://iam.example.org/", "--scope", "x", "--profile", "scitokens", "--any-audience")
+    config = Issuer.objects.get().config()
+    assert config.accepted_audiences == ["ANY"]
+    with pytest.raises(CommandError, match="An any-audience belongs to a token profile"):
+        run("add", "https://iam.example.org/", "--profile", "none")
+    assert "profile=scitokens" in run("list")
 
 
 def test_a_new_issuer_gets_the_model_defaults():
@@ -387,6 +406,7 @@ def test_good_issuers_have_no_messages(settings):
         {
             "issuer": "https://login.example.org/realms/x",
             "audiences": ["https://api.example.org"],
+            "profile": "wlcg",
             "accept_any_audience": True,
             "algorithms": ["RS256", "ES256", "PS256", "EdDSA"],
             "auto_provision": False,
@@ -466,6 +486,22 @@ def test_e009_only_asymmetric_algorithms(settings, algorithms):
     assert issuer_check_ids(settings, [entry]) == ["tokenauth.E009"]
 
 
+@pytest.mark.parametrize(
+    "entry, expected",
+    [
+        ({"profile": "WLCG"}, ["tokenauth.E016"]),
+        ({"profile": "jwt", "accept_any_audience": True}, ["tokenauth.E016"]),
+        ({"accept_any_audience": True}, ["tokenauth.E017"]),
+        ({"profile": "", "accept_any_audience": True}, ["tokenauth.E017"]),
+        ({"profile": "wlcg", "accept_any_audience": True}, []),
+        ({"profile": "scitokens"}, []),
+    ],
+)
+def test_e016_e017_a_known_profile_and_an_any_audience_only_with_one(settings, entry, expected):
+    entry = {"issuer": "https://iam.example.org/", "required_scopes": ["x"], **entry}
+    assert issuer_check_ids(settings, [entry]) == expected
+
+
 @pytest.mark.parametrize("scope", ["", "two words", "servicex\u00a0", 'say"hi"', "back\\slash", "caf\u00e9"])
 def test_e011_required_scopes_must_be_scope_tokens(settings, scope):
     """RFC 6749 section 3.3: a name no token could carry as one scope-token is a configuration error."""
@@ -481,3 +517,13 @@ def test_issuer_rows_refuse_required_scopes_that_are_not_scope_tokens():
     assert "required_scopes" in raised.value.message_dict
     row.required_scopes = ["servicex", "storage.read:/data"]
     row.full_clean()
+
+
+@pytest.mark.django_db
+def test_e017_issuer_rows_written_around_the_admin_are_checked_with_the_database():
+    Issuer.objects.create(issuer="https://iam.example.org/", accept_any_audience=True)
+    Issuer.objects.create(issuer="https://cilogon.example.org/", profile="wlcg", accept_any_audience=True)
+    messages = check_issuer_rows(databases=["default"])
+    assert [m.id for m in messages] == ["tokenauth.E017"]
+    assert messages[0].msg.startswith("https://iam.example.org/: accept_any_audience without a token profile")
+    assert check_issuer_rows() == []  # without --database no query

@@ -17,6 +17,7 @@ from typing import Any
 
 import jwt
 import pytest
+import requests
 from cryptography.hazmat.primitives import serialization
 from django.core.cache import cache
 from django.core.exceptions import ValidationError
@@ -472,7 +473,7 @@ def crafted_cases(crafted: CraftedIssuer) -> dict[str, str]:
         "alg None": compact({"alg": "None", "kid": "rsa-1"}, claims),
         "alg a list": compact({"alg": ["RS256"], "kid": "rsa-1"}, claims, key("rsa-a"), "RS256"),
         "kid a list": compact({"alg": "RS256", "kid": ["rsa-1"]}, claims, key("rsa-a")),
-        "no kid": compact({"alg": "RS256"}, claims, key("rsa-a")),
+        "no kid, not its key": compact({"alg": "RS256"}, claims, key("rsa-evil")),
         "crit": crafted.token(header={"crit": ["exp"], "exp": 1}),
         "crit unknown": crafted.token(header={"crit": ["urn:example:x"], "urn:example:x": True}),
         "typ JWT with claim typ ID": crafted.token(header={"typ": "JWT"}, typ="ID"),
@@ -544,7 +545,7 @@ def test_keys_are_never_taken_from_token_headers(client, settings, crafted, atta
     "misbehaviour",
     [
         "status 503",
-        "status 404",
+        "status 500",
         "huge jwks",
         "not json",
         "jwks a list",
@@ -572,6 +573,42 @@ def test_bad_issuer_answers_are_503_and_nothing_is_followed(
     assert response.status_code == 503, response.content
     assert get(client, crafted.token()).status_code == 503
     assert crafted.counts.total() <= 2  # one try (discovery + jwks), then the cool-down
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("status", [404, 410])
+def test_an_issuer_without_any_metadata_is_a_401_saying_so(client, settings, crafted, status):
+    """A permanent 404 for both documents is no outage: a 401 with the reason, not a 503 to retry."""
+    allow(settings, crafted.issuer)
+    crafted.metadata = "neither"
+    crafted.status = status
+    for _ in range(3):
+        response = get(client, crafted.token())
+        assert response.status_code == 401, response.content
+        assert "publishes no OpenID or OAuth metadata" in response["WWW-Authenticate"]
+    # Both documents asked for once, then the cool-down answers without the network.
+    assert crafted.counts == {
+        "/.well-known/openid-configuration": 1,
+        "/.well-known/oauth-authorization-server": 1,
+    }
+    # Metadata published again: after the cool-down its tokens pass.
+    crafted.metadata, crafted.status = "oauth", None
+    settings.TOKENAUTH = {**settings.TOKENAUTH, "JWKS_REFETCH_COOLDOWN": 0}
+    assert get(client, crafted.token()).status_code == 200
+
+
+@pytest.mark.django_db
+def test_rfc_8414_metadata_when_there_is_no_openid_discovery(client, settings, crafted):
+    allow(settings, crafted.issuer)
+    crafted.metadata = "oauth"
+    # RFC 8414 section 3.3: the metadata's issuer must be the token's, as for OpenID discovery.
+    crafted.discovery_issuer = "https://elsewhere.example.org"
+    assert get(client, crafted.token()).status_code == 503
+    crafted.discovery_issuer = None
+    jwks_cache.reset()
+    assert get(client, crafted.token()).status_code == 200
+    assert crafted.counts["/.well-known/oauth-authorization-server"] == 2
+    assert crafted.counts["/jwks"] == 1
 
 
 @pytest.mark.django_db
@@ -738,3 +775,37 @@ def test_mirroring_external_groups_can_be_switched_off(client, settings, crafted
     later = crafted.token(sub="cms-2", groups=["b"], iat=now - 10)
     assert get(client, later, "/auth/whoami/").json()["groups"] == ["b"]
     assert user_groups("cms-2") == ["a"]  # as first provisioned
+
+
+# -- RFC 8414 metadata of the real IdP -----------------------------------------------------------
+
+
+@pytest.mark.django_db
+def test_an_rfc_8414_only_issuer_with_a_path_is_found_by_path_insertion(client, settings):
+    """Under /realms/test, metadata only at /.well-known/oauth-authorization-server/realms/test."""
+    provider = start_idp(issuer="http://127.0.0.1:{port}/realms/test", env={"IDP_METADATA": "oauth"})
+    try:
+        allow(settings, provider.issuer)
+        parts = provider.issuer.split("/realms/")
+        assert (
+            requests.get(f"{provider.issuer}/.well-known/openid-configuration", timeout=5).status_code == 404
+        )
+        inserted = f"{parts[0]}/.well-known/oauth-authorization-server/realms/{parts[1]}"
+        assert requests.get(inserted, timeout=5).json()["issuer"] == provider.issuer
+        response = get(client, provider.client_credentials_token())
+        assert response.status_code == 200, response.content
+        assert provider.stats()["requests"].get("/realms/test/jwks") == 1
+    finally:
+        provider.stop()
+
+
+@pytest.mark.django_db
+def test_an_issuer_publishing_no_metadata_is_a_401_not_an_outage(client, settings):
+    provider = start_idp(env={"IDP_METADATA": "none"})
+    try:
+        allow(settings, provider.issuer)
+        response = get(client, provider.client_credentials_token())
+        assert_invalid(response)
+        assert "publishes no OpenID or OAuth metadata" in response["WWW-Authenticate"]
+    finally:
+        provider.stop()

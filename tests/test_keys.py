@@ -238,7 +238,8 @@ def test_jwks_lists_public_keys_only(settings, client):
     assert sorted(k["alg"] for k in keys) == ["ES256", "EdDSA", "RS256"]
     assert {k["kid"] for k in keys} == set(get_keyring().by_kid) - {"hmac-old"}
     for key in keys:
-        assert key["use"] == "sig"
+        # RFC 7517 section 4.3: "use" alone, the same for every key type, never beside "key_ops".
+        assert key["use"] == "sig" and "key_ops" not in key
         assert "d" not in key and "k" not in key and "p" not in key and "q" not in key
         assert key["kty"] in {"EC", "RSA", "OKP"}
     assert "retired-hmac-secret" not in response.content.decode()
@@ -265,7 +266,8 @@ def test_openid_configuration(settings, client):
     assert body["issuer"] == ISSUER
     assert body["jwks_uri"] == f"{ISSUER}/.well-known/jwks.json"
     assert body["token_endpoint"] == f"{ISSUER}/o/token/"  # tokenauth.oauth is installed: its endpoint
-    assert body["access_token_signing_alg_values_supported"] == ["ES256", "RS256"]
+    assert body["id_token_signing_alg_values_supported"] == ["ES256", "RS256"]
+    assert "access_token_signing_alg_values_supported" not in body  # no such field in any standard
 
 
 def test_keys_command_prints_the_jwks(settings):

@@ -543,7 +543,7 @@ BAD_ID_TOKENS: dict[str, Callable[[CraftedIssuer, str], str]] = {
     "RS256 naming the EC key": lambda loop, n: compact(
         {"alg": "RS256", "kid": "ec-1"}, id_claims(loop, n), key("rsa-a")
     ),
-    "no kid": lambda loop, n: compact({"alg": "RS256"}, id_claims(loop, n), key("rsa-a")),
+    "no kid, not its key": lambda loop, n: compact({"alg": "RS256"}, id_claims(loop, n), key("rsa-evil")),
     "not a JWT": lambda loop, n: "not-a-jwt",
 }
 

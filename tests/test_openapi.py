@@ -39,7 +39,10 @@ def test_bearer_and_oauth2_schemes(tmp_path):
     flows = schemes["oauth2"]["flows"]
     assert flows["authorizationCode"]["authorizationUrl"] == "/o/authorize/"
     assert flows["authorizationCode"]["tokenUrl"] == flows["clientCredentials"]["tokenUrl"] == "/o/token/"
-    assert flows["clientCredentials"]["scopes"] == {"reports:read": "Read the example reports"}
+    assert flows["clientCredentials"]["scopes"] == {
+        "reports:read": "Read the example reports",
+        "tokenmanager": "Obtain users' upstream tokens",
+    }
     assert schemes["cookieAuth"]["in"] == "cookie"
 
 

@@ -321,11 +321,22 @@ def test_audiences_and_the_wlcg_any_audience(client, issuer, idp, django_capture
     any_audience = idp.client_credentials_token(resource=WLCG_ANY_AUDIENCE)
     assert claims_of(any_audience)["aud"] == WLCG_ANY_AUDIENCE
     assert hello(client, any_audience) == 401
+    # Accepted only from an issuer marked as following the profile that defines the value.
+    Issuer.objects.filter(pk=issuer.pk).update(accept_any_audience=True)
     with django_capture_on_commit_callbacks(execute=True):
-        issuer.accept_any_audience = True
+        issuer.refresh_from_db()
+        issuer.save()
+    assert hello(client, any_audience) == 401
+    with django_capture_on_commit_callbacks(execute=True):
+        issuer.profile = "wlcg"
         issuer.save()
     assert hello(client, any_audience) == 200
     assert hello(client, token) == 401
+    # And taken away again: the very next request, though the token's signature was checked already.
+    with django_capture_on_commit_callbacks(execute=True):
+        issuer.accept_any_audience = False
+        issuer.save()
+    assert hello(client, any_audience) == 401
 
 
 def test_algorithm_not_accepted_for_the_issuer(client, issuer, idp):

@@ -103,3 +103,20 @@ def test_a_forked_child_starts_its_own_listener(other_process: RevocationState, 
     assert child_listener is not listener and child_listener.is_alive()
     for thread in (listener, child_listener):  # the pid each was started under is not "ours" now
         thread.stopped.set()
+
+
+def test_an_issuer_change_reaches_another_process_by_push(other_process: RevocationState):
+    """The other process's issuer table (its own snapshot, polling an hour apart) reloads at the push."""
+    from tokenauth.issuers import _load_db_issuers
+    from tokenauth.models import Issuer
+    from tokenauth.snapshots import SharedSnapshot
+
+    row = Issuer.objects.create(issuer="https://iam.example.org/", audiences=["https://api.example.org"])
+    others: SharedSnapshot[dict] = SharedSnapshot("issuers", _load_db_issuers)
+    assert others.get()["https://iam.example.org/"].accept_any_audience is False
+    row.profile, row.accept_any_audience = "wlcg", True
+    row.save()
+    assert eventually(lambda: others.get()["https://iam.example.org/"].accept_any_audience)
+    row.enabled = False
+    row.save()
+    assert eventually(lambda: "https://iam.example.org/" not in others.get())

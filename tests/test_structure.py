@@ -140,7 +140,10 @@ def test_no_import_cycle_in_tokenauth():
 
 def test_the_issuer_model_imports_no_network_layer():
     graph = _import_graph(_sources(), with_functions=True)
-    assert graph["tokenauth.models"] == {"tokenauth.issuer_config", "tokenauth.keys", "tokenauth.scopes"}
+    leaves = {"tokenauth.issuer_config", "tokenauth.keys", "tokenauth.profiles", "tokenauth.scopes"}
+    assert graph["tokenauth.models"] == leaves
+    # The token profiles' rules are a leaf too: no settings, models or network.
+    assert graph["tokenauth.profiles"] == set()
 
 
 def _own_import_density() -> float:

@@ -15,11 +15,14 @@ from pathlib import Path
 
 import pytest
 from django.test import Client
+from django.utils import translation
 
 import tokenauth
 from tests.conftest import service_required
 from tests.helpers import login, make_user
+from tokenauth.exceptions import InvalidToken
 from tokenauth.tokens import mint_access_token
+from tokenauth.verification import check_claims, local_policy
 
 pytestmark = pytest.mark.django_db
 
@@ -94,6 +97,13 @@ def test_a_parametrised_description_keeps_its_value(client):
     response = post_json(client, "/auth/token/", body, **FRENCH)
     assert response.status_code == 400
     assert response.json()["error_description"] == "Portée inconnue : no-such-scope"
+
+
+def test_a_formatted_description_is_french_in_the_body_and_english_in_the_header():
+    with translation.override("fr"), pytest.raises(InvalidToken) as refused:
+        check_claims({"iss": "https://issuer.example"}, local_policy())
+    assert str(refused.value.description) == "Le jeton d'accès n'a pas de revendication « sub »"
+    assert refused.value.header_description == "The access token has no 'sub' claim"
 
 
 # -- pages -------------------------------------------------------------------------------------

@@ -159,12 +159,38 @@ def test_our_tokens_need_typ_at_jwt(typ):
     assert isinstance(error, WrongType) and error.description == "The token is not an access token"
 
 
-@pytest.mark.parametrize("typ", [None, "at+jwt", "application/at+jwt", "JWT", "jwt", "Application/AT+JWT"])
+@pytest.mark.parametrize(
+    "typ",
+    [
+        None,
+        "at+jwt",
+        "application/at+jwt",
+        "JWT",
+        "jwt",
+        "Application/AT+JWT",
+        "application/jwt",
+        "APPLICATION/JWT",
+    ],
+)
 def test_external_access_tokens_take_these_typ_spellings_or_none(typ):
+    """RFC 7515 section 4.1.9: media types compare without case, ``application/`` may be left out."""
     assert verify(parse(signed_for_test(other_claims(), typ=typ)), external())["sub"] == "svc-1"
 
 
-@pytest.mark.parametrize("typ", ["id_token+jwt", "logout+jwt", "", ["at+jwt"], {"typ": "jwt"}])
+@pytest.mark.parametrize(
+    "typ",
+    [
+        "id_token+jwt",
+        "logout+jwt",
+        "",
+        ["at+jwt"],
+        {"typ": "jwt"},
+        "application/",
+        "text/jwt",
+        "application/application/jwt",
+        "jwt; charset=utf-8",
+    ],
+)
 def test_external_access_tokens_refuse_other_typ_values(typ):
     assert isinstance(refusal(signed_for_test(other_claims(), typ=typ), external()), WrongType)
 
@@ -266,8 +292,8 @@ def crafted(settings) -> Iterator[CraftedIssuer]:
         ({"alg": "HS256", "kid": "rsa-1"}, None, "algorithm is not accepted"),
         ({"alg": "none", "kid": "rsa-1"}, None, "algorithm is not accepted"),
         ({"alg": ["RS256"], "kid": "rsa-1"}, "rsa-a", "algorithm is not accepted"),
-        ({"alg": "RS256"}, "rsa-a", "names no key"),
         ({"alg": "RS256", "kid": ["rsa-1"]}, "rsa-a", "names no key"),
+        ({"alg": "RS256", "kid": 1}, "rsa-a", "names no key"),
         ({"alg": "RS256", "kid": "unpublished"}, "rsa-a", "does not publish"),
         ({"alg": "RS256", "kid": "rsa-1"}, "rsa-evil", "The access token is invalid"),
     ],
@@ -298,6 +324,43 @@ def test_issuer_keys_verify_a_published_key_with_its_algorithm(crafted):
     assert crafted.counts["/jwks"] == 1
 
 
+@pytest.mark.parametrize(
+    "unnamed", [set(), {"rsa-1"}, {"rsa-1", "ec-1"}], ids=["kids", "rsa-no-kid", "no-kids"]
+)
+def test_a_token_without_kid_uses_the_one_key_for_its_algorithm(crafted, unnamed):
+    """As SciTokens does: a token naming no key is verified with the issuer's only key that fits."""
+    crafted.unnamed = unnamed
+    policy = external_policy(get_issuer(crafted.issuer))
+    for signer, alg in (("rsa-a", "RS256"), ("ec-a", "ES256")):
+        token = compact({"alg": alg, "typ": "JWT"}, crafted.claims(), key(signer), alg)
+        assert verify(parse(token), policy)["iss"] == crafted.issuer
+    forged = compact({"alg": "RS256"}, crafted.claims(), key("rsa-evil"), "RS256")
+    assert refusal(forged, policy).description == "The access token is invalid"
+
+
+def test_a_token_without_kid_is_refused_when_several_keys_could_match(crafted):
+    crafted.keys = {**crafted.keys, "rsa-2": (key("rsa-b"), "RS256")}
+    crafted.unnamed = {"rsa-2"}
+    policy = external_policy(get_issuer(crafted.issuer))
+    token = compact({"alg": "RS256"}, crafted.claims(), key("rsa-a"), "RS256")
+    assert refusal(token, policy).description == (
+        "The access token names no key, and its issuer has several for its algorithm"
+    )
+    # Naming its key, the same token's twin passes; the unnamed key serves no token that names one.
+    assert verify(parse(crafted.token(kid="rsa-1")), policy)["iss"] == crafted.issuer
+    named_unnamed = compact({"alg": "RS256", "kid": "rsa-2"}, crafted.claims(), key("rsa-b"), "RS256")
+    assert "does not publish" in refusal(named_unnamed, policy).description
+
+
+def test_a_token_without_kid_for_an_algorithm_no_key_fits(crafted):
+    crafted.keys = {"rsa-1": (key("rsa-a"), "RS256")}
+    policy = external_policy(get_issuer(crafted.issuer))
+    token = compact({"alg": "ES256"}, crafted.claims(), key("ec-a"), "ES256")
+    assert refusal(token, policy).description == (
+        "The access token names no key, and its issuer has none for its algorithm"
+    )
+
+
 # -- the claims: one set of rules, configured per use ------------------------------------------
 
 
@@ -315,8 +378,18 @@ def test_our_required_claims(name, absent):
         del claims[name]
     else:
         claims[name] = None
-    with pytest.raises(InvalidToken):
+    with pytest.raises(InvalidToken) as caught:
         check_claims(claims, local_policy())
+    assert caught.value.description == f"The access token has no '{name}' claim"
+
+
+@pytest.mark.parametrize("name", ["iat", "exp", "sub"])
+def test_an_external_token_without_a_required_claim_is_told_which(name):
+    claims = other_claims()
+    del claims[name]
+    assert (
+        refusal(signed_for_test(claims), external()).description == f"The access token has no '{name}' claim"
+    )
 
 
 @pytest.mark.parametrize(

@@ -345,8 +345,16 @@ class AuditEventAdmin(PermanentAdmin):
 
 @admin.register(Issuer)
 class IssuerAdmin(admin.ModelAdmin):
-    list_display = ("issuer", "enabled", "auto_provision", "required_scopes", "audiences", "client_id")
-    list_filter = ("enabled", "auto_provision")
+    list_display = (
+        "issuer",
+        "enabled",
+        "profile",
+        "auto_provision",
+        "required_scopes",
+        "audiences",
+        "client_id",
+    )
+    list_filter = ("enabled", "profile", "auto_provision")
     search_fields = ("issuer", "display_name", "slug")
     filter_horizontal = ("default_groups",)
     actions = ["enable", "disable", "refresh_keys"]
@@ -354,7 +362,7 @@ class IssuerAdmin(admin.ModelAdmin):
         (None, {"fields": ("issuer", "enabled")}),
         (
             _("Accepted tokens"),
-            {"fields": ("audiences", "accept_any_audience", "required_scopes", "algorithms")},
+            {"fields": ("audiences", "profile", "accept_any_audience", "required_scopes", "algorithms")},
         ),
         (
             _("Users"),

@@ -14,7 +14,7 @@ from rest_framework.request import Request
 
 from . import migrating
 from .conf import tokenauth_settings
-from .exceptions import InsufficientScope, InvalidToken, ServiceUnavailable
+from .exceptions import REALM, InsufficientScope, InvalidToken, ServiceUnavailable
 from .issuers import get_issuer
 from .jwks import IssuerUnavailable, jwks_cache
 from .models import identity_digest
@@ -60,8 +60,8 @@ def _external_token(claims: dict[str, Any]) -> AccessToken:
     # Disabled since the token was first seen.
     if config is None:
         raise InvalidToken(_("The access token's issuer is not accepted"))
-    granted = split_scope(scope_string(claims))
-    if not all(scope in granted for scope in config.required_scopes):
+    granted = frozenset(split_scope(scope_string(claims)))
+    if not all(config.scope_granted(granted, scope) for scope in config.required_scopes):
         raise InsufficientScope(config.required_scopes)
     principal = resolve(config, claims)
     if not principal.is_active:
@@ -83,8 +83,7 @@ def validate_token(token: str) -> AccessToken:
     if not token.isascii():
         raise InvalidToken(_("The access token is malformed"))
     claims = verified_tokens.get(token)
-    # Its issuer's keys are due for a refresh: a withdrawn key must stop working.
-    if claims is not None and not _is_local(claims) and not jwks_cache.is_fresh(claims["iss"]):
+    if claims is not None and not _is_local(claims) and not _still_verified(token, claims["iss"]):
         claims = None
     if claims is None:
         try:
@@ -120,6 +119,13 @@ def authenticate_token(token: str) -> tuple[Any, AccessToken]:
     return token_user(access), access
 
 
+def _still_verified(token: str, iss: str) -> bool:
+    """Whether an external token's memo still holds: its issuer's keys need no refresh (a withdrawn
+    key must stop working), and the issuer is unchanged. The issuer table is read first, since a
+    change to it (in any process: pushed) drops the memo."""
+    return get_issuer(iss) is not None and jwks_cache.is_fresh(iss) and verified_tokens.get(token) is not None
+
+
 def _is_local(claims: dict[str, Any]) -> bool:
     return bool(tokenauth_settings.LOCAL_TOKENS) and claims["iss"] == tokenauth_settings.ISSUER
 
@@ -132,7 +138,7 @@ class BearerAuthentication(BaseAuthentication):
     """
 
     keyword = "Bearer"
-    realm = "api"
+    realm = REALM
 
     def authenticate(self, request: Request) -> tuple[Any, AccessToken] | None:
         """The four steps below; override a step, not this. ``None`` when the request has no bearer

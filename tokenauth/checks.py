@@ -8,7 +8,9 @@ from typing import Any
 from django.conf import settings
 from django.core import checks
 from django.core.exceptions import ImproperlyConfigured, ValidationError
+from django.db import connections
 
+from . import profiles
 from .claims import declared_claim_names, get_claims_callable, reserved_in
 from .conf import DEFAULTS, TIMEDELTA_SETTINGS, tokenauth_settings
 from .issuer_config import IssuerConfig, login_slug, validate_issuer_url
@@ -75,6 +77,24 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckM
                 id="tokenauth.E012",
             )
         )
+    if tokenauth_settings.TOKEN_PROFILE not in (None, profiles.WLCG):
+        errors.append(
+            checks.Error(
+                f'TOKENAUTH["TOKEN_PROFILE"] is not a profile we mint: {tokenauth_settings.TOKEN_PROFILE!r}.',
+                hint='None, or "wlcg" for the WLCG Common JWT Profile 1.0.',
+                id="tokenauth.E018",
+            )
+        )
+    elif tokenauth_settings.TOKEN_PROFILE == profiles.WLCG and isinstance(scopes, dict):
+        misspelt = sorted(str(name) for name in scopes if not profiles.in_wlcg_grammar(str(name)))
+        if misspelt:
+            errors.append(
+                checks.Warning(
+                    f"SCOPES not in the WLCG profile's grammar: {', '.join(misspelt)}.",
+                    hint="storage.read|create|modify|stage:/path; compute.read|modify|create|cancel.",
+                    id="tokenauth.W006",
+                )
+            )
     limit = tokenauth_settings.MAX_SESSIONS_PER_USER
     if limit is not None and (type(limit) is not int or limit < 1):
         errors.append(
@@ -205,6 +225,7 @@ def check_issuers(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMe
                     id="tokenauth.E011",
                 )
             )
+        errors.extend(_profile_messages(iss, entry))
         if not (entry.get("audiences") or entry.get("accept_any_audience") or entry.get("required_scopes")):
             errors.append(
                 checks.Warning(
@@ -214,6 +235,48 @@ def check_issuers(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMe
                 )
             )
     return errors
+
+
+@checks.register(checks.Tags.database)
+def check_issuer_rows(
+    app_configs: Any = None, databases: Any = None, **kwargs: Any
+) -> list[checks.CheckMessage]:
+    """Issuer rows written around the admin and ``tokenauth_issuer`` (which validate them): the same
+    profile rules as for ``ISSUERS``. Runs with ``check --database``, like Django's database checks."""
+    # Imported here: checks load before the app registry is ready.
+    from .models import Issuer
+
+    errors: list[checks.CheckMessage] = []
+    for alias in databases or ():
+        # ``migrate`` runs database checks too, before the table exists.
+        if Issuer._meta.db_table not in connections[alias].introspection.table_names():
+            continue
+        for row in Issuer.objects.using(alias).only("issuer", "profile", "accept_any_audience"):
+            entry = {"profile": row.profile, "accept_any_audience": row.accept_any_audience}
+            errors.extend(_profile_messages(row.issuer, entry))
+    return errors
+
+
+def _profile_messages(iss: str, entry: dict[str, Any]) -> list[checks.CheckMessage]:
+    """A token profile we know, and an any-audience only with one (the value is the profile's)."""
+    profile = entry.get("profile", "")
+    if profile and profile not in profiles.PROFILES:
+        return [
+            checks.Error(
+                f"{iss}: unknown token profile {profile!r}.",
+                hint=f"One of {', '.join(sorted(profiles.PROFILES))}, or leave it out.",
+                id="tokenauth.E016",
+            )
+        ]
+    if entry.get("accept_any_audience") and not profile:
+        return [
+            checks.Error(
+                f"{iss}: accept_any_audience without a token profile accepts no any-audience value.",
+                hint='Set "profile": "wlcg" (https://wlcg.cern.ch/jwt/v1/any) or "scitokens" (ANY).',
+                id="tokenauth.E017",
+            )
+        ]
+    return []
 
 
 def _valid_rate(rate: Any) -> bool:

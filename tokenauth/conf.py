@@ -30,6 +30,7 @@ DEFAULTS: dict[str, Any] = {
     "LEEWAY": timedelta(seconds=30),
     "MAX_TOKEN_BYTES": 8192,
     "SCOPES": {},
+    "TOKEN_PROFILE": None,
     "LOCAL_TOKENS": True,
     "EXTERNAL_ISSUERS": True,
     "SESSION_AUTH_FALLBACK": True,
@@ -101,6 +102,11 @@ DESCRIPTIONS: dict[str, str] = {
         'Scopes a client may ask for at `POST /auth/token/` (and `tokenauth_issue --scope`): `{"name": '
         '"description"}`; others are refused.'
     ),
+    "TOKEN_PROFILE": (
+        '`"wlcg"`: mint our tokens in the WLCG token profile ("Tokens for WLCG services") (`wlcg.ver`, '
+        "`aud` always, groups as `wlcg.groups` paths); check `tokenauth.E018`, and `tokenauth.W006` for "
+        "`SCOPES` outside its grammar. `None`: our own claims."
+    ),
     "LOCAL_TOKENS": (
         "Accept our own tokens. (The token endpoints still mint when `False`: leave out `tokenauth.urls` "
         "then.)"
@@ -170,7 +176,7 @@ DESCRIPTIONS: dict[str, str] = {
     ),
     "ISSUERS": (
         "External issuers configured in code, next to the `Issuer` rows of the admin: a list of dicts with "
-        '`"issuer"` and optionally `"audiences"`, `"accept_any_audience"`, `"required_scopes"`, '
+        '`"issuer"` and optionally `"audiences"`, `"profile"`, `"accept_any_audience"`, `"required_scopes"`, '
         '`"algorithms"`, `"auto_provision"`, `"default_groups"`, `"group_claims"`, `"mirror_groups"`, '
         '`"username_claim"`, `"enabled"`, and for browser login `"slug"`, `"display_name"`, `"client_id"`, '
         '`"client_secret_env"`.'

@@ -7,6 +7,9 @@ from django.utils.functional import Promise
 from django.utils.translation import gettext_lazy as _
 from rest_framework import exceptions, status
 
+#: The ``realm`` of our ``WWW-Authenticate`` challenges (RFC 6750 section 3), the 401's and the 403's.
+REALM = "api"
+
 
 class InvalidToken(Exception):
     """A bearer token that must be refused.
@@ -47,7 +50,7 @@ class InsufficientScope(exceptions.PermissionDenied):
     def __init__(self, scopes: list[str] | tuple[str, ...]) -> None:
         wanted = " ".join(scopes)
         super().__init__(_("This request requires the scope: %(scope)s") % {"scope": wanted})
-        self.auth_header = f'Bearer error="insufficient_scope", scope="{wanted}"'
+        self.auth_header = f'Bearer realm="{REALM}", error="insufficient_scope", scope="{wanted}"'
 
 
 class OAuthError(exceptions.APIException):

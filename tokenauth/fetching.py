@@ -9,6 +9,7 @@ import json
 import re
 import time
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import requests
 import urllib3
@@ -75,12 +76,47 @@ def fetch_json(url: str, headers: dict[str, str] | None = None) -> tuple[dict[st
     return data, int(match.group(1)) if match else None
 
 
-def fetch_discovery(issuer: str) -> tuple[dict[str, Any], int | None]:
+class NoMetadata(FetchError):
+    """The issuer answered 404 (or 410) for both its OpenID discovery and its RFC 8414 metadata: not an
+    outage, so its tokens get a 401 saying why, not a 503."""
+
+
+#: Answers that say a metadata document does not exist (as opposed to an issuer that is down).
+ABSENT = frozenset({404, 410})
+
+
+def oauth_metadata_url(issuer: str) -> str:
+    """RFC 8414 section 3.1: the well-known segment goes between host and path, so the metadata of
+    ``https://as.example/tenant1`` is ``https://as.example/.well-known/oauth-authorization-server/tenant1``."""
+    parts = urlsplit(issuer)
+    path = parts.path.rstrip("/")
+    return urlunsplit((parts.scheme, parts.netloc, f"/.well-known/oauth-authorization-server{path}", "", ""))
+
+
+def _checked(issuer: str, url: str) -> tuple[dict[str, Any], int | None]:
+    document, max_age = fetch_json(url)
+    # OpenID Connect Discovery section 4.3, RFC 8414 section 3.3: else it could point us at another
+    # issuer's keys.
+    if document.get("issuer") != issuer:
+        raise FetchError(f"metadata of {issuer} names another issuer")
+    return document, max_age
+
+
+def fetch_discovery(issuer: str, *, oauth_metadata: bool = False) -> tuple[dict[str, Any], int | None]:
     """The issuer's OpenID discovery document and its max-age: the one fetcher behind both the JWKS
     (``jwks_uri``) and browser login (its endpoints). The document's ``issuer`` must be exactly
-    ``issuer`` (OpenID Connect Discovery section 4.3), or it could point us at another issuer's keys.
+    ``issuer``. With ``oauth_metadata`` (for keys: an OAuth authorization server need not be an
+    OpenID provider), RFC 8414 metadata where there is no OpenID document; raises :class:`NoMetadata`
+    when there is neither.
     """
-    document, max_age = fetch_json(issuer.rstrip("/") + "/.well-known/openid-configuration")
-    if document.get("issuer") != issuer:
-        raise FetchError(f"discovery document of {issuer} names another issuer")
-    return document, max_age
+    try:
+        return _checked(issuer, issuer.rstrip("/") + "/.well-known/openid-configuration")
+    except FetchError as exc:
+        if not oauth_metadata or exc.status not in ABSENT:
+            raise
+    try:
+        return _checked(issuer, oauth_metadata_url(issuer))
+    except FetchError as exc:
+        if exc.status in ABSENT:
+            raise NoMetadata(f"{issuer} publishes neither OpenID nor RFC 8414 metadata", exc.status) from None
+        raise

@@ -15,10 +15,11 @@ from django.core.exceptions import ValidationError
 from django.utils.text import slugify
 from django.utils.translation import gettext as _
 
+from . import profiles
 from .conf import tokenauth_settings
+from .profiles import WLCG_ANY_AUDIENCE
 
-#: The WLCG "any audience" value, accepted only where an issuer allows it.
-WLCG_ANY_AUDIENCE = "https://wlcg.cern.ch/jwt/v1/any"
+__all__ = ["WLCG_ANY_AUDIENCE", "IssuerConfig", "login_slug", "settings_login_slugs", "validate_issuer_url"]
 
 
 @dataclass(frozen=True)
@@ -27,6 +28,9 @@ class IssuerConfig:
 
     issuer: str
     audiences: tuple[str, ...] = ()
+    #: The token profile the issuer follows (:mod:`tokenauth.profiles`): "", "wlcg" or "scitokens".
+    profile: str = ""
+    #: Accept the profile's any-audience values (nothing without a profile: system check E017).
     accept_any_audience: bool = False
     required_scopes: tuple[str, ...] = ()
     algorithms: frozenset[str] = frozenset({"RS256", "ES256"})
@@ -59,7 +63,19 @@ class IssuerConfig:
         """``None`` means the issuer has no audience restriction configured."""
         if not self.audiences and not self.accept_any_audience:
             return None
-        return [*self.audiences, *([WLCG_ANY_AUDIENCE] if self.accept_any_audience else [])]
+        anyone = profiles.ANY_AUDIENCES.get(self.profile, ()) if self.accept_any_audience else ()
+        return [*self.audiences, *anyone]
+
+    @property
+    def group_claim_names(self) -> tuple[str, ...]:
+        """The configured group claims, else the profile's (``wlcg.groups`` for WLCG issuers)."""
+        return self.group_claims or profiles.DEFAULT_GROUP_CLAIMS.get(self.profile, ())
+
+    def scope_granted(self, granted: frozenset[str], required: str) -> bool:
+        """Exact scope names; for a profile issuer also its hierarchical storage scopes."""
+        if self.profile in profiles.PROFILES:
+            return profiles.grants(granted, required)
+        return required in granted
 
 
 def login_slug(issuer: str, slug: str = "") -> str:

@@ -33,6 +33,7 @@ from .jwks import (
 )
 from .models import Issuer
 from .snapshots import SharedSnapshot
+from .tokens import verified_tokens
 
 __all__ = [
     "EC_CURVES",
@@ -68,7 +69,11 @@ def _load_db_issuers() -> dict[str, IssuerConfig]:
     }
 
 
-db_issuers: SharedSnapshot[dict[str, IssuerConfig]] = SharedSnapshot("issuers", _load_db_issuers)
+#: A changed issuer drops the verified-token memo: its tokens are checked against the new rules
+#: (audiences, algorithms, profile) on their next request, in every process.
+db_issuers: SharedSnapshot[dict[str, IssuerConfig]] = SharedSnapshot(
+    "issuers", _load_db_issuers, on_change=verified_tokens.clear
+)
 
 
 @lru_cache(maxsize=1)

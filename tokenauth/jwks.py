@@ -23,7 +23,7 @@ from jwt.algorithms import ECAlgorithm, OKPAlgorithm, RSAAlgorithm
 from . import clock
 from .conf import process_cache, tokenauth_settings
 from .exceptions import InvalidToken
-from .fetching import FetchError, fetch_discovery, fetch_json
+from .fetching import FetchError, NoMetadata, fetch_discovery, fetch_json
 from .snapshots import CACHE_PREFIX, shared_cache_call
 from .tokens import verified_tokens
 
@@ -38,7 +38,7 @@ class IssuerUnavailable(Exception):
 
 def discover_jwks_uri(iss: str) -> str:
     """The ``jwks_uri`` the issuer's discovery document names now."""
-    document, _ = fetch_discovery(iss)
+    document, _ = fetch_discovery(iss, oauth_metadata=True)
     jwks_uri = document.get("jwks_uri")
     if not isinstance(jwks_uri, str):
         raise FetchError(f"discovery document of {iss} has no jwks_uri")
@@ -77,26 +77,33 @@ class PublicKey:
         return algorithm == "EdDSA" and self.kty == "OKP"
 
 
-def parse_jwks(jwks: dict[str, Any]) -> dict[str, PublicKey]:
-    """Signature keys by kid; symmetric, encryption-only and unparsable keys are left out."""
+def signature_keys(jwks: dict[str, Any]) -> list[tuple[str | None, PublicKey]]:
+    """``(kid or None, key)`` of each signature key; symmetric, encryption-only and unparsable keys
+    are left out."""
     parsers: dict[object, Callable[[dict[str, Any]], Any]] = {
         "RSA": RSAAlgorithm.from_jwk,
         "EC": ECAlgorithm.from_jwk,
         "OKP": OKPAlgorithm.from_jwk,
     }
-    keys: dict[str, PublicKey] = {}
+    keys: list[tuple[str | None, PublicKey]] = []
     for jwk in jwks.get("keys", []) if isinstance(jwks.get("keys"), list) else []:
-        if not isinstance(jwk, dict) or jwk.get("use", "sig") != "sig" or not isinstance(jwk.get("kid"), str):
+        if not isinstance(jwk, dict) or jwk.get("use", "sig") != "sig":
             continue
         parser = parsers.get(jwk.get("kty"))
-        if parser is None or "d" in jwk:
+        kid = jwk.get("kid")
+        if parser is None or "d" in jwk or not isinstance(kid, str | None):
             continue
         try:
             key = parser(jwk)
         except (jwt.InvalidKeyError, ValueError, TypeError, KeyError):
             continue
-        keys[jwk["kid"]] = PublicKey(jwk["kty"], jwk.get("crv"), jwk.get("alg"), key)
+        keys.append((kid, PublicKey(jwk["kty"], jwk.get("crv"), jwk.get("alg"), key)))
     return keys
+
+
+def parse_jwks(jwks: dict[str, Any]) -> dict[str, PublicKey]:
+    """Signature keys by kid (see :func:`signature_keys`)."""
+    return {kid: key for kid, key in signature_keys(jwks) if kid is not None}
 
 
 @dataclass
@@ -105,6 +112,20 @@ class KeySet:
     keys: dict[str, PublicKey]
     fetched_at: float
     fresh_until: float
+    #: Every signature key, with a kid or without: a token naming no key may use the one that fits.
+    every: tuple[PublicKey, ...] = ()
+
+    def only_key_for(self, algorithm: str) -> PublicKey:
+        """The one key usable with ``algorithm``, for a token without ``kid`` (SciTokens accepts
+        those too); with several that fit, which one signed is not ours to guess."""
+        fitting = [key for key in self.every if key.usable_with(algorithm)]
+        if not fitting:
+            raise InvalidToken(_("The access token names no key, and its issuer has none for its algorithm"))
+        if len(fitting) > 1:
+            raise InvalidToken(
+                _("The access token names no key, and its issuer has several for its algorithm")
+            )
+        return fitting[0]
 
 
 @dataclass
@@ -117,11 +138,21 @@ class JWKSCache:
     #: After a failed fetch with nothing usable to serve: answer "unavailable" without the network
     #: until then, so a down issuer costs one fetch per cool-down, not one per request.
     _failed_until: dict[str, float] = field(default_factory=dict)
+    #: Issuers whose last fetch found no metadata at all: refused with that reason until the retry.
+    _no_metadata: set[str] = field(default_factory=set)
 
     def reset(self) -> None:
         self._sets.clear()
         self._last_forced.clear()
         self._failed_until.clear()
+        self._no_metadata.clear()
+
+    def _unavailable(self, iss: str) -> Exception:
+        """What a request is told while the issuer's keys cannot be had: 401 when it publishes no
+        metadata (a permanent 404), else 503 (an outage, worth a retry)."""
+        if iss in self._no_metadata:
+            return InvalidToken(_("The access token's issuer publishes no OpenID or OAuth metadata"))
+        return IssuerUnavailable(iss)
 
     @staticmethod
     def _shared_key(iss: str) -> str:
@@ -132,11 +163,14 @@ class JWKSCache:
         keyset = self._sets.get(iss)
         return keyset is not None and clock.wall() < keyset.fresh_until
 
-    def key_for(self, iss: str, kid: str, algorithm: str) -> Any:
+    def key_for(self, iss: str, kid: str | None, algorithm: str) -> Any:
+        """The key ``kid`` names, or with no ``kid`` the issuer's one key for ``algorithm``."""
         now = clock.wall()
         keyset = self._sets.get(iss)
         if keyset is None or now >= keyset.fresh_until:
             keyset = self._refresh(iss)
+        if kid is None:
+            return keyset.only_key_for(algorithm).key
         entry = keyset.keys.get(kid)
         if entry is None:
             keyset = self._refresh(iss, unknown_kid=kid)
@@ -163,7 +197,7 @@ class JWKSCache:
                 if current is not None and now < current.fresh_until:
                     return current
                 if now < self._failed_until.get(iss, float("-inf")):
-                    raise IssuerUnavailable(iss)
+                    raise self._unavailable(iss)
             elif current is None:
                 raise IssuerUnavailable(iss)
             elif unknown_kid in current.keys or not self._may_force(iss, now):
@@ -183,7 +217,10 @@ class JWKSCache:
     def refresh_now(self, iss: str) -> KeySet:
         """Discover and fetch an issuer's keys right away (``tokenauth_issuer refresh``)."""
         with self._locks[iss]:
-            return self._fetch(iss, None, clock.wall())
+            try:
+                return self._fetch(iss, None, clock.wall())
+            except InvalidToken:
+                raise IssuerUnavailable(iss) from None
 
     def _may_force(self, iss: str, now: float) -> bool:
         """Unknown kids refetch at most once per cool-down per issuer, across threads and processes."""
@@ -206,7 +243,9 @@ class JWKSCache:
             retry_at = clock.wall() + tokenauth_settings.JWKS_REFETCH_COOLDOWN.total_seconds()
             if current is None or now - current.fetched_at > stale_limit:
                 self._failed_until[iss] = retry_at
-                raise IssuerUnavailable(iss) from None
+                if isinstance(exc, NoMetadata):
+                    self._no_metadata.add(iss)
+                raise self._unavailable(iss) from None
             # Keep serving the last good keys; try again after the cool-down, not on every request.
             current.fresh_until = retry_at
             return current
@@ -218,6 +257,7 @@ class JWKSCache:
             max(lifetime, tokenauth_settings.JWKS_CACHE_MIN.total_seconds()),
             tokenauth_settings.JWKS_CACHE_MAX.total_seconds(),
         )
+        self._no_metadata.discard(iss)
         keyset = self._install(iss, jwks_uri, jwks, now, now + lifetime)
         shared_cache_call(
             "set",
@@ -230,7 +270,9 @@ class JWKSCache:
     def _install(
         self, iss: str, jwks_uri: str, jwks: dict[str, Any], fetched_at: float, fresh_until: float
     ) -> KeySet:
-        keyset = KeySet(jwks_uri, parse_jwks(jwks), fetched_at, fresh_until)
+        every = signature_keys(jwks)
+        named = {kid: key for kid, key in every if kid is not None}
+        keyset = KeySet(jwks_uri, named, fetched_at, fresh_until, tuple(key for _, key in every))
         previous = self._sets.get(iss)
         if previous is not None and not previous.keys.keys() <= keyset.keys.keys():
             # A key was withdrawn: its tokens must be verified again (and fail).

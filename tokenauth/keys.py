@@ -45,6 +45,9 @@ class Key:
 
     def public_jwk(self) -> dict[str, Any]:
         jwk = json.loads(get_default_algorithms()[self.algorithm].to_jwk(self.verifying_key))
+        # RFC 7517 section 4.3: "use" and "key_ops" should not be used together. PyJWT adds key_ops
+        # to RSA keys only; "use" is what every JWKS consumer reads, for every key type alike.
+        jwk.pop("key_ops", None)
         jwk.update(kid=self.kid, alg=self.algorithm, use="sig")
         return jwk
 

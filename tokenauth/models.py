@@ -15,6 +15,7 @@ from django.utils.translation import gettext_lazy as _
 
 from .issuer_config import IssuerConfig, login_slug, settings_login_slugs, validate_issuer_url
 from .keys import ASYMMETRIC_ALGORITHMS
+from .profiles import PROFILE_CHOICES
 from .scopes import is_scope_token
 
 
@@ -211,8 +212,18 @@ class Issuer(models.Model):
     )
     enabled = models.BooleanField(_("enabled"), default=True)
     audiences = models.JSONField(_("accepted audiences"), default=list, blank=True)
+    profile = models.CharField(
+        _("token profile"),
+        max_length=16,
+        blank=True,
+        default="",
+        choices=PROFILE_CHOICES,
+        help_text=_("WLCG or SciTokens: their any-audience values, storage scopes by path, wlcg.groups."),
+    )
     accept_any_audience = models.BooleanField(
-        _("accept the WLCG any-audience"), default=False, help_text="https://wlcg.cern.ch/jwt/v1/any"
+        _("accept the profile's any-audience"),
+        default=False,
+        help_text=_("WLCG: https://wlcg.cern.ch/jwt/v1/any; SciTokens: ANY. Needs a profile."),
     )
     required_scopes = models.JSONField(_("required scopes"), default=list, blank=True)
     algorithms = models.JSONField(_("accepted algorithms"), default=default_issuer_algorithms)
@@ -260,6 +271,14 @@ class Issuer(models.Model):
                         % {"slug": slug, "issuer": taken[slug]}
                     }
                 )
+        if self.accept_any_audience and not self.profile:
+            raise ValidationError(
+                {
+                    "accept_any_audience": _(
+                        "An any-audience belongs to a token profile: choose WLCG or SciTokens."
+                    )
+                }
+            )
         for name in ("audiences", "required_scopes", "algorithms", "group_claims"):
             value = getattr(self, name)
             if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
@@ -278,6 +297,7 @@ class Issuer(models.Model):
         return IssuerConfig(
             issuer=self.issuer,
             audiences=tuple(self.audiences),
+            profile=self.profile,
             accept_any_audience=self.accept_any_audience,
             required_scopes=tuple(self.required_scopes),
             algorithms=frozenset(self.algorithms),

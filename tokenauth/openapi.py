@@ -179,7 +179,41 @@ ENDPOINTS: dict[str, dict[str, Any]] = {
         "responses": {200: WhoAmISerializer},
     },
     "tokenauth.views.JWKSView": {"summary": "Our public verification keys (JWKS)", "responses": {200: dict}},
-    "tokenauth.views.OpenIDConfigurationView": {"summary": "Discovery metadata", "responses": {200: dict}},
+    "tokenauth.views.AuthorizationServerMetadataView": {
+        "summary": "RFC 8414 authorization server metadata",
+        "responses": {200: dict},
+    },
+    "tokenauth.views.OpenIDConfigurationView": {
+        "summary": "OpenID Connect Discovery metadata (only as an OpenID provider)",
+        "responses": {200: dict, 404: dict},
+    },
+    "tokenauth.tokenmanager.views.UpstreamTokenView": {
+        "summary": "A user's upstream access token, for a service acting on their behalf (Token Manager)",
+        "request": inline_serializer(
+            "UpstreamTokenRequest",
+            {
+                "username": serializers.CharField(),
+                "issuer": serializers.CharField(required=False),
+                "scope": serializers.CharField(required=False),
+                "resource": serializers.URLField(required=False),
+            },
+        ),
+        "responses": {
+            200: inline_serializer(
+                "UpstreamToken",
+                {
+                    "access_token": serializers.CharField(),
+                    "token_type": serializers.CharField(),
+                    "expires_in": serializers.IntegerField(),
+                    "scope": serializers.CharField(),
+                    "issuer": serializers.CharField(),
+                },
+            ),
+            **ERRORS,
+            403: OAuthErrorSerializer,
+            503: OAuthErrorSerializer,
+        },
+    },
     "tokenauth.oidc.views.BackchannelLogoutView": {
         "summary": "An OpenID provider's back-channel logout",
         "request": {

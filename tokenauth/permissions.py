@@ -1,20 +1,45 @@
-"""DRF permissions on what a bearer token grants: scopes (case-sensitive, whole words) and groups."""
+"""DRF permissions on what a bearer token grants: scopes (case-sensitive, whole words; by path in a
+token profile) and groups."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 from django.utils.translation import gettext_lazy as _
 from rest_framework.permissions import BasePermission
 from rest_framework.request import Request
 
+from . import profiles
+from .conf import tokenauth_settings
 from .exceptions import InsufficientScope
+from .issuers import get_issuer
 from .tokens import AccessToken
 
 
 def _view_attribute(view: Any, name: str) -> tuple[str, ...]:
     value = getattr(view, name, ())
     return (value,) if isinstance(value, str) else tuple(value)
+
+
+def _grants(token: Any) -> Callable[[str], bool]:
+    """``scope -> granted?`` for ``request.auth``: whole scope names, and for tokens of a token
+    profile (an issuer following WLCG or SciTokens, ours with ``TOKEN_PROFILE``) its hierarchical
+    storage scopes (``storage.read:/data`` grants ``storage.read:/data/file``); nothing for a Django
+    session."""
+    if not isinstance(token, AccessToken):
+        return lambda scope: False
+    granted = token.scopes
+    if token.is_local:
+        if tokenauth_settings.TOKEN_PROFILE in profiles.PROFILES:
+            return partial(profiles.grants, granted)
+        return granted.__contains__
+    # An in-memory lookup (the issuer tables are held per process): no query on the hot path.
+    config = get_issuer(token.issuer)
+    if config is None:
+        return granted.__contains__
+    return partial(config.scope_granted, granted)
 
 
 class HasScope(BasePermission):
@@ -24,22 +49,21 @@ class HasScope(BasePermission):
         required = _view_attribute(view, "required_scopes")
         if not request.user or not request.user.is_authenticated:
             return False
-        granted = request.auth.scopes if isinstance(request.auth, AccessToken) else frozenset()
-        if self.satisfied(required, granted):
+        if self.satisfied(required, _grants(request.auth)):
             return True
         raise InsufficientScope(required)
 
     @staticmethod
-    def satisfied(required: tuple[str, ...], granted: frozenset[str]) -> bool:
-        return all(scope in granted for scope in required)
+    def satisfied(required: tuple[str, ...], grants: Callable[[str], bool]) -> bool:
+        return all(grants(scope) for scope in required)
 
 
 class HasAnyScope(HasScope):
     """The token must carry at least one scope of the view's ``required_scopes``."""
 
     @staticmethod
-    def satisfied(required: tuple[str, ...], granted: frozenset[str]) -> bool:
-        return not required or any(scope in granted for scope in required)
+    def satisfied(required: tuple[str, ...], grants: Callable[[str], bool]) -> bool:
+        return not required or any(grants(scope) for scope in required)
 
 
 class InGroup(BasePermission):

@@ -163,7 +163,7 @@ def groups_of(config: IssuerConfig, claims: dict[str, Any], principal: Principal
     """The principal's groups for this request: the token's when the issuer names group claims (not
     what the first login saw), else the user's. With ``mirror_groups``, a token newer than any
     mirrored before whose groups differ from the user's replaces them (a write only then)."""
-    if not config.group_claims:
+    if not config.group_claim_names:
         return principal.groups
     groups = token_groups(config, claims)
     digest = identity_digest(config.issuer, claims["sub"])
@@ -267,7 +267,7 @@ def mapped_groups(config: IssuerConfig, claims: dict[str, Any]) -> list[str]:
     """Group names from the configured claims (a list of strings or one string separated by ASCII spaces,
     like a scope)."""
     names: list[str] = []
-    for claim in config.group_claims:
+    for claim in config.group_claim_names:
         value = claims.get(claim)
         values = split_scope(value) if isinstance(value, str) else value if isinstance(value, list) else []
         names.extend(v[:150] for v in values if isinstance(v, str) and v)

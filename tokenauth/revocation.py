@@ -35,6 +35,7 @@ from .snapshots import (
     CACHE_PREFIX,
     BoundedMemo,
     StateUnavailable,
+    expire_snapshot,
     publish,
     refresh_interval,
     shared_cache_call,
@@ -45,9 +46,9 @@ from .tokens import (
     CLAIM_GROUP,
     CLAIM_GROUP_EPOCH,
     CLAIM_GROUP_ID,
-    CLAIM_GROUPS,
     CLAIM_SESSION,
     CLAIM_TOKEN_FAMILY,
+    group_names,
 )
 
 logger = logging.getLogger(__name__)
@@ -268,6 +269,8 @@ class RevocationState:
                     kind, object_id, *value = change["e"]
                     self._merge(str(kind), str(object_id), EpochValue(*value[:2], tuple(value[2]), value[3]))
                     self._memo.discard((str(kind), str(object_id)))
+            if "s" in change:
+                expire_snapshot(str(change["s"]))
         except (TypeError, ValueError):
             logger.warning("tokenauth: ignoring a revocation push message of an unknown shape")
 
@@ -461,7 +464,7 @@ def check_local_claims(claims: dict[str, Any], user_id: str) -> tuple[str, ...]:
         raise InvalidToken(_("The access token was revoked"))
     if CLAIM_GROUP in claims and not user.groups_kept(claims, [claims[CLAIM_GROUP]]):
         raise InvalidToken(_("The access token's group was left"))
-    return user.groups_kept(claims, claims.get(CLAIM_GROUPS, ()))
+    return user.groups_kept(claims, group_names(claims))
 
 
 def denylist_id(claims: dict[str, Any]) -> str | None:

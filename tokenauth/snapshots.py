@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import threading
 import uuid
+import weakref
 from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any, Generic, TypeVar
@@ -18,7 +19,7 @@ from typing import Any, Generic, TypeVar
 from django.core.cache import caches
 from django.db import DatabaseError, transaction
 
-from . import clock
+from . import clock, push
 from .conf import tokenauth_settings
 
 logger = logging.getLogger(__name__)
@@ -107,12 +108,16 @@ def refresh_interval() -> float:
 class SharedSnapshot(Generic[T]):
     """``get()`` returns the table as ``load()`` built it, at most one refresh interval old."""
 
-    def __init__(self, name: str, load: Callable[[], T]) -> None:
+    def __init__(self, name: str, load: Callable[[], T], on_change: Callable[[], None] | None = None) -> None:
+        self.name = name
         self.version_key = f"{CACHE_PREFIX}{name}:version"
         self.data_key = f"{CACHE_PREFIX}{name}"
         self._load = load
+        #: Called when a read finds the table changed (what was derived from the old one is stale).
+        self._on_change = on_change
         self._lock = threading.Lock()
         self.reset()
+        _snapshots.add(self)
 
     def reset(self) -> None:
         self._value: T | None = None
@@ -145,7 +150,7 @@ class SharedSnapshot(Generic[T]):
             shared = shared_cache_call("get", self.data_key)
             # Loaded by whoever saw this version first.
             if shared is not None and shared[0] == version:
-                self._value, self._version, self._loaded_at = shared[1], version, now
+                self._install(shared[1], version, now)
                 return
         try:
             value = self._load()
@@ -157,10 +162,21 @@ class SharedSnapshot(Generic[T]):
             raise StateUnavailable(f"cannot read {self.data_key}") from exc
         if version is not None:
             shared_cache_call("set", self.data_key, (version, value), None)
+        self._install(value, version, now)
+
+    def _install(self, value: T, version: str | None, now: float) -> None:
+        previous = self._value
         self._value, self._version, self._loaded_at = value, version, now
+        if previous is not None and value != previous and self._on_change is not None:
+            self._on_change()
+
+    def expire(self) -> None:
+        """The next read checks the version key (another process announced a change)."""
+        self._checked_at = float("-inf")
 
     def changed(self) -> None:
-        """Call after writing the table: every process reloads it (this one on its next read)."""
+        """Call after writing the table: every process reloads it, this one on its next read, the
+        others on theirs when the push channel carries the news (else within a refresh interval)."""
 
         def announce() -> None:
             if not publish(self.version_key, uuid.uuid4().hex, None):
@@ -169,6 +185,18 @@ class SharedSnapshot(Generic[T]):
                     "see it within REVOCATION_RELOAD_INTERVAL",
                     self.data_key,
                 )
-            self._checked_at = float("-inf")
+            self.expire()
+            push.publish({"s": self.name})
 
         transaction.on_commit(announce)
+
+
+#: Every shared snapshot, so that a pushed ``{"s": name}`` expires the ones of that name.
+_snapshots: weakref.WeakSet[SharedSnapshot[Any]] = weakref.WeakSet()
+
+
+def expire_snapshot(name: str) -> None:
+    """A change another process announced over the push channel (:meth:`SharedSnapshot.changed`)."""
+    for snapshot in list(_snapshots):
+        if snapshot.name == name:
+            snapshot.expire()

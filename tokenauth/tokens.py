@@ -23,6 +23,7 @@ from .claims import custom_claims
 from .conf import process_cache, tokenauth_settings
 from .keys import get_keyring
 from .models import Epoch
+from .profiles import WLCG, WLCG_ANY_AUDIENCE, WLCG_GROUPS, WLCG_VERSION, WLCG_VERSION_CLAIM
 from .scopes import split_scope
 from .snapshots import BoundedMemo
 
@@ -41,6 +42,33 @@ CLAIM_GROUP_EPOCH = "group_epoch"
 CLAIM_GLOBAL_EPOCH = "global_epoch"
 
 REQUIRED_CLAIMS = ["iss", "sub", "exp", "iat", "jti", CLAIM_EPOCH, CLAIM_GLOBAL_EPOCH]
+
+
+def wlcg_group(name: str) -> str:
+    """A group's name in ``wlcg.groups``: a path, ``/`` and the name (always, so it reads back)."""
+    return f"/{name}"
+
+
+def group_names(claims: dict[str, Any]) -> list[str]:
+    """The groups one of our tokens was minted with: ``groups``, or in the WLCG profile
+    ``wlcg.groups`` without the ``/`` :func:`wlcg_group` put before each name."""
+    if WLCG_GROUPS in claims:
+        return [name[1:] for name in claims[WLCG_GROUPS]]
+    return claims.get(CLAIM_GROUPS, [])
+
+
+def profile_claims(claims: dict[str, Any]) -> dict[str, Any]:
+    """``claims`` in the token profile of ``TOKEN_PROFILE``. WLCG 1.0: ``wlcg.ver``, ``aud`` always
+    (the any-audience without AUDIENCE), groups as ``wlcg.groups`` paths, and no claims the profile
+    does not define but the ones revocation needs (strict consumers such as the SciTokens Enforcer
+    refuse the others)."""
+    if tokenauth_settings.TOKEN_PROFILE != WLCG:
+        return claims
+    profiled = {name: value for name, value in claims.items() if name not in (CLAIM_USERNAME, CLAIM_GROUPS)}
+    profiled[WLCG_VERSION_CLAIM] = WLCG_VERSION
+    profiled[WLCG_GROUPS] = [wlcg_group(name) for name in claims[CLAIM_GROUPS]]
+    profiled.setdefault("aud", WLCG_ANY_AUDIENCE)
+    return profiled
 
 
 #: Token -> verified claims, so a signature is checked once per token per process; expiry and
@@ -278,6 +306,7 @@ def mint_access_token(
         claims[CLAIM_GROUP_ID] = str(group.pk)
     if session_id:
         claims[CLAIM_SESSION] = session_id
+    claims = profile_claims(claims)
     claims.update(custom_claims(user, session=session, scope=scope, group=group, request=request))
     claims.update(extra_claims or {})
     token = jwt.encode(

@@ -32,6 +32,7 @@ from types import MappingProxyType
 from typing import Any, NamedTuple
 
 from django.core.exceptions import ValidationError
+from django.utils.text import format_lazy
 from django.utils.translation import gettext_lazy as _
 from jwt.algorithms import get_default_algorithms
 
@@ -40,6 +41,7 @@ from .exceptions import InvalidToken
 from .issuer_config import IssuerConfig, validate_issuer_url
 from .jwks import jwks_cache
 from .keys import ASYMMETRIC_ALGORITHMS, get_keyring
+from .profiles import WLCG_GROUPS
 from .tokens import (
     ACCESS_TOKEN_TYPE,
     CLAIM_EPOCH,
@@ -202,8 +204,9 @@ def our_key(header: Mapping[str, Any]) -> tuple[str, Any]:
 
 @dataclass(frozen=True, slots=True)
 class IssuerKeys:
-    """An allow-listed issuer's keys: by ``kid`` from its cached JWKS, for an asymmetric algorithm the
-    issuer may use that fits the key's type and curve (never ``none`` or HMAC)."""
+    """An allow-listed issuer's keys: by ``kid`` from its cached JWKS (without ``kid``: its one key
+    that fits), for an asymmetric algorithm the issuer may use that fits the key's type and curve
+    (never ``none`` or HMAC)."""
 
     config: IssuerConfig
 
@@ -218,7 +221,7 @@ class IssuerKeys:
         ):
             raise InvalidToken(_("The access token's algorithm is not accepted for its issuer"))
         kid = header.get("kid")
-        if not isinstance(kid, str):
+        if not isinstance(kid, str | None):
             raise InvalidToken(_("The access token names no key"))
         return algorithm, jwks_cache.key_for(self.config.issuer, kid, algorithm)
 
@@ -343,7 +346,8 @@ def check_claims(claims: dict[str, Any], policy: Policy) -> None:
     get = claims.get
     for name in policy.required:
         if get(name) is None:
-            raise InvalidToken(_("The access token is invalid"))
+            # Lazy, so that WWW-Authenticate can still have it in English.
+            raise InvalidToken(format_lazy(_("The access token has no '{name}' claim"), name=name))
     exp, nbf, iat = get("exp", ABSENT), get("nbf", ABSENT), get("iat", ABSENT)
     if any(value is not ABSENT and type(value) not in NUMBERS for value in (exp, nbf, iat)):
         raise InvalidToken(_("The access token is invalid"))
@@ -374,9 +378,19 @@ def check_claims(claims: dict[str, Any], policy: Policy) -> None:
 
 # -- the uses: our tokens and allow-listed issuers' access tokens ------------------------------
 
-#: RFC 9068 section 2.1 (``at+jwt``, also spelled with its media type) and plain ``JWT``, which many
-#: issuers put on their access tokens.
-ACCESS_TOKEN_TYPES = frozenset({"at+jwt", "application/at+jwt", "jwt"})
+
+def media_types(*names: str) -> frozenset[str]:
+    """Every spelling of the ``typ`` values ``names`` (lower case, without ``application/``).
+
+    RFC 7515 section 4.1.9: a ``typ`` without ``/`` reads as if ``application/`` were prepended, and
+    media types compare without case (the comparison in :func:`verify` lower-cases the header's).
+    """
+    return frozenset(spelling for name in names for spelling in (name, f"application/{name}"))
+
+
+#: RFC 9068 section 2.1 ``at+jwt`` and plain ``JWT`` (RFC 7519 section 5.1), which many issuers, the
+#: WLCG profile and SciTokens put on their access tokens.
+ACCESS_TOKEN_TYPES = media_types("at+jwt", "jwt")
 BEARER = frozenset({"Bearer"})
 
 
@@ -395,6 +409,12 @@ def _our_claim_types_valid(claims: dict[str, Any]) -> bool:
     for name in OPTIONAL_STRING_CLAIMS:
         if name in claims and not isinstance(claims[name], str):
             return False
+    if WLCG_GROUPS in claims:
+        # The WLCG profile's groups are paths: wlcg_group() put a "/" before each name.
+        paths = claims[WLCG_GROUPS]
+        return isinstance(paths, list) and all(
+            isinstance(name, str) and name.startswith("/") for name in paths
+        )
     if CLAIM_GROUPS not in claims:
         return True
     groups = claims[CLAIM_GROUPS]

@@ -13,7 +13,7 @@ from django.db import DatabaseError
 from django.urls import reverse
 from django.utils.translation import gettext_lazy as _
 from rest_framework import serializers
-from rest_framework.exceptions import ParseError, UnsupportedMediaType
+from rest_framework.exceptions import NotFound, ParseError, UnsupportedMediaType
 from rest_framework.permissions import AllowAny, BasePermission, IsAuthenticated
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -23,7 +23,7 @@ from . import migrating
 from .authentication import BearerAuthentication, SessionAuthentication
 from .claims import declared_claim_names
 from .conf import tokenauth_settings
-from .exceptions import OAuthError, ServiceUnavailable
+from .exceptions import REALM, OAuthError, ServiceUnavailable
 from .keys import get_keyring
 from .models import AuditEvent, Epoch, Session
 from .revocation import NoSuchTarget, bump_epoch, denylist_id, find_target, revoke_id
@@ -115,7 +115,7 @@ class TokenView(TokenAuthView):
     permission_classes = (AllowAny,)
 
     def get_authenticate_header(self, request: Request) -> str:
-        return 'Bearer realm="api"'
+        return f'Bearer realm="{REALM}"'
 
     def post(self, request: Request) -> Response:
         data = validated(LoginSerializer, request)
@@ -316,7 +316,7 @@ def issuer_url(request: Any, name: str) -> str:
     return request.build_absolute_uri(path)
 
 
-#: The ``tokenauth_endpoints`` of our OpenID configuration: key -> URL name (tokenauth/urls.py).
+#: The ``tokenauth_endpoints`` of our metadata: key -> URL name (tokenauth/urls.py).
 TOKENAUTH_ENDPOINTS = {
     "token": "token",
     "refresh": "refresh",
@@ -328,21 +328,58 @@ TOKENAUTH_ENDPOINTS = {
 }
 
 
-class OpenIDConfigurationView(PublicView):
-    """``GET /.well-known/openid-configuration``: where our keys and token endpoint are."""
+def authorization_server_metadata(request: Any) -> dict[str, Any]:
+    """RFC 8414 metadata: our keys and token endpoint, and the OAuth server's endpoints and grants
+    when ``tokenauth.oauth`` is installed."""
+    document = {
+        "issuer": tokenauth_settings.ISSUER,
+        "jwks_uri": issuer_url(request, "tokenauth-jwks"),
+        "token_endpoint": issuer_url(request, "tokenauth-token"),
+        "grant_types_supported": ["password", "refresh_token"],
+        "token_endpoint_auth_methods_supported": ["none"],
+        "scopes_supported": sorted(tokenauth_settings.SCOPES),
+        # No authorization endpoint without tokenauth.oauth: no response type.
+        "response_types_supported": [],
+        # Our own endpoints by name: with the OAuth server, its metadata takes over token_endpoint.
+        "tokenauth_endpoints": {
+            key: issuer_url(request, f"tokenauth-{name}") for key, name in TOKENAUTH_ENDPOINTS.items()
+        },
+    }
+    # The authorization server's endpoints and grants: its app config hands them over, so this
+    # module does not import the optional app that builds on it.
+    if apps.is_installed("tokenauth.oauth"):
+        document.update(apps.get_app_config("tokenauth_oauth").server_metadata(request))
+    return document
+
+
+def acts_as_openid_provider() -> bool:
+    """An OpenID provider has an authorization endpoint (OpenID Connect Discovery 1.0 section 3):
+    only with the OAuth server; without it, RFC 8414 metadata is all we publish."""
+    return apps.is_installed("tokenauth.oauth")
+
+
+class AuthorizationServerMetadataView(PublicView):
+    """``GET /.well-known/oauth-authorization-server``: RFC 8414 metadata."""
 
     def get(self, request: Request) -> Response:
-        issuer = tokenauth_settings.ISSUER
+        document = authorization_server_metadata(request._request)
+        return Response(document, headers={"Cache-Control": "public, max-age=300"})
+
+
+class OpenIDConfigurationView(PublicView):
+    """``GET /.well-known/openid-configuration``: OpenID Connect Discovery 1.0 metadata, only when we
+    act as an OpenID provider (404 otherwise: an invalid OpenID document misleads clients)."""
+
+    def get(self, request: Request) -> Response:
+        if not acts_as_openid_provider():
+            raise NotFound(
+                _("This service is no OpenID provider; see /.well-known/oauth-authorization-server")
+            )
         document = {
-            "issuer": issuer,
-            "jwks_uri": issuer_url(request, "tokenauth-jwks"),
-            "token_endpoint": issuer_url(request, "tokenauth-token"),
-            "grant_types_supported": ["password", "refresh_token"],
-            "token_endpoint_auth_methods_supported": ["none"],
-            "scopes_supported": sorted(tokenauth_settings.SCOPES),
-            "response_types_supported": [],
+            **authorization_server_metadata(request._request),
             "subject_types_supported": ["public"],
-            "access_token_signing_alg_values_supported": get_keyring().algorithms,
+            # The algorithms of our keys: every JWT we sign, access or ID token, is signed with one.
+            "id_token_signing_alg_values_supported": get_keyring().algorithms,
             "claims_supported": [
                 "iss",
                 "sub",
@@ -356,12 +393,4 @@ class OpenIDConfigurationView(PublicView):
                 *declared_claim_names(),
             ],
         }
-        # Our own endpoints by name: with the OAuth server, its metadata takes over token_endpoint.
-        document["tokenauth_endpoints"] = {
-            key: issuer_url(request, f"tokenauth-{name}") for key, name in TOKENAUTH_ENDPOINTS.items()
-        }
-        # The authorization server's endpoints and grants: its app config hands them over, so this
-        # module does not import the optional app that builds on it.
-        if apps.is_installed("tokenauth.oauth"):
-            document.update(apps.get_app_config("tokenauth_oauth").server_metadata(request._request))
         return Response(document, headers={"Cache-Control": "public, max-age=300"})

@@ -18,6 +18,9 @@
 //   IDP_USER_GROUPS         JSON list of group paths in user access tokens (["/atlas", "/atlas/users"]);
 //                           `groups` carries them as given, `wlcg.groups` too (WLCG paths start with "/")
 //   IDP_ROTATE_REFRESH_TOKENS  "1": every refresh of any client rotates its refresh token
+//   IDP_METADATA            `openid` (default): OpenID discovery at <issuer>/.well-known/openid-configuration;
+//                           `oauth`: RFC 8414 metadata only, at /.well-known/oauth-authorization-server<issuer
+//                           path> (section 3.1 path insertion), 404 for OpenID discovery; `none`: 404 for both
 //   IDP_BACKCHANNEL_LOGOUT_URI  unset (default): no back-channel logout. Set: features.backchannelLogout
 //                           is on and `web-client` registers this backchannel_logout_uri with
 //                           backchannel_logout_session_required, so its ID tokens carry `sid` and a
@@ -42,6 +45,7 @@
 //   POST /__test__/up
 //   POST /__test__/delay?ms=N     discovery and JWKS answer after N ms (0 = no delay)
 //   GET  /__test__/keys           current public JWKS and the signing kid per alg
+//   GET  /__test__/metadata       the discovery document, whatever IDP_METADATA publishes
 import * as crypto from 'node:crypto';
 import * as fs from 'node:fs';
 import * as http from 'node:http';
@@ -76,11 +80,16 @@ const WEB_APPLICATION_TYPE = env.IDP_WEB_APPLICATION_TYPE || 'web';
 const USER_GROUPS = JSON.parse(env.IDP_USER_GROUPS || '["/atlas", "/atlas/users"]');
 const BACKCHANNEL_LOGOUT_URI = env.IDP_BACKCHANNEL_LOGOUT_URI || '';
 const ROTATE_REFRESH_TOKENS = env.IDP_ROTATE_REFRESH_TOKENS === '1';
+const METADATA = env.IDP_METADATA || 'openid';
 const ALGS = ['RS256', 'ES256'];
 const OPENID_SCOPES = new Set(['openid', 'offline_access', 'profile', 'email', 'groups']);
 
 if (!Array.isArray(USER_GROUPS) || !USER_GROUPS.every((g) => typeof g === 'string')) {
   log('IDP_USER_GROUPS must be a JSON list of strings');
+  process.exit(2);
+}
+if (!['openid', 'oauth', 'none'].includes(METADATA)) {
+  log(`IDP_METADATA must be openid, oauth or none, got ${METADATA}`);
   process.exit(2);
 }
 if (!ALGS.includes(ACCESS_TOKEN_ALG)) {
@@ -254,6 +263,7 @@ function buildProvider(issuer) {
 // ---------------------------------------------------------------- wrapper + admin routes
 
 const DISCOVERY = '/.well-known/openid-configuration';
+const OAUTH_METADATA = '/.well-known/oauth-authorization-server';
 const JWKS = '/jwks';
 // oidc-provider's default routes of the endpoints a test may take down besides discovery and JWKS.
 const TOKEN = '/token';
@@ -306,6 +316,12 @@ function admin(req, res, url) {
 
   if (req.method === 'GET' && route === '/stats') return sendJson(res, 200, statsBody());
   if (req.method === 'GET' && route === '/keys') return sendJson(res, 200, keysBody());
+  if (req.method === 'GET' && route === '/metadata') {
+    // The discovery document whatever IDP_METADATA hides, for the test harness's own use.
+    req.originalUrl = mountPath + DISCOVERY;
+    req.url = DISCOVERY;
+    return providerCallback(req, res);
+  }
   if (req.method !== 'POST') return sendJson(res, 405, { error: 'method not allowed' });
 
   switch (route) {
@@ -363,6 +379,18 @@ async function handle(req, res) {
     }
   }
 
+  // oidc-provider itself serves both documents under the issuer's path (appended, not inserted).
+  const metadataPaths = [mountPath + DISCOVERY, mountPath + OAUTH_METADATA, OAUTH_METADATA + mountPath];
+  if (METADATA !== 'openid' && metadataPaths.includes(url.pathname)) {
+    if (METADATA === 'oauth' && url.pathname === OAUTH_METADATA + mountPath) {
+      // The provider's own document (its fields are RFC 8414's), where RFC 8414 section 3.1 puts it.
+      // oidc-provider finds its mount path from originalUrl: the one its own document has.
+      req.originalUrl = mountPath + DISCOVERY;
+      req.url = DISCOVERY;
+      return providerCallback(req, res);
+    }
+    return sendJson(res, 404, { error: 'not_found' });
+  }
   if (mountPath) {
     if (url.pathname !== mountPath && !url.pathname.startsWith(`${mountPath}/`)) {
       return sendJson(res, 404, { error: 'not_found' });

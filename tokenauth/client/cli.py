@@ -68,6 +68,18 @@ def duration(seconds: float) -> str:
     return f"{minutes} min {secs} s" if minutes else f"{secs} s"
 
 
+def say_field(label: str, value: Any) -> None:
+    """One ``label: value`` line; ``token`` and ``whoami`` print theirs in one column."""
+    say(f"{label + ':':<10} {'-' if value in (None, '') else value}")
+
+
+def expiry(moment: datetime) -> str:
+    """``2026-01-01T12:00:00+00:00 (14 min 5 s left)``, or how long ago it expired."""
+    left = moment.timestamp() - time.time()
+    when = f"{duration(left)} left" if left > 0 else f"expired {duration(left)} ago"
+    return f"{moment.astimezone(UTC).isoformat(timespec='seconds')} ({when})"
+
+
 def expiry_text(claims: dict[str, Any] | None, expires_in: Any = None) -> str:
     if claims and isinstance(claims.get("exp"), int | float):
         expires_in = claims["exp"] - time.time()
@@ -239,20 +251,17 @@ def cmd_token(args: argparse.Namespace, config: dict[str, str], http: requests.S
             raise TokenExpired(f"the token from {found.source} has expired")
         say(found.token)
         return 0
-    say(f"source:    {found.source}")
+    say_field("source", found.source)
     if claims is None:
-        say("format:    opaque (not a JWT): no claims to show")
+        say_field("format", "opaque (not a JWT): no claims to show")
         return 0
-    groups = claims.get("group") or " ".join(claims.get("wlcg.groups") or claims.get("groups") or []) or "-"
-    say(f"issuer:    {claims.get('iss', '-')}")
-    say(f"subject:   {claims.get('sub', '-')}")
-    say(f"scope:     {claims.get('scope') or '-'}")
-    say(f"group:     {groups}")
+    groups = claims.get("group") or " ".join(claims.get("wlcg.groups") or claims.get("groups") or [])
+    say_field("issuer", claims.get("iss"))
+    say_field("subject", claims.get("sub"))
+    say_field("scope", claims.get("scope"))
+    say_field("group", groups)
     if isinstance(claims.get("exp"), int | float):
-        exp = datetime.fromtimestamp(claims["exp"], UTC).isoformat(timespec="seconds")
-        left = claims["exp"] - time.time()
-        when = f"expired {duration(left)} ago" if expired else f"{duration(left)} left"
-        say(f"expires:   {exp} ({when})")
+        say_field("expires", expiry(datetime.fromtimestamp(claims["exp"], UTC)))
     say("(decoded without verifying the signature: for display only)")
     if expired:
         raise TokenExpired(f"the token from {found.source} has expired; run 'tokenauth refresh' or 'login'")
@@ -284,10 +293,12 @@ def cmd_whoami(args: argparse.Namespace, config: dict[str, str], http: requests.
     except ValueError:
         raise ServerError(f"{url} did not answer JSON") from None
     for key, value in body.items():
-        shown = (
-            " ".join(map(str, value)) if isinstance(value, list) else ("-" if value in (None, "") else value)
-        )
-        say(f"{key + ':':<11}{shown}")
+        if key == "expires_at" and isinstance(value, str):
+            try:
+                key, value = "expires", expiry(datetime.fromisoformat(value))
+            except ValueError:
+                pass
+        say_field(key, " ".join(map(str, value)) if isinstance(value, list) else value)
     return 0
 
 

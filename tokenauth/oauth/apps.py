@@ -19,7 +19,7 @@ class OAuthConfig(AppConfig):
         install()
 
     def server_metadata(self, request: HttpRequest) -> dict[str, Any]:
-        """RFC 8414 metadata for ``tokenauth.views``' OpenID configuration document to merge in."""
+        """RFC 8414 metadata for ``tokenauth.views``' metadata documents to merge in."""
         # Imported here: the app config loads before the models are ready.
         from .views import server_metadata
 

@@ -23,10 +23,9 @@ from tokenauth.authentication import authenticate_token
 from tokenauth.conf import tokenauth_settings
 from tokenauth.exceptions import InvalidToken
 from tokenauth.jwks import IssuerUnavailable
-from tokenauth.keys import get_keyring
 from tokenauth.snapshots import StateUnavailable
 from tokenauth.verification import parse
-from tokenauth.views import NO_STORE, issuer_url
+from tokenauth.views import NO_STORE, authorization_server_metadata, issuer_url
 
 from .exchange import GRANT_TYPE as TOKEN_EXCHANGE
 
@@ -128,7 +127,7 @@ class IntrospectView(View):
 
 
 def server_metadata(request: HttpRequest) -> dict[str, Any]:
-    """RFC 8414 metadata; the OpenID configuration document merges it in."""
+    """The OAuth server's part of our RFC 8414 metadata (``views.authorization_server_metadata``)."""
 
     def url(name: str) -> str:
         return issuer_url(request, name)
@@ -148,7 +147,6 @@ def server_metadata(request: HttpRequest) -> dict[str, Any]:
         "revocation_endpoint_auth_methods_supported": [*CLIENT_AUTH_METHODS, "none"],
         "introspection_endpoint_auth_methods_supported": CLIENT_AUTH_METHODS,
         "scopes_supported": sorted(tokenauth_settings.SCOPES),
-        "access_token_signing_alg_values_supported": get_keyring().algorithms,
     }
 
 
@@ -157,4 +155,5 @@ class ServerMetadataView(View):
     """``GET /.well-known/oauth-authorization-server``."""
 
     def get(self, request: HttpRequest) -> HttpResponse:
-        return HttpResponse(json.dumps(server_metadata(request)), content_type="application/json")
+        document = authorization_server_metadata(request)
+        return HttpResponse(json.dumps(document), content_type="application/json")

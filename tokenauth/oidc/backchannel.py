@@ -40,14 +40,23 @@ from ..models import AuditEvent, BrowserLogin, Epoch, Identity, Session
 from ..revocation import bump_epoch
 from ..sessions import end_session
 from ..snapshots import CACHE_PREFIX, required_cache_call, shared_cache_call
-from ..verification import Policy, TokenExpired, WrongAudience, WrongType, is_identifier, parse, verify
+from ..verification import (
+    Policy,
+    TokenExpired,
+    WrongAudience,
+    WrongType,
+    is_identifier,
+    media_types,
+    parse,
+    verify,
+)
 
 logger = logging.getLogger(__name__)
 
 BACKCHANNEL_LOGOUT_EVENT = "http://schemas.openid.net/event/backchannel-logout"
 #: Section 2.4 and RFC 8725 section 3.11; a media type is compared without case and may leave out
 #: "application/" (RFC 7515 section 4.1.9).
-LOGOUT_TOKEN_TYPES = frozenset({"logout+jwt", "application/logout+jwt"})
+LOGOUT_TOKEN_TYPES = media_types("logout+jwt")
 #: The length of Django's session keys (``AbstractBaseSession.session_key``); a signed-cookie
 #: session has a longer one and no server-side state to end.
 SESSION_KEY_LENGTH = 40

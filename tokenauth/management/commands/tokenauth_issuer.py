@@ -12,10 +12,12 @@ from tokenauth.issuers import get_issuer
 from tokenauth.jwks import IssuerUnavailable, jwks_cache
 from tokenauth.management.base import TokenauthCommand
 from tokenauth.models import Issuer
+from tokenauth.profiles import PROFILES
 
 #: The Issuer fields that ``add`` sets from its options; an option not given leaves the field alone.
 OPTIONS = (
     "audiences",
+    "profile",
     "accept_any_audience",
     "required_scopes",
     "algorithms",
@@ -41,10 +43,16 @@ class Command(TokenauthCommand):
         add.add_argument("url")
         add.add_argument("--audience", action="append", dest="audiences", help="an accepted audience")
         add.add_argument(
+            "--profile",
+            choices=[*sorted(PROFILES), "none"],
+            type=str.lower,
+            help="the token profile the issuer follows: its any-audience, path scopes and wlcg.groups",
+        )
+        add.add_argument(
             "--any-audience",
             action=BooleanOptionalAction,
             dest="accept_any_audience",
-            help="accept the WLCG any-audience https://wlcg.cern.ch/jwt/v1/any",
+            help="accept the profile's any-audience (WLCG https://wlcg.cern.ch/jwt/v1/any, SciTokens ANY)",
         )
         add.add_argument("--scope", action="append", dest="required_scopes", help="a required scope")
         add.add_argument("--algorithm", action="append", dest="algorithms", help="an accepted algorithm")
@@ -78,6 +86,7 @@ class Command(TokenauthCommand):
                 self.stdout.write(
                     f"{state} {row.issuer}  audiences={','.join(row.audiences) or '-'}"
                     f"  scopes={','.join(row.required_scopes) or '-'}  provision={row.auto_provision}"
+                    + (f"  profile={row.profile}" if row.profile else "")
                 )
             return
         url = options["url"]
@@ -102,6 +111,8 @@ class Command(TokenauthCommand):
 
     def add(self, url: str, options: dict[str, Any]) -> None:
         issuer = Issuer.objects.filter(issuer=url).first() or Issuer(issuer=url)
+        if options["profile"] == "none":
+            options["profile"] = ""
         for name in OPTIONS:
             if options[name] is not None:
                 setattr(issuer, name, options[name])
