@@ -21,6 +21,7 @@ import tokenauth
 from tests.conftest import service_required
 from tests.helpers import login, make_user
 from tokenauth.exceptions import InvalidToken
+from tokenauth.models import Issuer
 from tokenauth.tokens import mint_access_token
 from tokenauth.verification import check_claims, local_policy
 
@@ -129,6 +130,19 @@ def test_the_device_pages_in_french():
     unknown = browser.get("/o/device/", {"user_code": "NOPE1234"}, **FRENCH)
     assert unknown.status_code == 404
     assert "Code inconnu" in unknown.content.decode()
+
+
+def test_an_admin_action_and_its_message_in_french(admin_client):
+    issuers = [Issuer.objects.create(issuer=f"https://idp{n}.example.org") for n in range(2)]
+    page = admin_client.get("/admin/tokenauth/issuer/", **FRENCH).content.decode()
+    assert "Désactiver les émetteurs sélectionnés" in page
+    response = admin_client.post(
+        "/admin/tokenauth/issuer/",
+        {"action": "disable", "_selected_action": [str(i.pk) for i in issuers]},
+        follow=True,
+        **FRENCH,
+    )
+    assert "2 émetteurs désactivés." in response.content.decode()
 
 
 # -- the catalog -------------------------------------------------------------------------------

@@ -285,7 +285,9 @@ class SessionAdmin(ReadOnlyAdmin):
         sessions = list(queryset.filter(revoked_at__isnull=True))
         for session in sessions:
             end_session(session, reason="admin", actor=request.user)
-        self.message_user(request, _("Ended %d sessions.") % len(sessions), messages.SUCCESS)
+        count = len(sessions)
+        text = ngettext("Ended %d session.", "Ended %d sessions.", count) % count
+        self.message_user(request, text, messages.SUCCESS)
 
 
 @admin.register(Identity)
