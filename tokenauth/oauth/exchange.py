@@ -72,7 +72,7 @@ class TokenExchangeGrant(GrantTypeBase):
         subject_type = _param(request, "subject_token_type")
         if subject_token is None or subject_type is None:
             raise errors.InvalidRequestError(
-                "subject_token and subject_token_type are required", request=request
+                _("subject_token and subject_token_type are required"), request=request
             )
         if subject_type not in SUBJECT_TOKEN_TYPES:
             raise UnsupportedTokenType(description=_("Only access tokens can be exchanged"), request=request)
