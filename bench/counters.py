@@ -14,7 +14,6 @@ from typing import Any
 
 from redis.connection import Connection
 
-
 TRANSACTION_CONTROL = ("BEGIN", "COMMIT", "ROLLBACK", "SAVEPOINT", "RELEASE")
 
 

@@ -198,6 +198,11 @@ OAUTH2_PROVIDER = {
     "OAUTH_DEVICE_VERIFICATION_URI": DEVICE_PAGE,
     "OAUTH_DEVICE_VERIFICATION_URI_COMPLETE": DEVICE_PAGE + "?user_code={user_code}",
 }
+# OpenID Provider mode (ID tokens, /o/userinfo/, /o/logout/) where the demo signs with a key that
+# relying parties can verify (dev.py demo: RS256); an HMAC secret cannot sign ID tokens for them.
+OAUTH2_PROVIDER["OIDC_ENABLED"] = OAUTH2_PROVIDER["OIDC_RP_INITIATED_LOGOUT_ENABLED"] = (
+    TOKENAUTH.get("ALGORITHM", "HS256") != "HS256"
+)
 # Where the authorize and device pages send a visitor to sign in: a provider or a password, staff or not.
 LOGIN_URL = "tokenauth-oidc-login"
 

@@ -112,7 +112,8 @@ def test_any_user_signs_in_with_a_password_and_goes_on_to_next(provider, browser
     get_user_model().objects.create_user("carol", password="carol-pw")
     page = browser.get("/oidc/login/", {"next": "/o/device/?user_code=ABCD"})
     assert_page(page, 200, 'id="password-login"')
-    assert 'value="/o/device/?user_code=ABCD"' in page.content.decode()
+    # The form posts next back under its name: what a browser submits, not only what a test posts.
+    assert 'name="next" value="/o/device/?user_code=ABCD"' in page.content.decode()
     wrong = browser.post("/oidc/login/", {"username": "carol", "password": "nope", "next": "/o/device/"})
     assert_page(wrong, 200, "enter a correct username and password")
     response = browser.post(

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 from django.apps import apps
 from django.contrib import admin, messages
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
 from django.core.exceptions import PermissionDenied
-from django.db.models import QuerySet
+from django.db.models import Model, QuerySet
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect
 from django.urls import NoReverseMatch, path, reverse
@@ -26,11 +27,14 @@ from .revocation import bump_epoch
 from .sessions import end_session
 from .snapshots import StateUnavailable
 
+if TYPE_CHECKING:
+    from django_stubs_ext import StrOrPromise
 
-def _table(headers: list[str], rows: list[list[Any]]) -> str:
+
+def _table(headers: Sequence[StrOrPromise], rows: list[list[Any]]) -> str:
     """A small read-only table for a change page (cells are escaped unless already safe HTML)."""
     if not rows:
-        return _("None")
+        return str(_("None"))
     head = format_html_join("", "<th>{}</th>", ((h,) for h in headers))
     body = format_html_join(
         "", "<tr>{}</tr>", ((format_html_join("", "<td>{}</td>", ((c,) for c in row)),) for row in rows)
@@ -189,7 +193,7 @@ class EpochAdminMixin:
         return super().render_change_form(request, context, *args, **kwargs)  # type: ignore[misc]
 
 
-def _extend(model: Any, kind: str, mixins: tuple[type, ...] = ()) -> None:
+def _extend(model: Any, kind: str, mixins: tuple[type[Any], ...] = ()) -> None:
     """Re-register ``model`` with its current admin class plus :class:`EpochAdminMixin` (and ``mixins``)."""
     base = type(admin.site._registry[model]) if admin.site.is_registered(model) else admin.ModelAdmin
     if admin.site.is_registered(model):
@@ -318,9 +322,9 @@ class EpochAdmin(PermanentAdmin):
     @admin.display(description=_("whose"), ordering="object_id")
     def target(self, epoch: Epoch) -> str:
         """The user's or group's name, linked (one query per row: a page holds at most list_per_page)."""
-        models = {Epoch.Kind.USER: get_user_model(), Epoch.Kind.GROUP: Group}
+        models: dict[str, type[Model]] = {Epoch.Kind.USER: get_user_model(), Epoch.Kind.GROUP: Group}
         if epoch.kind == Epoch.Kind.GLOBAL:
-            return _("everyone")
+            return str(_("everyone"))
         if epoch.kind not in models:
             return epoch.object_id
         obj = models[epoch.kind]._default_manager.filter(pk=epoch.object_id).first()

@@ -20,6 +20,7 @@ import math
 import mmap
 import os
 import struct
+from typing import Literal
 
 _KEY = os.urandom(16)
 _EMPTY = 0
@@ -34,7 +35,7 @@ STEP_PER_ADD = 32
 STEP_SLOTS = 4096
 
 
-def _zeros(typecode: str, count: int) -> memoryview:
+def _zeros(typecode: Literal["Q", "I"], count: int) -> memoryview[int]:
     """``count`` zeros as an array of C integers, in anonymous memory: allocated at once however
     large (a page is only taken when first written), not copied from a zero buffer (some 20 ms a
     million entries, inside whichever request sized the table)."""

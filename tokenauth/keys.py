@@ -120,6 +120,15 @@ class KeyRing:
         """Public keys only: HMAC secrets are never published."""
         return {"keys": [key.public_jwk() for key in self.by_kid.values() if not key.is_symmetric]}
 
+    def sign(self, claims: dict[str, Any], typ: str) -> str:
+        """A JWT of ``claims`` signed with the signing key, which it names by ``kid``."""
+        return jwt.encode(
+            claims,
+            self.signing.signing_key,
+            algorithm=self.signing.algorithm,
+            headers={"kid": self.signing.kid, "typ": typ},
+        )
+
 
 @lru_cache(maxsize=1)
 def get_keyring() -> KeyRing:

@@ -11,7 +11,6 @@ from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 from typing import Any, NamedTuple, cast
 
-import jwt
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
 from django.db import connections, router
@@ -309,11 +308,6 @@ def mint_access_token(
     claims = profile_claims(claims)
     claims.update(custom_claims(user, session=session, scope=scope, group=group, request=request))
     claims.update(extra_claims or {})
-    token = jwt.encode(
-        claims,
-        keyring.signing.signing_key,
-        algorithm=keyring.signing.algorithm,
-        headers={"kid": keyring.signing.kid, "typ": ACCESS_TOKEN_TYPE},
-    )
+    token = keyring.sign(claims, ACCESS_TOKEN_TYPE)
     signals.token_issued.send(sender=AccessToken, user=user, claims=claims, session_id=session_id)
     return IssuedToken(token=token, claims=claims, expires_in=claims["exp"] - now)

@@ -31,7 +31,7 @@ from .scopes import split_scope
 from .sessions import check_session, end_session, refresh_expires_in, rotate, standing, start_session
 from .snapshots import StateUnavailable
 from .throttling import LoginAttempt
-from .tokens import AccessToken, mint_access_token, read_standing
+from .tokens import CLAIM_TOKEN_FAMILY, AccessToken, mint_access_token, read_standing
 
 logger = logging.getLogger(__name__)
 
@@ -203,6 +203,11 @@ class LogoutView(BearerView):
             raise OAuthError("invalid_request", _("This token has no id to revoke; use /auth/logout-all/"))
         # Expiry is checked with leeway: deny the id for as long as the token is accepted.
         revoke_id(token_id, token.expires_at + tokenauth_settings.LEEWAY, reason="logout")
+        family = token.claims.get(CLAIM_TOKEN_FAMILY)
+        if isinstance(family, str) and apps.is_installed("tokenauth.oauth"):
+            # A login at the authorization server (a refresh-token family): logout ends all of it,
+            # or its refresh token would go on minting.
+            apps.get_app_config("tokenauth_oauth").end_family(family)
         return Response(status=204)
 
 
@@ -375,8 +380,9 @@ class OpenIDConfigurationView(PublicView):
             raise NotFound(
                 _("This service is no OpenID provider; see /.well-known/oauth-authorization-server")
             )
+        metadata = authorization_server_metadata(request._request)
         document = {
-            **authorization_server_metadata(request._request),
+            **metadata,
             "subject_types_supported": ["public"],
             # The algorithms of our keys: every JWT we sign, access or ID token, is signed with one.
             "id_token_signing_alg_values_supported": get_keyring().algorithms,
@@ -393,4 +399,7 @@ class OpenIDConfigurationView(PublicView):
                 *declared_claim_names(),
             ],
         }
+        # OpenID Provider mode adds its ID-token and userinfo claims (tokenauth.oauth).
+        extra = [c for c in metadata.get("claims_supported", []) if c not in document["claims_supported"]]
+        document["claims_supported"] += extra
         return Response(document, headers={"Cache-Control": "public, max-age=300"})

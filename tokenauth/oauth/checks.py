@@ -5,7 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 from django.core import checks
+from django.core.exceptions import ImproperlyConfigured
 from oauth2_provider.settings import oauth2_settings
+
+from tokenauth.keys import get_keyring
 
 from .scopes import TokenAuthScopes
 from .server import Server
@@ -65,4 +68,27 @@ def check_oauth_settings(app_configs: Any = None, **kwargs: Any) -> list[checks.
                 id="tokenauth.oauth.W001",
             )
         )
+    errors.extend(check_openid_provider())
     return errors
+
+
+def check_openid_provider() -> list[checks.CheckMessage]:
+    """OpenID Provider mode signs ID tokens with our signing key: relying parties verify them with
+    our JWKS, which has no HMAC secret in it."""
+    if not oauth2_settings.OIDC_ENABLED:
+        return []
+    try:
+        symmetric = get_keyring().signing.is_symmetric
+    except ImproperlyConfigured:
+        # tokenauth's own checks report a key that does not load.
+        return []
+    if not symmetric:
+        return []
+    return [
+        checks.Error(
+            'OAUTH2_PROVIDER["OIDC_ENABLED"] needs an asymmetric TOKENAUTH["ALGORITHM"] (RS256, ES256, ...).',
+            hint="ID tokens are signed with tokenauth's signing key; relying parties cannot verify "
+            "an HMAC signature without the secret.",
+            id="tokenauth.oauth.E004",
+        )
+    ]

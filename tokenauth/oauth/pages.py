@@ -1,6 +1,6 @@
 """The pages a person sees at the authorization server: the device code, its approval and the consent
 of ``/o/authorize/``, in tokenauth's templates (``tokenauth/oauth/*.html``, the look of the sign-in
-pages; a project overrides them by name).
+pages; a project overrides them by name), and RP-initiated logout's confirmation in OpenID Provider mode.
 
 A code that is unknown, expired or already used gets a page that says so, never DOT's bare 404.
 Device approvals are always asked for, also for first-party applications: the code may come from
@@ -18,10 +18,18 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render, resolve_url
 from django.utils.translation import gettext_lazy as _
 from oauth2_provider import views as dot
-from oauth2_provider.models import get_application_model, get_device_grant_model
+from oauth2_provider.models import (
+    get_access_token_model,
+    get_application_model,
+    get_device_grant_model,
+    get_refresh_token_model,
+)
 from oauth2_provider.scopes import get_scopes_backend
+from oauth2_provider.settings import oauth2_settings
 
 from tokenauth.scopes import split_scope
+
+from .revocation import ending
 
 #: The page of each reason a code cannot be approved: (status, title, message).
 CODE_PROBLEMS: dict[str, tuple[int, Any, Any]] = {
@@ -162,3 +170,30 @@ class AuthorizationView(dot.AuthorizationView):
         if "scopes" in context:
             context["scope_items"] = scope_items(context["scopes"])
         return context
+
+
+class RPInitiatedLogoutView(dot.RPInitiatedLogoutView):
+    """``/o/logout/`` (OpenID Connect RP-Initiated Logout 1.0) in our look. DOT deletes the user's
+    token rows; their JWTs and families are denied too, or they would stay valid until they expire."""
+
+    template_name = "tokenauth/oauth/logout.html"
+
+    def do_logout(
+        self,
+        application: Any = None,
+        post_logout_redirect_uri: str | None = None,
+        state: str | None = None,
+        token_user: Any = None,
+    ) -> HttpResponse:
+        user = token_user or self.request.user
+        # The rows DOT deletes (DOT's own filter).
+        access_tokens = get_access_token_model().objects.none()
+        if user.is_authenticated and oauth2_settings.OIDC_RP_INITIATED_LOGOUT_DELETE_TOKENS:
+            access_tokens = get_access_token_model().objects.filter(
+                user=user,
+                application__client_type__in=self.token_deletion_client_types,
+                application__authorization_grant_type__in=self.token_deletion_grant_types,
+            )
+        refresh_tokens = get_refresh_token_model().objects.filter(access_token__in=access_tokens)
+        with ending(access_tokens, refresh_tokens):
+            return super().do_logout(application, post_logout_redirect_uri, state, token_user)

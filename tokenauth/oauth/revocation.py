@@ -76,9 +76,12 @@ def code_family(code: str) -> uuid.UUID:
     return uuid.UUID(bytes=salted_hmac("tokenauth.oauth.code_family", code, algorithm="sha256").digest()[:16])
 
 
-def end_family(family: uuid.UUID, application: Any) -> None:
-    """Revoke what one application holds of a family: its live refresh token and every access token."""
-    refresh_tokens = get_refresh_token_model().objects.filter(token_family=family, application=application)
+def end_family(family: uuid.UUID, application: Any = None) -> None:
+    """Revoke what one application (any, by default) holds of a family: its live refresh token and
+    every access token."""
+    refresh_tokens = get_refresh_token_model().objects.filter(token_family=family)
+    if application is not None:
+        refresh_tokens = refresh_tokens.filter(application=application)
     with ending(issued_with(refresh_tokens), refresh_tokens):
         for refresh_token in refresh_tokens.filter(revoked__isnull=True):
             refresh_token.revoke()

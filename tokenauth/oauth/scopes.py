@@ -7,7 +7,9 @@ from typing import Any
 
 from django.contrib.auth.models import Group
 from django.utils.translation import gettext as _
+from django.utils.translation import gettext_lazy
 from oauth2_provider.scopes import BaseScopes
+from oauth2_provider.settings import oauth2_settings
 
 from tokenauth.conf import tokenauth_settings
 from tokenauth.scopes import group_name
@@ -24,8 +26,23 @@ def application_allows(application: Any, scope: str) -> bool:
     return scope in allowed or (group_name(scope) is not None and "g:*" in allowed)
 
 
+#: OpenID Connect's scopes (Core 1.0 section 5.4), in OpenID Provider mode (DOT's ``OIDC_ENABLED``).
+OPENID_SCOPES = {
+    "openid": gettext_lazy("Sign you in with your account here"),
+    "profile": gettext_lazy("See your name and username"),
+    "email": gettext_lazy("See your email address"),
+}
+
+
+def service_scopes() -> dict[str, str]:
+    """``TOKENAUTH["SCOPES"]``, and OpenID Connect's in OpenID Provider mode."""
+    if oauth2_settings.OIDC_ENABLED:
+        return {**OPENID_SCOPES, **tokenauth_settings.SCOPES}
+    return tokenauth_settings.SCOPES
+
+
 def known(scope: str) -> bool:
-    return scope in tokenauth_settings.SCOPES or group_name(scope) is not None
+    return scope in service_scopes() or group_name(scope) is not None
 
 
 def selected_group(user: Any, scopes: list[str]) -> tuple[Group | None, str | None]:
@@ -63,12 +80,12 @@ class TokenAuthScopes(BaseScopes):
     """DOT's scopes backend (``SCOPES_BACKEND_CLASS``): our service scopes, no default scope."""
 
     def get_all_scopes(self) -> dict[str, str]:
-        return ScopeDescriptions(tokenauth_settings.SCOPES)
+        return ScopeDescriptions(service_scopes())
 
     def get_available_scopes(
         self, application: Any = None, request: Any = None, *args: Any, **kwargs: Any
     ) -> list[str]:
-        scopes = list(tokenauth_settings.SCOPES)
+        scopes = list(service_scopes())
         return [s for s in scopes if application is None or application_allows(application, s)]
 
     def get_default_scopes(

@@ -1,4 +1,8 @@
-"""``OAUTH2_SERVER_CLASS``: oauthlib's server with our token generator, lifetimes and grants."""
+"""``OAUTH2_SERVER_CLASS``: oauthlib's server with our token generator, lifetimes and grants.
+
+OpenID Connect's server: its grants fall back to plain OAuth 2.0 without the ``openid`` scope, and
+add ID tokens and userinfo with it when DOT's ``OIDC_ENABLED`` is on (OpenID Provider mode).
+"""
 
 from __future__ import annotations
 
@@ -7,8 +11,8 @@ from typing import Any
 
 from django.db import router, transaction
 from oauth2_provider.models import get_refresh_token_model
-from oauthlib.oauth2 import Server as OAuthlibServer
 from oauthlib.oauth2.rfc6749.tokens import random_token_generator
+from oauthlib.openid import Server as OAuthlibServer
 
 from tokenauth.conf import tokenauth_settings
 
@@ -40,8 +44,14 @@ class Server(OAuthlibServer):
             **kwargs,
         )
         self._grant_types[exchange.GRANT_TYPE] = exchange.TokenExchangeGrant(request_validator)
-        for grant in {id(g): g for g in self._grant_types.values()}.values():
-            grant.custom_validators.post_token.append(request_validator.check_token_request)
+        # The OpenID server dispatches a code to an OAuth 2.0 or an OpenID grant; both share nothing.
+        grants = [
+            getattr(choice, attribute, choice)
+            for choice in self._grant_types.values()
+            for attribute in ("default_grant", "oidc_grant")
+        ]
+        for hooks in {id(g.custom_validators): g.custom_validators for g in grants}.values():
+            hooks.post_token.append(request_validator.check_token_request)
 
     def create_token_response(self, *args: Any, **kwargs: Any) -> tuple[dict[str, str], str, int]:
         """One transaction per token request: the row locks the validator takes (the refresh token

@@ -17,6 +17,9 @@ urlpatterns = [
     path("token/", views.TokenView.as_view(), name="token"),
     path("revoke_token/", dot.RevokeTokenView.as_view(), name="revoke-token"),
     path("introspect/", views.IntrospectView.as_view(), name="introspect"),
+    # OpenID Provider mode (DOT's OIDC_ENABLED; DOT's views answer 404 without it).
+    path("userinfo/", views.UserInfoView.as_view(), name="user-info"),
+    path("logout/", pages.RPInitiatedLogoutView.as_view(), name="rp-initiated-logout"),
     path("device-authorization/", views.DeviceAuthorizationView.as_view(), name="device-authorization"),
     path("device/", pages.DeviceUserCodeView.as_view(), name="device"),
     path(

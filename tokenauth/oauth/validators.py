@@ -1,29 +1,42 @@
-"""DOT's request validator with our rules: scopes, token subjects, epochs, revocation, device polling."""
+"""DOT's request validator with our rules: scopes, token subjects, epochs, revocation, device polling,
+and in OpenID Provider mode ID tokens signed with our keys and userinfo for our access tokens."""
 
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from datetime import datetime, timedelta
+from operator import attrgetter
 from typing import Any
 
+import jwt
+from django.db import router, transaction
 from django.db.models import Q
 from django.utils import timezone
 
 # oauthlib writes descriptions with json.dumps: plain str, in the request's language.
 from django.utils.translation import gettext as _
+from jwcrypto.jwk import JWK
 from oauth2_provider.models import (
     AbstractAccessToken,
     get_access_token_model,
+    get_application_model,
     get_device_grant_model,
     get_grant_model,
+    get_id_token_model,
     get_refresh_token_model,
 )
 from oauth2_provider.oauth2_validators import OAuth2Validator
 from oauthlib.oauth2.rfc6749 import errors
 from oauthlib.oauth2.rfc8628.grant_types import DeviceCodeGrant
 
+from tokenauth.authentication import authenticate_token
+from tokenauth.conf import tokenauth_settings
+from tokenauth.exceptions import InvalidToken
+from tokenauth.keys import get_keyring
 from tokenauth.models import Epoch
 from tokenauth.scopes import split_scope
+from tokenauth.tokens import CLAIM_TOKEN_FAMILY, AccessToken
 from tokenauth.verification import parse
 
 from .exchange import GRANT_TYPE as TOKEN_EXCHANGE
@@ -42,6 +55,35 @@ def epochs_bumped_since(user_id: Any, group_id: Any, since: datetime) -> bool:
 def checksum(token: str) -> str:
     """How DOT finds a token's row: the SHA-256 of the token as the client holds it."""
     return hashlib.sha256(token.encode()).hexdigest()
+
+
+#: The OpenID Connect standard claims of a user (section 5.1), each with DOT's scope for it.
+USER_CLAIMS: dict[str, Callable[[Any], str]] = {
+    "preferred_username": lambda user: user.get_username(),
+    "name": lambda user: user.get_full_name(),
+    "given_name": attrgetter("first_name"),
+    "family_name": attrgetter("last_name"),
+    "email": attrgetter("email"),
+}
+
+
+def is_own_token(token: str) -> bool:
+    """Whether ``token`` is a JWT that names us as its issuer (not yet whether it is valid)."""
+    try:
+        return len(token) <= tokenauth_settings.MAX_TOKEN_BYTES and (
+            parse(token).claims.get("iss") == tokenauth_settings.ISSUER
+        )
+    except InvalidToken:
+        return False
+
+
+def verify_own_token(token: str) -> tuple[Any, AccessToken]:
+    """``(user, access)`` for one of our access tokens, checked like any bearer token (signature,
+    epochs, denylist); raises :class:`InvalidToken` for any other token. An external token is neither
+    verified nor provisioned here: it is not ours to describe."""
+    if not is_own_token(token):
+        raise InvalidToken()
+    return authenticate_token(token)
 
 
 class TokenAuthValidator(OAuth2Validator):
@@ -170,3 +212,63 @@ class TokenAuthValidator(OAuth2Validator):
         )
         with ending(access_tokens, refresh_tokens):
             super().revoke_token(token, token_type_hint, request, *args, **kwargs)
+
+    def validate_bearer_token(self, token: str, scopes: list[str], request: Any) -> bool:
+        """Our access tokens are JWTs: checked by our revocation (an epoch bump or a logout ends
+        them at once), not by DOT's row, which outlives neither but lags behind a denial. Any other
+        token (DOT's own opaque ones, a resource server's introspected ones) is DOT's to check."""
+        if not is_own_token(token or ""):
+            return super().validate_bearer_token(token, scopes, request)
+        try:
+            user, access = authenticate_token(token)
+        except InvalidToken:
+            return False
+        granted = split_scope(access.claims.get("scope", ""))
+        if not set(scopes) <= set(granted):
+            return False
+        request.user = user
+        request.scopes = granted
+        request.access_token = access
+        client_id = access.claims.get("client_id")
+        request.client = get_application_model().objects.filter(client_id=client_id).first()
+        return True
+
+    def get_additional_claims(self, request: Any) -> dict[str, Any]:
+        """The standard claims we know of a user; DOT hands out each one for its scope only."""
+        return {claim: value(request.user) for claim, value in USER_CLAIMS.items()}
+
+    def get_oidc_issuer_endpoint(self, request: Any) -> str:
+        """ID tokens name the issuer our access tokens name."""
+        return tokenauth_settings.ISSUER
+
+    def finalize_id_token(
+        self, id_token: dict[str, Any], token: Any, token_handler: Any, request: Any
+    ) -> str:
+        """DOT's ID token, signed with our signing key (published in our JWKS) rather than the
+        application's DOT key; ``sid`` names the refresh-token family the login started, which
+        logout, logout-all, epoch bumps and the admin end."""
+        claims, expires = self.get_id_token_dictionary(token, token_handler, request)
+        id_token.update(claims)
+        # oauthlib bug #746, as in DOT: the nonce of a code grant is not always copied over.
+        if "nonce" not in id_token and request.nonce:
+            id_token["nonce"] = request.nonce
+        family = getattr(request, "tokenauth_claims", {}).get(CLAIM_TOKEN_FAMILY)
+        if family:
+            id_token["sid"] = family
+        encoded = get_keyring().sign(id_token, "JWT")
+        with transaction.atomic(using=router.db_for_write(get_id_token_model())):
+            row = self._save_id_token(id_token["jti"], request, expires)
+        request.access_token = request.id_token = row
+        return encoded
+
+    def _get_key_for_token(self, token: str) -> JWK | None:
+        """The key of ours that an ID token names by ``kid`` (RP-initiated logout's ``id_token_hint``);
+        never a key the token brings along, and never an HMAC secret."""
+        try:
+            kid = jwt.get_unverified_header(token).get("kid")
+        except jwt.DecodeError:
+            return None
+        key = get_keyring().by_kid.get(kid) if isinstance(kid, str) else None
+        if key is None or key.is_symmetric:
+            return None
+        return JWK.from_pyca(key.verifying_key)

@@ -1,4 +1,5 @@
-"""The endpoints DOT does not have or gets wrong for us: token (JSON errors), introspection, metadata."""
+"""The endpoints DOT does not have or gets wrong for us: token (JSON errors), introspection, metadata,
+userinfo (OpenID Provider mode)."""
 
 from __future__ import annotations
 
@@ -17,17 +18,18 @@ from django.views.decorators.csrf import csrf_exempt
 from oauth2_provider import views as dot
 from oauth2_provider.models import get_device_grant_model
 from oauth2_provider.oauth2_backends import get_oauthlib_core
+from oauth2_provider.settings import oauth2_settings
 from oauthlib.common import Request as OAuthlibRequest
 
-from tokenauth.authentication import authenticate_token
 from tokenauth.conf import tokenauth_settings
 from tokenauth.exceptions import InvalidToken
 from tokenauth.jwks import IssuerUnavailable
 from tokenauth.snapshots import StateUnavailable
-from tokenauth.verification import parse
 from tokenauth.views import NO_STORE, authorization_server_metadata, issuer_url
 
 from .exchange import GRANT_TYPE as TOKEN_EXCHANGE
+from .scopes import OPENID_SCOPES
+from .validators import USER_CLAIMS, verify_own_token
 
 DEVICE_CODE = "urn:ietf:params:oauth:grant-type:device_code"
 GRANT_TYPES = ["authorization_code", DEVICE_CODE, "client_credentials", "refresh_token", TOKEN_EXCHANGE]
@@ -103,11 +105,7 @@ class IntrospectView(View):
         if not token:
             return _error("invalid_request", _("The token parameter is missing"))
         try:
-            if len(token) > tokenauth_settings.MAX_TOKEN_BYTES or (
-                parse(token).claims.get("iss") != tokenauth_settings.ISSUER
-            ):  # not ours to describe: an external token is neither verified nor provisioned here
-                raise InvalidToken()
-            user, access = authenticate_token(token)
+            user, access = verify_own_token(token)
         except InvalidToken:
             return JsonResponse({"active": False}, headers=NO_STORE)
         except (StateUnavailable, IssuerUnavailable):
@@ -124,6 +122,34 @@ class IntrospectView(View):
             },
         }
         return JsonResponse(body, headers=NO_STORE)
+
+
+class UserInfoView(dot.UserInfoView):
+    """``/o/userinfo/`` (OpenID Connect Core 1.0 section 5.3) for our access tokens with ``openid``,
+    checked by our revocation (see the validator's ``validate_bearer_token``); 503 when that state
+    cannot be read, as for any bearer token."""
+
+    def _create_userinfo_response(self, request: HttpRequest) -> HttpResponse:
+        try:
+            return super()._create_userinfo_response(request)
+        except (StateUnavailable, IssuerUnavailable):
+            return _error("temporarily_unavailable", _("Try again later"), 503)
+
+
+def openid_metadata(request: HttpRequest) -> dict[str, Any]:
+    """OpenID Connect Discovery 1.0 additions in OpenID Provider mode (DOT's ``OIDC_ENABLED``)."""
+    if not oauth2_settings.OIDC_ENABLED:
+        return {}
+    document = {
+        "userinfo_endpoint": issuer_url(request, "oauth2_provider:user-info"),
+        "scopes_supported": sorted({*tokenauth_settings.SCOPES, *OPENID_SCOPES}),
+        # The ID token's and userinfo's claims beyond those of our access tokens, which the
+        # OpenID configuration document lists itself.
+        "claims_supported": ["auth_time", "nonce", "sid", *USER_CLAIMS],
+    }
+    if oauth2_settings.OIDC_RP_INITIATED_LOGOUT_ENABLED:
+        document["end_session_endpoint"] = issuer_url(request, "oauth2_provider:rp-initiated-logout")
+    return document
 
 
 def server_metadata(request: HttpRequest) -> dict[str, Any]:

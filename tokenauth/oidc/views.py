@@ -133,7 +133,12 @@ class LoginView(auth_views.LoginView):
 
     def get_context_data(self, **kwargs: Any) -> dict[str, Any]:
         context = super().get_context_data(**kwargs)
-        context.update(links=self.provider_links(), password_login=tokenauth_settings.PASSWORD_LOGIN)
+        # The password form sends next back under its name (LoginView's context has only its value).
+        context.update(
+            links=self.provider_links(),
+            password_login=tokenauth_settings.PASSWORD_LOGIN,
+            redirect_field_name=self.redirect_field_name,
+        )
         return context
 
 

@@ -1,0 +1,387 @@
+"""OpenID Provider mode (DOT's ``OIDC_ENABLED`` on tokenauth.oauth): ID tokens signed with our keys,
+``sid``, userinfo checked by our revocation, RP-initiated logout, the discovery document; and what
+ends it all again (epoch bumps, logout-all, the admin, the logout itself)."""
+
+from __future__ import annotations
+
+import gc
+import json
+import os
+import subprocess
+import sys
+import time
+from functools import lru_cache
+from pathlib import Path
+
+import jwt
+import pytest
+import requests
+from authlib.common.security import generate_token
+from authlib.integrations.requests_client import OAuth2Session
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+from django.contrib import admin
+from django.core import checks
+from django.test import Client, RequestFactory
+from oauth2_provider.models import get_application_model, get_id_token_model, get_refresh_token_model
+
+from tests.browser import screenshot
+from tests.helpers import login as password_login
+from tests.helpers import make_user
+from tokenauth.models import Epoch
+from tokenauth.revocation import bump_epoch
+from tokenauth.tokens import CLAIM_TOKEN_FAMILY
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+SECRET = "rp-s3cret-" * 5
+REDIRECT = "http://127.0.0.1:9/callback"
+SCOPE = "openid profile email reports:read"
+Application = get_application_model()
+
+
+@lru_cache(maxsize=1)
+def rsa_pem() -> str:
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    return key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    ).decode()
+
+
+@pytest.fixture(autouse=True)
+def close_client_connections():
+    """authlib's sessions are reference cycles: collect them while the live server is up."""
+    yield
+    gc.collect()
+
+
+@pytest.fixture
+def op(live_server, settings):
+    """Our site as an OpenID provider: RS256 keys, DOT's OIDC and RP-initiated logout on."""
+    settings.TOKENAUTH = {
+        **settings.TOKENAUTH,
+        "ISSUER": live_server.url,
+        "ALGORITHM": "RS256",
+        "SIGNING_KEY": rsa_pem(),
+    }
+    settings.OAUTH2_PROVIDER = {
+        **settings.OAUTH2_PROVIDER,
+        "OIDC_ENABLED": True,
+        "OIDC_RP_INITIATED_LOGOUT_ENABLED": True,
+        "ALWAYS_RELOAD_OAUTHLIB_CORE": True,
+    }
+    return live_server
+
+
+@pytest.fixture
+def alice():
+    user = make_user("alice", groups=["physics"])
+    user.email, user.first_name, user.last_name = "alice@example.test", "Alice", "Liddell"
+    user.save()
+    return user
+
+
+@pytest.fixture
+def portal():
+    return Application.objects.create(
+        name="Portal",
+        client_id="portal",
+        client_secret=SECRET,
+        client_type=Application.CLIENT_CONFIDENTIAL,
+        authorization_grant_type=Application.GRANT_AUTHORIZATION_CODE,
+        redirect_uris=REDIRECT,
+        post_logout_redirect_uris=REDIRECT,
+        skip_authorization=True,
+    )
+
+
+def login(op, user, scope: str = SCOPE) -> tuple[dict, Client]:
+    """The portal's PKCE code flow with a nonce, in ``user``'s browser: (token response, browser)."""
+    session = OAuth2Session(
+        "portal", SECRET, scope=scope, redirect_uri=REDIRECT, code_challenge_method="S256"
+    )
+    verifier = generate_token(48)
+    url, _ = session.create_authorization_url(f"{op.url}/o/authorize/", code_verifier=verifier, nonce="n-0S6")
+    browser = Client()
+    browser.force_login(user)
+    response = browser.get(url.removeprefix(op.url))
+    assert response.status_code == 302, response.content
+    token = session.fetch_token(
+        f"{op.url}/o/token/", authorization_response=response["Location"], code_verifier=verifier
+    )
+    return dict(token), browser
+
+
+def verified_id_token(op, id_token: str) -> dict:
+    """Verified as a relying party does: the key from our JWKS by ``kid``, the algorithm pinned."""
+    jwks = requests.get(f"{op.url}/.well-known/jwks.json", timeout=5).json()
+    kid = jwt.get_unverified_header(id_token)["kid"]
+    key = jwt.PyJWK(next(k for k in jwks["keys"] if k["kid"] == kid))
+    return jwt.decode(id_token, key, algorithms=["RS256"], audience="portal", issuer=op.url)
+
+
+def userinfo(op, access_token: str) -> requests.Response:
+    return requests.get(
+        f"{op.url}/o/userinfo/", headers={"Authorization": f"Bearer {access_token}"}, timeout=5
+    )
+
+
+def refresh(op, refresh_token: str) -> requests.Response:
+    return requests.post(
+        f"{op.url}/o/token/",
+        data={"grant_type": "refresh_token", "refresh_token": refresh_token},
+        auth=("portal", SECRET),
+        timeout=5,
+    )
+
+
+def assert_ended(op, token: dict) -> None:
+    response = userinfo(op, token["access_token"])
+    assert response.status_code == 401, response.text
+    assert response.headers["WWW-Authenticate"].startswith("Bearer")
+    assert 'error="invalid_token"' in response.headers["WWW-Authenticate"]
+    assert refresh(op, token["refresh_token"]).json()["error"] == "invalid_grant"
+
+
+def test_the_id_token_is_signed_with_our_keys_and_names_the_session(op, alice, portal):
+    token, _ = login(op, alice)
+    claims = verified_id_token(op, token["id_token"])
+    assert jwt.get_unverified_header(token["id_token"])["kid"] in {
+        k["kid"] for k in requests.get(f"{op.url}/.well-known/jwks.json", timeout=5).json()["keys"]
+    }
+    assert claims["sub"] == str(alice.pk) and claims["nonce"] == "n-0S6"
+    assert claims["preferred_username"] == "alice" and claims["email"] == "alice@example.test"
+    access = jwt.decode(token["access_token"], options={"verify_signature": False})
+    assert claims["sid"] == access[CLAIM_TOKEN_FAMILY]
+    assert get_id_token_model().objects.filter(jti=claims["jti"], user=alice).exists()
+
+
+def test_a_refreshed_id_token_keeps_the_session(op, alice, portal):
+    token, _ = login(op, alice)
+    sid = verified_id_token(op, token["id_token"])["sid"]
+    new = refresh(op, token["refresh_token"]).json()
+    assert verified_id_token(op, new["id_token"])["sid"] == sid
+
+
+def test_userinfo(op, alice, portal):
+    token, _ = login(op, alice)
+    response = userinfo(op, token["access_token"])
+    assert response.status_code == 200, response.text
+    assert response.json() == {
+        "sub": str(alice.pk),
+        "preferred_username": "alice",
+        "name": "Alice Liddell",
+        "given_name": "Alice",
+        "family_name": "Liddell",
+        "email": "alice@example.test",
+    }
+    # The email scope alone: the profile's claims stay out.
+    narrow, _ = login(op, alice, scope="openid email")
+    assert userinfo(op, narrow["access_token"]).json() == {
+        "sub": str(alice.pk),
+        "email": "alice@example.test",
+    }
+
+
+def test_userinfo_refuses_tokens_without_openid_and_garbage(op, alice, portal):
+    token, _ = login(op, alice, scope="reports:read")
+    assert "id_token" not in token
+    # Not a token for userinfo: the validator checks scopes as DOT's does, a 401 (oauthlib's answer).
+    for bad in (token["access_token"], "garbage", token["access_token"][:-4] + "AAAA"):
+        response = userinfo(op, bad)
+        assert response.status_code == 401 and 'error="invalid_token"' in response.headers["WWW-Authenticate"]
+
+
+def test_an_epoch_bump_ends_the_login(op, alice, portal):
+    token, _ = login(op, alice)
+    assert userinfo(op, token["access_token"]).status_code == 200
+    bump_epoch(Epoch.Kind.USER, str(alice.pk))
+    assert_ended(op, token)
+
+
+def test_logout_all_ends_the_login(op, alice, portal):
+    token, _ = login(op, alice)
+    local = password_login(Client(), "alice")
+    response = Client().post("/auth/logout-all/", HTTP_AUTHORIZATION=f"Bearer {local['access_token']}")
+    assert response.status_code in (200, 204), response.content
+    assert_ended(op, token)
+
+
+def test_logout_with_the_access_token_ends_the_login(op, alice, portal):
+    token, _ = login(op, alice)
+    other, _ = login(op, alice)
+    response = Client().post("/auth/logout/", HTTP_AUTHORIZATION=f"Bearer {token['access_token']}")
+    assert response.status_code == 204, response.content
+    assert_ended(op, token)
+    # Another login of the same user goes on.
+    assert userinfo(op, other["access_token"]).status_code == 200
+
+
+def test_the_admin_ends_the_login(op, alice, portal):
+    token, _ = login(op, alice)
+    request = RequestFactory().post("/admin/")
+    request.user = make_user("root")
+    model_admin = admin.site._registry[get_refresh_token_model()]
+    model_admin.message_user = lambda *args, **kwargs: None
+    model_admin.revoke_tokens(request, get_refresh_token_model().objects.filter(user=alice))
+    assert_ended(op, token)
+
+
+def test_rp_initiated_logout_ends_the_login(op, alice, portal):
+    token, browser = login(op, alice)
+    query = {"id_token_hint": token["id_token"], "post_logout_redirect_uri": REDIRECT, "state": "s1"}
+    page = browser.get("/o/logout/", query)
+    assert page.status_code == 200 and "Sign out of Portal?" in page.content.decode()
+    response = browser.post(f"/o/logout/?{requests.compat.urlencode(query)}", {**query, "allow": "Logout"})
+    assert response.status_code == 302 and response["Location"] == f"{REDIRECT}?state=s1"
+    assert "_auth_user_id" not in browser.session
+    assert_ended(op, token)
+    assert not get_id_token_model().objects.filter(user=alice).exists()
+
+
+def test_a_forged_id_token_hint_is_a_readable_page(op, alice, portal):
+    token, browser = login(op, alice)
+    forged = jwt.encode(
+        {**verified_id_token(op, token["id_token"]), "sub": "1"},
+        rsa.generate_private_key(public_exponent=65537, key_size=2048),
+        algorithm="RS256",
+        headers={"kid": jwt.get_unverified_header(token["id_token"])["kid"]},
+    )
+    for hint in (forged, "garbage"):
+        response = browser.get("/o/logout/", {"id_token_hint": hint})
+        assert response.status_code == 400, response.content
+        assert "Sign-out failed" in response.content.decode()
+    assert userinfo(op, token["access_token"]).status_code == 200
+
+
+def test_the_consent_page_describes_the_openid_scopes(op, alice, portal):
+    portal.skip_authorization = False
+    portal.save()
+    session = OAuth2Session(
+        "portal", SECRET, scope=SCOPE, redirect_uri=REDIRECT, code_challenge_method="S256"
+    )
+    url, _ = session.create_authorization_url(f"{op.url}/o/authorize/", code_verifier=generate_token(48))
+    browser = Client()
+    browser.force_login(alice)
+    page = browser.get(url.removeprefix(op.url)).content.decode()
+    for description in ("Sign you in with your account here", "See your email address", "Read the example"):
+        assert description in page, page
+
+
+def test_discovery_names_the_openid_endpoints(op):
+    document = requests.get(f"{op.url}/.well-known/openid-configuration", timeout=5).json()
+    assert document["issuer"] == op.url
+    assert document["userinfo_endpoint"] == f"{op.url}/o/userinfo/"
+    assert document["end_session_endpoint"] == f"{op.url}/o/logout/"
+    assert document["id_token_signing_alg_values_supported"] == ["RS256"]
+    assert {"openid", "profile", "email"} <= set(document["scopes_supported"])
+    assert "sid" in document["claims_supported"]
+
+
+def test_an_hmac_signing_key_is_a_configuration_error(settings):
+    settings.OAUTH2_PROVIDER = {**settings.OAUTH2_PROVIDER, "OIDC_ENABLED": True}
+    ids = {message.id for message in checks.run_checks()}
+    assert "tokenauth.oauth.E004" in ids
+    settings.TOKENAUTH = {**settings.TOKENAUTH, "ALGORITHM": "RS256", "SIGNING_KEY": rsa_pem()}
+    assert "tokenauth.oauth.E004" not in {message.id for message in checks.run_checks()}
+
+
+@pytest.fixture
+def relying_party(op, portal, tmp_path, free_port):
+    """mozilla-django-oidc's relying party (tests/rp_settings.py) in a process of its own on
+    127.0.0.1, registered as the portal; the provider is ``op`` on localhost (its own cookies)."""
+    url = f"http://127.0.0.1:{free_port}"
+    portal.redirect_uris = f"{url}/oidc/callback/"
+    portal.post_logout_redirect_uris = f"{url}/"
+    portal.save()
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "tests.rp_settings",
+        "RP_OP_URL": op.url,
+        "RP_CLIENT_ID": "portal",
+        "RP_CLIENT_SECRET": SECRET,
+        "RP_DATABASE": str(tmp_path / "rp.sqlite3"),
+    }
+    root = Path(__file__).resolve().parent.parent
+    django = [sys.executable, "-m", "django"]
+    subprocess.run([*django, "migrate", "-v0"], env=env, cwd=root, check=True, timeout=120)
+    server = subprocess.Popen(
+        [*django, "runserver", "--noreload", f"127.0.0.1:{free_port}"],
+        env=env,
+        cwd=root,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                requests.get(url, timeout=1)
+                break
+            except requests.ConnectionError:
+                if server.poll() is not None or time.monotonic() > deadline:
+                    tail = server.stderr.read().decode()[-2000:]
+                    raise RuntimeError(f"the relying party did not start: {tail}") from None
+                time.sleep(0.2)
+        yield url
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+
+
+def rp_tokens(chrome, url: str) -> dict:
+    from selenium.webdriver.common.by import By
+
+    chrome.get(f"{url}/tokens/")
+    return json.loads(chrome.find_element(By.TAG_NAME, "body").text)
+
+
+def test_a_relying_party_signs_in_and_out_in_chromium(chrome, op, alice, relying_party):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as ec
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    wait = WebDriverWait(chrome, 30)
+    chrome.get(relying_party)
+    wait.until(ec.element_to_be_clickable((By.ID, "login"))).click()
+    # Our sign-in page (LOGIN_URL) keeps the authorization request in next.
+    wait.until(ec.url_contains(f"{op.url}/oidc/login/"))
+    chrome.find_element(By.NAME, "username").send_keys("alice")
+    chrome.find_element(By.NAME, "password").send_keys("pw")
+    chrome.find_element(By.CSS_SELECTOR, "#password-login button").click()
+    wait.until(ec.url_to_be(f"{relying_party}/"))
+    assert chrome.find_element(By.TAG_NAME, "h1").text == "Signed in as alice@example.test"
+    screenshot(chrome, "openid-provider/relying-party-signed-in.png")
+
+    tokens = rp_tokens(chrome, relying_party)
+    claims = verified_id_token(op, tokens["id_token"])
+    assert claims["sub"] == str(alice.pk) and claims["sid"]
+    assert userinfo(op, tokens["access_token"]).json()["email"] == "alice@example.test"
+
+    chrome.get(relying_party)
+    wait.until(ec.element_to_be_clickable((By.ID, "logout"))).click()
+    wait.until(ec.url_contains(f"{op.url}/o/logout/"))
+    assert "Sign out of Portal?" in chrome.find_element(By.TAG_NAME, "h1").text
+    chrome.find_element(By.CSS_SELECTOR, '#logout button[name="allow"]').click()
+    wait.until(ec.url_to_be(f"{relying_party}/"))
+    assert chrome.find_element(By.TAG_NAME, "h1").text == "Signed out"
+    assert userinfo(op, tokens["access_token"]).status_code == 401
+    assert not get_refresh_token_model().objects.filter(user=alice, revoked__isnull=True).exists()
+
+
+def test_an_epoch_bump_ends_what_a_relying_party_holds(chrome, op, alice, relying_party):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as ec
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    wait = WebDriverWait(chrome, 30)
+    chrome.get(f"{relying_party}/oidc/authenticate/")
+    wait.until(ec.url_contains(f"{op.url}/oidc/login/"))
+    chrome.find_element(By.NAME, "username").send_keys("alice")
+    chrome.find_element(By.NAME, "password").send_keys("pw")
+    chrome.find_element(By.CSS_SELECTOR, "#password-login button").click()
+    wait.until(ec.url_to_be(f"{relying_party}/"))
+    tokens = rp_tokens(chrome, relying_party)
+    assert userinfo(op, tokens["access_token"]).status_code == 200
+    bump_epoch(Epoch.Kind.USER, str(alice.pk))
+    assert userinfo(op, tokens["access_token"]).status_code == 401
