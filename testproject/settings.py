@@ -60,6 +60,8 @@ MIDDLEWARE = [
     # Before CommonMiddleware, so that it answers preflights and adds its headers to every answer.
     "corsheaders.middleware.CorsMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
+    # Pages and error descriptions in the language the browser or client asks for (Accept-Language).
+    "django.middleware.locale.LocaleMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",

@@ -146,14 +146,14 @@ def test_admin_disable_stops_tokens_at_once_and_enable_restores(
     token = idp.client_credentials_token()
     assert hello(client, token) == 200
     with django_capture_on_commit_callbacks(execute=True):
-        assert "Disabled 1 issuers." in run_action(admin_client, "disable", [idp_issuer])
+        assert "Disabled 1 issuer." in run_action(admin_client, "disable", [idp_issuer])
     idp_issuer.refresh_from_db()
     assert not idp_issuer.enabled
     response = client.get("/api/hello/", **bearer(token))
     assert response.status_code == 401
     assert "issuer is not accepted" in response["WWW-Authenticate"]
     with django_capture_on_commit_callbacks(execute=True):
-        assert "Enabled 1 issuers." in run_action(admin_client, "enable", [idp_issuer])
+        assert "Enabled 1 issuer." in run_action(admin_client, "enable", [idp_issuer])
     assert hello(client, token) == 200
 
 

@@ -254,7 +254,7 @@ class SessionAdmin(ReadOnlyAdmin):
         return actions
 
     def delete_view(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
-        raise PermissionDenied("Sessions are ended, not deleted.")
+        raise PermissionDenied(_("Sessions are ended, not deleted."))
 
     def get_urls(self) -> list[Any]:
         end = path(
@@ -289,7 +289,9 @@ class SessionAdmin(ReadOnlyAdmin):
         sessions = list(queryset.filter(revoked_at__isnull=True))
         for session in sessions:
             end_session(session, reason="admin", actor=request.user)
-        self.message_user(request, _("Ended %d sessions.") % len(sessions), messages.SUCCESS)
+        count = len(sessions)
+        text = ngettext("Ended %d session.", "Ended %d sessions.", count) % count
+        self.message_user(request, text, messages.SUCCESS)
 
 
 @admin.register(Identity)
@@ -397,8 +399,12 @@ class IssuerAdmin(admin.ModelAdmin):
         for issuer in changed:
             issuer.enabled = enabled
             issuer.save(update_fields=["enabled"])
-        text = _("Enabled %d issuers.") if enabled else _("Disabled %d issuers.")
-        self.message_user(request, text % len(changed), messages.SUCCESS)
+        count = len(changed)
+        if enabled:
+            text = ngettext("Enabled %d issuer.", "Enabled %d issuers.", count)
+        else:
+            text = ngettext("Disabled %d issuer.", "Disabled %d issuers.", count)
+        self.message_user(request, text % count, messages.SUCCESS)
 
     @admin.action(description=_("Fetch discovery and keys again"))
     def refresh_keys(self, request: HttpRequest, queryset: QuerySet) -> None:

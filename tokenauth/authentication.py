@@ -7,6 +7,7 @@ from typing import Any
 
 from django.contrib.auth import get_user_model
 from django.core.exceptions import ValidationError
+from django.utils.translation import gettext_lazy as _
 from rest_framework import authentication, exceptions
 from rest_framework.authentication import BaseAuthentication
 from rest_framework.request import Request
@@ -40,7 +41,7 @@ def verify_token(token: str) -> dict[str, Any]:
         return verify(jws, local_policy())
     config = get_issuer(iss) if isinstance(iss, str) else None
     if config is None:
-        raise InvalidToken("The access token's issuer is not accepted")
+        raise InvalidToken(_("The access token's issuer is not accepted"))
     return verify(jws, external_policy(config))
 
 
@@ -50,7 +51,7 @@ def _local_token(claims: dict[str, Any]) -> AccessToken:
     try:
         pk = get_user_model()._meta.pk.to_python(user_id)
     except ValidationError:
-        raise InvalidToken("The access token's subject is invalid") from None
+        raise InvalidToken(_("The access token's subject is invalid")) from None
     return AccessToken(claims, groups, pk, claims.get(CLAIM_USERNAME, ""))
 
 
@@ -58,13 +59,13 @@ def _external_token(claims: dict[str, Any]) -> AccessToken:
     config = get_issuer(claims["iss"])
     # Disabled since the token was first seen.
     if config is None:
-        raise InvalidToken("The access token's issuer is not accepted")
+        raise InvalidToken(_("The access token's issuer is not accepted"))
     granted = frozenset(split_scope(scope_string(claims)))
     if not all(config.scope_granted(granted, scope) for scope in config.required_scopes):
         raise InsufficientScope(config.required_scopes)
     principal = resolve(config, claims)
     if not principal.is_active:
-        raise InvalidToken("The user is inactive")
+        raise InvalidToken(_("The user is inactive"))
     check_external_claims(claims, str(principal.user_id), identity_digest(claims["iss"], claims["sub"]))
     groups = groups_of(config, claims, principal)
     return AccessToken(claims, groups, principal.user_id, principal.username)
@@ -77,10 +78,10 @@ def validate_token(token: str) -> AccessToken:
     standing and revocation are checked on every call.
     """
     if len(token) > tokenauth_settings.MAX_TOKEN_BYTES:
-        raise InvalidToken("The access token is too large")
+        raise InvalidToken(_("The access token is too large"))
     # A JWT is base64url and dots; PyJWT would fail encoding anything else.
     if not token.isascii():
-        raise InvalidToken("The access token is malformed")
+        raise InvalidToken(_("The access token is malformed"))
     claims = verified_tokens.get(token)
     if claims is not None and not _is_local(claims) and not _still_verified(token, claims["iss"]):
         claims = None
@@ -95,7 +96,7 @@ def validate_token(token: str) -> AccessToken:
             return migrated
         verified_tokens.put(token, claims)
     elif claims["exp"] + tokenauth_settings.LEEWAY.total_seconds() < time.time():
-        raise InvalidToken("The access token expired")
+        raise InvalidToken(_("The access token expired"))
     if _is_local(claims):
         return _local_token(claims)
     return _external_token(claims)
@@ -108,7 +109,7 @@ def token_user(access: AccessToken) -> Any:
         return TokenUser(access.user_id, access.username, access.groups)
     user = get_user_model()._default_manager.filter(pk=access.user_id, is_active=True).first()
     if user is None:
-        raise InvalidToken("The user is inactive or deleted")
+        raise InvalidToken(_("The user is inactive or deleted"))
     return user
 
 
@@ -152,8 +153,8 @@ class BearerAuthentication(BaseAuthentication):
             validated_token = self.get_validated_token(raw_token)
             return self.get_user(validated_token), validated_token
         except InvalidToken as exc:
-            setattr(request._request, ERROR_ATTRIBUTE, exc.description)
-            raise exceptions.AuthenticationFailed(exc.description, code="invalid_token") from None
+            setattr(request._request, ERROR_ATTRIBUTE, exc.header_description)
+            raise exceptions.AuthenticationFailed(str(exc.description), code="invalid_token") from None
         except (StateUnavailable, IssuerUnavailable):
             raise ServiceUnavailable() from None
 

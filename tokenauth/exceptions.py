@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from django.utils import translation
+from django.utils.functional import Promise
+from django.utils.translation import gettext_lazy as _
 from rest_framework import exceptions, status
 
 #: The ``realm`` of our ``WWW-Authenticate`` challenges (RFC 6750 section 3), the 401's and the 403's.
@@ -9,18 +12,31 @@ REALM = "api"
 
 
 class InvalidToken(Exception):
-    """A bearer token that must be refused; ``description`` goes into ``WWW-Authenticate``."""
+    """A bearer token that must be refused.
 
-    def __init__(self, description: str = "The access token is invalid") -> None:
+    ``description`` is lazy: the response body shows it in the request's language, while
+    :attr:`header_description` stays English for ``WWW-Authenticate``, whose values are ASCII
+    (RFC 6750 section 3).
+    """
+
+    def __init__(self, description: str | Promise | None = None) -> None:
+        if description is None:
+            description = _("The access token is invalid")
         super().__init__(description)
         self.description = description
+
+    @property
+    def header_description(self) -> str:
+        # No active translation: the msgid, which is the English text.
+        with translation.override(None):
+            return str(self.description)
 
 
 class ServiceUnavailable(exceptions.APIException):
     """Revocation state could not be read: fail closed."""
 
     status_code = status.HTTP_503_SERVICE_UNAVAILABLE
-    default_detail = "Authentication is temporarily unavailable, try again later."
+    default_detail = _("Authentication is temporarily unavailable, try again later.")
     default_code = "temporarily_unavailable"
     #: Seconds for ``Retry-After`` (DRF's exception handler sends it for any exception with ``wait``).
     wait = 5
@@ -33,7 +49,7 @@ class InsufficientScope(exceptions.PermissionDenied):
 
     def __init__(self, scopes: list[str] | tuple[str, ...]) -> None:
         wanted = " ".join(scopes)
-        super().__init__(f"This request requires the scope: {wanted}")
+        super().__init__(_("This request requires the scope: %(scope)s") % {"scope": wanted})
         self.auth_header = f'Bearer realm="{REALM}", error="insufficient_scope", scope="{wanted}"'
 
 
@@ -42,7 +58,7 @@ class OAuthError(exceptions.APIException):
 
     status_code: int = status.HTTP_400_BAD_REQUEST
 
-    def __init__(self, error: str, description: str, status_code: int | None = None) -> None:
-        super().__init__({"error": error, "error_description": description}, code=error)
+    def __init__(self, error: str, description: str | Promise, status_code: int | None = None) -> None:
+        super().__init__({"error": error, "error_description": str(description)}, code=error)
         if status_code is not None:
             self.status_code = status_code

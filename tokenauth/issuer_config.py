@@ -13,6 +13,7 @@ from urllib.parse import urlsplit
 
 from django.core.exceptions import ValidationError
 from django.utils.text import slugify
+from django.utils.translation import gettext as _
 
 from . import profiles
 from .conf import tokenauth_settings
@@ -105,4 +106,4 @@ def validate_issuer_url(url: str) -> None:
             loopback = host == "localhost"
         if loopback:
             return
-    raise ValidationError(f"Not an acceptable issuer URL (https required): {url}")
+    raise ValidationError(_("Not an acceptable issuer URL (https required): %(url)s") % {"url": url})

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import jwt
+from django.utils.translation import gettext_lazy as _
 from jwt.algorithms import ECAlgorithm, OKPAlgorithm, RSAAlgorithm
 
 from . import clock
@@ -119,9 +120,11 @@ class KeySet:
         those too); with several that fit, which one signed is not ours to guess."""
         fitting = [key for key in self.every if key.usable_with(algorithm)]
         if not fitting:
-            raise InvalidToken("The access token names no key, and its issuer has none for its algorithm")
+            raise InvalidToken(_("The access token names no key, and its issuer has none for its algorithm"))
         if len(fitting) > 1:
-            raise InvalidToken("The access token names no key, and its issuer has several for its algorithm")
+            raise InvalidToken(
+                _("The access token names no key, and its issuer has several for its algorithm")
+            )
         return fitting[0]
 
 
@@ -148,7 +151,7 @@ class JWKSCache:
         """What a request is told while the issuer's keys cannot be had: 401 when it publishes no
         metadata (a permanent 404), else 503 (an outage, worth a retry)."""
         if iss in self._no_metadata:
-            return InvalidToken("The access token's issuer publishes no OpenID or OAuth metadata")
+            return InvalidToken(_("The access token's issuer publishes no OpenID or OAuth metadata"))
         return IssuerUnavailable(iss)
 
     @staticmethod
@@ -173,9 +176,9 @@ class JWKSCache:
             keyset = self._refresh(iss, unknown_kid=kid)
             entry = keyset.keys.get(kid)
         if entry is None:
-            raise InvalidToken("The access token was signed with a key its issuer does not publish")
+            raise InvalidToken(_("The access token was signed with a key its issuer does not publish"))
         if not entry.usable_with(algorithm):
-            raise InvalidToken("The access token's algorithm does not match its key")
+            raise InvalidToken(_("The access token's algorithm does not match its key"))
         return entry.key
 
     def _refresh(self, iss: str, unknown_kid: str | None = None) -> KeySet:

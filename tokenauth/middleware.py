@@ -14,6 +14,7 @@ from typing import Any
 
 from django.contrib.auth import HASH_SESSION_KEY, SESSION_KEY, logout
 from django.http import HttpRequest, HttpResponse
+from django.utils.translation import gettext_lazy as _
 
 from .models import Epoch
 from .revocation import current_epoch
@@ -51,7 +52,7 @@ class EpochSessionMiddleware:
         try:
             revoked = session_revoked(session)
         except StateUnavailable:  # fail closed: the truth about revocation cannot be read
-            return HttpResponse("Service unavailable", status=503, content_type="text/plain")
+            return HttpResponse(_("Service unavailable"), status=503, content_type="text/plain")
         if revoked:
             logout(request)
         auth_hash = session.get(HASH_SESSION_KEY)

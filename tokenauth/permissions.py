@@ -7,6 +7,7 @@ from collections.abc import Callable
 from functools import partial
 from typing import Any
 
+from django.utils.translation import gettext_lazy as _
 from rest_framework.permissions import BasePermission
 from rest_framework.request import Request
 
@@ -72,7 +73,7 @@ class InGroup(BasePermission):
     (re-read at each refresh); when the token selected a group, only that group counts.
     """
 
-    message = "You are not in a group this resource requires."
+    message = _("You are not in a group this resource requires.")
 
     def has_permission(self, request: Request, view: Any) -> bool:
         required = set(_view_attribute(view, "required_groups"))

@@ -19,6 +19,7 @@ from typing import Any
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
 from django.db import DatabaseError, IntegrityError, transaction
+from django.utils.translation import gettext_lazy as _
 from rest_framework.exceptions import PermissionDenied
 
 from . import clock, signals
@@ -44,7 +45,7 @@ USERNAME_UNSAFE = re.compile(r"[^\w.@+-]")
 
 
 class IdentityNotRegistered(PermissionDenied):
-    default_detail = "Identity not registered with this service; ask its administrators for access."
+    default_detail = _("Identity not registered with this service; ask its administrators for access.")
     default_code = "identity_not_registered"
 
 
@@ -213,7 +214,7 @@ def _load_or_provision(config: IssuerConfig, claims: dict[str, Any]) -> Principa
             )
             return NOT_REGISTERED
         if _revoked_for_identity(config, claims):
-            raise InvalidToken("The access token was revoked")
+            raise InvalidToken(_("The access token was revoked"))
         return principal_of(provision(config, claims))
     except DatabaseError as exc:
         raise StateUnavailable("identity lookup failed") from exc
@@ -234,7 +235,7 @@ def _revoked_for_identity(config: IssuerConfig, claims: dict[str, Any]) -> bool:
 def provision(config: IssuerConfig, claims: dict[str, Any]) -> Any:
     """Create the user and Identity for a new (iss, sub), with groups from the mapped claims."""
     subject = claims["sub"]
-    for _ in range(3):
+    for _attempt in range(3):
         try:
             with transaction.atomic():
                 user = get_user_model()._default_manager.create_user(

@@ -24,6 +24,7 @@ from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
 from django.db import DatabaseError, transaction
 from django.utils import timezone
+from django.utils.translation import gettext_lazy as _
 
 from . import clock, push, signals
 from .conf import process_cache, tokenauth_settings
@@ -254,7 +255,7 @@ class RevocationState:
             .values_list("pk", "jti", "expires_at")[:LOAD_CHUNK]
         )
         wall = time.time()
-        for _, jti, expires in rows:
+        for _pk, jti, expires in rows:
             until = expires.timestamp()
             if until > wall:
                 self._denied.add(jti, until)
@@ -270,7 +271,7 @@ class RevocationState:
             .order_by("pk")
             .values_list("pk", "updated_at", "kind", "object_id", *EPOCH_FIELDS)[:LOAD_CHUNK]
         )
-        for _, updated, kind, object_id, *fields in rows:
+        for _pk, updated, kind, object_id, *fields in rows:
             if updated >= start:
                 self._merge(kind, object_id, _epoch_value(*fields))
         if len(rows) == LOAD_CHUNK:
@@ -524,9 +525,9 @@ def check_local_claims(claims: dict[str, Any], user_id: str) -> tuple[str, ...]:
         )
     )
     if behind or is_revoked(claims.get("jti"), claims.get(CLAIM_SESSION), claims.get(CLAIM_TOKEN_FAMILY)):
-        raise InvalidToken("The access token was revoked")
+        raise InvalidToken(_("The access token was revoked"))
     if CLAIM_GROUP in claims and not user.groups_kept(claims, [claims[CLAIM_GROUP]]):
-        raise InvalidToken("The access token's group was left")
+        raise InvalidToken(_("The access token's group was left"))
     return user.groups_kept(claims, group_names(claims))
 
 
@@ -541,7 +542,7 @@ def denylist_id(claims: dict[str, Any]) -> str | None:
 def check_external_claims(claims: dict[str, Any], user_id: str, identity: str) -> None:
     """External tokens carry no epochs of ours: refuse those issued before a bump (iat cutoff)."""
     if is_revoked(denylist_id(claims)):
-        raise InvalidToken("The access token was revoked")
+        raise InvalidToken(_("The access token was revoked"))
     issued = claims["iat"]
     for kind, object_id in (
         (Epoch.Kind.USER, user_id),
@@ -550,7 +551,7 @@ def check_external_claims(claims: dict[str, Any], user_id: str, identity: str) -
     ):
         not_before = current_epoch(kind, object_id, issued).not_before
         if not_before is not None and issued < not_before:
-            raise InvalidToken("The access token was revoked")
+            raise InvalidToken(_("The access token was revoked"))
 
 
 # -- writes ------------------------------------------------------------------------------------
@@ -653,9 +654,11 @@ def find_target(
         model = get_user_model()
         found = model._default_manager.filter(**{model.USERNAME_FIELD: user}).values_list("pk", flat=True)
         kind, label = Epoch.Kind.USER, f"user {user}"
+        missing = _("No such user %(name)s") % {"name": user}
     elif group is not None:
         found = Group.objects.filter(name=group).values_list("pk", flat=True)
         kind, label = Epoch.Kind.GROUP, f"group {group}"
+        missing = _("No such group %(name)s") % {"name": group}
     elif issuer is not None or subject is not None:
         label = f"identity {subject} of {issuer}"
         if (
@@ -663,13 +666,15 @@ def find_target(
             or subject is None
             or not Identity.objects.filter(issuer=issuer, subject=subject).exists()
         ):
-            raise NoSuchTarget(f"No such {label}")
+            raise NoSuchTarget(
+                _("No such identity %(subject)s of %(issuer)s") % {"subject": subject, "issuer": issuer}
+            )
         return Target(Epoch.Kind.IDENTITY, identity_digest(issuer, subject), label)
     else:
         return Target(Epoch.Kind.GLOBAL, "", "everyone")
     pk = found.first()
     if pk is None:
-        raise NoSuchTarget(f"No such {label}")
+        raise NoSuchTarget(missing)
     return Target(kind, str(pk), label)
 
 

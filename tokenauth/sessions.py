@@ -14,6 +14,8 @@ from typing import Any
 from django.db import transaction
 from django.utils import timezone
 from django.utils.crypto import constant_time_compare
+from django.utils.functional import Promise
+from django.utils.translation import gettext_lazy as _
 
 from . import signals
 from .conf import tokenauth_settings
@@ -70,7 +72,7 @@ def start_session(
     return session, f"{session.family}.{secret}"
 
 
-def _invalid(description: str) -> OAuthError:
+def _invalid(description: str | Promise) -> OAuthError:
     return OAuthError("invalid_grant", description)
 
 
@@ -81,23 +83,23 @@ def standing(session: Session) -> Standing:
     return session.__dict__.get("_standing") or read_standing(session.user_id, session.group_id)
 
 
-def _lost_rights(session: Session) -> tuple[str, str] | None:
+def _lost_rights(session: Session) -> tuple[str, str | Promise] | None:
     """Why the session's user may no longer hold its tokens, as (reason, description); None if not:
     the user is inactive, a user, group or global bump came after the session began, or the user left
     the session's group."""
     found = session.__dict__["_standing"] = read_standing(session.user_id, session.group_id)
     group_id = str(session.group_id) if session.group_id is not None else None
     if not session.user.is_active or found.bumped_after(session.created_at, str(session.user_id), group_id):
-        return ("revoked", "The session was revoked")
+        return ("revoked", _("The session was revoked"))
     if session.group_id is not None and session.group_id not in found.groups.values():
-        return ("group_removed", "You are no longer a member of the session's group")
+        return ("group_removed", _("You are no longer a member of the session's group"))
     return None
 
 
 def check_session(session: Session) -> None:
     """Refuse (and end) a session that ended or whose user lost its rights; renew must not outlast them."""
     if not session.is_active:
-        raise _invalid("The session has ended")
+        raise _invalid(_("The session has ended"))
     failure = _lost_rights(session)
     if failure is not None:
         end_session(session, reason=failure[0])
@@ -110,22 +112,22 @@ def rotate(refresh_token: str) -> tuple[Session, str]:
     The session row stays locked from its read to its update: of concurrent uses of one secret, one
     rotates it and the others find it rotated away, a reuse.
     """
-    family, _, secret = refresh_token.partition(".")
+    family, _dot, secret = refresh_token.partition(".")
     if not family or not secret:
-        raise _invalid("The refresh token is invalid")
+        raise _invalid(_("The refresh token is invalid"))
     with transaction.atomic():
         found = Session.objects.select_for_update(of=("self",)).select_related("user", "group")
         session = found.filter(family=family).first()
         if session is None:
-            raise _invalid("The refresh token is invalid")
+            raise _invalid(_("The refresh token is invalid"))
         if session.revoked_at is not None:
-            raise _invalid("The session has ended")
+            raise _invalid(_("The session has ended"))
         if session.expires_at <= timezone.now():
-            raise _invalid("The refresh token expired")
+            raise _invalid(_("The refresh token expired"))
         if constant_time_compare(_hash(secret), session.refresh_hash):
             failure = _lost_rights(session)
         else:
-            failure = ("reuse", "The refresh token was already used; the session is revoked")
+            failure = ("reuse", _("The refresh token was already used; the session is revoked"))
         if failure is None:
             new_secret = secrets.token_urlsafe(32)
             session.refresh_hash = _hash(new_secret)

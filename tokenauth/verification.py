@@ -32,6 +32,8 @@ from types import MappingProxyType
 from typing import Any, NamedTuple
 
 from django.core.exceptions import ValidationError
+from django.utils.text import format_lazy
+from django.utils.translation import gettext_lazy as _
 
 from .conf import process_cache, tokenauth_settings
 from .exceptions import InvalidToken
@@ -58,21 +60,21 @@ class TokenExpired(InvalidToken):
     """``exp`` has passed (beyond LEEWAY); the logout-token verifier words it its own way."""
 
     def __init__(self) -> None:
-        super().__init__("The access token expired")
+        super().__init__(_("The access token expired"))
 
 
 class WrongAudience(InvalidToken):
     """No accepted audience in ``aud``; the logout-token verifier words it its own way."""
 
     def __init__(self) -> None:
-        super().__init__("The access token is not meant for this service")
+        super().__init__(_("The access token is not meant for this service"))
 
 
 class WrongType(InvalidToken):
     """A header ``typ`` (or ``typ`` claim) of another kind of token; the logout-token verifier words it."""
 
     def __init__(self) -> None:
-        super().__init__("The token is not an access token")
+        super().__init__(_("The token is not an access token"))
 
 
 # -- 1. parsing ---------------------------------------------------------------------------------
@@ -164,9 +166,9 @@ def parse(token: str) -> JWS:
     """Split and decode ``token`` (see :func:`parse_segment`); the signature is checked over exactly
     these bytes later, so the claims verified are the ones parsed here."""
     if not COMPACT_JWS.fullmatch(token):
-        raise InvalidToken("The access token is malformed")
-    signing_input, _, signature = token.rpartition(".")
-    header_segment, _, claims_segment = signing_input.partition(".")
+        raise InvalidToken(_("The access token is malformed"))
+    signing_input, signature = token.rsplit(".", 1)
+    header_segment, claims_segment = signing_input.split(".")
     try:
         return JWS(
             parse_header(header_segment),
@@ -175,7 +177,7 @@ def parse(token: str) -> JWS:
             decode_segment(signature),
         )
     except (ValueError, TypeError, binascii.Error, RecursionError):
-        raise InvalidToken("The access token is malformed") from None
+        raise InvalidToken(_("The access token is malformed")) from None
 
 
 # -- 2. keys ------------------------------------------------------------------------------------
@@ -191,9 +193,9 @@ def our_key(header: Mapping[str, Any]) -> tuple[str, Any]:
     kid = header.get("kid")
     key = get_keyring().by_kid.get(kid) if isinstance(kid, str) else None
     if key is None:
-        raise InvalidToken("The access token was signed with an unknown key")
+        raise InvalidToken(_("The access token was signed with an unknown key"))
     if header.get("alg") != key.algorithm:
-        raise InvalidToken("The access token is invalid")
+        raise InvalidToken(_("The access token is invalid"))
     return key.algorithm, key.verifying_key
 
 
@@ -208,16 +210,16 @@ class IssuerKeys:
     def __call__(self, header: Mapping[str, Any]) -> tuple[str, Any]:
         # A plain-http issuer in the settings is a configuration error (system check), not an outage.
         if not issuer_url_acceptable(self.config.issuer):
-            raise InvalidToken("The access token's issuer is not accepted")
+            raise InvalidToken(_("The access token's issuer is not accepted"))
         algorithm = header.get("alg")
         # Checked to be a string first: a list or object here would make the set lookups raise.
         if not isinstance(algorithm, str) or not (
             algorithm in ASYMMETRIC_ALGORITHMS and algorithm in self.config.algorithms
         ):
-            raise InvalidToken("The access token's algorithm is not accepted for its issuer")
+            raise InvalidToken(_("The access token's algorithm is not accepted for its issuer"))
         kid = header.get("kid")
         if not isinstance(kid, str | None):
-            raise InvalidToken("The access token names no key")
+            raise InvalidToken(_("The access token names no key"))
         return algorithm, jwks_cache.key_for(self.config.issuer, kid, algorithm)
 
 
@@ -283,12 +285,12 @@ def verify(jws: JWS, policy: Policy) -> dict[str, Any]:
         ):
             raise WrongType()
     if "crit" in header:
-        raise InvalidToken("The access token has unsupported critical header parameters")
+        raise InvalidToken(_("The access token has unsupported critical header parameters"))
     if header.get("b64", True) is not True:  # RFC 7797 unencoded payloads (PyJWT refuses them too)
-        raise InvalidToken("The access token is invalid")
+        raise InvalidToken(_("The access token is invalid"))
     algorithm, key = policy.keys(header)
     if not ALGORITHMS[algorithm].verify(jws.signing_input, key, jws.signature):
-        raise InvalidToken("The access token is invalid")
+        raise InvalidToken(_("The access token is invalid"))
     check_claims(jws.claims, policy)
     return jws.claims
 
@@ -341,18 +343,19 @@ def check_claims(claims: dict[str, Any], policy: Policy) -> None:
     get = claims.get
     for name in policy.required:
         if get(name) is None:
-            raise InvalidToken(f"The access token has no '{name}' claim")
+            # Lazy, so that WWW-Authenticate can still have it in English.
+            raise InvalidToken(format_lazy(_("The access token has no '{name}' claim"), name=name))
     exp, nbf, iat = get("exp", ABSENT), get("nbf", ABSENT), get("iat", ABSENT)
     if any(value is not ABSENT and type(value) not in NUMBERS for value in (exp, nbf, iat)):
-        raise InvalidToken("The access token is invalid")
+        raise InvalidToken(_("The access token is invalid"))
     now = time.time()
     leeway = policy.leeway
     if exp is not ABSENT and exp <= now - leeway:
         raise TokenExpired()
     if (nbf is not ABSENT and nbf > now + leeway) or (iat is not ABSENT and iat > now + leeway):
-        raise InvalidToken("The access token is invalid")
+        raise InvalidToken(_("The access token is invalid"))
     if get("iss") != policy.issuer:
-        raise InvalidToken("The access token is invalid")
+        raise InvalidToken(_("The access token is invalid"))
     if policy.audience is not None and not _audience_valid(claims, policy.audience):
         raise WrongAudience()
     subject = get("sub", ABSENT)
@@ -361,13 +364,13 @@ def check_claims(claims: dict[str, Any], policy: Policy) -> None:
     else:
         subject_valid = is_identifier(subject)
     if not (subject_valid and isinstance(get("jti", ""), str) and isinstance(get("scope", ""), str)):
-        raise InvalidToken("The access token is invalid")
+        raise InvalidToken(_("The access token is invalid"))
     if policy.typ_claims is not None and "typ" in claims:
         typ = claims["typ"]
         if not (isinstance(typ, str) and typ in policy.typ_claims):
             raise WrongType()
     if policy.claims_valid is not None and not policy.claims_valid(claims):
-        raise InvalidToken("The access token is invalid")
+        raise InvalidToken(_("The access token is invalid"))
 
 
 # -- the uses: our tokens and allow-listed issuers' access tokens ------------------------------

@@ -12,6 +12,7 @@ from django.contrib.auth.models import Group
 from django.core.exceptions import RequestDataTooBig, TooManyFieldsSent
 from django.db import DatabaseError
 from django.urls import reverse
+from django.utils.translation import gettext_lazy as _
 from rest_framework import serializers
 from rest_framework.exceptions import NotFound, ParseError, UnsupportedMediaType, ValidationError
 from rest_framework.permissions import AllowAny, BasePermission, IsAuthenticated
@@ -56,7 +57,7 @@ def _checked_scope(requested: str) -> str:
     scopes = split_scope(requested)
     unknown = [s for s in scopes if s not in tokenauth_settings.SCOPES]
     if unknown:
-        raise OAuthError("invalid_scope", f"Unknown scope: {' '.join(unknown)}")
+        raise OAuthError("invalid_scope", _("Unknown scope: %(scope)s") % {"scope": " ".join(unknown)})
     return " ".join(dict.fromkeys(scopes))
 
 
@@ -105,7 +106,7 @@ def validated(serializer_class: type[serializers.Serializer], request: Request) 
     except (ParseError, UnsupportedMediaType, RecursionError, RequestDataTooBig, TooManyFieldsSent):
         # OAuth clients expect an RFC 6749 error body; deeply nested JSON must not become a 500, nor a
         # body Django refuses (DATA_UPLOAD_MAX_MEMORY_SIZE, DATA_UPLOAD_MAX_NUMBER_FIELDS) an HTML page.
-        raise OAuthError("invalid_request", "The request body could not be parsed") from None
+        raise OAuthError("invalid_request", _("The request body could not be parsed")) from None
     try:
         # What is_valid() runs, without the serializer it would need per body.
         return _serializer(serializer_class).run_validation(data)
@@ -113,7 +114,8 @@ def validated(serializer_class: type[serializers.Serializer], request: Request) 
         # A body that is no object at all: DRF's Serializer.errors names it non_field_errors.
         names = exc.detail if isinstance(exc.detail, dict) else [api_settings.NON_FIELD_ERRORS_KEY]
         fields = ", ".join(sorted(names))
-        raise OAuthError("invalid_request", f"Missing or invalid fields: {fields}") from None
+        message = _("Missing or invalid fields: %(fields)s") % {"fields": fields}
+        raise OAuthError("invalid_request", message) from None
 
 
 class TokenAuthView(APIView):
@@ -142,13 +144,13 @@ class TokenView(TokenAuthView):
         user = authenticate(request._request, username=data["username"], password=data["password"])
         if user is None:
             AuditEvent.objects.create(action="login_failed", detail={"username": data["username"][:150]})
-            raise OAuthError("invalid_grant", "Invalid username or password", status_code=401)
+            raise OAuthError("invalid_grant", _("Invalid username or password"), status_code=401)
         attempt.succeeded()
         found = read_standing(user.pk)
         group = None
         if data.get("group"):
             if data["group"] not in found.groups:
-                raise OAuthError("invalid_scope", "You are not a member of that group")
+                raise OAuthError("invalid_scope", _("You are not a member of that group"))
             group = Group(pk=found.groups[data["group"]], name=data["group"])
         scope = _checked_scope(data["scope"])
         session, refresh_token = start_session(
@@ -195,7 +197,7 @@ class BearerView(TokenAuthView):
         sid = request.auth.session_id
         session = Session.objects.select_related("user", "group").filter(pk=sid).first() if sid else None
         if session is None:
-            raise OAuthError("invalid_request", "This access token does not belong to a session")
+            raise OAuthError("invalid_request", _("This access token does not belong to a session"))
         return session
 
 
@@ -218,7 +220,7 @@ class LogoutView(BearerView):
             return Response(status=204)
         token_id = denylist_id(token.claims)
         if token_id is None:
-            raise OAuthError("invalid_request", "This token has no id to revoke; use /auth/logout-all/")
+            raise OAuthError("invalid_request", _("This token has no id to revoke; use /auth/logout-all/"))
         # Expiry is checked with leeway: deny the id for as long as the token is accepted.
         revoke_id(token_id, token.expires_at + tokenauth_settings.LEEWAY, reason="logout")
         family = token.claims.get(CLAIM_TOKEN_FAMILY)
@@ -272,7 +274,8 @@ class RevokeView(TokenAuthView):
         named = [key for key in ("user", "group", "issuer", "all") if data.get(key)]
         if len(named) != 1 or ("issuer" in data) != ("subject" in data):
             raise OAuthError(
-                "invalid_request", 'Name exactly one of "user", "group", "issuer" with "subject", "all": true'
+                "invalid_request",
+                _('Name exactly one of "user", "group", "issuer" with "subject", "all": true'),
             )
         try:
             target = find_target(**{k: data.get(k) for k in ("user", "group", "issuer", "subject")})
@@ -394,7 +397,9 @@ class OpenIDConfigurationView(PublicView):
 
     def get(self, request: Request) -> Response:
         if not acts_as_openid_provider():
-            raise NotFound("This service is no OpenID provider; see /.well-known/oauth-authorization-server")
+            raise NotFound(
+                _("This service is no OpenID provider; see /.well-known/oauth-authorization-server")
+            )
         metadata = authorization_server_metadata(request._request)
         document = {
             **metadata,

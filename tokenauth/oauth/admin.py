@@ -10,6 +10,7 @@ from typing import Any
 from django.contrib import admin
 from django.db.models import QuerySet
 from django.http import HttpRequest
+from django.utils.translation import gettext_lazy as _
 from oauth2_provider.models import get_access_token_model, get_application_model, get_refresh_token_model
 
 from .models import AllowedScopes
@@ -35,7 +36,7 @@ class AccessTokenAdmin(type(admin.site._registry[AccessToken])):
         nothing but the checksum that finds the row by its JWT (DOT derives it from the ``jti``)."""
         return False
 
-    @admin.action(description="Revoke selected access tokens")
+    @admin.action(description=_("Revoke selected access tokens"))
     def revoke_tokens(self, request: HttpRequest, queryset: QuerySet) -> None:
         """DOT revokes the bound refresh tokens too: their families end."""
         with ending(queryset, RefreshToken.objects.filter(access_token__in=queryset)):
@@ -43,7 +44,7 @@ class AccessTokenAdmin(type(admin.site._registry[AccessToken])):
 
 
 class RefreshTokenAdmin(type(admin.site._registry[RefreshToken])):
-    @admin.action(description="Revoke selected refresh tokens (and their access tokens)")
+    @admin.action(description=_("Revoke selected refresh tokens (and their access tokens)"))
     def revoke_tokens(self, request: HttpRequest, queryset: QuerySet) -> None:
         with ending(issued_with(queryset), queryset):
             super().revoke_tokens(request, queryset)

@@ -6,6 +6,7 @@ import json
 from typing import Any
 
 from django.contrib.auth import get_user_model
+from django.utils.translation import gettext as _
 from oauthlib.oauth2.rfc6749 import errors
 from oauthlib.oauth2.rfc6749.grant_types.base import GrantTypeBase
 from rest_framework.exceptions import PermissionDenied
@@ -27,6 +28,11 @@ SUBJECT_TOKEN_TYPES = frozenset({ACCESS_TOKEN_TYPE, "urn:ietf:params:oauth:token
 class UnsupportedTokenType(errors.OAuth2Error):
     error = "unsupported_token_type"
     status_code = 400
+
+
+def _invalid_subject(reason: object) -> str:
+    # oauthlib writes the description with json.dumps: a plain str, in the request's language.
+    return _("Invalid subject_token: %(reason)s") % {"reason": reason}
 
 
 def _param(request: Any, name: str) -> str | None:
@@ -66,14 +72,14 @@ class TokenExchangeGrant(GrantTypeBase):
         subject_type = _param(request, "subject_token_type")
         if subject_token is None or subject_type is None:
             raise errors.InvalidRequestError(
-                "subject_token and subject_token_type are required", request=request
+                _("subject_token and subject_token_type are required"), request=request
             )
         if subject_type not in SUBJECT_TOKEN_TYPES:
-            raise UnsupportedTokenType(description="Only access tokens can be exchanged", request=request)
+            raise UnsupportedTokenType(description=_("Only access tokens can be exchanged"), request=request)
         if _param(request, "actor_token"):
-            raise errors.InvalidRequestError("Delegation (actor_token) is not supported", request=request)
+            raise errors.InvalidRequestError(_("Delegation (actor_token) is not supported"), request=request)
         if _param(request, "requested_token_type") not in (None, ACCESS_TOKEN_TYPE):
-            raise errors.InvalidRequestError("Only access tokens can be issued", request=request)
+            raise errors.InvalidRequestError(_("Only access tokens can be issued"), request=request)
         granted = self._verify(subject_token, request)
         requested = split_scope(request.scope) if request.scope else granted
         request.scopes = [
@@ -92,18 +98,14 @@ class TokenExchangeGrant(GrantTypeBase):
         try:
             principal, access = authenticate_token(subject_token)
         except InvalidToken as exc:
-            raise errors.InvalidRequestError(
-                f"Invalid subject_token: {exc.description}", request=request
-            ) from None
+            raise errors.InvalidRequestError(_invalid_subject(exc.description), request=request) from None
         except (InsufficientScope, PermissionDenied) as exc:
-            raise errors.InvalidRequestError(
-                f"Invalid subject_token: {exc.detail}", request=request
-            ) from None
+            raise errors.InvalidRequestError(_invalid_subject(exc.detail), request=request) from None
         except (StateUnavailable, IssuerUnavailable):
             raise errors.TemporarilyUnavailableError(request=request) from None
         if access.issuer == tokenauth_settings.ISSUER:
             raise errors.InvalidRequestError(
-                "The subject_token must come from an external issuer", request=request
+                _("The subject_token must come from an external issuer"), request=request
             )
         user_model = get_user_model()
         request.user = user_model._default_manager.filter(pk=principal.pk).first()

@@ -51,10 +51,10 @@ def selected_group(user: Any, scopes: list[str]) -> tuple[Group | None, str | No
     if not names:
         return None, None
     if len(names) > 1:
-        return None, "Select at most one group"
+        return None, _("Select at most one group")
     group = Group.objects.filter(name=names[0], user=user).first() if user is not None else None
     if group is None:
-        return None, "You are not a member of that group"
+        return None, _("You are not a member of that group")
     return group, None
 
 

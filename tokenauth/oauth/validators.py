@@ -13,6 +13,9 @@ import jwt
 from django.db import router, transaction
 from django.db.models import Q
 from django.utils import timezone
+
+# oauthlib writes descriptions with json.dumps: plain str, in the request's language.
+from django.utils.translation import gettext as _
 from jwcrypto.jwk import JWK
 from oauth2_provider.models import (
     AbstractAccessToken,
@@ -106,11 +109,11 @@ class TokenAuthValidator(OAuth2Validator):
             request.user = request.client.user
             if request.user is None or not request.user.is_active:
                 raise errors.UnauthorizedClientError(
-                    description="This application has no active owner to act as", request=request
+                    description=_("This application has no active owner to act as"), request=request
                 )
         if request.user is None or not request.user.is_active:
-            raise errors.InvalidGrantError(description="The user is inactive", request=request)
-        _, problem = selected_group(request.user, list(request.scopes or []))
+            raise errors.InvalidGrantError(description=_("The user is inactive"), request=request)
+        problem = selected_group(request.user, list(request.scopes or []))[1]
         if problem:
             raise errors.InvalidScopeError(description=problem, request=request)
 

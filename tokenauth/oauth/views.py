@@ -10,6 +10,8 @@ from typing import Any
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.utils import timezone
 from django.utils.decorators import method_decorator
+from django.utils.functional import Promise
+from django.utils.translation import gettext_lazy as _
 from django.views import View
 from django.views.decorators.cache import never_cache
 from django.views.decorators.csrf import csrf_exempt
@@ -34,7 +36,7 @@ GRANT_TYPES = ["authorization_code", DEVICE_CODE, "client_credentials", "refresh
 CLIENT_AUTH_METHODS = ["client_secret_basic", "client_secret_post"]
 
 
-def _error(error: str, description: str, status: int = 400) -> JsonResponse:
+def _error(error: str, description: str | Promise, status: int = 400) -> JsonResponse:
     return JsonResponse({"error": error, "error_description": description}, status=status, headers=NO_STORE)
 
 
@@ -49,7 +51,7 @@ class DeviceAuthorizationView(dot.DeviceAuthorizationView):
             return JsonResponse(json.loads(response), status=status, headers=headers)
         client_id = request.POST.get("client_id")
         if not client_id:
-            return _error("invalid_request", "client_id is required in the request body")
+            return _error("invalid_request", _("client_id is required in the request body"))
         now = timezone.now()
         get_device_grant_model().objects.create(
             client_id=client_id,
@@ -96,18 +98,18 @@ class IntrospectView(View):
 
     def post(self, request: HttpRequest) -> HttpResponse:
         if authenticated_client(request) is None:
-            response = _error("invalid_client", "Client authentication failed", 401)
+            response = _error("invalid_client", _("Client authentication failed"), 401)
             response["WWW-Authenticate"] = 'Basic realm="oauth"'
             return response
         token = request.POST.get("token")
         if not token:
-            return _error("invalid_request", "The token parameter is missing")
+            return _error("invalid_request", _("The token parameter is missing"))
         try:
             user, access = verify_own_token(token)
         except InvalidToken:
             return JsonResponse({"active": False}, headers=NO_STORE)
         except (StateUnavailable, IssuerUnavailable):
-            return _error("temporarily_unavailable", "Try again later", 503)
+            return _error("temporarily_unavailable", _("Try again later"), 503)
         claims = access.claims
         body = {
             "active": True,
@@ -131,7 +133,7 @@ class UserInfoView(dot.UserInfoView):
         try:
             return super()._create_userinfo_response(request)
         except (StateUnavailable, IssuerUnavailable):
-            return _error("temporarily_unavailable", "Try again later", 503)
+            return _error("temporarily_unavailable", _("Try again later"), 503)
 
 
 def openid_metadata(request: HttpRequest) -> dict[str, Any]:

@@ -29,6 +29,8 @@ from django.conf import settings
 from django.db import transaction
 from django.db.models import Exists, OuterRef
 from django.http import HttpRequest
+from django.utils.functional import Promise
+from django.utils.translation import gettext_lazy as _
 
 from ..conf import tokenauth_settings
 from ..exceptions import InvalidToken, OAuthError, ServiceUnavailable
@@ -70,7 +72,7 @@ class LogoutToken:
     sid: str | None
 
 
-def _refused(description: str) -> OAuthError:
+def _refused(description: str | Promise) -> OAuthError:
     """Section 2.8: 400 with an RFC 6749 error body; the description never holds the token."""
     logger.warning("tokenauth: back-channel logout refused: %s", description)
     return OAuthError("invalid_request", description)
@@ -80,16 +82,16 @@ def verify_logout_token(token: str) -> LogoutToken:
     """Section 2.6. Raises OAuthError (400), ServiceUnavailable when the issuer's keys cannot be read,
     StateUnavailable when the issuer table cannot."""
     if len(token) > tokenauth_settings.MAX_TOKEN_BYTES:
-        raise _refused("The logout token is too long")
+        raise _refused(_("The logout token is too long"))
     try:
         jws = parse(token)
     except InvalidToken:
-        raise _refused("The logout token is malformed") from None
+        raise _refused(_("The logout token is malformed")) from None
     issuer = jws.claims.get("iss")
     # The allow-list before the network.
     config = get_issuer(issuer) if isinstance(issuer, str) else None
     if config is None or not config.client_id:
-        raise _refused("The logout token's issuer is not an identity provider of this service")
+        raise _refused(_("The logout token's issuer is not an identity provider of this service"))
     policy = Policy.for_issuer(
         config,
         audience=(config.client_id,),
@@ -102,13 +104,13 @@ def verify_logout_token(token: str) -> LogoutToken:
     except IssuerUnavailable:
         raise ServiceUnavailable() from None
     except WrongType:
-        raise _refused("The token is not a logout token") from None
+        raise _refused(_("The token is not a logout token")) from None
     except TokenExpired:
-        raise _refused("The logout token expired") from None
+        raise _refused(_("The logout token expired")) from None
     except WrongAudience:
-        raise _refused("The logout token is meant for another client") from None
+        raise _refused(_("The logout token is meant for another client")) from None
     except InvalidToken:
-        raise _refused("The logout token's signature or claims are invalid") from None
+        raise _refused(_("The logout token's signature or claims are invalid")) from None
     return _logout_claims(claims)
 
 
@@ -116,19 +118,19 @@ def _logout_claims(claims: dict[str, Any]) -> LogoutToken:
     """What sets a logout token apart from the issuer's other JWTs, and names what ends."""
     events = claims.get("events")
     if not isinstance(events, dict) or not isinstance(events.get(BACKCHANNEL_LOGOUT_EVENT), dict):
-        raise _refused("The token carries no back-channel logout event")
+        raise _refused(_("The token carries no back-channel logout event"))
     # Section 2.4: an ID token cannot pass for a logout token, nor the reverse.
     if "nonce" in claims:
-        raise _refused("A logout token carries no nonce")
+        raise _refused(_("A logout token carries no nonce"))
     if "sid" in claims and not is_identifier(claims["sid"]):
-        raise _refused("The logout token's sid is invalid")
+        raise _refused(_("The logout token's sid is invalid"))
     if "sub" not in claims and "sid" not in claims:
-        raise _refused("The logout token names neither sub nor sid")
+        raise _refused(_("The logout token names neither sub nor sid"))
     if not is_identifier(claims["jti"]):
-        raise _refused("The logout token's jti is invalid")
+        raise _refused(_("The logout token's jti is invalid"))
     max_age = tokenauth_settings.BACKCHANNEL_LOGOUT_MAX_AGE + tokenauth_settings.LEEWAY
     if claims["iat"] < time.time() - max_age.total_seconds():
-        raise _refused("The logout token is too old")
+        raise _refused(_("The logout token is too old"))
     return LogoutToken(claims["iss"], claims["jti"], claims.get("sub"), claims.get("sid"))
 
 
@@ -148,7 +150,7 @@ def log_out(token: LogoutToken) -> None:
     Raises OAuthError for a replay, StateUnavailable when the shared cache cannot tell."""
     key = _jti_key(token)
     if not required_cache_call("add", key, True, _jti_lifetime()):
-        raise _refused("The logout token was used already")
+        raise _refused(_("The logout token was used already"))
     try:
         with transaction.atomic():
             _end_sessions(token)

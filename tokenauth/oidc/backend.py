@@ -17,6 +17,8 @@ from django.core.mail import mail_admins
 from django.http import HttpRequest
 from django.urls import reverse
 from django.utils.crypto import constant_time_compare
+from django.utils.functional import Promise
+from django.utils.translation import gettext_lazy as _
 from mozilla_django_oidc.auth import OIDCAuthenticationBackend
 
 from ..exceptions import InvalidToken
@@ -30,8 +32,8 @@ from .providers import NoClientSecret, Provider, ProviderUnavailable
 
 logger = logging.getLogger(__name__)
 
-UNREACHABLE = "The sign-in provider cannot be reached right now. Please try again in a few minutes."
-UNVERIFIED = "The sign-in provider's answer could not be verified. Please start again."
+UNREACHABLE = _("The sign-in provider cannot be reached right now. Please try again in a few minutes.")
+UNVERIFIED = _("The sign-in provider's answer could not be verified. Please start again.")
 #: ``authenticate`` leaves the verified ID token's claims on the request under this name: the callback
 #: records the provider's session (``sid``) for back-channel logout.
 ID_TOKEN_CLAIMS = "tokenauth_id_token_claims"
@@ -44,9 +46,12 @@ class LoginFailed(Exception):
 
     template = "tokenauth/oidc/error.html"
 
-    def __init__(self, message: str, *, status: int = 400, title: str = "Sign-in failed") -> None:
+    def __init__(
+        self, message: str | Promise, *, status: int = 400, title: str | Promise | None = None
+    ) -> None:
         super().__init__(message)
-        self.message, self.status, self.title = message, status, title
+        self.message, self.status = message, status
+        self.title = _("Sign-in failed") if title is None else title
 
 
 class NotRegistered(LoginFailed):
@@ -54,7 +59,7 @@ class NotRegistered(LoginFailed):
 
     def __init__(self, provider: Provider) -> None:
         super().__init__(
-            "Your account is not registered with this service.", status=403, title="Not registered"
+            _("Your account is not registered with this service."), status=403, title=_("Not registered")
         )
         self.provider = provider
 
@@ -83,7 +88,7 @@ class OIDCBackend(OIDCAuthenticationBackend):
         tokens = self.get_token(payload)
         id_token, access_token = tokens.get("id_token"), tokens.get("access_token")
         if not isinstance(id_token, str):
-            raise LoginFailed("The sign-in provider sent no ID token.")
+            raise LoginFailed(_("The sign-in provider sent no ID token."))
         claims = self.verify_token(id_token, nonce=nonce)
         setattr(request, ID_TOKEN_CLAIMS, claims)
         setattr(request, TOKEN_RESPONSE, tokens)
@@ -99,7 +104,7 @@ class OIDCBackend(OIDCAuthenticationBackend):
             body = response.json() if response.content else {}
         except NoClientSecret:
             logger.error("tokenauth: no client secret for the login provider %s", provider.slug)
-            raise LoginFailed("Sign-in with this provider is not configured correctly.") from None
+            raise LoginFailed(_("Sign-in with this provider is not configured correctly.")) from None
         except ProviderUnavailable as exc:
             logger.warning("tokenauth: login provider %s: %s", provider.slug, exc)
             raise LoginFailed(UNREACHABLE) from None
@@ -113,7 +118,7 @@ class OIDCBackend(OIDCAuthenticationBackend):
             )
             if response.status_code >= 500:
                 raise LoginFailed(UNREACHABLE)
-            raise LoginFailed("The sign-in provider did not accept this sign-in (expired or used twice?).")
+            raise LoginFailed(_("The sign-in provider did not accept this sign-in (expired or used twice?)."))
         return body
 
     def verify_token(self, token: str, **kwargs: Any) -> dict[str, Any]:
@@ -173,12 +178,14 @@ class OIDCBackend(OIDCAuthenticationBackend):
             self.not_registered(payload)
             raise NotRegistered(provider) from None
         except InvalidToken:
-            raise LoginFailed("This account's access was revoked.", status=403) from None
+            raise LoginFailed(_("This account's access was revoked."), status=403) from None
         except StateUnavailable:
-            raise LoginFailed("The service is unavailable right now. Please try again.", status=503) from None
+            raise LoginFailed(
+                _("The service is unavailable right now. Please try again."), status=503
+            ) from None
         user = self.UserModel._default_manager.filter(pk=principal.user_id).first()
         if user is None or not user.is_active:
-            raise LoginFailed("This account is disabled.", status=403, title="Account disabled")
+            raise LoginFailed(_("This account is disabled."), status=403, title=_("Account disabled"))
         return user
 
     def not_registered(self, claims: dict[str, Any]) -> None:

@@ -18,6 +18,7 @@ from django.contrib.auth.mixins import LoginRequiredMixin
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseNotAllowed, HttpResponseRedirect
 from django.shortcuts import render
 from django.urls import reverse, reverse_lazy
+from django.utils.translation import gettext_lazy as _
 from django.views import View
 from mozilla_django_oidc.utils import import_from_settings
 from mozilla_django_oidc.views import (
@@ -93,7 +94,7 @@ class LoginView(auth_views.LoginView):
             raise Http404()
         asked = request.POST.get(self.redirect_field_name, request.GET.get(self.redirect_field_name))
         if asked and not self.get_redirect_url():
-            refused = LoginFailed("This sign-in link leads to another site; it was refused.")
+            refused = LoginFailed(_("This sign-in link leads to another site; it was refused."))
             return failure_page(request, refused)
         return super().dispatch(request, *args, **kwargs)
 
@@ -153,7 +154,7 @@ class ProviderLoginView(OIDCAuthenticationRequestView):
     def get(self, request: HttpRequest, slug: str) -> HttpResponse:  # type: ignore[override]
         provider = provider_by_slug(slug)
         if provider is None:
-            return failure_page(request, LoginFailed("There is no such sign-in provider.", status=404))
+            return failure_page(request, LoginFailed(_("There is no such sign-in provider."), status=404))
         try:
             self.OIDC_OP_AUTH_ENDPOINT = provider.metadata()["authorization_endpoint"]
         except ProviderUnavailable as exc:
@@ -191,23 +192,27 @@ class CallbackView(OIDCAuthenticationCallbackView):
             request.session.modified = True  # a state is good for one callback: no replay
         error = request.GET.get("error")
         if error == "access_denied":
-            raise LoginFailed("Sign-in was cancelled or refused at the provider.", status=403)
+            raise LoginFailed(_("Sign-in was cancelled or refused at the provider."), status=403)
         if error:
-            raise LoginFailed(f"The sign-in provider reported an error ({error[:64]}).")
+            raise LoginFailed(
+                _("The sign-in provider reported an error (%(error)s).") % {"error": error[:64]}
+            )
         if entry is None or not request.GET.get("code"):
             raise LoginFailed(
-                "This sign-in answer does not belong to a sign-in started in this browser, "
-                "or it was used already. Please start again."
+                _(
+                    "This sign-in answer does not belong to a sign-in started in this browser, "
+                    "or it was used already. Please start again."
+                )
             )
         provider = provider_by_issuer(entry.get("issuer", ""))
         if provider is None:
-            raise LoginFailed("This sign-in provider is not available any more.")
+            raise LoginFailed(_("This sign-in provider is not available any more."))
         self.user = auth.authenticate(
             request, oidc_provider=provider, nonce=entry["nonce"], code_verifier=entry.get("code_verifier")
         )
         if self.user is None:
             logger.error("tokenauth: tokenauth.oidc.backend.OIDCBackend is not in AUTHENTICATION_BACKENDS")
-            raise LoginFailed("Sign-in with this provider is not configured correctly.")
+            raise LoginFailed(_("Sign-in with this provider is not configured correctly."))
         return self.login_success(provider)
 
     def login_success(self, provider: Provider) -> HttpResponse:  # type: ignore[override]

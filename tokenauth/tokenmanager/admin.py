@@ -6,6 +6,7 @@ from typing import Any
 
 from django.contrib import admin, messages
 from django.utils.translation import gettext_lazy as _
+from django.utils.translation import ngettext
 
 from .grants import end_grants, revoke_ended
 from .models import UpstreamGrant
@@ -40,11 +41,20 @@ class UpstreamGrantAdmin(admin.ModelAdmin):
     def revoke(self, request: Any, queryset: Any) -> None:
         ended = end_grants(queryset.values_list("user_id", flat=True).distinct(), "admin")
         self.message_user(
-            request, _("%d grant(s) ended; revoked at the provider unless listed still.") % len(ended)
+            request,
+            ngettext(
+                "%d grant ended; revoked at the provider unless listed still.",
+                "%d grants ended; revoked at the provider unless listed still.",
+                len(ended),
+            )
+            % len(ended),
         )
 
     @admin.action(description=_("Retry the revocation of ended grants"), permissions=["delete"])
     def retry(self, request: Any, queryset: Any) -> None:
         left = revoke_ended(queryset.filter(ended_at__isnull=False).values_list("pk", flat=True))
         level = messages.WARNING if left else messages.SUCCESS
-        self.message_user(request, _("%d grant(s) still wait for their provider.") % left, level)
+        text = ngettext(
+            "%d grant still waits for its provider.", "%d grants still wait for their provider.", left
+        )
+        self.message_user(request, text % left, level)

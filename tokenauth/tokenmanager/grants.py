@@ -22,6 +22,8 @@ from django.core.cache import caches
 from django.core.exceptions import ImproperlyConfigured
 from django.db import transaction
 from django.utils import timezone
+from django.utils.functional import Promise
+from django.utils.translation import gettext_lazy as _
 
 from ..conf import tokenauth_settings
 from ..models import AuditEvent
@@ -35,7 +37,7 @@ class GrantUnavailable(Exception):
     """No live grant for the user at the issuer, or one that cannot be used (unreadable with our keys,
     refused by the provider). ``error`` is the RFC 6749 code the endpoint answers with."""
 
-    def __init__(self, description: str, error: str = "invalid_grant") -> None:
+    def __init__(self, description: str | Promise, error: str = "invalid_grant") -> None:
         super().__init__(description)
         self.error, self.description = error, description
 
@@ -61,7 +63,7 @@ def decrypt(value: str) -> str:
     try:
         return vault().decrypt(value.encode()).decode()
     except InvalidToken:
-        raise GrantUnavailable("The stored grant cannot be read with the configured keys") from None
+        raise GrantUnavailable(_("The stored grant cannot be read with the configured keys")) from None
 
 
 def keep(user: Any, issuer: str, refresh_token: str, scope: str = "") -> UpstreamGrant:
@@ -141,8 +143,9 @@ def live_grant(user: Any, issuer: str | None) -> UpstreamGrant:
         grants = grants.filter(issuer=issuer)
     found = list(grants[:2])
     if len(found) != 1:
-        reason = "no" if not found else "more than one (name the issuer)"
-        raise GrantUnavailable(f"The user has {reason} stored grant", "invalid_grant")
+        if not found:
+            raise GrantUnavailable(_("The user has no stored grant"))
+        raise GrantUnavailable(_("The user has more than one stored grant (name the issuer)"))
     return found[0]
 
 
@@ -206,10 +209,10 @@ def _refresh(grant: UpstreamGrant, scope: str | None, resource: str | None) -> d
     with transaction.atomic():
         locked = UpstreamGrant.objects.select_for_update().filter(pk=grant.pk, ended_at__isnull=True).first()
         if locked is None:
-            raise GrantUnavailable("The stored grant has ended")
+            raise GrantUnavailable(_("The stored grant has ended"))
         provider = provider_by_issuer(locked.issuer)
         if provider is None:
-            raise GrantUnavailable("The grant's issuer is no login provider (any more)")
+            raise GrantUnavailable(_("The grant's issuer is no login provider (any more)"))
         body = _token_request(provider, decrypt(locked.encrypted_token), scope, resource)
         if body is None:
             locked.delete()
@@ -219,7 +222,7 @@ def _refresh(grant: UpstreamGrant, scope: str | None, resource: str | None) -> d
             locked.last_used = timezone.now()
             locked.save(update_fields=["encrypted_token", "last_used"])
     if body is None:
-        raise GrantUnavailable("The provider no longer accepts the stored grant")
+        raise GrantUnavailable(_("The provider no longer accepts the stored grant"))
     return {
         "access_token": body["access_token"],
         "expires_at": _now() + body["expires_in"],
@@ -248,7 +251,7 @@ def _token_request(provider: Provider, refresh_token: str, scope: str | None, re
         if response.status_code >= 500 or not error:
             raise UpstreamUnavailable(f"the provider answered {response.status_code}")
         # invalid_scope, invalid_target ...: the caller asked for what the grant does not cover
-        raise GrantUnavailable(f"The provider refused: {error[:64]}", error[:64])
+        raise GrantUnavailable(_("The provider refused: %(error)s") % {"error": error[:64]}, error[:64])
     expires_in = body.get("expires_in")
     if not isinstance(body.get("access_token"), str) or not isinstance(expires_in, int) or expires_in <= 0:
         raise UpstreamUnavailable("the provider answered garbage")

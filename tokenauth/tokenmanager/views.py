@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from django.contrib.auth import get_user_model
+from django.utils.translation import gettext_lazy as _
 from rest_framework import serializers
 from rest_framework.permissions import BasePermission
 from rest_framework.request import Request
@@ -54,7 +55,7 @@ class UpstreamTokenView(TokenAuthView):
             .first()
         )
         if user is None or not user.is_active:
-            raise OAuthError("invalid_grant", "The user has no stored grant")
+            raise OAuthError("invalid_grant", _("The user has no stored grant"))
         claims = request.auth.claims if isinstance(request.auth, AccessToken) else {}
         try:
             body = access_token(
@@ -68,7 +69,9 @@ class UpstreamTokenView(TokenAuthView):
         except GrantUnavailable as exc:
             raise OAuthError(exc.error, exc.description) from None
         except UpstreamUnavailable:
-            raise OAuthError("temporarily_unavailable", "The identity provider is unavailable", 503) from None
+            raise OAuthError(
+                "temporarily_unavailable", _("The identity provider is unavailable"), 503
+            ) from None
         return Response(body, headers=NO_STORE)
 
     def finalize_response(self, request: Request, response: Response, *args: Any, **kwargs: Any) -> Response:

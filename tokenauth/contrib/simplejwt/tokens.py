@@ -17,6 +17,7 @@ from typing import Any
 from django.contrib.auth import get_user_model
 from django.db import transaction
 from django.utils import timezone
+from django.utils.translation import gettext_lazy as _
 from rest_framework_simplejwt.exceptions import TokenError
 from rest_framework_simplejwt.settings import api_settings
 from rest_framework_simplejwt.tokens import AccessToken as SimpleJWTAccessToken
@@ -71,7 +72,7 @@ def _user(payload: dict[str, Any]) -> Any:
 
 def _claims(payload: dict[str, Any], user: Any) -> dict[str, Any]:
     if not isinstance(payload.get("iat"), int | float):
-        raise InvalidToken("The access token has no iat")
+        raise InvalidToken(_("The access token has no iat"))
     return {**payload, "iss": payload.get("iss") or SIMPLEJWT_ISSUER, "sub": str(user.pk)}
 
 
@@ -92,20 +93,20 @@ def validate_access_token(token: str) -> AccessToken | None:
         if looks_like_simplejwt(token) is None:
             return None
         if not migration_open():
-            raise InvalidToken("simplejwt tokens are no longer accepted; log in again")
+            raise InvalidToken(_("simplejwt tokens are no longer accepted; log in again"))
         try:
             payload = SimpleJWTAccessToken(token).payload
         except TokenError:
-            raise InvalidToken("The simplejwt access token is invalid or expired") from None
+            raise InvalidToken(_("The simplejwt access token is invalid or expired")) from None
         user = _user(payload)
         if user is None:
-            raise InvalidToken("The user is inactive or deleted")
+            raise InvalidToken(_("The user is inactive or deleted"))
         access = AccessToken(_claims(payload, user), (), user.pk, user.get_username())
         seen_tokens.put(token, access)
     elif not migration_open():
-        raise InvalidToken("simplejwt tokens are no longer accepted; log in again")
+        raise InvalidToken(_("simplejwt tokens are no longer accepted; log in again"))
     elif access.claims["exp"] + _leeway_seconds() < time.time():
-        raise InvalidToken("The access token expired")
+        raise InvalidToken(_("The access token expired"))
     _check_revocation(access)
     return access
 
@@ -119,29 +120,29 @@ def exchange_refresh_token(raw: str, request: Any) -> tuple[Any, str] | None:
     if looks_like_simplejwt(raw) is None:
         return None
     if not migration_open():
-        raise OAuthError("invalid_grant", "simplejwt refresh tokens are no longer accepted; log in again")
+        raise OAuthError("invalid_grant", _("simplejwt refresh tokens are no longer accepted; log in again"))
     try:
         payload = SimpleJWTRefreshToken(raw).payload
     except TokenError:
-        raise OAuthError("invalid_grant", "The simplejwt refresh token is invalid or expired") from None
+        raise OAuthError("invalid_grant", _("The simplejwt refresh token is invalid or expired")) from None
     user = _user(payload)
     if user is None:
-        raise OAuthError("invalid_grant", "The user is inactive or deleted")
+        raise OAuthError("invalid_grant", _("The user is inactive or deleted"))
     try:
         access = AccessToken(_claims(payload, user), (), user.pk, user.get_username())
         _check_revocation(access)
     except InvalidToken:
-        raise OAuthError("invalid_grant", "The simplejwt refresh token was revoked") from None
+        raise OAuthError("invalid_grant", _("The simplejwt refresh token was revoked")) from None
     token_id = denylist_id(access.claims)
     if token_id is None:
-        raise OAuthError("invalid_grant", "The simplejwt refresh token has no jti to exchange it once by")
+        raise OAuthError("invalid_grant", _("The simplejwt refresh token has no jti to exchange it once by"))
     expires = datetime.fromtimestamp(payload["exp"], tz=UTC) + timedelta(seconds=_leeway_seconds())
     with transaction.atomic():
-        _, first = RevokedToken.objects.get_or_create(
+        first = RevokedToken.objects.get_or_create(
             jti=token_id, defaults={"expires_at": expires, "reason": "simplejwt exchanged"}
-        )
+        )[1]
         if not first:
-            raise OAuthError("invalid_grant", "This simplejwt refresh token was exchanged already")
+            raise OAuthError("invalid_grant", _("This simplejwt refresh token was exchanged already"))
         return start_session(
             user,
             user_agent=request.META.get("HTTP_USER_AGENT", ""),
