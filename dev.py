@@ -61,7 +61,9 @@ def ensure_venv() -> None:
     try:
         venv.EnvBuilder(with_pip=True).create(VENV)
     except subprocess.CalledProcessError as exc:
-        sys.exit(f"dev.py: could not create the venv ({exc}); on Debian/Ubuntu: apt-get install python3-venv")
+        sys.exit(
+            f"dev.py: could not create the venv ({exc}); on Debian/Ubuntu: apt-get install python3-venv"
+        )
 
 
 def install_fingerprint() -> str:
@@ -76,7 +78,10 @@ def install_project() -> None:
     fingerprint = install_fingerprint()
     if STAMP.exists() and STAMP.read_text().strip() == fingerprint:
         return
-    print(f"dev.py: installing the project into {VENV} (pyproject.toml changed or first run)", flush=True)
+    print(
+        f"dev.py: installing the project into {VENV} (pyproject.toml changed or first run)",
+        flush=True,
+    )
     run(PYTHON, "-m", "pip", "install", "-e", f".[{EXTRAS}]")
     STAMP.write_text(fingerprint + "\n")
 
@@ -87,13 +92,20 @@ def install_idp() -> None:
     Skipped with a message when npm is not on PATH (tests that need the IdP then skip, or fail when CI=true).
     """
     lock, installed = IDP / "package-lock.json", IDP / "node_modules" / ".package-lock.json"
-    if not lock.exists() or (installed.exists() and installed.stat().st_mtime >= lock.stat().st_mtime):
+    if not lock.exists() or (
+        installed.exists() and installed.stat().st_mtime >= lock.stat().st_mtime
+    ):
         return
     npm = shutil.which("npm")
     if npm is None:
-        print("dev.py: npm is not on PATH: not installing tests/idp (the test OpenID provider)", flush=True)
+        print(
+            "dev.py: npm is not on PATH: not installing tests/idp (the test OpenID provider)",
+            flush=True,
+        )
         return
-    print(f"dev.py: npm ci in {IDP} (node_modules missing or package-lock.json changed)", flush=True)
+    print(
+        f"dev.py: npm ci in {IDP} (node_modules missing or package-lock.json changed)", flush=True
+    )
     run(npm, "ci", "--no-audit", "--no-fund", cwd=IDP)
 
 
@@ -112,7 +124,9 @@ def demo_signing_key() -> Path:
     if not DEMO_KEY.exists():
         DEMO_KEY.parent.mkdir(exist_ok=True)
         # Generated under the project's own default key settings: not the ones being set up.
-        env = {name: value for name, value in os.environ.items() if not name.startswith("TOKENAUTH_")}
+        env = {
+            name: value for name, value in os.environ.items() if not name.startswith("TOKENAUTH_")
+        }
         pem = subprocess.run(
             [str(PYTHON), "manage.py", "tokenauth_keys", "--generate", "RS256"],
             cwd=ROOT,
@@ -130,7 +144,9 @@ def demo_signing_key() -> Path:
 def demo(argv: list[str]) -> NoReturn:
     """Migrate the demo DB, (re)set the ``admin`` password, print how to try it, exec runserver."""
     parser = argparse.ArgumentParser(prog="dev.py demo", description=demo.__doc__)
-    parser.add_argument("--port", type=int, default=8000, help="port of the dev server (default 8000)")
+    parser.add_argument(
+        "--port", type=int, default=8000, help="port of the dev server (default 8000)"
+    )
     port = parser.parse_args(argv).port
     bootstrap()
 

@@ -30,7 +30,9 @@ def run(*args: str | Path, cwd: Path = ROOT) -> None:
 
 
 def tracked_files() -> set[str]:
-    out = subprocess.run(["git", "ls-files"], cwd=ROOT, check=True, capture_output=True, text=True).stdout
+    out = subprocess.run(
+        ["git", "ls-files"], cwd=ROOT, check=True, capture_output=True, text=True
+    ).stdout
     return {name for name in out.splitlines() if not name.startswith(NOT_SHIPPED)}
 
 
@@ -93,7 +95,9 @@ def main() -> int:
         if problems:
             return 1
         test_sdist(sdist, Path(tmp) / "unpacked")
-    print(f"check_dist: {sdist.name} holds the {len(expected)} tracked files; {wheel.name} the package")
+    print(
+        f"check_dist: {sdist.name} holds the {len(expected)} tracked files; {wheel.name} the package"
+    )
     return 0
 
 

@@ -66,14 +66,20 @@ def start_idp(wanted: bool) -> tuple[Any, str]:
     try:  # a long token lifetime: no token expires during a long run
         return TestIdP().start(env={"IDP_ACCESS_TOKEN_TTL": "86400"}), ""
     except (IdPError, OSError) as exc:
-        return None, f"cannot start the test IdP: {(str(exc) or type(exc).__name__).splitlines()[0]}"
+        return (
+            None,
+            f"cannot start the test IdP: {(str(exc) or type(exc).__name__).splitlines()[0]}",
+        )
 
 
 def idp_versions() -> str:
     import subprocess
 
     node = subprocess.run(["node", "--version"], capture_output=True, text=True).stdout.strip()
-    package = Path(__file__).resolve().parent.parent / "tests/idp/node_modules/oidc-provider/package.json"
+    package = (
+        Path(__file__).resolve().parent.parent
+        / "tests/idp/node_modules/oidc-provider/package.json"
+    )
     return f"node {node}, oidc-provider {json.loads(package.read_text())['version']}"
 
 

@@ -36,7 +36,9 @@ def migrate() -> None:
     call_command("migrate", verbosity=0)
 
 
-def insert_rows(model: type[models.Model], varying: str, values: Iterable[Any], **fixed: Any) -> int:
+def insert_rows(
+    model: type[models.Model], varying: str, values: Iterable[Any], **fixed: Any
+) -> int:
     """Insert one row per value of field ``varying``, the other fields as ``model(**fixed)`` saves them
     (defaults included), with one ``executemany`` per batch: 1M rows take seconds, not minutes."""
     template = model(**fixed)

@@ -165,7 +165,11 @@ def goals(results: dict[str, Any]) -> list[str]:
         )
     for scenario, cold_word, floor_name in (
         ("requests", "tokenauth HS256, cold", "floor: jwt.decode HS256 (function call)"),
-        ("requests", "tokenauth external RS256, cold", "floor: jwt.decode RS256, IdP token (function call)"),
+        (
+            "requests",
+            "tokenauth external RS256, cold",
+            "floor: jwt.decode RS256, IdP token (function call)",
+        ),
     ):
         rows = {r["name"]: r for r in results.get(scenario, {}).get("rows", [])}
         cold = next((r for n, r in rows.items() if n.startswith(cold_word)), None)
@@ -180,10 +184,12 @@ def goals(results: dict[str, Any]) -> list[str]:
         f = results["denylist"]["facts"]
         grown, worst = f["rss_loaded_mb"] - f["rss_before_mb"], max(f["reload_request_ms"])
         verdict(
-            grown <= 64, f"{f['denylist']} denylist rows: +{grown:.0f} MB in the process (target ≤ 64 MB)"
+            grown <= 64,
+            f"{f['denylist']} denylist rows: +{grown:.0f} MB in the process (target ≤ 64 MB)",
         )
         verdict(
-            worst <= 10, f"request after a revocation with that denylist: max {worst:.0f} ms (target ≤ 10 ms)"
+            worst <= 10,
+            f"request after a revocation with that denylist: max {worst:.0f} ms (target ≤ 10 ms)",
         )
         first = max(f["first_request_ms"], f["loading_ms"]["p99"])
         verdict(

@@ -94,4 +94,9 @@ def summary(values: list[float]) -> dict[str, float] | None:
         return None
     ordered = sorted(values)
     p99 = ordered[min(len(ordered) - 1, max(0, round(0.99 * len(ordered) + 0.5) - 1))]
-    return {"median": statistics.median(ordered), "p99": p99, "max": ordered[-1], "trials": len(ordered)}
+    return {
+        "median": statistics.median(ordered),
+        "p99": p99,
+        "max": ordered[-1],
+        "trials": len(ordered),
+    }

@@ -30,7 +30,15 @@ from bench import report  # noqa: E402  (needs ROOT on sys.path)
 from bench.child import RESULT_MARK  # noqa: E402
 from bench.measure import Sizes  # noqa: E402
 
-SCENARIOS = ["requests", "users-locmem", "users-redis", "denylist", "epochs", "endpoints", "revocation"]
+SCENARIOS = [
+    "requests",
+    "users-locmem",
+    "users-redis",
+    "denylist",
+    "epochs",
+    "endpoints",
+    "revocation",
+]
 REDIS_SCENARIOS = {"users-redis", "revocation"}
 
 PACKAGES = (
@@ -42,26 +50,50 @@ PACKAGES = (
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--rounds", type=int, default=30, help="interleaved rounds (default 30)")
-    p.add_argument("--requests", type=int, default=200, help="requests per variant per round (default 200)")
     p.add_argument(
-        "--users", type=int, default=100_000, help="distinct users, each with a token (default 100000)"
+        "--requests", type=int, default=200, help="requests per variant per round (default 200)"
     )
-    p.add_argument("--denylist", type=int, default=1_000_000, help="live denylist rows (default 1000000)")
     p.add_argument(
-        "--trials", type=int, default=20, help="cross-process revocations of each kind (default 20)"
+        "--users",
+        type=int,
+        default=100_000,
+        help="distinct users, each with a token (default 100000)",
     )
-    p.add_argument("--endpoint-rounds", type=int, default=10, help="rounds of the token-endpoint bench")
-    p.add_argument("--endpoint-requests", type=int, default=50, help="logins/refreshes per variant per round")
-    p.add_argument("--quick", action="store_true", help="a smoke run with tiny sizes (seconds, not minutes)")
-    p.add_argument("--only", action="append", choices=SCENARIOS, help="run only this scenario (repeatable)")
-    p.add_argument("--no-idp", action="store_true", help="skip the external-issuer rows (test IdP)")
+    p.add_argument(
+        "--denylist", type=int, default=1_000_000, help="live denylist rows (default 1000000)"
+    )
+    p.add_argument(
+        "--trials",
+        type=int,
+        default=20,
+        help="cross-process revocations of each kind (default 20)",
+    )
+    p.add_argument(
+        "--endpoint-rounds", type=int, default=10, help="rounds of the token-endpoint bench"
+    )
+    p.add_argument(
+        "--endpoint-requests", type=int, default=50, help="logins/refreshes per variant per round"
+    )
+    p.add_argument(
+        "--quick", action="store_true", help="a smoke run with tiny sizes (seconds, not minutes)"
+    )
+    p.add_argument(
+        "--only", action="append", choices=SCENARIOS, help="run only this scenario (repeatable)"
+    )
+    p.add_argument(
+        "--no-idp", action="store_true", help="skip the external-issuer rows (test IdP)"
+    )
     p.add_argument(
         "--redis-url",
         default=os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/15"),
         help="Redis database for the shared cache (env REDIS_URL; keys get a per-run prefix, deleted after)",
     )
-    p.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "latest.md", help="report file")
-    p.add_argument("--scenario", help=argparse.SUPPRESS)  # internal: run one scenario in this process
+    p.add_argument(
+        "--out", type=Path, default=ROOT / "bench" / "results" / "latest.md", help="report file"
+    )
+    p.add_argument(
+        "--scenario", help=argparse.SUPPRESS
+    )  # internal: run one scenario in this process
     p.add_argument("--context", help=argparse.SUPPRESS)
     return p
 
@@ -69,7 +101,13 @@ def parser() -> argparse.ArgumentParser:
 def sizes(args: argparse.Namespace) -> Sizes:
     if args.quick:
         return Sizes(
-            rounds=3, requests=10, users=300, denylist=2000, endpoint_rounds=2, endpoint_requests=5, trials=2
+            rounds=3,
+            requests=10,
+            users=300,
+            denylist=2000,
+            endpoint_rounds=2,
+            endpoint_requests=5,
+            trials=2,
         )
     return Sizes(
         args.rounds,
@@ -117,7 +155,9 @@ def run_scenario(name: str, context: dict[str, Any]) -> dict[str, Any]:
     done = subprocess.run(command, stdout=subprocess.PIPE, text=True)
     lines = [line for line in done.stdout.splitlines() if line.startswith(RESULT_MARK)]
     if done.returncode or not lines:
-        raise SystemExit(f"bench: scenario {name} failed (exit {done.returncode})\n{done.stdout[-2000:]}")
+        raise SystemExit(
+            f"bench: scenario {name} failed (exit {done.returncode})\n{done.stdout[-2000:]}"
+        )
     outcome = json.loads(lines[-1][len(RESULT_MARK) :])
     outcome["seconds"] = time.perf_counter() - started
     return outcome

@@ -44,7 +44,10 @@ def max_rss_mb() -> float:
 
 
 def result(rows: list[Any], **facts: Any) -> dict[str, Any]:
-    return {"rows": [row.as_dict() for row in rows], "facts": {**facts, "max_rss_mb": max_rss_mb()}}
+    return {
+        "rows": [row.as_dict() for row in rows],
+        "facts": {**facts, "max_rss_mb": max_rss_mb()},
+    }
 
 
 def no_auth(server: Server) -> Variant:
@@ -66,7 +69,12 @@ def requests(sizes: Sizes, rsa_pem: str, idp: Any) -> dict[str, Any]:
     """Every authentication class on the same view, and the floors (bare ``jwt.decode`` calls)."""
     server, user = Server(), setup_user()
     hs = mint_access_token(user).token
-    rs_signer = {"ALGORITHM": "RS256", "SIGNING_KEY": rsa_pem, "KEY_ID": RS_KID, "VERIFICATION_KEYS": []}
+    rs_signer = {
+        "ALGORITHM": "RS256",
+        "SIGNING_KEY": rsa_pem,
+        "KEY_ID": RS_KID,
+        "VERIFICATION_KEYS": [],
+    }
     with override_settings(TOKENAUTH={**settings.TOKENAUTH, **rs_signer}):
         rs = mint_access_token(user).token
     started = time.perf_counter()
@@ -76,7 +84,9 @@ def requests(sizes: Sizes, rsa_pem: str, idp: Any) -> dict[str, Any]:
     app = dot_application(user)
     variants = [
         no_auth(server),
-        Variant("tokenauth HS256, memo hit (the same token again)", server.get(TOKENAUTH, bearer(hs))),
+        Variant(
+            "tokenauth HS256, memo hit (the same token again)", server.get(TOKENAUTH, bearer(hs))
+        ),
         Variant("tokenauth RS256, memo hit", server.get(TOKENAUTH, bearer(rs))),
         Variant(
             f"tokenauth HS256, cold: a new token each request ({len(cold)} distinct)",
@@ -120,13 +130,18 @@ def peers(server: Server, user: Any, app: Any) -> list[Variant]:
     simplejwt = bearer(str(SimpleAccessToken.for_user(user)))
     opaque = "bench-opaque-dot-token-0123456789abcdef"
     DotAccessToken.objects.create(
-        user=user, application=app, token=opaque, scope="read", expires=timezone.now() + timedelta(days=1)
+        user=user,
+        application=app,
+        token=opaque,
+        scope="read",
+        expires=timezone.now() + timedelta(days=1),
     )
     _, knox = AuthToken.objects.create(user)
     return [
         Variant("simplejwt JWTAuthentication", server.get("/api/simplejwt/", simplejwt)),
         Variant(
-            "simplejwt JWTStatelessUserAuthentication", server.get("/api/simplejwt-stateless/", simplejwt)
+            "simplejwt JWTStatelessUserAuthentication",
+            server.get("/api/simplejwt-stateless/", simplejwt),
         ),
         Variant(
             "django-oauth-toolkit OAuth2Authentication (opaque token)",
@@ -179,12 +194,19 @@ def external(server: Server, sizes: Sizes, idp: Any) -> list[Variant]:
 
     token = idp.client_credentials_token(scope=IDP_SCOPE)
     with ThreadPoolExecutor(4) as pool:
-        cold = list(pool.map(lambda _: idp.client_credentials_token(scope=IDP_SCOPE), range(sizes.timed + 1)))
+        cold = list(
+            pool.map(
+                lambda _: idp.client_credentials_token(scope=IDP_SCOPE), range(sizes.timed + 1)
+            )
+        )
     kid = jwt.get_unverified_header(token)["kid"]
-    key = jwt.PyJWK(next(k for k in idp.keys()["keys"] if k["kid"] == kid)).key  # admin route: no JWKS fetch
+    key = jwt.PyJWK(
+        next(k for k in idp.keys()["keys"] if k["kid"] == kid)
+    ).key  # admin route: no JWKS fetch
     return [
         Variant(
-            "tokenauth external RS256 (allow-listed issuer), memo hit", server.get(TOKENAUTH, bearer(token))
+            "tokenauth external RS256 (allow-listed issuer), memo hit",
+            server.get(TOKENAUTH, bearer(token)),
         ),
         Variant(
             f"tokenauth external RS256, cold: a new IdP token each request ({len(cold)} distinct)",
@@ -224,7 +246,8 @@ def users(sizes: Sizes, redis: bool) -> dict[str, Any]:
     variants = [
         no_auth(server),
         Variant(
-            "tokenauth HS256, memo hit (one user's token again)", server.get(TOKENAUTH, bearer(tokens[0]))
+            "tokenauth HS256, memo hit (one user's token again)",
+            server.get(TOKENAUTH, bearer(tokens[0])),
         ),
         Variant(
             f"tokenauth HS256, {len(tokens)} distinct users (the next user's token each request)",
@@ -340,7 +363,10 @@ def endpoints(sizes: Sizes) -> dict[str, Any]:
     credentials = {"username": user.get_username(), "password": fixtures.PASSWORD}
     variants = [
         no_auth(server),
-        Variant("tokenauth login (POST /auth/token/)", lambda: server.post_json("/auth/token/", credentials)),
+        Variant(
+            "tokenauth login (POST /auth/token/)",
+            lambda: server.post_json("/auth/token/", credentials),
+        ),
         Variant(
             "simplejwt login (TokenObtainPairView)",
             lambda: server.post_json("/simplejwt/token/", credentials),

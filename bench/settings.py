@@ -70,8 +70,12 @@ def caches(setup: Setup) -> dict[str, Any]:
 
 
 def tokenauth_settings(setup: Setup) -> dict[str, Any]:
-    verification = [{"algorithm": "RS256", "key": setup.rsa_pem, "kid": RS_KID}] if setup.rsa_pem else []
-    issuers = [{"issuer": setup.idp_issuer, "audiences": [IDP_AUDIENCE], "required_scopes": [IDP_SCOPE]}]
+    verification = (
+        [{"algorithm": "RS256", "key": setup.rsa_pem, "kid": RS_KID}] if setup.rsa_pem else []
+    )
+    issuers = [
+        {"issuer": setup.idp_issuer, "audiences": [IDP_AUDIENCE], "required_scopes": [IDP_SCOPE]}
+    ]
     return {
         "ISSUER": ISSUER,
         "ALGORITHM": "HS256",
@@ -95,7 +99,9 @@ def configure(setup: Setup) -> None:
         "CONN_MAX_AGE": None,
     }
     if setup.sqlite_path:  # shared by processes: WAL lets one read while another writes
-        database.update(NAME=setup.sqlite_path, OPTIONS={"init_command": "PRAGMA journal_mode=WAL;"})
+        database.update(
+            NAME=setup.sqlite_path, OPTIONS={"init_command": "PRAGMA journal_mode=WAL;"}
+        )
     settings.configure(
         DEBUG=False,
         SECRET_KEY="bench-django-secret-key-0123456789abcdef0123456789abcdef",

@@ -11,7 +11,10 @@ from rest_framework.permissions import AllowAny, IsAuthenticated
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
-from rest_framework_simplejwt.authentication import JWTAuthentication, JWTStatelessUserAuthentication
+from rest_framework_simplejwt.authentication import (
+    JWTAuthentication,
+    JWTStatelessUserAuthentication,
+)
 from rest_framework_simplejwt.views import TokenObtainPairView, TokenRefreshView
 
 from tokenauth.authentication import BearerAuthentication
@@ -27,7 +30,9 @@ class Hello(APIView):
 
 
 def hello(*authentication: type, permission: type = IsAuthenticated) -> Any:
-    return Hello.as_view(authentication_classes=list(authentication), permission_classes=[permission])
+    return Hello.as_view(
+        authentication_classes=list(authentication), permission_classes=[permission]
+    )
 
 
 urlpatterns = [

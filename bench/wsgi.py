@@ -67,7 +67,9 @@ class Server:
             environ["CONTENT_LENGTH"] = str(len(body))
         status: list[str] = []
 
-        def start_response(line: str, response_headers: list[tuple[str, str]], exc_info: Any = None) -> None:
+        def start_response(
+            line: str, response_headers: list[tuple[str, str]], exc_info: Any = None
+        ) -> None:
             status.append(line)
 
         result = self.handler(environ, start_response)
@@ -87,7 +89,9 @@ class Server:
         headers = itertools.cycle([{"HTTP_AUTHORIZATION": a} for a in authorizations])
         return lambda: self.request("GET", path, next(headers))
 
-    def post_json(self, path: str, data: dict[str, Any], authorization: str | None = None) -> Response:
+    def post_json(
+        self, path: str, data: dict[str, Any], authorization: str | None = None
+    ) -> Response:
         headers = {"HTTP_AUTHORIZATION": authorization} if authorization else {}
         return self.request("POST", path, headers, json.dumps(data).encode())
 

@@ -35,7 +35,9 @@ def env_bool(name: str, default: bool) -> bool:
 
 
 DEBUG = env_bool("DJANGO_DEBUG", True)
-SECRET_KEY = os.environ.get("DJANGO_SECRET_KEY", "dev-only-insecure-secret-key-do-not-use-in-production")
+SECRET_KEY = os.environ.get(
+    "DJANGO_SECRET_KEY", "dev-only-insecure-secret-key-do-not-use-in-production"
+)
 ALLOWED_HOSTS = ["*"] if DEBUG else os.environ.get("DJANGO_ALLOWED_HOSTS", "localhost").split(",")
 
 INSTALLED_APPS = [
@@ -91,7 +93,9 @@ TEMPLATES = [
 # SQLite by default; e.g. DATABASE_URL=postgres://postgres@127.0.0.1:5432/test in CI
 # (pytest-django then creates and drops the database "test_test").
 DATABASES = {
-    "default": dj_database_url.parse(os.environ.get("DATABASE_URL", f"sqlite:///{BASE_DIR / 'db.sqlite3'}")),
+    "default": dj_database_url.parse(
+        os.environ.get("DATABASE_URL", f"sqlite:///{BASE_DIR / 'db.sqlite3'}")
+    ),
 }
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
@@ -152,9 +156,14 @@ TOKENAUTH = {
     # offline_access: the provider's refresh token, kept by the Token Manager (tokenauth.tokenmanager).
     "OIDC_SCOPES": "openid profile email offline_access",
     "TOKEN_MANAGER_KEYS": [
-        os.environ.get("TOKENAUTH_TOKEN_MANAGER_KEY", "7yzty8UFLugPfO-17uXi1qxDjcT03D5Of_s4Dzl0J4w=")
+        os.environ.get(
+            "TOKENAUTH_TOKEN_MANAGER_KEY", "7yzty8UFLugPfO-17uXi1qxDjcT03D5Of_s4Dzl0J4w="
+        )
     ],
-    "SCOPES": {"reports:read": "Read the example reports", "tokenmanager": "Obtain users' upstream tokens"},
+    "SCOPES": {
+        "reports:read": "Read the example reports",
+        "tokenmanager": "Obtain users' upstream tokens",
+    },
     # The demo moves from simplejwt (its endpoints are under /simplejwt/): a window that always ends a
     # month ahead; a real site names a date.
     "SIMPLEJWT_MIGRATION_ENDS": datetime.now(UTC) + timedelta(days=30),
@@ -177,7 +186,9 @@ SIMPLE_JWT = {
 
 # Browser apps on other origins (django-cors-headers): they send the bearer token in Authorization, so
 # no cookie crosses origins (credentials stay off) and the 401's reason is readable by the app.
-CORS_ALLOWED_ORIGINS = [o for o in os.environ.get("DJANGO_CORS_ALLOWED_ORIGINS", "").split(",") if o]
+CORS_ALLOWED_ORIGINS = [
+    o for o in os.environ.get("DJANGO_CORS_ALLOWED_ORIGINS", "").split(",") if o
+]
 CORS_ALLOW_CREDENTIALS = False
 CORS_EXPOSE_HEADERS = ["WWW-Authenticate", "Retry-After"]
 

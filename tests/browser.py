@@ -33,7 +33,9 @@ def chrome(tmp_path: Path) -> Iterator[Any]:
     # conftest makes this fixture available by importing this module.
     from tests.conftest import service_required
 
-    service_required("Chromium and chromedriver (Debian packages chromium, chromium-driver)", _check_chromium)
+    service_required(
+        "Chromium and chromedriver (Debian packages chromium, chromium-driver)", _check_chromium
+    )
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 

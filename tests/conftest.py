@@ -14,7 +14,9 @@ from tests.idp import IdPMissing, TestIdP
 
 
 def service_required(
-    name: str, check: Callable[[], object], absent: type[Exception] | tuple[type[Exception], ...] = Exception
+    name: str,
+    check: Callable[[], object],
+    absent: type[Exception] | tuple[type[Exception], ...] = Exception,
 ) -> None:
     """Run ``check``; if it raises ``absent``, the service is not here: fail when CI=true, else skip.
 
@@ -106,7 +108,9 @@ def fresh_token_state():
 
     try:
         cache.clear()
-    except Exception:  # an unreachable Redis: the tests that need it skip or fail through `redis_url`
+    except (
+        Exception
+    ):  # an unreachable Redis: the tests that need it skip or fail through `redis_url`
         pass
     clear_process_caches()
     yield
@@ -121,7 +125,9 @@ def start_idp(provider: TestIdP | None = None, **start: Any) -> TestIdP:
     """
     provider = TestIdP() if provider is None else provider
     service_required(
-        "the test OpenID provider (Node.js, tests/idp)", lambda: provider.start(**start), IdPMissing
+        "the test OpenID provider (Node.js, tests/idp)",
+        lambda: provider.start(**start),
+        IdPMissing,
     )
     return provider
 
@@ -185,7 +191,9 @@ def web_idp(live_server, settings, monkeypatch, web_idp_env):
     "Test IdP" (slug ``test-idp``), whose access tokens for the default resource are accepted too."""
     from tests.idp import DEFAULT_RESOURCE
 
-    provider = start_idp(env={"IDP_REDIRECT_URIS": f"{live_server.url}/oidc/callback/", **web_idp_env})
+    provider = start_idp(
+        env={"IDP_REDIRECT_URIS": f"{live_server.url}/oidc/callback/", **web_idp_env}
+    )
     monkeypatch.setenv(WEB_IDP_SECRET_ENV, provider.WEB_CLIENT_SECRET)
     settings.TOKENAUTH = {
         **settings.TOKENAUTH,
@@ -236,7 +244,13 @@ def cli_env(tmp_path: Path) -> dict[str, str]:
     runtime = tmp_path / "run"
     home.mkdir()
     runtime.mkdir(mode=0o700)
-    drop = {"BEARER_TOKEN", "BEARER_TOKEN_FILE", "DISPLAY", "WAYLAND_DISPLAY", "DJANGO_SETTINGS_MODULE"}
+    drop = {
+        "BEARER_TOKEN",
+        "BEARER_TOKEN_FILE",
+        "DISPLAY",
+        "WAYLAND_DISPLAY",
+        "DJANGO_SETTINGS_MODULE",
+    }
     env = {k: v for k, v in os.environ.items() if k not in drop and not k.startswith("XDG_")}
     env.update(HOME=str(home), XDG_RUNTIME_DIR=str(runtime), PYTHONUNBUFFERED="1")
     return env

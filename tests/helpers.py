@@ -32,7 +32,9 @@ def make_user(username: str, password: str = "pw", groups: Iterable[str] = ()) -
 def login(client: Any, username: str, password: str = "pw", **extra: Any) -> dict[str, Any]:
     """POST /auth/token/ as JSON (``extra`` adds fields such as scope or group); returns the body."""
     response = client.post(
-        "/auth/token/", {"username": username, "password": password, **extra}, content_type="application/json"
+        "/auth/token/",
+        {"username": username, "password": password, **extra},
+        content_type="application/json",
     )
     assert response.status_code == 200, response.content
     return response.json()

@@ -36,7 +36,9 @@ IDP_DIR = Path(__file__).resolve().parent / "idp"
 DEFAULT_RESOURCE = "https://api.example.test"
 DEVICE_CODE_GRANT = "urn:ietf:params:oauth:grant-type:device_code"
 START_TIMEOUT = 60.0  # seconds to READY: about one on an idle machine, far more on a loaded one
-START_ATTEMPTS = 2  # a server not ready in time is started once more (one hung in CI, idle in node)
+START_ATTEMPTS = (
+    2  # a server not ready in time is started once more (one hung in CI, idle in node)
+)
 
 
 class IdPError(RuntimeError):
@@ -55,10 +57,16 @@ def ensure_node_modules(idp_dir: Path = IDP_DIR) -> None:
     if npm is None:
         raise IdPMissing(f"npm is not on PATH; cannot install {idp_dir / 'node_modules'}")
     result = subprocess.run(
-        [npm, "ci", "--no-audit", "--no-fund"], cwd=idp_dir, capture_output=True, text=True, timeout=300
+        [npm, "ci", "--no-audit", "--no-fund"],
+        cwd=idp_dir,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     if result.returncode:
-        raise IdPError(f"npm ci failed in {idp_dir} ({result.returncode}):\n{result.stdout}\n{result.stderr}")
+        raise IdPError(
+            f"npm ci failed in {idp_dir} ({result.returncode}):\n{result.stdout}\n{result.stderr}"
+        )
 
 
 class _Forms(HTMLParser):
@@ -92,7 +100,9 @@ def parse_forms(html: str) -> list[dict[str, Any]]:
     return parser.forms
 
 
-def sign_in_at_provider(url: str, username: str, callback: str, http: requests.Session | None = None) -> str:
+def sign_in_at_provider(
+    url: str, username: str, callback: str, http: requests.Session | None = None
+) -> str:
     """Be the user's browser at the provider from its authorization ``url``: log in (devInteractions
     takes any password), consent; return the redirect to ``callback`` without following it. ``http``
     is the browser (its cookies keep the provider's session, e.g. for a later logout there)."""
@@ -107,11 +117,15 @@ def sign_in_at_provider(url: str, username: str, callback: str, http: requests.S
             continue
         forms = [f for f in parse_forms(response.text) if f["method"] == "post"]
         if response.status_code != 200 or not forms:
-            raise IdPError(f"at the provider: {response.status_code} {response.url}\n{response.text}")
+            raise IdPError(
+                f"at the provider: {response.status_code} {response.url}\n{response.text}"
+            )
         fields = dict(forms[0]["fields"])
         if fields.get("prompt") == "login":
             fields.update(login=username, password="any-password")
-        response = http.post(urljoin(response.url, forms[0]["action"]), data=fields, allow_redirects=False)
+        response = http.post(
+            urljoin(response.url, forms[0]["action"]), data=fields, allow_redirects=False
+        )
     raise IdPError("the provider never redirected back")
 
 
@@ -170,7 +184,9 @@ class TestIdP:
             line = self._launch(args, timeout)
             if line is not None:
                 break
-            hung.append(self._state())  # not ready in time: once seen in CI with node idle, never since
+            hung.append(
+                self._state()
+            )  # not ready in time: once seen in CI with node idle, never since
             if len(hung) < START_ATTEMPTS:
                 self.stop()
         if line is None or not line.startswith("READY "):
@@ -218,7 +234,9 @@ class TestIdP:
         assert self._process is not None
         proc = Path(f"/proc/{self._process.pid}")
         try:
-            state = next(x for x in (proc / "status").read_text().splitlines() if x.startswith("State:"))
+            state = next(
+                x for x in (proc / "status").read_text().splitlines() if x.startswith("State:")
+            )
             waiting = (proc / "wchan").read_text()
             return f"pid {self._process.pid} {state.split(':', 1)[1].strip()}, in {waiting}"
         except (OSError, StopIteration):
@@ -326,10 +344,15 @@ class TestIdP:
 
     # ------------------------------------------------------------------ tokens
 
-    def token_response(self, data: dict[str, str], auth: tuple[str, str] | None = None) -> dict[str, Any]:
+    def token_response(
+        self, data: dict[str, str], auth: tuple[str, str] | None = None
+    ) -> dict[str, Any]:
         """POST ``data`` to the token endpoint with client_secret_basic; the JSON body (raises on errors)."""
         response = self.http.post(
-            self.token_endpoint, data=data, auth=auth or (self.CLIENT_ID, self.CLIENT_SECRET), timeout=10
+            self.token_endpoint,
+            data=data,
+            auth=auth or (self.CLIENT_ID, self.CLIENT_SECRET),
+            timeout=10,
         )
         if response.status_code != 200:
             raise IdPError(f"token endpoint answered {response.status_code}: {response.text}")
@@ -377,7 +400,9 @@ class TestIdP:
             self._url("device_authorization_endpoint"), data=data, auth=auth, timeout=10
         )
         if response.status_code != 200:
-            raise IdPError(f"device authorization answered {response.status_code}: {response.text}")
+            raise IdPError(
+                f"device authorization answered {response.status_code}: {response.text}"
+            )
         device = response.json()
 
         browser = requests.Session()  # the "user's browser": its own cookies
@@ -394,7 +419,9 @@ class TestIdP:
                 fields.update(login=username, password=password)
             page = browser.post(urljoin(page.url, form["action"]), data=fields, timeout=10)
         else:
-            raise IdPError(f"device flow did not finish; last page {page.url}:\n{page.text[:2000]}")
+            raise IdPError(
+                f"device flow did not finish; last page {page.url}:\n{page.text[:2000]}"
+            )
 
         interval = 0.1
         while True:
@@ -407,15 +434,23 @@ class TestIdP:
             body = response.json()
             if response.status_code == 200:
                 return body
-            if body.get("error") not in ("authorization_pending", "slow_down") or time.monotonic() > deadline:
+            if (
+                body.get("error") not in ("authorization_pending", "slow_down")
+                or time.monotonic() > deadline
+            ):
                 raise IdPError(
                     f"device flow token request failed: {body}; last page {page.url}:\n{page.text[:500]}"
                 )
-            interval = float(device.get("interval", 5)) if body["error"] == "slow_down" else interval
+            interval = (
+                float(device.get("interval", 5)) if body["error"] == "slow_down" else interval
+            )
             time.sleep(interval)
 
     def user_token(
-        self, username: str, scope: str = "openid profile servicex reports:read", resource: str | None = None
+        self,
+        username: str,
+        scope: str = "openid profile servicex reports:read",
+        resource: str | None = None,
     ) -> str:
         """A JWT access token whose ``sub`` is ``username`` (see ``user_token_response``)."""
         return self.user_token_response(username, scope, resource)["access_token"]
@@ -443,7 +478,9 @@ class TestIdP:
     def reset_stats(self) -> dict[str, Any]:
         return self._admin("POST", "reset-stats")
 
-    def down(self, seconds: float | None = None, targets: str = "discovery,jwks") -> dict[str, Any]:
+    def down(
+        self, seconds: float | None = None, targets: str = "discovery,jwks"
+    ) -> dict[str, Any]:
         """Make ``targets`` (discovery, jwks, token, revocation) answer 503 for ``seconds`` (``None``: until
         ``up()``)."""
         return self._admin("POST", "down", seconds=seconds, targets=targets)

@@ -28,7 +28,9 @@ AUDIENCE = DEFAULT_RESOURCE
 
 def compact(header: dict[str, Any], payload: Any, key: Any = None, alg: str | None = None) -> str:
     """A JWS built by hand: any header, signed with ``key`` using PyJWT's ``alg`` (unsigned without)."""
-    return compact_bytes(json.dumps(header).encode(), json.dumps(payload).encode(), key, alg or header["alg"])
+    return compact_bytes(
+        json.dumps(header).encode(), json.dumps(payload).encode(), key, alg or header["alg"]
+    )
 
 
 def compact_bytes(header: bytes, payload: bytes, key: Any = None, alg: str = "") -> str:
@@ -40,9 +42,18 @@ def compact_bytes(header: bytes, payload: bytes, key: Any = None, alg: str = "")
 
 def public_jwk(private_key: Any, kid: str, alg: str) -> dict[str, Any]:
     algorithm = (
-        RSAAlgorithm if alg.startswith(("RS", "PS")) else OKPAlgorithm if alg == "EdDSA" else ECAlgorithm
+        RSAAlgorithm
+        if alg.startswith(("RS", "PS"))
+        else OKPAlgorithm
+        if alg == "EdDSA"
+        else ECAlgorithm
     )
-    return {**algorithm.to_jwk(private_key.public_key(), as_dict=True), "kid": kid, "alg": alg, "use": "sig"}
+    return {
+        **algorithm.to_jwk(private_key.public_key(), as_dict=True),
+        "kid": kid,
+        "alg": alg,
+        "use": "sig",
+    }
 
 
 KEYS: dict[str, Any] = {}
@@ -56,7 +67,9 @@ def key(name: str) -> Any:
         elif name.startswith("ed"):
             KEYS[name] = ed25519.Ed25519PrivateKey.generate()
         else:
-            KEYS[name] = ec.generate_private_key(ec.SECP384R1() if name.endswith("384") else ec.SECP256R1())
+            KEYS[name] = ec.generate_private_key(
+                ec.SECP384R1() if name.endswith("384") else ec.SECP256R1()
+            )
     return KEYS[name]
 
 
@@ -77,9 +90,13 @@ class CraftedIssuer:
     discovery as ``token_endpoint_auth_methods_supported``.
     """
 
-    def __init__(self, keys: dict[str, tuple[Any, str]] | None = None, *, oidc: bool = False) -> None:
+    def __init__(
+        self, keys: dict[str, tuple[Any, str]] | None = None, *, oidc: bool = False
+    ) -> None:
         self.keys = (
-            keys if keys is not None else {"rsa-1": (key("rsa-a"), "RS256"), "ec-1": (key("ec-a"), "ES256")}
+            keys
+            if keys is not None
+            else {"rsa-1": (key("rsa-a"), "RS256"), "ec-1": (key("ec-a"), "ES256")}
         )
         self.oidc = oidc
         self.codes: dict[str, str] = {}
@@ -134,7 +151,9 @@ class CraftedIssuer:
             document["token_endpoint_auth_methods_supported"] = self.auth_methods
         return document
 
-    def token_response(self, form: dict[str, str], authorization: str | None) -> tuple[int, dict[str, Any]]:
+    def token_response(
+        self, form: dict[str, str], authorization: str | None
+    ) -> tuple[int, dict[str, Any]]:
         """The token endpoint: records the request, answers a registered code once (like a real one)."""
         client = None
         if authorization and authorization.startswith("Basic "):
@@ -146,7 +165,11 @@ class CraftedIssuer:
         if form.get("grant_type") != "authorization_code" or id_token is None:
             return 400, {"error": "invalid_grant"}
         self.access_tokens.append(uuid.uuid4().hex)
-        return 200, {"access_token": self.access_tokens[-1], "id_token": id_token, "token_type": "Bearer"}
+        return 200, {
+            "access_token": self.access_tokens[-1],
+            "id_token": id_token,
+            "token_type": "Bearer",
+        }
 
     def userinfo_response(self, authorization: str | None) -> tuple[int, dict[str, Any]]:
         if authorization not in [f"Bearer {token}" for token in self.access_tokens]:
@@ -176,9 +199,13 @@ class CraftedIssuer:
                     status, body = issuer.status, b"{}"
                 elif issuer.redirect is not None:
                     status, body, headers = 302, b"", {"Location": issuer.redirect}
-                elif self.path == {"openid": "/.well-known/openid-configuration"}.get(issuer.metadata):
+                elif self.path == {"openid": "/.well-known/openid-configuration"}.get(
+                    issuer.metadata
+                ):
                     status, body = 200, json.dumps(issuer.discovery()).encode()
-                elif self.path == {"oauth": "/.well-known/oauth-authorization-server"}.get(issuer.metadata):
+                elif self.path == {"oauth": "/.well-known/oauth-authorization-server"}.get(
+                    issuer.metadata
+                ):
                     status, body = 200, json.dumps(issuer.discovery()).encode()
                 elif self.path == "/userinfo" and issuer.userinfo is not None:
                     status, answer = issuer.userinfo_response(self.headers.get("Authorization"))
@@ -218,11 +245,15 @@ class CraftedIssuer:
         }
         return {k: v for k, v in {**base, **overrides}.items() if v is not None}
 
-    def token(self, kid: str = "rsa-1", header: dict[str, Any] | None = None, **claims: Any) -> str:
+    def token(
+        self, kid: str = "rsa-1", header: dict[str, Any] | None = None, **claims: Any
+    ) -> str:
         """Signed with our key ``kid`` (its alg), ``header`` merged into the JOSE header."""
         private_key, alg = self.keys[kid]
         return compact(
-            {"alg": alg, "typ": "at+jwt", "kid": kid, **(header or {})}, self.claims(**claims), private_key
+            {"alg": alg, "typ": "at+jwt", "kid": kid, **(header or {})},
+            self.claims(**claims),
+            private_key,
         )
 
     def raw_token(self, payload: bytes, kid: str = "rsa-1") -> str:

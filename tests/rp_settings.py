@@ -25,7 +25,10 @@ MIDDLEWARE = [
 ]
 ROOT_URLCONF = "tests.rp_urls"
 DATABASES = {
-    "default": {"ENGINE": "django.db.backends.sqlite3", "NAME": os.environ.get("RP_DATABASE", ":memory:")}
+    "default": {
+        "ENGINE": "django.db.backends.sqlite3",
+        "NAME": os.environ.get("RP_DATABASE", ":memory:"),
+    }
 }
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 USE_TZ = True

@@ -21,7 +21,9 @@ def provider_logout_url(request: HttpRequest) -> str:
 
 def home(request: HttpRequest) -> HttpResponse:
     if not request.user.is_authenticated:
-        return HttpResponse('<h1>Signed out</h1><a id="login" href="/oidc/authenticate/">Sign in</a>')
+        return HttpResponse(
+            '<h1>Signed out</h1><a id="login" href="/oidc/authenticate/">Sign in</a>'
+        )
     return HttpResponse(
         f"<h1>Signed in as {escape(request.user.email)}</h1>"
         '<form method="post" action="/oidc/logout/">'

@@ -92,7 +92,9 @@ def test_group_admin_action_bumps_the_group_epoch(client, admin_client):
 def test_action_on_several_users(client, admin_client):
     users = [make_user(name) for name in ("a", "b", "c")]
     bodies = [login(client, u.username) for u in users]
-    response = run_action(admin_client, "/admin/auth/user/", "revoke_all_tokens", [u.pk for u in users[:2]])
+    response = run_action(
+        admin_client, "/admin/auth/user/", "revoke_all_tokens", [u.pk for u in users[:2]]
+    )
     assert "Revoked the tokens of 2 entries." in response.content.decode()
     assert [hello(client, b["access_token"]) for b in bodies] == [401, 401, 200]
 
@@ -110,7 +112,9 @@ def test_session_admin_lists_and_revokes(client, admin_client):
     assert hello(client, two["access_token"]) == 200
     assert (
         client.post(
-            "/auth/token/refresh/", {"refresh_token": one["refresh_token"]}, content_type="application/json"
+            "/auth/token/refresh/",
+            {"refresh_token": one["refresh_token"]},
+            content_type="application/json",
         ).status_code
         == 400
     )
@@ -136,9 +140,13 @@ def test_changelists_load_and_never_show_tokens(client, admin_client, url):
     user = make_user("alice", groups=["operators"])
     body = login(client, "alice", group="operators")
     refreshed = client.post(
-        "/auth/token/refresh/", {"refresh_token": body["refresh_token"]}, content_type="application/json"
+        "/auth/token/refresh/",
+        {"refresh_token": body["refresh_token"]},
+        content_type="application/json",
     ).json()
-    client.post("/auth/token/", {"username": "alice", "password": "wrong"}, content_type="application/json")
+    client.post(
+        "/auth/token/", {"username": "alice", "password": "wrong"}, content_type="application/json"
+    )
     client.post("/auth/logout/", **bearer(refreshed["access_token"]))
     Identity.objects.create(issuer="https://idp.example", subject="abc", user=user)
     html = admin_client.get(url).content.decode()
@@ -209,7 +217,9 @@ def test_users_with_sessions_can_still_be_deleted_in_the_admin(client, admin_cli
 def test_admin_needs_staff(client):
     make_user("alice")
     client.login(username="alice", password="pw")
-    response = client.post("/admin/auth/user/", {"action": "revoke_all_tokens", "_selected_action": ["1"]})
+    response = client.post(
+        "/admin/auth/user/", {"action": "revoke_all_tokens", "_selected_action": ["1"]}
+    )
     assert response.status_code == 302
     assert not Epoch.objects.exists()
 
@@ -266,7 +276,9 @@ def test_sessions_cannot_be_deleted_in_the_admin(client, admin_client):
     session = session_of(login(client, "alice"))
     assert admin_client.get(f"/admin/tokenauth/session/{session.pk}/delete/").status_code == 403
     assert "delete_selected" not in admin_client.get("/admin/tokenauth/session/").content.decode()
-    assert admin_client.get(f"/admin/tokenauth/session/{session.pk}/end/").status_code == 403  # POST only
+    assert (
+        admin_client.get(f"/admin/tokenauth/session/{session.pk}/end/").status_code == 403
+    )  # POST only
     assert Session.objects.filter(pk=session.pk, revoked_at__isnull=True).exists()
 
 
@@ -285,7 +297,10 @@ def test_ending_a_session_needs_the_delete_permission(client):
     session = session_of(tokens)
     browser = Client()
     browser.force_login(staff)
-    assert "End session" not in browser.get(f"/admin/tokenauth/session/{session.pk}/change/").content.decode()
+    assert (
+        "End session"
+        not in browser.get(f"/admin/tokenauth/session/{session.pk}/change/").content.decode()
+    )
     assert "revoke_sessions" not in browser.get("/admin/tokenauth/session/").content.decode()
     assert browser.post(f"/admin/tokenauth/session/{session.pk}/end/").status_code == 403
     assert hello(client, tokens["access_token"]) == 200
@@ -316,7 +331,9 @@ def test_deleting_a_user_ends_each_of_their_sessions(client):
     alice.delete()
     for one in tokens:
         assert hello(client, one["access_token"]) == 401
-    assert AuditEvent.objects.filter(action="session_revoked", detail__reason="deleted").count() == 2
+    assert (
+        AuditEvent.objects.filter(action="session_revoked", detail__reason="deleted").count() == 2
+    )
     assert not Session.objects.exists()
 
 
@@ -335,13 +352,21 @@ def test_user_page_revokes_every_token_and_session_with_a_reason(client, admin_c
     assert "Revoke all tokens and sessions" in page
     assert f'action="/admin/auth/user/{alice.pk}/revoke-tokens/"' in page
 
-    response = revoke_button(admin_client, f"/admin/auth/user/{alice.pk}/revoke-tokens/", "laptop stolen")
-    assert "Revoked every token and session of alice (reason: laptop stolen)." in response.content.decode()
+    response = revoke_button(
+        admin_client, f"/admin/auth/user/{alice.pk}/revoke-tokens/", "laptop stolen"
+    )
+    assert (
+        "Revoked every token and session of alice (reason: laptop stolen)."
+        in response.content.decode()
+    )
     assert response.redirect_chain[-1][0] == f"/admin/auth/user/{alice.pk}/change/"
     assert hello(client, alices["access_token"]) == 401
     assert hello(client, bobs["access_token"]) == 200
     refresh = {"refresh_token": alices["refresh_token"]}
-    assert client.post("/auth/token/refresh/", refresh, content_type="application/json").status_code == 400
+    assert (
+        client.post("/auth/token/refresh/", refresh, content_type="application/json").status_code
+        == 400
+    )
     assert Session.objects.get(user=alice).revoked_at is not None
     epoch = Epoch.objects.get(kind="user", object_id=str(alice.pk))
     assert (epoch.value, epoch.reason, epoch.bumped_by) == (1, "laptop stolen", superuser)
@@ -356,7 +381,9 @@ def test_group_page_revokes_the_tokens_that_selected_it(client, admin_client):
         "Revoke all tokens and sessions"
         in admin_client.get(f"/admin/auth/group/{group.pk}/change/").content.decode()
     )
-    response = revoke_button(admin_client, f"/admin/auth/group/{group.pk}/revoke-tokens/", "incident 42")
+    response = revoke_button(
+        admin_client, f"/admin/auth/group/{group.pk}/revoke-tokens/", "incident 42"
+    )
     assert "reason: incident 42" in response.content.decode()
     assert hello(client, selected["access_token"]) == 401
     assert hello(client, other["access_token"]) == 200
@@ -370,7 +397,9 @@ def test_revoking_needs_a_reason_post_and_the_permission(client, admin_client):
     response = revoke_button(admin_client, url, "   ")
     assert "Give a reason for the revocation." in response.content.decode()
     assert admin_client.get(url).status_code == 403
-    assert admin_client.post("/admin/auth/user/999999/revoke-tokens/", {"reason": "x"}).status_code in (
+    assert admin_client.post(
+        "/admin/auth/user/999999/revoke-tokens/", {"reason": "x"}
+    ).status_code in (
         302,
         403,
     )
@@ -404,9 +433,14 @@ def test_user_page_lists_sessions_identities_and_grants_and_ends_a_session(clien
     two = login(client, "alice")
     Identity.objects.create(issuer="https://idp.example.org", subject="alice-at-idp", user=alice)
     app = get_application_model().objects.create(
-        name="Reports app", client_type="public", authorization_grant_type="authorization-code", user=alice
+        name="Reports app",
+        client_type="public",
+        authorization_grant_type="authorization-code",
+        user=alice,
     )
-    get_refresh_token_model().objects.create(user=alice, application=app, token="secret-refresh-value")
+    get_refresh_token_model().objects.create(
+        user=alice, application=app, token="secret-refresh-value"
+    )
 
     page = admin_client.get(f"/admin/auth/user/{alice.pk}/change/").content.decode()
     assert "curl/8.5.0" in page and "alice-at-idp" in page and "https://idp.example.org" in page
@@ -417,13 +451,17 @@ def test_user_page_lists_sessions_identities_and_grants_and_ends_a_session(clien
 
     first = Session.objects.get(family=one["refresh_token"].partition(".")[0])
     user_page = f"/admin/auth/user/{alice.pk}/change/"
-    response = admin_client.post(f"/admin/tokenauth/session/{first.pk}/end/?next={user_page}", follow=True)
+    response = admin_client.post(
+        f"/admin/tokenauth/session/{first.pk}/end/?next={user_page}", follow=True
+    )
     assert response.redirect_chain[-1][0] == user_page
     assert "The session was ended." in response.content.decode()
     assert hello(client, one["access_token"]) == 401
     assert hello(client, two["access_token"]) == 200
     assert response.content.decode().count(">End session</button>") == 1
-    outside = admin_client.post(f"/admin/tokenauth/session/{first.pk}/end/?next=https://evil.example/")
+    outside = admin_client.post(
+        f"/admin/tokenauth/session/{first.pk}/end/?next=https://evil.example/"
+    )
     assert outside["Location"] == f"/admin/tokenauth/session/{first.pk}/change/"
 
 

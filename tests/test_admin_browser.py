@@ -34,13 +34,17 @@ def admin_login(chrome: Any, base: str) -> Any:
 
 def api_login(base: str, username: str, **extra: Any) -> dict[str, Any]:
     body = {"username": username, "password": "pw", **extra}
-    response = requests.post(f"{base}/auth/token/", json=body, headers={"User-Agent": "reports-cli/1.2"})
+    response = requests.post(
+        f"{base}/auth/token/", json=body, headers={"User-Agent": "reports-cli/1.2"}
+    )
     response.raise_for_status()
     return response.json()
 
 
 def hello(base: str, token: str) -> int:
-    return requests.get(f"{base}/api/hello/", headers={"Authorization": f"Bearer {token}"}).status_code
+    return requests.get(
+        f"{base}/api/hello/", headers={"Authorization": f"Bearer {token}"}
+    ).status_code
 
 
 def test_admin_revokes_a_user_and_a_group_from_their_pages(chrome, live_server):
@@ -63,9 +67,16 @@ def test_admin_revokes_a_user_and_a_group_from_their_pages(chrome, live_server):
 
     # End one session from the user's page: the other keeps working.
     chrome.find_elements(By.XPATH, "//button[normalize-space()='End session']")[0].click()
-    wait.until(ec.text_to_be_present_in_element((By.CSS_SELECTOR, ".messagelist"), "The session was ended."))
+    wait.until(
+        ec.text_to_be_present_in_element(
+            (By.CSS_SELECTOR, ".messagelist"), "The session was ended."
+        )
+    )
     assert Session.objects.filter(user=alice, revoked_at__isnull=False).count() == 1
-    assert sorted([hello(base, first["access_token"]), hello(base, second["access_token"])]) == [200, 401]
+    assert sorted([hello(base, first["access_token"]), hello(base, second["access_token"])]) == [
+        200,
+        401,
+    ]
     chrome.execute_script("document.querySelector('.field-token_sessions').scrollIntoView()")
     screenshot(chrome, "admin/user-page-session-ended.png")
 
@@ -77,7 +88,9 @@ def test_admin_revokes_a_user_and_a_group_from_their_pages(chrome, live_server):
     reason.send_keys("rotating operators")
     screenshot(chrome, "admin/group-page.png")
     chrome.find_element(By.CSS_SELECTOR, "#tokenauth-revoke button").click()
-    wait.until(ec.text_to_be_present_in_element((By.CSS_SELECTOR, ".messagelist"), "rotating operators"))
+    wait.until(
+        ec.text_to_be_present_in_element((By.CSS_SELECTOR, ".messagelist"), "rotating operators")
+    )
     assert hello(base, third["access_token"]) == 401
 
     # Everything of the user, with a reason.
@@ -85,7 +98,9 @@ def test_admin_revokes_a_user_and_a_group_from_their_pages(chrome, live_server):
     reason = chrome.find_element(By.CSS_SELECTOR, "#tokenauth-revoke input[name=reason]")
     reason.send_keys("laptop stolen")
     chrome.find_element(By.CSS_SELECTOR, "#tokenauth-revoke button").click()
-    wait.until(ec.text_to_be_present_in_element((By.CSS_SELECTOR, ".messagelist"), "laptop stolen"))
+    wait.until(
+        ec.text_to_be_present_in_element((By.CSS_SELECTOR, ".messagelist"), "laptop stolen")
+    )
     screenshot(chrome, "admin/user-page-revoked.png")
     assert not chrome.find_elements(By.XPATH, "//button[normalize-space()='End session']")
     assert hello(base, first["access_token"]) == hello(base, second["access_token"]) == 401

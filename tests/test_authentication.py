@@ -55,7 +55,9 @@ def compact_bytes(header: bytes, claims: bytes, sign=None) -> str:
 
 
 def signed_bytes(claims: bytes, header: bytes | None = None) -> str:
-    return compact_bytes(header or json.dumps(our_header()).encode(), claims, hs256(SECRET.encode()))
+    return compact_bytes(
+        header or json.dumps(our_header()).encode(), claims, hs256(SECRET.encode())
+    )
 
 
 def claims_text(**change: object) -> str:
@@ -105,7 +107,9 @@ def assert_invalid_token(response, token: str, caplog) -> None:
     assert response.status_code == 401, response.content
     assert CHALLENGE.match(response["WWW-Authenticate"]), response["WWW-Authenticate"]
     body = response.content.decode("latin-1")
-    text_in_logs = "\n".join(r.getMessage() + str(r.args) + str(r.exc_text or "") for r in caplog.records)
+    text_in_logs = "\n".join(
+        r.getMessage() + str(r.args) + str(r.exc_text or "") for r in caplog.records
+    )
     for part in {token, *token.split(".")} - {""}:
         if len(part) >= 8:
             assert part not in body
@@ -127,7 +131,9 @@ def bad_tokens() -> dict[str, object]:
         "non-utf8 header": lambda: ".".join([b64(b'{"alg\xff\xfe":1}'), b64(b"{}"), b64(b"sig")]),
         "non-json header": lambda: ".".join([b64(b"[1, 2]"), b64(b"{}"), b64(b"sig")]),
         "non-base64 header": lambda: "@@@@.e30.c2ln",
-        "non-json payload": lambda: compact(our_header(), {}, None).split(".")[0] + ".bm90IGpzb24.c2ln",
+        "non-json payload": lambda: (
+            compact(our_header(), {}, None).split(".")[0] + ".bm90IGpzb24.c2ln"
+        ),
         "latin-1 junk": lambda: "\xff\xfe\xfd.\xe9\xe8.\xe0",
         "alg none": lambda: compact(our_header(alg="none"), good_claims()),
         "alg None": lambda: compact(our_header(alg="None"), good_claims()),
@@ -142,7 +148,9 @@ def bad_tokens() -> dict[str, object]:
             )
         )(signed(good_claims())),
         "unknown kid": lambda: signed(good_claims(), kid="someone-else"),
-        "no kid": lambda: compact({"alg": "HS256", "typ": "at+jwt"}, good_claims(), hs256(SECRET.encode())),
+        "no kid": lambda: compact(
+            {"alg": "HS256", "typ": "at+jwt"}, good_claims(), hs256(SECRET.encode())
+        ),
         "kid not a string": lambda: signed(good_claims(), kid=["a"]),
         "jku elsewhere": lambda: jwt.encode(
             good_claims(),
@@ -176,7 +184,9 @@ def bad_tokens() -> dict[str, object]:
                 "jwk": json.loads(jwt.algorithms.ECAlgorithm.to_jwk(attacker.public_key())),
             },
         ),
-        "expired": lambda: signed(good_claims(exp=int(time.time()) - 3600, iat=int(time.time()) - 7200)),
+        "expired": lambda: signed(
+            good_claims(exp=int(time.time()) - 3600, iat=int(time.time()) - 7200)
+        ),
         "string exp": lambda: signed(good_claims(exp=str(int(time.time()) + 3600))),
         "missing exp": lambda: signed({k: v for k, v in good_claims().items() if k != "exp"}),
         "missing jti": lambda: signed({k: v for k, v in good_claims().items() if k != "jti"}),
@@ -188,7 +198,9 @@ def bad_tokens() -> dict[str, object]:
         "iss with trailing slash": lambda: signed(good_claims(iss=ISSUER + "/")),
         "typ JWT": lambda: signed(good_claims(), typ="JWT"),
         "no typ": lambda: compact(
-            {"alg": "HS256", "kid": get_keyring().signing.kid}, good_claims(), hs256(SECRET.encode())
+            {"alg": "HS256", "kid": get_keyring().signing.kid},
+            good_claims(),
+            hs256(SECRET.encode()),
         ),
         "crit header": lambda: signed(good_claims(), crit=["exp"]),
         "payload not an object": lambda: compact(our_header(), ["a"], hs256(SECRET.encode())),
@@ -212,14 +224,18 @@ def bad_tokens() -> dict[str, object]:
         ),
         # RFC 8259 section 6: no NaN or Infinity, and no number that only parses as infinity.
         "exp Infinity": lambda: signed_bytes(claims_text(exp=float("inf")).encode()),
-        "exp 1e400": lambda: signed_bytes(claims_text(exp=12345).replace("12345", "1e400").encode()),
+        "exp 1e400": lambda: signed_bytes(
+            claims_text(exp=12345).replace("12345", "1e400").encode()
+        ),
         "epoch NaN": lambda: signed_bytes(claims_text(epoch=float("nan")).encode()),
         # RFC 8259 section 8.2: an escaped lone surrogate is no Unicode text.
-        "a lone surrogate": lambda: signed_bytes(claims_text(preferred_username="al\udfffice").encode()),
-        # RFC 7515 section 2: base64url without padding, line breaks or other characters.
-        "padded payload": lambda: (lambda h, p, sig: f"{h}.{p}{'=' * (-len(p) % 4) or '=='}.{sig}")(
-            *signed(good_claims()).split(".")
+        "a lone surrogate": lambda: signed_bytes(
+            claims_text(preferred_username="al\udfffice").encode()
         ),
+        # RFC 7515 section 2: base64url without padding, line breaks or other characters.
+        "padded payload": lambda: (
+            lambda h, p, sig: f"{h}.{p}{'=' * (-len(p) % 4) or '=='}.{sig}"
+        )(*signed(good_claims()).split(".")),
         "space inside": lambda: (lambda t: t[:20] + " " + t[20:])(signed(good_claims())),
         "junk character inside": lambda: (lambda t: t[:20] + "!" + t[20:])(signed(good_claims())),
     }
@@ -264,9 +280,13 @@ def test_algorithm_confusion_with_public_key_as_hmac_secret(settings, client, ca
     header = {"alg": "HS256", "typ": "at+jwt", "kid": get_keyring().signing.kid}
     for secret in (public, public.strip(), private.encode()):
         forged = compact(header, claims, hs256(secret))
-        assert_invalid_token(client.get("/api/hello/", HTTP_AUTHORIZATION=f"Bearer {forged}"), forged, caplog)
+        assert_invalid_token(
+            client.get("/api/hello/", HTTP_AUTHORIZATION=f"Bearer {forged}"), forged, caplog
+        )
     unsigned = compact({**header, "alg": "none"}, claims)
-    assert_invalid_token(client.get("/api/hello/", HTTP_AUTHORIZATION=f"Bearer {unsigned}"), unsigned, caplog)
+    assert_invalid_token(
+        client.get("/api/hello/", HTTP_AUTHORIZATION=f"Bearer {unsigned}"), unsigned, caplog
+    )
     assert client.get("/api/hello/", HTTP_AUTHORIZATION=f"Bearer {good}").status_code == 200
 
 
@@ -277,7 +297,9 @@ def test_wrong_audience(settings, client, caplog):
         if aud is None:
             del claims["aud"]
         token = signed(claims)
-        assert_invalid_token(client.get("/api/hello/", HTTP_AUTHORIZATION=f"Bearer {token}"), token, caplog)
+        assert_invalid_token(
+            client.get("/api/hello/", HTTP_AUTHORIZATION=f"Bearer {token}"), token, caplog
+        )
     token = signed(good_claims(aud=["https://other.example.org", "https://api.example.org"]))
     assert client.get("/api/hello/", HTTP_AUTHORIZATION=f"Bearer {token}").status_code == 200
 
@@ -349,7 +371,9 @@ def test_bad_token_on_an_anonymous_view_is_still_refused():
 def test_good_token_on_an_anonymous_view():
     make_user("alice")
     token = signed(good_claims())
-    response = OpenView.as_view()(APIRequestFactory().get("/open/", HTTP_AUTHORIZATION=f"Bearer {token}"))
+    response = OpenView.as_view()(
+        APIRequestFactory().get("/open/", HTTP_AUTHORIZATION=f"Bearer {token}")
+    )
     assert response.data == {"user": "alice", "anonymous": False}
 
 
@@ -402,7 +426,9 @@ def test_load_user_loads_the_row(settings, django_assert_num_queries):
 def test_load_user_refuses_an_inactive_user(settings):
     alice = make_user("alice")
     token = signed(good_claims())
-    get_user_model().objects.filter(pk=alice.pk).update(is_active=False)  # no signal, no epoch bump
+    get_user_model().objects.filter(pk=alice.pk).update(
+        is_active=False
+    )  # no signal, no epoch bump
     settings.TOKENAUTH = {**settings.TOKENAUTH, "LOAD_USER": True}
     with pytest.raises(InvalidToken):
         authenticate_token(token)
@@ -432,7 +458,9 @@ def test_epoch_bump_revokes(client, kind):
 
 def test_bumping_another_group_does_not_revoke(client):
     make_user("alice", groups=["operators", "others"])
-    auth = {"HTTP_AUTHORIZATION": f"Bearer {login(client, 'alice', group='operators')['access_token']}"}
+    auth = {
+        "HTTP_AUTHORIZATION": f"Bearer {login(client, 'alice', group='operators')['access_token']}"
+    }
     from django.contrib.auth.models import Group
 
     bump_epoch(Epoch.Kind.GROUP, str(Group.objects.get(name="others").pk))

@@ -21,7 +21,9 @@ from tokenauth.users import TokenUser
 
 pytestmark = pytest.mark.django_db
 
-CHALLENGE = re.compile(r'^Bearer realm="api", error="invalid_token", error_description="([^"\\]+)"$')
+CHALLENGE = re.compile(
+    r'^Bearer realm="api", error="invalid_token", error_description="([^"\\]+)"$'
+)
 
 
 class FromProxyHeader(BearerAuthentication):
@@ -57,7 +59,9 @@ def call(auth_class, **headers):
         permission_classes = [IsAuthenticated]
 
         def get(self, request):
-            return Response({"user": request.user.get_username(), "type": type(request.user).__name__})
+            return Response(
+                {"user": request.user.get_username(), "type": type(request.user).__name__}
+            )
 
     return View.as_view()(APIRequestFactory().get("/steps/", **headers))
 
@@ -79,14 +83,20 @@ def test_get_header_reads_another_header(token):
     assert response.data["user"] == "alice"
     # The Authorization header is not looked at any more: no credentials, no challenge error.
     assert call(FromProxyHeader, HTTP_AUTHORIZATION=f"Bearer {token}").status_code == 401
-    assert call(BearerAuthentication, HTTP_X_FORWARDED_AUTHORIZATION=f"Bearer {token}").status_code == 401
+    assert (
+        call(BearerAuthentication, HTTP_X_FORWARDED_AUTHORIZATION=f"Bearer {token}").status_code
+        == 401
+    )
 
 
 def test_get_raw_token_takes_another_scheme(token):
     assert call(AlsoJWTScheme, HTTP_AUTHORIZATION=f"JWT {token}").data["user"] == "alice"
     assert call(AlsoJWTScheme, HTTP_AUTHORIZATION=f"Bearer {token}").data["user"] == "alice"
     assert call(BearerAuthentication, HTTP_AUTHORIZATION=f"JWT {token}").status_code == 401
-    assert refusal(call(AlsoJWTScheme, HTTP_AUTHORIZATION="JWT x.y.z")) == "The access token is malformed"
+    assert (
+        refusal(call(AlsoJWTScheme, HTTP_AUTHORIZATION="JWT x.y.z"))
+        == "The access token is malformed"
+    )
 
 
 def test_get_validated_token_refuses_more_but_not_less(client, token):
@@ -102,9 +112,14 @@ def test_get_validated_token_refuses_more_but_not_less(client, token):
 
 
 def test_get_user_loads_the_user_its_own_way(client, token):
-    assert call(BearerAuthentication, HTTP_AUTHORIZATION=f"Bearer {token}").data["type"] == TokenUser.__name__
+    assert (
+        call(BearerAuthentication, HTTP_AUTHORIZATION=f"Bearer {token}").data["type"]
+        == TokenUser.__name__
+    )
     response = call(LoadsTheRow, HTTP_AUTHORIZATION=f"Bearer {token}")
     assert response.data == {"user": "alice", "type": get_user_model().__name__}
     make_user("mallory")
-    refused = call(LoadsTheRow, HTTP_AUTHORIZATION=f"Bearer {login(client, 'mallory')['access_token']}")
+    refused = call(
+        LoadsTheRow, HTTP_AUTHORIZATION=f"Bearer {login(client, 'mallory')['access_token']}"
+    )
     assert refusal(refused) == "This user may not use the API"

@@ -96,7 +96,9 @@ def logout_token(
     private_key, alg = loop.keys[kid]
     full_header = {"alg": alg, "typ": "logout+jwt", "kid": kid, **(header or {})}
     return compact(
-        {k: v for k, v in full_header.items() if v is not None}, logout_claims(loop, **claims), private_key
+        {k: v for k, v in full_header.items() if v is not None},
+        logout_claims(loop, **claims),
+        private_key,
     )
 
 
@@ -125,10 +127,19 @@ def sign_in(
     location = browser.get("/oidc/login/loop/")["Location"]
     query = {k: v[0] for k, v in parse_qs(urlsplit(location).query).items()}
     now = int(time.time())
-    claims = {"iss": loop.issuer, "sub": subject, "aud": CLIENT_ID, "iat": now, "exp": now + 300, "sid": sid}
+    claims = {
+        "iss": loop.issuer,
+        "sub": subject,
+        "aud": CLIENT_ID,
+        "iat": now,
+        "exp": now + 300,
+        "sid": sid,
+    }
     claims = {"nonce": query["nonce"], **{k: v for k, v in claims.items() if v is not None}}
     code = secrets.token_urlsafe(16)
-    loop.codes[code] = compact({"alg": "RS256", "typ": "JWT", "kid": "rsa-1"}, claims, key("rsa-a"))
+    loop.codes[code] = compact(
+        {"alg": "RS256", "typ": "JWT", "kid": "rsa-1"}, claims, key("rsa-a")
+    )
     response = browser.get("/oidc/callback/", {"code": code, "state": query["state"]})
     assert response.status_code == 302, response.content
     return browser
@@ -146,12 +157,17 @@ def signed_in(browser: Client) -> bool:
 
 
 def works(access_token: str) -> bool:
-    return Client().get("/api/hello/", HTTP_AUTHORIZATION=f"Bearer {access_token}").status_code == 200
+    return (
+        Client().get("/api/hello/", HTTP_AUTHORIZATION=f"Bearer {access_token}").status_code == 200
+    )
 
 
 def refreshes(refresh_token: str) -> bool:
     body = {"refresh_token": refresh_token}
-    return Client().post("/auth/token/refresh/", body, content_type="application/json").status_code == 200
+    return (
+        Client().post("/auth/token/refresh/", body, content_type="application/json").status_code
+        == 200
+    )
 
 
 # -- the endpoint -----------------------------------------------------------------------------
@@ -174,7 +190,9 @@ def test_a_logout_by_sub_ends_every_token_and_session_of_the_user(loop):
     first, second = sign_in(loop, "provider-session-1"), sign_in(loop, "provider-session-2")
     api = api_tokens(first)
     external = loop.token(sub=SUBJECT)
-    assert signed_in(first) and signed_in(second) and works(api["access_token"]) and works(external)
+    assert (
+        signed_in(first) and signed_in(second) and works(api["access_token"]) and works(external)
+    )
     user = Identity.objects.get(issuer=loop.issuer, subject=SUBJECT).user
 
     with received(signals.epoch_bumped) as bumped:
@@ -190,10 +208,17 @@ def test_a_logout_by_sub_ends_every_token_and_session_of_the_user(loop):
     assert not works(external)
     epoch = Epoch.objects.get(kind=Epoch.Kind.USER, object_id=str(user.pk))
     assert (epoch.value, epoch.reason) == (1, "backchannel logout")
-    assert [(call["object_id"], call["reason"]) for call in bumped] == [(str(user.pk), "backchannel logout")]
+    assert [(call["object_id"], call["reason"]) for call in bumped] == [
+        (str(user.pk), "backchannel logout")
+    ]
     event = AuditEvent.objects.get(action="backchannel_logout")
     assert event.user == user
-    assert event.detail == {"issuer": loop.issuer, "subject": SUBJECT, "sid": None, "browser_sessions": 0}
+    assert event.detail == {
+        "issuer": loop.issuer,
+        "subject": SUBJECT,
+        "sid": None,
+        "browser_sessions": 0,
+    }
     # A new sign-in works again.
     assert signed_in(sign_in(loop, "provider-session-3"))
 
@@ -213,7 +238,9 @@ def test_a_logout_by_sid_ends_only_that_browser_login(loop):
     assert not DjangoSession.objects.filter(session_key=ending.session.session_key).exists()
     assert not works(ending_api["access_token"]) and not refreshes(ending_api["refresh_token"])
     assert (
-        signed_in(staying) and works(staying_api["access_token"]) and refreshes(staying_api["refresh_token"])
+        signed_in(staying)
+        and works(staying_api["access_token"])
+        and refreshes(staying_api["refresh_token"])
     )
     assert works(external)
     assert not Epoch.objects.exists()
@@ -233,7 +260,9 @@ def test_a_logout_by_sub_and_sid_ends_that_browser_login_and_bumps_the_user(loop
     browser = sign_in(loop, "provider-session-1")
     key = browser.session.session_key
     assert deliver(logout_token(loop, sid="provider-session-1")).status_code == 200
-    assert not DjangoSession.objects.filter(session_key=key).exists()  # not only at its next request
+    assert not DjangoSession.objects.filter(
+        session_key=key
+    ).exists()  # not only at its next request
     assert not BrowserLogin.objects.exists()
     assert Epoch.objects.get(kind=Epoch.Kind.USER).reason == "backchannel logout"
 
@@ -241,7 +270,10 @@ def test_a_logout_by_sub_and_sid_ends_that_browser_login_and_bumps_the_user(loop
 @pytest.mark.django_db
 def test_a_sid_of_another_subject_is_not_ended(loop):
     browser = sign_in(loop, "provider-session-1")
-    assert deliver(logout_token(loop, sub="someone-else", sid="provider-session-1")).status_code == 200
+    assert (
+        deliver(logout_token(loop, sub="someone-else", sid="provider-session-1")).status_code
+        == 200
+    )
     assert signed_in(browser)
     assert BrowserLogin.objects.count() == 1 and not Epoch.objects.exists()
 
@@ -339,7 +371,9 @@ def test_purge_forgets_browser_logins_whose_sessions_are_over(loop):
 
 def public_key_pem() -> bytes:
     public = key("rsa-a").public_key()
-    return public.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    return public.public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
 
 
 def spliced(loop: CraftedIssuer, jti: str) -> str:
@@ -362,7 +396,9 @@ def now() -> int:
 BAD_TOKENS: dict[str, Any] = {
     "wrong signature": lambda loop, evil, jti: spliced(loop, jti),
     "published kid, another key": lambda loop, evil, jti: compact(
-        {"alg": "RS256", "typ": "logout+jwt", "kid": "rsa-1"}, logout_claims(loop, jti=jti), key("rsa-evil")
+        {"alg": "RS256", "typ": "logout+jwt", "kid": "rsa-1"},
+        logout_claims(loop, jti=jti),
+        key("rsa-evil"),
     ),
     "kid the issuer does not publish": lambda loop, evil, jti: compact(
         {"alg": "RS256", "typ": "logout+jwt", "kid": "unpublished"},
@@ -370,14 +406,20 @@ BAD_TOKENS: dict[str, Any] = {
         key("rsa-evil"),
     ),
     "unknown issuer": lambda loop, evil, jti: logout_token(evil, jti=jti, aud=CLIENT_ID),
-    "our own issuer": lambda loop, evil, jti: logout_token(loop, jti=jti, iss="http://127.0.0.1:8000"),
-    "iss with a trailing slash": lambda loop, evil, jti: logout_token(loop, jti=jti, iss=loop.issuer + "/"),
+    "our own issuer": lambda loop, evil, jti: logout_token(
+        loop, jti=jti, iss="http://127.0.0.1:8000"
+    ),
+    "iss with a trailing slash": lambda loop, evil, jti: logout_token(
+        loop, jti=jti, iss=loop.issuer + "/"
+    ),
     "wrong aud": lambda loop, evil, jti: logout_token(loop, jti=jti, aud="another-client"),
     "the resource's aud": lambda loop, evil, jti: logout_token(loop, jti=jti, aud=AUDIENCE),
     "no aud": lambda loop, evil, jti: logout_token(loop, jti=jti, aud=None),
     "typ JWT": lambda loop, evil, jti: logout_token(loop, jti=jti, header={"typ": "JWT"}),
     "typ at+jwt": lambda loop, evil, jti: logout_token(loop, jti=jti, header={"typ": "at+jwt"}),
-    "typ not a string": lambda loop, evil, jti: logout_token(loop, jti=jti, header={"typ": ["logout+jwt"]}),
+    "typ not a string": lambda loop, evil, jti: logout_token(
+        loop, jti=jti, header={"typ": ["logout+jwt"]}
+    ),
     "no events": lambda loop, evil, jti: logout_token(loop, jti=jti, events=None),
     "a foreign event only": lambda loop, evil, jti: logout_token(
         loop, jti=jti, events={"http://schemas.openid.net/event/other": {}}
@@ -385,23 +427,35 @@ BAD_TOKENS: dict[str, Any] = {
     "the event's value not an object": lambda loop, evil, jti: logout_token(
         loop, jti=jti, events={BACKCHANNEL_LOGOUT_EVENT: "yes"}
     ),
-    "events a list": lambda loop, evil, jti: logout_token(loop, jti=jti, events=[BACKCHANNEL_LOGOUT_EVENT]),
+    "events a list": lambda loop, evil, jti: logout_token(
+        loop, jti=jti, events=[BACKCHANNEL_LOGOUT_EVENT]
+    ),
     "nonce present": lambda loop, evil, jti: logout_token(loop, jti=jti, nonce="n-0S6_WzA2Mj"),
     "no sub and no sid": lambda loop, evil, jti: logout_token(loop, jti=jti, sub=None),
     "blank sid": lambda loop, evil, jti: logout_token(loop, jti=jti, sid=" "),
     "sid not a string": lambda loop, evil, jti: logout_token(loop, jti=jti, sid=42),
-    "sid with a NUL": lambda loop, evil, jti: logout_token(loop, jti=jti, sid="provider-session-1\x00"),
-    "sid a lone surrogate": lambda loop, evil, jti: logout_token(loop, jti=jti, sub=None, sid="\ud800"),
+    "sid with a NUL": lambda loop, evil, jti: logout_token(
+        loop, jti=jti, sid="provider-session-1\x00"
+    ),
+    "sid a lone surrogate": lambda loop, evil, jti: logout_token(
+        loop, jti=jti, sub=None, sid="\ud800"
+    ),
     "jti a lone surrogate": lambda loop, evil, jti: logout_token(loop, jti=jti + "\udfff"),
     "empty sub": lambda loop, evil, jti: logout_token(loop, jti=jti, sub=""),
     "sub not a string": lambda loop, evil, jti: logout_token(loop, jti=jti, sub=["x"]),
-    "stale iat": lambda loop, evil, jti: logout_token(loop, jti=jti, iat=now() - 400, exp=now() + 60),
+    "stale iat": lambda loop, evil, jti: logout_token(
+        loop, jti=jti, iat=now() - 400, exp=now() + 60
+    ),
     "iat in the future": lambda loop, evil, jti: logout_token(loop, jti=jti, iat=now() + 120),
     "no iat": lambda loop, evil, jti: logout_token(loop, jti=jti, iat=None),
     "string iat": lambda loop, evil, jti: logout_token(loop, jti=jti, iat=str(now())),
     "boolean iat": lambda loop, evil, jti: logout_token(loop, jti=jti, iat=True),
-    "expired": lambda loop, evil, jti: logout_token(loop, jti=jti, iat=now() - 100, exp=now() - 60),
-    "not UTF-8": lambda loop, evil, jti: raw(loop, json.dumps(logout_claims(loop, jti=jti)).encode("utf-16")),
+    "expired": lambda loop, evil, jti: logout_token(
+        loop, jti=jti, iat=now() - 100, exp=now() - 60
+    ),
+    "not UTF-8": lambda loop, evil, jti: raw(
+        loop, json.dumps(logout_claims(loop, jti=jti)).encode("utf-16")
+    ),
     "duplicate member names": lambda loop, evil, jti: raw(
         loop, json.dumps(logout_claims(loop, jti=jti))[:-1].encode() + b', "sub": "someone-else"}'
     ),
@@ -424,7 +478,9 @@ BAD_TOKENS: dict[str, Any] = {
     "no kid, not its key": lambda loop, evil, jti: compact(
         {"alg": "RS256", "typ": "logout+jwt"}, logout_claims(loop, jti=jti), key("rsa-evil")
     ),
-    "crit header": lambda loop, evil, jti: logout_token(loop, jti=jti, header={"crit": ["exp"], "exp": 1}),
+    "crit header": lambda loop, evil, jti: logout_token(
+        loop, jti=jti, header={"crit": ["exp"], "exp": 1}
+    ),
     "jku pointing elsewhere": lambda loop, evil, jti: compact(
         {"alg": "RS256", "kid": "rsa-1", "jku": f"{evil.issuer}/jwks"},
         logout_claims(loop, jti=jti),
@@ -468,9 +524,13 @@ def test_bad_logout_tokens_are_refused_and_change_nothing(loop, attacker, caplog
     assert signed_in(browser) and works(api["access_token"])
     assert not Epoch.objects.exists()
     assert BrowserLogin.objects.count() == 1
-    assert not AuditEvent.objects.filter(action__in=["backchannel_logout", "session_revoked"]).exists()
+    assert not AuditEvent.objects.filter(
+        action__in=["backchannel_logout", "session_revoked"]
+    ).exists()
     # Only a valid token marks its jti used: the good one with the same jti is not a replay.
-    assert deliver(logout_token(loop, jti=jti, sub=None, sid="provider-session-1")).status_code == 200
+    assert (
+        deliver(logout_token(loop, jti=jti, sub=None, sid="provider-session-1")).status_code == 200
+    )
     assert not signed_in(browser)
 
 
@@ -491,7 +551,10 @@ def test_an_allow_listed_issuer_without_a_client_id_is_refused_before_any_reques
 
 @pytest.mark.django_db
 def test_a_disabled_issuer_is_refused(loop, settings):
-    settings.TOKENAUTH = {**settings.TOKENAUTH, "ISSUERS": [provider_entry(loop.issuer, enabled=False)]}
+    settings.TOKENAUTH = {
+        **settings.TOKENAUTH,
+        "ISSUERS": [provider_entry(loop.issuer, enabled=False)],
+    }
     assert_refused(deliver(logout_token(loop)))
 
 
@@ -502,7 +565,9 @@ def test_a_replayed_jti_is_refused(loop):
     assert deliver(token).status_code == 200
     browser = sign_in(loop, "provider-session-1")  # the same provider session signs in again
     assert "used already" in assert_refused(deliver(token))
-    assert "used already" in assert_refused(deliver(logout_token(loop, jti=jti, sid="provider-session-1")))
+    assert "used already" in assert_refused(
+        deliver(logout_token(loop, jti=jti, sid="provider-session-1"))
+    )
     assert signed_in(browser) and not Epoch.objects.exists()
 
 
@@ -531,7 +596,9 @@ def test_bad_requests_are_400_json(loop, body, content_type):
 
 @pytest.mark.django_db
 def test_multipart_is_refused_and_whitespace_is_not_trimmed(loop):
-    assert_refused(Client().post(URL, {"logout_token": logout_token(loop)}))  # the test client's multipart
+    assert_refused(
+        Client().post(URL, {"logout_token": logout_token(loop)})
+    )  # the test client's multipart
     assert_refused(deliver(f" {logout_token(loop)}\n"))
 
 
@@ -587,7 +654,9 @@ def test_issuer_keys_unreachable_is_503(loop):
 def web_idp_env(live_server: Any) -> dict[str, str]:
     """``web_idp`` registers our back-channel logout URI for its web-client (with ``sid`` required)."""
     # Node may resolve "localhost" to ::1, where the live server does not listen.
-    return {"IDP_BACKCHANNEL_LOGOUT_URI": f"http://127.0.0.1:{urlsplit(live_server.url).port}{URL}"}
+    return {
+        "IDP_BACKCHANNEL_LOGOUT_URI": f"http://127.0.0.1:{urlsplit(live_server.url).port}{URL}"
+    }
 
 
 @pytest.mark.django_db(transaction=True)
@@ -596,10 +665,14 @@ def test_a_logout_at_the_real_provider_ends_the_session_and_the_tokens_here(web_
     site = live_server.url
     browser = requests.Session()  # the user's browser, at the provider and here
     start = browser.get(f"{site}/oidc/login/test-idp/", allow_redirects=False, timeout=10)
-    callback = sign_in_at_provider(start.headers["Location"], "alice", f"{site}/oidc/callback/", http=browser)
+    callback = sign_in_at_provider(
+        start.headers["Location"], "alice", f"{site}/oidc/callback/", http=browser
+    )
     page = browser.get(callback, timeout=10)
     assert "Signed in as alice" in page.text
-    created = browser.post(f"{site}/oidc/tokens/", data=parse_forms(page.text)[0]["fields"], timeout=10)
+    created = browser.post(
+        f"{site}/oidc/tokens/", data=parse_forms(page.text)[0]["fields"], timeout=10
+    )
     access_token = re.search(r'<pre id="access-token">([^<]+)</pre>', created.text).group(1)
     idp_token = web_idp.user_token("alice")  # the provider's own access token for our API
 
@@ -614,9 +687,13 @@ def test_a_logout_at_the_real_provider_ends_the_session_and_the_tokens_here(web_
     assert (login.subject, login.issuer) == ("alice", web_idp.issuer) and login.sid
 
     # Sign out at the provider and confirm: it POSTs its logout token (sub and sid) to us before answering.
-    question = browser.get(f"{web_idp.metadata['end_session_endpoint']}?client_id=web-client", timeout=10)
+    question = browser.get(
+        f"{web_idp.metadata['end_session_endpoint']}?client_id=web-client", timeout=10
+    )
     form = next(f for f in parse_forms(question.text) if f["method"] == "post")
-    browser.post(urljoin(question.url, form["action"]), data={**form["fields"], "logout": "yes"}, timeout=10)
+    browser.post(
+        urljoin(question.url, form["action"]), data={**form["fields"], "logout": "yes"}, timeout=10
+    )
 
     assert "backchannel.success web-client" in web_idp.log_tail()
     assert browser.get(f"{site}/auth/whoami/", timeout=10).status_code in (401, 403)

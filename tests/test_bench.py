@@ -86,7 +86,10 @@ def test_peers_and_floors_are_in_the_same_run(bench_run: dict) -> None:
 
 
 def test_redis_commands_are_counted(bench_run: dict) -> None:
-    local, shared = rows(bench_run["results"], "users-locmem"), rows(bench_run["results"], "users-redis")
+    local, shared = (
+        rows(bench_run["results"], "users-locmem"),
+        rows(bench_run["results"], "users-redis"),
+    )
     assert all(row["redis"] is None for row in local.values())
     assert all(row["redis"] is not None for row in shared.values())
     assert shared["no auth"]["redis"] == 0

@@ -45,7 +45,9 @@ def submit_provider_form(driver: Any, wait: Any, **fields: str) -> None:
         wait.until(page_settled)
         try:
             button = wait.until(
-                ec.element_to_be_clickable((By.CSS_SELECTOR, "form button[type=submit], form button"))
+                ec.element_to_be_clickable(
+                    (By.CSS_SELECTOR, "form button[type=submit], form button")
+                )
             )
             for name, value in fields.items():
                 field = driver.find_element(By.NAME, name)
@@ -95,7 +97,10 @@ def test_browser_logs_in_through_the_provider(chrome, web_idp, live_server):
     wait.until(
         lambda driver: (
             page_settled(driver)
-            and (driver.current_url.startswith(live_server.url) or driver.find_elements(By.TAG_NAME, "form"))
+            and (
+                driver.current_url.startswith(live_server.url)
+                or driver.find_elements(By.TAG_NAME, "form")
+            )
         )
     )
     if chrome.current_url.startswith(web_idp.issuer):  # the consent form
@@ -140,7 +145,9 @@ def test_cancel_at_the_provider_shows_a_readable_page(chrome, web_idp, live_serv
     assert not Identity.objects.filter(subject="bob").exists()
 
 
-def test_an_idp_user_approves_the_cli_device_code(chrome, web_idp, oauth_live_server, cli_env, settings):
+def test_an_idp_user_approves_the_cli_device_code(
+    chrome, web_idp, oauth_live_server, cli_env, settings
+):
     """``tokenauth login --group physics``: the browser opens the complete verification URI, our sign-in
     page sends it to the provider of that group, a user who is not staff signs in there, finds the code
     filled in and approves."""
@@ -160,7 +167,9 @@ def test_an_idp_user_approves_the_cli_device_code(chrome, web_idp, oauth_live_se
         # physics is the provider's group: the sign-in page sends the browser straight on
         wait.until(ec.url_contains(web_idp.issuer))
         submit_provider_form(chrome, wait, login="alice", password="any-password")
-        wait.until(lambda driver: page_settled(driver) and driver.find_elements(By.TAG_NAME, "form"))
+        wait.until(
+            lambda driver: page_settled(driver) and driver.find_elements(By.TAG_NAME, "form")
+        )
         if chrome.current_url.startswith(web_idp.issuer):  # the consent form
             submit_provider_form(chrome, wait)
         wait.until(ec.url_contains(f"{server}/o/device/"))
@@ -183,6 +192,8 @@ def test_an_idp_user_approves_the_cli_device_code(chrome, web_idp, oauth_live_se
     token = next(Path(cli_env["XDG_RUNTIME_DIR"]).glob("bt_u*")).read_text().strip()
     alice = Identity.objects.get(issuer=web_idp.issuer, subject="alice").user
     assert not alice.is_staff
-    whoami = requests.get(f"{server}/auth/whoami/", headers={"Authorization": f"Bearer {token}"}, timeout=10)
+    whoami = requests.get(
+        f"{server}/auth/whoami/", headers={"Authorization": f"Bearer {token}"}, timeout=10
+    )
     assert whoami.status_code == 200 and whoami.json()["username"] == alice.username
     assert jwt.decode(token, options={"verify_signature": False})["group"] == "physics"

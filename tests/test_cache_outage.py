@@ -36,7 +36,17 @@ class PrivateRedis:
         if binary is None:
             raise FileNotFoundError("redis-server is not on PATH")
         self.process = subprocess.Popen(
-            [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+            [
+                binary,
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
@@ -86,7 +96,9 @@ def assert_503(response) -> None:
     assert response.json()["detail"]
 
 
-def test_login_with_the_cache_down_is_503_without_a_password_check(client, private_redis, monkeypatch):
+def test_login_with_the_cache_down_is_503_without_a_password_check(
+    client, private_redis, monkeypatch
+):
     make_user("alice")
     assert post(client, "/auth/token/", {"username": "alice", "password": "pw"}).status_code == 200
     private_redis.stop()
@@ -107,24 +119,38 @@ def test_token_paths_with_the_cache_down_answer_from_the_database_or_503(client,
 
     # Bearer requests and refresh read revocation state from the database.
     assert (
-        client.get("/auth/whoami/", HTTP_AUTHORIZATION=f"Bearer {first['access_token']}").status_code == 200
+        client.get(
+            "/auth/whoami/", HTTP_AUTHORIZATION=f"Bearer {first['access_token']}"
+        ).status_code
+        == 200
     )
     refreshed = post(client, "/auth/token/refresh/", {"refresh_token": first["refresh_token"]})
     assert refreshed.status_code == 200, refreshed.content
-    assert post(client, "/auth/token/renew/", token=refreshed.json()["access_token"]).status_code == 200
+    assert (
+        post(client, "/auth/token/renew/", token=refreshed.json()["access_token"]).status_code
+        == 200
+    )
 
     # Logout writes the denylist row; this process denies the token at once.
     assert post(client, "/auth/logout/", token=second["access_token"]).status_code == 204
     assert (
-        client.get("/auth/whoami/", HTTP_AUTHORIZATION=f"Bearer {second['access_token']}").status_code == 401
+        client.get(
+            "/auth/whoami/", HTTP_AUTHORIZATION=f"Bearer {second['access_token']}"
+        ).status_code
+        == 401
     )
 
     # An epoch bump other processes could not see is not made at all.
     epochs = list(Epoch.objects.values_list("kind", "object_id", "value"))
     assert_503(post(client, "/auth/logout-all/", token=refreshed.json()["access_token"]))
     assert list(Epoch.objects.values_list("kind", "object_id", "value")) == epochs
-    assert Session.objects.filter(revoked_at__isnull=True).count() == 1  # the refreshed session lives on
+    assert (
+        Session.objects.filter(revoked_at__isnull=True).count() == 1
+    )  # the refreshed session lives on
 
     private_redis.start()
     assert post(client, "/auth/token/", {"username": "alice", "password": "pw"}).status_code == 200
-    assert post(client, "/auth/logout-all/", token=refreshed.json()["access_token"]).status_code == 204
+    assert (
+        post(client, "/auth/logout-all/", token=refreshed.json()["access_token"]).status_code
+        == 204
+    )

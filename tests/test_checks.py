@@ -20,7 +20,9 @@ LOCMEM = {
         "OPTIONS": {"MAX_ENTRIES": 100_000},
     }
 }
-SHARED = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": "redis://x"}}
+SHARED = {
+    "default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": "redis://x"}
+}
 
 
 def ids(settings, debug: bool = True, caches: dict | None = None, **tokenauth: object) -> set[str]:
@@ -32,7 +34,9 @@ def ids(settings, debug: bool = True, caches: dict | None = None, **tokenauth: o
 
 def test_good_configuration_has_no_messages(settings):
     assert ids(settings, ISSUER=ISSUER, SIGNING_KEY=GOOD_SECRET) == set()
-    assert ids(settings, debug=False, caches=SHARED, ISSUER=ISSUER, SIGNING_KEY=GOOD_SECRET) == set()
+    assert (
+        ids(settings, debug=False, caches=SHARED, ISSUER=ISSUER, SIGNING_KEY=GOOD_SECRET) == set()
+    )
     es256 = generate_private_key_pem("ES256")
     assert ids(settings, ISSUER=ISSUER, ALGORITHM="ES256", SIGNING_KEY=es256) == set()
 
@@ -57,7 +61,11 @@ def test_e002_issuer_missing(settings, issuer):
 
 @pytest.mark.parametrize(
     "change",
-    [{"LEEWAY": "30"}, {"ACCESS_TOKEN_LIFETIME": timedelta(seconds=-1)}, {"EPOCH_CACHE_TIMEOUT": None}],
+    [
+        {"LEEWAY": "30"},
+        {"ACCESS_TOKEN_LIFETIME": timedelta(seconds=-1)},
+        {"EPOCH_CACHE_TIMEOUT": None},
+    ],
 )
 def test_e003_bad_durations(settings, change):
     assert "tokenauth.E003" in ids(settings, ISSUER=ISSUER, SIGNING_KEY=GOOD_SECRET, **change)
@@ -65,7 +73,14 @@ def test_e003_bad_durations(settings, change):
 
 def test_durations_may_be_seconds(settings):
     assert (
-        ids(settings, ISSUER=ISSUER, SIGNING_KEY=GOOD_SECRET, LEEWAY=10, ACCESS_TOKEN_LIFETIME=300.0) == set()
+        ids(
+            settings,
+            ISSUER=ISSUER,
+            SIGNING_KEY=GOOD_SECRET,
+            LEEWAY=10,
+            ACCESS_TOKEN_LIFETIME=300.0,
+        )
+        == set()
     )
 
 
@@ -73,7 +88,9 @@ def p384_pem() -> str:
     return (
         ec.generate_private_key(ec.SECP384R1())
         .private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
         )
         .decode()
     )
@@ -134,7 +151,9 @@ def test_e005_counts_bytes(settings):
 
 
 def test_e006_cache_alias_missing(settings):
-    assert "tokenauth.E006" in ids(settings, ISSUER=ISSUER, SIGNING_KEY=GOOD_SECRET, CACHE_ALIAS="nope")
+    assert "tokenauth.E006" in ids(
+        settings, ISSUER=ISSUER, SIGNING_KEY=GOOD_SECRET, CACHE_ALIAS="nope"
+    )
 
 
 def test_w002_process_memory_cache_in_production(settings):
@@ -143,23 +162,34 @@ def test_w002_process_memory_cache_in_production(settings):
     assert "tokenauth.W002" in ids(
         settings, debug=False, caches=dummy, ISSUER=ISSUER, SIGNING_KEY=GOOD_SECRET
     )
-    assert "tokenauth.W002" not in ids(settings, debug=True, ISSUER=ISSUER, SIGNING_KEY=GOOD_SECRET)
+    assert "tokenauth.W002" not in ids(
+        settings, debug=True, ISSUER=ISSUER, SIGNING_KEY=GOOD_SECRET
+    )
     assert "tokenauth.W002" not in ids(
         settings, debug=False, caches=SHARED, ISSUER=ISSUER, SIGNING_KEY=GOOD_SECRET
     )
 
 
-@pytest.mark.parametrize("scopes", [{"two words": "x"}, {"caf\u00e9": "x"}, {"": "x"}, ["reports:read"]])
+@pytest.mark.parametrize(
+    "scopes", [{"two words": "x"}, {"caf\u00e9": "x"}, {"": "x"}, ["reports:read"]]
+)
 def test_e011_scope_names_must_be_scope_tokens(settings, scopes):
     assert "tokenauth.E011" in ids(settings, ISSUER=ISSUER, SIGNING_KEY=GOOD_SECRET, SCOPES=scopes)
     assert "tokenauth.E011" not in ids(
-        settings, ISSUER=ISSUER, SIGNING_KEY=GOOD_SECRET, SCOPES={"reports:read": "Read the reports"}
+        settings,
+        ISSUER=ISSUER,
+        SIGNING_KEY=GOOD_SECRET,
+        SCOPES={"reports:read": "Read the reports"},
     )
 
 
-@pytest.mark.parametrize("rate", ["10", "ten/min", "10/", "10/fortnight", "0/min", "-1/min", 10, ["10/min"]])
+@pytest.mark.parametrize(
+    "rate", ["10", "ten/min", "10/", "10/fortnight", "0/min", "-1/min", 10, ["10/min"]]
+)
 def test_e012_login_throttle_rate_must_be_a_rate(settings, rate):
-    assert "tokenauth.E012" in ids(settings, ISSUER=ISSUER, SIGNING_KEY=GOOD_SECRET, LOGIN_THROTTLE_RATE=rate)
+    assert "tokenauth.E012" in ids(
+        settings, ISSUER=ISSUER, SIGNING_KEY=GOOD_SECRET, LOGIN_THROTTLE_RATE=rate
+    )
 
 
 @pytest.mark.parametrize("rate", ["10/min", "1/s", "100/hour", "5/d", None])
@@ -179,30 +209,50 @@ def test_e013_max_sessions_per_user(settings, limit):
     )
 
 
-@pytest.mark.parametrize(("max_age", "expected"), [(0, "E014"), (timedelta(0), "E014"), (-1, "E003")])
+@pytest.mark.parametrize(
+    ("max_age", "expected"), [(0, "E014"), (timedelta(0), "E014"), (-1, "E003")]
+)
 def test_e014_backchannel_logout_max_age(settings, max_age, expected):
     duration_errors = {"tokenauth.E003", "tokenauth.E014"}
-    found = ids(settings, ISSUER=ISSUER, SIGNING_KEY=GOOD_SECRET, BACKCHANNEL_LOGOUT_MAX_AGE=max_age)
+    found = ids(
+        settings, ISSUER=ISSUER, SIGNING_KEY=GOOD_SECRET, BACKCHANNEL_LOGOUT_MAX_AGE=max_age
+    )
     assert found & duration_errors == {f"tokenauth.{expected}"}
     good = ids(settings, ISSUER=ISSUER, SIGNING_KEY=GOOD_SECRET, BACKCHANNEL_LOGOUT_MAX_AGE=1)
     assert not good & duration_errors
 
 
 def test_w004_a_local_memory_cache_too_small_for_its_job(settings):
-    small = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}  # 300 entries
+    small = {
+        "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}
+    }  # 300 entries
     assert "tokenauth.W004" in ids(settings, caches=small, ISSUER=ISSUER, SIGNING_KEY=GOOD_SECRET)
     assert "tokenauth.W004" not in ids(
-        settings, caches=small, ISSUER=ISSUER, SIGNING_KEY=GOOD_SECRET, VERIFIED_TOKEN_CACHE_SIZE=300
+        settings,
+        caches=small,
+        ISSUER=ISSUER,
+        SIGNING_KEY=GOOD_SECRET,
+        VERIFIED_TOKEN_CACHE_SIZE=300,
     )
-    assert "tokenauth.W004" not in ids(settings, caches=SHARED, ISSUER=ISSUER, SIGNING_KEY=GOOD_SECRET)
+    assert "tokenauth.W004" not in ids(
+        settings, caches=SHARED, ISSUER=ISSUER, SIGNING_KEY=GOOD_SECRET
+    )
 
 
 def test_w005_access_tokens_that_outlive_the_revocation_window(settings):
     assert "tokenauth.W005" in ids(
-        settings, ISSUER=ISSUER, SIGNING_KEY=GOOD_SECRET, ACCESS_TOKEN_LIFETIME=7200, REVOCATION_WINDOW=3600
+        settings,
+        ISSUER=ISSUER,
+        SIGNING_KEY=GOOD_SECRET,
+        ACCESS_TOKEN_LIFETIME=7200,
+        REVOCATION_WINDOW=3600,
     )
     assert "tokenauth.W005" not in ids(
-        settings, ISSUER=ISSUER, SIGNING_KEY=GOOD_SECRET, ACCESS_TOKEN_LIFETIME=3600, REVOCATION_WINDOW=3600
+        settings,
+        ISSUER=ISSUER,
+        SIGNING_KEY=GOOD_SECRET,
+        ACCESS_TOKEN_LIFETIME=3600,
+        REVOCATION_WINDOW=3600,
     )
 
 
@@ -219,5 +269,7 @@ def test_e018_w006_the_token_profile_we_mint(settings):
         "storage.read:/a/../b",
         "compute.run",
     ):
-        assert ids(settings, **base, TOKEN_PROFILE="wlcg", SCOPES={bad: ""}) == {"tokenauth.W006"}, bad
+        assert ids(settings, **base, TOKEN_PROFILE="wlcg", SCOPES={bad: ""}) == {
+            "tokenauth.W006"
+        }, bad
     assert ids(settings, **base, SCOPES={"storage.read": ""}) == set()

@@ -24,7 +24,9 @@ calls: list[dict[str, Any]] = []
 
 def vo_claims(user: Any, *, session: Any, scope: str, group: Any, request: Any) -> dict[str, Any]:
     """DIRAC's case: the user's virtual organisation, and where the token was asked for."""
-    calls.append({"user": user, "session": session, "scope": scope, "group": group, "request": request})
+    calls.append(
+        {"user": user, "session": session, "scope": scope, "group": group, "request": request}
+    )
     return {"vo": "lhcb", "vo_role": group.name if group else None}
 
 
@@ -62,7 +64,9 @@ def test_login_refresh_and_renew_tokens_carry_the_claims(client, vo):
     assert calls[-1]["request"].path == "/auth/token/"
 
     refreshed = client.post(
-        "/auth/token/refresh/", {"refresh_token": pair["refresh_token"]}, content_type="application/json"
+        "/auth/token/refresh/",
+        {"refresh_token": pair["refresh_token"]},
+        content_type="application/json",
     ).json()
     assert verify_token(refreshed["access_token"])["vo"] == "lhcb"
     assert calls[-1]["request"].path == "/auth/token/refresh/" and calls[-1]["session"] == session
@@ -71,7 +75,9 @@ def test_login_refresh_and_renew_tokens_carry_the_claims(client, vo):
     assert verify_token(renewed["access_token"])["vo_role"] == "lhcb_user"
 
 
-def test_the_claims_are_in_request_auth_and_end_with_logout_all(client, vo, django_assert_num_queries):
+def test_the_claims_are_in_request_auth_and_end_with_logout_all(
+    client, vo, django_assert_num_queries
+):
     make_user("alice")
     token = login(client, "alice")["access_token"]
     authenticate_token(token)

@@ -50,7 +50,9 @@ def state_files(env: dict[str, str]) -> list[Path]:
     return sorted(state.iterdir()) if state.exists() else []
 
 
-def run_cli(env: dict[str, str], *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+def run_cli(
+    env: dict[str, str], *args: str, timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
     result = subprocess.run(
         [sys.executable, "-m", "tokenauth.client.cli", *args],
         env=env,
@@ -62,7 +64,9 @@ def run_cli(env: dict[str, str], *args: str, timeout: float = 60) -> subprocess.
     return result
 
 
-def assert_one_line_error(result: subprocess.CompletedProcess[str], code: int, *fragments: str) -> None:
+def assert_one_line_error(
+    result: subprocess.CompletedProcess[str], code: int, *fragments: str
+) -> None:
     assert result.returncode == code, (result.stdout, result.stderr)
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("tokenauth: error: "), result.stderr
@@ -85,7 +89,9 @@ def approve(verification_uri_complete: str, username: str, *, deny: bool = False
             return
         fields = dict(forms[0]["fields"])
         if "user_code" in fields and not fields["user_code"]:
-            raise AssertionError(f"the IdP asks for the code again at {page.url}:\n{page.text[-1500:]}")
+            raise AssertionError(
+                f"the IdP asks for the code again at {page.url}:\n{page.text[-1500:]}"
+            )
         if deny:
             fields["abort"] = "yes"
         if fields.get("prompt") == "login":
@@ -104,7 +110,9 @@ def device_login(
     if lines[1].startswith("or open "):
         approve(lines[1].removeprefix("or open ").strip(), username, deny=deny)
     stdout, stderr = process.communicate(timeout=60)
-    result = subprocess.CompletedProcess(process.args, process.returncode, "".join(lines) + stdout, stderr)
+    result = subprocess.CompletedProcess(
+        process.args, process.returncode, "".join(lines) + stdout, stderr
+    )
     assert "Traceback" not in stderr, stderr
     return result
 
@@ -129,9 +137,9 @@ class FakeServer:
             def _answer(self, form: dict[str, str]) -> None:
                 path = self.path.split("?")[0]
                 outer.requests.append((path, form, dict(self.headers)))
-                status, body, headers = outer.routes.get(path, lambda f: (404, {"error": "not_found"}, {}))(
-                    form
-                )
+                status, body, headers = outer.routes.get(
+                    path, lambda f: (404, {"error": "not_found"}, {})
+                )(form)
                 data = json.dumps(body).encode()
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json")
@@ -154,7 +162,11 @@ class FakeServer:
 
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
-        self.routes["/.well-known/oauth-authorization-server"] = lambda form: (200, self.metadata(), {})
+        self.routes["/.well-known/oauth-authorization-server"] = lambda form: (
+            200,
+            self.metadata(),
+            {},
+        )
         threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
 
     def metadata(self) -> dict[str, str]:
@@ -248,7 +260,14 @@ def test_login_opens_the_complete_verification_uri_and_still_prints_the_code(
         "DISPLAY": ":99",
         "PATH": str(bin_dir),
     }
-    args = [idp_api.issuer, "--client-id", "test-client", "--scope", SCOPE, *(["--no-browser"] * no_browser)]
+    args = [
+        idp_api.issuer,
+        "--client-id",
+        "test-client",
+        "--scope",
+        SCOPE,
+        *(["--no-browser"] * no_browser),
+    ]
     process, lines = start_login(env, *args)
     try:
         assert lines[0].startswith("To log in, open ") and " and enter the code " in lines[0]
@@ -259,7 +278,10 @@ def test_login_opens_the_complete_verification_uri_and_still_prints_the_code(
         else:
             deadline = time.monotonic() + 10
             # the browser may still be writing: wait for its whole line
-            while not (opened.exists() and opened.read_text().endswith("\n")) and time.monotonic() < deadline:
+            while (
+                not (opened.exists() and opened.read_text().endswith("\n"))
+                and time.monotonic() < deadline
+            ):
                 time.sleep(0.1)
             assert opened.read_text().split()[-1] == complete
         approve(complete, "alice")
@@ -279,7 +301,9 @@ def test_device_login_token_whoami_refresh_logout(idp_api, live_server, cli_env)
     idp = idp_api
     env = {**cli_env, "TOKENAUTH_CLIENT_SECRET": TestIdP.CLIENT_SECRET}
 
-    login = device_login(env, idp.issuer, "--client-id", "test-client", "--scope", SCOPE, "--no-browser")
+    login = device_login(
+        env, idp.issuer, "--client-id", "test-client", "--scope", SCOPE, "--no-browser"
+    )
     assert login.returncode == 0, login.stderr
     assert "enter the code " in login.stdout
     assert f"Logged in: token saved to {token_path(env)} (expires in " in login.stdout
@@ -319,7 +343,9 @@ def test_device_login_token_whoami_refresh_logout(idp_api, live_server, cli_env)
     assert refreshed.stdout.startswith(f"Token refreshed: {token_path(env)} (expires in ")
     new_access = token_path(env).read_text().strip()
     new_refresh = files[1].read_text().strip()
-    assert new_access != access and new_refresh  # oidc-provider rotates refresh tokens only sometimes
+    assert (
+        new_access != access and new_refresh
+    )  # oidc-provider rotates refresh tokens only sometimes
     assert mode(token_path(env)) == 0o600 and mode(files[1]) == 0o600
 
     logout = run_cli(env, "logout")
@@ -342,11 +368,17 @@ def test_device_login_token_whoami_refresh_logout(idp_api, live_server, cli_env)
     assert run_cli(env, "logout").stdout.startswith("Not logged in: nothing stored for ")
 
 
-def test_bearer_auth_refreshes_once_on_invalid_token_and_retries(idp_api, live_server, cli_env, monkeypatch):
+def test_bearer_auth_refreshes_once_on_invalid_token_and_retries(
+    idp_api, live_server, cli_env, monkeypatch
+):
     env = {**cli_env, "TOKENAUTH_CLIENT_SECRET": TestIdP.CLIENT_SECRET}
-    login = device_login(env, idp_api.issuer, "--client-id", "test-client", "--scope", SCOPE, "--no-browser")
+    login = device_login(
+        env, idp_api.issuer, "--client-id", "test-client", "--scope", SCOPE, "--no-browser"
+    )
     assert login.returncode == 0, login.stderr
-    token_path(env).write_text(fake_jwt(iss=idp_api.issuer, sub="alice", exp=1) + "\n")  # the server says no
+    token_path(env).write_text(
+        fake_jwt(iss=idp_api.issuer, sub="alice", exp=1) + "\n"
+    )  # the server says no
 
     for key in ("HOME", "XDG_RUNTIME_DIR", "TOKENAUTH_CLIENT_SECRET"):
         monkeypatch.setenv(key, env[key])
@@ -377,7 +409,9 @@ def test_login_with_a_purpose_and_the_server_from_the_config_file(idp, cli_env):
 
     assert "subject:   bob" in run_cli(env, "token", "--purpose", "cms").stdout
     assert_one_line_error(run_cli(env, "token"), 4, str(token_path(env)))
-    with_file = run_cli({**env, "BEARER_TOKEN_FILE": str(path)}, "token")  # what a lower-level tool sees
+    with_file = run_cli(
+        {**env, "BEARER_TOKEN_FILE": str(path)}, "token"
+    )  # what a lower-level tool sees
     assert "subject:   bob" in with_file.stdout
     assert run_cli(env, "refresh", "--purpose", "cms").returncode == 0
     assert run_cli(env, "logout", "--purpose", "cms").returncode == 0
@@ -401,14 +435,19 @@ def test_login_to_an_explicit_token_file(idp, cli_env, tmp_path):
     assert mode(target) == 0o600 and not token_path(env).exists()
     assert "no refresh token" in login.stderr  # no offline_access requested
     assert "subject:   alice" in run_cli(env, "token", "--token-file", str(target)).stdout
-    assert_one_line_error(run_cli(env, "refresh", "--token-file", str(target)), 10, "no refresh token stored")
+    assert_one_line_error(
+        run_cli(env, "refresh", "--token-file", str(target)), 10, "no refresh token stored"
+    )
 
 
 def test_access_denied_at_the_device_page(idp, cli_env):
     env = {**cli_env, "TOKENAUTH_CLIENT_SECRET": TestIdP.CLIENT_SECRET}
     result = device_login(env, idp.issuer, "--client-id", "test-client", "--no-browser", deny=True)
     assert result.returncode == 7
-    assert result.stderr.strip().splitlines()[-1] == "tokenauth: error: the login was denied at the server"
+    assert (
+        result.stderr.strip().splitlines()[-1]
+        == "tokenauth: error: the login was denied at the server"
+    )
     assert not token_path(env).exists() and state_files(env) == []
 
 
@@ -426,7 +465,9 @@ def test_whoami_with_a_token_from_our_token_endpoint(live_server, django_user_mo
     assert "issuer:    " in result.stdout
 
     token_path(cli_env).write_text(fake_jwt(sub="carol", exp=int(time.time()) + 60) + "\n")
-    assert_one_line_error(run_cli(cli_env, "whoami", "--server", live_server.url), 10, "rejected the token")
+    assert_one_line_error(
+        run_cli(cli_env, "whoami", "--server", live_server.url), 10, "rejected the token"
+    )
 
 
 def test_whoami_needs_a_server(cli_env):
@@ -459,7 +500,9 @@ def browser_approve(server_url: str, user_code: str, username: str, password: st
         assert data.get("csrfmiddlewaretoken"), page.text
         return browser.post(urljoin(page.url, form["action"] or page.url), data=data, timeout=10)
 
-    logged_in = submit(f"{server_url}/admin/login/?next=/admin/", username=username, password=password)
+    logged_in = submit(
+        f"{server_url}/admin/login/?next=/admin/", username=username, password=password
+    )
     assert logged_in.ok and "sessionid" in browser.cookies, logged_in.text[-800:]
     confirm = submit(f"{server_url}/o/device/", user_code=user_code)
     assert confirm.ok and "/o/device-confirm/" in confirm.url, confirm.text[-800:]
@@ -472,7 +515,9 @@ def browser_approve(server_url: str, user_code: str, username: str, password: st
     assert done.ok and "/o/device-grant-status/" in done.url, done.text[-800:]
 
 
-def our_device_login(env: dict[str, str], server_url: str, *args: str) -> subprocess.CompletedProcess[str]:
+def our_device_login(
+    env: dict[str, str], server_url: str, *args: str
+) -> subprocess.CompletedProcess[str]:
     """``tokenauth login URL ...`` in a subprocess; alice approves the code it prints on our device page."""
     process = subprocess.Popen(
         [sys.executable, "-m", "tokenauth.client.cli", "login", server_url, "--no-browser", *args],
@@ -498,14 +543,20 @@ def our_device_login(env: dict[str, str], server_url: str, *args: str) -> subpro
 
 
 def api_get(server_url: str, path: str, token: str) -> requests.Response:
-    return requests.get(f"{server_url}{path}", headers={"Authorization": f"Bearer {token}"}, timeout=10)
+    return requests.get(
+        f"{server_url}{path}", headers={"Authorization": f"Bearer {token}"}, timeout=10
+    )
 
 
 def refresh_error(server_url: str, refresh_token: str) -> str | None:
     """Present a refresh token at our token endpoint as the CLI's public client; the OAuth error or None."""
     answer = requests.post(
         f"{server_url}/o/token/",
-        data={"grant_type": "refresh_token", "refresh_token": refresh_token, "client_id": "tokenauth-cli"},
+        data={
+            "grant_type": "refresh_token",
+            "refresh_token": refresh_token,
+            "client_id": "tokenauth-cli",
+        },
         timeout=10,
     )
     return None if answer.status_code == 200 else answer.json()["error"]
@@ -545,7 +596,10 @@ def test_cli_against_our_server_login_whoami_token_refresh_logout(our_server, cl
     shown = run_cli(cli_env, "token")
     assert shown.returncode == 0, shown.stderr
     assert f"issuer:    {url}\nsubject:   {alice.pk}\nscope:     reports:read\n" in shown.stdout
-    assert "group:     physics operators" in shown.stdout or "group:     operators physics" in shown.stdout
+    assert (
+        "group:     physics operators" in shown.stdout
+        or "group:     operators physics" in shown.stdout
+    )
     assert "expires:   " in shown.stdout and "(14 min " in shown.stdout
     assert run_cli(cli_env, "token", "--raw").stdout == access + "\n"
     assert api_get(url, "/api/reports/", access).status_code == 200
@@ -567,7 +621,10 @@ def test_cli_against_our_server_login_whoami_token_refresh_logout(our_server, cl
 
     # The server rejects what the client held: the access token at once, both refresh tokens.
     response = api_get(url, "/api/hello/", new_access)
-    assert response.status_code == 401 and 'error="invalid_token"' in response.headers["WWW-Authenticate"]
+    assert (
+        response.status_code == 401
+        and 'error="invalid_token"' in response.headers["WWW-Authenticate"]
+    )
     assert refresh_error(url, new_refresh) == "invalid_grant"
     assert refresh_error(url, first_refresh) == "invalid_grant"
     assert_one_line_error(run_cli(cli_env, "token"), 4, "no bearer token found")
@@ -590,7 +647,9 @@ def test_cli_login_with_a_group_against_our_server(our_server, cli_env):
     # the whole family: the access token and the refresh token the client holds now are refused too.
     old_refresh = state_files(cli_env)[1].read_text().strip()
     assert run_cli(cli_env, "refresh").returncode == 0
-    assert "group:     operators\n" in run_cli(cli_env, "token").stdout  # the group survives a refresh
+    assert (
+        "group:     operators\n" in run_cli(cli_env, "token").stdout
+    )  # the group survives a refresh
     current = token_path(cli_env).read_text().strip()
     assert api_get(url, "/api/staff-area/", current).status_code == 200
     assert refresh_error(url, old_refresh) == "invalid_grant"
@@ -611,7 +670,9 @@ def test_cli_login_with_a_group_against_our_server(our_server, cli_env):
 
 def test_server_unreachable(cli_env, free_port):
     result = run_cli(cli_env, "login", f"http://127.0.0.1:{free_port}", "--no-browser")
-    assert_one_line_error(result, 3, f"cannot reach http://127.0.0.1:{free_port}: Connection refused")
+    assert_one_line_error(
+        result, 3, f"cannot reach http://127.0.0.1:{free_port}: Connection refused"
+    )
 
 
 @pytest.mark.parametrize("command", ["login", "whoami", "refresh", "logout"])
@@ -625,7 +686,9 @@ def test_a_trickling_server_is_cut_off_at_the_timeout(cli_env, command):
         started = time.monotonic()
         result = run_cli(cli_env, command, *args, "--timeout", "1")
         assert time.monotonic() - started < 20
-    assert_one_line_error(result, 3, f"cannot reach {url}", ": the server did not answer within 1 s")
+    assert_one_line_error(
+        result, 3, f"cannot reach {url}", ": the server did not answer within 1 s"
+    )
 
 
 @pytest.mark.parametrize("value", ["0", "-1", "nan", "inf", "soon"])
@@ -649,10 +712,16 @@ def test_device_code_expired(cli_env, fake_server):
     fake_server.routes["/token"] = lambda form: (400, {"error": "authorization_pending"}, {})
     result = run_cli(cli_env, "login", fake_server.url, "--no-browser")
     assert result.returncode == 8
-    assert result.stderr.strip().splitlines()[-1].startswith("tokenauth: error: the device code expired")
+    assert (
+        result.stderr.strip()
+        .splitlines()[-1]
+        .startswith("tokenauth: error: the device code expired")
+    )
     assert "enter the code AB-CD" in result.stdout
     device_request = next(r for r in fake_server.requests if r[0] == "/device")
-    assert device_request[1] == {"client_id": "tokenauth-cli"}  # the public client by default, no secret
+    assert device_request[1] == {
+        "client_id": "tokenauth-cli"
+    }  # the public client by default, no secret
 
 
 def test_expired_token_error_from_the_server(cli_env, fake_server):
@@ -668,9 +737,17 @@ def test_expired_token_error_from_the_server(cli_env, fake_server):
         {},
     )
     fake_server.routes["/token"] = lambda form: (400, {"error": "expired_token"}, {})
-    assert run_cli(cli_env, "login", fake_server.url, "--scope", "read", "--group", "atlas").returncode == 8
+    assert (
+        run_cli(
+            cli_env, "login", fake_server.url, "--scope", "read", "--group", "atlas"
+        ).returncode
+        == 8
+    )
     device_request = next(r for r in fake_server.requests if r[0] == "/device")
-    assert device_request[1] == {"client_id": "tokenauth-cli", "scope": "read g:atlas"}  # our group scope
+    assert device_request[1] == {
+        "client_id": "tokenauth-cli",
+        "scope": "read g:atlas",
+    }  # our group scope
 
 
 def test_server_without_device_flow(cli_env, fake_server):
@@ -680,13 +757,19 @@ def test_server_without_device_flow(cli_env, fake_server):
         {"issuer": fake_server.url, "token_endpoint": f"{fake_server.url}/token"},
         {},
     )
-    assert_one_line_error(run_cli(cli_env, "login", fake_server.url), 9, "does not offer the device flow")
+    assert_one_line_error(
+        run_cli(cli_env, "login", fake_server.url), 9, "does not offer the device flow"
+    )
 
 
 def test_no_token_found_lists_where_it_looked(cli_env):
     result = run_cli(cli_env, "token")
     assert_one_line_error(
-        result, 4, "$BEARER_TOKEN (unset)", "$BEARER_TOKEN_FILE (unset)", f"{token_path(cli_env)} (missing)"
+        result,
+        4,
+        "$BEARER_TOKEN (unset)",
+        "$BEARER_TOKEN_FILE (unset)",
+        f"{token_path(cli_env)} (missing)",
     )
 
 
@@ -699,7 +782,9 @@ def test_invalid_token_file(cli_env):
 
 
 def test_expired_token(cli_env):
-    token_path(cli_env).write_text(fake_jwt(iss="https://iss.example", sub="dave", exp=int(time.time()) - 90))
+    token_path(cli_env).write_text(
+        fake_jwt(iss="https://iss.example", sub="dave", exp=int(time.time()) - 90)
+    )
     result = run_cli(cli_env, "token")
     assert "subject:   dave" in result.stdout and "(expired 1 min" in result.stdout
     assert_one_line_error(result, 6, "has expired")
@@ -727,7 +812,9 @@ def test_a_reader_that_stops_early_ends_the_cli_quietly(cli_env, tmp_path):
 
 
 def test_token_shows_group_and_opaque_tokens(cli_env):
-    token = fake_jwt(iss="https://i", sub="eve", scope="a b", group="atlas", exp=int(time.time()) + 3600)
+    token = fake_jwt(
+        iss="https://i", sub="eve", scope="a b", group="atlas", exp=int(time.time()) + 3600
+    )
     result = run_cli({**cli_env, "BEARER_TOKEN": token}, "token")
     assert "source:    $BEARER_TOKEN" in result.stdout and "group:     atlas" in result.stdout
     assert "scope:     a b" in result.stdout and "59 min" in result.stdout
@@ -765,7 +852,9 @@ class ScriptedHTTP:
         self.clock = clock
         self.times: list[float] = []
 
-    def post(self, url: str, data: dict, auth=None, timeout=None, headers=None) -> requests.Response:
+    def post(
+        self, url: str, data: dict, auth=None, timeout=None, headers=None
+    ) -> requests.Response:
         self.times.append(self.clock())
         response = requests.Response()
         body = self.answers.pop(0)
@@ -872,12 +961,20 @@ def test_session_files_live_in_the_state_dir(tmp_path):
     env = {"HOME": str(tmp_path), "XDG_STATE_HOME": str(tmp_path / "state")}
     session = Session(tmp_path / "run" / "bt_u1", env)
     assert session.refresh_path.parent == tmp_path / "state" / "tokenauth"
-    assert session.refresh_path.name.startswith("bt_u1-") and session.refresh_path.suffix == ".refresh"
+    assert (
+        session.refresh_path.name.startswith("bt_u1-")
+        and session.refresh_path.suffix == ".refresh"
+    )
     other = Session(tmp_path / "elsewhere" / "bt_u1", env)
-    assert other.refresh_path != session.refresh_path  # same name, different file: different session
+    assert (
+        other.refresh_path != session.refresh_path
+    )  # same name, different file: different session
     prod, dev = Session(tmp_path / "bt_u1-cms.prod", env), Session(tmp_path / "bt_u1-cms.dev", env)
     assert prod.refresh_path.name.startswith("bt_u1-cms.prod-")  # dotted purposes stay apart
-    assert len({prod.refresh_path, prod.info_path, prod.lock_path, dev.refresh_path, dev.lock_path}) == 5
+    assert (
+        len({prod.refresh_path, prod.info_path, prod.lock_path, dev.refresh_path, dev.lock_path})
+        == 5
+    )
 
 
 def test_load_config(tmp_path):
@@ -897,7 +994,10 @@ def test_load_config(tmp_path):
 
 def test_bearer_auth_with_an_explicit_token_sends_it(fake_server):
     fake_server.routes["/api"] = lambda form: (200, {}, {})
-    assert requests.get(f"{fake_server.url}/api", auth=BearerAuth("abc.def"), timeout=5).status_code == 200
+    assert (
+        requests.get(f"{fake_server.url}/api", auth=BearerAuth("abc.def"), timeout=5).status_code
+        == 200
+    )
     assert fake_server.requests[-1][2]["Authorization"] == "Bearer abc.def"
 
 
@@ -905,5 +1005,7 @@ def test_bearer_auth_without_a_stored_refresh_token_returns_the_401(fake_server,
     challenge = 'Bearer error="invalid_token", error_description="expired"'
     fake_server.routes["/api"] = lambda form: (401, {}, {"WWW-Authenticate": challenge})
     (tmp_path / "t").write_text("abc\n")
-    response = requests.get(f"{fake_server.url}/api", auth=BearerAuth(token_file=tmp_path / "t"), timeout=5)
+    response = requests.get(
+        f"{fake_server.url}/api", auth=BearerAuth(token_file=tmp_path / "t"), timeout=5
+    )
     assert response.status_code == 401 and response.history == []

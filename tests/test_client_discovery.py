@@ -14,14 +14,18 @@ from tokenauth.client.errors import InvalidToken, TokenNotFound, UsageError
 
 REAL_GETEUID = os.geteuid
 REAL_BELONGS_TO_US = discovery_module._belongs_to_us
-FAKE_UID = 3_999_999_000 + os.getpid() % 997  # a uid of our own: /tmp/bt_u<uid> is never a real user's
+FAKE_UID = (
+    3_999_999_000 + os.getpid() % 997
+)  # a uid of our own: /tmp/bt_u<uid> is never a real user's
 
 
 @pytest.fixture(autouse=True)
 def fake_uid(monkeypatch):
     """Discovery uses the effective uid; a fake one keeps the real /tmp/bt_u<uid> out of the tests."""
     monkeypatch.setattr("tokenauth.client.discovery.os.geteuid", lambda: FAKE_UID)
-    monkeypatch.setattr("tokenauth.client.discovery._belongs_to_us", lambda fd: True)  # we wrote them
+    monkeypatch.setattr(
+        "tokenauth.client.discovery._belongs_to_us", lambda fd: True
+    )  # we wrote them
     yield
     for path in Path("/tmp").glob(f"bt_u{FAKE_UID}*"):
         path.unlink()
@@ -56,7 +60,9 @@ def test_step1_bearer_token_wins_over_everything(tmp_path, xdg):
 def test_step2_bearer_token_file_wins_over_xdg(tmp_path, xdg):
     (tmp_path / "file").write_text("from-file")
     (xdg / f"bt_u{FAKE_UID}").write_text("from-xdg")
-    found = discover(environ={"BEARER_TOKEN_FILE": str(tmp_path / "file"), "XDG_RUNTIME_DIR": str(xdg)})
+    found = discover(
+        environ={"BEARER_TOKEN_FILE": str(tmp_path / "file"), "XDG_RUNTIME_DIR": str(xdg)}
+    )
     assert found.token == "from-file"
     assert found.path == tmp_path / "file"
     assert found.source == f"$BEARER_TOKEN_FILE ({tmp_path / 'file'})"
@@ -116,9 +122,9 @@ def test_discover_token_reads_the_process_environment(monkeypatch, tmp_path):
 @pytest.mark.parametrize("value", ["", " ", "\n", " \t\n\v\f\r ", "\r\n"])
 def test_empty_bearer_token_continues_with_the_next_step(tmp_path, value):
     (tmp_path / "file").write_text("from-file")
-    assert discover_token(environ={"BEARER_TOKEN": value, "BEARER_TOKEN_FILE": str(tmp_path / "file")}) == (
-        "from-file"
-    )
+    assert discover_token(
+        environ={"BEARER_TOKEN": value, "BEARER_TOKEN_FILE": str(tmp_path / "file")}
+    ) == ("from-file")
 
 
 @pytest.mark.parametrize("content", ["", "\n", "  \t \n", "\v\f"])
@@ -147,7 +153,11 @@ def test_empty_xdg_file_ends_discovery_without_a_token(xdg):
 
 
 def test_nothing_found_lists_every_place_looked_at(tmp_path, xdg):
-    env = {"BEARER_TOKEN": " ", "BEARER_TOKEN_FILE": str(tmp_path / "nope"), "XDG_RUNTIME_DIR": str(xdg)}
+    env = {
+        "BEARER_TOKEN": " ",
+        "BEARER_TOKEN_FILE": str(tmp_path / "nope"),
+        "XDG_RUNTIME_DIR": str(xdg),
+    }
     with pytest.raises(TokenNotFound) as info:
         discover(environ=env)
     assert info.value.looked == [
@@ -207,7 +217,20 @@ def test_inner_whitespace_is_not_stripped_and_is_invalid():
 
 @pytest.mark.parametrize(
     "value",
-    ["Bearer abc", "abc def", "tok%en", "=abc", "a=b", "a==b", "abc!", 'ab"c', "a,b", "é", "abc\x7f", "a;b"],
+    [
+        "Bearer abc",
+        "abc def",
+        "tok%en",
+        "=abc",
+        "a=b",
+        "a==b",
+        "abc!",
+        'ab"c',
+        "a,b",
+        "é",
+        "abc\x7f",
+        "a;b",
+    ],
 )
 def test_invalid_b64token(value):
     assert not is_b64token(value)
@@ -233,8 +256,12 @@ def test_valid_b64token(value):
 def test_invalid_bearer_token_stops_discovery_and_says_where(tmp_path):
     (tmp_path / "file").write_text("good")
     with pytest.raises(InvalidToken) as info:
-        discover(environ={"BEARER_TOKEN": "not valid", "BEARER_TOKEN_FILE": str(tmp_path / "file")})
-    assert str(info.value) == "$BEARER_TOKEN does not hold a valid bearer token (RFC 6750 b64token)"
+        discover(
+            environ={"BEARER_TOKEN": "not valid", "BEARER_TOKEN_FILE": str(tmp_path / "file")}
+        )
+    assert (
+        str(info.value) == "$BEARER_TOKEN does not hold a valid bearer token (RFC 6750 b64token)"
+    )
     assert "not valid" not in str(info.value)  # the value itself is never echoed
     assert info.value.exit_code == 5
 
@@ -242,8 +269,12 @@ def test_invalid_bearer_token_stops_discovery_and_says_where(tmp_path):
 def test_invalid_bearer_token_file_stops_discovery_and_names_the_file(tmp_path, xdg):
     (tmp_path / "file").write_text("{'not': 'a token'}\n")
     (xdg / f"bt_u{FAKE_UID}").write_text("good")
-    with pytest.raises(InvalidToken, match=rf"^\$BEARER_TOKEN_FILE \({tmp_path / 'file'}\) does not hold"):
-        discover(environ={"BEARER_TOKEN_FILE": str(tmp_path / "file"), "XDG_RUNTIME_DIR": str(xdg)})
+    with pytest.raises(
+        InvalidToken, match=rf"^\$BEARER_TOKEN_FILE \({tmp_path / 'file'}\) does not hold"
+    ):
+        discover(
+            environ={"BEARER_TOKEN_FILE": str(tmp_path / "file"), "XDG_RUNTIME_DIR": str(xdg)}
+        )
 
 
 def test_invalid_xdg_file_names_the_file(xdg):
@@ -341,5 +372,7 @@ def test_importing_the_client_loads_no_django():
         "print(bad); sys.exit(1 if bad else 0)"
     )
     env = {k: v for k, v in os.environ.items() if k != "DJANGO_SETTINGS_MODULE"}
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=60)
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=60
+    )
     assert result.returncode == 0, result.stdout + result.stderr

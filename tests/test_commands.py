@@ -82,7 +82,10 @@ def test_revoke_an_external_identity():
     output = run("tokenauth_revoke", "--identity", "https://iam.example.org/", "s-1")
     assert "identity s-1 of https://iam.example.org/" in output
     epoch = Epoch.objects.get()  # the identity's: its tokens end, not alice's local ones
-    assert (epoch.kind, epoch.object_id) == ("identity", identity_digest("https://iam.example.org/", "s-1"))
+    assert (epoch.kind, epoch.object_id) == (
+        "identity",
+        identity_digest("https://iam.example.org/", "s-1"),
+    )
 
 
 @pytest.mark.parametrize(
@@ -95,7 +98,9 @@ def test_revoke_an_external_identity():
     ],
 )
 def test_revoke_unknown_name_is_a_command_error(args):
-    Identity.objects.create(issuer="https://iam.example.org/", subject="s-1", user=make_user("bob"))
+    Identity.objects.create(
+        issuer="https://iam.example.org/", subject="s-1", user=make_user("bob")
+    )
     make_user("alice", groups=["operators"])
     with pytest.raises(CommandError, match="nobody"):
         run("tokenauth_revoke", *args)
@@ -244,7 +249,10 @@ def test_keys_command_prints_no_secret():
     ("args", "message"),
     [
         (["tokenauth_revoke", "--user", b"\x01\xff"], "Not valid UTF-8: '\\x01\\udcff'"),
-        (["tokenauth_revoke", "--identity", b"https://iam.example.org/\xff", "s-1"], "Not valid UTF-8"),
+        (
+            ["tokenauth_revoke", "--identity", b"https://iam.example.org/\xff", "s-1"],
+            "Not valid UTF-8",
+        ),
         (["tokenauth_issue", "--user", b"bob\xe9"], "Not valid UTF-8: 'bob\\udce9'"),
         (["tokenauth_issuer", "enable", b"https://\xff.example.org/"], "Not valid UTF-8"),
         (["tokenauth_revoke", "--user", "\x01bob"], "Control character in '\\x01bob'"),

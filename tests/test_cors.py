@@ -76,7 +76,9 @@ def spa_origin(free_port: int) -> Iterator[str]:
 
 
 @pytest.mark.django_db(transaction=True)
-def test_an_app_on_another_origin_logs_in_refreshes_and_calls(chrome, live_server, spa_origin, settings):
+def test_an_app_on_another_origin_logs_in_refreshes_and_calls(
+    chrome, live_server, spa_origin, settings
+):
     settings.CORS_ALLOWED_ORIGINS = [spa_origin]
     assert spa_origin != live_server.url
     make_user("alice")
@@ -135,7 +137,9 @@ def test_preflight_answers_only_the_allowed_origin(client, settings):
     allowed = preflight(client, "/auth/token/", "http://127.0.0.1:5173")
     assert allowed.status_code == 200
     assert allowed["Access-Control-Allow-Origin"] == "http://127.0.0.1:5173"
-    assert {"authorization", "content-type"} <= set(allowed["Access-Control-Allow-Headers"].split(", "))
+    assert {"authorization", "content-type"} <= set(
+        allowed["Access-Control-Allow-Headers"].split(", ")
+    )
     assert "Access-Control-Allow-Credentials" not in allowed
     refused = preflight(client, "/auth/token/", "http://evil.example")
     assert "Access-Control-Allow-Origin" not in refused
@@ -151,9 +155,15 @@ def test_preflight_answers_only_the_allowed_origin(client, settings):
 def test_the_token_endpoints_set_no_cookies(live_server):
     make_user("alice")
     api = live_server.url
-    answers = [requests.post(f"{api}/auth/token/", json={"username": "alice", "password": "pw"}, timeout=10)]
+    answers = [
+        requests.post(
+            f"{api}/auth/token/", json={"username": "alice", "password": "pw"}, timeout=10
+        )
+    ]
     pair = answers[0].json()
-    answers.append(requests.post(f"{api}/auth/token/refresh/", json={"refresh_token": pair["refresh_token"]}))
+    answers.append(
+        requests.post(f"{api}/auth/token/refresh/", json={"refresh_token": pair["refresh_token"]})
+    )
     bearer = {"Authorization": f"Bearer {answers[-1].json()['access_token']}"}
     answers.append(requests.post(f"{api}/auth/token/renew/", headers=bearer, timeout=10))
     answers.append(requests.get(f"{api}/auth/whoami/", headers=bearer, timeout=10))

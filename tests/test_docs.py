@@ -32,7 +32,18 @@ def built_docs(tmp_path_factory: pytest.TempPathFactory) -> Path:
         pytest.skip("Graphviz's dot is not installed")
     out = tmp_path_factory.mktemp("docs") / "html"
     result = subprocess.run(
-        [sys.executable, "-m", "sphinx", "-W", "--keep-going", "-q", "-b", "html", str(DOCS), str(out)],
+        [
+            sys.executable,
+            "-m",
+            "sphinx",
+            "-W",
+            "--keep-going",
+            "-q",
+            "-b",
+            "html",
+            str(DOCS),
+            str(out),
+        ],
         capture_output=True,
         text=True,
         timeout=300,
@@ -101,7 +112,9 @@ def test_byte_sizes_are_written_in_kib() -> None:
 def test_check_ids_are_read_from_the_checks_modules() -> None:
     ids = {m.id for m in reference.check_messages()}
     assert {"tokenauth.E001", "tokenauth.E014", "tokenauth.W005", "tokenauth.oauth.E001"} <= ids
-    assert all(re.fullmatch(r"tokenauth(\.(oauth|simplejwt|tokenmanager))?\.[EW]\d{3}", i) for i in ids)
+    assert all(
+        re.fullmatch(r"tokenauth(\.(oauth|simplejwt|tokenmanager))?\.[EW]\d{3}", i) for i in ids
+    )
 
 
 def test_the_reference_covers_every_setting(built_docs: Path) -> None:
@@ -112,14 +125,18 @@ def test_the_reference_covers_every_setting(built_docs: Path) -> None:
 
 def test_the_reference_covers_every_system_check(built_docs: Path) -> None:
     checks_html = page(built_docs, "reference/checks")
-    missing = [m.id for m in reference.check_messages() if anchor(f"check-{m.id}") not in checks_html]
+    missing = [
+        m.id for m in reference.check_messages() if anchor(f"check-{m.id}") not in checks_html
+    ]
     assert not missing
 
 
 def test_the_reference_covers_every_command_and_its_options(built_docs: Path) -> None:
     commands_html = page(built_docs, "reference/commands")
     names = reference.command_names()
-    assert {"tokenauth_issue", "tokenauth_issuer", "tokenauth_keys", "tokenauth_purge"} <= set(names)
+    assert {"tokenauth_issue", "tokenauth_issuer", "tokenauth_keys", "tokenauth_purge"} <= set(
+        names
+    )
     for name in names:
         assert anchor(f"command-{name}") in commands_html
         options = {o for a in reference.command_parser(name)._actions for o in a.option_strings}
@@ -128,7 +145,9 @@ def test_the_reference_covers_every_command_and_its_options(built_docs: Path) ->
 
 def test_the_reference_covers_every_signal_and_endpoint(built_docs: Path) -> None:
     signals_html = page(built_docs, "reference/signals")
-    assert {"token_issued", "epoch_bumped", "session_revoked"} <= {n for n, _ in reference.signals()}
+    assert {"token_issued", "epoch_bumped", "session_revoked"} <= {
+        n for n, _ in reference.signals()
+    }
     assert all(anchor(f"signal-{name}") in signals_html for name, _ in reference.signals())
     endpoints_html = page(built_docs, "reference/endpoints")
     paths = [path for path, *_ in reference.endpoints()]
@@ -139,7 +158,10 @@ def test_the_reference_covers_every_signal_and_endpoint(built_docs: Path) -> Non
 
 def test_the_handbook_is_the_readme(built_docs: Path) -> None:
     handbook = page(built_docs, "handbook")
-    assert 'id="revocation"' in handbook and 'id="accept-tokens-from-your-identity-provider"' in handbook
+    assert (
+        'id="revocation"' in handbook
+        and 'id="accept-tokens-from-your-identity-provider"' in handbook
+    )
     assert 'href="benchmarks.html"' in handbook
 
 
@@ -151,10 +173,14 @@ def test_the_revocation_page_has_its_diagram(built_docs: Path) -> None:
 
 def test_the_readme_lists_every_token_endpoint_with_its_methods() -> None:
     readme = (ROOT / "README.md").read_text()
-    endpoints = [(p, m) for p, _, m, _ in reference.endpoints() if p.startswith(("/auth/", "/.well-known/"))]
+    endpoints = [
+        (p, m) for p, _, m, _ in reference.endpoints() if p.startswith(("/auth/", "/.well-known/"))
+    ]
     assert len(endpoints) >= 10
     for path, methods in endpoints:
-        rows = [line for line in readme.splitlines() if line.startswith("| ") and f" {path}`" in line]
+        rows = [
+            line for line in readme.splitlines() if line.startswith("| ") and f" {path}`" in line
+        ]
         assert rows, f"README.md has no table row for {path}"
         assert all(method in rows[0] for method in methods), (path, methods)
 
@@ -162,7 +188,9 @@ def test_the_readme_lists_every_token_endpoint_with_its_methods() -> None:
 def test_the_readme_lists_every_signal_and_command() -> None:
     signals = re.findall(r"^\| `(\w+)` \|", readme_section("Signals"), flags=re.M)
     assert set(signals) == {name for name, _ in reference.signals()}
-    commands = set(re.findall(r"python manage.py (tokenauth_\w+)", readme_section("Management commands")))
+    commands = set(
+        re.findall(r"python manage.py (tokenauth_\w+)", readme_section("Management commands"))
+    )
     assert commands == set(reference.command_names())
 
 
@@ -178,9 +206,13 @@ def test_the_prose_names_only_settings_checks_and_commands_that_exist() -> None:
     wrong = []
     for path, text in prose().items():
         wrong += [
-            (path, i) for i in re.findall(r"\btokenauth(?:\.oauth)?\.[EW]\d{3}\b", text) if i not in ids
+            (path, i)
+            for i in re.findall(r"\btokenauth(?:\.oauth)?\.[EW]\d{3}\b", text)
+            if i not in ids
         ]
-        wrong += [(path, c) for c in re.findall(r"manage\.py (tokenauth_\w+)", text) if c not in commands]
+        wrong += [
+            (path, c) for c in re.findall(r"manage\.py (tokenauth_\w+)", text) if c not in commands
+        ]
         for block in re.findall(r"^TOKENAUTH = \{\n(.*?)^\}", text, flags=re.M | re.S):
             keys = re.findall(r'^    "([A-Z_]+)":', block, flags=re.M)
             wrong += [(path, k) for k in keys if k not in DEFAULTS]

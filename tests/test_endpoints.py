@@ -118,7 +118,9 @@ def test_without_scope_the_scoped_view_is_403(client):
 
 def test_unknown_scope_is_400_invalid_scope(client):
     make_user("alice")
-    response = post_json(client, "/auth/token/", {"username": "alice", "password": "pw", "scope": "admin"})
+    response = post_json(
+        client, "/auth/token/", {"username": "alice", "password": "pw", "scope": "admin"}
+    )
     assert response.status_code == 400
     assert response.json()["error"] == "invalid_scope"
     assert not Session.objects.exists()
@@ -143,7 +145,9 @@ def test_selecting_another_group_hides_the_rest(client):
 def test_group_the_user_is_not_in_is_400(client, group):
     make_user("alice", groups=["users"])
     Group.objects.get_or_create(name="operators")
-    response = post_json(client, "/auth/token/", {"username": "alice", "password": "pw", "group": group})
+    response = post_json(
+        client, "/auth/token/", {"username": "alice", "password": "pw", "group": group}
+    )
     assert response.status_code == 400
     assert "error" in response.json()
     assert not Session.objects.exists()
@@ -171,7 +175,10 @@ def test_group_the_user_is_not_in_is_400(client, group):
         ("username=alice&password=pw", "text/plain"),
         ("\xff\xfe garbage", "application/octet-stream"),
         ("", "application/json"),
-        ('{"username": "' + "x" * 3_000_000 + '"}', "application/json"),  # > DATA_UPLOAD_MAX_MEMORY_SIZE
+        (
+            '{"username": "' + "x" * 3_000_000 + '"}',
+            "application/json",
+        ),  # > DATA_UPLOAD_MAX_MEMORY_SIZE
         ("a=1&" * 1001, "application/x-www-form-urlencoded"),  # > DATA_UPLOAD_MAX_NUMBER_FIELDS
     ],
 )
@@ -241,7 +248,9 @@ def test_throttle_counts_failures_per_client_address_and_per_username(client):
     with settings_with(LOGIN_THROTTLE_RATE="1/min"):
         assert attempt("alice", "10.0.0.1") == 401
         assert attempt("bob", "10.0.0.1") == 429  # the address is used up, whoever it tries next
-        assert attempt("alice", "10.0.0.2") == 429  # and so is the username, from wherever it is tried
+        assert (
+            attempt("alice", "10.0.0.2") == 429
+        )  # and so is the username, from wherever it is tried
         assert attempt("ALICE", "10.0.0.3") == 429
         assert attempt("carol", "10.0.0.4") == 401
 
@@ -251,10 +260,15 @@ def test_correct_logins_are_not_throttled(client):
     with settings_with(LOGIN_THROTTLE_RATE="3/min"):
         for _ in range(12):
             assert (
-                post_json(client, "/auth/token/", {"username": "alice", "password": "pw"}).status_code == 200
+                post_json(
+                    client, "/auth/token/", {"username": "alice", "password": "pw"}
+                ).status_code
+                == 200
             )
         statuses = [
-            post_json(client, "/auth/token/", {"username": "alice", "password": "guess"}).status_code
+            post_json(
+                client, "/auth/token/", {"username": "alice", "password": "guess"}
+            ).status_code
             for _ in range(5)
         ]
         assert statuses == [401, 401, 401, 429, 429]
@@ -269,7 +283,10 @@ def test_throttle_ignores_a_forwarded_for_header_unless_behind_proxies(client, s
     with settings_with(LOGIN_THROTTLE_RATE="2/min"):
         statuses = [
             post_json(
-                client, "/auth/token/", {"username": f"u{i}", **data}, HTTP_X_FORWARDED_FOR=f"10.9.0.{i}"
+                client,
+                "/auth/token/",
+                {"username": f"u{i}", **data},
+                HTTP_X_FORWARDED_FOR=f"10.9.0.{i}",
             ).status_code
             for i in range(4)
         ]
@@ -280,7 +297,9 @@ def test_throttle_ignores_a_forwarded_for_header_unless_behind_proxies(client, s
 
         def attempt(username: str, address: str) -> int:
             body = {"username": username, **data}
-            return post_json(client, "/auth/token/", body, HTTP_X_FORWARDED_FOR=address).status_code
+            return post_json(
+                client, "/auth/token/", body, HTTP_X_FORWARDED_FOR=address
+            ).status_code
 
         assert attempt("v1", "10.9.1.1") == 401
         assert attempt("v2", "10.9.1.1") == 429
@@ -292,7 +311,10 @@ def test_throttle_can_be_switched_off(client):
     with settings_with(LOGIN_THROTTLE_RATE=None):
         for _ in range(15):
             assert (
-                post_json(client, "/auth/token/", {"username": "alice", "password": "x"}).status_code == 401
+                post_json(
+                    client, "/auth/token/", {"username": "alice", "password": "x"}
+                ).status_code
+                == 401
             )
 
 
@@ -389,7 +411,8 @@ def test_garbage_refresh_tokens_are_invalid_grant(client, token):
 
 
 @pytest.mark.parametrize(
-    "body", ["not json", "[]", '{"refresh_token": null}', '{"refresh_token": []}', "{}", "[" * 100_000]
+    "body",
+    ["not json", "[]", '{"refresh_token": null}', '{"refresh_token": []}', "{}", "[" * 100_000],
 )
 def test_malformed_refresh_body_is_invalid_request(client, body):
     response = client.post("/auth/token/refresh/", body, content_type="application/json")
@@ -409,18 +432,19 @@ def test_refresh_token_of_an_unknown_session_is_invalid_grant(client):
 def test_refresh_lifetimes_depend_on_remember_me(client):
     make_user("alice")
     with settings_with(
-        REFRESH_TOKEN_LIFETIME=timedelta(hours=2), REMEMBER_ME_REFRESH_TOKEN_LIFETIME=timedelta(days=7)
+        REFRESH_TOKEN_LIFETIME=timedelta(hours=2),
+        REMEMBER_ME_REFRESH_TOKEN_LIFETIME=timedelta(days=7),
     ):
         short = login(client, "alice")
         long = login(client, "alice", remember_me=True)
         assert short["refresh_expires_in"] == pytest.approx(2 * 3600, abs=5)
         assert long["refresh_expires_in"] == pytest.approx(7 * 86400, abs=5)
-        assert refresh(client, long["refresh_token"]).json()["refresh_expires_in"] == pytest.approx(
-            7 * 86400, abs=5
-        )
-        assert refresh(client, short["refresh_token"]).json()["refresh_expires_in"] == pytest.approx(
-            2 * 3600, abs=5
-        )
+        assert refresh(client, long["refresh_token"]).json()[
+            "refresh_expires_in"
+        ] == pytest.approx(7 * 86400, abs=5)
+        assert refresh(client, short["refresh_token"]).json()[
+            "refresh_expires_in"
+        ] == pytest.approx(2 * 3600, abs=5)
 
 
 def test_expired_refresh_token_is_invalid_grant(client):
@@ -715,12 +739,16 @@ def test_token_endpoints_answer_503_when_the_database_is_down(client):
     body = login(client, "alice")
     with database_down() as attempted:
         response = client.post(
-            "/auth/token/", {"username": "alice", "password": "pw"}, content_type="application/json"
+            "/auth/token/",
+            {"username": "alice", "password": "pw"},
+            content_type="application/json",
         )
         assert response.status_code == 503
         assert response.json()["detail"]
         refreshed = client.post(
-            "/auth/token/refresh/", {"refresh_token": body["refresh_token"]}, content_type="application/json"
+            "/auth/token/refresh/",
+            {"refresh_token": body["refresh_token"]},
+            content_type="application/json",
         )
         assert refreshed.status_code == 503
     assert attempted
@@ -765,7 +793,10 @@ def test_revoke_a_group_an_identity_and_everyone(client, revoker):
     }
     assert (hello(client, selected), hello(client, plain)) == (401, 200)
     body = {"issuer": "https://iam.example.org/", "subject": "s-1"}
-    assert revoke(client, revoker, body).json()["revoked"] == "identity s-1 of https://iam.example.org/"
+    assert (
+        revoke(client, revoker, body).json()["revoked"]
+        == "identity s-1 of https://iam.example.org/"
+    )
     assert (
         hello(client, plain) == 200
     )  # the identity's epoch: its external tokens (tests/test_provisioning.py)
@@ -796,12 +827,20 @@ def test_revoke_needs_exactly_one_target(client, revoker, body):
 
 
 @pytest.mark.parametrize(
-    "body", [{"user": "nobody"}, {"group": "nobody"}, {"issuer": "https://iam.example.org/", "subject": "x"}]
+    "body",
+    [
+        {"user": "nobody"},
+        {"group": "nobody"},
+        {"issuer": "https://iam.example.org/", "subject": "x"},
+    ],
 )
 def test_revoke_an_unknown_target_is_404(client, revoker, body):
     response = revoke(client, revoker, body)
     assert response.status_code == 404
-    assert response.json()["error"] == "invalid_target" and "No such" in response.json()["error_description"]
+    assert (
+        response.json()["error"] == "invalid_target"
+        and "No such" in response.json()["error_description"]
+    )
     assert not Epoch.objects.exists()
 
 
@@ -819,7 +858,9 @@ def test_revoke_refuses_a_token_issued_to_an_oauth_client(client):
     root = make_user("root")
     root.is_superuser = True
     root.save()
-    oauth = mint_access_token(root, scope="reports:read", extra_claims={"client_id": "some-app"}).token
+    oauth = mint_access_token(
+        root, scope="reports:read", extra_claims={"client_id": "some-app"}
+    ).token
     response = revoke(client, oauth, {"all": True})
     assert response.status_code == 403 and "login" in response.json()["detail"]
     assert revoke(client, login(client, "root")["access_token"], {"all": True}).status_code == 200
@@ -892,7 +933,10 @@ def test_our_metadata_documents_are_valid_for_authlib(settings, client):
     OpenIDProviderMetadata(openid.json()).validate()
     assert openid.json()["id_token_signing_alg_values_supported"] == ["RS256"]
     for document in (oauth.json(), openid.json()):
-        assert document["issuer"] == issuer and document["jwks_uri"] == f"{issuer}/.well-known/jwks.json"
+        assert (
+            document["issuer"] == issuer
+            and document["jwks_uri"] == f"{issuer}/.well-known/jwks.json"
+        )
         assert "access_token_signing_alg_values_supported" not in document
 
 

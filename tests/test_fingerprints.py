@@ -8,7 +8,9 @@ from tokenauth import fingerprints
 from tokenauth.fingerprints import FingerprintMap
 
 
-def test_names_whose_fingerprints_collide_share_the_larger_of_each_column(monkeypatch: pytest.MonkeyPatch):
+def test_names_whose_fingerprints_collide_share_the_larger_of_each_column(
+    monkeypatch: pytest.MonkeyPatch,
+):
     """Epoch 5 bumped long ago and epoch 1 bumped just now: both read as epoch 5 bumped just now, so
     neither name's tokens pass a check the other's would fail."""
     monkeypatch.setattr(fingerprints, "fingerprint", lambda name: 42)

@@ -29,7 +29,9 @@ def whoami(client: Any, token: str) -> Any:
 
 def refreshed(client: Any, tokens: dict[str, Any]) -> dict[str, Any]:
     response = client.post(
-        "/auth/token/refresh/", {"refresh_token": tokens["refresh_token"]}, content_type="application/json"
+        "/auth/token/refresh/",
+        {"refresh_token": tokens["refresh_token"]},
+        content_type="application/json",
     )
     assert response.status_code == 200, response.content
     return response.json()
@@ -127,7 +129,9 @@ def test_rejoining_does_not_need_a_new_token_for_new_ones(client):
     alice = make_user("alice", groups=["operators"])
     alice.groups.remove(operators())
     alice.groups.add(operators())
-    assert client.get(STAFF_AREA, **bearer(login(client, "alice")["access_token"])).status_code == 200
+    assert (
+        client.get(STAFF_AREA, **bearer(login(client, "alice")["access_token"])).status_code == 200
+    )
 
 
 def test_leaving_is_audited_and_signalled(client):
@@ -151,7 +155,9 @@ def test_the_hot_path_stays_free_of_queries_after_a_change(client, django_assert
     alice = make_user("alice", groups=["operators", "dev"])
     tokens = login(client, "alice")
     alice.groups.remove(operators())
-    assert client.get(STAFF_AREA, **bearer(tokens["access_token"])).status_code == 403  # warms the caches
+    assert (
+        client.get(STAFF_AREA, **bearer(tokens["access_token"])).status_code == 403
+    )  # warms the caches
     with django_assert_num_queries(0):
         assert client.get(STAFF_AREA, **bearer(tokens["access_token"])).status_code == 403
         assert client.get("/api/hello/", **bearer(tokens["access_token"])).status_code == 200

@@ -18,7 +18,11 @@ def trickle_url() -> Iterator[str]:
 
 
 def test_a_trickling_server_is_cut_off_at_the_timeout(settings, trickle_url):
-    settings.TOKENAUTH = {**settings.TOKENAUTH, "ALLOW_LOOPBACK_HTTP_ISSUERS": True, "HTTP_TIMEOUT": 0.5}
+    settings.TOKENAUTH = {
+        **settings.TOKENAUTH,
+        "ALLOW_LOOPBACK_HTTP_ISSUERS": True,
+        "HTTP_TIMEOUT": 0.5,
+    }
     started = time.monotonic()
     with pytest.raises(FetchError, match="took longer"):
         fetch_json(trickle_url)
@@ -26,7 +30,11 @@ def test_a_trickling_server_is_cut_off_at_the_timeout(settings, trickle_url):
 
 
 def test_the_same_server_within_the_timeout_is_read(settings, trickle_url):
-    settings.TOKENAUTH = {**settings.TOKENAUTH, "ALLOW_LOOPBACK_HTTP_ISSUERS": True, "HTTP_TIMEOUT": 30}
+    settings.TOKENAUTH = {
+        **settings.TOKENAUTH,
+        "ALLOW_LOOPBACK_HTTP_ISSUERS": True,
+        "HTTP_TIMEOUT": 30,
+    }
     data, max_age = fetch_json(trickle_url)
     assert data == {"keys": []}
     assert max_age is None

@@ -64,14 +64,19 @@ def test_client_credentials_token_is_an_rfc9068_jwt(any_idp):
 
 
 def test_scope_is_narrowed_and_resource_becomes_audience(idp):
-    token = idp.client_credentials_token(scope="reports:read bogus", resource="https://other.example.test")
+    token = idp.client_credentials_token(
+        scope="reports:read bogus", resource="https://other.example.test"
+    )
     claims = verify(idp, token, audience="https://other.example.test")
     assert claims["scope"] == "reports:read"
 
 
 def test_wrong_client_secret_is_rejected(idp):
     response = requests.post(
-        idp.token_endpoint, data={"grant_type": "client_credentials"}, auth=("test-client", "nope"), timeout=5
+        idp.token_endpoint,
+        data={"grant_type": "client_credentials"},
+        auth=("test-client", "nope"),
+        timeout=5,
     )
     assert response.status_code == 401
     assert response.json()["error"] == "invalid_client"
@@ -90,9 +95,13 @@ def test_user_token_has_the_username_as_sub(idp):
 
 def test_web_client_authorization_code_with_pkce(idp):
     """web-client + devInteractions login/consent pages, driven over plain HTTP (no browser)."""
-    redirect_uri = "http://127.0.0.1:8000/oidc/callback/"  # server.js default for IDP_REDIRECT_URIS
+    redirect_uri = (
+        "http://127.0.0.1:8000/oidc/callback/"  # server.js default for IDP_REDIRECT_URIS
+    )
     verifier = secrets.token_urlsafe(32)
-    challenge = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).rstrip(b"=").decode()
+    challenge = (
+        base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).rstrip(b"=").decode()
+    )
     browser = requests.Session()
     response = browser.get(
         idp.metadata["authorization_endpoint"],
@@ -230,16 +239,22 @@ def raised(call: Callable[[], object]) -> BaseException:
 def test_without_node_a_test_is_skipped_locally_and_fails_in_ci(ci, monkeypatch, tmp_path):
     monkeypatch.setenv("PATH", str(tmp_path))  # no node, no npm
     outcome = raised(start_idp)
-    assert isinstance(outcome, pytest.fail.Exception if ci else pytest.skip.Exception), repr(outcome)
+    assert isinstance(outcome, pytest.fail.Exception if ci else pytest.skip.Exception), repr(
+        outcome
+    )
     assert "node is not on PATH" in str(outcome)
 
 
 def test_a_server_that_exits_fails_the_test_with_its_stderr(ci, idp):
     """``idp``: node and the npm install are here (without them this test skips like the others)."""
-    outcome = raised(lambda: start_idp(env={"IDP_ACCESS_TOKEN_ALG": "HS256"}))  # server.js exits with 2
+    outcome = raised(
+        lambda: start_idp(env={"IDP_ACCESS_TOKEN_ALG": "HS256"})
+    )  # server.js exits with 2
     assert isinstance(outcome, IdPError), repr(outcome)
     assert "exited with 2 before it was ready" in str(outcome)
-    assert "IDP_ACCESS_TOKEN_ALG must be one of RS256, ES256, got HS256" in str(outcome)  # its stderr
+    assert "IDP_ACCESS_TOKEN_ALG must be one of RS256, ES256, got HS256" in str(
+        outcome
+    )  # its stderr
 
 
 def test_a_server_that_is_never_ready_fails_the_test(ci, idp, tmp_path):

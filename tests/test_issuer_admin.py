@@ -114,7 +114,10 @@ def test_issuer_can_be_added_in_the_admin(admin_client):
     "change, field",
     [
         ({"issuer": "http://iam.example.org/"}, "http"),
-        ({"issuer": "http://127.0.0.1:9/"}, "http"),  # loopback, but ALLOW_LOOPBACK_HTTP_ISSUERS is off
+        (
+            {"issuer": "http://127.0.0.1:9/"},
+            "http",
+        ),  # loopback, but ALLOW_LOOPBACK_HTTP_ISSUERS is off
         ({"algorithms": '["HS256"]'}, "asymmetric"),
         ({"algorithms": '["none"]'}, "asymmetric"),
         ({"algorithms": "[]"}, "This field is required"),
@@ -224,7 +227,15 @@ def test_add_again_changes_only_the_options_given():
         "our-app",
         "--no-provision",
     )
-    run("add", "https://iam.example.org/", "--scope", "compute.read", "--profile", "WLCG", "--any-audience")
+    run(
+        "add",
+        "https://iam.example.org/",
+        "--scope",
+        "compute.read",
+        "--profile",
+        "WLCG",
+        "--any-audience",
+    )
     row = Issuer.objects.get()
     assert row.required_scopes == ["compute.read"]  # a list given replaces the old one
     assert (row.accept_any_audience, row.client_id, row.auto_provision) == (True, "our-app", False)
@@ -245,7 +256,15 @@ def test_an_any_audience_needs_a_profile():
     with pytest.raises(CommandError, match="An any-audience belongs to a token profile"):
         run("add", "https://iam.example.org/", "--scope", "x", "--any-audience")
     assert not Issuer.objects.exists()
-    run("add", "https://iam.example.org/", "--scope", "x", "--profile", "scitokens", "--any-audience")
+    run(
+        "add",
+        "https://iam.example.org/",
+        "--scope",
+        "x",
+        "--profile",
+        "scitokens",
+        "--any-audience",
+    )
     config = Issuer.objects.get().config()
     assert config.accepted_audiences == ["ANY"]
     with pytest.raises(CommandError, match="An any-audience belongs to a token profile"):
@@ -262,12 +281,20 @@ def test_a_new_issuer_gets_the_model_defaults():
 
 def test_add_without_audience_or_scope_warns():
     err = StringIO()
-    call_command("tokenauth_issuer", "add", "https://iam.example.org/", stdout=StringIO(), stderr=err)
+    call_command(
+        "tokenauth_issuer", "add", "https://iam.example.org/", stdout=StringIO(), stderr=err
+    )
     assert "any token this issuer signs is accepted" in err.getvalue()
     assert Issuer.objects.exists()
     err = StringIO()
     call_command(
-        "tokenauth_issuer", "add", "https://b.example.org/", "--scope", "x", stdout=StringIO(), stderr=err
+        "tokenauth_issuer",
+        "add",
+        "https://b.example.org/",
+        "--scope",
+        "x",
+        stdout=StringIO(),
+        stderr=err,
     )
     assert err.getvalue() == ""
 
@@ -289,13 +316,17 @@ def test_add_refuses_bad_options_and_keeps_the_row(args, message):
 
 def test_login_slugs_must_differ(settings):
     run("add", "https://a.example.org/", "--client-id", "app", "--slug", "iam")
-    with pytest.raises(CommandError, match="The login slug iam is https://a.example.org/'s already"):
+    with pytest.raises(
+        CommandError, match="The login slug iam is https://a.example.org/'s already"
+    ):
         run("add", "https://b.example.org/", "--client-id", "app", "--slug", "iam")
     run("add", "https://b.example.org/", "--slug", "iam")  # not a login provider: no clash
     run("add", "https://a.example.org/", "--client-id", "app2")  # its own slug is no clash
     settings.TOKENAUTH = {
         **settings.TOKENAUTH,
-        "ISSUERS": [{"issuer": "https://c.example.org/", "client_id": "app", "required_scopes": ["x"]}],
+        "ISSUERS": [
+            {"issuer": "https://c.example.org/", "client_id": "app", "required_scopes": ["x"]}
+        ],
     }
     with pytest.raises(CommandError, match="cexampleorg is https://c.example.org/'s already"):
         run("add", "https://d.example.org/", "--client-id", "app", "--slug", "cexampleorg")
@@ -303,7 +334,13 @@ def test_login_slugs_must_differ(settings):
 
 @pytest.mark.parametrize(
     "url",
-    ["http://iam.example.org/", "http://10.0.0.1/", "ftp://iam.example.org/", "iam.example.org", "https://"],
+    [
+        "http://iam.example.org/",
+        "http://10.0.0.1/",
+        "ftp://iam.example.org/",
+        "iam.example.org",
+        "https://",
+    ],
 )
 def test_add_refuses_urls_that_are_not_https(url, loopback_allowed):
     with pytest.raises(CommandError, match="https required"):
@@ -396,7 +433,11 @@ def test_refresh_an_issuer_that_is_down_is_a_command_error(idp, idp_issuer):
 def issuer_check_ids(
     settings: Any, issuers: Any, loopback: bool = False, errors_only: bool = True
 ) -> list[str]:
-    settings.TOKENAUTH = {**settings.TOKENAUTH, "ISSUERS": issuers, "ALLOW_LOOPBACK_HTTP_ISSUERS": loopback}
+    settings.TOKENAUTH = {
+        **settings.TOKENAUTH,
+        "ISSUERS": issuers,
+        "ALLOW_LOOPBACK_HTTP_ISSUERS": loopback,
+    }
     return sorted(m.id for m in check_issuers() if m.is_serious() or not errors_only)
 
 
@@ -444,7 +485,9 @@ def test_run_checks_includes_the_issuer_checks(settings):
         [{"issuer": 42}],
         ["https://iam.example.org/"],
         [{"issuer": "https://iam.example.org/", "audience": ["x"]}],  # unknown option (typo)
-        [{"issuer": "https://iam.example.org/", "audiences": "https://api.example.org"}],  # a bare string
+        [
+            {"issuer": "https://iam.example.org/", "audiences": "https://api.example.org"}
+        ],  # a bare string
         [{"issuer": "https://iam.example.org/", "required_scopes": None}],
         [{"issuer": "https://iam.example.org/", "group_claims": [1]}],
         [{"issuer": "https://iam.example.org/"}, {"issuer": "https://iam.example.org/"}],  # twice
@@ -470,8 +513,18 @@ def test_e008_issuer_url_not_https(settings, url, loopback):
 
 
 def test_e010_login_providers_share_a_slug(settings):
-    a = {"issuer": "https://a.example.org/", "required_scopes": ["x"], "client_id": "app", "slug": "iam"}
-    b = {"issuer": "https://b.example.org/", "required_scopes": ["x"], "client_id": "app", "slug": "iam"}
+    a = {
+        "issuer": "https://a.example.org/",
+        "required_scopes": ["x"],
+        "client_id": "app",
+        "slug": "iam",
+    }
+    b = {
+        "issuer": "https://b.example.org/",
+        "required_scopes": ["x"],
+        "client_id": "app",
+        "slug": "iam",
+    }
     assert issuer_check_ids(settings, [a, b]) == ["tokenauth.E010"]
     derived = {**b, "slug": "aexampleorg"}  # the slug a would have been given without one
     assert issuer_check_ids(settings, [{**a, "slug": ""}, derived]) == ["tokenauth.E010"]
@@ -502,7 +555,9 @@ def test_e016_e017_a_known_profile_and_an_any_audience_only_with_one(settings, e
     assert issuer_check_ids(settings, [entry]) == expected
 
 
-@pytest.mark.parametrize("scope", ["", "two words", "servicex\u00a0", 'say"hi"', "back\\slash", "caf\u00e9"])
+@pytest.mark.parametrize(
+    "scope", ["", "two words", "servicex\u00a0", 'say"hi"', "back\\slash", "caf\u00e9"]
+)
 def test_e011_required_scopes_must_be_scope_tokens(settings, scope):
     """RFC 6749 section 3.3: a name no token could carry as one scope-token is a configuration error."""
     entry = {"issuer": "https://iam.example.org/", "required_scopes": ["servicex", scope]}
@@ -522,8 +577,12 @@ def test_issuer_rows_refuse_required_scopes_that_are_not_scope_tokens():
 @pytest.mark.django_db
 def test_e017_issuer_rows_written_around_the_admin_are_checked_with_the_database():
     Issuer.objects.create(issuer="https://iam.example.org/", accept_any_audience=True)
-    Issuer.objects.create(issuer="https://cilogon.example.org/", profile="wlcg", accept_any_audience=True)
+    Issuer.objects.create(
+        issuer="https://cilogon.example.org/", profile="wlcg", accept_any_audience=True
+    )
     messages = check_issuer_rows(databases=["default"])
     assert [m.id for m in messages] == ["tokenauth.E017"]
-    assert messages[0].msg.startswith("https://iam.example.org/: accept_any_audience without a token profile")
+    assert messages[0].msg.startswith(
+        "https://iam.example.org/: accept_any_audience without a token profile"
+    )
     assert check_issuer_rows() == []  # without --database no query

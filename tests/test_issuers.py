@@ -127,9 +127,13 @@ def test_disabling_the_issuer_in_settings_rejects_its_tokens_at_once(client, set
 
 
 @pytest.mark.django_db
-def test_disabling_an_issuer_row_rejects_a_memoised_token(client, idp, django_capture_on_commit_callbacks):
+def test_disabling_an_issuer_row_rejects_a_memoised_token(
+    client, idp, django_capture_on_commit_callbacks
+):
     with django_capture_on_commit_callbacks(execute=True):
-        row = Issuer.objects.create(issuer=idp.issuer, audiences=[AUDIENCE], required_scopes=["servicex"])
+        row = Issuer.objects.create(
+            issuer=idp.issuer, audiences=[AUDIENCE], required_scopes=["servicex"]
+        )
     token = idp.client_credentials_token()
     assert get(client, token).json() == {"hello": "test-client"}
     assert verified_tokens.get(token) is not None
@@ -142,7 +146,9 @@ def test_disabling_an_issuer_row_rejects_a_memoised_token(client, idp, django_ca
 
 
 @pytest.mark.django_db
-def test_unknown_issuer_is_refused_without_network(client, settings, idp_stats_reset, es_idp, attacker):
+def test_unknown_issuer_is_refused_without_network(
+    client, settings, idp_stats_reset, es_idp, attacker
+):
     idp = idp_stats_reset
     allow(settings, es_idp.issuer)
     es_idp.reset_stats()
@@ -151,9 +157,16 @@ def test_unknown_issuer_is_refused_without_network(client, settings, idp_stats_r
     assert_invalid(response)
     assert "issuer is not accepted" in response["WWW-Authenticate"]
     # Near misses of an allowed issuer are other issuers.
-    for iss in (es_idp.issuer + "/", es_idp.issuer.upper(), es_idp.issuer.replace("127.0.0.1", "localhost")):
+    for iss in (
+        es_idp.issuer + "/",
+        es_idp.issuer.upper(),
+        es_idp.issuer.replace("127.0.0.1", "localhost"),
+    ):
         assert_invalid(
-            get(client, compact({"alg": "RS256", "kid": "x"}, {"iss": iss, "sub": "a"}, key("rsa-a")))
+            get(
+                client,
+                compact({"alg": "RS256", "kid": "x"}, {"iss": iss, "sub": "a"}, key("rsa-a")),
+            )
         )
     assert_invalid(get(client, attacker.token()))
     assert idp.stats()["discovery"] == idp.stats()["jwks"] == 0
@@ -167,7 +180,9 @@ def test_audience_scope_and_issuer_mismatches(client, settings, idp, es_idp):
     allow(settings, {"issuer": idp.issuer, "audiences": ["https://other.example.test"]})
     assert_invalid(get(client, token))
     allow(settings, idp.issuer)
-    assert_invalid(get(client, idp.client_credentials_token(resource="https://other.example.test")))
+    assert_invalid(
+        get(client, idp.client_credentials_token(resource="https://other.example.test"))
+    )
 
     for required in (["ServiceX"], ["service"], ["servicex", "reports:write"]):
         allow(settings, {"issuer": idp.issuer, "required_scopes": required})
@@ -275,9 +290,13 @@ def test_a_jwks_uri_that_fails_without_moving_is_not_fetched_twice(client, setti
 
 
 @pytest.mark.django_db
-def test_issuer_down_cached_keys_serve_and_cold_cache_is_503(client, settings, idp_stats_reset, clock):
+def test_issuer_down_cached_keys_serve_and_cold_cache_is_503(
+    client, settings, idp_stats_reset, clock
+):
     idp = idp_stats_reset
-    allow(settings, idp.issuer, JWKS_CACHE_MAX=600, JWKS_MAX_STALENESS=3600, JWKS_REFETCH_COOLDOWN=60)
+    allow(
+        settings, idp.issuer, JWKS_CACHE_MAX=600, JWKS_MAX_STALENESS=3600, JWKS_REFETCH_COOLDOWN=60
+    )
     assert get(client, idp.client_credentials_token()).status_code == 200
     idp.down()
     clock.advance(600)  # the keys are stale now
@@ -313,14 +332,20 @@ def random_kid_token(iss: str) -> str:
     """Claims an allowed issuer with a kid it never published (signed by a key of ours)."""
     now = int(time.time())
     payload = {"iss": iss, "sub": "x", "aud": AUDIENCE, "iat": now, "exp": now + 60}
-    return compact({"alg": "RS256", "typ": "at+jwt", "kid": uuid.uuid4().hex}, payload, key("rsa-evil"))
+    return compact(
+        {"alg": "RS256", "typ": "at+jwt", "kid": uuid.uuid4().hex}, payload, key("rsa-evil")
+    )
 
 
 @pytest.mark.django_db
-def test_a_flood_of_random_kids_costs_one_fetch_per_cooldown(client, settings, idp_stats_reset, clock):
+def test_a_flood_of_random_kids_costs_one_fetch_per_cooldown(
+    client, settings, idp_stats_reset, clock
+):
     idp = idp_stats_reset
     allow(settings, idp.issuer, JWKS_REFETCH_COOLDOWN=60)
-    assert_invalid(get(client, random_kid_token(idp.issuer)))  # the cool-down counts from this fetch
+    assert_invalid(
+        get(client, random_kid_token(idp.issuer))
+    )  # the cool-down counts from this fetch
     for _ in range(29):
         clock.advance(2)
         assert_invalid(get(client, random_kid_token(idp.issuer)))
@@ -395,7 +420,9 @@ def test_kids_are_looked_up_within_the_tokens_issuer_only(client, settings, idp)
     first = CraftedIssuer({"shared": (key("rsa-a"), "RS256")})
     second = CraftedIssuer({"shared": (key("rsa-b"), "RS256")})
     real_kid = jwt.get_unverified_header(idp.client_credentials_token())["kid"]
-    twin = CraftedIssuer({real_kid: (key("rsa-c"), "RS256")})  # the real provider's kid, another key
+    twin = CraftedIssuer(
+        {real_kid: (key("rsa-c"), "RS256")}
+    )  # the real provider's kid, another key
     try:
         allow(settings, first.issuer, second.issuer, idp.issuer, twin.issuer)
         assert get(client, first.token("shared")).status_code == 200
@@ -432,7 +459,9 @@ def test_a_well_formed_crafted_token_is_accepted(client, settings, crafted):
 
 
 @pytest.mark.django_db
-@pytest.mark.parametrize("scope", ["servicex\u00a0admin", "admin\u2028servicex", "servicex\tadmin"])
+@pytest.mark.parametrize(
+    "scope", ["servicex\u00a0admin", "admin\u2028servicex", "servicex\tadmin"]
+)
 def test_required_scope_is_split_on_the_ascii_space_only(client, settings, crafted, scope):
     """RFC 6749 section 3.3: one invalid scope-token never counts as the required scope."""
     allow(settings, crafted.issuer)
@@ -492,9 +521,13 @@ def crafted_cases(crafted: CraftedIssuer) -> dict[str, str]:
         # RFC 7519 section 7.2 step 8, RFC 8259 sections 6 and 8.1: UTF-8 JSON, one value per name.
         "UTF-16 claims": crafted.raw_token(json.dumps(claims).encode("utf-16")),
         "UTF-8 BOM claims": crafted.raw_token(b"\xef\xbb\xbf" + json.dumps(claims).encode()),
-        "duplicate sub": crafted.raw_token(json.dumps(claims)[:-1].encode() + b', "sub": "svc-2"}'),
+        "duplicate sub": crafted.raw_token(
+            json.dumps(claims)[:-1].encode() + b', "sub": "svc-2"}'
+        ),
         "exp Infinity": crafted.raw_token(json.dumps({**claims, "exp": float("inf")}).encode()),
-        "exp 1e400": crafted.raw_token(json.dumps(claims).replace(str(claims["exp"]), "1e400").encode()),
+        "exp 1e400": crafted.raw_token(
+            json.dumps(claims).replace(str(claims["exp"]), "1e400").encode()
+        ),
         # RFC 8259 section 8.2: an escaped lone surrogate is no Unicode text.
         "sub a lone surrogate": crafted.token(sub="svc-\ud800"),
     }
@@ -560,7 +593,9 @@ def test_bad_issuer_answers_are_503_and_nothing_is_followed(
     if misbehaviour.startswith("status"):
         crafted.status = int(misbehaviour.split()[1])
     elif misbehaviour == "huge jwks":
-        crafted.jwks_body = json.dumps({"keys": crafted.jwks()["keys"] * 10, "pad": "x" * 5000}).encode()
+        crafted.jwks_body = json.dumps(
+            {"keys": crafted.jwks()["keys"] * 10, "pad": "x" * 5000}
+        ).encode()
     elif misbehaviour == "not json":
         crafted.jwks_body = b"<html>"
     elif misbehaviour == "jwks a list":
@@ -679,7 +714,9 @@ def test_plain_http_issuers_are_refused_without_network(client, settings, crafte
 
     # Nor may a discovery document send us to a plain-http host elsewhere.
     allow(settings, crafted.issuer, ALLOW_LOOPBACK_HTTP_ISSUERS=True)
-    crafted.jwks_uri = "http://0.0.0.0:1/jwks"  # not loopback by name, and it never leaves this host
+    crafted.jwks_uri = (
+        "http://0.0.0.0:1/jwks"  # not loopback by name, and it never leaves this host
+    )
     assert get(client, crafted.token()).status_code == 503
     assert crafted.counts == {"/.well-known/openid-configuration": 1}
 
@@ -691,7 +728,9 @@ def test_configured_algorithms_es384_and_eddsa(client, settings):
         allow(settings, {"issuer": issuer.issuer, "algorithms": ["ES384", "EdDSA"]})
         assert get(client, issuer.token("p384")).status_code == 200
         assert get(client, issuer.token("ed", sub="svc-ed")).status_code == 200
-        assert_invalid(get(client, compact({"alg": "ES256", "kid": "p384"}, issuer.claims(), key("ec-a"))))
+        assert_invalid(
+            get(client, compact({"alg": "ES256", "kid": "p384"}, issuer.claims(), key("ec-a")))
+        )
         allow(settings, issuer.issuer)  # default algorithms: RS256 and ES256 only
         assert_invalid(get(client, issuer.token("p384", sub="svc-x")))
     finally:
@@ -720,7 +759,10 @@ def test_two_issuers_with_the_same_sub_are_two_users(client, settings):
     try:
         allow(settings, first.issuer, second.issuer)
         for issuer in (first, second, first):
-            assert get(client, issuer.token(sub="alice", preferred_username="alice")).status_code == 200
+            assert (
+                get(client, issuer.token(sub="alice", preferred_username="alice")).status_code
+                == 200
+            )
         identities = {i.issuer: i.user_id for i in Identity.objects.filter(subject="alice")}
         assert set(identities) == {first.issuer, second.issuer}
         assert identities[first.issuer] != identities[second.issuer]
@@ -743,8 +785,13 @@ def user_groups(subject: str) -> list[str]:
 
 
 @pytest.mark.django_db
-def test_an_external_principals_groups_are_its_tokens(client, settings, crafted, django_assert_num_queries):
-    allow(settings, {"issuer": crafted.issuer, "group_claims": ["groups"], "default_groups": ["users"]})
+def test_an_external_principals_groups_are_its_tokens(
+    client, settings, crafted, django_assert_num_queries
+):
+    allow(
+        settings,
+        {"issuer": crafted.issuer, "group_claims": ["groups"], "default_groups": ["users"]},
+    )
     now = int(time.time())
     first = crafted.token(sub="cms-1", groups=["operators", "higgs"], iat=now - 20)
     assert get(client, first, "/auth/whoami/").json()["groups"] == ["higgs", "operators", "users"]
@@ -763,7 +810,11 @@ def test_an_external_principals_groups_are_its_tokens(client, settings, crafted,
     get(client, later)  # warm
     with django_assert_num_queries(0):
         assert get(client, later, "/auth/whoami/").json()["groups"] == ["top", "users"]
-        assert get(client, first, "/auth/whoami/").json()["groups"] == ["higgs", "operators", "users"]
+        assert get(client, first, "/auth/whoami/").json()["groups"] == [
+            "higgs",
+            "operators",
+            "users",
+        ]
 
 
 @pytest.mark.django_db
@@ -783,12 +834,17 @@ def test_mirroring_external_groups_can_be_switched_off(client, settings, crafted
 @pytest.mark.django_db
 def test_an_rfc_8414_only_issuer_with_a_path_is_found_by_path_insertion(client, settings):
     """Under /realms/test, metadata only at /.well-known/oauth-authorization-server/realms/test."""
-    provider = start_idp(issuer="http://127.0.0.1:{port}/realms/test", env={"IDP_METADATA": "oauth"})
+    provider = start_idp(
+        issuer="http://127.0.0.1:{port}/realms/test", env={"IDP_METADATA": "oauth"}
+    )
     try:
         allow(settings, provider.issuer)
         parts = provider.issuer.split("/realms/")
         assert (
-            requests.get(f"{provider.issuer}/.well-known/openid-configuration", timeout=5).status_code == 404
+            requests.get(
+                f"{provider.issuer}/.well-known/openid-configuration", timeout=5
+            ).status_code
+            == 404
         )
         inserted = f"{parts[0]}/.well-known/oauth-authorization-server/realms/{parts[1]}"
         assert requests.get(inserted, timeout=5).json()["issuer"] == provider.issuer

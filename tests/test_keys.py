@@ -69,10 +69,14 @@ def test_asymmetric_algorithms_sign_and_verify(settings, client, algorithm):
 def test_signing_with_the_prepared_key_makes_what_jwt_encode_makes(algorithm):
     """Key.sign skips jwt.encode's per-token key preparation, not a byte of its output (these
     algorithms sign deterministically)."""
-    key = load_key(algorithm, "s" * 64 if algorithm == "HS256" else private_pem(algorithm), kid="k1")
+    key = load_key(
+        algorithm, "s" * 64 if algorithm == "HS256" else private_pem(algorithm), kid="k1"
+    )
     claims = {"sub": "42", "iat": 1, "name": "Zoë", "groups": ["a", "b"]}
     material = key.signing_key
-    expected = jwt.encode(claims, material, algorithm=algorithm, headers={"kid": "k1", "typ": "at+jwt"})
+    expected = jwt.encode(
+        claims, material, algorithm=algorithm, headers={"kid": "k1", "typ": "at+jwt"}
+    )
     assert key.sign(claims, "at+jwt") == expected
 
 
@@ -110,7 +114,10 @@ def test_kid_is_derived_from_the_key_and_stable():
 
 def test_explicit_key_id_setting(settings):
     use_key(settings, "ES256", private_pem("ES256"), KEY_ID="main-2024")
-    assert jwt.get_unverified_header(mint_access_token(make_user("alice")).token)["kid"] == "main-2024"
+    assert (
+        jwt.get_unverified_header(mint_access_token(make_user("alice")).token)["kid"]
+        == "main-2024"
+    )
 
 
 @pytest.mark.parametrize(
@@ -148,7 +155,9 @@ def test_broken_key_material_is_refused(algorithm, material):
         load_key(algorithm, material)
 
 
-@pytest.mark.parametrize(("algorithm", "other"), [("ES256", "RS256"), ("RS256", "EdDSA"), ("EdDSA", "ES256")])
+@pytest.mark.parametrize(
+    ("algorithm", "other"), [("ES256", "RS256"), ("RS256", "EdDSA"), ("EdDSA", "ES256")]
+)
 def test_key_of_another_type_is_refused(algorithm, other):
     with pytest.raises(ImproperlyConfigured):
         load_key(algorithm, private_pem(other))
@@ -166,7 +175,8 @@ def test_duplicate_kid_is_refused():
 
 
 @pytest.mark.parametrize(
-    "entry", [{"key": "x" * 32}, {"algorithm": "HS256"}, "a PEM string", {"algorithm": "HS256", "key": ""}]
+    "entry",
+    [{"key": "x" * 32}, {"algorithm": "HS256"}, "a PEM string", {"algorithm": "HS256", "key": ""}],
 )
 def test_malformed_verification_key_entries_are_configuration_errors(settings, entry):
     settings.TOKENAUTH = {**settings.TOKENAUTH, "VERIFICATION_KEYS": [entry]}
@@ -190,7 +200,9 @@ def test_rotation_old_key_verifies_until_removed(settings, client, algorithm):
     old_kid = get_keyring().signing.kid
     assert hello(client, old_token).status_code == 200
 
-    use_key(settings, algorithm, new_pem, VERIFICATION_KEYS=[{"algorithm": algorithm, "key": old_pem}])
+    use_key(
+        settings, algorithm, new_pem, VERIFICATION_KEYS=[{"algorithm": algorithm, "key": old_pem}]
+    )
     new_token = mint_access_token(user).token
     assert jwt.get_unverified_header(new_token)["kid"] != old_kid
     assert hello(client, old_token).status_code == 200
@@ -257,7 +269,9 @@ def test_jwks_lists_public_keys_only(settings, client):
     # a published key verifies our tokens
     token = mint_access_token(make_user("alice")).token
     es = next(k for k in keys if k["alg"] == "ES256")
-    assert jwt.decode(token, jwt.PyJWK(es).key, algorithms=["ES256"], options={"verify_aud": False})["iss"]
+    assert jwt.decode(
+        token, jwt.PyJWK(es).key, algorithms=["ES256"], options={"verify_aud": False}
+    )["iss"]
 
 
 def test_jwks_never_publishes_an_hmac_secret(client, settings):
@@ -276,7 +290,9 @@ def test_openid_configuration(settings, client):
     body = client.get("/.well-known/openid-configuration").json()
     assert body["issuer"] == ISSUER
     assert body["jwks_uri"] == f"{ISSUER}/.well-known/jwks.json"
-    assert body["token_endpoint"] == f"{ISSUER}/o/token/"  # tokenauth.oauth is installed: its endpoint
+    assert (
+        body["token_endpoint"] == f"{ISSUER}/o/token/"
+    )  # tokenauth.oauth is installed: its endpoint
     assert body["id_token_signing_alg_values_supported"] == ["ES256", "RS256"]
     assert "access_token_signing_alg_values_supported" not in body  # no such field in any standard
 

@@ -108,7 +108,9 @@ class Stack:
     env: dict[str, str]
     redis: object  # redis.Redis
 
-    def manage(self, *args: str, check: bool = True, **extra_env: str) -> subprocess.CompletedProcess[str]:
+    def manage(
+        self, *args: str, check: bool = True, **extra_env: str
+    ) -> subprocess.CompletedProcess[str]:
         """Run ``manage.py`` in a separate process with the shared environment."""
         return _manage(self.env, *args, check=check, **extra_env)
 
@@ -172,15 +174,21 @@ class Server:
     def __post_init__(self) -> None:
         self.http.trust_env = False  # no proxy for 127.0.0.1, whatever the environment says
 
-    def request(self, method: str, path: str, token: str | None = None, **kwargs) -> requests.Response:
+    def request(
+        self, method: str, path: str, token: str | None = None, **kwargs
+    ) -> requests.Response:
         headers = {"Authorization": f"Bearer {token}"} if token else {}
-        return self.http.request(method, self.url + path, headers=headers, timeout=HTTP_TIMEOUT, **kwargs)
+        return self.http.request(
+            method, self.url + path, headers=headers, timeout=HTTP_TIMEOUT, **kwargs
+        )
 
     def status(self, token: str, path: str = HELLO) -> int:
         return self.request("GET", path, token).status_code
 
     def login(self, username: str) -> str:
-        response = self.request("POST", "/auth/token/", json={"username": username, "password": PASSWORD})
+        response = self.request(
+            "POST", "/auth/token/", json={"username": username, "password": PASSWORD}
+        )
         assert response.status_code == 200, (self.name, response.status_code, response.text)
         return response.json()["access_token"]
 
@@ -210,7 +218,14 @@ def migrated_database(tmp_path_factory: pytest.TempPathFactory) -> Callable[[], 
             _manage(env, "migrate", "--noinput", "--verbosity", "0")
             names, password = " ".join(USERS), PASSWORD
             _manage(
-                env, "shell", "-v", "0", "-c", CREATE_USERS, TEST_USERNAMES=names, TEST_USER_PASSWORD=password
+                env,
+                "shell",
+                "-v",
+                "0",
+                "-c",
+                CREATE_USERS,
+                TEST_USERNAMES=names,
+                TEST_USER_PASSWORD=password,
             )
             built.append(path)
         return built[0]
@@ -250,7 +265,10 @@ def stack(
         ),
     }
     result = Stack(
-        tmp_path / "shared.sqlite3", key_prefix, env, redis.Redis.from_url(redis_url, socket_timeout=5)
+        tmp_path / "shared.sqlite3",
+        key_prefix,
+        env,
+        redis.Redis.from_url(redis_url, socket_timeout=5),
     )
     shutil.copyfile(migrated_database(), result.db_path)
     try:
@@ -282,14 +300,18 @@ def start_server(stack: Stack, tmp_path: Path) -> Iterator[Callable[[str], Serve
         deadline = time.monotonic() + START_TIMEOUT
         while True:
             if process.poll() is not None:
-                pytest.fail(f"server {name} exited with {process.returncode}:\n{server.log_tail()}")
+                pytest.fail(
+                    f"server {name} exited with {process.returncode}:\n{server.log_tail()}"
+                )
             try:
                 if server.request("GET", "/.well-known/jwks.json").status_code == 200:
                     return server
             except requests.ConnectionError:
                 pass
             if time.monotonic() > deadline:
-                pytest.fail(f"server {name} did not answer within {START_TIMEOUT} s:\n{server.log_tail()}")
+                pytest.fail(
+                    f"server {name} did not answer within {START_TIMEOUT} s:\n{server.log_tail()}"
+                )
             time.sleep(0.1)
 
     yield start
@@ -298,7 +320,11 @@ def start_server(stack: Stack, tmp_path: Path) -> Iterator[Callable[[str], Serve
 
 
 def watch(
-    servers: list[Server], token: str, wanted: int, event: float | subprocess.Popen[str], path: str = HELLO
+    servers: list[Server],
+    token: str,
+    wanted: int,
+    event: float | subprocess.Popen[str],
+    path: str = HELLO,
 ):
     """GET ``path`` on each server every 50 ms until each answers ``wanted``.
 
@@ -354,7 +380,9 @@ def assert_flipped(
     return flipped
 
 
-def assert_stays(servers: list[Server], token: str, status: int, seconds: float, path: str = HELLO) -> None:
+def assert_stays(
+    servers: list[Server], token: str, status: int, seconds: float, path: str = HELLO
+) -> None:
     """Keep asking for longer than the refresh interval: the answer never changes back."""
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
@@ -363,7 +391,9 @@ def assert_stays(servers: list[Server], token: str, status: int, seconds: float,
         time.sleep(POLL_INTERVAL * 2)
 
 
-def test_bump_by_another_process_reaches_every_server(start_server: Callable[[str], Server], stack: Stack):
+def test_bump_by_another_process_reaches_every_server(
+    start_server: Callable[[str], Server], stack: Stack
+):
     a, b = start_server("A"), start_server("B")
     token = a.login("alice")
     for _ in range(3):  # warm the process memory of both servers
@@ -371,15 +401,21 @@ def test_bump_by_another_process_reaches_every_server(start_server: Callable[[st
 
     command = stack.spawn("tokenauth_revoke", "--user", "alice", "--reason", "multiprocess test")
     try:  # the servers are polled every 50 ms while the command runs
-        flipped = assert_flipped([a, b], token, 200, 401, command, "tokenauth_revoke, from its exit")
+        flipped = assert_flipped(
+            [a, b], token, 200, 401, command, "tokenauth_revoke, from its exit"
+        )
     finally:
         if command.poll() is None:
             command.kill()
         out, err = command.communicate(timeout=COMMAND_TIMEOUT)
     assert command.returncode == 0 and "epoch now 1" in out, (command.returncode, out, err)
-    bumped_at = stack.bump_time("user", "alice")  # when the command bumped (just before its commit)
+    bumped_at = stack.bump_time(
+        "user", "alice"
+    )  # when the command bumped (just before its commit)
     for name, at in flipped.items():
-        print(f"\n  tokenauth_revoke, from the bump: server {name} answered 401 after {at - bumped_at:.3f} s")
+        print(
+            f"\n  tokenauth_revoke, from the bump: server {name} answered 401 after {at - bumped_at:.3f} s"
+        )
         assert at - bumped_at <= PROPAGATION_BOUND, name
     response = b.request("GET", "/api/hello/", token)
     assert 'error="invalid_token"' in response.headers["WWW-Authenticate"]
@@ -399,7 +435,9 @@ def test_bump_is_immediate_in_its_own_process(start_server: Callable[[str], Serv
     assert a.request("POST", "/auth/logout-all/", token).status_code == 204
     bumped = time.time()
     assert a.status(token) == 401  # at once, no waiting, in the process that bumped
-    print(f"\n  logout-all on A: A answered 401 after {time.time() - bumped:.3f} s (first request)")
+    print(
+        f"\n  logout-all on A: A answered 401 after {time.time() - bumped:.3f} s (first request)"
+    )
 
     assert_flipped([b], token, 200, 401, bumped, "logout-all on A")
     assert_stays([a, b], token, 401, seconds=1.5)
@@ -417,7 +455,9 @@ def test_logout_on_one_server_reaches_the_other(start_server: Callable[[str], Se
     assert a.request("POST", "/auth/logout/", token).status_code == 204
     logged_out = time.time()
     assert a.status(token) == 401
-    print(f"\n  logout on A: A answered 401 after {time.time() - logged_out:.3f} s (first request)")
+    print(
+        f"\n  logout on A: A answered 401 after {time.time() - logged_out:.3f} s (first request)"
+    )
 
     assert_flipped([b], token, 200, 401, logged_out, "logout on A (denylist)")
     assert_stays([a, b], token, 401, seconds=1.5)
@@ -433,7 +473,10 @@ def test_fail_closed_when_neither_cache_nor_database_answers(
     start_server: Callable[[str], Server], stack: Stack, dropped: str
 ):
     a = start_server("A")
-    alice, bob = a.login("alice"), a.login("bob")  # bob's token is never used on A while the DB is up
+    alice, bob = (
+        a.login("alice"),
+        a.login("bob"),
+    )  # bob's token is never used on A while the DB is up
     for _ in range(3):
         assert a.status(alice) == 200
 
@@ -458,7 +501,9 @@ def test_fail_closed_when_neither_cache_nor_database_answers(
     assert "Traceback" not in a.log.read_text(errors="replace")
 
 
-IMPORTS = "from django.contrib.auth.models import Group, User\nfrom tokenauth.models import Session"
+IMPORTS = (
+    "from django.contrib.auth.models import Group, User\nfrom tokenauth.models import Session"
+)
 JOIN_OPERATORS = f"""
 {IMPORTS}
 User.objects.get(username="alice").groups.add(Group.objects.get_or_create(name="operators")[0])

@@ -143,7 +143,11 @@ def refresh_response(session: OAuth2Session, live_server, refresh_token: str) ->
     return session.post(
         f"{live_server.url}/o/token/",
         withhold_token=True,
-        data={"grant_type": "refresh_token", "refresh_token": refresh_token, "client_id": "tokenauth-cli"},
+        data={
+            "grant_type": "refresh_token",
+            "refresh_token": refresh_token,
+            "client_id": "tokenauth-cli",
+        },
     )
 
 
@@ -187,14 +191,22 @@ def test_device_flow(live_server, alice, django_assert_num_queries):
     early = session.post(
         url,
         withhold_token=True,
-        data={"grant_type": DEVICE_GRANT, "device_code": device["device_code"], "client_id": "tokenauth-cli"},
+        data={
+            "grant_type": DEVICE_GRANT,
+            "device_code": device["device_code"],
+            "client_id": "tokenauth-cli",
+        },
     )
     assert early.status_code == 400 and early.json()["error"] == "slow_down"
     get_device_grant_model().objects.update(last_checked=timezone.now() - timedelta(seconds=60))
     pending = session.post(
         url,
         withhold_token=True,
-        data={"grant_type": DEVICE_GRANT, "device_code": device["device_code"], "client_id": "tokenauth-cli"},
+        data={
+            "grant_type": DEVICE_GRANT,
+            "device_code": device["device_code"],
+            "client_id": "tokenauth-cli",
+        },
     )
     assert pending.json()["error"] == "authorization_pending"
 
@@ -218,7 +230,11 @@ def test_device_flow(live_server, alice, django_assert_num_queries):
     again = session.post(
         url,
         withhold_token=True,
-        data={"grant_type": DEVICE_GRANT, "device_code": device["device_code"], "client_id": "tokenauth-cli"},
+        data={
+            "grant_type": DEVICE_GRANT,
+            "device_code": device["device_code"],
+            "client_id": "tokenauth-cli",
+        },
     )
     assert again.status_code == 400 and again.json()["error"] in ("expired_token", "invalid_grant")
 
@@ -231,7 +247,11 @@ def test_device_flow_group_scope_needs_membership(live_server, alice):
     response = session.post(
         f"{live_server.url}/o/token/",
         withhold_token=True,
-        data={"grant_type": DEVICE_GRANT, "device_code": device["device_code"], "client_id": "tokenauth-cli"},
+        data={
+            "grant_type": DEVICE_GRANT,
+            "device_code": device["device_code"],
+            "client_id": "tokenauth-cli",
+        },
     )
     assert response.status_code == 400 and response.json()["error"] == "invalid_scope"
 
@@ -242,7 +262,11 @@ def test_expired_device_code(live_server):
     response = session.post(
         f"{live_server.url}/o/token/",
         withhold_token=True,
-        data={"grant_type": DEVICE_GRANT, "device_code": device["device_code"], "client_id": "tokenauth-cli"},
+        data={
+            "grant_type": DEVICE_GRANT,
+            "device_code": device["device_code"],
+            "client_id": "tokenauth-cli",
+        },
     )
     assert response.status_code == 400 and response.json()["error"] == "expired_token"
 
@@ -254,7 +278,9 @@ def authorization_request(live_server, user, scope: str) -> tuple[OAuth2Session,
         "portal", SECRET, scope=scope, redirect_uri=REDIRECT, code_challenge_method="S256"
     )
     verifier = generate_token(48)
-    url, _ = session.create_authorization_url(f"{live_server.url}/o/authorize/", code_verifier=verifier)
+    url, _ = session.create_authorization_url(
+        f"{live_server.url}/o/authorize/", code_verifier=verifier
+    )
     browser = Client()
     browser.force_login(user)
     return session, verifier, browser, url.removeprefix(live_server.url)
@@ -297,15 +323,21 @@ def test_authorization_code_with_pkce(live_server, alice, webapp):
 def test_authorization_code_selects_a_group(live_server, alice, webapp, consent):
     webapp.skip_authorization = not consent
     webapp.save()
-    session, verifier, browser, path = authorization_request(live_server, alice, "reports:read g:physics")
+    session, verifier, browser, path = authorization_request(
+        live_server, alice, "reports:read g:physics"
+    )
     response = browser.get(path)
     if consent:
-        assert response.status_code == 200 and "Act as member of physics" in response.content.decode()
+        assert (
+            response.status_code == 200 and "Act as member of physics" in response.content.decode()
+        )
         form = {k: v for k, v in response.context["form"].initial.items() if v is not None}
         response = browser.post(path, {**form, "allow": "Authorize"})
     assert response.status_code == 302, response.content
     token = session.fetch_token(
-        f"{live_server.url}/o/token/", authorization_response=response["Location"], code_verifier=verifier
+        f"{live_server.url}/o/token/",
+        authorization_response=response["Location"],
+        code_verifier=verifier,
     )
     assert claims_of(token["access_token"])["group"] == "physics"
 
@@ -320,7 +352,9 @@ def test_a_replayed_authorization_code_ends_the_tokens_it_gave(live_server, alic
     assert status(first) == 200
     second = session.refresh_token(url, refresh_token=first["refresh_token"])
 
-    replay = requests.post(url, data=code_exchange(callback, verifier), auth=("portal", SECRET), timeout=10)
+    replay = requests.post(
+        url, data=code_exchange(callback, verifier), auth=("portal", SECRET), timeout=10
+    )
     assert replay.status_code == 400 and replay.json()["error"] == "invalid_grant"
     assert [status(first), status(second)] == [401, 401]
     with pytest.raises(OAuthError, match="invalid_grant"):
@@ -331,7 +365,11 @@ def test_client_credentials_act_as_the_owner(live_server, alice, service):
     session = OAuth2Session("svc", SECRET, scope="reports:read g:operators")
     token = session.fetch_token(f"{live_server.url}/o/token/", grant_type="client_credentials")
     claims = claims_of(token["access_token"])
-    assert claims["sub"] == str(alice.pk) and claims["client_id"] == "svc" and claims["group"] == "operators"
+    assert (
+        claims["sub"] == str(alice.pk)
+        and claims["client_id"] == "svc"
+        and claims["group"] == "operators"
+    )
     client = Client()
     assert bearer(client, "/api/staff-area/", token["access_token"]).status_code == 200
 
@@ -384,14 +422,18 @@ def test_concurrent_refreshes_of_one_token_one_wins(live_server, alice):
     which ends the family as a reuse after the race would: the winner's tokens too."""
     _, token = device_login(live_server, alice)
     answers, won = race(
-        lambda: refresh_response(OAuth2Session("tokenauth-cli"), live_server, token["refresh_token"])
+        lambda: refresh_response(
+            OAuth2Session("tokenauth-cli"), live_server, token["refresh_token"]
+        )
     )
     assert answers == ONE_WINNER
     assert status(won[0]) == 401
 
 
 @pytest.mark.postgres
-def test_concurrent_exchanges_of_one_code_one_wins_and_the_replays_end_its_tokens(live_server, alice, webapp):
+def test_concurrent_exchanges_of_one_code_one_wins_and_the_replays_end_its_tokens(
+    live_server, alice, webapp
+):
     """A code sent ten times at once is exchanged once; the other nine are replays, which end the
     tokens the one exchange gave (RFC 6749 section 4.1.2), as a replay after it would."""
     _, verifier, browser, path = authorization_request(live_server, alice, "reports:read")
@@ -404,12 +446,20 @@ def test_concurrent_exchanges_of_one_code_one_wins_and_the_replays_end_its_token
 
 def test_access_tokens_carry_their_refresh_token_family(live_server, alice, service):
     _, generations = rotated_family(live_server, alice)
-    family = get_refresh_token_model().objects.values_list("token_family", flat=True).distinct().get()
+    family = (
+        get_refresh_token_model().objects.values_list("token_family", flat=True).distinct().get()
+    )
     assert {claims_of(t["access_token"])[CLAIM_TOKEN_FAMILY] for t in generations} == {family.hex}
-    assert [status(t) for t in generations] == [200, 200, 200]  # a refresh leaves earlier ones alone
+    assert [status(t) for t in generations] == [
+        200,
+        200,
+        200,
+    ]  # a refresh leaves earlier ones alone
     session = OAuth2Session("svc", SECRET, scope="reports:read")
     token = session.fetch_token(f"{live_server.url}/o/token/", grant_type="client_credentials")
-    assert CLAIM_TOKEN_FAMILY not in claims_of(token["access_token"])  # no refresh token, no family
+    assert CLAIM_TOKEN_FAMILY not in claims_of(
+        token["access_token"]
+    )  # no refresh token, no family
 
 
 def test_refresh_token_reuse_denies_every_access_token_of_the_family(live_server, alice):
@@ -420,9 +470,9 @@ def test_refresh_token_reuse_denies_every_access_token_of_the_family(live_server
     assert replay.status_code == 400 and replay.json()["error"] == "invalid_grant"
     # Every access token of the family, also those whose DOT rows rotation had deleted.
     assert [status(t) for t in generations] == [401, 401, 401]
-    assert refresh_response(session, live_server, generations[-1]["refresh_token"]).json()["error"] == (
-        "invalid_grant"
-    )
+    assert refresh_response(session, live_server, generations[-1]["refresh_token"]).json()[
+        "error"
+    ] == ("invalid_grant")
     assert status(other_login) == 200  # another family of the same user
 
 
@@ -432,13 +482,17 @@ def test_revoking_the_live_pair_ends_the_family(live_server, alice, revoked):
     session, generations = rotated_family(live_server, alice)
     url = f"{live_server.url}/o/revoke_token/"
     session.revoke_token(url, generations[0]["refresh_token"], token_type_hint="refresh_token")
-    assert [status(t) for t in generations] == [200, 200, 200]  # a rotated-away token: nothing changes
+    assert [status(t) for t in generations] == [
+        200,
+        200,
+        200,
+    ]  # a rotated-away token: nothing changes
 
     session.revoke_token(url, generations[-1][revoked], token_type_hint=revoked)
     assert [status(t) for t in generations] == [401, 401, 401]
-    assert refresh_response(session, live_server, generations[-1]["refresh_token"]).json()["error"] == (
-        "invalid_grant"
-    )
+    assert refresh_response(session, live_server, generations[-1]["refresh_token"]).json()[
+        "error"
+    ] == ("invalid_grant")
 
 
 def test_revoke_access_token_works_at_once(live_server, alice):
@@ -453,15 +507,21 @@ def test_revoke_access_token_works_at_once(live_server, alice):
     assert response.json()["error"] == "invalid_grant"
 
 
-def test_rows_are_found_by_their_jwt_when_a_save_derives_the_checksum_twice(live_server, alice, monkeypatch):
+def test_rows_are_found_by_their_jwt_when_a_save_derives_the_checksum_twice(
+    live_server, alice, monkeypatch
+):
     """Django 6 asks each field's ``pre_save`` twice on insert; DOT's checksum field would then hash
     the ``jti`` the row holds. Done here on any Django: every row must still be found by its JWT."""
     field = type(get_access_token_model()._meta.get_field("token_checksum"))
     once = field.pre_save
     monkeypatch.setattr(
-        field, "pre_save", lambda self, instance, add: once(self, instance, add) and once(self, instance, add)
+        field,
+        "pre_save",
+        lambda self, instance, add: once(self, instance, add) and once(self, instance, add),
     )
-    session, token = device_login(live_server, alice)  # DOT's token view looks the row up by the JWT
+    session, token = device_login(
+        live_server, alice
+    )  # DOT's token view looks the row up by the JWT
     row = get_access_token_model().objects.get()
     assert row.token == claims_of(token["access_token"])["jti"]
     assert row.token_checksum == hashlib.sha256(token["access_token"].encode()).hexdigest()
@@ -474,7 +534,9 @@ def test_rows_are_found_by_their_jwt_when_a_save_derives_the_checksum_twice(live
 def test_revoke_refresh_token(live_server, alice):
     session, token = device_login(live_server, alice)
     session.revoke_token(
-        f"{live_server.url}/o/revoke_token/", token["refresh_token"], token_type_hint="refresh_token"
+        f"{live_server.url}/o/revoke_token/",
+        token["refresh_token"],
+        token_type_hint="refresh_token",
     )
     response = refresh_response(session, live_server, token["refresh_token"])
     assert response.json()["error"] == "invalid_grant"
@@ -487,13 +549,18 @@ def test_introspection(live_server, alice, service):
     url = f"{live_server.url}/o/introspect/"
     answer = introspector.introspect_token(url, token["access_token"]).json()
     assert (
-        answer["active"] is True and answer["sub"] == str(alice.pk) and answer["client_id"] == "tokenauth-cli"
+        answer["active"] is True
+        and answer["sub"] == str(alice.pk)
+        and answer["client_id"] == "tokenauth-cli"
     )
 
     bump_epoch(Epoch.Kind.USER, str(alice.pk))
     assert introspector.introspect_token(url, token["access_token"]).json() == {"active": False}
     assert introspector.introspect_token(url, "not-a-token").json() == {"active": False}
-    assert OAuth2Session("svc", "wrong").introspect_token(url, token["access_token"]).status_code == 401
+    assert (
+        OAuth2Session("svc", "wrong").introspect_token(url, token["access_token"]).status_code
+        == 401
+    )
     public = requests.post(
         url, data={"client_id": "tokenauth-cli", "token": token["access_token"]}, timeout=10
     )
@@ -501,7 +568,9 @@ def test_introspection(live_server, alice, service):
 
 
 @pytest.mark.parametrize("oauthlib_debug", [False, True])
-def test_no_secret_reaches_the_logs(live_server, alice, service, webapp, caplog, monkeypatch, oauthlib_debug):
+def test_no_secret_reaches_the_logs(
+    live_server, alice, service, webapp, caplog, monkeypatch, oauthlib_debug
+):
     """oauthlib writes whole token responses at DEBUG; none of a flow's secrets may reach a record,
     also when oauthlib's debug mode shows the requests it logs (bodies, headers)."""
     monkeypatch.setattr(oauthlib, "_DEBUG", oauthlib_debug)  # oauthlib.set_debug() sets it
@@ -523,7 +592,9 @@ def test_no_secret_reaches_the_logs(live_server, alice, service, webapp, caplog,
     )
     assert introspected.json()["active"] is True
     session.revoke_token(
-        f"{live_server.url}/o/revoke_token/", refreshed["refresh_token"], token_type_hint="refresh_token"
+        f"{live_server.url}/o/revoke_token/",
+        refreshed["refresh_token"],
+        token_type_hint="refresh_token",
     )
 
     secrets = {
@@ -552,7 +623,10 @@ def test_no_secret_reaches_the_logs(live_server, alice, service, webapp, caplog,
         ({"grant_type": "client_credentials"}, "invalid_client"),
         ({"grant_type": "urn:example:unknown"}, "unsupported_grant_type"),
         ({"grant_type": DEVICE_GRANT, "client_id": "tokenauth-cli"}, "invalid_request"),
-        ({"grant_type": DEVICE_GRANT, "client_id": "tokenauth-cli", "device_code": "nope"}, "invalid_grant"),
+        (
+            {"grant_type": DEVICE_GRANT, "client_id": "tokenauth-cli", "device_code": "nope"},
+            "invalid_grant",
+        ),
         ({"grant_type": TOKEN_EXCHANGE}, "invalid_request"),
     ],
 )
@@ -596,8 +670,12 @@ def test_token_exchange(live_server, idp, service, settings):
     )
     assert token["issued_token_type"] == ACCESS_TOKEN_TYPE and token["scope"] == "reports:read"
     claims = claims_of(token["access_token"])
-    subject_expires = claims_of(subject_token)["exp"]  # the IdP's tokens live 10 min, ours 15 by default
-    assert claims["exp"] <= subject_expires and token["expires_in"] <= subject_expires - claims["iat"]
+    subject_expires = claims_of(subject_token)[
+        "exp"
+    ]  # the IdP's tokens live 10 min, ours 15 by default
+    assert (
+        claims["exp"] <= subject_expires and token["expires_in"] <= subject_expires - claims["iat"]
+    )
     assert claims["client_id"] == "svc" and claims["preferred_username"] == "carol"
     assert bearer(Client(), "/api/reports/", token["access_token"]).status_code == 200
 
@@ -622,7 +700,11 @@ EXCHANGE_ERRORS = {
         400,
         "unsupported_token_type",
     ),
-    "delegation": ({"actor_token": "a.b.c", "actor_token_type": ACCESS_TOKEN_TYPE}, 400, "invalid_request"),
+    "delegation": (
+        {"actor_token": "a.b.c", "actor_token_type": ACCESS_TOKEN_TYPE},
+        400,
+        "invalid_request",
+    ),
     "a refresh token wanted": (
         {"requested_token_type": "urn:ietf:params:oauth:token-type:refresh_token"},
         400,
@@ -630,13 +712,19 @@ EXCHANGE_ERRORS = {
     ),
     "wrong client secret": ({"client_secret": "wrong"}, 401, "invalid_client"),
     "one of our own tokens": ({"subject_token": "ours"}, 400, "invalid_request"),
-    "the issuer's required scope missing": ({"required_scopes": ["absent"]}, 400, "invalid_request"),
+    "the issuer's required scope missing": (
+        {"required_scopes": ["absent"]},
+        400,
+        "invalid_request",
+    ),
     "identity not registered": ({"auto_provision": False}, 400, "invalid_request"),
 }
 
 
 @pytest.mark.parametrize("case", list(EXCHANGE_ERRORS))
-def test_token_exchange_refusals_are_oauth_errors(live_server, idp, service, alice, settings, case):
+def test_token_exchange_refusals_are_oauth_errors(
+    live_server, idp, service, alice, settings, case
+):
     change, status, error = EXCHANGE_ERRORS[case]
     entry = {k: change.pop(k) for k in ("required_scopes", "auto_provision") if k in change}
     settings.TOKENAUTH = {**settings.TOKENAUTH, "ISSUERS": [{"issuer": idp.issuer, **entry}]}
@@ -690,11 +778,19 @@ def test_admin_cannot_delete_rows_behind_live_jwts(live_server, alice, admin_bro
     device_login(live_server, alice)
     for model in ("accesstoken", "refreshtoken"):
         changelist = admin_browser.get(f"/admin/oauth2_provider/{model}/")
-        assert "delete_selected" not in dict(changelist.context["action_form"].fields["action"].choices)
+        assert "delete_selected" not in dict(
+            changelist.context["action_form"].fields["action"].choices
+        )
         row = changelist.context["cl"].queryset.get()
-        assert confirm_delete(admin_browser, f"/admin/oauth2_provider/{model}/{row.pk}/").status_code == 403
+        assert (
+            confirm_delete(admin_browser, f"/admin/oauth2_provider/{model}/{row.pk}/").status_code
+            == 403
+        )
     cli = Application.objects.get(client_id="tokenauth-cli")
-    assert confirm_delete(admin_browser, f"/admin/oauth2_provider/application/{cli.pk}/").status_code == 403
+    assert (
+        confirm_delete(admin_browser, f"/admin/oauth2_provider/application/{cli.pk}/").status_code
+        == 403
+    )
     assert Application.objects.filter(pk=cli.pk).exists()
 
 
@@ -706,7 +802,10 @@ def test_admin_shows_access_token_rows_read_only(live_server, alice, admin_brows
     assert page.status_code == 200 and 'name="_save"' not in page.content.decode()
     later = {"expires_0": "2099-01-01", "expires_1": "00:00:00", "user": alice.pk, "scope": "x"}
     assert (
-        admin_browser.post(f"/admin/oauth2_provider/accesstoken/{row.pk}/change/", later).status_code == 403
+        admin_browser.post(
+            f"/admin/oauth2_provider/accesstoken/{row.pk}/change/", later
+        ).status_code
+        == 403
     )
     row.refresh_from_db()
     assert row.token_checksum == hashlib.sha256(token["access_token"].encode()).hexdigest()

@@ -47,7 +47,9 @@ def test_e001_accepts_subclasses(settings):
 def test_e001_when_the_settings_are_missing(settings):
     settings.OAUTH2_PROVIDER = {"OAUTH_DEVICE_VERIFICATION_URI": "https://example.org/o/device/"}
     found = [message.id for message in check_oauth_settings()]
-    assert found == ["tokenauth.oauth.E001"] * 3 + ["tokenauth.oauth.E002"]  # reuse protection is off
+    assert found == ["tokenauth.oauth.E001"] * 3 + [
+        "tokenauth.oauth.E002"
+    ]  # reuse protection is off
 
 
 @pytest.mark.parametrize("name", ["ROTATE_REFRESH_TOKEN", "REFRESH_TOKEN_REUSE_PROTECTION"])

@@ -53,7 +53,9 @@ def assert_page(response: Any, status: int, *texts: str) -> str:
 
 def test_the_complete_uri_fills_in_the_code_and_names_client_and_scopes(browser):
     device = device_code()
-    assert device["verification_uri_complete"].endswith(f"/o/device/?user_code={device['user_code']}")
+    assert device["verification_uri_complete"].endswith(
+        f"/o/device/?user_code={device['user_code']}"
+    )
     page = assert_page(
         browser.get("/o/device/", {"user_code": device["user_code"]}),
         200,
@@ -85,8 +87,12 @@ def test_approving_a_device(browser, carol):
     # the code is used now: every page says so
     assert_page(browser.get(confirm["Location"]), 409, "Code already used")
     assert_page(browser.post(confirm["Location"], {"action": "deny"}), 409, "Code already used")
-    assert_page(browser.get("/o/device/", {"user_code": device["user_code"]}), 409, "Code already used")
-    assert_page(browser.post("/o/device/", {"user_code": device["user_code"]}), 409, "Code already used")
+    assert_page(
+        browser.get("/o/device/", {"user_code": device["user_code"]}), 409, "Code already used"
+    )
+    assert_page(
+        browser.post("/o/device/", {"user_code": device["user_code"]}), 409, "Code already used"
+    )
     assert DeviceGrant.objects.get(user_code=device["user_code"]).status == DeviceGrant.AUTHORIZED
 
 
@@ -112,7 +118,10 @@ def test_someone_elses_code_cannot_be_confirmed(browser):
     confirm = other.post("/o/device/", {"user_code": device["user_code"]})["Location"]
     assert_page(browser.post(confirm, {"action": "accept"}), 404, "Unknown code")
     assert_page(browser.get(confirm.replace("confirm", "grant-status")), 404, "Unknown code")
-    assert DeviceGrant.objects.get(user_code=device["user_code"]).status == DeviceGrant.AUTHORIZATION_PENDING
+    assert (
+        DeviceGrant.objects.get(user_code=device["user_code"]).status
+        == DeviceGrant.AUTHORIZATION_PENDING
+    )
 
 
 def test_expired_codes(browser):
@@ -129,7 +138,12 @@ def test_signing_in_for_a_device_goes_to_the_provider_of_its_group(settings):
         **settings.TOKENAUTH,
         "ALLOW_LOOPBACK_HTTP_ISSUERS": True,
         "ISSUERS": [
-            {"issuer": "http://127.0.0.1:9", "slug": "lab", "client_id": "web", "default_groups": ["physics"]}
+            {
+                "issuer": "http://127.0.0.1:9",
+                "slug": "lab",
+                "client_id": "web",
+                "default_groups": ["physics"],
+            }
         ],
     }
     device = device_code()
@@ -142,7 +156,9 @@ def test_signing_in_for_a_device_goes_to_the_provider_of_its_group(settings):
     assert query["scope"] == ["reports:read g:physics"]
     assert query["next"] == [f"/o/device/?user_code={device['user_code']}"]
     straight = browser.get(response["Location"])
-    assert straight.status_code == 302 and straight["Location"].startswith("/oidc/login/lab/?next=")
+    assert straight.status_code == 302 and straight["Location"].startswith(
+        "/oidc/login/lab/?next="
+    )
 
 
 @pytest.fixture
@@ -160,13 +176,19 @@ def portal():
 def authorize_path() -> str:
     return (
         "/o/authorize/?response_type=code&client_id=portal&redirect_uri=http://127.0.0.1:9/callback"
-        "&scope=reports:read+g:physics&state=xyz&code_challenge=" + "A" * 43 + "&code_challenge_method=S256"
+        "&scope=reports:read+g:physics&state=xyz&code_challenge="
+        + "A" * 43
+        + "&code_challenge_method=S256"
     )
 
 
 def test_the_consent_page(browser, portal):
     page = assert_page(
-        browser.get(authorize_path()), 200, "Authorize Portal?", "Act as member of physics", 'name="allow"'
+        browser.get(authorize_path()),
+        200,
+        "Authorize Portal?",
+        "Act as member of physics",
+        'name="allow"',
     )
     assert 'name="state" value="xyz"' in page
 
@@ -181,7 +203,11 @@ def test_first_party_applications_skip_consent(browser, portal):
 
 
 def test_a_bad_authorization_request_is_a_readable_page(browser, portal):
-    assert_page(browser.get("/o/authorize/?response_type=code&client_id=nobody"), 400, "Authorization failed")
+    assert_page(
+        browser.get("/o/authorize/?response_type=code&client_id=nobody"),
+        400,
+        "Authorization failed",
+    )
 
 
 def test_a_project_overrides_the_pages_by_name(browser, settings, tmp_path):

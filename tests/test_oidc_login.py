@@ -60,10 +60,16 @@ def provider(idp: TestIdP, settings: Any, monkeypatch: pytest.MonkeyPatch) -> Te
     """The shared provider as login provider "test-idp", plus a second one that is never contacted."""
     idp.up()
     monkeypatch.setenv(SECRET_ENV, idp.WEB_CLIENT_SECRET)
-    other = {"issuer": "https://login.example.org", "slug": "example", "display_name": "Example Login"}
+    other = {
+        "issuer": "https://login.example.org",
+        "slug": "example",
+        "display_name": "Example Login",
+    }
     configure(settings, provider_entry(idp), {**other, "client_id": "app"})
     # Django 6 takes plain addresses (and deprecates the pairs that 5.2 needs).
-    settings.ADMINS = ["admin@example.test"] if django.VERSION >= (6,) else [("Admin", "admin@example.test")]
+    settings.ADMINS = (
+        ["admin@example.test"] if django.VERSION >= (6,) else [("Admin", "admin@example.test")]
+    )
     yield idp
     idp.up()
 
@@ -99,7 +105,9 @@ def assert_page(response: Any, status: int, text: str) -> None:
 
 
 def test_login_page_offers_every_provider_with_a_client_id(provider, browser, settings):
-    settings.TOKENAUTH["ISSUERS"].append({"issuer": "https://api-only.example.org"})  # no client id
+    settings.TOKENAUTH["ISSUERS"].append(
+        {"issuer": "https://api-only.example.org"}
+    )  # no client id
     response = browser.get("/oidc/login/", {"next": "/admin/"})
     assert_page(response, 200, "Sign in with Test IdP")
     page = response.content.decode()
@@ -114,7 +122,9 @@ def test_any_user_signs_in_with_a_password_and_goes_on_to_next(provider, browser
     assert_page(page, 200, 'id="password-login"')
     # The form posts next back under its name: what a browser submits, not only what a test posts.
     assert 'name="next" value="/o/device/?user_code=ABCD"' in page.content.decode()
-    wrong = browser.post("/oidc/login/", {"username": "carol", "password": "nope", "next": "/o/device/"})
+    wrong = browser.post(
+        "/oidc/login/", {"username": "carol", "password": "nope", "next": "/o/device/"}
+    )
     assert_page(wrong, 200, "enter a correct username and password")
     response = browser.post(
         "/oidc/login/", {"username": "carol", "password": "carol-pw", "next": "/o/device/"}
@@ -130,7 +140,9 @@ def test_without_next_a_password_login_lands_on_the_token_page(provider, browser
 
 
 @pytest.mark.parametrize("method", ["get", "post"])
-@pytest.mark.parametrize("target", ["https://evil.example/", "//evil.example/x", "javascript:alert(1)"])
+@pytest.mark.parametrize(
+    "target", ["https://evil.example/", "//evil.example/x", "javascript:alert(1)"]
+)
 def test_a_next_off_the_site_is_refused(provider, browser, method, target):
     get_user_model().objects.create_user("carol", password="carol-pw")
     response = getattr(browser, method)(
@@ -147,7 +159,10 @@ def test_the_password_form_is_off_unless_asked_for(provider, browser, settings):
     page = browser.get("/oidc/login/")
     assert_page(page, 200, "Sign in with Test IdP")
     assert "password-login" not in page.content.decode()
-    assert browser.post("/oidc/login/", {"username": "carol", "password": "carol-pw"}).status_code == 405
+    assert (
+        browser.post("/oidc/login/", {"username": "carol", "password": "carol-pw"}).status_code
+        == 405
+    )
     assert SESSION_KEY not in browser.session
 
 
@@ -158,13 +173,17 @@ def test_a_group_of_one_provider_goes_straight_to_it(provider, browser, settings
     assert response.status_code == 302
     assert response["Location"] == "/oidc/login/test-idp/?" + urlencode({"next": authorize})
     device = browser.get("/oidc/login/", {"next": "/o/device/?user_code=X", "scope": "g:physics"})
-    assert device.status_code == 302 and device["Location"].startswith("/oidc/login/test-idp/?next=")
+    assert device.status_code == 302 and device["Location"].startswith(
+        "/oidc/login/test-idp/?next="
+    )
     # a group no provider has, or one that two have: the user chooses
     assert browser.get("/oidc/login/", {"scope": "g:chemistry"}).status_code == 200
     entries = settings.TOKENAUTH["ISSUERS"]
     entries[1] = {**entries[1], "default_groups": ["physics"]}
     settings.TOKENAUTH = {**settings.TOKENAUTH, "ISSUERS": entries}
-    assert_page(browser.get("/oidc/login/", {"scope": "g:physics"}), 200, "Sign in with Example Login")
+    assert_page(
+        browser.get("/oidc/login/", {"scope": "g:physics"}), 200, "Sign in with Example Login"
+    )
 
 
 def test_without_offline_access_the_provider_is_not_asked_to_prompt(provider, browser, settings):
@@ -205,7 +224,10 @@ def test_provider_endpoints_come_from_discovery(provider):
 
 def test_client_secret_from_the_secrets_setting(provider, settings, monkeypatch):
     monkeypatch.delenv(SECRET_ENV)
-    settings.TOKENAUTH = {**settings.TOKENAUTH, "OIDC_CLIENT_SECRETS": {"test-idp": "from-settings"}}
+    settings.TOKENAUTH = {
+        **settings.TOKENAUTH,
+        "OIDC_CLIENT_SECRETS": {"test-idp": "from-settings"},
+    }
     assert provider_by_slug("test-idp").client_secret() == "from-settings"
 
 
@@ -221,7 +243,9 @@ def test_login_provisions_the_identity_and_opens_a_django_session(provider, brow
 
     identity = Identity.objects.get(issuer=provider.issuer, subject="alice")
     assert identity.user.get_username() == "alice"
-    assert jwks_cache.is_fresh(provider.issuer)  # the ID token was checked with the bearer-token keys
+    assert jwks_cache.is_fresh(
+        provider.issuer
+    )  # the ID token was checked with the bearer-token keys
     assert AuditEvent.objects.filter(action="browser_login", user=identity.user).exists()
 
     whoami = browser.get("/auth/whoami/")
@@ -238,7 +262,9 @@ def test_login_goes_back_to_next(provider, browser):
 def test_userinfo_claims_are_used_with_a_conformant_provider(provider, browser, settings):
     """The provider's ID tokens carry ``sub`` only: the groups come from its userinfo endpoint."""
     configure(
-        settings, provider_entry(provider, group_claims=["groups"]), OIDC_SCOPES="openid profile groups"
+        settings,
+        provider_entry(provider, group_claims=["groups"]),
+        OIDC_SCOPES="openid profile groups",
     )
     asked = provider.stats()["requests"].get("/me", 0)
     assert sign_in(browser, "erin").status_code == 302
@@ -249,7 +275,11 @@ def test_userinfo_claims_are_used_with_a_conformant_provider(provider, browser, 
 
 def test_a_token_userinfo_refuses_leaves_the_id_token_claims(provider, browser, settings):
     """Asking for a resource server's scope gets an access token that userinfo answers with 401."""
-    configure(settings, provider_entry(provider, group_claims=["groups"]), OIDC_SCOPES="openid reports:read")
+    configure(
+        settings,
+        provider_entry(provider, group_claims=["groups"]),
+        OIDC_SCOPES="openid reports:read",
+    )
     assert sign_in(browser, "frank").status_code == 302
     user = Identity.objects.get(issuer=provider.issuer, subject="frank").user
     assert user.get_username() == "frank" and not user.groups.exists()
@@ -303,14 +333,18 @@ def test_logout_ends_the_session_and_goes_to_the_end_session_endpoint(provider, 
     assert_page(browser.get("/oidc/logout/"), 200, "Sign out")
     response = browser.post("/oidc/logout/")
     assert response.status_code == 302
-    assert response["Location"] == f"{provider.metadata['end_session_endpoint']}?client_id=web-client"
+    assert (
+        response["Location"] == f"{provider.metadata['end_session_endpoint']}?client_id=web-client"
+    )
     assert browser.get("/auth/whoami/").status_code == 401
 
 
 # -- refusals ----------------------------------------------------------------------------------
 
 
-def test_not_registered_shows_a_page_writes_an_audit_event_and_mails_the_admins(provider, browser, settings):
+def test_not_registered_shows_a_page_writes_an_audit_event_and_mails_the_admins(
+    provider, browser, settings
+):
     configure(settings, provider_entry(provider, auto_provision=False))
     response = sign_in(browser, "mallory")
     assert_page(response, 403, "not registered")
@@ -464,7 +498,9 @@ def id_claims(loop: CraftedIssuer, nonce: str, /, **overrides: Any) -> dict[str,
 def id_token(loop: CraftedIssuer, nonce: str, /, kid: str = "rsa-1", **overrides: Any) -> str:
     """Signed with the loopback issuer's published key ``kid``."""
     private_key, alg = loop.keys[kid]
-    return compact({"alg": alg, "typ": "JWT", "kid": kid}, id_claims(loop, nonce, **overrides), private_key)
+    return compact(
+        {"alg": alg, "typ": "JWT", "kid": kid}, id_claims(loop, nonce, **overrides), private_key
+    )
 
 
 def crafted_callback(
@@ -488,7 +524,9 @@ def crafted_callback(
 
 def public_key_pem() -> bytes:
     public = key("rsa-a").public_key()
-    return public.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    return public.public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
 
 
 def spliced_signature(loop: CraftedIssuer, nonce: str) -> str:
@@ -544,7 +582,9 @@ BAD_ID_TOKENS: dict[str, Callable[[CraftedIssuer, str], str]] = {
     "RS256 naming the EC key": lambda loop, n: compact(
         {"alg": "RS256", "kid": "ec-1"}, id_claims(loop, n), key("rsa-a")
     ),
-    "no kid, not its key": lambda loop, n: compact({"alg": "RS256"}, id_claims(loop, n), key("rsa-evil")),
+    "no kid, not its key": lambda loop, n: compact(
+        {"alg": "RS256"}, id_claims(loop, n), key("rsa-evil")
+    ),
     "not a JWT": lambda loop, n: "not-a-jwt",
 }
 
@@ -557,7 +597,9 @@ def test_crafted_id_tokens_are_refused(loop, browser, case):
     assert browser.get("/auth/whoami/").status_code in (401, 403)
     assert not get_user_model().objects.exists()
     assert not Identity.objects.exists()
-    assert not AuditEvent.objects.filter(action__in=["browser_login", "identity_provisioned"]).exists()
+    assert not AuditEvent.objects.filter(
+        action__in=["browser_login", "identity_provisioned"]
+    ).exists()
 
 
 GOOD_ID_TOKENS: dict[str, Callable[[CraftedIssuer, str], str]] = {
@@ -573,7 +615,9 @@ GOOD_ID_TOKENS: dict[str, Callable[[CraftedIssuer, str], str]] = {
 @pytest.mark.parametrize("case", list(GOOD_ID_TOKENS))
 def test_a_correct_crafted_id_token_logs_in_as_iss_and_sub_never_by_email(loop, browser, case):
     local = get_user_model().objects.create_user("carol", email=LOOP_EMAIL)
-    response, query = crafted_callback(browser, loop, lambda nonce: GOOD_ID_TOKENS[case](loop, nonce))
+    response, query = crafted_callback(
+        browser, loop, lambda nonce: GOOD_ID_TOKENS[case](loop, nonce)
+    )
     assert response.status_code == 302, response.content
     assert response["Location"] == "/oidc/tokens/"
 
@@ -622,7 +666,9 @@ def with_group_claims(settings: Any) -> None:
 def test_userinfo_fills_in_what_the_id_token_leaves_out(loop, browser, settings):
     with_group_claims(settings)
     loop.userinfo = {"sub": LOOP_SUBJECT, "preferred_username": "dave", "groups": ["/atlas"]}
-    response, _ = crafted_callback(browser, loop, lambda n: id_token(loop, n, preferred_username=None))
+    response, _ = crafted_callback(
+        browser, loop, lambda n: id_token(loop, n, preferred_username=None)
+    )
     assert response.status_code == 302, response.content
     user = Identity.objects.get().user
     assert user.get_username() == "dave"

@@ -23,7 +23,9 @@ def schema(tmp_path: Path) -> dict[str, Any]:
     return document
 
 
-def security(document: dict[str, Any], path: str, method: str = "get") -> list[dict[str, list[str]]]:
+def security(
+    document: dict[str, Any], path: str, method: str = "get"
+) -> list[dict[str, list[str]]]:
     return document["paths"][path][method]["security"]
 
 
@@ -38,7 +40,11 @@ def test_bearer_and_oauth2_schemes(tmp_path):
     }
     flows = schemes["oauth2"]["flows"]
     assert flows["authorizationCode"]["authorizationUrl"] == "/o/authorize/"
-    assert flows["authorizationCode"]["tokenUrl"] == flows["clientCredentials"]["tokenUrl"] == "/o/token/"
+    assert (
+        flows["authorizationCode"]["tokenUrl"]
+        == flows["clientCredentials"]["tokenUrl"]
+        == "/o/token/"
+    )
     assert flows["clientCredentials"]["scopes"] == {
         "reports:read": "Read the example reports",
         "tokenmanager": "Obtain users' upstream tokens",

@@ -23,7 +23,11 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from django.contrib import admin
 from django.core import checks
 from django.test import Client, RequestFactory
-from oauth2_provider.models import get_application_model, get_id_token_model, get_refresh_token_model
+from oauth2_provider.models import (
+    get_application_model,
+    get_id_token_model,
+    get_refresh_token_model,
+)
 
 from tests.browser import screenshot
 from tests.helpers import login as password_login
@@ -101,7 +105,9 @@ def login(op, user, scope: str = SCOPE) -> tuple[dict, Client]:
         "portal", SECRET, scope=scope, redirect_uri=REDIRECT, code_challenge_method="S256"
     )
     verifier = generate_token(48)
-    url, _ = session.create_authorization_url(f"{op.url}/o/authorize/", code_verifier=verifier, nonce="n-0S6")
+    url, _ = session.create_authorization_url(
+        f"{op.url}/o/authorize/", code_verifier=verifier, nonce="n-0S6"
+    )
     browser = Client()
     browser.force_login(user)
     response = browser.get(url.removeprefix(op.url))
@@ -189,7 +195,10 @@ def test_userinfo_refuses_tokens_without_openid_and_garbage(op, alice, portal):
     # Not a token for userinfo: the validator checks scopes as DOT's does, a 401 (oauthlib's answer).
     for bad in (token["access_token"], "garbage", token["access_token"][:-4] + "AAAA"):
         response = userinfo(op, bad)
-        assert response.status_code == 401 and 'error="invalid_token"' in response.headers["WWW-Authenticate"]
+        assert (
+            response.status_code == 401
+            and 'error="invalid_token"' in response.headers["WWW-Authenticate"]
+        )
 
 
 def test_an_epoch_bump_ends_the_login(op, alice, portal):
@@ -202,7 +211,9 @@ def test_an_epoch_bump_ends_the_login(op, alice, portal):
 def test_logout_all_ends_the_login(op, alice, portal):
     token, _ = login(op, alice)
     local = password_login(Client(), "alice")
-    response = Client().post("/auth/logout-all/", HTTP_AUTHORIZATION=f"Bearer {local['access_token']}")
+    response = Client().post(
+        "/auth/logout-all/", HTTP_AUTHORIZATION=f"Bearer {local['access_token']}"
+    )
     assert response.status_code in (200, 204), response.content
     assert_ended(op, token)
 
@@ -229,10 +240,16 @@ def test_the_admin_ends_the_login(op, alice, portal):
 
 def test_rp_initiated_logout_ends_the_login(op, alice, portal):
     token, browser = login(op, alice)
-    query = {"id_token_hint": token["id_token"], "post_logout_redirect_uri": REDIRECT, "state": "s1"}
+    query = {
+        "id_token_hint": token["id_token"],
+        "post_logout_redirect_uri": REDIRECT,
+        "state": "s1",
+    }
     page = browser.get("/o/logout/", query)
     assert page.status_code == 200 and "Sign out of Portal?" in page.content.decode()
-    response = browser.post(f"/o/logout/?{requests.compat.urlencode(query)}", {**query, "allow": "Logout"})
+    response = browser.post(
+        f"/o/logout/?{requests.compat.urlencode(query)}", {**query, "allow": "Logout"}
+    )
     assert response.status_code == 302 and response["Location"] == f"{REDIRECT}?state=s1"
     assert "_auth_user_id" not in browser.session
     assert_ended(op, token)
@@ -260,11 +277,17 @@ def test_the_consent_page_describes_the_openid_scopes(op, alice, portal):
     session = OAuth2Session(
         "portal", SECRET, scope=SCOPE, redirect_uri=REDIRECT, code_challenge_method="S256"
     )
-    url, _ = session.create_authorization_url(f"{op.url}/o/authorize/", code_verifier=generate_token(48))
+    url, _ = session.create_authorization_url(
+        f"{op.url}/o/authorize/", code_verifier=generate_token(48)
+    )
     browser = Client()
     browser.force_login(alice)
     page = browser.get(url.removeprefix(op.url)).content.decode()
-    for description in ("Sign you in with your account here", "See your email address", "Read the example"):
+    for description in (
+        "Sign you in with your account here",
+        "See your email address",
+        "Read the example",
+    ):
         assert description in page, page
 
 

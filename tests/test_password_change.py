@@ -35,14 +35,20 @@ def change_with_set_password(user: Any) -> None:
 
 
 def change_with_password_change_form(user: Any) -> None:
-    data = {"old_password": "pw", "new_password1": "a-new-pw-2026!", "new_password2": "a-new-pw-2026!"}
+    data = {
+        "old_password": "pw",
+        "new_password1": "a-new-pw-2026!",
+        "new_password2": "a-new-pw-2026!",
+    }
     form = PasswordChangeForm(user, data)
     assert form.is_valid(), form.errors
     form.save()
 
 
 def change_with_reset_form(user: Any) -> None:
-    form = SetPasswordForm(user, {"new_password1": "a-new-pw-2026!", "new_password2": "a-new-pw-2026!"})
+    form = SetPasswordForm(
+        user, {"new_password1": "a-new-pw-2026!", "new_password2": "a-new-pw-2026!"}
+    )
     assert form.is_valid(), form.errors
     form.save()
 
@@ -113,7 +119,9 @@ def test_the_admin_password_form_ends_the_users_tokens_and_keeps_the_admins_own_
     assert elsewhere.get("/admin/").status_code == 302
 
 
-def test_a_first_password_or_a_save_of_other_fields_revokes_nothing(client, django_assert_num_queries):
+def test_a_first_password_or_a_save_of_other_fields_revokes_nothing(
+    client, django_assert_num_queries
+):
     user = get_user_model().objects.create(username="carol")  # no password at all: ""
     user.set_password("pw")
     user.save()

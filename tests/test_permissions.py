@@ -37,7 +37,9 @@ def test_reports_without_scope_is_403_insufficient_scope(client):
     token = login(client, "alice")["access_token"]
     response = client.get("/api/reports/", **bearer(token))
     assert response.status_code == 403
-    assert response["WWW-Authenticate"].startswith('Bearer realm="api", error="insufficient_scope"')
+    assert response["WWW-Authenticate"].startswith(
+        'Bearer realm="api", error="insufficient_scope"'
+    )
     assert 'scope="reports:read"' in response["WWW-Authenticate"]
 
 
@@ -118,7 +120,9 @@ def test_has_scope_and_has_any_scope(view, scope, status):
     response = call(view, token_with_scope(scope))
     assert response.status_code == status
     if status == 403:
-        assert response["WWW-Authenticate"].startswith('Bearer realm="api", error="insufficient_scope"')
+        assert response["WWW-Authenticate"].startswith(
+            'Bearer realm="api", error="insufficient_scope"'
+        )
 
 
 def test_scope_permissions_without_token_are_401():

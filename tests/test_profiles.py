@@ -86,7 +86,9 @@ def save(django_capture_on_commit_callbacks: Any) -> Any:
 @pytest.fixture(scope="module")
 def wlcg_idp() -> Iterator[TestIdP]:
     """A provider whose resource grants WLCG storage and compute scopes, users in WLCG groups."""
-    provider = start_idp(env={"IDP_RESOURCE_SCOPE": WLCG_SCOPES, "IDP_USER_GROUPS": '["/cms", "/cms/uscms"]'})
+    provider = start_idp(
+        env={"IDP_RESOURCE_SCOPE": WLCG_SCOPES, "IDP_USER_GROUPS": '["/cms", "/cms/uscms"]'}
+    )
     yield provider
     provider.stop()
 
@@ -94,7 +96,9 @@ def wlcg_idp() -> Iterator[TestIdP]:
 @pytest.fixture
 def wlcg_issuer(wlcg_idp: TestIdP, settings: Any, db: Any) -> Issuer:
     settings.TOKENAUTH = {**settings.TOKENAUTH, "ALLOW_LOOPBACK_HTTP_ISSUERS": True}
-    return Issuer.objects.create(issuer=wlcg_idp.issuer, audiences=[DEFAULT_RESOURCE], profile="wlcg")
+    return Issuer.objects.create(
+        issuer=wlcg_idp.issuer, audiences=[DEFAULT_RESOURCE], profile="wlcg"
+    )
 
 
 def test_wlcg_storage_scopes_from_the_idp(wlcg_idp, wlcg_issuer):
@@ -111,8 +115,15 @@ def test_wlcg_storage_scopes_from_the_idp(wlcg_idp, wlcg_issuer):
     ):
         response = call(token, refused)
         assert response.status_code == 403, refused
-        assert response["WWW-Authenticate"].startswith('Bearer realm="api", error="insufficient_scope"')
-    assert call(token, "storage.read:/etc", "storage.read:/data/x", permission=HasAnyScope).status_code == 200
+        assert response["WWW-Authenticate"].startswith(
+            'Bearer realm="api", error="insufficient_scope"'
+        )
+    assert (
+        call(
+            token, "storage.read:/etc", "storage.read:/data/x", permission=HasAnyScope
+        ).status_code
+        == 200
+    )
 
 
 def test_a_repeated_wlcg_token_makes_no_query(wlcg_idp, wlcg_issuer, django_assert_num_queries):
@@ -156,20 +167,26 @@ def scitokens_issuer(settings: Any, db: Any) -> Iterator[CraftedIssuer]:
 
 def scitoken(issuer: str, audience: str, scope: str, *, kid: str | None = None) -> str:
     token = scitokens.SciToken(key=key("rsa-a"), key_id=kid)
-    token.update_claims({"ver": "scitoken:2.0", "aud": audience, "scope": scope, "sub": "htcondor"})
+    token.update_claims(
+        {"ver": "scitoken:2.0", "aud": audience, "scope": scope, "sub": "htcondor"}
+    )
     serialized = token.serialize(issuer=issuer, lifetime=600)
     return serialized.decode() if isinstance(serialized, bytes) else serialized
 
 
 @pytest.mark.parametrize("kid", ["sci-1", None], ids=["kid", "no-kid"])
 def test_scitokens_library_tokens_with_the_any_audience(scitokens_issuer, kid):
-    Issuer.objects.create(issuer=scitokens_issuer.issuer, profile="scitokens", accept_any_audience=True)
+    Issuer.objects.create(
+        issuer=scitokens_issuer.issuer, profile="scitokens", accept_any_audience=True
+    )
     token = scitoken(scitokens_issuer.issuer, "ANY", "read:/home write:/home/htcondor", kid=kid)
     assert call(token, "read:/home/htcondor/job.log").status_code == 200
     assert call(token, "write:/home/htcondor/out").status_code == 200
     assert call(token, "write:/home/other").status_code == 403
     # The WLCG value is the WLCG profile's: refused from a SciTokens issuer.
-    wlcg_any = scitoken(scitokens_issuer.issuer, "https://wlcg.cern.ch/jwt/v1/any", "read:/home", kid=kid)
+    wlcg_any = scitoken(
+        scitokens_issuer.issuer, "https://wlcg.cern.ch/jwt/v1/any", "read:/home", kid=kid
+    )
     assert call(wlcg_any, "read:/home").status_code == 401
 
 
@@ -216,7 +233,9 @@ def wlcg_enforcer(issuer: str) -> scitokens.Enforcer:
     claims only: the WLCG profile's two it is told of, and it ignores our revocation claims."""
     enforcer = scitokens.Enforcer(issuer, audience=STORAGE)
     enforcer.add_validator("wlcg.ver", lambda value: value == "1.0")
-    enforcer.add_validator("wlcg.groups", lambda value: all(name.startswith("/") for name in value))
+    enforcer.add_validator(
+        "wlcg.groups", lambda value: all(name.startswith("/") for name in value)
+    )
     for name in ("epoch", "global_epoch"):
         enforcer.add_validator(name, lambda value: isinstance(value, int))
     return enforcer
@@ -225,7 +244,9 @@ def wlcg_enforcer(issuer: str) -> scitokens.Enforcer:
 def test_our_wlcg_tokens_pass_the_scitokens_enforcer(wlcg_minting, client):
     user = make_user("alice")
     user.groups.add(Group.objects.create(name="cms"), Group.objects.create(name="cms/uscms"))
-    issued = mint_access_token(user, scope="storage.read:/data storage.modify:/data/out compute.read")
+    issued = mint_access_token(
+        user, scope="storage.read:/data storage.modify:/data/out compute.read"
+    )
     claims = issued.claims
     assert claims["wlcg.ver"] == "1.0" and claims["aud"] == STORAGE
     assert claims["wlcg.groups"] == ["/cms", "/cms/uscms"]

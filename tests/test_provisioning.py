@@ -94,7 +94,9 @@ def test_user_tokens_carry_username_and_groups_client_tokens_do_not(idp):
 
 
 def test_single_issuer_needs_only_url_and_scope(client, idp_stats_reset, settings):
-    use_settings(settings, ISSUERS=[{"issuer": idp_stats_reset.issuer, "required_scopes": ["servicex"]}])
+    use_settings(
+        settings, ISSUERS=[{"issuer": idp_stats_reset.issuer, "required_scopes": ["servicex"]}]
+    )
     token = idp_stats_reset.user_token("alice")
     response = client.get("/api/hello/", **bearer(token))
     assert response.status_code == 200, response.content
@@ -142,7 +144,9 @@ def test_username_taken_gives_a_derived_collision_free_name(client, issuer, idp)
     derived = response.json()["username"]
     assert derived.startswith("alice-") and derived != "alice"
     assert Identity.objects.get(subject="alice").user.username == derived
-    assert User.objects.get(username="alice").tokenauth_identities.count() == 0  # the local user stays apart
+    assert (
+        User.objects.get(username="alice").tokenauth_identities.count() == 0
+    )  # the local user stays apart
 
 
 def test_username_claim_missing_falls_back_to_sub(client, issuer, idp):
@@ -162,10 +166,13 @@ def test_configured_username_claim(client, issuer, idp):
 
 def test_free_username_rules(db):
     config = IssuerConfig(issuer="https://idp.example")
-    assert free_username(config, {"sub": "s1", "preferred_username": "dave smith/../x"}) == "davesmith..x"
-    assert free_username(config, {"sub": "s1", "preferred_username": ["not", "a", "string"]}).startswith(
-        "user-"
+    assert (
+        free_username(config, {"sub": "s1", "preferred_username": "dave smith/../x"})
+        == "davesmith..x"
     )
+    assert free_username(
+        config, {"sub": "s1", "preferred_username": ["not", "a", "string"]}
+    ).startswith("user-")
     assert free_username(config, {"sub": "s1", "preferred_username": "!!!"}).startswith("user-")
     make_user("erin")
     first = free_username(config, {"sub": "s1", "preferred_username": "erin"})
@@ -179,7 +186,9 @@ def test_free_username_rules(db):
 
 
 def test_mapped_groups_from_lists_and_space_separated_strings():
-    config = IssuerConfig(issuer="https://idp.example", group_claims=("wlcg.groups", "eduperson_entitlement"))
+    config = IssuerConfig(
+        issuer="https://idp.example", group_claims=("wlcg.groups", "eduperson_entitlement")
+    )
     claims = {
         "wlcg.groups": ["/cms", "", 7, "/cms/prod"],
         "eduperson_entitlement": "urn:mace:egi.eu:group:vo.example urn:x:y",
@@ -266,7 +275,9 @@ def test_with_group_claims_the_token_says_the_groups(client, issuer, idp):
     assert client.get("/auth/whoami/", **bearer(token)).json()["groups"] == groups
 
 
-def test_renaming_the_user_shows_in_the_next_request(client, issuer, idp, django_assert_num_queries):
+def test_renaming_the_user_shows_in_the_next_request(
+    client, issuer, idp, django_assert_num_queries
+):
     token = idp.user_token("quentin")
     assert client.get("/auth/whoami/", **bearer(token)).json()["username"] == "quentin"
     user = Identity.objects.get(subject="quentin").user
@@ -277,7 +288,9 @@ def test_renaming_the_user_shows_in_the_next_request(client, issuer, idp, django
         assert client.get("/auth/whoami/", **bearer(token)).json()["username"] == "q.smith"
 
 
-def test_a_steady_process_reads_no_mapping_from_the_shared_cache(client, issuer, idp, clock, monkeypatch):
+def test_a_steady_process_reads_no_mapping_from_the_shared_cache(
+    client, issuer, idp, clock, monkeypatch
+):
     """Per refresh interval one read of the mappings' generation, however many identities there are."""
     from django.core.cache import cache
 
@@ -285,7 +298,9 @@ def test_a_steady_process_reads_no_mapping_from_the_shared_cache(client, issuer,
     assert [hello(client, t) for t in tokens] == [200, 200, 200]
     reads: list[str] = []
     real_get = cache.get
-    monkeypatch.setattr(cache, "get", lambda key, *a, **k: reads.append(key) or real_get(key, *a, **k))
+    monkeypatch.setattr(
+        cache, "get", lambda key, *a, **k: reads.append(key) or real_get(key, *a, **k)
+    )
     for _ in range(3):
         clock.advance(1)  # REVOCATION_REFRESH_INTERVAL
         assert [hello(client, t) for t in tokens] == [200, 200, 200]
@@ -313,7 +328,9 @@ def test_a_mapping_dropped_elsewhere_is_dropped_here_within_an_interval(
 # -- audiences and algorithms from the Issuer row ----------------------------------------------
 
 
-def test_audiences_and_the_wlcg_any_audience(client, issuer, idp, django_capture_on_commit_callbacks):
+def test_audiences_and_the_wlcg_any_audience(
+    client, issuer, idp, django_capture_on_commit_callbacks
+):
     issuer.audiences = ["https://other.example"]
     issuer.save()
     token = idp.client_credentials_token()
@@ -347,7 +364,9 @@ def test_algorithm_not_accepted_for_the_issuer(client, issuer, idp):
 # -- the hot path ------------------------------------------------------------------------------
 
 
-def test_warm_request_with_an_external_token_makes_no_query(client, issuer, idp, django_assert_num_queries):
+def test_warm_request_with_an_external_token_makes_no_query(
+    client, issuer, idp, django_assert_num_queries
+):
     token = idp.user_token("quinn")
     assert hello(client, token) == 200  # provisions and warms every cache
     assert hello(client, token) == 200
@@ -359,12 +378,16 @@ def test_warm_request_with_an_external_token_makes_no_query(client, issuer, idp,
         assert hello(client, other) == 200
 
 
-def test_the_process_memo_of_identities_is_bounded(client, issuer, idp, settings, django_assert_num_queries):
+def test_the_process_memo_of_identities_is_bounded(
+    client, issuer, idp, settings, django_assert_num_queries
+):
     """As many identities as ``VERIFIED_TOKEN_CACHE_SIZE``; a dropped one comes from the shared cache."""
     use_settings(settings, VERIFIED_TOKEN_CACHE_SIZE=2)
     tokens = {name: idp.user_token(name) for name in ("xena", "yves", "zoe")}
     assert [hello(client, t) for t in tokens.values()] == [200, 200, 200]
-    remembered = [provisioning._local.get(identity_digest(idp.issuer, name)) is not None for name in tokens]
+    remembered = [
+        provisioning._local.get(identity_digest(idp.issuer, name)) is not None for name in tokens
+    ]
     assert remembered == [False, True, True]
     with django_assert_num_queries(0):
         assert hello(client, tokens["xena"]) == 200
@@ -375,7 +398,10 @@ def test_a_cold_process_reads_the_mapping_from_the_shared_cache(
     client, issuer, idp, settings, redis_url, django_assert_num_queries
 ):
     settings.CACHES = {
-        "default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": redis_url}
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": redis_url,
+        }
     }
     from django.core.cache import cache
 
@@ -415,7 +441,9 @@ def test_token_from_the_bump_second_is_rejected_a_later_one_accepted(client, iss
     time.sleep(1.05 - time.time() % 1)  # bump early in a second so the next token shares it
     bump_epoch(Epoch.Kind.USER, str(user.pk))
     same_second = idp.client_credentials_token()
-    not_before = Epoch.objects.get(kind=Epoch.Kind.USER, object_id=str(user.pk)).not_before.timestamp()
+    not_before = Epoch.objects.get(
+        kind=Epoch.Kind.USER, object_id=str(user.pk)
+    ).not_before.timestamp()
     assert claims_of(same_second)["iat"] == math.floor(not_before)
     assert hello(client, old) == 401
     assert hello(client, same_second) == 401
@@ -446,7 +474,10 @@ def test_revoking_an_identity_ends_its_tokens_not_its_users_local_ones(client, i
         content_type="application/json",
         **bearer(admin),
     )
-    assert response.status_code == 200 and response.json()["revoked"] == f"identity walt of {idp.issuer}"
+    assert (
+        response.status_code == 200
+        and response.json()["revoked"] == f"identity walt of {idp.issuer}"
+    )
     assert hello(client, other) == 401
     time.sleep(1.05)  # past the bump's second: the issuer's new tokens work again
     assert hello(client, idp.user_token("walt")) == 200
@@ -493,7 +524,9 @@ def test_disabling_a_settings_issuer(client, idp_stats_reset, settings):
     assert hello(client, token) == 401
 
 
-def test_deleting_the_identity_stops_its_tokens_without_provisioning_again(client, issuer, idp, provisioned):
+def test_deleting_the_identity_stops_its_tokens_without_provisioning_again(
+    client, issuer, idp, provisioned
+):
     token = idp.user_token("wade")
     assert hello(client, token) == 200
     identity = Identity.objects.get(subject="wade")
@@ -501,7 +534,9 @@ def test_deleting_the_identity_stops_its_tokens_without_provisioning_again(clien
     assert hello(client, token) == 401
     assert not Identity.objects.filter(subject="wade").exists()  # a revoked token creates nobody
     assert len(provisioned) == 1
-    not_before = Epoch.objects.get(kind=Epoch.Kind.IDENTITY, object_id=identity_digest(idp.issuer, "wade"))
+    not_before = Epoch.objects.get(
+        kind=Epoch.Kind.IDENTITY, object_id=identity_digest(idp.issuer, "wade")
+    )
     time.sleep(max(0.0, math.ceil(not_before.not_before.timestamp()) - time.time()) + 0.05)
     fresh = idp.user_token("wade")  # the issuer still vouches for wade: a new identity and user
     assert hello(client, fresh) == 200
@@ -548,7 +583,9 @@ def test_whoami_session_fallback_with_external_issuers(client, issuer, idp, sett
     user = make_user("bea")
     client.force_login(user)
     assert client.get("/auth/whoami/").json()["username"] == "bea"
-    assert client.get("/auth/whoami/", **bearer(idp.user_token("cleo"))).json()["username"] == "cleo"
+    assert (
+        client.get("/auth/whoami/", **bearer(idp.user_token("cleo"))).json()["username"] == "cleo"
+    )
     use_settings(settings, SESSION_AUTH_FALLBACK=False)
     assert client.get("/auth/whoami/").status_code == 401
     assert client.get("/auth/whoami/", **bearer(idp.client_credentials_token())).status_code == 200
@@ -595,7 +632,9 @@ def test_concurrent_first_requests_create_exactly_one_user(idp_stats_reset, sett
     assert User.objects.filter(username__startswith="dora").count() == 1
     assert AuditEvent.objects.filter(action="identity_provisioned").count() == 1
     assert len(provisioned) == 1
-    assert sorted(Identity.objects.get(subject="dora").user.groups.values_list("name", flat=True)) == [
+    assert sorted(
+        Identity.objects.get(subject="dora").user.groups.values_list("name", flat=True)
+    ) == [
         "/atlas",
         "/atlas/users",
     ]

@@ -74,7 +74,9 @@ def test_a_bump_reaches_another_process_by_push(other_process: RevocationState):
     issued = time.time()
     assert other_process.epoch(Epoch.Kind.USER, str(user.pk), issued).value == 0
     bump_epoch(Epoch.Kind.USER, str(user.pk))
-    assert eventually(lambda: other_process.epoch(Epoch.Kind.USER, str(user.pk), issued).value == 1)
+    assert eventually(
+        lambda: other_process.epoch(Epoch.Kind.USER, str(user.pk), issued).value == 1
+    )
 
 
 def test_malformed_messages_are_ignored(other_process: RevocationState):
@@ -88,7 +90,11 @@ def test_malformed_messages_are_ignored(other_process: RevocationState):
 
 def test_without_push_the_version_key_still_delivers(other_process: RevocationState, settings):
     """Push off: the writer announces only the version; the reader's next interval reads the feed."""
-    settings.TOKENAUTH = {**settings.TOKENAUTH, "REVOCATION_PUSH": False, "REVOCATION_REFRESH_INTERVAL": 0}
+    settings.TOKENAUTH = {
+        **settings.TOKENAUTH,
+        "REVOCATION_PUSH": False,
+        "REVOCATION_REFRESH_INTERVAL": 0,
+    }
     other_process.reset()
     assert not other_process.is_denied(("polled-jti",))
     revoke_id("polled-jti", timezone.now() + timedelta(minutes=5))
@@ -111,7 +117,9 @@ def test_an_issuer_change_reaches_another_process_by_push(other_process: Revocat
     from tokenauth.models import Issuer
     from tokenauth.snapshots import SharedSnapshot
 
-    row = Issuer.objects.create(issuer="https://iam.example.org/", audiences=["https://api.example.org"])
+    row = Issuer.objects.create(
+        issuer="https://iam.example.org/", audiences=["https://api.example.org"]
+    )
     others: SharedSnapshot[dict] = SharedSnapshot("issuers", _load_db_issuers)
     assert others.get()["https://iam.example.org/"].accept_any_audience is False
     row.profile, row.accept_any_audience = "wlcg", True

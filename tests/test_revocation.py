@@ -136,7 +136,11 @@ def test_group_bump_kills_only_tokens_that_selected_the_group(client):
 def test_global_bump_kills_everything(client):
     make_user("alice", groups=["operators"])
     make_user("bob")
-    bodies = [login(client, "alice"), login(client, "alice", group="operators"), login(client, "bob")]
+    bodies = [
+        login(client, "alice"),
+        login(client, "alice", group="operators"),
+        login(client, "bob"),
+    ]
     call_command("tokenauth_revoke", "--all", stdout=None)
     for body in bodies:
         assert hello(client, body["access_token"]) == 401
@@ -191,7 +195,9 @@ def test_bumps_are_audited_and_counted():
 # -- denylist ----------------------------------------------------------------------------------
 
 
-def test_revoked_id_is_visible_to_another_process_after_commit(client, django_capture_on_commit_callbacks):
+def test_revoked_id_is_visible_to_another_process_after_commit(
+    client, django_capture_on_commit_callbacks
+):
     make_user("alice")
     body = login(client, "alice")
     jti = verify_token(body["access_token"])["jti"]
@@ -200,7 +206,9 @@ def test_revoked_id_is_visible_to_another_process_after_commit(client, django_ca
         client.post("/auth/logout/", **bearer(body["access_token"]))
     revocation.state.reset()
     assert hello(client, body["access_token"]) == 401
-    assert RevokedToken.objects.filter(jti=jti).count() == 0  # the session id is denied, not each token
+    assert (
+        RevokedToken.objects.filter(jti=jti).count() == 0
+    )  # the session id is denied, not each token
     assert RevokedToken.objects.filter(reason="session logout").count() == 1
 
 
@@ -253,18 +261,26 @@ def test_a_fresh_process_reads_the_denylist_a_piece_per_request(client, piecewis
     assert len(queries) == 0, [q["sql"] for q in queries]
 
 
-def test_an_id_not_read_yet_is_looked_up_and_a_database_outage_fails_closed(client, piecewise_load):
+def test_an_id_not_read_yet_is_looked_up_and_a_database_outage_fails_closed(
+    client, piecewise_load
+):
     many_denied(120)
     make_user("alice")
     body = login(client, "alice")
     session = verify_token(body["access_token"])["sid"]
-    RevokedToken.objects.create(pk=5000, jti=session, expires_at=timezone.now() + timedelta(hours=1))
+    RevokedToken.objects.create(
+        pk=5000, jti=session, expires_at=timezone.now() + timedelta(hours=1)
+    )
     cold_caches()
-    assert hello(client, body["access_token"]) == 401  # not in the first piece: the row itself says so
+    assert (
+        hello(client, body["access_token"]) == 401
+    )  # not in the first piece: the row itself says so
     assert revocation.state._load_cursor == 1049
     fresh = login(client, "alice")
     with database_down():
-        assert hello(client, fresh["access_token"]) == 503  # never a 200 while the table is partial
+        assert (
+            hello(client, fresh["access_token"]) == 503
+        )  # never a 200 while the table is partial
 
 
 def test_revocations_made_while_the_denylist_is_read_are_not_lost(client, piecewise_load, clock):
@@ -301,7 +317,9 @@ def test_a_fresh_process_reads_the_epochs_in_pieces_and_refuses_meanwhile(client
     while not revocation.is_loaded():
         statuses.append([hello(client, body["access_token"]) for body in bodies])
         assert revocation.state._covered_from is None or revocation.is_loaded()
-    assert 1 < len(statuses) < 10 and all(s == [401, 200, 200] for s in statuses)  # epochs read by key
+    assert 1 < len(statuses) < 10 and all(
+        s == [401, 200, 200] for s in statuses
+    )  # epochs read by key
     assert revocation.state._held(Epoch.Kind.USER, str(users[0].pk)).value == 1
     revocation.state._memo.clear()
     cache.clear()
@@ -313,7 +331,9 @@ def test_a_fresh_process_reads_the_epochs_in_pieces_and_refuses_meanwhile(client
 # -- failing closed ----------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("path", ["/api/hello/", "/auth/whoami/", "/auth/token/renew/", "/auth/logout/"])
+@pytest.mark.parametrize(
+    "path", ["/api/hello/", "/auth/whoami/", "/auth/token/renew/", "/auth/logout/"]
+)
 def test_cold_cache_and_database_down_is_503(client, path):
     make_user("alice")
     body = login(client, "alice")
@@ -392,7 +412,9 @@ def test_tokens_within_the_window_read_no_epoch_from_the_shared_cache(client, mo
     assert hello(client, bodies[1]["access_token"]) == 200
     reads: list[str] = []
     real_get = cache.get
-    monkeypatch.setattr(cache, "get", lambda key, *a, **k: reads.append(key) or real_get(key, *a, **k))
+    monkeypatch.setattr(
+        cache, "get", lambda key, *a, **k: reads.append(key) or real_get(key, *a, **k)
+    )
     revocation.state._memo.clear()
     cache.clear()  # what another process's LocMemCache would hold: nothing
     with CaptureQueriesContext(connection) as queries:
@@ -525,13 +547,17 @@ def test_a_bump_the_shared_cache_cannot_take_is_not_made(client, admin_client, c
     with pytest.raises(CommandError, match="shared cache"):
         call_command("tokenauth_revoke", "--user", "alice")
     page = admin_client.post(
-        "/admin/auth/user/", {"action": "revoke_all_tokens", "_selected_action": [alice.pk]}, follow=True
+        "/admin/auth/user/",
+        {"action": "revoke_all_tokens", "_selected_action": [alice.pk]},
+        follow=True,
     )
     assert "could not take the revocation of alice" in page.content.decode()
     assert not Epoch.objects.exists()
 
 
-def test_a_bump_whose_value_the_cache_refuses_drops_the_old_one(client, cache_refuses, monkeypatch):
+def test_a_bump_whose_value_the_cache_refuses_drops_the_old_one(
+    client, cache_refuses, monkeypatch
+):
     alice = make_user("alice")
     body = login(client, "alice")
     assert hello(client, body["access_token"]) == 200  # the shared cache holds epoch 0
@@ -553,7 +579,9 @@ def test_a_lost_announcement_is_bounded_by_the_reload_interval(client, settings,
     body = login(client, "alice")
     assert hello(client, body["access_token"]) == 200
     jti = jwt.decode(body["access_token"], options={"verify_signature": False})["jti"]
-    RevokedToken.objects.create(jti=jti, expires_at=timezone.now() + timedelta(hours=1))  # never announced
+    RevokedToken.objects.create(
+        jti=jti, expires_at=timezone.now() + timedelta(hours=1)
+    )  # never announced
     clock.advance(59)  # the version key is read again, unchanged: ...
     assert hello(client, body["access_token"]) == 200  # ... this process trusts its copy ...
     clock.advance(1)

@@ -12,7 +12,13 @@ from tests.helpers import login, make_user
 from tokenauth.exceptions import OAuthError
 from tokenauth.models import AuditEvent, Epoch, RevokedToken, Session
 from tokenauth.revocation import bump_epoch, is_revoked
-from tokenauth.sessions import check_session, end_session, refresh_expires_in, rotate, start_session
+from tokenauth.sessions import (
+    check_session,
+    end_session,
+    refresh_expires_in,
+    rotate,
+    start_session,
+)
 
 pytestmark = pytest.mark.django_db
 
@@ -26,7 +32,9 @@ def test_start_session_stores_only_a_hash():
     session, token = start_session(user, user_agent="x" * 1000, scope="reports:read")
     family, _, secret = token.partition(".")
     assert family == session.family
-    assert family != session.id.hex  # access tokens carry the session id; it must not open the family
+    assert (
+        family != session.id.hex
+    )  # access tokens carry the session id; it must not open the family
     assert len(secret) >= 40
     session.refresh_from_db()
     assert secret not in session.refresh_hash
@@ -203,10 +211,16 @@ def test_a_login_beyond_max_sessions_per_user_ends_the_oldest(client, settings):
     auth = {"HTTP_AUTHORIZATION": f"Bearer {first['access_token']}"}
     assert client.get("/api/hello/", **auth).status_code == 401
     body = {"refresh_token": first["refresh_token"]}
-    assert client.post("/auth/token/refresh/", body, content_type="application/json").status_code == 400
+    assert (
+        client.post("/auth/token/refresh/", body, content_type="application/json").status_code
+        == 400
+    )
     for live in (second, third, bobs):
         assert (
-            client.get("/api/hello/", HTTP_AUTHORIZATION=f"Bearer {live['access_token']}").status_code == 200
+            client.get(
+                "/api/hello/", HTTP_AUTHORIZATION=f"Bearer {live['access_token']}"
+            ).status_code
+            == 200
         )
     assert Session.objects.filter(user__username="alice", revoked_at__isnull=True).count() == 2
 
@@ -216,5 +230,8 @@ def test_sessions_are_unlimited_by_default(client):
     bodies = [login(client, "alice") for _ in range(8)]
     assert Session.objects.filter(revoked_at__isnull=True).count() == 8
     assert (
-        client.get("/api/hello/", HTTP_AUTHORIZATION=f"Bearer {bodies[0]['access_token']}").status_code == 200
+        client.get(
+            "/api/hello/", HTTP_AUTHORIZATION=f"Bearer {bodies[0]['access_token']}"
+        ).status_code
+        == 200
     )

@@ -21,7 +21,9 @@ def test_token_issued_on_login_refresh_and_renew(client):
     with received(signals.token_issued) as calls:
         body = login(client, "alice", group="operators", scope="reports:read")
         refreshed = client.post(
-            "/auth/token/refresh/", {"refresh_token": body["refresh_token"]}, content_type="application/json"
+            "/auth/token/refresh/",
+            {"refresh_token": body["refresh_token"]},
+            content_type="application/json",
         ).json()
         client.post("/auth/token/renew/", **bearer(refreshed["access_token"]))
     assert len(calls) == 3
@@ -55,7 +57,9 @@ def test_token_issued_by_the_command_has_no_session():
 def test_no_token_issued_on_failed_login(client):
     make_user("alice")
     with received(signals.token_issued) as calls:
-        client.post("/auth/token/", {"username": "alice", "password": "x"}, content_type="application/json")
+        client.post(
+            "/auth/token/", {"username": "alice", "password": "x"}, content_type="application/json"
+        )
         client.post(
             "/auth/token/",
             {"username": "alice", "password": "pw", "scope": "nope"},
@@ -87,7 +91,9 @@ def test_session_revoked_for_each_session_a_user_bump_ends(client):
     login(client, "alice")  # a second session
     with received(signals.session_revoked) as calls:
         client.post("/auth/logout-all/", **bearer(first["access_token"]))
-    assert sorted(c["session"].pk for c in calls) == sorted(Session.objects.values_list("pk", flat=True))
+    assert sorted(c["session"].pk for c in calls) == sorted(
+        Session.objects.values_list("pk", flat=True)
+    )
     assert len(calls) == 2 and {c["reason"] for c in calls} == {"epoch_bumped"}
     assert all(c["actor"] == user and c["session"].revoked_at is not None for c in calls)
     with received(signals.session_revoked) as calls:
@@ -99,13 +105,21 @@ def test_session_revoked_on_reuse(client):
     make_user("alice")
     body = login(client, "alice")
     post = client.post
-    post("/auth/token/refresh/", {"refresh_token": body["refresh_token"]}, content_type="application/json")
+    post(
+        "/auth/token/refresh/",
+        {"refresh_token": body["refresh_token"]},
+        content_type="application/json",
+    )
     with received(signals.session_revoked) as calls:
         post(
-            "/auth/token/refresh/", {"refresh_token": body["refresh_token"]}, content_type="application/json"
+            "/auth/token/refresh/",
+            {"refresh_token": body["refresh_token"]},
+            content_type="application/json",
         )
         post(
-            "/auth/token/refresh/", {"refresh_token": body["refresh_token"]}, content_type="application/json"
+            "/auth/token/refresh/",
+            {"refresh_token": body["refresh_token"]},
+            content_type="application/json",
         )
     assert [c["reason"] for c in calls] == ["reuse"]
     assert calls[0]["actor"] is None
@@ -117,7 +131,9 @@ def test_session_revoked_when_the_group_was_lost(client):
     user.groups.clear()
     with received(signals.session_revoked) as calls:
         client.post(
-            "/auth/token/refresh/", {"refresh_token": body["refresh_token"]}, content_type="application/json"
+            "/auth/token/refresh/",
+            {"refresh_token": body["refresh_token"]},
+            content_type="application/json",
         )
     assert [c["reason"] for c in calls] == ["group_removed"]
 
@@ -139,7 +155,12 @@ def test_epoch_bumped_on_logout_all(client):
     event = AuditEvent.objects.get(action="epoch_bumped")
     assert event.user == user
     assert event.actor == user
-    assert event.detail == {"kind": "user", "object_id": str(user.pk), "epoch": 1, "reason": "logout-all"}
+    assert event.detail == {
+        "kind": "user",
+        "object_id": str(user.pk),
+        "epoch": 1,
+        "reason": "logout-all",
+    }
 
 
 @pytest.mark.parametrize(
@@ -184,7 +205,9 @@ def test_epoch_bumped_by_the_global_command():
 
 def test_audit_trail_of_a_login_lifecycle(client):
     make_user("alice")
-    client.post("/auth/token/", {"username": "alice", "password": "x"}, content_type="application/json")
+    client.post(
+        "/auth/token/", {"username": "alice", "password": "x"}, content_type="application/json"
+    )
     body = login(client, "alice")
     client.post("/auth/logout/", **bearer(body["access_token"]))
     second = login(client, "alice")

@@ -30,21 +30,27 @@ def bearer(token: str) -> dict[str, str]:
 def simplejwt_login(client: Any, username: str = "alice") -> dict[str, str]:
     """The site's existing login: simplejwt's own TokenObtainPairView."""
     response = client.post(
-        "/simplejwt/token/", {"username": username, "password": "pw"}, content_type="application/json"
+        "/simplejwt/token/",
+        {"username": username, "password": "pw"},
+        content_type="application/json",
     )
     assert response.status_code == 200, response.content
     return response.json()
 
 
 def exchange(client: Any, refresh: str) -> Any:
-    return client.post("/auth/token/refresh/", {"refresh_token": refresh}, content_type="application/json")
+    return client.post(
+        "/auth/token/refresh/", {"refresh_token": refresh}, content_type="application/json"
+    )
 
 
 def end_window(settings: Any, when: datetime) -> None:
     settings.TOKENAUTH = {**settings.TOKENAUTH, "SIMPLEJWT_MIGRATION_ENDS": when}
 
 
-def test_a_site_on_simplejwt_switches_without_logging_anyone_out(client, django_assert_num_queries):
+def test_a_site_on_simplejwt_switches_without_logging_anyone_out(
+    client, django_assert_num_queries
+):
     alice = make_user("alice")
     old = simplejwt_login(client)
     assert set(old) == {"access", "refresh"}
@@ -78,7 +84,10 @@ def test_a_site_on_simplejwt_switches_without_logging_anyone_out(client, django_
     assert rotated.status_code == 200 and Session.objects.get() == session
 
     # logout-all with our token ends the simplejwt access token too.
-    assert client.post("/auth/logout-all/", **bearer(rotated.json()["access_token"])).status_code == 204
+    assert (
+        client.post("/auth/logout-all/", **bearer(rotated.json()["access_token"])).status_code
+        == 204
+    )
     refused = client.get("/api/hello/", **bearer(old["access"]))
     assert refused.status_code == 401 and 'error="invalid_token"' in refused["WWW-Authenticate"]
 
@@ -135,7 +144,9 @@ def test_the_window_ends(client, settings):
         assert response.status_code == 401
         assert "simplejwt tokens are no longer accepted" in response["WWW-Authenticate"]
     refused = exchange(client, unseen["refresh"])
-    assert refused.status_code == 400 and "no longer accepted" in refused.json()["error_description"]
+    assert (
+        refused.status_code == 400 and "no longer accepted" in refused.json()["error_description"]
+    )
 
 
 def test_a_window_without_an_end_or_a_naive_one_is_reported(settings):

@@ -6,8 +6,6 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-import pytest
-
 import tokenauth
 from tokenauth import conf
 
@@ -17,7 +15,9 @@ PACKAGE = Path(tokenauth.__file__).parent
 def test_conf_imports_no_tokenauth_module():
     ours = []
     for node in ast.walk(ast.parse((PACKAGE / "conf.py").read_text())):
-        if isinstance(node, ast.ImportFrom) and (node.level or (node.module or "").startswith("tokenauth")):
+        if isinstance(node, ast.ImportFrom) and (
+            node.level or (node.module or "").startswith("tokenauth")
+        ):
             ours.append(node.module)
         elif isinstance(node, ast.Import):
             ours += [alias.name for alias in node.names if alias.name.startswith("tokenauth")]
@@ -54,7 +54,9 @@ def _module_name(path: Path) -> str:
 def _sources() -> dict[str, Path]:
     """tokenauth's modules by dotted name; migrations are generated and import nothing of ours."""
     return {
-        _module_name(path): path for path in sorted(PACKAGE.rglob("*.py")) if "migrations" not in path.parts
+        _module_name(path): path
+        for path in sorted(PACKAGE.rglob("*.py"))
+        if "migrations" not in path.parts
     }
 
 
@@ -66,10 +68,16 @@ def _own_imports(module: str, path: Path) -> list[tuple[ast.stmt, str, bool]]:
     def visit(node: ast.AST, in_function: bool) -> None:
         for child in ast.iter_child_nodes(node):
             if isinstance(child, ast.ImportFrom):
-                base = package.split(".")[: len(package.split(".")) - child.level + 1] if child.level else []
+                base = (
+                    package.split(".")[: len(package.split(".")) - child.level + 1]
+                    if child.level
+                    else []
+                )
                 target = ".".join([*base, *([child.module] if child.module else [])])
                 if target.split(".")[0] == "tokenauth":
-                    found.extend((child, f"{target}.{alias.name}", in_function) for alias in child.names)
+                    found.extend(
+                        (child, f"{target}.{alias.name}", in_function) for alias in child.names
+                    )
             elif isinstance(child, ast.Import):
                 ours = [alias.name for alias in child.names if alias.name.startswith("tokenauth")]
                 found.extend((child, name, in_function) for name in ours)
@@ -140,7 +148,12 @@ def test_no_import_cycle_in_tokenauth():
 
 def test_the_issuer_model_imports_no_network_layer():
     graph = _import_graph(_sources(), with_functions=True)
-    leaves = {"tokenauth.issuer_config", "tokenauth.keys", "tokenauth.profiles", "tokenauth.scopes"}
+    leaves = {
+        "tokenauth.issuer_config",
+        "tokenauth.keys",
+        "tokenauth.profiles",
+        "tokenauth.scopes",
+    }
     assert graph["tokenauth.models"] == leaves
     # The token profiles' rules are a leaf too: no settings, models or network.
     assert graph["tokenauth.profiles"] == set()
@@ -156,12 +169,7 @@ def _own_import_density() -> float:
     return statements * 1000 / lines
 
 
-def test_imports_between_our_modules_do_not_grow():
-    """The issue's goal is 15 per 1,000 lines (DRF, simplejwt and Django contrib: 6-17); this ratchet
-    holds today's figure (27.1) with some room, so it does not grow (see the xfail below)."""
-    assert _own_import_density() <= 28
-
-
-@pytest.mark.xfail(reason="the goal of issue 15, not reached yet: 27.1 per 1,000 lines", strict=True)
 def test_imports_between_our_modules_are_at_most_15_per_1000_lines():
+    """DRF, simplejwt and Django contrib: 6-17 per 1,000 lines. Modules are imported as a whole, as DRF
+    does (``from . import conf, exceptions``), so one statement serves a module's every use."""
     assert _own_import_density() <= 15

@@ -16,7 +16,7 @@ from django.contrib.auth.signals import user_logged_in
 from django.db import OperationalError, connection
 
 from tests.helpers import ONE_WINNER, login, make_user, race, received
-from tokenauth import sessions
+from tokenauth import tokens
 from tokenauth.models import AuditEvent, Epoch, Session
 from tokenauth.revocation import bump_epoch
 
@@ -139,11 +139,16 @@ def test_a_refresh_whose_update_fails_leaves_the_session_as_it_was(client):
         response = post(client, "/auth/token/refresh/", {"refresh_token": body["refresh_token"]})
     assert response.status_code == 503
     # Neither rotated nor taken for a reuse: the same refresh token still works, once.
-    assert post(client, "/auth/token/refresh/", {"refresh_token": body["refresh_token"]}).status_code == 200
+    assert (
+        post(client, "/auth/token/refresh/", {"refresh_token": body["refresh_token"]}).status_code
+        == 200
+    )
     assert Session.objects.get().revoked_at is None
 
 
-def test_the_session_limit_costs_one_query_and_ends_sessions_in_the_logins_transaction(client, settings):
+def test_the_session_limit_costs_one_query_and_ends_sessions_in_the_logins_transaction(
+    client, settings
+):
     make_user("alice")
     settings.TOKENAUTH = {**settings.TOKENAUTH, "MAX_SESSIONS_PER_USER": 2}
     with statements() as log:
@@ -196,19 +201,23 @@ def test_concurrent_refreshes_of_one_token_one_wins_and_the_family_ends(live_ser
     away, a reuse, which ends the session: the winner's new refresh token too. The rights check is
     slowed down so that, without the lock, every refresh would read the secret before one changes it."""
     make_user("alice")
-    read_standing = sessions.read_standing
+    read_standing = tokens.read_standing
 
     def slow_read_standing(*args: Any) -> Any:
         time.sleep(0.05)
         return read_standing(*args)
 
-    monkeypatch.setattr(sessions, "read_standing", slow_read_standing)
+    monkeypatch.setattr(tokens, "read_standing", slow_read_standing)
     url = f"{live_server.url}/auth/token/"
     body = requests.post(url, json={"username": "alice", "password": "pw"}, timeout=30).json()
     answers, won = race(
-        lambda: requests.post(f"{url}refresh/", json={"refresh_token": body["refresh_token"]}, timeout=30)
+        lambda: requests.post(
+            f"{url}refresh/", json={"refresh_token": body["refresh_token"]}, timeout=30
+        )
     )
     assert answers == ONE_WINNER
-    again = requests.post(f"{url}refresh/", json={"refresh_token": won[0]["refresh_token"]}, timeout=30)
+    again = requests.post(
+        f"{url}refresh/", json={"refresh_token": won[0]["refresh_token"]}, timeout=30
+    )
     assert again.json()["error"] == "invalid_grant"
     assert Session.objects.get().revoked_at is not None

@@ -68,12 +68,17 @@ def browser_login(site: str, username: str = "alice") -> requests.Session:
 def browser_logout(site: str, browser: requests.Session) -> None:
     page = browser.get(f"{site}/oidc/logout/", timeout=10)
     form = parse_forms(page.text)[0]
-    browser.post(urljoin(page.url, form["action"]), data=form["fields"], allow_redirects=False, timeout=10)
+    browser.post(
+        urljoin(page.url, form["action"]), data=form["fields"], allow_redirects=False, timeout=10
+    )
 
 
 def obtain(site: str, token: str, **fields: str) -> requests.Response:
     return requests.post(
-        f"{site}/tokenmanager/token/", data=fields, headers={"Authorization": f"Bearer {token}"}, timeout=10
+        f"{site}/tokenmanager/token/",
+        data=fields,
+        headers={"Authorization": f"Bearer {token}"},
+        timeout=10,
     )
 
 
@@ -88,11 +93,15 @@ def refresh_at(idp: TestIdP, refresh_token: str) -> requests.Response:
 
 def userinfo(idp: TestIdP, access_token: str) -> requests.Response:
     return requests.get(
-        idp.metadata["userinfo_endpoint"], headers={"Authorization": f"Bearer {access_token}"}, timeout=10
+        idp.metadata["userinfo_endpoint"],
+        headers={"Authorization": f"Bearer {access_token}"},
+        timeout=10,
     )
 
 
-def test_login_keeps_a_grant_a_service_uses_it_and_logout_revokes_it(web_idp, live_server, service):
+def test_login_keeps_a_grant_a_service_uses_it_and_logout_revokes_it(
+    web_idp, live_server, service
+):
     site = live_server.url
     browser = browser_login(site)
     grant = UpstreamGrant.objects.get()
@@ -162,12 +171,16 @@ def test_who_may_obtain_upstream_tokens(web_idp, live_server, service):
     browser = browser_login(site)
     alice = get_user_model().objects.get(pk=UpstreamGrant.objects.get().user_id)
     # the browser's own session never gets one, nor does a token without the scope or the permission
-    assert browser.post(f"{site}/tokenmanager/token/", data={"username": alice.username}).status_code in (
+    assert browser.post(
+        f"{site}/tokenmanager/token/", data={"username": alice.username}
+    ).status_code in (
         401,
         403,
     )
     make_user("carol")
-    plain = requests.post(f"{site}/auth/token/", json={"username": "carol", "password": "pw"}, timeout=10)
+    plain = requests.post(
+        f"{site}/auth/token/", json={"username": "carol", "password": "pw"}, timeout=10
+    )
     assert obtain(site, plain.json()["access_token"], username=alice.username).status_code == 403
     assert obtain(site, "not-a-token", username=alice.username).status_code == 401
     assert not AuditEvent.objects.filter(action="upstream_token_issued").exists()
@@ -180,14 +193,21 @@ def test_who_may_obtain_upstream_tokens(web_idp, live_server, service):
     assert UpstreamGrant.objects.filter(ended_at__isnull=True).exists()
 
 
-def test_a_tampered_or_foreign_key_grant_is_an_oauth_error(web_idp, live_server, service, settings):
+def test_a_tampered_or_foreign_key_grant_is_an_oauth_error(
+    web_idp, live_server, service, settings
+):
     site = live_server.url
     browser_login(site)
     grant = UpstreamGrant.objects.get()
     alice = get_user_model().objects.get(pk=grant.user_id)
-    settings.TOKENAUTH = {**settings.TOKENAUTH, "TOKEN_MANAGER_KEYS": [Fernet.generate_key().decode()]}
+    settings.TOKENAUTH = {
+        **settings.TOKENAUTH,
+        "TOKEN_MANAGER_KEYS": [Fernet.generate_key().decode()],
+    }
     wrong_key = obtain(site, service, username=alice.username)
-    assert wrong_key.status_code == 400 and "configured keys" in wrong_key.json()["error_description"]
+    assert (
+        wrong_key.status_code == 400 and "configured keys" in wrong_key.json()["error_description"]
+    )
     assert UpstreamGrant.objects.filter(ended_at__isnull=True).exists()
 
 
@@ -213,7 +233,9 @@ def test_admin_lists_grants_without_the_token_and_revokes(web_idp, live_server):
     page = listing.content.decode()
     assert listing.status_code == 200 and web_idp.issuer in page
     assert grant.encrypted_token not in page and refresh_token not in page
-    detail = client.get(f"/admin/tokenauth_tokenmanager/upstreamgrant/{grant.pk}/change/").content.decode()
+    detail = client.get(
+        f"/admin/tokenauth_tokenmanager/upstreamgrant/{grant.pk}/change/"
+    ).content.decode()
     assert grant.encrypted_token not in detail
     client.post(
         "/admin/tokenauth_tokenmanager/upstreamgrant/",
@@ -224,14 +246,18 @@ def test_admin_lists_grants_without_the_token_and_revokes(web_idp, live_server):
 
 
 @pytest.mark.parametrize(
-    ("keys", "expected"), [([], "tokenauth.tokenmanager.E001"), (["short"], "tokenauth.tokenmanager.E002")]
+    ("keys", "expected"),
+    [([], "tokenauth.tokenmanager.E001"), (["short"], "tokenauth.tokenmanager.E002")],
 )
 def test_missing_or_bad_keys_are_system_check_errors(settings, keys, expected):
     from tokenauth.tokenmanager.checks import check_keys
 
     settings.TOKENAUTH = {**settings.TOKENAUTH, "TOKEN_MANAGER_KEYS": keys}
     assert [error.id for error in check_keys()] == [expected]
-    settings.TOKENAUTH = {**settings.TOKENAUTH, "TOKEN_MANAGER_KEYS": [Fernet.generate_key().decode()]}
+    settings.TOKENAUTH = {
+        **settings.TOKENAUTH,
+        "TOKEN_MANAGER_KEYS": [Fernet.generate_key().decode()],
+    }
     assert check_keys() == []
 
 
@@ -241,9 +267,13 @@ def test_an_api_logout_ends_the_grant_too(web_idp, live_server):
     browser = browser_login(site)
     refresh_token = decrypt(UpstreamGrant.objects.get().encrypted_token)
     page = browser.get(f"{site}/oidc/tokens/", timeout=10)
-    created = browser.post(f"{site}/oidc/tokens/", data=parse_forms(page.text)[0]["fields"], timeout=10)
+    created = browser.post(
+        f"{site}/oidc/tokens/", data=parse_forms(page.text)[0]["fields"], timeout=10
+    )
     access = created.text.split('<pre id="access-token">')[1].split("<")[0]
-    logout = requests.post(f"{site}/auth/logout/", headers={"Authorization": f"Bearer {access}"}, timeout=10)
+    logout = requests.post(
+        f"{site}/auth/logout/", headers={"Authorization": f"Bearer {access}"}, timeout=10
+    )
     assert logout.status_code == 204
     assert not UpstreamGrant.objects.exists()
     assert refresh_at(web_idp, refresh_token).json()["error"] == "invalid_grant"

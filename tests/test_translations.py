@@ -72,7 +72,9 @@ def test_without_accept_language_the_answer_stays_english(client):
 
 def test_a_bad_login_is_described_in_french(client):
     make_user("alice")
-    response = post_json(client, "/auth/token/", {"username": "alice", "password": "wrong"}, **FRENCH)
+    response = post_json(
+        client, "/auth/token/", {"username": "alice", "password": "wrong"}, **FRENCH
+    )
     assert response.status_code == 401
     assert response.json() == {
         "error": "invalid_grant",
@@ -92,7 +94,10 @@ def test_a_bad_refresh_token_is_described_in_french(client):
 def test_a_reused_refresh_token_is_described_in_french(client):
     make_user("alice")
     refresh_token = login(client, "alice")["refresh_token"]
-    assert post_json(client, "/auth/token/refresh/", {"refresh_token": refresh_token}).status_code == 200
+    assert (
+        post_json(client, "/auth/token/refresh/", {"refresh_token": refresh_token}).status_code
+        == 200
+    )
     reused = post_json(client, "/auth/token/refresh/", {"refresh_token": refresh_token}, **FRENCH)
     assert reused.status_code == 400
     assert reused.json()["error_description"] == (
@@ -113,7 +118,9 @@ def test_a_formatted_description_is_french_in_the_body_and_english_in_the_header
         check_claims({"iss": "https://issuer.example"}, local_policy())
     # Lazy: the text is chosen when it is read, in the language active then.
     with translation.override("fr"):
-        assert str(refused.value.description) == "Le jeton d'accès n'a pas de revendication « sub »"
+        assert (
+            str(refused.value.description) == "Le jeton d'accès n'a pas de revendication « sub »"
+        )
         assert refused.value.header_description == "The access token has no 'sub' claim"
     assert str(refused.value.description) == "The access token has no 'sub' claim"
 
@@ -171,7 +178,9 @@ def compiled(po: Path, tmp_path: Path) -> tuple[dict, str]:
     entries when there are any)."""
     mo = tmp_path / f"{po.parent.parent.name}-{abs(hash(po))}.mo"
     result = subprocess.run(
-        ["msgfmt", "--check", "--statistics", "-o", str(mo), str(po)], capture_output=True, text=True
+        ["msgfmt", "--check", "--statistics", "-o", str(mo), str(po)],
+        capture_output=True,
+        text=True,
     )
     assert result.returncode == 0, result.stderr
     return catalog(mo), result.stderr
@@ -204,7 +213,9 @@ def test_the_french_catalog_covers_every_marked_message(tmp_path):
         text=True,
     )
     assert result.returncode == 0, result.stderr
-    regenerated, statistics = compiled(copy / "locale" / "fr" / "LC_MESSAGES" / "django.po", tmp_path)
+    regenerated, statistics = compiled(
+        copy / "locale" / "fr" / "LC_MESSAGES" / "django.po", tmp_path
+    )
     assert "fuzzy" not in statistics and "untranslated" not in statistics, statistics
     committed = compiled(CATALOG / "django.po", tmp_path)[0]
     # The header differs by its creation date only.

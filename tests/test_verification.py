@@ -61,12 +61,20 @@ def our_claims(**change: Any) -> dict[str, Any]:
 
 
 def ours(claims: dict[str, Any] | None = None, **header: Any) -> str:
-    return compact(our_header(**header), our_claims() if claims is None else claims, SECRET, "HS256")
+    return compact(
+        our_header(**header), our_claims() if claims is None else claims, SECRET, "HS256"
+    )
 
 
 def other_claims(**change: Any) -> dict[str, Any]:
     now = int(time.time())
-    claims = {"iss": OTHER, "sub": "svc-1", "aud": "https://api.example.org", "iat": now, "exp": now + 300}
+    claims = {
+        "iss": OTHER,
+        "sub": "svc-1",
+        "aud": "https://api.example.org",
+        "iat": now,
+        "exp": now + 300,
+    }
     return {name: value for name, value in {**claims, **change}.items() if value is not None}
 
 
@@ -97,7 +105,9 @@ def test_a_token_is_parsed_once_and_never_handed_to_jwt_decode(monkeypatch):
     monkeypatch.setattr(jwt.api_jwt.PyJWT, "decode_complete", refuse)
     parsed = []
     parse_segment = verification.parse_segment
-    monkeypatch.setattr(verification, "parse_segment", lambda s: parsed.append(s) or parse_segment(s))
+    monkeypatch.setattr(
+        verification, "parse_segment", lambda s: parsed.append(s) or parse_segment(s)
+    )
     verification.parse_header.cache_clear()
     alice = make_user("alice")
     first, second = mint_access_token(alice), mint_access_token(alice)
@@ -118,7 +128,8 @@ def test_the_signature_covers_the_exact_bytes_parsed():
     other = ours(our_claims(sub="999")).split(".")[1]
     assert verify(parse(token), local_policy())["sub"] != "999"
     assert (
-        refusal(f"{header}.{other}.{signature}", local_policy()).description == "The access token is invalid"
+        refusal(f"{header}.{other}.{signature}", local_policy()).description
+        == "The access token is invalid"
     )
 
 
@@ -130,7 +141,9 @@ def test_only_the_canonical_base64url_spelling_is_accepted(segment):
     """RFC 4648 section 3.5: a last character with its left-over bits set spells the same bytes again."""
     for length in range(4):  # until the segment ends in a partial group of 2 or 3 characters
         filler = {"x": "y" * length}
-        token = compact(our_header(**filler if segment == 0 else {}), our_claims(**filler), SECRET, "HS256")
+        token = compact(
+            our_header(**filler if segment == 0 else {}), our_claims(**filler), SECRET, "HS256"
+        )
         parts = token.split(".")
         if len(parts[segment]) % 4 in (2, 3):
             break
@@ -208,7 +221,11 @@ def test_unencoded_payloads_are_refused(b64):
 
 def test_key_fields_in_the_header_are_never_read(no_network):
     """jku, x5u, jwk and x5c are neither used nor refused: the key comes by kid from our keyring."""
-    fields = {"jku": "https://evil.example/jwks", "x5u": "https://evil.example/c.pem", "x5c": ["AAAA"]}
+    fields = {
+        "jku": "https://evil.example/jwks",
+        "x5u": "https://evil.example/c.pem",
+        "x5c": ["AAAA"],
+    }
     fields["jwk"] = {"kty": "oct", "k": "c2VjcmV0"}
     assert verify(parse(ours(**fields)), local_policy())["iss"] == ISSUER
     forged = compact(our_header(**fields), our_claims(), b"secret", "HS256")
@@ -229,7 +246,9 @@ def no_network(monkeypatch):
 
 
 @pytest.mark.parametrize(
-    "kid", [None, "someone-else", ["a"], {"kid": "x"}, 1], ids=["missing", "unknown", "list", "object", "int"]
+    "kid",
+    [None, "someone-else", ["a"], {"kid": "x"}, 1],
+    ids=["missing", "unknown", "list", "object", "int"],
 )
 def test_a_kid_not_in_our_keyring_is_an_unknown_key(kid):
     header = our_header()
@@ -243,7 +262,11 @@ def test_a_kid_not_in_our_keyring_is_an_unknown_key(kid):
 @pytest.mark.parametrize("alg", ["none", "None", "HS384", "HS512", "RS256", ["HS256"], None])
 def test_the_algorithm_is_the_keys_not_the_headers(alg):
     """Signed correctly with our HS256 key: only the header's ``alg`` is wrong."""
-    header = our_header(alg=alg) if alg is not None else {k: v for k, v in our_header().items() if k != "alg"}
+    header = (
+        our_header(alg=alg)
+        if alg is not None
+        else {k: v for k, v in our_header().items() if k != "alg"}
+    )
     token = compact(header, our_claims(), SECRET, "HS256")
     assert refusal(token, local_policy()).description == "The access token is invalid"
 
@@ -306,13 +329,17 @@ def test_issuer_keys_pin_the_algorithm_to_the_published_key(crafted, header, sig
             claims,
             key("rsa-a")
             .public_key()
-            .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo),
+            .public_bytes(
+                serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+            ),
             "HS256",
         )
     elif signer is None:
         token = compact(header, claims) + "c2ln"
     else:
-        token = compact(header, claims, key(signer), "RS256" if signer.startswith("rsa") else "ES256")
+        token = compact(
+            header, claims, key(signer), "RS256" if signer.startswith("rsa") else "ES256"
+        )
     policy = external_policy(get_issuer(crafted.issuer))
     assert message in refusal(token, policy).description
 
@@ -348,7 +375,9 @@ def test_a_token_without_kid_is_refused_when_several_keys_could_match(crafted):
     )
     # Naming its key, the same token's twin passes; the unnamed key serves no token that names one.
     assert verify(parse(crafted.token(kid="rsa-1")), policy)["iss"] == crafted.issuer
-    named_unnamed = compact({"alg": "RS256", "kid": "rsa-2"}, crafted.claims(), key("rsa-b"), "RS256")
+    named_unnamed = compact(
+        {"alg": "RS256", "kid": "rsa-2"}, crafted.claims(), key("rsa-b"), "RS256"
+    )
     assert "does not publish" in refusal(named_unnamed, policy).description
 
 
@@ -367,7 +396,9 @@ def test_a_token_without_kid_for_an_algorithm_no_key_fits(crafted):
 def test_claims_of_a_good_token_pass_every_policy():
     check_claims(our_claims(), local_policy())
     check_claims(other_claims(), external())
-    check_claims(other_claims(sub=None), external(required=("iss", "exp", "iat"), subject_required=False))
+    check_claims(
+        other_claims(sub=None), external(required=("iss", "exp", "iat"), subject_required=False)
+    )
 
 
 @pytest.mark.parametrize("name", ["iss", "sub", "exp", "iat", "jti", "epoch", "global_epoch"])
@@ -388,7 +419,8 @@ def test_an_external_token_without_a_required_claim_is_told_which(name):
     claims = other_claims()
     del claims[name]
     assert (
-        refusal(signed_for_test(claims), external()).description == f"The access token has no '{name}' claim"
+        refusal(signed_for_test(claims), external()).description
+        == f"The access token has no '{name}' claim"
     )
 
 
@@ -425,7 +457,9 @@ def test_times_with_leeway(settings):
         assert not isinstance(caught.value, TokenExpired)
 
 
-@pytest.mark.parametrize("iss", [ISSUER + "/", "HTTP://127.0.0.1:8000", ["http://127.0.0.1:8000"], 1])
+@pytest.mark.parametrize(
+    "iss", [ISSUER + "/", "HTTP://127.0.0.1:8000", ["http://127.0.0.1:8000"], 1]
+)
 def test_iss_is_exactly_the_policys(iss):
     with pytest.raises(InvalidToken, match="invalid"):
         check_claims(our_claims(iss=iss), local_policy())
@@ -453,7 +487,9 @@ def test_audience_must_name_one_accepted(settings, aud):
     with pytest.raises(WrongAudience) as caught:
         check_claims(claims, local_policy())
     assert caught.value.description == "The access token is not meant for this service"
-    check_claims({**claims, "aud": ["https://other.example.org", "https://api.example.org"]}, local_policy())
+    check_claims(
+        {**claims, "aud": ["https://other.example.org", "https://api.example.org"]}, local_policy()
+    )
 
 
 def test_audience_none_is_not_checked():
@@ -473,10 +509,14 @@ def test_sub_is_an_identifier(sub):
 def test_only_a_policy_without_subject_may_leave_sub_out():
     with pytest.raises(InvalidToken):
         check_claims(other_claims(sub=None), external(required=("iss", "exp", "iat")))
-    check_claims(other_claims(sub=None), external(required=("iss", "exp", "iat"), subject_required=False))
+    check_claims(
+        other_claims(sub=None), external(required=("iss", "exp", "iat"), subject_required=False)
+    )
 
 
-@pytest.mark.parametrize("change", [{"jti": 1}, {"jti": ["a"]}, {"scope": ["a"]}, {"scope": 1}], ids=repr)
+@pytest.mark.parametrize(
+    "change", [{"jti": 1}, {"jti": ["a"]}, {"scope": ["a"]}, {"scope": 1}], ids=repr
+)
 def test_jti_and_scope_are_strings(change):
     with pytest.raises(InvalidToken):
         check_claims(other_claims(**change), external())
@@ -492,13 +532,22 @@ def test_an_external_typ_claim_other_than_bearer_is_refused(typ):
 
 @pytest.mark.parametrize(
     "change",
-    [{"epoch": "0"}, {"global_epoch": 0.0}, {"gid": "1"}, {"sid": 1}, {"groups": "ops"}, {"groups": [1]}],
+    [
+        {"epoch": "0"},
+        {"global_epoch": 0.0},
+        {"gid": "1"},
+        {"sid": 1},
+        {"groups": "ops"},
+        {"groups": [1]},
+    ],
     ids=repr,
 )
 def test_our_claims_have_our_types(change):
     with pytest.raises(InvalidToken):
         check_claims(our_claims(**change), local_policy())
-    check_claims(other_claims(**change), external())  # another issuer's claims of those names are its own
+    check_claims(
+        other_claims(**change), external()
+    )  # another issuer's claims of those names are its own
 
 
 # -- logout tokens: the same pipeline, their own wording --------------------------------------
@@ -518,5 +567,7 @@ def test_the_refusals_a_logout_token_words_its_own_way_are_told_apart():
     now = int(time.time())
     assert isinstance(refusal(signed_for_test(claims, typ="at+jwt"), policy), WrongType)
     assert isinstance(refusal(signed_for_test({**claims, "exp": now - 600}), policy), TokenExpired)
-    assert isinstance(refusal(signed_for_test({**claims, "aud": "another"}), policy), WrongAudience)
+    assert isinstance(
+        refusal(signed_for_test({**claims, "aud": "another"}), policy), WrongAudience
+    )
     assert type(refusal(signed_for_test({**claims, "jti": None}), policy)) is InvalidToken

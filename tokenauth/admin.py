@@ -21,11 +21,9 @@ from django.utils.http import url_has_allowed_host_and_scheme, urlencode
 from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext
 
-from .jwks import IssuerUnavailable, jwks_cache
+from . import jwks, revocation, snapshots
 from .models import AuditEvent, Epoch, Identity, Issuer, RevokedToken, Session
-from .revocation import bump_epoch
 from .sessions import end_session
-from .snapshots import StateUnavailable
 
 if TYPE_CHECKING:
     from django_stubs_ext import StrOrPromise
@@ -37,7 +35,9 @@ def _table(headers: Sequence[StrOrPromise], rows: list[list[Any]]) -> str:
         return str(_("None"))
     head = format_html_join("", "<th>{}</th>", ((h,) for h in headers))
     body = format_html_join(
-        "", "<tr>{}</tr>", ((format_html_join("", "<td>{}</td>", ((c,) for c in row)),) for row in rows)
+        "",
+        "<tr>{}</tr>",
+        ((format_html_join("", "<td>{}</td>", ((c,) for c in row)),) for row in rows),
     )
     return format_html("<table><thead><tr>{}</tr></thead><tbody>{}</tbody></table>", head, body)
 
@@ -91,7 +91,9 @@ class UserTokensMixin:
 
     @admin.display(description=_("external identities"))
     def external_identities(self, user: Any) -> str:
-        rows = [[i.issuer, i.subject, _when(i.created_at)] for i in Identity.objects.filter(user=user)]
+        rows = [
+            [i.issuer, i.subject, _when(i.created_at)] for i in Identity.objects.filter(user=user)
+        ]
         return _table([_("issuer"), _("subject"), _("created")], rows)
 
     @admin.display(description=_("OAuth grants"))
@@ -103,7 +105,10 @@ class UserTokensMixin:
         from oauth2_provider.models import get_refresh_token_model
 
         grants = get_refresh_token_model().objects.filter(user=user).select_related("application")
-        rows = [[g.application, _when(g.created), _when(g.revoked)] for g in grants[: self.sessions_shown]]
+        rows = [
+            [g.application, _when(g.created), _when(g.revoked)]
+            for g in grants[: self.sessions_shown]
+        ]
         return _table([_("application"), _("granted"), _("revoked")], rows)
 
 
@@ -135,11 +140,14 @@ class EpochAdminMixin:
     def revoke(self, request: HttpRequest, obj: Any, reason: str) -> bool:
         """Bump ``obj``'s epoch (a user's also ends their sessions); False, with a message, if it failed."""
         try:
-            bump_epoch(self.epoch_kind, str(obj.pk), actor=request.user, reason=reason)
-        except StateUnavailable:
+            revocation.bump_epoch(self.epoch_kind, str(obj.pk), actor=request.user, reason=reason)
+        except snapshots.StateUnavailable:
             self.message_user(  # type: ignore[attr-defined]
                 request,
-                _("The shared cache could not take the revocation of %s; nothing changed. Try again.") % obj,
+                _(
+                    "The shared cache could not take the revocation of %s; nothing changed. Try again."
+                )
+                % obj,
                 messages.ERROR,
             )
             return False
@@ -150,7 +158,8 @@ class EpochAdminMixin:
         count = sum(self.revoke(request, obj, "admin action") for obj in queryset)
         self.message_user(  # type: ignore[attr-defined]
             request,
-            ngettext("Revoked the tokens of %d entry.", "Revoked the tokens of %d entries.", count) % count,
+            ngettext("Revoked the tokens of %d entry.", "Revoked the tokens of %d entries.", count)
+            % count,
             messages.SUCCESS,
         )
 
@@ -179,7 +188,9 @@ class EpochAdminMixin:
             self.message_user(request, _("Give a reason for the revocation."), messages.ERROR)  # type: ignore[attr-defined]
         elif self.revoke(request, obj, reason[:200]):
             text = _("Revoked every token and session of %(obj)s (reason: %(reason)s).")
-            self.message_user(request, text % {"obj": obj, "reason": reason[:200]}, messages.SUCCESS)  # type: ignore[attr-defined]
+            self.message_user(  # type: ignore[attr-defined]
+                request, text % {"obj": obj, "reason": reason[:200]}, messages.SUCCESS
+            )
         return back
 
     def render_change_form(
@@ -195,7 +206,9 @@ class EpochAdminMixin:
 
 def _extend(model: Any, kind: str, mixins: tuple[type[Any], ...] = ()) -> None:
     """Re-register ``model`` with its current admin class plus :class:`EpochAdminMixin` (and ``mixins``)."""
-    base = type(admin.site._registry[model]) if admin.site.is_registered(model) else admin.ModelAdmin
+    base = (
+        type(admin.site._registry[model]) if admin.site.is_registered(model) else admin.ModelAdmin
+    )
     if admin.site.is_registered(model):
         admin.site.unregister(model)
     token_fields = mixins[0].token_fields if mixins else EpochAdminMixin.token_fields
@@ -236,7 +249,15 @@ class PermanentAdmin(ReadOnlyAdmin):
 class SessionAdmin(ReadOnlyAdmin):
     """Sessions are ended, never deleted here: an ended one stays listed, as history."""
 
-    list_display = ("user", "created_at", "last_used_at", "expires_at", "remember_me", "group", "revoked_at")
+    list_display = (
+        "user",
+        "created_at",
+        "last_used_at",
+        "expires_at",
+        "remember_me",
+        "group",
+        "revoked_at",
+    )
     list_filter = ("remember_me", ("revoked_at", admin.EmptyFieldListFilter))
     search_fields = ("user__username", "user_agent")
     exclude = ("refresh_hash",)
@@ -322,7 +343,10 @@ class EpochAdmin(PermanentAdmin):
     @admin.display(description=_("whose"), ordering="object_id")
     def target(self, epoch: Epoch) -> str:
         """The user's or group's name, linked (one query per row: a page holds at most list_per_page)."""
-        models: dict[str, type[Model]] = {Epoch.Kind.USER: get_user_model(), Epoch.Kind.GROUP: Group}
+        models: dict[str, type[Model]] = {
+            Epoch.Kind.USER: get_user_model(),
+            Epoch.Kind.GROUP: Group,
+        }
         if epoch.kind == Epoch.Kind.GLOBAL:
             return str(_("everyone"))
         if epoch.kind not in models:
@@ -368,7 +392,15 @@ class IssuerAdmin(admin.ModelAdmin):
         (None, {"fields": ("issuer", "enabled")}),
         (
             _("Accepted tokens"),
-            {"fields": ("audiences", "profile", "accept_any_audience", "required_scopes", "algorithms")},
+            {
+                "fields": (
+                    "audiences",
+                    "profile",
+                    "accept_any_audience",
+                    "required_scopes",
+                    "algorithms",
+                )
+            },
         ),
         (
             _("Users"),
@@ -382,7 +414,10 @@ class IssuerAdmin(admin.ModelAdmin):
                 )
             },
         ),
-        (_("Browser login"), {"fields": ("slug", "display_name", "client_id", "client_secret_env")}),
+        (
+            _("Browser login"),
+            {"fields": ("slug", "display_name", "client_id", "client_secret_env")},
+        ),
     )
 
     @admin.action(description=_("Enable the selected issuers"))
@@ -410,10 +445,15 @@ class IssuerAdmin(admin.ModelAdmin):
     def refresh_keys(self, request: HttpRequest, queryset: QuerySet) -> None:
         for issuer in queryset:
             try:
-                keyset = jwks_cache.refresh_now(issuer.issuer)
-            except IssuerUnavailable:
-                self.message_user(request, _("Could not fetch the keys of %s.") % issuer, messages.ERROR)
+                keyset = jwks.jwks_cache.refresh_now(issuer.issuer)
+            except jwks.IssuerUnavailable:
+                self.message_user(
+                    request, _("Could not fetch the keys of %s.") % issuer, messages.ERROR
+                )
             else:
                 count = len(keyset.keys)
-                text = _("Fetched %(count)d keys of %(issuer)s.") % {"count": count, "issuer": issuer}
+                text = _("Fetched %(count)d keys of %(issuer)s.") % {
+                    "count": count,
+                    "issuer": issuer,
+                }
                 self.message_user(request, text, messages.SUCCESS)

@@ -12,19 +12,21 @@ from rest_framework import authentication, exceptions
 from rest_framework.authentication import BaseAuthentication
 from rest_framework.request import Request
 
-from . import migrating
-from .conf import tokenauth_settings
+from . import (
+    conf,
+    issuers,
+    jwks,
+    migrating,
+    models,
+    provisioning,
+    revocation,
+    scopes,
+    snapshots,
+    tokens,
+    users,
+    verification,
+)
 from .exceptions import REALM, InsufficientScope, InvalidToken, ServiceUnavailable
-from .issuers import get_issuer
-from .jwks import IssuerUnavailable, jwks_cache
-from .models import identity_digest
-from .provisioning import groups_of, resolve
-from .revocation import check_external_claims, check_local_claims
-from .scopes import split_scope
-from .snapshots import StateUnavailable
-from .tokens import CLAIM_USERNAME, AccessToken, scope_string, verified_tokens
-from .users import TokenUser
-from .verification import external_policy, local_policy, parse, verify
 
 ERROR_ATTRIBUTE = "_tokenauth_error"
 
@@ -35,54 +37,56 @@ def verify_token(token: str) -> dict[str, Any]:
     The issuer is read unverified only to choose where the key comes from; an issuer that is
     neither us nor enabled is refused before any network I/O.
     """
-    jws = parse(token)
+    jws = verification.parse(token)
     iss = jws.claims.get("iss")
-    if tokenauth_settings.LOCAL_TOKENS and iss == tokenauth_settings.ISSUER:
-        return verify(jws, local_policy())
-    config = get_issuer(iss) if isinstance(iss, str) else None
+    if conf.tokenauth_settings.LOCAL_TOKENS and iss == conf.tokenauth_settings.ISSUER:
+        return verification.verify(jws, verification.local_policy())
+    config = issuers.get_issuer(iss) if isinstance(iss, str) else None
     if config is None:
         raise InvalidToken(_("The access token's issuer is not accepted"))
-    return verify(jws, external_policy(config))
+    return verification.verify(jws, verification.external_policy(config))
 
 
-def _local_token(claims: dict[str, Any]) -> AccessToken:
+def _local_token(claims: dict[str, Any]) -> tokens.AccessToken:
     user_id = claims["sub"]
-    groups = check_local_claims(claims, user_id)
+    groups = revocation.check_local_claims(claims, user_id)
     try:
         pk = get_user_model()._meta.pk.to_python(user_id)
     except ValidationError:
         raise InvalidToken(_("The access token's subject is invalid")) from None
-    return AccessToken(claims, groups, pk, claims.get(CLAIM_USERNAME, ""))
+    return tokens.AccessToken(claims, groups, pk, claims.get(tokens.CLAIM_USERNAME, ""))
 
 
-def _external_token(claims: dict[str, Any]) -> AccessToken:
-    config = get_issuer(claims["iss"])
+def _external_token(claims: dict[str, Any]) -> tokens.AccessToken:
+    config = issuers.get_issuer(claims["iss"])
     # Disabled since the token was first seen.
     if config is None:
         raise InvalidToken(_("The access token's issuer is not accepted"))
-    granted = frozenset(split_scope(scope_string(claims)))
+    granted = frozenset(scopes.split_scope(tokens.scope_string(claims)))
     if not all(config.scope_granted(granted, scope) for scope in config.required_scopes):
         raise InsufficientScope(config.required_scopes)
-    principal = resolve(config, claims)
+    principal = provisioning.resolve(config, claims)
     if not principal.is_active:
         raise InvalidToken(_("The user is inactive"))
-    check_external_claims(claims, str(principal.user_id), identity_digest(claims["iss"], claims["sub"]))
-    groups = groups_of(config, claims, principal)
-    return AccessToken(claims, groups, principal.user_id, principal.username)
+    revocation.check_external_claims(
+        claims, str(principal.user_id), models.identity_digest(claims["iss"], claims["sub"])
+    )
+    groups = provisioning.groups_of(config, claims, principal)
+    return tokens.AccessToken(claims, groups, principal.user_id, principal.username)
 
 
-def validate_token(token: str) -> AccessToken:
+def validate_token(token: str) -> tokens.AccessToken:
     """A bearer token verified, not revoked and of an issuer still accepted; raises :class:`InvalidToken`.
 
     A token's signature is checked once per process (``verified_tokens``); expiry, the issuer's
     standing and revocation are checked on every call.
     """
-    if len(token) > tokenauth_settings.MAX_TOKEN_BYTES:
+    if len(token) > conf.tokenauth_settings.MAX_TOKEN_BYTES:
         raise InvalidToken(_("The access token is too large"))
     # A JWT is base64url and dots; PyJWT would fail encoding anything else.
     if not token.isascii():
         raise InvalidToken(_("The access token is malformed"))
-    claims = verified_tokens.get(token)
+    claims = tokens.verified_tokens.get(token)
     if claims is not None and not _is_local(claims) and not _still_verified(token, claims["iss"]):
         claims = None
     if claims is None:
@@ -94,26 +98,26 @@ def validate_token(token: str) -> AccessToken:
             if migrated is None:
                 raise
             return migrated
-        verified_tokens.put(token, claims)
-    elif claims["exp"] + tokenauth_settings.LEEWAY.total_seconds() < time.time():
+        tokens.verified_tokens.put(token, claims)
+    elif claims["exp"] + conf.tokenauth_settings.LEEWAY.total_seconds() < time.time():
         raise InvalidToken(_("The access token expired"))
     if _is_local(claims):
         return _local_token(claims)
     return _external_token(claims)
 
 
-def token_user(access: AccessToken) -> Any:
+def token_user(access: tokens.AccessToken) -> Any:
     """The user of a validated token: a :class:`TokenUser` without a query, or the active user row
     with ``LOAD_USER``."""
-    if not tokenauth_settings.LOAD_USER:
-        return TokenUser(access.user_id, access.username, access.groups)
+    if not conf.tokenauth_settings.LOAD_USER:
+        return users.TokenUser(access.user_id, access.username, access.groups)
     user = get_user_model()._default_manager.filter(pk=access.user_id, is_active=True).first()
     if user is None:
         raise InvalidToken(_("The user is inactive or deleted"))
     return user
 
 
-def authenticate_token(token: str) -> tuple[Any, AccessToken]:
+def authenticate_token(token: str) -> tuple[Any, tokens.AccessToken]:
     """Verify a bearer token and return ``(user, AccessToken)``; raises :class:`InvalidToken`."""
     access = validate_token(token)
     return token_user(access), access
@@ -123,11 +127,18 @@ def _still_verified(token: str, iss: str) -> bool:
     """Whether an external token's memo still holds: its issuer's keys need no refresh (a withdrawn
     key must stop working), and the issuer is unchanged. The issuer table is read first, since a
     change to it (in any process: pushed) drops the memo."""
-    return get_issuer(iss) is not None and jwks_cache.is_fresh(iss) and verified_tokens.get(token) is not None
+    return (
+        issuers.get_issuer(iss) is not None
+        and jwks.jwks_cache.is_fresh(iss)
+        and tokens.verified_tokens.get(token) is not None
+    )
 
 
 def _is_local(claims: dict[str, Any]) -> bool:
-    return bool(tokenauth_settings.LOCAL_TOKENS) and claims["iss"] == tokenauth_settings.ISSUER
+    return (
+        bool(conf.tokenauth_settings.LOCAL_TOKENS)
+        and claims["iss"] == conf.tokenauth_settings.ISSUER
+    )
 
 
 class BearerAuthentication(BaseAuthentication):
@@ -140,7 +151,7 @@ class BearerAuthentication(BaseAuthentication):
     keyword = "Bearer"
     realm = REALM
 
-    def authenticate(self, request: Request) -> tuple[Any, AccessToken] | None:
+    def authenticate(self, request: Request) -> tuple[Any, tokens.AccessToken] | None:
         """The four steps below; override a step, not this. ``None`` when the request has no bearer
         token (the next authentication class may try), a 401 or 503 when it has a bad one."""
         header = self.get_header(request)
@@ -154,8 +165,10 @@ class BearerAuthentication(BaseAuthentication):
             return self.get_user(validated_token), validated_token
         except InvalidToken as exc:
             setattr(request._request, ERROR_ATTRIBUTE, exc.header_description)
-            raise exceptions.AuthenticationFailed(str(exc.description), code="invalid_token") from None
-        except (StateUnavailable, IssuerUnavailable):
+            raise exceptions.AuthenticationFailed(
+                str(exc.description), code="invalid_token"
+            ) from None
+        except (snapshots.StateUnavailable, jwks.IssuerUnavailable):
             raise ServiceUnavailable() from None
 
     def get_header(self, request: Request) -> str | None:
@@ -169,7 +182,7 @@ class BearerAuthentication(BaseAuthentication):
             return None
         return token.strip()
 
-    def get_validated_token(self, raw_token: str) -> AccessToken:
+    def get_validated_token(self, raw_token: str) -> tokens.AccessToken:
         """Signature, claims, issuer and revocation (:func:`validate_token`); raises InvalidToken.
 
         Override to refuse more (check a claim, say) and call ``super()`` first: the verification
@@ -177,7 +190,7 @@ class BearerAuthentication(BaseAuthentication):
         """
         return validate_token(raw_token)
 
-    def get_user(self, validated_token: AccessToken) -> Any:
+    def get_user(self, validated_token: tokens.AccessToken) -> Any:
         """``request.user`` for a validated token (:func:`token_user`); override to load it otherwise.
         Raise :class:`~tokenauth.exceptions.InvalidToken` to refuse the request."""
         return token_user(validated_token)
@@ -193,6 +206,6 @@ class SessionAuthentication(authentication.SessionAuthentication):
     """DRF's session authentication, switched off by ``TOKENAUTH["SESSION_AUTH_FALLBACK"] = False``."""
 
     def authenticate(self, request: Request) -> tuple[Any, None] | None:
-        if not tokenauth_settings.SESSION_AUTH_FALLBACK:
+        if not conf.tokenauth_settings.SESSION_AUTH_FALLBACK:
             return None
         return super().authenticate(request)

@@ -10,22 +10,19 @@ from django.core import checks
 from django.core.exceptions import ImproperlyConfigured, ValidationError
 from django.db import connections
 
-from . import profiles
-from .claims import declared_claim_names, get_claims_callable, reserved_in
-from .conf import DEFAULTS, TIMEDELTA_SETTINGS, tokenauth_settings
-from .issuer_config import IssuerConfig, login_slug, validate_issuer_url
-from .keys import ASYMMETRIC_ALGORITHMS, HMAC_ALGORITHMS, get_keyring
+from . import claims, conf, issuer_config, keys, profiles, throttling
 from .scopes import is_scope_token
-from .throttling import parse_rate
 
 
 @checks.register(checks.Tags.security)
 def check_settings(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
     errors: list[checks.CheckMessage] = []
-    unknown = sorted(set(tokenauth_settings.user_settings) - set(DEFAULTS))
+    unknown = sorted(set(conf.tokenauth_settings.user_settings) - set(conf.DEFAULTS))
     if unknown:
-        errors.append(checks.Error(f"Unknown TOKENAUTH settings: {', '.join(unknown)}", id="tokenauth.E001"))
-    if not isinstance(tokenauth_settings.ISSUER, str) or not tokenauth_settings.ISSUER:
+        errors.append(
+            checks.Error(f"Unknown TOKENAUTH settings: {', '.join(unknown)}", id="tokenauth.E001")
+        )
+    if not isinstance(conf.tokenauth_settings.ISSUER, str) or not conf.tokenauth_settings.ISSUER:
         errors.append(
             checks.Error(
                 'TOKENAUTH["ISSUER"] must be set to this service\'s issuer string.',
@@ -33,19 +30,21 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckM
                 id="tokenauth.E002",
             )
         )
-    for name in TIMEDELTA_SETTINGS:
-        value = getattr(tokenauth_settings, name)
+    for name in conf.TIMEDELTA_SETTINGS:
+        value = getattr(conf.tokenauth_settings, name)
         if not isinstance(value, timedelta) or value < timedelta(0):
             errors.append(
-                checks.Error(f'TOKENAUTH["{name}"] must be a non-negative timedelta.', id="tokenauth.E003")
+                checks.Error(
+                    f'TOKENAUTH["{name}"] must be a non-negative timedelta.', id="tokenauth.E003"
+                )
             )
     try:
-        get_keyring.cache_clear()
-        keyring = get_keyring()
+        keys.get_keyring.cache_clear()
+        keyring = keys.get_keyring()
     except (ImproperlyConfigured, OSError, KeyError) as exc:
         errors.append(checks.Error(f"TOKENAUTH signing keys: {exc}", id="tokenauth.E004"))
         return errors
-    if keyring.signing.algorithm in HMAC_ALGORITHMS:
+    if keyring.signing.algorithm in keys.HMAC_ALGORITHMS:
         secret = keyring.signing.signing_key
         if secret == settings.SECRET_KEY.encode() and not settings.DEBUG:
             errors.append(
@@ -57,10 +56,14 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckM
             )
         if len(secret) < 32:
             errors.append(
-                checks.Error("The HMAC signing key must be at least 32 bytes.", id="tokenauth.E005")
+                checks.Error(
+                    "The HMAC signing key must be at least 32 bytes.", id="tokenauth.E005"
+                )
             )
-    scopes = tokenauth_settings.SCOPES
-    if not isinstance(scopes, dict) or not all(isinstance(n, str) and is_scope_token(n) for n in scopes):
+    scopes = conf.tokenauth_settings.SCOPES
+    if not isinstance(scopes, dict) or not all(
+        isinstance(n, str) and is_scope_token(n) for n in scopes
+    ):
         errors.append(
             checks.Error(
                 'TOKENAUTH["SCOPES"] must map scope names to descriptions.',
@@ -68,7 +71,7 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckM
                 id="tokenauth.E011",
             )
         )
-    rate = tokenauth_settings.LOGIN_THROTTLE_RATE
+    rate = conf.tokenauth_settings.LOGIN_THROTTLE_RATE
     if rate is not None and not _valid_rate(rate):
         errors.append(
             checks.Error(
@@ -77,15 +80,16 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckM
                 id="tokenauth.E012",
             )
         )
-    if tokenauth_settings.TOKEN_PROFILE not in (None, profiles.WLCG):
+    profile = conf.tokenauth_settings.TOKEN_PROFILE
+    if profile not in (None, profiles.WLCG):
         errors.append(
             checks.Error(
-                f'TOKENAUTH["TOKEN_PROFILE"] is not a profile we mint: {tokenauth_settings.TOKEN_PROFILE!r}.',
+                f'TOKENAUTH["TOKEN_PROFILE"] is not a profile we mint: {profile!r}.',
                 hint='None, or "wlcg" for the WLCG Common JWT Profile 1.0.',
                 id="tokenauth.E018",
             )
         )
-    elif tokenauth_settings.TOKEN_PROFILE == profiles.WLCG and isinstance(scopes, dict):
+    elif conf.tokenauth_settings.TOKEN_PROFILE == profiles.WLCG and isinstance(scopes, dict):
         misspelt = sorted(str(name) for name in scopes if not profiles.in_wlcg_grammar(str(name)))
         if misspelt:
             errors.append(
@@ -95,14 +99,17 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckM
                     id="tokenauth.W006",
                 )
             )
-    limit = tokenauth_settings.MAX_SESSIONS_PER_USER
+    limit = conf.tokenauth_settings.MAX_SESSIONS_PER_USER
     if limit is not None and (type(limit) is not int or limit < 1):
         errors.append(
             checks.Error(
-                'TOKENAUTH["MAX_SESSIONS_PER_USER"] must be None or a positive integer.', id="tokenauth.E013"
+                'TOKENAUTH["MAX_SESSIONS_PER_USER"] must be None or a positive integer.',
+                id="tokenauth.E013",
             )
         )
-    if tokenauth_settings.BACKCHANNEL_LOGOUT_MAX_AGE == timedelta(0):  # a negative one is E003
+    if conf.tokenauth_settings.BACKCHANNEL_LOGOUT_MAX_AGE == timedelta(
+        0
+    ):  # a negative one is E003
         errors.append(
             checks.Error(
                 'TOKENAUTH["BACKCHANNEL_LOGOUT_MAX_AGE"] must be more than zero.',
@@ -110,10 +117,12 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckM
                 id="tokenauth.E014",
             )
         )
-    cache: dict[str, Any] = settings.CACHES.get(tokenauth_settings.CACHE_ALIAS, {})
+    cache: dict[str, Any] = settings.CACHES.get(conf.tokenauth_settings.CACHE_ALIAS, {})
     cache_backend = cache.get("BACKEND", "")
     if not cache_backend:
-        errors.append(checks.Error('TOKENAUTH["CACHE_ALIAS"] names no cache.', id="tokenauth.E006"))
+        errors.append(
+            checks.Error('TOKENAUTH["CACHE_ALIAS"] names no cache.', id="tokenauth.E006")
+        )
     elif cache_backend.endswith(("LocMemCache", "DummyCache")) and not settings.DEBUG:
         errors.append(
             checks.Warning(
@@ -124,7 +133,10 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckM
             )
         )
     max_entries = cache.get("OPTIONS", {}).get("MAX_ENTRIES", 300)
-    if cache_backend.endswith("LocMemCache") and max_entries < tokenauth_settings.VERIFIED_TOKEN_CACHE_SIZE:
+    if (
+        cache_backend.endswith("LocMemCache")
+        and max_entries < conf.tokenauth_settings.VERIFIED_TOKEN_CACHE_SIZE
+    ):
         errors.append(
             checks.Warning(
                 f"The cache tokenauth uses keeps only {max_entries} entries.",
@@ -134,7 +146,7 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckM
                 id="tokenauth.W004",
             )
         )
-    if tokenauth_settings.ACCESS_TOKEN_LIFETIME > tokenauth_settings.REVOCATION_WINDOW:
+    if conf.tokenauth_settings.ACCESS_TOKEN_LIFETIME > conf.tokenauth_settings.REVOCATION_WINDOW:
         errors.append(
             checks.Warning(
                 "ACCESS_TOKEN_LIFETIME is longer than REVOCATION_WINDOW.",
@@ -149,8 +161,8 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckM
 def check_custom_claims(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
     """``CUSTOM_CLAIMS`` names a callable, and the claim names it declares are not reserved ones."""
     try:
-        get_claims_callable.cache_clear()
-        reserved = reserved_in(declared_claim_names())
+        claims.get_claims_callable.cache_clear()
+        reserved = claims.reserved_in(claims.declared_claim_names())
     except (ImportError, ImproperlyConfigured, TypeError) as exc:
         return [checks.Error(f'TOKENAUTH["CUSTOM_CLAIMS"]: {exc}', id="tokenauth.E015")]
     if reserved:
@@ -168,16 +180,18 @@ def check_custom_claims(app_configs: Any = None, **kwargs: Any) -> list[checks.C
 def check_issuers(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
     """Issuers configured in code: exact URLs, asymmetric algorithms, known options."""
     errors: list[checks.CheckMessage] = []
-    entries = tokenauth_settings.ISSUERS
+    entries = conf.tokenauth_settings.ISSUERS
     if not isinstance(entries, list | tuple):
         return [checks.Error('TOKENAUTH["ISSUERS"] must be a list of dicts.', id="tokenauth.E007")]
-    known = set(IssuerConfig.__dataclass_fields__) | {"enabled"}
+    known = set(issuer_config.IssuerConfig.__dataclass_fields__) | {"enabled"}
     seen: set[str] = set()
     login_slugs: dict[str, str] = {}
     for entry in entries:
         if not isinstance(entry, dict) or not isinstance(entry.get("issuer"), str):
             errors.append(
-                checks.Error(f"Issuer entry without an issuer string: {entry!r}", id="tokenauth.E007")
+                checks.Error(
+                    f"Issuer entry without an issuer string: {entry!r}", id="tokenauth.E007"
+                )
             )
             continue
         iss = entry["issuer"]
@@ -185,7 +199,7 @@ def check_issuers(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMe
             errors.append(checks.Error(f"{iss}: configured more than once.", id="tokenauth.E007"))
         seen.add(iss)
         if entry.get("client_id"):
-            slug = login_slug(iss, entry.get("slug") or "")
+            slug = issuer_config.login_slug(iss, entry.get("slug") or "")
             if slug in login_slugs:
                 errors.append(
                     checks.Error(
@@ -196,7 +210,7 @@ def check_issuers(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMe
                 )
             login_slugs.setdefault(slug, iss)
         try:
-            validate_issuer_url(iss)
+            issuer_config.validate_issuer_url(iss)
         except ValidationError as exc:
             errors.append(
                 checks.Error(
@@ -207,15 +221,25 @@ def check_issuers(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMe
             )
         unknown = sorted(set(entry) - known)
         if unknown:
-            errors.append(checks.Error(f"{iss}: unknown options {', '.join(unknown)}", id="tokenauth.E007"))
-        algorithms = entry.get("algorithms", ["RS256"])
-        if not _strings(algorithms) or not algorithms or not set(algorithms) <= ASYMMETRIC_ALGORITHMS:
             errors.append(
-                checks.Error(f"{iss}: only asymmetric algorithms may be accepted.", id="tokenauth.E009")
+                checks.Error(f"{iss}: unknown options {', '.join(unknown)}", id="tokenauth.E007")
+            )
+        algorithms = entry.get("algorithms", ["RS256"])
+        if (
+            not _strings(algorithms)
+            or not algorithms
+            or not set(algorithms) <= keys.ASYMMETRIC_ALGORITHMS
+        ):
+            errors.append(
+                checks.Error(
+                    f"{iss}: only asymmetric algorithms may be accepted.", id="tokenauth.E009"
+                )
             )
         for name in ("audiences", "required_scopes", "default_groups", "group_claims"):
             if not _strings(entry.get(name, [])):
-                errors.append(checks.Error(f"{iss}: {name} must be a list of strings.", id="tokenauth.E007"))
+                errors.append(
+                    checks.Error(f"{iss}: {name} must be a list of strings.", id="tokenauth.E007")
+                )
         required = entry.get("required_scopes", [])
         if _strings(required) and not all(is_scope_token(name) for name in required):
             errors.append(
@@ -226,7 +250,11 @@ def check_issuers(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMe
                 )
             )
         errors.extend(_profile_messages(iss, entry))
-        if not (entry.get("audiences") or entry.get("accept_any_audience") or entry.get("required_scopes")):
+        if not (
+            entry.get("audiences")
+            or entry.get("accept_any_audience")
+            or entry.get("required_scopes")
+        ):
             errors.append(
                 checks.Warning(
                     f"{iss}: any token this issuer signs is accepted, even one meant for another service.",
@@ -281,7 +309,7 @@ def _profile_messages(iss: str, entry: dict[str, Any]) -> list[checks.CheckMessa
 
 def _valid_rate(rate: Any) -> bool:
     try:
-        return parse_rate(rate)[0] > 0
+        return throttling.parse_rate(rate)[0] > 0
     except (ValueError, KeyError, TypeError, AttributeError):
         return False
 

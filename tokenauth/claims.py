@@ -21,7 +21,7 @@ from typing import Any
 from django.core.exceptions import ImproperlyConfigured
 from django.utils.module_loading import import_string
 
-from .conf import process_cache, tokenauth_settings
+from . import conf
 
 #: Claims the callable may not set: RFC 7519's registered claims, RFC 9068's and ours. Spelled out
 #: rather than imported: tokens.py calls this module while minting (tests/test_claims.py checks that
@@ -58,7 +58,7 @@ ClaimsCallable = Callable[..., dict[str, Any]]
 @cache
 def get_claims_callable() -> ClaimsCallable | None:
     """The configured callable (a dotted path is imported once per process), or None."""
-    configured = tokenauth_settings.CUSTOM_CLAIMS
+    configured = conf.tokenauth_settings.CUSTOM_CLAIMS
     if configured is None:
         return None
     function = import_string(configured) if isinstance(configured, str) else configured
@@ -67,7 +67,7 @@ def get_claims_callable() -> ClaimsCallable | None:
     return function
 
 
-process_cache(get_claims_callable.cache_clear)
+conf.process_cache(get_claims_callable.cache_clear)
 
 
 def declared_claim_names() -> tuple[str, ...]:
@@ -81,14 +81,18 @@ def reserved_in(names: Any) -> list[str]:
     return sorted(set(names) & RESERVED_CLAIMS)
 
 
-def custom_claims(user: Any, *, session: Any, scope: str, group: Any, request: Any) -> dict[str, Any]:
+def custom_claims(
+    user: Any, *, session: Any, scope: str, group: Any, request: Any
+) -> dict[str, Any]:
     """What the site's callable adds to a token of ``user``; ``{}`` when none is configured."""
     function = get_claims_callable()
     if function is None:
         return {}
     added = function(user, session=session, scope=scope, group=group, request=request)
     if not isinstance(added, dict) or not all(isinstance(name, str) for name in added):
-        raise ImproperlyConfigured('TOKENAUTH["CUSTOM_CLAIMS"] must return a dict with string keys.')
+        raise ImproperlyConfigured(
+            'TOKENAUTH["CUSTOM_CLAIMS"] must return a dict with string keys.'
+        )
     reserved = reserved_in(added)
     if reserved:
         raise ImproperlyConfigured(

@@ -10,14 +10,15 @@ from __future__ import annotations
 
 import math
 
-from .fingerprints import STEP_PER_ADD, STEP_SLOTS, FingerprintMap, fingerprint
+from . import fingerprints
+from .fingerprints import STEP_PER_ADD, STEP_SLOTS, fingerprint
 
 __all__ = ["STEP_PER_ADD", "STEP_SLOTS", "Denylist", "fingerprint"]
 
 _LAST_SECOND = 2**32 - 1  # the array holds unsigned 32-bit seconds (until 2106)
 
 
-class Denylist(FingerprintMap):
+class Denylist(fingerprints.FingerprintMap):
     """Ids denied until a time (POSIX seconds)."""
 
     def __init__(self, expected: int = 0) -> None:

@@ -58,7 +58,9 @@ class OAuthError(exceptions.APIException):
 
     status_code: int = status.HTTP_400_BAD_REQUEST
 
-    def __init__(self, error: str, description: str | Promise, status_code: int | None = None) -> None:
+    def __init__(
+        self, error: str, description: str | Promise, status_code: int | None = None
+    ) -> None:
         super().__init__({"error": error, "error_description": str(description)}, code=error)
         if status_code is not None:
             self.status_code = status_code

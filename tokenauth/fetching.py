@@ -15,9 +15,7 @@ import requests
 import urllib3
 from django.core.exceptions import ValidationError
 
-from .conf import tokenauth_settings
-from .downloads import TooLarge, TooSlow, read_within
-from .issuer_config import validate_issuer_url
+from . import conf, downloads, issuer_config
 
 MAX_AGE = re.compile(r"(?:^|,)\s*(?:s-)?max-age\s*=\s*(\d+)", re.IGNORECASE)
 NO_CACHE = re.compile(r"(?:^|,)\s*no-(?:store|cache)\b", re.IGNORECASE)
@@ -32,17 +30,19 @@ class FetchError(Exception):
         self.status = status
 
 
-def fetch_json(url: str, headers: dict[str, str] | None = None) -> tuple[dict[str, Any], int | None]:
+def fetch_json(
+    url: str, headers: dict[str, str] | None = None
+) -> tuple[dict[str, Any], int | None]:
     """GET a JSON object with a short timeout and a size cap; returns it with its max-age, if any.
 
     ``no-store``/``no-cache`` read as max-age 0, so the configured minimum lifetime applies.
     """
     try:
-        validate_issuer_url(url)
+        issuer_config.validate_issuer_url(url)
     except ValidationError as exc:
         raise FetchError(str(exc)) from None
-    limit = tokenauth_settings.HTTP_MAX_BYTES
-    timeout = tokenauth_settings.HTTP_TIMEOUT.total_seconds()
+    limit = conf.tokenauth_settings.HTTP_MAX_BYTES
+    timeout = conf.tokenauth_settings.HTTP_TIMEOUT.total_seconds()
     # For the whole download: a trickle must not hold a request.
     deadline = time.monotonic() + timeout
     try:
@@ -56,10 +56,10 @@ def fetch_json(url: str, headers: dict[str, str] | None = None) -> tuple[dict[st
             if response.status_code != 200:
                 raise FetchError(f"{url} answered {response.status_code}", response.status_code)
             try:
-                body = read_within(response.raw, deadline, limit)
-            except TooLarge:
+                body = downloads.read_within(response.raw, deadline, limit)
+            except downloads.TooLarge:
                 raise FetchError(f"{url}: response larger than {limit} bytes") from None
-            except TooSlow:
+            except downloads.TooSlow:
                 raise FetchError(f"{url}: took longer than {timeout:g} s") from None
             cache_control = response.headers.get("Cache-Control", "")
     except (requests.RequestException, urllib3.exceptions.HTTPError) as exc:
@@ -90,7 +90,9 @@ def oauth_metadata_url(issuer: str) -> str:
     ``https://as.example/tenant1`` is ``https://as.example/.well-known/oauth-authorization-server/tenant1``."""
     parts = urlsplit(issuer)
     path = parts.path.rstrip("/")
-    return urlunsplit((parts.scheme, parts.netloc, f"/.well-known/oauth-authorization-server{path}", "", ""))
+    return urlunsplit(
+        (parts.scheme, parts.netloc, f"/.well-known/oauth-authorization-server{path}", "", "")
+    )
 
 
 def _checked(issuer: str, url: str) -> tuple[dict[str, Any], int | None]:
@@ -102,7 +104,9 @@ def _checked(issuer: str, url: str) -> tuple[dict[str, Any], int | None]:
     return document, max_age
 
 
-def fetch_discovery(issuer: str, *, oauth_metadata: bool = False) -> tuple[dict[str, Any], int | None]:
+def fetch_discovery(
+    issuer: str, *, oauth_metadata: bool = False
+) -> tuple[dict[str, Any], int | None]:
     """The issuer's OpenID discovery document and its max-age: the one fetcher behind both the JWKS
     (``jwks_uri``) and browser login (its endpoints). The document's ``issuer`` must be exactly
     ``issuer``. With ``oauth_metadata`` (for keys: an OAuth authorization server need not be an
@@ -118,5 +122,7 @@ def fetch_discovery(issuer: str, *, oauth_metadata: bool = False) -> tuple[dict[
         return _checked(issuer, oauth_metadata_url(issuer))
     except FetchError as exc:
         if exc.status in ABSENT:
-            raise NoMetadata(f"{issuer} publishes neither OpenID nor RFC 8414 metadata", exc.status) from None
+            raise NoMetadata(
+                f"{issuer} publishes neither OpenID nor RFC 8414 metadata", exc.status
+            ) from None
         raise

@@ -15,11 +15,16 @@ from django.core.exceptions import ValidationError
 from django.utils.text import slugify
 from django.utils.translation import gettext as _
 
-from . import profiles
-from .conf import tokenauth_settings
+from . import conf, profiles
 from .profiles import WLCG_ANY_AUDIENCE
 
-__all__ = ["WLCG_ANY_AUDIENCE", "IssuerConfig", "login_slug", "settings_login_slugs", "validate_issuer_url"]
+__all__ = [
+    "WLCG_ANY_AUDIENCE",
+    "IssuerConfig",
+    "login_slug",
+    "settings_login_slugs",
+    "validate_issuer_url",
+]
 
 
 @dataclass(frozen=True)
@@ -49,7 +54,9 @@ class IssuerConfig:
     def from_mapping(cls, data: dict[str, Any]) -> IssuerConfig:
         tuples = {"audiences", "required_scopes", "default_groups", "group_claims"}
         known = cls.__dataclass_fields__
-        values: dict[str, Any] = {k: tuple(v) if k in tuples else v for k, v in data.items() if k in known}
+        values: dict[str, Any] = {
+            k: tuple(v) if k in tuples else v for k, v in data.items() if k in known
+        }
         if "algorithms" in values:
             values["algorithms"] = frozenset(values["algorithms"])
         return cls(**values)
@@ -88,8 +95,10 @@ def settings_login_slugs() -> dict[str, str]:
     """The login slug of each issuer in ``ISSUERS`` with a client id (disabled ones too), to its issuer."""
     return {
         login_slug(entry["issuer"], entry.get("slug") or ""): entry["issuer"]
-        for entry in tokenauth_settings.ISSUERS
-        if isinstance(entry, dict) and isinstance(entry.get("issuer"), str) and entry.get("client_id")
+        for entry in conf.tokenauth_settings.ISSUERS
+        if isinstance(entry, dict)
+        and isinstance(entry.get("issuer"), str)
+        and entry.get("client_id")
     }
 
 
@@ -98,7 +107,11 @@ def validate_issuer_url(url: str) -> None:
     parts = urlsplit(url)
     if parts.scheme == "https" and parts.hostname:
         return
-    if parts.scheme == "http" and parts.hostname and tokenauth_settings.ALLOW_LOOPBACK_HTTP_ISSUERS:
+    if (
+        parts.scheme == "http"
+        and parts.hostname
+        and conf.tokenauth_settings.ALLOW_LOOPBACK_HTTP_ISSUERS
+    ):
         host = parts.hostname
         try:
             loopback = ipaddress.ip_address(host).is_loopback
@@ -106,4 +119,6 @@ def validate_issuer_url(url: str) -> None:
             loopback = host == "localhost"
         if loopback:
             return
-    raise ValidationError(_("Not an acceptable issuer URL (https required): %(url)s") % {"url": url})
+    raise ValidationError(
+        _("Not an acceptable issuer URL (https required): %(url)s") % {"url": url}
+    )

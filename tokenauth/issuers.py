@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 
-from .conf import process_cache, tokenauth_settings
+from . import conf, models, snapshots, tokens
 from .fetching import MAX_AGE, NO_CACHE, FetchError, fetch_discovery, fetch_json
 from .issuer_config import (
     WLCG_ANY_AUDIENCE,
@@ -31,9 +31,6 @@ from .jwks import (
     jwks_cache,
     parse_jwks,
 )
-from .models import Issuer
-from .snapshots import SharedSnapshot
-from .tokens import verified_tokens
 
 __all__ = [
     "EC_CURVES",
@@ -65,14 +62,14 @@ __all__ = [
 def _load_db_issuers() -> dict[str, IssuerConfig]:
     return {
         row.issuer: row.config()
-        for row in Issuer.objects.filter(enabled=True).prefetch_related("default_groups")
+        for row in models.Issuer.objects.filter(enabled=True).prefetch_related("default_groups")
     }
 
 
 #: A changed issuer drops the verified-token memo: its tokens are checked against the new rules
 #: (audiences, algorithms, profile) on their next request, in every process.
-db_issuers: SharedSnapshot[dict[str, IssuerConfig]] = SharedSnapshot(
-    "issuers", _load_db_issuers, on_change=verified_tokens.clear
+db_issuers: snapshots.SharedSnapshot[dict[str, IssuerConfig]] = snapshots.SharedSnapshot(
+    "issuers", _load_db_issuers, on_change=tokens.verified_tokens.clear
 )
 
 
@@ -81,19 +78,19 @@ def settings_issuers() -> dict[str, IssuerConfig | None]:
     """Issuers configured in code, built once per settings reload; ``None`` marks a disabled one."""
     return {
         entry["issuer"]: IssuerConfig.from_mapping(entry) if entry.get("enabled", True) else None
-        for entry in tokenauth_settings.ISSUERS
+        for entry in conf.tokenauth_settings.ISSUERS
         # Check E007 reports the other entries.
         if isinstance(entry, dict) and isinstance(entry.get("issuer"), str)
     }
 
 
-process_cache(db_issuers.reset)
-process_cache(settings_issuers.cache_clear)
+conf.process_cache(db_issuers.reset)
+conf.process_cache(settings_issuers.cache_clear)
 
 
 def get_issuer(iss: str) -> IssuerConfig | None:
     """The enabled issuer named exactly ``iss`` (settings entries win over database rows), or None."""
-    if not tokenauth_settings.EXTERNAL_ISSUERS:
+    if not conf.tokenauth_settings.EXTERNAL_ISSUERS:
         return None
     configured = settings_issuers()
     if iss in configured:
@@ -102,7 +99,7 @@ def get_issuer(iss: str) -> IssuerConfig | None:
 
 
 def all_issuers() -> list[IssuerConfig]:
-    if not tokenauth_settings.EXTERNAL_ISSUERS:
+    if not conf.tokenauth_settings.EXTERNAL_ISSUERS:
         return []
     merged = {**db_issuers.get(), **settings_issuers()}
     return [config for config in merged.values() if config is not None]

@@ -20,12 +20,7 @@ import jwt
 from django.utils.translation import gettext_lazy as _
 from jwt.algorithms import ECAlgorithm, OKPAlgorithm, RSAAlgorithm
 
-from . import clock
-from .conf import process_cache, tokenauth_settings
-from .exceptions import InvalidToken
-from .fetching import FetchError, NoMetadata, fetch_discovery, fetch_json
-from .snapshots import CACHE_PREFIX, shared_cache_call
-from .tokens import verified_tokens
+from . import clock, conf, exceptions, fetching, snapshots, tokens
 
 logger = logging.getLogger(__name__)
 
@@ -38,10 +33,10 @@ class IssuerUnavailable(Exception):
 
 def discover_jwks_uri(iss: str) -> str:
     """The ``jwks_uri`` the issuer's discovery document names now."""
-    document, _ = fetch_discovery(iss, oauth_metadata=True)
+    document, _ = fetching.fetch_discovery(iss, oauth_metadata=True)
     jwks_uri = document.get("jwks_uri")
     if not isinstance(jwks_uri, str):
-        raise FetchError(f"discovery document of {iss} has no jwks_uri")
+        raise fetching.FetchError(f"discovery document of {iss} has no jwks_uri")
     return jwks_uri
 
 
@@ -50,14 +45,14 @@ def download_jwks(iss: str, known_uri: str | None) -> tuple[str, dict[str, Any],
     names now: an issuer may move its keys. Returns the URI, the JWKS and its max-age."""
     if known_uri is not None:
         try:
-            return known_uri, *fetch_json(known_uri)
-        except FetchError:
+            return known_uri, *fetching.fetch_json(known_uri)
+        except fetching.FetchError:
             jwks_uri = discover_jwks_uri(iss)
             if jwks_uri == known_uri:
                 raise
     else:
         jwks_uri = discover_jwks_uri(iss)
-    return jwks_uri, *fetch_json(jwks_uri)
+    return jwks_uri, *fetching.fetch_json(jwks_uri)
 
 
 @dataclass(frozen=True)
@@ -120,9 +115,11 @@ class KeySet:
         those too); with several that fit, which one signed is not ours to guess."""
         fitting = [key for key in self.every if key.usable_with(algorithm)]
         if not fitting:
-            raise InvalidToken(_("The access token names no key, and its issuer has none for its algorithm"))
+            raise exceptions.InvalidToken(
+                _("The access token names no key, and its issuer has none for its algorithm")
+            )
         if len(fitting) > 1:
-            raise InvalidToken(
+            raise exceptions.InvalidToken(
                 _("The access token names no key, and its issuer has several for its algorithm")
             )
         return fitting[0]
@@ -133,7 +130,9 @@ class JWKSCache:
     """Per-process keys of every issuer, shared with other processes through the Django cache."""
 
     _sets: dict[str, KeySet] = field(default_factory=dict)
-    _locks: defaultdict[str, threading.Lock] = field(default_factory=lambda: defaultdict(threading.Lock))
+    _locks: defaultdict[str, threading.Lock] = field(
+        default_factory=lambda: defaultdict(threading.Lock)
+    )
     _last_forced: dict[str, float] = field(default_factory=dict)
     #: After a failed fetch with nothing usable to serve: answer "unavailable" without the network
     #: until then, so a down issuer costs one fetch per cool-down, not one per request.
@@ -151,12 +150,14 @@ class JWKSCache:
         """What a request is told while the issuer's keys cannot be had: 401 when it publishes no
         metadata (a permanent 404), else 503 (an outage, worth a retry)."""
         if iss in self._no_metadata:
-            return InvalidToken(_("The access token's issuer publishes no OpenID or OAuth metadata"))
+            return exceptions.InvalidToken(
+                _("The access token's issuer publishes no OpenID or OAuth metadata")
+            )
         return IssuerUnavailable(iss)
 
     @staticmethod
     def _shared_key(iss: str) -> str:
-        return f"{CACHE_PREFIX}jwks:{iss}"
+        return f"{snapshots.CACHE_PREFIX}jwks:{iss}"
 
     def is_fresh(self, iss: str) -> bool:
         """Whether this process holds keys of ``iss`` that need no refresh yet (no I/O)."""
@@ -176,9 +177,11 @@ class JWKSCache:
             keyset = self._refresh(iss, unknown_kid=kid)
             entry = keyset.keys.get(kid)
         if entry is None:
-            raise InvalidToken(_("The access token was signed with a key its issuer does not publish"))
+            raise exceptions.InvalidToken(
+                _("The access token was signed with a key its issuer does not publish")
+            )
         if not entry.usable_with(algorithm):
-            raise InvalidToken(_("The access token's algorithm does not match its key"))
+            raise exceptions.InvalidToken(_("The access token's algorithm does not match its key"))
         return entry.key
 
     def _refresh(self, iss: str, unknown_kid: str | None = None) -> KeySet:
@@ -207,7 +210,7 @@ class JWKSCache:
     def _newer_shared(self, iss: str, current: KeySet | None) -> KeySet | None:
         """Install the shared cache's copy when another process fetched after us (even a stale copy:
         it serves while the issuer is down, within the maximum staleness)."""
-        shared = shared_cache_call("get", self._shared_key(iss))
+        shared = snapshots.shared_cache_call("get", self._shared_key(iss))
         if shared is None or (current is not None and shared["fetched_at"] <= current.fetched_at):
             return current
         return self._install(
@@ -219,31 +222,36 @@ class JWKSCache:
         with self._locks[iss]:
             try:
                 return self._fetch(iss, None, clock.wall())
-            except InvalidToken:
+            except exceptions.InvalidToken:
                 raise IssuerUnavailable(iss) from None
 
     def _may_force(self, iss: str, now: float) -> bool:
         """Unknown kids refetch at most once per cool-down per issuer, across threads and processes."""
-        cooldown = tokenauth_settings.JWKS_REFETCH_COOLDOWN.total_seconds()
+        cooldown = conf.tokenauth_settings.JWKS_REFETCH_COOLDOWN.total_seconds()
         if now - self._last_forced.get(iss, float("-inf")) < cooldown:
             return False
         self._last_forced[iss] = now
         if cooldown <= 0:
             return True
         return bool(
-            shared_cache_call("add", f"{CACHE_PREFIX}jwks-refetch:{iss}", 1, cooldown) in (True, None)
+            snapshots.shared_cache_call(
+                "add", f"{snapshots.CACHE_PREFIX}jwks-refetch:{iss}", 1, cooldown
+            )
+            in (True, None)
         )
 
     def _fetch(self, iss: str, current: KeySet | None, now: float) -> KeySet:
         try:
-            jwks_uri, jwks, max_age = download_jwks(iss, current.jwks_uri if current is not None else None)
-        except FetchError as exc:
+            jwks_uri, jwks, max_age = download_jwks(
+                iss, current.jwks_uri if current is not None else None
+            )
+        except fetching.FetchError as exc:
             logger.warning("tokenauth: cannot refresh the keys of %s: %s", iss, exc)
-            stale_limit = tokenauth_settings.JWKS_MAX_STALENESS.total_seconds()
-            retry_at = clock.wall() + tokenauth_settings.JWKS_REFETCH_COOLDOWN.total_seconds()
+            stale_limit = conf.tokenauth_settings.JWKS_MAX_STALENESS.total_seconds()
+            retry_at = clock.wall() + conf.tokenauth_settings.JWKS_REFETCH_COOLDOWN.total_seconds()
             if current is None or now - current.fetched_at > stale_limit:
                 self._failed_until[iss] = retry_at
-                if isinstance(exc, NoMetadata):
+                if isinstance(exc, fetching.NoMetadata):
                     self._no_metadata.add(iss)
                 raise self._unavailable(iss) from None
             # Keep serving the last good keys; try again after the cool-down, not on every request.
@@ -252,18 +260,22 @@ class JWKSCache:
         finally:
             # The keys are as new as they can be: an unknown kid waits a cool-down from the fetch's end.
             self._last_forced[iss] = clock.wall()
-        lifetime = max_age if max_age is not None else tokenauth_settings.JWKS_CACHE_MAX.total_seconds()
+        lifetime = (
+            max_age
+            if max_age is not None
+            else conf.tokenauth_settings.JWKS_CACHE_MAX.total_seconds()
+        )
         lifetime = min(
-            max(lifetime, tokenauth_settings.JWKS_CACHE_MIN.total_seconds()),
-            tokenauth_settings.JWKS_CACHE_MAX.total_seconds(),
+            max(lifetime, conf.tokenauth_settings.JWKS_CACHE_MIN.total_seconds()),
+            conf.tokenauth_settings.JWKS_CACHE_MAX.total_seconds(),
         )
         self._no_metadata.discard(iss)
         keyset = self._install(iss, jwks_uri, jwks, now, now + lifetime)
-        shared_cache_call(
+        snapshots.shared_cache_call(
             "set",
             self._shared_key(iss),
             {"jwks_uri": jwks_uri, "jwks": jwks, "fetched_at": now, "fresh_until": now + lifetime},
-            tokenauth_settings.JWKS_MAX_STALENESS.total_seconds(),
+            conf.tokenauth_settings.JWKS_MAX_STALENESS.total_seconds(),
         )
         return keyset
 
@@ -276,7 +288,7 @@ class JWKSCache:
         previous = self._sets.get(iss)
         if previous is not None and not previous.keys.keys() <= keyset.keys.keys():
             # A key was withdrawn: its tokens must be verified again (and fail).
-            verified_tokens.clear()
+            tokens.verified_tokens.clear()
         self._sets[iss] = keyset
         return keyset
 
@@ -284,4 +296,4 @@ class JWKSCache:
 jwks_cache = JWKSCache()
 
 
-process_cache(jwks_cache.reset)
+conf.process_cache(jwks_cache.reset)

@@ -20,7 +20,7 @@ from django.core.exceptions import ImproperlyConfigured
 from jwt.algorithms import get_default_algorithms
 from jwt.utils import base64url_encode
 
-from .conf import process_cache, tokenauth_settings
+from . import conf
 
 HMAC_ALGORITHMS = frozenset({"HS256", "HS384", "HS512"})
 ASYMMETRIC_ALGORITHMS = frozenset(
@@ -52,7 +52,8 @@ class Key:
         re-checks it, for every token)."""
         header = {"alg": self.algorithm, "kid": self.kid, "typ": typ}
         signing_input = b".".join(
-            base64url_encode(json.dumps(part, separators=(",", ":")).encode()) for part in (header, claims)
+            base64url_encode(json.dumps(part, separators=(",", ":")).encode())
+            for part in (header, claims)
         )
         signature = ALGORITHMS[self.algorithm].sign(signing_input, self.signing_key)
         return (signing_input + b"." + base64url_encode(signature)).decode()
@@ -68,7 +69,9 @@ class Key:
 
 def _read_material(value: str | bytes) -> bytes:
     if not isinstance(value, str | bytes):
-        raise ImproperlyConfigured(f"TOKENAUTH: a key must be a string or bytes, not {type(value).__name__}")
+        raise ImproperlyConfigured(
+            f"TOKENAUTH: a key must be a string or bytes, not {type(value).__name__}"
+        )
     return value.encode() if isinstance(value, str) else value
 
 
@@ -99,18 +102,24 @@ def load_key(algorithm: str, material: str | bytes, kid: str | None = None) -> K
             )
         thumb_source = algo.to_jwk(verifying).encode()
     if kid is None:
-        kid = base64.urlsafe_b64encode(hashlib.sha256(thumb_source).digest()[:12]).decode().rstrip("=")
+        kid = (
+            base64.urlsafe_b64encode(hashlib.sha256(thumb_source).digest()[:12])
+            .decode()
+            .rstrip("=")
+        )
     return Key(kid=kid, algorithm=algorithm, signing_key=signing, verifying_key=verifying)
 
 
 def _signing_material() -> str | bytes:
-    if tokenauth_settings.SIGNING_KEY_FILE:
-        return Path(tokenauth_settings.SIGNING_KEY_FILE).read_bytes()
-    if tokenauth_settings.SIGNING_KEY:
-        return tokenauth_settings.SIGNING_KEY
-    if tokenauth_settings.ALGORITHM in HMAC_ALGORITHMS:
+    if conf.tokenauth_settings.SIGNING_KEY_FILE:
+        return Path(conf.tokenauth_settings.SIGNING_KEY_FILE).read_bytes()
+    if conf.tokenauth_settings.SIGNING_KEY:
+        return conf.tokenauth_settings.SIGNING_KEY
+    if conf.tokenauth_settings.ALGORITHM in HMAC_ALGORITHMS:
         return settings.SECRET_KEY
-    raise ImproperlyConfigured("TOKENAUTH: SIGNING_KEY or SIGNING_KEY_FILE is required for asymmetric keys")
+    raise ImproperlyConfigured(
+        "TOKENAUTH: SIGNING_KEY or SIGNING_KEY_FILE is required for asymmetric keys"
+    )
 
 
 class KeyRing:
@@ -141,16 +150,24 @@ class KeyRing:
 
 @lru_cache(maxsize=1)
 def get_keyring() -> KeyRing:
-    signing = load_key(tokenauth_settings.ALGORITHM, _signing_material(), tokenauth_settings.KEY_ID)
-    return KeyRing(signing, [_verification_key(entry) for entry in tokenauth_settings.VERIFICATION_KEYS])
+    signing = load_key(
+        conf.tokenauth_settings.ALGORITHM, _signing_material(), conf.tokenauth_settings.KEY_ID
+    )
+    return KeyRing(
+        signing, [_verification_key(entry) for entry in conf.tokenauth_settings.VERIFICATION_KEYS]
+    )
 
 
-process_cache(get_keyring.cache_clear)
+conf.process_cache(get_keyring.cache_clear)
 
 
 def _verification_key(entry: Any) -> Key:
     """One ``VERIFICATION_KEYS`` entry; a malformed one is a configuration error, not a KeyError later."""
-    if not isinstance(entry, dict) or "algorithm" not in entry or not (entry.get("file") or entry.get("key")):
+    if (
+        not isinstance(entry, dict)
+        or "algorithm" not in entry
+        or not (entry.get("file") or entry.get("key"))
+    ):
         raise ImproperlyConfigured(
             'TOKENAUTH: each VERIFICATION_KEYS entry needs "algorithm" and "key" or "file"'
         )
@@ -173,7 +190,9 @@ def generate_private_key_pem(algorithm: str) -> str:
     elif algorithm == "EdDSA":
         private = ed25519.Ed25519PrivateKey.generate()
     else:
-        curve = {"ES256": ec.SECP256R1(), "ES384": ec.SECP384R1(), "ES512": ec.SECP521R1()}[algorithm]
+        curve = {"ES256": ec.SECP256R1(), "ES384": ec.SECP384R1(), "ES512": ec.SECP521R1()}[
+            algorithm
+        ]
         private = ec.generate_private_key(curve)
     return private.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()

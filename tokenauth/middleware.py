@@ -16,9 +16,7 @@ from django.contrib.auth import HASH_SESSION_KEY, SESSION_KEY, logout
 from django.http import HttpRequest, HttpResponse
 from django.utils.translation import gettext_lazy as _
 
-from .models import Epoch
-from .revocation import current_epoch
-from .snapshots import StateUnavailable
+from . import models, revocation, snapshots
 
 LOGIN_AT_SESSION_KEY = "tokenauth_login_at"
 
@@ -34,8 +32,11 @@ def session_revoked(session: Any) -> bool:
     if user_id is None:
         return False
     login_at = session.get(LOGIN_AT_SESSION_KEY, float("-inf"))
-    for kind, object_id in ((Epoch.Kind.USER, str(user_id)), (Epoch.Kind.GLOBAL, "")):
-        not_before = current_epoch(kind, object_id, login_at).not_before
+    for kind, object_id in (
+        (models.Epoch.Kind.USER, str(user_id)),
+        (models.Epoch.Kind.GLOBAL, ""),
+    ):
+        not_before = revocation.current_epoch(kind, object_id, login_at).not_before
         if not_before is not None and not_before > login_at:
             return True
     return False
@@ -51,7 +52,9 @@ class EpochSessionMiddleware:
             return self.get_response(request)
         try:
             revoked = session_revoked(session)
-        except StateUnavailable:  # fail closed: the truth about revocation cannot be read
+        except (
+            snapshots.StateUnavailable
+        ):  # fail closed: the truth about revocation cannot be read
             return HttpResponse(_("Service unavailable"), status=503, content_type="text/plain")
         if revoked:
             logout(request)

@@ -12,11 +12,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from .tokens import AccessToken
+from . import tokens
 
 #: Each takes a bearer token and returns an AccessToken (verified, not revoked), None for a token it does
 #: not recognise, or raises :class:`~tokenauth.exceptions.InvalidToken`.
-access_token_validators: list[Callable[[str], AccessToken | None]] = []
+access_token_validators: list[Callable[[str], tokens.AccessToken | None]] = []
 
 #: Each takes a refresh token and the request, and returns ``(Session, our refresh token)`` for a
 #: session it started, None for a token it does not recognise, or raises an
@@ -24,7 +24,7 @@ access_token_validators: list[Callable[[str], AccessToken | None]] = []
 refresh_exchanges: list[Callable[[str, Any], tuple[Any, str] | None]] = []
 
 
-def validated(token: str) -> AccessToken | None:
+def validated(token: str) -> tokens.AccessToken | None:
     """The first registered validator's answer for ``token``, or None if none recognises it."""
     for validate in access_token_validators:
         access = validate(token)

@@ -13,10 +13,7 @@ from django.db import models
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
-from .issuer_config import IssuerConfig, login_slug, settings_login_slugs, validate_issuer_url
-from .keys import ASYMMETRIC_ALGORITHMS
-from .profiles import PROFILE_CHOICES
-from .scopes import is_scope_token
+from . import issuer_config, keys, profiles, scopes
 
 
 def identity_digest(issuer: str, subject: str) -> str:
@@ -68,7 +65,11 @@ class Epoch(models.Model):
     value = models.PositiveIntegerField(_("epoch"), default=0)
     not_before = models.DateTimeField(_("not before"), null=True, blank=True)
     bumped_by = models.ForeignKey(
-        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
     )
     reason = models.CharField(_("reason"), max_length=255, blank=True)
     # A user's row only: the groups left after the last change that took one away, and when. A token
@@ -81,7 +82,9 @@ class Epoch(models.Model):
     class Meta:
         verbose_name = _("epoch")
         verbose_name_plural = _("epochs")
-        constraints = [models.UniqueConstraint(fields=["kind", "object_id"], name="tokenauth_epoch_unique")]
+        constraints = [
+            models.UniqueConstraint(fields=["kind", "object_id"], name="tokenauth_epoch_unique")
+        ]
 
     def __str__(self) -> str:
         return f"{self.kind} {self.object_id}: {self.value}"
@@ -141,7 +144,9 @@ class Session(models.Model):
     remember_me = models.BooleanField(_("remember me"), default=False)
     user_agent = models.CharField(_("user agent"), max_length=255, blank=True)
     scope = models.CharField(_("scope"), max_length=1024, blank=True)
-    group = models.ForeignKey("auth.Group", null=True, blank=True, on_delete=models.CASCADE, related_name="+")
+    group = models.ForeignKey(
+        "auth.Group", null=True, blank=True, on_delete=models.CASCADE, related_name="+"
+    )
     # The refresh token names its session by this secret-ish id, not by ``id``: access tokens carry
     # ``id`` (as ``sid``), and whoever holds one must not be able to pose as a refresh-token reuse.
     family = models.CharField(max_length=32, unique=True, editable=False, default=new_family_id)
@@ -177,10 +182,18 @@ class AuditEvent(models.Model):
     at = models.DateTimeField(_("at"), default=timezone.now, db_index=True)
     action = models.CharField(_("action"), max_length=64, db_index=True)
     user = models.ForeignKey(
-        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
     )
     actor = models.ForeignKey(
-        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
     )
     detail = models.JSONField(_("detail"), default=dict, blank=True)
 
@@ -217,8 +230,10 @@ class Issuer(models.Model):
         max_length=16,
         blank=True,
         default="",
-        choices=PROFILE_CHOICES,
-        help_text=_("WLCG or SciTokens: their any-audience values, storage scopes by path, wlcg.groups."),
+        choices=profiles.PROFILE_CHOICES,
+        help_text=_(
+            "WLCG or SciTokens: their any-audience values, storage scopes by path, wlcg.groups."
+        ),
     )
     accept_any_audience = models.BooleanField(
         _("accept the profile's any-audience"),
@@ -237,7 +252,9 @@ class Issuer(models.Model):
         default=True,
         help_text=_("With group claims: a newer token's groups replace the user's groups here."),
     )
-    username_claim = models.CharField(_("username claim"), max_length=64, default="preferred_username")
+    username_claim = models.CharField(
+        _("username claim"), max_length=64, default="preferred_username"
+    )
     slug = models.SlugField(_("login slug"), max_length=64, blank=True)
     display_name = models.CharField(_("display name"), max_length=100, blank=True)
     client_id = models.CharField(_("client id"), max_length=255, blank=True)
@@ -258,12 +275,15 @@ class Issuer(models.Model):
         return self.issuer
 
     def clean(self) -> None:
-        validate_issuer_url(self.issuer)
+        issuer_config.validate_issuer_url(self.issuer)
         if self.client_id:  # a browser-login provider: /oidc/login/<slug>/ must name only this one
-            slug = login_slug(self.issuer, self.slug)
+            slug = issuer_config.login_slug(self.issuer, self.slug)
             others = Issuer.objects.exclude(issuer=self.issuer).exclude(client_id="")
-            taken = {login_slug(row.issuer, row.slug): row.issuer for row in others.only("issuer", "slug")}
-            taken.update(settings_login_slugs())
+            taken = {
+                issuer_config.login_slug(row.issuer, row.slug): row.issuer
+                for row in others.only("issuer", "slug")
+            }
+            taken.update(issuer_config.settings_login_slugs())
             if taken.get(slug, self.issuer) != self.issuer:
                 raise ValidationError(
                     {
@@ -283,18 +303,21 @@ class Issuer(models.Model):
             value = getattr(self, name)
             if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
                 raise ValidationError({name: _("A list of strings.")})
-        if not all(is_scope_token(name) for name in self.required_scopes):
+        if not all(scopes.is_scope_token(name) for name in self.required_scopes):
             raise ValidationError(
                 {"required_scopes": _('Scope names are printable ASCII without space, " and \\.')}
             )
-        bad = sorted(set(self.algorithms) - ASYMMETRIC_ALGORITHMS)
+        bad = sorted(set(self.algorithms) - keys.ASYMMETRIC_ALGORITHMS)
         if bad or not self.algorithms:
             raise ValidationError(
-                {"algorithms": _("Only asymmetric algorithms: %s") % ", ".join(sorted(ASYMMETRIC_ALGORITHMS))}
+                {
+                    "algorithms": _("Only asymmetric algorithms: %s")
+                    % ", ".join(sorted(keys.ASYMMETRIC_ALGORITHMS))
+                }
             )
 
-    def config(self) -> IssuerConfig:
-        return IssuerConfig(
+    def config(self) -> issuer_config.IssuerConfig:
+        return issuer_config.IssuerConfig(
             issuer=self.issuer,
             audiences=tuple(self.audiences),
             profile=self.profile,

@@ -22,9 +22,8 @@ from drf_spectacular.plumbing import build_bearer_security_scheme_object
 from drf_spectacular.utils import OpenApiResponse, extend_schema, inline_serializer
 from rest_framework import serializers
 
-from .conf import tokenauth_settings
+from . import conf, views
 from .permissions import HasAnyScope, HasScope
-from .views import LoginSerializer, RefreshSerializer, RevokeSerializer
 
 BEARER = "bearer"
 OAUTH2 = "oauth2"
@@ -84,7 +83,7 @@ class BearerScheme(OpenApiAuthenticationExtension):
 
 def oauth2_scheme() -> dict[str, Any]:
     """The flows of tokenauth.oauth (OpenAPI 3.0 has no device flow: it is described in words)."""
-    scopes = dict(tokenauth_settings.SCOPES)
+    scopes = dict(conf.tokenauth_settings.SCOPES)
     token_url = _path("oauth2_provider:token")
     return {
         "type": "oauth2",
@@ -146,12 +145,12 @@ ERRORS = {400: OAuthErrorSerializer, 401: OAuthErrorSerializer}
 ENDPOINTS: dict[str, dict[str, Any]] = {
     "tokenauth.views.TokenView": {
         "summary": "Log in: username and password for an access and a refresh token",
-        "request": LoginSerializer,
+        "request": views.LoginSerializer,
         "responses": {200: TokenResponseSerializer, **ERRORS},
     },
     "tokenauth.views.RefreshView": {
         "summary": "Rotate the refresh token: a new pair",
-        "request": RefreshSerializer,
+        "request": views.RefreshSerializer,
         "responses": {200: TokenResponseSerializer, **ERRORS},
     },
     "tokenauth.views.RenewView": {
@@ -171,14 +170,17 @@ ENDPOINTS: dict[str, dict[str, Any]] = {
     },
     "tokenauth.views.RevokeView": {
         "summary": "End the tokens of a user, a group, an external identity or everyone",
-        "request": RevokeSerializer,
+        "request": views.RevokeSerializer,
         "responses": {200: RevokedSerializer, **ERRORS, 404: OAuthErrorSerializer},
     },
     "tokenauth.views.WhoAmIView": {
         "summary": "Who the token says the caller is",
         "responses": {200: WhoAmISerializer},
     },
-    "tokenauth.views.JWKSView": {"summary": "Our public verification keys (JWKS)", "responses": {200: dict}},
+    "tokenauth.views.JWKSView": {
+        "summary": "Our public verification keys (JWKS)",
+        "responses": {200: dict},
+    },
     "tokenauth.views.AuthorizationServerMetadataView": {
         "summary": "RFC 8414 authorization server metadata",
         "responses": {200: dict},
@@ -221,7 +223,10 @@ ENDPOINTS: dict[str, dict[str, Any]] = {
                 "LogoutToken", {"logout_token": serializers.CharField()}
             )
         },
-        "responses": {200: OpenApiResponse(description="Logged out; no body."), 400: OAuthErrorSerializer},
+        "responses": {
+            200: OpenApiResponse(description="Logged out; no body."),
+            400: OAuthErrorSerializer,
+        },
     },
 }
 

@@ -11,11 +11,7 @@ from django.utils.translation import gettext_lazy as _
 from rest_framework.permissions import BasePermission
 from rest_framework.request import Request
 
-from . import profiles
-from .conf import tokenauth_settings
-from .exceptions import InsufficientScope
-from .issuers import get_issuer
-from .tokens import AccessToken
+from . import conf, exceptions, issuers, profiles, tokens
 
 
 def _view_attribute(view: Any, name: str) -> tuple[str, ...]:
@@ -28,15 +24,15 @@ def _grants(token: Any) -> Callable[[str], bool]:
     profile (an issuer following WLCG or SciTokens, ours with ``TOKEN_PROFILE``) its hierarchical
     storage scopes (``storage.read:/data`` grants ``storage.read:/data/file``); nothing for a Django
     session."""
-    if not isinstance(token, AccessToken):
+    if not isinstance(token, tokens.AccessToken):
         return lambda scope: False
     granted = token.scopes
     if token.is_local:
-        if tokenauth_settings.TOKEN_PROFILE in profiles.PROFILES:
+        if conf.tokenauth_settings.TOKEN_PROFILE in profiles.PROFILES:
             return partial(profiles.grants, granted)
         return granted.__contains__
     # An in-memory lookup (the issuer tables are held per process): no query on the hot path.
-    config = get_issuer(token.issuer)
+    config = issuers.get_issuer(token.issuer)
     if config is None:
         return granted.__contains__
     return partial(config.scope_granted, granted)
@@ -51,7 +47,7 @@ class HasScope(BasePermission):
             return False
         if self.satisfied(required, _grants(request.auth)):
             return True
-        raise InsufficientScope(required)
+        raise exceptions.InsufficientScope(required)
 
     @staticmethod
     def satisfied(required: tuple[str, ...], grants: Callable[[str], bool]) -> bool:
@@ -80,7 +76,7 @@ class InGroup(BasePermission):
         user = request.user
         if not user or not user.is_authenticated:
             return False
-        if isinstance(request.auth, AccessToken):
+        if isinstance(request.auth, tokens.AccessToken):
             groups = {request.auth.group} if request.auth.group else set(request.auth.groups)
         else:
             groups = set(user.groups.values_list("name", flat=True))

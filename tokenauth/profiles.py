@@ -83,7 +83,9 @@ def grants(granted: frozenset[str], required: str) -> bool:
 
 #: WLCG Common JWT Profile 1.0, "Capability-based authorization": storage scopes take an absolute
 #: path, compute scopes none; other names are the service's own (the profile allows them).
-WLCG_SCOPE = re.compile(r"storage\.(?:read|create|modify|stage):/\S*|compute\.(?:read|modify|create|cancel)")
+WLCG_SCOPE = re.compile(
+    r"storage\.(?:read|create|modify|stage):/\S*|compute\.(?:read|modify|create|cancel)"
+)
 
 
 def in_wlcg_grammar(scope: str) -> bool:

@@ -22,20 +22,16 @@ from django.db import DatabaseError, IntegrityError, transaction
 from django.utils.translation import gettext_lazy as _
 from rest_framework.exceptions import PermissionDenied
 
-from . import clock, signals
-from .conf import process_cache, tokenauth_settings
-from .exceptions import InvalidToken
-from .issuer_config import IssuerConfig
-from .models import AuditEvent, Epoch, Identity, identity_digest
-from .revocation import current_epoch
-from .scopes import split_scope
-from .snapshots import (
-    CACHE_PREFIX,
-    BoundedMemo,
-    StateUnavailable,
-    publish,
-    refresh_interval,
-    shared_cache_call,
+from . import (
+    clock,
+    conf,
+    exceptions,
+    issuer_config,
+    models,
+    revocation,
+    scopes,
+    signals,
+    snapshots,
 )
 
 logger = logging.getLogger(__name__)
@@ -45,7 +41,9 @@ USERNAME_UNSAFE = re.compile(r"[^\w.@+-]")
 
 
 class IdentityNotRegistered(PermissionDenied):
-    default_detail = _("Identity not registered with this service; ask its administrators for access.")
+    default_detail = _(
+        "Identity not registered with this service; ask its administrators for access."
+    )
     default_code = "identity_not_registered"
 
 
@@ -60,16 +58,16 @@ class Principal:
 
 
 def _cache_key(digest: str) -> str:
-    return f"{CACHE_PREFIX}identity:{digest}"
+    return f"{snapshots.CACHE_PREFIX}identity:{digest}"
 
 
 #: (iss, sub) digest -> (principal or NOT_REGISTERED, when read); bounded like the verified tokens.
-_local: BoundedMemo[str, tuple[Principal | str, float]] = BoundedMemo(
-    lambda: tokenauth_settings.VERIFIED_TOKEN_CACHE_SIZE
+_local: snapshots.BoundedMemo[str, tuple[Principal | str, float]] = snapshots.BoundedMemo(
+    lambda: conf.tokenauth_settings.VERIFIED_TOKEN_CACHE_SIZE
 )
 
 
-GENERATION_KEY = f"{CACHE_PREFIX}identity:generation"
+GENERATION_KEY = f"{snapshots.CACHE_PREFIX}identity:generation"
 
 
 class Generation:
@@ -86,12 +84,12 @@ class Generation:
     def check(self) -> None:
         """At most one shared-cache read per refresh interval, whatever the number of identities."""
         now = clock.monotonic()
-        if now - self.checked_at < refresh_interval():
+        if now - self.checked_at < snapshots.refresh_interval():
             return
-        value = shared_cache_call("get", GENERATION_KEY)
+        value = snapshots.shared_cache_call("get", GENERATION_KEY)
         if value is None:  # evicted or never set: start one, so that the next change differs
-            shared_cache_call("add", GENERATION_KEY, uuid.uuid4().hex, None)
-            value = shared_cache_call("get", GENERATION_KEY)
+            snapshots.shared_cache_call("add", GENERATION_KEY, uuid.uuid4().hex, None)
+            value = snapshots.shared_cache_call("get", GENERATION_KEY)
         # An unreadable generation (the cache is down) trusts nothing for longer than an interval.
         if value is None or value != self.value:
             _local.clear()
@@ -107,20 +105,20 @@ def reset() -> None:
     generation.reset()
 
 
-process_cache(reset)
+conf.process_cache(reset)
 
 
 def forget(issuer: str, subject: str) -> None:
     """Drop the cached mapping of one identity (it was deleted, registered or its user changed), here
     at once and, after commit, in every process (a new generation; the key deleted again, in case a
     process re-cached the old row before the commit)."""
-    digest = identity_digest(issuer, subject)
+    digest = models.identity_digest(issuer, subject)
     _local.discard(digest)
-    shared_cache_call("delete", _cache_key(digest))
+    snapshots.shared_cache_call("delete", _cache_key(digest))
 
     def announce() -> None:
-        shared_cache_call("delete", _cache_key(digest))
-        if not publish(GENERATION_KEY, uuid.uuid4().hex, None):
+        snapshots.shared_cache_call("delete", _cache_key(digest))
+        if not snapshots.publish(GENERATION_KEY, uuid.uuid4().hex, None):
             logger.error(
                 "tokenauth: an identity mapping changed but the shared cache could not say so; other "
                 "processes see it within IDENTITY_CACHE_TIMEOUT"
@@ -129,19 +127,22 @@ def forget(issuer: str, subject: str) -> None:
     transaction.on_commit(announce)
 
 
-def resolve(config: IssuerConfig, claims: dict[str, Any]) -> Principal:
+def resolve(config: issuer_config.IssuerConfig, claims: dict[str, Any]) -> Principal:
     """The principal for a verified token's (iss, sub); raises IdentityNotRegistered."""
-    digest = identity_digest(config.issuer, claims["sub"])
+    digest = models.identity_digest(config.issuer, claims["sub"])
     generation.check()
     now = clock.monotonic()
     local = _local.get(digest)
-    trusted = tokenauth_settings.IDENTITY_CACHE_TIMEOUT.total_seconds()
+    trusted = conf.tokenauth_settings.IDENTITY_CACHE_TIMEOUT.total_seconds()
     if local is None or now - local[1] >= trusted or _may_provision_now(config, local[0]):
-        found = shared_cache_call("get", _cache_key(digest))
+        found = snapshots.shared_cache_call("get", _cache_key(digest))
         if found is None or _may_provision_now(config, found):
             found = _load_or_provision(config, claims)
-            shared_cache_call(
-                "set", _cache_key(digest), found, tokenauth_settings.IDENTITY_CACHE_TIMEOUT.total_seconds()
+            snapshots.shared_cache_call(
+                "set",
+                _cache_key(digest),
+                found,
+                conf.tokenauth_settings.IDENTITY_CACHE_TIMEOUT.total_seconds(),
             )
         local = (found, now)
         _local.put(digest, local)
@@ -151,24 +152,32 @@ def resolve(config: IssuerConfig, claims: dict[str, Any]) -> Principal:
 
 
 #: (iss, sub) digest -> ``iat`` of the newest token whose groups were mirrored into the user's here.
-_mirrored: BoundedMemo[str, float] = BoundedMemo(lambda: tokenauth_settings.VERIFIED_TOKEN_CACHE_SIZE)
+_mirrored: snapshots.BoundedMemo[str, float] = snapshots.BoundedMemo(
+    lambda: conf.tokenauth_settings.VERIFIED_TOKEN_CACHE_SIZE
+)
 
 
-def token_groups(config: IssuerConfig, claims: dict[str, Any]) -> tuple[str, ...]:
+def token_groups(config: issuer_config.IssuerConfig, claims: dict[str, Any]) -> tuple[str, ...]:
     """The groups a token of an issuer with group claims grants: its mapped claims and the defaults."""
     return tuple(sorted({*config.default_groups, *mapped_groups(config, claims)}))
 
 
-def groups_of(config: IssuerConfig, claims: dict[str, Any], principal: Principal) -> tuple[str, ...]:
+def groups_of(
+    config: issuer_config.IssuerConfig, claims: dict[str, Any], principal: Principal
+) -> tuple[str, ...]:
     """The principal's groups for this request: the token's when the issuer names group claims (not
     what the first login saw), else the user's. With ``mirror_groups``, a token newer than any
     mirrored before whose groups differ from the user's replaces them (a write only then)."""
     if not config.group_claim_names:
         return principal.groups
     groups = token_groups(config, claims)
-    digest = identity_digest(config.issuer, claims["sub"])
+    digest = models.identity_digest(config.issuer, claims["sub"])
     newest = _mirrored.get(digest)
-    if config.mirror_groups and groups != principal.groups and (newest is None or claims["iat"] > newest):
+    if (
+        config.mirror_groups
+        and groups != principal.groups
+        and (newest is None or claims["iat"] > newest)
+    ):
         _mirrored.put(digest, claims["iat"])
         _mirror(principal.user_id, groups)
     return groups
@@ -180,11 +189,13 @@ def _mirror(user_id: Any, groups: tuple[str, ...]) -> None:
         with transaction.atomic():
             user = get_user_model()._default_manager.get(pk=user_id)
             user.groups.set([Group.objects.get_or_create(name=name)[0] for name in groups])
-    except (DatabaseError, StateUnavailable, get_user_model().DoesNotExist):
-        logger.warning("tokenauth: could not mirror the token's groups into user %s", user_id, exc_info=True)
+    except (DatabaseError, snapshots.StateUnavailable, get_user_model().DoesNotExist):
+        logger.warning(
+            "tokenauth: could not mirror the token's groups into user %s", user_id, exc_info=True
+        )
 
 
-def _may_provision_now(config: IssuerConfig, cached: Principal | str) -> bool:
+def _may_provision_now(config: issuer_config.IssuerConfig, cached: Principal | str) -> bool:
     """A refusal cached while the issuer did not provision is stale once it does."""
     return cached == NOT_REGISTERED and config.auto_provision
 
@@ -198,41 +209,45 @@ def principal_of(user: Any) -> Principal:
     )
 
 
-def _load_or_provision(config: IssuerConfig, claims: dict[str, Any]) -> Principal | str:
+def _load_or_provision(
+    config: issuer_config.IssuerConfig, claims: dict[str, Any]
+) -> Principal | str:
     try:
         identity = (
-            Identity.objects.select_related("user")
+            models.Identity.objects.select_related("user")
             .filter(issuer=config.issuer, subject=claims["sub"])
             .first()
         )
         if identity is not None:
             return principal_of(identity.user)
         if not config.auto_provision:
-            AuditEvent.objects.create(
+            models.AuditEvent.objects.create(
                 action="identity_not_registered",
                 detail={"issuer": config.issuer, "subject": claims["sub"][:255]},
             )
             return NOT_REGISTERED
         if _revoked_for_identity(config, claims):
-            raise InvalidToken(_("The access token was revoked"))
+            raise exceptions.InvalidToken(_("The access token was revoked"))
         return principal_of(provision(config, claims))
     except DatabaseError as exc:
-        raise StateUnavailable("identity lookup failed") from exc
+        raise snapshots.StateUnavailable("identity lookup failed") from exc
 
 
-def _revoked_for_identity(config: IssuerConfig, claims: dict[str, Any]) -> bool:
+def _revoked_for_identity(config: issuer_config.IssuerConfig, claims: dict[str, Any]) -> bool:
     """A token issued before its identity was deleted (or before a global bump) must not create a user."""
-    identity = identity_digest(config.issuer, claims["sub"])
+    identity = models.identity_digest(config.issuer, claims["sub"])
     return any(
         not_before is not None and claims["iat"] < not_before
         for not_before in (
-            current_epoch(Epoch.Kind.IDENTITY, identity, claims["iat"]).not_before,
-            current_epoch(Epoch.Kind.GLOBAL, "", claims["iat"]).not_before,
+            revocation.current_epoch(
+                models.Epoch.Kind.IDENTITY, identity, claims["iat"]
+            ).not_before,
+            revocation.current_epoch(models.Epoch.Kind.GLOBAL, "", claims["iat"]).not_before,
         )
     )
 
 
-def provision(config: IssuerConfig, claims: dict[str, Any]) -> Any:
+def provision(config: issuer_config.IssuerConfig, claims: dict[str, Any]) -> Any:
     """Create the user and Identity for a new (iss, sub), with groups from the mapped claims."""
     subject = claims["sub"]
     for _attempt in range(3):
@@ -243,38 +258,50 @@ def provision(config: IssuerConfig, claims: dict[str, Any]) -> Any:
                 )
                 user.set_unusable_password()
                 user.save()
-                identity = Identity.objects.create(issuer=config.issuer, subject=subject, user=user)
+                identity = models.Identity.objects.create(
+                    issuer=config.issuer, subject=subject, user=user
+                )
                 names = token_groups(config, claims)
                 user.groups.add(*[Group.objects.get_or_create(name=name)[0] for name in names])
-                AuditEvent.objects.create(
+                models.AuditEvent.objects.create(
                     action="identity_provisioned",
                     user=user,
                     detail={"issuer": config.issuer, "subject": subject},
                 )
         except IntegrityError:
             winner = (
-                Identity.objects.select_related("user").filter(issuer=config.issuer, subject=subject).first()
+                models.Identity.objects.select_related("user")
+                .filter(issuer=config.issuer, subject=subject)
+                .first()
             )
             if winner is not None:
                 return winner.user
             continue  # a username taken meanwhile: pick again
-        signals.identity_provisioned.send(sender=Identity, identity=identity, user=user, claims=claims)
+        signals.identity_provisioned.send(
+            sender=models.Identity, identity=identity, user=user, claims=claims
+        )
         return user
-    raise StateUnavailable("could not provision the identity")
+    raise snapshots.StateUnavailable("could not provision the identity")
 
 
-def mapped_groups(config: IssuerConfig, claims: dict[str, Any]) -> list[str]:
+def mapped_groups(config: issuer_config.IssuerConfig, claims: dict[str, Any]) -> list[str]:
     """Group names from the configured claims (a list of strings or one string separated by ASCII spaces,
     like a scope)."""
     names: list[str] = []
     for claim in config.group_claim_names:
         value = claims.get(claim)
-        values = split_scope(value) if isinstance(value, str) else value if isinstance(value, list) else []
+        values = (
+            scopes.split_scope(value)
+            if isinstance(value, str)
+            else value
+            if isinstance(value, list)
+            else []
+        )
         names.extend(v[:150] for v in values if isinstance(v, str) and v)
     return names
 
 
-def free_username(config: IssuerConfig, claims: dict[str, Any]) -> str:
+def free_username(config: issuer_config.IssuerConfig, claims: dict[str, Any]) -> str:
     """The configured claim's value (or else ``sub``) when free, else a name derived from the identity."""
     model = get_user_model()
     field = model.USERNAME_FIELD
@@ -282,7 +309,7 @@ def free_username(config: IssuerConfig, claims: dict[str, Any]) -> str:
     base = USERNAME_UNSAFE.sub("", wanted)[:150] if isinstance(wanted, str) else ""
     if base and not model._default_manager.filter(**{field: base}).exists():
         return base
-    suffix = identity_digest(config.issuer, claims["sub"])[:10]
+    suffix = models.identity_digest(config.issuer, claims["sub"])[:10]
     candidate = f"{(base or 'user')[:139]}-{suffix}"
     n = 1
     while model._default_manager.filter(**{field: candidate}).exists():

@@ -21,7 +21,7 @@ from typing import Any
 
 from django.core.cache import caches
 
-from .conf import tokenauth_settings
+from . import conf
 
 logger = logging.getLogger(__name__)
 
@@ -37,16 +37,18 @@ RETRY_SECONDS = 1.0
 def _redis_client() -> tuple[Any, str] | None:
     """The redis-py client behind the shared cache and the channel name (with the cache's key
     prefix, so that sites sharing a Redis do not hear each other), or None for other caches."""
-    if not tokenauth_settings.REVOCATION_PUSH:
+    if not conf.tokenauth_settings.REVOCATION_PUSH:
         return None
     try:
-        cache = caches[tokenauth_settings.CACHE_ALIAS]
+        cache = caches[conf.tokenauth_settings.CACHE_ALIAS]
     except Exception:  # an unknown alias is check E006
         return None
     backend = getattr(cache, "_cache", None)
     # The client of django.core.cache.backends.redis.RedisCache.
     get_client = getattr(backend, "get_client", None)
-    if get_client is None or not type(cache).__module__.startswith("django.core.cache.backends.redis"):
+    if get_client is None or not type(cache).__module__.startswith(
+        "django.core.cache.backends.redis"
+    ):
         return None
     return get_client(write=True), cache.make_key(CHANNEL)
 
@@ -78,7 +80,13 @@ class Listener(threading.Thread):
         idle: Callable[[], None],
     ) -> None:
         super().__init__(name="tokenauth-revocation-push", daemon=True)
-        self.client, self.channel, self.apply, self.resync, self.idle = client, channel, apply, resync, idle
+        self.client, self.channel, self.apply, self.resync, self.idle = (
+            client,
+            channel,
+            apply,
+            resync,
+            idle,
+        )
         self.pid = os.getpid()
         self.stopped = threading.Event()
         self.subscribed = threading.Event()
@@ -124,7 +132,10 @@ class Subscription:
     """The one listener of this process for the current settings, started on first use."""
 
     def __init__(
-        self, apply: Callable[[dict[str, Any]], None], resync: Callable[[], None], idle: Callable[[], None]
+        self,
+        apply: Callable[[dict[str, Any]], None],
+        resync: Callable[[], None],
+        idle: Callable[[], None],
     ) -> None:
         self._apply, self._resync, self._idle = apply, resync, idle
         self._listener: Listener | None = None

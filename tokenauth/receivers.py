@@ -17,13 +17,7 @@ from django.db.models.signals import m2m_changed, post_delete, post_save, pre_de
 from django.dispatch import receiver
 from django.utils import timezone
 
-from .conf import tokenauth_settings
-from .issuers import db_issuers
-from .middleware import stamp_login
-from .models import Epoch, Identity, Issuer, Session, identity_digest
-from .provisioning import forget
-from .revocation import bump_epoch, record_groups
-from .sessions import access_token_margin, end_session
+from . import conf, issuers, middleware, models, provisioning, revocation, sessions
 
 User = get_user_model()
 
@@ -39,7 +33,11 @@ def revoke_on_lost_access(sender: Any, instance: Any, raw: bool = False, **kwarg
     active = hasattr(instance, "is_active")
     fields = [sender.USERNAME_FIELD, "password", *(["is_active"] if active else [])]
     update_fields = kwargs.get("update_fields")
-    if raw or instance.pk is None or (update_fields is not None and not set(fields) & set(update_fields)):
+    if (
+        raw
+        or instance.pk is None
+        or (update_fields is not None and not set(fields) & set(update_fields))
+    ):
         return  # e.g. the login's own save of last_login: no query
     was = sender._default_manager.filter(pk=instance.pk).values(*fields).first()
     instance._tokenauth_was = was
@@ -51,13 +49,13 @@ def revoke_on_lost_access(sender: Any, instance: Any, raw: bool = False, **kwarg
         reason = "password change"
     else:
         return
-    bump_epoch(Epoch.Kind.USER, str(instance.pk), reason=reason)
+    revocation.bump_epoch(models.Epoch.Kind.USER, str(instance.pk), reason=reason)
 
 
 def _password_changed(old: str, new: str) -> bool:
     """A new hash that is or replaces a usable password: one unusable marker for another (a provisioned
     user's ``set_unusable_password()``), or a first password for a user who had none, takes no access away."""
-    if old == new or not tokenauth_settings.REVOKE_ON_PASSWORD_CHANGE:
+    if old == new or not conf.tokenauth_settings.REVOKE_ON_PASSWORD_CHANGE:
         return False
     return _has_password(old) or _has_password(new) and bool(old)
 
@@ -87,9 +85,16 @@ def user_groups_changed(
     if action not in ("pre_remove", "pre_clear", "post_add"):
         return
     if not reverse:
-        users, leaving = [instance], Group.objects.filter(pk__in=pk_set) if pk_set is not None else None
+        users, leaving = (
+            [instance],
+            Group.objects.filter(pk__in=pk_set) if pk_set is not None else None,
+        )
     else:  # group.user_set.remove(...) / .clear()
-        members = instance.user_set.all() if pk_set is None else User._default_manager.filter(pk__in=pk_set)
+        members = (
+            instance.user_set.all()
+            if pk_set is None
+            else User._default_manager.filter(pk__in=pk_set)
+        )
         users, leaving = list(members), Group.objects.filter(pk=instance.pk)
     for user in users:
         if action == "post_add":
@@ -101,68 +106,88 @@ def user_groups_changed(
 
 def leave_groups(user: Any, leaving: Any) -> None:
     """Record the groups ``user`` keeps when it leaves ``leaving`` (a Group queryset; None: all)."""
-    kept = user.groups.exclude(pk__in=leaving.values("pk")) if leaving is not None else Group.objects.none()
-    record_groups(str(user.pk), kept.values_list("name", flat=True), reason="left a group")
+    kept = (
+        user.groups.exclude(pk__in=leaving.values("pk"))
+        if leaving is not None
+        else Group.objects.none()
+    )
+    revocation.record_groups(
+        str(user.pk), kept.values_list("name", flat=True), reason="left a group"
+    )
 
 
 def joined_groups(user: Any) -> None:
     """A group joined after one was left: the record lists it again (or a token minted in the same
     second as the leaving, whose ``iat`` is no later, would not confer it)."""
-    record_groups(
-        str(user.pk), user.groups.values_list("name", flat=True), reason="joined a group", only_update=True
+    revocation.record_groups(
+        str(user.pk),
+        user.groups.values_list("name", flat=True),
+        reason="joined a group",
+        only_update=True,
     )
 
 
 def forget_identities_of(user: Any) -> None:
     """External identities answer from a cached copy of the user; drop it so the change shows."""
-    for issuer, subject in Identity.objects.filter(user=user).values_list("issuer", "subject"):
-        forget(issuer, subject)
+    for issuer, subject in models.Identity.objects.filter(user=user).values_list(
+        "issuer", "subject"
+    ):
+        provisioning.forget(issuer, subject)
 
 
 @receiver(pre_delete, sender=User, dispatch_uid="tokenauth_user_pre_delete")
 def revoke_deleted_user(sender: Any, instance: Any, **kwargs: Any) -> None:
-    bump_epoch(Epoch.Kind.USER, str(instance.pk), reason="user deleted")
+    revocation.bump_epoch(models.Epoch.Kind.USER, str(instance.pk), reason="user deleted")
 
 
-@receiver(pre_delete, sender=Session, dispatch_uid="tokenauth_session_pre_delete")
-def end_deleted_session(sender: Any, instance: Session, **kwargs: Any) -> None:
+@receiver(pre_delete, sender=models.Session, dispatch_uid="tokenauth_session_pre_delete")
+def end_deleted_session(sender: Any, instance: models.Session, **kwargs: Any) -> None:
     """A session row deleted by any means (a queryset, its user's deletion) ends like a logout: its
     access tokens are denied, ``session_revoked`` is sent and an audit event written. One expired so
     long ago that none of its tokens can be alive (``tokenauth_purge``) just goes."""
-    if instance.revoked_at is None and instance.expires_at + access_token_margin() > timezone.now():
-        end_session(instance, reason="deleted")
+    if (
+        instance.revoked_at is None
+        and instance.expires_at + sessions.access_token_margin() > timezone.now()
+    ):
+        sessions.end_session(instance, reason="deleted")
 
 
 @receiver(pre_delete, sender=Group, dispatch_uid="tokenauth_group_pre_delete")
 def revoke_deleted_group(sender: Any, instance: Any, **kwargs: Any) -> None:
     """Tokens that selected the group end; its members' other tokens no longer confer it."""
-    bump_epoch(Epoch.Kind.GROUP, str(instance.pk), reason="group deleted")
+    revocation.bump_epoch(models.Epoch.Kind.GROUP, str(instance.pk), reason="group deleted")
     for user in instance.user_set.all():
         leave_groups(user, Group.objects.filter(pk=instance.pk))
 
 
-@receiver(pre_delete, sender=Identity, dispatch_uid="tokenauth_identity_pre_delete")
-def revoke_deleted_identity(sender: Any, instance: Identity, **kwargs: Any) -> None:
+@receiver(pre_delete, sender=models.Identity, dispatch_uid="tokenauth_identity_pre_delete")
+def revoke_deleted_identity(sender: Any, instance: models.Identity, **kwargs: Any) -> None:
     """Tokens of a deleted identity stop, even if the issuer provisions it again later."""
-    bump_epoch(
-        Epoch.Kind.IDENTITY, identity_digest(instance.issuer, instance.subject), reason="identity deleted"
+    revocation.bump_epoch(
+        models.Epoch.Kind.IDENTITY,
+        models.identity_digest(instance.issuer, instance.subject),
+        reason="identity deleted",
     )
 
 
-@receiver(post_save, sender=Identity, dispatch_uid="tokenauth_identity_saved")
-@receiver(post_delete, sender=Identity, dispatch_uid="tokenauth_identity_deleted")
-def identity_changed(sender: Any, instance: Identity, **kwargs: Any) -> None:
-    forget(instance.issuer, instance.subject)
+@receiver(post_save, sender=models.Identity, dispatch_uid="tokenauth_identity_saved")
+@receiver(post_delete, sender=models.Identity, dispatch_uid="tokenauth_identity_deleted")
+def identity_changed(sender: Any, instance: models.Identity, **kwargs: Any) -> None:
+    provisioning.forget(instance.issuer, instance.subject)
 
 
-@receiver(post_save, sender=Issuer, dispatch_uid="tokenauth_issuer_saved")
-@receiver(post_delete, sender=Issuer, dispatch_uid="tokenauth_issuer_deleted")
-@receiver(m2m_changed, sender=Issuer.default_groups.through, dispatch_uid="tokenauth_issuer_groups")
+@receiver(post_save, sender=models.Issuer, dispatch_uid="tokenauth_issuer_saved")
+@receiver(post_delete, sender=models.Issuer, dispatch_uid="tokenauth_issuer_deleted")
+@receiver(
+    m2m_changed,
+    sender=models.Issuer.default_groups.through,
+    dispatch_uid="tokenauth_issuer_groups",
+)
 def issuers_changed(sender: Any, **kwargs: Any) -> None:
-    db_issuers.changed()
+    issuers.db_issuers.changed()
 
 
 @receiver(user_logged_in, dispatch_uid="tokenauth_stamp_login")
 def stamp_session_login(sender: Any, request: Any, **kwargs: Any) -> None:
     """EpochSessionMiddleware ends sessions that began before the user's next epoch bump."""
-    stamp_login(request)
+    middleware.stamp_login(request)

@@ -26,30 +26,17 @@ from django.db import DatabaseError, transaction
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
-from . import clock, push, signals
-from .conf import process_cache, tokenauth_settings
-from .denylist import Denylist
-from .exceptions import InvalidToken
-from .fingerprints import FingerprintMap
-from .models import AuditEvent, Epoch, Identity, RevokedToken, Session, identity_digest
-from .snapshots import (
-    CACHE_PREFIX,
-    BoundedMemo,
-    StateUnavailable,
-    expire_snapshot,
-    publish,
-    refresh_interval,
-    shared_cache_call,
-)
-from .tokens import (
-    CLAIM_EPOCH,
-    CLAIM_GLOBAL_EPOCH,
-    CLAIM_GROUP,
-    CLAIM_GROUP_EPOCH,
-    CLAIM_GROUP_ID,
-    CLAIM_SESSION,
-    CLAIM_TOKEN_FAMILY,
-    group_names,
+from . import (
+    clock,
+    conf,
+    denylist,
+    exceptions,
+    fingerprints,
+    models,
+    push,
+    signals,
+    snapshots,
+    tokens,
 )
 
 logger = logging.getLogger(__name__)
@@ -97,14 +84,14 @@ _LARGEST_VALUE = 2**32 - 1
 
 
 def _epoch_key(kind: str, object_id: str) -> str:
-    return f"{CACHE_PREFIX}epoch:{kind}:{object_id}"
+    return f"{snapshots.CACHE_PREFIX}epoch:{kind}:{object_id}"
 
 
 #: How far back each read of the change feed reaches before the previous read: a change is stamped
 #: (``updated_at``, ``revoked_at``) when its transaction writes it, and commits later; the clocks of
 #: application servers differ a little too. Reading changes twice is harmless.
 FEED_OVERLAP = 60.0
-VERSION_KEY = f"{CACHE_PREFIX}revocation:version"
+VERSION_KEY = f"{snapshots.CACHE_PREFIX}revocation:version"
 #: How often expired denylist entries and epoch changes older than the window are dropped (each table
 #: is moved into a new one a few thousand slots at a time, see :mod:`tokenauth.fingerprints`).
 PRUNE_INTERVAL = 600.0
@@ -142,7 +129,7 @@ class RevocationState:
         #: Epoch rows changed since ``_covered_from`` (POSIX time; None until they are all read): their
         #: value and last bump (POSIX time) by a fingerprint of kind and id, 20 bytes a slot. A row with
         #: a group record (a user who left a group: rare) is held exactly, in ``_exact``.
-        self._epochs = FingerprintMap(("I", "d"))
+        self._epochs = fingerprints.FingerprintMap(("I", "d"))
         self._exact: dict[tuple[str, str], EpochValue] = {}
         #: Changes this process made whose transaction has not committed yet (dropped again when it
         #: rolls back; a fingerprint's slot cannot be taken back).
@@ -152,7 +139,7 @@ class RevocationState:
         self._epoch_cursor: int | None = 0
         self._epochs_from: datetime | None = None
         #: Denied ids and until when (POSIX time).
-        self._denied = Denylist()
+        self._denied = denylist.Denylist()
         #: The denylist is read up to this primary key; None once all of it is held.
         self._load_cursor: int | None = 0
         self._pruned_at = clock.monotonic()
@@ -161,35 +148,43 @@ class RevocationState:
         self._read_at = float("-inf")
         #: Database time of the start of the last read of the feed.
         self._read_from: datetime | None = None
-        self._memo: BoundedMemo[tuple[str, str], tuple[EpochValue, float]] = BoundedMemo(
-            lambda: tokenauth_settings.VERIFIED_TOKEN_CACHE_SIZE
+        self._memo: snapshots.BoundedMemo[tuple[str, str], tuple[EpochValue, float]] = (
+            snapshots.BoundedMemo(lambda: conf.tokenauth_settings.VERIFIED_TOKEN_CACHE_SIZE)
         )
 
     # -- the change feed --------------------------------------------------------------------------
 
     def _current(self) -> None:
         """Follow the feed when the refresh interval passed (at most one cache read per interval)."""
-        if self._read_from is not None and clock.monotonic() - self._checked_at < refresh_interval():
+        if (
+            self._read_from is not None
+            and clock.monotonic() - self._checked_at < snapshots.refresh_interval()
+        ):
             return
         with self._lock:
             now = clock.monotonic()
-            if self._read_from is not None and now - self._checked_at < refresh_interval():
+            if (
+                self._read_from is not None
+                and now - self._checked_at < snapshots.refresh_interval()
+            ):
                 return
             listener = self._push.ensure()
-            version = shared_cache_call("get", VERSION_KEY)
+            version = snapshots.shared_cache_call("get", VERSION_KEY)
             if version is None:  # evicted or never set: start one, so that the next change differs
-                shared_cache_call("add", VERSION_KEY, uuid.uuid4().hex, None)
-                version = shared_cache_call("get", VERSION_KEY)
-            reload = tokenauth_settings.REVOCATION_RELOAD_INTERVAL.total_seconds()
+                snapshots.shared_cache_call("add", VERSION_KEY, uuid.uuid4().hex, None)
+                version = snapshots.shared_cache_call("get", VERSION_KEY)
+            reload = conf.tokenauth_settings.REVOCATION_RELOAD_INTERVAL.total_seconds()
             unchanged = version is not None and version == self._version
             if self._read_from is None or not unchanged or now - self._read_at >= reload:
                 try:
                     self._read_changes()
                 except DatabaseError as exc:
                     if not unchanged:
-                        raise StateUnavailable("revocation state unavailable") from exc
+                        raise snapshots.StateUnavailable("revocation state unavailable") from exc
                     # Only the periodic re-read failed: keep what we have, try again later.
-                    logger.warning("tokenauth: cannot re-read the revocation state; keeping the copy")
+                    logger.warning(
+                        "tokenauth: cannot re-read the revocation state; keeping the copy"
+                    )
                 self._read_at = now
                 self._prune_epochs()
                 if listener is None and now - self._pruned_at >= PRUNE_INTERVAL:
@@ -204,14 +199,14 @@ class RevocationState:
         """Rows changed since the last read, merged into memory. The first read only marks where the
         feed starts: what changed before, :meth:`_load_some` reads a piece at a time."""
         started = timezone.now()
-        window = tokenauth_settings.REVOCATION_WINDOW
+        window = conf.tokenauth_settings.REVOCATION_WINDOW
         if self._read_from is None:
             self._read_from, self._epochs_from = started, started - window
             return
         since = max(started - window, self._read_from - timedelta(seconds=FEED_OVERLAP))
-        for row in Epoch.objects.filter(updated_at__gte=since):
+        for row in models.Epoch.objects.filter(updated_at__gte=since):
             self._merge(row.kind, row.object_id, epoch_value(row))
-        denied = RevokedToken.objects.filter(expires_at__gt=started, revoked_at__gte=since)
+        denied = models.RevokedToken.objects.filter(expires_at__gt=started, revoked_at__gte=since)
         for jti, expires in denied.values_list("jti", "expires_at").iterator(chunk_size=10_000):
             self._denied.add(jti, expires.timestamp())
         self._read_from = started
@@ -245,12 +240,12 @@ class RevocationState:
         if self._load_cursor == 0:
             # A table of about the right size at once: two index lookups, not a count (nor one
             # MIN/MAX query, which SQLite answers with a scan).
-            keys = RevokedToken.objects.order_by("pk").values_list("pk", flat=True)
+            keys = models.RevokedToken.objects.order_by("pk").values_list("pk", flat=True)
             low, high = keys.first(), keys.last()
             if low is not None and high is not None:
                 self._denied.reserve(high - low + 1)
         rows = list(
-            RevokedToken.objects.filter(pk__gt=self._load_cursor)
+            models.RevokedToken.objects.filter(pk__gt=self._load_cursor)
             .order_by("pk")
             .values_list("pk", "jti", "expires_at")[:LOAD_CHUNK]
         )
@@ -267,7 +262,7 @@ class RevocationState:
         start = self._epochs_from
         assert start is not None
         rows = list(
-            Epoch.objects.filter(pk__gt=self._epoch_cursor)
+            models.Epoch.objects.filter(pk__gt=self._epoch_cursor)
             .order_by("pk")
             .values_list("pk", "updated_at", "kind", "object_id", *EPOCH_FIELDS)[:LOAD_CHUNK]
         )
@@ -294,11 +289,13 @@ class RevocationState:
                     self._denied.add(str(jti), float(expires))
                 elif "e" in change:
                     kind, object_id, *value = change["e"]
-                    value = EpochValue(int(value[0]), value[1], tuple(map(str, value[2])), value[3])
+                    value = EpochValue(
+                        int(value[0]), value[1], tuple(map(str, value[2])), value[3]
+                    )
                     self._merge(str(kind), str(object_id), value)
                     self._memo.discard((str(kind), str(object_id)))
             if "s" in change:
-                expire_snapshot(str(change["s"]))
+                snapshots.expire_snapshot(str(change["s"]))
         except (TypeError, ValueError):
             logger.warning("tokenauth: ignoring a revocation push message of an unknown shape")
 
@@ -307,7 +304,9 @@ class RevocationState:
         the larger value and the later bump; of equal age, the later read wins)."""
         if value.groups_at is None and value.value <= _LARGEST_VALUE:
             if value.value or value.not_before:
-                self._epochs.put(_epoch_name(kind, object_id), (value.value, value.not_before or 0.0))
+                self._epochs.put(
+                    _epoch_name(kind, object_id), (value.value, value.not_before or 0.0)
+                )
             return
         held = self._exact.get((kind, object_id))
         if held is None or _age(value) >= _age(held):
@@ -329,7 +328,7 @@ class RevocationState:
         """Forget epoch changes older than the window (with each read of the database, not each
         interval; the compact map with the denylist, every ``PRUNE_INTERVAL``): no token within it
         predates them."""
-        start = time.time() - tokenauth_settings.REVOCATION_WINDOW.total_seconds()
+        start = time.time() - conf.tokenauth_settings.REVOCATION_WINDOW.total_seconds()
         if self._covered_from is not None and start > self._covered_from:
             # Holding more than the window is harmless: only what it covers must be held.
             self._covered_from = start
@@ -354,7 +353,7 @@ class RevocationState:
         now = time.time()
         self._denied.prune(now)
         if self._covered_from is not None:
-            self._epochs.prune(now - tokenauth_settings.REVOCATION_WINDOW.total_seconds())
+            self._epochs.prune(now - conf.tokenauth_settings.REVOCATION_WINDOW.total_seconds())
         self._pruned_at = clock.monotonic()
 
     # -- epochs ---------------------------------------------------------------------------------
@@ -371,14 +370,17 @@ class RevocationState:
         """For what the window does not cover: one row, memoised, over the shared cache."""
         now = clock.monotonic()
         local = self._memo.get((kind, object_id))
-        if local is not None and now - local[1] < refresh_interval():
+        if local is not None and now - local[1] < snapshots.refresh_interval():
             return local[0]
         key = _epoch_key(kind, object_id)
-        found = shared_cache_call("get", key)
+        found = snapshots.shared_cache_call("get", key)
         if found is None:
             found = self._load_epoch(kind, object_id)
-            shared_cache_call(
-                "add", key, tuple(found), tokenauth_settings.EPOCH_CACHE_TIMEOUT.total_seconds()
+            snapshots.shared_cache_call(
+                "add",
+                key,
+                tuple(found),
+                conf.tokenauth_settings.EPOCH_CACHE_TIMEOUT.total_seconds(),
             )
         found = EpochValue(*found)
         # Epochs only grow: a lagging cache never lowers what we saw.
@@ -391,9 +393,9 @@ class RevocationState:
     @staticmethod
     def _load_epoch(kind: str, object_id: str) -> EpochValue:
         try:
-            row = Epoch.objects.filter(kind=kind, object_id=object_id).first()
+            row = models.Epoch.objects.filter(kind=kind, object_id=object_id).first()
         except DatabaseError as exc:
-            raise StateUnavailable("revocation state unavailable") from exc
+            raise snapshots.StateUnavailable("revocation state unavailable") from exc
         return ZERO if row is None else epoch_value(row)
 
     def remember_epoch(self, kind: str, object_id: str, value: EpochValue) -> None:
@@ -401,9 +403,11 @@ class RevocationState:
         with self._lock:
             self._pending[(kind, object_id)] = _newest(self._pending.get((kind, object_id)), value)
         self._memo.put((kind, object_id), (value, clock.monotonic()))
-        timeout = tokenauth_settings.EPOCH_CACHE_TIMEOUT.total_seconds()
-        if not publish(_epoch_key(kind, object_id), tuple(value), timeout):
-            raise StateUnavailable("the new epoch could not be published to the shared cache")
+        timeout = conf.tokenauth_settings.EPOCH_CACHE_TIMEOUT.total_seconds()
+        if not snapshots.publish(_epoch_key(kind, object_id), tuple(value), timeout):
+            raise snapshots.StateUnavailable(
+                "the new epoch could not be published to the shared cache"
+            )
         transaction.on_commit(lambda: self._committed(kind, object_id, value))
 
     def _committed(self, kind: str, object_id: str, value: EpochValue) -> None:
@@ -420,7 +424,7 @@ class RevocationState:
         with self._lock:
             self._pending.pop((kind, object_id), None)
         self._memo.discard((kind, object_id))
-        shared_cache_call("delete", _epoch_key(kind, object_id))
+        snapshots.shared_cache_call("delete", _epoch_key(kind, object_id))
 
     # -- denylist -------------------------------------------------------------------------------
 
@@ -447,9 +451,11 @@ class RevocationState:
 def _denied_in_database(ids: list[str]) -> bool:
     """While the denylist is being read: one indexed query for what the table does not hold yet."""
     try:
-        return RevokedToken.objects.filter(jti__in=ids, expires_at__gt=timezone.now()).exists()
+        return models.RevokedToken.objects.filter(
+            jti__in=ids, expires_at__gt=timezone.now()
+        ).exists()
     except DatabaseError as exc:
-        raise StateUnavailable("the denylist could not be read") from exc
+        raise snapshots.StateUnavailable("the denylist could not be read") from exc
 
 
 def _changed_at(value: EpochValue) -> float:
@@ -460,7 +466,7 @@ def announce(change: dict[str, Any]) -> None:
     """Tell every process that the revocation state changed: the change itself over the push channel
     (applied within milliseconds), and a new version, which makes them read the feed within an interval."""
     push.publish(change)
-    if not publish(VERSION_KEY, uuid.uuid4().hex, None):
+    if not snapshots.publish(VERSION_KEY, uuid.uuid4().hex, None):
         logger.error(
             "tokenauth: the revocation state changed but the shared cache could not say so; other "
             "processes see it within REVOCATION_RELOAD_INTERVAL"
@@ -469,14 +475,14 @@ def announce(change: dict[str, Any]) -> None:
 
 state = RevocationState()
 
-process_cache(state.reset)
+conf.process_cache(state.reset)
 
 
 #: The fields of an epoch row that make its :class:`EpochValue`, in order.
 EPOCH_FIELDS = ("value", "not_before", "groups", "groups_changed_at")
 
 
-def epoch_value(row: Epoch) -> EpochValue:
+def epoch_value(row: models.Epoch) -> EpochValue:
     return _epoch_value(*(getattr(row, name) for name in EPOCH_FIELDS))
 
 
@@ -514,21 +520,26 @@ def check_local_claims(claims: dict[str, Any], user_id: str) -> tuple[str, ...]:
     """Refuse one of our tokens whose id, session or refresh-token family is denied, whose epochs are
     behind, or whose selected group the user has left; returns the groups it still confers."""
     issued = claims["iat"]
-    user = current_epoch(Epoch.Kind.USER, user_id, issued)
+    user = current_epoch(models.Epoch.Kind.USER, user_id, issued)
     behind = (
-        claims[CLAIM_EPOCH] < user.value
-        or claims[CLAIM_GLOBAL_EPOCH] < current_epoch(Epoch.Kind.GLOBAL, "", issued).value
+        claims[tokens.CLAIM_EPOCH] < user.value
+        or claims[tokens.CLAIM_GLOBAL_EPOCH]
+        < current_epoch(models.Epoch.Kind.GLOBAL, "", issued).value
         or (
-            CLAIM_GROUP_ID in claims
-            and claims.get(CLAIM_GROUP_EPOCH, -1)
-            < current_epoch(Epoch.Kind.GROUP, str(claims[CLAIM_GROUP_ID]), issued).value
+            tokens.CLAIM_GROUP_ID in claims
+            and claims.get(tokens.CLAIM_GROUP_EPOCH, -1)
+            < current_epoch(
+                models.Epoch.Kind.GROUP, str(claims[tokens.CLAIM_GROUP_ID]), issued
+            ).value
         )
     )
-    if behind or is_revoked(claims.get("jti"), claims.get(CLAIM_SESSION), claims.get(CLAIM_TOKEN_FAMILY)):
-        raise InvalidToken(_("The access token was revoked"))
-    if CLAIM_GROUP in claims and not user.groups_kept(claims, [claims[CLAIM_GROUP]]):
-        raise InvalidToken(_("The access token's group was left"))
-    return user.groups_kept(claims, group_names(claims))
+    if behind or is_revoked(
+        claims.get("jti"), claims.get(tokens.CLAIM_SESSION), claims.get(tokens.CLAIM_TOKEN_FAMILY)
+    ):
+        raise exceptions.InvalidToken(_("The access token was revoked"))
+    if tokens.CLAIM_GROUP in claims and not user.groups_kept(claims, [claims[tokens.CLAIM_GROUP]]):
+        raise exceptions.InvalidToken(_("The access token's group was left"))
+    return user.groups_kept(claims, tokens.group_names(claims))
 
 
 def denylist_id(claims: dict[str, Any]) -> str | None:
@@ -536,34 +547,36 @@ def denylist_id(claims: dict[str, Any]) -> str | None:
     jti = claims.get("jti")
     if not isinstance(jti, str) or not jti:
         return None
-    return jti if claims["iss"] == tokenauth_settings.ISSUER else f"{claims['iss']}#{jti}"
+    return jti if claims["iss"] == conf.tokenauth_settings.ISSUER else f"{claims['iss']}#{jti}"
 
 
 def check_external_claims(claims: dict[str, Any], user_id: str, identity: str) -> None:
     """External tokens carry no epochs of ours: refuse those issued before a bump (iat cutoff)."""
     if is_revoked(denylist_id(claims)):
-        raise InvalidToken(_("The access token was revoked"))
+        raise exceptions.InvalidToken(_("The access token was revoked"))
     issued = claims["iat"]
     for kind, object_id in (
-        (Epoch.Kind.USER, user_id),
-        (Epoch.Kind.IDENTITY, identity),
-        (Epoch.Kind.GLOBAL, ""),
+        (models.Epoch.Kind.USER, user_id),
+        (models.Epoch.Kind.IDENTITY, identity),
+        (models.Epoch.Kind.GLOBAL, ""),
     ):
         not_before = current_epoch(kind, object_id, issued).not_before
         if not_before is not None and issued < not_before:
-            raise InvalidToken(_("The access token was revoked"))
+            raise exceptions.InvalidToken(_("The access token was revoked"))
 
 
 # -- writes ------------------------------------------------------------------------------------
 
 
 @contextmanager
-def _locked_epoch(kind: str, object_id: str) -> Iterator[Epoch]:
+def _locked_epoch(kind: str, object_id: str) -> Iterator[models.Epoch]:
     """The epoch row, locked, to change in the block; then saved and published while the lock is held
     (so concurrent writers reach the cache in order), or dropped from the cache if anything failed."""
     try:
         with transaction.atomic():
-            epoch, _ = Epoch.objects.select_for_update().get_or_create(kind=kind, object_id=object_id)
+            epoch, _ = models.Epoch.objects.select_for_update().get_or_create(
+                kind=kind, object_id=object_id
+            )
             yield epoch
             epoch.save()
             state.remember_epoch(kind, object_id, epoch_value(epoch))
@@ -576,28 +589,42 @@ def _locked_epoch(kind: str, object_id: str) -> Iterator[Epoch]:
 def bump_epoch(kind: str, object_id: str, *, actor: Any = None, reason: str = "") -> EpochValue:
     """Invalidate every earlier token of a user, a group (``object_id`` = its pk) or everyone."""
     now = timezone.now()
-    ended: list[Session] = []
+    ended: list[models.Session] = []
     with _locked_epoch(kind, object_id) as epoch:
         epoch.value += 1
         epoch.not_before = now
         epoch.bumped_by_id = getattr(actor, "pk", None)
         epoch.reason = reason[:255]
-        if kind == Epoch.Kind.USER:
-            live = Session.objects.select_for_update().filter(user_id=object_id, revoked_at__isnull=True)
+        if kind == models.Epoch.Kind.USER:
+            live = models.Session.objects.select_for_update().filter(
+                user_id=object_id, revoked_at__isnull=True
+            )
             ended = list(live)
             live.update(revoked_at=now)
-        AuditEvent.objects.create(
+        models.AuditEvent.objects.create(
             action="epoch_bumped",
-            user_id=object_id if kind == Epoch.Kind.USER else None,
+            user_id=object_id if kind == models.Epoch.Kind.USER else None,
             actor_id=epoch.bumped_by_id,
-            detail={"kind": kind, "object_id": object_id, "epoch": epoch.value, "reason": epoch.reason},
+            detail={
+                "kind": kind,
+                "object_id": object_id,
+                "epoch": epoch.value,
+                "reason": epoch.reason,
+            },
         )
     signals.epoch_bumped.send(
-        sender=Epoch, kind=kind, object_id=object_id, epoch=epoch.value, actor=actor, reason=reason
+        sender=models.Epoch,
+        kind=kind,
+        object_id=object_id,
+        epoch=epoch.value,
+        actor=actor,
+        reason=reason,
     )
     for session in ended:  # the bump's audit event stands for theirs
         session.revoked_at = now
-        signals.session_revoked.send(sender=Session, session=session, reason="epoch_bumped", actor=actor)
+        signals.session_revoked.send(
+            sender=models.Session, session=session, reason="epoch_bumped", actor=actor
+        )
     return epoch_value(epoch)
 
 
@@ -612,20 +639,24 @@ def record_groups(
     """
     if (
         only_update
-        and not Epoch.objects.filter(
-            kind=Epoch.Kind.USER, object_id=user_id, groups_changed_at__isnull=False
+        and not models.Epoch.objects.filter(
+            kind=models.Epoch.Kind.USER, object_id=user_id, groups_changed_at__isnull=False
         ).exists()
     ):
         return
-    with _locked_epoch(Epoch.Kind.USER, user_id) as epoch:
+    with _locked_epoch(models.Epoch.Kind.USER, user_id) as epoch:
         epoch.groups = sorted(set(groups))
         if only_update:
             return
         epoch.groups_changed_at = timezone.now()
-        AuditEvent.objects.create(
-            action="groups_changed", user_id=user_id, detail={"groups": epoch.groups, "reason": reason[:255]}
+        models.AuditEvent.objects.create(
+            action="groups_changed",
+            user_id=user_id,
+            detail={"groups": epoch.groups, "reason": reason[:255]},
         )
-    signals.groups_changed.send(sender=Epoch, user_id=user_id, groups=epoch.groups, reason=reason)
+    signals.groups_changed.send(
+        sender=models.Epoch, user_id=user_id, groups=epoch.groups, reason=reason
+    )
 
 
 class Target(NamedTuple):
@@ -652,26 +683,29 @@ def find_target(
     :class:`NoSuchTarget` with a readable message."""
     if user is not None:
         model = get_user_model()
-        found = model._default_manager.filter(**{model.USERNAME_FIELD: user}).values_list("pk", flat=True)
-        kind, label = Epoch.Kind.USER, f"user {user}"
+        found = model._default_manager.filter(**{model.USERNAME_FIELD: user}).values_list(
+            "pk", flat=True
+        )
+        kind, label = models.Epoch.Kind.USER, f"user {user}"
         missing = _("No such user %(name)s") % {"name": user}
     elif group is not None:
         found = Group.objects.filter(name=group).values_list("pk", flat=True)
-        kind, label = Epoch.Kind.GROUP, f"group {group}"
+        kind, label = models.Epoch.Kind.GROUP, f"group {group}"
         missing = _("No such group %(name)s") % {"name": group}
     elif issuer is not None or subject is not None:
         label = f"identity {subject} of {issuer}"
         if (
             issuer is None
             or subject is None
-            or not Identity.objects.filter(issuer=issuer, subject=subject).exists()
+            or not models.Identity.objects.filter(issuer=issuer, subject=subject).exists()
         ):
             raise NoSuchTarget(
-                _("No such identity %(subject)s of %(issuer)s") % {"subject": subject, "issuer": issuer}
+                _("No such identity %(subject)s of %(issuer)s")
+                % {"subject": subject, "issuer": issuer}
             )
-        return Target(Epoch.Kind.IDENTITY, identity_digest(issuer, subject), label)
+        return Target(models.Epoch.Kind.IDENTITY, models.identity_digest(issuer, subject), label)
     else:
-        return Target(Epoch.Kind.GLOBAL, "", "everyone")
+        return Target(models.Epoch.Kind.GLOBAL, "", "everyone")
     pk = found.first()
     if pk is None:
         raise NoSuchTarget(missing)
@@ -680,13 +714,14 @@ def find_target(
 
 def revoke_id(jti: str, expires_at: datetime, *, reason: str = "") -> None:
     """Deny one token id (or session id) until ``expires_at``, when nothing it names is valid anyway."""
-    RevokedToken.objects.update_or_create(
-        jti=jti, defaults={"expires_at": expires_at, "reason": reason[:255], "revoked_at": timezone.now()}
+    models.RevokedToken.objects.update_or_create(
+        jti=jti,
+        defaults={"expires_at": expires_at, "reason": reason[:255], "revoked_at": timezone.now()},
     )
     state.deny(jti, expires_at.timestamp())
 
 
 def purge_expired() -> int:
     """Delete denylist rows whose tokens expired anyway; returns how many."""
-    deleted, _ = RevokedToken.objects.filter(expires_at__lte=timezone.now()).delete()
+    deleted, _ = models.RevokedToken.objects.filter(expires_at__lte=timezone.now()).delete()
     return deleted

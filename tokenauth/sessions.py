@@ -17,12 +17,7 @@ from django.utils.crypto import constant_time_compare
 from django.utils.functional import Promise
 from django.utils.translation import gettext_lazy as _
 
-from . import signals
-from .conf import tokenauth_settings
-from .exceptions import OAuthError
-from .models import AuditEvent, Session
-from .revocation import revoke_id
-from .tokens import Standing, read_standing
+from . import conf, exceptions, models, revocation, signals, tokens
 
 
 def _hash(secret: str) -> str:
@@ -31,8 +26,8 @@ def _hash(secret: str) -> str:
 
 def _lifetime(remember_me: bool) -> timedelta:
     if remember_me:
-        return tokenauth_settings.REMEMBER_ME_REFRESH_TOKEN_LIFETIME
-    return tokenauth_settings.REFRESH_TOKEN_LIFETIME
+        return conf.tokenauth_settings.REMEMBER_ME_REFRESH_TOKEN_LIFETIME
+    return conf.tokenauth_settings.REFRESH_TOKEN_LIFETIME
 
 
 def start_session(
@@ -44,7 +39,7 @@ def start_session(
     group: Any = None,
     browser_login: Any = None,
     login: dict[str, Any] | None = None,
-) -> tuple[Session, str]:
+) -> tuple[models.Session, str]:
     """Open a session and return it with its first refresh token; beyond ``MAX_SESSIONS_PER_USER``
     the user's oldest live sessions end (reason "limit"). ``browser_login``: the BrowserLogin on whose
     page it starts (the provider's back-channel logout of that login ends it). ``login``: the detail of
@@ -52,7 +47,7 @@ def start_session(
     secret = secrets.token_urlsafe(32)
     # No savepoint: a caller's transaction (the login) commits or rolls back the session as a whole.
     with transaction.atomic(savepoint=False):
-        session = Session.objects.create(
+        session = models.Session.objects.create(
             user=user,
             expires_at=timezone.now() + _lifetime(remember_me),
             remember_me=remember_me,
@@ -63,40 +58,48 @@ def start_session(
             browser_login=browser_login,
         )
         if login is not None:
-            AuditEvent.objects.create(action="login", user=user, detail={"session": str(session.pk), **login})
-        limit = tokenauth_settings.MAX_SESSIONS_PER_USER
+            models.AuditEvent.objects.create(
+                action="login", user=user, detail={"session": str(session.pk), **login}
+            )
+        limit = conf.tokenauth_settings.MAX_SESSIONS_PER_USER
         if limit is not None:
-            live = Session.objects.filter(user=user, revoked_at__isnull=True, expires_at__gt=timezone.now())
+            live = models.Session.objects.filter(
+                user=user, revoked_at__isnull=True, expires_at__gt=timezone.now()
+            )
             for old in live.exclude(pk=session.pk).order_by("-created_at")[limit - 1 :]:
                 end_session(old, reason="limit")
     return session, f"{session.family}.{secret}"
 
 
-def _invalid(description: str | Promise) -> OAuthError:
-    return OAuthError("invalid_grant", description)
+def _invalid(description: str | Promise) -> exceptions.OAuthError:
+    return exceptions.OAuthError("invalid_grant", description)
 
 
-def standing(session: Session) -> Standing:
+def standing(session: models.Session) -> tokens.Standing:
     """The session user's groups and epochs as the last check of the session (:func:`rotate`,
     :func:`check_session`) read them, so that the token minted next says what was checked; read now
     if the session was not checked."""
-    return session.__dict__.get("_standing") or read_standing(session.user_id, session.group_id)
+    return session.__dict__.get("_standing") or tokens.read_standing(
+        session.user_id, session.group_id
+    )
 
 
-def _lost_rights(session: Session) -> tuple[str, str | Promise] | None:
+def _lost_rights(session: models.Session) -> tuple[str, str | Promise] | None:
     """Why the session's user may no longer hold its tokens, as (reason, description); None if not:
     the user is inactive, a user, group or global bump came after the session began, or the user left
     the session's group."""
-    found = session.__dict__["_standing"] = read_standing(session.user_id, session.group_id)
+    found = session.__dict__["_standing"] = tokens.read_standing(session.user_id, session.group_id)
     group_id = str(session.group_id) if session.group_id is not None else None
-    if not session.user.is_active or found.bumped_after(session.created_at, str(session.user_id), group_id):
+    if not session.user.is_active or found.bumped_after(
+        session.created_at, str(session.user_id), group_id
+    ):
         return ("revoked", _("The session was revoked"))
     if session.group_id is not None and session.group_id not in found.groups.values():
         return ("group_removed", _("You are no longer a member of the session's group"))
     return None
 
 
-def check_session(session: Session) -> None:
+def check_session(session: models.Session) -> None:
     """Refuse (and end) a session that ended or whose user lost its rights; renew must not outlast them."""
     if not session.is_active:
         raise _invalid(_("The session has ended"))
@@ -106,7 +109,7 @@ def check_session(session: Session) -> None:
         raise _invalid(failure[1])
 
 
-def rotate(refresh_token: str) -> tuple[Session, str]:
+def rotate(refresh_token: str) -> tuple[models.Session, str]:
     """Exchange a refresh token for the next one of its session; re-checks the user's rights.
 
     The session row stays locked from its read to its update: of concurrent uses of one secret, one
@@ -116,7 +119,9 @@ def rotate(refresh_token: str) -> tuple[Session, str]:
     if not family or not secret:
         raise _invalid(_("The refresh token is invalid"))
     with transaction.atomic():
-        found = Session.objects.select_for_update(of=("self",)).select_related("user", "group")
+        found = models.Session.objects.select_for_update(of=("self",)).select_related(
+            "user", "group"
+        )
         session = found.filter(family=family).first()
         if session is None:
             raise _invalid(_("The refresh token is invalid"))
@@ -139,28 +144,32 @@ def rotate(refresh_token: str) -> tuple[Session, str]:
     raise _invalid(failure[1])
 
 
-def end_session(session: Session, *, reason: str, actor: Any = None) -> None:
+def end_session(session: models.Session, *, reason: str, actor: Any = None) -> None:
     """Revoke a session: its refresh token at once, its access tokens through the denylist."""
     now = timezone.now()
-    updated = Session.objects.filter(pk=session.pk, revoked_at__isnull=True).update(revoked_at=now)
+    updated = models.Session.objects.filter(pk=session.pk, revoked_at__isnull=True).update(
+        revoked_at=now
+    )
     session.revoked_at = now
     # No access token of the session outlives this: it is at most one access lifetime old.
-    revoke_id(session.id.hex, now + access_token_margin(), reason=f"session {reason}")
+    revocation.revoke_id(session.id.hex, now + access_token_margin(), reason=f"session {reason}")
     if updated:
-        AuditEvent.objects.create(
+        models.AuditEvent.objects.create(
             action="session_revoked",
             user_id=session.user_id,
             actor_id=getattr(actor, "pk", None),
             detail={"session": str(session.pk), "reason": reason},
         )
-        signals.session_revoked.send(sender=Session, session=session, reason=reason, actor=actor)
+        signals.session_revoked.send(
+            sender=models.Session, session=session, reason=reason, actor=actor
+        )
 
 
 def access_token_margin() -> timedelta:
     """How long an access token can outlive the moment it was minted: no session's token is alive
     this long after the session expired or ended."""
-    return tokenauth_settings.ACCESS_TOKEN_LIFETIME + tokenauth_settings.LEEWAY
+    return conf.tokenauth_settings.ACCESS_TOKEN_LIFETIME + conf.tokenauth_settings.LEEWAY
 
 
-def refresh_expires_in(session: Session) -> int:
+def refresh_expires_in(session: models.Session) -> int:
     return max(0, int((session.expires_at - timezone.now()).total_seconds()))

@@ -19,8 +19,7 @@ from typing import Any, Generic, TypeVar
 from django.core.cache import caches
 from django.db import DatabaseError, transaction
 
-from . import clock, push
-from .conf import tokenauth_settings
+from . import clock, conf, push
 
 logger = logging.getLogger(__name__)
 
@@ -76,7 +75,7 @@ class StateUnavailable(Exception):
 def _shared_cache(method: str, *args: Any, **kwargs: Any) -> tuple[bool, Any]:
     """(whether the call reached the cache, its answer)."""
     try:
-        return True, getattr(caches[tokenauth_settings.CACHE_ALIAS], method)(*args, **kwargs)
+        return True, getattr(caches[conf.tokenauth_settings.CACHE_ALIAS], method)(*args, **kwargs)
     except Exception:  # each cache backend (redis, memcached ...) raises its own connection errors
         logger.warning("tokenauth: shared cache unavailable for %s", method, exc_info=True)
         return False, None
@@ -102,13 +101,15 @@ def publish(key: str, value: Any, timeout: float | None) -> bool:
 
 
 def refresh_interval() -> float:
-    return tokenauth_settings.REVOCATION_REFRESH_INTERVAL.total_seconds()
+    return conf.tokenauth_settings.REVOCATION_REFRESH_INTERVAL.total_seconds()
 
 
 class SharedSnapshot(Generic[T]):
     """``get()`` returns the table as ``load()`` built it, at most one refresh interval old."""
 
-    def __init__(self, name: str, load: Callable[[], T], on_change: Callable[[], None] | None = None) -> None:
+    def __init__(
+        self, name: str, load: Callable[[], T], on_change: Callable[[], None] | None = None
+    ) -> None:
         self.name = name
         self.version_key = f"{CACHE_PREFIX}{name}:version"
         self.data_key = f"{CACHE_PREFIX}{name}"
@@ -143,7 +144,10 @@ class SharedSnapshot(Generic[T]):
         current = version is not None and version == self._version and self._value is not None
         # An announcement can be lost (the cache refused it, the writer died after its commit): an
         # unchanged version is trusted for REVOCATION_RELOAD_INTERVAL, then the database is read again.
-        due = now - self._loaded_at >= tokenauth_settings.REVOCATION_RELOAD_INTERVAL.total_seconds()
+        due = (
+            now - self._loaded_at
+            >= conf.tokenauth_settings.REVOCATION_RELOAD_INTERVAL.total_seconds()
+        )
         if current and not due:
             return
         if not current and version is not None:
@@ -156,7 +160,9 @@ class SharedSnapshot(Generic[T]):
             value = self._load()
         except DatabaseError as exc:
             if current:  # only the periodic re-read failed: keep what we have, try again later
-                logger.warning("tokenauth: cannot re-read %s; keeping the cached copy", self.data_key)
+                logger.warning(
+                    "tokenauth: cannot re-read %s; keeping the cached copy", self.data_key
+                )
                 self._loaded_at = now
                 return
             raise StateUnavailable(f"cannot read {self.data_key}") from exc

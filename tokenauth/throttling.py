@@ -18,8 +18,7 @@ from rest_framework.request import Request
 from rest_framework.settings import api_settings
 from rest_framework.throttling import BaseThrottle
 
-from .conf import tokenauth_settings
-from .snapshots import CACHE_PREFIX, required_cache_call, shared_cache_call
+from . import conf, snapshots
 
 PERIODS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
@@ -46,7 +45,7 @@ class LoginAttempt:
     """One password check: ``start()`` before it, ``succeeded()`` after a correct password."""
 
     def __init__(self, request: Request, username: str) -> None:
-        rate = tokenauth_settings.LOGIN_THROTTLE_RATE
+        rate = conf.tokenauth_settings.LOGIN_THROTTLE_RATE
         self.limit, self.period = parse_rate(rate) if rate else (0, 0)
         if not self.period:
             return
@@ -55,8 +54,11 @@ class LoginAttempt:
         #: Until the window ends: a fixed window per period, like DRF's own throttle history expires.
         self.wait = (window + 1) * self.period - now
         self.keys = [
-            f"{CACHE_PREFIX}login-failures:{kind}:{_digest(value)}:{window}"
-            for kind, value in (("address", client_address(request)), ("username", username.casefold()))
+            f"{snapshots.CACHE_PREFIX}login-failures:{kind}:{_digest(value)}:{window}"
+            for kind, value in (
+                ("address", client_address(request)),
+                ("username", username.casefold()),
+            )
         ]
 
     def start(self) -> None:
@@ -72,9 +74,9 @@ class LoginAttempt:
         """Take the count back: correct logins are not limited. Best effort, the window ends anyway."""
         if self.period:
             for key in self.keys:
-                shared_cache_call("decr", key)
+                snapshots.shared_cache_call("decr", key)
 
     def _increment(self, key: str) -> Any:
         # A key evicted between add and incr makes incr fail: that reads as unavailable (fail closed).
-        required_cache_call("add", key, 0, self.period + 1)
-        return required_cache_call("incr", key)
+        snapshots.required_cache_call("add", key, 0, self.period + 1)
+        return snapshots.required_cache_call("incr", key)

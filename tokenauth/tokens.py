@@ -17,14 +17,9 @@ from django.db import connections, router
 from django.db.models import Field, ManyToManyField, Model
 from django.db.models.expressions import Col
 
-from . import signals
+from . import conf, keys, models, profiles, signals, snapshots
 from .claims import custom_claims
-from .conf import process_cache, tokenauth_settings
-from .keys import get_keyring
-from .models import Epoch
-from .profiles import WLCG, WLCG_ANY_AUDIENCE, WLCG_GROUPS, WLCG_VERSION, WLCG_VERSION_CLAIM
 from .scopes import split_scope
-from .snapshots import BoundedMemo
 
 ACCESS_TOKEN_TYPE = "at+jwt"
 
@@ -51,8 +46,8 @@ def wlcg_group(name: str) -> str:
 def group_names(claims: dict[str, Any]) -> list[str]:
     """The groups one of our tokens was minted with: ``groups``, or in the WLCG profile
     ``wlcg.groups`` without the ``/`` :func:`wlcg_group` put before each name."""
-    if WLCG_GROUPS in claims:
-        return [name[1:] for name in claims[WLCG_GROUPS]]
+    if profiles.WLCG_GROUPS in claims:
+        return [name[1:] for name in claims[profiles.WLCG_GROUPS]]
     return claims.get(CLAIM_GROUPS, [])
 
 
@@ -61,22 +56,24 @@ def profile_claims(claims: dict[str, Any]) -> dict[str, Any]:
     (the any-audience without AUDIENCE), groups as ``wlcg.groups`` paths, and no claims the profile
     does not define but the ones revocation needs (strict consumers such as the SciTokens Enforcer
     refuse the others)."""
-    if tokenauth_settings.TOKEN_PROFILE != WLCG:
+    if conf.tokenauth_settings.TOKEN_PROFILE != profiles.WLCG:
         return claims
-    profiled = {name: value for name, value in claims.items() if name not in (CLAIM_USERNAME, CLAIM_GROUPS)}
-    profiled[WLCG_VERSION_CLAIM] = WLCG_VERSION
-    profiled[WLCG_GROUPS] = [wlcg_group(name) for name in claims[CLAIM_GROUPS]]
-    profiled.setdefault("aud", WLCG_ANY_AUDIENCE)
+    profiled = {
+        name: value for name, value in claims.items() if name not in (CLAIM_USERNAME, CLAIM_GROUPS)
+    }
+    profiled[profiles.WLCG_VERSION_CLAIM] = profiles.WLCG_VERSION
+    profiled[profiles.WLCG_GROUPS] = [wlcg_group(name) for name in claims[CLAIM_GROUPS]]
+    profiled.setdefault("aud", profiles.WLCG_ANY_AUDIENCE)
     return profiled
 
 
 #: Token -> verified claims, so a signature is checked once per token per process; expiry and
 #: revocation are still checked on every request by the caller.
-verified_tokens: BoundedMemo[str, dict[str, Any]] = BoundedMemo(
-    lambda: tokenauth_settings.VERIFIED_TOKEN_CACHE_SIZE
+verified_tokens: snapshots.BoundedMemo[str, dict[str, Any]] = snapshots.BoundedMemo(
+    lambda: conf.tokenauth_settings.VERIFIED_TOKEN_CACHE_SIZE
 )
 
-process_cache(verified_tokens.clear)
+conf.process_cache(verified_tokens.clear)
 
 
 @dataclass(frozen=True)
@@ -111,7 +108,7 @@ class AccessToken:
 
     @property
     def is_local(self) -> bool:
-        return self.claims["iss"] == tokenauth_settings.ISSUER
+        return self.claims["iss"] == conf.tokenauth_settings.ISSUER
 
     @property
     def session_id(self) -> str | None:
@@ -163,19 +160,19 @@ class Standing:
 
     def bumped_after(self, moment: datetime, user_id: str, group_id: str | None) -> bool:
         """Whether the user's, everyone's or the group's epoch was bumped after ``moment``."""
-        kinds = [(Epoch.Kind.USER, user_id), (Epoch.Kind.GLOBAL, "")]
+        kinds = [(models.Epoch.Kind.USER, user_id), (models.Epoch.Kind.GLOBAL, "")]
         if group_id is not None:
-            kinds.append((Epoch.Kind.GROUP, group_id))
+            kinds.append((models.Epoch.Kind.GROUP, group_id))
         bumps = [self.epochs.get(key, (0, None))[1] for key in kinds]
         return any(at is not None and at > moment for at in bumps)
 
     def epoch_claims(self, user_id: str, group_id: str | None) -> dict[str, int]:
         claims = {
-            CLAIM_EPOCH: self.epoch(Epoch.Kind.USER, user_id),
-            CLAIM_GLOBAL_EPOCH: self.epoch(Epoch.Kind.GLOBAL),
+            CLAIM_EPOCH: self.epoch(models.Epoch.Kind.USER, user_id),
+            CLAIM_GLOBAL_EPOCH: self.epoch(models.Epoch.Kind.GLOBAL),
         }
         if group_id is not None:
-            claims[CLAIM_GROUP_EPOCH] = self.epoch(Epoch.Kind.GROUP, group_id)
+            claims[CLAIM_GROUP_EPOCH] = self.epoch(models.Epoch.Kind.GROUP, group_id)
         return claims
 
 
@@ -207,11 +204,13 @@ def _standing_query(alias: str, with_group: bool) -> _StandingQuery:
     qn = connection.ops.quote_name
     groups = cast(ManyToManyField, get_user_model()._meta.get_field("groups"))
     through, user, group = (
-        qn(name) for name in (groups.m2m_db_table(), groups.m2m_column_name(), groups.m2m_reverse_name())
+        qn(name)
+        for name in (groups.m2m_db_table(), groups.m2m_column_name(), groups.m2m_reverse_name())
     )
-    epoch, group_table = qn(Epoch._meta.db_table), qn(Group._meta.db_table)
+    epoch, group_table = qn(models.Epoch._meta.db_table), qn(Group._meta.db_table)
     kind, object_id, value, not_before = (
-        f"{epoch}.{qn(_column(Epoch, name))}" for name in ("kind", "object_id", "value", "not_before")
+        f"{epoch}.{qn(_column(models.Epoch, name))}"
+        for name in ("kind", "object_id", "value", "not_before")
     )
     one = f"({kind} = %s AND {object_id} = %s)"
     of_groups = (
@@ -225,26 +224,35 @@ def _standing_query(alias: str, with_group: bool) -> _StandingQuery:
         f"UNION ALL SELECT NULL, {group_table}.{name}, {through}.{group}, NULL FROM {through} "
         f"INNER JOIN {group_table} ON ({through}.{group} = {group_table}.{pk}) WHERE {through}.{user} = %s"
     )
-    column = cast(Field, Epoch._meta.get_field("not_before")).get_col(Epoch._meta.db_table)
+    column = cast(Field, models.Epoch._meta.get_field("not_before")).get_col(
+        models.Epoch._meta.db_table
+    )
     converters = (*connection.ops.get_db_converters(column), *column.get_db_converters(connection))
     through_model = cast(type[Model], groups.remote_field.through)
     member = cast(Field, through_model._meta.get_field(groups.m2m_field_name()))
     return _StandingQuery(sql, member, column, converters)
 
 
-process_cache(_standing_query.cache_clear)
+conf.process_cache(_standing_query.cache_clear)
 
 
 def read_standing(user_id: Any, group_id: Any = None) -> Standing:
     """The user's groups and the epochs a token of theirs depends on, in one query: of the user, of
     everyone, of each of the user's groups and of ``group_id`` (a session's group the user may have left)."""
-    alias = router.db_for_read(Epoch)
+    alias = router.db_for_read(models.Epoch)
     connection = connections[alias]
     query = _standing_query(alias, group_id is not None)
     member = query.member.get_db_prep_value(user_id, connection)
-    params = [Epoch.Kind.USER, str(user_id), Epoch.Kind.GLOBAL, "", Epoch.Kind.GROUP, member]
+    params = [
+        models.Epoch.Kind.USER,
+        str(user_id),
+        models.Epoch.Kind.GLOBAL,
+        "",
+        models.Epoch.Kind.GROUP,
+        member,
+    ]
     if group_id is not None:
-        params += [Epoch.Kind.GROUP, str(group_id)]
+        params += [models.Epoch.Kind.GROUP, str(group_id)]
     with connection.cursor() as cursor:
         cursor.execute(query.sql, [*params, member])
         rows = cursor.fetchall()
@@ -279,15 +287,15 @@ def mint_access_token(
     """Sign an access token for ``user``; ``group`` (a Group) is the selected group, if any.
     ``standing``: the user's groups and epochs if the caller just read them (one query otherwise).
     ``session`` and ``request`` are handed to the site's ``CUSTOM_CLAIMS`` callable (tokenauth.claims)."""
-    keyring = get_keyring()
+    keyring = keys.get_keyring()
     if lifetime is None:
-        lifetime = tokenauth_settings.ACCESS_TOKEN_LIFETIME
+        lifetime = conf.tokenauth_settings.ACCESS_TOKEN_LIFETIME
     group_id = str(group.pk) if group is not None else None
     if standing is None:
         standing = read_standing(user.pk, group_id)
     now = int(time.time())
     claims: dict[str, Any] = {
-        "iss": tokenauth_settings.ISSUER,
+        "iss": conf.tokenauth_settings.ISSUER,
         "sub": str(user.pk),
         "iat": now,
         "nbf": now,
@@ -298,8 +306,8 @@ def mint_access_token(
         CLAIM_GROUPS: sorted(standing.groups),
         **standing.epoch_claims(str(user.pk), group_id),
     }
-    if tokenauth_settings.AUDIENCE:
-        claims["aud"] = tokenauth_settings.AUDIENCE
+    if conf.tokenauth_settings.AUDIENCE:
+        claims["aud"] = conf.tokenauth_settings.AUDIENCE
     if group is not None:
         claims[CLAIM_GROUP] = group.name
         claims[CLAIM_GROUP_ID] = str(group.pk)

@@ -18,7 +18,9 @@ class TokenUser:
     is_anonymous = False
     is_active = True  # inactive users are revoked by an epoch bump before they get here
 
-    def __init__(self, pk: Any, username: str, group_names: list[str] | tuple[str, ...] = ()) -> None:
+    def __init__(
+        self, pk: Any, username: str, group_names: list[str] | tuple[str, ...] = ()
+    ) -> None:
         self.pk = self.id = pk
         self.username = username
         self.group_names = tuple(group_names)

@@ -35,42 +35,25 @@ from django.core.exceptions import ValidationError
 from django.utils.text import format_lazy
 from django.utils.translation import gettext_lazy as _
 
-from .conf import process_cache, tokenauth_settings
-from .exceptions import InvalidToken
-from .issuer_config import IssuerConfig, validate_issuer_url
-from .jwks import jwks_cache
+from . import conf, exceptions, issuer_config, jwks, profiles, tokens
 from .keys import ALGORITHMS, ASYMMETRIC_ALGORITHMS, get_keyring
-from .profiles import WLCG_GROUPS
-from .tokens import (
-    ACCESS_TOKEN_TYPE,
-    CLAIM_EPOCH,
-    CLAIM_GLOBAL_EPOCH,
-    CLAIM_GROUP,
-    CLAIM_GROUP_EPOCH,
-    CLAIM_GROUP_ID,
-    CLAIM_GROUPS,
-    CLAIM_SESSION,
-    CLAIM_TOKEN_FAMILY,
-    CLAIM_USERNAME,
-    REQUIRED_CLAIMS,
-)
 
 
-class TokenExpired(InvalidToken):
+class TokenExpired(exceptions.InvalidToken):
     """``exp`` has passed (beyond LEEWAY); the logout-token verifier words it its own way."""
 
     def __init__(self) -> None:
         super().__init__(_("The access token expired"))
 
 
-class WrongAudience(InvalidToken):
+class WrongAudience(exceptions.InvalidToken):
     """No accepted audience in ``aud``; the logout-token verifier words it its own way."""
 
     def __init__(self) -> None:
         super().__init__(_("The access token is not meant for this service"))
 
 
-class WrongType(InvalidToken):
+class WrongType(exceptions.InvalidToken):
     """A header ``typ`` (or ``typ`` claim) of another kind of token; the logout-token verifier words it."""
 
     def __init__(self) -> None:
@@ -123,7 +106,9 @@ def decode_segment(segment: str) -> bytes:
     if rest == 1 or (rest and segment[-1] not in LAST_CHARACTERS[rest]):
         raise ValueError("not base64url")
     # binascii itself, not base64.urlsafe_b64decode: this runs twice for every new token.
-    return binascii.a2b_base64(segment.encode("ascii").translate(BASE64URL_TO_BASE64) + PADDING[rest])
+    return binascii.a2b_base64(
+        segment.encode("ascii").translate(BASE64URL_TO_BASE64) + PADDING[rest]
+    )
 
 
 def parse_segment(segment: str) -> dict[str, Any]:
@@ -150,7 +135,7 @@ def parse_header(segment: str) -> Mapping[str, Any]:
     return MappingProxyType(parse_segment(segment))
 
 
-process_cache(parse_header.cache_clear)
+conf.process_cache(parse_header.cache_clear)
 
 
 class JWS(NamedTuple):
@@ -166,7 +151,7 @@ def parse(token: str) -> JWS:
     """Split and decode ``token`` (see :func:`parse_segment`); the signature is checked over exactly
     these bytes later, so the claims verified are the ones parsed here."""
     if not COMPACT_JWS.fullmatch(token):
-        raise InvalidToken(_("The access token is malformed"))
+        raise exceptions.InvalidToken(_("The access token is malformed"))
     signing_input, signature = token.rsplit(".", 1)
     header_segment, claims_segment = signing_input.split(".")
     try:
@@ -177,7 +162,7 @@ def parse(token: str) -> JWS:
             decode_segment(signature),
         )
     except (ValueError, TypeError, binascii.Error, RecursionError):
-        raise InvalidToken(_("The access token is malformed")) from None
+        raise exceptions.InvalidToken(_("The access token is malformed")) from None
 
 
 # -- 2. keys ------------------------------------------------------------------------------------
@@ -193,9 +178,9 @@ def our_key(header: Mapping[str, Any]) -> tuple[str, Any]:
     kid = header.get("kid")
     key = get_keyring().by_kid.get(kid) if isinstance(kid, str) else None
     if key is None:
-        raise InvalidToken(_("The access token was signed with an unknown key"))
+        raise exceptions.InvalidToken(_("The access token was signed with an unknown key"))
     if header.get("alg") != key.algorithm:
-        raise InvalidToken(_("The access token is invalid"))
+        raise exceptions.InvalidToken(_("The access token is invalid"))
     return key.algorithm, key.verifying_key
 
 
@@ -205,22 +190,24 @@ class IssuerKeys:
     that fits), for an asymmetric algorithm the issuer may use that fits the key's type and curve
     (never ``none`` or HMAC)."""
 
-    config: IssuerConfig
+    config: issuer_config.IssuerConfig
 
     def __call__(self, header: Mapping[str, Any]) -> tuple[str, Any]:
         # A plain-http issuer in the settings is a configuration error (system check), not an outage.
         if not issuer_url_acceptable(self.config.issuer):
-            raise InvalidToken(_("The access token's issuer is not accepted"))
+            raise exceptions.InvalidToken(_("The access token's issuer is not accepted"))
         algorithm = header.get("alg")
         # Checked to be a string first: a list or object here would make the set lookups raise.
         if not isinstance(algorithm, str) or not (
             algorithm in ASYMMETRIC_ALGORITHMS and algorithm in self.config.algorithms
         ):
-            raise InvalidToken(_("The access token's algorithm is not accepted for its issuer"))
+            raise exceptions.InvalidToken(
+                _("The access token's algorithm is not accepted for its issuer")
+            )
         kid = header.get("kid")
         if not isinstance(kid, str | None):
-            raise InvalidToken(_("The access token names no key"))
-        return algorithm, jwks_cache.key_for(self.config.issuer, kid, algorithm)
+            raise exceptions.InvalidToken(_("The access token names no key"))
+        return algorithm, jwks.jwks_cache.key_for(self.config.issuer, kid, algorithm)
 
 
 @lru_cache(maxsize=256)
@@ -228,13 +215,13 @@ def issuer_url_acceptable(url: str) -> bool:
     """:func:`~tokenauth.issuer_config.validate_issuer_url` once per issuer and settings reload
     (``conf.clear_process_caches``), not per token: parsing a loopback address is not cheap."""
     try:
-        validate_issuer_url(url)
+        issuer_config.validate_issuer_url(url)
     except ValidationError:
         return False
     return True
 
 
-process_cache(issuer_url_acceptable.cache_clear)
+conf.process_cache(issuer_url_acceptable.cache_clear)
 
 
 # -- 3. and 4. the policy, the signature, the claims ------------------------------------------
@@ -264,12 +251,12 @@ class Policy:
     claims_valid: Callable[[dict[str, Any]], bool] | None = None
 
     @classmethod
-    def for_issuer(cls, config: IssuerConfig, **rules: Any) -> Policy:
+    def for_issuer(cls, config: issuer_config.IssuerConfig, **rules: Any) -> Policy:
         """A policy for JWTs ``config``'s issuer signs; ``rules`` are the fields that differ per use."""
         return cls(
             keys=IssuerKeys(config),
             issuer=config.issuer,
-            leeway=tokenauth_settings.LEEWAY.total_seconds(),
+            leeway=conf.tokenauth_settings.LEEWAY.total_seconds(),
             **rules,
         )
 
@@ -285,12 +272,14 @@ def verify(jws: JWS, policy: Policy) -> dict[str, Any]:
         ):
             raise WrongType()
     if "crit" in header:
-        raise InvalidToken(_("The access token has unsupported critical header parameters"))
+        raise exceptions.InvalidToken(
+            _("The access token has unsupported critical header parameters")
+        )
     if header.get("b64", True) is not True:  # RFC 7797 unencoded payloads (PyJWT refuses them too)
-        raise InvalidToken(_("The access token is invalid"))
+        raise exceptions.InvalidToken(_("The access token is invalid"))
     algorithm, key = policy.keys(header)
     if not ALGORITHMS[algorithm].verify(jws.signing_input, key, jws.signature):
-        raise InvalidToken(_("The access token is invalid"))
+        raise exceptions.InvalidToken(_("The access token is invalid"))
     check_claims(jws.claims, policy)
     return jws.claims
 
@@ -344,18 +333,20 @@ def check_claims(claims: dict[str, Any], policy: Policy) -> None:
     for name in policy.required:
         if get(name) is None:
             # Lazy, so that WWW-Authenticate can still have it in English.
-            raise InvalidToken(format_lazy(_("The access token has no '{name}' claim"), name=name))
+            raise exceptions.InvalidToken(
+                format_lazy(_("The access token has no '{name}' claim"), name=name)
+            )
     exp, nbf, iat = get("exp", ABSENT), get("nbf", ABSENT), get("iat", ABSENT)
     if any(value is not ABSENT and type(value) not in NUMBERS for value in (exp, nbf, iat)):
-        raise InvalidToken(_("The access token is invalid"))
+        raise exceptions.InvalidToken(_("The access token is invalid"))
     now = time.time()
     leeway = policy.leeway
     if exp is not ABSENT and exp <= now - leeway:
         raise TokenExpired()
     if (nbf is not ABSENT and nbf > now + leeway) or (iat is not ABSENT and iat > now + leeway):
-        raise InvalidToken(_("The access token is invalid"))
+        raise exceptions.InvalidToken(_("The access token is invalid"))
     if get("iss") != policy.issuer:
-        raise InvalidToken(_("The access token is invalid"))
+        raise exceptions.InvalidToken(_("The access token is invalid"))
     if policy.audience is not None and not _audience_valid(claims, policy.audience):
         raise WrongAudience()
     subject = get("sub", ABSENT)
@@ -363,14 +354,16 @@ def check_claims(claims: dict[str, Any], policy: Policy) -> None:
         subject_valid = not policy.subject_required
     else:
         subject_valid = is_identifier(subject)
-    if not (subject_valid and isinstance(get("jti", ""), str) and isinstance(get("scope", ""), str)):
-        raise InvalidToken(_("The access token is invalid"))
+    if not (
+        subject_valid and isinstance(get("jti", ""), str) and isinstance(get("scope", ""), str)
+    ):
+        raise exceptions.InvalidToken(_("The access token is invalid"))
     if policy.typ_claims is not None and "typ" in claims:
         typ = claims["typ"]
         if not (isinstance(typ, str) and typ in policy.typ_claims):
             raise WrongType()
     if policy.claims_valid is not None and not policy.claims_valid(claims):
-        raise InvalidToken(_("The access token is invalid"))
+        raise exceptions.InvalidToken(_("The access token is invalid"))
 
 
 # -- the uses: our tokens and allow-listed issuers' access tokens ------------------------------
@@ -392,29 +385,34 @@ BEARER = frozenset({"Bearer"})
 
 
 #: Our claims that are strings when present.
-OPTIONAL_STRING_CLAIMS = (CLAIM_SESSION, CLAIM_TOKEN_FAMILY, CLAIM_USERNAME, CLAIM_GROUP)
+OPTIONAL_STRING_CLAIMS = (
+    tokens.CLAIM_SESSION,
+    tokens.CLAIM_TOKEN_FAMILY,
+    tokens.CLAIM_USERNAME,
+    tokens.CLAIM_GROUP,
+)
 
 
 def _our_claim_types_valid(claims: dict[str, Any]) -> bool:
     """The memo, revocation and permissions need real numbers, strings and lists in our claims,
     or a well-signed but odd token would end in a 500."""
     get = claims.get
-    if type(get(CLAIM_EPOCH)) is not int or type(get(CLAIM_GLOBAL_EPOCH)) is not int:
+    if type(get(tokens.CLAIM_EPOCH)) is not int or type(get(tokens.CLAIM_GLOBAL_EPOCH)) is not int:
         return False
-    if CLAIM_GROUP_ID in claims and type(get(CLAIM_GROUP_EPOCH)) is not int:
+    if tokens.CLAIM_GROUP_ID in claims and type(get(tokens.CLAIM_GROUP_EPOCH)) is not int:
         return False
     for name in OPTIONAL_STRING_CLAIMS:
         if name in claims and not isinstance(claims[name], str):
             return False
-    if WLCG_GROUPS in claims:
+    if profiles.WLCG_GROUPS in claims:
         # The WLCG profile's groups are paths: wlcg_group() put a "/" before each name.
-        paths = claims[WLCG_GROUPS]
+        paths = claims[profiles.WLCG_GROUPS]
         return isinstance(paths, list) and all(
             isinstance(name, str) and name.startswith("/") for name in paths
         )
-    if CLAIM_GROUPS not in claims:
+    if tokens.CLAIM_GROUPS not in claims:
         return True
-    groups = claims[CLAIM_GROUPS]
+    groups = claims[tokens.CLAIM_GROUPS]
     return isinstance(groups, list) and all(isinstance(name, str) for name in groups)
 
 
@@ -422,21 +420,23 @@ def _our_claim_types_valid(claims: dict[str, Any]) -> bool:
 def local_policy() -> Policy:
     """Our access tokens: ``typ`` at+jwt, the epochs required, ``aud`` only when AUDIENCE is set.
     Built once per settings reload (``conf.clear_process_caches``)."""
-    audience = tokenauth_settings.AUDIENCE  # minting leaves out an empty audience too
+    audience = conf.tokenauth_settings.AUDIENCE  # minting leaves out an empty audience too
     return Policy(
         keys=our_key,
-        issuer=tokenauth_settings.ISSUER,
-        audience=((audience,) if isinstance(audience, str) else tuple(audience)) if audience else None,
-        required=tuple(REQUIRED_CLAIMS),
-        types=frozenset({ACCESS_TOKEN_TYPE}),
+        issuer=conf.tokenauth_settings.ISSUER,
+        audience=((audience,) if isinstance(audience, str) else tuple(audience))
+        if audience
+        else None,
+        required=tuple(tokens.REQUIRED_CLAIMS),
+        types=frozenset({tokens.ACCESS_TOKEN_TYPE}),
         untyped=False,
-        leeway=tokenauth_settings.LEEWAY.total_seconds(),
+        leeway=conf.tokenauth_settings.LEEWAY.total_seconds(),
         claims_valid=_our_claim_types_valid,
     )
 
 
 @lru_cache(maxsize=256)
-def external_policy(config: IssuerConfig) -> Policy:
+def external_policy(config: issuer_config.IssuerConfig) -> Policy:
     """An allow-listed issuer's access tokens: its audiences, an access-token ``typ`` when it sends
     one, and no ``typ`` claim but ``Bearer`` (Keycloak's ID tokens say ``ID``). Built once per issuer
     configuration (equal ones share it) and settings reload (``conf.clear_process_caches``), not per
@@ -451,5 +451,5 @@ def external_policy(config: IssuerConfig) -> Policy:
     )
 
 
-process_cache(local_policy.cache_clear)
-process_cache(external_policy.cache_clear)
+conf.process_cache(local_policy.cache_clear)
+conf.process_cache(external_policy.cache_clear)

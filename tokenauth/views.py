@@ -21,19 +21,21 @@ from rest_framework.response import Response
 from rest_framework.settings import api_settings
 from rest_framework.views import APIView
 
-from . import migrating
-from .authentication import BearerAuthentication, SessionAuthentication
-from .claims import declared_claim_names
-from .conf import tokenauth_settings
-from .exceptions import REALM, OAuthError, ServiceUnavailable
-from .keys import get_keyring
-from .models import AuditEvent, Epoch, Session
-from .revocation import NoSuchTarget, bump_epoch, denylist_id, find_target, revoke_id
+from . import (
+    authentication,
+    claims,
+    conf,
+    exceptions,
+    keys,
+    migrating,
+    models,
+    revocation,
+    sessions,
+    snapshots,
+    throttling,
+    tokens,
+)
 from .scopes import split_scope
-from .sessions import check_session, end_session, refresh_expires_in, rotate, standing, start_session
-from .snapshots import StateUnavailable
-from .throttling import LoginAttempt
-from .tokens import CLAIM_TOKEN_FAMILY, AccessToken, mint_access_token, read_standing
 
 logger = logging.getLogger(__name__)
 
@@ -55,13 +57,15 @@ class RefreshSerializer(serializers.Serializer):
 
 def _checked_scope(requested: str) -> str:
     scopes = split_scope(requested)
-    unknown = [s for s in scopes if s not in tokenauth_settings.SCOPES]
+    unknown = [s for s in scopes if s not in conf.tokenauth_settings.SCOPES]
     if unknown:
-        raise OAuthError("invalid_scope", _("Unknown scope: %(scope)s") % {"scope": " ".join(unknown)})
+        raise exceptions.OAuthError(
+            "invalid_scope", _("Unknown scope: %(scope)s") % {"scope": " ".join(unknown)}
+        )
     return " ".join(dict.fromkeys(scopes))
 
 
-def _token_response(session: Session, refresh_token: str | None, access: Any) -> Response:
+def _token_response(session: models.Session, refresh_token: str | None, access: Any) -> Response:
     body = {
         "access_token": access.token,
         "token_type": "Bearer",
@@ -69,17 +73,19 @@ def _token_response(session: Session, refresh_token: str | None, access: Any) ->
         "scope": access.claims.get("scope", ""),
     }
     if refresh_token is not None:
-        body.update(refresh_token=refresh_token, refresh_expires_in=refresh_expires_in(session))
+        body.update(
+            refresh_token=refresh_token, refresh_expires_in=sessions.refresh_expires_in(session)
+        )
     return Response(body, headers=NO_STORE)
 
 
-def _mint_for_session(session: Session, request: Request) -> Any:
-    return mint_access_token(
+def _mint_for_session(session: models.Session, request: Request) -> Any:
+    return tokens.mint_access_token(
         session.user,
         scope=session.scope,
         group=session.group,
         session_id=session.id.hex,
-        standing=standing(session),
+        standing=sessions.standing(session),
         session=session,
         request=request,
     )
@@ -103,10 +109,18 @@ def validated(serializer_class: type[serializers.Serializer], request: Request) 
     """The body's fields, checked by ``serializer_class``; anything else is ``400 invalid_request``."""
     try:
         data = request.data
-    except (ParseError, UnsupportedMediaType, RecursionError, RequestDataTooBig, TooManyFieldsSent):
+    except (
+        ParseError,
+        UnsupportedMediaType,
+        RecursionError,
+        RequestDataTooBig,
+        TooManyFieldsSent,
+    ):
         # OAuth clients expect an RFC 6749 error body; deeply nested JSON must not become a 500, nor a
         # body Django refuses (DATA_UPLOAD_MAX_MEMORY_SIZE, DATA_UPLOAD_MAX_NUMBER_FIELDS) an HTML page.
-        raise OAuthError("invalid_request", _("The request body could not be parsed")) from None
+        raise exceptions.OAuthError(
+            "invalid_request", _("The request body could not be parsed")
+        ) from None
     try:
         # What is_valid() runs, without the serializer it would need per body.
         return _serializer(serializer_class).run_validation(data)
@@ -115,16 +129,18 @@ def validated(serializer_class: type[serializers.Serializer], request: Request) 
         names = exc.detail if isinstance(exc.detail, dict) else [api_settings.NON_FIELD_ERRORS_KEY]
         fields = ", ".join(sorted(names))
         message = _("Missing or invalid fields: %(fields)s") % {"fields": fields}
-        raise OAuthError("invalid_request", message) from None
+        raise exceptions.OAuthError("invalid_request", message) from None
 
 
 class TokenAuthView(APIView):
     """Base of our views: a database outage is a 503 the client may retry, never a 500."""
 
     def handle_exception(self, exc: Exception) -> Response:
-        if isinstance(exc, DatabaseError | StateUnavailable):
-            logger.error("tokenauth: revocation state unavailable in %s", type(self).__name__, exc_info=exc)
-            exc = ServiceUnavailable()
+        if isinstance(exc, DatabaseError | snapshots.StateUnavailable):
+            logger.error(
+                "tokenauth: revocation state unavailable in %s", type(self).__name__, exc_info=exc
+            )
+            exc = exceptions.ServiceUnavailable()
         return super().handle_exception(exc)
 
 
@@ -135,25 +151,31 @@ class TokenView(TokenAuthView):
     permission_classes = (AllowAny,)
 
     def get_authenticate_header(self, request: Request) -> str:
-        return f'Bearer realm="{REALM}"'
+        return f'Bearer realm="{exceptions.REALM}"'
 
     def post(self, request: Request) -> Response:
         data = validated(LoginSerializer, request)
-        attempt = LoginAttempt(request, data["username"])
+        attempt = throttling.LoginAttempt(request, data["username"])
         attempt.start()
         user = authenticate(request._request, username=data["username"], password=data["password"])
         if user is None:
-            AuditEvent.objects.create(action="login_failed", detail={"username": data["username"][:150]})
-            raise OAuthError("invalid_grant", _("Invalid username or password"), status_code=401)
+            models.AuditEvent.objects.create(
+                action="login_failed", detail={"username": data["username"][:150]}
+            )
+            raise exceptions.OAuthError(
+                "invalid_grant", _("Invalid username or password"), status_code=401
+            )
         attempt.succeeded()
-        found = read_standing(user.pk)
+        found = tokens.read_standing(user.pk)
         group = None
         if data.get("group"):
             if data["group"] not in found.groups:
-                raise OAuthError("invalid_scope", _("You are not a member of that group"))
+                raise exceptions.OAuthError(
+                    "invalid_scope", _("You are not a member of that group")
+                )
             group = Group(pk=found.groups[data["group"]], name=data["group"])
         scope = _checked_scope(data["scope"])
-        session, refresh_token = start_session(
+        session, refresh_token = sessions.start_session(
             user,
             remember_me=data["remember_me"],
             user_agent=request.META.get("HTTP_USER_AGENT", ""),
@@ -161,7 +183,7 @@ class TokenView(TokenAuthView):
             group=group,
             login={},
         )
-        access = mint_access_token(
+        access = tokens.mint_access_token(
             user,
             scope=scope,
             group=group,
@@ -183,21 +205,27 @@ class RefreshView(TokenAuthView):
         data = validated(RefreshSerializer, request)
         # A refresh token of the system the site is moving from starts a session (tokenauth.migrating).
         started = migrating.exchanged(data["refresh_token"], request)
-        session, refresh_token = started or rotate(data["refresh_token"])
+        session, refresh_token = started or sessions.rotate(data["refresh_token"])
         return _token_response(session, refresh_token, _mint_for_session(session, request))
 
 
 class BearerView(TokenAuthView):
     """A view that needs one of our own bearer tokens."""
 
-    authentication_classes = (BearerAuthentication,)
+    authentication_classes = (authentication.BearerAuthentication,)
     permission_classes = (IsAuthenticated,)
 
-    def session(self, request: Request) -> Session:
+    def session(self, request: Request) -> models.Session:
         sid = request.auth.session_id
-        session = Session.objects.select_related("user", "group").filter(pk=sid).first() if sid else None
+        session = (
+            models.Session.objects.select_related("user", "group").filter(pk=sid).first()
+            if sid
+            else None
+        )
         if session is None:
-            raise OAuthError("invalid_request", _("This access token does not belong to a session"))
+            raise exceptions.OAuthError(
+                "invalid_request", _("This access token does not belong to a session")
+            )
         return session
 
 
@@ -206,7 +234,7 @@ class RenewView(BearerView):
 
     def post(self, request: Request) -> Response:
         session = self.session(request)
-        check_session(session)
+        sessions.check_session(session)
         return _token_response(session, None, _mint_for_session(session, request))
 
 
@@ -214,16 +242,20 @@ class LogoutView(BearerView):
     """``POST /auth/logout/``: end this session (its refresh and access tokens); others keep working."""
 
     def post(self, request: Request) -> Response:
-        token: AccessToken = request.auth
+        token: tokens.AccessToken = request.auth
         if token.session_id:
-            end_session(self.session(request), reason="logout", actor=request.user)
+            sessions.end_session(self.session(request), reason="logout", actor=request.user)
             return Response(status=204)
-        token_id = denylist_id(token.claims)
+        token_id = revocation.denylist_id(token.claims)
         if token_id is None:
-            raise OAuthError("invalid_request", _("This token has no id to revoke; use /auth/logout-all/"))
+            raise exceptions.OAuthError(
+                "invalid_request", _("This token has no id to revoke; use /auth/logout-all/")
+            )
         # Expiry is checked with leeway: deny the id for as long as the token is accepted.
-        revoke_id(token_id, token.expires_at + tokenauth_settings.LEEWAY, reason="logout")
-        family = token.claims.get(CLAIM_TOKEN_FAMILY)
+        revocation.revoke_id(
+            token_id, token.expires_at + conf.tokenauth_settings.LEEWAY, reason="logout"
+        )
+        family = token.claims.get(tokens.CLAIM_TOKEN_FAMILY)
         if isinstance(family, str) and apps.is_installed("tokenauth.oauth"):
             # A login at the authorization server (a refresh-token family): logout ends all of it,
             # or its refresh token would go on minting.
@@ -235,7 +267,9 @@ class LogoutAllView(BearerView):
     """``POST /auth/logout-all/``: bump the caller's epoch; every token of the user stops working."""
 
     def post(self, request: Request) -> Response:
-        bump_epoch(Epoch.Kind.USER, str(request.user.pk), actor=request.user, reason="logout-all")
+        revocation.bump_epoch(
+            models.Epoch.Kind.USER, str(request.user.pk), actor=request.user, reason="logout-all"
+        )
         return Response(status=204)
 
 
@@ -253,11 +287,15 @@ class CanRevoke(BasePermission):
     a Django session or a token of our own login: not with a token issued to an OAuth client, whatever
     its scope, nor with another issuer's."""
 
-    message = "Revoking needs the permission tokenauth.change_epoch and a token of this service's login."
+    message = (
+        "Revoking needs the permission tokenauth.change_epoch and a token of this service's login."
+    )
 
     def has_permission(self, request: Request, view: Any) -> bool:
         token = request.auth
-        if isinstance(token, AccessToken) and (not token.is_local or "client_id" in token.claims):
+        if isinstance(token, tokens.AccessToken) and (
+            not token.is_local or "client_id" in token.claims
+        ):
             return False
         return request.user.has_perm("tokenauth.change_epoch")
 
@@ -266,22 +304,29 @@ class RevokeView(TokenAuthView):
     """``POST /auth/revoke/``: end the tokens of a user, of a group (those that selected it), of an
     external identity, or everyone's."""
 
-    authentication_classes = (BearerAuthentication, SessionAuthentication)
+    authentication_classes = (
+        authentication.BearerAuthentication,
+        authentication.SessionAuthentication,
+    )
     permission_classes = (IsAuthenticated, CanRevoke)
 
     def post(self, request: Request) -> Response:
         data = validated(RevokeSerializer, request)
         named = [key for key in ("user", "group", "issuer", "all") if data.get(key)]
         if len(named) != 1 or ("issuer" in data) != ("subject" in data):
-            raise OAuthError(
+            raise exceptions.OAuthError(
                 "invalid_request",
                 _('Name exactly one of "user", "group", "issuer" with "subject", "all": true'),
             )
         try:
-            target = find_target(**{k: data.get(k) for k in ("user", "group", "issuer", "subject")})
-        except NoSuchTarget as exc:
-            raise OAuthError("invalid_target", str(exc), status_code=404) from None
-        value = bump_epoch(target.kind, target.object_id, actor=request.user, reason=data["reason"] or "api")
+            target = revocation.find_target(
+                **{k: data.get(k) for k in ("user", "group", "issuer", "subject")}
+            )
+        except revocation.NoSuchTarget as exc:
+            raise exceptions.OAuthError("invalid_target", str(exc), status_code=404) from None
+        value = revocation.bump_epoch(
+            target.kind, target.object_id, actor=request.user, reason=data["reason"] or "api"
+        )
         return Response({"revoked": target.label, "epoch": value.value})
 
 
@@ -290,11 +335,14 @@ class WhoAmIView(TokenAuthView):
 
     permission_classes = (IsAuthenticated,)
 
-    authentication_classes = (BearerAuthentication, SessionAuthentication)
+    authentication_classes = (
+        authentication.BearerAuthentication,
+        authentication.SessionAuthentication,
+    )
 
     def get(self, request: Request) -> Response:
         token = request.auth
-        if isinstance(token, AccessToken):
+        if isinstance(token, tokens.AccessToken):
             return Response(
                 {
                     "issuer": token.issuer,
@@ -309,7 +357,7 @@ class WhoAmIView(TokenAuthView):
         user = request.user
         return Response(
             {
-                "issuer": tokenauth_settings.ISSUER,
+                "issuer": conf.tokenauth_settings.ISSUER,
                 "subject": str(user.pk),
                 "username": user.get_username(),
                 "groups": sorted(user.groups.values_list("name", flat=True)),
@@ -329,13 +377,15 @@ class JWKSView(PublicView):
     """``GET /.well-known/jwks.json``: our public verification keys (never an HMAC secret)."""
 
     def get(self, request: Request) -> Response:
-        return Response(get_keyring().jwks(), headers={"Cache-Control": "public, max-age=300"})
+        return Response(
+            keys.get_keyring().jwks(), headers={"Cache-Control": "public, max-age=300"}
+        )
 
 
 def issuer_url(request: Any, name: str) -> str:
     """Absolute URL of a named view, under our issuer URL so metadata and ``iss`` agree."""
     path = reverse(name)
-    issuer = tokenauth_settings.ISSUER
+    issuer = conf.tokenauth_settings.ISSUER
     if issuer.startswith(("https://", "http://")):
         return issuer.rstrip("/") + path
     return request.build_absolute_uri(path)
@@ -357,17 +407,18 @@ def authorization_server_metadata(request: Any) -> dict[str, Any]:
     """RFC 8414 metadata: our keys and token endpoint, and the OAuth server's endpoints and grants
     when ``tokenauth.oauth`` is installed."""
     document = {
-        "issuer": tokenauth_settings.ISSUER,
+        "issuer": conf.tokenauth_settings.ISSUER,
         "jwks_uri": issuer_url(request, "tokenauth-jwks"),
         "token_endpoint": issuer_url(request, "tokenauth-token"),
         "grant_types_supported": ["password", "refresh_token"],
         "token_endpoint_auth_methods_supported": ["none"],
-        "scopes_supported": sorted(tokenauth_settings.SCOPES),
+        "scopes_supported": sorted(conf.tokenauth_settings.SCOPES),
         # No authorization endpoint without tokenauth.oauth: no response type.
         "response_types_supported": [],
         # Our own endpoints by name: with the OAuth server, its metadata takes over token_endpoint.
         "tokenauth_endpoints": {
-            key: issuer_url(request, f"tokenauth-{name}") for key, name in TOKENAUTH_ENDPOINTS.items()
+            key: issuer_url(request, f"tokenauth-{name}")
+            for key, name in TOKENAUTH_ENDPOINTS.items()
         },
     }
     # The authorization server's endpoints and grants: its app config hands them over, so this
@@ -398,14 +449,16 @@ class OpenIDConfigurationView(PublicView):
     def get(self, request: Request) -> Response:
         if not acts_as_openid_provider():
             raise NotFound(
-                _("This service is no OpenID provider; see /.well-known/oauth-authorization-server")
+                _(
+                    "This service is no OpenID provider; see /.well-known/oauth-authorization-server"
+                )
             )
         metadata = authorization_server_metadata(request._request)
         document = {
             **metadata,
             "subject_types_supported": ["public"],
             # The algorithms of our keys: every JWT we sign, access or ID token, is signed with one.
-            "id_token_signing_alg_values_supported": get_keyring().algorithms,
+            "id_token_signing_alg_values_supported": keys.get_keyring().algorithms,
             "claims_supported": [
                 "iss",
                 "sub",
@@ -416,10 +469,14 @@ class OpenIDConfigurationView(PublicView):
                 "scope",
                 "preferred_username",
                 "groups",
-                *declared_claim_names(),
+                *claims.declared_claim_names(),
             ],
         }
         # OpenID Provider mode adds its ID-token and userinfo claims (tokenauth.oauth).
-        extra = [c for c in metadata.get("claims_supported", []) if c not in document["claims_supported"]]
+        extra = [
+            c
+            for c in metadata.get("claims_supported", [])
+            if c not in document["claims_supported"]
+        ]
         document["claims_supported"] += extra
         return Response(document, headers={"Cache-Control": "public, max-age=300"})

@@ -102,12 +102,16 @@ def endpoints() -> Iterator[tuple[str, str, list[str], str]]:
 
     for mount in get_resolver("testproject.urls").url_patterns:
         module = getattr(mount, "urlconf_name", None)
-        if not isinstance(mount, URLResolver) or not getattr(module, "__name__", "").startswith("tokenauth"):
+        if not isinstance(mount, URLResolver) or not getattr(module, "__name__", "").startswith(
+            "tokenauth"
+        ):
             continue
         for pattern in mount.url_patterns:
             view = getattr(pattern.callback, "view_class", pattern.callback)
             methods = [
-                m.upper() for m in getattr(view, "http_method_names", []) if m not in ("options", "head")
+                m.upper()
+                for m in getattr(view, "http_method_names", [])
+                if m not in ("options", "head")
             ]
             methods = [m for m in methods if hasattr(view, m.lower())]
             doc = (inspect.getdoc(view) or "").split("\n\n")[0].replace("\n", " ")
@@ -183,7 +187,9 @@ def check_messages() -> list[CheckMessage]:
             message = _text(node.args[0] if node.args else keywords.get("msg"))
             hint = _text(keywords.get("hint"))
             check_id = _text(keywords["id"])
-            found.append(CheckMessage(check_id, node.func.attr, message, hint, module, node.lineno))
+            found.append(
+                CheckMessage(check_id, node.func.attr, message, hint, module, node.lineno)
+            )
     return sorted(found, key=lambda m: (m.id.count("."), m.id, m.module, m.line))
 
 
@@ -327,8 +333,12 @@ def setup(app: Any) -> dict[str, Any]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     group = parser.add_mutually_exclusive_group(required=True)
-    group.add_argument("--write-readme", action="store_true", help="rewrite the README's settings table")
-    group.add_argument("--check-readme", action="store_true", help="exit 1 if the README's table is stale")
+    group.add_argument(
+        "--write-readme", action="store_true", help="rewrite the README's settings table"
+    )
+    group.add_argument(
+        "--check-readme", action="store_true", help="exit 1 if the README's table is stale"
+    )
     args = parser.parse_args()
     sys.path.insert(0, str(ROOT))
     readme = README.read_text()

@@ -10,11 +10,8 @@ from typing import Any
 import requests
 from requests.auth import AuthBase
 
-from . import oauth
-from .discovery import FoundToken, discover, read_token_file
-from .errors import TokenNotFound, TokenRejected
-from .store import Session
-from .transport import TIMEOUT, session
+from . import discovery, errors, oauth, store, transport
+from .transport import session
 
 CLIENT_SECRET_ENV = "TOKENAUTH_CLIENT_SECRET"
 _INVALID_TOKEN = re.compile(r'^\s*Bearer\b.*\berror\s*=\s*"?invalid_token"?', re.IGNORECASE)
@@ -25,17 +22,21 @@ def client_for(client_id: str) -> oauth.Client:
     return oauth.Client(client_id, os.environ.get(CLIENT_SECRET_ENV) or None)
 
 
-def find_token(token_file: Path | None = None, purpose: str | None = None) -> FoundToken:
+def find_token(token_file: Path | None = None, purpose: str | None = None) -> discovery.FoundToken:
     """``--token-file`` if given, else WLCG discovery (with the optional purpose)."""
     if token_file is None:
-        return discover(purpose)
-    found = read_token_file(token_file)
+        return discovery.discover(purpose)
+    found = discovery.read_token_file(token_file)
     if found is None:
-        raise TokenNotFound([f"{token_file} ({'empty' if token_file.exists() else 'missing'})"])
+        raise errors.TokenNotFound(
+            [f"{token_file} ({'empty' if token_file.exists() else 'missing'})"]
+        )
     return found
 
 
-def refresh_session(session: Session, http: requests.Session, failed_token: str | None = None) -> str:
+def refresh_session(
+    session: store.Session, http: requests.Session, failed_token: str | None = None
+) -> str:
     """Exchange the stored refresh token for new tokens, store them and return the new access token.
 
     Runs under the session's lock. If another process refreshed meanwhile (the file no longer holds
@@ -43,13 +44,15 @@ def refresh_session(session: Session, http: requests.Session, failed_token: str 
     """
     with session.locked():
         if failed_token is not None:
-            current = read_token_file(session.token_file)
+            current = discovery.read_token_file(session.token_file)
             if current is not None and current.token != failed_token:
                 return current.token
         info = session.load_info()
         refresh_token = session.load_refresh_token()
         if info is None or refresh_token is None:
-            raise TokenRejected(f"no refresh token stored for {session.token_file}; run 'tokenauth login'")
+            raise errors.TokenRejected(
+                f"no refresh token stored for {session.token_file}; run 'tokenauth login'"
+            )
         body = oauth.refresh(info.token_endpoint, client_for(info.client_id), http, refresh_token)
         session.save(body["access_token"], body.get("refresh_token"), None)
         return body["access_token"]
@@ -76,7 +79,7 @@ class BearerAuth(AuthBase):
         *,
         token_file: str | Path | None = None,
         purpose: str | None = None,
-        timeout: float = TIMEOUT,
+        timeout: float = transport.TIMEOUT,
     ) -> None:
         self.token = token
         self.token_file = Path(token_file) if token_file is not None else None
@@ -85,22 +88,24 @@ class BearerAuth(AuthBase):
 
     def __call__(self, request: requests.PreparedRequest) -> requests.PreparedRequest:
         found = (
-            FoundToken(self.token, "argument") if self.token else find_token(self.token_file, self.purpose)
+            discovery.FoundToken(self.token, "argument")
+            if self.token
+            else find_token(self.token_file, self.purpose)
         )
         request.headers["Authorization"] = f"Bearer {found.token}"
         if found.path is not None:
-            session = Session(found.path)
+            session = store.Session(found.path)
             if session.refresh_path.exists():
                 request.register_hook("response", self._retry_hook(session, found.token))
         return request
 
-    def _retry_hook(self, session: Session, sent_token: str) -> Any:
+    def _retry_hook(self, session: store.Session, sent_token: str) -> Any:
         def hook(response: requests.Response, **kwargs: Any) -> requests.Response:
             if not is_invalid_token(response):
                 return response
             try:
                 token = refresh_session(session, self.http, failed_token=sent_token)
-            except TokenRejected:
+            except errors.TokenRejected:
                 return response  # the caller sees the original 401
             response.content  # noqa: B018 (drain, so the connection can be reused)
             response.close()

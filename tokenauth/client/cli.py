@@ -22,19 +22,9 @@ from typing import Any
 
 import requests
 
-from . import oauth
+from . import discovery, errors, oauth, store, transport
 from .auth import BearerAuth, client_for, find_token, refresh_session
-from .discovery import default_path
-from .errors import (
-    ClientError,
-    ServerError,
-    TokenExpired,
-    TokenRejected,
-    UsageError,
-    unreachable,
-)
-from .store import Session, SessionInfo, load_config
-from .transport import TIMEOUT, session
+from .transport import session
 
 DEFAULT_CLIENT_ID = "tokenauth-cli"
 EXIT_CODES = """exit codes:
@@ -83,7 +73,11 @@ def expiry(moment: datetime) -> str:
 def expiry_text(claims: dict[str, Any] | None, expires_in: Any = None) -> str:
     if claims and isinstance(claims.get("exp"), int | float):
         expires_in = claims["exp"] - time.time()
-    return f" (expires in {duration(float(expires_in))})" if isinstance(expires_in, int | float) else ""
+    return (
+        f" (expires in {duration(float(expires_in))})"
+        if isinstance(expires_in, int | float)
+        else ""
+    )
 
 
 def seconds(value: str) -> float:
@@ -117,15 +111,17 @@ def login_target(args: argparse.Namespace, config: dict[str, str]) -> Path:
     if explicit is not None:
         return explicit
     if args.purpose is not None:
-        return default_path(args.purpose)
+        return discovery.default_path(args.purpose)
     if os.environ.get("BEARER_TOKEN_FILE"):
         return Path(os.environ["BEARER_TOKEN_FILE"])
-    return default_path()
+    return discovery.default_path()
 
 
 def open_browser(url: str) -> None:
     """Only a graphical browser: on a login node webbrowser would start lynx inside this terminal."""
-    if not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY") or sys.platform == "darwin"):
+    if not (
+        os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY") or sys.platform == "darwin"
+    ):
         return
     try:
         browser = webbrowser.get()
@@ -164,11 +160,15 @@ class Countdown:
 def cmd_login(args: argparse.Namespace, config: dict[str, str], http: requests.Session) -> int:
     server = args.url or config.get("server")
     if not server:
-        raise UsageError("no server URL: pass it ('tokenauth login URL') or set 'server' in the config file")
+        raise errors.UsageError(
+            "no server URL: pass it ('tokenauth login URL') or set 'server' in the config file"
+        )
     target = login_target(args, config)
     client = client_for(args.client_id or config.get("client_id") or DEFAULT_CLIENT_ID)
     metadata = oauth.fetch_metadata(server, http)
-    scope = " ".join(filter(None, [args.scope or config.get("scope"), args.group and f"g:{args.group}"]))
+    scope = " ".join(
+        filter(None, [args.scope or config.get("scope"), args.group and f"g:{args.group}"])
+    )
     device = oauth.start_device_flow(metadata, client, http, scope or None)
     say(f"To log in, open {device.verification_uri} and enter the code {device.user_code}")
     if device.verification_uri_complete:
@@ -180,7 +180,7 @@ def cmd_login(args: argparse.Namespace, config: dict[str, str], http: requests.S
         body = oauth.poll_device_token(metadata, client, http, device, on_wait=countdown)
     finally:
         countdown.done()
-    info = SessionInfo(
+    info = store.SessionInfo(
         server=server,
         issuer=metadata.get("issuer", server),
         token_endpoint=metadata["token_endpoint"],
@@ -188,13 +188,17 @@ def cmd_login(args: argparse.Namespace, config: dict[str, str], http: requests.S
         client_id=client.client_id,
         token_file=str(target),
     )
-    session = Session(target)
+    session = store.Session(target)
     session.clear()  # a previous login's refresh token must not outlive it
     session.save(body["access_token"], body.get("refresh_token"), info)
     token = body["access_token"]
-    say(f"Logged in: token saved to {target}{expiry_text(jwt_claims(token), body.get('expires_in'))}")
+    say(
+        f"Logged in: token saved to {target}{expiry_text(jwt_claims(token), body.get('expires_in'))}"
+    )
     if not body.get("refresh_token"):
-        note("the server issued no refresh token: 'tokenauth refresh' will not work for this login")
+        note(
+            "the server issued no refresh token: 'tokenauth refresh' will not work for this login"
+        )
     if os.environ.get("BEARER_TOKEN"):
         note("BEARER_TOKEN is set: tools will use it, not this token")
     elif args.purpose is not None or configured_file(args, config):
@@ -204,36 +208,44 @@ def cmd_login(args: argparse.Namespace, config: dict[str, str], http: requests.S
 
 
 def cmd_logout(args: argparse.Namespace, config: dict[str, str], http: requests.Session) -> int:
-    session = Session(login_target(args, config))
+    session = store.Session(login_target(args, config))
     info = session.load_info()
     refresh_token = session.load_refresh_token()
     access = None
     try:
         access = find_token(session.token_file)
-    except ClientError:
+    except errors.ClientError:
         pass  # an unreadable token file is still removed below
     problems: list[str] = []
-    failure: ClientError | None = None
+    failure: errors.ClientError | None = None
     if info is not None and info.revocation_endpoint:
         client = client_for(info.client_id)
         try:
             if refresh_token:
                 problems.append(
-                    oauth.revoke(info.revocation_endpoint, client, http, refresh_token, "refresh_token")
+                    oauth.revoke(
+                        info.revocation_endpoint, client, http, refresh_token, "refresh_token"
+                    )
                 )
             if access is not None:
                 problems.append(
-                    oauth.revoke(info.revocation_endpoint, client, http, access.token, "access_token")
+                    oauth.revoke(
+                        info.revocation_endpoint, client, http, access.token, "access_token"
+                    )
                 )
-        except ClientError as exc:
+        except errors.ClientError as exc:
             failure = exc
     elif info is not None:
-        problems.append("the server offers no revocation endpoint; tokens stay valid until they expire")
+        problems.append(
+            "the server offers no revocation endpoint; tokens stay valid until they expire"
+        )
     removed = session.clear()
     for problem in filter(None, problems):
         note(problem)
     if failure is not None:
-        raise type(failure)(f"{failure}; local token files removed, but the tokens were not revoked")
+        raise type(failure)(
+            f"{failure}; local token files removed, but the tokens were not revoked"
+        )
     if not removed:
         say(f"Not logged in: nothing stored for {session.token_file}")
     else:
@@ -245,17 +257,21 @@ def cmd_logout(args: argparse.Namespace, config: dict[str, str], http: requests.
 def cmd_token(args: argparse.Namespace, config: dict[str, str], http: requests.Session) -> int:
     found = find_token(configured_file(args, config), args.purpose)
     claims = jwt_claims(found.token)
-    expired = bool(claims and isinstance(claims.get("exp"), int | float) and claims["exp"] <= time.time())
+    expired = bool(
+        claims and isinstance(claims.get("exp"), int | float) and claims["exp"] <= time.time()
+    )
     if args.raw:
         if expired:
-            raise TokenExpired(f"the token from {found.source} has expired")
+            raise errors.TokenExpired(f"the token from {found.source} has expired")
         say(found.token)
         return 0
     say_field("source", found.source)
     if claims is None:
         say_field("format", "opaque (not a JWT): no claims to show")
         return 0
-    groups = claims.get("group") or " ".join(claims.get("wlcg.groups") or claims.get("groups") or [])
+    groups = claims.get("group") or " ".join(
+        claims.get("wlcg.groups") or claims.get("groups") or []
+    )
     say_field("issuer", claims.get("iss"))
     say_field("subject", claims.get("sub"))
     say_field("scope", claims.get("scope"))
@@ -264,17 +280,19 @@ def cmd_token(args: argparse.Namespace, config: dict[str, str], http: requests.S
         say_field("expires", expiry(datetime.fromtimestamp(claims["exp"], UTC)))
     say("(decoded without verifying the signature: for display only)")
     if expired:
-        raise TokenExpired(f"the token from {found.source} has expired; run 'tokenauth refresh' or 'login'")
+        raise errors.TokenExpired(
+            f"the token from {found.source} has expired; run 'tokenauth refresh' or 'login'"
+        )
     return 0
 
 
 def cmd_whoami(args: argparse.Namespace, config: dict[str, str], http: requests.Session) -> int:
     token_file = configured_file(args, config)
     found = find_token(token_file, args.purpose)
-    info = Session(found.path).load_info() if found.path else None
+    info = store.Session(found.path).load_info() if found.path else None
     server = args.server or (info.server if info else None) or config.get("server")
     if not server:
-        raise UsageError(
+        raise errors.UsageError(
             "no server known for this token: pass --server URL or set 'server' in the config file"
         )
     url = server.rstrip("/") + "/auth/whoami/"
@@ -282,16 +300,18 @@ def cmd_whoami(args: argparse.Namespace, config: dict[str, str], http: requests.
     try:
         response = http.get(url, auth=auth, headers={"Accept": "application/json"})
     except requests.RequestException as exc:
-        raise unreachable(server, exc) from None
+        raise errors.unreachable(server, exc) from None
     if response.status_code == 401:
         challenge = response.headers.get("WWW-Authenticate", "")
-        raise TokenRejected(f"the server rejected the token from {found.source}: {challenge or 'HTTP 401'}")
+        raise errors.TokenRejected(
+            f"the server rejected the token from {found.source}: {challenge or 'HTTP 401'}"
+        )
     if response.status_code != 200:
-        raise ServerError(f"{url} answered HTTP {response.status_code}")
+        raise errors.ServerError(f"{url} answered HTTP {response.status_code}")
     try:
         body = response.json()
     except ValueError:
-        raise ServerError(f"{url} did not answer JSON") from None
+        raise errors.ServerError(f"{url} did not answer JSON") from None
     for key, value in body.items():
         if key == "expires_at" and isinstance(value, str):
             try:
@@ -303,7 +323,7 @@ def cmd_whoami(args: argparse.Namespace, config: dict[str, str], http: requests.
 
 
 def cmd_refresh(args: argparse.Namespace, config: dict[str, str], http: requests.Session) -> int:
-    session = Session(login_target(args, config))
+    session = store.Session(login_target(args, config))
     token = refresh_session(session, http)
     say(f"Token refreshed: {session.token_file}{expiry_text(jwt_claims(token))}")
     return 0
@@ -314,17 +334,27 @@ def cmd_refresh(args: argparse.Namespace, config: dict[str, str], http: requests
 
 def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--token-file", metavar="PATH", help="use this file instead of WLCG token discovery")
-    common.add_argument("--purpose", metavar="NAME", help="one of several tokens side by side: bt_u$ID-NAME")
     common.add_argument(
-        "--config", metavar="PATH", type=Path, help="config file (default ~/.config/tokenauth/config.toml)"
+        "--token-file", metavar="PATH", help="use this file instead of WLCG token discovery"
+    )
+    common.add_argument(
+        "--purpose", metavar="NAME", help="one of several tokens side by side: bt_u$ID-NAME"
+    )
+    common.add_argument(
+        "--config",
+        metavar="PATH",
+        type=Path,
+        help="config file (default ~/.config/tokenauth/config.toml)",
     )
     common.add_argument(
         "--timeout",
         metavar="SECONDS",
         type=seconds,
-        default=TIMEOUT,
-        help=f"time limit of each request: to connect and for the whole answer body (default {TIMEOUT:g})",
+        default=transport.TIMEOUT,
+        help=(
+            "time limit of each request: to connect and for the whole answer body "
+            f"(default {transport.TIMEOUT:g})"
+        ),
     )
 
     parser = argparse.ArgumentParser(
@@ -339,7 +369,9 @@ def build_parser() -> argparse.ArgumentParser:
     login.add_argument(
         "url", nargs="?", metavar="URL", help="the server (default: 'server' from the config file)"
     )
-    login.add_argument("--group", help="act as a member of this group (requests the scope g:GROUP)")
+    login.add_argument(
+        "--group", help="act as a member of this group (requests the scope g:GROUP)"
+    )
     login.add_argument("--scope", help="space-separated scopes to request")
     login.add_argument(
         "--client-id",
@@ -357,24 +389,26 @@ def build_parser() -> argparse.ArgumentParser:
     )
     token.add_argument("--raw", action="store_true", help="print just the token")
     token.set_defaults(handler=cmd_token)
-    whoami = commands.add_parser("whoami", parents=[common], help="ask the server who the token says you are")
+    whoami = commands.add_parser(
+        "whoami", parents=[common], help="ask the server who the token says you are"
+    )
     whoami.add_argument(
         "--server", metavar="URL", help="default: the server of the login, or the config file's"
     )
     whoami.set_defaults(handler=cmd_whoami)
-    commands.add_parser("refresh", parents=[common], help="get a new access token now").set_defaults(
-        handler=cmd_refresh
-    )
+    commands.add_parser(
+        "refresh", parents=[common], help="get a new access token now"
+    ).set_defaults(handler=cmd_refresh)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        config = load_config(args.config)
+        config = store.load_config(args.config)
         with session(args.timeout) as http:
             return args.handler(args, config, http)
-    except ClientError as exc:
+    except errors.ClientError as exc:
         note(f"error: {exc}")
         return exc.exit_code
     except BrokenPipeError:

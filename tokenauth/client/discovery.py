@@ -23,7 +23,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import InvalidToken, TokenNotFound, UsageError
+from . import errors
 
 #: C99 isspace() in the "C" locale; Python's str.strip() would also remove \x1c-\x1f and Unicode spaces.
 C_WHITESPACE = " \t\n\v\f\r"
@@ -48,7 +48,9 @@ def is_b64token(value: str) -> bool:
 def check_purpose(purpose: str) -> str:
     """A purpose becomes part of a file name: no separators, no leading dot or dash."""
     if not _PURPOSE.fullmatch(purpose):
-        raise UsageError(f"invalid purpose name {purpose!r} (letters, digits, '.', '_', '-')")
+        raise errors.UsageError(
+            f"invalid purpose name {purpose!r} (letters, digits, '.', '_', '-')"
+        )
     return purpose
 
 
@@ -65,11 +67,15 @@ def _checked(value: str, source: str, path: Path | None) -> FoundToken | None:
     if not token:
         return None
     if not is_b64token(token):
-        raise InvalidToken(f"{source} does not hold a valid bearer token (RFC 6750 b64token)")
+        raise errors.InvalidToken(
+            f"{source} does not hold a valid bearer token (RFC 6750 b64token)"
+        )
     return FoundToken(token, source, path)
 
 
-def read_token_file(path: Path, source: str | None = None, *, own: bool = False) -> FoundToken | None:
+def read_token_file(
+    path: Path, source: str | None = None, *, own: bool = False
+) -> FoundToken | None:
     """The token in ``path``; None if the file is missing or blank; InvalidToken if unusable.
 
     ``own``: the file must belong to us. Anyone may create ``/tmp/bt_u$ID`` before its user does, and
@@ -79,16 +85,22 @@ def read_token_file(path: Path, source: str | None = None, *, own: bool = False)
     try:
         with path.open("rb") as handle:
             if own and not _belongs_to_us(handle.fileno()):
-                raise InvalidToken(f"{source} belongs to another user: not used (remove it)")
+                raise errors.InvalidToken(
+                    f"{source} belongs to another user: not used (remove it)"
+                )
             data = handle.read()
     except FileNotFoundError:
         return None
     except OSError as exc:
-        raise InvalidToken(f"cannot read token file {source}: {exc.strerror or exc}") from None
+        raise errors.InvalidToken(
+            f"cannot read token file {source}: {exc.strerror or exc}"
+        ) from None
     try:
         text = data.decode("ascii")
     except UnicodeDecodeError:
-        raise InvalidToken(f"{source} does not hold a valid bearer token (not ASCII)") from None
+        raise errors.InvalidToken(
+            f"{source} does not hold a valid bearer token (not ASCII)"
+        ) from None
     return _checked(text, source, path)
 
 
@@ -117,7 +129,7 @@ def discover(purpose: str | None = None, environ: Mapping[str, str] | None = Non
     if found:
         return found
     looked.append(f"{path} ({_absent(path)})")
-    raise TokenNotFound(looked)
+    raise errors.TokenNotFound(looked)
 
 
 def discover_token(purpose: str | None = None, environ: Mapping[str, str] | None = None) -> str:

@@ -6,7 +6,7 @@ import re
 
 import requests
 
-from .transport import NoAnswer
+from . import transport
 
 
 class ClientError(Exception):
@@ -71,7 +71,7 @@ def unreachable(url: str, exc: requests.RequestException) -> ServerUnreachable:
     match = re.search(r"\[Errno -?\d+\] ([^'\")]+)", text)
     if match:
         reason = match.group(1).strip()
-    elif isinstance(exc, NoAnswer):
+    elif isinstance(exc, transport.NoAnswer):
         reason = str(exc)
     else:
         reason = type(exc).__name__

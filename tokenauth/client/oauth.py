@@ -13,15 +13,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import requests
 
-from .errors import (
-    AccessDenied,
-    ClientError,
-    DeviceCodeExpired,
-    ServerError,
-    TokenRejected,
-    UsageError,
-    unreachable,
-)
+from . import errors
 
 DEVICE_CODE_GRANT = "urn:ietf:params:oauth:grant-type:device_code"
 
@@ -57,7 +49,9 @@ def _json(response: requests.Response, what: str) -> dict[str, Any]:
     except ValueError:
         body = None
     if not isinstance(body, dict):
-        raise ServerError(f"{what} answered HTTP {response.status_code} without a JSON object")
+        raise errors.ServerError(
+            f"{what} answered HTTP {response.status_code} without a JSON object"
+        )
     return body
 
 
@@ -72,37 +66,45 @@ def metadata_urls(server: str) -> list[str]:
     parts = urlsplit(server.rstrip("/"))
     path = parts.path
     urls = [
-        urlunsplit((parts.scheme, parts.netloc, f"/.well-known/oauth-authorization-server{path}", "", ""))
+        urlunsplit(
+            (parts.scheme, parts.netloc, f"/.well-known/oauth-authorization-server{path}", "", "")
+        )
     ]
-    urls.append(urlunsplit((parts.scheme, parts.netloc, f"{path}/.well-known/openid-configuration", "", "")))
+    urls.append(
+        urlunsplit(
+            (parts.scheme, parts.netloc, f"{path}/.well-known/openid-configuration", "", "")
+        )
+    )
     return urls
 
 
 def fetch_metadata(server: str, http: requests.Session) -> dict[str, Any]:
     """The first metadata document that answers; ServerUnreachable / ServerError otherwise."""
     if urlsplit(server).scheme not in ("http", "https"):
-        raise UsageError(f"not an http(s) URL: {server}")
+        raise errors.UsageError(f"not an http(s) URL: {server}")
     tried = []
     for url in metadata_urls(server):
         try:
             response = http.get(url, headers={"Accept": "application/json"})
         except requests.RequestException as exc:
-            raise unreachable(server, exc) from None
+            raise errors.unreachable(server, exc) from None
         if response.status_code == 200:
             body = _json(response, url)
             if "token_endpoint" not in body:
-                raise ServerError(f"{url} names no token_endpoint")
+                raise errors.ServerError(f"{url} names no token_endpoint")
             return body
         tried.append(f"{url} (HTTP {response.status_code})")
-    raise ServerError("no OAuth server metadata at " + ", ".join(tried))
+    raise errors.ServerError("no OAuth server metadata at " + ", ".join(tried))
 
 
-def _post(http: requests.Session, url: str, data: dict[str, str], client: Client) -> requests.Response:
+def _post(
+    http: requests.Session, url: str, data: dict[str, str], client: Client
+) -> requests.Response:
     auth = client.apply(data)
     try:
         return http.post(url, data=data, auth=auth, headers={"Accept": "application/json"})
     except requests.RequestException as exc:
-        raise unreachable(url, exc) from None
+        raise errors.unreachable(url, exc) from None
 
 
 def start_device_flow(
@@ -111,12 +113,14 @@ def start_device_flow(
     """RFC 8628 §3.1."""
     endpoint = metadata.get("device_authorization_endpoint")
     if not endpoint:
-        raise ServerError(f"{metadata.get('issuer', 'the server')} does not offer the device flow")
+        raise errors.ServerError(
+            f"{metadata.get('issuer', 'the server')} does not offer the device flow"
+        )
     data = {"scope": scope} if scope else {}
     response = _post(http, endpoint, data, client)
     body = _json(response, "device authorization")
     if response.status_code != 200:
-        raise ServerError(_oauth_error(body, "device authorization refused"))
+        raise errors.ServerError(_oauth_error(body, "device authorization refused"))
     try:
         return DeviceAuthorization(
             device_code=body["device_code"],
@@ -127,7 +131,7 @@ def start_device_flow(
             interval=int(body.get("interval", 5)),
         )
     except (KeyError, TypeError, ValueError) as exc:
-        raise ServerError(f"device authorization answer lacks {exc}") from None
+        raise errors.ServerError(f"device authorization answer lacks {exc}") from None
 
 
 def poll_device_token(
@@ -151,7 +155,7 @@ def poll_device_token(
         next_poll = clock() + interval
         while (now := clock()) < next_poll:
             if now >= deadline:
-                raise DeviceCodeExpired(
+                raise errors.DeviceCodeExpired(
                     "the device code expired before the login was approved; run login again"
                 )
             on_wait(deadline - now)
@@ -167,10 +171,12 @@ def poll_device_token(
             interval += 5
             continue
         if error == "access_denied":
-            raise AccessDenied("the login was denied at the server")
+            raise errors.AccessDenied("the login was denied at the server")
         if error == "expired_token":
-            raise DeviceCodeExpired("the device code expired before the login was approved; run login again")
-        raise ServerError(_oauth_error(body, "device login failed"))
+            raise errors.DeviceCodeExpired(
+                "the device code expired before the login was approved; run login again"
+            )
+        raise errors.ServerError(_oauth_error(body, "device login failed"))
 
 
 def refresh(
@@ -183,11 +189,13 @@ def refresh(
     if response.status_code == 200 and "access_token" in body:
         return body
     if body.get("error") == "invalid_grant":
-        raise TokenRejected("the server rejected the refresh token; run 'tokenauth login'")
-    raise ServerError(_oauth_error(body, "refresh failed"))
+        raise errors.TokenRejected("the server rejected the refresh token; run 'tokenauth login'")
+    raise errors.ServerError(_oauth_error(body, "refresh failed"))
 
 
-def revoke(endpoint: str, client: Client, http: requests.Session, token: str, hint: str) -> str | None:
+def revoke(
+    endpoint: str, client: Client, http: requests.Session, token: str, hint: str
+) -> str | None:
     """RFC 7009. Returns None on success, else why not (``unsupported_token_type`` is common for JWT
     access tokens, which stay valid until they expire)."""
     response = _post(http, endpoint, {"token": token, "token_type_hint": hint}, client)
@@ -198,5 +206,5 @@ def revoke(endpoint: str, client: Client, http: requests.Session, token: str, hi
         what += " (it stays valid until it expires)"
     try:
         return _oauth_error(_json(response, "revocation endpoint"), what)
-    except ClientError as exc:
+    except errors.ClientError as exc:
         return f"{what}: {exc}"

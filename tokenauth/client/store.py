@@ -22,7 +22,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from .errors import InvalidToken, UsageError
+from . import errors
 
 CONFIG_KEYS = {"server", "token_file", "client_id", "scope"}
 
@@ -44,7 +44,7 @@ def write_private(path: Path, text: str) -> None:
         try:
             os.replace(tmp, path)
         except PermissionError:  # e.g. another user's file in the sticky /tmp
-            raise InvalidToken(
+            raise errors.InvalidToken(
                 f"cannot replace {path}: it is not ours to replace (use --token-file, or set XDG_RUNTIME_DIR)"
             ) from None
     except BaseException:
@@ -71,7 +71,8 @@ def _xdg_dir(variable: str, default: str, environ: Mapping[str, str]) -> Path:
 
 def state_dir(environ: Mapping[str, str] | None = None) -> Path:
     return (
-        _xdg_dir("XDG_STATE_HOME", ".local/state", os.environ if environ is None else environ) / "tokenauth"
+        _xdg_dir("XDG_STATE_HOME", ".local/state", os.environ if environ is None else environ)
+        / "tokenauth"
     )
 
 
@@ -80,7 +81,9 @@ def config_path(environ: Mapping[str, str] | None = None) -> Path:
     return _xdg_dir("XDG_CONFIG_HOME", ".config", env) / "tokenauth" / "config.toml"
 
 
-def load_config(path: Path | None = None, environ: Mapping[str, str] | None = None) -> dict[str, str]:
+def load_config(
+    path: Path | None = None, environ: Mapping[str, str] | None = None
+) -> dict[str, str]:
     """The config file's settings ({} if there is none). Unknown keys are refused, which keeps tokens out."""
     explicit = path is not None
     path = path or config_path(environ)
@@ -88,17 +91,19 @@ def load_config(path: Path | None = None, environ: Mapping[str, str] | None = No
         data = tomllib.loads(path.read_text())
     except FileNotFoundError:
         if explicit:
-            raise UsageError(f"config file {path} does not exist") from None
+            raise errors.UsageError(f"config file {path} does not exist") from None
         return {}
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
-        raise UsageError(f"cannot read config file {path}: {exc}") from None
+        raise errors.UsageError(f"cannot read config file {path}: {exc}") from None
     unknown = sorted(set(data) - CONFIG_KEYS)
     if unknown:
         allowed = ", ".join(sorted(CONFIG_KEYS))
-        raise UsageError(f"config file {path}: unknown key(s) {', '.join(unknown)} (allowed: {allowed})")
+        raise errors.UsageError(
+            f"config file {path}: unknown key(s) {', '.join(unknown)} (allowed: {allowed})"
+        )
     bad = [key for key, value in data.items() if not isinstance(value, str)]
     if bad:
-        raise UsageError(f"config file {path}: {', '.join(bad)} must be string(s)")
+        raise errors.UsageError(f"config file {path}: {', '.join(bad)} must be string(s)")
     return data
 
 
@@ -133,7 +138,7 @@ class Session:
         except FileNotFoundError:
             return None
         except (OSError, ValueError, TypeError) as exc:
-            raise InvalidToken(
+            raise errors.InvalidToken(
                 f"session file {self.info_path} is unusable ({exc}); run 'tokenauth login'"
             ) from None
 
@@ -156,7 +161,9 @@ class Session:
     def clear(self) -> list[Path]:
         """Remove the access token and the private state; the token files that were removed."""
         remove(self.lock_path)
-        return [path for path in (self.token_file, self.refresh_path, self.info_path) if remove(path)]
+        return [
+            path for path in (self.token_file, self.refresh_path, self.info_path) if remove(path)
+        ]
 
     @contextlib.contextmanager
     def locked(self) -> Iterator[None]:

@@ -10,7 +10,7 @@ import requests
 import urllib3
 from requests.adapters import HTTPAdapter
 
-from ..downloads import TooSlow, read_within
+from .. import downloads
 
 TIMEOUT = 15.0
 
@@ -42,13 +42,18 @@ class BoundedAdapter(HTTPAdapter):
         deadline = time.monotonic() + self.timeout
         try:
             response = super().send(
-                request, stream=True, timeout=self.timeout, verify=verify, cert=cert, proxies=proxies
+                request,
+                stream=True,
+                timeout=self.timeout,
+                verify=verify,
+                cert=cert,
+                proxies=proxies,
             )
         except requests.Timeout:
             raise self.no_answer(request) from None
         try:
-            body = read_within(response.raw, deadline)
-        except (TooSlow, urllib3.exceptions.ReadTimeoutError):
+            body = downloads.read_within(response.raw, deadline)
+        except (downloads.TooSlow, urllib3.exceptions.ReadTimeoutError):
             response.close()
             raise self.no_answer(request) from None
         except urllib3.exceptions.HTTPError as exc:

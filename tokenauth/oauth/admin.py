@@ -11,10 +11,13 @@ from django.contrib import admin
 from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.utils.translation import gettext_lazy as _
-from oauth2_provider.models import get_access_token_model, get_application_model, get_refresh_token_model
+from oauth2_provider.models import (
+    get_access_token_model,
+    get_application_model,
+    get_refresh_token_model,
+)
 
-from .models import AllowedScopes
-from .revocation import ending, issued_with
+from . import models, revocation
 
 Application = get_application_model()
 AccessToken = get_access_token_model()
@@ -22,7 +25,7 @@ RefreshToken = get_refresh_token_model()
 
 
 class AllowedScopesInline(admin.StackedInline):
-    model = AllowedScopes
+    model = models.AllowedScopes
     extra = 0
 
 
@@ -39,14 +42,14 @@ class AccessTokenAdmin(type(admin.site._registry[AccessToken])):
     @admin.action(description=_("Revoke selected access tokens"))
     def revoke_tokens(self, request: HttpRequest, queryset: QuerySet) -> None:
         """DOT revokes the bound refresh tokens too: their families end."""
-        with ending(queryset, RefreshToken.objects.filter(access_token__in=queryset)):
+        with revocation.ending(queryset, RefreshToken.objects.filter(access_token__in=queryset)):
             super().revoke_tokens(request, queryset)
 
 
 class RefreshTokenAdmin(type(admin.site._registry[RefreshToken])):
     @admin.action(description=_("Revoke selected refresh tokens (and their access tokens)"))
     def revoke_tokens(self, request: HttpRequest, queryset: QuerySet) -> None:
-        with ending(issued_with(queryset), queryset):
+        with revocation.ending(revocation.issued_with(queryset), queryset):
             super().revoke_tokens(request, queryset)
 
 

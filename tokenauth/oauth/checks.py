@@ -8,19 +8,16 @@ from django.core import checks
 from django.core.exceptions import ImproperlyConfigured
 from oauth2_provider.settings import oauth2_settings
 
-from tokenauth.keys import get_keyring
-
-from .scopes import TokenAuthScopes
-from .server import Server
-from .validators import TokenAuthValidator
+from .. import keys
+from . import scopes, server, validators
 
 # DOT setting -> the class of ours it must be (or subclass): the server brings our JWT generator,
 # lifetimes and grants; the validator our subjects, scopes, epochs and revocation; the scopes
 # backend our scope list (DOT's default offers "read write").
 CLASSES = {
-    "OAUTH2_SERVER_CLASS": Server,
-    "OAUTH2_VALIDATOR_CLASS": TokenAuthValidator,
-    "SCOPES_BACKEND_CLASS": TokenAuthScopes,
+    "OAUTH2_SERVER_CLASS": server.Server,
+    "OAUTH2_VALIDATOR_CLASS": validators.TokenAuthValidator,
+    "SCOPES_BACKEND_CLASS": scopes.TokenAuthScopes,
 }
 
 
@@ -78,7 +75,7 @@ def check_openid_provider() -> list[checks.CheckMessage]:
     if not oauth2_settings.OIDC_ENABLED:
         return []
     try:
-        symmetric = get_keyring().signing.is_symmetric
+        symmetric = keys.get_keyring().signing.is_symmetric
     except ImproperlyConfigured:
         # tokenauth's own checks report a key that does not load.
         return []

@@ -11,13 +11,7 @@ from oauthlib.oauth2.rfc6749 import errors
 from oauthlib.oauth2.rfc6749.grant_types.base import GrantTypeBase
 from rest_framework.exceptions import PermissionDenied
 
-from tokenauth.authentication import authenticate_token
-from tokenauth.conf import tokenauth_settings
-from tokenauth.exceptions import InsufficientScope, InvalidToken
-from tokenauth.jwks import IssuerUnavailable
-from tokenauth.scopes import group_name, split_scope
-from tokenauth.snapshots import StateUnavailable
-
+from .. import authentication, conf, exceptions, jwks, scopes, snapshots
 from .scopes import application_allows, known
 
 GRANT_TYPE = "urn:ietf:params:oauth:grant-type:token-exchange"
@@ -49,7 +43,9 @@ class TokenExchangeGrant(GrantTypeBase):
     carried and the client may have; ``g:<group>`` needs membership here.
     """
 
-    def create_token_response(self, request: Any, token_handler: Any) -> tuple[dict[str, str], str, int]:
+    def create_token_response(
+        self, request: Any, token_handler: Any
+    ) -> tuple[dict[str, str], str, int]:
         headers = self._get_default_headers()
         try:
             self.validate_token_request(request)
@@ -75,19 +71,25 @@ class TokenExchangeGrant(GrantTypeBase):
                 _("subject_token and subject_token_type are required"), request=request
             )
         if subject_type not in SUBJECT_TOKEN_TYPES:
-            raise UnsupportedTokenType(description=_("Only access tokens can be exchanged"), request=request)
+            raise UnsupportedTokenType(
+                description=_("Only access tokens can be exchanged"), request=request
+            )
         if _param(request, "actor_token"):
-            raise errors.InvalidRequestError(_("Delegation (actor_token) is not supported"), request=request)
+            raise errors.InvalidRequestError(
+                _("Delegation (actor_token) is not supported"), request=request
+            )
         if _param(request, "requested_token_type") not in (None, ACCESS_TOKEN_TYPE):
-            raise errors.InvalidRequestError(_("Only access tokens can be issued"), request=request)
+            raise errors.InvalidRequestError(
+                _("Only access tokens can be issued"), request=request
+            )
         granted = self._verify(subject_token, request)
-        requested = split_scope(request.scope) if request.scope else granted
+        requested = scopes.split_scope(request.scope) if request.scope else granted
         request.scopes = [
             s
             for s in dict.fromkeys(requested)
             if known(s)
             and application_allows(request.client, s)
-            and (group_name(s) is not None or s in granted)
+            and (scopes.group_name(s) is not None or s in granted)
         ]
         for validator in self.custom_validators.post_token:
             validator(request)
@@ -96,14 +98,18 @@ class TokenExchangeGrant(GrantTypeBase):
     def _verify(subject_token: str, request: Any) -> list[str]:
         """Set ``request.user`` from an external token; returns the scopes that token carried."""
         try:
-            principal, access = authenticate_token(subject_token)
-        except InvalidToken as exc:
-            raise errors.InvalidRequestError(_invalid_subject(exc.description), request=request) from None
-        except (InsufficientScope, PermissionDenied) as exc:
-            raise errors.InvalidRequestError(_invalid_subject(exc.detail), request=request) from None
-        except (StateUnavailable, IssuerUnavailable):
+            principal, access = authentication.authenticate_token(subject_token)
+        except exceptions.InvalidToken as exc:
+            raise errors.InvalidRequestError(
+                _invalid_subject(exc.description), request=request
+            ) from None
+        except (exceptions.InsufficientScope, PermissionDenied) as exc:
+            raise errors.InvalidRequestError(
+                _invalid_subject(exc.detail), request=request
+            ) from None
+        except (snapshots.StateUnavailable, jwks.IssuerUnavailable):
             raise errors.TemporarilyUnavailableError(request=request) from None
-        if access.issuer == tokenauth_settings.ISSUER:
+        if access.issuer == conf.tokenauth_settings.ISSUER:
             raise errors.InvalidRequestError(
                 _("The subject_token must come from an external issuer"), request=request
             )

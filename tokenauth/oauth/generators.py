@@ -6,10 +6,8 @@ import uuid
 from datetime import timedelta
 from typing import Any
 
-from tokenauth.conf import tokenauth_settings
-from tokenauth.tokens import CLAIM_TOKEN_FAMILY, mint_access_token
-
-from .revocation import code_family
+from .. import conf, tokens
+from . import revocation
 from .scopes import selected_group
 
 # Grants whose token response starts a refresh-token family with a new id (client credentials and
@@ -27,7 +25,7 @@ def token_family(request: Any) -> uuid.UUID | None:
     if request.grant_type == "refresh_token":
         return request.refresh_token_instance.token_family
     if request.grant_type == "authorization_code":
-        family = code_family(request.code)
+        family = revocation.code_family(request.code)
     elif request.grant_type in FAMILY_STARTING_GRANTS:
         family = uuid.uuid4()
     else:
@@ -44,13 +42,13 @@ def access_token(request: Any) -> str:
     scopes = list(request.scopes or [])
     group, _ = selected_group(request.user, scopes)
     extra: dict[str, Any] = {"client_id": request.client.client_id}
-    if not tokenauth_settings.AUDIENCE:
+    if not conf.tokenauth_settings.AUDIENCE:
         # RFC 9068 requires aud; we are the resource server.
-        extra["aud"] = tokenauth_settings.ISSUER
+        extra["aud"] = conf.tokenauth_settings.ISSUER
     family = token_family(request)
     if family is not None:
-        extra[CLAIM_TOKEN_FAMILY] = family.hex
-    issued = mint_access_token(
+        extra[tokens.CLAIM_TOKEN_FAMILY] = family.hex
+    issued = tokens.mint_access_token(
         request.user,
         scope=" ".join(scopes),
         group=group,

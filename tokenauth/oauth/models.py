@@ -18,7 +18,9 @@ class AllowedScopes(models.Model):
     """
 
     application = models.OneToOneField(
-        oauth2_settings.APPLICATION_MODEL, on_delete=models.CASCADE, related_name="tokenauth_scopes"
+        oauth2_settings.APPLICATION_MODEL,
+        on_delete=models.CASCADE,
+        related_name="tokenauth_scopes",
     )
     scopes = models.TextField(_("allowed scopes"), blank=True, help_text=_("Space-separated."))
 

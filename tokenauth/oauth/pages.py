@@ -29,14 +29,16 @@ from oauth2_provider.settings import oauth2_settings
 
 from tokenauth.scopes import split_scope
 
-from .revocation import ending
+from . import revocation
 
 #: The page of each reason a code cannot be approved: (status, title, message).
 CODE_PROBLEMS: dict[str, tuple[int, Any, Any]] = {
     "incorrect_user_code": (
         404,
         _("Unknown code"),
-        _("There is no sign-in waiting for this code. Check the code your device shows and try again."),
+        _(
+            "There is no sign-in waiting for this code. Check the code your device shows and try again."
+        ),
     ),
     "expired_user_code": (
         410,
@@ -46,7 +48,9 @@ CODE_PROBLEMS: dict[str, tuple[int, Any, Any]] = {
     "user_code_already_used": (
         409,
         _("Code already used"),
-        _("This code was approved or denied already. Start the sign-in on your device again if needed."),
+        _(
+            "This code was approved or denied already. Start the sign-in on your device again if needed."
+        ),
     ),
 }
 
@@ -86,8 +90,12 @@ class DeviceUserCodeView(dot.DeviceUserCodeView):
         grant = self.grant(self.request.GET.get("user_code", ""))
         login_url = resolve_url(self.get_login_url())
         if grant is not None and grant.scope:
-            login_url = f"{login_url}{'&' if '?' in login_url else '?'}{urlencode({'scope': grant.scope})}"
-        return redirect_to_login(self.request.get_full_path(), login_url, self.get_redirect_field_name())
+            login_url = (
+                f"{login_url}{'&' if '?' in login_url else '?'}{urlencode({'scope': grant.scope})}"
+            )
+        return redirect_to_login(
+            self.request.get_full_path(), login_url, self.get_redirect_field_name()
+        )
 
     def get(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
         user_code = request.GET.get("user_code")
@@ -100,7 +108,9 @@ class DeviceUserCodeView(dot.DeviceUserCodeView):
         context = super().get_context_data(**kwargs)
         grant = self.grant(self.request.GET.get("user_code", ""))
         if grant is not None:
-            context["application"] = get_application_model().objects.filter(client_id=grant.client_id).first()
+            context["application"] = (
+                get_application_model().objects.filter(client_id=grant.client_id).first()
+            )
             context["scope_items"] = scope_items(grant.scope)
         return context
 
@@ -146,7 +156,9 @@ class DeviceGrantStatusView(dot.DeviceGrantStatusView):
         if (
             request.user.is_authenticated
             and not self.get_queryset()
-            .filter(client_id=kwargs["client_id"], user_code=kwargs["user_code"], user=request.user)
+            .filter(
+                client_id=kwargs["client_id"], user_code=kwargs["user_code"], user=request.user
+            )
             .exists()
         ):
             return code_problem(request, "incorrect_user_code")
@@ -195,5 +207,5 @@ class RPInitiatedLogoutView(dot.RPInitiatedLogoutView):
                 application__authorization_grant_type__in=self.token_deletion_grant_types,
             )
         refresh_tokens = get_refresh_token_model().objects.filter(access_token__in=access_tokens)
-        with ending(access_tokens, refresh_tokens):
+        with revocation.ending(access_tokens, refresh_tokens):
             return super().do_logout(application, post_logout_redirect_uri, state, token_user)

@@ -33,7 +33,9 @@ SECRET_NAMES = (
     "assertion",
 )
 # name=value (query strings, form bodies) and 'name': 'value' (reprs, JSON).
-NAMED = re.compile(r"(\b(?:" + "|".join(SECRET_NAMES) + r""")\b['"]?\s*[:=]\s*['"]?)[^\s'"&,;}]+""", re.I)
+NAMED = re.compile(
+    r"(\b(?:" + "|".join(SECRET_NAMES) + r""")\b['"]?\s*[:=]\s*['"]?)[^\s'"&,;}]+""", re.I
+)
 JWS = re.compile(r"\beyJ[\w-]*\.[\w-]*\.[\w-]*")
 # An Authorization header's credentials (not the words "basic auth" of a message).
 AUTHORIZATION = re.compile(r"\b(Basic|Bearer) +[\w.~+/-]{16,}=*")
@@ -56,7 +58,8 @@ class RedactSecrets(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         if isinstance(record.args, tuple):
             record.args = tuple(
-                MASK if isinstance(arg, str) and CREDENTIAL.fullmatch(arg) else arg for arg in record.args
+                MASK if isinstance(arg, str) and CREDENTIAL.fullmatch(arg) else arg
+                for arg in record.args
             )
         try:
             message = record.getMessage()

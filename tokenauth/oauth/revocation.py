@@ -21,15 +21,16 @@ from django.utils import timezone
 from django.utils.crypto import salted_hmac
 from oauth2_provider.models import get_access_token_model, get_refresh_token_model
 
-from tokenauth.conf import tokenauth_settings
-from tokenauth.revocation import revoke_id
+from tokenauth import conf, revocation
 
 
 def deny(access_tokens: QuerySet) -> None:
     """Deny the JWT of each DOT access-token row (its ``token`` column holds the ``jti``)."""
     for jti, expires in access_tokens.values_list("token", "expires"):
         if jti:
-            revoke_id(jti, expires + tokenauth_settings.LEEWAY, reason="oauth revocation")
+            revocation.revoke_id(
+                jti, expires + conf.tokenauth_settings.LEEWAY, reason="oauth revocation"
+            )
 
 
 def issued_with(refresh_tokens: QuerySet) -> QuerySet:
@@ -55,9 +56,13 @@ def deny_ended_families(candidates: Iterable[uuid.UUID]) -> None:
     live = get_refresh_token_model().objects.filter(
         token_family__in=candidates, revoked__isnull=True, access_token__isnull=False
     )
-    until = timezone.now() + tokenauth_settings.ACCESS_TOKEN_LIFETIME + tokenauth_settings.LEEWAY
+    until = (
+        timezone.now()
+        + conf.tokenauth_settings.ACCESS_TOKEN_LIFETIME
+        + conf.tokenauth_settings.LEEWAY
+    )
     for family in candidates - set(live.values_list("token_family", flat=True)):
-        revoke_id(family.hex, until, reason="oauth token family revoked")
+        revocation.revoke_id(family.hex, until, reason="oauth token family revoked")
 
 
 @contextmanager
@@ -73,7 +78,9 @@ def ending(access_tokens: QuerySet, refresh_tokens: QuerySet) -> Iterator[None]:
 def code_family(code: str) -> uuid.UUID:
     """The id of the family an authorization code starts; keyed by ``SECRET_KEY``, so that neither a
     family id seen in a token's claims nor a code tells anything of the other."""
-    return uuid.UUID(bytes=salted_hmac("tokenauth.oauth.code_family", code, algorithm="sha256").digest()[:16])
+    return uuid.UUID(
+        bytes=salted_hmac("tokenauth.oauth.code_family", code, algorithm="sha256").digest()[:16]
+    )
 
 
 def end_family(family: uuid.UUID, application: Any = None) -> None:

@@ -11,7 +11,7 @@ from django.utils.translation import gettext_lazy
 from oauth2_provider.scopes import BaseScopes
 from oauth2_provider.settings import oauth2_settings
 
-from tokenauth.conf import tokenauth_settings
+from tokenauth import conf
 from tokenauth.scopes import group_name
 
 
@@ -37,8 +37,8 @@ OPENID_SCOPES = {
 def service_scopes() -> dict[str, str]:
     """``TOKENAUTH["SCOPES"]``, and OpenID Connect's in OpenID Provider mode."""
     if oauth2_settings.OIDC_ENABLED:
-        return {**OPENID_SCOPES, **tokenauth_settings.SCOPES}
-    return tokenauth_settings.SCOPES
+        return {**OPENID_SCOPES, **conf.tokenauth_settings.SCOPES}
+    return conf.tokenauth_settings.SCOPES
 
 
 def known(scope: str) -> bool:

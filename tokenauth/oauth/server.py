@@ -14,14 +14,13 @@ from oauth2_provider.models import get_refresh_token_model
 from oauthlib.oauth2.rfc6749.tokens import random_token_generator
 from oauthlib.openid import Server as OAuthlibServer
 
-from tokenauth.conf import tokenauth_settings
-
+from .. import conf
 from . import exchange, generators
 
 
 def access_token_lifetime(request: Any) -> int:
     """``ACCESS_TOKEN_LIFETIME``; a token from a token exchange ends no later than the one it replaced."""
-    lifetime = int(tokenauth_settings.ACCESS_TOKEN_LIFETIME.total_seconds())
+    lifetime = int(conf.tokenauth_settings.ACCESS_TOKEN_LIFETIME.total_seconds())
     subject_expires = getattr(request, "tokenauth_subject_expires", None)
     if subject_expires is not None:
         lifetime = max(1, min(lifetime, int(subject_expires - time.time())))
@@ -34,7 +33,12 @@ class Server(OAuthlibServer):
     validator reads the device grant itself (``validate_device_code``)."""
 
     def __init__(self, request_validator: Any, *args: Any, **kwargs: Any) -> None:
-        for name in ("token_expires_in", "token_generator", "refresh_token_generator", "pre_token"):
+        for name in (
+            "token_expires_in",
+            "token_generator",
+            "refresh_token_generator",
+            "pre_token",
+        ):
             kwargs.pop(name, None)
         super().__init__(
             request_validator,

@@ -20,7 +20,11 @@ urlpatterns = [
     # OpenID Provider mode (DOT's OIDC_ENABLED; DOT's views answer 404 without it).
     path("userinfo/", views.UserInfoView.as_view(), name="user-info"),
     path("logout/", pages.RPInitiatedLogoutView.as_view(), name="rp-initiated-logout"),
-    path("device-authorization/", views.DeviceAuthorizationView.as_view(), name="device-authorization"),
+    path(
+        "device-authorization/",
+        views.DeviceAuthorizationView.as_view(),
+        name="device-authorization",
+    ),
     path("device/", pages.DeviceUserCodeView.as_view(), name="device"),
     path(
         "device-confirm/<slug:client_id>/<slug:user_code>",

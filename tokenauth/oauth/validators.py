@@ -30,26 +30,21 @@ from oauth2_provider.oauth2_validators import OAuth2Validator
 from oauthlib.oauth2.rfc6749 import errors
 from oauthlib.oauth2.rfc8628.grant_types import DeviceCodeGrant
 
-from tokenauth.authentication import authenticate_token
-from tokenauth.conf import tokenauth_settings
-from tokenauth.exceptions import InvalidToken
-from tokenauth.keys import get_keyring
-from tokenauth.models import Epoch
 from tokenauth.scopes import split_scope
-from tokenauth.tokens import CLAIM_TOKEN_FAMILY, AccessToken
-from tokenauth.verification import parse
 
-from .exchange import GRANT_TYPE as TOKEN_EXCHANGE
-from .revocation import code_family, deny_ended_families, end_family, ending, families
+from .. import authentication, conf, exceptions, keys, models, tokens, verification
+from . import exchange, revocation
 from .scopes import application_allows, known, selected_group
 
 
 def epochs_bumped_since(user_id: Any, group_id: Any, since: datetime) -> bool:
     """Whether the user's, the group's or the global epoch was bumped after ``since``."""
-    wanted = Q(kind=Epoch.Kind.USER, object_id=str(user_id)) | Q(kind=Epoch.Kind.GLOBAL, object_id="")
+    wanted = Q(kind=models.Epoch.Kind.USER, object_id=str(user_id)) | Q(
+        kind=models.Epoch.Kind.GLOBAL, object_id=""
+    )
     if group_id is not None:
-        wanted |= Q(kind=Epoch.Kind.GROUP, object_id=str(group_id))
-    return Epoch.objects.filter(wanted, not_before__gt=since).exists()
+        wanted |= Q(kind=models.Epoch.Kind.GROUP, object_id=str(group_id))
+    return models.Epoch.objects.filter(wanted, not_before__gt=since).exists()
 
 
 def checksum(token: str) -> str:
@@ -70,20 +65,20 @@ USER_CLAIMS: dict[str, Callable[[Any], str]] = {
 def is_own_token(token: str) -> bool:
     """Whether ``token`` is a JWT that names us as its issuer (not yet whether it is valid)."""
     try:
-        return len(token) <= tokenauth_settings.MAX_TOKEN_BYTES and (
-            parse(token).claims.get("iss") == tokenauth_settings.ISSUER
+        return len(token) <= conf.tokenauth_settings.MAX_TOKEN_BYTES and (
+            verification.parse(token).claims.get("iss") == conf.tokenauth_settings.ISSUER
         )
-    except InvalidToken:
+    except exceptions.InvalidToken:
         return False
 
 
-def verify_own_token(token: str) -> tuple[Any, AccessToken]:
+def verify_own_token(token: str) -> tuple[Any, tokens.AccessToken]:
     """``(user, access)`` for one of our access tokens, checked like any bearer token (signature,
     epochs, denylist); raises :class:`InvalidToken` for any other token. An external token is neither
     verified nor provisioned here: it is not ours to describe."""
     if not is_own_token(token):
-        raise InvalidToken()
-    return authenticate_token(token)
+        raise exceptions.InvalidToken()
+    return authentication.authenticate_token(token)
 
 
 class TokenAuthValidator(OAuth2Validator):
@@ -94,13 +89,17 @@ class TokenAuthValidator(OAuth2Validator):
     an active owner cannot use that grant.
     """
 
-    def validate_grant_type(self, client_id: str, grant_type: str, client: Any, request: Any, *args, **kw):
+    def validate_grant_type(
+        self, client_id: str, grant_type: str, client: Any, request: Any, *args, **kw
+    ):
         # Not in DOT's mapping: any confidential client may exchange.
-        if grant_type == TOKEN_EXCHANGE:
+        if grant_type == exchange.GRANT_TYPE:
             return client.client_type == client.CLIENT_CONFIDENTIAL
         return super().validate_grant_type(client_id, grant_type, client, request, *args, **kw)
 
-    def validate_scopes(self, client_id: str, scopes: list[str], client: Any, request: Any, *args, **kw):
+    def validate_scopes(
+        self, client_id: str, scopes: list[str], client: Any, request: Any, *args, **kw
+    ):
         return all(known(s) and application_allows(client, s) for s in scopes)
 
     def check_token_request(self, request: Any) -> None:
@@ -109,7 +108,8 @@ class TokenAuthValidator(OAuth2Validator):
             request.user = request.client.user
             if request.user is None or not request.user.is_active:
                 raise errors.UnauthorizedClientError(
-                    description=_("This application has no active owner to act as"), request=request
+                    description=_("This application has no active owner to act as"),
+                    request=request,
                 )
         if request.user is None or not request.user.is_active:
             raise errors.InvalidGrantError(description=_("The user is inactive"), request=request)
@@ -117,7 +117,9 @@ class TokenAuthValidator(OAuth2Validator):
         if problem:
             raise errors.InvalidScopeError(description=problem, request=request)
 
-    def validate_refresh_token(self, refresh_token: str, client: Any, request: Any, *args, **kwargs):
+    def validate_refresh_token(
+        self, refresh_token: str, client: Any, request: Any, *args, **kwargs
+    ):
         """DOT's checks (rotation, reuse protection), then: no epoch bump since this token was issued.
 
         The token's rows stay locked until the request ends (see ``Server.create_token_response``):
@@ -129,13 +131,15 @@ class TokenAuthValidator(OAuth2Validator):
         rows = get_refresh_token_model().objects.filter(token_checksum=checksum(refresh_token))
         list(rows.select_for_update())
         if not super().validate_refresh_token(refresh_token, client, request, *args, **kwargs):
-            deny_ended_families(families(rows))
+            revocation.deny_ended_families(revocation.families(rows))
             return False
         rt = request.refresh_token_instance
         group, _ = selected_group(rt.user, split_scope(rt.access_token.scope))
         return not epochs_bumped_since(rt.user_id, group.pk if group else None, rt.created)
 
-    def validate_code(self, client_id: str, code: str, client: Any, request: Any, *args, **kwargs) -> bool:
+    def validate_code(
+        self, client_id: str, code: str, client: Any, request: Any, *args, **kwargs
+    ) -> bool:
         """DOT's check; a code refused after an exchange was used before, and RFC 6749 section 4.1.2
         wants the tokens it gave revoked: DOT deleted its grant, but the code names their family.
 
@@ -145,10 +149,12 @@ class TokenAuthValidator(OAuth2Validator):
         list(get_grant_model().objects.filter(code=code).select_for_update())
         if super().validate_code(client_id, code, client, request, *args, **kwargs):
             return True
-        end_family(code_family(code), client)
+        revocation.end_family(revocation.code_family(code), client)
         return False
 
-    def validate_device_code(self, client_id: str, code: str, request: Any, *args, **kwargs) -> str | None:
+    def validate_device_code(
+        self, client_id: str, code: str, request: Any, *args, **kwargs
+    ) -> str | None:
         """RFC 8628 section 3.5 polling answers; an approved code is redeemed exactly once."""
         model = get_device_grant_model()
         device = model.objects.filter(device_code=code, client_id=client_id).first()
@@ -161,8 +167,14 @@ class TokenAuthValidator(OAuth2Validator):
         if device.status == device.AUTHORIZATION_PENDING:
             too_fast = timezone.now() - device.last_checked < timedelta(seconds=device.interval)
             device.save(update_fields=["last_checked"])
-            return DeviceCodeGrant.DEVICE_CODE_SLOW_DOWN if too_fast else DeviceCodeGrant.DEVICE_CODE_PENDING
-        redeemed = model.objects.filter(pk=device.pk, status=device.AUTHORIZED).update(status=device.EXPIRED)
+            return (
+                DeviceCodeGrant.DEVICE_CODE_SLOW_DOWN
+                if too_fast
+                else DeviceCodeGrant.DEVICE_CODE_PENDING
+            )
+        redeemed = model.objects.filter(pk=device.pk, status=device.AUTHORIZED).update(
+            status=device.EXPIRED
+        )
         if not redeemed:
             return DeviceCodeGrant.DEVICE_CODE_EXPIRED
         request.user = device.user
@@ -178,7 +190,7 @@ class TokenAuthValidator(OAuth2Validator):
         super()._set_token_value(token_instance, raw_token)
         if isinstance(token_instance, AbstractAccessToken):
             token_instance._raw_token = raw_token
-            token_instance.token = parse(raw_token).claims["jti"]
+            token_instance.token = verification.parse(raw_token).claims["jti"]
             token_instance.jwt_checksum = checksum(raw_token)
 
     def _create_refresh_token(
@@ -194,7 +206,9 @@ class TokenAuthValidator(OAuth2Validator):
             refresh_token.save(update_fields=["token_family"])
         return refresh_token
 
-    def revoke_token(self, token: str, token_type_hint: str | None, request: Any, *args, **kwargs) -> None:
+    def revoke_token(
+        self, token: str, token_type_hint: str | None, request: Any, *args, **kwargs
+    ) -> None:
         """RFC 7009: besides DOT's rows, deny the JWT ids at once (a JWT would stay valid otherwise).
 
         DOT also revokes the refresh token bound to a revoked access token; a family left without a
@@ -205,12 +219,14 @@ class TokenAuthValidator(OAuth2Validator):
             return
         digest = checksum(token)
         access_tokens = get_access_token_model().objects.filter(
-            Q(token_checksum=digest) | Q(refresh_token__token_checksum=digest), application_id=application
+            Q(token_checksum=digest) | Q(refresh_token__token_checksum=digest),
+            application_id=application,
         )
         refresh_tokens = get_refresh_token_model().objects.filter(
-            Q(token_checksum=digest) | Q(access_token__token_checksum=digest), application_id=application
+            Q(token_checksum=digest) | Q(access_token__token_checksum=digest),
+            application_id=application,
         )
-        with ending(access_tokens, refresh_tokens):
+        with revocation.ending(access_tokens, refresh_tokens):
             super().revoke_token(token, token_type_hint, request, *args, **kwargs)
 
     def validate_bearer_token(self, token: str, scopes: list[str], request: Any) -> bool:
@@ -220,8 +236,8 @@ class TokenAuthValidator(OAuth2Validator):
         if not is_own_token(token or ""):
             return super().validate_bearer_token(token, scopes, request)
         try:
-            user, access = authenticate_token(token)
-        except InvalidToken:
+            user, access = authentication.authenticate_token(token)
+        except exceptions.InvalidToken:
             return False
         granted = split_scope(access.claims.get("scope", ""))
         if not set(scopes) <= set(granted):
@@ -239,7 +255,7 @@ class TokenAuthValidator(OAuth2Validator):
 
     def get_oidc_issuer_endpoint(self, request: Any) -> str:
         """ID tokens name the issuer our access tokens name."""
-        return tokenauth_settings.ISSUER
+        return conf.tokenauth_settings.ISSUER
 
     def finalize_id_token(
         self, id_token: dict[str, Any], token: Any, token_handler: Any, request: Any
@@ -252,10 +268,10 @@ class TokenAuthValidator(OAuth2Validator):
         # oauthlib bug #746, as in DOT: the nonce of a code grant is not always copied over.
         if "nonce" not in id_token and request.nonce:
             id_token["nonce"] = request.nonce
-        family = getattr(request, "tokenauth_claims", {}).get(CLAIM_TOKEN_FAMILY)
+        family = getattr(request, "tokenauth_claims", {}).get(tokens.CLAIM_TOKEN_FAMILY)
         if family:
             id_token["sid"] = family
-        encoded = get_keyring().sign(id_token, "JWT")
+        encoded = keys.get_keyring().sign(id_token, "JWT")
         with transaction.atomic(using=router.db_for_write(get_id_token_model())):
             row = self._save_id_token(id_token["jti"], request, expires)
         request.access_token = request.id_token = row
@@ -268,7 +284,7 @@ class TokenAuthValidator(OAuth2Validator):
             kid = jwt.get_unverified_header(token).get("kid")
         except jwt.DecodeError:
             return None
-        key = get_keyring().by_kid.get(kid) if isinstance(kid, str) else None
+        key = keys.get_keyring().by_kid.get(kid) if isinstance(kid, str) else None
         if key is None or key.is_symmetric:
             return None
         return JWK.from_pyca(key.verifying_key)

@@ -21,23 +21,24 @@ from oauth2_provider.oauth2_backends import get_oauthlib_core
 from oauth2_provider.settings import oauth2_settings
 from oauthlib.common import Request as OAuthlibRequest
 
-from tokenauth.conf import tokenauth_settings
-from tokenauth.exceptions import InvalidToken
-from tokenauth.jwks import IssuerUnavailable
-from tokenauth.snapshots import StateUnavailable
-from tokenauth.views import NO_STORE, authorization_server_metadata, issuer_url
-
-from .exchange import GRANT_TYPE as TOKEN_EXCHANGE
-from .scopes import OPENID_SCOPES
-from .validators import USER_CLAIMS, verify_own_token
+from .. import conf, exceptions, jwks, snapshots, views
+from . import exchange, scopes, validators
 
 DEVICE_CODE = "urn:ietf:params:oauth:grant-type:device_code"
-GRANT_TYPES = ["authorization_code", DEVICE_CODE, "client_credentials", "refresh_token", TOKEN_EXCHANGE]
+GRANT_TYPES = [
+    "authorization_code",
+    DEVICE_CODE,
+    "client_credentials",
+    "refresh_token",
+    exchange.GRANT_TYPE,
+]
 CLIENT_AUTH_METHODS = ["client_secret_basic", "client_secret_post"]
 
 
 def _error(error: str, description: str | Promise, status: int = 400) -> JsonResponse:
-    return JsonResponse({"error": error, "error_description": description}, status=status, headers=NO_STORE)
+    return JsonResponse(
+        {"error": error, "error_description": description}, status=status, headers=views.NO_STORE
+    )
 
 
 @method_decorator(csrf_exempt, name="dispatch")
@@ -62,7 +63,7 @@ class DeviceAuthorizationView(dot.DeviceAuthorizationView):
             expires=now + timedelta(seconds=response["expires_in"]),
             last_checked=now,
         )
-        return JsonResponse(response, headers={**headers, **NO_STORE})
+        return JsonResponse(response, headers={**headers, **views.NO_STORE})
 
 
 class TokenView(dot.TokenView):
@@ -105,10 +106,10 @@ class IntrospectView(View):
         if not token:
             return _error("invalid_request", _("The token parameter is missing"))
         try:
-            user, access = verify_own_token(token)
-        except InvalidToken:
-            return JsonResponse({"active": False}, headers=NO_STORE)
-        except (StateUnavailable, IssuerUnavailable):
+            user, access = validators.verify_own_token(token)
+        except exceptions.InvalidToken:
+            return JsonResponse({"active": False}, headers=views.NO_STORE)
+        except (snapshots.StateUnavailable, jwks.IssuerUnavailable):
             return _error("temporarily_unavailable", _("Try again later"), 503)
         claims = access.claims
         body = {
@@ -121,7 +122,7 @@ class IntrospectView(View):
                 if k in claims
             },
         }
-        return JsonResponse(body, headers=NO_STORE)
+        return JsonResponse(body, headers=views.NO_STORE)
 
 
 class UserInfoView(dot.UserInfoView):
@@ -132,7 +133,7 @@ class UserInfoView(dot.UserInfoView):
     def _create_userinfo_response(self, request: HttpRequest) -> HttpResponse:
         try:
             return super()._create_userinfo_response(request)
-        except (StateUnavailable, IssuerUnavailable):
+        except (snapshots.StateUnavailable, jwks.IssuerUnavailable):
             return _error("temporarily_unavailable", _("Try again later"), 503)
 
 
@@ -141,14 +142,16 @@ def openid_metadata(request: HttpRequest) -> dict[str, Any]:
     if not oauth2_settings.OIDC_ENABLED:
         return {}
     document = {
-        "userinfo_endpoint": issuer_url(request, "oauth2_provider:user-info"),
-        "scopes_supported": sorted({*tokenauth_settings.SCOPES, *OPENID_SCOPES}),
+        "userinfo_endpoint": views.issuer_url(request, "oauth2_provider:user-info"),
+        "scopes_supported": sorted({*conf.tokenauth_settings.SCOPES, *scopes.OPENID_SCOPES}),
         # The ID token's and userinfo's claims beyond those of our access tokens, which the
         # OpenID configuration document lists itself.
-        "claims_supported": ["auth_time", "nonce", "sid", *USER_CLAIMS],
+        "claims_supported": ["auth_time", "nonce", "sid", *validators.USER_CLAIMS],
     }
     if oauth2_settings.OIDC_RP_INITIATED_LOGOUT_ENABLED:
-        document["end_session_endpoint"] = issuer_url(request, "oauth2_provider:rp-initiated-logout")
+        document["end_session_endpoint"] = views.issuer_url(
+            request, "oauth2_provider:rp-initiated-logout"
+        )
     return document
 
 
@@ -156,10 +159,10 @@ def server_metadata(request: HttpRequest) -> dict[str, Any]:
     """The OAuth server's part of our RFC 8414 metadata (``views.authorization_server_metadata``)."""
 
     def url(name: str) -> str:
-        return issuer_url(request, name)
+        return views.issuer_url(request, name)
 
     return {
-        "issuer": tokenauth_settings.ISSUER,
+        "issuer": conf.tokenauth_settings.ISSUER,
         "authorization_endpoint": url("oauth2_provider:authorize"),
         "token_endpoint": url("oauth2_provider:token"),
         "device_authorization_endpoint": url("oauth2_provider:device-authorization"),
@@ -172,7 +175,7 @@ def server_metadata(request: HttpRequest) -> dict[str, Any]:
         "token_endpoint_auth_methods_supported": [*CLIENT_AUTH_METHODS, "none"],
         "revocation_endpoint_auth_methods_supported": [*CLIENT_AUTH_METHODS, "none"],
         "introspection_endpoint_auth_methods_supported": CLIENT_AUTH_METHODS,
-        "scopes_supported": sorted(tokenauth_settings.SCOPES),
+        "scopes_supported": sorted(conf.tokenauth_settings.SCOPES),
     }
 
 
@@ -181,5 +184,5 @@ class ServerMetadataView(View):
     """``GET /.well-known/oauth-authorization-server``."""
 
     def get(self, request: HttpRequest) -> HttpResponse:
-        document = authorization_server_metadata(request)
+        document = views.authorization_server_metadata(request)
         return HttpResponse(json.dumps(document), content_type="application/json")

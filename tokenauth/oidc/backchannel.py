@@ -32,23 +32,16 @@ from django.http import HttpRequest
 from django.utils.functional import Promise
 from django.utils.translation import gettext_lazy as _
 
-from ..conf import tokenauth_settings
-from ..exceptions import InvalidToken, OAuthError, ServiceUnavailable
-from ..issuers import get_issuer
-from ..jwks import IssuerUnavailable
-from ..models import AuditEvent, BrowserLogin, Epoch, Identity, Session
-from ..revocation import bump_epoch
-from ..sessions import end_session
-from ..snapshots import CACHE_PREFIX, required_cache_call, shared_cache_call
-from ..verification import (
-    Policy,
-    TokenExpired,
-    WrongAudience,
-    WrongType,
-    is_identifier,
-    media_types,
-    parse,
-    verify,
+from .. import (
+    conf,
+    exceptions,
+    issuers,
+    jwks,
+    models,
+    revocation,
+    sessions,
+    snapshots,
+    verification,
 )
 
 logger = logging.getLogger(__name__)
@@ -56,7 +49,7 @@ logger = logging.getLogger(__name__)
 BACKCHANNEL_LOGOUT_EVENT = "http://schemas.openid.net/event/backchannel-logout"
 #: Section 2.4 and RFC 8725 section 3.11; a media type is compared without case and may leave out
 #: "application/" (RFC 7515 section 4.1.9).
-LOGOUT_TOKEN_TYPES = media_types("logout+jwt")
+LOGOUT_TOKEN_TYPES = verification.media_types("logout+jwt")
 #: The length of Django's session keys (``AbstractBaseSession.session_key``); a signed-cookie
 #: session has a longer one and no server-side state to end.
 SESSION_KEY_LENGTH = 40
@@ -72,27 +65,27 @@ class LogoutToken:
     sid: str | None
 
 
-def _refused(description: str | Promise) -> OAuthError:
+def _refused(description: str | Promise) -> exceptions.OAuthError:
     """Section 2.8: 400 with an RFC 6749 error body; the description never holds the token."""
     logger.warning("tokenauth: back-channel logout refused: %s", description)
-    return OAuthError("invalid_request", description)
+    return exceptions.OAuthError("invalid_request", description)
 
 
 def verify_logout_token(token: str) -> LogoutToken:
     """Section 2.6. Raises OAuthError (400), ServiceUnavailable when the issuer's keys cannot be read,
     StateUnavailable when the issuer table cannot."""
-    if len(token) > tokenauth_settings.MAX_TOKEN_BYTES:
+    if len(token) > conf.tokenauth_settings.MAX_TOKEN_BYTES:
         raise _refused(_("The logout token is too long"))
     try:
-        jws = parse(token)
-    except InvalidToken:
+        jws = verification.parse(token)
+    except exceptions.InvalidToken:
         raise _refused(_("The logout token is malformed")) from None
     issuer = jws.claims.get("iss")
     # The allow-list before the network.
-    config = get_issuer(issuer) if isinstance(issuer, str) else None
+    config = issuers.get_issuer(issuer) if isinstance(issuer, str) else None
     if config is None or not config.client_id:
         raise _refused(_("The logout token's issuer is not an identity provider of this service"))
-    policy = Policy.for_issuer(
+    policy = verification.Policy.for_issuer(
         config,
         audience=(config.client_id,),
         required=("iss", "aud", "iat", "jti"),  # exp too, in the final spec; checked when present
@@ -100,16 +93,16 @@ def verify_logout_token(token: str) -> LogoutToken:
         subject_required=False,
     )
     try:
-        claims = verify(jws, policy)
-    except IssuerUnavailable:
-        raise ServiceUnavailable() from None
-    except WrongType:
+        claims = verification.verify(jws, policy)
+    except jwks.IssuerUnavailable:
+        raise exceptions.ServiceUnavailable() from None
+    except verification.WrongType:
         raise _refused(_("The token is not a logout token")) from None
-    except TokenExpired:
+    except verification.TokenExpired:
         raise _refused(_("The logout token expired")) from None
-    except WrongAudience:
+    except verification.WrongAudience:
         raise _refused(_("The logout token is meant for another client")) from None
-    except InvalidToken:
+    except exceptions.InvalidToken:
         raise _refused(_("The logout token's signature or claims are invalid")) from None
     return _logout_claims(claims)
 
@@ -122,13 +115,13 @@ def _logout_claims(claims: dict[str, Any]) -> LogoutToken:
     # Section 2.4: an ID token cannot pass for a logout token, nor the reverse.
     if "nonce" in claims:
         raise _refused(_("A logout token carries no nonce"))
-    if "sid" in claims and not is_identifier(claims["sid"]):
+    if "sid" in claims and not verification.is_identifier(claims["sid"]):
         raise _refused(_("The logout token's sid is invalid"))
     if "sub" not in claims and "sid" not in claims:
         raise _refused(_("The logout token names neither sub nor sid"))
-    if not is_identifier(claims["jti"]):
+    if not verification.is_identifier(claims["jti"]):
         raise _refused(_("The logout token's jti is invalid"))
-    max_age = tokenauth_settings.BACKCHANNEL_LOGOUT_MAX_AGE + tokenauth_settings.LEEWAY
+    max_age = conf.tokenauth_settings.BACKCHANNEL_LOGOUT_MAX_AGE + conf.tokenauth_settings.LEEWAY
     if claims["iat"] < time.time() - max_age.total_seconds():
         raise _refused(_("The logout token is too old"))
     return LogoutToken(claims["iss"], claims["jti"], claims.get("sub"), claims.get("sid"))
@@ -136,12 +129,14 @@ def _logout_claims(claims: dict[str, Any]) -> LogoutToken:
 
 def _jti_key(token: LogoutToken) -> str:
     digest = hashlib.sha256(f"{token.issuer}\0{token.jti}".encode()).hexdigest()
-    return f"{CACHE_PREFIX}logout-jti:{digest}"
+    return f"{snapshots.CACHE_PREFIX}logout-jti:{digest}"
 
 
 def _jti_lifetime() -> int:
     """A token is accepted from LEEWAY before its iat to MAX_AGE + LEEWAY after: no longer than this."""
-    window = tokenauth_settings.BACKCHANNEL_LOGOUT_MAX_AGE + 2 * tokenauth_settings.LEEWAY
+    window = (
+        conf.tokenauth_settings.BACKCHANNEL_LOGOUT_MAX_AGE + 2 * conf.tokenauth_settings.LEEWAY
+    )
     return math.ceil(window.total_seconds()) + 1
 
 
@@ -149,13 +144,13 @@ def log_out(token: LogoutToken) -> None:
     """Section 2.7, once per ``jti``: claimed before, given back when the logout fails (module docs).
     Raises OAuthError for a replay, StateUnavailable when the shared cache cannot tell."""
     key = _jti_key(token)
-    if not required_cache_call("add", key, True, _jti_lifetime()):
+    if not snapshots.required_cache_call("add", key, True, _jti_lifetime()):
         raise _refused(_("The logout token was used already"))
     try:
         with transaction.atomic():
             _end_sessions(token)
     except BaseException:
-        shared_cache_call("delete", key)
+        snapshots.shared_cache_call("delete", key)
         raise
 
 
@@ -165,9 +160,11 @@ def _end_sessions(token: LogoutToken) -> None:
     logins = _end_browser_logins(token) if token.sid is not None else []
     identity = None
     if token.subject is not None:
-        identity = Identity.objects.filter(issuer=token.issuer, subject=token.subject).first()
+        identity = models.Identity.objects.filter(
+            issuer=token.issuer, subject=token.subject
+        ).first()
     user_id = identity.user_id if identity is not None else next((b.user_id for b in logins), None)
-    AuditEvent.objects.create(
+    models.AuditEvent.objects.create(
         action="backchannel_logout",
         user_id=user_id,
         detail={
@@ -178,21 +175,25 @@ def _end_sessions(token: LogoutToken) -> None:
         },
     )
     if identity is not None:
-        bump_epoch(Epoch.Kind.USER, str(identity.user_id), reason="backchannel logout")
+        revocation.bump_epoch(
+            models.Epoch.Kind.USER, str(identity.user_id), reason="backchannel logout"
+        )
 
 
-def _end_browser_logins(token: LogoutToken) -> list[BrowserLogin]:
+def _end_browser_logins(token: LogoutToken) -> list[models.BrowserLogin]:
     """End the browser logins of the token's ``sid`` (of its ``sub`` too, when it names one): their
     Django sessions and the API sessions started on their pages; then forget them."""
-    found = BrowserLogin.objects.select_for_update().filter(issuer=token.issuer, sid=token.sid)
+    found = models.BrowserLogin.objects.select_for_update().filter(
+        issuer=token.issuer, sid=token.sid
+    )
     logins = list(found.filter(subject=token.subject) if token.subject is not None else found)
     store = _session_store()
     for login in logins:
         if login.session_key:  # empty: its Django session went to a later login
             store.delete(login.session_key)
         for session in login.sessions.filter(revoked_at__isnull=True):
-            end_session(session, reason="backchannel_logout")
-    BrowserLogin.objects.filter(pk__in=[login.pk for login in logins]).delete()
+            sessions.end_session(session, reason="backchannel_logout")
+    models.BrowserLogin.objects.filter(pk__in=[login.pk for login in logins]).delete()
     return logins
 
 
@@ -212,27 +213,31 @@ def record_browser_login(request: HttpRequest, issuer: str, claims: dict[str, An
         return
     # Django keeps the key when the same user signs in again: the session is the new login's now, the
     # API sessions started before stay with the earlier login.
-    BrowserLogin.objects.filter(session_key=key).update(session_key="")
-    if is_identifier(sid):
-        BrowserLogin.objects.create(
+    models.BrowserLogin.objects.filter(session_key=key).update(session_key="")
+    if verification.is_identifier(sid):
+        models.BrowserLogin.objects.create(
             issuer=issuer, subject=claims["sub"], sid=sid, user=request.user, session_key=key
         )
 
 
-def browser_login_of(request: HttpRequest) -> BrowserLogin | None:
+def browser_login_of(request: HttpRequest) -> models.BrowserLogin | None:
     """The record of this Django session's browser login, if its provider named a session."""
     key = request.session.session_key
     if not key:
         return None
-    return BrowserLogin.objects.filter(session_key=key, user_id=request.user.pk).first()
+    return models.BrowserLogin.objects.filter(session_key=key, user_id=request.user.pk).first()
 
 
 def purge_browser_logins() -> int:
     """Forget browser logins whose Django session is gone (logged out, or expired and removed by
     ``clearsessions``) and none of whose API sessions is still open; returns how many."""
-    open_sessions = Session.objects.filter(browser_login=OuterRef("pk"), revoked_at__isnull=True)
-    idle = BrowserLogin.objects.filter(~Exists(open_sessions)).values_list("pk", "session_key")
+    open_sessions = models.Session.objects.filter(
+        browser_login=OuterRef("pk"), revoked_at__isnull=True
+    )
+    idle = models.BrowserLogin.objects.filter(~Exists(open_sessions)).values_list(
+        "pk", "session_key"
+    )
     store = _session_store()
     gone = [pk for pk, key in idle if not key or not store.exists(key)]
-    deleted, _ = BrowserLogin.objects.filter(pk__in=gone).delete()
+    deleted, _ = models.BrowserLogin.objects.filter(pk__in=gone).delete()
     return deleted

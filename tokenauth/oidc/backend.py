@@ -21,18 +21,14 @@ from django.utils.functional import Promise
 from django.utils.translation import gettext_lazy as _
 from mozilla_django_oidc.auth import OIDCAuthenticationBackend
 
-from ..exceptions import InvalidToken
-from ..fetching import FetchError, fetch_json
-from ..jwks import IssuerUnavailable
-from ..models import AuditEvent
-from ..provisioning import IdentityNotRegistered, resolve
-from ..snapshots import StateUnavailable
-from ..verification import Policy, parse, verify
-from .providers import NoClientSecret, Provider, ProviderUnavailable
+from .. import exceptions, fetching, jwks, models, provisioning, snapshots, verification
+from . import providers
 
 logger = logging.getLogger(__name__)
 
-UNREACHABLE = _("The sign-in provider cannot be reached right now. Please try again in a few minutes.")
+UNREACHABLE = _(
+    "The sign-in provider cannot be reached right now. Please try again in a few minutes."
+)
 UNVERIFIED = _("The sign-in provider's answer could not be verified. Please start again.")
 #: ``authenticate`` leaves the verified ID token's claims on the request under this name: the callback
 #: records the provider's session (``sid``) for back-channel logout.
@@ -57,9 +53,11 @@ class LoginFailed(Exception):
 class NotRegistered(LoginFailed):
     template = "tokenauth/oidc/not_registered.html"
 
-    def __init__(self, provider: Provider) -> None:
+    def __init__(self, provider: providers.Provider) -> None:
         super().__init__(
-            _("Your account is not registered with this service."), status=403, title=_("Not registered")
+            _("Your account is not registered with this service."),
+            status=403,
+            title=_("Not registered"),
         )
         self.provider = provider
 
@@ -72,7 +70,12 @@ class OIDCBackend(OIDCAuthenticationBackend):
         self.UserModel = get_user_model()
 
     def authenticate(  # type: ignore[override]
-        self, request: HttpRequest | None, *, oidc_provider: Provider, nonce: str, code_verifier: str | None
+        self,
+        request: HttpRequest | None,
+        *,
+        oidc_provider: providers.Provider,
+        nonce: str,
+        code_verifier: str | None,
     ) -> Any:
         """Keyword-only arguments: password logins (``username=…``) never reach this backend."""
         if request is None or not request.GET.get("code"):
@@ -102,37 +105,46 @@ class OIDCBackend(OIDCAuthenticationBackend):
         try:
             response = provider.client_post("token_endpoint", payload)
             body = response.json() if response.content else {}
-        except NoClientSecret:
+        except providers.NoClientSecret:
             logger.error("tokenauth: no client secret for the login provider %s", provider.slug)
-            raise LoginFailed(_("Sign-in with this provider is not configured correctly.")) from None
-        except ProviderUnavailable as exc:
+            raise LoginFailed(
+                _("Sign-in with this provider is not configured correctly.")
+            ) from None
+        except providers.ProviderUnavailable as exc:
             logger.warning("tokenauth: login provider %s: %s", provider.slug, exc)
             raise LoginFailed(UNREACHABLE) from None
         except (requests.RequestException, ValueError) as exc:
-            logger.warning("tokenauth: token endpoint of %s: %s", provider.slug, type(exc).__name__)
+            logger.warning(
+                "tokenauth: token endpoint of %s: %s", provider.slug, type(exc).__name__
+            )
             raise LoginFailed(UNREACHABLE) from None
         if response.status_code != 200 or not isinstance(body, dict):
             error = body.get("error") if isinstance(body, dict) else None
             logger.warning(
-                "tokenauth: token endpoint of %s answered %s %s", provider.slug, response.status_code, error
+                "tokenauth: token endpoint of %s answered %s %s",
+                provider.slug,
+                response.status_code,
+                error,
             )
             if response.status_code >= 500:
                 raise LoginFailed(UNREACHABLE)
-            raise LoginFailed(_("The sign-in provider did not accept this sign-in (expired or used twice?)."))
+            raise LoginFailed(
+                _("The sign-in provider did not accept this sign-in (expired or used twice?).")
+            )
         return body
 
     def verify_token(self, token: str, **kwargs: Any) -> dict[str, Any]:
         """Signature (keys from the shared JWKS cache), iss, aud = our client id, exp, iat and nonce."""
-        policy = Policy.for_issuer(
+        policy = verification.Policy.for_issuer(
             self.provider.config,
             audience=(self.provider.client_id,),
             required=("iss", "sub", "aud", "exp", "iat"),
         )
         try:
-            claims = verify(parse(token), policy)
-        except IssuerUnavailable:
+            claims = verification.verify(verification.parse(token), policy)
+        except jwks.IssuerUnavailable:
             raise LoginFailed(UNREACHABLE) from None
-        except InvalidToken:
+        except exceptions.InvalidToken:
             raise LoginFailed(UNVERIFIED) from None
         audiences = claims["aud"] if isinstance(claims["aud"], list) else [claims["aud"]]
         if len(audiences) > 1 and claims.get("azp") != self.provider.client_id:
@@ -146,7 +158,9 @@ class OIDCBackend(OIDCAuthenticationBackend):
             raise LoginFailed(UNVERIFIED)
         return claims
 
-    def get_userinfo(self, access_token: str, id_token: str, payload: dict[str, Any]) -> dict[str, Any]:
+    def get_userinfo(
+        self, access_token: str, id_token: str, payload: dict[str, Any]
+    ) -> dict[str, Any]:
         """The UserInfo claims: a conformant provider keeps profile claims (and often groups) out of
         the ID token of a code flow. Its ``sub`` must be the ID token's (OIDC Core 5.3.2).
 
@@ -158,14 +172,18 @@ class OIDCBackend(OIDCAuthenticationBackend):
         if endpoint is None:
             return {}
         try:
-            userinfo, _ = fetch_json(endpoint, headers={"Authorization": f"Bearer {access_token}"})
-        except FetchError as exc:
+            userinfo, _ = fetching.fetch_json(
+                endpoint, headers={"Authorization": f"Bearer {access_token}"}
+            )
+        except fetching.FetchError as exc:
             logger.warning("tokenauth: userinfo endpoint of %s: %s", provider.slug, exc)
             if exc.status in (401, 403):
                 return {}
             raise LoginFailed(UNREACHABLE) from None
         if userinfo.get("sub") != payload["sub"]:
-            logger.warning("tokenauth: userinfo endpoint of %s answered for another subject", provider.slug)
+            logger.warning(
+                "tokenauth: userinfo endpoint of %s answered for another subject", provider.slug
+            )
             raise LoginFailed(UNVERIFIED)
         return userinfo
 
@@ -173,32 +191,43 @@ class OIDCBackend(OIDCAuthenticationBackend):
         """The user of (iss, sub), provisioned like for bearer tokens; never looked up by email."""
         provider = self.provider
         try:
-            principal = resolve(provider.config, payload)
-        except IdentityNotRegistered:
+            principal = provisioning.resolve(provider.config, payload)
+        except provisioning.IdentityNotRegistered:
             self.not_registered(payload)
             raise NotRegistered(provider) from None
-        except InvalidToken:
+        except exceptions.InvalidToken:
             raise LoginFailed(_("This account's access was revoked."), status=403) from None
-        except StateUnavailable:
+        except snapshots.StateUnavailable:
             raise LoginFailed(
                 _("The service is unavailable right now. Please try again."), status=503
             ) from None
         user = self.UserModel._default_manager.filter(pk=principal.user_id).first()
         if user is None or not user.is_active:
-            raise LoginFailed(_("This account is disabled."), status=403, title=_("Account disabled"))
+            raise LoginFailed(
+                _("This account is disabled."), status=403, title=_("Account disabled")
+            )
         return user
 
     def not_registered(self, claims: dict[str, Any]) -> None:
         """Tell the admins who knocked, so they can register the identity if it is welcome."""
         provider, subject = self.provider, claims["sub"][:255]
-        shown = {k: str(claims[k])[:255] for k in ("preferred_username", "name", "email") if k in claims}
-        AuditEvent.objects.create(
+        shown = {
+            k: str(claims[k])[:255] for k in ("preferred_username", "name", "email") if k in claims
+        }
+        models.AuditEvent.objects.create(
             action="browser_login_not_registered",
-            detail={"issuer": provider.issuer, "subject": subject, "provider": provider.slug, **shown},
+            detail={
+                "issuer": provider.issuer,
+                "subject": subject,
+                "provider": provider.slug,
+                **shown,
+            },
         )
         lines = [f"Provider: {provider.name} ({provider.issuer})", f"Subject: {subject}"]
         lines += [f"{k}: {v}" for k, v in shown.items()]
-        mail_admins("Browser login of an unregistered identity", "\n".join(lines), fail_silently=True)
+        mail_admins(
+            "Browser login of an unregistered identity", "\n".join(lines), fail_silently=True
+        )
 
     def get_user(self, user_id: Any) -> Any:
         # Inactive users lose their session, as with passwords.

@@ -14,16 +14,12 @@ from urllib.parse import urlsplit
 import requests
 from django.core.exceptions import ValidationError
 
-from .. import clock
-from ..conf import process_cache, tokenauth_settings
-from ..fetching import FetchError, fetch_discovery
-from ..issuer_config import IssuerConfig, validate_issuer_url
-from ..issuers import all_issuers
+from .. import clock, conf, fetching, issuer_config, issuers
 
 #: Discovery documents by issuer: (document, fresh until).
 metadata_cache: dict[str, tuple[dict[str, Any], float]] = {}
 
-process_cache(metadata_cache.clear)
+conf.process_cache(metadata_cache.clear)
 
 
 class ProviderUnavailable(Exception):
@@ -38,7 +34,7 @@ class NoClientSecret(ProviderUnavailable):
 class Provider:
     slug: str
     name: str
-    config: IssuerConfig
+    config: issuer_config.IssuerConfig
 
     @property
     def issuer(self) -> str:
@@ -52,7 +48,7 @@ class Provider:
         """From the environment variable the issuer names, else ``TOKENAUTH["OIDC_CLIENT_SECRETS"]``."""
         if self.config.client_secret_env and os.environ.get(self.config.client_secret_env):
             return os.environ[self.config.client_secret_env]
-        return tokenauth_settings.OIDC_CLIENT_SECRETS.get(self.slug) or None
+        return conf.tokenauth_settings.OIDC_CLIENT_SECRETS.get(self.slug) or None
 
     def metadata(self) -> dict[str, Any]:
         return provider_metadata(self.issuer)
@@ -78,7 +74,7 @@ class Provider:
             url,
             data=payload,
             auth=auth,
-            timeout=tokenauth_settings.HTTP_TIMEOUT.total_seconds(),
+            timeout=conf.tokenauth_settings.HTTP_TIMEOUT.total_seconds(),
             allow_redirects=False,
             headers={"Accept": "application/json"},
         )
@@ -86,19 +82,21 @@ class Provider:
     @property
     def groups(self) -> frozenset[str]:
         """The groups this provider's users are in: its default groups and ``OIDC_PROVIDER_GROUPS``."""
-        listed = tokenauth_settings.OIDC_PROVIDER_GROUPS.get(self.slug, ())
+        listed = conf.tokenauth_settings.OIDC_PROVIDER_GROUPS.get(self.slug, ())
         return frozenset(self.config.default_groups).union(listed)
 
 
-def _provider(config: IssuerConfig) -> Provider:
-    return Provider(config.login_slug, config.display_name or urlsplit(config.issuer).netloc, config)
+def _provider(config: issuer_config.IssuerConfig) -> Provider:
+    return Provider(
+        config.login_slug, config.display_name or urlsplit(config.issuer).netloc, config
+    )
 
 
 def login_providers() -> list[Provider]:
     """Every enabled issuer with a client id, by display name (none while browser login is off)."""
-    if not tokenauth_settings.BROWSER_LOGIN:
+    if not conf.tokenauth_settings.BROWSER_LOGIN:
         return []
-    providers = [_provider(config) for config in all_issuers() if config.client_id]
+    providers = [_provider(config) for config in issuers.all_issuers() if config.client_id]
     return sorted(providers, key=lambda p: (p.name.lower(), p.slug))
 
 
@@ -126,8 +124,8 @@ def provider_metadata(issuer: str) -> dict[str, Any]:
     if cached is not None and clock.wall() < cached[1]:
         return cached[0]
     try:
-        document, max_age = fetch_discovery(issuer)
-    except FetchError as exc:
+        document, max_age = fetching.fetch_discovery(issuer)
+    except fetching.FetchError as exc:
         raise ProviderUnavailable(str(exc)) from None
     for name in (*ENDPOINTS, *OPTIONAL_ENDPOINTS):
         url = document.get(name)
@@ -136,11 +134,13 @@ def provider_metadata(issuer: str) -> dict[str, Any]:
         try:
             if not isinstance(url, str):
                 raise ValidationError(f"no {name}")
-            validate_issuer_url(url)
+            issuer_config.validate_issuer_url(url)
         except ValidationError as exc:
-            raise ProviderUnavailable(f"discovery document of {issuer}: {name}: {exc.messages[0]}") from None
-    low = tokenauth_settings.JWKS_CACHE_MIN.total_seconds()
-    high = tokenauth_settings.JWKS_CACHE_MAX.total_seconds()
+            raise ProviderUnavailable(
+                f"discovery document of {issuer}: {name}: {exc.messages[0]}"
+            ) from None
+    low = conf.tokenauth_settings.JWKS_CACHE_MIN.total_seconds()
+    high = conf.tokenauth_settings.JWKS_CACHE_MAX.total_seconds()
     lifetime = min(max(max_age if max_age is not None else high, low), high)
     metadata_cache[issuer] = (document, clock.wall() + lifetime)
     return document

@@ -6,7 +6,11 @@ from . import views
 
 urlpatterns = [
     path("login/", views.LoginView.as_view(), name="tokenauth-oidc-login"),
-    path("login/<slug:slug>/", views.ProviderLoginView.as_view(), name="tokenauth-oidc-login-provider"),
+    path(
+        "login/<slug:slug>/",
+        views.ProviderLoginView.as_view(),
+        name="tokenauth-oidc-login-provider",
+    ),
     path("callback/", views.CallbackView.as_view(), name="tokenauth-oidc-callback"),
     path("logout/", views.LogoutView.as_view(), name="tokenauth-oidc-logout"),
     path("tokens/", views.TokensView.as_view(), name="tokenauth-oidc-tokens"),

@@ -15,7 +15,13 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 from django.contrib import auth
 from django.contrib.auth import views as auth_views
 from django.contrib.auth.mixins import LoginRequiredMixin
-from django.http import Http404, HttpRequest, HttpResponse, HttpResponseNotAllowed, HttpResponseRedirect
+from django.http import (
+    Http404,
+    HttpRequest,
+    HttpResponse,
+    HttpResponseNotAllowed,
+    HttpResponseRedirect,
+)
 from django.shortcuts import render
 from django.urls import reverse, reverse_lazy
 from django.utils.translation import gettext_lazy as _
@@ -33,31 +39,21 @@ from rest_framework.renderers import JSONRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from ..conf import tokenauth_settings
-from ..models import AuditEvent
-from ..scopes import group_name, split_scope
-from ..sessions import start_session
-from ..signals import upstream_tokens
+from .. import conf, models, scopes, sessions, signals, views
 from ..tokens import mint_access_token
-from ..views import NO_STORE, TokenAuthView, validated
-from .backchannel import browser_login_of, log_out, record_browser_login, verify_logout_token
-from .backend import ID_TOKEN_CLAIMS, TOKEN_RESPONSE, UNREACHABLE, LoginFailed
-from .providers import (
-    Provider,
-    ProviderUnavailable,
-    login_providers,
-    provider_by_issuer,
-    provider_by_slug,
-    provider_for_group,
-)
+from . import backchannel, backend, providers
 
 logger = logging.getLogger(__name__)
 
 PROVIDER_SESSION_KEY = "tokenauth_oidc_issuer"
 
 
-def failure_page(request: HttpRequest, exc: LoginFailed) -> HttpResponse:
-    context = {"title": exc.title, "message": exc.message, "provider": getattr(exc, "provider", None)}
+def failure_page(request: HttpRequest, exc: backend.LoginFailed) -> HttpResponse:
+    context = {
+        "title": exc.title,
+        "message": exc.message,
+        "provider": getattr(exc, "provider", None),
+    }
     return render(request, exc.template, context, status=exc.status)
 
 
@@ -67,11 +63,13 @@ def mozilla_setting(attr: str, *default: Any) -> Any:
         "OIDC_USE_PKCE": True,
         "OIDC_USE_NONCE": True,
         "OIDC_PKCE_CODE_CHALLENGE_METHOD": "S256",
-        "OIDC_RP_SCOPES": tokenauth_settings.OIDC_SCOPES,
+        "OIDC_RP_SCOPES": conf.tokenauth_settings.OIDC_SCOPES,
         "OIDC_AUTHENTICATION_CALLBACK_URL": "tokenauth-oidc-callback",
         # OpenID Connect Core 1.0 section 11: offline_access needs prompt=consent (else it is dropped).
         "OIDC_AUTH_REQUEST_EXTRA_PARAMS": (
-            {"prompt": "consent"} if "offline_access" in split_scope(tokenauth_settings.OIDC_SCOPES) else {}
+            {"prompt": "consent"}
+            if "offline_access" in scopes.split_scope(conf.tokenauth_settings.OIDC_SCOPES)
+            else {}
         ),
     }
     return ours[attr] if attr in ours else import_from_settings(attr, *default)
@@ -90,11 +88,15 @@ class LoginView(auth_views.LoginView):
     template_name = "tokenauth/oidc/login.html"
 
     def dispatch(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
-        if not (tokenauth_settings.BROWSER_LOGIN or tokenauth_settings.PASSWORD_LOGIN):
+        if not (conf.tokenauth_settings.BROWSER_LOGIN or conf.tokenauth_settings.PASSWORD_LOGIN):
             raise Http404()
-        asked = request.POST.get(self.redirect_field_name, request.GET.get(self.redirect_field_name))
+        asked = request.POST.get(
+            self.redirect_field_name, request.GET.get(self.redirect_field_name)
+        )
         if asked and not self.get_redirect_url():
-            refused = LoginFailed(_("This sign-in link leads to another site; it was refused."))
+            refused = backend.LoginFailed(
+                _("This sign-in link leads to another site; it was refused.")
+            )
             return failure_page(request, refused)
         return super().dispatch(request, *args, **kwargs)
 
@@ -103,29 +105,30 @@ class LoginView(auth_views.LoginView):
         chosen = self.provider_for_scope()
         if chosen is not None:
             return HttpResponseRedirect(next(url for provider, url in links if provider == chosen))
-        if len(links) == 1 and tokenauth_settings.OIDC_REDIRECT_SINGLE_PROVIDER:
+        if len(links) == 1 and conf.tokenauth_settings.OIDC_REDIRECT_SINGLE_PROVIDER:
             return HttpResponseRedirect(links[0][1])
         return super().get(request, *args, **kwargs)
 
     def post(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
-        if not tokenauth_settings.PASSWORD_LOGIN:
+        if not conf.tokenauth_settings.PASSWORD_LOGIN:
             return HttpResponseNotAllowed(["GET"])
         return super().post(request, *args, **kwargs)
 
-    def provider_links(self) -> list[tuple[Provider, str]]:
+    def provider_links(self) -> list[tuple[providers.Provider, str]]:
         next_url = self.get_redirect_url()
         query = f"?{urlencode({self.redirect_field_name: next_url})}" if next_url else ""
         return [
-            (p, reverse("tokenauth-oidc-login-provider", args=[p.slug]) + query) for p in login_providers()
+            (p, reverse("tokenauth-oidc-login-provider", args=[p.slug]) + query)
+            for p in providers.login_providers()
         ]
 
-    def provider_for_scope(self) -> Provider | None:
+    def provider_for_scope(self) -> providers.Provider | None:
         """The provider of the group the sign-in is for, when one provider alone has it."""
         scope = self.request.GET.get("scope")
         if scope is None:
             scope = parse_qs(urlsplit(self.get_redirect_url()).query).get("scope", [""])[0]
-        groups = {name for name in map(group_name, split_scope(scope)) if name}
-        chosen = {provider_for_group(name) for name in groups}
+        groups = {name for name in map(scopes.group_name, scopes.split_scope(scope)) if name}
+        chosen = {providers.provider_for_group(name) for name in groups}
         return chosen.pop() if len(chosen) == 1 else None
 
     def get_default_redirect_url(self) -> str:
@@ -136,7 +139,7 @@ class LoginView(auth_views.LoginView):
         # The password form sends next back under its name (LoginView's context has only its value).
         context.update(
             links=self.provider_links(),
-            password_login=tokenauth_settings.PASSWORD_LOGIN,
+            password_login=conf.tokenauth_settings.PASSWORD_LOGIN,
             redirect_field_name=self.redirect_field_name,
         )
         return context
@@ -152,14 +155,16 @@ class ProviderLoginView(OIDCAuthenticationRequestView):
         View.__init__(self, **kwargs)
 
     def get(self, request: HttpRequest, slug: str) -> HttpResponse:  # type: ignore[override]
-        provider = provider_by_slug(slug)
+        provider = providers.provider_by_slug(slug)
         if provider is None:
-            return failure_page(request, LoginFailed(_("There is no such sign-in provider."), status=404))
+            return failure_page(
+                request, backend.LoginFailed(_("There is no such sign-in provider."), status=404)
+            )
         try:
             self.OIDC_OP_AUTH_ENDPOINT = provider.metadata()["authorization_endpoint"]
-        except ProviderUnavailable as exc:
+        except providers.ProviderUnavailable as exc:
             logger.warning("tokenauth: login provider %s: %s", provider.slug, exc)
-            return failure_page(request, LoginFailed(UNREACHABLE))
+            return failure_page(request, backend.LoginFailed(backend.UNREACHABLE))
         self.OIDC_RP_CLIENT_ID = provider.client_id
         response = super().get(request)
         state = parse_qs(urlsplit(response["Location"]).query)["state"][0]
@@ -181,51 +186,66 @@ class CallbackView(OIDCAuthenticationCallbackView):
     def get(self, request: HttpRequest) -> HttpResponse:
         try:
             return self.login(request)
-        except LoginFailed as exc:
+        except backend.LoginFailed as exc:
             return failure_page(request, exc)
 
     def login(self, request: HttpRequest) -> HttpResponse:
         states = request.session.get("oidc_states")
         state = request.GET.get("state")
-        entry = states.pop(state, None) if isinstance(states, dict) and isinstance(state, str) else None
+        entry = (
+            states.pop(state, None)
+            if isinstance(states, dict) and isinstance(state, str)
+            else None
+        )
         if entry is not None:
             request.session.modified = True  # a state is good for one callback: no replay
         error = request.GET.get("error")
         if error == "access_denied":
-            raise LoginFailed(_("Sign-in was cancelled or refused at the provider."), status=403)
+            raise backend.LoginFailed(
+                _("Sign-in was cancelled or refused at the provider."), status=403
+            )
         if error:
-            raise LoginFailed(
+            raise backend.LoginFailed(
                 _("The sign-in provider reported an error (%(error)s).") % {"error": error[:64]}
             )
         if entry is None or not request.GET.get("code"):
-            raise LoginFailed(
+            raise backend.LoginFailed(
                 _(
                     "This sign-in answer does not belong to a sign-in started in this browser, "
                     "or it was used already. Please start again."
                 )
             )
-        provider = provider_by_issuer(entry.get("issuer", ""))
+        provider = providers.provider_by_issuer(entry.get("issuer", ""))
         if provider is None:
-            raise LoginFailed(_("This sign-in provider is not available any more."))
+            raise backend.LoginFailed(_("This sign-in provider is not available any more."))
         self.user = auth.authenticate(
-            request, oidc_provider=provider, nonce=entry["nonce"], code_verifier=entry.get("code_verifier")
+            request,
+            oidc_provider=provider,
+            nonce=entry["nonce"],
+            code_verifier=entry.get("code_verifier"),
         )
         if self.user is None:
-            logger.error("tokenauth: tokenauth.oidc.backend.OIDCBackend is not in AUTHENTICATION_BACKENDS")
-            raise LoginFailed(_("Sign-in with this provider is not configured correctly."))
+            logger.error(
+                "tokenauth: tokenauth.oidc.backend.OIDCBackend is not in AUTHENTICATION_BACKENDS"
+            )
+            raise backend.LoginFailed(_("Sign-in with this provider is not configured correctly."))
         return self.login_success(provider)
 
-    def login_success(self, provider: Provider) -> HttpResponse:  # type: ignore[override]
+    def login_success(self, provider: providers.Provider) -> HttpResponse:  # type: ignore[override]
         auth.login(self.request, self.user)  # always: a new session key, a new login time
         self.request.session[PROVIDER_SESSION_KEY] = provider.issuer
-        record_browser_login(self.request, provider.issuer, getattr(self.request, ID_TOKEN_CLAIMS))
-        AuditEvent.objects.create(
+        backchannel.record_browser_login(
+            self.request, provider.issuer, getattr(self.request, backend.ID_TOKEN_CLAIMS)
+        )
+        models.AuditEvent.objects.create(
             action="browser_login",
             user=self.user,
             detail={"issuer": provider.issuer, "provider": provider.slug},
         )
-        tokens = getattr(self.request, TOKEN_RESPONSE)
-        upstream_tokens.send(sender=Provider, user=self.user, issuer=provider.issuer, tokens=tokens)
+        tokens = getattr(self.request, backend.TOKEN_RESPONSE)
+        signals.upstream_tokens.send(
+            sender=providers.Provider, user=self.user, issuer=provider.issuer, tokens=tokens
+        )
         return HttpResponseRedirect(self.success_url)
 
 
@@ -238,13 +258,13 @@ class LogoutView(OIDCLogoutView):
         return render(request, "tokenauth/oidc/logout.html")
 
     def post(self, request: HttpRequest) -> HttpResponse:
-        provider = provider_by_issuer(request.session.get(PROVIDER_SESSION_KEY, ""))
+        provider = providers.provider_by_issuer(request.session.get(PROVIDER_SESSION_KEY, ""))
         auth.logout(request)
         target = reverse("tokenauth-oidc-login")
         if provider is not None:
             try:
                 endpoint = provider.metadata().get("end_session_endpoint")
-            except ProviderUnavailable:
+            except providers.ProviderUnavailable:
                 endpoint = None  # our session is over; the provider's ends with its own lifetime
             if endpoint:
                 query = urlencode({"client_id": provider.client_id})
@@ -262,22 +282,30 @@ class TokensView(LoginRequiredMixin, View):
 
     def post(self, request: HttpRequest) -> HttpResponse:
         user = request.user
-        session, refresh_token = start_session(
+        session, refresh_token = sessions.start_session(
             user,
             user_agent=request.META.get("HTTP_USER_AGENT", ""),
-            browser_login=browser_login_of(request),  # the provider's logout of this login ends it
+            browser_login=backchannel.browser_login_of(
+                request
+            ),  # the provider's logout of this login ends it
             login={"via": "browser"},
         )
-        access = mint_access_token(user, session_id=session.id.hex, session=session, request=request)
+        access = mint_access_token(
+            user, session_id=session.id.hex, session=session, request=request
+        )
         return self.page(request, {"access_token": access.token, "refresh_token": refresh_token})
 
     def page(self, request: HttpRequest, context: dict[str, Any]) -> HttpResponse:
-        issuer = tokenauth_settings.ISSUER
-        server = issuer if issuer.startswith(("https://", "http://")) else request.build_absolute_uri("/")
-        provider = provider_by_issuer(request.session.get(PROVIDER_SESSION_KEY, ""))
+        issuer = conf.tokenauth_settings.ISSUER
+        server = (
+            issuer
+            if issuer.startswith(("https://", "http://"))
+            else request.build_absolute_uri("/")
+        )
+        provider = providers.provider_by_issuer(request.session.get(PROVIDER_SESSION_KEY, ""))
         context.update(server=server.rstrip("/"), provider=provider)
         response = render(request, "tokenauth/oidc/tokens.html", context)
-        for name, value in NO_STORE.items():  # the page may show tokens
+        for name, value in views.NO_STORE.items():  # the page may show tokens
             response[name] = value
         return response
 
@@ -286,7 +314,7 @@ class LogoutTokenSerializer(serializers.Serializer):
     logout_token = serializers.CharField(trim_whitespace=False)
 
 
-class BackchannelLogoutView(TokenAuthView):
+class BackchannelLogoutView(views.TokenAuthView):
     """``POST /oidc/backchannel-logout/``: a provider's logout token (OpenID Connect Back-Channel
     Logout 1.0, see :mod:`.backchannel`). The provider calls it with no session and no CSRF token."""
 
@@ -296,12 +324,17 @@ class BackchannelLogoutView(TokenAuthView):
     renderer_classes = (JSONRenderer,)
 
     def post(self, request: Request) -> Response:
-        data = validated(LogoutTokenSerializer, request)
-        log_out(verify_logout_token(data["logout_token"]))
+        data = views.validated(LogoutTokenSerializer, request)
+        backchannel.log_out(backchannel.verify_logout_token(data["logout_token"]))
         return Response(status=200)  # section 2.8: an empty 200
 
-    def finalize_response(self, request: Request, response: Response, *args: Any, **kwargs: Any) -> Response:
+    def finalize_response(
+        self, request: Request, response: Response, *args: Any, **kwargs: Any
+    ) -> Response:
         response = super().finalize_response(request, response, *args, **kwargs)
-        for name, value in NO_STORE.items():  # every answer, refusals and 503s too (section 2.8)
+        for (
+            name,
+            value,
+        ) in views.NO_STORE.items():  # every answer, refusals and 503s too (section 2.8)
             response[name] = value
         return response

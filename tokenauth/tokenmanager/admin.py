@@ -8,11 +8,10 @@ from django.contrib import admin, messages
 from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext
 
-from .grants import end_grants, revoke_ended
-from .models import UpstreamGrant
+from . import grants, models
 
 
-@admin.register(UpstreamGrant)
+@admin.register(models.UpstreamGrant)
 class UpstreamGrantAdmin(admin.ModelAdmin):
     fields = (
         "user",
@@ -37,9 +36,11 @@ class UpstreamGrantAdmin(admin.ModelAdmin):
     def has_change_permission(self, request: Any, obj: Any = None) -> bool:
         return False
 
-    @admin.action(description=_("Revoke the selected grants at their provider"), permissions=["delete"])
+    @admin.action(
+        description=_("Revoke the selected grants at their provider"), permissions=["delete"]
+    )
     def revoke(self, request: Any, queryset: Any) -> None:
-        ended = end_grants(queryset.values_list("user_id", flat=True).distinct(), "admin")
+        ended = grants.end_grants(queryset.values_list("user_id", flat=True).distinct(), "admin")
         self.message_user(
             request,
             ngettext(
@@ -52,9 +53,13 @@ class UpstreamGrantAdmin(admin.ModelAdmin):
 
     @admin.action(description=_("Retry the revocation of ended grants"), permissions=["delete"])
     def retry(self, request: Any, queryset: Any) -> None:
-        left = revoke_ended(queryset.filter(ended_at__isnull=False).values_list("pk", flat=True))
+        left = grants.revoke_ended(
+            queryset.filter(ended_at__isnull=False).values_list("pk", flat=True)
+        )
         level = messages.WARNING if left else messages.SUCCESS
         text = ngettext(
-            "%d grant still waits for its provider.", "%d grants still wait for their provider.", left
+            "%d grant still waits for its provider.",
+            "%d grants still wait for their provider.",
+            left,
         )
         self.message_user(request, text % left, level)

@@ -7,12 +7,12 @@ from typing import Any
 from cryptography.fernet import Fernet
 from django.core import checks
 
-from ..conf import tokenauth_settings
+from .. import conf
 
 
 @checks.register(checks.Tags.security)
 def check_keys(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
-    keys = tokenauth_settings.TOKEN_MANAGER_KEYS
+    keys = conf.tokenauth_settings.TOKEN_MANAGER_KEYS
     if not keys:
         return [
             checks.Error(

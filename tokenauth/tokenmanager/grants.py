@@ -25,9 +25,8 @@ from django.utils import timezone
 from django.utils.functional import Promise
 from django.utils.translation import gettext_lazy as _
 
-from ..conf import tokenauth_settings
-from ..models import AuditEvent
-from ..oidc.providers import Provider, ProviderUnavailable, provider_by_issuer
+from .. import conf, models
+from ..oidc import providers
 from .models import UpstreamGrant
 
 logger = logging.getLogger(__name__)
@@ -47,7 +46,7 @@ class UpstreamUnavailable(Exception):
 
 
 def vault() -> MultiFernet:
-    keys = tokenauth_settings.TOKEN_MANAGER_KEYS
+    keys = conf.tokenauth_settings.TOKEN_MANAGER_KEYS
     if not keys:
         raise ImproperlyConfigured(
             'TOKENAUTH["TOKEN_MANAGER_KEYS"] is empty (check tokenauth.tokenmanager.E001)'
@@ -63,7 +62,9 @@ def decrypt(value: str) -> str:
     try:
         return vault().decrypt(value.encode()).decode()
     except InvalidToken:
-        raise GrantUnavailable(_("The stored grant cannot be read with the configured keys")) from None
+        raise GrantUnavailable(
+            _("The stored grant cannot be read with the configured keys")
+        ) from None
 
 
 def keep(user: Any, issuer: str, refresh_token: str, scope: str = "") -> UpstreamGrant:
@@ -71,9 +72,11 @@ def keep(user: Any, issuer: str, refresh_token: str, scope: str = "") -> Upstrea
     sealed = encrypt(refresh_token)
     with transaction.atomic():
         replaced = _end(UpstreamGrant.objects.filter(user=user, issuer=issuer), "replaced")
-        grant = UpstreamGrant.objects.create(user=user, issuer=issuer, encrypted_token=sealed, scope=scope)
+        grant = UpstreamGrant.objects.create(
+            user=user, issuer=issuer, encrypted_token=sealed, scope=scope
+        )
         detail = {"issuer": issuer, "replaced": len(replaced)}
-        AuditEvent.objects.create(action="upstream_grant_stored", user=user, detail=detail)
+        models.AuditEvent.objects.create(action="upstream_grant_stored", user=user, detail=detail)
     return grant
 
 
@@ -90,9 +93,13 @@ def end_grants(user_ids: Iterable[Any] | None, reason: str) -> list[int]:
 
 
 def _end(grants: Any, reason: str) -> list[int]:
-    ids = list(grants.select_for_update().filter(ended_at__isnull=True).values_list("pk", flat=True))
+    ids = list(
+        grants.select_for_update().filter(ended_at__isnull=True).values_list("pk", flat=True)
+    )
     if ids:
-        UpstreamGrant.objects.filter(pk__in=ids).update(ended_at=timezone.now(), end_reason=reason[:64])
+        UpstreamGrant.objects.filter(pk__in=ids).update(
+            ended_at=timezone.now(), end_reason=reason[:64]
+        )
         transaction.on_commit(lambda: revoke_ended(ids))
     return ids
 
@@ -109,7 +116,9 @@ def revoke_ended(ids: Iterable[int] | None = None) -> int:
             grant.delete()
             continue
         left += 1
-        logger.warning("tokenauth: revoking an upstream grant at %s failed: %s", grant.issuer, error)
+        logger.warning(
+            "tokenauth: revoking an upstream grant at %s failed: %s", grant.issuer, error
+        )
         UpstreamGrant.objects.filter(pk=grant.pk).update(
             revoke_attempts=grant.revoke_attempts + 1, revoke_error=error[:255]
         )
@@ -118,7 +127,7 @@ def revoke_ended(ids: Iterable[int] | None = None) -> int:
 
 def _revoke(grant: UpstreamGrant) -> str | None:
     """RFC 7009 at the grant's provider: None when it is done (or there is nothing to do), else why not."""
-    provider = provider_by_issuer(grant.issuer)
+    provider = providers.provider_by_issuer(grant.issuer)
     if provider is None:
         return "the issuer is no login provider (any more)"
     try:
@@ -131,10 +140,14 @@ def _revoke(grant: UpstreamGrant) -> str | None:
         )
     except GrantUnavailable as exc:
         return exc.description
-    except (ProviderUnavailable, requests.RequestException) as exc:
+    except (providers.ProviderUnavailable, requests.RequestException) as exc:
         return f"{type(exc).__name__}: {exc}"[:255]
     # Section 2.2: 200 also for a token the provider no longer knows.
-    return None if response.status_code == 200 else f"revocation endpoint answered {response.status_code}"
+    return (
+        None
+        if response.status_code == 200
+        else f"revocation endpoint answered {response.status_code}"
+    )
 
 
 def live_grant(user: Any, issuer: str | None) -> UpstreamGrant:
@@ -165,22 +178,35 @@ def access_token(
     Raises :class:`GrantUnavailable` and :class:`UpstreamUnavailable`. Never for a browser.
     """
     grant = live_grant(user, issuer)
-    cache = caches[tokenauth_settings.CACHE_ALIAS]
-    key = "tokenauth:upstream:" + hashlib.sha256(json.dumps([grant.pk, scope, resource]).encode()).hexdigest()
+    cache = caches[conf.tokenauth_settings.CACHE_ALIAS]
+    key = (
+        "tokenauth:upstream:"
+        + hashlib.sha256(json.dumps([grant.pk, scope, resource]).encode()).hexdigest()
+    )
     answer = _cached(cache.get(key))
     if (
         answer is None
-        or answer["expires_at"] - tokenauth_settings.TOKEN_MANAGER_MARGIN.total_seconds() <= _now()
+        or answer["expires_at"] - conf.tokenauth_settings.TOKEN_MANAGER_MARGIN.total_seconds()
+        <= _now()
     ):
         answer = _refresh(grant, scope, resource)
-        lifetime = answer["expires_at"] - tokenauth_settings.TOKEN_MANAGER_MARGIN.total_seconds() - _now()
+        lifetime = (
+            answer["expires_at"]
+            - conf.tokenauth_settings.TOKEN_MANAGER_MARGIN.total_seconds()
+            - _now()
+        )
         if lifetime > 0:
             cache.set(key, encrypt(json.dumps(answer)), int(lifetime))
-    AuditEvent.objects.create(
+    models.AuditEvent.objects.create(
         action="upstream_token_issued",
         user=user,
         actor_id=actor_id,
-        detail={"issuer": grant.issuer, "scope": scope, "resource": resource, "client_id": client_id},
+        detail={
+            "issuer": grant.issuer,
+            "scope": scope,
+            "resource": resource,
+            "client_id": client_id,
+        },
     )
     return {
         "access_token": answer["access_token"],
@@ -207,10 +233,14 @@ def _refresh(grant: UpstreamGrant, scope: str | None, resource: str | None) -> d
     """Use the grant at its provider, under a row lock: a rotated refresh token replaces the stored one
     before anyone else can use the old one. A provider that calls it invalid ends the grant."""
     with transaction.atomic():
-        locked = UpstreamGrant.objects.select_for_update().filter(pk=grant.pk, ended_at__isnull=True).first()
+        locked = (
+            UpstreamGrant.objects.select_for_update()
+            .filter(pk=grant.pk, ended_at__isnull=True)
+            .first()
+        )
         if locked is None:
             raise GrantUnavailable(_("The stored grant has ended"))
-        provider = provider_by_issuer(locked.issuer)
+        provider = providers.provider_by_issuer(locked.issuer)
         if provider is None:
             raise GrantUnavailable(_("The grant's issuer is no login provider (any more)"))
         body = _token_request(provider, decrypt(locked.encrypted_token), scope, resource)
@@ -226,11 +256,15 @@ def _refresh(grant: UpstreamGrant, scope: str | None, resource: str | None) -> d
     return {
         "access_token": body["access_token"],
         "expires_at": _now() + body["expires_in"],
-        "scope": body.get("scope") if isinstance(body.get("scope"), str) else (scope or locked.scope),
+        "scope": body.get("scope")
+        if isinstance(body.get("scope"), str)
+        else (scope or locked.scope),
     }
 
 
-def _token_request(provider: Provider, refresh_token: str, scope: str | None, resource: str | None) -> Any:
+def _token_request(
+    provider: providers.Provider, refresh_token: str, scope: str | None, resource: str | None
+) -> Any:
     """The provider's answer to the refresh, checked; None when it says the grant is invalid."""
     payload = {"grant_type": "refresh_token", "refresh_token": refresh_token}
     if scope:
@@ -240,7 +274,7 @@ def _token_request(provider: Provider, refresh_token: str, scope: str | None, re
     try:
         response = provider.client_post("token_endpoint", payload)
         body = response.json()
-    except (ProviderUnavailable, requests.RequestException, ValueError) as exc:
+    except (providers.ProviderUnavailable, requests.RequestException, ValueError) as exc:
         raise UpstreamUnavailable(f"{type(exc).__name__}") from None
     if not isinstance(body, dict):
         raise UpstreamUnavailable("the provider answered garbage")
@@ -251,8 +285,14 @@ def _token_request(provider: Provider, refresh_token: str, scope: str | None, re
         if response.status_code >= 500 or not error:
             raise UpstreamUnavailable(f"the provider answered {response.status_code}")
         # invalid_scope, invalid_target ...: the caller asked for what the grant does not cover
-        raise GrantUnavailable(_("The provider refused: %(error)s") % {"error": error[:64]}, error[:64])
+        raise GrantUnavailable(
+            _("The provider refused: %(error)s") % {"error": error[:64]}, error[:64]
+        )
     expires_in = body.get("expires_in")
-    if not isinstance(body.get("access_token"), str) or not isinstance(expires_in, int) or expires_in <= 0:
+    if (
+        not isinstance(body.get("access_token"), str)
+        or not isinstance(expires_in, int)
+        or expires_in <= 0
+    ):
         raise UpstreamUnavailable("the provider answered garbage")
     return body

@@ -8,36 +8,38 @@ from typing import Any
 from django.contrib.auth.signals import user_logged_out
 from django.dispatch import receiver
 
-from ..signals import epoch_bumped, session_revoked, upstream_tokens
-from .grants import end_grants, keep
+from .. import signals
+from . import grants
 
 #: The ends of an API session that are the user's logout, not housekeeping (a session limit, expiry).
 LOGOUT_REASONS = frozenset({"logout", "backchannel_logout"})
 
 
-@receiver(upstream_tokens, dispatch_uid="tokenauth_tokenmanager_keep")
-def keep_refresh_token(sender: Any, user: Any, issuer: str, tokens: dict[str, Any], **kwargs: Any) -> None:
+@receiver(signals.upstream_tokens, dispatch_uid="tokenauth_tokenmanager_keep")
+def keep_refresh_token(
+    sender: Any, user: Any, issuer: str, tokens: dict[str, Any], **kwargs: Any
+) -> None:
     refresh_token = tokens.get("refresh_token")
     if isinstance(refresh_token, str) and refresh_token:
         scope = tokens.get("scope")
-        keep(user, issuer, refresh_token, scope if isinstance(scope, str) else "")
+        grants.keep(user, issuer, refresh_token, scope if isinstance(scope, str) else "")
 
 
-@receiver(epoch_bumped, dispatch_uid="tokenauth_tokenmanager_epoch")
+@receiver(signals.epoch_bumped, dispatch_uid="tokenauth_tokenmanager_epoch")
 def end_on_epoch(sender: Any, kind: str, object_id: str, reason: str = "", **kwargs: Any) -> None:
     if kind == "user":
-        end_grants([object_id], f"epoch: {reason}")
+        grants.end_grants([object_id], f"epoch: {reason}")
     elif kind == "global":
-        end_grants(None, f"global epoch: {reason}")
+        grants.end_grants(None, f"global epoch: {reason}")
 
 
-@receiver(session_revoked, dispatch_uid="tokenauth_tokenmanager_session")
+@receiver(signals.session_revoked, dispatch_uid="tokenauth_tokenmanager_session")
 def end_on_logout(sender: Any, session: Any, reason: str, **kwargs: Any) -> None:
     if reason in LOGOUT_REASONS:
-        end_grants([session.user_id], reason)
+        grants.end_grants([session.user_id], reason)
 
 
 @receiver(user_logged_out, dispatch_uid="tokenauth_tokenmanager_browser_logout")
 def end_on_browser_logout(sender: Any, user: Any = None, **kwargs: Any) -> None:
     if user is not None:
-        end_grants([user.pk], "browser logout")
+        grants.end_grants([user.pk], "browser logout")

@@ -4,4 +4,6 @@ from django.urls import path
 
 from . import views
 
-urlpatterns = [path("token/", views.UpstreamTokenView.as_view(), name="tokenauth-tokenmanager-token")]
+urlpatterns = [
+    path("token/", views.UpstreamTokenView.as_view(), name="tokenauth-tokenmanager-token")
+]

@@ -16,12 +16,8 @@ from rest_framework.permissions import BasePermission
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from ..authentication import BearerAuthentication
-from ..conf import tokenauth_settings
-from ..exceptions import OAuthError
-from ..tokens import AccessToken
-from ..views import NO_STORE, TokenAuthView, validated
-from .grants import GrantUnavailable, UpstreamUnavailable, access_token
+from .. import authentication, conf, exceptions, tokens, views
+from . import grants
 
 PERMISSION = "tokenauth_tokenmanager.obtain_upstream_token"
 
@@ -32,8 +28,12 @@ class CanObtainUpstreamTokens(BasePermission):
     def has_permission(self, request: Request, view: Any) -> bool:
         if not request.user or not request.user.is_authenticated:
             return False
-        scopes = request.auth.scopes if isinstance(request.auth, AccessToken) else frozenset()
-        return tokenauth_settings.TOKEN_MANAGER_SCOPE in scopes or request.user.has_perm(PERMISSION)
+        scopes = (
+            request.auth.scopes if isinstance(request.auth, tokens.AccessToken) else frozenset()
+        )
+        return conf.tokenauth_settings.TOKEN_MANAGER_SCOPE in scopes or request.user.has_perm(
+            PERMISSION
+        )
 
 
 class UpstreamTokenSerializer(serializers.Serializer):
@@ -43,22 +43,22 @@ class UpstreamTokenSerializer(serializers.Serializer):
     resource = serializers.URLField(max_length=1000, required=False)
 
 
-class UpstreamTokenView(TokenAuthView):
-    authentication_classes = (BearerAuthentication,)
+class UpstreamTokenView(views.TokenAuthView):
+    authentication_classes = (authentication.BearerAuthentication,)
     permission_classes = (CanObtainUpstreamTokens,)
 
     def post(self, request: Request) -> Response:
-        data = validated(UpstreamTokenSerializer, request)
+        data = views.validated(UpstreamTokenSerializer, request)
         user = (
             get_user_model()
             ._default_manager.filter(**{get_user_model().USERNAME_FIELD: data["username"]})
             .first()
         )
         if user is None or not user.is_active:
-            raise OAuthError("invalid_grant", _("The user has no stored grant"))
-        claims = request.auth.claims if isinstance(request.auth, AccessToken) else {}
+            raise exceptions.OAuthError("invalid_grant", _("The user has no stored grant"))
+        claims = request.auth.claims if isinstance(request.auth, tokens.AccessToken) else {}
         try:
-            body = access_token(
+            body = grants.access_token(
                 user,
                 data.get("issuer"),
                 scope=data.get("scope"),
@@ -66,16 +66,18 @@ class UpstreamTokenView(TokenAuthView):
                 actor_id=request.user.pk,
                 client_id=claims.get("client_id"),
             )
-        except GrantUnavailable as exc:
-            raise OAuthError(exc.error, exc.description) from None
-        except UpstreamUnavailable:
-            raise OAuthError(
+        except grants.GrantUnavailable as exc:
+            raise exceptions.OAuthError(exc.error, exc.description) from None
+        except grants.UpstreamUnavailable:
+            raise exceptions.OAuthError(
                 "temporarily_unavailable", _("The identity provider is unavailable"), 503
             ) from None
-        return Response(body, headers=NO_STORE)
+        return Response(body, headers=views.NO_STORE)
 
-    def finalize_response(self, request: Request, response: Response, *args: Any, **kwargs: Any) -> Response:
+    def finalize_response(
+        self, request: Request, response: Response, *args: Any, **kwargs: Any
+    ) -> Response:
         response = super().finalize_response(request, response, *args, **kwargs)
-        for name, value in NO_STORE.items():
+        for name, value in views.NO_STORE.items():
             response[name] = value
         return response

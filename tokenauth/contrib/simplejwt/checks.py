@@ -8,12 +8,12 @@ from typing import Any
 from django.core import checks
 from django.utils import timezone
 
-from tokenauth.conf import tokenauth_settings
+from tokenauth import conf
 
 
 @checks.register(checks.Tags.security)
 def check_migration_window(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
-    ends = tokenauth_settings.SIMPLEJWT_MIGRATION_ENDS
+    ends = conf.tokenauth_settings.SIMPLEJWT_MIGRATION_ENDS
     if ends is None:
         return [
             checks.Warning(

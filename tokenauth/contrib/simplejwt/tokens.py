@@ -23,27 +23,31 @@ from rest_framework_simplejwt.settings import api_settings
 from rest_framework_simplejwt.tokens import AccessToken as SimpleJWTAccessToken
 from rest_framework_simplejwt.tokens import RefreshToken as SimpleJWTRefreshToken
 
-from tokenauth.conf import process_cache, tokenauth_settings
-from tokenauth.exceptions import InvalidToken, OAuthError
-from tokenauth.models import RevokedToken, identity_digest
-from tokenauth.revocation import check_external_claims, denylist_id
-from tokenauth.sessions import start_session
-from tokenauth.snapshots import BoundedMemo
-from tokenauth.tokens import AccessToken
-from tokenauth.verification import parse
+from tokenauth import (
+    conf,
+    exceptions,
+    models,
+    revocation,
+    sessions,
+    snapshots,
+    tokens,
+    verification,
+)
 
 #: The ``iss`` of simplejwt tokens that carry none (simplejwt's default).
 SIMPLEJWT_ISSUER = "urn:tokenauth:simplejwt"
 
 #: simplejwt access token -> its AccessToken: the signature is checked, the user read, once per process.
-seen_tokens: BoundedMemo[str, AccessToken] = BoundedMemo(lambda: tokenauth_settings.VERIFIED_TOKEN_CACHE_SIZE)
+seen_tokens: snapshots.BoundedMemo[str, tokens.AccessToken] = snapshots.BoundedMemo(
+    lambda: conf.tokenauth_settings.VERIFIED_TOKEN_CACHE_SIZE
+)
 
-process_cache(seen_tokens.clear)
+conf.process_cache(seen_tokens.clear)
 
 
 def migration_open() -> bool:
     """Whether simplejwt tokens are still accepted (``SIMPLEJWT_MIGRATION_ENDS`` not reached)."""
-    ends = tokenauth_settings.SIMPLEJWT_MIGRATION_ENDS
+    ends = conf.tokenauth_settings.SIMPLEJWT_MIGRATION_ENDS
     return ends is None or timezone.now() < ends
 
 
@@ -51,12 +55,12 @@ def looks_like_simplejwt(token: str) -> dict[str, Any] | None:
     """The unverified claims of a token shaped like simplejwt's (its type and user id claims, not our
     ``iss``), else None; only to choose who verifies it."""
     try:
-        claims = parse(token).claims
-    except InvalidToken:
+        claims = verification.parse(token).claims
+    except exceptions.InvalidToken:
         return None
     if api_settings.TOKEN_TYPE_CLAIM not in claims or api_settings.USER_ID_CLAIM not in claims:
         return None
-    if claims.get("iss") == tokenauth_settings.ISSUER:
+    if claims.get("iss") == conf.tokenauth_settings.ISSUER:
         return None
     return claims
 
@@ -72,7 +76,7 @@ def _user(payload: dict[str, Any]) -> Any:
 
 def _claims(payload: dict[str, Any], user: Any) -> dict[str, Any]:
     if not isinstance(payload.get("iat"), int | float):
-        raise InvalidToken(_("The access token has no iat"))
+        raise exceptions.InvalidToken(_("The access token has no iat"))
     return {**payload, "iss": payload.get("iss") or SIMPLEJWT_ISSUER, "sub": str(user.pk)}
 
 
@@ -82,31 +86,37 @@ def _leeway_seconds() -> float:
     return leeway.total_seconds() if isinstance(leeway, timedelta) else float(leeway)
 
 
-def _check_revocation(access: AccessToken) -> None:
-    check_external_claims(access.claims, str(access.user_id), identity_digest(access.issuer, access.subject))
+def _check_revocation(access: tokens.AccessToken) -> None:
+    revocation.check_external_claims(
+        access.claims, str(access.user_id), models.identity_digest(access.issuer, access.subject)
+    )
 
 
-def validate_access_token(token: str) -> AccessToken | None:
+def validate_access_token(token: str) -> tokens.AccessToken | None:
     """A simplejwt access token verified, its user active and not revoked; None for other tokens."""
     access = seen_tokens.get(token)
     if access is None:
         if looks_like_simplejwt(token) is None:
             return None
         if not migration_open():
-            raise InvalidToken(_("simplejwt tokens are no longer accepted; log in again"))
+            raise exceptions.InvalidToken(
+                _("simplejwt tokens are no longer accepted; log in again")
+            )
         try:
             payload = SimpleJWTAccessToken(token).payload
         except TokenError:
-            raise InvalidToken(_("The simplejwt access token is invalid or expired")) from None
+            raise exceptions.InvalidToken(
+                _("The simplejwt access token is invalid or expired")
+            ) from None
         user = _user(payload)
         if user is None:
-            raise InvalidToken(_("The user is inactive or deleted"))
-        access = AccessToken(_claims(payload, user), (), user.pk, user.get_username())
+            raise exceptions.InvalidToken(_("The user is inactive or deleted"))
+        access = tokens.AccessToken(_claims(payload, user), (), user.pk, user.get_username())
         seen_tokens.put(token, access)
     elif not migration_open():
-        raise InvalidToken(_("simplejwt tokens are no longer accepted; log in again"))
+        raise exceptions.InvalidToken(_("simplejwt tokens are no longer accepted; log in again"))
     elif access.claims["exp"] + _leeway_seconds() < time.time():
-        raise InvalidToken(_("The access token expired"))
+        raise exceptions.InvalidToken(_("The access token expired"))
     _check_revocation(access)
     return access
 
@@ -120,30 +130,40 @@ def exchange_refresh_token(raw: str, request: Any) -> tuple[Any, str] | None:
     if looks_like_simplejwt(raw) is None:
         return None
     if not migration_open():
-        raise OAuthError("invalid_grant", _("simplejwt refresh tokens are no longer accepted; log in again"))
+        raise exceptions.OAuthError(
+            "invalid_grant", _("simplejwt refresh tokens are no longer accepted; log in again")
+        )
     try:
         payload = SimpleJWTRefreshToken(raw).payload
     except TokenError:
-        raise OAuthError("invalid_grant", _("The simplejwt refresh token is invalid or expired")) from None
+        raise exceptions.OAuthError(
+            "invalid_grant", _("The simplejwt refresh token is invalid or expired")
+        ) from None
     user = _user(payload)
     if user is None:
-        raise OAuthError("invalid_grant", _("The user is inactive or deleted"))
+        raise exceptions.OAuthError("invalid_grant", _("The user is inactive or deleted"))
     try:
-        access = AccessToken(_claims(payload, user), (), user.pk, user.get_username())
+        access = tokens.AccessToken(_claims(payload, user), (), user.pk, user.get_username())
         _check_revocation(access)
-    except InvalidToken:
-        raise OAuthError("invalid_grant", _("The simplejwt refresh token was revoked")) from None
-    token_id = denylist_id(access.claims)
+    except exceptions.InvalidToken:
+        raise exceptions.OAuthError(
+            "invalid_grant", _("The simplejwt refresh token was revoked")
+        ) from None
+    token_id = revocation.denylist_id(access.claims)
     if token_id is None:
-        raise OAuthError("invalid_grant", _("The simplejwt refresh token has no jti to exchange it once by"))
+        raise exceptions.OAuthError(
+            "invalid_grant", _("The simplejwt refresh token has no jti to exchange it once by")
+        )
     expires = datetime.fromtimestamp(payload["exp"], tz=UTC) + timedelta(seconds=_leeway_seconds())
     with transaction.atomic():
-        first = RevokedToken.objects.get_or_create(
+        first = models.RevokedToken.objects.get_or_create(
             jti=token_id, defaults={"expires_at": expires, "reason": "simplejwt exchanged"}
         )[1]
         if not first:
-            raise OAuthError("invalid_grant", _("This simplejwt refresh token was exchanged already"))
-        return start_session(
+            raise exceptions.OAuthError(
+                "invalid_grant", _("This simplejwt refresh token was exchanged already")
+            )
+        return sessions.start_session(
             user,
             user_agent=request.META.get("HTTP_USER_AGENT", ""),
             login={"via": "simplejwt refresh token"},

@@ -7,10 +7,8 @@ from django.contrib.auth import get_user_model
 from django.core.management.base import CommandError, CommandParser
 from django.utils.dateparse import parse_duration
 
-from tokenauth.conf import tokenauth_settings
-from tokenauth.management.base import TokenauthCommand
-from tokenauth.scopes import split_scope
-from tokenauth.tokens import mint_access_token
+from tokenauth import conf, scopes, tokens
+from tokenauth.management import base
 
 MAX_LIFETIME = timedelta(days=3650)
 
@@ -30,24 +28,30 @@ def _duration(value: str) -> timedelta:
         return parsed
 
 
-class Command(TokenauthCommand):
+class Command(base.TokenauthCommand):
     help = "Print an access token for a user (scripts, service accounts). It is not tied to a session."
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--user", required=True, metavar="USERNAME")
-        parser.add_argument("--lifetime", help="e.g. 3600, 90m, 12h, 30d (default: ACCESS_TOKEN_LIFETIME)")
+        parser.add_argument(
+            "--lifetime", help="e.g. 3600, 90m, 12h, 30d (default: ACCESS_TOKEN_LIFETIME)"
+        )
         parser.add_argument("--scope", default="", help="space-separated scopes")
 
-    def handle(self, *args: Any, user: str, lifetime: str | None, scope: str, **options: Any) -> None:
+    def handle(
+        self, *args: Any, user: str, lifetime: str | None, scope: str, **options: Any
+    ) -> None:
         model = get_user_model()
         account = model._default_manager.filter(**{model.USERNAME_FIELD: user}).first()
         if account is None:
             raise CommandError(f"No such user: {user}")
         if not account.is_active:
             raise CommandError(f"User {user} is inactive")
-        unknown = [s for s in split_scope(scope) if s not in tokenauth_settings.SCOPES]
+        unknown = [s for s in scopes.split_scope(scope) if s not in conf.tokenauth_settings.SCOPES]
         if unknown:
-            raise CommandError(f"Unknown scope: {' '.join(unknown)} (declare it in TOKENAUTH['SCOPES'])")
+            raise CommandError(
+                f"Unknown scope: {' '.join(unknown)} (declare it in TOKENAUTH['SCOPES'])"
+            )
         try:
             duration = _duration(lifetime) if lifetime else None
         except ValueError as exc:
@@ -57,5 +61,7 @@ class Command(TokenauthCommand):
         # exp is whole seconds, and a date past MAX_LIFETIME would overflow wherever exp becomes a datetime.
         if duration is not None and not timedelta(seconds=1) <= duration <= MAX_LIFETIME:
             raise CommandError(f"--lifetime must be between 1 second and {MAX_LIFETIME.days} days")
-        issued = mint_access_token(account, scope=" ".join(split_scope(scope)), lifetime=duration)
+        issued = tokens.mint_access_token(
+            account, scope=" ".join(scopes.split_scope(scope)), lifetime=duration
+        )
         self.stdout.write(issued.token)

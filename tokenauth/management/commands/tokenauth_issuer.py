@@ -8,11 +8,8 @@ from django.core.exceptions import ValidationError
 from django.core.management.base import CommandError, CommandParser
 from django.db import transaction
 
-from tokenauth.issuers import get_issuer
-from tokenauth.jwks import IssuerUnavailable, jwks_cache
-from tokenauth.management.base import TokenauthCommand
-from tokenauth.models import Issuer
-from tokenauth.profiles import PROFILES
+from tokenauth import issuers, jwks, models, profiles
+from tokenauth.management import base
 
 #: The Issuer fields that ``add`` sets from its options; an option not given leaves the field alone.
 OPTIONS = (
@@ -32,7 +29,7 @@ OPTIONS = (
 )
 
 
-class Command(TokenauthCommand):
+class Command(base.TokenauthCommand):
     help = "Manage the external issuers whose tokens are accepted."
 
     def add_arguments(self, parser: CommandParser) -> None:
@@ -41,10 +38,12 @@ class Command(TokenauthCommand):
             "add", help="allow an issuer, or change the options given of one allowed already"
         )
         add.add_argument("url")
-        add.add_argument("--audience", action="append", dest="audiences", help="an accepted audience")
+        add.add_argument(
+            "--audience", action="append", dest="audiences", help="an accepted audience"
+        )
         add.add_argument(
             "--profile",
-            choices=[*sorted(PROFILES), "none"],
+            choices=[*sorted(profiles.PROFILES), "none"],
             type=str.lower,
             help="the token profile the issuer follows: its any-audience, path scopes and wlcg.groups",
         )
@@ -54,34 +53,46 @@ class Command(TokenauthCommand):
             dest="accept_any_audience",
             help="accept the profile's any-audience (WLCG https://wlcg.cern.ch/jwt/v1/any, SciTokens ANY)",
         )
-        add.add_argument("--scope", action="append", dest="required_scopes", help="a required scope")
-        add.add_argument("--algorithm", action="append", dest="algorithms", help="an accepted algorithm")
+        add.add_argument(
+            "--scope", action="append", dest="required_scopes", help="a required scope"
+        )
+        add.add_argument(
+            "--algorithm", action="append", dest="algorithms", help="an accepted algorithm"
+        )
         add.add_argument(
             "--provision",
             action=BooleanOptionalAction,
             dest="auto_provision",
             help="create users for identities not seen before (the default for a new issuer)",
         )
-        add.add_argument("--group-claim", action="append", dest="group_claims", help="a claim listing groups")
+        add.add_argument(
+            "--group-claim", action="append", dest="group_claims", help="a claim listing groups"
+        )
         add.add_argument(
             "--mirror-groups",
             action=BooleanOptionalAction,
             dest="mirror_groups",
             help="with group claims: a newer token's groups replace the user's (the default)",
         )
-        add.add_argument("--default-group", action="append", dest="default_groups", help="an existing group")
+        add.add_argument(
+            "--default-group", action="append", dest="default_groups", help="an existing group"
+        )
         add.add_argument("--username-claim")
         add.add_argument("--slug", help="browser login: the provider's URL slug")
-        add.add_argument("--display-name", help="browser login: the provider's name on the login page")
+        add.add_argument(
+            "--display-name", help="browser login: the provider's name on the login page"
+        )
         add.add_argument("--client-id", help="browser login: our client id at the issuer")
-        add.add_argument("--client-secret-env", help="browser login: environment variable holding the secret")
+        add.add_argument(
+            "--client-secret-env", help="browser login: environment variable holding the secret"
+        )
         sub.add_parser("list", help="show the issuers")
         for action in ("enable", "disable", "refresh"):
             sub.add_parser(action).add_argument("url")
 
     def handle(self, *args: Any, action: str, **options: Any) -> None:
         if action == "list":
-            for row in Issuer.objects.order_by("issuer"):
+            for row in models.Issuer.objects.order_by("issuer"):
                 state = "enabled " if row.enabled else "disabled"
                 self.stdout.write(
                     f"{state} {row.issuer}  audiences={','.join(row.audiences) or '-'}"
@@ -93,14 +104,18 @@ class Command(TokenauthCommand):
         if action == "add":
             self.add(url, options)
             return
-        issuer = Issuer.objects.filter(issuer=url).first()
+        issuer = models.Issuer.objects.filter(issuer=url).first()
         if action == "refresh":
-            if issuer is None and get_issuer(url) is None:  # settings issuers may be refreshed too
+            if (
+                issuer is None and issuers.get_issuer(url) is None
+            ):  # settings issuers may be refreshed too
                 raise CommandError(f"No such issuer: {url}")
             try:
-                keyset = jwks_cache.refresh_now(url)
-            except IssuerUnavailable:
-                raise CommandError(f"Could not fetch the discovery document or keys of {url}") from None
+                keyset = jwks.jwks_cache.refresh_now(url)
+            except jwks.IssuerUnavailable:
+                raise CommandError(
+                    f"Could not fetch the discovery document or keys of {url}"
+                ) from None
             self.stdout.write(f"{url}: {len(keyset.keys)} keys ({', '.join(sorted(keyset.keys))})")
             return
         if issuer is None:
@@ -110,7 +125,7 @@ class Command(TokenauthCommand):
         self.stdout.write(f"{action}d {url}")
 
     def add(self, url: str, options: dict[str, Any]) -> None:
-        issuer = Issuer.objects.filter(issuer=url).first() or Issuer(issuer=url)
+        issuer = models.Issuer.objects.filter(issuer=url).first() or models.Issuer(issuer=url)
         if options["profile"] == "none":
             options["profile"] = ""
         for name in OPTIONS:
@@ -121,7 +136,8 @@ class Command(TokenauthCommand):
         groups = options["default_groups"]
         if groups is not None:
             missing = sorted(
-                set(groups) - set(Group.objects.filter(name__in=groups).values_list("name", flat=True))
+                set(groups)
+                - set(Group.objects.filter(name__in=groups).values_list("name", flat=True))
             )
             if missing:
                 raise CommandError(f"No such group: {', '.join(missing)}")

@@ -5,22 +5,24 @@ from typing import Any
 
 from django.core.management.base import CommandParser
 
-from tokenauth.keys import SUPPORTED_ALGORITHMS, generate_private_key_pem, get_keyring, load_key
-from tokenauth.management.base import TokenauthCommand
+from tokenauth import keys
+from tokenauth.management import base
 
 
-class Command(TokenauthCommand):
+class Command(base.TokenauthCommand):
     help = "Print the JWKS of the configured keys, or generate a new signing key (--generate ALG)."
 
     def add_arguments(self, parser: CommandParser) -> None:
-        parser.add_argument("--generate", choices=sorted(SUPPORTED_ALGORITHMS), metavar="ALGORITHM")
+        parser.add_argument(
+            "--generate", choices=sorted(keys.SUPPORTED_ALGORITHMS), metavar="ALGORITHM"
+        )
 
     def handle(self, *args: Any, generate: str | None, **options: Any) -> None:
         if generate is None:
-            self.stdout.write(json.dumps(get_keyring().jwks(), indent=2))
+            self.stdout.write(json.dumps(keys.get_keyring().jwks(), indent=2))
             return
-        material = generate_private_key_pem(generate)
-        key = load_key(generate, material)
+        material = keys.generate_private_key_pem(generate)
+        key = keys.load_key(generate, material)
         self.stdout.write(material.rstrip())
         self.stderr.write(
             f"\nNew {generate} key, kid {key.kid}. Put it in TOKENAUTH['SIGNING_KEY'] (or a file named by "

@@ -6,14 +6,13 @@ from django.apps import apps
 from django.db.models import Q
 from django.utils import timezone
 
-from tokenauth.management.base import TokenauthCommand
-from tokenauth.models import Session
-from tokenauth.oidc.backchannel import purge_browser_logins
-from tokenauth.revocation import purge_expired
+from tokenauth import models, revocation
+from tokenauth.management import base
+from tokenauth.oidc import backchannel
 from tokenauth.sessions import access_token_margin
 
 
-class Command(TokenauthCommand):
+class Command(base.TokenauthCommand):
     help = (
         "Delete expired or ended sessions, denylist rows and browser-login records that can no longer "
         "matter (run daily)."
@@ -23,10 +22,12 @@ class Command(TokenauthCommand):
         now = timezone.now()
         # An expired session goes once none of its access tokens can be alive any more.
         dead = Q(expires_at__lte=now - access_token_margin()) | Q(revoked_at__isnull=False)
-        sessions, _ = Session.objects.filter(dead).delete()
-        revoked = purge_expired()
+        sessions, _ = models.Session.objects.filter(dead).delete()
+        revoked = revocation.purge_expired()
         self.stdout.write(f"Deleted {sessions} sessions and {revoked} revoked-token rows.")
-        logins = purge_browser_logins()  # after the sessions: an ended one keeps no login
+        logins = (
+            backchannel.purge_browser_logins()
+        )  # after the sessions: an ended one keeps no login
         self.stdout.write(f"Deleted {logins} browser logins whose sessions are over.")
         if apps.is_installed("tokenauth.oauth"):
             from oauth2_provider.models import clear_expired, get_device_grant_model
@@ -34,4 +35,6 @@ class Command(TokenauthCommand):
             clear_expired()  # expired or revoked DOT tokens and expired authorization codes
             # Expired device codes: clear_expired keeps them.
             get_device_grant_model().objects.filter(expires__lte=now).delete()
-            self.stdout.write("Cleared expired OAuth tokens, authorization codes and device codes.")
+            self.stdout.write(
+                "Cleared expired OAuth tokens, authorization codes and device codes."
+            )

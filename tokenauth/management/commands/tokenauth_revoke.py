@@ -4,14 +4,14 @@ from typing import Any
 
 from django.core.management.base import CommandError, CommandParser
 
-from tokenauth.management.base import TokenauthCommand
-from tokenauth.revocation import NoSuchTarget, bump_epoch, find_target
-from tokenauth.snapshots import StateUnavailable
+from tokenauth import revocation, snapshots
+from tokenauth.management import base
 
 
-class Command(TokenauthCommand):
+class Command(base.TokenauthCommand):
     help = (
-        "Revoke every token of a user, of a group, of an external identity, or of everyone (bumps the epoch)."
+        "Revoke every token of a user, of a group, of an external identity, or of everyone "
+        "(bumps the epoch)."
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
@@ -19,9 +19,14 @@ class Command(TokenauthCommand):
         target.add_argument("--user", metavar="USERNAME")
         target.add_argument("--group", metavar="NAME")
         target.add_argument(
-            "--identity", nargs=2, metavar=("ISSUER", "SUBJECT"), help="the user of this (iss, sub)"
+            "--identity",
+            nargs=2,
+            metavar=("ISSUER", "SUBJECT"),
+            help="the user of this (iss, sub)",
         )
-        target.add_argument("--all", action="store_true", help="every token this service ever issued")
+        target.add_argument(
+            "--all", action="store_true", help="every token this service ever issued"
+        )
         parser.add_argument("--reason", default="management command")
 
     def handle(
@@ -35,12 +40,12 @@ class Command(TokenauthCommand):
     ) -> None:
         issuer, subject = identity or (None, None)
         try:
-            target = find_target(user=user, group=group, issuer=issuer, subject=subject)
-        except NoSuchTarget as exc:
+            target = revocation.find_target(user=user, group=group, issuer=issuer, subject=subject)
+        except revocation.NoSuchTarget as exc:
             raise CommandError(str(exc)) from None
         try:
-            value = bump_epoch(target.kind, target.object_id, reason=reason)
-        except StateUnavailable:
+            value = revocation.bump_epoch(target.kind, target.object_id, reason=reason)
+        except snapshots.StateUnavailable:
             raise CommandError(
                 "The shared cache could not take the revocation; nothing changed. Try again."
             ) from None

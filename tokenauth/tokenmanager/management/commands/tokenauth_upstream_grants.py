@@ -7,24 +7,26 @@ from typing import Any
 from django.core.management.base import BaseCommand
 from django.db import transaction
 
+from tokenauth.tokenmanager import models
 from tokenauth.tokenmanager.grants import revoke_ended, vault
-from tokenauth.tokenmanager.models import UpstreamGrant
 
 
 class Command(BaseCommand):
     help = "Retry revoking ended upstream grants at their provider; --rotate re-encrypts with the first key."
 
     def add_arguments(self, parser: Any) -> None:
-        parser.add_argument("--rotate", action="store_true", help="re-encrypt every grant with the first key")
+        parser.add_argument(
+            "--rotate", action="store_true", help="re-encrypt every grant with the first key"
+        )
 
     def handle(self, *args: Any, rotate: bool = False, **options: Any) -> None:
         if rotate:
             keys = vault()
             with transaction.atomic():
-                grants = list(UpstreamGrant.objects.select_for_update())
+                grants = list(models.UpstreamGrant.objects.select_for_update())
                 for grant in grants:
                     grant.encrypted_token = keys.rotate(grant.encrypted_token.encode()).decode()
-                UpstreamGrant.objects.bulk_update(grants, ["encrypted_token"])
+                models.UpstreamGrant.objects.bulk_update(grants, ["encrypted_token"])
             self.stdout.write(f"re-encrypted {len(grants)} grant(s)")
         left = revoke_ended()
         self.stdout.write(f"{left} ended grant(s) still wait for their provider")
