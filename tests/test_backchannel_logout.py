@@ -35,6 +35,7 @@ from tests.loopback_issuer import AUDIENCE, CraftedIssuer, compact, compact_byte
 from tokenauth import signals
 from tokenauth.models import AuditEvent, BrowserLogin, Epoch, Identity, Session
 from tokenauth.oidc.backchannel import BACKCHANNEL_LOGOUT_EVENT
+from tokenauth.tokenmanager import grants
 
 URL = "/oidc/backchannel-logout/"
 HOST = "127.0.0.1:8000"
@@ -706,3 +707,27 @@ def test_a_logout_at_the_real_provider_ends_the_session_and_the_tokens_here(web_
         "browser_sessions": 1,
     }
     assert not BrowserLogin.objects.exists()
+
+
+@pytest.mark.django_db
+def test_a_logout_by_sid_alone_ends_the_upstream_grants_of_that_provider(loop):
+    """No API session started on the browser login: the Token Manager's grant at the provider ends
+    with the provider session, and one at another provider stays."""
+    sign_in(loop, "provider-session-1")
+    user = Identity.objects.get(issuer=loop.issuer, subject=SUBJECT).user
+    ending = grants.keep(user, loop.issuer, "upstream-refresh-token")
+    staying = grants.keep(user, "https://other.example", "other-refresh-token")
+
+    with received(signals.provider_logout) as sent:
+        response = deliver(logout_token(loop, sub=None, sid="provider-session-1"))
+    assert response.status_code == 200, response.content
+
+    assert sent == [
+        {**sent[0], "issuer": loop.issuer, "user_ids": [user.pk], "sid": "provider-session-1"}
+    ]
+    ending.refresh_from_db()
+    staying.refresh_from_db()
+    assert ending.ended_at is not None and ending.end_reason == "backchannel_logout"
+    assert staying.ended_at is None
+    with pytest.raises(grants.GrantUnavailable):
+        grants.access_token(user, loop.issuer)

@@ -22,3 +22,7 @@ identity_provisioned = Signal()
 #: A login provider answered a browser login with tokens (the Token Manager keeps its refresh token).
 #: kwargs: user, issuer, tokens (the token endpoint's JSON answer: never log it).
 upstream_tokens = Signal()
+
+#: A provider's back-channel logout ended browser logins here (the Token Manager ends those users'
+#: grants at that provider). kwargs: issuer, user_ids (of the logins ended), sid.
+provider_logout = Signal()

@@ -40,6 +40,7 @@ from .. import (
     models,
     revocation,
     sessions,
+    signals,
     snapshots,
     verification,
 )
@@ -194,6 +195,11 @@ def _end_browser_logins(token: LogoutToken) -> list[models.BrowserLogin]:
         for session in login.sessions.filter(revoked_at__isnull=True):
             sessions.end_session(session, reason="backchannel_logout")
     models.BrowserLogin.objects.filter(pk__in=[login.pk for login in logins]).delete()
+    if logins:
+        user_ids = sorted({login.user_id for login in logins})
+        signals.provider_logout.send(
+            sender=LogoutToken, issuer=token.issuer, user_ids=user_ids, sid=token.sid
+        )
     return logins
 
 

@@ -80,14 +80,18 @@ def keep(user: Any, issuer: str, refresh_token: str, scope: str = "") -> Upstrea
     return grant
 
 
-def end_grants(user_ids: Iterable[Any] | None, reason: str) -> list[int]:
-    """End the live grants of these users (every user's for None); revoked at the provider after the
-    commit. Returns the ended grants' ids."""
+def end_grants(
+    user_ids: Iterable[Any] | None, reason: str, *, issuer: str | None = None
+) -> list[int]:
+    """End the live grants of these users (every user's for None), at ``issuer`` only when given;
+    revoked at the provider after the commit. Returns the ended grants' ids."""
     grants = (
         UpstreamGrant.objects.all()
         if user_ids is None
         else UpstreamGrant.objects.filter(user_id__in=user_ids)
     )
+    if issuer is not None:
+        grants = grants.filter(issuer=issuer)
     with transaction.atomic():
         return _end(grants, reason)
 

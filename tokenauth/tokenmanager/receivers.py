@@ -1,5 +1,6 @@
-"""Where a user's access ends, so do their upstream grants: logout (browser or API), logout-all and any
-epoch bump of the user (back-channel logout with ``sub`` is one) or of everyone."""
+"""Where a user's access ends, so do their upstream grants: logout (browser or API), logout-all, any
+epoch bump of the user (back-channel logout with ``sub`` is one) or of everyone, and a back-channel
+logout of the provider session (``sid``) a browser login came from."""
 
 from __future__ import annotations
 
@@ -37,6 +38,12 @@ def end_on_epoch(sender: Any, kind: str, object_id: str, reason: str = "", **kwa
 def end_on_logout(sender: Any, session: Any, reason: str, **kwargs: Any) -> None:
     if reason in LOGOUT_REASONS:
         grants.end_grants([session.user_id], reason)
+
+
+@receiver(signals.provider_logout, dispatch_uid="tokenauth_tokenmanager_provider_logout")
+def end_on_provider_logout(sender: Any, issuer: str, user_ids: list[Any], **kwargs: Any) -> None:
+    """A back-channel logout by ``sid`` alone: the provider session the grant came from is over."""
+    grants.end_grants(user_ids, "backchannel_logout", issuer=issuer)
 
 
 @receiver(user_logged_out, dispatch_uid="tokenauth_tokenmanager_browser_logout")
