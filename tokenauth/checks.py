@@ -89,7 +89,7 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckM
                 id="tokenauth.E018",
             )
         )
-    elif conf.tokenauth_settings.TOKEN_PROFILE == profiles.WLCG and isinstance(scopes, dict):
+    elif profile == profiles.WLCG and isinstance(scopes, dict):
         misspelt = sorted(str(name) for name in scopes if not profiles.in_wlcg_grammar(str(name)))
         if misspelt:
             errors.append(
