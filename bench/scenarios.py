@@ -21,12 +21,13 @@ from tokenauth.conf import tokenauth_settings
 from tokenauth.revocation import is_loaded, revoke_id
 from tokenauth.tokens import mint_access_token
 
-from . import fixtures
+from . import fixtures, urls
 from .measure import BASELINE, Sizes, Variant, measure, paired
 from .settings import HS_SECRET, IDP_AUDIENCE, IDP_SCOPE, RS_KID
 from .wsgi import Server, bearer
 
 NONE, TOKENAUTH = "/api/none/", "/api/tokenauth/"
+PYJWT_HS256, PYJWT_IDP = "/api/pyjwt-hs256/", "/api/pyjwt-idp/"
 CLIENT_SECRET = "bench-client-secret-0123456789abcdef"
 
 
@@ -80,6 +81,8 @@ def requests(sizes: Sizes, rsa_pem: str, idp: Any) -> dict[str, Any]:
     started = time.perf_counter()
     cold = cold_tokens(fixtures.TokenFactory(user), user, sizes.timed)
     mint_s = time.perf_counter() - started
+    hs_decode: dict[str, Any] = {"algorithms": ["HS256"]}
+    urls.FLOOR_DECODES["hs256"] = (HS_SECRET, hs_decode)
     rs_public = load_pem_private_key(rsa_pem.encode(), None).public_key()
     app = dot_application(user)
     variants = [
@@ -99,8 +102,12 @@ def requests(sizes: Sizes, rsa_pem: str, idp: Any) -> dict[str, Any]:
         *peers(server, user, app),
         Variant(
             "floor: jwt.decode HS256 (function call)",
-            lambda: jwt.decode(hs, HS_SECRET, algorithms=["HS256"]),
+            lambda: jwt.decode(hs, HS_SECRET, **hs_decode),
             floor=True,
+        ),
+        Variant(
+            f"floor: jwt.decode HS256 in the request path (a new token each request, {len(cold)} distinct)",
+            server.get_each(PYJWT_HS256, cold),
         ),
         Variant(
             "floor: jwt.decode RS256 (function call)",
@@ -203,6 +210,8 @@ def external(server: Server, sizes: Sizes, idp: Any) -> list[Variant]:
     key = jwt.PyJWK(
         next(k for k in idp.keys()["keys"] if k["kid"] == kid)
     ).key  # admin route: no JWKS fetch
+    idp_decode: dict[str, Any] = {"algorithms": ["RS256"], "audience": IDP_AUDIENCE}
+    urls.FLOOR_DECODES["idp"] = (key, idp_decode)
     return [
         Variant(
             "tokenauth external RS256 (allow-listed issuer), memo hit",
@@ -214,8 +223,12 @@ def external(server: Server, sizes: Sizes, idp: Any) -> list[Variant]:
         ),
         Variant(
             "floor: jwt.decode RS256, IdP token (function call)",
-            lambda: jwt.decode(token, key, algorithms=["RS256"], audience=IDP_AUDIENCE),
+            lambda: jwt.decode(token, key, **idp_decode),
             floor=True,
+        ),
+        Variant(
+            f"floor: jwt.decode RS256, IdP token in the request path ({len(cold)} distinct)",
+            server.get_each(PYJWT_IDP, [bearer(t) for t in cold]),
         ),
     ]
 

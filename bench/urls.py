@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
+import jwt
 from django.urls import include, path
 from knox.auth import TokenAuthentication as KnoxAuthentication
 from oauth2_provider.contrib.rest_framework import OAuth2Authentication
+from rest_framework.authentication import BaseAuthentication
 from rest_framework.permissions import AllowAny, IsAuthenticated
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -29,6 +31,38 @@ class Hello(APIView):
         return Response({"hello": request.user.get_username()})
 
 
+#: ``floor name -> (key, keyword arguments of jwt.decode)``, set by the scenario that times it (the
+#: IdP's key is known only at run time).
+FLOOR_DECODES: dict[str, tuple[Any, dict[str, Any]]] = {}
+
+
+class ClaimsUser:
+    """What a floor request's view needs of a user: authenticated, with a name."""
+
+    is_authenticated = True
+
+    def __init__(self, claims: dict[str, Any]) -> None:
+        self.claims = claims
+
+    def get_username(self) -> str:
+        return str(self.claims.get("sub", ""))
+
+
+def floor_authentication(name: str) -> type[BaseAuthentication]:
+    """The floor in the request path: the same ``jwt.decode`` call as the function-call floor rows,
+    made by a minimal DRF authentication class (no revocation, no memo, no user lookup), so that a
+    cold token of tokenauth compares with raw PyJWT under the same handler, middleware and caches."""
+
+    class PyJWTFloor(BaseAuthentication):
+        def authenticate(self, request: Request) -> tuple[ClaimsUser, dict[str, Any]]:
+            key, options = FLOOR_DECODES[name]
+            token = request.META["HTTP_AUTHORIZATION"].split(" ", 1)[1]
+            claims = jwt.decode(token, key, **options)
+            return ClaimsUser(claims), claims
+
+    return PyJWTFloor
+
+
 def hello(*authentication: type, permission: type = IsAuthenticated) -> Any:
     return Hello.as_view(
         authentication_classes=list(authentication), permission_classes=[permission]
@@ -42,6 +76,8 @@ urlpatterns = [
     path("api/simplejwt-stateless/", hello(JWTStatelessUserAuthentication)),
     path("api/dot/", hello(OAuth2Authentication)),
     path("api/knox/", hello(KnoxAuthentication)),
+    path("api/pyjwt-hs256/", hello(floor_authentication("hs256"))),
+    path("api/pyjwt-idp/", hello(floor_authentication("idp"))),
     path("auth/", include("tokenauth.urls")),
     path("o/", include("tokenauth.oauth.urls")),
     path("simplejwt/token/", TokenObtainPairView.as_view()),
