@@ -172,7 +172,10 @@ def goals(results: dict[str, Any]) -> list[str]:
         ("tokenauth external RS256, cold", "floor: jwt.decode RS256, IdP token"),
     ):
         cold = starting(rows, cold_word)
-        in_path, call = starting(rows, f"{floor_word} in"), starting(rows, f"{floor_word} (function")
+        in_path, call = (
+            starting(rows, f"{floor_word} in"),
+            starting(rows, f"{floor_word} (function"),
+        )
         if cold is not None and in_path is not None and call is not None:
             floor = in_path["added_us"]
             verdict(
