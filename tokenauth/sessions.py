@@ -17,7 +17,7 @@ from django.utils.crypto import constant_time_compare
 from django.utils.functional import Promise
 from django.utils.translation import gettext_lazy as _
 
-from . import conf, exceptions, models, revocation, signals, tokens
+from . import conf, exceptions, inserts, models, revocation, signals, tokens
 
 
 def _hash(secret: str) -> str:
@@ -47,19 +47,23 @@ def start_session(
     secret = secrets.token_urlsafe(32)
     # No savepoint: a caller's transaction (the login) commits or rolls back the session as a whole.
     with transaction.atomic(savepoint=False):
-        session = models.Session.objects.create(
-            user=user,
-            expires_at=timezone.now() + _lifetime(remember_me),
-            remember_me=remember_me,
-            user_agent=user_agent[:255],
-            scope=scope,
-            group=group,
-            refresh_hash=_hash(secret),
-            browser_login=browser_login,
+        session = inserts.insert(
+            models.Session(
+                user=user,
+                expires_at=timezone.now() + _lifetime(remember_me),
+                remember_me=remember_me,
+                user_agent=user_agent[:255],
+                scope=scope,
+                group=group,
+                refresh_hash=_hash(secret),
+                browser_login=browser_login,
+            )
         )
         if login is not None:
-            models.AuditEvent.objects.create(
-                action="login", user=user, detail={"session": str(session.pk), **login}
+            inserts.insert(
+                models.AuditEvent(
+                    action="login", user=user, detail={"session": str(session.pk), **login}
+                )
             )
         limit = conf.tokenauth_settings.MAX_SESSIONS_PER_USER
         if limit is not None:

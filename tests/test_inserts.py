@@ -1,0 +1,99 @@
+"""tokenauth.inserts: the login's rows inserted by a statement compiled once, exactly as
+``Model.objects.create`` would insert them (SQLite here, PostgreSQL in CI)."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from django.contrib.auth.models import Group
+from django.db import IntegrityError, connection, transaction
+from django.db.models.signals import post_save, pre_save
+from django.test.utils import CaptureQueriesContext, isolate_apps
+from django.utils import timezone
+
+from tests.helpers import make_user
+from tokenauth import inserts
+from tokenauth.models import AuditEvent, Session
+
+pytestmark = pytest.mark.django_db
+
+
+def row(obj) -> dict:
+    """Every column of ``obj`` as the database returns it."""
+    return type(obj).objects.filter(pk=obj.pk).values().get()
+
+
+def test_an_audit_event_gets_its_key_and_the_row_orm_create_writes():
+    user = make_user("alice")
+    detail = {"session": "s", "text": "é\u2028", "nested": [1, 2.5, None, True]}
+    ours = inserts.insert(AuditEvent(action="login", user=user, detail=detail))
+    theirs = AuditEvent.objects.create(action="login", user=user, detail=detail)
+    assert isinstance(ours.pk, int) and ours.pk + 1 == theirs.pk
+    assert not ours._state.adding and ours._state.db == "default"
+    mine, orm = row(ours), row(theirs)
+    assert mine.pop("id") != orm.pop("id") and mine.pop("at") <= orm.pop("at")
+    assert mine == orm and mine["detail"] == detail
+
+
+def test_a_session_keeps_its_own_key_and_every_field():
+    user, group = make_user("alice"), Group.objects.create(name="atlas")
+    expires = timezone.now() + timedelta(days=1)
+    fields = dict(user=user, expires_at=expires, scope="a b", group=group, refresh_hash="h" * 64)
+    ours = inserts.insert(Session(user_agent="ua", **fields))
+    assert Session.objects.get(pk=ours.pk).family == ours.family
+    stored = row(ours)
+    assert stored["id"] == ours.pk and stored["group_id"] == group.pk
+    assert stored["expires_at"] == expires and stored["user_agent"] == "ua"
+    assert stored["created_at"] == ours.created_at and stored["revoked_at"] is None
+
+
+def test_save_signals_are_sent_as_model_save_sends_them():
+    seen = []
+
+    def pre(sender, instance, **kwargs):
+        seen.append(("pre", sender, instance.pk, kwargs["raw"], kwargs["update_fields"]))
+
+    def post(sender, instance, created, **kwargs):
+        seen.append(("post", sender, instance.pk, created, kwargs["using"]))
+
+    pre_save.connect(pre, sender=AuditEvent)
+    post_save.connect(post, sender=AuditEvent)
+    try:
+        event = inserts.insert(AuditEvent(action="login"))
+    finally:
+        pre_save.disconnect(pre, sender=AuditEvent)
+        post_save.disconnect(post, sender=AuditEvent)
+    assert seen == [
+        ("pre", AuditEvent, None, False, None),
+        ("post", AuditEvent, event.pk, True, "default"),
+    ]
+
+
+def test_one_statement_per_row_and_its_compilation_is_kept():
+    inserts.insert(AuditEvent(action="warm-up"))
+    with CaptureQueriesContext(connection) as queries:
+        inserts.insert(AuditEvent(action="a"))
+        inserts.insert(AuditEvent(action="b"))
+    assert [q["sql"].split()[0] for q in queries] == ["INSERT", "INSERT"]
+    assert inserts._statement.cache_info().hits >= 2
+
+
+def test_a_constraint_violation_is_the_databases_error_and_leaves_nothing():
+    user = make_user("alice")
+    first = inserts.insert(Session(user=user, expires_at=timezone.now(), refresh_hash="h"))
+    with pytest.raises(IntegrityError), transaction.atomic():
+        inserts.insert(
+            Session(user=user, expires_at=timezone.now(), refresh_hash="h", family=first.family)
+        )
+    assert Session.objects.count() == 1
+
+
+@isolate_apps("tokenauth")
+def test_a_model_with_parents_is_refused():
+    class Child(Group):
+        class Meta:
+            app_label = "tokenauth"
+
+    with pytest.raises(TypeError, match="inherits"):
+        inserts.insert(Child(name="x"))
