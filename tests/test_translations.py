@@ -14,14 +14,17 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from django.apps import apps
 from django.test import Client
 from django.utils import translation
+from django.utils.functional import Promise
 
 import tokenauth
 from tests.conftest import service_required
 from tests.helpers import login, make_user
+from tokenauth import revocation
 from tokenauth.exceptions import InvalidToken
-from tokenauth.models import Issuer
+from tokenauth.models import Epoch, Issuer, Session
 from tokenauth.tokens import mint_access_token
 from tokenauth.verification import check_claims, local_policy
 
@@ -161,6 +164,41 @@ def test_an_admin_action_and_its_message_in_french(admin_client):
         **FRENCH,
     )
     assert "2 émetteurs désactivés." in response.content.decode()
+
+
+def test_model_fields_are_named_in_french(admin_client):
+    """Column headers come from the fields' verbose names, a ForeignKey's too (whose first argument
+    is the model, so its name is given as ``verbose_name``)."""
+    alice = make_user("alice")
+    revocation.bump_epoch(Epoch.Kind.USER, str(alice.pk), actor=alice, reason="test")
+    page = admin_client.get("/admin/tokenauth/epoch/", **FRENCH).content.decode()
+    assert "Époque incrémentée par" in page
+    with translation.override("fr"):
+        assert Session._meta.get_field("user").verbose_name == "utilisateur"
+        assert Session._meta.verbose_name_plural == "sessions"
+        assert Issuer._meta.get_field("default_groups").verbose_name == "groupes par défaut"
+
+
+def test_every_model_field_has_a_translatable_name():
+    """Each field of our apps' models (but the automatic ``id``) and each model name is marked for
+    translation: an unmarked one is derived from the attribute and stays English."""
+    unmarked = []
+    for config in apps.get_app_configs():
+        if config.name.split(".")[0] != "tokenauth":
+            continue
+        for model in config.get_models():
+            names = [("Meta", model._meta.verbose_name), ("Meta", model._meta.verbose_name_plural)]
+            names += [
+                (field.name, field.verbose_name)
+                for field in model._meta.get_fields()
+                if field.concrete and not field.auto_created
+            ]
+            unmarked += [
+                f"{model.__name__}.{where}"
+                for where, name in names
+                if not isinstance(name, Promise)
+            ]
+    assert unmarked == []
 
 
 # -- the catalog -------------------------------------------------------------------------------

@@ -28,6 +28,11 @@ from .sessions import end_session
 if TYPE_CHECKING:
     from django_stubs_ext import StrOrPromise
 
+    # The mixins below always come before a ModelAdmin (see _extend): checked as one.
+    AdminMixinBase = admin.ModelAdmin[Any]
+else:
+    AdminMixinBase = object
+
 
 def _table(headers: Sequence[StrOrPromise], rows: list[list[Any]]) -> str:
     """A small read-only table for a change page (cells are escaped unless already safe HTML)."""
@@ -112,7 +117,7 @@ class UserTokensMixin:
         return _table([_("application"), _("granted"), _("revoked")], rows)
 
 
-class EpochAdminMixin:
+class EpochAdminMixin(AdminMixinBase):
     """Adds the epoch column, the "Revoke all tokens" action and the "Revoke all tokens and sessions"
     button (with a reason) of the change page to a user or group admin."""
 
@@ -124,7 +129,7 @@ class EpochAdminMixin:
     token_fields: tuple[str, ...] = ("token_epoch",)
 
     def get_fieldsets(self, request: HttpRequest, obj: Any = None) -> list[Any]:
-        fieldsets = list(super().get_fieldsets(request, obj))  # type: ignore[misc]
+        fieldsets = list(super().get_fieldsets(request, obj))
         shown = {name for _, options in fieldsets for name in options.get("fields", ())}
         if obj is not None and "token_epoch" not in shown:
             fieldsets.append((_("Tokens"), {"fields": self.token_fields}))
@@ -142,7 +147,7 @@ class EpochAdminMixin:
         try:
             revocation.bump_epoch(self.epoch_kind, str(obj.pk), actor=request.user, reason=reason)
         except snapshots.StateUnavailable:
-            self.message_user(  # type: ignore[attr-defined]
+            self.message_user(
                 request,
                 _(
                     "The shared cache could not take the revocation of %s; nothing changed. Try again."
@@ -156,7 +161,7 @@ class EpochAdminMixin:
     @admin.action(description=_("Revoke all tokens (bump epoch)"))
     def revoke_all_tokens(self, request: HttpRequest, queryset: QuerySet) -> None:
         count = sum(self.revoke(request, obj, "admin action") for obj in queryset)
-        self.message_user(  # type: ignore[attr-defined]
+        self.message_user(
             request,
             ngettext("Revoked the tokens of %d entry.", "Revoked the tokens of %d entries.", count)
             % count,
@@ -168,27 +173,27 @@ class EpochAdminMixin:
         return request.user.has_perm("tokenauth.change_epoch")
 
     def revoke_url_name(self) -> str:
-        opts = self.model._meta  # type: ignore[attr-defined]
+        opts = self.model._meta
         return f"{opts.app_label}_{opts.model_name}_revoke_tokens"
 
     def get_urls(self) -> list[Any]:
-        view = self.admin_site.admin_view(self.revoke_view)  # type: ignore[attr-defined]
+        view = self.admin_site.admin_view(self.revoke_view)
         own = path("<path:object_id>/revoke-tokens/", view, name=self.revoke_url_name())
-        return [own, *super().get_urls()]  # type: ignore[misc]
+        return [own, *super().get_urls()]
 
     def revoke_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
         """POST from the change page: revoke everything of the user or group, with the reason given."""
-        obj = self.get_object(request, object_id)  # type: ignore[attr-defined]
+        obj = self.get_object(request, object_id)
         if request.method != "POST" or obj is None or not self.has_revoke_permission(request):
             raise PermissionDenied
         reason = request.POST.get("reason", "").strip()
-        opts = self.model._meta  # type: ignore[attr-defined]
+        opts = self.model._meta
         back = redirect(reverse(f"admin:{opts.app_label}_{opts.model_name}_change", args=[obj.pk]))
         if not reason:
-            self.message_user(request, _("Give a reason for the revocation."), messages.ERROR)  # type: ignore[attr-defined]
+            self.message_user(request, _("Give a reason for the revocation."), messages.ERROR)
         elif self.revoke(request, obj, reason[:200]):
             text = _("Revoked every token and session of %(obj)s (reason: %(reason)s).")
-            self.message_user(  # type: ignore[attr-defined]
+            self.message_user(
                 request, text % {"obj": obj, "reason": reason[:200]}, messages.SUCCESS
             )
         return back
@@ -201,7 +206,7 @@ class EpochAdminMixin:
             tokenauth_revoke_url=f"admin:{self.revoke_url_name()}",
             can_revoke_tokens=self.has_revoke_permission(request),
         )
-        return super().render_change_form(request, context, *args, **kwargs)  # type: ignore[misc]
+        return super().render_change_form(request, context, *args, **kwargs)
 
 
 def _extend(model: Any, kind: str, mixins: tuple[type[Any], ...] = ()) -> None:
@@ -220,7 +225,7 @@ def _extend(model: Any, kind: str, mixins: tuple[type[Any], ...] = ()) -> None:
         "list_display": [*base.list_display, "token_epoch"],
         "readonly_fields": [*base.readonly_fields, *token_fields],
     }
-    bases = (*mixins, EpochAdminMixin, base)
+    bases: tuple[type, ...] = (*mixins, EpochAdminMixin, base)
     admin.site.register(model, type(f"TokenAuth{base.__name__}", bases, attrs))
 
 

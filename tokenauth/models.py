@@ -27,7 +27,10 @@ class Identity(models.Model):
     issuer = models.CharField(_("issuer"), max_length=255)
     subject = models.CharField(_("subject"), max_length=255)
     user = models.ForeignKey(
-        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="tokenauth_identities"
+        settings.AUTH_USER_MODEL,
+        on_delete=models.CASCADE,
+        related_name="tokenauth_identities",
+        verbose_name=_("user"),
     )
     created_at = models.DateTimeField(_("created"), default=timezone.now)
 
@@ -70,6 +73,7 @@ class Epoch(models.Model):
         blank=True,
         on_delete=models.SET_NULL,
         related_name="+",
+        verbose_name=_("bumped by"),
     )
     reason = models.CharField(_("reason"), max_length=255, blank=True)
     # A user's row only: the groups left after the last change that took one away, and when. A token
@@ -114,7 +118,12 @@ class BrowserLogin(models.Model):
     issuer = models.CharField(_("issuer"), max_length=255)
     subject = models.CharField(_("subject"), max_length=255)
     sid = models.CharField(_("provider session"), max_length=255)
-    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.CASCADE,
+        related_name="+",
+        verbose_name=_("user"),
+    )
     session_key = models.CharField(_("Django session key"), max_length=40, db_index=True)
     created_at = models.DateTimeField(_("created"), default=timezone.now)
 
@@ -134,9 +143,12 @@ def new_family_id() -> str:
 class Session(models.Model):
     """A refresh-token family. Only a hash of the current refresh secret is stored."""
 
-    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    id = models.UUIDField(_("session id"), primary_key=True, default=uuid.uuid4, editable=False)
     user = models.ForeignKey(
-        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="tokenauth_sessions"
+        settings.AUTH_USER_MODEL,
+        on_delete=models.CASCADE,
+        related_name="tokenauth_sessions",
+        verbose_name=_("user"),
     )
     created_at = models.DateTimeField(_("created"), default=timezone.now)
     last_used_at = models.DateTimeField(_("last used"), default=timezone.now)
@@ -145,12 +157,19 @@ class Session(models.Model):
     user_agent = models.CharField(_("user agent"), max_length=255, blank=True)
     scope = models.CharField(_("scope"), max_length=1024, blank=True)
     group = models.ForeignKey(
-        "auth.Group", null=True, blank=True, on_delete=models.CASCADE, related_name="+"
+        "auth.Group",
+        null=True,
+        blank=True,
+        on_delete=models.CASCADE,
+        related_name="+",
+        verbose_name=_("group"),
     )
     # The refresh token names its session by this secret-ish id, not by ``id``: access tokens carry
     # ``id`` (as ``sid``), and whoever holds one must not be able to pose as a refresh-token reuse.
-    family = models.CharField(max_length=32, unique=True, editable=False, default=new_family_id)
-    refresh_hash = models.CharField(max_length=64, editable=False)
+    family = models.CharField(
+        _("family"), max_length=32, unique=True, editable=False, default=new_family_id
+    )
+    refresh_hash = models.CharField(_("refresh token hash"), max_length=64, editable=False)
     revoked_at = models.DateTimeField(_("revoked"), null=True, blank=True)
     #: The browser login on whose page the session was started: the provider's back-channel logout of
     #: that login's provider session ends it too.
@@ -187,6 +206,7 @@ class AuditEvent(models.Model):
         blank=True,
         on_delete=models.SET_NULL,
         related_name="+",
+        verbose_name=_("user"),
     )
     actor = models.ForeignKey(
         settings.AUTH_USER_MODEL,
@@ -194,6 +214,7 @@ class AuditEvent(models.Model):
         blank=True,
         on_delete=models.SET_NULL,
         related_name="+",
+        verbose_name=_("actor"),
     )
     detail = models.JSONField(_("detail"), default=dict, blank=True)
 
@@ -243,7 +264,9 @@ class Issuer(models.Model):
     required_scopes = models.JSONField(_("required scopes"), default=list, blank=True)
     algorithms = models.JSONField(_("accepted algorithms"), default=default_issuer_algorithms)
     auto_provision = models.BooleanField(_("create users for new identities"), default=True)
-    default_groups = models.ManyToManyField("auth.Group", blank=True, related_name="+")
+    default_groups = models.ManyToManyField(
+        "auth.Group", blank=True, related_name="+", verbose_name=_("default groups")
+    )
     group_claims = models.JSONField(
         _("group claims"), default=list, blank=True, help_text=_('e.g. ["wlcg.groups", "groups"]')
     )

@@ -58,9 +58,10 @@ class BearerScheme(OpenApiAuthenticationExtension):
     target_class = "tokenauth.authentication.BearerAuthentication"
     match_subclasses = True
 
-    @property
-    def name(self) -> list[str]:
-        return [BEARER, OAUTH2] if oauth_server_installed() else [BEARER]
+    def __init__(self, target: Any) -> None:
+        super().__init__(target)
+        # drf-spectacular makes one for each schema it builds: the installed apps of that moment.
+        self.name = [BEARER, OAUTH2] if oauth_server_installed() else [BEARER]
 
     def get_security_requirement(self, auto_schema: Any) -> list[dict[str, list[str]]]:
         requirements: list[dict[str, list[str]]] = [{BEARER: []}]

@@ -146,9 +146,10 @@ def resolve(config: issuer_config.IssuerConfig, claims: dict[str, Any]) -> Princ
             )
         local = (found, now)
         _local.put(digest, local)
-    if local[0] == NOT_REGISTERED:
+    principal = local[0]
+    if isinstance(principal, str):  # NOT_REGISTERED, the only string
         raise IdentityNotRegistered()
-    return local[0]  # type: ignore[return-value]
+    return principal
 
 
 #: (iss, sub) digest -> ``iat`` of the newest token whose groups were mirrored into the user's here.

@@ -149,8 +149,13 @@ class Subscription:
         with self._lock:
             found = _redis_client()
             listener = self._listener
-            current = listener is not None and listener.pid == os.getpid() and listener.is_alive()
-            if current and found is not None and listener.channel == found[1]:  # type: ignore[union-attr]
+            if (
+                listener is not None
+                and listener.pid == os.getpid()
+                and listener.is_alive()
+                and found is not None
+                and listener.channel == found[1]
+            ):
                 return listener
             self.stop()
             if found is None:

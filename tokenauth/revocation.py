@@ -683,13 +683,15 @@ def find_target(
     :class:`NoSuchTarget` with a readable message."""
     if user is not None:
         model = get_user_model()
-        found = model._default_manager.filter(**{model.USERNAME_FIELD: user}).values_list(
-            "pk", flat=True
+        pk = (
+            model._default_manager.filter(**{model.USERNAME_FIELD: user})
+            .values_list("pk", flat=True)
+            .first()
         )
         kind, label = models.Epoch.Kind.USER, f"user {user}"
         missing = _("No such user %(name)s") % {"name": user}
     elif group is not None:
-        found = Group.objects.filter(name=group).values_list("pk", flat=True)
+        pk = Group.objects.filter(name=group).values_list("pk", flat=True).first()
         kind, label = models.Epoch.Kind.GROUP, f"group {group}"
         missing = _("No such group %(name)s") % {"name": group}
     elif issuer is not None or subject is not None:
@@ -706,7 +708,6 @@ def find_target(
         return Target(models.Epoch.Kind.IDENTITY, models.identity_digest(issuer, subject), label)
     else:
         return Target(models.Epoch.Kind.GLOBAL, "", "everyone")
-    pk = found.first()
     if pk is None:
         raise NoSuchTarget(missing)
     return Target(kind, str(pk), label)

@@ -14,7 +14,7 @@ import uuid
 import weakref
 from collections import OrderedDict
 from collections.abc import Callable
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, TypeVar, cast
 
 from django.core.cache import caches
 from django.db import DatabaseError, transaction
@@ -127,13 +127,16 @@ class SharedSnapshot(Generic[T]):
         self._loaded_at = float("-inf")
 
     def get(self) -> T:
-        if clock.monotonic() - self._checked_at >= refresh_interval() or self._value is None:
+        value = self._value
+        if value is None or clock.monotonic() - self._checked_at >= refresh_interval():
             with self._lock:
                 now = clock.monotonic()
                 if now - self._checked_at >= refresh_interval() or self._value is None:
                     self._refresh()
                     self._checked_at = now
-        return self._value  # type: ignore[return-value]
+            # _refresh() raises StateUnavailable rather than leave no value.
+            value = cast(T, self._value)
+        return value
 
     def _refresh(self) -> None:
         version = shared_cache_call("get", self.version_key)

@@ -29,7 +29,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from functools import lru_cache
 from types import MappingProxyType
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypeGuard
 
 from django.core.exceptions import ValidationError
 from django.utils.text import format_lazy
@@ -288,7 +288,7 @@ def verify(jws: JWS, policy: Policy) -> dict[str, Any]:
 MAX_SUBJECT_LENGTH = 255
 
 
-def is_identifier(value: Any) -> bool:
+def is_identifier(value: object) -> TypeGuard[str]:
     """A string of 1 to 255 characters that is not only whitespace: ``sub`` (RFC 7519 section 4.1.2,
     OIDC Core section 2), and what names a session or a token the same way (``sid``, ``jti``). No NUL,
     which PostgreSQL cannot store: the lookup would fail as if the database were down."""

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import logging
 import threading
-from typing import Any
+from typing import Any, Protocol, cast
 
 from django.apps import apps
 from django.contrib.auth import authenticate
 from django.contrib.auth.models import Group
 from django.core.exceptions import RequestDataTooBig, TooManyFieldsSent
 from django.db import DatabaseError
+from django.http import HttpRequest
 from django.urls import reverse
 from django.utils.translation import gettext_lazy as _
 from rest_framework import serializers
@@ -94,11 +95,16 @@ def _mint_for_session(session: models.Session, request: Request) -> Any:
 #: One serializer of each class per thread, its fields bound once: a new serializer deep-copies
 #: every declared field (some 50 µs a login, more than the checks); validating keeps no state on a
 #: serializer or its fields, so one can check every body of its thread.
-_serializers = threading.local()
+class _Serializers(threading.local):
+    def __init__(self) -> None:
+        self.held: dict[type[serializers.Serializer], serializers.Serializer] = {}
+
+
+_serializers = _Serializers()
 
 
 def _serializer(serializer_class: type[serializers.Serializer]) -> serializers.Serializer:
-    held: dict[type[serializers.Serializer], serializers.Serializer] = _serializers.__dict__
+    held = _serializers.held
     serializer = held.get(serializer_class)
     if serializer is None:
         serializer = held[serializer_class] = serializer_class()
@@ -209,14 +215,32 @@ class RefreshView(TokenAuthView):
         return _token_response(session, refresh_token, _mint_for_session(session, request))
 
 
+class OAuthServer(Protocol):
+    """What the optional ``tokenauth.oauth`` app's config hands over; this module does not import the
+    app that builds on it."""
+
+    def server_metadata(self, request: HttpRequest) -> dict[str, Any]: ...
+
+    def end_family(self, family: str) -> None: ...
+
+
+def _oauth_server() -> OAuthServer:
+    """Only when ``apps.is_installed("tokenauth.oauth")``."""
+    return cast(OAuthServer, apps.get_app_config("tokenauth_oauth"))
+
+
 class BearerView(TokenAuthView):
     """A view that needs one of our own bearer tokens."""
 
     authentication_classes = (authentication.BearerAuthentication,)
     permission_classes = (IsAuthenticated,)
 
+    def token(self, request: Request) -> tokens.AccessToken:
+        """``request.auth``: what ``BearerAuthentication`` (the only one here) verified."""
+        return cast(tokens.AccessToken, request.auth)
+
     def session(self, request: Request) -> models.Session:
-        sid = request.auth.session_id
+        sid = self.token(request).session_id
         session = (
             models.Session.objects.select_related("user", "group").filter(pk=sid).first()
             if sid
@@ -242,7 +266,7 @@ class LogoutView(BearerView):
     """``POST /auth/logout/``: end this session (its refresh and access tokens); others keep working."""
 
     def post(self, request: Request) -> Response:
-        token: tokens.AccessToken = request.auth
+        token = self.token(request)
         if token.session_id:
             sessions.end_session(self.session(request), reason="logout", actor=request.user)
             return Response(status=204)
@@ -259,7 +283,7 @@ class LogoutView(BearerView):
         if isinstance(family, str) and apps.is_installed("tokenauth.oauth"):
             # A login at the authorization server (a refresh-token family): logout ends all of it,
             # or its refresh token would go on minting.
-            apps.get_app_config("tokenauth_oauth").end_family(family)
+            _oauth_server().end_family(family)
         return Response(status=204)
 
 
@@ -421,10 +445,9 @@ def authorization_server_metadata(request: Any) -> dict[str, Any]:
             for key, name in TOKENAUTH_ENDPOINTS.items()
         },
     }
-    # The authorization server's endpoints and grants: its app config hands them over, so this
-    # module does not import the optional app that builds on it.
+    # The authorization server's endpoints and grants, from its app config.
     if apps.is_installed("tokenauth.oauth"):
-        document.update(apps.get_app_config("tokenauth_oauth").server_metadata(request))
+        document.update(_oauth_server().server_metadata(request))
     return document
 
 

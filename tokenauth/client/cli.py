@@ -216,7 +216,7 @@ def cmd_logout(args: argparse.Namespace, config: dict[str, str], http: requests.
         access = find_token(session.token_file)
     except errors.ClientError:
         pass  # an unreadable token file is still removed below
-    problems: list[str] = []
+    problems: list[str | None] = []  # None: revoked; filtered below
     failure: errors.ClientError | None = None
     if info is not None and info.revocation_endpoint:
         client = client_for(info.client_id)

@@ -60,9 +60,9 @@ class BoundedAdapter(HTTPAdapter):
             response.close()
             raise requests.ConnectionError(exc, request=request) from None
         response.raw.release_conn()
-        # What Response.content leaves behind once it has read the body (the stubs lack the flag).
+        # What Response.content leaves behind once it has read the body.
         response._content = body
-        response._content_consumed = True  # type: ignore[attr-defined]
+        response._content_consumed = True  # type: ignore[attr-defined]  # not in types-requests
         return response
 
     def no_answer(self, request: requests.PreparedRequest) -> NoAnswer:

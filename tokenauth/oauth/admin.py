@@ -5,7 +5,7 @@ INSTALLED_APPS, so that DOT's admin classes are registered first."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django.contrib import admin
 from django.db.models import QuerySet
@@ -23,17 +23,28 @@ Application = get_application_model()
 AccessToken = get_access_token_model()
 RefreshToken = get_refresh_token_model()
 
+if TYPE_CHECKING:
+    # mypy needs bases it can see: DOT's defaults, which its *_ADMIN_CLASS settings can replace.
+    from oauth2_provider.admin import AccessTokenAdmin as AccessTokenAdminBase
+    from oauth2_provider.admin import ApplicationAdmin as ApplicationAdminBase
+    from oauth2_provider.admin import RefreshTokenAdmin as RefreshTokenAdminBase
+else:
+    # The classes DOT registered, whichever its settings chose.
+    ApplicationAdminBase = type(admin.site._registry[Application])
+    AccessTokenAdminBase = type(admin.site._registry[AccessToken])
+    RefreshTokenAdminBase = type(admin.site._registry[RefreshToken])
+
 
 class AllowedScopesInline(admin.StackedInline):
     model = models.AllowedScopes
     extra = 0
 
 
-class ApplicationAdmin(type(admin.site._registry[Application])):
+class ApplicationAdmin(ApplicationAdminBase):
     inlines = [AllowedScopesInline]
 
 
-class AccessTokenAdmin(type(admin.site._registry[AccessToken])):
+class AccessTokenAdmin(AccessTokenAdminBase):
     def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         """Read-only: the JWT carries its own expiry and scope, so an edited row would change
         nothing but the checksum that finds the row by its JWT (DOT derives it from the ``jti``)."""
@@ -46,7 +57,7 @@ class AccessTokenAdmin(type(admin.site._registry[AccessToken])):
             super().revoke_tokens(request, queryset)
 
 
-class RefreshTokenAdmin(type(admin.site._registry[RefreshToken])):
+class RefreshTokenAdmin(RefreshTokenAdminBase):
     @admin.action(description=_("Revoke selected refresh tokens (and their access tokens)"))
     def revoke_tokens(self, request: HttpRequest, queryset: QuerySet) -> None:
         with revocation.ending(revocation.issued_with(queryset), queryset):

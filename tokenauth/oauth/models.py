@@ -21,6 +21,7 @@ class AllowedScopes(models.Model):
         oauth2_settings.APPLICATION_MODEL,
         on_delete=models.CASCADE,
         related_name="tokenauth_scopes",
+        verbose_name=_("application"),
     )
     scopes = models.TextField(_("allowed scopes"), blank=True, help_text=_("Space-separated."))
 

@@ -90,16 +90,16 @@ class TokenAuthValidator(OAuth2Validator):
     """
 
     def validate_grant_type(
-        self, client_id: str, grant_type: str, client: Any, request: Any, *args, **kw
-    ):
+        self, client_id: str, grant_type: str, client: Any, request: Any, *args: Any, **kw: Any
+    ) -> bool:
         # Not in DOT's mapping: any confidential client may exchange.
         if grant_type == exchange.GRANT_TYPE:
             return client.client_type == client.CLIENT_CONFIDENTIAL
         return super().validate_grant_type(client_id, grant_type, client, request, *args, **kw)
 
     def validate_scopes(
-        self, client_id: str, scopes: list[str], client: Any, request: Any, *args, **kw
-    ):
+        self, client_id: str, scopes: list[str], client: Any, request: Any, *args: Any, **kw: Any
+    ) -> bool:
         return all(known(s) and application_allows(client, s) for s in scopes)
 
     def check_token_request(self, request: Any) -> None:
@@ -118,8 +118,8 @@ class TokenAuthValidator(OAuth2Validator):
             raise errors.InvalidScopeError(description=problem, request=request)
 
     def validate_refresh_token(
-        self, refresh_token: str, client: Any, request: Any, *args, **kwargs
-    ):
+        self, refresh_token: str, client: Any, request: Any, *args: Any, **kwargs: Any
+    ) -> bool:
         """DOT's checks (rotation, reuse protection), then: no epoch bump since this token was issued.
 
         The token's rows stay locked until the request ends (see ``Server.create_token_response``):
@@ -138,7 +138,7 @@ class TokenAuthValidator(OAuth2Validator):
         return not epochs_bumped_since(rt.user_id, group.pk if group else None, rt.created)
 
     def validate_code(
-        self, client_id: str, code: str, client: Any, request: Any, *args, **kwargs
+        self, client_id: str, code: str, client: Any, request: Any, *args: Any, **kwargs: Any
     ) -> bool:
         """DOT's check; a code refused after an exchange was used before, and RFC 6749 section 4.1.2
         wants the tokens it gave revoked: DOT deleted its grant, but the code names their family.
@@ -153,7 +153,7 @@ class TokenAuthValidator(OAuth2Validator):
         return False
 
     def validate_device_code(
-        self, client_id: str, code: str, request: Any, *args, **kwargs
+        self, client_id: str, code: str, request: Any, *args: Any, **kwargs: Any
     ) -> str | None:
         """RFC 8628 section 3.5 polling answers; an approved code is redeemed exactly once."""
         model = get_device_grant_model()
@@ -207,7 +207,7 @@ class TokenAuthValidator(OAuth2Validator):
         return refresh_token
 
     def revoke_token(
-        self, token: str, token_type_hint: str | None, request: Any, *args, **kwargs
+        self, token: str, token_type_hint: str | None, request: Any, *args: Any, **kwargs: Any
     ) -> None:
         """RFC 7009: besides DOT's rows, deny the JWT ids at once (a JWT would stay valid otherwise).
 

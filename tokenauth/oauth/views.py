@@ -112,7 +112,7 @@ class IntrospectView(View):
         except (snapshots.StateUnavailable, jwks.IssuerUnavailable):
             return _error("temporarily_unavailable", _("Try again later"), 503)
         claims = access.claims
-        body = {
+        body: dict[str, Any] = {
             "active": True,
             "token_type": "Bearer",
             "username": user.get_username(),

@@ -211,9 +211,12 @@ def _session_store() -> Any:
     return import_module(settings.SESSION_ENGINE).SessionStore()
 
 
-def record_browser_login(request: HttpRequest, issuer: str, claims: dict[str, Any]) -> None:
-    """After ``auth.login``: remember the provider session (the ID token's ``sid``) this Django session
-    belongs to. Without a ``sid`` only a logout of the whole user (``sub``) can reach the session."""
+def record_browser_login(
+    request: HttpRequest, user: Any, issuer: str, claims: dict[str, Any]
+) -> None:
+    """After ``auth.login(request, user)``: remember the provider session (the ID token's ``sid``)
+    this Django session belongs to. Without a ``sid`` only a logout of the whole user (``sub``) can
+    reach the session."""
     sid, key = claims.get("sid"), request.session.session_key
     if key is None or len(key) > SESSION_KEY_LENGTH:
         return
@@ -222,14 +225,14 @@ def record_browser_login(request: HttpRequest, issuer: str, claims: dict[str, An
     models.BrowserLogin.objects.filter(session_key=key).update(session_key="")
     if verification.is_identifier(sid):
         models.BrowserLogin.objects.create(
-            issuer=issuer, subject=claims["sub"], sid=sid, user=request.user, session_key=key
+            issuer=issuer, subject=claims["sub"], sid=sid, user=user, session_key=key
         )
 
 
 def browser_login_of(request: HttpRequest) -> models.BrowserLogin | None:
     """The record of this Django session's browser login, if its provider named a session."""
     key = request.session.session_key
-    if not key:
+    if not key or not request.user.is_authenticated:
         return None
     return models.BrowserLogin.objects.filter(session_key=key, user_id=request.user.pk).first()
 

@@ -69,7 +69,7 @@ class OIDCBackend(OIDCAuthenticationBackend):
         # Everything mozilla reads from OIDC_* settings here comes from the provider instead.
         self.UserModel = get_user_model()
 
-    def authenticate(  # type: ignore[override]
+    def authenticate(
         self,
         request: HttpRequest | None,
         *,
@@ -187,7 +187,9 @@ class OIDCBackend(OIDCAuthenticationBackend):
             raise LoginFailed(UNVERIFIED)
         return userinfo
 
-    def get_or_create_user(self, access_token: str, id_token: str, payload: dict[str, Any]) -> Any:
+    def get_or_create_user(
+        self, access_token: str | None, id_token: str, payload: dict[str, Any]
+    ) -> Any:
         """The user of (iss, sub), provisioned like for bearer tokens; never looked up by email."""
         provider = self.provider
         try:

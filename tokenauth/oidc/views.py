@@ -19,6 +19,7 @@ from django.http import (
     Http404,
     HttpRequest,
     HttpResponse,
+    HttpResponseBase,
     HttpResponseNotAllowed,
     HttpResponseRedirect,
 )
@@ -87,7 +88,7 @@ class LoginView(auth_views.LoginView):
 
     template_name = "tokenauth/oidc/login.html"
 
-    def dispatch(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+    def dispatch(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:
         if not (conf.tokenauth_settings.BROWSER_LOGIN or conf.tokenauth_settings.PASSWORD_LOGIN):
             raise Http404()
         asked = request.POST.get(
@@ -154,7 +155,7 @@ class ProviderLoginView(OIDCAuthenticationRequestView):
         # The endpoint and client id are the provider's, set in get().
         View.__init__(self, **kwargs)
 
-    def get(self, request: HttpRequest, slug: str) -> HttpResponse:  # type: ignore[override]
+    def get(self, request: HttpRequest, slug: str) -> HttpResponse:
         provider = providers.provider_by_slug(slug)
         if provider is None:
             return failure_page(
@@ -231,11 +232,14 @@ class CallbackView(OIDCAuthenticationCallbackView):
             raise backend.LoginFailed(_("Sign-in with this provider is not configured correctly."))
         return self.login_success(provider)
 
-    def login_success(self, provider: providers.Provider) -> HttpResponse:  # type: ignore[override]
+    def login_success(self, provider: providers.Provider) -> HttpResponse:
         auth.login(self.request, self.user)  # always: a new session key, a new login time
         self.request.session[PROVIDER_SESSION_KEY] = provider.issuer
         backchannel.record_browser_login(
-            self.request, provider.issuer, getattr(self.request, backend.ID_TOKEN_CLAIMS)
+            self.request,
+            self.user,
+            provider.issuer,
+            getattr(self.request, backend.ID_TOKEN_CLAIMS),
         )
         models.AuditEvent.objects.create(
             action="browser_login",

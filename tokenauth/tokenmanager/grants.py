@@ -143,7 +143,8 @@ def _revoke(grant: UpstreamGrant) -> str | None:
             "revocation_endpoint", {"token": token, "token_type_hint": "refresh_token"}
         )
     except GrantUnavailable as exc:
-        return exc.description
+        # stored in the grant's row: the text in the language of this request, not a lazy one
+        return str(exc.description)
     except (providers.ProviderUnavailable, requests.RequestException) as exc:
         return f"{type(exc).__name__}: {exc}"[:255]
     # Section 2.2: 200 also for a token the provider no longer knows.

@@ -13,7 +13,12 @@ class UpstreamGrant(models.Model):
     """A provider's refresh token for a user. ``ended_at`` set: no longer handed out, to be revoked at
     the provider (``revoke_attempts`` and ``revoke_error`` say how that goes); deleted once it is."""
 
-    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.CASCADE,
+        related_name="+",
+        verbose_name=_("user"),
+    )
     issuer = models.CharField(_("issuer"), max_length=255)
     #: Fernet token of the refresh token (``TOKENAUTH["TOKEN_MANAGER_KEYS"]``); never shown.
     encrypted_token = models.TextField(_("encrypted refresh token"), editable=False)

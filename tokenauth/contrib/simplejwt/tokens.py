@@ -103,7 +103,8 @@ def validate_access_token(token: str) -> tokens.AccessToken | None:
                 _("simplejwt tokens are no longer accepted; log in again")
             )
         try:
-            payload = SimpleJWTAccessToken(token).payload
+            # simplejwt 5.5 annotates the encoded token as a Token (its issue #958): a str works.
+            payload = SimpleJWTAccessToken(token).payload  # type: ignore[arg-type]
         except TokenError:
             raise exceptions.InvalidToken(
                 _("The simplejwt access token is invalid or expired")
@@ -134,7 +135,8 @@ def exchange_refresh_token(raw: str, request: Any) -> tuple[Any, str] | None:
             "invalid_grant", _("simplejwt refresh tokens are no longer accepted; log in again")
         )
     try:
-        payload = SimpleJWTRefreshToken(raw).payload
+        # simplejwt 5.5 annotates the encoded token as a Token (its issue #958): a str works.
+        payload = SimpleJWTRefreshToken(raw).payload  # type: ignore[arg-type]
     except TokenError:
         raise exceptions.OAuthError(
             "invalid_grant", _("The simplejwt refresh token is invalid or expired")
