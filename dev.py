@@ -2,9 +2,11 @@
 """Developer entry point; needs only Python 3.11+ (standard library).
 
     python3 dev.py demo [--port 8000]     run the demo project (testproject) on http://127.0.0.1:PORT/
+    python3 dev.py portal                 run the demo's relying party on http://localhost:8001/ (the
+                                          demo prints its RP_CLIENT_SECRET)
     python3 dev.py test [pytest args...]  run the test suite; exits with pytest's exit code
 
-Both first bootstrap ``.venv`` (see ``SETUP_STEPS``): create it if missing, then
+Each first bootstrap ``.venv`` (see ``SETUP_STEPS``): create it if missing, then
 ``pip install -e .[test]`` unless the stamp file ``.venv/.dev-py-stamp`` holds the SHA-256 of the
 current ``pyproject.toml`` (plus the extras), i.e. the install is redone only when pyproject.toml changes.
 Delete the stamp (or ``.venv``) to force a reinstall.
@@ -25,6 +27,7 @@ import venv
 from collections.abc import Callable
 from pathlib import Path
 from typing import NoReturn
+from urllib.parse import urlsplit
 
 ROOT = Path(__file__).resolve().parent
 VENV = ROOT / ".venv"
@@ -43,7 +46,23 @@ user, _ = get_user_model().objects.get_or_create(username="admin", defaults={"em
 user.is_active = user.is_staff = user.is_superuser = True
 user.set_password(os.environ["DEV_ADMIN_PASSWORD"])
 user.save()
+
+# A relying party for OpenID Provider mode (README: "Run an authorization server for a CLI").
+from oauth2_provider.models import get_application_model
+
+Application = get_application_model()
+portal, _ = Application.objects.get_or_create(client_id="demo-portal", defaults={"user": user})
+portal.name, portal.user = "Demo portal", user
+portal.client_type, portal.authorization_grant_type = "confidential", "authorization-code"
+portal.redirect_uris = os.environ["DEV_PORTAL_URL"] + "/oidc/callback/"
+portal.post_logout_redirect_uris = os.environ["DEV_PORTAL_URL"] + "/"
+portal.client_secret = os.environ["DEV_PORTAL_SECRET"]
+portal.save()
 """
+
+#: Where the demo's relying party (tests/rp_settings.py) runs: another host name than the demo's
+#: 127.0.0.1, so that the two sites do not share cookies.
+PORTAL_URL = "http://localhost:8001"
 
 
 def run(*args: str | Path, env: dict[str, str] | None = None, cwd: Path = ROOT) -> None:
@@ -157,8 +176,13 @@ def demo(argv: list[str]) -> NoReturn:
         env.setdefault("TOKENAUTH_ALGORITHM", "RS256")
         env.setdefault("TOKENAUTH_SIGNING_KEY_FILE", str(demo_signing_key()))
     run(PYTHON, "manage.py", "migrate", "--noinput", env=env)
-    password = secrets.token_urlsafe(12)
-    admin_env = {**env, "DEV_ADMIN_PASSWORD": password}
+    password, portal_secret = secrets.token_urlsafe(12), secrets.token_urlsafe(24)
+    admin_env = {
+        **env,
+        "DEV_ADMIN_PASSWORD": password,
+        "DEV_PORTAL_URL": PORTAL_URL,
+        "DEV_PORTAL_SECRET": portal_secret,
+    }
     run(PYTHON, "manage.py", "shell", "--verbosity", "0", "-c", ADMIN_SCRIPT, env=admin_env)
 
     print(
@@ -177,11 +201,37 @@ def demo(argv: list[str]) -> NoReturn:
               curl -s -H "Authorization: Bearer $TOKEN" {base}/api/hello/
   Public:     {base}/.well-known/jwks.json
               {base}/.well-known/openid-configuration
+  CLI login:  .venv/bin/tokenauth login {base}   (device flow, public client tokenauth-cli)
+  Relying party (OpenID Provider mode): client demo-portal, secret {portal_secret}
+              (a new one on every `dev.py demo`), redirect URI {PORTAL_URL}/oidc/callback/;
+              run it:  RP_OP_URL={base} RP_CLIENT_SECRET={portal_secret} python3 dev.py portal
+              and open {PORTAL_URL}/
 """,
         flush=True,
     )
     os.chdir(ROOT)
     os.execve(PYTHON, [str(PYTHON), "manage.py", "runserver", f"127.0.0.1:{port}"], env)
+
+
+def portal(argv: list[str]) -> NoReturn:
+    """Run the demo's relying party (mozilla-django-oidc, tests/rp_settings.py) on PORTAL_URL, signing
+    in at RP_OP_URL (default http://127.0.0.1:8000) as demo-portal with RP_CLIENT_SECRET."""
+    argparse.ArgumentParser(prog="dev.py portal", description=portal.__doc__).parse_args(argv)
+    if not os.environ.get("RP_CLIENT_SECRET"):
+        sys.exit("dev.py portal: set RP_CLIENT_SECRET to the secret `dev.py demo` printed")
+    bootstrap()
+    DEMO_KEY.parent.mkdir(exist_ok=True)
+    env = {
+        "RP_OP_URL": "http://127.0.0.1:8000",
+        "RP_CLIENT_ID": "demo-portal",
+        "RP_DATABASE": str(DEMO_KEY.parent / "portal.sqlite3"),
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "tests.rp_settings",
+    }
+    run(PYTHON, "-m", "django", "migrate", "--noinput", "-v0", env=env)
+    os.chdir(ROOT)
+    port = urlsplit(PORTAL_URL).port
+    os.execve(PYTHON, [str(PYTHON), "-m", "django", "runserver", f"127.0.0.1:{port}"], env)
 
 
 def test(argv: list[str]) -> int:
@@ -190,7 +240,7 @@ def test(argv: list[str]) -> int:
     return subprocess.call([str(PYTHON), "-m", "pytest", *argv], cwd=ROOT)
 
 
-COMMANDS: dict[str, Callable[[list[str]], int]] = {"demo": demo, "test": test}
+COMMANDS: dict[str, Callable[[list[str]], int]] = {"demo": demo, "portal": portal, "test": test}
 
 
 def main(argv: list[str]) -> int:

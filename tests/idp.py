@@ -488,6 +488,7 @@ class TestIdP:
     def up(self) -> dict[str, Any]:
         return self._admin("POST", "up")
 
-    def delay(self, ms: int) -> dict[str, Any]:
-        """Delay discovery and JWKS answers by ``ms`` milliseconds (0 = none)."""
-        return self._admin("POST", "delay", ms=ms)
+    def delay(self, ms: int, targets: str | None = None) -> dict[str, Any]:
+        """Delay the answers of ``targets`` (discovery, jwks, token, revocation; default all) by ``ms``
+        milliseconds (0 = none)."""
+        return self._admin("POST", "delay", ms=ms, targets=targets)

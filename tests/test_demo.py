@@ -1,4 +1,5 @@
-"""The demo (``dev.py demo``): an RS256 key by default, so its JWKS has a key other services can use."""
+"""The demo (``dev.py demo``): an RS256 key by default, so its JWKS has a key other services can use;
+what the README's walk-through needs is seeded."""
 
 from __future__ import annotations
 
@@ -6,9 +7,13 @@ import stat
 
 import jwt
 import pytest
+from django.contrib.auth import get_user_model
+from django.contrib.auth.hashers import check_password
+from oauth2_provider.models import get_application_model
 
 import dev
 from tests.helpers import login, make_user
+from tokenauth.oauth.models import CLI_CLIENT_ID
 
 pytestmark = pytest.mark.django_db
 
@@ -31,3 +36,23 @@ def test_the_demo_signs_with_a_generated_rs256_key(tmp_path, monkeypatch, settin
     claims = jwt.decode(token, public, algorithms=["RS256"], options={"verify_aud": False})
     assert claims["preferred_username"] == "alice"
     assert client.get("/auth/whoami/", HTTP_AUTHORIZATION=f"Bearer {token}").status_code == 200
+
+
+def test_the_demo_seeds_its_admin_and_a_relying_party(monkeypatch):
+    for run in ("first", "second"):  # every `dev.py demo` sets new secrets on the same rows
+        monkeypatch.setenv("DEV_ADMIN_PASSWORD", f"pw-{run}")
+        monkeypatch.setenv("DEV_PORTAL_URL", dev.PORTAL_URL)
+        monkeypatch.setenv("DEV_PORTAL_SECRET", f"portal-secret-{run}")
+        exec(dev.ADMIN_SCRIPT, {})
+    admin = get_user_model().objects.get(username="admin")
+    assert admin.is_superuser and admin.check_password("pw-second")
+    portal = get_application_model().objects.get(client_id="demo-portal")
+    assert portal.redirect_uris == f"{dev.PORTAL_URL}/oidc/callback/"
+    assert portal.client_type == "confidential" and portal.user == admin
+    assert portal.authorization_grant_type == "authorization-code"
+    # DOT keeps the secret hashed: the one printed last is the one that works
+    assert portal.client_secret != "portal-secret-second"
+    assert check_password("portal-secret-second", portal.client_secret)
+    # the CLI's public client of the device flow comes with the migrations
+    cli = get_application_model().objects.get(client_id=CLI_CLIENT_ID)
+    assert cli.client_type == "public"

@@ -192,13 +192,34 @@ def test_userinfo(op, alice, portal):
 def test_userinfo_refuses_tokens_without_openid_and_garbage(op, alice, portal):
     token, _ = login(op, alice, scope="reports:read")
     assert "id_token" not in token
-    # Not a token for userinfo: the validator checks scopes as DOT's does, a 401 (oauthlib's answer).
-    for bad in (token["access_token"], "garbage", token["access_token"][:-4] + "AAAA"):
+    # A good token for something else: the client needs another grant (RFC 6750 section 3.1).
+    response = userinfo(op, token["access_token"])
+    assert response.status_code == 403, response.text
+    assert response.headers["WWW-Authenticate"] == (
+        'Bearer error="insufficient_scope", scope="openid"'
+    )
+    assert response.json()["error"] == "insufficient_scope"
+    for bad in ("garbage", token["access_token"][:-4] + "AAAA"):
         response = userinfo(op, bad)
         assert (
             response.status_code == 401
             and 'error="invalid_token"' in response.headers["WWW-Authenticate"]
         )
+    # Revoked stays invalid_token even without openid: no hint that it once was good.
+    bump_epoch(Epoch.Kind.USER, str(alice.pk))
+    response = userinfo(op, token["access_token"])
+    assert response.status_code == 401
+    assert 'error="invalid_token"' in response.headers["WWW-Authenticate"]
+
+
+def test_userinfo_refuses_an_expired_token(op, alice, portal, settings):
+    settings.TOKENAUTH = {**settings.TOKENAUTH, "LEEWAY": 0, "ACCESS_TOKEN_LIFETIME": 1}
+    for scope in ("openid", "reports:read"):
+        token, _ = login(op, alice, scope=scope)
+        time.sleep(1.1)
+        response = userinfo(op, token["access_token"])
+        assert response.status_code == 401, (scope, response.text)
+        assert 'error="invalid_token"' in response.headers["WWW-Authenticate"]
 
 
 def test_an_epoch_bump_ends_the_login(op, alice, portal):

@@ -1,11 +1,14 @@
 """The Token Manager (tokenauth.tokenmanager) end to end against the real provider (tests/idp): a browser
 login keeps the provider's refresh token (offline_access), encrypted; a service with a
 client-credentials token obtains the user's upstream access token and calls the provider's userinfo
-with it; logout revokes the refresh token at the provider, which then refuses it."""
+with it; logout revokes the refresh token at the provider, which then refuses it (in the background:
+a test waits with ``revoked()``)."""
 
 from __future__ import annotations
 
 import io
+import time
+from collections.abc import Iterator
 from urllib.parse import urljoin
 
 import pytest
@@ -20,12 +23,24 @@ from tests.helpers import make_user
 from tests.idp import TestIdP, parse_forms, sign_in_at_provider
 from tokenauth.models import AuditEvent
 from tokenauth.revocation import bump_epoch
-from tokenauth.tokenmanager.grants import decrypt
+from tokenauth.tokenmanager.grants import decrypt, revocations
 from tokenauth.tokenmanager.models import UpstreamGrant
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 SECRET = "svc-secret-" * 4
+
+
+@pytest.fixture(autouse=True)
+def no_revocation_left() -> Iterator[None]:
+    """A test's background revocations end with it, before its database is emptied."""
+    yield
+    assert revocations.drain(30)
+
+
+def revoked() -> None:
+    """Wait for the revocations the logouts so far queued."""
+    assert revocations.drain(10)
 
 
 @pytest.fixture
@@ -131,9 +146,10 @@ def test_login_keeps_a_grant_a_service_uses_it_and_logout_revokes_it(
     assert handed.count() == 3 and handed.first().detail["client_id"] == "jobs"
 
     browser_logout(site, browser)
+    gone = obtain(site, service, username=alice.username)
+    revoked()
     assert not UpstreamGrant.objects.exists()
     assert refresh_at(web_idp, rotated).json()["error"] == "invalid_grant"
-    gone = obtain(site, service, username=alice.username)
     assert gone.status_code == 400 and gone.json()["error"] == "invalid_grant"
 
 
@@ -141,6 +157,7 @@ def test_a_newer_login_replaces_and_revokes_the_older_grant(web_idp, live_server
     browser_login(live_server.url)
     older = decrypt(UpstreamGrant.objects.get().encrypted_token)
     browser_login(live_server.url)
+    revoked()
     assert UpstreamGrant.objects.count() == 1
     assert refresh_at(web_idp, older).json()["error"] == "invalid_grant"
     event = AuditEvent.objects.filter(action="upstream_grant_stored").first()
@@ -154,6 +171,7 @@ def test_an_epoch_bump_ends_the_grant_and_a_provider_that_is_down_is_retried(web
     web_idp.down(targets="revocation")
     try:
         bump_epoch("user", str(grant.user_id), reason="test")
+        revoked()
         waiting = UpstreamGrant.objects.get()
         assert waiting.ended_at is not None and waiting.revoke_attempts == 1
         assert "503" in waiting.revoke_error
@@ -241,6 +259,7 @@ def test_admin_lists_grants_without_the_token_and_revokes(web_idp, live_server):
         "/admin/tokenauth_tokenmanager/upstreamgrant/",
         {"action": "revoke", "_selected_action": [grant.pk]},
     )
+    revoked()
     assert not UpstreamGrant.objects.exists()
     assert refresh_at(web_idp, refresh_token).json()["error"] == "invalid_grant"
 
@@ -275,5 +294,52 @@ def test_an_api_logout_ends_the_grant_too(web_idp, live_server):
         f"{site}/auth/logout/", headers={"Authorization": f"Bearer {access}"}, timeout=10
     )
     assert logout.status_code == 204
+    revoked()
+    assert not UpstreamGrant.objects.exists()
+    assert refresh_at(web_idp, refresh_token).json()["error"] == "invalid_grant"
+
+
+def test_a_slow_provider_does_not_delay_the_logout(web_idp, live_server, settings):
+    """The grant ends in the logout's transaction; the call to the provider comes after the answer."""
+    settings.TOKENAUTH = {**settings.TOKENAUTH, "HTTP_TIMEOUT": 5}
+    site = live_server.url
+    browser = browser_login(site)
+    refresh_token = decrypt(UpstreamGrant.objects.get().encrypted_token)
+    web_idp.delay(2000, targets="revocation")
+    try:
+        started = time.monotonic()
+        browser_logout(site, browser)
+        assert time.monotonic() - started < 1
+        assert UpstreamGrant.objects.get().ended_at is not None  # no longer handed out
+        revoked()
+    finally:
+        web_idp.delay(0)
+    assert not UpstreamGrant.objects.exists()
+    assert refresh_at(web_idp, refresh_token).json()["error"] == "invalid_grant"
+
+
+def test_a_provider_that_hangs_past_the_timeout_is_retried_later(web_idp, live_server, settings):
+    settings.TOKENAUTH = {**settings.TOKENAUTH, "HTTP_TIMEOUT": 1}
+    site = live_server.url
+    browser = browser_login(site)
+    refresh_token = decrypt(UpstreamGrant.objects.get().encrypted_token)
+    web_idp.delay(3000, targets="revocation")
+    try:
+        started = time.monotonic()
+        browser_logout(site, browser)
+        assert time.monotonic() - started < 1
+        revoked()
+    finally:
+        web_idp.delay(0)
+    waiting = UpstreamGrant.objects.get()
+    assert waiting.revoke_attempts == 1 and "ReadTimeout" in waiting.revoke_error
+    admin = get_user_model().objects.create_superuser("root", password="pw")
+    client = Client()
+    client.force_login(admin)
+    page = client.get("/admin/tokenauth_tokenmanager/upstreamgrant/").content.decode()
+    assert "ReadTimeout" in page
+    out = io.StringIO()
+    call_command("tokenauth_upstream_grants", stdout=out)
+    assert "0 ended grant(s) still wait" in out.getvalue()
     assert not UpstreamGrant.objects.exists()
     assert refresh_at(web_idp, refresh_token).json()["error"] == "invalid_grant"

@@ -43,7 +43,8 @@
 //   POST /__test__/down[?seconds=N][&targets=discovery,jwks]  those endpoints answer 503 (N seconds or until /up);
 //                                 targets also: token, revocation
 //   POST /__test__/up
-//   POST /__test__/delay?ms=N     discovery and JWKS answer after N ms (0 = no delay)
+//   POST /__test__/delay?ms=N[&targets=revocation]  those endpoints (default: all four above) answer after
+//                                 N ms (0 = no delay)
 //   GET  /__test__/keys           current public JWKS and the signing kid per alg
 //   GET  /__test__/metadata       the discovery document, whatever IDP_METADATA publishes
 import * as crypto from 'node:crypto';
@@ -277,6 +278,7 @@ let stats = {};
 let downUntil = 0; // ms epoch; Infinity = until /up
 let downTargets = new Set();
 let delayMs = 0;
+let delayTargets = new Set();
 
 function swapProvider() {
   provider = buildProvider(issuer);
@@ -352,7 +354,8 @@ function admin(req, res, url) {
       return sendJson(res, 200, statsBody());
     case '/delay':
       delayMs = Number(q.get('ms') || 0);
-      log('delay:', delayMs, 'ms');
+      delayTargets = new Set((q.get('targets') || 'discovery,jwks,token,revocation').split(',').map((s) => s.trim()));
+      log('delay:', delayMs, 'ms', [...delayTargets].join(','));
       return sendJson(res, 200, statsBody());
     default:
       return sendJson(res, 404, { error: 'unknown admin route' });
@@ -372,7 +375,7 @@ async function handle(req, res) {
     [mountPath + REVOCATION]: 'revocation',
   }[url.pathname];
   if (target) {
-    if (delayMs) await new Promise((resolve) => { setTimeout(resolve, delayMs); });
+    if (delayMs && delayTargets.has(target)) await new Promise((resolve) => { setTimeout(resolve, delayMs); });
     if (Date.now() < downUntil && downTargets.has(target)) {
       res.writeHead(503, { 'content-type': 'text/plain', 'retry-after': '1' });
       return res.end('issuer down (test)\n');

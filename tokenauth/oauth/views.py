@@ -125,14 +125,34 @@ class IntrospectView(View):
         return JsonResponse(body, headers=views.NO_STORE)
 
 
+def good_for_other_scopes(request: HttpRequest) -> bool:
+    """Whether the bearer token is valid when no scope is asked for, checked as userinfo checks it
+    (oauthlib's resource endpoint would take any JWT for an ID token)."""
+    core = get_oauthlib_core()
+    oauth_request = OAuthlibRequest(*core._extract_params(request))
+    oauth_request.scopes = []
+    return bool(core.server.bearer.validate_request(oauth_request))
+
+
 class UserInfoView(dot.UserInfoView):
     """``/o/userinfo/`` (OpenID Connect Core 1.0 section 5.3) for our access tokens with ``openid``,
     checked by our revocation (see the validator's ``validate_bearer_token``); 503 when that state
-    cannot be read, as for any bearer token."""
+    cannot be read, as for any bearer token. A good token without ``openid`` is a 403
+    ``insufficient_scope`` (RFC 6750 section 3.1), not oauthlib's 401 ``invalid_token``: the client
+    needs another grant, not a refresh."""
 
     def _create_userinfo_response(self, request: HttpRequest) -> HttpResponse:
         try:
-            return super()._create_userinfo_response(request)
+            response = super()._create_userinfo_response(request)
+            # oauthlib checks the scope with the token: only a refused one is verified again.
+            if response.status_code == 401 and good_for_other_scopes(request):
+                response = _error(
+                    "insufficient_scope",
+                    _("This request requires the scope: %(scope)s") % {"scope": "openid"},
+                    403,
+                )
+                response["WWW-Authenticate"] = 'Bearer error="insufficient_scope", scope="openid"'
+            return response
         except (snapshots.StateUnavailable, jwks.IssuerUnavailable):
             return _error("temporarily_unavailable", _("Try again later"), 503)
 

@@ -2,10 +2,12 @@
 
 Invariants: a refresh token is stored only encrypted (``MultiFernet`` over ``TOKEN_MANAGER_KEYS``, the
 first key encrypts, all decrypt, so keys rotate by putting a new one first); one live grant per (user,
-issuer), a newer one ends the older; an ended grant is no longer handed out at once, and is revoked at
-the provider (RFC 7009) after the commit, or later (``tokenauth_upstream_grants --retry``) when the
-provider is down. Access tokens are cached encrypted in the shared cache, keyed by the live grant, so
-an ended grant's cached tokens are never handed out either.
+issuer), a newer one ends the older; an ended grant is no longer handed out at once (it ends in the
+transaction of the logout), and is revoked at the provider (RFC 7009) after the commit by this
+process's background worker, so that a provider that hangs does not keep the logout waiting; when the
+provider fails, the grant stays with its error for ``tokenauth_upstream_grants`` and the admin.
+Access tokens are cached encrypted in the shared cache, keyed by the live grant, so an ended grant's
+cached tokens are never handed out either.
 """
 
 from __future__ import annotations
@@ -25,11 +27,14 @@ from django.utils import timezone
 from django.utils.functional import Promise
 from django.utils.translation import gettext_lazy as _
 
-from .. import conf, models
+from .. import background, conf, models
 from ..oidc import providers
 from .models import UpstreamGrant
 
 logger = logging.getLogger(__name__)
+
+#: Revokes ended grants at their provider off the request path (``revocations.drain(timeout)`` waits).
+revocations = background.Worker("tokenauth-upstream-revocation")
 
 
 class GrantUnavailable(Exception):
@@ -84,7 +89,7 @@ def end_grants(
     user_ids: Iterable[Any] | None, reason: str, *, issuer: str | None = None
 ) -> list[int]:
     """End the live grants of these users (every user's for None), at ``issuer`` only when given;
-    revoked at the provider after the commit. Returns the ended grants' ids."""
+    revoked at the provider in the background after the commit. Returns the ended grants' ids."""
     grants = (
         UpstreamGrant.objects.all()
         if user_ids is None
@@ -104,7 +109,7 @@ def _end(grants: Any, reason: str) -> list[int]:
         UpstreamGrant.objects.filter(pk__in=ids).update(
             ended_at=timezone.now(), end_reason=reason[:64]
         )
-        transaction.on_commit(lambda: revoke_ended(ids))
+        transaction.on_commit(lambda: revocations.submit(lambda: revoke_ended(ids)))
     return ids
 
 
