@@ -299,38 +299,35 @@ def test_an_api_logout_ends_the_grant_too(web_idp, live_server):
     assert refresh_at(web_idp, refresh_token).json()["error"] == "invalid_grant"
 
 
-def test_a_slow_provider_does_not_delay_the_logout(web_idp, live_server, settings):
-    """The grant ends in the logout's transaction; the call to the provider comes after the answer."""
-    settings.TOKENAUTH = {**settings.TOKENAUTH, "HTTP_TIMEOUT": 5}
-    site = live_server.url
+def logout_while_the_provider_is_slow(web_idp: TestIdP, site: str, delay_ms: int) -> str:
+    """Log in, then log out while the provider's revocation endpoint answers after ``delay_ms``: the
+    logout returns at once with the grant ended (never handed out again); the worker has finished
+    when this returns. The grant's refresh token."""
     browser = browser_login(site)
     refresh_token = decrypt(UpstreamGrant.objects.get().encrypted_token)
-    web_idp.delay(2000, targets="revocation")
+    web_idp.delay(delay_ms, targets="revocation")
     try:
         started = time.monotonic()
         browser_logout(site, browser)
         assert time.monotonic() - started < 1
-        assert UpstreamGrant.objects.get().ended_at is not None  # no longer handed out
+        assert UpstreamGrant.objects.get().ended_at is not None
         revoked()
     finally:
         web_idp.delay(0)
+    return refresh_token
+
+
+def test_a_slow_provider_does_not_delay_the_logout(web_idp, live_server, settings):
+    """The grant ends in the logout's transaction; the call to the provider comes after the answer."""
+    settings.TOKENAUTH = {**settings.TOKENAUTH, "HTTP_TIMEOUT": 5}
+    refresh_token = logout_while_the_provider_is_slow(web_idp, live_server.url, 2000)
     assert not UpstreamGrant.objects.exists()
     assert refresh_at(web_idp, refresh_token).json()["error"] == "invalid_grant"
 
 
 def test_a_provider_that_hangs_past_the_timeout_is_retried_later(web_idp, live_server, settings):
     settings.TOKENAUTH = {**settings.TOKENAUTH, "HTTP_TIMEOUT": 1}
-    site = live_server.url
-    browser = browser_login(site)
-    refresh_token = decrypt(UpstreamGrant.objects.get().encrypted_token)
-    web_idp.delay(3000, targets="revocation")
-    try:
-        started = time.monotonic()
-        browser_logout(site, browser)
-        assert time.monotonic() - started < 1
-        revoked()
-    finally:
-        web_idp.delay(0)
+    refresh_token = logout_while_the_provider_is_slow(web_idp, live_server.url, 3000)
     waiting = UpstreamGrant.objects.get()
     assert waiting.revoke_attempts == 1 and "ReadTimeout" in waiting.revoke_error
     admin = get_user_model().objects.create_superuser("root", password="pw")
