@@ -25,6 +25,12 @@
 //                           is on and `web-client` registers this backchannel_logout_uri with
 //                           backchannel_logout_session_required, so its ID tokens carry `sid` and a
 //                           confirmed logout at the end_session_endpoint POSTs a logout token there
+//   IDP_TOKEN_EXCHANGE      `rfc` (default): `web-client` may exchange a user's access token of this provider
+//                           (RFC 8693) for a refresh token of its own: requested_token_type refresh_token and
+//                           offline_access in `scope`; the answer carries it as RFC 8693 section 2.2.1 says,
+//                           in `access_token` with issued_token_type refresh_token and token_type N_A.
+//                           `iam`: like INDIGO IAM or Keycloak, requested_token_type is not needed and the
+//                           answer is an access token with the refresh token beside it. `off`: no such grant
 //
 // Clients (static):
 //   test-client / test-secret  client_credentials + device_code (+ refresh_token), client_secret_basic
@@ -53,7 +59,7 @@ import * as http from 'node:http';
 import * as path from 'node:path';
 import { parseArgs } from 'node:util';
 
-import Provider from 'oidc-provider';
+import Provider, { errors } from 'oidc-provider';
 
 const log = (...parts) => process.stderr.write(`[idp] ${parts.join(' ')}\n`);
 
@@ -82,8 +88,12 @@ const USER_GROUPS = JSON.parse(env.IDP_USER_GROUPS || '["/atlas", "/atlas/users"
 const BACKCHANNEL_LOGOUT_URI = env.IDP_BACKCHANNEL_LOGOUT_URI || '';
 const ROTATE_REFRESH_TOKENS = env.IDP_ROTATE_REFRESH_TOKENS === '1';
 const METADATA = env.IDP_METADATA || 'openid';
+const TOKEN_EXCHANGE_MODE = env.IDP_TOKEN_EXCHANGE || 'rfc';
 const ALGS = ['RS256', 'ES256'];
 const OPENID_SCOPES = new Set(['openid', 'offline_access', 'profile', 'email', 'groups']);
+const TOKEN_EXCHANGE = 'urn:ietf:params:oauth:grant-type:token-exchange';
+const ACCESS_TOKEN_TYPE = 'urn:ietf:params:oauth:token-type:access_token';
+const REFRESH_TOKEN_TYPE = 'urn:ietf:params:oauth:token-type:refresh_token';
 
 if (!Array.isArray(USER_GROUPS) || !USER_GROUPS.every((g) => typeof g === 'string')) {
   log('IDP_USER_GROUPS must be a JSON list of strings');
@@ -91,6 +101,10 @@ if (!Array.isArray(USER_GROUPS) || !USER_GROUPS.every((g) => typeof g === 'strin
 }
 if (!['openid', 'oauth', 'none'].includes(METADATA)) {
   log(`IDP_METADATA must be openid, oauth or none, got ${METADATA}`);
+  process.exit(2);
+}
+if (!['rfc', 'iam', 'off'].includes(TOKEN_EXCHANGE_MODE)) {
+  log(`IDP_TOKEN_EXCHANGE must be rfc, iam or off, got ${TOKEN_EXCHANGE_MODE}`);
   process.exit(2);
 }
 if (!ALGS.includes(ACCESS_TOKEN_ALG)) {
@@ -157,7 +171,7 @@ function clients() {
       client_secret: env.IDP_WEB_CLIENT_SECRET || 'web-secret',
       client_name: 'Web client (authorization code)',
       application_type: WEB_APPLICATION_TYPE,
-      grant_types: ['authorization_code', 'refresh_token'],
+      grant_types: ['authorization_code', 'refresh_token', ...(TOKEN_EXCHANGE_MODE === 'off' ? [] : [TOKEN_EXCHANGE])],
       response_types: ['code'],
       redirect_uris: REDIRECT_URIS,
       post_logout_redirect_uris: REDIRECT_URIS,
@@ -254,11 +268,95 @@ function buildProvider(issuer) {
     },
   };
   const instance = new Provider(issuer, configuration);
+  if (TOKEN_EXCHANGE_MODE !== 'off') {
+    instance.registerGrantType(TOKEN_EXCHANGE, tokenExchange, [
+      'subject_token', 'subject_token_type', 'requested_token_type', 'scope', 'resource', 'audience',
+      'actor_token', 'actor_token_type',
+    ]);
+  }
   instance.on('server_error', (_ctx, err) => log('server_error', err.stack || err));
   instance.on('grant.error', (_ctx, err) => log('grant.error', err.name, err.error_description || err.message));
   instance.on('backchannel.success', (_ctx, client) => log('backchannel.success', client.clientId));
   instance.on('backchannel.error', (_ctx, err, client) => log('backchannel.error', client.clientId, err.message));
   return instance;
+}
+
+// ---------------------------------------------------------------- token exchange (RFC 8693)
+
+// The claims of a JWT access token this provider signed with one of its keys and that has not expired,
+// else undefined. JWT access tokens are not stored (oidc-provider keeps only opaque ones), so the
+// signature is what proves them.
+function verifiedAccessToken(value) {
+  const parts = String(value).split('.');
+  if (parts.length !== 3) return undefined;
+  let header;
+  let claims;
+  try {
+    header = JSON.parse(Buffer.from(parts[0], 'base64url').toString());
+    claims = JSON.parse(Buffer.from(parts[1], 'base64url').toString());
+  } catch {
+    return undefined;
+  }
+  const jwk = keys.find((k) => k.kid === header?.kid && k.alg === header?.alg);
+  if (!jwk || header.typ !== 'at+jwt') return undefined;
+  const key = crypto.createPublicKey({ key: publicJwk(jwk), format: 'jwk' });
+  const signature = Buffer.from(parts[2], 'base64url');
+  const signed = Buffer.from(`${parts[0]}.${parts[1]}`);
+  const verifier = jwk.alg === 'ES256' ? { key, dsaEncoding: 'ieee-p1363' } : key;
+  if (!crypto.verify('sha256', signed, verifier, signature)) return undefined;
+  if (claims.iss !== issuer || !(claims.exp > Date.now() / 1000)) return undefined;
+  return claims;
+}
+
+// A user's access token for a refresh token of the calling client, with the OpenID scopes asked for
+// among those the subject token had (plus offline_access): a new grant, revocable like any other.
+async function tokenExchange(ctx) {
+  const { params, client } = ctx.oidc;
+  const { Grant, RefreshToken, AccessToken } = ctx.oidc.provider;
+  if (!params.subject_token || !params.subject_token_type) {
+    throw new errors.InvalidRequest('subject_token and subject_token_type are required');
+  }
+  if (params.actor_token) throw new errors.InvalidRequest('delegation is not supported');
+  if (params.subject_token_type !== ACCESS_TOKEN_TYPE) {
+    throw new errors.UnsupportedTokenType('only access tokens are exchanged');
+  }
+  const wanted = params.requested_token_type || (TOKEN_EXCHANGE_MODE === 'iam' ? ACCESS_TOKEN_TYPE : undefined);
+  if (TOKEN_EXCHANGE_MODE === 'rfc' ? wanted !== REFRESH_TOKEN_TYPE : ![ACCESS_TOKEN_TYPE, REFRESH_TOKEN_TYPE].includes(wanted)) {
+    throw new errors.InvalidRequest(`requested_token_type ${wanted || '(none)'} is not issued here`);
+  }
+  const subject = verifiedAccessToken(params.subject_token);
+  // client_credentials tokens name the client as sub: only a user's token stands for a user
+  if (!subject || !subject.sub || subject.sub === subject.client_id) {
+    throw new errors.InvalidRequest('subject_token is not a valid user access token of this provider');
+  }
+  const had = new Set(String(subject.scope || '').split(' ').filter(Boolean));
+  const asked = String(params.scope || '').split(' ').filter(Boolean);
+  if (!asked.includes('offline_access')) {
+    throw new errors.InvalidScope('a refresh token needs offline_access', 'offline_access');
+  }
+  const scope = asked.filter((s) => OPENID_SCOPES.has(s) && (had.has(s) || s === 'offline_access' || s === 'openid'));
+  const grant = new Grant({ accountId: subject.sub, clientId: client.clientId });
+  grant.addOIDCScope(scope.join(' '));
+  const grantId = await grant.save();
+  const refresh = new RefreshToken({
+    accountId: subject.sub, client, grantId, gty: 'token_exchange', rotations: 0, scope: scope.join(' '),
+  });
+  const refreshToken = await refresh.save();
+  if (TOKEN_EXCHANGE_MODE === 'rfc') {
+    ctx.body = {
+      access_token: refreshToken, issued_token_type: REFRESH_TOKEN_TYPE, token_type: 'N_A', scope: scope.join(' '),
+    };
+    return;
+  }
+  const access = new AccessToken({ accountId: subject.sub, client, grantId, gty: 'token_exchange', scope: scope.join(' ') });
+  ctx.body = {
+    access_token: await access.save(),
+    issued_token_type: ACCESS_TOKEN_TYPE,
+    token_type: 'Bearer',
+    expires_in: access.expiration,
+    refresh_token: refreshToken,
+    scope: scope.join(' '),
+  };
 }
 
 // ---------------------------------------------------------------- wrapper + admin routes
