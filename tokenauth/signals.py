@@ -23,6 +23,11 @@ identity_provisioned = Signal()
 #: kwargs: user, issuer, tokens (the token endpoint's JSON answer: never log it).
 upstream_tokens = Signal()
 
+#: Our token endpoint exchanged a token of an external issuer for one of ours (RFC 8693), after saving
+#: it (the Token Manager asks that issuer for a grant of its own). kwargs: user, issuer, client_id,
+#: subject_token (never log it).
+token_exchanged = Signal()
+
 #: A provider's back-channel logout ended browser logins here (the Token Manager ends those users'
 #: grants at that provider). kwargs: issuer, user_ids (of the logins ended), sid.
 provider_logout = Signal()

@@ -11,7 +11,7 @@ from oauthlib.oauth2.rfc6749 import errors
 from oauthlib.oauth2.rfc6749.grant_types.base import GrantTypeBase
 from rest_framework.exceptions import PermissionDenied
 
-from .. import authentication, conf, exceptions, jwks, scopes, snapshots
+from .. import authentication, conf, exceptions, jwks, scopes, signals, snapshots
 from .scopes import application_allows, known
 
 GRANT_TYPE = "urn:ietf:params:oauth:grant-type:token-exchange"
@@ -56,6 +56,14 @@ class TokenExchangeGrant(GrantTypeBase):
         token["scope"] = " ".join(request.scopes)
         token["issued_token_type"] = ACCESS_TOKEN_TYPE
         self.request_validator.save_token(token, request)
+        # Robust (Django logs a receiver's error): no receiver can undo the token already issued.
+        signals.token_exchanged.send_robust(
+            sender=TokenExchangeGrant,
+            user=request.user,
+            issuer=request.tokenauth_subject_issuer,
+            client_id=request.client.client_id,
+            subject_token=_param(request, "subject_token"),
+        )
         return headers, json.dumps(token), 200
 
     def validate_token_request(self, request: Any) -> None:
@@ -116,4 +124,5 @@ class TokenExchangeGrant(GrantTypeBase):
         user_model = get_user_model()
         request.user = user_model._default_manager.filter(pk=principal.pk).first()
         request.tokenauth_subject_expires = access.claims["exp"]
+        request.tokenauth_subject_issuer = access.issuer
         return sorted(access.scopes)
