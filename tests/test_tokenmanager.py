@@ -9,7 +9,7 @@ from __future__ import annotations
 import io
 import time
 from collections.abc import Iterator
-from urllib.parse import urljoin
+from urllib.parse import urljoin, urlsplit
 
 import pytest
 import requests
@@ -22,8 +22,14 @@ from oauth2_provider.models import get_application_model
 from tests.helpers import make_user
 from tests.idp import TestIdP, parse_forms, sign_in_at_provider
 from tokenauth.models import AuditEvent
+from tokenauth.oidc import providers
 from tokenauth.revocation import bump_epoch
-from tokenauth.tokenmanager.grants import decrypt, revocations
+from tokenauth.tokenmanager.grants import (
+    ACCESS_TOKEN_TYPE,
+    TOKEN_EXCHANGE,
+    decrypt,
+    revocations,
+)
 from tokenauth.tokenmanager.models import UpstreamGrant
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -153,6 +159,111 @@ def test_login_keeps_a_grant_a_service_uses_it_and_logout_revokes_it(
     assert gone.status_code == 400 and gone.json()["error"] == "invalid_grant"
 
 
+def exchange(site: str, subject_token: str) -> requests.Response:
+    """Our token exchange (RFC 8693) of a provider's access token, by the ``service`` application."""
+    return requests.post(
+        f"{site}/o/token/",
+        data={
+            "grant_type": TOKEN_EXCHANGE,
+            "subject_token": subject_token,
+            "subject_token_type": ACCESS_TOKEN_TYPE,
+            "scope": "reports:read",
+        },
+        auth=("jobs", SECRET),
+        timeout=10,
+    )
+
+
+def exchange_env(mode: str) -> dict[str, str]:
+    return {"IDP_ROTATE_REFRESH_TOKENS": "1", "IDP_TOKEN_EXCHANGE": mode}
+
+
+@pytest.mark.parametrize(
+    "web_idp_env",
+    # rfc: the refresh token as RFC 8693 issues it; iam: beside an access token, as INDIGO IAM does
+    [exchange_env("rfc"), exchange_env("iam")],
+    ids=["rfc", "iam"],
+)
+def test_an_exchange_keeps_a_grant_a_service_uses_it_and_logout_all_revokes_it(
+    web_idp, live_server, service
+):
+    site = live_server.url
+    answer = exchange(site, web_idp.user_token("carol"))
+    assert answer.status_code == 200, answer.text
+    grant = UpstreamGrant.objects.get()
+    carol = get_user_model().objects.get(pk=grant.user_id)
+    assert grant.issuer == web_idp.issuer and "offline_access" in grant.scope
+    assert decrypt(grant.encrypted_token) not in grant.encrypted_token
+    event = AuditEvent.objects.get(action="upstream_grant_stored")
+    assert event.detail == {"issuer": web_idp.issuer, "replaced": 0, "via": "token_exchange"}
+
+    upstream = obtain(site, service, username=carol.username)
+    assert upstream.status_code == 200, upstream.text
+    assert userinfo(web_idp, upstream.json()["access_token"]).json()["sub"] == "carol"
+    # exchanging again while the grant lives keeps it: a busy service piles up no grants upstream
+    assert exchange(site, web_idp.user_token("carol")).status_code == 200
+    assert UpstreamGrant.objects.get().pk == grant.pk
+    assert AuditEvent.objects.filter(action="upstream_grant_stored").count() == 1
+
+    refresh_token = decrypt(UpstreamGrant.objects.get().encrypted_token)  # rotated at the refresh
+    logout = requests.post(
+        f"{site}/auth/logout-all/",
+        headers={"Authorization": f"Bearer {answer.json()['access_token']}"},
+        timeout=10,
+    )
+    assert logout.status_code == 204
+    revoked()
+    assert not UpstreamGrant.objects.exists()
+    assert refresh_at(web_idp, refresh_token).json()["error"] == "invalid_grant"
+    assert obtain(site, service, username=carol.username).json()["error"] == "invalid_grant"
+
+
+def token_requests(idp: TestIdP) -> int:
+    return idp.stats()["requests"].get(urlsplit(idp.metadata["token_endpoint"]).path, 0)
+
+
+@pytest.mark.parametrize("web_idp_env", [exchange_env("off")], ids=["off"])
+def test_a_provider_without_the_exchange_is_not_asked(web_idp, live_server, service):
+    subject_token = web_idp.user_token("carol")
+    web_idp.reset_stats()
+    assert exchange(live_server.url, subject_token).status_code == 200
+    assert token_requests(web_idp) == 0 and not UpstreamGrant.objects.exists()
+
+
+def test_without_offline_access_the_provider_is_not_asked(web_idp, live_server, service, settings):
+    settings.TOKENAUTH = {**settings.TOKENAUTH, "OIDC_SCOPES": "openid profile"}
+    subject_token = web_idp.user_token("carol")
+    web_idp.reset_stats()
+    assert exchange(live_server.url, subject_token).status_code == 200
+    assert token_requests(web_idp) == 0 and not UpstreamGrant.objects.exists()
+
+
+def test_a_provider_that_fails_the_exchange_leaves_ours_standing(
+    web_idp, live_server, service, caplog
+):
+    """Down (503) or answering garbage: our exchange answers 200 all the same, no grant is stored,
+    and the warning names the provider, never the token."""
+    site = live_server.url
+    subject_token = web_idp.user_token("carol")
+    web_idp.down(targets="token")
+    try:
+        assert exchange(site, subject_token).status_code == 200
+    finally:
+        web_idp.up()
+    document, expires = providers.metadata_cache[web_idp.issuer]
+    # a page of ours where the provider's token endpoint should be: HTML, not JSON
+    providers.metadata_cache[web_idp.issuer] = (
+        {**document, "token_endpoint": f"{site}/oidc/login/"},
+        expires,
+    )
+    assert exchange(site, subject_token).status_code == 200
+    assert not UpstreamGrant.objects.exists()
+    warnings = [r.getMessage() for r in caplog.records if "from the exchange" in r.getMessage()]
+    assert len(warnings) == 2 and all(web_idp.issuer in w for w in warnings)
+    assert "answered 503" in warnings[0] and "answered garbage" in warnings[1]
+    assert subject_token not in caplog.text
+
+
 def test_a_newer_login_replaces_and_revokes_the_older_grant(web_idp, live_server):
     browser_login(live_server.url)
     older = decrypt(UpstreamGrant.objects.get().encrypted_token)
@@ -161,7 +272,7 @@ def test_a_newer_login_replaces_and_revokes_the_older_grant(web_idp, live_server
     assert UpstreamGrant.objects.count() == 1
     assert refresh_at(web_idp, older).json()["error"] == "invalid_grant"
     event = AuditEvent.objects.filter(action="upstream_grant_stored").first()
-    assert event.detail == {"issuer": web_idp.issuer, "replaced": 1}
+    assert event.detail == {"issuer": web_idp.issuer, "replaced": 1, "via": "browser_login"}
 
 
 def test_an_epoch_bump_ends_the_grant_and_a_provider_that_is_down_is_retried(web_idp, live_server):

@@ -27,7 +27,7 @@ from django.utils import timezone
 from django.utils.functional import Promise
 from django.utils.translation import gettext_lazy as _
 
-from .. import background, conf, models
+from .. import background, conf, models, scopes
 from ..oidc import providers
 from .models import UpstreamGrant
 
@@ -35,6 +35,11 @@ logger = logging.getLogger(__name__)
 
 #: Revokes ended grants at their provider off the request path (``revocations.drain(timeout)`` waits).
 revocations = background.Worker("tokenauth-upstream-revocation")
+
+# RFC 8693 (spelled out here: the Token Manager works without tokenauth.oauth).
+TOKEN_EXCHANGE = "urn:ietf:params:oauth:grant-type:token-exchange"
+ACCESS_TOKEN_TYPE = "urn:ietf:params:oauth:token-type:access_token"
+REFRESH_TOKEN_TYPE = "urn:ietf:params:oauth:token-type:refresh_token"
 
 
 class GrantUnavailable(Exception):
@@ -72,7 +77,9 @@ def decrypt(value: str) -> str:
         ) from None
 
 
-def keep(user: Any, issuer: str, refresh_token: str, scope: str = "") -> UpstreamGrant:
+def keep(
+    user: Any, issuer: str, refresh_token: str, scope: str = "", *, via: str = "browser_login"
+) -> UpstreamGrant:
     """Store the user's new grant at ``issuer``; the older one ends (DIRAC: "extra tokens are revoked")."""
     sealed = encrypt(refresh_token)
     with transaction.atomic():
@@ -80,7 +87,7 @@ def keep(user: Any, issuer: str, refresh_token: str, scope: str = "") -> Upstrea
         grant = UpstreamGrant.objects.create(
             user=user, issuer=issuer, encrypted_token=sealed, scope=scope
         )
-        detail = {"issuer": issuer, "replaced": len(replaced)}
+        detail = {"issuer": issuer, "replaced": len(replaced), "via": via}
         models.AuditEvent.objects.create(action="upstream_grant_stored", user=user, detail=detail)
     return grant
 
@@ -253,7 +260,7 @@ def _refresh(grant: UpstreamGrant, scope: str | None, resource: str | None) -> d
         provider = providers.provider_by_issuer(locked.issuer)
         if provider is None:
             raise GrantUnavailable(_("The grant's issuer is no login provider (any more)"))
-        body = _token_request(provider, decrypt(locked.encrypted_token), scope, resource)
+        body = _refresh_request(provider, decrypt(locked.encrypted_token), scope, resource)
         if body is None:
             locked.delete()
         else:
@@ -272,32 +279,45 @@ def _refresh(grant: UpstreamGrant, scope: str | None, resource: str | None) -> d
     }
 
 
-def _token_request(
-    provider: providers.Provider, refresh_token: str, scope: str | None, resource: str | None
-) -> Any:
-    """The provider's answer to the refresh, checked; None when it says the grant is invalid."""
-    payload = {"grant_type": "refresh_token", "refresh_token": refresh_token}
-    if scope:
-        payload["scope"] = scope
-    if resource:
-        payload["resource"] = resource
+def _token_request(provider: providers.Provider, payload: dict[str, str]) -> dict[str, Any] | None:
+    """The provider's JSON answer at its token endpoint; None when it calls the grant invalid."""
     try:
         response = provider.client_post("token_endpoint", payload)
-        body = response.json()
-    except (providers.ProviderUnavailable, requests.RequestException, ValueError) as exc:
+    except (providers.ProviderUnavailable, requests.RequestException) as exc:
         raise UpstreamUnavailable(f"{type(exc).__name__}") from None
+    if response.status_code >= 500:
+        raise UpstreamUnavailable(f"the provider answered {response.status_code}")
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
     if not isinstance(body, dict):
         raise UpstreamUnavailable("the provider answered garbage")
     if response.status_code != 200:
         error = body.get("error") if isinstance(body.get("error"), str) else ""
         if error == "invalid_grant":
             return None
-        if response.status_code >= 500 or not error:
+        if not error:
             raise UpstreamUnavailable(f"the provider answered {response.status_code}")
         # invalid_scope, invalid_target ...: the caller asked for what the grant does not cover
         raise GrantUnavailable(
             _("The provider refused: %(error)s") % {"error": error[:64]}, error[:64]
         )
+    return body
+
+
+def _refresh_request(
+    provider: providers.Provider, refresh_token: str, scope: str | None, resource: str | None
+) -> dict[str, Any] | None:
+    """The refresh at the provider, its answer checked; None when it says the grant is invalid."""
+    payload = {"grant_type": "refresh_token", "refresh_token": refresh_token}
+    if scope:
+        payload["scope"] = scope
+    if resource:
+        payload["resource"] = resource
+    body = _token_request(provider, payload)
+    if body is None:
+        return None
     expires_in = body.get("expires_in")
     if (
         not isinstance(body.get("access_token"), str)
@@ -306,3 +326,52 @@ def _token_request(
     ):
         raise UpstreamUnavailable("the provider answered garbage")
     return body
+
+
+def keep_from_exchange(user: Any, issuer: str, subject_token: str) -> UpstreamGrant | None:
+    """At our token exchange of ``issuer``'s access token: ask that provider for a grant of our own
+    (RFC 8693, a refresh token for the user's access token) and keep it, when the provider is a login
+    provider, ``OIDC_SCOPES`` has ``offline_access``, its metadata lists the grant type, and the user
+    has no live grant there yet (a service that exchanges often must not pile up grants). Whatever
+    the provider answers, our exchange stands: a failure is logged (never the token), None returned."""
+    provider = providers.provider_by_issuer(issuer)
+    wanted = conf.tokenauth_settings.OIDC_SCOPES
+    if provider is None or "offline_access" not in scopes.split_scope(wanted):
+        return None
+    if UpstreamGrant.objects.filter(user=user, issuer=issuer, ended_at__isnull=True).exists():
+        return None
+    try:
+        if TOKEN_EXCHANGE not in (provider.metadata().get("grant_types_supported") or ()):
+            return None
+        body = _token_request(
+            provider,
+            {
+                "grant_type": TOKEN_EXCHANGE,
+                "subject_token": subject_token,
+                "subject_token_type": ACCESS_TOKEN_TYPE,
+                "requested_token_type": REFRESH_TOKEN_TYPE,
+                "scope": wanted,
+            },
+        )
+    except (GrantUnavailable, UpstreamUnavailable, providers.ProviderUnavailable) as exc:
+        logger.warning("tokenauth: no upstream grant from the exchange at %s: %s", issuer, exc)
+        return None
+    if body is None:
+        logger.warning("tokenauth: the provider %s refused the exchange (invalid_grant)", issuer)
+        return None
+    # Section 2.2.1: the token issued is in access_token and issued_token_type says which kind it
+    # is; providers that answer an access token put the refresh token beside it (as a refresh does).
+    refresh_token = body.get(
+        "access_token" if body.get("issued_token_type") == REFRESH_TOKEN_TYPE else "refresh_token"
+    )
+    if not isinstance(refresh_token, str) or not refresh_token:
+        logger.warning("tokenauth: the exchange at %s granted no refresh token", issuer)
+        return None
+    scope = body.get("scope")
+    return keep(
+        user,
+        issuer,
+        refresh_token,
+        scope if isinstance(scope, str) else wanted,
+        via="token_exchange",
+    )

@@ -1,6 +1,8 @@
-"""Where a user's access ends, so do their upstream grants: logout (browser or API), logout-all, any
-epoch bump of the user (back-channel logout with ``sub`` is one) or of everyone, and a back-channel
-logout of the provider session (``sid``) a browser login came from."""
+"""What starts a grant: a browser login with the provider's refresh token, or our token exchange
+of the provider's access token (which asks the provider for a grant of our own). Where a user's
+access ends, so do their upstream grants: logout (browser or API), logout-all, any epoch bump of
+the user (back-channel logout with ``sub`` is one) or of everyone, and a back-channel logout of the
+provider session (``sid``) a browser login came from."""
 
 from __future__ import annotations
 
@@ -24,6 +26,13 @@ def keep_refresh_token(
     if isinstance(refresh_token, str) and refresh_token:
         scope = tokens.get("scope")
         grants.keep(user, issuer, refresh_token, scope if isinstance(scope, str) else "")
+
+
+@receiver(signals.token_exchanged, dispatch_uid="tokenauth_tokenmanager_exchange")
+def keep_exchanged_grant(
+    sender: Any, user: Any, issuer: str, subject_token: str, **kwargs: Any
+) -> None:
+    grants.keep_from_exchange(user, issuer, subject_token)
 
 
 @receiver(signals.epoch_bumped, dispatch_uid="tokenauth_tokenmanager_epoch")
