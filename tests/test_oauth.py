@@ -31,11 +31,10 @@ from oauth2_provider.models import (
 
 from tests.helpers import ONE_WINNER, make_user, race
 from tokenauth.models import Epoch, Identity
-from tokenauth.oauth.exchange import ACCESS_TOKEN_TYPE
-from tokenauth.oauth.exchange import GRANT_TYPE as TOKEN_EXCHANGE
 from tokenauth.oauth.models import AllowedScopes, ensure_cli_application
 from tokenauth.revocation import bump_epoch
 from tokenauth.tokens import CLAIM_TOKEN_FAMILY
+from tokenauth.urns import ACCESS_TOKEN_TYPE, TOKEN_EXCHANGE
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

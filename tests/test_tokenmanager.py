@@ -24,13 +24,9 @@ from tests.idp import TestIdP, parse_forms, sign_in_at_provider
 from tokenauth.models import AuditEvent
 from tokenauth.oidc import providers
 from tokenauth.revocation import bump_epoch
-from tokenauth.tokenmanager.grants import (
-    ACCESS_TOKEN_TYPE,
-    TOKEN_EXCHANGE,
-    decrypt,
-    revocations,
-)
+from tokenauth.tokenmanager.grants import decrypt, revocations
 from tokenauth.tokenmanager.models import UpstreamGrant
+from tokenauth.urns import ACCESS_TOKEN_TYPE, TOKEN_EXCHANGE
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -11,12 +11,10 @@ from oauthlib.oauth2.rfc6749 import errors
 from oauthlib.oauth2.rfc6749.grant_types.base import GrantTypeBase
 from rest_framework.exceptions import PermissionDenied
 
-from .. import authentication, conf, exceptions, jwks, scopes, signals, snapshots
+from .. import authentication, conf, exceptions, jwks, scopes, signals, snapshots, urns
 from .scopes import application_allows, known
 
-GRANT_TYPE = "urn:ietf:params:oauth:grant-type:token-exchange"
-ACCESS_TOKEN_TYPE = "urn:ietf:params:oauth:token-type:access_token"
-SUBJECT_TOKEN_TYPES = frozenset({ACCESS_TOKEN_TYPE, "urn:ietf:params:oauth:token-type:jwt"})
+SUBJECT_TOKEN_TYPES = frozenset({urns.ACCESS_TOKEN_TYPE, urns.JWT_TOKEN_TYPE})
 
 
 class UnsupportedTokenType(errors.OAuth2Error):
@@ -54,7 +52,7 @@ class TokenExchangeGrant(GrantTypeBase):
             return headers, exc.json, exc.status_code
         token = token_handler.create_token(request, refresh_token=False)
         token["scope"] = " ".join(request.scopes)
-        token["issued_token_type"] = ACCESS_TOKEN_TYPE
+        token["issued_token_type"] = urns.ACCESS_TOKEN_TYPE
         self.request_validator.save_token(token, request)
         # Robust (Django logs a receiver's error): no receiver can undo the token already issued.
         signals.token_exchanged.send_robust(
@@ -86,7 +84,7 @@ class TokenExchangeGrant(GrantTypeBase):
             raise errors.InvalidRequestError(
                 _("Delegation (actor_token) is not supported"), request=request
             )
-        if _param(request, "requested_token_type") not in (None, ACCESS_TOKEN_TYPE):
+        if _param(request, "requested_token_type") not in (None, urns.ACCESS_TOKEN_TYPE):
             raise errors.InvalidRequestError(
                 _("Only access tokens can be issued"), request=request
             )

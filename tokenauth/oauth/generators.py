@@ -6,13 +6,13 @@ import uuid
 from datetime import timedelta
 from typing import Any
 
-from .. import conf, tokens
+from .. import conf, tokens, urns
 from . import revocation
 from .scopes import selected_group
 
 # Grants whose token response starts a refresh-token family with a new id (client credentials and
 # token exchange issue no refresh token; an authorization code's family is named by the code).
-FAMILY_STARTING_GRANTS = frozenset({"urn:ietf:params:oauth:grant-type:device_code", "password"})
+FAMILY_STARTING_GRANTS = frozenset({urns.DEVICE_CODE, "password"})
 
 
 def token_family(request: Any) -> uuid.UUID | None:

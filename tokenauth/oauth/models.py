@@ -8,6 +8,7 @@ from django.db import models
 from django.utils.translation import gettext_lazy as _
 from oauth2_provider.settings import oauth2_settings
 
+from tokenauth import urns
 from tokenauth.scopes import split_scope
 
 
@@ -47,7 +48,7 @@ def ensure_cli_application(application_model: Any) -> None:
         defaults={
             "name": "tokenauth command-line client",
             "client_type": "public",
-            "authorization_grant_type": "urn:ietf:params:oauth:grant-type:device_code",
+            "authorization_grant_type": urns.DEVICE_CODE,
             "client_secret": "",
             "hash_client_secret": False,
         },

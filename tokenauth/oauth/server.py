@@ -14,7 +14,7 @@ from oauth2_provider.models import get_refresh_token_model
 from oauthlib.oauth2.rfc6749.tokens import random_token_generator
 from oauthlib.openid import Server as OAuthlibServer
 
-from .. import conf
+from .. import conf, urns
 from . import exchange, generators
 
 
@@ -47,7 +47,7 @@ class Server(OAuthlibServer):
             refresh_token_generator=random_token_generator,
             **kwargs,
         )
-        self._grant_types[exchange.GRANT_TYPE] = exchange.TokenExchangeGrant(request_validator)
+        self._grant_types[urns.TOKEN_EXCHANGE] = exchange.TokenExchangeGrant(request_validator)
         # The OpenID server dispatches a code to an OAuth 2.0 or an OpenID grant; both share nothing.
         grants = [
             getattr(choice, attribute, choice)

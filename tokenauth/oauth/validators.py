@@ -32,8 +32,8 @@ from oauthlib.oauth2.rfc8628.grant_types import DeviceCodeGrant
 
 from tokenauth.scopes import split_scope
 
-from .. import authentication, conf, exceptions, keys, models, tokens, verification
-from . import exchange, revocation
+from .. import authentication, conf, exceptions, keys, models, tokens, urns, verification
+from . import revocation
 from .scopes import application_allows, known, selected_group
 
 
@@ -93,7 +93,7 @@ class TokenAuthValidator(OAuth2Validator):
         self, client_id: str, grant_type: str, client: Any, request: Any, *args: Any, **kw: Any
     ) -> bool:
         # Not in DOT's mapping: any confidential client may exchange.
-        if grant_type == exchange.GRANT_TYPE:
+        if grant_type == urns.TOKEN_EXCHANGE:
             return client.client_type == client.CLIENT_CONFIDENTIAL
         return super().validate_grant_type(client_id, grant_type, client, request, *args, **kw)
 

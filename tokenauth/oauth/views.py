@@ -21,16 +21,15 @@ from oauth2_provider.oauth2_backends import get_oauthlib_core
 from oauth2_provider.settings import oauth2_settings
 from oauthlib.common import Request as OAuthlibRequest
 
-from .. import conf, exceptions, jwks, snapshots, views
-from . import exchange, scopes, validators
+from .. import conf, exceptions, jwks, snapshots, urns, views
+from . import scopes, validators
 
-DEVICE_CODE = "urn:ietf:params:oauth:grant-type:device_code"
 GRANT_TYPES = [
     "authorization_code",
-    DEVICE_CODE,
+    urns.DEVICE_CODE,
     "client_credentials",
     "refresh_token",
-    exchange.GRANT_TYPE,
+    urns.TOKEN_EXCHANGE,
 ]
 CLIENT_AUTH_METHODS = ["client_secret_basic", "client_secret_post"]
 

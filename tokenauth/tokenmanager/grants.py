@@ -27,7 +27,7 @@ from django.utils import timezone
 from django.utils.functional import Promise
 from django.utils.translation import gettext_lazy as _
 
-from .. import background, conf, models, scopes
+from .. import background, conf, models, scopes, urns
 from ..oidc import providers
 from .models import UpstreamGrant
 
@@ -35,11 +35,6 @@ logger = logging.getLogger(__name__)
 
 #: Revokes ended grants at their provider off the request path (``revocations.drain(timeout)`` waits).
 revocations = background.Worker("tokenauth-upstream-revocation")
-
-# RFC 8693 (spelled out here: the Token Manager works without tokenauth.oauth).
-TOKEN_EXCHANGE = "urn:ietf:params:oauth:grant-type:token-exchange"
-ACCESS_TOKEN_TYPE = "urn:ietf:params:oauth:token-type:access_token"
-REFRESH_TOKEN_TYPE = "urn:ietf:params:oauth:token-type:refresh_token"
 
 
 class GrantUnavailable(Exception):
@@ -341,15 +336,15 @@ def keep_from_exchange(user: Any, issuer: str, subject_token: str) -> UpstreamGr
     if UpstreamGrant.objects.filter(user=user, issuer=issuer, ended_at__isnull=True).exists():
         return None
     try:
-        if TOKEN_EXCHANGE not in (provider.metadata().get("grant_types_supported") or ()):
+        if urns.TOKEN_EXCHANGE not in (provider.metadata().get("grant_types_supported") or ()):
             return None
         body = _token_request(
             provider,
             {
-                "grant_type": TOKEN_EXCHANGE,
+                "grant_type": urns.TOKEN_EXCHANGE,
                 "subject_token": subject_token,
-                "subject_token_type": ACCESS_TOKEN_TYPE,
-                "requested_token_type": REFRESH_TOKEN_TYPE,
+                "subject_token_type": urns.ACCESS_TOKEN_TYPE,
+                "requested_token_type": urns.REFRESH_TOKEN_TYPE,
                 "scope": wanted,
             },
         )
@@ -362,7 +357,9 @@ def keep_from_exchange(user: Any, issuer: str, subject_token: str) -> UpstreamGr
     # Section 2.2.1: the token issued is in access_token and issued_token_type says which kind it
     # is; providers that answer an access token put the refresh token beside it (as a refresh does).
     refresh_token = body.get(
-        "access_token" if body.get("issued_token_type") == REFRESH_TOKEN_TYPE else "refresh_token"
+        "access_token"
+        if body.get("issued_token_type") == urns.REFRESH_TOKEN_TYPE
+        else "refresh_token"
     )
     if not isinstance(refresh_token, str) or not refresh_token:
         logger.warning("tokenauth: the exchange at %s granted no refresh token", issuer)
