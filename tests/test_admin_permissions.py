@@ -178,7 +178,7 @@ def offered(browser: Client, model: type[Model]) -> set[str]:
     return {name for name, _ in form.fields["action"].choices if name} if form else set()
 
 
-# -- the declarations ------------------------------------------------------------------------------
+# -- the declarations -----------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("pair", OURS, ids=action_id)
@@ -198,7 +198,7 @@ def test_every_action_has_a_row_in_the_table():
     assert sorted(map(action_id, OURS)) == sorted(REQUIRED)
 
 
-# -- who may run them --------------------------------------------------------------------------------
+# -- who may run them -----------------------------------------------------------------------------
 
 
 def every_view_permission() -> Any:
@@ -247,14 +247,16 @@ def test_a_superuser_runs_every_action(world, pair):
     assert ran(post_action(browser, model, name))
 
 
-# -- the buttons of the change pages ----------------------------------------------------------------
+# -- the buttons of the change pages --------------------------------------------------------------
 
 
 @pytest.mark.parametrize("kind", ["user", "group"])
 def test_the_revoke_button_needs_change_epoch_and_a_look_at_the_object(world, kind):
     """As POST /auth/revoke/: tokenauth.change_epoch; and, as every admin page of an object, the
     permission to see it."""
-    target = get_user_model().objects.get(username="alice") if kind == "user" else Group.objects.get()
+    target = (
+        get_user_model().objects.get(username="alice") if kind == "user" else Group.objects.get()
+    )
     url = f"/admin/auth/{kind}/{target.pk}/revoke-tokens/"
     blind = staff_with([permission("tokenauth.change_epoch")], "blind")
     assert blind.post(url, {"reason": "x"}).status_code == 403
