@@ -158,7 +158,7 @@ class EpochAdminMixin(AdminMixinBase):
             return False
         return True
 
-    @admin.action(description=_("Revoke all tokens (bump epoch)"))
+    @admin.action(description=_("Revoke all tokens (bump epoch)"), permissions=["revoke"])
     def revoke_all_tokens(self, request: HttpRequest, queryset: QuerySet) -> None:
         count = sum(self.revoke(request, obj, "admin action") for obj in queryset)
         self.message_user(
@@ -182,9 +182,15 @@ class EpochAdminMixin(AdminMixinBase):
         return [own, *super().get_urls()]
 
     def revoke_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
-        """POST from the change page: revoke everything of the user or group, with the reason given."""
+        """POST from the change page: revoke everything of the user or group, with the reason given.
+        Like any admin page of an object, only for those who may see it."""
         obj = self.get_object(request, object_id)
-        if request.method != "POST" or obj is None or not self.has_revoke_permission(request):
+        if (
+            request.method != "POST"
+            or obj is None
+            or not self.has_view_or_change_permission(request, obj)
+            or not self.has_revoke_permission(request)
+        ):
             raise PermissionDenied
         reason = request.POST.get("reason", "").strip()
         opts = self.model._meta
@@ -425,11 +431,14 @@ class IssuerAdmin(admin.ModelAdmin):
         ),
     )
 
-    @admin.action(description=_("Enable the selected issuers"))
+    @admin.action(description=_("Enable the selected issuers"), permissions=["change"])
     def enable(self, request: HttpRequest, queryset: QuerySet) -> None:
         self._set_enabled(request, queryset, True)
 
-    @admin.action(description=_("Disable the selected issuers (their tokens stop at once)"))
+    @admin.action(
+        description=_("Disable the selected issuers (their tokens stop at once)"),
+        permissions=["change"],
+    )
     def disable(self, request: HttpRequest, queryset: QuerySet) -> None:
         self._set_enabled(request, queryset, False)
 
@@ -446,8 +455,9 @@ class IssuerAdmin(admin.ModelAdmin):
             text = ngettext("Disabled %d issuer.", "Disabled %d issuers.", count)
         self.message_user(request, text % count, messages.SUCCESS)
 
-    @admin.action(description=_("Fetch discovery and keys again"))
+    @admin.action(description=_("Fetch discovery and keys again"), permissions=["change"])
     def refresh_keys(self, request: HttpRequest, queryset: QuerySet) -> None:
+        """A change: the keys accepted change (a retired one goes at once), and we call the issuer."""
         for issuer in queryset:
             try:
                 keyset = jwks.jwks_cache.refresh_now(issuer.issuer)

@@ -8,7 +8,9 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from django.contrib import admin
+from django.contrib.auth import get_permission_codename
 from django.db.models import QuerySet
+from django.db.models.options import Options
 from django.http import HttpRequest
 from django.utils.translation import gettext_lazy as _
 from oauth2_provider.models import (
@@ -44,21 +46,36 @@ class ApplicationAdmin(ApplicationAdminBase):
     inlines = [AllowedScopesInline]
 
 
-class AccessTokenAdmin(AccessTokenAdminBase):
+class RevokePermissionMixin:
+    """DOT's revoke actions ask for no permission; ours need the delete permission of the token's
+    model: revoking ends the token as deleting its row would (which DOT's admin refuses), as ending a
+    session needs ``tokenauth.delete_session``."""
+
+    opts: Options[Any]
+
+    def has_revoke_permission(self, request: HttpRequest) -> bool:
+        codename = get_permission_codename("delete", self.opts)
+        return request.user.has_perm(f"{self.opts.app_label}.{codename}")
+
+
+class AccessTokenAdmin(RevokePermissionMixin, AccessTokenAdminBase):
     def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         """Read-only: the JWT carries its own expiry and scope, so an edited row would change
         nothing but the checksum that finds the row by its JWT (DOT derives it from the ``jti``)."""
         return False
 
-    @admin.action(description=_("Revoke selected access tokens"))
+    @admin.action(description=_("Revoke selected access tokens"), permissions=["revoke"])
     def revoke_tokens(self, request: HttpRequest, queryset: QuerySet) -> None:
         """DOT revokes the bound refresh tokens too: their families end."""
         with revocation.ending(queryset, RefreshToken.objects.filter(access_token__in=queryset)):
             super().revoke_tokens(request, queryset)
 
 
-class RefreshTokenAdmin(RefreshTokenAdminBase):
-    @admin.action(description=_("Revoke selected refresh tokens (and their access tokens)"))
+class RefreshTokenAdmin(RevokePermissionMixin, RefreshTokenAdminBase):
+    @admin.action(
+        description=_("Revoke selected refresh tokens (and their access tokens)"),
+        permissions=["revoke"],
+    )
     def revoke_tokens(self, request: HttpRequest, queryset: QuerySet) -> None:
         with revocation.ending(revocation.issued_with(queryset), queryset):
             super().revoke_tokens(request, queryset)
