@@ -125,6 +125,7 @@ def _unchecked_id(access: tokens.AccessToken) -> str:
 def _check_revocation(
     access: tokens.AccessToken, issued: float | None = None, denied: tuple[str, ...] = ()
 ) -> None:
+    """As an external issuer's token (:func:`~tokenauth.revocation.check_external_claims`)."""
     revocation.check_external_claims(
         access.claims,
         str(access.user_id),
@@ -175,9 +176,12 @@ def validate_access_token(token: str) -> tokens.AccessToken | None:
 
 
 class CheckedRefreshToken(NamedTuple):
+    """A simplejwt refresh token that may be used: to mint an access token, or to exchange once."""
+
     token: SimpleJWTRefreshToken
-    #: Its claims (with ``iss`` and ``sub``) as an AccessToken, and its denylist id.
+    #: Its claims (with ``iss`` and ``sub``) as an AccessToken, as revocation reads them.
     access: tokens.AccessToken
+    #: Its denylist id, denied when it is exchanged.
     token_id: str
     user: Any
 
