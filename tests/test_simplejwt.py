@@ -12,6 +12,7 @@ from typing import Any
 import jwt
 import pytest
 from django.contrib.auth.models import Group
+from django.urls import include, path
 from rest_framework.test import APIRequestFactory
 from rest_framework_simplejwt.tokens import AccessToken as SimpleJWTAccessToken
 from rest_framework_simplejwt.tokens import RefreshToken as SimpleJWTRefreshToken
@@ -19,7 +20,7 @@ from rest_framework_simplejwt.views import TokenRefreshView as SimpleJWTTokenRef
 
 from tests.helpers import make_user
 from tokenauth.authentication import authenticate_token
-from tokenauth.contrib.simplejwt.checks import check_migration_window
+from tokenauth.contrib.simplejwt.checks import check_migration_window, check_refresh_view
 from tokenauth.contrib.simplejwt.tokens import SIMPLEJWT_ISSUER
 from tokenauth.models import AuditEvent, Epoch, RevokedToken, Session
 from tokenauth.revocation import bump_epoch
@@ -173,6 +174,16 @@ def test_a_window_without_an_end_or_a_naive_one_is_reported(settings):
     assert [m.id for m in check_migration_window()] == ["tokenauth.simplejwt.E001"]
     end_window(settings, datetime(2030, 1, 1, tzinfo=UTC))
     assert check_migration_window() == []
+
+
+#: A site that forgot to swap simplejwt's refresh view (tests that name this module as their URLconf).
+urlpatterns = [path("token/refresh/", include([path("", SimpleJWTTokenRefreshView.as_view())]))]
+
+
+def test_simplejwts_own_refresh_view_mounted_is_reported(settings):
+    assert check_refresh_view() == []  # the test project mounts ours
+    settings.ROOT_URLCONF = __name__
+    assert [m.id for m in check_refresh_view()] == ["tokenauth.simplejwt.W002"]
 
 
 def test_groups_are_not_conferred_by_simplejwt_tokens(client):
