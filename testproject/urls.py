@@ -3,7 +3,9 @@
 from django.contrib import admin
 from django.urls import include, path
 from django.views.generic import TemplateView
-from rest_framework_simplejwt.views import TokenObtainPairView, TokenRefreshView
+from rest_framework_simplejwt.views import TokenObtainPairView
+
+from tokenauth.contrib.simplejwt.views import TokenRefreshView
 
 urlpatterns = [
     path("admin/", admin.site.urls),
@@ -14,7 +16,8 @@ urlpatterns = [
     path("tokenmanager/", include("tokenauth.tokenmanager.urls")),
     path("", include("tokenauth.oauth.well_known_urls")),
     path("api/", include("testproject.api")),
-    # The site's simplejwt endpoints before the switch (README "Moving from simplejwt").
+    # The site's simplejwt endpoints during the switch (README "Moving from simplejwt"): its login, and
+    # our refresh view in place of simplejwt's.
     path("simplejwt/token/", TokenObtainPairView.as_view(), name="simplejwt-token"),
     path("simplejwt/token/refresh/", TokenRefreshView.as_view(), name="simplejwt-refresh"),
     # The demo's front door: a page of links to what there is to try.

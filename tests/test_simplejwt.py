@@ -1,7 +1,8 @@
 """Moving from simplejwt (tokenauth.contrib.simplejwt, installed in the test project): the site's real
 simplejwt ``TokenObtainPairView`` issues tokens, BearerAuthentication accepts them (no query once seen),
-revocation ends them, a simplejwt refresh token is exchanged once for our session, and the migration
-window's end stops them."""
+revocation ends them and what is refreshed from them (by our refresh view, which the test project
+mounts, and by simplejwt's own), a simplejwt refresh token is exchanged once for our session, and the
+migration window's end stops them."""
 
 from __future__ import annotations
 
@@ -11,11 +12,15 @@ from typing import Any
 import jwt
 import pytest
 from django.contrib.auth.models import Group
+from django.urls import include, path
+from rest_framework.test import APIRequestFactory
 from rest_framework_simplejwt.tokens import AccessToken as SimpleJWTAccessToken
+from rest_framework_simplejwt.tokens import RefreshToken as SimpleJWTRefreshToken
+from rest_framework_simplejwt.views import TokenRefreshView as SimpleJWTTokenRefreshView
 
 from tests.helpers import make_user
 from tokenauth.authentication import authenticate_token
-from tokenauth.contrib.simplejwt.checks import check_migration_window
+from tokenauth.contrib.simplejwt.checks import check_migration_window, check_refresh_view
 from tokenauth.contrib.simplejwt.tokens import SIMPLEJWT_ISSUER
 from tokenauth.models import AuditEvent, Epoch, RevokedToken, Session
 from tokenauth.revocation import bump_epoch
@@ -42,6 +47,19 @@ def exchange(client: Any, refresh: str) -> Any:
     return client.post(
         "/auth/token/refresh/", {"refresh_token": refresh}, content_type="application/json"
     )
+
+
+def refresh_at_mounted_view(client: Any, refresh: str) -> Any:
+    """The refresh view the README tells the operator to mount at simplejwt's refresh URL."""
+    return client.post(
+        "/simplejwt/token/refresh/", {"refresh": refresh}, content_type="application/json"
+    )
+
+
+def refresh_at_simplejwts_own_view(refresh: str) -> Any:
+    """simplejwt's own TokenRefreshView, as a site that forgot to swap it still serves it."""
+    request = APIRequestFactory().post("/", {"refresh": refresh}, format="json")
+    return SimpleJWTTokenRefreshView.as_view()(request)
 
 
 def end_window(settings: Any, when: datetime) -> None:
@@ -158,8 +176,103 @@ def test_a_window_without_an_end_or_a_naive_one_is_reported(settings):
     assert check_migration_window() == []
 
 
+#: A site that forgot to swap simplejwt's refresh view (tests that name this module as their URLconf).
+urlpatterns = [path("token/refresh/", include([path("", SimpleJWTTokenRefreshView.as_view())]))]
+
+
+def test_simplejwts_own_refresh_view_mounted_is_reported(settings):
+    assert check_refresh_view() == []  # the test project mounts ours
+    settings.ROOT_URLCONF = __name__
+    assert [m.id for m in check_refresh_view()] == ["tokenauth.simplejwt.W002"]
+
+
 def test_groups_are_not_conferred_by_simplejwt_tokens(client):
     make_user("alice", groups=["operators"])
     old = simplejwt_login(client)
     assert Group.objects.filter(name="operators").exists()
     assert client.get("/api/staff-area/", **bearer(old["access"])).status_code == 403
+
+
+def _logout_all(client: Any, user: Any, old: dict[str, str]) -> None:
+    assert client.post("/auth/logout-all/", **bearer(old["access"])).status_code == 204
+
+
+def _admin_bump(client: Any, user: Any, old: dict[str, str]) -> None:
+    bump_epoch(Epoch.Kind.USER, str(user.pk), reason="admin")
+
+
+def _password_change(client: Any, user: Any, old: dict[str, str]) -> None:
+    user.set_password("new")
+    user.save()
+
+
+def _exchange(client: Any, user: Any, old: dict[str, str]) -> None:
+    assert exchange(client, old["refresh"]).status_code == 200
+
+
+@pytest.mark.parametrize("revoke", [_logout_all, _admin_bump, _password_change, _exchange])
+def test_no_refresh_view_turns_a_revoked_or_exchanged_refresh_token_into_access(
+    client, revoke, django_assert_num_queries
+):
+    alice = make_user("alice")
+    old = simplejwt_login(client)
+    # Before: either view mints access tokens from the refresh token, and they are accepted.
+    minted = refresh_at_mounted_view(client, old["refresh"])
+    assert minted.status_code == 200 and set(minted.json()) == {"access"}
+    linked = minted.json()["access"]
+    assert client.get("/api/hello/", **bearer(linked)).status_code == 200
+    with django_assert_num_queries(0):
+        authenticate_token(linked)
+    own = refresh_at_simplejwts_own_view(old["refresh"]).data["access"]
+    assert client.get("/api/hello/", **bearer(own)).status_code == 200
+
+    revoke(client, alice, old)
+
+    # The mounted view refuses the refresh token, and what it minted from it ends.
+    refused = refresh_at_mounted_view(client, old["refresh"])
+    assert refused.status_code == 401 and refused.json()["code"] == "token_not_valid"
+    assert refused["WWW-Authenticate"].startswith("Bearer")
+    for token in (linked, own):
+        response = client.get("/api/hello/", **bearer(token))
+        assert response.status_code == 401 and 'error="invalid_token"' in response["WWW-Authenticate"]
+    # simplejwt's own view checks nothing of ours and still mints; tokenauth refuses what it mints.
+    after = refresh_at_simplejwts_own_view(old["refresh"])
+    assert after.status_code == 200
+    response = client.get("/api/hello/", **bearer(after.data["access"]))
+    assert response.status_code == 401 and 'error="invalid_token"' in response["WWW-Authenticate"]
+
+
+def test_an_exchange_leaves_the_users_other_refresh_tokens_working(client):
+    make_user("alice")
+    phone, laptop = simplejwt_login(client), simplejwt_login(client)
+    assert exchange(client, phone["refresh"]).status_code == 200
+    # The laptop's refresh token is not spent: the mounted view and the exchange take it.
+    minted = refresh_at_mounted_view(client, laptop["refresh"])
+    assert minted.status_code == 200
+    assert client.get("/api/hello/", **bearer(minted.json()["access"])).status_code == 200
+    assert exchange(client, laptop["refresh"]).status_code == 200
+    assert client.get("/api/hello/", **bearer(minted.json()["access"])).status_code == 401
+
+
+def test_the_mounted_refresh_view_answers_bad_tokens_as_simplejwt_does(client, settings):
+    make_user("alice")
+    old = simplejwt_login(client)
+    for token in (old["access"], "not-a-jwt"):
+        refused = refresh_at_mounted_view(client, token)
+        assert refused.status_code == 401 and refused.json()["code"] == "token_not_valid"
+    end_window(settings, datetime.now(UTC) - timedelta(seconds=1))
+    refused = refresh_at_mounted_view(client, old["refresh"])
+    assert refused.status_code == 401 and "no longer accepted" in refused.json()["detail"]
+
+
+@pytest.mark.parametrize("user_id", [[1], {"id": 1}, "abc", 10**30, -1, True, 1.5, ""])
+def test_a_simplejwt_token_naming_no_possible_user_is_a_401_or_a_400(client, user_id):
+    make_user("alice")
+    access, refresh = SimpleJWTAccessToken(), SimpleJWTRefreshToken()
+    access["user_id"] = refresh["user_id"] = user_id
+    response = client.get("/api/hello/", **bearer(str(access)))
+    assert response.status_code == 401 and 'error="invalid_token"' in response["WWW-Authenticate"]
+    answer = exchange(client, str(refresh))
+    assert answer.status_code == 400 and answer.json()["error"] == "invalid_grant"
+    refused = refresh_at_mounted_view(client, str(refresh))
+    assert refused.status_code == 401 and refused.json()["code"] == "token_not_valid"

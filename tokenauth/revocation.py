@@ -550,11 +550,23 @@ def denylist_id(claims: dict[str, Any]) -> str | None:
     return jti if claims["iss"] == conf.tokenauth_settings.ISSUER else f"{claims['iss']}#{jti}"
 
 
-def check_external_claims(claims: dict[str, Any], user_id: str, identity: str) -> None:
-    """External tokens carry no epochs of ours: refuse those issued before a bump (iat cutoff)."""
-    if is_revoked(denylist_id(claims)):
+def check_external_claims(
+    claims: dict[str, Any],
+    user_id: str,
+    identity: str,
+    *,
+    issued: float | None = None,
+    denied: tuple[str, ...] = (),
+) -> None:
+    """External tokens carry no epochs of ours: refuse those issued before a bump (iat cutoff).
+
+    ``issued``: when what the token stands for began, if earlier than its ``iat`` (a token minted from
+    a refresh token: that refresh token's ``iat``); ``denied``: more denylist ids that end it.
+    """
+    if is_revoked(denylist_id(claims), *denied):
         raise exceptions.InvalidToken(_("The access token was revoked"))
-    issued = claims["iat"]
+    if issued is None:
+        issued = claims["iat"]
     for kind, object_id in (
         (models.Epoch.Kind.USER, user_id),
         (models.Epoch.Kind.IDENTITY, identity),
@@ -711,6 +723,17 @@ def find_target(
     if pk is None:
         raise NoSuchTarget(missing)
     return Target(kind, str(pk), label)
+
+
+def deny_once(jti: str, expires_at: datetime, *, reason: str = "") -> bool:
+    """Deny an id that is not denied yet (a single-use token being spent): whether this call did.
+    Call in the transaction that spends it, so that of two concurrent calls only one succeeds."""
+    created = models.RevokedToken.objects.get_or_create(
+        jti=jti, defaults={"expires_at": expires_at, "reason": reason[:255]}
+    )[1]
+    if created:
+        state.deny(jti, expires_at.timestamp())
+    return created
 
 
 def revoke_id(jti: str, expires_at: datetime, *, reason: str = "") -> None:
