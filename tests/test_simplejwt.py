@@ -234,7 +234,9 @@ def test_no_refresh_view_turns_a_revoked_or_exchanged_refresh_token_into_access(
     assert refused["WWW-Authenticate"].startswith("Bearer")
     for token in (linked, own):
         response = client.get("/api/hello/", **bearer(token))
-        assert response.status_code == 401 and 'error="invalid_token"' in response["WWW-Authenticate"]
+        assert (
+            response.status_code == 401 and 'error="invalid_token"' in response["WWW-Authenticate"]
+        )
     # simplejwt's own view checks nothing of ours and still mints; tokenauth refuses what it mints.
     after = refresh_at_simplejwts_own_view(old["refresh"])
     assert after.status_code == 200

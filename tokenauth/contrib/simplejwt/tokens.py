@@ -19,11 +19,12 @@ from __future__ import annotations
 
 import time
 from datetime import UTC, datetime, timedelta
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, cast
 
 from django.contrib.auth import get_user_model
 from django.core.exceptions import ValidationError
 from django.db import transaction
+from django.db.models import Field
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 from rest_framework_simplejwt.exceptions import TokenError
@@ -84,8 +85,9 @@ def _user(payload: dict[str, Any]) -> Any:
     user_id = payload[api_settings.USER_ID_CLAIM]
     if not isinstance(user_id, str | int) or isinstance(user_id, bool):
         return None
+    field = model._meta.get_field(api_settings.USER_ID_FIELD)
     try:
-        user_id = model._meta.get_field(api_settings.USER_ID_FIELD).clean(user_id, None)
+        user_id = cast(Field, field).clean(user_id, None)
     except ValidationError:
         return None
     user = model._default_manager.filter(**{api_settings.USER_ID_FIELD: user_id}).first()
