@@ -21,6 +21,7 @@ from authlib.integrations.requests_client import OAuth2Session
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from django.contrib import admin
+from django.contrib.auth import get_user_model
 from django.core import checks
 from django.test import Client, RequestFactory
 from oauth2_provider.models import (
@@ -30,16 +31,18 @@ from oauth2_provider.models import (
 )
 
 from tests.browser import screenshot
+from tests.helpers import database_down, make_user
 from tests.helpers import login as password_login
-from tests.helpers import make_user
 from tokenauth.models import Epoch
 from tokenauth.revocation import bump_epoch
-from tokenauth.tokens import CLAIM_TOKEN_FAMILY
+from tokenauth.tokens import CLAIM_TOKEN_FAMILY, mint_access_token
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 SECRET = "rp-s3cret-" * 5
 REDIRECT = "http://127.0.0.1:9/callback"
+WIKI_REDIRECT = "http://127.0.0.1:9/wiki/callback"
+WIKI_LOGOUT = "http://127.0.0.1:9/wiki/signed-out"
 SCOPE = "openid profile email reports:read"
 Application = get_application_model()
 
@@ -99,10 +102,41 @@ def portal():
     )
 
 
-def login(op, user, scope: str = SCOPE) -> tuple[dict, Client]:
-    """The portal's PKCE code flow with a nonce, in ``user``'s browser: (token response, browser)."""
+@pytest.fixture
+def wiki():
+    """A second relying party, with its own post-logout redirect URI."""
+    return Application.objects.create(
+        name="Wiki",
+        client_id="wiki",
+        client_secret=SECRET,
+        client_type=Application.CLIENT_CONFIDENTIAL,
+        authorization_grant_type=Application.GRANT_AUTHORIZATION_CODE,
+        redirect_uris=WIKI_REDIRECT,
+        post_logout_redirect_uris=WIKI_LOGOUT,
+        skip_authorization=True,
+    )
+
+
+@pytest.fixture
+def service(alice):
+    """A client-credentials application owned by alice: its tokens act as her, with no end user."""
+    return Application.objects.create(
+        name="Service",
+        client_id="svc",
+        client_secret=SECRET,
+        client_type=Application.CLIENT_CONFIDENTIAL,
+        authorization_grant_type=Application.GRANT_CLIENT_CREDENTIALS,
+        user=alice,
+    )
+
+
+def login(
+    op, user, scope: str = SCOPE, client_id: str = "portal", redirect: str = REDIRECT
+) -> tuple[dict, Client]:
+    """A relying party's PKCE code flow with a nonce, in ``user``'s browser: (token response,
+    browser)."""
     session = OAuth2Session(
-        "portal", SECRET, scope=scope, redirect_uri=REDIRECT, code_challenge_method="S256"
+        client_id, SECRET, scope=scope, redirect_uri=redirect, code_challenge_method="S256"
     )
     verifier = generate_token(48)
     url, _ = session.create_authorization_url(
@@ -139,6 +173,21 @@ def refresh(op, refresh_token: str) -> requests.Response:
         auth=("portal", SECRET),
         timeout=5,
     )
+
+
+def client_credentials(op, scope: str) -> str:
+    response = requests.post(
+        f"{op.url}/o/token/",
+        data={"grant_type": "client_credentials", "scope": scope},
+        auth=("svc", SECRET),
+        timeout=5,
+    )
+    assert response.status_code == 200, response.text
+    return response.json()["access_token"]
+
+
+def live_refresh_tokens(user) -> int:
+    return get_refresh_token_model().objects.filter(user=user, revoked__isnull=True).count()
 
 
 def assert_ended(op, token: dict) -> None:
@@ -210,6 +259,43 @@ def test_userinfo_refuses_tokens_without_openid_and_garbage(op, alice, portal):
     response = userinfo(op, token["access_token"])
     assert response.status_code == 401
     assert 'error="invalid_token"' in response.headers["WWW-Authenticate"]
+
+
+def test_userinfo_has_no_end_user_for_a_client_credentials_token(op, alice, service):
+    """A client-credentials token acts as the application's owner, but no one signed in: no claims
+    (403), whatever its scope."""
+    for scope in ("openid profile email", "reports:read"):
+        response = userinfo(op, client_credentials(op, scope))
+        assert response.status_code == 403, (scope, response.text)
+        assert response.headers["WWW-Authenticate"].startswith('Bearer error="insufficient_scope"')
+        assert response.json()["error"] == "insufficient_scope"
+        assert "alice" not in response.text
+
+
+def test_userinfo_with_the_database_down_is_503(op, alice, portal):
+    token, _ = login(op, alice)
+    client = Client(raise_request_exception=False)
+    bearer = {"HTTP_AUTHORIZATION": f"Bearer {token['access_token']}"}
+    assert client.get("/o/userinfo/", **bearer).status_code == 200
+    with database_down() as attempted:
+        response = client.get("/o/userinfo/", **bearer)
+    assert attempted, "the test must actually reach the database"
+    assert response.status_code == 503, response.content
+    assert int(response["Retry-After"]) > 0
+    assert response.json()["error"] == "temporarily_unavailable"
+
+
+def test_userinfo_for_a_user_that_is_gone_is_invalid_token(op, alice, portal):
+    """Deleted through Django, the user's epoch ends the token; a row removed behind Django's back
+    (raw SQL, a restored backup) leaves a good signature for no one: both are 401."""
+    token, _ = login(op, alice)
+    ghost = mint_access_token(get_user_model()(pk=alice.pk + 1000, username="ghost"), scope="openid")
+    get_user_model().objects.filter(pk=alice.pk).delete()
+    client = Client(raise_request_exception=False)
+    for access_token in (token["access_token"], ghost.token):
+        response = client.get("/o/userinfo/", HTTP_AUTHORIZATION=f"Bearer {access_token}")
+        assert response.status_code == 401, response.content
+        assert 'error="invalid_token"' in response["WWW-Authenticate"]
 
 
 def test_userinfo_refuses_an_expired_token(op, alice, portal, settings):
