@@ -7,6 +7,7 @@ from __future__ import annotations
 import gc
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -345,8 +346,10 @@ def test_the_admin_ends_the_login(op, alice, portal):
     assert_ended(op, token)
 
 
-def test_rp_initiated_logout_ends_the_login(op, alice, portal):
+def test_rp_initiated_logout_ends_the_login(op, alice, portal, wiki, service):
     token, browser = login(op, alice)
+    at_wiki, _ = login(op, alice, client_id="wiki", redirect=WIKI_REDIRECT)
+    service_token = client_credentials(op, "reports:read")
     query = {
         "id_token_hint": token["id_token"],
         "post_logout_redirect_uri": REDIRECT,
@@ -361,6 +364,10 @@ def test_rp_initiated_logout_ends_the_login(op, alice, portal):
     assert "_auth_user_id" not in browser.session
     assert_ended(op, token)
     assert not get_id_token_model().objects.filter(user=alice).exists()
+    # Every application the user signed in to with a browser; not her service's own tokens.
+    assert userinfo(op, at_wiki["access_token"]).status_code == 401
+    whoami = Client().get("/auth/whoami/", HTTP_AUTHORIZATION=f"Bearer {service_token}")
+    assert whoami.status_code == 200, whoami.content
 
 
 def test_a_forged_id_token_hint_is_a_readable_page(op, alice, portal):
@@ -376,6 +383,101 @@ def test_a_forged_id_token_hint_is_a_readable_page(op, alice, portal):
         assert response.status_code == 400, response.content
         assert "Sign-out failed" in response.content.decode()
     assert userinfo(op, token["access_token"]).status_code == 200
+
+
+def test_an_id_token_hint_is_no_credential(op, alice, portal, wiki):
+    """A logout request from a browser signed in as no one (here: no cookies at all) ends nothing,
+    whoever's ID token it brings (RP-Initiated Logout 1.0 section 2: the hint is a hint)."""
+    at_portal, _ = login(op, alice)
+    at_wiki, _ = login(op, alice, client_id="wiki", redirect=WIKI_REDIRECT)
+    hint = {"id_token_hint": at_portal["id_token"]}
+    stranger = Client()
+    page = stranger.get("/o/logout/", hint)
+    # Back to the hint's relying party, as after a logout; its state is passed back.
+    back = stranger.get(
+        "/o/logout/", {**hint, "post_logout_redirect_uri": REDIRECT, "state": "s1"}
+    )
+    confirmed = stranger.post("/o/logout/", {**hint, "allow": "Logout"})
+    for token in (at_portal, at_wiki):
+        assert userinfo(op, token["access_token"]).status_code == 200
+    assert live_refresh_tokens(alice) == 2
+    assert get_id_token_model().objects.filter(user=alice).count() == 2
+    assert page.status_code == 200 and "You are signed out" in page.content.decode()
+    assert back.status_code == 302 and back["Location"] == f"{REDIRECT}?state=s1"
+    assert confirmed.status_code == 200 and "You are signed out" in confirmed.content.decode()
+
+
+def test_a_hint_naming_someone_else_signs_out_only_the_browsers_user(op, alice, portal):
+    """The page asks, naming who is signed in; confirmed, it ends that user's sign-in, never the
+    hint's user's."""
+    at_portal, _ = login(op, alice)
+    bob = make_user("bob")
+    bobs, browser = login(op, bob)
+    hint = {"id_token_hint": at_portal["id_token"]}
+    page = browser.get("/o/logout/", hint).content.decode()
+    response = browser.post("/o/logout/", {**hint, "allow": "Logout"})
+    assert userinfo(op, at_portal["access_token"]).status_code == 200
+    assert live_refresh_tokens(alice) == 1
+    assert "_auth_user_id" not in browser.session
+    assert_ended(op, bobs)
+    assert "You are signed in as bob" in page
+    assert "The application asked to sign out another account" in page
+    assert response.status_code == 200 and "You are signed out" in response.content.decode()
+
+
+def test_the_redirect_must_be_registered_for_the_hints_client(op, alice, portal, wiki):
+    """post_logout_redirect_uri is one of the requesting client's (the hint's, or client_id's), never
+    another client's (section 3); a refused request signs no one out."""
+    token, browser = login(op, alice)
+    refused = [
+        {"id_token_hint": token["id_token"], "post_logout_redirect_uri": WIKI_LOGOUT},
+        {"id_token_hint": token["id_token"], "client_id": "wiki"},
+        {"client_id": "portal", "post_logout_redirect_uri": WIKI_LOGOUT},
+        {"client_id": "nobody", "post_logout_redirect_uri": WIKI_LOGOUT},
+        {"post_logout_redirect_uri": REDIRECT},
+    ]
+    for query in refused:
+        for response in (
+            browser.get("/o/logout/", query),
+            browser.post("/o/logout/", {**query, "allow": "Logout"}),
+        ):
+            assert response.status_code == 400, (query, response.content)
+            assert "Sign-out failed" in response.content.decode()
+    assert "_auth_user_id" in browser.session
+    assert userinfo(op, token["access_token"]).status_code == 200
+    # client_id alone names the relying party too.
+    response = browser.post(
+        "/o/logout/",
+        {
+            "client_id": "wiki",
+            "post_logout_redirect_uri": WIKI_LOGOUT,
+            "state": "s2",
+            "allow": "Logout",
+        },
+    )
+    assert response.status_code == 302 and response["Location"] == f"{WIKI_LOGOUT}?state=s2"
+    assert_ended(op, token)
+
+
+def test_signing_out_takes_the_pages_form(op, alice, portal):
+    """A signed-in browser is only signed out by the confirmation page's POST: a GET asks, and a POST
+    from elsewhere has no CSRF token."""
+    token, _ = login(op, alice)
+    browser = Client(enforce_csrf_checks=True)
+    browser.force_login(alice)
+    hint = {"id_token_hint": token["id_token"]}
+    page = browser.get("/o/logout/", hint)
+    assert page.status_code == 200 and "Sign out of Portal?" in page.content.decode()
+    forged = browser.post("/o/logout/", {**hint, "allow": "Logout"})
+    assert forged.status_code == 403
+    assert "_auth_user_id" in browser.session
+    assert userinfo(op, token["access_token"]).status_code == 200
+    csrf = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', page.content.decode())[1]
+    signed_out = browser.post(
+        "/o/logout/", {**hint, "allow": "Logout", "csrfmiddlewaretoken": csrf}
+    )
+    assert signed_out.status_code == 200 and "You are signed out" in signed_out.content.decode()
+    assert_ended(op, token)
 
 
 def test_the_consent_page_describes_the_openid_scopes(op, alice, portal):
