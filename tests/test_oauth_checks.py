@@ -63,3 +63,13 @@ def test_e003_grace_period(settings):
 
 def test_w001_device_verification_uri(settings):
     assert ids(settings, OAUTH_DEVICE_VERIFICATION_URI=None) == ["tokenauth.oauth.W001"]
+
+
+def test_e005_rp_initiated_logout_always_asks(settings):
+    logout = {"OIDC_ENABLED": True, "OIDC_RP_INITIATED_LOGOUT_ENABLED": True}
+    assert "tokenauth.oauth.E005" in ids(
+        settings, **logout, OIDC_RP_INITIATED_LOGOUT_ALWAYS_PROMPT=False
+    )
+    assert "tokenauth.oauth.E005" not in ids(
+        settings, **logout, OIDC_RP_INITIATED_LOGOUT_ALWAYS_PROMPT=True  # DOT's default
+    )

@@ -7,6 +7,7 @@ from __future__ import annotations
 import gc
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -21,6 +22,7 @@ from authlib.integrations.requests_client import OAuth2Session
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from django.contrib import admin
+from django.contrib.auth import get_user_model
 from django.core import checks
 from django.test import Client, RequestFactory
 from oauth2_provider.models import (
@@ -30,16 +32,18 @@ from oauth2_provider.models import (
 )
 
 from tests.browser import screenshot
+from tests.helpers import database_down, make_user
 from tests.helpers import login as password_login
-from tests.helpers import make_user
 from tokenauth.models import Epoch
 from tokenauth.revocation import bump_epoch
-from tokenauth.tokens import CLAIM_TOKEN_FAMILY
+from tokenauth.tokens import CLAIM_TOKEN_FAMILY, mint_access_token
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 SECRET = "rp-s3cret-" * 5
 REDIRECT = "http://127.0.0.1:9/callback"
+WIKI_REDIRECT = "http://127.0.0.1:9/wiki/callback"
+WIKI_LOGOUT = "http://127.0.0.1:9/wiki/signed-out"
 SCOPE = "openid profile email reports:read"
 Application = get_application_model()
 
@@ -99,10 +103,41 @@ def portal():
     )
 
 
-def login(op, user, scope: str = SCOPE) -> tuple[dict, Client]:
-    """The portal's PKCE code flow with a nonce, in ``user``'s browser: (token response, browser)."""
+@pytest.fixture
+def wiki():
+    """A second relying party, with its own post-logout redirect URI."""
+    return Application.objects.create(
+        name="Wiki",
+        client_id="wiki",
+        client_secret=SECRET,
+        client_type=Application.CLIENT_CONFIDENTIAL,
+        authorization_grant_type=Application.GRANT_AUTHORIZATION_CODE,
+        redirect_uris=WIKI_REDIRECT,
+        post_logout_redirect_uris=WIKI_LOGOUT,
+        skip_authorization=True,
+    )
+
+
+@pytest.fixture
+def service(alice):
+    """A client-credentials application owned by alice: its tokens act as her, with no end user."""
+    return Application.objects.create(
+        name="Service",
+        client_id="svc",
+        client_secret=SECRET,
+        client_type=Application.CLIENT_CONFIDENTIAL,
+        authorization_grant_type=Application.GRANT_CLIENT_CREDENTIALS,
+        user=alice,
+    )
+
+
+def login(
+    op, user, scope: str = SCOPE, client_id: str = "portal", redirect: str = REDIRECT
+) -> tuple[dict, Client]:
+    """A relying party's PKCE code flow with a nonce, in ``user``'s browser: (token response,
+    browser)."""
     session = OAuth2Session(
-        "portal", SECRET, scope=scope, redirect_uri=REDIRECT, code_challenge_method="S256"
+        client_id, SECRET, scope=scope, redirect_uri=redirect, code_challenge_method="S256"
     )
     verifier = generate_token(48)
     url, _ = session.create_authorization_url(
@@ -139,6 +174,21 @@ def refresh(op, refresh_token: str) -> requests.Response:
         auth=("portal", SECRET),
         timeout=5,
     )
+
+
+def client_credentials(op, scope: str) -> str:
+    response = requests.post(
+        f"{op.url}/o/token/",
+        data={"grant_type": "client_credentials", "scope": scope},
+        auth=("svc", SECRET),
+        timeout=5,
+    )
+    assert response.status_code == 200, response.text
+    return response.json()["access_token"]
+
+
+def live_refresh_tokens(user) -> int:
+    return get_refresh_token_model().objects.filter(user=user, revoked__isnull=True).count()
 
 
 def assert_ended(op, token: dict) -> None:
@@ -212,6 +262,43 @@ def test_userinfo_refuses_tokens_without_openid_and_garbage(op, alice, portal):
     assert 'error="invalid_token"' in response.headers["WWW-Authenticate"]
 
 
+def test_userinfo_has_no_end_user_for_a_client_credentials_token(op, alice, service):
+    """A client-credentials token acts as the application's owner, but no one signed in: no claims
+    (403), whatever its scope."""
+    for scope in ("openid profile email", "reports:read"):
+        response = userinfo(op, client_credentials(op, scope))
+        assert response.status_code == 403, (scope, response.text)
+        assert response.headers["WWW-Authenticate"].startswith('Bearer error="insufficient_scope"')
+        assert response.json()["error"] == "insufficient_scope"
+        assert "alice" not in response.text
+
+
+def test_userinfo_with_the_database_down_is_503(op, alice, portal):
+    token, _ = login(op, alice)
+    client = Client(raise_request_exception=False)
+    bearer = {"HTTP_AUTHORIZATION": f"Bearer {token['access_token']}"}
+    assert client.get("/o/userinfo/", **bearer).status_code == 200
+    with database_down() as attempted:
+        response = client.get("/o/userinfo/", **bearer)
+    assert attempted, "the test must actually reach the database"
+    assert response.status_code == 503, response.content
+    assert int(response["Retry-After"]) > 0
+    assert response.json()["error"] == "temporarily_unavailable"
+
+
+def test_userinfo_for_a_user_that_is_gone_is_invalid_token(op, alice, portal):
+    """Deleted through Django, the user's epoch ends the token; a row removed behind Django's back
+    (raw SQL, a restored backup) leaves a good signature for no one: both are 401."""
+    token, _ = login(op, alice)
+    ghost = mint_access_token(get_user_model()(pk=alice.pk + 1000, username="ghost"), scope="openid")
+    get_user_model().objects.filter(pk=alice.pk).delete()
+    client = Client(raise_request_exception=False)
+    for access_token in (token["access_token"], ghost.token):
+        response = client.get("/o/userinfo/", HTTP_AUTHORIZATION=f"Bearer {access_token}")
+        assert response.status_code == 401, response.content
+        assert 'error="invalid_token"' in response["WWW-Authenticate"]
+
+
 def test_userinfo_refuses_an_expired_token(op, alice, portal, settings):
     settings.TOKENAUTH = {**settings.TOKENAUTH, "LEEWAY": 0, "ACCESS_TOKEN_LIFETIME": 1}
     for scope in ("openid", "reports:read"):
@@ -259,8 +346,10 @@ def test_the_admin_ends_the_login(op, alice, portal):
     assert_ended(op, token)
 
 
-def test_rp_initiated_logout_ends_the_login(op, alice, portal):
+def test_rp_initiated_logout_ends_the_login(op, alice, portal, wiki, service):
     token, browser = login(op, alice)
+    at_wiki, _ = login(op, alice, client_id="wiki", redirect=WIKI_REDIRECT)
+    service_token = client_credentials(op, "reports:read")
     query = {
         "id_token_hint": token["id_token"],
         "post_logout_redirect_uri": REDIRECT,
@@ -275,6 +364,10 @@ def test_rp_initiated_logout_ends_the_login(op, alice, portal):
     assert "_auth_user_id" not in browser.session
     assert_ended(op, token)
     assert not get_id_token_model().objects.filter(user=alice).exists()
+    # Every application the user signed in to with a browser; not her service's own tokens.
+    assert userinfo(op, at_wiki["access_token"]).status_code == 401
+    whoami = Client().get("/auth/whoami/", HTTP_AUTHORIZATION=f"Bearer {service_token}")
+    assert whoami.status_code == 200, whoami.content
 
 
 def test_a_forged_id_token_hint_is_a_readable_page(op, alice, portal):
@@ -290,6 +383,101 @@ def test_a_forged_id_token_hint_is_a_readable_page(op, alice, portal):
         assert response.status_code == 400, response.content
         assert "Sign-out failed" in response.content.decode()
     assert userinfo(op, token["access_token"]).status_code == 200
+
+
+def test_an_id_token_hint_is_no_credential(op, alice, portal, wiki):
+    """A logout request from a browser signed in as no one (here: no cookies at all) ends nothing,
+    whoever's ID token it brings (RP-Initiated Logout 1.0 section 2: the hint is a hint)."""
+    at_portal, _ = login(op, alice)
+    at_wiki, _ = login(op, alice, client_id="wiki", redirect=WIKI_REDIRECT)
+    hint = {"id_token_hint": at_portal["id_token"]}
+    stranger = Client()
+    page = stranger.get("/o/logout/", hint)
+    # Back to the hint's relying party, as after a logout; its state is passed back.
+    back = stranger.get(
+        "/o/logout/", {**hint, "post_logout_redirect_uri": REDIRECT, "state": "s1"}
+    )
+    confirmed = stranger.post("/o/logout/", {**hint, "allow": "Logout"})
+    for token in (at_portal, at_wiki):
+        assert userinfo(op, token["access_token"]).status_code == 200
+    assert live_refresh_tokens(alice) == 2
+    assert get_id_token_model().objects.filter(user=alice).count() == 2
+    assert page.status_code == 200 and "You are signed out" in page.content.decode()
+    assert back.status_code == 302 and back["Location"] == f"{REDIRECT}?state=s1"
+    assert confirmed.status_code == 200 and "You are signed out" in confirmed.content.decode()
+
+
+def test_a_hint_naming_someone_else_signs_out_only_the_browsers_user(op, alice, portal):
+    """The page asks, naming who is signed in; confirmed, it ends that user's sign-in, never the
+    hint's user's."""
+    at_portal, _ = login(op, alice)
+    bob = make_user("bob")
+    bobs, browser = login(op, bob)
+    hint = {"id_token_hint": at_portal["id_token"]}
+    page = browser.get("/o/logout/", hint).content.decode()
+    response = browser.post("/o/logout/", {**hint, "allow": "Logout"})
+    assert userinfo(op, at_portal["access_token"]).status_code == 200
+    assert live_refresh_tokens(alice) == 1
+    assert "_auth_user_id" not in browser.session
+    assert_ended(op, bobs)
+    assert "You are signed in as bob" in page
+    assert "The application asked to sign out another account" in page
+    assert response.status_code == 200 and "You are signed out" in response.content.decode()
+
+
+def test_the_redirect_must_be_registered_for_the_hints_client(op, alice, portal, wiki):
+    """post_logout_redirect_uri is one of the requesting client's (the hint's, or client_id's), never
+    another client's (section 3); a refused request signs no one out."""
+    token, browser = login(op, alice)
+    refused = [
+        {"id_token_hint": token["id_token"], "post_logout_redirect_uri": WIKI_LOGOUT},
+        {"id_token_hint": token["id_token"], "client_id": "wiki"},
+        {"client_id": "portal", "post_logout_redirect_uri": WIKI_LOGOUT},
+        {"client_id": "nobody", "post_logout_redirect_uri": WIKI_LOGOUT},
+        {"post_logout_redirect_uri": REDIRECT},
+    ]
+    for query in refused:
+        for response in (
+            browser.get("/o/logout/", query),
+            browser.post("/o/logout/", {**query, "allow": "Logout"}),
+        ):
+            assert response.status_code == 400, (query, response.content)
+            assert "Sign-out failed" in response.content.decode()
+    assert "_auth_user_id" in browser.session
+    assert userinfo(op, token["access_token"]).status_code == 200
+    # client_id alone names the relying party too.
+    response = browser.post(
+        "/o/logout/",
+        {
+            "client_id": "wiki",
+            "post_logout_redirect_uri": WIKI_LOGOUT,
+            "state": "s2",
+            "allow": "Logout",
+        },
+    )
+    assert response.status_code == 302 and response["Location"] == f"{WIKI_LOGOUT}?state=s2"
+    assert_ended(op, token)
+
+
+def test_signing_out_takes_the_pages_form(op, alice, portal):
+    """A signed-in browser is only signed out by the confirmation page's POST: a GET asks, and a POST
+    from elsewhere has no CSRF token."""
+    token, _ = login(op, alice)
+    browser = Client(enforce_csrf_checks=True)
+    browser.force_login(alice)
+    hint = {"id_token_hint": token["id_token"]}
+    page = browser.get("/o/logout/", hint)
+    assert page.status_code == 200 and "Sign out of Portal?" in page.content.decode()
+    forged = browser.post("/o/logout/", {**hint, "allow": "Logout"})
+    assert forged.status_code == 403
+    assert "_auth_user_id" in browser.session
+    assert userinfo(op, token["access_token"]).status_code == 200
+    csrf = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', page.content.decode())[1]
+    signed_out = browser.post(
+        "/o/logout/", {**hint, "allow": "Logout", "csrfmiddlewaretoken": csrf}
+    )
+    assert signed_out.status_code == 200 and "You are signed out" in signed_out.content.decode()
+    assert_ended(op, token)
 
 
 def test_the_consent_page_describes_the_openid_scopes(op, alice, portal):

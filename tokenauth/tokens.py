@@ -31,6 +31,8 @@ CLAIM_GROUP_ID = "gid"
 CLAIM_SESSION = "sid"
 #: The refresh-token family of an OAuth-server token (tokenauth.oauth).
 CLAIM_TOKEN_FAMILY = "token_family"
+#: "client_credentials" in an OAuth-server token that no end user granted (tokenauth.oauth).
+CLAIM_GRANT_TYPE = "gty"
 CLAIM_EPOCH = "epoch"
 CLAIM_GROUP_EPOCH = "group_epoch"
 CLAIM_GLOBAL_EPOCH = "global_epoch"

@@ -66,6 +66,7 @@ def check_oauth_settings(app_configs: Any = None, **kwargs: Any) -> list[checks.
             )
         )
     errors.extend(check_openid_provider())
+    errors.extend(check_rp_initiated_logout())
     return errors
 
 
@@ -87,5 +88,23 @@ def check_openid_provider() -> list[checks.CheckMessage]:
             hint="ID tokens are signed with tokenauth's signing key; relying parties cannot verify "
             "an HMAC signature without the secret.",
             id="tokenauth.oauth.E004",
+        )
+    ]
+
+
+def check_rp_initiated_logout() -> list[checks.CheckMessage]:
+    """``/o/logout/`` signs a browser out only through its confirmation page (a POST with CSRF)."""
+    if not (
+        oauth2_settings.OIDC_ENABLED
+        and oauth2_settings.OIDC_RP_INITIATED_LOGOUT_ENABLED
+        and oauth2_settings.OIDC_RP_INITIATED_LOGOUT_ALWAYS_PROMPT is not True
+    ):
+        return []
+    return [
+        checks.Error(
+            'OAUTH2_PROVIDER["OIDC_RP_INITIATED_LOGOUT_ALWAYS_PROMPT"] must be True.',
+            hint="Otherwise any page can send the browser to /o/logout/ with the user's ID token "
+            "and sign the user out without asking.",
+            id="tokenauth.oauth.E005",
         )
     ]

@@ -45,6 +45,9 @@ def access_token(request: Any) -> str:
     if not conf.tokenauth_settings.AUDIENCE:
         # RFC 9068 requires aud; we are the resource server.
         extra["aud"] = conf.tokenauth_settings.ISSUER
+    if request.grant_type == "client_credentials":
+        # Its subject is the application's owner, who signed in nowhere: see get_userinfo_claims.
+        extra[tokens.CLAIM_GRANT_TYPE] = request.grant_type
     family = token_family(request)
     if family is not None:
         extra[tokens.CLAIM_TOKEN_FAMILY] = family.hex

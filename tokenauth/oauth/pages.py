@@ -18,6 +18,7 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render, resolve_url
 from django.utils.translation import gettext_lazy as _
 from oauth2_provider import views as dot
+from oauth2_provider.exceptions import InvalidOIDCClientError
 from oauth2_provider.models import (
     get_access_token_model,
     get_application_model,
@@ -185,10 +186,42 @@ class AuthorizationView(dot.AuthorizationView):
 
 
 class RPInitiatedLogoutView(dot.RPInitiatedLogoutView):
-    """``/o/logout/`` (OpenID Connect RP-Initiated Logout 1.0) in our look. DOT deletes the user's
-    token rows; their JWTs and families are denied too, or they would stay valid until they expire."""
+    """``/o/logout/`` (OpenID Connect RP-Initiated Logout 1.0) in our look.
+
+    ``id_token_hint`` names the relying party and whom it believes signed in; it is no credential
+    (ID tokens pass through URLs, logs and relying parties). Only the browser's own signed-in user is
+    signed out, after the confirmation page's POST (DOT's ``OIDC_RP_INITIATED_LOGOUT_ALWAYS_PROMPT``,
+    check ``tokenauth.oauth.E005``); the page says so when the hint names someone else. A browser
+    signed in as no one ends nothing: back to the ``post_logout_redirect_uri``, or a signed-out page.
+
+    DOT deletes the signed-in user's token rows at the applications a browser signs in to; their JWTs
+    and families are denied too, or they would stay valid until they expire.
+    """
 
     template_name = "tokenauth/oauth/logout.html"
+
+    def validate_logout_request(
+        self, id_token_hint: str | None, client_id: str | None, post_logout_redirect_uri: str | None
+    ) -> tuple[Any, Any]:
+        application, self.hint_user = super().validate_logout_request(
+            id_token_hint, client_id, post_logout_redirect_uri
+        )
+        return application, self.hint_user
+
+    def get_request_application(self, id_token: Any, client_id: str | None) -> Any:
+        """An unknown ``client_id`` is a bad request (DOT's lookup raises, a 500)."""
+        if not client_id:
+            return super().get_request_application(id_token, client_id)
+        application = get_application_model().objects.filter(client_id=client_id).first()
+        if application is None:
+            raise InvalidOIDCClientError()
+        return application
+
+    def get_context_data(self, **kwargs: Any) -> dict[str, Any]:
+        context = super().get_context_data(**kwargs)
+        hint_user = getattr(self, "hint_user", None)
+        context["other_account"] = hint_user is not None and hint_user != self.request.user
+        return context
 
     def do_logout(
         self,
@@ -197,7 +230,7 @@ class RPInitiatedLogoutView(dot.RPInitiatedLogoutView):
         state: str | None = None,
         token_user: Any = None,
     ) -> HttpResponse:
-        user = token_user or self.request.user
+        user = self.request.user
         # The rows DOT deletes (DOT's own filter).
         access_tokens = get_access_token_model().objects.none()
         if user.is_authenticated and oauth2_settings.OIDC_RP_INITIATED_LOGOUT_DELETE_TOKENS:
@@ -208,4 +241,9 @@ class RPInitiatedLogoutView(dot.RPInitiatedLogoutView):
             )
         refresh_tokens = get_refresh_token_model().objects.filter(access_token__in=access_tokens)
         with revocation.ending(access_tokens, refresh_tokens):
-            return super().do_logout(application, post_logout_redirect_uri, state, token_user)
+            # Never the hint's user: DOT would sign out whoever the hint names.
+            response = super().do_logout(application, post_logout_redirect_uri, state)
+        if post_logout_redirect_uri:
+            return response
+        # DOT sends the browser to the site's root; say what happened instead.
+        return render(self.request, self.template_name, {"signed_out": True})

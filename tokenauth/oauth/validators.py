@@ -10,12 +10,14 @@ from operator import attrgetter
 from typing import Any
 
 import jwt
+from django.contrib.auth import get_user_model
 from django.db import router, transaction
 from django.db.models import Q
 from django.utils import timezone
 
 # oauthlib writes descriptions with json.dumps: plain str, in the request's language.
 from django.utils.translation import gettext as _
+from django.utils.translation import gettext_lazy as _lazy
 from jwcrypto.jwk import JWK
 from oauth2_provider.models import (
     AbstractAccessToken,
@@ -79,6 +81,10 @@ def verify_own_token(token: str) -> tuple[Any, tokens.AccessToken]:
     if not is_own_token(token):
         raise exceptions.InvalidToken()
     return authentication.authenticate_token(token)
+
+
+class NoEndUser(Exception):
+    """A client-credentials token at userinfo: good, but no one signed in to be described."""
 
 
 class TokenAuthValidator(OAuth2Validator):
@@ -248,6 +254,19 @@ class TokenAuthValidator(OAuth2Validator):
         client_id = access.claims.get("client_id")
         request.client = get_application_model().objects.filter(client_id=client_id).first()
         return True
+
+    def get_userinfo_claims(self, request: Any) -> dict[str, Any]:
+        """The claims of the token's end user, read from the user row: a client-credentials token
+        has none (:class:`NoEndUser`); a user gone without an epoch bump (a row deleted behind
+        Django's back) makes the token no token (:class:`~tokenauth.exceptions.InvalidToken`)."""
+        claims = getattr(request.access_token, "claims", {})
+        if claims.get(tokens.CLAIM_GRANT_TYPE) == "client_credentials":
+            raise NoEndUser()
+        user = get_user_model()._default_manager.filter(pk=request.user.pk, is_active=True).first()
+        if user is None:
+            raise exceptions.InvalidToken(_lazy("The user is inactive or deleted"))
+        request.user = user
+        return super().get_userinfo_claims(request)
 
     def get_additional_claims(self, request: Any) -> dict[str, Any]:
         """The standard claims we know of a user; DOT hands out each one for its scope only."""

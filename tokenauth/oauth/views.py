@@ -7,8 +7,9 @@ import json
 from datetime import timedelta
 from typing import Any
 
+from django.db import DatabaseError
 from django.http import HttpRequest, HttpResponse, JsonResponse
-from django.utils import timezone
+from django.utils import timezone, translation
 from django.utils.decorators import method_decorator
 from django.utils.functional import Promise
 from django.utils.translation import gettext_lazy as _
@@ -38,6 +39,22 @@ def _error(error: str, description: str | Promise, status: int = 400) -> JsonRes
     return JsonResponse(
         {"error": error, "error_description": description}, status=status, headers=views.NO_STORE
     )
+
+
+def _unavailable() -> JsonResponse:
+    """Revocation state or the database cannot be read: a 503 to retry, as for any bearer token."""
+    response = _error("temporarily_unavailable", _("Try again later"), 503)
+    response["Retry-After"] = str(exceptions.ServiceUnavailable.wait)
+    return response
+
+
+def _bearer_error(error: str, description: str | Promise, status: int) -> JsonResponse:
+    """An RFC 6750 section 3 error: the body in the request's language, the challenge in English."""
+    response = _error(error, description, status)
+    with translation.override(None):
+        english = str(description)
+    response["WWW-Authenticate"] = f'Bearer error="{error}", error_description="{english}"'
+    return response
 
 
 @method_decorator(csrf_exempt, name="dispatch")
@@ -109,7 +126,7 @@ class IntrospectView(View):
         except exceptions.InvalidToken:
             return JsonResponse({"active": False}, headers=views.NO_STORE)
         except (snapshots.StateUnavailable, jwks.IssuerUnavailable):
-            return _error("temporarily_unavailable", _("Try again later"), 503)
+            return _unavailable()
         claims = access.claims
         body: dict[str, Any] = {
             "active": True,
@@ -135,10 +152,11 @@ def good_for_other_scopes(request: HttpRequest) -> bool:
 
 class UserInfoView(dot.UserInfoView):
     """``/o/userinfo/`` (OpenID Connect Core 1.0 section 5.3) for our access tokens with ``openid``,
-    checked by our revocation (see the validator's ``validate_bearer_token``); 503 when that state
-    cannot be read, as for any bearer token. A good token without ``openid`` is a 403
-    ``insufficient_scope`` (RFC 6750 section 3.1), not oauthlib's 401 ``invalid_token``: the client
-    needs another grant, not a refresh."""
+    checked by our revocation (see the validator's ``validate_bearer_token``) and described from the
+    user row (``get_userinfo_claims``); 503 when that state cannot be read, as for any bearer token.
+    A good token without ``openid`` is a 403 ``insufficient_scope`` (RFC 6750 section 3.1), not
+    oauthlib's 401 ``invalid_token``: the client needs another grant, not a refresh; so is a
+    client-credentials token, which has no end user to describe."""
 
     def _create_userinfo_response(self, request: HttpRequest) -> HttpResponse:
         try:
@@ -152,8 +170,16 @@ class UserInfoView(dot.UserInfoView):
                 )
                 response["WWW-Authenticate"] = 'Bearer error="insufficient_scope", scope="openid"'
             return response
-        except (snapshots.StateUnavailable, jwks.IssuerUnavailable):
-            return _error("temporarily_unavailable", _("Try again later"), 503)
+        except validators.NoEndUser:
+            return _bearer_error(
+                "insufficient_scope",
+                _("A client-credentials token has no end user: sign a user in"),
+                403,
+            )
+        except exceptions.InvalidToken as exc:
+            return _bearer_error("invalid_token", exc.description, 401)
+        except (snapshots.StateUnavailable, jwks.IssuerUnavailable, DatabaseError):
+            return _unavailable()
 
 
 def openid_metadata(request: HttpRequest) -> dict[str, Any]:
