@@ -71,5 +71,7 @@ def test_e005_rp_initiated_logout_always_asks(settings):
         settings, **logout, OIDC_RP_INITIATED_LOGOUT_ALWAYS_PROMPT=False
     )
     assert "tokenauth.oauth.E005" not in ids(
-        settings, **logout, OIDC_RP_INITIATED_LOGOUT_ALWAYS_PROMPT=True  # DOT's default
+        settings,
+        **logout,
+        OIDC_RP_INITIATED_LOGOUT_ALWAYS_PROMPT=True,  # DOT's default
     )

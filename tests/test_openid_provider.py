@@ -290,7 +290,9 @@ def test_userinfo_for_a_user_that_is_gone_is_invalid_token(op, alice, portal):
     """Deleted through Django, the user's epoch ends the token; a row removed behind Django's back
     (raw SQL, a restored backup) leaves a good signature for no one: both are 401."""
     token, _ = login(op, alice)
-    ghost = mint_access_token(get_user_model()(pk=alice.pk + 1000, username="ghost"), scope="openid")
+    ghost = mint_access_token(
+        get_user_model()(pk=alice.pk + 1000, username="ghost"), scope="openid"
+    )
     get_user_model().objects.filter(pk=alice.pk).delete()
     client = Client(raise_request_exception=False)
     for access_token in (token["access_token"], ghost.token):

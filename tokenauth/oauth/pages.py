@@ -201,7 +201,10 @@ class RPInitiatedLogoutView(dot.RPInitiatedLogoutView):
     template_name = "tokenauth/oauth/logout.html"
 
     def validate_logout_request(
-        self, id_token_hint: str | None, client_id: str | None, post_logout_redirect_uri: str | None
+        self,
+        id_token_hint: str | None,
+        client_id: str | None,
+        post_logout_redirect_uri: str | None,
     ) -> tuple[Any, Any]:
         application, self.hint_user = super().validate_logout_request(
             id_token_hint, client_id, post_logout_redirect_uri
