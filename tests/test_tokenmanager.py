@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 import time
 from collections.abc import Iterator
+from typing import Any
 from urllib.parse import urljoin, urlsplit
 
 import pytest
@@ -22,6 +23,7 @@ from oauth2_provider.models import get_application_model
 from tests.helpers import make_user
 from tests.idp import TestIdP, parse_forms, sign_in_at_provider
 from tokenauth.models import AuditEvent
+from tokenauth.oauth.models import AllowedScopes
 from tokenauth.oidc import providers
 from tokenauth.revocation import bump_epoch
 from tokenauth.tokenmanager.grants import decrypt, revocations
@@ -51,23 +53,36 @@ def web_idp_env() -> dict[str, str]:
     return {"IDP_ROTATE_REFRESH_TOKENS": "1"}
 
 
-@pytest.fixture
-def service(live_server) -> str:
-    """A confidential client-credentials application; returns its access token with the scope."""
+def service_application(client_id: str = "jobs", marked: bool = True) -> Any:
+    """A confidential client-credentials application; ``marked``: a Token Manager service (its
+    allowed scopes list "tokenmanager")."""
     application = get_application_model().objects.create(
-        name="jobs",
-        client_id="jobs",
+        name=client_id,
+        client_id=client_id,
         client_secret=SECRET,
         client_type="confidential",
         authorization_grant_type="client-credentials",
-        user=make_user("jobs-owner"),
+        user=make_user(f"{client_id}-owner"),
     )
-    response = requests.post(
-        f"{live_server.url}/o/token/",
-        data={"grant_type": "client_credentials", "scope": "tokenmanager"},
-        auth=(application.client_id, SECRET),
+    if marked:
+        AllowedScopes.objects.create(application=application, scopes="tokenmanager reports:read")
+    return application
+
+
+def client_credentials(site: str, client_id: str, scope: str = "tokenmanager") -> requests.Response:
+    return requests.post(
+        f"{site}/o/token/",
+        data={"grant_type": "client_credentials", "scope": scope},
+        auth=(client_id, SECRET),
         timeout=10,
     )
+
+
+@pytest.fixture
+def service(live_server) -> str:
+    """The Token Manager service application "jobs"; returns its access token with the scope."""
+    service_application()
+    response = client_credentials(live_server.url, "jobs")
     assert response.status_code == 200, response.text
     return response.json()["access_token"]
 
