@@ -8,6 +8,7 @@ import re
 from collections.abc import Iterable, Mapping
 from functools import lru_cache
 from types import MappingProxyType
+from typing import Any
 
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
@@ -44,7 +45,7 @@ TOKEN_MANAGER_DESCRIPTION = gettext_lazy("Obtain users' upstream tokens")
 
 
 @lru_cache(maxsize=1)
-def service_scopes() -> Mapping[str, str]:
+def service_scopes() -> Mapping[str, Any]:
     """The scopes only a service application may hold, with their descriptions: ``SERVICE_SCOPES``
     and, always, ``TOKEN_MANAGER_SCOPE``. Only the client-credentials grant of our authorization
     server issues them, to a confidential application whose allowed scopes list them by name."""
@@ -55,8 +56,9 @@ def service_scopes() -> Mapping[str, str]:
 conf.process_cache(service_scopes.cache_clear)
 
 
-def user_scopes() -> dict[str, str]:
-    """``SCOPES`` without any service scope (check ``tokenauth.E019`` refuses one there anyway)."""
+def user_scopes() -> dict[str, Any]:
+    """``SCOPES`` without any service scope (check ``tokenauth.E019`` refuses one there anyway),
+    with their descriptions (a string or a lazy translation)."""
     service = service_scopes()
     return {n: d for n, d in conf.tokenauth_settings.SCOPES.items() if n not in service}
 

@@ -61,7 +61,7 @@ OPENID_SCOPES = {
 }
 
 
-def requestable_scopes() -> dict[str, str]:
+def requestable_scopes() -> dict[str, Any]:
     """The user scopes, and OpenID Connect's in OpenID Provider mode."""
     if oauth2_settings.OIDC_ENABLED:
         return {**OPENID_SCOPES, **user_scopes()}
