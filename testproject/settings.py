@@ -160,10 +160,9 @@ TOKENAUTH = {
             "TOKENAUTH_TOKEN_MANAGER_KEY", "7yzty8UFLugPfO-17uXi1qxDjcT03D5Of_s4Dzl0J4w="
         )
     ],
-    "SCOPES": {
-        "reports:read": "Read the example reports",
-        "tokenmanager": "Obtain users' upstream tokens",
-    },
+    "SCOPES": {"reports:read": "Read the example reports"},
+    # "tokenmanager" (TOKEN_MANAGER_SCOPE) is a service scope without being listed: only the
+    # client-credentials token of an application whose allowed scopes name it may hold it.
     # The demo moves from simplejwt (its endpoints are under /simplejwt/): a window that always ends a
     # month ahead; a real site names a date.
     "SIMPLEJWT_MIGRATION_ENDS": datetime.now(UTC) + timedelta(days=30),

@@ -183,6 +183,30 @@ def test_e011_scope_names_must_be_scope_tokens(settings, scopes):
     )
 
 
+def test_e011_service_scope_names_must_be_scope_tokens(settings):
+    base = {"ISSUER": ISSUER, "SIGNING_KEY": GOOD_SECRET}
+    assert "tokenauth.E011" in ids(settings, **base, SERVICE_SCOPES={"two words": "x"})
+    assert "tokenauth.E011" in ids(settings, **base, SERVICE_SCOPES=["jobs:admin"])
+    assert "tokenauth.E011" not in ids(settings, **base, SERVICE_SCOPES={"jobs:admin": "x"})
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        # the Token Manager's scope is a service scope, listed or not
+        {"SCOPES": {"tokenmanager": "Obtain users' upstream tokens"}},
+        {"SCOPES": {"tm": "x"}, "TOKEN_MANAGER_SCOPE": "tm"},
+        {"SCOPES": {"jobs:admin": "x"}, "SERVICE_SCOPES": {"jobs:admin": "x"}},
+        {"SCOPES": {"tokenmanager": "x"}, "SERVICE_SCOPES": {"tokenmanager": "x"}},
+    ],
+)
+def test_e019_a_service_scope_is_no_user_scope(settings, change):
+    base = {"ISSUER": ISSUER, "SIGNING_KEY": GOOD_SECRET}
+    assert "tokenauth.E019" in ids(settings, **base, **change)
+    apart = {**change, "SCOPES": {"reports:read": "x"}}
+    assert "tokenauth.E019" not in ids(settings, **base, **apart)
+
+
 @pytest.mark.parametrize(
     "rate", ["10", "ten/min", "10/", "10/fortnight", "0/min", "-1/min", 10, ["10/min"]]
 )

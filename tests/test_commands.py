@@ -201,6 +201,7 @@ def test_issue_with_scope(client):
     [
         ("--user", "nobody"),
         ("--user", "alice", "--scope", "admin"),
+        ("--user", "alice", "--scope", "tokenmanager"),  # a service scope
         ("--user", "alice", "--lifetime", "soon"),
         ("--user", "alice", "--lifetime", "0"),
         ("--user", "alice", "--lifetime", "-5m"),

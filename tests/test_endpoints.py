@@ -126,6 +126,21 @@ def test_unknown_scope_is_400_invalid_scope(client):
     assert not Session.objects.exists()
 
 
+def test_a_session_carries_no_service_scope_into_its_next_tokens(client, settings):
+    """A scope that became a service scope after the login is left out at the next refresh."""
+    make_user("alice")
+    body = login(client, "alice", scope="reports:read")
+    settings.TOKENAUTH = {
+        **settings.TOKENAUTH,
+        "SCOPES": {},
+        "SERVICE_SCOPES": {"reports:read": "Read the example reports"},
+    }
+    refreshed = post_json(client, "/auth/token/refresh/", {"refresh_token": body["refresh_token"]})
+    assert refreshed.status_code == 200 and refreshed.json()["scope"] == ""
+    access = refreshed.json()["access_token"]
+    assert client.get("/api/reports/", **bearer(access)).status_code == 403
+
+
 def test_group_selection(client):
     make_user("alice", groups=["operators", "users"])
     body = login(client, "alice", group="operators")

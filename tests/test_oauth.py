@@ -30,6 +30,7 @@ from oauth2_provider.models import (
 )
 
 from tests.helpers import ONE_WINNER, make_user, race
+from tests.loopback_issuer import CraftedIssuer
 from tokenauth.models import Epoch, Identity
 from tokenauth.oauth.models import AllowedScopes, ensure_cli_application
 from tokenauth.revocation import bump_epoch
@@ -182,6 +183,9 @@ def test_metadata_describes_every_endpoint_and_grant(client):
         assert TOKEN_EXCHANGE in document["grant_types_supported"]
         assert DEVICE_GRANT in document["grant_types_supported"]
         assert document["code_challenge_methods_supported"] == ["S256"]
+        # what a client may ask for: never a service scope
+        assert "reports:read" in document["scopes_supported"]
+        assert "tokenmanager" not in document["scopes_supported"]
 
 
 def test_device_flow(live_server, alice, django_assert_num_queries):
@@ -253,6 +257,23 @@ def test_device_flow_group_scope_needs_membership(live_server, alice):
         },
     )
     assert response.status_code == 400 and response.json()["error"] == "invalid_scope"
+
+
+def test_the_public_cli_cannot_start_a_device_flow_for_a_service_scope(live_server):
+    """Even when its allowed scopes list one: only a confidential application's client-credentials
+    grant obtains a service scope."""
+    AllowedScopes.objects.create(
+        application=Application.objects.get(client_id="tokenauth-cli"),
+        scopes="reports:read tokenmanager",
+    )
+    for scope in ("tokenmanager", "reports:read tokenmanager"):
+        response = requests.post(
+            f"{live_server.url}/o/device-authorization/",
+            data={"client_id": "tokenauth-cli", "scope": scope},
+            timeout=10,
+        )
+        assert response.status_code == 400 and response.json()["error"] == "invalid_scope"
+    assert not get_device_grant_model().objects.exists()
 
 
 def test_expired_device_code(live_server):
@@ -341,6 +362,30 @@ def test_authorization_code_selects_a_group(live_server, alice, webapp, consent)
     assert claims_of(token["access_token"])["group"] == "physics"
 
 
+def test_no_authorization_code_for_a_service_scope(live_server, alice, webapp):
+    """Not even for a confidential application whose allowed scopes list it (a Token Manager
+    service): a user's consent cannot give what only the service's own grant may hold."""
+    AllowedScopes.objects.create(application=webapp, scopes="reports:read tokenmanager")
+    _, _, browser, path = authorization_request(live_server, alice, "reports:read tokenmanager")
+    response = browser.get(path)
+    assert response.status_code == 302, response.content
+    answer = parse_qs(urlsplit(response["Location"]).query)
+    assert answer["error"] == ["invalid_scope"] and "code" not in answer
+
+
+def test_a_refresh_token_carries_no_scope_that_became_a_service_scope(
+    live_server, alice, settings
+):
+    session, token = device_login(live_server, alice)
+    settings.TOKENAUTH = {
+        **settings.TOKENAUTH,
+        "SCOPES": {},
+        "SERVICE_SCOPES": {"reports:read": "Read the example reports"},
+    }
+    response = refresh_response(session, live_server, token["refresh_token"])
+    assert response.status_code == 400 and response.json()["error"] == "invalid_scope"
+
+
 def test_a_replayed_authorization_code_ends_the_tokens_it_gave(live_server, alice, webapp):
     """RFC 6749 section 4.1.2: a code used twice is refused, and what it was exchanged for revoked,
     also the tokens of later rotations."""
@@ -386,6 +431,34 @@ def test_allowed_scopes_limit_an_application(live_server, service):
         auth=("svc", SECRET),
     )
     assert response.status_code == 400 and response.json()["error"] == "invalid_scope"
+
+
+@pytest.mark.parametrize("allowed", [None, "reports:read g:*"], ids=["no row", "not listed"])
+def test_client_credentials_get_a_service_scope_only_when_the_application_lists_it(
+    live_server, service, allowed
+):
+    """A confidential application without its allowed scopes naming the service scope is no
+    service: an application without a row gets every user scope, never a service scope."""
+    if allowed is not None:
+        AllowedScopes.objects.create(application=service, scopes=allowed)
+
+    def ask(scope: str) -> requests.Response:
+        return requests.post(
+            f"{live_server.url}/o/token/",
+            data={"grant_type": "client_credentials", "scope": scope},
+            auth=("svc", SECRET),
+            timeout=10,
+        )
+
+    for scope in ("tokenmanager", "reports:read tokenmanager"):
+        refused = ask(scope)
+        assert refused.status_code == 400 and refused.json()["error"] == "invalid_scope"
+    assert ask("reports:read").status_code == 200
+    AllowedScopes.objects.update_or_create(
+        application=service, defaults={"scopes": "reports:read tokenmanager"}
+    )
+    granted = ask("reports:read tokenmanager")
+    assert granted.status_code == 200 and granted.json()["scope"] == "reports:read tokenmanager"
 
 
 def test_refresh_rotates_and_epoch_bump_ends_it(live_server, alice):
@@ -689,6 +762,38 @@ def test_token_exchange(live_server, idp, service, settings):
         auth=("svc", SECRET),
     )
     assert bad.status_code == 400 and bad.json()["error"] == "invalid_request"
+
+
+def test_token_exchange_grants_no_service_scope(live_server, service, settings):
+    """An external token's scope is its issuer's word: carried, a service scope is dropped like any
+    scope not ours; asked for, it is refused. Even a Token Manager service application gets none
+    this way."""
+    AllowedScopes.objects.create(application=service, scopes="reports:read tokenmanager")
+    issuer = CraftedIssuer()
+    try:
+        settings.TOKENAUTH = {**settings.TOKENAUTH, "ISSUERS": [{"issuer": issuer.issuer}]}
+
+        def exchange(**extra: str) -> requests.Response:
+            data = {
+                "grant_type": TOKEN_EXCHANGE,
+                "subject_token": issuer.token(sub="mallory", scope="tokenmanager reports:read"),
+                "subject_token_type": ACCESS_TOKEN_TYPE,
+            }
+            return requests.post(
+                f"{live_server.url}/o/token/",
+                data={**data, **extra},
+                auth=("svc", SECRET),
+                timeout=10,
+            )
+
+        carried = exchange()
+        assert carried.status_code == 200 and carried.json()["scope"] == "reports:read"
+        assert claims_of(carried.json()["access_token"])["scope"] == "reports:read"
+        for scope in ("tokenmanager", "reports:read tokenmanager"):
+            asked = exchange(scope=scope)
+            assert asked.status_code == 400 and asked.json()["error"] == "invalid_scope"
+    finally:
+        issuer.stop()
 
 
 EXCHANGE_ERRORS = {

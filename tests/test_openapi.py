@@ -45,10 +45,12 @@ def test_bearer_and_oauth2_schemes(tmp_path):
         == flows["clientCredentials"]["tokenUrl"]
         == "/o/token/"
     )
+    # a service scope (the Token Manager's, not in SCOPES) only where it is granted
     assert flows["clientCredentials"]["scopes"] == {
         "reports:read": "Read the example reports",
         "tokenmanager": "Obtain users' upstream tokens",
     }
+    assert flows["authorizationCode"]["scopes"] == {"reports:read": "Read the example reports"}
     assert schemes["cookieAuth"]["in"] == "cookie"
 
 

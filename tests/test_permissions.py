@@ -9,6 +9,7 @@ from rest_framework.test import APIRequestFactory
 from rest_framework.views import APIView
 
 from tests.helpers import login, make_user
+from tests.loopback_issuer import CraftedIssuer
 from tokenauth.authentication import BearerAuthentication
 from tokenauth.permissions import HasAnyScope, HasScope, InGroup
 from tokenauth.tokens import mint_access_token
@@ -123,6 +124,43 @@ def test_has_scope_and_has_any_scope(view, scope, status):
         assert response["WWW-Authenticate"].startswith(
             'Bearer realm="api", error="insufficient_scope"'
         )
+
+
+def requiring(*scopes: str) -> type[APIView]:
+    return type("RequiringView", (AllScopesView,), {"required_scopes": list(scopes)})
+
+
+def test_an_external_token_never_grants_a_service_scope(settings):
+    """An issuer's ``scope`` is its word, not ours: the Token Manager's scope or a SERVICE_SCOPES
+    name in it grants nothing; the same names in a token of ours (a service application's) do."""
+    issuer = CraftedIssuer()
+    try:
+        settings.TOKENAUTH = {
+            **settings.TOKENAUTH,
+            "ISSUERS": [{"issuer": issuer.issuer}],
+            "SERVICE_SCOPES": {"jobs:admin": "Administer the jobs"},
+        }
+        for service in ("tokenmanager", "jobs:admin"):
+            external = issuer.token(sub="mallory", scope=f"{service} reports:read")
+            assert call(requiring(service), external).status_code == 403
+            assert call(requiring("reports:read"), external).status_code == 200
+            ours = token_with_scope(service, username=f"{service}-owner")
+            assert call(requiring(service), ours).status_code == 200
+    finally:
+        issuer.stop()
+
+
+def test_a_storage_scope_grants_no_service_scope_below_it(settings):
+    settings.TOKENAUTH = {
+        **settings.TOKENAUTH,
+        "TOKEN_PROFILE": "wlcg",
+        "SERVICE_SCOPES": {"storage.modify:/admin": "Change the service's own files"},
+    }
+    above = token_with_scope("storage.modify:/")
+    assert call(requiring("storage.modify:/data"), above).status_code == 200
+    assert call(requiring("storage.modify:/admin"), above).status_code == 403
+    exact = token_with_scope("storage.modify:/admin", username="svc")
+    assert call(requiring("storage.modify:/admin"), exact).status_code == 200
 
 
 def test_scope_permissions_without_token_are_401():

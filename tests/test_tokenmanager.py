@@ -9,19 +9,23 @@ from __future__ import annotations
 import io
 import time
 from collections.abc import Iterator
+from typing import Any
 from urllib.parse import urljoin, urlsplit
 
 import pytest
 import requests
 from cryptography.fernet import Fernet
 from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Permission
 from django.core.management import call_command
 from django.test import Client
 from oauth2_provider.models import get_application_model
 
 from tests.helpers import make_user
 from tests.idp import TestIdP, parse_forms, sign_in_at_provider
-from tokenauth.models import AuditEvent
+from tests.loopback_issuer import CraftedIssuer
+from tokenauth.models import AuditEvent, Identity
+from tokenauth.oauth.models import AllowedScopes
 from tokenauth.oidc import providers
 from tokenauth.revocation import bump_epoch
 from tokenauth.tokenmanager.grants import decrypt, revocations
@@ -51,23 +55,38 @@ def web_idp_env() -> dict[str, str]:
     return {"IDP_ROTATE_REFRESH_TOKENS": "1"}
 
 
-@pytest.fixture
-def service(live_server) -> str:
-    """A confidential client-credentials application; returns its access token with the scope."""
+def service_application(client_id: str = "jobs", marked: bool = True) -> Any:
+    """A confidential client-credentials application; ``marked``: a Token Manager service (its
+    allowed scopes list "tokenmanager")."""
     application = get_application_model().objects.create(
-        name="jobs",
-        client_id="jobs",
+        name=client_id,
+        client_id=client_id,
         client_secret=SECRET,
         client_type="confidential",
         authorization_grant_type="client-credentials",
-        user=make_user("jobs-owner"),
+        user=make_user(f"{client_id}-owner"),
     )
-    response = requests.post(
-        f"{live_server.url}/o/token/",
-        data={"grant_type": "client_credentials", "scope": "tokenmanager"},
-        auth=(application.client_id, SECRET),
+    if marked:
+        AllowedScopes.objects.create(application=application, scopes="tokenmanager reports:read")
+    return application
+
+
+def client_credentials(
+    site: str, client_id: str, scope: str = "tokenmanager"
+) -> requests.Response:
+    return requests.post(
+        f"{site}/o/token/",
+        data={"grant_type": "client_credentials", "scope": scope},
+        auth=(client_id, SECRET),
         timeout=10,
     )
+
+
+@pytest.fixture
+def service(live_server) -> str:
+    """The Token Manager service application "jobs"; returns its access token with the scope."""
+    service_application()
+    response = client_credentials(live_server.url, "jobs")
     assert response.status_code == 200, response.text
     return response.json()["access_token"]
 
@@ -291,6 +310,14 @@ def test_an_epoch_bump_ends_the_grant_and_a_provider_that_is_down_is_retried(web
     assert refresh_at(web_idp, refresh_token).json()["error"] == "invalid_grant"
 
 
+def password_login(site: str, username: str, scope: str = "") -> requests.Response:
+    return requests.post(
+        f"{site}/auth/token/",
+        json={"username": username, "password": "pw", "scope": scope},
+        timeout=10,
+    )
+
+
 def test_who_may_obtain_upstream_tokens(web_idp, live_server, service):
     site = live_server.url
     browser = browser_login(site)
@@ -302,13 +329,16 @@ def test_who_may_obtain_upstream_tokens(web_idp, live_server, service):
         401,
         403,
     )
-    make_user("carol")
-    plain = requests.post(
-        f"{site}/auth/token/", json={"username": "carol", "password": "pw"}, timeout=10
-    )
-    assert obtain(site, plain.json()["access_token"], username=alice.username).status_code == 403
+    carol = make_user("carol")
+    plain = password_login(site, "carol").json()["access_token"]
+    assert obtain(site, plain, username=alice.username).status_code == 403
     assert obtain(site, "not-a-token", username=alice.username).status_code == 401
     assert not AuditEvent.objects.filter(action="upstream_token_issued").exists()
+    # a user with the permission, with any token of ours
+    carol.user_permissions.add(Permission.objects.get(codename="obtain_upstream_token"))
+    allowed = obtain(site, plain, username=alice.username)
+    assert allowed.status_code == 200, allowed.text
+    assert userinfo(web_idp, allowed.json()["access_token"]).json()["sub"] == "alice"
     # bad input: readable OAuth errors
     assert obtain(site, service).json()["error"] == "invalid_request"
     assert obtain(site, service, username="nobody").json()["error"] == "invalid_grant"
@@ -316,6 +346,54 @@ def test_who_may_obtain_upstream_tokens(web_idp, live_server, service):
     refused = obtain(site, service, username=alice.username, resource="https://elsewhere.example/")
     assert refused.status_code == 400 and refused.json()["error"] == "invalid_target"
     assert UpstreamGrant.objects.filter(ended_at__isnull=True).exists()
+
+
+def test_a_user_cannot_ask_for_the_token_manager_scope(live_server):
+    """Issue 25: a user logged in with scope "tokenmanager" and got any user's upstream token."""
+    make_user("mallory")
+    for scope in ("tokenmanager", "reports:read tokenmanager"):
+        refused = password_login(live_server.url, "mallory", scope)
+        assert refused.status_code == 400 and refused.json()["error"] == "invalid_scope"
+        assert "service application" in refused.json()["error_description"]
+
+
+def test_an_application_not_marked_as_the_service_gets_no_access(live_server):
+    service_application("batch", marked=False)
+    refused = client_credentials(live_server.url, "batch")
+    assert refused.status_code == 400 and refused.json()["error"] == "invalid_scope"
+    token = client_credentials(live_server.url, "batch", scope="reports:read").json()
+    assert obtain(live_server.url, token["access_token"], username="nobody").status_code == 403
+
+
+def test_unmarking_the_application_ends_its_access_at_once(live_server, service):
+    assert obtain(live_server.url, service, username="nobody").json()["error"] == "invalid_grant"
+    allowed = AllowedScopes.objects.get(application__client_id="jobs")
+    allowed.scopes = "reports:read"
+    allowed.save()
+    assert obtain(live_server.url, service, username="nobody").status_code == 403
+    allowed.scopes = "reports:read tokenmanager"
+    allowed.save()
+    assert obtain(live_server.url, service, username="nobody").status_code == 400
+    # a public client is no service, whatever its allowed scopes say
+    get_application_model().objects.filter(client_id="jobs").update(client_type="public")
+    assert obtain(live_server.url, service, username="nobody").status_code == 403
+    get_application_model().objects.filter(client_id="jobs").delete()
+    assert obtain(live_server.url, service, username="nobody").status_code == 403
+
+
+def test_an_external_issuers_scope_is_no_token_manager_access(live_server, settings):
+    """Any allow-listed issuer's token with scope "tokenmanager", even of a user who holds the
+    permission here: only tokens of ours reach the Token Manager."""
+    issuer = CraftedIssuer()
+    try:
+        settings.TOKENAUTH = {**settings.TOKENAUTH, "ISSUERS": [{"issuer": issuer.issuer}]}
+        token = issuer.token(sub="mallory", scope="tokenmanager", client_id="jobs")
+        assert obtain(live_server.url, token, username="nobody").status_code == 403
+        mallory = Identity.objects.get(issuer=issuer.issuer).user
+        mallory.user_permissions.add(Permission.objects.get(codename="obtain_upstream_token"))
+        assert obtain(live_server.url, token, username="nobody").status_code == 403
+    finally:
+        issuer.stop()
 
 
 def test_a_tampered_or_foreign_key_grant_is_an_oauth_error(

@@ -11,7 +11,7 @@ from django.core.exceptions import ImproperlyConfigured, ValidationError
 from django.db import connections
 
 from . import claims, conf, issuer_config, keys, profiles, throttling
-from .scopes import is_scope_token
+from .scopes import is_scope_token, service_scopes
 
 
 @checks.register(checks.Tags.security)
@@ -60,17 +60,31 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckM
                     "The HMAC signing key must be at least 32 bytes.", id="tokenauth.E005"
                 )
             )
-    scopes = conf.tokenauth_settings.SCOPES
-    if not isinstance(scopes, dict) or not all(
-        isinstance(n, str) and is_scope_token(n) for n in scopes
-    ):
-        errors.append(
-            checks.Error(
-                'TOKENAUTH["SCOPES"] must map scope names to descriptions.',
-                hint='A scope name is printable ASCII without space, " and \\ (RFC 6749 section 3.3).',
-                id="tokenauth.E011",
+    for name in ("SCOPES", "SERVICE_SCOPES"):
+        value = getattr(conf.tokenauth_settings, name)
+        if not isinstance(value, dict) or not all(
+            isinstance(n, str) and is_scope_token(n) for n in value
+        ):
+            errors.append(
+                checks.Error(
+                    f'TOKENAUTH["{name}"] must map scope names to descriptions.',
+                    hint='A scope name is printable ASCII without space, " and \\ (RFC 6749 section 3.3).',
+                    id="tokenauth.E011",
+                )
             )
-        )
+    scopes = conf.tokenauth_settings.SCOPES
+    if isinstance(scopes, dict) and isinstance(conf.tokenauth_settings.SERVICE_SCOPES, dict):
+        privileged = sorted(str(name) for name in scopes if name in service_scopes())
+        if privileged:
+            errors.append(
+                checks.Error(
+                    f'Service scopes in TOKENAUTH["SCOPES"]: {", ".join(privileged)}.',
+                    hint="SCOPES are what any user may ask for; a scope only a service application "
+                    'may hold (TOKEN_MANAGER_SCOPE, SERVICE_SCOPES) goes in TOKENAUTH["SERVICE_SCOPES"] '
+                    "and in the allowed scopes of that application.",
+                    id="tokenauth.E019",
+                )
+            )
     rate = conf.tokenauth_settings.LOGIN_THROTTLE_RATE
     if rate is not None and not _valid_rate(rate):
         errors.append(

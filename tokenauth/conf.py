@@ -30,6 +30,7 @@ DEFAULTS: dict[str, Any] = {
     "LEEWAY": timedelta(seconds=30),
     "MAX_TOKEN_BYTES": 8192,
     "SCOPES": {},
+    "SERVICE_SCOPES": {},
     "TOKEN_PROFILE": None,
     "LOCAL_TOKENS": True,
     "EXTERNAL_ISSUERS": True,
@@ -99,8 +100,16 @@ DESCRIPTIONS: dict[str, str] = {
     "LEEWAY": "Clock skew allowed on `exp`, `nbf`, `iat`.",
     "MAX_TOKEN_BYTES": "Longer bearer tokens are refused before any parsing.",
     "SCOPES": (
-        'Scopes a client may ask for at `POST /auth/token/` (and `tokenauth_issue --scope`): `{"name": '
-        '"description"}`; others are refused.'
+        'Scopes a user may ask for: `{"name": "description"}`, at `POST /auth/token/`, with '
+        "`tokenauth_issue --scope` and, with `tokenauth.oauth`, in the device, authorization-code, "
+        "refresh and token-exchange grants; others are refused. Never a service scope (check "
+        "`tokenauth.E019`)."
+    ),
+    "SERVICE_SCOPES": (
+        'Scopes only a service application may hold: `{"name": "description"}`. `TOKEN_MANAGER_SCOPE` '
+        "is always one. Only the client-credentials grant of `tokenauth.oauth` issues them, to a "
+        "confidential application whose allowed scopes list them by name; every other way to a "
+        "token refuses them (`invalid_scope`), and an external issuer's token never grants one."
     ),
     "TOKEN_PROFILE": (
         '`"wlcg"`: mint our tokens in the WLCG token profile ("Tokens for WLCG services") (`wlcg.ver`, '
@@ -223,8 +232,9 @@ DESCRIPTIONS: dict[str, str] = {
         "(check `tokenauth.tokenmanager.E001`)."
     ),
     "TOKEN_MANAGER_SCOPE": (
-        "A bearer token with this scope (e.g. a service's client-credentials token; list it in `SCOPES`) "
-        "may obtain users' upstream access tokens."
+        "The service scope of the Token Manager: a client-credentials token of ours with it, of a "
+        "confidential application whose allowed scopes still list it, may obtain users' upstream "
+        "access tokens. Always a service scope: never put it in `SCOPES`."
     ),
     "TOKEN_MANAGER_MARGIN": "A cached upstream access token is handed out until this long before it expires.",
     "BACKCHANNEL_LOGOUT_MAX_AGE": (

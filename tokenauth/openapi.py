@@ -22,8 +22,9 @@ from drf_spectacular.plumbing import build_bearer_security_scheme_object
 from drf_spectacular.utils import OpenApiResponse, extend_schema, inline_serializer
 from rest_framework import serializers
 
-from . import conf, views
+from . import views
 from .permissions import HasAnyScope, HasScope
+from .scopes import service_scopes, user_scopes
 
 BEARER = "bearer"
 OAUTH2 = "oauth2"
@@ -83,8 +84,9 @@ class BearerScheme(OpenApiAuthenticationExtension):
 
 
 def oauth2_scheme() -> dict[str, Any]:
-    """The flows of tokenauth.oauth (OpenAPI 3.0 has no device flow: it is described in words)."""
-    scopes = dict(conf.tokenauth_settings.SCOPES)
+    """The flows of tokenauth.oauth (OpenAPI 3.0 has no device flow: it is described in words); a
+    service scope only with client credentials, the one grant that issues it."""
+    scopes = user_scopes()
     token_url = _path("oauth2_provider:token")
     return {
         "type": "oauth2",
@@ -98,7 +100,10 @@ def oauth2_scheme() -> dict[str, Any]:
                 "refreshUrl": token_url,
                 "scopes": scopes,
             },
-            "clientCredentials": {"tokenUrl": token_url, "scopes": scopes},
+            "clientCredentials": {
+                "tokenUrl": token_url,
+                "scopes": {**scopes, **{n: str(d) for n, d in service_scopes().items()}},
+            },
         },
     }
 

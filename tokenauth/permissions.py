@@ -11,7 +11,7 @@ from django.utils.translation import gettext_lazy as _
 from rest_framework.permissions import BasePermission
 from rest_framework.request import Request
 
-from . import conf, exceptions, issuers, profiles, tokens
+from . import conf, exceptions, issuers, profiles, scopes, tokens
 
 
 def _view_attribute(view: Any, name: str) -> tuple[str, ...]:
@@ -23,10 +23,18 @@ def _grants(token: Any) -> Callable[[str], bool]:
     """``scope -> granted?`` for ``request.auth``: whole scope names, and for tokens of a token
     profile (an issuer following WLCG or SciTokens, ours with ``TOKEN_PROFILE``) its hierarchical
     storage scopes (``storage.read:/data`` grants ``storage.read:/data/file``); nothing for a Django
-    session."""
+    session. A service scope only by its name in one of our tokens: an external issuer's scopes, and
+    a storage scope above it, never grant one."""
     if not isinstance(token, tokens.AccessToken):
         return lambda scope: False
     granted = token.scopes
+    user_grants = _user_grants(token, granted)
+    service = scopes.service_scopes()
+    held = granted if token.is_local else frozenset()
+    return lambda scope: scope in held if scope in service else user_grants(scope)
+
+
+def _user_grants(token: tokens.AccessToken, granted: frozenset[str]) -> Callable[[str], bool]:
     if token.is_local:
         if conf.tokenauth_settings.TOKEN_PROFILE in profiles.PROFILES:
             return partial(profiles.grants, granted)

@@ -36,7 +36,7 @@ from . import (
     throttling,
     tokens,
 )
-from .scopes import split_scope
+from .scopes import refused_user_scopes, split_scope, user_scopes, without_service_scopes
 
 logger = logging.getLogger(__name__)
 
@@ -58,11 +58,9 @@ class RefreshSerializer(serializers.Serializer):
 
 def _checked_scope(requested: str) -> str:
     scopes = split_scope(requested)
-    unknown = [s for s in scopes if s not in conf.tokenauth_settings.SCOPES]
-    if unknown:
-        raise exceptions.OAuthError(
-            "invalid_scope", _("Unknown scope: %(scope)s") % {"scope": " ".join(unknown)}
-        )
+    problem = refused_user_scopes(scopes)
+    if problem:
+        raise exceptions.OAuthError("invalid_scope", problem)
     return " ".join(dict.fromkeys(scopes))
 
 
@@ -83,7 +81,7 @@ def _token_response(session: models.Session, refresh_token: str | None, access: 
 def _mint_for_session(session: models.Session, request: Request) -> Any:
     return tokens.mint_access_token(
         session.user,
-        scope=session.scope,
+        scope=without_service_scopes(session.scope),
         group=session.group,
         session_id=session.id.hex,
         standing=sessions.standing(session),
@@ -436,7 +434,7 @@ def authorization_server_metadata(request: Any) -> dict[str, Any]:
         "token_endpoint": issuer_url(request, "tokenauth-token"),
         "grant_types_supported": ["password", "refresh_token"],
         "token_endpoint_auth_methods_supported": ["none"],
-        "scopes_supported": sorted(conf.tokenauth_settings.SCOPES),
+        "scopes_supported": sorted(user_scopes()),
         # No authorization endpoint without tokenauth.oauth: no response type.
         "response_types_supported": [],
         # Our own endpoints by name: with the OAuth server, its metadata takes over token_endpoint.

@@ -12,7 +12,7 @@ from oauthlib.oauth2.rfc6749.grant_types.base import GrantTypeBase
 from rest_framework.exceptions import PermissionDenied
 
 from .. import authentication, conf, exceptions, jwks, scopes, signals, snapshots, urns
-from .scopes import application_allows, known
+from .scopes import grantable
 
 SUBJECT_TOKEN_TYPES = frozenset({urns.ACCESS_TOKEN_TYPE, urns.JWT_TOKEN_TYPE})
 
@@ -38,7 +38,7 @@ class TokenExchangeGrant(GrantTypeBase):
     The subject token is verified exactly like a bearer token of that issuer (allow-list, keys,
     revocation, provisioning). Delegation (``actor_token``) is not supported. The issued token's
     scope is the requested one (default: the subject token's) narrowed to what the subject token
-    carried and the client may have; ``g:<group>`` needs membership here.
+    carried and the client may have; ``g:<group>`` needs membership here; never a service scope.
     """
 
     def create_token_response(
@@ -90,11 +90,15 @@ class TokenExchangeGrant(GrantTypeBase):
             )
         granted = self._verify(subject_token, request)
         requested = scopes.split_scope(request.scope) if request.scope else granted
+        # Asked for, a service scope is refused; carried by the subject token, it is the external
+        # issuer's word, which never grants one here: dropped below like any scope not ours.
+        problem = scopes.service_scope_refusal(requested) if request.scope else None
+        if problem:
+            raise errors.InvalidScopeError(description=problem, request=request)
         request.scopes = [
             s
             for s in dict.fromkeys(requested)
-            if known(s)
-            and application_allows(request.client, s)
+            if grantable(s, request.client, request.grant_type)
             and (scopes.group_name(s) is not None or s in granted)
         ]
         for validator in self.custom_validators.post_token:

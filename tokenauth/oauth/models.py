@@ -13,9 +13,12 @@ from tokenauth.scopes import split_scope
 
 
 class AllowedScopes(models.Model):
-    """The scopes one application may obtain; an application without a row may obtain every scope.
+    """The scopes one application may obtain; an application without a row may obtain every user
+    scope, never a service scope.
 
-    ``g:*`` allows any group selection; ``g:<name>`` one group.
+    ``g:*`` allows any group selection; ``g:<name>`` one group. A service scope listed here (for one,
+    ``TOKEN_MANAGER_SCOPE``) marks a confidential application as that service: its client-credentials
+    grant may obtain the scope.
     """
 
     application = models.OneToOneField(
@@ -24,7 +27,16 @@ class AllowedScopes(models.Model):
         related_name="tokenauth_scopes",
         verbose_name=_("application"),
     )
-    scopes = models.TextField(_("allowed scopes"), blank=True, help_text=_("Space-separated."))
+    scopes = models.TextField(
+        _("allowed scopes"),
+        blank=True,
+        help_text=_(
+            "Space-separated. g:* allows any group, g:<name> one group. A service scope (such as "
+            "tokenmanager, the Token Manager's) listed here makes this confidential application "
+            "that service: its client-credentials tokens may hold the scope, and removing it ends "
+            "their Token Manager access at once."
+        ),
+    )
 
     class Meta:
         verbose_name = _("allowed scopes")

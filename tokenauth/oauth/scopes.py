@@ -1,5 +1,6 @@
-"""Which scopes exist and who may have them: service scopes from ``TOKENAUTH["SCOPES"]`` and
-``g:<group>``, which selects one of the user's groups for the token."""
+"""Which scopes exist and who may have them: user scopes from ``TOKENAUTH["SCOPES"]`` and
+``g:<group>``, which selects one of the user's groups for the token, for any grant; service scopes
+(``tokenauth.scopes.service_scopes``) for the client-credentials grant of a service application only."""
 
 from __future__ import annotations
 
@@ -11,19 +12,45 @@ from django.utils.translation import gettext_lazy
 from oauth2_provider.scopes import BaseScopes
 from oauth2_provider.settings import oauth2_settings
 
-from tokenauth import conf
-from tokenauth.scopes import group_name
+from tokenauth.scopes import group_name, service_scopes, user_scopes
+
+
+def _allowed(application: Any) -> frozenset[str] | None:
+    """The scopes of an application's :class:`~tokenauth.oauth.models.AllowedScopes` row, if any."""
+    from .models import AllowedScopes
+
+    try:
+        return application.tokenauth_scopes.scope_set
+    except AllowedScopes.DoesNotExist:
+        return None
 
 
 def application_allows(application: Any, scope: str) -> bool:
     """An application's :class:`~tokenauth.oauth.models.AllowedScopes` row, when it has one, limits it."""
-    from .models import AllowedScopes
-
-    try:
-        allowed = application.tokenauth_scopes.scope_set
-    except AllowedScopes.DoesNotExist:
+    allowed = _allowed(application)
+    if allowed is None:
         return True
     return scope in allowed or (group_name(scope) is not None and "g:*" in allowed)
+
+
+def is_service_application(application: Any, scope: str) -> bool:
+    """Whether ``application`` may hold the service scope ``scope``: it is confidential and its
+    allowed scopes name ``scope`` (how the admin marks a Token Manager service, for one)."""
+    allowed = _allowed(application)
+    return (
+        application.client_type == application.CLIENT_CONFIDENTIAL
+        and allowed is not None
+        and scope in allowed
+    )
+
+
+def grantable(scope: str, application: Any, grant_type: str | None) -> bool:
+    """Whether a token request of ``application`` with ``grant_type`` (None at the authorization
+    and device-authorization endpoints) may obtain ``scope``: a service scope only by the
+    client-credentials grant of a service application, a user scope if the application may have it."""
+    if scope in service_scopes():
+        return grant_type == "client_credentials" and is_service_application(application, scope)
+    return known(scope) and application_allows(application, scope)
 
 
 #: OpenID Connect's scopes (Core 1.0 section 5.4), in OpenID Provider mode (DOT's ``OIDC_ENABLED``).
@@ -34,15 +61,16 @@ OPENID_SCOPES = {
 }
 
 
-def service_scopes() -> dict[str, str]:
-    """``TOKENAUTH["SCOPES"]``, and OpenID Connect's in OpenID Provider mode."""
+def requestable_scopes() -> dict[str, Any]:
+    """The user scopes, and OpenID Connect's in OpenID Provider mode."""
     if oauth2_settings.OIDC_ENABLED:
-        return {**OPENID_SCOPES, **conf.tokenauth_settings.SCOPES}
-    return conf.tokenauth_settings.SCOPES
+        return {**OPENID_SCOPES, **user_scopes()}
+    return user_scopes()
 
 
 def known(scope: str) -> bool:
-    return scope in service_scopes() or group_name(scope) is not None
+    """A scope a user may ask for (never a service scope)."""
+    return scope in requestable_scopes() or group_name(scope) is not None
 
 
 def selected_group(user: Any, scopes: list[str]) -> tuple[Group | None, str | None]:
@@ -59,7 +87,7 @@ def selected_group(user: Any, scopes: list[str]) -> tuple[Group | None, str | No
 
 
 class ScopeDescriptions(dict[str, str]):
-    """The service scopes, and a description of any ``g:<group>`` on demand (groups are not listed up
+    """Every scope, and a description of any ``g:<group>`` on demand (groups are not listed up
     front): DOT's consent page looks up the description of every requested scope."""
 
     def __missing__(self, scope: str) -> str:
@@ -77,15 +105,18 @@ class ScopeDescriptions(dict[str, str]):
 
 
 class TokenAuthScopes(BaseScopes):
-    """DOT's scopes backend (``SCOPES_BACKEND_CLASS``): our service scopes, no default scope."""
+    """DOT's scopes backend (``SCOPES_BACKEND_CLASS``): our scopes, no default scope.
+
+    Which scope a request may obtain is the validator's ``validate_scopes`` (:func:`grantable`)."""
 
     def get_all_scopes(self) -> dict[str, str]:
-        return ScopeDescriptions(service_scopes())
+        return ScopeDescriptions({**requestable_scopes(), **service_scopes()})
 
     def get_available_scopes(
         self, application: Any = None, request: Any = None, *args: Any, **kwargs: Any
     ) -> list[str]:
-        scopes = list(service_scopes())
+        """The user scopes (an application's limited by its allowed scopes); never a service scope."""
+        scopes = list(requestable_scopes())
         return [s for s in scopes if application is None or application_allows(application, s)]
 
     def get_default_scopes(

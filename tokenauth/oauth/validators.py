@@ -32,11 +32,11 @@ from oauth2_provider.oauth2_validators import OAuth2Validator
 from oauthlib.oauth2.rfc6749 import errors
 from oauthlib.oauth2.rfc8628.grant_types import DeviceCodeGrant
 
-from tokenauth.scopes import split_scope
+from tokenauth.scopes import service_scope_refusal, service_scopes, split_scope
 
 from .. import authentication, conf, exceptions, keys, models, tokens, urns, verification
 from . import revocation
-from .scopes import application_allows, known, selected_group
+from .scopes import grantable, selected_group
 
 
 def epochs_bumped_since(user_id: Any, group_id: Any, since: datetime) -> bool:
@@ -106,10 +106,21 @@ class TokenAuthValidator(OAuth2Validator):
     def validate_scopes(
         self, client_id: str, scopes: list[str], client: Any, request: Any, *args: Any, **kw: Any
     ) -> bool:
-        return all(known(s) and application_allows(client, s) for s in scopes)
+        """Every scope grantable (the authorization and device-authorization endpoints ask with no
+        grant type, the client-credentials and device grants with theirs)."""
+        return all(grantable(s, client, request.grant_type) for s in scopes)
 
     def check_token_request(self, request: Any) -> None:
-        """oauthlib ``post_token`` hook of every grant: who the token is for and its group scope."""
+        """oauthlib ``post_token`` hook of every grant: who the token is for and its scopes.
+
+        A service scope again, for the grants that take their scopes from an earlier step without
+        ``validate_scopes`` (a code, a refresh token issued before the scope became one).
+        """
+        service = [s for s in request.scopes or [] if s in service_scopes()]
+        if not all(grantable(s, request.client, request.grant_type) for s in service):
+            raise errors.InvalidScopeError(
+                description=service_scope_refusal(service), request=request
+            )
         if request.grant_type == "client_credentials":
             request.user = request.client.user
             if request.user is None or not request.user.is_active:

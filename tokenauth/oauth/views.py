@@ -23,6 +23,7 @@ from oauth2_provider.settings import oauth2_settings
 from oauthlib.common import Request as OAuthlibRequest
 
 from .. import conf, exceptions, jwks, snapshots, urns, views
+from ..scopes import user_scopes
 from . import scopes, validators
 
 GRANT_TYPES = [
@@ -188,7 +189,7 @@ def openid_metadata(request: HttpRequest) -> dict[str, Any]:
         return {}
     document = {
         "userinfo_endpoint": views.issuer_url(request, "oauth2_provider:user-info"),
-        "scopes_supported": sorted({*conf.tokenauth_settings.SCOPES, *scopes.OPENID_SCOPES}),
+        "scopes_supported": sorted(scopes.requestable_scopes()),
         # The ID token's and userinfo's claims beyond those of our access tokens, which the
         # OpenID configuration document lists itself.
         "claims_supported": ["auth_time", "nonce", "sid", *validators.USER_CLAIMS],
@@ -220,7 +221,9 @@ def server_metadata(request: HttpRequest) -> dict[str, Any]:
         "token_endpoint_auth_methods_supported": [*CLIENT_AUTH_METHODS, "none"],
         "revocation_endpoint_auth_methods_supported": [*CLIENT_AUTH_METHODS, "none"],
         "introspection_endpoint_auth_methods_supported": CLIENT_AUTH_METHODS,
-        "scopes_supported": sorted(conf.tokenauth_settings.SCOPES),
+        # What a client may ask for: a service scope is for the applications an admin marked, whose
+        # operators know it, and no other client should be invited to request one.
+        "scopes_supported": sorted(user_scopes()),
     }
 
 

@@ -1,14 +1,16 @@
 """``POST /tokenmanager/token/``: a service obtains a user's upstream access token.
 
-Only with a bearer token (never a browser's session cookie) whose user holds the permission
-``tokenauth_tokenmanager.obtain_upstream_token`` or that carries ``TOKEN_MANAGER_SCOPE`` (a
-client-credentials token of the service's application). Answers are RFC 6749 JSON, never cached.
+Only with a bearer token of ours (never a browser's session cookie, never an external issuer's
+token): a client-credentials token with ``TOKEN_MANAGER_SCOPE`` of a Token Manager service
+application, or a token of a user who holds the permission
+``tokenauth_tokenmanager.obtain_upstream_token``. Answers are RFC 6749 JSON, never cached.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from django.apps import apps
 from django.contrib.auth import get_user_model
 from django.utils.translation import gettext_lazy as _
 from rest_framework import serializers
@@ -22,18 +24,40 @@ from . import grants
 PERMISSION = "tokenauth_tokenmanager.obtain_upstream_token"
 
 
+def is_service_token(access: tokens.AccessToken) -> bool:
+    """Whether a token of ours with ``TOKEN_MANAGER_SCOPE`` was issued to an application that is,
+    now, a Token Manager service (confidential, with the scope in its allowed scopes): read at each
+    call, so that un-marking the application in the admin ends its access at once."""
+    scope = conf.tokenauth_settings.TOKEN_MANAGER_SCOPE
+    client_id = access.claims.get("client_id")
+    if scope not in access.scopes or not isinstance(client_id, str):
+        return False
+    if not apps.is_installed("tokenauth.oauth"):
+        return False  # no authorization server, no client-credentials token
+    # Imported here: tokenauth.oauth is optional beside the Token Manager.
+    from oauth2_provider.models import get_application_model
+
+    from ..oauth.scopes import is_service_application
+
+    application = (
+        get_application_model()
+        .objects.select_related("tokenauth_scopes")
+        .filter(client_id=client_id)
+        .first()
+    )
+    return application is not None and is_service_application(application, scope)
+
+
 class CanObtainUpstreamTokens(BasePermission):
-    """The permission, or a token with ``TOKEN_MANAGER_SCOPE``."""
+    """A bearer token of ours: a Token Manager service's, or of a user with the permission."""
 
     def has_permission(self, request: Request, view: Any) -> bool:
+        access = request.auth
+        if not isinstance(access, tokens.AccessToken) or not access.is_local:
+            return False
         if not request.user or not request.user.is_authenticated:
             return False
-        scopes = (
-            request.auth.scopes if isinstance(request.auth, tokens.AccessToken) else frozenset()
-        )
-        return conf.tokenauth_settings.TOKEN_MANAGER_SCOPE in scopes or request.user.has_perm(
-            PERMISSION
-        )
+        return is_service_token(access) or request.user.has_perm(PERMISSION)
 
 
 class UpstreamTokenSerializer(serializers.Serializer):

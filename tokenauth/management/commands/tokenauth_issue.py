@@ -7,7 +7,7 @@ from django.contrib.auth import get_user_model
 from django.core.management.base import CommandError, CommandParser
 from django.utils.dateparse import parse_duration
 
-from tokenauth import conf, scopes, tokens
+from tokenauth import scopes, tokens
 from tokenauth.management import base
 
 MAX_LIFETIME = timedelta(days=3650)
@@ -47,11 +47,10 @@ class Command(base.TokenauthCommand):
             raise CommandError(f"No such user: {user}")
         if not account.is_active:
             raise CommandError(f"User {user} is inactive")
-        unknown = [s for s in scopes.split_scope(scope) if s not in conf.tokenauth_settings.SCOPES]
-        if unknown:
-            raise CommandError(
-                f"Unknown scope: {' '.join(unknown)} (declare it in TOKENAUTH['SCOPES'])"
-            )
+        # A service scope comes only from the client-credentials grant of a marked application.
+        problem = scopes.refused_user_scopes(scopes.split_scope(scope))
+        if problem:
+            raise CommandError(f"{problem} (a user scope is declared in TOKENAUTH['SCOPES'])")
         try:
             duration = _duration(lifetime) if lifetime else None
         except ValueError as exc:
