@@ -24,6 +24,7 @@ from oauth2_provider.models import get_application_model
 from tests.helpers import make_user
 from tests.idp import TestIdP, parse_forms, sign_in_at_provider
 from tests.loopback_issuer import CraftedIssuer
+from tokenauth import tokens
 from tokenauth.models import AuditEvent, Identity
 from tokenauth.oauth.models import AllowedScopes
 from tokenauth.oidc import providers
@@ -379,6 +380,18 @@ def test_unmarking_the_application_ends_its_access_at_once(live_server, service)
     assert obtain(live_server.url, service, username="nobody").status_code == 403
     get_application_model().objects.filter(client_id="jobs").delete()
     assert obtain(live_server.url, service, username="nobody").status_code == 403
+
+
+def test_only_the_client_credentials_grant_stands_for_the_service(live_server, service):
+    """A user's token that names the service application and carries the scope (as a code flow could
+    mint before the scope was a service scope) is not the application's own token."""
+    owner = get_application_model().objects.get(client_id="jobs").user
+    for user in (make_user("mallory"), owner):
+        issued = tokens.mint_access_token(
+            user, scope="tokenmanager", extra_claims={"client_id": "jobs"}
+        )
+        assert obtain(live_server.url, issued.token, username="nobody").status_code == 403
+    assert obtain(live_server.url, service, username="nobody").status_code == 400
 
 
 def test_an_external_issuers_scope_is_no_token_manager_access(live_server, settings):

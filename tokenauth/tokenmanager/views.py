@@ -25,12 +25,19 @@ PERMISSION = "tokenauth_tokenmanager.obtain_upstream_token"
 
 
 def is_service_token(access: tokens.AccessToken) -> bool:
-    """Whether a token of ours with ``TOKEN_MANAGER_SCOPE`` was issued to an application that is,
-    now, a Token Manager service (confidential, with the scope in its allowed scopes): read at each
-    call, so that un-marking the application in the admin ends its access at once."""
+    """Whether a client-credentials token of ours with ``TOKEN_MANAGER_SCOPE`` was issued to an
+    application that is, now, a Token Manager service (confidential, with the scope in its allowed
+    scopes): read at each call, so that un-marking the application in the admin ends its access at
+    once. Only the client-credentials grant stands for the application itself; a user's token issued
+    through the same application (by a flow that granted the scope before it was a service scope)
+    does not."""
     scope = conf.tokenauth_settings.TOKEN_MANAGER_SCOPE
     client_id = access.claims.get("client_id")
-    if scope not in access.scopes or not isinstance(client_id, str):
+    if (
+        scope not in access.scopes
+        or not isinstance(client_id, str)
+        or access.claims.get(tokens.CLAIM_GRANT_TYPE) != "client_credentials"
+    ):
         return False
     if not apps.is_installed("tokenauth.oauth"):
         return False  # no authorization server, no client-credentials token
