@@ -1,0 +1,676 @@
+"""The authorization policy of the test project: for every route and admin action, what each kind of
+principal gets (tests/test_authorization_matrix.py calls them all and holds the answers to this).
+
+A row says, per principal kind or group of kinds, which class of answer is required, and how the
+route is called: a realistic request (a valid body where one is needed) and, for a route that changes
+something, ``watch``: what it changes, so that ``ALLOW`` means it happened and any refusal means it did
+not. A route or action without a row fails the matrix, and so does a row that matches nothing: the next
+endpoint ships with a decision.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+# ---------------------------------------------------------------------------------- outcome classes
+#: 2xx, or a redirect that is not to a sign-in page; with ``watch``, the change happened.
+ALLOW = "allow"
+#: A redirect to a sign-in page (the admin's or LOGIN_URL); nothing changed.
+LOGIN = "login"
+#: 401 or 403: refused, whichever layer refused first; nothing changed.
+REFUSED = "refused"
+#: Any answer below 500, and nothing changed (an admin action not offered answers 302 "No action
+#: selected"; what matters is that it was not done).
+DENIED = "denied"
+#: The path reaches another, earlier pattern: this one can never answer.
+SHADOWED = "shadowed"
+#: Or an exact status: 400, 401, 403, 404, 405.
+
+# ---------------------------------------------------------------------------------- principal kinds
+ANONYMOUS = "anonymous"  # a browser without a session (it has a CSRF cookie, as after any page)
+PASSWORD = "password"  # POST /auth/token/ of an ordinary user (member of "physics"), no scope
+PASSWORD_READ = "password[reports:read]"
+PASSWORD_TM = "password[tokenmanager]"
+PASSWORD_GROUP = "password[g:physics]"
+PASSWORD_SUPERUSER = "password-superuser"  # a superuser's password token (has every permission)
+IDP_USER = "idp-user"  # the real test IdP (tests/idp): a user's access token
+IDP_CLIENT = "idp-client"  # the real test IdP: a client-credentials token
+EXT = "ext"  # the loopback issuer (tests/loopback_issuer.py), allow-listed: no scope
+EXT_READ = "ext[reports:read]"
+EXT_TM = "ext[tokenmanager]"
+EXT_OPENID = "ext[openid]"
+EXT_GROUP = "ext[g:physics]"
+EXT_ALL = "ext[every scope]"
+CLIENT = "client-credentials"  # an ordinary confidential application: openid reports:read
+SERVICE = "tokenmanager-service"  # confidential, client credentials, AllowedScopes "tokenmanager"
+CLI = "cli-device"  # the public client tokenauth-cli, device flow: openid reports:read
+STAFF = "staff"  # browser session (with CSRF) of staff without any permission
+STAFF_VIEW = "staff-view"  # staff with every view_* permission and nothing else
+SUPERUSER = "superuser"
+BROWSER = "browser"  # the ordinary user's browser session, with its CSRF token
+BROWSER_NO_CSRF = "browser-no-csrf"  # the same session, a request without the CSRF token
+
+PRINCIPALS = [
+    ANONYMOUS,
+    PASSWORD,
+    PASSWORD_READ,
+    PASSWORD_TM,
+    PASSWORD_GROUP,
+    PASSWORD_SUPERUSER,
+    IDP_USER,
+    IDP_CLIENT,
+    EXT,
+    EXT_READ,
+    EXT_TM,
+    EXT_OPENID,
+    EXT_GROUP,
+    EXT_ALL,
+    CLIENT,
+    SERVICE,
+    CLI,
+    STAFF,
+    STAFF_VIEW,
+    SUPERUSER,
+    BROWSER,
+    BROWSER_NO_CSRF,
+]
+
+#: Groups of kinds a row may name instead of each kind (a kind's own name wins over its group's).
+GROUPS: dict[str, frozenset[str]] = {
+    "own-login": frozenset(
+        {PASSWORD, PASSWORD_READ, PASSWORD_TM, PASSWORD_GROUP, PASSWORD_SUPERUSER}
+    ),
+    "oauth-client": frozenset({CLIENT, SERVICE}),
+    "external": frozenset(
+        {IDP_USER, IDP_CLIENT, EXT, EXT_READ, EXT_TM, EXT_OPENID, EXT_GROUP, EXT_ALL}
+    ),
+    "staff-session": frozenset({STAFF, STAFF_VIEW, SUPERUSER}),
+    "session": frozenset({STAFF, STAFF_VIEW, SUPERUSER, BROWSER}),
+}
+GROUPS["bearer"] = GROUPS["own-login"] | GROUPS["oauth-client"] | GROUPS["external"] | {CLI}
+#: Every kind that sends no CSRF token: an unsafe request to a CSRF-protected view is refused.
+GROUPS["no-csrf"] = GROUPS["bearer"] | {BROWSER_NO_CSRF}
+
+#: Which principals the token endpoints must refuse to issue (their token is then None: the kind
+#: calls every route as a caller without a token would). Finding 1: "tokenmanager" is a service
+#: scope, never granted to a user's login, device or code flow, nor to an ordinary application.
+ISSUANCE: dict[str, Any] = {
+    PASSWORD: ALLOW,
+    PASSWORD_READ: ALLOW,
+    PASSWORD_TM: 400,  # finding 1
+    PASSWORD_GROUP: ALLOW,
+    PASSWORD_SUPERUSER: ALLOW,
+    CLIENT: ALLOW,
+    SERVICE: ALLOW,
+    CLI: ALLOW,
+    # Not principals, the other ways a user or an application could ask for the service scope:
+    "device[tokenmanager]": 400,  # finding 1: the public CLI client's device flow
+    "code[tokenmanager]": 400,  # finding 1: the code flow of a confidential web application
+    "client-credentials[tokenmanager]": 400,  # finding 1: an application not made a service
+    "exchange[tokenmanager]": 400,  # finding 1: exchanging ext[tokenmanager]
+}
+
+
+@dataclass(frozen=True)
+class Row:
+    """How one route (or admin action) is called, and what each principal must get.
+
+    ``expect`` maps a kind, a group of :data:`GROUPS` or ``"*"`` to an outcome class; the kind's own
+    entry wins, then the first group (in the row's order) it belongs to, then ``"*"``. ``data`` builds
+    the body (form-encoded, or JSON with ``json=True``) and ``query`` the query string, from the
+    matrix's context and the principal; ``kwargs`` fills the pattern's converters; ``watch`` reads
+    the state the call may change.
+    """
+
+    expect: dict[str, Any]
+    method: str = "GET"
+    data: Callable[[Any, Any], dict[str, Any]] | None = None
+    query: Callable[[Any, Any], dict[str, Any]] | None = None
+    json: bool = False
+    kwargs: Callable[[Any], dict[str, Any]] | None = None
+    watch: Callable[[Any, Any], Any] | None = None
+    #: Which finding of issue 25 the row encodes, if any (for the report of a failure).
+    finding: str = ""
+    #: Prepares the state the call needs for this principal (rolled back with the test).
+    before: Callable[[Any, Any], None] | None = None
+
+    def expected(self, principal: str) -> Any:
+        if principal in self.expect:
+            return self.expect[principal]
+        for key, outcome in self.expect.items():
+            if principal in GROUPS.get(key, ()):
+                return outcome
+        return self.expect["*"]
+
+
+def everyone(outcome: Any) -> dict[str, Any]:
+    return {"*": outcome}
+
+
+def authenticated(outcome: Any = ALLOW, anonymous: Any = 401) -> dict[str, Any]:
+    """A DRF view with bearer and session authentication: anyone who proves who they are."""
+    return {ANONYMOUS: anonymous, BROWSER_NO_CSRF: outcome, "*": outcome}
+
+
+def csrf_form(outcome: dict[str, Any]) -> dict[str, Any]:
+    """A Django form view (CSRF-protected): an unsafe request without the token is a 403 first."""
+    return {BROWSER_NO_CSRF: 403, "no-csrf": 403, **outcome}
+
+
+# ---------------------------------------------------------------------------------- what changes
+def _epoch(kind: str, object_id: Any) -> int:
+    from tokenauth.models import Epoch
+
+    row = Epoch.objects.filter(kind=kind, object_id=str(object_id)).first()
+    return row.value if row else 0
+
+
+def caller_epoch(ctx: Any, principal: Any) -> Any:
+    """The epoch of the caller's user (None without one): logout-all bumps it."""
+    user = principal.local_user()
+    return None if user is None else _epoch("user", user.pk)
+
+
+def victim_epoch(ctx: Any, principal: Any) -> int:
+    return _epoch("user", ctx.victim.pk)
+
+
+def callers_sessions(ctx: Any, principal: Any) -> Any:
+    """The caller's live sessions (/oidc/tokens/ starts one; logout ends one)."""
+    from tokenauth.models import Session
+
+    user = principal.local_user()
+    return None if user is None else Session.objects.filter(user=user, revoked_at=None).count()
+
+
+def token_state(ctx: Any, principal: Any) -> Any:
+    """What logout changes for a bearer token: its session, or its id on the denylist."""
+    from tokenauth.models import RevokedToken
+
+    return callers_sessions(ctx, principal), RevokedToken.objects.count()
+
+
+def browser_session(ctx: Any, principal: Any) -> Any:
+    """Whether the principal's browser session still exists (a logout deletes it)."""
+    from django.contrib.sessions.models import Session as DjangoSession
+
+    key = principal.session_key
+    return key is not None and DjangoSession.objects.filter(session_key=key).exists()
+
+
+def grants(ctx: Any, principal: Any) -> int:
+    from oauth2_provider.models import get_grant_model
+
+    return get_grant_model().objects.count()
+
+
+def device_grant(ctx: Any, principal: Any) -> Any:
+    from oauth2_provider.models import get_device_grant_model
+
+    grant = get_device_grant_model().objects.get(user_code=ctx.device["user_code"])
+    return grant.status, grant.user_id
+
+
+def device_grants(ctx: Any, principal: Any) -> int:
+    from oauth2_provider.models import get_device_grant_model
+
+    return get_device_grant_model().objects.count()
+
+
+def victims_oauth_tokens(ctx: Any, principal: Any) -> int:
+    """The victim's grants at the portal (RP-initiated logout deletes them)."""
+    from oauth2_provider.models import get_access_token_model
+
+    return get_access_token_model().objects.filter(user=ctx.victim).count()
+
+
+def revocable_token(ctx: Any, principal: Any) -> bool:
+    from oauth2_provider.models import get_access_token_model
+
+    return get_access_token_model().objects.filter(pk=ctx.revocable_pk).exists()
+
+
+def issued(ctx: Any, principal: Any) -> Any:
+    """Tokens handed out: sessions started and OAuth access tokens (a token endpoint adds one)."""
+    from oauth2_provider.models import get_access_token_model
+
+    from tokenauth.models import Session
+
+    return Session.objects.count(), get_access_token_model().objects.count()
+
+
+def handed_upstream(ctx: Any, principal: Any) -> int:
+    from tokenauth.models import AuditEvent
+
+    return AuditEvent.objects.filter(action="upstream_token_issued").count()
+
+
+def accepted_simplejwt_access(ctx: Any, principal: Any) -> bool:
+    """Set by the simplejwt refresh row's call: whether the access token it got is accepted."""
+    return ctx.simplejwt_access_accepted()
+
+
+# ---------------------------------------------------------------------------------- the API routes
+def _login_body(ctx: Any, p: Any) -> dict[str, Any]:
+    return {"username": ctx.member.username, "password": "pw"}
+
+
+ROUTES: dict[str, Row] = {
+    # /auth/: credentials in the body, not the caller's: anyone may log in or refresh.
+    "tokenauth-token": Row(everyone(ALLOW), "POST", _login_body, json=True, watch=issued),
+    "tokenauth-refresh": Row(
+        everyone(ALLOW),
+        "POST",
+        lambda ctx, p: {"refresh_token": ctx.refresh_token},
+        json=True,
+    ),
+    # A session of our own login is renewed; any other bearer token has none (400), no bearer 401.
+    "tokenauth-renew": Row(
+        {ANONYMOUS: 401, "session": 401, BROWSER_NO_CSRF: 401, "own-login": ALLOW, "*": 400},
+        "POST",
+    ),
+    # Any bearer token may end itself: its session, or its id on the denylist.
+    "tokenauth-logout": Row(
+        {ANONYMOUS: 401, "session": 401, BROWSER_NO_CSRF: 401, "*": ALLOW},
+        "POST",
+        watch=token_state,
+    ),
+    # Any bearer token may end every token of its own user (a client-credentials token acts as
+    # the application's owner).
+    "tokenauth-logout-all": Row(
+        {ANONYMOUS: 401, "session": 401, BROWSER_NO_CSRF: 401, "*": ALLOW},
+        "POST",
+        watch=caller_epoch,
+    ),
+    # Revoking someone else: the permission tokenauth.change_epoch, with our own login or a session.
+    "tokenauth-revoke": Row(
+        {
+            PASSWORD_SUPERUSER: ALLOW,
+            SUPERUSER: ALLOW,
+            ANONYMOUS: 401,
+            BROWSER_NO_CSRF: 403,
+            "*": 403,
+        },
+        "POST",
+        lambda ctx, p: {"user": ctx.victim.username, "reason": "matrix"},
+        json=True,
+        watch=victim_epoch,
+    ),
+    "tokenauth-whoami": Row(authenticated()),
+    # The demo API: any caller who proves who they are; reports need the scope in a token.
+    "api-hello": Row(authenticated()),
+    "api-reports": Row(
+        {
+            ANONYMOUS: 401,
+            PASSWORD_READ: ALLOW,
+            IDP_USER: ALLOW,
+            IDP_CLIENT: ALLOW,
+            EXT_READ: ALLOW,
+            EXT_ALL: ALLOW,
+            CLIENT: ALLOW,
+            CLI: ALLOW,
+            "*": 403,
+        }
+    ),
+    # Nobody here is in "operators".
+    "api-staff-area": Row({ANONYMOUS: 401, "*": 403}),
+    "api-schema": Row(everyone(ALLOW)),
+    "api-docs": Row(everyone(ALLOW)),
+    "demo-index": Row(everyone(ALLOW)),
+    # Discovery documents are public; the OAuth server's RFC 8414 document is served by the first
+    # pattern for that path (tokenauth.well_known_urls), so the second can never answer.
+    "tokenauth-jwks": Row(everyone(ALLOW)),
+    "tokenauth-authorization-server-metadata": Row(everyone(ALLOW)),
+    "tokenauth-openid-configuration": Row(everyone(ALLOW)),
+    "tokenauth-oauth-metadata": Row(everyone(SHADOWED)),
+    # Moving from simplejwt: its login is anyone's; its refresh must never turn a revoked refresh
+    # token into an access token that tokenauth accepts.
+    "simplejwt-token": Row(everyone(ALLOW), "POST", _login_body, json=True),
+    "simplejwt-refresh": Row(
+        everyone(DENIED),
+        "POST",
+        lambda ctx, p: {"refresh": ctx.simplejwt_refresh},
+        json=True,
+        watch=accepted_simplejwt_access,
+        finding="2",
+    ),
+    # The Token Manager: a service capability, never a scope a user or another issuer may hold.
+    "tokenauth-tokenmanager-token": Row(
+        {
+            SERVICE: ALLOW,
+            PASSWORD_SUPERUSER: ALLOW,  # a user with the permission
+            ANONYMOUS: 401,
+            "session": 401,
+            BROWSER_NO_CSRF: 401,
+            PASSWORD_TM: REFUSED,  # finding 1: never issued; if it were, refused
+            EXT_TM: 403,  # finding 1
+            EXT_ALL: 403,  # finding 1
+            "*": 403,
+        },
+        "POST",
+        lambda ctx, p: {"username": ctx.victim.username},
+        watch=handed_upstream,
+        finding="1",
+    ),
+}
+
+# ---------------------------------------------------------------------------------- browser login
+ROUTES.update(
+    {
+        "tokenauth-oidc-login": Row(everyone(ALLOW)),
+        # To the provider's authorization endpoint.
+        "tokenauth-oidc-login-provider": Row(
+            everyone(ALLOW), kwargs=lambda ctx: {"slug": "test-idp"}
+        ),
+        # A callback without the state of a login started here: the failure page.
+        "tokenauth-oidc-callback": Row(
+            everyone(400), query=lambda ctx, p: {"code": "x", "state": "y"}
+        ),
+        # POST ends the browser's session (then the sign-in page): CSRF-protected, only its own.
+        "tokenauth-oidc-logout": Row(
+            csrf_form({ANONYMOUS: LOGIN, "*": ALLOW}), "POST", watch=browser_session
+        ),
+        # POST starts an API session of the signed-in user.
+        "tokenauth-oidc-tokens": Row(
+            csrf_form({ANONYMOUS: LOGIN, "*": ALLOW}), "POST", watch=callers_sessions
+        ),
+        # The provider's back-channel logout: the credential is the logout token (here a bad one).
+        "tokenauth-oidc-backchannel-logout": Row(
+            everyone(400), "POST", lambda ctx, p: {"logout_token": "not-a-jwt"}
+        ),
+    }
+)
+
+# ---------------------------------------------------------------------------------- the OAuth server
+ROUTES.update(
+    {
+        # The portal's code flow (skip_authorization): a signed-in browser gets a code.
+        "oauth2_provider:authorize": Row(
+            {"session": ALLOW, BROWSER_NO_CSRF: ALLOW, "*": LOGIN},
+            query=lambda ctx, p: ctx.authorize_query(),
+            watch=grants,
+        ),
+        # Client authentication in the body (client_secret_post): the caller's own header aside.
+        "oauth2_provider:token": Row(
+            everyone(ALLOW),
+            "POST",
+            lambda ctx, p: {
+                "grant_type": "client_credentials",
+                "client_id": ctx.client_app.client_id,
+                "client_secret": ctx.SECRET,
+                "scope": "reports:read",
+            },
+            watch=issued,
+        ),
+        # RFC 7009: whoever holds a token may revoke it (the public client names itself).
+        "oauth2_provider:revoke-token": Row(
+            everyone(ALLOW),
+            "POST",
+            lambda ctx, p: {"token": ctx.revocable, "client_id": "tokenauth-cli"},
+            watch=revocable_token,
+        ),
+        # RFC 7662: a confidential client authenticates; the caller's own header aside.
+        "oauth2_provider:introspect": Row(
+            everyone(ALLOW),
+            "POST",
+            lambda ctx, p: {
+                "token": ctx.revocable,
+                "client_id": ctx.client_app.client_id,
+                "client_secret": ctx.SECRET,
+            },
+        ),
+        # Userinfo: an end user's token of ours with openid; a client-credentials token has no end
+        # user (finding 7); one of ours without openid is 403 insufficient_scope; others 401.
+        "oauth2_provider:user-info": Row(
+            {CLI: ALLOW, CLIENT: 403, SERVICE: 403, "own-login": 403, "*": 401}, finding="7"
+        ),
+        # An id_token_hint selects, it never logs anyone out by itself (finding 5): the victim's
+        # grants stay, whoever sends it.
+        "oauth2_provider:rp-initiated-logout": Row(
+            everyone(DENIED),
+            query=lambda ctx, p: {"id_token_hint": ctx.id_token_hint},
+            watch=victims_oauth_tokens,
+            finding="5",
+        ),
+        # RFC 8628: any device may start; the client authenticates (public: names itself).
+        "oauth2_provider:device-authorization": Row(
+            everyone(ALLOW),
+            "POST",
+            lambda ctx, p: {"client_id": "tokenauth-cli", "scope": "reports:read"},
+            watch=device_grants,
+        ),
+        # Entering the code: a signed-in browser.
+        "oauth2_provider:device": Row(
+            csrf_form({ANONYMOUS: LOGIN, "*": ALLOW}),
+            "POST",
+            lambda ctx, p: {"user_code": ctx.device["user_code"]},
+            watch=device_grant,
+        ),
+        # Approving the code: the browser whose user entered it.
+        "oauth2_provider:device-confirm": Row(
+            csrf_form({ANONYMOUS: LOGIN, "*": ALLOW}),
+            "POST",
+            lambda ctx, p: {"action": "accept"},
+            kwargs=lambda ctx: {
+                "client_id": "tokenauth-cli",
+                "user_code": ctx.device["user_code"],
+            },
+            before=lambda ctx, p: ctx.device_entered_by(p),
+            watch=device_grant,
+        ),
+        "oauth2_provider:device-grant-status": Row(
+            {"session": ALLOW, BROWSER_NO_CSRF: ALLOW, "*": LOGIN},
+            kwargs=lambda ctx: {
+                "client_id": "tokenauth-cli",
+                "user_code": ctx.device["user_code"],
+            },
+            before=lambda ctx, p: ctx.device_entered_by(p),
+        ),
+    }
+)
+
+# ---------------------------------------------------------------------------------- the admin site
+#: Who is no staff: a GET is sent to the admin's sign-in page; an unsafe request without a CSRF
+#: token is a 403 first.
+NOT_STAFF_GET = {"staff-session": ALLOW, "*": LOGIN}
+
+
+def admin_form(staff: dict[str, Any]) -> dict[str, Any]:
+    """An unsafe request to an admin view: staff kinds as given, everyone else to the sign-in page."""
+    return csrf_form({**staff, "*": LOGIN})
+
+
+ROUTES.update(
+    {
+        "admin:index": Row(NOT_STAFF_GET),
+        "admin:login": Row(everyone(ALLOW)),
+        # POST signs a staff browser out (its own session only); anyone else goes to the index.
+        "admin:logout": Row(
+            csrf_form({"staff-session": ALLOW, "*": DENIED}), "POST", watch=browser_session
+        ),
+        "admin:password_change": Row(NOT_STAFF_GET),
+        "admin:password_change_done": Row(NOT_STAFF_GET),
+        # Without the field it completes: 403 for everyone who gets that far.
+        "admin:autocomplete": Row({"staff-session": 403, "*": LOGIN}),
+        "admin:jsi18n": Row(NOT_STAFF_GET),
+        # A user has no page on the site.
+        "admin:view_on_site": Row(
+            {"staff-session": 404, "*": LOGIN},
+            kwargs=lambda ctx: {"content_type_id": ctx.user_type, "object_id": ctx.member.pk},
+        ),
+        "admin:app_list": Row(
+            {SUPERUSER: ALLOW, STAFF_VIEW: ALLOW, STAFF: 404, "*": LOGIN},
+            kwargs=lambda ctx: {"app_label": "tokenauth"},
+        ),
+        "admin/(?P<url>.*)$": Row(
+            {"staff-session": 404, "*": LOGIN}, kwargs=lambda ctx: {"url": "no-such-page/"}
+        ),
+        # Per-object buttons: revoking needs tokenauth.change_epoch, ending a session the delete
+        # permission; a view-only staff member gets nothing done.
+        "admin:auth_user_revoke_tokens": Row(
+            admin_form({SUPERUSER: ALLOW, "staff-session": 403}),
+            "POST",
+            lambda ctx, p: {"reason": "matrix"},
+            kwargs=lambda ctx: {"object_id": ctx.victim.pk},
+            watch=victim_epoch,
+        ),
+        "admin:auth_group_revoke_tokens": Row(
+            admin_form({SUPERUSER: ALLOW, "staff-session": 403}),
+            "POST",
+            lambda ctx, p: {"reason": "matrix"},
+            kwargs=lambda ctx: {"object_id": ctx.sample("auth.group")},
+            watch=lambda ctx, p: _epoch("group", ctx.sample("auth.group")),
+        ),
+        "admin:tokenauth_session_end": Row(
+            admin_form({SUPERUSER: ALLOW, "staff-session": 403}),
+            "POST",
+            kwargs=lambda ctx: {"object_id": ctx.sample("tokenauth.session")},
+            watch=lambda ctx, p: ctx.exists("tokenauth.session", revoked_at=None),
+        ),
+        # Setting someone's password: the change permission on users.
+        "admin:auth_user_password_change": Row(
+            admin_form({SUPERUSER: ALLOW, "staff-session": 403}),
+            "POST",
+            lambda ctx, p: {"password1": "n3w-pa55-word", "password2": "n3w-pa55-word"},
+            kwargs=lambda ctx: {"id": ctx.victim.pk},
+            watch=lambda ctx, p: ctx.victim_password(),
+        ),
+    }
+)
+
+
+@dataclass(frozen=True)
+class ModelPolicy:
+    """What a superuser may do with one registered model's standard admin views (staff with only
+    view permissions may look, never change; staff without permissions get 403)."""
+
+    add: bool = True
+    change: bool = True
+    delete: bool = True
+
+
+#: Every model registered in the admin; the matrix expands each into its six standard routes.
+ADMIN_MODELS: dict[str, ModelPolicy] = {
+    "auth.user": ModelPolicy(),
+    "auth.group": ModelPolicy(),
+    # Written by tokenauth only: sessions are ended (never deleted), epochs, denylist and audit
+    # trail are permanent.
+    "tokenauth.session": ModelPolicy(add=False, change=False, delete=False),
+    "tokenauth.identity": ModelPolicy(),
+    "tokenauth.epoch": ModelPolicy(add=False, change=False, delete=False),
+    "tokenauth.revokedtoken": ModelPolicy(add=False, change=False, delete=False),
+    "tokenauth.auditevent": ModelPolicy(add=False, change=False, delete=False),
+    "tokenauth.issuer": ModelPolicy(),
+    # DOT's: grants and tokens are issued, never added by hand; access token rows are read-only
+    # (the JWT carries its own claims); a token row behind a live JWT is never deleted (it would
+    # leave the JWT valid): the samples are live, so deleting them is refused.
+    "oauth2_provider.grant": ModelPolicy(add=False),
+    "oauth2_provider.idtoken": ModelPolicy(add=False, delete=False),
+    "oauth2_provider.application": ModelPolicy(),
+    "oauth2_provider.accesstoken": ModelPolicy(add=False, change=False, delete=False),
+    "oauth2_provider.refreshtoken": ModelPolicy(add=False, delete=False),
+    # Upstream grants are never added or edited by hand.
+    "tokenauth_tokenmanager.upstreamgrant": ModelPolicy(add=False, change=False),
+}
+
+
+def _gone(label: str) -> Callable[[Any, Any], Any]:
+    return lambda ctx, p: ctx.exists(label)
+
+
+def model_routes(label: str, policy: ModelPolicy) -> dict[str, Row]:
+    """The six standard admin routes of a model. Add and change post an empty form: a superuser who
+    may gets the form back with its errors (200), anyone else a 403; delete confirms for real."""
+    app, model = label.split(".")
+    prefix = f"admin:{app}_{model}"
+    obj = {"kwargs": lambda ctx: {"object_id": ctx.sample(label)}}
+    can = {True: ALLOW, False: 403}
+    looking = {SUPERUSER: ALLOW, STAFF_VIEW: ALLOW, STAFF: 403, "*": LOGIN}
+    return {
+        f"{prefix}_changelist": Row(looking),
+        f"{prefix}_add": Row(
+            admin_form({SUPERUSER: can[policy.add], "staff-session": 403}),
+            "POST",
+            lambda ctx, p: {},
+        ),
+        f"{prefix}_history": Row(looking, **obj),
+        f"{prefix}_delete": Row(
+            admin_form({SUPERUSER: can[policy.delete], "staff-session": 403}),
+            "POST",
+            lambda ctx, p: {"post": "yes"},
+            watch=_gone(label),
+            **obj,
+        ),
+        f"{prefix}_change": Row(
+            admin_form({SUPERUSER: can[policy.change], "staff-session": 403}),
+            "POST",
+            lambda ctx, p: {},
+            **obj,
+        ),
+        # The old-style URL of an object: a redirect to its change page, for any staff.
+        f"admin/{app}/{model}/<path:object_id>/": Row({"staff-session": ALLOW, "*": LOGIN}, **obj),
+    }
+
+
+for _label, _policy in ADMIN_MODELS.items():
+    ROUTES.update(model_routes(_label, _policy))
+
+# ---------------------------------------------------------------------------------- admin actions
+#: Key: "<app_label>.<model_name>:<action>". Every action is posted for one sample row of its
+#: model; ``watch`` sees whether it was done. A view-only staff member never gets one done
+#: (finding 3); a superuser gets every action the model's admin offers.
+ACTION_EXPECT = admin_form({SUPERUSER: ALLOW, STAFF_VIEW: DENIED, STAFF: 403})
+NOT_OFFERED = admin_form({SUPERUSER: DENIED, STAFF_VIEW: DENIED, STAFF: 403})
+
+
+def action(
+    watch: Callable[[Any, Any], Any],
+    finding: str = "",
+    offered: bool = True,
+    before: Callable[[Any, Any], None] | None = None,
+) -> Row:
+    expect = ACTION_EXPECT if offered else NOT_OFFERED
+    return Row(expect, "POST", watch=watch, finding=finding, before=before)
+
+
+def _sample_changed(label: str, *fields: str) -> Callable[[Any, Any], Any]:
+    return lambda ctx, p: ctx.values(label, *fields)
+
+
+ACTIONS: dict[str, Row] = {
+    "auth.user:revoke_all_tokens": action(
+        lambda ctx, p: _epoch("user", ctx.sample("auth.user")), "3"
+    ),
+    "auth.group:revoke_all_tokens": action(
+        lambda ctx, p: _epoch("group", ctx.sample("auth.group")), "3"
+    ),
+    "tokenauth.session:revoke_sessions": action(
+        _sample_changed("tokenauth.session", "revoked_at")
+    ),
+    "tokenauth.issuer:enable": action(
+        _sample_changed("tokenauth.issuer", "enabled"),
+        "3",
+        before=lambda ctx, p: ctx.update("tokenauth.issuer", enabled=False),
+    ),
+    "tokenauth.issuer:disable": action(_sample_changed("tokenauth.issuer", "enabled"), "3"),
+    # Fetching an issuer's keys changes nothing stored: what it does is the fetch.
+    "tokenauth.issuer:refresh_keys": action(lambda ctx, p: ctx.crafted_fetches(), "3"),
+    "oauth2_provider.accesstoken:revoke_tokens": action(_gone("oauth2_provider.accesstoken"), "3"),
+    "oauth2_provider.refreshtoken:revoke_tokens": action(
+        _sample_changed("oauth2_provider.refreshtoken", "revoked"), "3"
+    ),
+    "tokenauth_tokenmanager.upstreamgrant:revoke": action(
+        _sample_changed("tokenauth_tokenmanager.upstreamgrant", "ended_at")
+    ),
+    # Retrying the revocation of an ended grant at its provider (which confirms: the row goes).
+    "tokenauth_tokenmanager.upstreamgrant:retry": action(
+        _sample_changed("tokenauth_tokenmanager.upstreamgrant", "revoke_attempts"),
+        before=lambda ctx, p: ctx.update(
+            "tokenauth_tokenmanager.upstreamgrant", ended_at=ctx.now(), end_reason="logout"
+        ),
+    ),
+}
+for _label, _policy in ADMIN_MODELS.items():
+    ACTIONS[f"{_label}:delete_selected"] = action(_gone(_label), offered=_policy.delete)
