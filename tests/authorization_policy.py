@@ -32,7 +32,6 @@ SHADOWED = "shadowed"
 ANONYMOUS = "anonymous"  # a browser without a session (it has a CSRF cookie, as after any page)
 PASSWORD = "password"  # POST /auth/token/ of an ordinary user (member of "physics"), no scope
 PASSWORD_READ = "password[reports:read]"
-PASSWORD_TM = "password[tokenmanager]"
 PASSWORD_GROUP = "password[g:physics]"
 PASSWORD_SUPERUSER = "password-superuser"  # a superuser's password token (has every permission)
 IDP_USER = "idp-user"  # the real test IdP (tests/idp): a user's access token
@@ -56,7 +55,6 @@ PRINCIPALS = [
     ANONYMOUS,
     PASSWORD,
     PASSWORD_READ,
-    PASSWORD_TM,
     PASSWORD_GROUP,
     PASSWORD_SUPERUSER,
     IDP_USER,
@@ -79,9 +77,7 @@ PRINCIPALS = [
 
 #: Groups of kinds a row may name instead of each kind (a kind's own name wins over its group's).
 GROUPS: dict[str, frozenset[str]] = {
-    "own-login": frozenset(
-        {PASSWORD, PASSWORD_READ, PASSWORD_TM, PASSWORD_GROUP, PASSWORD_SUPERUSER}
-    ),
+    "own-login": frozenset({PASSWORD, PASSWORD_READ, PASSWORD_GROUP, PASSWORD_SUPERUSER}),
     "oauth-client": frozenset({CLIENT, SERVICE}),
     "external": frozenset(
         {IDP_USER, IDP_CLIENT, EXT, EXT_READ, EXT_TM, EXT_OPENID, EXT_GROUP, EXT_ALL}
@@ -99,13 +95,13 @@ GROUPS["no-csrf"] = GROUPS["bearer"] | {BROWSER_NO_CSRF}
 ISSUANCE: dict[str, Any] = {
     PASSWORD: ALLOW,
     PASSWORD_READ: ALLOW,
-    PASSWORD_TM: 400,  # finding 1
     PASSWORD_GROUP: ALLOW,
     PASSWORD_SUPERUSER: ALLOW,
     CLIENT: ALLOW,
     SERVICE: ALLOW,
     CLI: ALLOW,
-    # Not principals, the other ways a user or an application could ask for the service scope:
+    # Not principals, the ways a user or an application could ask for the service scope:
+    "password[tokenmanager]": 400,  # finding 1: a user's password login
     "device[tokenmanager]": 400,  # finding 1: the public CLI client's device flow
     "code[tokenmanager]": 400,  # finding 1: the code flow of a confidential web application
     "client-credentials[tokenmanager]": 400,  # finding 1: an application not made a service
@@ -344,7 +340,6 @@ ROUTES: dict[str, Row] = {
             ANONYMOUS: 401,
             "session": 401,
             BROWSER_NO_CSRF: 401,
-            PASSWORD_TM: REFUSED,  # finding 1: never issued; if it were, refused
             EXT_TM: 403,  # finding 1
             EXT_ALL: 403,  # finding 1
             "*": 403,

@@ -406,7 +406,6 @@ class Matrix:
         self.add(p.ANONYMOUS, csrf=True)
         self.add(p.PASSWORD, password_token("member"), user=self.member)
         self.add(p.PASSWORD_READ, password_token("member", scope="reports:read"), user=self.member)
-        self.add(p.PASSWORD_TM, password_token("member", scope="tokenmanager"), user=self.member)
         self.add(p.PASSWORD_GROUP, password_token("member", group="physics"), user=self.member)
         self.add(p.PASSWORD_SUPERUSER, password_token("root"), user=self.root)
         self.add(p.IDP_USER, (200, self.idp.user_token("ext-user")))
@@ -670,6 +669,7 @@ def test_issuance(matrix: Matrix, kind: str) -> None:
     """Who may obtain which token: the principal kinds as built, and the other ways to ask for the
     service scope "tokenmanager"."""
     others = {
+        "password[tokenmanager]": lambda: password_token("member", scope="tokenmanager")[0],
         "device[tokenmanager]": lambda: device_flow(matrix.member, "tokenmanager")[0],
         "code[tokenmanager]": lambda: code_flow(matrix.member, "openid tokenmanager")[0],
         "client-credentials[tokenmanager]": lambda: client_credentials(
