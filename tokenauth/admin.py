@@ -414,6 +414,8 @@ class IssuerAdmin(admin.ModelAdmin):
                     "auto_provision",
                     "username_claim",
                     "group_claims",
+                    "group_map",
+                    "group_prefix",
                     "mirror_groups",
                     "default_groups",
                 )
