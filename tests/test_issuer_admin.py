@@ -621,3 +621,20 @@ def test_e017_issuer_rows_written_around_the_admin_are_checked_with_the_database
         "https://iam.example.org/: accept_any_audience without a token profile"
     )
     assert check_issuer_rows() == []  # without --database no query
+
+
+@pytest.mark.django_db
+def test_w007_w008_issuer_rows_group_claims_and_namespaces(settings):
+    settings.TOKENAUTH = {
+        **settings.TOKENAUTH,
+        "ISSUERS": [{"issuer": "https://a.example.org/", "group_prefix": "cms:"}],
+    }
+    Issuer.objects.create(issuer="https://iam.example.org/", group_claims=["groups"])
+    Issuer.objects.create(issuer="https://b.example.org/", group_prefix="cms:b:")
+    Issuer.objects.create(issuer="https://c.example.org/", group_prefix="atlas:")
+    messages = check_issuer_rows(databases=["default"])
+    assert [(m.id, m.msg.split(":")[0] + ":" + m.msg.split(":")[1]) for m in messages] == [
+        ("tokenauth.W007", "https://iam.example.org/"),
+        ("tokenauth.W008", "https://a.example.org/"),
+    ]
+    assert "https://b.example.org/" in messages[1].msg

@@ -205,3 +205,23 @@ def test_token_exchange_selects_only_a_group_the_subject_token_may_join(
     granted = exchange(token, "g:b:tm-operators")
     assert granted.status_code == 200, granted.content
     assert granted.json()["scope"] == "g:b:tm-operators"
+
+
+def test_wlcg_group_paths_follow_the_same_rule(settings, tm_operators):
+    """A WLCG issuer's ``wlcg.groups`` (its default group claim) go through the same rule."""
+    wlcg = CraftedIssuer()
+    try:
+        namespaced = ["wlcg:/cms", "wlcg:tm-operators"]
+        for subject, options, groups in (
+            ("w1", {}, []),
+            ("w2", {"group_prefix": "wlcg:"}, namespaced),
+        ):
+            settings.TOKENAUTH = {
+                **settings.TOKENAUTH,
+                "ISSUERS": [{**entry(wlcg, profile="wlcg", **options), "group_claims": []}],
+            }
+            token = wlcg.token(sub=subject, **{"wlcg.groups": ["/cms", "tm-operators"]})
+            assert whoami(token)["groups"] == groups
+            assert groups_of(user_of(wlcg, subject)) == groups
+    finally:
+        wlcg.stop()
