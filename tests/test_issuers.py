@@ -808,7 +808,8 @@ def test_an_external_principals_groups_are_its_tokens(
     later = crafted.token(sub="cms-1", groups=["top"], iat=now - 10)
     assert get(client, later, "/auth/whoami/").json()["groups"] == ["cms:top", "users"]
     assert get(client, later, "/api/staff-area/").status_code == 403
-    assert user_groups("cms-1") == ["cms:top", "users"]  # mirrored: the admin shows what the IdP says
+    # Mirrored: the admin shows what the IdP says.
+    assert user_groups("cms-1") == ["cms:top", "users"]
 
     # An older token still speaks for itself, but does not turn the user's groups back.
     assert get(client, first, "/api/staff-area/").status_code == 200

@@ -291,7 +291,7 @@ def _group_messages(iss: str, entry: dict[str, Any]) -> list[checks.CheckMessage
         return [
             checks.Warning(
                 f"{iss}: its group claims join no group (no group_map, no group_prefix).",
-                hint='Map the values to local groups (group_map) or give the issuer a namespace '
+                hint="Map the values to local groups (group_map) or give the issuer a namespace "
                 '(group_prefix, e.g. "cms:"), or drop group_claims.',
                 id="tokenauth.W007",
             )
@@ -299,9 +299,7 @@ def _group_messages(iss: str, entry: dict[str, Any]) -> list[checks.CheckMessage
     return []
 
 
-def _shared_namespaces(
-    prefixes: dict[str, Any], reported: set[str]
-) -> list[checks.CheckMessage]:
+def _shared_namespaces(prefixes: dict[str, Any], reported: set[str]) -> list[checks.CheckMessage]:
     """One issuer's namespace inside another's (``cms:`` and ``cms:x``) lets its claims name the
     other's groups. ``reported``: issuers whose pairs were reported already."""
     named = sorted((iss, p) for iss, p in prefixes.items() if isinstance(p, str) and p)

@@ -145,10 +145,7 @@ def settings_login_slugs() -> dict[str, str]:
 def valid_group_map(value: Any) -> bool:
     """``group_map``'s shape: claim values (non-empty strings) to group names."""
     return isinstance(value, dict) and all(
-        isinstance(k, str)
-        and k
-        and isinstance(v, str)
-        and 0 < len(v) <= GROUP_NAME_LENGTH
+        isinstance(k, str) and k and isinstance(v, str) and 0 < len(v) <= GROUP_NAME_LENGTH
         for k, v in value.items()
     )
 

@@ -349,7 +349,11 @@ class Issuer(models.Model):
                 raise ValidationError({name: _("A list of strings.")})
         if not issuer_config.valid_group_map(self.group_map):
             raise ValidationError(
-                {"group_map": _('Claim values to group names, e.g. {"/cms/ops": "cms-operators"}.')}
+                {
+                    "group_map": _(
+                        'Claim values to group names, e.g. {"/cms/ops": "cms-operators"}.'
+                    )
+                }
             )
         if not all(scopes.is_scope_token(name) for name in self.required_scopes):
             raise ValidationError(

@@ -197,7 +197,8 @@ def groups_of(
         ):
             _mirrored.put(digest, Mirrored(claims["iat"], groups, groups))
             written = _mirror(config, principal.user_id, groups)
-            _mirrored.put(digest, Mirrored(claims["iat"], groups, written or groups))
+            if written is not None:
+                _mirrored.put(digest, Mirrored(claims["iat"], groups, written))
     return groups
 
 
