@@ -234,6 +234,8 @@ if os.environ.get("TEST_IDP_ISSUER"):
             "client_secret_env": "TEST_IDP_CLIENT_SECRET",
             "audiences": ["https://api.example.test"],
             "group_claims": ["groups"],
+            # Its groups are its own: "/atlas" is test-idp:/atlas here (no claim names a local group).
+            "group_prefix": "test-idp:",
             # Its users are in physics: `tokenauth login --group physics` signs in there directly.
             "default_groups": ["physics"],
         }

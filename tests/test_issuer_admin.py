@@ -99,6 +99,8 @@ def test_issuer_can_be_added_in_the_admin(admin_client):
             "auto_provision": "on",
             "username_claim": "preferred_username",
             "group_claims": '["wlcg.groups", "eduperson_entitlement"]',
+            "group_map": '{"/cms/ops": "cms-operators"}',
+            "group_prefix": "cms:",
         },
     )
     assert response.status_code == 302, response.content.decode()[:3000]
@@ -107,6 +109,8 @@ def test_issuer_can_be_added_in_the_admin(admin_client):
     assert config.audiences == ("https://api.example.org",)
     assert config.required_scopes == ("storage.read:/",)
     assert config.group_claims == ("wlcg.groups", "eduperson_entitlement")
+    assert config.group_map == (("/cms/ops", "cms-operators"),)
+    assert config.group_prefix == "cms:"
     assert config.accepted_audiences == ["https://api.example.org"]
 
 
@@ -124,6 +128,8 @@ def test_issuer_can_be_added_in_the_admin(admin_client):
         ({"audiences": '"https://api.example.org"'}, "list of strings"),
         ({"accept_any_audience": "on"}, "An any-audience belongs to a token profile"),
         ({"profile": "jwt"}, "Select a valid choice"),
+        ({"group_map": '["/cms"]'}, "Claim values to group names"),
+        ({"group_map": '{"/cms": 7}'}, "Claim values to group names"),
     ],
 )
 def test_admin_refuses_bad_issuers(admin_client, settings, change, field):
@@ -135,6 +141,7 @@ def test_admin_refuses_bad_issuers(admin_client, settings, change, field):
         "algorithms": '["RS256"]',
         "username_claim": "preferred_username",
         "group_claims": "[]",
+        "group_map": "{}",
         **change,
     }
     response = admin_client.post("/admin/tokenauth/issuer/add/", data)
@@ -188,6 +195,8 @@ def test_add_with_every_option():
         *("--algorithm", "ES256", "--algorithm", "EdDSA"),
         "--no-provision",
         *("--group-claim", "wlcg.groups", "--group-claim", "groups"),
+        *("--group-map", "/cms/ops=cms-operators", "--group-map", "urn:x:role=admin=cms-admins"),
+        *("--group-prefix", "cms:"),
         "--no-mirror-groups",
         *("--default-group", "external"),
         *("--username-claim", "email"),
@@ -206,6 +215,8 @@ def test_add_with_every_option():
         auto_provision=False,
         default_groups=("external",),
         group_claims=("wlcg.groups", "groups"),
+        group_map=(("/cms/ops", "cms-operators"), ("urn:x:role=admin", "cms-admins")),
+        group_prefix="cms:",
         mirror_groups=False,
         username_claim="email",
         slug="iam",
@@ -453,6 +464,8 @@ def test_good_issuers_have_no_messages(settings):
             "auto_provision": False,
             "default_groups": ["external"],
             "group_claims": ["wlcg.groups", "groups", "eduperson_entitlement"],
+            "group_map": {"/cms/ops": "cms-operators"},
+            "group_prefix": "cms:",
             "username_claim": "email",
             "enabled": False,
         },
@@ -469,6 +482,24 @@ def test_an_issuer_without_audience_or_scope_is_a_warning(settings):
     assert issuer_check_ids(settings, bare, errors_only=False) == ["tokenauth.W003"]
     scoped = [{"issuer": "https://iam.example.org/", "required_scopes": ["servicex"]}]
     assert issuer_check_ids(settings, scoped, errors_only=False) == []
+
+
+def test_w007_group_claims_that_can_join_no_group(settings):
+    """Without a mapping or a namespace every claim value is ignored: say so, not a silent no-op."""
+    entry = {"issuer": "https://iam.example.org/", "required_scopes": ["x"]}
+    claims = [{**entry, "group_claims": ["groups"]}]
+    assert issuer_check_ids(settings, claims, errors_only=False) == ["tokenauth.W007"]
+    for allowed in ({"group_map": {"a": "b"}}, {"group_prefix": "iam:"}):
+        entries = [{**claims[0], **allowed}]
+        assert issuer_check_ids(settings, entries, errors_only=False) == []
+
+
+def test_w008_one_issuers_namespace_inside_anothers(settings):
+    a = {"issuer": "https://a.example.org/", "required_scopes": ["x"], "group_prefix": "cms:"}
+    b = {"issuer": "https://b.example.org/", "required_scopes": ["x"], "group_prefix": "cms:x"}
+    assert issuer_check_ids(settings, [a, b], errors_only=False) == ["tokenauth.W008"]
+    apart = [a, {**b, "group_prefix": "atlas:"}]
+    assert issuer_check_ids(settings, apart, errors_only=False) == []
 
 
 def test_run_checks_includes_the_issuer_checks(settings):
@@ -490,6 +521,10 @@ def test_run_checks_includes_the_issuer_checks(settings):
         ],  # a bare string
         [{"issuer": "https://iam.example.org/", "required_scopes": None}],
         [{"issuer": "https://iam.example.org/", "group_claims": [1]}],
+        [{"issuer": "https://iam.example.org/", "group_map": ["/cms"]}],
+        [{"issuer": "https://iam.example.org/", "group_map": {"/cms": ""}}],
+        [{"issuer": "https://iam.example.org/", "group_map": {"/cms": "x" * 151}}],
+        [{"issuer": "https://iam.example.org/", "group_prefix": 7}],
         [{"issuer": "https://iam.example.org/"}, {"issuer": "https://iam.example.org/"}],  # twice
     ],
 )
@@ -586,3 +621,20 @@ def test_e017_issuer_rows_written_around_the_admin_are_checked_with_the_database
         "https://iam.example.org/: accept_any_audience without a token profile"
     )
     assert check_issuer_rows() == []  # without --database no query
+
+
+@pytest.mark.django_db
+def test_w007_w008_issuer_rows_group_claims_and_namespaces(settings):
+    settings.TOKENAUTH = {
+        **settings.TOKENAUTH,
+        "ISSUERS": [{"issuer": "https://a.example.org/", "group_prefix": "cms:"}],
+    }
+    Issuer.objects.create(issuer="https://iam.example.org/", group_claims=["groups"])
+    Issuer.objects.create(issuer="https://b.example.org/", group_prefix="cms:b:")
+    Issuer.objects.create(issuer="https://c.example.org/", group_prefix="atlas:")
+    messages = check_issuer_rows(databases=["default"])
+    assert [(m.id, m.msg.split(":")[0] + ":" + m.msg.split(":")[1]) for m in messages] == [
+        ("tokenauth.W007", "https://iam.example.org/"),
+        ("tokenauth.W008", "https://a.example.org/"),
+    ]
+    assert "https://b.example.org/" in messages[1].msg

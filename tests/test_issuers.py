@@ -790,42 +790,51 @@ def test_an_external_principals_groups_are_its_tokens(
 ):
     allow(
         settings,
-        {"issuer": crafted.issuer, "group_claims": ["groups"], "default_groups": ["users"]},
+        {
+            "issuer": crafted.issuer,
+            "group_claims": ["groups"],
+            "group_map": {"ops": "operators"},
+            "group_prefix": "cms:",
+            "default_groups": ["users"],
+        },
     )
     now = int(time.time())
-    first = crafted.token(sub="cms-1", groups=["operators", "higgs"], iat=now - 20)
-    assert get(client, first, "/auth/whoami/").json()["groups"] == ["higgs", "operators", "users"]
+    first = crafted.token(sub="cms-1", groups=["ops", "higgs"], iat=now - 20)
+    expected = ["cms:higgs", "operators", "users"]
+    assert get(client, first, "/auth/whoami/").json()["groups"] == expected
     assert get(client, first, "/api/staff-area/").status_code == 200
-    assert user_groups("cms-1") == ["higgs", "operators", "users"]
+    assert user_groups("cms-1") == expected
 
     later = crafted.token(sub="cms-1", groups=["top"], iat=now - 10)
-    assert get(client, later, "/auth/whoami/").json()["groups"] == ["top", "users"]
+    assert get(client, later, "/auth/whoami/").json()["groups"] == ["cms:top", "users"]
     assert get(client, later, "/api/staff-area/").status_code == 403
-    assert user_groups("cms-1") == ["top", "users"]  # mirrored: the admin shows what the IdP says
+    # Mirrored: the admin shows what the IdP says.
+    assert user_groups("cms-1") == ["cms:top", "users"]
 
     # An older token still speaks for itself, but does not turn the user's groups back.
     assert get(client, first, "/api/staff-area/").status_code == 200
-    assert user_groups("cms-1") == ["top", "users"]
+    assert user_groups("cms-1") == ["cms:top", "users"]
 
     get(client, later)  # warm
     with django_assert_num_queries(0):
-        assert get(client, later, "/auth/whoami/").json()["groups"] == ["top", "users"]
-        assert get(client, first, "/auth/whoami/").json()["groups"] == [
-            "higgs",
-            "operators",
-            "users",
-        ]
+        assert get(client, later, "/auth/whoami/").json()["groups"] == ["cms:top", "users"]
+        assert get(client, first, "/auth/whoami/").json()["groups"] == expected
 
 
 @pytest.mark.django_db
 def test_mirroring_external_groups_can_be_switched_off(client, settings, crafted):
-    issuer = {"issuer": crafted.issuer, "group_claims": ["groups"], "mirror_groups": False}
+    issuer = {
+        "issuer": crafted.issuer,
+        "group_claims": ["groups"],
+        "group_prefix": "cms:",
+        "mirror_groups": False,
+    }
     allow(settings, issuer)
     now = int(time.time())
     assert get(client, crafted.token(sub="cms-2", groups=["a"], iat=now - 20)).status_code == 200
     later = crafted.token(sub="cms-2", groups=["b"], iat=now - 10)
-    assert get(client, later, "/auth/whoami/").json()["groups"] == ["b"]
-    assert user_groups("cms-2") == ["a"]  # as first provisioned
+    assert get(client, later, "/auth/whoami/").json()["groups"] == ["cms:b"]
+    assert user_groups("cms-2") == ["cms:a"]  # as first provisioned
 
 
 # -- RFC 8414 metadata of the real IdP -----------------------------------------------------------

@@ -263,13 +263,13 @@ def test_userinfo_claims_are_used_with_a_conformant_provider(provider, browser, 
     """The provider's ID tokens carry ``sub`` only: the groups come from its userinfo endpoint."""
     configure(
         settings,
-        provider_entry(provider, group_claims=["groups"]),
+        provider_entry(provider, group_claims=["groups"], group_prefix="idp:"),
         OIDC_SCOPES="openid profile groups",
     )
     asked = provider.stats()["requests"].get("/me", 0)
     assert sign_in(browser, "erin").status_code == 302
     user = Identity.objects.get(issuer=provider.issuer, subject="erin").user
-    assert sorted(user.groups.values_list("name", flat=True)) == ["/atlas", "/atlas/users"]
+    assert sorted(user.groups.values_list("name", flat=True)) == ["idp:/atlas", "idp:/atlas/users"]
     assert provider.stats()["requests"]["/me"] == asked + 1
 
 
@@ -277,7 +277,7 @@ def test_a_token_userinfo_refuses_leaves_the_id_token_claims(provider, browser, 
     """Asking for a resource server's scope gets an access token that userinfo answers with 401."""
     configure(
         settings,
-        provider_entry(provider, group_claims=["groups"]),
+        provider_entry(provider, group_claims=["groups"], group_prefix="idp:"),
         OIDC_SCOPES="openid reports:read",
     )
     assert sign_in(browser, "frank").status_code == 302
@@ -659,7 +659,13 @@ def test_a_crafted_id_token_is_good_for_one_callback(loop, browser):
 def with_group_claims(settings: Any) -> None:
     settings.TOKENAUTH = {
         **settings.TOKENAUTH,
-        "ISSUERS": [{**settings.TOKENAUTH["ISSUERS"][0], "group_claims": ["groups"]}],
+        "ISSUERS": [
+            {
+                **settings.TOKENAUTH["ISSUERS"][0],
+                "group_claims": ["groups"],
+                "group_map": {"/atlas": "atlas"},
+            }
+        ],
     }
 
 
@@ -672,7 +678,7 @@ def test_userinfo_fills_in_what_the_id_token_leaves_out(loop, browser, settings)
     assert response.status_code == 302, response.content
     user = Identity.objects.get().user
     assert user.get_username() == "dave"
-    assert list(user.groups.values_list("name", flat=True)) == ["/atlas"]
+    assert list(user.groups.values_list("name", flat=True)) == ["atlas"]
     assert loop.counts["/userinfo"] == 1  # with the access token the token endpoint gave out
 
 

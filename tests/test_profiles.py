@@ -144,8 +144,10 @@ def test_without_the_profile_scopes_are_whole_names_only(wlcg_idp, wlcg_issuer, 
 
 
 def test_wlcg_groups_is_the_default_group_claim(wlcg_idp, wlcg_issuer, save):
+    wlcg_issuer.group_prefix = "iam:"  # its groups, in its namespace
+    save(wlcg_issuer)
     token = wlcg_idp.user_token("alice", scope=WLCG_SCOPES)
-    assert call(token, "storage.read:/data/x").data["groups"] == ["/cms", "/cms/uscms"]
+    assert call(token, "storage.read:/data/x").data["groups"] == ["iam:/cms", "iam:/cms/uscms"]
     wlcg_issuer.profile = ""
     save(wlcg_issuer)
     # Now no claim names groups: a new user has only the groups given here (none).

@@ -26,7 +26,7 @@ from tokenauth import provisioning, signals
 from tokenauth.authentication import BearerAuthentication, authenticate_token
 from tokenauth.issuers import WLCG_ANY_AUDIENCE, IssuerConfig
 from tokenauth.models import AuditEvent, Epoch, Identity, Issuer, identity_digest
-from tokenauth.provisioning import free_username, mapped_groups
+from tokenauth.provisioning import claim_groups, free_username
 from tokenauth.revocation import bump_epoch
 
 pytestmark = pytest.mark.django_db
@@ -53,13 +53,15 @@ def use_settings(settings: Any, **tokenauth: Any) -> None:
 
 @pytest.fixture
 def issuer(idp_stats_reset: Any, settings: Any) -> Issuer:
-    """The test IdP as an admin-managed issuer: its audience, scope ``servicex``, WLCG groups mapped."""
+    """The test IdP as an admin-managed issuer: its audience, scope ``servicex``, WLCG groups in its
+    namespace ``idp:``."""
     use_settings(settings)
     row = Issuer.objects.create(
         issuer=idp_stats_reset.issuer,
         audiences=[DEFAULT_RESOURCE],
         required_scopes=["servicex"],
         group_claims=["wlcg.groups"],
+        group_prefix="idp:",
     )
     row.default_groups.add(Group.objects.create(name="external"))
     return row
@@ -116,14 +118,14 @@ def test_first_request_provisions_user_groups_audit_and_signal(client, issuer, i
     assert data["issuer"] == idp.issuer
     assert data["subject"] == "alice"
     assert data["username"] == "alice"
-    assert data["groups"] == ["/atlas", "/atlas/users", "external"]
+    assert data["groups"] == ["external", "idp:/atlas", "idp:/atlas/users"]
     identity = Identity.objects.get(issuer=idp.issuer, subject="alice")
     assert identity.user.username == "alice"
     assert not identity.user.has_usable_password()
     assert sorted(identity.user.groups.values_list("name", flat=True)) == [
-        "/atlas",
-        "/atlas/users",
         "external",
+        "idp:/atlas",
+        "idp:/atlas/users",
     ]
     event = AuditEvent.objects.get(action="identity_provisioned")
     assert event.user == identity.user
@@ -185,7 +187,7 @@ def test_free_username_rules(db):
     assert len(free_username(config, {"sub": "s1", "preferred_username": "x" * 300})) <= 150
 
 
-def test_mapped_groups_from_lists_and_space_separated_strings():
+def test_claim_groups_from_lists_and_space_separated_strings():
     config = IssuerConfig(
         issuer="https://idp.example", group_claims=("wlcg.groups", "eduperson_entitlement")
     )
@@ -194,13 +196,13 @@ def test_mapped_groups_from_lists_and_space_separated_strings():
         "eduperson_entitlement": "urn:mace:egi.eu:group:vo.example urn:x:y",
         "groups": ["/ignored"],
     }
-    assert mapped_groups(config, claims) == [
+    assert claim_groups(config, claims) == [
         "/cms",
         "/cms/prod",
         "urn:mace:egi.eu:group:vo.example",
         "urn:x:y",
     ]
-    assert mapped_groups(config, {"wlcg.groups": {"not": "a list"}}) == []
+    assert claim_groups(config, {"wlcg.groups": {"not": "a list"}}) == []
 
 
 def test_group_claims_choose_the_mapped_claim(client, issuer, idp):
@@ -208,7 +210,7 @@ def test_group_claims_choose_the_mapped_claim(client, issuer, idp):
     issuer.save()
     issuer.default_groups.clear()
     response = client.get("/auth/whoami/", **bearer(idp.user_token("frank")))
-    assert response.json()["groups"] == ["/atlas", "/atlas/users"]
+    assert response.json()["groups"] == ["idp:/atlas", "idp:/atlas/users"]
 
 
 def test_auto_provision_off_is_403_identity_not_registered(client, issuer, idp):
@@ -268,7 +270,7 @@ def test_group_change_shows_in_the_next_request(client, issuer, idp):
 
 def test_with_group_claims_the_token_says_the_groups(client, issuer, idp):
     token = idp.user_token("paula")
-    groups = ["/atlas", "/atlas/users", "external"]
+    groups = ["external", "idp:/atlas", "idp:/atlas/users"]
     assert client.get("/auth/whoami/", **bearer(token)).json()["groups"] == groups
     user = Identity.objects.get(subject="paula").user
     user.groups.remove(Group.objects.get(name="external"))
@@ -605,7 +607,10 @@ def test_concurrent_first_requests_create_exactly_one_user(idp_stats_reset, sett
         )
     use_settings(settings)
     Issuer.objects.create(
-        issuer=idp_stats_reset.issuer, required_scopes=["servicex"], group_claims=["groups"]
+        issuer=idp_stats_reset.issuer,
+        required_scopes=["servicex"],
+        group_claims=["groups"],
+        group_prefix="idp:",
     )
     token = idp_stats_reset.user_token("dora")
     threads_count = 8
@@ -635,8 +640,8 @@ def test_concurrent_first_requests_create_exactly_one_user(idp_stats_reset, sett
     assert sorted(
         Identity.objects.get(subject="dora").user.groups.values_list("name", flat=True)
     ) == [
-        "/atlas",
-        "/atlas/users",
+        "idp:/atlas",
+        "idp:/atlas/users",
     ]
 
 

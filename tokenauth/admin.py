@@ -420,6 +420,8 @@ class IssuerAdmin(admin.ModelAdmin):
                     "auto_provision",
                     "username_claim",
                     "group_claims",
+                    "group_map",
+                    "group_prefix",
                     "mirror_groups",
                     "default_groups",
                 )

@@ -254,6 +254,17 @@ def check_issuers(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMe
                 errors.append(
                     checks.Error(f"{iss}: {name} must be a list of strings.", id="tokenauth.E007")
                 )
+        if not issuer_config.valid_group_map(entry.get("group_map", {})) or not isinstance(
+            entry.get("group_prefix", ""), str
+        ):
+            errors.append(
+                checks.Error(
+                    f"{iss}: group_map must map claim values to group names, and group_prefix be a "
+                    "string.",
+                    id="tokenauth.E007",
+                )
+            )
+        errors.extend(_group_messages(iss, entry))
         required = entry.get("required_scopes", [])
         if _strings(required) and not all(is_scope_token(name) for name in required):
             errors.append(
@@ -276,7 +287,48 @@ def check_issuers(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMe
                     id="tokenauth.W003",
                 )
             )
+    errors.extend(_shared_namespaces(_settings_prefixes(), set()))
     return errors
+
+
+def _settings_prefixes() -> dict[str, Any]:
+    return {
+        entry["issuer"]: entry.get("group_prefix")
+        for entry in conf.tokenauth_settings.ISSUERS
+        if isinstance(entry, dict) and isinstance(entry.get("issuer"), str)
+    }
+
+
+def _group_messages(iss: str, entry: dict[str, Any]) -> list[checks.CheckMessage]:
+    """Group claims that can join no group: their values are ignored without a mapping or namespace."""
+    if entry.get("group_claims") and not entry.get("group_map") and not entry.get("group_prefix"):
+        return [
+            checks.Warning(
+                f"{iss}: its group claims join no group (no group_map, no group_prefix).",
+                hint="Map the values to local groups (group_map) or give the issuer a namespace "
+                '(group_prefix, e.g. "cms:"), or drop group_claims.',
+                id="tokenauth.W007",
+            )
+        ]
+    return []
+
+
+def _shared_namespaces(prefixes: dict[str, Any], reported: set[str]) -> list[checks.CheckMessage]:
+    """One issuer's namespace inside another's (``cms:`` and ``cms:x``) lets its claims name the
+    other's groups. ``reported``: issuers whose pairs were reported already."""
+    named = sorted((iss, p) for iss, p in prefixes.items() if isinstance(p, str) and p)
+    return [
+        checks.Warning(
+            f"{iss}: its group_prefix {prefix!r} overlaps {other}'s {theirs!r}: claims of one issuer "
+            "name groups of the other.",
+            hint="Give each issuer a prefix that does not start with another's.",
+            id="tokenauth.W008",
+        )
+        for i, (iss, prefix) in enumerate(named)
+        for other, theirs in named[i + 1 :]
+        if (prefix.startswith(theirs) or theirs.startswith(prefix))
+        and not {iss, other} <= reported
+    ]
 
 
 @checks.register(checks.Tags.database)
@@ -293,9 +345,14 @@ def check_issuer_rows(
         # ``migrate`` runs database checks too, before the table exists.
         if Issuer._meta.db_table not in connections[alias].introspection.table_names():
             continue
-        for row in Issuer.objects.using(alias).only("issuer", "profile", "accept_any_audience"):
-            entry = {"profile": row.profile, "accept_any_audience": row.accept_any_audience}
+        fields = ("profile", "accept_any_audience", "group_claims", "group_map", "group_prefix")
+        prefixes = _settings_prefixes()
+        for row in Issuer.objects.using(alias).only("issuer", *fields):
+            entry = {name: getattr(row, name) for name in fields}
             errors.extend(_profile_messages(row.issuer, entry))
+            errors.extend(_group_messages(row.issuer, entry))
+            prefixes.setdefault(row.issuer, row.group_prefix)
+        errors.extend(_shared_namespaces(prefixes, set(_settings_prefixes())))
     return errors
 
 

@@ -186,7 +186,8 @@ DESCRIPTIONS: dict[str, str] = {
     "ISSUERS": (
         "External issuers configured in code, next to the `Issuer` rows of the admin: a list of dicts with "
         '`"issuer"` and optionally `"audiences"`, `"profile"`, `"accept_any_audience"`, `"required_scopes"`, '
-        '`"algorithms"`, `"auto_provision"`, `"default_groups"`, `"group_claims"`, `"mirror_groups"`, '
+        '`"algorithms"`, `"auto_provision"`, `"default_groups"`, `"group_claims"`, `"group_map"`, '
+        '`"group_prefix"`, `"mirror_groups"`, '
         '`"username_claim"`, `"enabled"`, and for browser login `"slug"`, `"display_name"`, `"client_id"`, '
         '`"client_secret_env"`.'
     ),

@@ -270,10 +270,31 @@ class Issuer(models.Model):
     group_claims = models.JSONField(
         _("group claims"), default=list, blank=True, help_text=_('e.g. ["wlcg.groups", "groups"]')
     )
+    group_map = models.JSONField(
+        _("group mapping"),
+        default=dict,
+        blank=True,
+        help_text=_(
+            'Claim value to local group, e.g. {"/cms/ops": "cms-operators"}: the only way a claim '
+            "joins a group that holds a permission."
+        ),
+    )
+    group_prefix = models.CharField(
+        _("group namespace"),
+        max_length=64,
+        blank=True,
+        help_text=_(
+            'Unmapped claim values become groups with this prefix, e.g. "cms:" makes /cms '
+            "cms:/cms (created as needed, never one holding a permission). Empty: they are ignored."
+        ),
+    )
     mirror_groups = models.BooleanField(
         _("mirror the token's groups into the user's"),
         default=True,
-        help_text=_("With group claims: a newer token's groups replace the user's groups here."),
+        help_text=_(
+            "With group claims: a newer token's groups replace the user's groups of this issuer "
+            "here (default, mapped and namespaced ones; the others stay)."
+        ),
     )
     username_claim = models.CharField(
         _("username claim"), max_length=64, default="preferred_username"
@@ -326,6 +347,14 @@ class Issuer(models.Model):
             value = getattr(self, name)
             if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
                 raise ValidationError({name: _("A list of strings.")})
+        if not issuer_config.valid_group_map(self.group_map):
+            raise ValidationError(
+                {
+                    "group_map": _(
+                        'Claim values to group names, e.g. {"/cms/ops": "cms-operators"}.'
+                    )
+                }
+            )
         if not all(scopes.is_scope_token(name) for name in self.required_scopes):
             raise ValidationError(
                 {"required_scopes": _('Scope names are printable ASCII without space, " and \\.')}
@@ -350,6 +379,8 @@ class Issuer(models.Model):
             auto_provision=self.auto_provision,
             default_groups=tuple(g.name for g in self.default_groups.all()),
             group_claims=tuple(self.group_claims),
+            group_map=tuple(sorted(self.group_map.items())),
+            group_prefix=self.group_prefix,
             mirror_groups=self.mirror_groups,
             username_claim=self.username_claim,
             slug=self.slug,

@@ -152,15 +152,29 @@ def resolve(config: issuer_config.IssuerConfig, claims: dict[str, Any]) -> Princ
     return principal
 
 
-#: (iss, sub) digest -> ``iat`` of the newest token whose groups were mirrored into the user's here.
-_mirrored: snapshots.BoundedMemo[str, float] = snapshots.BoundedMemo(
+@dataclass(frozen=True)
+class Mirrored:
+    """The newest token whose groups were mirrored into its user's here, and what that wrote."""
+
+    iat: float
+    #: The token's groups, and the user's groups of the issuer's after the write: the same pair
+    #: again needs no write (a namespaced group holding a permission stays out: ``_claims_decide``).
+    wanted: tuple[str, ...]
+    written: tuple[str, ...]
+
+
+#: (iss, sub) digest -> the newest mirroring of its token's groups into the user's here.
+_mirrored: snapshots.BoundedMemo[str, Mirrored] = snapshots.BoundedMemo(
     lambda: conf.tokenauth_settings.VERIFIED_TOKEN_CACHE_SIZE
 )
 
 
 def token_groups(config: issuer_config.IssuerConfig, claims: dict[str, Any]) -> tuple[str, ...]:
-    """The groups a token of an issuer with group claims grants: its mapped claims and the defaults."""
-    return tuple(sorted({*config.default_groups, *mapped_groups(config, claims)}))
+    """The groups a token of an issuer with group claims grants: the issuer's defaults, and the
+    local groups its claims' values stand for (``group_map``, ``group_prefix``); other values are
+    ignored, so an issuer never names a local group the admin did not allow it."""
+    named = (config.local_group(value) for value in claim_groups(config, claims))
+    return tuple(sorted({*config.default_groups, *filter(None, named)}))
 
 
 def groups_of(
@@ -168,32 +182,73 @@ def groups_of(
 ) -> tuple[str, ...]:
     """The principal's groups for this request: the token's when the issuer names group claims (not
     what the first login saw), else the user's. With ``mirror_groups``, a token newer than any
-    mirrored before whose groups differ from the user's replaces them (a write only then)."""
+    mirrored before whose groups differ from the user's groups of this issuer makes them the token's
+    (a write only then; the user's other groups stay)."""
     if not config.group_claim_names:
         return principal.groups
     groups = token_groups(config, claims)
-    digest = models.identity_digest(config.issuer, claims["sub"])
-    newest = _mirrored.get(digest)
-    if (
-        config.mirror_groups
-        and groups != principal.groups
-        and (newest is None or claims["iat"] > newest)
-    ):
-        _mirrored.put(digest, claims["iat"])
-        _mirror(principal.user_id, groups)
+    if config.mirror_groups:
+        managed = tuple(name for name in principal.groups if config.manages_group(name))
+        digest = models.identity_digest(config.issuer, claims["sub"])
+        last = _mirrored.get(digest)
+        if groups != managed and (
+            last is None
+            or (claims["iat"] > last.iat and (groups, managed) != (last.wanted, last.written))
+        ):
+            _mirrored.put(digest, Mirrored(claims["iat"], groups, groups))
+            written = _mirror(config, principal.user_id, groups)
+            if written is not None:
+                _mirrored.put(digest, Mirrored(claims["iat"], groups, written))
     return groups
 
 
-def _mirror(user_id: Any, groups: tuple[str, ...]) -> None:
-    """Best effort: the request is answered with the token's groups whether or not this is stored."""
+def _mirror(
+    config: issuer_config.IssuerConfig, user_id: Any, groups: tuple[str, ...]
+) -> tuple[str, ...] | None:
+    """Best effort: the request is answered with the token's groups whether or not this is stored.
+    Returns the user's groups of this issuer after the write (None when it failed)."""
     try:
         with transaction.atomic():
             user = get_user_model()._default_manager.get(pk=user_id)
-            user.groups.set([Group.objects.get_or_create(name=name)[0] for name in groups])
+            current = list(user.groups.all())
+            privileged = _privileged({*groups, *(group.name for group in current)})
+            members = [
+                *(g for g in current if not _claims_decide(config, g.name, privileged)),
+                *_joinable(config, groups, privileged),
+            ]
+            user.groups.set(members)
     except (DatabaseError, snapshots.StateUnavailable, get_user_model().DoesNotExist):
         logger.warning(
             "tokenauth: could not mirror the token's groups into user %s", user_id, exc_info=True
         )
+        return None
+    return tuple(sorted(g.name for g in members if config.manages_group(g.name)))
+
+
+def _privileged(names: set[str]) -> set[str]:
+    """Those of the groups ``names`` that hold any Django permission."""
+    held = Group.objects.filter(name__in=names, permissions__isnull=False)
+    return set(held.values_list("name", flat=True))
+
+
+def _claims_decide(config: issuer_config.IssuerConfig, name: str, privileged: set[str]) -> bool:
+    """Whether a token of this issuer may put a user in the group ``name`` or take it out: a default
+    or mapped group, or one in the issuer's namespace that holds no permission. A namespaced group
+    the admin gave a permission is the admin's: claims neither join it nor leave it (mapping it lets
+    them)."""
+    return config.explicitly_allowed(name) or (
+        config.manages_group(name) and name not in privileged
+    )
+
+
+def _joinable(
+    config: issuer_config.IssuerConfig, names: tuple[str, ...], privileged: set[str]
+) -> list[Group]:
+    """The groups of ``names`` (a token's, see :func:`token_groups`) a claim may join, created when
+    missing: each is one the admin allowed this issuer."""
+    allowed = [name for name in names if _claims_decide(config, name, privileged)]
+    existing = {group.name: group for group in Group.objects.filter(name__in=allowed)}
+    return [existing.get(name) or Group.objects.get_or_create(name=name)[0] for name in allowed]
 
 
 def _may_provision_now(config: issuer_config.IssuerConfig, cached: Principal | str) -> bool:
@@ -249,7 +304,7 @@ def _revoked_for_identity(config: issuer_config.IssuerConfig, claims: dict[str, 
 
 
 def provision(config: issuer_config.IssuerConfig, claims: dict[str, Any]) -> Any:
-    """Create the user and Identity for a new (iss, sub), with groups from the mapped claims."""
+    """Create the user and Identity for a new (iss, sub), in the groups its token may join."""
     subject = claims["sub"]
     for _attempt in range(3):
         try:
@@ -263,7 +318,7 @@ def provision(config: issuer_config.IssuerConfig, claims: dict[str, Any]) -> Any
                     issuer=config.issuer, subject=subject, user=user
                 )
                 names = token_groups(config, claims)
-                user.groups.add(*[Group.objects.get_or_create(name=name)[0] for name in names])
+                user.groups.add(*_joinable(config, names, _privileged(set(names))))
                 models.AuditEvent.objects.create(
                     action="identity_provisioned",
                     user=user,
@@ -285,9 +340,9 @@ def provision(config: issuer_config.IssuerConfig, claims: dict[str, Any]) -> Any
     raise snapshots.StateUnavailable("could not provision the identity")
 
 
-def mapped_groups(config: issuer_config.IssuerConfig, claims: dict[str, Any]) -> list[str]:
-    """Group names from the configured claims (a list of strings or one string separated by ASCII spaces,
-    like a scope)."""
+def claim_groups(config: issuer_config.IssuerConfig, claims: dict[str, Any]) -> list[str]:
+    """The values of the configured group claims (a list of strings or one string separated by ASCII
+    spaces, like a scope), before the issuer's ``group_map`` and ``group_prefix`` apply."""
     names: list[str] = []
     for claim in config.group_claim_names:
         value = claims.get(claim)
@@ -298,7 +353,7 @@ def mapped_groups(config: issuer_config.IssuerConfig, claims: dict[str, Any]) ->
             if isinstance(value, list)
             else []
         )
-        names.extend(v[:150] for v in values if isinstance(v, str) and v)
+        names.extend(v for v in values if isinstance(v, str) and v)
     return names
 
 

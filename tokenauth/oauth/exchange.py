@@ -11,7 +11,7 @@ from oauthlib.oauth2.rfc6749 import errors
 from oauthlib.oauth2.rfc6749.grant_types.base import GrantTypeBase
 from rest_framework.exceptions import PermissionDenied
 
-from .. import authentication, conf, exceptions, jwks, scopes, signals, snapshots, urns
+from .. import authentication, conf, exceptions, jwks, scopes, signals, snapshots, tokens, urns
 from .scopes import grantable
 
 SUBJECT_TOKEN_TYPES = frozenset({urns.ACCESS_TOKEN_TYPE, urns.JWT_TOKEN_TYPE})
@@ -38,7 +38,9 @@ class TokenExchangeGrant(GrantTypeBase):
     The subject token is verified exactly like a bearer token of that issuer (allow-list, keys,
     revocation, provisioning). Delegation (``actor_token``) is not supported. The issued token's
     scope is the requested one (default: the subject token's) narrowed to what the subject token
-    carried and the client may have; ``g:<group>`` needs membership here; never a service scope.
+    carried and the client may have, never a service scope; ``g:<group>`` needs membership here, of
+    a group the subject token itself grants (for an issuer with group claims, one it may name:
+    ``group_map``, ``group_prefix``, default groups), whatever other groups the user is in.
     """
 
     def create_token_response(
@@ -88,7 +90,8 @@ class TokenExchangeGrant(GrantTypeBase):
             raise errors.InvalidRequestError(
                 _("Only access tokens can be issued"), request=request
             )
-        granted = self._verify(subject_token, request)
+        access = self._verify(subject_token, request)
+        granted = sorted(access.scopes)
         requested = scopes.split_scope(request.scope) if request.scope else granted
         # Asked for, a service scope is refused; carried by the subject token, it is the external
         # issuer's word, which never grants one here: dropped below like any scope not ours.
@@ -101,12 +104,18 @@ class TokenExchangeGrant(GrantTypeBase):
             if grantable(s, request.client, request.grant_type)
             and (scopes.group_name(s) is not None or s in granted)
         ]
+        if any(
+            name not in access.groups for name in map(scopes.group_name, request.scopes) if name
+        ):
+            raise errors.InvalidScopeError(
+                description=_("The subject_token does not grant that group"), request=request
+            )
         for validator in self.custom_validators.post_token:
             validator(request)
 
     @staticmethod
-    def _verify(subject_token: str, request: Any) -> list[str]:
-        """Set ``request.user`` from an external token; returns the scopes that token carried."""
+    def _verify(subject_token: str, request: Any) -> tokens.AccessToken:
+        """Set ``request.user`` from an external token; returns that token, verified."""
         try:
             principal, access = authentication.authenticate_token(subject_token)
         except exceptions.InvalidToken as exc:
@@ -127,4 +136,4 @@ class TokenExchangeGrant(GrantTypeBase):
         request.user = user_model._default_manager.filter(pk=principal.pk).first()
         request.tokenauth_subject_expires = access.claims["exp"]
         request.tokenauth_subject_issuer = access.issuer
-        return sorted(access.scopes)
+        return access

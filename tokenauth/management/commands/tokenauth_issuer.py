@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from argparse import BooleanOptionalAction
+from argparse import ArgumentTypeError, BooleanOptionalAction
 from typing import Any
 
 from django.contrib.auth.models import Group
@@ -20,6 +20,8 @@ OPTIONS = (
     "algorithms",
     "auto_provision",
     "group_claims",
+    "group_map",
+    "group_prefix",
     "mirror_groups",
     "username_claim",
     "slug",
@@ -27,6 +29,14 @@ OPTIONS = (
     "client_id",
     "client_secret_env",
 )
+
+
+def group_mapping(text: str) -> tuple[str, str]:
+    """``VALUE=GROUP``, split at the last ``=``: claim values (entitlement URNs) may hold one."""
+    value, _, group = text.rpartition("=")
+    if not value or not group:
+        raise ArgumentTypeError(f"not VALUE=GROUP: {text!r}")
+    return value, group
 
 
 class Command(base.TokenauthCommand):
@@ -67,6 +77,19 @@ class Command(base.TokenauthCommand):
         )
         add.add_argument(
             "--group-claim", action="append", dest="group_claims", help="a claim listing groups"
+        )
+        add.add_argument(
+            "--group-map",
+            action="append",
+            dest="group_map",
+            type=group_mapping,
+            metavar="VALUE=GROUP",
+            help="a group claim's value joins this local group (even one holding permissions); "
+            "the options given replace the mapping",
+        )
+        add.add_argument(
+            "--group-prefix",
+            help='unmapped claim values become groups with this prefix (e.g. "cms:"; "" ignores them)',
         )
         add.add_argument(
             "--mirror-groups",
@@ -128,6 +151,8 @@ class Command(base.TokenauthCommand):
         issuer = models.Issuer.objects.filter(issuer=url).first() or models.Issuer(issuer=url)
         if options["profile"] == "none":
             options["profile"] = ""
+        if options["group_map"] is not None:
+            options["group_map"] = dict(options["group_map"])
         for name in OPTIONS:
             if options[name] is not None:
                 setattr(issuer, name, options[name])
