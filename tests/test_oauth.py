@@ -742,7 +742,8 @@ def test_token_exchange_refusals_are_oauth_errors(
     assert "access_token" not in response.json()
 
 
-OURS = "http://127.0.0.1:8000"  # ISSUER of the test project, the aud of its tokens without AUDIENCE
+# ISSUER of the test project: the aud of its tokens without AUDIENCE.
+OURS = "http://127.0.0.1:8000"
 
 #: (the audience and resource parameters, repeated as given, whether the exchange may go ahead)
 EXCHANGE_TARGETS = {

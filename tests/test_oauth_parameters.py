@@ -16,13 +16,13 @@ from typing import Any
 from urllib.parse import quote, urlencode
 
 import pytest
-from django.contrib.auth import get_user_model
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
+from django.contrib.auth import get_user_model
 from django.db import DataError, connection
 from django.test import Client
 from django.urls import URLPattern
-from oauth2_provider.models import get_application_model, get_device_grant_model
+from oauth2_provider.models import get_application_model
 
 import tokenauth.oauth.urls
 import tokenauth.urls
@@ -225,7 +225,13 @@ REQUESTS: list[tuple[str, str, str, dict[str, str], str | None]] = [
         {"action": "accept"},
         "browser",
     ),
-    ("device-grant-status", "GET", "/o/device-grant-status/tokenauth-cli/{user_code}", {}, "browser"),
+    (
+        "device-grant-status",
+        "GET",
+        "/o/device-grant-status/tokenauth-cli/{user_code}",
+        {},
+        "browser",
+    ),
     (
         "tokenauth-token",
         "POST",
@@ -337,7 +343,9 @@ def test_hostile_json_is_never_a_server_error(site, value):
         if not name.startswith("tokenauth-") or authorization == "browser":
             continue
         for param in params:
-            response = send(site, "POST", path, {**params, param: value}, authorization, as_json=True)
+            response = send(
+                site, "POST", path, {**params, param: value}, authorization, as_json=True
+            )
             if response.status_code >= 500:
                 failures.append(f"{path} {param}: {response.status_code}")
     assert failures == []
@@ -378,7 +386,12 @@ def post_form(path: str, data: dict[str, str], **headers: str) -> Any:
             401,
             "invalid_client",
         ),
-        ({"grant_type": "client_credentials"}, {"HTTP_AUTHORIZATION": "Basic é"}, 401, "invalid_client"),
+        (
+            {"grant_type": "client_credentials"},
+            {"HTTP_AUTHORIZATION": "Basic é"},
+            401,
+            "invalid_client",
+        ),
     ],
     ids=["device_code", "code", "client_id", "Basic client_id", "Basic not base64"],
 )

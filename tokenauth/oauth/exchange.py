@@ -47,12 +47,12 @@ def is_our_resource(resource: str) -> bool:
     parts = urlsplit(resource)
     if not parts.scheme or not parts.netloc or "#" in resource:
         return False
+    origin = (parts.scheme.lower(), parts.netloc.lower())
     for base in (conf.tokenauth_settings.ISSUER, conf.tokenauth_settings.AUDIENCE):
         site = urlsplit(base or "")
         prefix = site.path.rstrip("/")
-        if (
-            (parts.scheme.lower(), parts.netloc.lower()) == (site.scheme.lower(), site.netloc.lower())
-            and (parts.path == prefix or parts.path.startswith(f"{prefix}/"))
+        if origin == (site.scheme.lower(), site.netloc.lower()) and (
+            parts.path == prefix or parts.path.startswith(f"{prefix}/")
         ):
             return True
     return False
@@ -71,7 +71,9 @@ def check_targets(request: Any) -> None:
             )
         if name == "resource" and not is_our_resource(value):
             raise InvalidTarget(
-                description=_("The resource must be an absolute URI of this site, without fragment"),
+                description=_(
+                    "The resource must be an absolute URI of this site, without fragment"
+                ),
                 request=request,
             )
 

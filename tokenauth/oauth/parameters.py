@@ -17,7 +17,7 @@ from collections.abc import Callable
 from typing import Any
 from urllib.parse import unquote_plus
 
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponseBase
 from django.shortcuts import render
 from django.utils.translation import gettext_lazy as _
 
@@ -26,7 +26,7 @@ from .views import _error
 CONTROL_CHARACTER = re.compile(r"[\x00-\x1f\x7f]")
 CLIENT_CREDENTIALS = frozenset({"client_id", "client_secret"})
 
-View = Callable[..., HttpResponse]
+View = Callable[..., HttpResponseBase]
 
 
 def basic_credentials(request: HttpRequest) -> list[str] | None:
@@ -61,7 +61,7 @@ def endpoint(view: View) -> View:
     invalid_client`` in the client's credentials (RFC 6749 section 5.2)."""
 
     @functools.wraps(view)
-    def checked(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+    def checked(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:
         error = problem(request)
         if error is None:
             return view(request, *args, **kwargs)
@@ -80,7 +80,7 @@ def page(view: View) -> View:
     """A page a person sees: a control character gets a readable ``400`` page."""
 
     @functools.wraps(view)
-    def checked(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+    def checked(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:
         if problem(request) is None:
             return view(request, *args, **kwargs)
         context = {
