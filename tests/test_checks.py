@@ -207,19 +207,24 @@ def test_e019_a_service_scope_is_no_user_scope(settings, change):
     assert "tokenauth.E019" not in ids(settings, **base, **apart)
 
 
+THROTTLE_RATES = ["LOGIN_THROTTLE_RATE", "DEVICE_CODE_THROTTLE_RATE"]
+
+
+@pytest.mark.parametrize("setting", THROTTLE_RATES)
 @pytest.mark.parametrize(
     "rate", ["10", "ten/min", "10/", "10/fortnight", "0/min", "-1/min", 10, ["10/min"]]
 )
-def test_e012_login_throttle_rate_must_be_a_rate(settings, rate):
+def test_e012_throttle_rates_must_be_rates(settings, setting, rate):
     assert "tokenauth.E012" in ids(
-        settings, ISSUER=ISSUER, SIGNING_KEY=GOOD_SECRET, LOGIN_THROTTLE_RATE=rate
+        settings, ISSUER=ISSUER, SIGNING_KEY=GOOD_SECRET, **{setting: rate}
     )
 
 
+@pytest.mark.parametrize("setting", THROTTLE_RATES)
 @pytest.mark.parametrize("rate", ["10/min", "1/s", "100/hour", "5/d", None])
-def test_e012_accepts_drf_rate_strings_and_none(settings, rate):
+def test_e012_accepts_drf_rate_strings_and_none(settings, setting, rate):
     assert "tokenauth.E012" not in ids(
-        settings, ISSUER=ISSUER, SIGNING_KEY=GOOD_SECRET, LOGIN_THROTTLE_RATE=rate
+        settings, ISSUER=ISSUER, SIGNING_KEY=GOOD_SECRET, **{setting: rate}
     )
 
 

@@ -847,6 +847,90 @@ def test_token_exchange_refusals_are_oauth_errors(
     assert "access_token" not in response.json()
 
 
+# ISSUER of the test project: the aud of its tokens without AUDIENCE.
+OURS = "http://127.0.0.1:8000"
+
+#: (the audience and resource parameters, repeated as given, whether the exchange may go ahead)
+EXCHANGE_TARGETS = {
+    "our audience": ([("audience", OURS)], True),
+    "a resource of ours": ([("resource", f"{OURS}/api/reports/?page=2")], True),
+    "our audience and resources, repeated": (
+        [("audience", OURS), ("resource", OURS), ("resource", f"{OURS}/api/")],
+        True,
+    ),
+    "another audience": ([("audience", "https://evil.example")], False),
+    "another resource": ([("resource", "https://evil.example/api/")], False),
+    "another port": ([("resource", "http://127.0.0.1:8001/api/")], False),
+    "a look-alike host": ([("resource", "http://127.0.0.1:8000.evil.example/")], False),
+    "another audience after ours": (
+        [("audience", OURS), ("audience", "https://evil.example")],
+        False,
+    ),
+    "another audience before ours": (
+        [("audience", "https://evil.example"), ("audience", OURS)],
+        False,
+    ),
+    "another resource among ours": (
+        [("resource", f"{OURS}/api/"), ("resource", "https://evil.example/")],
+        False,
+    ),
+    "a relative resource": ([("resource", "/api/")], False),
+    "a resource with a fragment": ([("resource", f"{OURS}/api/#top")], False),
+}
+
+
+@pytest.mark.parametrize("case", list(EXCHANGE_TARGETS))
+def test_token_exchange_issues_tokens_for_us_only(live_server, idp, service, settings, case):
+    """RFC 8693 section 2.2.2: a target the token would not be good for is ``invalid_target``."""
+    targets, allowed = EXCHANGE_TARGETS[case]
+    settings.TOKENAUTH = {**settings.TOKENAUTH, "ISSUERS": [{"issuer": idp.issuer}]}
+    data = [
+        ("grant_type", TOKEN_EXCHANGE),
+        ("subject_token", idp.user_token("carol")),
+        ("subject_token_type", ACCESS_TOKEN_TYPE),
+        *targets,
+    ]
+    response = requests.post(
+        f"{live_server.url}/o/token/", data=data, auth=("svc", SECRET), timeout=10
+    )
+    if allowed:
+        assert response.status_code == 200, response.text
+        assert claims_of(response.json()["access_token"])["aud"] == OURS
+    else:
+        assert (response.status_code, response.json()["error"]) == (400, "invalid_target")
+
+
+@pytest.mark.parametrize(
+    "target, allowed",
+    [
+        (("audience", "https://api.example.org"), True),
+        (("resource", "https://api.example.org/v1/"), True),
+        (("resource", f"{OURS}/api/"), True),  # still this site's
+        (("audience", OURS), False),  # not the aud our tokens carry
+    ],
+)
+def test_token_exchange_targets_with_an_audience(
+    live_server, idp, service, settings, target, allowed
+):
+    settings.TOKENAUTH = {
+        **settings.TOKENAUTH,
+        "AUDIENCE": "https://api.example.org",
+        "ISSUERS": [{"issuer": idp.issuer}],
+    }
+    data = {
+        "grant_type": TOKEN_EXCHANGE,
+        "subject_token": idp.user_token("carol"),
+        "subject_token_type": ACCESS_TOKEN_TYPE,
+        target[0]: target[1],
+    }
+    response = requests.post(
+        f"{live_server.url}/o/token/", data=data, auth=("svc", SECRET), timeout=10
+    )
+    assert response.status_code == (200 if allowed else 400), response.text
+    if allowed:
+        assert claims_of(response.json()["access_token"])["aud"] == "https://api.example.org"
+
+
 @pytest.fixture
 def admin_browser() -> Client:
     root = make_user("root")

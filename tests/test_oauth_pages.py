@@ -161,6 +161,87 @@ def test_signing_in_for_a_device_goes_to_the_provider_of_its_group(settings):
     )
 
 
+# -- guessing codes (RFC 8628 section 5.1) ---------------------------------------------------
+
+
+def test_codes_have_the_entropy_rfc_8628_asks_for():
+    """DOT's generator: 8 characters of 32 (base32hex), 40 bits; RFC 8628 section 6.1's example has
+    34.5. With DEVICE_CODE_THROTTLE_RATE and the codes' 30 minutes, guessing one is hopeless."""
+    codes = [device_code()["user_code"] for _ in range(5)]
+    assert all(
+        len(code) == 8 and set(code) <= set("0123456789ABCDEFGHIJKLMNOPQRSTUV") for code in codes
+    )
+    assert len(set(codes)) == 5
+
+
+def signed_in(user: Any, address: str) -> Client:
+    client = Client(REMOTE_ADDR=address)
+    client.force_login(user)
+    return client
+
+
+def test_wrong_codes_are_throttled_per_user_and_per_address(settings, carol):
+    settings.TOKENAUTH = {**settings.TOKENAUTH, "DEVICE_CODE_THROTTLE_RATE": "3/min"}
+    right = device_code()["user_code"]
+    guesser = signed_in(carol, "10.0.0.1")
+    for wrong in ("WRONG001", "WRONG002"):
+        assert_page(guesser.post("/o/device/", {"user_code": wrong}), 404, "Unknown code")
+    assert_page(guesser.get("/o/device/", {"user_code": "WRONG003"}), 404, "Unknown code")
+    for code in ("WRONG004", right):
+        throttled = guesser.post("/o/device/", {"user_code": code})
+        assert_page(throttled, 429, "Too many wrong codes")
+        assert 0 < int(throttled["Retry-After"]) <= 60
+    # carol from elsewhere is over her limit; someone else at her address is over its limit
+    assert guesser.get("/o/device/", {"user_code": right}).status_code == 429
+    assert signed_in(carol, "10.0.0.2").post("/o/device/", {"user_code": right}).status_code == 429
+    dave = make_user("dave")
+    assert signed_in(dave, "10.0.0.1").post("/o/device/", {"user_code": right}).status_code == 429
+    # while a user elsewhere is not locked out by the guessing
+    confirm = signed_in(dave, "10.0.0.3").post("/o/device/", {"user_code": right})
+    assert confirm.status_code == 302 and right in confirm["Location"]
+
+
+def test_right_codes_do_not_count(settings, browser):
+    settings.TOKENAUTH = {**settings.TOKENAUTH, "DEVICE_CODE_THROTTLE_RATE": "2/min"}
+    right = device_code()["user_code"]
+    for _ in range(5):
+        assert browser.get("/o/device/", {"user_code": right}).status_code == 200
+    assert browser.post("/o/device/", {"user_code": right}).status_code == 302
+
+
+def test_codes_looked_up_before_signing_in_are_throttled_per_address(settings):
+    """The sign-in redirect names the scope of a code that exists: a lookup, throttled too."""
+    settings.TOKENAUTH = {**settings.TOKENAUTH, "DEVICE_CODE_THROTTLE_RATE": "2/min"}
+    right = device_code()["user_code"]
+    anonymous = Client(REMOTE_ADDR="10.0.0.9")
+    for wrong in ("WRONG001", "WRONG002"):
+        assert anonymous.get("/o/device/", {"user_code": wrong}).status_code == 302
+    assert_page(anonymous.get("/o/device/", {"user_code": right}), 429, "Too many")
+    assert (
+        Client(REMOTE_ADDR="10.0.0.8").get("/o/device/", {"user_code": right}).status_code == 302
+    )
+
+
+def test_the_throttle_can_be_switched_off(settings, browser):
+    settings.TOKENAUTH = {**settings.TOKENAUTH, "DEVICE_CODE_THROTTLE_RATE": None}
+    for n in range(15):
+        assert browser.post("/o/device/", {"user_code": f"WRONG{n:03}"}).status_code == 404
+
+
+def test_codes_are_not_looked_up_unthrottled_while_the_cache_is_down(settings, browser):
+    right = device_code()["user_code"]
+    settings.CACHES = {
+        **settings.CACHES,
+        "down": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": "redis://127.0.0.1:1/0",
+            "OPTIONS": {"socket_connect_timeout": 0.2},
+        },
+    }
+    settings.TOKENAUTH = {**settings.TOKENAUTH, "CACHE_ALIAS": "down"}
+    assert_page(browser.post("/o/device/", {"user_code": right}), 503, "Service unavailable")
+
+
 @pytest.fixture
 def portal():
     return get_application_model().objects.create(

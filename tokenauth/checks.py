@@ -85,15 +85,16 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckM
                     id="tokenauth.E019",
                 )
             )
-    rate = conf.tokenauth_settings.LOGIN_THROTTLE_RATE
-    if rate is not None and not _valid_rate(rate):
-        errors.append(
-            checks.Error(
-                f'TOKENAUTH["LOGIN_THROTTLE_RATE"] is not a rate: {rate!r}.',
-                hint='Failed attempts per period, e.g. "10/min" or "100/hour"; None = off.',
-                id="tokenauth.E012",
+    for name in ("LOGIN_THROTTLE_RATE", "DEVICE_CODE_THROTTLE_RATE"):
+        rate = getattr(conf.tokenauth_settings, name)
+        if rate is not None and not _valid_rate(rate):
+            errors.append(
+                checks.Error(
+                    f'TOKENAUTH["{name}"] is not a rate: {rate!r}.',
+                    hint='Failed attempts per period, e.g. "10/min" or "100/hour"; None = off.',
+                    id="tokenauth.E012",
+                )
             )
-        )
     profile = conf.tokenauth_settings.TOKEN_PROFILE
     if profile not in (None, profiles.WLCG):
         errors.append(

@@ -38,6 +38,7 @@ DEFAULTS: dict[str, Any] = {
     "MAX_SESSIONS_PER_USER": None,
     "REVOKE_ON_PASSWORD_CHANGE": True,
     "LOGIN_THROTTLE_RATE": "10/min",
+    "DEVICE_CODE_THROTTLE_RATE": "10/min",
     "REVOCATION_REFRESH_INTERVAL": timedelta(seconds=1),
     "REVOCATION_RELOAD_INTERVAL": timedelta(minutes=1),
     "REVOCATION_WINDOW": timedelta(days=1),
@@ -140,6 +141,13 @@ DESCRIPTIONS: dict[str, str] = {
         "logins do not count. The counters live in the shared cache (`CACHE_ALIAS`); when it is down, "
         "logins answer `503`. The address is `REMOTE_ADDR`; `X-Forwarded-For` counts only with DRF's "
         "`NUM_PROXIES` set (behind that many proxies)."
+    ),
+    "DEVICE_CODE_THROTTLE_RATE": (
+        "Wrong device user codes (RFC 8628 section 5.1) entered or linked at `/o/device/` allowed per "
+        "client address and, separately, per signed-in user (an anonymous browser's session otherwise), "
+        "in fixed windows of the period (DRF rate string; `None` = off); then a `429` page. A code that "
+        "names a device grant does not count. Counted in the shared cache like `LOGIN_THROTTLE_RATE` "
+        "(`503` page when it is down)."
     ),
     "REVOCATION_REFRESH_INTERVAL": (
         "How often a process reads the revocation version key from the shared cache (one read per process"

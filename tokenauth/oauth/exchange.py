@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from typing import Any
+from urllib.parse import urlsplit
 
 from django.contrib.auth import get_user_model
 from django.utils.translation import gettext as _
@@ -16,15 +17,65 @@ from .scopes import grantable
 
 SUBJECT_TOKEN_TYPES = frozenset({urns.ACCESS_TOKEN_TYPE, urns.JWT_TOKEN_TYPE})
 
+#: The parameters a client may repeat (RFC 8693 section 2.1): each value must name us.
+TARGET_PARAMETERS = ("audience", "resource")
+
 
 class UnsupportedTokenType(errors.OAuth2Error):
     error = "unsupported_token_type"
     status_code = 400
 
 
+class InvalidTarget(errors.OAuth2Error):
+    error = "invalid_target"
+    status_code = 400
+
+
 def _invalid_subject(reason: object) -> str:
     # oauthlib writes the description with json.dumps: a plain str, in the request's language.
     return _("Invalid subject_token: %(reason)s") % {"reason": reason}
+
+
+def our_audience() -> str:
+    """The ``aud`` of every token we issue here (``AUDIENCE``, else ``ISSUER``: see generators)."""
+    return conf.tokenauth_settings.AUDIENCE or conf.tokenauth_settings.ISSUER
+
+
+def is_our_resource(resource: str) -> bool:
+    """An absolute URI without fragment (RFC 8707 section 2) at or under ``ISSUER``, or under
+    ``AUDIENCE`` when that is a URL: a resource of this site, which takes our tokens."""
+    parts = urlsplit(resource)
+    if not parts.scheme or not parts.netloc or "#" in resource:
+        return False
+    origin = (parts.scheme.lower(), parts.netloc.lower())
+    for base in (conf.tokenauth_settings.ISSUER, conf.tokenauth_settings.AUDIENCE):
+        site = urlsplit(base or "")
+        prefix = site.path.rstrip("/")
+        if origin == (site.scheme.lower(), site.netloc.lower()) and (
+            parts.path == prefix or parts.path.startswith(f"{prefix}/")
+        ):
+            return True
+    return False
+
+
+def check_targets(request: Any) -> None:
+    """RFC 8693 section 2.2.2: ``invalid_target`` unless every ``audience`` is our audience and every
+    ``resource`` one of ours; the token we issue is for us only, whatever the client asks for. Each
+    may be repeated (the token view keeps repeated values, see ``views.TokenEndpointCore``)."""
+    for name, value in [*request.uri_query_params, *(request.decoded_body or [])]:
+        if name == "audience" and value != our_audience():
+            raise InvalidTarget(
+                description=_("This server issues tokens for %(audience)s only")
+                % {"audience": our_audience()},
+                request=request,
+            )
+        if name == "resource" and not is_our_resource(value):
+            raise InvalidTarget(
+                description=_(
+                    "The resource must be an absolute URI of this site, without fragment"
+                ),
+                request=request,
+            )
 
 
 def _param(request: Any, name: str) -> str | None:
@@ -90,6 +141,7 @@ class TokenExchangeGrant(GrantTypeBase):
             raise errors.InvalidRequestError(
                 _("Only access tokens can be issued"), request=request
             )
+        check_targets(request)
         access = self._verify(subject_token, request)
         granted = sorted(access.scopes)
         requested = scopes.split_scope(request.scope) if request.scope else granted

@@ -10,6 +10,7 @@ application with DOT's ``skip_authorization`` flag, whose redirect URIs are regi
 
 from __future__ import annotations
 
+import math
 from typing import Any
 from urllib.parse import urlencode
 
@@ -27,9 +28,11 @@ from oauth2_provider.models import (
 )
 from oauth2_provider.scopes import get_scopes_backend
 from oauth2_provider.settings import oauth2_settings
+from rest_framework.exceptions import Throttled
 
 from tokenauth.scopes import split_scope
 
+from .. import snapshots, throttling
 from . import revocation
 
 #: The page of each reason a code cannot be approved: (status, title, message).
@@ -54,6 +57,12 @@ CODE_PROBLEMS: dict[str, tuple[int, Any, Any]] = {
         ),
     ),
 }
+
+
+def error_page(request: HttpRequest, status: int, title: Any, message: Any) -> HttpResponse:
+    return render(
+        request, "tokenauth/oidc/error.html", {"title": title, "message": message}, status=status
+    )
 
 
 def code_problem(request: HttpRequest, code: str) -> HttpResponse:
@@ -83,9 +92,43 @@ def scope_items(scope: str | list[str]) -> list[tuple[str, str]]:
 class DeviceUserCodeView(dot.DeviceUserCodeView):
     """``/o/device/``: enter the code the device shows (``?user_code=`` from ``verification_uri_complete``
     fills it in). Signing in first: the sign-in page learns the code's scope, so a ``g:<group>`` of one
-    provider goes straight to it."""
+    provider goes straight to it.
+
+    Every code looked up, linked or entered, signed in or not, goes through :meth:`grant`: wrong ones
+    count against ``DEVICE_CODE_THROTTLE_RATE`` (RFC 8628 section 5.1), then a ``429`` page.
+    """
 
     template_name = "tokenauth/oauth/device.html"
+
+    def dispatch(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        self.found: dict[str, Any] = {}
+        try:
+            return super().dispatch(request, *args, **kwargs)
+        except Throttled as exc:
+            response = error_page(
+                request,
+                429,
+                _("Too many codes"),
+                _(
+                    "Too many wrong codes were entered. Wait a little, then enter the code your "
+                    "device shows."
+                ),
+            )
+            wait = exc.wait  # type: ignore[attr-defined]  # set by DRF, missing from its stubs
+            response["Retry-After"] = str(math.ceil(wait or 1))
+            return response
+        except snapshots.StateUnavailable:
+            return error_page(
+                request,
+                503,
+                _("Service unavailable"),
+                _("The service is unavailable right now. Please try again."),
+            )
+
+    def post(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        # Counted before DOT's form looks the code up (again).
+        self.grant(request.POST.get("user_code", "").strip())
+        return super().post(request, *args, **kwargs)
 
     def handle_no_permission(self) -> HttpResponse:
         grant = self.grant(self.request.GET.get("user_code", ""))
@@ -116,8 +159,19 @@ class DeviceUserCodeView(dot.DeviceUserCodeView):
         return context
 
     def grant(self, user_code: str) -> Any:
-        model = get_device_grant_model()
-        return model.objects.filter(user_code=user_code).first() if user_code else None
+        """The device grant of ``user_code``, or None; a code that names none is a wrong guess.
+
+        Raises Throttled over the limit, StateUnavailable when the counters cannot be read."""
+        if not user_code:
+            return None
+        if user_code not in self.found:
+            attempt = throttling.DeviceCodeAttempt(self.request)
+            attempt.start()
+            grant = get_device_grant_model().objects.filter(user_code=user_code).first()
+            if grant is not None:
+                attempt.succeeded()
+            self.found[user_code] = grant
+        return self.found[user_code]
 
     def form_invalid(self, form: Any) -> HttpResponse:
         for code in CODE_PROBLEMS:

@@ -18,13 +18,13 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.csrf import csrf_exempt
 from oauth2_provider import views as dot
 from oauth2_provider.models import get_device_grant_model
-from oauth2_provider.oauth2_backends import get_oauthlib_core
+from oauth2_provider.oauth2_backends import OAuthLibCore, get_oauthlib_core
 from oauth2_provider.settings import oauth2_settings
 from oauthlib.common import Request as OAuthlibRequest
 
 from .. import conf, exceptions, jwks, snapshots, urns, views
 from ..scopes import user_scopes
-from . import scopes, validators
+from . import exchange, scopes, validators
 
 GRANT_TYPES = [
     "authorization_code",
@@ -83,12 +83,26 @@ class DeviceAuthorizationView(dot.DeviceAuthorizationView):
         return JsonResponse(response, headers={**headers, **views.NO_STORE})
 
 
+class TokenEndpointCore(OAuthLibCore):
+    """DOT's request reading, keeping every value of a repeatable token-exchange parameter: DOT keeps
+    repeated ``resource`` only, and a dropped ``audience`` would go unchecked."""
+
+    def extract_body(self, request: HttpRequest) -> list[tuple[str, str]]:
+        return [
+            (name, value)
+            for name, values in request.POST.lists()
+            for value in (values if name in exchange.TARGET_PARAMETERS else values[-1:])
+        ]
+
+
 class TokenView(dot.TokenView):
     """DOT's token endpoint with every grant, device polling included, going through oauthlib.
 
     DOT answers a device poll itself before oauthlib (a 404 or a 500 for bad input, no ``slow_down``);
     here the validator's ``validate_device_code`` gives the RFC 8628 answers instead.
     """
+
+    oauthlib_backend_class = TokenEndpointCore
 
     def post(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
         return self.authorization_flow_token_response(request)
