@@ -96,7 +96,12 @@ HOSTILE_PATHS = [
 
 @pytest.mark.parametrize("path", HOSTILE_PATHS)
 def test_a_requested_path_not_in_canonical_form_is_not_granted(path):
-    for granted in ("storage.read:/data", "storage.read:/", "storage.read", f"storage.read:{path}"):
+    for granted in (
+        "storage.read:/data",
+        "storage.read:/",
+        "storage.read",
+        f"storage.read:{path}",
+    ):
         assert grants(frozenset({granted}), f"storage.read:{path}") is (path == "/data/"), granted
 
 
