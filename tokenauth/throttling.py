@@ -2,15 +2,22 @@
 
 DRF's throttles count every request, so a user who logs in correctly a dozen times a minute would be
 locked out; here only failures count. An attempt is counted before the password is checked and taken
-back once it succeeded, so parallel guesses cannot slip past the limit while their checks run. The
-counters live in the shared cache: when it cannot be reached, a login is refused (503), never checked
-unthrottled.
+back once it succeeded, or when the check had no answer (the database down), so parallel guesses
+cannot slip past the limit while their checks run, and an outage counts nothing.
+
+Two limits per window. An address may fail ``LOGIN_THROTTLE_RATE`` times (whatever usernames it
+tries). A username may fail :data:`USERNAME_FACTOR` times as often from everywhere together before
+only the addresses it logged in from lately may try it: guessing one password from many addresses
+stays bounded, and failures from anyone's addresses never lock the user out of an address they log
+in from. The counters live in the shared cache: when it cannot be reached, a login is refused (503),
+never checked unthrottled.
 """
 
 from __future__ import annotations
 
 import hashlib
 import time
+from datetime import timedelta
 from typing import Any
 
 from rest_framework.exceptions import Throttled
@@ -21,6 +28,11 @@ from rest_framework.throttling import BaseThrottle
 from . import conf, snapshots
 
 PERIODS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+#: A username's limit per window is the rate's count times this; beyond it, only addresses that
+#: logged in as it within :data:`KNOWN_ADDRESS_LIFETIME` may try it.
+USERNAME_FACTOR = 10
+#: How long a correct login makes its address one the username logs in from.
+KNOWN_ADDRESS_LIFETIME = timedelta(days=30)
 
 
 def parse_rate(rate: str) -> tuple[int, int]:
@@ -42,7 +54,8 @@ def _digest(value: str) -> str:
 
 
 class LoginAttempt:
-    """One password check: ``start()`` before it, ``succeeded()`` after a correct password."""
+    """One password check: ``start()`` before it, then ``succeeded()`` after a correct password or
+    ``take_back()`` when the check could not run."""
 
     def __init__(self, request: Request, username: str) -> None:
         rate = conf.tokenauth_settings.LOGIN_THROTTLE_RATE
@@ -53,27 +66,40 @@ class LoginAttempt:
         window = int(now) // self.period
         #: Until the window ends: a fixed window per period, like DRF's own throttle history expires.
         self.wait = (window + 1) * self.period - now
-        self.keys = [
-            f"{snapshots.CACHE_PREFIX}login-failures:{kind}:{_digest(value)}:{window}"
-            for kind, value in (
-                ("address", client_address(request)),
-                ("username", username.casefold()),
-            )
-        ]
+        address, username = client_address(request), username.casefold()
+        prefix = f"{snapshots.CACHE_PREFIX}login-failures"
+        self.address_key = f"{prefix}:address:{_digest(address)}:{window}"
+        self.username_key = f"{prefix}:username:{_digest(username)}:{window}"
+        known = _digest(f"{username}\0{address}")
+        self.known_key = f"{snapshots.CACHE_PREFIX}login-known:{known}"
 
     def start(self) -> None:
-        """Count this attempt as failed; raises Throttled when the address or the username is over the
-        limit, StateUnavailable when the counters cannot be read."""
+        """Count this attempt as failed; raises Throttled when the address is over the limit, or the
+        username over its own and this address not one it logged in from; StateUnavailable when the
+        counters cannot be read."""
         if not self.period:
             return
-        counts = [self._increment(key) for key in self.keys]
-        if max(counts) > self.limit:
+        from_address = self._increment(self.address_key)
+        for_username = self._increment(self.username_key)
+        if from_address > self.limit or (
+            for_username > self.limit * USERNAME_FACTOR
+            and not snapshots.required_cache_call("get", self.known_key, False)
+        ):
             raise Throttled(wait=self.wait)
 
     def succeeded(self) -> None:
-        """Take the count back: correct logins are not limited. Best effort, the window ends anyway."""
+        """Take the count back (correct logins are not limited) and remember the address as one the
+        username logs in from."""
         if self.period:
-            for key in self.keys:
+            self.take_back()
+            lifetime = int(KNOWN_ADDRESS_LIFETIME.total_seconds())
+            snapshots.shared_cache_call("set", self.known_key, True, lifetime)
+
+    def take_back(self) -> None:
+        """Take the count back: a correct password, or a check that could not run (the database
+        down), is no failed guess. Best effort, the window ends anyway."""
+        if self.period:
+            for key in (self.address_key, self.username_key):
                 snapshots.shared_cache_call("decr", key)
 
     def _increment(self, key: str) -> Any:
