@@ -298,9 +298,11 @@ def test_accepted_types(loop, typ):
 
 
 @pytest.mark.django_db
-def test_an_es256_token_and_several_audiences_with_ours(loop):
-    token = logout_token(loop, kid="ec-1", aud=["another-client", CLIENT_ID])
-    assert deliver(token).status_code == 200
+@pytest.mark.parametrize(
+    "claims", [{"aud": [CLIENT_ID]}, {"aud": [CLIENT_ID, CLIENT_ID]}, {"azp": CLIENT_ID}]
+)
+def test_an_es256_token_and_an_aud_list_or_azp_naming_only_us(loop, claims):
+    assert deliver(logout_token(loop, kid="ec-1", **claims)).status_code == 200
 
 
 @pytest.mark.django_db
@@ -416,6 +418,22 @@ BAD_TOKENS: dict[str, Any] = {
     "wrong aud": lambda loop, evil, jti: logout_token(loop, jti=jti, aud="another-client"),
     "the resource's aud": lambda loop, evil, jti: logout_token(loop, jti=jti, aud=AUDIENCE),
     "no aud": lambda loop, evil, jti: logout_token(loop, jti=jti, aud=None),
+    # OIDC Core 3.1.3.7 step 3: an audience we do not trust refuses the token, ours among them or not.
+    "ours and an untrusted aud": lambda loop, evil, jti: logout_token(
+        loop, jti=jti, aud=[CLIENT_ID, "another-client"]
+    ),
+    "an untrusted aud and ours": lambda loop, evil, jti: logout_token(
+        loop, jti=jti, aud=["another-client", CLIENT_ID]
+    ),
+    "ours and the resource's aud": lambda loop, evil, jti: logout_token(
+        loop, jti=jti, aud=[CLIENT_ID, AUDIENCE]
+    ),
+    "azp another client": lambda loop, evil, jti: logout_token(
+        loop, jti=jti, aud=[CLIENT_ID, "another-client"], azp="another-client"
+    ),
+    "azp another client, aud ours": lambda loop, evil, jti: logout_token(
+        loop, jti=jti, azp="another-client"
+    ),
     "typ JWT": lambda loop, evil, jti: logout_token(loop, jti=jti, header={"typ": "JWT"}),
     "typ at+jwt": lambda loop, evil, jti: logout_token(loop, jti=jti, header={"typ": "at+jwt"}),
     "typ not a string": lambda loop, evil, jti: logout_token(

@@ -16,6 +16,7 @@ from django.test import Client, override_settings
 from tests.helpers import database_down, login, make_user
 from tokenauth.keys import generate_private_key_pem
 from tokenauth.models import AuditEvent, Epoch, Identity, Session
+from tokenauth.throttling import USERNAME_FACTOR
 from tokenauth.tokens import mint_access_token
 
 pytestmark = pytest.mark.django_db
@@ -252,22 +253,62 @@ def test_login_is_throttled(client):
         assert "access_token" not in response.json()
 
 
+def attempt_from(client: Any, address: str, username: str = "alice", password: str = "bad") -> int:
+    body = {"username": username, "password": password}
+    return post_json(client, "/auth/token/", body, REMOTE_ADDR=address).status_code
+
+
 def test_throttle_counts_failures_per_client_address_and_per_username(client):
     for name in ("alice", "bob", "carol"):
         make_user(name)
-
-    def attempt(username: str, address: str) -> int:
-        body = {"username": username, "password": "bad"}
-        return post_json(client, "/auth/token/", body, REMOTE_ADDR=address).status_code
-
     with settings_with(LOGIN_THROTTLE_RATE="1/min"):
-        assert attempt("alice", "10.0.0.1") == 401
-        assert attempt("bob", "10.0.0.1") == 429  # the address is used up, whoever it tries next
-        assert (
-            attempt("alice", "10.0.0.2") == 429
-        )  # and so is the username, from wherever it is tried
-        assert attempt("ALICE", "10.0.0.3") == 429
-        assert attempt("carol", "10.0.0.4") == 401
+        assert attempt_from(client, "10.0.0.1", "alice") == 401
+        # the address is used up, whoever it tries next
+        assert attempt_from(client, "10.0.0.1", "bob") == 429
+        # the username has USERNAME_FACTOR times as many failures from everywhere together
+        statuses = [attempt_from(client, f"10.0.1.{i}", "alice") for i in range(USERNAME_FACTOR)]
+        assert statuses == [401] * (USERNAME_FACTOR - 1) + [429]
+        assert attempt_from(client, "10.0.2.1", "ALICE") == 429
+        assert attempt_from(client, "10.0.2.2", "carol") == 401
+
+
+def test_wrong_passwords_from_other_addresses_do_not_lock_the_user_out(client):
+    """Issue 25: ten wrong passwords from anyone's addresses locked the user out everywhere."""
+    make_user("alice")
+    with settings_with(LOGIN_THROTTLE_RATE="10/min"):
+        statuses = [attempt_from(client, "10.6.6.6") for _ in range(11)]
+        assert statuses == [401] * 10 + [429]
+        assert [attempt_from(client, f"10.6.7.{i}") for i in range(20)] == [401] * 20
+        assert attempt_from(client, "192.0.2.1", password="pw") == 200  # a fresh address
+        assert attempt_from(client, "10.6.6.6", password="pw") == 429  # the guesser's
+
+
+def test_guessing_from_many_addresses_is_bounded(client):
+    """Past its own limit a username is tried only from addresses it logged in from lately."""
+    make_user("alice")
+    with settings_with(LOGIN_THROTTLE_RATE="3/min"):
+        assert attempt_from(client, "192.0.2.1", password="pw") == 200
+        bound = 3 * USERNAME_FACTOR
+        statuses = [attempt_from(client, f"10.7.{i // 200}.{i % 200}") for i in range(100)]
+        assert statuses == [401] * bound + [429] * (100 - bound)
+        assert AuditEvent.objects.filter(action="login_failed").count() == bound
+        assert attempt_from(client, "10.8.0.1", password="pw") == 429  # a new address
+        assert attempt_from(client, "192.0.2.1", password="pw") == 200  # one the user came from
+        # which has its own address limit like any other
+        statuses = [attempt_from(client, "192.0.2.1") for _ in range(4)]
+        assert statuses == [401, 401, 401, 429]
+
+
+def test_a_database_outage_counts_no_failure(client):
+    """Issue 25: the 503s of an outage counted as failures, and the address got 429 afterwards."""
+    make_user("alice")
+    with settings_with(LOGIN_THROTTLE_RATE="3/min"):
+        with database_down():
+            statuses = [attempt_from(client, "10.9.9.9", password=pw) for pw in ["pw", "bad"] * 5]
+        assert statuses == [503] * 10
+        assert attempt_from(client, "10.9.9.9", password="pw") == 200
+        statuses = [attempt_from(client, "10.9.9.9") for _ in range(4)]
+        assert statuses == [401, 401, 401, 429]  # nothing was left counted
 
 
 def test_correct_logins_are_not_throttled(client):

@@ -56,6 +56,74 @@ def test_hierarchical_scopes(granted, required, expected):
     assert grants(frozenset(granted.split()), required) is expected
 
 
+#: Paths that are not in canonical form, each one a storage system might resolve to something under
+#: (or outside) ``/data``: as a requested path they are never granted, as a granted one they grant nothing.
+HOSTILE_PATHS = [
+    "//data",
+    "//data/file",
+    "/data//file",
+    "/data/",  # trailing "/": canonical (the directory), here as the control: granted
+    "/data/%2e%2e/etc",
+    "/data/%2E%2E/etc",
+    "/data/%2fetc",
+    "/data/file%00",
+    "/data/../etc",
+    "/data/..",
+    "/data/./file",
+    "/data/.",
+    "/data/\u2025/etc",  # TWO DOT LEADER
+    "/data/\u2024\u2024/etc",  # ONE DOT LEADER twice
+    "/data/\uff0e\uff0e/etc",  # FULLWIDTH FULL STOP twice
+    "/data/\uff0fetc",  # FULLWIDTH SOLIDUS
+    "/data/\u2215etc",  # DIVISION SLASH
+    "/data/..\\etc",
+    "/data\\..\\etc",
+    "/data/file\x00.txt",
+    "/data/\x01",
+    "/data/\x7f",
+    "/data/a\tb",
+    "/data/a\nb",
+    "/data/ ",
+    "/data/a b",
+    '/data/a"b',  # no scope-token (RFC 6749 section 3.3) holds a quote
+    "/data/a\rb",
+    "/data/\u200bfile",  # ZERO WIDTH SPACE
+    "/data/caf\u00e9",
+    "/d\u0430ta/file",  # CYRILLIC SMALL LETTER A
+    "data/file",
+]
+
+
+@pytest.mark.parametrize("path", HOSTILE_PATHS)
+def test_a_requested_path_not_in_canonical_form_is_not_granted(path):
+    for granted in (
+        "storage.read:/data",
+        "storage.read:/",
+        "storage.read",
+        f"storage.read:{path}",
+    ):
+        assert grants(frozenset({granted}), f"storage.read:{path}") is (path == "/data/"), granted
+
+
+@pytest.mark.parametrize("path", HOSTILE_PATHS)
+def test_a_granted_path_not_in_canonical_form_grants_nothing(path):
+    granted = frozenset({f"storage.read:{path}", f"read:{path}"})
+    for required in ("/data", "/data/file", "/etc", "/data/etc", "/"):
+        assert grants(granted, f"storage.read:{required}") is (
+            path == "/data/" and required.startswith("/data")
+        ), required
+    assert grants(granted, f"read:{path}") is (path == "/data/")
+
+
+@pytest.mark.parametrize(
+    "path", ["/data/.hidden", "/data/...", "/data/run-1_2.root", "/data/a~b!#$&'()*+,;=:@[]{}|^`"]
+)
+def test_every_scope_token_character_but_percent_is_part_of_a_name(path):
+    assert grants(frozenset({"storage.read:/data"}), f"storage.read:{path}")
+    assert grants(frozenset({f"storage.read:{path}"}), f"storage.read:{path}")
+    assert not grants(frozenset({f"storage.read:{path}"}), "storage.read:/data")
+
+
 class Storage(APIView):
     """A storage endpoint as an XRootD or dCache front end would guard it."""
 
@@ -111,6 +179,9 @@ def test_wlcg_storage_scopes_from_the_idp(wlcg_idp, wlcg_issuer):
         "storage.read:/database",
         "storage.create:/data/in",
         "storage.read:/data/../etc",
+        "storage.read://data",
+        "storage.read:/data/%2e%2e/etc",
+        "storage.read:/data/\u2025/etc",
         "compute.modify",
     ):
         response = call(token, refused)
@@ -207,6 +278,39 @@ def test_scitokens_any_is_refused_unless_the_issuer_accepts_it(scitokens_issuer,
     row.profile = "wlcg"
     save(row)
     assert call(token, "read:/home").status_code == 401
+
+
+def test_paths_not_in_canonical_form_are_neither_granted_nor_grant(scitokens_issuer):
+    Issuer.objects.create(
+        issuer=scitokens_issuer.issuer, profile="scitokens", accept_any_audience=True
+    )
+    scope = "read:/ok read://home read:/data/%2e%2e read:/srv/\u2025 write:/tmp/"
+    token = scitoken(scitokens_issuer.issuer, "ANY", scope, kid="sci-1")
+    for granted in ("read:/ok/file", "write:/tmp", "write:/tmp/x/"):
+        assert call(token, granted).status_code == 200, granted
+    for refused in (
+        "read://home",
+        "read:/home",
+        "read:/data/%2e%2e",
+        "read:/data",
+        "read:/srv/\u2025",
+        "read:/srv",
+        "read:/ok//file",
+        "read://ok/file",
+        "read:/ok/%2e%2e/etc",
+        "read:/ok/\u2025/etc",
+        "read:/ok/\uff0e\uff0e/etc",
+        "read:/ok/../etc",
+        "read:/ok\\..\\etc",
+        "read:/ok/a\nb",
+        'read:/ok/a"b',
+    ):
+        response = call(token, refused)
+        assert response.status_code == 403, refused
+        # A challenge naming the scope only where the scope can be written in it (RFC 6750 section 3).
+        challenge = response["WWW-Authenticate"]
+        assert challenge.startswith('Bearer realm="api", error="insufficient_scope"'), refused
+        assert challenge.count('"') == 4 + 2 * ("scope=" in challenge), refused
 
 
 # -- our tokens in the WLCG profile, as the SciTokens library's Enforcer checks them ---------------

@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import threading
+import time
 from datetime import timedelta
+from typing import Any
 
 import pytest
+import requests
 from django.contrib.auth.models import Group
+from django.db import connection
 from django.utils import timezone
 
 from tests.helpers import login, make_user
+from tokenauth import inserts
 from tokenauth.exceptions import OAuthError
 from tokenauth.models import AuditEvent, Epoch, RevokedToken, Session
 from tokenauth.revocation import bump_epoch, is_revoked
@@ -223,6 +229,56 @@ def test_a_login_beyond_max_sessions_per_user_ends_the_oldest(client, settings):
             == 200
         )
     assert Session.objects.filter(user__username="alice", revoked_at__isnull=True).count() == 2
+
+
+@pytest.mark.postgres
+def test_the_session_limit_holds_for_parallel_logins(live_server, settings, monkeypatch):
+    """Six logins of one user at once, round after round: after each, exactly the limit is live. The
+    session insert is slowed down so that, without the lock on the user, every login of a round would
+    count the live sessions before another one's commit (issue 25: 3 live of 2 in 2 of 12 rounds)."""
+    if connection.vendor == "sqlite":
+        pytest.skip(
+            "The live server's threads share the one connection to SQLite's in-memory test database: "
+            "the logins cannot run side by side; CI's PostgreSQL leg runs this test"
+        )
+    settings.TOKENAUTH = {**settings.TOKENAUTH, "MAX_SESSIONS_PER_USER": 2}
+    make_user("alice")
+    insert = inserts.insert
+
+    def slow_insert(obj: Any) -> Any:
+        inserted = insert(obj)
+        if isinstance(obj, Session):
+            time.sleep(0.05)
+        return inserted
+
+    monkeypatch.setattr(inserts, "insert", slow_insert)
+    logins, rounds = 6, 8
+    url = f"{live_server.url}/auth/token/"
+    live, statuses = [], []
+    for _ in range(rounds):
+        barrier = threading.Barrier(logins)
+        answers: list[Any] = []
+
+        def log_in(barrier: threading.Barrier = barrier, answers: list[Any] = answers) -> None:
+            try:
+                barrier.wait(timeout=30)
+                body = {"username": "alice", "password": "pw"}
+                answers.append(requests.post(url, json=body, timeout=30).status_code)
+            except Exception as exc:  # reported by the assertion below, not lost in the thread
+                answers.append(exc)
+
+        threads = [threading.Thread(target=log_in) for _ in range(logins)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=60)
+        statuses.append(answers)
+        alive = Session.objects.filter(user__username="alice", revoked_at__isnull=True)
+        live.append(alive.count())
+    assert statuses == [[200] * logins] * rounds
+    assert live == [2] * rounds
+    ended = AuditEvent.objects.filter(action="session_revoked", detail__reason="limit").count()
+    assert ended == logins * rounds - 2
 
 
 def test_sessions_are_unlimited_by_default(client):

@@ -136,11 +136,15 @@ DESCRIPTIONS: dict[str, str] = {
         'change").'
     ),
     "LOGIN_THROTTLE_RATE": (
-        "Failed password attempts at `POST /auth/token/` allowed per client address and, separately, per "
-        "username (case-folded), in fixed windows of the period (DRF rate string; `None` = off). Correct "
-        "logins do not count. The counters live in the shared cache (`CACHE_ALIAS`); when it is down, "
-        "logins answer `503`. The address is `REMOTE_ADDR`; `X-Forwarded-For` counts only with DRF's "
-        "`NUM_PROXIES` set (behind that many proxies)."
+        "Failed password attempts at `POST /auth/token/` allowed per client address, in fixed "
+        "windows of the period (DRF rate string; `None` = off). A username (case-folded) may fail "
+        "10 times as often from all addresses together; beyond that only addresses it logged in "
+        "from within 30 days may try it. So wrong passwords from elsewhere never lock a user out "
+        "of an address they log in from, and guessing from many addresses stays bounded. Correct "
+        "logins do not count, nor attempts the database could not answer (`503`). The counters "
+        "live in the shared cache (`CACHE_ALIAS`); when it is down, logins answer `503`. The "
+        "address is `REMOTE_ADDR`; `X-Forwarded-For` counts only with DRF's `NUM_PROXIES` set "
+        "(behind that many proxies)."
     ),
     "DEVICE_CODE_THROTTLE_RATE": (
         "Wrong device user codes (RFC 8628 section 5.1) entered or linked at `/o/device/` allowed per "

@@ -7,6 +7,8 @@ from django.utils.functional import Promise
 from django.utils.translation import gettext_lazy as _
 from rest_framework import exceptions, status
 
+from . import scopes
+
 #: The ``realm`` of our ``WWW-Authenticate`` challenges (RFC 6750 section 3), the 401's and the 403's.
 REALM = "api"
 
@@ -47,10 +49,14 @@ class InsufficientScope(exceptions.PermissionDenied):
 
     default_code = "insufficient_scope"
 
-    def __init__(self, scopes: list[str] | tuple[str, ...]) -> None:
-        wanted = " ".join(scopes)
+    def __init__(self, names: list[str] | tuple[str, ...]) -> None:
+        wanted = " ".join(names)
         super().__init__(_("This request requires the scope: %(scope)s") % {"scope": wanted})
-        self.auth_header = f'Bearer realm="{REALM}", error="insufficient_scope", scope="{wanted}"'
+        self.auth_header = f'Bearer realm="{REALM}", error="insufficient_scope"'
+        # A name that is no scope-token (a path a storage system passed, with a quote or a line
+        # break) would break the header, or make it a 500: the challenge then names no scope.
+        if all(scopes.is_scope_token(name) for name in names):
+            self.auth_header += f', scope="{wanted}"'
 
 
 class OAuthError(exceptions.APIException):

@@ -45,15 +45,24 @@ PATH_SCOPES: dict[str, frozenset[str]] = {
 }
 
 
+#: A path in canonical form, the only form a path scope is read in: ``/``, or ``/``-separated
+#: segments of the characters of an RFC 6749 scope-token but ``%`` (visible ASCII without ``"``,
+#: ``\`` and ``%``: no space, control character or percent-encoding), none empty, and at most one
+#: final ``/`` (``/data/`` is ``/data``); ``.`` and ``..`` segments are refused besides.
+CANONICAL_PATH = re.compile(r"/|(?:/[!#$&-.0-\[\]-~]+)+/?")
+
+
 def _path(scope: str) -> tuple[str, tuple[str, ...]] | None:
     """``(name, path segments)`` of a path scope (no path is ``/``); None for any other scope or a
-    path that is relative or names ``..`` or ``.`` (never normalised into something it does not say)."""
+    path not in canonical form (:data:`CANONICAL_PATH`). Never normalised: ``//data``,
+    ``/data/%2e%2e``, ``/data/\u2025`` or ``/data/../etc`` are not read as the path a storage
+    system might resolve them to; they name nothing."""
     name, colon, path = scope.partition(":")
     if name not in PATH_SCOPES:
         return None
     if not colon:
         path = "/"
-    if not path.startswith("/"):
+    if CANONICAL_PATH.fullmatch(path) is None:
         return None
     segments = tuple(segment for segment in path.split("/") if segment)
     if any(segment in ("..", ".") for segment in segments):
@@ -64,11 +73,13 @@ def _path(scope: str) -> tuple[str, tuple[str, ...]] | None:
 def grants(granted: frozenset[str], required: str) -> bool:
     """Whether a profile issuer's ``granted`` scopes include ``required``.
 
-    Exact names always; a path scope also from the same (or an implying) name for a path prefix on
-    ``/`` boundaries: ``storage.read:/data`` grants ``storage.read:/data/file``, not ``/database``.
+    Exact names always; a path scope from the same (or an implying) name for a path prefix on ``/``
+    boundaries: ``storage.read:/data`` grants ``storage.read:/data/file``, not ``/database``. A path
+    scope whose path is not in canonical form, granted or required, grants nothing and is granted by
+    nothing, not even by the same string.
     """
-    if required in granted:
-        return True
+    if required.partition(":")[0] not in PATH_SCOPES:
+        return required in granted
     wanted = _path(required)
     if wanted is None:
         return False

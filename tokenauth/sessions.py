@@ -11,7 +11,7 @@ import secrets
 from datetime import timedelta
 from typing import Any
 
-from django.db import transaction
+from django.db import connections, router, transaction
 from django.utils import timezone
 from django.utils.crypto import constant_time_compare
 from django.utils.functional import Promise
@@ -45,8 +45,11 @@ def start_session(
     page it starts (the provider's back-channel logout of that login ends it). ``login``: the detail of
     a "login" audit event to write with the session (its id is added), in the same transaction."""
     secret = secrets.token_urlsafe(32)
+    limit = conf.tokenauth_settings.MAX_SESSIONS_PER_USER
     # No savepoint: a caller's transaction (the login) commits or rolls back the session as a whole.
     with transaction.atomic(savepoint=False):
+        if limit is not None:
+            _lock_user(user)
         session = inserts.insert(
             models.Session(
                 user=user,
@@ -65,7 +68,6 @@ def start_session(
                     action="login", user=user, detail={"session": str(session.pk), **login}
                 )
             )
-        limit = conf.tokenauth_settings.MAX_SESSIONS_PER_USER
         if limit is not None:
             live = models.Session.objects.filter(
                 user=user, revoked_at__isnull=True, expires_at__gt=timezone.now()
@@ -73,6 +75,26 @@ def start_session(
             for old in live.exclude(pk=session.pk).order_by("-created_at")[limit - 1 :]:
                 end_session(old, reason="limit")
     return session, f"{session.family}.{secret}"
+
+
+def _lock_user(user: Any) -> None:
+    """Lock the user's row until the login's transaction ends, so that the logins of one user count
+    their live sessions, end the oldest and insert one at a time: side by side, each would count
+    without the other's uncommitted session and both end the same oldest one, one session too many.
+
+    ``FOR NO KEY UPDATE`` where the database has it: logins wait for each other, inserts of rows
+    referring to the user (its audit events) do not. Where there are no row locks (SQLite) writes are
+    serialised anyway: the session insert, the transaction's first statement, takes the one write
+    lock before the count reads.
+    """
+    model = type(user)
+    alias = router.db_for_write(model, instance=user)
+    features = connections[alias].features
+    if features.has_select_for_update:
+        rows = model._default_manager.using(alias).select_for_update(
+            no_key=features.has_select_for_no_key_update
+        )
+        list(rows.filter(pk=user.pk).values_list("pk", flat=True))
 
 
 def _invalid(description: str | Promise) -> exceptions.OAuthError:

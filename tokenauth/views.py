@@ -161,7 +161,13 @@ class TokenView(TokenAuthView):
         data = validated(LoginSerializer, request)
         attempt = throttling.LoginAttempt(request, data["username"])
         attempt.start()
-        user = authenticate(request._request, username=data["username"], password=data["password"])
+        try:
+            user = authenticate(
+                request._request, username=data["username"], password=data["password"]
+            )
+        except DatabaseError:
+            attempt.take_back()  # an outage (503) is no failed guess
+            raise
         if user is None:
             models.AuditEvent.objects.create(
                 action="login_failed", detail={"username": data["username"][:150]}

@@ -2,11 +2,11 @@
 
 The provider POSTs a Logout Token (spec section 2.4) to ``/oidc/backchannel-logout/``. It is verified
 like an ID token of an allow-listed issuer (section 2.6): the signature with the issuer's keys from the
-shared JWKS cache and one of its pinned algorithms, ``aud`` our client id at that issuer, and the rules
-that keep any other JWT from passing for a logout token (``typ``, ``events``, no ``nonce``). Then
-(section 2.7) a token with ``sub`` ends every token and session of that identity's user (an epoch
-bump), and one with ``sid`` the browser logins of that provider session: their Django sessions and the
-API sessions started on their pages.
+shared JWKS cache and one of its pinned algorithms, ``aud`` our client id at that issuer and no other
+audience (nor an ``azp`` naming another client), and the rules that keep any other JWT from passing
+for a logout token (``typ``, ``events``, no ``nonce``). Then (section 2.7) a token with ``sub`` ends
+every token and session of that identity's user (an epoch bump), and one with ``sid`` the browser
+logins of that provider session: their Django sessions and the API sessions started on their pages.
 
 Ordering: the ``jti`` is claimed in the shared cache (``add``: of two processes racing on one token,
 one wins) only once the token verified; the logout then runs in one transaction, and if it fails the
@@ -105,7 +105,20 @@ def verify_logout_token(token: str) -> LogoutToken:
         raise _refused(_("The logout token is meant for another client")) from None
     except exceptions.InvalidToken:
         raise _refused(_("The logout token's signature or claims are invalid")) from None
+    if not _only_for(claims, config.client_id):
+        raise _refused(_("The logout token is meant for another client"))
     return _logout_claims(claims)
+
+
+def _only_for(claims: dict[str, Any], client_id: str) -> bool:
+    """Section 2.6 step 3 (OIDC Core 3.1.3.7 step 3): a token with an audience we do not trust is
+    refused, and we trust none but ourselves, so every ``aud`` entry is our client id; an ``azp``
+    (step 5) names us too. Otherwise a token meant for another client could end our sessions."""
+    audience = claims["aud"]
+    audiences = audience if isinstance(audience, list) else [audience]
+    if any(name != client_id for name in audiences):
+        return False
+    return claims.get("azp", client_id) == client_id
 
 
 def _logout_claims(claims: dict[str, Any]) -> LogoutToken:
