@@ -14,7 +14,6 @@ urlpatterns = [
     path("", include("tokenauth.well_known_urls")),
     path("o/", include("tokenauth.oauth.urls")),
     path("tokenmanager/", include("tokenauth.tokenmanager.urls")),
-    path("", include("tokenauth.oauth.well_known_urls")),
     path("api/", include("testproject.api")),
     # The site's simplejwt endpoints during the switch (README "Moving from simplejwt"): its login, and
     # our refresh view in place of simplejwt's.

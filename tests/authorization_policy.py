@@ -24,8 +24,6 @@ REFUSED = "refused"
 #: Any answer below 500, and nothing changed (an admin action not offered answers 302 "No action
 #: selected"; what matters is that it was not done).
 DENIED = "denied"
-#: The path reaches another, earlier pattern: this one can never answer.
-SHADOWED = "shadowed"
 #: Or an exact status: 400, 401, 403, 404, 405.
 
 # ---------------------------------------------------------------------------------- principal kinds
@@ -273,10 +271,10 @@ ROUTES: dict[str, Row] = {
         "POST",
         watch=token_state,
     ),
-    # Any bearer token may end every token of its own user (a client-credentials token acts as
-    # the application's owner).
+    # Any bearer token of a user may end every token of its own user; a client-credentials token of
+    # ours stands for its application, which may not log its owner out everywhere.
     "tokenauth-logout-all": Row(
-        {ANONYMOUS: 401, "session": 401, BROWSER_NO_CSRF: 401, "*": ALLOW},
+        {ANONYMOUS: 401, "session": 401, BROWSER_NO_CSRF: 401, "oauth-client": 403, "*": ALLOW},
         "POST",
         watch=caller_epoch,
     ),
@@ -320,7 +318,6 @@ ROUTES: dict[str, Row] = {
     "tokenauth-jwks": Row(everyone(ALLOW)),
     "tokenauth-authorization-server-metadata": Row(everyone(ALLOW)),
     "tokenauth-openid-configuration": Row(everyone(ALLOW)),
-    "tokenauth-oauth-metadata": Row(everyone(SHADOWED)),
     # Moving from simplejwt: its login is anyone's; its refresh must never turn a revoked refresh
     # token into an access token that tokenauth accepts.
     "simplejwt-token": Row(everyone(ALLOW), "POST", _login_body, json=True),

@@ -139,6 +139,23 @@ def test_without_next_a_password_login_lands_on_the_token_page(provider, browser
     assert response.status_code == 302 and response["Location"] == "/oidc/tokens/"
 
 
+def test_the_password_form_is_throttled_with_the_token_endpoint(provider, browser, settings):
+    """One limit for guessing a password, whichever form it is guessed at; a right one is not
+    counted, and a throttled browser is told when to come back."""
+    settings.TOKENAUTH = {**settings.TOKENAUTH, "LOGIN_THROTTLE_RATE": "3/min"}
+    get_user_model().objects.create_user("carol", password="carol-pw")
+    ok = browser.post("/oidc/login/", {"username": "carol", "password": "carol-pw"})
+    assert ok.status_code == 302
+    browser.logout()
+    wrong = {"username": "carol", "password": "nope"}
+    assert [browser.post("/oidc/login/", wrong).status_code for _ in range(2)] == [200, 200]
+    assert Client().post("/auth/token/", wrong).status_code == 401
+    refused = browser.post("/oidc/login/", {"username": "carol", "password": "carol-pw"})
+    assert_page(refused, 429, "Too many failed sign-ins")
+    assert int(refused["Retry-After"]) >= 1
+    assert SESSION_KEY not in browser.session
+
+
 @pytest.mark.parametrize("method", ["get", "post"])
 @pytest.mark.parametrize(
     "target", ["https://evil.example/", "//evil.example/x", "javascript:alert(1)"]

@@ -46,6 +46,7 @@ RESERVED_CLAIMS = frozenset(
         "gid",
         "sid",
         "token_family",
+        "gty",
         "epoch",
         "group_epoch",
         "global_epoch",

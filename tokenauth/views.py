@@ -237,7 +237,7 @@ class BearerView(TokenAuthView):
     """A view that needs one of our own bearer tokens."""
 
     authentication_classes = (authentication.BearerAuthentication,)
-    permission_classes = (IsAuthenticated,)
+    permission_classes: tuple[type[BasePermission], ...] = (IsAuthenticated,)
 
     def token(self, request: Request) -> tokens.AccessToken:
         """``request.auth``: what ``BearerAuthentication`` (the only one here) verified."""
@@ -291,8 +291,26 @@ class LogoutView(BearerView):
         return Response(status=204)
 
 
+class IsEndUser(BasePermission):
+    """A token an end user holds: a client-credentials token stands for its application (its ``sub``
+    is the application's owner only so that the owner's standing ends it), not for the owner."""
+
+    message = _("A client-credentials token stands for its application, not for a user.")
+
+    def has_permission(self, request: Request, view: Any) -> bool:
+        token = request.auth
+        return not (
+            isinstance(token, tokens.AccessToken)
+            and token.claims.get(tokens.CLAIM_GRANT_TYPE) == "client_credentials"
+        )
+
+
 class LogoutAllView(BearerView):
-    """``POST /auth/logout-all/``: bump the caller's epoch; every token of the user stops working."""
+    """``POST /auth/logout-all/``: bump the caller's epoch; every token of the user stops working.
+    Only the user's own tokens may: an application's client-credentials token cannot log its owner
+    out everywhere."""
+
+    permission_classes = (IsAuthenticated, IsEndUser)
 
     def post(self, request: Request) -> Response:
         revocation.bump_epoch(

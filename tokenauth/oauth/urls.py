@@ -1,5 +1,5 @@
-"""The authorization server; mount with ``path("o/", include("tokenauth.oauth.urls"))`` and the
-metadata at the root with ``path("", include("tokenauth.oauth.well_known_urls"))``.
+"""The authorization server; mount with ``path("o/", include("tokenauth.oauth.urls"))``. Its RFC 8414
+metadata is ``tokenauth.well_known_urls``' (mounted at the root for our own login anyway).
 
 DOT's views under DOT's namespace (its templates reverse ``oauth2_provider:...``): ours for the
 token and introspection endpoints, and the pages of :mod:`.pages` in tokenauth's templates. Each is

@@ -14,7 +14,6 @@ from django.utils.decorators import method_decorator
 from django.utils.functional import Promise
 from django.utils.translation import gettext_lazy as _
 from django.views import View
-from django.views.decorators.cache import never_cache
 from django.views.decorators.csrf import csrf_exempt
 from oauth2_provider import views as dot
 from oauth2_provider.models import get_device_grant_model
@@ -239,12 +238,3 @@ def server_metadata(request: HttpRequest) -> dict[str, Any]:
         # operators know it, and no other client should be invited to request one.
         "scopes_supported": sorted(user_scopes()),
     }
-
-
-@method_decorator(never_cache, name="dispatch")
-class ServerMetadataView(View):
-    """``GET /.well-known/oauth-authorization-server``."""
-
-    def get(self, request: HttpRequest) -> HttpResponse:
-        document = views.authorization_server_metadata(request)
-        return HttpResponse(json.dumps(document), content_type="application/json")

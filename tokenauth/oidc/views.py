@@ -9,12 +9,14 @@ Every failure is a readable page with a 4xx status, never a 500.
 from __future__ import annotations
 
 import logging
+import math
 from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit
 
 from django.contrib import auth
 from django.contrib.auth import views as auth_views
 from django.contrib.auth.mixins import LoginRequiredMixin
+from django.db import DatabaseError
 from django.http import (
     Http404,
     HttpRequest,
@@ -34,19 +36,26 @@ from mozilla_django_oidc.views import (
     OIDCLogoutView,
 )
 from rest_framework import serializers
+from rest_framework.exceptions import Throttled
 from rest_framework.parsers import FormParser
 from rest_framework.permissions import AllowAny
 from rest_framework.renderers import JSONRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from .. import conf, models, scopes, sessions, signals, views
+from .. import conf, models, scopes, sessions, signals, snapshots, throttling, views
 from ..tokens import mint_access_token
 from . import backchannel, backend, providers
 
 logger = logging.getLogger(__name__)
 
 PROVIDER_SESSION_KEY = "tokenauth_oidc_issuer"
+
+
+#: The sign-in page while the database or the shared cache cannot be reached.
+UNAVAILABLE = backend.LoginFailed(
+    _("The service is unavailable right now. Please try again."), status=503
+)
 
 
 def failure_page(request: HttpRequest, exc: backend.LoginFailed) -> HttpResponse:
@@ -111,9 +120,35 @@ class LoginView(auth_views.LoginView):
         return super().get(request, *args, **kwargs)
 
     def post(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        """The password form, throttled as ``POST /auth/token/`` is (``LOGIN_THROTTLE_RATE``, the
+        same counters): one password guessed here or there counts once against the same limits."""
         if not conf.tokenauth_settings.PASSWORD_LOGIN:
             return HttpResponseNotAllowed(["GET"])
-        return super().post(request, *args, **kwargs)
+        self.attempt = throttling.LoginAttempt(Request(request), request.POST.get("username", ""))
+        try:
+            self.attempt.start()
+        except Throttled as exc:
+            response = failure_page(
+                request,
+                backend.LoginFailed(
+                    _("Too many failed sign-ins. Wait a little, then try again."),
+                    status=429,
+                    title=_("Too many attempts"),
+                ),
+            )
+            response["Retry-After"] = str(math.ceil(exc.wait or 1))  # type: ignore[attr-defined]
+            return response
+        except snapshots.StateUnavailable:
+            return failure_page(request, UNAVAILABLE)
+        try:
+            return super().post(request, *args, **kwargs)
+        except DatabaseError:
+            self.attempt.take_back()  # an outage is no failed guess
+            return failure_page(request, UNAVAILABLE)
+
+    def form_valid(self, form: Any) -> HttpResponse:
+        self.attempt.succeeded()
+        return super().form_valid(form)
 
     def provider_links(self) -> list[tuple[providers.Provider, str]]:
         next_url = self.get_redirect_url()
