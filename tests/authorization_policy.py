@@ -40,6 +40,8 @@ EXT_TM = "ext[tokenmanager]"
 EXT_OPENID = "ext[openid]"
 EXT_GROUP = "ext[g:physics]"
 EXT_ALL = "ext[every scope]"
+#: Its group claim names "tm-operators", a local group that holds the Token Manager permission.
+EXT_GROUPS = "ext[groups: tm-operators]"
 CLIENT = "client-credentials"  # an ordinary confidential application: openid reports:read
 SERVICE = "tokenmanager-service"  # confidential, client credentials, AllowedScopes "tokenmanager"
 CLI = "cli-device"  # the public client tokenauth-cli, device flow: openid reports:read
@@ -63,6 +65,7 @@ PRINCIPALS = [
     EXT_OPENID,
     EXT_GROUP,
     EXT_ALL,
+    EXT_GROUPS,
     CLIENT,
     SERVICE,
     CLI,
@@ -78,7 +81,7 @@ GROUPS: dict[str, frozenset[str]] = {
     "own-login": frozenset({PASSWORD, PASSWORD_READ, PASSWORD_GROUP, PASSWORD_SUPERUSER}),
     "oauth-client": frozenset({CLIENT, SERVICE}),
     "external": frozenset(
-        {IDP_USER, IDP_CLIENT, EXT, EXT_READ, EXT_TM, EXT_OPENID, EXT_GROUP, EXT_ALL}
+        {IDP_USER, IDP_CLIENT, EXT, EXT_READ, EXT_TM, EXT_OPENID, EXT_GROUP, EXT_ALL, EXT_GROUPS}
     ),
     "staff-session": frozenset({STAFF, STAFF_VIEW, SUPERUSER}),
     "session": frozenset({STAFF, STAFF_VIEW, SUPERUSER, BROWSER}),
@@ -339,6 +342,7 @@ ROUTES: dict[str, Row] = {
             BROWSER_NO_CSRF: 401,
             EXT_TM: 403,  # finding 1
             EXT_ALL: 403,  # finding 1
+            EXT_GROUPS: 403,  # finding 4: a claim never joins a group that holds a permission
             "*": 403,
         },
         "POST",

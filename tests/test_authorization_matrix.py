@@ -342,6 +342,9 @@ class Matrix:
 
     def build_users(self) -> None:
         physics = Group.objects.create(name="physics")
+        Group.objects.create(name="tm-operators").permissions.add(
+            Permission.objects.get(codename="obtain_upstream_token")
+        )
         self.member = make_user("member")
         self.member.groups.add(physics)
         self.victim = make_user("victim")
@@ -412,6 +415,8 @@ class Matrix:
         self.add(p.IDP_CLIENT, (200, self.idp.client_credentials_token()))
         for name, scope in EXT_SCOPES.items():
             self.add(name, (200, self.crafted.token(sub="ext-user", scope=scope or None)))
+        grouped = self.crafted.token(sub="ext-grouped", groups=["tm-operators", "staff-admins"])
+        self.add(p.EXT_GROUPS, (200, grouped))
         self.add(p.CLIENT, client_credentials(self.client_app, "openid reports:read"))
         self.add(p.SERVICE, client_credentials(self.service_app, "tokenmanager"))
         self.add(p.CLI, device_flow(self.member, "openid reports:read"), user=self.member)
@@ -471,7 +476,9 @@ class Matrix:
             "auth.user": make_user("plain").pk,
             "auth.group": Group.objects.get(name="physics").pk,
             "tokenauth.session": Session.objects.filter(user=self.bystander).get().pk,
-            "tokenauth.identity": Identity.objects.filter(issuer=self.crafted.issuer).get().pk,
+            "tokenauth.identity": Identity.objects.get(
+                issuer=self.crafted.issuer, subject="ext-user"
+            ).pk,
             "tokenauth.epoch": Epoch.objects.filter(kind=Epoch.Kind.USER).first().pk,
             "tokenauth.revokedtoken": RevokedToken.objects.get(jti="matrix-jti").pk,
             "tokenauth.auditevent": AuditEvent.objects.first().pk,
@@ -530,7 +537,12 @@ def matrix(django_db_setup, django_db_blocker, idp) -> Iterator[Matrix]:
                 "client_secret_env": WEB_SECRET_ENV,
                 "audiences": [DEFAULT_RESOURCE],
             },
-            {"issuer": crafted.issuer, "audiences": [DEFAULT_RESOURCE]},
+            {
+                "issuer": crafted.issuer,
+                "audiences": [DEFAULT_RESOURCE],
+                "group_claims": ["groups"],
+                "group_prefix": "ext:",
+            },
         ],
     }
     oauth = {
