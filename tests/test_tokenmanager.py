@@ -29,7 +29,7 @@ from tokenauth.models import AuditEvent, Identity
 from tokenauth.oauth.models import AllowedScopes
 from tokenauth.oidc import providers
 from tokenauth.revocation import bump_epoch
-from tokenauth.tokenmanager.grants import decrypt, revocations
+from tokenauth.tokenmanager.grants import decrypt, keep, revocations
 from tokenauth.tokenmanager.models import UpstreamGrant
 from tokenauth.urns import ACCESS_TOKEN_TYPE, TOKEN_EXCHANGE
 
@@ -442,6 +442,8 @@ def test_admin_lists_grants_without_the_token_and_revokes(web_idp, live_server):
     browser_login(live_server.url)
     grant = UpstreamGrant.objects.get()
     refresh_token = decrypt(grant.encrypted_token)
+    # the same user's grant at another provider: not selected, so not ended
+    elsewhere = keep(grant.user, "https://elsewhere.example", "their-refresh-token")
     admin = get_user_model().objects.create_superuser("root", password="pw")
     client = Client()
     client.force_login(admin)
@@ -458,7 +460,8 @@ def test_admin_lists_grants_without_the_token_and_revokes(web_idp, live_server):
         {"action": "revoke", "_selected_action": [grant.pk]},
     )
     revoked()
-    assert not UpstreamGrant.objects.exists()
+    assert list(UpstreamGrant.objects.all()) == [elsewhere]
+    assert UpstreamGrant.objects.get().ended_at is None
     assert refresh_at(web_idp, refresh_token).json()["error"] == "invalid_grant"
 
 

@@ -40,7 +40,7 @@ class UpstreamGrantAdmin(admin.ModelAdmin):
         description=_("Revoke the selected grants at their provider"), permissions=["delete"]
     )
     def revoke(self, request: Any, queryset: Any) -> None:
-        ended = grants.end_grants(queryset.values_list("user_id", flat=True).distinct(), "admin")
+        ended = grants.end(queryset, "admin")
         self.message_user(
             request,
             ngettext(

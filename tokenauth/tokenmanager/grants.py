@@ -99,6 +99,11 @@ def end_grants(
     )
     if issuer is not None:
         grants = grants.filter(issuer=issuer)
+    return end(grants, reason)
+
+
+def end(grants: Any, reason: str) -> list[int]:
+    """End the live ones of these grants (a queryset), as :func:`end_grants` does."""
     with transaction.atomic():
         return _end(grants, reason)
 
