@@ -139,15 +139,15 @@ def bootstrap() -> None:
 
 
 def demo_signing_key() -> Path:
-    """The demo's RS256 private key (PEM, mode 0600), generated with tokenauth_keys on first use."""
+    """The demo's RS256 private key (PEM, mode 0600), generated with epochauth_keys on first use."""
     if not DEMO_KEY.exists():
         DEMO_KEY.parent.mkdir(exist_ok=True)
         # Generated under the project's own default key settings: not the ones being set up.
         env = {
-            name: value for name, value in os.environ.items() if not name.startswith("TOKENAUTH_")
+            name: value for name, value in os.environ.items() if not name.startswith("EPOCHAUTH_")
         }
         pem = subprocess.run(
-            [str(PYTHON), "manage.py", "tokenauth_keys", "--generate", "RS256"],
+            [str(PYTHON), "manage.py", "epochauth_keys", "--generate", "RS256"],
             cwd=ROOT,
             env=env,
             check=True,
@@ -171,10 +171,10 @@ def demo(argv: list[str]) -> NoReturn:
 
     base = f"http://127.0.0.1:{port}"
     env = dict(os.environ)
-    env.setdefault("TOKENAUTH_ISSUER", base)
-    if "TOKENAUTH_SIGNING_KEY" not in env:
-        env.setdefault("TOKENAUTH_ALGORITHM", "RS256")
-        env.setdefault("TOKENAUTH_SIGNING_KEY_FILE", str(demo_signing_key()))
+    env.setdefault("EPOCHAUTH_ISSUER", base)
+    if "EPOCHAUTH_SIGNING_KEY" not in env:
+        env.setdefault("EPOCHAUTH_ALGORITHM", "RS256")
+        env.setdefault("EPOCHAUTH_SIGNING_KEY_FILE", str(demo_signing_key()))
     run(PYTHON, "manage.py", "migrate", "--noinput", env=env)
     password, portal_secret = secrets.token_urlsafe(12), secrets.token_urlsafe(24)
     admin_env = {
@@ -201,7 +201,7 @@ def demo(argv: list[str]) -> NoReturn:
               curl -s -H "Authorization: Bearer $TOKEN" {base}/api/hello/
   Public:     {base}/.well-known/jwks.json
               {base}/.well-known/openid-configuration
-  CLI login:  .venv/bin/tokenauth login {base}   (device flow, public client tokenauth-cli)
+  CLI login:  .venv/bin/epochauth login {base}   (device flow, public client epochauth-cli)
   Relying party (OpenID Provider mode): client demo-portal, secret {portal_secret}
               (a new one on every `dev.py demo`), redirect URI {PORTAL_URL}/oidc/callback/;
               run it:  RP_OP_URL={base} RP_CLIENT_SECRET={portal_secret} python3 dev.py portal

@@ -5,7 +5,7 @@
 The sdist ships the tests and everything they need (MANIFEST.in): its files are exactly the files git
 tracks, less the CI scripts and .gitignore; its test suite is collected from the unpacked sdist (so
 every module and the settings it imports came with it) and a few fast tests run there. The wheel
-holds the ``tokenauth`` package only, with ``py.typed``, templates and migrations, and the license.
+holds the ``epochauth`` package only, with ``py.typed``, templates and migrations, and the license.
 """
 
 from __future__ import annotations
@@ -52,17 +52,17 @@ def check_sdist(sdist: Path, expected: set[str]) -> list[str]:
 def check_wheel(wheel: Path, expected: set[str]) -> list[str]:
     with zipfile.ZipFile(wheel) as archive:
         names = set(archive.namelist())
-    package = {n for n in expected if n.startswith("tokenauth/")}
+    package = {n for n in expected if n.startswith("epochauth/")}
     problems = [f"wheel lacks {name}" for name in sorted(package - names)]
     problems += [
         f"wheel holds {name}, outside the package"
         for name in sorted(names)
-        if not name.startswith(("tokenauth/", "django_tokenauth-"))
+        if not name.startswith(("epochauth/", "django_epochauth-"))
     ]
     if not any(n.endswith(".dist-info/licenses/LICENSE") for n in names):
         problems.append("wheel lacks its LICENSE")
-    if "tokenauth/py.typed" not in names:
-        problems.append("wheel lacks tokenauth/py.typed")
+    if "epochauth/py.typed" not in names:
+        problems.append("wheel lacks epochauth/py.typed")
     return problems
 
 

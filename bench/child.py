@@ -40,7 +40,7 @@ def run(name: str, context: dict[str, Any]) -> None:
 
 def requests(sizes: Any, with_idp: bool) -> dict[str, Any]:
     """The peers' scenario; it starts the test IdP before Django is configured with it as an issuer."""
-    from tokenauth.keys import generate_private_key_pem  # imports no models: fine before setup
+    from epochauth.keys import generate_private_key_pem  # imports no models: fine before setup
 
     rsa_pem = generate_private_key_pem("RS256")
     idp, skipped = start_idp(with_idp)
@@ -94,7 +94,7 @@ def revocation(
 
         revocation_latency.serve(Server())
         return None
-    with tempfile.TemporaryDirectory(prefix="tokenauth-bench-") as directory:
+    with tempfile.TemporaryDirectory(prefix="epochauth-bench-") as directory:
         context = {**context, "sqlite_path": str(Path(directory) / "db.sqlite3")}
         configure(Setup(sqlite_path=context["sqlite_path"], **redis))
         from . import revocation_latency

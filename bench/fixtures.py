@@ -1,9 +1,9 @@
 """Bench data, made fast: users and denylist rows by one ``executemany``, tokens by a signing fast path.
 
-Tokens: one token is minted with tokenauth's ``mint_access_token``; the others copy its header and
+Tokens: one token is minted with epochauth's ``mint_access_token``; the others copy its header and
 claims, change only ``sub``, ``preferred_username`` and ``jti``, and are signed with ``jwt.encode``
 under the same key (``KEY_ID`` and secret are the bench's settings). So they carry exactly the claims
-tokenauth mints today (and whatever it adds later), and :func:`verify` checks a sample of them
+epochauth mints today (and whatever it adds later), and :func:`verify` checks a sample of them
 through ``authenticate_token`` before anything is timed.
 """
 
@@ -22,9 +22,9 @@ from django.core.management import call_command
 from django.db import connection, models, transaction
 from django.utils import timezone
 
-from tokenauth.authentication import authenticate_token
-from tokenauth.models import Epoch, RevokedToken
-from tokenauth.tokens import CLAIM_USERNAME, mint_access_token
+from epochauth.authentication import authenticate_token
+from epochauth.models import Epoch, RevokedToken
+from epochauth.tokens import CLAIM_USERNAME, mint_access_token
 
 from .settings import HS_SECRET
 
@@ -112,7 +112,7 @@ def bump_many_users(count: int) -> int:
 
 
 class TokenFactory:
-    """Real tokenauth access tokens for many users, signed by a fast path (module docstring)."""
+    """Real epochauth access tokens for many users, signed by a fast path (module docstring)."""
 
     def __init__(self, user: Any) -> None:
         token = mint_access_token(user).token
@@ -127,7 +127,7 @@ class TokenFactory:
 
 
 def verify(tokens: list[str], sample: int = 20) -> None:
-    """A sample of ``tokens`` must authenticate with tokenauth itself (public API), or the bench stops.
+    """A sample of ``tokens`` must authenticate with epochauth itself (public API), or the bench stops.
     The sample is taken out of ``tokens``, so each token left is still unseen by this process."""
     for _ in range(min(sample, len(tokens) - 1)):
         authenticate_token(tokens.pop(random.randrange(len(tokens))))

@@ -100,7 +100,7 @@ def endpoints_facts(outcome: dict[str, Any]) -> list[str]:
     for what, key in (("login", "login_vs_simplejwt"), ("refresh", "refresh_vs_simplejwt")):
         r = outcome["facts"][key]
         lines.append(
-            f"- {what}, time per request tokenauth ÷ simplejwt, paired by round: {r['median']:.2f} "
+            f"- {what}, time per request epochauth ÷ simplejwt, paired by round: {r['median']:.2f} "
             f"(p25–p75 {r['p25']:.2f}–{r['p75']:.2f}; min–max {r['min']:.2f}–{r['max']:.2f})"
         )
     return lines
@@ -168,8 +168,8 @@ def goals(results: dict[str, Any]) -> list[str]:
         )
     rows = {r["name"]: r for r in results.get("requests", {}).get("rows", [])}
     for cold_word, floor_word in (
-        ("tokenauth HS256, cold", "floor: jwt.decode HS256"),
-        ("tokenauth external RS256, cold", "floor: jwt.decode RS256, IdP token"),
+        ("epochauth HS256, cold", "floor: jwt.decode HS256"),
+        ("epochauth external RS256, cold", "floor: jwt.decode RS256, IdP token"),
     ):
         cold = starting(rows, cold_word)
         in_path, call = (
@@ -225,7 +225,7 @@ def goals(results: dict[str, Any]) -> list[str]:
         # The login's goal is 3 queries besides the credential check (the backend's user lookup
         # and the password hash), as tests/test_token_endpoint_cost.py counts it.
         for what, limit, target in (("login", 4, "the user lookup + ≤ 3"), ("refresh", 4, "≤ 4")):
-            ours, theirs = rows[f"tokenauth {what}"], rows[f"simplejwt {what}"]
+            ours, theirs = rows[f"epochauth {what}"], rows[f"simplejwt {what}"]
             verdict(
                 ours["queries"] <= limit and ours["median_us"] <= theirs["median_us"],
                 f"{what}: {ours['queries']:.0f} queries (target: {target}), {1e6 / ours['median_us']:.0f} vs "

@@ -1,7 +1,7 @@
 """How long a revocation made in one process takes to be refused by another (two OS processes, Redis).
 
 Process A (this one) logs in over ``POST /auth/token/`` and hands the access token to process B, which
-serves ``GET /api/tokenauth/`` with it in a loop until it is accepted, says so, and goes on until it is
+serves ``GET /api/epochauth/`` with it in a loop until it is accepted, says so, and goes on until it is
 refused. A waits a random 0–1 s (so the revocation falls anywhere in B's refresh interval), then
 revokes through the URL a client uses: ``POST /auth/logout/`` (the session's id on the denylist) or
 ``POST /auth/logout-all/`` (an epoch bump). The latency is from the start of A's revoking request to
@@ -30,7 +30,7 @@ def serve(server: Server) -> None:
     """Process B: one token per line on stdin; answers "accepted", then "refused <monotonic> <requests>"."""
     print("ready", flush=True)
     for line in sys.stdin:
-        call = server.get("/api/tokenauth/", bearer(line.strip()))
+        call = server.get("/api/epochauth/", bearer(line.strip()))
         print("accepted" if poll(call, 200) is not None else "timeout", flush=True)
         seen = poll(call, 401)
         print("timeout" if seen is None else f"refused {seen[0]} {seen[1]}", flush=True)

@@ -1,4 +1,4 @@
-"""The whole Django request path under bearer authentication: tokenauth against its peers, at scale.
+"""The whole Django request path under bearer authentication: epochauth against its peers, at scale.
 
 Every timed request goes through Django's WSGIHandler with a hand-built environ: middleware, URL
 routing, a DRF view, JSONRenderer, the body read and the response closed. Each scenario runs in its
@@ -171,7 +171,7 @@ def main(argv: list[str] | None = None) -> None:
         run(args.scenario, json.loads(args.context))
         return
     chosen = args.only or SCENARIOS
-    prefix = f"tokenauth-bench-{uuid.uuid4().hex[:8]}"
+    prefix = f"epochauth-bench-{uuid.uuid4().hex[:8]}"
     context = {
         "sizes": asdict(sizes(args)),
         "redis_url": args.redis_url,

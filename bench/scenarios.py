@@ -16,17 +16,17 @@ from django.contrib.auth import get_user_model
 from django.test import override_settings
 from django.utils import timezone
 
-from tokenauth.authentication import authenticate_token
-from tokenauth.conf import tokenauth_settings
-from tokenauth.revocation import is_loaded, revoke_id
-from tokenauth.tokens import mint_access_token
+from epochauth.authentication import authenticate_token
+from epochauth.conf import epochauth_settings
+from epochauth.revocation import is_loaded, revoke_id
+from epochauth.tokens import mint_access_token
 
 from . import fixtures, urls
 from .measure import BASELINE, Sizes, Variant, measure, paired
 from .settings import HS_SECRET, IDP_AUDIENCE, IDP_SCOPE, RS_KID
 from .wsgi import Server, bearer
 
-NONE, TOKENAUTH = "/api/none/", "/api/tokenauth/"
+NONE, EPOCHAUTH = "/api/none/", "/api/epochauth/"
 PYJWT_HS256, PYJWT_IDP = "/api/pyjwt-hs256/", "/api/pyjwt-idp/"
 CLIENT_SECRET = "bench-client-secret-0123456789abcdef"
 
@@ -57,7 +57,7 @@ def no_auth(server: Server) -> Variant:
 
 def cold_tokens(factory: fixtures.TokenFactory, user: Any, count: int) -> list[str]:
     """Distinct tokens of one user, more than the verified-token memo holds (each a first request)."""
-    size = max(count, tokenauth_settings.VERIFIED_TOKEN_CACHE_SIZE + 1)
+    size = max(count, epochauth_settings.VERIFIED_TOKEN_CACHE_SIZE + 1)
     tokens = [factory.token(user.pk, user.get_username()) for _ in range(size + 20)]
     fixtures.verify(tokens)
     return [bearer(t) for t in tokens]
@@ -76,7 +76,7 @@ def requests(sizes: Sizes, rsa_pem: str, idp: Any) -> dict[str, Any]:
         "KEY_ID": RS_KID,
         "VERIFICATION_KEYS": [],
     }
-    with override_settings(TOKENAUTH={**settings.TOKENAUTH, **rs_signer}):
+    with override_settings(EPOCHAUTH={**settings.EPOCHAUTH, **rs_signer}):
         rs = mint_access_token(user).token
     started = time.perf_counter()
     cold = cold_tokens(fixtures.TokenFactory(user), user, sizes.timed)
@@ -88,16 +88,16 @@ def requests(sizes: Sizes, rsa_pem: str, idp: Any) -> dict[str, Any]:
     variants = [
         no_auth(server),
         Variant(
-            "tokenauth HS256, memo hit (the same token again)", server.get(TOKENAUTH, bearer(hs))
+            "epochauth HS256, memo hit (the same token again)", server.get(EPOCHAUTH, bearer(hs))
         ),
-        Variant("tokenauth RS256, memo hit", server.get(TOKENAUTH, bearer(rs))),
+        Variant("epochauth RS256, memo hit", server.get(EPOCHAUTH, bearer(rs))),
         Variant(
-            f"tokenauth HS256, cold: a new token each request ({len(cold)} distinct)",
-            server.get_each(TOKENAUTH, cold),
+            f"epochauth HS256, cold: a new token each request ({len(cold)} distinct)",
+            server.get_each(EPOCHAUTH, cold),
         ),
         Variant(
-            "tokenauth on a DOT-issued JWT (client_credentials, HS256)",
-            server.get(TOKENAUTH, bearer(dot_jwt(server, app))),
+            "epochauth on a DOT-issued JWT (client_credentials, HS256)",
+            server.get(EPOCHAUTH, bearer(dot_jwt(server, app))),
         ),
         *peers(server, user, app),
         Variant(
@@ -172,7 +172,7 @@ def dot_application(user: Any) -> Any:
 
 
 def dot_jwt(server: Server, app: Any) -> str:
-    """A client_credentials token from DOT's token endpoint (tokenauth.oauth), over a client's URL."""
+    """A client_credentials token from DOT's token endpoint (epochauth.oauth), over a client's URL."""
     import base64
     from urllib.parse import urlencode
 
@@ -189,7 +189,7 @@ def dot_jwt(server: Server, app: Any) -> str:
         raise SystemExit(f"DOT token endpoint: HTTP {response.status} {response.body[:300]!r}")
     token = response.json()["access_token"]
     if jwt.get_unverified_header(token).get("typ") != "at+jwt":
-        raise SystemExit("DOT token endpoint issued no tokenauth JWT")
+        raise SystemExit("DOT token endpoint issued no epochauth JWT")
     return token
 
 
@@ -214,12 +214,12 @@ def external(server: Server, sizes: Sizes, idp: Any) -> list[Variant]:
     urls.FLOOR_DECODES["idp"] = (key, idp_decode)
     return [
         Variant(
-            "tokenauth external RS256 (allow-listed issuer), memo hit",
-            server.get(TOKENAUTH, bearer(token)),
+            "epochauth external RS256 (allow-listed issuer), memo hit",
+            server.get(EPOCHAUTH, bearer(token)),
         ),
         Variant(
-            f"tokenauth external RS256, cold: a new IdP token each request ({len(cold)} distinct)",
-            server.get_each(TOKENAUTH, [bearer(t) for t in cold]),
+            f"epochauth external RS256, cold: a new IdP token each request ({len(cold)} distinct)",
+            server.get_each(EPOCHAUTH, [bearer(t) for t in cold]),
         ),
         Variant(
             "floor: jwt.decode RS256, IdP token (function call)",
@@ -259,12 +259,12 @@ def users(sizes: Sizes, redis: bool) -> dict[str, Any]:
     variants = [
         no_auth(server),
         Variant(
-            "tokenauth HS256, memo hit (one user's token again)",
-            server.get(TOKENAUTH, bearer(tokens[0])),
+            "epochauth HS256, memo hit (one user's token again)",
+            server.get(EPOCHAUTH, bearer(tokens[0])),
         ),
         Variant(
-            f"tokenauth HS256, {len(tokens)} distinct users (the next user's token each request)",
-            server.get_each(TOKENAUTH, [bearer(t) for t in tokens[1:]]),
+            f"epochauth HS256, {len(tokens)} distinct users (the next user's token each request)",
+            server.get_each(EPOCHAUTH, [bearer(t) for t in tokens[1:]]),
         ),
     ]
     rows, _ = measure(variants, sizes.rounds, sizes.requests, redis=redis, warmup=sizes.warmup)
@@ -287,7 +287,7 @@ def denylist(sizes: Sizes) -> dict[str, Any]:
     """``sizes.denylist`` live denylist rows: the insert, the first load, reloads after a revocation
     (``revoke_id``, then the next request), RSS, and requests in steady state."""
     server, user = Server(), setup_user()
-    memo = server.get(TOKENAUTH, bearer(mint_access_token(user).token))
+    memo = server.get(EPOCHAUTH, bearer(mint_access_token(user).token))
     first = first_requests(server, memo, lambda: fixtures.deny_random_ids(sizes.denylist))
     cold = cold_tokens(fixtures.TokenFactory(user), user, sizes.timed)
     reloads = []
@@ -296,10 +296,10 @@ def denylist(sizes: Sizes) -> dict[str, Any]:
         reloads.append(timed_ms(memo))
     variants = [
         no_auth(server),
-        Variant("tokenauth HS256, memo hit", memo),
+        Variant("epochauth HS256, memo hit", memo),
         Variant(
-            f"tokenauth HS256, cold: a new token each request ({len(cold)} distinct)",
-            server.get_each(TOKENAUTH, cold),
+            f"epochauth HS256, cold: a new token each request ({len(cold)} distinct)",
+            server.get_each(EPOCHAUTH, cold),
         ),
     ]
     rows, _ = measure(variants, sizes.rounds, sizes.requests, redis=False, warmup=sizes.warmup)
@@ -319,10 +319,10 @@ def epochs(sizes: Sizes) -> dict[str, Any]:
     """``sizes.users`` user epochs bumped within the window (every user revoked today, the worst
     case): what a process holds for them, and what its first requests (which read them) cost."""
     server, user = Server(), setup_user()
-    memo = server.get(TOKENAUTH, bearer(mint_access_token(user).token))
+    memo = server.get(EPOCHAUTH, bearer(mint_access_token(user).token))
     first = first_requests(server, memo, lambda: fixtures.bump_many_users(sizes.users))
     rows, _ = measure(
-        [no_auth(server), Variant("tokenauth HS256, memo hit", memo)],
+        [no_auth(server), Variant("epochauth HS256, memo hit", memo)],
         sizes.rounds,
         sizes.requests,
         redis=False,
@@ -371,13 +371,13 @@ def timed_ms(call: Any) -> float:
 
 
 def endpoints(sizes: Sizes) -> dict[str, Any]:
-    """Login and refresh of tokenauth and of simplejwt (rotation + blacklist), over their URLs."""
+    """Login and refresh of epochauth and of simplejwt (rotation + blacklist), over their URLs."""
     server, user = Server(), setup_user()
     credentials = {"username": user.get_username(), "password": fixtures.PASSWORD}
     variants = [
         no_auth(server),
         Variant(
-            "tokenauth login (POST /auth/token/)",
+            "epochauth login (POST /auth/token/)",
             lambda: server.post_json("/auth/token/", credentials),
         ),
         Variant(
@@ -385,7 +385,7 @@ def endpoints(sizes: Sizes) -> dict[str, Any]:
             lambda: server.post_json("/simplejwt/token/", credentials),
         ),
         Variant(
-            "tokenauth refresh (POST /auth/token/refresh/, rotation)",
+            "epochauth refresh (POST /auth/token/refresh/, rotation)",
             chain(
                 server,
                 "/auth/token/refresh/",

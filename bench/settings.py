@@ -21,7 +21,7 @@ RS_KID = "bench-rs256"
 ISSUER = "https://bench.example"
 IDP_AUDIENCE = "https://api.example.test"  # tests/idp's default resource: the "aud" of its tokens
 IDP_SCOPE = "servicex"
-#: The usual stack of a project that serves an API and browser sessions (tokenauth's README adds
+#: The usual stack of a project that serves an API and browser sessions (epochauth's README adds
 #: EpochSessionMiddleware after AuthenticationMiddleware).
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
@@ -29,13 +29,13 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
-    "tokenauth.middleware.EpochSessionMiddleware",
+    "epochauth.middleware.EpochSessionMiddleware",
 ]
-# What tokenauth.oauth needs from DOT (see README, "OAuth2 authorization server").
+# What epochauth.oauth needs from DOT (see README, "OAuth2 authorization server").
 OAUTH2_PROVIDER = {
-    "OAUTH2_SERVER_CLASS": "tokenauth.oauth.server.Server",
-    "OAUTH2_VALIDATOR_CLASS": "tokenauth.oauth.validators.TokenAuthValidator",
-    "SCOPES_BACKEND_CLASS": "tokenauth.oauth.scopes.TokenAuthScopes",
+    "OAUTH2_SERVER_CLASS": "epochauth.oauth.server.Server",
+    "OAUTH2_VALIDATOR_CLASS": "epochauth.oauth.validators.EpochAuthValidator",
+    "SCOPES_BACKEND_CLASS": "epochauth.oauth.scopes.EpochAuthScopes",
     "ROTATE_REFRESH_TOKEN": True,
     "REFRESH_TOKEN_REUSE_PROTECTION": True,
 }
@@ -48,7 +48,7 @@ class Setup:
     #: Redis URL of the shared cache, or None for Django's default LocMemCache (300 entries).
     redis_url: str | None = None
     #: Prefix of every cache key of this bench run (a Redis database may be shared with others).
-    key_prefix: str = "tokenauth-bench"
+    key_prefix: str = "epochauth-bench"
     #: SQLite file shared by several processes, or None for an in-memory database.
     sqlite_path: str | None = None
     rsa_pem: str | None = None
@@ -69,7 +69,7 @@ def caches(setup: Setup) -> dict[str, Any]:
     }
 
 
-def tokenauth_settings(setup: Setup) -> dict[str, Any]:
+def epochauth_settings(setup: Setup) -> dict[str, Any]:
     verification = (
         [{"algorithm": "RS256", "key": setup.rsa_pem, "kid": RS_KID}] if setup.rsa_pem else []
     )
@@ -114,9 +114,9 @@ def configure(setup: Setup) -> None:
             "rest_framework",
             "rest_framework_simplejwt.token_blacklist",
             "knox",
-            "tokenauth",
+            "epochauth",
             "oauth2_provider",
-            "tokenauth.oauth",
+            "epochauth.oauth",
         ],
         DATABASES={"default": database},
         CACHES=caches(setup),
@@ -130,7 +130,7 @@ def configure(setup: Setup) -> None:
             "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
             "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
         },
-        TOKENAUTH=tokenauth_settings(setup),
+        EPOCHAUTH=epochauth_settings(setup),
         OAUTH2_PROVIDER=OAUTH2_PROVIDER,
         SIMPLE_JWT={
             "ALGORITHM": "HS256",

@@ -19,7 +19,7 @@ from rest_framework_simplejwt.authentication import (
 )
 from rest_framework_simplejwt.views import TokenObtainPairView, TokenRefreshView
 
-from tokenauth.authentication import BearerAuthentication
+from epochauth.authentication import BearerAuthentication
 
 
 class Hello(APIView):
@@ -51,7 +51,7 @@ class ClaimsUser:
 def floor_authentication(name: str) -> type[BaseAuthentication]:
     """The floor in the request path: the same ``jwt.decode`` call as the function-call floor rows,
     made by a minimal DRF authentication class (no revocation, no memo, no user lookup), so that a
-    cold token of tokenauth compares with raw PyJWT under the same handler, middleware and caches."""
+    cold token of epochauth compares with raw PyJWT under the same handler, middleware and caches."""
 
     class PyJWTFloor(BaseAuthentication):
         def authenticate(self, request: Request) -> tuple[ClaimsUser, dict[str, Any]]:
@@ -71,15 +71,15 @@ def hello(*authentication: type, permission: type = IsAuthenticated) -> Any:
 
 urlpatterns = [
     path("api/none/", hello(permission=AllowAny)),
-    path("api/tokenauth/", hello(BearerAuthentication)),
+    path("api/epochauth/", hello(BearerAuthentication)),
     path("api/simplejwt/", hello(JWTAuthentication)),
     path("api/simplejwt-stateless/", hello(JWTStatelessUserAuthentication)),
     path("api/dot/", hello(OAuth2Authentication)),
     path("api/knox/", hello(KnoxAuthentication)),
     path("api/pyjwt-hs256/", hello(floor_authentication("hs256"))),
     path("api/pyjwt-idp/", hello(floor_authentication("idp"))),
-    path("auth/", include("tokenauth.urls")),
-    path("o/", include("tokenauth.oauth.urls")),
+    path("auth/", include("epochauth.urls")),
+    path("o/", include("epochauth.oauth.urls")),
     path("simplejwt/token/", TokenObtainPairView.as_view()),
     path("simplejwt/token/refresh/", TokenRefreshView.as_view()),
 ]

@@ -26,7 +26,7 @@ BASE_ENVIRON = {
     "REMOTE_ADDR": "127.0.0.1",
     "HTTP_HOST": HOST,
     "HTTP_ACCEPT": "application/json",
-    "HTTP_USER_AGENT": "tokenauth-bench",
+    "HTTP_USER_AGENT": "epochauth-bench",
     "wsgi.version": (1, 0),
     "wsgi.url_scheme": "https",
     "wsgi.errors": sys.stderr,

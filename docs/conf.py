@@ -1,4 +1,4 @@
-"""Sphinx configuration of the tokenauth docs (build: ``python -m sphinx -W -n -b html docs docs/_build``)."""
+"""Sphinx configuration of the epochauth docs (build: ``python -m sphinx -W -n -b html docs docs/_build``)."""
 
 import sys
 from pathlib import Path
@@ -6,8 +6,8 @@ from pathlib import Path
 DOCS = Path(__file__).resolve().parent
 sys.path[:0] = [str(DOCS.parent), str(DOCS / "_ext")]
 
-project = "django-tokenauth"
-author = "the django-tokenauth contributors"
+project = "django-epochauth"
+author = "the django-epochauth contributors"
 copyright = "2026, " + author
 release = "0.1.0"
 
@@ -16,7 +16,7 @@ extensions = [
     "sphinx.ext.autodoc",
     "sphinx.ext.graphviz",
     # Reference pages generated from the code (settings, endpoints, checks, commands).
-    "tokenauth_reference",
+    "epochauth_reference",
 ]
 exclude_patterns = ["_build"]
 myst_enable_extensions = ["colon_fence", "deflist"]
@@ -29,4 +29,4 @@ graphviz_output_format = "svg"
 smartquotes = False
 
 html_theme = "furo"
-html_title = "django-tokenauth"
+html_title = "django-epochauth"

@@ -1,4 +1,4 @@
-"""Example API protected by tokenauth: views and their URL patterns (``include("testproject.api")``)."""
+"""Example API protected by epochauth: views and their URL patterns (``include("testproject.api")``)."""
 
 from django.urls import path
 from drf_spectacular.utils import extend_schema, inline_serializer
@@ -9,7 +9,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from tokenauth.permissions import HasScope, InGroup
+from epochauth.permissions import HasScope, InGroup
 
 
 class HelloView(APIView):

@@ -6,10 +6,10 @@ Everything that differs between a laptop demo and CI comes from the environment:
 ``DJANGO_SECRET_KEY``      Django's SECRET_KEY (dev default below; never use it in production)
 ``DATABASE_URL``           any dj-database-url URL; default: SQLite file ``db.sqlite3`` in the repo root
 ``REDIS_URL``              when set, the default cache is Redis; otherwise per-process LocMemCache
-``TOKENAUTH_ISSUER``       our ``iss`` claim (default http://127.0.0.1:8000)
-``TOKENAUTH_ALGORITHM``    signing algorithm of local tokens (default HS256; ``dev.py demo`` sets RS256)
-``TOKENAUTH_SIGNING_KEY``  key used to sign local tokens (dev default below)
-``TOKENAUTH_SIGNING_KEY_FILE``  a PEM file with the signing key instead (``dev.py demo`` generates one)
+``EPOCHAUTH_ISSUER``       our ``iss`` claim (default http://127.0.0.1:8000)
+``EPOCHAUTH_ALGORITHM``    signing algorithm of local tokens (default HS256; ``dev.py demo`` sets RS256)
+``EPOCHAUTH_SIGNING_KEY``  key used to sign local tokens (dev default below)
+``EPOCHAUTH_SIGNING_KEY_FILE``  a PEM file with the signing key instead (``dev.py demo`` generates one)
 ``DJANGO_LOG_LEVEL``       console log level (default WARNING)
 ``DJANGO_CORS_ALLOWED_ORIGINS``  comma-separated origins of browser apps that may call the API (default none)
 ``TEST_IDP_ISSUER``        when set, that OpenID provider (e.g. tests/idp on http://127.0.0.1:9000) is a
@@ -50,11 +50,11 @@ INSTALLED_APPS = [
     "corsheaders",
     "rest_framework",
     "drf_spectacular",
-    "tokenauth",
+    "epochauth",
     "oauth2_provider",
-    "tokenauth.oauth",
-    "tokenauth.tokenmanager",
-    "tokenauth.contrib.simplejwt",
+    "epochauth.oauth",
+    "epochauth.tokenmanager",
+    "epochauth.contrib.simplejwt",
 ]
 
 MIDDLEWARE = [
@@ -67,7 +67,7 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
-    "tokenauth.middleware.EpochSessionMiddleware",
+    "epochauth.middleware.EpochSessionMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]
@@ -107,7 +107,7 @@ if REDIS_URL:
             "LOCATION": REDIS_URL,
             # Pub/sub channels are server-wide, not per database: the database in the prefix keeps
             # two checkouts that share one Redis server (each on its own database) apart.
-            "KEY_PREFIX": "tokenauth-testproject-" + REDIS_URL.rstrip("/").rpartition("/")[2],
+            "KEY_PREFIX": "epochauth-testproject-" + REDIS_URL.rstrip("/").rpartition("/")[2],
         }
     }
 else:
@@ -129,8 +129,8 @@ STATIC_URL = "static/"
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
-        "tokenauth.authentication.BearerAuthentication",
-        "tokenauth.authentication.SessionAuthentication",
+        "epochauth.authentication.BearerAuthentication",
+        "epochauth.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
@@ -138,26 +138,26 @@ REST_FRAMEWORK = {
 
 # The OpenAPI document (drf-spectacular) at /api/schema/, Swagger UI at /api/docs/.
 SPECTACULAR_SETTINGS = {
-    "TITLE": "tokenauth demo API",
+    "TITLE": "epochauth demo API",
     "DESCRIPTION": "Log in at POST /auth/token/, then send the access token as Authorization: Bearer.",
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
 }
 
-TOKENAUTH = {
-    "ISSUER": os.environ.get("TOKENAUTH_ISSUER", "http://127.0.0.1:8000"),
+EPOCHAUTH = {
+    "ISSUER": os.environ.get("EPOCHAUTH_ISSUER", "http://127.0.0.1:8000"),
     "SIGNING_KEY": os.environ.get(
-        "TOKENAUTH_SIGNING_KEY", "dev-only-tokenauth-signing-key-change-me-0123456789abcdef"
+        "EPOCHAUTH_SIGNING_KEY", "dev-only-epochauth-signing-key-change-me-0123456789abcdef"
     ),
     # The test OpenID provider (tests/idp) serves plain http on 127.0.0.1.
     "ALLOW_LOOPBACK_HTTP_ISSUERS": DEBUG,
     # The sign-in page of the user pages (LOGIN_URL below) has a password form beside the providers.
     "PASSWORD_LOGIN": True,
-    # offline_access: the provider's refresh token, kept by the Token Manager (tokenauth.tokenmanager).
+    # offline_access: the provider's refresh token, kept by the Token Manager (epochauth.tokenmanager).
     "OIDC_SCOPES": "openid profile email offline_access",
     "TOKEN_MANAGER_KEYS": [
         os.environ.get(
-            "TOKENAUTH_TOKEN_MANAGER_KEY", "7yzty8UFLugPfO-17uXi1qxDjcT03D5Of_s4Dzl0J4w="
+            "EPOCHAUTH_TOKEN_MANAGER_KEY", "7yzty8UFLugPfO-17uXi1qxDjcT03D5Of_s4Dzl0J4w="
         )
     ],
     "SCOPES": {"reports:read": "Read the example reports"},
@@ -168,13 +168,13 @@ TOKENAUTH = {
     "SIMPLEJWT_MIGRATION_ENDS": datetime.now(UTC) + timedelta(days=30),
 }
 
-# dev.py demo signs with an RS256 key file (tokenauth's default algorithm, HS256, otherwise).
-if os.environ.get("TOKENAUTH_ALGORITHM"):
-    TOKENAUTH["ALGORITHM"] = os.environ["TOKENAUTH_ALGORITHM"]
-if os.environ.get("TOKENAUTH_SIGNING_KEY_FILE"):
-    TOKENAUTH["SIGNING_KEY_FILE"] = os.environ["TOKENAUTH_SIGNING_KEY_FILE"]
+# dev.py demo signs with an RS256 key file (epochauth's default algorithm, HS256, otherwise).
+if os.environ.get("EPOCHAUTH_ALGORITHM"):
+    EPOCHAUTH["ALGORITHM"] = os.environ["EPOCHAUTH_ALGORITHM"]
+if os.environ.get("EPOCHAUTH_SIGNING_KEY_FILE"):
+    EPOCHAUTH["SIGNING_KEY_FILE"] = os.environ["EPOCHAUTH_SIGNING_KEY_FILE"]
 
-# The simplejwt setup the demo is moving from (tokenauth.contrib.simplejwt accepts its tokens).
+# The simplejwt setup the demo is moving from (epochauth.contrib.simplejwt accepts its tokens).
 SIMPLE_JWT = {
     "SIGNING_KEY": os.environ.get(
         "SIMPLE_JWT_SIGNING_KEY", "dev-only-simplejwt-signing-key-0123456789abcdef"
@@ -191,12 +191,12 @@ CORS_ALLOWED_ORIGINS = [
 CORS_ALLOW_CREDENTIALS = False
 CORS_EXPOSE_HEADERS = ["WWW-Authenticate", "Retry-After"]
 
-# The OAuth 2.0 authorization server (tokenauth.oauth on django-oauth-toolkit): access tokens are ours.
-DEVICE_PAGE = TOKENAUTH["ISSUER"].rstrip("/") + "/o/device/"
+# The OAuth 2.0 authorization server (epochauth.oauth on django-oauth-toolkit): access tokens are ours.
+DEVICE_PAGE = EPOCHAUTH["ISSUER"].rstrip("/") + "/o/device/"
 OAUTH2_PROVIDER = {
-    "OAUTH2_SERVER_CLASS": "tokenauth.oauth.server.Server",
-    "OAUTH2_VALIDATOR_CLASS": "tokenauth.oauth.validators.TokenAuthValidator",
-    "SCOPES_BACKEND_CLASS": "tokenauth.oauth.scopes.TokenAuthScopes",
+    "OAUTH2_SERVER_CLASS": "epochauth.oauth.server.Server",
+    "OAUTH2_VALIDATOR_CLASS": "epochauth.oauth.validators.EpochAuthValidator",
+    "SCOPES_BACKEND_CLASS": "epochauth.oauth.scopes.EpochAuthScopes",
     "PKCE_REQUIRED": True,
     "ROTATE_REFRESH_TOKEN": True,
     "REFRESH_TOKEN_REUSE_PROTECTION": True,
@@ -211,21 +211,21 @@ OAUTH2_PROVIDER = {
 # OpenID Provider mode (ID tokens, /o/userinfo/, /o/logout/) where the demo signs with a key that
 # relying parties can verify (dev.py demo: RS256); an HMAC secret cannot sign ID tokens for them.
 OAUTH2_PROVIDER["OIDC_ENABLED"] = OAUTH2_PROVIDER["OIDC_RP_INITIATED_LOGOUT_ENABLED"] = (
-    TOKENAUTH.get("ALGORITHM", "HS256") != "HS256"
+    EPOCHAUTH.get("ALGORITHM", "HS256") != "HS256"
 )
 # Where the authorize and device pages send a visitor to sign in: a provider or a password, staff or not.
-LOGIN_URL = "tokenauth-oidc-login"
+LOGIN_URL = "epochauth-oidc-login"
 
-# Browser login (tokenauth.oidc): password logins (admin) and OpenID providers side by side.
+# Browser login (epochauth.oidc): password logins (admin) and OpenID providers side by side.
 AUTHENTICATION_BACKENDS = [
     "django.contrib.auth.backends.ModelBackend",
-    "tokenauth.oidc.backend.OIDCBackend",
+    "epochauth.oidc.backend.OIDCBackend",
 ]
 # Session cookies are HttpOnly and SameSite=Lax (Django's defaults; Lax lets the provider's redirect
 # back in); outside DEBUG the site runs on HTTPS and they are Secure too.
 SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = not DEBUG
 if os.environ.get("TEST_IDP_ISSUER"):
-    TOKENAUTH["ISSUERS"] = [
+    EPOCHAUTH["ISSUERS"] = [
         {
             "issuer": os.environ["TEST_IDP_ISSUER"],
             "slug": "test-idp",
@@ -236,7 +236,7 @@ if os.environ.get("TEST_IDP_ISSUER"):
             "group_claims": ["groups"],
             # Its groups are its own: "/atlas" is test-idp:/atlas here (no claim names a local group).
             "group_prefix": "test-idp:",
-            # Its users are in physics: `tokenauth login --group physics` signs in there directly.
+            # Its users are in physics: `epochauth login --group physics` signs in there directly.
             "default_groups": ["physics"],
         }
     ]

@@ -1,19 +1,19 @@
-"""URLs of the demo project: admin, the tokenauth endpoints and a small example API."""
+"""URLs of the demo project: admin, the epochauth endpoints and a small example API."""
 
 from django.contrib import admin
 from django.urls import include, path
 from django.views.generic import TemplateView
 from rest_framework_simplejwt.views import TokenObtainPairView
 
-from tokenauth.contrib.simplejwt.views import TokenRefreshView
+from epochauth.contrib.simplejwt.views import TokenRefreshView
 
 urlpatterns = [
     path("admin/", admin.site.urls),
-    path("auth/", include("tokenauth.urls")),
-    path("oidc/", include("tokenauth.oidc.urls")),
-    path("", include("tokenauth.well_known_urls")),
-    path("o/", include("tokenauth.oauth.urls")),
-    path("tokenmanager/", include("tokenauth.tokenmanager.urls")),
+    path("auth/", include("epochauth.urls")),
+    path("oidc/", include("epochauth.oidc.urls")),
+    path("", include("epochauth.well_known_urls")),
+    path("o/", include("epochauth.oauth.urls")),
+    path("tokenmanager/", include("epochauth.tokenmanager.urls")),
     path("api/", include("testproject.api")),
     # The site's simplejwt endpoints during the switch (README "Moving from simplejwt"): its login, and
     # our refresh view in place of simplejwt's.

@@ -44,7 +44,7 @@ EXT_ALL = "ext[every scope]"
 EXT_GROUPS = "ext[groups: tm-operators]"
 CLIENT = "client-credentials"  # an ordinary confidential application: openid reports:read
 SERVICE = "tokenmanager-service"  # confidential, client credentials, AllowedScopes "tokenmanager"
-CLI = "cli-device"  # the public client tokenauth-cli, device flow: openid reports:read
+CLI = "cli-device"  # the public client epochauth-cli, device flow: openid reports:read
 STAFF = "staff"  # browser session (with CSRF) of staff without any permission
 STAFF_VIEW = "staff-view"  # staff with every view_* permission and nothing else
 SUPERUSER = "superuser"
@@ -158,7 +158,7 @@ def csrf_form(outcome: dict[str, Any]) -> dict[str, Any]:
 
 # ---------------------------------------------------------------------------------- what changes
 def _epoch(kind: str, object_id: Any) -> int:
-    from tokenauth.models import Epoch
+    from epochauth.models import Epoch
 
     row = Epoch.objects.filter(kind=kind, object_id=str(object_id)).first()
     return row.value if row else 0
@@ -176,7 +176,7 @@ def victim_epoch(ctx: Any, principal: Any) -> int:
 
 def callers_sessions(ctx: Any, principal: Any) -> Any:
     """The caller's live sessions (/oidc/tokens/ starts one; logout ends one)."""
-    from tokenauth.models import Session
+    from epochauth.models import Session
 
     user = principal.local_user()
     return None if user is None else Session.objects.filter(user=user, revoked_at=None).count()
@@ -184,7 +184,7 @@ def callers_sessions(ctx: Any, principal: Any) -> Any:
 
 def token_state(ctx: Any, principal: Any) -> Any:
     """What logout changes for a bearer token: its session, or its id on the denylist."""
-    from tokenauth.models import RevokedToken
+    from epochauth.models import RevokedToken
 
     return callers_sessions(ctx, principal), RevokedToken.objects.count()
 
@@ -233,13 +233,13 @@ def issued(ctx: Any, principal: Any) -> Any:
     """Tokens handed out: sessions started and OAuth access tokens (a token endpoint adds one)."""
     from oauth2_provider.models import get_access_token_model
 
-    from tokenauth.models import Session
+    from epochauth.models import Session
 
     return Session.objects.count(), get_access_token_model().objects.count()
 
 
 def handed_upstream(ctx: Any, principal: Any) -> int:
-    from tokenauth.models import AuditEvent
+    from epochauth.models import AuditEvent
 
     return AuditEvent.objects.filter(action="upstream_token_issued").count()
 
@@ -256,33 +256,33 @@ def _login_body(ctx: Any, p: Any) -> dict[str, Any]:
 
 ROUTES: dict[str, Row] = {
     # /auth/: credentials in the body, not the caller's: anyone may log in or refresh.
-    "tokenauth-token": Row(everyone(ALLOW), "POST", _login_body, json=True, watch=issued),
-    "tokenauth-refresh": Row(
+    "epochauth-token": Row(everyone(ALLOW), "POST", _login_body, json=True, watch=issued),
+    "epochauth-refresh": Row(
         everyone(ALLOW),
         "POST",
         lambda ctx, p: {"refresh_token": ctx.refresh_token},
         json=True,
     ),
     # A session of our own login is renewed; any other bearer token has none (400), no bearer 401.
-    "tokenauth-renew": Row(
+    "epochauth-renew": Row(
         {ANONYMOUS: 401, "session": 401, BROWSER_NO_CSRF: 401, "own-login": ALLOW, "*": 400},
         "POST",
     ),
     # Any bearer token may end itself: its session, or its id on the denylist.
-    "tokenauth-logout": Row(
+    "epochauth-logout": Row(
         {ANONYMOUS: 401, "session": 401, BROWSER_NO_CSRF: 401, "*": ALLOW},
         "POST",
         watch=token_state,
     ),
     # Any bearer token of a user may end every token of its own user; a client-credentials token of
     # ours stands for its application, which may not log its owner out everywhere.
-    "tokenauth-logout-all": Row(
+    "epochauth-logout-all": Row(
         {ANONYMOUS: 401, "session": 401, BROWSER_NO_CSRF: 401, "oauth-client": 403, "*": ALLOW},
         "POST",
         watch=caller_epoch,
     ),
-    # Revoking someone else: the permission tokenauth.change_epoch, with our own login or a session.
-    "tokenauth-revoke": Row(
+    # Revoking someone else: the permission epochauth.change_epoch, with our own login or a session.
+    "epochauth-revoke": Row(
         {
             PASSWORD_SUPERUSER: ALLOW,
             SUPERUSER: ALLOW,
@@ -295,7 +295,7 @@ ROUTES: dict[str, Row] = {
         json=True,
         watch=victim_epoch,
     ),
-    "tokenauth-whoami": Row(authenticated()),
+    "epochauth-whoami": Row(authenticated()),
     # The demo API: any caller who proves who they are; reports need the scope in a token.
     "api-hello": Row(authenticated()),
     "api-reports": Row(
@@ -317,12 +317,12 @@ ROUTES: dict[str, Row] = {
     "api-docs": Row(everyone(ALLOW)),
     "demo-index": Row(everyone(ALLOW)),
     # Discovery documents are public; the OAuth server's RFC 8414 document is served by the first
-    # pattern for that path (tokenauth.well_known_urls), so the second can never answer.
-    "tokenauth-jwks": Row(everyone(ALLOW)),
-    "tokenauth-authorization-server-metadata": Row(everyone(ALLOW)),
-    "tokenauth-openid-configuration": Row(everyone(ALLOW)),
+    # pattern for that path (epochauth.well_known_urls), so the second can never answer.
+    "epochauth-jwks": Row(everyone(ALLOW)),
+    "epochauth-authorization-server-metadata": Row(everyone(ALLOW)),
+    "epochauth-openid-configuration": Row(everyone(ALLOW)),
     # Moving from simplejwt: its login is anyone's; its refresh must never turn a revoked refresh
-    # token into an access token that tokenauth accepts.
+    # token into an access token that epochauth accepts.
     "simplejwt-token": Row(everyone(ALLOW), "POST", _login_body, json=True),
     "simplejwt-refresh": Row(
         everyone(DENIED),
@@ -333,7 +333,7 @@ ROUTES: dict[str, Row] = {
         finding="2",
     ),
     # The Token Manager: a service capability, never a scope a user or another issuer may hold.
-    "tokenauth-tokenmanager-token": Row(
+    "epochauth-tokenmanager-token": Row(
         {
             SERVICE: ALLOW,
             PASSWORD_SUPERUSER: ALLOW,  # a user with the permission
@@ -355,25 +355,25 @@ ROUTES: dict[str, Row] = {
 # ---------------------------------------------------------------------------------- browser login
 ROUTES.update(
     {
-        "tokenauth-oidc-login": Row(everyone(ALLOW)),
+        "epochauth-oidc-login": Row(everyone(ALLOW)),
         # To the provider's authorization endpoint.
-        "tokenauth-oidc-login-provider": Row(
+        "epochauth-oidc-login-provider": Row(
             everyone(ALLOW), kwargs=lambda ctx: {"slug": "test-idp"}
         ),
         # A callback without the state of a login started here: the failure page.
-        "tokenauth-oidc-callback": Row(
+        "epochauth-oidc-callback": Row(
             everyone(400), query=lambda ctx, p: {"code": "x", "state": "y"}
         ),
         # POST ends the browser's session (then the sign-in page): CSRF-protected, only its own.
-        "tokenauth-oidc-logout": Row(
+        "epochauth-oidc-logout": Row(
             csrf_form({ANONYMOUS: LOGIN, "*": ALLOW}), "POST", watch=browser_session
         ),
         # POST starts an API session of the signed-in user.
-        "tokenauth-oidc-tokens": Row(
+        "epochauth-oidc-tokens": Row(
             csrf_form({ANONYMOUS: LOGIN, "*": ALLOW}), "POST", watch=callers_sessions
         ),
         # The provider's back-channel logout: the credential is the logout token (here a bad one).
-        "tokenauth-oidc-backchannel-logout": Row(
+        "epochauth-oidc-backchannel-logout": Row(
             everyone(400), "POST", lambda ctx, p: {"logout_token": "not-a-jwt"}
         ),
     }
@@ -404,7 +404,7 @@ ROUTES.update(
         "oauth2_provider:revoke-token": Row(
             everyone(ALLOW),
             "POST",
-            lambda ctx, p: {"token": ctx.revocable, "client_id": "tokenauth-cli"},
+            lambda ctx, p: {"token": ctx.revocable, "client_id": "epochauth-cli"},
             watch=revocable_token,
         ),
         # RFC 7662: a confidential client authenticates; the caller's own header aside.
@@ -434,7 +434,7 @@ ROUTES.update(
         "oauth2_provider:device-authorization": Row(
             everyone(ALLOW),
             "POST",
-            lambda ctx, p: {"client_id": "tokenauth-cli", "scope": "reports:read"},
+            lambda ctx, p: {"client_id": "epochauth-cli", "scope": "reports:read"},
             watch=device_grants,
         ),
         # Entering the code: a signed-in browser.
@@ -450,7 +450,7 @@ ROUTES.update(
             "POST",
             lambda ctx, p: {"action": "accept"},
             kwargs=lambda ctx: {
-                "client_id": "tokenauth-cli",
+                "client_id": "epochauth-cli",
                 "user_code": ctx.device["user_code"],
             },
             before=lambda ctx, p: ctx.device_entered_by(p),
@@ -459,7 +459,7 @@ ROUTES.update(
         "oauth2_provider:device-grant-status": Row(
             {"session": ALLOW, BROWSER_NO_CSRF: ALLOW, "*": LOGIN},
             kwargs=lambda ctx: {
-                "client_id": "tokenauth-cli",
+                "client_id": "epochauth-cli",
                 "user_code": ctx.device["user_code"],
             },
             before=lambda ctx, p: ctx.device_entered_by(p),
@@ -498,12 +498,12 @@ ROUTES.update(
         ),
         "admin:app_list": Row(
             {SUPERUSER: ALLOW, STAFF_VIEW: ALLOW, STAFF: 404, "*": LOGIN},
-            kwargs=lambda ctx: {"app_label": "tokenauth"},
+            kwargs=lambda ctx: {"app_label": "epochauth"},
         ),
         "admin/(?P<url>.*)$": Row(
             {"staff-session": 404, "*": LOGIN}, kwargs=lambda ctx: {"url": "no-such-page/"}
         ),
-        # Per-object buttons: revoking needs tokenauth.change_epoch, ending a session the delete
+        # Per-object buttons: revoking needs epochauth.change_epoch, ending a session the delete
         # permission; a view-only staff member gets nothing done.
         "admin:auth_user_revoke_tokens": Row(
             admin_form({SUPERUSER: ALLOW, "staff-session": 403}),
@@ -519,11 +519,11 @@ ROUTES.update(
             kwargs=lambda ctx: {"object_id": ctx.sample("auth.group")},
             watch=lambda ctx, p: _epoch("group", ctx.sample("auth.group")),
         ),
-        "admin:tokenauth_session_end": Row(
+        "admin:epochauth_session_end": Row(
             admin_form({SUPERUSER: ALLOW, "staff-session": 403}),
             "POST",
-            kwargs=lambda ctx: {"object_id": ctx.sample("tokenauth.session")},
-            watch=lambda ctx, p: ctx.exists("tokenauth.session", revoked_at=None),
+            kwargs=lambda ctx: {"object_id": ctx.sample("epochauth.session")},
+            watch=lambda ctx, p: ctx.exists("epochauth.session", revoked_at=None),
         ),
         # Setting someone's password: the change permission on users.
         "admin:auth_user_password_change": Row(
@@ -551,14 +551,14 @@ class ModelPolicy:
 ADMIN_MODELS: dict[str, ModelPolicy] = {
     "auth.user": ModelPolicy(),
     "auth.group": ModelPolicy(),
-    # Written by tokenauth only: sessions are ended (never deleted), epochs, denylist and audit
+    # Written by epochauth only: sessions are ended (never deleted), epochs, denylist and audit
     # trail are permanent.
-    "tokenauth.session": ModelPolicy(add=False, change=False, delete=False),
-    "tokenauth.identity": ModelPolicy(),
-    "tokenauth.epoch": ModelPolicy(add=False, change=False, delete=False),
-    "tokenauth.revokedtoken": ModelPolicy(add=False, change=False, delete=False),
-    "tokenauth.auditevent": ModelPolicy(add=False, change=False, delete=False),
-    "tokenauth.issuer": ModelPolicy(),
+    "epochauth.session": ModelPolicy(add=False, change=False, delete=False),
+    "epochauth.identity": ModelPolicy(),
+    "epochauth.epoch": ModelPolicy(add=False, change=False, delete=False),
+    "epochauth.revokedtoken": ModelPolicy(add=False, change=False, delete=False),
+    "epochauth.auditevent": ModelPolicy(add=False, change=False, delete=False),
+    "epochauth.issuer": ModelPolicy(),
     # DOT's: grants and tokens are issued, never added by hand; access token rows are read-only
     # (the JWT carries its own claims); a token row behind a live JWT is never deleted (it would
     # leave the JWT valid): the samples are live, so deleting them is refused.
@@ -568,7 +568,7 @@ ADMIN_MODELS: dict[str, ModelPolicy] = {
     "oauth2_provider.accesstoken": ModelPolicy(add=False, change=False, delete=False),
     "oauth2_provider.refreshtoken": ModelPolicy(add=False, delete=False),
     # Upstream grants are never added or edited by hand.
-    "tokenauth_tokenmanager.upstreamgrant": ModelPolicy(add=False, change=False),
+    "epochauth_tokenmanager.upstreamgrant": ModelPolicy(add=False, change=False),
 }
 
 
@@ -642,29 +642,29 @@ ACTIONS: dict[str, Row] = {
     "auth.group:revoke_all_tokens": action(
         lambda ctx, p: _epoch("group", ctx.sample("auth.group")), "3"
     ),
-    "tokenauth.session:revoke_sessions": action(
-        _sample_changed("tokenauth.session", "revoked_at")
+    "epochauth.session:revoke_sessions": action(
+        _sample_changed("epochauth.session", "revoked_at")
     ),
-    "tokenauth.issuer:enable": action(
-        _sample_changed("tokenauth.issuer", "enabled"),
+    "epochauth.issuer:enable": action(
+        _sample_changed("epochauth.issuer", "enabled"),
         "3",
-        before=lambda ctx, p: ctx.update("tokenauth.issuer", enabled=False),
+        before=lambda ctx, p: ctx.update("epochauth.issuer", enabled=False),
     ),
-    "tokenauth.issuer:disable": action(_sample_changed("tokenauth.issuer", "enabled"), "3"),
+    "epochauth.issuer:disable": action(_sample_changed("epochauth.issuer", "enabled"), "3"),
     # Fetching an issuer's keys changes nothing stored: what it does is the fetch.
-    "tokenauth.issuer:refresh_keys": action(lambda ctx, p: ctx.crafted_fetches(), "3"),
+    "epochauth.issuer:refresh_keys": action(lambda ctx, p: ctx.crafted_fetches(), "3"),
     "oauth2_provider.accesstoken:revoke_tokens": action(_gone("oauth2_provider.accesstoken"), "3"),
     "oauth2_provider.refreshtoken:revoke_tokens": action(
         _sample_changed("oauth2_provider.refreshtoken", "revoked"), "3"
     ),
-    "tokenauth_tokenmanager.upstreamgrant:revoke": action(
-        _sample_changed("tokenauth_tokenmanager.upstreamgrant", "ended_at")
+    "epochauth_tokenmanager.upstreamgrant:revoke": action(
+        _sample_changed("epochauth_tokenmanager.upstreamgrant", "ended_at")
     ),
     # Retrying the revocation of an ended grant at its provider (which confirms: the row goes).
-    "tokenauth_tokenmanager.upstreamgrant:retry": action(
-        _sample_changed("tokenauth_tokenmanager.upstreamgrant", "revoke_attempts"),
+    "epochauth_tokenmanager.upstreamgrant:retry": action(
+        _sample_changed("epochauth_tokenmanager.upstreamgrant", "revoke_attempts"),
         before=lambda ctx, p: ctx.update(
-            "tokenauth_tokenmanager.upstreamgrant", ended_at=ctx.now(), end_reason="logout"
+            "epochauth_tokenmanager.upstreamgrant", ended_at=ctx.now(), end_reason="logout"
         ),
     ),
 }

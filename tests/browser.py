@@ -1,5 +1,5 @@
 """A real headless Chromium for the browser tests (the ``chrome`` fixture, which conftest imports)
-and their screenshots, kept in ``${TMPDIR:-/tmp}/tokenauth-artifacts/`` (.ci/run: collect them as CI
+and their screenshots, kept in ``${TMPDIR:-/tmp}/epochauth-artifacts/`` (.ci/run: collect them as CI
 artifacts).
 
 Needs the Debian packages ``chromium`` and ``chromium-driver`` (.ci/run installs them): skipped
@@ -17,7 +17,7 @@ import pytest
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
-ARTIFACTS = Path(tempfile.gettempdir()) / "tokenauth-artifacts"
+ARTIFACTS = Path(tempfile.gettempdir()) / "epochauth-artifacts"
 
 
 def _check_chromium() -> None:

@@ -62,7 +62,7 @@ def fast_passwords(settings):
 
 
 class StoppedClock:
-    """The time tokenauth's caches see (``tokenauth.clock``): it stands still until ``advance()``.
+    """The time epochauth's caches see (``epochauth.clock``): it stands still until ``advance()``.
 
     It starts at a whole second, so whole-second steps add up exactly and a step onto a lifetime's
     boundary lands on it, on every run.
@@ -85,13 +85,13 @@ class StoppedClock:
 
 @pytest.fixture
 def clock(monkeypatch: pytest.MonkeyPatch) -> StoppedClock:
-    """Stops the clock of tokenauth's caches: a lifetime or cool-down passes by ``clock.advance()``,
+    """Stops the clock of epochauth's caches: a lifetime or cool-down passes by ``clock.advance()``,
     not by sleeping, so a slow machine cannot change what a test sees.
 
     Only ours: token times, other processes (the test IdP) and the shared cache's own timeouts (Redis,
     LocMemCache) keep real time.
     """
-    from tokenauth import clock as cache_clock
+    from epochauth import clock as cache_clock
 
     stopped = StoppedClock()
     monkeypatch.setattr(cache_clock, "wall", stopped.wall)
@@ -104,7 +104,7 @@ def fresh_token_state():
     """Each test starts with empty caches: no epoch, denylist or throttle state leaks between tests."""
     from django.core.cache import cache
 
-    from tokenauth.conf import clear_process_caches
+    from epochauth.conf import clear_process_caches
 
     try:
         cache.clear()
@@ -176,7 +176,7 @@ def attacker():
     issuer.stop()
 
 
-WEB_IDP_SECRET_ENV = "TOKENAUTH_TEST_WEB_IDP_SECRET"
+WEB_IDP_SECRET_ENV = "EPOCHAUTH_TEST_WEB_IDP_SECRET"
 
 
 @pytest.fixture
@@ -195,8 +195,8 @@ def web_idp(live_server, settings, monkeypatch, web_idp_env):
         env={"IDP_REDIRECT_URIS": f"{live_server.url}/oidc/callback/", **web_idp_env}
     )
     monkeypatch.setenv(WEB_IDP_SECRET_ENV, provider.WEB_CLIENT_SECRET)
-    settings.TOKENAUTH = {
-        **settings.TOKENAUTH,
+    settings.EPOCHAUTH = {
+        **settings.EPOCHAUTH,
         "ALLOW_LOOPBACK_HTTP_ISSUERS": True,
         "ISSUERS": [
             {
@@ -216,13 +216,13 @@ def web_idp(live_server, settings, monkeypatch, web_idp_env):
 @pytest.fixture
 def oauth_live_server(live_server, settings):
     """Our site as the OAuth server: tokens name ``live_server.url`` as issuer, its device page is the
-    verification URI (``?user_code=`` the complete one), one-second polling; and the ``tokenauth-cli``
+    verification URI (``?user_code=`` the complete one), one-second polling; and the ``epochauth-cli``
     client of the data migration again (transactional tests flush it)."""
     from oauth2_provider.models import get_application_model
 
-    from tokenauth.oauth.models import ensure_cli_application
+    from epochauth.oauth.models import ensure_cli_application
 
-    settings.TOKENAUTH = {**settings.TOKENAUTH, "ISSUER": live_server.url}
+    settings.EPOCHAUTH = {**settings.EPOCHAUTH, "ISSUER": live_server.url}
     settings.OAUTH2_PROVIDER = {
         **settings.OAUTH2_PROVIDER,
         "OAUTH_DEVICE_VERIFICATION_URI": f"{live_server.url}/o/device/",

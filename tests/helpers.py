@@ -143,10 +143,10 @@ def race(send: Callable[[], requests.Response]) -> tuple[list, list[dict]]:
 
 
 def start_login(env: dict[str, str], *args: str) -> tuple[subprocess.Popen[str], list[str]]:
-    """``tokenauth login ...`` in a subprocess, read up to its second line (``or open`` and the
+    """``epochauth login ...`` in a subprocess, read up to its second line (``or open`` and the
     ``verification_uri_complete``, from a server that sends one)."""
     process = subprocess.Popen(
-        [sys.executable, "-m", "tokenauth.client.cli", "login", *args],
+        [sys.executable, "-m", "epochauth.client.cli", "login", *args],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,

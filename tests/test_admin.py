@@ -8,8 +8,8 @@ import pytest
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
 
+from epochauth.models import AuditEvent, Epoch, Identity, RevokedToken, Session
 from tests.helpers import login, make_user
-from tokenauth.models import AuditEvent, Epoch, Identity, RevokedToken, Session
 
 pytestmark = pytest.mark.django_db
 
@@ -103,11 +103,11 @@ def test_session_admin_lists_and_revokes(client, admin_client):
     make_user("alice")
     one = login(client, "alice")
     two = login(client, "alice")
-    html = admin_client.get("/admin/tokenauth/session/").content.decode()
+    html = admin_client.get("/admin/epochauth/session/").content.decode()
     assert "revoke_sessions" in html
     assert html.count("alice") >= 2
     first = Session.objects.get(family=one["refresh_token"].partition(".")[0])
-    run_action(admin_client, "/admin/tokenauth/session/", "revoke_sessions", [first.pk])
+    run_action(admin_client, "/admin/epochauth/session/", "revoke_sessions", [first.pk])
     assert hello(client, one["access_token"]) == 401
     assert hello(client, two["access_token"]) == 200
     assert (
@@ -127,11 +127,11 @@ def test_session_admin_lists_and_revokes(client, admin_client):
     "url",
     [
         "/admin/",
-        "/admin/tokenauth/identity/",
-        "/admin/tokenauth/revokedtoken/",
-        "/admin/tokenauth/auditevent/",
-        "/admin/tokenauth/epoch/",
-        "/admin/tokenauth/session/",
+        "/admin/epochauth/identity/",
+        "/admin/epochauth/revokedtoken/",
+        "/admin/epochauth/auditevent/",
+        "/admin/epochauth/epoch/",
+        "/admin/epochauth/session/",
         "/admin/auth/user/",
         "/admin/auth/group/",
     ],
@@ -167,10 +167,10 @@ def test_detail_pages_never_show_tokens(client, admin_client):
     session = Session.objects.get()
     client.post("/auth/logout/", **bearer(body["access_token"]))
     pages = [
-        f"/admin/tokenauth/session/{session.pk}/change/",
-        f"/admin/tokenauth/revokedtoken/{RevokedToken.objects.get().pk}/change/",
-        f"/admin/tokenauth/auditevent/{AuditEvent.objects.first().pk}/change/",
-        f"/admin/tokenauth/epoch/{Epoch.objects.create(kind='global').pk}/change/",
+        f"/admin/epochauth/session/{session.pk}/change/",
+        f"/admin/epochauth/revokedtoken/{RevokedToken.objects.get().pk}/change/",
+        f"/admin/epochauth/auditevent/{AuditEvent.objects.first().pk}/change/",
+        f"/admin/epochauth/epoch/{Epoch.objects.create(kind='global').pk}/change/",
     ]
     for page in pages:
         response = admin_client.get(page)
@@ -196,10 +196,10 @@ def test_revocation_state_and_audit_log_cannot_be_deleted_in_the_admin(admin_cli
         "auditevent": lambda: AuditEvent.objects.create(action="login"),
     }
     row = rows[model]()
-    response = admin_client.post(f"/admin/tokenauth/{model}/{row.pk}/delete/", {"post": "yes"})
+    response = admin_client.post(f"/admin/epochauth/{model}/{row.pk}/delete/", {"post": "yes"})
     assert response.status_code == 403
     response = admin_client.post(
-        f"/admin/tokenauth/{model}/",
+        f"/admin/epochauth/{model}/",
         {"action": "delete_selected", "_selected_action": [row.pk], "post": "yes"},
     )
     assert type(row).objects.filter(pk=row.pk).exists()
@@ -237,12 +237,12 @@ def refresh_status(client: Any, tokens: dict[str, Any]) -> int:
 
 
 def test_session_page_ends_the_session_and_keeps_it_listed(client, admin_client):
-    from tokenauth import signals
+    from epochauth import signals
 
     make_user("alice")
     one, two = login(client, "alice"), login(client, "alice")
     session = session_of(one)
-    page = admin_client.get(f"/admin/tokenauth/session/{session.pk}/change/").content.decode()
+    page = admin_client.get(f"/admin/epochauth/session/{session.pk}/change/").content.decode()
     assert "End session" in page
     assert "deletelink" not in page
     ended = []
@@ -252,7 +252,7 @@ def test_session_page_ends_the_session_and_keeps_it_listed(client, admin_client)
 
     signals.session_revoked.connect(record)
     try:
-        response = admin_client.post(f"/admin/tokenauth/session/{session.pk}/end/")
+        response = admin_client.post(f"/admin/epochauth/session/{session.pk}/end/")
     finally:
         signals.session_revoked.disconnect(record)
     assert response.status_code == 302
@@ -266,18 +266,18 @@ def test_session_page_ends_the_session_and_keeps_it_listed(client, admin_client)
     assert (event.actor.username, event.detail["reason"]) == ("root", "admin")
     session.refresh_from_db()
     assert session.revoked_at is not None  # history: listed as ended
-    assert str(session.pk) in admin_client.get("/admin/tokenauth/session/").content.decode()
-    page = admin_client.get(f"/admin/tokenauth/session/{session.pk}/change/").content.decode()
+    assert str(session.pk) in admin_client.get("/admin/epochauth/session/").content.decode()
+    page = admin_client.get(f"/admin/epochauth/session/{session.pk}/change/").content.decode()
     assert "End session" not in page
 
 
 def test_sessions_cannot_be_deleted_in_the_admin(client, admin_client):
     make_user("alice")
     session = session_of(login(client, "alice"))
-    assert admin_client.get(f"/admin/tokenauth/session/{session.pk}/delete/").status_code == 403
-    assert "delete_selected" not in admin_client.get("/admin/tokenauth/session/").content.decode()
+    assert admin_client.get(f"/admin/epochauth/session/{session.pk}/delete/").status_code == 403
+    assert "delete_selected" not in admin_client.get("/admin/epochauth/session/").content.decode()
     assert (
-        admin_client.get(f"/admin/tokenauth/session/{session.pk}/end/").status_code == 403
+        admin_client.get(f"/admin/epochauth/session/{session.pk}/end/").status_code == 403
     )  # POST only
     assert Session.objects.filter(pk=session.pk, revoked_at__isnull=True).exists()
 
@@ -290,7 +290,7 @@ def test_ending_a_session_needs_the_delete_permission(client):
     staff.is_staff = True
     staff.save()
     staff.user_permissions.add(
-        Permission.objects.get(codename="view_session", content_type__app_label="tokenauth")
+        Permission.objects.get(codename="view_session", content_type__app_label="epochauth")
     )
     make_user("alice")
     tokens = login(client, "alice")
@@ -299,16 +299,16 @@ def test_ending_a_session_needs_the_delete_permission(client):
     browser.force_login(staff)
     assert (
         "End session"
-        not in browser.get(f"/admin/tokenauth/session/{session.pk}/change/").content.decode()
+        not in browser.get(f"/admin/epochauth/session/{session.pk}/change/").content.decode()
     )
-    assert "revoke_sessions" not in browser.get("/admin/tokenauth/session/").content.decode()
-    assert browser.post(f"/admin/tokenauth/session/{session.pk}/end/").status_code == 403
+    assert "revoke_sessions" not in browser.get("/admin/epochauth/session/").content.decode()
+    assert browser.post(f"/admin/epochauth/session/{session.pk}/end/").status_code == 403
     assert hello(client, tokens["access_token"]) == 200
     staff.user_permissions.add(
-        Permission.objects.get(codename="delete_session", content_type__app_label="tokenauth")
+        Permission.objects.get(codename="delete_session", content_type__app_label="epochauth")
     )
     browser.force_login(get_user_model().objects.get(pk=staff.pk))
-    assert browser.post(f"/admin/tokenauth/session/{session.pk}/end/").status_code == 302
+    assert browser.post(f"/admin/epochauth/session/{session.pk}/end/").status_code == 302
     assert hello(client, tokens["access_token"]) == 401
 
 
@@ -452,7 +452,7 @@ def test_user_page_lists_sessions_identities_and_grants_and_ends_a_session(clien
     first = Session.objects.get(family=one["refresh_token"].partition(".")[0])
     user_page = f"/admin/auth/user/{alice.pk}/change/"
     response = admin_client.post(
-        f"/admin/tokenauth/session/{first.pk}/end/?next={user_page}", follow=True
+        f"/admin/epochauth/session/{first.pk}/end/?next={user_page}", follow=True
     )
     assert response.redirect_chain[-1][0] == user_page
     assert "The session was ended." in response.content.decode()
@@ -460,9 +460,9 @@ def test_user_page_lists_sessions_identities_and_grants_and_ends_a_session(clien
     assert hello(client, two["access_token"]) == 200
     assert response.content.decode().count(">End session</button>") == 1
     outside = admin_client.post(
-        f"/admin/tokenauth/session/{first.pk}/end/?next=https://evil.example/"
+        f"/admin/epochauth/session/{first.pk}/end/?next=https://evil.example/"
     )
-    assert outside["Location"] == f"/admin/tokenauth/session/{first.pk}/change/"
+    assert outside["Location"] == f"/admin/epochauth/session/{first.pk}/change/"
 
 
 def test_epochs_show_names_and_audit_events_link_to_the_user(client, admin_client):
@@ -471,8 +471,8 @@ def test_epochs_show_names_and_audit_events_link_to_the_user(client, admin_clien
     client.post("/auth/logout-all/", **bearer(token))
     group = Group.objects.get(name="operators")
     revoke_button(admin_client, f"/admin/auth/group/{group.pk}/revoke-tokens/", "audit")
-    epochs = admin_client.get("/admin/tokenauth/epoch/").content.decode()
+    epochs = admin_client.get("/admin/epochauth/epoch/").content.decode()
     assert f'<a href="/admin/auth/user/{alice.pk}/change/">alice</a>' in epochs
     assert f'<a href="/admin/auth/group/{group.pk}/change/">operators</a>' in epochs
-    events = admin_client.get("/admin/tokenauth/auditevent/").content.decode()
+    events = admin_client.get("/admin/epochauth/auditevent/").content.decode()
     assert f'<a href="/admin/auth/user/{alice.pk}/change/">alice</a>' in events

@@ -1,6 +1,6 @@
 """The admin pages an admin uses to take access away, in a real Chromium: the user's page (sessions,
 identities, OAuth grants, "Revoke all tokens and sessions" with a reason), the group's page, the epochs
-and the audit log. Screenshots go to ``${TMPDIR:-/tmp}/tokenauth-artifacts/admin/`` (CI artifacts)."""
+and the audit log. Screenshots go to ``${TMPDIR:-/tmp}/epochauth-artifacts/admin/`` (CI artifacts)."""
 
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ import requests
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
 
+from epochauth.models import Epoch, Identity, Session
 from tests.browser import screenshot
 from tests.helpers import make_user
-from tokenauth.models import Epoch, Identity, Session
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -84,10 +84,10 @@ def test_admin_revokes_a_user_and_a_group_from_their_pages(chrome, live_server):
     group = Group.objects.get(name="operators")
     third = api_login(base, "alice", group="operators")
     chrome.get(f"{base}/admin/auth/group/{group.pk}/change/")
-    reason = chrome.find_element(By.CSS_SELECTOR, "#tokenauth-revoke input[name=reason]")
+    reason = chrome.find_element(By.CSS_SELECTOR, "#epochauth-revoke input[name=reason]")
     reason.send_keys("rotating operators")
     screenshot(chrome, "admin/group-page.png")
-    chrome.find_element(By.CSS_SELECTOR, "#tokenauth-revoke button").click()
+    chrome.find_element(By.CSS_SELECTOR, "#epochauth-revoke button").click()
     wait.until(
         ec.text_to_be_present_in_element((By.CSS_SELECTOR, ".messagelist"), "rotating operators")
     )
@@ -95,9 +95,9 @@ def test_admin_revokes_a_user_and_a_group_from_their_pages(chrome, live_server):
 
     # Everything of the user, with a reason.
     chrome.get(f"{base}/admin/auth/user/{alice.pk}/change/")
-    reason = chrome.find_element(By.CSS_SELECTOR, "#tokenauth-revoke input[name=reason]")
+    reason = chrome.find_element(By.CSS_SELECTOR, "#epochauth-revoke input[name=reason]")
     reason.send_keys("laptop stolen")
-    chrome.find_element(By.CSS_SELECTOR, "#tokenauth-revoke button").click()
+    chrome.find_element(By.CSS_SELECTOR, "#epochauth-revoke button").click()
     wait.until(
         ec.text_to_be_present_in_element((By.CSS_SELECTOR, ".messagelist"), "laptop stolen")
     )
@@ -106,7 +106,7 @@ def test_admin_revokes_a_user_and_a_group_from_their_pages(chrome, live_server):
     assert hello(base, first["access_token"]) == hello(base, second["access_token"]) == 401
     assert Epoch.objects.get(kind="user", object_id=str(alice.pk)).reason == "laptop stolen"
 
-    chrome.get(f"{base}/admin/tokenauth/epoch/")
+    chrome.get(f"{base}/admin/epochauth/epoch/")
     assert (
         chrome.find_element(By.LINK_TEXT, "alice")
         .get_attribute("href")
@@ -115,8 +115,8 @@ def test_admin_revokes_a_user_and_a_group_from_their_pages(chrome, live_server):
     assert chrome.find_element(By.LINK_TEXT, "operators")
     screenshot(chrome, "admin/epochs.png")
 
-    chrome.get(f"{base}/admin/tokenauth/auditevent/")
+    chrome.get(f"{base}/admin/epochauth/auditevent/")
     chrome.find_elements(By.LINK_TEXT, "alice")[0].click()
     wait.until(ec.url_contains(f"/admin/auth/user/{alice.pk}/change/"))
-    chrome.get(f"{base}/admin/tokenauth/auditevent/")
+    chrome.get(f"{base}/admin/epochauth/auditevent/")
     screenshot(chrome, "admin/audit-events.png")

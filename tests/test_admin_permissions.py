@@ -24,9 +24,9 @@ from oauth2_provider.models import (
     get_refresh_token_model,
 )
 
+from epochauth.models import Epoch, Issuer, Session
+from epochauth.tokenmanager.models import UpstreamGrant
 from tests.helpers import login, make_user
-from tokenauth.models import Epoch, Issuer, Session
-from tokenauth.tokenmanager.models import UpstreamGrant
 
 pytestmark = pytest.mark.django_db
 
@@ -65,7 +65,7 @@ def action_id(pair: tuple[type[Model], str]) -> str:
 def world(client: Any, settings: Any, free_port: int) -> None:
     """A row for each action to work on: a user in a group with a session, an enabled and a disabled
     issuer that cannot be reached, a DOT access and refresh token, a live and an ended upstream grant."""
-    settings.TOKENAUTH = {**settings.TOKENAUTH, "ALLOW_LOOPBACK_HTTP_ISSUERS": True}
+    settings.EPOCHAUTH = {**settings.EPOCHAUTH, "ALLOW_LOOPBACK_HTTP_ISSUERS": True}
     alice = make_user("alice", groups=["operators"])
     login(client, "alice")
     Issuer.objects.create(issuer=f"http://127.0.0.1:{free_port}/on")
@@ -95,27 +95,27 @@ Effect = Callable[[str], bool]
 #: The README's table of admin permissions says the same.
 REQUIRED: dict[str, tuple[str, Effect]] = {
     "auth.user.revoke_all_tokens": (
-        "tokenauth.change_epoch",
+        "epochauth.change_epoch",
         lambda html: Epoch.objects.filter(kind="user").exists(),
     ),
     "auth.group.revoke_all_tokens": (
-        "tokenauth.change_epoch",
+        "epochauth.change_epoch",
         lambda html: Epoch.objects.filter(kind="group").exists(),
     ),
-    "tokenauth.session.revoke_sessions": (
-        "tokenauth.delete_session",
+    "epochauth.session.revoke_sessions": (
+        "epochauth.delete_session",
         lambda html: Session.objects.filter(revoked_at__isnull=False).exists(),
     ),
-    "tokenauth.issuer.enable": (
-        "tokenauth.change_issuer",
+    "epochauth.issuer.enable": (
+        "epochauth.change_issuer",
         lambda html: Issuer.objects.filter(enabled=True).count() == 2,
     ),
-    "tokenauth.issuer.disable": (
-        "tokenauth.change_issuer",
+    "epochauth.issuer.disable": (
+        "epochauth.change_issuer",
         lambda html: not Issuer.objects.filter(enabled=True).exists(),
     ),
-    "tokenauth.issuer.refresh_keys": (
-        "tokenauth.change_issuer",
+    "epochauth.issuer.refresh_keys": (
+        "epochauth.change_issuer",
         lambda html: "Could not fetch the keys of" in html,
     ),
     "oauth2_provider.accesstoken.revoke_tokens": (
@@ -126,12 +126,12 @@ REQUIRED: dict[str, tuple[str, Effect]] = {
         "oauth2_provider.delete_refreshtoken",
         lambda html: RefreshToken.objects.filter(revoked__isnull=False).exists(),
     ),
-    "tokenauth_tokenmanager.upstreamgrant.revoke": (
-        "tokenauth_tokenmanager.delete_upstreamgrant",
+    "epochauth_tokenmanager.upstreamgrant.revoke": (
+        "epochauth_tokenmanager.delete_upstreamgrant",
         lambda html: not UpstreamGrant.objects.filter(ended_at__isnull=True).exists(),
     ),
-    "tokenauth_tokenmanager.upstreamgrant.retry": (
-        "tokenauth_tokenmanager.delete_upstreamgrant",
+    "epochauth_tokenmanager.upstreamgrant.retry": (
+        "epochauth_tokenmanager.delete_upstreamgrant",
         lambda html: UpstreamGrant.objects.filter(revoke_attempts=1).exists(),
     ),
 }
@@ -252,19 +252,19 @@ def test_a_superuser_runs_every_action(world, pair):
 
 @pytest.mark.parametrize("kind", ["user", "group"])
 def test_the_revoke_button_needs_change_epoch_and_a_look_at_the_object(world, kind):
-    """As POST /auth/revoke/: tokenauth.change_epoch; and, as every admin page of an object, the
+    """As POST /auth/revoke/: epochauth.change_epoch; and, as every admin page of an object, the
     permission to see it."""
     target = (
         get_user_model().objects.get(username="alice") if kind == "user" else Group.objects.get()
     )
     url = f"/admin/auth/{kind}/{target.pk}/revoke-tokens/"
-    blind = staff_with([permission("tokenauth.change_epoch")], "blind")
+    blind = staff_with([permission("epochauth.change_epoch")], "blind")
     assert blind.post(url, {"reason": "x"}).status_code == 403
     looking = staff_with([permission(f"auth.view_{kind}")], "looking")
     assert looking.post(url, {"reason": "x"}).status_code == 403
     assert not Epoch.objects.exists()
     staff = get_user_model().objects.get(username="looking")
-    staff.user_permissions.add(permission("tokenauth.change_epoch"))
+    staff.user_permissions.add(permission("epochauth.change_epoch"))
     looking.force_login(get_user_model().objects.get(pk=staff.pk))
     assert looking.get(url).status_code == 403
     assert looking.post(url, {"reason": "x"}).status_code == 302
@@ -280,7 +280,7 @@ def test_the_buttons_refuse_a_post_without_the_csrf_token(world):
     for url in (
         f"/admin/auth/user/{alice.pk}/revoke-tokens/",
         f"/admin/auth/group/{Group.objects.get().pk}/revoke-tokens/",
-        f"/admin/tokenauth/session/{Session.objects.get().pk}/end/",
+        f"/admin/epochauth/session/{Session.objects.get().pk}/end/",
     ):
         assert browser.post(url, {"reason": "x"}).status_code == 403, url
     rows = [str(pk) for pk in Issuer.objects.values_list("pk", flat=True)]

@@ -22,19 +22,19 @@ from rest_framework.response import Response
 from rest_framework.test import APIRequestFactory
 from rest_framework.views import APIView
 
+from epochauth.authentication import BearerAuthentication, authenticate_token
+from epochauth.exceptions import InvalidToken
+from epochauth.keys import get_keyring
+from epochauth.models import Epoch
+from epochauth.revocation import bump_epoch
+from epochauth.tokens import mint_access_token
+from epochauth.users import TokenUser
 from tests.helpers import login, make_user
-from tokenauth.authentication import BearerAuthentication, authenticate_token
-from tokenauth.exceptions import InvalidToken
-from tokenauth.keys import get_keyring
-from tokenauth.models import Epoch
-from tokenauth.revocation import bump_epoch
-from tokenauth.tokens import mint_access_token
-from tokenauth.users import TokenUser
 
 pytestmark = pytest.mark.django_db
 
 ISSUER = "http://127.0.0.1:8000"
-SECRET = "dev-only-tokenauth-signing-key-change-me-0123456789abcdef"
+SECRET = "dev-only-epochauth-signing-key-change-me-0123456789abcdef"
 CHALLENGE = re.compile(r'^Bearer realm="api", error="invalid_token", error_description="[^"\\]+"$')
 
 
@@ -259,22 +259,22 @@ def test_oversized_token_is_refused_before_parsing(client, caplog, settings):
     assert_invalid_token(response, token, caplog)
     assert "too large" in response["WWW-Authenticate"]
 
-    settings.TOKENAUTH = {**settings.TOKENAUTH, "MAX_TOKEN_BYTES": 20000}
+    settings.EPOCHAUTH = {**settings.EPOCHAUTH, "MAX_TOKEN_BYTES": 20000}
     assert client.get("/api/hello/", HTTP_AUTHORIZATION=f"Bearer {token}").status_code == 200
 
 
 def test_token_just_under_the_limit_is_parsed(settings):
     token = signed(good_claims())
-    settings.TOKENAUTH = {**settings.TOKENAUTH, "MAX_TOKEN_BYTES": len(token)}
+    settings.EPOCHAUTH = {**settings.EPOCHAUTH, "MAX_TOKEN_BYTES": len(token)}
     assert authenticate_token(token)[0].username == "alice"
-    settings.TOKENAUTH = {**settings.TOKENAUTH, "MAX_TOKEN_BYTES": len(token) - 1}
+    settings.EPOCHAUTH = {**settings.EPOCHAUTH, "MAX_TOKEN_BYTES": len(token) - 1}
     with pytest.raises(InvalidToken, match="too large"):
         authenticate_token(token)
 
 
 def test_algorithm_confusion_with_public_key_as_hmac_secret(settings, client, caplog):
     private, public = rsa_pem()
-    settings.TOKENAUTH = {"ISSUER": ISSUER, "ALGORITHM": "RS256", "SIGNING_KEY": private}
+    settings.EPOCHAUTH = {"ISSUER": ISSUER, "ALGORITHM": "RS256", "SIGNING_KEY": private}
     good = mint_access_token(make_user("alice")).token
     claims = jwt.decode(good, options={"verify_signature": False})
     header = {"alg": "HS256", "typ": "at+jwt", "kid": get_keyring().signing.kid}
@@ -291,7 +291,7 @@ def test_algorithm_confusion_with_public_key_as_hmac_secret(settings, client, ca
 
 
 def test_wrong_audience(settings, client, caplog):
-    settings.TOKENAUTH = {**settings.TOKENAUTH, "AUDIENCE": "https://api.example.org"}
+    settings.EPOCHAUTH = {**settings.EPOCHAUTH, "AUDIENCE": "https://api.example.org"}
     for aud in ("https://other.example.org", ["https://other.example.org"], None):
         claims = good_claims(aud=aud)
         if aud is None:
@@ -341,7 +341,7 @@ def test_scheme_is_case_insensitive(client):
 def test_local_tokens_switched_off(client, settings):
     make_user("alice")
     token = login(client, "alice")["access_token"]
-    settings.TOKENAUTH = {**settings.TOKENAUTH, "LOCAL_TOKENS": False}
+    settings.EPOCHAUTH = {**settings.EPOCHAUTH, "LOCAL_TOKENS": False}
     response = client.get("/api/hello/", HTTP_AUTHORIZATION=f"Bearer {token}")
     assert response.status_code == 401
     assert CHALLENGE.match(response["WWW-Authenticate"])
@@ -414,7 +414,7 @@ def test_user_from_token_needs_no_query_until_other_fields(django_assert_num_que
 
 def test_load_user_loads_the_row(settings, django_assert_num_queries):
     alice = make_user("alice")
-    settings.TOKENAUTH = {**settings.TOKENAUTH, "LOAD_USER": True}
+    settings.EPOCHAUTH = {**settings.EPOCHAUTH, "LOAD_USER": True}
     token = signed(good_claims())
     authenticate_token(token)
     with django_assert_num_queries(1):
@@ -429,7 +429,7 @@ def test_load_user_refuses_an_inactive_user(settings):
     get_user_model().objects.filter(pk=alice.pk).update(
         is_active=False
     )  # no signal, no epoch bump
-    settings.TOKENAUTH = {**settings.TOKENAUTH, "LOAD_USER": True}
+    settings.EPOCHAUTH = {**settings.EPOCHAUTH, "LOAD_USER": True}
     with pytest.raises(InvalidToken):
         authenticate_token(token)
 

@@ -12,12 +12,12 @@ from rest_framework.response import Response
 from rest_framework.test import APIRequestFactory
 from rest_framework.views import APIView
 
+from epochauth.authentication import BearerAuthentication
+from epochauth.exceptions import InvalidToken
+from epochauth.models import Epoch
+from epochauth.revocation import bump_epoch
+from epochauth.users import TokenUser
 from tests.helpers import login, make_user
-from tokenauth.authentication import BearerAuthentication
-from tokenauth.exceptions import InvalidToken
-from tokenauth.models import Epoch
-from tokenauth.revocation import bump_epoch
-from tokenauth.users import TokenUser
 
 pytestmark = pytest.mark.django_db
 

@@ -44,17 +44,17 @@ from oauth2_provider.models import (
     get_refresh_token_model,
 )
 
+from epochauth import keys, verification
+from epochauth.conf import clear_process_caches
+from epochauth.models import AuditEvent, Epoch, Identity, Issuer, RevokedToken, Session
+from epochauth.oauth.models import AllowedScopes, ensure_cli_application
+from epochauth.revocation import bump_epoch, revoke_id
+from epochauth.tokenmanager import grants as upstream
+from epochauth.tokenmanager.models import UpstreamGrant
+from epochauth.urns import ACCESS_TOKEN_TYPE, DEVICE_CODE, TOKEN_EXCHANGE
 from tests import authorization_policy as policy
 from tests.idp import DEFAULT_RESOURCE, TestIdP
 from tests.loopback_issuer import CraftedIssuer
-from tokenauth import keys, verification
-from tokenauth.conf import clear_process_caches
-from tokenauth.models import AuditEvent, Epoch, Identity, Issuer, RevokedToken, Session
-from tokenauth.oauth.models import AllowedScopes, ensure_cli_application
-from tokenauth.revocation import bump_epoch, revoke_id
-from tokenauth.tokenmanager import grants as upstream
-from tokenauth.tokenmanager.models import UpstreamGrant
-from tokenauth.urns import ACCESS_TOKEN_TYPE, DEVICE_CODE, TOKEN_EXCHANGE
 
 pytestmark = pytest.mark.django_db
 
@@ -65,7 +65,7 @@ REDIRECT = "http://127.0.0.1:9/callback"
 VERIFIER = "matrix-code-verifier-" * 3
 CHALLENGE = base64.urlsafe_b64encode(hashlib.sha256(VERIFIER.encode()).digest()).rstrip(b"=")
 CSRF = "matrixcsrftokenmatrixcsrftoken12"  # 32 characters: a CSRF secret Django accepts as is
-WEB_SECRET_ENV = "TOKENAUTH_TEST_MATRIX_WEB_SECRET"
+WEB_SECRET_ENV = "EPOCHAUTH_TEST_MATRIX_WEB_SECRET"
 EXT_SCOPES = {
     policy.EXT: "",
     policy.EXT_READ: "reports:read",
@@ -77,18 +77,18 @@ EXT_SCOPES = {
 MODELS = {
     "auth.user": User,
     "auth.group": Group,
-    "tokenauth.session": Session,
-    "tokenauth.identity": Identity,
-    "tokenauth.epoch": Epoch,
-    "tokenauth.revokedtoken": RevokedToken,
-    "tokenauth.auditevent": AuditEvent,
-    "tokenauth.issuer": Issuer,
+    "epochauth.session": Session,
+    "epochauth.identity": Identity,
+    "epochauth.epoch": Epoch,
+    "epochauth.revokedtoken": RevokedToken,
+    "epochauth.auditevent": AuditEvent,
+    "epochauth.issuer": Issuer,
     "oauth2_provider.grant": get_grant_model(),
     "oauth2_provider.idtoken": get_id_token_model(),
     "oauth2_provider.application": Application,
     "oauth2_provider.accesstoken": get_access_token_model(),
     "oauth2_provider.refreshtoken": get_refresh_token_model(),
-    "tokenauth_tokenmanager.upstreamgrant": UpstreamGrant,
+    "epochauth_tokenmanager.upstreamgrant": UpstreamGrant,
 }
 
 
@@ -198,7 +198,7 @@ def client_credentials(application: Any, scope: str) -> tuple[int, str | None]:
 def device_flow(user: Any, scope: str) -> tuple[int, str | None]:
     """The CLI's device flow (RFC 8628), approved in ``user``'s browser."""
     response = form_post(
-        Client(), "/o/device-authorization/", {"client_id": "tokenauth-cli", "scope": scope}
+        Client(), "/o/device-authorization/", {"client_id": "epochauth-cli", "scope": scope}
     )
     if response.status_code != 200:
         return response.status_code, None
@@ -212,7 +212,7 @@ def device_flow(user: Any, scope: str) -> tuple[int, str | None]:
         last_checked=timezone.now() - timezone.timedelta(seconds=60)
     )
     status, body = token_endpoint(
-        grant_type=DEVICE_CODE, device_code=device["device_code"], client_id="tokenauth-cli"
+        grant_type=DEVICE_CODE, device_code=device["device_code"], client_id="epochauth-cli"
     )
     return status, body.get("access_token")
 
@@ -443,7 +443,7 @@ class Matrix:
         started = form_post(
             Client(),
             "/o/device-authorization/",
-            {"client_id": "tokenauth-cli", "scope": "reports:read"},
+            {"client_id": "epochauth-cli", "scope": "reports:read"},
         )
         self.device = started.json()
         status, body = code_flow(self.victim, "openid")
@@ -456,7 +456,7 @@ class Matrix:
         status, self.revocable = device_flow(self.bystander, "reports:read")
         assert status == 200
         cli = get_access_token_model().objects.filter(
-            user=self.bystander, application__client_id="tokenauth-cli"
+            user=self.bystander, application__client_id="epochauth-cli"
         )
         self.revocable_pk = cli.get().pk
 
@@ -475,14 +475,14 @@ class Matrix:
         self.samples = {
             "auth.user": make_user("plain").pk,
             "auth.group": Group.objects.get(name="physics").pk,
-            "tokenauth.session": Session.objects.filter(user=self.bystander).get().pk,
-            "tokenauth.identity": Identity.objects.get(
+            "epochauth.session": Session.objects.filter(user=self.bystander).get().pk,
+            "epochauth.identity": Identity.objects.get(
                 issuer=self.crafted.issuer, subject="ext-user"
             ).pk,
-            "tokenauth.epoch": Epoch.objects.filter(kind=Epoch.Kind.USER).first().pk,
-            "tokenauth.revokedtoken": RevokedToken.objects.get(jti="matrix-jti").pk,
-            "tokenauth.auditevent": AuditEvent.objects.first().pk,
-            "tokenauth.issuer": Issuer.objects.create(
+            "epochauth.epoch": Epoch.objects.filter(kind=Epoch.Kind.USER).first().pk,
+            "epochauth.revokedtoken": RevokedToken.objects.get(jti="matrix-jti").pk,
+            "epochauth.auditevent": AuditEvent.objects.first().pk,
+            "epochauth.issuer": Issuer.objects.create(
                 issuer=self.spare.issuer, audiences=[DEFAULT_RESOURCE]
             ).pk,
             "oauth2_provider.grant": get_grant_model().objects.get(user=self.bystander).pk,
@@ -499,14 +499,14 @@ class Matrix:
             "oauth2_provider.refreshtoken": get_refresh_token_model()
             .objects.get(access_token__in=access)
             .pk,
-            "tokenauth_tokenmanager.upstreamgrant": upstream.keep(
+            "epochauth_tokenmanager.upstreamgrant": upstream.keep(
                 make_user("grant-holder"), self.idp.issuer, "not-a-refresh-token-any-more"
             ).pk,
         }
 
 
 def keep_keyring(env: pytest.MonkeyPatch) -> None:
-    """Our keys stay loaded for the module: each test empties tokenauth's process caches
+    """Our keys stay loaded for the module: each test empties epochauth's process caches
     (tests/conftest.py's ``fresh_token_state``), and loading the RSA key again for each of the
     matrix's thousands of calls would take minutes."""
     held = keys.get_keyring()
@@ -523,8 +523,8 @@ def keep_keyring(env: pytest.MonkeyPatch) -> None:
 def matrix(django_db_setup, django_db_blocker, idp) -> Iterator[Matrix]:
     """The world of the matrix, in one transaction rolled back after the module."""
     crafted, spare = CraftedIssuer(), CraftedIssuer()
-    tokenauth = {
-        **settings.TOKENAUTH,
+    epochauth = {
+        **settings.EPOCHAUTH,
         "ALGORITHM": "RS256",
         "SIGNING_KEY": rsa_pem(),
         "ALLOW_LOOPBACK_HTTP_ISSUERS": True,
@@ -555,7 +555,7 @@ def matrix(django_db_setup, django_db_blocker, idp) -> Iterator[Matrix]:
     hashers = ["django.contrib.auth.hashers.MD5PasswordHasher"]
     with (
         pytest.MonkeyPatch.context() as env,
-        override_settings(TOKENAUTH=tokenauth, OAUTH2_PROVIDER=oauth, PASSWORD_HASHERS=hashers),
+        override_settings(EPOCHAUTH=epochauth, OAUTH2_PROVIDER=oauth, PASSWORD_HASHERS=hashers),
         django_db_blocker.unblock(),
         transaction.atomic(),
     ):
@@ -576,7 +576,7 @@ def classify(response: Any) -> Any:
     status = response.status_code
     if 300 <= status < 400:
         target = urlsplit(response["Location"]).path
-        if target in {reverse("admin:login"), reverse("tokenauth-oidc-login")}:
+        if target in {reverse("admin:login"), reverse("epochauth-oidc-login")}:
             return policy.LOGIN
         return policy.ALLOW
     return policy.ALLOW if status < 300 else status

@@ -29,18 +29,18 @@ from django.core.management import call_command
 from django.test import Client
 from django.urls import reverse
 
+from epochauth import signals
+from epochauth.models import AuditEvent, BrowserLogin, Epoch, Identity, Session
+from epochauth.oidc.backchannel import BACKCHANNEL_LOGOUT_EVENT
+from epochauth.tokenmanager import grants
 from tests.helpers import database_down, received
 from tests.idp import parse_forms, sign_in_at_provider
 from tests.loopback_issuer import AUDIENCE, CraftedIssuer, compact, compact_bytes, key, public_jwk
-from tokenauth import signals
-from tokenauth.models import AuditEvent, BrowserLogin, Epoch, Identity, Session
-from tokenauth.oidc.backchannel import BACKCHANNEL_LOGOUT_EVENT
-from tokenauth.tokenmanager import grants
 
 URL = "/oidc/backchannel-logout/"
 HOST = "127.0.0.1:8000"
 CLIENT_ID = "loop-client"
-SECRET_ENV = "TOKENAUTH_TEST_BACKCHANNEL_SECRET"
+SECRET_ENV = "EPOCHAUTH_TEST_BACKCHANNEL_SECRET"
 SUBJECT = "loop-sub-1"
 FORM = "application/x-www-form-urlencoded"
 
@@ -65,8 +65,8 @@ def provider_entry(issuer: str, **overrides: Any) -> dict[str, Any]:
 def loop(settings: Any, monkeypatch: pytest.MonkeyPatch) -> Iterator[CraftedIssuer]:
     issuer = CraftedIssuer(oidc=True)
     monkeypatch.setenv(SECRET_ENV, "loop-secret")
-    settings.TOKENAUTH = {
-        **settings.TOKENAUTH,
+    settings.EPOCHAUTH = {
+        **settings.EPOCHAUTH,
         "ALLOW_LOOPBACK_HTTP_ISSUERS": True,
         "LEEWAY": 30,
         "ISSUERS": [provider_entry(issuer.issuer)],
@@ -175,7 +175,7 @@ def refreshes(refresh_token: str) -> bool:
 
 
 def test_the_endpoint_is_published_under_its_name():
-    assert reverse("tokenauth-oidc-backchannel-logout") == URL
+    assert reverse("epochauth-oidc-backchannel-logout") == URL
 
 
 @pytest.mark.django_db
@@ -313,7 +313,7 @@ def test_a_token_without_exp_is_accepted_while_fresh(loop):
 
 @pytest.mark.django_db
 def test_max_age_is_a_setting(loop, settings):
-    settings.TOKENAUTH = {**settings.TOKENAUTH, "BACKCHANNEL_LOGOUT_MAX_AGE": 60}
+    settings.EPOCHAUTH = {**settings.EPOCHAUTH, "BACKCHANNEL_LOGOUT_MAX_AGE": 60}
     now = int(time.time())
     assert deliver(logout_token(loop, iat=now - 80)).status_code == 200  # within max age + leeway
     assert "too old" in assert_refused(deliver(logout_token(loop, iat=now - 100)))
@@ -360,7 +360,7 @@ def test_purge_forgets_browser_logins_whose_sessions_are_over(loop):
     with_api.post("/oidc/logout/")  # the API session started on its page lives on
     live = sign_in(loop, "live")
     out = StringIO()
-    call_command("tokenauth_purge", stdout=out)
+    call_command("epochauth_purge", stdout=out)
     assert "Deleted 1 browser logins" in out.getvalue()
     assert sorted(BrowserLogin.objects.values_list("sid", flat=True)) == ["live", "with-api"]
     # The provider's logout still reaches the API session of the logged-out browser.
@@ -557,8 +557,8 @@ def test_bad_logout_tokens_are_refused_and_change_nothing(loop, attacker, caplog
 def test_an_allow_listed_issuer_without_a_client_id_is_refused_before_any_request(loop, settings):
     other = CraftedIssuer()
     try:
-        settings.TOKENAUTH = {
-            **settings.TOKENAUTH,
+        settings.EPOCHAUTH = {
+            **settings.EPOCHAUTH,
             "ISSUERS": [{"issuer": other.issuer, "audiences": [AUDIENCE]}],
         }
         description = assert_refused(deliver(logout_token(other, aud="anything")))
@@ -570,8 +570,8 @@ def test_an_allow_listed_issuer_without_a_client_id_is_refused_before_any_reques
 
 @pytest.mark.django_db
 def test_a_disabled_issuer_is_refused(loop, settings):
-    settings.TOKENAUTH = {
-        **settings.TOKENAUTH,
+    settings.EPOCHAUTH = {
+        **settings.EPOCHAUTH,
         "ISSUERS": [provider_entry(loop.issuer, enabled=False)],
     }
     assert_refused(deliver(logout_token(loop)))

@@ -1,11 +1,11 @@
-"""tokenauth.background: jobs after the request, one thread per process, drained on demand."""
+"""epochauth.background: jobs after the request, one thread per process, drained on demand."""
 
 from __future__ import annotations
 
 import os
 import threading
 
-from tokenauth.background import Worker
+from epochauth.background import Worker
 
 
 def test_jobs_run_in_order_off_the_caller_and_a_failing_one_does_not_stop_the_rest():

@@ -87,7 +87,7 @@ def test_peers_and_floors_are_in_the_same_run(bench_run: dict) -> None:
     assert in_path.startswith("floor: jwt.decode HS256 in the request path")
     assert names[in_path]["ratio"] > 1 and names[in_path]["queries"] == 0
     assert names["simplejwt JWTAuthentication"]["queries"] == 1  # the user row: counting works
-    assert names["tokenauth HS256, memo hit (the same token again)"]["queries"] == 0
+    assert names["epochauth HS256, memo hit (the same token again)"]["queries"] == 0
 
 
 def test_redis_commands_are_counted(bench_run: dict) -> None:

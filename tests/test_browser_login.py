@@ -1,5 +1,5 @@
 """A real headless Chromium logs in end to end: our provider page, the provider's login and consent
-forms, back to the app, signed in. Screenshots go to ``<tmp>/tokenauth-artifacts/`` (CI artifacts).
+forms, back to the app, signed in. Screenshots go to ``<tmp>/epochauth-artifacts/`` (CI artifacts).
 
 Needs Chromium (see tests/browser.py) and Node for the test provider: skipped locally without them,
 failed when CI=true.
@@ -14,9 +14,9 @@ import jwt
 import pytest
 import requests
 
+from epochauth.models import Identity
 from tests.browser import screenshot
 from tests.helpers import start_login
-from tokenauth.models import Identity
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -148,15 +148,15 @@ def test_cancel_at_the_provider_shows_a_readable_page(chrome, web_idp, live_serv
 def test_an_idp_user_approves_the_cli_device_code(
     chrome, web_idp, oauth_live_server, cli_env, settings
 ):
-    """``tokenauth login --group physics``: the browser opens the complete verification URI, our sign-in
+    """``epochauth login --group physics``: the browser opens the complete verification URI, our sign-in
     page sends it to the provider of that group, a user who is not staff signs in there, finds the code
     filled in and approves."""
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support import expected_conditions as ec
     from selenium.webdriver.support.ui import WebDriverWait
 
-    provider = {**settings.TOKENAUTH["ISSUERS"][0], "default_groups": ["physics"]}
-    settings.TOKENAUTH = {**settings.TOKENAUTH, "ISSUERS": [provider]}
+    provider = {**settings.EPOCHAUTH["ISSUERS"][0], "default_groups": ["physics"]}
+    settings.EPOCHAUTH = {**settings.EPOCHAUTH, "ISSUERS": [provider]}
     server = oauth_live_server.url
     process, lines = start_login(cli_env, server, "--no-browser", "--group", "physics")
     try:

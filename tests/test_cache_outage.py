@@ -15,9 +15,9 @@ from dataclasses import dataclass
 import pytest
 import redis
 
+from epochauth.models import AuditEvent, Epoch, Session
 from tests.conftest import service_required
 from tests.helpers import login, make_user
-from tokenauth.models import AuditEvent, Epoch, Session
 
 pytestmark = [pytest.mark.redis, pytest.mark.django_db]
 
@@ -70,7 +70,7 @@ class PrivateRedis:
 
 @pytest.fixture
 def private_redis(free_port, settings) -> Iterator[PrivateRedis]:
-    """Django's default cache (tokenauth's shared cache) on a Redis of the test's own."""
+    """Django's default cache (epochauth's shared cache) on a Redis of the test's own."""
     server = PrivateRedis(free_port)
     # Only a missing redis-server skips (outside CI); one that exits or is slow to start fails.
     service_required("redis-server (a private one)", server.start, FileNotFoundError)
@@ -103,7 +103,7 @@ def test_login_with_the_cache_down_is_503_without_a_password_check(
     assert post(client, "/auth/token/", {"username": "alice", "password": "pw"}).status_code == 200
     private_redis.stop()
     checked = []
-    monkeypatch.setattr("tokenauth.views.authenticate", lambda *a, **kw: checked.append(1))
+    monkeypatch.setattr("epochauth.views.authenticate", lambda *a, **kw: checked.append(1))
     sessions, events = Session.objects.count(), AuditEvent.objects.count()
 
     for password in ("pw", "wrong"):

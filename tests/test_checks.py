@@ -9,8 +9,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from django.core.checks import run_checks
 
-from tokenauth.checks import check_settings
-from tokenauth.keys import generate_private_key_pem
+from epochauth.checks import check_settings
+from epochauth.keys import generate_private_key_pem
 
 ISSUER = "https://api.example.org"
 GOOD_SECRET = "a-dedicated-signing-key-" + "s" * 40
@@ -25,10 +25,10 @@ SHARED = {
 }
 
 
-def ids(settings, debug: bool = True, caches: dict | None = None, **tokenauth: object) -> set[str]:
+def ids(settings, debug: bool = True, caches: dict | None = None, **epochauth: object) -> set[str]:
     settings.DEBUG = debug
     settings.CACHES = caches or LOCMEM
-    settings.TOKENAUTH = tokenauth
+    settings.EPOCHAUTH = epochauth
     return {message.id for message in check_settings()}
 
 
@@ -42,21 +42,21 @@ def test_good_configuration_has_no_messages(settings):
 
 
 def test_run_checks_reports_ours(settings):
-    settings.TOKENAUTH = {"SIGNING_KEY": GOOD_SECRET}
-    assert "tokenauth.E002" in {m.id for m in run_checks(tags=["security"])}
+    settings.EPOCHAUTH = {"SIGNING_KEY": GOOD_SECRET}
+    assert "epochauth.E002" in {m.id for m in run_checks(tags=["security"])}
 
 
 def test_e001_unknown_setting(settings):
     found = ids(settings, ISSUER=ISSUER, SIGNING_KEY=GOOD_SECRET, SIGNING_KEYS=[], AUDIANCE="x")
-    assert found == {"tokenauth.E001"}
-    message = next(m for m in check_settings() if m.id == "tokenauth.E001")
+    assert found == {"epochauth.E001"}
+    message = next(m for m in check_settings() if m.id == "epochauth.E001")
     assert "AUDIANCE" in message.msg and "SIGNING_KEYS" in message.msg
 
 
 @pytest.mark.parametrize("issuer", [None, "", 42])
 def test_e002_issuer_missing(settings, issuer):
     extra = {} if issuer is None else {"ISSUER": issuer}
-    assert "tokenauth.E002" in ids(settings, SIGNING_KEY=GOOD_SECRET, **extra)
+    assert "epochauth.E002" in ids(settings, SIGNING_KEY=GOOD_SECRET, **extra)
 
 
 @pytest.mark.parametrize(
@@ -68,7 +68,7 @@ def test_e002_issuer_missing(settings, issuer):
     ],
 )
 def test_e003_bad_durations(settings, change):
-    assert "tokenauth.E003" in ids(settings, ISSUER=ISSUER, SIGNING_KEY=GOOD_SECRET, **change)
+    assert "epochauth.E003" in ids(settings, ISSUER=ISSUER, SIGNING_KEY=GOOD_SECRET, **change)
 
 
 def test_durations_may_be_seconds(settings):
@@ -118,54 +118,54 @@ def p384_pem() -> str:
 def test_e004_broken_keys(settings, config):
     if config.get("SIGNING_KEY") == "P-384":
         config = {**config, "SIGNING_KEY": p384_pem()}
-    assert "tokenauth.E004" in ids(settings, ISSUER=ISSUER, **config)
+    assert "epochauth.E004" in ids(settings, ISSUER=ISSUER, **config)
 
 
 def test_e004_message_does_not_leak_the_key(settings):
     pem = p384_pem()
-    settings.TOKENAUTH = {"ISSUER": ISSUER, "ALGORITHM": "ES256", "SIGNING_KEY": pem}
-    message = next(m for m in check_settings() if m.id == "tokenauth.E004")
+    settings.EPOCHAUTH = {"ISSUER": ISSUER, "ALGORITHM": "ES256", "SIGNING_KEY": pem}
+    message = next(m for m in check_settings() if m.id == "epochauth.E004")
     assert "PRIVATE KEY" not in message.msg
     assert pem.splitlines()[1] not in message.msg
 
 
 def test_w001_signing_with_secret_key_in_production(settings):
     settings.SECRET_KEY = "production-secret-key-" + "p" * 40
-    assert "tokenauth.W001" in ids(settings, debug=False, caches=SHARED, ISSUER=ISSUER)
-    assert "tokenauth.W001" in ids(
+    assert "epochauth.W001" in ids(settings, debug=False, caches=SHARED, ISSUER=ISSUER)
+    assert "epochauth.W001" in ids(
         settings, debug=False, caches=SHARED, ISSUER=ISSUER, SIGNING_KEY=settings.SECRET_KEY
     )
-    assert "tokenauth.W001" not in ids(settings, debug=True, ISSUER=ISSUER)
-    assert "tokenauth.W001" not in ids(
+    assert "epochauth.W001" not in ids(settings, debug=True, ISSUER=ISSUER)
+    assert "epochauth.W001" not in ids(
         settings, debug=False, caches=SHARED, ISSUER=ISSUER, SIGNING_KEY=GOOD_SECRET
     )
 
 
 @pytest.mark.parametrize("secret", ["short", "x" * 31])
 def test_e005_short_hmac_key(settings, secret):
-    assert "tokenauth.E005" in ids(settings, ISSUER=ISSUER, SIGNING_KEY=secret)
+    assert "epochauth.E005" in ids(settings, ISSUER=ISSUER, SIGNING_KEY=secret)
 
 
 def test_e005_counts_bytes(settings):
-    assert "tokenauth.E005" not in ids(settings, ISSUER=ISSUER, SIGNING_KEY="x" * 32)
+    assert "epochauth.E005" not in ids(settings, ISSUER=ISSUER, SIGNING_KEY="x" * 32)
 
 
 def test_e006_cache_alias_missing(settings):
-    assert "tokenauth.E006" in ids(
+    assert "epochauth.E006" in ids(
         settings, ISSUER=ISSUER, SIGNING_KEY=GOOD_SECRET, CACHE_ALIAS="nope"
     )
 
 
 def test_w002_process_memory_cache_in_production(settings):
-    assert "tokenauth.W002" in ids(settings, debug=False, ISSUER=ISSUER, SIGNING_KEY=GOOD_SECRET)
+    assert "epochauth.W002" in ids(settings, debug=False, ISSUER=ISSUER, SIGNING_KEY=GOOD_SECRET)
     dummy = {"default": {"BACKEND": "django.core.cache.backends.dummy.DummyCache"}}
-    assert "tokenauth.W002" in ids(
+    assert "epochauth.W002" in ids(
         settings, debug=False, caches=dummy, ISSUER=ISSUER, SIGNING_KEY=GOOD_SECRET
     )
-    assert "tokenauth.W002" not in ids(
+    assert "epochauth.W002" not in ids(
         settings, debug=True, ISSUER=ISSUER, SIGNING_KEY=GOOD_SECRET
     )
-    assert "tokenauth.W002" not in ids(
+    assert "epochauth.W002" not in ids(
         settings, debug=False, caches=SHARED, ISSUER=ISSUER, SIGNING_KEY=GOOD_SECRET
     )
 
@@ -174,8 +174,8 @@ def test_w002_process_memory_cache_in_production(settings):
     "scopes", [{"two words": "x"}, {"caf\u00e9": "x"}, {"": "x"}, ["reports:read"]]
 )
 def test_e011_scope_names_must_be_scope_tokens(settings, scopes):
-    assert "tokenauth.E011" in ids(settings, ISSUER=ISSUER, SIGNING_KEY=GOOD_SECRET, SCOPES=scopes)
-    assert "tokenauth.E011" not in ids(
+    assert "epochauth.E011" in ids(settings, ISSUER=ISSUER, SIGNING_KEY=GOOD_SECRET, SCOPES=scopes)
+    assert "epochauth.E011" not in ids(
         settings,
         ISSUER=ISSUER,
         SIGNING_KEY=GOOD_SECRET,
@@ -185,9 +185,9 @@ def test_e011_scope_names_must_be_scope_tokens(settings, scopes):
 
 def test_e011_service_scope_names_must_be_scope_tokens(settings):
     base = {"ISSUER": ISSUER, "SIGNING_KEY": GOOD_SECRET}
-    assert "tokenauth.E011" in ids(settings, **base, SERVICE_SCOPES={"two words": "x"})
-    assert "tokenauth.E011" in ids(settings, **base, SERVICE_SCOPES=["jobs:admin"])
-    assert "tokenauth.E011" not in ids(settings, **base, SERVICE_SCOPES={"jobs:admin": "x"})
+    assert "epochauth.E011" in ids(settings, **base, SERVICE_SCOPES={"two words": "x"})
+    assert "epochauth.E011" in ids(settings, **base, SERVICE_SCOPES=["jobs:admin"])
+    assert "epochauth.E011" not in ids(settings, **base, SERVICE_SCOPES={"jobs:admin": "x"})
 
 
 @pytest.mark.parametrize(
@@ -202,9 +202,9 @@ def test_e011_service_scope_names_must_be_scope_tokens(settings):
 )
 def test_e019_a_service_scope_is_no_user_scope(settings, change):
     base = {"ISSUER": ISSUER, "SIGNING_KEY": GOOD_SECRET}
-    assert "tokenauth.E019" in ids(settings, **base, **change)
+    assert "epochauth.E019" in ids(settings, **base, **change)
     apart = {**change, "SCOPES": {"reports:read": "x"}}
-    assert "tokenauth.E019" not in ids(settings, **base, **apart)
+    assert "epochauth.E019" not in ids(settings, **base, **apart)
 
 
 THROTTLE_RATES = ["LOGIN_THROTTLE_RATE", "DEVICE_CODE_THROTTLE_RATE"]
@@ -215,7 +215,7 @@ THROTTLE_RATES = ["LOGIN_THROTTLE_RATE", "DEVICE_CODE_THROTTLE_RATE"]
     "rate", ["10", "ten/min", "10/", "10/fortnight", "0/min", "-1/min", 10, ["10/min"]]
 )
 def test_e012_throttle_rates_must_be_rates(settings, setting, rate):
-    assert "tokenauth.E012" in ids(
+    assert "epochauth.E012" in ids(
         settings, ISSUER=ISSUER, SIGNING_KEY=GOOD_SECRET, **{setting: rate}
     )
 
@@ -223,17 +223,17 @@ def test_e012_throttle_rates_must_be_rates(settings, setting, rate):
 @pytest.mark.parametrize("setting", THROTTLE_RATES)
 @pytest.mark.parametrize("rate", ["10/min", "1/s", "100/hour", "5/d", None])
 def test_e012_accepts_drf_rate_strings_and_none(settings, setting, rate):
-    assert "tokenauth.E012" not in ids(
+    assert "epochauth.E012" not in ids(
         settings, ISSUER=ISSUER, SIGNING_KEY=GOOD_SECRET, **{setting: rate}
     )
 
 
 @pytest.mark.parametrize("limit", [0, -1, 1.5, "2", True])
 def test_e013_max_sessions_per_user(settings, limit):
-    assert "tokenauth.E013" in ids(
+    assert "epochauth.E013" in ids(
         settings, ISSUER=ISSUER, SIGNING_KEY=GOOD_SECRET, MAX_SESSIONS_PER_USER=limit
     )
-    assert "tokenauth.E013" not in ids(
+    assert "epochauth.E013" not in ids(
         settings, ISSUER=ISSUER, SIGNING_KEY=GOOD_SECRET, MAX_SESSIONS_PER_USER=1
     )
 
@@ -242,11 +242,11 @@ def test_e013_max_sessions_per_user(settings, limit):
     ("max_age", "expected"), [(0, "E014"), (timedelta(0), "E014"), (-1, "E003")]
 )
 def test_e014_backchannel_logout_max_age(settings, max_age, expected):
-    duration_errors = {"tokenauth.E003", "tokenauth.E014"}
+    duration_errors = {"epochauth.E003", "epochauth.E014"}
     found = ids(
         settings, ISSUER=ISSUER, SIGNING_KEY=GOOD_SECRET, BACKCHANNEL_LOGOUT_MAX_AGE=max_age
     )
-    assert found & duration_errors == {f"tokenauth.{expected}"}
+    assert found & duration_errors == {f"epochauth.{expected}"}
     good = ids(settings, ISSUER=ISSUER, SIGNING_KEY=GOOD_SECRET, BACKCHANNEL_LOGOUT_MAX_AGE=1)
     assert not good & duration_errors
 
@@ -255,28 +255,28 @@ def test_w004_a_local_memory_cache_too_small_for_its_job(settings):
     small = {
         "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}
     }  # 300 entries
-    assert "tokenauth.W004" in ids(settings, caches=small, ISSUER=ISSUER, SIGNING_KEY=GOOD_SECRET)
-    assert "tokenauth.W004" not in ids(
+    assert "epochauth.W004" in ids(settings, caches=small, ISSUER=ISSUER, SIGNING_KEY=GOOD_SECRET)
+    assert "epochauth.W004" not in ids(
         settings,
         caches=small,
         ISSUER=ISSUER,
         SIGNING_KEY=GOOD_SECRET,
         VERIFIED_TOKEN_CACHE_SIZE=300,
     )
-    assert "tokenauth.W004" not in ids(
+    assert "epochauth.W004" not in ids(
         settings, caches=SHARED, ISSUER=ISSUER, SIGNING_KEY=GOOD_SECRET
     )
 
 
 def test_w005_access_tokens_that_outlive_the_revocation_window(settings):
-    assert "tokenauth.W005" in ids(
+    assert "epochauth.W005" in ids(
         settings,
         ISSUER=ISSUER,
         SIGNING_KEY=GOOD_SECRET,
         ACCESS_TOKEN_LIFETIME=7200,
         REVOCATION_WINDOW=3600,
     )
-    assert "tokenauth.W005" not in ids(
+    assert "epochauth.W005" not in ids(
         settings,
         ISSUER=ISSUER,
         SIGNING_KEY=GOOD_SECRET,
@@ -287,7 +287,7 @@ def test_w005_access_tokens_that_outlive_the_revocation_window(settings):
 
 def test_e018_w006_the_token_profile_we_mint(settings):
     base = {"ISSUER": ISSUER, "SIGNING_KEY": GOOD_SECRET}
-    assert "tokenauth.E018" in ids(settings, **base, TOKEN_PROFILE="WLCG 1.0")
+    assert "epochauth.E018" in ids(settings, **base, TOKEN_PROFILE="WLCG 1.0")
     assert ids(settings, **base, TOKEN_PROFILE="wlcg") == set()
     good = {"storage.read:/": "", "storage.modify:/data": "", "compute.read": "", "reports": ""}
     assert ids(settings, **base, TOKEN_PROFILE="wlcg", SCOPES=good) == set()
@@ -299,6 +299,6 @@ def test_e018_w006_the_token_profile_we_mint(settings):
         "compute.run",
     ):
         assert ids(settings, **base, TOKEN_PROFILE="wlcg", SCOPES={bad: ""}) == {
-            "tokenauth.W006"
+            "epochauth.W006"
         }, bad
     assert ids(settings, **base, SCOPES={"storage.read": ""}) == set()

@@ -1,4 +1,4 @@
-"""Custom claims (``TOKENAUTH["CUSTOM_CLAIMS"]``): added to our tokens, never over a reserved claim,
+"""Custom claims (``EPOCHAUTH["CUSTOM_CLAIMS"]``): added to our tokens, never over a reserved claim,
 visible in ``request.auth``, and revoked like every other token."""
 
 from __future__ import annotations
@@ -8,13 +8,13 @@ from typing import Any
 import pytest
 from django.core.exceptions import ImproperlyConfigured
 
+from epochauth import tokens
+from epochauth.authentication import authenticate_token, verify_token
+from epochauth.checks import check_custom_claims
+from epochauth.claims import RESERVED_CLAIMS
+from epochauth.models import Session
+from epochauth.tokens import mint_access_token
 from tests.helpers import login, make_user
-from tokenauth import tokens
-from tokenauth.authentication import authenticate_token, verify_token
-from tokenauth.checks import check_custom_claims
-from tokenauth.claims import RESERVED_CLAIMS
-from tokenauth.models import Session
-from tokenauth.tokens import mint_access_token
 
 pytestmark = pytest.mark.django_db
 
@@ -47,7 +47,7 @@ declares_reserved.claim_names = ["vo", "groups", "exp"]
 @pytest.fixture
 def vo(settings):
     calls.clear()
-    settings.TOKENAUTH = {**settings.TOKENAUTH, "CUSTOM_CLAIMS": "tests.test_claims.vo_claims"}
+    settings.EPOCHAUTH = {**settings.EPOCHAUTH, "CUSTOM_CLAIMS": "tests.test_claims.vo_claims"}
 
 
 def bearer(token: str) -> dict[str, str]:
@@ -98,13 +98,13 @@ def test_a_token_with_the_claims_ends_with_its_session(client, vo):
 
 
 def test_a_reserved_claim_is_a_runtime_error_not_a_token(settings):
-    settings.TOKENAUTH = {**settings.TOKENAUTH, "CUSTOM_CLAIMS": overriding_claims}
+    settings.EPOCHAUTH = {**settings.EPOCHAUTH, "CUSTOM_CLAIMS": overriding_claims}
     with pytest.raises(ImproperlyConfigured, match="reserved claims: epoch, sub"):
         mint_access_token(make_user("alice"))
 
 
 def test_the_callable_must_return_a_dict(settings):
-    settings.TOKENAUTH = {**settings.TOKENAUTH, "CUSTOM_CLAIMS": lambda user, **context: ["vo"]}
+    settings.EPOCHAUTH = {**settings.EPOCHAUTH, "CUSTOM_CLAIMS": lambda user, **context: ["vo"]}
     with pytest.raises(ImproperlyConfigured, match="must return a dict"):
         mint_access_token(make_user("alice"))
 
@@ -123,9 +123,9 @@ def test_without_the_setting_nothing_is_added():
     ],
 )
 def test_system_check_e015(settings, configured, text):
-    settings.TOKENAUTH = {**settings.TOKENAUTH, "CUSTOM_CLAIMS": configured}
+    settings.EPOCHAUTH = {**settings.EPOCHAUTH, "CUSTOM_CLAIMS": configured}
     messages = check_custom_claims()
-    assert [m.id for m in messages] == ["tokenauth.E015"]
+    assert [m.id for m in messages] == ["epochauth.E015"]
     assert text in messages[0].msg
 
 

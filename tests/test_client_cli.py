@@ -1,4 +1,4 @@
-"""The ``tokenauth`` CLI as a real subprocess, against the real test IdP and against our own OAuth server
+"""The ``epochauth`` CLI as a real subprocess, against the real test IdP and against our own OAuth server
 on pytest-django's live server (device flows approved over HTTP like a browser would); plus the client's
 building blocks in-process."""
 
@@ -20,11 +20,9 @@ import requests
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
 
-from tests.helpers import start_login, trickling_server
-from tests.idp import TestIdP, parse_forms
-from tokenauth.client import BearerAuth
-from tokenauth.client import oauth as client_oauth
-from tokenauth.client.errors import (
+from epochauth.client import BearerAuth
+from epochauth.client import oauth as client_oauth
+from epochauth.client.errors import (
     AccessDenied,
     DeviceCodeExpired,
     InvalidToken,
@@ -32,7 +30,9 @@ from tokenauth.client.errors import (
     UsageError,
     unreachable,
 )
-from tokenauth.client.store import Session, SessionInfo, load_config, write_private
+from epochauth.client.store import Session, SessionInfo, load_config, write_private
+from tests.helpers import start_login, trickling_server
+from tests.idp import TestIdP, parse_forms
 
 SCOPE = "openid offline_access servicex"
 UID = os.geteuid()
@@ -46,7 +46,7 @@ def token_path(env: dict[str, str], purpose: str = "") -> Path:
 
 
 def state_files(env: dict[str, str]) -> list[Path]:
-    state = Path(env["HOME"]) / ".local/state/tokenauth"
+    state = Path(env["HOME"]) / ".local/state/epochauth"
     return sorted(state.iterdir()) if state.exists() else []
 
 
@@ -54,7 +54,7 @@ def run_cli(
     env: dict[str, str], *args: str, timeout: float = 60
 ) -> subprocess.CompletedProcess[str]:
     result = subprocess.run(
-        [sys.executable, "-m", "tokenauth.client.cli", *args],
+        [sys.executable, "-m", "epochauth.client.cli", *args],
         env=env,
         capture_output=True,
         text=True,
@@ -69,7 +69,7 @@ def assert_one_line_error(
 ) -> None:
     assert result.returncode == code, (result.stdout, result.stderr)
     lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("tokenauth: error: "), result.stderr
+    assert len(lines) == 1 and lines[0].startswith("epochauth: error: "), result.stderr
     for fragment in fragments:
         assert fragment in lines[0]
 
@@ -105,7 +105,7 @@ def approve(verification_uri_complete: str, username: str, *, deny: bool = False
 def device_login(
     env: dict[str, str], *args: str, username: str = "alice", deny: bool = False
 ) -> subprocess.CompletedProcess[str]:
-    """``tokenauth login ...`` in a subprocess; approve the code it prints, then wait for it to finish."""
+    """``epochauth login ...`` in a subprocess; approve the code it prints, then wait for it to finish."""
     process, lines = start_login(env, *args)
     if lines[1].startswith("or open "):
         approve(lines[1].removeprefix("or open ").strip(), username, deny=deny)
@@ -192,8 +192,8 @@ def fake_server():
 @pytest.fixture
 def idp_api(settings, idp):
     """Our live server accepting tokens from the test IdP."""
-    settings.TOKENAUTH = {
-        **settings.TOKENAUTH,
+    settings.EPOCHAUTH = {
+        **settings.EPOCHAUTH,
         "ISSUERS": [{"issuer": idp.issuer}],
         "ALLOW_LOOPBACK_HTTP_ISSUERS": True,
     }
@@ -223,7 +223,7 @@ def open_browser_in(env: dict[str, str], bin_dir: Path, *names: str) -> None:
     path.mkdir(exist_ok=True)
     for name in names:
         (path / name).symlink_to(bin_dir / name)
-    code = "from tokenauth.client.cli import open_browser; open_browser('https://as.example/o/device/?user_code=X')"
+    code = "from epochauth.client.cli import open_browser; open_browser('https://as.example/o/device/?user_code=X')"
     run = subprocess.run([sys.executable, "-c", code], env={**env, "PATH": str(path)}, timeout=30)
     assert run.returncode == 0
 
@@ -256,7 +256,7 @@ def test_login_opens_the_complete_verification_uri_and_still_prints_the_code(
     bin_dir, opened = browsers
     env = {
         **cli_env,
-        "TOKENAUTH_CLIENT_SECRET": TestIdP.CLIENT_SECRET,
+        "EPOCHAUTH_CLIENT_SECRET": TestIdP.CLIENT_SECRET,
         "DISPLAY": ":99",
         "PATH": str(bin_dir),
     }
@@ -299,7 +299,7 @@ def test_login_opens_the_complete_verification_uri_and_still_prints_the_code(
 
 def test_device_login_token_whoami_refresh_logout(idp_api, live_server, cli_env):
     idp = idp_api
-    env = {**cli_env, "TOKENAUTH_CLIENT_SECRET": TestIdP.CLIENT_SECRET}
+    env = {**cli_env, "EPOCHAUTH_CLIENT_SECRET": TestIdP.CLIENT_SECRET}
 
     login = device_login(
         env, idp.issuer, "--client-id", "test-client", "--scope", SCOPE, "--no-browser"
@@ -371,7 +371,7 @@ def test_device_login_token_whoami_refresh_logout(idp_api, live_server, cli_env)
 def test_bearer_auth_refreshes_once_on_invalid_token_and_retries(
     idp_api, live_server, cli_env, monkeypatch
 ):
-    env = {**cli_env, "TOKENAUTH_CLIENT_SECRET": TestIdP.CLIENT_SECRET}
+    env = {**cli_env, "EPOCHAUTH_CLIENT_SECRET": TestIdP.CLIENT_SECRET}
     login = device_login(
         env, idp_api.issuer, "--client-id", "test-client", "--scope", SCOPE, "--no-browser"
     )
@@ -380,7 +380,7 @@ def test_bearer_auth_refreshes_once_on_invalid_token_and_retries(
         fake_jwt(iss=idp_api.issuer, sub="alice", exp=1) + "\n"
     )  # the server says no
 
-    for key in ("HOME", "XDG_RUNTIME_DIR", "TOKENAUTH_CLIENT_SECRET"):
+    for key in ("HOME", "XDG_RUNTIME_DIR", "EPOCHAUTH_CLIENT_SECRET"):
         monkeypatch.setenv(key, env[key])
     for key in ("BEARER_TOKEN", "BEARER_TOKEN_FILE", "XDG_STATE_HOME"):
         monkeypatch.delenv(key, raising=False)
@@ -395,8 +395,8 @@ def test_bearer_auth_refreshes_once_on_invalid_token_and_retries(
 
 
 def test_login_with_a_purpose_and_the_server_from_the_config_file(idp, cli_env):
-    env = {**cli_env, "TOKENAUTH_CLIENT_SECRET": TestIdP.CLIENT_SECRET}
-    config = Path(env["HOME"]) / ".config/tokenauth/config.toml"
+    env = {**cli_env, "EPOCHAUTH_CLIENT_SECRET": TestIdP.CLIENT_SECRET}
+    config = Path(env["HOME"]) / ".config/epochauth/config.toml"
     config.parent.mkdir(parents=True)
     config.write_text(f'server = "{idp.issuer}"\nclient_id = "test-client"\nscope = "{SCOPE}"\n')
 
@@ -419,7 +419,7 @@ def test_login_with_a_purpose_and_the_server_from_the_config_file(idp, cli_env):
 
 
 def test_login_to_an_explicit_token_file(idp, cli_env, tmp_path):
-    env = {**cli_env, "TOKENAUTH_CLIENT_SECRET": TestIdP.CLIENT_SECRET}
+    env = {**cli_env, "EPOCHAUTH_CLIENT_SECRET": TestIdP.CLIENT_SECRET}
     target = tmp_path / "tokens" / "mine"
     login = device_login(
         env,
@@ -441,12 +441,12 @@ def test_login_to_an_explicit_token_file(idp, cli_env, tmp_path):
 
 
 def test_access_denied_at_the_device_page(idp, cli_env):
-    env = {**cli_env, "TOKENAUTH_CLIENT_SECRET": TestIdP.CLIENT_SECRET}
+    env = {**cli_env, "EPOCHAUTH_CLIENT_SECRET": TestIdP.CLIENT_SECRET}
     result = device_login(env, idp.issuer, "--client-id", "test-client", "--no-browser", deny=True)
     assert result.returncode == 7
     assert (
         result.stderr.strip().splitlines()[-1]
-        == "tokenauth: error: the login was denied at the server"
+        == "epochauth: error: the login was denied at the server"
     )
     assert not token_path(env).exists() and state_files(env) == []
 
@@ -518,9 +518,9 @@ def browser_approve(server_url: str, user_code: str, username: str, password: st
 def our_device_login(
     env: dict[str, str], server_url: str, *args: str
 ) -> subprocess.CompletedProcess[str]:
-    """``tokenauth login URL ...`` in a subprocess; alice approves the code it prints on our device page."""
+    """``epochauth login URL ...`` in a subprocess; alice approves the code it prints on our device page."""
     process = subprocess.Popen(
-        [sys.executable, "-m", "tokenauth.client.cli", "login", server_url, "--no-browser", *args],
+        [sys.executable, "-m", "epochauth.client.cli", "login", server_url, "--no-browser", *args],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -555,7 +555,7 @@ def refresh_error(server_url: str, refresh_token: str) -> str | None:
         data={
             "grant_type": "refresh_token",
             "refresh_token": refresh_token,
-            "client_id": "tokenauth-cli",
+            "client_id": "epochauth-cli",
         },
         timeout=10,
     )
@@ -581,7 +581,7 @@ def test_cli_against_our_server_login_whoami_token_refresh_logout(our_server, cl
         "issuer": url,
         "token_endpoint": f"{url}/o/token/",
         "revocation_endpoint": f"{url}/o/revoke_token/",
-        "client_id": "tokenauth-cli",
+        "client_id": "epochauth-cli",
         "token_file": str(token_path(cli_env)),
     }
 
@@ -589,7 +589,7 @@ def test_cli_against_our_server_login_whoami_token_refresh_logout(our_server, cl
     assert whoami.returncode == 0, whoami.stderr
     assert "username:  alice" in whoami.stdout and f"issuer:    {url}" in whoami.stdout
     assert f"subject:   {alice.pk}" in whoami.stdout and "scope:     reports:read" in whoami.stdout
-    # The same labels and column as ``tokenauth token``, the expiry in the same words.
+    # The same labels and column as ``epochauth token``, the expiry in the same words.
     assert "expires_at" not in whoami.stdout and "\nexpires:   20" in whoami.stdout
     assert "(14 min " in whoami.stdout and "group:     -" in whoami.stdout
 
@@ -661,7 +661,7 @@ def test_cli_login_with_a_group_against_our_server(our_server, cli_env):
     refused = our_device_login(cli_env, url, "--group", "chemistry")
     assert refused.returncode == 9
     assert refused.stderr.splitlines()[-1] == (
-        "tokenauth: error: device login failed: invalid_scope (You are not a member of that group)"
+        "epochauth: error: device login failed: invalid_scope (You are not a member of that group)"
     )
 
 
@@ -680,7 +680,7 @@ def test_a_trickling_server_is_cut_off_at_the_timeout(cli_env, command):
     """Each request's whole answer is bounded, not each read: this answer alone would take 100 s."""
     with trickling_server(interval=0.5) as url:
         target = token_path(cli_env)
-        info = SessionInfo(url, url, f"{url}/token", f"{url}/revoke", "tokenauth-cli", str(target))
+        info = SessionInfo(url, url, f"{url}/token", f"{url}/revoke", "epochauth-cli", str(target))
         Session(target, cli_env).save(fake_jwt(sub="ann"), "a-refresh-token", info)
         args = {"login": [url, "--no-browser"], "whoami": ["--server", url]}.get(command, [])
         started = time.monotonic()
@@ -715,12 +715,12 @@ def test_device_code_expired(cli_env, fake_server):
     assert (
         result.stderr.strip()
         .splitlines()[-1]
-        .startswith("tokenauth: error: the device code expired")
+        .startswith("epochauth: error: the device code expired")
     )
     assert "enter the code AB-CD" in result.stdout
     device_request = next(r for r in fake_server.requests if r[0] == "/device")
     assert device_request[1] == {
-        "client_id": "tokenauth-cli"
+        "client_id": "epochauth-cli"
     }  # the public client by default, no secret
 
 
@@ -745,7 +745,7 @@ def test_expired_token_error_from_the_server(cli_env, fake_server):
     )
     device_request = next(r for r in fake_server.requests if r[0] == "/device")
     assert device_request[1] == {
-        "client_id": "tokenauth-cli",
+        "client_id": "epochauth-cli",
         "scope": "read g:atlas",
     }  # our group scope
 
@@ -794,11 +794,11 @@ def test_expired_token(cli_env):
 
 
 def test_a_reader_that_stops_early_ends_the_cli_quietly(cli_env, tmp_path):
-    """``tokenauth token --raw | head -c 10``: far more than a pipe holds, and the reader goes away."""
+    """``epochauth token --raw | head -c 10``: far more than a pipe holds, and the reader goes away."""
     big = tmp_path / "big-token"
     big.write_text("a" * 1_000_000)
     process = subprocess.Popen(
-        [sys.executable, "-m", "tokenauth.client.cli", "token", "--raw", "--token-file", str(big)],
+        [sys.executable, "-m", "epochauth.client.cli", "token", "--raw", "--token-file", str(big)],
         env=cli_env,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -823,7 +823,7 @@ def test_token_shows_group_and_opaque_tokens(cli_env):
 
 
 def test_config_file_may_not_hold_a_token(cli_env):
-    config = Path(cli_env["HOME"]) / ".config/tokenauth/config.toml"
+    config = Path(cli_env["HOME"]) / ".config/epochauth/config.toml"
     config.parent.mkdir(parents=True)
     config.write_text('server = "https://x"\naccess_token = "eyJ..."\n')
     assert_one_line_error(run_cli(cli_env, "token"), 2, "unknown key(s) access_token")
@@ -836,7 +836,7 @@ def test_login_without_a_server(cli_env):
 
 
 def test_console_script_is_installed():
-    script = Path(sys.executable).parent / "tokenauth"
+    script = Path(sys.executable).parent / "epochauth"
     result = subprocess.run([str(script), "--help"], capture_output=True, text=True, timeout=30)
     assert result.returncode == 0 and "exit codes:" in result.stdout
 
@@ -951,7 +951,7 @@ def test_a_token_file_we_may_not_replace_is_a_readable_error(tmp_path, monkeypat
     def refused(src: str, dst: object) -> None:
         raise PermissionError(1, "Operation not permitted")
 
-    monkeypatch.setattr("tokenauth.client.store.os.replace", refused)
+    monkeypatch.setattr("epochauth.client.store.os.replace", refused)
     with pytest.raises(InvalidToken, match="not ours to replace"):
         write_private(tmp_path / "bt_u1", "secret")
     assert list(tmp_path.iterdir()) == []
@@ -960,7 +960,7 @@ def test_a_token_file_we_may_not_replace_is_a_readable_error(tmp_path, monkeypat
 def test_session_files_live_in_the_state_dir(tmp_path):
     env = {"HOME": str(tmp_path), "XDG_STATE_HOME": str(tmp_path / "state")}
     session = Session(tmp_path / "run" / "bt_u1", env)
-    assert session.refresh_path.parent == tmp_path / "state" / "tokenauth"
+    assert session.refresh_path.parent == tmp_path / "state" / "epochauth"
     assert (
         session.refresh_path.name.startswith("bt_u1-")
         and session.refresh_path.suffix == ".refresh"

@@ -1,4 +1,4 @@
-"""WLCG Bearer Token Discovery (tokenauth.client.discovery): order, whitespace, empty and invalid values."""
+"""WLCG Bearer Token Discovery (epochauth.client.discovery): order, whitespace, empty and invalid values."""
 
 import os
 import subprocess
@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from tokenauth.client import discover, discover_token
-from tokenauth.client import discovery as discovery_module
-from tokenauth.client.discovery import C_WHITESPACE, default_path, is_b64token
-from tokenauth.client.errors import InvalidToken, TokenNotFound, UsageError
+from epochauth.client import discover, discover_token
+from epochauth.client import discovery as discovery_module
+from epochauth.client.discovery import C_WHITESPACE, default_path, is_b64token
+from epochauth.client.errors import InvalidToken, TokenNotFound, UsageError
 
 REAL_GETEUID = os.geteuid
 REAL_BELONGS_TO_US = discovery_module._belongs_to_us
@@ -22,9 +22,9 @@ FAKE_UID = (
 @pytest.fixture(autouse=True)
 def fake_uid(monkeypatch):
     """Discovery uses the effective uid; a fake one keeps the real /tmp/bt_u<uid> out of the tests."""
-    monkeypatch.setattr("tokenauth.client.discovery.os.geteuid", lambda: FAKE_UID)
+    monkeypatch.setattr("epochauth.client.discovery.os.geteuid", lambda: FAKE_UID)
     monkeypatch.setattr(
-        "tokenauth.client.discovery._belongs_to_us", lambda fd: True
+        "epochauth.client.discovery._belongs_to_us", lambda fd: True
     )  # we wrote them
     yield
     for path in Path("/tmp").glob(f"bt_u{FAKE_UID}*"):
@@ -358,7 +358,7 @@ def test_default_path_is_where_discovery_reads(xdg):
 
 
 def test_effective_uid_names_the_file(monkeypatch):
-    monkeypatch.setattr("tokenauth.client.discovery.os.geteuid", lambda: 1221)
+    monkeypatch.setattr("epochauth.client.discovery.os.geteuid", lambda: 1221)
     assert default_path("fife-CMS", {}) == Path("/tmp/bt_u1221-fife-CMS")
 
 
@@ -367,7 +367,7 @@ def test_effective_uid_names_the_file(monkeypatch):
 
 def test_importing_the_client_loads_no_django():
     code = (
-        "import sys, tokenauth.client, tokenauth.client.cli;"
+        "import sys, epochauth.client, epochauth.client.cli;"
         "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('django', 'rest_framework'));"
         "print(bad); sys.exit(1 if bad else 0)"
     )

@@ -16,10 +16,10 @@ import pytest
 from django.core.management import CommandError, call_command
 from django.utils import timezone
 
+from epochauth.models import AuditEvent, Epoch, Identity, RevokedToken, Session, identity_digest
+from epochauth.revocation import revoke_id
+from epochauth.sessions import end_session, start_session
 from tests.helpers import login, make_user
-from tokenauth.models import AuditEvent, Epoch, Identity, RevokedToken, Session, identity_digest
-from tokenauth.revocation import revoke_id
-from tokenauth.sessions import end_session, start_session
 
 pytestmark = pytest.mark.django_db
 ROOT = Path(__file__).resolve().parents[1]
@@ -39,7 +39,7 @@ def hello(client: Any, token: str) -> int:
     return client.get("/api/hello/", **bearer(token)).status_code
 
 
-# -- tokenauth_revoke --------------------------------------------------------------------------
+# -- epochauth_revoke --------------------------------------------------------------------------
 
 
 def test_revoke_user(client):
@@ -47,7 +47,7 @@ def test_revoke_user(client):
     make_user("bob")
     alices = login(client, "alice")
     bobs = login(client, "bob")
-    output = run("tokenauth_revoke", "--user", "alice", "--reason", "stolen phone")
+    output = run("epochauth_revoke", "--user", "alice", "--reason", "stolen phone")
     assert "user alice" in output
     assert "epoch now 1" in output
     assert hello(client, alices["access_token"]) == 401
@@ -61,7 +61,7 @@ def test_revoke_group(client):
     make_user("alice", groups=["operators"])
     selected = login(client, "alice", group="operators")
     plain = login(client, "alice")
-    assert "group operators" in run("tokenauth_revoke", "--group", "operators")
+    assert "group operators" in run("epochauth_revoke", "--group", "operators")
     assert hello(client, selected["access_token"]) == 401
     assert hello(client, plain["access_token"]) == 200
 
@@ -70,16 +70,16 @@ def test_revoke_all(client):
     make_user("alice")
     make_user("bob")
     bodies = [login(client, "alice"), login(client, "bob")]
-    assert "everyone" in run("tokenauth_revoke", "--all")
+    assert "everyone" in run("epochauth_revoke", "--all")
     assert [hello(client, b["access_token"]) for b in bodies] == [401, 401]
     assert Epoch.objects.get(kind="global", object_id="").value == 1
-    assert "epoch now 2" in run("tokenauth_revoke", "--all")
+    assert "epoch now 2" in run("epochauth_revoke", "--all")
 
 
 def test_revoke_an_external_identity():
     alice = make_user("alice")
     Identity.objects.create(issuer="https://iam.example.org/", subject="s-1", user=alice)
-    output = run("tokenauth_revoke", "--identity", "https://iam.example.org/", "s-1")
+    output = run("epochauth_revoke", "--identity", "https://iam.example.org/", "s-1")
     assert "identity s-1 of https://iam.example.org/" in output
     epoch = Epoch.objects.get()  # the identity's: its tokens end, not alice's local ones
     assert (epoch.kind, epoch.object_id) == (
@@ -103,17 +103,17 @@ def test_revoke_unknown_name_is_a_command_error(args):
     )
     make_user("alice", groups=["operators"])
     with pytest.raises(CommandError, match="nobody"):
-        run("tokenauth_revoke", *args)
+        run("epochauth_revoke", *args)
     assert not Epoch.objects.exists()
 
 
 @pytest.mark.parametrize("args", [(), ("--user", "a", "--group", "b"), ("--all", "--user", "a")])
 def test_revoke_needs_exactly_one_target(args):
     with pytest.raises(CommandError):
-        run("tokenauth_revoke", *args)
+        run("epochauth_revoke", *args)
 
 
-# -- tokenauth_purge ---------------------------------------------------------------------------
+# -- epochauth_purge ---------------------------------------------------------------------------
 
 
 def test_purge_deletes_expired_and_ended_rows_only():
@@ -129,7 +129,7 @@ def test_purge_deletes_expired_and_ended_rows_only():
     end_session(ended, reason="logout")
     revoke_id("old-jti", now - timedelta(minutes=1))
     revoke_id("live-jti", now + timedelta(minutes=10))
-    output = run("tokenauth_purge")
+    output = run("epochauth_purge")
     assert "Deleted 2 sessions and 1 revoked-token rows." in output
     assert set(Session.objects.values_list("pk", flat=True)) == {live.pk, recent.pk}
     # The ended session's denylist entry stays until its access tokens expired.
@@ -141,23 +141,23 @@ def test_purge_keeps_revoked_tokens_revoked(client, django_capture_on_commit_cal
     body = login(client, "alice")
     with django_capture_on_commit_callbacks(execute=True):
         client.post("/auth/logout/", **bearer(body["access_token"]))
-    run("tokenauth_purge")
-    from tokenauth import revocation
+    run("epochauth_purge")
+    from epochauth import revocation
 
     revocation.state.reset()
     assert hello(client, body["access_token"]) == 401
 
 
 def test_purge_on_an_empty_database():
-    assert "Deleted 0 sessions and 0 revoked-token rows." in run("tokenauth_purge")
+    assert "Deleted 0 sessions and 0 revoked-token rows." in run("epochauth_purge")
 
 
-# -- tokenauth_issue ---------------------------------------------------------------------------
+# -- epochauth_issue ---------------------------------------------------------------------------
 
 
 def test_issue_prints_a_working_token(client):
     make_user("alice")
-    token = run("tokenauth_issue", "--user", "alice").strip()
+    token = run("epochauth_issue", "--user", "alice").strip()
     response = client.get("/api/hello/", **bearer(token))
     assert response.status_code == 200
     assert response.json() == {"hello": "alice"}
@@ -180,7 +180,7 @@ def test_issue_prints_a_working_token(client):
 )
 def test_issue_respects_the_lifetime(client, lifetime, seconds):
     make_user("alice")
-    token = run("tokenauth_issue", "--user", "alice", "--lifetime", lifetime).strip()
+    token = run("epochauth_issue", "--user", "alice", "--lifetime", lifetime).strip()
     claims = jwt.decode(token, options={"verify_signature": False})
     assert claims["exp"] - claims["iat"] == seconds
     assert claims["exp"] == pytest.approx(time.time() + seconds, abs=5)
@@ -189,10 +189,10 @@ def test_issue_respects_the_lifetime(client, lifetime, seconds):
 
 def test_issue_with_scope(client):
     make_user("alice")
-    token = run("tokenauth_issue", "--user", "alice", "--scope", " reports:read ").strip()
+    token = run("epochauth_issue", "--user", "alice", "--scope", " reports:read ").strip()
     assert jwt.decode(token, options={"verify_signature": False})["scope"] == "reports:read"
     assert client.get("/api/reports/", **bearer(token)).status_code == 200
-    plain = run("tokenauth_issue", "--user", "alice").strip()
+    plain = run("epochauth_issue", "--user", "alice").strip()
     assert client.get("/api/reports/", **bearer(plain)).status_code == 403
 
 
@@ -217,7 +217,7 @@ def test_issue_with_scope(client):
 def test_issue_refuses_bad_arguments(args):
     make_user("alice")
     with pytest.raises(CommandError):
-        run("tokenauth_issue", *args)
+        run("epochauth_issue", *args)
 
 
 def test_issue_refuses_an_inactive_user():
@@ -225,21 +225,21 @@ def test_issue_refuses_an_inactive_user():
     user.is_active = False
     user.save()
     with pytest.raises(CommandError, match="inactive"):
-        run("tokenauth_issue", "--user", "alice")
+        run("epochauth_issue", "--user", "alice")
 
 
 def test_issued_token_dies_with_the_users_epoch(client):
     make_user("alice")
-    token = run("tokenauth_issue", "--user", "alice", "--lifetime", "30d").strip()
-    run("tokenauth_revoke", "--user", "alice")
+    token = run("epochauth_issue", "--user", "alice", "--lifetime", "30d").strip()
+    run("epochauth_revoke", "--user", "alice")
     assert hello(client, token) == 401
 
 
 def test_keys_command_prints_no_secret():
     import json
 
-    output = run("tokenauth_keys")
-    assert "dev-only-tokenauth-signing-key" not in output
+    output = run("epochauth_keys")
+    assert "dev-only-epochauth-signing-key" not in output
     json.loads(output)
 
 
@@ -249,15 +249,15 @@ def test_keys_command_prints_no_secret():
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["tokenauth_revoke", "--user", b"\x01\xff"], "Not valid UTF-8: '\\x01\\udcff'"),
+        (["epochauth_revoke", "--user", b"\x01\xff"], "Not valid UTF-8: '\\x01\\udcff'"),
         (
-            ["tokenauth_revoke", "--identity", b"https://iam.example.org/\xff", "s-1"],
+            ["epochauth_revoke", "--identity", b"https://iam.example.org/\xff", "s-1"],
             "Not valid UTF-8",
         ),
-        (["tokenauth_issue", "--user", b"bob\xe9"], "Not valid UTF-8: 'bob\\udce9'"),
-        (["tokenauth_issuer", "enable", b"https://\xff.example.org/"], "Not valid UTF-8"),
-        (["tokenauth_revoke", "--user", "\x01bob"], "Control character in '\\x01bob'"),
-        (["tokenauth_revoke", "--all", "--reason", "one\x1b[2Jtwo"], "Control character"),
+        (["epochauth_issue", "--user", b"bob\xe9"], "Not valid UTF-8: 'bob\\udce9'"),
+        (["epochauth_issuer", "enable", b"https://\xff.example.org/"], "Not valid UTF-8"),
+        (["epochauth_revoke", "--user", "\x01bob"], "Control character in '\\x01bob'"),
+        (["epochauth_revoke", "--all", "--reason", "one\x1b[2Jtwo"], "Control character"),
     ],
 )
 def test_an_argument_that_is_not_text_is_a_command_error(tmp_path, args, message):

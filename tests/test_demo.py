@@ -12,8 +12,8 @@ from django.contrib.auth.hashers import check_password
 from oauth2_provider.models import get_application_model
 
 import dev
+from epochauth.oauth.models import CLI_CLIENT_ID
 from tests.helpers import login, make_user
-from tokenauth.oauth.models import CLI_CLIENT_ID
 
 pytestmark = pytest.mark.django_db
 
@@ -26,7 +26,7 @@ def test_the_demo_signs_with_a_generated_rs256_key(tmp_path, monkeypatch, settin
     pem = key.read_bytes()
     assert dev.demo_signing_key() == key and key.read_bytes() == pem  # kept, not generated again
 
-    settings.TOKENAUTH = {**settings.TOKENAUTH, "ALGORITHM": "RS256", "SIGNING_KEY_FILE": str(key)}
+    settings.EPOCHAUTH = {**settings.EPOCHAUTH, "ALGORITHM": "RS256", "SIGNING_KEY_FILE": str(key)}
     keys = client.get("/.well-known/jwks.json").json()["keys"]
     assert [(k["kty"], k["alg"]) for k in keys] == [("RSA", "RS256")]
 

@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from tokenauth.denylist import STEP_PER_ADD, STEP_SLOTS, Denylist, fingerprint
+from epochauth.denylist import STEP_PER_ADD, STEP_SLOTS, Denylist, fingerprint
 
 
 def test_denies_until_the_expiry_and_no_longer():

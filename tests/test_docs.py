@@ -1,5 +1,5 @@
 """The docs build without a warning and their reference covers the code; the README's settings table
-is the one generated from ``tokenauth.conf`` (docs/_ext/tokenauth_reference.py)."""
+is the one generated from ``epochauth.conf`` (docs/_ext/epochauth_reference.py)."""
 
 from __future__ import annotations
 
@@ -14,13 +14,13 @@ from pathlib import Path
 import pytest
 from docutils.nodes import make_id
 
-from tokenauth.conf import DEFAULTS, DESCRIPTIONS
+from epochauth.conf import DEFAULTS, DESCRIPTIONS
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs"
 sys.path.insert(0, str(DOCS / "_ext"))
 
-import tokenauth_reference as reference  # noqa: E402
+import epochauth_reference as reference  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -68,7 +68,7 @@ def anchor(label: str) -> str:
 
 def test_every_setting_has_a_description_in_order() -> None:
     missing = [name for name in DEFAULTS if name not in DESCRIPTIONS]
-    assert not missing, f"tokenauth.conf.DESCRIPTIONS has no description of {missing}"
+    assert not missing, f"epochauth.conf.DESCRIPTIONS has no description of {missing}"
     assert list(DESCRIPTIONS) == list(DEFAULTS), "DESCRIPTIONS must follow the order of DEFAULTS"
     assert all(text.strip() for text in DESCRIPTIONS.values())
 
@@ -76,14 +76,14 @@ def test_every_setting_has_a_description_in_order() -> None:
 def test_the_readme_settings_table_is_generated_from_conf() -> None:
     readme = (ROOT / "README.md").read_text()
     assert readme == reference.readme_with_table(readme), (
-        "README.md's settings table differs from tokenauth.conf: "
-        "run python docs/_ext/tokenauth_reference.py --write-readme"
+        "README.md's settings table differs from epochauth.conf: "
+        "run python docs/_ext/epochauth_reference.py --write-readme"
     )
 
 
 def test_the_readme_lists_every_system_check() -> None:
     section = readme_section("System checks")
-    listed = set(re.findall(r"^\| `(tokenauth[.\w]*\.[EW]\d{3})` \|", section, flags=re.M))
+    listed = set(re.findall(r"^\| `(epochauth[.\w]*\.[EW]\d{3})` \|", section, flags=re.M))
     assert listed == {m.id for m in reference.check_messages()}
 
 
@@ -111,9 +111,9 @@ def test_byte_sizes_are_written_in_kib() -> None:
 
 def test_check_ids_are_read_from_the_checks_modules() -> None:
     ids = {m.id for m in reference.check_messages()}
-    assert {"tokenauth.E001", "tokenauth.E014", "tokenauth.W005", "tokenauth.oauth.E001"} <= ids
+    assert {"epochauth.E001", "epochauth.E014", "epochauth.W005", "epochauth.oauth.E001"} <= ids
     assert all(
-        re.fullmatch(r"tokenauth(\.(oauth|simplejwt|tokenmanager))?\.[EW]\d{3}", i) for i in ids
+        re.fullmatch(r"epochauth(\.(oauth|simplejwt|tokenmanager))?\.[EW]\d{3}", i) for i in ids
     )
 
 
@@ -134,7 +134,7 @@ def test_the_reference_covers_every_system_check(built_docs: Path) -> None:
 def test_the_reference_covers_every_command_and_its_options(built_docs: Path) -> None:
     commands_html = page(built_docs, "reference/commands")
     names = reference.command_names()
-    assert {"tokenauth_issue", "tokenauth_issuer", "tokenauth_keys", "tokenauth_purge"} <= set(
+    assert {"epochauth_issue", "epochauth_issuer", "epochauth_keys", "epochauth_purge"} <= set(
         names
     )
     for name in names:
@@ -189,7 +189,7 @@ def test_the_readme_lists_every_signal_and_command() -> None:
     signals = re.findall(r"^\| `(\w+)` \|", readme_section("Signals"), flags=re.M)
     assert set(signals) == {name for name, _ in reference.signals()}
     commands = set(
-        re.findall(r"python manage.py (tokenauth_\w+)", readme_section("Management commands"))
+        re.findall(r"python manage.py (epochauth_\w+)", readme_section("Management commands"))
     )
     assert commands == set(reference.command_names())
 
@@ -207,13 +207,13 @@ def test_the_prose_names_only_settings_checks_and_commands_that_exist() -> None:
     for path, text in prose().items():
         wrong += [
             (path, i)
-            for i in re.findall(r"\btokenauth(?:\.oauth)?\.[EW]\d{3}\b", text)
+            for i in re.findall(r"\bepochauth(?:\.oauth)?\.[EW]\d{3}\b", text)
             if i not in ids
         ]
         wrong += [
-            (path, c) for c in re.findall(r"manage\.py (tokenauth_\w+)", text) if c not in commands
+            (path, c) for c in re.findall(r"manage\.py (epochauth_\w+)", text) if c not in commands
         ]
-        for block in re.findall(r"^TOKENAUTH = \{\n(.*?)^\}", text, flags=re.M | re.S):
+        for block in re.findall(r"^EPOCHAUTH = \{\n(.*?)^\}", text, flags=re.M | re.S):
             keys = re.findall(r'^    "([A-Z_]+)":', block, flags=re.M)
             wrong += [(path, k) for k in keys if k not in DEFAULTS]
     assert not wrong

@@ -13,11 +13,11 @@ from django.contrib.auth.models import Group, Permission
 from django.core.cache import cache
 from django.test import Client, override_settings
 
+from epochauth.keys import generate_private_key_pem
+from epochauth.models import AuditEvent, Epoch, Identity, Session
+from epochauth.throttling import USERNAME_FACTOR
+from epochauth.tokens import mint_access_token
 from tests.helpers import database_down, login, make_user
-from tokenauth.keys import generate_private_key_pem
-from tokenauth.models import AuditEvent, Epoch, Identity, Session
-from tokenauth.throttling import USERNAME_FACTOR
-from tokenauth.tokens import mint_access_token
 
 pytestmark = pytest.mark.django_db
 
@@ -25,7 +25,7 @@ pytestmark = pytest.mark.django_db
 def settings_with(**values: Any) -> override_settings:
     from django.conf import settings
 
-    return override_settings(TOKENAUTH={**settings.TOKENAUTH, **values})
+    return override_settings(EPOCHAUTH={**settings.EPOCHAUTH, **values})
 
 
 def bearer(token: str) -> dict[str, str]:
@@ -131,8 +131,8 @@ def test_a_session_carries_no_service_scope_into_its_next_tokens(client, setting
     """A scope that became a service scope after the login is left out at the next refresh."""
     make_user("alice")
     body = login(client, "alice", scope="reports:read")
-    settings.TOKENAUTH = {
-        **settings.TOKENAUTH,
+    settings.EPOCHAUTH = {
+        **settings.EPOCHAUTH,
         "SCOPES": {},
         "SERVICE_SCOPES": {"reports:read": "Read the example reports"},
     }
@@ -579,7 +579,7 @@ def test_renew_refuses_a_token_without_session(client):
 
     make_user("alice")
     out = StringIO()
-    call_command("tokenauth_issue", "--user", "alice", stdout=out)
+    call_command("epochauth_issue", "--user", "alice", stdout=out)
     response = client.post("/auth/token/renew/", **bearer(out.getvalue().strip()))
     assert response.status_code == 400
     assert "error" in response.json()
@@ -628,7 +628,7 @@ def test_logout_of_a_token_without_session_revokes_that_token(client):
 
     make_user("alice")
     out = StringIO()
-    call_command("tokenauth_issue", "--user", "alice", stdout=out)
+    call_command("epochauth_issue", "--user", "alice", stdout=out)
     token = out.getvalue().strip()
     assert client.post("/auth/logout/", **bearer(token)).status_code == 204
     assert hello(client, token) == 401
@@ -640,11 +640,11 @@ def test_logged_out_token_stays_denied_through_the_expiry_leeway(client):
 
     from django.core.management import call_command
 
-    from tokenauth.models import RevokedToken
+    from epochauth.models import RevokedToken
 
     make_user("alice")
     out = StringIO()
-    call_command("tokenauth_issue", "--user", "alice", "--lifetime", "60", stdout=out)
+    call_command("epochauth_issue", "--user", "alice", "--lifetime", "60", stdout=out)
     token = out.getvalue().strip()
     claims = jwt.decode(token, options={"verify_signature": False})
     assert client.post("/auth/logout/", **bearer(token)).status_code == 204
@@ -682,7 +682,7 @@ def test_logout_all_covers_tokens_without_session(client):
 
     make_user("alice")
     out = StringIO()
-    call_command("tokenauth_issue", "--user", "alice", "--lifetime", "30d", stdout=out)
+    call_command("epochauth_issue", "--user", "alice", "--lifetime", "30d", stdout=out)
     token = out.getvalue().strip()
     body = login(client, "alice")
     client.post("/auth/logout-all/", **bearer(body["access_token"]))
@@ -815,7 +815,7 @@ def test_token_endpoints_answer_503_when_the_database_is_down(client):
 
 @pytest.fixture
 def revoker(client):
-    """A bearer token of an account allowed to bump epochs (``tokenauth.change_epoch``)."""
+    """A bearer token of an account allowed to bump epochs (``epochauth.change_epoch``)."""
     account = make_user("automation")
     account.user_permissions.add(Permission.objects.get(codename="change_epoch"))
     return login(client, "automation")["access_token"]
@@ -957,7 +957,7 @@ def test_the_demo_front_door_is_a_page_of_links(client):
 def test_the_metadata_names_our_endpoints_beside_the_oauth_servers(client, path):
     document = client.get(path).json()
     assert document["token_endpoint"] == "http://127.0.0.1:8000/o/token/"
-    assert document["tokenauth_endpoints"] == {
+    assert document["epochauth_endpoints"] == {
         "token": "http://127.0.0.1:8000/auth/token/",
         "refresh": "http://127.0.0.1:8000/auth/token/refresh/",
         "renew": "http://127.0.0.1:8000/auth/token/renew/",
@@ -975,8 +975,8 @@ def test_our_metadata_documents_are_valid_for_authlib(settings, client):
     """OpenID Connect Discovery 1.0 and RFC 8414, validated by authlib's metadata classes (https:
     authlib refuses http endpoints, as it should)."""
     issuer = "https://api.example.org"
-    settings.TOKENAUTH = {
-        **settings.TOKENAUTH,
+    settings.EPOCHAUTH = {
+        **settings.EPOCHAUTH,
         "ISSUER": issuer,
         "ALGORITHM": "RS256",
         "SIGNING_KEY": generate_private_key_pem("RS256"),
@@ -997,7 +997,7 @@ def test_our_metadata_documents_are_valid_for_authlib(settings, client):
 
 
 def test_without_the_oauth_server_only_rfc_8414_metadata_is_published(settings, client):
-    settings.INSTALLED_APPS = [app for app in settings.INSTALLED_APPS if app != "tokenauth.oauth"]
+    settings.INSTALLED_APPS = [app for app in settings.INSTALLED_APPS if app != "epochauth.oauth"]
     assert client.get("/.well-known/openid-configuration").status_code == 404
     document = client.get("/.well-known/oauth-authorization-server").json()
     assert document["token_endpoint"].endswith("/auth/token/")

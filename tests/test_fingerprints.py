@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from tokenauth import fingerprints
-from tokenauth.fingerprints import FingerprintMap
+from epochauth import fingerprints
+from epochauth.fingerprints import FingerprintMap
 
 
 def test_names_whose_fingerprints_collide_share_the_larger_of_each_column(

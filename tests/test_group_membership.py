@@ -10,9 +10,9 @@ from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
 from django.test import Client
 
+from epochauth import signals
+from epochauth.models import AuditEvent
 from tests.helpers import login, make_user
-from tokenauth import signals
-from tokenauth.models import AuditEvent
 
 pytestmark = pytest.mark.django_db
 

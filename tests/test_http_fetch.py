@@ -7,8 +7,8 @@ from collections.abc import Iterator
 
 import pytest
 
+from epochauth.issuers import FetchError, fetch_json
 from tests.helpers import trickling_server
-from tokenauth.issuers import FetchError, fetch_json
 
 
 @pytest.fixture
@@ -18,8 +18,8 @@ def trickle_url() -> Iterator[str]:
 
 
 def test_a_trickling_server_is_cut_off_at_the_timeout(settings, trickle_url):
-    settings.TOKENAUTH = {
-        **settings.TOKENAUTH,
+    settings.EPOCHAUTH = {
+        **settings.EPOCHAUTH,
         "ALLOW_LOOPBACK_HTTP_ISSUERS": True,
         "HTTP_TIMEOUT": 0.5,
     }
@@ -30,8 +30,8 @@ def test_a_trickling_server_is_cut_off_at_the_timeout(settings, trickle_url):
 
 
 def test_the_same_server_within_the_timeout_is_read(settings, trickle_url):
-    settings.TOKENAUTH = {
-        **settings.TOKENAUTH,
+    settings.EPOCHAUTH = {
+        **settings.EPOCHAUTH,
         "ALLOW_LOOPBACK_HTTP_ISSUERS": True,
         "HTTP_TIMEOUT": 30,
     }

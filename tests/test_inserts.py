@@ -1,4 +1,4 @@
-"""tokenauth.inserts: the login's rows inserted by a statement compiled once, exactly as
+"""epochauth.inserts: the login's rows inserted by a statement compiled once, exactly as
 ``Model.objects.create`` would insert them (SQLite here, PostgreSQL in CI)."""
 
 from __future__ import annotations
@@ -12,9 +12,9 @@ from django.db.models.signals import post_save, pre_save
 from django.test.utils import CaptureQueriesContext, isolate_apps
 from django.utils import timezone
 
+from epochauth import inserts
+from epochauth.models import AuditEvent, Session
 from tests.helpers import make_user
-from tokenauth import inserts
-from tokenauth.models import AuditEvent, Session
 
 pytestmark = pytest.mark.django_db
 
@@ -89,11 +89,11 @@ def test_a_constraint_violation_is_the_databases_error_and_leaves_nothing():
     assert Session.objects.count() == 1
 
 
-@isolate_apps("tokenauth")
+@isolate_apps("epochauth")
 def test_a_model_with_parents_is_refused():
     class Child(Group):
         class Meta:
-            app_label = "tokenauth"
+            app_label = "epochauth"
 
     with pytest.raises(TypeError, match="inherits"):
         inserts.insert(Child(name="x"))

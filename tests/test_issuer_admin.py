@@ -1,4 +1,4 @@
-"""Managing external issuers: the Issuer admin, the ``tokenauth_issuer`` command and the ISSUERS checks."""
+"""Managing external issuers: the Issuer admin, the ``epochauth_issuer`` command and the ISSUERS checks."""
 
 from __future__ import annotations
 
@@ -13,10 +13,10 @@ from django.core.exceptions import ValidationError
 from django.core.management import CommandError, call_command
 from django.test import Client
 
+from epochauth.checks import check_issuer_rows, check_issuers
+from epochauth.issuers import IssuerConfig
+from epochauth.models import Issuer
 from tests.idp import DEFAULT_RESOURCE
-from tokenauth.checks import check_issuer_rows, check_issuers
-from tokenauth.issuers import IssuerConfig
-from tokenauth.models import Issuer
 
 pytestmark = pytest.mark.django_db
 
@@ -33,13 +33,13 @@ def hello(client: Any, token: str) -> int:
 
 def run(*args: str) -> str:
     out = StringIO()
-    call_command("tokenauth_issuer", *args, stdout=out, stderr=StringIO())
+    call_command("epochauth_issuer", *args, stdout=out, stderr=StringIO())
     return out.getvalue()
 
 
 @pytest.fixture
 def loopback_allowed(settings: Any) -> None:
-    settings.TOKENAUTH = {**settings.TOKENAUTH, "ALLOW_LOOPBACK_HTTP_ISSUERS": True}
+    settings.EPOCHAUTH = {**settings.EPOCHAUTH, "ALLOW_LOOPBACK_HTTP_ISSUERS": True}
 
 
 @pytest.fixture
@@ -58,7 +58,7 @@ def idp_issuer(idp_stats_reset: Any, loopback_allowed: None) -> Issuer:
 
 def run_action(admin_client: Client, action: str, issuers: list[Issuer]) -> str:
     response = admin_client.post(
-        "/admin/tokenauth/issuer/",
+        "/admin/epochauth/issuer/",
         {"action": action, "_selected_action": [str(i.pk) for i in issuers]},
         follow=True,
     )
@@ -75,9 +75,9 @@ def test_issuer_pages_load_for_a_superuser(admin_client, monkeypatch):
         issuer="https://iam.example.org/", client_id="our-app", client_secret_env="IAM_SECRET"
     )
     for url in (
-        "/admin/tokenauth/issuer/",
-        "/admin/tokenauth/issuer/add/",
-        f"/admin/tokenauth/issuer/{row.pk}/change/",
+        "/admin/epochauth/issuer/",
+        "/admin/epochauth/issuer/add/",
+        f"/admin/epochauth/issuer/{row.pk}/change/",
     ):
         response = admin_client.get(url)
         assert response.status_code == 200, url
@@ -89,7 +89,7 @@ def test_issuer_pages_load_for_a_superuser(admin_client, monkeypatch):
 
 def test_issuer_can_be_added_in_the_admin(admin_client):
     response = admin_client.post(
-        "/admin/tokenauth/issuer/add/",
+        "/admin/epochauth/issuer/add/",
         {
             "issuer": "https://iam.example.org/",
             "enabled": "on",
@@ -133,7 +133,7 @@ def test_issuer_can_be_added_in_the_admin(admin_client):
     ],
 )
 def test_admin_refuses_bad_issuers(admin_client, settings, change, field):
-    settings.TOKENAUTH = {**settings.TOKENAUTH, "ALLOW_LOOPBACK_HTTP_ISSUERS": False}
+    settings.EPOCHAUTH = {**settings.EPOCHAUTH, "ALLOW_LOOPBACK_HTTP_ISSUERS": False}
     data = {
         "issuer": "https://iam.example.org/",
         "audiences": "[]",
@@ -144,7 +144,7 @@ def test_admin_refuses_bad_issuers(admin_client, settings, change, field):
         "group_map": "{}",
         **change,
     }
-    response = admin_client.post("/admin/tokenauth/issuer/add/", data)
+    response = admin_client.post("/admin/epochauth/issuer/add/", data)
     assert response.status_code == 200
     assert field in response.content.decode()
     assert not Issuer.objects.exists()
@@ -178,10 +178,10 @@ def test_admin_needs_staff_for_issuers():
     get_user_model().objects.create_user("alice", password="pw")
     client = Client()
     client.login(username="alice", password="pw")
-    assert client.get("/admin/tokenauth/issuer/").status_code == 302
+    assert client.get("/admin/epochauth/issuer/").status_code == 302
 
 
-# -- tokenauth_issuer --------------------------------------------------------------------------
+# -- epochauth_issuer --------------------------------------------------------------------------
 
 
 def test_add_with_every_option():
@@ -293,13 +293,13 @@ def test_a_new_issuer_gets_the_model_defaults():
 def test_add_without_audience_or_scope_warns():
     err = StringIO()
     call_command(
-        "tokenauth_issuer", "add", "https://iam.example.org/", stdout=StringIO(), stderr=err
+        "epochauth_issuer", "add", "https://iam.example.org/", stdout=StringIO(), stderr=err
     )
     assert "any token this issuer signs is accepted" in err.getvalue()
     assert Issuer.objects.exists()
     err = StringIO()
     call_command(
-        "tokenauth_issuer",
+        "epochauth_issuer",
         "add",
         "https://b.example.org/",
         "--scope",
@@ -333,8 +333,8 @@ def test_login_slugs_must_differ(settings):
         run("add", "https://b.example.org/", "--client-id", "app", "--slug", "iam")
     run("add", "https://b.example.org/", "--slug", "iam")  # not a login provider: no clash
     run("add", "https://a.example.org/", "--client-id", "app2")  # its own slug is no clash
-    settings.TOKENAUTH = {
-        **settings.TOKENAUTH,
+    settings.EPOCHAUTH = {
+        **settings.EPOCHAUTH,
         "ISSUERS": [
             {"issuer": "https://c.example.org/", "client_id": "app", "required_scopes": ["x"]}
         ],
@@ -360,10 +360,10 @@ def test_add_refuses_urls_that_are_not_https(url, loopback_allowed):
 
 
 def test_add_loopback_http_needs_the_setting(settings):
-    settings.TOKENAUTH = {**settings.TOKENAUTH, "ALLOW_LOOPBACK_HTTP_ISSUERS": False}
+    settings.EPOCHAUTH = {**settings.EPOCHAUTH, "ALLOW_LOOPBACK_HTTP_ISSUERS": False}
     with pytest.raises(CommandError, match="https required"):
         run("add", "http://127.0.0.1:9000")
-    settings.TOKENAUTH = {**settings.TOKENAUTH, "ALLOW_LOOPBACK_HTTP_ISSUERS": True}
+    settings.EPOCHAUTH = {**settings.EPOCHAUTH, "ALLOW_LOOPBACK_HTTP_ISSUERS": True}
     assert run("add", "http://127.0.0.1:9000") == "added http://127.0.0.1:9000\n"
     assert run("add", "http://[::1]:9000") == "added http://[::1]:9000\n"
     assert run("add", "http://localhost:9000") == "added http://localhost:9000\n"
@@ -418,8 +418,8 @@ def test_refresh_prints_the_key_count(idp, idp_issuer):
 
 
 def test_refresh_an_issuer_from_settings(idp_stats_reset, settings):
-    settings.TOKENAUTH = {
-        **settings.TOKENAUTH,
+    settings.EPOCHAUTH = {
+        **settings.EPOCHAUTH,
         "ALLOW_LOOPBACK_HTTP_ISSUERS": True,
         "ISSUERS": [{"issuer": idp_stats_reset.issuer}],
     }
@@ -438,14 +438,14 @@ def test_refresh_an_issuer_that_is_down_is_a_command_error(idp, idp_issuer):
         run("refresh", idp.issuer)
 
 
-# -- system checks for TOKENAUTH["ISSUERS"] ----------------------------------------------------
+# -- system checks for EPOCHAUTH["ISSUERS"] ----------------------------------------------------
 
 
 def issuer_check_ids(
     settings: Any, issuers: Any, loopback: bool = False, errors_only: bool = True
 ) -> list[str]:
-    settings.TOKENAUTH = {
-        **settings.TOKENAUTH,
+    settings.EPOCHAUTH = {
+        **settings.EPOCHAUTH,
         "ISSUERS": issuers,
         "ALLOW_LOOPBACK_HTTP_ISSUERS": loopback,
     }
@@ -479,7 +479,7 @@ def test_good_issuers_have_no_messages(settings):
 def test_an_issuer_without_audience_or_scope_is_a_warning(settings):
     """Nothing would tell its ID tokens or tokens for other services from ours."""
     bare = [{"issuer": "https://iam.example.org/"}]
-    assert issuer_check_ids(settings, bare, errors_only=False) == ["tokenauth.W003"]
+    assert issuer_check_ids(settings, bare, errors_only=False) == ["epochauth.W003"]
     scoped = [{"issuer": "https://iam.example.org/", "required_scopes": ["servicex"]}]
     assert issuer_check_ids(settings, scoped, errors_only=False) == []
 
@@ -488,7 +488,7 @@ def test_w007_group_claims_that_can_join_no_group(settings):
     """Without a mapping or a namespace every claim value is ignored: say so, not a silent no-op."""
     entry = {"issuer": "https://iam.example.org/", "required_scopes": ["x"]}
     claims = [{**entry, "group_claims": ["groups"]}]
-    assert issuer_check_ids(settings, claims, errors_only=False) == ["tokenauth.W007"]
+    assert issuer_check_ids(settings, claims, errors_only=False) == ["epochauth.W007"]
     for allowed in ({"group_map": {"a": "b"}}, {"group_prefix": "iam:"}):
         entries = [{**claims[0], **allowed}]
         assert issuer_check_ids(settings, entries, errors_only=False) == []
@@ -497,14 +497,14 @@ def test_w007_group_claims_that_can_join_no_group(settings):
 def test_w008_one_issuers_namespace_inside_anothers(settings):
     a = {"issuer": "https://a.example.org/", "required_scopes": ["x"], "group_prefix": "cms:"}
     b = {"issuer": "https://b.example.org/", "required_scopes": ["x"], "group_prefix": "cms:x"}
-    assert issuer_check_ids(settings, [a, b], errors_only=False) == ["tokenauth.W008"]
+    assert issuer_check_ids(settings, [a, b], errors_only=False) == ["epochauth.W008"]
     apart = [a, {**b, "group_prefix": "atlas:"}]
     assert issuer_check_ids(settings, apart, errors_only=False) == []
 
 
 def test_run_checks_includes_the_issuer_checks(settings):
-    settings.TOKENAUTH = {**settings.TOKENAUTH, "ISSUERS": [{"issuer": "http://iam.example.org"}]}
-    assert "tokenauth.E008" in {m.id for m in run_checks(tags=["security"])}
+    settings.EPOCHAUTH = {**settings.EPOCHAUTH, "ISSUERS": [{"issuer": "http://iam.example.org"}]}
+    assert "epochauth.E008" in {m.id for m in run_checks(tags=["security"])}
 
 
 @pytest.mark.parametrize(
@@ -529,7 +529,7 @@ def test_run_checks_includes_the_issuer_checks(settings):
     ],
 )
 def test_e007_malformed_issuer_entries(settings, issuers):
-    assert issuer_check_ids(settings, issuers) == ["tokenauth.E007"]
+    assert issuer_check_ids(settings, issuers) == ["epochauth.E007"]
 
 
 @pytest.mark.parametrize(
@@ -544,7 +544,7 @@ def test_e007_malformed_issuer_entries(settings, issuers):
     ],
 )
 def test_e008_issuer_url_not_https(settings, url, loopback):
-    assert issuer_check_ids(settings, [{"issuer": url}], loopback=loopback) == ["tokenauth.E008"]
+    assert issuer_check_ids(settings, [{"issuer": url}], loopback=loopback) == ["epochauth.E008"]
 
 
 def test_e010_login_providers_share_a_slug(settings):
@@ -560,9 +560,9 @@ def test_e010_login_providers_share_a_slug(settings):
         "client_id": "app",
         "slug": "iam",
     }
-    assert issuer_check_ids(settings, [a, b]) == ["tokenauth.E010"]
+    assert issuer_check_ids(settings, [a, b]) == ["epochauth.E010"]
     derived = {**b, "slug": "aexampleorg"}  # the slug a would have been given without one
-    assert issuer_check_ids(settings, [{**a, "slug": ""}, derived]) == ["tokenauth.E010"]
+    assert issuer_check_ids(settings, [{**a, "slug": ""}, derived]) == ["epochauth.E010"]
     assert issuer_check_ids(settings, [a, {**b, "client_id": ""}]) == []  # b is no login provider
 
 
@@ -571,16 +571,16 @@ def test_e010_login_providers_share_a_slug(settings):
 )
 def test_e009_only_asymmetric_algorithms(settings, algorithms):
     entry = {"issuer": "https://iam.example.org/", "algorithms": algorithms}
-    assert issuer_check_ids(settings, [entry]) == ["tokenauth.E009"]
+    assert issuer_check_ids(settings, [entry]) == ["epochauth.E009"]
 
 
 @pytest.mark.parametrize(
     "entry, expected",
     [
-        ({"profile": "WLCG"}, ["tokenauth.E016"]),
-        ({"profile": "jwt", "accept_any_audience": True}, ["tokenauth.E016"]),
-        ({"accept_any_audience": True}, ["tokenauth.E017"]),
-        ({"profile": "", "accept_any_audience": True}, ["tokenauth.E017"]),
+        ({"profile": "WLCG"}, ["epochauth.E016"]),
+        ({"profile": "jwt", "accept_any_audience": True}, ["epochauth.E016"]),
+        ({"accept_any_audience": True}, ["epochauth.E017"]),
+        ({"profile": "", "accept_any_audience": True}, ["epochauth.E017"]),
         ({"profile": "wlcg", "accept_any_audience": True}, []),
         ({"profile": "scitokens"}, []),
     ],
@@ -596,7 +596,7 @@ def test_e016_e017_a_known_profile_and_an_any_audience_only_with_one(settings, e
 def test_e011_required_scopes_must_be_scope_tokens(settings, scope):
     """RFC 6749 section 3.3: a name no token could carry as one scope-token is a configuration error."""
     entry = {"issuer": "https://iam.example.org/", "required_scopes": ["servicex", scope]}
-    assert issuer_check_ids(settings, [entry]) == ["tokenauth.E011"]
+    assert issuer_check_ids(settings, [entry]) == ["epochauth.E011"]
 
 
 @pytest.mark.django_db
@@ -616,7 +616,7 @@ def test_e017_issuer_rows_written_around_the_admin_are_checked_with_the_database
         issuer="https://cilogon.example.org/", profile="wlcg", accept_any_audience=True
     )
     messages = check_issuer_rows(databases=["default"])
-    assert [m.id for m in messages] == ["tokenauth.E017"]
+    assert [m.id for m in messages] == ["epochauth.E017"]
     assert messages[0].msg.startswith(
         "https://iam.example.org/: accept_any_audience without a token profile"
     )
@@ -625,8 +625,8 @@ def test_e017_issuer_rows_written_around_the_admin_are_checked_with_the_database
 
 @pytest.mark.django_db
 def test_w007_w008_issuer_rows_group_claims_and_namespaces(settings):
-    settings.TOKENAUTH = {
-        **settings.TOKENAUTH,
+    settings.EPOCHAUTH = {
+        **settings.EPOCHAUTH,
         "ISSUERS": [{"issuer": "https://a.example.org/", "group_prefix": "cms:"}],
     }
     Issuer.objects.create(issuer="https://iam.example.org/", group_claims=["groups"])
@@ -634,7 +634,7 @@ def test_w007_w008_issuer_rows_group_claims_and_namespaces(settings):
     Issuer.objects.create(issuer="https://c.example.org/", group_prefix="atlas:")
     messages = check_issuer_rows(databases=["default"])
     assert [(m.id, m.msg.split(":")[0] + ":" + m.msg.split(":")[1]) for m in messages] == [
-        ("tokenauth.W007", "https://iam.example.org/"),
-        ("tokenauth.W008", "https://a.example.org/"),
+        ("epochauth.W007", "https://iam.example.org/"),
+        ("epochauth.W008", "https://a.example.org/"),
     ]
     assert "https://b.example.org/" in messages[1].msg

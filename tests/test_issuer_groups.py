@@ -16,14 +16,14 @@ from django.contrib.auth.models import Group, Permission
 from django.test import Client
 from oauth2_provider.models import get_application_model
 
+from epochauth.models import Identity
+from epochauth.urns import ACCESS_TOKEN_TYPE, TOKEN_EXCHANGE
 from tests.helpers import make_user
 from tests.loopback_issuer import AUDIENCE, CraftedIssuer
-from tokenauth.models import Identity
-from tokenauth.urns import ACCESS_TOKEN_TYPE, TOKEN_EXCHANGE
 
 pytestmark = pytest.mark.django_db
 
-PERMISSION = "tokenauth_tokenmanager.obtain_upstream_token"
+PERMISSION = "epochauth_tokenmanager.obtain_upstream_token"
 
 
 def entry(issuer: CraftedIssuer, **options: Any) -> dict[str, Any]:
@@ -40,8 +40,8 @@ def entry(issuer: CraftedIssuer, **options: Any) -> dict[str, Any]:
 def issuers(settings: Any) -> Iterator[tuple[CraftedIssuer, CraftedIssuer, CraftedIssuer]]:
     """A maps ``/ops`` to tm-operators; B has the namespace ``b:``; C allows nothing."""
     a, b, c = CraftedIssuer(), CraftedIssuer(), CraftedIssuer()
-    settings.TOKENAUTH = {
-        **settings.TOKENAUTH,
+    settings.EPOCHAUTH = {
+        **settings.EPOCHAUTH,
         "ISSUERS": [
             entry(a, group_map={"/ops": "tm-operators"}),
             entry(b, group_prefix="b:", default_groups=["b-users"]),
@@ -70,7 +70,7 @@ def whoami(token: str) -> Any:
 def user_of(issuer: CraftedIssuer, subject: str) -> Any:
     # A fresh row: Django caches a user's permissions on the instance.
     return get_user_model().objects.get(
-        tokenauth_identities__issuer=issuer.issuer, tokenauth_identities__subject=subject
+        epochauth_identities__issuer=issuer.issuer, epochauth_identities__subject=subject
     )
 
 
@@ -133,7 +133,7 @@ def test_a_refused_namespaced_group_costs_no_query_on_the_next_token(
     """Which namespaced groups hold a permission is read where the mirror writes, once: a newer
     token naming the same groups finds nothing to write and asks the database nothing."""
     _, b, _ = issuers
-    settings.TOKENAUTH = {**settings.TOKENAUTH, "ISSUERS": [entry(b, group_prefix="b:")]}
+    settings.EPOCHAUTH = {**settings.EPOCHAUTH, "ISSUERS": [entry(b, group_prefix="b:")]}
     privileged = Group.objects.create(name="b:ops")
     privileged.permissions.add(Permission.objects.get(codename="obtain_upstream_token"))
     now = int(time.time())
@@ -214,8 +214,8 @@ def test_wlcg_group_paths_follow_the_same_rule(settings, tm_operators):
             ("w1", {}, []),
             ("w2", {"group_prefix": "wlcg:"}, namespaced),
         ):
-            settings.TOKENAUTH = {
-                **settings.TOKENAUTH,
+            settings.EPOCHAUTH = {
+                **settings.EPOCHAUTH,
                 "ISSUERS": [{**entry(wlcg, profile="wlcg", **options), "group_claims": []}],
             }
             token = wlcg.token(sub=subject, **{"wlcg.groups": ["/cms", "tm-operators"]})

@@ -23,14 +23,14 @@ from django.core.cache import cache
 from django.core.exceptions import ValidationError
 from jwt.utils import base64url_encode
 
+from epochauth.authentication import verify_token
+from epochauth.exceptions import InvalidToken
+from epochauth.issuers import IssuerUnavailable, jwks_cache, validate_issuer_url
+from epochauth.models import Identity, Issuer
+from epochauth.tokens import verified_tokens
 from tests.conftest import start_idp
 from tests.idp import TestIdP
 from tests.loopback_issuer import AUDIENCE, CraftedIssuer, compact, key, public_jwk
-from tokenauth.authentication import verify_token
-from tokenauth.exceptions import InvalidToken
-from tokenauth.issuers import IssuerUnavailable, jwks_cache, validate_issuer_url
-from tokenauth.models import Identity, Issuer
-from tokenauth.tokens import verified_tokens
 
 HELLO = "/api/hello/"
 
@@ -39,12 +39,12 @@ HELLO = "/api/hello/"
 
 
 def allow(settings: Any, *entries: str | dict[str, Any], **extra: Any) -> None:
-    """Allow-list issuers (a URL, or a dict overriding the defaults); ``extra`` sets other TOKENAUTH keys."""
+    """Allow-list issuers (a URL, or a dict overriding the defaults); ``extra`` sets other EPOCHAUTH keys."""
     issuers = []
     for entry in entries:
         base = {"audiences": [AUDIENCE], "required_scopes": ["servicex"]}
         issuers.append({**base, "issuer": entry} if isinstance(entry, str) else {**base, **entry})
-    settings.TOKENAUTH = {**settings.TOKENAUTH, **extra, "ISSUERS": issuers}
+    settings.EPOCHAUTH = {**settings.EPOCHAUTH, **extra, "ISSUERS": issuers}
 
 
 def get(client: Any, token: str, path: str = HELLO) -> Any:
@@ -628,7 +628,7 @@ def test_an_issuer_without_any_metadata_is_a_401_saying_so(client, settings, cra
     }
     # Metadata published again: after the cool-down its tokens pass.
     crafted.metadata, crafted.status = "oauth", None
-    settings.TOKENAUTH = {**settings.TOKENAUTH, "JWKS_REFETCH_COOLDOWN": 0}
+    settings.EPOCHAUTH = {**settings.EPOCHAUTH, "JWKS_REFETCH_COOLDOWN": 0}
     assert get(client, crafted.token()).status_code == 200
 
 
@@ -680,7 +680,7 @@ def test_unusable_keys_in_a_jwks_are_ignored(client, settings, crafted):
 
 
 def test_validate_issuer_url(settings):
-    settings.TOKENAUTH = {**settings.TOKENAUTH, "ALLOW_LOOPBACK_HTTP_ISSUERS": True}
+    settings.EPOCHAUTH = {**settings.EPOCHAUTH, "ALLOW_LOOPBACK_HTTP_ISSUERS": True}
     for ok in (
         "https://iam.example.org/",
         "http://127.0.0.1:8080",
@@ -699,7 +699,7 @@ def test_validate_issuer_url(settings):
     ):
         with pytest.raises(ValidationError):
             validate_issuer_url(bad)
-    settings.TOKENAUTH = {**settings.TOKENAUTH, "ALLOW_LOOPBACK_HTTP_ISSUERS": False}
+    settings.EPOCHAUTH = {**settings.EPOCHAUTH, "ALLOW_LOOPBACK_HTTP_ISSUERS": False}
     with pytest.raises(ValidationError):
         validate_issuer_url("http://127.0.0.1:8080")
 

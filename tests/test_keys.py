@@ -13,9 +13,9 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from django.core.exceptions import ImproperlyConfigured
 from django.core.management import call_command
 
+from epochauth.keys import KeyRing, generate_private_key_pem, get_keyring, load_key
+from epochauth.tokens import mint_access_token
 from tests.helpers import make_user
-from tokenauth.keys import KeyRing, generate_private_key_pem, get_keyring, load_key
-from tokenauth.tokens import mint_access_token
 
 pytestmark = pytest.mark.django_db
 
@@ -45,7 +45,7 @@ def private_pem(algorithm: str, n: int = 0) -> str:
 
 
 def use_key(settings, algorithm: str, pem: str, **extra: object) -> None:
-    settings.TOKENAUTH = {"ISSUER": ISSUER, "ALGORITHM": algorithm, "SIGNING_KEY": pem, **extra}
+    settings.EPOCHAUTH = {"ISSUER": ISSUER, "ALGORITHM": algorithm, "SIGNING_KEY": pem, **extra}
 
 
 def hello(client, token: str):
@@ -81,20 +81,20 @@ def test_signing_with_the_prepared_key_makes_what_jwt_encode_makes(algorithm):
 
 
 def test_hs256_is_the_default(settings):
-    assert "ALGORITHM" not in settings.TOKENAUTH
+    assert "ALGORITHM" not in settings.EPOCHAUTH
     assert get_keyring().signing.algorithm == "HS256"
     assert jwt.get_unverified_header(mint_access_token(make_user("alice")).token)["alg"] == "HS256"
 
 
 def test_hmac_falls_back_to_secret_key(settings):
-    settings.TOKENAUTH = {"ISSUER": ISSUER}
+    settings.EPOCHAUTH = {"ISSUER": ISSUER}
     assert get_keyring().signing.signing_key == settings.SECRET_KEY.encode()
 
 
 def test_signing_key_from_file(settings, client, tmp_path):
     path = tmp_path / "signing.pem"
     path.write_text(private_pem("ES256"))
-    settings.TOKENAUTH = {"ISSUER": ISSUER, "ALGORITHM": "ES256", "SIGNING_KEY_FILE": str(path)}
+    settings.EPOCHAUTH = {"ISSUER": ISSUER, "ALGORITHM": "ES256", "SIGNING_KEY_FILE": str(path)}
     token = mint_access_token(make_user("alice")).token
     assert jwt.get_unverified_header(token)["alg"] == "ES256"
     assert hello(client, token).status_code == 200
@@ -179,13 +179,13 @@ def test_duplicate_kid_is_refused():
     [{"key": "x" * 32}, {"algorithm": "HS256"}, "a PEM string", {"algorithm": "HS256", "key": ""}],
 )
 def test_malformed_verification_key_entries_are_configuration_errors(settings, entry):
-    settings.TOKENAUTH = {**settings.TOKENAUTH, "VERIFICATION_KEYS": [entry]}
+    settings.EPOCHAUTH = {**settings.EPOCHAUTH, "VERIFICATION_KEYS": [entry]}
     with pytest.raises(ImproperlyConfigured):
         get_keyring()
 
 
 def test_missing_asymmetric_key_is_refused(settings):
-    settings.TOKENAUTH = {"ISSUER": ISSUER, "ALGORITHM": "RS256"}
+    settings.EPOCHAUTH = {"ISSUER": ISSUER, "ALGORITHM": "RS256"}
     with pytest.raises(ImproperlyConfigured):
         get_keyring()
 
@@ -277,7 +277,7 @@ def test_jwks_lists_public_keys_only(settings, client):
 def test_jwks_never_publishes_an_hmac_secret(client, settings):
     response = client.get("/.well-known/jwks.json")
     assert response.json() == {"keys": []}
-    assert settings.TOKENAUTH["SIGNING_KEY"] not in response.content.decode()
+    assert settings.EPOCHAUTH["SIGNING_KEY"] not in response.content.decode()
 
 
 def test_openid_configuration(settings, client):
@@ -292,7 +292,7 @@ def test_openid_configuration(settings, client):
     assert body["jwks_uri"] == f"{ISSUER}/.well-known/jwks.json"
     assert (
         body["token_endpoint"] == f"{ISSUER}/o/token/"
-    )  # tokenauth.oauth is installed: its endpoint
+    )  # epochauth.oauth is installed: its endpoint
     assert body["id_token_signing_alg_values_supported"] == ["ES256", "RS256"]
     assert "access_token_signing_alg_values_supported" not in body  # no such field in any standard
 
@@ -300,7 +300,7 @@ def test_openid_configuration(settings, client):
 def test_keys_command_prints_the_jwks(settings):
     use_key(settings, "EdDSA", private_pem("EdDSA"))
     out = io.StringIO()
-    call_command("tokenauth_keys", stdout=out)
+    call_command("epochauth_keys", stdout=out)
     jwks = json.loads(out.getvalue())
     assert jwks == get_keyring().jwks()
     assert jwks["keys"][0]["kty"] == "OKP" and "d" not in jwks["keys"][0]
@@ -309,7 +309,7 @@ def test_keys_command_prints_the_jwks(settings):
 @pytest.mark.parametrize("algorithm", ["ES256", "EdDSA", "HS256"])
 def test_keys_command_generates_a_usable_signing_key(settings, client, algorithm):
     out, err = io.StringIO(), io.StringIO()
-    call_command("tokenauth_keys", "--generate", algorithm, stdout=out, stderr=err)
+    call_command("epochauth_keys", "--generate", algorithm, stdout=out, stderr=err)
     material = out.getvalue().strip()
     if algorithm != "HS256":
         assert material.startswith("-----BEGIN PRIVATE KEY-----")

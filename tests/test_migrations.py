@@ -14,12 +14,12 @@ from oauth2_provider.settings import oauth2_settings
 pytestmark = pytest.mark.django_db
 
 
-# tokenauth.oauth's migrations name DOT's application model through oauth2_settings; makemigrations
+# epochauth.oauth's migrations name DOT's application model through oauth2_settings; makemigrations
 # reads the swappable setting itself, which a site need not define.
 @override_settings(OAUTH2_PROVIDER_APPLICATION_MODEL=oauth2_settings.APPLICATION_MODEL)
 def test_no_model_change_lacks_its_migration():
     ours = [
-        config.label for config in apps.get_app_configs() if config.name.startswith("tokenauth")
+        config.label for config in apps.get_app_configs() if config.name.startswith("epochauth")
     ]
     out = io.StringIO()
     try:

@@ -56,7 +56,7 @@ for name in os.environ["TEST_USERNAMES"].split():
     user.save()
 """
 PASSWORD = "multiprocess-test-password"
-COUNT_EPOCHS = "from tokenauth.models import Epoch; print(Epoch.objects.count())"
+COUNT_EPOCHS = "from epochauth.models import Epoch; print(Epoch.objects.count())"
 
 
 def _free_port() -> int:
@@ -130,7 +130,7 @@ class Stack:
         """POSIX time of the last bump of a user's epoch, read straight from the SQLite file."""
         with closing(sqlite3.connect(self.db_path)) as db:
             (not_before,) = db.execute(
-                "SELECT e.not_before FROM tokenauth_epoch e JOIN auth_user u ON e.object_id = u.id || ''"
+                "SELECT e.not_before FROM epochauth_epoch e JOIN auth_user u ON e.object_id = u.id || ''"
                 " WHERE e.kind = ? AND u.username = ?",
                 (kind, username),
             ).fetchone()
@@ -234,8 +234,8 @@ def migrated_database(tmp_path_factory: pytest.TempPathFactory) -> Callable[[], 
 
 
 @pytest.fixture
-def tokenauth_settings() -> dict[str, object]:
-    """``TOKENAUTH`` entries of every process of a test beyond the testproject's; parametrize to set some."""
+def epochauth_settings() -> dict[str, object]:
+    """``EPOCHAUTH`` entries of every process of a test beyond the testproject's; parametrize to set some."""
     return {}
 
 
@@ -244,18 +244,18 @@ def stack(
     tmp_path: Path,
     redis_url: str,
     migrated_database: Callable[[], Path],
-    tokenauth_settings: dict[str, object],
+    epochauth_settings: dict[str, object],
 ) -> Iterator[Stack]:
     """A fresh copy of the migrated SQLite file and an empty cache namespace in the ``redis_url`` database."""
     import redis
 
-    key_prefix = f"tokenauth-multiprocess-{uuid.uuid4().hex}"
+    key_prefix = f"epochauth-multiprocess-{uuid.uuid4().hex}"
     settings_dir = tmp_path / "settings"
     settings_dir.mkdir()
     (settings_dir / "multiprocess_settings.py").write_text(
         "from testproject.settings import *  # noqa: F403\n\n"
         f"CACHES['default']['KEY_PREFIX'] = {key_prefix!r}  # noqa: F405\n"
-        f"TOKENAUTH.update({tokenauth_settings!r})  # noqa: F405\n"
+        f"EPOCHAUTH.update({epochauth_settings!r})  # noqa: F405\n"
     )
     env = {
         **_subprocess_env(tmp_path / "shared.sqlite3", redis_url),
@@ -399,10 +399,10 @@ def test_bump_by_another_process_reaches_every_server(
     for _ in range(3):  # warm the process memory of both servers
         assert (a.status(token), b.status(token)) == (200, 200)
 
-    command = stack.spawn("tokenauth_revoke", "--user", "alice", "--reason", "multiprocess test")
+    command = stack.spawn("epochauth_revoke", "--user", "alice", "--reason", "multiprocess test")
     try:  # the servers are polled every 50 ms while the command runs
         flipped = assert_flipped(
-            [a, b], token, 200, 401, command, "tokenauth_revoke, from its exit"
+            [a, b], token, 200, 401, command, "epochauth_revoke, from its exit"
         )
     finally:
         if command.poll() is None:
@@ -414,7 +414,7 @@ def test_bump_by_another_process_reaches_every_server(
     )  # when the command bumped (just before its commit)
     for name, at in flipped.items():
         print(
-            f"\n  tokenauth_revoke, from the bump: server {name} answered 401 after {at - bumped_at:.3f} s"
+            f"\n  epochauth_revoke, from the bump: server {name} answered 401 after {at - bumped_at:.3f} s"
         )
         assert at - bumped_at <= PROPAGATION_BOUND, name
     response = b.request("GET", "/api/hello/", token)
@@ -466,7 +466,7 @@ def test_logout_on_one_server_reaches_the_other(start_server: Callable[[str], Se
 
 @pytest.mark.parametrize(
     "dropped",
-    ["*:tokenauth:revocation:version", "*"],
+    ["*:epochauth:revocation:version", "*"],
     ids=["version-evicted", "cache-cleared"],
 )
 def test_fail_closed_when_neither_cache_nor_database_answers(
@@ -485,7 +485,7 @@ def test_fail_closed_when_neither_cache_nor_database_answers(
         # change it does not hold predates the token (REVOCATION_WINDOW), so no epoch is read.
         assert_stays([a], alice, 200, seconds=1.2)
         assert a.status(bob) == 200
-        stack.drop_keys("*:tokenauth:epoch:*")
+        stack.drop_keys("*:epochauth:epoch:*")
         assert_stays([a], bob, 200, seconds=1.2)
 
         # A version the process cannot follow (evicted, or a change announced) needs the database:
@@ -502,7 +502,7 @@ def test_fail_closed_when_neither_cache_nor_database_answers(
 
 
 IMPORTS = (
-    "from django.contrib.auth.models import Group, User\nfrom tokenauth.models import Session"
+    "from django.contrib.auth.models import Group, User\nfrom epochauth.models import Session"
 )
 JOIN_OPERATORS = f"""
 {IMPORTS}
@@ -546,7 +546,7 @@ def test_every_path_that_takes_access_away_reaches_every_server(
     assert (a.status(other), b.status(other)) == (200, 200)  # nobody else lost anything
 
 
-@pytest.mark.parametrize("tokenauth_settings", [{"MAX_SESSIONS_PER_USER": 1}])
+@pytest.mark.parametrize("epochauth_settings", [{"MAX_SESSIONS_PER_USER": 1}])
 def test_a_login_beyond_the_session_limit_ends_the_oldest_session_on_every_server(
     start_server: Callable[[str], Server],
 ):

@@ -1,4 +1,4 @@
-"""The authorization server (tokenauth.oauth on django-oauth-toolkit), driven over real HTTP by
+"""The authorization server (epochauth.oauth on django-oauth-toolkit), driven over real HTTP by
 authlib's OAuth2 client against ``live_server``; the "browser" steps use Django's test client."""
 
 from __future__ import annotations
@@ -29,13 +29,13 @@ from oauth2_provider.models import (
     get_refresh_token_model,
 )
 
+from epochauth.models import Epoch, Identity
+from epochauth.oauth.models import AllowedScopes, ensure_cli_application
+from epochauth.revocation import bump_epoch
+from epochauth.tokens import CLAIM_TOKEN_FAMILY
+from epochauth.urns import ACCESS_TOKEN_TYPE, TOKEN_EXCHANGE
 from tests.helpers import ONE_WINNER, make_user, race
 from tests.loopback_issuer import CraftedIssuer
-from tokenauth.models import Epoch, Identity
-from tokenauth.oauth.models import AllowedScopes, ensure_cli_application
-from tokenauth.revocation import bump_epoch
-from tokenauth.tokens import CLAIM_TOKEN_FAMILY
-from tokenauth.urns import ACCESS_TOKEN_TYPE, TOKEN_EXCHANGE
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -100,11 +100,11 @@ def claims_of(token: str) -> dict:
 
 
 def device_authorize(live_server, scope: str) -> tuple[OAuth2Session, dict]:
-    session = OAuth2Session("tokenauth-cli", scope=scope)
+    session = OAuth2Session("epochauth-cli", scope=scope)
     response = session.post(
         f"{live_server.url}/o/device-authorization/",
         withhold_token=True,
-        data={"client_id": "tokenauth-cli", "scope": scope},
+        data={"client_id": "epochauth-cli", "scope": scope},
     )
     assert response.status_code == 200, response.text
     return session, response.json()
@@ -119,7 +119,7 @@ def poll(session: OAuth2Session, live_server, device_code: str) -> dict:
         f"{live_server.url}/o/token/",
         grant_type=DEVICE_GRANT,
         device_code=device_code,
-        client_id="tokenauth-cli",
+        client_id="epochauth-cli",
     )
 
 
@@ -146,7 +146,7 @@ def refresh_response(session: OAuth2Session, live_server, refresh_token: str) ->
         data={
             "grant_type": "refresh_token",
             "refresh_token": refresh_token,
-            "client_id": "tokenauth-cli",
+            "client_id": "epochauth-cli",
         },
     )
 
@@ -197,7 +197,7 @@ def test_device_flow(live_server, alice, django_assert_num_queries):
         data={
             "grant_type": DEVICE_GRANT,
             "device_code": device["device_code"],
-            "client_id": "tokenauth-cli",
+            "client_id": "epochauth-cli",
         },
     )
     assert early.status_code == 400 and early.json()["error"] == "slow_down"
@@ -208,7 +208,7 @@ def test_device_flow(live_server, alice, django_assert_num_queries):
         data={
             "grant_type": DEVICE_GRANT,
             "device_code": device["device_code"],
-            "client_id": "tokenauth-cli",
+            "client_id": "epochauth-cli",
         },
     )
     assert pending.json()["error"] == "authorization_pending"
@@ -220,7 +220,7 @@ def test_device_flow(live_server, alice, django_assert_num_queries):
     header = jwt.get_unverified_header(access)
     claims = claims_of(access)
     assert header["typ"] == "at+jwt" and header["kid"]
-    assert claims["sub"] == str(alice.pk) and claims["client_id"] == "tokenauth-cli"
+    assert claims["sub"] == str(alice.pk) and claims["client_id"] == "epochauth-cli"
     assert claims["group"] == "physics" and "group_epoch" in claims and "epoch" in claims
     assert {"iss", "aud", "exp", "iat", "jti", "scope"} <= claims.keys()
     assert token["refresh_token"]
@@ -236,7 +236,7 @@ def test_device_flow(live_server, alice, django_assert_num_queries):
         data={
             "grant_type": DEVICE_GRANT,
             "device_code": device["device_code"],
-            "client_id": "tokenauth-cli",
+            "client_id": "epochauth-cli",
         },
     )
     assert again.status_code == 400 and again.json()["error"] in ("expired_token", "invalid_grant")
@@ -253,7 +253,7 @@ def test_device_flow_group_scope_needs_membership(live_server, alice):
         data={
             "grant_type": DEVICE_GRANT,
             "device_code": device["device_code"],
-            "client_id": "tokenauth-cli",
+            "client_id": "epochauth-cli",
         },
     )
     assert response.status_code == 400 and response.json()["error"] == "invalid_scope"
@@ -263,13 +263,13 @@ def test_the_public_cli_cannot_start_a_device_flow_for_a_service_scope(live_serv
     """Even when its allowed scopes list one: only a confidential application's client-credentials
     grant obtains a service scope."""
     AllowedScopes.objects.create(
-        application=Application.objects.get(client_id="tokenauth-cli"),
+        application=Application.objects.get(client_id="epochauth-cli"),
         scopes="reports:read tokenmanager",
     )
     for scope in ("tokenmanager", "reports:read tokenmanager"):
         response = requests.post(
             f"{live_server.url}/o/device-authorization/",
-            data={"client_id": "tokenauth-cli", "scope": scope},
+            data={"client_id": "epochauth-cli", "scope": scope},
             timeout=10,
         )
         assert response.status_code == 400 and response.json()["error"] == "invalid_scope"
@@ -285,7 +285,7 @@ def test_expired_device_code(live_server):
         data={
             "grant_type": DEVICE_GRANT,
             "device_code": device["device_code"],
-            "client_id": "tokenauth-cli",
+            "client_id": "epochauth-cli",
         },
     )
     assert response.status_code == 400 and response.json()["error"] == "expired_token"
@@ -377,8 +377,8 @@ def test_a_refresh_token_carries_no_scope_that_became_a_service_scope(
     live_server, alice, settings
 ):
     session, token = device_login(live_server, alice)
-    settings.TOKENAUTH = {
-        **settings.TOKENAUTH,
+    settings.EPOCHAUTH = {
+        **settings.EPOCHAUTH,
         "SCOPES": {},
         "SERVICE_SCOPES": {"reports:read": "Read the example reports"},
     }
@@ -495,7 +495,7 @@ def test_concurrent_refreshes_of_one_token_one_wins(live_server, alice):
     _, token = device_login(live_server, alice)
     answers, won = race(
         lambda: refresh_response(
-            OAuth2Session("tokenauth-cli"), live_server, token["refresh_token"]
+            OAuth2Session("epochauth-cli"), live_server, token["refresh_token"]
         )
     )
     assert answers == ONE_WINNER
@@ -623,7 +623,7 @@ def test_introspection(live_server, alice, service):
     assert (
         answer["active"] is True
         and answer["sub"] == str(alice.pk)
-        and answer["client_id"] == "tokenauth-cli"
+        and answer["client_id"] == "epochauth-cli"
     )
 
     bump_epoch(Epoch.Kind.USER, str(alice.pk))
@@ -634,7 +634,7 @@ def test_introspection(live_server, alice, service):
         == 401
     )
     public = requests.post(
-        url, data={"client_id": "tokenauth-cli", "token": token["access_token"]}, timeout=10
+        url, data={"client_id": "epochauth-cli", "token": token["access_token"]}, timeout=10
     )
     assert public.status_code == 401  # a public client cannot authenticate
 
@@ -646,7 +646,7 @@ def test_no_secret_reaches_the_logs(
     """oauthlib writes whole token responses at DEBUG; none of a flow's secrets may reach a record,
     also when oauthlib's debug mode shows the requests it logs (bodies, headers)."""
     monkeypatch.setattr(oauthlib, "_DEBUG", oauthlib_debug)  # oauthlib.set_debug() sets it
-    for name in (None, "oauthlib", "oauth2_provider", "tokenauth"):
+    for name in (None, "oauthlib", "oauth2_provider", "epochauth"):
         caplog.set_level(logging.DEBUG, logger=name)
     url = f"{live_server.url}/o/token/"
     service_token = OAuth2Session("svc", SECRET, scope="reports:read").fetch_token(
@@ -694,9 +694,9 @@ def test_no_secret_reaches_the_logs(
     [
         ({"grant_type": "client_credentials"}, "invalid_client"),
         ({"grant_type": "urn:example:unknown"}, "unsupported_grant_type"),
-        ({"grant_type": DEVICE_GRANT, "client_id": "tokenauth-cli"}, "invalid_request"),
+        ({"grant_type": DEVICE_GRANT, "client_id": "epochauth-cli"}, "invalid_request"),
         (
-            {"grant_type": DEVICE_GRANT, "client_id": "tokenauth-cli", "device_code": "nope"},
+            {"grant_type": DEVICE_GRANT, "client_id": "epochauth-cli", "device_code": "nope"},
             "invalid_grant",
         ),
         ({"grant_type": TOKEN_EXCHANGE}, "invalid_request"),
@@ -720,7 +720,7 @@ def test_bad_input_is_an_oauth_error(live_server, service, data, error):
 )
 def test_introspection_says_nothing_of_external_tokens(live_server, idp, service, settings, entry):
     """RFC 7662 here describes our tokens; an external one is neither verified nor provisioned."""
-    settings.TOKENAUTH = {**settings.TOKENAUTH, "ISSUERS": [{"issuer": idp.issuer, **entry}]}
+    settings.EPOCHAUTH = {**settings.EPOCHAUTH, "ISSUERS": [{"issuer": idp.issuer, **entry}]}
     introspector = OAuth2Session("svc", SECRET)
     users = get_user_model().objects.count()
     for token in (idp.user_token("zed"), idp.client_credentials_token()):
@@ -730,7 +730,7 @@ def test_introspection_says_nothing_of_external_tokens(live_server, idp, service
 
 
 def test_token_exchange(live_server, idp, service, settings):
-    settings.TOKENAUTH = {**settings.TOKENAUTH, "ISSUERS": [{"issuer": idp.issuer}]}
+    settings.EPOCHAUTH = {**settings.EPOCHAUTH, "ISSUERS": [{"issuer": idp.issuer}]}
     subject_token = idp.user_token("carol")
     session = OAuth2Session("svc", SECRET)
     token = session.fetch_token(
@@ -771,7 +771,7 @@ def test_token_exchange_grants_no_service_scope(live_server, service, settings):
     AllowedScopes.objects.create(application=service, scopes="reports:read tokenmanager")
     issuer = CraftedIssuer()
     try:
-        settings.TOKENAUTH = {**settings.TOKENAUTH, "ISSUERS": [{"issuer": issuer.issuer}]}
+        settings.EPOCHAUTH = {**settings.EPOCHAUTH, "ISSUERS": [{"issuer": issuer.issuer}]}
 
         def exchange(**extra: str) -> requests.Response:
             data = {
@@ -831,7 +831,7 @@ def test_token_exchange_refusals_are_oauth_errors(
 ):
     change, status, error = EXCHANGE_ERRORS[case]
     entry = {k: change.pop(k) for k in ("required_scopes", "auto_provision") if k in change}
-    settings.TOKENAUTH = {**settings.TOKENAUTH, "ISSUERS": [{"issuer": idp.issuer, **entry}]}
+    settings.EPOCHAUTH = {**settings.EPOCHAUTH, "ISSUERS": [{"issuer": idp.issuer, **entry}]}
     data = {
         "grant_type": TOKEN_EXCHANGE,
         "subject_token": idp.user_token("carol"),
@@ -883,7 +883,7 @@ EXCHANGE_TARGETS = {
 def test_token_exchange_issues_tokens_for_us_only(live_server, idp, service, settings, case):
     """RFC 8693 section 2.2.2: a target the token would not be good for is ``invalid_target``."""
     targets, allowed = EXCHANGE_TARGETS[case]
-    settings.TOKENAUTH = {**settings.TOKENAUTH, "ISSUERS": [{"issuer": idp.issuer}]}
+    settings.EPOCHAUTH = {**settings.EPOCHAUTH, "ISSUERS": [{"issuer": idp.issuer}]}
     data = [
         ("grant_type", TOKEN_EXCHANGE),
         ("subject_token", idp.user_token("carol")),
@@ -912,8 +912,8 @@ def test_token_exchange_issues_tokens_for_us_only(live_server, idp, service, set
 def test_token_exchange_targets_with_an_audience(
     live_server, idp, service, settings, target, allowed
 ):
-    settings.TOKENAUTH = {
-        **settings.TOKENAUTH,
+    settings.EPOCHAUTH = {
+        **settings.EPOCHAUTH,
         "AUDIENCE": "https://api.example.org",
         "ISSUERS": [{"issuer": idp.issuer}],
     }
@@ -974,7 +974,7 @@ def test_admin_cannot_delete_rows_behind_live_jwts(live_server, alice, admin_bro
             confirm_delete(admin_browser, f"/admin/oauth2_provider/{model}/{row.pk}/").status_code
             == 403
         )
-    cli = Application.objects.get(client_id="tokenauth-cli")
+    cli = Application.objects.get(client_id="epochauth-cli")
     assert (
         confirm_delete(admin_browser, f"/admin/oauth2_provider/application/{cli.pk}/").status_code
         == 403
@@ -1005,7 +1005,7 @@ def test_purge_clears_expired_oauth_rows(live_server, alice):
     get_access_token_model().objects.update(expires=timezone.now() - timedelta(days=400))
     get_refresh_token_model().objects.update(revoked=timezone.now() - timedelta(days=400))
     get_device_grant_model().objects.update(expires=timezone.now() - timedelta(seconds=1))
-    call_command("tokenauth_purge", stdout=StringIO())
+    call_command("epochauth_purge", stdout=StringIO())
     assert not get_access_token_model().objects.exists()
     assert not get_refresh_token_model().objects.exists()
     assert not get_device_grant_model().objects.exists()

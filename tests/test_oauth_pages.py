@@ -1,5 +1,5 @@
-"""The authorization server's pages (tokenauth.oauth.pages): the device code, its approval, the consent
-of /o/authorize/, in tokenauth's templates; every bad code is a readable page."""
+"""The authorization server's pages (epochauth.oauth.pages): the device code, its approval, the consent
+of /o/authorize/, in epochauth's templates; every bad code is a readable page."""
 
 from __future__ import annotations
 
@@ -35,7 +35,7 @@ def browser(carol) -> Client:
 def device_code(scope: str = "reports:read g:physics") -> dict[str, Any]:
     response = Client().post(
         "/o/device-authorization/",
-        urlencode({"client_id": "tokenauth-cli", "scope": scope}),
+        urlencode({"client_id": "epochauth-cli", "scope": scope}),
         content_type="application/x-www-form-urlencoded",
     )
     assert response.status_code == 200, response.content
@@ -61,7 +61,7 @@ def test_the_complete_uri_fills_in_the_code_and_names_client_and_scopes(browser)
         200,
         "Connect a device",
         f'value="{device["user_code"]}"',
-        "tokenauth command-line client",
+        "epochauth command-line client",
         "Act as member of physics",
         "Read the example reports",
     )
@@ -71,11 +71,11 @@ def test_the_complete_uri_fills_in_the_code_and_names_client_and_scopes(browser)
 def test_approving_a_device(browser, carol):
     device = device_code()
     confirm = browser.post("/o/device/", {"user_code": device["user_code"]})
-    assert confirm.status_code == 302 and "/o/device-confirm/tokenauth-cli/" in confirm["Location"]
+    assert confirm.status_code == 302 and "/o/device-confirm/epochauth-cli/" in confirm["Location"]
     assert_page(
         browser.get(confirm["Location"]),
         200,
-        "Approve tokenauth command-line client?",
+        "Approve epochauth command-line client?",
         "Act as member of physics",
         "(g:physics)",
         'value="accept"',
@@ -107,8 +107,8 @@ def test_denying_a_device(browser):
 def test_unknown_codes(browser):
     assert_page(browser.get("/o/device/", {"user_code": "NOPE1234"}), 404, "Unknown code")
     assert_page(browser.post("/o/device/", {"user_code": "NOPE1234"}), 404, "Unknown code")
-    assert_page(browser.get("/o/device-confirm/tokenauth-cli/NOPE1234"), 404, "Unknown code")
-    assert_page(browser.get("/o/device-grant-status/tokenauth-cli/NOPE1234"), 404, "Unknown code")
+    assert_page(browser.get("/o/device-confirm/epochauth-cli/NOPE1234"), 404, "Unknown code")
+    assert_page(browser.get("/o/device-grant-status/epochauth-cli/NOPE1234"), 404, "Unknown code")
 
 
 def test_someone_elses_code_cannot_be_confirmed(browser):
@@ -134,8 +134,8 @@ def test_expired_codes(browser):
 
 
 def test_signing_in_for_a_device_goes_to_the_provider_of_its_group(settings):
-    settings.TOKENAUTH = {
-        **settings.TOKENAUTH,
+    settings.EPOCHAUTH = {
+        **settings.EPOCHAUTH,
         "ALLOW_LOOPBACK_HTTP_ISSUERS": True,
         "ISSUERS": [
             {
@@ -181,7 +181,7 @@ def signed_in(user: Any, address: str) -> Client:
 
 
 def test_wrong_codes_are_throttled_per_user_and_per_address(settings, carol):
-    settings.TOKENAUTH = {**settings.TOKENAUTH, "DEVICE_CODE_THROTTLE_RATE": "3/min"}
+    settings.EPOCHAUTH = {**settings.EPOCHAUTH, "DEVICE_CODE_THROTTLE_RATE": "3/min"}
     right = device_code()["user_code"]
     guesser = signed_in(carol, "10.0.0.1")
     for wrong in ("WRONG001", "WRONG002"):
@@ -202,7 +202,7 @@ def test_wrong_codes_are_throttled_per_user_and_per_address(settings, carol):
 
 
 def test_right_codes_do_not_count(settings, browser):
-    settings.TOKENAUTH = {**settings.TOKENAUTH, "DEVICE_CODE_THROTTLE_RATE": "2/min"}
+    settings.EPOCHAUTH = {**settings.EPOCHAUTH, "DEVICE_CODE_THROTTLE_RATE": "2/min"}
     right = device_code()["user_code"]
     for _ in range(5):
         assert browser.get("/o/device/", {"user_code": right}).status_code == 200
@@ -211,7 +211,7 @@ def test_right_codes_do_not_count(settings, browser):
 
 def test_codes_looked_up_before_signing_in_are_throttled_per_address(settings):
     """The sign-in redirect names the scope of a code that exists: a lookup, throttled too."""
-    settings.TOKENAUTH = {**settings.TOKENAUTH, "DEVICE_CODE_THROTTLE_RATE": "2/min"}
+    settings.EPOCHAUTH = {**settings.EPOCHAUTH, "DEVICE_CODE_THROTTLE_RATE": "2/min"}
     right = device_code()["user_code"]
     anonymous = Client(REMOTE_ADDR="10.0.0.9")
     for wrong in ("WRONG001", "WRONG002"):
@@ -223,7 +223,7 @@ def test_codes_looked_up_before_signing_in_are_throttled_per_address(settings):
 
 
 def test_the_throttle_can_be_switched_off(settings, browser):
-    settings.TOKENAUTH = {**settings.TOKENAUTH, "DEVICE_CODE_THROTTLE_RATE": None}
+    settings.EPOCHAUTH = {**settings.EPOCHAUTH, "DEVICE_CODE_THROTTLE_RATE": None}
     for n in range(15):
         assert browser.post("/o/device/", {"user_code": f"WRONG{n:03}"}).status_code == 404
 
@@ -238,7 +238,7 @@ def test_codes_are_not_looked_up_unthrottled_while_the_cache_is_down(settings, b
             "OPTIONS": {"socket_connect_timeout": 0.2},
         },
     }
-    settings.TOKENAUTH = {**settings.TOKENAUTH, "CACHE_ALIAS": "down"}
+    settings.EPOCHAUTH = {**settings.EPOCHAUTH, "CACHE_ALIAS": "down"}
     assert_page(browser.post("/o/device/", {"user_code": right}), 503, "Service unavailable")
 
 
@@ -292,7 +292,7 @@ def test_a_bad_authorization_request_is_a_readable_page(browser, portal):
 
 
 def test_a_project_overrides_the_pages_by_name(browser, settings, tmp_path):
-    override = tmp_path / "tokenauth" / "oauth"
+    override = tmp_path / "epochauth" / "oauth"
     override.mkdir(parents=True)
     (override / "device.html").write_text("our own device page")
     settings.TEMPLATES = [{**settings.TEMPLATES[0], "DIRS": [tmp_path]}]

@@ -1,5 +1,5 @@
-"""Hostile input at every endpoint of the authorization server (``tokenauth.oauth.urls``) and of the token
-endpoints (``tokenauth.urls``): control characters, invalid UTF-8, overlong values in every parameter
+"""Hostile input at every endpoint of the authorization server (``epochauth.oauth.urls``) and of the token
+endpoints (``epochauth.urls``): control characters, invalid UTF-8, overlong values in every parameter
 and in the Authorization header are a 4xx, never a 5xx.
 
 PostgreSQL refuses a NUL in text (psycopg's ``DataError``) where SQLite looks it up; the database here
@@ -24,12 +24,12 @@ from django.test import Client
 from django.urls import URLPattern
 from oauth2_provider.models import get_application_model
 
-import tokenauth.oauth.urls
-import tokenauth.urls
+import epochauth.oauth.urls
+import epochauth.urls
+from epochauth import tokens
+from epochauth.oauth.models import ensure_cli_application
+from epochauth.urns import ACCESS_TOKEN_TYPE, DEVICE_CODE, TOKEN_EXCHANGE
 from tests.helpers import make_user
-from tokenauth import tokens
-from tokenauth.oauth.models import ensure_cli_application
-from tokenauth.urns import ACCESS_TOKEN_TYPE, DEVICE_CODE, TOKEN_EXCHANGE
 
 pytestmark = pytest.mark.django_db
 
@@ -78,7 +78,7 @@ def rsa_pem() -> str:
 @pytest.fixture
 def site(settings) -> dict[str, str]:
     """OpenID Provider mode on (userinfo and logout answer), its clients, a user, a pending device code."""
-    settings.TOKENAUTH = {**settings.TOKENAUTH, "ALGORITHM": "RS256", "SIGNING_KEY": rsa_pem()}
+    settings.EPOCHAUTH = {**settings.EPOCHAUTH, "ALGORITHM": "RS256", "SIGNING_KEY": rsa_pem()}
     settings.OAUTH2_PROVIDER = {
         **settings.OAUTH2_PROVIDER,
         "OIDC_ENABLED": True,
@@ -106,7 +106,7 @@ def site(settings) -> dict[str, str]:
     )
     device = Client().post(
         "/o/device-authorization/",
-        urlencode({"client_id": "tokenauth-cli", "scope": "reports:read"}),
+        urlencode({"client_id": "epochauth-cli", "scope": "reports:read"}),
         content_type=FORM,
     )
     assert device.status_code == 200, device.content
@@ -147,14 +147,14 @@ REQUESTS: list[tuple[str, str, str, dict[str, str], str | None]] = [
         "token",
         "POST",
         "/o/token/",
-        {"grant_type": DEVICE_CODE, "client_id": "tokenauth-cli", "device_code": "{device_code}"},
+        {"grant_type": DEVICE_CODE, "client_id": "epochauth-cli", "device_code": "{device_code}"},
         None,
     ),
     (
         "token",
         "POST",
         "/o/token/",
-        {"grant_type": "refresh_token", "client_id": "tokenauth-cli", "refresh_token": "r"},
+        {"grant_type": "refresh_token", "client_id": "epochauth-cli", "refresh_token": "r"},
         None,
     ),
     (
@@ -183,7 +183,7 @@ REQUESTS: list[tuple[str, str, str, dict[str, str], str | None]] = [
         "device-authorization",
         "POST",
         "/o/device-authorization/",
-        {"client_id": "tokenauth-cli", "scope": "reports:read"},
+        {"client_id": "epochauth-cli", "scope": "reports:read"},
         None,
     ),
     ("user-info", "GET", "/o/userinfo/", {"claims": "{}"}, "Bearer {token}"),
@@ -221,42 +221,42 @@ REQUESTS: list[tuple[str, str, str, dict[str, str], str | None]] = [
     (
         "device-confirm",
         "POST",
-        "/o/device-confirm/tokenauth-cli/{user_code}",
+        "/o/device-confirm/epochauth-cli/{user_code}",
         {"action": "accept"},
         "browser",
     ),
     (
         "device-grant-status",
         "GET",
-        "/o/device-grant-status/tokenauth-cli/{user_code}",
+        "/o/device-grant-status/epochauth-cli/{user_code}",
         {},
         "browser",
     ),
     (
-        "tokenauth-token",
+        "epochauth-token",
         "POST",
         "/auth/token/",
         {"username": "alice", "password": "pw", "scope": "reports:read", "remember_me": "true"},
         None,
     ),
-    ("tokenauth-refresh", "POST", "/auth/token/refresh/", {"refresh_token": "r.r.r"}, None),
-    ("tokenauth-renew", "POST", "/auth/token/renew/", {}, "Bearer {token}"),
-    ("tokenauth-logout", "POST", "/auth/logout/", {"refresh_token": "r.r.r"}, "Bearer {token}"),
-    ("tokenauth-logout-all", "POST", "/auth/logout-all/", {}, "Bearer {token}"),
+    ("epochauth-refresh", "POST", "/auth/token/refresh/", {"refresh_token": "r.r.r"}, None),
+    ("epochauth-renew", "POST", "/auth/token/renew/", {}, "Bearer {token}"),
+    ("epochauth-logout", "POST", "/auth/logout/", {"refresh_token": "r.r.r"}, "Bearer {token}"),
+    ("epochauth-logout-all", "POST", "/auth/logout-all/", {}, "Bearer {token}"),
     (
-        "tokenauth-revoke",
+        "epochauth-revoke",
         "POST",
         "/auth/revoke/",
         {"user": "alice", "group": "physics", "reason": "r"},
         "Bearer {token}",
     ),
-    ("tokenauth-whoami", "GET", "/auth/whoami/", {}, "Bearer {token}"),
+    ("epochauth-whoami", "GET", "/auth/whoami/", {}, "Bearer {token}"),
 ]
 
 
 def test_every_endpoint_is_fuzzed():
     """A new endpoint needs a request above: the next one cannot ship without being tried."""
-    patterns = [*tokenauth.oauth.urls.urlpatterns, *tokenauth.urls.urlpatterns]
+    patterns = [*epochauth.oauth.urls.urlpatterns, *epochauth.urls.urlpatterns]
     names = {p.name for p in patterns if isinstance(p, URLPattern)}
     assert names == {name for name, *_ in REQUESTS}
 
@@ -337,10 +337,10 @@ def test_hostile_authorization_headers_are_never_a_server_error(site, request_):
 
 @pytest.mark.parametrize("value", ["\x00", "a\ud800", "\x1b", "x" * 100_000])
 def test_hostile_json_is_never_a_server_error(site, value):
-    """The token endpoints of tokenauth.urls take JSON too: JSON escapes name any code point."""
+    """The token endpoints of epochauth.urls take JSON too: JSON escapes name any code point."""
     failures = []
     for name, _, path, params, authorization in REQUESTS:
-        if not name.startswith("tokenauth-") or authorization == "browser":
+        if not name.startswith("epochauth-") or authorization == "browser":
             continue
         for param in params:
             response = send(
@@ -362,7 +362,7 @@ def post_form(path: str, data: dict[str, str], **headers: str) -> Any:
     "data, headers, status, error",
     [
         (
-            {"grant_type": DEVICE_CODE, "client_id": "tokenauth-cli", "device_code": "a\x00"},
+            {"grant_type": DEVICE_CODE, "client_id": "epochauth-cli", "device_code": "a\x00"},
             {},
             400,
             "invalid_request",
@@ -370,7 +370,7 @@ def post_form(path: str, data: dict[str, str], **headers: str) -> Any:
         (
             {
                 "grant_type": "authorization_code",
-                "client_id": "tokenauth-cli",
+                "client_id": "epochauth-cli",
                 "code": "a\x00",
                 "redirect_uri": REDIRECT,
                 "code_verifier": "v" * 50,
@@ -403,7 +403,7 @@ def test_nul_at_the_token_endpoint_is_an_oauth_error(site, data, headers, status
 
 
 def test_nul_in_the_client_id_of_a_device_authorization_is_invalid_client(site):
-    response = post_form("/o/device-authorization/", {"client_id": "tokenauth-cli\x00"})
+    response = post_form("/o/device-authorization/", {"client_id": "epochauth-cli\x00"})
     assert (response.status_code, response.json()["error"]) == (401, "invalid_client")
 
 

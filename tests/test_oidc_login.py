@@ -1,4 +1,4 @@
-"""Browser login (tokenauth.oidc) against the real test OpenID provider, driven with the test client.
+"""Browser login (epochauth.oidc) against the real test OpenID provider, driven with the test client.
 
 The shared provider's ``web-client`` accepts http://127.0.0.1:8000/oidc/callback/ as redirect URI, so
 the test client poses as that host; the provider's login and consent forms are filled over HTTP.
@@ -21,18 +21,18 @@ from django.contrib.auth import SESSION_KEY, get_user_model
 from django.core import mail
 from django.test import Client
 
+from epochauth.issuers import jwks_cache
+from epochauth.models import AuditEvent, Epoch, Identity
+from epochauth.oidc.providers import provider_by_slug
+from epochauth.revocation import bump_epoch
 from tests.idp import TestIdP, sign_in_at_provider
 from tests.loopback_issuer import CraftedIssuer, compact, key
-from tokenauth.issuers import jwks_cache
-from tokenauth.models import AuditEvent, Epoch, Identity
-from tokenauth.oidc.providers import provider_by_slug
-from tokenauth.revocation import bump_epoch
 
 pytestmark = pytest.mark.django_db
 
 HOST = "127.0.0.1:8000"
 CALLBACK = f"http://{HOST}/oidc/callback/"
-SECRET_ENV = "TOKENAUTH_TEST_WEB_SECRET"
+SECRET_ENV = "EPOCHAUTH_TEST_WEB_SECRET"
 
 
 def provider_entry(idp: TestIdP, **overrides: Any) -> dict[str, Any]:
@@ -47,8 +47,8 @@ def provider_entry(idp: TestIdP, **overrides: Any) -> dict[str, Any]:
 
 
 def configure(settings: Any, *entries: dict[str, Any], **extra: Any) -> None:
-    settings.TOKENAUTH = {
-        **settings.TOKENAUTH,
+    settings.EPOCHAUTH = {
+        **settings.EPOCHAUTH,
         "ALLOW_LOOPBACK_HTTP_ISSUERS": True,
         "ISSUERS": list(entries),
         **extra,
@@ -105,7 +105,7 @@ def assert_page(response: Any, status: int, text: str) -> None:
 
 
 def test_login_page_offers_every_provider_with_a_client_id(provider, browser, settings):
-    settings.TOKENAUTH["ISSUERS"].append(
+    settings.EPOCHAUTH["ISSUERS"].append(
         {"issuer": "https://api-only.example.org"}
     )  # no client id
     response = browser.get("/oidc/login/", {"next": "/admin/"})
@@ -142,7 +142,7 @@ def test_without_next_a_password_login_lands_on_the_token_page(provider, browser
 def test_the_password_form_is_throttled_with_the_token_endpoint(provider, browser, settings):
     """One limit for guessing a password, whichever form it is guessed at; a right one is not
     counted, and a throttled browser is told when to come back."""
-    settings.TOKENAUTH = {**settings.TOKENAUTH, "LOGIN_THROTTLE_RATE": "3/min"}
+    settings.EPOCHAUTH = {**settings.EPOCHAUTH, "LOGIN_THROTTLE_RATE": "3/min"}
     get_user_model().objects.create_user("carol", password="carol-pw")
     ok = browser.post("/oidc/login/", {"username": "carol", "password": "carol-pw"})
     assert ok.status_code == 302
@@ -171,7 +171,7 @@ def test_a_next_off_the_site_is_refused(provider, browser, method, target):
 
 
 def test_the_password_form_is_off_unless_asked_for(provider, browser, settings):
-    settings.TOKENAUTH = {**settings.TOKENAUTH, "PASSWORD_LOGIN": False}
+    settings.EPOCHAUTH = {**settings.EPOCHAUTH, "PASSWORD_LOGIN": False}
     get_user_model().objects.create_user("carol", password="carol-pw")
     page = browser.get("/oidc/login/")
     assert_page(page, 200, "Sign in with Test IdP")
@@ -184,7 +184,7 @@ def test_the_password_form_is_off_unless_asked_for(provider, browser, settings):
 
 
 def test_a_group_of_one_provider_goes_straight_to_it(provider, browser, settings):
-    settings.TOKENAUTH = {**settings.TOKENAUTH, "OIDC_PROVIDER_GROUPS": {"test-idp": ["physics"]}}
+    settings.EPOCHAUTH = {**settings.EPOCHAUTH, "OIDC_PROVIDER_GROUPS": {"test-idp": ["physics"]}}
     authorize = "/o/authorize/?client_id=portal&scope=reports:read+g:physics"
     response = browser.get("/oidc/login/", {"next": authorize})
     assert response.status_code == 302
@@ -195,16 +195,16 @@ def test_a_group_of_one_provider_goes_straight_to_it(provider, browser, settings
     )
     # a group no provider has, or one that two have: the user chooses
     assert browser.get("/oidc/login/", {"scope": "g:chemistry"}).status_code == 200
-    entries = settings.TOKENAUTH["ISSUERS"]
+    entries = settings.EPOCHAUTH["ISSUERS"]
     entries[1] = {**entries[1], "default_groups": ["physics"]}
-    settings.TOKENAUTH = {**settings.TOKENAUTH, "ISSUERS": entries}
+    settings.EPOCHAUTH = {**settings.EPOCHAUTH, "ISSUERS": entries}
     assert_page(
         browser.get("/oidc/login/", {"scope": "g:physics"}), 200, "Sign in with Example Login"
     )
 
 
 def test_without_offline_access_the_provider_is_not_asked_to_prompt(provider, browser, settings):
-    settings.TOKENAUTH = {**settings.TOKENAUTH, "OIDC_SCOPES": "openid profile"}
+    settings.EPOCHAUTH = {**settings.EPOCHAUTH, "OIDC_SCOPES": "openid profile"}
     query = parse_qs(urlsplit(start(browser)).query)
     assert query["scope"] == ["openid profile"] and "prompt" not in query
 
@@ -241,8 +241,8 @@ def test_provider_endpoints_come_from_discovery(provider):
 
 def test_client_secret_from_the_secrets_setting(provider, settings, monkeypatch):
     monkeypatch.delenv(SECRET_ENV)
-    settings.TOKENAUTH = {
-        **settings.TOKENAUTH,
+    settings.EPOCHAUTH = {
+        **settings.EPOCHAUTH,
         "OIDC_CLIENT_SECRETS": {"test-idp": "from-settings"},
     }
     assert provider_by_slug("test-idp").client_secret() == "from-settings"
@@ -320,7 +320,7 @@ def test_staff_users_reach_the_admin(provider, browser):
 def test_token_page_creates_a_working_token_pair(provider, browser):
     sign_in(browser, "alice")
     page = browser.get("/oidc/tokens/")
-    assert "tokenauth login http://127.0.0.1:8000" in page.content.decode()
+    assert "epochauth login http://127.0.0.1:8000" in page.content.decode()
     response = browser.post("/oidc/tokens/")
     assert response.status_code == 200 and response["Cache-Control"] == "no-store"
     access = response.context["access_token"]
@@ -456,12 +456,12 @@ def test_missing_client_secret(provider, browser, monkeypatch):
 
 
 def test_browser_login_can_be_switched_off(provider, browser, settings):
-    settings.TOKENAUTH = {**settings.TOKENAUTH, "BROWSER_LOGIN": False}
+    settings.EPOCHAUTH = {**settings.EPOCHAUTH, "BROWSER_LOGIN": False}
     page = browser.get("/oidc/login/")
     assert_page(page, 200, 'id="password-login"')
     assert "Sign in with" not in page.content.decode()
     assert browser.get("/oidc/login/test-idp/").status_code == 404
-    settings.TOKENAUTH = {**settings.TOKENAUTH, "PASSWORD_LOGIN": False}
+    settings.EPOCHAUTH = {**settings.EPOCHAUTH, "PASSWORD_LOGIN": False}
     assert browser.get("/oidc/login/").status_code == 404
 
 
@@ -674,11 +674,11 @@ def test_a_crafted_id_token_is_good_for_one_callback(loop, browser):
 
 
 def with_group_claims(settings: Any) -> None:
-    settings.TOKENAUTH = {
-        **settings.TOKENAUTH,
+    settings.EPOCHAUTH = {
+        **settings.EPOCHAUTH,
         "ISSUERS": [
             {
-                **settings.TOKENAUTH["ISSUERS"][0],
+                **settings.EPOCHAUTH["ISSUERS"][0],
                 "group_claims": ["groups"],
                 "group_map": {"/atlas": "atlas"},
             }

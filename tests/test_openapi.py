@@ -11,7 +11,7 @@ import yaml
 from django.core.management import call_command
 from openapi_spec_validator import validate
 
-from tokenauth import openapi
+from epochauth import openapi
 
 
 def schema(tmp_path: Path) -> dict[str, Any]:
@@ -67,7 +67,7 @@ def test_has_scope_views_show_their_scopes(tmp_path):
 def test_any_scope_is_one_requirement_per_scope():
     from rest_framework.views import APIView
 
-    from tokenauth.permissions import HasAnyScope
+    from epochauth.permissions import HasAnyScope
 
     class Either(APIView):
         permission_classes = [HasAnyScope]

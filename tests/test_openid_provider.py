@@ -1,4 +1,4 @@
-"""OpenID Provider mode (DOT's ``OIDC_ENABLED`` on tokenauth.oauth): ID tokens signed with our keys,
+"""OpenID Provider mode (DOT's ``OIDC_ENABLED`` on epochauth.oauth): ID tokens signed with our keys,
 ``sid``, userinfo checked by our revocation, RP-initiated logout, the discovery document; and what
 ends it all again (epoch bumps, logout-all, the admin, the logout itself)."""
 
@@ -31,12 +31,12 @@ from oauth2_provider.models import (
     get_refresh_token_model,
 )
 
+from epochauth.models import Epoch
+from epochauth.revocation import bump_epoch
+from epochauth.tokens import CLAIM_TOKEN_FAMILY, mint_access_token
 from tests.browser import screenshot
 from tests.helpers import database_down, make_user
 from tests.helpers import login as password_login
-from tokenauth.models import Epoch
-from tokenauth.revocation import bump_epoch
-from tokenauth.tokens import CLAIM_TOKEN_FAMILY, mint_access_token
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -66,8 +66,8 @@ def close_client_connections():
 @pytest.fixture
 def op(live_server, settings):
     """Our site as an OpenID provider: RS256 keys, DOT's OIDC and RP-initiated logout on."""
-    settings.TOKENAUTH = {
-        **settings.TOKENAUTH,
+    settings.EPOCHAUTH = {
+        **settings.EPOCHAUTH,
         "ISSUER": live_server.url,
         "ALGORITHM": "RS256",
         "SIGNING_KEY": rsa_pem(),
@@ -302,7 +302,7 @@ def test_userinfo_for_a_user_that_is_gone_is_invalid_token(op, alice, portal):
 
 
 def test_userinfo_refuses_an_expired_token(op, alice, portal, settings):
-    settings.TOKENAUTH = {**settings.TOKENAUTH, "LEEWAY": 0, "ACCESS_TOKEN_LIFETIME": 1}
+    settings.EPOCHAUTH = {**settings.EPOCHAUTH, "LEEWAY": 0, "ACCESS_TOKEN_LIFETIME": 1}
     for scope in ("openid", "reports:read"):
         token, _ = login(op, alice, scope=scope)
         time.sleep(1.1)
@@ -515,9 +515,9 @@ def test_discovery_names_the_openid_endpoints(op):
 def test_an_hmac_signing_key_is_a_configuration_error(settings):
     settings.OAUTH2_PROVIDER = {**settings.OAUTH2_PROVIDER, "OIDC_ENABLED": True}
     ids = {message.id for message in checks.run_checks()}
-    assert "tokenauth.oauth.E004" in ids
-    settings.TOKENAUTH = {**settings.TOKENAUTH, "ALGORITHM": "RS256", "SIGNING_KEY": rsa_pem()}
-    assert "tokenauth.oauth.E004" not in {message.id for message in checks.run_checks()}
+    assert "epochauth.oauth.E004" in ids
+    settings.EPOCHAUTH = {**settings.EPOCHAUTH, "ALGORITHM": "RS256", "SIGNING_KEY": rsa_pem()}
+    assert "epochauth.oauth.E004" not in {message.id for message in checks.run_checks()}
 
 
 @pytest.fixture

@@ -9,8 +9,8 @@ from django.contrib.auth import get_user_model
 from django.contrib.auth.forms import PasswordChangeForm, SetPasswordForm
 from django.test import Client
 
+from epochauth.models import AuditEvent, Epoch
 from tests.helpers import login, make_user
-from tokenauth.models import AuditEvent, Epoch
 
 pytestmark = pytest.mark.django_db
 
@@ -90,7 +90,7 @@ def test_saving_without_a_new_password_revokes_nothing(client):
 def test_revoke_on_password_change_can_be_switched_off(client, settings):
     alice = make_user("alice")
     tokens = login(client, "alice")
-    settings.TOKENAUTH = {**settings.TOKENAUTH, "REVOKE_ON_PASSWORD_CHANGE": False}
+    settings.EPOCHAUTH = {**settings.EPOCHAUTH, "REVOKE_ON_PASSWORD_CHANGE": False}
     change_with_set_password(alice)
     assert hello(client, tokens["access_token"]) == 200
     assert not Epoch.objects.exists()

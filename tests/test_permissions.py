@@ -8,11 +8,11 @@ from rest_framework.response import Response
 from rest_framework.test import APIRequestFactory
 from rest_framework.views import APIView
 
+from epochauth.authentication import BearerAuthentication
+from epochauth.permissions import HasAnyScope, HasScope, InGroup
+from epochauth.tokens import mint_access_token
 from tests.helpers import login, make_user
 from tests.loopback_issuer import CraftedIssuer
-from tokenauth.authentication import BearerAuthentication
-from tokenauth.permissions import HasAnyScope, HasScope, InGroup
-from tokenauth.tokens import mint_access_token
 
 pytestmark = pytest.mark.django_db
 
@@ -135,8 +135,8 @@ def test_an_external_token_never_grants_a_service_scope(settings):
     name in it grants nothing; the same names in a token of ours (a service application's) do."""
     issuer = CraftedIssuer()
     try:
-        settings.TOKENAUTH = {
-            **settings.TOKENAUTH,
+        settings.EPOCHAUTH = {
+            **settings.EPOCHAUTH,
             "ISSUERS": [{"issuer": issuer.issuer}],
             "SERVICE_SCOPES": {"jobs:admin": "Administer the jobs"},
         }
@@ -151,8 +151,8 @@ def test_an_external_token_never_grants_a_service_scope(settings):
 
 
 def test_a_storage_scope_grants_no_service_scope_below_it(settings):
-    settings.TOKENAUTH = {
-        **settings.TOKENAUTH,
+    settings.EPOCHAUTH = {
+        **settings.EPOCHAUTH,
         "TOKEN_PROFILE": "wlcg",
         "SERVICE_SCOPES": {"storage.modify:/admin": "Change the service's own files"},
     }

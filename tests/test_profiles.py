@@ -13,16 +13,16 @@ from rest_framework.response import Response
 from rest_framework.test import APIRequestFactory
 from rest_framework.views import APIView
 
+from epochauth.authentication import BearerAuthentication
+from epochauth.keys import generate_private_key_pem
+from epochauth.models import Issuer
+from epochauth.permissions import HasAnyScope, HasScope
+from epochauth.profiles import grants
+from epochauth.tokens import mint_access_token
 from tests.conftest import start_idp
 from tests.helpers import make_user
 from tests.idp import DEFAULT_RESOURCE, TestIdP
 from tests.loopback_issuer import CraftedIssuer, key
-from tokenauth.authentication import BearerAuthentication
-from tokenauth.keys import generate_private_key_pem
-from tokenauth.models import Issuer
-from tokenauth.permissions import HasAnyScope, HasScope
-from tokenauth.profiles import grants
-from tokenauth.tokens import mint_access_token
 
 WLCG_SCOPES = "storage.read:/data storage.modify:/data/out compute.read"
 
@@ -163,7 +163,7 @@ def wlcg_idp() -> Iterator[TestIdP]:
 
 @pytest.fixture
 def wlcg_issuer(wlcg_idp: TestIdP, settings: Any, db: Any) -> Issuer:
-    settings.TOKENAUTH = {**settings.TOKENAUTH, "ALLOW_LOOPBACK_HTTP_ISSUERS": True}
+    settings.EPOCHAUTH = {**settings.EPOCHAUTH, "ALLOW_LOOPBACK_HTTP_ISSUERS": True}
     return Issuer.objects.create(
         issuer=wlcg_idp.issuer, audiences=[DEFAULT_RESOURCE], profile="wlcg"
     )
@@ -233,7 +233,7 @@ def test_wlcg_groups_is_the_default_group_claim(wlcg_idp, wlcg_issuer, save):
 def scitokens_issuer(settings: Any, db: Any) -> Iterator[CraftedIssuer]:
     """A loopback issuer publishing one RSA key, whose tokens the scitokens library signs."""
     crafted = CraftedIssuer(keys={"sci-1": (key("rsa-a"), "RS256")})
-    settings.TOKENAUTH = {**settings.TOKENAUTH, "ALLOW_LOOPBACK_HTTP_ISSUERS": True}
+    settings.EPOCHAUTH = {**settings.EPOCHAUTH, "ALLOW_LOOPBACK_HTTP_ISSUERS": True}
     yield crafted
     crafted.stop()
 
@@ -323,8 +323,8 @@ def wlcg_minting(settings: Any, live_server: Any, tmp_path: Any, monkeypatch: An
     """We are the issuer, at the live server's URL, with an RS256 key (the SciTokens library verifies
     RS256 and ES256 only); scitokens keeps its key cache under ``tmp_path``."""
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
-    settings.TOKENAUTH = {
-        **settings.TOKENAUTH,
+    settings.EPOCHAUTH = {
+        **settings.EPOCHAUTH,
         "ISSUER": live_server.url,
         "ALGORITHM": "RS256",
         "SIGNING_KEY": generate_private_key_pem("RS256"),
@@ -377,7 +377,7 @@ def test_our_wlcg_tokens_pass_the_scitokens_enforcer(wlcg_minting, client):
 
 
 def test_without_the_profile_the_enforcer_refuses_our_tokens(wlcg_minting, settings):
-    settings.TOKENAUTH = {**settings.TOKENAUTH, "TOKEN_PROFILE": None}
+    settings.EPOCHAUTH = {**settings.EPOCHAUTH, "TOKEN_PROFILE": None}
     issued = mint_access_token(make_user("alice"), scope="storage.read:/data")
     token = scitokens.SciToken.deserialize(issued.token, insecure=True)
     enforcer = wlcg_enforcer(wlcg_minting)

@@ -20,14 +20,14 @@ from rest_framework.response import Response
 from rest_framework.test import APIRequestFactory
 from rest_framework.views import APIView
 
+from epochauth import provisioning, signals
+from epochauth.authentication import BearerAuthentication, authenticate_token
+from epochauth.issuers import WLCG_ANY_AUDIENCE, IssuerConfig
+from epochauth.models import AuditEvent, Epoch, Identity, Issuer, identity_digest
+from epochauth.provisioning import claim_groups, free_username
+from epochauth.revocation import bump_epoch
 from tests.helpers import login, make_user
 from tests.idp import DEFAULT_RESOURCE
-from tokenauth import provisioning, signals
-from tokenauth.authentication import BearerAuthentication, authenticate_token
-from tokenauth.issuers import WLCG_ANY_AUDIENCE, IssuerConfig
-from tokenauth.models import AuditEvent, Epoch, Identity, Issuer, identity_digest
-from tokenauth.provisioning import claim_groups, free_username
-from tokenauth.revocation import bump_epoch
 
 pytestmark = pytest.mark.django_db
 
@@ -46,9 +46,9 @@ def claims_of(token: str) -> dict[str, Any]:
     return jwt.decode(token, options={"verify_signature": False})
 
 
-def use_settings(settings: Any, **tokenauth: Any) -> None:
-    """TOKENAUTH of the test project plus ``tokenauth``; loopback http issuers allowed (the test IdP)."""
-    settings.TOKENAUTH = {**settings.TOKENAUTH, "ALLOW_LOOPBACK_HTTP_ISSUERS": True, **tokenauth}
+def use_settings(settings: Any, **epochauth: Any) -> None:
+    """EPOCHAUTH of the test project plus ``epochauth``; loopback http issuers allowed (the test IdP)."""
+    settings.EPOCHAUTH = {**settings.EPOCHAUTH, "ALLOW_LOOPBACK_HTTP_ISSUERS": True, **epochauth}
 
 
 @pytest.fixture
@@ -135,7 +135,7 @@ def test_first_request_provisions_user_groups_audit_and_signal(client, issuer, i
     assert provisioned[0]["user"] == identity.user
     assert provisioned[0]["claims"]["sub"] == "alice"
     assert hello(client, idp.user_token("alice")) == 200  # the same identity again: no second user
-    assert User.objects.filter(tokenauth_identities__isnull=False).count() == 1
+    assert User.objects.filter(epochauth_identities__isnull=False).count() == 1
     assert len(provisioned) == 1
 
 
@@ -147,7 +147,7 @@ def test_username_taken_gives_a_derived_collision_free_name(client, issuer, idp)
     assert derived.startswith("alice-") and derived != "alice"
     assert Identity.objects.get(subject="alice").user.username == derived
     assert (
-        User.objects.get(username="alice").tokenauth_identities.count() == 0
+        User.objects.get(username="alice").epochauth_identities.count() == 0
     )  # the local user stays apart
 
 
@@ -306,7 +306,7 @@ def test_a_steady_process_reads_no_mapping_from_the_shared_cache(
     for _ in range(3):
         clock.advance(1)  # REVOCATION_REFRESH_INTERVAL
         assert [hello(client, t) for t in tokens] == [200, 200, 200]
-    identity_reads = [key for key in reads if key.startswith("tokenauth:identity:")]
+    identity_reads = [key for key in reads if key.startswith("epochauth:identity:")]
     assert identity_reads == [provisioning.GENERATION_KEY] * 3
 
 
@@ -410,10 +410,10 @@ def test_a_cold_process_reads_the_mapping_from_the_shared_cache(
     cache.clear()
     token = idp.user_token("rita")
     assert hello(client, token) == 200
-    from tokenauth.conf import clear_process_caches
+    from epochauth.conf import clear_process_caches
 
     clear_process_caches()  # another process: only the shared cache is warm ...
-    from tokenauth import revocation
+    from epochauth import revocation
 
     assert not revocation.is_revoked()  # ... once it has read the revocation state
     with django_assert_num_queries(0):
@@ -456,14 +456,14 @@ def test_token_from_the_bump_second_is_rejected_a_later_one_accepted(client, iss
 
 
 def test_revoking_an_identity_ends_its_tokens_not_its_users_local_ones(client, issuer, idp):
-    """``tokenauth_revoke --identity`` and ``POST /auth/revoke/`` bump the identity's epoch."""
+    """``epochauth_revoke --identity`` and ``POST /auth/revoke/`` bump the identity's epoch."""
     first, other = idp.user_token("vera"), idp.user_token("walt")
     assert [hello(client, t) for t in (first, other)] == [200, 200]
     vera = Identity.objects.get(subject="vera").user
     vera.set_password("pw")
     vera.save()
     local = login(client, vera.get_username())["access_token"]
-    call_command("tokenauth_revoke", "--identity", idp.issuer, "vera", stdout=StringIO())
+    call_command("epochauth_revoke", "--identity", idp.issuer, "vera", stdout=StringIO())
     assert [hello(client, t) for t in (first, other, local)] == [401, 200, 200]
 
     root = make_user("root")

@@ -1,6 +1,6 @@
 """Revocation changes pushed over Redis pub/sub: another process's memory has them without polling.
 
-"Another process" is a second :class:`~tokenauth.revocation.RevocationState` with its own listener on
+"Another process" is a second :class:`~epochauth.revocation.RevocationState` with its own listener on
 the same Redis channel; polling is made too slow to matter (an hour), so only the push can deliver.
 """
 
@@ -16,9 +16,9 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
-from tokenauth import push, revocation
-from tokenauth.models import Epoch
-from tokenauth.revocation import RevocationState, bump_epoch, revoke_id
+from epochauth import push, revocation
+from epochauth.models import Epoch
+from epochauth.revocation import RevocationState, bump_epoch, revoke_id
 
 from .helpers import make_user
 
@@ -34,8 +34,8 @@ def redis_settings(settings, redis_url: str) -> Iterator[None]:
             "KEY_PREFIX": f"push-{uuid.uuid4().hex}",  # this test's own channel and keys
         }
     }
-    settings.TOKENAUTH = {
-        **settings.TOKENAUTH,
+    settings.EPOCHAUTH = {
+        **settings.EPOCHAUTH,
         "REVOCATION_REFRESH_INTERVAL": 3600,
         "REVOCATION_RELOAD_INTERVAL": 3600,
     }
@@ -90,8 +90,8 @@ def test_malformed_messages_are_ignored(other_process: RevocationState):
 
 def test_without_push_the_version_key_still_delivers(other_process: RevocationState, settings):
     """Push off: the writer announces only the version; the reader's next interval reads the feed."""
-    settings.TOKENAUTH = {
-        **settings.TOKENAUTH,
+    settings.EPOCHAUTH = {
+        **settings.EPOCHAUTH,
         "REVOCATION_PUSH": False,
         "REVOCATION_REFRESH_INTERVAL": 0,
     }
@@ -113,9 +113,9 @@ def test_a_forked_child_starts_its_own_listener(other_process: RevocationState, 
 
 def test_an_issuer_change_reaches_another_process_by_push(other_process: RevocationState):
     """The other process's issuer table (its own snapshot, polling an hour apart) reloads at the push."""
-    from tokenauth.issuers import _load_db_issuers
-    from tokenauth.models import Issuer
-    from tokenauth.snapshots import SharedSnapshot
+    from epochauth.issuers import _load_db_issuers
+    from epochauth.models import Issuer
+    from epochauth.snapshots import SharedSnapshot
 
     row = Issuer.objects.create(
         issuer="https://iam.example.org/", audiences=["https://api.example.org"]

@@ -15,12 +15,12 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
+from epochauth import revocation, tokens
+from epochauth.authentication import verify_token
+from epochauth.models import AuditEvent, Epoch, RevokedToken, Session
+from epochauth.revocation import bump_epoch, current_epoch, purge_expired, record_groups, revoke_id
+from epochauth.snapshots import StateUnavailable
 from tests.helpers import database_down, login, make_user
-from tokenauth import revocation, tokens
-from tokenauth.authentication import verify_token
-from tokenauth.models import AuditEvent, Epoch, RevokedToken, Session
-from tokenauth.revocation import bump_epoch, current_epoch, purge_expired, record_groups, revoke_id
-from tokenauth.snapshots import StateUnavailable
 
 pytestmark = pytest.mark.django_db
 
@@ -122,7 +122,7 @@ def test_group_bump_kills_only_tokens_that_selected_the_group(client):
     other_group = login(client, "alice", group="users")
     plain = login(client, "alice")
     bobs = login(client, "bob", group="operators")
-    call_command("tokenauth_revoke", "--group", "operators", stdout=None)
+    call_command("epochauth_revoke", "--group", "operators", stdout=None)
     assert hello(client, selected["access_token"]) == 401
     assert hello(client, bobs["access_token"]) == 401
     assert refresh(client, selected["refresh_token"]) == 400
@@ -141,7 +141,7 @@ def test_global_bump_kills_everything(client):
         login(client, "alice", group="operators"),
         login(client, "bob"),
     ]
-    call_command("tokenauth_revoke", "--all", stdout=None)
+    call_command("epochauth_revoke", "--all", stdout=None)
     for body in bodies:
         assert hello(client, body["access_token"]) == 401
         assert refresh(client, body["refresh_token"]) == 400
@@ -348,7 +348,7 @@ def test_cold_cache_and_database_down_is_503(client, path):
 
 def test_cold_epoch_with_warm_denylist_and_database_down_is_503(client, settings):
     """A token older than what the process holds (REVOCATION_WINDOW) reads its epochs one by one."""
-    settings.TOKENAUTH = {**settings.TOKENAUTH, "REVOCATION_WINDOW": 0}
+    settings.EPOCHAUTH = {**settings.EPOCHAUTH, "REVOCATION_WINDOW": 0}
     make_user("alice")
     body = login(client, "alice")
     assert hello(client, body["access_token"]) == 200
@@ -436,7 +436,7 @@ def test_epoch_changes_older_than_the_window_leave_memory(
     assert state._held(Epoch.Kind.USER, str(user.pk)).value == 1 and len(state._epochs) == 1
     assert (Epoch.Kind.USER, str(user.pk)) not in state._pending  # committed: in the compact map
     assert state._held(Epoch.Kind.USER, str(other.pk)).groups_at is not None
-    settings.TOKENAUTH = {**settings.TOKENAUTH, "REVOCATION_WINDOW": 0}
+    settings.EPOCHAUTH = {**settings.EPOCHAUTH, "REVOCATION_WINDOW": 0}
     monkeypatch.setattr(revocation, "PRUNE_INTERVAL", 0)
     state._read_soon()
     assert hello(client, body["access_token"]) == 401  # read one by one: still refused
@@ -501,7 +501,7 @@ def test_unreachable_shared_cache_falls_back_to_the_database(client, settings):
         },
     }
     # Without a throttle a login needs no cache (with one it is a 503: tests/test_cache_outage.py).
-    settings.TOKENAUTH = {**settings.TOKENAUTH, "CACHE_ALIAS": "down", "LOGIN_THROTTLE_RATE": None}
+    settings.EPOCHAUTH = {**settings.EPOCHAUTH, "CACHE_ALIAS": "down", "LOGIN_THROTTLE_RATE": None}
     assert hello(client, body["access_token"]) == 401
     fresh = login(client, "alice")
     assert hello(client, fresh["access_token"]) == 200
@@ -512,7 +512,7 @@ def test_unreachable_shared_cache_falls_back_to_the_database(client, settings):
 
 def test_sessions_of_a_deleted_user_are_gone():
     user = make_user("alice")
-    from tokenauth.sessions import start_session
+    from epochauth.sessions import start_session
 
     start_session(user)
     user.delete()
@@ -545,7 +545,7 @@ def test_a_bump_the_shared_cache_cannot_take_is_not_made(client, admin_client, c
         bump_epoch(Epoch.Kind.USER, str(alice.pk))
     assert client.post("/auth/logout-all/", **bearer(body["access_token"])).status_code == 503
     with pytest.raises(CommandError, match="shared cache"):
-        call_command("tokenauth_revoke", "--user", "alice")
+        call_command("epochauth_revoke", "--user", "alice")
     page = admin_client.post(
         "/admin/auth/user/",
         {"action": "revoke_all_tokens", "_selected_action": [alice.pk]},
@@ -570,8 +570,8 @@ def test_a_bump_whose_value_the_cache_refuses_drops_the_old_one(
 
 
 def test_a_lost_announcement_is_bounded_by_the_reload_interval(client, settings, clock):
-    settings.TOKENAUTH = {
-        **settings.TOKENAUTH,
+    settings.EPOCHAUTH = {
+        **settings.EPOCHAUTH,
         "REVOCATION_REFRESH_INTERVAL": 1,  # the version key is read again after this ...
         "REVOCATION_RELOAD_INTERVAL": 60,  # ... the database after this, changed version or not
     }

@@ -13,18 +13,18 @@ from django.contrib.auth.models import Group
 from django.db import connection
 from django.utils import timezone
 
-from tests.helpers import login, make_user
-from tokenauth import inserts
-from tokenauth.exceptions import OAuthError
-from tokenauth.models import AuditEvent, Epoch, RevokedToken, Session
-from tokenauth.revocation import bump_epoch, is_revoked
-from tokenauth.sessions import (
+from epochauth import inserts
+from epochauth.exceptions import OAuthError
+from epochauth.models import AuditEvent, Epoch, RevokedToken, Session
+from epochauth.revocation import bump_epoch, is_revoked
+from epochauth.sessions import (
     check_session,
     end_session,
     refresh_expires_in,
     rotate,
     start_session,
 )
+from tests.helpers import login, make_user
 
 pytestmark = pytest.mark.django_db
 
@@ -197,9 +197,9 @@ def test_the_session_id_of_an_access_token_cannot_fake_a_reuse():
 
 
 def test_a_login_beyond_max_sessions_per_user_ends_the_oldest(client, settings):
-    from tokenauth import signals
+    from epochauth import signals
 
-    settings.TOKENAUTH = {**settings.TOKENAUTH, "MAX_SESSIONS_PER_USER": 2}
+    settings.EPOCHAUTH = {**settings.EPOCHAUTH, "MAX_SESSIONS_PER_USER": 2}
     make_user("alice")
     bobs = login(client, make_user("bob").get_username())
     ended: list[tuple[str, str]] = []
@@ -241,7 +241,7 @@ def test_the_session_limit_holds_for_parallel_logins(live_server, settings, monk
             "The live server's threads share the one connection to SQLite's in-memory test database: "
             "the logins cannot run side by side; CI's PostgreSQL leg runs this test"
         )
-    settings.TOKENAUTH = {**settings.TOKENAUTH, "MAX_SESSIONS_PER_USER": 2}
+    settings.EPOCHAUTH = {**settings.EPOCHAUTH, "MAX_SESSIONS_PER_USER": 2}
     make_user("alice")
     insert = inserts.insert
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 from django.contrib.auth.models import Group
 
+from epochauth import signals
+from epochauth.models import AuditEvent, Epoch, Session
 from tests.helpers import login, make_user, received
-from tokenauth import signals
-from tokenauth.models import AuditEvent, Epoch, Session
 
 pytestmark = pytest.mark.django_db
 
@@ -48,7 +48,7 @@ def test_token_issued_by_the_command_has_no_session():
 
     make_user("alice")
     with received(signals.token_issued) as calls:
-        call_command("tokenauth_issue", "--user", "alice", stdout=StringIO())
+        call_command("epochauth_issue", "--user", "alice", stdout=StringIO())
     assert len(calls) == 1
     assert calls[0]["session_id"] is None
     assert "sid" not in calls[0]["claims"]
@@ -194,7 +194,7 @@ def test_epoch_bumped_by_the_global_command():
     from django.core.management import call_command
 
     with received(signals.epoch_bumped) as calls:
-        call_command("tokenauth_revoke", "--all", "--reason", "key leak", stdout=StringIO())
+        call_command("epochauth_revoke", "--all", "--reason", "key leak", stdout=StringIO())
     assert [(c["kind"], c["object_id"], c["epoch"], c["reason"]) for c in calls] == [
         ("global", "", 1, "key leak")
     ]

@@ -1,4 +1,4 @@
-"""Moving from simplejwt (tokenauth.contrib.simplejwt, installed in the test project): the site's real
+"""Moving from simplejwt (epochauth.contrib.simplejwt, installed in the test project): the site's real
 simplejwt ``TokenObtainPairView`` issues tokens, BearerAuthentication accepts them (no query once seen),
 revocation ends them and what is refreshed from them (by our refresh view, which the test project
 mounts, and by simplejwt's own), a simplejwt refresh token is exchanged once for our session, and the
@@ -18,12 +18,12 @@ from rest_framework_simplejwt.tokens import AccessToken as SimpleJWTAccessToken
 from rest_framework_simplejwt.tokens import RefreshToken as SimpleJWTRefreshToken
 from rest_framework_simplejwt.views import TokenRefreshView as SimpleJWTTokenRefreshView
 
+from epochauth.authentication import authenticate_token
+from epochauth.contrib.simplejwt.checks import check_migration_window, check_refresh_view
+from epochauth.contrib.simplejwt.tokens import SIMPLEJWT_ISSUER
+from epochauth.models import AuditEvent, Epoch, RevokedToken, Session
+from epochauth.revocation import bump_epoch
 from tests.helpers import make_user
-from tokenauth.authentication import authenticate_token
-from tokenauth.contrib.simplejwt.checks import check_migration_window, check_refresh_view
-from tokenauth.contrib.simplejwt.tokens import SIMPLEJWT_ISSUER
-from tokenauth.models import AuditEvent, Epoch, RevokedToken, Session
-from tokenauth.revocation import bump_epoch
 
 pytestmark = pytest.mark.django_db
 
@@ -63,7 +63,7 @@ def refresh_at_simplejwts_own_view(refresh: str) -> Any:
 
 
 def end_window(settings: Any, when: datetime) -> None:
-    settings.TOKENAUTH = {**settings.TOKENAUTH, "SIMPLEJWT_MIGRATION_ENDS": when}
+    settings.EPOCHAUTH = {**settings.EPOCHAUTH, "SIMPLEJWT_MIGRATION_ENDS": when}
 
 
 def test_a_site_on_simplejwt_switches_without_logging_anyone_out(
@@ -73,7 +73,7 @@ def test_a_site_on_simplejwt_switches_without_logging_anyone_out(
     old = simplejwt_login(client)
     assert set(old) == {"access", "refresh"}
 
-    # Step one: tokenauth accepts the tokens the site's clients hold.
+    # Step one: epochauth accepts the tokens the site's clients hold.
     response = client.get("/api/hello/", **bearer(old["access"]))
     assert response.status_code == 200 and response.json() == {"hello": "alice"}
     with django_assert_num_queries(0):
@@ -169,9 +169,9 @@ def test_the_window_ends(client, settings):
 
 def test_a_window_without_an_end_or_a_naive_one_is_reported(settings):
     end_window(settings, None)
-    assert [m.id for m in check_migration_window()] == ["tokenauth.simplejwt.W001"]
+    assert [m.id for m in check_migration_window()] == ["epochauth.simplejwt.W001"]
     end_window(settings, datetime(2030, 1, 1))
-    assert [m.id for m in check_migration_window()] == ["tokenauth.simplejwt.E001"]
+    assert [m.id for m in check_migration_window()] == ["epochauth.simplejwt.E001"]
     end_window(settings, datetime(2030, 1, 1, tzinfo=UTC))
     assert check_migration_window() == []
 
@@ -183,7 +183,7 @@ urlpatterns = [path("token/refresh/", include([path("", SimpleJWTTokenRefreshVie
 def test_simplejwts_own_refresh_view_mounted_is_reported(settings):
     assert check_refresh_view() == []  # the test project mounts ours
     settings.ROOT_URLCONF = __name__
-    assert [m.id for m in check_refresh_view()] == ["tokenauth.simplejwt.W002"]
+    assert [m.id for m in check_refresh_view()] == ["epochauth.simplejwt.W002"]
 
 
 def test_groups_are_not_conferred_by_simplejwt_tokens(client):
@@ -237,7 +237,7 @@ def test_no_refresh_view_turns_a_revoked_or_exchanged_refresh_token_into_access(
         assert (
             response.status_code == 401 and 'error="invalid_token"' in response["WWW-Authenticate"]
         )
-    # simplejwt's own view checks nothing of ours and still mints; tokenauth refuses what it mints.
+    # simplejwt's own view checks nothing of ours and still mints; epochauth refuses what it mints.
     after = refresh_at_simplejwts_own_view(old["refresh"])
     assert after.status_code == 200
     response = client.get("/api/hello/", **bearer(after.data["access"]))

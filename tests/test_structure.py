@@ -1,4 +1,4 @@
-"""The shape of the package: the settings module knows no other module of tokenauth (each cache
+"""The shape of the package: the settings module knows no other module of epochauth (each cache
 registers its own reset), no import cycles, and how densely our modules import each other."""
 
 from __future__ import annotations
@@ -6,27 +6,27 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-import tokenauth
-from tokenauth import conf
+import epochauth
+from epochauth import conf
 
-PACKAGE = Path(tokenauth.__file__).parent
+PACKAGE = Path(epochauth.__file__).parent
 
 
-def test_conf_imports_no_tokenauth_module():
+def test_conf_imports_no_epochauth_module():
     ours = []
     for node in ast.walk(ast.parse((PACKAGE / "conf.py").read_text())):
         if isinstance(node, ast.ImportFrom) and (
-            node.level or (node.module or "").startswith("tokenauth")
+            node.level or (node.module or "").startswith("epochauth")
         ):
             ours.append(node.module)
         elif isinstance(node, ast.Import):
-            ours += [alias.name for alias in node.names if alias.name.startswith("tokenauth")]
+            ours += [alias.name for alias in node.names if alias.name.startswith("epochauth")]
     assert ours == []
 
 
 def test_every_process_cache_is_reset_by_a_settings_change(settings):
-    from tokenauth import issuers, keys, provisioning, revocation, tokens, verification
-    from tokenauth.oidc import providers
+    from epochauth import issuers, keys, provisioning, revocation, tokens, verification
+    from epochauth.oidc import providers
 
     for reset in (
         keys.get_keyring.cache_clear,
@@ -42,7 +42,7 @@ def test_every_process_cache_is_reset_by_a_settings_change(settings):
     ):
         assert reset in conf._resets, reset
     tokens.verified_tokens.put("a-token", {"iss": "x"})
-    settings.TOKENAUTH = {**settings.TOKENAUTH, "LEEWAY": 5}
+    settings.EPOCHAUTH = {**settings.EPOCHAUTH, "LEEWAY": 5}
     assert tokens.verified_tokens.get("a-token") is None
 
 
@@ -52,7 +52,7 @@ def _module_name(path: Path) -> str:
 
 
 def _sources() -> dict[str, Path]:
-    """tokenauth's modules by dotted name; migrations are generated and import nothing of ours."""
+    """epochauth's modules by dotted name; migrations are generated and import nothing of ours."""
     return {
         _module_name(path): path
         for path in sorted(PACKAGE.rglob("*.py"))
@@ -61,7 +61,7 @@ def _sources() -> dict[str, Path]:
 
 
 def _own_imports(module: str, path: Path) -> list[tuple[ast.stmt, str, bool]]:
-    """``(statement, imported name, inside a function)`` for each import of a tokenauth module."""
+    """``(statement, imported name, inside a function)`` for each import of a epochauth module."""
     package = module if path.name == "__init__.py" else module.rpartition(".")[0]
     found = []
 
@@ -74,12 +74,12 @@ def _own_imports(module: str, path: Path) -> list[tuple[ast.stmt, str, bool]]:
                     else []
                 )
                 target = ".".join([*base, *([child.module] if child.module else [])])
-                if target.split(".")[0] == "tokenauth":
+                if target.split(".")[0] == "epochauth":
                     found.extend(
                         (child, f"{target}.{alias.name}", in_function) for alias in child.names
                     )
             elif isinstance(child, ast.Import):
-                ours = [alias.name for alias in child.names if alias.name.startswith("tokenauth")]
+                ours = [alias.name for alias in child.names if alias.name.startswith("epochauth")]
                 found.extend((child, name, in_function) for name in ours)
             visit(child, in_function or isinstance(child, ast.FunctionDef | ast.AsyncFunctionDef))
 
@@ -136,7 +136,7 @@ def test_cycle_finder_names_a_cycle():
     assert _cycles(graph) == [["a", "b", "c"]]
 
 
-def test_no_import_cycle_in_tokenauth():
+def test_no_import_cycle_in_epochauth():
     """No cycle among the module-level imports (the issue's goal: importing any module never meets a
     half-initialised one), and none either once the imports inside functions are counted: a lazy import
     that closes a circle hides the cycle from Python, not from whoever reads the code. The implicit
@@ -149,19 +149,19 @@ def test_no_import_cycle_in_tokenauth():
 def test_the_issuer_model_imports_no_network_layer():
     graph = _import_graph(_sources(), with_functions=True)
     leaves = {
-        "tokenauth.issuer_config",
-        "tokenauth.keys",
-        "tokenauth.profiles",
-        "tokenauth.scopes",
+        "epochauth.issuer_config",
+        "epochauth.keys",
+        "epochauth.profiles",
+        "epochauth.scopes",
     }
-    assert graph["tokenauth.models"] == leaves
+    assert graph["epochauth.models"] == leaves
     # The token profiles' rules are a leaf too: no settings, models or network.
-    assert graph["tokenauth.profiles"] == set()
+    assert graph["epochauth.profiles"] == set()
 
 
 def _own_import_density() -> float:
-    """Import statements of our own modules (``from tokenauth...``, relative ones, ``import tokenauth``)
-    per 1,000 lines of tokenauth, migrations excluded: one statement counts once however many names."""
+    """Import statements of our own modules (``from epochauth...``, relative ones, ``import epochauth``)
+    per 1,000 lines of epochauth, migrations excluded: one statement counts once however many names."""
     statements = lines = 0
     for name, path in _sources().items():
         statements += len({id(statement) for statement, _, _ in _own_imports(name, path)})

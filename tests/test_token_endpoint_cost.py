@@ -15,10 +15,10 @@ import requests
 from django.contrib.auth.signals import user_logged_in
 from django.db import OperationalError, connection
 
+from epochauth import tokens
+from epochauth.models import AuditEvent, Epoch, Session
+from epochauth.revocation import bump_epoch
 from tests.helpers import ONE_WINNER, login, make_user, race, received
-from tokenauth import tokens
-from tokenauth.models import AuditEvent, Epoch, Session
-from tokenauth.revocation import bump_epoch
 
 pytestmark = pytest.mark.django_db(transaction=True)  # no test transaction around the view's own
 
@@ -84,15 +84,15 @@ def within_budget(log: list[tuple[str, str, bool]], budget: int) -> bool:
 
 LOGIN = [
     CREDENTIAL_CHECK,
-    ("SELECT", "tokenauth_epoch", False),  # groups and epochs, one UNION ALL
-    ("INSERT", "tokenauth_session", True),
-    ("INSERT", "tokenauth_auditevent", True),
+    ("SELECT", "epochauth_epoch", False),  # groups and epochs, one UNION ALL
+    ("INSERT", "epochauth_session", True),
+    ("INSERT", "epochauth_auditevent", True),
     COMMIT,
 ]
 REFRESH = [
-    ("SELECT", "tokenauth_session", True),  # locked (PostgreSQL), with its user and group
-    ("SELECT", "tokenauth_epoch", True),
-    ("UPDATE", "tokenauth_session", True),
+    ("SELECT", "epochauth_session", True),  # locked (PostgreSQL), with its user and group
+    ("SELECT", "epochauth_epoch", True),
+    ("UPDATE", "epochauth_session", True),
     COMMIT,
 ]
 
@@ -125,7 +125,7 @@ def test_refresh_reads_twice_and_writes_once_in_one_transaction(client, group):
 
 def test_a_login_whose_audit_event_fails_leaves_no_session(client):
     make_user("alice")
-    with failing('INSERT INTO "tokenauth_auditevent"'):
+    with failing('INSERT INTO "epochauth_auditevent"'):
         response = post(client, "/auth/token/", {"username": "alice", "password": "pw"})
     assert response.status_code == 503
     assert not Session.objects.exists()
@@ -135,7 +135,7 @@ def test_a_login_whose_audit_event_fails_leaves_no_session(client):
 def test_a_refresh_whose_update_fails_leaves_the_session_as_it_was(client):
     make_user("alice")
     body = login(client, "alice")
-    with failing('UPDATE "tokenauth_session"'):
+    with failing('UPDATE "epochauth_session"'):
         response = post(client, "/auth/token/refresh/", {"refresh_token": body["refresh_token"]})
     assert response.status_code == 503
     # Neither rotated nor taken for a reuse: the same refresh token still works, once.
@@ -152,11 +152,11 @@ def test_the_session_limit_locks_the_user_and_ends_sessions_in_the_logins_transa
     """The lock on the user (where there are row locks: not SQLite, whose writes are serialised) keeps
     parallel logins of one user from ending up beyond the limit (tests/test_sessions.py)."""
     make_user("alice")
-    settings.TOKENAUTH = {**settings.TOKENAUTH, "MAX_SESSIONS_PER_USER": 2}
+    settings.EPOCHAUTH = {**settings.EPOCHAUTH, "MAX_SESSIONS_PER_USER": 2}
     with statements() as log:
         login(client, "alice")
     lock = [("SELECT", "auth_user", True)] if connection.features.has_select_for_update else []
-    assert log == LOGIN[:2] + lock + LOGIN[2:4] + [("SELECT", "tokenauth_session", True), COMMIT]
+    assert log == LOGIN[:2] + lock + LOGIN[2:4] + [("SELECT", "epochauth_session", True), COMMIT]
     login(client, "alice")
     with statements() as log:
         login(client, "alice")
@@ -164,7 +164,7 @@ def test_the_session_limit_locks_the_user_and_ends_sessions_in_the_logins_transa
     assert log.count(COMMIT) == 1
     writes = [entry for entry in log if entry[0] in ("INSERT", "UPDATE", "DELETE")]
     assert all(inside for _, _, inside in writes)
-    assert ("UPDATE", "tokenauth_session", True) in writes
+    assert ("UPDATE", "epochauth_session", True) in writes
     assert AuditEvent.objects.filter(action="session_revoked", detail__reason="limit").count() == 1
     assert Session.objects.filter(revoked_at__isnull=True).count() == 2
 

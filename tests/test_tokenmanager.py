@@ -1,4 +1,4 @@
-"""The Token Manager (tokenauth.tokenmanager) end to end against the real provider (tests/idp): a browser
+"""The Token Manager (epochauth.tokenmanager) end to end against the real provider (tests/idp): a browser
 login keeps the provider's refresh token (offline_access), encrypted; a service with a
 client-credentials token obtains the user's upstream access token and calls the provider's userinfo
 with it; logout revokes the refresh token at the provider, which then refuses it (in the background:
@@ -21,17 +21,17 @@ from django.core.management import call_command
 from django.test import Client
 from oauth2_provider.models import get_application_model
 
+from epochauth import tokens
+from epochauth.models import AuditEvent, Identity
+from epochauth.oauth.models import AllowedScopes
+from epochauth.oidc import providers
+from epochauth.revocation import bump_epoch
+from epochauth.tokenmanager.grants import decrypt, keep, revocations
+from epochauth.tokenmanager.models import UpstreamGrant
+from epochauth.urns import ACCESS_TOKEN_TYPE, TOKEN_EXCHANGE
 from tests.helpers import make_user
 from tests.idp import TestIdP, parse_forms, sign_in_at_provider
 from tests.loopback_issuer import CraftedIssuer
-from tokenauth import tokens
-from tokenauth.models import AuditEvent, Identity
-from tokenauth.oauth.models import AllowedScopes
-from tokenauth.oidc import providers
-from tokenauth.revocation import bump_epoch
-from tokenauth.tokenmanager.grants import decrypt, keep, revocations
-from tokenauth.tokenmanager.models import UpstreamGrant
-from tokenauth.urns import ACCESS_TOKEN_TYPE, TOKEN_EXCHANGE
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -247,7 +247,7 @@ def test_a_provider_without_the_exchange_is_not_asked(web_idp, live_server, serv
 
 
 def test_without_offline_access_the_provider_is_not_asked(web_idp, live_server, service, settings):
-    settings.TOKENAUTH = {**settings.TOKENAUTH, "OIDC_SCOPES": "openid profile"}
+    settings.EPOCHAUTH = {**settings.EPOCHAUTH, "OIDC_SCOPES": "openid profile"}
     subject_token = web_idp.user_token("carol")
     web_idp.reset_stats()
     assert exchange(live_server.url, subject_token).status_code == 200
@@ -305,7 +305,7 @@ def test_an_epoch_bump_ends_the_grant_and_a_provider_that_is_down_is_retried(web
     finally:
         web_idp.up()
     out = io.StringIO()
-    call_command("tokenauth_upstream_grants", stdout=out)
+    call_command("epochauth_upstream_grants", stdout=out)
     assert "0 ended grant(s) still wait" in out.getvalue()
     assert not UpstreamGrant.objects.exists()
     assert refresh_at(web_idp, refresh_token).json()["error"] == "invalid_grant"
@@ -399,7 +399,7 @@ def test_an_external_issuers_scope_is_no_token_manager_access(live_server, setti
     permission here: only tokens of ours reach the Token Manager."""
     issuer = CraftedIssuer()
     try:
-        settings.TOKENAUTH = {**settings.TOKENAUTH, "ISSUERS": [{"issuer": issuer.issuer}]}
+        settings.EPOCHAUTH = {**settings.EPOCHAUTH, "ISSUERS": [{"issuer": issuer.issuer}]}
         token = issuer.token(sub="mallory", scope="tokenmanager", client_id="jobs")
         assert obtain(live_server.url, token, username="nobody").status_code == 403
         mallory = Identity.objects.get(issuer=issuer.issuer).user
@@ -416,8 +416,8 @@ def test_a_tampered_or_foreign_key_grant_is_an_oauth_error(
     browser_login(site)
     grant = UpstreamGrant.objects.get()
     alice = get_user_model().objects.get(pk=grant.user_id)
-    settings.TOKENAUTH = {
-        **settings.TOKENAUTH,
+    settings.EPOCHAUTH = {
+        **settings.EPOCHAUTH,
         "TOKEN_MANAGER_KEYS": [Fernet.generate_key().decode()],
     }
     wrong_key = obtain(site, service, username=alice.username)
@@ -430,11 +430,11 @@ def test_a_tampered_or_foreign_key_grant_is_an_oauth_error(
 def test_keys_rotate(web_idp, live_server, settings):
     browser_login(live_server.url)
     refresh_token = decrypt(UpstreamGrant.objects.get().encrypted_token)
-    old = settings.TOKENAUTH["TOKEN_MANAGER_KEYS"]
+    old = settings.EPOCHAUTH["TOKEN_MANAGER_KEYS"]
     new = Fernet.generate_key().decode()
-    settings.TOKENAUTH = {**settings.TOKENAUTH, "TOKEN_MANAGER_KEYS": [new, *old]}
-    call_command("tokenauth_upstream_grants", "--rotate", stdout=io.StringIO())
-    settings.TOKENAUTH = {**settings.TOKENAUTH, "TOKEN_MANAGER_KEYS": [new]}
+    settings.EPOCHAUTH = {**settings.EPOCHAUTH, "TOKEN_MANAGER_KEYS": [new, *old]}
+    call_command("epochauth_upstream_grants", "--rotate", stdout=io.StringIO())
+    settings.EPOCHAUTH = {**settings.EPOCHAUTH, "TOKEN_MANAGER_KEYS": [new]}
     assert decrypt(UpstreamGrant.objects.get().encrypted_token) == refresh_token
 
 
@@ -447,16 +447,16 @@ def test_admin_lists_grants_without_the_token_and_revokes(web_idp, live_server):
     admin = get_user_model().objects.create_superuser("root", password="pw")
     client = Client()
     client.force_login(admin)
-    listing = client.get("/admin/tokenauth_tokenmanager/upstreamgrant/")
+    listing = client.get("/admin/epochauth_tokenmanager/upstreamgrant/")
     page = listing.content.decode()
     assert listing.status_code == 200 and web_idp.issuer in page
     assert grant.encrypted_token not in page and refresh_token not in page
     detail = client.get(
-        f"/admin/tokenauth_tokenmanager/upstreamgrant/{grant.pk}/change/"
+        f"/admin/epochauth_tokenmanager/upstreamgrant/{grant.pk}/change/"
     ).content.decode()
     assert grant.encrypted_token not in detail
     client.post(
-        "/admin/tokenauth_tokenmanager/upstreamgrant/",
+        "/admin/epochauth_tokenmanager/upstreamgrant/",
         {"action": "revoke", "_selected_action": [grant.pk]},
     )
     revoked()
@@ -467,22 +467,22 @@ def test_admin_lists_grants_without_the_token_and_revokes(web_idp, live_server):
 
 @pytest.mark.parametrize(
     ("keys", "expected"),
-    [([], "tokenauth.tokenmanager.E001"), (["short"], "tokenauth.tokenmanager.E002")],
+    [([], "epochauth.tokenmanager.E001"), (["short"], "epochauth.tokenmanager.E002")],
 )
 def test_missing_or_bad_keys_are_system_check_errors(settings, keys, expected):
-    from tokenauth.tokenmanager.checks import check_keys
+    from epochauth.tokenmanager.checks import check_keys
 
-    settings.TOKENAUTH = {**settings.TOKENAUTH, "TOKEN_MANAGER_KEYS": keys}
+    settings.EPOCHAUTH = {**settings.EPOCHAUTH, "TOKEN_MANAGER_KEYS": keys}
     assert [error.id for error in check_keys()] == [expected]
-    settings.TOKENAUTH = {
-        **settings.TOKENAUTH,
+    settings.EPOCHAUTH = {
+        **settings.EPOCHAUTH,
         "TOKEN_MANAGER_KEYS": [Fernet.generate_key().decode()],
     }
     assert check_keys() == []
 
 
 def test_an_api_logout_ends_the_grant_too(web_idp, live_server):
-    """``tokenauth logout`` of a session started on the signed-in page: DIRAC's dirac-logout."""
+    """``epochauth logout`` of a session started on the signed-in page: DIRAC's dirac-logout."""
     site = live_server.url
     browser = browser_login(site)
     refresh_token = decrypt(UpstreamGrant.objects.get().encrypted_token)
@@ -520,24 +520,24 @@ def logout_while_the_provider_is_slow(web_idp: TestIdP, site: str, delay_ms: int
 
 def test_a_slow_provider_does_not_delay_the_logout(web_idp, live_server, settings):
     """The grant ends in the logout's transaction; the call to the provider comes after the answer."""
-    settings.TOKENAUTH = {**settings.TOKENAUTH, "HTTP_TIMEOUT": 5}
+    settings.EPOCHAUTH = {**settings.EPOCHAUTH, "HTTP_TIMEOUT": 5}
     refresh_token = logout_while_the_provider_is_slow(web_idp, live_server.url, 2000)
     assert not UpstreamGrant.objects.exists()
     assert refresh_at(web_idp, refresh_token).json()["error"] == "invalid_grant"
 
 
 def test_a_provider_that_hangs_past_the_timeout_is_retried_later(web_idp, live_server, settings):
-    settings.TOKENAUTH = {**settings.TOKENAUTH, "HTTP_TIMEOUT": 1}
+    settings.EPOCHAUTH = {**settings.EPOCHAUTH, "HTTP_TIMEOUT": 1}
     refresh_token = logout_while_the_provider_is_slow(web_idp, live_server.url, 3000)
     waiting = UpstreamGrant.objects.get()
     assert waiting.revoke_attempts == 1 and "ReadTimeout" in waiting.revoke_error
     admin = get_user_model().objects.create_superuser("root", password="pw")
     client = Client()
     client.force_login(admin)
-    page = client.get("/admin/tokenauth_tokenmanager/upstreamgrant/").content.decode()
+    page = client.get("/admin/epochauth_tokenmanager/upstreamgrant/").content.decode()
     assert "ReadTimeout" in page
     out = io.StringIO()
-    call_command("tokenauth_upstream_grants", stdout=out)
+    call_command("epochauth_upstream_grants", stdout=out)
     assert "0 ended grant(s) still wait" in out.getvalue()
     assert not UpstreamGrant.objects.exists()
     assert refresh_at(web_idp, refresh_token).json()["error"] == "invalid_grant"

@@ -9,19 +9,19 @@ import jwt
 import pytest
 from django.contrib.auth.models import Group
 
+from epochauth import authentication, tokens
+from epochauth.authentication import authenticate_token, verify_token
+from epochauth.exceptions import InvalidToken
+from epochauth.keys import get_keyring
+from epochauth.models import Epoch
+from epochauth.revocation import bump_epoch, revoke_id
+from epochauth.tokens import mint_access_token, scope_string, verified_tokens
 from tests.helpers import login, make_user
-from tokenauth import authentication, tokens
-from tokenauth.authentication import authenticate_token, verify_token
-from tokenauth.exceptions import InvalidToken
-from tokenauth.keys import get_keyring
-from tokenauth.models import Epoch
-from tokenauth.revocation import bump_epoch, revoke_id
-from tokenauth.tokens import mint_access_token, scope_string, verified_tokens
 
 pytestmark = pytest.mark.django_db
 
 ISSUER = "http://127.0.0.1:8000"
-SECRET = "dev-only-tokenauth-signing-key-change-me-0123456789abcdef"
+SECRET = "dev-only-epochauth-signing-key-change-me-0123456789abcdef"
 
 
 def unverified(token: str) -> tuple[dict, dict]:
@@ -88,12 +88,12 @@ def test_login_endpoint_token_carries_selected_group_and_session(client, setting
 
 def test_audience_is_added_and_required(settings):
     user = make_user("alice")
-    settings.TOKENAUTH = {**settings.TOKENAUTH, "AUDIENCE": "https://api.example.org"}
+    settings.EPOCHAUTH = {**settings.EPOCHAUTH, "AUDIENCE": "https://api.example.org"}
     token = mint_access_token(user).token
     assert unverified(token)[1]["aud"] == "https://api.example.org"
     assert verify_token(token)["aud"] == "https://api.example.org"
 
-    settings.TOKENAUTH = {**settings.TOKENAUTH, "AUDIENCE": "https://other.example.org"}
+    settings.EPOCHAUTH = {**settings.EPOCHAUTH, "AUDIENCE": "https://other.example.org"}
     with pytest.raises(InvalidToken):
         verify_token(token)
 
@@ -101,19 +101,19 @@ def test_audience_is_added_and_required(settings):
 def test_token_without_aud_is_refused_when_audience_configured(settings):
     user = make_user("alice")
     token = mint_access_token(user).token
-    settings.TOKENAUTH = {**settings.TOKENAUTH, "AUDIENCE": "https://api.example.org"}
+    settings.EPOCHAUTH = {**settings.EPOCHAUTH, "AUDIENCE": "https://api.example.org"}
     with pytest.raises(InvalidToken):
         verify_token(token)
 
 
 def test_empty_audience_setting_means_no_audience(settings):
-    settings.TOKENAUTH = {**settings.TOKENAUTH, "AUDIENCE": ""}
+    settings.EPOCHAUTH = {**settings.EPOCHAUTH, "AUDIENCE": ""}
     token = mint_access_token(make_user("alice")).token
     assert "aud" not in verify_token(token)
 
 
 def test_zero_lifetime_is_not_replaced_by_the_default(settings):
-    settings.TOKENAUTH = {**settings.TOKENAUTH, "LEEWAY": 0}
+    settings.EPOCHAUTH = {**settings.EPOCHAUTH, "LEEWAY": 0}
     issued = mint_access_token(make_user("alice"), lifetime=timedelta(0))
     assert issued.expires_in == 0
     with pytest.raises(InvalidToken, match="expired"):
@@ -121,7 +121,7 @@ def test_zero_lifetime_is_not_replaced_by_the_default(settings):
 
 
 def test_memo_still_checks_expiry(settings, monkeypatch):
-    settings.TOKENAUTH = {**settings.TOKENAUTH, "LEEWAY": 0}
+    settings.EPOCHAUTH = {**settings.EPOCHAUTH, "LEEWAY": 0}
     issued = mint_access_token(make_user("alice"), lifetime=timedelta(seconds=60))
     assert authenticate_token(issued.token)
     assert verified_tokens.get(issued.token) is not None  # now served from the memo
@@ -133,7 +133,7 @@ def test_memo_still_checks_expiry(settings, monkeypatch):
 
 
 def test_memo_honours_leeway(settings, monkeypatch):
-    settings.TOKENAUTH = {**settings.TOKENAUTH, "LEEWAY": 30}
+    settings.EPOCHAUTH = {**settings.EPOCHAUTH, "LEEWAY": 30}
     issued = mint_access_token(make_user("alice"), lifetime=timedelta(seconds=60))
     authenticate_token(issued.token)
     now = time.time()
@@ -145,7 +145,7 @@ def test_memo_honours_leeway(settings, monkeypatch):
 
 
 def test_memo_is_bounded(settings):
-    settings.TOKENAUTH = {**settings.TOKENAUTH, "VERIFIED_TOKEN_CACHE_SIZE": 2}
+    settings.EPOCHAUTH = {**settings.EPOCHAUTH, "VERIFIED_TOKEN_CACHE_SIZE": 2}
     user = make_user("alice")
     minted = [mint_access_token(user).token for _ in range(3)]
     for token in minted:
@@ -156,7 +156,7 @@ def test_memo_is_bounded(settings):
 
 
 def test_memo_can_be_switched_off(settings):
-    settings.TOKENAUTH = {**settings.TOKENAUTH, "VERIFIED_TOKEN_CACHE_SIZE": 0}
+    settings.EPOCHAUTH = {**settings.EPOCHAUTH, "VERIFIED_TOKEN_CACHE_SIZE": 0}
     token = mint_access_token(make_user("alice")).token
     authenticate_token(token)
     assert verified_tokens.get(token) is None
@@ -165,7 +165,7 @@ def test_memo_can_be_switched_off(settings):
 def test_memo_is_cleared_when_settings_change(settings):
     token = mint_access_token(make_user("alice")).token
     verify_token(token)
-    settings.TOKENAUTH = {**settings.TOKENAUTH, "ISSUER": "https://elsewhere.example.org"}
+    settings.EPOCHAUTH = {**settings.EPOCHAUTH, "ISSUER": "https://elsewhere.example.org"}
     with pytest.raises(InvalidToken):
         verify_token(token)
 
@@ -192,7 +192,7 @@ def test_memo_does_not_skip_the_denylist(client):
 
 
 def test_expired_memo_entry_over_http(client, settings, monkeypatch):
-    settings.TOKENAUTH = {**settings.TOKENAUTH, "LEEWAY": 0}
+    settings.EPOCHAUTH = {**settings.EPOCHAUTH, "LEEWAY": 0}
     issued = mint_access_token(make_user("alice"), lifetime=timedelta(seconds=5))
     auth = {"HTTP_AUTHORIZATION": f"Bearer {issued.token}"}
     assert client.get("/api/hello/", **auth).status_code == 200

@@ -19,19 +19,19 @@ from django.test import Client
 from django.utils import translation
 from django.utils.functional import Promise
 
-import tokenauth
+import epochauth
+from epochauth import revocation
+from epochauth.exceptions import InvalidToken
+from epochauth.models import Epoch, Issuer, Session
+from epochauth.tokens import mint_access_token
+from epochauth.verification import check_claims, local_policy
 from tests.conftest import service_required
 from tests.helpers import login, make_user
-from tokenauth import revocation
-from tokenauth.exceptions import InvalidToken
-from tokenauth.models import Epoch, Issuer, Session
-from tokenauth.tokens import mint_access_token
-from tokenauth.verification import check_claims, local_policy
 
 pytestmark = pytest.mark.django_db
 
 FRENCH = {"HTTP_ACCEPT_LANGUAGE": "fr"}
-PACKAGE = Path(tokenauth.__file__).parent
+PACKAGE = Path(epochauth.__file__).parent
 CATALOG = PACKAGE / "locale" / "fr" / "LC_MESSAGES"
 
 
@@ -137,7 +137,7 @@ def test_the_sign_in_page_in_french():
     page = response.content.decode()
     assert '<html lang="fr">' in page
     assert "<title>Se connecter</title>" in page
-    # "Username" and "Password" are Django's msgids too: an app listed before tokenauth may word them.
+    # "Username" and "Password" are Django's msgids too: an app listed before epochauth may word them.
     assert "Mot de passe" in page and "Username" not in page
     assert "Sign in" not in page
 
@@ -155,10 +155,10 @@ def test_the_device_pages_in_french():
 
 def test_an_admin_action_and_its_message_in_french(admin_client):
     issuers = [Issuer.objects.create(issuer=f"https://idp{n}.example.org") for n in range(2)]
-    page = admin_client.get("/admin/tokenauth/issuer/", **FRENCH).content.decode()
+    page = admin_client.get("/admin/epochauth/issuer/", **FRENCH).content.decode()
     assert "Désactiver les émetteurs sélectionnés" in page
     response = admin_client.post(
-        "/admin/tokenauth/issuer/",
+        "/admin/epochauth/issuer/",
         {"action": "disable", "_selected_action": [str(i.pk) for i in issuers]},
         follow=True,
         **FRENCH,
@@ -171,7 +171,7 @@ def test_model_fields_are_named_in_french(admin_client):
     is the model, so its name is given as ``verbose_name``)."""
     alice = make_user("alice")
     revocation.bump_epoch(Epoch.Kind.USER, str(alice.pk), actor=alice, reason="test")
-    page = admin_client.get("/admin/tokenauth/epoch/", **FRENCH).content.decode()
+    page = admin_client.get("/admin/epochauth/epoch/", **FRENCH).content.decode()
     assert "Époque incrémentée par" in page
     with translation.override("fr"):
         assert Session._meta.get_field("user").verbose_name == "utilisateur"
@@ -184,7 +184,7 @@ def test_every_model_field_has_a_translatable_name():
     translation: an unmarked one is derived from the attribute and stays English."""
     unmarked = []
     for config in apps.get_app_configs():
-        if config.name.split(".")[0] != "tokenauth":
+        if config.name.split(".")[0] != "epochauth":
             continue
         for model in config.get_models():
             names = [("Meta", model._meta.verbose_name), ("Meta", model._meta.verbose_name_plural)]
@@ -240,7 +240,7 @@ def test_the_french_catalog_is_complete_and_compiled(tmp_path):
 def test_the_french_catalog_covers_every_marked_message(tmp_path):
     """makemessages over a copy of the package finds no message the catalog lacks or no longer needs."""
     service_required("gettext tools", gettext_tools, FileNotFoundError)
-    copy = tmp_path / "tokenauth"
+    copy = tmp_path / "epochauth"
     shutil.copytree(PACKAGE, copy, ignore=shutil.ignore_patterns("__pycache__"))
     env = {k: v for k, v in os.environ.items() if k != "DJANGO_SETTINGS_MODULE"}
     result = subprocess.run(

@@ -1,4 +1,4 @@
-"""The verification pipeline itself (tokenauth.verification): each rule refusing on its own, under the
+"""The verification pipeline itself (epochauth.verification): each rule refusing on its own, under the
 policies of our tokens, of allow-listed issuers' access tokens, and of logout tokens."""
 
 from __future__ import annotations
@@ -15,15 +15,13 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from django.contrib.auth import get_user_model
 from django.core.exceptions import ImproperlyConfigured
 
-from tests.helpers import make_user
-from tests.loopback_issuer import CraftedIssuer, compact, key
-from tokenauth import verification
-from tokenauth.authentication import authenticate_token
-from tokenauth.exceptions import InvalidToken
-from tokenauth.issuers import IssuerConfig, get_issuer
-from tokenauth.keys import get_keyring, load_key
-from tokenauth.tokens import mint_access_token
-from tokenauth.verification import (
+from epochauth import verification
+from epochauth.authentication import authenticate_token
+from epochauth.exceptions import InvalidToken
+from epochauth.issuers import IssuerConfig, get_issuer
+from epochauth.keys import get_keyring, load_key
+from epochauth.tokens import mint_access_token
+from epochauth.verification import (
     Policy,
     TokenExpired,
     WrongAudience,
@@ -34,11 +32,13 @@ from tokenauth.verification import (
     parse,
     verify,
 )
+from tests.helpers import make_user
+from tests.loopback_issuer import CraftedIssuer, compact, key
 
 pytestmark = pytest.mark.django_db
 
 ISSUER = "http://127.0.0.1:8000"
-SECRET = b"dev-only-tokenauth-signing-key-change-me-0123456789abcdef"
+SECRET = b"dev-only-epochauth-signing-key-change-me-0123456789abcdef"
 OTHER = "https://issuer.example.org"
 #: A stand-in key source for the policies of other issuers, so that their header and claim rules are
 #: checked without a JWKS: every token names this HMAC key.
@@ -284,7 +284,7 @@ def rsa_pems() -> tuple[str, bytes]:
 
 def test_an_rsa_public_key_never_becomes_an_hmac_secret(settings):
     private, public = rsa_pems()
-    settings.TOKENAUTH = {**settings.TOKENAUTH, "ALGORITHM": "RS256", "SIGNING_KEY": private}
+    settings.EPOCHAUTH = {**settings.EPOCHAUTH, "ALGORITHM": "RS256", "SIGNING_KEY": private}
     good = mint_access_token(make_user("alice"))
     assert verify(parse(good.token), local_policy()) == good.claims
     for secret in (public, public.strip(), private.encode()):
@@ -301,7 +301,7 @@ def test_an_rsa_public_key_never_becomes_an_hmac_secret(settings):
 @pytest.fixture
 def crafted(settings) -> Iterator[CraftedIssuer]:
     issuer = CraftedIssuer()
-    settings.TOKENAUTH = {**settings.TOKENAUTH, "ISSUERS": [{"issuer": issuer.issuer}]}
+    settings.EPOCHAUTH = {**settings.EPOCHAUTH, "ISSUERS": [{"issuer": issuer.issuer}]}
     yield issuer
     issuer.stop()
 
@@ -443,7 +443,7 @@ def test_times_are_numeric_dates(change):
 
 
 def test_times_with_leeway(settings):
-    settings.TOKENAUTH = {**settings.TOKENAUTH, "LEEWAY": 30}
+    settings.EPOCHAUTH = {**settings.EPOCHAUTH, "LEEWAY": 30}
     now = int(time.time())
     check_claims(our_claims(exp=now - 20, iat=now - 100), local_policy())
     check_claims(our_claims(nbf=now + 20, iat=now + 20), local_policy())
@@ -480,7 +480,7 @@ def test_iss_is_exactly_the_policys(iss):
     ids=repr,
 )
 def test_audience_must_name_one_accepted(settings, aud):
-    settings.TOKENAUTH = {**settings.TOKENAUTH, "AUDIENCE": "https://api.example.org"}
+    settings.EPOCHAUTH = {**settings.EPOCHAUTH, "AUDIENCE": "https://api.example.org"}
     claims = {**our_claims(), "aud": aud}
     if aud is None:
         del claims["aud"]

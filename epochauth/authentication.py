@@ -1,0 +1,211 @@
+"""DRF authentication: ``Authorization: Bearer <JWT>`` verified without a database query."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from django.contrib.auth import get_user_model
+from django.core.exceptions import ValidationError
+from django.utils.translation import gettext_lazy as _
+from rest_framework import authentication, exceptions
+from rest_framework.authentication import BaseAuthentication
+from rest_framework.request import Request
+
+from . import (
+    conf,
+    issuers,
+    jwks,
+    migrating,
+    models,
+    provisioning,
+    revocation,
+    scopes,
+    snapshots,
+    tokens,
+    users,
+    verification,
+)
+from .exceptions import REALM, InsufficientScope, InvalidToken, ServiceUnavailable
+
+ERROR_ATTRIBUTE = "_epochauth_error"
+
+
+def verify_token(token: str) -> dict[str, Any]:
+    """Signature and claims of a token from us or from an allow-listed issuer (not revocation).
+
+    The issuer is read unverified only to choose where the key comes from; an issuer that is
+    neither us nor enabled is refused before any network I/O.
+    """
+    jws = verification.parse(token)
+    iss = jws.claims.get("iss")
+    if conf.epochauth_settings.LOCAL_TOKENS and iss == conf.epochauth_settings.ISSUER:
+        return verification.verify(jws, verification.local_policy())
+    config = issuers.get_issuer(iss) if isinstance(iss, str) else None
+    if config is None:
+        raise InvalidToken(_("The access token's issuer is not accepted"))
+    return verification.verify(jws, verification.external_policy(config))
+
+
+def _local_token(claims: dict[str, Any]) -> tokens.AccessToken:
+    user_id = claims["sub"]
+    groups = revocation.check_local_claims(claims, user_id)
+    try:
+        pk = get_user_model()._meta.pk.to_python(user_id)
+    except ValidationError:
+        raise InvalidToken(_("The access token's subject is invalid")) from None
+    return tokens.AccessToken(claims, groups, pk, claims.get(tokens.CLAIM_USERNAME, ""))
+
+
+def _external_token(claims: dict[str, Any]) -> tokens.AccessToken:
+    config = issuers.get_issuer(claims["iss"])
+    # Disabled since the token was first seen.
+    if config is None:
+        raise InvalidToken(_("The access token's issuer is not accepted"))
+    granted = frozenset(scopes.split_scope(tokens.scope_string(claims)))
+    if not all(config.scope_granted(granted, scope) for scope in config.required_scopes):
+        raise InsufficientScope(config.required_scopes)
+    principal = provisioning.resolve(config, claims)
+    if not principal.is_active:
+        raise InvalidToken(_("The user is inactive"))
+    revocation.check_external_claims(
+        claims, str(principal.user_id), models.identity_digest(claims["iss"], claims["sub"])
+    )
+    groups = provisioning.groups_of(config, claims, principal)
+    return tokens.AccessToken(claims, groups, principal.user_id, principal.username)
+
+
+def validate_token(token: str) -> tokens.AccessToken:
+    """A bearer token verified, not revoked and of an issuer still accepted; raises :class:`InvalidToken`.
+
+    A token's signature is checked once per process (``verified_tokens``); expiry, the issuer's
+    standing and revocation are checked on every call.
+    """
+    if len(token) > conf.epochauth_settings.MAX_TOKEN_BYTES:
+        raise InvalidToken(_("The access token is too large"))
+    # A JWT is base64url and dots; PyJWT would fail encoding anything else.
+    if not token.isascii():
+        raise InvalidToken(_("The access token is malformed"))
+    claims = tokens.verified_tokens.get(token)
+    if claims is not None and not _is_local(claims) and not _still_verified(token, claims["iss"]):
+        claims = None
+    if claims is None:
+        try:
+            claims = verify_token(token)
+        except InvalidToken:
+            # Perhaps a token of the system the site is moving from (epochauth.contrib.simplejwt).
+            migrated = migrating.validated(token)
+            if migrated is None:
+                raise
+            return migrated
+        tokens.verified_tokens.put(token, claims)
+    elif claims["exp"] + conf.epochauth_settings.LEEWAY.total_seconds() < time.time():
+        raise InvalidToken(_("The access token expired"))
+    if _is_local(claims):
+        return _local_token(claims)
+    return _external_token(claims)
+
+
+def token_user(access: tokens.AccessToken) -> Any:
+    """The user of a validated token: a :class:`TokenUser` without a query, or the active user row
+    with ``LOAD_USER``."""
+    if not conf.epochauth_settings.LOAD_USER:
+        return users.TokenUser(access.user_id, access.username, access.groups)
+    user = get_user_model()._default_manager.filter(pk=access.user_id, is_active=True).first()
+    if user is None:
+        raise InvalidToken(_("The user is inactive or deleted"))
+    return user
+
+
+def authenticate_token(token: str) -> tuple[Any, tokens.AccessToken]:
+    """Verify a bearer token and return ``(user, AccessToken)``; raises :class:`InvalidToken`."""
+    access = validate_token(token)
+    return token_user(access), access
+
+
+def _still_verified(token: str, iss: str) -> bool:
+    """Whether an external token's memo still holds: its issuer's keys need no refresh (a withdrawn
+    key must stop working), and the issuer is unchanged. The issuer table is read first, since a
+    change to it (in any process: pushed) drops the memo."""
+    return (
+        issuers.get_issuer(iss) is not None
+        and jwks.jwks_cache.is_fresh(iss)
+        and tokens.verified_tokens.get(token) is not None
+    )
+
+
+def _is_local(claims: dict[str, Any]) -> bool:
+    return (
+        bool(conf.epochauth_settings.LOCAL_TOKENS)
+        and claims["iss"] == conf.epochauth_settings.ISSUER
+    )
+
+
+class BearerAuthentication(BaseAuthentication):
+    """RFC 6750 bearer tokens: optional unless the view's permissions require a user.
+
+    A bad token is a 401 whose ``WWW-Authenticate`` says why; when revocation state cannot be read
+    at all, the request fails closed with 503.
+    """
+
+    keyword = "Bearer"
+    realm = REALM
+
+    def authenticate(self, request: Request) -> tuple[Any, tokens.AccessToken] | None:
+        """The four steps below; override a step, not this. ``None`` when the request has no bearer
+        token (the next authentication class may try), a 401 or 503 when it has a bad one."""
+        header = self.get_header(request)
+        if header is None:
+            return None
+        raw_token = self.get_raw_token(header)
+        if raw_token is None:
+            return None
+        try:
+            validated_token = self.get_validated_token(raw_token)
+            return self.get_user(validated_token), validated_token
+        except InvalidToken as exc:
+            setattr(request._request, ERROR_ATTRIBUTE, exc.header_description)
+            raise exceptions.AuthenticationFailed(
+                str(exc.description), code="invalid_token"
+            ) from None
+        except (snapshots.StateUnavailable, jwks.IssuerUnavailable):
+            raise ServiceUnavailable() from None
+
+    def get_header(self, request: Request) -> str | None:
+        """The header that carries the token; override to read another one (a proxy's, say)."""
+        return request.META.get("HTTP_AUTHORIZATION")
+
+    def get_raw_token(self, header: str) -> str | None:
+        """The token in ``header`` when its scheme is :attr:`keyword` (case-insensitive), else None."""
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() != self.keyword.lower():
+            return None
+        return token.strip()
+
+    def get_validated_token(self, raw_token: str) -> tokens.AccessToken:
+        """Signature, claims, issuer and revocation (:func:`validate_token`); raises InvalidToken.
+
+        Override to refuse more (check a claim, say) and call ``super()`` first: the verification
+        itself is not a hook, so no subclass can accept a token it refuses.
+        """
+        return validate_token(raw_token)
+
+    def get_user(self, validated_token: tokens.AccessToken) -> Any:
+        """``request.user`` for a validated token (:func:`token_user`); override to load it otherwise.
+        Raise :class:`~epochauth.exceptions.InvalidToken` to refuse the request."""
+        return token_user(validated_token)
+
+    def authenticate_header(self, request: Request) -> str:
+        error = getattr(request._request, ERROR_ATTRIBUTE, None)
+        if error:
+            return f'{self.keyword} realm="{self.realm}", error="invalid_token", error_description="{error}"'
+        return f'{self.keyword} realm="{self.realm}"'
+
+
+class SessionAuthentication(authentication.SessionAuthentication):
+    """DRF's session authentication, switched off by ``EPOCHAUTH["SESSION_AUTH_FALLBACK"] = False``."""
+
+    def authenticate(self, request: Request) -> tuple[Any, None] | None:
+        if not conf.epochauth_settings.SESSION_AUTH_FALLBACK:
+            return None
+        return super().authenticate(request)

@@ -1,0 +1,391 @@
+"""System checks: misconfiguration is reported by ``manage.py check``, not at the first request."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from django.conf import settings
+from django.core import checks
+from django.core.exceptions import ImproperlyConfigured, ValidationError
+from django.db import connections
+
+from . import claims, conf, issuer_config, keys, profiles, throttling
+from .scopes import is_scope_token, service_scopes
+
+
+@checks.register(checks.Tags.security)
+def check_settings(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
+    errors: list[checks.CheckMessage] = []
+    unknown = sorted(set(conf.epochauth_settings.user_settings) - set(conf.DEFAULTS))
+    if unknown:
+        errors.append(
+            checks.Error(f"Unknown EPOCHAUTH settings: {', '.join(unknown)}", id="epochauth.E001")
+        )
+    if not isinstance(conf.epochauth_settings.ISSUER, str) or not conf.epochauth_settings.ISSUER:
+        errors.append(
+            checks.Error(
+                'EPOCHAUTH["ISSUER"] must be set to this service\'s issuer string.',
+                hint='For example "https://api.example.org".',
+                id="epochauth.E002",
+            )
+        )
+    for name in conf.TIMEDELTA_SETTINGS:
+        value = getattr(conf.epochauth_settings, name)
+        if not isinstance(value, timedelta) or value < timedelta(0):
+            errors.append(
+                checks.Error(
+                    f'EPOCHAUTH["{name}"] must be a non-negative timedelta.', id="epochauth.E003"
+                )
+            )
+    try:
+        keys.get_keyring.cache_clear()
+        keyring = keys.get_keyring()
+    except (ImproperlyConfigured, OSError, KeyError) as exc:
+        errors.append(checks.Error(f"EPOCHAUTH signing keys: {exc}", id="epochauth.E004"))
+        return errors
+    if keyring.signing.algorithm in keys.HMAC_ALGORITHMS:
+        secret = keyring.signing.signing_key
+        if secret == settings.SECRET_KEY.encode() and not settings.DEBUG:
+            errors.append(
+                checks.Warning(
+                    "Access tokens are signed with SECRET_KEY.",
+                    hint='Set a dedicated EPOCHAUTH["SIGNING_KEY"]: rotating one leaves the other alone.',
+                    id="epochauth.W001",
+                )
+            )
+        if len(secret) < 32:
+            errors.append(
+                checks.Error(
+                    "The HMAC signing key must be at least 32 bytes.", id="epochauth.E005"
+                )
+            )
+    for name in ("SCOPES", "SERVICE_SCOPES"):
+        value = getattr(conf.epochauth_settings, name)
+        if not isinstance(value, dict) or not all(
+            isinstance(n, str) and is_scope_token(n) for n in value
+        ):
+            errors.append(
+                checks.Error(
+                    f'EPOCHAUTH["{name}"] must map scope names to descriptions.',
+                    hint='A scope name is printable ASCII without space, " and \\ (RFC 6749 section 3.3).',
+                    id="epochauth.E011",
+                )
+            )
+    scopes = conf.epochauth_settings.SCOPES
+    if isinstance(scopes, dict) and isinstance(conf.epochauth_settings.SERVICE_SCOPES, dict):
+        privileged = sorted(str(name) for name in scopes if name in service_scopes())
+        if privileged:
+            errors.append(
+                checks.Error(
+                    f'Service scopes in EPOCHAUTH["SCOPES"]: {", ".join(privileged)}.',
+                    hint="SCOPES are what any user may ask for; a scope only a service application "
+                    'may hold (TOKEN_MANAGER_SCOPE, SERVICE_SCOPES) goes in EPOCHAUTH["SERVICE_SCOPES"] '
+                    "and in the allowed scopes of that application.",
+                    id="epochauth.E019",
+                )
+            )
+    for name in ("LOGIN_THROTTLE_RATE", "DEVICE_CODE_THROTTLE_RATE"):
+        rate = getattr(conf.epochauth_settings, name)
+        if rate is not None and not _valid_rate(rate):
+            errors.append(
+                checks.Error(
+                    f'EPOCHAUTH["{name}"] is not a rate: {rate!r}.',
+                    hint='Failed attempts per period, e.g. "10/min" or "100/hour"; None = off.',
+                    id="epochauth.E012",
+                )
+            )
+    profile = conf.epochauth_settings.TOKEN_PROFILE
+    if profile not in (None, profiles.WLCG):
+        errors.append(
+            checks.Error(
+                f'EPOCHAUTH["TOKEN_PROFILE"] is not a profile we mint: {profile!r}.',
+                hint='None, or "wlcg" for the WLCG Common JWT Profile 1.0.',
+                id="epochauth.E018",
+            )
+        )
+    elif profile == profiles.WLCG and isinstance(scopes, dict):
+        misspelt = sorted(str(name) for name in scopes if not profiles.in_wlcg_grammar(str(name)))
+        if misspelt:
+            errors.append(
+                checks.Warning(
+                    f"SCOPES not in the WLCG profile's grammar: {', '.join(misspelt)}.",
+                    hint="storage.read|create|modify|stage:/path; compute.read|modify|create|cancel.",
+                    id="epochauth.W006",
+                )
+            )
+    limit = conf.epochauth_settings.MAX_SESSIONS_PER_USER
+    if limit is not None and (type(limit) is not int or limit < 1):
+        errors.append(
+            checks.Error(
+                'EPOCHAUTH["MAX_SESSIONS_PER_USER"] must be None or a positive integer.',
+                id="epochauth.E013",
+            )
+        )
+    if conf.epochauth_settings.BACKCHANNEL_LOGOUT_MAX_AGE == timedelta(
+        0
+    ):  # a negative one is E003
+        errors.append(
+            checks.Error(
+                'EPOCHAUTH["BACKCHANNEL_LOGOUT_MAX_AGE"] must be more than zero.',
+                hint="Logout tokens are delivered within seconds of their iat; the default is 5 minutes.",
+                id="epochauth.E014",
+            )
+        )
+    cache: dict[str, Any] = settings.CACHES.get(conf.epochauth_settings.CACHE_ALIAS, {})
+    cache_backend = cache.get("BACKEND", "")
+    if not cache_backend:
+        errors.append(
+            checks.Error('EPOCHAUTH["CACHE_ALIAS"] names no cache.', id="epochauth.E006")
+        )
+    elif cache_backend.endswith(("LocMemCache", "DummyCache")) and not settings.DEBUG:
+        errors.append(
+            checks.Warning(
+                "Revocation state is cached in process memory only.",
+                hint="Use a shared cache (Redis) so that a revocation reaches every process within seconds; "
+                "with this one an epoch bump reaches other processes only after EPOCH_CACHE_TIMEOUT.",
+                id="epochauth.W002",
+            )
+        )
+    max_entries = cache.get("OPTIONS", {}).get("MAX_ENTRIES", 300)
+    if (
+        cache_backend.endswith("LocMemCache")
+        and max_entries < conf.epochauth_settings.VERIFIED_TOKEN_CACHE_SIZE
+    ):
+        errors.append(
+            checks.Warning(
+                f"The cache epochauth uses keeps only {max_entries} entries.",
+                hint="It holds each external identity's user, older tokens' epochs and the login throttle's "
+                "counters: culled, they are read from the database again. Set OPTIONS MAX_ENTRIES to at "
+                "least VERIFIED_TOKEN_CACHE_SIZE, or use Redis.",
+                id="epochauth.W004",
+            )
+        )
+    if conf.epochauth_settings.ACCESS_TOKEN_LIFETIME > conf.epochauth_settings.REVOCATION_WINDOW:
+        errors.append(
+            checks.Warning(
+                "ACCESS_TOKEN_LIFETIME is longer than REVOCATION_WINDOW.",
+                hint="Tokens older than the window read their epochs from the shared cache on each request.",
+                id="epochauth.W005",
+            )
+        )
+    return errors
+
+
+@checks.register(checks.Tags.security)
+def check_custom_claims(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
+    """``CUSTOM_CLAIMS`` names a callable, and the claim names it declares are not reserved ones."""
+    try:
+        claims.get_claims_callable.cache_clear()
+        reserved = claims.reserved_in(claims.declared_claim_names())
+    except (ImportError, ImproperlyConfigured, TypeError) as exc:
+        return [checks.Error(f'EPOCHAUTH["CUSTOM_CLAIMS"]: {exc}', id="epochauth.E015")]
+    if reserved:
+        return [
+            checks.Error(
+                f'EPOCHAUTH["CUSTOM_CLAIMS"] declares reserved claims: {", ".join(reserved)}.',
+                hint="Registered claims and epochauth's own are set by epochauth; give yours other names.",
+                id="epochauth.E015",
+            )
+        ]
+    return []
+
+
+@checks.register(checks.Tags.security)
+def check_issuers(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
+    """Issuers configured in code: exact URLs, asymmetric algorithms, known options."""
+    errors: list[checks.CheckMessage] = []
+    entries = conf.epochauth_settings.ISSUERS
+    if not isinstance(entries, list | tuple):
+        return [checks.Error('EPOCHAUTH["ISSUERS"] must be a list of dicts.', id="epochauth.E007")]
+    known = set(issuer_config.IssuerConfig.__dataclass_fields__) | {"enabled"}
+    seen: set[str] = set()
+    login_slugs: dict[str, str] = {}
+    for entry in entries:
+        if not isinstance(entry, dict) or not isinstance(entry.get("issuer"), str):
+            errors.append(
+                checks.Error(
+                    f"Issuer entry without an issuer string: {entry!r}", id="epochauth.E007"
+                )
+            )
+            continue
+        iss = entry["issuer"]
+        if iss in seen:
+            errors.append(checks.Error(f"{iss}: configured more than once.", id="epochauth.E007"))
+        seen.add(iss)
+        if entry.get("client_id"):
+            slug = issuer_config.login_slug(iss, entry.get("slug") or "")
+            if slug in login_slugs:
+                errors.append(
+                    checks.Error(
+                        f"{iss}: its login slug {slug!r} is also that of {login_slugs[slug]}.",
+                        hint="Give one of them its own slug.",
+                        id="epochauth.E010",
+                    )
+                )
+            login_slugs.setdefault(slug, iss)
+        try:
+            issuer_config.validate_issuer_url(iss)
+        except ValidationError as exc:
+            errors.append(
+                checks.Error(
+                    exc.messages[0],
+                    hint='Loopback http issuers need EPOCHAUTH["ALLOW_LOOPBACK_HTTP_ISSUERS"] = True.',
+                    id="epochauth.E008",
+                )
+            )
+        unknown = sorted(set(entry) - known)
+        if unknown:
+            errors.append(
+                checks.Error(f"{iss}: unknown options {', '.join(unknown)}", id="epochauth.E007")
+            )
+        algorithms = entry.get("algorithms", ["RS256"])
+        if (
+            not _strings(algorithms)
+            or not algorithms
+            or not set(algorithms) <= keys.ASYMMETRIC_ALGORITHMS
+        ):
+            errors.append(
+                checks.Error(
+                    f"{iss}: only asymmetric algorithms may be accepted.", id="epochauth.E009"
+                )
+            )
+        for name in ("audiences", "required_scopes", "default_groups", "group_claims"):
+            if not _strings(entry.get(name, [])):
+                errors.append(
+                    checks.Error(f"{iss}: {name} must be a list of strings.", id="epochauth.E007")
+                )
+        if not issuer_config.valid_group_map(entry.get("group_map", {})) or not isinstance(
+            entry.get("group_prefix", ""), str
+        ):
+            errors.append(
+                checks.Error(
+                    f"{iss}: group_map must map claim values to group names, and group_prefix be a "
+                    "string.",
+                    id="epochauth.E007",
+                )
+            )
+        errors.extend(_group_messages(iss, entry))
+        required = entry.get("required_scopes", [])
+        if _strings(required) and not all(is_scope_token(name) for name in required):
+            errors.append(
+                checks.Error(
+                    f"{iss}: required_scopes holds a name that is not a scope-token.",
+                    hint='Printable ASCII without space, " and \\ (RFC 6749 section 3.3).',
+                    id="epochauth.E011",
+                )
+            )
+        errors.extend(_profile_messages(iss, entry))
+        if not (
+            entry.get("audiences")
+            or entry.get("accept_any_audience")
+            or entry.get("required_scopes")
+        ):
+            errors.append(
+                checks.Warning(
+                    f"{iss}: any token this issuer signs is accepted, even one meant for another service.",
+                    hint="Set audiences or required_scopes for it.",
+                    id="epochauth.W003",
+                )
+            )
+    errors.extend(_shared_namespaces(_settings_prefixes(), set()))
+    return errors
+
+
+def _settings_prefixes() -> dict[str, Any]:
+    return {
+        entry["issuer"]: entry.get("group_prefix")
+        for entry in conf.epochauth_settings.ISSUERS
+        if isinstance(entry, dict) and isinstance(entry.get("issuer"), str)
+    }
+
+
+def _group_messages(iss: str, entry: dict[str, Any]) -> list[checks.CheckMessage]:
+    """Group claims that can join no group: their values are ignored without a mapping or namespace."""
+    if entry.get("group_claims") and not entry.get("group_map") and not entry.get("group_prefix"):
+        return [
+            checks.Warning(
+                f"{iss}: its group claims join no group (no group_map, no group_prefix).",
+                hint="Map the values to local groups (group_map) or give the issuer a namespace "
+                '(group_prefix, e.g. "cms:"), or drop group_claims.',
+                id="epochauth.W007",
+            )
+        ]
+    return []
+
+
+def _shared_namespaces(prefixes: dict[str, Any], reported: set[str]) -> list[checks.CheckMessage]:
+    """One issuer's namespace inside another's (``cms:`` and ``cms:x``) lets its claims name the
+    other's groups. ``reported``: issuers whose pairs were reported already."""
+    named = sorted((iss, p) for iss, p in prefixes.items() if isinstance(p, str) and p)
+    return [
+        checks.Warning(
+            f"{iss}: its group_prefix {prefix!r} overlaps {other}'s {theirs!r}: claims of one issuer "
+            "name groups of the other.",
+            hint="Give each issuer a prefix that does not start with another's.",
+            id="epochauth.W008",
+        )
+        for i, (iss, prefix) in enumerate(named)
+        for other, theirs in named[i + 1 :]
+        if (prefix.startswith(theirs) or theirs.startswith(prefix))
+        and not {iss, other} <= reported
+    ]
+
+
+@checks.register(checks.Tags.database)
+def check_issuer_rows(
+    app_configs: Any = None, databases: Any = None, **kwargs: Any
+) -> list[checks.CheckMessage]:
+    """Issuer rows written around the admin and ``epochauth_issuer`` (which validate them): the same
+    profile rules as for ``ISSUERS``. Runs with ``check --database``, like Django's database checks."""
+    # Imported here: checks load before the app registry is ready.
+    from .models import Issuer
+
+    errors: list[checks.CheckMessage] = []
+    for alias in databases or ():
+        # ``migrate`` runs database checks too, before the table exists.
+        if Issuer._meta.db_table not in connections[alias].introspection.table_names():
+            continue
+        fields = ("profile", "accept_any_audience", "group_claims", "group_map", "group_prefix")
+        prefixes = _settings_prefixes()
+        for row in Issuer.objects.using(alias).only("issuer", *fields):
+            entry = {name: getattr(row, name) for name in fields}
+            errors.extend(_profile_messages(row.issuer, entry))
+            errors.extend(_group_messages(row.issuer, entry))
+            prefixes.setdefault(row.issuer, row.group_prefix)
+        errors.extend(_shared_namespaces(prefixes, set(_settings_prefixes())))
+    return errors
+
+
+def _profile_messages(iss: str, entry: dict[str, Any]) -> list[checks.CheckMessage]:
+    """A token profile we know, and an any-audience only with one (the value is the profile's)."""
+    profile = entry.get("profile", "")
+    if profile and profile not in profiles.PROFILES:
+        return [
+            checks.Error(
+                f"{iss}: unknown token profile {profile!r}.",
+                hint=f"One of {', '.join(sorted(profiles.PROFILES))}, or leave it out.",
+                id="epochauth.E016",
+            )
+        ]
+    if entry.get("accept_any_audience") and not profile:
+        return [
+            checks.Error(
+                f"{iss}: accept_any_audience without a token profile accepts no any-audience value.",
+                hint='Set "profile": "wlcg" (https://wlcg.cern.ch/jwt/v1/any) or "scitokens" (ANY).',
+                id="epochauth.E017",
+            )
+        ]
+    return []
+
+
+def _valid_rate(rate: Any) -> bool:
+    try:
+        return throttling.parse_rate(rate)[0] > 0
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return False
+
+
+def _strings(value: Any) -> bool:
+    """A list (or tuple) of strings; a bare string would be read letter by letter."""
+    return isinstance(value, list | tuple) and all(isinstance(v, str) for v in value)

@@ -1,0 +1,329 @@
+"""The ``EPOCHAUTH`` settings dict: defaults in one place, read like DRF's ``api_settings``.
+
+Access values as attributes (``epochauth_settings.ACCESS_TOKEN_LIFETIME``); they are cached and
+dropped again when a test changes the ``EPOCHAUTH`` setting.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import timedelta
+from typing import Any
+
+from django.conf import settings
+from django.core.signals import setting_changed
+from django.dispatch import receiver
+
+#: Every setting and its default. What each one means is in :data:`DESCRIPTIONS`, the one text that
+#: the README's settings table and the docs' reference are generated from (tests/test_docs.py).
+DEFAULTS: dict[str, Any] = {
+    "ISSUER": None,
+    "AUDIENCE": None,
+    "ALGORITHM": "HS256",
+    "SIGNING_KEY": None,
+    "SIGNING_KEY_FILE": None,
+    "KEY_ID": None,
+    "VERIFICATION_KEYS": [],
+    "ACCESS_TOKEN_LIFETIME": timedelta(minutes=15),
+    "REFRESH_TOKEN_LIFETIME": timedelta(days=1),
+    "REMEMBER_ME_REFRESH_TOKEN_LIFETIME": timedelta(days=30),
+    "LEEWAY": timedelta(seconds=30),
+    "MAX_TOKEN_BYTES": 8192,
+    "SCOPES": {},
+    "SERVICE_SCOPES": {},
+    "TOKEN_PROFILE": None,
+    "LOCAL_TOKENS": True,
+    "EXTERNAL_ISSUERS": True,
+    "SESSION_AUTH_FALLBACK": True,
+    "MAX_SESSIONS_PER_USER": None,
+    "REVOKE_ON_PASSWORD_CHANGE": True,
+    "LOGIN_THROTTLE_RATE": "10/min",
+    "DEVICE_CODE_THROTTLE_RATE": "10/min",
+    "REVOCATION_REFRESH_INTERVAL": timedelta(seconds=1),
+    "REVOCATION_RELOAD_INTERVAL": timedelta(minutes=1),
+    "REVOCATION_WINDOW": timedelta(days=1),
+    "REVOCATION_PUSH": True,
+    "EPOCH_CACHE_TIMEOUT": timedelta(hours=1),
+    "VERIFIED_TOKEN_CACHE_SIZE": 10000,
+    "CUSTOM_CLAIMS": None,
+    "SIMPLEJWT_MIGRATION_ENDS": None,
+    "LOAD_USER": False,
+    "ISSUERS": [],
+    "ALLOW_LOOPBACK_HTTP_ISSUERS": False,
+    "HTTP_TIMEOUT": timedelta(seconds=5),
+    "HTTP_MAX_BYTES": 512 * 1024,
+    "JWKS_CACHE_MIN": timedelta(minutes=5),
+    "JWKS_CACHE_MAX": timedelta(hours=24),
+    "JWKS_REFETCH_COOLDOWN": timedelta(minutes=1),
+    "JWKS_MAX_STALENESS": timedelta(days=1),
+    "IDENTITY_CACHE_TIMEOUT": timedelta(hours=1),
+    "CACHE_ALIAS": "default",
+    "BROWSER_LOGIN": True,
+    "OIDC_SCOPES": "openid profile email",
+    "OIDC_CLIENT_SECRETS": {},
+    "OIDC_REDIRECT_SINGLE_PROVIDER": False,
+    "OIDC_PROVIDER_GROUPS": {},
+    "PASSWORD_LOGIN": False,
+    "TOKEN_MANAGER_KEYS": [],
+    "TOKEN_MANAGER_SCOPE": "tokenmanager",
+    "TOKEN_MANAGER_MARGIN": timedelta(seconds=60),
+    "BACKCHANNEL_LOGOUT_MAX_AGE": timedelta(minutes=5),
+}
+
+#: What each setting means, in Markdown, in the order of :data:`DEFAULTS`. The default is shown beside
+#: it, written from the value; say here what ``None`` (or another special value) means.
+DESCRIPTIONS: dict[str, str] = {
+    "ISSUER": (
+        "**Required.** The `iss` of every token this site mints; a token with this `iss` is verified as "
+        "one of ours."
+    ),
+    "AUDIENCE": "`aud` written into our tokens; when set, our tokens must carry it.",
+    "ALGORITHM": (
+        "Signing algorithm: `HS256/384/512`, `RS256/384/512`, `PS256/384/512`, `ES256/384/512`, `EdDSA`."
+    ),
+    "SIGNING_KEY": (
+        "HMAC secret or PEM private key. HS* without it falls back to `SECRET_KEY` (warning `W001` "
+        "outside `DEBUG`)."
+    ),
+    "SIGNING_KEY_FILE": "Path of the key file; wins over `SIGNING_KEY`.",
+    "KEY_ID": (
+        "`kid` of the signing key; derived from the key when `None` (a truncated SHA-256 hash of the "
+        "public JWK, or of the HMAC secret's hash; not an RFC 7638 thumbprint)."
+    ),
+    "VERIFICATION_KEYS": (
+        'Retired keys that still verify: `[{"algorithm": ..., "key": ... or "file": ..., '
+        '"kid": ...}]` '
+        "(`kid` optional: derived)."
+    ),
+    "ACCESS_TOKEN_LIFETIME": "Lifetime of access tokens.",
+    "REFRESH_TOKEN_LIFETIME": "Lifetime of a session's refresh token; each refresh starts it again.",
+    "REMEMBER_ME_REFRESH_TOKEN_LIFETIME": "The same for logins with `remember_me: true`.",
+    "LEEWAY": "Clock skew allowed on `exp`, `nbf`, `iat`.",
+    "MAX_TOKEN_BYTES": "Longer bearer tokens are refused before any parsing.",
+    "SCOPES": (
+        'Scopes a user may ask for: `{"name": "description"}`, at `POST /auth/token/`, with '
+        "`epochauth_issue --scope` and, with `epochauth.oauth`, in the device, authorization-code, "
+        "refresh and token-exchange grants; others are refused. Never a service scope (check "
+        "`epochauth.E019`)."
+    ),
+    "SERVICE_SCOPES": (
+        'Scopes only a service application may hold: `{"name": "description"}`. `TOKEN_MANAGER_SCOPE` '
+        "is always one. Only the client-credentials grant of `epochauth.oauth` issues them, to a "
+        "confidential application whose allowed scopes list them by name; every other way to a "
+        "token refuses them (`invalid_scope`), and an external issuer's token never grants one."
+    ),
+    "TOKEN_PROFILE": (
+        '`"wlcg"`: mint our tokens in the WLCG token profile ("Tokens for WLCG services") (`wlcg.ver`, '
+        "`aud` always, groups as `wlcg.groups` paths); check `epochauth.E018`, and `epochauth.W006` for "
+        "`SCOPES` outside its grammar. `None`: our own claims."
+    ),
+    "LOCAL_TOKENS": (
+        "Accept our own tokens. (The token endpoints still mint when `False`: leave out `epochauth.urls` "
+        "then.)"
+    ),
+    "EXTERNAL_ISSUERS": "Accept tokens of the issuers in `ISSUERS` and of enabled `Issuer` rows.",
+    "SESSION_AUTH_FALLBACK": (
+        "`epochauth.authentication.SessionAuthentication` (and `GET /auth/whoami/`) accept a Django "
+        "session login; `False` switches session auth off."
+    ),
+    "MAX_SESSIONS_PER_USER": (
+        "Live login sessions (refresh families of `POST /auth/token/` and browser login) per user; a "
+        'login beyond it ends the user\'s oldest (`session_revoked` reason "limit"). `None` = unlimited; '
+        "otherwise a positive integer (check `epochauth.E013`)."
+    ),
+    "REVOKE_ON_PASSWORD_CHANGE": (
+        "A user's new password ends every token and session of theirs (an epoch bump, reason \"password "
+        'change").'
+    ),
+    "LOGIN_THROTTLE_RATE": (
+        "Failed password attempts at `POST /auth/token/` allowed per client address, in fixed "
+        "windows of the period (DRF rate string; `None` = off). A username (case-folded) may fail "
+        "10 times as often from all addresses together; beyond that only addresses it logged in "
+        "from within 30 days may try it. So wrong passwords from elsewhere never lock a user out "
+        "of an address they log in from, and guessing from many addresses stays bounded. Correct "
+        "logins do not count, nor attempts the database could not answer (`503`). The counters "
+        "live in the shared cache (`CACHE_ALIAS`); when it is down, logins answer `503`. The "
+        "address is `REMOTE_ADDR`; `X-Forwarded-For` counts only with DRF's `NUM_PROXIES` set "
+        "(behind that many proxies)."
+    ),
+    "DEVICE_CODE_THROTTLE_RATE": (
+        "Wrong device user codes (RFC 8628 section 5.1) entered or linked at `/o/device/` allowed per "
+        "client address and, separately, per signed-in user (an anonymous browser's session otherwise), "
+        "in fixed windows of the period (DRF rate string; `None` = off); then a `429` page. A code that "
+        "names a device grant does not count. Counted in the shared cache like `LOGIN_THROTTLE_RATE` "
+        "(`503` page when it is down)."
+    ),
+    "REVOCATION_REFRESH_INTERVAL": (
+        "How often a process reads the revocation version key from the shared cache (one read per process"
+        " per interval); when it changed, the process reads the rows changed since its last read from the"
+        " database. Also how long a process trusts its copy of an issuer table entry, an identity and an "
+        "epoch read one by one."
+    ),
+    "REVOCATION_RELOAD_INTERVAL": (
+        "How often a process reads the changed revocation rows (and the issuer table) from the database "
+        "even when no change was announced through the shared cache (bounds a lost announcement; a "
+        "database outage keeps the copy held)."
+    ),
+    "REVOCATION_WINDOW": (
+        "Each process holds every epoch change this recent: a token issued within it is checked without "
+        "any read. A token issued earlier (an external token with a long life, or `ACCESS_TOKEN_LIFETIME`"
+        " above the window: check `epochauth.W005`) reads its epochs one by one through the shared cache."
+        " Memory grows with the bumps made within the window, not with the number of users."
+    ),
+    "REVOCATION_PUSH": (
+        "With Redis as the shared cache (`django.core.cache.backends.redis.RedisCache`), each revocation "
+        "is pushed to every process over Redis pub/sub after its commit (a channel named with the cache's"
+        " key prefix; one listener thread per process, started on first use and again in a forked "
+        "worker); polling stays the net."
+    ),
+    "EPOCH_CACHE_TIMEOUT": "How long the shared cache keeps an epoch read from the database.",
+    "VERIFIED_TOKEN_CACHE_SIZE": (
+        "Verified tokens remembered per process, so a signature is checked once per token (`0` = off); "
+        "expiry and revocation are still checked every time. The per-process memo of (issuer, sub) → user"
+        " mappings holds as many entries at most (the oldest go first; they are read again from the "
+        "shared cache)."
+    ),
+    "CUSTOM_CLAIMS": (
+        "A callable (or its dotted path) `(user, *, session, scope, group, request) -> dict` whose claims "
+        "are added to each access token we mint; reserved claims cannot be set (`epochauth.claims`, check "
+        "`epochauth.E015`)."
+    ),
+    "SIMPLEJWT_MIGRATION_ENDS": (
+        "`epochauth.contrib.simplejwt`: simplejwt tokens are accepted until then (an aware datetime; "
+        "`None`: no end set, check `epochauth.simplejwt.W001`)."
+    ),
+    "LOAD_USER": (
+        "Load the user row on every request (one query; refuses inactive users) instead of lazily."
+    ),
+    "ISSUERS": (
+        "External issuers configured in code, next to the `Issuer` rows of the admin: a list of dicts with "
+        '`"issuer"` and optionally `"audiences"`, `"profile"`, `"accept_any_audience"`, `"required_scopes"`, '
+        '`"algorithms"`, `"auto_provision"`, `"default_groups"`, `"group_claims"`, `"group_map"`, '
+        '`"group_prefix"`, `"mirror_groups"`, '
+        '`"username_claim"`, `"enabled"`, and for browser login `"slug"`, `"display_name"`, `"client_id"`, '
+        '`"client_secret_env"`.'
+    ),
+    "ALLOW_LOOPBACK_HTTP_ISSUERS": (
+        "Accept `http://` issuers on loopback hosts (tests, demos); `https` is required otherwise."
+    ),
+    "HTTP_TIMEOUT": "Time limit of a discovery or JWKS request, for connecting and for the whole download.",
+    "HTTP_MAX_BYTES": "Larger discovery/JWKS answers are refused.",
+    "JWKS_CACHE_MIN": (
+        "Lower bound on how long a fetched JWKS is used (the issuer's `Cache-Control: max-age`, clamped)."
+    ),
+    "JWKS_CACHE_MAX": "Upper bound; also the lifetime when the issuer sends no `max-age`.",
+    "JWKS_REFETCH_COOLDOWN": (
+        "An unknown `kid` refetches an issuer's JWKS at most once per this window (per issuer, shared by "
+        "threads and, through the cache, by processes)."
+    ),
+    "JWKS_MAX_STALENESS": "While an issuer is unreachable its last good keys keep serving for this long.",
+    "IDENTITY_CACHE_TIMEOUT": (
+        "How long the shared cache keeps an (issuer, sub) → user mapping, and a process its copy while no "
+        "change of mappings is announced."
+    ),
+    "CACHE_ALIAS": "The Django cache that holds revocation state; use a shared one (Redis) in production.",
+    "BROWSER_LOGIN": (
+        "Browser login through OpenID providers (`epochauth.oidc`); `False` hides every provider."
+    ),
+    "OIDC_SCOPES": "Scopes a browser login asks the provider for.",
+    "OIDC_CLIENT_SECRETS": (
+        "Client secrets by provider slug, for secrets not kept in the environment variable the issuer names."
+    ),
+    "OIDC_REDIRECT_SINGLE_PROVIDER": "With exactly one provider, `/oidc/login/` goes straight to it.",
+    "OIDC_PROVIDER_GROUPS": (
+        "Groups by provider slug, besides each issuer's `default_groups`: a sign-in for a `g:<group>` "
+        "that exactly one provider has goes straight to that provider."
+    ),
+    "PASSWORD_LOGIN": (
+        "`/oidc/login/` also has a username and password form (Django's `AUTHENTICATION_BACKENDS`), for "
+        "any active user."
+    ),
+    "TOKEN_MANAGER_KEYS": (
+        "Token Manager (`epochauth.tokenmanager`): Fernet keys of the stored upstream refresh tokens; the "
+        "first encrypts, every one decrypts (put a new key first, then "
+        "`epochauth_upstream_grants --rotate`). Required with `epochauth.tokenmanager` installed "
+        "(check `epochauth.tokenmanager.E001`)."
+    ),
+    "TOKEN_MANAGER_SCOPE": (
+        "The service scope of the Token Manager: a client-credentials token of ours with it, of a "
+        "confidential application whose allowed scopes still list it, may obtain users' upstream "
+        "access tokens. Always a service scope: never put it in `SCOPES`."
+    ),
+    "TOKEN_MANAGER_MARGIN": "A cached upstream access token is handed out until this long before it expires.",
+    "BACKCHANNEL_LOGOUT_MAX_AGE": (
+        "A provider's logout token issued longer ago (`iat`, plus `LEEWAY`) is refused; more than zero "
+        "(check `epochauth.E014`)."
+    ),
+}
+
+TIMEDELTA_SETTINGS = (
+    "ACCESS_TOKEN_LIFETIME",
+    "REFRESH_TOKEN_LIFETIME",
+    "REMEMBER_ME_REFRESH_TOKEN_LIFETIME",
+    "LEEWAY",
+    "REVOCATION_REFRESH_INTERVAL",
+    "REVOCATION_RELOAD_INTERVAL",
+    "REVOCATION_WINDOW",
+    "EPOCH_CACHE_TIMEOUT",
+    "HTTP_TIMEOUT",
+    "JWKS_CACHE_MIN",
+    "JWKS_CACHE_MAX",
+    "JWKS_REFETCH_COOLDOWN",
+    "JWKS_MAX_STALENESS",
+    "IDENTITY_CACHE_TIMEOUT",
+    "BACKCHANNEL_LOGOUT_MAX_AGE",
+    "TOKEN_MANAGER_MARGIN",
+)
+
+
+class EpochAuthSettings:
+    """Attribute access to ``settings.EPOCHAUTH`` merged over :data:`DEFAULTS`."""
+
+    def __init__(self) -> None:
+        self._cached: set[str] = set()
+
+    @property
+    def user_settings(self) -> dict[str, Any]:
+        return getattr(settings, "EPOCHAUTH", {}) or {}
+
+    def __getattr__(self, name: str) -> Any:
+        if name not in DEFAULTS:
+            raise AttributeError(f"Invalid EPOCHAUTH setting: {name!r}")
+        value = self.user_settings.get(name, DEFAULTS[name])
+        if name in TIMEDELTA_SETTINGS and isinstance(value, int | float):
+            value = timedelta(seconds=value)
+        self._cached.add(name)
+        setattr(self, name, value)
+        return value
+
+    def reload(self) -> None:
+        for name in self._cached:
+            delattr(self, name)
+        self._cached.clear()
+
+
+epochauth_settings = EpochAuthSettings()
+
+
+#: What each module that holds process state registered with :func:`process_cache`.
+_resets: list[Callable[[], None]] = []
+
+
+def process_cache(reset: Callable[[], None]) -> Callable[[], None]:
+    """Register the reset of a module's process cache (beside the cache, as Django's hashers keep
+    theirs): it runs when a test changes ``EPOCHAUTH``, ``SECRET_KEY`` or ``CACHES``."""
+    _resets.append(reset)
+    return reset
+
+
+def clear_process_caches() -> None:
+    """Forget everything epochauth holds in process memory (keys, verified tokens, revocation, issuers)."""
+    for reset in _resets:
+        reset()
+
+
+@receiver(setting_changed)
+def reload_epochauth_settings(*, setting: str, **kwargs: Any) -> None:
+    if setting in ("EPOCHAUTH", "SECRET_KEY", "CACHES"):
+        epochauth_settings.reload()
+        clear_process_caches()

@@ -1,0 +1,199 @@
+"""Our signing keys: loaded once from settings, each pinned to one algorithm, published as a JWKS.
+
+The first key signs; every key verifies (rotation: move the old key to ``VERIFICATION_KEYS``).
+A token names its key by ``kid``; the algorithm is the key's, never the token header's.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import jwt
+from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
+from jwt.algorithms import get_default_algorithms
+from jwt.utils import base64url_encode
+
+from . import conf
+
+HMAC_ALGORITHMS = frozenset({"HS256", "HS384", "HS512"})
+ASYMMETRIC_ALGORITHMS = frozenset(
+    {"RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"}
+)
+SUPPORTED_ALGORITHMS = HMAC_ALGORITHMS | ASYMMETRIC_ALGORITHMS
+# RFC 7518 section 3.4: each ES* algorithm is defined for one curve only.
+EC_CURVES = {"ES256": "secp256r1", "ES384": "secp384r1", "ES512": "secp521r1"}
+#: PyJWT's algorithm objects, built once (``get_default_algorithms()`` builds new ones each call).
+ALGORITHMS = get_default_algorithms()
+
+
+@dataclass(frozen=True)
+class Key:
+    """One key with the single algorithm it may be used with."""
+
+    kid: str
+    algorithm: str
+    signing_key: Any  # secret bytes or private key object; None for verify-only public keys
+    verifying_key: Any  # secret bytes or public key object, prepared for its algorithm
+
+    @property
+    def is_symmetric(self) -> bool:
+        return self.algorithm in HMAC_ALGORITHMS
+
+    def sign(self, claims: dict[str, Any], typ: str) -> str:
+        """``claims`` as a compact JWS with this key's ``kid``: what ``jwt.encode`` makes, through
+        PyJWT's algorithm with the key prepared once at load (``jwt.encode`` prepares it again, and
+        re-checks it, for every token)."""
+        header = {"alg": self.algorithm, "kid": self.kid, "typ": typ}
+        signing_input = b".".join(
+            base64url_encode(json.dumps(part, separators=(",", ":")).encode())
+            for part in (header, claims)
+        )
+        signature = ALGORITHMS[self.algorithm].sign(signing_input, self.signing_key)
+        return (signing_input + b"." + base64url_encode(signature)).decode()
+
+    def public_jwk(self) -> dict[str, Any]:
+        jwk = json.loads(ALGORITHMS[self.algorithm].to_jwk(self.verifying_key))
+        # RFC 7517 section 4.3: "use" and "key_ops" should not be used together. PyJWT adds key_ops
+        # to RSA keys only; "use" is what every JWKS consumer reads, for every key type alike.
+        jwk.pop("key_ops", None)
+        jwk.update(kid=self.kid, alg=self.algorithm, use="sig")
+        return jwk
+
+
+def _read_material(value: str | bytes) -> bytes:
+    if not isinstance(value, str | bytes):
+        raise ImproperlyConfigured(
+            f"EPOCHAUTH: a key must be a string or bytes, not {type(value).__name__}"
+        )
+    return value.encode() if isinstance(value, str) else value
+
+
+def load_key(algorithm: str, material: str | bytes, kid: str | None = None) -> Key:
+    """Build a :class:`Key` from a secret (HS*) or a PEM private or public key (asymmetric)."""
+    if algorithm not in SUPPORTED_ALGORITHMS:
+        raise ImproperlyConfigured(f"EPOCHAUTH: unsupported algorithm {algorithm!r}")
+    raw = _read_material(material)
+    algo = ALGORITHMS[algorithm]
+    # Prepared once here, not per token: verification hands the prepared key to the algorithm as is.
+    try:
+        parsed = algo.prepare_key(raw)
+    except (ValueError, TypeError, jwt.InvalidKeyError) as exc:
+        raise ImproperlyConfigured(f"EPOCHAUTH: cannot load {algorithm} key: {exc}") from None
+    if algorithm in HMAC_ALGORITHMS:  # PyJWT refused a PEM, DER or JWK as an HMAC secret
+        signing = verifying = parsed
+        thumb_source = b"hmac:" + hashlib.sha256(raw).digest()
+    else:
+        if hasattr(parsed, "public_key"):
+            signing, verifying = parsed, parsed.public_key()
+        else:
+            signing, verifying = None, parsed
+        # Checked here as well because older PyJWT releases accept any curve for any ES* algorithm.
+        curve = getattr(getattr(verifying, "curve", None), "name", None)
+        if algorithm in EC_CURVES and curve != EC_CURVES[algorithm]:
+            raise ImproperlyConfigured(
+                f"EPOCHAUTH: {algorithm} needs a {EC_CURVES[algorithm]} key, not {curve or 'this key'}"
+            )
+        thumb_source = algo.to_jwk(verifying).encode()
+    if kid is None:
+        kid = (
+            base64.urlsafe_b64encode(hashlib.sha256(thumb_source).digest()[:12])
+            .decode()
+            .rstrip("=")
+        )
+    return Key(kid=kid, algorithm=algorithm, signing_key=signing, verifying_key=verifying)
+
+
+def _signing_material() -> str | bytes:
+    if conf.epochauth_settings.SIGNING_KEY_FILE:
+        return Path(conf.epochauth_settings.SIGNING_KEY_FILE).read_bytes()
+    if conf.epochauth_settings.SIGNING_KEY:
+        return conf.epochauth_settings.SIGNING_KEY
+    if conf.epochauth_settings.ALGORITHM in HMAC_ALGORITHMS:
+        return settings.SECRET_KEY
+    raise ImproperlyConfigured(
+        "EPOCHAUTH: SIGNING_KEY or SIGNING_KEY_FILE is required for asymmetric keys"
+    )
+
+
+class KeyRing:
+    """The signing key plus every key that still verifies, looked up by ``kid``."""
+
+    def __init__(self, signing: Key, others: list[Key]) -> None:
+        if signing.signing_key is None:
+            raise ImproperlyConfigured("EPOCHAUTH: the signing key must be a private key")
+        self.signing = signing
+        self.by_kid: dict[str, Key] = {signing.kid: signing}
+        for key in others:
+            if key.kid in self.by_kid:
+                raise ImproperlyConfigured(f"EPOCHAUTH: duplicate key id {key.kid!r}")
+            self.by_kid[key.kid] = key
+
+    @property
+    def algorithms(self) -> list[str]:
+        return sorted({key.algorithm for key in self.by_kid.values()})
+
+    def jwks(self) -> dict[str, list[dict[str, Any]]]:
+        """Public keys only: HMAC secrets are never published."""
+        return {"keys": [key.public_jwk() for key in self.by_kid.values() if not key.is_symmetric]}
+
+    def sign(self, claims: dict[str, Any], typ: str) -> str:
+        """A JWT of ``claims`` signed with the signing key, which it names by ``kid``."""
+        return self.signing.sign(claims, typ)
+
+
+@lru_cache(maxsize=1)
+def get_keyring() -> KeyRing:
+    signing = load_key(
+        conf.epochauth_settings.ALGORITHM, _signing_material(), conf.epochauth_settings.KEY_ID
+    )
+    return KeyRing(
+        signing, [_verification_key(entry) for entry in conf.epochauth_settings.VERIFICATION_KEYS]
+    )
+
+
+conf.process_cache(get_keyring.cache_clear)
+
+
+def _verification_key(entry: Any) -> Key:
+    """One ``VERIFICATION_KEYS`` entry; a malformed one is a configuration error, not a KeyError later."""
+    if (
+        not isinstance(entry, dict)
+        or "algorithm" not in entry
+        or not (entry.get("file") or entry.get("key"))
+    ):
+        raise ImproperlyConfigured(
+            'EPOCHAUTH: each VERIFICATION_KEYS entry needs "algorithm" and "key" or "file"'
+        )
+    material = Path(entry["file"]).read_bytes() if entry.get("file") else entry["key"]
+    return load_key(entry["algorithm"], material, entry.get("kid"))
+
+
+def generate_private_key_pem(algorithm: str) -> str:
+    """A fresh private key in PEM (or a random secret for HS*), for ``epochauth_keys``."""
+    import secrets
+
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+
+    if algorithm in HMAC_ALGORITHMS:
+        return secrets.token_urlsafe(48)
+    private: rsa.RSAPrivateKey | ed25519.Ed25519PrivateKey | ec.EllipticCurvePrivateKey
+    if algorithm.startswith(("RS", "PS")):
+        private = rsa.generate_private_key(public_exponent=65537, key_size=3072)
+    elif algorithm == "EdDSA":
+        private = ed25519.Ed25519PrivateKey.generate()
+    else:
+        curve = {"ES256": ec.SECP256R1(), "ES384": ec.SECP384R1(), "ES512": ec.SECP521R1()}[
+            algorithm
+        ]
+        private = ec.generate_private_key(curve)
+    return private.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    ).decode()

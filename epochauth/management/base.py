@@ -1,0 +1,35 @@
+"""The base of epochauth's management commands."""
+
+from __future__ import annotations
+
+import unicodedata
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandError
+
+
+def check_text(value: Any) -> None:
+    """Raise CommandError for a string (or list of strings) that is not printable text.
+
+    Bytes that are not UTF-8 reach ``sys.argv`` as lone surrogates (PEP 383), which fail with a
+    traceback wherever they are encoded (the database driver, an audit row, the terminal); control
+    characters would reach audit rows and the operator's terminal as they are.
+    """
+    for item in value if isinstance(value, list | tuple) else [value]:
+        if not isinstance(item, str):
+            continue
+        try:
+            item.encode()
+        except UnicodeEncodeError:
+            raise CommandError(f"Not valid UTF-8: {item!r}") from None
+        if any(unicodedata.category(char) == "Cc" for char in item):
+            raise CommandError(f"Control character in {item!r}")
+
+
+class EpochauthCommand(BaseCommand):
+    """Checks every argument with ``check_text`` before the command (or Django's checks) can use it."""
+
+    def execute(self, *args: Any, **options: Any) -> Any:
+        for value in (*args, *options.values()):
+            check_text(value)
+        return super().execute(*args, **options)

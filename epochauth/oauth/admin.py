@@ -1,0 +1,90 @@
+"""DOT's admin screens (token strings already masked) with revoke actions that also deny our JWTs
+(DOT refuses to delete token rows, or an application that has any, so no JWT outlives its row),
+and each application's allowed scopes. Needs "oauth2_provider" before "epochauth.oauth" in
+INSTALLED_APPS, so that DOT's admin classes are registered first."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from django.contrib import admin
+from django.contrib.auth import get_permission_codename
+from django.db.models import QuerySet
+from django.db.models.options import Options
+from django.http import HttpRequest
+from django.utils.translation import gettext_lazy as _
+from oauth2_provider.models import (
+    get_access_token_model,
+    get_application_model,
+    get_refresh_token_model,
+)
+
+from . import models, revocation
+
+Application = get_application_model()
+AccessToken = get_access_token_model()
+RefreshToken = get_refresh_token_model()
+
+if TYPE_CHECKING:
+    # mypy needs bases it can see: DOT's defaults, which its *_ADMIN_CLASS settings can replace.
+    from oauth2_provider.admin import AccessTokenAdmin as AccessTokenAdminBase
+    from oauth2_provider.admin import ApplicationAdmin as ApplicationAdminBase
+    from oauth2_provider.admin import RefreshTokenAdmin as RefreshTokenAdminBase
+else:
+    # The classes DOT registered, whichever its settings chose.
+    ApplicationAdminBase = type(admin.site._registry[Application])
+    AccessTokenAdminBase = type(admin.site._registry[AccessToken])
+    RefreshTokenAdminBase = type(admin.site._registry[RefreshToken])
+
+
+class AllowedScopesInline(admin.StackedInline):
+    model = models.AllowedScopes
+    extra = 0
+
+
+class ApplicationAdmin(ApplicationAdminBase):
+    inlines = [AllowedScopesInline]
+
+
+class RevokePermissionMixin:
+    """DOT's revoke actions ask for no permission; ours need the delete permission of the token's
+    model: revoking ends the token as deleting its row would (which DOT's admin refuses), as ending a
+    session needs ``epochauth.delete_session``."""
+
+    opts: Options[Any]
+
+    def has_revoke_permission(self, request: HttpRequest) -> bool:
+        codename = get_permission_codename("delete", self.opts)
+        return request.user.has_perm(f"{self.opts.app_label}.{codename}")
+
+
+class AccessTokenAdmin(RevokePermissionMixin, AccessTokenAdminBase):
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        """Read-only: the JWT carries its own expiry and scope, so an edited row would change
+        nothing but the checksum that finds the row by its JWT (DOT derives it from the ``jti``)."""
+        return False
+
+    @admin.action(description=_("Revoke selected access tokens"), permissions=["revoke"])
+    def revoke_tokens(self, request: HttpRequest, queryset: QuerySet) -> None:
+        """DOT revokes the bound refresh tokens too: their families end."""
+        with revocation.ending(queryset, RefreshToken.objects.filter(access_token__in=queryset)):
+            super().revoke_tokens(request, queryset)
+
+
+class RefreshTokenAdmin(RevokePermissionMixin, RefreshTokenAdminBase):
+    @admin.action(
+        description=_("Revoke selected refresh tokens (and their access tokens)"),
+        permissions=["revoke"],
+    )
+    def revoke_tokens(self, request: HttpRequest, queryset: QuerySet) -> None:
+        with revocation.ending(revocation.issued_with(queryset), queryset):
+            super().revoke_tokens(request, queryset)
+
+
+for model, model_admin in (
+    (Application, ApplicationAdmin),
+    (AccessToken, AccessTokenAdmin),
+    (RefreshToken, RefreshTokenAdmin),
+):
+    admin.site.unregister(model)
+    admin.site.register(model, model_admin)

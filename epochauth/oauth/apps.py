@@ -1,0 +1,34 @@
+from typing import Any
+
+from django.apps import AppConfig
+from django.http import HttpRequest
+from django.utils.translation import gettext_lazy as _
+
+
+class OAuthConfig(AppConfig):
+    name = "epochauth.oauth"
+    label = "epochauth_oauth"
+    verbose_name = _("OAuth authorization server")
+    default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self) -> None:
+        # Register the checks and the signal receivers.
+        from . import checks, receivers  # noqa: F401
+        from .redaction import install
+
+        install()
+
+    def server_metadata(self, request: HttpRequest) -> dict[str, Any]:
+        """RFC 8414 metadata for ``epochauth.views``' metadata documents to merge in."""
+        # Imported here: the app config loads before the models are ready.
+        from .views import openid_metadata, server_metadata
+
+        return {**server_metadata(request), **openid_metadata(request)}
+
+    def end_family(self, family: str) -> None:
+        """End the refresh-token family an access token names (``/auth/logout/`` with it)."""
+        import uuid
+
+        from .revocation import end_family
+
+        end_family(uuid.UUID(hex=family))

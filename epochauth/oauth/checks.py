@@ -1,0 +1,110 @@
+"""System checks of the DOT settings that the authorization server depends on (registered by the app)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.core import checks
+from django.core.exceptions import ImproperlyConfigured
+from oauth2_provider.settings import oauth2_settings
+
+from .. import keys
+from . import scopes, server, validators
+
+# DOT setting -> the class of ours it must be (or subclass): the server brings our JWT generator,
+# lifetimes and grants; the validator our subjects, scopes, epochs and revocation; the scopes
+# backend our scope list (DOT's default offers "read write").
+CLASSES = {
+    "OAUTH2_SERVER_CLASS": server.Server,
+    "OAUTH2_VALIDATOR_CLASS": validators.EpochAuthValidator,
+    "SCOPES_BACKEND_CLASS": scopes.EpochAuthScopes,
+}
+
+
+@checks.register(checks.Tags.security)
+def check_oauth_settings(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
+    errors: list[checks.CheckMessage] = []
+    for name, ours in CLASSES.items():
+        try:
+            configured = getattr(oauth2_settings, name)
+        except ImportError as exc:
+            configured = exc
+        if not (isinstance(configured, type) and issubclass(configured, ours)):
+            errors.append(
+                checks.Error(
+                    f'OAUTH2_PROVIDER["{name}"] must be {ours.__module__}.{ours.__qualname__}.',
+                    hint="Otherwise DOT issues its own opaque tokens or skips epochauth's rules.",
+                    id="epochauth.oauth.E001",
+                )
+            )
+    for name in ("ROTATE_REFRESH_TOKEN", "REFRESH_TOKEN_REUSE_PROTECTION"):
+        if getattr(oauth2_settings, name) is not True:
+            errors.append(
+                checks.Error(
+                    f'OAUTH2_PROVIDER["{name}"] must be True.',
+                    hint="A stolen refresh token must be detected when it is used twice, and revoke "
+                    "its whole family.",
+                    id="epochauth.oauth.E002",
+                )
+            )
+    if oauth2_settings.REFRESH_TOKEN_GRACE_PERIOD_SECONDS:
+        errors.append(
+            checks.Error(
+                'OAUTH2_PROVIDER["REFRESH_TOKEN_GRACE_PERIOD_SECONDS"] must be 0.',
+                hint="DOT answers a retry within the grace period with the stored access token, and "
+                "only its jti is stored: the answer would not be a token.",
+                id="epochauth.oauth.E003",
+            )
+        )
+    if not oauth2_settings.OAUTH_DEVICE_VERIFICATION_URI:
+        errors.append(
+            checks.Warning(
+                'OAUTH2_PROVIDER["OAUTH_DEVICE_VERIFICATION_URI"] is not set.',
+                hint="Device authorization answers then tell no one where to log in: set it to the "
+                "absolute URL of the device page (o/device/).",
+                id="epochauth.oauth.W001",
+            )
+        )
+    errors.extend(check_openid_provider())
+    errors.extend(check_rp_initiated_logout())
+    return errors
+
+
+def check_openid_provider() -> list[checks.CheckMessage]:
+    """OpenID Provider mode signs ID tokens with our signing key: relying parties verify them with
+    our JWKS, which has no HMAC secret in it."""
+    if not oauth2_settings.OIDC_ENABLED:
+        return []
+    try:
+        symmetric = keys.get_keyring().signing.is_symmetric
+    except ImproperlyConfigured:
+        # epochauth's own checks report a key that does not load.
+        return []
+    if not symmetric:
+        return []
+    return [
+        checks.Error(
+            'OAUTH2_PROVIDER["OIDC_ENABLED"] needs an asymmetric EPOCHAUTH["ALGORITHM"] (RS256, ES256, ...).',
+            hint="ID tokens are signed with epochauth's signing key; relying parties cannot verify "
+            "an HMAC signature without the secret.",
+            id="epochauth.oauth.E004",
+        )
+    ]
+
+
+def check_rp_initiated_logout() -> list[checks.CheckMessage]:
+    """``/o/logout/`` signs a browser out only through its confirmation page (a POST with CSRF)."""
+    if not (
+        oauth2_settings.OIDC_ENABLED
+        and oauth2_settings.OIDC_RP_INITIATED_LOGOUT_ENABLED
+        and oauth2_settings.OIDC_RP_INITIATED_LOGOUT_ALWAYS_PROMPT is not True
+    ):
+        return []
+    return [
+        checks.Error(
+            'OAUTH2_PROVIDER["OIDC_RP_INITIATED_LOGOUT_ALWAYS_PROMPT"] must be True.',
+            hint="Otherwise any page can send the browser to /o/logout/ with the user's ID token "
+            "and sign the user out without asking.",
+            id="epochauth.oauth.E005",
+        )
+    ]

@@ -1,0 +1,62 @@
+"""DOT's access-token generator: every access token DOT issues is one of our RFC 9068 JWTs."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import timedelta
+from typing import Any
+
+from .. import conf, tokens, urns
+from . import revocation
+from .scopes import selected_group
+
+# Grants whose token response starts a refresh-token family with a new id (client credentials and
+# token exchange issue no refresh token; an authorization code's family is named by the code).
+FAMILY_STARTING_GRANTS = frozenset({urns.DEVICE_CODE, "password"})
+
+
+def token_family(request: Any) -> uuid.UUID | None:
+    """The refresh-token family this access token belongs to: the refreshed token's, or a new one.
+
+    The id goes into the token, so that revoking the family denies every access token it ever had
+    with one denylist entry (DOT deletes an access token's row, and with it its ``jti``, at rotation).
+    A new id is left on the request for the validator to give the family's first refresh token.
+    """
+    if request.grant_type == "refresh_token":
+        return request.refresh_token_instance.token_family
+    if request.grant_type == "authorization_code":
+        family = revocation.code_family(request.code)
+    elif request.grant_type in FAMILY_STARTING_GRANTS:
+        family = uuid.uuid4()
+    else:
+        return None
+    request.epochauth_family = family
+    return family
+
+
+def access_token(request: Any) -> str:
+    """Mint for ``request.user`` with ``request.scopes``; oauthlib has set ``expires_in`` already.
+
+    The ``g:`` scope was checked by the validator before token creation; it selects the group here.
+    """
+    scopes = list(request.scopes or [])
+    group, _ = selected_group(request.user, scopes)
+    extra: dict[str, Any] = {"client_id": request.client.client_id}
+    if not conf.epochauth_settings.AUDIENCE:
+        # RFC 9068 requires aud; we are the resource server.
+        extra["aud"] = conf.epochauth_settings.ISSUER
+    if request.grant_type == "client_credentials":
+        # Its subject is the application's owner, who signed in nowhere: see get_userinfo_claims.
+        extra[tokens.CLAIM_GRANT_TYPE] = request.grant_type
+    family = token_family(request)
+    if family is not None:
+        extra[tokens.CLAIM_TOKEN_FAMILY] = family.hex
+    issued = tokens.mint_access_token(
+        request.user,
+        scope=" ".join(scopes),
+        group=group,
+        lifetime=timedelta(seconds=request.expires_in),
+        extra_claims=extra,
+    )
+    request.epochauth_claims = issued.claims
+    return issued.token

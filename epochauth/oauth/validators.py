@@ -1,0 +1,320 @@
+"""DOT's request validator with our rules: scopes, token subjects, epochs, revocation, device polling,
+and in OpenID Provider mode ID tokens signed with our keys and userinfo for our access tokens."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from operator import attrgetter
+from typing import Any
+
+import jwt
+from django.contrib.auth import get_user_model
+from django.db import router, transaction
+from django.db.models import Q
+from django.utils import timezone
+
+# oauthlib writes descriptions with json.dumps: plain str, in the request's language.
+from django.utils.translation import gettext as _
+from django.utils.translation import gettext_lazy as _lazy
+from jwcrypto.jwk import JWK
+from oauth2_provider.models import (
+    AbstractAccessToken,
+    get_access_token_model,
+    get_application_model,
+    get_device_grant_model,
+    get_grant_model,
+    get_id_token_model,
+    get_refresh_token_model,
+)
+from oauth2_provider.oauth2_validators import OAuth2Validator
+from oauthlib.oauth2.rfc6749 import errors
+from oauthlib.oauth2.rfc8628.grant_types import DeviceCodeGrant
+
+from epochauth.scopes import service_scope_refusal, service_scopes, split_scope
+
+from .. import authentication, conf, exceptions, keys, models, tokens, urns, verification
+from . import revocation
+from .scopes import grantable, selected_group
+
+
+def epochs_bumped_since(user_id: Any, group_id: Any, since: datetime) -> bool:
+    """Whether the user's, the group's or the global epoch was bumped after ``since``."""
+    wanted = Q(kind=models.Epoch.Kind.USER, object_id=str(user_id)) | Q(
+        kind=models.Epoch.Kind.GLOBAL, object_id=""
+    )
+    if group_id is not None:
+        wanted |= Q(kind=models.Epoch.Kind.GROUP, object_id=str(group_id))
+    return models.Epoch.objects.filter(wanted, not_before__gt=since).exists()
+
+
+def checksum(token: str) -> str:
+    """How DOT finds a token's row: the SHA-256 of the token as the client holds it."""
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+#: The OpenID Connect standard claims of a user (section 5.1), each with DOT's scope for it.
+USER_CLAIMS: dict[str, Callable[[Any], str]] = {
+    "preferred_username": lambda user: user.get_username(),
+    "name": lambda user: user.get_full_name(),
+    "given_name": attrgetter("first_name"),
+    "family_name": attrgetter("last_name"),
+    "email": attrgetter("email"),
+}
+
+
+def is_own_token(token: str) -> bool:
+    """Whether ``token`` is a JWT that names us as its issuer (not yet whether it is valid)."""
+    try:
+        return len(token) <= conf.epochauth_settings.MAX_TOKEN_BYTES and (
+            verification.parse(token).claims.get("iss") == conf.epochauth_settings.ISSUER
+        )
+    except exceptions.InvalidToken:
+        return False
+
+
+def verify_own_token(token: str) -> tuple[Any, tokens.AccessToken]:
+    """``(user, access)`` for one of our access tokens, checked like any bearer token (signature,
+    epochs, denylist); raises :class:`InvalidToken` for any other token. An external token is neither
+    verified nor provisioned here: it is not ours to describe."""
+    if not is_own_token(token):
+        raise exceptions.InvalidToken()
+    return authentication.authenticate_token(token)
+
+
+class NoEndUser(Exception):
+    """A client-credentials token at userinfo: good, but no one signed in to be described."""
+
+
+class EpochAuthValidator(OAuth2Validator):
+    """``OAUTH2_VALIDATOR_CLASS``.
+
+    Client-credentials tokens act as the application's owner (``Application.user``): the owner's
+    epoch revokes them and the owner's groups are what ``g:`` may select. An application without
+    an active owner cannot use that grant.
+    """
+
+    def validate_grant_type(
+        self, client_id: str, grant_type: str, client: Any, request: Any, *args: Any, **kw: Any
+    ) -> bool:
+        # Not in DOT's mapping: any confidential client may exchange.
+        if grant_type == urns.TOKEN_EXCHANGE:
+            return client.client_type == client.CLIENT_CONFIDENTIAL
+        return super().validate_grant_type(client_id, grant_type, client, request, *args, **kw)
+
+    def validate_scopes(
+        self, client_id: str, scopes: list[str], client: Any, request: Any, *args: Any, **kw: Any
+    ) -> bool:
+        """Every scope grantable (the authorization and device-authorization endpoints ask with no
+        grant type, the client-credentials and device grants with theirs)."""
+        return all(grantable(s, client, request.grant_type) for s in scopes)
+
+    def check_token_request(self, request: Any) -> None:
+        """oauthlib ``post_token`` hook of every grant: who the token is for and its scopes.
+
+        A service scope again, for the grants that take their scopes from an earlier step without
+        ``validate_scopes`` (a code, a refresh token issued before the scope became one).
+        """
+        service = [s for s in request.scopes or [] if s in service_scopes()]
+        if not all(grantable(s, request.client, request.grant_type) for s in service):
+            raise errors.InvalidScopeError(
+                description=service_scope_refusal(service), request=request
+            )
+        if request.grant_type == "client_credentials":
+            request.user = request.client.user
+            if request.user is None or not request.user.is_active:
+                raise errors.UnauthorizedClientError(
+                    description=_("This application has no active owner to act as"),
+                    request=request,
+                )
+        if request.user is None or not request.user.is_active:
+            raise errors.InvalidGrantError(description=_("The user is inactive"), request=request)
+        problem = selected_group(request.user, list(request.scopes or []))[1]
+        if problem:
+            raise errors.InvalidScopeError(description=problem, request=request)
+
+    def validate_refresh_token(
+        self, refresh_token: str, client: Any, request: Any, *args: Any, **kwargs: Any
+    ) -> bool:
+        """DOT's checks (rotation, reuse protection), then: no epoch bump since this token was issued.
+
+        The token's rows stay locked until the request ends (see ``Server.create_token_response``):
+        a concurrent refresh of the same token waits, then finds it rotated, a reuse. Unlocked, it
+        would pass these checks and reach DOT's grace-period answer, which hands back the stored
+        ``jti`` as the access token (and DOT's token view a 500 looking it up).
+        When DOT's reuse protection has just revoked the token's family, its access tokens are denied.
+        """
+        rows = get_refresh_token_model().objects.filter(token_checksum=checksum(refresh_token))
+        list(rows.select_for_update())
+        if not super().validate_refresh_token(refresh_token, client, request, *args, **kwargs):
+            revocation.deny_ended_families(revocation.families(rows))
+            return False
+        rt = request.refresh_token_instance
+        group, _ = selected_group(rt.user, split_scope(rt.access_token.scope))
+        return not epochs_bumped_since(rt.user_id, group.pk if group else None, rt.created)
+
+    def validate_code(
+        self, client_id: str, code: str, client: Any, request: Any, *args: Any, **kwargs: Any
+    ) -> bool:
+        """DOT's check; a code refused after an exchange was used before, and RFC 6749 section 4.1.2
+        wants the tokens it gave revoked: DOT deleted its grant, but the code names their family.
+
+        The grant stays locked until the request ends: a concurrent exchange of the same code waits,
+        then finds it used, a replay (unlocked, both would pass and neither family end).
+        """
+        list(get_grant_model().objects.filter(code=code).select_for_update())
+        if super().validate_code(client_id, code, client, request, *args, **kwargs):
+            return True
+        revocation.end_family(revocation.code_family(code), client)
+        return False
+
+    def validate_device_code(
+        self, client_id: str, code: str, request: Any, *args: Any, **kwargs: Any
+    ) -> str | None:
+        """RFC 8628 section 3.5 polling answers; an approved code is redeemed exactly once."""
+        model = get_device_grant_model()
+        device = model.objects.filter(device_code=code, client_id=client_id).first()
+        if device is None:
+            return None
+        if device.is_expired():
+            return DeviceCodeGrant.DEVICE_CODE_EXPIRED
+        if device.status == device.DENIED:
+            return DeviceCodeGrant.DEVICE_CODE_DENIED
+        if device.status == device.AUTHORIZATION_PENDING:
+            too_fast = timezone.now() - device.last_checked < timedelta(seconds=device.interval)
+            device.save(update_fields=["last_checked"])
+            return (
+                DeviceCodeGrant.DEVICE_CODE_SLOW_DOWN
+                if too_fast
+                else DeviceCodeGrant.DEVICE_CODE_PENDING
+            )
+        redeemed = model.objects.filter(pk=device.pk, status=device.AUTHORIZED).update(
+            status=device.EXPIRED
+        )
+        if not redeemed:
+            return DeviceCodeGrant.DEVICE_CODE_EXPIRED
+        request.user = device.user
+        request.scopes = split_scope(device.scope)
+        return DeviceCodeGrant.DEVICE_CODE_AUTHORIZED
+
+    def _set_token_value(self, token_instance: Any, raw_token: str) -> None:
+        """Access-token rows keep the JWT's ``jti`` (to deny it later) and the checksum, never the JWT.
+
+        DOT derives the checksum from ``_raw_token`` once, then from ``token``: Django 6 asks a field
+        twice on insert, so :func:`~epochauth.oauth.receivers.keep_jwt_checksum` puts it right after.
+        """
+        super()._set_token_value(token_instance, raw_token)
+        if isinstance(token_instance, AbstractAccessToken):
+            token_instance._raw_token = raw_token
+            token_instance.token = verification.parse(raw_token).claims["jti"]
+            token_instance.jwt_checksum = checksum(raw_token)
+
+    def _create_refresh_token(
+        self, request: Any, refresh_token_code: str, access_token: Any, previous_refresh_token: Any
+    ) -> Any:
+        """A new family takes the id that its first access token already carries (see generators)."""
+        refresh_token = super()._create_refresh_token(
+            request, refresh_token_code, access_token, previous_refresh_token
+        )
+        family = getattr(request, "epochauth_family", None)
+        if previous_refresh_token is None and family is not None:
+            refresh_token.token_family = family
+            refresh_token.save(update_fields=["token_family"])
+        return refresh_token
+
+    def revoke_token(
+        self, token: str, token_type_hint: str | None, request: Any, *args: Any, **kwargs: Any
+    ) -> None:
+        """RFC 7009: besides DOT's rows, deny the JWT ids at once (a JWT would stay valid otherwise).
+
+        DOT also revokes the refresh token bound to a revoked access token; a family left without a
+        usable refresh token loses all its access tokens, the ones of earlier rotations included.
+        """
+        application = getattr(request.client, "pk", None)
+        if application is None:  # DOT revokes nothing either
+            return
+        digest = checksum(token)
+        access_tokens = get_access_token_model().objects.filter(
+            Q(token_checksum=digest) | Q(refresh_token__token_checksum=digest),
+            application_id=application,
+        )
+        refresh_tokens = get_refresh_token_model().objects.filter(
+            Q(token_checksum=digest) | Q(access_token__token_checksum=digest),
+            application_id=application,
+        )
+        with revocation.ending(access_tokens, refresh_tokens):
+            super().revoke_token(token, token_type_hint, request, *args, **kwargs)
+
+    def validate_bearer_token(self, token: str, scopes: list[str], request: Any) -> bool:
+        """Our access tokens are JWTs: checked by our revocation (an epoch bump or a logout ends
+        them at once), not by DOT's row, which outlives neither but lags behind a denial. Any other
+        token (DOT's own opaque ones, a resource server's introspected ones) is DOT's to check."""
+        if not is_own_token(token or ""):
+            return super().validate_bearer_token(token, scopes, request)
+        try:
+            user, access = authentication.authenticate_token(token)
+        except exceptions.InvalidToken:
+            return False
+        granted = split_scope(access.claims.get("scope", ""))
+        if not set(scopes) <= set(granted):
+            return False
+        request.user = user
+        request.scopes = granted
+        request.access_token = access
+        client_id = access.claims.get("client_id")
+        request.client = get_application_model().objects.filter(client_id=client_id).first()
+        return True
+
+    def get_userinfo_claims(self, request: Any) -> dict[str, Any]:
+        """The claims of the token's end user, read from the user row: a client-credentials token
+        has none (:class:`NoEndUser`); a user gone without an epoch bump (a row deleted behind
+        Django's back) makes the token no token (:class:`~epochauth.exceptions.InvalidToken`)."""
+        claims = getattr(request.access_token, "claims", {})
+        if claims.get(tokens.CLAIM_GRANT_TYPE) == "client_credentials":
+            raise NoEndUser()
+        user = get_user_model()._default_manager.filter(pk=request.user.pk, is_active=True).first()
+        if user is None:
+            raise exceptions.InvalidToken(_lazy("The user is inactive or deleted"))
+        request.user = user
+        return super().get_userinfo_claims(request)
+
+    def get_additional_claims(self, request: Any) -> dict[str, Any]:
+        """The standard claims we know of a user; DOT hands out each one for its scope only."""
+        return {claim: value(request.user) for claim, value in USER_CLAIMS.items()}
+
+    def get_oidc_issuer_endpoint(self, request: Any) -> str:
+        """ID tokens name the issuer our access tokens name."""
+        return conf.epochauth_settings.ISSUER
+
+    def finalize_id_token(
+        self, id_token: dict[str, Any], token: Any, token_handler: Any, request: Any
+    ) -> str:
+        """DOT's ID token, signed with our signing key (published in our JWKS) rather than the
+        application's DOT key; ``sid`` names the refresh-token family the login started, which
+        logout, logout-all, epoch bumps and the admin end."""
+        claims, expires = self.get_id_token_dictionary(token, token_handler, request)
+        id_token.update(claims)
+        # oauthlib bug #746, as in DOT: the nonce of a code grant is not always copied over.
+        if "nonce" not in id_token and request.nonce:
+            id_token["nonce"] = request.nonce
+        family = getattr(request, "epochauth_claims", {}).get(tokens.CLAIM_TOKEN_FAMILY)
+        if family:
+            id_token["sid"] = family
+        encoded = keys.get_keyring().sign(id_token, "JWT")
+        with transaction.atomic(using=router.db_for_write(get_id_token_model())):
+            row = self._save_id_token(id_token["jti"], request, expires)
+        request.access_token = request.id_token = row
+        return encoded
+
+    def _get_key_for_token(self, token: str) -> JWK | None:
+        """The key of ours that an ID token names by ``kid`` (RP-initiated logout's ``id_token_hint``);
+        never a key the token brings along, and never an HMAC secret."""
+        try:
+            kid = jwt.get_unverified_header(token).get("kid")
+        except jwt.DecodeError:
+            return None
+        key = keys.get_keyring().by_kid.get(kid) if isinstance(kid, str) else None
+        if key is None or key.is_symmetric:
+            return None
+        return JWK.from_pyca(key.verifying_key)

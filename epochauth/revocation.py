@@ -1,0 +1,751 @@
+"""Revocation: epochs for users, groups and everyone, plus a denylist of token and session ids.
+
+The truth lives in the database. Reads go through two cache levels so that a request costs no query:
+process memory (re-validated every ``REVOCATION_REFRESH_INTERVAL``) over the shared Django cache
+(Redis in production) over the database. A write updates all three, so it is visible at once in the
+process that made it and, through the shared cache, in every other process within the refresh interval.
+
+Nothing is ever assumed from a cache miss: a missing epoch or denylist is re-read from the database,
+and when that fails too the request fails closed with :class:`~epochauth.snapshots.StateUnavailable`.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from datetime import datetime, timedelta
+from typing import Any, NamedTuple
+
+from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Group
+from django.db import DatabaseError, transaction
+from django.utils import timezone
+from django.utils.translation import gettext_lazy as _
+
+from . import (
+    clock,
+    conf,
+    denylist,
+    exceptions,
+    fingerprints,
+    models,
+    push,
+    signals,
+    snapshots,
+    tokens,
+)
+
+logger = logging.getLogger(__name__)
+
+
+class EpochValue(NamedTuple):
+    value: int
+    not_before: float | None  # POSIX timestamp of the last bump
+    #: A user's groups after the last change that took one away, and its POSIX time.
+    groups: tuple[str, ...] = ()
+    groups_at: float | None = None
+
+    def groups_kept(self, claims: dict[str, Any], names: Iterable[str]) -> tuple[str, ...]:
+        """Those of ``names`` (groups the token was minted with) that the user has kept since."""
+        if self.groups_at is None or claims["iat"] >= self.groups_at:
+            return tuple(names)
+        return tuple(name for name in names if name in self.groups)
+
+
+ZERO = EpochValue(0, None)
+
+
+def _age(value: EpochValue) -> tuple[int, float]:
+    """Which of two copies of one epoch row is newer: bumps raise the value, group changes the time."""
+    return value.value, value.groups_at or 0.0
+
+
+def _newest(held: EpochValue | None, other: EpochValue) -> EpochValue:
+    """Two copies of one epoch row (or of two rows whose fingerprints collide) as one that refuses
+    whatever either refuses: the higher value, the later bump, the later group record (of equal age,
+    ``other``'s, the later read)."""
+    if held is None:
+        return other
+    groups = other if _age(other) >= _age(held) else held
+    not_before = max(held.not_before or 0.0, other.not_before or 0.0) or None
+    return EpochValue(max(held.value, other.value), not_before, groups.groups, groups.groups_at)
+
+
+def _epoch_name(kind: str, object_id: str) -> str:
+    return f"{kind}\0{object_id}"
+
+
+#: The largest epoch value the compact map holds (a 32-bit column); a larger one is held exactly.
+_LARGEST_VALUE = 2**32 - 1
+
+
+def _epoch_key(kind: str, object_id: str) -> str:
+    return f"{snapshots.CACHE_PREFIX}epoch:{kind}:{object_id}"
+
+
+#: How far back each read of the change feed reaches before the previous read: a change is stamped
+#: (``updated_at``, ``revoked_at``) when its transaction writes it, and commits later; the clocks of
+#: application servers differ a little too. Reading changes twice is harmless.
+FEED_OVERLAP = 60.0
+VERSION_KEY = f"{snapshots.CACHE_PREFIX}revocation:version"
+#: How often expired denylist entries and epoch changes older than the window are dropped (each table
+#: is moved into a new one a few thousand slots at a time, see :mod:`epochauth.fingerprints`).
+PRUNE_INTERVAL = 600.0
+#: What a process holds (the denylist, the epoch changes within the window) is read by its first
+#: requests: each reads rows ``LOAD_CHUNK`` at a time, by primary key, until ``LOAD_BUDGET`` seconds
+#: passed.
+LOAD_CHUNK = 100
+LOAD_BUDGET = 0.001
+
+
+class RevocationState:
+    """Process-memory layer of the revocation state.
+
+    The process holds every epoch row that changed within ``REVOCATION_WINDOW`` and every live denylist
+    entry, and keeps them current from a change feed: each refresh interval it reads one version key
+    from the shared cache, and only when that changed (or ``REVOCATION_RELOAD_INTERVAL`` passed) it
+    reads the rows changed since its last read from the database. A token issued within the window
+    is then checked without any I/O, whatever the number of users: an epoch row that is not held
+    changed before the token existed. Older tokens read their epochs one by one (a bounded memo over
+    the shared cache over the database).
+
+    What is held is read in small pieces by the first requests once the feed has started (no request
+    waits for all of it): the denylist, then the epoch changes within the window. Until then an id
+    the table does not hold is looked up in the database, and epochs are read one by one. Rows
+    committed meanwhile arrive through the feed like any change.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._push = push.Subscription(self._apply_pushed, self._read_soon, self.prune)
+        self.reset()
+
+    def reset(self) -> None:
+        self._push.stop()
+        #: Epoch rows changed since ``_covered_from`` (POSIX time; None until they are all read): their
+        #: value and last bump (POSIX time) by a fingerprint of kind and id, 20 bytes a slot. A row with
+        #: a group record (a user who left a group: rare) is held exactly, in ``_exact``.
+        self._epochs = fingerprints.FingerprintMap(("I", "d"))
+        self._exact: dict[tuple[str, str], EpochValue] = {}
+        #: Changes this process made whose transaction has not committed yet (dropped again when it
+        #: rolls back; a fingerprint's slot cannot be taken back).
+        self._pending: dict[tuple[str, str], EpochValue] = {}
+        self._covered_from: float | None = None
+        #: The epoch rows are read up to this primary key (those changed since ``_epochs_from``).
+        self._epoch_cursor: int | None = 0
+        self._epochs_from: datetime | None = None
+        #: Denied ids and until when (POSIX time).
+        self._denied = denylist.Denylist()
+        #: The denylist is read up to this primary key; None once all of it is held.
+        self._load_cursor: int | None = 0
+        self._pruned_at = clock.monotonic()
+        self._version: Any = None
+        self._checked_at = float("-inf")
+        self._read_at = float("-inf")
+        #: Database time of the start of the last read of the feed.
+        self._read_from: datetime | None = None
+        self._memo: snapshots.BoundedMemo[tuple[str, str], tuple[EpochValue, float]] = (
+            snapshots.BoundedMemo(lambda: conf.epochauth_settings.VERIFIED_TOKEN_CACHE_SIZE)
+        )
+
+    # -- the change feed --------------------------------------------------------------------------
+
+    def _current(self) -> None:
+        """Follow the feed when the refresh interval passed (at most one cache read per interval)."""
+        if (
+            self._read_from is not None
+            and clock.monotonic() - self._checked_at < snapshots.refresh_interval()
+        ):
+            return
+        with self._lock:
+            now = clock.monotonic()
+            if (
+                self._read_from is not None
+                and now - self._checked_at < snapshots.refresh_interval()
+            ):
+                return
+            listener = self._push.ensure()
+            version = snapshots.shared_cache_call("get", VERSION_KEY)
+            if version is None:  # evicted or never set: start one, so that the next change differs
+                snapshots.shared_cache_call("add", VERSION_KEY, uuid.uuid4().hex, None)
+                version = snapshots.shared_cache_call("get", VERSION_KEY)
+            reload = conf.epochauth_settings.REVOCATION_RELOAD_INTERVAL.total_seconds()
+            unchanged = version is not None and version == self._version
+            if self._read_from is None or not unchanged or now - self._read_at >= reload:
+                try:
+                    self._read_changes()
+                except DatabaseError as exc:
+                    if not unchanged:
+                        raise snapshots.StateUnavailable("revocation state unavailable") from exc
+                    # Only the periodic re-read failed: keep what we have, try again later.
+                    logger.warning(
+                        "epochauth: cannot re-read the revocation state; keeping the copy"
+                    )
+                self._read_at = now
+                self._prune_epochs()
+                if listener is None and now - self._pruned_at >= PRUNE_INTERVAL:
+                    self._prune_tables()
+            # Without a listener, a prune (or growth) of the tables moves on here, a step an interval.
+            self._denied.step()
+            self._epochs.step()
+            self._version = version
+            self._checked_at = now
+
+    def _read_changes(self) -> None:
+        """Rows changed since the last read, merged into memory. The first read only marks where the
+        feed starts: what changed before, :meth:`_load_some` reads a piece at a time."""
+        started = timezone.now()
+        window = conf.epochauth_settings.REVOCATION_WINDOW
+        if self._read_from is None:
+            self._read_from, self._epochs_from = started, started - window
+            return
+        since = max(started - window, self._read_from - timedelta(seconds=FEED_OVERLAP))
+        for row in models.Epoch.objects.filter(updated_at__gte=since):
+            self._merge(row.kind, row.object_id, epoch_value(row))
+        denied = models.RevokedToken.objects.filter(expires_at__gt=started, revoked_at__gte=since)
+        for jti, expires in denied.values_list("jti", "expires_at").iterator(chunk_size=10_000):
+            self._denied.add(jti, expires.timestamp())
+        self._read_from = started
+
+    @property
+    def loaded(self) -> bool:
+        return self._load_cursor is None and self._epoch_cursor is None
+
+    def _load_some(self) -> None:
+        """Read more of the denylist, then of the epoch rows changed within the window, for at most
+        ``LOAD_BUDGET``, once the feed has started: a row committed after the piece that would have
+        held it comes with the feed (whose overlap reaches back before the feed's start)."""
+        deadline = time.perf_counter() + LOAD_BUDGET
+        with self._lock:
+            try:
+                while self._read_from is not None and not self.loaded:
+                    if self._load_cursor is not None:
+                        more = self._load_denied_piece()
+                    else:
+                        more = self._load_epoch_piece()
+                    # A piece that ended its part is no reason to stop: a small state is read at once.
+                    if more and time.perf_counter() >= deadline:
+                        return
+            except DatabaseError:
+                # Ids the table lacks are looked up in the database meanwhile (or fail closed), and
+                # epochs one by one.
+                logger.warning("epochauth: cannot read the revocation state yet", exc_info=True)
+
+    def _load_denied_piece(self) -> bool:
+        """One piece of the denylist; whether more may follow."""
+        if self._load_cursor == 0:
+            # A table of about the right size at once: two index lookups, not a count (nor one
+            # MIN/MAX query, which SQLite answers with a scan).
+            keys = models.RevokedToken.objects.order_by("pk").values_list("pk", flat=True)
+            low, high = keys.first(), keys.last()
+            if low is not None and high is not None:
+                self._denied.reserve(high - low + 1)
+        rows = list(
+            models.RevokedToken.objects.filter(pk__gt=self._load_cursor)
+            .order_by("pk")
+            .values_list("pk", "jti", "expires_at")[:LOAD_CHUNK]
+        )
+        wall = time.time()
+        for _pk, jti, expires in rows:
+            until = expires.timestamp()
+            if until > wall:
+                self._denied.add(jti, until)
+        self._load_cursor = rows[-1][0] if len(rows) == LOAD_CHUNK else None
+        return self._load_cursor is not None
+
+    def _load_epoch_piece(self) -> bool:
+        """One piece of the epoch rows changed within the window; whether more may follow."""
+        start = self._epochs_from
+        assert start is not None
+        rows = list(
+            models.Epoch.objects.filter(pk__gt=self._epoch_cursor)
+            .order_by("pk")
+            .values_list("pk", "updated_at", "kind", "object_id", *EPOCH_FIELDS)[:LOAD_CHUNK]
+        )
+        for _pk, updated, kind, object_id, *fields in rows:
+            if updated >= start:
+                self._merge(kind, object_id, _epoch_value(*fields))
+        if len(rows) == LOAD_CHUNK:
+            self._epoch_cursor = rows[-1][0]
+            return True
+        # Every change within the window is held: tokens issued within it read no epoch.
+        self._epoch_cursor, self._covered_from = None, start.timestamp()
+        return False
+
+    def _read_soon(self) -> None:
+        """The next request reads the database (the push channel was away: messages may be lost)."""
+        self._checked_at = self._read_at = float("-inf")
+
+    def _apply_pushed(self, change: dict[str, Any]) -> None:
+        """A change another process committed, as :func:`announce` sent it."""
+        try:
+            with self._lock:
+                if "d" in change:
+                    jti, expires = change["d"]
+                    self._denied.add(str(jti), float(expires))
+                elif "e" in change:
+                    kind, object_id, *value = change["e"]
+                    value = EpochValue(
+                        int(value[0]), value[1], tuple(map(str, value[2])), value[3]
+                    )
+                    self._merge(str(kind), str(object_id), value)
+                    self._memo.discard((str(kind), str(object_id)))
+            if "s" in change:
+                snapshots.expire_snapshot(str(change["s"]))
+        except (TypeError, ValueError):
+            logger.warning("epochauth: ignoring a revocation push message of an unknown shape")
+
+    def _merge(self, kind: str, object_id: str, value: EpochValue) -> None:
+        """Hold a committed epoch row. Epochs only grow: an older copy never lowers one (the map keeps
+        the larger value and the later bump; of equal age, the later read wins)."""
+        if value.groups_at is None and value.value <= _LARGEST_VALUE:
+            if value.value or value.not_before:
+                self._epochs.put(
+                    _epoch_name(kind, object_id), (value.value, value.not_before or 0.0)
+                )
+            return
+        held = self._exact.get((kind, object_id))
+        if held is None or _age(value) >= _age(held):
+            self._exact[(kind, object_id)] = value
+
+    def _held(self, kind: str, object_id: str) -> EpochValue | None:
+        """What this process holds of an epoch row, None when nothing (changed within the window)."""
+        found = None
+        row = self._epochs.get(_epoch_name(kind, object_id))
+        if row is not None:
+            found = EpochValue(int(row[0]), row[1] or None)
+        for exact in (self._exact, self._pending):
+            value = exact.get((kind, object_id)) if exact else None
+            if value is not None:
+                found = _newest(found, value)
+        return found
+
+    def _prune_epochs(self) -> None:
+        """Forget epoch changes older than the window (with each read of the database, not each
+        interval; the compact map with the denylist, every ``PRUNE_INTERVAL``): no token within it
+        predates them."""
+        start = time.time() - conf.epochauth_settings.REVOCATION_WINDOW.total_seconds()
+        if self._covered_from is not None and start > self._covered_from:
+            # Holding more than the window is harmless: only what it covers must be held.
+            self._covered_from = start
+            for exact in (self._exact, self._pending):
+                for key in [key for key, value in exact.items() if _changed_at(value) < start]:
+                    del exact[key]
+
+    def prune(self) -> None:
+        """Forget denied ids whose tokens expired anyway, every ``PRUNE_INTERVAL``: in the push
+        listener's thread when there is one (which also moves the table on, a step at a time, so that
+        no request waits on the lock for long), else with a read of the database."""
+        if clock.monotonic() - self._pruned_at >= PRUNE_INTERVAL:
+            with self._lock:
+                self._prune_tables()
+        while self._denied.moving or self._epochs.moving:
+            with self._lock:
+                self._denied.step()
+                self._epochs.step()
+
+    def _prune_tables(self) -> None:
+        """Start moving the denylist and the epoch map into new tables without what expired."""
+        now = time.time()
+        self._denied.prune(now)
+        if self._covered_from is not None:
+            self._epochs.prune(now - conf.epochauth_settings.REVOCATION_WINDOW.total_seconds())
+        self._pruned_at = clock.monotonic()
+
+    # -- epochs ---------------------------------------------------------------------------------
+
+    def epoch(self, kind: str, object_id: str, issued_at: float | None = None) -> EpochValue:
+        """The epoch row as far as a token issued at ``issued_at`` (POSIX time) is concerned."""
+        self._current()
+        covered = self._covered_from
+        if issued_at is not None and covered is not None and issued_at >= covered + FEED_OVERLAP:
+            return self._held(kind, object_id) or ZERO
+        return self._epoch_by_key(kind, object_id)
+
+    def _epoch_by_key(self, kind: str, object_id: str) -> EpochValue:
+        """For what the window does not cover: one row, memoised, over the shared cache."""
+        now = clock.monotonic()
+        local = self._memo.get((kind, object_id))
+        if local is not None and now - local[1] < snapshots.refresh_interval():
+            return local[0]
+        key = _epoch_key(kind, object_id)
+        found = snapshots.shared_cache_call("get", key)
+        if found is None:
+            found = self._load_epoch(kind, object_id)
+            snapshots.shared_cache_call(
+                "add",
+                key,
+                tuple(found),
+                conf.epochauth_settings.EPOCH_CACHE_TIMEOUT.total_seconds(),
+            )
+        found = EpochValue(*found)
+        # Epochs only grow: a lagging cache never lowers what we saw.
+        for held in (local[0] if local is not None else None, self._held(kind, object_id)):
+            if held is not None:
+                found = _newest(found, held)
+        self._memo.put((kind, object_id), (found, now))
+        return found
+
+    @staticmethod
+    def _load_epoch(kind: str, object_id: str) -> EpochValue:
+        try:
+            row = models.Epoch.objects.filter(kind=kind, object_id=object_id).first()
+        except DatabaseError as exc:
+            raise snapshots.StateUnavailable("revocation state unavailable") from exc
+        return ZERO if row is None else epoch_value(row)
+
+    def remember_epoch(self, kind: str, object_id: str, value: EpochValue) -> None:
+        """Raises StateUnavailable when other processes could go on reading the old epoch."""
+        with self._lock:
+            self._pending[(kind, object_id)] = _newest(self._pending.get((kind, object_id)), value)
+        self._memo.put((kind, object_id), (value, clock.monotonic()))
+        timeout = conf.epochauth_settings.EPOCH_CACHE_TIMEOUT.total_seconds()
+        if not snapshots.publish(_epoch_key(kind, object_id), tuple(value), timeout):
+            raise snapshots.StateUnavailable(
+                "the new epoch could not be published to the shared cache"
+            )
+        transaction.on_commit(lambda: self._committed(kind, object_id, value))
+
+    def _committed(self, kind: str, object_id: str, value: EpochValue) -> None:
+        with self._lock:
+            self._merge(kind, object_id, value)
+            pending = self._pending.get((kind, object_id))
+            # Unless a later change (of this transaction or another one) is pending still.
+            if pending is not None and _age(pending) <= _age(value):
+                del self._pending[(kind, object_id)]
+        announce({"e": [kind, object_id, *value]})
+
+    def forget_epoch(self, kind: str, object_id: str) -> None:
+        """After a change rolled back: memory and the shared cache must not stay ahead of the row."""
+        with self._lock:
+            self._pending.pop((kind, object_id), None)
+        self._memo.discard((kind, object_id))
+        snapshots.shared_cache_call("delete", _epoch_key(kind, object_id))
+
+    # -- denylist -------------------------------------------------------------------------------
+
+    def is_denied(self, ids: tuple[str | None, ...]) -> bool:
+        self._current()
+        if not self.loaded:
+            # Here, not in epoch(): once per token, whatever the number of its epochs.
+            self._load_some()
+        # Read before the table: once the load has ended, the table holds every live row.
+        loading = self._load_cursor is not None
+        wanted = [i for i in ids if i]
+        wall = time.time()
+        if any(self._denied.denies(i, wall) for i in wanted):
+            return True
+        return loading and bool(wanted) and _denied_in_database(wanted)
+
+    def deny(self, jti: str, expires_at: float) -> None:
+        """Visible in this process at once; in the others after commit, through the feed."""
+        with self._lock:
+            self._denied.add(jti, expires_at)
+        transaction.on_commit(lambda: announce({"d": [jti, expires_at]}))
+
+
+def _denied_in_database(ids: list[str]) -> bool:
+    """While the denylist is being read: one indexed query for what the table does not hold yet."""
+    try:
+        return models.RevokedToken.objects.filter(
+            jti__in=ids, expires_at__gt=timezone.now()
+        ).exists()
+    except DatabaseError as exc:
+        raise snapshots.StateUnavailable("the denylist could not be read") from exc
+
+
+def _changed_at(value: EpochValue) -> float:
+    return max(value.not_before or 0.0, value.groups_at or 0.0)
+
+
+def announce(change: dict[str, Any]) -> None:
+    """Tell every process that the revocation state changed: the change itself over the push channel
+    (applied within milliseconds), and a new version, which makes them read the feed within an interval."""
+    push.publish(change)
+    if not snapshots.publish(VERSION_KEY, uuid.uuid4().hex, None):
+        logger.error(
+            "epochauth: the revocation state changed but the shared cache could not say so; other "
+            "processes see it within REVOCATION_RELOAD_INTERVAL"
+        )
+
+
+state = RevocationState()
+
+conf.process_cache(state.reset)
+
+
+#: The fields of an epoch row that make its :class:`EpochValue`, in order.
+EPOCH_FIELDS = ("value", "not_before", "groups", "groups_changed_at")
+
+
+def epoch_value(row: models.Epoch) -> EpochValue:
+    return _epoch_value(*(getattr(row, name) for name in EPOCH_FIELDS))
+
+
+def _epoch_value(
+    value: int, not_before: datetime | None, groups: list[str] | None, groups_at: datetime | None
+) -> EpochValue:
+    def timestamp(moment: datetime | None) -> float | None:
+        return moment.timestamp() if moment is not None else None
+
+    return EpochValue(value, timestamp(not_before), tuple(groups or ()), timestamp(groups_at))
+
+
+# -- reads used by authentication --------------------------------------------------------------
+
+
+def is_loaded() -> bool:
+    """Whether this process holds the whole revocation state yet: its first requests read the
+    denylist and the epoch changes within the window in pieces (meanwhile ids it lacks are looked
+    up in the database, epochs one by one). For health checks and the bench."""
+    return state.loaded
+
+
+def current_epoch(kind: str, object_id: str, issued_at: float | None = None) -> EpochValue:
+    """The epoch of a user, group, identity or everyone, for a token issued at ``issued_at`` (POSIX
+    time): changes made before then may read as :data:`ZERO`. Without it: the row as it is."""
+    return state.epoch(kind, object_id, issued_at)
+
+
+def is_revoked(*ids: str | None) -> bool:
+    """Whether any of the given token/session ids is on the denylist."""
+    return state.is_denied(ids)
+
+
+def check_local_claims(claims: dict[str, Any], user_id: str) -> tuple[str, ...]:
+    """Refuse one of our tokens whose id, session or refresh-token family is denied, whose epochs are
+    behind, or whose selected group the user has left; returns the groups it still confers."""
+    issued = claims["iat"]
+    user = current_epoch(models.Epoch.Kind.USER, user_id, issued)
+    behind = (
+        claims[tokens.CLAIM_EPOCH] < user.value
+        or claims[tokens.CLAIM_GLOBAL_EPOCH]
+        < current_epoch(models.Epoch.Kind.GLOBAL, "", issued).value
+        or (
+            tokens.CLAIM_GROUP_ID in claims
+            and claims.get(tokens.CLAIM_GROUP_EPOCH, -1)
+            < current_epoch(
+                models.Epoch.Kind.GROUP, str(claims[tokens.CLAIM_GROUP_ID]), issued
+            ).value
+        )
+    )
+    if behind or is_revoked(
+        claims.get("jti"), claims.get(tokens.CLAIM_SESSION), claims.get(tokens.CLAIM_TOKEN_FAMILY)
+    ):
+        raise exceptions.InvalidToken(_("The access token was revoked"))
+    if tokens.CLAIM_GROUP in claims and not user.groups_kept(claims, [claims[tokens.CLAIM_GROUP]]):
+        raise exceptions.InvalidToken(_("The access token's group was left"))
+    return user.groups_kept(claims, tokens.group_names(claims))
+
+
+def denylist_id(claims: dict[str, Any]) -> str | None:
+    """Denylist name of a token: our jti, or ``iss#jti`` for an external one (unique only per issuer)."""
+    jti = claims.get("jti")
+    if not isinstance(jti, str) or not jti:
+        return None
+    return jti if claims["iss"] == conf.epochauth_settings.ISSUER else f"{claims['iss']}#{jti}"
+
+
+def check_external_claims(
+    claims: dict[str, Any],
+    user_id: str,
+    identity: str,
+    *,
+    issued: float | None = None,
+    denied: tuple[str, ...] = (),
+) -> None:
+    """External tokens carry no epochs of ours: refuse those issued before a bump (iat cutoff).
+
+    ``issued``: when what the token stands for began, if earlier than its ``iat`` (a token minted from
+    a refresh token: that refresh token's ``iat``); ``denied``: more denylist ids that end it.
+    """
+    if is_revoked(denylist_id(claims), *denied):
+        raise exceptions.InvalidToken(_("The access token was revoked"))
+    if issued is None:
+        issued = claims["iat"]
+    for kind, object_id in (
+        (models.Epoch.Kind.USER, user_id),
+        (models.Epoch.Kind.IDENTITY, identity),
+        (models.Epoch.Kind.GLOBAL, ""),
+    ):
+        not_before = current_epoch(kind, object_id, issued).not_before
+        if not_before is not None and issued < not_before:
+            raise exceptions.InvalidToken(_("The access token was revoked"))
+
+
+# -- writes ------------------------------------------------------------------------------------
+
+
+@contextmanager
+def _locked_epoch(kind: str, object_id: str) -> Iterator[models.Epoch]:
+    """The epoch row, locked, to change in the block; then saved and published while the lock is held
+    (so concurrent writers reach the cache in order), or dropped from the cache if anything failed."""
+    try:
+        with transaction.atomic():
+            epoch, _ = models.Epoch.objects.select_for_update().get_or_create(
+                kind=kind, object_id=object_id
+            )
+            yield epoch
+            epoch.save()
+            state.remember_epoch(kind, object_id, epoch_value(epoch))
+    except BaseException:
+        # The cache must not stay ahead of a change that rolled back.
+        state.forget_epoch(kind, object_id)
+        raise
+
+
+def bump_epoch(kind: str, object_id: str, *, actor: Any = None, reason: str = "") -> EpochValue:
+    """Invalidate every earlier token of a user, a group (``object_id`` = its pk) or everyone."""
+    now = timezone.now()
+    ended: list[models.Session] = []
+    with _locked_epoch(kind, object_id) as epoch:
+        epoch.value += 1
+        epoch.not_before = now
+        epoch.bumped_by_id = getattr(actor, "pk", None)
+        epoch.reason = reason[:255]
+        if kind == models.Epoch.Kind.USER:
+            live = models.Session.objects.select_for_update().filter(
+                user_id=object_id, revoked_at__isnull=True
+            )
+            ended = list(live)
+            live.update(revoked_at=now)
+        models.AuditEvent.objects.create(
+            action="epoch_bumped",
+            user_id=object_id if kind == models.Epoch.Kind.USER else None,
+            actor_id=epoch.bumped_by_id,
+            detail={
+                "kind": kind,
+                "object_id": object_id,
+                "epoch": epoch.value,
+                "reason": epoch.reason,
+            },
+        )
+    signals.epoch_bumped.send(
+        sender=models.Epoch,
+        kind=kind,
+        object_id=object_id,
+        epoch=epoch.value,
+        actor=actor,
+        reason=reason,
+    )
+    for session in ended:  # the bump's audit event stands for theirs
+        session.revoked_at = now
+        signals.session_revoked.send(
+            sender=models.Session, session=session, reason="epoch_bumped", actor=actor
+        )
+    return epoch_value(epoch)
+
+
+def record_groups(
+    user_id: str, groups: Iterable[str], *, reason: str = "", only_update: bool = False
+) -> None:
+    """Call before a change that takes groups away from a user: tokens minted until now confer only
+    ``groups`` (what the user keeps), the user's other access stays; a refresh mints current groups.
+
+    ``only_update``: after the user joined a group, list ``groups`` in an existing record, keeping its
+    time (nothing to record when no group was ever left).
+    """
+    if (
+        only_update
+        and not models.Epoch.objects.filter(
+            kind=models.Epoch.Kind.USER, object_id=user_id, groups_changed_at__isnull=False
+        ).exists()
+    ):
+        return
+    with _locked_epoch(models.Epoch.Kind.USER, user_id) as epoch:
+        epoch.groups = sorted(set(groups))
+        if only_update:
+            return
+        epoch.groups_changed_at = timezone.now()
+        models.AuditEvent.objects.create(
+            action="groups_changed",
+            user_id=user_id,
+            detail={"groups": epoch.groups, "reason": reason[:255]},
+        )
+    signals.groups_changed.send(
+        sender=models.Epoch, user_id=user_id, groups=epoch.groups, reason=reason
+    )
+
+
+class Target(NamedTuple):
+    """Whose tokens a bump ends: an epoch and a label for people."""
+
+    kind: str
+    object_id: str
+    label: str
+
+
+class NoSuchTarget(LookupError):
+    pass
+
+
+def find_target(
+    *,
+    user: str | None = None,
+    group: str | None = None,
+    issuer: str | None = None,
+    subject: str | None = None,
+) -> Target:
+    """The epoch of a username, a group name or an external identity (``issuer`` and ``subject``: its
+    tokens only, not its user's local ones); everyone's when nothing is named. Raises
+    :class:`NoSuchTarget` with a readable message."""
+    if user is not None:
+        model = get_user_model()
+        pk = (
+            model._default_manager.filter(**{model.USERNAME_FIELD: user})
+            .values_list("pk", flat=True)
+            .first()
+        )
+        kind, label = models.Epoch.Kind.USER, f"user {user}"
+        missing = _("No such user %(name)s") % {"name": user}
+    elif group is not None:
+        pk = Group.objects.filter(name=group).values_list("pk", flat=True).first()
+        kind, label = models.Epoch.Kind.GROUP, f"group {group}"
+        missing = _("No such group %(name)s") % {"name": group}
+    elif issuer is not None or subject is not None:
+        label = f"identity {subject} of {issuer}"
+        if (
+            issuer is None
+            or subject is None
+            or not models.Identity.objects.filter(issuer=issuer, subject=subject).exists()
+        ):
+            raise NoSuchTarget(
+                _("No such identity %(subject)s of %(issuer)s")
+                % {"subject": subject, "issuer": issuer}
+            )
+        return Target(models.Epoch.Kind.IDENTITY, models.identity_digest(issuer, subject), label)
+    else:
+        return Target(models.Epoch.Kind.GLOBAL, "", "everyone")
+    if pk is None:
+        raise NoSuchTarget(missing)
+    return Target(kind, str(pk), label)
+
+
+def deny_once(jti: str, expires_at: datetime, *, reason: str = "") -> bool:
+    """Deny an id that is not denied yet (a single-use token being spent): whether this call did.
+    Call in the transaction that spends it, so that of two concurrent calls only one succeeds."""
+    created = models.RevokedToken.objects.get_or_create(
+        jti=jti, defaults={"expires_at": expires_at, "reason": reason[:255]}
+    )[1]
+    if created:
+        state.deny(jti, expires_at.timestamp())
+    return created
+
+
+def revoke_id(jti: str, expires_at: datetime, *, reason: str = "") -> None:
+    """Deny one token id (or session id) until ``expires_at``, when nothing it names is valid anyway."""
+    models.RevokedToken.objects.update_or_create(
+        jti=jti,
+        defaults={"expires_at": expires_at, "reason": reason[:255], "revoked_at": timezone.now()},
+    )
+    state.deny(jti, expires_at.timestamp())
+
+
+def purge_expired() -> int:
+    """Delete denylist rows whose tokens expired anyway; returns how many."""
+    deleted, _ = models.RevokedToken.objects.filter(expires_at__lte=timezone.now()).delete()
+    return deleted

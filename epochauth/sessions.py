@@ -1,0 +1,201 @@
+"""Refresh-token families (sessions): start, rotate with reuse detection, end.
+
+A refresh token is ``<session family>.<secret>``; only a SHA-256 of the current secret is stored. Using a
+secret that was already rotated away means it leaked: the whole session is revoked.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from datetime import timedelta
+from typing import Any
+
+from django.db import connections, router, transaction
+from django.utils import timezone
+from django.utils.crypto import constant_time_compare
+from django.utils.functional import Promise
+from django.utils.translation import gettext_lazy as _
+
+from . import conf, exceptions, inserts, models, revocation, signals, tokens
+
+
+def _hash(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def _lifetime(remember_me: bool) -> timedelta:
+    if remember_me:
+        return conf.epochauth_settings.REMEMBER_ME_REFRESH_TOKEN_LIFETIME
+    return conf.epochauth_settings.REFRESH_TOKEN_LIFETIME
+
+
+def start_session(
+    user: Any,
+    *,
+    remember_me: bool = False,
+    user_agent: str = "",
+    scope: str = "",
+    group: Any = None,
+    browser_login: Any = None,
+    login: dict[str, Any] | None = None,
+) -> tuple[models.Session, str]:
+    """Open a session and return it with its first refresh token; beyond ``MAX_SESSIONS_PER_USER``
+    the user's oldest live sessions end (reason "limit"). ``browser_login``: the BrowserLogin on whose
+    page it starts (the provider's back-channel logout of that login ends it). ``login``: the detail of
+    a "login" audit event to write with the session (its id is added), in the same transaction."""
+    secret = secrets.token_urlsafe(32)
+    limit = conf.epochauth_settings.MAX_SESSIONS_PER_USER
+    # No savepoint: a caller's transaction (the login) commits or rolls back the session as a whole.
+    with transaction.atomic(savepoint=False):
+        if limit is not None:
+            _lock_user(user)
+        session = inserts.insert(
+            models.Session(
+                user=user,
+                expires_at=timezone.now() + _lifetime(remember_me),
+                remember_me=remember_me,
+                user_agent=user_agent[:255],
+                scope=scope,
+                group=group,
+                refresh_hash=_hash(secret),
+                browser_login=browser_login,
+            )
+        )
+        if login is not None:
+            inserts.insert(
+                models.AuditEvent(
+                    action="login", user=user, detail={"session": str(session.pk), **login}
+                )
+            )
+        if limit is not None:
+            live = models.Session.objects.filter(
+                user=user, revoked_at__isnull=True, expires_at__gt=timezone.now()
+            )
+            for old in live.exclude(pk=session.pk).order_by("-created_at")[limit - 1 :]:
+                end_session(old, reason="limit")
+    return session, f"{session.family}.{secret}"
+
+
+def _lock_user(user: Any) -> None:
+    """Lock the user's row until the login's transaction ends, so that the logins of one user count
+    their live sessions, end the oldest and insert one at a time: side by side, each would count
+    without the other's uncommitted session and both end the same oldest one, one session too many.
+
+    ``FOR NO KEY UPDATE`` where the database has it: logins wait for each other, inserts of rows
+    referring to the user (its audit events) do not. Where there are no row locks (SQLite) writes are
+    serialised anyway: the session insert, the transaction's first statement, takes the one write
+    lock before the count reads.
+    """
+    model = type(user)
+    alias = router.db_for_write(model, instance=user)
+    features = connections[alias].features
+    if features.has_select_for_update:
+        rows = model._default_manager.using(alias).select_for_update(
+            no_key=features.has_select_for_no_key_update
+        )
+        list(rows.filter(pk=user.pk).values_list("pk", flat=True))
+
+
+def _invalid(description: str | Promise) -> exceptions.OAuthError:
+    return exceptions.OAuthError("invalid_grant", description)
+
+
+def standing(session: models.Session) -> tokens.Standing:
+    """The session user's groups and epochs as the last check of the session (:func:`rotate`,
+    :func:`check_session`) read them, so that the token minted next says what was checked; read now
+    if the session was not checked."""
+    return session.__dict__.get("_standing") or tokens.read_standing(
+        session.user_id, session.group_id
+    )
+
+
+def _lost_rights(session: models.Session) -> tuple[str, str | Promise] | None:
+    """Why the session's user may no longer hold its tokens, as (reason, description); None if not:
+    the user is inactive, a user, group or global bump came after the session began, or the user left
+    the session's group."""
+    found = session.__dict__["_standing"] = tokens.read_standing(session.user_id, session.group_id)
+    group_id = str(session.group_id) if session.group_id is not None else None
+    if not session.user.is_active or found.bumped_after(
+        session.created_at, str(session.user_id), group_id
+    ):
+        return ("revoked", _("The session was revoked"))
+    if session.group_id is not None and session.group_id not in found.groups.values():
+        return ("group_removed", _("You are no longer a member of the session's group"))
+    return None
+
+
+def check_session(session: models.Session) -> None:
+    """Refuse (and end) a session that ended or whose user lost its rights; renew must not outlast them."""
+    if not session.is_active:
+        raise _invalid(_("The session has ended"))
+    failure = _lost_rights(session)
+    if failure is not None:
+        end_session(session, reason=failure[0])
+        raise _invalid(failure[1])
+
+
+def rotate(refresh_token: str) -> tuple[models.Session, str]:
+    """Exchange a refresh token for the next one of its session; re-checks the user's rights.
+
+    The session row stays locked from its read to its update: of concurrent uses of one secret, one
+    rotates it and the others find it rotated away, a reuse.
+    """
+    family, _dot, secret = refresh_token.partition(".")
+    if not family or not secret:
+        raise _invalid(_("The refresh token is invalid"))
+    with transaction.atomic():
+        found = models.Session.objects.select_for_update(of=("self",)).select_related(
+            "user", "group"
+        )
+        session = found.filter(family=family).first()
+        if session is None:
+            raise _invalid(_("The refresh token is invalid"))
+        if session.revoked_at is not None:
+            raise _invalid(_("The session has ended"))
+        if session.expires_at <= timezone.now():
+            raise _invalid(_("The refresh token expired"))
+        if constant_time_compare(_hash(secret), session.refresh_hash):
+            failure = _lost_rights(session)
+        else:
+            failure = ("reuse", _("The refresh token was already used; the session is revoked"))
+        if failure is None:
+            new_secret = secrets.token_urlsafe(32)
+            session.refresh_hash = _hash(new_secret)
+            session.last_used_at = timezone.now()
+            session.expires_at = session.last_used_at + _lifetime(session.remember_me)
+            session.save(update_fields=["refresh_hash", "last_used_at", "expires_at"])
+            return session, f"{session.family}.{new_secret}"
+    end_session(session, reason=failure[0])
+    raise _invalid(failure[1])
+
+
+def end_session(session: models.Session, *, reason: str, actor: Any = None) -> None:
+    """Revoke a session: its refresh token at once, its access tokens through the denylist."""
+    now = timezone.now()
+    updated = models.Session.objects.filter(pk=session.pk, revoked_at__isnull=True).update(
+        revoked_at=now
+    )
+    session.revoked_at = now
+    # No access token of the session outlives this: it is at most one access lifetime old.
+    revocation.revoke_id(session.id.hex, now + access_token_margin(), reason=f"session {reason}")
+    if updated:
+        models.AuditEvent.objects.create(
+            action="session_revoked",
+            user_id=session.user_id,
+            actor_id=getattr(actor, "pk", None),
+            detail={"session": str(session.pk), "reason": reason},
+        )
+        signals.session_revoked.send(
+            sender=models.Session, session=session, reason=reason, actor=actor
+        )
+
+
+def access_token_margin() -> timedelta:
+    """How long an access token can outlive the moment it was minted: no session's token is alive
+    this long after the session expired or ended."""
+    return conf.epochauth_settings.ACCESS_TOKEN_LIFETIME + conf.epochauth_settings.LEEWAY
+
+
+def refresh_expires_in(session: models.Session) -> int:
+    return max(0, int((session.expires_at - timezone.now()).total_seconds()))

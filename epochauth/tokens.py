@@ -1,0 +1,323 @@
+"""Mint our own access tokens (RFC 9068 JWTs). Claim names live here and nowhere else; verification
+is :mod:`epochauth.verification`."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from functools import lru_cache
+from typing import Any, NamedTuple, cast
+
+from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Group
+from django.db import connections, router
+from django.db.models import Field, ManyToManyField, Model
+from django.db.models.expressions import Col
+
+from . import conf, keys, models, profiles, signals, snapshots
+from .claims import custom_claims
+from .scopes import split_scope
+
+ACCESS_TOKEN_TYPE = "at+jwt"
+
+# Claim names beyond the registered ones (iss, sub, aud, exp, iat, jti, scope, client_id).
+CLAIM_USERNAME = "preferred_username"
+CLAIM_GROUPS = "groups"
+CLAIM_GROUP = "group"
+CLAIM_GROUP_ID = "gid"
+CLAIM_SESSION = "sid"
+#: The refresh-token family of an OAuth-server token (epochauth.oauth).
+CLAIM_TOKEN_FAMILY = "token_family"
+#: "client_credentials" in an OAuth-server token that no end user granted (epochauth.oauth).
+CLAIM_GRANT_TYPE = "gty"
+CLAIM_EPOCH = "epoch"
+CLAIM_GROUP_EPOCH = "group_epoch"
+CLAIM_GLOBAL_EPOCH = "global_epoch"
+
+REQUIRED_CLAIMS = ["iss", "sub", "exp", "iat", "jti", CLAIM_EPOCH, CLAIM_GLOBAL_EPOCH]
+
+
+def wlcg_group(name: str) -> str:
+    """A group's name in ``wlcg.groups``: a path, ``/`` and the name (always, so it reads back)."""
+    return f"/{name}"
+
+
+def group_names(claims: dict[str, Any]) -> list[str]:
+    """The groups one of our tokens was minted with: ``groups``, or in the WLCG profile
+    ``wlcg.groups`` without the ``/`` :func:`wlcg_group` put before each name."""
+    if profiles.WLCG_GROUPS in claims:
+        return [name[1:] for name in claims[profiles.WLCG_GROUPS]]
+    return claims.get(CLAIM_GROUPS, [])
+
+
+def profile_claims(claims: dict[str, Any]) -> dict[str, Any]:
+    """``claims`` in the token profile of ``TOKEN_PROFILE``. WLCG 1.0: ``wlcg.ver``, ``aud`` always
+    (the any-audience without AUDIENCE), groups as ``wlcg.groups`` paths, and no claims the profile
+    does not define but the ones revocation needs (strict consumers such as the SciTokens Enforcer
+    refuse the others)."""
+    if conf.epochauth_settings.TOKEN_PROFILE != profiles.WLCG:
+        return claims
+    profiled = {
+        name: value for name, value in claims.items() if name not in (CLAIM_USERNAME, CLAIM_GROUPS)
+    }
+    profiled[profiles.WLCG_VERSION_CLAIM] = profiles.WLCG_VERSION
+    profiled[profiles.WLCG_GROUPS] = [wlcg_group(name) for name in claims[CLAIM_GROUPS]]
+    profiled.setdefault("aud", profiles.WLCG_ANY_AUDIENCE)
+    return profiled
+
+
+#: Token -> verified claims, so a signature is checked once per token per process; expiry and
+#: revocation are still checked on every request by the caller.
+verified_tokens: snapshots.BoundedMemo[str, dict[str, Any]] = snapshots.BoundedMemo(
+    lambda: conf.epochauth_settings.VERIFIED_TOKEN_CACHE_SIZE
+)
+
+conf.process_cache(verified_tokens.clear)
+
+
+@dataclass(frozen=True)
+class IssuedToken:
+    token: str
+    claims: dict[str, Any]
+    expires_in: int
+
+
+@dataclass(frozen=True)
+class AccessToken:
+    """What ``request.auth`` holds after bearer authentication: the verified claims, never the token."""
+
+    claims: dict[str, Any]
+    #: The caller's groups here: from our token's claim, or from the database for an external identity.
+    groups: tuple[str, ...] = ()
+    #: The local user the token names: our ``sub``, or the user an external identity is linked to.
+    user_id: Any = None
+    username: str = ""
+
+    @property
+    def issuer(self) -> str:
+        return self.claims["iss"]
+
+    @property
+    def subject(self) -> str:
+        return self.claims["sub"]
+
+    @property
+    def jti(self) -> str | None:
+        return self.claims.get("jti")
+
+    @property
+    def is_local(self) -> bool:
+        return self.claims["iss"] == conf.epochauth_settings.ISSUER
+
+    @property
+    def session_id(self) -> str | None:
+        """Our refresh session; an external issuer's ``sid`` names a session of its own, not ours."""
+        return self.claims.get(CLAIM_SESSION) if self.is_local else None
+
+    @property
+    def group(self) -> str | None:
+        return self.claims.get(CLAIM_GROUP)
+
+    @property
+    def scope(self) -> str:
+        return scope_string(self.claims)
+
+    @property
+    def scopes(self) -> frozenset[str]:
+        return frozenset(split_scope(self.scope))
+
+    @property
+    def expires_at(self) -> datetime:
+        return datetime.fromtimestamp(self.claims["exp"], tz=UTC)
+
+
+def scope_string(claims: dict[str, Any]) -> str:
+    """``scope`` (RFC 9068 space-delimited string) or ``scp`` (a list or a string, as some issuers send)."""
+    scope = claims.get("scope")
+    if isinstance(scope, str):
+        return scope
+    scp = claims.get("scp")
+    if isinstance(scp, str):
+        return scp
+    if isinstance(scp, list) and all(isinstance(s, str) for s in scp):
+        return " ".join(scp)
+    return ""
+
+
+@dataclass(frozen=True)
+class Standing:
+    """What the database says a new token of a user carries, read in one query (:func:`read_standing`):
+    the user's groups, and the epochs of the user, of everyone and of groups (only rows that exist)."""
+
+    #: Name -> primary key of each of the user's groups.
+    groups: dict[str, Any]
+    #: (kind, object id) -> (value, time of the last bump) of each epoch row read.
+    epochs: dict[tuple[str, str], tuple[int, datetime | None]]
+
+    def epoch(self, kind: str, object_id: str = "") -> int:
+        return self.epochs.get((kind, object_id), (0, None))[0]
+
+    def bumped_after(self, moment: datetime, user_id: str, group_id: str | None) -> bool:
+        """Whether the user's, everyone's or the group's epoch was bumped after ``moment``."""
+        kinds = [(models.Epoch.Kind.USER, user_id), (models.Epoch.Kind.GLOBAL, "")]
+        if group_id is not None:
+            kinds.append((models.Epoch.Kind.GROUP, group_id))
+        bumps = [self.epochs.get(key, (0, None))[1] for key in kinds]
+        return any(at is not None and at > moment for at in bumps)
+
+    def epoch_claims(self, user_id: str, group_id: str | None) -> dict[str, int]:
+        claims = {
+            CLAIM_EPOCH: self.epoch(models.Epoch.Kind.USER, user_id),
+            CLAIM_GLOBAL_EPOCH: self.epoch(models.Epoch.Kind.GLOBAL),
+        }
+        if group_id is not None:
+            claims[CLAIM_GROUP_EPOCH] = self.epoch(models.Epoch.Kind.GROUP, group_id)
+        return claims
+
+
+class _StandingQuery(NamedTuple):
+    sql: str
+    #: The through table's user column, which prepares the user's id for the database.
+    member: Field
+    #: ``not_before`` as a column, and the converters that turn what the driver returns into an aware
+    #: datetime (SQLite returns text).
+    not_before: Col
+    converters: tuple[Callable[..., Any], ...]
+
+
+def _column(model: type[Model], name: str) -> str:
+    # Concrete fields only here: ``_meta.get_field`` would also name a reverse relation, which has none.
+    return cast(str, cast(Field, model._meta.get_field(name)).column)
+
+
+@lru_cache(maxsize=8)
+def _standing_query(alias: str, with_group: bool) -> _StandingQuery:
+    """The statement of :func:`read_standing` on one database, written once per process from the
+    models' tables and columns with the backend's own quoting and cast.
+
+    Not a queryset: building and compiling the ORM's UNION of a filtered and a joined query costs
+    about a millisecond, some thirty times what running it costs, and it runs on every login and
+    refresh. Membership rows have a NULL kind, which no epoch row has.
+    """
+    connection = connections[alias]
+    qn = connection.ops.quote_name
+    groups = cast(ManyToManyField, get_user_model()._meta.get_field("groups"))
+    through, user, group = (
+        qn(name)
+        for name in (groups.m2m_db_table(), groups.m2m_column_name(), groups.m2m_reverse_name())
+    )
+    epoch, group_table = qn(models.Epoch._meta.db_table), qn(Group._meta.db_table)
+    kind, object_id, value, not_before = (
+        f"{epoch}.{qn(_column(models.Epoch, name))}"
+        for name in ("kind", "object_id", "value", "not_before")
+    )
+    one = f"({kind} = %s AND {object_id} = %s)"
+    of_groups = (
+        f"({kind} = %s AND {object_id} IN (SELECT CAST({through}.{group} AS "
+        f"{connection.ops.cast_char_field_without_max_length}) FROM {through} WHERE {through}.{user} = %s))"
+    )
+    wanted = " OR ".join([one, one, of_groups] + ([one] if with_group else []))
+    name, pk = qn(_column(Group, "name")), qn(_column(Group, "id"))
+    sql = (
+        f"SELECT {kind}, {object_id}, {value}, {not_before} FROM {epoch} WHERE {wanted} "
+        f"UNION ALL SELECT NULL, {group_table}.{name}, {through}.{group}, NULL FROM {through} "
+        f"INNER JOIN {group_table} ON ({through}.{group} = {group_table}.{pk}) WHERE {through}.{user} = %s"
+    )
+    column = cast(Field, models.Epoch._meta.get_field("not_before")).get_col(
+        models.Epoch._meta.db_table
+    )
+    converters = (*connection.ops.get_db_converters(column), *column.get_db_converters(connection))
+    through_model = cast(type[Model], groups.remote_field.through)
+    member = cast(Field, through_model._meta.get_field(groups.m2m_field_name()))
+    return _StandingQuery(sql, member, column, converters)
+
+
+conf.process_cache(_standing_query.cache_clear)
+
+
+def read_standing(user_id: Any, group_id: Any = None) -> Standing:
+    """The user's groups and the epochs a token of theirs depends on, in one query: of the user, of
+    everyone, of each of the user's groups and of ``group_id`` (a session's group the user may have left)."""
+    alias = router.db_for_read(models.Epoch)
+    connection = connections[alias]
+    query = _standing_query(alias, group_id is not None)
+    member = query.member.get_db_prep_value(user_id, connection)
+    params = [
+        models.Epoch.Kind.USER,
+        str(user_id),
+        models.Epoch.Kind.GLOBAL,
+        "",
+        models.Epoch.Kind.GROUP,
+        member,
+    ]
+    if group_id is not None:
+        params += [models.Epoch.Kind.GROUP, str(group_id)]
+    with connection.cursor() as cursor:
+        cursor.execute(query.sql, [*params, member])
+        rows = cursor.fetchall()
+    standing = Standing(groups={}, epochs={})
+    for kind, name, value, at in rows:
+        if kind is None:
+            standing.groups[name] = value
+            continue
+        for convert in query.converters:
+            at = convert(at, query.not_before, connection)
+        standing.epochs[(kind, name)] = (value, at)
+    return standing
+
+
+def current_epochs(user_id: str, group_id: str | None) -> dict[str, int]:
+    """Epoch claims for a new token, read from the database (minting touches the DB anyway)."""
+    return read_standing(user_id, group_id).epoch_claims(user_id, group_id)
+
+
+def mint_access_token(
+    user: Any,
+    *,
+    scope: str = "",
+    group: Any = None,
+    session_id: str | None = None,
+    lifetime: timedelta | None = None,
+    extra_claims: dict[str, Any] | None = None,
+    standing: Standing | None = None,
+    session: Any = None,
+    request: Any = None,
+) -> IssuedToken:
+    """Sign an access token for ``user``; ``group`` (a Group) is the selected group, if any.
+    ``standing``: the user's groups and epochs if the caller just read them (one query otherwise).
+    ``session`` and ``request`` are handed to the site's ``CUSTOM_CLAIMS`` callable (epochauth.claims)."""
+    keyring = keys.get_keyring()
+    if lifetime is None:
+        lifetime = conf.epochauth_settings.ACCESS_TOKEN_LIFETIME
+    group_id = str(group.pk) if group is not None else None
+    if standing is None:
+        standing = read_standing(user.pk, group_id)
+    now = int(time.time())
+    claims: dict[str, Any] = {
+        "iss": conf.epochauth_settings.ISSUER,
+        "sub": str(user.pk),
+        "iat": now,
+        "nbf": now,
+        "exp": now + int(lifetime.total_seconds()),
+        "jti": uuid.uuid4().hex,
+        "scope": scope,
+        CLAIM_USERNAME: user.get_username(),
+        CLAIM_GROUPS: sorted(standing.groups),
+        **standing.epoch_claims(str(user.pk), group_id),
+    }
+    if conf.epochauth_settings.AUDIENCE:
+        claims["aud"] = conf.epochauth_settings.AUDIENCE
+    if group is not None:
+        claims[CLAIM_GROUP] = group.name
+        claims[CLAIM_GROUP_ID] = str(group.pk)
+    if session_id:
+        claims[CLAIM_SESSION] = session_id
+    claims = profile_claims(claims)
+    claims.update(custom_claims(user, session=session, scope=scope, group=group, request=request))
+    claims.update(extra_claims or {})
+    token = keyring.sign(claims, ACCESS_TOKEN_TYPE)
+    signals.token_issued.send(sender=AccessToken, user=user, claims=claims, session_id=session_id)
+    return IssuedToken(token=token, claims=claims, expires_in=claims["exp"] - now)

@@ -1,0 +1,527 @@
+"""Token endpoints (login, refresh, renew, logout), whoami, and the discovery documents."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Any, Protocol, cast
+
+from django.apps import apps
+from django.contrib.auth import authenticate
+from django.contrib.auth.models import Group
+from django.core.exceptions import RequestDataTooBig, TooManyFieldsSent
+from django.db import DatabaseError
+from django.http import HttpRequest
+from django.urls import reverse
+from django.utils.translation import gettext_lazy as _
+from rest_framework import serializers
+from rest_framework.exceptions import NotFound, ParseError, UnsupportedMediaType, ValidationError
+from rest_framework.permissions import AllowAny, BasePermission, IsAuthenticated
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.settings import api_settings
+from rest_framework.views import APIView
+
+from . import (
+    authentication,
+    claims,
+    conf,
+    exceptions,
+    keys,
+    migrating,
+    models,
+    revocation,
+    sessions,
+    snapshots,
+    throttling,
+    tokens,
+)
+from .scopes import refused_user_scopes, split_scope, user_scopes, without_service_scopes
+
+logger = logging.getLogger(__name__)
+
+NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
+
+
+class LoginSerializer(serializers.Serializer):
+    username = serializers.CharField(max_length=150)
+    password = serializers.CharField(max_length=4096, trim_whitespace=False)
+    remember_me = serializers.BooleanField(default=False)
+    scope = serializers.CharField(default="", allow_blank=True, max_length=1024)
+    group = serializers.CharField(required=False, allow_null=True, max_length=150)
+
+
+class RefreshSerializer(serializers.Serializer):
+    # Ours are 76 characters; a simplejwt refresh token being exchanged is a JWT (RS256: about 600).
+    refresh_token = serializers.CharField(max_length=2048)
+
+
+def _checked_scope(requested: str) -> str:
+    scopes = split_scope(requested)
+    problem = refused_user_scopes(scopes)
+    if problem:
+        raise exceptions.OAuthError("invalid_scope", problem)
+    return " ".join(dict.fromkeys(scopes))
+
+
+def _token_response(session: models.Session, refresh_token: str | None, access: Any) -> Response:
+    body = {
+        "access_token": access.token,
+        "token_type": "Bearer",
+        "expires_in": access.expires_in,
+        "scope": access.claims.get("scope", ""),
+    }
+    if refresh_token is not None:
+        body.update(
+            refresh_token=refresh_token, refresh_expires_in=sessions.refresh_expires_in(session)
+        )
+    return Response(body, headers=NO_STORE)
+
+
+def _mint_for_session(session: models.Session, request: Request) -> Any:
+    return tokens.mint_access_token(
+        session.user,
+        scope=without_service_scopes(session.scope),
+        group=session.group,
+        session_id=session.id.hex,
+        standing=sessions.standing(session),
+        session=session,
+        request=request,
+    )
+
+
+#: One serializer of each class per thread, its fields bound once: a new serializer deep-copies
+#: every declared field (some 50 µs a login, more than the checks); validating keeps no state on a
+#: serializer or its fields, so one can check every body of its thread.
+class _Serializers(threading.local):
+    def __init__(self) -> None:
+        self.held: dict[type[serializers.Serializer], serializers.Serializer] = {}
+
+
+_serializers = _Serializers()
+
+
+def _serializer(serializer_class: type[serializers.Serializer]) -> serializers.Serializer:
+    held = _serializers.held
+    serializer = held.get(serializer_class)
+    if serializer is None:
+        serializer = held[serializer_class] = serializer_class()
+    return serializer
+
+
+def validated(serializer_class: type[serializers.Serializer], request: Request) -> dict[str, Any]:
+    """The body's fields, checked by ``serializer_class``; anything else is ``400 invalid_request``."""
+    try:
+        data = request.data
+    except (
+        ParseError,
+        UnsupportedMediaType,
+        RecursionError,
+        RequestDataTooBig,
+        TooManyFieldsSent,
+    ):
+        # OAuth clients expect an RFC 6749 error body; deeply nested JSON must not become a 500, nor a
+        # body Django refuses (DATA_UPLOAD_MAX_MEMORY_SIZE, DATA_UPLOAD_MAX_NUMBER_FIELDS) an HTML page.
+        raise exceptions.OAuthError(
+            "invalid_request", _("The request body could not be parsed")
+        ) from None
+    try:
+        # What is_valid() runs, without the serializer it would need per body.
+        return _serializer(serializer_class).run_validation(data)
+    except ValidationError as exc:
+        # A body that is no object at all: DRF's Serializer.errors names it non_field_errors.
+        names = exc.detail if isinstance(exc.detail, dict) else [api_settings.NON_FIELD_ERRORS_KEY]
+        fields = ", ".join(sorted(names))
+        message = _("Missing or invalid fields: %(fields)s") % {"fields": fields}
+        raise exceptions.OAuthError("invalid_request", message) from None
+
+
+class EpochAuthView(APIView):
+    """Base of our views: a database outage is a 503 the client may retry, never a 500."""
+
+    def handle_exception(self, exc: Exception) -> Response:
+        if isinstance(exc, DatabaseError | snapshots.StateUnavailable):
+            logger.error(
+                "epochauth: revocation state unavailable in %s", type(self).__name__, exc_info=exc
+            )
+            exc = exceptions.ServiceUnavailable()
+        return super().handle_exception(exc)
+
+
+class TokenView(EpochAuthView):
+    """``POST /auth/token/``: username and password for an access and a refresh token."""
+
+    authentication_classes = ()
+    permission_classes = (AllowAny,)
+
+    def get_authenticate_header(self, request: Request) -> str:
+        return f'Bearer realm="{exceptions.REALM}"'
+
+    def post(self, request: Request) -> Response:
+        data = validated(LoginSerializer, request)
+        attempt = throttling.LoginAttempt(request, data["username"])
+        attempt.start()
+        try:
+            user = authenticate(
+                request._request, username=data["username"], password=data["password"]
+            )
+        except DatabaseError:
+            attempt.take_back()  # an outage (503) is no failed guess
+            raise
+        if user is None:
+            models.AuditEvent.objects.create(
+                action="login_failed", detail={"username": data["username"][:150]}
+            )
+            raise exceptions.OAuthError(
+                "invalid_grant", _("Invalid username or password"), status_code=401
+            )
+        attempt.succeeded()
+        found = tokens.read_standing(user.pk)
+        group = None
+        if data.get("group"):
+            if data["group"] not in found.groups:
+                raise exceptions.OAuthError(
+                    "invalid_scope", _("You are not a member of that group")
+                )
+            group = Group(pk=found.groups[data["group"]], name=data["group"])
+        scope = _checked_scope(data["scope"])
+        session, refresh_token = sessions.start_session(
+            user,
+            remember_me=data["remember_me"],
+            user_agent=request.META.get("HTTP_USER_AGENT", ""),
+            scope=scope,
+            group=group,
+            login={},
+        )
+        access = tokens.mint_access_token(
+            user,
+            scope=scope,
+            group=group,
+            session_id=session.id.hex,
+            standing=found,
+            session=session,
+            request=request,
+        )
+        return _token_response(session, refresh_token, access)
+
+
+class RefreshView(EpochAuthView):
+    """``POST /auth/token/refresh/``: rotate the refresh token; claims are re-read from the database."""
+
+    authentication_classes = ()
+    permission_classes = (AllowAny,)
+
+    def post(self, request: Request) -> Response:
+        data = validated(RefreshSerializer, request)
+        # A refresh token of the system the site is moving from starts a session (epochauth.migrating).
+        started = migrating.exchanged(data["refresh_token"], request)
+        session, refresh_token = started or sessions.rotate(data["refresh_token"])
+        return _token_response(session, refresh_token, _mint_for_session(session, request))
+
+
+class OAuthServer(Protocol):
+    """What the optional ``epochauth.oauth`` app's config hands over; this module does not import the
+    app that builds on it."""
+
+    def server_metadata(self, request: HttpRequest) -> dict[str, Any]: ...
+
+    def end_family(self, family: str) -> None: ...
+
+
+def _oauth_server() -> OAuthServer:
+    """Only when ``apps.is_installed("epochauth.oauth")``."""
+    return cast(OAuthServer, apps.get_app_config("epochauth_oauth"))
+
+
+class BearerView(EpochAuthView):
+    """A view that needs one of our own bearer tokens."""
+
+    authentication_classes = (authentication.BearerAuthentication,)
+    permission_classes: tuple[type[BasePermission], ...] = (IsAuthenticated,)
+
+    def token(self, request: Request) -> tokens.AccessToken:
+        """``request.auth``: what ``BearerAuthentication`` (the only one here) verified."""
+        return cast(tokens.AccessToken, request.auth)
+
+    def session(self, request: Request) -> models.Session:
+        sid = self.token(request).session_id
+        session = (
+            models.Session.objects.select_related("user", "group").filter(pk=sid).first()
+            if sid
+            else None
+        )
+        if session is None:
+            raise exceptions.OAuthError(
+                "invalid_request", _("This access token does not belong to a session")
+            )
+        return session
+
+
+class RenewView(BearerView):
+    """``POST /auth/token/renew/``: a fresh access token for the same session; the old one stays valid."""
+
+    def post(self, request: Request) -> Response:
+        session = self.session(request)
+        sessions.check_session(session)
+        return _token_response(session, None, _mint_for_session(session, request))
+
+
+class LogoutView(BearerView):
+    """``POST /auth/logout/``: end this session (its refresh and access tokens); others keep working."""
+
+    def post(self, request: Request) -> Response:
+        token = self.token(request)
+        if token.session_id:
+            sessions.end_session(self.session(request), reason="logout", actor=request.user)
+            return Response(status=204)
+        token_id = revocation.denylist_id(token.claims)
+        if token_id is None:
+            raise exceptions.OAuthError(
+                "invalid_request", _("This token has no id to revoke; use /auth/logout-all/")
+            )
+        # Expiry is checked with leeway: deny the id for as long as the token is accepted.
+        revocation.revoke_id(
+            token_id, token.expires_at + conf.epochauth_settings.LEEWAY, reason="logout"
+        )
+        family = token.claims.get(tokens.CLAIM_TOKEN_FAMILY)
+        if isinstance(family, str) and apps.is_installed("epochauth.oauth"):
+            # A login at the authorization server (a refresh-token family): logout ends all of it,
+            # or its refresh token would go on minting.
+            _oauth_server().end_family(family)
+        return Response(status=204)
+
+
+class IsEndUser(BasePermission):
+    """A token an end user holds: a client-credentials token stands for its application (its ``sub``
+    is the application's owner only so that the owner's standing ends it), not for the owner."""
+
+    message = _("A client-credentials token stands for its application, not for a user.")
+
+    def has_permission(self, request: Request, view: Any) -> bool:
+        token = request.auth
+        return not (
+            isinstance(token, tokens.AccessToken)
+            and token.claims.get(tokens.CLAIM_GRANT_TYPE) == "client_credentials"
+        )
+
+
+class LogoutAllView(BearerView):
+    """``POST /auth/logout-all/``: bump the caller's epoch; every token of the user stops working.
+    Only the user's own tokens may: an application's client-credentials token cannot log its owner
+    out everywhere."""
+
+    permission_classes = (IsAuthenticated, IsEndUser)
+
+    def post(self, request: Request) -> Response:
+        revocation.bump_epoch(
+            models.Epoch.Kind.USER, str(request.user.pk), actor=request.user, reason="logout-all"
+        )
+        return Response(status=204)
+
+
+class RevokeSerializer(serializers.Serializer):
+    user = serializers.CharField(required=False, max_length=150)
+    group = serializers.CharField(required=False, max_length=150)
+    issuer = serializers.CharField(required=False, max_length=255)
+    subject = serializers.CharField(required=False, max_length=255)
+    all = serializers.BooleanField(required=False, default=False)
+    reason = serializers.CharField(required=False, default="api", allow_blank=True, max_length=255)
+
+
+class CanRevoke(BasePermission):
+    """Holders of ``epochauth.change_epoch`` (superusers, or an account given it for automation), with
+    a Django session or a token of our own login: not with a token issued to an OAuth client, whatever
+    its scope, nor with another issuer's."""
+
+    message = (
+        "Revoking needs the permission epochauth.change_epoch and a token of this service's login."
+    )
+
+    def has_permission(self, request: Request, view: Any) -> bool:
+        token = request.auth
+        if isinstance(token, tokens.AccessToken) and (
+            not token.is_local or "client_id" in token.claims
+        ):
+            return False
+        return request.user.has_perm("epochauth.change_epoch")
+
+
+class RevokeView(EpochAuthView):
+    """``POST /auth/revoke/``: end the tokens of a user, of a group (those that selected it), of an
+    external identity, or everyone's."""
+
+    authentication_classes = (
+        authentication.BearerAuthentication,
+        authentication.SessionAuthentication,
+    )
+    permission_classes = (IsAuthenticated, CanRevoke)
+
+    def post(self, request: Request) -> Response:
+        data = validated(RevokeSerializer, request)
+        named = [key for key in ("user", "group", "issuer", "all") if data.get(key)]
+        if len(named) != 1 or ("issuer" in data) != ("subject" in data):
+            raise exceptions.OAuthError(
+                "invalid_request",
+                _('Name exactly one of "user", "group", "issuer" with "subject", "all": true'),
+            )
+        try:
+            target = revocation.find_target(
+                **{k: data.get(k) for k in ("user", "group", "issuer", "subject")}
+            )
+        except revocation.NoSuchTarget as exc:
+            raise exceptions.OAuthError("invalid_target", str(exc), status_code=404) from None
+        value = revocation.bump_epoch(
+            target.kind, target.object_id, actor=request.user, reason=data["reason"] or "api"
+        )
+        return Response({"revoked": target.label, "epoch": value.value})
+
+
+class WhoAmIView(EpochAuthView):
+    """``GET /auth/whoami/``: who the bearer token (or the Django session) says the caller is."""
+
+    permission_classes = (IsAuthenticated,)
+
+    authentication_classes = (
+        authentication.BearerAuthentication,
+        authentication.SessionAuthentication,
+    )
+
+    def get(self, request: Request) -> Response:
+        token = request.auth
+        if isinstance(token, tokens.AccessToken):
+            return Response(
+                {
+                    "issuer": token.issuer,
+                    "subject": token.subject,
+                    "username": request.user.get_username(),
+                    "groups": list(token.groups),
+                    "scope": token.scope,
+                    "group": token.group,
+                    "expires_at": token.expires_at.isoformat(),
+                }
+            )
+        user = request.user
+        return Response(
+            {
+                "issuer": conf.epochauth_settings.ISSUER,
+                "subject": str(user.pk),
+                "username": user.get_username(),
+                "groups": sorted(user.groups.values_list("name", flat=True)),
+                "scope": "",
+                "group": None,
+                "expires_at": request.session.get_expiry_date().isoformat(),
+            }
+        )
+
+
+class PublicView(EpochAuthView):
+    authentication_classes = ()
+    permission_classes = (AllowAny,)
+
+
+class JWKSView(PublicView):
+    """``GET /.well-known/jwks.json``: our public verification keys (never an HMAC secret)."""
+
+    def get(self, request: Request) -> Response:
+        return Response(
+            keys.get_keyring().jwks(), headers={"Cache-Control": "public, max-age=300"}
+        )
+
+
+def issuer_url(request: Any, name: str) -> str:
+    """Absolute URL of a named view, under our issuer URL so metadata and ``iss`` agree."""
+    path = reverse(name)
+    issuer = conf.epochauth_settings.ISSUER
+    if issuer.startswith(("https://", "http://")):
+        return issuer.rstrip("/") + path
+    return request.build_absolute_uri(path)
+
+
+#: The ``epochauth_endpoints`` of our metadata: key -> URL name (epochauth/urls.py).
+EPOCHAUTH_ENDPOINTS = {
+    "token": "token",
+    "refresh": "refresh",
+    "renew": "renew",
+    "logout": "logout",
+    "logout_all": "logout-all",
+    "revoke": "revoke",
+    "whoami": "whoami",
+}
+
+
+def authorization_server_metadata(request: Any) -> dict[str, Any]:
+    """RFC 8414 metadata: our keys and token endpoint, and the OAuth server's endpoints and grants
+    when ``epochauth.oauth`` is installed."""
+    document = {
+        "issuer": conf.epochauth_settings.ISSUER,
+        "jwks_uri": issuer_url(request, "epochauth-jwks"),
+        "token_endpoint": issuer_url(request, "epochauth-token"),
+        "grant_types_supported": ["password", "refresh_token"],
+        "token_endpoint_auth_methods_supported": ["none"],
+        "scopes_supported": sorted(user_scopes()),
+        # No authorization endpoint without epochauth.oauth: no response type.
+        "response_types_supported": [],
+        # Our own endpoints by name: with the OAuth server, its metadata takes over token_endpoint.
+        "epochauth_endpoints": {
+            key: issuer_url(request, f"epochauth-{name}")
+            for key, name in EPOCHAUTH_ENDPOINTS.items()
+        },
+    }
+    # The authorization server's endpoints and grants, from its app config.
+    if apps.is_installed("epochauth.oauth"):
+        document.update(_oauth_server().server_metadata(request))
+    return document
+
+
+def acts_as_openid_provider() -> bool:
+    """An OpenID provider has an authorization endpoint (OpenID Connect Discovery 1.0 section 3):
+    only with the OAuth server; without it, RFC 8414 metadata is all we publish."""
+    return apps.is_installed("epochauth.oauth")
+
+
+class AuthorizationServerMetadataView(PublicView):
+    """``GET /.well-known/oauth-authorization-server``: RFC 8414 metadata."""
+
+    def get(self, request: Request) -> Response:
+        document = authorization_server_metadata(request._request)
+        return Response(document, headers={"Cache-Control": "public, max-age=300"})
+
+
+class OpenIDConfigurationView(PublicView):
+    """``GET /.well-known/openid-configuration``: OpenID Connect Discovery 1.0 metadata, only when we
+    act as an OpenID provider (404 otherwise: an invalid OpenID document misleads clients)."""
+
+    def get(self, request: Request) -> Response:
+        if not acts_as_openid_provider():
+            raise NotFound(
+                _(
+                    "This service is no OpenID provider; see /.well-known/oauth-authorization-server"
+                )
+            )
+        metadata = authorization_server_metadata(request._request)
+        document = {
+            **metadata,
+            "subject_types_supported": ["public"],
+            # The algorithms of our keys: every JWT we sign, access or ID token, is signed with one.
+            "id_token_signing_alg_values_supported": keys.get_keyring().algorithms,
+            "claims_supported": [
+                "iss",
+                "sub",
+                "aud",
+                "exp",
+                "iat",
+                "jti",
+                "scope",
+                "preferred_username",
+                "groups",
+                *claims.declared_claim_names(),
+            ],
+        }
+        # OpenID Provider mode adds its ID-token and userinfo claims (epochauth.oauth).
+        extra = [
+            c
+            for c in metadata.get("claims_supported", [])
+            if c not in document["claims_supported"]
+        ]
+        document["claims_supported"] += extra
+        return Response(document, headers={"Cache-Control": "public, max-age=300"})

@@ -1,1 +1,0 @@
-"""Optional parts of tokenauth that build on other libraries (each one an app of its own)."""

@@ -1,7 +1,0 @@
-"""Moving from djangorestframework-simplejwt without logging anyone out (``pip install
-django-tokenauth[simplejwt]``, ``"tokenauth.contrib.simplejwt"`` in ``INSTALLED_APPS``).
-
-While the window is open (until ``TOKENAUTH["SIMPLEJWT_MIGRATION_ENDS"]``), access tokens of the site's
-``SIMPLE_JWT`` setup are accepted by :class:`~tokenauth.authentication.BearerAuthentication` and simplejwt
-refresh tokens are exchanged, once each, for our sessions at ``POST /auth/token/refresh/``.
-"""

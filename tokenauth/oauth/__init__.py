@@ -1,5 +1,0 @@
-"""tokenauth as an OAuth 2.0 authorization server, on django-oauth-toolkit (optional sub-app).
-
-Add ``"oauth2_provider"`` and ``"tokenauth.oauth"`` to ``INSTALLED_APPS`` and point DOT's settings at
-these classes (see README): DOT keeps clients, grants and refresh tokens; the access tokens are ours.
-"""
