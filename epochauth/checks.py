@@ -132,34 +132,9 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckM
                 id="epochauth.E014",
             )
         )
-    cache: dict[str, Any] = settings.CACHES.get(conf.epochauth_settings.CACHE_ALIAS, {})
-    cache_backend = cache.get("BACKEND", "")
-    if not cache_backend:
+    if not settings.CACHES.get(conf.epochauth_settings.CACHE_ALIAS, {}).get("BACKEND"):
         errors.append(
             checks.Error('EPOCHAUTH["CACHE_ALIAS"] names no cache.', id="epochauth.E006")
-        )
-    elif cache_backend.endswith(("LocMemCache", "DummyCache")) and not settings.DEBUG:
-        errors.append(
-            checks.Warning(
-                "Revocation state is cached in process memory only.",
-                hint="Use a shared cache (Redis) so that a revocation reaches every process within seconds; "
-                "with this one an epoch bump reaches other processes only after EPOCH_CACHE_TIMEOUT.",
-                id="epochauth.W002",
-            )
-        )
-    max_entries = cache.get("OPTIONS", {}).get("MAX_ENTRIES", 300)
-    if (
-        cache_backend.endswith("LocMemCache")
-        and max_entries < conf.epochauth_settings.VERIFIED_TOKEN_CACHE_SIZE
-    ):
-        errors.append(
-            checks.Warning(
-                f"The cache epochauth uses keeps only {max_entries} entries.",
-                hint="It holds each external identity's user, older tokens' epochs and the login throttle's "
-                "counters: culled, they are read from the database again. Set OPTIONS MAX_ENTRIES to at "
-                "least VERIFIED_TOKEN_CACHE_SIZE, or use Redis.",
-                id="epochauth.W004",
-            )
         )
     if conf.epochauth_settings.ACCESS_TOKEN_LIFETIME > conf.epochauth_settings.REVOCATION_WINDOW:
         errors.append(
@@ -170,6 +145,42 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckM
             )
         )
     return errors
+
+
+@checks.register(checks.Tags.caches, deploy=True)
+def check_cache(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
+    """``check --deploy`` only: a per-process cache is fine while developing (every management
+    command would otherwise print these), not behind several workers."""
+    cache: dict[str, Any] = settings.CACHES.get(conf.epochauth_settings.CACHE_ALIAS, {})
+    backend = cache.get("BACKEND", "")
+    warnings: list[checks.CheckMessage] = []
+    if backend.endswith(("LocMemCache", "DummyCache")):
+        reload = conf.epochauth_settings.REVOCATION_RELOAD_INTERVAL.total_seconds()
+        warnings.append(
+            checks.Warning(
+                "Revocation state is cached in process memory only: a revocation made in one process "
+                f"reaches the others only when they next read the database, within {reload:g} s "
+                "(REVOCATION_RELOAD_INTERVAL).",
+                hint="Use a shared cache (Redis) as CACHE_ALIAS: then every process sees a revocation "
+                "at once (pushed) and within REVOCATION_REFRESH_INTERVAL at worst.",
+                id="epochauth.W002",
+            )
+        )
+    max_entries = cache.get("OPTIONS", {}).get("MAX_ENTRIES", 300)
+    if (
+        backend.endswith("LocMemCache")
+        and max_entries < conf.epochauth_settings.VERIFIED_TOKEN_CACHE_SIZE
+    ):
+        warnings.append(
+            checks.Warning(
+                f"The cache epochauth uses keeps only {max_entries} entries.",
+                hint="It holds each external identity's user, older tokens' epochs and the login throttle's "
+                "counters: culled, they are read from the database again. Set OPTIONS MAX_ENTRIES to at "
+                "least VERIFIED_TOKEN_CACHE_SIZE, or use Redis.",
+                id="epochauth.W004",
+            )
+        )
+    return warnings
 
 
 @checks.register(checks.Tags.security)
