@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 from docutils.nodes import make_id
 
 from epochauth.conf import DEFAULTS, DESCRIPTIONS
@@ -262,3 +263,14 @@ def test_the_readme_links_to_headings_that_exist(built_docs: Path) -> None:
         broken += [f"{file}#{anchor}"] if f'id="{anchor}"' not in built else []
     assert not broken
     assert any(anchor for _, anchor in readme_links())
+
+
+def test_read_the_docs_builds_with_every_warning_an_error() -> None:
+    """Read the Docs builds what CI builds: docs/conf.py, -W, the docs extra, Graphviz's dot."""
+    config = yaml.safe_load((ROOT / ".readthedocs.yaml").read_text())
+    assert config["version"] == 2
+    assert config["sphinx"] == {"configuration": "docs/conf.py", "fail_on_warning": True}
+    assert "graphviz" in config["build"]["apt_packages"]
+    assert {"method": "pip", "path": ".", "extra_requirements": ["docs"]} in config["python"][
+        "install"
+    ]
