@@ -21,7 +21,7 @@ RS_KID = "bench-rs256"
 ISSUER = "https://bench.example"
 IDP_AUDIENCE = "https://api.example.test"  # tests/idp's default resource: the "aud" of its tokens
 IDP_SCOPE = "servicex"
-#: The usual stack of a project that serves an API and browser sessions (epochauth's README adds
+#: The usual stack of a project that serves an API and browser sessions (epochauth's handbook adds
 #: EpochSessionMiddleware after AuthenticationMiddleware).
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
@@ -31,7 +31,7 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "epochauth.middleware.EpochSessionMiddleware",
 ]
-# What epochauth.oauth needs from DOT (see README, "OAuth2 authorization server").
+# What epochauth.oauth needs from DOT (see docs/handbook.md, "OAuth2 authorization server").
 OAUTH2_PROVIDER = {
     "OAUTH2_SERVER_CLASS": "epochauth.oauth.server.Server",
     "OAUTH2_VALIDATOR_CLASS": "epochauth.oauth.validators.EpochAuthValidator",

@@ -15,7 +15,7 @@ from django.core.signals import setting_changed
 from django.dispatch import receiver
 
 #: Every setting and its default. What each one means is in :data:`DESCRIPTIONS`, the one text that
-#: the README's settings table and the docs' reference are generated from (tests/test_docs.py).
+#: the handbook's settings table and the docs' reference are generated from (tests/test_docs.py).
 DEFAULTS: dict[str, Any] = {
     "ISSUER": None,
     "AUDIENCE": None,

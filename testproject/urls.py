@@ -15,8 +15,8 @@ urlpatterns = [
     path("o/", include("epochauth.oauth.urls")),
     path("tokenmanager/", include("epochauth.tokenmanager.urls")),
     path("api/", include("testproject.api")),
-    # The site's simplejwt endpoints during the switch (README "Moving from simplejwt"): its login, and
-    # our refresh view in place of simplejwt's.
+    # The site's simplejwt endpoints during the switch (the handbook's "Moving from simplejwt"): its
+    # login, and our refresh view in place of simplejwt's.
     path("simplejwt/token/", TokenObtainPairView.as_view(), name="simplejwt-token"),
     path("simplejwt/token/refresh/", TokenRefreshView.as_view(), name="simplejwt-refresh"),
     # The demo's front door: a page of links to what there is to try.

@@ -92,7 +92,7 @@ def world(client: Any, settings: Any, free_port: int) -> None:
 Effect = Callable[[str], bool]
 
 #: What each of our actions needs, and how to see that it ran (from its page and the database).
-#: The README's table of admin permissions says the same.
+#: The handbook's table of admin permissions (docs/handbook.md) says the same.
 REQUIRED: dict[str, tuple[str, Effect]] = {
     "auth.user.revoke_all_tokens": (
         "epochauth.change_epoch",

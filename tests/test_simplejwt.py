@@ -50,7 +50,7 @@ def exchange(client: Any, refresh: str) -> Any:
 
 
 def refresh_at_mounted_view(client: Any, refresh: str) -> Any:
-    """The refresh view the README tells the operator to mount at simplejwt's refresh URL."""
+    """The refresh view the handbook tells the operator to mount at simplejwt's refresh URL."""
     return client.post(
         "/simplejwt/token/refresh/", {"refresh": refresh}, content_type="application/json"
     )

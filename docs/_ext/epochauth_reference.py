@@ -1,10 +1,10 @@
 """The docs' reference pages, generated from the code so that they cannot drift from it.
 
 A Sphinx extension (directives ``epochauth-settings``, ``epochauth-endpoints``, ``epochauth-signals``,
-``epochauth-checks`` and ``epochauth-commands``), and the writer of the README's settings table::
+``epochauth-checks`` and ``epochauth-commands``), and the writer of the handbook's settings table::
 
-    python docs/_ext/epochauth_reference.py --write-readme   # after changing conf.DESCRIPTIONS
-    python docs/_ext/epochauth_reference.py --check-readme   # exit 1 when the table is stale
+    python docs/_ext/epochauth_reference.py --write   # after changing conf.DESCRIPTIONS
+    python docs/_ext/epochauth_reference.py --check   # exit 1 when the table is stale
 
 Sources: settings from ``epochauth.conf.DEFAULTS`` and ``DESCRIPTIONS``; endpoints from the URL
 modules as the demo project (``testproject.urls``) mounts them; signals and their ``#:`` comments
@@ -27,10 +27,12 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[2]
-README = ROOT / "README.md"
+#: The manual: its settings table is written from the code (``--write``), not read in at build time,
+#: so that the page reads the same on GitHub.
+HANDBOOK = ROOT / "docs" / "handbook.md"
 TABLE_START = (
     "<!-- settings table: generated from epochauth.conf (edit DESCRIPTIONS there, then run "
-    "python docs/_ext/epochauth_reference.py --write-readme) -->"
+    "python docs/_ext/epochauth_reference.py --write) -->"
 )
 TABLE_END = "<!-- end of the generated settings table -->"
 #: Seconds per unit, largest first: a duration is written in the largest unit that divides it.
@@ -74,14 +76,15 @@ def settings_rows() -> Iterator[tuple[str, str, str]]:
 
 
 def settings_table() -> list[str]:
-    """The README's settings table (Markdown)."""
+    """The handbook's settings table (Markdown)."""
     lines = ["| Key | Default | Meaning |", "|---|---|---|"]
     lines += [f"| `{name}` | {default} | {text} |" for name, default, text in settings_rows()]
     return lines
 
 
-def readme_with_table(readme: str) -> str:
-    before, rest = readme.split(TABLE_START + "\n", 1)
+def with_settings_table(page: str) -> str:
+    """The page with its generated settings table rewritten from the code."""
+    before, rest = page.split(TABLE_START + "\n", 1)
     _, after = rest.split(TABLE_END, 1)
     return before + TABLE_START + "\n" + "\n".join(settings_table()) + "\n" + TABLE_END + after
 
@@ -271,10 +274,8 @@ def commands_markdown() -> list[str]:
 # Pages that are files of the repository -------------------------------------------------------------
 
 #: docname -> (the repository file it shows, its title there, the title here). Links between these
-#: files and into docs/ are rewritten to the pages; any other link to a repository file fails the
-#: build (-W).
+#: files are rewritten to the pages; any other link to a repository file fails the build (-W).
 INCLUDED = {
-    "handbook": ("README.md", "# django-epochauth", "# Handbook"),
     "benchmarks": ("bench/README.md", "# Benchmarks", "# Benchmarks"),
     "changelog": ("CHANGELOG.md", "# Changelog", "# Changelog"),
 }
@@ -288,8 +289,7 @@ def included_source(docname: str) -> str:
     text = new_title + text[len(title) :]
     for page, (other, _, _) in INCLUDED.items():
         text = text.replace(f"]({other})", f"]({page}.md)")
-    # The README's links into docs/ become links between pages.
-    return text.replace("](docs/", "](")
+    return text
 
 
 # Sphinx ---------------------------------------------------------------------------------------------
@@ -334,21 +334,21 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     group = parser.add_mutually_exclusive_group(required=True)
     group.add_argument(
-        "--write-readme", action="store_true", help="rewrite the README's settings table"
+        "--write", action="store_true", help="rewrite the handbook's settings table"
     )
     group.add_argument(
-        "--check-readme", action="store_true", help="exit 1 if the README's table is stale"
+        "--check", action="store_true", help="exit 1 if the handbook's table is stale"
     )
     args = parser.parse_args()
     sys.path.insert(0, str(ROOT))
-    readme = README.read_text()
-    expected = readme_with_table(readme)
-    if args.write_readme:
-        README.write_text(expected)
+    handbook = HANDBOOK.read_text()
+    expected = with_settings_table(handbook)
+    if args.write:
+        HANDBOOK.write_text(expected)
         return 0
-    if readme != expected:
+    if handbook != expected:
         print(
-            "README.md: the settings table is stale: python docs/_ext/epochauth_reference.py --write-readme"
+            "docs/handbook.md: the settings table is stale: python docs/_ext/epochauth_reference.py --write"
         )
         return 1
     return 0
