@@ -176,7 +176,7 @@ def reach_index() -> None:
         text=True,
     )
     if done.returncode != 0:
-        raise IndexUnreachable(done.stderr.strip()[-500:])
+        raise IndexUnreachable(done.stderr.strip().splitlines()[-1])
 
 
 @pytest.fixture(scope="session")
