@@ -46,6 +46,8 @@ def test_the_demo_seeds_its_admin_and_a_relying_party(monkeypatch):
         exec(dev.ADMIN_SCRIPT, {})
     admin = get_user_model().objects.get(username="admin")
     assert admin.is_superuser and admin.check_password("pw-second")
+    # the README's revoke example names bob
+    assert not get_user_model().objects.get(username="bob").has_usable_password()
     portal = get_application_model().objects.get(client_id="demo-portal")
     assert portal.redirect_uris == f"{dev.PORTAL_URL}/oidc/callback/"
     assert portal.client_type == "confidential" and portal.user == admin
