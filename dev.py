@@ -47,7 +47,10 @@ user.is_active = user.is_staff = user.is_superuser = True
 user.set_password(os.environ["DEV_ADMIN_PASSWORD"])
 user.save()
 # A user without a password for the README's revoke example.
-get_user_model().objects.get_or_create(username="bob", defaults={"email": "bob@example.com"})
+bob, created = get_user_model().objects.get_or_create(username="bob", defaults={"email": "bob@example.com"})
+if created:
+    bob.set_unusable_password()
+    bob.save()
 
 # A relying party for OpenID Provider mode (README: "Run an authorization server for a CLI").
 from oauth2_provider.models import get_application_model
