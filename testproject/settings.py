@@ -251,4 +251,7 @@ LOGGING = {
     "disable_existing_loggers": False,
     "handlers": {"console": {"class": "logging.StreamHandler"}},
     "root": {"handlers": ["console"], "level": os.environ.get("DJANGO_LOG_LEVEL", "WARNING")},
+    # Django's default config gives "django" a console handler of its own, and its records go on
+    # to ours as well: every line ("Watching for file changes", "Not Found: ...") came out twice.
+    "loggers": {"django": {"handlers": [], "level": "INFO"}},
 }
