@@ -50,6 +50,7 @@ INSTALLED_APPS = [
     "corsheaders",
     "rest_framework",
     "drf_spectacular",
+    "drf_spectacular_sidecar",  # Swagger UI's files, served from here: the demo works offline
     "epochauth",
     "oauth2_provider",
     "epochauth.oauth",
@@ -136,12 +137,16 @@ REST_FRAMEWORK = {
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
 }
 
-# The OpenAPI document (drf-spectacular) at /api/schema/, Swagger UI at /api/docs/.
+# The OpenAPI document (drf-spectacular) at /api/schema/, Swagger UI at /api/docs/ (no CDN).
 SPECTACULAR_SETTINGS = {
     "TITLE": "epochauth demo API",
     "DESCRIPTION": "Log in at POST /auth/token/, then send the access token as Authorization: Bearer.",
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
+    # Swagger UI and Redoc from drf-spectacular-sidecar's static files rather than a CDN.
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
 }
 
 EPOCHAUTH = {
@@ -246,4 +251,7 @@ LOGGING = {
     "disable_existing_loggers": False,
     "handlers": {"console": {"class": "logging.StreamHandler"}},
     "root": {"handlers": ["console"], "level": os.environ.get("DJANGO_LOG_LEVEL", "WARNING")},
+    # Django's default config gives "django" a console handler of its own, and its records go on
+    # to ours as well: every line ("Watching for file changes", "Not Found: ...") came out twice.
+    "loggers": {"django": {"handlers": [], "level": "INFO"}},
 }

@@ -4,6 +4,7 @@ import os
 import socket
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +12,7 @@ import pytest
 
 from tests.browser import chrome  # noqa: F401  (a fixture of the browser tests)
 from tests.idp import IdPMissing, TestIdP
+from tests.redis_server import PrivateRedis, RedisMissing
 
 
 def service_required(
@@ -32,27 +34,68 @@ def service_required(
         pytest.skip(message)
 
 
+def loopback_port() -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@contextmanager
+def redis_for_tests() -> Iterator[str]:
+    """The URL of a Redis the tests may flush: ``REDIS_URL`` when set (CI's Redis leg), otherwise a
+    private ``redis-server`` (``tests.redis_server``) on a free port, stopped on exit.
+
+    Never a Redis that merely happens to listen on 6379: tests flush what they use, and a server's
+    pub/sub channels are shared by all its databases. Without ``redis-server`` on PATH this skips
+    (fails when CI=true); a server that exits or is not ready in time fails everywhere.
+    """
+    url = os.environ.get("REDIS_URL")
+    if url:
+        import redis
+
+        def ping() -> None:
+            with redis.Redis.from_url(url, socket_connect_timeout=1, socket_timeout=1) as client:
+                client.ping()
+
+        service_required(f"Redis at REDIS_URL={url}", ping)
+        yield url
+        return
+    server = PrivateRedis(loopback_port())
+    service_required("a private redis-server for the tests", server.start, RedisMissing)
+    try:
+        yield server.url
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def session_redis_url() -> Iterator[str]:
+    """``redis_url`` for fixtures of a wider scope: one Redis for the whole session (``redis_for_tests``)."""
+    with redis_for_tests() as url:
+        yield url
+
+
 @pytest.fixture
-def redis_url() -> str:
-    """URL of a Redis server that tests may flush (env REDIS_URL, default database 15 on localhost)."""
-    import redis
+def redis_url(session_redis_url: str) -> str:
+    """URL of a Redis server that tests may flush: see ``redis_for_tests``."""
+    return session_redis_url
 
-    url = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/15")
 
-    def ping() -> None:
-        with redis.Redis.from_url(url, socket_connect_timeout=1, socket_timeout=1) as client:
-            client.ping()
-
-    service_required("Redis", ping)
-    return url
+@pytest.fixture(params=["true", None], ids=["CI", "local"])
+def ci(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> bool:
+    """Each test runs as in CI (CI=true) and as on a developer's machine."""
+    if request.param is None:
+        monkeypatch.delenv("CI", raising=False)
+    else:
+        monkeypatch.setenv("CI", request.param)
+    return request.param is not None
 
 
 @pytest.fixture
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that was free a moment ago."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+    return loopback_port()
 
 
 @pytest.fixture(autouse=True)

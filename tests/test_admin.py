@@ -372,6 +372,21 @@ def test_user_page_revokes_every_token_and_session_with_a_reason(client, admin_c
     assert (epoch.value, epoch.reason, epoch.bumped_by) == (1, "laptop stolen", superuser)
 
 
+def test_the_revoke_button_is_one_of_the_object_tools_drawn_like_them(admin_client):
+    """A POST form with its CSRF token and reason among Django's object-tools links, styled as they are."""
+    alice = make_user("alice")
+    page = admin_client.get(f"/admin/auth/user/{alice.pk}/change/").content.decode()
+    tools = page[page.index('<ul class="object-tools">') :]
+    tools = tools[: tools.index("</ul>")]
+    form = tools[tools.index('<form method="post"') :]
+    assert 'id="epochauth-revoke" class="epochauth-tool"' in form
+    assert 'name="csrfmiddlewaretoken"' in form and 'name="reason"' in form and "required" in form
+    assert "Revoke all tokens and sessions</button>" in form
+    assert tools.index("epochauth-revoke") < tools.index('class="historylink"')  # beside History
+    assert ".object-tools .epochauth-tool button {" in page
+    assert "background: var(--object-tools-bg)" in page  # the admin's colours, dark mode too
+
+
 def test_group_page_revokes_the_tokens_that_selected_it(client, admin_client):
     make_user("alice", groups=["operators"])
     selected = login(client, "alice", group="operators")

@@ -47,6 +47,16 @@ def hello(base: str, token: str) -> int:
     ).status_code
 
 
+def object_tool_style(chrome: Any, selector: str) -> list[str]:
+    """What makes an object-tools link look like one: its colours, shape and lettering."""
+    return chrome.execute_script(
+        "const s = getComputedStyle(document.querySelector(arguments[0]));"
+        "return [s.backgroundColor, s.color, s.borderRadius, s.textTransform, s.fontSize,"
+        " s.fontWeight, s.letterSpacing, s.paddingTop, s.paddingLeft, s.borderTopWidth];",
+        selector,
+    )
+
+
 def test_admin_revokes_a_user_and_a_group_from_their_pages(chrome, live_server):
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support import expected_conditions as ec
@@ -97,6 +107,10 @@ def test_admin_revokes_a_user_and_a_group_from_their_pages(chrome, live_server):
     chrome.get(f"{base}/admin/auth/user/{alice.pk}/change/")
     reason = chrome.find_element(By.CSS_SELECTOR, "#epochauth-revoke input[name=reason]")
     reason.send_keys("laptop stolen")
+    # The button looks like its neighbour, Django's "History" link.
+    assert object_tool_style(chrome, "#epochauth-revoke button") == object_tool_style(
+        chrome, ".object-tools a.historylink"
+    )
     chrome.find_element(By.CSS_SELECTOR, "#epochauth-revoke button").click()
     wait.until(
         ec.text_to_be_present_in_element((By.CSS_SELECTOR, ".messagelist"), "laptop stolen")

@@ -4,15 +4,11 @@ rows and facts. Nothing here looks at a timing; only at what the bench counts an
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-import redis
-
-from tests.conftest import service_required
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -20,15 +16,8 @@ pytestmark = pytest.mark.redis
 
 
 @pytest.fixture(scope="module")
-def bench_run(tmp_path_factory: pytest.TempPathFactory) -> dict:
-    """One quick run for the whole module (tiny sizes, no test IdP), on the tests' Redis database."""
-    redis_url = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/15")
-
-    def ping() -> None:
-        with redis.Redis.from_url(redis_url, socket_connect_timeout=1, socket_timeout=1) as client:
-            client.ping()
-
-    service_required("Redis", ping)
+def bench_run(tmp_path_factory: pytest.TempPathFactory, session_redis_url: str) -> dict:
+    """One quick run for the whole module (tiny sizes, no test IdP), on the tests' Redis."""
     out = tmp_path_factory.mktemp("bench") / "latest.md"
     command = [
         sys.executable,
@@ -36,7 +25,7 @@ def bench_run(tmp_path_factory: pytest.TempPathFactory) -> dict:
         "--quick",
         "--no-idp",
         "--redis-url",
-        redis_url,
+        session_redis_url,
         "--out",
         str(out),
     ]

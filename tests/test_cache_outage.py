@@ -6,66 +6,16 @@ The Redis here is a private ``redis-server`` on its own port, started and stoppe
 
 from __future__ import annotations
 
-import shutil
-import subprocess
-import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 
 import pytest
-import redis
 
 from epochauth.models import AuditEvent, Epoch, Session
 from tests.conftest import service_required
 from tests.helpers import login, make_user
+from tests.redis_server import PrivateRedis, RedisMissing
 
 pytestmark = [pytest.mark.redis, pytest.mark.django_db]
-
-
-@dataclass
-class PrivateRedis:
-    port: int
-    process: subprocess.Popen | None = None
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def start(self) -> None:
-        binary = shutil.which("redis-server")
-        if binary is None:
-            raise FileNotFoundError("redis-server is not on PATH")
-        self.process = subprocess.Popen(
-            [
-                binary,
-                "--port",
-                str(self.port),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                with redis.Redis.from_url(self.url, socket_connect_timeout=0.5) as client:
-                    client.ping()
-                return
-            except redis.ConnectionError:
-                if self.process.poll() is not None or time.monotonic() > deadline:
-                    raise
-                time.sleep(0.05)
-
-    def stop(self) -> None:
-        if self.process is not None:
-            self.process.terminate()
-            self.process.wait(10)
-            self.process = None
 
 
 @pytest.fixture
@@ -73,7 +23,7 @@ def private_redis(free_port, settings) -> Iterator[PrivateRedis]:
     """Django's default cache (epochauth's shared cache) on a Redis of the test's own."""
     server = PrivateRedis(free_port)
     # Only a missing redis-server skips (outside CI); one that exits or is slow to start fails.
-    service_required("redis-server (a private one)", server.start, FileNotFoundError)
+    service_required("redis-server (a private one)", server.start, RedisMissing)
     settings.CACHES = {
         "default": {
             "BACKEND": "django.core.cache.backends.redis.RedisCache",

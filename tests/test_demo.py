@@ -3,10 +3,15 @@ what the README's walk-through needs is seeded."""
 
 from __future__ import annotations
 
+import os
+import signal
 import stat
+import subprocess
+import sys
 
 import jwt
 import pytest
+import requests
 from django.contrib.auth import get_user_model
 from django.contrib.auth.hashers import check_password
 from oauth2_provider.models import get_application_model
@@ -58,3 +63,38 @@ def test_the_demo_seeds_its_admin_and_a_relying_party(monkeypatch):
     # the CLI's public client of the device flow comes with the migrations
     cli = get_application_model().objects.get(client_id=CLI_CLIENT_ID)
     assert cli.client_type == "public"
+
+
+def test_the_demo_server_says_each_line_once(tmp_path, free_port):
+    """``dev.py demo`` ends in ``manage.py runserver`` (autoreloader and all): its start-up lines and a
+    404 warning come once, not through both Django's console handler and ours."""
+    env = {
+        **os.environ,
+        "DATABASE_URL": f"sqlite:///{tmp_path / 'demo.sqlite3'}",
+        "PYTHONUNBUFFERED": "1",
+    }
+    server = subprocess.Popen(
+        [sys.executable, "manage.py", "runserver", f"127.0.0.1:{free_port}"],
+        cwd=dev.ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,  # the reloader's child is in its group too
+    )
+    try:
+        lines = []
+        for line in server.stdout:
+            lines.append(line)
+            if line.startswith("Quit the server"):
+                break
+        assert (
+            requests.get(f"http://127.0.0.1:{free_port}/no-such-page/", timeout=10).status_code
+            == 404
+        )
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        rest = server.communicate(timeout=10)[0]
+    output = "".join(lines) + rest
+    assert output.count("Watching for file changes with") == 1, output
+    assert output.count("Not Found: /no-such-page/") == 1, output

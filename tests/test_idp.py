@@ -219,16 +219,6 @@ def test_issuer_with_path_and_persistent_keys(tmp_path):
 # -- starting it: only a missing node or npm may skip, and only outside CI -----------------------
 
 
-@pytest.fixture(params=["true", None], ids=["CI", "local"])
-def ci(request, monkeypatch) -> bool:
-    """Each test runs as in CI (CI=true) and as on a developer's machine."""
-    if request.param is None:
-        monkeypatch.delenv("CI", raising=False)
-    else:
-        monkeypatch.setenv("CI", request.param)
-    return request.param is not None
-
-
 def raised(call: Callable[[], object]) -> BaseException:
     """What ``call`` raised, a skip included: under ``pytest.raises(IdPError)`` a skip would skip the test."""
     with pytest.raises(BaseException) as info:

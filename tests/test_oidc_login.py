@@ -317,6 +317,19 @@ def test_staff_users_reach_the_admin(provider, browser):
     assert "Administration" in browser.get("/oidc/tokens/").content.decode()
 
 
+@pytest.mark.parametrize("oauth_server", [True, False], ids=["oauth-server", "no-oauth-server"])
+def test_the_signed_in_page_offers_the_cli_login_only_with_the_oauth_server(
+    settings, browser, oauth_server
+):
+    """``epochauth login`` needs the OAuth server's device flow: without it, the hint would not work."""
+    if not oauth_server:
+        settings.INSTALLED_APPS = [a for a in settings.INSTALLED_APPS if a != "epochauth.oauth"]
+    browser.force_login(get_user_model().objects.create_user("alice"))
+    page = browser.get("/oidc/tokens/").content.decode()
+    assert ("epochauth login http://127.0.0.1:8000" in page) is oauth_server
+    assert 'id="create-token"' in page  # the page itself is the same
+
+
 def test_token_page_creates_a_working_token_pair(provider, browser):
     sign_in(browser, "alice")
     page = browser.get("/oidc/tokens/")

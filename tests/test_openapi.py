@@ -3,10 +3,12 @@ their scopes, and the document of the test project is a valid OpenAPI 3 document
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
 import pytest
+import requests
 import yaml
 from django.core.management import call_command
 from openapi_spec_validator import validate
@@ -104,3 +106,18 @@ def test_the_demo_serves_the_document_and_swagger_ui(client):
     page = client.get("/api/docs/")
     assert page.status_code == 200
     assert b"swagger-ui" in page.content and b"/api/schema/" in page.content
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_demos_swagger_ui_works_offline(live_server):
+    """Its scripts, stylesheet and icon come from the test project (drf-spectacular-sidecar), not a CDN."""
+    page = requests.get(f"{live_server.url}/api/docs/", timeout=10)
+    assert page.status_code == 200
+    assert "://" not in page.text and 'src="//' not in page.text  # no other host, any scheme
+    assets = re.findall(r'(?:src|href)="([^"]+)"', page.text)
+    assert {asset.rsplit(".", 1)[-1] for asset in assets} == {"png", "css", "js"}, assets
+    for asset in assets:
+        assert asset.startswith("/static/drf_spectacular_sidecar/"), asset
+        served = requests.get(f"{live_server.url}{asset}", timeout=10)
+        assert served.status_code == 200, asset
+        assert served.content, asset

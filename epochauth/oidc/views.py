@@ -13,6 +13,7 @@ import math
 from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit
 
+from django.apps import apps
 from django.contrib import auth
 from django.contrib.auth import views as auth_views
 from django.contrib.auth.mixins import LoginRequiredMixin
@@ -342,7 +343,12 @@ class TokensView(LoginRequiredMixin, View):
             else request.build_absolute_uri("/")
         )
         provider = providers.provider_by_issuer(request.session.get(PROVIDER_SESSION_KEY, ""))
-        context.update(server=server.rstrip("/"), provider=provider)
+        context.update(
+            server=server.rstrip("/"),
+            provider=provider,
+            # `epochauth login` is the device flow of the OAuth server: only a hint where it works.
+            cli_login=apps.is_installed("epochauth.oauth"),
+        )
         response = render(request, "epochauth/oidc/tokens.html", context)
         for name, value in views.NO_STORE.items():  # the page may show tokens
             response[name] = value
