@@ -17,6 +17,7 @@ address they log in from.
 from __future__ import annotations
 
 import hashlib
+import math
 import time
 from datetime import timedelta
 from typing import Any
@@ -49,6 +50,12 @@ def client_address(request: Request) -> str:
     if api_settings.NUM_PROXIES is None:
         return request.META.get("REMOTE_ADDR", "")
     return BaseThrottle().get_ident(request)
+
+
+def retry_after(exc: Throttled) -> str:
+    """The ``Retry-After`` of a page answering ``exc`` (DRF's views set it themselves)."""
+    wait = exc.wait  # type: ignore[attr-defined]  # set by DRF, missing from its stubs
+    return str(math.ceil(wait or 1))
 
 
 def _digest(value: str) -> str:

@@ -130,6 +130,12 @@ class AccessToken:
         return frozenset(split_scope(self.scope))
 
     @property
+    def is_client_credentials(self) -> bool:
+        """A token of the client-credentials grant: it stands for its application, whose owner is
+        its ``sub`` only so that the owner's standing ends it, not for that owner."""
+        return self.claims.get(CLAIM_GRANT_TYPE) == "client_credentials"
+
+    @property
     def expires_at(self) -> datetime:
         return datetime.fromtimestamp(self.claims["exp"], tz=UTC)
 

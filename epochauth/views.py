@@ -299,10 +299,7 @@ class IsEndUser(BasePermission):
 
     def has_permission(self, request: Request, view: Any) -> bool:
         token = request.auth
-        return not (
-            isinstance(token, tokens.AccessToken)
-            and token.claims.get(tokens.CLAIM_GRANT_TYPE) == "client_credentials"
-        )
+        return not (isinstance(token, tokens.AccessToken) and token.is_client_credentials)
 
 
 class LogoutAllView(BearerView):

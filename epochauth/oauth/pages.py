@@ -10,7 +10,6 @@ application with DOT's ``skip_authorization`` flag, whose redirect URIs are regi
 
 from __future__ import annotations
 
-import math
 from typing import Any
 from urllib.parse import urlencode
 
@@ -114,8 +113,7 @@ class DeviceUserCodeView(dot.DeviceUserCodeView):
                     "device shows."
                 ),
             )
-            wait = exc.wait  # type: ignore[attr-defined]  # set by DRF, missing from its stubs
-            response["Retry-After"] = str(math.ceil(wait or 1))
+            response["Retry-After"] = throttling.retry_after(exc)
             return response
         except snapshots.StateUnavailable:
             return error_page(

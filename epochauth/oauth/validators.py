@@ -270,8 +270,8 @@ class EpochAuthValidator(OAuth2Validator):
         """The claims of the token's end user, read from the user row: a client-credentials token
         has none (:class:`NoEndUser`); a user gone without an epoch bump (a row deleted behind
         Django's back) makes the token no token (:class:`~epochauth.exceptions.InvalidToken`)."""
-        claims = getattr(request.access_token, "claims", {})
-        if claims.get(tokens.CLAIM_GRANT_TYPE) == "client_credentials":
+        access = request.access_token
+        if isinstance(access, tokens.AccessToken) and access.is_client_credentials:
             raise NoEndUser()
         user = get_user_model()._default_manager.filter(pk=request.user.pk, is_active=True).first()
         if user is None:

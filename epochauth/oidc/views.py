@@ -9,7 +9,6 @@ Every failure is a readable page with a 4xx status, never a 500.
 from __future__ import annotations
 
 import logging
-import math
 from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit
 
@@ -137,7 +136,7 @@ class LoginView(auth_views.LoginView):
                     title=_("Too many attempts"),
                 ),
             )
-            response["Retry-After"] = str(math.ceil(exc.wait or 1))  # type: ignore[attr-defined]
+            response["Retry-After"] = throttling.retry_after(exc)
             return response
         except snapshots.StateUnavailable:
             return failure_page(request, UNAVAILABLE)

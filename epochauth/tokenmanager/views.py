@@ -36,7 +36,7 @@ def is_service_token(access: tokens.AccessToken) -> bool:
     if (
         scope not in access.scopes
         or not isinstance(client_id, str)
-        or access.claims.get(tokens.CLAIM_GRANT_TYPE) != "client_credentials"
+        or not access.is_client_credentials
     ):
         return False
     if not apps.is_installed("epochauth.oauth"):
