@@ -560,3 +560,29 @@ def test_a_login_beyond_the_session_limit_ends_the_oldest_session_on_every_serve
     assert b.status(oldest) == 401  # at once in the process that ended it
     assert_flipped([a], oldest, 200, 401, logged_in, "login beyond MAX_SESSIONS_PER_USER on B")
     assert (a.status(newest), b.status(newest)) == (200, 200)
+
+
+def test_a_simplejwt_exchange_on_one_server_reaches_the_other(
+    start_server: Callable[[str], Server],
+):
+    """During a simplejwt migration, the one-time exchange of a refresh token on A refuses, on every
+    server, the refresh token again and the user's access tokens that name no refresh token (simplejwt's
+    own refresh view may have minted them from it): a denylist entry, pushed like a logout's."""
+    a, b = start_server("A"), start_server("B")
+    pair = a.request(
+        "POST", "/simplejwt/token/", json={"username": "alice", "password": PASSWORD}
+    ).json()
+    access, refresh = pair["access"], pair["refresh"]
+    for _ in range(3):
+        assert (a.status(access), b.status(access)) == (200, 200)
+
+    exchanged = a.request("POST", "/auth/token/refresh/", json={"refresh_token": refresh})
+    assert exchanged.status_code == 200, exchanged.text
+    at = time.time()
+    assert a.status(access) == 401
+    assert_flipped([b], access, 200, 401, at, "simplejwt exchange on A")
+    assert_stays([a, b], access, 401, seconds=1.5)
+    again = b.request("POST", "/auth/token/refresh/", json={"refresh_token": refresh})
+    assert again.status_code == 400 and again.json()["error"] == "invalid_grant"
+    fresh = exchanged.json()["access_token"]  # the session of ours it became
+    assert (a.status(fresh), b.status(fresh)) == (200, 200)
