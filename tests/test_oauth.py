@@ -799,10 +799,17 @@ def test_token_exchange_grants_no_service_scope(live_server, service, settings):
 EXCHANGE_ERRORS = {
     "no subject_token": ({"subject_token": None}, 400, "invalid_request"),
     "no subject_token_type": ({"subject_token_type": None}, 400, "invalid_request"),
+    # RFC 8693 section 2.2.2: a subject_token_type we do not take is invalid_request;
+    # unsupported_token_type is RFC 7009's, for revocation.
     "an ID token": (
         {"subject_token_type": "urn:ietf:params:oauth:token-type:id_token"},
         400,
-        "unsupported_token_type",
+        "invalid_request",
+    ),
+    "a SAML assertion": (
+        {"subject_token_type": "urn:ietf:params:oauth:token-type:saml2"},
+        400,
+        "invalid_request",
     ),
     "delegation": (
         {"actor_token": "a.b.c", "actor_token_type": ACCESS_TOKEN_TYPE},
