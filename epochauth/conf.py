@@ -79,7 +79,9 @@ DESCRIPTIONS: dict[str, str] = {
     ),
     "AUDIENCE": "`aud` written into our tokens; when set, our tokens must carry it.",
     "ALGORITHM": (
-        "Signing algorithm: `HS256/384/512`, `RS256/384/512`, `PS256/384/512`, `ES256/384/512`, `EdDSA`."
+        "Signing algorithm: `HS256/384/512`, `RS256/384/512`, `PS256/384/512`, `ES256/384/512`, "
+        "`Ed25519` (RFC 9864), or `EdDSA`, its deprecated name, for consumers that know no other "
+        "(an Ed25519 key verifies tokens labelled either way)."
     ),
     "SIGNING_KEY": (
         "HMAC secret or PEM private key. HS* without it falls back to `SECRET_KEY` (warning `W001` "
