@@ -5,15 +5,14 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from operator import attrgetter
 from typing import Any
 
 import jwt
 from django.contrib.auth import get_user_model
 from django.db import router, transaction
-from django.db.models import Q
-from django.utils import timezone
+from django.db.models import F, Q
 
 # oauthlib writes descriptions with json.dumps: plain str, in the request's language.
 from django.utils.translation import gettext as _
@@ -34,7 +33,7 @@ from oauthlib.oauth2.rfc8628.grant_types import DeviceCodeGrant
 
 from epochauth.scopes import service_scope_refusal, service_scopes, split_scope
 
-from .. import authentication, conf, exceptions, keys, models, tokens, urns, verification
+from .. import authentication, clock, conf, exceptions, keys, models, tokens, urns, verification
 from . import revocation
 from .scopes import grantable, selected_group
 
@@ -47,6 +46,16 @@ def epochs_bumped_since(user_id: Any, group_id: Any, since: datetime) -> bool:
     if group_id is not None:
         wanted |= Q(kind=models.Epoch.Kind.GROUP, object_id=str(group_id))
     return models.Epoch.objects.filter(wanted, not_before__gt=since).exists()
+
+
+#: RFC 8628 section 3.5: what each ``slow_down`` adds to the polling interval.
+SLOW_DOWN_SECONDS = 5
+
+
+def poll_time() -> datetime:
+    """Now, for the device flow's polling interval: through :mod:`epochauth.clock`, so that tests
+    step through intervals instead of sleeping."""
+    return datetime.fromtimestamp(clock.wall(), tz=UTC)
 
 
 def checksum(token: str) -> str:
@@ -172,7 +181,12 @@ class EpochAuthValidator(OAuth2Validator):
     def validate_device_code(
         self, client_id: str, code: str, request: Any, *args: Any, **kwargs: Any
     ) -> str | None:
-        """RFC 8628 section 3.5 polling answers; an approved code is redeemed exactly once."""
+        """RFC 8628 section 3.5 polling answers; an approved code is redeemed exactly once.
+
+        A pending code polled sooner than its interval after the previous poll gets ``slow_down``,
+        and its interval grows by 5 s for every later poll, as the client's does. ``last_checked``
+        is written with ``update()``: saving would stamp it with Django's clock (``auto_now``).
+        """
         model = get_device_grant_model()
         device = model.objects.filter(device_code=code, client_id=client_id).first()
         if device is None:
@@ -182,13 +196,13 @@ class EpochAuthValidator(OAuth2Validator):
         if device.status == device.DENIED:
             return DeviceCodeGrant.DEVICE_CODE_DENIED
         if device.status == device.AUTHORIZATION_PENDING:
-            too_fast = timezone.now() - device.last_checked < timedelta(seconds=device.interval)
-            device.save(update_fields=["last_checked"])
-            return (
-                DeviceCodeGrant.DEVICE_CODE_SLOW_DOWN
-                if too_fast
-                else DeviceCodeGrant.DEVICE_CODE_PENDING
-            )
+            now = poll_time()
+            polls = model.objects.filter(pk=device.pk)
+            if now - device.last_checked < timedelta(seconds=device.interval):
+                polls.update(last_checked=now, interval=F("interval") + SLOW_DOWN_SECONDS)
+                return DeviceCodeGrant.DEVICE_CODE_SLOW_DOWN
+            polls.update(last_checked=now)
+            return DeviceCodeGrant.DEVICE_CODE_PENDING
         redeemed = model.objects.filter(pk=device.pk, status=device.AUTHORIZED).update(
             status=device.EXPIRED
         )
