@@ -32,6 +32,7 @@ from oauth2_provider.models import (
 )
 
 from epochauth.client import oauth as client_oauth
+from epochauth.issuers import WLCG_ANY_AUDIENCE
 from epochauth.models import Epoch, Identity
 from epochauth.oauth.models import AllowedScopes, ensure_cli_application
 from epochauth.revocation import bump_epoch
@@ -329,6 +330,28 @@ def test_our_cli_keeps_to_the_interval_the_server_holds_it_to(oauth_live_server,
     assert bearer(Client(), "/api/reports/", token["access_token"]).status_code == 200
 
 
+def test_no_application_may_take_the_first_party_client_id(live_server, alice):
+    """``FIRST_PARTY_CLIENT_ID`` names the tokens of our own login, which may revoke: an application
+    of that client id (an admin's slip, a registration) gets no token that could pass for one."""
+    alice.is_superuser = True
+    alice.save()
+    Application.objects.create(
+        name="impostor",
+        client_id="epochauth",
+        client_secret=SECRET,
+        client_type=Application.CLIENT_CONFIDENTIAL,
+        authorization_grant_type=Application.GRANT_CLIENT_CREDENTIALS,
+        user=alice,
+    )
+    response = requests.post(
+        f"{live_server.url}/o/token/",
+        data={"grant_type": "client_credentials"},
+        auth=("epochauth", SECRET),
+        timeout=10,
+    )
+    assert (response.status_code, response.json()["error"]) == (401, "invalid_client")
+
+
 def test_device_flow_group_scope_needs_membership(live_server, alice):
     Group.objects.create(name="chemistry")
     session, device = device_authorize(live_server, "g:chemistry")
@@ -506,6 +529,24 @@ def test_client_credentials_act_as_the_owner(live_server, alice, service):
 
     bump_epoch(Epoch.Kind.USER, str(alice.pk))
     assert bearer(client, "/api/reports/", token["access_token"]).status_code == 401
+
+
+@pytest.mark.parametrize(
+    ("profile", "audience"), [(None, "http://127.0.0.1:8000"), ("wlcg", WLCG_ANY_AUDIENCE)]
+)
+def test_every_token_of_ours_has_one_default_audience(
+    live_server, service, settings, profile, audience
+):
+    """Without AUDIENCE, the OAuth server's tokens and our login's name the same aud: ISSUER, or in
+    the WLCG profile its any-audience (the profile requires aud; a storage service takes that one)."""
+    settings.EPOCHAUTH = {**settings.EPOCHAUTH, "TOKEN_PROFILE": profile}
+    session = OAuth2Session("svc", SECRET)
+    token = session.fetch_token(f"{live_server.url}/o/token/", grant_type="client_credentials")
+    login = Client().post(
+        "/auth/token/", {"username": "alice", "password": "pw"}, content_type="application/json"
+    )
+    assert claims_of(token["access_token"])["aud"] == audience
+    assert claims_of(login.json()["access_token"])["aud"] == audience
 
 
 def test_allowed_scopes_limit_an_application(live_server, service):

@@ -31,9 +31,9 @@ def _invalid_subject(reason: object) -> str:
     return _("Invalid subject_token: %(reason)s") % {"reason": reason}
 
 
-def our_audience() -> str:
-    """The ``aud`` of every token we issue here (``AUDIENCE``, else ``ISSUER``: see generators)."""
-    return conf.epochauth_settings.AUDIENCE or conf.epochauth_settings.ISSUER
+def our_audience() -> Any:
+    """The ``aud`` of every token we issue here (:func:`epochauth.tokens.audience`)."""
+    return tokens.audience()
 
 
 def is_our_resource(resource: str) -> bool:

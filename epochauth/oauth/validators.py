@@ -104,6 +104,14 @@ class EpochAuthValidator(OAuth2Validator):
     an active owner cannot use that grant.
     """
 
+    def _load_application(self, client_id: str, request: Any) -> Any:
+        """DOT's lookup of every client, but never one of ``FIRST_PARTY_CLIENT_ID``: that client id
+        names the tokens of our own login, which may do what no OAuth client's token may."""
+        if client_id == conf.epochauth_settings.FIRST_PARTY_CLIENT_ID:
+            request.client = None
+            return None
+        return super()._load_application(client_id, request)
+
     def validate_grant_type(
         self, client_id: str, grant_type: str, client: Any, request: Any, *args: Any, **kw: Any
     ) -> bool:
@@ -276,8 +284,13 @@ class EpochAuthValidator(OAuth2Validator):
         request.user = user
         request.scopes = granted
         request.access_token = access
-        client_id = access.claims.get("client_id")
-        request.client = get_application_model().objects.filter(client_id=client_id).first()
+        request.client = (
+            None
+            if access.is_first_party
+            else get_application_model()
+            .objects.filter(client_id=access.claims.get("client_id"))
+            .first()
+        )
         return True
 
     def get_userinfo_claims(self, request: Any) -> dict[str, Any]:
