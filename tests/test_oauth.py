@@ -305,7 +305,9 @@ def test_our_cli_keeps_to_the_interval_the_server_holds_it_to(oauth_live_server,
         if clock.wall() == start:  # half-way through the CLI's first wait
             clock.advance(seconds / 2)
             other = {"grant_type": DEVICE_GRANT, "device_code": device.device_code}
-            answer = requests.post(token_url, data={**other, "client_id": "epochauth-cli"})
+            answer = requests.post(
+                token_url, data={**other, "client_id": "epochauth-cli"}, timeout=10
+            )
             assert answer.json()["error"] == "authorization_pending"
             seconds /= 2
         clock.advance(seconds)
