@@ -27,6 +27,7 @@ DEFAULTS: dict[str, Any] = {
     "ACCESS_TOKEN_LIFETIME": timedelta(minutes=15),
     "REFRESH_TOKEN_LIFETIME": timedelta(days=1),
     "REMEMBER_ME_REFRESH_TOKEN_LIFETIME": timedelta(days=30),
+    "REFRESH_TOKEN_GRACE_PERIOD": timedelta(0),
     "LEEWAY": timedelta(seconds=30),
     "MAX_TOKEN_BYTES": 8192,
     "SCOPES": {},
@@ -98,6 +99,15 @@ DESCRIPTIONS: dict[str, str] = {
     "ACCESS_TOKEN_LIFETIME": "Lifetime of access tokens.",
     "REFRESH_TOKEN_LIFETIME": "Lifetime of a session's refresh token; each refresh starts it again.",
     "REMEMBER_ME_REFRESH_TOKEN_LIFETIME": "The same for logins with `remember_me: true`.",
+    "REFRESH_TOKEN_GRACE_PERIOD": (
+        "How long after a refresh the refresh token it replaced may be used once more (a client "
+        "retrying a refresh whose answer it never got; WLCG Common JWT Profile section 4.3.2 suggests "
+        "a day). The retry gets a new pair, and the pair of the first use stops refreshing, so a "
+        "family keeps one live refresh token. A second retry, a retry after the period and any older "
+        "refresh token still end the family as a reuse. Login sessions and, with `epochauth.oauth`, "
+        "`/o/token/` refreshes alike (DOT's own `REFRESH_TOKEN_GRACE_PERIOD_SECONDS` stays 0, check "
+        "`epochauth.oauth.E003`). `0` = none."
+    ),
     "LEEWAY": "Clock skew allowed on `exp`, `nbf`, `iat`.",
     "MAX_TOKEN_BYTES": "Longer bearer tokens are refused before any parsing.",
     "SCOPES": (
@@ -260,6 +270,7 @@ TIMEDELTA_SETTINGS = (
     "ACCESS_TOKEN_LIFETIME",
     "REFRESH_TOKEN_LIFETIME",
     "REMEMBER_ME_REFRESH_TOKEN_LIFETIME",
+    "REFRESH_TOKEN_GRACE_PERIOD",
     "LEEWAY",
     "REVOCATION_REFRESH_INTERVAL",
     "REVOCATION_RELOAD_INTERVAL",

@@ -52,7 +52,8 @@ def check_oauth_settings(app_configs: Any = None, **kwargs: Any) -> list[checks.
             checks.Error(
                 'OAUTH2_PROVIDER["REFRESH_TOKEN_GRACE_PERIOD_SECONDS"] must be 0.',
                 hint="DOT answers a retry within the grace period with the stored access token, and "
-                "only its jti is stored: the answer would not be a token.",
+                "only its jti is stored: the answer would not be a token. Set "
+                'EPOCHAUTH["REFRESH_TOKEN_GRACE_PERIOD"] instead.',
                 id="epochauth.oauth.E003",
             )
         )

@@ -12,7 +12,7 @@ from typing import Any
 import jwt
 from django.contrib.auth import get_user_model
 from django.db import router, transaction
-from django.db.models import Q
+from django.db.models import F, Q
 from django.utils import timezone
 
 # oauthlib writes descriptions with json.dumps: plain str, in the request's language.
@@ -27,6 +27,8 @@ from oauth2_provider.models import (
     get_grant_model,
     get_id_token_model,
     get_refresh_token_model,
+    refresh_token_expire_timedelta,
+    revoke_access_token,
 )
 from oauth2_provider.oauth2_validators import OAuth2Validator
 from oauthlib.oauth2.rfc6749 import errors
@@ -144,15 +146,75 @@ class EpochAuthValidator(OAuth2Validator):
         would pass these checks and reach DOT's grace-period answer, which hands back the stored
         ``jti`` as the access token (and DOT's token view a 500 looking it up).
         When DOT's reuse protection has just revoked the token's family, its access tokens are denied.
+
+        ``EPOCHAUTH["REFRESH_TOKEN_GRACE_PERIOD"]`` is ours, not DOT's: see :meth:`_retried_in_grace`.
         """
         rows = get_refresh_token_model().objects.filter(token_checksum=checksum(refresh_token))
         list(rows.select_for_update())
+        retried = self._retried_in_grace(rows, client)
+        if retried is not None:
+            rt, request.epochauth_retried = retried
+            request.user = rt.user
+            request.refresh_token = refresh_token
+            request.refresh_token_instance = rt
+            return self._no_bump_since(rt, request.epochauth_retried.scope)
         if not super().validate_refresh_token(refresh_token, client, request, *args, **kwargs):
             revocation.deny_ended_families(revocation.families(rows))
             return False
         rt = request.refresh_token_instance
-        group, _ = selected_group(rt.user, split_scope(rt.access_token.scope))
+        return self._no_bump_since(rt, rt.access_token.scope)
+
+    @staticmethod
+    def _no_bump_since(rt: Any, scope: str) -> bool:
+        group, _ = selected_group(rt.user, split_scope(scope))
         return not epochs_bumped_since(rt.user_id, group.pk if group else None, rt.created)
+
+    @staticmethod
+    def _retried_in_grace(rows: Any, client: Any) -> tuple[Any, Any] | None:
+        """The refresh token (and the access token its rotation gave) when it is the one a rotation
+        replaced within ``REFRESH_TOKEN_GRACE_PERIOD``, retried by its client for the first time.
+
+        As for login sessions (:func:`epochauth.sessions.rotate`), the retry rotates it once more: a
+        new pair, and the first use's pair ends at the save, so the family keeps one live refresh
+        token. The retry's access token names no source refresh token: that spends the one retry, and
+        DOT's reuse protection then treats a second retry, like an older token, as a reuse.
+        """
+        grace = conf.epochauth_settings.REFRESH_TOKEN_GRACE_PERIOD
+        if not grace:
+            return None
+        rt = rows.select_related("user").order_by(F("revoked").desc(nulls_first=True)).first()
+        if (
+            rt is None
+            or rt.revoked is None
+            or rt.revoked <= timezone.now() - grace
+            or rt.application_id != client.pk
+        ):
+            return None
+        successor = (
+            get_access_token_model()
+            .objects.select_for_update()
+            .filter(source_refresh_token=rt)
+            .first()
+        )
+        lifetime = refresh_token_expire_timedelta()
+        if successor is None or (lifetime and successor.expires + lifetime <= timezone.now()):
+            return None
+        return rt, successor
+
+    def _save_bearer_token(self, token: Any, request: Any, *args: Any, **kwargs: Any) -> None:
+        """A retry within the grace period ends the pair the first use gave before its own is saved."""
+        retried = getattr(request, "epochauth_retried", None)
+        if retried is not None:
+            revoke_access_token(retried)
+        super()._save_bearer_token(token, request, *args, **kwargs)
+
+    def _create_access_token(
+        self, expires: Any, request: Any, token: Any, source_refresh_token: Any = None
+    ) -> Any:
+        """A retry's access token names no source: the retried refresh token is spent."""
+        if getattr(request, "epochauth_retried", None) is not None:
+            source_refresh_token = None
+        return super()._create_access_token(expires, request, token, source_refresh_token)
 
     def validate_code(
         self, client_id: str, code: str, client: Any, request: Any, *args: Any, **kwargs: Any
