@@ -24,6 +24,8 @@ DEFAULTS: dict[str, Any] = {
     "SIGNING_KEY_FILE": None,
     "KEY_ID": None,
     "VERIFICATION_KEYS": [],
+    "ID_TOKEN_SIGNING_KEY": None,
+    "ID_TOKEN_SIGNING_KEY_FILE": None,
     "ACCESS_TOKEN_LIFETIME": timedelta(minutes=15),
     "REFRESH_TOKEN_LIFETIME": timedelta(days=1),
     "REMEMBER_ME_REFRESH_TOKEN_LIFETIME": timedelta(days=30),
@@ -96,6 +98,12 @@ DESCRIPTIONS: dict[str, str] = {
         '"kid": ...}]` '
         "(`kid` optional: derived)."
     ),
+    "ID_TOKEN_SIGNING_KEY": (
+        "PEM RSA private key that signs the ID tokens of OpenID Provider mode (RS256, which every "
+        "relying party supports); `None`: the signing key, when `ALGORITHM` is `RS256` (else check "
+        "`epochauth.oauth.E004`). Published in the JWKS under its own `kid`; it verifies no access token."
+    ),
+    "ID_TOKEN_SIGNING_KEY_FILE": "Path of that key's file; wins over `ID_TOKEN_SIGNING_KEY`.",
     "ACCESS_TOKEN_LIFETIME": "Lifetime of access tokens.",
     "REFRESH_TOKEN_LIFETIME": "Lifetime of a session's refresh token; each refresh starts it again.",
     "REMEMBER_ME_REFRESH_TOKEN_LIFETIME": "The same for logins with `remember_me: true`.",

@@ -225,6 +225,8 @@ class OAuthServer(Protocol):
 
     def server_metadata(self, request: HttpRequest) -> dict[str, Any]: ...
 
+    def is_openid_provider(self) -> bool: ...
+
     def end_family(self, family: str) -> None: ...
 
 
@@ -471,9 +473,9 @@ def authorization_server_metadata(request: Any) -> dict[str, Any]:
 
 
 def acts_as_openid_provider() -> bool:
-    """An OpenID provider has an authorization endpoint (OpenID Connect Discovery 1.0 section 3):
-    only with the OAuth server; without it, RFC 8414 metadata is all we publish."""
-    return apps.is_installed("epochauth.oauth")
+    """OpenID Provider mode of the OAuth server (``epochauth.oauth``), with a key for RS256 ID tokens:
+    otherwise RFC 8414 metadata is all we publish (an OpenID document would promise ID tokens)."""
+    return apps.is_installed("epochauth.oauth") and _oauth_server().is_openid_provider()
 
 
 class AuthorizationServerMetadataView(PublicView):
@@ -499,8 +501,6 @@ class OpenIDConfigurationView(PublicView):
         document = {
             **metadata,
             "subject_types_supported": ["public"],
-            # The algorithms of our keys: every JWT we sign, access or ID token, is signed with one.
-            "id_token_signing_alg_values_supported": keys.get_keyring().algorithms,
             "claims_supported": [
                 "iss",
                 "sub",
@@ -514,7 +514,7 @@ class OpenIDConfigurationView(PublicView):
                 *claims.declared_claim_names(),
             ],
         }
-        # OpenID Provider mode adds its ID-token and userinfo claims (epochauth.oauth).
+        # OpenID Provider mode adds its ID-token and userinfo claims and algorithms (epochauth.oauth).
         extra = [
             c
             for c in metadata.get("claims_supported", [])

@@ -112,6 +112,8 @@ def p384_pem() -> str:
             "SIGNING_KEY": GOOD_SECRET,
             "VERIFICATION_KEYS": [{"algorithm": "HS256", "key": GOOD_SECRET}],
         },  # same kid
+        {"SIGNING_KEY": GOOD_SECRET, "ID_TOKEN_SIGNING_KEY": "not a pem"},
+        {"SIGNING_KEY": GOOD_SECRET, "ID_TOKEN_SIGNING_KEY_FILE": "/nonexistent/id-token.pem"},
     ],
     ids=repr,
 )

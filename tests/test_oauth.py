@@ -34,7 +34,7 @@ from epochauth.oauth.models import AllowedScopes, ensure_cli_application
 from epochauth.revocation import bump_epoch
 from epochauth.tokens import CLAIM_TOKEN_FAMILY
 from epochauth.urns import ACCESS_TOKEN_TYPE, TOKEN_EXCHANGE
-from tests.helpers import ONE_WINNER, make_user, race
+from tests.helpers import ONE_WINNER, make_user, openid_provider, race
 from tests.loopback_issuer import CraftedIssuer
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -168,7 +168,8 @@ def status(token: dict) -> int:
     return bearer(Client(), "/api/reports/", token["access_token"]).status_code
 
 
-def test_metadata_describes_every_endpoint_and_grant(client):
+def test_metadata_describes_every_endpoint_and_grant(settings, client):
+    openid_provider(settings)
     for path in ("/.well-known/oauth-authorization-server", "/.well-known/openid-configuration"):
         document = client.get(path).json()
         for key in (

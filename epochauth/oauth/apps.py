@@ -25,6 +25,11 @@ class OAuthConfig(AppConfig):
 
         return {**server_metadata(request), **openid_metadata(request)}
 
+    def is_openid_provider(self) -> bool:
+        from .openid import is_openid_provider
+
+        return is_openid_provider()
+
     def end_family(self, family: str) -> None:
         """End the refresh-token family an access token names (``/auth/logout/`` with it)."""
         import uuid

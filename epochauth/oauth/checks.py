@@ -72,22 +72,25 @@ def check_oauth_settings(app_configs: Any = None, **kwargs: Any) -> list[checks.
 
 
 def check_openid_provider() -> list[checks.CheckMessage]:
-    """OpenID Provider mode signs ID tokens with our signing key: relying parties verify them with
-    our JWKS, which has no HMAC secret in it."""
+    """OpenID Provider mode signs ID tokens RS256 (OpenID Connect Core 1.0 section 15.1: every
+    provider supports it, and every relying party that registered no algorithm expects it)."""
     if not oauth2_settings.OIDC_ENABLED:
         return []
     try:
-        symmetric = keys.get_keyring().signing.is_symmetric
-    except ImproperlyConfigured:
+        keyring = keys.get_keyring()
+    except (ImproperlyConfigured, OSError):
         # epochauth's own checks report a key that does not load.
         return []
-    if not symmetric:
+    if keyring.id_token is not None:
         return []
     return [
         checks.Error(
-            'OAUTH2_PROVIDER["OIDC_ENABLED"] needs an asymmetric EPOCHAUTH["ALGORITHM"] (RS256, ES256, ...).',
-            hint="ID tokens are signed with epochauth's signing key; relying parties cannot verify "
-            "an HMAC signature without the secret.",
+            f'OAUTH2_PROVIDER["OIDC_ENABLED"] needs an RS256 key for ID tokens; EPOCHAUTH["ALGORITHM"] '
+            f"is {keyring.signing.algorithm}.",
+            hint='Set EPOCHAUTH["ID_TOKEN_SIGNING_KEY_FILE"] to an RSA private key (manage.py '
+            "epochauth_keys --generate RS256): ID tokens are signed with it, access tokens keep "
+            "the signing key. Until then the site is no OpenID provider: no openid scope, no "
+            "/.well-known/openid-configuration.",
             id="epochauth.oauth.E004",
         )
     ]

@@ -10,9 +10,10 @@ from django.contrib.auth.models import Group
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
 from oauth2_provider.scopes import BaseScopes
-from oauth2_provider.settings import oauth2_settings
 
 from epochauth.scopes import group_name, service_scopes, user_scopes
+
+from .openid import is_openid_provider
 
 
 def _allowed(application: Any) -> frozenset[str] | None:
@@ -53,7 +54,7 @@ def grantable(scope: str, application: Any, grant_type: str | None) -> bool:
     return known(scope) and application_allows(application, scope)
 
 
-#: OpenID Connect's scopes (Core 1.0 section 5.4), in OpenID Provider mode (DOT's ``OIDC_ENABLED``).
+#: OpenID Connect's scopes (Core 1.0 section 5.4), in OpenID Provider mode (:func:`is_openid_provider`).
 OPENID_SCOPES = {
     "openid": gettext_lazy("Sign you in with your account here"),
     "profile": gettext_lazy("See your name and username"),
@@ -63,7 +64,7 @@ OPENID_SCOPES = {
 
 def requestable_scopes() -> dict[str, Any]:
     """The user scopes, and OpenID Connect's in OpenID Provider mode."""
-    if oauth2_settings.OIDC_ENABLED:
+    if is_openid_provider():
         return {**OPENID_SCOPES, **user_scopes()}
     return user_scopes()
 

@@ -11,6 +11,7 @@ from typing import Any
 
 import jwt
 from django.contrib.auth import get_user_model
+from django.core.exceptions import ImproperlyConfigured
 from django.db import router, transaction
 from django.db.models import F, Q
 from django.utils import timezone
@@ -37,7 +38,7 @@ from oauthlib.oauth2.rfc8628.grant_types import DeviceCodeGrant
 from epochauth.scopes import service_scope_refusal, service_scopes, split_scope
 
 from .. import authentication, conf, exceptions, keys, models, tokens, urns, verification
-from . import revocation
+from . import openid, revocation
 from .scopes import grantable, selected_group
 
 
@@ -352,9 +353,10 @@ class EpochAuthValidator(OAuth2Validator):
     def finalize_id_token(
         self, id_token: dict[str, Any], token: Any, token_handler: Any, request: Any
     ) -> str:
-        """DOT's ID token, signed with our signing key (published in our JWKS) rather than the
-        application's DOT key; ``sid`` names the refresh-token family the login started, which
-        logout, logout-all, epoch bumps and the admin end."""
+        """DOT's ID token, signed as :func:`~epochauth.oauth.openid.sign_id_token` says (RS256 with
+        our ID-token key, published in our JWKS, unless the application chose HS256); ``sid`` names
+        the refresh-token family the login started, which logout, logout-all, epoch bumps and the
+        admin end."""
         claims, expires = self.get_id_token_dictionary(token, token_handler, request)
         id_token.update(claims)
         # oauthlib bug #746, as in DOT: the nonce of a code grant is not always copied over.
@@ -363,20 +365,51 @@ class EpochAuthValidator(OAuth2Validator):
         family = getattr(request, "epochauth_claims", {}).get(tokens.CLAIM_TOKEN_FAMILY)
         if family:
             id_token["sid"] = family
-        encoded = keys.get_keyring().sign(id_token, "JWT")
+        encoded = openid.sign_id_token(id_token, request.client)
         with transaction.atomic(using=router.db_for_write(get_id_token_model())):
             row = self._save_id_token(id_token["jti"], request, expires)
         request.access_token = request.id_token = row
         return encoded
 
     def _get_key_for_token(self, token: str) -> JWK | None:
-        """The key of ours that an ID token names by ``kid`` (RP-initiated logout's ``id_token_hint``);
-        never a key the token brings along, and never an HMAC secret."""
+        """The key of an ID token of ours (RP-initiated logout's ``id_token_hint``, DOT linking an
+        ID token to its access token): a published key of ours by ``kid``, or without ``kid`` an
+        HS256 application's own secret, by ``aud``; never a key the token brings along, and never
+        our HMAC secret."""
         try:
-            kid = jwt.get_unverified_header(token).get("kid")
+            header = jwt.get_unverified_header(token)
+            audience = jwt.decode(token, options={"verify_signature": False}).get("aud")
         except jwt.DecodeError:
             return None
-        key = keys.get_keyring().by_kid.get(kid) if isinstance(kid, str) else None
-        if key is None or key.is_symmetric:
-            return None
-        return JWK.from_pyca(key.verifying_key)
+        kid = header.get("kid")
+        if kid is None and header.get("alg") == "HS256":
+            if not isinstance(audience, str | list):
+                return None
+            application = self._get_client_by_audience(audience)
+            if application is None or application.algorithm != application.HS256_ALGORITHM:
+                return None
+            try:
+                return application.jwk_key
+            except ImproperlyConfigured:
+                return None
+        key = next((k for k in keys.get_keyring().published() if k.kid == kid), None)
+        return None if key is None else JWK.from_pyca(key.verifying_key)
+
+    def validate_silent_login(self, request: Any) -> bool:
+        """``prompt=none`` (OpenID Connect Core 1.0 section 3.1.2.1): the browser's user is signed
+        in, and recently enough for ``max_age``; else ``login_required``.
+
+        DOT validates the request once before it hands over the user (``request.user`` None): a
+        browser signed in as no one gets ``login_required`` from DOT's view, and the answer is
+        decided when the response is created for the signed-in user (``pages.AuthorizationView``).
+        """
+        user = request.user
+        return user is None or (
+            user.is_active and not openid.signed_in_too_long_ago(user, request.max_age)
+        )
+
+    def validate_silent_authorization(self, request: Any) -> bool:
+        """``prompt=none``: the user consented to these scopes for this client already
+        (:func:`~epochauth.oauth.openid.consented`); else ``consent_required``."""
+        user = request.user
+        return user is None or openid.consented(user, request.client, request.scopes)
