@@ -131,7 +131,7 @@ def validated(serializer_class: type[serializers.Serializer], request: Request) 
     except ValidationError as exc:
         # A body that is no object at all: DRF's Serializer.errors names it non_field_errors.
         names = exc.detail if isinstance(exc.detail, dict) else [api_settings.NON_FIELD_ERRORS_KEY]
-        fields = ", ".join(sorted(names))
+        fields = ", ".join(sorted(map(str, names)))
         message = _("Missing or invalid fields: %(fields)s") % {"fields": fields}
         raise exceptions.OAuthError("invalid_request", message) from None
 
