@@ -85,13 +85,17 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckM
                     id="epochauth.E019",
                 )
             )
-    for name in ("LOGIN_THROTTLE_RATE", "DEVICE_CODE_THROTTLE_RATE"):
+    for name in (
+        "LOGIN_THROTTLE_RATE",
+        "DEVICE_CODE_THROTTLE_RATE",
+        "CLIENT_REGISTRATION_THROTTLE_RATE",
+    ):
         rate = getattr(conf.epochauth_settings, name)
         if rate is not None and not _valid_rate(rate):
             errors.append(
                 checks.Error(
                     f'EPOCHAUTH["{name}"] is not a rate: {rate!r}.',
-                    hint='Failed attempts per period, e.g. "10/min" or "100/hour"; None = off.',
+                    hint='Attempts per period, e.g. "10/min" or "100/hour"; None = off.',
                     id="epochauth.E012",
                 )
             )

@@ -42,6 +42,8 @@ DEFAULTS: dict[str, Any] = {
     "REVOKE_ON_PASSWORD_CHANGE": True,
     "LOGIN_THROTTLE_RATE": "10/min",
     "DEVICE_CODE_THROTTLE_RATE": "10/min",
+    "CLIENT_REGISTRATION": None,
+    "CLIENT_REGISTRATION_THROTTLE_RATE": "10/hour",
     "REVOCATION_REFRESH_INTERVAL": timedelta(seconds=1),
     "REVOCATION_RELOAD_INTERVAL": timedelta(minutes=1),
     "REVOCATION_WINDOW": timedelta(days=1),
@@ -170,6 +172,20 @@ DESCRIPTIONS: dict[str, str] = {
         "in fixed windows of the period (DRF rate string; `None` = off); then a `429` page. A code that "
         "names a device grant does not count. Counted in the shared cache like `LOGIN_THROTTLE_RATE` "
         "(`503` page when it is down)."
+    ),
+    "CLIENT_REGISTRATION": (
+        "Dynamic client registration (RFC 7591, managed by RFC 7592) at `/o/register/` of "
+        '`epochauth.oauth`: `"open"`, anyone may register; `"authenticated"`, only with an access '
+        "token of ours of a user (`Authorization: Bearer`, not a client-credentials token), who then "
+        "owns the application. Either way only a *public* client with the device grant or the "
+        "authorization-code grant (PKCE) and user scopes, never a service scope, always asking the "
+        'user\'s consent (handbook: "Dynamic client registration"). `None`: no registration, `404`, '
+        "and no `registration_endpoint` in the metadata (check `epochauth.oauth.E006`)."
+    ),
+    "CLIENT_REGISTRATION_THROTTLE_RATE": (
+        "Registrations allowed per client address, in fixed windows of the period (DRF rate string; "
+        "`None` = off, check `epochauth.oauth.W003` when registration is open), counted in the shared "
+        "cache like `LOGIN_THROTTLE_RATE` (`503` when it is down); then `429` with `Retry-After`."
     ),
     "REVOCATION_REFRESH_INTERVAL": (
         "How often a process reads the revocation version key from the shared cache (one read per process"

@@ -427,9 +427,9 @@ class JWKSView(PublicView):
         )
 
 
-def issuer_url(request: Any, name: str) -> str:
+def issuer_url(request: Any, name: str, **kwargs: Any) -> str:
     """Absolute URL of a named view, under our issuer URL so metadata and ``iss`` agree."""
-    path = reverse(name)
+    path = reverse(name, kwargs=kwargs or None)
     issuer = conf.epochauth_settings.ISSUER
     if issuer.startswith(("https://", "http://")):
         return issuer.rstrip("/") + path

@@ -222,7 +222,11 @@ def test_e019_a_service_scope_is_no_user_scope(settings, change):
     assert "epochauth.E019" not in ids(settings, **base, **apart)
 
 
-THROTTLE_RATES = ["LOGIN_THROTTLE_RATE", "DEVICE_CODE_THROTTLE_RATE"]
+THROTTLE_RATES = [
+    "LOGIN_THROTTLE_RATE",
+    "DEVICE_CODE_THROTTLE_RATE",
+    "CLIENT_REGISTRATION_THROTTLE_RATE",
+]
 
 
 @pytest.mark.parametrize("setting", THROTTLE_RATES)

@@ -8,8 +8,8 @@ from django.core import checks
 from django.core.exceptions import ImproperlyConfigured
 from oauth2_provider.settings import oauth2_settings
 
-from .. import keys
-from . import scopes, server, validators
+from .. import conf, keys
+from . import registration, scopes, server, validators
 
 # DOT setting -> the class of ours it must be (or subclass): the server brings our JWT generator,
 # lifetimes and grants; the validator our subjects, scopes, epochs and revocation; the scopes
@@ -68,6 +68,7 @@ def check_oauth_settings(app_configs: Any = None, **kwargs: Any) -> list[checks.
         )
     errors.extend(check_openid_provider())
     errors.extend(check_rp_initiated_logout())
+    errors.extend(check_client_registration())
     return errors
 
 
@@ -112,3 +113,50 @@ def check_rp_initiated_logout() -> list[checks.CheckMessage]:
             id="epochauth.oauth.E005",
         )
     ]
+
+
+def check_client_registration() -> list[checks.CheckMessage]:
+    """Dynamic client registration registers public clients only: their codes need PKCE, and only
+    epochauth's registration endpoint applies that policy."""
+    errors: list[checks.CheckMessage] = []
+    mode = conf.epochauth_settings.CLIENT_REGISTRATION
+    if mode not in registration.MODES:
+        errors.append(
+            checks.Error(
+                f'EPOCHAUTH["CLIENT_REGISTRATION"] must be None, "open" or "authenticated", not {mode!r}.',
+                id="epochauth.oauth.E006",
+            )
+        )
+    if oauth2_settings.DCR_ENABLED:
+        errors.append(
+            checks.Warning(
+                'OAUTH2_PROVIDER["DCR_ENABLED"] is True.',
+                hint="DOT's own registration views register what a request asks for (confidential "
+                "clients with the client-credentials grant too) and keep registration access tokens "
+                'as DOT access tokens: leave it False and use EPOCHAUTH["CLIENT_REGISTRATION"].',
+                id="epochauth.oauth.W002",
+            )
+        )
+    if not registration.enabled():
+        return errors
+    if oauth2_settings.PKCE_REQUIRED is not True:
+        errors.append(
+            checks.Error(
+                'EPOCHAUTH["CLIENT_REGISTRATION"] needs OAUTH2_PROVIDER["PKCE_REQUIRED"] = True.',
+                hint="Registered clients are public: without PKCE, whoever intercepts a code on its "
+                "way to their redirect URI gets the user's tokens.",
+                id="epochauth.oauth.E007",
+            )
+        )
+    if (
+        mode == registration.OPEN
+        and conf.epochauth_settings.CLIENT_REGISTRATION_THROTTLE_RATE is None
+    ):
+        errors.append(
+            checks.Warning(
+                'Open client registration without EPOCHAUTH["CLIENT_REGISTRATION_THROTTLE_RATE"].',
+                hint='Anyone may then fill the application table: set a rate such as "10/hour".',
+                id="epochauth.oauth.W003",
+            )
+        )
+    return errors

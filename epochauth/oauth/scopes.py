@@ -54,11 +54,14 @@ def grantable(scope: str, application: Any, grant_type: str | None) -> bool:
     return known(scope) and application_allows(application, scope)
 
 
-#: OpenID Connect's scopes (Core 1.0 section 5.4), in OpenID Provider mode (:func:`is_openid_provider`).
+#: OpenID Connect's scopes (Core 1.0 sections 5.4 and 11), in OpenID Provider mode
+#: (:func:`is_openid_provider`). ``offline_access`` asks for a refresh token, which every grant of a user
+#: here gives anyway: clients that ask for it (oidc-agent insists) get what they would get without it.
 OPENID_SCOPES = {
     "openid": gettext_lazy("Sign you in with your account here"),
     "profile": gettext_lazy("See your name and username"),
     "email": gettext_lazy("See your email address"),
+    "offline_access": gettext_lazy("Keep access while you are away"),
 }
 
 
