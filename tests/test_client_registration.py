@@ -21,8 +21,8 @@ from oauth2_provider.models import (
 
 from epochauth.oauth.models import AllowedScopes, ClientRegistration
 from epochauth.urns import DEVICE_CODE
+from tests import helpers
 from tests.helpers import login, make_user
-from tests.test_oauth_parameters import rsa_pem
 
 pytestmark = pytest.mark.django_db
 
@@ -61,12 +61,7 @@ def open_registration(settings):
 @pytest.fixture
 def openid_provider(settings):
     """OpenID Provider mode: oidc-agent asks for openid and offline_access."""
-    settings.EPOCHAUTH = {**settings.EPOCHAUTH, "ALGORITHM": "RS256", "SIGNING_KEY": rsa_pem()}
-    settings.OAUTH2_PROVIDER = {
-        **settings.OAUTH2_PROVIDER,
-        "OIDC_ENABLED": True,
-        "ALWAYS_RELOAD_OAUTHLIB_CORE": True,
-    }
+    helpers.openid_provider(settings)
 
 
 def register(body: Any, **headers: str) -> Any:
@@ -100,7 +95,7 @@ def oauth_error(response: Any, status: int, error: str) -> str:
 
 
 # ---------------------------------------------------------------------------------- off by default
-def test_off_by_default(client):
+def test_off_by_default(client, openid_provider):
     assert register(NATIVE_APP).status_code == 404
     assert manage("GET", "anything", "token").status_code == 404
     for path in ("/.well-known/oauth-authorization-server", "/.well-known/openid-configuration"):
@@ -108,7 +103,7 @@ def test_off_by_default(client):
     assert not Application.objects.filter(registration_source="dcr").exists()
 
 
-def test_both_discovery_documents_name_the_endpoint(client, open_registration):
+def test_both_discovery_documents_name_the_endpoint(client, open_registration, openid_provider):
     for path in ("/.well-known/oauth-authorization-server", "/.well-known/openid-configuration"):
         assert client.get(path).json()["registration_endpoint"] == (
             "http://127.0.0.1:8000/o/register/"
