@@ -13,12 +13,15 @@ from typing import Any
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
 
-from . import conf
+from . import conf, profiles
 
 SCOPE_TOKEN = re.compile(r"[\x21\x23-\x5b\x5d-\x7e]+")
 
 #: ``g:<group>`` selects one of the user's groups for a token (DIRAC's parametric scope).
 GROUP_PREFIX = "g:"
+#: The same selection as the WLCG Common JWT Profile 1.3 spells it (section 3.1, "Scope-based Group
+#: Selection"): ``wlcg.groups:/<group>``, the group's path in ``wlcg.groups``.
+WLCG_GROUP_PREFIX = f"{profiles.WLCG_GROUPS}:/"
 
 
 def split_scope(scope: str) -> list[str]:
@@ -36,8 +39,32 @@ def is_scope_token(name: str) -> bool:
 
 
 def group_name(scope: str) -> str | None:
-    """The group a ``g:<group>`` scope names, else None."""
-    return scope[len(GROUP_PREFIX) :] or None if scope.startswith(GROUP_PREFIX) else None
+    """The group a group selection names, in either spelling (``g:<group>``,
+    ``wlcg.groups:/<group>``), else None: every way in (login, device and code flow, token
+    exchange, refresh) takes both."""
+    for prefix in (GROUP_PREFIX, WLCG_GROUP_PREFIX):
+        if scope.startswith(prefix):
+            return scope[len(prefix) :] or None
+    return None
+
+
+def group_scope(name: str) -> str:
+    """The scope selecting group ``name`` in what we issue: with ``TOKEN_PROFILE = "wlcg"`` the
+    profile's ``wlcg.groups:/<group>`` (the SciTokens ``Enforcer`` refuses a whole token for
+    ``g:<group>``, a relative path to it), else ``g:<group>``."""
+    if conf.epochauth_settings.TOKEN_PROFILE == profiles.WLCG:
+        return f"{WLCG_GROUP_PREFIX}{name}"
+    return f"{GROUP_PREFIX}{name}"
+
+
+def issued_scopes(names: Iterable[str]) -> list[str]:
+    """``names`` as we issue them: each group selection in :func:`group_scope`'s spelling, in
+    order, none twice (``g:cms wlcg.groups:/cms`` is one selection)."""
+    return list(
+        dict.fromkeys(
+            name if (group := group_name(name)) is None else group_scope(group) for name in names
+        )
+    )
 
 
 #: How ``TOKEN_MANAGER_SCOPE`` is described when ``SERVICE_SCOPES`` does not name it.

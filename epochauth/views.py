@@ -36,7 +36,14 @@ from . import (
     throttling,
     tokens,
 )
-from .scopes import refused_user_scopes, split_scope, user_scopes, without_service_scopes
+from .scopes import (
+    group_name,
+    issued_scopes,
+    refused_user_scopes,
+    split_scope,
+    user_scopes,
+    without_service_scopes,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -56,12 +63,27 @@ class RefreshSerializer(serializers.Serializer):
     refresh_token = serializers.CharField(max_length=2048)
 
 
-def _checked_scope(requested: str) -> str:
-    scopes = split_scope(requested)
-    problem = refused_user_scopes(scopes)
+def _checked_scope(requested: list[str]) -> str:
+    """The scopes a login asked for, each one a user may ask for or a group selection (in either
+    spelling, issued in ours: :func:`~epochauth.scopes.issued_scopes`)."""
+    problem = refused_user_scopes(name for name in requested if group_name(name) is None)
     if problem:
         raise exceptions.OAuthError("invalid_scope", problem)
-    return " ".join(dict.fromkeys(scopes))
+    return " ".join(issued_scopes(requested))
+
+
+def _selected_group(requested: list[str], group: str | None, found: tokens.Standing) -> Any:
+    """The group a login selects: by ``group`` or a group selection in ``scope`` (``g:<group>``,
+    ``wlcg.groups:/<group>``), one of the user's groups (``found``), at most one."""
+    names = {name for name in map(group_name, requested) if name} | ({group} if group else set())
+    if len(names) > 1:
+        raise exceptions.OAuthError("invalid_scope", _("Select at most one group"))
+    if not names:
+        return None
+    name = names.pop()
+    if name not in found.groups:
+        raise exceptions.OAuthError("invalid_scope", _("You are not a member of that group"))
+    return Group(pk=found.groups[name], name=name)
 
 
 def _token_response(session: models.Session, refresh_token: str | None, access: Any) -> Response:
@@ -177,14 +199,9 @@ class TokenView(EpochAuthView):
             )
         attempt.succeeded()
         found = tokens.read_standing(user.pk)
-        group = None
-        if data.get("group"):
-            if data["group"] not in found.groups:
-                raise exceptions.OAuthError(
-                    "invalid_scope", _("You are not a member of that group")
-                )
-            group = Group(pk=found.groups[data["group"]], name=data["group"])
-        scope = _checked_scope(data["scope"])
+        requested = split_scope(data["scope"])
+        group = _selected_group(requested, data.get("group"), found)
+        scope = _checked_scope(requested)
         session, refresh_token = sessions.start_session(
             user,
             remember_me=data["remember_me"],

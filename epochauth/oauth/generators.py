@@ -37,7 +37,7 @@ def token_family(request: Any) -> uuid.UUID | None:
 def access_token(request: Any) -> str:
     """Mint for ``request.user`` with ``request.scopes``; oauthlib has set ``expires_in`` already.
 
-    The ``g:`` scope was checked by the validator before token creation; it selects the group here.
+    The group selection was checked by the validator before token creation; it selects the group here.
     """
     scopes = list(request.scopes or [])
     group, _ = selected_group(request.user, scopes)

@@ -1,0 +1,263 @@
+"""Our tokens in the WLCG Common JWT Profile 1.3 as the software of the WLCG reads them: a group
+selection in the profile's spelling at every way in and out, checked by the SciTokens library's
+``Enforcer`` (Python)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jwt
+import pytest
+import scitokens
+from cryptography.hazmat.primitives import serialization
+from django.test import Client
+from oauth2_provider.models import get_application_model
+
+from epochauth.keys import generate_private_key_pem
+from epochauth.oauth.models import ensure_cli_application
+from tests.helpers import make_user
+from tests.loopback_issuer import CraftedIssuer
+from tests.test_authorization_matrix import (
+    REDIRECT,
+    SECRET,
+    code_flow,
+    device_flow,
+    exchange,
+    form_post,
+)
+
+pytestmark = pytest.mark.django_db
+
+Application = get_application_model()
+ISSUER = "https://auth.example.org"
+STORAGE = "https://storage.example.org"
+SIGNING_KEY = generate_private_key_pem("ES256")
+PUBLIC_KEY = (
+    serialization.load_pem_private_key(SIGNING_KEY.encode(), None)
+    .public_key()
+    .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+)
+#: The claims of ours a WLCG consumer on the SciTokens library registers validators for (its
+#: ``Enforcer`` refuses any claim it has no validator for, the profile's two included).
+OUR_CLAIMS = (
+    "epoch",
+    "global_epoch",
+    "group_epoch",
+    "group",
+    "gid",
+    "sid",
+    "client_id",
+    "token_family",
+    "gty",
+)
+
+
+def enforcer() -> scitokens.Enforcer:
+    """The ``Enforcer`` as a storage service builds it for our issuer (the README's recipe)."""
+    checker = scitokens.Enforcer(ISSUER, audience=STORAGE)
+    checker.add_validator("wlcg.ver", lambda value: value.split(".")[0] == "1")
+    checker.add_validator("wlcg.groups", lambda value: all(g.startswith("/") for g in value))
+    for claim in OUR_CLAIMS:
+        checker.add_validator(claim, lambda value: True)
+    return checker
+
+
+def scitoken(token: str) -> scitokens.SciToken:
+    """The token as the SciTokens library reads it, its signature checked with our public key."""
+    return scitokens.SciToken.deserialize(token, public_key=PUBLIC_KEY)
+
+
+def claims_of(token: str) -> dict[str, Any]:
+    return jwt.decode(token, options={"verify_signature": False})
+
+
+@pytest.fixture
+def crafted() -> Any:
+    issuer = CraftedIssuer()
+    yield issuer
+    issuer.stop()
+
+
+@pytest.fixture
+def wlcg(settings: Any, crafted: CraftedIssuer) -> None:
+    """We mint in the WLCG profile; an external issuer whose ``groups`` claim names our groups
+    (for token exchange); the applications of the flows."""
+    settings.EPOCHAUTH = {
+        **settings.EPOCHAUTH,
+        "ISSUER": ISSUER,
+        "ALGORITHM": "ES256",
+        "SIGNING_KEY": SIGNING_KEY,
+        "AUDIENCE": STORAGE,
+        "TOKEN_PROFILE": "wlcg",
+        "SCOPES": {"storage.read:/data": "Read the data"},
+        "ALLOW_LOOPBACK_HTTP_ISSUERS": True,
+        "ISSUERS": [
+            {
+                "issuer": crafted.issuer,
+                "audiences": [crafted.claims()["aud"]],
+                "group_claims": ["groups"],
+                "group_map": {"physics": "physics"},
+            }
+        ],
+    }
+    ensure_cli_application(Application)
+    for client_id, grant in (
+        ("portal", Application.GRANT_AUTHORIZATION_CODE),
+        ("svc", Application.GRANT_CLIENT_CREDENTIALS),
+    ):
+        Application.objects.create(
+            name=client_id,
+            client_id=client_id,
+            client_secret=SECRET,
+            client_type=Application.CLIENT_CONFIDENTIAL,
+            authorization_grant_type=grant,
+            redirect_uris=REDIRECT,
+            skip_authorization=True,
+            user=make_user(f"{client_id}-owner"),
+        )
+
+
+@pytest.fixture
+def alice() -> Any:
+    return make_user("alice", groups=["cms", "physics"])
+
+
+def login(scope: str, **extra: str) -> tuple[int, dict[str, Any]]:
+    response = Client().post(
+        "/auth/token/",
+        {"username": "alice", "password": "pw", "scope": scope, **extra},
+        content_type="application/json",
+    )
+    return response.status_code, response.json()
+
+
+def refreshed(scope: str, user: Any, settings: Any) -> tuple[int, dict[str, Any]]:
+    """A refresh asking for ``scope`` of a code-flow login that selected ``physics`` before the
+    site minted in the WLCG profile (its refresh token says ``g:physics``)."""
+    wlcg = settings.EPOCHAUTH
+    settings.EPOCHAUTH = {**wlcg, "TOKEN_PROFILE": None}
+    status, token = code_flow(user, "storage.read:/data g:physics")
+    assert status == 200, token
+    assert claims_of(token["access_token"])["scope"] == "storage.read:/data g:physics"
+    settings.EPOCHAUTH = wlcg
+    response = form_post(
+        Client(),
+        "/o/token/",
+        {
+            "grant_type": "refresh_token",
+            "refresh_token": token["refresh_token"],
+            "client_id": "portal",
+            "client_secret": SECRET,
+            "scope": scope,
+        },
+    )
+    return response.status_code, response.json()
+
+
+#: The ways to a token with a group selection: each (way, spelling) answers (status, token body).
+SELECTION = "storage.read:/data {}"
+
+
+def obtain(way: str, selection: str, crafted: CraftedIssuer, user: Any, settings: Any) -> Any:
+    scope = SELECTION.format(selection)
+    if way == "login":
+        status, body = login(scope)
+        return status, body.get("access_token")
+    if way == "device":
+        return device_flow(user, scope)
+    if way == "code":
+        status, body = code_flow(user, scope)
+        return status, body.get("access_token")
+    if way == "exchange":
+        subject = crafted.token(sub="alice-at-ext", scope="storage.read:/data", groups=["physics"])
+        return exchange(Application.objects.get(client_id="svc"), subject, scope)
+    status, body = refreshed(scope, user, settings)
+    return status, body.get("access_token")
+
+
+WAYS = ["login", "device", "code", "exchange", "refresh"]
+SPELLINGS = ["g:physics", "wlcg.groups:/physics"]
+
+
+@pytest.mark.parametrize("selection", SPELLINGS)
+@pytest.mark.parametrize("way", WAYS)
+def test_a_group_selection_is_issued_in_the_wlcg_spelling(
+    wlcg, alice, crafted, settings, way, selection
+):
+    """Profile 1.3 section 3.1: ``wlcg.groups:/physics`` in ``scope``, ``/physics`` first in
+    ``wlcg.groups``; the Enforcer reads the token (``g:physics``, a relative path to it, made it
+    refuse the whole token)."""
+    status, token = obtain(way, selection, crafted, alice, settings)
+    assert status == 200, token
+    checker = enforcer()
+    # The ACLs of the whole token: the Enforcer reads every scope (test() stops at the first match).
+    assert ("storage.read", "/data") in checker.generate_acls(scitoken(token))
+    assert checker.test(scitoken(token), "storage.read", "/data/run1"), checker.last_failure
+    assert not checker.test(scitoken(token), "storage.read", "/etc")
+    claims = claims_of(token)
+    assert claims["scope"].split() == ["storage.read:/data", "wlcg.groups:/physics"]
+    assert claims["wlcg.groups"][0] == "/physics" and claims["group"] == "physics"
+    assert claims["wlcg.ver"] == "1.0"
+
+
+def test_a_login_selection_leads_wlcg_groups_and_is_one_selection(wlcg, alice):
+    """The ``group`` field and either spelling in ``scope`` are one selection; the other groups
+    follow the selected one in ``wlcg.groups`` (section 3.1: the defaults after the requested)."""
+    for extra in ({"group": "physics"}, {"group": "physics", "scope": "g:physics"}):
+        status, body = login(**{"scope": "", **extra})
+        assert status == 200, body
+        claims = claims_of(body["access_token"])
+        assert claims["scope"] == body["scope"] == "wlcg.groups:/physics"
+        assert claims["wlcg.groups"] == ["/physics", "/cms"]
+    status, body = login("g:physics wlcg.groups:/physics storage.read:/data")
+    assert status == 200, body
+    assert body["scope"] == "wlcg.groups:/physics storage.read:/data"
+    for refused, why in (
+        ("g:physics wlcg.groups:/cms", "Select at most one group"),
+        ("wlcg.groups:/chemistry", "You are not a member of that group"),
+        ("wlcg.groups:/", "Unknown scope: wlcg.groups:/"),
+    ):
+        status, body = login(refused)
+        assert (status, body["error"], body["error_description"]) == (400, "invalid_scope", why)
+    status, body = login("wlcg.groups:/cms", group="physics")
+    assert (status, body["error"]) == (400, "invalid_scope")
+
+
+def test_without_the_profile_the_wlcg_spelling_is_taken_and_g_issued(wlcg, alice, settings):
+    settings.EPOCHAUTH = {**settings.EPOCHAUTH, "TOKEN_PROFILE": None}
+    status, token = device_flow(alice, "storage.read:/data wlcg.groups:/physics")
+    assert status == 200, token
+    claims = claims_of(token)
+    assert claims["scope"] == "storage.read:/data g:physics" and claims["group"] == "physics"
+    status, body = login("wlcg.groups:/physics")
+    assert status == 200 and claims_of(body["access_token"])["group"] == "physics"
+    assert body["scope"] == "g:physics"
+
+
+def test_an_application_allowed_one_group_is_allowed_it_in_either_spelling(wlcg, alice):
+    from epochauth.oauth.models import AllowedScopes
+
+    AllowedScopes.objects.create(
+        application=Application.objects.get(client_id="portal"),
+        scopes="storage.read:/data g:physics",
+    )
+    assert code_flow(alice, "storage.read:/data wlcg.groups:/physics")[0] == 200
+    assert code_flow(alice, "storage.read:/data wlcg.groups:/cms")[0] == 400
+
+
+def test_an_exchange_carries_a_subject_selection_only_of_a_group_it_grants(wlcg, crafted):
+    """Not asked for, an IAM token's own ``wlcg.groups:/<group>`` selects that group here only if
+    the token grants it; a group of the issuer's namespace is dropped, not an error."""
+    svc = Application.objects.get(client_id="svc")
+    for carried, expected in (
+        ("wlcg.groups:/physics", "storage.read:/data wlcg.groups:/physics"),
+        ("wlcg.groups:/indigo-dc/xfers", "storage.read:/data"),
+    ):
+        subject = crafted.token(
+            sub="alice-at-ext", scope=f"storage.read:/data {carried}", groups=["physics"]
+        )
+        status, token = exchange(svc, subject, "")  # no scope asked for: the subject token's
+        assert status == 200
+        assert claims_of(token)["scope"] == expected
+    # Asked for, a group the subject token does not grant here is refused.
+    assert exchange(svc, subject, "wlcg.groups:/indigo-dc/xfers")[0] == 400
