@@ -1,6 +1,6 @@
 """Scope strings (RFC 6749 section 3.3): one place that splits them, says what a scope-token is, and
 which scopes a user may ask for (``SCOPES``) and which only a service application may hold
-(``SERVICE_SCOPES`` and ``TOKEN_MANAGER_SCOPE``)."""
+(``SERVICE_SCOPES``, ``TOKEN_MANAGER_SCOPE`` and the WLCG profile's ``host.auth``)."""
 
 from __future__ import annotations
 
@@ -69,14 +69,21 @@ def issued_scopes(names: Iterable[str]) -> list[str]:
 
 #: How ``TOKEN_MANAGER_SCOPE`` is described when ``SERVICE_SCOPES`` does not name it.
 TOKEN_MANAGER_DESCRIPTION = gettext_lazy("Obtain users' upstream tokens")
+#: How ``host.auth`` is described when ``SERVICE_SCOPES`` does not name it.
+HOST_AUTH_DESCRIPTION = gettext_lazy("Act as the host the application's client id names")
 
 
 @lru_cache(maxsize=1)
 def service_scopes() -> Mapping[str, Any]:
     """The scopes only a service application may hold, with their descriptions: ``SERVICE_SCOPES``
-    and, always, ``TOKEN_MANAGER_SCOPE``. Only the client-credentials grant of our authorization
-    server issues them, to a confidential application whose allowed scopes list them by name."""
-    names = {conf.epochauth_settings.TOKEN_MANAGER_SCOPE: TOKEN_MANAGER_DESCRIPTION}
+    and, always, ``TOKEN_MANAGER_SCOPE`` and ``host.auth`` (WLCG Common JWT Profile 1.3 section
+    2.2.4: its token speaks for a host, never for a user who asked). Only the client-credentials
+    grant of our authorization server issues them, to a confidential application whose allowed
+    scopes list them by name."""
+    names = {
+        conf.epochauth_settings.TOKEN_MANAGER_SCOPE: TOKEN_MANAGER_DESCRIPTION,
+        profiles.HOST_AUTH: HOST_AUTH_DESCRIPTION,
+    }
     return MappingProxyType({**names, **conf.epochauth_settings.SERVICE_SCOPES})
 
 

@@ -33,6 +33,8 @@ CLAIM_SESSION = "sid"
 CLAIM_TOKEN_FAMILY = "token_family"
 #: "client_credentials" in an OAuth-server token that no end user granted (epochauth.oauth).
 CLAIM_GRANT_TYPE = "gty"
+#: The application owner's user id in a host token (WLCG ``host.auth``), whose ``sub`` is the host.
+CLAIM_OWNER = "owner"
 CLAIM_EPOCH = "epoch"
 CLAIM_GROUP_EPOCH = "group_epoch"
 CLAIM_GLOBAL_EPOCH = "global_epoch"
@@ -112,6 +114,7 @@ class AccessToken:
 
     @property
     def subject(self) -> str:
+        """``sub``: our user's id, or a host's client id (``host:<fqdn>``) in a host token."""
         return self.claims["sub"]
 
     @property

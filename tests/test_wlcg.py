@@ -12,9 +12,14 @@ import scitokens
 from cryptography.hazmat.primitives import serialization
 from django.test import Client
 from oauth2_provider.models import get_application_model
+from rest_framework.response import Response
+from rest_framework.test import APIRequestFactory
+from rest_framework.views import APIView
 
+from epochauth.authentication import BearerAuthentication
 from epochauth.keys import generate_private_key_pem
 from epochauth.oauth.models import ensure_cli_application
+from epochauth.permissions import HasScope
 from tests.helpers import make_user
 from tests.loopback_issuer import CraftedIssuer
 from tests.test_authorization_matrix import (
@@ -261,3 +266,102 @@ def test_an_exchange_carries_a_subject_selection_only_of_a_group_it_grants(wlcg,
         assert claims_of(token)["scope"] == expected
     # Asked for, a group the subject token does not grant here is refused.
     assert exchange(svc, subject, "wlcg.groups:/indigo-dc/xfers")[0] == 400
+
+
+# -- host-based authorization (profile 1.3 section 2.2.4) ------------------------------------------
+
+HOST = "host:xfer.example.org"
+
+
+def host_application(client_id: str = HOST, allowed: str | None = "host.auth") -> Any:
+    """A confidential client-credentials application, marked for ``host.auth`` by the admin
+    (its allowed scopes name it), owned by ``svc-owner``."""
+    from django.contrib.auth import get_user_model
+
+    from epochauth.oauth.models import AllowedScopes
+
+    application = Application.objects.create(
+        name=client_id,
+        client_id=client_id,
+        client_secret=SECRET,
+        client_type=Application.CLIENT_CONFIDENTIAL,
+        authorization_grant_type=Application.GRANT_CLIENT_CREDENTIALS,
+        user=get_user_model().objects.get(username="svc-owner"),
+    )
+    if allowed is not None:
+        AllowedScopes.objects.create(application=application, scopes=allowed)
+    return application
+
+
+def client_credentials_body(client_id: str, scope: str, **headers: str) -> tuple[int, Any]:
+    data = {"grant_type": "client_credentials", "scope": scope}
+    if not headers:
+        data.update(client_id=client_id, client_secret=SECRET)
+    response = form_post(Client(), "/o/token/", data, **headers)
+    return response.status_code, response.json()
+
+
+def test_a_host_token_names_the_host_and_its_owner_stands_behind_it(wlcg):
+    """The client-credentials token of an application marked for ``host.auth`` whose client id is
+    ``host:<fqdn>``: ``sub`` is the host, ``host.auth`` in ``scope``; the Enforcer grants
+    ``host.auth``; we accept it as the owner's, whose logout-all ends it."""
+    import base64
+
+    from epochauth.models import Epoch
+    from epochauth.revocation import bump_epoch
+
+    host_application()
+    basic = base64.b64encode(f"host%3Axfer.example.org:{SECRET}".encode()).decode()
+    for headers in ({}, {"HTTP_AUTHORIZATION": f"Basic {basic}"}):  # RFC 6749 section 2.3.1
+        status, body = client_credentials_body(HOST, "host.auth", **headers)
+        assert status == 200, body
+    token = body["access_token"]
+    claims = claims_of(token)
+    owner = Application.objects.get(client_id=HOST).user
+    assert (claims["sub"], claims["scope"], claims["owner"]) == (HOST, "host.auth", str(owner.pk))
+    assert claims["gty"] == "client_credentials" and claims["wlcg.ver"] == "1.0"
+    checker = enforcer()
+    checker.add_validator("owner", lambda value: True)
+    assert checker.test(scitoken(token), "host.auth"), checker.last_failure
+    assert host_only(token).data == {"user": owner.pk, "subject": HOST}
+    bump_epoch(Epoch.Kind.USER, str(owner.pk), reason="test: logout-all")
+    assert host_only(token).status_code == 401
+
+
+class HostOnly(APIView):
+    """An API that a host token opens (``HasScope``), as a service of ours would guard it."""
+
+    authentication_classes = (BearerAuthentication,)
+    permission_classes = (HasScope,)
+    required_scopes = ("host.auth",)
+
+    def get(self, request: Any) -> Response:
+        return Response({"user": request.user.pk, "subject": request.auth.subject})
+
+
+def host_only(token: str) -> Any:
+    request = APIRequestFactory().get("/", HTTP_AUTHORIZATION=f"Bearer {token}")
+    return HostOnly.as_view()(request)
+
+
+def test_host_auth_is_never_a_scope_a_user_or_another_application_obtains(wlcg, alice, crafted):
+    """A privileged capability: only the client-credentials grant of an application marked for it
+    whose client id names a host; never a user's login, device or code flow, never an exchange."""
+    host_application("jobs")  # marked, but its client id names no host
+    host_application("host:nodots")
+    host_application("host:other.example.org", allowed="storage.read:/data")  # not marked
+    assert client_credentials_body("svc", "host.auth")[0] == 400  # no allowed-scopes row at all
+    assert client_credentials_body("host:other.example.org", "host.auth")[0] == 400
+    for client_id in ("jobs", "host:nodots"):
+        status, body = client_credentials_body(client_id, "host.auth")
+        assert (status, body["error"]) == (400, "invalid_scope"), body
+        assert "host:<fully qualified domain name>" in body["error_description"]
+    status, body = login("host.auth")
+    assert (status, body["error"]) == (400, "invalid_scope")
+    assert device_flow(alice, "host.auth")[0] == 400
+    assert code_flow(alice, "host.auth")[0] == 400
+    subject = crafted.token(sub="alice-at-ext", scope="storage.read:/data host.auth")
+    svc = Application.objects.get(client_id="svc")
+    assert exchange(svc, subject, "host.auth")[0] == 400
+    status, token = exchange(svc, subject, "")
+    assert status == 200 and claims_of(token)["scope"] == "storage.read:/data"

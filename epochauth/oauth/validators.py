@@ -37,7 +37,7 @@ from oauthlib.oauth2.rfc8628.grant_types import DeviceCodeGrant
 
 from epochauth.scopes import issued_scopes, service_scope_refusal, service_scopes, split_scope
 
-from .. import authentication, conf, exceptions, keys, models, tokens, urns, verification
+from .. import authentication, conf, exceptions, keys, models, profiles, tokens, urns, verification
 from . import openid, revocation
 from .scopes import grantable, selected_group
 
@@ -126,6 +126,13 @@ class EpochAuthValidator(OAuth2Validator):
         if not all(grantable(s, request.client, request.grant_type) for s in service):
             raise errors.InvalidScopeError(
                 description=service_scope_refusal(service), request=request
+            )
+        if profiles.HOST_AUTH in request.scopes and not profiles.HOST_CLIENT_ID.fullmatch(
+            request.client.client_id
+        ):
+            raise errors.InvalidScopeError(
+                description=_("host.auth needs a client id host:<fully qualified domain name>"),
+                request=request,
             )
         if request.grant_type == "client_credentials":
             request.user = request.client.user
