@@ -109,7 +109,8 @@ def grants(granted: frozenset[str], required: str) -> bool:
     name, segments = wanted
     for scope in granted:
         held = _path(scope)
-        if held is None or held[0] not in PATH_SCOPES:  # a path operation in a token grants nothing
+        # No scope, or a path operation (storage.stat) named in a token: that grants nothing.
+        if held is None or held[0] not in PATH_SCOPES:
             continue
         if held[0] == name or name in PATH_SCOPES[held[0]]:
             if segments[: len(held[1])] == held[1]:
