@@ -1,9 +1,23 @@
 """Our tokens in the WLCG Common JWT Profile 1.3 as the software of the WLCG reads them: a group
-selection in the profile's spelling at every way in and out, checked by the SciTokens library's
-``Enforcer`` (Python)."""
+selection in the profile's spelling at every way in and out, host-based authorization, checked by
+the SciTokens libraries: the Python ``Enforcer`` (the README's recipe) and scitokens-cpp (the Debian
+package; what HTCondor and XRootD verify with), from its key cache and by discovery over https."""
 
 from __future__ import annotations
 
+import json
+import os
+import re
+import shutil
+import sqlite3
+import ssl
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import closing
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 import jwt
@@ -365,3 +379,254 @@ def test_host_auth_is_never_a_scope_a_user_or_another_application_obtains(wlcg, 
     assert exchange(svc, subject, "host.auth")[0] == 400
     status, token = exchange(svc, subject, "")
     assert status == 200 and claims_of(token)["scope"] == "storage.read:/data"
+
+
+# -- scitokens-cpp: what HTCondor and XRootD verify tokens with -------------------------------------
+
+SCITOKENS_CPP = ("scitokens-verify", "scitokens-test-access", "scitokens-list-access")
+
+
+def _check_scitokens_cpp() -> None:
+    for program in SCITOKENS_CPP:
+        if shutil.which(program) is None:
+            raise FileNotFoundError(program)
+
+
+@pytest.fixture
+def scitokens_cpp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The Debian package scitokens-cpp (.ci/run installs it), its key cache under ``tmp_path``
+    (``$XDG_CACHE_HOME/scitokens/scitokens_cpp.sqllite``): the cache file it reads."""
+    from tests.conftest import service_required
+
+    service_required("scitokens-cpp (Debian package scitokens-cpp)", _check_scitokens_cpp)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    return tmp_path / "cache" / "scitokens" / "scitokens_cpp.sqllite"
+
+
+def run(*command: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(command, capture_output=True, text=True, timeout=60, check=False)
+
+
+def seed_key_cache(cache: Path, issuer: str, jwks: dict[str, Any]) -> None:
+    """What scitokens-cpp keeps of an issuer after discovery (its ``keycache`` table: the JWKS, when
+    to look again, when it expires): here the JWKS we serve, so that it fetches nothing."""
+    cache.parent.mkdir(parents=True)
+    now = int(time.time())
+    entry = {"jwks": jwks, "next_update": now + 3600, "expires": now + 7200}
+    with closing(sqlite3.connect(cache)) as db, db:
+        db.execute(
+            "CREATE TABLE keycache (issuer text UNIQUE PRIMARY KEY NOT NULL, keys text NOT NULL)"
+        )
+        db.execute("INSERT INTO keycache VALUES (?, ?)", (issuer, json.dumps(entry)))
+
+
+def test_scitokens_cpp_verifies_and_enforces_our_tokens(wlcg, alice, scitokens_cpp):
+    """Our JWKS in scitokens-cpp's key cache (as discovery would leave it; a non-https issuer is
+    never fetched by it): it verifies our WLCG token, group selection and all, and its ``Enforcer``
+    (in its default mode, which maps ``storage.read`` to ``read``) authorizes by path and audience."""
+    seed_key_cache(scitokens_cpp, ISSUER, Client().get("/.well-known/jwks.json").json())
+    status, body = login("storage.read:/data wlcg.groups:/physics")
+    assert status == 200, body
+    token = body["access_token"]
+    for profile in ((), ("--profile", "wlcg")):
+        verified = run("scitokens-verify", *profile, token)
+        assert verified.returncode == 0, verified.stdout + verified.stderr
+    allowed = run("scitokens-test-access", token, ISSUER, STORAGE, "read", "/data/run1/f.root")
+    assert allowed.returncode == 0 and "Access test successful" in allowed.stdout, allowed.stdout
+    for authz, path, audience in (
+        ("read", "/etc/passwd", STORAGE),
+        ("write", "/data/run1/f.root", STORAGE),
+        ("read", "/data/run1/f.root", "https://other.example.org"),
+    ):
+        refused = run("scitokens-test-access", token, ISSUER, audience, authz, path)
+        assert refused.returncode == 1 and "Access test failed" in refused.stdout, refused.stdout
+    acls = run("scitokens-list-access", token, ISSUER, STORAGE)
+    assert acls.returncode == 0 and "read" in acls.stdout and "/data" in acls.stdout, acls.stdout
+    # A token of another key: refused.
+    other = generate_private_key_pem("ES256")
+    forged = jwt.encode(claims_of(token), other, "ES256", headers=jwt.get_unverified_header(token))
+    assert run("scitokens-verify", forged).returncode == 1
+
+
+def _check_private_mount_namespace() -> None:
+    """A mount namespace of our own (root): there a test CA can stand in for the system's bundle."""
+    if os.geteuid() != 0:
+        raise PermissionError("not root")
+    result = run("unshare", "--mount", "--propagation", "private", "true")
+    if result.returncode != 0:
+        raise PermissionError(result.stderr.strip())
+
+
+def tls_files(directory: Path) -> tuple[Path, Path, Path]:
+    """A test CA and a certificate it signed for 127.0.0.1: (CA, certificate, key) PEM files."""
+    from datetime import UTC, datetime, timedelta
+    from ipaddress import IPv4Address
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    def name(common: str) -> x509.Name:
+        return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common)])
+
+    now = datetime.now(UTC)
+    ca_key, server_key = (
+        ec.generate_private_key(ec.SECP256R1()),
+        ec.generate_private_key(ec.SECP256R1()),
+    )
+    ca = (
+        x509.CertificateBuilder(
+            issuer_name=name("epochauth test CA"), subject_name=name("epochauth test CA")
+        )
+        .public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(minutes=1))
+        .not_valid_after(now + timedelta(hours=1))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .sign(ca_key, hashes.SHA256())
+    )
+    server = (
+        x509.CertificateBuilder(issuer_name=ca.subject, subject_name=name("127.0.0.1"))
+        .public_key(server_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(minutes=1))
+        .not_valid_after(now + timedelta(hours=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(IPv4Address("127.0.0.1"))]), critical=False
+        )
+        .sign(ca_key, hashes.SHA256())
+    )
+    paths = directory / "ca.pem", directory / "server.pem", directory / "server.key"
+    for path, data in zip(
+        paths,
+        (
+            ca.public_bytes(serialization.Encoding.PEM),
+            server.public_bytes(serialization.Encoding.PEM),
+            server_key.private_bytes(
+                serialization.Encoding.PEM,
+                serialization.PrivateFormat.PKCS8,
+                serialization.NoEncryption(),
+            ),
+        ),
+        strict=True,
+    ):
+        path.write_bytes(data)
+    return paths
+
+
+class Discovery(ThreadingHTTPServer):
+    """Our discovery documents over HTTPS, as our views answered them (``documents``: path ->
+    (status, body)); each path it was asked for lands in ``asked``."""
+
+    def __init__(self, certificate: Path, key: Path) -> None:
+        self.documents: dict[str, tuple[int, bytes]] = {}
+        self.asked: list[str] = []
+        self.ca: Path | None = None
+        served = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args: Any) -> None:
+                pass
+
+            def do_GET(self) -> None:
+                served.asked.append(self.path)
+                status, body = served.documents.get(self.path, (404, b"{}"))
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+        super().__init__(("127.0.0.1", 0), Handler)
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(certificate, key)
+        self.socket = context.wrap_socket(self.socket, server_side=True)
+        self.daemon_threads = True
+        self.url = f"https://127.0.0.1:{self.server_address[1]}"
+        threading.Thread(target=self.serve_forever, daemon=True).start()
+
+
+@pytest.fixture
+def discovery(wlcg: None, settings: Any, tmp_path: Path) -> Iterator[Discovery]:
+    """We are the issuer at an https URL, where our discovery documents are served with a
+    certificate of a test CA (``discovery.ca``)."""
+    ca, certificate, key = tls_files(tmp_path)
+    front = Discovery(certificate, key)
+    front.ca = ca
+    settings.EPOCHAUTH = {**settings.EPOCHAUTH, "ISSUER": front.url}
+    for path in (
+        "/.well-known/openid-configuration",
+        "/.well-known/oauth-authorization-server",
+        "/.well-known/jwks.json",
+    ):
+        response = Client().get(path)
+        front.documents[path] = (response.status_code, response.content)
+    yield front
+    front.shutdown()
+    front.server_close()
+
+
+def test_scitokens_cpp_discovers_our_keys_over_https(discovery, alice, scitokens_cpp):
+    """The whole way HTCondor and XRootD go: scitokens-cpp reads our metadata at the issuer (https
+    only), then the JWKS it names, and verifies. It trusts the system's CA bundle only (libcurl; no
+    setting for another one): the test CA is bound over that bundle in a mount namespace of its own."""
+    from tests.conftest import service_required
+
+    service_required(
+        "a private mount namespace (unshare, as root)", _check_private_mount_namespace
+    )
+    status, body = login("storage.read:/data g:physics")
+    assert status == 200, body
+    token = body["access_token"]
+    bundle = "/etc/ssl/certs/ca-certificates.crt"
+    verified = run(
+        "unshare",
+        "--mount",
+        "--propagation",
+        "private",
+        "sh",
+        "-c",
+        f'mount --bind "$1" {bundle} && exec scitokens-test-access "$2" "$3" "$4" read /data/f',
+        "sh",
+        str(discovery.ca),
+        token,
+        discovery.url,
+        STORAGE,
+    )
+    assert verified.returncode == 0, verified.stdout + verified.stderr
+    assert "Access test successful" in verified.stdout
+    assert "/.well-known/jwks.json" in discovery.asked, discovery.asked
+    # It keeps the keys it fetched for the issuer: the next verification fetches nothing.
+    asked = len(discovery.asked)
+    assert run("scitokens-verify", token).returncode == 0
+    assert len(discovery.asked) == asked
+
+
+def readme_enforcer_block() -> str:
+    """The README's code for the Python ``Enforcer`` (section "WLCG and SciTokens")."""
+    readme = (Path(__file__).parent.parent / "README.md").read_text(encoding="utf-8")
+    blocks = re.findall(r"```python\n(.*?)```", readme, flags=re.S)
+    found = [block for block in blocks if "scitokens.Enforcer(" in block]
+    assert len(found) == 1, "README.md: no (or more than one) Enforcer example"
+    return found[0]
+
+
+def test_the_readmes_enforcer_accepts_our_wlcg_token_with_a_group(
+    discovery, alice, tmp_path, monkeypatch
+):
+    """The README's ``wlcg_enforcer`` as written, our issuer's URL put in: the SciTokens library
+    discovers our keys over https (Python trusts ``SSL_CERT_FILE``) and its ``Enforcer`` accepts a
+    token that selected a group."""
+    monkeypatch.setenv("SSL_CERT_FILE", str(discovery.ca))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    status, body = login("storage.read:/data g:physics")
+    assert status == 200, body
+    code = readme_enforcer_block().replace("https://auth.example.org", discovery.url)
+    assert STORAGE in code
+    namespace: dict[str, Any] = {"bearer": body["access_token"]}
+    exec(compile(code, "README.md", "exec"), namespace)  # noqa: S102 - the README's own code
+    enforcer = namespace["enforcer"]
+    token = namespace["token"]
+    assert ("storage.read", "/data") in enforcer.generate_acls(token)
+    assert not enforcer.test(token, "storage.read", "/etc/passwd")
