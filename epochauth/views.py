@@ -30,6 +30,7 @@ from . import (
     keys,
     migrating,
     models,
+    profiles,
     revocation,
     sessions,
     snapshots,
@@ -505,10 +506,16 @@ class AuthorizationServerMetadataView(PublicView):
 
 class OpenIDConfigurationView(PublicView):
     """``GET /.well-known/openid-configuration``: OpenID Connect Discovery 1.0 metadata, only when we
-    act as an OpenID provider (404 otherwise: an invalid OpenID document misleads clients)."""
+    act as an OpenID provider (404 otherwise: an invalid OpenID document misleads clients). A WLCG
+    issuer (``TOKEN_PROFILE = "wlcg"``) that is none publishes its RFC 8414 metadata there: the WLCG
+    Common JWT Profile 1.3 (section 4.2.1) requires the metadata with ``jwks_uri`` at this path, the
+    only one the SciTokens library reads, and that document promises no ID token."""
 
     def get(self, request: Request) -> Response:
         if not acts_as_openid_provider():
+            if conf.epochauth_settings.TOKEN_PROFILE == profiles.WLCG:
+                document = authorization_server_metadata(request._request)
+                return Response(document, headers={"Cache-Control": "public, max-age=300"})
             raise NotFound(
                 _(
                     "This service is no OpenID provider; see /.well-known/oauth-authorization-server"

@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 import scitokens
+from cryptography.hazmat.primitives import serialization
 from django.contrib.auth.models import Group
 from rest_framework.response import Response
 from rest_framework.test import APIRequestFactory
@@ -429,7 +430,14 @@ def test_our_wlcg_tokens_pass_the_scitokens_enforcer(wlcg_minting, client):
 def test_without_the_profile_the_enforcer_refuses_our_tokens(wlcg_minting, settings):
     settings.EPOCHAUTH = {**settings.EPOCHAUTH, "TOKEN_PROFILE": None}
     issued = mint_access_token(make_user("alice"), scope="storage.read:/data")
-    token = scitokens.SciToken.deserialize(issued.token, insecure=True)
+    # Not a WLCG issuer, nor an OpenID provider here: no openid-configuration to discover keys at.
+    signing_key = serialization.load_pem_private_key(
+        settings.EPOCHAUTH["SIGNING_KEY"].encode(), None
+    )
+    public_key = signing_key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    token = scitokens.SciToken.deserialize(issued.token, public_key=public_key)
     enforcer = wlcg_enforcer(wlcg_minting)
     assert not enforcer.test(token, "storage.read", "/data/x")
     assert "preferred_username" in enforcer.last_failure

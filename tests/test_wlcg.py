@@ -603,6 +603,22 @@ def test_scitokens_cpp_discovers_our_keys_over_https(discovery, alice, scitokens
     assert len(discovery.asked) == asked
 
 
+def test_a_wlcg_issuer_publishes_its_metadata_at_openid_configuration(wlcg, settings):
+    """Profile 1.3 section 4.2.1: a WLCG issuer's metadata, ``jwks_uri`` included, at
+    ``/.well-known/openid-configuration`` (the SciTokens library reads no other path). Not being an
+    OpenID provider (ES256 only: no RS256 key for ID tokens), it publishes its RFC 8414 document
+    there, which promises no ID token; without the profile, nothing."""
+    response = Client().get("/.well-known/openid-configuration")
+    assert response.status_code == 200, response.content
+    document = response.json()
+    assert document == Client().get("/.well-known/oauth-authorization-server").json()
+    assert document["issuer"] == ISSUER
+    assert document["jwks_uri"] == f"{ISSUER}/.well-known/jwks.json"
+    assert "id_token_signing_alg_values_supported" not in document
+    settings.EPOCHAUTH = {**settings.EPOCHAUTH, "TOKEN_PROFILE": None}
+    assert Client().get("/.well-known/openid-configuration").status_code == 404
+
+
 def readme_enforcer_block() -> str:
     """The README's code for the Python ``Enforcer`` (section "WLCG and SciTokens")."""
     readme = (Path(__file__).parent.parent / "README.md").read_text(encoding="utf-8")
