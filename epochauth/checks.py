@@ -104,7 +104,7 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckM
         errors.append(
             checks.Error(
                 f'EPOCHAUTH["TOKEN_PROFILE"] is not a profile we mint: {profile!r}.',
-                hint='None, or "wlcg" for the WLCG Common JWT Profile 1.0.',
+                hint='None, or "wlcg" for the WLCG Common JWT Profile (1.3).',
                 id="epochauth.E018",
             )
         )
@@ -114,7 +114,7 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckM
             errors.append(
                 checks.Warning(
                     f"SCOPES not in the WLCG profile's grammar: {', '.join(misspelt)}.",
-                    hint="storage.read|create|modify|stage:/path; compute.read|modify|create|cancel.",
+                    hint="storage.read|create|modify|stage|poll:/path; compute.read|modify|create|cancel.",
                     id="epochauth.W006",
                 )
             )

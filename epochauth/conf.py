@@ -128,14 +128,16 @@ DESCRIPTIONS: dict[str, str] = {
     ),
     "SERVICE_SCOPES": (
         'Scopes only a service application may hold: `{"name": "description"}`. `TOKEN_MANAGER_SCOPE` '
-        "is always one. Only the client-credentials grant of `epochauth.oauth` issues them, to a "
-        "confidential application whose allowed scopes list them by name; every other way to a "
-        "token refuses them (`invalid_scope`), and an external issuer's token never grants one."
+        "and `host.auth` (WLCG host-based authorization) always are. Only the client-credentials "
+        "grant of `epochauth.oauth` issues them, to a confidential application whose allowed scopes "
+        "list them by name; every other way to a token refuses them (`invalid_scope`), and an "
+        "external issuer's token never grants one."
     ),
     "TOKEN_PROFILE": (
         '`"wlcg"`: mint our tokens in the WLCG token profile ("Tokens for WLCG services") (`wlcg.ver`, '
-        "`aud` always, groups as `wlcg.groups` paths); check `epochauth.E018`, and `epochauth.W006` for "
-        "`SCOPES` outside its grammar. `None`: our own claims."
+        "`aud` always, groups as `wlcg.groups` paths, a group selection as `wlcg.groups:/<group>`); "
+        "check `epochauth.E018`, and `epochauth.W006` for `SCOPES` outside its grammar. `None`: our "
+        "own claims."
     ),
     "LOCAL_TOKENS": (
         "Accept our own tokens. (The token endpoints still mint when `False`: leave out `epochauth.urls` "

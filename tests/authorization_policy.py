@@ -112,6 +112,18 @@ ISSUANCE: dict[str, Any] = {
     # Dynamic client registration (issue 27): a registered client never holds a service scope.
     "registration[tokenmanager]": 400,  # registering a client with the scope
     "registered-device[tokenmanager]": 400,  # a registered client's device flow asking for it
+    # WLCG host-based authorization (profile 1.3 section 2.2.4): "host.auth" is a service scope too,
+    # whose token's sub is the application's client id; that must name a host (host:<fqdn>).
+    "host-service[host.auth]": ALLOW,  # marked for it, client id host:xfer.example.org
+    "service-without-host-id[host.auth]": 400,  # marked for it, client id "xfer"
+    "password[host.auth]": 400,
+    "device[host.auth]": 400,
+    "code[host.auth]": 400,
+    "client-credentials[host.auth]": 400,  # an application not marked for it
+    "service[host.auth]": 400,  # marked for "tokenmanager" only
+    "exchange[host.auth]": 400,
+    "registration[host.auth]": 400,
+    "registered-device[host.auth]": 400,
 }
 
 

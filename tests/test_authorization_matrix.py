@@ -400,6 +400,17 @@ class Matrix:
             user=make_user("jobs-owner"),
         )
         AllowedScopes.objects.create(application=self.service_app, scopes="tokenmanager")
+        self.host_apps = {}
+        for client_id in ("host:xfer.example.org", "xfer"):
+            self.host_apps[client_id] = Application.objects.create(
+                name=client_id,
+                client_id=client_id,
+                client_secret=SECRET,
+                client_type=Application.CLIENT_CONFIDENTIAL,
+                authorization_grant_type=Application.GRANT_CLIENT_CREDENTIALS,
+                user=make_user(f"{client_id}-owner"),
+            )
+            AllowedScopes.objects.create(application=self.host_apps[client_id], scopes="host.auth")
 
     def add(self, name: str, issued: tuple[int, str | None] | None = None, **fields: Any) -> None:
         if issued is not None:
@@ -696,7 +707,7 @@ def test_every_registered_model_has_a_policy(matrix: Matrix) -> None:
 @pytest.mark.parametrize("kind", sorted(policy.ISSUANCE))
 def test_issuance(matrix: Matrix, kind: str) -> None:
     """Who may obtain which token: the principal kinds as built, and the other ways to ask for the
-    service scope "tokenmanager"."""
+    service scopes "tokenmanager" and "host.auth"."""
     others = {
         "password[tokenmanager]": lambda: password_token("member", scope="tokenmanager")[0],
         "device[tokenmanager]": lambda: device_flow(matrix.member, "tokenmanager")[0],
@@ -712,6 +723,28 @@ def test_issuance(matrix: Matrix, kind: str) -> None:
         )[0],
         "registered-device[tokenmanager]": lambda: device_flow(
             matrix.member, "tokenmanager", matrix.registered["client_id"]
+        )[0],
+        "host-service[host.auth]": lambda: client_credentials(
+            matrix.host_apps["host:xfer.example.org"], "host.auth"
+        )[0],
+        "service-without-host-id[host.auth]": lambda: client_credentials(
+            matrix.host_apps["xfer"], "host.auth"
+        )[0],
+        "password[host.auth]": lambda: password_token("member", scope="host.auth")[0],
+        "device[host.auth]": lambda: device_flow(matrix.member, "host.auth")[0],
+        "code[host.auth]": lambda: code_flow(matrix.member, "openid host.auth")[0],
+        "client-credentials[host.auth]": lambda: client_credentials(
+            matrix.client_app, "host.auth"
+        )[0],
+        "service[host.auth]": lambda: client_credentials(matrix.service_app, "host.auth")[0],
+        "exchange[host.auth]": lambda: exchange(
+            matrix.client_app, matrix.principals[policy.EXT_ALL].token, "host.auth"
+        )[0],
+        "registration[host.auth]": lambda: register(
+            matrix.principals[policy.PASSWORD].token, "host.auth"
+        )[0],
+        "registered-device[host.auth]": lambda: device_flow(
+            matrix.member, "host.auth", matrix.registered["client_id"]
         )[0],
     }
     status = others[kind]() if kind in others else matrix.issuance[kind]

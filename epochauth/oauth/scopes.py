@@ -1,6 +1,7 @@
 """Which scopes exist and who may have them: user scopes from ``EPOCHAUTH["SCOPES"]`` and
-``g:<group>``, which selects one of the user's groups for the token, for any grant; service scopes
-(``epochauth.scopes.service_scopes``) for the client-credentials grant of a service application only."""
+``g:<group>`` (or ``wlcg.groups:/<group>``), which selects one of the user's groups for the token,
+for any grant; service scopes (``epochauth.scopes.service_scopes``) for the client-credentials grant
+of a service application only."""
 
 from __future__ import annotations
 
@@ -27,11 +28,15 @@ def _allowed(application: Any) -> frozenset[str] | None:
 
 
 def application_allows(application: Any, scope: str) -> bool:
-    """An application's :class:`~epochauth.oauth.models.AllowedScopes` row, when it has one, limits it."""
+    """An application's :class:`~epochauth.oauth.models.AllowedScopes` row, when it has one, limits
+    it; a group selection is allowed in either spelling by ``g:*`` or by one naming that group."""
     allowed = _allowed(application)
     if allowed is None:
         return True
-    return scope in allowed or (group_name(scope) is not None and "g:*" in allowed)
+    name = group_name(scope)
+    if name is None:
+        return scope in allowed
+    return "g:*" in allowed or any(group_name(entry) == name for entry in allowed)
 
 
 def is_service_application(application: Any, scope: str) -> bool:
@@ -78,8 +83,9 @@ def known(scope: str) -> bool:
 
 
 def selected_group(user: Any, scopes: list[str]) -> tuple[Group | None, str | None]:
-    """The group a ``g:`` scope selects and, if the selection is not allowed, why."""
-    names = [name for name in map(group_name, scopes) if name]
+    """The group a group selection (``g:``, ``wlcg.groups:/``) selects and, if the selection is not
+    allowed, why."""
+    names = list(dict.fromkeys(name for name in map(group_name, scopes) if name))
     if not names:
         return None, None
     if len(names) > 1:

@@ -35,9 +35,9 @@ from oauth2_provider.oauth2_validators import OAuth2Validator
 from oauthlib.oauth2.rfc6749 import errors
 from oauthlib.oauth2.rfc8628.grant_types import DeviceCodeGrant
 
-from epochauth.scopes import service_scope_refusal, service_scopes, split_scope
+from epochauth.scopes import issued_scopes, service_scope_refusal, service_scopes, split_scope
 
-from .. import authentication, conf, exceptions, keys, models, tokens, urns, verification
+from .. import authentication, conf, exceptions, keys, models, profiles, tokens, urns, verification
 from . import openid, revocation
 from .scopes import grantable, selected_group
 
@@ -117,12 +117,22 @@ class EpochAuthValidator(OAuth2Validator):
         """oauthlib ``post_token`` hook of every grant: who the token is for and its scopes.
 
         A service scope again, for the grants that take their scopes from an earlier step without
-        ``validate_scopes`` (a code, a refresh token issued before the scope became one).
+        ``validate_scopes`` (a code, a refresh token issued before the scope became one). A group
+        selection, in either spelling, is issued in ours (:func:`~epochauth.scopes.issued_scopes`):
+        the token, the response and the refresh token that follows say it alike.
         """
+        request.scopes = issued_scopes(request.scopes or [])
         service = [s for s in request.scopes or [] if s in service_scopes()]
         if not all(grantable(s, request.client, request.grant_type) for s in service):
             raise errors.InvalidScopeError(
                 description=service_scope_refusal(service), request=request
+            )
+        if profiles.HOST_AUTH in request.scopes and not profiles.HOST_CLIENT_ID.fullmatch(
+            request.client.client_id
+        ):
+            raise errors.InvalidScopeError(
+                description=_("host.auth needs a client id host:<fully qualified domain name>"),
+                request=request,
             )
         if request.grant_type == "client_credentials":
             request.user = request.client.user
@@ -136,6 +146,14 @@ class EpochAuthValidator(OAuth2Validator):
         problem = selected_group(request.user, list(request.scopes or []))[1]
         if problem:
             raise errors.InvalidScopeError(description=problem, request=request)
+
+    def is_within_original_scope(
+        self, request_scopes: list[str], refresh_token: str, request: Any, *args: Any, **kw: Any
+    ) -> bool:
+        """A refresh asking again for its group selection in the other spelling (``g:cms`` for
+        ``wlcg.groups:/cms``, or back) asks for what it has."""
+        original = issued_scopes(split_scope(self.get_original_scopes(refresh_token, request)))
+        return set(issued_scopes(request_scopes)) <= set(original)
 
     def validate_refresh_token(
         self, refresh_token: str, client: Any, request: Any, *args: Any, **kwargs: Any
