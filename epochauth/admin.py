@@ -271,7 +271,7 @@ class SessionAdmin(ReadOnlyAdmin):
     )
     list_filter = ("remember_me", ("revoked_at", admin.EmptyFieldListFilter))
     search_fields = ("user__username", "user_agent")
-    exclude = ("refresh_hash",)
+    exclude = ("refresh_hash", "previous_refresh_hash")
     actions = ["revoke_sessions"]
     change_form_template = "epochauth/admin/session_change_form.html"
 

@@ -48,7 +48,8 @@ def verify_token(token: str) -> dict[str, Any]:
 
 
 def _local_token(claims: dict[str, Any]) -> tokens.AccessToken:
-    user_id = claims["sub"]
+    # A host token's sub is the host (WLCG host.auth); its application's owner stands behind it.
+    user_id = claims.get(tokens.CLAIM_OWNER, claims["sub"])
     groups = revocation.check_local_claims(claims, user_id)
     try:
         pk = get_user_model()._meta.pk.to_python(user_id)

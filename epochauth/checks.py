@@ -95,13 +95,17 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckM
                     id="epochauth.E019",
                 )
             )
-    for name in ("LOGIN_THROTTLE_RATE", "DEVICE_CODE_THROTTLE_RATE"):
+    for name in (
+        "LOGIN_THROTTLE_RATE",
+        "DEVICE_CODE_THROTTLE_RATE",
+        "CLIENT_REGISTRATION_THROTTLE_RATE",
+    ):
         rate = getattr(conf.epochauth_settings, name)
         if rate is not None and not _valid_rate(rate):
             errors.append(
                 checks.Error(
                     f'EPOCHAUTH["{name}"] is not a rate: {rate!r}.',
-                    hint='Failed attempts per period, e.g. "10/min" or "100/hour"; None = off.',
+                    hint='Attempts per period, e.g. "10/min" or "100/hour"; None = off.',
                     id="epochauth.E012",
                 )
             )
@@ -110,7 +114,7 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckM
         errors.append(
             checks.Error(
                 f'EPOCHAUTH["TOKEN_PROFILE"] is not a profile we mint: {profile!r}.',
-                hint='None, or "wlcg" for the WLCG Common JWT Profile 1.0.',
+                hint='None, or "wlcg" for the WLCG Common JWT Profile (1.3).',
                 id="epochauth.E018",
             )
         )
@@ -120,7 +124,7 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckM
             errors.append(
                 checks.Warning(
                     f"SCOPES not in the WLCG profile's grammar: {', '.join(misspelt)}.",
-                    hint="storage.read|create|modify|stage:/path; compute.read|modify|create|cancel.",
+                    hint="storage.read|create|modify|stage|poll:/path; compute.read|modify|create|cancel.",
                     id="epochauth.W006",
                 )
             )

@@ -47,6 +47,7 @@ RESERVED_CLAIMS = frozenset(
         "sid",
         "token_family",
         "gty",
+        "owner",
         "epoch",
         "group_epoch",
         "global_epoch",

@@ -25,9 +25,12 @@ DEFAULTS: dict[str, Any] = {
     "SIGNING_KEY_FILE": None,
     "KEY_ID": None,
     "VERIFICATION_KEYS": [],
+    "ID_TOKEN_SIGNING_KEY": None,
+    "ID_TOKEN_SIGNING_KEY_FILE": None,
     "ACCESS_TOKEN_LIFETIME": timedelta(minutes=15),
     "REFRESH_TOKEN_LIFETIME": timedelta(days=1),
     "REMEMBER_ME_REFRESH_TOKEN_LIFETIME": timedelta(days=30),
+    "REFRESH_TOKEN_GRACE_PERIOD": timedelta(0),
     "LEEWAY": timedelta(seconds=30),
     "MAX_TOKEN_BYTES": 8192,
     "SCOPES": {},
@@ -40,6 +43,8 @@ DEFAULTS: dict[str, Any] = {
     "REVOKE_ON_PASSWORD_CHANGE": True,
     "LOGIN_THROTTLE_RATE": "10/min",
     "DEVICE_CODE_THROTTLE_RATE": "10/min",
+    "CLIENT_REGISTRATION": None,
+    "CLIENT_REGISTRATION_THROTTLE_RATE": "10/hour",
     "REVOCATION_REFRESH_INTERVAL": timedelta(seconds=1),
     "REVOCATION_RELOAD_INTERVAL": timedelta(minutes=1),
     "REVOCATION_WINDOW": timedelta(days=1),
@@ -108,9 +113,24 @@ DESCRIPTIONS: dict[str, str] = {
         '"kid": ...}]` '
         "(`kid` optional: derived)."
     ),
+    "ID_TOKEN_SIGNING_KEY": (
+        "PEM RSA private key that signs the ID tokens of OpenID Provider mode (RS256, which every "
+        "relying party supports); `None`: the signing key, when `ALGORITHM` is `RS256` (else check "
+        "`epochauth.oauth.E004`). Published in the JWKS under its own `kid`; it verifies no access token."
+    ),
+    "ID_TOKEN_SIGNING_KEY_FILE": "Path of that key's file; wins over `ID_TOKEN_SIGNING_KEY`.",
     "ACCESS_TOKEN_LIFETIME": "Lifetime of access tokens.",
     "REFRESH_TOKEN_LIFETIME": "Lifetime of a session's refresh token; each refresh starts it again.",
     "REMEMBER_ME_REFRESH_TOKEN_LIFETIME": "The same for logins with `remember_me: true`.",
+    "REFRESH_TOKEN_GRACE_PERIOD": (
+        "How long after a refresh the refresh token it replaced may be used once more (a client "
+        "retrying a refresh whose answer it never got; WLCG Common JWT Profile section 4.3.2 suggests "
+        "a day). The retry gets a new pair, and the pair of the first use stops refreshing, so a "
+        "family keeps one live refresh token. A second retry, a retry after the period and any older "
+        "refresh token still end the family as a reuse. Login sessions and, with `epochauth.oauth`, "
+        "`/o/token/` refreshes alike (DOT's own `REFRESH_TOKEN_GRACE_PERIOD_SECONDS` stays 0, check "
+        "`epochauth.oauth.E003`). `0` = none."
+    ),
     "LEEWAY": "Clock skew allowed on `exp`, `nbf`, `iat`.",
     "MAX_TOKEN_BYTES": "Longer bearer tokens are refused before any parsing.",
     "SCOPES": (
@@ -121,14 +141,16 @@ DESCRIPTIONS: dict[str, str] = {
     ),
     "SERVICE_SCOPES": (
         'Scopes only a service application may hold: `{"name": "description"}`. `TOKEN_MANAGER_SCOPE` '
-        "is always one. Only the client-credentials grant of `epochauth.oauth` issues them, to a "
-        "confidential application whose allowed scopes list them by name; every other way to a "
-        "token refuses them (`invalid_scope`), and an external issuer's token never grants one."
+        "and `host.auth` (WLCG host-based authorization) always are. Only the client-credentials "
+        "grant of `epochauth.oauth` issues them, to a confidential application whose allowed scopes "
+        "list them by name; every other way to a token refuses them (`invalid_scope`), and an "
+        "external issuer's token never grants one."
     ),
     "TOKEN_PROFILE": (
         '`"wlcg"`: mint our tokens in the WLCG token profile ("Tokens for WLCG services") (`wlcg.ver`, '
-        "`aud` always, groups as `wlcg.groups` paths); check `epochauth.E018`, and `epochauth.W006` for "
-        "`SCOPES` outside its grammar. `None`: our own claims."
+        "`aud` always, groups as `wlcg.groups` paths, a group selection as `wlcg.groups:/<group>`); "
+        "check `epochauth.E018`, and `epochauth.W006` for `SCOPES` outside its grammar. `None`: our "
+        "own claims."
     ),
     "LOCAL_TOKENS": (
         "Accept our own tokens. (The token endpoints still mint when `False`: leave out `epochauth.urls` "
@@ -165,6 +187,20 @@ DESCRIPTIONS: dict[str, str] = {
         "in fixed windows of the period (DRF rate string; `None` = off); then a `429` page. A code that "
         "names a device grant does not count. Counted in the shared cache like `LOGIN_THROTTLE_RATE` "
         "(`503` page when it is down)."
+    ),
+    "CLIENT_REGISTRATION": (
+        "Dynamic client registration (RFC 7591, managed by RFC 7592) at `/o/register/` of "
+        '`epochauth.oauth`: `"open"`, anyone may register; `"authenticated"`, only with an access '
+        "token of ours of a user (`Authorization: Bearer`, not a client-credentials token), who then "
+        "owns the application. Either way only a *public* client with the device grant or the "
+        "authorization-code grant (PKCE) and user scopes, never a service scope, always asking the "
+        'user\'s consent (handbook: "Dynamic client registration"). `None`: no registration, `404`, '
+        "and no `registration_endpoint` in the metadata (check `epochauth.oauth.E006`)."
+    ),
+    "CLIENT_REGISTRATION_THROTTLE_RATE": (
+        "Registrations allowed per client address, in fixed windows of the period (DRF rate string; "
+        "`None` = off, check `epochauth.oauth.W003` when registration is open), counted in the shared "
+        "cache like `LOGIN_THROTTLE_RATE` (`503` when it is down); then `429` with `Retry-After`."
     ),
     "REVOCATION_REFRESH_INTERVAL": (
         "How often a process reads the revocation version key from the shared cache (one read per process"
@@ -273,6 +309,7 @@ TIMEDELTA_SETTINGS = (
     "ACCESS_TOKEN_LIFETIME",
     "REFRESH_TOKEN_LIFETIME",
     "REMEMBER_ME_REFRESH_TOKEN_LIFETIME",
+    "REFRESH_TOKEN_GRACE_PERIOD",
     "LEEWAY",
     "REVOCATION_REFRESH_INTERVAL",
     "REVOCATION_RELOAD_INTERVAL",

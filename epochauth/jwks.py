@@ -4,12 +4,14 @@ processes through the Django cache (:mod:`epochauth.verification` picks keys fro
 Invariants (see DESIGN.md): keys come only from the issuer's discovered ``jwks_uri``, never from token
 headers; each key is used only with an algorithm that fits its type and curve; at most one JWKS
 refetch per issuer per cool-down for unknown key ids; the last good keys keep serving while the
-issuer is down, up to a maximum staleness.
+issuer is down, up to a maximum staleness; then (or when a process starts during the outage) the WLCG
+system JWKS cache on disk (:mod:`epochauth.system_jwks`) may serve, until its entry expires.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import threading
 from collections import defaultdict
 from collections.abc import Callable
@@ -20,7 +22,7 @@ import jwt
 from django.utils.translation import gettext_lazy as _
 from jwt.algorithms import ECAlgorithm, OKPAlgorithm, RSAAlgorithm
 
-from . import clock, conf, exceptions, fetching, snapshots, tokens
+from . import clock, conf, exceptions, fetching, snapshots, system_jwks, tokens
 from .keys import ED25519, ED25519_NAMES, EDDSA
 
 logger = logging.getLogger(__name__)
@@ -111,12 +113,15 @@ def parse_jwks(jwks: dict[str, Any]) -> dict[str, PublicKey]:
 
 @dataclass
 class KeySet:
-    jwks_uri: str
+    #: None for keys from the system JWKS cache: the next fetch discovers it.
+    jwks_uri: str | None
     keys: dict[str, PublicKey]
     fetched_at: float
     fresh_until: float
     #: Every signature key, with a kid or without: a token naming no key may use the one that fits.
     every: tuple[PublicKey, ...] = ()
+    #: When keys from the system JWKS cache must no longer serve (its entry's ``expiration``).
+    expires_at: float = math.inf
 
     def only_key_for(self, algorithm: str) -> PublicKey:
         """The one key usable with ``algorithm``, for a token without ``kid`` (SciTokens accepts
@@ -229,7 +234,7 @@ class JWKSCache:
         """Discover and fetch an issuer's keys right away (``epochauth_issuer refresh``)."""
         with self._locks[iss]:
             try:
-                return self._fetch(iss, None, clock.wall())
+                return self._fetch(iss, None, clock.wall(), system_cache=False)
             except exceptions.InvalidToken:
                 raise IssuerUnavailable(iss) from None
 
@@ -248,7 +253,9 @@ class JWKSCache:
             in (True, None)
         )
 
-    def _fetch(self, iss: str, current: KeySet | None, now: float) -> KeySet:
+    def _fetch(
+        self, iss: str, current: KeySet | None, now: float, *, system_cache: bool = True
+    ) -> KeySet:
         try:
             jwks_uri, jwks, max_age = download_jwks(
                 iss, current.jwks_uri if current is not None else None
@@ -257,13 +264,19 @@ class JWKSCache:
             logger.warning("epochauth: cannot refresh the keys of %s: %s", iss, exc)
             stale_limit = conf.epochauth_settings.JWKS_MAX_STALENESS.total_seconds()
             retry_at = clock.wall() + conf.epochauth_settings.JWKS_REFETCH_COOLDOWN.total_seconds()
-            if current is None or now - current.fetched_at > stale_limit:
+            if (
+                current is None
+                or now - current.fetched_at > stale_limit
+                or now > current.expires_at
+            ):
+                current = self._from_system_cache(iss, now) if system_cache else None
+            if current is None:
                 self._failed_until[iss] = retry_at
                 if isinstance(exc, fetching.NoMetadata):
                     self._no_metadata.add(iss)
                 raise self._unavailable(iss) from None
             # Keep serving the last good keys; try again after the cool-down, not on every request.
-            current.fresh_until = retry_at
+            current.fresh_until = min(retry_at, current.expires_at)
             return current
         finally:
             # The keys are as new as they can be: an unknown kid waits a cool-down from the fetch's end.
@@ -287,12 +300,29 @@ class JWKSCache:
         )
         return keyset
 
+    def _from_system_cache(self, iss: str, now: float) -> KeySet | None:
+        """The issuer's keys from the system JWKS cache, kept in this process only (every process
+        can read the file) and never past the entry's expiration."""
+        found = system_jwks.read(iss, now)
+        if found is None:
+            return None
+        logger.warning("epochauth: using the keys of %s from %s", iss, found.path)
+        return self._install(iss, None, found.jwks, now, now, found.expiration)
+
     def _install(
-        self, iss: str, jwks_uri: str, jwks: dict[str, Any], fetched_at: float, fresh_until: float
+        self,
+        iss: str,
+        jwks_uri: str | None,
+        jwks: dict[str, Any],
+        fetched_at: float,
+        fresh_until: float,
+        expires_at: float = math.inf,
     ) -> KeySet:
         every = signature_keys(jwks)
         named = {kid: key for kid, key in every if kid is not None}
-        keyset = KeySet(jwks_uri, named, fetched_at, fresh_until, tuple(key for _, key in every))
+        keyset = KeySet(
+            jwks_uri, named, fetched_at, fresh_until, tuple(key for _, key in every), expires_at
+        )
         previous = self._sets.get(iss)
         if previous is not None and not previous.keys.keys() <= keyset.keys.keys():
             # A key was withdrawn: its tokens must be verified again (and fail).

@@ -4,6 +4,8 @@ The first key signs; every key verifies (rotation: move the old key to ``VERIFIC
 A token names its key by ``kid``; the algorithm is the key's, never the token header's. RFC 9864 gave
 EdDSA on an Ed25519 key a name of its own, ``Ed25519``: such a key verifies tokens labelled with
 either name (:attr:`Key.header_algorithms`), and nothing else.
+ID tokens (OpenID Provider mode) are RS256, which every relying party verifies: the signing key when
+it is an RS256 key, else a key of their own (``ID_TOKEN_SIGNING_KEY``), which verifies no access token.
 """
 
 from __future__ import annotations
@@ -50,6 +52,9 @@ ASYMMETRIC_ALGORITHMS = frozenset(
 SUPPORTED_ALGORITHMS = HMAC_ALGORITHMS | ASYMMETRIC_ALGORITHMS
 # RFC 7518 section 3.4: each ES* algorithm is defined for one curve only.
 EC_CURVES = {"ES256": "secp256r1", "ES384": "secp384r1", "ES512": "secp521r1"}
+#: The algorithm of ID tokens: OpenID Connect Core 1.0 section 15.1 makes it the one every provider
+#: supports, and the default of every client that registered none (Dynamic Client Registration 1.0).
+ID_TOKEN_ALGORITHM = "RS256"
 
 
 class Ed25519Algorithm(OKPAlgorithm):
@@ -174,9 +179,10 @@ def _signing_material() -> str | bytes:
 
 
 class KeyRing:
-    """The signing key plus every key that still verifies, looked up by ``kid``."""
+    """The signing key plus every key that still verifies, looked up by ``kid``, and the key of ID
+    tokens (None: none, no OpenID Provider mode)."""
 
-    def __init__(self, signing: Key, others: list[Key]) -> None:
+    def __init__(self, signing: Key, others: list[Key], id_token: Key | None = None) -> None:
         if signing.signing_key is None:
             raise ImproperlyConfigured("EPOCHAUTH: the signing key must be a private key")
         self.signing = signing
@@ -185,14 +191,23 @@ class KeyRing:
             if key.kid in self.by_kid:
                 raise ImproperlyConfigured(f"EPOCHAUTH: duplicate key id {key.kid!r}")
             self.by_kid[key.kid] = key
+        if id_token is not None and id_token is not signing:
+            if id_token.signing_key is None:
+                raise ImproperlyConfigured("EPOCHAUTH: the ID-token key must be a private key")
+            if id_token.kid in self.by_kid:
+                raise ImproperlyConfigured(f"EPOCHAUTH: duplicate key id {id_token.kid!r}")
+        #: Signs ID tokens; not in ``by_kid`` unless it is the signing key: it verifies no access token.
+        self.id_token = id_token
 
-    @property
-    def algorithms(self) -> list[str]:
-        return sorted({key.algorithm for key in self.by_kid.values()})
+    def published(self) -> list[Key]:
+        """Every key whose public part is in our JWKS: never an HMAC secret."""
+        keys = list(self.by_kid.values())
+        if self.id_token is not None and self.id_token is not self.signing:
+            keys.append(self.id_token)
+        return [key for key in keys if not key.is_symmetric]
 
     def jwks(self) -> dict[str, list[dict[str, Any]]]:
-        """Public keys only: HMAC secrets are never published."""
-        return {"keys": [key.public_jwk() for key in self.by_kid.values() if not key.is_symmetric]}
+        return {"keys": [key.public_jwk() for key in self.published()]}
 
     def sign(self, claims: dict[str, Any], typ: str) -> str:
         """A JWT of ``claims`` signed with the signing key, which it names by ``kid``."""
@@ -205,7 +220,9 @@ def get_keyring() -> KeyRing:
         conf.epochauth_settings.ALGORITHM, _signing_material(), conf.epochauth_settings.KEY_ID
     )
     return KeyRing(
-        signing, [_verification_key(entry) for entry in conf.epochauth_settings.VERIFICATION_KEYS]
+        signing,
+        [_verification_key(entry) for entry in conf.epochauth_settings.VERIFICATION_KEYS],
+        _id_token_key(signing),
     )
 
 
@@ -224,6 +241,17 @@ def _verification_key(entry: Any) -> Key:
         )
     material = Path(entry["file"]).read_bytes() if entry.get("file") else entry["key"]
     return load_key(entry["algorithm"], material, entry.get("kid"))
+
+
+def _id_token_key(signing: Key) -> Key | None:
+    """``ID_TOKEN_SIGNING_KEY(_FILE)``, else the signing key if it is an RS256 key, else None."""
+    if conf.epochauth_settings.ID_TOKEN_SIGNING_KEY_FILE:
+        material = Path(conf.epochauth_settings.ID_TOKEN_SIGNING_KEY_FILE).read_bytes()
+    elif conf.epochauth_settings.ID_TOKEN_SIGNING_KEY:
+        material = _read_material(conf.epochauth_settings.ID_TOKEN_SIGNING_KEY)
+    else:
+        return signing if signing.algorithm == ID_TOKEN_ALGORITHM else None
+    return load_key(ID_TOKEN_ALGORITHM, material)
 
 
 def generate_private_key_pem(algorithm: str) -> str:

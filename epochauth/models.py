@@ -170,6 +170,11 @@ class Session(models.Model):
         _("family"), max_length=32, unique=True, editable=False, default=new_family_id
     )
     refresh_hash = models.CharField(_("refresh token hash"), max_length=64, editable=False)
+    #: The hash of the refresh secret the last rotation replaced (at ``last_used_at``), while it may
+    #: still be used once within ``REFRESH_TOKEN_GRACE_PERIOD``; empty once it was.
+    previous_refresh_hash = models.CharField(
+        _("previous refresh token hash"), max_length=64, blank=True, editable=False
+    )
     revoked_at = models.DateTimeField(_("revoked"), null=True, blank=True)
     #: The browser login on whose page the session was started: the provider's back-channel logout of
     #: that login's provider session ends it too.

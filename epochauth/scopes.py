@@ -1,6 +1,6 @@
 """Scope strings (RFC 6749 section 3.3): one place that splits them, says what a scope-token is, and
 which scopes a user may ask for (``SCOPES``) and which only a service application may hold
-(``SERVICE_SCOPES`` and ``TOKEN_MANAGER_SCOPE``)."""
+(``SERVICE_SCOPES``, ``TOKEN_MANAGER_SCOPE`` and the WLCG profile's ``host.auth``)."""
 
 from __future__ import annotations
 
@@ -13,12 +13,15 @@ from typing import Any
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
 
-from . import conf
+from . import conf, profiles
 
 SCOPE_TOKEN = re.compile(r"[\x21\x23-\x5b\x5d-\x7e]+")
 
 #: ``g:<group>`` selects one of the user's groups for a token (DIRAC's parametric scope).
 GROUP_PREFIX = "g:"
+#: The same selection as the WLCG Common JWT Profile 1.3 spells it (section 3.1, "Scope-based Group
+#: Selection"): ``wlcg.groups:/<group>``, the group's path in ``wlcg.groups``.
+WLCG_GROUP_PREFIX = f"{profiles.WLCG_GROUPS}:/"
 
 
 def split_scope(scope: str) -> list[str]:
@@ -36,20 +39,51 @@ def is_scope_token(name: str) -> bool:
 
 
 def group_name(scope: str) -> str | None:
-    """The group a ``g:<group>`` scope names, else None."""
-    return scope[len(GROUP_PREFIX) :] or None if scope.startswith(GROUP_PREFIX) else None
+    """The group a group selection names, in either spelling (``g:<group>``,
+    ``wlcg.groups:/<group>``), else None: every way in (login, device and code flow, token
+    exchange, refresh) takes both."""
+    for prefix in (GROUP_PREFIX, WLCG_GROUP_PREFIX):
+        if scope.startswith(prefix):
+            return scope[len(prefix) :] or None
+    return None
+
+
+def group_scope(name: str) -> str:
+    """The scope selecting group ``name`` in what we issue: with ``TOKEN_PROFILE = "wlcg"`` the
+    profile's ``wlcg.groups:/<group>`` (the SciTokens ``Enforcer`` refuses a whole token for
+    ``g:<group>``, a relative path to it), else ``g:<group>``."""
+    if conf.epochauth_settings.TOKEN_PROFILE == profiles.WLCG:
+        return f"{WLCG_GROUP_PREFIX}{name}"
+    return f"{GROUP_PREFIX}{name}"
+
+
+def issued_scopes(names: Iterable[str]) -> list[str]:
+    """``names`` as we issue them: each group selection in :func:`group_scope`'s spelling, in
+    order, none twice (``g:cms wlcg.groups:/cms`` is one selection)."""
+    return list(
+        dict.fromkeys(
+            name if (group := group_name(name)) is None else group_scope(group) for name in names
+        )
+    )
 
 
 #: How ``TOKEN_MANAGER_SCOPE`` is described when ``SERVICE_SCOPES`` does not name it.
 TOKEN_MANAGER_DESCRIPTION = gettext_lazy("Obtain users' upstream tokens")
+#: How ``host.auth`` is described when ``SERVICE_SCOPES`` does not name it.
+HOST_AUTH_DESCRIPTION = gettext_lazy("Act as the host the application's client id names")
 
 
 @lru_cache(maxsize=1)
 def service_scopes() -> Mapping[str, Any]:
     """The scopes only a service application may hold, with their descriptions: ``SERVICE_SCOPES``
-    and, always, ``TOKEN_MANAGER_SCOPE``. Only the client-credentials grant of our authorization
-    server issues them, to a confidential application whose allowed scopes list them by name."""
-    names = {conf.epochauth_settings.TOKEN_MANAGER_SCOPE: TOKEN_MANAGER_DESCRIPTION}
+    and, always, ``TOKEN_MANAGER_SCOPE`` and ``host.auth`` (WLCG Common JWT Profile 1.3 section
+    2.2.4: its token speaks for a host, never for a user who asked). Only the client-credentials
+    grant of our authorization server issues them, to a confidential application whose allowed
+    scopes list them by name."""
+    names = {
+        conf.epochauth_settings.TOKEN_MANAGER_SCOPE: TOKEN_MANAGER_DESCRIPTION,
+        profiles.HOST_AUTH: HOST_AUTH_DESCRIPTION,
+    }
     return MappingProxyType({**names, **conf.epochauth_settings.SERVICE_SCOPES})
 
 

@@ -1,14 +1,16 @@
 """Refresh-token families (sessions): start, rotate with reuse detection, end.
 
 A refresh token is ``<session family>.<secret>``; only a SHA-256 of the current secret is stored. Using a
-secret that was already rotated away means it leaked: the whole session is revoked.
+secret that was already rotated away means it leaked: the whole session is revoked. The one exception is
+``REFRESH_TOKEN_GRACE_PERIOD`` (WLCG Common JWT Profile section 4.3.2): the secret the last rotation
+replaced may be used once more within it, by a client whose answer was lost.
 """
 
 from __future__ import annotations
 
 import hashlib
 import secrets
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from django.db import connections, router, transaction
@@ -140,6 +142,11 @@ def rotate(refresh_token: str) -> tuple[models.Session, str]:
 
     The session row stays locked from its read to its update: of concurrent uses of one secret, one
     rotates it and the others find it rotated away, a reuse.
+
+    Within ``REFRESH_TOKEN_GRACE_PERIOD`` of a rotation, the secret it replaced rotates once more (a
+    retry whose first answer was lost): a new pair, and the token the first use gave stops working.
+    Only a hash of that token is kept, so it cannot be handed out again; and so the family keeps one
+    live refresh token: whoever holds the other one finds it rotated away on its next use, a reuse.
     """
     family, _dot, secret = refresh_token.partition(".")
     if not family or not secret:
@@ -153,21 +160,48 @@ def rotate(refresh_token: str) -> tuple[models.Session, str]:
             raise _invalid(_("The refresh token is invalid"))
         if session.revoked_at is not None:
             raise _invalid(_("The session has ended"))
-        if session.expires_at <= timezone.now():
+        now = timezone.now()
+        if session.expires_at <= now:
             raise _invalid(_("The refresh token expired"))
-        if constant_time_compare(_hash(secret), session.refresh_hash):
+        presented = _hash(secret)
+        if constant_time_compare(presented, session.refresh_hash):
+            # The secret now rotated away may be retried within the grace period.
+            replaced = session.refresh_hash
+            failure = _lost_rights(session)
+        elif _retried_in_grace(session, presented, now):
+            replaced = ""  # its one retry is spent
             failure = _lost_rights(session)
         else:
             failure = ("reuse", _("The refresh token was already used; the session is revoked"))
         if failure is None:
             new_secret = secrets.token_urlsafe(32)
             session.refresh_hash = _hash(new_secret)
-            session.last_used_at = timezone.now()
-            session.expires_at = session.last_used_at + _lifetime(session.remember_me)
-            session.save(update_fields=["refresh_hash", "last_used_at", "expires_at"])
+            session.previous_refresh_hash = replaced
+            session.last_used_at = now
+            session.expires_at = now + _lifetime(session.remember_me)
+            session.save(
+                update_fields=[
+                    "refresh_hash",
+                    "previous_refresh_hash",
+                    "last_used_at",
+                    "expires_at",
+                ]
+            )
             return session, f"{session.family}.{new_secret}"
     end_session(session, reason=failure[0])
     raise _invalid(failure[1])
+
+
+def _retried_in_grace(session: models.Session, presented: str, now: datetime) -> bool:
+    """Whether ``presented`` hashes the secret the session's last rotation (at ``last_used_at``)
+    replaced, not yet retried, within ``REFRESH_TOKEN_GRACE_PERIOD`` of that rotation."""
+    grace = conf.epochauth_settings.REFRESH_TOKEN_GRACE_PERIOD
+    return (
+        bool(grace)
+        and bool(session.previous_refresh_hash)
+        and now < session.last_used_at + grace
+        and constant_time_compare(presented, session.previous_refresh_hash)
+    )
 
 
 def end_session(session: models.Session, *, reason: str, actor: Any = None) -> None:

@@ -1,5 +1,6 @@
 """Failed attempts at guessing a secret: passwords at ``POST /auth/token/``, counted per client address
-and per username, and device user codes at ``/o/device/``, per client address and per signed-in user.
+and per username, and device user codes at ``/o/device/``, per client address and per signed-in user;
+and client registrations (RFC 7591), every one counted per client address.
 
 DRF's throttles count every request, so a user who logs in correctly a dozen times a minute would be
 locked out; here only failures count. An attempt is counted before the secret is checked and taken
@@ -156,3 +157,16 @@ class DeviceCodeAttempt(Attempt):
         elif request.session.session_key:
             idents["session"] = request.session.session_key
         super().__init__(conf.epochauth_settings.DEVICE_CODE_THROTTLE_RATE, idents)
+
+
+class RegistrationAttempt(Attempt):
+    """One dynamic client registration (RFC 7591), counted per client address; every registration
+    counts and none is taken back: a script must not fill the application table."""
+
+    name = "registration"
+
+    def __init__(self, request: HttpRequest) -> None:
+        super().__init__(
+            conf.epochauth_settings.CLIENT_REGISTRATION_THROTTLE_RATE,
+            {"address": client_address(Request(request))},
+        )

@@ -19,7 +19,7 @@ from django.db.models.expressions import Col
 
 from . import conf, keys, models, profiles, signals, snapshots
 from .claims import custom_claims
-from .scopes import split_scope
+from .scopes import group_scope, issued_scopes, split_scope
 
 ACCESS_TOKEN_TYPE = "at+jwt"
 
@@ -33,6 +33,8 @@ CLAIM_SESSION = "sid"
 CLAIM_TOKEN_FAMILY = "token_family"
 #: "client_credentials" in an OAuth-server token that no end user granted (epochauth.oauth).
 CLAIM_GRANT_TYPE = "gty"
+#: The application owner's user id in a host token (WLCG ``host.auth``), whose ``sub`` is the host.
+CLAIM_OWNER = "owner"
 CLAIM_EPOCH = "epoch"
 CLAIM_GROUP_EPOCH = "group_epoch"
 CLAIM_GLOBAL_EPOCH = "global_epoch"
@@ -66,17 +68,31 @@ def audience() -> Any:
 
 
 def profile_claims(claims: dict[str, Any]) -> dict[str, Any]:
-    """``claims`` in the token profile of ``TOKEN_PROFILE``. WLCG 1.0: ``wlcg.ver``, groups as
+    """``claims`` in the token profile of ``TOKEN_PROFILE``. WLCG (Common JWT Profile 1.3):
+    ``wlcg.ver`` "1.0" (section 2.1.1 keeps it until every consumer reads 1.2), groups as
     ``wlcg.groups`` paths, and no claims the profile does not define but RFC 9068's and the ones
-    revocation needs (strict consumers such as the SciTokens Enforcer refuse the others)."""
+    revocation needs (strict consumers such as the SciTokens Enforcer refuse the others). A selected
+    group is ``wlcg.groups:/<group>`` in ``scope`` and first in ``wlcg.groups``, the other groups
+    after it (section 3.1: the requested groups in order, then the default ones). ``aud`` is
+    :func:`audience`'s, the any-audience without AUDIENCE."""
     if conf.epochauth_settings.TOKEN_PROFILE != profiles.WLCG:
         return claims
     profiled = {
         name: value for name, value in claims.items() if name not in (CLAIM_USERNAME, CLAIM_GROUPS)
     }
     profiled[profiles.WLCG_VERSION_CLAIM] = profiles.WLCG_VERSION
-    if CLAIM_GROUPS in claims:
-        profiled[profiles.WLCG_GROUPS] = [wlcg_group(name) for name in claims[CLAIM_GROUPS]]
+    groups = claims.get(CLAIM_GROUPS, [])
+    selected = claims.get(CLAIM_GROUP)
+    scope = issued_scopes(split_scope(claims.get("scope", "")))
+    if selected is not None:
+        groups = [selected, *(name for name in groups if name != selected)]
+        scope = issued_scopes([*scope, group_scope(selected)])
+    # Left out when empty, as mint_access_token leaves out scope and groups.
+    profiled.pop("scope", None)
+    if scope:
+        profiled["scope"] = " ".join(scope)
+    if groups:
+        profiled[profiles.WLCG_GROUPS] = [wlcg_group(name) for name in groups]
     return profiled
 
 
@@ -113,6 +129,7 @@ class AccessToken:
 
     @property
     def subject(self) -> str:
+        """``sub``: our user's id, or a host's client id (``host:<fqdn>``) in a host token."""
         return self.claims["sub"]
 
     @property

@@ -30,13 +30,21 @@ from . import (
     keys,
     migrating,
     models,
+    profiles,
     revocation,
     sessions,
     snapshots,
     throttling,
     tokens,
 )
-from .scopes import refused_user_scopes, split_scope, user_scopes, without_service_scopes
+from .scopes import (
+    group_name,
+    issued_scopes,
+    refused_user_scopes,
+    split_scope,
+    user_scopes,
+    without_service_scopes,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -56,12 +64,27 @@ class RefreshSerializer(serializers.Serializer):
     refresh_token = serializers.CharField(max_length=2048)
 
 
-def _checked_scope(requested: str) -> str:
-    scopes = split_scope(requested)
-    problem = refused_user_scopes(scopes)
+def _checked_scope(requested: list[str]) -> str:
+    """The scopes a login asked for, each one a user may ask for or a group selection (in either
+    spelling, issued in ours: :func:`~epochauth.scopes.issued_scopes`)."""
+    problem = refused_user_scopes(name for name in requested if group_name(name) is None)
     if problem:
         raise exceptions.OAuthError("invalid_scope", problem)
-    return " ".join(dict.fromkeys(scopes))
+    return " ".join(issued_scopes(requested))
+
+
+def _selected_group(requested: list[str], group: str | None, found: tokens.Standing) -> Any:
+    """The group a login selects: by ``group`` or a group selection in ``scope`` (``g:<group>``,
+    ``wlcg.groups:/<group>``), one of the user's groups (``found``), at most one."""
+    names = {name for name in map(group_name, requested) if name} | ({group} if group else set())
+    if len(names) > 1:
+        raise exceptions.OAuthError("invalid_scope", _("Select at most one group"))
+    if not names:
+        return None
+    name = names.pop()
+    if name not in found.groups:
+        raise exceptions.OAuthError("invalid_scope", _("You are not a member of that group"))
+    return Group(pk=found.groups[name], name=name)
 
 
 def _token_response(session: models.Session, refresh_token: str | None, access: Any) -> Response:
@@ -131,7 +154,7 @@ def validated(serializer_class: type[serializers.Serializer], request: Request) 
     except ValidationError as exc:
         # A body that is no object at all: DRF's Serializer.errors names it non_field_errors.
         names = exc.detail if isinstance(exc.detail, dict) else [api_settings.NON_FIELD_ERRORS_KEY]
-        fields = ", ".join(sorted(names))
+        fields = ", ".join(sorted(map(str, names)))
         message = _("Missing or invalid fields: %(fields)s") % {"fields": fields}
         raise exceptions.OAuthError("invalid_request", message) from None
 
@@ -177,14 +200,9 @@ class TokenView(EpochAuthView):
             )
         attempt.succeeded()
         found = tokens.read_standing(user.pk)
-        group = None
-        if data.get("group"):
-            if data["group"] not in found.groups:
-                raise exceptions.OAuthError(
-                    "invalid_scope", _("You are not a member of that group")
-                )
-            group = Group(pk=found.groups[data["group"]], name=data["group"])
-        scope = _checked_scope(data["scope"])
+        requested = split_scope(data["scope"])
+        group = _selected_group(requested, data.get("group"), found)
+        scope = _checked_scope(requested)
         session, refresh_token = sessions.start_session(
             user,
             remember_me=data["remember_me"],
@@ -224,6 +242,8 @@ class OAuthServer(Protocol):
     app that builds on it."""
 
     def server_metadata(self, request: HttpRequest) -> dict[str, Any]: ...
+
+    def is_openid_provider(self) -> bool: ...
 
     def end_family(self, family: str) -> None: ...
 
@@ -423,9 +443,9 @@ class JWKSView(PublicView):
         )
 
 
-def issuer_url(request: Any, name: str) -> str:
+def issuer_url(request: Any, name: str, **kwargs: Any) -> str:
     """Absolute URL of a named view, under our issuer URL so metadata and ``iss`` agree."""
-    path = reverse(name)
+    path = reverse(name, kwargs=kwargs or None)
     issuer = conf.epochauth_settings.ISSUER
     if issuer.startswith(("https://", "http://")):
         return issuer.rstrip("/") + path
@@ -469,9 +489,9 @@ def authorization_server_metadata(request: Any) -> dict[str, Any]:
 
 
 def acts_as_openid_provider() -> bool:
-    """An OpenID provider has an authorization endpoint (OpenID Connect Discovery 1.0 section 3):
-    only with the OAuth server; without it, RFC 8414 metadata is all we publish."""
-    return apps.is_installed("epochauth.oauth")
+    """OpenID Provider mode of the OAuth server (``epochauth.oauth``), with a key for RS256 ID tokens:
+    otherwise RFC 8414 metadata is all we publish (an OpenID document would promise ID tokens)."""
+    return apps.is_installed("epochauth.oauth") and _oauth_server().is_openid_provider()
 
 
 class AuthorizationServerMetadataView(PublicView):
@@ -484,10 +504,16 @@ class AuthorizationServerMetadataView(PublicView):
 
 class OpenIDConfigurationView(PublicView):
     """``GET /.well-known/openid-configuration``: OpenID Connect Discovery 1.0 metadata, only when we
-    act as an OpenID provider (404 otherwise: an invalid OpenID document misleads clients)."""
+    act as an OpenID provider (404 otherwise: an invalid OpenID document misleads clients). A WLCG
+    issuer (``TOKEN_PROFILE = "wlcg"``) that is none publishes its RFC 8414 metadata there: the WLCG
+    Common JWT Profile 1.3 (section 4.2.1) requires the metadata with ``jwks_uri`` at this path, the
+    only one the SciTokens library reads, and that document promises no ID token."""
 
     def get(self, request: Request) -> Response:
         if not acts_as_openid_provider():
+            if conf.epochauth_settings.TOKEN_PROFILE == profiles.WLCG:
+                document = authorization_server_metadata(request._request)
+                return Response(document, headers={"Cache-Control": "public, max-age=300"})
             raise NotFound(
                 _(
                     "This service is no OpenID provider; see /.well-known/oauth-authorization-server"
@@ -497,8 +523,6 @@ class OpenIDConfigurationView(PublicView):
         document = {
             **metadata,
             "subject_types_supported": ["public"],
-            # The algorithms of our keys: every JWT we sign, access or ID token, is signed with one.
-            "id_token_signing_alg_values_supported": keys.get_keyring().algorithms,
             "claims_supported": [
                 "iss",
                 "sub",
@@ -512,7 +536,7 @@ class OpenIDConfigurationView(PublicView):
                 *claims.declared_claim_names(),
             ],
         }
-        # OpenID Provider mode adds its ID-token and userinfo claims (epochauth.oauth).
+        # OpenID Provider mode adds its ID-token and userinfo claims and algorithms (epochauth.oauth).
         extra = [
             c
             for c in metadata.get("claims_supported", [])

@@ -10,6 +10,7 @@ Everything that differs between a laptop demo and CI comes from the environment:
 ``EPOCHAUTH_ALGORITHM``    signing algorithm of local tokens (default HS256; ``dev.py demo`` sets RS256)
 ``EPOCHAUTH_SIGNING_KEY``  key used to sign local tokens (dev default below)
 ``EPOCHAUTH_SIGNING_KEY_FILE``  a PEM file with the signing key instead (``dev.py demo`` generates one)
+``EPOCHAUTH_ID_TOKEN_SIGNING_KEY_FILE``  an RSA key for ID tokens beside another signing algorithm
 ``DJANGO_LOG_LEVEL``       console log level (default WARNING)
 ``DJANGO_CORS_ALLOWED_ORIGINS``  comma-separated origins of browser apps that may call the API (default none)
 ``TEST_IDP_ISSUER``        when set, that OpenID provider (e.g. tests/idp on http://127.0.0.1:9000) is a
@@ -178,6 +179,8 @@ if os.environ.get("EPOCHAUTH_ALGORITHM"):
     EPOCHAUTH["ALGORITHM"] = os.environ["EPOCHAUTH_ALGORITHM"]
 if os.environ.get("EPOCHAUTH_SIGNING_KEY_FILE"):
     EPOCHAUTH["SIGNING_KEY_FILE"] = os.environ["EPOCHAUTH_SIGNING_KEY_FILE"]
+if os.environ.get("EPOCHAUTH_ID_TOKEN_SIGNING_KEY_FILE"):
+    EPOCHAUTH["ID_TOKEN_SIGNING_KEY_FILE"] = os.environ["EPOCHAUTH_ID_TOKEN_SIGNING_KEY_FILE"]
 
 # The simplejwt setup the demo is moving from (epochauth.contrib.simplejwt accepts its tokens).
 SIMPLE_JWT = {
@@ -213,10 +216,10 @@ OAUTH2_PROVIDER = {
     "OAUTH_DEVICE_VERIFICATION_URI": DEVICE_PAGE,
     "OAUTH_DEVICE_VERIFICATION_URI_COMPLETE": DEVICE_PAGE + "?user_code={user_code}",
 }
-# OpenID Provider mode (ID tokens, /o/userinfo/, /o/logout/) where the demo signs with a key that
-# relying parties can verify (dev.py demo: RS256); an HMAC secret cannot sign ID tokens for them.
+# OpenID Provider mode (ID tokens, /o/userinfo/, /o/logout/) where the site has an RS256 key for ID
+# tokens (dev.py demo signs with RS256): the one algorithm every relying party verifies.
 OAUTH2_PROVIDER["OIDC_ENABLED"] = OAUTH2_PROVIDER["OIDC_RP_INITIATED_LOGOUT_ENABLED"] = (
-    EPOCHAUTH.get("ALGORITHM", "HS256") != "HS256"
+    EPOCHAUTH.get("ALGORITHM") == "RS256" or "ID_TOKEN_SIGNING_KEY_FILE" in EPOCHAUTH
 )
 # Where the authorize and device pages send a visitor to sign in: a provider or a password, staff or not.
 LOGIN_URL = "epochauth-oidc-login"

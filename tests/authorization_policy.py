@@ -14,6 +14,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+DEVICE_GRANT = "urn:ietf:params:oauth:grant-type:device_code"
+
 # ---------------------------------------------------------------------------------- outcome classes
 #: 2xx, or a redirect that is not to a sign-in page; with ``watch``, the change happened.
 ALLOW = "allow"
@@ -107,6 +109,21 @@ ISSUANCE: dict[str, Any] = {
     "code[tokenmanager]": 400,  # finding 1: the code flow of a confidential web application
     "client-credentials[tokenmanager]": 400,  # finding 1: an application not made a service
     "exchange[tokenmanager]": 400,  # finding 1: exchanging ext[tokenmanager]
+    # Dynamic client registration (issue 27): a registered client never holds a service scope.
+    "registration[tokenmanager]": 400,  # registering a client with the scope
+    "registered-device[tokenmanager]": 400,  # a registered client's device flow asking for it
+    # WLCG host-based authorization (profile 1.3 section 2.2.4): "host.auth" is a service scope too,
+    # whose token's sub is the application's client id; that must name a host (host:<fqdn>).
+    "host-service[host.auth]": ALLOW,  # marked for it, client id host:xfer.example.org
+    "service-without-host-id[host.auth]": 400,  # marked for it, client id "xfer"
+    "password[host.auth]": 400,
+    "device[host.auth]": 400,
+    "code[host.auth]": 400,
+    "client-credentials[host.auth]": 400,  # an application not marked for it
+    "service[host.auth]": 400,  # marked for "tokenmanager" only
+    "exchange[host.auth]": 400,
+    "registration[host.auth]": 400,
+    "registered-device[host.auth]": 400,
 }
 
 
@@ -242,6 +259,14 @@ def handed_upstream(ctx: Any, principal: Any) -> int:
     from epochauth.models import AuditEvent
 
     return AuditEvent.objects.filter(action="upstream_token_issued").count()
+
+
+def registered_clients(ctx: Any, principal: Any) -> Any:
+    """The dynamically registered applications, with their owners and grants."""
+    from oauth2_provider.models import get_application_model
+
+    registered = get_application_model().objects.filter(registration_source="dcr")
+    return sorted(registered.values_list("client_id", "user_id", "authorization_grant_type"))
 
 
 def accepted_simplejwt_access(ctx: Any, principal: Any) -> bool:
@@ -455,6 +480,32 @@ ROUTES.update(
             },
             before=lambda ctx, p: ctx.device_entered_by(p),
             watch=device_grant,
+        ),
+        # Dynamic client registration (RFC 7591), on here as "authenticated": an access token of
+        # ours of a user; a client-credentials token stands for an application (403); a session,
+        # another issuer's token or none is no credential for it (401).
+        "oauth2_provider:dcr-register": Row(
+            {
+                ANONYMOUS: 401,
+                "own-login": ALLOW,
+                CLI: ALLOW,
+                "oauth-client": 403,
+                "external": 401,
+                "session": 401,
+                BROWSER_NO_CSRF: 401,
+            },
+            "POST",
+            lambda ctx, p: {"client_name": p.name, "grant_types": [DEVICE_GRANT]},
+            json=True,
+            watch=registered_clients,
+        ),
+        # RFC 7592: only the registration access token reads, replaces or deletes a registration;
+        # no caller's own credential is one.
+        "oauth2_provider:dcr-register-management": Row(
+            everyone(401),
+            "DELETE",
+            kwargs=lambda ctx: {"client_id": ctx.registered["client_id"]},
+            watch=registered_clients,
         ),
         "oauth2_provider:device-grant-status": Row(
             {"session": ALLOW, BROWSER_NO_CSRF: ALLOW, "*": LOGIN},

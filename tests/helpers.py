@@ -1,5 +1,5 @@
 """Small helpers shared by the test modules: users, logging in through the real endpoint, signals, a
-database outage, a slow server, racing requests."""
+database outage, a slow server, racing requests, OpenID Provider mode."""
 
 from __future__ import annotations
 
@@ -9,15 +9,45 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
+from functools import cache
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
 import requests
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
 from django.db import OperationalError, connection
 from django.dispatch import Signal
+
+
+@cache
+def rsa_pem(n: int = 0) -> str:
+    """An RSA private key in PEM, one per ``n`` (2048 bits: quick to make)."""
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    return key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    ).decode()
+
+
+def openid_provider(settings: Any, **epochauth: Any) -> None:
+    """OpenID Provider mode: DOT's ``OIDC_ENABLED`` with RP-initiated logout, an RS256 signing key
+    (``epochauth`` overrides these ``EPOCHAUTH`` settings and adds others)."""
+    settings.EPOCHAUTH = {
+        **settings.EPOCHAUTH,
+        "ALGORITHM": "RS256",
+        "SIGNING_KEY": rsa_pem(),
+        **epochauth,
+    }
+    settings.OAUTH2_PROVIDER = {
+        **settings.OAUTH2_PROVIDER,
+        "OIDC_ENABLED": True,
+        "OIDC_RP_INITIATED_LOGOUT_ENABLED": True,
+        # DOT caches each view's oauthlib server from the settings of its first request.
+        "ALWAYS_RELOAD_OAUTHLIB_CORE": True,
+    }
 
 
 def make_user(username: str, password: str = "pw", groups: Iterable[str] = ()) -> Any:

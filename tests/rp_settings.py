@@ -2,7 +2,9 @@
 with nothing but mozilla-django-oidc, run as a separate process (``python -m django runserver``).
 
 The provider is named by the environment: ``RP_OP_URL`` (our live server), ``RP_CLIENT_ID``,
-``RP_CLIENT_SECRET``; ``RP_DATABASE`` is its SQLite file.
+``RP_CLIENT_SECRET``; ``RP_DATABASE`` is its SQLite file. mozilla-django-oidc's ``SessionRefresh``
+signs the user in again silently (``prompt=none``) once the ID token is ``RP_RENEW_SECONDS`` old (its
+default: 15 minutes).
 """
 
 import os
@@ -22,6 +24,7 @@ MIDDLEWARE = [
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "mozilla_django_oidc.middleware.SessionRefresh",
 ]
 ROOT_URLCONF = "tests.rp_urls"
 DATABASES = {
@@ -49,5 +52,8 @@ OIDC_OP_TOKEN_ENDPOINT = f"{OP}/o/token/"
 OIDC_OP_USER_ENDPOINT = f"{OP}/o/userinfo/"
 OIDC_OP_JWKS_ENDPOINT = f"{OP}/.well-known/jwks.json"
 OIDC_OP_LOGOUT_URL_METHOD = "tests.rp_urls.provider_logout_url"
+OIDC_RENEW_ID_TOKEN_EXPIRY_SECONDS = int(os.environ.get("RP_RENEW_SECONDS", 15 * 60))
+# The pages of tests/rp_urls.py that show the session's tokens start no silent sign-in.
+OIDC_EXEMPT_URLS = ["/tokens/"]
 LOGIN_REDIRECT_URL = "/"
 LOGOUT_REDIRECT_URL = "/"

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import json
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -195,10 +196,10 @@ def client_credentials(application: Any, scope: str) -> tuple[int, str | None]:
     return status, body.get("access_token")
 
 
-def device_flow(user: Any, scope: str) -> tuple[int, str | None]:
-    """The CLI's device flow (RFC 8628), approved in ``user``'s browser."""
+def device_flow(user: Any, scope: str, client_id: str = "epochauth-cli") -> tuple[int, str | None]:
+    """The CLI's (or another public client's) device flow (RFC 8628), approved in ``user``'s browser."""
     response = form_post(
-        Client(), "/o/device-authorization/", {"client_id": "epochauth-cli", "scope": scope}
+        Client(), "/o/device-authorization/", {"client_id": client_id, "scope": scope}
     )
     if response.status_code != 200:
         return response.status_code, None
@@ -212,9 +213,21 @@ def device_flow(user: Any, scope: str) -> tuple[int, str | None]:
         last_checked=timezone.now() - timezone.timedelta(seconds=60)
     )
     status, body = token_endpoint(
-        grant_type=DEVICE_CODE, device_code=device["device_code"], client_id="epochauth-cli"
+        grant_type=DEVICE_CODE, device_code=device["device_code"], client_id=client_id
     )
     return status, body.get("access_token")
+
+
+def register(token: str | None, scope: str | None = None) -> tuple[int, dict[str, Any]]:
+    """RFC 7591 registration of a device client, with ``token`` as the registrant's credential."""
+    headers = {"HTTP_AUTHORIZATION": f"Bearer {token}"} if token else {}
+    body: dict[str, Any] = {"client_name": "matrix", "grant_types": [DEVICE_CODE]}
+    if scope is not None:
+        body["scope"] = scope
+    response = Client().post(
+        "/o/register/", json.dumps(body), content_type="application/json", **headers
+    )
+    return response.status_code, response.json()
 
 
 def authorize_query(scope: str = "openid") -> dict[str, str]:
@@ -387,6 +400,17 @@ class Matrix:
             user=make_user("jobs-owner"),
         )
         AllowedScopes.objects.create(application=self.service_app, scopes="tokenmanager")
+        self.host_apps = {}
+        for client_id in ("host:xfer.example.org", "xfer"):
+            self.host_apps[client_id] = Application.objects.create(
+                name=client_id,
+                client_id=client_id,
+                client_secret=SECRET,
+                client_type=Application.CLIENT_CONFIDENTIAL,
+                authorization_grant_type=Application.GRANT_CLIENT_CREDENTIALS,
+                user=make_user(f"{client_id}-owner"),
+            )
+            AllowedScopes.objects.create(application=self.host_apps[client_id], scopes="host.auth")
 
     def add(self, name: str, issued: tuple[int, str | None] | None = None, **fields: Any) -> None:
         if issued is not None:
@@ -459,6 +483,8 @@ class Matrix:
             user=self.bystander, application__client_id="epochauth-cli"
         )
         self.revocable_pk = cli.get().pk
+        status, self.registered = register(self.principals[policy.PASSWORD].token)
+        assert status == 201, self.registered
 
     def build_samples(self) -> None:
         """One row of each model the admin shows, for its object pages and actions."""
@@ -528,6 +554,8 @@ def matrix(django_db_setup, django_db_blocker, idp) -> Iterator[Matrix]:
         "ALGORITHM": "RS256",
         "SIGNING_KEY": rsa_pem(),
         "ALLOW_LOOPBACK_HTTP_ISSUERS": True,
+        # Dynamic client registration for users of ours (tests/authorization_policy.py says who).
+        "CLIENT_REGISTRATION": "authenticated",
         "ISSUERS": [
             {
                 "issuer": idp.issuer,
@@ -590,6 +618,8 @@ def call(world: Matrix, row: policy.Row, path: str, principal: Principal, data: 
     body = data if data is not None else (row.data(world, principal) if row.data else {})
     if query:
         path = f"{path}?{'&'.join(f'{k}={v}' for k, v in query.items())}"
+    if row.method != "POST":
+        return client.generic(row.method, path, json.dumps(body), "application/json", **headers)
     if row.json:
         return client.post(path, body, content_type="application/json", **headers)
     return form_post(client, path, body, **headers)
@@ -677,7 +707,7 @@ def test_every_registered_model_has_a_policy(matrix: Matrix) -> None:
 @pytest.mark.parametrize("kind", sorted(policy.ISSUANCE))
 def test_issuance(matrix: Matrix, kind: str) -> None:
     """Who may obtain which token: the principal kinds as built, and the other ways to ask for the
-    service scope "tokenmanager"."""
+    service scopes "tokenmanager" and "host.auth"."""
     others = {
         "password[tokenmanager]": lambda: password_token("member", scope="tokenmanager")[0],
         "device[tokenmanager]": lambda: device_flow(matrix.member, "tokenmanager")[0],
@@ -687,6 +717,34 @@ def test_issuance(matrix: Matrix, kind: str) -> None:
         )[0],
         "exchange[tokenmanager]": lambda: exchange(
             matrix.client_app, matrix.principals[policy.EXT_TM].token, "tokenmanager"
+        )[0],
+        "registration[tokenmanager]": lambda: register(
+            matrix.principals[policy.PASSWORD].token, "tokenmanager"
+        )[0],
+        "registered-device[tokenmanager]": lambda: device_flow(
+            matrix.member, "tokenmanager", matrix.registered["client_id"]
+        )[0],
+        "host-service[host.auth]": lambda: client_credentials(
+            matrix.host_apps["host:xfer.example.org"], "host.auth"
+        )[0],
+        "service-without-host-id[host.auth]": lambda: client_credentials(
+            matrix.host_apps["xfer"], "host.auth"
+        )[0],
+        "password[host.auth]": lambda: password_token("member", scope="host.auth")[0],
+        "device[host.auth]": lambda: device_flow(matrix.member, "host.auth")[0],
+        "code[host.auth]": lambda: code_flow(matrix.member, "openid host.auth")[0],
+        "client-credentials[host.auth]": lambda: client_credentials(
+            matrix.client_app, "host.auth"
+        )[0],
+        "service[host.auth]": lambda: client_credentials(matrix.service_app, "host.auth")[0],
+        "exchange[host.auth]": lambda: exchange(
+            matrix.client_app, matrix.principals[policy.EXT_ALL].token, "host.auth"
+        )[0],
+        "registration[host.auth]": lambda: register(
+            matrix.principals[policy.PASSWORD].token, "host.auth"
+        )[0],
+        "registered-device[host.auth]": lambda: device_flow(
+            matrix.member, "host.auth", matrix.registered["client_id"]
         )[0],
     }
     status = others[kind]() if kind in others else matrix.issuance[kind]

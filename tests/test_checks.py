@@ -112,6 +112,8 @@ def p384_pem() -> str:
             "SIGNING_KEY": GOOD_SECRET,
             "VERIFICATION_KEYS": [{"algorithm": "HS256", "key": GOOD_SECRET}],
         },  # same kid
+        {"SIGNING_KEY": GOOD_SECRET, "ID_TOKEN_SIGNING_KEY": "not a pem"},
+        {"SIGNING_KEY": GOOD_SECRET, "ID_TOKEN_SIGNING_KEY_FILE": "/nonexistent/id-token.pem"},
     ],
     ids=repr,
 )
@@ -211,6 +213,8 @@ def test_e011_service_scope_names_must_be_scope_tokens(settings):
         {"SCOPES": {"tm": "x"}, "TOKEN_MANAGER_SCOPE": "tm"},
         {"SCOPES": {"jobs:admin": "x"}, "SERVICE_SCOPES": {"jobs:admin": "x"}},
         {"SCOPES": {"tokenmanager": "x"}, "SERVICE_SCOPES": {"tokenmanager": "x"}},
+        # WLCG host-based authorization: a token that speaks for a host (profile 1.3 section 2.2.4)
+        {"SCOPES": {"host.auth": "x"}},
     ],
 )
 def test_e019_a_service_scope_is_no_user_scope(settings, change):
@@ -228,7 +232,11 @@ def test_e020_the_first_party_client_id_is_a_string(settings, client_id):
     assert "epochauth.E020" not in ids(settings, **base)
 
 
-THROTTLE_RATES = ["LOGIN_THROTTLE_RATE", "DEVICE_CODE_THROTTLE_RATE"]
+THROTTLE_RATES = [
+    "LOGIN_THROTTLE_RATE",
+    "DEVICE_CODE_THROTTLE_RATE",
+    "CLIENT_REGISTRATION_THROTTLE_RATE",
+]
 
 
 @pytest.mark.parametrize("setting", THROTTLE_RATES)
@@ -302,13 +310,20 @@ def test_e018_w006_the_token_profile_we_mint(settings):
     base = {"ISSUER": ISSUER, "SIGNING_KEY": GOOD_SECRET}
     assert "epochauth.E018" in ids(settings, **base, TOKEN_PROFILE="WLCG 1.0")
     assert ids(settings, **base, TOKEN_PROFILE="wlcg") == set()
-    good = {"storage.read:/": "", "storage.modify:/data": "", "compute.read": "", "reports": ""}
+    good = {
+        "storage.read:/": "",
+        "storage.modify:/data": "",
+        "storage.poll:/tape": "",  # profile 1.3
+        "compute.read": "",
+        "reports": "",
+    }
     assert ids(settings, **base, TOKEN_PROFILE="wlcg", SCOPES=good) == set()
     for bad in (
         "storage.read",
         "storage.write:/data",
         "storage.read:data",
         "storage.read:/a/../b",
+        "storage.stat:/data",  # an operation, never a scope
         "compute.run",
     ):
         assert ids(settings, **base, TOKEN_PROFILE="wlcg", SCOPES={bad: ""}) == {

@@ -14,7 +14,7 @@ from epochauth.checks import check_custom_claims
 from epochauth.claims import RESERVED_CLAIMS
 from epochauth.models import Session
 from epochauth.tokens import mint_access_token
-from tests.helpers import login, make_user
+from tests.helpers import login, make_user, openid_provider
 
 pytestmark = pytest.mark.django_db
 
@@ -133,7 +133,8 @@ def test_system_check_passes_a_good_callable(vo):
     assert check_custom_claims() == []
 
 
-def test_declared_claims_are_in_the_openid_configuration(client, vo):
+def test_declared_claims_are_in_the_openid_configuration(settings, client, vo):
+    openid_provider(settings)
     supported = client.get("/.well-known/openid-configuration").json()["claims_supported"]
     assert {"vo", "vo_role", "groups"} <= set(supported)
 

@@ -333,6 +333,13 @@ def test_device_login_token_whoami_refresh_logout(idp_api, live_server, cli_env)
     raw = run_cli(env, "token", "--raw")
     assert raw.returncode == 0 and raw.stdout == access + "\n"
 
+    # The login's server is the provider, which has no /auth/whoami/: said, with what to do.
+    assert_one_line_error(
+        run_cli(env, "whoami"),
+        2,
+        f"{idp.issuer} is not an epochauth server ({idp.issuer}/auth/whoami/ answered HTTP 40",
+        "pass --server with the URL of the epochauth site",
+    )
     whoami = run_cli(env, "whoami", "--server", live_server.url)
     assert whoami.returncode == 0, whoami.stderr
     assert f"issuer:    {idp.issuer}" in whoami.stdout
@@ -350,9 +357,11 @@ def test_device_login_token_whoami_refresh_logout(idp_api, live_server, cli_env)
 
     logout = run_cli(env, "logout")
     assert logout.returncode == 0, logout.stderr
-    assert logout.stdout.startswith("Logged out (revoked at the server): removed ")
     # oidc-provider cannot revoke its JWT access tokens (RFC 7009 unsupported_token_type): said, not hidden.
     assert "did not revoke the access token (it stays valid until it expires)" in logout.stderr
+    assert logout.stdout.startswith(
+        "Logged out (only the refresh token was revoked at the server): removed "
+    )
     assert not token_path(env).exists() and state_files(env) == []
 
     # The server now rejects the refresh token the client held.
@@ -468,6 +477,100 @@ def test_whoami_with_a_token_from_our_token_endpoint(live_server, django_user_mo
     assert_one_line_error(
         run_cli(cli_env, "whoami", "--server", live_server.url), 10, "rejected the token"
     )
+
+
+def logged_in_at(env: dict[str, str], server: FakeServer) -> None:
+    """A session of a login at ``server`` (a provider that is not epochauth)."""
+    target = token_path(env)
+    info = SessionInfo(
+        server.url, server.url, f"{server.url}/token", f"{server.url}/revoke", "cli", str(target)
+    )
+    Session(target, env).save(fake_jwt(sub="ann"), "a-refresh-token", info)
+
+
+@pytest.mark.parametrize(
+    ("answer", "said"),
+    [
+        ((404, {"error": "not_found"}, {}), "answered HTTP 404"),
+        ((400, {"error": "invalid_request"}, {}), "answered HTTP 400"),
+        ((200, {"message": "hello"}, {}), "answered not as epochauth does"),
+    ],
+)
+def test_whoami_at_a_server_that_is_not_epochauth(cli_env, fake_server, answer, said):
+    """After a login at a provider, the session names the provider: whoami says it is not ours."""
+    logged_in_at(cli_env, fake_server)
+    fake_server.routes["/auth/whoami/"] = lambda form: answer
+    assert_one_line_error(
+        run_cli(cli_env, "whoami"),
+        2,
+        f"{fake_server.url} is not an epochauth server ({fake_server.url}/auth/whoami/ {said}): "
+        "pass --server with the URL of the epochauth site that accepts this token",
+    )
+
+
+def test_whoami_reports_a_server_error_as_one(cli_env, fake_server):
+    logged_in_at(cli_env, fake_server)
+    fake_server.routes["/auth/whoami/"] = lambda form: (503, {}, {})
+    assert_one_line_error(run_cli(cli_env, "whoami"), 9, "/auth/whoami/ answered HTTP 503")
+
+
+def revoking(*refused: str) -> Callable[[dict[str, str]], tuple[int, dict, dict[str, str]]]:
+    """A revocation endpoint that refuses the token types in ``refused``, as RFC 7009 allows."""
+
+    def answer(form: dict[str, str]) -> tuple[int, dict, dict[str, str]]:
+        if form["token_type_hint"] in refused:
+            return 400, {"error": "unsupported_token_type"}, {}
+        return 200, {}, {}
+
+    return answer
+
+
+@pytest.mark.parametrize(
+    ("refused", "stdout", "stderr"),
+    [
+        ((), "Logged out (revoked at the server): removed ", ""),
+        (
+            ("access_token",),
+            "Logged out (only the refresh token was revoked at the server): removed ",
+            "epochauth: the server did not revoke the access token (it stays valid until it "
+            "expires): unsupported_token_type\n",
+        ),
+        (
+            ("refresh_token", "access_token"),
+            "Logged out: removed ",
+            "epochauth: the server did not revoke the refresh token: unsupported_token_type\n"
+            "epochauth: the server did not revoke the access token (it stays valid until it "
+            "expires): unsupported_token_type\n",
+        ),
+    ],
+)
+def test_logout_says_only_what_the_server_revoked(cli_env, fake_server, refused, stdout, stderr):
+    logged_in_at(cli_env, fake_server)
+    fake_server.routes["/revoke"] = revoking(*refused)
+    result = run_cli(cli_env, "logout")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith(stdout) and result.stderr == stderr
+    assert not token_path(cli_env).exists() and state_files(cli_env) == []
+
+
+def test_logout_cut_short_says_which_token_was_revoked(cli_env, fake_server):
+    """The refresh token was revoked, then the server went silent: the error says so, not "the
+    tokens were not revoked"."""
+    logged_in_at(cli_env, fake_server)
+
+    def revoke(form: dict[str, str]) -> tuple[int, dict, dict[str, str]]:
+        if form["token_type_hint"] == "access_token":
+            time.sleep(3)
+        return 200, {}, {}
+
+    fake_server.routes["/revoke"] = revoke
+    assert_one_line_error(
+        run_cli(cli_env, "logout", "--timeout", "1"),
+        3,
+        "the server did not answer within 1 s; local token files removed, but only the refresh "
+        "token was revoked",
+    )
+    assert not token_path(cli_env).exists()
 
 
 def test_whoami_needs_a_server(cli_env):

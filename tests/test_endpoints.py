@@ -13,11 +13,10 @@ from django.contrib.auth.models import Group, Permission
 from django.core.cache import cache
 from django.test import Client, override_settings
 
-from epochauth.keys import generate_private_key_pem
 from epochauth.models import AuditEvent, Epoch, Identity, Session
 from epochauth.throttling import USERNAME_FACTOR
 from epochauth.tokens import mint_access_token
-from tests.helpers import database_down, login, make_user
+from tests.helpers import database_down, login, make_user, openid_provider
 
 pytestmark = pytest.mark.django_db
 
@@ -946,7 +945,7 @@ def test_the_demo_front_door_is_a_page_of_links(client):
         "/api/docs/",
         "/admin/login/?next=/admin/",
         "/oidc/login/",
-        "/.well-known/openid-configuration",
+        "/.well-known/oauth-authorization-server",
     ):
         assert client.get(link).status_code == 200, link
 
@@ -954,7 +953,8 @@ def test_the_demo_front_door_is_a_page_of_links(client):
 @pytest.mark.parametrize(
     "path", ["/.well-known/openid-configuration", "/.well-known/oauth-authorization-server"]
 )
-def test_the_metadata_names_our_endpoints_beside_the_oauth_servers(client, path):
+def test_the_metadata_names_our_endpoints_beside_the_oauth_servers(settings, client, path):
+    openid_provider(settings)
     document = client.get(path).json()
     assert document["token_endpoint"] == "http://127.0.0.1:8000/o/token/"
     assert document["epochauth_endpoints"] == {
@@ -973,21 +973,16 @@ def test_the_metadata_names_our_endpoints_beside_the_oauth_servers(client, path)
 
 def test_our_metadata_documents_are_valid_for_authlib(settings, client):
     """OpenID Connect Discovery 1.0 and RFC 8414, validated by authlib's metadata classes (https:
-    authlib refuses http endpoints, as it should)."""
+    authlib refuses http endpoints, as it should), for the test project in OpenID Provider mode."""
     issuer = "https://api.example.org"
-    settings.EPOCHAUTH = {
-        **settings.EPOCHAUTH,
-        "ISSUER": issuer,
-        "ALGORITHM": "RS256",
-        "SIGNING_KEY": generate_private_key_pem("RS256"),
-    }
+    openid_provider(settings, ISSUER=issuer)
     oauth = client.get("/.well-known/oauth-authorization-server")
     assert oauth.status_code == 200
     AuthorizationServerMetadata(oauth.json()).validate()
     openid = client.get("/.well-known/openid-configuration")
     assert openid.status_code == 200
     OpenIDProviderMetadata(openid.json()).validate()
-    assert openid.json()["id_token_signing_alg_values_supported"] == ["RS256"]
+    assert openid.json()["id_token_signing_alg_values_supported"] == ["RS256", "HS256"]
     for document in (oauth.json(), openid.json()):
         assert (
             document["issuer"] == issuer

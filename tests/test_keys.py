@@ -246,12 +246,13 @@ def test_retired_key_keeps_its_own_algorithm(settings, client):
         VERIFICATION_KEYS=[{"algorithm": "RS256", "key": private_pem("RS256")}],
     )
     assert hello(client, old_token).status_code == 200
-    assert get_keyring().algorithms == ["EdDSA", "RS256"]
+    assert sorted(key.algorithm for key in get_keyring().by_kid.values()) == ["EdDSA", "RS256"]
 
 
-def test_ed25519_tokens_keys_and_metadata_by_rfc_9864_as_joserfc_reads_them(settings, client):
+def test_ed25519_tokens_and_keys_by_rfc_9864_as_joserfc_reads_them(settings, client):
     """RFC 9864: ``Ed25519`` is the name of what ``EdDSA`` named with an Ed25519 key; a library that
-    knows it (joserfc) verifies our token with our published JWKS, for that algorithm only."""
+    knows it (joserfc) verifies our token with our published JWKS, for that algorithm only. (No
+    metadata names it: ``id_token_signing_alg_values_supported`` is the ID tokens' RS256.)"""
     use_key(settings, "Ed25519", private_pem("EdDSA"))
     user = make_user("alice")
     token = mint_access_token(user).token
@@ -261,10 +262,6 @@ def test_ed25519_tokens_keys_and_metadata_by_rfc_9864_as_joserfc_reads_them(sett
     decoded = joserfc_jwt.decode(token, KeySet.import_key_set(jwks), algorithms=["Ed25519"])
     assert decoded.header == {"alg": "Ed25519", "kid": published["kid"], "typ": "at+jwt"}
     assert decoded.claims["sub"] == str(user.pk)
-    supported = client.get("/.well-known/openid-configuration").json()[
-        "id_token_signing_alg_values_supported"
-    ]
-    assert "Ed25519" in supported and "EdDSA" not in supported
     assert hello(client, token).status_code == 200
 
 
@@ -367,21 +364,51 @@ def test_jwks_never_publishes_an_hmac_secret(client, settings):
     assert settings.EPOCHAUTH["SIGNING_KEY"] not in response.content.decode()
 
 
-def test_openid_configuration(settings, client):
+def test_an_rs256_signing_key_signs_id_tokens_too(settings):
+    use_key(settings, "RS256", private_pem("RS256"))
+    assert get_keyring().id_token is get_keyring().signing
+
+
+@pytest.mark.parametrize("algorithm", ["ES256", "EdDSA", "PS256", "HS256"])
+def test_another_signing_key_has_no_id_token_key_of_its_own(settings, algorithm):
+    pem = private_pem(algorithm) if algorithm != "HS256" else "s" * 40
+    use_key(settings, algorithm, pem)
+    assert get_keyring().id_token is None
+
+
+def test_an_id_token_key_beside_an_es256_signing_key(settings, client, tmp_path):
+    """Published in the JWKS under its own kid, RS256; it verifies no access token."""
+    (tmp_path / "id.pem").write_text(private_pem("RS256", 1))
     use_key(
-        settings,
-        "ES256",
-        private_pem("ES256"),
-        VERIFICATION_KEYS=[{"algorithm": "RS256", "key": private_pem("RS256")}],
+        settings, "ES256", private_pem("ES256"), ID_TOKEN_SIGNING_KEY_FILE=str(tmp_path / "id.pem")
     )
-    body = client.get("/.well-known/openid-configuration").json()
-    assert body["issuer"] == ISSUER
-    assert body["jwks_uri"] == f"{ISSUER}/.well-known/jwks.json"
-    assert (
-        body["token_endpoint"] == f"{ISSUER}/o/token/"
-    )  # epochauth.oauth is installed: its endpoint
-    assert body["id_token_signing_alg_values_supported"] == ["ES256", "RS256"]
-    assert "access_token_signing_alg_values_supported" not in body  # no such field in any standard
+    keyring = get_keyring()
+    assert keyring.id_token.algorithm == "RS256" and keyring.id_token.kid not in keyring.by_kid
+    published = {k["kid"]: k for k in client.get("/.well-known/jwks.json").json()["keys"]}
+    assert published[keyring.id_token.kid]["alg"] == "RS256"
+    assert published[keyring.signing.kid]["alg"] == "ES256"
+    user = make_user("alice")
+    assert hello(client, mint_access_token(user).token).status_code == 200
+    # An access token signed with the ID-token key is no token of ours.
+    claims = jwt.decode(
+        mint_access_token(user).token, options={"verify_signature": False}, algorithms=["ES256"]
+    )
+    forged = keyring.id_token.sign(claims, "at+jwt")
+    response = hello(client, forged)
+    assert response.status_code == 401 and "unknown key" in response["WWW-Authenticate"]
+
+
+@pytest.mark.parametrize("material", ["public", "ES256", "garbage"])
+def test_an_id_token_key_must_be_an_rsa_private_key(settings, material):
+    private = serialization.load_pem_private_key(private_pem("RS256").encode(), None)
+    pem = {
+        "public": public_pem_of(private),
+        "ES256": private_pem("ES256"),
+        "garbage": "not a key",
+    }[material]
+    use_key(settings, "ES256", private_pem("ES256"), ID_TOKEN_SIGNING_KEY=pem)
+    with pytest.raises(ImproperlyConfigured):
+        get_keyring()
 
 
 def test_keys_command_prints_the_jwks(settings):

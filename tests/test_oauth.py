@@ -38,7 +38,7 @@ from epochauth.oauth.models import AllowedScopes, ensure_cli_application
 from epochauth.revocation import bump_epoch
 from epochauth.tokens import CLAIM_TOKEN_FAMILY
 from epochauth.urns import ACCESS_TOKEN_TYPE, TOKEN_EXCHANGE
-from tests.helpers import ONE_WINNER, make_user, race
+from tests.helpers import ONE_WINNER, make_user, openid_provider, race
 from tests.loopback_issuer import CraftedIssuer
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -172,7 +172,8 @@ def status(token: dict) -> int:
     return bearer(Client(), "/api/reports/", token["access_token"]).status_code
 
 
-def test_metadata_describes_every_endpoint_and_grant(client):
+def test_metadata_describes_every_endpoint_and_grant(settings, client):
+    openid_provider(settings)
     for path in ("/.well-known/oauth-authorization-server", "/.well-known/openid-configuration"):
         document = client.get(path).json()
         for key in (
@@ -616,6 +617,82 @@ def test_refresh_token_reuse_is_refused(live_server, alice):
     session.refresh_token(f"{live_server.url}/o/token/", refresh_token=token["refresh_token"])
     response = refresh_response(session, live_server, token["refresh_token"])
     assert response.json()["error"] == "invalid_grant"
+
+
+@pytest.fixture
+def grace(settings) -> timedelta:
+    """``EPOCHAUTH["REFRESH_TOKEN_GRACE_PERIOD"]`` covers ``/o/token/`` refreshes too (DOT's own stays 0)."""
+    settings.EPOCHAUTH = {**settings.EPOCHAUTH, "REFRESH_TOKEN_GRACE_PERIOD": timedelta(days=1)}
+    return timedelta(days=1)
+
+
+def refreshed(session: OAuth2Session, live_server, refresh_token: str) -> dict:
+    response = refresh_response(session, live_server, refresh_token)
+    assert response.status_code == 200, response.content
+    return response.json()
+
+
+def test_within_the_grace_period_a_replaced_refresh_token_rotates_once_more(
+    live_server, alice, grace
+):
+    """As for login sessions: the retry gets a new pair of the same family, and the first use's refresh
+    token stops (a single live chain): its use is a reuse, which ends the family."""
+    session, token = device_login(live_server, alice)
+    lost = refreshed(session, live_server, token["refresh_token"])
+    retried = refreshed(session, live_server, token["refresh_token"])
+    assert retried["refresh_token"] not in (token["refresh_token"], lost["refresh_token"])
+    assert retried["access_token"] != lost["access_token"]
+    family = {claims_of(t["access_token"])[CLAIM_TOKEN_FAMILY] for t in (token, lost, retried)}
+    assert len(family) == 1 and status(retried) == 200
+    following = refreshed(session, live_server, retried["refresh_token"])
+    assert status(following) == 200
+
+    reuse = refresh_response(session, live_server, lost["refresh_token"])
+    assert reuse.status_code == 400 and reuse.json()["error"] == "invalid_grant"
+    assert [status(t) for t in (token, lost, retried, following)] == [401] * 4
+    ended = refresh_response(session, live_server, following["refresh_token"])
+    assert ended.json()["error"] == "invalid_grant"
+
+
+@pytest.mark.parametrize("case", ["a second retry", "after the grace period", "an older token"])
+def test_beyond_the_one_retry_a_replaced_refresh_token_ends_the_family(
+    live_server, alice, grace, case
+):
+    session, token = device_login(live_server, alice)
+    live = refreshed(session, live_server, token["refresh_token"])
+    if case == "a second retry":
+        live = refreshed(session, live_server, token["refresh_token"])
+    elif case == "after the grace period":
+        get_refresh_token_model().objects.filter(revoked__isnull=False).update(
+            revoked=timezone.now() - grace - timedelta(seconds=1)
+        )
+    else:
+        live = refreshed(session, live_server, live["refresh_token"])
+    reuse = refresh_response(session, live_server, token["refresh_token"])
+    assert reuse.status_code == 400 and reuse.json()["error"] == "invalid_grant"
+    assert status(live) == 401
+    ended = refresh_response(session, live_server, live["refresh_token"])
+    assert ended.json()["error"] == "invalid_grant"
+
+
+@pytest.mark.postgres
+def test_simultaneous_retries_in_the_grace_period_mint_no_two_live_chains(
+    live_server, alice, grace
+):
+    """Retries of one replaced refresh token at once: its rows' lock lets one rotate; the others find
+    its one retry spent, a reuse, which ends the family, the winner's new tokens with it."""
+    session, token = device_login(live_server, alice)
+    first = refreshed(session, live_server, token["refresh_token"])
+    answers, won = race(
+        lambda: refresh_response(
+            OAuth2Session("epochauth-cli"), live_server, token["refresh_token"]
+        )
+    )
+    assert answers == ONE_WINNER
+    assert [status(first), status(won[0])] == [401, 401]
+    for pair in (first, won[0]):
+        ended = refresh_response(session, live_server, pair["refresh_token"])
+        assert ended.json()["error"] == "invalid_grant"
 
 
 @pytest.mark.postgres

@@ -75,3 +75,38 @@ def test_e005_rp_initiated_logout_always_asks(settings):
         **logout,
         OIDC_RP_INITIATED_LOGOUT_ALWAYS_PROMPT=True,  # DOT's default
     )
+
+
+def registration_ids(settings, mode: object, **changes: object) -> list[str]:
+    settings.EPOCHAUTH = {**settings.EPOCHAUTH, "CLIENT_REGISTRATION": mode}
+    return ids(settings, **changes)
+
+
+@pytest.mark.parametrize("mode", [None, "open", "authenticated"])
+def test_client_registration_modes(settings, mode):
+    assert registration_ids(settings, mode) == []
+
+
+@pytest.mark.parametrize("mode", [True, "yes", "Open", ""])
+def test_e006_client_registration_is_a_mode(settings, mode):
+    assert registration_ids(settings, mode) == ["epochauth.oauth.E006"]
+
+
+@pytest.mark.parametrize("pkce", [False, lambda client_id: True])
+def test_e007_registered_public_clients_need_pkce(settings, pkce):
+    assert registration_ids(settings, "open", PKCE_REQUIRED=pkce) == ["epochauth.oauth.E007"]
+    assert registration_ids(settings, None, PKCE_REQUIRED=pkce) == []
+
+
+def test_w002_dots_own_registration(settings):
+    """DOT's registration views register confidential client-credentials clients: whether or not
+    ours is on, its switch is a warning."""
+    assert registration_ids(settings, None, DCR_ENABLED=True) == ["epochauth.oauth.W002"]
+    assert registration_ids(settings, "open", DCR_ENABLED=True) == ["epochauth.oauth.W002"]
+
+
+def test_w003_open_registration_without_a_rate(settings):
+    settings.EPOCHAUTH = {**settings.EPOCHAUTH, "CLIENT_REGISTRATION_THROTTLE_RATE": None}
+    assert registration_ids(settings, "open") == ["epochauth.oauth.W003"]
+    # An access token of a user is a limit of its own.
+    assert registration_ids(settings, "authenticated") == []

@@ -110,7 +110,18 @@ def site(settings) -> dict[str, str]:
         content_type=FORM,
     )
     assert device.status_code == 200, device.content
-    return device.json()
+    settings.EPOCHAUTH = {**settings.EPOCHAUTH, "CLIENT_REGISTRATION": "open"}
+    registration = Client().post(
+        "/o/register/",
+        json.dumps({"grant_types": [DEVICE_CODE], "client_name": "fuzz"}),
+        content_type="application/json",
+    )
+    assert registration.status_code == 201, registration.content
+    return {
+        **device.json(),
+        "registered": registration.json()["client_id"],
+        "registration_token": registration.json()["registration_access_token"],
+    }
 
 
 def basic(client_id: str | bytes, secret: str | bytes = SECRET) -> str:
@@ -251,6 +262,21 @@ REQUESTS: list[tuple[str, str, str, dict[str, str], str | None]] = [
         "Bearer {token}",
     ),
     ("epochauth-whoami", "GET", "/auth/whoami/", {}, "Bearer {token}"),
+    # Dynamic client registration reads JSON (test_hostile_json_is_never_a_server_error).
+    (
+        "dcr-register",
+        "POST",
+        "/o/register/",
+        {"client_name": "fuzz", "scope": "reports:read", "grant_types": DEVICE_CODE},
+        None,
+    ),
+    (
+        "dcr-register-management",
+        "GET",
+        "/o/register/{registered}/",
+        {"client_id": "{registered}"},
+        "Bearer {registration_token}",
+    ),
 ]
 
 
@@ -263,7 +289,7 @@ def test_every_endpoint_is_fuzzed():
 
 def fill(text: str, site: dict[str, str]) -> str:
     """``text`` with the site's codes, and a new access token (a logout before ended the last one)."""
-    for name in ("user_code", "device_code"):
+    for name in ("user_code", "device_code", "registered", "registration_token"):
         text = text.replace(f"{{{name}}}", site[name])
     if "{token}" in text:
         alice = get_user_model().objects.get(username="alice")
@@ -337,10 +363,11 @@ def test_hostile_authorization_headers_are_never_a_server_error(site, request_):
 
 @pytest.mark.parametrize("value", ["\x00", "a\ud800", "\x1b", "x" * 100_000])
 def test_hostile_json_is_never_a_server_error(site, value):
-    """The token endpoints of epochauth.urls take JSON too: JSON escapes name any code point."""
+    """The token endpoints of epochauth.urls and client registration take JSON: JSON escapes name
+    any code point."""
     failures = []
     for name, _, path, params, authorization in REQUESTS:
-        if not name.startswith("epochauth-") or authorization == "browser":
+        if not name.startswith(("epochauth-", "dcr-register")) or authorization == "browser":
             continue
         for param in params:
             response = send(

@@ -11,31 +11,35 @@ import re
 import subprocess
 import sys
 import time
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 
 import jwt
 import pytest
 import requests
+from authlib.common.errors import AuthlibBaseError as OAuthError
 from authlib.common.security import generate_token
+from authlib.integrations.django_client import OAuth
 from authlib.integrations.requests_client import OAuth2Session
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
+from authlib.oauth2.rfc8414 import AuthorizationServerMetadata
+from authlib.oidc.discovery import OpenIDProviderMetadata
 from django.contrib import admin
 from django.contrib.auth import get_user_model
 from django.core import checks
 from django.test import Client, RequestFactory
 from oauth2_provider.models import (
+    get_access_token_model,
     get_application_model,
     get_id_token_model,
     get_refresh_token_model,
 )
 
+from epochauth.keys import generate_private_key_pem, get_keyring
 from epochauth.models import Epoch
 from epochauth.revocation import bump_epoch
 from epochauth.tokens import CLAIM_TOKEN_FAMILY, mint_access_token
 from tests.browser import screenshot
-from tests.helpers import database_down, make_user
+from tests.helpers import database_down, make_user, openid_provider, rsa_pem
 from tests.helpers import login as password_login
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -48,14 +52,6 @@ SCOPE = "openid profile email reports:read"
 Application = get_application_model()
 
 
-@lru_cache(maxsize=1)
-def rsa_pem() -> str:
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    return key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    ).decode()
-
-
 @pytest.fixture(autouse=True)
 def close_client_connections():
     """authlib's sessions are reference cycles: collect them while the live server is up."""
@@ -66,19 +62,13 @@ def close_client_connections():
 @pytest.fixture
 def op(live_server, settings):
     """Our site as an OpenID provider: RS256 keys, DOT's OIDC and RP-initiated logout on."""
-    settings.EPOCHAUTH = {
-        **settings.EPOCHAUTH,
-        "ISSUER": live_server.url,
-        "ALGORITHM": "RS256",
-        "SIGNING_KEY": rsa_pem(),
-    }
-    settings.OAUTH2_PROVIDER = {
-        **settings.OAUTH2_PROVIDER,
-        "OIDC_ENABLED": True,
-        "OIDC_RP_INITIATED_LOGOUT_ENABLED": True,
-        "ALWAYS_RELOAD_OAUTHLIB_CORE": True,
-    }
+    openid_provider(settings, ISSUER=live_server.url)
     return live_server
+
+
+@cache
+def es256_pem() -> str:
+    return generate_private_key_pem("ES256")
 
 
 @pytest.fixture
@@ -376,7 +366,7 @@ def test_a_forged_id_token_hint_is_a_readable_page(op, alice, portal):
     token, browser = login(op, alice)
     forged = jwt.encode(
         {**verified_id_token(op, token["id_token"]), "sub": "1"},
-        rsa.generate_private_key(public_exponent=65537, key_size=2048),
+        rsa_pem(1),
         algorithm="RS256",
         headers={"kid": jwt.get_unverified_header(token["id_token"])["kid"]},
     )
@@ -507,21 +497,152 @@ def test_discovery_names_the_openid_endpoints(op):
     assert document["issuer"] == op.url
     assert document["userinfo_endpoint"] == f"{op.url}/o/userinfo/"
     assert document["end_session_endpoint"] == f"{op.url}/o/logout/"
-    assert document["id_token_signing_alg_values_supported"] == ["RS256"]
+    assert document["id_token_signing_alg_values_supported"] == ["RS256", "HS256"]
     assert {"openid", "profile", "email"} <= set(document["scopes_supported"])
     assert "sid" in document["claims_supported"]
 
 
-def test_an_hmac_signing_key_is_a_configuration_error(settings):
-    settings.OAUTH2_PROVIDER = {**settings.OAUTH2_PROVIDER, "OIDC_ENABLED": True}
-    ids = {message.id for message in checks.run_checks()}
-    assert "epochauth.oauth.E004" in ids
-    settings.EPOCHAUTH = {**settings.EPOCHAUTH, "ALGORITHM": "RS256", "SIGNING_KEY": rsa_pem()}
-    assert "epochauth.oauth.E004" not in {message.id for message in checks.run_checks()}
+def authlib_id_token(op, token: dict, nonce: str = "n-0S6") -> dict:
+    """The ID token as Authlib's OpenID client reads it: keys from our JWKS, algorithms from our
+    discovery document, its rules for a code flow's ID token (iss, aud, nonce, at_hash, exp)."""
+    client = OAuth().register(
+        "op",
+        client_id="portal",
+        client_secret=SECRET,
+        server_metadata_url=f"{op.url}/.well-known/openid-configuration",
+    )
+    return dict(client.parse_id_token(token, nonce=nonce))
+
+
+@pytest.mark.parametrize("algorithm", ["", "RS256"])
+def test_an_es256_site_signs_id_tokens_rs256_with_a_key_of_their_own(
+    settings, op, alice, portal, algorithm
+):
+    """OpenID Connect Core 1.0 section 15.1: RS256, also for an application that registered no
+    algorithm (its default); the access tokens keep the ES256 signing key."""
+    openid_provider(
+        settings,
+        ISSUER=op.url,
+        ALGORITHM="ES256",
+        SIGNING_KEY=es256_pem(),
+        ID_TOKEN_SIGNING_KEY=rsa_pem(1),
+    )
+    portal.algorithm = algorithm
+    portal.save()
+    keyring = get_keyring()
+    token, _ = login(op, alice)
+    assert jwt.get_unverified_header(token["id_token"]) == {
+        "alg": "RS256",
+        "kid": keyring.id_token.kid,
+        "typ": "JWT",
+    }
+    assert jwt.get_unverified_header(token["access_token"])["kid"] == keyring.signing.kid
+    for claims in (verified_id_token(op, token["id_token"]), authlib_id_token(op, token)):
+        assert claims["sub"] == str(alice.pk) and claims["email"] == "alice@example.test"
+    assert userinfo(op, token["access_token"]).status_code == 200
+    refreshed = refresh(op, token["refresh_token"]).json()
+    assert (
+        verified_id_token(op, refreshed["id_token"])["sid"] == authlib_id_token(op, token)["sid"]
+    )
+
+
+def test_an_application_that_chose_hs256_gets_them_signed_with_its_secret(op, alice, portal):
+    """OpenID Connect Core 1.0 section 10.1 (DOT's *algorithm* HS256: its secret stored unhashed);
+    its ID token still links its tokens and serves as a logout hint."""
+    portal.algorithm, portal.hash_client_secret, portal.client_secret = "HS256", False, SECRET
+    portal.save()
+    token, browser = login(op, alice)
+    assert jwt.get_unverified_header(token["id_token"]) == {"alg": "HS256", "typ": "JWT"}
+    claims = jwt.decode(token["id_token"], SECRET, algorithms=["HS256"], audience="portal")
+    assert claims["sub"] == str(alice.pk) and claims["nonce"] == "n-0S6"
+    assert str(get_access_token_model().objects.get(user=alice).id_token.jti) == claims["jti"]
+    page = browser.get("/o/logout/", {"id_token_hint": token["id_token"]})
+    assert page.status_code == 200 and "Sign out of Portal?" in page.content.decode()
+
+
+def test_hs256_with_a_hashed_secret_is_an_oauth_error(op, alice, portal):
+    """DOT's form refuses it; a row that has it anyway gets an answer, never a 500."""
+    portal.algorithm = "HS256"
+    portal.save()  # DOT stores the secret hashed
+    with pytest.raises(OAuthError) as refused:
+        login(op, alice)
+    assert refused.value.error == "unauthorized_client"
+    assert "stored hashed" in refused.value.description
+
+
+@pytest.mark.parametrize(
+    "site",
+    [
+        {"ALGORITHM": "RS256"},
+        {"ALGORITHM": "ES256", "SIGNING_KEY": "es256", "ID_TOKEN_SIGNING_KEY": "rsa"},
+        {"ALGORITHM": "EdDSA", "SIGNING_KEY": "eddsa", "ID_TOKEN_SIGNING_KEY": "rsa"},
+        {"ALGORITHM": "HS256", "SIGNING_KEY": "s" * 40, "ID_TOKEN_SIGNING_KEY": "rsa"},
+    ],
+    ids=["rs256", "es256-and-an-id-token-key", "eddsa-and-an-id-token-key", "hs256-and-one"],
+)
+def test_the_discovery_document_passes_authlibs_validation(settings, client, site):
+    """OpenID Connect Discovery 1.0 section 3 (RS256 included) for each site that is an OpenID
+    provider; authlib wants https, as it should."""
+    materials = {
+        "es256": es256_pem(),
+        "eddsa": generate_private_key_pem("EdDSA"),
+        "rsa": rsa_pem(1),
+    }
+    openid_provider(
+        settings,
+        ISSUER="https://api.example.org",
+        **{name: materials.get(value, value) for name, value in site.items()},
+    )
+    assert not [m for m in checks.run_checks() if m.id.startswith("epochauth.oauth.")]
+    document = client.get("/.well-known/openid-configuration").json()
+    OpenIDProviderMetadata(document).validate()
+    AuthorizationServerMetadata(
+        client.get("/.well-known/oauth-authorization-server").json()
+    ).validate()
+    assert document["id_token_signing_alg_values_supported"] == ["RS256", "HS256"]
+    published = {
+        key["kid"]: key["alg"] for key in client.get("/.well-known/jwks.json").json()["keys"]
+    }
+    assert published[get_keyring().id_token.kid] == "RS256"
+
+
+@pytest.mark.parametrize("algorithm", ["HS256", "ES256", "EdDSA"])
+def test_a_site_without_an_rs256_key_is_no_openid_provider(settings, client, algorithm, portal):
+    """With DOT's OIDC_ENABLED but no key for RS256 ID tokens: a system check, no OpenID
+    configuration, no openid scope; the OAuth server works on (RFC 8414 metadata)."""
+    pem = {"HS256": "s" * 40, "ES256": es256_pem(), "EdDSA": generate_private_key_pem("EdDSA")}
+    openid_provider(settings, ALGORITHM=algorithm, SIGNING_KEY=pem[algorithm])
+    (error,) = [m for m in checks.run_checks() if m.id == "epochauth.oauth.E004"]
+    assert algorithm in error.msg and "ID_TOKEN_SIGNING_KEY_FILE" in error.hint
+    assert client.get("/.well-known/openid-configuration").status_code == 404
+    metadata = client.get("/.well-known/oauth-authorization-server").json()
+    assert "openid" not in metadata["scopes_supported"] and "userinfo_endpoint" not in metadata
+    browser = Client()
+    browser.force_login(make_user("alice"))
+    url, _ = OAuth2Session(
+        "portal", SECRET, scope="openid", redirect_uri=REDIRECT, code_challenge_method="S256"
+    ).create_authorization_url("/o/authorize/", code_verifier=generate_token(48))
+    response = browser.get(url)
+    assert response.status_code == 302 and "error=invalid_scope" in response["Location"]
+
+
+def test_the_test_projects_own_configuration_is_no_openid_provider(settings, client):
+    """HS256 without OIDC_ENABLED: RFC 8414 metadata only, valid for authlib."""
+    settings.EPOCHAUTH = {**settings.EPOCHAUTH, "ISSUER": "https://api.example.org"}
+    assert client.get("/.well-known/openid-configuration").status_code == 404
+    AuthorizationServerMetadata(
+        client.get("/.well-known/oauth-authorization-server").json()
+    ).validate()
 
 
 @pytest.fixture
-def relying_party(op, portal, tmp_path, free_port):
+def renew_seconds() -> int:
+    """The age of its ID token at which the relying party signs the user in again silently."""
+    return 15 * 60
+
+
+@pytest.fixture
+def relying_party(op, portal, tmp_path, free_port, renew_seconds):
     """mozilla-django-oidc's relying party (tests/rp_settings.py) in a process of its own on
     127.0.0.1, registered as the portal; the provider is ``op`` on localhost (its own cookies)."""
     url = f"http://127.0.0.1:{free_port}"
@@ -535,6 +656,7 @@ def relying_party(op, portal, tmp_path, free_port):
         "RP_CLIENT_ID": "portal",
         "RP_CLIENT_SECRET": SECRET,
         "RP_DATABASE": str(tmp_path / "rp.sqlite3"),
+        "RP_RENEW_SECONDS": str(renew_seconds),
     }
     root = Path(__file__).resolve().parent.parent
     django = [sys.executable, "-m", "django"]
@@ -603,7 +725,8 @@ def test_a_relying_party_signs_in_and_out_in_chromium(chrome, op, alice, relying
     assert not get_refresh_token_model().objects.filter(user=alice, revoked__isnull=True).exists()
 
 
-def test_an_epoch_bump_ends_what_a_relying_party_holds(chrome, op, alice, relying_party):
+def sign_in_at(chrome, op, relying_party: str) -> None:
+    """Alice signs in at the relying party, with her password on our sign-in page."""
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support import expected_conditions as ec
     from selenium.webdriver.support.ui import WebDriverWait
@@ -615,7 +738,43 @@ def test_an_epoch_bump_ends_what_a_relying_party_holds(chrome, op, alice, relyin
     chrome.find_element(By.NAME, "password").send_keys("pw")
     chrome.find_element(By.CSS_SELECTOR, "#password-login button").click()
     wait.until(ec.url_to_be(f"{relying_party}/"))
+
+
+def test_an_epoch_bump_ends_what_a_relying_party_holds(chrome, op, alice, relying_party):
+    sign_in_at(chrome, op, relying_party)
     tokens = rp_tokens(chrome, relying_party)
     assert userinfo(op, tokens["access_token"]).status_code == 200
     bump_epoch(Epoch.Kind.USER, str(alice.pk))
     assert userinfo(op, tokens["access_token"]).status_code == 401
+
+
+@pytest.mark.parametrize("renew_seconds", [2])
+def test_a_relying_party_renews_its_login_silently_until_the_user_signs_out_here(
+    chrome, op, alice, relying_party, renew_seconds
+):
+    """mozilla-django-oidc's ``SessionRefresh``: once its ID token is due, a page load sends the
+    browser to /o/authorize/ with ``prompt=none``. Signed in here, it comes back with a code, no
+    page shown, and a new ID token of the same sign-in; signed out here, with ``login_required``,
+    and the relying party signs the user out too."""
+    from selenium.webdriver.common.by import By
+
+    sign_in_at(chrome, op, relying_party)
+    first = rp_tokens(chrome, relying_party)
+    time.sleep(renew_seconds + 0.5)
+    chrome.get(relying_party)  # through /o/authorize/?prompt=none and the callback, back here
+    assert chrome.current_url == f"{relying_party}/"
+    assert chrome.find_element(By.TAG_NAME, "h1").text == "Signed in as alice@example.test"
+    renewed = rp_tokens(chrome, relying_party)
+    assert renewed["id_token"] != first["id_token"]
+    assert get_id_token_model().objects.filter(user=alice).count() == 2
+    before, after = (verified_id_token(op, t["id_token"]) for t in (first, renewed))
+    assert after["auth_time"] == before["auth_time"] and after["sub"] == before["sub"]
+
+    chrome.get(f"{op.url}/oidc/logout/")
+    chrome.find_element(By.CSS_SELECTOR, "form button").click()
+    time.sleep(renew_seconds + 0.5)
+    chrome.get(relying_party)
+    assert chrome.current_url == f"{relying_party}/"
+    assert chrome.find_element(By.TAG_NAME, "h1").text == "Signed out"
+    screenshot(chrome, "openid-provider/relying-party-signed-out-by-prompt-none.png")
+    assert get_id_token_model().objects.filter(user=alice).count() == 2

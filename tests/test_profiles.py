@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 import scitokens
+from cryptography.hazmat.primitives import serialization
 from django.contrib.auth.models import Group
 from rest_framework.response import Response
 from rest_framework.test import APIRequestFactory
@@ -45,6 +46,23 @@ WLCG_SCOPES = "storage.read:/data storage.modify:/data/out compute.read"
         ("storage.create:/data", "storage.modify:/data/new", False),
         ("storage.modify:/data", "storage.read:/data/new", False),
         ("storage.read:/data", "storage.stage:/data/x", False),
+        # WLCG Common JWT Profile 1.3 section 2.2.1: stage no longer reads; it polls, and so may
+        # poll alone; read, create, modify and stage authorize stat, which no scope names.
+        ("storage.stage:/tape", "storage.read:/tape/f", False),
+        ("storage.stage:/tape", "storage.poll:/tape/f", True),
+        ("storage.poll:/tape", "storage.poll:/tape/f", True),
+        ("storage.poll:/tape", "storage.poll:/disk/f", False),
+        ("storage.poll:/tape", "storage.stage:/tape/f", False),
+        ("storage.poll:/tape", "storage.read:/tape/f", False),
+        ("storage.read:/data", "storage.stat:/data/f", True),
+        ("storage.create:/data/out", "storage.stat:/data/out/f", True),
+        ("storage.modify:/data", "storage.stat:/data/f", True),
+        ("storage.stage:/tape", "storage.stat:/tape/f", True),
+        ("storage.read:/data", "storage.stat:/database", False),
+        ("storage.poll:/tape", "storage.stat:/tape/f", False),
+        ("storage.stat:/data", "storage.stat:/data/f", False),
+        ("storage.stat:/data", "storage.stat:/data", False),
+        ("read:/home", "storage.stat:/home/f", False),
         ("compute.read", "compute.read", True),
         ("compute.read", "compute.modify", False),
         ("compute.read:/x", "compute.read:/x/y", False),
@@ -263,6 +281,39 @@ def test_scitokens_library_tokens_with_the_any_audience(scitokens_issuer, kid):
     assert call(wlcg_any, "read:/home").status_code == 401
 
 
+@pytest.mark.parametrize("version", ["1.0", "1.3"])
+def test_a_wlcg_issuers_stage_scope_polls_and_stats_but_never_reads(scitokens_issuer, version):
+    """Profile 1.3 section 2.2.1, whatever ``wlcg.ver`` the token says ("1.0" from issuers that
+    follow 1.3: section 2.1.1): the stage scope authorizes poll and stat, and no longer read."""
+    Issuer.objects.create(issuer=scitokens_issuer.issuer, profile="wlcg", accept_any_audience=True)
+    token = scitokens.SciToken(key=key("rsa-a"), key_id="sci-1")
+    token.update_claims(
+        {
+            "wlcg.ver": version,
+            "aud": "https://wlcg.cern.ch/jwt/v1/any",
+            "scope": "storage.stage:/tape storage.poll:/archive storage.create:/out",
+            "sub": "fts",
+        }
+    )
+    serialized = token.serialize(issuer=scitokens_issuer.issuer, lifetime=600)
+    wlcg = serialized.decode() if isinstance(serialized, bytes) else serialized
+    for granted in (
+        "storage.stage:/tape/run1.raw",
+        "storage.poll:/tape/run1.raw",
+        "storage.stat:/tape/run1.raw",
+        "storage.poll:/archive/f",
+        "storage.stat:/out/new.root",
+    ):
+        assert call(wlcg, granted).status_code == 200, granted
+    for refused in (
+        "storage.read:/tape/run1.raw",
+        "storage.stat:/archive/f",
+        "storage.stage:/archive/f",
+        "storage.read:/out/new.root",
+    ):
+        assert call(wlcg, refused).status_code == 403, refused
+
+
 def test_scitokens_any_is_refused_unless_the_issuer_accepts_it(scitokens_issuer, save):
     row = Issuer.objects.create(
         issuer=scitokens_issuer.issuer, audiences=[DEFAULT_RESOURCE], profile="scitokens"
@@ -381,7 +432,14 @@ def test_our_wlcg_tokens_pass_the_scitokens_enforcer(wlcg_minting, client):
 def test_without_the_profile_the_enforcer_refuses_our_tokens(wlcg_minting, settings):
     settings.EPOCHAUTH = {**settings.EPOCHAUTH, "TOKEN_PROFILE": None}
     issued = mint_access_token(make_user("alice"), scope="storage.read:/data")
-    token = scitokens.SciToken.deserialize(issued.token, insecure=True)
+    # Not a WLCG issuer, nor an OpenID provider here: no openid-configuration to discover keys at.
+    signing_key = serialization.load_pem_private_key(
+        settings.EPOCHAUTH["SIGNING_KEY"].encode(), None
+    )
+    public_key = signing_key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    token = scitokens.SciToken.deserialize(issued.token, public_key=public_key)
     enforcer = wlcg_enforcer(wlcg_minting)
     assert not enforcer.test(token, "storage.read", "/data/x")
     assert "preferred_username" in enforcer.last_failure

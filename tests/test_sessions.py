@@ -11,6 +11,7 @@ import pytest
 import requests
 from django.contrib.auth.models import Group
 from django.db import connection
+from django.test import Client
 from django.utils import timezone
 
 from epochauth import inserts
@@ -24,7 +25,7 @@ from epochauth.sessions import (
     rotate,
     start_session,
 )
-from tests.helpers import login, make_user
+from tests.helpers import ONE_WINNER, login, make_user, race
 
 pytestmark = pytest.mark.django_db
 
@@ -80,6 +81,89 @@ def test_rotating_an_old_token_revokes_the_family():
     assert is_revoked(session.id.hex)
     with pytest.raises(OAuthError):
         rotate(token2)
+
+
+@pytest.fixture
+def grace(settings) -> timedelta:
+    """A day, as the WLCG Common JWT Profile (section 4.3.2) suggests."""
+    settings.EPOCHAUTH = {**settings.EPOCHAUTH, "REFRESH_TOKEN_GRACE_PERIOD": timedelta(days=1)}
+    return timedelta(days=1)
+
+
+def test_within_the_grace_period_the_replaced_token_rotates_once_more(grace):
+    """A retry whose first answer was lost: a new pair, and the first use's refresh token is the one
+    rotated away (a single live chain): its next use is a reuse that ends the session."""
+    session, token = start_session(make_user("alice"))
+    _, lost = rotate(token)
+    same, retried = rotate(token)
+    assert same.pk == session.pk and retried not in (token, lost)
+    _, following = rotate(retried)
+    with pytest.raises(OAuthError) as excinfo:
+        rotate(lost)
+    assert error_of(excinfo) == "invalid_grant"
+    assert Session.objects.get(pk=session.pk).revoked_at is not None
+    assert is_revoked(session.id.hex)
+    with pytest.raises(OAuthError):
+        rotate(following)
+
+
+def test_the_token_a_retry_gave_rotates_like_any_other(grace):
+    _, token = start_session(make_user("alice"))
+    rotate(token)
+    _, retried = rotate(token)
+    _, following = rotate(retried)
+    _, again = rotate(retried)  # the grace period covers it in turn
+    rotate(again)
+
+
+@pytest.mark.parametrize("case", ["a second retry", "after the grace period", "an older token"])
+def test_beyond_the_one_retry_a_replaced_token_ends_the_session(grace, case):
+    session, token = start_session(make_user("alice"))
+    _, second = rotate(token)
+    if case == "a second retry":
+        _, live = rotate(token)
+    elif case == "after the grace period":
+        live = second
+        Session.objects.filter(pk=session.pk).update(
+            last_used_at=timezone.now() - grace - timedelta(seconds=1)
+        )
+    else:
+        _, live = rotate(second)  # only ``second`` may be retried now
+    with pytest.raises(OAuthError) as excinfo:
+        rotate(token)
+    assert error_of(excinfo) == "invalid_grant"
+    assert "already used" in str(excinfo.value.detail["error_description"])
+    assert Session.objects.get(pk=session.pk).revoked_at is not None
+    with pytest.raises(OAuthError):
+        rotate(live)
+
+
+def test_a_retry_still_checks_the_users_rights(grace):
+    user = make_user("alice")
+    session, token = start_session(user)
+    rotate(token)
+    bump_epoch(Epoch.Kind.USER, str(user.pk))
+    with pytest.raises(OAuthError):
+        rotate(token)
+    assert Session.objects.get(pk=session.pk).revoked_at is not None
+
+
+@pytest.mark.postgres
+def test_simultaneous_retries_in_the_grace_period_mint_no_two_live_chains(live_server, grace):
+    """Ten retries of one replaced token at once: the session row's lock lets one rotate; the others
+    find its one retry spent, a reuse, which ends the session, the winner's new token with it."""
+    make_user("alice")
+    body = login(Client(), "alice")
+    url = f"{live_server.url}/auth/token/refresh/"
+    first = requests.post(url, json={"refresh_token": body["refresh_token"]}, timeout=30)
+    assert first.status_code == 200
+    answers, won = race(
+        lambda: requests.post(url, json={"refresh_token": body["refresh_token"]}, timeout=30)
+    )
+    assert answers == ONE_WINNER
+    for token in (first.json()["refresh_token"], won[0]["refresh_token"]):
+        assert requests.post(url, json={"refresh_token": token}, timeout=30).status_code == 400
+    assert Session.objects.get().revoked_at is not None
 
 
 def test_a_revoked_session_cannot_be_rotated_even_with_the_current_token():

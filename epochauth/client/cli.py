@@ -216,23 +216,20 @@ def cmd_logout(args: argparse.Namespace, config: dict[str, str], http: requests.
         access = find_token(session.token_file)
     except errors.ClientError:
         pass  # an unreadable token file is still removed below
-    problems: list[str | None] = []  # None: revoked; filtered below
+    problems: list[str] = []
+    revoked: list[str] = []  # what the server confirmed it revoked, in the order tried
     failure: errors.ClientError | None = None
     if info is not None and info.revocation_endpoint:
         client = client_for(info.client_id)
+        held = [(refresh_token, "refresh_token"), (access and access.token, "access_token")]
         try:
-            if refresh_token:
-                problems.append(
-                    oauth.revoke(
-                        info.revocation_endpoint, client, http, refresh_token, "refresh_token"
-                    )
-                )
-            if access is not None:
-                problems.append(
-                    oauth.revoke(
-                        info.revocation_endpoint, client, http, access.token, "access_token"
-                    )
-                )
+            for token, hint in held:
+                if token:
+                    problem = oauth.revoke(info.revocation_endpoint, client, http, token, hint)
+                    if problem is None:
+                        revoked.append(hint.replace("_", " "))
+                    else:
+                        problems.append(problem)
         except errors.ClientError as exc:
             failure = exc
     elif info is not None:
@@ -240,17 +237,22 @@ def cmd_logout(args: argparse.Namespace, config: dict[str, str], http: requests.
             "the server offers no revocation endpoint; tokens stay valid until they expire"
         )
     removed = session.clear()
-    for problem in filter(None, problems):
+    for problem in problems:
         note(problem)
     if failure is not None:
-        raise type(failure)(
-            f"{failure}; local token files removed, but the tokens were not revoked"
-        )
+        done = f"only the {revoked[0]} was revoked" if revoked else "the tokens were not revoked"
+        raise type(failure)(f"{failure}; local token files removed, but {done}")
     if not removed:
         say(f"Not logged in: nothing stored for {session.token_file}")
+        return 0
+    # Say only what the server confirmed: a token it refused to revoke was named on stderr above.
+    if revoked and not problems:
+        outcome = " (revoked at the server)"
+    elif revoked:
+        outcome = f" (only the {revoked[0]} was revoked at the server)"
     else:
-        revoked = " (revoked at the server)" if info and info.revocation_endpoint else ""
-        say(f"Logged out{revoked}: removed {', '.join(str(path) for path in removed)}")
+        outcome = ""
+    say(f"Logged out{outcome}: removed {', '.join(str(path) for path in removed)}")
     return 0
 
 
@@ -286,6 +288,17 @@ def cmd_token(args: argparse.Namespace, config: dict[str, str], http: requests.S
     return 0
 
 
+def whoami_answer(response: requests.Response) -> dict[str, Any] | None:
+    """The body of an epochauth ``/auth/whoami/`` answer, or None when it is not one."""
+    if response.status_code != 200:
+        return None
+    try:
+        body = response.json()
+    except ValueError:
+        return None
+    return body if isinstance(body, dict) and "subject" in body else None
+
+
 def cmd_whoami(args: argparse.Namespace, config: dict[str, str], http: requests.Session) -> int:
     token_file = configured_file(args, config)
     found = find_token(token_file, args.purpose)
@@ -306,12 +319,17 @@ def cmd_whoami(args: argparse.Namespace, config: dict[str, str], http: requests.
         raise errors.TokenRejected(
             f"the server rejected the token from {found.source}: {challenge or 'HTTP 401'}"
         )
-    if response.status_code != 200:
+    if response.status_code >= 500:
         raise errors.ServerError(f"{url} answered HTTP {response.status_code}")
-    try:
-        body = response.json()
-    except ValueError:
-        raise errors.ServerError(f"{url} did not answer JSON") from None
+    body = whoami_answer(response)
+    if body is None:
+        # A provider's token names the provider as its server: it has no /auth/whoami/.
+        status = response.status_code
+        answer = "not as epochauth does" if status == 200 else f"HTTP {status}"
+        raise errors.UsageError(
+            f"{server} is not an epochauth server ({url} answered {answer}): pass --server "
+            "with the URL of the epochauth site that accepts this token"
+        )
     for key, value in body.items():
         if key == "expires_at" and isinstance(value, str):
             try:

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import unicodedata
+from datetime import timedelta
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError
+from django.utils.dateparse import parse_duration
 
 
 def check_text(value: Any) -> None:
@@ -24,6 +26,21 @@ def check_text(value: Any) -> None:
             raise CommandError(f"Not valid UTF-8: {item!r}") from None
         if any(unicodedata.category(char) == "Cc" for char in item):
             raise CommandError(f"Control character in {item!r}")
+
+
+def duration(value: str) -> timedelta:
+    """Seconds (``3600``), a suffix (``90m``, ``12h``, ``30d``) or a Django duration (``1 00:00:00``)."""
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    text = value.strip()
+    try:
+        if text[-1:] in units:
+            return timedelta(seconds=float(text[:-1]) * units[text[-1]])
+        return timedelta(seconds=float(text))
+    except ValueError:
+        parsed = parse_duration(text)
+        if parsed is None:
+            raise ValueError(f"not a duration: {value!r}") from None
+        return parsed
 
 
 class EpochauthCommand(BaseCommand):

@@ -21,9 +21,19 @@ class OAuthConfig(AppConfig):
     def server_metadata(self, request: HttpRequest) -> dict[str, Any]:
         """RFC 8414 metadata for ``epochauth.views``' metadata documents to merge in."""
         # Imported here: the app config loads before the models are ready.
+        from .registration import registration_metadata
         from .views import openid_metadata, server_metadata
 
-        return {**server_metadata(request), **openid_metadata(request)}
+        return {
+            **server_metadata(request),
+            **openid_metadata(request),
+            **registration_metadata(request),
+        }
+
+    def is_openid_provider(self) -> bool:
+        from .openid import is_openid_provider
+
+        return is_openid_provider()
 
     def end_family(self, family: str) -> None:
         """End the refresh-token family an access token names (``/auth/logout/`` with it)."""

@@ -8,8 +8,8 @@ from django.core import checks
 from django.core.exceptions import ImproperlyConfigured
 from oauth2_provider.settings import oauth2_settings
 
-from .. import keys
-from . import scopes, server, validators
+from .. import conf, keys
+from . import registration, scopes, server, validators
 
 # DOT setting -> the class of ours it must be (or subclass): the server brings our JWT generator,
 # lifetimes and grants; the validator our subjects, scopes, epochs and revocation; the scopes
@@ -52,7 +52,8 @@ def check_oauth_settings(app_configs: Any = None, **kwargs: Any) -> list[checks.
             checks.Error(
                 'OAUTH2_PROVIDER["REFRESH_TOKEN_GRACE_PERIOD_SECONDS"] must be 0.',
                 hint="DOT answers a retry within the grace period with the stored access token, and "
-                "only its jti is stored: the answer would not be a token.",
+                "only its jti is stored: the answer would not be a token. Set "
+                'EPOCHAUTH["REFRESH_TOKEN_GRACE_PERIOD"] instead.',
                 id="epochauth.oauth.E003",
             )
         )
@@ -67,26 +68,30 @@ def check_oauth_settings(app_configs: Any = None, **kwargs: Any) -> list[checks.
         )
     errors.extend(check_openid_provider())
     errors.extend(check_rp_initiated_logout())
+    errors.extend(check_client_registration())
     return errors
 
 
 def check_openid_provider() -> list[checks.CheckMessage]:
-    """OpenID Provider mode signs ID tokens with our signing key: relying parties verify them with
-    our JWKS, which has no HMAC secret in it."""
+    """OpenID Provider mode signs ID tokens RS256 (OpenID Connect Core 1.0 section 15.1: every
+    provider supports it, and every relying party that registered no algorithm expects it)."""
     if not oauth2_settings.OIDC_ENABLED:
         return []
     try:
-        symmetric = keys.get_keyring().signing.is_symmetric
-    except ImproperlyConfigured:
+        keyring = keys.get_keyring()
+    except (ImproperlyConfigured, OSError):
         # epochauth's own checks report a key that does not load.
         return []
-    if not symmetric:
+    if keyring.id_token is not None:
         return []
     return [
         checks.Error(
-            'OAUTH2_PROVIDER["OIDC_ENABLED"] needs an asymmetric EPOCHAUTH["ALGORITHM"] (RS256, ES256, ...).',
-            hint="ID tokens are signed with epochauth's signing key; relying parties cannot verify "
-            "an HMAC signature without the secret.",
+            f'OAUTH2_PROVIDER["OIDC_ENABLED"] needs an RS256 key for ID tokens; EPOCHAUTH["ALGORITHM"] '
+            f"is {keyring.signing.algorithm}.",
+            hint='Set EPOCHAUTH["ID_TOKEN_SIGNING_KEY_FILE"] to an RSA private key (manage.py '
+            "epochauth_keys --generate RS256): ID tokens are signed with it, access tokens keep "
+            "the signing key. Until then the site is no OpenID provider: no openid scope, no "
+            "/.well-known/openid-configuration.",
             id="epochauth.oauth.E004",
         )
     ]
@@ -108,3 +113,50 @@ def check_rp_initiated_logout() -> list[checks.CheckMessage]:
             id="epochauth.oauth.E005",
         )
     ]
+
+
+def check_client_registration() -> list[checks.CheckMessage]:
+    """Dynamic client registration registers public clients only: their codes need PKCE, and only
+    epochauth's registration endpoint applies that policy."""
+    errors: list[checks.CheckMessage] = []
+    mode = conf.epochauth_settings.CLIENT_REGISTRATION
+    if mode not in registration.MODES:
+        errors.append(
+            checks.Error(
+                f'EPOCHAUTH["CLIENT_REGISTRATION"] must be None, "open" or "authenticated", not {mode!r}.',
+                id="epochauth.oauth.E006",
+            )
+        )
+    if oauth2_settings.DCR_ENABLED:
+        errors.append(
+            checks.Warning(
+                'OAUTH2_PROVIDER["DCR_ENABLED"] is True.',
+                hint="DOT's own registration views register what a request asks for (confidential "
+                "clients with the client-credentials grant too) and keep registration access tokens "
+                'as DOT access tokens: leave it False and use EPOCHAUTH["CLIENT_REGISTRATION"].',
+                id="epochauth.oauth.W002",
+            )
+        )
+    if not registration.enabled():
+        return errors
+    if oauth2_settings.PKCE_REQUIRED is not True:
+        errors.append(
+            checks.Error(
+                'EPOCHAUTH["CLIENT_REGISTRATION"] needs OAUTH2_PROVIDER["PKCE_REQUIRED"] = True.',
+                hint="Registered clients are public: without PKCE, whoever intercepts a code on its "
+                "way to their redirect URI gets the user's tokens.",
+                id="epochauth.oauth.E007",
+            )
+        )
+    if (
+        mode == registration.OPEN
+        and conf.epochauth_settings.CLIENT_REGISTRATION_THROTTLE_RATE is None
+    ):
+        errors.append(
+            checks.Warning(
+                'Open client registration without EPOCHAUTH["CLIENT_REGISTRATION_THROTTLE_RATE"].',
+                hint='Anyone may then fill the application table: set a rate such as "10/hour".',
+                id="epochauth.oauth.W003",
+            )
+        )
+    return errors

@@ -84,9 +84,11 @@ class TokenExchangeGrant(GrantTypeBase):
     The subject token is verified exactly like a bearer token of that issuer (allow-list, keys,
     revocation, provisioning). Delegation (``actor_token``) is not supported. The issued token's
     scope is the requested one (default: the subject token's) narrowed to what the subject token
-    carried and the client may have, never a service scope; ``g:<group>`` needs membership here, of
-    a group the subject token itself grants (for an issuer with group claims, one it may name:
-    ``group_map``, ``group_prefix``, default groups), whatever other groups the user is in.
+    carried and the client may have, never a service scope; a group selection (``g:<group>``,
+    ``wlcg.groups:/<group>``) needs membership here, of a group the subject token itself grants
+    (for an issuer with group claims, one it may name: ``group_map``, ``group_prefix``, default
+    groups), whatever other groups the user is in. Not asked for, the subject token's selection of
+    a group it does not grant here is dropped, not refused.
     """
 
     def create_token_response(
@@ -152,6 +154,9 @@ class TokenExchangeGrant(GrantTypeBase):
             for s in dict.fromkeys(requested)
             if grantable(s, request.client, request.grant_type)
             and (scopes.group_name(s) is not None or s in granted)
+            # Not asked for, the subject token's own selection (IAM's ``wlcg.groups:/<group>``, a
+            # group of its namespace) carries over only for a group it grants here.
+            and (request.scope or scopes.group_name(s) in (None, *access.groups))
         ]
         if any(
             name not in access.groups for name in map(scopes.group_name, request.scopes) if name

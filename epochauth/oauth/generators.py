@@ -6,7 +6,7 @@ import uuid
 from datetime import timedelta
 from typing import Any
 
-from .. import tokens, urns
+from .. import profiles, tokens, urns
 from . import revocation
 from .scopes import selected_group
 
@@ -37,7 +37,7 @@ def token_family(request: Any) -> uuid.UUID | None:
 def access_token(request: Any) -> str:
     """Mint for ``request.user`` with ``request.scopes``; oauthlib has set ``expires_in`` already.
 
-    The ``g:`` scope was checked by the validator before token creation; it selects the group here.
+    The group selection was checked by the validator before token creation; it selects the group here.
     """
     scopes = list(request.scopes or [])
     group, _ = selected_group(request.user, scopes)
@@ -45,6 +45,11 @@ def access_token(request: Any) -> str:
     if request.grant_type == "client_credentials":
         # Its subject is the application's owner, who signed in nowhere: see get_userinfo_claims.
         extra[tokens.CLAIM_GRANT_TYPE] = request.grant_type
+        if profiles.HOST_AUTH in scopes:
+            # WLCG Common JWT Profile 1.3 section 2.2.4: the subject is the host's client id
+            # (host:<fqdn>, checked by the validator); the owner's standing still ends the token.
+            extra["sub"] = request.client.client_id
+            extra[tokens.CLAIM_OWNER] = str(request.user.pk)
     family = token_family(request)
     if family is not None:
         extra[tokens.CLAIM_TOKEN_FAMILY] = family.hex

@@ -50,6 +50,29 @@ class AllowedScopes(models.Model):
         return frozenset(split_scope(self.scopes))
 
 
+class ClientRegistration(models.Model):
+    """An application registered at ``/o/register/`` (RFC 7591): the SHA-256 of its registration
+    access token, which reads, replaces and deletes the registration (RFC 7592). The token itself was
+    in the registration's answer only."""
+
+    application = models.OneToOneField(
+        oauth2_settings.APPLICATION_MODEL,
+        on_delete=models.CASCADE,
+        related_name="epochauth_registration",
+        verbose_name=_("application"),
+    )
+    token_digest = models.CharField(
+        _("registration access token (SHA-256)"), max_length=64, editable=False
+    )
+
+    class Meta:
+        verbose_name = _("client registration")
+        verbose_name_plural = _("client registrations")
+
+    def __str__(self) -> str:
+        return str(self.application)
+
+
 CLI_CLIENT_ID = "epochauth-cli"
 
 

@@ -18,7 +18,7 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render, resolve_url
 from django.utils.translation import gettext_lazy as _
 from oauth2_provider import views as dot
-from oauth2_provider.exceptions import InvalidOIDCClientError
+from oauth2_provider.exceptions import InvalidOIDCClientError, OAuthToolkitError
 from oauth2_provider.models import (
     get_access_token_model,
     get_application_model,
@@ -32,7 +32,7 @@ from rest_framework.exceptions import Throttled
 from epochauth.scopes import split_scope
 
 from .. import snapshots, throttling
-from . import revocation
+from . import openid, revocation
 
 #: The page of each reason a code cannot be approved: (status, title, message).
 CODE_PROBLEMS: dict[str, tuple[int, Any, Any]] = {
@@ -225,10 +225,60 @@ class DeviceGrantStatusView(dot.DeviceGrantStatusView):
         return context
 
 
+def prompt_values(request: HttpRequest) -> set[str]:
+    """``prompt``: space-separated, case-sensitive values (OpenID Connect Core 1.0 section 3.1.2.1)."""
+    return set(request.GET.get("prompt", "").split())
+
+
 class AuthorizationView(dot.AuthorizationView):
-    """``/o/authorize/``: the consent page, or none for an application with ``skip_authorization``."""
+    """``/o/authorize/``: the consent page, or none for an application with ``skip_authorization``.
+
+    OpenID requests: ``prompt=none`` never shows a page, it redirects back with a code or an error
+    (the validator's silent checks: ``login_required``, ``consent_required``); ``prompt=login`` and a
+    ``max_age`` the user's last sign-in exceeds send the user to the sign-in page first.
+    """
 
     template_name = "epochauth/oauth/authorize.html"
+
+    def get(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        if "none" not in prompt_values(request) and openid.signed_in_too_long_ago(
+            request.user, request.GET.get("max_age")
+        ):
+            try:
+                self.validate_authorization_request(request)
+            except OAuthToolkitError as error:
+                return self.error_response(error, application=None)
+            return self.handle_prompt_login()
+        return super().get(request, *args, **kwargs)
+
+    def handle_no_permission(self) -> HttpResponse:
+        if "max_age" in self.request.GET and not prompt_values(self.request) & {"none", "create"}:
+            return self.handle_prompt_login()
+        return super().handle_no_permission()
+
+    def handle_prompt_login(self) -> HttpResponse:
+        """To the sign-in page, and back here without ``prompt`` and ``max_age``: the sign-in just
+        made satisfies both (an unchanged ``max_age=0`` would send the user there again)."""
+        query = self.request.GET.copy()
+        for name in ("prompt", "max_age"):
+            query.pop(name, None)
+        back = self.request.build_absolute_uri(f"{self.request.path}?{query.urlencode()}")
+        return redirect_to_login(back, self.get_login_url(), self.get_redirect_field_name())
+
+    def render_to_response(self, context: dict[str, Any], **response_kwargs: Any) -> HttpResponse:
+        """Where DOT would show the consent page to an OpenID request with ``prompt=none``, the
+        request goes on as the page's "Allow" would: the validator's silent checks then answer
+        ``consent_required`` unless the user consented before. (An OAuth 2.0 request without
+        ``openid`` ignores ``prompt``, an unknown parameter to it, RFC 6749 section 3.1.)"""
+        if (
+            "form" in context
+            and "openid" in context.get("scopes", [])
+            and "none" in prompt_values(self.request)
+        ):
+            form = self.get_form_class()(data={**context["form"].initial, "allow": True})
+            if form.is_valid():
+                return self.form_valid(form)
+        return super().render_to_response(context, **response_kwargs)
 
     def get_context_data(self, **kwargs: Any) -> dict[str, Any]:
         context = super().get_context_data(**kwargs)

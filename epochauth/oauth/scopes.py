@@ -1,6 +1,7 @@
 """Which scopes exist and who may have them: user scopes from ``EPOCHAUTH["SCOPES"]`` and
-``g:<group>``, which selects one of the user's groups for the token, for any grant; service scopes
-(``epochauth.scopes.service_scopes``) for the client-credentials grant of a service application only."""
+``g:<group>`` (or ``wlcg.groups:/<group>``), which selects one of the user's groups for the token,
+for any grant; service scopes (``epochauth.scopes.service_scopes``) for the client-credentials grant
+of a service application only."""
 
 from __future__ import annotations
 
@@ -10,9 +11,10 @@ from django.contrib.auth.models import Group
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
 from oauth2_provider.scopes import BaseScopes
-from oauth2_provider.settings import oauth2_settings
 
 from epochauth.scopes import group_name, service_scopes, user_scopes
+
+from .openid import is_openid_provider
 
 
 def _allowed(application: Any) -> frozenset[str] | None:
@@ -26,11 +28,15 @@ def _allowed(application: Any) -> frozenset[str] | None:
 
 
 def application_allows(application: Any, scope: str) -> bool:
-    """An application's :class:`~epochauth.oauth.models.AllowedScopes` row, when it has one, limits it."""
+    """An application's :class:`~epochauth.oauth.models.AllowedScopes` row, when it has one, limits
+    it; a group selection is allowed in either spelling by ``g:*`` or by one naming that group."""
     allowed = _allowed(application)
     if allowed is None:
         return True
-    return scope in allowed or (group_name(scope) is not None and "g:*" in allowed)
+    name = group_name(scope)
+    if name is None:
+        return scope in allowed
+    return "g:*" in allowed or any(group_name(entry) == name for entry in allowed)
 
 
 def is_service_application(application: Any, scope: str) -> bool:
@@ -53,17 +59,20 @@ def grantable(scope: str, application: Any, grant_type: str | None) -> bool:
     return known(scope) and application_allows(application, scope)
 
 
-#: OpenID Connect's scopes (Core 1.0 section 5.4), in OpenID Provider mode (DOT's ``OIDC_ENABLED``).
+#: OpenID Connect's scopes (Core 1.0 sections 5.4 and 11), in OpenID Provider mode
+#: (:func:`is_openid_provider`). ``offline_access`` asks for a refresh token, which every grant of a user
+#: here gives anyway: clients that ask for it (oidc-agent insists) get what they would get without it.
 OPENID_SCOPES = {
     "openid": gettext_lazy("Sign you in with your account here"),
     "profile": gettext_lazy("See your name and username"),
     "email": gettext_lazy("See your email address"),
+    "offline_access": gettext_lazy("Keep access while you are away"),
 }
 
 
 def requestable_scopes() -> dict[str, Any]:
     """The user scopes, and OpenID Connect's in OpenID Provider mode."""
-    if oauth2_settings.OIDC_ENABLED:
+    if is_openid_provider():
         return {**OPENID_SCOPES, **user_scopes()}
     return user_scopes()
 
@@ -74,8 +83,9 @@ def known(scope: str) -> bool:
 
 
 def selected_group(user: Any, scopes: list[str]) -> tuple[Group | None, str | None]:
-    """The group a ``g:`` scope selects and, if the selection is not allowed, why."""
-    names = [name for name in map(group_name, scopes) if name]
+    """The group a group selection (``g:``, ``wlcg.groups:/``) selects and, if the selection is not
+    allowed, why."""
+    names = list(dict.fromkeys(name for name in map(group_name, scopes) if name))
     if not names:
         return None, None
     if len(names) > 1:

@@ -15,7 +15,7 @@ from oauthlib.oauth2.rfc6749.tokens import random_token_generator
 from oauthlib.openid import Server as OAuthlibServer
 
 from .. import conf, urns
-from . import exchange, generators
+from . import exchange, generators, openid
 
 
 def access_token_lifetime(request: Any) -> int:
@@ -56,6 +56,8 @@ class Server(OAuthlibServer):
         ]
         for hooks in {id(g.custom_validators): g.custom_validators for g in grants}.values():
             hooks.post_token.append(request_validator.check_token_request)
+        # Before oauthlib's own OpenID checks, which read max_age for prompt=none.
+        self.openid_connect_auth.custom_validators.post_auth.insert(0, openid.check_max_age)
 
     def create_token_response(self, *args: Any, **kwargs: Any) -> tuple[dict[str, str], str, int]:
         """One transaction per token request: the row locks the validator takes (the refresh token

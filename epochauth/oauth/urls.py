@@ -9,7 +9,7 @@ wrapped by :mod:`.parameters`, which refuses control characters before DOT sees 
 from django.urls import path
 from oauth2_provider import views as dot
 
-from . import pages, views
+from . import pages, registration, views
 from .parameters import endpoint, page
 
 app_name = "oauth2_provider"
@@ -28,6 +28,13 @@ urlpatterns = [
         name="device-authorization",
     ),
     path("device/", page(pages.DeviceUserCodeView.as_view()), name="device"),
+    # Dynamic client registration (RFC 7591/7592), EPOCHAUTH["CLIENT_REGISTRATION"]; 404 when off.
+    path("register/", endpoint(registration.RegistrationView.as_view()), name="dcr-register"),
+    path(
+        "register/<slug:client_id>/",
+        endpoint(registration.RegistrationManagementView.as_view()),
+        name="dcr-register-management",
+    ),
     path(
         "device-confirm/<slug:client_id>/<slug:user_code>",
         page(pages.DeviceConfirmView.as_view()),

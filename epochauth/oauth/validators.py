@@ -11,8 +11,10 @@ from typing import Any
 
 import jwt
 from django.contrib.auth import get_user_model
+from django.core.exceptions import ImproperlyConfigured
 from django.db import router, transaction
 from django.db.models import F, Q
+from django.utils import timezone
 
 # oauthlib writes descriptions with json.dumps: plain str, in the request's language.
 from django.utils.translation import gettext as _
@@ -26,15 +28,28 @@ from oauth2_provider.models import (
     get_grant_model,
     get_id_token_model,
     get_refresh_token_model,
+    refresh_token_expire_timedelta,
+    revoke_access_token,
 )
 from oauth2_provider.oauth2_validators import OAuth2Validator
 from oauthlib.oauth2.rfc6749 import errors
 from oauthlib.oauth2.rfc8628.grant_types import DeviceCodeGrant
 
-from epochauth.scopes import service_scope_refusal, service_scopes, split_scope
+from epochauth.scopes import issued_scopes, service_scope_refusal, service_scopes, split_scope
 
-from .. import authentication, clock, conf, exceptions, keys, models, tokens, urns, verification
-from . import revocation
+from .. import (
+    authentication,
+    clock,
+    conf,
+    exceptions,
+    keys,
+    models,
+    profiles,
+    tokens,
+    urns,
+    verification,
+)
+from . import openid, revocation
 from .scopes import grantable, selected_group
 
 
@@ -131,12 +146,22 @@ class EpochAuthValidator(OAuth2Validator):
         """oauthlib ``post_token`` hook of every grant: who the token is for and its scopes.
 
         A service scope again, for the grants that take their scopes from an earlier step without
-        ``validate_scopes`` (a code, a refresh token issued before the scope became one).
+        ``validate_scopes`` (a code, a refresh token issued before the scope became one). A group
+        selection, in either spelling, is issued in ours (:func:`~epochauth.scopes.issued_scopes`):
+        the token, the response and the refresh token that follows say it alike.
         """
+        request.scopes = issued_scopes(request.scopes or [])
         service = [s for s in request.scopes or [] if s in service_scopes()]
         if not all(grantable(s, request.client, request.grant_type) for s in service):
             raise errors.InvalidScopeError(
                 description=service_scope_refusal(service), request=request
+            )
+        if profiles.HOST_AUTH in request.scopes and not profiles.HOST_CLIENT_ID.fullmatch(
+            request.client.client_id
+        ):
+            raise errors.InvalidScopeError(
+                description=_("host.auth needs a client id host:<fully qualified domain name>"),
+                request=request,
             )
         if request.grant_type == "client_credentials":
             request.user = request.client.user
@@ -151,6 +176,14 @@ class EpochAuthValidator(OAuth2Validator):
         if problem:
             raise errors.InvalidScopeError(description=problem, request=request)
 
+    def is_within_original_scope(
+        self, request_scopes: list[str], refresh_token: str, request: Any, *args: Any, **kw: Any
+    ) -> bool:
+        """A refresh asking again for its group selection in the other spelling (``g:cms`` for
+        ``wlcg.groups:/cms``, or back) asks for what it has."""
+        original = issued_scopes(split_scope(self.get_original_scopes(refresh_token, request)))
+        return set(issued_scopes(request_scopes)) <= set(original)
+
     def validate_refresh_token(
         self, refresh_token: str, client: Any, request: Any, *args: Any, **kwargs: Any
     ) -> bool:
@@ -161,15 +194,75 @@ class EpochAuthValidator(OAuth2Validator):
         would pass these checks and reach DOT's grace-period answer, which hands back the stored
         ``jti`` as the access token (and DOT's token view a 500 looking it up).
         When DOT's reuse protection has just revoked the token's family, its access tokens are denied.
+
+        ``EPOCHAUTH["REFRESH_TOKEN_GRACE_PERIOD"]`` is ours, not DOT's: see :meth:`_retried_in_grace`.
         """
         rows = get_refresh_token_model().objects.filter(token_checksum=checksum(refresh_token))
         list(rows.select_for_update())
+        retried = self._retried_in_grace(rows, client)
+        if retried is not None:
+            rt, request.epochauth_retried = retried
+            request.user = rt.user
+            request.refresh_token = refresh_token
+            request.refresh_token_instance = rt
+            return self._no_bump_since(rt, request.epochauth_retried.scope)
         if not super().validate_refresh_token(refresh_token, client, request, *args, **kwargs):
             revocation.deny_ended_families(revocation.families(rows))
             return False
         rt = request.refresh_token_instance
-        group, _ = selected_group(rt.user, split_scope(rt.access_token.scope))
+        return self._no_bump_since(rt, rt.access_token.scope)
+
+    @staticmethod
+    def _no_bump_since(rt: Any, scope: str) -> bool:
+        group, _ = selected_group(rt.user, split_scope(scope))
         return not epochs_bumped_since(rt.user_id, group.pk if group else None, rt.created)
+
+    @staticmethod
+    def _retried_in_grace(rows: Any, client: Any) -> tuple[Any, Any] | None:
+        """The refresh token (and the access token its rotation gave) when it is the one a rotation
+        replaced within ``REFRESH_TOKEN_GRACE_PERIOD``, retried by its client for the first time.
+
+        As for login sessions (:func:`epochauth.sessions.rotate`), the retry rotates it once more: a
+        new pair, and the first use's pair ends at the save, so the family keeps one live refresh
+        token. The retry's access token names no source refresh token: that spends the one retry, and
+        DOT's reuse protection then treats a second retry, like an older token, as a reuse.
+        """
+        grace = conf.epochauth_settings.REFRESH_TOKEN_GRACE_PERIOD
+        if not grace:
+            return None
+        rt = rows.select_related("user").order_by(F("revoked").desc(nulls_first=True)).first()
+        if (
+            rt is None
+            or rt.revoked is None
+            or rt.revoked <= timezone.now() - grace
+            or rt.application_id != client.pk
+        ):
+            return None
+        successor = (
+            get_access_token_model()
+            .objects.select_for_update()
+            .filter(source_refresh_token=rt)
+            .first()
+        )
+        lifetime = refresh_token_expire_timedelta()
+        if successor is None or (lifetime and successor.expires + lifetime <= timezone.now()):
+            return None
+        return rt, successor
+
+    def _save_bearer_token(self, token: Any, request: Any, *args: Any, **kwargs: Any) -> None:
+        """A retry within the grace period ends the pair the first use gave before its own is saved."""
+        retried = getattr(request, "epochauth_retried", None)
+        if retried is not None:
+            revoke_access_token(retried)
+        super()._save_bearer_token(token, request, *args, **kwargs)
+
+    def _create_access_token(
+        self, expires: Any, request: Any, token: Any, source_refresh_token: Any = None
+    ) -> Any:
+        """A retry's access token names no source: the retried refresh token is spent."""
+        if getattr(request, "epochauth_retried", None) is not None:
+            source_refresh_token = None
+        return super()._create_access_token(expires, request, token, source_refresh_token)
 
     def validate_code(
         self, client_id: str, code: str, client: Any, request: Any, *args: Any, **kwargs: Any
@@ -317,9 +410,10 @@ class EpochAuthValidator(OAuth2Validator):
     def finalize_id_token(
         self, id_token: dict[str, Any], token: Any, token_handler: Any, request: Any
     ) -> str:
-        """DOT's ID token, signed with our signing key (published in our JWKS) rather than the
-        application's DOT key; ``sid`` names the refresh-token family the login started, which
-        logout, logout-all, epoch bumps and the admin end."""
+        """DOT's ID token, signed as :func:`~epochauth.oauth.openid.sign_id_token` says (RS256 with
+        our ID-token key, published in our JWKS, unless the application chose HS256); ``sid`` names
+        the refresh-token family the login started, which logout, logout-all, epoch bumps and the
+        admin end."""
         claims, expires = self.get_id_token_dictionary(token, token_handler, request)
         id_token.update(claims)
         # oauthlib bug #746, as in DOT: the nonce of a code grant is not always copied over.
@@ -328,20 +422,51 @@ class EpochAuthValidator(OAuth2Validator):
         family = getattr(request, "epochauth_claims", {}).get(tokens.CLAIM_TOKEN_FAMILY)
         if family:
             id_token["sid"] = family
-        encoded = keys.get_keyring().sign(id_token, "JWT")
+        encoded = openid.sign_id_token(id_token, request.client)
         with transaction.atomic(using=router.db_for_write(get_id_token_model())):
             row = self._save_id_token(id_token["jti"], request, expires)
         request.access_token = request.id_token = row
         return encoded
 
     def _get_key_for_token(self, token: str) -> JWK | None:
-        """The key of ours that an ID token names by ``kid`` (RP-initiated logout's ``id_token_hint``);
-        never a key the token brings along, and never an HMAC secret."""
+        """The key of an ID token of ours (RP-initiated logout's ``id_token_hint``, DOT linking an
+        ID token to its access token): a published key of ours by ``kid``, or without ``kid`` an
+        HS256 application's own secret, by ``aud``; never a key the token brings along, and never
+        our HMAC secret."""
         try:
-            kid = jwt.get_unverified_header(token).get("kid")
+            header = jwt.get_unverified_header(token)
+            audience = jwt.decode(token, options={"verify_signature": False}).get("aud")
         except jwt.DecodeError:
             return None
-        key = keys.get_keyring().by_kid.get(kid) if isinstance(kid, str) else None
-        if key is None or key.is_symmetric:
-            return None
-        return JWK.from_pyca(key.verifying_key)
+        kid = header.get("kid")
+        if kid is None and header.get("alg") == "HS256":
+            if not isinstance(audience, str | list):
+                return None
+            application = self._get_client_by_audience(audience)
+            if application is None or application.algorithm != application.HS256_ALGORITHM:
+                return None
+            try:
+                return application.jwk_key
+            except ImproperlyConfigured:
+                return None
+        key = next((k for k in keys.get_keyring().published() if k.kid == kid), None)
+        return None if key is None else JWK.from_pyca(key.verifying_key)
+
+    def validate_silent_login(self, request: Any) -> bool:
+        """``prompt=none`` (OpenID Connect Core 1.0 section 3.1.2.1): the browser's user is signed
+        in, and recently enough for ``max_age``; else ``login_required``.
+
+        DOT validates the request once before it hands over the user (``request.user`` None): a
+        browser signed in as no one gets ``login_required`` from DOT's view, and the answer is
+        decided when the response is created for the signed-in user (``pages.AuthorizationView``).
+        """
+        user = request.user
+        return user is None or (
+            user.is_active and not openid.signed_in_too_long_ago(user, request.max_age)
+        )
+
+    def validate_silent_authorization(self, request: Any) -> bool:
+        """``prompt=none``: the user consented to these scopes for this client already
+        (:func:`~epochauth.oauth.openid.consented`); else ``consent_required``."""
+        user = request.user
+        return user is None or openid.consented(user, request.client, request.scopes)

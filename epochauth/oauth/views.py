@@ -23,7 +23,7 @@ from oauthlib.common import Request as OAuthlibRequest
 
 from .. import conf, exceptions, jwks, snapshots, urns, views
 from ..scopes import user_scopes
-from . import exchange, scopes, validators
+from . import exchange, openid, scopes, validators
 
 GRANT_TYPES = [
     "authorization_code",
@@ -203,11 +203,12 @@ class UserInfoView(dot.UserInfoView):
 
 
 def openid_metadata(request: HttpRequest) -> dict[str, Any]:
-    """OpenID Connect Discovery 1.0 additions in OpenID Provider mode (DOT's ``OIDC_ENABLED``)."""
-    if not oauth2_settings.OIDC_ENABLED:
+    """OpenID Connect Discovery 1.0 additions in OpenID Provider mode (:func:`.openid.is_openid_provider`)."""
+    if not openid.is_openid_provider():
         return {}
     document = {
         "userinfo_endpoint": views.issuer_url(request, "oauth2_provider:user-info"),
+        "id_token_signing_alg_values_supported": list(openid.ID_TOKEN_ALGORITHMS),
         "scopes_supported": sorted(scopes.requestable_scopes()),
         # The ID token's and userinfo's claims beyond those of our access tokens, which the
         # OpenID configuration document lists itself.

@@ -5,27 +5,11 @@ from typing import Any
 
 from django.contrib.auth import get_user_model
 from django.core.management.base import CommandError, CommandParser
-from django.utils.dateparse import parse_duration
 
 from epochauth import scopes, tokens
 from epochauth.management import base
 
 MAX_LIFETIME = timedelta(days=3650)
-
-
-def _duration(value: str) -> timedelta:
-    """Seconds (``3600``), a suffix (``90m``, ``12h``, ``30d``) or a Django duration (``1 00:00:00``)."""
-    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-    text = value.strip()
-    try:
-        if text[-1:] in units:
-            return timedelta(seconds=float(text[:-1]) * units[text[-1]])
-        return timedelta(seconds=float(text))
-    except ValueError:
-        parsed = parse_duration(text)
-        if parsed is None:
-            raise ValueError(f"not a duration: {value!r}") from None
-        return parsed
 
 
 class Command(base.EpochauthCommand):
@@ -52,7 +36,7 @@ class Command(base.EpochauthCommand):
         if problem:
             raise CommandError(f"{problem} (a user scope is declared in EPOCHAUTH['SCOPES'])")
         try:
-            duration = _duration(lifetime) if lifetime else None
+            duration = base.duration(lifetime) if lifetime else None
         except ValueError as exc:
             raise CommandError(str(exc)) from None
         except OverflowError:
