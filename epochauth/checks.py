@@ -30,6 +30,16 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckM
                 id="epochauth.E002",
             )
         )
+    first_party = conf.epochauth_settings.FIRST_PARTY_CLIENT_ID
+    if not isinstance(first_party, str) or not first_party.strip():
+        errors.append(
+            checks.Error(
+                'EPOCHAUTH["FIRST_PARTY_CLIENT_ID"] must be a non-empty string.',
+                hint="The client_id of the tokens of this site's own login (RFC 9068 section 2.2); "
+                'the default is "epochauth".',
+                id="epochauth.E020",
+            )
+        )
     for name in conf.TIMEDELTA_SETTINGS:
         value = getattr(conf.epochauth_settings, name)
         if not isinstance(value, timedelta) or value < timedelta(0):

@@ -19,6 +19,7 @@ from django.dispatch import receiver
 DEFAULTS: dict[str, Any] = {
     "ISSUER": None,
     "AUDIENCE": None,
+    "FIRST_PARTY_CLIENT_ID": "epochauth",
     "ALGORITHM": "HS256",
     "SIGNING_KEY": None,
     "SIGNING_KEY_FILE": None,
@@ -82,9 +83,21 @@ DESCRIPTIONS: dict[str, str] = {
         "**Required.** The `iss` of every token this site mints; a token with this `iss` is verified as "
         "one of ours."
     ),
-    "AUDIENCE": "`aud` written into our tokens; when set, our tokens must carry it.",
+    "AUDIENCE": (
+        "`aud` written into our tokens; when set, our tokens must carry it. `None`: `ISSUER` (this "
+        "site is the resource server), in the WLCG profile its any-audience; every token has an `aud` "
+        "(RFC 9068 section 2.2), and ours without one, minted by earlier versions, stay valid."
+    ),
+    "FIRST_PARTY_CLIENT_ID": (
+        "The `client_id` (RFC 9068 section 2.2) of the tokens of our own login: `POST /auth/token/`, "
+        "its refresh and renew, the browser login's token page, `epochauth_issue`. The OAuth server "
+        "refuses an application of that client id, so no client's token passes for one of them "
+        "(check `epochauth.E020`)."
+    ),
     "ALGORITHM": (
-        "Signing algorithm: `HS256/384/512`, `RS256/384/512`, `PS256/384/512`, `ES256/384/512`, `EdDSA`."
+        "Signing algorithm: `HS256/384/512`, `RS256/384/512`, `PS256/384/512`, `ES256/384/512`, "
+        "`Ed25519` (RFC 9864), or `EdDSA`, its deprecated name, for consumers that know no other "
+        "(an Ed25519 key verifies tokens labelled either way)."
     ),
     "SIGNING_KEY": (
         "HMAC secret or PEM private key. HS* without it falls back to `SECRET_KEY` (warning `W001` "

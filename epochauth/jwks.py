@@ -23,6 +23,7 @@ from django.utils.translation import gettext_lazy as _
 from jwt.algorithms import ECAlgorithm, OKPAlgorithm, RSAAlgorithm
 
 from . import clock, conf, exceptions, fetching, snapshots, system_jwks, tokens
+from .keys import ED25519, ED25519_NAMES, EDDSA
 
 logger = logging.getLogger(__name__)
 
@@ -65,13 +66,20 @@ class PublicKey:
     key: Any
 
     def usable_with(self, algorithm: str) -> bool:
+        """Whether the key fits ``algorithm`` and the ``alg`` its JWK names, if any. RFC 9864:
+        ``Ed25519`` is ``EdDSA`` on an Ed25519 key; for such a key either name stands for the other."""
+        ed25519 = self.kty == "OKP" and self.crv == "Ed25519"
         if self.alg is not None and self.alg != algorithm:
-            return False
+            # A tuple, not a set: the JWK's alg may be any JSON value.
+            if not (ed25519 and algorithm in ED25519_NAMES and self.alg in (ED25519, EDDSA)):
+                return False
         if algorithm.startswith(("RS", "PS")):
             return self.kty == "RSA"
         if algorithm in EC_CURVES:
             return self.kty == "EC" and self.crv == EC_CURVES[algorithm]
-        return algorithm == "EdDSA" and self.kty == "OKP"
+        if algorithm == ED25519:
+            return ed25519
+        return algorithm == EDDSA and self.kty == "OKP"
 
 
 def signature_keys(jwks: dict[str, Any]) -> list[tuple[str | None, PublicKey]]:

@@ -1,7 +1,9 @@
 """Our signing keys: loaded once from settings, each pinned to one algorithm, published as a JWKS.
 
 The first key signs; every key verifies (rotation: move the old key to ``VERIFICATION_KEYS``).
-A token names its key by ``kid``; the algorithm is the key's, never the token header's.
+A token names its key by ``kid``; the algorithm is the key's, never the token header's. RFC 9864 gave
+EdDSA on an Ed25519 key a name of its own, ``Ed25519``: such a key verifies tokens labelled with
+either name (:attr:`Key.header_algorithms`), and nothing else.
 ID tokens (OpenID Provider mode) are RS256, which every relying party verifies: the signing key when
 it is an RS256 key, else a key of their own (``ID_TOKEN_SIGNING_KEY``), which verifies no access token.
 """
@@ -17,16 +19,35 @@ from pathlib import Path
 from typing import Any
 
 import jwt
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
-from jwt.algorithms import get_default_algorithms
+from jwt.algorithms import OKPAlgorithm, get_default_algorithms
 from jwt.utils import base64url_encode
 
 from . import conf
 
+#: RFC 9864 section 2.2: the fully specified name of EdDSA on Ed25519, and the polymorphic name it
+#: deprecates (RFC 8037), which a token of an Ed25519 key may still carry.
+ED25519 = "Ed25519"
+EDDSA = "EdDSA"
+ED25519_NAMES = frozenset({ED25519, EDDSA})
+
 HMAC_ALGORITHMS = frozenset({"HS256", "HS384", "HS512"})
 ASYMMETRIC_ALGORITHMS = frozenset(
-    {"RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"}
+    {
+        "RS256",
+        "RS384",
+        "RS512",
+        "PS256",
+        "PS384",
+        "PS512",
+        "ES256",
+        "ES384",
+        "ES512",
+        EDDSA,
+        ED25519,
+    }
 )
 SUPPORTED_ALGORITHMS = HMAC_ALGORITHMS | ASYMMETRIC_ALGORITHMS
 # RFC 7518 section 3.4: each ES* algorithm is defined for one curve only.
@@ -34,8 +55,28 @@ EC_CURVES = {"ES256": "secp256r1", "ES384": "secp384r1", "ES512": "secp521r1"}
 #: The algorithm of ID tokens: OpenID Connect Core 1.0 section 15.1 makes it the one every provider
 #: supports, and the default of every client that registered none (Dynamic Client Registration 1.0).
 ID_TOKEN_ALGORITHM = "RS256"
-#: PyJWT's algorithm objects, built once (``get_default_algorithms()`` builds new ones each call).
+
+
+class Ed25519Algorithm(OKPAlgorithm):
+    """``Ed25519`` (RFC 9864) for PyJWT releases that know only ``EdDSA``: the same signature, on
+    Ed25519 keys only (PyJWT's EdDSA takes Ed448 keys too)."""
+
+    def prepare_key(self, key: Any) -> Any:
+        prepared = super().prepare_key(key)
+        if not isinstance(prepared, Ed25519PrivateKey | Ed25519PublicKey):
+            raise jwt.InvalidKeyError("Ed25519 needs an Ed25519 key")
+        return prepared
+
+    def verify(self, msg: str | bytes, key: Any, sig: str | bytes) -> bool:
+        return isinstance(key, Ed25519PublicKey | Ed25519PrivateKey) and super().verify(
+            msg, key, sig
+        )
+
+
+#: PyJWT's algorithm objects, built once (``get_default_algorithms()`` builds new ones each call),
+#: and ``Ed25519`` where PyJWT has no object of its own for it.
 ALGORITHMS = get_default_algorithms()
+ALGORITHMS.setdefault(ED25519, Ed25519Algorithm())
 
 
 @dataclass(frozen=True)
@@ -46,6 +87,9 @@ class Key:
     algorithm: str
     signing_key: Any  # secret bytes or private key object; None for verify-only public keys
     verifying_key: Any  # secret bytes or public key object, prepared for its algorithm
+    #: The ``alg`` values of tokens this key verifies: its algorithm, and for an Ed25519 key both
+    #: names of its algorithm (RFC 9864), whichever the key is configured with.
+    header_algorithms: frozenset[str] = frozenset()
 
     @property
     def is_symmetric(self) -> bool:
@@ -112,7 +156,14 @@ def load_key(algorithm: str, material: str | bytes, kid: str | None = None) -> K
             .decode()
             .rstrip("=")
         )
-    return Key(kid=kid, algorithm=algorithm, signing_key=signing, verifying_key=verifying)
+    ed25519 = algorithm in ED25519_NAMES and isinstance(verifying, Ed25519PublicKey)
+    return Key(
+        kid=kid,
+        algorithm=algorithm,
+        signing_key=signing,
+        verifying_key=verifying,
+        header_algorithms=ED25519_NAMES if ed25519 else frozenset({algorithm}),
+    )
 
 
 def _signing_material() -> str | bytes:
@@ -215,7 +266,7 @@ def generate_private_key_pem(algorithm: str) -> str:
     private: rsa.RSAPrivateKey | ed25519.Ed25519PrivateKey | ec.EllipticCurvePrivateKey
     if algorithm.startswith(("RS", "PS")):
         private = rsa.generate_private_key(public_exponent=65537, key_size=3072)
-    elif algorithm == "EdDSA":
+    elif algorithm in ED25519_NAMES:
         private = ed25519.Ed25519PrivateKey.generate()
     else:
         curve = {"ES256": ec.SECP256R1(), "ES384": ec.SECP384R1(), "ES512": ec.SECP521R1()}[

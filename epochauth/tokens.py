@@ -55,29 +55,44 @@ def group_names(claims: dict[str, Any]) -> list[str]:
     return claims.get(CLAIM_GROUPS, [])
 
 
+def audience() -> Any:
+    """The ``aud`` of every token we mint (RFC 9068 section 2.2 requires one): ``AUDIENCE``; without
+    it the WLCG profile's any-audience in that profile, else ``ISSUER``, this site being the resource
+    server its tokens are for."""
+    configured = conf.epochauth_settings.AUDIENCE
+    if configured:
+        return configured
+    if conf.epochauth_settings.TOKEN_PROFILE == profiles.WLCG:
+        return profiles.WLCG_ANY_AUDIENCE
+    return conf.epochauth_settings.ISSUER
+
+
 def profile_claims(claims: dict[str, Any]) -> dict[str, Any]:
     """``claims`` in the token profile of ``TOKEN_PROFILE``. WLCG (Common JWT Profile 1.3):
-    ``wlcg.ver`` "1.0" (section 2.1.1 keeps it until every consumer reads 1.2), ``aud`` always (the
-    any-audience without AUDIENCE), groups as ``wlcg.groups`` paths, and no claims the profile
-    does not define but the ones revocation needs (strict consumers such as the SciTokens Enforcer
-    refuse the others). A selected group is ``wlcg.groups:/<group>`` in ``scope`` and first in
-    ``wlcg.groups``, the other groups after it (section 3.1: the requested groups in order, then
-    the default ones)."""
+    ``wlcg.ver`` "1.0" (section 2.1.1 keeps it until every consumer reads 1.2), groups as
+    ``wlcg.groups`` paths, and no claims the profile does not define but RFC 9068's and the ones
+    revocation needs (strict consumers such as the SciTokens Enforcer refuse the others). A selected
+    group is ``wlcg.groups:/<group>`` in ``scope`` and first in ``wlcg.groups``, the other groups
+    after it (section 3.1: the requested groups in order, then the default ones). ``aud`` is
+    :func:`audience`'s, the any-audience without AUDIENCE."""
     if conf.epochauth_settings.TOKEN_PROFILE != profiles.WLCG:
         return claims
     profiled = {
         name: value for name, value in claims.items() if name not in (CLAIM_USERNAME, CLAIM_GROUPS)
     }
     profiled[profiles.WLCG_VERSION_CLAIM] = profiles.WLCG_VERSION
-    groups = claims[CLAIM_GROUPS]
+    groups = claims.get(CLAIM_GROUPS, [])
     selected = claims.get(CLAIM_GROUP)
-    scope = issued_scopes(split_scope(claims["scope"]))
+    scope = issued_scopes(split_scope(claims.get("scope", "")))
     if selected is not None:
         groups = [selected, *(name for name in groups if name != selected)]
         scope = issued_scopes([*scope, group_scope(selected)])
-    profiled["scope"] = " ".join(scope)
-    profiled[profiles.WLCG_GROUPS] = [wlcg_group(name) for name in groups]
-    profiled.setdefault("aud", profiles.WLCG_ANY_AUDIENCE)
+    # Left out when empty, as mint_access_token leaves out scope and groups.
+    profiled.pop("scope", None)
+    if scope:
+        profiled["scope"] = " ".join(scope)
+    if groups:
+        profiled[profiles.WLCG_GROUPS] = [wlcg_group(name) for name in groups]
     return profiled
 
 
@@ -141,6 +156,13 @@ class AccessToken:
     @property
     def scopes(self) -> frozenset[str]:
         return frozenset(split_scope(self.scope))
+
+    @property
+    def is_first_party(self) -> bool:
+        """A token of our own login (``FIRST_PARTY_CLIENT_ID``), not one the OAuth server issued to
+        a client; ours minted before they carried ``client_id`` are of our login too."""
+        first_party = conf.epochauth_settings.FIRST_PARTY_CLIENT_ID
+        return self.is_local and self.claims.get("client_id", first_party) == first_party
 
     @property
     def is_client_credentials(self) -> bool:
@@ -307,7 +329,8 @@ def mint_access_token(
 ) -> IssuedToken:
     """Sign an access token for ``user``; ``group`` (a Group) is the selected group, if any.
     ``standing``: the user's groups and epochs if the caller just read them (one query otherwise).
-    ``session`` and ``request`` are handed to the site's ``CUSTOM_CLAIMS`` callable (epochauth.claims)."""
+    ``session`` and ``request`` are handed to the site's ``CUSTOM_CLAIMS`` callable (epochauth.claims).
+    ``client_id`` is the first-party client's unless ``extra_claims`` names the OAuth client's."""
     keyring = keys.get_keyring()
     if lifetime is None:
         lifetime = conf.epochauth_settings.ACCESS_TOKEN_LIFETIME
@@ -318,17 +341,21 @@ def mint_access_token(
     claims: dict[str, Any] = {
         "iss": conf.epochauth_settings.ISSUER,
         "sub": str(user.pk),
+        "aud": audience(),
+        "client_id": conf.epochauth_settings.FIRST_PARTY_CLIENT_ID,
         "iat": now,
         "nbf": now,
         "exp": now + int(lifetime.total_seconds()),
         "jti": uuid.uuid4().hex,
-        "scope": scope,
         CLAIM_USERNAME: user.get_username(),
-        CLAIM_GROUPS: sorted(standing.groups),
         **standing.epoch_claims(str(user.pk), group_id),
     }
-    if conf.epochauth_settings.AUDIENCE:
-        claims["aud"] = conf.epochauth_settings.AUDIENCE
+    # Only when not empty: RFC 8693 section 4.2's scope is a list of scopes, which "" is not, and
+    # RFC 9068 validators (Authlib's) refuse an empty scope or groups.
+    if scope:
+        claims["scope"] = scope
+    if standing.groups:
+        claims[CLAIM_GROUPS] = sorted(standing.groups)
     if group is not None:
         claims[CLAIM_GROUP] = group.name
         claims[CLAIM_GROUP_ID] = str(group.pk)

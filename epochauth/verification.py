@@ -36,7 +36,7 @@ from django.utils.text import format_lazy
 from django.utils.translation import gettext_lazy as _
 
 from . import conf, exceptions, issuer_config, jwks, profiles, tokens
-from .keys import ALGORITHMS, ASYMMETRIC_ALGORITHMS, get_keyring
+from .keys import ALGORITHMS, ASYMMETRIC_ALGORITHMS, ED25519, ED25519_NAMES, get_keyring
 
 
 class TokenExpired(exceptions.InvalidToken):
@@ -174,12 +174,14 @@ KeySource = Callable[[Mapping[str, Any]], tuple[str, Any]]
 
 def our_key(header: Mapping[str, Any]) -> tuple[str, Any]:
     """A key of our keyring by ``kid``, used only with its own algorithm (an RS256 public key never
-    becomes an HMAC secret)."""
+    becomes an HMAC secret); an Ed25519 key's under either of its names (RFC 9864)."""
     kid = header.get("kid")
     key = get_keyring().by_kid.get(kid) if isinstance(kid, str) else None
     if key is None:
         raise exceptions.InvalidToken(_("The access token was signed with an unknown key"))
-    if header.get("alg") != key.algorithm:
+    algorithm = header.get("alg")
+    # A string first: a list or an object would make the set lookup raise.
+    if not isinstance(algorithm, str) or algorithm not in key.header_algorithms:
         raise exceptions.InvalidToken(_("The access token is invalid"))
     return key.algorithm, key.verifying_key
 
@@ -198,12 +200,18 @@ class IssuerKeys:
             raise exceptions.InvalidToken(_("The access token's issuer is not accepted"))
         algorithm = header.get("alg")
         # Checked to be a string first: a list or object here would make the set lookups raise.
-        if not isinstance(algorithm, str) or not (
-            algorithm in ASYMMETRIC_ALGORITHMS and algorithm in self.config.algorithms
-        ):
+        if not isinstance(algorithm, str) or algorithm not in ASYMMETRIC_ALGORITHMS:
             raise exceptions.InvalidToken(
                 _("The access token's algorithm is not accepted for its issuer")
             )
+        accepted = self.config.algorithms
+        if algorithm not in accepted:
+            # RFC 9864: either name of EdDSA on Ed25519 allows the other, on an Ed25519 key only.
+            if not (algorithm in ED25519_NAMES and ED25519_NAMES & accepted):
+                raise exceptions.InvalidToken(
+                    _("The access token's algorithm is not accepted for its issuer")
+                )
+            algorithm = ED25519
         kid = header.get("kid")
         if not isinstance(kid, str | None):
             raise exceptions.InvalidToken(_("The access token names no key"))

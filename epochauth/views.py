@@ -356,9 +356,7 @@ class CanRevoke(BasePermission):
 
     def has_permission(self, request: Request, view: Any) -> bool:
         token = request.auth
-        if isinstance(token, tokens.AccessToken) and (
-            not token.is_local or "client_id" in token.claims
-        ):
+        if isinstance(token, tokens.AccessToken) and not token.is_first_party:
             return False
         return request.user.has_perm("epochauth.change_epoch")
 

@@ -17,7 +17,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs
 
-from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
 from jwt.algorithms import ECAlgorithm, OKPAlgorithm, RSAAlgorithm, get_default_algorithms
 from jwt.utils import base64url_encode
 
@@ -45,7 +45,7 @@ def public_jwk(private_key: Any, kid: str, alg: str) -> dict[str, Any]:
         RSAAlgorithm
         if alg.startswith(("RS", "PS"))
         else OKPAlgorithm
-        if alg == "EdDSA"
+        if alg in ("EdDSA", "Ed25519")
         else ECAlgorithm
     )
     return {
@@ -64,6 +64,8 @@ def key(name: str) -> Any:
     if name not in KEYS:
         if name.startswith("rsa"):
             KEYS[name] = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        elif name.startswith("ed448"):
+            KEYS[name] = ed448.Ed448PrivateKey.generate()
         elif name.startswith("ed"):
             KEYS[name] = ed25519.Ed25519PrivateKey.generate()
         else:

@@ -20,6 +20,7 @@ from io import StringIO
 from typing import Any
 from urllib.parse import parse_qs, urlencode, urljoin, urlsplit
 
+import jwt
 import pytest
 import requests
 from cryptography.hazmat.primitives import serialization
@@ -28,6 +29,8 @@ from django.contrib.sessions.models import Session as DjangoSession
 from django.core.management import call_command
 from django.test import Client
 from django.urls import reverse
+from joserfc import jwt as joserfc_jwt
+from joserfc.jwk import RSAKey
 
 from epochauth import signals
 from epochauth.models import AuditEvent, BrowserLogin, Epoch, Identity, Session
@@ -291,10 +294,52 @@ def test_an_unknown_sub_or_sid_is_200_and_changes_nothing(loop, claims):
 
 @pytest.mark.django_db
 @pytest.mark.parametrize(
-    "typ", ["logout+jwt", "LOGOUT+JWT", "application/logout+jwt", "Application/Logout+JWT", None]
+    "typ",
+    [
+        "logout+jwt",
+        "LOGOUT+JWT",
+        "application/logout+jwt",
+        "Application/Logout+JWT",
+        None,
+        # Explicit typing is a recommendation (section 2.4): JWT libraries and Keycloak before 25
+        # type logout tokens JWT; events and no nonce tell them apart from other JWTs.
+        "JWT",
+        "jwt",
+        "application/jwt",
+    ],
 )
 def test_accepted_types(loop, typ):
     assert deliver(logout_token(loop, header={"typ": typ})).status_code == 200
+
+
+def pyjwt_logout_token(loop: CraftedIssuer, **claims: Any) -> str:
+    """A logout token as PyJWT makes it, with its default header."""
+    return jwt.encode(
+        logout_claims(loop, **claims), key("rsa-a"), algorithm="RS256", headers={"kid": "rsa-1"}
+    )
+
+
+def joserfc_logout_token(loop: CraftedIssuer, **claims: Any) -> str:
+    """A logout token as joserfc makes it, with its default header."""
+    pem = key("rsa-a").private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+    return joserfc_jwt.encode(
+        {"alg": "RS256", "kid": "rsa-1"}, logout_claims(loop, **claims), RSAKey.import_key(pem)
+    )
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("make", [pyjwt_logout_token, joserfc_logout_token])
+def test_logout_tokens_of_jwt_libraries_end_the_sessions(loop, make):
+    browser = sign_in(loop, "provider-session-1")
+    api = api_tokens(browser)
+    token = make(loop, sub=None, sid="provider-session-1")
+    assert jwt.get_unverified_header(token)["typ"] == "JWT"  # the library's default
+    assert deliver(token).status_code == 200
+    assert not signed_in(browser) and not works(api["access_token"])
 
 
 @pytest.mark.django_db
@@ -434,8 +479,15 @@ BAD_TOKENS: dict[str, Any] = {
     "azp another client, aud ours": lambda loop, evil, jti: logout_token(
         loop, jti=jti, azp="another-client"
     ),
-    "typ JWT": lambda loop, evil, jti: logout_token(loop, jti=jti, header={"typ": "JWT"}),
     "typ at+jwt": lambda loop, evil, jti: logout_token(loop, jti=jti, header={"typ": "at+jwt"}),
+    "typ application/at+jwt": lambda loop, evil, jti: logout_token(
+        loop, jti=jti, header={"typ": "application/at+jwt"}
+    ),
+    "typ JOSE": lambda loop, evil, jti: logout_token(loop, jti=jti, header={"typ": "JOSE"}),
+    "typ secevent+jwt": lambda loop, evil, jti: logout_token(
+        loop, jti=jti, header={"typ": "secevent+jwt"}
+    ),
+    "typ empty": lambda loop, evil, jti: logout_token(loop, jti=jti, header={"typ": ""}),
     "typ not a string": lambda loop, evil, jti: logout_token(
         loop, jti=jti, header={"typ": ["logout+jwt"]}
     ),

@@ -224,6 +224,14 @@ def test_e019_a_service_scope_is_no_user_scope(settings, change):
     assert "epochauth.E019" not in ids(settings, **base, **apart)
 
 
+@pytest.mark.parametrize("client_id", ["", "  ", None, 42, ["epochauth"]])
+def test_e020_the_first_party_client_id_is_a_string(settings, client_id):
+    base = {"ISSUER": ISSUER, "SIGNING_KEY": GOOD_SECRET}
+    assert "epochauth.E020" in ids(settings, **base, FIRST_PARTY_CLIENT_ID=client_id)
+    assert "epochauth.E020" not in ids(settings, **base, FIRST_PARTY_CLIENT_ID="portal-login")
+    assert "epochauth.E020" not in ids(settings, **base)
+
+
 THROTTLE_RATES = [
     "LOGIN_THROTTLE_RATE",
     "DEVICE_CODE_THROTTLE_RATE",

@@ -21,6 +21,8 @@ import requests
 from cryptography.hazmat.primitives import serialization
 from django.core.cache import cache
 from django.core.exceptions import ValidationError
+from joserfc import jwt as joserfc_jwt
+from joserfc.jwk import OKPKey
 from jwt.utils import base64url_encode
 
 from epochauth.authentication import verify_token
@@ -733,6 +735,58 @@ def test_configured_algorithms_es384_and_eddsa(client, settings):
         )
         allow(settings, issuer.issuer)  # default algorithms: RS256 and ES256 only
         assert_invalid(get(client, issuer.token("p384", sub="svc-x")))
+    finally:
+        issuer.stop()
+
+
+def joserfc_token(issuer: CraftedIssuer, kid: str, alg: str, **claims: Any) -> str:
+    """An access token of ``issuer`` as joserfc signs it, labelled ``alg``."""
+    pem = issuer.keys[kid][0].private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+    header = {"alg": alg, "kid": kid, "typ": "at+jwt"}
+    return joserfc_jwt.encode(
+        header, issuer.claims(**claims), OKPKey.import_key(pem), algorithms=[alg]
+    )
+
+
+@pytest.mark.django_db
+# joserfc signs under the old name, with a warning.
+@pytest.mark.filterwarnings("ignore:EdDSA is deprecated via RFC 9864")
+@pytest.mark.parametrize("allowed", ["Ed25519", "EdDSA"])
+def test_ed25519_and_eddsa_name_one_algorithm_of_an_issuers_ed25519_keys(
+    client, settings, allowed
+):
+    """RFC 9864: ``Ed25519`` is what ``EdDSA`` named with an Ed25519 key. Whichever name the
+    allow-list has, the issuer's Ed25519 tokens pass under both, its JWKS naming either; an Ed448
+    key never passes for Ed25519, and other algorithms stay refused."""
+    issuer = CraftedIssuer(
+        {
+            "new": (key("ed-a"), "Ed25519"),
+            "old": (key("ed-b"), "EdDSA"),
+            "ed448": (key("ed448-a"), "EdDSA"),
+            "rsa-1": (key("rsa-a"), "RS256"),
+        }
+    )
+    try:
+        allow(settings, {"issuer": issuer.issuer, "algorithms": [allowed]})
+        for n, (kid, label) in enumerate(
+            [("new", "Ed25519"), ("old", "EdDSA"), ("new", "EdDSA"), ("old", "Ed25519")]
+        ):
+            token = joserfc_token(issuer, kid, label, sub=f"svc-{n}")
+            assert get(client, token).status_code == 200, (kid, label)
+        ed448_as_ed25519 = compact(
+            {"alg": "Ed25519", "kid": "ed448", "typ": "at+jwt"},
+            issuer.claims(sub="svc-ed448"),
+            key("ed448-a"),
+            "EdDSA",
+        )
+        assert_invalid(get(client, ed448_as_ed25519))
+        ed448 = issuer.token("ed448", sub="svc-ed448")  # EdDSA on Ed448 (RFC 8037)
+        assert get(client, ed448).status_code == (200 if allowed == "EdDSA" else 401)
+        assert_invalid(get(client, issuer.token("rsa-1", sub="svc-rsa")))
     finally:
         issuer.stop()
 

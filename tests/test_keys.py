@@ -9,13 +9,16 @@ from functools import cache
 import jwt
 import pytest
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives.asymmetric import ec, ed448, rsa
 from django.core.exceptions import ImproperlyConfigured
 from django.core.management import call_command
+from joserfc import jwt as joserfc_jwt
+from joserfc.jwk import KeySet
 
 from epochauth.keys import KeyRing, generate_private_key_pem, get_keyring, load_key
 from epochauth.tokens import mint_access_token
 from tests.helpers import make_user
+from tests.loopback_issuer import compact
 
 pytestmark = pytest.mark.django_db
 
@@ -52,7 +55,9 @@ def hello(client, token: str):
     return client.get("/api/hello/", HTTP_AUTHORIZATION=f"Bearer {token}")
 
 
-@pytest.mark.parametrize("algorithm", ["RS256", "PS256", "ES256", "ES384", "ES512", "EdDSA"])
+@pytest.mark.parametrize(
+    "algorithm", ["RS256", "PS256", "ES256", "ES384", "ES512", "EdDSA", "Ed25519"]
+)
 def test_asymmetric_algorithms_sign_and_verify(settings, client, algorithm):
     use_key(settings, algorithm, private_pem(algorithm))
     token = mint_access_token(make_user("alice")).token
@@ -244,6 +249,85 @@ def test_retired_key_keeps_its_own_algorithm(settings, client):
     assert sorted(key.algorithm for key in get_keyring().by_kid.values()) == ["EdDSA", "RS256"]
 
 
+def test_ed25519_tokens_and_keys_by_rfc_9864_as_joserfc_reads_them(settings, client):
+    """RFC 9864: ``Ed25519`` is the name of what ``EdDSA`` named with an Ed25519 key; a library that
+    knows it (joserfc) verifies our token with our published JWKS, for that algorithm only. (No
+    metadata names it: ``id_token_signing_alg_values_supported`` is the ID tokens' RS256.)"""
+    use_key(settings, "Ed25519", private_pem("EdDSA"))
+    user = make_user("alice")
+    token = mint_access_token(user).token
+    jwks = client.get("/.well-known/jwks.json").json()
+    [published] = jwks["keys"]
+    assert (published["kty"], published["crv"], published["alg"]) == ("OKP", "Ed25519", "Ed25519")
+    decoded = joserfc_jwt.decode(token, KeySet.import_key_set(jwks), algorithms=["Ed25519"])
+    assert decoded.header == {"alg": "Ed25519", "kid": published["kid"], "typ": "at+jwt"}
+    assert decoded.claims["sub"] == str(user.pk)
+    assert hello(client, token).status_code == 200
+
+
+def test_eddsa_labelled_tokens_of_the_same_key_still_verify(settings, client):
+    """Moving ALGORITHM from EdDSA to Ed25519 keeps the key and its kid: the older tokens, labelled
+    EdDSA, stay valid; so do both labels under a retired key written either way."""
+    pem = private_pem("EdDSA")
+    use_key(settings, "EdDSA", pem)
+    user = make_user("alice")
+    old = mint_access_token(user).token
+    use_key(settings, "Ed25519", pem)
+    new = mint_access_token(user).token
+    assert jwt.get_unverified_header(old)["alg"] == "EdDSA"
+    assert jwt.get_unverified_header(new)["alg"] == "Ed25519"
+    assert jwt.get_unverified_header(old)["kid"] == jwt.get_unverified_header(new)["kid"]
+    assert hello(client, old).status_code == 200 and hello(client, new).status_code == 200
+    for retired in ("EdDSA", "Ed25519"):
+        use_key(
+            settings,
+            "ES256",
+            private_pem("ES256"),
+            VERIFICATION_KEYS=[{"algorithm": retired, "key": pem}],
+        )
+        assert hello(client, old).status_code == 200, retired
+        assert hello(client, new).status_code == 200, retired
+
+
+@pytest.mark.parametrize(
+    "alg", ["HS256", "ES256", "RS256", "Ed448", "ED25519", "none", ["Ed25519"], None]
+)
+def test_an_ed25519_key_verifies_ed25519_and_eddsa_only(settings, client, alg):
+    """Pinned to the key: no other algorithm, and no HMAC keyed with the public key as published."""
+    use_key(settings, "Ed25519", private_pem("EdDSA"))
+    token = mint_access_token(make_user("alice")).token
+    header = {**jwt.get_unverified_header(token), "alg": alg}
+    claims = jwt.decode(token, options={"verify_signature": False})
+    public = get_keyring().signing.verifying_key.public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    forged = compact(header, claims, public if alg == "HS256" else None, "HS256")
+    response = hello(client, forged if alg == "HS256" else forged + "c2ln")
+    assert response.status_code == 401, alg
+
+
+def test_an_ed448_key_is_no_ed25519_key(settings, client):
+    ed448_pem = pem_of(ed448.Ed448PrivateKey.generate())
+    with pytest.raises(ImproperlyConfigured, match="Ed25519"):
+        load_key("Ed25519", ed448_pem)
+    # An EdDSA key on Ed448 (RFC 8037) verifies EdDSA only: Ed25519 names the other curve.
+    use_key(
+        settings,
+        "ES256",
+        private_pem("ES256"),
+        VERIFICATION_KEYS=[{"algorithm": "EdDSA", "key": ed448_pem, "kid": "ed448"}],
+    )
+    retired = get_keyring().by_kid["ed448"]
+    claims = jwt.decode(
+        mint_access_token(make_user("alice")).token, options={"verify_signature": False}
+    )
+    for alg, status in (("EdDSA", 200), ("Ed25519", 401)):
+        token = compact(
+            {"alg": alg, "kid": "ed448", "typ": "at+jwt"}, claims, retired.signing_key, "EdDSA"
+        )
+        assert hello(client, token).status_code == status, alg
+
+
 def test_jwks_lists_public_keys_only(settings, client):
     use_key(
         settings,
@@ -336,7 +420,7 @@ def test_keys_command_prints_the_jwks(settings):
     assert jwks["keys"][0]["kty"] == "OKP" and "d" not in jwks["keys"][0]
 
 
-@pytest.mark.parametrize("algorithm", ["ES256", "EdDSA", "HS256"])
+@pytest.mark.parametrize("algorithm", ["ES256", "EdDSA", "Ed25519", "HS256"])
 def test_keys_command_generates_a_usable_signing_key(settings, client, algorithm):
     out, err = io.StringIO(), io.StringIO()
     call_command("epochauth_keys", "--generate", algorithm, stdout=out, stderr=err)

@@ -6,9 +6,11 @@ from __future__ import annotations
 import gc
 import hashlib
 import logging
+from collections.abc import Callable
 from datetime import timedelta
 from io import StringIO
-from urllib.parse import parse_qs, urlsplit
+from typing import Any
+from urllib.parse import parse_qs, urlencode, urlsplit
 
 import jwt
 import oauthlib
@@ -29,6 +31,8 @@ from oauth2_provider.models import (
     get_refresh_token_model,
 )
 
+from epochauth.client import oauth as client_oauth
+from epochauth.issuers import WLCG_ANY_AUDIENCE
 from epochauth.models import Epoch, Identity
 from epochauth.oauth.models import AllowedScopes, ensure_cli_application
 from epochauth.revocation import bump_epoch
@@ -201,9 +205,9 @@ def test_device_flow(live_server, alice, django_assert_num_queries):
             "client_id": "epochauth-cli",
         },
     )
-    assert early.status_code == 400 and early.json()["error"] == "slow_down"
-    get_device_grant_model().objects.update(last_checked=timezone.now() - timedelta(seconds=60))
-    pending = session.post(
+    # The first poll may come at once (RFC 8628 section 3.5: the interval is between polls).
+    assert early.status_code == 400 and early.json()["error"] == "authorization_pending"
+    again_at_once = session.post(
         url,
         withhold_token=True,
         data={
@@ -212,7 +216,7 @@ def test_device_flow(live_server, alice, django_assert_num_queries):
             "client_id": "epochauth-cli",
         },
     )
-    assert pending.json()["error"] == "authorization_pending"
+    assert again_at_once.status_code == 400 and again_at_once.json()["error"] == "slow_down"
 
     approve(alice, device["user_code"])
     token = poll(session, live_server, device["device_code"])
@@ -241,6 +245,114 @@ def test_device_flow(live_server, alice, django_assert_num_queries):
         },
     )
     assert again.status_code == 400 and again.json()["error"] in ("expired_token", "invalid_grant")
+
+
+def device_poller(scope: str = "reports:read") -> tuple[dict, Callable[[], str]]:
+    """A device authorization through the test client, and a poll of its code that returns the
+    error of the answer (``"token"`` for a token)."""
+    client = Client()
+
+    def form(path: str, data: dict[str, str]) -> Any:
+        return client.post(path, urlencode(data), content_type="application/x-www-form-urlencoded")
+
+    response = form("/o/device-authorization/", {"client_id": "epochauth-cli", "scope": scope})
+    assert response.status_code == 200, response.content
+    device = response.json()
+
+    def poll_once() -> str:
+        data = {
+            "grant_type": DEVICE_GRANT,
+            "device_code": device["device_code"],
+            "client_id": "epochauth-cli",
+        }
+        return form("/o/token/", data).json().get("error", "token")
+
+    return device, poll_once
+
+
+def test_device_polling_interval_runs_between_polls_and_grows_on_slow_down(clock, alice):
+    """RFC 8628 section 3.5: the interval is between polls, the first may come at once; each
+    ``slow_down`` adds 5 s to it, for that poll and every later one, and the server holds the
+    client to it. Timed by ``epochauth.clock``, stepped here, never slept through."""
+    device, poll_once = device_poller()
+    interval = device["interval"]
+    assert poll_once() == "authorization_pending"  # right after the device authorization
+    assert poll_once() == "slow_down"  # a second poll at once: the interval is now +5 s
+    clock.advance(interval + 5)
+    assert poll_once() == "authorization_pending"  # a client that added the 5 s
+    clock.advance(interval)
+    assert poll_once() == "slow_down"  # the old interval is too fast now: +5 s more
+    clock.advance(interval + 9)
+    assert poll_once() == "slow_down"  # a second short of interval + 10 s: +5 s more
+    clock.advance(interval + 15)
+    assert poll_once() == "authorization_pending"
+    approve(alice, device["user_code"])
+    assert poll_once() == "token"  # once approved, a poll is answered whenever it comes
+
+
+def test_our_cli_keeps_to_the_interval_the_server_holds_it_to(oauth_live_server, clock, alice):
+    """Our CLI's polling (epochauth.client.oauth) against the server, on one clock: a poll of the
+    same code while the CLI waits (another copy of the device, a retry) makes the CLI's first poll
+    too fast; it gets slow_down, adds 5 s as the server does, and is never slowed down again."""
+    http = requests.Session()
+    metadata = client_oauth.fetch_metadata(oauth_live_server.url, http)
+    cli = client_oauth.Client("epochauth-cli")
+    device = client_oauth.start_device_flow(metadata, cli, http, "reports:read")
+    token_url = metadata["token_endpoint"]
+    start = clock.wall()
+    answers: list[tuple[float, str]] = []
+
+    def sleep(seconds: float) -> None:
+        if clock.wall() == start:  # half-way through the CLI's first wait
+            clock.advance(seconds / 2)
+            other = {"grant_type": DEVICE_GRANT, "device_code": device.device_code}
+            answer = requests.post(
+                token_url, data={**other, "client_id": "epochauth-cli"}, timeout=10
+            )
+            assert answer.json()["error"] == "authorization_pending"
+            seconds /= 2
+        clock.advance(seconds)
+
+    def record(response: requests.Response, *args: object, **kwargs: object) -> None:
+        if response.url != token_url:
+            return
+        answers.append((clock.wall() - start, response.json().get("error", "token")))
+        if len(answers) == 2:  # the user approves once the CLI waits again after slow_down
+            approve(alice, device.user_code)
+
+    http.hooks["response"].append(record)
+    token = client_oauth.poll_device_token(
+        metadata, cli, http, device, sleep=sleep, clock=clock.wall
+    )
+    interval = device.interval
+    assert answers == [
+        (interval, "slow_down"),
+        (2 * interval + 5, "authorization_pending"),
+        (3 * interval + 10, "token"),
+    ]
+    assert bearer(Client(), "/api/reports/", token["access_token"]).status_code == 200
+
+
+def test_no_application_may_take_the_first_party_client_id(live_server, alice):
+    """``FIRST_PARTY_CLIENT_ID`` names the tokens of our own login, which may revoke: an application
+    of that client id (an admin's slip, a registration) gets no token that could pass for one."""
+    alice.is_superuser = True
+    alice.save()
+    Application.objects.create(
+        name="impostor",
+        client_id="epochauth",
+        client_secret=SECRET,
+        client_type=Application.CLIENT_CONFIDENTIAL,
+        authorization_grant_type=Application.GRANT_CLIENT_CREDENTIALS,
+        user=alice,
+    )
+    response = requests.post(
+        f"{live_server.url}/o/token/",
+        data={"grant_type": "client_credentials"},
+        auth=("epochauth", SECRET),
+        timeout=10,
+    )
+    assert (response.status_code, response.json()["error"]) == (401, "invalid_client")
 
 
 def test_device_flow_group_scope_needs_membership(live_server, alice):
@@ -420,6 +532,24 @@ def test_client_credentials_act_as_the_owner(live_server, alice, service):
 
     bump_epoch(Epoch.Kind.USER, str(alice.pk))
     assert bearer(client, "/api/reports/", token["access_token"]).status_code == 401
+
+
+@pytest.mark.parametrize(
+    ("profile", "audience"), [(None, "http://127.0.0.1:8000"), ("wlcg", WLCG_ANY_AUDIENCE)]
+)
+def test_every_token_of_ours_has_one_default_audience(
+    live_server, service, settings, profile, audience
+):
+    """Without AUDIENCE, the OAuth server's tokens and our login's name the same aud: ISSUER, or in
+    the WLCG profile its any-audience (the profile requires aud; a storage service takes that one)."""
+    settings.EPOCHAUTH = {**settings.EPOCHAUTH, "TOKEN_PROFILE": profile}
+    session = OAuth2Session("svc", SECRET)
+    token = session.fetch_token(f"{live_server.url}/o/token/", grant_type="client_credentials")
+    login = Client().post(
+        "/auth/token/", {"username": "alice", "password": "pw"}, content_type="application/json"
+    )
+    assert claims_of(token["access_token"])["aud"] == audience
+    assert claims_of(login.json()["access_token"])["aud"] == audience
 
 
 def test_allowed_scopes_limit_an_application(live_server, service):
@@ -876,10 +1006,17 @@ def test_token_exchange_grants_no_service_scope(live_server, service, settings):
 EXCHANGE_ERRORS = {
     "no subject_token": ({"subject_token": None}, 400, "invalid_request"),
     "no subject_token_type": ({"subject_token_type": None}, 400, "invalid_request"),
+    # RFC 8693 section 2.2.2: a subject_token_type we do not take is invalid_request;
+    # unsupported_token_type is RFC 7009's, for revocation.
     "an ID token": (
         {"subject_token_type": "urn:ietf:params:oauth:token-type:id_token"},
         400,
-        "unsupported_token_type",
+        "invalid_request",
+    ),
+    "a SAML assertion": (
+        {"subject_token_type": "urn:ietf:params:oauth:token-type:saml2"},
+        400,
+        "invalid_request",
     ),
     "delegation": (
         {"actor_token": "a.b.c", "actor_token_type": ACCESS_TOKEN_TYPE},

@@ -387,12 +387,14 @@ def wlcg_minting(settings: Any, live_server: Any, tmp_path: Any, monkeypatch: An
 
 def wlcg_enforcer(issuer: str) -> scitokens.Enforcer:
     """The Enforcer as a WLCG service builds it on the SciTokens library, which knows SciTokens'
-    claims only: the WLCG profile's two it is told of, and it ignores our revocation claims."""
+    claims only: the WLCG profile's two it is told of, and it ignores RFC 9068's ``client_id``
+    and our revocation claims (the profile has consumers ignore claims it does not define)."""
     enforcer = scitokens.Enforcer(issuer, audience=STORAGE)
     enforcer.add_validator("wlcg.ver", lambda value: value == "1.0")
     enforcer.add_validator(
         "wlcg.groups", lambda value: all(name.startswith("/") for name in value)
     )
+    enforcer.add_validator("client_id", lambda value: isinstance(value, str))
     for name in ("epoch", "global_epoch"):
         enforcer.add_validator(name, lambda value: isinstance(value, int))
     return enforcer

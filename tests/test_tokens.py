@@ -7,12 +7,14 @@ from datetime import timedelta
 
 import jwt
 import pytest
+from authlib.oauth2.rfc9068 import JWTBearerTokenValidator
 from django.contrib.auth.models import Group
+from joserfc.jwk import KeySet
 
 from epochauth import authentication, tokens
 from epochauth.authentication import authenticate_token, verify_token
 from epochauth.exceptions import InvalidToken
-from epochauth.keys import get_keyring
+from epochauth.keys import generate_private_key_pem, get_keyring
 from epochauth.models import Epoch
 from epochauth.revocation import bump_epoch, revoke_id
 from epochauth.tokens import mint_access_token, scope_string, verified_tokens
@@ -49,7 +51,9 @@ def test_access_token_header_and_claims():
     assert len(claims["jti"]) >= 32
     assert claims["exp"] - claims["iat"] == 15 * 60 == issued.expires_in
     assert abs(claims["iat"] - time.time()) < 5
-    for absent in ("aud", "group", "gid", "group_epoch", "sid"):
+    # RFC 9068 section 2.2: aud and client_id always (ISSUER and the first-party client by default).
+    assert claims["aud"] == ISSUER and claims["client_id"] == "epochauth"
+    for absent in ("group", "gid", "group_epoch", "sid"):
         assert absent not in claims
     assert verify_token(issued.token) == claims
 
@@ -106,10 +110,78 @@ def test_token_without_aud_is_refused_when_audience_configured(settings):
         verify_token(token)
 
 
-def test_empty_audience_setting_means_no_audience(settings):
+def test_empty_audience_setting_means_the_default_audience(settings):
     settings.EPOCHAUTH = {**settings.EPOCHAUTH, "AUDIENCE": ""}
     token = mint_access_token(make_user("alice")).token
-    assert "aud" not in verify_token(token)
+    assert verify_token(token)["aud"] == ISSUER
+
+
+class OurTokens(JWTBearerTokenValidator):
+    """Authlib's RFC 9068 resource-server validator, with the keys our JWKS publishes."""
+
+    def __init__(self, jwks: dict, **kwargs: str) -> None:
+        super().__init__(**kwargs)
+        self.jwks = jwks
+
+    def get_jwks(self) -> KeySet:
+        return KeySet.import_key_set(self.jwks)
+
+
+@pytest.mark.parametrize(
+    ("extra", "audience"),
+    [
+        ({}, ISSUER),
+        ({"AUDIENCE": "https://api.example.org"}, "https://api.example.org"),
+        ({"FIRST_PARTY_CLIENT_ID": "portal-login"}, ISSUER),
+    ],
+)
+def test_password_login_tokens_pass_authlibs_rfc_9068_validator(settings, client, extra, audience):
+    """POST /auth/token/ and the session's refresh and renew mint RFC 9068 access tokens: typ at+jwt,
+    aud and client_id besides the other required claims, as Authlib's validator checks them."""
+    settings.EPOCHAUTH = {
+        "ISSUER": ISSUER,
+        "ALGORITHM": "ES256",
+        "SIGNING_KEY": generate_private_key_pem("ES256"),
+        **extra,
+    }
+    make_user("alice")
+    pair = login(client, "alice")
+    refreshed = client.post(
+        "/auth/token/refresh/",
+        {"refresh_token": pair["refresh_token"]},
+        content_type="application/json",
+    ).json()
+    renewed = client.post(
+        "/auth/token/renew/", HTTP_AUTHORIZATION=f"Bearer {refreshed['access_token']}"
+    ).json()
+    validator = OurTokens(
+        client.get("/.well-known/jwks.json").json(), issuer=ISSUER, resource_server=audience
+    )
+    client_id = extra.get("FIRST_PARTY_CLIENT_ID", "epochauth")
+    for token in (pair["access_token"], refreshed["access_token"], renewed["access_token"]):
+        assert jwt.get_unverified_header(token)["typ"] == "at+jwt"
+        claims = validator.authenticate_token(token)
+        validator.validate_token(claims, scopes=None, request=None)
+        assert (claims["aud"], claims["client_id"]) == (audience, client_id)
+        assert verify_token(token)["sid"]  # and we take them as before
+
+
+def test_tokens_minted_before_they_carried_aud_and_client_id_stay_valid(client):
+    """A token of our login minted by an earlier version, without aud and client_id, still works,
+    as a token of our own login (it may revoke)."""
+    admin = make_user("root")
+    admin.is_superuser = True
+    admin.save()
+    claims = verify_token(login(client, "root")["access_token"])
+    old = resign({k: v for k, v in claims.items() if k not in ("aud", "client_id")})
+    assert client.get("/api/hello/", HTTP_AUTHORIZATION=f"Bearer {old}").status_code == 200
+    response = client.post(
+        "/auth/revoke/",
+        {"user": "root"},
+        content_type="application/json",
+        HTTP_AUTHORIZATION=f"Bearer {old}",
+    )
+    assert response.status_code == 200, response.content
 
 
 def test_zero_lifetime_is_not_replaced_by_the_default(settings):

@@ -21,11 +21,6 @@ SUBJECT_TOKEN_TYPES = frozenset({urns.ACCESS_TOKEN_TYPE, urns.JWT_TOKEN_TYPE})
 TARGET_PARAMETERS = ("audience", "resource")
 
 
-class UnsupportedTokenType(errors.OAuth2Error):
-    error = "unsupported_token_type"
-    status_code = 400
-
-
 class InvalidTarget(errors.OAuth2Error):
     error = "invalid_target"
     status_code = 400
@@ -36,9 +31,9 @@ def _invalid_subject(reason: object) -> str:
     return _("Invalid subject_token: %(reason)s") % {"reason": reason}
 
 
-def our_audience() -> str:
-    """The ``aud`` of every token we issue here (``AUDIENCE``, else ``ISSUER``: see generators)."""
-    return conf.epochauth_settings.AUDIENCE or conf.epochauth_settings.ISSUER
+def our_audience() -> Any:
+    """The ``aud`` of every token we issue here (:func:`epochauth.tokens.audience`)."""
+    return tokens.audience()
 
 
 def is_our_resource(resource: str) -> bool:
@@ -131,9 +126,11 @@ class TokenExchangeGrant(GrantTypeBase):
             raise errors.InvalidRequestError(
                 _("subject_token and subject_token_type are required"), request=request
             )
+        # RFC 8693 section 2.2.2: invalid_request, which names an unsupported subject_token_type
+        # (unsupported_token_type is RFC 7009's, for revocation).
         if subject_type not in SUBJECT_TOKEN_TYPES:
-            raise UnsupportedTokenType(
-                description=_("Only access tokens can be exchanged"), request=request
+            raise errors.InvalidRequestError(
+                _("Only access tokens can be exchanged"), request=request
             )
         if _param(request, "actor_token"):
             raise errors.InvalidRequestError(

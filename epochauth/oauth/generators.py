@@ -6,7 +6,7 @@ import uuid
 from datetime import timedelta
 from typing import Any
 
-from .. import conf, profiles, tokens, urns
+from .. import profiles, tokens, urns
 from . import revocation
 from .scopes import selected_group
 
@@ -42,9 +42,6 @@ def access_token(request: Any) -> str:
     scopes = list(request.scopes or [])
     group, _ = selected_group(request.user, scopes)
     extra: dict[str, Any] = {"client_id": request.client.client_id}
-    if not conf.epochauth_settings.AUDIENCE:
-        # RFC 9068 requires aud; we are the resource server.
-        extra["aud"] = conf.epochauth_settings.ISSUER
     if request.grant_type == "client_credentials":
         # Its subject is the application's owner, who signed in nowhere: see get_userinfo_claims.
         extra[tokens.CLAIM_GRANT_TYPE] = request.grant_type

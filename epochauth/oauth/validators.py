@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from operator import attrgetter
 from typing import Any
 
@@ -37,7 +37,18 @@ from oauthlib.oauth2.rfc8628.grant_types import DeviceCodeGrant
 
 from epochauth.scopes import issued_scopes, service_scope_refusal, service_scopes, split_scope
 
-from .. import authentication, conf, exceptions, keys, models, profiles, tokens, urns, verification
+from .. import (
+    authentication,
+    clock,
+    conf,
+    exceptions,
+    keys,
+    models,
+    profiles,
+    tokens,
+    urns,
+    verification,
+)
 from . import openid, revocation
 from .scopes import grantable, selected_group
 
@@ -50,6 +61,16 @@ def epochs_bumped_since(user_id: Any, group_id: Any, since: datetime) -> bool:
     if group_id is not None:
         wanted |= Q(kind=models.Epoch.Kind.GROUP, object_id=str(group_id))
     return models.Epoch.objects.filter(wanted, not_before__gt=since).exists()
+
+
+#: RFC 8628 section 3.5: what each ``slow_down`` adds to the polling interval.
+SLOW_DOWN_SECONDS = 5
+
+
+def poll_time() -> datetime:
+    """Now, for the device flow's polling interval: through :mod:`epochauth.clock`, so that tests
+    step through intervals instead of sleeping."""
+    return datetime.fromtimestamp(clock.wall(), tz=UTC)
 
 
 def checksum(token: str) -> str:
@@ -97,6 +118,14 @@ class EpochAuthValidator(OAuth2Validator):
     epoch revokes them and the owner's groups are what ``g:`` may select. An application without
     an active owner cannot use that grant.
     """
+
+    def _load_application(self, client_id: str, request: Any) -> Any:
+        """DOT's lookup of every client, but never one of ``FIRST_PARTY_CLIENT_ID``: that client id
+        names the tokens of our own login, which may do what no OAuth client's token may."""
+        if client_id == conf.epochauth_settings.FIRST_PARTY_CLIENT_ID:
+            request.client = None
+            return None
+        return super()._load_application(client_id, request)
 
     def validate_grant_type(
         self, client_id: str, grant_type: str, client: Any, request: Any, *args: Any, **kw: Any
@@ -253,7 +282,12 @@ class EpochAuthValidator(OAuth2Validator):
     def validate_device_code(
         self, client_id: str, code: str, request: Any, *args: Any, **kwargs: Any
     ) -> str | None:
-        """RFC 8628 section 3.5 polling answers; an approved code is redeemed exactly once."""
+        """RFC 8628 section 3.5 polling answers; an approved code is redeemed exactly once.
+
+        A pending code polled sooner than its interval after the previous poll gets ``slow_down``,
+        and its interval grows by 5 s for every later poll, as the client's does. ``last_checked``
+        is written with ``update()``: saving would stamp it with Django's clock (``auto_now``).
+        """
         model = get_device_grant_model()
         device = model.objects.filter(device_code=code, client_id=client_id).first()
         if device is None:
@@ -263,13 +297,13 @@ class EpochAuthValidator(OAuth2Validator):
         if device.status == device.DENIED:
             return DeviceCodeGrant.DEVICE_CODE_DENIED
         if device.status == device.AUTHORIZATION_PENDING:
-            too_fast = timezone.now() - device.last_checked < timedelta(seconds=device.interval)
-            device.save(update_fields=["last_checked"])
-            return (
-                DeviceCodeGrant.DEVICE_CODE_SLOW_DOWN
-                if too_fast
-                else DeviceCodeGrant.DEVICE_CODE_PENDING
-            )
+            now = poll_time()
+            polls = model.objects.filter(pk=device.pk)
+            if now - device.last_checked < timedelta(seconds=device.interval):
+                polls.update(last_checked=now, interval=F("interval") + SLOW_DOWN_SECONDS)
+                return DeviceCodeGrant.DEVICE_CODE_SLOW_DOWN
+            polls.update(last_checked=now)
+            return DeviceCodeGrant.DEVICE_CODE_PENDING
         redeemed = model.objects.filter(pk=device.pk, status=device.AUTHORIZED).update(
             status=device.EXPIRED
         )
@@ -343,8 +377,13 @@ class EpochAuthValidator(OAuth2Validator):
         request.user = user
         request.scopes = granted
         request.access_token = access
-        client_id = access.claims.get("client_id")
-        request.client = get_application_model().objects.filter(client_id=client_id).first()
+        request.client = (
+            None
+            if access.is_first_party
+            else get_application_model()
+            .objects.filter(client_id=access.claims.get("client_id"))
+            .first()
+        )
         return True
 
     def get_userinfo_claims(self, request: Any) -> dict[str, Any]:

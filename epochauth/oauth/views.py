@@ -60,7 +60,11 @@ def _bearer_error(error: str, description: str | Promise, status: int) -> JsonRe
 @method_decorator(csrf_exempt, name="dispatch")
 class DeviceAuthorizationView(dot.DeviceAuthorizationView):
     """RFC 8628 section 3.1/3.2; DOT's version fails on oauthlib 4's response (it carries ``scope``)
-    and stores the default polling interval instead of the one it announced."""
+    and stores the default polling interval instead of the one it announced.
+
+    The interval runs between polls (section 3.5): the grant starts as if polled one interval ago,
+    so the first poll may come at once (``last_checked`` is ``auto_now``, hence the ``update()``).
+    """
 
     def post(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
         headers, response, status = self.create_device_authorization_response(request)
@@ -69,15 +73,17 @@ class DeviceAuthorizationView(dot.DeviceAuthorizationView):
         client_id = request.POST.get("client_id")
         if not client_id:
             return _error("invalid_request", _("client_id is required in the request body"))
-        now = timezone.now()
-        get_device_grant_model().objects.create(
+        model = get_device_grant_model()
+        grant = model.objects.create(
             client_id=client_id,
             device_code=response["device_code"],
             user_code=response["user_code"],
             scope=response.get("scope") or request.POST.get("scope", "").strip(),
             interval=response["interval"],
-            expires=now + timedelta(seconds=response["expires_in"]),
-            last_checked=now,
+            expires=timezone.now() + timedelta(seconds=response["expires_in"]),
+        )
+        model.objects.filter(pk=grant.pk).update(
+            last_checked=validators.poll_time() - timedelta(seconds=response["interval"])
         )
         return JsonResponse(response, headers={**headers, **views.NO_STORE})
 

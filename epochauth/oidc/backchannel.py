@@ -49,8 +49,10 @@ logger = logging.getLogger(__name__)
 
 BACKCHANNEL_LOGOUT_EVENT = "http://schemas.openid.net/event/backchannel-logout"
 #: Section 2.4 and RFC 8725 section 3.11; a media type is compared without case and may leave out
-#: "application/" (RFC 7515 section 4.1.9).
-LOGOUT_TOKEN_TYPES = verification.media_types("logout+jwt")
+#: "application/" (RFC 7515 section 4.1.9). Explicit typing is only recommended: JWT libraries (PyJWT,
+#: joserfc) and Keycloak before 25 type logout tokens ``JWT``, and ``events`` with no ``nonce`` sets
+#: them apart from the issuer's other JWTs (:func:`_logout_claims`). Any other type is refused.
+LOGOUT_TOKEN_TYPES = verification.media_types("logout+jwt", "jwt")
 #: The length of Django's session keys (``AbstractBaseSession.session_key``); a signed-cookie
 #: session has a longer one and no server-side state to end.
 SESSION_KEY_LENGTH = 40
