@@ -177,9 +177,10 @@ class BearerAuthentication(BaseAuthentication):
         return request.META.get("HTTP_AUTHORIZATION")
 
     def get_raw_token(self, header: str) -> str | None:
-        """The token in ``header`` when its scheme is :attr:`keyword` (case-insensitive), else None."""
+        """The token in ``header`` when its scheme is :attr:`keyword` (case-insensitive), or one the
+        system the site is moving from used (:func:`~epochauth.migrating.accepts_scheme`), else None."""
         scheme, _, token = header.partition(" ")
-        if scheme.lower() != self.keyword.lower():
+        if scheme.lower() != self.keyword.lower() and not migrating.accepts_scheme(scheme):
             return None
         return token.strip()
 

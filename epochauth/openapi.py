@@ -123,6 +123,19 @@ TokenResponseSerializer = inline_serializer(
         "scope": serializers.CharField(allow_blank=True),
         "refresh_token": serializers.CharField(required=False),
         "refresh_expires_in": serializers.IntegerField(required=False),
+        "user": inline_serializer(
+            "TokenUser",
+            {
+                "id": serializers.CharField(help_text="The user's id: the token's sub."),
+                "username": serializers.CharField(),
+            },
+        ),
+        "groups": serializers.ListField(
+            child=serializers.CharField(), help_text="Every group of the user, by name."
+        ),
+        "group": serializers.CharField(
+            allow_null=True, help_text="The group the session selected, or null."
+        ),
     },
 )
 OAuthErrorSerializer = inline_serializer(

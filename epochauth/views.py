@@ -87,12 +87,21 @@ def _selected_group(requested: list[str], group: str | None, found: tokens.Stand
     return Group(pk=found.groups[name], name=name)
 
 
-def _token_response(session: models.Session, refresh_token: str | None, access: Any) -> Response:
+def _token_response(
+    session: models.Session, refresh_token: str | None, access: Any, standing: tokens.Standing
+) -> Response:
+    """RFC 6749 §5.1's members, and who the token is for: the user (``id`` is the token's ``sub``),
+    their groups and the selected one, from what the mint just read (no query, nothing added to the
+    token). Extra members are allowed (§5.1); a client that knows only §5.1 ignores them."""
+    user = session.user
     body = {
         "access_token": access.token,
         "token_type": "Bearer",
         "expires_in": access.expires_in,
         "scope": access.claims.get("scope", ""),
+        "user": {"id": str(user.pk), "username": user.get_username()},
+        "groups": sorted(standing.groups),
+        "group": session.group.name if session.group is not None else None,
     }
     if refresh_token is not None:
         body.update(
@@ -101,16 +110,21 @@ def _token_response(session: models.Session, refresh_token: str | None, access: 
     return Response(body, headers=NO_STORE)
 
 
-def _mint_for_session(session: models.Session, request: Request) -> Any:
-    return tokens.mint_access_token(
+def _session_response(
+    session: models.Session, refresh_token: str | None, request: Request
+) -> Response:
+    """A new access token for ``session`` (its scope, group and standing) in a token response."""
+    standing = sessions.standing(session)
+    access = tokens.mint_access_token(
         session.user,
         scope=without_service_scopes(session.scope),
         group=session.group,
         session_id=session.id.hex,
-        standing=sessions.standing(session),
+        standing=standing,
         session=session,
         request=request,
     )
+    return _token_response(session, refresh_token, access, standing)
 
 
 #: One serializer of each class per thread, its fields bound once: a new serializer deep-copies
@@ -220,7 +234,7 @@ class TokenView(EpochAuthView):
             session=session,
             request=request,
         )
-        return _token_response(session, refresh_token, access)
+        return _token_response(session, refresh_token, access, found)
 
 
 class RefreshView(EpochAuthView):
@@ -234,7 +248,7 @@ class RefreshView(EpochAuthView):
         # A refresh token of the system the site is moving from starts a session (epochauth.migrating).
         started = migrating.exchanged(data["refresh_token"], request)
         session, refresh_token = started or sessions.rotate(data["refresh_token"])
-        return _token_response(session, refresh_token, _mint_for_session(session, request))
+        return _session_response(session, refresh_token, request)
 
 
 class OAuthServer(Protocol):
@@ -283,7 +297,7 @@ class RenewView(BearerView):
     def post(self, request: Request) -> Response:
         session = self.session(request)
         sessions.check_session(session)
-        return _token_response(session, None, _mint_for_session(session, request))
+        return _session_response(session, None, request)
 
 
 class LogoutView(BearerView):

@@ -27,6 +27,7 @@ from epochauth.client.errors import (
     DeviceCodeExpired,
     InvalidToken,
     ServerError,
+    TokenNotFound,
     UsageError,
     unreachable,
 )
@@ -1112,3 +1113,44 @@ def test_bearer_auth_without_a_stored_refresh_token_returns_the_401(fake_server,
         f"{fake_server.url}/api", auth=BearerAuth(token_file=tmp_path / "t"), timeout=5
     )
     assert response.status_code == 401 and response.history == []
+
+
+@pytest.fixture
+def no_token_anywhere(monkeypatch, tmp_path):
+    """Discovery finds nothing: no environment token, an empty runtime directory."""
+    for key in ("BEARER_TOKEN", "BEARER_TOKEN_FILE"):
+        monkeypatch.delenv(key, raising=False)
+    runtime = tmp_path / "run"
+    runtime.mkdir(mode=0o700)
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(runtime))
+    return runtime
+
+
+def test_bearer_auth_without_a_token_raises_token_not_found(fake_server, no_token_anywhere):
+    fake_server.routes["/api"] = lambda form: (200, {}, {})
+    with pytest.raises(TokenNotFound, match=r"\$BEARER_TOKEN \(unset\)"):
+        requests.get(f"{fake_server.url}/api", auth=BearerAuth(), timeout=5)
+    assert fake_server.requests == []
+
+
+def test_optional_bearer_auth_without_a_token_sends_no_header(fake_server, no_token_anywhere):
+    """ServiceX: a frontend that treats the token as optional calls a public API anonymously."""
+    fake_server.routes["/api"] = lambda form: (200, {}, {})
+    auth = BearerAuth(optional=True)
+    assert requests.get(f"{fake_server.url}/api", auth=auth, timeout=5).status_code == 200
+    assert "Authorization" not in fake_server.requests[-1][2]
+    missing = BearerAuth(token_file=no_token_anywhere / "absent", optional=True)
+    assert requests.get(f"{fake_server.url}/api", auth=missing, timeout=5).status_code == 200
+    assert "Authorization" not in fake_server.requests[-1][2]
+
+    (no_token_anywhere / f"bt_u{UID}").write_text("abc.def\n")  # a token appears: it is sent
+    assert requests.get(f"{fake_server.url}/api", auth=auth, timeout=5).status_code == 200
+    assert fake_server.requests[-1][2]["Authorization"] == "Bearer abc.def"
+
+
+def test_optional_bearer_auth_still_reports_an_unusable_token(fake_server, no_token_anywhere):
+    fake_server.routes["/api"] = lambda form: (200, {}, {})
+    (no_token_anywhere / f"bt_u{UID}").write_text("not a token\n")
+    with pytest.raises(InvalidToken, match="does not hold a valid bearer token"):
+        requests.get(f"{fake_server.url}/api", auth=BearerAuth(optional=True), timeout=5)
+    assert fake_server.requests == []

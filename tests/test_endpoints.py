@@ -60,10 +60,36 @@ def test_login_returns_a_working_token_pair(client):
         "refresh_token",
         "refresh_expires_in",
         "scope",
+        "user",
+        "groups",
+        "group",
     }
     response = client.get("/api/hello/", **bearer(body["access_token"]))
     assert response.status_code == 200
     assert response.json() == {"hello": "alice"}
+
+
+def test_token_answers_say_who_the_token_is_for(client):
+    """geoportal: the login answer carries expiry, roles and identity; refresh and renew say the same
+    (groups re-read), and the token is no bigger for it."""
+    user = make_user("alice", groups=["operators", "users"])
+    body = login(client, "alice", group="operators")
+    who = {"user": {"id": str(user.pk), "username": "alice"}, "groups": ["operators", "users"]}
+    assert body | who == body and body["group"] == "operators" and body["expires_in"] == 15 * 60
+    claims = jwt.decode(body["access_token"], options={"verify_signature": False})
+    assert not {"user", "id", "username"} & set(claims)
+
+    user.groups.remove(Group.objects.get(name="users"))
+    refreshed = refresh(client, body["refresh_token"]).json()
+    assert refreshed["groups"] == ["operators"] and refreshed["user"] == who["user"]
+    renewed = client.post("/auth/token/renew/", **bearer(refreshed["access_token"])).json()
+    assert renewed["groups"] == ["operators"] and renewed["group"] == "operators"
+    assert renewed["user"] == who["user"] and "refresh_token" not in renewed
+
+    plain = login(client, "alice")
+    assert plain["group"] is None and plain["groups"] == ["operators"]
+    make_user("bob")
+    assert login(client, "bob")["groups"] == []
 
 
 def test_login_response_is_not_cached(client):

@@ -11,9 +11,11 @@ import pytest
 import requests
 import yaml
 from django.core.management import call_command
+from openapi_schema_validator import OAS30Validator
 from openapi_spec_validator import validate
 
 from epochauth import openapi
+from tests.helpers import login, make_user
 
 
 def schema(tmp_path: Path) -> dict[str, Any]:
@@ -90,6 +92,32 @@ def test_token_endpoints_are_described(tmp_path):
     assert {"access_token", "refresh_token", "expires_in"} <= set(token_response)
     assert set(document["paths"]["/auth/logout-all/"]["post"]["responses"]) >= {"204", "401"}
     assert "/oidc/backchannel-logout/" in document["paths"]
+
+
+@pytest.mark.django_db
+def test_token_answers_match_the_document(tmp_path, client):
+    """What login, refresh and renew answer is what the document describes, every member required
+    there present (and the user, groups and group members among them)."""
+    document = schema(tmp_path)
+    components = document["components"]["schemas"]
+    described = components["TokenResponse"]
+    assert {"user", "groups", "group"} <= set(described["required"])
+    assert set(components["TokenUser"]["required"]) == {"id", "username"}
+    validator = OAS30Validator(
+        {"$ref": "#/components/schemas/TokenResponse", "components": document["components"]}
+    )
+
+    make_user("alice", groups=["operators"])
+    body = login(client, "alice", group="operators")
+    refreshed = client.post(
+        "/auth/token/refresh/", {"refresh_token": body["refresh_token"]}, "application/json"
+    ).json()
+    renewed = client.post(
+        "/auth/token/renew/", HTTP_AUTHORIZATION=f"Bearer {refreshed['access_token']}"
+    ).json()
+    for answer in (body, refreshed, renewed, login(client, "alice")):
+        validator.validate(answer)
+        assert set(answer) <= set(described["properties"])
 
 
 def test_without_the_oauth_server_only_bearer(tmp_path, monkeypatch):

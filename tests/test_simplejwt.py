@@ -6,6 +6,7 @@ migration window's end stops them."""
 
 from __future__ import annotations
 
+import sys
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -14,6 +15,8 @@ import pytest
 from django.contrib.auth.models import Group
 from django.urls import include, path
 from rest_framework.test import APIRequestFactory
+from rest_framework_simplejwt import authentication as simplejwt_authentication
+from rest_framework_simplejwt import settings as simplejwt_settings
 from rest_framework_simplejwt.tokens import AccessToken as SimpleJWTAccessToken
 from rest_framework_simplejwt.tokens import RefreshToken as SimpleJWTRefreshToken
 from rest_framework_simplejwt.views import TokenRefreshView as SimpleJWTTokenRefreshView
@@ -278,3 +281,90 @@ def test_a_simplejwt_token_naming_no_possible_user_is_a_401_or_a_400(client, use
     assert answer.status_code == 400 and answer.json()["error"] == "invalid_grant"
     refused = refresh_at_mounted_view(client, str(refresh))
     assert refused.status_code == 401 and refused.json()["code"] == "token_not_valid"
+
+
+@pytest.fixture
+def customised_simplejwt(settings, monkeypatch):
+    """A site that changed simplejwt's user id and header settings before moving. simplejwt's modules
+    copied its settings when imported (its reload replaces only ``settings.api_settings``): they get
+    the new ones as at the start of such a site."""
+    settings.SIMPLE_JWT = {
+        **settings.SIMPLE_JWT,
+        "USER_ID_FIELD": "username",
+        "USER_ID_CLAIM": "uid",
+        "AUTH_HEADER_TYPES": ("JWT",),
+    }
+    for name, module in list(sys.modules.items()):
+        if (
+            module is not simplejwt_settings
+            and hasattr(module, "api_settings")
+            and name.startswith("rest_framework_simplejwt.")
+        ):
+            monkeypatch.setattr(module, "api_settings", simplejwt_settings.api_settings)
+    monkeypatch.setattr(simplejwt_authentication, "AUTH_HEADER_TYPES", ("JWT",))
+    monkeypatch.setattr(simplejwt_authentication, "AUTH_HEADER_TYPE_BYTES", {b"JWT"})
+
+
+def jwt_scheme(token: str) -> dict[str, str]:
+    return {"HTTP_AUTHORIZATION": f"JWT {token}"}
+
+
+def test_a_site_with_its_own_user_id_claim_and_header_type_migrates(
+    client, customised_simplejwt, django_assert_num_queries
+):
+    alice = make_user("alice")
+    old = simplejwt_login(client)
+    assert jwt.decode(old["access"], options={"verify_signature": False})["uid"] == "alice"
+
+    # Its clients send "JWT <token>": accepted (and "Bearer", the scheme they move to), no query once seen.
+    response = client.get("/api/hello/", **jwt_scheme(old["access"]))
+    assert response.status_code == 200 and response.json() == {"hello": "alice"}
+    assert client.get("/api/hello/", **bearer(old["access"])).status_code == 200
+    with django_assert_num_queries(0):
+        user, auth = authenticate_token(old["access"])
+    assert user.pk == alice.pk and auth.subject == str(alice.pk)
+
+    # The mounted refresh view keeps minting (with the site's claim), and its challenge names the scheme.
+    minted = refresh_at_mounted_view(client, old["refresh"])
+    assert minted.status_code == 200, minted.content
+    claims = jwt.decode(minted.json()["access"], options={"verify_signature": False})
+    assert claims["uid"] == "alice" and "user_id" not in claims
+    assert client.get("/api/hello/", **jwt_scheme(minted.json()["access"])).status_code == 200
+    refused = refresh_at_mounted_view(client, "not-a-jwt")
+    assert refused.status_code == 401 and refused["WWW-Authenticate"].startswith("JWT ")
+
+    # The exchange starts alice's session; our tokens work with either scheme meanwhile.
+    pair = exchange(client, old["refresh"])
+    assert pair.status_code == 200, pair.content
+    ours = pair.json()["access_token"]
+    assert Session.objects.get().user == alice
+    assert client.get("/api/hello/", **jwt_scheme(ours)).status_code == 200
+
+    # Revocation reaches tokens named by username too.
+    assert client.post("/auth/logout-all/", **bearer(ours)).status_code == 204
+    for token in (old["access"], minted.json()["access"]):
+        response = client.get("/api/hello/", **jwt_scheme(token))
+        assert (
+            response.status_code == 401 and 'error="invalid_token"' in response["WWW-Authenticate"]
+        )
+
+
+@pytest.mark.parametrize("uid", [["alice"], {"username": "alice"}, True, 1.5, "nobody", ""])
+def test_a_customised_claim_naming_no_user_is_a_401_or_a_400(client, customised_simplejwt, uid):
+    make_user("alice")
+    access, refresh = SimpleJWTAccessToken(), SimpleJWTRefreshToken()
+    access["uid"] = refresh["uid"] = uid
+    response = client.get("/api/hello/", **jwt_scheme(str(access)))
+    assert response.status_code == 401 and 'error="invalid_token"' in response["WWW-Authenticate"]
+    answer = exchange(client, str(refresh))
+    assert answer.status_code == 400 and answer.json()["error"] == "invalid_grant"
+    refused = refresh_at_mounted_view(client, str(refresh))
+    assert refused.status_code == 401 and refused.json()["code"] == "token_not_valid"
+
+
+def test_other_schemes_stay_unauthenticated(client, customised_simplejwt):
+    """Only simplejwt's configured types are read: another scheme is no credential at all."""
+    make_user("alice")
+    old = simplejwt_login(client)
+    response = client.get("/api/hello/", HTTP_AUTHORIZATION=f"Token {old['access']}")
+    assert response.status_code == 401 and "error=" not in response["WWW-Authenticate"]

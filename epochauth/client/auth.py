@@ -71,6 +71,11 @@ class BearerAuth(AuthBase):
     ``token_file``), so a token renewed by another process or tool is picked up. When the token came
     from a file that ``epochauth login`` wrote, a refresh token is stored for it: a 401 ``invalid_token``
     then triggers one refresh (its answer read within ``timeout`` seconds) and one retry.
+
+    ``optional=True`` is for a service where a token only adds rights (a public API that shows more to a
+    signed-in user): when discovery finds no token, the request goes out without ``Authorization``
+    instead of raising ``TokenNotFound``. A token that is there but unusable (``InvalidToken``) still
+    raises: a broken token file is a mistake to report, not an anonymous request to make.
     """
 
     def __init__(
@@ -80,18 +85,25 @@ class BearerAuth(AuthBase):
         token_file: str | Path | None = None,
         purpose: str | None = None,
         timeout: float = transport.TIMEOUT,
+        optional: bool = False,
     ) -> None:
         self.token = token
+        self.optional = optional
         self.token_file = Path(token_file) if token_file is not None else None
         self.purpose = purpose
         self.http = session(timeout)
 
     def __call__(self, request: requests.PreparedRequest) -> requests.PreparedRequest:
-        found = (
-            discovery.FoundToken(self.token, "argument")
-            if self.token
-            else find_token(self.token_file, self.purpose)
-        )
+        try:
+            found = (
+                discovery.FoundToken(self.token, "argument")
+                if self.token
+                else find_token(self.token_file, self.purpose)
+            )
+        except errors.TokenNotFound:
+            if not self.optional:
+                raise
+            return request
         request.headers["Authorization"] = f"Bearer {found.token}"
         if found.path is not None:
             session = store.Session(found.path)

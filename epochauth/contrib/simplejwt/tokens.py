@@ -27,8 +27,8 @@ from django.db import transaction
 from django.db.models import Field
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
+from rest_framework_simplejwt import settings as simplejwt_settings
 from rest_framework_simplejwt.exceptions import TokenError
-from rest_framework_simplejwt.settings import api_settings
 from rest_framework_simplejwt.tokens import AccessToken as SimpleJWTAccessToken
 from rest_framework_simplejwt.tokens import RefreshToken as SimpleJWTRefreshToken
 
@@ -58,6 +58,18 @@ seen_tokens: snapshots.BoundedMemo[str, tokens.AccessToken] = snapshots.BoundedM
 conf.process_cache(seen_tokens.clear)
 
 
+def _settings() -> Any:
+    """simplejwt's settings as they are now: its ``api_settings`` is replaced when ``SIMPLE_JWT``
+    changes, so a copy taken at import would keep the old ones."""
+    return simplejwt_settings.api_settings
+
+
+def header_types() -> tuple[str, ...]:
+    """simplejwt's ``AUTH_HEADER_TYPES`` (one name or several): the schemes the site's clients send."""
+    types = _settings().AUTH_HEADER_TYPES
+    return (types,) if isinstance(types, str) else tuple(types)
+
+
 def migration_open() -> bool:
     """Whether simplejwt tokens are still accepted (``SIMPLEJWT_MIGRATION_ENDS`` not reached)."""
     ends = conf.epochauth_settings.SIMPLEJWT_MIGRATION_ENDS
@@ -71,7 +83,7 @@ def looks_like_simplejwt(token: str) -> dict[str, Any] | None:
         claims = verification.parse(token).claims
     except exceptions.InvalidToken:
         return None
-    if api_settings.TOKEN_TYPE_CLAIM not in claims or api_settings.USER_ID_CLAIM not in claims:
+    if _settings().TOKEN_TYPE_CLAIM not in claims or _settings().USER_ID_CLAIM not in claims:
         return None
     if claims.get("iss") == conf.epochauth_settings.ISSUER:
         return None
@@ -82,16 +94,16 @@ def _user(payload: dict[str, Any]) -> Any:
     """The user a simplejwt token names, by simplejwt's ``USER_ID_FIELD`` and its authentication rule;
     None for an id that field cannot hold (a list, ``"abc"`` for an integer, out of its range)."""
     model = get_user_model()
-    user_id = payload[api_settings.USER_ID_CLAIM]
+    user_id = payload[_settings().USER_ID_CLAIM]
     if not isinstance(user_id, str | int) or isinstance(user_id, bool):
         return None
-    field = model._meta.get_field(api_settings.USER_ID_FIELD)
+    field = model._meta.get_field(_settings().USER_ID_FIELD)
     try:
         user_id = cast(Field, field).clean(user_id, None)
     except ValidationError:
         return None
-    user = model._default_manager.filter(**{api_settings.USER_ID_FIELD: user_id}).first()
-    if not api_settings.USER_AUTHENTICATION_RULE(user):
+    user = model._default_manager.filter(**{_settings().USER_ID_FIELD: user_id}).first()
+    if not _settings().USER_AUTHENTICATION_RULE(user):
         return None
     return user
 
@@ -109,13 +121,13 @@ def _claims(payload: dict[str, Any], user: Any) -> dict[str, Any]:
 
 def _leeway_seconds() -> float:
     """simplejwt's ``LEEWAY``: seconds or a timedelta."""
-    leeway = api_settings.LEEWAY
+    leeway = _settings().LEEWAY
     return leeway.total_seconds() if isinstance(leeway, timedelta) else float(leeway)
 
 
 def _refresh_lifetime() -> float:
     """How long a simplejwt refresh token lives (``REFRESH_TOKEN_LIFETIME`` and ``LEEWAY``)."""
-    return api_settings.REFRESH_TOKEN_LIFETIME.total_seconds() + _leeway_seconds()
+    return _settings().REFRESH_TOKEN_LIFETIME.total_seconds() + _leeway_seconds()
 
 
 def _unchecked_id(access: tokens.AccessToken) -> str:

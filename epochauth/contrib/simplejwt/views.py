@@ -5,12 +5,13 @@ from __future__ import annotations
 
 from typing import Any
 
+from rest_framework.request import Request
 from rest_framework_simplejwt import serializers, views
 from rest_framework_simplejwt.exceptions import TokenError
 
 from epochauth import exceptions
 
-from .tokens import refreshed_access_token
+from .tokens import header_types, refreshed_access_token
 
 
 class TokenRefreshSerializer(serializers.TokenRefreshSerializer):
@@ -30,3 +31,7 @@ class TokenRefreshView(views.TokenRefreshView):
     their refresh token, and end with it (logout-all, an admin bump, a password change, its exchange)."""
 
     serializer_class = TokenRefreshSerializer
+
+    def get_authenticate_header(self, request: Request) -> str:
+        """simplejwt's challenge, its first ``AUTH_HEADER_TYPES`` read now, not copied at import."""
+        return f'{header_types()[0]} realm="{self.www_authenticate_realm}"'
