@@ -247,3 +247,29 @@ def test_a_listener_hears_its_own_notification(monkeypatch, caplog):
             listener.stopped.set()
             listener.join(5)
     assert "self-test" not in caplog.text
+
+
+@pytest.mark.django_db(transaction=True)
+def test_after_a_sqlite_listener_read_the_change_a_request_reads_nothing(settings):
+    """What a SQLite listener's thread does when the database changed (``read_now``): the process's
+    next request finds the change in memory, with no query."""
+    from datetime import timedelta
+
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+    from django.utils import timezone
+
+    from epochauth.revocation import RevocationState, revoke_id
+
+    settings.EPOCHAUTH = {**settings.EPOCHAUTH, "REVOCATION_RELOAD_INTERVAL": 3600}
+    other = RevocationState()
+    assert not other.is_denied(("read-by-the-listener",))  # starts the feed
+    revoke_id("read-by-the-listener", timezone.now() + timedelta(minutes=5))
+    with CaptureQueriesContext(connection) as queries:
+        assert not other.is_denied(("read-by-the-listener",))  # nobody told it yet
+    assert len(queries) == 0
+    other.read_now()
+    with CaptureQueriesContext(connection) as queries:
+        assert other.is_denied(("read-by-the-listener",))
+    assert len(queries) == 0
+    other.reset()
