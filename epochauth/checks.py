@@ -8,9 +8,9 @@ from typing import Any
 from django.conf import settings
 from django.core import checks
 from django.core.exceptions import ImproperlyConfigured, ValidationError
-from django.db import connections
+from django.db import DEFAULT_DB_ALIAS, connections, router
 
-from . import claims, conf, issuer_config, keys, profiles, throttling
+from . import claims, conf, issuer_config, keys, models, profiles, throttling
 from .scopes import is_scope_token, service_scopes
 
 
@@ -146,6 +146,7 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckM
                 id="epochauth.E014",
             )
         )
+    errors.extend(_push_messages())
     if not settings.CACHES.get(conf.epochauth_settings.CACHE_ALIAS, {}).get("BACKEND"):
         errors.append(
             checks.Error('EPOCHAUTH["CACHE_ALIAS"] names no cache.', id="epochauth.E006")
@@ -168,7 +169,8 @@ def check_cache(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMess
     cache: dict[str, Any] = settings.CACHES.get(conf.epochauth_settings.CACHE_ALIAS, {})
     backend = cache.get("BACKEND", "")
     warnings: list[checks.CheckMessage] = []
-    if backend.endswith(("LocMemCache", "DummyCache")):
+    database_push = conf.epochauth_settings.REVOCATION_PUSH == "database"
+    if backend.endswith(("LocMemCache", "DummyCache")) and not database_push:
         reload = conf.epochauth_settings.REVOCATION_RELOAD_INTERVAL.total_seconds()
         warnings.append(
             checks.Warning(
@@ -176,7 +178,8 @@ def check_cache(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMess
                 f"reaches the others only when they next read the database, within {reload:g} s "
                 "(REVOCATION_RELOAD_INTERVAL).",
                 hint="Use a shared cache (Redis) as CACHE_ALIAS: then every process sees a revocation "
-                "at once (pushed) and within REVOCATION_REFRESH_INTERVAL at worst.",
+                "at once (pushed) and within REVOCATION_REFRESH_INTERVAL at worst; or REVOCATION_PUSH = "
+                '"database" (PostgreSQL LISTEN/NOTIFY, or SQLite on one machine).',
                 id="epochauth.W002",
             )
         )
@@ -315,6 +318,31 @@ def check_issuers(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMe
             )
     errors.extend(_shared_namespaces(_settings_prefixes(), set()))
     return errors
+
+
+def _push_messages() -> list[checks.CheckMessage]:
+    """REVOCATION_PUSH: True (Redis when the shared cache is Redis), False, or "database" on a
+    database that has a channel (PostgreSQL, or SQLite on one machine)."""
+    push = conf.epochauth_settings.REVOCATION_PUSH
+    hint = 'True (over Redis when the shared cache is Redis), False, or "database".'
+    if not (isinstance(push, bool) or push == "database"):
+        return [
+            checks.Error(
+                f'EPOCHAUTH["REVOCATION_PUSH"] is not a push channel: {push!r}.',
+                hint=hint,
+                id="epochauth.E021",
+            )
+        ]
+    vendor = connections[router.db_for_write(models.Epoch) or DEFAULT_DB_ALIAS].vendor
+    if push == "database" and vendor not in ("postgresql", "sqlite"):
+        return [
+            checks.Error(
+                f'EPOCHAUTH["REVOCATION_PUSH"] = "database" has no channel on {vendor}.',
+                hint="PostgreSQL (LISTEN/NOTIFY) or SQLite; or Redis as the shared cache and True.",
+                id="epochauth.E021",
+            )
+        ]
+    return []
 
 
 def _settings_prefixes() -> dict[str, Any]:

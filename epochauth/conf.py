@@ -220,10 +220,13 @@ DESCRIPTIONS: dict[str, str] = {
         " Memory grows with the bumps made within the window, not with the number of users."
     ),
     "REVOCATION_PUSH": (
-        "With Redis as the shared cache (`django.core.cache.backends.redis.RedisCache`), each revocation "
-        "is pushed to every process over Redis pub/sub after its commit (a channel named with the cache's"
-        " key prefix; one listener thread per process, started on first use and again in a forked "
-        "worker); polling stays the net."
+        "`True`: with Redis as the shared cache (`django.core.cache.backends.redis.RedisCache`), each "
+        "revocation is pushed to every process over Redis pub/sub after its commit (a channel named with "
+        "the cache's key prefix; one listener thread per process, started on first use and again in a "
+        'forked worker). `"database"` (for sites without Redis): on PostgreSQL over `LISTEN/NOTIFY` (a '
+        "connection of its own per process; needs session pooling, not PgBouncer's transaction pooling), "
+        'on SQLite a `PRAGMA data_version` check every 0.5 s per process (handbook: "Push without '
+        'Redis"). `False`: none. Polling stays the net.'
     ),
     "EPOCH_CACHE_TIMEOUT": "How long the shared cache keeps an epoch read from the database.",
     "VERIFIED_TOKEN_CACHE_SIZE": (

@@ -1,4 +1,5 @@
-"""Push of revocation changes between processes over Redis pub/sub, when the shared cache is Redis.
+"""Push of revocation changes between processes: over Redis pub/sub when the shared cache is Redis, or
+through the database (``REVOCATION_PUSH = "database"``, :mod:`epochauth.dbpush`).
 
 A writer publishes each change after its transaction commits; every process runs one listener thread
 that applies the change to its memory within milliseconds. Push is only the fast path: a message can
@@ -16,28 +17,23 @@ import json
 import logging
 import os
 import threading
-from collections.abc import Callable
 from typing import Any
 
 from django.core.cache import caches
 
-from . import conf
+from . import conf, dbpush, listeners
 
 logger = logging.getLogger(__name__)
 
 CHANNEL = "epochauth:revocation"
-#: How long the listener waits for a message before it checks whether it should stop.
-POLL_SECONDS = 1.0
 #: How long the first use waits for the subscription (longer: its listener asks for a read later).
 SUBSCRIBE_SECONDS = 1.0
-#: After a failed connection, the listener tries again this long later.
-RETRY_SECONDS = 1.0
 
 
 def _redis_client() -> tuple[Any, str] | None:
     """The redis-py client behind the shared cache and the channel name (with the cache's key
     prefix, so that sites sharing a Redis do not hear each other), or None for other caches."""
-    if not conf.epochauth_settings.REVOCATION_PUSH:
+    if conf.epochauth_settings.REVOCATION_PUSH is not True:
         return None
     try:
         cache = caches[conf.epochauth_settings.CACHE_ALIAS]
@@ -55,6 +51,8 @@ def _redis_client() -> tuple[Any, str] | None:
 
 def publish(message: dict[str, Any]) -> bool:
     """Send one change to every listener; False when there is no push channel or it failed."""
+    if conf.epochauth_settings.REVOCATION_PUSH == "database":
+        return dbpush.publish(message)
     found = _redis_client()
     if found is None:
         return False
@@ -67,40 +65,12 @@ def publish(message: dict[str, Any]) -> bool:
     return True
 
 
-class Listener(threading.Thread):
-    """Subscribes to the channel and hands each message to ``apply``; ``resync`` after a resubscribe,
-    ``idle`` whenever a wait passes without a message."""
+class RedisListener(listeners.Listener):
+    """Subscribes to the Redis channel and hands each message to ``apply``."""
 
-    def __init__(
-        self,
-        client: Any,
-        channel: str,
-        apply: Callable[[dict[str, Any]], None],
-        resync: Callable[[], None],
-        idle: Callable[[], None],
-    ) -> None:
-        super().__init__(name="epochauth-revocation-push", daemon=True)
-        self.client, self.channel, self.apply, self.resync, self.idle = (
-            client,
-            channel,
-            apply,
-            resync,
-            idle,
-        )
-        self.pid = os.getpid()
-        self.stopped = threading.Event()
-        self.subscribed = threading.Event()
-
-    def run(self) -> None:
-        first = True
-        while not self.stopped.is_set():
-            try:
-                self._listen(resync=not first)
-            except Exception:  # a dropped connection: messages may be lost, the database is read
-                logger.warning("epochauth: revocation push channel lost; retrying", exc_info=True)
-            first = False
-            self.subscribed.clear()
-            self.stopped.wait(RETRY_SECONDS)
+    def __init__(self, client: Any, channel: str, callbacks: listeners.Callbacks) -> None:
+        super().__init__(channel, callbacks)
+        self.client = client
 
     def _listen(self, resync: bool) -> None:
         pubsub = self.client.pubsub(ignore_subscribe_messages=True)
@@ -108,63 +78,56 @@ class Listener(threading.Thread):
             pubsub.subscribe(self.channel)
             self.subscribed.set()
             if resync:
-                self.resync()
+                self.callbacks.resync()
             while not self.stopped.is_set():
-                message = pubsub.get_message(timeout=POLL_SECONDS)
+                message = pubsub.get_message(timeout=listeners.POLL_SECONDS)
                 if message is not None and message.get("type") == "message":
                     self._deliver(message["data"])
                 elif message is None:
-                    self.idle()  # upkeep off the request path
+                    self.callbacks.idle()  # upkeep off the request path
         finally:
             pubsub.close()
-
-    def _deliver(self, data: bytes) -> None:
-        try:
-            change = json.loads(data)
-        except ValueError:
-            logger.warning("epochauth: ignoring a malformed revocation push message")
-            return
-        if isinstance(change, dict):
-            self.apply(change)
 
 
 class Subscription:
     """The one listener of this process for the current settings, started on first use."""
 
-    def __init__(
-        self,
-        apply: Callable[[dict[str, Any]], None],
-        resync: Callable[[], None],
-        idle: Callable[[], None],
-    ) -> None:
-        self._apply, self._resync, self._idle = apply, resync, idle
-        self._listener: Listener | None = None
+    def __init__(self, callbacks: listeners.Callbacks) -> None:
+        self._callbacks = callbacks
+        self._listener: listeners.Listener | None = None
         self._lock = threading.Lock()
 
-    def ensure(self) -> Listener | None:
+    def ensure(self) -> listeners.Listener | None:
         """Start (or restart, after a fork or a settings change) the listener; None without push."""
         listener = self._listener
         if listener is not None and listener.pid == os.getpid() and listener.is_alive():
             return listener
         with self._lock:
-            found = _redis_client()
+            new = self._new_listener()
             listener = self._listener
             if (
                 listener is not None
                 and listener.pid == os.getpid()
                 and listener.is_alive()
-                and found is not None
-                and listener.channel == found[1]
+                and new is not None
+                and listener.channel == new.channel
             ):
                 return listener
             self.stop()
-            if found is None:
+            if new is None:
                 return None
-            self._listener = Listener(found[0], found[1], self._apply, self._resync, self._idle)
+            self._listener = new
             self._listener.start()
             # The caller reads the database next: subscribed first, no change falls between the two.
             self._listener.subscribed.wait(SUBSCRIBE_SECONDS)
             return self._listener
+
+    def _new_listener(self) -> listeners.Listener | None:
+        """A listener for the current settings (not started), None without push."""
+        if conf.epochauth_settings.REVOCATION_PUSH == "database":
+            return dbpush.listener(self._callbacks)
+        found = _redis_client()
+        return None if found is None else RedisListener(found[0], found[1], self._callbacks)
 
     def stop(self) -> None:
         """Stop this process's listener (settings changed); a forked child's copy is not running."""

@@ -22,7 +22,7 @@ from typing import Any, NamedTuple
 
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
-from django.db import DatabaseError, transaction
+from django.db import DatabaseError, connections, transaction
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
@@ -32,6 +32,7 @@ from . import (
     denylist,
     exceptions,
     fingerprints,
+    listeners,
     models,
     push,
     signals,
@@ -121,7 +122,9 @@ class RevocationState:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._push = push.Subscription(self._apply_pushed, self._read_soon, self.prune)
+        self._push = push.Subscription(
+            listeners.Callbacks(self._apply_pushed, self._read_soon, self.read_now, self.prune)
+        )
         self.reset()
 
     def reset(self) -> None:
@@ -279,6 +282,19 @@ class RevocationState:
     def _read_soon(self) -> None:
         """The next request reads the database (the push channel was away: messages may be lost)."""
         self._checked_at = self._read_at = float("-inf")
+
+    def read_now(self) -> None:
+        """Read the changed rows in the calling thread (a push listener's, told only that the database
+        changed), and the shared tables: the requests that follow read nothing."""
+        try:
+            with self._lock:
+                if self._read_from is not None:
+                    self._read_changes()
+                    self._read_at = clock.monotonic()
+            snapshots.reload_all()
+        finally:
+            # This thread's own connection: a listener that idles must not hold one open.
+            connections.close_all()
 
     def _apply_pushed(self, change: dict[str, Any]) -> None:
         """A change another process committed, as :func:`announce` sent it."""

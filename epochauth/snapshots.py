@@ -180,8 +180,9 @@ class SharedSnapshot(Generic[T]):
             self._on_change()
 
     def expire(self) -> None:
-        """The next read checks the version key (another process announced a change)."""
-        self._checked_at = float("-inf")
+        """The next read checks the version key and, when that is unchanged (no shared cache), reads
+        the database (another process announced a change)."""
+        self._checked_at = self._loaded_at = float("-inf")
 
     def changed(self) -> None:
         """Call after writing the table: every process reloads it, this one on its next read, the
@@ -202,6 +203,14 @@ class SharedSnapshot(Generic[T]):
 
 #: Every shared snapshot, so that a pushed ``{"s": name}`` expires the ones of that name.
 _snapshots: weakref.WeakSet[SharedSnapshot[Any]] = weakref.WeakSet()
+
+
+def reload_all() -> None:
+    """Read again every table a process holds (the database changed, nobody said which table)."""
+    for snapshot in list(_snapshots):
+        if snapshot._value is not None:
+            snapshot.expire()
+            snapshot.get()
 
 
 def expire_snapshot(name: str) -> None:

@@ -172,6 +172,9 @@ EPOCHAUTH = {
     # The demo moves from simplejwt (its endpoints are under /simplejwt/): a window that always ends a
     # month ahead; a real site names a date.
     "SIMPLEJWT_MIGRATION_ENDS": datetime.now(UTC) + timedelta(days=30),
+    # Without Redis, revocations are pushed through the database (PostgreSQL LISTEN/NOTIFY, SQLite's
+    # data_version): a logout in one server process reaches the others within a second or two.
+    "REVOCATION_PUSH": True if REDIS_URL else "database",
 }
 
 # dev.py demo signs with an RS256 key file (epochauth's default algorithm, HS256, otherwise).

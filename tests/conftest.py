@@ -98,6 +98,21 @@ def free_port() -> int:
     return loopback_port()
 
 
+@pytest.fixture(scope="session", autouse=True)
+def no_database_push() -> Iterator[None]:
+    """The testproject pushes through the database when it has no Redis; the suite's one process
+    shares its test database with nobody, and a listener's connection would keep PostgreSQL from
+    dropping it. The tests of that channel run servers of their own (tests/test_push_database.py)."""
+    from django.conf import settings
+    from django.test.utils import override_settings
+
+    if settings.EPOCHAUTH.get("REVOCATION_PUSH") != "database":
+        yield
+        return
+    with override_settings(EPOCHAUTH={**settings.EPOCHAUTH, "REVOCATION_PUSH": True}):
+        yield
+
+
 @pytest.fixture(autouse=True)
 def fast_passwords(settings):
     """Password hashing is not under test; the default hasher would dominate the suite's run time."""

@@ -175,6 +175,30 @@ def test_w002_process_memory_cache_under_check_deploy(settings):
     assert "within 60 s (REVOCATION_RELOAD_INTERVAL)" in warning.msg
 
 
+def test_w002_not_when_the_database_pushes(settings):
+    assert "epochauth.W002" not in deploy_ids(settings, LOCMEM, REVOCATION_PUSH="database")
+
+
+@pytest.mark.parametrize("push", ["redis", "postgres", 1, None])
+def test_e021_revocation_push_is_true_false_or_database(settings, push):
+    assert "epochauth.E021" in ids(
+        settings, ISSUER=ISSUER, SIGNING_KEY=GOOD_SECRET, REVOCATION_PUSH=push
+    )
+    for good in (True, False, "database"):  # the suite's database is SQLite or PostgreSQL
+        assert "epochauth.E021" not in ids(
+            settings, ISSUER=ISSUER, SIGNING_KEY=GOOD_SECRET, REVOCATION_PUSH=good
+        )
+
+
+def test_e021_no_database_channel_on_another_vendor(settings, monkeypatch):
+    from django.db import connections
+
+    monkeypatch.setattr(connections["default"], "vendor", "mysql")
+    assert "epochauth.E021" in ids(
+        settings, ISSUER=ISSUER, SIGNING_KEY=GOOD_SECRET, REVOCATION_PUSH="database"
+    )
+
+
 def test_cache_warnings_only_under_check_deploy(settings):
     """Every management command runs the checks: these two belong to ``check --deploy`` alone."""
     settings.CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}

@@ -278,41 +278,45 @@ def stack(
         result.redis.close()
 
 
+def run_server(name: str, env: dict[str, str], log: Path) -> Server:
+    """A ``runserver --noreload`` process with ``env``, once it answers (its output goes to ``log``)."""
+    port = _free_port()
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            [sys.executable, "manage.py", "runserver", "--noreload", f"127.0.0.1:{port}"],
+            cwd=ROOT,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    server = Server(name=name, url=f"http://127.0.0.1:{port}", process=process, log=log)
+    deadline = time.monotonic() + START_TIMEOUT
+    while True:
+        if process.poll() is not None:
+            pytest.fail(f"server {name} exited with {process.returncode}:\n{server.log_tail()}")
+        try:
+            if server.request("GET", "/.well-known/jwks.json").status_code == 200:
+                return server
+        except requests.ConnectionError:
+            pass
+        if time.monotonic() > deadline:
+            server.stop()
+            pytest.fail(
+                f"server {name} did not answer within {START_TIMEOUT} s:\n{server.log_tail()}"
+            )
+        time.sleep(0.1)
+
+
 @pytest.fixture
 def start_server(stack: Stack, tmp_path: Path) -> Iterator[Callable[[str], Server]]:
     """Start a ``runserver --noreload`` process on the shared stack; all are stopped at teardown."""
     servers: list[Server] = []
 
     def start(name: str) -> Server:
-        port = _free_port()
-        log = tmp_path / f"server-{name}.log"
-        with log.open("wb") as out:
-            process = subprocess.Popen(
-                [sys.executable, "manage.py", "runserver", "--noreload", f"127.0.0.1:{port}"],
-                cwd=ROOT,
-                env=stack.env,
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-            )
-        server = Server(name=name, url=f"http://127.0.0.1:{port}", process=process, log=log)
+        server = run_server(name, stack.env, tmp_path / f"server-{name}.log")
         servers.append(server)
-        deadline = time.monotonic() + START_TIMEOUT
-        while True:
-            if process.poll() is not None:
-                pytest.fail(
-                    f"server {name} exited with {process.returncode}:\n{server.log_tail()}"
-                )
-            try:
-                if server.request("GET", "/.well-known/jwks.json").status_code == 200:
-                    return server
-            except requests.ConnectionError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(
-                    f"server {name} did not answer within {START_TIMEOUT} s:\n{server.log_tail()}"
-                )
-            time.sleep(0.1)
+        return server
 
     yield start
     for server in servers:
