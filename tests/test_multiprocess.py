@@ -95,6 +95,21 @@ def _manage(env: dict[str, str], *args: str, check: bool = True, **extra_env: st
     return result
 
 
+def prepare_database(env: dict[str, str]) -> None:
+    """Migrate the database ``env`` names and create :data:`USERS` with :data:`PASSWORD`."""
+    _manage(env, "migrate", "--noinput", "--verbosity", "0")
+    _manage(
+        env,
+        "shell",
+        "-v",
+        "0",
+        "-c",
+        CREATE_USERS,
+        TEST_USERNAMES=" ".join(USERS),
+        TEST_USER_PASSWORD=PASSWORD,
+    )
+
+
 @dataclass
 class Stack:
     """What the processes of one test share: a SQLite file, a cache namespace in Redis, an environment.
@@ -214,19 +229,7 @@ def migrated_database(tmp_path_factory: pytest.TempPathFactory) -> Callable[[], 
     def get() -> Path:
         if not built:
             path = tmp_path_factory.mktemp("multiprocess") / "template.sqlite3"
-            env = _subprocess_env(path, redis_url=None)
-            _manage(env, "migrate", "--noinput", "--verbosity", "0")
-            names, password = " ".join(USERS), PASSWORD
-            _manage(
-                env,
-                "shell",
-                "-v",
-                "0",
-                "-c",
-                CREATE_USERS,
-                TEST_USERNAMES=names,
-                TEST_USER_PASSWORD=password,
-            )
+            prepare_database(_subprocess_env(path, redis_url=None))
             built.append(path)
         return built[0]
 

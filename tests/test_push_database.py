@@ -22,15 +22,7 @@ import pytest
 from epochauth import dbpush, listeners
 
 from .conftest import service_required
-from .test_multiprocess import (
-    CREATE_USERS,
-    PASSWORD,
-    ROOT,
-    USERS,
-    Server,
-    _manage,
-    run_server,
-)
+from .test_multiprocess import ROOT, Server, prepare_database, run_server
 
 #: The issue's goal: every other process refuses within this (seconds, worst of the trials).
 POSTGRES_BOUND = 1.0
@@ -95,17 +87,7 @@ def start_server(tmp_path: Path, database_url: str) -> Iterator[Callable[[str], 
         ),
     }
     env.pop("REDIS_URL", None)
-    _manage(env, "migrate", "--noinput", "--verbosity", "0")
-    _manage(
-        env,
-        "shell",
-        "-v",
-        "0",
-        "-c",
-        CREATE_USERS,
-        TEST_USERNAMES=" ".join(USERS),
-        TEST_USER_PASSWORD=PASSWORD,
-    )
+    prepare_database(env)
     servers: list[Server] = []
 
     def start(name: str) -> Server:
