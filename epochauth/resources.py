@@ -21,6 +21,7 @@ class InvalidTarget(exceptions.OAuthError):
 
     def __init__(self, description: str) -> None:
         super().__init__("invalid_target", description)
+        self.description = description
 
 
 def is_absolute(resource: str) -> bool:

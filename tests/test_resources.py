@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import base64
+
 import pytest
 from django.core import checks
+from oauth2_provider.models import Application
 
 from epochauth.authentication import verify_token
 from epochauth.revocation import bump_epoch
@@ -13,6 +16,7 @@ pytestmark = pytest.mark.django_db
 
 STORAGE = "https://storage.example.org"
 COMPUTE = "https://compute.example.org"
+SECRET = "s3cret-s3cret"
 
 
 @pytest.fixture
@@ -124,6 +128,7 @@ def test_a_service_with_its_own_audience_refuses_tokens_for_others(client, serve
 def test_narrowed_tokens_are_still_revoked_by_logout_and_epochs(client, served):
     alice = make_user("alice")
     body = login(client, "alice", resource=STORAGE)
+    assert verify_token(body["access_token"])["aud"] == STORAGE
     other = login(client, "alice", resource=COMPUTE)
     auth = {"HTTP_AUTHORIZATION": f"Bearer {body['access_token']}"}
     assert client.post("/auth/logout/", **auth).status_code == 204
@@ -145,3 +150,42 @@ def test_check_refuses_resources_that_are_no_list_of_absolute_uris(settings, val
 
 def test_check_accepts_absolute_resources(settings, served):
     assert "epochauth.E021" not in [m.id for m in checks.run_checks()]
+
+
+def _oauth_token(client, data, client_id="svc"):
+    credentials = base64.b64encode(f"{client_id}:{SECRET}".encode()).decode()
+    return client.post("/o/token/", data, HTTP_AUTHORIZATION=f"Basic {credentials}")
+
+
+@pytest.fixture
+def service(db):
+    return Application.objects.create(
+        name="svc",
+        client_id="svc",
+        client_secret=SECRET,
+        client_type=Application.CLIENT_CONFIDENTIAL,
+        authorization_grant_type=Application.GRANT_CLIENT_CREDENTIALS,
+        user=make_user("alice"),
+    )
+
+
+@pytest.mark.parametrize(
+    ("resources", "aud"),
+    [
+        ([STORAGE], STORAGE),
+        ([STORAGE, COMPUTE], [STORAGE, COMPUTE]),
+        ([], "http://127.0.0.1:8000"),
+    ],
+)
+def test_oauth_token_resource_narrows_aud(client, served, service, resources, aud):
+    response = _oauth_token(client, {"grant_type": "client_credentials", "resource": resources})
+    assert response.status_code == 200, response.content
+    assert verify_token(response.json()["access_token"])["aud"] == aud
+
+
+@pytest.mark.parametrize(
+    "resource", ["https://elsewhere.example.org", "/storage", f"{STORAGE}#part", ""]
+)
+def test_oauth_token_refuses_a_resource_not_served(client, served, service, resource):
+    response = _oauth_token(client, {"grant_type": "client_credentials", "resource": resource})
+    assert (response.status_code, response.json()["error"]) == (400, "invalid_target")

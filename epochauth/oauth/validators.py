@@ -45,11 +45,12 @@ from .. import (
     keys,
     models,
     profiles,
+    resources,
     tokens,
     urns,
     verification,
 )
-from . import openid, revocation
+from . import exchange, openid, revocation
 from .scopes import grantable, selected_group
 
 
@@ -175,6 +176,23 @@ class EpochAuthValidator(OAuth2Validator):
         problem = selected_group(request.user, list(request.scopes or []))[1]
         if problem:
             raise errors.InvalidScopeError(description=problem, request=request)
+        if request.grant_type != urns.TOKEN_EXCHANGE:  # its targets are exchange.check_targets'
+            request.epochauth_aud = self._narrowed_audience(request)
+
+    @staticmethod
+    def _narrowed_audience(request: Any) -> Any:
+        """RFC 8707: the ``aud`` the token request's ``resource`` values narrow to (None: the
+        default). Only for client credentials, which issue no refresh token: DOT keeps no record of
+        a grant's audience, and a refresh must never widen one (section 2.2)."""
+        requested = [value for name, value in request.decoded_body or [] if name == "resource"]
+        if requested and request.grant_type != "client_credentials":
+            raise exchange.InvalidTarget(
+                description=_("This grant takes no resource here"), request=request
+            )
+        try:
+            return resources.audience(requested)
+        except resources.InvalidTarget as exc:
+            raise exchange.InvalidTarget(description=exc.description, request=request) from None
 
     def is_within_original_scope(
         self, request_scopes: list[str], refresh_token: str, request: Any, *args: Any, **kw: Any
