@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import time
 from datetime import timedelta
 from typing import Any
+from unittest import mock
 from urllib.parse import parse_qs, urlencode, urlsplit
 
 import pytest
@@ -209,3 +211,22 @@ def test_an_oauth_request_without_openid_ignores_prompt(browser, portal):
     """RFC 6749 section 3.1: prompt is no parameter of OAuth 2.0; the consent page asks."""
     response = browser.get(authorize("email", prompt="none"))
     assert response.status_code == 200 and "form" in response.context
+
+
+def test_an_id_token_hint_for_another_user_is_login_required(browser, portal, alice):
+    """Section 3.1.2.1: the hint names whom the relying party believes signed in; a code for
+    another user (here, a browser now signed in as alice) is refused, expired hints still select."""
+    portal.skip_authorization = True
+    portal.save()
+    bob = Client()
+    bob.force_login(make_user("bob"))
+    bobs = tokens(answer(bob.get(authorize()))["code"])["id_token"]
+    alices = tokens(answer(browser.get(authorize()))["code"])["id_token"]
+    for hint in (bobs, "not-a-jwt", alices[:-4] + "AAAA"):
+        response = answer(browser.get(authorize(prompt="none", id_token_hint=hint)))
+        assert (response["error"], response["state"]) == ("login_required", "st-1"), hint
+    assert "code" in answer(browser.get(authorize(prompt="none", id_token_hint=alices)))
+    # Expired: the relying party's ID token is usually due when it asks again.
+    later = time.time() + 2 * 86400
+    with mock.patch("jwcrypto.jwt.time.time", return_value=later):
+        assert "code" in answer(browser.get(authorize(prompt="none", id_token_hint=alices)))
