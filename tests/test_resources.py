@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+from urllib.parse import urlencode
 
 import pytest
 from django.core import checks
@@ -10,6 +11,7 @@ from oauth2_provider.models import Application
 
 from epochauth.authentication import verify_token
 from epochauth.revocation import bump_epoch
+from epochauth.urns import ACCESS_TOKEN_TYPE, TOKEN_EXCHANGE
 from tests.helpers import login, make_user
 
 pytestmark = pytest.mark.django_db
@@ -189,3 +191,35 @@ def test_oauth_token_resource_narrows_aud(client, served, service, resources, au
 def test_oauth_token_refuses_a_resource_not_served(client, served, service, resource):
     response = _oauth_token(client, {"grant_type": "client_credentials", "resource": resource})
     assert (response.status_code, response.json()["error"]) == (400, "invalid_target")
+
+
+@pytest.mark.parametrize(
+    ("targets", "aud"),
+    [
+        ([("resource", STORAGE)], STORAGE),
+        ([("audience", STORAGE)], STORAGE),  # RFC 8693 names it by its logical name too
+        ([("resource", STORAGE), ("audience", COMPUTE)], [STORAGE, COMPUTE]),
+    ],
+)
+def test_token_exchange_narrows_aud_to_a_served_resource(
+    client, served, service, settings, idp, targets, aud
+):
+    settings.EPOCHAUTH = {**settings.EPOCHAUTH, "ISSUERS": [{"issuer": idp.issuer}]}
+    data = [
+        ("grant_type", TOKEN_EXCHANGE),
+        ("subject_token", idp.user_token("carol")),
+        ("subject_token_type", ACCESS_TOKEN_TYPE),
+        *targets,
+    ]
+    credentials = base64.b64encode(f"svc:{SECRET}".encode()).decode()
+    response = client.post(
+        "/o/token/",
+        urlencode(data),
+        content_type="application/x-www-form-urlencoded",
+        HTTP_AUTHORIZATION=f"Basic {credentials}",
+    )
+    assert response.status_code == 200, response.content
+    token = response.json()["access_token"]
+    assert verify_token(token)["aud"] == aud
+    settings.EPOCHAUTH = {**settings.EPOCHAUTH, "AUDIENCE": "https://elsewhere.example.org"}
+    assert client.get("/auth/whoami/", HTTP_AUTHORIZATION=f"Bearer {token}").status_code == 401
