@@ -91,10 +91,11 @@ DESCRIPTIONS: dict[str, str] = {
     ),
     "RESOURCES": (
         "The resource identifiers (absolute URIs, RFC 8707) this deployment issues tokens for besides "
-        "the default audience: a `resource` parameter at `/auth/token/`, `/o/token/`, `/o/authorize/`, "
-        "`/o/device-authorization/` or in a token exchange narrows `aud` to the ones it names, "
-        "`invalid_target` for any other. Each service sets its own `AUDIENCE` to its identifier and "
-        "refuses tokens narrowed to others. Empty: no resource but the default audience."
+        "the default audience: a `resource` parameter at `/auth/token/` (and its refresh), at "
+        "`/o/token/` for client credentials, or in a token exchange narrows `aud` to the ones it "
+        "names, `invalid_target` for any other; the code, device and refresh grants of `/o/token/` "
+        "refuse it. Each service sets its own `AUDIENCE` to its identifier and refuses tokens "
+        "narrowed to others. Empty: no resource but the default audience."
     ),
     "FIRST_PARTY_CLIENT_ID": (
         "The `client_id` (RFC 9068 section 2.2) of the tokens of our own login: `POST /auth/token/`, "
