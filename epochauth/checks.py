@@ -10,7 +10,7 @@ from django.core import checks
 from django.core.exceptions import ImproperlyConfigured, ValidationError
 from django.db import DEFAULT_DB_ALIAS, connections, router
 
-from . import claims, conf, issuer_config, keys, models, profiles, throttling
+from . import claims, conf, issuer_config, keys, models, profiles, resources, throttling
 from .scopes import is_scope_token, service_scopes
 
 
@@ -40,6 +40,7 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckM
                 id="epochauth.E020",
             )
         )
+    errors.extend(_resource_messages(conf.epochauth_settings.RESOURCES))
     for name in conf.TIMEDELTA_SETTINGS:
         value = getattr(conf.epochauth_settings, name)
         if not isinstance(value, timedelta) or value < timedelta(0):
@@ -160,6 +161,22 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckM
             )
         )
     return errors
+
+
+def _resource_messages(value: Any) -> list[checks.CheckMessage]:
+    """``RESOURCES``: a list of absolute URIs without fragment (RFC 8707 section 2), or no client
+    could ever name one."""
+    if isinstance(value, list | tuple) and all(
+        isinstance(name, str) and resources.is_absolute(name) for name in value
+    ):
+        return []
+    return [
+        checks.Error(
+            'EPOCHAUTH["RESOURCES"] must be a list of absolute URIs without fragment.',
+            hint='For example ["https://storage.example.org"] (RFC 8707 section 2).',
+            id="epochauth.E022",
+        )
+    ]
 
 
 @checks.register(checks.Tags.caches, deploy=True)

@@ -19,6 +19,7 @@ from django.dispatch import receiver
 DEFAULTS: dict[str, Any] = {
     "ISSUER": None,
     "AUDIENCE": None,
+    "RESOURCES": (),
     "FIRST_PARTY_CLIENT_ID": "epochauth",
     "ALGORITHM": "HS256",
     "SIGNING_KEY": None,
@@ -87,6 +88,14 @@ DESCRIPTIONS: dict[str, str] = {
         "`aud` written into our tokens; when set, our tokens must carry it. `None`: `ISSUER` (this "
         "site is the resource server), in the WLCG profile its any-audience; every token has an `aud` "
         "(RFC 9068 section 2.2), and ours without one, minted by earlier versions, stay valid."
+    ),
+    "RESOURCES": (
+        "The resource identifiers (absolute URIs, RFC 8707) this deployment issues tokens for besides "
+        "the default audience: a `resource` parameter at `/auth/token/` (and its refresh), at "
+        "`/o/token/` for client credentials, or in a token exchange narrows `aud` to the ones it "
+        "names, `invalid_target` for any other; the code, device and refresh grants of `/o/token/` "
+        "refuse it. Each service sets its own `AUDIENCE` to its identifier and refuses tokens "
+        "narrowed to others. Empty: no resource but the default audience."
     ),
     "FIRST_PARTY_CLIENT_ID": (
         "The `client_id` (RFC 9068 section 2.2) of the tokens of our own login: `POST /auth/token/`, "

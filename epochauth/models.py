@@ -164,6 +164,9 @@ class Session(models.Model):
         related_name="+",
         verbose_name=_("group"),
     )
+    #: RFC 8707: the resources the login named, the ``aud`` of every access token of the session
+    #: (a refresh may name fewer, never others); empty: the default audience.
+    resources = models.JSONField(_("resources"), default=list, blank=True)
     # The refresh token names its session by this secret-ish id, not by ``id``: access tokens carry
     # ``id`` (as ``sid``), and whoever holds one must not be able to pose as a refresh-token reuse.
     family = models.CharField(

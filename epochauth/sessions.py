@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+from collections.abc import Iterable
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -19,7 +20,7 @@ from django.utils.crypto import constant_time_compare
 from django.utils.functional import Promise
 from django.utils.translation import gettext_lazy as _
 
-from . import conf, exceptions, inserts, models, revocation, signals, tokens
+from . import conf, exceptions, inserts, models, resources, revocation, signals, tokens
 
 
 def _hash(secret: str) -> str:
@@ -39,6 +40,7 @@ def start_session(
     user_agent: str = "",
     scope: str = "",
     group: Any = None,
+    resources: list[str] | None = None,
     browser_login: Any = None,
     login: dict[str, Any] | None = None,
 ) -> tuple[models.Session, str]:
@@ -60,6 +62,7 @@ def start_session(
                 user_agent=user_agent[:255],
                 scope=scope,
                 group=group,
+                resources=resources or [],
                 refresh_hash=_hash(secret),
                 browser_login=browser_login,
             )
@@ -137,8 +140,10 @@ def check_session(session: models.Session) -> None:
         raise _invalid(failure[1])
 
 
-def rotate(refresh_token: str) -> tuple[models.Session, str]:
-    """Exchange a refresh token for the next one of its session; re-checks the user's rights.
+def rotate(refresh_token: str, resource: Iterable[str] = ()) -> tuple[models.Session, str]:
+    """Exchange a refresh token for the next one of its session; re-checks the user's rights, and
+    that the ``resource`` asked for is among the session's (:func:`epochauth.resources.audience`),
+    before the secret rotates away.
 
     The session row stays locked from its read to its update: of concurrent uses of one secret, one
     rotates it and the others find it rotated away, a reuse.
@@ -174,6 +179,7 @@ def rotate(refresh_token: str) -> tuple[models.Session, str]:
         else:
             failure = ("reuse", _("The refresh token was already used; the session is revoked"))
         if failure is None:
+            resources.audience(resource, session.resources or None)
             new_secret = secrets.token_urlsafe(32)
             session.refresh_hash = _hash(new_secret)
             session.previous_refresh_hash = replaced

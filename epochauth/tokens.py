@@ -326,11 +326,13 @@ def mint_access_token(
     standing: Standing | None = None,
     session: Any = None,
     request: Any = None,
+    aud: Any = None,
 ) -> IssuedToken:
     """Sign an access token for ``user``; ``group`` (a Group) is the selected group, if any.
     ``standing``: the user's groups and epochs if the caller just read them (one query otherwise).
     ``session`` and ``request`` are handed to the site's ``CUSTOM_CLAIMS`` callable (epochauth.claims).
-    ``client_id`` is the first-party client's unless ``extra_claims`` names the OAuth client's."""
+    ``client_id`` is the first-party client's unless ``extra_claims`` names the OAuth client's; ``aud``
+    the default :func:`audience` unless a resource narrowed it (:mod:`epochauth.resources`)."""
     keyring = keys.get_keyring()
     if lifetime is None:
         lifetime = conf.epochauth_settings.ACCESS_TOKEN_LIFETIME
@@ -341,7 +343,7 @@ def mint_access_token(
     claims: dict[str, Any] = {
         "iss": conf.epochauth_settings.ISSUER,
         "sub": str(user.pk),
-        "aud": audience(),
+        "aud": aud or audience(),
         "client_id": conf.epochauth_settings.FIRST_PARTY_CLIENT_ID,
         "iat": now,
         "nbf": now,

@@ -31,6 +31,7 @@ from . import (
     migrating,
     models,
     profiles,
+    resources,
     revocation,
     sessions,
     snapshots,
@@ -51,17 +52,31 @@ logger = logging.getLogger(__name__)
 NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
 
 
+class ResourceField(serializers.ListField):
+    """RFC 8707 ``resource``: repeated in a form, a string or a list of strings in JSON."""
+
+    child = serializers.CharField(max_length=2048, allow_blank=True, trim_whitespace=False)
+
+    def __init__(self) -> None:
+        super().__init__(required=False, max_length=16)
+
+    def to_internal_value(self, data: Any) -> list[Any]:
+        return super().to_internal_value([data] if isinstance(data, str) else data)
+
+
 class LoginSerializer(serializers.Serializer):
     username = serializers.CharField(max_length=150)
     password = serializers.CharField(max_length=4096, trim_whitespace=False)
     remember_me = serializers.BooleanField(default=False)
     scope = serializers.CharField(default="", allow_blank=True, max_length=1024)
     group = serializers.CharField(required=False, allow_null=True, max_length=150)
+    resource = ResourceField()
 
 
 class RefreshSerializer(serializers.Serializer):
     # Ours are 76 characters; a simplejwt refresh token being exchanged is a JWT (RS256: about 600).
     refresh_token = serializers.CharField(max_length=2048)
+    resource = ResourceField()
 
 
 def _checked_scope(requested: list[str]) -> str:
@@ -111,9 +126,10 @@ def _token_response(
 
 
 def _session_response(
-    session: models.Session, refresh_token: str | None, request: Request
+    session: models.Session, refresh_token: str | None, request: Request, aud: Any = None
 ) -> Response:
-    """A new access token for ``session`` (its scope, group and standing) in a token response."""
+    """A new access token for ``session`` (its scope, group, standing and resources) in a token
+    response; ``aud``: what a refresh narrowed the session's resources to."""
     standing = sessions.standing(session)
     access = tokens.mint_access_token(
         session.user,
@@ -123,6 +139,7 @@ def _session_response(
         standing=standing,
         session=session,
         request=request,
+        aud=aud or resources.audience(session.resources),
     )
     return _token_response(session, refresh_token, access, standing)
 
@@ -217,12 +234,14 @@ class TokenView(EpochAuthView):
         requested = split_scope(data["scope"])
         group = _selected_group(requested, data.get("group"), found)
         scope = _checked_scope(requested)
+        aud = resources.audience(data.get("resource", ()))
         session, refresh_token = sessions.start_session(
             user,
             remember_me=data["remember_me"],
             user_agent=request.META.get("HTTP_USER_AGENT", ""),
             scope=scope,
             group=group,
+            resources=list(resources.names(aud)),
             login={},
         )
         access = tokens.mint_access_token(
@@ -233,6 +252,7 @@ class TokenView(EpochAuthView):
             standing=found,
             session=session,
             request=request,
+            aud=aud,
         )
         return _token_response(session, refresh_token, access, found)
 
@@ -245,10 +265,14 @@ class RefreshView(EpochAuthView):
 
     def post(self, request: Request) -> Response:
         data = validated(RefreshSerializer, request)
+        requested = data.get("resource", ())
+        resources.audience(requested)  # malformed or not served: refused before anything changes
         # A refresh token of the system the site is moving from starts a session (epochauth.migrating).
         started = migrating.exchanged(data["refresh_token"], request)
-        session, refresh_token = started or sessions.rotate(data["refresh_token"])
-        return _session_response(session, refresh_token, request)
+        session, refresh_token = started or sessions.rotate(data["refresh_token"], requested)
+        # RFC 8707 section 2.2: fewer of the session's resources, or any served one if it named none.
+        aud = resources.audience(requested, session.resources or None)
+        return _session_response(session, refresh_token, request, aud)
 
 
 class OAuthServer(Protocol):

@@ -124,6 +124,18 @@ ISSUANCE: dict[str, Any] = {
     "exchange[host.auth]": 400,
     "registration[host.auth]": 400,
     "registered-device[host.auth]": 400,
+    # RFC 8707 (issue 29): a resource narrows aud to a service of RESOURCES; it grants nothing, and
+    # one not served is invalid_target. Code and device grants keep no audience (a refresh could
+    # widen it): a resource there is refused too.
+    "password[resource]": ALLOW,
+    "password[resource not served]": 400,
+    "client-credentials[resource]": ALLOW,
+    "client-credentials[resource not served]": 400,
+    "client-credentials[resource, tokenmanager]": 400,  # still no service scope
+    "exchange[resource]": ALLOW,
+    "exchange[resource not served]": 400,
+    "device[resource]": 400,
+    "code[resource]": 400,
 }
 
 

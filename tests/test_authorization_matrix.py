@@ -63,6 +63,8 @@ Application = get_application_model()
 User = get_user_model()
 SECRET = "matrix-s3cret-" * 4
 REDIRECT = "http://127.0.0.1:9/callback"
+STORAGE = "https://storage.example.org"  # in RESOURCES (RFC 8707)
+ELSEWHERE = "https://elsewhere.example.org"  # not
 VERIFIER = "matrix-code-verifier-" * 3
 CHALLENGE = base64.urlsafe_b64encode(hashlib.sha256(VERIFIER.encode()).digest()).rstrip(b"=")
 CSRF = "matrixcsrftokenmatrixcsrftoken12"  # 32 characters: a CSRF secret Django accepts as is
@@ -186,17 +188,20 @@ def token_endpoint(**data: str) -> tuple[int, dict[str, Any]]:
     return response.status_code, response.json()
 
 
-def client_credentials(application: Any, scope: str) -> tuple[int, str | None]:
+def client_credentials(application: Any, scope: str, **extra: str) -> tuple[int, str | None]:
     status, body = token_endpoint(
         grant_type="client_credentials",
         client_id=application.client_id,
         client_secret=SECRET,
         scope=scope,
+        **extra,
     )
     return status, body.get("access_token")
 
 
-def device_flow(user: Any, scope: str, client_id: str = "epochauth-cli") -> tuple[int, str | None]:
+def device_flow(
+    user: Any, scope: str, client_id: str = "epochauth-cli", **extra: str
+) -> tuple[int, str | None]:
     """The CLI's (or another public client's) device flow (RFC 8628), approved in ``user``'s browser."""
     response = form_post(
         Client(), "/o/device-authorization/", {"client_id": client_id, "scope": scope}
@@ -213,7 +218,7 @@ def device_flow(user: Any, scope: str, client_id: str = "epochauth-cli") -> tupl
         last_checked=timezone.now() - timezone.timedelta(seconds=60)
     )
     status, body = token_endpoint(
-        grant_type=DEVICE_CODE, device_code=device["device_code"], client_id=client_id
+        grant_type=DEVICE_CODE, device_code=device["device_code"], client_id=client_id, **extra
     )
     return status, body.get("access_token")
 
@@ -242,7 +247,7 @@ def authorize_query(scope: str = "openid") -> dict[str, str]:
     }
 
 
-def code_flow(user: Any, scope: str) -> tuple[int, dict[str, Any]]:
+def code_flow(user: Any, scope: str, **extra: str) -> tuple[int, dict[str, Any]]:
     """The portal's code flow with PKCE in ``user``'s browser (the portal skips consent)."""
     browser = Client()
     browser.force_login(user)
@@ -257,10 +262,13 @@ def code_flow(user: Any, scope: str) -> tuple[int, dict[str, Any]]:
         client_id="portal",
         client_secret=SECRET,
         code_verifier=VERIFIER,
+        **extra,
     )
 
 
-def exchange(application: Any, subject_token: str, scope: str) -> tuple[int, str | None]:
+def exchange(
+    application: Any, subject_token: str, scope: str, **extra: str
+) -> tuple[int, str | None]:
     status, body = token_endpoint(
         grant_type=TOKEN_EXCHANGE,
         subject_token=subject_token,
@@ -268,6 +276,7 @@ def exchange(application: Any, subject_token: str, scope: str) -> tuple[int, str
         scope=scope,
         client_id=application.client_id,
         client_secret=SECRET,
+        **extra,
     )
     return status, body.get("access_token")
 
@@ -556,6 +565,7 @@ def matrix(django_db_setup, django_db_blocker, idp) -> Iterator[Matrix]:
         "ALLOW_LOOPBACK_HTTP_ISSUERS": True,
         # Dynamic client registration for users of ours (tests/authorization_policy.py says who).
         "CLIENT_REGISTRATION": "authenticated",
+        "RESOURCES": [STORAGE],
         "ISSUERS": [
             {
                 "issuer": idp.issuer,
@@ -706,8 +716,8 @@ def test_every_registered_model_has_a_policy(matrix: Matrix) -> None:
 
 @pytest.mark.parametrize("kind", sorted(policy.ISSUANCE))
 def test_issuance(matrix: Matrix, kind: str) -> None:
-    """Who may obtain which token: the principal kinds as built, and the other ways to ask for the
-    service scopes "tokenmanager" and "host.auth"."""
+    """Who may obtain which token: the principal kinds as built, the other ways to ask for the
+    service scopes "tokenmanager" and "host.auth", and for a token narrowed to a resource."""
     others = {
         "password[tokenmanager]": lambda: password_token("member", scope="tokenmanager")[0],
         "device[tokenmanager]": lambda: device_flow(matrix.member, "tokenmanager")[0],
@@ -746,6 +756,27 @@ def test_issuance(matrix: Matrix, kind: str) -> None:
         "registered-device[host.auth]": lambda: device_flow(
             matrix.member, "host.auth", matrix.registered["client_id"]
         )[0],
+        "password[resource]": lambda: password_token("member", resource=STORAGE)[0],
+        "password[resource not served]": lambda: password_token("member", resource=ELSEWHERE)[0],
+        "client-credentials[resource]": lambda: client_credentials(
+            matrix.client_app, "reports:read", resource=STORAGE
+        )[0],
+        "client-credentials[resource not served]": lambda: client_credentials(
+            matrix.client_app, "reports:read", resource=ELSEWHERE
+        )[0],
+        "client-credentials[resource, tokenmanager]": lambda: client_credentials(
+            matrix.client_app, "tokenmanager", resource=STORAGE
+        )[0],
+        "exchange[resource]": lambda: exchange(
+            matrix.client_app, matrix.principals[policy.EXT_READ].token, "", resource=STORAGE
+        )[0],
+        "exchange[resource not served]": lambda: exchange(
+            matrix.client_app, matrix.principals[policy.EXT_READ].token, "", resource=ELSEWHERE
+        )[0],
+        "device[resource]": lambda: device_flow(matrix.member, "reports:read", resource=STORAGE)[
+            0
+        ],
+        "code[resource]": lambda: code_flow(matrix.member, "openid", resource=STORAGE)[0],
     }
     status = others[kind]() if kind in others else matrix.issuance[kind]
     expected = policy.ISSUANCE[kind]

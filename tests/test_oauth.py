@@ -619,6 +619,56 @@ def test_refresh_token_reuse_is_refused(live_server, alice):
     assert response.json()["error"] == "invalid_grant"
 
 
+STORAGE = "https://storage.example.org"
+
+
+def grant_request(grant: str, live_server, alice, webapp) -> tuple[dict, Any, Callable[[], None]]:
+    """A valid token request of ``grant`` at ``/o/token/``: (form, client auth, make it sendable)."""
+    if grant == "authorization_code":
+        _, verifier, browser, path = authorization_request(live_server, alice, "reports:read")
+        return (
+            code_exchange(browser.get(path)["Location"], verifier),
+            ("portal", SECRET),
+            lambda: None,
+        )
+    if grant == DEVICE_GRANT:
+        _, device = device_authorize(live_server, "reports:read")
+        approve(alice, device["user_code"])
+
+        def waited() -> None:  # a well-behaved device polls after the interval
+            get_device_grant_model().objects.filter(device_code=device["device_code"]).update(
+                last_checked=timezone.now() - timedelta(seconds=60)
+            )
+
+        form = {"grant_type": grant, "device_code": device["device_code"]}
+        return {**form, "client_id": "epochauth-cli"}, None, waited
+    _, token = device_login(live_server, alice)
+    form = {"grant_type": grant, "refresh_token": token["refresh_token"]}
+    return {**form, "client_id": "epochauth-cli"}, None, lambda: None
+
+
+@pytest.mark.parametrize("grant", ["authorization_code", DEVICE_GRANT, "refresh_token"])
+def test_grants_that_keep_no_audience_refuse_a_resource(
+    live_server, alice, webapp, settings, grant
+):
+    """RFC 8707 at ``/o/token/`` narrows client credentials only: DOT's code, device and refresh
+    rows keep no audience, so a refresh could widen one (section 2.2). A served resource is refused
+    with ``invalid_target``, and the grant, not consumed, still gives a token without it."""
+    settings.EPOCHAUTH = {**settings.EPOCHAUTH, "RESOURCES": [STORAGE]}
+    form, auth, ready = grant_request(grant, live_server, alice, webapp)
+    url = f"{live_server.url}/o/token/"
+    ready()
+    refused = requests.post(url, data={**form, "resource": STORAGE}, auth=auth, timeout=10)
+    assert refused.status_code == 400, refused.text
+    assert refused.json() == {
+        "error": "invalid_target",
+        "error_description": "This grant takes no resource here",
+    }
+    ready()
+    granted = requests.post(url, data=form, auth=auth, timeout=10)
+    assert granted.status_code == 200, granted.text
+
+
 @pytest.fixture
 def grace(settings) -> timedelta:
     """``EPOCHAUTH["REFRESH_TOKEN_GRACE_PERIOD"]`` covers ``/o/token/`` refreshes too (DOT's own stays 0)."""

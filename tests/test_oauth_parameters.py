@@ -27,6 +27,7 @@ from oauth2_provider.models import get_application_model
 import epochauth.oauth.urls
 import epochauth.urls
 from epochauth import tokens
+from epochauth.authentication import verify_token
 from epochauth.oauth.models import ensure_cli_application
 from epochauth.urns import ACCESS_TOKEN_TYPE, DEVICE_CODE, TOKEN_EXCHANGE
 from tests.helpers import make_user
@@ -37,6 +38,7 @@ SECRET = "s3cret-" * 6
 REDIRECT = "http://127.0.0.1:9/callback"
 FORM = "application/x-www-form-urlencoded"
 SCOPE = "openid profile reports:read"
+STORAGE = "https://storage.example.org"
 Application = get_application_model()
 
 #: Each value percent-encoded as bytes: control characters, invalid and overlong UTF-8, a long value.
@@ -78,7 +80,12 @@ def rsa_pem() -> str:
 @pytest.fixture
 def site(settings) -> dict[str, str]:
     """OpenID Provider mode on (userinfo and logout answer), its clients, a user, a pending device code."""
-    settings.EPOCHAUTH = {**settings.EPOCHAUTH, "ALGORITHM": "RS256", "SIGNING_KEY": rsa_pem()}
+    settings.EPOCHAUTH = {
+        **settings.EPOCHAUTH,
+        "ALGORITHM": "RS256",
+        "SIGNING_KEY": rsa_pem(),
+        "RESOURCES": [STORAGE],
+    }
     settings.OAUTH2_PROVIDER = {
         **settings.OAUTH2_PROVIDER,
         "OIDC_ENABLED": True,
@@ -137,7 +144,7 @@ REQUESTS: list[tuple[str, str, str, dict[str, str], str | None]] = [
         "token",
         "POST",
         "/o/token/",
-        {"grant_type": "client_credentials", "scope": "reports:read"},
+        {"grant_type": "client_credentials", "scope": "reports:read", "resource": STORAGE},
         basic("svc"),
     ),
     (
@@ -247,10 +254,22 @@ REQUESTS: list[tuple[str, str, str, dict[str, str], str | None]] = [
         "epochauth-token",
         "POST",
         "/auth/token/",
-        {"username": "alice", "password": "pw", "scope": "reports:read", "remember_me": "true"},
+        {
+            "username": "alice",
+            "password": "pw",
+            "scope": "reports:read",
+            "remember_me": "true",
+            "resource": STORAGE,
+        },
         None,
     ),
-    ("epochauth-refresh", "POST", "/auth/token/refresh/", {"refresh_token": "r.r.r"}, None),
+    (
+        "epochauth-refresh",
+        "POST",
+        "/auth/token/refresh/",
+        {"refresh_token": "r.r.r", "resource": STORAGE},
+        None,
+    ),
     ("epochauth-renew", "POST", "/auth/token/renew/", {}, "Bearer {token}"),
     ("epochauth-logout", "POST", "/auth/logout/", {"refresh_token": "r.r.r"}, "Bearer {token}"),
     ("epochauth-logout-all", "POST", "/auth/logout-all/", {}, "Bearer {token}"),
@@ -441,3 +460,73 @@ def test_nul_in_the_code_of_the_device_page_is_a_readable_page(site, signed_in):
         browser.force_login(get_user_model().objects.get(username="alice"))
     response = browser.get("/o/device/?user_code=%00")
     assert response.status_code == 400 and b"Invalid link" in response.content
+
+
+#: RFC 8707 section 2 ``resource`` values: (repeated form values, the error; None: a token for them).
+RESOURCE_VALUES: dict[str, tuple[list[str], str | None]] = {
+    "served": ([STORAGE], None),
+    "repeated alike": ([STORAGE, STORAGE], None),
+    "repeated, one not served": ([STORAGE, "https://elsewhere.example.org"], "invalid_target"),
+    "empty": ([""], "invalid_target"),
+    "no scheme": (["storage.example.org"], "invalid_target"),
+    "relative": (["/storage"], "invalid_target"),
+    "no network location": (["urn:example:storage"], "invalid_target"),
+    "a fragment": ([f"{STORAGE}#part"], "invalid_target"),
+    "an empty fragment": ([f"{STORAGE}#"], "invalid_target"),
+}
+
+#: Where ``resource`` narrows a token: (path, form without it, Authorization).
+RESOURCE_ENDPOINTS = {
+    "client credentials": ("/o/token/", {"grant_type": "client_credentials"}, basic("svc")),
+    "token exchange": (
+        "/o/token/",
+        {
+            "grant_type": TOKEN_EXCHANGE,
+            "subject_token": "",  # the test provider's
+            "subject_token_type": ACCESS_TOKEN_TYPE,
+        },
+        basic("svc"),
+    ),
+    "login": ("/auth/token/", {"username": "alice", "password": "pw"}, None),
+}
+
+
+@pytest.mark.parametrize("endpoint", list(RESOURCE_ENDPOINTS))
+@pytest.mark.parametrize("case", list(RESOURCE_VALUES))
+def test_every_shape_of_resource_is_a_token_for_it_or_invalid_target(
+    site, settings, request, endpoint, case
+):
+    path, form, authorization = RESOURCE_ENDPOINTS[endpoint]
+    values, error = RESOURCE_VALUES[case]
+    if "subject_token" in form:
+        idp = request.getfixturevalue("idp")
+        settings.EPOCHAUTH = {**settings.EPOCHAUTH, "ISSUERS": [{"issuer": idp.issuer}]}
+        form = {**form, "subject_token": idp.user_token("carol")}
+    headers = {"HTTP_AUTHORIZATION": authorization} if authorization else {}
+    data = [*form.items(), *(("resource", v) for v in values)]
+    response = Client().post(path, urlencode(data), content_type=FORM, **headers)
+    if error is None:
+        assert response.status_code == 200, response.content
+        assert verify_token(response.json()["access_token"])["aud"] == STORAGE
+    else:
+        assert (response.status_code, response.json()["error"]) == (400, error)
+
+
+@pytest.mark.parametrize(
+    ("resource", "error"),
+    [
+        (42, "invalid_request"),  # a string or a list of strings, nothing else
+        (None, "invalid_request"),
+        (True, "invalid_request"),
+        ({"uri": STORAGE}, "invalid_request"),
+        ([[STORAGE]], "invalid_request"),
+        ([STORAGE] * 17, "invalid_request"),  # at most 16
+        ([STORAGE, True], "invalid_request"),
+        ([STORAGE, 42], "invalid_target"),  # a number in the list reads as its digits
+    ],
+)
+@pytest.mark.parametrize("path", ["/auth/token/", "/auth/token/refresh/"])
+def test_a_json_resource_that_is_no_string_is_refused(site, path, resource, error):
+    body = {"username": "alice", "password": "pw", "refresh_token": "r.r.r", "resource": resource}
+    response = Client().post(path, json.dumps(body), content_type="application/json")
+    assert (response.status_code, response.json()["error"]) == (400, error)

@@ -12,7 +12,18 @@ from oauthlib.oauth2.rfc6749 import errors
 from oauthlib.oauth2.rfc6749.grant_types.base import GrantTypeBase
 from rest_framework.exceptions import PermissionDenied
 
-from .. import authentication, conf, exceptions, jwks, scopes, signals, snapshots, tokens, urns
+from .. import (
+    authentication,
+    conf,
+    exceptions,
+    jwks,
+    resources,
+    scopes,
+    signals,
+    snapshots,
+    tokens,
+    urns,
+)
 from .scopes import grantable
 
 SUBJECT_TOKEN_TYPES = frozenset({urns.ACCESS_TOKEN_TYPE, urns.JWT_TOKEN_TYPE})
@@ -54,23 +65,34 @@ def is_our_resource(resource: str) -> bool:
 
 
 def check_targets(request: Any) -> None:
-    """RFC 8693 section 2.2.2: ``invalid_target`` unless every ``audience`` is our audience and every
-    ``resource`` one of ours; the token we issue is for us only, whatever the client asks for. Each
-    may be repeated (the token view keeps repeated values, see ``views.TokenEndpointCore``)."""
+    """RFC 8693 section 2.2.2: ``invalid_target`` unless every ``audience`` and ``resource`` names
+    a service we issue for: one of :func:`epochauth.resources.served` (which narrows the token's
+    ``aud`` to the ones named, RFC 8707), or a resource of this site (:func:`is_our_resource`, the
+    default audience). Each may be repeated (the token view keeps repeated values, see
+    ``views.TokenEndpointCore``); the narrowed audience is left on the request for the generator."""
+    served = resources.served()
+    named: list[str] = []
     for name, value in [*request.uri_query_params, *(request.decoded_body or [])]:
-        if name == "audience" and value != our_audience():
+        if name not in TARGET_PARAMETERS:
+            continue
+        if value in served and (name == "audience" or resources.is_absolute(value)):
+            named.append(value)
+        elif name == "resource" and is_our_resource(value):
+            named.extend(resources.names(our_audience()))
+        elif name == "audience":
             raise InvalidTarget(
                 description=_("This server issues tokens for %(audience)s only")
-                % {"audience": our_audience()},
+                % {"audience": " ".join(served)},
                 request=request,
             )
-        if name == "resource" and not is_our_resource(value):
+        else:
             raise InvalidTarget(
                 description=_(
                     "The resource must be an absolute URI of this site, without fragment"
                 ),
                 request=request,
             )
+    request.epochauth_aud = resources.audience(named) if named else None
 
 
 def _param(request: Any, name: str) -> str | None:

@@ -59,6 +59,7 @@ def access_token(request: Any) -> str:
         group=group,
         lifetime=timedelta(seconds=request.expires_in),
         extra_claims=extra,
+        aud=getattr(request, "epochauth_aud", None),
     )
     request.epochauth_claims = issued.claims
     return issued.token

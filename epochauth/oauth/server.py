@@ -55,6 +55,7 @@ class Server(OAuthlibServer):
             for attribute in ("default_grant", "oidc_grant")
         ]
         for hooks in {id(g.custom_validators): g.custom_validators for g in grants}.values():
+            hooks.pre_token.append(request_validator.refuse_resource)
             hooks.post_token.append(request_validator.check_token_request)
         # Before oauthlib's own OpenID checks, which read max_age for prompt=none.
         self.openid_connect_auth.custom_validators.post_auth.insert(0, openid.check_max_age)

@@ -48,11 +48,12 @@ from .. import (
     keys,
     models,
     profiles,
+    resources,
     tokens,
     urns,
     verification,
 )
-from . import openid, revocation
+from . import exchange, openid, revocation
 from .scopes import grantable, selected_group
 
 
@@ -178,6 +179,31 @@ class EpochAuthValidator(OAuth2Validator):
         problem = selected_group(request.user, list(request.scopes or []))[1]
         if problem:
             raise errors.InvalidScopeError(description=problem, request=request)
+        if request.grant_type != urns.TOKEN_EXCHANGE:  # its targets are exchange.check_targets'
+            request.epochauth_aud = self._narrowed_audience(request)
+
+    @staticmethod
+    def refuse_resource(request: Any) -> None:
+        """oauthlib ``pre_token`` hook: RFC 8707 ``resource`` narrows client credentials and token
+        exchange only. DOT's code, device and refresh rows keep no audience, and a refresh must
+        never widen one (section 2.2); refused before the grant is looked at, so a device code or
+        refresh token is not spent on a request that fails."""
+        if request.grant_type in ("client_credentials", urns.TOKEN_EXCHANGE):
+            return
+        if any(name == "resource" for name, _value in request.decoded_body or []):
+            raise exchange.InvalidTarget(
+                description=_("This grant takes no resource here"), request=request
+            )
+
+    @staticmethod
+    def _narrowed_audience(request: Any) -> Any:
+        """RFC 8707: the ``aud`` the token request's ``resource`` values narrow to (None: the
+        default); only client credentials get here with one (:meth:`refuse_resource`)."""
+        requested = [value for name, value in request.decoded_body or [] if name == "resource"]
+        try:
+            return resources.audience(requested)
+        except resources.InvalidTarget as exc:
+            raise exchange.InvalidTarget(description=exc.description, request=request) from None
 
     def is_within_original_scope(
         self, request_scopes: list[str], refresh_token: str, request: Any, *args: Any, **kw: Any
