@@ -103,7 +103,8 @@ def sizes(args: argparse.Namespace) -> Sizes:
         return Sizes(
             rounds=3,
             requests=10,
-            users=300,
+            # more than VERIFIED_TOKEN_CACHE_SIZE: the distinct-users rows must miss the memo
+            users=10_100,
             denylist=2000,
             endpoint_rounds=2,
             endpoint_requests=5,
