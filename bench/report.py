@@ -149,7 +149,8 @@ TITLES = {
     "users-redis": "Many distinct users, Redis as the shared cache (RedisCache)",
     "denylist": "A big denylist (live RevokedToken rows; SQLite in memory, LocMemCache)",
     "epochs": "Every user revoked today (user Epoch rows within REVOCATION_WINDOW; SQLite in memory)",
-    "endpoints": "Token endpoints: login and refresh (MD5 hasher on both sides)",
+    "endpoints": "Token endpoints: login and refresh (MD5 hasher on both sides; SQLite in memory)",
+    "endpoints-postgresql": "Token endpoints on PostgreSQL (the same rows, a scratch database)",
     "revocation": "Revocation seen by another process (two processes, Redis, one SQLite file)",
 }
 FACTS = {
@@ -159,6 +160,7 @@ FACTS = {
     "denylist": denylist_facts,
     "epochs": epochs_facts,
     "endpoints": endpoints_facts,
+    "endpoints-postgresql": endpoints_facts,
     "revocation": revocation_facts,
 }
 
