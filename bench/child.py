@@ -30,6 +30,11 @@ def run(name: str, context: dict[str, Any]) -> None:
         from . import scenarios
 
         outcome = getattr(scenarios, name)(sizes)
+    elif name == "endpoints-postgresql":
+        configure(Setup(postgres_url=context["postgres_url"]))
+        from . import scenarios
+
+        outcome = scenarios.endpoints(sizes)
     elif name in ("revocation", "revocation-server"):
         outcome = revocation(name, sizes, context, redis)
     else:

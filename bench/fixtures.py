@@ -30,6 +30,8 @@ from .settings import HS_SECRET
 
 PASSWORD = "bench-password"
 BATCH = 10_000
+#: Tokens :func:`verify` takes out of a list to check them.
+SAMPLE = 20
 
 
 def migrate() -> None:
@@ -126,7 +128,7 @@ class TokenFactory:
         return jwt.encode(claims, HS_SECRET, algorithm=self.header["alg"], headers=self.header)
 
 
-def verify(tokens: list[str], sample: int = 20) -> None:
+def verify(tokens: list[str], sample: int = SAMPLE) -> None:
     """A sample of ``tokens`` must authenticate with epochauth itself (public API), or the bench stops.
     The sample is taken out of ``tokens``, so each token left is still unseen by this process."""
     for _ in range(min(sample, len(tokens) - 1)):

@@ -12,7 +12,7 @@ import gc
 import statistics
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 from .counters import Counters
@@ -47,6 +47,14 @@ class Variant:
     #: A floor is a bare function call (no request): it has no ratio to a request.
     floor: bool = False
     expect: int = 200
+    #: Every request a token this process has not verified since the memo dropped it (distinct users,
+    #: new tokens): :func:`measure` stops the bench if one of them hit the verified-token memo.
+    distinct: bool = False
+    #: The physical-limit row (a floor) that this row's *added µs* is also given as a multiple of.
+    limit: str | None = None
+    #: Operations per call: a floor too cheap to time one by one (a dict lookup) runs ``batch`` of
+    #: them per call, and its µs are per operation.
+    batch: int = 1
 
 
 @dataclass(frozen=True)
@@ -67,6 +75,9 @@ class Row:
     single_max_us: float
     queries: float  # per request
     redis: float | None  # commands per request; None without Redis
+    memo_hits: float  # per request: tokens validated without a signature check
+    limit: str | None  # the physical-limit row of this row
+    limit_multiple: float | None  # added µs ÷ that row's µs
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -95,7 +106,7 @@ def measure(
     counters = Counters()
     per_round: Timings = {v.name: [] for v in variants}
     single: Timings = {v.name: [] for v in variants}
-    costs = {v.name: [0, 0] for v in variants}
+    costs = {v.name: [0, 0, 0] for v in variants}
     clock = time.perf_counter_ns
     gc.collect()
     gc.freeze()
@@ -107,10 +118,10 @@ def measure(
                 for _ in range(n):
                     start = clock()
                     call()
-                    times.append((clock() - start) / 1000)
+                    times.append((clock() - start) / 1000 / variant.batch)
                 after = counters.snapshot()
-                costs[variant.name][0] += after[0] - before[0]
-                costs[variant.name][1] += after[1] - before[1]
+                for i, cost in enumerate(costs[variant.name]):
+                    costs[variant.name][i] = cost + after[i] - before[i]
                 per_round[variant.name].append(sum(times) / n)
                 single[variant.name] += times
     gc.unfreeze()
@@ -122,10 +133,17 @@ def measure(
             single[v.name],
             costs[v.name][0] / total,
             costs[v.name][1] / total if redis else None,
+            costs[v.name][2] / total,
         )
         for v in variants
     ]
-    return rows, per_round
+    for v in variants:
+        if v.distinct and costs[v.name][2]:
+            raise SystemExit(
+                f"bench: {v.name!r} hit the verified-token memo {costs[v.name][2]} times in "
+                f"{total} requests: it does not measure distinct tokens"
+            )
+    return with_limits(rows), per_round
 
 
 def paired(per_round: Timings, name: str, other: str) -> dict[str, float]:
@@ -149,7 +167,12 @@ def quartiles(values: list[float]) -> tuple[float, float]:
 
 
 def summarize(
-    variant: Variant, per_round: Timings, single: list[float], queries: float, redis: float | None
+    variant: Variant,
+    per_round: Timings,
+    single: list[float],
+    queries: float,
+    redis: float | None,
+    memo_hits: float,
 ) -> Row:
     mine, base = per_round[variant.name], per_round[BASELINE]
     p25, p75 = quartiles(mine)
@@ -176,16 +199,31 @@ def summarize(
         single_max_us=ordered[-1],
         queries=queries,
         redis=redis,
+        memo_hits=memo_hits,
+        limit=variant.limit,
+        limit_multiple=None,
         **ratio,
     )
+
+
+def with_limits(rows: list[Row]) -> list[Row]:
+    """Each row that names a physical-limit row, its *added µs* also as a multiple of that row's µs."""
+    by_name = {row.name: row for row in rows}
+    return [
+        replace(row, limit_multiple=row.added_us / by_name[row.limit].median_us)
+        if row.limit is not None and row.added_us is not None
+        else row
+        for row in rows
+    ]
 
 
 def table(rows: list[dict[str, Any]]) -> str:
     """Markdown table of :class:`Row` dicts."""
     lines = [
         "| variant | median µs/request | rounds p25–p75 | × no auth, paired: median (p25–p75; min–max) "
-        "| added µs | single request µs: median / p99 / max | SQL queries/request | Redis commands/request |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
+        "| added µs | × physical limit | single request µs: median / p99 / max | SQL queries/request "
+        "| Redis commands/request | memo hits/request |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for row in rows:
         if row["floor"]:
@@ -197,9 +235,14 @@ def table(rows: list[dict[str, Any]]) -> str:
             )
             added = "–" if row["name"] == BASELINE else f"{row['added_us']:+.1f}"
         redis = "–" if row["redis"] is None else f"{row['redis']:.2f}"
+        multiple = "–" if row["limit_multiple"] is None else f"{row['limit_multiple']:.1f}×"
+        # A dict lookup takes hundredths of a µs: its row keeps three decimals.
+        digits = 3 if row["median_us"] < 1 else 0
+        median = f"{row['median_us']:.{max(1, digits)}f}"
         lines.append(
-            f"| {row['name']} | {row['median_us']:.1f} | {row['rounds_p25']:.0f}–{row['rounds_p75']:.0f} "
-            f"| {ratio} | {added} | {row['single_median_us']:.0f} / {row['single_p99_us']:.0f} / "
-            f"{row['single_max_us']:.0f} | {row['queries']:.2f} | {redis} |"
+            f"| {row['name']} | {median} | {row['rounds_p25']:.{digits}f}–{row['rounds_p75']:.{digits}f} "
+            f"| {ratio} | {added} | {multiple} | {row['single_median_us']:.{digits}f} / "
+            f"{row['single_p99_us']:.{digits}f} / {row['single_max_us']:.{digits}f} "
+            f"| {row['queries']:.2f} | {redis} | {row['memo_hits']:.2f} |"
         )
     return "\n".join(lines)

@@ -53,7 +53,27 @@ def users_facts(outcome: dict[str, Any]) -> list[str]:
         f"- {f['seen']} users authenticated once before timing (`authenticate_token`, {f['fill_s']:.1f} s): "
         f"RSS {f['rss_before_mb']:.0f} → {f['rss_after_mb']:.0f} MB (+{grown:.0f} MB, "
         f"{grown * 2**20 / max(1, f['seen']):.0f} B per user); peak RSS {f['max_rss_mb']:.0f} MB",
+        first_pass(f["first_pass"]),
     ]
+
+
+def first_pass(f: dict[str, Any]) -> str:
+    """The first sight of every user: its outliers and what they waited on (GC, SQL, Redis)."""
+    gens = "; ".join(
+        f"gen {gen}: {count}× (max {worst:.1f} ms, {total:.0f} ms in all)"
+        for gen, (count, worst, total) in f["gc"].items()
+    )
+    slowest = "; ".join(
+        f"#{s['index']} {s['ms']:.1f} ms ("
+        + (", ".join(f"a gen-{g} collection of {ms:.1f} ms" for g, ms in s["gc"]) or "no GC pass")
+        + f", {s['queries']} SQL, {s['redis']} Redis commands)"
+        for s in f["slowest"]
+    )
+    return (
+        f"- first pass ({f['calls']} first sights, each timed): median {f['median_ms']:.3f} ms, "
+        f"p99 {f['p99_ms']:.2f} ms, max {f['max_ms']:.1f} ms; slowest: {slowest}; "
+        f"garbage collections during the pass: {gens or 'none'}"
+    )
 
 
 def first_requests(f: dict[str, Any], what: str) -> str:
@@ -129,7 +149,8 @@ TITLES = {
     "users-redis": "Many distinct users, Redis as the shared cache (RedisCache)",
     "denylist": "A big denylist (live RevokedToken rows; SQLite in memory, LocMemCache)",
     "epochs": "Every user revoked today (user Epoch rows within REVOCATION_WINDOW; SQLite in memory)",
-    "endpoints": "Token endpoints: login and refresh (MD5 hasher on both sides)",
+    "endpoints": "Token endpoints: login and refresh (MD5 hasher on both sides; SQLite in memory)",
+    "endpoints-postgresql": "Token endpoints on PostgreSQL (the same rows, a scratch database)",
     "revocation": "Revocation seen by another process (two processes, Redis, one SQLite file)",
 }
 FACTS = {
@@ -139,6 +160,7 @@ FACTS = {
     "denylist": denylist_facts,
     "epochs": epochs_facts,
     "endpoints": endpoints_facts,
+    "endpoints-postgresql": endpoints_facts,
     "revocation": revocation_facts,
 }
 

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import gc
 import resource
 import time
 import uuid
@@ -21,7 +22,8 @@ from epochauth.conf import epochauth_settings
 from epochauth.revocation import is_loaded, revoke_id
 from epochauth.tokens import mint_access_token
 
-from . import fixtures, urls
+from . import fixtures, limits, urls
+from .counters import Counters
 from .measure import BASELINE, Sizes, Variant, measure, paired
 from .settings import HS_SECRET, IDP_AUDIENCE, IDP_SCOPE, ISSUER, RS_KID
 from .wsgi import Server, bearer
@@ -89,16 +91,21 @@ def requests(sizes: Sizes, rsa_pem: str, idp: Any) -> dict[str, Any]:
     variants = [
         no_auth(server),
         Variant(
-            "epochauth HS256, memo hit (the same token again)", server.get(EPOCHAUTH, bearer(hs))
+            "epochauth HS256, memo hit (the same token again)",
+            server.get(EPOCHAUTH, bearer(hs)),
+            limit=limits.DICT,
         ),
-        Variant("epochauth RS256, memo hit", server.get(EPOCHAUTH, bearer(rs))),
+        Variant("epochauth RS256, memo hit", server.get(EPOCHAUTH, bearer(rs)), limit=limits.DICT),
         Variant(
             f"epochauth HS256, cold: a new token each request ({len(cold)} distinct)",
             server.get_each(EPOCHAUTH, cold),
+            distinct=True,
+            limit=limits.HS256,
         ),
         Variant(
             "epochauth on a DOT-issued JWT (client_credentials, HS256)",
             server.get(EPOCHAUTH, bearer(dot_jwt(server, app))),
+            limit=limits.DICT,
         ),
         *peers(server, user, app),
         Variant(
@@ -116,6 +123,7 @@ def requests(sizes: Sizes, rsa_pem: str, idp: Any) -> dict[str, Any]:
             floor=True,
         ),
         *external(server, sizes, idp),
+        *limits.hs256_rows(hs, HS_SECRET),
     ]
     rows, _ = measure(variants, sizes.rounds, sizes.requests, redis=False, warmup=sizes.warmup)
     facts: dict[str, Any] = {"cold_tokens": len(cold), "cold_mint_s": mint_s}
@@ -217,10 +225,13 @@ def external(server: Server, sizes: Sizes, idp: Any) -> list[Variant]:
         Variant(
             "epochauth external RS256 (allow-listed issuer), memo hit",
             server.get(EPOCHAUTH, bearer(token)),
+            limit=limits.DICT,
         ),
         Variant(
             f"epochauth external RS256, cold: a new IdP token each request ({len(cold)} distinct)",
             server.get_each(EPOCHAUTH, [bearer(t) for t in cold]),
+            distinct=True,
+            limit=limits.RS256,
         ),
         Variant(
             "floor: jwt.decode RS256, IdP token (function call)",
@@ -231,6 +242,7 @@ def external(server: Server, sizes: Sizes, idp: Any) -> list[Variant]:
             f"floor: jwt.decode RS256, IdP token in the request path ({len(cold)} distinct)",
             server.get_each(PYJWT_IDP, [bearer(t) for t in cold]),
         ),
+        limits.rs256_row(token, key),
     ]
 
 
@@ -238,10 +250,17 @@ def external(server: Server, sizes: Sizes, idp: Any) -> list[Variant]:
 
 
 def users(sizes: Sizes, redis: bool) -> dict[str, Any]:
-    """``sizes.users`` users, each with a token of their own, in steady state: each user was seen once
-    before requests cycle through them. With LocMemCache that pass covers every user (its RSS growth is
-    what a worker holds for them); with Redis only the users the timed rows reach (first sights there
-    cost several round trips each, and the timed requests are the same either way)."""
+    """``sizes.users`` users, each with a token of their own, in steady state: every user was seen once
+    (as a long-running worker has seen them), then the distinct row cycles through all of them, so a
+    user comes back only after all the others. There are more users than ``VERIFIED_TOKEN_CACHE_SIZE``,
+    so no request of that row finds its token in the memo (``measure`` stops the bench if one did)."""
+    memo_size = epochauth_settings.VERIFIED_TOKEN_CACHE_SIZE
+    if sizes.users <= memo_size + fixtures.SAMPLE + 1:
+        raise SystemExit(
+            f"bench: --users {sizes.users}: a distinct-users row needs more users than "
+            f"VERIFIED_TOKEN_CACHE_SIZE ({memo_size}) + {fixtures.SAMPLE + 1}, or its users would "
+            "come back to the memo"
+        )
     server = Server()
     fixtures.migrate()
     started = time.perf_counter()
@@ -252,33 +271,89 @@ def users(sizes: Sizes, redis: bool) -> dict[str, Any]:
     tokens = [factory.token(pk, name) for pk, name in people]
     mint_s = time.perf_counter() - started
     fixtures.verify(tokens)
-    seen = tokens[: sizes.timed + 1] if redis else tokens
     rss_before, started = rss_mb(), time.perf_counter()
-    for token in seen:  # as a long-running worker has seen them
-        authenticate_token(token)
+    first = first_pass(tokens)  # every user, as a long-running worker has seen them
     fill_s, rss_after = time.perf_counter() - started, rss_mb()
     variants = [
         no_auth(server),
         Variant(
             "epochauth HS256, memo hit (one user's token again)",
             server.get(EPOCHAUTH, bearer(tokens[0])),
+            limit=limits.DICT,
         ),
         Variant(
-            f"epochauth HS256, {len(tokens)} distinct users (the next user's token each request)",
+            f"epochauth HS256, {len(tokens) - 1} distinct users (the next user's token each request, "
+            "all of them in turn)",
             server.get_each(EPOCHAUTH, [bearer(t) for t in tokens[1:]]),
+            distinct=True,
+            limit=limits.HS256,
         ),
+        *limits.hs256_rows(tokens[0], HS_SECRET),
     ]
     rows, _ = measure(variants, sizes.rounds, sizes.requests, redis=redis, warmup=sizes.warmup)
     return result(
         rows,
         users=len(people),
-        seen=len(seen),
+        seen=len(tokens),
         create_s=create_s,
         mint_s=mint_s,
         fill_s=fill_s,
         rss_before_mb=rss_before,
         rss_after_mb=rss_after,
+        first_pass=first,
     )
+
+
+def first_pass(tokens: list[str], slowest: int = 3) -> dict[str, Any]:
+    """Authenticate every token once, each call timed, with the garbage collector's passes
+    (``gc.callbacks``) and the SQL, Redis and memo hits of each call: what its slowest calls waited on."""
+    clock, collections, started_at = time.perf_counter_ns, [], {}
+
+    def on_gc(phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            started_at[info["generation"]] = clock()
+        else:
+            gen = info["generation"]
+            collections.append((gen, started_at.pop(gen), clock()))
+
+    counters, calls = Counters(), []
+    gc.callbacks.append(on_gc)
+    try:
+        with counters.counting():
+            for token in tokens:
+                before, start = counters.snapshot(), clock()
+                authenticate_token(token)
+                end, after = clock(), counters.snapshot()
+                calls.append((start, end, [b - a for a, b in zip(before, after, strict=True)]))
+    finally:
+        gc.callbacks.remove(on_gc)
+    ms = sorted((end - start) / 1e6 for start, end, _ in calls)
+
+    def during(start: int, end: int) -> list[list[float]]:
+        return [[g, (e - s) / 1e6] for g, s, e in collections if s < end and e > start]
+
+    worst = sorted(range(len(calls)), key=lambda i: calls[i][0] - calls[i][1])[:slowest]
+    by_gen: dict[int, list[float]] = {}
+    for gen, s, e in collections:
+        by_gen.setdefault(gen, []).append((e - s) / 1e6)
+    return {
+        "calls": len(calls),
+        "median_ms": ms[len(ms) // 2],
+        "p99_ms": ms[min(len(ms) - 1, int(len(ms) * 0.99))],
+        "max_ms": ms[-1],
+        "slowest": [
+            {
+                "index": i,
+                "ms": (calls[i][1] - calls[i][0]) / 1e6,
+                "gc": during(calls[i][0], calls[i][1]),
+                "queries": calls[i][2][0],
+                "redis": calls[i][2][1],
+                "memo_hits": calls[i][2][2],
+            }
+            for i in worst
+        ],
+        "gc": {str(g): [len(t), max(t), sum(t)] for g, t in sorted(by_gen.items())},
+    }
 
 
 # -- a big denylist ----------------------------------------------------------------------------
@@ -288,7 +363,8 @@ def denylist(sizes: Sizes) -> dict[str, Any]:
     """``sizes.denylist`` live denylist rows: the insert, the first load, reloads after a revocation
     (``revoke_id``, then the next request), RSS, and requests in steady state."""
     server, user = Server(), setup_user()
-    memo = server.get(EPOCHAUTH, bearer(mint_access_token(user).token))
+    token = mint_access_token(user).token
+    memo = server.get(EPOCHAUTH, bearer(token))
     first = first_requests(server, memo, lambda: fixtures.deny_random_ids(sizes.denylist))
     cold = cold_tokens(fixtures.TokenFactory(user), user, sizes.timed)
     reloads = []
@@ -297,11 +373,14 @@ def denylist(sizes: Sizes) -> dict[str, Any]:
         reloads.append(timed_ms(memo))
     variants = [
         no_auth(server),
-        Variant("epochauth HS256, memo hit", memo),
+        Variant("epochauth HS256, memo hit", memo, limit=limits.DICT),
         Variant(
             f"epochauth HS256, cold: a new token each request ({len(cold)} distinct)",
             server.get_each(EPOCHAUTH, cold),
+            distinct=True,
+            limit=limits.HS256,
         ),
+        *limits.hs256_rows(token, HS_SECRET),
     ]
     rows, _ = measure(variants, sizes.rounds, sizes.requests, redis=False, warmup=sizes.warmup)
     return result(
@@ -320,10 +399,15 @@ def epochs(sizes: Sizes) -> dict[str, Any]:
     """``sizes.users`` user epochs bumped within the window (every user revoked today, the worst
     case): what a process holds for them, and what its first requests (which read them) cost."""
     server, user = Server(), setup_user()
-    memo = server.get(EPOCHAUTH, bearer(mint_access_token(user).token))
+    token = mint_access_token(user).token
+    memo = server.get(EPOCHAUTH, bearer(token))
     first = first_requests(server, memo, lambda: fixtures.bump_many_users(sizes.users))
     rows, _ = measure(
-        [no_auth(server), Variant("epochauth HS256, memo hit", memo)],
+        [
+            no_auth(server),
+            Variant("epochauth HS256, memo hit", memo, limit=limits.DICT),
+            *limits.hs256_rows(token, HS_SECRET),
+        ],
         sizes.rounds,
         sizes.requests,
         redis=False,

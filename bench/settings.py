@@ -53,6 +53,24 @@ class Setup:
     sqlite_path: str | None = None
     rsa_pem: str | None = None
     idp_issuer: str | None = None
+    #: A PostgreSQL database URL (postgres://user@host:port/name) instead of SQLite.
+    postgres_url: str | None = None
+
+
+def postgres(url: str) -> dict[str, Any]:
+    """Django's DATABASES entry of a postgres:// URL."""
+    from urllib.parse import unquote, urlsplit
+
+    parts = urlsplit(url)
+    return {
+        "ENGINE": "django.db.backends.postgresql",
+        "NAME": parts.path.lstrip("/"),
+        "USER": unquote(parts.username or ""),
+        "PASSWORD": unquote(parts.password or ""),
+        "HOST": parts.hostname or "",
+        "PORT": str(parts.port or ""),
+        "CONN_MAX_AGE": None,
+    }
 
 
 def caches(setup: Setup) -> dict[str, Any]:
@@ -98,7 +116,9 @@ def configure(setup: Setup) -> None:
         "NAME": ":memory:",
         "CONN_MAX_AGE": None,
     }
-    if setup.sqlite_path:  # shared by processes: WAL lets one read while another writes
+    if setup.postgres_url:
+        database = postgres(setup.postgres_url)
+    elif setup.sqlite_path:  # shared by processes: WAL lets one read while another writes
         database.update(
             NAME=setup.sqlite_path, OPTIONS={"init_command": "PRAGMA journal_mode=WAL;"}
         )

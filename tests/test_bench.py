@@ -4,6 +4,7 @@ rows and facts. Nothing here looks at a timing; only at what the bench counts an
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -11,6 +12,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
+POSTGRES = os.environ.get("DATABASE_URL", "").startswith("postgres")
 
 pytestmark = pytest.mark.redis
 
@@ -47,9 +49,14 @@ def test_every_scenario_reports(bench_run: dict) -> None:
         "denylist",
         "epochs",
         "endpoints",
+        "endpoints-postgresql",
         "revocation",
     }
     for name, outcome in results.items():
+        # PostgreSQL beside SQLite when the suite runs on it (DATABASE_URL, CI's second leg)
+        if name == "endpoints-postgresql" and not POSTGRES:
+            assert "--postgres-url" in outcome["skipped"]
+            continue
         assert "skipped" not in outcome, name
     assert bench_run["report"].count("\n### ") == len(results) + 1  # and the goals
     for row in (row for outcome in results.values() for row in outcome.get("rows", [])):
@@ -96,10 +103,54 @@ def test_denylist_and_revocation_facts(bench_run: dict) -> None:
     # 2000 rows: the first request reads them in pieces (more than one when it is slow), then done
     assert denylist["loading_requests"] >= 0 and denylist["load_s"] >= 0
     assert denylist["rss_loaded_mb"] >= denylist["rss_before_mb"] > 0
-    assert results["epochs"]["facts"]["epochs"] == 300
+    assert results["epochs"]["facts"]["epochs"] == 10_100
     assert "first requests of a process with that denylist" in bench_run["report"]
     revocation = results["revocation"]
     assert revocation["timeouts"] == {"logout": 0, "logout-all": 0}
     assert all(s["trials"] == 2 for s in revocation["summary"].values())
-    endpoints = rows(results, "endpoints")
-    assert all(row["queries"] >= 1 for name, row in endpoints.items() if name != "no auth")
+    for scenario in ("endpoints", "endpoints-postgresql") if POSTGRES else ("endpoints",):
+        endpoints = rows(results, scenario)
+        assert all(row["queries"] >= 1 for name, row in endpoints.items() if name != "no auth")
+
+
+def test_distinct_rows_never_hit_the_memo(bench_run: dict) -> None:
+    """Every user comes back only after all the others, more of them than the memo holds, on every
+    cache: a "distinct" or "cold" row makes no memo hit, a memo-hit row nothing else."""
+    for scenario in ("users-locmem", "users-redis", "requests", "denylist"):
+        for name, row in rows(bench_run["results"], scenario).items():
+            if "distinct" in name and name.startswith("epochauth"):
+                assert row["memo_hits"] == 0, (scenario, name)
+            if "memo hit" in name:
+                assert row["memo_hits"] == 1, (scenario, name)
+    for scenario in ("users-locmem", "users-redis"):
+        facts = bench_run["results"][scenario]["facts"]
+        assert facts["seen"] == facts["users"] - 20  # every user but the verified sample
+        assert facts["first_pass"]["calls"] == facts["seen"]
+    assert "first pass (10080 first sights" in bench_run["report"]
+
+
+def test_every_epochauth_row_against_its_physical_limit(bench_run: dict) -> None:
+    for scenario in ("requests", "users-locmem", "users-redis", "denylist", "epochs"):
+        names = rows(bench_run["results"], scenario)
+        limits = {n for n in names if n.startswith("physical limit:")}
+        assert len(limits) == 2 and all(names[n]["floor"] for n in limits), scenario
+        for name, row in names.items():
+            if name.startswith("epochauth"):
+                assert row["limit"] in limits and row["limit_multiple"] > 0, (scenario, name)
+
+
+@pytest.mark.django_db
+def test_a_distinct_row_with_a_memo_hit_stops_the_bench() -> None:
+    from django.contrib.auth import get_user_model
+
+    from bench.measure import BASELINE, Variant, measure
+    from epochauth.authentication import authenticate_token
+    from epochauth.tokens import mint_access_token
+
+    token = mint_access_token(get_user_model().objects.create_user("bench-memo")).token
+    variants = [
+        Variant(BASELINE, lambda: None),
+        Variant("distinct, but the same token", lambda: authenticate_token(token), distinct=True),
+    ]
+    with pytest.raises(SystemExit, match="hit the verified-token memo"):
+        measure(variants, rounds=1, n=3, redis=False, warmup=1)
