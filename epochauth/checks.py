@@ -293,6 +293,13 @@ def check_issuers(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMe
                     id="epochauth.E007",
                 )
             )
+        if not issuer_config.valid_group_scopes(entry.get("group_scopes", {})):
+            errors.append(
+                checks.Error(
+                    f"{iss}: group_scopes must map group names to scope strings.",
+                    id="epochauth.E007",
+                )
+            )
         errors.extend(_group_messages(iss, entry))
         required = entry.get("required_scopes", [])
         if _strings(required) and not all(is_scope_token(name) for name in required):

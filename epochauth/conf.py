@@ -253,7 +253,8 @@ DESCRIPTIONS: dict[str, str] = {
         '`"algorithms"`, `"auto_provision"`, `"default_groups"`, `"group_claims"`, `"group_map"`, '
         '`"group_prefix"`, `"mirror_groups"`, '
         '`"username_claim"`, `"enabled"`, and for browser login `"slug"`, `"display_name"`, `"client_id"`, '
-        '`"client_secret_env"`.'
+        '`"client_secret_env"`, and for the Token Manager `"group_scopes"` (local group to the '
+        "upstream scope)."
     ),
     "ALLOW_LOOPBACK_HTTP_ISSUERS": (
         "Accept `http://` issuers on loopback hosts (tests, demos); `https` is required otherwise."
