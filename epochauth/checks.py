@@ -146,6 +146,14 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckM
                 id="epochauth.E014",
             )
         )
+    interval = conf.epochauth_settings.OIDC_SESSION_CHECK_INTERVAL
+    if interval is not None and (not isinstance(interval, timedelta) or interval <= timedelta(0)):
+        errors.append(
+            checks.Error(
+                'EPOCHAUTH["OIDC_SESSION_CHECK_INTERVAL"] must be None or a positive timedelta.',
+                id="epochauth.E022",
+            )
+        )
     errors.extend(_push_messages())
     if not settings.CACHES.get(conf.epochauth_settings.CACHE_ALIAS, {}).get("BACKEND"):
         errors.append(

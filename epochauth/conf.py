@@ -69,6 +69,7 @@ DEFAULTS: dict[str, Any] = {
     "OIDC_CLIENT_SECRETS": {},
     "OIDC_REDIRECT_SINGLE_PROVIDER": False,
     "OIDC_PROVIDER_GROUPS": {},
+    "OIDC_SESSION_CHECK_INTERVAL": None,
     "PASSWORD_LOGIN": False,
     "TOKEN_MANAGER_KEYS": [],
     "TOKEN_MANAGER_SCOPE": "tokenmanager",
@@ -286,6 +287,11 @@ DESCRIPTIONS: dict[str, str] = {
     "OIDC_PROVIDER_GROUPS": (
         "Groups by provider slug, besides each issuer's `default_groups`: a sign-in for a `g:<group>` "
         "that exactly one provider has goes straight to that provider."
+    ),
+    "OIDC_SESSION_CHECK_INTERVAL": (
+        "How often a browser session from a provider login is re-checked at the provider "
+        "(`prompt=none`, at a page load; `epochauth.oidc.recheck.ProviderSessionMiddleware`): a user "
+        "signed out there is signed out here. `None`: never (a provider with back-channel logout tells us)."
     ),
     "PASSWORD_LOGIN": (
         "`/oidc/login/` also has a username and password form (Django's `AUTHENTICATION_BACKENDS`), for "
