@@ -429,7 +429,7 @@ class IssuerAdmin(admin.ModelAdmin):
         ),
         (
             _("Browser login"),
-            {"fields": ("slug", "display_name", "client_id", "client_secret_env")},
+            {"fields": ("slug", "display_name", "client_id", "client_secret_env", "group_scopes")},
         ),
     )
 

@@ -147,6 +147,14 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckM
                 id="epochauth.E014",
             )
         )
+    interval = conf.epochauth_settings.OIDC_SESSION_CHECK_INTERVAL
+    if interval is not None and (not isinstance(interval, timedelta) or interval <= timedelta(0)):
+        errors.append(
+            checks.Error(
+                'EPOCHAUTH["OIDC_SESSION_CHECK_INTERVAL"] must be None or a positive timedelta.',
+                id="epochauth.E023",
+            )
+        )
     errors.extend(_push_messages())
     if not settings.CACHES.get(conf.epochauth_settings.CACHE_ALIAS, {}).get("BACKEND"):
         errors.append(
@@ -307,6 +315,13 @@ def check_issuers(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMe
                 checks.Error(
                     f"{iss}: group_map must map claim values to group names, and group_prefix be a "
                     "string.",
+                    id="epochauth.E007",
+                )
+            )
+        if not issuer_config.valid_group_scopes(entry.get("group_scopes", {})):
+            errors.append(
+                checks.Error(
+                    f"{iss}: group_scopes must map group names to scope strings.",
                     id="epochauth.E007",
                 )
             )

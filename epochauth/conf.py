@@ -70,6 +70,7 @@ DEFAULTS: dict[str, Any] = {
     "OIDC_CLIENT_SECRETS": {},
     "OIDC_REDIRECT_SINGLE_PROVIDER": False,
     "OIDC_PROVIDER_GROUPS": {},
+    "OIDC_SESSION_CHECK_INTERVAL": None,
     "PASSWORD_LOGIN": False,
     "TOKEN_MANAGER_KEYS": [],
     "TOKEN_MANAGER_SCOPE": "tokenmanager",
@@ -262,7 +263,8 @@ DESCRIPTIONS: dict[str, str] = {
         '`"algorithms"`, `"auto_provision"`, `"default_groups"`, `"group_claims"`, `"group_map"`, '
         '`"group_prefix"`, `"mirror_groups"`, '
         '`"username_claim"`, `"enabled"`, and for browser login `"slug"`, `"display_name"`, `"client_id"`, '
-        '`"client_secret_env"`.'
+        '`"client_secret_env"`, and for the Token Manager `"group_scopes"` (local group to the '
+        "upstream scope)."
     ),
     "ALLOW_LOOPBACK_HTTP_ISSUERS": (
         "Accept `http://` issuers on loopback hosts (tests, demos); `https` is required otherwise."
@@ -294,6 +296,11 @@ DESCRIPTIONS: dict[str, str] = {
     "OIDC_PROVIDER_GROUPS": (
         "Groups by provider slug, besides each issuer's `default_groups`: a sign-in for a `g:<group>` "
         "that exactly one provider has goes straight to that provider."
+    ),
+    "OIDC_SESSION_CHECK_INTERVAL": (
+        "How often a browser session from a provider login is re-checked at the provider "
+        "(`prompt=none`, at a page load; `epochauth.oidc.recheck.ProviderSessionMiddleware`): a user "
+        "signed out there is signed out here. `None`: never (a provider with back-channel logout tells us)."
     ),
     "PASSWORD_LOGIN": (
         "`/oidc/login/` also has a username and password form (Django's `AUTHENTICATION_BACKENDS`), for "

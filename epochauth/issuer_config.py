@@ -16,7 +16,7 @@ from django.core.exceptions import ValidationError
 from django.utils.text import slugify
 from django.utils.translation import gettext as _
 
-from . import conf, profiles
+from . import conf, profiles, scopes
 from .profiles import WLCG_ANY_AUDIENCE
 
 #: ``django.contrib.auth.models.Group.name``'s ``max_length`` (this module imports no models).
@@ -28,6 +28,7 @@ __all__ = [
     "login_slug",
     "settings_login_slugs",
     "valid_group_map",
+    "valid_group_scopes",
     "validate_issuer_url",
 ]
 
@@ -53,6 +54,9 @@ class IssuerConfig:
     #: The issuer's namespace: an unmapped claim value ``v`` is the local group ``<prefix>v``; with no
     #: prefix, unmapped values are ignored. Groups of one issuer never become another's.
     group_prefix: str = ""
+    #: (local group, upstream scope) pairs: the scope the Token Manager asks this issuer for when a
+    #: service names the group (DIRAC: "a scope that corresponds to the selected group").
+    group_scopes: tuple[tuple[str, str], ...] = ()
     #: With group claims, a principal's groups are its token's; mirrored into the user's groups.
     mirror_groups: bool = True
     username_claim: str = "preferred_username"
@@ -68,8 +72,9 @@ class IssuerConfig:
         values: dict[str, Any] = {
             k: tuple(v) if k in tuples else v for k, v in data.items() if k in known
         }
-        if "group_map" in values:
-            values["group_map"] = tuple(sorted(values["group_map"].items()))
+        for name in ("group_map", "group_scopes"):
+            if name in values:
+                values[name] = tuple(sorted(values[name].items()))
         if "algorithms" in values:
             values["algorithms"] = frozenset(values["algorithms"])
         return cls(**values)
@@ -94,6 +99,10 @@ class IssuerConfig:
     @cached_property
     def group_mapping(self) -> dict[str, str]:
         return dict(self.group_map)
+
+    def upstream_scope(self, group: str) -> str | None:
+        """The scope the Token Manager asks this issuer for on behalf of ``group``; None: unmapped."""
+        return dict(self.group_scopes).get(group)
 
     def local_group(self, value: str) -> str | None:
         """The local group a group claim's value stands for: the admin's mapping, else the group of
@@ -146,6 +155,18 @@ def valid_group_map(value: Any) -> bool:
     """``group_map``'s shape: claim values (non-empty strings) to group names."""
     return isinstance(value, dict) and all(
         isinstance(k, str) and k and isinstance(v, str) and 0 < len(v) <= GROUP_NAME_LENGTH
+        for k, v in value.items()
+    )
+
+
+def valid_group_scopes(value: Any) -> bool:
+    """``group_scopes``' shape: group names to non-empty scope strings (RFC 6749 section 3.3)."""
+    return isinstance(value, dict) and all(
+        isinstance(k, str)
+        and 0 < len(k) <= GROUP_NAME_LENGTH
+        and isinstance(v, str)
+        and bool(scopes.split_scope(v))
+        and all(scopes.is_scope_token(name) for name in scopes.split_scope(v))
         for k, v in value.items()
     )
 

@@ -296,6 +296,15 @@ class Issuer(models.Model):
             "cms:/cms (created as needed, never one holding a permission). Empty: they are ignored."
         ),
     )
+    group_scopes = models.JSONField(
+        _("upstream scope per group"),
+        default=dict,
+        blank=True,
+        help_text=_(
+            "Local group to the scope the Token Manager asks this issuer for when a service names "
+            'the group, e.g. {"cms-operators": "storage.read:/cms compute.create"}.'
+        ),
+    )
     mirror_groups = models.BooleanField(
         _("mirror the token's groups into the user's"),
         default=True,
@@ -363,6 +372,14 @@ class Issuer(models.Model):
                     )
                 }
             )
+        if not issuer_config.valid_group_scopes(self.group_scopes):
+            raise ValidationError(
+                {
+                    "group_scopes": _(
+                        'Group names to scope strings, e.g. {"cms-operators": "storage.read:/cms"}.'
+                    )
+                }
+            )
         if not all(scopes.is_scope_token(name) for name in self.required_scopes):
             raise ValidationError(
                 {"required_scopes": _('Scope names are printable ASCII without space, " and \\.')}
@@ -389,6 +406,7 @@ class Issuer(models.Model):
             group_claims=tuple(self.group_claims),
             group_map=tuple(sorted(self.group_map.items())),
             group_prefix=self.group_prefix,
+            group_scopes=tuple(sorted(self.group_scopes.items())),
             mirror_groups=self.mirror_groups,
             username_claim=self.username_claim,
             slug=self.slug,

@@ -70,6 +70,8 @@ MIDDLEWARE = [
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "epochauth.middleware.EpochSessionMiddleware",
+    # Off until EPOCHAUTH["OIDC_SESSION_CHECK_INTERVAL"] is set.
+    "epochauth.oidc.recheck.ProviderSessionMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]

@@ -397,6 +397,9 @@ ROUTES.update(
         "epochauth-oidc-login-provider": Row(
             everyone(ALLOW), kwargs=lambda ctx: {"slug": "test-idp"}
         ),
+        # Without a re-check the middleware marked in the session: back to the tokens page (anonymous:
+        # its sign-in), never to the provider; a request cannot start a re-check on its own say.
+        "epochauth-oidc-recheck": Row(everyone(ALLOW)),
         # A callback without the state of a login started here: the failure page.
         "epochauth-oidc-callback": Row(
             everyone(400), query=lambda ctx, p: {"code": "x", "state": "y"}

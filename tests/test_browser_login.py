@@ -7,6 +7,8 @@ failed when CI=true.
 
 from __future__ import annotations
 
+import time
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -197,3 +199,66 @@ def test_an_idp_user_approves_the_cli_device_code(
     )
     assert whoami.status_code == 200 and whoami.json()["username"] == alice.username
     assert jwt.decode(token, options={"verify_signature": False})["group"] == "physics"
+
+
+def sign_in_with_chrome(chrome: Any, wait: Any, site: str, idp_url: str) -> None:
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as ec
+
+    chrome.get(f"{site}/oidc/login/test-idp/")
+    submit_provider_form(chrome, wait, login="alice", password="any-password")
+    wait.until(
+        lambda driver: (
+            page_settled(driver)
+            and (driver.current_url.startswith(site) or driver.find_elements(By.TAG_NAME, "form"))
+        )
+    )
+    if chrome.current_url.startswith(idp_url):  # the consent form
+        submit_provider_form(chrome, wait)
+    wait.until(ec.url_to_be(f"{site}/oidc/tokens/"))
+
+
+def whoami_page(chrome: Any, site: str) -> str:
+    from selenium.webdriver.common.by import By
+
+    chrome.get(f"{site}/auth/whoami/?format=json")
+    return chrome.find_element(By.TAG_NAME, "body").text.replace(" ", "")
+
+
+def test_signing_out_at_a_provider_without_back_channel_logout_ends_our_session(
+    chrome, web_idp, live_server, settings
+):
+    """The provider sends no back-channel logout: after ``OIDC_SESSION_CHECK_INTERVAL`` a page load
+    asks it (``prompt=none``); while the user is signed in there that is silent, once signed out there
+    (``login_required``) our session ends."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as ec
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    settings.EPOCHAUTH = {
+        **settings.EPOCHAUTH,
+        "OIDC_SESSION_CHECK_INTERVAL": timedelta(seconds=1),
+    }
+    site, wait = live_server.url, WebDriverWait(chrome, 20)
+    sign_in_with_chrome(chrome, wait, site, web_idp.issuer)
+    time.sleep(1.1)
+    assert '"username":"alice"' in whoami_page(chrome, site)  # re-checked, silently
+    assert chrome.current_url == f"{site}/auth/whoami/?format=json"
+
+    chrome.get(f"{web_idp.metadata['end_session_endpoint']}?client_id=web-client")
+    sign_out = (By.CSS_SELECTOR, "button[name=logout][value=yes]")
+    button = wait.until(ec.element_to_be_clickable(sign_out))
+    button.click()  # "Yes, sign me out"
+    wait.until(detached(button))
+    assert '"username":"alice"' in whoami_page(chrome, site)  # within the interval: not asked
+    time.sleep(1.1)
+    assert "alice" not in whoami_page(chrome, site)
+    assert chrome.current_url == f"{site}/auth/whoami/?format=json"
+
+
+@pytest.mark.parametrize("interval", [0, timedelta(0), "15m"])
+def test_a_bad_session_check_interval_is_a_system_check_error(settings, interval):
+    from epochauth.checks import check_settings
+
+    settings.EPOCHAUTH = {**settings.EPOCHAUTH, "OIDC_SESSION_CHECK_INTERVAL": interval}
+    assert "epochauth.E023" in [error.id for error in check_settings(None)]

@@ -16,7 +16,7 @@ import pytest
 import requests
 from cryptography.fernet import Fernet
 from django.contrib.auth import get_user_model
-from django.contrib.auth.models import Permission
+from django.contrib.auth.models import Group, Permission
 from django.core.management import call_command
 from django.test import Client
 from oauth2_provider.models import get_application_model
@@ -347,6 +347,51 @@ def test_who_may_obtain_upstream_tokens(web_idp, live_server, service):
     refused = obtain(site, service, username=alice.username, resource="https://elsewhere.example/")
     assert refused.status_code == 400 and refused.json()["error"] == "invalid_target"
     assert UpstreamGrant.objects.filter(ended_at__isnull=True).exists()
+
+
+def test_the_scope_comes_from_the_group_the_service_names(web_idp, live_server, service, settings):
+    """DIRAC: "Token Manager forms a scope that corresponds to the selected group": the issuer's
+    ``group_scopes`` gives the upstream scope; never a group the user is not in, never wider."""
+    (entry,) = settings.EPOCHAUTH["ISSUERS"]
+    group_scopes = {"cms-operators": "openid profile", "atlas": "openid email"}
+    settings.EPOCHAUTH = {
+        **settings.EPOCHAUTH,
+        "ISSUERS": [{**entry, "group_scopes": group_scopes}],
+    }
+    site = live_server.url
+    browser_login(site)
+    alice = get_user_model().objects.get(pk=UpstreamGrant.objects.get().user_id)
+    alice.groups.add(Group.objects.create(name="cms-operators"))
+    Group.objects.create(name="atlas")
+
+    mapped = obtain(site, service, username=alice.username, group="cms-operators")
+    assert mapped.status_code == 200, mapped.text
+    assert mapped.json()["scope"] == "openid profile"
+    assert userinfo(web_idp, mapped.json()["access_token"]).json()["sub"] == "alice"
+    within = obtain(site, service, username=alice.username, group="cms-operators", scope="openid")
+    assert within.status_code == 200, within.text
+    assert within.json()["scope"] == "openid"
+    for fields in (
+        {"group": "atlas"},  # mapped, but alice is not in it: never someone else's scope
+        {"group": "cms-operators", "scope": "openid profile email"},  # wider than the group's
+        {"group": "nobody-maps-this"},
+    ):
+        refused = obtain(site, service, username=alice.username, **fields)
+        assert refused.status_code == 400, fields
+        assert refused.json()["error"] == "invalid_scope", refused.text
+    issued = AuditEvent.objects.filter(action="upstream_token_issued")
+    assert [event.detail["group"] for event in issued] == ["cms-operators", "cms-operators"]
+
+
+def test_group_scopes_must_be_scope_strings(settings):
+    from epochauth.checks import check_issuers
+
+    entry = {"issuer": "https://iam.example.org/", "group_scopes": {"cms": "bad\\scope"}}
+    settings.EPOCHAUTH = {**settings.EPOCHAUTH, "ISSUERS": [entry]}
+    errors = [error for error in check_issuers(None) if error.id == "epochauth.E007"]
+    assert [error.msg for error in errors] == [
+        "https://iam.example.org/: group_scopes must map group names to scope strings."
+    ]
 
 
 def test_a_user_cannot_ask_for_the_token_manager_scope(live_server):

@@ -11,6 +11,11 @@ urlpatterns = [
         views.ProviderLoginView.as_view(),
         name="epochauth-oidc-login-provider",
     ),
+    path(
+        "recheck/",
+        views.ProviderLoginView.as_view(recheck=True),
+        name="epochauth-oidc-recheck",
+    ),
     path("callback/", views.CallbackView.as_view(), name="epochauth-oidc-callback"),
     path("logout/", views.LogoutView.as_view(), name="epochauth-oidc-logout"),
     path("tokens/", views.TokensView.as_view(), name="epochauth-oidc-tokens"),

@@ -45,11 +45,11 @@ from rest_framework.response import Response
 
 from .. import conf, models, scopes, sessions, signals, snapshots, throttling, views
 from ..tokens import mint_access_token
-from . import backchannel, backend, providers
+from . import backchannel, backend, providers, recheck
 
 logger = logging.getLogger(__name__)
 
-PROVIDER_SESSION_KEY = "epochauth_oidc_issuer"
+PROVIDER_SESSION_KEY = recheck.PROVIDER_SESSION_KEY
 
 
 #: The sign-in page while the database or the shared cache cannot be reached.
@@ -182,16 +182,32 @@ class LoginView(auth_views.LoginView):
 
 
 class ProviderLoginView(OIDCAuthenticationRequestView):
-    """``/oidc/login/<slug>/``: redirect to the provider with state, nonce and a PKCE challenge."""
+    """``/oidc/login/<slug>/``: redirect to the provider with state, nonce and a PKCE challenge.
+
+    ``/oidc/recheck/`` (``recheck``): the same request with ``prompt=none`` for the provider of the
+    session, when :mod:`.recheck` marked it for one (never on a request's say)."""
 
     get_settings = staticmethod(mozilla_setting)
+    recheck = False
 
     def __init__(self, **kwargs: Any) -> None:
         # The endpoint and client id are the provider's, set in get().
         View.__init__(self, **kwargs)
 
-    def get(self, request: HttpRequest, slug: str) -> HttpResponse:
-        provider = providers.provider_by_slug(slug)
+    def get_extra_params(self, request: HttpRequest) -> dict[str, str]:
+        return {"prompt": "none"} if self.recheck else super().get_extra_params(request)
+
+    def get(self, request: HttpRequest, slug: str = "") -> HttpResponse:
+        if self.recheck:
+            issuer = request.session.pop(recheck.PENDING_SESSION_KEY, None)
+            if issuer is None or issuer != request.session.get(PROVIDER_SESSION_KEY):
+                return HttpResponseRedirect(reverse("epochauth-oidc-tokens"))
+            provider = providers.provider_by_issuer(issuer)
+            if provider is None:
+                auth.logout(request)  # the provider is gone: nobody can confirm the session
+                return HttpResponseRedirect(reverse("epochauth-oidc-login"))
+        else:
+            provider = providers.provider_by_slug(slug)
         if provider is None:
             return failure_page(
                 request, backend.LoginFailed(_("There is no such sign-in provider."), status=404)
@@ -206,6 +222,8 @@ class ProviderLoginView(OIDCAuthenticationRequestView):
         state = parse_qs(urlsplit(response["Location"]).query)["state"][0]
         # The callback must end at the provider the login started at.
         request.session["oidc_states"][state]["issuer"] = provider.issuer
+        if self.recheck:
+            request.session["oidc_states"][state]["recheck"] = True
         request.session.modified = True
         return response
 
@@ -235,6 +253,8 @@ class CallbackView(OIDCAuthenticationCallbackView):
         )
         if entry is not None:
             request.session.modified = True  # a state is good for one callback: no replay
+        if entry is not None and entry.get("recheck"):
+            return self.rechecked(request, entry)
         error = request.GET.get("error")
         if error == "access_denied":
             raise backend.LoginFailed(
@@ -251,25 +271,53 @@ class CallbackView(OIDCAuthenticationCallbackView):
                     "or it was used already. Please start again."
                 )
             )
+        provider = self.provider(entry)
+        self.user = self.authenticate(request, provider, entry)
+        return self.login_success(provider)
+
+    def provider(self, entry: dict[str, Any]) -> providers.Provider:
         provider = providers.provider_by_issuer(entry.get("issuer", ""))
         if provider is None:
             raise backend.LoginFailed(_("This sign-in provider is not available any more."))
-        self.user = auth.authenticate(
+        return provider
+
+    def authenticate(
+        self, request: HttpRequest, provider: providers.Provider, entry: dict[str, Any]
+    ) -> Any:
+        user = auth.authenticate(
             request,
             oidc_provider=provider,
             nonce=entry["nonce"],
             code_verifier=entry.get("code_verifier"),
         )
-        if self.user is None:
+        if user is None:
             logger.error(
                 "epochauth: epochauth.oidc.backend.OIDCBackend is not in AUTHENTICATION_BACKENDS"
             )
             raise backend.LoginFailed(_("Sign-in with this provider is not configured correctly."))
-        return self.login_success(provider)
+        return user
+
+    def rechecked(self, request: HttpRequest, entry: dict[str, Any]) -> HttpResponse:
+        """The provider's answer to a ``prompt=none`` re-check: a code for the user signed in here
+        lets the page load go on; anything else (``login_required``, another user, a failure) ends
+        our session as a logout does, and the page loads signed out."""
+        next_url = self.success_url
+        try:
+            if request.GET.get("error") or not request.GET.get("code"):
+                raise backend.LoginFailed(_("The provider session has ended."))
+            user = self.authenticate(request, self.provider(entry), entry)
+            if user.pk != request.user.pk:
+                raise backend.LoginFailed(_("The provider session has ended."))
+        except backend.LoginFailed:
+            auth.logout(request)
+        else:
+            recheck.confirmed(request)
+        return HttpResponseRedirect(next_url)
 
     def login_success(self, provider: providers.Provider) -> HttpResponse:
         auth.login(self.request, self.user)  # always: a new session key, a new login time
         self.request.session[PROVIDER_SESSION_KEY] = provider.issuer
+        recheck.confirmed(self.request)
         backchannel.record_browser_login(
             self.request,
             self.user,

@@ -185,16 +185,20 @@ def access_token(
     *,
     scope: str | None = None,
     resource: str | None = None,
+    group: str | None = None,
     actor_id: Any = None,
     client_id: str | None = None,
 ) -> dict[str, Any]:
     """A fresh upstream access token for ``user`` (``access_token``, ``token_type``, ``expires_in``,
     ``scope``, ``issuer``): from the cache until shortly before it expires, else refreshed at the
-    provider, narrowed to ``scope`` and ``resource`` (RFC 8707) when given. Every hand-out is audited.
+    provider, narrowed to ``scope`` and ``resource`` (RFC 8707) when given, and to the scope of
+    ``group`` at the issuer (:func:`group_scope`). Every hand-out is audited.
 
     Raises :class:`GrantUnavailable` and :class:`UpstreamUnavailable`. Never for a browser.
     """
     grant = live_grant(user, issuer)
+    if group is not None:
+        scope = group_scope(user, grant.issuer, group, scope)
     cache = caches[conf.epochauth_settings.CACHE_ALIAS]
     key = (
         "epochauth:upstream:"
@@ -222,6 +226,7 @@ def access_token(
             "issuer": grant.issuer,
             "scope": scope,
             "resource": resource,
+            "group": group,
             "client_id": client_id,
         },
     )
@@ -232,6 +237,23 @@ def access_token(
         "scope": answer["scope"],
         "issuer": grant.issuer,
     }
+
+
+def group_scope(user: Any, issuer: str, group: str, scope: str | None) -> str:
+    """The upstream scope of the user's ``group`` at ``issuer`` (its ``group_scopes``); an explicit
+    ``scope`` must lie within it. A user outside the group, a group the issuer does not map, and a
+    scope beyond the group's are ``invalid_scope``: never another group's scope, never a wider one."""
+    provider = providers.provider_by_issuer(issuer)
+    mapped = provider.config.upstream_scope(group) if provider is not None else None
+    if mapped is None:
+        raise GrantUnavailable(_("The group has no scope at this issuer"), "invalid_scope")
+    if not user.groups.filter(name=group).exists():
+        raise GrantUnavailable(_("The user is not in the group"), "invalid_scope")
+    if scope is None:
+        return mapped
+    if not set(scopes.split_scope(scope)) <= set(scopes.split_scope(mapped)):
+        raise GrantUnavailable(_("The scope exceeds the group's scope"), "invalid_scope")
+    return scope
 
 
 def _cached(sealed: Any) -> dict[str, Any] | None:

@@ -72,6 +72,8 @@ class UpstreamTokenSerializer(serializers.Serializer):
     issuer = serializers.CharField(max_length=255, required=False)
     scope = serializers.CharField(max_length=1000, required=False)
     resource = serializers.URLField(max_length=1000, required=False)
+    #: A local group of the user's: the scope is the one the issuer's ``group_scopes`` gives it.
+    group = serializers.CharField(max_length=150, required=False)
 
 
 class UpstreamTokenView(views.EpochAuthView):
@@ -94,6 +96,7 @@ class UpstreamTokenView(views.EpochAuthView):
                 data.get("issuer"),
                 scope=data.get("scope"),
                 resource=data.get("resource"),
+                group=data.get("group"),
                 actor_id=request.user.pk,
                 client_id=claims.get("client_id"),
             )
