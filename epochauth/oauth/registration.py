@@ -21,7 +21,6 @@ import json
 import secrets
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit
 
 from django.contrib.auth import get_user_model
 from django.core.exceptions import ValidationError
@@ -43,7 +42,7 @@ from rest_framework.exceptions import Throttled
 from .. import conf, exceptions, jwks, snapshots, throttling, urns, views
 from ..scopes import service_scopes, split_scope
 from . import revocation, validators
-from .models import AllowedScopes, ClientRegistration
+from .models import AllowedScopes, ClientRegistration, is_allowed_uri
 from .parameters import CONTROL_CHARACTER
 from .scopes import known, requestable_scopes
 from .views import _bearer_error, _error, _unavailable
@@ -59,8 +58,6 @@ GRANTS = {
     urns.DEVICE_CODE: AbstractApplication.GRANT_DEVICE_CODE,
 }
 RFC_GRANTS = {dot: rfc for rfc, dot in GRANTS.items()}
-#: RFC 8252 section 7.3 loopback redirects, the only ones allowed over plain http.
-LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
 #: RFC 7592 section 2.2: what the server assigned, never part of an update request.
 SERVER_FIELDS = (
     "registration_access_token",
@@ -188,18 +185,6 @@ def grant(data: dict[str, Any]) -> str:
     return GRANTS[wanted.pop()]
 
 
-def allowed_redirect(uri: str) -> bool:
-    """https, or http to a loopback host (RFC 8252 section 7.3); no fragment, userinfo or wildcard."""
-    try:
-        parts = urlsplit(uri)
-        host = parts.hostname
-    except ValueError:
-        return False
-    if "#" in uri or "@" in parts.netloc or not host or "*" in host:
-        return False
-    return parts.scheme == "https" or (parts.scheme == "http" and host in LOOPBACK_HOSTS)
-
-
 def redirect_uris(data: dict[str, Any], dot_grant: str) -> list[str]:
     """The code grant's redirect URIs; the device grant redirects nowhere and registers none (its
     client may still send some, oidc-agent does)."""
@@ -210,7 +195,7 @@ def redirect_uris(data: dict[str, Any], dot_grant: str) -> list[str]:
         raise Refusal(
             "invalid_redirect_uri", _("The authorization_code grant needs redirect_uris")
         )
-    refused = [uri for uri in uris if not allowed_redirect(uri)]
+    refused = [uri for uri in uris if not is_allowed_uri(uri)]
     if refused:
         raise Refusal(
             "invalid_redirect_uri",
