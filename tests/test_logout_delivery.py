@@ -19,6 +19,7 @@ import jwt
 import pytest
 from django.core.management import CommandError, call_command
 from django.db import transaction
+from django.test import Client
 from django.utils import timezone
 from oauth2_provider.models import (
     get_access_token_model,
@@ -422,3 +423,95 @@ def call_command_output(*args: str) -> str:
     out = StringIO()
     call_command(*args, stdout=out)
     return out.getvalue()
+
+
+# -- end to end: our own back-channel receiver as the relying party --------------------------------
+
+SELF_SECRET = "self-rp-secret-" * 3
+SELF_SECRET_ENV = "EPOCHAUTH_TEST_SELF_RP_SECRET"
+
+
+@pytest.fixture
+def site(live_server: Any, settings: Any, monkeypatch: pytest.MonkeyPatch) -> Any:
+    """This site as the OpenID provider and as a relying party of itself ("self", the application
+    "portal"), whose back-channel logout endpoint (epochauth.oidc) is the portal's registered URI.
+    The two browsers keep their cookies apart, as on two sites."""
+    monkeypatch.setenv(SELF_SECRET_ENV, SELF_SECRET)
+    openid_provider(
+        settings,
+        ISSUER=live_server.url,
+        ALLOW_LOOPBACK_HTTP_ISSUERS=True,
+        ISSUERS=[
+            {
+                "issuer": live_server.url,
+                "slug": "self",
+                "client_id": "portal",
+                "client_secret_env": SELF_SECRET_ENV,
+                "audiences": ["portal"],
+            }
+        ],
+    )
+    portal = Application.objects.create(
+        name="Portal",
+        client_id="portal",
+        client_secret=SELF_SECRET,
+        client_type=Application.CLIENT_CONFIDENTIAL,
+        authorization_grant_type=Application.GRANT_AUTHORIZATION_CODE,
+        redirect_uris="http://testserver/oidc/callback/",
+        skip_authorization=True,
+    )
+    BackchannelLogout.objects.create(
+        application=portal,
+        uri=f"{live_server.url}/oidc/backchannel-logout/",
+        session_required=True,
+    )
+    return live_server
+
+
+def sign_in_at_the_portal(site: Any, user: Any) -> tuple[Client, Client]:
+    """The user's browser at the portal (signed in through us) and here (signed in)."""
+
+    here, portal = Client(), Client()
+    here.force_login(user)
+    start = portal.get("/oidc/login/self/")
+    assert start.status_code == 302, start.content
+    answer = here.get(start["Location"].removeprefix(site.url))
+    assert answer.status_code == 302, answer.content
+    callback = portal.get(answer["Location"].removeprefix("http://testserver"))
+    assert callback.status_code == 302, callback.content
+    assert portal.get("/oidc/tokens/").status_code == 200
+    return here, portal
+
+
+def signed_in_at_the_portal(portal: Any) -> bool:
+    return portal.get("/oidc/tokens/").status_code == 200
+
+
+def test_signing_out_here_ends_the_portals_session(site, alice):
+    here, portal = sign_in_at_the_portal(site, alice)
+    page = here.get("/o/logout/")
+    assert page.status_code == 200
+    here.post("/o/logout/", {"allow": "Logout"})
+    assert not signed_in_at_the_portal(portal)
+    row = LogoutDelivery.objects.get()
+    assert row.state == LogoutDelivery.State.DELIVERED, row.last_error
+
+
+def test_an_admin_ending_the_grant_ends_the_portals_session(site, alice, admin_client):
+    _, portal = sign_in_at_the_portal(site, alice)
+    rows = [str(pk) for pk in RefreshToken.objects.values_list("pk", flat=True)]
+    admin_client.post(
+        "/admin/oauth2_provider/refreshtoken/",
+        {"action": "revoke_tokens", "_selected_action": rows},
+    )
+    assert not signed_in_at_the_portal(portal)
+    assert LogoutDelivery.objects.get().state == LogoutDelivery.State.DELIVERED
+
+
+def test_an_epoch_bump_ends_the_portals_session(site, alice):
+    _, portal = sign_in_at_the_portal(site, alice)
+    other_here, other_portal = sign_in_at_the_portal(site, make_user("bob"))
+    bump_epoch(Epoch.Kind.USER, str(alice.pk), reason="admin")
+    assert not signed_in_at_the_portal(portal)
+    assert LogoutDelivery.objects.get().state == LogoutDelivery.State.DELIVERED
+    assert signed_in_at_the_portal(other_portal)

@@ -110,7 +110,7 @@ class BackchannelLogout(models.Model):
         related_name="epochauth_backchannel",
         verbose_name=_("application"),
     )
-    uri = models.URLField(
+    uri = models.CharField(
         _("back-channel logout URI"),
         max_length=2000,
         validators=[validate_backchannel_uri],

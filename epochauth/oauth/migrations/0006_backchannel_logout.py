@@ -23,7 +23,7 @@ class Migration(migrations.Migration):
                 ),
                 (
                     "uri",
-                    models.URLField(
+                    models.CharField(
                         help_text="backchannel_logout_uri: logout tokens are POSTed here.",
                         max_length=2000,
                         validators=[epochauth.oauth.models.validate_backchannel_uri],
