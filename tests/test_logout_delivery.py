@@ -417,6 +417,29 @@ def test_retry_starts_a_given_up_delivery_again(rp, alice):
     assert row.state == LogoutDelivery.State.DELIVERED and row.attempts == 1
 
 
+def test_purge_deletes_deliveries_that_are_over(alice):
+    portal = application(None)
+    now = timezone.now()
+    for jti, state, age in [
+        ("old-done", "delivered", timedelta(days=2)),
+        ("new-done", "delivered", timedelta(hours=1)),
+        ("old-failed", "failed", timedelta(days=31)),
+        ("new-failed", "failed", timedelta(days=2)),
+        ("old-pending", "pending", timedelta(days=60)),
+    ]:
+        row = LogoutDelivery.objects.create(
+            application=portal, subject="1", jti=jti, state=state, delivered_at=now - age
+        )
+        LogoutDelivery.objects.filter(pk=row.pk).update(created_at=now - age)
+    out = call_command_output("epochauth_purge")
+    assert "Deleted 2 logout deliveries that are over." in out
+    assert set(LogoutDelivery.objects.values_list("jti", flat=True)) == {
+        "new-done",
+        "new-failed",
+        "old-pending",
+    }
+
+
 def call_command_output(*args: str) -> str:
     from io import StringIO
 

@@ -21,6 +21,7 @@ import logging
 import time
 import uuid
 from collections.abc import Iterable
+from datetime import timedelta
 from typing import Any
 
 import requests
@@ -46,6 +47,9 @@ logger = logging.getLogger(__name__)
 DELIVERED = frozenset({200, 204})
 #: The rows one drain reads at a time.
 BATCH = 100
+#: How long ``epochauth_purge`` keeps a delivered row, and one given up (for the admin to look at).
+KEEP_DELIVERED = timedelta(days=1)
+KEEP_GIVEN_UP = timedelta(days=30)
 
 worker = background.Worker("epochauth-logout")
 
@@ -242,3 +246,13 @@ def retry(deliveries: Any) -> int:
     if count:
         transaction.on_commit(kick)
     return int(count)
+
+
+def purge() -> int:
+    """Delete deliveries that are over: delivered ones after :data:`KEEP_DELIVERED`, given-up ones
+    after :data:`KEEP_GIVEN_UP`; returns how many."""
+    now = timezone.now()
+    over = Q(state=LogoutDelivery.State.DELIVERED, delivered_at__lte=now - KEEP_DELIVERED) | Q(
+        state=LogoutDelivery.State.FAILED, created_at__lte=now - KEEP_GIVEN_UP
+    )
+    return int(LogoutDelivery.objects.filter(over).delete()[0])
