@@ -17,6 +17,7 @@ from urllib.parse import parse_qs
 
 import jwt
 import pytest
+from django.core.exceptions import ValidationError
 from django.core.management import CommandError, call_command
 from django.db import transaction
 from django.test import Client
@@ -438,6 +439,28 @@ def test_purge_deletes_deliveries_that_are_over(alice):
         "new-failed",
         "old-pending",
     }
+
+
+@pytest.mark.parametrize(
+    "uri",
+    ["http://portal.example/bcl", "https://portal.example/bcl#f", "https://u@portal.example/b"],
+)
+def test_the_admin_refuses_a_uri_that_is_not_https_or_loopback(uri):
+    logout = BackchannelLogout(application=application(None), uri=uri)
+    with pytest.raises(ValidationError, match="https, or http to a loopback"):
+        logout.full_clean()
+
+
+def test_the_admin_lists_deliveries_without_a_token(rp, alice, admin_client):
+    rp.statuses = [400]
+    revocation.end_family(grant(alice, application(rp)))
+    [token] = rp.tokens()
+    page = admin_client.get("/admin/epochauth_oauth/logoutdelivery/")
+    assert page.status_code == 200 and "HTTP 400" in page.content.decode()
+    assert token.split(".")[1] not in page.content.decode()
+    row = LogoutDelivery.objects.get()
+    detail = admin_client.get(f"/admin/epochauth_oauth/logoutdelivery/{row.pk}/change/")
+    assert detail.status_code == 200 and token.split(".")[1] not in detail.content.decode()
 
 
 def call_command_output(*args: str) -> str:
