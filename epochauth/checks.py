@@ -155,6 +155,20 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckM
                 id="epochauth.E023",
             )
         )
+    attempts = conf.epochauth_settings.LOGOUT_DELIVERY_ATTEMPTS
+    if (
+        type(attempts) is not int
+        or attempts < 1
+        or conf.epochauth_settings.LOGOUT_TOKEN_LIFETIME == timedelta(0)
+    ):
+        errors.append(
+            checks.Error(
+                'EPOCHAUTH["LOGOUT_DELIVERY_ATTEMPTS"] must be a positive integer and '
+                '"LOGOUT_TOKEN_LIFETIME" more than zero.',
+                hint="Logout tokens sent to relying parties; the defaults are 8 and 2 minutes.",
+                id="epochauth.E024",
+            )
+        )
     errors.extend(_push_messages())
     if not settings.CACHES.get(conf.epochauth_settings.CACHE_ALIAS, {}).get("BACKEND"):
         errors.append(

@@ -76,6 +76,9 @@ DEFAULTS: dict[str, Any] = {
     "TOKEN_MANAGER_SCOPE": "tokenmanager",
     "TOKEN_MANAGER_MARGIN": timedelta(seconds=60),
     "BACKCHANNEL_LOGOUT_MAX_AGE": timedelta(minutes=5),
+    "LOGOUT_TOKEN_LIFETIME": timedelta(minutes=2),
+    "LOGOUT_DELIVERY_ATTEMPTS": 8,
+    "LOGOUT_DELIVERY_RETRY_DELAY": timedelta(seconds=30),
 }
 
 #: What each setting means, in Markdown, in the order of :data:`DEFAULTS`. The default is shown beside
@@ -322,6 +325,18 @@ DESCRIPTIONS: dict[str, str] = {
         "A provider's logout token issued longer ago (`iat`, plus `LEEWAY`) is refused; more than zero "
         "(check `epochauth.E014`)."
     ),
+    "LOGOUT_TOKEN_LIFETIME": (
+        "As OpenID provider: how long a logout token we send to a relying party's "
+        "`backchannel_logout_uri` is valid (`exp` - `iat`; each delivery attempt signs a fresh one)."
+    ),
+    "LOGOUT_DELIVERY_ATTEMPTS": (
+        "As OpenID provider: how often a logout token is POSTed to a relying party that answers 5xx, "
+        "429 or not at all before the delivery is given up (any other 4xx: twice)."
+    ),
+    "LOGOUT_DELIVERY_RETRY_DELAY": (
+        "The wait before the second delivery attempt of a logout token; it doubles with each attempt "
+        "after that."
+    ),
 }
 
 TIMEDELTA_SETTINGS = (
@@ -341,6 +356,8 @@ TIMEDELTA_SETTINGS = (
     "JWKS_MAX_STALENESS",
     "IDENTITY_CACHE_TIMEOUT",
     "BACKCHANNEL_LOGOUT_MAX_AGE",
+    "LOGOUT_TOKEN_LIFETIME",
+    "LOGOUT_DELIVERY_RETRY_DELAY",
     "TOKEN_MANAGER_MARGIN",
 )
 

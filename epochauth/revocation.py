@@ -20,6 +20,7 @@ from contextlib import contextmanager
 from datetime import datetime, timedelta
 from typing import Any, NamedTuple
 
+from django.apps import apps
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
 from django.db import DatabaseError, connections, transaction
@@ -629,6 +630,12 @@ def bump_epoch(kind: str, object_id: str, *, actor: Any = None, reason: str = ""
             )
             ended = list(live)
             live.update(revoked_at=now)
+            if apps.is_installed("epochauth.oauth"):
+                # The relying parties of the user's sessions at the authorization server, told
+                # after the commit.
+                from .oauth import backchannel
+
+                backchannel.tell_user(object_id)
         models.AuditEvent.objects.create(
             action="epoch_bumped",
             user_id=object_id if kind == models.Epoch.Kind.USER else None,

@@ -635,6 +635,8 @@ ADMIN_MODELS: dict[str, ModelPolicy] = {
     "oauth2_provider.refreshtoken": ModelPolicy(add=False, delete=False),
     # Upstream grants are never added or edited by hand.
     "epochauth_tokenmanager.upstreamgrant": ModelPolicy(add=False, change=False),
+    # The outbox of logout tokens: written by revocations, only retried by hand.
+    "epochauth_oauth.logoutdelivery": ModelPolicy(add=False, change=False, delete=False),
 }
 
 
@@ -725,6 +727,13 @@ ACTIONS: dict[str, Row] = {
     ),
     "epochauth_tokenmanager.upstreamgrant:revoke": action(
         _sample_changed("epochauth_tokenmanager.upstreamgrant", "ended_at")
+    ),
+    # Attempting a logout delivery that was given up again (its count starts over).
+    "epochauth_oauth.logoutdelivery:retry": action(
+        _sample_changed("epochauth_oauth.logoutdelivery", "attempts"),
+        before=lambda ctx, p: ctx.update(
+            "epochauth_oauth.logoutdelivery", state="failed", attempts=3
+        ),
     ),
     # Retrying the revocation of an ended grant at its provider (which confirms: the row goes).
     "epochauth_tokenmanager.upstreamgrant:retry": action(

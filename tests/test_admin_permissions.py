@@ -25,6 +25,7 @@ from oauth2_provider.models import (
 )
 
 from epochauth.models import Epoch, Issuer, Session
+from epochauth.oauth.models import LogoutDelivery
 from epochauth.tokenmanager.models import UpstreamGrant
 from tests.helpers import login, make_user
 
@@ -84,6 +85,9 @@ def world(client: Any, settings: Any, free_port: int) -> None:
         user=alice, application=app, token=uuid.uuid4().hex, access_token=access
     )
     UpstreamGrant.objects.create(user=alice, issuer="https://live.example", encrypted_token="x")
+    LogoutDelivery.objects.create(
+        application=app, subject=str(alice.pk), jti="j1", state="failed", attempts=3
+    )
     UpstreamGrant.objects.create(
         user=alice, issuer="https://ended.example", encrypted_token="x", ended_at=timezone.now()
     )
@@ -125,6 +129,10 @@ REQUIRED: dict[str, tuple[str, Effect]] = {
     "oauth2_provider.refreshtoken.revoke_tokens": (
         "oauth2_provider.delete_refreshtoken",
         lambda html: RefreshToken.objects.filter(revoked__isnull=False).exists(),
+    ),
+    "epochauth_oauth.logoutdelivery.retry": (
+        "epochauth_oauth.retry_logoutdelivery",
+        lambda html: LogoutDelivery.objects.filter(state="pending", attempts=0).exists(),
     ),
     "epochauth_tokenmanager.upstreamgrant.revoke": (
         "epochauth_tokenmanager.delete_upstreamgrant",

@@ -48,7 +48,7 @@ from oauth2_provider.models import (
 from epochauth import keys, verification
 from epochauth.conf import clear_process_caches
 from epochauth.models import AuditEvent, Epoch, Identity, Issuer, RevokedToken, Session
-from epochauth.oauth.models import AllowedScopes, ensure_cli_application
+from epochauth.oauth.models import AllowedScopes, LogoutDelivery, ensure_cli_application
 from epochauth.revocation import bump_epoch, revoke_id
 from epochauth.tokenmanager import grants as upstream
 from epochauth.tokenmanager.models import UpstreamGrant
@@ -92,6 +92,7 @@ MODELS = {
     "oauth2_provider.accesstoken": get_access_token_model(),
     "oauth2_provider.refreshtoken": get_refresh_token_model(),
     "epochauth_tokenmanager.upstreamgrant": UpstreamGrant,
+    "epochauth_oauth.logoutdelivery": LogoutDelivery,
 }
 
 
@@ -536,6 +537,9 @@ class Matrix:
             .pk,
             "epochauth_tokenmanager.upstreamgrant": upstream.keep(
                 make_user("grant-holder"), self.idp.issuer, "not-a-refresh-token-any-more"
+            ).pk,
+            "epochauth_oauth.logoutdelivery": LogoutDelivery.objects.create(
+                application=self.portal, subject="matrix", jti="matrix-logout", attempts=3
             ).pk,
         }
 

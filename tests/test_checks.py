@@ -304,6 +304,27 @@ def test_e014_backchannel_logout_max_age(settings, max_age, expected):
     assert not good & duration_errors
 
 
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"LOGOUT_DELIVERY_ATTEMPTS": 0},
+        {"LOGOUT_DELIVERY_ATTEMPTS": "8"},
+        {"LOGOUT_DELIVERY_ATTEMPTS": True},
+        {"LOGOUT_TOKEN_LIFETIME": 0},
+    ],
+)
+def test_e022_logout_delivery(settings, bad):
+    assert "epochauth.E024" in ids(settings, ISSUER=ISSUER, SIGNING_KEY=GOOD_SECRET, **bad)
+    good = ids(
+        settings,
+        ISSUER=ISSUER,
+        SIGNING_KEY=GOOD_SECRET,
+        LOGOUT_DELIVERY_ATTEMPTS=1,
+        LOGOUT_TOKEN_LIFETIME=30,
+    )
+    assert "epochauth.E024" not in good
+
+
 def test_w004_a_local_memory_cache_too_small_for_its_job(settings):
     small = {
         "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}

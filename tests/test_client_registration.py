@@ -19,7 +19,7 @@ from oauth2_provider.models import (
     get_device_grant_model,
 )
 
-from epochauth.oauth.models import AllowedScopes, ClientRegistration
+from epochauth.oauth.models import AllowedScopes, BackchannelLogout, ClientRegistration
 from epochauth.urns import DEVICE_CODE
 from tests import helpers
 from tests.helpers import login, make_user
@@ -211,6 +211,32 @@ def test_without_a_scope_a_client_gets_the_user_scopes(open_registration, openid
         ({"redirect_uris": ["https://a.example/\x00"]}, "invalid_client_metadata", "control"),
         ({"client_name": "a\ud800"}, "invalid_client_metadata", "no valid Unicode"),
         ({"scope": "reports:read\x1b"}, "invalid_client_metadata", "control character"),
+        (
+            {"backchannel_logout_uri": "http://portal.example/bcl"},
+            "invalid_client_metadata",
+            "backchannel_logout_uri must be https",
+        ),
+        (
+            {"backchannel_logout_uri": "https://portal.example/bcl#x"},
+            "invalid_client_metadata",
+            "backchannel_logout_uri must be https",
+        ),
+        ({"backchannel_logout_uri": 7}, "invalid_client_metadata", "must be a string"),
+        (
+            {"backchannel_logout_uri": "https://a.example/\x00"},
+            "invalid_client_metadata",
+            "control character",
+        ),
+        (
+            {"backchannel_logout_session_required": "yes"},
+            "invalid_client_metadata",
+            "true or false",
+        ),
+        (
+            {"backchannel_logout_session_required": True},
+            "invalid_client_metadata",
+            "needs a backchannel_logout_uri",
+        ),
     ],
 )
 def test_what_the_policy_refuses(open_registration, change, error, said):
@@ -222,6 +248,32 @@ def test_what_the_policy_refuses(open_registration, change, error, said):
 @pytest.mark.parametrize("body", ["not json", "[1, 2]", b"\xff\xfe", "null"])
 def test_a_body_that_is_no_json_object(open_registration, body):
     oauth_error(register(body), 400, "invalid_client_metadata")
+
+
+def test_a_client_registers_for_back_channel_logout(open_registration):
+    """OpenID Connect Back-Channel Logout 1.0 section 2.2, as RFC 7591 metadata; an update without
+    it takes it away."""
+    answer = registered(
+        {
+            **NATIVE_APP,
+            "backchannel_logout_uri": "https://portal.example/bcl",
+            "backchannel_logout_session_required": True,
+        }
+    )
+    assert answer["backchannel_logout_uri"] == "https://portal.example/bcl"
+    assert answer["backchannel_logout_session_required"] is True
+    logout = BackchannelLogout.objects.get(application__client_id=answer["client_id"])
+    assert logout.uri == "https://portal.example/bcl" and logout.session_required
+    loopback = registered({**NATIVE_APP, "backchannel_logout_uri": "http://127.0.0.1:8001/bcl"})
+    assert loopback["backchannel_logout_session_required"] is False
+    token = answer["registration_access_token"]
+    update = {**NATIVE_APP, "client_id": answer["client_id"]}
+    response = manage("put", answer["client_id"], token, update)
+    assert response.status_code == 200, response.content
+    assert "backchannel_logout_uri" not in response.json()
+    assert not BackchannelLogout.objects.filter(
+        application__client_id=answer["client_id"]
+    ).exists()
 
 
 def test_only_post_registers(open_registration):

@@ -500,6 +500,8 @@ def test_discovery_names_the_openid_endpoints(op):
     assert document["id_token_signing_alg_values_supported"] == ["RS256", "HS256"]
     assert {"openid", "profile", "email"} <= set(document["scopes_supported"])
     assert "sid" in document["claims_supported"]
+    assert document["backchannel_logout_supported"] is True
+    assert document["backchannel_logout_session_supported"] is True
 
 
 def authlib_id_token(op, token: dict, nonce: str = "n-0S6") -> dict:

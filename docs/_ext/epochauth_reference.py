@@ -214,7 +214,7 @@ def checks_markdown() -> list[str]:
 
 
 #: The apps whose management commands are documented: epochauth's and those of its optional apps.
-COMMAND_APPS = ("epochauth", "epochauth.tokenmanager")
+COMMAND_APPS = ("epochauth", "epochauth.oauth", "epochauth.tokenmanager")
 
 
 def _commands(app: str) -> list[str]:

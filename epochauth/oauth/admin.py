@@ -7,19 +7,20 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from django.contrib import admin
+from django.contrib import admin, messages
 from django.contrib.auth import get_permission_codename
 from django.db.models import QuerySet
 from django.db.models.options import Options
 from django.http import HttpRequest
 from django.utils.translation import gettext_lazy as _
+from django.utils.translation import ngettext
 from oauth2_provider.models import (
     get_access_token_model,
     get_application_model,
     get_refresh_token_model,
 )
 
-from . import models, revocation
+from . import backchannel, models, revocation
 
 Application = get_application_model()
 AccessToken = get_access_token_model()
@@ -42,8 +43,54 @@ class AllowedScopesInline(admin.StackedInline):
     extra = 0
 
 
+class BackchannelLogoutInline(admin.StackedInline):
+    model = models.BackchannelLogout
+    extra = 0
+
+
 class ApplicationAdmin(ApplicationAdminBase):
-    inlines = [AllowedScopesInline]
+    inlines = [AllowedScopesInline, BackchannelLogoutInline]
+
+
+@admin.register(models.LogoutDelivery)
+class LogoutDeliveryAdmin(admin.ModelAdmin):
+    """The outbox of logout tokens, read-only (the token is signed at each attempt, never stored);
+    a delivery given up may be attempted again."""
+
+    list_display = (
+        "application",
+        "subject",
+        "sid",
+        "state",
+        "attempts",
+        "next_attempt_at",
+        "last_error",
+        "created_at",
+    )
+    list_filter = ("state",)
+    search_fields = ("application__client_id", "subject", "sid")
+    actions = ["retry"]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_retry_permission(self, request: HttpRequest) -> bool:
+        opts = self.opts
+        return request.user.has_perm(f"{opts.app_label}.retry_{opts.model_name}")
+
+    @admin.action(description=_("Retry the selected deliveries"), permissions=["retry"])
+    def retry(self, request: HttpRequest, queryset: QuerySet) -> None:
+        count = backchannel.retry(queryset)
+        text = ngettext(
+            "%d delivery will be attempted again.", "%d deliveries will be attempted again.", count
+        )
+        self.message_user(request, text % count, messages.SUCCESS)
 
 
 class RevokePermissionMixin:

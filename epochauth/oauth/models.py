@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import urlsplit
 
+from django.core.exceptions import ValidationError
 from django.db import models
+from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 from oauth2_provider.settings import oauth2_settings
 
@@ -71,6 +74,102 @@ class ClientRegistration(models.Model):
 
     def __str__(self) -> str:
         return str(self.application)
+
+
+#: RFC 8252 section 7.3 loopback redirects (and relying parties on this machine), the only URIs
+#: allowed over plain http.
+LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
+
+
+def is_allowed_uri(uri: str) -> bool:
+    """https, or http to a loopback host (RFC 8252 section 7.3); no fragment, userinfo or wildcard."""
+    try:
+        parts = urlsplit(uri)
+        host = parts.hostname
+    except ValueError:
+        return False
+    if "#" in uri or "@" in parts.netloc or not host or "*" in host:
+        return False
+    return parts.scheme == "https" or (parts.scheme == "http" and host in LOOPBACK_HOSTS)
+
+
+def validate_backchannel_uri(uri: str) -> None:
+    if not is_allowed_uri(uri):
+        raise ValidationError(
+            _("A back-channel logout URI must be https, or http to a loopback address")
+        )
+
+
+class BackchannelLogout(models.Model):
+    """Where an application (an OpenID relying party) is told that a user's session here ended
+    (OpenID Connect Back-Channel Logout 1.0 section 2.2); DOT's Application has no such fields."""
+
+    application = models.OneToOneField(
+        oauth2_settings.APPLICATION_MODEL,
+        on_delete=models.CASCADE,
+        related_name="epochauth_backchannel",
+        verbose_name=_("application"),
+    )
+    uri = models.CharField(
+        _("back-channel logout URI"),
+        max_length=2000,
+        validators=[validate_backchannel_uri],
+        help_text=_("backchannel_logout_uri: logout tokens are POSTed here."),
+    )
+    session_required = models.BooleanField(
+        _("session required"),
+        default=False,
+        help_text=_(
+            "backchannel_logout_session_required: every logout token names the session (sid) it ends."
+        ),
+    )
+
+    class Meta:
+        verbose_name = _("back-channel logout")
+        verbose_name_plural = _("back-channel logouts")
+
+    def __str__(self) -> str:
+        return self.uri
+
+
+class LogoutDelivery(models.Model):
+    """The outbox of logout tokens: one row per relying party and session to tell, written in the
+    transaction that ended the session, so that a revocation that rolls back tells no one and one
+    that commits is told even if this process dies. The token itself is signed at each attempt and
+    never stored."""
+
+    class State(models.TextChoices):
+        PENDING = "pending", _("pending")
+        DELIVERED = "delivered", _("delivered")
+        FAILED = "failed", _("given up")
+
+    application = models.ForeignKey(
+        oauth2_settings.APPLICATION_MODEL,
+        on_delete=models.CASCADE,
+        related_name="+",
+        verbose_name=_("application"),
+    )
+    subject = models.CharField(_("subject"), max_length=255)
+    sid = models.CharField(_("session id"), max_length=64, blank=True)
+    jti = models.CharField(_("logout token id"), max_length=64, unique=True)
+    state = models.CharField(
+        _("state"), max_length=16, choices=State.choices, default=State.PENDING
+    )
+    attempts = models.PositiveIntegerField(_("attempts"), default=0)
+    next_attempt_at = models.DateTimeField(_("next attempt"), default=timezone.now)
+    last_error = models.CharField(_("last error"), max_length=255, blank=True)
+    created_at = models.DateTimeField(_("created"), auto_now_add=True)
+    delivered_at = models.DateTimeField(_("delivered"), null=True, blank=True)
+
+    class Meta:
+        verbose_name = _("logout delivery")
+        verbose_name_plural = _("logout deliveries")
+        ordering = ("-created_at",)
+        indexes = [models.Index(fields=["state", "next_attempt_at"])]
+        permissions = [("retry_logoutdelivery", _("Can retry logout deliveries"))]
+
+    def __str__(self) -> str:
+        return f"{self.application} {self.sid or self.subject}"
 
 
 CLI_CLIENT_ID = "epochauth-cli"

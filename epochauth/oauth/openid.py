@@ -31,15 +31,15 @@ def is_openid_provider() -> bool:
     return bool(oauth2_settings.OIDC_ENABLED) and keys.get_keyring().id_token is not None
 
 
-def sign_id_token(claims: dict[str, Any], application: Any) -> str:
+def sign_id_token(claims: dict[str, Any], application: Any, typ: str = "JWT") -> str:
     """An ID token for ``application``: HS256 with its client secret when it chose HS256 (section
     10.1; DOT's key, refused when the secret is empty or stored hashed), else RS256 with our ID-token
-    key, named by ``kid`` in our JWKS."""
+    key, named by ``kid`` in our JWKS. A logout token is signed the same way, with its own ``typ``."""
     if application.algorithm != application.HS256_ALGORITHM:
         key = keys.get_keyring().id_token
         if key is None:  # check epochauth.oauth.E004; the openid scope is refused then
             raise errors.InvalidScopeError(description=_("This service is no OpenID provider"))
-        return key.sign(claims, "JWT")
+        return key.sign(claims, typ)
     try:
         key = application.jwk_key
     except ImproperlyConfigured:
@@ -49,7 +49,7 @@ def sign_id_token(claims: dict[str, Any], application: Any) -> str:
                 "empty or stored hashed: store it unhashed, or choose RS256"
             )
         ) from None
-    token = JWT(header={"alg": "HS256", "typ": "JWT"}, claims=claims)
+    token = JWT(header={"alg": "HS256", "typ": typ}, claims=claims)
     token.make_signed_token(key)
     return str(token.serialize())
 

@@ -21,7 +21,6 @@ import json
 import secrets
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit
 
 from django.contrib.auth import get_user_model
 from django.core.exceptions import ValidationError
@@ -43,7 +42,7 @@ from rest_framework.exceptions import Throttled
 from .. import conf, exceptions, jwks, snapshots, throttling, urns, views
 from ..scopes import service_scopes, split_scope
 from . import revocation, validators
-from .models import AllowedScopes, ClientRegistration
+from .models import AllowedScopes, BackchannelLogout, ClientRegistration, is_allowed_uri
 from .parameters import CONTROL_CHARACTER
 from .scopes import known, requestable_scopes
 from .views import _bearer_error, _error, _unavailable
@@ -59,8 +58,6 @@ GRANTS = {
     urns.DEVICE_CODE: AbstractApplication.GRANT_DEVICE_CODE,
 }
 RFC_GRANTS = {dot: rfc for rfc, dot in GRANTS.items()}
-#: RFC 8252 section 7.3 loopback redirects, the only ones allowed over plain http.
-LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
 #: RFC 7592 section 2.2: what the server assigned, never part of an update request.
 SERVER_FIELDS = (
     "registration_access_token",
@@ -129,10 +126,22 @@ class Metadata:
     redirect_uris: list[str]
     scopes: list[str]
     name: str
+    #: OpenID Connect Back-Channel Logout 1.0 section 2.2 (empty: none).
+    backchannel_logout_uri: str = ""
+    backchannel_logout_session_required: bool = False
 
 
 #: The metadata read here; any other is ignored, as RFC 7591 section 2 asks.
-FIELDS = ("client_name", "grant_types", "redirect_uris", "scope", "client_id", "client_secret")
+FIELDS = (
+    "client_name",
+    "grant_types",
+    "redirect_uris",
+    "scope",
+    "client_id",
+    "client_secret",
+    "backchannel_logout_uri",
+    "backchannel_logout_session_required",
+)
 
 
 def storable(text: Any) -> bool:
@@ -188,18 +197,6 @@ def grant(data: dict[str, Any]) -> str:
     return GRANTS[wanted.pop()]
 
 
-def allowed_redirect(uri: str) -> bool:
-    """https, or http to a loopback host (RFC 8252 section 7.3); no fragment, userinfo or wildcard."""
-    try:
-        parts = urlsplit(uri)
-        host = parts.hostname
-    except ValueError:
-        return False
-    if "#" in uri or "@" in parts.netloc or not host or "*" in host:
-        return False
-    return parts.scheme == "https" or (parts.scheme == "http" and host in LOOPBACK_HOSTS)
-
-
 def redirect_uris(data: dict[str, Any], dot_grant: str) -> list[str]:
     """The code grant's redirect URIs; the device grant redirects nowhere and registers none (its
     client may still send some, oidc-agent does)."""
@@ -210,7 +207,7 @@ def redirect_uris(data: dict[str, Any], dot_grant: str) -> list[str]:
         raise Refusal(
             "invalid_redirect_uri", _("The authorization_code grant needs redirect_uris")
         )
-    refused = [uri for uri in uris if not allowed_redirect(uri)]
+    refused = [uri for uri in uris if not is_allowed_uri(uri)]
     if refused:
         raise Refusal(
             "invalid_redirect_uri",
@@ -241,7 +238,25 @@ def metadata(data: dict[str, Any]) -> Metadata:
     if not isinstance(name, str) or len(name) > 255:
         raise invalid(_("client_name must be a string of at most 255 characters"))
     dot_grant = grant(data)
-    return Metadata(dot_grant, redirect_uris(data, dot_grant), scopes(data), name)
+    return Metadata(
+        dot_grant, redirect_uris(data, dot_grant), scopes(data), name, *backchannel_logout(data)
+    )
+
+
+def backchannel_logout(data: dict[str, Any]) -> tuple[str, bool]:
+    """``backchannel_logout_uri`` (https, or http to a loopback address; its absence: none) and
+    ``backchannel_logout_session_required``, which needs it."""
+    uri = data.get("backchannel_logout_uri", "")
+    required = data.get("backchannel_logout_session_required", False)
+    if not isinstance(uri, str) or len(uri) > 2000:
+        raise invalid(_("backchannel_logout_uri must be a string"))
+    if uri and not is_allowed_uri(uri):
+        raise invalid(_("backchannel_logout_uri must be https, or http to a loopback address"))
+    if not isinstance(required, bool):
+        raise invalid(_("backchannel_logout_session_required must be true or false"))
+    if required and not uri:
+        raise invalid(_("backchannel_logout_session_required needs a backchannel_logout_uri"))
+    return uri, required
 
 
 def save(application: Any, fields: Metadata) -> None:
@@ -267,6 +282,16 @@ def save(application: Any, fields: Metadata) -> None:
     AllowedScopes.objects.update_or_create(
         application=application, defaults={"scopes": " ".join(fields.scopes)}
     )
+    if fields.backchannel_logout_uri:
+        BackchannelLogout.objects.update_or_create(
+            application=application,
+            defaults={
+                "uri": fields.backchannel_logout_uri,
+                "session_required": fields.backchannel_logout_session_required,
+            },
+        )
+    else:
+        BackchannelLogout.objects.filter(application=application).delete()
 
 
 def describe(request: HttpRequest, application: Any, token: str) -> dict[str, Any]:
@@ -295,6 +320,10 @@ def describe(request: HttpRequest, application: Any, token: str) -> dict[str, An
     }
     if application.name:
         answer["client_name"] = application.name
+    logout = BackchannelLogout.objects.filter(application=application).first()
+    if logout is not None:
+        answer["backchannel_logout_uri"] = logout.uri
+        answer["backchannel_logout_session_required"] = logout.session_required
     return answer
 
 

@@ -16,12 +16,15 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
+from django.db import transaction
 from django.db.models import Q, QuerySet
 from django.utils import timezone
 from django.utils.crypto import salted_hmac
 from oauth2_provider.models import get_access_token_model, get_refresh_token_model
 
 from epochauth import conf, revocation
+
+from . import backchannel
 
 
 def deny(access_tokens: QuerySet) -> None:
@@ -44,7 +47,8 @@ def families(refresh_tokens: QuerySet) -> set[uuid.UUID]:
 
 
 def deny_ended_families(candidates: Iterable[uuid.UUID]) -> None:
-    """Deny the access tokens of each family that has no usable refresh token left.
+    """Deny the access tokens of each family that has no usable refresh token left, and queue a
+    back-channel logout for the relying party that held it.
 
     A family whose refresh token merely rotated keeps a live member and is left alone; a live member
     without an access token is an orphan that DOT refuses, so it does not count. Nothing of an ended
@@ -61,18 +65,22 @@ def deny_ended_families(candidates: Iterable[uuid.UUID]) -> None:
         + conf.epochauth_settings.ACCESS_TOKEN_LIFETIME
         + conf.epochauth_settings.LEEWAY
     )
-    for family in candidates - set(live.values_list("token_family", flat=True)):
+    ended = candidates - set(live.values_list("token_family", flat=True))
+    for family in ended:
         revocation.revoke_id(family.hex, until, reason="oauth token family revoked")
+    backchannel.tell_families(ended)
 
 
 @contextmanager
 def ending(access_tokens: QuerySet, refresh_tokens: QuerySet) -> Iterator[None]:
-    """Around DOT revoking these rows: deny the access tokens' JWTs before, and after, the families
-    that the block left without a usable refresh token."""
-    affected = families(refresh_tokens)
-    deny(access_tokens)
-    yield
-    deny_ended_families(affected)
+    """Around DOT revoking these rows, in one transaction: deny the access tokens' JWTs before, and
+    after, the families that the block left without a usable refresh token (and tell their relying
+    parties)."""
+    with transaction.atomic():
+        affected = families(refresh_tokens)
+        deny(access_tokens)
+        yield
+        deny_ended_families(affected)
 
 
 def code_family(code: str) -> uuid.UUID:

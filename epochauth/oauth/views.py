@@ -213,6 +213,10 @@ def openid_metadata(request: HttpRequest) -> dict[str, Any]:
         # The ID token's and userinfo's claims beyond those of our access tokens, which the
         # OpenID configuration document lists itself.
         "claims_supported": ["auth_time", "nonce", "sid", *validators.USER_CLAIMS],
+        # Back-Channel Logout 1.0 section 2.1: we send logout tokens, with sid when asked
+        # (epochauth.oauth.backchannel).
+        "backchannel_logout_supported": True,
+        "backchannel_logout_session_supported": True,
     }
     if oauth2_settings.OIDC_RP_INITIATED_LOGOUT_ENABLED:
         document["end_session_endpoint"] = views.issuer_url(

@@ -42,12 +42,13 @@ from .. import (
     sessions,
     signals,
     snapshots,
+    urns,
     verification,
 )
 
 logger = logging.getLogger(__name__)
 
-BACKCHANNEL_LOGOUT_EVENT = "http://schemas.openid.net/event/backchannel-logout"
+BACKCHANNEL_LOGOUT_EVENT = urns.BACKCHANNEL_LOGOUT_EVENT
 #: Section 2.4 and RFC 8725 section 3.11; a media type is compared without case and may leave out
 #: "application/" (RFC 7515 section 4.1.9). Explicit typing is only recommended: JWT libraries (PyJWT,
 #: joserfc) and Keycloak before 25 type logout tokens ``JWT``, and ``events`` with no ``nonce`` sets

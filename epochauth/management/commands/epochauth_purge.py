@@ -38,3 +38,7 @@ class Command(base.EpochauthCommand):
             self.stdout.write(
                 "Cleared expired OAuth tokens, authorization codes and device codes."
             )
+            from epochauth.oauth import backchannel as logout_outbox
+
+            deliveries = logout_outbox.purge()
+            self.stdout.write(f"Deleted {deliveries} logout deliveries that are over.")
