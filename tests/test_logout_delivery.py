@@ -19,7 +19,7 @@ import jwt
 import pytest
 from django.core.exceptions import ValidationError
 from django.core.management import CommandError, call_command
-from django.db import transaction
+from django.db import connection, transaction
 from django.test import Client
 from django.utils import timezone
 from oauth2_provider.models import (
@@ -481,7 +481,16 @@ SELF_SECRET_ENV = "EPOCHAUTH_TEST_SELF_RP_SECRET"
 def site(live_server: Any, settings: Any, monkeypatch: pytest.MonkeyPatch) -> Any:
     """This site as the OpenID provider and as a relying party of itself ("self", the application
     "portal"), whose back-channel logout endpoint (epochauth.oidc) is the portal's registered URI.
-    The two browsers keep their cookies apart, as on two sites."""
+    The two browsers keep their cookies apart, as on two sites.
+
+    The portal's receiver ends the user's sessions here too (one site), which queues more
+    deliveries while the live server's threads share SQLite's one in-memory connection: on SQLite
+    they meet a locked table, so CI's PostgreSQL leg runs these tests."""
+    if connection.vendor == "sqlite":
+        pytest.skip(
+            "The live server's threads share the one connection to SQLite's in-memory test database "
+            "while the portal's receiver writes; CI's PostgreSQL leg runs this test"
+        )
     monkeypatch.setenv(SELF_SECRET_ENV, SELF_SECRET)
     openid_provider(
         settings,
@@ -529,6 +538,15 @@ def sign_in_at_the_portal(site: Any, user: Any) -> tuple[Client, Client]:
     return here, portal
 
 
+def all_delivered(user: Any) -> bool:
+    """Every logout token about ``user`` reached the portal (its receiver, ending the user's
+    sessions on this one site, may have queued another one)."""
+    states = set(
+        LogoutDelivery.objects.filter(subject=str(user.pk)).values_list("state", flat=True)
+    )
+    return states == {LogoutDelivery.State.DELIVERED}
+
+
 def signed_in_at_the_portal(portal: Any) -> bool:
     return portal.get("/oidc/tokens/").status_code == 200
 
@@ -539,8 +557,7 @@ def test_signing_out_here_ends_the_portals_session(site, alice):
     assert page.status_code == 200
     here.post("/o/logout/", {"allow": "Logout"})
     assert not signed_in_at_the_portal(portal)
-    row = LogoutDelivery.objects.get()
-    assert row.state == LogoutDelivery.State.DELIVERED, row.last_error
+    assert all_delivered(alice)
 
 
 def test_an_admin_ending_the_grant_ends_the_portals_session(site, alice, admin_client):
@@ -551,7 +568,7 @@ def test_an_admin_ending_the_grant_ends_the_portals_session(site, alice, admin_c
         {"action": "revoke_tokens", "_selected_action": rows},
     )
     assert not signed_in_at_the_portal(portal)
-    assert LogoutDelivery.objects.get().state == LogoutDelivery.State.DELIVERED
+    assert all_delivered(alice)
 
 
 def test_an_epoch_bump_ends_the_portals_session(site, alice):
@@ -559,5 +576,5 @@ def test_an_epoch_bump_ends_the_portals_session(site, alice):
     other_here, other_portal = sign_in_at_the_portal(site, make_user("bob"))
     bump_epoch(Epoch.Kind.USER, str(alice.pk), reason="admin")
     assert not signed_in_at_the_portal(portal)
-    assert LogoutDelivery.objects.get().state == LogoutDelivery.State.DELIVERED
+    assert all_delivered(alice)
     assert signed_in_at_the_portal(other_portal)
