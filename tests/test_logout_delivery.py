@@ -370,6 +370,43 @@ def test_only_a_registered_uri_is_posted_to(rp, alice, monkeypatch):
     assert rp.forms == []
 
 
+def test_a_self_registered_client_is_never_posted_to_inside_this_network(rp, alice, monkeypatch):
+    """RFC 7591 lets anyone name where this server POSTs: a self-registered client's URI that
+    resolves to a loopback, private or link-local address (here the relying party on 127.0.0.1,
+    registered behind the registration's back, or a name that now resolves inside) is given up
+    unsent; the same URI of an application the admin made is delivered to."""
+    monkeypatch.setattr(backchannel, "kick", lambda: None)
+    portal = application(rp)
+    portal.registration_source = Application.RegistrationSource.DCR
+    portal.save()
+    revocation.end_family(grant(alice, portal))
+    assert backchannel.drain() == 1
+    row = LogoutDelivery.objects.get()
+    assert row.state == LogoutDelivery.State.FAILED and "non-public" in row.last_error
+    assert rp.forms == []
+    portal.registration_source = Application.RegistrationSource.MANUAL
+    portal.save()
+    revocation.end_family(grant(alice, portal))
+    assert backchannel.drain() == 1 and len(rp.tokens()) == 1
+
+
+@pytest.mark.parametrize(
+    ("uri", "public"),
+    [
+        ("https://127.0.0.1/", False),
+        ("https://[::1]/", False),
+        ("https://10.1.2.3/", False),
+        ("https://169.254.169.254/", False),
+        ("https://[fe80::1%25eth0]/", False),
+        ("https://localhost/", False),
+        ("https://no-such-host.invalid/", False),
+        ("https://8.8.8.8/", True),
+    ],
+)
+def test_what_a_self_registered_uri_may_resolve_to(uri, public):
+    assert backchannel.resolves_to_public_addresses(uri) is public
+
+
 def test_the_token_is_never_logged(rp, alice, caplog):
     rp.statuses = [500]
     caplog.set_level(logging.DEBUG)
