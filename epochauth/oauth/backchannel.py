@@ -17,12 +17,15 @@ process left behind. The token is signed at each attempt (a fresh ``iat`` and ``
 
 from __future__ import annotations
 
+import ipaddress
 import logging
+import socket
 import time
 import uuid
 from collections.abc import Iterable
 from datetime import timedelta
 from typing import Any
+from urllib.parse import urlsplit
 
 import requests
 import urllib3
@@ -30,6 +33,7 @@ from django.db import transaction
 from django.db.models import Exists, OuterRef, Q
 from django.utils import timezone
 from oauth2_provider.models import (
+    AbstractApplication,
     get_access_token_model,
     get_application_model,
     get_id_token_model,
@@ -166,8 +170,26 @@ def attempt(delivery: LogoutDelivery) -> None:
     if registered is None or not is_allowed_uri(registered.uri):
         _record(delivery, None, "no back-channel logout URI is registered", give_up=True)
         return
+    if application.registration_source != AbstractApplication.RegistrationSource.MANUAL and not (
+        resolves_to_public_addresses(registered.uri)
+    ):
+        _record(delivery, None, "the URI resolves to a non-public address", give_up=True)
+        return
     status, error = post(registered.uri, logout_token(delivery))
     _record(delivery, status, error)
+
+
+def resolves_to_public_addresses(uri: str) -> bool:
+    """Whether every address ``uri``'s host resolves to now is a public (global) one. A client that
+    registered itself (RFC 7591: anyone, with open registration) names where this server POSTs; it
+    must not aim those requests at this server's own network (loopback, private, link-local)."""
+    parts = urlsplit(uri)
+    try:
+        found = socket.getaddrinfo(parts.hostname, parts.port or 443, proto=socket.IPPROTO_TCP)
+        addresses = {ipaddress.ip_address(str(info[4][0]).partition("%")[0]) for info in found}
+    except (OSError, UnicodeError, ValueError):
+        return False
+    return bool(addresses) and all(address.is_global for address in addresses)
 
 
 def logout_token(delivery: LogoutDelivery) -> str:

@@ -17,10 +17,12 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import ipaddress
 import json
 import secrets
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 from django.contrib.auth import get_user_model
 from django.core.exceptions import ValidationError
@@ -244,19 +246,32 @@ def metadata(data: dict[str, Any]) -> Metadata:
 
 
 def backchannel_logout(data: dict[str, Any]) -> tuple[str, bool]:
-    """``backchannel_logout_uri`` (https, or http to a loopback address; its absence: none) and
-    ``backchannel_logout_session_required``, which needs it."""
+    """``backchannel_logout_uri`` (https to a host that is no loopback, private or link-local
+    address: this server POSTs there, and the registering party is anyone; its absence: none) and
+    ``backchannel_logout_session_required``, which needs it. Each delivery checks again what the
+    host resolves to (:func:`~epochauth.oauth.backchannel.resolves_to_public_addresses`)."""
     uri = data.get("backchannel_logout_uri", "")
     required = data.get("backchannel_logout_session_required", False)
     if not isinstance(uri, str) or len(uri) > 2000:
         raise invalid(_("backchannel_logout_uri must be a string"))
-    if uri and not is_allowed_uri(uri):
-        raise invalid(_("backchannel_logout_uri must be https, or http to a loopback address"))
+    if uri and not (is_allowed_uri(uri) and urlsplit(uri).scheme == "https" and _public_host(uri)):
+        raise invalid(_("backchannel_logout_uri must be https to a public host"))
     if not isinstance(required, bool):
         raise invalid(_("backchannel_logout_session_required must be true or false"))
     if required and not uri:
         raise invalid(_("backchannel_logout_session_required needs a backchannel_logout_uri"))
     return uri, required
+
+
+def _public_host(uri: str) -> bool:
+    """No ``localhost`` and no address literal outside the global ranges."""
+    host = (urlsplit(uri).hostname or "").rstrip(".").lower()
+    if host == "localhost" or host.endswith(".localhost"):
+        return False
+    try:
+        return ipaddress.ip_address(host).is_global
+    except ValueError:
+        return True  # a name: what it resolves to is checked at each delivery
 
 
 def save(application: Any, fields: Metadata) -> None:
