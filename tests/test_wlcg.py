@@ -14,6 +14,7 @@ import ssl
 import subprocess
 import threading
 import time
+import urllib.request
 from collections.abc import Iterator
 from contextlib import closing
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -635,6 +636,9 @@ def test_the_readmes_enforcer_accepts_our_wlcg_token_with_a_group(
     discovers our keys over https (Python trusts ``SSL_CERT_FILE``) and its ``Enforcer`` accepts a
     token that selected a group."""
     monkeypatch.setenv("SSL_CERT_FILE", str(discovery.ca))
+    # Python 3.12+ builds urllib's shared opener's TLS context once, at its first urlopen: a fresh
+    # one reads SSL_CERT_FILE (monkeypatch puts the process's own back afterwards).
+    monkeypatch.setattr(urllib.request, "_opener", None)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     status, body = login("storage.read:/data g:physics")
     assert status == 200, body
