@@ -25,8 +25,6 @@ from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit
 
 import pytest
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
 from django.conf import settings
 from django.contrib import admin
 from django.contrib.auth import get_user_model
@@ -54,6 +52,7 @@ from epochauth.tokenmanager import grants as upstream
 from epochauth.tokenmanager.models import UpstreamGrant
 from epochauth.urns import ACCESS_TOKEN_TYPE, DEVICE_CODE, TOKEN_EXCHANGE
 from tests import authorization_policy as policy
+from tests.helpers import rsa_pem
 from tests.idp import DEFAULT_RESOURCE, TestIdP
 from tests.loopback_issuer import CraftedIssuer
 
@@ -157,13 +156,6 @@ class Principal:
             client.cookies[settings.CSRF_COOKIE_NAME] = CSRF
             headers["HTTP_X_CSRFTOKEN"] = CSRF
         return client, headers
-
-
-def rsa_pem() -> str:
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    return key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    ).decode()
 
 
 FORM = "application/x-www-form-urlencoded"

@@ -11,13 +11,10 @@ from __future__ import annotations
 import base64
 import json
 from collections.abc import Iterator
-from functools import lru_cache
 from typing import Any
 from urllib.parse import quote, urlencode
 
 import pytest
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
 from django.contrib.auth import get_user_model
 from django.db import DataError, connection
 from django.test import Client
@@ -30,7 +27,7 @@ from epochauth import tokens
 from epochauth.authentication import verify_token
 from epochauth.oauth.models import ensure_cli_application
 from epochauth.urns import ACCESS_TOKEN_TYPE, DEVICE_CODE, TOKEN_EXCHANGE
-from tests.helpers import make_user
+from tests.helpers import make_user, rsa_pem
 
 pytestmark = pytest.mark.django_db
 
@@ -67,14 +64,6 @@ def refuse_nul(execute: Any, sql: str, params: Any, many: bool, context: Any) ->
 def database_refuses_nul() -> Iterator[None]:
     with connection.execute_wrapper(refuse_nul):
         yield
-
-
-@lru_cache(maxsize=1)
-def rsa_pem() -> str:
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    return key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    ).decode()
 
 
 @pytest.fixture

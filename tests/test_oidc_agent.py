@@ -22,8 +22,8 @@ from django.contrib.auth import get_user_model
 from oauth2_provider.models import get_application_model
 
 from tests.conftest import service_required
+from tests.helpers import rsa_pem
 from tests.test_client_cli import browser_approve
-from tests.test_oauth_parameters import rsa_pem
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
