@@ -79,18 +79,25 @@ def _external_token(claims: dict[str, Any]) -> tokens.AccessToken:
 def validate_token(token: str) -> tokens.AccessToken:
     """A bearer token verified, not revoked and of an issuer still accepted; raises :class:`InvalidToken`.
 
-    A token's signature is checked once per process (``verified_tokens``); expiry, the issuer's
-    standing and revocation are checked on every call.
+    A token's signature is checked once per process (``verified_tokens``); expiry on every call; the
+    issuer's standing and revocation on every call, except for our own token sent again while the
+    revocation state has not changed in this process (:func:`~epochauth.revocation.generation`).
     """
     if len(token) > conf.epochauth_settings.MAX_TOKEN_BYTES:
         raise InvalidToken(_("The access token is too large"))
     # A JWT is base64url and dots; PyJWT would fail encoding anything else.
     if not token.isascii():
         raise InvalidToken(_("The access token is malformed"))
-    claims = tokens.verified_tokens.get(token)
-    if claims is not None and not _is_local(claims) and not _still_verified(token, claims["iss"]):
-        claims = None
-    if claims is None:
+    entry = tokens.verified_tokens.get(token)
+    if entry is not None:
+        if entry.deadline < time.time():
+            raise InvalidToken(_("The access token expired"))
+        passed = entry.passed
+        if passed is not None and passed[0] == revocation.generation():
+            return passed[1]
+        if not _is_local(entry.claims) and not _still_verified(token, entry.claims["iss"]):
+            entry = None
+    if entry is None:
         try:
             claims = verify_token(token)
         except InvalidToken:
@@ -99,12 +106,17 @@ def validate_token(token: str) -> tokens.AccessToken:
             if migrated is None:
                 raise
             return migrated
-        tokens.verified_tokens.put(token, claims)
-    elif claims["exp"] + conf.epochauth_settings.LEEWAY.total_seconds() < time.time():
-        raise InvalidToken(_("The access token expired"))
-    if _is_local(claims):
-        return _local_token(claims)
-    return _external_token(claims)
+        leeway = conf.epochauth_settings.LEEWAY.total_seconds()
+        entry = tokens.Verified(claims, claims["exp"] + leeway)
+        tokens.verified_tokens.put(token, entry)
+    if not _is_local(entry.claims):
+        return _external_token(entry.claims)
+    # Read before the check: a change made meanwhile makes the next request check again.
+    generation = revocation.generation()
+    access = _local_token(entry.claims)
+    if generation is not None:
+        entry.passed = (generation, access)
+    return access
 
 
 def token_user(access: tokens.AccessToken) -> Any:

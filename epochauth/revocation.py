@@ -130,6 +130,11 @@ class RevocationState:
 
     def reset(self) -> None:
         self._push.stop()
+        #: Changes with everything a token's revocation check reads in this process (never repeats, so
+        #: that a result recorded before a reset never passes as current).
+        self._generation = getattr(self, "_generation", 0) + 1
+        #: REVOCATION_REFRESH_INTERVAL in seconds (a settings reload resets the state).
+        self._interval = snapshots.refresh_interval()
         #: Epoch rows changed since ``_covered_from`` (POSIX time; None until they are all read): their
         #: value and last bump (POSIX time) by a fingerprint of kind and id, 20 bytes a slot. A row with
         #: a group record (a user who left a group: rare) is held exactly, in ``_exact``.
@@ -160,17 +165,11 @@ class RevocationState:
 
     def _current(self) -> None:
         """Follow the feed when the refresh interval passed (at most one cache read per interval)."""
-        if (
-            self._read_from is not None
-            and clock.monotonic() - self._checked_at < snapshots.refresh_interval()
-        ):
+        if self._read_from is not None and clock.monotonic() - self._checked_at < self._interval:
             return
         with self._lock:
             now = clock.monotonic()
-            if (
-                self._read_from is not None
-                and now - self._checked_at < snapshots.refresh_interval()
-            ):
+            if self._read_from is not None and now - self._checked_at < self._interval:
                 return
             listener = self._push.ensure()
             version = snapshots.shared_cache_call("get", VERSION_KEY)
@@ -212,7 +211,7 @@ class RevocationState:
             self._merge(row.kind, row.object_id, epoch_value(row))
         denied = models.RevokedToken.objects.filter(expires_at__gt=started, revoked_at__gte=since)
         for jti, expires in denied.values_list("jti", "expires_at").iterator(chunk_size=10_000):
-            self._denied.add(jti, expires.timestamp())
+            self._deny(jti, expires.timestamp())
         self._read_from = started
 
     @property
@@ -303,14 +302,14 @@ class RevocationState:
             with self._lock:
                 if "d" in change:
                     jti, expires = change["d"]
-                    self._denied.add(str(jti), float(expires))
+                    self._deny(str(jti), float(expires))
                 elif "e" in change:
                     kind, object_id, *value = change["e"]
                     value = EpochValue(
                         int(value[0]), value[1], tuple(map(str, value[2])), value[3]
                     )
-                    self._merge(str(kind), str(object_id), value)
                     self._memo.discard((str(kind), str(object_id)))
+                    self._merge(str(kind), str(object_id), value)
             if "s" in change:
                 snapshots.expire_snapshot(str(change["s"]))
         except (TypeError, ValueError):
@@ -324,10 +323,24 @@ class RevocationState:
                 self._epochs.put(
                     _epoch_name(kind, object_id), (value.value, value.not_before or 0.0)
                 )
-            return
-        held = self._exact.get((kind, object_id))
-        if held is None or _age(value) >= _age(held):
-            self._exact[(kind, object_id)] = value
+        else:
+            held = self._exact.get((kind, object_id))
+            if held is None or _age(value) >= _age(held):
+                self._exact[(kind, object_id)] = value
+        self._generation += 1
+
+    def _deny(self, jti: str, expires_at: float) -> None:
+        """Hold a denied id (the caller holds the lock)."""
+        self._denied.add(jti, expires_at)
+        self._generation += 1
+
+    def generation(self) -> int | None:
+        """After following the feed: a number that changes whenever anything a token's revocation
+        check reads changes in this process, so that a check's result holds while it stays the same
+        (:func:`generation`). None while the state is being read: ids it lacks are looked up in the
+        database meanwhile, a result of no use later."""
+        self._current()
+        return self._generation if self.loaded else None
 
     def _held(self, kind: str, object_id: str) -> EpochValue | None:
         """What this process holds of an epoch row, None when nothing (changed within the window)."""
@@ -419,6 +432,7 @@ class RevocationState:
         """Raises StateUnavailable when other processes could go on reading the old epoch."""
         with self._lock:
             self._pending[(kind, object_id)] = _newest(self._pending.get((kind, object_id)), value)
+            self._generation += 1
         self._memo.put((kind, object_id), (value, clock.monotonic()))
         timeout = conf.epochauth_settings.EPOCH_CACHE_TIMEOUT.total_seconds()
         if not snapshots.publish(_epoch_key(kind, object_id), tuple(value), timeout):
@@ -440,6 +454,7 @@ class RevocationState:
         """After a change rolled back: memory and the shared cache must not stay ahead of the row."""
         with self._lock:
             self._pending.pop((kind, object_id), None)
+            self._generation += 1
         self._memo.discard((kind, object_id))
         snapshots.shared_cache_call("delete", _epoch_key(kind, object_id))
 
@@ -461,7 +476,7 @@ class RevocationState:
     def deny(self, jti: str, expires_at: float) -> None:
         """Visible in this process at once; in the others after commit, through the feed."""
         with self._lock:
-            self._denied.add(jti, expires_at)
+            self._deny(jti, expires_at)
         transaction.on_commit(lambda: announce({"d": [jti, expires_at]}))
 
 
@@ -526,6 +541,14 @@ def current_epoch(kind: str, object_id: str, issued_at: float | None = None) -> 
     """The epoch of a user, group, identity or everyone, for a token issued at ``issued_at`` (POSIX
     time): changes made before then may read as :data:`ZERO`. Without it: the row as it is."""
     return state.epoch(kind, object_id, issued_at)
+
+
+def generation() -> int | None:
+    """A number that stays the same while nothing that decides whether a token is revoked changes in
+    this process (after following the feed, as every check does); None while the process is still
+    reading its state. A token that passed its checks at one value passes them again at that value:
+    the bearer memo records it, and a repeated token costs no revocation check."""
+    return state.generation()
 
 
 def is_revoked(*ids: str | None) -> bool:

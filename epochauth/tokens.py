@@ -96,9 +96,9 @@ def profile_claims(claims: dict[str, Any]) -> dict[str, Any]:
     return profiled
 
 
-#: Token -> verified claims, so a signature is checked once per token per process; expiry and
-#: revocation are still checked on every request by the caller.
-verified_tokens: snapshots.BoundedMemo[str, dict[str, Any]] = snapshots.BoundedMemo(
+#: Token -> :class:`Verified`, so a signature is checked once per token per process; expiry is still
+#: checked on every request by the caller, and revocation whenever the revocation state changed.
+verified_tokens: snapshots.BoundedMemo[str, Verified] = snapshots.BoundedMemo(
     lambda: conf.epochauth_settings.VERIFIED_TOKEN_CACHE_SIZE
 )
 
@@ -173,6 +173,19 @@ class AccessToken:
     @property
     def expires_at(self) -> datetime:
         return datetime.fromtimestamp(self.claims["exp"], tz=UTC)
+
+
+@dataclass(slots=True)
+class Verified:
+    """A token whose signature and claims this process verified (in ``verified_tokens``)."""
+
+    claims: dict[str, Any]
+    #: POSIX time after which it is expired: ``exp`` + LEEWAY.
+    deadline: float
+    #: Our token's access as its revocation check found it, and the revocation state's
+    #: :func:`~epochauth.revocation.generation` then: while that stays the same, the token sent again
+    #: is not checked again (the hot path is a memo read, a clock read and an integer compare).
+    passed: tuple[int, AccessToken] | None = None
 
 
 def scope_string(claims: dict[str, Any]) -> str:

@@ -22,6 +22,7 @@ from rest_framework.response import Response
 from rest_framework.test import APIRequestFactory
 from rest_framework.views import APIView
 
+from epochauth import revocation
 from epochauth.authentication import BearerAuthentication, authenticate_token
 from epochauth.exceptions import InvalidToken
 from epochauth.keys import get_keyring
@@ -410,6 +411,35 @@ def test_user_from_token_needs_no_query_until_other_fields(django_assert_num_que
         assert user.email == "alice@example.org"  # the row is loaded once
     with django_assert_num_queries(0):
         assert user.user == alice
+
+
+def test_a_token_sent_again_is_checked_again_only_after_the_revocation_state_changed(
+    monkeypatch,
+):
+    """The memo holds our token's revocation result with the state's generation: a repeated token
+    costs no check while nothing changed, and any change (here a denied id, as another process's push
+    brings it) makes the next request check again, which refuses it."""
+    make_user("alice")
+    claims = good_claims()
+    token = signed(claims)
+    authenticate_token(token)  # the process reads its revocation state
+    assert revocation.is_loaded()
+    checks = []
+    check = revocation.check_local_claims
+    monkeypatch.setattr(
+        revocation, "check_local_claims", lambda *args: checks.append(args) or check(*args)
+    )
+    for _ in range(3):
+        authenticate_token(token)
+    assert len(checks) == 1
+    with revocation.state._lock:
+        revocation.state._deny("unrelated-id", time.time() + 60)
+    authenticate_token(token)
+    assert len(checks) == 2
+    with revocation.state._lock:
+        revocation.state._deny(claims["jti"], time.time() + 60)
+    with pytest.raises(InvalidToken, match="revoked"):
+        authenticate_token(token)
 
 
 def test_load_user_loads_the_row(settings, django_assert_num_queries):

@@ -41,7 +41,7 @@ def test_every_process_cache_is_reset_by_a_settings_change(settings):
         verification.issuer_url_acceptable.cache_clear,
     ):
         assert reset in conf._resets, reset
-    tokens.verified_tokens.put("a-token", {"iss": "x"})
+    tokens.verified_tokens.put("a-token", tokens.Verified({"iss": "x"}, 0.0))
     settings.EPOCHAUTH = {**settings.EPOCHAUTH, "LEEWAY": 5}
     assert tokens.verified_tokens.get("a-token") is None
 
