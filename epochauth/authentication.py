@@ -52,7 +52,7 @@ def _local_token(claims: dict[str, Any]) -> tokens.AccessToken:
     user_id = claims.get(tokens.CLAIM_OWNER, claims["sub"])
     groups = revocation.check_local_claims(claims, user_id)
     try:
-        pk = get_user_model()._meta.pk.to_python(user_id)
+        pk = users.primary_key().to_python(user_id)
     except ValidationError:
         raise InvalidToken(_("The access token's subject is invalid")) from None
     return tokens.AccessToken(claims, groups, pk, claims.get(tokens.CLAIM_USERNAME, ""))

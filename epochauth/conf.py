@@ -397,7 +397,8 @@ _resets: list[Callable[[], None]] = []
 
 def process_cache(reset: Callable[[], None]) -> Callable[[], None]:
     """Register the reset of a module's process cache (beside the cache, as Django's hashers keep
-    theirs): it runs when a test changes ``EPOCHAUTH``, ``SECRET_KEY`` or ``CACHES``."""
+    theirs): it runs when a test changes ``EPOCHAUTH``, ``SECRET_KEY``, ``CACHES`` or
+    ``AUTH_USER_MODEL``."""
     _resets.append(reset)
     return reset
 
@@ -410,6 +411,6 @@ def clear_process_caches() -> None:
 
 @receiver(setting_changed)
 def reload_epochauth_settings(*, setting: str, **kwargs: Any) -> None:
-    if setting in ("EPOCHAUTH", "SECRET_KEY", "CACHES"):
+    if setting in ("EPOCHAUTH", "SECRET_KEY", "CACHES", "AUTH_USER_MODEL"):
         epochauth_settings.reload()
         clear_process_caches()

@@ -344,14 +344,13 @@ class RevocationState:
 
     def _held(self, kind: str, object_id: str) -> EpochValue | None:
         """What this process holds of an epoch row, None when nothing (changed within the window)."""
-        found = None
         row = self._epochs.get(_epoch_name(kind, object_id))
-        if row is not None:
-            found = EpochValue(int(row[0]), row[1] or None)
-        for exact in (self._exact, self._pending):
-            value = exact.get((kind, object_id)) if exact else None
-            if value is not None:
-                found = _newest(found, value)
+        found = None if row is None else EpochValue(int(row[0]), row[1] or None)
+        if self._exact or self._pending:  # rarely: a group record, or a change not committed yet
+            for exact in (self._exact, self._pending):
+                value = exact.get((kind, object_id))
+                if value is not None:
+                    found = _newest(found, value)
         return found
 
     def _prune_epochs(self) -> None:

@@ -2,9 +2,25 @@
 
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import Any
 
 from django.contrib.auth import get_user_model
+from django.db.models import Field
+
+from . import conf
+
+
+@lru_cache(maxsize=1)
+def primary_key() -> Field[Any, Any]:
+    """The user model's primary key field: looked up once per settings reload, not per new token
+    (``get_user_model`` is an app-registry lookup)."""
+    pk = get_user_model()._meta.pk
+    assert pk is not None
+    return pk
+
+
+conf.process_cache(primary_key.cache_clear)
 
 
 class TokenUser:

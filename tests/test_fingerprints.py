@@ -33,3 +33,30 @@ def test_prune_drops_by_the_last_column_and_keeps_the_rest_while_it_moves():
     assert len(table) == 1000
     assert table.get("n1") is None and table.get("n3") == (4, 500.0)
     assert table.first("n3") == 4 and table.first("n1") == 0
+
+
+@pytest.mark.parametrize(
+    "seed, keyed_by", [(None, "_siphash_fingerprint"), ("0", "_blake2b_fingerprint")]
+)
+def test_fingerprints_are_keyed_per_process(seed, keyed_by):
+    """str's SipHash is keyed only under hash randomization: with PYTHONHASHSEED fixed, where anyone
+    could compute its values, the map falls back to BLAKE2b under a random key."""
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONHASHSEED"}
+    if seed is not None:
+        env["PYTHONHASHSEED"] = seed
+    code = (
+        "from epochauth import fingerprints as f; "
+        "print(f.fingerprint.__name__, f.fingerprint('user\\x00alice'))"
+    )
+    runs = [
+        subprocess.run(
+            [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
+        ).stdout.split()
+        for _ in range(2)
+    ]
+    assert runs[0][0] == runs[1][0] == keyed_by
+    assert runs[0][1] != runs[1][1]  # another process, another key
