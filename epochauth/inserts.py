@@ -103,14 +103,18 @@ def insert(obj: M) -> M:
             value = (
                 cursor.fetchone()[0]
                 if connection.features.can_return_columns_from_insert
-                else connection.ops.last_insert_id(cursor, model._meta.db_table, cast(str, key.column))
+                else connection.ops.last_insert_id(
+                    cursor, model._meta.db_table, cast(str, key.column)
+                )
             )
     _inserted(obj, statement.returned, value, alias)
     return obj
 
 
 @lru_cache(maxsize=16)
-def _together(rows: tuple[tuple[type[Model], bool], ...], alias: str) -> tuple[str, tuple[_Statement, ...]]:
+def _together(
+    rows: tuple[tuple[type[Model], bool], ...], alias: str
+) -> tuple[str, tuple[_Statement, ...]]:
     """One statement inserting a row of each (model, own key): each ``INSERT`` a data-modifying
     ``WITH`` query, the main query selecting the keys they return."""
     statements = tuple(_statement(model, alias, own_key) for model, own_key in rows)
