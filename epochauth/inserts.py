@@ -113,19 +113,23 @@ def insert(obj: M) -> M:
 
 @lru_cache(maxsize=16)
 def _together(
-    rows: tuple[tuple[type[Model], bool], ...], alias: str
+    rows: tuple[tuple[type[Model], bool], ...], alias: str, read: str | None
 ) -> tuple[str, tuple[_Statement, ...]]:
     """One statement inserting a row of each (model, own key): each ``INSERT`` a data-modifying
-    ``WITH`` query, the main query selecting the keys they return."""
+    ``WITH`` query, the main query selecting the keys they return, and ``read``'s rows after a
+    column that is never NULL in them (one row of NULLs when it has none)."""
     statements = tuple(_statement(model, alias, own_key) for model, own_key in rows)
     qn = connections[alias].ops.quote_name
     queries = ", ".join(f"i{n} AS ({s.sql})" for n, s in enumerate(statements))
-    keys = [
+    keys = ", ".join(
         f"(SELECT {qn(cast(str, s.returned.column))} FROM i{n})"
         for n, s in enumerate(statements)
         if s.returned is not None
-    ]
-    return f"WITH {queries} SELECT {', '.join(keys) or 'NULL'}", statements
+    )
+    main = f"SELECT {keys or 'NULL'}"
+    if read is not None:
+        main = f"SELECT * FROM ({main}) k LEFT JOIN (SELECT TRUE, q.* FROM ({read}) q) r ON TRUE"
+    return f"WITH {queries} {main}", statements
 
 
 conf.process_cache(_together.cache_clear)
@@ -141,21 +145,34 @@ def _one_statement(connection: Any, objs: tuple[Model, ...]) -> bool:
     )
 
 
-def insert_together(*objs: Model) -> None:
+def insert_together(
+    *objs: Model, read: tuple[str, list[Any]] | None = None
+) -> list[tuple[Any, ...]]:
     """Insert the new rows ``objs`` (of one database) all or none: one statement on PostgreSQL,
-    one transaction elsewhere; each as :func:`insert` inserts it."""
+    one transaction elsewhere; each as :func:`insert` inserts it. ``read``: a query (SQL and
+    parameters) of other tables run before the inserts, in the same statement where there is one;
+    returns its rows."""
     alias = router.db_for_write(type(objs[0]), instance=objs[0])
     connection = connections[alias]
     if not _one_statement(connection, objs):
+        rows: list[tuple[Any, ...]] = []
+        if read is not None:
+            with connection.cursor() as cursor:
+                cursor.execute(*read)
+                rows = cursor.fetchall()
         # No savepoint: a caller's transaction commits or rolls back the rows as a whole.
         with transaction.atomic(using=alias, savepoint=False):
             for obj in objs:
                 insert(obj)
-        return
-    sql, statements = _together(tuple((type(obj), _own_key(obj)) for obj in objs), alias)
+        return rows
+    shape = tuple((type(obj), _own_key(obj)) for obj in objs)
+    sql, statements = _together(shape, alias, read[0] if read is not None else None)
     params = [p for obj, s in zip(objs, statements, strict=True) for p in _prepared(obj, s, alias)]
     with connection.cursor() as cursor:
-        cursor.execute(sql, params)
-        keys = iter(cursor.fetchone())
+        cursor.execute(sql, params + (read[1] if read is not None else []))
+        rows = cursor.fetchall()
+    keys = iter(rows[0])
     for obj, s in zip(objs, statements, strict=True):
         _inserted(obj, s.returned, next(keys) if s.returned is not None else None, alias)
+    found = sum(s.returned is not None for s in statements) or 1
+    return [row[found + 1 :] for row in rows if read is not None and row[found] is not None]

@@ -44,11 +44,14 @@ def start_session(
     resources: list[str] | None = None,
     browser_login: Any = None,
     login: dict[str, Any] | None = None,
+    standing: tokens.Standing | None = None,
 ) -> tuple[models.Session, str]:
     """Open a session and return it with its first refresh token; beyond ``MAX_SESSIONS_PER_USER``
     the user's oldest live sessions end (reason "limit"). ``browser_login``: the BrowserLogin on whose
     page it starts (the provider's back-channel logout of that login ends it). ``login``: the detail of
-    a "login" audit event to write with the session (its id is added), in the same transaction."""
+    a "login" audit event to write with the session (its id is added), in the same transaction.
+    ``standing``: the user's groups and epochs if the caller read them; else they are read with the
+    inserts (one statement on PostgreSQL), for :func:`standing` to hand to the first token."""
     secret = secrets.token_urlsafe(32)
     session = models.Session(
         user=user,
@@ -68,18 +71,29 @@ def start_session(
         rows.append(models.AuditEvent(action="login", user=user, detail=detail))
     limit = conf.epochauth_settings.MAX_SESSIONS_PER_USER
     if limit is None:
-        inserts.insert_together(*rows)
+        _insert(session, rows, standing)
         return session, f"{session.family}.{secret}"
     # No savepoint: a caller's transaction (the login) commits or rolls back the session as a whole.
     with transaction.atomic(savepoint=False):
         _lock_user(user)
-        inserts.insert_together(*rows)
+        _insert(session, rows, standing)
         live = models.Session.objects.filter(
             user=user, revoked_at__isnull=True, expires_at__gt=timezone.now()
         )
         for old in live.exclude(pk=session.pk).order_by("-created_at")[limit - 1 :]:
             end_session(old, reason="limit")
     return session, f"{session.family}.{secret}"
+
+
+def _insert(session: models.Session, rows: list[Model], standing: tokens.Standing | None) -> None:
+    """Insert the session's ``rows``, reading its standing along unless the caller has it."""
+    if standing is not None:
+        inserts.insert_together(*rows)
+    else:
+        alias = router.db_for_write(models.Session, instance=session)
+        read = tokens.standing_read(session.user_id, session.group_id, alias)
+        standing = tokens.standing_of(inserts.insert_together(*rows, read=read), alias)
+    session.__dict__["_standing"] = standing
 
 
 def _lock_user(user: Any) -> None:
