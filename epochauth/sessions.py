@@ -15,6 +15,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from django.db import connections, router, transaction
+from django.db.models import Model
 from django.utils import timezone
 from django.utils.crypto import constant_time_compare
 from django.utils.functional import Promise
@@ -43,43 +44,56 @@ def start_session(
     resources: list[str] | None = None,
     browser_login: Any = None,
     login: dict[str, Any] | None = None,
+    standing: tokens.Standing | None = None,
 ) -> tuple[models.Session, str]:
     """Open a session and return it with its first refresh token; beyond ``MAX_SESSIONS_PER_USER``
     the user's oldest live sessions end (reason "limit"). ``browser_login``: the BrowserLogin on whose
     page it starts (the provider's back-channel logout of that login ends it). ``login``: the detail of
-    a "login" audit event to write with the session (its id is added), in the same transaction."""
+    a "login" audit event to write with the session (its id is added), in the same transaction.
+    ``standing``: the user's groups and epochs if the caller read them; else they are read with the
+    inserts (one statement on PostgreSQL), for :func:`standing` to hand to the first token."""
     secret = secrets.token_urlsafe(32)
+    session = models.Session(
+        user=user,
+        expires_at=timezone.now() + _lifetime(remember_me),
+        remember_me=remember_me,
+        user_agent=user_agent[:255],
+        scope=scope,
+        group=group,
+        resources=resources or [],
+        refresh_hash=_hash(secret),
+        browser_login=browser_login,
+    )
+    rows: list[Model] = [session]
+    if login is not None:
+        # The session's key is its own (a UUID): the event names it before either row is written.
+        detail = {"session": str(session.pk), **login}
+        rows.append(models.AuditEvent(action="login", user=user, detail=detail))
     limit = conf.epochauth_settings.MAX_SESSIONS_PER_USER
+    if limit is None:
+        _insert(session, rows, standing)
+        return session, f"{session.family}.{secret}"
     # No savepoint: a caller's transaction (the login) commits or rolls back the session as a whole.
     with transaction.atomic(savepoint=False):
-        if limit is not None:
-            _lock_user(user)
-        session = inserts.insert(
-            models.Session(
-                user=user,
-                expires_at=timezone.now() + _lifetime(remember_me),
-                remember_me=remember_me,
-                user_agent=user_agent[:255],
-                scope=scope,
-                group=group,
-                resources=resources or [],
-                refresh_hash=_hash(secret),
-                browser_login=browser_login,
-            )
+        _lock_user(user)
+        _insert(session, rows, standing)
+        live = models.Session.objects.filter(
+            user=user, revoked_at__isnull=True, expires_at__gt=timezone.now()
         )
-        if login is not None:
-            inserts.insert(
-                models.AuditEvent(
-                    action="login", user=user, detail={"session": str(session.pk), **login}
-                )
-            )
-        if limit is not None:
-            live = models.Session.objects.filter(
-                user=user, revoked_at__isnull=True, expires_at__gt=timezone.now()
-            )
-            for old in live.exclude(pk=session.pk).order_by("-created_at")[limit - 1 :]:
-                end_session(old, reason="limit")
+        for old in live.exclude(pk=session.pk).order_by("-created_at")[limit - 1 :]:
+            end_session(old, reason="limit")
     return session, f"{session.family}.{secret}"
+
+
+def _insert(session: models.Session, rows: list[Model], standing: tokens.Standing | None) -> None:
+    """Insert the session's ``rows``, reading its standing along unless the caller has it."""
+    if standing is not None:
+        inserts.insert_together(*rows)
+    else:
+        alias = router.db_for_write(models.Session, instance=session)
+        read = tokens.standing_read(session.user_id, session.group_id, alias)
+        standing = tokens.standing_of(inserts.insert_together(*rows, read=read), alias)
+    session.__dict__["_standing"] = standing
 
 
 def _lock_user(user: Any) -> None:

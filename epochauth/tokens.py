@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
@@ -292,13 +292,14 @@ def _standing_query(alias: str, with_group: bool) -> _StandingQuery:
 conf.process_cache(_standing_query.cache_clear)
 
 
-def read_standing(user_id: Any, group_id: Any = None) -> Standing:
-    """The user's groups and the epochs a token of theirs depends on, in one query: of the user, of
-    everyone, of each of the user's groups and of ``group_id`` (a session's group the user may have left)."""
-    alias = router.db_for_read(models.Epoch)
-    connection = connections[alias]
+def standing_read(
+    user_id: Any, group_id: Any = None, alias: str | None = None
+) -> tuple[str, list[Any]]:
+    """The statement of :func:`read_standing` and its parameters, for a caller that runs it along
+    with its own (:func:`epochauth.sessions.start_session`); :func:`standing_of` reads its rows."""
+    alias = alias or router.db_for_read(models.Epoch)
     query = _standing_query(alias, group_id is not None)
-    member = query.member.get_db_prep_value(user_id, connection)
+    member = query.member.get_db_prep_value(user_id, connections[alias])
     params = [
         models.Epoch.Kind.USER,
         str(user_id),
@@ -309,9 +310,14 @@ def read_standing(user_id: Any, group_id: Any = None) -> Standing:
     ]
     if group_id is not None:
         params += [models.Epoch.Kind.GROUP, str(group_id)]
-    with connection.cursor() as cursor:
-        cursor.execute(query.sql, [*params, member])
-        rows = cursor.fetchall()
+    return query.sql, [*params, member]
+
+
+def standing_of(rows: Iterable[Sequence[Any]], alias: str | None = None) -> Standing:
+    """The standing in the rows of :func:`standing_read`'s statement, run on ``alias``."""
+    alias = alias or router.db_for_read(models.Epoch)
+    connection = connections[alias]
+    query = _standing_query(alias, False)
     standing = Standing(groups={}, epochs={})
     for kind, name, value, at in rows:
         if kind is None:
@@ -321,6 +327,16 @@ def read_standing(user_id: Any, group_id: Any = None) -> Standing:
             at = convert(at, query.not_before, connection)
         standing.epochs[(kind, name)] = (value, at)
     return standing
+
+
+def read_standing(user_id: Any, group_id: Any = None) -> Standing:
+    """The user's groups and the epochs a token of theirs depends on, in one query: of the user, of
+    everyone, of each of the user's groups and of ``group_id`` (a session's group the user may have left)."""
+    alias = router.db_for_read(models.Epoch)
+    with connections[alias].cursor() as cursor:
+        cursor.execute(*standing_read(user_id, group_id, alias))
+        rows = cursor.fetchall()
+    return standing_of(rows, alias)
 
 
 def current_epochs(user_id: str, group_id: str | None) -> dict[str, int]:

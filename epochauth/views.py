@@ -88,6 +88,11 @@ def _checked_scope(requested: list[str]) -> str:
     return " ".join(issued_scopes(requested))
 
 
+def _selects_group(requested: list[str], data: dict[str, Any]) -> bool:
+    """Whether a login names a group (``group``, or one in ``scope``)."""
+    return bool(data.get("group")) or any(group_name(name) for name in requested)
+
+
 def _selected_group(requested: list[str], group: str | None, found: tokens.Standing) -> Any:
     """The group a login selects: by ``group`` or a group selection in ``scope`` (``g:<group>``,
     ``wlcg.groups:/<group>``), one of the user's groups (``found``), at most one."""
@@ -230,9 +235,10 @@ class TokenView(EpochAuthView):
                 "invalid_grant", _("Invalid username or password"), status_code=401
             )
         attempt.succeeded()
-        found = tokens.read_standing(user.pk)
         requested = split_scope(data["scope"])
-        group = _selected_group(requested, data.get("group"), found)
+        # Choosing a group needs the user's groups first; else they are read with the inserts.
+        found = tokens.read_standing(user.pk) if _selects_group(requested, data) else None
+        group = None if found is None else _selected_group(requested, data.get("group"), found)
         scope = _checked_scope(requested)
         aud = resources.audience(data.get("resource", ()))
         session, refresh_token = sessions.start_session(
@@ -243,7 +249,9 @@ class TokenView(EpochAuthView):
             group=group,
             resources=list(resources.names(aud)),
             login={},
+            standing=found,
         )
+        found = sessions.standing(session)
         access = tokens.mint_access_token(
             user,
             scope=scope,

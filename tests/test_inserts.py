@@ -97,3 +97,48 @@ def test_a_model_with_parents_is_refused():
 
     with pytest.raises(TypeError, match="inherits"):
         inserts.insert(Child(name="x"))
+
+
+def login_rows(user) -> tuple[Session, AuditEvent]:
+    session = Session(user=user, expires_at=timezone.now(), refresh_hash="h")
+    return session, AuditEvent(action="login", user=user, detail={"session": str(session.pk)})
+
+
+#: A query of another table, run along with the inserts.
+USERNAMES = 'SELECT "username" FROM "auth_user" WHERE "username" LIKE %s ORDER BY "username"'
+
+
+@pytest.mark.parametrize("pattern, found", [("a%", [("alice",), ("anna",)]), ("z%", [])])
+def test_rows_inserted_together_get_their_keys_and_the_read_its_rows(pattern, found):
+    user = make_user("alice")
+    make_user("anna")
+    session, event = login_rows(user)
+    with CaptureQueriesContext(connection) as queries:
+        rows = inserts.insert_together(session, event, read=(USERNAMES, [pattern]))
+    assert rows == found
+    assert AuditEvent.objects.get(pk=event.pk).detail == {"session": str(session.pk)}
+    assert Session.objects.get(pk=session.pk).refresh_hash == "h"
+    assert not session._state.adding and not event._state.adding
+    verbs = [q["sql"].split()[0] for q in queries if q["sql"] != "BEGIN"]
+    # PostgreSQL: one statement; elsewhere the read, then one INSERT a row.
+    assert verbs == (
+        ["WITH"] if connection.vendor == "postgresql" else ["SELECT", "INSERT", "INSERT"]
+    )
+
+
+def test_a_save_receiver_keeps_one_insert_a_row_in_one_transaction():
+    """What a receiver writes must share the rows' transaction: no one statement then."""
+    rows = login_rows(make_user("alice"))
+    seen = []
+
+    def post(sender, instance, **kwargs):
+        seen.append(instance.pk)
+
+    post_save.connect(post, sender=AuditEvent)
+    try:
+        with CaptureQueriesContext(connection) as queries:
+            inserts.insert_together(*rows)
+    finally:
+        post_save.disconnect(post, sender=AuditEvent)
+    assert [q["sql"].split()[0] for q in queries if q["sql"] != "BEGIN"] == ["INSERT", "INSERT"]
+    assert seen == [rows[1].pk]

@@ -378,7 +378,11 @@ class TokensView(LoginRequiredMixin, View):
             login={"via": "browser"},
         )
         access = mint_access_token(
-            user, session_id=session.id.hex, session=session, request=request
+            user,
+            session_id=session.id.hex,
+            session=session,
+            request=request,
+            standing=sessions.standing(session),
         )
         return self.page(request, {"access_token": access.token, "refresh_token": refresh_token})
 
