@@ -347,8 +347,9 @@ def check_claims(claims: dict[str, Any], policy: Policy) -> None:
                 format_lazy(_("The access token has no '{name}' claim"), name=name)
             )
     exp, nbf, iat = get("exp", ABSENT), get("nbf", ABSENT), get("iat", ABSENT)
-    if any(value is not ABSENT and type(value) not in NUMBERS for value in (exp, nbf, iat)):
-        raise exceptions.InvalidToken(_("The access token is invalid"))
+    for value in (exp, nbf, iat):
+        if value is not ABSENT and type(value) not in NUMBERS:
+            raise exceptions.InvalidToken(_("The access token is invalid"))
     now = time.time()
     leeway = policy.leeway
     if exp is not ABSENT and exp <= now - leeway:
