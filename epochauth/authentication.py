@@ -145,8 +145,12 @@ def token_user(access: tokens.AccessToken) -> Any:
 
 
 def authenticate_token(token: str) -> tuple[Any, tokens.AccessToken]:
-    """Verify a bearer token and return ``(user, AccessToken)``; raises :class:`InvalidToken`."""
+    """Verify a bearer token and return ``(user, AccessToken)``; raises :class:`InvalidToken`, and
+    :class:`ProofRequired` for a token bound to a DPoP key, which no caller without its proof may use
+    (RFC 9449 section 7.2: the OAuth server's userinfo, registration and token exchange)."""
     access = validate_token(token)
+    if access.dpop_jkt is not None:
+        raise ProofRequired()
     return token_user(access), access
 
 
@@ -195,7 +199,8 @@ class BearerAuthentication(BaseAuthentication):
             return None
         try:
             validated_token = self.get_validated_token(raw_token)
-            if header[:5].lower() == "dpop ":
+            # The first character first: a bearer request pays one string index for DPoP.
+            if header[0] in "Dd" and header[:5].lower() == "dpop ":
                 self.check_proof(request, raw_token, validated_token)
             elif validated_token.dpop_jkt is not None or conf.epochauth_settings.DPOP_REQUIRED:
                 raise ProofRequired()

@@ -382,3 +382,12 @@ def test_the_dpop_bound_permission(holder):
     token = bound_token(holder)
     request = factory.get(HELLO, HTTP_AUTHORIZATION=f"DPoP {token}", HTTP_DPOP=holder.proof(token))
     assert view(request).status_code == 200
+
+
+def test_no_other_reader_of_bearer_tokens_takes_a_bound_one(holder):
+    from epochauth.authentication import authenticate_token
+    from epochauth.exceptions import ProofRequired
+
+    with pytest.raises(ProofRequired):
+        authenticate_token(bound_token(holder))
+    assert authenticate_token(mint_access_token(make_user("bob")).token)[0].username == "bob"
