@@ -391,3 +391,22 @@ def test_no_other_reader_of_bearer_tokens_takes_a_bound_one(holder):
     with pytest.raises(ProofRequired):
         authenticate_token(bound_token(holder))
     assert authenticate_token(mint_access_token(make_user("bob")).token)[0].username == "bob"
+
+
+def test_a_nonce_is_accepted_for_its_slot_and_the_next_only(settings, monkeypatch):
+    settings.EPOCHAUTH = {**settings.EPOCHAUTH, "DPOP_NONCE": timedelta(minutes=1)}
+    now = [1_800_000_000.0]
+    monkeypatch.setattr(dpop.time, "time", lambda: now[0])
+    nonce = dpop.current_nonce()
+    now[0] += 60
+    assert dpop.nonce_valid(nonce) and dpop.current_nonce() != nonce
+    now[0] += 60
+    assert not dpop.nonce_valid(nonce)
+
+
+def test_urls_normalised_for_htu():
+    assert dpop.normalise_url("HTTPS://Example.ORG:443/a?b#c") == "https://example.org/a"
+    assert dpop.normalise_url("http://example.org:8080") == "http://example.org:8080/"
+    assert dpop.normalise_url("http://[::1]:80/x") == "http://[::1]/x"
+    assert dpop.normalise_url("ftp://example.org/") is None
+    assert dpop.normalise_url("http://example.org:99999/") is None
