@@ -215,12 +215,13 @@ def verify_proof(
     is set). Raises :class:`~epochauth.exceptions.InvalidProof` (:class:`NonceRequired` for a missing
     or stale nonce) and :class:`~epochauth.snapshots.StateUnavailable` when the replay cache is down.
     The proof's ``jti`` is used up only when every other check passed."""
-    if len(
-        proof
-    ) > conf.epochauth_settings.MAX_TOKEN_BYTES or not verification.COMPACT_JWS.fullmatch(proof):
-        raise InvalidProof(_("The DPoP proof is malformed"))
-    signing_input, signature = proof.rsplit(".", 1)
-    header_segment, claims_segment = signing_input.split(".")
+    try:
+        if len(proof) > conf.epochauth_settings.MAX_TOKEN_BYTES:
+            raise ValueError("too large")
+        header_segment, claims_segment, signature = verification.split(proof)
+    except ValueError:
+        raise InvalidProof(_("The DPoP proof is malformed")) from None
+    signing_input = proof[: -len(signature) - 1]
     algorithm, key, jkt = _proof_key(header_segment)
     try:
         claims = verification.parse_segment(claims_segment)

@@ -410,3 +410,32 @@ def test_urls_normalised_for_htu():
     assert dpop.normalise_url("http://[::1]:80/x") == "http://[::1]/x"
     assert dpop.normalise_url("ftp://example.org/") is None
     assert dpop.normalise_url("http://example.org:99999/") is None
+
+
+def test_renewing_a_bound_token_gives_a_token_bound_to_the_same_key(client, holder):
+    """A renewal is no way out of the binding (RFC 9449 section 7.2's downgrade): the new token is
+    of type DPoP, carries the same ``cnf.jkt``, and is refused as a bearer token."""
+    import jwt
+
+    from epochauth.models import Session
+    from tests.helpers import login
+
+    user = make_user("alice")
+    login(client, "alice")
+    session = Session.objects.get()
+    token = mint_access_token(
+        user, session_id=session.id.hex, extra_claims={"cnf": {"jkt": holder.jkt}}
+    ).token
+    url = "http://testserver/auth/token/renew/"
+    renewed = client.post(
+        "/auth/token/renew/",
+        HTTP_AUTHORIZATION=f"DPoP {token}",
+        HTTP_DPOP=holder.proof(token, htm="POST", htu=url),
+    )
+    assert renewed.status_code == 200, renewed.content
+    body = renewed.json()
+    assert body["token_type"] == "DPoP"
+    fresh = body["access_token"]
+    assert jwt.decode(fresh, options={"verify_signature": False})["cnf"] == {"jkt": holder.jkt}
+    assert call(client, fresh, holder.proof(fresh)).status_code == 200
+    refused(call(client, fresh, None, scheme="Bearer"), "invalid_token")
