@@ -190,9 +190,10 @@ def rotate(refresh_token: str, resource: Iterable[str] = ()) -> tuple[models.Ses
         models.Session.objects.using(alias).select_related("user", "group").filter(family=family)
     )
     while True:
-        session = found.first()
-        if session is None:
-            raise _invalid(_("The refresh token is invalid"))
+        try:
+            session = found.get()  # no ORDER BY: the family is unique
+        except models.Session.DoesNotExist:
+            raise _invalid(_("The refresh token is invalid")) from None
         read = session.refresh_hash
         replaced = _replaced(session, presented)
         resources.audience(resource, session.resources or None)
