@@ -207,14 +207,18 @@ def summarize(
 
 
 def with_limits(rows: list[Row]) -> list[Row]:
-    """Each row that names a physical-limit row, its *added µs* also as a multiple of that row's µs."""
+    """Each row that names a physical-limit row, its *added µs* (a function-call row: its µs) also as
+    a multiple of that row's µs."""
     by_name = {row.name: row for row in rows}
-    return [
-        replace(row, limit_multiple=row.added_us / by_name[row.limit].median_us)
-        if row.limit is not None and row.added_us is not None
-        else row
-        for row in rows
-    ]
+
+    def multiple(row: Row) -> float | None:
+        # A function-call row is a multiple of its limit as a whole: it has no request around it.
+        spent = row.median_us if row.floor else row.added_us
+        if row.limit is None or spent is None:
+            return None
+        return spent / by_name[row.limit].median_us
+
+    return [replace(row, limit_multiple=multiple(row)) for row in rows]
 
 
 def table(rows: list[dict[str, Any]]) -> str:

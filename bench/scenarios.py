@@ -4,9 +4,11 @@
 from __future__ import annotations
 
 import gc
+import itertools
 import resource
 import time
 import uuid
+from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
@@ -17,6 +19,7 @@ from django.contrib.auth import get_user_model
 from django.test import override_settings
 from django.utils import timezone
 
+from epochauth import authentication
 from epochauth.authentication import authenticate_token
 from epochauth.conf import epochauth_settings
 from epochauth.revocation import is_loaded, revoke_id
@@ -30,6 +33,7 @@ from .wsgi import Server, bearer
 
 NONE, EPOCHAUTH = "/api/none/", "/api/epochauth/"
 PYJWT_HS256, PYJWT_IDP = "/api/pyjwt-hs256/", "/api/pyjwt-idp/"
+DRF_FLOOR = "/api/drf-floor/"
 CLIENT_SECRET = "bench-client-secret-0123456789abcdef"
 
 
@@ -65,6 +69,13 @@ def cold_tokens(factory: fixtures.TokenFactory, user: Any, count: int) -> list[s
     return [bearer(t) for t in tokens]
 
 
+def each_call(authorizations: list[str]) -> Callable[[], Any]:
+    """``validate_token`` of the next of ``authorizations`` each call (cycling): the cold path as a
+    function call, to set beside the physical limit (module attribute: the memo-hit counter sees it)."""
+    tokens = itertools.cycle([a.split(" ", 1)[1] for a in authorizations])
+    return lambda: authentication.validate_token(next(tokens))
+
+
 # -- the peers, memo hits and cold tokens ---------------------------------------------------------
 
 
@@ -81,8 +92,12 @@ def requests(sizes: Sizes, rsa_pem: str, idp: Any) -> dict[str, Any]:
     with override_settings(EPOCHAUTH={**settings.EPOCHAUTH, **rs_signer}):
         rs = mint_access_token(user).token
     started = time.perf_counter()
-    cold = cold_tokens(fixtures.TokenFactory(user), user, sizes.timed)
+    factory = fixtures.TokenFactory(user)
+    cold = cold_tokens(factory, user, sizes.timed)
     mint_s = time.perf_counter() - started
+    # Tokens of their own: the request row's would be memo hits here, a round after it.
+    cold_calls = cold_tokens(factory, user, sizes.timed)
+    urls.PLUMBING_USERS[hs] = urls.ClaimsUser({"sub": user.get_username()})
     # Our tokens always carry aud (RFC 9068): a verifier with PyJWT names it.
     hs_decode: dict[str, Any] = {"algorithms": ["HS256"], "audience": ISSUER}
     urls.FLOOR_DECODES["hs256"] = (HS_SECRET, hs_decode)
@@ -101,6 +116,18 @@ def requests(sizes: Sizes, rsa_pem: str, idp: Any) -> dict[str, Any]:
             server.get_each(EPOCHAUTH, cold),
             distinct=True,
             limit=limits.HS256,
+        ),
+        Variant(
+            f"epochauth HS256, cold, as a function call: validate_token, a new token each call "
+            f"({len(cold_calls)} distinct)",
+            each_call(cold_calls),
+            floor=True,
+            distinct=True,
+            limit=limits.HS256,
+        ),
+        Variant(
+            "floor: DRF plumbing (the header, a dict lookup, a user: what any token authentication does)",
+            server.get(DRF_FLOOR, bearer(hs)),
         ),
         Variant(
             "epochauth on a DOT-issued JWT (client_credentials, HS256)",

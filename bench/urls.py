@@ -63,6 +63,19 @@ def floor_authentication(name: str) -> type[BaseAuthentication]:
     return PyJWTFloor
 
 
+#: Token -> user of the DRF plumbing floor (set by the scenario that times it).
+PLUMBING_USERS: dict[str, ClaimsUser] = {}
+
+
+class PlumbingFloor(BaseAuthentication):
+    """The least any DRF token authentication does for a token it has seen: read the header, look the
+    token up in a dict, return its user. A memo hit of epochauth is compared with this."""
+
+    def authenticate(self, request: Request) -> tuple[ClaimsUser, dict[str, Any]]:
+        user = PLUMBING_USERS[request.META["HTTP_AUTHORIZATION"].split(" ", 1)[1]]
+        return user, user.claims
+
+
 def hello(*authentication: type, permission: type = IsAuthenticated) -> Any:
     return Hello.as_view(
         authentication_classes=list(authentication), permission_classes=[permission]
@@ -76,6 +89,7 @@ urlpatterns = [
     path("api/simplejwt-stateless/", hello(JWTStatelessUserAuthentication)),
     path("api/dot/", hello(OAuth2Authentication)),
     path("api/knox/", hello(KnoxAuthentication)),
+    path("api/drf-floor/", hello(PlumbingFloor)),
     path("api/pyjwt-hs256/", hello(floor_authentication("hs256"))),
     path("api/pyjwt-idp/", hello(floor_authentication("idp"))),
     path("auth/", include("epochauth.urls")),

@@ -155,6 +155,27 @@ def test_only_the_canonical_base64url_spelling_is_accepted(segment):
         parse(".".join(parts))
 
 
+@pytest.mark.parametrize("segment", [0, 1, 2], ids=["header", "claims", "signature"])
+@pytest.mark.parametrize(
+    "character, ours",
+    [("+", "-"), ("/", "_"), (" ", ""), ("\n", ""), ("!", ""), ("=", "")],
+    ids=["plus", "slash", "space", "newline", "junk", "padding"],
+)
+def test_a_segment_in_another_alphabet_is_malformed(segment, character, ours):
+    """RFC 7515 section 2: base64url only, without padding or line breaks. base64's ``+`` and ``/``
+    spell the same bytes as ``-`` and ``_``, and a lenient decoder skips the others: each would be a
+    second spelling of a token whose signature still verifies."""
+    for n in range(50):  # a signature with the base64url character, to spell it the other way
+        parts = compact(our_header(), our_claims(n=n), SECRET, "HS256").split(".")
+        if ours in parts[2]:
+            break
+    text = parts[segment]
+    at = text.find(ours) if ours and ours in text else len(text) // 2
+    parts[segment] = text[:at] + character + text[at + (len(ours) if ours in text else 0) :]
+    with pytest.raises(InvalidToken, match="malformed"):
+        parse(".".join(parts))
+
+
 # -- the header --------------------------------------------------------------------------------
 
 
