@@ -183,7 +183,8 @@ class BearerAuth(AuthBase):
                         token = refresh_session(session, self.http, token, bound)
                     except errors.TokenRejected:
                         return response  # the caller sees the original 401
-                    refreshed = True
+                    # A new token, and the token endpoint may have set another nonce for this server.
+                    refreshed, nonce_retried = True, False
                     bound = self.stored_signer(session)
                 else:
                     return response
