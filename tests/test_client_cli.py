@@ -232,11 +232,19 @@ def test_login_opens_the_complete_verification_uri_and_still_prints_the_code(
 
 
 def test_device_login_token_whoami_refresh_logout(idp_api, live_server, cli_env):
+    """A bearer token (the IdP offers DPoP, tests/test_client_dpop.py takes it up on that)."""
     idp = idp_api
     env = {**cli_env, "EPOCHAUTH_CLIENT_SECRET": TestIdP.CLIENT_SECRET}
 
     login = device_login(
-        env, idp.issuer, "--client-id", "test-client", "--scope", SCOPE, "--no-browser"
+        env,
+        idp.issuer,
+        "--client-id",
+        "test-client",
+        "--scope",
+        SCOPE,
+        "--no-browser",
+        "--no-dpop",
     )
     assert login.returncode == 0, login.stderr
     assert "enter the code " in login.stdout
@@ -316,7 +324,9 @@ def test_bearer_auth_refreshes_once_on_invalid_token_and_retries(
 ):
     env = {**cli_env, "EPOCHAUTH_CLIENT_SECRET": TestIdP.CLIENT_SECRET}
     login = device_login(
-        env, idp_api.issuer, "--client-id", "test-client", "--scope", SCOPE, "--no-browser"
+        env,
+        idp_api.issuer,
+        *("--client-id", "test-client", "--scope", SCOPE, "--no-browser", "--no-dpop"),
     )
     assert login.returncode == 0, login.stderr
     token_path(env).write_text(
@@ -620,6 +630,7 @@ def test_cli_against_our_server_login_whoami_token_refresh_logout(our_server, cl
         "revocation_endpoint": f"{url}/o/revoke_token/",
         "client_id": "epochauth-cli",
         "token_file": str(token_path(cli_env)),
+        "token_type": "Bearer",
     }
 
     whoami = run_cli(cli_env, "whoami")  # the server of the login, from the session file

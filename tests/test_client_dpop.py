@@ -13,11 +13,14 @@ from joserfc.jwk import JWKRegistry
 
 from epochauth.client import BearerAuth, DPoPAuth, ProofKey
 from epochauth.client import oauth as client_oauth
+from epochauth.client.cli import jwt_claims
 from epochauth.client.dpop import Signer, access_token_hash, chosen_algorithm, thumbprint
 from epochauth.client.errors import InvalidToken, ServerError
 from epochauth.client.store import Session, SessionInfo
+from tests.conftest import start_idp
 from tests.helpers import FakeServer
-from tests.test_client_cli import fake_jwt, run_cli, token_path
+from tests.idp import TestIdP
+from tests.test_client_cli import SCOPE, device_login, fake_jwt, run_cli, token_path
 
 NONCE_CHALLENGE = 'DPoP error="use_dpop_nonce", error_description="Resource server requires nonce"'
 
@@ -394,3 +397,49 @@ def test_an_unbound_stored_token_is_still_sent_as_bearer(fake_server, tmp_path, 
     requests.get(f"{fake_server.url}/api", auth=DPoPAuth(token_file=token_file), timeout=5)
     headers = fake_server.requests[-1][2]
     assert headers["Authorization"] == "Bearer abc.def" and "DPoP" not in headers
+
+
+# ------------------------------------------------------------------------------ a real authorization server
+
+
+@pytest.fixture(scope="module")
+def nonce_idp():
+    """The test IdP (oidc-provider) binding tokens to DPoP keys and requiring its nonce in every proof."""
+    provider = start_idp(env={"IDP_DPOP": "nonce"})
+    yield provider
+    provider.stop()
+
+
+def test_the_test_idp_binds_our_login_and_takes_our_proofs(nonce_idp, cli_env, monkeypatch):
+    """oidc-provider checks our proofs (and wants its nonce in each): at the token endpoint for the
+    device flow and the refresh, at userinfo for the token; its cnf.jkt is our thumbprint."""
+    env = {**cli_env, "EPOCHAUTH_CLIENT_SECRET": TestIdP.CLIENT_SECRET}
+    client = ("--client-id", "test-client", "--no-browser")
+    login = device_login(env, nonce_idp.issuer, *client, "--scope", SCOPE)
+    assert login.returncode == 0, login.stderr
+    session = Session(token_path(env), env)
+    key = ProofKey.from_pem(session.key_path.read_text())
+    access = token_path(env).read_text().strip()
+    assert jwt_claims(access)["cnf"] == {"jkt": key.thumbprint}  # the resource's JWT
+    refreshed = run_cli(env, "refresh")
+    assert refreshed.returncode == 0, refreshed.stderr
+    new = token_path(env).read_text().strip()
+    assert new != access and jwt_claims(new)["cnf"] == {"jkt": key.thumbprint}
+
+    # A token for userinfo (OpenID scopes only): the provider takes it with our proof, never as bearer.
+    login = device_login(env, nonce_idp.issuer, *client, "--purpose", "oidc", "--scope", "openid")
+    assert login.returncode == 0, login.stderr
+    assert "The token is DPoP-bound" in login.stdout
+    for name in ("HOME", "XDG_RUNTIME_DIR"):
+        monkeypatch.setenv(name, env[name])
+    monkeypatch.delenv("XDG_STATE_HOME", raising=False)
+    userinfo = nonce_idp.metadata["userinfo_endpoint"]
+    auth = BearerAuth(purpose="oidc")
+    response = requests.get(userinfo, auth=auth, timeout=10)
+    assert response.status_code == 200, response.headers
+    assert response.json()["sub"] == "alice"
+    assert [r.status_code for r in response.history] == [401]  # its nonce first
+    assert requests.get(userinfo, auth=auth, timeout=10).history == []  # then remembered
+    token = token_path(env, "oidc").read_text().strip()
+    as_bearer = requests.get(userinfo, headers={"Authorization": f"Bearer {token}"}, timeout=10)
+    assert as_bearer.status_code == 401

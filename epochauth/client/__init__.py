@@ -5,8 +5,8 @@ it runs on any login node.
 """
 
 from .auth import BearerAuth, DPoPAuth
-from .dpop import ProofKey
 from .discovery import FoundToken, discover, discover_token
+from .dpop import ProofKey
 from .errors import ClientError, InvalidToken, TokenNotFound
 
 __all__ = [
