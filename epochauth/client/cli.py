@@ -207,6 +207,10 @@ def cmd_login(args: argparse.Namespace, config: dict[str, str], http: requests.S
         say(
             f"The token is DPoP-bound to a key stored with the login (thumbprint {key.thumbprint})"
         )
+        note(
+            "tools that send it as a bearer token (curl, gfal, XRootD) cannot use it: "
+            "'epochauth login --no-dpop' gets a token for them"
+        )
     elif signer is not None:
         note("the server advertises DPoP but issued a bearer token: it is sent as one")
     if not body.get("refresh_token"):
