@@ -310,11 +310,15 @@ def goals(results: dict[str, Any]) -> list[str]:
                     f"{kind} seen by another process: p99 {s['p99']:.0f} ms (target ≤ 100 ms)",
                 )
     for row in results.get("gunicorn", {}).get("load_rows", []):
+        # Each worker reads the changed revocation rows every REVOCATION_RELOAD_INTERVAL (a minute)
+        # whatever the traffic: a few queries in a run, not one per request.
         if row["name"].startswith("epochauth"):
+            queries = round(row["queries"] * row["requests"])
             verdict(
-                row["queries"] == 0,
-                f"{row['server']}, {row['name']}: {row['queries']:.2f} SQL queries per request, "
-                "counted in the workers (target 0)",
+                row["queries"] < 0.01,
+                f"{row['server']}, {row['name']}: {queries} SQL queries in {row['requests']} requests, "
+                "counted in the workers (target: none per request, only each worker's periodic read, "
+                "REVOCATION_RELOAD_INTERVAL; < 0.01 per request)",
             )
     for scenario, database in (("endpoints", "SQLite"), ("endpoints-postgresql", "PostgreSQL")):
         if scenario not in results or "rows" not in results[scenario]:

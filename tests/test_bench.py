@@ -133,11 +133,12 @@ def test_gunicorn_workers_count_every_variant(bench_run: dict) -> None:
     for (_, name), row in served.items():
         assert row["requests"] > 0 and row["rps"] > 0 and row["p99_ms"] >= row["p50_ms"] > 0
         assert row["redis"] is not None
-        queries = {"simplejwt JWTAuthentication": 1, "knox TokenAuthentication": 2}.get(name)
-        if name.startswith("epochauth") or name == "no auth":
-            queries = 0
-        if queries is not None:
-            assert row["queries"] == queries, name
+        queries = {"simplejwt JWTAuthentication": 1, "knox TokenAuthentication": 2, "no auth": 0}
+        if name in queries:
+            assert row["queries"] == queries[name], name
+        if name.startswith("epochauth"):
+            # none per request; a worker's periodic read (once a minute) may fall in a timed run
+            assert row["queries"] < 0.01, name
         if name.startswith("epochauth HS256, cold"):
             assert row["memo_hits"] == 0 and facts["cold_tokens"] > 20_000
         elif "memo hit" in name:
