@@ -124,7 +124,9 @@ def gunicorn(sizes: Any, context: dict[str, Any], redis: dict[str, str]) -> dict
         database = {"sqlite_path": str(Path(directory) / "db.sqlite3")}
         if context.get("postgres_url"):
             database = {"postgres_url": context["postgres_url"]}
-        setup = Setup(**database, **(redis if context["gunicorn_redis"] else {}))
+        # Keys of their own: another scenario's user 1 (revoked by the revocation scenario) is not ours.
+        cache = {**redis, "key_prefix": f"{redis['key_prefix']}:gunicorn"}
+        setup = Setup(**database, **(cache if context["gunicorn_redis"] else {}))
         configure(setup)
         from . import under_gunicorn
 
