@@ -35,6 +35,8 @@ def run(name: str, context: dict[str, Any]) -> None:
         from . import scenarios
 
         outcome = scenarios.endpoints(sizes)
+    elif name == "gunicorn":
+        outcome = gunicorn(sizes, context, redis)
     elif name in ("revocation", "revocation-server"):
         outcome = revocation(name, sizes, context, redis)
     else:
@@ -113,3 +115,19 @@ def revocation(
             json.dumps(context),
         ]
         return revocation_latency.measure(sizes.trials, child)
+
+
+def gunicorn(sizes: Any, context: dict[str, Any], redis: dict[str, str]) -> dict[str, Any]:
+    """The servers' database: the scratch PostgreSQL database when there is one, else a SQLite file;
+    Redis as the cache when the run was given one."""
+    with tempfile.TemporaryDirectory(prefix="epochauth-bench-") as directory:
+        database = {"sqlite_path": str(Path(directory) / "db.sqlite3")}
+        if context.get("postgres_url"):
+            database = {"postgres_url": context["postgres_url"]}
+        # Keys of their own: another scenario's user 1 (revoked by the revocation scenario) is not ours.
+        cache = {**redis, "key_prefix": f"{redis['key_prefix']}:gunicorn"}
+        setup = Setup(**database, **(cache if context["gunicorn_redis"] else {}))
+        configure(setup)
+        from . import under_gunicorn
+
+        return under_gunicorn.measure(sizes, setup, Path(directory))

@@ -29,6 +29,8 @@ class Sizes:
     endpoint_rounds: int
     endpoint_requests: int
     trials: int  # per kind of revocation
+    load_rounds: int = 5  # the gunicorn scenario's rounds of wrk runs
+    load_seconds: int = 3  # each wrk run's duration
 
     @property
     def warmup(self) -> int:

@@ -13,6 +13,7 @@ import argparse
 import json
 import os
 import platform
+import shutil
 import subprocess
 import sys
 import time
@@ -44,8 +45,10 @@ SCENARIOS = [
     "endpoints",
     "endpoints-postgresql",
     "revocation",
+    "gunicorn",
 ]
 REDIS_SCENARIOS = {"users-redis", "revocation"}
+DEFAULT_REDIS = "redis://127.0.0.1:6379/15"
 
 PACKAGES = (
     "Django djangorestframework PyJWT cryptography djangorestframework-simplejwt django-oauth-toolkit "
@@ -81,6 +84,12 @@ def parser() -> argparse.ArgumentParser:
         "--endpoint-requests", type=int, default=50, help="logins/refreshes per variant per round"
     )
     p.add_argument(
+        "--load-rounds", type=int, default=5, help="rounds of wrk runs under gunicorn (default 5)"
+    )
+    p.add_argument(
+        "--load-seconds", type=int, default=3, help="seconds of each wrk run (default 3)"
+    )
+    p.add_argument(
         "--quick", action="store_true", help="a smoke run with tiny sizes (seconds, not minutes)"
     )
     p.add_argument(
@@ -91,15 +100,17 @@ def parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--redis-url",
-        default=os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/15"),
-        help="Redis database for the shared cache (env REDIS_URL; keys get a per-run prefix, deleted after)",
+        default=os.environ.get("REDIS_URL"),
+        help=f"Redis database for the shared cache (env REDIS_URL, else {DEFAULT_REDIS}; keys get a "
+        "per-run prefix, deleted after). The gunicorn scenario uses Redis only when one is given",
     )
     p.add_argument(
         "--postgres-url",
         default=os.environ.get("DATABASE_URL", "")
         if os.environ.get("DATABASE_URL", "").startswith("postgres")
         else "",
-        help="PostgreSQL server of the endpoints-postgresql scenario, postgres://user@host:port/db "
+        help="PostgreSQL server of the endpoints-postgresql and gunicorn scenarios, "
+        "postgres://user@host:port/db "
         "(default $DATABASE_URL if it is one; the bench creates a scratch database there and drops it)",
     )
     p.add_argument(
@@ -123,6 +134,8 @@ def sizes(args: argparse.Namespace) -> Sizes:
             endpoint_rounds=2,
             endpoint_requests=5,
             trials=2,
+            load_rounds=1,
+            load_seconds=1,
         )
     return Sizes(
         args.rounds,
@@ -132,6 +145,8 @@ def sizes(args: argparse.Namespace) -> Sizes:
         args.endpoint_rounds,
         args.endpoint_requests,
         args.trials,
+        args.load_rounds,
+        args.load_seconds,
     )
 
 
@@ -195,6 +210,11 @@ def run_scenario(name: str, context: dict[str, Any]) -> dict[str, Any]:
     return outcome
 
 
+def wrk_missing() -> str:
+    """Empty when wrk is on PATH, else why the gunicorn scenario cannot run."""
+    return "" if shutil.which("wrk") else "no wrk on PATH (Debian: apt-get install wrk)"
+
+
 def main(argv: list[str] | None = None) -> None:
     args = parser().parse_args(argv)
     if args.scenario:
@@ -204,29 +224,34 @@ def main(argv: list[str] | None = None) -> None:
         return
     chosen = args.only or SCENARIOS
     prefix = f"epochauth-bench-{uuid.uuid4().hex[:8]}"
+    redis_scenarios = REDIS_SCENARIOS | ({"gunicorn"} if args.redis_url else set())
     context = {
         "sizes": asdict(sizes(args)),
-        "redis_url": args.redis_url,
+        "redis_url": args.redis_url or DEFAULT_REDIS,
         "key_prefix": prefix,
         "idp": not args.no_idp,
+        "gunicorn_redis": bool(args.redis_url),
     }
-    redis_missing = redis_reachable(args.redis_url) if REDIS_SCENARIOS & set(chosen) else ""
+    uses_redis = bool(redis_scenarios & set(chosen))
+    redis_missing = redis_reachable(context["redis_url"]) if uses_redis else ""
     results: dict[str, Any] = {}
     load_before = os.getloadavg()
     try:
         for name in chosen:
-            if name in REDIS_SCENARIOS and redis_missing:
+            if name in redis_scenarios and redis_missing:
                 results[name] = {"skipped": redis_missing}
             elif name == "endpoints-postgresql" and not args.postgres_url:
                 results[name] = {"skipped": "no PostgreSQL: give --postgres-url (or DATABASE_URL)"}
-            elif name == "endpoints-postgresql":
+            elif name == "gunicorn" and wrk_missing():
+                results[name] = {"skipped": wrk_missing()}
+            elif name in ("endpoints-postgresql", "gunicorn") and args.postgres_url:
                 with scratch_database(args.postgres_url, prefix.replace("-", "_")) as url:
                     results[name] = run_scenario(name, {**context, "postgres_url": url})
             else:
                 results[name] = run_scenario(name, context)
     finally:
-        if not redis_missing and REDIS_SCENARIOS & set(chosen):
-            delete_keys(args.redis_url, prefix)
+        if uses_redis and not redis_missing:
+            delete_keys(context["redis_url"], prefix)
     header = (
         f"{date.today()} · Python {platform.python_version()} · {platform.machine()}, "
         f"{os.cpu_count()} CPUs · "

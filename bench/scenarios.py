@@ -164,8 +164,18 @@ def setup_user() -> Any:
     return get_user_model().objects.create_user("alice", password=fixtures.PASSWORD)
 
 
-def peers(server: Server, user: Any, app: Any) -> list[Variant]:
-    """simplejwt (both classes), DOT's opaque tokens, knox: each with the token its own code issues."""
+#: The peers' views: ``(row name, path)``, the token each needs from :func:`peer_tokens`.
+PEERS = [
+    ("simplejwt JWTAuthentication", "/api/simplejwt/"),
+    ("simplejwt JWTStatelessUserAuthentication", "/api/simplejwt-stateless/"),
+    ("django-oauth-toolkit OAuth2Authentication (opaque token)", "/api/dot/"),
+    ("knox TokenAuthentication", "/api/knox/"),
+]
+
+
+def peer_tokens(user: Any, app: Any) -> dict[str, str]:
+    """The Authorization header of each peer's path, with the token its own code issues: simplejwt's
+    ``AccessToken.for_user``, an opaque DOT ``AccessToken`` row of ``app``, a knox ``AuthToken``."""
     from knox.models import AuthToken
     from oauth2_provider.models import AccessToken as DotAccessToken
     from rest_framework_simplejwt.tokens import AccessToken as SimpleAccessToken
@@ -180,18 +190,18 @@ def peers(server: Server, user: Any, app: Any) -> list[Variant]:
         expires=timezone.now() + timedelta(days=1),
     )
     _, knox = AuthToken.objects.create(user)
-    return [
-        Variant("simplejwt JWTAuthentication", server.get("/api/simplejwt/", simplejwt)),
-        Variant(
-            "simplejwt JWTStatelessUserAuthentication",
-            server.get("/api/simplejwt-stateless/", simplejwt),
-        ),
-        Variant(
-            "django-oauth-toolkit OAuth2Authentication (opaque token)",
-            server.get("/api/dot/", bearer(opaque)),
-        ),
-        Variant("knox TokenAuthentication", server.get("/api/knox/", f"Token {knox}")),
-    ]
+    return {
+        "/api/simplejwt/": simplejwt,
+        "/api/simplejwt-stateless/": simplejwt,
+        "/api/dot/": bearer(opaque),
+        "/api/knox/": f"Token {knox}",
+    }
+
+
+def peers(server: Server, user: Any, app: Any) -> list[Variant]:
+    """simplejwt (both classes), DOT's opaque tokens, knox: each with the token its own code issues."""
+    tokens = peer_tokens(user, app)
+    return [Variant(name, server.get(path, tokens[path])) for name, path in PEERS]
 
 
 def dot_application(user: Any) -> Any:

@@ -52,6 +52,7 @@ def test_every_scenario_reports(bench_run: dict) -> None:
         "endpoints",
         "endpoints-postgresql",
         "revocation",
+        "gunicorn",
     }
     for name, outcome in results.items():
         # PostgreSQL beside SQLite when the suite runs on it (DATABASE_URL, CI's second leg)
@@ -118,6 +119,35 @@ def test_denylist_and_revocation_facts(bench_run: dict) -> None:
     for scenario in ("endpoints", "endpoints-postgresql") if POSTGRES else ("endpoints",):
         endpoints = rows(results, scenario)
         assert all(row["queries"] >= 1 for name, row in endpoints.items() if name != "no auth")
+
+
+def test_gunicorn_workers_count_every_variant(bench_run: dict) -> None:
+    """Both servers (with and without --preload) answered every variant, and what the workers counted
+    came back: each peer's own queries, none for epochauth, memo hits only on the memo-hit row."""
+    outcome = bench_run["results"]["gunicorn"]
+    facts = outcome["facts"]
+    assert facts["database"] == ("PostgreSQL" if POSTGRES else "one SQLite file (WAL)")
+    assert facts["cache"] == "RedisCache"  # the run was given --redis-url
+    served = {(row["server"], row["name"]): row for row in outcome["load_rows"]}
+    assert {server for server, _ in served} == {"gunicorn", "gunicorn --preload"}
+    for (_, name), row in served.items():
+        assert row["requests"] > 0 and row["rps"] > 0 and row["p99_ms"] >= row["p50_ms"] > 0
+        assert row["redis"] is not None
+        queries = {"simplejwt JWTAuthentication": 1, "knox TokenAuthentication": 2, "no auth": 0}
+        if name in queries:
+            assert row["queries"] == queries[name], name
+        if name.startswith("epochauth"):
+            # none per request; a worker's periodic read (once a minute) may fall in a timed run
+            assert row["queries"] < 0.01, name
+        if name.startswith("epochauth HS256, cold"):
+            assert row["memo_hits"] == 0 and facts["cold_tokens"] > 20_000
+        elif "memo hit" in name:
+            assert (
+                row["memo_hits"] > 0.9
+            )  # a worker's first sight of the token may fall in a timed run
+        else:
+            assert row["memo_hits"] == 0, name
+    assert "| gunicorn --preload | knox TokenAuthentication |" in bench_run["report"]
 
 
 def test_distinct_rows_never_hit_the_memo(bench_run: dict) -> None:
