@@ -203,6 +203,27 @@ class Session(models.Model):
         return self.revoked_at is None and self.expires_at > timezone.now()
 
 
+class StatusListSlot(models.Model):
+    """A session's place in our Token Status Lists (epochauth.statuslist): its key, allocated by the
+    database on insert, is the index of the session's bit. Its own table because a session's key is a
+    UUID and only an auto key is numbered by the database on every backend, in the insert itself."""
+
+    id = models.BigAutoField(_("index"), primary_key=True)
+    session = models.OneToOneField(
+        Session,
+        on_delete=models.CASCADE,
+        related_name="status_slot",
+        verbose_name=_("session"),
+    )
+
+    class Meta:
+        verbose_name = _("status list slot")
+        verbose_name_plural = _("status list slots")
+
+    def __str__(self) -> str:
+        return str(self.pk)
+
+
 class AuditEvent(models.Model):
     """Security-relevant things that happened: logins, revocations, bumps. Never holds a token."""
 

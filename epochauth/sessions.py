@@ -21,7 +21,17 @@ from django.utils.crypto import constant_time_compare
 from django.utils.functional import Promise
 from django.utils.translation import gettext_lazy as _
 
-from . import conf, exceptions, inserts, models, resources, revocation, signals, tokens
+from . import (
+    conf,
+    exceptions,
+    inserts,
+    models,
+    resources,
+    revocation,
+    signals,
+    statuslist,
+    tokens,
+)
 
 
 def _hash(secret: str) -> str:
@@ -65,6 +75,9 @@ def start_session(
         browser_login=browser_login,
     )
     rows: list[Model] = [session]
+    if statuslist.options() is not None:
+        # Its key, numbered by the database in the same insert, is the session's index.
+        rows.append(models.StatusListSlot(session=session))
     if login is not None:
         # The session's key is its own (a UUID): the event names it before either row is written.
         detail = {"session": str(session.pk), **login}
@@ -172,7 +185,7 @@ def rotate(refresh_token: str, resource: Iterable[str] = ()) -> tuple[models.Ses
         raise _invalid(_("The refresh token is invalid"))
     with transaction.atomic():
         found = models.Session.objects.select_for_update(of=("self",)).select_related(
-            "user", "group"
+            "user", "group", "status_slot"
         )
         session = found.filter(family=family).first()
         if session is None:
