@@ -117,7 +117,10 @@ def reference(session: models.Session) -> dict[str, Any]:
     """The ``status`` claim of the session's access tokens; empty when the session has no index
     (started while ``STATUS_LIST`` was off) or the lists are off."""
     found = options()
-    slot = getattr(session, "status_slot", None) if found is not None else None
+    if found is None:
+        return {}
+    # A session without a slot raises RelatedObjectDoesNotExist, an AttributeError.
+    slot = getattr(session, "status_slot", None)
     if slot is None:
         return {}
     number, idx = divmod(slot.pk, found.size)
@@ -331,5 +334,3 @@ def check_external(claims: dict[str, Any], config: issuer_config.IssuerConfig) -
         raise exceptions.InvalidToken(_("The access token's status is invalid")) from None
     if value != VALID:
         raise exceptions.InvalidToken(_("The access token was revoked"))
-
-

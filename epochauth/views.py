@@ -314,7 +314,9 @@ class BearerView(EpochAuthView):
     def session(self, request: Request) -> models.Session:
         sid = self.token(request).session_id
         session = (
-            models.Session.objects.select_related("user", "group", "status_slot").filter(pk=sid).first()
+            models.Session.objects.select_related("user", "group", "status_slot")
+            .filter(pk=sid)
+            .first()
             if sid
             else None
         )
@@ -498,7 +500,9 @@ class StatusListRenderer(BaseRenderer):
     format = "statuslist-jwt"
     charset = None
 
-    def render(self, data: Any, accepted_media_type: Any = None, renderer_context: Any = None) -> bytes:
+    def render(
+        self, data: Any, accepted_media_type: Any = None, renderer_context: Any = None
+    ) -> bytes:
         return data.encode() if isinstance(data, str) else b""
 
 

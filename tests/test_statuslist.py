@@ -151,6 +151,13 @@ def test_a_list_no_session_reaches_is_not_found(lists: None, client: Client) -> 
     assert client.get("/auth/statuslists/1").status_code == 404
 
 
+def test_only_a_status_list_token_is_served(lists: None, client: Client) -> None:
+    make_user("alice")
+    login(client, "alice")
+    assert client.get("/auth/statuslists/0", HTTP_ACCEPT="application/json").status_code == 406
+    assert client.get("/auth/statuslists/0", HTTP_ACCEPT="*/*").status_code == 200
+
+
 def test_a_served_list_is_reused_for_its_ttl(lists: None, client: Client) -> None:
     make_user("alice")
     access = login(client, "alice")["access_token"]
@@ -189,7 +196,9 @@ def _admin_end(client: Client, access: str, user: Any) -> None:
     admin = get_user_model().objects.create_superuser("root", password="pw")
     browser = Client()
     browser.force_login(admin)
-    session = Session.objects.get(pk=jwt.decode(access, options={"verify_signature": False})["sid"])
+    session = Session.objects.get(
+        pk=jwt.decode(access, options={"verify_signature": False})["sid"]
+    )
     response = browser.post(reverse("admin:epochauth_session_end", args=[session.pk]))
     assert response.status_code == 302
 
