@@ -136,10 +136,11 @@ def _valid_indices(low: int, high: int) -> list[int]:
 
     now = timezone.now()
     epochs = models.Epoch.objects.filter(not_before__gt=OuterRef("session__created_at"))
-    member = get_user_model().groups.through.objects.filter(
+    groups = get_user_model().groups
+    member = groups.through.objects.filter(
         **{
-            get_user_model().groups.field.m2m_field_name(): OuterRef("session__user_id"),
-            get_user_model().groups.field.m2m_reverse_field_name(): OuterRef("session__group_id"),
+            groups.field.m2m_field_name(): OuterRef("session__user_id"),
+            groups.field.m2m_reverse_field_name(): OuterRef("session__group_id"),
         }
     )
     group_id = Cast(OuterRef("session__group_id"), CharField())

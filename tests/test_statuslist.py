@@ -13,6 +13,7 @@ import jwt
 import pytest
 import token_status_list
 from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Group
 from django.core.cache import cache
 from django.db import connection
 from django.test import Client
@@ -65,9 +66,10 @@ def list_claims(client: Client, uri: str) -> tuple[dict[str, Any], dict[str, Any
     return header, claims
 
 
-def bit(client: Client, access_token: str) -> int:
-    """The status our freshly served list gives the token (the served copy is dropped first)."""
-    cache.clear()
+def bit(client: Client, access_token: str, fresh: bool = True) -> int:
+    """The status our served list gives the token; ``fresh``: the list served before is dropped."""
+    if fresh:
+        cache.clear()
     found = reference(access_token)
     _header, claims = list_claims(client, found["uri"])
     listed = claims["status_list"]
@@ -167,8 +169,8 @@ def test_a_served_list_is_reused_for_its_ttl(lists: None, client: Client) -> Non
     with CaptureQueriesContext(connection) as queries:
         again = client.get(path).content
     assert again == first and len(queries) == 0
-    cache.clear()
-    assert client.get(path).content != first
+    assert bit(client, access, fresh=False) == statuslist.VALID
+    assert bit(client, access) == statuslist.INVALID
 
 
 # -- every revocation path sets the bits of the sessions it ends ----------------------------------
@@ -242,19 +244,19 @@ def test_every_revocation_path_sets_the_bit(lists: None, client: Client, path: s
         assert bit(client, other) == statuslist.VALID, bystander
 
 
-def test_a_group_bump_sets_the_bits_of_sessions_in_that_group(
+def test_a_group_bump_or_leaving_the_group_sets_the_bits_of_its_sessions(
     lists: None, client: Client, settings: Any
 ) -> None:
     settings.EPOCHAUTH = {**settings.EPOCHAUTH, "SCOPES": {"g:physics": "", "g:chem": ""}}
-    make_user("alice", groups=["physics", "chem"])
+    user = make_user("alice", groups=["physics", "chem"])
     physics = login(client, "alice", scope="g:physics")["access_token"]
     chem = login(client, "alice", scope="g:chem")["access_token"]
     time.sleep(0.001)
-    from django.contrib.auth.models import Group
-
     bump_epoch(Epoch.Kind.GROUP, str(Group.objects.get(name="physics").pk), reason="test")
     assert bit(client, physics) == statuslist.INVALID
     assert bit(client, chem) == statuslist.VALID
+    user.groups.remove(Group.objects.get(name="chem"))  # leaving the session's group ends it too
+    assert bit(client, chem) == statuslist.INVALID
 
 
 # -- external issuers' lists ------------------------------------------------------------------------
