@@ -270,8 +270,8 @@ DESCRIPTIONS: dict[str, str] = {
         "External issuers configured in code, next to the `Issuer` rows of the admin: a list of dicts with "
         '`"issuer"` and optionally `"audiences"`, `"profile"`, `"accept_any_audience"`, `"required_scopes"`, '
         '`"algorithms"`, `"auto_provision"`, `"default_groups"`, `"group_claims"`, `"group_map"`, '
-        '`"group_prefix"`, `"mirror_groups"`, '
-        '`"username_claim"`, `"enabled"`, and for browser login `"slug"`, `"display_name"`, `"client_id"`, '
+        '`"group_prefix"`, `"mirror_groups"`, `"username_claim"`, `"status_list"` (Token Status '
+        'Lists), `"enabled"`, and for browser login `"slug"`, `"display_name"`, `"client_id"`, '
         '`"client_secret_env"`, and for the Token Manager `"group_scopes"` (local group to the '
         "upstream scope)."
     ),

@@ -337,6 +337,19 @@ class Issuer(models.Model):
     username_claim = models.CharField(
         _("username claim"), max_length=64, default="preferred_username"
     )
+    status_list = models.CharField(
+        _("token status lists"),
+        max_length=8,
+        blank=True,
+        choices=[
+            ("", _("ignored")),
+            ("closed", _("honoured; refuse when the list cannot be had")),
+            ("open", _("honoured; accept when the list cannot be had")),
+        ],
+        help_text=_(
+            "What the status claim of the issuer's tokens does (draft-ietf-oauth-status-list)."
+        ),
+    )
     slug = models.SlugField(_("login slug"), max_length=64, blank=True)
     display_name = models.CharField(_("display name"), max_length=100, blank=True)
     client_id = models.CharField(_("client id"), max_length=255, blank=True)
@@ -430,6 +443,7 @@ class Issuer(models.Model):
             group_scopes=tuple(sorted(self.group_scopes.items())),
             mirror_groups=self.mirror_groups,
             username_claim=self.username_claim,
+            status_list=self.status_list or None,
             slug=self.slug,
             display_name=self.display_name,
             client_id=self.client_id,

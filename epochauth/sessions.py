@@ -21,17 +21,7 @@ from django.utils.crypto import constant_time_compare
 from django.utils.functional import Promise
 from django.utils.translation import gettext_lazy as _
 
-from . import (
-    conf,
-    exceptions,
-    inserts,
-    models,
-    resources,
-    revocation,
-    signals,
-    statuslist,
-    tokens,
-)
+from . import conf, exceptions, inserts, models, resources, revocation, signals, tokens
 
 
 def _hash(secret: str) -> str:
@@ -75,8 +65,9 @@ def start_session(
         browser_login=browser_login,
     )
     rows: list[Model] = [session]
-    if statuslist.options() is not None:
-        # Its key, numbered by the database in the same insert, is the session's index.
+    if conf.epochauth_settings.STATUS_LIST:
+        # Its key, numbered by the database in the same insert, is the session's index in our
+        # Token Status Lists (epochauth.statuslist).
         rows.append(models.StatusListSlot(session=session))
     if login is not None:
         # The session's key is its own (a UUID): the event names it before either row is written.

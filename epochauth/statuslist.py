@@ -36,7 +36,7 @@ from django.urls import reverse
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
-from . import conf, exceptions, fetching, issuer_config, keys, models
+from . import conf, exceptions, fetching, issuer_config, jwks, keys, models, sessions, verification
 
 #: The ``typ`` of a Status List Token and the media type it is served as (draft section 5.1, 8.1).
 TOKEN_TYPE = "statuslist+jwt"
@@ -114,8 +114,8 @@ def list_uri(number: int) -> str:
 
 
 def reference(session: models.Session) -> dict[str, Any]:
-    """The ``status`` claim of the session's access tokens; empty when the session has no index
-    (started while ``STATUS_LIST`` was off) or the lists are off."""
+    """The ``status`` claim of the session's access tokens, for their ``extra_claims``; empty when
+    the session has no index (started while ``STATUS_LIST`` was off) or the lists are off."""
     found = options()
     if found is None:
         return {}
@@ -131,9 +131,6 @@ def _valid_indices(low: int, high: int) -> list[int]:
     """The indices in ``[low, high)`` of sessions that may still hold live tokens: not ended, not
     expired for longer than an access token lives, of an active user who has the session's group,
     and no global or group bump since the session began (a user's bump ends its sessions)."""
-    # Lazy: sessions mints tokens, whose minting reads this module.
-    from .sessions import access_token_margin
-
     now = timezone.now()
     epochs = models.Epoch.objects.filter(not_before__gt=OuterRef("session__created_at"))
     groups = get_user_model().groups
@@ -149,7 +146,7 @@ def _valid_indices(low: int, high: int) -> list[int]:
             pk__gte=low,
             pk__lt=high,
             session__revoked_at__isnull=True,
-            session__expires_at__gt=now - access_token_margin(),
+            session__expires_at__gt=now - sessions.access_token_margin(),
             session__user__is_active=True,
         )
         .exclude(Exists(epochs.filter(kind=models.Epoch.Kind.GLOBAL)))
@@ -274,9 +271,6 @@ conf.process_cache(external_lists.clear)
 
 def _fetched(uri: str, config: issuer_config.IssuerConfig) -> _Held:
     """Fetch and verify the Status List Token at ``uri`` (draft section 8.3), as the issuer signed it."""
-    # Lazy: both read tokens, whose minting reads this module.
-    from . import jwks, verification
-
     try:
         body, _max_age = fetching.fetch(uri, {"Accept": MEDIA_TYPE})
         jws = verification.parse(body.decode("ascii").strip())

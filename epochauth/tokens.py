@@ -17,7 +17,7 @@ from django.db import connections, router
 from django.db.models import Field, ManyToManyField, Model
 from django.db.models.expressions import Col
 
-from . import conf, keys, models, profiles, signals, snapshots, statuslist
+from . import conf, keys, models, profiles, signals, snapshots
 from .claims import custom_claims
 from .scopes import group_scope, issued_scopes, split_scope
 
@@ -392,8 +392,6 @@ def mint_access_token(
         claims[CLAIM_GROUP_ID] = str(group.pk)
     if session_id:
         claims[CLAIM_SESSION] = session_id
-    if session is not None:
-        claims.update(statuslist.reference(session))
     claims = profile_claims(claims)
     claims.update(custom_claims(user, session=session, scope=scope, group=group, request=request))
     claims.update(extra_claims or {})

@@ -147,6 +147,7 @@ def _session_response(
         session=session,
         request=request,
         aud=aud or resources.audience(session.resources),
+        extra_claims=statuslist.reference(session),
     )
     return _token_response(session, refresh_token, access, standing)
 
@@ -263,6 +264,7 @@ class TokenView(EpochAuthView):
             session=session,
             request=request,
             aud=aud,
+            extra_claims=statuslist.reference(session),
         )
         return _token_response(session, refresh_token, access, found)
 

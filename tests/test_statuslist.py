@@ -15,13 +15,14 @@ import token_status_list
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
 from django.core.cache import cache
+from django.core.management import call_command
 from django.db import connection
 from django.test import Client
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
 from epochauth import statuslist
-from epochauth.models import Epoch, Session
+from epochauth.models import Epoch, Issuer, Session
 from epochauth.revocation import bump_epoch
 from tests.helpers import login, make_user, rsa_pem
 from tests.loopback_issuer import AUDIENCE, CraftedIssuer, compact
@@ -390,3 +391,17 @@ def test_a_malformed_status_is_refused(
     allow(settings, crafted, statuslist.OPEN)
     for status in ({"status_list": {"idx": "3", "uri": "x"}}, {"status_list": []}, "x"):
         assert call(client, crafted.token(status=status)) == 401
+
+
+def test_an_issuer_row_has_the_option_too(
+    settings: Any, client: Client, crafted: CraftedIssuer, django_capture_on_commit_callbacks: Any
+) -> None:
+    settings.EPOCHAUTH = {**settings.EPOCHAUTH, "ALLOW_LOOPBACK_HTTP_ISSUERS": True}
+    with django_capture_on_commit_callbacks(execute=True):
+        call_command("epochauth_issuer", "add", crafted.issuer, "--audience", AUDIENCE)
+    serve_list(crafted, revoked={3})
+    assert call(client, with_status(crafted, 3)) == 200
+    with django_capture_on_commit_callbacks(execute=True):
+        call_command("epochauth_issuer", "add", crafted.issuer, "--status-list", "closed")
+    assert Issuer.objects.get().config().status_list == statuslist.CLOSED
+    assert call(client, with_status(crafted, 3)) == 401
