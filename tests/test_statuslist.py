@@ -131,6 +131,14 @@ def test_a_sessions_tokens_share_its_index(lists: None, client: Client) -> None:
     assert reference(login(client, "alice")["access_token"])["idx"] != found["idx"]
 
 
+def test_a_browser_logins_tokens_reference_its_session(lists: None, client: Client) -> None:
+    client.force_login(make_user("alice"))
+    response = client.post("/oidc/tokens/")
+    found = reference(response.context["access_token"])
+    assert bit(client, response.context["access_token"]) == statuslist.VALID
+    assert found["uri"] == f"{ISSUER}/auth/statuslists/0"
+
+
 def test_the_status_list_token(lists: None, client: Client) -> None:
     make_user("alice")
     access = login(client, "alice")["access_token"]
