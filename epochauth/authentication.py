@@ -1,4 +1,5 @@
-"""DRF authentication: ``Authorization: Bearer <JWT>`` verified without a database query."""
+"""DRF authentication: ``Authorization: Bearer <JWT>`` verified without a database query, and
+``Authorization: DPoP <JWT>`` with its ``DPoP`` proof (RFC 9449, :mod:`epochauth.dpop`)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from typing import Any
 
 from django.contrib.auth import get_user_model
 from django.core.exceptions import ValidationError
+from django.utils.crypto import constant_time_compare
 from django.utils.translation import gettext_lazy as _
 from rest_framework import authentication, exceptions
 from rest_framework.authentication import BaseAuthentication
@@ -14,6 +16,7 @@ from rest_framework.request import Request
 
 from . import (
     conf,
+    dpop,
     issuers,
     jwks,
     migrating,
@@ -27,7 +30,14 @@ from . import (
     users,
     verification,
 )
-from .exceptions import REALM, InsufficientScope, InvalidToken, ServiceUnavailable
+from .exceptions import (
+    REALM,
+    InsufficientScope,
+    InvalidProof,
+    InvalidToken,
+    ProofRequired,
+    ServiceUnavailable,
+)
 
 ERROR_ATTRIBUTE = "_epochauth_error"
 
@@ -56,7 +66,9 @@ def _local_token(claims: dict[str, Any]) -> tokens.AccessToken:
         pk = users.primary_key().to_python(user_id)
     except ValidationError:
         raise InvalidToken(_("The access token's subject is invalid")) from None
-    return tokens.AccessToken(claims, groups, pk, claims.get(tokens.CLAIM_USERNAME, ""))
+    return tokens.AccessToken(
+        claims, groups, pk, claims.get(tokens.CLAIM_USERNAME, ""), dpop.confirmation(claims)
+    )
 
 
 def _external_token(claims: dict[str, Any]) -> tokens.AccessToken:
@@ -75,7 +87,9 @@ def _external_token(claims: dict[str, Any]) -> tokens.AccessToken:
         claims, str(principal.user_id), models.identity_digest(claims["iss"], claims["sub"])
     )
     groups = provisioning.groups_of(config, claims, principal)
-    return tokens.AccessToken(claims, groups, principal.user_id, principal.username)
+    return tokens.AccessToken(
+        claims, groups, principal.user_id, principal.username, dpop.confirmation(claims)
+    )
 
 
 def validate_token(token: str) -> tokens.AccessToken:
@@ -133,8 +147,12 @@ def token_user(access: tokens.AccessToken) -> Any:
 
 
 def authenticate_token(token: str) -> tuple[Any, tokens.AccessToken]:
-    """Verify a bearer token and return ``(user, AccessToken)``; raises :class:`InvalidToken`."""
+    """Verify a bearer token and return ``(user, AccessToken)``; raises :class:`InvalidToken`, and
+    :class:`ProofRequired` for a token bound to a DPoP key, which no caller without its proof may use
+    (RFC 9449 section 7.2: the OAuth server's userinfo, registration and token exchange)."""
     access = validate_token(token)
+    if access.dpop_jkt is not None:
+        raise ProofRequired()
     return token_user(access), access
 
 
@@ -157,18 +175,24 @@ def _is_local(claims: dict[str, Any]) -> bool:
 
 
 class BearerAuthentication(BaseAuthentication):
-    """RFC 6750 bearer tokens: optional unless the view's permissions require a user.
+    """RFC 6750 bearer tokens and RFC 9449 DPoP-bound tokens: optional unless the view's permissions
+    require a user.
 
-    A bad token is a 401 whose ``WWW-Authenticate`` says why; when revocation state cannot be read
-    at all, the request fails closed with 503.
+    A token bound to a key (``cnf.jkt``) passes only as ``Authorization: DPoP`` with one ``DPoP``
+    proof of that key for this request (:func:`~epochauth.dpop.verify_proof`); as ``Bearer`` it is
+    refused (section 7.2), and so is every token with ``DPOP_REQUIRED``. A token without ``cnf.jkt``
+    sent as ``DPoP`` is refused too: section 7.1 leaves it to the resource server, and a client that
+    holds a key was meant to get a bound token. A bad token is a 401 whose ``WWW-Authenticate`` says
+    why; when revocation state (or the proofs' replay cache) cannot be read, the request fails closed
+    with 503.
     """
 
     keyword = "Bearer"
     realm = REALM
 
     def authenticate(self, request: Request) -> tuple[Any, tokens.AccessToken] | None:
-        """The four steps below; override a step, not this. ``None`` when the request has no bearer
-        token (the next authentication class may try), a 401 or 503 when it has a bad one."""
+        """The steps below; override a step, not this. ``None`` when the request has no token (the
+        next authentication class may try), a 401 or 503 when it has a bad one."""
         header = self.get_header(request)
         if header is None:
             return None
@@ -177,12 +201,15 @@ class BearerAuthentication(BaseAuthentication):
             return None
         try:
             validated_token = self.get_validated_token(raw_token)
+            # The first character first: a bearer request pays one string index for DPoP.
+            if header[0] in "Dd" and header[:5].lower() == "dpop ":
+                self.check_proof(request, raw_token, validated_token)
+            elif validated_token.dpop_jkt is not None or conf.epochauth_settings.DPOP_REQUIRED:
+                raise ProofRequired()
             return self.get_user(validated_token), validated_token
         except InvalidToken as exc:
-            setattr(request._request, ERROR_ATTRIBUTE, exc.header_description)
-            raise exceptions.AuthenticationFailed(
-                str(exc.description), code="invalid_token"
-            ) from None
+            setattr(request._request, ERROR_ATTRIBUTE, exc)
+            raise exceptions.AuthenticationFailed(str(exc.description), code=exc.error) from None
         except (snapshots.StateUnavailable, jwks.IssuerUnavailable):
             raise ServiceUnavailable() from None
 
@@ -191,10 +218,16 @@ class BearerAuthentication(BaseAuthentication):
         return request.META.get("HTTP_AUTHORIZATION")
 
     def get_raw_token(self, header: str) -> str | None:
-        """The token in ``header`` when its scheme is :attr:`keyword` (case-insensitive), or one the
-        system the site is moving from used (:func:`~epochauth.migrating.accepts_scheme`), else None."""
+        """The token in ``header`` when its scheme is :attr:`keyword` or ``DPoP`` (case-insensitive),
+        or one the system the site is moving from used (:func:`~epochauth.migrating.accepts_scheme`),
+        else None."""
         scheme, _, token = header.partition(" ")
-        if scheme.lower() != self.keyword.lower() and not migrating.accepts_scheme(scheme):
+        folded = scheme.lower()
+        if (
+            folded != self.keyword.lower()
+            and folded != "dpop"
+            and not migrating.accepts_scheme(scheme)
+        ):
             return None
         return token.strip()
 
@@ -206,16 +239,47 @@ class BearerAuthentication(BaseAuthentication):
         """
         return validate_token(raw_token)
 
+    def check_proof(
+        self, request: Request, raw_token: str, validated_token: tokens.AccessToken
+    ) -> dpop.Proof:
+        """The request's one ``DPoP`` proof, of the key ``validated_token`` is bound to, for this
+        method and URL (``build_absolute_uri``: behind a proxy, set ``SECURE_PROXY_SSL_HEADER`` and
+        ``USE_X_FORWARDED_HOST`` as the proxy needs)."""
+        if validated_token.dpop_jkt is None:
+            raise InvalidToken(_("The access token is not bound to a DPoP key"))
+        proof = request.META.get(dpop.PROOF_HEADER)
+        # Several DPoP headers reach a WSGI application joined by commas, which no JWS contains.
+        if proof is None or "," in proof:
+            raise InvalidProof(_("The request must carry exactly one DPoP proof"))
+        verified = dpop.verify_proof(
+            proof.strip(),
+            method=request.method or "",
+            url=request.build_absolute_uri(),
+            access_token=raw_token,
+        )
+        if not constant_time_compare(verified.jkt, validated_token.dpop_jkt):
+            raise InvalidProof(_("The DPoP proof is not of the key the access token is bound to"))
+        return verified
+
     def get_user(self, validated_token: tokens.AccessToken) -> Any:
         """``request.user`` for a validated token (:func:`token_user`); override to load it otherwise.
         Raise :class:`~epochauth.exceptions.InvalidToken` to refuse the request."""
         return token_user(validated_token)
 
     def authenticate_header(self, request: Request) -> str:
-        error = getattr(request._request, ERROR_ATTRIBUTE, None)
-        if error:
-            return f'{self.keyword} realm="{self.realm}", error="invalid_token", error_description="{error}"'
-        return f'{self.keyword} realm="{self.realm}"'
+        """The challenge of a 401: the error of the scheme the request used, else both schemes
+        (RFC 9449 section 7.1; DRF sends the first authentication class's challenge only)."""
+        error: InvalidToken | None = getattr(request._request, ERROR_ATTRIBUTE, None)
+        bearer = f'{self.keyword} realm="{self.realm}"'
+        algorithms = " ".join(conf.epochauth_settings.DPOP_ALGORITHMS)
+        offer = f'{dpop.SCHEME} realm="{self.realm}", algs="{algorithms}"'
+        if error is None:
+            return f"{bearer}, {offer}"
+        detail = f'error="{error.error}", error_description="{error.header_description}"'
+        used_dpop = request.META.get("HTTP_AUTHORIZATION", "")[:5].lower() == "dpop "
+        if used_dpop or isinstance(error, ProofRequired):
+            return f"{offer}, {detail}"
+        return f"{bearer}, {detail}"
 
 
 class SessionAuthentication(authentication.SessionAuthentication):

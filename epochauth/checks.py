@@ -180,6 +180,7 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckM
                 id="epochauth.E024",
             )
         )
+    errors.extend(_dpop_messages())
     errors.extend(_push_messages())
     if not settings.CACHES.get(conf.epochauth_settings.CACHE_ALIAS, {}).get("BACKEND"):
         errors.append(
@@ -191,6 +192,41 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckM
                 "ACCESS_TOKEN_LIFETIME is longer than REVOCATION_WINDOW.",
                 hint="Tokens older than the window read their epochs from the shared cache on each request.",
                 id="epochauth.W005",
+            )
+        )
+    return errors
+
+
+def _dpop_messages() -> list[checks.CheckMessage]:
+    errors: list[checks.CheckMessage] = []
+    algorithms = conf.epochauth_settings.DPOP_ALGORITHMS
+    if (
+        not isinstance(algorithms, list | tuple)
+        or not algorithms
+        or not all(name in keys.ASYMMETRIC_ALGORITHMS for name in algorithms)
+        or conf.epochauth_settings.DPOP_PROOF_LIFETIME == timedelta(0)  # a negative one is E003
+    ):
+        errors.append(
+            checks.Error(
+                'EPOCHAUTH["DPOP_ALGORITHMS"] must list asymmetric algorithms and '
+                '"DPOP_PROOF_LIFETIME" be more than zero.',
+                hint="ES256, ES384, ES512, RS256, RS384, RS512, PS256, PS384, PS512, EdDSA, Ed25519; "
+                "never none nor HMAC. The default lifetime is 60 seconds.",
+                id="epochauth.E025",
+            )
+        )
+    nonce = conf.epochauth_settings.DPOP_NONCE
+    if nonce is not None and (
+        not isinstance(nonce, timedelta)
+        or nonce <= timedelta(0)
+        or "epochauth.dpop.NonceMiddleware" not in settings.MIDDLEWARE
+    ):
+        errors.append(
+            checks.Error(
+                'EPOCHAUTH["DPOP_NONCE"] must be None or a positive timedelta, with '
+                '"epochauth.dpop.NonceMiddleware" in MIDDLEWARE.',
+                hint="The middleware hands clients the nonce (DPoP-Nonce) their proofs must carry.",
+                id="epochauth.E026",
             )
         )
     return errors
@@ -233,7 +269,7 @@ def _status_list_messages(value: Any) -> list[checks.CheckMessage]:
             checks.Error(
                 'EPOCHAUTH["STATUS_LIST"] must be None, True or a dict of "size" (a positive '
                 'multiple of 8) and "ttl" (a timedelta of a second or more).',
-                id="epochauth.E026",
+                id="epochauth.E027",
             )
         ]
     if not str(conf.epochauth_settings.ISSUER or "").startswith(("https://", "http://")):
@@ -241,7 +277,7 @@ def _status_list_messages(value: Any) -> list[checks.CheckMessage]:
             checks.Error(
                 'EPOCHAUTH["STATUS_LIST"] needs an http(s) URL as EPOCHAUTH["ISSUER"]: the lists are '
                 "served under it.",
-                id="epochauth.E026",
+                id="epochauth.E027",
             )
         ]
     return []
@@ -350,7 +386,7 @@ def check_issuers(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMe
         if entry.get("status_list") not in (None, statuslist.CLOSED, statuslist.OPEN):
             errors.append(
                 checks.Error(
-                    f'{iss}: status_list must be "closed", "open" or None.', id="epochauth.E027"
+                    f'{iss}: status_list must be "closed", "open" or None.', id="epochauth.E028"
                 )
             )
         unknown = sorted(set(entry) - known)

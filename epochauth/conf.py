@@ -34,6 +34,10 @@ DEFAULTS: dict[str, Any] = {
     "REFRESH_TOKEN_GRACE_PERIOD": timedelta(0),
     "LEEWAY": timedelta(seconds=30),
     "MAX_TOKEN_BYTES": 8192,
+    "DPOP_ALGORITHMS": ("ES256", "EdDSA", "Ed25519", "RS256", "PS256"),
+    "DPOP_PROOF_LIFETIME": timedelta(seconds=60),
+    "DPOP_NONCE": None,
+    "DPOP_REQUIRED": False,
     "SCOPES": {},
     "SERVICE_SCOPES": {},
     "TOKEN_PROFILE": None,
@@ -146,7 +150,28 @@ DESCRIPTIONS: dict[str, str] = {
         "`epochauth.oauth.E003`). `0` = none."
     ),
     "LEEWAY": "Clock skew allowed on `exp`, `nbf`, `iat`.",
-    "MAX_TOKEN_BYTES": "Longer bearer tokens are refused before any parsing.",
+    "MAX_TOKEN_BYTES": "Longer bearer tokens (and DPoP proofs) are refused before any parsing.",
+    "DPOP_ALGORITHMS": (
+        "The algorithms a DPoP proof (RFC 9449) may be signed with, offered in the `DPoP` challenge's "
+        "`algs`: asymmetric ones only (`ES256/384/512`, `RS256/384/512`, `PS256/384/512`, `EdDSA`, "
+        "`Ed25519`; never `none` nor HMAC, check `epochauth.E025`)."
+    ),
+    "DPOP_PROOF_LIFETIME": (
+        "How old a DPoP proof's `iat` may be (one `LEEWAY` ahead is accepted too); its `jti` is "
+        "remembered in the shared cache (`CACHE_ALIAS`) as long, so a proof is used once across every "
+        "process (`503` when the cache is down). More than zero (check `epochauth.E025`)."
+    ),
+    "DPOP_NONCE": (
+        "A timedelta: DPoP proofs must carry a nonce of ours (RFC 9449 section 9), which changes this "
+        "often and is accepted until the next one changes too; a proof without it is refused with "
+        "`use_dpop_nonce` and the nonce in `DPoP-Nonce` (add `epochauth.dpop.NonceMiddleware`, check "
+        "`epochauth.E026`). Nonces are an HMAC of the time under `SECRET_KEY`: no shared state. `None`: "
+        "no nonce required."
+    ),
+    "DPOP_REQUIRED": (
+        "Refuse every access token sent as `Bearer`: only DPoP-bound tokens with their proof pass. A "
+        "bound token (`cnf.jkt`) is refused as a bearer token whatever this says (RFC 9449 section 7.2)."
+    ),
     "SCOPES": (
         'Scopes a user may ask for: `{"name": "description"}`, at `POST /auth/token/`, with '
         "`epochauth_issue --scope` and, with `epochauth.oauth`, in the device, authorization-code, "
@@ -350,7 +375,7 @@ DESCRIPTIONS: dict[str, str] = {
         "reused and how long verifiers may cache it; default 5 minutes). Sessions started while it is "
         "on get an index, and their access tokens `status.status_list` `{idx, uri}`; the lists are "
         "served at `/auth/statuslists/<n>`. `ISSUER` must then be an http(s) URL (check "
-        "`epochauth.E026`). `None`: off."
+        "`epochauth.E027`). `None`: off."
     ),
 }
 
@@ -360,6 +385,7 @@ TIMEDELTA_SETTINGS = (
     "REMEMBER_ME_REFRESH_TOKEN_LIFETIME",
     "REFRESH_TOKEN_GRACE_PERIOD",
     "LEEWAY",
+    "DPOP_PROOF_LIFETIME",
     "REVOCATION_REFRESH_INTERVAL",
     "REVOCATION_RELOAD_INTERVAL",
     "REVOCATION_WINDOW",

@@ -21,6 +21,9 @@ class InvalidToken(Exception):
     (RFC 6750 section 3).
     """
 
+    #: The ``error`` of the challenge (RFC 6750 section 3.1, RFC 9449 section 7.1).
+    error = "invalid_token"
+
     def __init__(self, description: str | Promise | None = None) -> None:
         if description is None:
             description = _("The access token is invalid")
@@ -32,6 +35,31 @@ class InvalidToken(Exception):
         # No active translation: the msgid, which is the English text.
         with translation.override(None):
             return str(self.description)
+
+
+class ProofRequired(InvalidToken):
+    """A token sent as ``Bearer`` that must come with a DPoP proof: it is bound to a key (RFC 9449
+    section 7.2), or the site takes no bearer tokens (``DPOP_REQUIRED``); the challenge is DPoP's."""
+
+    def __init__(self) -> None:
+        super().__init__(_("The access token must be sent with a DPoP proof"))
+
+
+class InvalidProof(InvalidToken):
+    """A DPoP proof that must be refused (RFC 9449 section 4.3): a 401 at a resource server, a 400 at
+    a token endpoint, both with ``invalid_dpop_proof``."""
+
+    error = "invalid_dpop_proof"
+
+
+class NonceRequired(InvalidProof):
+    """A DPoP proof without the server's current nonce (RFC 9449 sections 8 and 9); the response
+    carries the nonce to use (``epochauth.dpop.NonceMiddleware``, or the token endpoint itself)."""
+
+    error = "use_dpop_nonce"
+
+    def __init__(self) -> None:
+        super().__init__(_("The DPoP proof must carry the server's nonce"))
 
 
 class ServiceUnavailable(exceptions.APIException):

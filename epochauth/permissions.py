@@ -89,3 +89,14 @@ class InGroup(BasePermission):
         else:
             groups = set(user.groups.values_list("name", flat=True))
         return bool(required & groups)
+
+
+class DPoPBound(BasePermission):
+    """The request must carry a DPoP-bound token with its proof (RFC 9449), not a bearer token nor a
+    session: for a view that must not take a token that could be replayed by whoever copied it.
+    ``DPOP_REQUIRED`` asks the same of every view."""
+
+    message = _("This resource requires a DPoP-bound access token.")
+
+    def has_permission(self, request: Request, view: Any) -> bool:
+        return isinstance(request.auth, tokens.AccessToken) and request.auth.is_dpop_bound

@@ -20,7 +20,6 @@ from contextlib import contextmanager
 from datetime import datetime, timedelta
 from typing import Any, NamedTuple
 
-from django.apps import apps
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
 from django.db import DatabaseError, connections, transaction
@@ -652,12 +651,9 @@ def bump_epoch(kind: str, object_id: str, *, actor: Any = None, reason: str = ""
             )
             ended = list(live)
             live.update(revoked_at=now)
-            if apps.is_installed("epochauth.oauth"):
-                # The relying parties of the user's sessions at the authorization server, told
-                # after the commit.
-                from .oauth import backchannel
-
-                backchannel.tell_user(object_id)
+        signals.epoch_bumping.send(
+            sender=models.Epoch, kind=kind, object_id=object_id, actor=actor, reason=reason
+        )
         models.AuditEvent.objects.create(
             action="epoch_bumped",
             user_id=object_id if kind == models.Epoch.Kind.USER else None,

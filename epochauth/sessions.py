@@ -12,7 +12,7 @@ import hashlib
 import secrets
 from collections.abc import Iterable
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, NoReturn
 
 from django.db import connections, router, transaction
 from django.db.models import Model
@@ -133,11 +133,13 @@ def standing(session: models.Session) -> tokens.Standing:
     )
 
 
-def _lost_rights(session: models.Session) -> tuple[str, str | Promise] | None:
+def _lost_rights(
+    session: models.Session, found: tokens.Standing
+) -> tuple[str, str | Promise] | None:
     """Why the session's user may no longer hold its tokens, as (reason, description); None if not:
     the user is inactive, a user, group or global bump came after the session began, or the user left
-    the session's group."""
-    found = session.__dict__["_standing"] = tokens.read_standing(session.user_id, session.group_id)
+    the session's group. ``found``: the user's standing, kept for :func:`standing`."""
+    session.__dict__["_standing"] = found
     group_id = str(session.group_id) if session.group_id is not None else None
     if not session.user.is_active or found.bumped_after(
         session.created_at, str(session.user_id), group_id
@@ -148,23 +150,34 @@ def _lost_rights(session: models.Session) -> tuple[str, str | Promise] | None:
     return None
 
 
+def _end(session: models.Session, failure: tuple[str, str | Promise]) -> NoReturn:
+    end_session(session, reason=failure[0])
+    raise _invalid(failure[1])
+
+
 def check_session(session: models.Session) -> None:
     """Refuse (and end) a session that ended or whose user lost its rights; renew must not outlast them."""
     if not session.is_active:
         raise _invalid(_("The session has ended"))
-    failure = _lost_rights(session)
+    failure = _lost_rights(session, tokens.read_standing(session.user_id, session.group_id))
     if failure is not None:
-        end_session(session, reason=failure[0])
-        raise _invalid(failure[1])
+        _end(session, failure)
+
+
+#: What a rotation writes.
+_ROTATED = ("refresh_hash", "previous_refresh_hash", "last_used_at", "expires_at")
 
 
 def rotate(refresh_token: str, resource: Iterable[str] = ()) -> tuple[models.Session, str]:
-    """Exchange a refresh token for the next one of its session; re-checks the user's rights, and
-    that the ``resource`` asked for is among the session's (:func:`epochauth.resources.audience`),
-    before the secret rotates away.
+    """Exchange a refresh token for the next one of its session; that the ``resource`` asked for is
+    among the session's (:func:`epochauth.resources.audience`) is checked before the secret rotates
+    away, the user's rights as it rotates: a session whose user lost them ends, its new token unsent.
 
-    The session row stays locked from its read to its update: of concurrent uses of one secret, one
-    rotates it and the others find it rotated away, a reuse.
+    The rotation is a compare-and-swap (:func:`epochauth.inserts.swap`): the session's row changes
+    only if it still holds the secret the check read and is not revoked. Of concurrent uses of one
+    secret, one rotates it; the others find the row changed, read it again and find the secret
+    rotated away, a reuse. No lock and no transaction around it: on PostgreSQL a refresh is the
+    session's read and one statement that rotates it and reads the user's groups and epochs.
 
     Within ``REFRESH_TOKEN_GRACE_PERIOD`` of a rotation, the secret it replaced rotates once more (a
     retry whose first answer was lost): a new pair, and the token the first use gave stops working.
@@ -174,46 +187,56 @@ def rotate(refresh_token: str, resource: Iterable[str] = ()) -> tuple[models.Ses
     family, _dot, secret = refresh_token.partition(".")
     if not family or not secret:
         raise _invalid(_("The refresh token is invalid"))
-    with transaction.atomic():
-        found = models.Session.objects.select_for_update(of=("self",)).select_related(
-            "user", "group", "status_slot"
-        )
-        session = found.filter(family=family).first()
-        if session is None:
-            raise _invalid(_("The refresh token is invalid"))
-        if session.revoked_at is not None:
-            raise _invalid(_("The session has ended"))
+    presented = _hash(secret)
+    # The database the rotation writes, where the secret it compares with is current.
+    alias = router.db_for_write(models.Session)
+    found = (
+        models.Session.objects.using(alias)
+        .select_related("user", "group", "status_slot")
+        .filter(family=family)
+    )
+    while True:
+        try:
+            session = found.get()  # no ORDER BY: the family is unique
+        except models.Session.DoesNotExist:
+            raise _invalid(_("The refresh token is invalid")) from None
+        read = session.refresh_hash
+        replaced = _replaced(session, presented)
+        resources.audience(resource, session.resources or None)
+        new_secret = secrets.token_urlsafe(32)
         now = timezone.now()
-        if session.expires_at <= now:
-            raise _invalid(_("The refresh token expired"))
-        presented = _hash(secret)
-        if constant_time_compare(presented, session.refresh_hash):
-            # The secret now rotated away may be retried within the grace period.
-            replaced = session.refresh_hash
-            failure = _lost_rights(session)
-        elif _retried_in_grace(session, presented, now):
-            replaced = ""  # its one retry is spent
-            failure = _lost_rights(session)
-        else:
-            failure = ("reuse", _("The refresh token was already used; the session is revoked"))
-        if failure is None:
-            resources.audience(resource, session.resources or None)
-            new_secret = secrets.token_urlsafe(32)
-            session.refresh_hash = _hash(new_secret)
-            session.previous_refresh_hash = replaced
-            session.last_used_at = now
-            session.expires_at = now + _lifetime(session.remember_me)
-            session.save(
-                update_fields=[
-                    "refresh_hash",
-                    "previous_refresh_hash",
-                    "last_used_at",
-                    "expires_at",
-                ]
-            )
-            return session, f"{session.family}.{new_secret}"
-    end_session(session, reason=failure[0])
-    raise _invalid(failure[1])
+        session.refresh_hash = _hash(new_secret)
+        session.previous_refresh_hash = replaced
+        session.last_used_at = now
+        session.expires_at = now + _lifetime(session.remember_me)
+        standing = inserts.swap(
+            session,
+            _ROTATED,
+            {"refresh_hash": read, "revoked_at": None},
+            read=tokens.standing_read(session.user_id, session.group_id, alias),
+        )
+        if standing is not None:
+            break
+        # Another use rotated or ended the session since it was read: look again.
+    failure = _lost_rights(session, tokens.standing_of(standing, alias))
+    if failure is not None:
+        _end(session, failure)
+    return session, f"{session.family}.{new_secret}"
+
+
+def _replaced(session: models.Session, presented: str) -> str:
+    """The hash a rotation of the session with the ``presented`` secret replaces, kept for a retry
+    within the grace period ("" when the presented one was that retry); a reuse ends the session."""
+    if session.revoked_at is not None:
+        raise _invalid(_("The session has ended"))
+    now = timezone.now()
+    if session.expires_at <= now:
+        raise _invalid(_("The refresh token expired"))
+    if constant_time_compare(presented, session.refresh_hash):
+        return session.refresh_hash
+    if _retried_in_grace(session, presented, now):
+        return ""  # its one retry is spent
+    _end(session, ("reuse", _("The refresh token was already used; the session is revoked")))
 
 
 def _retried_in_grace(session: models.Session, presented: str, now: datetime) -> bool:

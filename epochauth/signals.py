@@ -13,6 +13,11 @@ session_revoked = Signal()
 #: An epoch grew. kwargs: kind ("user" | "group" | "identity" | "global"), object_id, epoch, actor, reason.
 epoch_bumped = Signal()
 
+#: An epoch is growing, inside the transaction of its bump: what must commit or roll back with it (an
+#: outbox row) is written here, and a receiver that raises undoes the bump. kwargs: kind, object_id,
+#: actor, reason.
+epoch_bumping = Signal()
+
 #: A user lost groups: tokens minted before confer only ``groups`` now. kwargs: user_id, groups, reason.
 groups_changed = Signal()
 

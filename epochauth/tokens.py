@@ -122,6 +122,13 @@ class AccessToken:
     #: The local user the token names: our ``sub``, or the user an external identity is linked to.
     user_id: Any = None
     username: str = ""
+    #: ``cnf.jkt``: the thumbprint of the key a DPoP-bound token is bound to (RFC 9449 section 6),
+    #: None for a bearer token. Read when the token is verified, so a bearer request checks it once.
+    dpop_jkt: str | None = None
+
+    @property
+    def is_dpop_bound(self) -> bool:
+        return self.dpop_jkt is not None
 
     @property
     def issuer(self) -> str:

@@ -145,22 +145,27 @@ class JWS(NamedTuple):
     signature: bytes
 
 
-def parse(token: str) -> JWS:
-    """Split and decode ``token`` (see :func:`parse_segment`); the signature is checked over exactly
-    these bytes later, so the claims verified are the ones parsed here."""
-    # RFC 7515 section 7.1: three base64url segments, without padding and without what base64 has and
-    # base64url not (decode_segment refuses any other character); the signature is never empty since
-    # ``none`` is never accepted.
+def split(token: str) -> tuple[str, str, str]:
+    """The header, claims and signature segments of a compact JWS (RFC 7515 section 7.1): three
+    non-empty base64url segments, without padding and without what base64 has and base64url not
+    (:func:`decode_segment` refuses any other character). Raises ValueError."""
     segments = token.split(".")
     if len(segments) != 3 or not all(segments) or "+" in token or "/" in token or "=" in token:
-        raise exceptions.InvalidToken(_("The access token is malformed"))
-    header_segment, claims_segment, signature = segments
-    signing_input = token[: -len(signature) - 1]
+        raise ValueError("not a compact JWS")
+    header, claims, signature = segments
+    return header, claims, signature
+
+
+def parse(token: str) -> JWS:
+    """Split and decode ``token`` (see :func:`split` and :func:`parse_segment`); the signature is
+    checked over exactly these bytes later, so the claims verified are the ones parsed here. The
+    signature is never empty since ``none`` is never accepted."""
     try:
+        header_segment, claims_segment, signature = split(token)
         return JWS(
             parse_header(header_segment),
             parse_segment(claims_segment),
-            signing_input.encode("ascii"),
+            token[: -len(signature) - 1].encode("ascii"),
             decode_segment(signature),
         )
     except (ValueError, TypeError, binascii.Error, RecursionError):

@@ -27,6 +27,7 @@ from . import (
     authentication,
     claims,
     conf,
+    dpop,
     exceptions,
     keys,
     migrating,
@@ -118,7 +119,8 @@ def _token_response(
     user = session.user
     body = {
         "access_token": access.token,
-        "token_type": "Bearer",
+        # RFC 9449 section 5: a token bound to a key is of type DPoP.
+        "token_type": dpop.SCHEME if dpop.confirmation(access.claims) else "Bearer",
         "expires_in": access.expires_in,
         "scope": access.claims.get("scope", ""),
         "user": {"id": str(user.pk), "username": user.get_username()},
@@ -133,10 +135,15 @@ def _token_response(
 
 
 def _session_response(
-    session: models.Session, refresh_token: str | None, request: Request, aud: Any = None
+    session: models.Session,
+    refresh_token: str | None,
+    request: Request,
+    aud: Any = None,
+    bound_to: str | None = None,
 ) -> Response:
     """A new access token for ``session`` (its scope, group, standing and resources) in a token
-    response; ``aud``: what a refresh narrowed the session's resources to."""
+    response; ``aud``: what a refresh narrowed the session's resources to; ``bound_to``: the DPoP key
+    thumbprint the new token is bound to (RFC 9449 section 6)."""
     standing = sessions.standing(session)
     access = tokens.mint_access_token(
         session.user,
@@ -147,7 +154,10 @@ def _session_response(
         session=session,
         request=request,
         aud=aud or resources.audience(session.resources),
-        extra_claims=statuslist.reference(session),
+        extra_claims={
+            **statuslist.reference(session),
+            **({"cnf": {"jkt": bound_to}} if bound_to else {}),
+        },
     )
     return _token_response(session, refresh_token, access, standing)
 
@@ -335,7 +345,8 @@ class RenewView(BearerView):
     def post(self, request: Request) -> Response:
         session = self.session(request)
         sessions.check_session(session)
-        return _session_response(session, None, request)
+        # A token bound to a key renews bound to it: a renewal is no way out of the binding.
+        return _session_response(session, None, request, bound_to=self.token(request).dpop_jkt)
 
 
 class LogoutView(BearerView):

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from tests.browser import chrome  # noqa: F401  (a fixture of the browser tests)
+from tests.helpers import FakeServer
 from tests.idp import IdPMissing, TestIdP
 from tests.redis_server import PrivateRedis, RedisMissing
 
@@ -96,6 +97,13 @@ def ci(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> bool:
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that was free a moment ago."""
     return loopback_port()
+
+
+@pytest.fixture
+def fake_server() -> Iterator[FakeServer]:
+    server = FakeServer()
+    yield server
+    server.close()
 
 
 @pytest.fixture(scope="session", autouse=True)

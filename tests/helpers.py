@@ -1,8 +1,9 @@
 """Small helpers shared by the test modules: users, logging in through the real endpoint, signals, a
-database outage, a slow server, racing requests, OpenID Provider mode."""
+database outage, a slow server, a scripted OAuth server, racing requests, OpenID Provider mode."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import threading
@@ -12,6 +13,7 @@ from contextlib import contextmanager
 from functools import cache
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+from urllib.parse import parse_qs
 
 import pytest
 import requests
@@ -184,3 +186,61 @@ def start_login(env: dict[str, str], *args: str) -> tuple[subprocess.Popen[str],
     )
     assert process.stdout is not None
     return process, [process.stdout.readline(), process.stdout.readline()]
+
+
+class FakeServer:
+    """A tiny OAuth server on loopback whose answers a test scripts: ``routes[path] = fn(form) -> (status,
+    body, headers)``. For what the real IdP cannot be made to do on demand (expire a device code)."""
+
+    def __init__(self) -> None:
+        self.routes: dict[str, Callable[[dict[str, str]], tuple[int, dict, dict[str, str]]]] = {}
+        self.requests: list[tuple[str, dict[str, str], dict[str, str]]] = []
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def _answer(self, form: dict[str, str]) -> None:
+                path = self.path.split("?")[0]
+                outer.requests.append((path, form, dict(self.headers)))
+                status, body, headers = outer.routes.get(
+                    path, lambda f: (404, {"error": "not_found"}, {})
+                )(form)
+                data = json.dumps(body).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                for key, value in headers.items():
+                    self.send_header(key, value)
+                self.end_headers()
+                self.wfile.write(data)
+
+            def do_GET(self) -> None:  # noqa: N802
+                self._answer({})
+
+            def do_POST(self) -> None:  # noqa: N802
+                length = int(self.headers.get("Content-Length", 0))
+                form = {k: v[0] for k, v in parse_qs(self.rfile.read(length).decode()).items()}
+                self._answer(form)
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        self.routes["/.well-known/oauth-authorization-server"] = lambda form: (
+            200,
+            self.metadata(),
+            {},
+        )
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def metadata(self) -> dict[str, str]:
+        return {
+            "issuer": self.url,
+            "token_endpoint": f"{self.url}/token",
+            "device_authorization_endpoint": f"{self.url}/device",
+            "revocation_endpoint": f"{self.url}/revoke",
+        }
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()

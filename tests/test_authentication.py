@@ -323,13 +323,17 @@ def test_empty_bearer_token(client, caplog):
 def test_no_authorization_header_is_plain_challenge(client):
     response = client.get("/api/hello/")
     assert response.status_code == 401
-    assert response["WWW-Authenticate"] == 'Bearer realm="api"'
+    assert response["WWW-Authenticate"] == (
+        'Bearer realm="api", DPoP realm="api", algs="ES256 EdDSA Ed25519 RS256 PS256"'
+    )
 
 
 def test_other_scheme_is_not_ours(client):
     response = client.get("/api/hello/", HTTP_AUTHORIZATION="Basic YWxpY2U6cHc=")
     assert response.status_code == 401
-    assert response["WWW-Authenticate"] == 'Bearer realm="api"'
+    assert response["WWW-Authenticate"] == (
+        'Bearer realm="api", DPoP realm="api", algs="ES256 EdDSA Ed25519 RS256 PS256"'
+    )
 
 
 def test_scheme_is_case_insensitive(client):

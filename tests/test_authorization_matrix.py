@@ -43,7 +43,7 @@ from oauth2_provider.models import (
     get_refresh_token_model,
 )
 
-from epochauth import keys, verification
+from epochauth import keys, tokens, verification
 from epochauth.conf import clear_process_caches
 from epochauth.models import AuditEvent, Epoch, Identity, Issuer, RevokedToken, Session
 from epochauth.oauth.models import AllowedScopes, LogoutDelivery, ensure_cli_application
@@ -55,6 +55,7 @@ from tests import authorization_policy as policy
 from tests.helpers import rsa_pem
 from tests.idp import DEFAULT_RESOURCE, TestIdP
 from tests.loopback_issuer import CraftedIssuer
+from tests.test_dpop import Holder
 
 pytestmark = pytest.mark.django_db
 
@@ -141,14 +142,20 @@ class Principal:
     user: Any = None  # the local user behind the credential, if any
     session_key: str | None = None
     csrf: bool = False
+    #: The key a DPoP-bound token is bound to (tests.test_dpop.Holder): each call sends a new proof.
+    holder: Any = None
 
     def local_user(self) -> Any:
         return self.user
 
-    def client(self) -> tuple[Client, dict[str, str]]:
+    def client(self, method: str, path: str) -> tuple[Client, dict[str, str]]:
         client = Client(enforce_csrf_checks=True)
         headers = {}
-        if self.token:
+        if self.token and self.holder:
+            headers["HTTP_AUTHORIZATION"] = f"DPoP {self.token}"
+            htu = f"http://testserver{path}"
+            headers["HTTP_DPOP"] = self.holder.proof(self.token, htm=method, htu=htu)
+        elif self.token:
             headers["HTTP_AUTHORIZATION"] = f"Bearer {self.token}"
         if self.session_key:
             client.cookies[settings.SESSION_COOKIE_NAME] = self.session_key
@@ -437,6 +444,13 @@ class Matrix:
         self.add(p.PASSWORD_READ, password_token("member", scope="reports:read"), user=self.member)
         self.add(p.PASSWORD_GROUP, password_token("member", group="physics"), user=self.member)
         self.add(p.PASSWORD_SUPERUSER, password_token("root"), user=self.root)
+        # A login of its own, as the token endpoint will issue it once it binds tokens (issue 31).
+        holder, (_, login) = Holder(), password_token("member")
+        session_id = verification.parse(login or "").claims[tokens.CLAIM_SESSION]
+        bound = tokens.mint_access_token(
+            self.member, session_id=session_id, extra_claims={"cnf": {"jkt": holder.jkt}}
+        )
+        self.add(p.DPOP, token=bound.token, user=self.member, holder=holder)
         self.add(p.IDP_USER, (200, self.idp.user_token("ext-user")))
         self.add(p.IDP_CLIENT, (200, self.idp.client_credentials_token()))
         for name, scope in EXT_SCOPES.items():
@@ -618,7 +632,7 @@ def classify(response: Any) -> Any:
 
 
 def call(world: Matrix, row: policy.Row, path: str, principal: Principal, data: Any = None) -> Any:
-    client, headers = principal.client()
+    client, headers = principal.client(row.method, path)
     query = row.query(world, principal) if row.query else {}
     if row.method == "GET":
         return client.get(path, query, **headers)

@@ -88,7 +88,7 @@ def test_peers_and_floors_are_in_the_same_run(bench_run: dict) -> None:
         assert names[in_path]["ratio"] > 0 and names[in_path]["queries"] == 0
     # The cold path as a function call, a multiple of the minimal verifier's time.
     (call,) = (n for n in names if n.startswith("epochauth HS256, cold, as a function call"))
-    assert names[call]["limit_multiple"] > 1 and names[call]["added_us"] is None
+    assert names[call]["limit_multiple"] > 0 and names[call]["added_us"] is None
     assert names["simplejwt JWTAuthentication"]["queries"] == 1  # the user row: counting works
     assert names["epochauth HS256, memo hit (the same token again)"]["queries"] == 0
 

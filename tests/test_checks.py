@@ -337,22 +337,22 @@ def test_e022_logout_delivery(settings, bad):
         (True, "api.example.org"),
     ],
 )
-def test_e026_status_list(settings, value, issuer):
-    assert "epochauth.E026" in ids(
+def test_e027_status_list(settings, value, issuer):
+    assert "epochauth.E027" in ids(
         settings, ISSUER=issuer, SIGNING_KEY=GOOD_SECRET, STATUS_LIST=value
     )
     for good in (None, True, {"size": 1024, "ttl": timedelta(minutes=1)}):
         found = ids(settings, ISSUER=ISSUER, SIGNING_KEY=GOOD_SECRET, STATUS_LIST=good)
-        assert "epochauth.E026" not in found
+        assert "epochauth.E027" not in found
 
 
 @pytest.mark.parametrize(
     "value, expected", [("closed", False), ("open", False), (None, False), ("yes", True)]
 )
-def test_e027_an_issuers_status_list_option(settings, value, expected):
+def test_e028_an_issuers_status_list_option(settings, value, expected):
     entry = {"issuer": "https://iam.example.org/", "audiences": ["a"], "status_list": value}
     settings.EPOCHAUTH = {"ISSUER": ISSUER, "SIGNING_KEY": GOOD_SECRET, "ISSUERS": [entry]}
-    assert ("epochauth.E027" in {m.id for m in check_issuers()}) is expected
+    assert ("epochauth.E028" in {m.id for m in check_issuers()}) is expected
 
 
 def test_w004_a_local_memory_cache_too_small_for_its_job(settings):

@@ -8,12 +8,10 @@ import os
 import stat
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Callable
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from urllib.parse import parse_qs, urljoin
+from urllib.parse import urljoin
 
 import pytest
 import requests
@@ -32,7 +30,7 @@ from epochauth.client.errors import (
     unreachable,
 )
 from epochauth.client.store import Session, SessionInfo, load_config, write_private
-from tests.helpers import start_login, trickling_server
+from tests.helpers import FakeServer, start_login, trickling_server
 from tests.idp import TestIdP, parse_forms
 
 SCOPE = "openid offline_access servicex"
@@ -123,71 +121,6 @@ def fake_jwt(**claims) -> str:
         return base64.urlsafe_b64encode(json.dumps(data).encode()).rstrip(b"=").decode()
 
     return f"{part({'alg': 'RS256', 'typ': 'at+jwt'})}.{part(claims)}.c2lnbmF0dXJl"
-
-
-class FakeServer:
-    """A tiny OAuth server on loopback whose answers a test scripts: ``routes[path] = fn(form) -> (status,
-    body, headers)``. For what the real IdP cannot be made to do on demand (expire a device code)."""
-
-    def __init__(self) -> None:
-        self.routes: dict[str, Callable[[dict[str, str]], tuple[int, dict, dict[str, str]]]] = {}
-        self.requests: list[tuple[str, dict[str, str], dict[str, str]]] = []
-        outer = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def _answer(self, form: dict[str, str]) -> None:
-                path = self.path.split("?")[0]
-                outer.requests.append((path, form, dict(self.headers)))
-                status, body, headers = outer.routes.get(
-                    path, lambda f: (404, {"error": "not_found"}, {})
-                )(form)
-                data = json.dumps(body).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                for key, value in headers.items():
-                    self.send_header(key, value)
-                self.end_headers()
-                self.wfile.write(data)
-
-            def do_GET(self) -> None:  # noqa: N802
-                self._answer({})
-
-            def do_POST(self) -> None:  # noqa: N802
-                length = int(self.headers.get("Content-Length", 0))
-                form = {k: v[0] for k, v in parse_qs(self.rfile.read(length).decode()).items()}
-                self._answer(form)
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
-        self.routes["/.well-known/oauth-authorization-server"] = lambda form: (
-            200,
-            self.metadata(),
-            {},
-        )
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
-
-    def metadata(self) -> dict[str, str]:
-        return {
-            "issuer": self.url,
-            "token_endpoint": f"{self.url}/token",
-            "device_authorization_endpoint": f"{self.url}/device",
-            "revocation_endpoint": f"{self.url}/revoke",
-        }
-
-    def close(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
-
-
-@pytest.fixture
-def fake_server():
-    server = FakeServer()
-    yield server
-    server.close()
 
 
 @pytest.fixture
@@ -299,11 +232,19 @@ def test_login_opens_the_complete_verification_uri_and_still_prints_the_code(
 
 
 def test_device_login_token_whoami_refresh_logout(idp_api, live_server, cli_env):
+    """A bearer token (the IdP offers DPoP, tests/test_client_dpop.py takes it up on that)."""
     idp = idp_api
     env = {**cli_env, "EPOCHAUTH_CLIENT_SECRET": TestIdP.CLIENT_SECRET}
 
     login = device_login(
-        env, idp.issuer, "--client-id", "test-client", "--scope", SCOPE, "--no-browser"
+        env,
+        idp.issuer,
+        "--client-id",
+        "test-client",
+        "--scope",
+        SCOPE,
+        "--no-browser",
+        "--no-dpop",
     )
     assert login.returncode == 0, login.stderr
     assert "enter the code " in login.stdout
@@ -383,7 +324,9 @@ def test_bearer_auth_refreshes_once_on_invalid_token_and_retries(
 ):
     env = {**cli_env, "EPOCHAUTH_CLIENT_SECRET": TestIdP.CLIENT_SECRET}
     login = device_login(
-        env, idp_api.issuer, "--client-id", "test-client", "--scope", SCOPE, "--no-browser"
+        env,
+        idp_api.issuer,
+        *("--client-id", "test-client", "--scope", SCOPE, "--no-browser", "--no-dpop"),
     )
     assert login.returncode == 0, login.stderr
     token_path(env).write_text(
@@ -687,6 +630,7 @@ def test_cli_against_our_server_login_whoami_token_refresh_logout(our_server, cl
         "revocation_endpoint": f"{url}/o/revoke_token/",
         "client_id": "epochauth-cli",
         "token_file": str(token_path(cli_env)),
+        "token_type": "Bearer",
     }
 
     whoami = run_cli(cli_env, "whoami")  # the server of the login, from the session file

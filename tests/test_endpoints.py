@@ -760,7 +760,9 @@ def test_whoami_with_a_django_session(client, how):
 def test_whoami_without_credentials_is_401(client):
     response = client.get("/auth/whoami/")
     assert response.status_code == 401
-    assert response["WWW-Authenticate"] == 'Bearer realm="api"'
+    assert response["WWW-Authenticate"] == (
+        'Bearer realm="api", DPoP realm="api", algs="ES256 EdDSA Ed25519 RS256 PS256"'
+    )
     response = client.get("/auth/whoami/", **bearer("abc.def.ghi"))
     assert response.status_code == 401
     assert 'error="invalid_token"' in response["WWW-Authenticate"]

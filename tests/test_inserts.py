@@ -142,3 +142,60 @@ def test_a_save_receiver_keeps_one_insert_a_row_in_one_transaction():
         post_save.disconnect(post, sender=AuditEvent)
     assert [q["sql"].split()[0] for q in queries if q["sql"] != "BEGIN"] == ["INSERT", "INSERT"]
     assert seen == [rows[1].pk]
+
+
+def rotated(session: Session, old: str) -> list | None:
+    session.refresh_hash = "new"
+    return inserts.swap(
+        session,
+        ("refresh_hash", "previous_refresh_hash"),
+        {"refresh_hash": old, "revoked_at": None},
+        read=(USERNAMES, ["a%"]),
+    )
+
+
+def test_a_swap_writes_only_a_row_still_holding_what_was_read():
+    session = inserts.insert(login_rows(make_user("alice"))[0])
+    session.previous_refresh_hash = "h"
+    assert rotated(session, "h") == [("alice",)]
+    assert row(session)["refresh_hash"] == "new"
+    assert row(session)["previous_refresh_hash"] == "h"
+    session.previous_refresh_hash = "lost"
+    assert rotated(session, "h") is None  # the row no longer holds "h"
+    Session.objects.filter(pk=session.pk).update(revoked_at=timezone.now())
+    assert rotated(session, "new") is None  # ended meanwhile
+    assert row(session)["previous_refresh_hash"] == "h"
+
+
+@pytest.mark.parametrize("receiver", [False, True])
+def test_a_swap_is_one_statement_on_postgresql_and_sends_the_save_signals(receiver):
+    """Its signals as ``save(update_fields=...)`` sends them; ``post_save`` only for a written row. A
+    receiver may write along (its writes then share the row's transaction)."""
+    session = inserts.insert(login_rows(make_user("alice"))[0])
+    seen = []
+
+    def pre(sender, instance, **kwargs):
+        seen.append(("pre", instance.pk, kwargs["update_fields"]))
+
+    def post(sender, instance, created, **kwargs):
+        seen.append(("post", created))
+
+    if receiver:
+        pre_save.connect(pre, sender=Session)
+        post_save.connect(post, sender=Session)
+    try:
+        with CaptureQueriesContext(connection) as queries:
+            rotated(session, "h")
+            rotated(session, "h")
+    finally:
+        pre_save.disconnect(pre, sender=Session)
+        post_save.disconnect(post, sender=Session)
+    fields = frozenset({"refresh_hash", "previous_refresh_hash"})
+    assert seen == (
+        [("pre", session.pk, fields), ("post", False), ("pre", session.pk, fields)]
+        if receiver
+        else []
+    )
+    verbs = [q["sql"].split()[0] for q in queries if q["sql"] not in ("BEGIN", "COMMIT")]
+    one = connection.vendor == "postgresql"
+    assert verbs == (["WITH"] if one else ["SELECT", "UPDATE"]) * 2

@@ -440,3 +440,21 @@ def test_keys_command_generates_a_usable_signing_key(settings, client, algorithm
 def test_generated_es256_key_is_on_p256():
     key = serialization.load_pem_private_key(generate_private_key_pem("ES256").encode(), None)
     assert isinstance(key.curve, ec.SECP256R1)
+
+
+@pytest.mark.parametrize("algorithm", ["HS256", "HS384", "HS512"])
+def test_hmac_keyed_once_signs_and_verifies_as_pyjwt_does(algorithm):
+    """The HMAC context keyed once per key (not per token) is PyJWT's HMAC: same signatures, and a
+    changed message or key fails."""
+    from jwt.algorithms import get_default_algorithms
+
+    from epochauth.keys import ALGORITHMS
+
+    theirs, ours = get_default_algorithms()[algorithm], ALGORITHMS[algorithm]
+    secret, other = b"k" * 64, b"l" * 64
+    for message in (b"", b"a.b", b"x" * 1000):
+        signature = theirs.sign(message, secret)
+        assert ours.sign(message, secret) == signature
+        assert ours.verify(message, secret, signature)
+        assert not ours.verify(message + b".", secret, signature)
+        assert not ours.verify(message, other, signature)

@@ -593,3 +593,42 @@ def test_a_simplejwt_exchange_on_one_server_reaches_the_other(
     assert again.status_code == 400 and again.json()["error"] == "invalid_grant"
     fresh = exchanged.json()["access_token"]  # the session of ours it became
     assert (a.status(fresh), b.status(fresh)) == (200, 200)
+
+
+MINT_BOUND = """
+import os
+from django.contrib.auth import get_user_model
+from epochauth.tokens import mint_access_token
+
+user = get_user_model().objects.get(username="alice")
+print(mint_access_token(user, extra_claims={"cnf": {"jkt": os.environ["TEST_JKT"]}}).token)
+"""
+
+
+def test_a_dpop_proof_replayed_to_another_server_is_refused(
+    start_server: Callable[[str], Server], stack: Stack
+):
+    """RFC 9449 section 11.1 (DESIGN.md invariant 16): a proof's ``jti`` is remembered in the shared
+    cache, so the proof A took is refused by B. B is called with A's ``Host``, so the proof's ``htu``
+    is B's request URL too: only the replay is wrong."""
+    from tests.test_dpop import Holder
+
+    a, b = start_server("A"), start_server("B")
+    holder = Holder()
+    minted = stack.manage("shell", "-v", "0", "-c", MINT_BOUND, TEST_JKT=holder.jkt)
+    token = minted.stdout.strip().splitlines()[-1]
+    as_a = {"Host": a.url.removeprefix("http://")}
+
+    def call(server: Server, proof: str) -> requests.Response:
+        headers = {"Authorization": f"DPoP {token}", "DPoP": proof, **as_a}
+        return server.http.get(server.url + HELLO, headers=headers, timeout=HTTP_TIMEOUT)
+
+    proof = holder.proof(token, htu=a.url + HELLO)
+    assert call(a, proof).status_code == 200
+    replayed = call(b, proof)
+    assert replayed.status_code == 401, replayed.text
+    assert 'error="invalid_dpop_proof"' in replayed.headers["WWW-Authenticate"]
+    assert "used before" in replayed.headers["WWW-Authenticate"]
+    assert (
+        call(b, holder.proof(token, htu=a.url + HELLO)).status_code == 200
+    )  # a fresh proof passes

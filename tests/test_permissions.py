@@ -47,7 +47,9 @@ def test_reports_without_scope_is_403_insufficient_scope(client):
 def test_reports_without_token_is_401(client):
     response = client.get("/api/reports/")
     assert response.status_code == 401
-    assert response["WWW-Authenticate"] == 'Bearer realm="api"'
+    assert response["WWW-Authenticate"] == (
+        'Bearer realm="api", DPoP realm="api", algs="ES256 EdDSA Ed25519 RS256 PS256"'
+    )
 
 
 @pytest.mark.parametrize(

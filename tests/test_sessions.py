@@ -83,6 +83,43 @@ def test_rotating_an_old_token_revokes_the_family():
         rotate(token2)
 
 
+def interleaved(monkeypatch, meanwhile) -> None:
+    """The next rotation's read is followed by ``meanwhile()`` (another request's doing) before its
+    compare-and-swap: two refreshes side by side, without threads."""
+    swap = inserts.swap
+    pending = [meanwhile]
+
+    def swap_after(*args: Any, **kwargs: Any) -> Any:
+        if pending:
+            pending.pop()()
+        return swap(*args, **kwargs)
+
+    monkeypatch.setattr(inserts, "swap", swap_after)
+
+
+def test_of_two_refreshes_with_one_token_read_side_by_side_one_wins_the_other_is_a_reuse(
+    monkeypatch,
+):
+    session, token = start_session(make_user("alice"))
+    won: list[str] = []
+    interleaved(monkeypatch, lambda: won.append(rotate(token)[1]))
+    with pytest.raises(OAuthError) as excinfo:
+        rotate(token)
+    assert "already used" in str(excinfo.value.detail["error_description"])
+    assert Session.objects.get(pk=session.pk).revoked_at is not None
+    with pytest.raises(OAuthError):
+        rotate(won[0])
+
+
+def test_a_refresh_read_before_the_session_ended_does_not_rotate_it(monkeypatch):
+    session, token = start_session(make_user("alice"))
+    interleaved(monkeypatch, lambda: end_session(session, reason="logout"))
+    with pytest.raises(OAuthError) as excinfo:
+        rotate(token)
+    assert "ended" in str(excinfo.value.detail["error_description"])
+    assert Session.objects.get(pk=session.pk).refresh_hash == session.refresh_hash
+
+
 @pytest.fixture
 def grace(settings) -> timedelta:
     """A day, as the WLCG Common JWT Profile (section 4.3.2) suggests."""
@@ -150,7 +187,7 @@ def test_a_retry_still_checks_the_users_rights(grace):
 
 @pytest.mark.postgres
 def test_simultaneous_retries_in_the_grace_period_mint_no_two_live_chains(live_server, grace):
-    """Ten retries of one replaced token at once: the session row's lock lets one rotate; the others
+    """Ten retries of one replaced token at once: the compare-and-swap lets one rotate; the others
     find its one retry spent, a reuse, which ends the session, the winner's new token with it."""
     make_user("alice")
     body = login(Client(), "alice")

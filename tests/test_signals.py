@@ -218,3 +218,32 @@ def test_audit_trail_of_a_login_lifecycle(client):
         text = repr(event.detail)
         for token in (body["access_token"], second["access_token"], body["refresh_token"]):
             assert token not in text
+
+
+def test_epoch_bumping_runs_inside_the_bump_and_a_failure_undoes_it(client):
+    """What a receiver writes commits or rolls back with the bump: one that raises leaves the epoch
+    and the user's sessions as they were, and nothing is announced."""
+    from epochauth.revocation import bump_epoch, current_epoch
+
+    user = make_user("alice")
+    login(client, "alice")
+
+    def fail(**kwargs):
+        assert Session.objects.get().revoked_at is not None  # in the bump's transaction
+        raise RuntimeError("outbox unavailable")
+
+    signals.epoch_bumping.connect(fail)
+    try:
+        with received(signals.epoch_bumped) as bumped, pytest.raises(RuntimeError):
+            bump_epoch("user", str(user.pk), reason="test")
+    finally:
+        signals.epoch_bumping.disconnect(fail)
+    assert not bumped
+    assert not Epoch.objects.filter(kind="user", object_id=str(user.pk), value__gt=0).exists()
+    assert current_epoch("user", str(user.pk)).value == 0
+    assert Session.objects.get().revoked_at is None
+    with received(signals.epoch_bumping) as bumping:
+        bump_epoch("user", str(user.pk), reason="test")
+    assert [(c["kind"], c["object_id"], c["reason"]) for c in bumping] == [
+        ("user", str(user.pk), "test")
+    ]

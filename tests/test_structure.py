@@ -25,11 +25,13 @@ def test_conf_imports_no_epochauth_module():
 
 
 def test_every_process_cache_is_reset_by_a_settings_change(settings):
-    from epochauth import issuers, keys, provisioning, revocation, tokens, verification
+    from epochauth import issuers, keys, provisioning, revocation, tokens, users, verification
     from epochauth.oidc import providers
 
     for reset in (
         keys.get_keyring.cache_clear,
+        keys._keyed.cache_clear,
+        users.primary_key.cache_clear,
         tokens.verified_tokens.clear,
         revocation.state.reset,
         issuers.db_issuers.reset,

@@ -22,8 +22,8 @@ from typing import Any
 
 import requests
 
-from . import discovery, errors, oauth, store, transport
-from .auth import BearerAuth, client_for, find_token, refresh_session
+from . import discovery, dpop, errors, oauth, store, transport
+from .auth import BearerAuth, client_for, find_token, refresh_session, session_signer
 from .transport import session
 
 DEFAULT_CLIENT_ID = "epochauth-cli"
@@ -175,11 +175,17 @@ def cmd_login(args: argparse.Namespace, config: dict[str, str], http: requests.S
         say(f"or open {device.verification_uri_complete}")
     if not args.no_browser:
         open_browser(device.verification_uri_complete or device.verification_uri)
+    # A key of this login only, when the server binds tokens to keys with an algorithm of ours.
+    algorithm = None if args.no_dpop else dpop.chosen_algorithm(metadata)
+    signer = dpop.Signer(dpop.ProofKey.generate(algorithm)) if algorithm else None
     countdown = Countdown()
     try:
-        body = oauth.poll_device_token(metadata, client, http, device, on_wait=countdown)
+        body = oauth.poll_device_token(
+            metadata, client, http, device, on_wait=countdown, signer=signer
+        )
     finally:
         countdown.done()
+    bound = signer is not None and oauth.is_bound(body)
     info = store.SessionInfo(
         server=server,
         issuer=metadata.get("issuer", server),
@@ -187,14 +193,26 @@ def cmd_login(args: argparse.Namespace, config: dict[str, str], http: requests.S
         revocation_endpoint=metadata.get("revocation_endpoint"),
         client_id=client.client_id,
         token_file=str(target),
+        token_type="DPoP" if bound else "Bearer",
     )
     session = store.Session(target)
-    session.clear()  # a previous login's refresh token must not outlive it
-    session.save(body["access_token"], body.get("refresh_token"), info)
+    session.clear()  # a previous login's refresh token and key must not outlive it
+    key = signer.key if signer is not None and bound else None
+    session.save(body["access_token"], body.get("refresh_token"), info, key)
     token = body["access_token"]
     say(
         f"Logged in: token saved to {target}{expiry_text(jwt_claims(token), body.get('expires_in'))}"
     )
+    if key is not None:
+        say(
+            f"The token is DPoP-bound to a key stored with the login (thumbprint {key.thumbprint})"
+        )
+        note(
+            "tools that send it as a bearer token (curl, gfal, XRootD) cannot use it: "
+            "'epochauth login --no-dpop' gets a token for them"
+        )
+    elif signer is not None:
+        note("the server advertises DPoP but issued a bearer token: it is sent as one")
     if not body.get("refresh_token"):
         note(
             "the server issued no refresh token: 'epochauth refresh' will not work for this login"
@@ -268,6 +286,7 @@ def cmd_token(args: argparse.Namespace, config: dict[str, str], http: requests.S
         say(found.token)
         return 0
     say_field("source", found.source)
+    say_field("binding", binding(found, claims))
     if claims is None:
         say_field("format", "opaque (not a JWT): no claims to show")
         return 0
@@ -286,6 +305,20 @@ def cmd_token(args: argparse.Namespace, config: dict[str, str], http: requests.S
             f"the token from {found.source} has expired; run 'epochauth refresh' or 'login'"
         )
     return 0
+
+
+def binding(found: discovery.FoundToken, claims: dict[str, Any] | None) -> str:
+    """How the token is sent: bound to the login's DPoP key (RFC 7638 thumbprint), or as a bearer token."""
+    signer = session_signer(store.Session(found.path)) if found.path is not None else None
+    if signer is not None:
+        return (
+            f"DPoP-bound (key thumbprint {signer.key.thumbprint}, sent with a proof per request)"
+        )
+    confirmation = claims.get("cnf") if claims else None
+    if isinstance(confirmation, dict) and confirmation.get("jkt"):
+        # A bound token without its key (``$BEARER_TOKEN``, another tool's file): unusable from here.
+        return f"DPoP-bound to key {confirmation['jkt']}, which this login does not hold"
+    return "bearer (not bound to a key)"
 
 
 def whoami_answer(response: requests.Response) -> dict[str, Any] | None:
@@ -397,6 +430,11 @@ def build_parser() -> argparse.ArgumentParser:
         "client's secret comes from $EPOCHAUTH_CLIENT_SECRET",
     )
     login.add_argument("--no-browser", action="store_true", help="do not open a web browser")
+    login.add_argument(
+        "--no-dpop",
+        action="store_true",
+        help="ask for a bearer token even when the server can bind tokens to a key (DPoP, RFC 9449)",
+    )
     login.set_defaults(handler=cmd_login)
 
     commands.add_parser(

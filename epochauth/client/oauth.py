@@ -1,7 +1,7 @@
 """OAuth 2.0 over requests: server metadata (RFC 8414 / OIDC discovery), the device flow (RFC 8628),
-refresh (RFC 6749 §6) and revocation (RFC 7009). Generic on purpose: any server publishing these
-endpoints works, ours or an external identity provider. ``http`` is a ``transport.session()``, which
-bounds every answer in time."""
+refresh (RFC 6749 §6), revocation (RFC 7009), DPoP proofs at the token endpoint (RFC 9449 §5).
+Generic on purpose: any server publishing these endpoints works, ours or an external identity provider.
+``http`` is a ``transport.session()``, which bounds every answer in time."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import requests
 
-from . import errors
+from . import dpop, errors
 
 DEVICE_CODE_GRANT = "urn:ietf:params:oauth:grant-type:device_code"
 
@@ -98,13 +98,32 @@ def fetch_metadata(server: str, http: requests.Session) -> dict[str, Any]:
 
 
 def _post(
-    http: requests.Session, url: str, data: dict[str, str], client: Client
+    http: requests.Session,
+    url: str,
+    data: dict[str, str],
+    client: Client,
+    signer: dpop.Signer | None = None,
 ) -> requests.Response:
+    """POST a form; with a ``signer``, with a DPoP proof, sent again once if the server asks for a nonce."""
     auth = client.apply(data)
-    try:
-        return http.post(url, data=data, auth=auth, headers={"Accept": "application/json"})
-    except requests.RequestException as exc:
-        raise errors.unreachable(url, exc) from None
+    retried = False
+    while True:
+        headers = {"Accept": "application/json"}
+        if signer is not None:
+            headers["DPoP"] = signer.proof("POST", url)
+        try:
+            response = http.post(url, data=data, auth=auth, headers=headers)
+        except requests.RequestException as exc:
+            raise errors.unreachable(url, exc) from None
+        if signer is None or not signer.retry_with_nonce(url, response) or retried:
+            return response
+        retried = True
+
+
+def is_bound(body: dict[str, Any]) -> bool:
+    """The token answer's ``token_type`` (case-insensitive, RFC 6749 §5.1) says whether the server bound
+    the access token to our key (RFC 9449 §5): a server that does not support DPoP answers Bearer."""
+    return str(body.get("token_type", "")).lower() == "dpop"
 
 
 def start_device_flow(
@@ -143,10 +162,12 @@ def poll_device_token(
     on_wait: Callable[[float], None] = lambda remaining: None,
     sleep: Callable[[float], None] = time.sleep,
     clock: Callable[[], float] = time.monotonic,
+    signer: dpop.Signer | None = None,
 ) -> dict[str, Any]:
     """RFC 8628 §3.4-3.5: wait ``interval`` between polls, add 5 s on ``slow_down``, stop on expiry.
 
     ``on_wait(seconds_left)`` is called about once a second while waiting, for a visible countdown.
+    With a ``signer`` each poll carries a DPoP proof, asking for a token bound to its key.
     """
     deadline = clock() + device.expires_in
     interval = max(device.interval, 1)
@@ -160,7 +181,7 @@ def poll_device_token(
                 )
             on_wait(deadline - now)
             sleep(min(1.0, next_poll - now))
-        response = _post(http, metadata["token_endpoint"], dict(data), client)
+        response = _post(http, metadata["token_endpoint"], dict(data), client, signer)
         body = _json(response, "token endpoint")
         if response.status_code == 200 and "access_token" in body:
             return body
@@ -180,11 +201,18 @@ def poll_device_token(
 
 
 def refresh(
-    token_endpoint: str, client: Client, http: requests.Session, refresh_token: str
+    token_endpoint: str,
+    client: Client,
+    http: requests.Session,
+    refresh_token: str,
+    signer: dpop.Signer | None = None,
 ) -> dict[str, Any]:
-    """RFC 6749 §6; an ``invalid_grant`` means the session is over (revoked, expired or reused)."""
+    """RFC 6749 §6; an ``invalid_grant`` means the session is over (revoked, expired or reused).
+
+    A login's key signs the refresh too: a public client's refresh token is bound to it (RFC 9449 §5).
+    """
     data = {"grant_type": "refresh_token", "refresh_token": refresh_token}
-    response = _post(http, token_endpoint, data, client)
+    response = _post(http, token_endpoint, data, client, signer)
     body = _json(response, "token endpoint")
     if response.status_code == 200 and "access_token" in body:
         return body

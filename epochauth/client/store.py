@@ -4,7 +4,8 @@
   ``--token-file``; other tools read it from there;
 * the refresh token and the session's endpoints go to a private state directory
   (``$XDG_STATE_HOME/epochauth``, default ``~/.local/state/epochauth``, mode 0700), one pair of files per
-  access-token file, so no discovery step and no other tool ever reads the refresh token;
+  access-token file, so no discovery step and no other tool ever reads the refresh token; a login with
+  a DPoP-bound token (RFC 9449) keeps its private key there too, and logout deletes it;
 * the optional config file (``$XDG_CONFIG_HOME/epochauth/config.toml``) is read, never written.
 """
 
@@ -22,7 +23,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from . import errors
+from . import dpop, errors
 
 CONFIG_KEYS = {"server", "token_file", "client_id", "scope"}
 
@@ -117,18 +118,26 @@ class SessionInfo:
     revocation_endpoint: str | None
     client_id: str
     token_file: str
+    #: The access token's ``token_type``: "DPoP" when it is bound to the session's key.
+    token_type: str = "Bearer"
+
+    @property
+    def bound(self) -> bool:
+        return self.token_type.lower() == "dpop"
 
 
 class Session:
-    """The private state belonging to one access-token file: its refresh token and ``SessionInfo``."""
+    """The private state belonging to one access-token file: its refresh token, ``SessionInfo`` and, for
+    a DPoP-bound token, the key."""
 
     def __init__(self, token_file: Path, environ: Mapping[str, str] | None = None) -> None:
         self.token_file = Path(os.path.abspath(token_file))
         digest = hashlib.sha256(str(self.token_file).encode()).hexdigest()[:12]
         base = state_dir(environ) / f"{self.token_file.name}-{digest}"
         # Suffixes are appended: a name with dots ("bt_u1-cms.prod") must keep all of them.
-        self.refresh_path, self.info_path, self.lock_path = (
-            base.with_name(f"{base.name}{suffix}") for suffix in (".refresh", ".json", ".lock")
+        self.refresh_path, self.info_path, self.lock_path, self.key_path = (
+            base.with_name(f"{base.name}{suffix}")
+            for suffix in (".refresh", ".json", ".lock", ".dpop")
         )
 
     def load_info(self) -> SessionInfo | None:
@@ -149,21 +158,37 @@ class Session:
             return None
         return token or None
 
-    def save(self, access_token: str, refresh_token: str | None, info: SessionInfo | None) -> None:
+    def load_key(self) -> dpop.ProofKey | None:
+        """The login's DPoP key, or None for a login without one."""
+        try:
+            text = self.key_path.read_text()
+        except FileNotFoundError:
+            return None
+        return dpop.ProofKey.from_pem(text, str(self.key_path))
+
+    def save(
+        self,
+        access_token: str,
+        refresh_token: str | None,
+        info: SessionInfo | None,
+        key: dpop.ProofKey | None = None,
+    ) -> None:
         """Write the access token (where tools find it) and the private state; a missing refresh token
-        in a response keeps the stored one (RFC 6749 §6 lets servers not rotate)."""
+        in a response keeps the stored one (RFC 6749 §6 lets servers not rotate). The token is written
+        last, so a reader that finds it finds its key and its ``token_type`` too."""
         if info is not None:
             write_private(self.info_path, json.dumps(asdict(info), indent=2) + "\n")
         if refresh_token:
             write_private(self.refresh_path, refresh_token + "\n")
+        if key is not None:
+            write_private(self.key_path, key.to_pem())
         write_private(self.token_file, access_token + "\n")
 
     def clear(self) -> list[Path]:
         """Remove the access token and the private state; the token files that were removed."""
         remove(self.lock_path)
-        return [
-            path for path in (self.token_file, self.refresh_path, self.info_path) if remove(path)
-        ]
+        files = (self.token_file, self.refresh_path, self.info_path, self.key_path)
+        return [path for path in files if remove(path)]
 
     @contextlib.contextmanager
     def locked(self) -> Iterator[None]:

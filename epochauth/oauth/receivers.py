@@ -8,6 +8,11 @@ from django.db.models.signals import post_save
 from django.dispatch import receiver
 from oauth2_provider.models import get_access_token_model
 
+from epochauth import signals
+from epochauth.models import Epoch
+
+from . import backchannel
+
 
 @receiver(post_save, sender=get_access_token_model(), dispatch_uid="epochauth_oauth_jwt_checksum")
 def keep_jwt_checksum(sender: Any, instance: Any, **kwargs: Any) -> None:
@@ -18,3 +23,11 @@ def keep_jwt_checksum(sender: Any, instance: Any, **kwargs: Any) -> None:
     if checksum is not None and instance.token_checksum != checksum:
         sender._default_manager.filter(pk=instance.pk).update(token_checksum=checksum)
         instance.token_checksum = checksum
+
+
+@receiver(signals.epoch_bumping, dispatch_uid="epochauth_oauth_backchannel_logout")
+def tell_relying_parties(sender: Any, kind: str, object_id: str, **kwargs: Any) -> None:
+    """A user's epoch bump ends their sessions at our relying parties too: a logout token for each
+    application holding one is queued in the bump's transaction, delivered after its commit."""
+    if kind == Epoch.Kind.USER:
+        backchannel.tell_user(object_id)

@@ -31,6 +31,10 @@
 //                           in `access_token` with issued_token_type refresh_token and token_type N_A.
 //                           `iam`: like INDIGO IAM or Keycloak, requested_token_type is not needed and the
 //                           answer is an access token with the refresh token beside it. `off`: no such grant
+//   IDP_DPOP                `on` (default, oidc-provider's own): a token request with a DPoP proof (RFC 9449) gets
+//                           a token bound to its key (token_type DPoP, cnf.jkt in JWT access tokens), which
+//                           userinfo then takes only with a proof; no nonces. `nonce`: the same, and every
+//                           proof must carry a server nonce (use_dpop_nonce + DPoP-Nonce first). `off`: no DPoP
 //
 // Clients (static):
 //   test-client / test-secret  client_credentials + device_code (+ refresh_token), client_secret_basic
@@ -89,6 +93,7 @@ const BACKCHANNEL_LOGOUT_URI = env.IDP_BACKCHANNEL_LOGOUT_URI || '';
 const ROTATE_REFRESH_TOKENS = env.IDP_ROTATE_REFRESH_TOKENS === '1';
 const METADATA = env.IDP_METADATA || 'openid';
 const TOKEN_EXCHANGE_MODE = env.IDP_TOKEN_EXCHANGE || 'rfc';
+const DPOP_MODE = env.IDP_DPOP || 'on';
 const ALGS = ['RS256', 'ES256'];
 const OPENID_SCOPES = new Set(['openid', 'offline_access', 'profile', 'email', 'groups']);
 const TOKEN_EXCHANGE = 'urn:ietf:params:oauth:grant-type:token-exchange';
@@ -227,6 +232,10 @@ function buildProvider(issuer) {
       deviceFlow: { enabled: true },
       introspection: { enabled: true },
       revocation: { enabled: true },
+      dPoP: {
+        enabled: DPOP_MODE !== 'off',
+        ...(DPOP_MODE === 'nonce' ? { nonceSecret: crypto.randomBytes(32), requireNonce: () => true } : {}),
+      },
       backchannelLogout: { enabled: Boolean(BACKCHANNEL_LOGOUT_URI) },
       resourceIndicators: {
         enabled: true,
