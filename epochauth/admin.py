@@ -410,6 +410,7 @@ class IssuerAdmin(admin.ModelAdmin):
                     "accept_any_audience",
                     "required_scopes",
                     "algorithms",
+                    "status_list",
                 )
             },
         ),

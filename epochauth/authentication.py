@@ -25,6 +25,7 @@ from . import (
     revocation,
     scopes,
     snapshots,
+    statuslist,
     tokens,
     users,
     verification,
@@ -78,6 +79,7 @@ def _external_token(claims: dict[str, Any]) -> tokens.AccessToken:
     granted = frozenset(scopes.split_scope(tokens.scope_string(claims)))
     if not all(config.scope_granted(granted, scope) for scope in config.required_scopes):
         raise InsufficientScope(config.required_scopes)
+    statuslist.check_external(claims, config)
     principal = provisioning.resolve(config, claims)
     if not principal.is_active:
         raise InvalidToken(_("The user is inactive"))

@@ -10,7 +10,17 @@ from django.core import checks
 from django.core.exceptions import ImproperlyConfigured, ValidationError
 from django.db import DEFAULT_DB_ALIAS, connections, router
 
-from . import claims, conf, issuer_config, keys, models, profiles, resources, throttling
+from . import (
+    claims,
+    conf,
+    issuer_config,
+    keys,
+    models,
+    profiles,
+    resources,
+    statuslist,
+    throttling,
+)
 from .scopes import is_scope_token, service_scopes
 
 
@@ -41,6 +51,7 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckM
             )
         )
     errors.extend(_resource_messages(conf.epochauth_settings.RESOURCES))
+    errors.extend(_status_list_messages(conf.epochauth_settings.STATUS_LIST))
     for name in conf.TIMEDELTA_SETTINGS:
         value = getattr(conf.epochauth_settings, name)
         if not isinstance(value, timedelta) or value < timedelta(0):
@@ -237,6 +248,41 @@ def _resource_messages(value: Any) -> list[checks.CheckMessage]:
     ]
 
 
+def _status_list_messages(value: Any) -> list[checks.CheckMessage]:
+    """``STATUS_LIST``: off, ``True`` or ``{"size": ..., "ttl": ...}``; and an issuer URL for the
+    lists' URIs, which verifiers accept only on the issuer's origin."""
+    if not value:
+        return []
+    given = value if isinstance(value, dict) else {}
+    size = given.get("size", statuslist.DEFAULT_SIZE)
+    ttl = given.get("ttl", statuslist.DEFAULT_TTL)
+    if (
+        not (value is True or isinstance(value, dict))
+        or set(given) - {"size", "ttl"}
+        or type(size) is not int
+        or size < 8
+        or size % 8
+        or not isinstance(ttl, timedelta)
+        or ttl.total_seconds() < 1
+    ):
+        return [
+            checks.Error(
+                'EPOCHAUTH["STATUS_LIST"] must be None, True or a dict of "size" (a positive '
+                'multiple of 8) and "ttl" (a timedelta of a second or more).',
+                id="epochauth.E027",
+            )
+        ]
+    if not str(conf.epochauth_settings.ISSUER or "").startswith(("https://", "http://")):
+        return [
+            checks.Error(
+                'EPOCHAUTH["STATUS_LIST"] needs an http(s) URL as EPOCHAUTH["ISSUER"]: the lists are '
+                "served under it.",
+                id="epochauth.E027",
+            )
+        ]
+    return []
+
+
 @checks.register(checks.Tags.caches, deploy=True)
 def check_cache(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
     """``check --deploy`` only: a per-process cache is fine while developing (every management
@@ -335,6 +381,12 @@ def check_issuers(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMe
                     exc.messages[0],
                     hint='Loopback http issuers need EPOCHAUTH["ALLOW_LOOPBACK_HTTP_ISSUERS"] = True.',
                     id="epochauth.E008",
+                )
+            )
+        if entry.get("status_list") not in (None, statuslist.CLOSED, statuslist.OPEN):
+            errors.append(
+                checks.Error(
+                    f'{iss}: status_list must be "closed", "open" or None.', id="epochauth.E028"
                 )
             )
         unknown = sorted(set(entry) - known)

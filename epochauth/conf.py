@@ -83,6 +83,7 @@ DEFAULTS: dict[str, Any] = {
     "LOGOUT_TOKEN_LIFETIME": timedelta(minutes=2),
     "LOGOUT_DELIVERY_ATTEMPTS": 8,
     "LOGOUT_DELIVERY_RETRY_DELAY": timedelta(seconds=30),
+    "STATUS_LIST": None,
 }
 
 #: What each setting means, in Markdown, in the order of :data:`DEFAULTS`. The default is shown beside
@@ -294,8 +295,8 @@ DESCRIPTIONS: dict[str, str] = {
         "External issuers configured in code, next to the `Issuer` rows of the admin: a list of dicts with "
         '`"issuer"` and optionally `"audiences"`, `"profile"`, `"accept_any_audience"`, `"required_scopes"`, '
         '`"algorithms"`, `"auto_provision"`, `"default_groups"`, `"group_claims"`, `"group_map"`, '
-        '`"group_prefix"`, `"mirror_groups"`, '
-        '`"username_claim"`, `"enabled"`, and for browser login `"slug"`, `"display_name"`, `"client_id"`, '
+        '`"group_prefix"`, `"mirror_groups"`, `"username_claim"`, `"status_list"` (Token Status '
+        'Lists), `"enabled"`, and for browser login `"slug"`, `"display_name"`, `"client_id"`, '
         '`"client_secret_env"`, and for the Token Manager `"group_scopes"` (local group to the '
         "upstream scope)."
     ),
@@ -366,6 +367,15 @@ DESCRIPTIONS: dict[str, str] = {
     "LOGOUT_DELIVERY_RETRY_DELAY": (
         "The wait before the second delivery attempt of a logout token; it doubles with each attempt "
         "after that."
+    ),
+    "STATUS_LIST": (
+        "Token Status Lists (draft-ietf-oauth-status-list) of our access tokens, for verifiers that are "
+        "not epochauth: `True`, or a dict with `size` (bits per list, a multiple of 8; default "
+        "1048576, 128 KiB before compression) and `ttl` (a timedelta: how long a served list is "
+        "reused and how long verifiers may cache it; default 5 minutes). Sessions started while it is "
+        "on get an index, and their access tokens `status.status_list` `{idx, uri}`; the lists are "
+        "served at `/auth/statuslists/<n>`. `ISSUER` must then be an http(s) URL (check "
+        "`epochauth.E027`). `None`: off."
     ),
 }
 

@@ -30,10 +30,8 @@ class FetchError(Exception):
         self.status = status
 
 
-def fetch_json(
-    url: str, headers: dict[str, str] | None = None
-) -> tuple[dict[str, Any], int | None]:
-    """GET a JSON object with a short timeout and a size cap; returns it with its max-age, if any.
+def fetch(url: str, headers: dict[str, str]) -> tuple[bytes, int | None]:
+    """GET ``url`` with a short timeout and a size cap; returns the body with its max-age, if any.
 
     ``no-store``/``no-cache`` read as max-age 0, so the configured minimum lifetime applies.
     """
@@ -51,7 +49,7 @@ def fetch_json(
             timeout=timeout,
             stream=True,
             allow_redirects=False,
-            headers={"Accept": "application/json", **(headers or {})},
+            headers=headers,
         ) as response:
             if response.status_code != 200:
                 raise FetchError(f"{url} answered {response.status_code}", response.status_code)
@@ -64,16 +62,24 @@ def fetch_json(
             cache_control = response.headers.get("Cache-Control", "")
     except (requests.RequestException, urllib3.exceptions.HTTPError) as exc:
         raise FetchError(f"{url}: {type(exc).__name__}") from None
+    if NO_CACHE.search(cache_control):
+        return body, 0
+    match = MAX_AGE.search(cache_control)
+    return body, int(match.group(1)) if match else None
+
+
+def fetch_json(
+    url: str, headers: dict[str, str] | None = None
+) -> tuple[dict[str, Any], int | None]:
+    """GET a JSON object (:func:`fetch`); returns it with its max-age, if any."""
+    body, max_age = fetch(url, {"Accept": "application/json", **(headers or {})})
     try:
         data = json.loads(body)
     except ValueError:
         raise FetchError(f"{url}: not JSON") from None
     if not isinstance(data, dict):
         raise FetchError(f"{url}: not a JSON object")
-    if NO_CACHE.search(cache_control):
-        return data, 0
-    match = MAX_AGE.search(cache_control)
-    return data, int(match.group(1)) if match else None
+    return data, max_age
 
 
 class NoMetadata(FetchError):

@@ -60,6 +60,9 @@ class IssuerConfig:
     #: With group claims, a principal's groups are its token's; mirrored into the user's groups.
     mirror_groups: bool = True
     username_claim: str = "preferred_username"
+    #: Honour the ``status`` of its tokens (epochauth.statuslist): "closed" refuses a token whose
+    #: Status List cannot be had, "open" accepts it; None ignores ``status``.
+    status_list: str | None = None
     slug: str = ""
     display_name: str = ""
     client_id: str = ""

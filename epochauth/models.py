@@ -203,6 +203,27 @@ class Session(models.Model):
         return self.revoked_at is None and self.expires_at > timezone.now()
 
 
+class StatusListSlot(models.Model):
+    """A session's place in our Token Status Lists (epochauth.statuslist): its key, allocated by the
+    database on insert, is the index of the session's bit. Its own table because a session's key is a
+    UUID and only an auto key is numbered by the database on every backend, in the insert itself."""
+
+    id = models.BigAutoField(_("index"), primary_key=True)
+    session = models.OneToOneField(
+        Session,
+        on_delete=models.CASCADE,
+        related_name="status_slot",
+        verbose_name=_("session"),
+    )
+
+    class Meta:
+        verbose_name = _("status list slot")
+        verbose_name_plural = _("status list slots")
+
+    def __str__(self) -> str:
+        return str(self.pk)
+
+
 class AuditEvent(models.Model):
     """Security-relevant things that happened: logins, revocations, bumps. Never holds a token."""
 
@@ -316,6 +337,19 @@ class Issuer(models.Model):
     username_claim = models.CharField(
         _("username claim"), max_length=64, default="preferred_username"
     )
+    status_list = models.CharField(
+        _("token status lists"),
+        max_length=8,
+        blank=True,
+        choices=[
+            ("", _("ignored")),
+            ("closed", _("honoured; refuse when the list cannot be had")),
+            ("open", _("honoured; accept when the list cannot be had")),
+        ],
+        help_text=_(
+            "What the status claim of the issuer's tokens does (draft-ietf-oauth-status-list)."
+        ),
+    )
     slug = models.SlugField(_("login slug"), max_length=64, blank=True)
     display_name = models.CharField(_("display name"), max_length=100, blank=True)
     client_id = models.CharField(_("client id"), max_length=255, blank=True)
@@ -409,6 +443,7 @@ class Issuer(models.Model):
             group_scopes=tuple(sorted(self.group_scopes.items())),
             mirror_groups=self.mirror_groups,
             username_claim=self.username_claim,
+            status_list=self.status_list or None,
             slug=self.slug,
             display_name=self.display_name,
             client_id=self.client_id,

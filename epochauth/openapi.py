@@ -200,6 +200,15 @@ ENDPOINTS: dict[str, dict[str, Any]] = {
         "summary": "Our public verification keys (JWKS)",
         "responses": {200: dict},
     },
+    "epochauth.views.StatusListView": {
+        "summary": "A Token Status List (draft-ietf-oauth-status-list) of our tokens' sessions",
+        "responses": {
+            (200, "application/statuslist+jwt"): OpenApiResponse(
+                str, description="The Status List Token, a JWT"
+            ),
+            404: OpenApiResponse(description="No such list, or the lists are off; no body."),
+        },
+    },
     "epochauth.views.AuthorizationServerMetadataView": {
         "summary": "RFC 8414 authorization server metadata",
         "responses": {200: dict},

@@ -65,6 +65,10 @@ def start_session(
         browser_login=browser_login,
     )
     rows: list[Model] = [session]
+    if conf.epochauth_settings.STATUS_LIST:
+        # Its key, numbered by the database in the same insert, is the session's index in our
+        # Token Status Lists (epochauth.statuslist).
+        rows.append(models.StatusListSlot(session=session))
     if login is not None:
         # The session's key is its own (a UUID): the event names it before either row is written.
         detail = {"session": str(session.pk), **login}
@@ -187,7 +191,9 @@ def rotate(refresh_token: str, resource: Iterable[str] = ()) -> tuple[models.Ses
     # The database the rotation writes, where the secret it compares with is current.
     alias = router.db_for_write(models.Session)
     found = (
-        models.Session.objects.using(alias).select_related("user", "group").filter(family=family)
+        models.Session.objects.using(alias)
+        .select_related("user", "group", "status_slot")
+        .filter(family=family)
     )
     while True:
         try:

@@ -12,4 +12,5 @@ urlpatterns = [
     path("logout-all/", views.LogoutAllView.as_view(), name="epochauth-logout-all"),
     path("revoke/", views.RevokeView.as_view(), name="epochauth-revoke"),
     path("whoami/", views.WhoAmIView.as_view(), name="epochauth-whoami"),
+    path("statuslists/<int:number>", views.StatusListView.as_view(), name="epochauth-statuslist"),
 ]

@@ -17,6 +17,7 @@ from django.utils.translation import gettext_lazy as _
 from rest_framework import serializers
 from rest_framework.exceptions import NotFound, ParseError, UnsupportedMediaType, ValidationError
 from rest_framework.permissions import AllowAny, BasePermission, IsAuthenticated
+from rest_framework.renderers import BaseRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.settings import api_settings
@@ -36,6 +37,7 @@ from . import (
     revocation,
     sessions,
     snapshots,
+    statuslist,
     throttling,
     tokens,
 )
@@ -152,7 +154,10 @@ def _session_response(
         session=session,
         request=request,
         aud=aud or resources.audience(session.resources),
-        extra_claims={"cnf": {"jkt": bound_to}} if bound_to else None,
+        extra_claims={
+            **statuslist.reference(session),
+            **({"cnf": {"jkt": bound_to}} if bound_to else {}),
+        },
     )
     return _token_response(session, refresh_token, access, standing)
 
@@ -269,6 +274,7 @@ class TokenView(EpochAuthView):
             session=session,
             request=request,
             aud=aud,
+            extra_claims=statuslist.reference(session),
         )
         return _token_response(session, refresh_token, access, found)
 
@@ -320,7 +326,9 @@ class BearerView(EpochAuthView):
     def session(self, request: Request) -> models.Session:
         sid = self.token(request).session_id
         session = (
-            models.Session.objects.select_related("user", "group").filter(pk=sid).first()
+            models.Session.objects.select_related("user", "group", "status_slot")
+            .filter(pk=sid)
+            .first()
             if sid
             else None
         )
@@ -496,6 +504,34 @@ class JWKSView(PublicView):
         return Response(
             keys.get_keyring().jwks(), headers={"Cache-Control": "public, max-age=300"}
         )
+
+
+class StatusListRenderer(BaseRenderer):
+    """A Status List Token as it is; an error (404, 406) says it by its status, without a body."""
+
+    media_type = statuslist.MEDIA_TYPE
+    format = "statuslist-jwt"
+    charset = None
+
+    def render(
+        self, data: Any, accepted_media_type: Any = None, renderer_context: Any = None
+    ) -> bytes:
+        return data.encode() if isinstance(data, str) else b""
+
+
+class StatusListView(PublicView):
+    """``GET /auth/statuslists/<n>``: our Status List Token ``n`` (draft-ietf-oauth-status-list
+    section 8), for anyone holding one of our tokens; 404 while ``STATUS_LIST`` is off or for a list
+    no session has an index in, 406 to an ``Accept`` without ``application/statuslist+jwt``."""
+
+    renderer_classes = (StatusListRenderer,)
+
+    def get(self, request: Request, number: int) -> Response:
+        found = statuslist.list_token(number)
+        if found is None:
+            raise NotFound()
+        token, ttl = found
+        return Response(token, headers={"Cache-Control": f"public, max-age={ttl}"})
 
 
 def issuer_url(request: Any, name: str, **kwargs: Any) -> str:

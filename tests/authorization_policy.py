@@ -366,6 +366,9 @@ ROUTES: dict[str, Row] = {
     # Discovery documents are public; the OAuth server's RFC 8414 document is served by the first
     # pattern for that path (epochauth.well_known_urls), so the second can never answer.
     "epochauth-jwks": Row(everyone(ALLOW)),
+    # A Token Status List is for anyone holding one of our tokens (the matrix's sessions have
+    # indices in list 0).
+    "epochauth-statuslist": Row(everyone(ALLOW), kwargs=lambda ctx: {"number": 0}),
     "epochauth-authorization-server-metadata": Row(everyone(ALLOW)),
     "epochauth-openid-configuration": Row(everyone(ALLOW)),
     # Moving from simplejwt: its login is anyone's; its refresh must never turn a revoked refresh

@@ -120,6 +120,8 @@ class CraftedIssuer:
         self.unnamed: set[str] = set()
         #: Serve RFC 8414 metadata (path inserted) instead of OpenID discovery; ``neither``: no metadata.
         self.metadata = "openid"
+        #: More documents to serve: path -> (content type, body).
+        self.documents: dict[str, tuple[str, bytes]] = {}
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self.server.daemon_threads = True
         self.issuer = f"http://127.0.0.1:{self.server.server_address[1]}"
@@ -212,6 +214,9 @@ class CraftedIssuer:
                 elif self.path == "/userinfo" and issuer.userinfo is not None:
                     status, answer = issuer.userinfo_response(self.headers.get("Authorization"))
                     body = json.dumps(answer).encode()
+                elif self.path in issuer.documents:
+                    content_type, body = issuer.documents[self.path]
+                    status, headers = 200, {"Content-Type": content_type}
                 elif self.path == issuer.jwks_path:
                     status, body = 200, issuer.jwks_body or json.dumps(issuer.jwks()).encode()
                     if issuer.cache_control:

@@ -576,6 +576,7 @@ def matrix(django_db_setup, django_db_blocker, idp) -> Iterator[Matrix]:
         # Dynamic client registration for users of ours (tests/authorization_policy.py says who).
         "CLIENT_REGISTRATION": "authenticated",
         "RESOURCES": [STORAGE],
+        "STATUS_LIST": True,
         "ISSUERS": [
             {
                 "issuer": idp.issuer,

@@ -9,7 +9,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from django.core.checks import run_checks
 
-from epochauth.checks import check_cache, check_settings
+from epochauth.checks import check_cache, check_issuers, check_settings
 from epochauth.keys import generate_private_key_pem
 
 ISSUER = "https://api.example.org"
@@ -323,6 +323,36 @@ def test_e022_logout_delivery(settings, bad):
         LOGOUT_TOKEN_LIFETIME=30,
     )
     assert "epochauth.E024" not in good
+
+
+@pytest.mark.parametrize(
+    "value, issuer",
+    [
+        ("yes", ISSUER),
+        ({"size": 100}, ISSUER),
+        ({"size": 0}, ISSUER),
+        ({"ttl": 300}, ISSUER),
+        ({"ttl": timedelta(0)}, ISSUER),
+        ({"bits": 2}, ISSUER),
+        (True, "api.example.org"),
+    ],
+)
+def test_e027_status_list(settings, value, issuer):
+    assert "epochauth.E027" in ids(
+        settings, ISSUER=issuer, SIGNING_KEY=GOOD_SECRET, STATUS_LIST=value
+    )
+    for good in (None, True, {"size": 1024, "ttl": timedelta(minutes=1)}):
+        found = ids(settings, ISSUER=ISSUER, SIGNING_KEY=GOOD_SECRET, STATUS_LIST=good)
+        assert "epochauth.E027" not in found
+
+
+@pytest.mark.parametrize(
+    "value, expected", [("closed", False), ("open", False), (None, False), ("yes", True)]
+)
+def test_e028_an_issuers_status_list_option(settings, value, expected):
+    entry = {"issuer": "https://iam.example.org/", "audiences": ["a"], "status_list": value}
+    settings.EPOCHAUTH = {"ISSUER": ISSUER, "SIGNING_KEY": GOOD_SECRET, "ISSUERS": [entry]}
+    assert ("epochauth.E028" in {m.id for m in check_issuers()}) is expected
 
 
 def test_w004_a_local_memory_cache_too_small_for_its_job(settings):

@@ -159,6 +159,23 @@ def test_a_refresh_reads_the_session_then_rotates_it_in_one_statement(client, gr
     assert round_trips(log) == len(REFRESH)
 
 
+def test_a_status_list_index_costs_a_login_no_statement_on_postgresql(client, settings):
+    """The session's StatusListSlot (epochauth.statuslist) goes into the login's one statement; a
+    refresh reads it with the session."""
+    settings.EPOCHAUTH = {**settings.EPOCHAUTH, "STATUS_LIST": True}
+    make_user("alice")
+    with statements() as log:
+        body = login(client, "alice")
+    slot = ("INSERT", "epochauth_statuslistslot", True)
+    assert log == (LOGIN if ONE_STATEMENT else [*LOGIN[:3], slot, *LOGIN[3:]])
+    with statements() as log:
+        response = post(client, "/auth/token/refresh/", {"refresh_token": body["refresh_token"]})
+    assert log == REFRESH
+    assert "status" in jwt.decode(
+        response.json()["access_token"], options={"verify_signature": False}
+    )
+
+
 @contextmanager
 def refusing_login_events() -> Iterator[None]:
     """The database refuses a "login" audit event as it writes it, after the session's row."""

@@ -43,7 +43,17 @@ from rest_framework.renderers import JSONRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from .. import conf, models, scopes, sessions, signals, snapshots, throttling, views
+from .. import (
+    conf,
+    models,
+    scopes,
+    sessions,
+    signals,
+    snapshots,
+    statuslist,
+    throttling,
+    views,
+)
 from ..tokens import mint_access_token
 from . import backchannel, backend, providers, recheck
 
@@ -383,6 +393,7 @@ class TokensView(LoginRequiredMixin, View):
             session=session,
             request=request,
             standing=sessions.standing(session),
+            extra_claims=statuslist.reference(session),
         )
         return self.page(request, {"access_token": access.token, "refresh_token": refresh_token})
 

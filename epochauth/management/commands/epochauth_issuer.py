@@ -24,6 +24,7 @@ OPTIONS = (
     "group_prefix",
     "mirror_groups",
     "username_claim",
+    "status_list",
     "slug",
     "display_name",
     "client_id",
@@ -101,6 +102,12 @@ class Command(base.EpochauthCommand):
             "--default-group", action="append", dest="default_groups", help="an existing group"
         )
         add.add_argument("--username-claim")
+        add.add_argument(
+            "--status-list",
+            choices=["closed", "open", "none"],
+            help="honour the status claim of its tokens, refusing (closed) or accepting (open) "
+            "them when the list cannot be had; none: ignore it",
+        )
         add.add_argument("--slug", help="browser login: the provider's URL slug")
         add.add_argument(
             "--display-name", help="browser login: the provider's name on the login page"
@@ -149,8 +156,9 @@ class Command(base.EpochauthCommand):
 
     def add(self, url: str, options: dict[str, Any]) -> None:
         issuer = models.Issuer.objects.filter(issuer=url).first() or models.Issuer(issuer=url)
-        if options["profile"] == "none":
-            options["profile"] = ""
+        for name in ("profile", "status_list"):
+            if options[name] == "none":
+                options[name] = ""
         if options["group_map"] is not None:
             options["group_map"] = dict(options["group_map"])
         for name in OPTIONS:
