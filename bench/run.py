@@ -40,6 +40,7 @@ SCENARIOS = [
     "users-locmem",
     "users-redis",
     "denylist",
+    "denylist-postgresql",
     "epochs",
     "endpoints",
     "endpoints-postgresql",
@@ -99,7 +100,7 @@ def parser() -> argparse.ArgumentParser:
         default=os.environ.get("DATABASE_URL", "")
         if os.environ.get("DATABASE_URL", "").startswith("postgres")
         else "",
-        help="PostgreSQL server of the endpoints-postgresql scenario, postgres://user@host:port/db "
+        help="PostgreSQL server of the *-postgresql scenarios, postgres://user@host:port/db "
         "(default $DATABASE_URL if it is one; the bench creates a scratch database there and drops it)",
     )
     p.add_argument(
@@ -217,9 +218,9 @@ def main(argv: list[str] | None = None) -> None:
         for name in chosen:
             if name in REDIS_SCENARIOS and redis_missing:
                 results[name] = {"skipped": redis_missing}
-            elif name == "endpoints-postgresql" and not args.postgres_url:
+            elif name.endswith("-postgresql") and not args.postgres_url:
                 results[name] = {"skipped": "no PostgreSQL: give --postgres-url (or DATABASE_URL)"}
-            elif name == "endpoints-postgresql":
+            elif name.endswith("-postgresql"):
                 with scratch_database(args.postgres_url, prefix.replace("-", "_")) as url:
                     results[name] = run_scenario(name, {**context, "postgres_url": url})
             else:

@@ -99,11 +99,10 @@ VERSION_KEY = f"{snapshots.CACHE_PREFIX}revocation:version"
 #: is moved into a new one a few thousand slots at a time, see :mod:`epochauth.fingerprints`).
 PRUNE_INTERVAL = 600.0
 #: What a process holds (the denylist, the epoch changes within the window) is read once its change
-#: feed has started: a piece of each by the first use, the rest by a thread of the process (whatever
-#: its traffic), ``LOAD_CHUNK`` rows a query by primary key, held ``LOAD_BATCH`` rows at a time under
-#: the lock, so that no request waits on it for long.
-LOAD_CHUNK = 1000
-LOAD_BATCH = 200
+#: feed has started, by a thread of the process (whatever its traffic; a small state by the first use
+#: at once), ``LOAD_CHUNK`` rows a query by primary key, each piece held under the lock at once: the
+#: requests wait for one piece at most (well under a millisecond), for the lock or the GIL.
+LOAD_CHUNK = 200
 #: After a failed read the thread tries again in this many seconds, twice as long each time up to
 #: ``LOAD_RETRY_MAX``.
 LOAD_RETRY = 0.5
@@ -240,7 +239,7 @@ class RevocationState:
         return self._load_cursor is None and self._epoch_cursor is None
 
     def _start_loading(self) -> None:
-        """The first use after the feed started reads a piece of each part (a small state at once),
+        """The first use after the feed started reads a small state at once (one piece of each part),
         and starts a thread that reads the rest: a row committed after the piece that would have held
         it comes with the feed (whose overlap reaches back before the feed's start)."""
         with self._lock:
@@ -248,7 +247,7 @@ class RevocationState:
                 return
             loader = self._loader = object()
         try:
-            while not self.loaded and self._load_piece(loader):
+            while not self.loaded and self._load_piece(loader, first_use=True):
                 pass
         except DatabaseError:
             # Ids the table lacks are looked up in the database meanwhile (or fail closed), and
@@ -293,26 +292,24 @@ class RevocationState:
         """Wait until the whole state is held; False when ``timeout`` (seconds) passed first."""
         return self._done.wait(timeout)
 
-    def _load_piece(self, loader: object) -> bool:
+    def _load_piece(self, loader: object, *, first_use: bool = False) -> bool:
         """Read and hold one piece of the denylist, or else of the epoch rows changed within the
         window; whether it ended its part (False: more to read, or the state was reset)."""
         if self._load_cursor is not None:
-            return self._load_denied_piece(loader)
+            return self._load_denied_piece(loader, first_use)
         return self._load_epoch_piece(loader)
 
     def _hold(self, loader: object, rows: list[Any], put: Any) -> bool:
-        """``put(*row)`` for each row, ``LOAD_BATCH`` rows under the lock at a time, the other threads
-        running in between; False (and nothing more held) once ``loader`` no longer reads the state."""
-        for start in range(0, len(rows), LOAD_BATCH):
-            with self._lock:
-                if self._loader is not loader:
-                    return False
-                for row in rows[start : start + LOAD_BATCH]:
-                    put(*row)
-            time.sleep(0)  # the GIL: a request waits for one batch at most
-        return self._loader is loader
+        """``put(*row)`` for each row under the lock, unless ``loader`` no longer reads the state."""
+        time.sleep(0)  # the GIL to a request first: it waits for one piece at most
+        with self._lock:
+            if self._loader is not loader:
+                return False
+            for row in rows:
+                put(*row)
+        return True
 
-    def _load_denied_piece(self, loader: object) -> bool:
+    def _load_denied_piece(self, loader: object, first_use: bool) -> bool:
         cursor = self._load_cursor
         assert cursor is not None
         if cursor == 0:
@@ -320,10 +317,12 @@ class RevocationState:
             # MIN/MAX query, which SQLite answers with a scan).
             keys = models.RevokedToken.objects.order_by("pk").values_list("pk", flat=True)
             low, high = keys.first(), keys.last()
-            if low is not None and high is not None:
-                with self._lock:
-                    if self._loader is loader:
-                        self._denied.reserve(high - low + 1)
+            span = 0 if low is None or high is None else high - low + 1
+            if first_use and span > LOAD_CHUNK:
+                return False  # not a small table: all of it in the thread
+            with self._lock:
+                if self._loader is loader:
+                    self._denied.reserve(span)
         rows = list(
             models.RevokedToken.objects.filter(pk__gt=cursor)
             .order_by("pk")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import threading
 from datetime import timedelta
+from collections.abc import Iterator
 from typing import Any
 
 import jwt
@@ -239,23 +240,43 @@ def many_denied(count: int, first_pk: int = 1000) -> None:
     )
 
 
+class Pieces:
+    """The loading thread reads a piece of the state (LOAD_CHUNK rows) each time it is allowed to."""
+
+    def __init__(self) -> None:
+        self.allowed, self.read = threading.Semaphore(0), threading.Semaphore(0)
+
+    def one(self) -> None:
+        """Let the thread read one piece, and wait until it did."""
+        self.allowed.release()
+        assert self.read.acquire(timeout=30)
+
+    def set(self) -> None:
+        """Let it read all."""
+        self.allowed.release(10**6)
+
+
 @pytest.fixture
-def held_load(monkeypatch: pytest.MonkeyPatch) -> threading.Event:
-    """The first use reads one piece (LOAD_CHUNK rows); the loading thread waits for the returned
-    event, so that requests are seen while the table is partial. Rows the thread reads must be
-    committed: these tests use ``django_db(transaction=True)``."""
+def held_load(monkeypatch: pytest.MonkeyPatch) -> Iterator[Pieces]:
+    """A state of more than one piece is read by the loading thread, as far as the test allows, so
+    that requests are seen while the table is partial. Rows the thread reads must be committed: these
+    tests use ``django_db(transaction=True)``."""
     monkeypatch.setattr(revocation, "LOAD_CHUNK", 50)
-    monkeypatch.setattr(revocation, "LOAD_BATCH", 20)
-    gate = threading.Event()
-    load = revocation.RevocationState._load
+    pieces = Pieces()
+    piece = revocation.RevocationState._load_piece
 
-    def held(self: revocation.RevocationState, loader: object) -> None:
-        gate.wait(30)
-        load(self, loader)
+    def held(self: revocation.RevocationState, loader: object, *, first_use: bool = False) -> bool:
+        if first_use:
+            return piece(self, loader, first_use=True)
+        assert pieces.allowed.acquire(timeout=30)
+        try:
+            return piece(self, loader)
+        finally:
+            pieces.read.release()
 
-    monkeypatch.setattr(revocation.RevocationState, "_load", held)
-    yield gate
-    gate.set()
+    monkeypatch.setattr(revocation.RevocationState, "_load_piece", held)
+    yield pieces
+    pieces.set()
 
 
 @pytest.mark.django_db(transaction=True)
@@ -265,7 +286,7 @@ def test_a_fresh_process_reads_the_denylist_in_a_thread_without_more_requests(cl
     body = login(client, "alice")
     cold_caches()
     assert hello(client, body["access_token"]) == 200
-    assert revocation.state._load_cursor == 1049  # one piece, not the whole table
+    assert revocation.state._load_cursor == 0  # not a small table: none of it in the request
     held_load.set()
     assert revocation.wait_loaded(30)  # no request came
     assert revocation.is_loaded() and len(revocation.state._denied) == 120
@@ -288,7 +309,7 @@ def test_while_the_denylist_is_read_a_request_makes_one_query_and_a_database_out
     )
     fresh = login(client, "alice")
     cold_caches()
-    assert hello(client, body["access_token"]) == 401  # not in the first piece: the row says so
+    assert hello(client, body["access_token"]) == 401  # not read yet: the row says so
     for _ in range(3):
         for token, status in ((body["access_token"], 401), (fresh["access_token"], 200)):
             with django_assert_max_num_queries(1):  # the one indexed point query
@@ -297,7 +318,7 @@ def test_while_the_denylist_is_read_a_request_makes_one_query_and_a_database_out
         assert (
             hello(client, fresh["access_token"]) == 503
         )  # never a 200 while the table is partial
-    assert revocation.state._load_cursor == 1049 and not revocation.is_loaded()
+    assert revocation.state._load_cursor == 0 and not revocation.is_loaded()
     held_load.set()
     assert revocation.wait_loaded(30)
     with database_down():
@@ -315,6 +336,7 @@ def test_revocations_made_while_the_denylist_is_read_are_not_lost(client, held_l
     session = verify_token(body["access_token"])["sid"]
     cold_caches()
     assert hello(client, body["access_token"]) == 200
+    held_load.one()
     assert revocation.state._load_cursor == 1049
     # Another process: the row, then after its commit the new version (no push with LocMemCache).
     RevokedToken.objects.create(pk=7, jti=session, expires_at=timezone.now() + timedelta(hours=1))
@@ -362,16 +384,16 @@ def test_a_failed_read_of_the_load_is_tried_again_and_never_marks_it_loaded(
     failures: list[bool] = []
     piece = revocation.RevocationState._load_piece
 
-    def failing(self: revocation.RevocationState, loader: object) -> bool:
+    def failing(self: revocation.RevocationState, loader: object, **kwargs: bool) -> bool:
         if not healed.is_set():
             failures.append(self.loaded)
             if len(failures) >= 3:
                 failed.set()
             raise OperationalError("database is down")
-        return piece(self, loader)
+        return piece(self, loader, **kwargs)
 
     cold_caches()
-    assert hello(client, body["access_token"]) == 200  # the first piece, before the failures
+    assert hello(client, body["access_token"]) == 200  # the first use, before the failures
     monkeypatch.setattr(revocation.RevocationState, "_load_piece", failing)
     held_load.set()
     assert failed.wait(30)
@@ -385,20 +407,23 @@ def test_a_failed_read_of_the_load_is_tried_again_and_never_marks_it_loaded(
 
 
 @pytest.mark.django_db(transaction=True)
-def test_a_load_of_a_state_since_reset_holds_nothing(client, held_load):
+def test_a_load_of_a_state_since_reset_holds_nothing(client, held_load, monkeypatch):
+    """A settings change (or the next test) resets the state while the thread has read a piece: the
+    thread holds none of it in the new state, and ends."""
     many_denied(120)
     make_user("alice")
     body = login(client, "alice")
+    hold = revocation.RevocationState._hold
+
+    def reset_first(self: revocation.RevocationState, *args: Any) -> bool:
+        self.reset()
+        return hold(self, *args)
+
     cold_caches()
     assert hello(client, body["access_token"]) == 200
-    old = revocation.state._loader
-    revocation.state.reset()  # a settings change, the next test: its thread must not write here
-    held_load.set()
-    # The old thread ends without reading or holding: the new state waits for its own first use.
-    for thread in threading.enumerate():
-        if thread.name == "epochauth-revocation-load":
-            thread.join(30)
-    assert old is not None and revocation.state._loader is None
+    monkeypatch.setattr(revocation.RevocationState, "_hold", reset_first)
+    held_load.one()
+    assert revocation.state._loader is None and revocation.state._load_cursor == 0
     assert len(revocation.state._denied) == 0 and not revocation.is_loaded()
 
 
@@ -411,6 +436,7 @@ def test_a_forked_child_reads_its_own_state(client, held_load):
     body = login(client, "alice")
     cold_caches()
     assert hello(client, body["access_token"]) == 200
+    held_load.one()
     assert revocation.state._loader is not None
     pid = os.fork()
     if pid == 0:  # the child: report by exit status, never return into pytest
