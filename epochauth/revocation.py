@@ -307,6 +307,7 @@ class RevocationState:
                 return False
             for row in rows:
                 put(*row)
+            self._generation += 1
         return True
 
     def _load_denied_piece(self, loader: object, first_use: bool) -> bool:
@@ -332,7 +333,7 @@ class RevocationState:
         live = [
             (jti, until) for _pk, jti, expires in rows if (until := expires.timestamp()) > wall
         ]
-        if not self._hold(loader, live, self._deny):
+        if not self._hold(loader, live, self._denied.add):
             return False
         with self._lock:
             if self._loader is not loader:
