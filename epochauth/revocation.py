@@ -16,7 +16,7 @@ import os
 import threading
 import time
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from datetime import datetime, timedelta
 from typing import Any, NamedTuple
@@ -100,8 +100,9 @@ VERSION_KEY = f"{snapshots.CACHE_PREFIX}revocation:version"
 PRUNE_INTERVAL = 600.0
 #: What a process holds (the denylist, the epoch changes within the window) is read once its change
 #: feed has started, by a thread of the process (whatever its traffic; a small state by the first use
-#: at once), ``LOAD_CHUNK`` rows a query by primary key, each piece held under the lock at once: the
-#: requests wait for one piece at most (well under a millisecond), for the lock or the GIL.
+#: at once), ``LOAD_CHUNK`` rows a query by primary key, each piece held under the lock at once. A
+#: request waits for one piece at most, for the lock or the GIL: each query hands the GIL over (no
+#: ``sleep(0)``, which on a busy machine gives the CPU away to other processes, a time slice a piece).
 LOAD_CHUNK = 200
 #: After a failed read the thread tries again in this many seconds, twice as long each time up to
 #: ``LOAD_RETRY_MAX``.
@@ -132,7 +133,7 @@ class RevocationState:
             listeners.Callbacks(self._apply_pushed, self._read_soon, self.read_now, self.prune)
         )
         self.reset()
-        # A fork copies the state between two batches of the load (never half a batch); the loading
+        # A fork copies the state between two pieces of the load (never half of one); the loading
         # thread is the parent's only: a child that has not read everything starts its own.
         os.register_at_fork(
             before=self._lock.acquire,
@@ -299,9 +300,8 @@ class RevocationState:
             return self._load_denied_piece(loader, first_use)
         return self._load_epoch_piece(loader)
 
-    def _hold(self, loader: object, rows: list[Any], put: Any) -> bool:
+    def _hold(self, loader: object, rows: list[Any], put: Callable[..., object]) -> bool:
         """``put(*row)`` for each row under the lock, unless ``loader`` no longer reads the state."""
-        time.sleep(0)  # the GIL to a request first: it waits for one piece at most
         with self._lock:
             if self._loader is not loader:
                 return False
