@@ -277,6 +277,10 @@ def held_load(monkeypatch: pytest.MonkeyPatch) -> Iterator[Pieces]:
     monkeypatch.setattr(revocation.RevocationState, "_load_piece", held)
     yield pieces
     pieces.set()
+    # Ended before the next test: a thread left over would take that test's pieces.
+    for thread in threading.enumerate():
+        if thread.name == "epochauth-revocation-load":
+            thread.join(30)
 
 
 @pytest.mark.django_db(transaction=True)
