@@ -25,16 +25,23 @@ def run(name: str, context: dict[str, Any]) -> None:
         from . import scenarios
 
         outcome = scenarios.users(sizes, redis=name == "users-redis")
-    elif name in ("denylist", "epochs", "endpoints"):
+    elif name == "endpoints":
         configure(Setup())
         from . import scenarios
 
-        outcome = getattr(scenarios, name)(sizes)
-    elif name == "endpoints-postgresql":
+        outcome = scenarios.endpoints(sizes)
+    elif name in ("denylist", "epochs"):
+        # A file: the thread that reads the revocation state has a connection of its own.
+        with tempfile.TemporaryDirectory(prefix="epochauth-bench-") as directory:
+            configure(Setup(sqlite_path=str(Path(directory) / "db.sqlite3")))
+            from . import scenarios
+
+            outcome = getattr(scenarios, name)(sizes)
+    elif name in ("endpoints-postgresql", "denylist-postgresql"):
         configure(Setup(postgres_url=context["postgres_url"]))
         from . import scenarios
 
-        outcome = scenarios.endpoints(sizes)
+        outcome = getattr(scenarios, name.removesuffix("-postgresql"))(sizes)
     elif name == "gunicorn":
         outcome = gunicorn(sizes, context, redis)
     elif name in ("revocation", "revocation-server"):

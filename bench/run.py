@@ -41,6 +41,7 @@ SCENARIOS = [
     "users-locmem",
     "users-redis",
     "denylist",
+    "denylist-postgresql",
     "epochs",
     "endpoints",
     "endpoints-postgresql",
@@ -109,7 +110,7 @@ def parser() -> argparse.ArgumentParser:
         default=os.environ.get("DATABASE_URL", "")
         if os.environ.get("DATABASE_URL", "").startswith("postgres")
         else "",
-        help="PostgreSQL server of the endpoints-postgresql and gunicorn scenarios, "
+        help="PostgreSQL server of the *-postgresql scenarios and of gunicorn, "
         "postgres://user@host:port/db "
         "(default $DATABASE_URL if it is one; the bench creates a scratch database there and drops it)",
     )
@@ -240,11 +241,11 @@ def main(argv: list[str] | None = None) -> None:
         for name in chosen:
             if name in redis_scenarios and redis_missing:
                 results[name] = {"skipped": redis_missing}
-            elif name == "endpoints-postgresql" and not args.postgres_url:
+            elif name.endswith("-postgresql") and not args.postgres_url:
                 results[name] = {"skipped": "no PostgreSQL: give --postgres-url (or DATABASE_URL)"}
             elif name == "gunicorn" and wrk_missing():
                 results[name] = {"skipped": wrk_missing()}
-            elif name in ("endpoints-postgresql", "gunicorn") and args.postgres_url:
+            elif name.endswith("-postgresql") or (name == "gunicorn" and args.postgres_url):
                 with scratch_database(args.postgres_url, prefix.replace("-", "_")) as url:
                     results[name] = run_scenario(name, {**context, "postgres_url": url})
             else:

@@ -453,29 +453,43 @@ def epochs(sizes: Sizes) -> dict[str, Any]:
     return result(rows, epochs=sizes.users, **first)
 
 
+#: While the state is read, a request every this many seconds (a busy worker: about 500 a second).
+LOADING_PACE = 0.002
+
+
 def first_requests(server: Server, call: Any, insert: Any) -> dict[str, Any]:
     """Rows inserted by ``insert()``, then the first requests with ``call`` (a process that has read
-    none of them), timed until the process holds its whole revocation state: each reads a piece."""
+    none of them), one every ``LOADING_PACE`` until the process holds its whole revocation state (a
+    thread of its own reads it): their time and SQL queries, and the wall time from the first
+    request to the state held."""
     timed_ms(server.get(NONE))  # Django's own first request (imports, URL resolver) is not ours
     started = time.perf_counter()
     insert()
     insert_s, rss_before = time.perf_counter() - started, rss_mb()
-    first_ms = timed_ms(call)
-    # No traffic, no progress: the requests after the first read the rest.
-    loading, started = [], time.perf_counter()
-    while not is_loaded():
-        loading.append(timed_ms(call))
-    ordered = sorted(loading or [first_ms])
+    counters = Counters()
+    loading: list[tuple[float, int]] = []
+    started = time.perf_counter()
+    with counters.counting():
+        first_ms = timed_ms(call)
+        first_queries = counters.queries
+        while not is_loaded():
+            before = counters.queries
+            loading.append((timed_ms(call), counters.queries - before))
+            time.sleep(LOADING_PACE)
+    load_s = time.perf_counter() - started
+    ordered = sorted(ms for ms, _queries in loading) or [first_ms]
     return {
         "insert_s": insert_s,
         "first_request_ms": first_ms,
+        "first_request_queries": first_queries,
         "loading_requests": len(loading),
         "loading_ms": {
             "median": ordered[len(ordered) // 2],
             "p99": ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))],
             "max": ordered[-1],
         },
-        "load_s": time.perf_counter() - started,
+        "loading_max_queries": max((queries for _ms, queries in loading), default=0),
+        "load_s": load_s,
         "rss_before_mb": rss_before,
         "rss_loaded_mb": rss_mb(),
     }

@@ -12,10 +12,11 @@ and when that fails too the request fails closed with :class:`~epochauth.snapsho
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from datetime import datetime, timedelta
 from typing import Any, NamedTuple
@@ -96,11 +97,16 @@ VERSION_KEY = f"{snapshots.CACHE_PREFIX}revocation:version"
 #: How often expired denylist entries and epoch changes older than the window are dropped (each table
 #: is moved into a new one a few thousand slots at a time, see :mod:`epochauth.fingerprints`).
 PRUNE_INTERVAL = 600.0
-#: What a process holds (the denylist, the epoch changes within the window) is read by its first
-#: requests: each reads rows ``LOAD_CHUNK`` at a time, by primary key, until ``LOAD_BUDGET`` seconds
-#: passed.
-LOAD_CHUNK = 100
-LOAD_BUDGET = 0.001
+#: What a process holds (the denylist, the epoch changes within the window) is read once its change
+#: feed has started, by a thread of the process (whatever its traffic; a small state by the first use
+#: at once), ``LOAD_CHUNK`` rows a query by primary key, each piece held under the lock at once. A
+#: request waits for one piece at most, for the lock or the GIL: each query hands the GIL over (no
+#: ``sleep(0)``, which on a busy machine gives the CPU away to other processes, a time slice a piece).
+LOAD_CHUNK = 200
+#: After a failed read the thread tries again in this many seconds, twice as long each time up to
+#: ``LOAD_RETRY_MAX``.
+LOAD_RETRY = 0.5
+LOAD_RETRY_MAX = 30.0
 
 
 class RevocationState:
@@ -114,9 +120,9 @@ class RevocationState:
     changed before the token existed. Older tokens read their epochs one by one (a bounded memo over
     the shared cache over the database).
 
-    What is held is read in small pieces by the first requests once the feed has started (no request
-    waits for all of it): the denylist, then the epoch changes within the window. Until then an id
-    the table does not hold is looked up in the database, and epochs are read one by one. Rows
+    What is held is read once the feed has started, by a thread of the process (no request waits for
+    it, and none has to come): the denylist, then the epoch changes within the window. Until then an
+    id the table does not hold is looked up in the database, and epochs are read one by one. Rows
     committed meanwhile arrive through the feed like any change.
     """
 
@@ -126,8 +132,19 @@ class RevocationState:
             listeners.Callbacks(self._apply_pushed, self._read_soon, self.read_now, self.prune)
         )
         self.reset()
+        # A fork copies the state between two pieces of the load (never half of one); the loading
+        # thread is the parent's only: a child that has not read everything starts its own.
+        os.register_at_fork(
+            before=self._lock.acquire,
+            after_in_parent=self._lock.release,
+            after_in_child=self._forked,
+        )
 
     def reset(self) -> None:
+        with self._lock:
+            self._reset()
+
+    def _reset(self) -> None:
         self._push.stop()
         #: Changes with everything a token's revocation check reads in this process (never repeats, so
         #: that a result recorded before a reset never passes as current).
@@ -150,6 +167,10 @@ class RevocationState:
         self._denied = denylist.Denylist()
         #: The denylist is read up to this primary key; None once all of it is held.
         self._load_cursor: int | None = 0
+        #: Who reads them (:meth:`_start_loading`): a load whose reader is no longer this one (after a
+        #: reset) changes nothing.
+        self._loader: object | None = None
+        self._done = threading.Event()
         self._pruned_at = clock.monotonic()
         self._version: Any = None
         self._checked_at = float("-inf")
@@ -199,7 +220,7 @@ class RevocationState:
 
     def _read_changes(self) -> None:
         """Rows changed since the last read, merged into memory. The first read only marks where the
-        feed starts: what changed before, :meth:`_load_some` reads a piece at a time."""
+        feed starts: what changed before, :meth:`_start_loading` reads."""
         started = timezone.now()
         window = conf.epochauth_settings.REVOCATION_WINDOW
         if self._read_from is None:
@@ -217,50 +238,109 @@ class RevocationState:
     def loaded(self) -> bool:
         return self._load_cursor is None and self._epoch_cursor is None
 
-    def _load_some(self) -> None:
-        """Read more of the denylist, then of the epoch rows changed within the window, for at most
-        ``LOAD_BUDGET``, once the feed has started: a row committed after the piece that would have
-        held it comes with the feed (whose overlap reaches back before the feed's start)."""
-        deadline = time.perf_counter() + LOAD_BUDGET
+    def _start_loading(self) -> None:
+        """The first use after the feed started reads a small state at once (one piece of each part),
+        and starts a thread that reads the rest: a row committed after the piece that would have held
+        it comes with the feed (whose overlap reaches back before the feed's start)."""
         with self._lock:
-            try:
-                while self._read_from is not None and not self.loaded:
-                    if self._load_cursor is not None:
-                        more = self._load_denied_piece()
-                    else:
-                        more = self._load_epoch_piece()
-                    # A piece that ended its part is no reason to stop: a small state is read at once.
-                    if more and time.perf_counter() >= deadline:
-                        return
-            except DatabaseError:
-                # Ids the table lacks are looked up in the database meanwhile (or fail closed), and
-                # epochs one by one.
-                logger.warning("epochauth: cannot read the revocation state yet", exc_info=True)
+            if self._read_from is None or self._loader is not None:
+                return
+            loader = self._loader = object()
+        try:
+            while not self.loaded and self._load_piece(loader, first_use=True):
+                pass
+        except DatabaseError:
+            # Ids the table lacks are looked up in the database meanwhile (or fail closed), and
+            # epochs one by one; the thread tries again.
+            logger.warning("epochauth: cannot read the revocation state yet", exc_info=True)
+        if not self.loaded:
+            threading.Thread(
+                target=self._load, args=(loader,), name="epochauth-revocation-load", daemon=True
+            ).start()
 
-    def _load_denied_piece(self) -> bool:
-        """One piece of the denylist; whether more may follow."""
-        if self._load_cursor == 0:
+    def _load(self, loader: object) -> None:
+        """The rest of the state, in the thread :meth:`_start_loading` started, until all is held or
+        the state was reset; a failed read is tried again later."""
+        delay = LOAD_RETRY
+        try:
+            while self._loader is loader and not self.loaded:
+                try:
+                    self._load_piece(loader)
+                except DatabaseError:
+                    logger.warning(
+                        "epochauth: cannot read the revocation state yet; trying again in %.1f s",
+                        delay,
+                        exc_info=True,
+                    )
+                    connections.close_all()
+                    time.sleep(delay)
+                    delay = min(2 * delay, LOAD_RETRY_MAX)
+                else:
+                    delay = LOAD_RETRY
+        finally:
+            # This thread's own connection.
+            connections.close_all()
+
+    def _forked(self) -> None:
+        """In a forked child (the lock was taken before the fork): the parent's loading thread is not
+        here; the child's first use goes on from where the copy stands."""
+        self._lock.release()
+        if not self.loaded:
+            self._loader, self._done = None, threading.Event()
+
+    def wait_loaded(self, timeout: float) -> bool:
+        """Wait until the whole state is held; False when ``timeout`` (seconds) passed first."""
+        return self._done.wait(timeout)
+
+    def _load_piece(self, loader: object, *, first_use: bool = False) -> bool:
+        """Read and hold one piece of the denylist, or else of the epoch rows changed within the
+        window; whether it ended its part (False: more to read, or the state was reset)."""
+        if self._load_cursor is not None:
+            return self._load_denied_piece(loader, first_use)
+        return self._load_epoch_piece(loader)
+
+    def _hold(self, loader: object, rows: list[Any], put: Callable[..., object]) -> bool:
+        """``put(*row)`` for each row under the lock, unless ``loader`` no longer reads the state."""
+        with self._lock:
+            if self._loader is not loader:
+                return False
+            for row in rows:
+                put(*row)
+            self._generation += 1
+        return True
+
+    def _load_denied_piece(self, loader: object, first_use: bool) -> bool:
+        cursor = self._load_cursor
+        assert cursor is not None
+        if cursor == 0:
             # A table of about the right size at once: two index lookups, not a count (nor one
             # MIN/MAX query, which SQLite answers with a scan).
             keys = models.RevokedToken.objects.order_by("pk").values_list("pk", flat=True)
             low, high = keys.first(), keys.last()
-            if low is not None and high is not None:
-                self._denied.reserve(high - low + 1)
+            span = 0 if low is None or high is None else high - low + 1
+            if first_use and span > LOAD_CHUNK:
+                return False  # not a small table: all of it in the thread
+            with self._lock:
+                if self._loader is loader:
+                    self._denied.reserve(span)
         rows = list(
-            models.RevokedToken.objects.filter(pk__gt=self._load_cursor)
+            models.RevokedToken.objects.filter(pk__gt=cursor)
             .order_by("pk")
             .values_list("pk", "jti", "expires_at")[:LOAD_CHUNK]
         )
         wall = time.time()
-        for _pk, jti, expires in rows:
-            until = expires.timestamp()
-            if until > wall:
-                self._denied.add(jti, until)
-        self._load_cursor = rows[-1][0] if len(rows) == LOAD_CHUNK else None
-        return self._load_cursor is not None
+        live = [
+            (jti, until) for _pk, jti, expires in rows if (until := expires.timestamp()) > wall
+        ]
+        if not self._hold(loader, live, self._denied.add):
+            return False
+        with self._lock:
+            if self._loader is not loader:
+                return False
+            self._load_cursor = rows[-1][0] if len(rows) == LOAD_CHUNK else None
+            return self._load_cursor is None
 
-    def _load_epoch_piece(self) -> bool:
-        """One piece of the epoch rows changed within the window; whether more may follow."""
+    def _load_epoch_piece(self, loader: object) -> bool:
         start = self._epochs_from
         assert start is not None
         rows = list(
@@ -268,15 +348,26 @@ class RevocationState:
             .order_by("pk")
             .values_list("pk", "updated_at", "kind", "object_id", *EPOCH_FIELDS)[:LOAD_CHUNK]
         )
-        for _pk, updated, kind, object_id, *fields in rows:
-            if updated >= start:
-                self._merge(kind, object_id, _epoch_value(*fields))
-        if len(rows) == LOAD_CHUNK:
-            self._epoch_cursor = rows[-1][0]
+        changed = [
+            (kind, object_id, _epoch_value(*fields))
+            for _pk, updated, kind, object_id, *fields in rows
+            if updated >= start
+        ]
+        if not self._hold(loader, changed, self._merge):
+            return False
+        with self._lock:
+            if self._loader is not loader:
+                return False
+            if len(rows) == LOAD_CHUNK:
+                self._epoch_cursor = rows[-1][0]
+                return False
+            # Every change within the window is held: tokens issued within it read no epoch (the
+            # window first, so that ``loaded`` never holds before it).
+            self._covered_from = start.timestamp()
+            self._epoch_cursor = None
+            self._generation += 1
+            self._done.set()
             return True
-        # Every change within the window is held: tokens issued within it read no epoch.
-        self._epoch_cursor, self._covered_from = None, start.timestamp()
-        return False
 
     def _read_soon(self) -> None:
         """The next request reads the database (the push channel was away: messages may be lost)."""
@@ -460,9 +551,9 @@ class RevocationState:
 
     def is_denied(self, ids: tuple[str | None, ...]) -> bool:
         self._current()
-        if not self.loaded:
+        if self._loader is None:
             # Here, not in epoch(): once per token, whatever the number of its epochs.
-            self._load_some()
+            self._start_loading()
         # Read before the table: once the load has ended, the table holds every live row.
         loading = self._load_cursor is not None
         wanted = [i for i in ids if i]
@@ -529,10 +620,16 @@ def _epoch_value(
 
 
 def is_loaded() -> bool:
-    """Whether this process holds the whole revocation state yet: its first requests read the
-    denylist and the epoch changes within the window in pieces (meanwhile ids it lacks are looked
-    up in the database, epochs one by one). For health checks and the bench."""
+    """Whether this process holds the whole revocation state yet: from its first use, a thread of
+    the process reads the denylist and the epoch changes within the window (meanwhile ids it lacks
+    are looked up in the database, epochs one by one). For health checks and the bench."""
     return state.loaded
+
+
+def wait_loaded(timeout: float) -> bool:
+    """Wait until :func:`is_loaded` (once something used the state); False when ``timeout`` (seconds)
+    passed first. For tests, the bench and a server that warms up before it takes traffic."""
+    return state.wait_loaded(timeout)
 
 
 def current_epoch(kind: str, object_id: str, issued_at: float | None = None) -> EpochValue:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import threading
+from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
 
@@ -11,7 +14,7 @@ from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
 from django.core.cache import cache, caches
 from django.core.management import CommandError, call_command
-from django.db import connection
+from django.db import OperationalError, connection
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
@@ -237,32 +240,69 @@ def many_denied(count: int, first_pk: int = 1000) -> None:
     )
 
 
+class Pieces:
+    """The loading thread reads a piece of the state (LOAD_CHUNK rows) each time it is allowed to."""
+
+    def __init__(self) -> None:
+        self.allowed, self.read = threading.Semaphore(0), threading.Semaphore(0)
+
+    def one(self) -> None:
+        """Let the thread read one piece, and wait until it did."""
+        self.allowed.release()
+        assert self.read.acquire(timeout=30)
+
+    def set(self) -> None:
+        """Let it read all."""
+        self.allowed.release(10**6)
+
+
 @pytest.fixture
-def piecewise_load(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Each request reads one piece of the denylist (LOAD_CHUNK rows), however fast the machine."""
+def held_load(monkeypatch: pytest.MonkeyPatch) -> Iterator[Pieces]:
+    """A state of more than one piece is read by the loading thread, as far as the test allows, so
+    that requests are seen while the table is partial. Rows the thread reads must be committed: these
+    tests use ``django_db(transaction=True)``."""
     monkeypatch.setattr(revocation, "LOAD_CHUNK", 50)
-    monkeypatch.setattr(revocation, "LOAD_BUDGET", 0)
+    pieces = Pieces()
+    piece = revocation.RevocationState._load_piece
+
+    def held(self: revocation.RevocationState, loader: object, *, first_use: bool = False) -> bool:
+        if first_use:
+            return piece(self, loader, first_use=True)
+        assert pieces.allowed.acquire(timeout=30)
+        try:
+            return piece(self, loader)
+        finally:
+            pieces.read.release()
+
+    monkeypatch.setattr(revocation.RevocationState, "_load_piece", held)
+    yield pieces
+    pieces.set()
+    # Ended before the next test: a thread left over would take that test's pieces.
+    for thread in threading.enumerate():
+        if thread.name == "epochauth-revocation-load":
+            thread.join(30)
 
 
-def test_a_fresh_process_reads_the_denylist_a_piece_per_request(client, piecewise_load):
+@pytest.mark.django_db(transaction=True)
+def test_a_fresh_process_reads_the_denylist_in_a_thread_without_more_requests(client, held_load):
     many_denied(120)
     make_user("alice")
     body = login(client, "alice")
     cold_caches()
     assert hello(client, body["access_token"]) == 200
-    assert revocation.state._load_cursor == 1049  # one piece, not the whole table
-    assert hello(client, body["access_token"]) == 200
-    assert revocation.state._load_cursor == 1099
-    assert hello(client, body["access_token"]) == 200
-    assert revocation.state._load_cursor is None and len(revocation.state._denied) == 120
+    assert revocation.state._load_cursor == 0  # not a small table: none of it in the request
+    held_load.set()
+    assert revocation.wait_loaded(30)  # no request came
+    assert revocation.is_loaded() and len(revocation.state._denied) == 120
     assert revocation.is_revoked("bulk-119") and not revocation.is_revoked("bulk-120")
     with CaptureQueriesContext(connection) as queries:
         assert hello(client, body["access_token"]) == 200
     assert len(queries) == 0, [q["sql"] for q in queries]
 
 
-def test_an_id_not_read_yet_is_looked_up_and_a_database_outage_fails_closed(
-    client, piecewise_load
+@pytest.mark.django_db(transaction=True)
+def test_while_the_denylist_is_read_a_request_makes_one_query_and_a_database_outage_fails_closed(
+    client, held_load, django_assert_max_num_queries
 ):
     many_denied(120)
     make_user("alice")
@@ -271,19 +311,27 @@ def test_an_id_not_read_yet_is_looked_up_and_a_database_outage_fails_closed(
     RevokedToken.objects.create(
         pk=5000, jti=session, expires_at=timezone.now() + timedelta(hours=1)
     )
-    cold_caches()
-    assert (
-        hello(client, body["access_token"]) == 401
-    )  # not in the first piece: the row itself says so
-    assert revocation.state._load_cursor == 1049
     fresh = login(client, "alice")
+    cold_caches()
+    assert hello(client, body["access_token"]) == 401  # not read yet: the row says so
+    for _ in range(3):
+        for token, status in ((body["access_token"], 401), (fresh["access_token"], 200)):
+            with django_assert_max_num_queries(1):  # the one indexed point query
+                assert hello(client, token) == status
     with database_down():
         assert (
             hello(client, fresh["access_token"]) == 503
         )  # never a 200 while the table is partial
+    assert revocation.state._load_cursor == 0 and not revocation.is_loaded()
+    held_load.set()
+    assert revocation.wait_loaded(30)
+    with database_down():
+        assert hello(client, body["access_token"]) == 401
+        assert hello(client, fresh["access_token"]) == 200
 
 
-def test_revocations_made_while_the_denylist_is_read_are_not_lost(client, piecewise_load, clock):
+@pytest.mark.django_db(transaction=True)
+def test_revocations_made_while_the_denylist_is_read_are_not_lost(client, held_load, clock):
     """Another process commits a row the load has passed already (its key was taken before the load
     read past it): the change feed, reaching back before the load began, brings it."""
     many_denied(170)
@@ -292,19 +340,21 @@ def test_revocations_made_while_the_denylist_is_read_are_not_lost(client, piecew
     session = verify_token(body["access_token"])["sid"]
     cold_caches()
     assert hello(client, body["access_token"]) == 200
-    assert hello(client, body["access_token"]) == 200
-    assert revocation.state._load_cursor == 1099
+    held_load.one()
+    assert revocation.state._load_cursor == 1049
     # Another process: the row, then after its commit the new version (no push with LocMemCache).
     RevokedToken.objects.create(pk=7, jti=session, expires_at=timezone.now() + timedelta(hours=1))
     cache.set(revocation.VERSION_KEY, "changed elsewhere", None)
     assert hello(client, body["access_token"]) == 401  # looked up: the table is not complete yet
+    held_load.set()
+    assert revocation.wait_loaded(30)
     clock.advance(1)  # REVOCATION_REFRESH_INTERVAL: the feed is read
     assert hello(client, body["access_token"]) == 401
-    assert revocation.state._load_cursor is None
     assert revocation.state._denied.denies(session, timezone.now().timestamp())  # from the feed
 
 
-def test_a_fresh_process_reads_the_epochs_in_pieces_and_refuses_meanwhile(client, piecewise_load):
+@pytest.mark.django_db(transaction=True)
+def test_a_fresh_process_reads_the_epochs_in_a_thread_and_refuses_meanwhile(client, held_load):
     users = [make_user(f"user{n}") for n in range(3)]
     bodies = [login(client, user.username) for user in users]
     Epoch.objects.bulk_create(
@@ -313,19 +363,99 @@ def test_a_fresh_process_reads_the_epochs_in_pieces_and_refuses_meanwhile(client
     )
     bump_epoch(Epoch.Kind.USER, str(users[0].pk))  # the last row: read by the last piece
     cold_caches()
-    statuses = []
-    while not revocation.is_loaded():
-        statuses.append([hello(client, body["access_token"]) for body in bodies])
-        assert revocation.state._covered_from is None or revocation.is_loaded()
-    assert 1 < len(statuses) < 10 and all(
-        s == [401, 200, 200] for s in statuses
-    )  # epochs read by key
+    for _ in range(3):
+        assert [hello(client, body["access_token"]) for body in bodies] == [401, 200, 200]
+        assert revocation.state._covered_from is None  # epochs read by key
+    held_load.set()
+    assert revocation.wait_loaded(30)
     assert revocation.state._held(Epoch.Kind.USER, str(users[0].pk)).value == 1
     revocation.state._memo.clear()
     cache.clear()
     with CaptureQueriesContext(connection) as queries:
         assert [hello(client, body["access_token"]) for body in bodies] == [401, 200, 200]
     assert len(queries) == 0, [q["sql"] for q in queries]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_failed_read_of_the_load_is_tried_again_and_never_marks_it_loaded(
+    client, held_load, monkeypatch, caplog
+):
+    many_denied(120)
+    make_user("alice")
+    body = login(client, "alice")
+    monkeypatch.setattr(revocation, "LOAD_RETRY", 0.01)
+    failed, healed = threading.Event(), threading.Event()
+    failures: list[bool] = []
+    piece = revocation.RevocationState._load_piece
+
+    def failing(self: revocation.RevocationState, loader: object, **kwargs: bool) -> bool:
+        if not healed.is_set():
+            failures.append(self.loaded)
+            if len(failures) >= 3:
+                failed.set()
+            raise OperationalError("database is down")
+        return piece(self, loader, **kwargs)
+
+    cold_caches()
+    assert hello(client, body["access_token"]) == 200  # the first use, before the failures
+    monkeypatch.setattr(revocation.RevocationState, "_load_piece", failing)
+    held_load.set()
+    assert failed.wait(30)
+    assert not revocation.is_loaded() and not any(failures)
+    with CaptureQueriesContext(connection) as queries:
+        assert hello(client, body["access_token"]) == 200
+    assert len(queries) == 1  # looked up meanwhile
+    healed.set()
+    assert revocation.wait_loaded(30) and len(revocation.state._denied) == 120
+    assert "cannot read the revocation state yet; trying again" in caplog.text
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_load_of_a_state_since_reset_holds_nothing(client, held_load, monkeypatch):
+    """A settings change (or the next test) resets the state while the thread has read a piece: the
+    thread holds none of it in the new state, and ends."""
+    many_denied(120)
+    make_user("alice")
+    body = login(client, "alice")
+    hold = revocation.RevocationState._hold
+
+    def reset_first(self: revocation.RevocationState, *args: Any) -> bool:
+        self.reset()
+        return hold(self, *args)
+
+    cold_caches()
+    assert hello(client, body["access_token"]) == 200
+    monkeypatch.setattr(revocation.RevocationState, "_hold", reset_first)
+    held_load.one()
+    assert revocation.state._loader is None and revocation.state._load_cursor == 0
+    assert len(revocation.state._denied) == 0 and not revocation.is_loaded()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_forked_child_reads_its_own_state(client, held_load):
+    """gunicorn's pre-fork and recycled workers: the parent's loading thread is not in the child,
+    whose copy (taken between two batches, the lock free) goes on with a load of its own."""
+    many_denied(120)
+    make_user("alice")
+    body = login(client, "alice")
+    cold_caches()
+    assert hello(client, body["access_token"]) == 200
+    held_load.one()
+    assert revocation.state._loader is not None
+    pid = os.fork()
+    if pid == 0:  # the child: report by exit status, never return into pytest
+        free = revocation.state._lock.acquire(blocking=False)
+        os._exit(
+            0
+            if free
+            and revocation.state._loader is None
+            and revocation.state._load_cursor == 1049
+            and not revocation.state._done.is_set()
+            else 1
+        )
+    assert os.waitpid(pid, 0)[1] == 0
+    held_load.set()
+    assert revocation.wait_loaded(30)  # the parent's own load goes on
 
 
 # -- failing closed ----------------------------------------------------------------------------
