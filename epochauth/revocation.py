@@ -557,9 +557,10 @@ class RevocationState:
         # Read before the table: once the load has ended, the table holds every live row.
         loading = self._load_cursor is not None
         wanted = [i for i in ids if i]
-        wall = time.time()
-        if any(self._denied.denies(i, wall) for i in wanted):
-            return True
+        wall, denies = time.time(), self._denied.denies
+        for denied_id in wanted:  # a loop, not any() over a generator: this runs per new token
+            if denies(denied_id, wall):
+                return True
         return loading and bool(wanted) and _denied_in_database(wanted)
 
     def deny(self, jti: str, expires_at: float) -> None:
