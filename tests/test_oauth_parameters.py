@@ -270,6 +270,7 @@ REQUESTS: list[tuple[str, str, str, dict[str, str], str | None]] = [
         "Bearer {token}",
     ),
     ("epochauth-whoami", "GET", "/auth/whoami/", {}, "Bearer {token}"),
+    ("epochauth-statuslist", "GET", "/auth/statuslists/0", {"n": "1"}, None),
     # Dynamic client registration reads JSON (test_hostile_json_is_never_a_server_error).
     (
         "dcr-register",
