@@ -239,6 +239,31 @@ def verify_proof(
     return Proof(jkt, claims)
 
 
+def request_proof(request: HttpRequest) -> str:
+    """The request's one ``DPoP`` header; none or several are refused (section 4.3 step 1)."""
+    proof = request.META.get(PROOF_HEADER)
+    # Several DPoP headers reach a WSGI application joined by commas, which no JWS contains.
+    if proof is None or "," in proof:
+        raise InvalidProof(_("The request must carry exactly one DPoP proof"))
+    return proof.strip()
+
+
+def token_request_proof(request: HttpRequest, *, required: bool = False) -> Proof | None:
+    """The verified proof of a token request (section 5: no access token goes with it), None when
+    it carries none and neither ``required`` nor ``DPOP_REQUIRED`` asks for one. Raises what
+    :func:`verify_proof` raises."""
+    if PROOF_HEADER not in request.META and not (
+        required or conf.epochauth_settings.DPOP_REQUIRED
+    ):
+        return None
+    return verify_proof(
+        request_proof(request),
+        method=request.method or "",
+        url=request.build_absolute_uri(),
+        access_token=None,
+    )
+
+
 def _check_claims(claims: dict[str, Any], method: str, url: str, access_token: str | None) -> None:
     if not verification.is_identifier(claims.get("jti")):
         raise InvalidProof(_("The DPoP proof has no valid jti"))

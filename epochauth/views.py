@@ -204,10 +204,14 @@ def validated(serializer_class: type[serializers.Serializer], request: Request) 
 
 
 class EpochAuthView(APIView):
-    """Base of our views: a database outage is a 503 the client may retry, never a 500."""
+    """Base of our views: a database outage is a 503 the client may retry, never a 500; a token
+    request's refused DPoP proof is a 400 ``invalid_dpop_proof`` or ``use_dpop_nonce`` (RFC 9449
+    section 5; ``epochauth.dpop.NonceMiddleware`` adds the nonce)."""
 
     def handle_exception(self, exc: Exception) -> Response:
-        if isinstance(exc, DatabaseError | snapshots.StateUnavailable):
+        if isinstance(exc, exceptions.InvalidProof):
+            exc = exceptions.OAuthError(exc.error, exc.description)
+        elif isinstance(exc, DatabaseError | snapshots.StateUnavailable):
             logger.error(
                 "epochauth: revocation state unavailable in %s", type(self).__name__, exc_info=exc
             )
@@ -226,6 +230,9 @@ class TokenView(EpochAuthView):
 
     def post(self, request: Request) -> Response:
         data = validated(LoginSerializer, request)
+        # Before the password: a refused proof is no guess.
+        proof = dpop.token_request_proof(request._request)
+        jkt = proof.jkt if proof is not None else ""
         attempt = throttling.LoginAttempt(request, data["username"])
         attempt.start()
         try:
@@ -258,6 +265,7 @@ class TokenView(EpochAuthView):
             resources=list(resources.names(aud)),
             login={},
             standing=found,
+            dpop_jkt=jkt,
         )
         found = sessions.standing(session)
         access = tokens.mint_access_token(
@@ -269,6 +277,7 @@ class TokenView(EpochAuthView):
             session=session,
             request=request,
             aud=aud,
+            extra_claims={"cnf": {"jkt": jkt}} if jkt else None,
         )
         return _token_response(session, refresh_token, access, found)
 
@@ -283,12 +292,18 @@ class RefreshView(EpochAuthView):
         data = validated(RefreshSerializer, request)
         requested = data.get("resource", ())
         resources.audience(requested)  # malformed or not served: refused before anything changes
+        proof = dpop.token_request_proof(request._request)
+        jkt = proof.jkt if proof is not None else None
         # A refresh token of the system the site is moving from starts a session (epochauth.migrating).
         started = migrating.exchanged(data["refresh_token"], request)
-        session, refresh_token = started or sessions.rotate(data["refresh_token"], requested)
+        if started is not None and jkt is not None:
+            models.Session.objects.filter(pk=started[0].pk).update(dpop_jkt=jkt)
+        session, refresh_token = started or sessions.rotate(
+            data["refresh_token"], requested, dpop_jkt=jkt
+        )
         # RFC 8707 section 2.2: fewer of the session's resources, or any served one if it named none.
         aud = resources.audience(requested, session.resources or None)
-        return _session_response(session, refresh_token, request, aud)
+        return _session_response(session, refresh_token, request, aud, bound_to=jkt)
 
 
 class OAuthServer(Protocol):
