@@ -544,6 +544,8 @@ def authorization_server_metadata(request: Any) -> dict[str, Any]:
         "grant_types_supported": ["password", "refresh_token"],
         "token_endpoint_auth_methods_supported": ["none"],
         "scopes_supported": sorted(user_scopes()),
+        # RFC 9449 section 5.1: every token endpoint takes DPoP proofs, the OAuth server's too.
+        "dpop_signing_alg_values_supported": list(conf.epochauth_settings.DPOP_ALGORITHMS),
         # No authorization endpoint without epochauth.oauth: no response type.
         "response_types_supported": [],
         # Our own endpoints by name: with the OAuth server, its metadata takes over token_endpoint.

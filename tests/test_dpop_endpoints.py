@@ -11,7 +11,7 @@ import pytest
 from epochauth import dpop
 from epochauth.client.dpop import ProofKey
 from epochauth.models import Session
-from tests.helpers import make_user
+from tests.helpers import make_user, openid_provider
 from tests.test_dpop import Holder
 
 pytestmark = pytest.mark.django_db
@@ -208,3 +208,12 @@ def test_a_replayed_proof_is_refused(client, holder):
 def test_thumbprints_agree():
     key = ProofKey.generate()
     assert dpop.thumbprint(key.public_jwk) == key.thumbprint
+
+
+@pytest.mark.parametrize(
+    "path", ["/.well-known/oauth-authorization-server", "/.well-known/openid-configuration"]
+)
+def test_metadata_advertises_the_proof_algorithms(client, settings, path):
+    openid_provider(settings, DPOP_ALGORITHMS=["ES256", "EdDSA"])
+    document = client.get(path).json()
+    assert document["dpop_signing_alg_values_supported"] == ["ES256", "EdDSA"]
