@@ -246,7 +246,7 @@ class BearerAuthentication(BaseAuthentication):
         if validated_token.dpop_jkt is None:
             raise InvalidToken(_("The access token is not bound to a DPoP key"))
         verified = dpop.verify_proof(
-            dpop.request_proof(request._request),
+            dpop.request_proof(request.META),
             method=request.method or "",
             url=request.build_absolute_uri(),
             access_token=raw_token,

@@ -239,29 +239,25 @@ def verify_proof(
     return Proof(jkt, claims)
 
 
-def request_proof(request: HttpRequest) -> str:
-    """The request's one ``DPoP`` header; none or several are refused (section 4.3 step 1)."""
-    proof = request.META.get(PROOF_HEADER)
+def request_proof(meta: Mapping[str, str]) -> str:
+    """The one ``DPoP`` header of a request's ``META`` (or DOT's headers, which are a copy of it);
+    none or several are refused (section 4.3 step 1)."""
+    proof = meta.get(PROOF_HEADER)
     # Several DPoP headers reach a WSGI application joined by commas, which no JWS contains.
     if proof is None or "," in proof:
         raise InvalidProof(_("The request must carry exactly one DPoP proof"))
     return proof.strip()
 
 
-def token_request_proof(request: HttpRequest, *, required: bool = False) -> Proof | None:
+def token_request_proof(
+    meta: Mapping[str, str], method: str, url: str, *, required: bool = False
+) -> Proof | None:
     """The verified proof of a token request (section 5: no access token goes with it), None when
     it carries none and neither ``required`` nor ``DPOP_REQUIRED`` asks for one. Raises what
     :func:`verify_proof` raises."""
-    if PROOF_HEADER not in request.META and not (
-        required or conf.epochauth_settings.DPOP_REQUIRED
-    ):
+    if PROOF_HEADER not in meta and not (required or conf.epochauth_settings.DPOP_REQUIRED):
         return None
-    return verify_proof(
-        request_proof(request),
-        method=request.method or "",
-        url=request.build_absolute_uri(),
-        access_token=None,
-    )
+    return verify_proof(request_proof(meta), method=method, url=url, access_token=None)
 
 
 def _check_claims(claims: dict[str, Any], method: str, url: str, access_token: str | None) -> None:

@@ -219,6 +219,14 @@ class EpochAuthView(APIView):
         return super().handle_exception(exc)
 
 
+def _proof_key(request: Request) -> str | None:
+    """The thumbprint of the key the token request's DPoP proof is of, None without a proof."""
+    proof = dpop.token_request_proof(
+        request.META, request.method or "", request.build_absolute_uri()
+    )
+    return proof.jkt if proof is not None else None
+
+
 class TokenView(EpochAuthView):
     """``POST /auth/token/``: username and password for an access and a refresh token."""
 
@@ -231,8 +239,7 @@ class TokenView(EpochAuthView):
     def post(self, request: Request) -> Response:
         data = validated(LoginSerializer, request)
         # Before the password: a refused proof is no guess.
-        proof = dpop.token_request_proof(request._request)
-        jkt = proof.jkt if proof is not None else ""
+        jkt = _proof_key(request) or ""
         attempt = throttling.LoginAttempt(request, data["username"])
         attempt.start()
         try:
@@ -292,8 +299,7 @@ class RefreshView(EpochAuthView):
         data = validated(RefreshSerializer, request)
         requested = data.get("resource", ())
         resources.audience(requested)  # malformed or not served: refused before anything changes
-        proof = dpop.token_request_proof(request._request)
-        jkt = proof.jkt if proof is not None else None
+        jkt = _proof_key(request)
         # A refresh token of the system the site is moving from starts a session (epochauth.migrating).
         started = migrating.exchanged(data["refresh_token"], request)
         if started is not None and jkt is not None:

@@ -3,16 +3,23 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
 from datetime import timedelta
 from typing import Any
+from urllib.parse import parse_qs, urlencode, urlsplit
 
 import pytest
+from django.test import Client
+from oauth2_provider.models import get_application_model
 
 from epochauth import dpop
 from epochauth.client.dpop import ProofKey
 from epochauth.models import Session
+from epochauth.oauth.models import DPoPBinding, DPoPPolicy, ensure_cli_application
 from tests.helpers import make_user, openid_provider
 from tests.test_dpop import Holder
+from tests.test_oauth import DEVICE_GRANT, REDIRECT, SECRET, approve
 
 pytestmark = pytest.mark.django_db
 
@@ -20,6 +27,7 @@ TOKEN = "http://testserver/auth/token/"
 REFRESH = "http://testserver/auth/token/refresh/"
 RENEW = "http://testserver/auth/token/renew/"
 WHOAMI = "http://testserver/auth/whoami/"
+Application = get_application_model()
 
 
 def post(client, url: str, body: dict[str, Any], proof: str | None = None, **headers: Any):
@@ -217,3 +225,160 @@ def test_metadata_advertises_the_proof_algorithms(client, settings, path):
     openid_provider(settings, DPOP_ALGORITHMS=["ES256", "EdDSA"])
     document = client.get(path).json()
     assert document["dpop_signing_alg_values_supported"] == ["ES256", "EdDSA"]
+
+
+# -- the OAuth server's /o/token/ ----------------------------------------------------------------
+
+O_TOKEN = "http://testserver/o/token/"
+
+
+def form(client, path: str, data: dict[str, str], proof: str | None = None, **headers: Any):
+    if proof is not None:
+        headers["HTTP_DPOP"] = proof
+    return client.post(
+        path, urlencode(data), content_type="application/x-www-form-urlencoded", **headers
+    )
+
+
+def device_tokens(client, user, proof: str | None) -> Any:
+    """A device login of ``epochauth-cli`` approved by ``user``, its code redeemed with ``proof``."""
+    ensure_cli_application(Application)
+    device = form(
+        client, "/o/device-authorization/", {"client_id": "epochauth-cli", "scope": "reports:read"}
+    ).json()
+    approve(user, device["user_code"])
+    data = {"grant_type": DEVICE_GRANT, "device_code": device["device_code"]}
+    return form(client, "/o/token/", {**data, "client_id": "epochauth-cli"}, proof)
+
+
+def o_refresh(client, refresh_token: str, proof: str | None = None):
+    data = {"grant_type": "refresh_token", "refresh_token": refresh_token}
+    return form(client, "/o/token/", {**data, "client_id": "epochauth-cli"}, proof)
+
+
+def test_device_flow_is_bound_and_so_are_the_public_clients_refresh_tokens(client, holder):
+    alice = make_user("alice")
+    answer = device_tokens(client, alice, holder.proof(htm="POST", htu=O_TOKEN))
+    assert answer.status_code == 200, answer.content
+    token = answer.json()
+    assert token["token_type"] == "DPoP"
+    assert access_claims(token)["cnf"] == {"jkt": holder.jkt}
+    access = token["access_token"]
+    whoami = client.get(
+        WHOAMI,
+        HTTP_AUTHORIZATION=f"DPoP {access}",
+        HTTP_DPOP=holder.proof(access, htu=WHOAMI),
+    )
+    assert whoami.status_code == 200, whoami.content
+    assert client.get(WHOAMI, HTTP_AUTHORIZATION=f"Bearer {access}").status_code == 401
+    # The refresh token: without a proof, or with another key's, refused; the family lives on.
+    stolen = token["refresh_token"]
+    assert "bound to a DPoP key" in oauth_error(o_refresh(client, stolen))
+    other = Holder().proof(htm="POST", htu=O_TOKEN)
+    assert "bound to a DPoP key" in oauth_error(o_refresh(client, stolen, other))
+    rotated = o_refresh(client, stolen, holder.proof(htm="POST", htu=O_TOKEN))
+    assert rotated.status_code == 200, rotated.content
+    assert rotated.json()["token_type"] == "DPoP"
+    assert access_claims(rotated.json())["cnf"] == {"jkt": holder.jkt}
+    # The rotated-away token, replayed without the key, is refused before DOT's reuse protection.
+    assert "bound to a DPoP key" in oauth_error(o_refresh(client, stolen))
+    again = o_refresh(
+        client, rotated.json()["refresh_token"], holder.proof(htm="POST", htu=O_TOKEN)
+    )
+    assert again.status_code == 200, again.content
+
+
+def test_a_device_login_without_a_proof_stays_bearer(client):
+    answer = device_tokens(client, make_user("alice"), None)
+    assert answer.json()["token_type"] == "Bearer"
+    assert not DPoPBinding.objects.exists()
+
+
+def confidential(grant: str, **fields: Any) -> Any:
+    owner = make_user("owner")
+    return Application.objects.create(
+        name="svc",
+        client_id="svc",
+        client_secret=SECRET,
+        client_type=Application.CLIENT_CONFIDENTIAL,
+        authorization_grant_type=grant,
+        user=owner,
+        **fields,
+    )
+
+
+def test_client_credentials_bound_and_an_applications_policy(client, holder):
+    app = confidential(Application.GRANT_CLIENT_CREDENTIALS)
+    basic = "Basic " + base64.b64encode(f"svc:{SECRET}".encode()).decode()
+    data = {"grant_type": "client_credentials", "scope": "reports:read"}
+    assert (
+        form(client, "/o/token/", data, HTTP_AUTHORIZATION=basic).json()["token_type"] == "Bearer"
+    )
+    DPoPPolicy.objects.create(application=app)
+    assert "exactly one" in oauth_error(form(client, "/o/token/", data, HTTP_AUTHORIZATION=basic))
+    bound = form(
+        client, "/o/token/", data, holder.proof(htm="POST", htu=O_TOKEN), HTTP_AUTHORIZATION=basic
+    )
+    assert bound.status_code == 200, bound.content
+    assert bound.json()["token_type"] == "DPoP"
+    assert access_claims(bound.json())["cnf"] == {"jkt": holder.jkt}
+
+
+def test_a_bad_proof_at_o_token_is_refused_with_a_nonce_to_use(client, settings, holder):
+    settings.EPOCHAUTH = {**settings.EPOCHAUTH, "DPOP_NONCE": timedelta(minutes=5)}
+    settings.MIDDLEWARE = [*settings.MIDDLEWARE, "epochauth.dpop.NonceMiddleware"]
+    confidential(Application.GRANT_CLIENT_CREDENTIALS)
+    basic = "Basic " + base64.b64encode(f"svc:{SECRET}".encode()).decode()
+    data = {"grant_type": "client_credentials"}
+    first = form(
+        client, "/o/token/", data, holder.proof(htm="POST", htu=O_TOKEN), HTTP_AUTHORIZATION=basic
+    )
+    oauth_error(first, "use_dpop_nonce")
+    proof = holder.proof(htm="POST", htu=O_TOKEN, nonce=first["DPoP-Nonce"])
+    second = form(client, "/o/token/", data, proof, HTTP_AUTHORIZATION=basic)
+    assert second.status_code == 200, second.content
+    wrong_url = holder.proof(htm="POST", htu=TOKEN, nonce=first["DPoP-Nonce"])
+    assert "another URL" in oauth_error(
+        form(client, "/o/token/", data, wrong_url, HTTP_AUTHORIZATION=basic)
+    )
+
+
+def test_dpop_jkt_binds_the_authorization_code(client, holder):
+    confidential(
+        Application.GRANT_AUTHORIZATION_CODE, redirect_uris=REDIRECT, skip_authorization=True
+    )
+    browser = Client()
+    browser.force_login(make_user("alice"))
+    verifier = "v" * 50
+    challenge = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).rstrip(b"=")
+    query = {
+        "response_type": "code",
+        "client_id": "svc",
+        "redirect_uri": REDIRECT,
+        "scope": "reports:read",
+        "code_challenge": challenge.decode(),
+        "code_challenge_method": "S256",
+        "dpop_jkt": holder.jkt,
+    }
+    response = browser.get("/o/authorize/?" + urlencode(query))
+    assert response.status_code == 302, response.content
+    code = parse_qs(urlsplit(response["Location"]).query)["code"][0]
+    basic = "Basic " + base64.b64encode(f"svc:{SECRET}".encode()).decode()
+    data = {
+        "grant_type": "authorization_code",
+        "code": code,
+        "redirect_uri": REDIRECT,
+        "code_verifier": verifier,
+    }
+    assert "bound to a DPoP key" in oauth_error(
+        form(client, "/o/token/", data, HTTP_AUTHORIZATION=basic)
+    )
+    other = Holder().proof(htm="POST", htu=O_TOKEN)
+    assert "bound to a DPoP key" in oauth_error(
+        form(client, "/o/token/", data, other, HTTP_AUTHORIZATION=basic)
+    )
+    exchanged = form(
+        client, "/o/token/", data, holder.proof(htm="POST", htu=O_TOKEN), HTTP_AUTHORIZATION=basic
+    )
+    assert exchanged.status_code == 200, exchanged.content
+    assert access_claims(exchanged.json())["cnf"] == {"jkt": holder.jkt}
