@@ -15,9 +15,12 @@ from oauth2_provider.models import get_application_model
 
 from epochauth import dpop
 from epochauth.client.dpop import ProofKey
-from epochauth.models import Session
+from epochauth.models import Epoch, Session
 from epochauth.oauth.models import DPoPBinding, DPoPPolicy, ensure_cli_application
+from epochauth.revocation import bump_epoch
+from epochauth.urns import ACCESS_TOKEN_TYPE, TOKEN_EXCHANGE
 from tests.helpers import make_user, openid_provider
+from tests.loopback_issuer import CraftedIssuer
 from tests.test_dpop import Holder
 from tests.test_oauth import DEVICE_GRANT, REDIRECT, SECRET, approve
 
@@ -51,7 +54,7 @@ def oauth_error(response, error: str = "invalid_dpop_proof") -> str:
     assert response.status_code == 400, response.content
     body = response.json()
     assert body["error"] == error, body
-    return body["error_description"]
+    return body.get("error_description", "")
 
 
 def access_claims(body: dict[str, Any]) -> dict[str, Any]:
@@ -382,3 +385,56 @@ def test_dpop_jkt_binds_the_authorization_code(client, holder):
     )
     assert exchanged.status_code == 200, exchanged.content
     assert access_claims(exchanged.json())["cnf"] == {"jkt": holder.jkt}
+
+
+def test_token_exchange_bound(client, settings, holder):
+    confidential(TOKEN_EXCHANGE)
+    issuer = CraftedIssuer()
+    try:
+        settings.EPOCHAUTH = {**settings.EPOCHAUTH, "ISSUERS": [{"issuer": issuer.issuer}]}
+        basic = "Basic " + base64.b64encode(f"svc:{SECRET}".encode()).decode()
+        data = {
+            "grant_type": TOKEN_EXCHANGE,
+            "subject_token": issuer.token(sub="carol", scope="reports:read"),
+            "subject_token_type": ACCESS_TOKEN_TYPE,
+        }
+        proof = holder.proof(htm="POST", htu=O_TOKEN)
+        exchanged = form(client, "/o/token/", data, proof, HTTP_AUTHORIZATION=basic)
+    finally:
+        issuer.stop()
+    assert exchanged.status_code == 200, exchanged.content
+    assert exchanged.json()["token_type"] == "DPoP"
+    assert access_claims(exchanged.json())["cnf"] == {"jkt": holder.jkt}
+
+
+# -- revocation ends bound tokens as it ends bearer ones ---------------------------------------
+
+
+def bound_call(client, key: ProofKey, url: str, token: str, method: str = "GET"):
+    send = client.post if method == "POST" else client.get
+    return send(url, HTTP_AUTHORIZATION=f"DPoP {token}", HTTP_DPOP=key.proof(method, url, token))
+
+
+@pytest.mark.parametrize("how", ["logout", "logout-all", "epoch"])
+def test_revocation_ends_a_bound_session(client, how):
+    key = ProofKey.generate()
+    body = bound_login(client, key)
+    token = body["access_token"]
+    if how == "epoch":
+        bump_epoch(Epoch.Kind.USER, str(Session.objects.get().user_id))
+    else:
+        url = f"http://testserver/auth/{how}/"
+        assert bound_call(client, key, url, token, "POST").status_code in (200, 204)
+    assert bound_call(client, key, WHOAMI, token).status_code == 401
+    refreshed = post(
+        client, REFRESH, {"refresh_token": body["refresh_token"]}, key.proof("POST", REFRESH)
+    )
+    oauth_error(refreshed, "invalid_grant")
+
+
+def test_an_epoch_bump_ends_a_bound_oauth_family(client, holder):
+    alice = make_user("alice")
+    token = device_tokens(client, alice, holder.proof(htm="POST", htu=O_TOKEN)).json()
+    bump_epoch(Epoch.Kind.USER, str(alice.pk))
+    refreshed = o_refresh(client, token["refresh_token"], holder.proof(htm="POST", htu=O_TOKEN))
+    oauth_error(refreshed, "invalid_grant")
