@@ -388,7 +388,7 @@ def test_dpop_jkt_binds_the_authorization_code(client, holder):
 
 
 def test_token_exchange_bound(client, settings, holder):
-    confidential(TOKEN_EXCHANGE)
+    confidential(Application.GRANT_CLIENT_CREDENTIALS)  # any confidential client may exchange
     issuer = CraftedIssuer()
     try:
         settings.EPOCHAUTH = {**settings.EPOCHAUTH, "ISSUERS": [{"issuer": issuer.issuer}]}
