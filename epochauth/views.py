@@ -303,7 +303,9 @@ class RefreshView(EpochAuthView):
         # A refresh token of the system the site is moving from starts a session (epochauth.migrating).
         started = migrating.exchanged(data["refresh_token"], request)
         if started is not None and jkt is not None:
-            models.Session.objects.filter(pk=started[0].pk).update(dpop_jkt=jkt)
+            # RFC 9449 section 5: the session it starts is bound like a login's.
+            started[0].dpop_jkt = jkt
+            started[0].save(update_fields=["dpop_jkt"])
         session, refresh_token = started or sessions.rotate(
             data["refresh_token"], requested, dpop_jkt=jkt
         )

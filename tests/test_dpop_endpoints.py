@@ -23,6 +23,7 @@ from tests.helpers import make_user, openid_provider
 from tests.loopback_issuer import CraftedIssuer
 from tests.test_dpop import Holder
 from tests.test_oauth import DEVICE_GRANT, REDIRECT, SECRET, approve
+from tests.test_simplejwt import simplejwt_login
 
 pytestmark = pytest.mark.django_db
 
@@ -346,9 +347,12 @@ def test_a_bad_proof_at_o_token_is_refused_with_a_nonce_to_use(client, settings,
     )
 
 
-def test_dpop_jkt_binds_the_authorization_code(client, holder):
+@pytest.mark.parametrize("consent", [False, True])
+def test_dpop_jkt_binds_the_authorization_code(client, holder, consent):
     confidential(
-        Application.GRANT_AUTHORIZATION_CODE, redirect_uris=REDIRECT, skip_authorization=True
+        Application.GRANT_AUTHORIZATION_CODE,
+        redirect_uris=REDIRECT,
+        skip_authorization=not consent,
     )
     browser = Client()
     browser.force_login(make_user("alice"))
@@ -363,7 +367,12 @@ def test_dpop_jkt_binds_the_authorization_code(client, holder):
         "code_challenge_method": "S256",
         "dpop_jkt": holder.jkt,
     }
-    response = browser.get("/o/authorize/?" + urlencode(query))
+    path = "/o/authorize/?" + urlencode(query)
+    response = browser.get(path)
+    if consent:  # the consent form posts to the same URL, dpop_jkt and all
+        assert response.status_code == 200, response.content
+        fields = {k: v for k, v in response.context["form"].initial.items() if v is not None}
+        response = browser.post(path, {**fields, "allow": "Authorize"})
     assert response.status_code == 302, response.content
     code = parse_qs(urlsplit(response["Location"]).query)["code"][0]
     basic = "Basic " + base64.b64encode(f"svc:{SECRET}".encode()).decode()
@@ -438,3 +447,16 @@ def test_an_epoch_bump_ends_a_bound_oauth_family(client, holder):
     bump_epoch(Epoch.Kind.USER, str(alice.pk))
     refreshed = o_refresh(client, token["refresh_token"], holder.proof(htm="POST", htu=O_TOKEN))
     oauth_error(refreshed, "invalid_grant")
+
+
+def test_a_simplejwt_refresh_token_exchanged_with_a_proof_starts_a_bound_session(client, holder):
+    make_user("alice")
+    old = simplejwt_login(client)
+    body = post(
+        client, REFRESH, {"refresh_token": old["refresh"]}, holder.proof(htm="POST", htu=REFRESH)
+    )
+    assert body.status_code == 200, body.content
+    assert body.json()["token_type"] == "DPoP"
+    assert Session.objects.get().dpop_jkt == holder.jkt
+    again = {"refresh_token": body.json()["refresh_token"]}
+    assert "bound to a DPoP key" in oauth_error(post(client, REFRESH, again))
