@@ -247,12 +247,8 @@ class BearerAuthentication(BaseAuthentication):
         ``USE_X_FORWARDED_HOST`` as the proxy needs)."""
         if validated_token.dpop_jkt is None:
             raise InvalidToken(_("The access token is not bound to a DPoP key"))
-        proof = request.META.get(dpop.PROOF_HEADER)
-        # Several DPoP headers reach a WSGI application joined by commas, which no JWS contains.
-        if proof is None or "," in proof:
-            raise InvalidProof(_("The request must carry exactly one DPoP proof"))
         verified = dpop.verify_proof(
-            proof.strip(),
+            dpop.request_proof(request.META),
             method=request.method or "",
             url=request.build_absolute_uri(),
             access_token=raw_token,

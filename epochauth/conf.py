@@ -169,8 +169,10 @@ DESCRIPTIONS: dict[str, str] = {
         "no nonce required."
     ),
     "DPOP_REQUIRED": (
-        "Refuse every access token sent as `Bearer`: only DPoP-bound tokens with their proof pass. A "
-        "bound token (`cnf.jkt`) is refused as a bearer token whatever this says (RFC 9449 section 7.2)."
+        "Refuse every access token sent as `Bearer`, and every token request (`/auth/token/`, its "
+        "refresh, `/o/token/`) without a DPoP proof (`400 invalid_dpop_proof`): only DPoP-bound tokens "
+        "are issued and pass. A bound token (`cnf.jkt`) is refused as a bearer token whatever this says "
+        "(RFC 9449 section 7.2). For one OAuth application only: its DPoP policy in the admin."
     ),
     "SCOPES": (
         'Scopes a user may ask for: `{"name": "description"}`, at `POST /auth/token/`, with '

@@ -239,6 +239,27 @@ def verify_proof(
     return Proof(jkt, claims)
 
 
+def request_proof(meta: Mapping[str, str]) -> str:
+    """The one ``DPoP`` header of a request's ``META`` (or DOT's headers, which are a copy of it);
+    none or several are refused (section 4.3 step 1)."""
+    proof = meta.get(PROOF_HEADER)
+    # Several DPoP headers reach a WSGI application joined by commas, which no JWS contains.
+    if proof is None or "," in proof:
+        raise InvalidProof(_("The request must carry exactly one DPoP proof"))
+    return proof.strip()
+
+
+def token_request_proof(
+    meta: Mapping[str, str], method: str, url: str, *, required: bool = False
+) -> Proof | None:
+    """The verified proof of a token request (section 5: no access token goes with it), None when
+    it carries none and neither ``required`` nor ``DPOP_REQUIRED`` asks for one. Raises what
+    :func:`verify_proof` raises."""
+    if PROOF_HEADER not in meta and not (required or conf.epochauth_settings.DPOP_REQUIRED):
+        return None
+    return verify_proof(request_proof(meta), method=method, url=url, access_token=None)
+
+
 def _check_claims(claims: dict[str, Any], method: str, url: str, access_token: str | None) -> None:
     if not verification.is_identifier(claims.get("jti")):
         raise InvalidProof(_("The DPoP proof has no valid jti"))

@@ -179,6 +179,11 @@ class Session(models.Model):
         _("previous refresh token hash"), max_length=64, blank=True, editable=False
     )
     revoked_at = models.DateTimeField(_("revoked"), null=True, blank=True)
+    #: RFC 9449 section 5: the RFC 7638 thumbprint of the DPoP key the session's refresh token is
+    #: bound to (its login or a refresh carried a proof of it); empty: a bearer session.
+    dpop_jkt = models.CharField(
+        _("DPoP key thumbprint"), max_length=64, blank=True, editable=False
+    )
     #: The browser login on whose page the session was started: the provider's back-channel logout of
     #: that login's provider session ends it too.
     browser_login = models.ForeignKey(

@@ -45,13 +45,15 @@ def start_session(
     browser_login: Any = None,
     login: dict[str, Any] | None = None,
     standing: tokens.Standing | None = None,
+    dpop_jkt: str = "",
 ) -> tuple[models.Session, str]:
     """Open a session and return it with its first refresh token; beyond ``MAX_SESSIONS_PER_USER``
     the user's oldest live sessions end (reason "limit"). ``browser_login``: the BrowserLogin on whose
     page it starts (the provider's back-channel logout of that login ends it). ``login``: the detail of
     a "login" audit event to write with the session (its id is added), in the same transaction.
     ``standing``: the user's groups and epochs if the caller read them; else they are read with the
-    inserts (one statement on PostgreSQL), for :func:`standing` to hand to the first token."""
+    inserts (one statement on PostgreSQL), for :func:`standing` to hand to the first token.
+    ``dpop_jkt``: the DPoP key the login proved (RFC 9449 section 5), which every refresh must prove."""
     secret = secrets.token_urlsafe(32)
     session = models.Session(
         user=user,
@@ -63,6 +65,7 @@ def start_session(
         resources=resources or [],
         refresh_hash=_hash(secret),
         browser_login=browser_login,
+        dpop_jkt=dpop_jkt,
     )
     rows: list[Model] = [session]
     if conf.epochauth_settings.STATUS_LIST:
@@ -165,10 +168,12 @@ def check_session(session: models.Session) -> None:
 
 
 #: What a rotation writes.
-_ROTATED = ("refresh_hash", "previous_refresh_hash", "last_used_at", "expires_at")
+_ROTATED = ("refresh_hash", "previous_refresh_hash", "last_used_at", "expires_at", "dpop_jkt")
 
 
-def rotate(refresh_token: str, resource: Iterable[str] = ()) -> tuple[models.Session, str]:
+def rotate(
+    refresh_token: str, resource: Iterable[str] = (), dpop_jkt: str | None = None
+) -> tuple[models.Session, str]:
     """Exchange a refresh token for the next one of its session; that the ``resource`` asked for is
     among the session's (:func:`epochauth.resources.audience`) is checked before the secret rotates
     away, the user's rights as it rotates: a session whose user lost them ends, its new token unsent.
@@ -183,6 +188,11 @@ def rotate(refresh_token: str, resource: Iterable[str] = ()) -> tuple[models.Ses
     retry whose first answer was lost): a new pair, and the token the first use gave stops working.
     Only a hash of that token is kept, so it cannot be handed out again; and so the family keeps one
     live refresh token: whoever holds the other one finds it rotated away on its next use, a reuse.
+
+    ``dpop_jkt``: the key the request's DPoP proof is of (RFC 9449 section 5). A session bound to a
+    key rotates only with a proof of it; without, it is refused before anything else, so a bound
+    refresh token stolen without its key can neither rotate nor end the session (a reuse). A bearer
+    session refreshed with a proof is bound from then on.
     """
     family, _dot, secret = refresh_token.partition(".")
     if not family or not secret:
@@ -201,6 +211,7 @@ def rotate(refresh_token: str, resource: Iterable[str] = ()) -> tuple[models.Ses
         except models.Session.DoesNotExist:
             raise _invalid(_("The refresh token is invalid")) from None
         read = session.refresh_hash
+        _check_binding(session, dpop_jkt)
         replaced = _replaced(session, presented)
         resources.audience(resource, session.resources or None)
         new_secret = secrets.token_urlsafe(32)
@@ -209,6 +220,7 @@ def rotate(refresh_token: str, resource: Iterable[str] = ()) -> tuple[models.Ses
         session.previous_refresh_hash = replaced
         session.last_used_at = now
         session.expires_at = now + _lifetime(session.remember_me)
+        session.dpop_jkt = session.dpop_jkt or dpop_jkt or ""
         standing = inserts.swap(
             session,
             _ROTATED,
@@ -222,6 +234,13 @@ def rotate(refresh_token: str, resource: Iterable[str] = ()) -> tuple[models.Ses
     if failure is not None:
         _end(session, failure)
     return session, f"{session.family}.{new_secret}"
+
+
+def _check_binding(session: models.Session, dpop_jkt: str | None) -> None:
+    if session.dpop_jkt and not (dpop_jkt and constant_time_compare(dpop_jkt, session.dpop_jkt)):
+        raise exceptions.InvalidProof(
+            _("The refresh token is bound to a DPoP key: send a proof of that key")
+        )
 
 
 def _replaced(session: models.Session, presented: str) -> str:

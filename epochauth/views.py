@@ -134,6 +134,15 @@ def _token_response(
     return Response(body, headers=NO_STORE)
 
 
+def _session_claims(session: models.Session, bound_to: str | None) -> dict[str, Any]:
+    """What a session's access token carries besides ours: its status-list entry, and the thumbprint
+    of the DPoP key it is bound to (RFC 9449 section 6)."""
+    claims = statuslist.reference(session)
+    if bound_to:
+        claims["cnf"] = {"jkt": bound_to}
+    return claims
+
+
 def _session_response(
     session: models.Session,
     refresh_token: str | None,
@@ -154,10 +163,7 @@ def _session_response(
         session=session,
         request=request,
         aud=aud or resources.audience(session.resources),
-        extra_claims={
-            **statuslist.reference(session),
-            **({"cnf": {"jkt": bound_to}} if bound_to else {}),
-        },
+        extra_claims=_session_claims(session, bound_to),
     )
     return _token_response(session, refresh_token, access, standing)
 
@@ -209,15 +215,27 @@ def validated(serializer_class: type[serializers.Serializer], request: Request) 
 
 
 class EpochAuthView(APIView):
-    """Base of our views: a database outage is a 503 the client may retry, never a 500."""
+    """Base of our views: a database outage is a 503 the client may retry, never a 500; a token
+    request's refused DPoP proof is a 400 ``invalid_dpop_proof`` or ``use_dpop_nonce`` (RFC 9449
+    section 5; ``epochauth.dpop.NonceMiddleware`` adds the nonce)."""
 
     def handle_exception(self, exc: Exception) -> Response:
-        if isinstance(exc, DatabaseError | snapshots.StateUnavailable):
+        if isinstance(exc, exceptions.InvalidProof):
+            exc = exceptions.OAuthError(exc.error, exc.description)
+        elif isinstance(exc, DatabaseError | snapshots.StateUnavailable):
             logger.error(
                 "epochauth: revocation state unavailable in %s", type(self).__name__, exc_info=exc
             )
             exc = exceptions.ServiceUnavailable()
         return super().handle_exception(exc)
+
+
+def _proof_key(request: Request) -> str | None:
+    """The thumbprint of the key the token request's DPoP proof is of, None without a proof."""
+    proof = dpop.token_request_proof(
+        request.META, request.method or "", request.build_absolute_uri()
+    )
+    return proof.jkt if proof is not None else None
 
 
 class TokenView(EpochAuthView):
@@ -231,6 +249,8 @@ class TokenView(EpochAuthView):
 
     def post(self, request: Request) -> Response:
         data = validated(LoginSerializer, request)
+        # Before the password: a refused proof is no guess.
+        jkt = _proof_key(request) or ""
         attempt = throttling.LoginAttempt(request, data["username"])
         attempt.start()
         try:
@@ -263,6 +283,7 @@ class TokenView(EpochAuthView):
             resources=list(resources.names(aud)),
             login={},
             standing=found,
+            dpop_jkt=jkt,
         )
         found = sessions.standing(session)
         access = tokens.mint_access_token(
@@ -274,7 +295,7 @@ class TokenView(EpochAuthView):
             session=session,
             request=request,
             aud=aud,
-            extra_claims=statuslist.reference(session),
+            extra_claims=_session_claims(session, jkt),
         )
         return _token_response(session, refresh_token, access, found)
 
@@ -289,12 +310,19 @@ class RefreshView(EpochAuthView):
         data = validated(RefreshSerializer, request)
         requested = data.get("resource", ())
         resources.audience(requested)  # malformed or not served: refused before anything changes
+        jkt = _proof_key(request)
         # A refresh token of the system the site is moving from starts a session (epochauth.migrating).
         started = migrating.exchanged(data["refresh_token"], request)
-        session, refresh_token = started or sessions.rotate(data["refresh_token"], requested)
+        if started is not None and jkt is not None:
+            # RFC 9449 section 5: the session it starts is bound like a login's.
+            started[0].dpop_jkt = jkt
+            started[0].save(update_fields=["dpop_jkt"])
+        session, refresh_token = started or sessions.rotate(
+            data["refresh_token"], requested, dpop_jkt=jkt
+        )
         # RFC 8707 section 2.2: fewer of the session's resources, or any served one if it named none.
         aud = resources.audience(requested, session.resources or None)
-        return _session_response(session, refresh_token, request, aud)
+        return _session_response(session, refresh_token, request, aud, bound_to=jkt)
 
 
 class OAuthServer(Protocol):
@@ -565,6 +593,8 @@ def authorization_server_metadata(request: Any) -> dict[str, Any]:
         "grant_types_supported": ["password", "refresh_token"],
         "token_endpoint_auth_methods_supported": ["none"],
         "scopes_supported": sorted(user_scopes()),
+        # RFC 9449 section 5.1: every token endpoint takes DPoP proofs, the OAuth server's too.
+        "dpop_signing_alg_values_supported": list(conf.epochauth_settings.DPOP_ALGORITHMS),
         # No authorization endpoint without epochauth.oauth: no response type.
         "response_types_supported": [],
         # Our own endpoints by name: with the OAuth server, its metadata takes over token_endpoint.

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import urljoin
 
+import jwt
 import pytest
 import requests
 from django.contrib.auth import get_user_model
@@ -20,6 +21,7 @@ from django.contrib.auth.models import Group
 
 from epochauth.client import BearerAuth
 from epochauth.client import oauth as client_oauth
+from epochauth.client.dpop import ProofKey
 from epochauth.client.errors import (
     AccessDenied,
     DeviceCodeExpired,
@@ -595,21 +597,31 @@ def api_get(server_url: str, path: str, token: str) -> requests.Response:
     )
 
 
-def refresh_error(server_url: str, refresh_token: str) -> str | None:
-    """Present a refresh token at our token endpoint as the CLI's public client; the OAuth error or None."""
+def dpop_get(server_url: str, path: str, token: str, key: ProofKey) -> requests.Response:
+    url = f"{server_url}{path}"
+    headers = {"Authorization": f"DPoP {token}", "DPoP": key.proof("GET", url, token)}
+    return requests.get(url, headers=headers, timeout=10)
+
+
+def refresh_error(server_url: str, refresh_token: str, key: ProofKey | None = None) -> str | None:
+    """Present a refresh token at our token endpoint as the CLI's public client (with a proof of
+    ``key``); the OAuth error or None."""
+    url = f"{server_url}/o/token/"
     answer = requests.post(
-        f"{server_url}/o/token/",
+        url,
         data={
             "grant_type": "refresh_token",
             "refresh_token": refresh_token,
             "client_id": "epochauth-cli",
         },
+        headers={"DPoP": key.proof("POST", url)} if key is not None else {},
         timeout=10,
     )
     return None if answer.status_code == 200 else answer.json()["error"]
 
 
 def test_cli_against_our_server_login_whoami_token_refresh_logout(our_server, cli_env):
+    """Bound end to end: our metadata offers DPoP, so the CLI's token is bound to its login's key."""
     server, alice = our_server
     url = server.url
 
@@ -619,10 +631,14 @@ def test_cli_against_our_server_login_whoami_token_refresh_logout(our_server, cl
     access = token_path(cli_env).read_text().strip()
     assert mode(token_path(cli_env)) == 0o600
     files = state_files(cli_env)
-    assert [p.suffix for p in files] == [".json", ".refresh"]
+    assert [p.suffix for p in files] == [".dpop", ".json", ".refresh"]
     assert all(mode(p) == 0o600 for p in files) and mode(files[0].parent) == 0o700
-    first_refresh = files[1].read_text().strip()
-    info = json.loads(files[0].read_text())
+    key = ProofKey.from_pem(files[0].read_text())
+    assert jwt.decode(access, options={"verify_signature": False})["cnf"] == {
+        "jkt": key.thumbprint
+    }
+    first_refresh = files[2].read_text().strip()
+    info = json.loads(files[1].read_text())
     assert info == {
         "server": url,
         "issuer": url,
@@ -630,7 +646,7 @@ def test_cli_against_our_server_login_whoami_token_refresh_logout(our_server, cl
         "revocation_endpoint": f"{url}/o/revoke_token/",
         "client_id": "epochauth-cli",
         "token_file": str(token_path(cli_env)),
-        "token_type": "Bearer",
+        "token_type": "DPoP",
     }
 
     whoami = run_cli(cli_env, "whoami")  # the server of the login, from the session file
@@ -650,16 +666,18 @@ def test_cli_against_our_server_login_whoami_token_refresh_logout(our_server, cl
     )
     assert "expires:   " in shown.stdout and "(14 min " in shown.stdout
     assert run_cli(cli_env, "token", "--raw").stdout == access + "\n"
-    assert api_get(url, "/api/reports/", access).status_code == 200
+    assert dpop_get(url, "/api/reports/", access, key).status_code == 200
+    assert api_get(url, "/api/reports/", access).status_code == 401  # never as a bearer token
+    assert refresh_error(url, first_refresh) == "invalid_dpop_proof"  # without the key
 
     refreshed = run_cli(cli_env, "refresh")
     assert refreshed.returncode == 0, refreshed.stderr
     assert refreshed.stdout.startswith(f"Token refreshed: {token_path(cli_env)} (expires in ")
     new_access = token_path(cli_env).read_text().strip()
-    new_refresh = files[1].read_text().strip()
+    new_refresh = files[2].read_text().strip()
     assert new_access != access and new_refresh != first_refresh
-    assert mode(token_path(cli_env)) == 0o600 and mode(files[1]) == 0o600
-    assert api_get(url, "/api/hello/", new_access).status_code == 200
+    assert mode(token_path(cli_env)) == 0o600 and mode(files[2]) == 0o600
+    assert dpop_get(url, "/api/hello/", new_access, key).status_code == 200
 
     logout = run_cli(cli_env, "logout")
     assert logout.returncode == 0, logout.stderr
@@ -668,13 +686,14 @@ def test_cli_against_our_server_login_whoami_token_refresh_logout(our_server, cl
     assert not token_path(cli_env).exists() and state_files(cli_env) == []
 
     # The server rejects what the client held: the access token at once, both refresh tokens.
-    response = api_get(url, "/api/hello/", new_access)
+    # (the key, which logout deleted, read before).
+    response = dpop_get(url, "/api/hello/", new_access, key)
     assert (
         response.status_code == 401
         and 'error="invalid_token"' in response.headers["WWW-Authenticate"]
     )
-    assert refresh_error(url, new_refresh) == "invalid_grant"
-    assert refresh_error(url, first_refresh) == "invalid_grant"
+    assert refresh_error(url, new_refresh, key) == "invalid_grant"
+    assert refresh_error(url, first_refresh, key) == "invalid_grant"
     assert_one_line_error(run_cli(cli_env, "token"), 4, "no bearer token found")
     assert run_cli(cli_env, "logout").stdout.startswith("Not logged in: nothing stored for ")
 
@@ -682,7 +701,11 @@ def test_cli_against_our_server_login_whoami_token_refresh_logout(our_server, cl
 def test_cli_login_with_a_group_against_our_server(our_server, cli_env):
     server, alice = our_server
     url = server.url
-    login = our_device_login(cli_env, url, "--group", "operators", "--scope", "reports:read")
+    # A bearer login: a refresh token's reuse, which a thief without the key of a bound one cannot
+    # commit (tests/test_dpop_endpoints.py), ends its family.
+    login = our_device_login(
+        cli_env, url, "--group", "operators", "--scope", "reports:read", "--no-dpop"
+    )
     assert login.returncode == 0, login.stderr
     shown = run_cli(cli_env, "token")
     assert "scope:     reports:read g:operators\n" in shown.stdout

@@ -48,8 +48,13 @@ class BackchannelLogoutInline(admin.StackedInline):
     extra = 0
 
 
+class DPoPPolicyInline(admin.StackedInline):
+    model = models.DPoPPolicy
+    extra = 0
+
+
 class ApplicationAdmin(ApplicationAdminBase):
-    inlines = [AllowedScopesInline, BackchannelLogoutInline]
+    inlines = [AllowedScopesInline, BackchannelLogoutInline, DPoPPolicyInline]
 
 
 @admin.register(models.LogoutDelivery)

@@ -7,7 +7,7 @@ from datetime import timedelta
 from typing import Any
 
 from .. import profiles, tokens, urns
-from . import revocation
+from . import proofs, revocation
 from .scopes import selected_group
 
 # Grants whose token response starts a refresh-token family with a new id (client credentials and
@@ -50,6 +50,10 @@ def access_token(request: Any) -> str:
             # (host:<fqdn>, checked by the validator); the owner's standing still ends the token.
             extra["sub"] = request.client.client_id
             extra[tokens.CLAIM_OWNER] = str(request.user.pk)
+    jkt = proofs.key_of(request)
+    if jkt is not None:
+        # RFC 9449 section 6: bound to the key of the request's proof.
+        extra["cnf"] = {"jkt": jkt}
     family = token_family(request)
     if family is not None:
         extra[tokens.CLAIM_TOKEN_FAMILY] = family.hex

@@ -132,6 +132,51 @@ class BackchannelLogout(models.Model):
         return self.uri
 
 
+class DPoPPolicy(models.Model):
+    """Whether an application's token requests must carry a DPoP proof (RFC 9449); an application
+    without a row may send one or not, as ``DPOP_REQUIRED`` says for the site."""
+
+    application = models.OneToOneField(
+        oauth2_settings.APPLICATION_MODEL,
+        on_delete=models.CASCADE,
+        related_name="epochauth_dpop",
+        verbose_name=_("application"),
+    )
+    required = models.BooleanField(
+        _("DPoP required"),
+        default=True,
+        help_text=_(
+            "Refuse this application's token requests without a DPoP proof: its access tokens are "
+            "all bound to a key (dpop_bound_access_tokens, RFC 9449 section 5.2)."
+        ),
+    )
+
+    class Meta:
+        verbose_name = _("DPoP policy")
+        verbose_name_plural = _("DPoP policies")
+
+    def __str__(self) -> str:
+        return str(_("DPoP required") if self.required else _("DPoP optional"))
+
+
+class DPoPBinding(models.Model):
+    """The DPoP key a refresh-token family is bound to (RFC 9449 section 5: a public client's
+    refresh tokens), or an authorization code's family by its ``dpop_jkt`` (section 10): its
+    exchange, and a public client's refreshes, need a proof of that key. DOT's tokens have no
+    such field; the family id (``RefreshToken.token_family``) outlives each rotation."""
+
+    family = models.UUIDField(_("token family"), primary_key=True)
+    jkt = models.CharField(_("DPoP key thumbprint"), max_length=64)
+    created_at = models.DateTimeField(_("created"), auto_now_add=True)
+
+    class Meta:
+        verbose_name = _("DPoP binding")
+        verbose_name_plural = _("DPoP bindings")
+
+    def __str__(self) -> str:
+        return f"{self.family} {self.jkt}"
+
+
 class LogoutDelivery(models.Model):
     """The outbox of logout tokens: one row per relying party and session to tell, written in the
     transaction that ended the session, so that a revocation that rolls back tells no one and one

@@ -15,7 +15,7 @@ from oauthlib.oauth2.rfc6749.tokens import random_token_generator
 from oauthlib.openid import Server as OAuthlibServer
 
 from .. import conf, urns
-from . import exchange, generators, openid
+from . import exchange, generators, openid, proofs
 
 
 def access_token_lifetime(request: Any) -> int:
@@ -56,7 +56,9 @@ class Server(OAuthlibServer):
         ]
         for hooks in {id(g.custom_validators): g.custom_validators for g in grants}.values():
             hooks.pre_token.append(request_validator.refuse_resource)
+            hooks.pre_token.append(proofs.verify)
             hooks.post_token.append(request_validator.check_token_request)
+            hooks.post_token.append(proofs.check)
         # Before oauthlib's own OpenID checks, which read max_age for prompt=none.
         self.openid_connect_auth.custom_validators.post_auth.insert(0, openid.check_max_age)
 

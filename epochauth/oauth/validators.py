@@ -44,6 +44,7 @@ from .. import (
     authentication,
     clock,
     conf,
+    dpop,
     exceptions,
     keys,
     models,
@@ -53,7 +54,7 @@ from .. import (
     urns,
     verification,
 )
-from . import exchange, openid, revocation
+from . import exchange, openid, proofs, revocation
 from .scopes import grantable, selected_group
 
 
@@ -227,7 +228,11 @@ class EpochAuthValidator(OAuth2Validator):
         ``EPOCHAUTH["REFRESH_TOKEN_GRACE_PERIOD"]`` is ours, not DOT's: see :meth:`_retried_in_grace`.
         """
         rows = get_refresh_token_model().objects.filter(token_checksum=checksum(refresh_token))
-        list(rows.select_for_update())
+        found = list(rows.select_for_update())
+        if found and client.client_type == client.CLIENT_PUBLIC:
+            # RFC 9449 section 5: before DOT's reuse protection, so that a bound refresh token
+            # stolen without its key cannot end its family either.
+            proofs.check_binding(found[0].token_family, proofs.key_of(request), request)
         retried = self._retried_in_grace(rows, client)
         if retried is not None:
             rt, request.epochauth_retried = retried
@@ -279,7 +284,10 @@ class EpochAuthValidator(OAuth2Validator):
         return rt, successor
 
     def _save_bearer_token(self, token: Any, request: Any, *args: Any, **kwargs: Any) -> None:
-        """A retry within the grace period ends the pair the first use gave before its own is saved."""
+        """A retry within the grace period ends the pair the first use gave before its own is saved.
+        A bound access token is of type DPoP (RFC 9449 section 5); oauthlib says Bearer."""
+        if proofs.key_of(request) is not None:
+            token["token_type"] = dpop.SCHEME
         retried = getattr(request, "epochauth_retried", None)
         if retried is not None:
             revoke_access_token(retried)
@@ -365,7 +373,25 @@ class EpochAuthValidator(OAuth2Validator):
         if previous_refresh_token is None and family is not None:
             refresh_token.token_family = family
             refresh_token.save(update_fields=["token_family"])
+        jkt = proofs.key_of(request)
+        if (
+            jkt is not None
+            and refresh_token.token_family
+            and request.client.client_type == (request.client.CLIENT_PUBLIC)
+        ):
+            # RFC 9449 section 5: a public client's refresh tokens are bound to its key.
+            proofs.bind(refresh_token.token_family, jkt)
         return refresh_token
+
+    def save_authorization_code(
+        self, client_id: str, code: dict[str, str], request: Any, *args: Any, **kwargs: Any
+    ) -> None:
+        """RFC 9449 section 10: ``dpop_jkt`` binds the code (its family) to that key. A value no
+        thumbprint is stored cut short too: no proof is of it, the code cannot be exchanged."""
+        super().save_authorization_code(client_id, code, request, *args, **kwargs)
+        jkt = getattr(request, "dpop_jkt", None)
+        if jkt:
+            proofs.bind(revocation.code_family(code["code"]), str(jkt)[:64])
 
     def revoke_token(
         self, token: str, token_type_hint: str | None, request: Any, *args: Any, **kwargs: Any

@@ -23,7 +23,7 @@ from oauthlib.common import Request as OAuthlibRequest
 
 from .. import conf, exceptions, jwks, snapshots, urns, views
 from ..scopes import user_scopes
-from . import exchange, openid, scopes, validators
+from . import exchange, openid, proofs, scopes, validators
 
 GRANT_TYPES = [
     "authorization_code",
@@ -90,7 +90,13 @@ class DeviceAuthorizationView(dot.DeviceAuthorizationView):
 
 class TokenEndpointCore(OAuthLibCore):
     """DOT's request reading, keeping every value of a repeatable token-exchange parameter: DOT keeps
-    repeated ``resource`` only, and a dropped ``audience`` would go unchecked."""
+    repeated ``resource`` only, and a dropped ``audience`` would go unchecked; and the request's
+    absolute URL, which a DPoP proof names (DOT hands oauthlib the path only)."""
+
+    def extract_headers(self, request: HttpRequest) -> dict[str, str]:
+        headers = super().extract_headers(request)
+        headers[proofs.URL_KEY] = request.build_absolute_uri()
+        return headers
 
     def extract_body(self, request: HttpRequest) -> list[tuple[str, str]]:
         return [
@@ -110,7 +116,10 @@ class TokenView(dot.TokenView):
     oauthlib_backend_class = TokenEndpointCore
 
     def post(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
-        return self.authorization_flow_token_response(request)
+        try:
+            return self.authorization_flow_token_response(request)
+        except snapshots.StateUnavailable:  # a DPoP proof's jti could not be used up: fail closed
+            return _unavailable()
 
 
 def authenticated_client(request: HttpRequest) -> Any:
