@@ -10,18 +10,21 @@ through ``authenticate_token`` before anything is timed.
 from __future__ import annotations
 
 import random
+import time
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from datetime import timedelta
 from typing import Any
 
 import jwt
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from django.contrib.auth import get_user_model
 from django.contrib.auth.hashers import make_password
 from django.core.management import call_command
 from django.db import connection, models, transaction
 from django.utils import timezone
 
+from epochauth import dpop
 from epochauth.authentication import authenticate_token
 from epochauth.models import Epoch, RevokedToken
 from epochauth.tokens import CLAIM_USERNAME, mint_access_token
@@ -133,3 +136,40 @@ def verify(tokens: list[str], sample: int = SAMPLE) -> None:
     The sample is taken out of ``tokens``, so each token left is still unseen by this process."""
     for _ in range(min(sample, len(tokens) - 1)):
         authenticate_token(tokens.pop(random.randrange(len(tokens))))
+
+
+# -- DPoP proofs -------------------------------------------------------------------------------
+
+#: The DPoP rows: the proof's ``alg`` and a new client key of each kind (RSA: the usual 2048 bits).
+DPOP_KEYS: dict[str, tuple[str, Callable[[], Any]]] = {
+    "ES256": ("ES256", lambda: ec.generate_private_key(ec.SECP256R1())),
+    "Ed25519": ("EdDSA", ed25519.Ed25519PrivateKey.generate),
+    "RS256": ("RS256", lambda: rsa.generate_private_key(public_exponent=65537, key_size=2048)),
+}
+
+
+class ProofKey:
+    """A DPoP client's key (``name``: one of :data:`DPOP_KEYS`): the thumbprint a token bound to it
+    carries (``cnf.jkt``), and proofs signed before timing, since signing is the client's cost."""
+
+    def __init__(self, name: str) -> None:
+        self.algorithm, generate = DPOP_KEYS[name]
+        self.private_key = generate()
+        self.public_key = self.private_key.public_key()
+        to_jwk = jwt.get_algorithm_by_name(self.algorithm).to_jwk
+        self.jwk = to_jwk(self.public_key, as_dict=True)
+        self.jkt = dpop.thumbprint(self.jwk)
+
+    def proofs(self, count: int, url: str, token: str) -> list[str]:
+        """``count`` proofs of ``GET url`` with ``token``, each with a jti of its own (one use each)."""
+        headers = {"typ": "dpop+jwt", "jwk": self.jwk}
+        claims = {"htm": "GET", "htu": url, "ath": dpop.access_token_hash(token)}
+        return [
+            jwt.encode(
+                {**claims, "jti": uuid.uuid4().hex, "iat": int(time.time())},
+                self.private_key,
+                algorithm=self.algorithm,
+                headers=headers,
+            )
+            for _ in range(count)
+        ]

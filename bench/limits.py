@@ -15,7 +15,8 @@ import json
 from collections.abc import Callable
 from typing import Any
 
-from cryptography.hazmat.primitives.asymmetric import padding
+from cryptography.hazmat.primitives.asymmetric import ec, padding
+from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 from cryptography.hazmat.primitives.hashes import SHA256
 
 from epochauth.conf import epochauth_settings
@@ -101,3 +102,36 @@ def rs256_row(token: str, public_key: Any) -> Variant:
     verify = minimal_verifier(memo_of(token, holding=False), check)
     verify(token)
     return Variant(RS256, repeated(lambda: verify(token), VERIFIES), floor=True, batch=VERIFIES)
+
+
+#: The physical limit of each DPoP row: a proof's signature checked by ``cryptography`` with the key
+#: object ready and the signature decoded (the least a proof that cannot be memoized costs).
+DPOP = {
+    "ES256": "physical limit: ECDSA P-256 SHA-256 verify of a DPoP proof (ES256)",
+    "Ed25519": "physical limit: Ed25519 verify of a DPoP proof (EdDSA)",
+    "RS256": "physical limit: RSA-2048 PKCS#1 v1.5 SHA-256 verify of a DPoP proof (RS256)",
+}
+
+
+def dpop_row(name: str, proof: str, public_key: Any) -> Variant:
+    """A bare signature verification of ``proof`` (``name``: a key of :data:`DPOP`) with ``cryptography``."""
+    signing_input, _, segment = proof.rpartition(".")
+    data, signature = signing_input.encode(), b64url(segment)
+    if name == "ES256":
+        # JWS carries r || s; cryptography takes DER (converted here, before timing).
+        r, s = int.from_bytes(signature[:32], "big"), int.from_bytes(signature[32:], "big")
+        der = encode_dss_signature(r, s)
+
+        def verify() -> None:
+            public_key.verify(der, data, ec.ECDSA(SHA256()))
+    elif name == "Ed25519":
+
+        def verify() -> None:
+            public_key.verify(signature, data)
+    else:
+
+        def verify() -> None:
+            public_key.verify(signature, data, padding.PKCS1v15(), SHA256())
+
+    verify()  # the bench stops here if the limit could not verify the proof
+    return Variant(DPOP[name], repeated(verify, VERIFIES), floor=True, batch=VERIFIES)

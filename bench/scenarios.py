@@ -29,11 +29,13 @@ from . import fixtures, limits, urls
 from .counters import Counters
 from .measure import BASELINE, Sizes, Variant, measure, paired
 from .settings import HS_SECRET, IDP_AUDIENCE, IDP_SCOPE, ISSUER, RS_KID
-from .wsgi import Server, bearer
+from .wsgi import HOST, Server, bearer
 
 NONE, EPOCHAUTH = "/api/none/", "/api/epochauth/"
 PYJWT_HS256, PYJWT_IDP = "/api/pyjwt-hs256/", "/api/pyjwt-idp/"
 DRF_FLOOR = "/api/drf-floor/"
+#: What ``request.build_absolute_uri()`` gives for EPOCHAUTH under ``wsgi.BASE_ENVIRON``: a proof's htu.
+EPOCHAUTH_URL = f"https://{HOST}{EPOCHAUTH}"
 CLIENT_SECRET = "bench-client-secret-0123456789abcdef"
 
 
@@ -111,6 +113,7 @@ def requests(sizes: Sizes, rsa_pem: str, idp: Any) -> dict[str, Any]:
             limit=limits.DICT,
         ),
         Variant("epochauth RS256, memo hit", server.get(EPOCHAUTH, bearer(rs)), limit=limits.DICT),
+        *dpop_rows(server, user, sizes),
         Variant(
             f"epochauth HS256, cold: a new token each request ({len(cold)} distinct)",
             server.get_each(EPOCHAUTH, cold),
@@ -157,6 +160,27 @@ def requests(sizes: Sizes, rsa_pem: str, idp: Any) -> dict[str, Any]:
     if idp is not None:
         facts["idp"] = idp.stats()
     return result(rows, **facts)
+
+
+def dpop_rows(server: Server, user: Any, sizes: Sizes) -> list[Variant]:
+    """For each proof algorithm: a token bound to a key of it, sent as ``Authorization: DPoP`` with a new
+    proof each request (a memo hit but for the proof's signature and its jti written to the shared
+    cache), and the bare verification of its signature, the row's physical limit. The proofs are signed
+    here, before timing (the client's cost), one for every request the row makes."""
+    variants = []
+    for name in fixtures.DPOP_KEYS:
+        key = fixtures.ProofKey(name)
+        token = mint_access_token(user, extra_claims={"cnf": {"jkt": key.jkt}}).token
+        proofs = key.proofs(sizes.timed, EPOCHAUTH_URL, token)
+        variants += [
+            Variant(
+                f"epochauth DPoP {name}: a memo-hit token and a new proof each request",
+                server.get_proofs(EPOCHAUTH, f"DPoP {token}", proofs),
+                limit=limits.DPOP[name],
+            ),
+            limits.dpop_row(name, proofs[0], key.public_key),
+        ]
+    return variants
 
 
 def setup_user() -> Any:

@@ -103,6 +103,8 @@ def epochauth_settings(setup: Setup) -> dict[str, Any]:
         "ISSUERS": issuers if setup.idp_issuer else [],
         "ALLOW_LOOPBACK_HTTP_ISSUERS": True,  # the test IdP serves http on 127.0.0.1
         "SCOPES": {"read": "the scope of the opaque DOT token, requested for the DOT-issued JWT"},
+        # The DPoP rows' proofs are all signed before timing: none may grow too old during a long run.
+        "DPOP_PROOF_LIFETIME": timedelta(hours=1),
         # No token may expire during a long run; the login throttle would refuse the login bench.
         "ACCESS_TOKEN_LIFETIME": timedelta(days=1),
         "LOGIN_THROTTLE_RATE": None,

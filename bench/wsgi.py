@@ -89,6 +89,21 @@ class Server:
         headers = itertools.cycle([{"HTTP_AUTHORIZATION": a} for a in authorizations])
         return lambda: self.request("GET", path, next(headers))
 
+    def get_proofs(
+        self, path: str, authorization: str, proofs: list[str]
+    ) -> Callable[[], Response]:
+        """GET ``path`` with that Authorization header and the next of ``proofs`` as its ``DPoP`` header
+        each time, each proof once: a proof sent again is refused, and the bench must not time 401s."""
+        headers = iter([{"HTTP_AUTHORIZATION": authorization, "HTTP_DPOP": p} for p in proofs])
+
+        def call() -> Response:
+            proof = next(headers, None)
+            if proof is None:
+                raise SystemExit(f"bench: {path}: all {len(proofs)} DPoP proofs used")
+            return self.request("GET", path, proof)
+
+        return call
+
     def post_json(
         self, path: str, data: dict[str, Any], authorization: str | None = None
     ) -> Response:
