@@ -4,7 +4,8 @@ Tokens: one token is minted with epochauth's ``mint_access_token``; the others c
 claims, change only ``sub``, ``preferred_username`` and ``jti``, and are signed with ``jwt.encode``
 under the same key (``KEY_ID`` and secret are the bench's settings). So they carry exactly the claims
 epochauth mints today (and whatever it adds later), and :func:`verify` checks a sample of them
-through ``authenticate_token`` before anything is timed.
+through ``authenticate_token`` before anything is timed. DPoP proofs are signed here too, before
+timing: signing is the client's cost.
 """
 
 from __future__ import annotations

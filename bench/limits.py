@@ -2,7 +2,8 @@
 
 A token sent again needs at least a dictionary lookup (the memo); a token never seen needs at least
 what a minimal verifier does: the lookup that misses, the signature over ``header.payload``, the
-base64url decode of the three segments and ``json.loads`` of the header and the claims. These rows
+base64url decode of the three segments and ``json.loads`` of the header and the claims; a DPoP proof,
+new on every request, needs at least the verification of its signature. These rows
 are bare function calls in a hot loop (no request, no Django), so an epochauth row's *added µs* over
 no auth is also given as a multiple of its limit (``Variant.limit``).
 """
