@@ -13,6 +13,7 @@ from contextlib import contextmanager
 from functools import cache
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+from unittest import mock
 from urllib.parse import parse_qs
 
 import pytest
@@ -22,6 +23,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
 from django.db import OperationalError, connection
+from django.db.backends.utils import CursorWrapper
 from django.dispatch import Signal
 
 
@@ -89,15 +91,27 @@ def received(signal: Signal) -> Iterator[list[dict[str, Any]]]:
 
 
 @contextmanager
-def database_down() -> Iterator[list[str]]:
-    """Every SQL statement fails as if the server were gone; yields the statements attempted."""
+def database_down(everywhere: bool = False) -> Iterator[list[str]]:
+    """Every SQL statement of this thread fails as if the server were gone (``everywhere``: of every
+    thread, a process's background readers too); yields the statements attempted."""
     attempted: list[str] = []
 
     def refuse(execute: Callable, sql: str, params: Any, many: bool, context: Any) -> Any:
         attempted.append(sql)
         raise OperationalError("database is down")
 
-    with connection.execute_wrapper(refuse):
+    if not everywhere:
+        with connection.execute_wrapper(refuse):
+            yield attempted
+        return
+
+    def down(self: Any, sql: str, params: Any = None) -> Any:
+        return refuse(None, sql, params, False, None)
+
+    with (
+        mock.patch.object(CursorWrapper, "execute", down),
+        mock.patch.object(CursorWrapper, "executemany", down),
+    ):
         yield attempted
 
 
