@@ -1,6 +1,7 @@
 """DPoP (RFC 9449) at the OAuth server's own protected resources: userinfo takes a bound token with
 its proof (section 7) and refuses it as Bearer (section 7.2); introspection describes the binding
-(section 6.2)."""
+(section 6.2); a registration's ``dpop_bound_access_tokens`` is the application's DPoPPolicy
+(section 5.2)."""
 
 from __future__ import annotations
 
@@ -11,8 +12,10 @@ from typing import Any
 import pytest
 from django.test import Client
 
+from epochauth.oauth.models import DPoPPolicy
 from epochauth.tokens import mint_access_token
 from tests.helpers import make_user, openid_provider
+from tests.test_client_registration import NATIVE_APP, manage, oauth_error, register, registered
 from tests.test_dpop import Holder
 from tests.test_dpop_endpoints import O_TOKEN, confidential, form
 from tests.test_oauth import SECRET
@@ -141,3 +144,28 @@ def test_introspection_describes_the_binding(client, holder):
     assert plain["active"] is True
     assert "cnf" not in plain
     assert plain["token_type"] == "Bearer"
+
+
+# -- dynamic registration (RFC 9449 section 5.2) ------------------------------------------------
+
+
+def test_registration_maps_dpop_bound_access_tokens_to_the_policy(settings):
+    settings.EPOCHAUTH = {**settings.EPOCHAUTH, "CLIENT_REGISTRATION": "open"}
+    plain = registered()
+    assert "dpop_bound_access_tokens" not in plain
+    assert not DPoPPolicy.objects.exists()
+    answer = registered({**NATIVE_APP, "dpop_bound_access_tokens": True})
+    client_id, token = answer["client_id"], answer["registration_access_token"]
+    assert answer["dpop_bound_access_tokens"] is True
+    assert DPoPPolicy.objects.get(application__client_id=client_id).required
+    assert manage("GET", client_id, token).json()["dpop_bound_access_tokens"] is True
+    # RFC 7592 section 2.2: an update replaces every field; left out, the default (false).
+    updated = manage("PUT", client_id, token, {**NATIVE_APP, "client_id": client_id})
+    assert "dpop_bound_access_tokens" not in updated.json()
+    assert not DPoPPolicy.objects.filter(application__client_id=client_id).exists()
+
+
+def test_registration_refuses_a_dpop_bound_access_tokens_that_is_no_boolean(settings):
+    settings.EPOCHAUTH = {**settings.EPOCHAUTH, "CLIENT_REGISTRATION": "open"}
+    response = register({**NATIVE_APP, "dpop_bound_access_tokens": "yes"})
+    assert "dpop_bound_access_tokens" in oauth_error(response, 400, "invalid_client_metadata")

@@ -10,7 +10,8 @@ https or loopback redirect URIs, never ``skip_authorization``; the registration 
 in the answer to its client, the server keeps its SHA-256 (:class:`~.models.ClientRegistration`).
 RFC 7591 section 2 lets the server replace requested metadata: the token endpoint authentication method
 is always ``none`` and scopes not offered here are left out; a grant, a redirect URI or a value that
-cannot be honoured is refused with the RFC's error instead.
+cannot be honoured is refused with the RFC's error instead. ``dpop_bound_access_tokens`` (RFC 9449
+section 5.2) is the application's :class:`~.models.DPoPPolicy`: true, every token request needs a proof.
 """
 
 from __future__ import annotations
@@ -44,7 +45,13 @@ from rest_framework.exceptions import Throttled
 from .. import conf, exceptions, jwks, snapshots, throttling, urns, views
 from ..scopes import service_scopes, split_scope
 from . import revocation, validators
-from .models import AllowedScopes, BackchannelLogout, ClientRegistration, is_allowed_uri
+from .models import (
+    AllowedScopes,
+    BackchannelLogout,
+    ClientRegistration,
+    DPoPPolicy,
+    is_allowed_uri,
+)
 from .parameters import CONTROL_CHARACTER
 from .scopes import known, requestable_scopes
 from .views import _bearer_error, _error, _unavailable
@@ -131,6 +138,8 @@ class Metadata:
     #: OpenID Connect Back-Channel Logout 1.0 section 2.2 (empty: none).
     backchannel_logout_uri: str = ""
     backchannel_logout_session_required: bool = False
+    #: RFC 9449 section 5.2: every token request must carry a proof (a required DPoPPolicy).
+    dpop_bound_access_tokens: bool = False
 
 
 #: The metadata read here; any other is ignored, as RFC 7591 section 2 asks.
@@ -143,6 +152,7 @@ FIELDS = (
     "client_secret",
     "backchannel_logout_uri",
     "backchannel_logout_session_required",
+    "dpop_bound_access_tokens",
 )
 
 
@@ -240,8 +250,16 @@ def metadata(data: dict[str, Any]) -> Metadata:
     if not isinstance(name, str) or len(name) > 255:
         raise invalid(_("client_name must be a string of at most 255 characters"))
     dot_grant = grant(data)
+    dpop_bound = data.get("dpop_bound_access_tokens", False)
+    if not isinstance(dpop_bound, bool):
+        raise invalid(_("dpop_bound_access_tokens must be true or false"))
     return Metadata(
-        dot_grant, redirect_uris(data, dot_grant), scopes(data), name, *backchannel_logout(data)
+        dot_grant,
+        redirect_uris(data, dot_grant),
+        scopes(data),
+        name,
+        *backchannel_logout(data),
+        dpop_bound_access_tokens=dpop_bound,
     )
 
 
@@ -307,6 +325,10 @@ def save(application: Any, fields: Metadata) -> None:
         )
     else:
         BackchannelLogout.objects.filter(application=application).delete()
+    if fields.dpop_bound_access_tokens:
+        DPoPPolicy.objects.update_or_create(application=application, defaults={"required": True})
+    else:
+        DPoPPolicy.objects.filter(application=application).delete()
 
 
 def describe(request: HttpRequest, application: Any, token: str) -> dict[str, Any]:
@@ -339,6 +361,10 @@ def describe(request: HttpRequest, application: Any, token: str) -> dict[str, An
     if logout is not None:
         answer["backchannel_logout_uri"] = logout.uri
         answer["backchannel_logout_session_required"] = logout.session_required
+    # Only when true, its default being false (RFC 9449 section 5.2): oidc-agent 4.2.6 fails to
+    # delete a client whose registration answer carried it as false (tests/test_oidc_agent.py).
+    if DPoPPolicy.objects.filter(application=application, required=True).exists():
+        answer["dpop_bound_access_tokens"] = True
     return answer
 
 
