@@ -518,7 +518,7 @@ ROUTES.update(
         "oauth2_provider:dcr-register": Row(
             {
                 ANONYMOUS: 401,
-                DPOP: 401,  # read as Bearer only (a bound token is refused as one)
+                DPOP: ALLOW,  # a bound login of ours with its proof (RFC 9449 section 7)
                 "own-login": ALLOW,
                 CLI: ALLOW,
                 "oauth-client": 403,

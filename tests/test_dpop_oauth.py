@@ -1,7 +1,7 @@
 """DPoP (RFC 9449) at the OAuth server's own protected resources: userinfo takes a bound token with
 its proof (section 7) and refuses it as Bearer (section 7.2); introspection describes the binding
 (section 6.2); a registration's ``dpop_bound_access_tokens`` is the application's DPoPPolicy
-(section 5.2)."""
+(section 5.2), and authenticated registration takes a bound token with its proof."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 from django.test import Client
+from oauth2_provider.models import get_application_model
 
 from epochauth.oauth.models import DPoPPolicy
 from epochauth.tokens import mint_access_token
@@ -23,6 +24,8 @@ from tests.test_oauth import SECRET
 pytestmark = pytest.mark.django_db
 
 USERINFO = "http://testserver/o/userinfo/"
+REGISTER = "http://testserver/o/register/"
+Application = get_application_model()
 
 
 @pytest.fixture
@@ -169,3 +172,19 @@ def test_registration_refuses_a_dpop_bound_access_tokens_that_is_no_boolean(sett
     settings.EPOCHAUTH = {**settings.EPOCHAUTH, "CLIENT_REGISTRATION": "open"}
     response = register({**NATIVE_APP, "dpop_bound_access_tokens": "yes"})
     assert "dpop_bound_access_tokens" in oauth_error(response, 400, "invalid_client_metadata")
+
+
+def test_authenticated_registration_takes_a_bound_token_with_its_proof(settings, holder):
+    settings.EPOCHAUTH = {**settings.EPOCHAUTH, "CLIENT_REGISTRATION": "authenticated"}
+    alice = make_user("alice")
+    token = bound(alice, holder, scope="")
+    as_bearer = register(NATIVE_APP, HTTP_AUTHORIZATION=f"Bearer {token}")
+    oauth_error(as_bearer, 401, "invalid_token")
+    wrong = Holder().proof(token, htm="POST", htu=REGISTER)
+    refused = register(NATIVE_APP, HTTP_AUTHORIZATION=f"DPoP {token}", HTTP_DPOP=wrong)
+    oauth_error(refused, 401, "invalid_dpop_proof")
+    assert refused["WWW-Authenticate"].startswith('DPoP algs="')
+    proof = holder.proof(token, htm="POST", htu=REGISTER)
+    answer = register(NATIVE_APP, HTTP_AUTHORIZATION=f"DPoP {token}", HTTP_DPOP=proof)
+    assert answer.status_code == 201, answer.content
+    assert Application.objects.get(client_id=answer.json()["client_id"]).user == alice

@@ -42,7 +42,7 @@ from oauth2_provider.models import (
 )
 from rest_framework.exceptions import Throttled
 
-from .. import conf, exceptions, jwks, snapshots, throttling, urns, views
+from .. import authentication, conf, exceptions, jwks, snapshots, throttling, urns, views
 from ..scopes import service_scopes, split_scope
 from . import revocation, validators
 from .models import (
@@ -112,9 +112,9 @@ class Refusal(Exception):
         self.status = status
         self.challenge = challenge
 
-    def response(self) -> JsonResponse:
-        if self.challenge and self.error == "invalid_token":
-            return _bearer_error(self.error, self.description, self.status)
+    def response(self, request: HttpRequest) -> JsonResponse:
+        if self.challenge and self.error != "access_denied":
+            return _bearer_error(self.error, self.description, self.status, request)
         response = _error(self.error, self.description, self.status)
         if self.challenge:
             # RFC 6750 section 3.1: a request without a token gets a challenge without an error.
@@ -376,10 +376,13 @@ def bearer(request: HttpRequest) -> str | None:
 
 def registrant(request: HttpRequest) -> Any:
     """Who registers: nobody in ``"open"`` mode (credentials are not read); in ``"authenticated"``
-    mode the user of an access token of ours, which a client-credentials token has not."""
+    mode the user of an access token of ours, which a client-credentials token has not: as
+    ``Bearer``, or a DPoP-bound one as ``DPoP`` with its proof (RFC 9449 section 7)."""
     if conf.epochauth_settings.CLIENT_REGISTRATION == OPEN:
         return None
-    token = bearer(request)
+    header = request.META.get("HTTP_AUTHORIZATION", "")
+    bound = authentication.is_dpop_scheme(header)
+    token = (header[5:].strip() or None) if bound else bearer(request)
     if token is None:
         raise Refusal(
             "access_denied",
@@ -388,14 +391,14 @@ def registrant(request: HttpRequest) -> Any:
             challenge=True,
         )
     try:
-        user, access = validators.verify_own_token(token)
+        user, access = validators.verify_own_token(token, request if bound else None)
     except exceptions.InvalidToken as exc:
         description = (
             exc.description
             if validators.is_own_token(token)
             else _("Only an access token issued by this site registers a client")
         )
-        raise Refusal("invalid_token", description, 401, challenge=True) from None
+        raise Refusal(exc.error, description, 401, challenge=True) from None
     if access.is_client_credentials:
         raise Refusal(
             "access_denied",
@@ -447,7 +450,7 @@ class RegistrationEndpoint(View):
             with transaction.atomic():
                 return super().dispatch(request, *args, **kwargs)
         except Refusal as refusal:
-            return refusal.response()
+            return refusal.response(request)
         except Throttled as exc:
             response = _error(
                 "temporarily_unavailable",
