@@ -8,6 +8,7 @@ from typing import Any
 
 from django.contrib.auth import get_user_model
 from django.core.exceptions import ValidationError
+from django.http import HttpRequest
 from django.utils.crypto import constant_time_compare
 from django.utils.translation import gettext_lazy as _
 from rest_framework import authentication, exceptions
@@ -156,6 +157,39 @@ def authenticate_token(token: str) -> tuple[Any, tokens.AccessToken]:
     return token_user(access), access
 
 
+def check_proof(request: HttpRequest, raw_token: str, access: tokens.AccessToken) -> dpop.Proof:
+    """The request's one ``DPoP`` proof, of the key ``access`` is bound to, for this method and URL
+    (``build_absolute_uri``: behind a proxy, set ``SECURE_PROXY_SSL_HEADER`` and
+    ``USE_X_FORWARDED_HOST`` as the proxy needs). Raises :class:`InvalidToken` for a token bound to
+    no key, :class:`InvalidProof` for a refused proof."""
+    if access.dpop_jkt is None:
+        raise InvalidToken(_("The access token is not bound to a DPoP key"))
+    verified = dpop.verify_proof(
+        dpop.request_proof(request.META),
+        method=request.method or "",
+        url=request.build_absolute_uri(),
+        access_token=raw_token,
+    )
+    if not constant_time_compare(verified.jkt, access.dpop_jkt):
+        raise InvalidProof(_("The DPoP proof is not of the key the access token is bound to"))
+    return verified
+
+
+def authenticate_bound_token(request: HttpRequest, token: str) -> tuple[Any, tokens.AccessToken]:
+    """:func:`authenticate_token` for a token sent as ``Authorization: DPoP`` outside DRF (the OAuth
+    server's userinfo): it must be bound, and ``request`` must carry a proof of its key
+    (:func:`check_proof`)."""
+    access = validate_token(token)
+    check_proof(request, token, access)
+    return token_user(access), access
+
+
+def is_dpop_scheme(header: str) -> bool:
+    """Whether an ``Authorization`` header uses the ``DPoP`` scheme (case-insensitive)."""
+    # The first character first: a bearer request pays one string index for DPoP.
+    return header[:1] in "Dd" and header[:5].lower() == "dpop "
+
+
 def _still_verified(token: str, iss: str) -> bool:
     """Whether an external token's memo still holds: its issuer's keys need no refresh (a withdrawn
     key must stop working), and the issuer is unchanged. The issuer table is read first, since a
@@ -201,8 +235,7 @@ class BearerAuthentication(BaseAuthentication):
             return None
         try:
             validated_token = self.get_validated_token(raw_token)
-            # The first character first: a bearer request pays one string index for DPoP.
-            if header[0] in "Dd" and header[:5].lower() == "dpop ":
+            if is_dpop_scheme(header):
                 self.check_proof(request, raw_token, validated_token)
             elif validated_token.dpop_jkt is not None or conf.epochauth_settings.DPOP_REQUIRED:
                 raise ProofRequired()
@@ -242,20 +275,9 @@ class BearerAuthentication(BaseAuthentication):
     def check_proof(
         self, request: Request, raw_token: str, validated_token: tokens.AccessToken
     ) -> dpop.Proof:
-        """The request's one ``DPoP`` proof, of the key ``validated_token`` is bound to, for this
-        method and URL (``build_absolute_uri``: behind a proxy, set ``SECURE_PROXY_SSL_HEADER`` and
-        ``USE_X_FORWARDED_HOST`` as the proxy needs)."""
-        if validated_token.dpop_jkt is None:
-            raise InvalidToken(_("The access token is not bound to a DPoP key"))
-        verified = dpop.verify_proof(
-            dpop.request_proof(request.META),
-            method=request.method or "",
-            url=request.build_absolute_uri(),
-            access_token=raw_token,
-        )
-        if not constant_time_compare(verified.jkt, validated_token.dpop_jkt):
-            raise InvalidProof(_("The DPoP proof is not of the key the access token is bound to"))
-        return verified
+        """The request's one ``DPoP`` proof of the key ``validated_token`` is bound to
+        (:func:`check_proof`); override to check more of it and call ``super()`` first."""
+        return check_proof(request, raw_token, validated_token)
 
     def get_user(self, validated_token: tokens.AccessToken) -> Any:
         """``request.user`` for a validated token (:func:`token_user`); override to load it otherwise.
@@ -272,7 +294,7 @@ class BearerAuthentication(BaseAuthentication):
         if error is None:
             return f"{bearer}, {offer}"
         detail = f'error="{error.error}", error_description="{error.header_description}"'
-        used_dpop = request.META.get("HTTP_AUTHORIZATION", "")[:5].lower() == "dpop "
+        used_dpop = is_dpop_scheme(request.META.get("HTTP_AUTHORIZATION", ""))
         if used_dpop or isinstance(error, ProofRequired):
             return f"{offer}, {detail}"
         return f"{bearer}, {detail}"

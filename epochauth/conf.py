@@ -232,7 +232,8 @@ DESCRIPTIONS: dict[str, str] = {
     "CLIENT_REGISTRATION": (
         "Dynamic client registration (RFC 7591, managed by RFC 7592) at `/o/register/` of "
         '`epochauth.oauth`: `"open"`, anyone may register; `"authenticated"`, only with an access '
-        "token of ours of a user (`Authorization: Bearer`, not a client-credentials token), who then "
+        "token of ours of a user (`Authorization: Bearer`, or `DPoP` with its proof for a bound one; "
+        "not a client-credentials token), who then "
         "owns the application. Either way only a *public* client with the device grant or the "
         "authorization-code grant (PKCE) and user scopes, never a service scope, always asking the "
         'user\'s consent (handbook: "Dynamic client registration"). `None`: no registration, `404`, '

@@ -473,9 +473,9 @@ ROUTES.update(
         # Userinfo: an end user's token of ours with openid; a client-credentials token has no end
         # user (finding 7); one of ours without openid is 403 insufficient_scope; others 401.
         "oauth2_provider:user-info": Row(
-            # DPOP: the OAuth server's endpoints read Bearer tokens only, and never take a bound
-            # token as one (issue 31: DPoP there comes with the token endpoints).
-            {CLI: ALLOW, CLIENT: 403, SERVICE: 403, "own-login": 403, DPOP: 401, "*": 401},
+            # DPOP: a bound login of ours with its proof is taken (RFC 9449 section 7) and, like
+            # own-login, has no openid (tests/test_dpop_oauth.py: 200 with openid).
+            {CLI: ALLOW, CLIENT: 403, SERVICE: 403, "own-login": 403, DPOP: 403, "*": 401},
             finding="7",
         ),
         # An id_token_hint selects, it never logs anyone out by itself (finding 5): the victim's
@@ -518,7 +518,7 @@ ROUTES.update(
         "oauth2_provider:dcr-register": Row(
             {
                 ANONYMOUS: 401,
-                DPOP: 401,  # read as Bearer only, as userinfo
+                DPOP: ALLOW,  # a bound login of ours with its proof (RFC 9449 section 7)
                 "own-login": ALLOW,
                 CLI: ALLOW,
                 "oauth-client": 403,

@@ -10,7 +10,8 @@ https or loopback redirect URIs, never ``skip_authorization``; the registration 
 in the answer to its client, the server keeps its SHA-256 (:class:`~.models.ClientRegistration`).
 RFC 7591 section 2 lets the server replace requested metadata: the token endpoint authentication method
 is always ``none`` and scopes not offered here are left out; a grant, a redirect URI or a value that
-cannot be honoured is refused with the RFC's error instead.
+cannot be honoured is refused with the RFC's error instead. ``dpop_bound_access_tokens`` (RFC 9449
+section 5.2) is the application's :class:`~.models.DPoPPolicy`: true, every token request needs a proof.
 """
 
 from __future__ import annotations
@@ -41,10 +42,16 @@ from oauth2_provider.models import (
 )
 from rest_framework.exceptions import Throttled
 
-from .. import conf, exceptions, jwks, snapshots, throttling, urns, views
+from .. import authentication, conf, exceptions, jwks, snapshots, throttling, urns, views
 from ..scopes import service_scopes, split_scope
 from . import revocation, validators
-from .models import AllowedScopes, BackchannelLogout, ClientRegistration, is_allowed_uri
+from .models import (
+    AllowedScopes,
+    BackchannelLogout,
+    ClientRegistration,
+    DPoPPolicy,
+    is_allowed_uri,
+)
 from .parameters import CONTROL_CHARACTER
 from .scopes import known, requestable_scopes
 from .views import _bearer_error, _error, _unavailable
@@ -105,9 +112,9 @@ class Refusal(Exception):
         self.status = status
         self.challenge = challenge
 
-    def response(self) -> JsonResponse:
-        if self.challenge and self.error == "invalid_token":
-            return _bearer_error(self.error, self.description, self.status)
+    def response(self, request: HttpRequest) -> JsonResponse:
+        if self.challenge and self.error != "access_denied":
+            return _bearer_error(self.error, self.description, self.status, request)
         response = _error(self.error, self.description, self.status)
         if self.challenge:
             # RFC 6750 section 3.1: a request without a token gets a challenge without an error.
@@ -131,6 +138,8 @@ class Metadata:
     #: OpenID Connect Back-Channel Logout 1.0 section 2.2 (empty: none).
     backchannel_logout_uri: str = ""
     backchannel_logout_session_required: bool = False
+    #: RFC 9449 section 5.2: every token request must carry a proof (a required DPoPPolicy).
+    dpop_bound_access_tokens: bool = False
 
 
 #: The metadata read here; any other is ignored, as RFC 7591 section 2 asks.
@@ -143,6 +152,7 @@ FIELDS = (
     "client_secret",
     "backchannel_logout_uri",
     "backchannel_logout_session_required",
+    "dpop_bound_access_tokens",
 )
 
 
@@ -240,8 +250,16 @@ def metadata(data: dict[str, Any]) -> Metadata:
     if not isinstance(name, str) or len(name) > 255:
         raise invalid(_("client_name must be a string of at most 255 characters"))
     dot_grant = grant(data)
+    dpop_bound = data.get("dpop_bound_access_tokens", False)
+    if not isinstance(dpop_bound, bool):
+        raise invalid(_("dpop_bound_access_tokens must be true or false"))
     return Metadata(
-        dot_grant, redirect_uris(data, dot_grant), scopes(data), name, *backchannel_logout(data)
+        dot_grant,
+        redirect_uris(data, dot_grant),
+        scopes(data),
+        name,
+        *backchannel_logout(data),
+        dpop_bound_access_tokens=dpop_bound,
     )
 
 
@@ -307,6 +325,10 @@ def save(application: Any, fields: Metadata) -> None:
         )
     else:
         BackchannelLogout.objects.filter(application=application).delete()
+    if fields.dpop_bound_access_tokens:
+        DPoPPolicy.objects.update_or_create(application=application, defaults={"required": True})
+    else:
+        DPoPPolicy.objects.filter(application=application).delete()
 
 
 def describe(request: HttpRequest, application: Any, token: str) -> dict[str, Any]:
@@ -339,6 +361,10 @@ def describe(request: HttpRequest, application: Any, token: str) -> dict[str, An
     if logout is not None:
         answer["backchannel_logout_uri"] = logout.uri
         answer["backchannel_logout_session_required"] = logout.session_required
+    # Only when true, its default being false (RFC 9449 section 5.2): oidc-agent 4.2.6 fails to
+    # delete a client whose registration answer carried it as false (tests/test_oidc_agent.py).
+    if DPoPPolicy.objects.filter(application=application, required=True).exists():
+        answer["dpop_bound_access_tokens"] = True
     return answer
 
 
@@ -350,10 +376,13 @@ def bearer(request: HttpRequest) -> str | None:
 
 def registrant(request: HttpRequest) -> Any:
     """Who registers: nobody in ``"open"`` mode (credentials are not read); in ``"authenticated"``
-    mode the user of an access token of ours, which a client-credentials token has not."""
+    mode the user of an access token of ours, which a client-credentials token has not: as
+    ``Bearer``, or a DPoP-bound one as ``DPoP`` with its proof (RFC 9449 section 7)."""
     if conf.epochauth_settings.CLIENT_REGISTRATION == OPEN:
         return None
-    token = bearer(request)
+    header = request.META.get("HTTP_AUTHORIZATION", "")
+    bound = authentication.is_dpop_scheme(header)
+    token = (header[5:].strip() or None) if bound else bearer(request)
     if token is None:
         raise Refusal(
             "access_denied",
@@ -362,14 +391,14 @@ def registrant(request: HttpRequest) -> Any:
             challenge=True,
         )
     try:
-        user, access = validators.verify_own_token(token)
+        user, access = validators.verify_own_token(token, request if bound else None)
     except exceptions.InvalidToken as exc:
         description = (
             exc.description
             if validators.is_own_token(token)
             else _("Only an access token issued by this site registers a client")
         )
-        raise Refusal("invalid_token", description, 401, challenge=True) from None
+        raise Refusal(exc.error, description, 401, challenge=True) from None
     if access.is_client_credentials:
         raise Refusal(
             "access_denied",
@@ -421,7 +450,7 @@ class RegistrationEndpoint(View):
             with transaction.atomic():
                 return super().dispatch(request, *args, **kwargs)
         except Refusal as refusal:
-            return refusal.response()
+            return refusal.response(request)
         except Throttled as exc:
             response = _error(
                 "temporarily_unavailable",

@@ -15,6 +15,7 @@ from django.contrib.auth import get_user_model
 from django.core.exceptions import ImproperlyConfigured
 from django.db import router, transaction
 from django.db.models import F, Q
+from django.http import HttpRequest
 from django.utils import timezone
 
 # oauthlib writes descriptions with json.dumps: plain str, in the request's language.
@@ -103,13 +104,33 @@ def is_own_token(token: str) -> bool:
         return False
 
 
-def verify_own_token(token: str) -> tuple[Any, tokens.AccessToken]:
-    """``(user, access)`` for one of our access tokens, checked like any bearer token (signature,
-    epochs, denylist); raises :class:`InvalidToken` for any other token. An external token is neither
-    verified nor provisioned here: it is not ours to describe."""
+def validate_own_token(token: str) -> tokens.AccessToken:
+    """One of our access tokens, bound to a DPoP key or not, checked like any bearer token (for
+    introspection, which describes a binding and checks no proof); :class:`InvalidToken` for any
+    other token."""
     if not is_own_token(token):
         raise exceptions.InvalidToken()
+    return authentication.validate_token(token)
+
+
+def verify_own_token(
+    token: str, request: HttpRequest | None = None
+) -> tuple[Any, tokens.AccessToken]:
+    """``(user, access)`` for one of our access tokens, checked like any bearer token (signature,
+    epochs, denylist); raises :class:`InvalidToken` for any other token. An external token is neither
+    verified nor provisioned here: it is not ours to describe. With ``request``, the token was sent
+    as ``Authorization: DPoP``: bound, with the request's proof of its key (RFC 9449 section 7);
+    without, a bound token is refused (section 7.2)."""
+    if not is_own_token(token):
+        raise exceptions.InvalidToken()
+    if request is not None:
+        return authentication.authenticate_bound_token(request, token)
     return authentication.authenticate_token(token)
+
+
+#: Where ``views.UserInfoCore`` hands the validator ``(user, access)`` of a DPoP-bound token the
+#: view verified with its proof (a proof is used up once: oauthlib must not verify it again).
+BOUND_KEY = "epochauth.bound"
 
 
 class NoEndUser(Exception):
@@ -419,13 +440,18 @@ class EpochAuthValidator(OAuth2Validator):
     def validate_bearer_token(self, token: str, scopes: list[str], request: Any) -> bool:
         """Our access tokens are JWTs: checked by our revocation (an epoch bump or a logout ends
         them at once), not by DOT's row, which outlives neither but lags behind a denial. Any other
-        token (DOT's own opaque ones, a resource server's introspected ones) is DOT's to check."""
-        if not is_own_token(token or ""):
+        token (DOT's own opaque ones, a resource server's introspected ones) is DOT's to check. A
+        DPoP-bound token comes verified (:data:`BOUND_KEY`): oauthlib reads ``Bearer`` only."""
+        bound = request.headers.get(BOUND_KEY)
+        if bound is not None:
+            user, access = bound
+        elif not is_own_token(token or ""):
             return super().validate_bearer_token(token, scopes, request)
-        try:
-            user, access = authentication.authenticate_token(token)
-        except exceptions.InvalidToken:
-            return False
+        else:
+            try:
+                user, access = authentication.authenticate_token(token)
+            except exceptions.InvalidToken:
+                return False
         granted = split_scope(access.claims.get("scope", ""))
         if not set(scopes) <= set(granted):
             return False

@@ -21,7 +21,7 @@ from oauth2_provider.oauth2_backends import OAuthLibCore, get_oauthlib_core
 from oauth2_provider.settings import oauth2_settings
 from oauthlib.common import Request as OAuthlibRequest
 
-from .. import conf, exceptions, jwks, snapshots, urns, views
+from .. import authentication, conf, dpop, exceptions, jwks, snapshots, urns, views
 from ..scopes import user_scopes
 from . import exchange, openid, proofs, scopes, validators
 
@@ -48,12 +48,27 @@ def _unavailable() -> JsonResponse:
     return response
 
 
-def _bearer_error(error: str, description: str | Promise, status: int) -> JsonResponse:
-    """An RFC 6750 section 3 error: the body in the request's language, the challenge in English."""
+def _challenge(request: HttpRequest | None) -> str:
+    """The start of a 401's or 403's ``WWW-Authenticate``: the ``DPoP`` scheme (RFC 9449 section
+    7.1) for a request that used it, else ``Bearer`` (RFC 6750 section 3)."""
+    if request is None or not authentication.is_dpop_scheme(
+        request.META.get("HTTP_AUTHORIZATION", "")
+    ):
+        return "Bearer "
+    algorithms = " ".join(conf.epochauth_settings.DPOP_ALGORITHMS)
+    return f'{dpop.SCHEME} algs="{algorithms}", '
+
+
+def _bearer_error(
+    error: str, description: str | Promise, status: int, request: HttpRequest | None = None
+) -> JsonResponse:
+    """An RFC 6750 section 3 error: the body in the request's language, the challenge in English,
+    of the scheme ``request`` used."""
     response = _error(error, description, status)
     with translation.override(None):
         english = str(description)
-    response["WWW-Authenticate"] = f'Bearer error="{error}", error_description="{english}"'
+    challenge = _challenge(request)
+    response["WWW-Authenticate"] = f'{challenge}error="{error}", error_description="{english}"'
     return response
 
 
@@ -140,7 +155,10 @@ def authenticated_client(request: HttpRequest) -> Any:
 @method_decorator(csrf_exempt, name="dispatch")
 class IntrospectView(View):
     """RFC 7662 for our access tokens, verified like any bearer token: revoked or epoch-stale tokens
-    are ``active: false``. Any authenticated confidential client may introspect."""
+    are ``active: false``. Any authenticated confidential client may introspect. A DPoP-bound token
+    is described with its binding (``cnf.jkt``, type ``DPoP``: RFC 9449 section 6.2), which the
+    resource server checks against the proof it received; the client's credentials authenticate
+    this request, no proof."""
 
     def post(self, request: HttpRequest) -> HttpResponse:
         if authenticated_client(request) is None:
@@ -151,7 +169,8 @@ class IntrospectView(View):
         if not token:
             return _error("invalid_request", _("The token parameter is missing"))
         try:
-            user, access = validators.verify_own_token(token)
+            access = validators.validate_own_token(token)
+            user = authentication.token_user(access)
         except exceptions.InvalidToken:
             return JsonResponse({"active": False}, headers=views.NO_STORE)
         except (snapshots.StateUnavailable, jwks.IssuerUnavailable):
@@ -159,7 +178,7 @@ class IntrospectView(View):
         claims = access.claims
         body: dict[str, Any] = {
             "active": True,
-            "token_type": "Bearer",
+            "token_type": "Bearer" if access.dpop_jkt is None else dpop.SCHEME,
             "username": user.get_username(),
             **{
                 k: claims[k]
@@ -167,13 +186,30 @@ class IntrospectView(View):
                 if k in claims
             },
         }
+        if access.dpop_jkt is not None:
+            body["cnf"] = {"jkt": access.dpop_jkt}
         return JsonResponse(body, headers=views.NO_STORE)
 
 
-def good_for_other_scopes(request: HttpRequest) -> bool:
+#: Where ``UserInfoView`` leaves ``(user, access)`` of the DPoP-bound token it verified.
+BOUND_ATTRIBUTE = "_epochauth_bound"
+
+
+class UserInfoCore(OAuthLibCore):
+    """DOT's request reading, handing the validator the DPoP-bound token ``UserInfoView`` verified
+    with its proof (:data:`.validators.BOUND_KEY`)."""
+
+    def extract_headers(self, request: HttpRequest) -> dict[str, Any]:
+        headers = super().extract_headers(request)
+        bound = getattr(request, BOUND_ATTRIBUTE, None)
+        if bound is not None:
+            headers[validators.BOUND_KEY] = bound
+        return headers
+
+
+def good_for_other_scopes(core: OAuthLibCore, request: HttpRequest) -> bool:
     """Whether the bearer token is valid when no scope is asked for, checked as userinfo checks it
     (oauthlib's resource endpoint would take any JWT for an ID token)."""
-    core = get_oauthlib_core()
     oauth_request = OAuthlibRequest(*core._extract_params(request))
     oauth_request.scopes = []
     return bool(core.server.bearer.validate_request(oauth_request))
@@ -185,28 +221,44 @@ class UserInfoView(dot.UserInfoView):
     user row (``get_userinfo_claims``); 503 when that state cannot be read, as for any bearer token.
     A good token without ``openid`` is a 403 ``insufficient_scope`` (RFC 6750 section 3.1), not
     oauthlib's 401 ``invalid_token``: the client needs another grant, not a refresh; so is a
-    client-credentials token, which has no end user to describe."""
+    client-credentials token, which has no end user to describe.
+
+    A DPoP-bound token comes as ``Authorization: DPoP`` with its proof (RFC 9449 section 7), which
+    oauthlib does not read: the view verifies both first, as ``BearerAuthentication`` does, and
+    errors carry the ``DPoP`` challenge. Sent as ``Bearer``, a bound token is ``invalid_token``."""
+
+    oauthlib_backend_class = UserInfoCore
 
     def _create_userinfo_response(self, request: HttpRequest) -> HttpResponse:
         try:
+            header = request.META.get("HTTP_AUTHORIZATION", "")
+            if authentication.is_dpop_scheme(header):
+                bound = validators.verify_own_token(header[5:].strip(), request)
+                setattr(request, BOUND_ATTRIBUTE, bound)
             response = super()._create_userinfo_response(request)
             # oauthlib checks the scope with the token: only a refused one is verified again.
-            if response.status_code == 401 and good_for_other_scopes(request):
+            if response.status_code == 401 and good_for_other_scopes(
+                self.get_oauthlib_core(), request
+            ):
                 response = _error(
                     "insufficient_scope",
                     _("This request requires the scope: %(scope)s") % {"scope": "openid"},
                     403,
                 )
-                response["WWW-Authenticate"] = 'Bearer error="insufficient_scope", scope="openid"'
+                challenge = _challenge(request)
+                response["WWW-Authenticate"] = (
+                    f'{challenge}error="insufficient_scope", scope="openid"'
+                )
             return response
         except validators.NoEndUser:
             return _bearer_error(
                 "insufficient_scope",
                 _("A client-credentials token has no end user: sign a user in"),
                 403,
+                request,
             )
         except exceptions.InvalidToken as exc:
-            return _bearer_error("invalid_token", exc.description, 401)
+            return _bearer_error(exc.error, exc.description, 401, request)
         except (snapshots.StateUnavailable, jwks.IssuerUnavailable, DatabaseError):
             return _unavailable()
 
