@@ -75,6 +75,17 @@ def test_userinfo_refuses_a_bound_token_sent_as_bearer(alice, holder):
     assert challenge(response, "invalid_token").startswith("Bearer")
 
 
+def test_userinfo_refuses_every_bearer_token_when_the_site_requires_dpop(alice, holder, settings):
+    """``DPOP_REQUIRED``: the site takes no bearer tokens, at userinfo as at the API."""
+    token = mint_access_token(alice, scope="openid email").token
+    assert userinfo(token, None, scheme="Bearer").status_code == 200
+    settings.EPOCHAUTH = {**settings.EPOCHAUTH, "DPOP_REQUIRED": True}
+    assert "DPoP" in challenge(userinfo(token, None, scheme="Bearer"), "invalid_token")
+    bound_token = bound(alice, holder)
+    good = userinfo(bound_token, holder.proof(bound_token, htm="GET", htu=USERINFO))
+    assert good.status_code == 200, good.content
+
+
 @pytest.mark.parametrize(
     "case", ["missing", "other key", "other url", "other method", "other token", "replayed"]
 )

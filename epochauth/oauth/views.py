@@ -225,7 +225,8 @@ class UserInfoView(dot.UserInfoView):
 
     A DPoP-bound token comes as ``Authorization: DPoP`` with its proof (RFC 9449 section 7), which
     oauthlib does not read: the view verifies both first, as ``BearerAuthentication`` does, and
-    errors carry the ``DPoP`` challenge. Sent as ``Bearer``, a bound token is ``invalid_token``."""
+    errors carry the ``DPoP`` challenge. Sent as ``Bearer``, a bound token is ``invalid_token``, and
+    so is any token with ``DPOP_REQUIRED``."""
 
     oauthlib_backend_class = UserInfoCore
 
@@ -235,6 +236,8 @@ class UserInfoView(dot.UserInfoView):
             if authentication.is_dpop_scheme(header):
                 bound = validators.verify_own_token(header[5:].strip(), request)
                 setattr(request, BOUND_ATTRIBUTE, bound)
+            elif header and conf.epochauth_settings.DPOP_REQUIRED:
+                raise exceptions.ProofRequired()  # the site takes no bearer tokens
             response = super()._create_userinfo_response(request)
             # oauthlib checks the scope with the token: only a refused one is verified again.
             if response.status_code == 401 and good_for_other_scopes(
