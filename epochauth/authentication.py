@@ -150,9 +150,10 @@ def token_user(access: tokens.AccessToken) -> Any:
 def authenticate_token(token: str) -> tuple[Any, tokens.AccessToken]:
     """Verify a bearer token and return ``(user, AccessToken)``; raises :class:`InvalidToken`, and
     :class:`ProofRequired` for a token bound to a DPoP key, which no caller without its proof may use
-    (RFC 9449 section 7.2: the OAuth server's userinfo, registration and token exchange)."""
+    (RFC 9449 section 7.2: the OAuth server's userinfo, registration and token exchange), and for
+    every token of a site that takes no bearer tokens (``DPOP_REQUIRED``)."""
     access = validate_token(token)
-    if access.dpop_jkt is not None:
+    if access.dpop_jkt is not None or conf.epochauth_settings.DPOP_REQUIRED:
         raise ProofRequired()
     return token_user(access), access
 

@@ -6,6 +6,7 @@ its proof (section 7) and refuses it as Bearer (section 7.2); introspection desc
 from __future__ import annotations
 
 import base64
+import json
 from datetime import timedelta
 from typing import Any
 
@@ -199,3 +200,29 @@ def test_authenticated_registration_takes_a_bound_token_with_its_proof(settings,
     answer = register(NATIVE_APP, HTTP_AUTHORIZATION=f"DPoP {token}", HTTP_DPOP=proof)
     assert answer.status_code == 201, answer.content
     assert Application.objects.get(client_id=answer.json()["client_id"]).user == alice
+
+
+def test_registration_refuses_a_bearer_token_when_the_site_requires_dpop(settings, alice):
+    """``authenticate_token``, the check of every reader of bearer tokens outside DRF, refuses them
+    all with ``DPOP_REQUIRED``: registration in ``"authenticated"`` mode here."""
+    from epochauth.authentication import authenticate_token
+    from epochauth.exceptions import ProofRequired
+
+    token = mint_access_token(alice, scope="openid").token
+    assert authenticate_token(token)[0] == alice
+    settings.EPOCHAUTH = {
+        **settings.EPOCHAUTH,
+        "DPOP_REQUIRED": True,
+        "CLIENT_REGISTRATION": "authenticated",
+    }
+    with pytest.raises(ProofRequired):
+        authenticate_token(token)
+    response = Client().post(
+        "/o/register/",
+        json.dumps(
+            {"client_name": "x", "grant_types": ["urn:ietf:params:oauth:grant-type:device_code"]}
+        ),
+        content_type="application/json",
+        HTTP_AUTHORIZATION=f"Bearer {token}",
+    )
+    assert response.status_code == 401, response.content
