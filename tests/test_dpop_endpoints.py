@@ -10,6 +10,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit
 
 import pytest
+from django.contrib.auth import get_user_model
 from django.test import Client
 from oauth2_provider.models import get_application_model
 
@@ -424,13 +425,23 @@ def bound_call(client, key: ProofKey, url: str, token: str, method: str = "GET")
     return send(url, HTTP_AUTHORIZATION=f"DPoP {token}", HTTP_DPOP=key.proof(method, url, token))
 
 
-@pytest.mark.parametrize("how", ["logout", "logout-all", "epoch"])
+@pytest.mark.parametrize("how", ["logout", "logout-all", "epoch", "admin"])
 def test_revocation_ends_a_bound_session(client, how):
     key = ProofKey.generate()
     body = bound_login(client, key)
     token = body["access_token"]
     if how == "epoch":
         bump_epoch(Epoch.Kind.USER, str(Session.objects.get().user_id))
+    elif how == "admin":  # the admin's "End the selected sessions", by a superuser's browser
+        admin = Client()
+        admin.force_login(
+            get_user_model().objects.create_superuser("root", "root@example.test", "pw")
+        )
+        ended = admin.post(
+            "/admin/epochauth/session/",
+            {"action": "revoke_sessions", "_selected_action": [str(Session.objects.get().pk)]},
+        )
+        assert ended.status_code == 302, ended.content
     else:
         url = f"http://testserver/auth/{how}/"
         assert bound_call(client, key, url, token, "POST").status_code in (200, 204)
