@@ -228,6 +228,23 @@ def test_a_logout_by_sub_ends_every_token_and_session_of_the_user(loop):
 
 
 @pytest.mark.django_db
+def test_a_logout_by_sub_ends_the_users_dpop_bound_tokens_too(loop):
+    """A bound token carries the user's epoch like any other: the provider's logout ends it, with its
+    proof as without (RFC 9449 changes how a token is presented, not how it is revoked)."""
+    from epochauth.tokens import mint_access_token
+    from tests.test_dpop import Holder, call
+
+    sign_in(loop, "provider-session-1")
+    user = Identity.objects.get(issuer=loop.issuer, subject=SUBJECT).user
+    holder, api = Holder(), Client()
+    token = mint_access_token(user, extra_claims={"cnf": {"jkt": holder.jkt}}).token
+    assert call(api, token, holder.proof(token)).status_code == 200
+    assert deliver(logout_token(loop)).status_code == 200
+    refused = call(api, token, holder.proof(token))
+    assert refused.status_code == 401 and "revoked" in refused["WWW-Authenticate"]
+
+
+@pytest.mark.django_db
 def test_a_logout_by_sid_ends_only_that_browser_login(loop):
     ending, staying = sign_in(loop, "provider-session-1"), sign_in(loop, "provider-session-2")
     ending_api, staying_api = api_tokens(ending), api_tokens(staying)
