@@ -471,3 +471,33 @@ def test_a_simplejwt_refresh_token_exchanged_with_a_proof_starts_a_bound_session
     assert Session.objects.get().dpop_jkt == holder.jkt
     again = {"refresh_token": body.json()["refresh_token"]}
     assert "bound to a DPoP key" in oauth_error(post(client, REFRESH, again))
+
+
+def test_purge_forgets_the_bindings_of_families_that_are_over():
+    """``epochauth_purge``: a binding goes once its family holds no refresh token and no code of it
+    can still be exchanged; one with a live refresh token, or younger than a code, stays."""
+    import uuid as uuid_module
+    from io import StringIO
+
+    from django.core.management import call_command
+    from django.utils import timezone
+    from oauth2_provider.models import get_access_token_model, get_refresh_token_model
+
+    alice = make_user("alice")
+    ensure_cli_application(Application)
+    app = Application.objects.get(client_id="epochauth-cli")
+    old = timezone.now() - timedelta(hours=1)
+    over, kept, young = (uuid_module.uuid4() for _ in range(3))
+    for family in (over, kept, young):
+        DPoPBinding.objects.create(family=family, jkt="k" * 43)
+    DPoPBinding.objects.filter(family__in=[over, kept]).update(created_at=old)
+    access = get_access_token_model().objects.create(
+        user=alice, application=app, token="a", expires=timezone.now() + timedelta(hours=1)
+    )
+    get_refresh_token_model().objects.create(
+        user=alice, application=app, token="r", access_token=access, token_family=kept
+    )
+    out = StringIO()
+    call_command("epochauth_purge", stdout=out)
+    assert "Deleted 1 DPoP bindings of token families that are over." in out.getvalue()
+    assert set(DPoPBinding.objects.values_list("family", flat=True)) == {kept, young}

@@ -10,10 +10,15 @@ requires it, or the site (``DPOP_REQUIRED``), refuses a token request without a 
 from __future__ import annotations
 
 import uuid
+from datetime import timedelta
 from typing import Any
 
+from django.db.models import Exists, OuterRef
+from django.utils import timezone
 from django.utils.crypto import constant_time_compare
 from django.utils.translation import gettext as _
+from oauth2_provider.models import get_refresh_token_model
+from oauth2_provider.settings import oauth2_settings
 from oauthlib.oauth2.rfc6749 import errors
 
 from .. import dpop, exceptions
@@ -84,3 +89,14 @@ def check_binding(family: uuid.UUID | None, jkt: str | None, request: Any) -> No
 def bind(family: uuid.UUID, jkt: str) -> None:
     """Bind ``family`` to ``jkt``, unless it is bound already (then to that key, checked before)."""
     models.DPoPBinding.objects.get_or_create(family=family, defaults={"jkt": jkt})
+
+
+def purge() -> int:
+    """Delete the bindings of families that are over (``epochauth_purge``): no refresh token of the
+    family is left, and no authorization code of it can still be exchanged; returns how many."""
+    codes_expired = timezone.now() - timedelta(
+        seconds=oauth2_settings.AUTHORIZATION_CODE_EXPIRE_SECONDS
+    )
+    live = get_refresh_token_model().objects.filter(token_family=OuterRef("family"))
+    over = models.DPoPBinding.objects.filter(created_at__lt=codes_expired).exclude(Exists(live))
+    return int(over.delete()[0])

@@ -42,3 +42,7 @@ class Command(base.EpochauthCommand):
 
             deliveries = logout_outbox.purge()
             self.stdout.write(f"Deleted {deliveries} logout deliveries that are over.")
+            from epochauth.oauth import proofs
+
+            bindings = proofs.purge()  # after clear_expired: the families it ended
+            self.stdout.write(f"Deleted {bindings} DPoP bindings of token families that are over.")
