@@ -501,3 +501,31 @@ def test_purge_forgets_the_bindings_of_families_that_are_over():
     call_command("epochauth_purge", stdout=out)
     assert "Deleted 1 DPoP bindings of token families that are over." in out.getvalue()
     assert set(DPoPBinding.objects.values_list("family", flat=True)) == {kept, young}
+
+
+@pytest.mark.parametrize("jkt", ["short", "x" * 44, "a+" * 21 + "a", ""])
+def test_a_dpop_jkt_that_is_no_thumbprint_is_an_invalid_request(jkt):
+    """Section 10: a code bound to a value no key has could never be redeemed; the client hears so at
+    once, on its redirect URI (an empty value is no binding)."""
+    confidential(
+        Application.GRANT_AUTHORIZATION_CODE, redirect_uris=REDIRECT, skip_authorization=True
+    )
+    browser = Client()
+    browser.force_login(make_user("alice"))
+    query = {
+        "response_type": "code",
+        "client_id": "svc",
+        "redirect_uri": REDIRECT,
+        "scope": "reports:read",
+        "code_challenge": "c" * 43,
+        "code_challenge_method": "S256",
+        "dpop_jkt": jkt,
+    }
+    response = browser.get("/o/authorize/?" + urlencode(query))
+    assert response.status_code == 302, response.content
+    answer = parse_qs(urlsplit(response["Location"]).query)
+    if jkt:
+        assert answer["error"] == ["invalid_request"] and "code" not in answer
+        assert not DPoPBinding.objects.exists()
+    else:
+        assert "code" in answer

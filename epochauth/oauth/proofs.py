@@ -9,6 +9,7 @@ requires it, or the site (``DPOP_REQUIRED``), refuses a token request without a 
 
 from __future__ import annotations
 
+import re
 import uuid
 from datetime import timedelta
 from typing import Any
@@ -24,6 +25,9 @@ from oauthlib.oauth2.rfc6749 import errors
 from .. import dpop, exceptions
 from . import models
 from .revocation import code_family
+
+#: A SHA-256 JWK thumbprint (RFC 7638): 32 bytes in base64url without padding.
+THUMBPRINT = re.compile(r"[A-Za-z0-9_-]{43}")
 
 #: Where ``views.TokenEndpointCore`` puts the request's absolute URL among oauthlib's headers (a copy
 #: of ``META``): no header a client sends gets a name with a dot.
@@ -59,6 +63,18 @@ def verify(request: Any) -> None:
 
 def key_of(request: Any) -> str | None:
     return getattr(request, "epochauth_dpop_jkt", None)
+
+
+def check_requested_key(request: Any) -> dict[str, Any]:
+    """oauthlib ``post_auth`` hook of authorization requests: a ``dpop_jkt`` (section 10) that is no
+    SHA-256 JWK thumbprint is an ``invalid_request``; no proof could ever redeem its code."""
+    jkt = getattr(request, "dpop_jkt", None)
+    # RFC 6749 section 3.1: a parameter without a value is as if it were left out.
+    if jkt and not THUMBPRINT.fullmatch(str(jkt)):
+        raise errors.InvalidRequestError(
+            description=_("dpop_jkt must be the SHA-256 thumbprint of a JWK"), request=request
+        )
+    return {}
 
 
 def check(request: Any) -> None:

@@ -27,6 +27,10 @@ def access_token_lifetime(request: Any) -> int:
     return lifetime
 
 
+#: The OAuth 2.0 and the OpenID grant of oauthlib's OpenID dispatchers (a plain grant is its own).
+GRANTS = ("default_grant", "oidc_grant")
+
+
 class Server(OAuthlibServer):
     """Access tokens are our JWTs living ``EPOCHAUTH["ACCESS_TOKEN_LIFETIME"]``; refresh tokens stay
     DOT's random strings. DOT's generator settings and pre-token hook are ignored on purpose: the
@@ -52,13 +56,16 @@ class Server(OAuthlibServer):
         grants = [
             getattr(choice, attribute, choice)
             for choice in self._grant_types.values()
-            for attribute in ("default_grant", "oidc_grant")
+            for attribute in GRANTS
         ]
         for hooks in {id(g.custom_validators): g.custom_validators for g in grants}.values():
             hooks.pre_token.append(request_validator.refuse_resource)
             hooks.pre_token.append(proofs.verify)
             hooks.post_token.append(request_validator.check_token_request)
             hooks.post_token.append(proofs.check)
+        code = self._response_types["code"]  # the grants that issue codes (OAuth 2.0, OpenID)
+        for grant in {id(g): g for g in (getattr(code, a, code) for a in GRANTS)}.values():
+            grant.custom_validators.post_auth.append(proofs.check_requested_key)
         # Before oauthlib's own OpenID checks, which read max_age for prompt=none.
         self.openid_connect_auth.custom_validators.post_auth.insert(0, openid.check_max_age)
 

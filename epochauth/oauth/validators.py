@@ -407,12 +407,12 @@ class EpochAuthValidator(OAuth2Validator):
     def save_authorization_code(
         self, client_id: str, code: dict[str, str], request: Any, *args: Any, **kwargs: Any
     ) -> None:
-        """RFC 9449 section 10: ``dpop_jkt`` binds the code (its family) to that key. A value no
-        thumbprint is stored cut short too: no proof is of it, the code cannot be exchanged."""
+        """RFC 9449 section 10: ``dpop_jkt`` (a thumbprint: :func:`.proofs.check_requested_key`)
+        binds the code (its family) to that key."""
         super().save_authorization_code(client_id, code, request, *args, **kwargs)
         jkt = getattr(request, "dpop_jkt", None)
         if jkt:
-            proofs.bind(revocation.code_family(code["code"]), str(jkt)[:64])
+            proofs.bind(revocation.code_family(code["code"]), str(jkt))
 
     def revoke_token(
         self, token: str, token_type_hint: str | None, request: Any, *args: Any, **kwargs: Any
