@@ -73,7 +73,9 @@ def test_userinfo_takes_a_bound_token_with_its_proof(alice, holder, method):
 
 def test_userinfo_refuses_a_bound_token_sent_as_bearer(alice, holder):
     response = userinfo(bound(alice, holder), None, scheme="Bearer")
-    assert challenge(response, "invalid_token").startswith("Bearer")
+    header = challenge(response, "invalid_token")
+    assert "must be sent with a DPoP proof" in header
+    assert response.json()["error"] == "invalid_token"
 
 
 def test_userinfo_refuses_every_bearer_token_when_the_site_requires_dpop(alice, holder, settings):
