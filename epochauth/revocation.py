@@ -299,15 +299,22 @@ class RevocationState:
             return self._load_denied_piece(loader, first_use)
         return self._load_epoch_piece(loader)
 
-    def _hold(self, loader: object, rows: list[Any], put: Callable[..., object]) -> bool:
-        """``put(*row)`` for each row under the lock, unless ``loader`` no longer reads the state."""
+    def _hold(
+        self,
+        loader: object,
+        rows: list[Any],
+        put: Callable[..., object],
+        advance: Callable[[], bool],
+    ) -> bool:
+        """``put(*row)`` for each row, then ``advance()`` (the part's cursor: whether the part ended),
+        under the lock at once, unless ``loader`` no longer reads the state (then False)."""
         with self._lock:
             if self._loader is not loader:
                 return False
             for row in rows:
                 put(*row)
             self._generation += 1
-        return True
+            return advance()
 
     def _load_denied_piece(self, loader: object, first_use: bool) -> bool:
         cursor = self._load_cursor
@@ -332,13 +339,12 @@ class RevocationState:
         live = [
             (jti, until) for _pk, jti, expires in rows if (until := expires.timestamp()) > wall
         ]
-        if not self._hold(loader, live, self._denied.add):
-            return False
-        with self._lock:
-            if self._loader is not loader:
-                return False
+
+        def advance() -> bool:
             self._load_cursor = rows[-1][0] if len(rows) == LOAD_CHUNK else None
             return self._load_cursor is None
+
+        return self._hold(loader, live, self._denied.add, advance)
 
     def _load_epoch_piece(self, loader: object) -> bool:
         start = self._epochs_from
@@ -353,11 +359,8 @@ class RevocationState:
             for _pk, updated, kind, object_id, *fields in rows
             if updated >= start
         ]
-        if not self._hold(loader, changed, self._merge):
-            return False
-        with self._lock:
-            if self._loader is not loader:
-                return False
+
+        def advance() -> bool:
             if len(rows) == LOAD_CHUNK:
                 self._epoch_cursor = rows[-1][0]
                 return False
@@ -365,9 +368,10 @@ class RevocationState:
             # window first, so that ``loaded`` never holds before it).
             self._covered_from = start.timestamp()
             self._epoch_cursor = None
-            self._generation += 1
             self._done.set()
             return True
+
+        return self._hold(loader, changed, self._merge, advance)
 
     def _read_soon(self) -> None:
         """The next request reads the database (the push channel was away: messages may be lost)."""
