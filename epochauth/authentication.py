@@ -153,9 +153,15 @@ def authenticate_token(token: str) -> tuple[Any, tokens.AccessToken]:
     (RFC 9449 section 7.2: the OAuth server's userinfo, registration and token exchange), and for
     every token of a site that takes no bearer tokens (``DPOP_REQUIRED``)."""
     access = validate_token(token)
+    check_bearer_use(access)
+    return token_user(access), access
+
+
+def check_bearer_use(access: tokens.AccessToken) -> None:
+    """Raise :class:`ProofRequired` for a token sent as ``Bearer`` that may not be: one bound to a
+    DPoP key (RFC 9449 section 7.2), or any on a site that takes no bearer tokens (``DPOP_REQUIRED``)."""
     if access.dpop_jkt is not None or conf.epochauth_settings.DPOP_REQUIRED:
         raise ProofRequired()
-    return token_user(access), access
 
 
 def check_proof(request: HttpRequest, raw_token: str, access: tokens.AccessToken) -> dpop.Proof:
@@ -238,8 +244,8 @@ class BearerAuthentication(BaseAuthentication):
             validated_token = self.get_validated_token(raw_token)
             if is_dpop_scheme(header):
                 self.check_proof(request, raw_token, validated_token)
-            elif validated_token.dpop_jkt is not None or conf.epochauth_settings.DPOP_REQUIRED:
-                raise ProofRequired()
+            else:
+                check_bearer_use(validated_token)
             return self.get_user(validated_token), validated_token
         except InvalidToken as exc:
             setattr(request._request, ERROR_ATTRIBUTE, exc)

@@ -237,15 +237,10 @@ class UserInfoView(dot.UserInfoView):
                 bound = validators.verify_own_token(header[5:].strip(), request)
                 setattr(request, BOUND_ATTRIBUTE, bound)
             elif header and conf.epochauth_settings.DPOP_REQUIRED:
-                raise exceptions.ProofRequired()  # the site takes no bearer tokens
-            elif header[:7].lower() == "bearer ":
-                token = header[7:].strip()
+                raise exceptions.ProofRequired()  # the site takes no bearer tokens, ours or DOT's
+            elif header[:7].lower() == "bearer " and validators.is_own_token(header[7:].strip()):
                 # A bound token of ours is refused with our description, not oauthlib's bare 401.
-                if (
-                    validators.is_own_token(token)
-                    and authentication.validate_token(token).dpop_jkt
-                ):
-                    raise exceptions.ProofRequired()
+                authentication.check_bearer_use(authentication.validate_token(header[7:].strip()))
             response = super()._create_userinfo_response(request)
             # oauthlib checks the scope with the token: only a refused one is verified again.
             if response.status_code == 401 and good_for_other_scopes(
