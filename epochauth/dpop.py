@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import binascii
 import hashlib
-import json
 import math
 import time
 from collections.abc import Callable, Mapping
@@ -40,6 +39,9 @@ from jwt.algorithms import ECAlgorithm, OKPAlgorithm, RSAAlgorithm
 from jwt.utils import base64url_encode
 
 from . import conf, jwks, snapshots, verification
+
+# The client's (it imports no Django): what it signs and what is checked here are computed alike.
+from .client.dpop import access_token_hash, thumbprint
 from .exceptions import InvalidProof, NonceRequired
 from .keys import ALGORITHMS, ED25519, EDDSA
 
@@ -50,12 +52,6 @@ NONCE_HEADER = "DPoP-Nonce"
 PROOF_TYPE = "dpop+jwt"
 #: RFC 7517/7518 members of a private or symmetric key: a proof carries a public key only.
 PRIVATE_MEMBERS = frozenset({"d", "p", "q", "dp", "dq", "qi", "oth", "k"})
-#: RFC 7638 section 3.2: the required members of each key type, in lexicographic order.
-THUMBPRINT_MEMBERS = {
-    "RSA": ("e", "kty", "n"),
-    "EC": ("crv", "kty", "x", "y"),
-    "OKP": ("crv", "kty", "x"),
-}
 KEY_PARSERS: dict[str, Callable[[Any], Any]] = {
     "RSA": RSAAlgorithm.from_jwk,
     "EC": ECAlgorithm.from_jwk,
@@ -73,21 +69,6 @@ class Proof:
     @property
     def jti(self) -> str:
         return self.claims["jti"]
-
-
-def thumbprint(jwk: Mapping[str, Any]) -> str:
-    """RFC 7638: base64url SHA-256 of the key's required members as JSON, in lexicographic order and
-    without whitespace. ``ValueError`` for a key type without thumbprint members or a missing member."""
-    names = THUMBPRINT_MEMBERS.get(jwk.get("kty"))  # type: ignore[arg-type]
-    if names is None or not all(isinstance(jwk.get(name), str) for name in names):
-        raise ValueError("not a public RSA, EC or OKP key")
-    canonical = json.dumps({name: jwk[name] for name in names}, separators=(",", ":"))
-    return base64url_encode(hashlib.sha256(canonical.encode("utf-8")).digest()).decode("ascii")
-
-
-def access_token_hash(token: str) -> str:
-    """``ath`` (section 4.2): base64url SHA-256 of the ASCII access token."""
-    return base64url_encode(hashlib.sha256(token.encode("ascii")).digest()).decode("ascii")
 
 
 DEFAULT_PORTS = {"http": 80, "https": 443}

@@ -13,6 +13,7 @@ import json
 import re
 import secrets
 import time
+from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -41,11 +42,15 @@ def b64url(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
 
 
-def thumbprint(jwk: dict[str, Any]) -> str:
-    """RFC 7638: base64url SHA-256 of the required members in lexical order, no whitespace (``jkt``)."""
-    members = THUMBPRINT_MEMBERS[jwk["kty"]]
+def thumbprint(jwk: Mapping[str, Any]) -> str:
+    """RFC 7638 (``jkt``): base64url SHA-256 of the key's required members as JSON, in lexical order
+    and without whitespace. ``ValueError`` for a key type without thumbprint members or a member that
+    is missing or no string (a server checks a proof's key with it too)."""
+    members = THUMBPRINT_MEMBERS.get(jwk.get("kty"))  # type: ignore[arg-type]
+    if members is None or not all(isinstance(jwk.get(name), str) for name in members):
+        raise ValueError("not a public RSA, EC or OKP key")
     canonical = json.dumps({name: jwk[name] for name in members}, separators=(",", ":"))
-    return b64url(hashlib.sha256(canonical.encode()).digest())
+    return b64url(hashlib.sha256(canonical.encode("utf-8")).digest())
 
 
 def access_token_hash(token: str) -> str:
