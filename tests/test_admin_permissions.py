@@ -295,3 +295,32 @@ def test_the_buttons_refuse_a_post_without_the_csrf_token(world):
     data = {"action": "disable", "_selected_action": rows}
     assert browser.post(changelist(Issuer), data).status_code == 403
     assert state() == before
+
+
+def test_view_only_staff_cannot_set_or_clear_an_applications_dpop_policy():
+    """The DPoP policy inline of an application: view permissions show it, and a POST of the change
+    form (with the inline's fields) is refused and changes nothing."""
+    from oauth2_provider.models import get_application_model
+
+    from epochauth.oauth.models import DPoPPolicy
+
+    application = get_application_model().objects.create(
+        name="portal",
+        client_id="portal",
+        client_type="public",
+        authorization_grant_type="urn:ietf:params:oauth:grant-type:device_code",
+    )
+    browser = staff_with(every_view_permission())
+    url = reverse("admin:oauth2_provider_application_change", args=[application.pk])
+    assert browser.get(url).status_code == 200
+    form = {
+        "name": "portal",
+        "client_id": "portal",
+        "client_type": "public",
+        "authorization_grant_type": "urn:ietf:params:oauth:grant-type:device_code",
+        "epochauth_dpop-TOTAL_FORMS": "1",
+        "epochauth_dpop-INITIAL_FORMS": "0",
+        "epochauth_dpop-0-required": "on",
+    }
+    assert browser.post(url, form).status_code == 403
+    assert not DPoPPolicy.objects.exists()
