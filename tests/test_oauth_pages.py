@@ -96,6 +96,29 @@ def test_approving_a_device(browser, carol):
     assert DeviceGrant.objects.get(user_code=device["user_code"]).status == DeviceGrant.AUTHORIZED
 
 
+def test_the_status_page_says_approved_after_the_device_fetched_its_tokens(browser):
+    """The device polls while the browser follows the redirect: redeeming the code marks it expired
+    (it is used), and the page still says what the user did. A code that ran out says expired."""
+    device = device_code()
+    confirm = browser.post("/o/device/", {"user_code": device["user_code"]})["Location"]
+    status = browser.post(confirm, {"action": "accept"})["Location"]
+    redeemed = Client().post(
+        "/o/token/",
+        {
+            "grant_type": "urn:ietf:params:oauth:grant-type:device_code",
+            "device_code": device["device_code"],
+            "client_id": "epochauth-cli",
+        },
+    )
+    assert redeemed.status_code == 200, redeemed.content
+    assert DeviceGrant.objects.get(user_code=device["user_code"]).status == DeviceGrant.EXPIRED
+    page = assert_page(browser.get(status), 200, "<title>Device approved", "signed in as carol")
+    assert "Device expired" not in page
+    DeviceGrant.objects.update(expires=timezone.now() - timedelta(seconds=1))
+    page = assert_page(browser.get(status), 200, "Device expired")
+    assert "Device approved" not in page
+
+
 def test_denying_a_device(browser):
     device = device_code()
     confirm = browser.post("/o/device/", {"user_code": device["user_code"]})["Location"]

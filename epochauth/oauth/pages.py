@@ -16,6 +16,7 @@ from urllib.parse import urlencode
 from django.contrib.auth.views import redirect_to_login
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render, resolve_url
+from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 from oauth2_provider import views as dot
 from oauth2_provider.exceptions import InvalidOIDCClientError, OAuthToolkitError
@@ -221,6 +222,12 @@ class DeviceGrantStatusView(dot.DeviceGrantStatusView):
         context = super().get_context_data(**kwargs)
         context["application"] = (
             get_application_model().objects.filter(client_id=self.object.client_id).first()
+        )
+        # The device may have fetched its tokens before this page loads: redeeming marks an approved
+        # code expired before its deadline (``validate_device_code``), a code past it is expired.
+        device = self.object
+        context["approved"] = device.status == device.AUTHORIZED or (
+            device.status == device.EXPIRED and device.expires > timezone.now()
         )
         return context
 
