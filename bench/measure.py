@@ -31,6 +31,7 @@ class Sizes:
     trials: int  # per kind of revocation
     load_rounds: int = 5  # the gunicorn scenario's rounds of wrk runs
     load_seconds: int = 3  # each wrk run's duration
+    outbox: int = 1000  # back-channel logout deliveries drained by the endpoints scenario
 
     @property
     def warmup(self) -> int:

@@ -126,6 +126,13 @@ def endpoints_facts(outcome: dict[str, Any]) -> list[str]:
             f"- {what}, time per request epochauth ÷ simplejwt, paired by round: {r['median']:.2f} "
             f"(p25–p75 {r['p25']:.2f}–{r['p75']:.2f}; min–max {r['min']:.2f}–{r['max']:.2f})"
         )
+    outbox = outcome["facts"].get("outbox")
+    if outbox:
+        lines.append(
+            f"- back-channel logout outbox, one drainer to a relying party on loopback: "
+            f"{outbox['per_s']:.0f} deliveries/s ({outbox['delivered']} of {outbox['deliveries']} "
+            f"delivered, {outbox['received']} received; claim, RS256 logout token, POST, record)"
+        )
     return lines
 
 

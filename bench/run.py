@@ -137,6 +137,7 @@ def sizes(args: argparse.Namespace) -> Sizes:
             trials=2,
             load_rounds=1,
             load_seconds=1,
+            outbox=50,
         )
     return Sizes(
         args.rounds,

@@ -6,10 +6,12 @@ from __future__ import annotations
 import gc
 import itertools
 import resource
+import threading
 import time
 import uuid
 from collections.abc import Callable
 from datetime import timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import jwt
@@ -113,6 +115,11 @@ def requests(sizes: Sizes, rsa_pem: str, idp: Any) -> dict[str, Any]:
             limit=limits.DICT,
         ),
         Variant("epochauth RS256, memo hit", server.get(EPOCHAUTH, bearer(rs)), limit=limits.DICT),
+        Variant(
+            "epochauth HS256 as STATUS_LIST issues it (a status claim in the token), memo hit",
+            server.get(EPOCHAUTH, bearer(status_listed(user))),
+            limit=limits.DICT,
+        ),
         *dpop_rows(server, user, sizes),
         Variant(
             f"epochauth HS256, cold: a new token each request ({len(cold)} distinct)",
@@ -160,6 +167,13 @@ def requests(sizes: Sizes, rsa_pem: str, idp: Any) -> dict[str, Any]:
     if idp is not None:
         facts["idp"] = idp.stats()
     return result(rows, **facts)
+
+
+def status_listed(user: Any) -> str:
+    """A token as it is with ``STATUS_LIST`` on: ``status.status_list`` names its session's bit. Our own
+    verifier does not read the list (epochs say more, sooner): the row shows the claim costs nothing."""
+    reference = {"idx": 123_456, "uri": f"{ISSUER}/auth/statuslists/0"}
+    return mint_access_token(user, extra_claims={"status": {"status_list": reference}}).token
 
 
 def dpop_rows(
@@ -584,7 +598,82 @@ def endpoints(sizes: Sizes) -> dict[str, Any]:
         rows,
         login_vs_simplejwt=paired(per_round, names[1], names[2]),
         refresh_vs_simplejwt=paired(per_round, names[3], names[4]),
+        outbox=outbox_drain(user, sizes.outbox),
     )
+
+
+class RelyingParty(ThreadingHTTPServer):
+    """A back-channel logout receiver on loopback that reads each POST and answers 200."""
+
+    def __init__(self) -> None:
+        super().__init__(("127.0.0.1", 0), ReceiverHandler)
+        self.received = 0
+        threading.Thread(target=self.serve_forever, daemon=True).start()
+
+
+class ReceiverHandler(BaseHTTPRequestHandler):
+    server: RelyingParty
+    protocol_version = "HTTP/1.1"
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers["Content-Length"]))
+        self.server.received += 1
+        self.send_response(200)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+def outbox_drain(user: Any, count: int) -> dict[str, Any]:
+    """``count`` back-channel logout deliveries in the outbox, drained by one drainer to a relying party
+    on loopback that answers 200: each is claimed, its logout token signed (RS256), POSTed, and the
+    outcome recorded. The relying party runs in this process (its threads share the GIL)."""
+    from oauth2_provider.models import get_application_model
+
+    from epochauth.keys import generate_private_key_pem
+    from epochauth.oauth import backchannel
+    from epochauth.oauth.models import BackchannelLogout, LogoutDelivery
+
+    receiver = RelyingParty()
+    signer = {"ID_TOKEN_SIGNING_KEY": generate_private_key_pem("RS256")}
+    try:
+        with override_settings(EPOCHAUTH={**settings.EPOCHAUTH, **signer}):
+            app = get_application_model().objects.create(
+                name="portal",
+                client_id="bench-portal",
+                client_type="confidential",
+                authorization_grant_type="authorization-code",
+                redirect_uris="https://portal.example/cb",
+                user=user,
+            )
+            BackchannelLogout.objects.create(
+                application=app, uri=f"http://127.0.0.1:{receiver.server_address[1]}/logout/"
+            )
+            LogoutDelivery.objects.bulk_create(
+                LogoutDelivery(
+                    application=app,
+                    subject=str(user.pk),
+                    sid=uuid.uuid4().hex,
+                    jti=uuid.uuid4().hex,
+                )
+                for _ in range(count)
+            )
+            started = time.perf_counter()
+            attempted = backchannel.drain()
+            elapsed = time.perf_counter() - started
+            delivered = LogoutDelivery.objects.filter(state=LogoutDelivery.State.DELIVERED).count()
+    finally:
+        receiver.shutdown()
+        receiver.server_close()
+    return {
+        "deliveries": count,
+        "attempted": attempted,
+        "delivered": delivered,
+        "received": receiver.received,
+        "per_s": attempted / elapsed,
+    }
 
 
 def chain(server: Server, path: str, field: str, first: str) -> Any:
