@@ -44,7 +44,7 @@ def run(name: str, context: dict[str, Any]) -> None:
         outcome = getattr(scenarios, name.removesuffix("-postgresql"))(sizes)
     elif name == "gunicorn":
         outcome = gunicorn(sizes, context, redis)
-    elif name in ("revocation", "revocation-server"):
+    elif name.startswith("revocation"):
         outcome = revocation(name, sizes, context, redis)
     else:
         raise SystemExit(f"unknown scenario {name}")
@@ -97,20 +97,42 @@ def idp_versions() -> str:
     return f"node {node}, oidc-provider {json.loads(package.read_text())['version']}"
 
 
+#: The revocation scenarios: the channel that tells process B, as ``Setup`` arguments (the cache
+#: and the push) and whether the database is the scratch PostgreSQL one.
+CHANNELS: dict[str, tuple[bool, bool | str, bool]] = {
+    "revocation": (True, True, False),  # Redis pub/sub
+    "revocation-polling": (True, False, False),  # the net: the version key, once per interval
+    "revocation-sqlite": (False, "database", False),  # no Redis: PRAGMA data_version
+    "revocation-postgresql": (False, "database", True),  # no Redis: LISTEN/NOTIFY
+}
+
+
 def revocation(
     name: str, sizes: Any, context: dict[str, Any], redis: dict[str, str]
 ) -> dict[str, Any] | None:
-    """Process A makes the database file and starts process B (this same entry point) on it."""
-    if name == "revocation-server":
-        configure(Setup(sqlite_path=context["sqlite_path"], **redis))
+    """Process A makes the database (an SQLite file, or uses the scratch PostgreSQL one) and starts
+    process B (this same entry point, ``--context`` naming the channel) on it."""
+    serving = name == "revocation-server"
+    channel = context["channel"] if serving else name
+    with_redis, push, postgres = CHANNELS[channel]
+    # Keys of its own: user 1 of another revocation scenario (its epoch bumped) is not this one's.
+    cache = {**redis, "key_prefix": f"{redis['key_prefix']}:{channel}"}
+    arguments: dict[str, Any] = {"revocation_push": push, **(cache if with_redis else {})}
+    if serving:
+        database = {"postgres_url": context["postgres_url"]} if postgres else {}
+        configure(Setup(sqlite_path=context.get("sqlite_path"), **database, **arguments))
         from . import revocation_latency
         from .wsgi import Server
 
         revocation_latency.serve(Server())
         return None
     with tempfile.TemporaryDirectory(prefix="epochauth-bench-") as directory:
-        context = {**context, "sqlite_path": str(Path(directory) / "db.sqlite3")}
-        configure(Setup(sqlite_path=context["sqlite_path"], **redis))
+        context = {**context, "channel": name}
+        if postgres:
+            configure(Setup(postgres_url=context["postgres_url"], **arguments))
+        else:
+            context["sqlite_path"] = str(Path(directory) / "db.sqlite3")
+            configure(Setup(sqlite_path=context["sqlite_path"], **arguments))
         from . import revocation_latency
 
         child = [

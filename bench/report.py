@@ -193,7 +193,19 @@ TITLES = {
     "epochs": "Every user revoked today (user Epoch rows within REVOCATION_WINDOW; an SQLite file)",
     "endpoints": "Token endpoints: login and refresh (MD5 hasher on both sides; SQLite in memory)",
     "endpoints-postgresql": "Token endpoints on PostgreSQL (the same rows, a scratch database)",
-    "revocation": "Revocation seen by another process (two processes, Redis, one SQLite file)",
+    "revocation": "Revocation seen by another process (two processes, Redis pub/sub, one SQLite file)",
+    "revocation-polling": (
+        "Revocation seen by another process when the push is lost (Redis, REVOCATION_PUSH off: the "
+        "version key once per REVOCATION_REFRESH_INTERVAL)"
+    ),
+    "revocation-sqlite": (
+        'Revocation seen by another process without Redis (REVOCATION_PUSH "database" on one SQLite '
+        "file: PRAGMA data_version)"
+    ),
+    "revocation-postgresql": (
+        'Revocation seen by another process without Redis (REVOCATION_PUSH "database" on PostgreSQL: '
+        "LISTEN/NOTIFY)"
+    ),
     "gunicorn": "Under gunicorn (sync workers, with and without --preload), loaded by wrk",
 }
 FACTS = {
@@ -206,6 +218,9 @@ FACTS = {
     "endpoints": endpoints_facts,
     "endpoints-postgresql": endpoints_facts,
     "revocation": revocation_facts,
+    "revocation-polling": revocation_facts,
+    "revocation-sqlite": revocation_facts,
+    "revocation-postgresql": revocation_facts,
     "gunicorn": gunicorn_facts,
 }
 

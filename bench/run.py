@@ -46,9 +46,12 @@ SCENARIOS = [
     "endpoints",
     "endpoints-postgresql",
     "revocation",
+    "revocation-polling",
+    "revocation-sqlite",
+    "revocation-postgresql",
     "gunicorn",
 ]
-REDIS_SCENARIOS = {"users-redis", "revocation"}
+REDIS_SCENARIOS = {"users-redis", "revocation", "revocation-polling"}
 DEFAULT_REDIS = "redis://127.0.0.1:6379/15"
 
 PACKAGES = (

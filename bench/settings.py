@@ -55,6 +55,8 @@ class Setup:
     idp_issuer: str | None = None
     #: A PostgreSQL database URL (postgres://user@host:port/name) instead of SQLite.
     postgres_url: str | None = None
+    #: ``EPOCHAUTH["REVOCATION_PUSH"]``: Redis pub/sub (True), through the database, or none.
+    revocation_push: bool | str = True
 
 
 def postgres(url: str) -> dict[str, Any]:
@@ -108,6 +110,7 @@ def epochauth_settings(setup: Setup) -> dict[str, Any]:
         # No token may expire during a long run; the login throttle would refuse the login bench.
         "ACCESS_TOKEN_LIFETIME": timedelta(days=1),
         "LOGIN_THROTTLE_RATE": None,
+        "REVOCATION_PUSH": setup.revocation_push,
     }
 
 

@@ -53,6 +53,9 @@ def test_every_scenario_reports(bench_run: dict) -> None:
         "endpoints",
         "endpoints-postgresql",
         "revocation",
+        "revocation-polling",
+        "revocation-sqlite",
+        "revocation-postgresql",
         "gunicorn",
     }
     for name, outcome in results.items():
@@ -115,9 +118,16 @@ def test_denylist_and_revocation_facts(bench_run: dict) -> None:
     assert denylist["rss_loaded_mb"] >= denylist["rss_before_mb"] > 0
     assert results["epochs"]["facts"]["epochs"] == 10_100
     assert "a new process with that denylist: all of it held" in bench_run["report"]
-    revocation = results["revocation"]
-    assert revocation["timeouts"] == {"logout": 0, "logout-all": 0}
-    assert all(s["trials"] == 2 for s in revocation["summary"].values())
+    # Every channel that tells another process, each with its own keys in the shared cache.
+    channels = ["revocation", "revocation-polling", "revocation-sqlite"]
+    for name in [*channels, "revocation-postgresql"] if POSTGRES else channels:
+        revocation = results[name]
+        assert revocation["timeouts"] == {"logout": 0, "logout-all": 0}, name
+        assert all(s["trials"] == 2 for s in revocation["summary"].values()), name
+    outbox = results["endpoints"]["facts"]["outbox"]
+    assert outbox["delivered"] == outbox["received"] == outbox["deliveries"] == 50
+    status = "epochauth HS256 as STATUS_LIST issues it (a status claim in the token), memo hit"
+    assert rows(results, "requests")[status]["queries"] == 0
     for scenario in ("endpoints", "endpoints-postgresql") if POSTGRES else ("endpoints",):
         endpoints = rows(results, scenario)
         assert all(row["queries"] >= 1 for name, row in endpoints.items() if name != "no auth")
