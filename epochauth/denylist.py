@@ -28,5 +28,9 @@ class Denylist(fingerprints.FingerprintMap):
         """Deny ``denied_id`` until ``until`` (a later time wins)."""
         self.put(denied_id, (min(math.ceil(until), _LAST_SECOND),))
 
+    def add_many(self, entries: list[tuple[str, int]]) -> None:
+        """:meth:`add` of each ``(denied_id, until)``, ``until`` in whole seconds already rounded up."""
+        self.put_many([(denied_id, (min(until, _LAST_SECOND),)) for denied_id, until in entries])
+
     def denies(self, denied_id: str, now: float) -> bool:
         return self.first(denied_id) > now

@@ -23,7 +23,7 @@ import mmap
 import os
 import struct
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any, Literal
 
 #: The C numbers a column may hold: unsigned 32 or 64 bits, or a double.
@@ -109,6 +109,13 @@ class FingerprintMap:
             self._start(2 * self._table.capacity, 0)
         self._table.put(fingerprint(name), values)
 
+    def put_many(self, items: list[tuple[str, tuple[float, ...]]]) -> None:
+        """:meth:`put` of each ``(name, values)``, the move stepped and the table sized once for all."""
+        self.step(STEP_PER_ADD * len(items))
+        if self._table.used + len(items) > self._table.capacity * _MAX_LOAD:
+            self.reserve(max(len(items), self._table.used))  # at least twice the size, as put
+        self._table.put_all((fingerprint(name), values) for name, values in items)
+
     def get(self, name: str) -> tuple[float, ...] | None:
         key = fingerprint(name)
         table, old = self._table, self._old
@@ -153,9 +160,11 @@ class FingerprintMap:
         end = old.capacity if slots is None else min(self._moved + slots, old.capacity)
         table, keys, columns, drop = self._table, old.keys, old.columns, self._drop_until
         last = columns[-1]
-        for slot in range(self._moved, end):
-            if keys[slot] != _EMPTY and last[slot] > drop:
-                table.put(keys[slot], tuple(column[slot] for column in columns))
+        table.put_all(
+            (keys[slot], tuple([column[slot] for column in columns]))
+            for slot in range(self._moved, end)
+            if keys[slot] != _EMPTY and last[slot] > drop
+        )
         self._moved = end
         if end == old.capacity:
             self._old = None
@@ -181,19 +190,25 @@ class _Table:
         return self.keys.nbytes + sum(column.nbytes for column in self.columns)
 
     def put(self, key: int, values: tuple[float, ...]) -> None:
-        keys, mask = self.keys, self.mask
-        slot = key & mask
-        while keys[slot] != _EMPTY and keys[slot] != key:
-            slot = (slot + 1) & mask
-        if keys[slot] == _EMPTY:
-            self.used += 1
-            for column, value in zip(self.columns, values, strict=True):
-                column[slot] = value
-            keys[slot] = key
-        else:
-            for column, value in zip(self.columns, values, strict=True):
-                if value > column[slot]:
+        self.put_all(((key, values),))
+
+    def put_all(self, entries: Iterable[tuple[int, tuple[float, ...]]]) -> None:
+        """Each ``(key, values)``: a new key takes the values, a held one the larger of each column.
+        One loop for a whole batch (a bulk read, a move): no call per entry."""
+        keys, mask, columns = self.keys, self.mask, self.columns
+        for key, values in entries:
+            slot = key & mask
+            while keys[slot] != _EMPTY and keys[slot] != key:
+                slot = (slot + 1) & mask
+            if keys[slot] == _EMPTY:
+                self.used += 1
+                for column, value in zip(columns, values, strict=True):
                     column[slot] = value
+                keys[slot] = key
+            else:
+                for column, value in zip(columns, values, strict=True):
+                    if value > column[slot]:
+                        column[slot] = value
 
     def find(self, key: int) -> int:
         """The entry's slot, -1 when there is none."""

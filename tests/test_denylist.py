@@ -70,6 +70,25 @@ def test_reserve_sizes_the_table_for_a_bulk_read_and_keeps_what_it_held():
     assert denylist.denies("before", 1) and len(denylist) == 100_001
 
 
+def test_a_batch_holds_what_adds_one_by_one_hold_even_while_the_table_moves():
+    one_by_one, batched = Denylist(), Denylist()
+    for n in range(3000):
+        one_by_one.add(f"id-{n}", 100 + n)
+    batched.add_many([(f"id-{n}", 100 + n) for n in range(1000)])
+    batched.prune(now=0)  # a move runs while the next batches come
+    batched.add_many([(f"id-{n}", 100 + n) for n in range(1000, 3000)])
+    batched.add_many([("id-5", 50), ("id-6", 10**4)])  # an earlier expiry does not shorten
+    for n in range(3000):
+        assert (
+            batched.denies(f"id-{n}", 99 + n) and not batched.denies(f"id-{n}", 100 + n) or n == 6
+        )
+    batched.step(None)
+    assert batched.denies("id-6", 9999) and len(batched) == len(one_by_one) == 3000
+    big = Denylist()
+    big.add_many([(f"{n:032x}", 10**10) for n in range(100_000)])  # grown once, to fit all
+    assert all(big.denies(f"{n:032x}", 1) for n in range(0, 100_000, 97))
+
+
 def test_far_future_expiries_and_odd_ids_are_held():
     denylist = Denylist()
     denylist.add("\udcff-lone-surrogate", 10**12)  # a year past what 32 bits hold: held until then

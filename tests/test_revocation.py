@@ -240,6 +240,23 @@ def many_denied(count: int, first_pk: int = 1000) -> None:
     )
 
 
+def test_the_load_reads_live_rows_with_their_expiry_never_early():
+    """The database computes each row's expiry in whole seconds (no datetime per row): rounded up,
+    at most a second late; expired rows are not read at all."""
+    now = timezone.now()
+    expiries = [
+        now + timedelta(seconds=s, microseconds=m) for s in (5, 60, 86400) for m in (0, 1, 999_999)
+    ]
+    RevokedToken.objects.bulk_create(
+        [RevokedToken(jti=f"live-{n}", expires_at=e) for n, e in enumerate(expiries)]
+        + [RevokedToken(jti="gone", expires_at=now - timedelta(seconds=1))]
+    )
+    rows = revocation._live_denied_after(0)
+    assert [jti for _pk, jti, _until in rows] == [f"live-{n}" for n in range(len(expiries))]
+    for (_pk, _jti, until), expires in zip(rows, expiries, strict=True):
+        assert type(until) is int and 0 <= until - expires.timestamp() <= 1
+
+
 class Pieces:
     """The loading thread reads a piece of the state (LOAD_CHUNK rows) each time it is allowed to."""
 
