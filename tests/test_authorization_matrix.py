@@ -577,6 +577,8 @@ def matrix(django_db_setup, django_db_blocker, idp) -> Iterator[Matrix]:
         "CLIENT_REGISTRATION": "authenticated",
         "RESOURCES": [STORAGE],
         "STATUS_LIST": True,
+        # A Shared Signals transmitter (the loopback issuer) with a push stream (the policy's row).
+        "SSF_TRANSMITTERS": [{"issuer": crafted.issuer, "token_env": "EPOCHAUTH_TEST_MATRIX_SSF"}],
         "ISSUERS": [
             {
                 "issuer": idp.issuer,
