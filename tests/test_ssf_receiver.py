@@ -26,8 +26,16 @@ from epochauth import checks
 from epochauth.models import BrowserLogin, Epoch, Identity, SsfSubscription
 from epochauth.ssf import events, receiver
 from tests.helpers import database_down
-from tests.loopback_issuer import AUDIENCE, CraftedIssuer, compact, key, public_jwk
+from tests.loopback_issuer import (
+    AUDIENCE,
+    CraftedIssuer,
+    compact,
+    compact_bytes,
+    key,
+    public_jwk,
+)
 from tests.ssf_transmitter import MANAGEMENT_TOKEN, TestTransmitter
+from tests.test_oauth_parameters import HOSTILE
 
 URL = "/auth/ssf/events/"
 US = "http://127.0.0.1:8000"  # the test project's ISSUER: the audience of our SETs
@@ -432,6 +440,44 @@ def test_a_set_with_bad_claims_is_refused(
         events.CREDENTIAL_CHANGE, {}, iss_sub(transmitter.issuer, "alice"), **claims
     )
     refused(push(token), err)
+    assert user_epoch(user) == 0
+
+
+@pytest.mark.parametrize("label", list(HOSTILE))
+def test_hostile_bodies_and_authorizations_are_never_a_server_error(
+    transmitter: TestTransmitter, stream: SsfSubscription, label: str
+) -> None:
+    value = HOSTILE[label]
+    client = Client()
+    body = client.post(
+        URL,
+        value,
+        content_type=events.SECEVENT_MEDIA_TYPE,
+        HTTP_AUTHORIZATION=f"Bearer {SECRET}",
+    )
+    assert body.status_code == 400 and body.json()["err"] == "invalid_request"
+    header = client.post(
+        URL,
+        b"x.y.z",
+        content_type=events.SECEVENT_MEDIA_TYPE,
+        HTTP_AUTHORIZATION=f"Bearer {value.decode('latin-1')}",
+    )
+    assert header.status_code == 401
+
+
+def test_duplicate_claim_names_are_refused(
+    transmitter: TestTransmitter, stream: SsfSubscription
+) -> None:
+    """The one parser's rules: a claim named twice (the second could name another audience)."""
+    user = signed_in(transmitter, "alice")
+    claims = json.dumps(
+        transmitter.set_claims(events.CREDENTIAL_CHANGE, {}, iss_sub(transmitter.issuer, "alice"))
+    )
+    doubled = claims[:-1] + ', "aud": "https://another.example"}'
+    private_key, alg = transmitter.keys["rsa-1"]
+    header = json.dumps({"alg": alg, "typ": "secevent+jwt", "kid": "rsa-1"}).encode()
+    token = compact_bytes(header, doubled.encode(), private_key, alg)
+    assert "malformed" in refused(push(token), "invalid_request")
     assert user_epoch(user) == 0
 
 
