@@ -676,6 +676,8 @@ ADMIN_MODELS: dict[str, ModelPolicy] = {
     "epochauth.revokedtoken": ModelPolicy(add=False, change=False, delete=False),
     "epochauth.auditevent": ModelPolicy(add=False, change=False, delete=False),
     "epochauth.issuer": ModelPolicy(),
+    # Shared Signals streams: set up by epochauth_ssf_subscribe; deleting one ends its pushes.
+    "epochauth.ssfsubscription": ModelPolicy(add=False, change=False),
     # DOT's: grants and tokens are issued, never added by hand; access token rows are read-only
     # (the JWT carries its own claims); a token row behind a live JWT is never deleted (it would
     # leave the JWT valid): the samples are live, so deleting them is refused.

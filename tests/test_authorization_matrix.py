@@ -45,7 +45,15 @@ from oauth2_provider.models import (
 
 from epochauth import keys, tokens, verification
 from epochauth.conf import clear_process_caches
-from epochauth.models import AuditEvent, Epoch, Identity, Issuer, RevokedToken, Session
+from epochauth.models import (
+    AuditEvent,
+    Epoch,
+    Identity,
+    Issuer,
+    RevokedToken,
+    Session,
+    SsfSubscription,
+)
 from epochauth.oauth.models import AllowedScopes, LogoutDelivery, ensure_cli_application
 from epochauth.revocation import bump_epoch, revoke_id
 from epochauth.tokenmanager import grants as upstream
@@ -86,6 +94,7 @@ MODELS = {
     "epochauth.revokedtoken": RevokedToken,
     "epochauth.auditevent": AuditEvent,
     "epochauth.issuer": Issuer,
+    "epochauth.ssfsubscription": SsfSubscription,
     "oauth2_provider.grant": get_grant_model(),
     "oauth2_provider.idtoken": get_id_token_model(),
     "oauth2_provider.application": Application,
@@ -526,6 +535,9 @@ class Matrix:
             "epochauth.auditevent": AuditEvent.objects.first().pk,
             "epochauth.issuer": Issuer.objects.create(
                 issuer=self.spare.issuer, audiences=[DEFAULT_RESOURCE]
+            ).pk,
+            "epochauth.ssfsubscription": SsfSubscription.objects.create(
+                issuer=self.spare.issuer, stream_id="matrix-stream", delivery="poll"
             ).pk,
             "oauth2_provider.grant": get_grant_model().objects.get(user=self.bystander).pk,
             "oauth2_provider.idtoken": get_id_token_model()
