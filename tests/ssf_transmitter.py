@@ -38,6 +38,8 @@ class TestTransmitter(CraftedIssuer):
         self.queue: dict[str, str] = {}
         self.acks: list[str] = []
         self.set_errors: dict[str, Any] = {}
+        #: What the poll endpoint says of ``moreAvailable`` while SETs are queued.
+        self.more_available = False
         self.routes.update(
             {
                 "POST /ssf/streams": self.create_stream,
@@ -122,7 +124,7 @@ class TestTransmitter(CraftedIssuer):
             self.queue.pop(jti, None)
         if body.get("maxEvents") == 0:
             return 200, {"sets": {}}
-        return 200, {"sets": dict(self.queue), "moreAvailable": False}
+        return 200, {"sets": dict(self.queue), "moreAvailable": self.more_available}
 
     # -- SETs -----------------------------------------------------------------------------------
 

@@ -684,6 +684,43 @@ def test_subscribe_by_poll_and_the_poller_acknowledges(
 
 
 @pytest.mark.django_db(transaction=True)
+def test_a_polled_set_that_cannot_be_checked_now_is_left_for_the_next_poll(
+    transmitter: TestTransmitter, settings: Any, free_port: int
+) -> None:
+    settings.EPOCHAUTH = {
+        **settings.EPOCHAUTH,
+        "SSF_TRANSMITTERS": [entry(transmitter.issuer, delivery="poll")],
+    }
+    call_command("epochauth_ssf_subscribe", transmitter.issuer, "--wait", "0", stdout=StringIO())
+    stream = SsfSubscription.objects.get()
+    user = signed_in(transmitter, "alice")
+    sub_id = iss_sub(transmitter.issuer, "alice")
+    transmitter.deliver(
+        stream.stream_id, transmitter.event_token(events.CREDENTIAL_CHANGE, {}, sub_id)
+    )
+    working = settings.CACHES
+    settings.CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": f"redis://127.0.0.1:{free_port}/0",  # nothing listens there
+            "OPTIONS": {"socket_connect_timeout": 0.2, "socket_timeout": 0.2},
+        }
+    }
+    transmitter.more_available = True  # it would hand out the same SET again at once
+    polls = transmitter.counts["POST /ssf/poll"]
+    out = StringIO()
+    call_command("epochauth_ssf_poll", stdout=out)
+    assert "0 event(s)" in out.getvalue()
+    assert transmitter.counts["POST /ssf/poll"] == polls + 1  # then no more until the next poll
+    assert len(transmitter.queue) == 1 and not transmitter.set_errors
+    assert user_epoch(user) == 0
+    settings.CACHES = working
+    call_command("epochauth_ssf_poll", stdout=StringIO())
+    assert not transmitter.queue and not transmitter.set_errors
+    assert user_epoch(user) == 1
+
+
+@pytest.mark.django_db(transaction=True)
 def test_the_poller_reports_a_transmitter_it_cannot_reach(
     transmitter: TestTransmitter, settings: Any
 ) -> None:

@@ -175,6 +175,8 @@ def verify_set(token: str, transmitter: Transmitter) -> SecurityEvent:
         untyped=False,
         subject_required=False,
     )
+    # The key on its own first, to tell invalid_key (RFC 8935 section 2.4) from the other refusals;
+    # verify() finds it again in the JWKS cache.
     try:
         policy.keys(jws.header)
     except exceptions.InvalidToken:

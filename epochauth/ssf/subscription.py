@@ -191,15 +191,18 @@ def poll(subscription: models.SsfSubscription) -> int:
         sets = answer.get("sets")
         if not isinstance(sets, dict):
             raise SubscriptionError(_("The poll answer has no sets"))
-        acks, errors = [], {}
+        acks, errors, deferred = [], {}, False
         for jti, token in sets.items():
             outcome = _take(token, subscription)
             if outcome is None:
                 acks.append(jti)
             elif outcome:
                 errors[jti] = outcome
+            else:
+                deferred = True
         taken += len(acks)
-        if not (sets and answer.get("moreAvailable") is True):
+        # After a SET left for later, the next answer would hand it out again: the next poll then.
+        if deferred or not (sets and answer.get("moreAvailable") is True):
             break
     if acks or errors:
         final: dict[str, Any] = {"ack": acks, "maxEvents": 0, "returnImmediately": True}
