@@ -775,6 +775,15 @@ def test_subscribe_with_a_wrong_management_token_fails_readably(
     assert not SsfSubscription.objects.exists()
 
 
+def test_subscribe_without_the_management_token_says_so(
+    transmitter: TestTransmitter, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv(TOKEN_ENV)
+    with pytest.raises(CommandError, match=f"{TOKEN_ENV} holds no token"):
+        call_command("epochauth_ssf_subscribe", transmitter.issuer, "--wait", "0")
+    assert transmitter.counts["POST /ssf/streams"] == 0
+
+
 def test_subscribe_refuses_a_stream_for_another_audience(transmitter: TestTransmitter) -> None:
     transmitter.audience = "https://another-receiver.example"
     with pytest.raises(CommandError, match="audience"):

@@ -30,7 +30,6 @@ import hashlib
 import hmac
 import logging
 import math
-import os
 import time
 from dataclasses import dataclass
 from functools import lru_cache
@@ -84,10 +83,6 @@ class Transmitter:
     audience: str = ""
     push_url: str = ""
     events: tuple[str, ...] = SUPPORTED_EVENTS
-
-    def authorization(self) -> dict[str, str]:
-        """The header we present to the transmitter's stream management and poll endpoints."""
-        return {"Authorization": f"Bearer {os.environ.get(self.token_env, '')}"}
 
 
 def _push_url() -> str:

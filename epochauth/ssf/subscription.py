@@ -11,6 +11,7 @@ naming another ``jwks_uri`` is refused rather than trusted.
 from __future__ import annotations
 
 import logging
+import os
 import secrets
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -91,9 +92,20 @@ def configuration(transmitter: receiver.Transmitter) -> dict[str, Any]:
     return document
 
 
+def _authorization(transmitter: receiver.Transmitter) -> dict[str, str]:
+    """The header we present to the transmitter's stream management and poll endpoints."""
+    token = os.environ.get(transmitter.token_env)
+    if not token:
+        raise SubscriptionError(
+            _("The environment variable %(name)s holds no token for %(issuer)s")
+            % {"name": transmitter.token_env, "issuer": transmitter.issuer}
+        )
+    return {"Authorization": f"Bearer {token}"}
+
+
 def _send(transmitter: receiver.Transmitter, method: str, url: str, body: Any) -> dict[str, Any]:
     try:
-        return fetching.send_json(method, url, body, transmitter.authorization())
+        return fetching.send_json(method, url, body, _authorization(transmitter))
     except fetching.FetchError as exc:
         raise SubscriptionError(str(exc)) from None
 
@@ -109,7 +121,7 @@ def _stream(
                 "PATCH",
                 endpoint,
                 {"stream_id": existing.stream_id, **body},
-                transmitter.authorization(),
+                _authorization(transmitter),
             )
         except fetching.FetchError as exc:
             if exc.status != 404:
