@@ -22,7 +22,7 @@ from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext
 
 from . import jwks, revocation, snapshots
-from .models import AuditEvent, Epoch, Identity, Issuer, RevokedToken, Session
+from .models import AuditEvent, Epoch, Identity, Issuer, RevokedToken, Session, SsfSubscription
 from .sessions import end_session
 
 if TYPE_CHECKING:
@@ -382,6 +382,16 @@ class AuditEventAdmin(PermanentAdmin):
     @admin.display(description=_("user"), ordering="user")
     def user_link(self, event: AuditEvent) -> str:
         return change_link(event.user)
+
+
+@admin.register(SsfSubscription)
+class SsfSubscriptionAdmin(ReadOnlyAdmin):
+    """Our Shared Signals streams, set up by ``epochauth_ssf_subscribe``. Deleting one takes its
+    transmitter's push secret away at once (its pushes answer 401, its stream is no longer polled)."""
+
+    list_display = ("issuer", "stream_id", "delivery", "verified_at", "updated_at")
+    readonly_fields = ("issuer", "stream_id", "delivery", "poll_url", "verified_at", "created_at")
+    exclude = ("push_secret_hash", "verification_hash")
 
 
 @admin.register(Issuer)

@@ -182,6 +182,15 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckM
         )
     errors.extend(_dpop_messages())
     errors.extend(_push_messages())
+    errors.extend(_ssf_messages(conf.epochauth_settings.SSF_TRANSMITTERS))
+    if conf.epochauth_settings.SSF_MAX_AGE <= timedelta(0):
+        errors.append(
+            checks.Error(
+                'EPOCHAUTH["SSF_MAX_AGE"] must be more than zero.',
+                hint="Security event tokens older than this are refused; the default is one day.",
+                id="epochauth.E036",
+            )
+        )
     if not settings.CACHES.get(conf.epochauth_settings.CACHE_ALIAS, {}).get("BACKEND"):
         errors.append(
             checks.Error('EPOCHAUTH["CACHE_ALIAS"] names no cache.', id="epochauth.E006")
@@ -244,6 +253,48 @@ def _resource_messages(value: Any) -> list[checks.CheckMessage]:
             'EPOCHAUTH["RESOURCES"] must be a list of absolute URIs without fragment.',
             hint='For example ["https://storage.example.org"] (RFC 8707 section 2).',
             id="epochauth.E022",
+        )
+    ]
+
+
+SSF_KEYS = frozenset({"issuer", "token_env", "delivery", "audience", "push_url", "events"})
+
+
+def _ssf_entry_valid(entry: Any) -> bool:
+    """One ``SSF_TRANSMITTERS`` entry: its issuer URL, a token variable, a delivery method, strings."""
+    if not (isinstance(entry, dict) and isinstance(entry.get("issuer"), str)):
+        return False
+    try:
+        issuer_config.validate_issuer_url(entry["issuer"])
+    except ValidationError:
+        return False
+    audience = entry.get("audience", conf.epochauth_settings.ISSUER)
+    return (
+        not set(entry) - SSF_KEYS
+        and isinstance(entry.get("token_env"), str)
+        and bool(entry["token_env"])
+        and entry.get("delivery", "push") in ("push", "poll")
+        and isinstance(audience, str)
+        and bool(audience)
+        and isinstance(entry.get("push_url", ""), str)
+        and _strings(entry.get("events", ()))
+    )
+
+
+def _ssf_messages(value: Any) -> list[checks.CheckMessage]:
+    """``SSF_TRANSMITTERS``: a list of well-formed entries, one per issuer."""
+    entries = value if isinstance(value, list | tuple) else [value]
+    bad = [entry for entry in entries if not _ssf_entry_valid(entry)]
+    issuers = [entry["issuer"] for entry in entries if isinstance(entry, dict)]
+    if not bad and len(set(issuers)) == len(issuers):
+        return []
+    return [
+        checks.Error(
+            'EPOCHAUTH["SSF_TRANSMITTERS"] must be a list of dicts, one per issuer, each with '
+            '"issuer" (an https URL), "token_env" (an environment variable name) and optionally '
+            '"delivery" ("push" or "poll"), "audience", "push_url" (strings) and "events" (a list '
+            "of event type URIs); an audience is needed when ISSUER is not set.",
+            id="epochauth.E035",
         )
     ]
 

@@ -84,6 +84,8 @@ DEFAULTS: dict[str, Any] = {
     "LOGOUT_DELIVERY_ATTEMPTS": 8,
     "LOGOUT_DELIVERY_RETRY_DELAY": timedelta(seconds=30),
     "STATUS_LIST": None,
+    "SSF_TRANSMITTERS": [],
+    "SSF_MAX_AGE": timedelta(days=1),
 }
 
 #: What each setting means, in Markdown, in the order of :data:`DEFAULTS`. The default is shown beside
@@ -380,6 +382,21 @@ DESCRIPTIONS: dict[str, str] = {
         "served at `/auth/statuslists/<n>`. `ISSUER` must then be an http(s) URL (check "
         "`epochauth.E027`). `None`: off."
     ),
+    "SSF_TRANSMITTERS": (
+        "Shared Signals (SSF 1.0, CAEP, RISC) receiver: the transmitters whose Security Event Tokens "
+        'we accept, a list of dicts with `"issuer"` (an allow-listed issuer: its JWKS verifies the '
+        'SETs, its identities are the only ones its events reach), `"token_env"` (the environment '
+        "variable holding the bearer token we present to its stream management and poll endpoints), "
+        'and optionally `"delivery"` (`"push"`, the default, or `"poll"`), `"audience"` (the `aud` '
+        'its SETs must name; default `ISSUER`), `"push_url"` (our push endpoint as the transmitter '
+        'reaches it; default `ISSUER` + the path of `epochauth-ssf-push`) and `"events"` (the '
+        "event types to request; default every one we act on). See `epochauth_ssf_subscribe` and "
+        "`epochauth_ssf_poll`; check `epochauth.E035`."
+    ),
+    "SSF_MAX_AGE": (
+        "A Security Event Token issued longer ago (`iat`, plus `LEEWAY`) is refused, and each `jti` "
+        "is remembered this long to refuse a replay; more than zero (check `epochauth.E036`)."
+    ),
 }
 
 TIMEDELTA_SETTINGS = (
@@ -403,6 +420,7 @@ TIMEDELTA_SETTINGS = (
     "LOGOUT_TOKEN_LIFETIME",
     "LOGOUT_DELIVERY_RETRY_DELAY",
     "TOKEN_MANAGER_MARGIN",
+    "SSF_MAX_AGE",
 )
 
 

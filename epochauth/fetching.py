@@ -30,10 +30,19 @@ class FetchError(Exception):
         self.status = status
 
 
-def fetch(url: str, headers: dict[str, str]) -> tuple[bytes, int | None]:
+def fetch(
+    url: str,
+    headers: dict[str, str],
+    *,
+    method: str = "GET",
+    body: Any = None,
+    accepted: frozenset[int] = frozenset({200}),
+) -> tuple[bytes, int | None]:
     """GET ``url`` with a short timeout and a size cap; returns the body with its max-age, if any.
 
-    ``no-store``/``no-cache`` read as max-age 0, so the configured minimum lifetime applies.
+    ``no-store``/``no-cache`` read as max-age 0, so the configured minimum lifetime applies. Another
+    ``method`` sends ``body`` as JSON (a Shared Signals transmitter's stream management and poll
+    endpoints) and takes any status in ``accepted``.
     """
     try:
         issuer_config.validate_issuer_url(url)
@@ -44,14 +53,16 @@ def fetch(url: str, headers: dict[str, str]) -> tuple[bytes, int | None]:
     # For the whole download: a trickle must not hold a request.
     deadline = time.monotonic() + timeout
     try:
-        with requests.get(
+        with requests.request(
+            method,
             url,
             timeout=timeout,
             stream=True,
             allow_redirects=False,
             headers=headers,
+            json=body,
         ) as response:
-            if response.status_code != 200:
+            if response.status_code not in accepted:
                 raise FetchError(f"{url} answered {response.status_code}", response.status_code)
             try:
                 body = downloads.read_within(response.raw, deadline, limit)
@@ -80,6 +91,27 @@ def fetch_json(
     if not isinstance(data, dict):
         raise FetchError(f"{url}: not a JSON object")
     return data, max_age
+
+
+def send_json(method: str, url: str, body: Any, headers: dict[str, str]) -> dict[str, Any]:
+    """``method`` ``url`` with a JSON ``body`` (None: no body); the JSON object of a 2xx answer
+    (empty for an empty one, 204). Within :func:`fetch`'s limits."""
+    body_bytes, _ = fetch(
+        url,
+        {"Accept": "application/json", **headers},
+        method=method,
+        body=body,
+        accepted=frozenset(range(200, 300)),
+    )
+    if not body_bytes.strip():
+        return {}
+    try:
+        data = json.loads(body_bytes)
+    except ValueError:
+        raise FetchError(f"{url}: not JSON") from None
+    if not isinstance(data, dict):
+        raise FetchError(f"{url}: not a JSON object")
+    return data
 
 
 class NoMetadata(FetchError):

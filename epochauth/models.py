@@ -454,3 +454,37 @@ class Issuer(models.Model):
             client_id=self.client_id,
             client_secret_env=self.client_secret_env,
         )
+
+
+class SsfSubscription(models.Model):
+    """Our stream at one Shared Signals transmitter (``EPOCHAUTH["SSF_TRANSMITTERS"]``, set up by
+    ``epochauth_ssf_subscribe``): its id there, and for push delivery the hash of the secret the
+    transmitter sends in ``Authorization`` (epochauth.ssf.receiver compares it in constant time)."""
+
+    class Delivery(models.TextChoices):
+        PUSH = "push", _("push")
+        POLL = "poll", _("poll")
+
+    issuer = models.CharField(_("transmitter"), max_length=255, unique=True)
+    stream_id = models.CharField(_("stream id"), max_length=255)
+    delivery = models.CharField(_("delivery"), max_length=4, choices=Delivery.choices)
+    #: SHA-256 (hex) of the push authorization secret; empty for poll delivery.
+    push_secret_hash = models.CharField(
+        _("push secret hash"), max_length=64, blank=True, editable=False
+    )
+    #: The transmitter's poll endpoint (RFC 8936), on its origin; empty for push delivery.
+    poll_url = models.URLField(_("poll endpoint"), max_length=1024, blank=True)
+    #: SHA-256 (hex) of the ``state`` of the verification event last asked for.
+    verification_hash = models.CharField(
+        _("verification state hash"), max_length=64, blank=True, editable=False
+    )
+    verified_at = models.DateTimeField(_("verified"), null=True, blank=True)
+    created_at = models.DateTimeField(_("created"), default=timezone.now)
+    updated_at = models.DateTimeField(_("updated"), auto_now=True)
+
+    class Meta:
+        verbose_name = _("Shared Signals subscription")
+        verbose_name_plural = _("Shared Signals subscriptions")
+
+    def __str__(self) -> str:
+        return f"{self.issuer} ({self.stream_id})"

@@ -3,6 +3,7 @@
 from django.urls import path
 
 from . import views
+from .ssf import receiver_views
 
 urlpatterns = [
     path("token/", views.TokenView.as_view(), name="epochauth-token"),
@@ -13,4 +14,5 @@ urlpatterns = [
     path("revoke/", views.RevokeView.as_view(), name="epochauth-revoke"),
     path("whoami/", views.WhoAmIView.as_view(), name="epochauth-whoami"),
     path("statuslists/<int:number>", views.StatusListView.as_view(), name="epochauth-statuslist"),
+    path("ssf/events/", receiver_views.PushView.as_view(), name="epochauth-ssf-push"),
 ]

@@ -16,6 +16,11 @@ Everything that differs between a laptop demo and CI comes from the environment:
 ``TEST_IDP_ISSUER``        when set, that OpenID provider (e.g. tests/idp on http://127.0.0.1:9000) is a
                            browser-login provider "Test IdP" with client ``web-client``, whose secret
                            is read from ``TEST_IDP_CLIENT_SECRET`` (tests/idp's default: web-secret)
+``EPOCHAUTH_SSF_TRANSMITTER``  when set, that issuer (e.g. another epochauth deployment) is allow-listed
+                           (its tokens for our ISSUER accepted) and a Shared Signals transmitter we
+                           receive from (``EPOCHAUTH_SSF_DELIVERY``: push, the default, or poll; its
+                           management token in ``EPOCHAUTH_SSF_TOKEN``); then run
+                           ``manage.py epochauth_ssf_subscribe <issuer>``
 """
 
 import os
@@ -251,6 +256,21 @@ if os.environ.get("TEST_IDP_ISSUER"):
             "group_prefix": "test-idp:",
             # Its users are in physics: `epochauth login --group physics` signs in there directly.
             "default_groups": ["physics"],
+        }
+    ]
+
+# Shared Signals (epochauth.ssf): events from another deployment end its users' access here.
+if os.environ.get("EPOCHAUTH_SSF_TRANSMITTER"):
+    _transmitter = os.environ["EPOCHAUTH_SSF_TRANSMITTER"]
+    EPOCHAUTH["ISSUERS"] = [
+        *EPOCHAUTH.get("ISSUERS", []),
+        {"issuer": _transmitter, "audiences": [EPOCHAUTH["ISSUER"]]},
+    ]
+    EPOCHAUTH["SSF_TRANSMITTERS"] = [
+        {
+            "issuer": _transmitter,
+            "token_env": "EPOCHAUTH_SSF_TOKEN",
+            "delivery": os.environ.get("EPOCHAUTH_SSF_DELIVERY", "push"),
         }
     ]
 

@@ -297,6 +297,30 @@ def accepted_simplejwt_access(ctx: Any, principal: Any) -> bool:
 
 
 # ---------------------------------------------------------------------------------- the API routes
+def ssf_stream(ctx: Any, principal: Any) -> None:
+    """A push stream of the loopback issuer as a Shared Signals transmitter, whose secret no
+    principal holds."""
+    from epochauth.models import SsfSubscription
+    from epochauth.ssf.receiver import secret_hash
+
+    SsfSubscription.objects.get_or_create(
+        issuer=ctx.crafted.issuer,
+        defaults={"stream_id": "s", "delivery": "push", "push_secret_hash": secret_hash("x" * 43)},
+    )
+
+
+def ssf_effects(ctx: Any, principal: Any) -> Any:
+    """What a security event could change: epochs, active users."""
+    from django.contrib.auth import get_user_model
+
+    from epochauth.models import Epoch
+
+    return (
+        sorted(Epoch.objects.values_list("kind", "object_id", "value")),
+        get_user_model().objects.filter(is_active=False).count(),
+    )
+
+
 def _login_body(ctx: Any, p: Any) -> dict[str, Any]:
     return {"username": ctx.member.username, "password": "pw"}
 
@@ -428,6 +452,16 @@ ROUTES.update(
         # The provider's back-channel logout: the credential is the logout token (here a bad one).
         "epochauth-oidc-backchannel-logout": Row(
             everyone(400), "POST", lambda ctx, p: {"logout_token": "not-a-jwt"}
+        ),
+        # Shared Signals push (RFC 8935): only a transmitter of SSF_TRANSMITTERS holding its stream's
+        # secret may push (tests/test_ssf_receiver.py), and only about its own issuer's identities.
+        # No principal's credential is a stream secret: 401 before the body is read.
+        "epochauth-ssf-push": Row(
+            everyone(401),
+            "POST",
+            lambda ctx, p: {"set": ctx.crafted.token()},
+            before=ssf_stream,
+            watch=ssf_effects,
         ),
     }
 )
@@ -642,6 +676,8 @@ ADMIN_MODELS: dict[str, ModelPolicy] = {
     "epochauth.revokedtoken": ModelPolicy(add=False, change=False, delete=False),
     "epochauth.auditevent": ModelPolicy(add=False, change=False, delete=False),
     "epochauth.issuer": ModelPolicy(),
+    # Shared Signals streams: set up by epochauth_ssf_subscribe; deleting one ends its pushes.
+    "epochauth.ssfsubscription": ModelPolicy(add=False, change=False),
     # DOT's: grants and tokens are issued, never added by hand; access token rows are read-only
     # (the JWT carries its own claims); a token row behind a live JWT is never deleted (it would
     # leave the JWT valid): the samples are live, so deleting them is refused.

@@ -13,6 +13,7 @@ import threading
 import time
 import uuid
 from collections import Counter
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs
@@ -122,6 +123,9 @@ class CraftedIssuer:
         self.metadata = "openid"
         #: More documents to serve: path -> (content type, body).
         self.documents: dict[str, tuple[str, bytes]] = {}
+        #: More endpoints: "METHOD /path" -> (JSON body or None, Authorization) -> (status, answer);
+        #: ``status`` answers them too.
+        self.routes: dict[str, Callable[[Any, str | None], tuple[int, Any]]] = {}
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self.server.daemon_threads = True
         self.issuer = f"http://127.0.0.1:{self.server.server_address[1]}"
@@ -226,8 +230,18 @@ class CraftedIssuer:
                 self.send(status, body, headers)
 
             def do_POST(self) -> None:
-                issuer.counts[f"POST {self.path}"] += 1
+                issuer.counts[f"{self.command} {self.path}"] += 1
                 raw = self.rfile.read(int(self.headers.get("Content-Length") or 0)).decode()
+                route = issuer.routes.get(f"{self.command} {self.path}")
+                if route is not None:
+                    status, answer = issuer.status or 0, {}
+                    if not status:
+                        status, answer = route(
+                            json.loads(raw) if raw else None, self.headers.get("Authorization")
+                        )
+                    body = b"" if answer is None else json.dumps(answer).encode()
+                    self.send(status, body, {"Content-Type": "application/json"})
+                    return
                 if issuer.oidc and self.path == "/token":
                     form = {k: v[0] for k, v in parse_qs(raw).items()}
                     status, answer = issuer.token_response(form, self.headers.get("Authorization"))
@@ -235,6 +249,8 @@ class CraftedIssuer:
                     status, answer = 404, {}
                 headers = {"Content-Type": "application/json", "Cache-Control": "no-store"}
                 self.send(status, json.dumps(answer).encode(), headers)
+
+            do_PATCH = do_POST
 
         return Handler
 

@@ -45,7 +45,15 @@ from oauth2_provider.models import (
 
 from epochauth import keys, tokens, verification
 from epochauth.conf import clear_process_caches
-from epochauth.models import AuditEvent, Epoch, Identity, Issuer, RevokedToken, Session
+from epochauth.models import (
+    AuditEvent,
+    Epoch,
+    Identity,
+    Issuer,
+    RevokedToken,
+    Session,
+    SsfSubscription,
+)
 from epochauth.oauth.models import AllowedScopes, LogoutDelivery, ensure_cli_application
 from epochauth.revocation import bump_epoch, revoke_id
 from epochauth.tokenmanager import grants as upstream
@@ -86,6 +94,7 @@ MODELS = {
     "epochauth.revokedtoken": RevokedToken,
     "epochauth.auditevent": AuditEvent,
     "epochauth.issuer": Issuer,
+    "epochauth.ssfsubscription": SsfSubscription,
     "oauth2_provider.grant": get_grant_model(),
     "oauth2_provider.idtoken": get_id_token_model(),
     "oauth2_provider.application": Application,
@@ -527,6 +536,9 @@ class Matrix:
             "epochauth.issuer": Issuer.objects.create(
                 issuer=self.spare.issuer, audiences=[DEFAULT_RESOURCE]
             ).pk,
+            "epochauth.ssfsubscription": SsfSubscription.objects.create(
+                issuer=self.spare.issuer, stream_id="matrix-stream", delivery="poll"
+            ).pk,
             "oauth2_provider.grant": get_grant_model().objects.get(user=self.bystander).pk,
             "oauth2_provider.idtoken": get_id_token_model()
             .objects.filter(user=self.bystander)
@@ -577,6 +589,8 @@ def matrix(django_db_setup, django_db_blocker, idp) -> Iterator[Matrix]:
         "CLIENT_REGISTRATION": "authenticated",
         "RESOURCES": [STORAGE],
         "STATUS_LIST": True,
+        # A Shared Signals transmitter (the loopback issuer) with a push stream (the policy's row).
+        "SSF_TRANSMITTERS": [{"issuer": crafted.issuer, "token_env": "EPOCHAUTH_TEST_MATRIX_SSF"}],
         "ISSUERS": [
             {
                 "issuer": idp.issuer,

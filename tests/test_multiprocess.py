@@ -632,3 +632,129 @@ def test_a_dpop_proof_replayed_to_another_server_is_refused(
     assert (
         call(b, holder.proof(token, htu=a.url + HELLO)).status_code == 200
     )  # a fresh proof passes
+
+
+SSF_SECRET = "multiprocess-ssf-push-secret-0123456789abcdef"
+SSF_TOKEN_ENV = "EPOCHAUTH_TEST_SSF_TOKEN"
+SETUP_SSF = """
+import os
+from django.contrib.auth import get_user_model
+from epochauth.models import Identity, SsfSubscription
+
+issuer = os.environ["TEST_SSF_ISSUER"]
+Identity.objects.create(
+    issuer=issuer, subject="alice-at-idp", user=get_user_model().objects.get(username="alice")
+)
+SsfSubscription.objects.create(
+    issuer=issuer,
+    stream_id=os.environ["TEST_SSF_STREAM"],
+    delivery=os.environ["TEST_SSF_DELIVERY"],
+    push_secret_hash=os.environ["TEST_SSF_SECRET_HASH"],
+    poll_url=os.environ["TEST_SSF_POLL_URL"],
+)
+"""
+
+
+class TestSharedSignals:
+    """A Shared Signals event (epochauth.ssf) received by one process ends alice's tokens in every
+    server: pushed to server A, or polled by a separate ``epochauth_ssf_poll`` process."""
+
+    @pytest.fixture
+    def transmitter(self) -> Iterator[object]:
+        from tests.ssf_transmitter import TestTransmitter
+
+        sender = TestTransmitter(audience="http://127.0.0.1:8000")  # the servers' ISSUER
+        yield sender
+        sender.stop()
+
+    @pytest.fixture
+    def epochauth_settings(self, transmitter) -> dict[str, object]:
+        return {
+            "ALLOW_LOOPBACK_HTTP_ISSUERS": True,
+            "ISSUERS": [{"issuer": transmitter.issuer, "audiences": ["https://unused.example"]}],
+            "SSF_TRANSMITTERS": [
+                {"issuer": transmitter.issuer, "token_env": SSF_TOKEN_ENV, "delivery": "push"}
+            ],
+        }
+
+    def subscribe(self, stack: Stack, transmitter, delivery: str) -> str:
+        from epochauth.ssf import events
+        from epochauth.ssf.receiver import secret_hash
+
+        stream_id = f"stream-{delivery}"
+        method = events.PUSH if delivery == "push" else events.POLL
+        transmitter.streams[stream_id] = {"stream_id": stream_id, "delivery": {"method": method}}
+        stack.manage(
+            "shell",
+            "-c",
+            SETUP_SSF,
+            TEST_SSF_ISSUER=transmitter.issuer,
+            TEST_SSF_STREAM=stream_id,
+            TEST_SSF_DELIVERY=delivery,
+            TEST_SSF_SECRET_HASH=secret_hash(SSF_SECRET) if delivery == "push" else "",
+            TEST_SSF_POLL_URL=f"{transmitter.issuer}/ssf/poll" if delivery == "poll" else "",
+        )
+        return stream_id
+
+    def event(self, transmitter) -> str:
+        from epochauth.ssf import events
+
+        subject = {"format": "iss_sub", "iss": transmitter.issuer, "sub": "alice-at-idp"}
+        return transmitter.event_token(events.CREDENTIAL_CHANGE, {}, subject)
+
+    def test_a_pushed_event_on_one_server_reaches_the_other(
+        self, start_server: Callable[[str], Server], stack: Stack, transmitter
+    ):
+        from epochauth.ssf import events
+
+        a, b = start_server("A"), start_server("B")
+        self.subscribe(stack, transmitter, "push")
+        token, other = a.login("alice"), a.login("bob")
+        for _ in range(3):
+            assert (a.status(token), b.status(token)) == (200, 200)
+
+        response = a.http.post(
+            f"{a.url}/auth/ssf/events/",
+            data=self.event(transmitter),
+            headers={
+                "Content-Type": events.SECEVENT_MEDIA_TYPE,
+                "Authorization": f"Bearer {SSF_SECRET}",
+            },
+            timeout=HTTP_TIMEOUT,
+        )
+        pushed = time.time()
+        assert response.status_code == 202, (response.text, a.log_tail())
+        assert a.status(token) == 401  # at once in the process that received it
+        assert_flipped([b], token, 200, 401, pushed, "SSF push to A")
+        assert_stays([a, b], token, 401, seconds=1.5)
+        assert (a.status(other), b.status(other)) == (200, 200)  # bob is not alice-at-idp
+
+    def test_a_polled_event_reaches_every_server(
+        self, start_server: Callable[[str], Server], stack: Stack, transmitter
+    ):
+        from tests.ssf_transmitter import MANAGEMENT_TOKEN
+
+        a, b = start_server("A"), start_server("B")
+        stream_id = self.subscribe(stack, transmitter, "poll")
+        token = a.login("alice")
+        for _ in range(3):
+            assert (a.status(token), b.status(token)) == (200, 200)
+
+        transmitter.deliver(stream_id, self.event(transmitter))
+        poller = subprocess.Popen(
+            [sys.executable, "manage.py", "epochauth_ssf_poll"],
+            cwd=ROOT,
+            env={**stack.env, SSF_TOKEN_ENV: MANAGEMENT_TOKEN},
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            assert_flipped([a, b], token, 200, 401, poller, "SSF poll by another process")
+        finally:
+            if poller.poll() is None:
+                poller.kill()
+            out, err = poller.communicate(timeout=COMMAND_TIMEOUT)
+        assert poller.returncode == 0 and "1 event(s)" in out, (out, err)
+        assert len(transmitter.acks) == 1 and not transmitter.queue

@@ -174,7 +174,7 @@ def log_out(token: LogoutToken) -> None:
 def _end_sessions(token: LogoutToken) -> None:
     """The browser logins of ``sid`` and, with ``sub``, everything of the identity's user; nothing to
     do for an unknown one. The bump comes last, so only the commit can fail after it published."""
-    logins = _end_browser_logins(token) if token.sid is not None else []
+    logins = end_browser_logins(token) if token.sid is not None else []
     identity = None
     if token.subject is not None:
         identity = models.Identity.objects.filter(
@@ -197,7 +197,7 @@ def _end_sessions(token: LogoutToken) -> None:
         )
 
 
-def _end_browser_logins(token: LogoutToken) -> list[models.BrowserLogin]:
+def end_browser_logins(token: LogoutToken) -> list[models.BrowserLogin]:
     """End the browser logins of the token's ``sid`` (of its ``sub`` too, when it names one): their
     Django sessions and the API sessions started on their pages; then forget them."""
     found = models.BrowserLogin.objects.select_for_update().filter(
