@@ -255,7 +255,9 @@ class SSFStream(models.Model):
         _("push endpoint"), max_length=2000, blank=True, help_text=_("Push delivery only.")
     )
     #: What each push sends as ``Authorization``: the receiver's secret, never shown or returned.
-    authorization_header = models.CharField(max_length=2000, blank=True, editable=False)
+    authorization_header = models.CharField(
+        _("authorization header"), max_length=2000, blank=True, editable=False
+    )
     description = models.CharField(_("description"), max_length=255, blank=True)
     status = models.CharField(
         _("status"), max_length=16, choices=Status.choices, default=Status.ENABLED

@@ -58,7 +58,12 @@ class Migration(migrations.Migration):
                 ),
                 (
                     "authorization_header",
-                    models.CharField(blank=True, editable=False, max_length=2000),
+                    models.CharField(
+                        blank=True,
+                        editable=False,
+                        max_length=2000,
+                        verbose_name="authorization header",
+                    ),
                 ),
                 (
                     "description",
