@@ -157,7 +157,8 @@ class SSFStreamAdmin(admin.ModelAdmin):
 @admin.register(models.SSFEvent)
 class SSFEventAdmin(admin.ModelAdmin):
     """The outbox of Security Event Tokens, read-only (the SET is signed when sent, never stored);
-    an event given up may be pushed again."""
+    an event given up may be pushed again. Deleting one (or its stream) needs the delete
+    permission."""
 
     list_display = (
         "stream",
@@ -176,9 +177,6 @@ class SSFEventAdmin(admin.ModelAdmin):
         return False
 
     def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
 
     def has_retry_permission(self, request: HttpRequest) -> bool:
