@@ -10,14 +10,19 @@ from __future__ import annotations
 import base64
 import json
 import logging
+import os
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from datetime import timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 import jwt
 import pytest
+from cryptography.hazmat.primitives import serialization
 from django.core.management import call_command
 from django.db import DatabaseError, transaction
 from django.test import Client
@@ -30,7 +35,7 @@ from epochauth.oauth import outbox
 from epochauth.oauth.models import AllowedScopes, SSFEvent, SSFStream, SSFSubject
 from epochauth.revocation import bump_epoch
 from epochauth.ssf import events, transmitter
-from tests.helpers import login, make_user, openid_provider
+from tests.helpers import login, make_user, openid_provider, rsa_pem
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -628,3 +633,74 @@ def test_checks(settings):
         "ISSUER": "op",
     }
     assert [m.id for m in check_ssf_transmitter()] == ["epochauth.E038", "epochauth.E038"]
+
+
+# -- across processes ----------------------------------------------------------------------------
+
+ROOT = Path(__file__).resolve().parent.parent
+SETUP = """
+import os
+from django.contrib.auth import get_user_model
+from oauth2_provider.models import get_application_model
+from epochauth.oauth.models import SSFStream, SSFSubject
+alice = get_user_model().objects.create_user("alice", password="pw")
+app = get_application_model().objects.create(
+    name="rx", client_id="rx", client_type="confidential",
+    authorization_grant_type="client-credentials", user=alice,
+)
+stream = SSFStream.objects.create(
+    application=app, audience="rx", method=SSFStream.Method.PUSH,
+    endpoint_url=os.environ["RX_URL"], events_requested=[os.environ["EVENT"]],
+)
+SSFSubject.objects.create(stream=stream, user_id=str(alice.pk), subject={})
+print(alice.pk)
+"""
+DUE_NOW = (
+    "from django.utils import timezone; from epochauth.oauth.models import SSFEvent; "
+    "SSFEvent.objects.update(next_attempt_at=timezone.now())"
+)
+
+
+def test_a_revocation_in_one_process_is_pushed_by_another(tmp_path, receiver):
+    """The outbox is the database: a bump made by ``epochauth_revoke`` (a process that may exit
+    before its own thread pushes, or push to a receiver that is down) is delivered by the
+    ``epochauth_outbox`` of another process."""
+    (tmp_path / "key.pem").write_text(rsa_pem(1))
+    env = {
+        **{k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "DATABASE_URL")},
+        "DJANGO_SETTINGS_MODULE": "testproject.settings",
+        "DATABASE_URL": f"sqlite:///{tmp_path / 'db.sqlite3'}",
+        "EPOCHAUTH_ALGORITHM": "RS256",
+        "EPOCHAUTH_SIGNING_KEY_FILE": str(tmp_path / "key.pem"),
+        "EPOCHAUTH_ISSUER": ISSUER,
+        "DJANGO_DEBUG": "1",  # ALLOW_LOOPBACK_HTTP_ISSUERS: the receiver is on 127.0.0.1
+        "RX_URL": receiver.url,
+        "EVENT": events.SESSION_REVOKED,
+    }
+
+    def manage(*args: str) -> str:
+        done = subprocess.run(
+            [sys.executable, "manage.py", *args],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
+    manage("migrate", "-v", "0")
+    alice = manage("shell", "-c", SETUP).split()[-1]
+    receiver.statuses = [503]  # down while the revoking process may try
+    manage("epochauth_revoke", "--user", "alice")
+    receiver.statuses = [202]
+    manage("shell", "-c", DUE_NOW)
+    assert manage("epochauth_outbox") == "Attempted 1 deliveries.\n"
+    public = serialization.load_pem_private_key(rsa_pem(1).encode(), None).public_key()
+    claims = jwt.decode(
+        receiver.sets[-1], public, algorithms=["RS256"], audience="rx", issuer=ISSUER
+    )
+    assert claims["sub_id"] == {"format": "iss_sub", "iss": ISSUER, "sub": alice}
+    assert list(claims["events"]) == [events.SESSION_REVOKED]
+    assert manage("epochauth_outbox") == "Attempted 0 deliveries.\n"  # delivered once
