@@ -49,7 +49,8 @@ def test_bearer_and_oauth2_schemes(tmp_path):
         == flows["clientCredentials"]["tokenUrl"]
         == "/o/token/"
     )
-    # a service scope (the Token Manager's, WLCG host.auth, ssf:manage; not in SCOPES) only where it is granted
+    # a service scope (the Token Manager's, WLCG host.auth, ssf:manage; not in SCOPES) only where
+    # it is granted
     assert flows["clientCredentials"]["scopes"] == {
         "reports:read": "Read the example reports",
         "tokenmanager": "Obtain users' upstream tokens",

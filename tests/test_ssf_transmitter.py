@@ -527,12 +527,16 @@ def test_an_admin_status_change_is_announced(api, receiver, admin_client):
     )
     assert response.status_code == 302, response.content
     assert SSFStream.objects.get().status == "paused"
-    # Held: the stream is paused now; the receiver reads it when it polls or is enabled again.
-    event = SSFEvent.objects.get()
-    assert event.claims["events"] == {
-        events.STREAM_UPDATED: {"status": "paused", "reason": "abuse"}
-    }
-    assert event.claims["sub_id"] == {"format": "opaque", "id": stream["stream_id"]}
+    # Pushed although the stream is paused: how its receiver learns of the pause.
+    (token,) = receiver.sets
+    claims = verified(token)
+    assert claims["events"] == {events.STREAM_UPDATED: {"status": "paused", "reason": "abuse"}}
+    assert claims["sub_id"] == {"format": "opaque", "id": stream["stream_id"]}
+    # Nothing else goes out while it is paused.
+    alice = make_user("alice")
+    api.add(stream, alice)
+    bump_epoch(Epoch.Kind.USER, str(alice.pk), reason="logout-all")
+    assert len(receiver.sets) == 1 and SSFEvent.objects.filter(state="pending").count() == 1
 
 
 # -- hostile callers -----------------------------------------------------------------------------

@@ -294,11 +294,17 @@ def kick() -> None:
     outbox.worker.submit(drain)
 
 
-def drain(limit: int | None = None) -> int:
-    """Push every event of an enabled push stream that is due (at most ``limit``); how many."""
-    pushed = SSFEvent.objects.filter(
-        stream__method=SSFStream.Method.PUSH, stream__status=SSFStream.Status.ENABLED
+def deliverable(rows: Any) -> Any:
+    """The events that go out now: all of an enabled stream's; of a paused or disabled one only
+    its ``stream-updated`` (SSF 1.0 section 8.1.5: how its receiver learns of the pause)."""
+    return rows.filter(
+        Q(stream__status=SSFStream.Status.ENABLED) | Q(event_type=events.STREAM_UPDATED)
     )
+
+
+def drain(limit: int | None = None) -> int:
+    """Push every deliverable event of a push stream that is due (at most ``limit``); how many."""
+    pushed = deliverable(SSFEvent.objects.filter(stream__method=SSFStream.Method.PUSH))
     return outbox.drain(pushed, _attempt_row, limit)
 
 
@@ -382,8 +388,8 @@ def poll(
     stream: SSFStream, ack: list[str], set_errors: dict[str, Any], max_events: int | None
 ) -> tuple[dict[str, str], bool]:
     """RFC 8936 section 2.4: delete the acknowledged events, give up those the receiver reported
-    errors for, and answer the next pending ones (none while the stream is not enabled): ``(sets
-    by jti, moreAvailable)``."""
+    errors for, and answer the next pending ones that are :func:`deliverable`: ``(sets by jti,
+    moreAvailable)``."""
     limit = POLL_MAX if max_events is None else min(max_events, POLL_MAX)
     mine = SSFEvent.objects.filter(stream=stream)
     with transaction.atomic():
@@ -393,10 +399,10 @@ def poll(
             mine.filter(jti=jti).update(
                 state=SSFEvent.State.FAILED, last_error=str(error.get("err", ""))[:255]
             )
-        if stream.status != SSFStream.Status.ENABLED or limit <= 0:
+        if limit <= 0:
             return {}, False
         rows = list(
-            mine.filter(state=SSFEvent.State.PENDING)
+            deliverable(mine.filter(state=SSFEvent.State.PENDING))
             .select_related("stream")
             .order_by("created_at", "pk")[: limit + 1]
         )
