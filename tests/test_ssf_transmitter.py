@@ -377,6 +377,8 @@ def test_add_subject_by_email_and_unknown_subjects(api, receiver):
         {"format": "email", "email": "nobody@example.org"},  # 200 all the same: no enumeration
         {"format": "iss_sub", "iss": "https://elsewhere.example", "sub": str(alice.pk)},
         {"format": "iss_sub", "iss": ISSUER, "sub": "no-such-user"},
+        {"format": "iss_sub", "iss": ISSUER, "sub": "9" * 30},  # no integer column holds it
+        {"format": "iss_sub", "iss": ISSUER, "sub": 1},  # not a string
     ):
         body = {"stream_id": stream["stream_id"], "subject": subject}
         assert api.call("post", "/ssf/streams/subjects/add/", body).status_code == 200
