@@ -2,7 +2,7 @@
 of the SETs our revocations become.
 
 The receiver is a loopback HTTP server that keeps what it is pushed; every SET is verified with
-PyJWT against our published JWKS, as a receiver that is not epochauth would.
+joserfc (and PyJWT) against our published JWKS, as a receiver that is not epochauth would.
 """
 
 from __future__ import annotations
@@ -27,6 +27,9 @@ from django.core.management import call_command
 from django.db import DatabaseError, transaction
 from django.test import Client
 from django.utils import timezone
+from joserfc import jwt as jose_jwt
+from joserfc.jwk import KeySet
+from joserfc.jwt import JWTClaimsRegistry
 from oauth2_provider.models import get_application_model
 
 from epochauth.checks import check_ssf_transmitter
@@ -178,19 +181,21 @@ def push_stream(api: Api, receiver: Receiver, *requested: str) -> dict[str, Any]
 
 
 def verified(token: str, audience: str = "rx") -> dict[str, Any]:
-    """The SET's claims, checked with PyJWT against our JWKS at /.well-known/jwks.json."""
-    header = jwt.get_unverified_header(token)
-    assert header["typ"] == "secevent+jwt"
+    """The SET's claims, checked against our JWKS at /.well-known/jwks.json with joserfc (an
+    implementation our signing does not share; it uses PyJWT's) and with PyJWT."""
     jwks = Client().get("/.well-known/jwks.json").json()
+    found = jose_jwt.decode(token, KeySet.import_key_set(jwks), algorithms=["RS256"])
+    assert found.header["typ"] == "secevent+jwt" and found.header["kid"]
+    JWTClaimsRegistry(
+        iss={"essential": True, "value": ISSUER},
+        aud={"essential": True, "value": audience},
+        iat={"essential": True},
+        jti={"essential": True},
+    ).validate(found.claims)
+    header = jwt.get_unverified_header(token)
     key = jwt.PyJWKSet.from_dict(jwks)[header["kid"]]
-    claims = jwt.decode(
-        token,
-        key=key.key,
-        algorithms=[header["alg"]],
-        audience=audience,
-        issuer=ISSUER,
-        options={"require": ["iss", "aud", "iat", "jti"]},
-    )
+    claims = jwt.decode(token, key=key.key, algorithms=["RS256"], audience=audience, issuer=ISSUER)
+    assert claims == found.claims
     assert len(claims["events"]) == 1  # SSF 1.0: one event per SET
     return claims
 
