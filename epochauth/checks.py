@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
+from django.apps import apps
 from django.conf import settings
 from django.core import checks
 from django.core.exceptions import ImproperlyConfigured, ValidationError
@@ -22,6 +23,7 @@ from . import (
     throttling,
 )
 from .scopes import is_scope_token, service_scopes
+from .ssf.config import transmitter_config
 
 
 @checks.register(checks.Tags.security)
@@ -332,6 +334,47 @@ def _status_list_messages(value: Any) -> list[checks.CheckMessage]:
             )
         ]
     return []
+
+
+@checks.register(checks.Tags.security)
+def check_ssf_transmitter(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
+    """``SSF_TRANSMITTER``: its shape (E037); what the transmitter needs (E038): the authorization
+    server (receivers authenticate with its tokens), an http(s) issuer (its endpoints are published
+    under it) and a key receivers can verify SETs with (asymmetric: an HMAC secret is never
+    published)."""
+    try:
+        config = transmitter_config()
+    except (ValueError, TypeError):
+        return [
+            checks.Error(
+                'EPOCHAUTH["SSF_TRANSMITTER"] must be None, True or a dict of "default_subjects" '
+                '("NONE" or "ALL"), "attempts" (a positive int), "retry_delay" and '
+                '"min_verification_interval" (non-negative timedeltas).',
+                id="epochauth.E037",
+            )
+        ]
+    if config is None:
+        return []
+    needs = []
+    if not apps.is_installed("epochauth.oauth"):
+        needs.append("epochauth.oauth in INSTALLED_APPS")
+    if not str(conf.epochauth_settings.ISSUER or "").startswith(("https://", "http://")):
+        needs.append('an http(s) URL as EPOCHAUTH["ISSUER"]')
+    try:
+        keyring = keys.get_keyring()
+    except (ImproperlyConfigured, OSError, KeyError):
+        keyring = None  # epochauth.E004 says why
+    if keyring is not None and keyring.signing.is_symmetric and keyring.id_token is None:
+        needs.append("an asymmetric signing key or an ID-token key (ID_TOKEN_SIGNING_KEY)")
+    return [
+        checks.Error(
+            f'EPOCHAUTH["SSF_TRANSMITTER"] needs {need}.',
+            hint="Receivers verify SETs with our JWKS, and manage streams with a client-credentials "
+            "token of our authorization server.",
+            id="epochauth.E038",
+        )
+        for need in needs
+    ]
 
 
 @checks.register(checks.Tags.caches, deploy=True)

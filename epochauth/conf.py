@@ -86,6 +86,7 @@ DEFAULTS: dict[str, Any] = {
     "STATUS_LIST": None,
     "SSF_TRANSMITTERS": [],
     "SSF_MAX_AGE": timedelta(days=1),
+    "SSF_TRANSMITTER": None,
 }
 
 #: What each setting means, in Markdown, in the order of :data:`DEFAULTS`. The default is shown beside
@@ -396,6 +397,17 @@ DESCRIPTIONS: dict[str, str] = {
     "SSF_MAX_AGE": (
         "A Security Event Token issued longer ago (`iat`, plus `LEEWAY`) is refused, and each `jti` "
         "is remembered this long to refuse a replay; more than zero (check `epochauth.E036`)."
+    ),
+    "SSF_TRANSMITTER": (
+        "The Shared Signals (SSF 1.0, CAEP 1.0) transmitter: `True`, or a dict with `default_subjects` "
+        '(`"NONE"`, the default: a new stream tells about the subjects its receiver adds; `"ALL"`: '
+        "about every user), `attempts` (push attempts before an event is given up; default 8), "
+        "`retry_delay` (a timedelta: the wait before the second push attempt, doubling after; default "
+        "30 s) and `min_verification_interval` (a timedelta between two verification events a "
+        "receiver may ask for; default 1 minute). Publishes `/.well-known/ssf-configuration` and the "
+        "stream management API; receivers are applications whose allowed scopes list `ssf:manage` "
+        "(client credentials). Needs `epochauth.oauth`, an asymmetric signing key or an ID-token key, "
+        "and an http(s) URL as `ISSUER` (check `epochauth.E037`, `epochauth.E038`). `None`: off."
     ),
 }
 

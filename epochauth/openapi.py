@@ -158,6 +158,7 @@ RevokedSerializer = inline_serializer(
 )
 ENDED = OpenApiResponse(description="Done; no body.")
 ERRORS = {400: OAuthErrorSerializer, 401: OAuthErrorSerializer}
+SSF_ERRORS = {**ERRORS, 403: OAuthErrorSerializer, 404: OAuthErrorSerializer}
 
 #: The schema of each of our DRF endpoints: dotted path of the view class -> extend_schema arguments
 #: (an extension whose module is not installed, such as epochauth.oidc's, matches nothing).
@@ -243,6 +244,41 @@ ENDPOINTS: dict[str, dict[str, Any]] = {
             403: OAuthErrorSerializer,
             503: OAuthErrorSerializer,
         },
+    },
+    # The Shared Signals transmitter (SSF 1.0; bodies as the specification writes them).
+    "epochauth.ssf.views.ConfigurationView": {
+        "summary": "Shared Signals transmitter metadata (SSF 1.0 section 7)",
+        "responses": {200: dict, 404: dict},
+    },
+    "epochauth.ssf.views.StreamView": {
+        "summary": "A receiver's streams: create, read, update, replace, delete (SSF 1.0 section 8.1.1)",
+        "request": dict,
+        "responses": {200: dict, 201: dict, 204: ENDED, **SSF_ERRORS, 409: OAuthErrorSerializer},
+    },
+    "epochauth.ssf.views.StatusView": {
+        "summary": "A stream's status (SSF 1.0 section 8.1.2)",
+        "request": dict,
+        "responses": {200: dict, **SSF_ERRORS},
+    },
+    "epochauth.ssf.views.AddSubjectView": {
+        "summary": "Tell a stream about a subject (SSF 1.0 section 8.1.3.2)",
+        "request": dict,
+        "responses": {200: ENDED, **SSF_ERRORS},
+    },
+    "epochauth.ssf.views.RemoveSubjectView": {
+        "summary": "Stop telling a stream about a subject (SSF 1.0 section 8.1.3.3)",
+        "request": dict,
+        "responses": {204: ENDED, **SSF_ERRORS},
+    },
+    "epochauth.ssf.views.VerificationView": {
+        "summary": "Ask for a verification event (SSF 1.0 section 8.1.4.2)",
+        "request": dict,
+        "responses": {204: ENDED, **SSF_ERRORS, 429: OAuthErrorSerializer},
+    },
+    "epochauth.ssf.views.PollView": {
+        "summary": "Poll a stream's Security Event Tokens (RFC 8936)",
+        "request": dict,
+        "responses": {200: dict, **SSF_ERRORS},
     },
     "epochauth.oidc.views.BackchannelLogoutView": {
         "summary": "An OpenID provider's back-channel logout",

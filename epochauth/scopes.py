@@ -14,6 +14,7 @@ from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
 
 from . import conf, profiles
+from .ssf.config import SCOPE as SSF_SCOPE
 
 SCOPE_TOKEN = re.compile(r"[\x21\x23-\x5b\x5d-\x7e]+")
 
@@ -69,6 +70,8 @@ def issued_scopes(names: Iterable[str]) -> list[str]:
 
 #: How ``TOKEN_MANAGER_SCOPE`` is described when ``SERVICE_SCOPES`` does not name it.
 TOKEN_MANAGER_DESCRIPTION = gettext_lazy("Obtain users' upstream tokens")
+#: How ``ssf:manage`` (:data:`epochauth.ssf.config.SCOPE`) is described.
+SSF_DESCRIPTION = gettext_lazy("Manage shared signals streams as a receiver")
 #: How ``host.auth`` is described when ``SERVICE_SCOPES`` does not name it.
 HOST_AUTH_DESCRIPTION = gettext_lazy("Act as the host the application's client id names")
 
@@ -77,12 +80,14 @@ HOST_AUTH_DESCRIPTION = gettext_lazy("Act as the host the application's client i
 def service_scopes() -> Mapping[str, Any]:
     """The scopes only a service application may hold, with their descriptions: ``SERVICE_SCOPES``
     and, always, ``TOKEN_MANAGER_SCOPE`` and ``host.auth`` (WLCG Common JWT Profile 1.3 section
-    2.2.4: its token speaks for a host, never for a user who asked). Only the client-credentials
+    2.2.4: its token speaks for a host, never for a user who asked) and ``ssf:manage`` (a Shared
+    Signals receiver's: it learns about other users' revocations). Only the client-credentials
     grant of our authorization server issues them, to a confidential application whose allowed
     scopes list them by name."""
     names = {
         conf.epochauth_settings.TOKEN_MANAGER_SCOPE: TOKEN_MANAGER_DESCRIPTION,
         profiles.HOST_AUTH: HOST_AUTH_DESCRIPTION,
+        SSF_SCOPE: SSF_DESCRIPTION,
     }
     return MappingProxyType({**names, **conf.epochauth_settings.SERVICE_SCOPES})
 

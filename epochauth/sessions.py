@@ -273,19 +273,26 @@ def _retried_in_grace(session: models.Session, presented: str, now: datetime) ->
 def end_session(session: models.Session, *, reason: str, actor: Any = None) -> None:
     """Revoke a session: its refresh token at once, its access tokens through the denylist."""
     now = timezone.now()
-    updated = models.Session.objects.filter(pk=session.pk, revoked_at__isnull=True).update(
-        revoked_at=now
-    )
-    session.revoked_at = now
-    # No access token of the session outlives this: it is at most one access lifetime old.
-    revocation.revoke_id(session.id.hex, now + access_token_margin(), reason=f"session {reason}")
-    if updated:
-        models.AuditEvent.objects.create(
-            action="session_revoked",
-            user_id=session.user_id,
-            actor_id=getattr(actor, "pk", None),
-            detail={"session": str(session.pk), "reason": reason},
+    with transaction.atomic():
+        updated = models.Session.objects.filter(pk=session.pk, revoked_at__isnull=True).update(
+            revoked_at=now
         )
+        session.revoked_at = now
+        # No access token of the session outlives this: it is at most one access lifetime old.
+        revocation.revoke_id(
+            session.id.hex, now + access_token_margin(), reason=f"session {reason}"
+        )
+        if updated:
+            models.AuditEvent.objects.create(
+                action="session_revoked",
+                user_id=session.user_id,
+                actor_id=getattr(actor, "pk", None),
+                detail={"session": str(session.pk), "reason": reason},
+            )
+            signals.session_ending.send(
+                sender=models.Session, session=session, reason=reason, actor=actor
+            )
+    if updated:
         signals.session_revoked.send(
             sender=models.Session, session=session, reason=reason, actor=actor
         )

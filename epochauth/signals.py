@@ -10,6 +10,11 @@ token_issued = Signal()
 #: "deleted", "backchannel_logout"), actor (or None).
 session_revoked = Signal()
 
+#: A session is ending, inside the transaction that ends it (not for the sessions an epoch bump ends:
+#: ``epoch_bumping`` stands for them): what must commit or roll back with it (an outbox row) is written
+#: here. kwargs: session, reason, actor.
+session_ending = Signal()
+
 #: An epoch grew. kwargs: kind ("user" | "group" | "identity" | "global"), object_id, epoch, actor, reason.
 epoch_bumped = Signal()
 

@@ -231,6 +231,10 @@ OAUTH2_PROVIDER = {
 OAUTH2_PROVIDER["OIDC_ENABLED"] = OAUTH2_PROVIDER["OIDC_RP_INITIATED_LOGOUT_ENABLED"] = (
     EPOCHAUTH.get("ALGORITHM") == "RS256" or "ID_TOKEN_SIGNING_KEY_FILE" in EPOCHAUTH
 )
+# The Shared Signals transmitter where receivers can verify its SETs: with the RS256 key of OpenID
+# Provider mode (an HMAC secret is never published).
+if OAUTH2_PROVIDER["OIDC_ENABLED"]:
+    EPOCHAUTH["SSF_TRANSMITTER"] = True
 # Where the authorize and device pages send a visitor to sign in: a provider or a password, staff or not.
 LOGIN_URL = "epochauth-oidc-login"
 

@@ -12,6 +12,8 @@ urlpatterns = [
     path("auth/", include("epochauth.urls")),
     path("oidc/", include("epochauth.oidc.urls")),
     path("", include("epochauth.well_known_urls")),
+    # The Shared Signals transmitter (EPOCHAUTH["SSF_TRANSMITTER"]; 404 while it is off).
+    path("", include("epochauth.ssf.urls")),
     path("o/", include("epochauth.oauth.urls")),
     path("tokenmanager/", include("epochauth.tokenmanager.urls")),
     path("api/", include("testproject.api")),

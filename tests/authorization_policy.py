@@ -49,6 +49,8 @@ EXT_ALL = "ext[every scope]"
 EXT_GROUPS = "ext[groups: tm-operators]"
 CLIENT = "client-credentials"  # an ordinary confidential application: openid reports:read
 SERVICE = "tokenmanager-service"  # confidential, client credentials, AllowedScopes "tokenmanager"
+#: A Shared Signals receiver: confidential, client credentials, AllowedScopes "ssf:manage".
+SSF_RX = "ssf-receiver"
 CLI = "cli-device"  # the public client epochauth-cli, device flow: openid reports:read
 STAFF = "staff"  # browser session (with CSRF) of staff without any permission
 STAFF_VIEW = "staff-view"  # staff with every view_* permission and nothing else
@@ -74,6 +76,7 @@ PRINCIPALS = [
     EXT_GROUPS,
     CLIENT,
     SERVICE,
+    SSF_RX,
     CLI,
     STAFF,
     STAFF_VIEW,
@@ -85,7 +88,7 @@ PRINCIPALS = [
 #: Groups of kinds a row may name instead of each kind (a kind's own name wins over its group's).
 GROUPS: dict[str, frozenset[str]] = {
     "own-login": frozenset({PASSWORD, PASSWORD_READ, PASSWORD_GROUP, PASSWORD_SUPERUSER}),
-    "oauth-client": frozenset({CLIENT, SERVICE}),
+    "oauth-client": frozenset({CLIENT, SERVICE, SSF_RX}),
     "external": frozenset(
         {IDP_USER, IDP_CLIENT, EXT, EXT_READ, EXT_TM, EXT_OPENID, EXT_GROUP, EXT_ALL, EXT_GROUPS}
     ),
@@ -143,6 +146,16 @@ ISSUANCE: dict[str, Any] = {
     "exchange[resource not served]": 400,
     "device[resource]": 400,
     "code[resource]": 400,
+    # Shared Signals (issue 28): "ssf:manage" learns about other users' revocations, a service
+    # scope: only an application the admin listed it for obtains it, by client credentials.
+    SSF_RX: ALLOW,
+    "password[ssf:manage]": 400,
+    "device[ssf:manage]": 400,
+    "code[ssf:manage]": 400,
+    "client-credentials[ssf:manage]": 400,  # an application not listed for it
+    "service[ssf:manage]": 400,  # listed for "tokenmanager" only
+    "exchange[ssf:manage]": 400,
+    "registration[ssf:manage]": 400,
 }
 
 
@@ -426,6 +439,69 @@ ROUTES: dict[str, Row] = {
     ),
 }
 
+# ---------------------------------------------------------------------------------- shared signals
+#: A stream is its receiver's alone: no bearer token is a 401, any other token a 403 (another
+#: receiver's token would be a 404: tests/test_ssf_transmitter.py).
+RECEIVER_ONLY = {SSF_RX: ALLOW, ANONYMOUS: 401, "session": 401, BROWSER_NO_CSRF: 401, "*": 403}
+
+
+def _stream(ctx: Any, p: Any) -> dict[str, Any]:
+    return {"stream_id": str(ctx.ssf_stream.stream_id)}
+
+
+ROUTES.update(
+    {
+        "epochauth-ssf-configuration": Row(everyone(ALLOW)),
+        # Creating a stream (the configuration endpoint's other methods share its checks).
+        "epochauth-ssf-streams": Row(
+            RECEIVER_ONLY,
+            "POST",
+            lambda ctx, p: {"delivery": {"method": "urn:ietf:rfc:8936"}},
+            json=True,
+            watch=lambda ctx, p: ctx.ssf_counts()["streams"],
+        ),
+        "epochauth-ssf-status": Row(
+            RECEIVER_ONLY,
+            "POST",
+            lambda ctx, p: {**_stream(ctx, p), "status": "disabled"},
+            json=True,
+            watch=lambda ctx, p: ctx.ssf_counts()["status"],
+        ),
+        # Learning about the victim's revocations from now on.
+        "epochauth-ssf-add-subject": Row(
+            RECEIVER_ONLY,
+            "POST",
+            lambda ctx, p: {**_stream(ctx, p), "subject": ctx.victim_subject()},
+            json=True,
+            watch=lambda ctx, p: ctx.ssf_counts()["subjects"],
+        ),
+        "epochauth-ssf-remove-subject": Row(
+            RECEIVER_ONLY,
+            "POST",
+            lambda ctx, p: {**_stream(ctx, p), "subject": ctx.victim_subject()},
+            json=True,
+            watch=lambda ctx, p: ctx.ssf_counts()["subjects"],
+            before=lambda ctx, p: ctx.ssf_add_victim(),
+        ),
+        "epochauth-ssf-verify": Row(
+            RECEIVER_ONLY,
+            "POST",
+            _stream,
+            json=True,
+            watch=lambda ctx, p: ctx.ssf_counts()["events"],
+        ),
+        # Acknowledging (so deleting) the stream's pending event.
+        "epochauth-ssf-poll": Row(
+            RECEIVER_ONLY,
+            "POST",
+            lambda ctx, p: {"ack": ["matrix-ssf-pending"]},
+            json=True,
+            kwargs=lambda ctx: {"stream_id": ctx.ssf_stream.stream_id},
+            watch=lambda ctx, p: ctx.ssf_counts()["events"],
+        ),
+    }
+)
+
 # ---------------------------------------------------------------------------------- browser login
 ROUTES.update(
     {
@@ -509,7 +585,7 @@ ROUTES.update(
         "oauth2_provider:user-info": Row(
             # DPOP: a bound login of ours with its proof is taken (RFC 9449 section 7) and, like
             # own-login, has no openid (tests/test_dpop_oauth.py: 200 with openid).
-            {CLI: ALLOW, CLIENT: 403, SERVICE: 403, "own-login": 403, DPOP: 403, "*": 401},
+            {CLI: ALLOW, "oauth-client": 403, "own-login": 403, DPOP: 403, "*": 401},
             finding="7",
         ),
         # An id_token_hint selects, it never logs anyone out by itself (finding 5): the victim's
@@ -690,6 +766,11 @@ ADMIN_MODELS: dict[str, ModelPolicy] = {
     "epochauth_tokenmanager.upstreamgrant": ModelPolicy(add=False, change=False),
     # The outbox of logout tokens: written by revocations, only retried by hand.
     "epochauth_oauth.logoutdelivery": ModelPolicy(add=False, change=False, delete=False),
+    # Shared Signals streams are made by their receivers; the admin may pause, disable or delete
+    # one. Their events are an outbox like the logout tokens' (deleted with their stream, or by
+    # hand: a receiver that is not told is no worse than one that never subscribed).
+    "epochauth_oauth.ssfstream": ModelPolicy(add=False),
+    "epochauth_oauth.ssfevent": ModelPolicy(add=False, change=False),
 }
 
 
@@ -787,6 +868,10 @@ ACTIONS: dict[str, Row] = {
         before=lambda ctx, p: ctx.update(
             "epochauth_oauth.logoutdelivery", state="failed", attempts=3
         ),
+    ),
+    "epochauth_oauth.ssfevent:retry": action(
+        _sample_changed("epochauth_oauth.ssfevent", "attempts"),
+        before=lambda ctx, p: ctx.update("epochauth_oauth.ssfevent", state="failed", attempts=3),
     ),
     # Retrying the revocation of an ended grant at its provider (which confirms: the row goes).
     "epochauth_tokenmanager.upstreamgrant:retry": action(

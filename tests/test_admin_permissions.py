@@ -25,7 +25,7 @@ from oauth2_provider.models import (
 )
 
 from epochauth.models import Epoch, Issuer, Session
-from epochauth.oauth.models import LogoutDelivery
+from epochauth.oauth.models import LogoutDelivery, SSFEvent, SSFStream
 from epochauth.tokenmanager.models import UpstreamGrant
 from tests.helpers import login, make_user
 
@@ -91,6 +91,12 @@ def world(client: Any, settings: Any, free_port: int) -> None:
     UpstreamGrant.objects.create(
         user=alice, issuer="https://ended.example", encrypted_token="x", ended_at=timezone.now()
     )
+    stream = SSFStream.objects.create(
+        application=app, audience="app", method=SSFStream.Method.PUSH
+    )
+    SSFEvent.objects.create(
+        stream=stream, jti="e1", event_type="urn:example", claims={}, state="failed", attempts=3
+    )
 
 
 Effect = Callable[[str], bool]
@@ -133,6 +139,10 @@ REQUIRED: dict[str, tuple[str, Effect]] = {
     "epochauth_oauth.logoutdelivery.retry": (
         "epochauth_oauth.retry_logoutdelivery",
         lambda html: LogoutDelivery.objects.filter(state="pending", attempts=0).exists(),
+    ),
+    "epochauth_oauth.ssfevent.retry": (
+        "epochauth_oauth.retry_ssfevent",
+        lambda html: SSFEvent.objects.filter(state="pending", attempts=0).exists(),
     ),
     "epochauth_tokenmanager.upstreamgrant.revoke": (
         "epochauth_tokenmanager.delete_upstreamgrant",
@@ -324,3 +334,25 @@ def test_view_only_staff_cannot_set_or_clear_an_applications_dpop_policy():
     }
     assert browser.post(url, form).status_code == 403
     assert not DPoPPolicy.objects.exists()
+
+
+def test_view_only_staff_cannot_pause_or_widen_a_shared_signals_stream(world):
+    """A stream's change form: view permissions show it; a POST that would disable it or widen it
+    to every user is refused and changes nothing; the change permission is enough."""
+    stream = SSFStream.objects.get()
+    url = reverse("admin:epochauth_oauth_ssfstream_change", args=[stream.pk])
+    form = {
+        "status": "disabled",
+        "status_reason": "x",
+        "all_subjects": "on",
+        "subjects-TOTAL_FORMS": "0",
+        "subjects-INITIAL_FORMS": "0",
+    }
+    browser = staff_with(every_view_permission())
+    assert browser.get(url).status_code == 200
+    assert "rx-secret" not in browser.get(url).content.decode()  # the receiver's header
+    assert browser.post(url, form).status_code == 403
+    assert SSFStream.objects.filter(status="enabled", all_subjects=False).exists()
+    editor = staff_with([permission("epochauth_oauth.change_ssfstream")], "editor")
+    assert editor.post(url, form).status_code == 302
+    assert SSFStream.objects.filter(status="disabled", all_subjects=True).exists()

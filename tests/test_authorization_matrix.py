@@ -44,7 +44,7 @@ from oauth2_provider.models import (
 )
 
 from epochauth import keys, tokens, verification
-from epochauth.conf import clear_process_caches
+from epochauth.conf import clear_process_caches, epochauth_settings
 from epochauth.models import (
     AuditEvent,
     Epoch,
@@ -54,7 +54,14 @@ from epochauth.models import (
     Session,
     SsfSubscription,
 )
-from epochauth.oauth.models import AllowedScopes, LogoutDelivery, ensure_cli_application
+from epochauth.oauth.models import (
+    AllowedScopes,
+    LogoutDelivery,
+    SSFEvent,
+    SSFStream,
+    SSFSubject,
+    ensure_cli_application,
+)
 from epochauth.revocation import bump_epoch, revoke_id
 from epochauth.tokenmanager import grants as upstream
 from epochauth.tokenmanager.models import UpstreamGrant
@@ -102,6 +109,8 @@ MODELS = {
     "oauth2_provider.refreshtoken": get_refresh_token_model(),
     "epochauth_tokenmanager.upstreamgrant": UpstreamGrant,
     "epochauth_oauth.logoutdelivery": LogoutDelivery,
+    "epochauth_oauth.ssfstream": SSFStream,
+    "epochauth_oauth.ssfevent": SSFEvent,
 }
 
 
@@ -335,6 +344,24 @@ class Matrix:
     def victim_password(self) -> str:
         return User.objects.get(pk=self.victim.pk).password
 
+    def ssf_counts(self) -> dict[str, Any]:
+        """What the Shared Signals rows may change, of the receiver's stream."""
+        stream = SSFStream.objects.get(pk=self.ssf_stream.pk)
+        return {
+            "streams": SSFStream.objects.count(),
+            "status": stream.status,
+            "subjects": SSFSubject.objects.filter(stream=stream).count(),
+            "events": SSFEvent.objects.filter(stream=stream).count(),
+        }
+
+    def victim_subject(self) -> dict[str, str]:
+        return {"format": "iss_sub", "iss": epochauth_settings.ISSUER, "sub": str(self.victim.pk)}
+
+    def ssf_add_victim(self) -> None:
+        SSFSubject.objects.get_or_create(
+            stream=self.ssf_stream, user_id=str(self.victim.pk), defaults={"subject": {}}
+        )
+
     def authorize_query(self) -> dict[str, str]:
         return authorize_query()
 
@@ -429,6 +456,21 @@ class Matrix:
                 user=make_user(f"{client_id}-owner"),
             )
             AllowedScopes.objects.create(application=self.host_apps[client_id], scopes="host.auth")
+        self.ssf_app = Application.objects.create(
+            name="ssf-receiver",
+            client_id="ssf-receiver",
+            client_secret=SECRET,
+            client_type=Application.CLIENT_CONFIDENTIAL,
+            authorization_grant_type=Application.GRANT_CLIENT_CREDENTIALS,
+            user=make_user("ssf-receiver-owner"),
+        )
+        AllowedScopes.objects.create(application=self.ssf_app, scopes="ssf:manage")
+        self.ssf_stream = SSFStream.objects.create(
+            application=self.ssf_app, audience="ssf-receiver", method=SSFStream.Method.POLL
+        )
+        SSFEvent.objects.create(
+            stream=self.ssf_stream, jti="matrix-ssf-pending", event_type="urn:example", claims={}
+        )
 
     def add(self, name: str, issued: tuple[int, str | None] | None = None, **fields: Any) -> None:
         if issued is not None:
@@ -468,6 +510,7 @@ class Matrix:
         self.add(p.EXT_GROUPS, (200, grouped))
         self.add(p.CLIENT, client_credentials(self.client_app, "openid reports:read"))
         self.add(p.SERVICE, client_credentials(self.service_app, "tokenmanager"))
+        self.add(p.SSF_RX, client_credentials(self.ssf_app, "ssf:manage"))
         self.add(p.CLI, device_flow(self.member, "openid reports:read"), user=self.member)
         browser = self.session(self.member)
         self.add(p.STAFF, user=self.staff, session_key=self.session(self.staff), csrf=True)
@@ -523,6 +566,9 @@ class Matrix:
         access = get_access_token_model().objects.filter(
             user=self.bystander, application=self.portal
         )
+        self.ssf_sample = SSFStream.objects.create(
+            application=self.ssf_app, audience="ssf-receiver", method=SSFStream.Method.POLL
+        )
         self.samples = {
             "auth.user": make_user("plain").pk,
             "auth.group": Group.objects.get(name="physics").pk,
@@ -559,6 +605,14 @@ class Matrix:
             "epochauth_oauth.logoutdelivery": LogoutDelivery.objects.create(
                 application=self.portal, subject="matrix", jti="matrix-logout", attempts=3
             ).pk,
+            "epochauth_oauth.ssfstream": self.ssf_sample.pk,
+            "epochauth_oauth.ssfevent": SSFEvent.objects.create(
+                stream=self.ssf_sample,
+                jti="matrix-ssf",
+                event_type="urn:example",
+                claims={},
+                attempts=3,
+            ).pk,
         }
 
 
@@ -591,6 +645,7 @@ def matrix(django_db_setup, django_db_blocker, idp) -> Iterator[Matrix]:
         "STATUS_LIST": True,
         # A Shared Signals transmitter (the loopback issuer) with a push stream (the policy's row).
         "SSF_TRANSMITTERS": [{"issuer": crafted.issuer, "token_env": "EPOCHAUTH_TEST_MATRIX_SSF"}],
+        "SSF_TRANSMITTER": True,
         "ISSUERS": [
             {
                 "issuer": idp.issuer,
@@ -802,6 +857,19 @@ def test_issuance(matrix: Matrix, kind: str) -> None:
             0
         ],
         "code[resource]": lambda: code_flow(matrix.member, "openid", resource=STORAGE)[0],
+        "password[ssf:manage]": lambda: password_token("member", scope="ssf:manage")[0],
+        "device[ssf:manage]": lambda: device_flow(matrix.member, "ssf:manage")[0],
+        "code[ssf:manage]": lambda: code_flow(matrix.member, "openid ssf:manage")[0],
+        "client-credentials[ssf:manage]": lambda: client_credentials(
+            matrix.client_app, "ssf:manage"
+        )[0],
+        "service[ssf:manage]": lambda: client_credentials(matrix.service_app, "ssf:manage")[0],
+        "exchange[ssf:manage]": lambda: exchange(
+            matrix.client_app, matrix.principals[policy.EXT_ALL].token, "ssf:manage"
+        )[0],
+        "registration[ssf:manage]": lambda: register(
+            matrix.principals[policy.PASSWORD].token, "ssf:manage"
+        )[0],
     }
     status = others[kind]() if kind in others else matrix.issuance[kind]
     expected = policy.ISSUANCE[kind]

@@ -434,7 +434,7 @@ def test_the_command_drains_what_is_due(rp, alice, monkeypatch):
     revocation.end_family(grant(alice, application(rp)))
     assert rp.forms == []
     out = call_command_output("epochauth_outbox")
-    assert out == "Attempted 1 logout deliveries.\n"
+    assert out == "Attempted 1 deliveries.\n"
     assert LogoutDelivery.objects.get().state == LogoutDelivery.State.DELIVERED
 
 

@@ -49,11 +49,13 @@ def test_bearer_and_oauth2_schemes(tmp_path):
         == flows["clientCredentials"]["tokenUrl"]
         == "/o/token/"
     )
-    # a service scope (the Token Manager's, WLCG host.auth; not in SCOPES) only where it is granted
+    # a service scope (the Token Manager's, WLCG host.auth, ssf:manage; not in SCOPES) only where
+    # it is granted
     assert flows["clientCredentials"]["scopes"] == {
         "reports:read": "Read the example reports",
         "tokenmanager": "Obtain users' upstream tokens",
         "host.auth": "Act as the host the application's client id names",
+        "ssf:manage": "Manage shared signals streams as a receiver",
     }
     assert flows["authorizationCode"]["scopes"] == {"reports:read": "Read the example reports"}
     assert schemes["cookieAuth"]["in"] == "cookie"

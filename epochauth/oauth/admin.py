@@ -20,6 +20,7 @@ from oauth2_provider.models import (
     get_refresh_token_model,
 )
 
+from ..ssf import transmitter
 from . import backchannel, models, revocation
 
 Application = get_application_model()
@@ -95,6 +96,97 @@ class LogoutDeliveryAdmin(admin.ModelAdmin):
         text = ngettext(
             "%d delivery will be attempted again.", "%d deliveries will be attempted again.", count
         )
+        self.message_user(request, text % count, messages.SUCCESS)
+
+
+class SSFSubjectInline(admin.TabularInline):
+    model = models.SSFSubject
+    extra = 0
+    fields = ("user_id", "subject", "created_at")
+    readonly_fields = fields
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+@admin.register(models.SSFStream)
+class SSFStreamAdmin(admin.ModelAdmin):
+    """The Shared Signals streams receivers made: the admin may pause, disable (the receiver is
+    told, SSF 1.0 section 8.1.5) or delete one, and widen it to all subjects; what the receiver
+    asked for is its own to change. Its authorization header (the receiver's secret) is never shown."""
+
+    list_display = ("stream_id", "application", "method", "status", "all_subjects", "created_at")
+    list_filter = ("status", "method")
+    search_fields = ("application__client_id", "description")
+    fields = (
+        "stream_id",
+        "application",
+        "audience",
+        "method",
+        "endpoint_url",
+        "events_requested",
+        "description",
+        "status",
+        "status_reason",
+        "all_subjects",
+        "verified_at",
+        "created_at",
+    )
+    readonly_fields = (
+        "stream_id",
+        "application",
+        "audience",
+        "method",
+        "endpoint_url",
+        "events_requested",
+        "description",
+        "verified_at",
+        "created_at",
+    )
+    inlines = [SSFSubjectInline]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def save_model(self, request: HttpRequest, obj: Any, form: Any, change: bool) -> None:
+        super().save_model(request, obj, form, change)
+        if change and {"status", "status_reason"} & set(form.changed_data):
+            transmitter.stream_updated(obj)
+
+
+@admin.register(models.SSFEvent)
+class SSFEventAdmin(admin.ModelAdmin):
+    """The outbox of Security Event Tokens, read-only (the SET is signed when sent, never stored);
+    an event given up may be pushed again. Deleting one (or its stream) needs the delete
+    permission."""
+
+    list_display = (
+        "stream",
+        "event_type",
+        "state",
+        "attempts",
+        "next_attempt_at",
+        "last_error",
+        "created_at",
+    )
+    list_filter = ("state", "event_type")
+    search_fields = ("stream__application__client_id", "jti")
+    actions = ["retry"]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_retry_permission(self, request: HttpRequest) -> bool:
+        opts = self.opts
+        return request.user.has_perm(f"{opts.app_label}.retry_{opts.model_name}")
+
+    @admin.action(description=_("Retry the selected events"), permissions=["retry"])
+    def retry(self, request: HttpRequest, queryset: QuerySet) -> None:
+        count = transmitter.retry(queryset)
+        text = ngettext("%d event will be pushed again.", "%d events will be pushed again.", count)
         self.message_user(request, text % count, messages.SUCCESS)
 
 

@@ -18,12 +18,10 @@ process left behind. The token is signed at each attempt (a fresh ``iat`` and ``
 from __future__ import annotations
 
 import ipaddress
-import logging
 import socket
 import time
 import uuid
 from collections.abc import Iterable
-from datetime import timedelta
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -31,7 +29,6 @@ import requests
 import urllib3
 from django.db import transaction
 from django.db.models import Exists, OuterRef, Q
-from django.utils import timezone
 from oauth2_provider.models import (
     AbstractApplication,
     get_access_token_model,
@@ -40,22 +37,16 @@ from oauth2_provider.models import (
     get_refresh_token_model,
 )
 
-from .. import background, conf
+from .. import conf
 from ..urns import BACKCHANNEL_LOGOUT_EVENT
+from . import outbox
 from .models import BackchannelLogout, LogoutDelivery, is_allowed_uri
 from .openid import sign_id_token
 
-logger = logging.getLogger(__name__)
-
 #: Section 2.5: "the RP returns HTTP 200 OK"; 204 is as good.
 DELIVERED = frozenset({200, 204})
-#: The rows one drain reads at a time.
-BATCH = 100
-#: How long ``epochauth_purge`` keeps a delivered row, and one given up (for the admin to look at).
-KEEP_DELIVERED = timedelta(days=1)
-KEEP_GIVEN_UP = timedelta(days=30)
-
-worker = background.Worker("epochauth-logout")
+#: The process's outbox thread (:data:`.outbox.worker`).
+worker = outbox.worker
 
 
 def tell_families(families: Iterable[uuid.UUID]) -> None:
@@ -129,38 +120,12 @@ def kick() -> None:
 
 
 def drain(limit: int | None = None) -> int:
-    """Attempt every delivery that is due (at most ``limit``); returns how many were attempted.
-
-    A delivery is claimed by raising its attempt count where it still has the count read, so that
-    drainers in other threads and processes attempt it once between them."""
-    attempted = 0
-    while limit is None or attempted < limit:
-        due = list(
-            LogoutDelivery.objects.filter(
-                state=LogoutDelivery.State.PENDING, next_attempt_at__lte=timezone.now()
-            )
-            .order_by("next_attempt_at")
-            .values_list("pk", "attempts")[:BATCH]
-        )
-        if not due:
-            break
-        for pk, attempts in due:
-            if limit is not None and attempted >= limit:
-                break
-            # The lease: another drainer leaves it alone until this attempt has had its time.
-            claimed = LogoutDelivery.objects.filter(
-                pk=pk, state=LogoutDelivery.State.PENDING, attempts=attempts
-            ).update(attempts=attempts + 1, next_attempt_at=timezone.now() + _lease())
-            if claimed:
-                attempt(LogoutDelivery.objects.select_related("application").get(pk=pk))
-                attempted += 1
-        if len(due) < BATCH:
-            break
-    return attempted
+    """Attempt every logout delivery that is due (at most ``limit``); returns how many."""
+    return outbox.drain(LogoutDelivery.objects.all(), _attempt_row, limit)
 
 
-def _lease() -> Any:
-    return 2 * conf.epochauth_settings.HTTP_TIMEOUT + conf.epochauth_settings.LEEWAY
+def _attempt_row(pk: Any) -> None:
+    attempt(LogoutDelivery.objects.select_related("application").get(pk=pk))
 
 
 def attempt(delivery: LogoutDelivery) -> None:
@@ -230,51 +195,27 @@ def post(uri: str, token: str) -> tuple[int | None, str]:
 def _record(
     delivery: LogoutDelivery, status: int | None, error: str, *, give_up: bool = False
 ) -> None:
-    """Delivered; or again after a wait that doubles with each attempt; or given up: after
-    ``LOGOUT_DELIVERY_ATTEMPTS``, after a second 4xx other than 429 (the relying party refuses the
-    token: once more in case the first was a hiccup), at once when nothing is registered."""
-    now = timezone.now()
-    delivery.last_error = error[:255]
-    if status in DELIVERED:
-        delivery.state, delivery.delivered_at = LogoutDelivery.State.DELIVERED, now
-    elif (
-        give_up
-        or (
-            status is not None and 400 <= status < 500 and status != 429 and delivery.attempts >= 2
-        )
-        or delivery.attempts >= conf.epochauth_settings.LOGOUT_DELIVERY_ATTEMPTS
-    ):
-        delivery.state = LogoutDelivery.State.FAILED
-    else:
-        delay = conf.epochauth_settings.LOGOUT_DELIVERY_RETRY_DELAY * 2 ** (delivery.attempts - 1)
-        delivery.next_attempt_at = now + delay
-    if delivery.state != LogoutDelivery.State.DELIVERED:
-        logger.warning(
-            "epochauth: back-channel logout to %s (delivery %s, attempt %d): %s%s",
-            delivery.application.client_id,
-            delivery.pk,
-            delivery.attempts,
-            error,
-            "; given up" if delivery.state == LogoutDelivery.State.FAILED else "",
-        )
-    delivery.save(update_fields=["state", "delivered_at", "next_attempt_at", "last_error"])
+    """:func:`.outbox.record`, with ``LOGOUT_DELIVERY_ATTEMPTS`` and ``LOGOUT_DELIVERY_RETRY_DELAY``."""
+    outbox.record(
+        delivery,
+        status in DELIVERED,
+        status,
+        error,
+        attempts=conf.epochauth_settings.LOGOUT_DELIVERY_ATTEMPTS,
+        retry_delay=conf.epochauth_settings.LOGOUT_DELIVERY_RETRY_DELAY,
+        label=f"back-channel logout to {delivery.application.client_id}",
+        give_up=give_up,
+    )
 
 
 def retry(deliveries: Any) -> int:
     """Attempt these (given up or pending) deliveries again from the start, soon; how many."""
-    count = deliveries.exclude(state=LogoutDelivery.State.DELIVERED).update(
-        state=LogoutDelivery.State.PENDING, attempts=0, next_attempt_at=timezone.now()
-    )
+    count = outbox.retry(deliveries)
     if count:
         transaction.on_commit(kick)
-    return int(count)
+    return count
 
 
 def purge() -> int:
-    """Delete deliveries that are over: delivered ones after :data:`KEEP_DELIVERED`, given-up ones
-    after :data:`KEEP_GIVEN_UP`; returns how many."""
-    now = timezone.now()
-    over = Q(state=LogoutDelivery.State.DELIVERED, delivered_at__lte=now - KEEP_DELIVERED) | Q(
-        state=LogoutDelivery.State.FAILED, created_at__lte=now - KEEP_GIVEN_UP
-    )
-    return int(LogoutDelivery.objects.filter(over).delete()[0])
+    """Delete the logout deliveries that are over (:func:`.outbox.purge`); returns how many."""
+    return outbox.purge(LogoutDelivery.objects.all())

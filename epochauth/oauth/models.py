@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -177,26 +178,15 @@ class DPoPBinding(models.Model):
         return f"{self.family} {self.jkt}"
 
 
-class LogoutDelivery(models.Model):
-    """The outbox of logout tokens: one row per relying party and session to tell, written in the
-    transaction that ended the session, so that a revocation that rolls back tells no one and one
-    that commits is told even if this process dies. The token itself is signed at each attempt and
-    never stored."""
+class Outbox(models.Model):
+    """A row of an outbox: something to deliver after the transaction that wrote it commits, with
+    retries (:mod:`epochauth.oauth.backchannel` drains every kind)."""
 
     class State(models.TextChoices):
         PENDING = "pending", _("pending")
         DELIVERED = "delivered", _("delivered")
         FAILED = "failed", _("given up")
 
-    application = models.ForeignKey(
-        oauth2_settings.APPLICATION_MODEL,
-        on_delete=models.CASCADE,
-        related_name="+",
-        verbose_name=_("application"),
-    )
-    subject = models.CharField(_("subject"), max_length=255)
-    sid = models.CharField(_("session id"), max_length=64, blank=True)
-    jti = models.CharField(_("logout token id"), max_length=64, unique=True)
     state = models.CharField(
         _("state"), max_length=16, choices=State.choices, default=State.PENDING
     )
@@ -207,14 +197,130 @@ class LogoutDelivery(models.Model):
     delivered_at = models.DateTimeField(_("delivered"), null=True, blank=True)
 
     class Meta:
+        abstract = True
+        ordering = ("-created_at",)
+
+
+class LogoutDelivery(Outbox):
+    """The outbox of logout tokens: one row per relying party and session to tell, written in the
+    transaction that ended the session, so that a revocation that rolls back tells no one and one
+    that commits is told even if this process dies. The token itself is signed at each attempt and
+    never stored."""
+
+    application = models.ForeignKey(
+        oauth2_settings.APPLICATION_MODEL,
+        on_delete=models.CASCADE,
+        related_name="+",
+        verbose_name=_("application"),
+    )
+    subject = models.CharField(_("subject"), max_length=255)
+    sid = models.CharField(_("session id"), max_length=64, blank=True)
+    jti = models.CharField(_("logout token id"), max_length=64, unique=True)
+
+    class Meta(Outbox.Meta):
         verbose_name = _("logout delivery")
         verbose_name_plural = _("logout deliveries")
-        ordering = ("-created_at",)
         indexes = [models.Index(fields=["state", "next_attempt_at"])]
         permissions = [("retry_logoutdelivery", _("Can retry logout deliveries"))]
 
     def __str__(self) -> str:
         return f"{self.application} {self.sid or self.subject}"
+
+
+class SSFStream(models.Model):
+    """An event stream of the Shared Signals transmitter (SSF 1.0 section 8): which events one
+    receiver (an application that holds the ``ssf:manage`` service scope) gets, about whom, and how.
+    Created, changed and deleted by that receiver through the stream management API."""
+
+    class Method(models.TextChoices):
+        PUSH = "urn:ietf:rfc:8935", _("push (RFC 8935)")
+        POLL = "urn:ietf:rfc:8936", _("poll (RFC 8936)")
+
+    class Status(models.TextChoices):
+        ENABLED = "enabled", _("enabled")
+        PAUSED = "paused", _("paused")
+        DISABLED = "disabled", _("disabled")
+
+    stream_id = models.UUIDField(_("stream id"), unique=True, default=uuid.uuid4, editable=False)
+    application = models.ForeignKey(
+        oauth2_settings.APPLICATION_MODEL,
+        on_delete=models.CASCADE,
+        related_name="epochauth_ssf_streams",
+        verbose_name=_("receiver"),
+    )
+    audience = models.CharField(_("audience"), max_length=2000, editable=False)
+    events_requested = models.JSONField(_("events requested"), default=list, blank=True)
+    method = models.CharField(_("delivery method"), max_length=32, choices=Method.choices)
+    endpoint_url = models.CharField(
+        _("push endpoint"), max_length=2000, blank=True, help_text=_("Push delivery only.")
+    )
+    #: What each push sends as ``Authorization``: the receiver's secret, never shown or returned.
+    authorization_header = models.CharField(
+        _("authorization header"), max_length=2000, blank=True, editable=False
+    )
+    description = models.CharField(_("description"), max_length=255, blank=True)
+    status = models.CharField(
+        _("status"), max_length=16, choices=Status.choices, default=Status.ENABLED
+    )
+    status_reason = models.CharField(_("status reason"), max_length=255, blank=True)
+    all_subjects = models.BooleanField(
+        _("all subjects"),
+        default=False,
+        help_text=_("Events about every user, not only the subjects the receiver added."),
+    )
+    verified_at = models.DateTimeField(_("last verification"), null=True, blank=True)
+    created_at = models.DateTimeField(_("created"), auto_now_add=True)
+
+    class Meta:
+        verbose_name = _("shared signals stream")
+        verbose_name_plural = _("shared signals streams")
+        ordering = ("-created_at",)
+
+    def __str__(self) -> str:
+        return f"{self.application} {self.stream_id}"
+
+
+class SSFSubject(models.Model):
+    """A user a stream's receiver added (SSF 1.0 section 8.1.3.2), as the subject it sent."""
+
+    stream = models.ForeignKey(
+        SSFStream, on_delete=models.CASCADE, related_name="subjects", verbose_name=_("stream")
+    )
+    user_id = models.CharField(_("user id"), max_length=64)
+    subject = models.JSONField(_("subject"))
+    created_at = models.DateTimeField(_("created"), auto_now_add=True)
+
+    class Meta:
+        verbose_name = _("shared signals subject")
+        verbose_name_plural = _("shared signals subjects")
+        constraints = [
+            models.UniqueConstraint(fields=["stream", "user_id"], name="epochauth_ssf_subject")
+        ]
+
+    def __str__(self) -> str:
+        return self.user_id
+
+
+class SSFEvent(Outbox):
+    """The outbox of Security Event Tokens: one row per stream and event, written in the transaction
+    of the revocation it reports. The claims are kept, the SET is signed at each push attempt or
+    poll; a polled event stays pending until the receiver acknowledges it (then it is deleted)."""
+
+    stream = models.ForeignKey(
+        SSFStream, on_delete=models.CASCADE, related_name="events", verbose_name=_("stream")
+    )
+    jti = models.CharField(_("event id"), max_length=64, unique=True)
+    event_type = models.CharField(_("event type"), max_length=255)
+    claims = models.JSONField(_("claims"))
+
+    class Meta(Outbox.Meta):
+        verbose_name = _("shared signals event")
+        verbose_name_plural = _("shared signals events")
+        indexes = [models.Index(fields=["state", "next_attempt_at"])]
+        permissions = [("retry_ssfevent", _("Can retry shared signals events"))]
+
+    def __str__(self) -> str:
+        return f"{self.stream} {self.event_type.rsplit('/', 1)[-1]}"
 
 
 CLI_CLIENT_ID = "epochauth-cli"

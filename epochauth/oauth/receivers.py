@@ -11,6 +11,7 @@ from oauth2_provider.models import get_access_token_model
 from epochauth import signals
 from epochauth.models import Epoch
 
+from ..ssf import transmitter
 from . import backchannel
 
 
@@ -31,3 +32,20 @@ def tell_relying_parties(sender: Any, kind: str, object_id: str, **kwargs: Any) 
     application holding one is queued in the bump's transaction, delivered after its commit."""
     if kind == Epoch.Kind.USER:
         backchannel.tell_user(object_id)
+
+
+@receiver(signals.epoch_bumping, dispatch_uid="epochauth_ssf_user_epoch")
+def tell_receivers_of_bump(
+    sender: Any, kind: str, object_id: str, reason: str = "", **kwargs: Any
+) -> None:
+    """A user's epoch bump becomes Shared Signals events (``epochauth.ssf.transmitter``), queued
+    in the bump's transaction."""
+    if kind == Epoch.Kind.USER:
+        transmitter.user_epoch_bumped(object_id, reason)
+
+
+@receiver(signals.session_ending, dispatch_uid="epochauth_ssf_session_ending")
+def tell_receivers_of_session(sender: Any, session: Any, reason: str, **kwargs: Any) -> None:
+    """A session of our login that ends becomes a CAEP ``session-revoked``, queued in the
+    transaction that ends it."""
+    transmitter.session_ended(str(session.user_id), session.id.hex, reason)

@@ -24,6 +24,7 @@ from oauth2_provider.models import get_access_token_model, get_refresh_token_mod
 
 from epochauth import conf, revocation
 
+from ..ssf import transmitter
 from . import backchannel
 
 
@@ -48,7 +49,7 @@ def families(refresh_tokens: QuerySet) -> set[uuid.UUID]:
 
 def deny_ended_families(candidates: Iterable[uuid.UUID]) -> None:
     """Deny the access tokens of each family that has no usable refresh token left, and queue a
-    back-channel logout for the relying party that held it.
+    back-channel logout for the relying party that held it and Shared Signals events.
 
     A family whose refresh token merely rotated keeps a live member and is left alone; a live member
     without an access token is an orphan that DOT refuses, so it does not count. Nothing of an ended
@@ -69,6 +70,7 @@ def deny_ended_families(candidates: Iterable[uuid.UUID]) -> None:
     for family in ended:
         revocation.revoke_id(family.hex, until, reason="oauth token family revoked")
     backchannel.tell_families(ended)
+    transmitter.families_ended(ended)
 
 
 @contextmanager

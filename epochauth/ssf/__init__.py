@@ -1,1 +1,1 @@
-"""Shared Signals Framework 1.0 (CAEP, RISC): Security Event Tokens received from and sent to peers."""
+"""Shared Signals Framework 1.0 (CAEP 1.0, RISC): Security Event Tokens received and sent."""

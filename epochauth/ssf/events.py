@@ -83,3 +83,18 @@ def parse_subject(value: Any, stream_issuer: str) -> Subject | None:
             return None
         return Subject(user.issuer, user.subject, user.email, sid)
     return simple_subject(value, stream_issuer)
+
+
+def iss_sub(iss: str, sub: str) -> dict[str, Any]:
+    """RFC 9493 section 3.2.5, as a transmitter writes it."""
+    return {"format": "iss_sub", "iss": iss, "sub": sub}
+
+
+def opaque(identifier: str) -> dict[str, Any]:
+    """RFC 9493 section 3.2.4."""
+    return {"format": "opaque", "id": identifier}
+
+
+def complex_subject(**members: dict[str, Any]) -> dict[str, Any]:
+    """SSF 1.0 section 3.3: a subject of several members (``user``, ``session``...)."""
+    return {"format": "complex", **members}

@@ -42,6 +42,10 @@ class Command(base.EpochauthCommand):
 
             deliveries = logout_outbox.purge()
             self.stdout.write(f"Deleted {deliveries} logout deliveries that are over.")
+            from epochauth.ssf import transmitter
+
+            signals = transmitter.purge()
+            self.stdout.write(f"Deleted {signals} shared signals events that are over.")
             from epochauth.oauth import proofs
 
             bindings = proofs.purge()  # after clear_expired: the families it ended

@@ -8,12 +8,14 @@ from django.db import DatabaseError, connections
 
 from epochauth.management import base
 from epochauth.oauth import backchannel
+from epochauth.ssf import transmitter
 
 
 class Command(base.EpochauthCommand):
     help = (
-        "Deliver the logout tokens that are due to relying parties (back-channel logout), with "
-        "retries; once, or with --loop until stopped. Each process also delivers what it queued, in "
+        "Deliver the logout tokens that are due to relying parties (back-channel logout) and the "
+        "Security Event Tokens due to Shared Signals receivers (push), with retries; once, or with "
+        "--loop until stopped. Each process also delivers what it queued, in "
         "the background: this picks up what a process left behind."
     )
 
@@ -36,14 +38,14 @@ class Command(base.EpochauthCommand):
             raise CommandError("--interval must be a duration of more than zero")
         while True:
             try:
-                attempted = backchannel.drain()
+                attempted = backchannel.drain() + transmitter.drain()
             except DatabaseError as exc:
                 if not options["loop"]:
                     raise CommandError(f"The database cannot be read: {exc}") from None
                 self.stderr.write(f"The database cannot be read: {exc}")
                 attempted = 0
             if not options["loop"]:
-                self.stdout.write(f"Attempted {attempted} logout deliveries.")
+                self.stdout.write(f"Attempted {attempted} deliveries.")
                 return
             connections.close_all()
             time.sleep(interval)
