@@ -270,9 +270,12 @@ def _retried_in_grace(session: models.Session, presented: str, now: datetime) ->
     )
 
 
-def end_session(session: models.Session, *, reason: str, actor: Any = None) -> None:
-    """Revoke a session: its refresh token at once, its access tokens through the denylist."""
-    now = timezone.now()
+def end_session(
+    session: models.Session, *, reason: str, actor: Any = None, at: datetime | None = None
+) -> None:
+    """Revoke a session: its refresh token at once, its access tokens through the denylist. ``at``:
+    when it ended, if before now (an end made during a database outage, replayed)."""
+    now = at or timezone.now()
     updated = models.Session.objects.filter(pk=session.pk, revoked_at__isnull=True).update(
         revoked_at=now
     )
@@ -281,6 +284,7 @@ def end_session(session: models.Session, *, reason: str, actor: Any = None) -> N
     revocation.revoke_id(session.id.hex, now + access_token_margin(), reason=f"session {reason}")
     if updated:
         models.AuditEvent.objects.create(
+            at=now,
             action="session_revoked",
             user_id=session.user_id,
             actor_id=getattr(actor, "pk", None),

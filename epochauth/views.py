@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from typing import Any, Protocol, cast
 
 from django.apps import apps
@@ -29,9 +30,11 @@ from . import (
     conf,
     dpop,
     exceptions,
+    journal,
     keys,
     migrating,
     models,
+    outage,
     profiles,
     resources,
     revocation,
@@ -378,12 +381,16 @@ class RenewView(BearerView):
 
 
 class LogoutView(BearerView):
-    """``POST /auth/logout/``: end this session (its refresh and access tokens); others keep working."""
+    """``POST /auth/logout/``: end this session (its refresh and access tokens); others keep working.
+    While the database is unreachable, through the outage journal (:mod:`epochauth.outage`)."""
 
     def post(self, request: Request) -> Response:
         token = self.token(request)
         if token.session_id:
-            sessions.end_session(self.session(request), reason="logout", actor=request.user)
+            try:
+                sessions.end_session(self.session(request), reason="logout", actor=request.user)
+            except journal.OUTAGE:
+                outage.end_session(token, request.user, "logout")
             return Response(status=204)
         token_id = revocation.denylist_id(token.claims)
         if token_id is None:
@@ -391,14 +398,22 @@ class LogoutView(BearerView):
                 "invalid_request", _("This token has no id to revoke; use /auth/logout-all/")
             )
         # Expiry is checked with leeway: deny the id for as long as the token is accepted.
-        revocation.revoke_id(
-            token_id, token.expires_at + conf.epochauth_settings.LEEWAY, reason="logout"
-        )
-        family = token.claims.get(tokens.CLAIM_TOKEN_FAMILY)
-        if isinstance(family, str) and apps.is_installed("epochauth.oauth"):
-            # A login at the authorization server (a refresh-token family): logout ends all of it,
-            # or its refresh token would go on minting.
-            _oauth_server().end_family(family)
+        until = token.expires_at + conf.epochauth_settings.LEEWAY
+        named = token.claims.get(tokens.CLAIM_TOKEN_FAMILY)
+        family = named if isinstance(named, str) and apps.is_installed("epochauth.oauth") else None
+        try:
+            revocation.revoke_id(token_id, until, reason="logout")
+            if family is not None:
+                # A login at the authorization server (a refresh-token family): logout ends all of
+                # it, or its refresh token would go on minting.
+                _oauth_server().end_family(family)
+        except journal.OUTAGE:
+            denied = [(token_id, until.timestamp())]
+            if family is not None:
+                # Its other access tokens until the replay ends the family's rows.
+                margin = sessions.access_token_margin().total_seconds()
+                denied.append((family, time.time() + margin))
+            outage.deny(denied, "logout", family)
         return Response(status=204)
 
 
@@ -421,9 +436,15 @@ class LogoutAllView(BearerView):
     permission_classes = (IsAuthenticated, IsEndUser)
 
     def post(self, request: Request) -> Response:
-        revocation.bump_epoch(
-            models.Epoch.Kind.USER, str(request.user.pk), actor=request.user, reason="logout-all"
-        )
+        user_id = str(request.user.pk)
+        try:
+            revocation.bump_epoch(
+                models.Epoch.Kind.USER, user_id, actor=request.user, reason="logout-all"
+            )
+        except journal.OUTAGE:
+            # The caller's token passed with its epoch: the user's is at least that.
+            floor = int(self.token(request).claims.get(tokens.CLAIM_EPOCH, 0))
+            outage.bump_epoch(models.Epoch.Kind.USER, user_id, floor, request.user, "logout-all")
         return Response(status=204)
 
 

@@ -1,0 +1,243 @@
+"""Ending tokens while the database is down and the shared cache (Redis) is up (issue 30): logout and
+logout-all go to the outage journal, end their tokens at once in every process, and reach the
+database exactly once when it is back. Without Redis they answer 503, as before.
+
+The database is made unreachable with ``tests.helpers.database_down`` (every statement fails as a
+lost server's would); "another process" is a second :class:`~epochauth.revocation.RevocationState`
+that shares only Redis with this one.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+from epochauth import journal, outage, revocation, tokens
+from epochauth.models import AuditEvent, Epoch, RevokedToken, Session
+from epochauth.revocation import RevocationState
+from tests.helpers import database_down, login, make_user
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"HTTP_AUTHORIZATION": f"Bearer {token}"}
+
+
+def hello(client: Any, token: str) -> int:
+    return client.get("/api/hello/", **bearer(token)).status_code
+
+
+def post(client: Any, path: str, token: str) -> Any:
+    return client.post(path, {}, content_type="application/json", **bearer(token))
+
+
+def refresh(client: Any, refresh_token: str) -> int:
+    return client.post(
+        "/auth/token/refresh/", {"refresh_token": refresh_token}, content_type="application/json"
+    ).status_code
+
+
+def assert_503(response: Any) -> None:
+    assert response.status_code == 503, response.content
+    assert int(response["Retry-After"]) > 0
+
+
+def session_of(body: dict[str, Any]) -> Session:
+    return Session.objects.get(family=body["refresh_token"].partition(".")[0])
+
+
+def fresh_process() -> None:
+    """What a process started after the outage holds: only what the database says."""
+    revocation.state.reset()
+    tokens.verified_tokens.clear()
+
+
+@pytest.fixture
+def redis_cache(settings: Any, redis_url: str) -> Iterator[None]:
+    """Redis as the shared cache, with keys of this test's own; no polling of the database (only a
+    change announced through the cache makes this process read it)."""
+    settings.CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": redis_url,
+            "KEY_PREFIX": f"outage-{uuid.uuid4().hex}",
+        }
+    }
+    settings.EPOCHAUTH = {
+        **settings.EPOCHAUTH,
+        "REVOCATION_REFRESH_INTERVAL": 3600,
+        "REVOCATION_RELOAD_INTERVAL": 3600,
+    }
+    yield
+    revocation.state.reset()
+    # A replay this process started ends before the tables are emptied.
+    assert outage._replaying.acquire(timeout=10)
+    outage._replaying.release()
+
+
+def eventually(condition: Callable[[], bool], seconds: float = 5) -> bool:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.01)
+    return True
+
+
+def warm(client: Any, body: dict[str, Any]) -> None:
+    """This process holds the revocation state (a process that does not yet fails closed)."""
+    assert hello(client, body["access_token"]) == 200
+    assert revocation.wait_loaded(5)
+
+
+def journaled() -> list[dict[str, Any]]:
+    return journal.entries_after(0)[0]
+
+
+@pytest.mark.redis
+def test_logout_during_an_outage_ends_the_session_and_reaches_the_database(client, redis_cache):
+    alice = make_user("alice")
+    first, second = login(client, "alice"), login(client, "alice")
+    warm(client, first)
+
+    with database_down():
+        response = post(client, "/auth/logout/", first["access_token"])
+        assert response.status_code == 204, response.content
+        assert hello(client, first["access_token"]) == 401
+        assert hello(client, second["access_token"]) == 200
+    (entry,) = journaled()
+    assert entry["op"] == "end" and entry["session"] == session_of(first).id.hex
+    assert session_of(first).revoked_at is None  # in the journal only, until the replay
+
+    assert outage.replay() == 1
+    ended = session_of(first)
+    assert ended.revoked_at is not None
+    assert abs(ended.revoked_at.timestamp() - entry["at"]) < 0.001  # when the user logged out
+    assert RevokedToken.objects.filter(jti=ended.id.hex).exists()
+    event = AuditEvent.objects.get(action="session_revoked")
+    assert (event.user_id, event.actor_id) == (alice.pk, alice.pk)
+    assert event.detail == {"session": str(ended.pk), "reason": "logout"}
+    assert journaled() == [] and outage.replay() == 0
+
+    fresh_process()
+    assert hello(client, first["access_token"]) == 401
+    assert refresh(client, first["refresh_token"]) == 400
+    assert hello(client, second["access_token"]) == 200
+    assert session_of(second).revoked_at is None
+
+
+@pytest.mark.redis
+def test_logout_all_during_an_outage_ends_every_token_once(client, redis_cache):
+    alice = make_user("alice")
+    first, second = login(client, "alice"), login(client, "alice")
+    warm(client, first)
+
+    with database_down():
+        assert post(client, "/auth/logout-all/", first["access_token"]).status_code == 204
+        assert hello(client, first["access_token"]) == 401
+        assert hello(client, second["access_token"]) == 401
+    (entry,) = journaled()
+    assert (entry["op"], entry["e"], entry["v"]) == ("bump", ["user", str(alice.pk)], 1)
+
+    assert outage.replay() == 1
+    epoch = Epoch.objects.get(kind=Epoch.Kind.USER, object_id=str(alice.pk))
+    assert epoch.value == 1 and abs(epoch.not_before.timestamp() - entry["at"]) < 0.001
+    assert not Session.objects.filter(revoked_at__isnull=True).exists()
+    assert AuditEvent.objects.filter(action="epoch_bumped").count() == 1
+
+    # Replayed again (a replayer that died before removing it): nothing more happens.
+    outage.replay_entry(entry)
+    assert Epoch.objects.get(pk=epoch.pk).value == 1
+    assert AuditEvent.objects.filter(action="epoch_bumped").count() == 1
+
+    fresh_process()
+    assert hello(client, first["access_token"]) == 401
+    assert hello(client, second["access_token"]) == 401
+    assert refresh(client, second["refresh_token"]) == 400
+    assert hello(client, login(client, "alice")["access_token"]) == 200
+
+
+@pytest.mark.redis
+def test_an_outage_bump_exceeds_what_the_mirror_holds(client, redis_cache):
+    """A token minted after a bump this process never saw (another process made it) carries the
+    bumped epoch: the outage's bump goes above the mirror, which every committed change raised."""
+    alice = make_user("alice")
+    body = login(client, "alice")
+    revocation.bump_epoch(Epoch.Kind.USER, str(alice.pk))
+    revocation.bump_epoch(Epoch.Kind.USER, str(alice.pk))
+    newer = login(client, "alice")
+    fresh_process()  # holds and remembers no epoch of alice's
+
+    with database_down(everywhere=True):
+        # The older token names epoch 0: the mirror says 2, so the bump makes 3.
+        outage.bump_epoch(Epoch.Kind.USER, str(alice.pk), 0, alice, "test")
+    assert journaled()[0]["v"] == 3
+    # The first request after the outage reads the database: this process replays the journal.
+    assert hello(client, newer["access_token"]) == 401
+    assert hello(client, body["access_token"]) == 401
+    assert eventually(journal.is_empty)
+    assert Epoch.objects.get(kind=Epoch.Kind.USER, object_id=str(alice.pk)).value == 3
+
+
+@pytest.mark.redis
+def test_another_process_learns_the_outage_changes_from_the_journal_without_push(
+    client, redis_cache, settings
+):
+    """The journal is the net under the push: a process whose listener missed the message reads
+    the entries with the revocation version, within one refresh interval, without the database."""
+    settings.EPOCHAUTH = {
+        **settings.EPOCHAUTH,
+        "REVOCATION_PUSH": False,
+        "REVOCATION_REFRESH_INTERVAL": 0.05,
+    }
+    make_user("alice")
+    bob = make_user("bob")
+    body, bobs = login(client, "alice"), login(client, "bob")
+    warm(client, body)
+    other = RevocationState()
+    session_id = session_of(body).id.hex
+    assert not other.is_denied((session_id,))
+    assert other.wait_loaded(5)
+    issued = time.time()
+
+    with database_down(everywhere=True) as attempted:
+        assert post(client, "/auth/logout/", body["access_token"]).status_code == 204
+        assert post(client, "/auth/logout-all/", bobs["access_token"]).status_code == 204
+        time.sleep(0.1)
+        assert other.is_denied((session_id,))
+        assert other.epoch(Epoch.Kind.USER, str(bob.pk), issued).value == 1
+        statements = len(attempted)
+    assert statements == 2  # this process's two tries; none of the other's
+    other.reset()
+
+
+def test_without_redis_logout_during_an_outage_is_503_and_ends_nothing(client, settings):
+    """With a per-process cache no other process could learn of the change: 503, as before."""
+    settings.CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+    make_user("alice")
+    body = login(client, "alice")
+    warm(client, body)
+    with database_down():
+        assert_503(post(client, "/auth/logout/", body["access_token"]))
+        assert_503(post(client, "/auth/logout-all/", body["access_token"]))
+        assert hello(client, body["access_token"]) == 200
+    assert hello(client, body["access_token"]) == 200
+
+
+@pytest.mark.redis
+def test_a_full_journal_is_503_and_ends_nothing(client, redis_cache, settings):
+    settings.EPOCHAUTH = {**settings.EPOCHAUTH, "OUTAGE_JOURNAL_SIZE": 1}
+    make_user("alice")
+    first, second = login(client, "alice"), login(client, "alice")
+    warm(client, first)
+    with database_down():
+        assert post(client, "/auth/logout/", first["access_token"]).status_code == 204
+        assert_503(post(client, "/auth/logout/", second["access_token"]))
+        assert_503(post(client, "/auth/logout-all/", second["access_token"]))
+        assert hello(client, second["access_token"]) == 200
+    assert len(journaled()) == 1
