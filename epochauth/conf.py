@@ -274,9 +274,9 @@ DESCRIPTIONS: dict[str, str] = {
     "EPOCH_CACHE_TIMEOUT": "How long the shared cache keeps an epoch read from the database.",
     "OUTAGE_JOURNAL_SIZE": (
         "With Redis as the shared cache: how many changes made while the database is unreachable "
-        "(logout, logout-all) the outage journal in Redis holds until the database is back and takes "
-        "them; a full journal answers 503. `0` or `None`: no journal, those changes answer 503 during "
-        "an outage (as without Redis)."
+        "(refresh, logout, logout-all) the outage journal in Redis holds until the database is back "
+        "and takes them; a full journal answers 503. `0` or `None`: no journal (nor session mirror), "
+        "those requests answer 503 during an outage (as without Redis)."
     ),
     "VERIFIED_TOKEN_CACHE_SIZE": (
         "Verified tokens remembered per process (`0` = off): a signature is checked once per token, and "

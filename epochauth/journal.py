@@ -38,6 +38,9 @@ JOURNAL = f"{snapshots.CACHE_PREFIX}journal"
 SEQ = f"{snapshots.CACHE_PREFIX}journal:seq"
 #: Epoch values by "kind:object id": the largest each row had as far as the mirror saw it.
 EPOCHS = f"{snapshots.CACHE_PREFIX}mirror:epochs"
+#: A live session by family (a hash of what a refresh reads), and its family by session id.
+SESSION = f"{snapshots.CACHE_PREFIX}mirror:session:"
+SESSION_ID = f"{snapshots.CACHE_PREFIX}mirror:sid:"
 LEASE = f"{snapshots.CACHE_PREFIX}journal:lease"
 #: How long a replayer holds the lease without removing an entry (it renews it with each one).
 LEASE_MS = 30_000
@@ -65,6 +68,55 @@ for i = 1, #ARGV, 2 do
   end
 end
 return 0
+"""
+# KEYS: session, its id's key. ARGV: expiry (POSIX seconds), family, last use, field, value ...:
+# written unless the session ended or a later rotation is held (writes after commits may cross).
+_SESSION = """
+if redis.call('HGET', KEYS[1], 'revoked') == '1' then return 0 end
+local held = redis.call('HGET', KEYS[1], 'last_used_at')
+if held and tonumber(held) > tonumber(ARGV[3]) then return 0 end
+redis.call('HSET', KEYS[1], unpack(ARGV, 4))
+redis.call('EXPIREAT', KEYS[1], ARGV[1])
+redis.call('SET', KEYS[2], ARGV[2], 'EXAT', ARGV[1])
+return 1
+"""
+# KEYS: session. The session ended: ended it stays, whatever is written after.
+_END_SESSION = """
+if redis.call('EXISTS', KEYS[1]) == 1 then redis.call('HSET', KEYS[1], 'revoked', '1') end
+return 0
+"""
+# KEYS: session, journal, seq. ARGV: presented hash, new hash, now, new expiry, grace (seconds),
+# limit, rotation entry, reuse entry, DPoP key the session is bound to from now on. The rotation's
+# compare-and-swap, as epochauth.sessions.rotate makes it in the database; a secret rotated away
+# (outside the grace retry) ends the session. Returns the outcome and the entry appended.
+_ROTATE = """
+local s = redis.call('HMGET', KEYS[1], 'refresh_hash', 'previous_refresh_hash', 'last_used_at',
+  'expires_at', 'revoked')
+if not s[1] then return {'missing'} end
+if s[5] == '1' then return {'ended'} end
+local now = tonumber(ARGV[3])
+if tonumber(s[4]) <= now then return {'expired'} end
+if redis.call('LLEN', KEYS[2]) >= tonumber(ARGV[6]) then return {'full'} end
+local previous
+if s[1] == ARGV[1] then
+  previous = s[1]
+elseif tonumber(ARGV[5]) > 0 and s[2] ~= '' and now < tonumber(s[3]) + tonumber(ARGV[5])
+    and s[2] == ARGV[1] then
+  previous = ''
+else
+  redis.call('HSET', KEYS[1], 'revoked', '1')
+  local seq = redis.call('INCR', KEYS[3])
+  local entry = '{"seq":' .. seq .. ',"v":0,' .. string.sub(ARGV[8], 2)
+  redis.call('RPUSH', KEYS[2], entry)
+  return {'reuse', entry}
+end
+redis.call('HSET', KEYS[1], 'refresh_hash', ARGV[2], 'previous_refresh_hash', previous,
+  'last_used_at', ARGV[3], 'expires_at', ARGV[4], 'dpop_jkt', ARGV[9])
+local seq = redis.call('INCR', KEYS[3])
+local entry = '{"seq":' .. seq .. ',"v":0,"from":"' .. s[1] .. '","previous":"' .. previous
+  .. '",' .. string.sub(ARGV[7], 2)
+redis.call('RPUSH', KEYS[2], entry)
+return {'rotated', entry}
 """
 # KEYS: journal, lease. ARGV: the lease's holder, the head it replayed, the lease's time.
 _POP = """
@@ -141,6 +193,103 @@ def mirror_epochs(values: Iterable[tuple[str, str, int]]) -> bool:
     return True
 
 
+def mirrored_epochs(kinds: list[tuple[str, str]]) -> list[int]:
+    """The mirror's values of the epochs ``kinds`` (kind, object id), 0 where it holds none. Raises
+    :class:`Unavailable` when Redis cannot be read."""
+    found = _redis()
+    if found is None:
+        return [0] * len(kinds)
+    client, cache = found
+    try:
+        held = client.hmget(cache.make_key(EPOCHS), [_epoch_field(*kind) for kind in kinds])
+    except Exception as exc:
+        raise Unavailable("the epoch mirror could not be read") from exc
+    return [0 if value is None else int(value) for value in held]
+
+
+def mirror_session(family: str, session_id: str, fields: dict[str, str], expires: float) -> None:
+    """Write a session's ``fields`` (with its ``last_used_at``) through to the mirror, unless it
+    holds a later rotation or the session's end; until ``expires`` (POSIX time)."""
+    found = _redis()
+    if found is None:
+        return
+    client, cache = found
+    keys = [cache.make_key(SESSION + family), cache.make_key(SESSION_ID + session_id)]
+    args = [int(expires) + 1, family, fields["last_used_at"]]
+    args += [a for pair in fields.items() for a in pair]
+    try:
+        client.register_script(_SESSION)(keys=keys, args=args)
+    except Exception:
+        # A stale copy: the current refresh token looks rotated away during an outage (the session
+        # ends), never the other way round.
+        logger.warning("epochauth: could not mirror a session", exc_info=True)
+
+
+def end_mirrored_session(family: str) -> bool:
+    """The mirror's copy of the session says it ended; False when the mirror could not be written."""
+    found = _redis()
+    if found is None:
+        return True
+    client, cache = found
+    try:
+        client.register_script(_END_SESSION)(keys=[cache.make_key(SESSION + family)], args=[])
+    except Exception:
+        logger.error("epochauth: could not mark a session ended in the mirror", exc_info=True)
+        return False
+    return True
+
+
+def mirrored_session(*, family: str = "", session_id: str = "") -> dict[str, str] | None:
+    """The mirror's copy of a session, by family or by session id; None when it holds none (or
+    there is no mirror). Raises :class:`Unavailable` when Redis cannot be read."""
+    found = _redis()
+    if found is None:
+        return None
+    client, cache = found
+    try:
+        if not family:
+            held = client.get(cache.make_key(SESSION_ID + session_id))
+            if held is None:
+                return None
+            family = held.decode()
+        fields = client.hgetall(cache.make_key(SESSION + family))
+    except Exception as exc:
+        raise Unavailable("the session mirror could not be read") from exc
+    if not fields:
+        return None
+    return {k.decode(): v.decode() for k, v in fields.items()} | {"family": family}
+
+
+def rotate(
+    family: str,
+    presented: str,
+    new: str,
+    *,
+    now: float,
+    expires: float,
+    dpop_jkt: str,
+    entries: tuple[dict[str, Any], dict[str, Any]],
+) -> tuple[str, dict[str, Any] | None]:
+    """Rotate a mirrored session's refresh hash from ``presented`` to ``new``, journaling it (the
+    first of ``entries``), or end the session when ``presented`` was rotated away (the second).
+    Returns the outcome ("rotated", "reuse", "missing", "ended", "expired", "full") and the entry
+    as written."""
+    found = _redis()
+    if found is None:
+        raise Unavailable("no shared Redis to journal the rotation in")
+    client, cache = found
+    keys = [cache.make_key(name) for name in (SESSION + family, JOURNAL, SEQ)]
+    grace = conf.epochauth_settings.REFRESH_TOKEN_GRACE_PERIOD.total_seconds()
+    limit = conf.epochauth_settings.OUTAGE_JOURNAL_SIZE
+    rotation, reuse = (json.dumps(e, separators=(",", ":")) for e in entries)
+    args = [presented, new, repr(now), repr(expires), grace, limit, rotation, reuse, dpop_jkt]
+    try:
+        outcome, *written = client.register_script(_ROTATE)(keys=keys, args=args)
+    except Exception as exc:
+        raise Unavailable("the rotation could not be journaled") from exc
+    return outcome.decode(), (json.loads(written[0]) if written else None)
+
+
 def entries_after(seq: int) -> tuple[list[dict[str, Any]], bool]:
     """The entries numbered after ``seq``, and whether the journal holds any entry (one to replay).
     Raises :class:`Unavailable` when it cannot be read."""
@@ -159,7 +308,13 @@ def entries_after(seq: int) -> tuple[list[dict[str, Any]], bool]:
 def is_empty() -> bool:
     """Whether the journal holds no entry (none is left to replay)."""
     found = _redis()
-    return found is None or not found[0].llen(found[1].make_key(JOURNAL))
+    if found is None:
+        return True
+    try:
+        return not found[0].llen(found[1].make_key(JOURNAL))
+    except Exception:  # Redis is away: nothing could be journaled meanwhile
+        logger.warning("epochauth: could not read the outage journal's length", exc_info=True)
+        return True
 
 
 def replay(apply: Callable[[dict[str, Any]], None]) -> int:

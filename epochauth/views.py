@@ -315,17 +315,28 @@ class RefreshView(EpochAuthView):
         resources.audience(requested)  # malformed or not served: refused before anything changes
         jkt = _proof_key(request)
         # A refresh token of the system the site is moving from starts a session (epochauth.migrating).
-        started = migrating.exchanged(data["refresh_token"], request)
-        if started is not None and jkt is not None:
-            # RFC 9449 section 5: the session it starts is bound like a login's.
-            started[0].dpop_jkt = jkt
-            started[0].save(update_fields=["dpop_jkt"])
-        session, refresh_token = started or sessions.rotate(
-            data["refresh_token"], requested, dpop_jkt=jkt
-        )
+        session, refresh_token = self.rotate(data["refresh_token"], request, requested, jkt)
         # RFC 8707 section 2.2: fewer of the session's resources, or any served one if it named none.
         aud = resources.audience(requested, session.resources or None)
         return _session_response(session, refresh_token, request, aud, bound_to=jkt)
+
+    def rotate(
+        self, refresh_token: str, request: Request, requested: Any, jkt: str | None
+    ) -> tuple[models.Session, str]:
+        """The session and its next refresh token: from the database, or while it is unreachable
+        or the outage journal is not replayed yet, from the mirror (:mod:`epochauth.outage`), so
+        that rotations reach the database in the order they were made."""
+        if journal.is_empty():
+            try:
+                started = migrating.exchanged(refresh_token, request)
+                if started is not None and jkt is not None:
+                    # RFC 9449 section 5: the session it starts is bound like a login's.
+                    started[0].dpop_jkt = jkt
+                    started[0].save(update_fields=["dpop_jkt"])
+                return started or sessions.rotate(refresh_token, requested, dpop_jkt=jkt)
+            except journal.OUTAGE:
+                pass
+        return outage.rotate(refresh_token, requested, jkt)
 
 
 class OAuthServer(Protocol):
@@ -374,8 +385,15 @@ class RenewView(BearerView):
     """``POST /auth/token/renew/``: a fresh access token for the same session; the old one stays valid."""
 
     def post(self, request: Request) -> Response:
-        session = self.session(request)
-        sessions.check_session(session)
+        try:
+            session = self.session(request)
+            sessions.check_session(session)
+        except journal.OUTAGE:
+            # The database is unreachable: the session as the mirror holds it (epochauth.outage).
+            sid = self.token(request).session_id
+            if not sid:
+                raise
+            session = outage.mirrored_session(session_id=sid)
         # A token bound to a key renews bound to it: a renewal is no way out of the binding.
         return _session_response(session, None, request, bound_to=self.token(request).dpop_jkt)
 

@@ -9,6 +9,7 @@ that shares only Redis with this one.
 
 from __future__ import annotations
 
+import hashlib
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -16,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from epochauth import journal, outage, revocation, tokens
+from epochauth import journal, outage, push, revocation, tokens
 from epochauth.models import AuditEvent, Epoch, RevokedToken, Session
 from epochauth.revocation import RevocationState
 from tests.helpers import database_down, login, make_user
@@ -241,3 +242,121 @@ def test_a_full_journal_is_503_and_ends_nothing(client, redis_cache, settings):
         assert_503(post(client, "/auth/logout-all/", second["access_token"]))
         assert hello(client, second["access_token"]) == 200
     assert len(journaled()) == 1
+
+
+# -- continue: refresh and renew from the mirror ------------------------------------------------
+
+
+def refreshed(client: Any, refresh_token: str) -> Any:
+    return client.post(
+        "/auth/token/refresh/", {"refresh_token": refresh_token}, content_type="application/json"
+    )
+
+
+def secret_digest(refresh_token: str) -> str:
+    return hashlib.sha256(refresh_token.partition(".")[2].encode()).hexdigest()
+
+
+@pytest.mark.redis
+def test_refresh_and_renew_during_an_outage_continue_and_reach_the_database(client, redis_cache):
+    make_user("alice", groups=["operators"])
+    body = login(client, "alice")
+    warm(client, body)
+
+    with database_down() as attempted:
+        first = refreshed(client, body["refresh_token"])
+        assert first.status_code == 200, first.content
+        second = refreshed(client, first.json()["refresh_token"])
+        assert second.status_code == 200, second.content
+        renewed = post(client, "/auth/token/renew/", second.json()["access_token"])
+        assert renewed.status_code == 200, renewed.content
+        for answer in (first, second, renewed):
+            assert answer.json()["groups"] == ["operators"]
+            assert hello(client, answer.json()["access_token"]) == 200
+    assert attempted  # each tried the database first
+    assert [entry["op"] for entry in journaled()] == ["rotate", "rotate"]
+    latest = second.json()["refresh_token"]
+    assert session_of(body).refresh_hash == secret_digest(body["refresh_token"])
+
+    assert outage.replay() == 2
+    assert session_of(body).refresh_hash == secret_digest(latest)
+    fresh_process()
+    assert refresh(client, latest) == 200  # the database's own rotation goes on from there
+    assert hello(client, renewed.json()["access_token"]) == 200
+
+
+@pytest.mark.redis
+def test_a_refresh_token_replayed_during_an_outage_ends_its_family(client, redis_cache):
+    make_user("alice")
+    body = login(client, "alice")
+    warm(client, body)
+
+    with database_down():
+        rotated = refreshed(client, body["refresh_token"]).json()
+        replayed = refreshed(client, body["refresh_token"])
+        assert replayed.status_code == 400 and replayed.json()["error"] == "invalid_grant"
+        assert refresh(client, rotated["refresh_token"]) == 400  # the family ended
+        assert hello(client, rotated["access_token"]) == 401
+        assert hello(client, body["access_token"]) == 401
+    assert [entry["op"] for entry in journaled()] == ["rotate", "end"]
+
+    assert outage.replay() == 2
+    ended = session_of(body)
+    assert ended.revoked_at is not None
+    assert AuditEvent.objects.get(action="session_revoked").detail["reason"] == "reuse"
+    fresh_process()
+    assert refresh(client, rotated["refresh_token"]) == 400
+    assert hello(client, rotated["access_token"]) == 401
+
+
+@pytest.mark.redis
+def test_what_ended_before_the_outage_does_not_refresh_from_the_mirror(client, redis_cache):
+    make_user("alice")
+    make_user("bob")
+    logged_out, other = login(client, "alice"), login(client, "alice")
+    bobs = login(client, "bob")
+    warm(client, other)
+    assert post(client, "/auth/logout/", logged_out["access_token"]).status_code == 204
+    assert post(client, "/auth/logout-all/", bobs["access_token"]).status_code == 204
+
+    with database_down():
+        assert refresh(client, logged_out["refresh_token"]) == 400
+        assert refresh(client, bobs["refresh_token"]) == 400  # bumped after it began
+        assert refresh(client, other["refresh_token"]) == 200
+        # Logged out during the outage: no refresh either.
+        assert post(client, "/auth/logout/", other["access_token"]).status_code == 204
+        assert refresh(client, other["refresh_token"]) == 400
+
+
+@pytest.mark.redis
+def test_a_session_the_mirror_lacks_is_503_during_an_outage(client, redis_cache):
+    make_user("alice")
+    body = login(client, "alice")
+    warm(client, body)
+    family = body["refresh_token"].partition(".")[0]
+    client_redis, shared = push.shared_redis()
+    client_redis.delete(shared.make_key(journal.SESSION + family))
+    with database_down():
+        assert_503(refreshed(client, body["refresh_token"]))
+        assert_503(post(client, "/auth/token/renew/", body["access_token"]))
+    assert journaled() == []
+
+
+@pytest.mark.redis
+def test_until_the_journal_is_replayed_refresh_goes_on_from_the_mirror(client, redis_cache):
+    """Before the replay the database holds the secret the outage rotated away: a refresh with the
+    new one is no reuse, and the old one is still a reuse; rotations reach the database in order."""
+    make_user("alice")
+    body = login(client, "alice")
+    warm(client, body)
+    with database_down():
+        rotated = refreshed(client, body["refresh_token"]).json()
+
+    again = refreshed(client, rotated["refresh_token"])  # the database answers again
+    assert again.status_code == 200, again.content
+    assert session_of(body).refresh_hash == secret_digest(body["refresh_token"])
+    assert refresh(client, body["refresh_token"]) == 400  # rotated away: the family ends
+    assert outage.replay() == 3
+    ended = session_of(body)
+    assert ended.revoked_at is not None
+    assert refresh(client, again.json()["refresh_token"]) == 400
