@@ -41,6 +41,8 @@ EPOCHS = f"{snapshots.CACHE_PREFIX}mirror:epochs"
 #: A live session by family (a hash of what a refresh reads), and its family by session id.
 SESSION = f"{snapshots.CACHE_PREFIX}mirror:session:"
 SESSION_ID = f"{snapshots.CACHE_PREFIX}mirror:sid:"
+#: The session copies' generation: a copy of an older one is no longer trusted (see :func:`_stale`).
+GENERATION = f"{snapshots.CACHE_PREFIX}mirror:generation"
 LEASE = f"{snapshots.CACHE_PREFIX}journal:lease"
 #: How long a replayer holds the lease without removing an entry (it renews it with each one).
 LEASE_MS = 30_000
@@ -69,13 +71,14 @@ for i = 1, #ARGV, 2 do
 end
 return 0
 """
-# KEYS: session, its id's key. ARGV: expiry (POSIX seconds), family, last use, field, value ...:
-# written unless the session ended or a later rotation is held (writes after commits may cross).
+# KEYS: session, its id's key, generation. ARGV: expiry (POSIX seconds), family, last use, field,
+# value ...: written unless the session ended or a later rotation is held (writes after commits may
+# cross), with the current generation.
 _SESSION = """
 if redis.call('HGET', KEYS[1], 'revoked') == '1' then return 0 end
 local held = redis.call('HGET', KEYS[1], 'last_used_at')
 if held and tonumber(held) > tonumber(ARGV[3]) then return 0 end
-redis.call('HSET', KEYS[1], unpack(ARGV, 4))
+redis.call('HSET', KEYS[1], 'generation', redis.call('GET', KEYS[3]) or '0', unpack(ARGV, 4))
 redis.call('EXPIREAT', KEYS[1], ARGV[1])
 redis.call('SET', KEYS[2], ARGV[2], 'EXAT', ARGV[1])
 return 1
@@ -131,6 +134,37 @@ _RELEASE = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0
 """
+
+
+class _Stale:
+    """Whether this process failed to mark a session ended in the mirror (Redis was away): its copy
+    may say live. The next look at the journal starts a new generation, which no copy written before
+    has: those sessions answer 503 during an outage until a rotation writes them again."""
+
+    def __init__(self) -> None:
+        self.stale = False
+
+
+_stale = _Stale()
+
+
+@conf.process_cache
+def _forget_stale() -> None:
+    """Another shared cache (settings changed): what this process owed the old one is moot."""
+    _stale.stale = False
+
+
+def new_generation_if_stale() -> None:
+    """Start a new generation of session copies if this process could not end one (called with
+    each look at the journal); tried again next time if Redis is still away."""
+    found = _redis()
+    if not _stale.stale or found is None:
+        return
+    try:
+        found[0].incr(found[1].make_key(GENERATION))
+    except Exception:
+        return
+    _stale.stale = False
 
 
 class Unavailable(snapshots.StateUnavailable):
@@ -214,7 +248,9 @@ def mirror_session(family: str, session_id: str, fields: dict[str, str], expires
     if found is None:
         return
     client, cache = found
-    keys = [cache.make_key(SESSION + family), cache.make_key(SESSION_ID + session_id)]
+    keys = [
+        cache.make_key(name) for name in (SESSION + family, SESSION_ID + session_id, GENERATION)
+    ]
     args = [int(expires) + 1, family, fields["last_used_at"]]
     args += [a for pair in fields.items() for a in pair]
     try:
@@ -235,6 +271,7 @@ def end_mirrored_session(family: str) -> bool:
         client.register_script(_END_SESSION)(keys=[cache.make_key(SESSION + family)], args=[])
     except Exception:
         logger.error("epochauth: could not mark a session ended in the mirror", exc_info=True)
+        _stale.stale = True
         return False
     return True
 
@@ -252,10 +289,15 @@ def mirrored_session(*, family: str = "", session_id: str = "") -> dict[str, str
             if held is None:
                 return None
             family = held.decode()
-        fields = client.hgetall(cache.make_key(SESSION + family))
+        fields, generation = (
+            client.pipeline(transaction=False)
+            .hgetall(cache.make_key(SESSION + family))
+            .get(cache.make_key(GENERATION))
+            .execute()
+        )
     except Exception as exc:
         raise Unavailable("the session mirror could not be read") from exc
-    if not fields:
+    if not fields or fields.get(b"generation") != (generation or b"0"):
         return None
     return {k.decode(): v.decode() for k, v in fields.items()} | {"family": family}
 

@@ -230,6 +230,7 @@ class RevocationState:
         this process has not applied yet, applied (the caller holds the lock)."""
         if not journal.enabled():
             return snapshots.shared_cache_call("get", VERSION_KEY)
+        journal.new_generation_if_stale()
         found = snapshots.shared_cache_call("get_many", [VERSION_KEY, journal.SEQ]) or {}
         seq = found.get(journal.SEQ)
         if isinstance(seq, int) and seq != self._journal_seq:

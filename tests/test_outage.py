@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+import redis
 
 from epochauth import journal, outage, push, revocation, tokens
 from epochauth.models import AuditEvent, Epoch, RevokedToken, Session
@@ -360,3 +361,33 @@ def test_until_the_journal_is_replayed_refresh_goes_on_from_the_mirror(client, r
     ended = session_of(body)
     assert ended.revoked_at is not None
     assert refresh(client, again.json()["refresh_token"]) == 400
+
+
+@pytest.mark.redis
+def test_a_session_whose_end_the_mirror_missed_never_refreshes_from_it(
+    client, redis_cache, settings, monkeypatch
+):
+    """Redis away while a session ends: its copy may still say live. Once Redis is back the process
+    starts a new generation of copies, and an outage refresh of any older copy is a 503."""
+    settings.EPOCHAUTH = {
+        **settings.EPOCHAUTH,
+        "ACCESS_TOKEN_LIFETIME": 1,
+        "LEEWAY": 0,
+        "REVOCATION_REFRESH_INTERVAL": 0.01,
+    }
+    make_user("alice")
+    ended, live = login(client, "alice"), login(client, "alice")
+    warm(client, live)
+    real = journal._redis
+    with monkeypatch.context() as patched:
+        away = redis.Redis(port=1, socket_connect_timeout=0.2)  # nothing listens there
+        patched.setattr(journal, "_redis", lambda: (away, real()[1]))
+        assert post(client, "/auth/logout/", ended["access_token"]).status_code == 204
+    time.sleep(1.1)  # its access tokens expired: the denylist lets its id go
+    # A request that follows the revocation state: it reads the logout, and starts a new generation.
+    assert hello(client, login(client, "alice")["access_token"]) == 200
+
+    with database_down():
+        assert_503(refreshed(client, ended["refresh_token"]))
+        assert_503(refreshed(client, live["refresh_token"]))  # until a rotation writes it again
+    assert refresh(client, live["refresh_token"]) == 200
