@@ -10,6 +10,7 @@ that shares only Redis with this one.
 from __future__ import annotations
 
 import hashlib
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -21,7 +22,9 @@ import redis
 from epochauth import journal, outage, push, revocation, tokens
 from epochauth.models import AuditEvent, Epoch, RevokedToken, Session
 from epochauth.revocation import RevocationState
+from tests.conftest import service_required
 from tests.helpers import database_down, login, make_user
+from tests.redis_server import PrivateRedis, RedisMissing
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -391,3 +394,62 @@ def test_a_session_whose_end_the_mirror_missed_never_refreshes_from_it(
         assert_503(refreshed(client, ended["refresh_token"]))
         assert_503(refreshed(client, live["refresh_token"]))  # until a rotation writes it again
     assert refresh(client, live["refresh_token"]) == 200
+
+
+# -- replay and failing closed -----------------------------------------------------------------
+
+
+@pytest.mark.redis
+def test_replayers_side_by_side_write_each_entry_once_in_order(client, redis_cache):
+    """The lease: of processes replaying at once, one writes; the entries go in the order made."""
+    users = [make_user(f"user{n}") for n in range(6)]
+    bodies = [login(client, user.username) for user in users]
+    warm(client, bodies[0])
+    with database_down():
+        for body in bodies:
+            assert post(client, "/auth/logout/", body["access_token"]).status_code == 204
+    made = [entry["session"] for entry in journaled()]
+    assert len(made) == 6
+    shared_redis, shared = push.shared_redis()
+    lease = shared.make_key(journal.LEASE)
+    shared_redis.set(lease, "another process")
+    assert outage.replay() == 0  # it holds the lease
+    assert not AuditEvent.objects.filter(action="session_revoked").exists()
+    shared_redis.delete(lease)  # (its lease ran out)
+
+    done: list[int] = []
+    racers = [threading.Thread(target=lambda: done.append(outage.replay())) for _ in range(4)]
+    for racer in racers:
+        racer.start()
+    for racer in racers:
+        racer.join(30)
+    assert sum(done) == 6 and journaled() == []
+    events = AuditEvent.objects.filter(action="session_revoked").order_by("pk")
+    assert [event.detail["session"] for event in events] == [
+        str(uuid.UUID(hex=sid)) for sid in made
+    ]
+
+
+@pytest.mark.redis
+def test_with_the_database_and_redis_down_logout_and_refresh_are_503(client, settings, free_port):
+    server = PrivateRedis(free_port)
+    service_required("redis-server (a private one)", server.start, RedisMissing)
+    settings.CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": server.url,
+            "OPTIONS": {"socket_connect_timeout": 1, "socket_timeout": 1},
+        }
+    }
+    try:
+        make_user("alice")
+        body = login(client, "alice")
+        warm(client, body)
+        server.stop()
+        with database_down():
+            assert_503(post(client, "/auth/logout/", body["access_token"]))
+            assert_503(refreshed(client, body["refresh_token"]))
+    finally:
+        server.stop()
+        revocation.state.reset()
+    assert session_of(body).revoked_at is None
