@@ -121,6 +121,14 @@ local entry = '{"seq":' .. seq .. ',"v":0,"from":"' .. s[1] .. '","previous":"' 
 redis.call('RPUSH', KEYS[2], entry)
 return {'rotated', entry}
 """
+# KEYS: journal. ARGV: a number. The entries numbered after it: those from its place on (entries
+# leave from the head only, and each begins with its number).
+_AFTER = """
+local head = redis.call('LINDEX', KEYS[1], 0)
+if not head then return {} end
+local first = tonumber(string.match(head, '^{"seq":(%d+)'))
+return redis.call('LRANGE', KEYS[1], math.max(0, tonumber(ARGV[1]) - first + 1), -1)
+"""
 # KEYS: journal, lease. ARGV: the lease's holder, the head it replayed, the lease's time.
 _POP = """
 if redis.call('GET', KEYS[2]) ~= ARGV[1] then return 0 end
@@ -340,11 +348,12 @@ def entries_after(seq: int) -> tuple[list[dict[str, Any]], bool]:
         return [], False
     client, cache = found
     try:
-        held = client.lrange(cache.make_key(JOURNAL), 0, -1)
+        # One script: a replay removing entries meanwhile cannot shift what it reads.
+        held = client.register_script(_AFTER)(keys=[cache.make_key(JOURNAL)], args=[seq])
     except Exception as exc:
         raise Unavailable("the outage journal could not be read") from exc
     entries = [entry for entry in map(json.loads, held) if entry["seq"] > seq]
-    return entries, bool(held)
+    return entries, bool(held) or not is_empty()
 
 
 def is_empty() -> bool:
