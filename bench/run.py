@@ -45,10 +45,11 @@ SCENARIOS = [
     "epochs",
     "endpoints",
     "endpoints-postgresql",
+    "outage",
     "revocation",
     "gunicorn",
 ]
-REDIS_SCENARIOS = {"users-redis", "revocation"}
+REDIS_SCENARIOS = {"users-redis", "outage", "revocation"}
 DEFAULT_REDIS = "redis://127.0.0.1:6379/15"
 
 PACKAGES = (
