@@ -47,10 +47,16 @@ LEASE = f"{snapshots.CACHE_PREFIX}journal:lease"
 #: How long a replayer holds the lease without removing an entry (it renews it with each one).
 LEASE_MS = 30_000
 
-# KEYS: journal, seq, epochs. ARGV: limit, entry (a JSON object), the epoch to bump ("" for none),
-# the value the bump must exceed. The entry is stored with its number and the new value in front.
+# KEYS: journal, seq, epochs, the id key of a session the entry ends. ARGV: limit, entry (a JSON
+# object), the epoch to bump ("" for none), the value the bump must exceed, the session copies' key
+# prefix. The entry is stored with its number and the new value in front; the session's copy says it
+# ended.
 _APPEND = """
 if redis.call('LLEN', KEYS[1]) >= tonumber(ARGV[1]) then return false end
+local family = redis.call('GET', KEYS[4])
+if family and redis.call('EXISTS', ARGV[5] .. family) == 1 then
+  redis.call('HSET', ARGV[5] .. family, 'revoked', '1')
+end
 local value = 0
 if ARGV[3] ~= '' then
   local held = tonumber(redis.call('HGET', KEYS[3], ARGV[3]) or '0')
@@ -194,20 +200,25 @@ def _epoch_field(kind: str, object_id: str) -> str:
     return f"{kind}:{object_id}"
 
 
-def append(entry: dict[str, Any], bump: tuple[str, str, int] | None = None) -> dict[str, Any]:
+def append(
+    entry: dict[str, Any], bump: tuple[str, str, int] | None = None, ends: str = ""
+) -> dict[str, Any]:
     """Append ``entry`` (with an ``op``); ``bump``: (kind, object id, a value the new one must
-    exceed) raises that epoch's mirror in the same script. Returns the entry as written, with its
-    number ``seq`` and the new epoch value ``v`` (0 without a bump)."""
+    exceed) raises that epoch's mirror in the same script; ``ends``: the id of a session whose copy
+    says it ended, in the same script too (a refresh from the mirror must not outlive it once its
+    id leaves the denylist). Returns the entry as written, with its number ``seq`` and the new
+    epoch value ``v`` (0 without a bump)."""
     found = _redis()
     if found is None:
         raise Unavailable("no shared Redis to journal the change in")
     client, cache = found
     field, floor = ("", 0) if bump is None else (_epoch_field(bump[0], bump[1]), bump[2])
-    keys = [cache.make_key(name) for name in (JOURNAL, SEQ, EPOCHS)]
+    keys = [cache.make_key(name) for name in (JOURNAL, SEQ, EPOCHS, SESSION_ID + ends)]
     limit = conf.epochauth_settings.OUTAGE_JOURNAL_SIZE
+    text = json.dumps(entry, separators=(",", ":"))
     try:
         written = client.register_script(_APPEND)(
-            keys=keys, args=[limit, json.dumps(entry, separators=(",", ":")), field, floor]
+            keys=keys, args=[limit, text, field, floor, cache.make_key(SESSION)]
         )
     except Exception as exc:  # redis raises its own connection errors
         raise Unavailable("the outage journal could not be written") from exc

@@ -55,7 +55,7 @@ def end_session(token: tokens.AccessToken, actor: Any, reason: str) -> None:
         "reason": reason,
         "d": [[session_id, until]],
     }
-    _held(journal.append(entry))
+    _held(journal.append(entry, ends=session_id or ""))
 
 
 def deny(ids: list[tuple[str, float]], reason: str, family: str | None = None) -> None:
@@ -166,8 +166,7 @@ def _end(session: models.Session, reason: str) -> None:
     until = now + sessions.access_token_margin().total_seconds()
     sid = session.id.hex
     entry = {"op": "end", "at": now, "session": sid, "actor": None, "reason": reason}
-    journal.end_mirrored_session(session.family)
-    _held(journal.append({**entry, "d": [[sid, until]]}))
+    _held(journal.append({**entry, "d": [[sid, until]]}, ends=sid))
 
 
 def rotate(
