@@ -151,9 +151,10 @@ return 0
 
 
 class _Stale:
-    """Whether this process failed to mark a session ended in the mirror (Redis was away): its copy
-    may say live. The next look at the journal starts a new generation, which no copy written before
-    has: those sessions answer 503 during an outage until a rotation writes them again."""
+    """Whether this process failed to write a session's copy (Redis was away): it may say live
+    after the session ended, or hold a secret rotated away as current. The next look at the journal
+    starts a new generation, which no copy written before has: those sessions answer 503 during an
+    outage until a rotation writes them again."""
 
     def __init__(self) -> None:
         self.stale = False
@@ -275,9 +276,10 @@ def mirror_session(family: str, session_id: str, fields: dict[str, str], expires
     try:
         client.register_script(_SESSION)(keys=keys, args=args)
     except Exception:
-        # A stale copy: the current refresh token looks rotated away during an outage (the session
-        # ends), never the other way round.
+        # A stale copy would take a secret rotated away for the current one during an outage:
+        # no copy of this generation is trusted any more.
         logger.warning("epochauth: could not mirror a session", exc_info=True)
+        _stale.stale = True
 
 
 def end_mirrored_session(family: str) -> bool:
