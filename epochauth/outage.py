@@ -1,10 +1,11 @@
-"""Ending tokens while the database is unreachable (issue 30): logout and logout-all go to the outage
-journal in the shared Redis (:mod:`epochauth.journal`), are held by this process at once and pushed
-to the others as a committed change is, and reach the database when it is back (:func:`replay`).
+"""Sessions while the database is unreachable (issue 30): refresh and renew from the session mirror,
+logout and logout-all, all kept in the outage journal in the shared Redis (:mod:`epochauth.journal`),
+held by this process at once, pushed to the others as a committed change is, and written to the
+database when it is back (:func:`replay`).
 
-What they end stays ended: the journal is replayed before anything else can be (an entry replayed
-twice does nothing more), and every process holds the entries until the database has them. What
-cannot be journaled answers 503: never a change that other processes might not see.
+What they end stays ended: a refresh goes through the mirror until the journal is replayed, an entry
+replayed twice does nothing more, and every process holds the entries until the database has them.
+What cannot be journaled, or read from the mirror, answers 503: never a token that might be revoked.
 """
 
 from __future__ import annotations
@@ -41,12 +42,11 @@ def _held(entry: dict[str, Any]) -> None:
         push.publish({"e": [kind, object_id, entry["v"], entry["at"], [], None]})
 
 
-def end_session(token: tokens.AccessToken, actor: Any, reason: str) -> None:
-    """``token``'s session ends: its id is denied for as long as its access tokens live; the
-    replay ends the row (refresh token, audit event, signal)."""
+def end_session(session_id: str, actor: Any, reason: str) -> None:
+    """A session ends: its id is denied for as long as its access tokens live, its copy in the
+    mirror says ended; the replay ends the row (refresh token, audit event, signal)."""
     now = time.time()
     until = now + sessions.access_token_margin().total_seconds()
-    session_id = token.session_id
     entry = {
         "op": "end",
         "at": now,
@@ -55,7 +55,7 @@ def end_session(token: tokens.AccessToken, actor: Any, reason: str) -> None:
         "reason": reason,
         "d": [[session_id, until]],
     }
-    _held(journal.append(entry, ends=session_id or ""))
+    _held(journal.append(entry, ends=session_id))
 
 
 def deny(ids: list[tuple[str, float]], reason: str, family: str | None = None) -> None:
@@ -156,17 +156,9 @@ def mirrored_session(*, family: str = "", session_id: str = "") -> models.Sessio
         raise _invalid(_("The refresh token expired"))
     failure = sessions.lost_rights(session, _standing(session, held))
     if failure is not None:
-        _end(session, failure[0])
+        end_session(session.id.hex, None, failure[0])
         raise _invalid(failure[1])
     return session
-
-
-def _end(session: models.Session, reason: str) -> None:
-    now = time.time()
-    until = now + sessions.access_token_margin().total_seconds()
-    sid = session.id.hex
-    entry = {"op": "end", "at": now, "session": sid, "actor": None, "reason": reason}
-    _held(journal.append({**entry, "d": [[sid, until]]}, ends=sid))
 
 
 def rotate(

@@ -408,7 +408,7 @@ class LogoutView(BearerView):
             try:
                 sessions.end_session(self.session(request), reason="logout", actor=request.user)
             except journal.OUTAGE:
-                outage.end_session(token, request.user, "logout")
+                outage.end_session(token.session_id, request.user, "logout")
             return Response(status=204)
         token_id = revocation.denylist_id(token.claims)
         if token_id is None:
