@@ -221,17 +221,42 @@ def test_another_process_learns_the_outage_changes_from_the_journal_without_push
     other.reset()
 
 
-def test_without_redis_logout_during_an_outage_is_503_and_ends_nothing(client, settings):
-    """With a per-process cache no other process could learn of the change: 503, as before."""
+def test_without_redis_the_session_paths_during_an_outage_are_503_and_change_nothing(
+    client, settings
+):
+    """With a per-process cache no other process could learn of a change, and there is no mirror:
+    503, as before."""
     settings.CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
     make_user("alice")
     body = login(client, "alice")
     warm(client, body)
     with database_down():
+        assert_503(refreshed(client, body["refresh_token"]))
+        assert_503(post(client, "/auth/token/renew/", body["access_token"]))
         assert_503(post(client, "/auth/logout/", body["access_token"]))
         assert_503(post(client, "/auth/logout-all/", body["access_token"]))
         assert hello(client, body["access_token"]) == 200
     assert hello(client, body["access_token"]) == 200
+    assert refresh(client, body["refresh_token"]) == 200  # never rotated
+
+
+@pytest.mark.redis
+def test_logout_of_a_token_without_a_session_during_an_outage_denies_it(client, redis_cache):
+    alice = make_user("alice")
+    token = tokens.mint_access_token(alice).token
+    other = tokens.mint_access_token(alice).token
+    warm(client, {"access_token": token})
+    with database_down():
+        assert post(client, "/auth/logout/", token).status_code == 204
+        assert hello(client, token) == 401
+        assert hello(client, other) == 200
+    (entry,) = journaled()
+    assert entry["op"] == "deny"
+    assert outage.replay() == 1
+    (jti,) = (denied for denied, _until in entry["d"])
+    assert RevokedToken.objects.get(jti=jti).reason == "logout"
+    fresh_process()
+    assert (hello(client, token), hello(client, other)) == (401, 200)
 
 
 @pytest.mark.redis
