@@ -26,7 +26,18 @@ from django.contrib.auth.models import Group
 from django.db import connections, transaction
 from django.utils.translation import gettext_lazy as _
 
-from . import conf, exceptions, journal, models, push, resources, revocation, sessions, tokens
+from . import (
+    conf,
+    exceptions,
+    inserts,
+    journal,
+    models,
+    push,
+    resources,
+    revocation,
+    sessions,
+    tokens,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -268,20 +279,25 @@ def replay_entry(entry: dict[str, Any]) -> None:
 
 def _replay_rotation(entry: dict[str, Any], at: datetime) -> None:
     """A rotation made from the mirror, on the session's row: unless the session ended (it stays
-    ended) or a rotation at ``at`` or later is held (replayed already). A row whose secret is not
-    the one the rotation replaced was rotated twice: a reuse, the session ends."""
-    found = models.Session.objects.filter(family=entry["family"]).first()
-    if found is None or found.revoked_at is not None or found.last_used_at >= at:
-        return
-    if found.refresh_hash != entry["from"]:
-        sessions.end_session(found, reason="reuse", at=at)
-        return
-    found.refresh_hash = entry["hash"]
-    found.previous_refresh_hash = entry["previous"]
-    found.last_used_at = at
-    found.expires_at = _moment(entry["expires"])
-    found.dpop_jkt = entry["dpop_jkt"]
-    found.save(update_fields=sessions.ROTATED)
+    ended) or the row holds the secret it rotated to (replayed already; by the secrets, not by the
+    clocks of the servers). A row holding neither that one nor the one it replaced was rotated
+    twice: a reuse, the session ends. A compare-and-swap, as a refresh is: of two replayers of one
+    entry (a lease that ran out), one writes."""
+    while True:
+        found = models.Session.objects.filter(family=entry["family"]).first()
+        if found is None or found.revoked_at is not None or found.refresh_hash == entry["hash"]:
+            return
+        if found.refresh_hash != entry["from"]:
+            sessions.end_session(found, reason="reuse", at=at)
+            return
+        found.refresh_hash = entry["hash"]
+        found.previous_refresh_hash = entry["previous"]
+        found.last_used_at = at
+        found.expires_at = _moment(entry["expires"])
+        found.dpop_jkt = entry["dpop_jkt"]
+        expected = {"refresh_hash": entry["from"], "revoked_at": None}
+        if inserts.swap(found, sessions.ROTATED, expected) is not None:
+            return
 
 
 def replay() -> int:

@@ -821,12 +821,18 @@ def bump_epoch(
     """Invalidate every earlier token of a user, a group (``object_id`` = its pk) or everyone.
 
     ``at`` and ``floor``: a bump made at ``at`` during a database outage, to at least ``floor``
-    (:mod:`epochauth.outage`), replayed now: nothing happens if a bump at ``at`` or later is held."""
+    (:mod:`epochauth.outage`), replayed now: nothing happens if the row holds that value or more and
+    a bump at ``at`` or later (this one, replayed already: every token it ended is behind still)."""
     now = at or timezone.now()
     ended: list[models.Session] = []
     with _locked_epoch(kind, object_id) as epoch:
-        if at is not None and epoch.not_before is not None and epoch.not_before >= at:
-            return epoch_value(epoch)  # replayed already, or a later bump ended more
+        if (
+            at is not None
+            and epoch.value >= floor
+            and epoch.not_before is not None
+            and epoch.not_before >= at
+        ):
+            return epoch_value(epoch)
         epoch.value = max(epoch.value + 1, floor)
         epoch.not_before = now
         epoch.bumped_by_id = getattr(actor, "pk", None)
