@@ -505,3 +505,31 @@ def session_of_id(body: dict[str, Any]) -> str:
     import jwt
 
     return jwt.decode(body["access_token"], options={"verify_signature": False})["sid"]
+
+
+@pytest.mark.redis
+def test_what_needs_the_database_answers_503_during_an_outage(client, redis_cache):
+    """Password login and the revoke API (its permission is the user's row) wait for the database:
+    503 with Retry-After, nothing journaled."""
+    admin = make_user("admin")
+    admin.is_superuser = True
+    admin.save()
+    body = login(client, "admin")
+    warm(client, body)
+    with database_down():
+        assert_503(
+            client.post(
+                "/auth/token/",
+                {"username": "admin", "password": "pw"},
+                content_type="application/json",
+            )
+        )
+        response = client.post(
+            "/auth/revoke/",
+            {"all": True},
+            content_type="application/json",
+            **bearer(body["access_token"]),
+        )
+        assert_503(response)
+    assert journaled() == []
+    assert not Epoch.objects.exists()
