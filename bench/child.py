@@ -30,6 +30,11 @@ def run(name: str, context: dict[str, Any]) -> None:
         from . import scenarios
 
         outcome = scenarios.endpoints(sizes)
+    elif name == "outage":
+        configure(Setup(**redis))
+        from . import scenarios
+
+        outcome = scenarios.outage(sizes)
     elif name in ("denylist", "epochs"):
         # A file: the thread that reads the revocation state has a connection of its own.
         with tempfile.TemporaryDirectory(prefix="epochauth-bench-") as directory:

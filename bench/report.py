@@ -136,6 +136,20 @@ def endpoints_facts(outcome: dict[str, Any]) -> list[str]:
     return lines
 
 
+def outage_facts(outcome: dict[str, Any]) -> list[str]:
+    lines = []
+    for kind, f in outcome["facts"]["outage_vs_normal"].items():
+        lines.append(
+            f"- {kind}: {1e6 / f['up_us']:.0f} requests/s with the database up, "
+            f"{1e6 / f['down_us']:.0f} with it down (from the mirror in Redis): "
+            f"{f['down_us'] / f['up_us']:.2f}× the time"
+        )
+    lines.append(
+        "- SQL queries with the database down are the statements tried first, each refused at once"
+    )
+    return lines
+
+
 def revocation_facts(outcome: dict[str, Any]) -> list[str]:
     lines = [
         "| revocation (process A, over its URL) | trials | median ms | p99 ms | max ms | timeouts |",
@@ -193,6 +207,7 @@ TITLES = {
     "epochs": "Every user revoked today (user Epoch rows within REVOCATION_WINDOW; an SQLite file)",
     "endpoints": "Token endpoints: login and refresh (MD5 hasher on both sides; SQLite in memory)",
     "endpoints-postgresql": "Token endpoints on PostgreSQL (the same rows, a scratch database)",
+    "outage": "Refresh and renew with the database down (the mirror and journal in Redis; SQLite in memory)",
     "revocation": "Revocation seen by another process (two processes, Redis pub/sub, one SQLite file)",
     "revocation-polling": (
         "Revocation seen by another process when the push is lost (Redis, REVOCATION_PUSH off: the "
@@ -217,6 +232,7 @@ FACTS = {
     "epochs": epochs_facts,
     "endpoints": endpoints_facts,
     "endpoints-postgresql": endpoints_facts,
+    "outage": outage_facts,
     "revocation": revocation_facts,
     "revocation-polling": revocation_facts,
     "revocation-sqlite": revocation_facts,

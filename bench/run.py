@@ -45,13 +45,14 @@ SCENARIOS = [
     "epochs",
     "endpoints",
     "endpoints-postgresql",
+    "outage",
     "revocation",
     "revocation-polling",
     "revocation-sqlite",
     "revocation-postgresql",
     "gunicorn",
 ]
-REDIS_SCENARIOS = {"users-redis", "revocation", "revocation-polling"}
+REDIS_SCENARIOS = {"users-redis", "outage", "revocation", "revocation-polling"}
 DEFAULT_REDIS = "redis://127.0.0.1:6379/15"
 
 PACKAGES = (

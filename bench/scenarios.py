@@ -18,6 +18,7 @@ import jwt
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
 from django.conf import settings
 from django.contrib.auth import get_user_model
+from django.db import OperationalError, connection
 from django.test import override_settings
 from django.utils import timezone
 
@@ -674,6 +675,73 @@ def outbox_drain(user: Any, count: int) -> dict[str, Any]:
         "received": receiver.received,
         "per_s": attempted / elapsed,
     }
+
+
+# -- a database outage (issue 30) -------------------------------------------------------------
+
+
+def outage(sizes: Sizes) -> dict[str, Any]:
+    """Refresh and renew with the database up, then with it unreachable (every statement refused, as
+    by a server that is gone): from the session mirror in Redis, each rotation journaled there. Two
+    measurements, each paired with no auth: the journal must stay empty while the first runs (a
+    refresh goes through the mirror until it is replayed), and nothing is replayed during the second."""
+    server, user = Server(), setup_user()
+    credentials = {"username": user.get_username(), "password": fixtures.PASSWORD}
+
+    def session() -> tuple[str, str]:
+        response = server.post_json("/auth/token/", credentials)
+        if response.status != 200:
+            raise SystemExit(f"/auth/token/: HTTP {response.status}")
+        return response.json()["refresh_token"], bearer(response.json()["access_token"])
+
+    def variants(
+        label: str, wrap: Callable[[Callable[[], Any]], Callable[[], Any]]
+    ) -> list[Variant]:
+        refresh_token, authorization = session()
+        renew = wrap(lambda: server.post_json("/auth/token/renew/", {}, authorization))
+        return [
+            no_auth(server),
+            Variant(
+                f"refresh (rotation), {label}",
+                wrap(chain(server, "/auth/token/refresh/", "refresh_token", refresh_token)),
+            ),
+            Variant(f"renew, {label}", renew),
+        ]
+
+    def refused(call: Callable[[], Any]) -> Callable[[], Any]:
+        def down(execute: Any, sql: str, params: Any, many: bool, context: Any) -> Any:
+            raise OperationalError("the bench's database is down")
+
+        def during_outage() -> Any:
+            with connection.execute_wrapper(down):
+                return call()
+
+        return during_outage
+
+    measured = {}
+    for label, wrap in (("database up", lambda call: call), ("database down", refused)):
+        chosen = variants(label, wrap)
+        measured[label] = measure(
+            chosen,
+            sizes.endpoint_rounds,
+            sizes.endpoint_requests,
+            redis=True,
+            warmup=max(3, sizes.endpoint_requests // 4),
+        )
+    rows = measured["database up"][0] + [
+        row for row in measured["database down"][0] if row.name != BASELINE
+    ]
+    up, down = measured["database up"][0], measured["database down"][0]
+    return result(
+        rows,
+        outage_vs_normal={
+            kind: {
+                "up_us": next(r.median_us for r in up if r.name.startswith(kind)),
+                "down_us": next(r.median_us for r in down if r.name.startswith(kind)),
+            }
+            for kind in ("refresh", "renew")
+        },
+    )
 
 
 def chain(server: Server, path: str, field: str, first: str) -> Any:

@@ -8,7 +8,8 @@ class EpochAuthConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        from . import checks, receivers  # noqa: F401  (registers checks and signal receivers)
+        # Registers checks, signal receivers and the outage journal's replay.
+        from . import checks, outage, receivers  # noqa: F401
 
         if apps.is_installed("drf_spectacular"):
             # Defining the extensions registers them: manage.py spectacular then knows our schemes.

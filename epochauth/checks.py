@@ -150,6 +150,15 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckM
                 id="epochauth.E013",
             )
         )
+    size = conf.epochauth_settings.OUTAGE_JOURNAL_SIZE
+    if size is not None and (type(size) is not int or size < 0):
+        errors.append(
+            checks.Error(
+                'EPOCHAUTH["OUTAGE_JOURNAL_SIZE"] must be None or a non-negative integer.',
+                hint="How many changes made during a database outage Redis keeps; 0 or None: none.",
+                id="epochauth.E032",
+            )
+        )
     if conf.epochauth_settings.BACKCHANNEL_LOGOUT_MAX_AGE == timedelta(
         0
     ):  # a negative one is E003

@@ -55,6 +55,7 @@ DEFAULTS: dict[str, Any] = {
     "REVOCATION_WINDOW": timedelta(days=1),
     "REVOCATION_PUSH": True,
     "EPOCH_CACHE_TIMEOUT": timedelta(hours=1),
+    "OUTAGE_JOURNAL_SIZE": 100_000,
     "VERIFIED_TOKEN_CACHE_SIZE": 10000,
     "CUSTOM_CLAIMS": None,
     "SIMPLEJWT_MIGRATION_ENDS": None,
@@ -274,6 +275,12 @@ DESCRIPTIONS: dict[str, str] = {
         'Redis"). `False`: none. Polling stays the net.'
     ),
     "EPOCH_CACHE_TIMEOUT": "How long the shared cache keeps an epoch read from the database.",
+    "OUTAGE_JOURNAL_SIZE": (
+        "With Redis as the shared cache: how many changes made while the database is unreachable "
+        "(refresh, logout, logout-all) the outage journal in Redis holds until the database is back "
+        "and takes them; a full journal answers 503. `0` or `None`: no journal (nor session mirror), "
+        "those requests answer 503 during an outage (as without Redis)."
+    ),
     "VERIFIED_TOKEN_CACHE_SIZE": (
         "Verified tokens remembered per process (`0` = off): a signature is checked once per token, and "
         "our token's revocation check is kept with it until the process's revocation state changes, so a "

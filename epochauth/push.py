@@ -30,11 +30,10 @@ CHANNEL = "epochauth:revocation"
 SUBSCRIBE_SECONDS = 1.0
 
 
-def _redis_client() -> tuple[Any, str] | None:
-    """The redis-py client behind the shared cache and the channel name (with the cache's key
-    prefix, so that sites sharing a Redis do not hear each other), or None for other caches."""
-    if conf.epochauth_settings.REVOCATION_PUSH is not True:
-        return None
+def shared_redis() -> tuple[Any, Any] | None:
+    """The redis-py client behind the shared cache and the cache itself (whose ``make_key`` names
+    keys and channels with its prefix, so that sites sharing a Redis do not meet), or None when the
+    shared cache is not Django's Redis cache."""
     try:
         cache = caches[conf.epochauth_settings.CACHE_ALIAS]
     except Exception:  # an unknown alias is check E006
@@ -46,7 +45,15 @@ def _redis_client() -> tuple[Any, str] | None:
         "django.core.cache.backends.redis"
     ):
         return None
-    return get_client(write=True), cache.make_key(CHANNEL)
+    return get_client(write=True), cache
+
+
+def _redis_client() -> tuple[Any, str] | None:
+    """The client and the channel name, or None without Redis push."""
+    if conf.epochauth_settings.REVOCATION_PUSH is not True:
+        return None
+    found = shared_redis()
+    return None if found is None else (found[0], found[1].make_key(CHANNEL))
 
 
 def publish(message: dict[str, Any]) -> bool:

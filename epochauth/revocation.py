@@ -34,6 +34,7 @@ from . import (
     denylist,
     exceptions,
     fingerprints,
+    journal,
     listeners,
     models,
     push,
@@ -174,6 +175,10 @@ class RevocationState:
         self._done = threading.Event()
         self._pruned_at = clock.monotonic()
         self._version: Any = None
+        #: The number of the last outage-journal entry applied, and whether the journal held entries
+        #: to replay at the last look (:mod:`epochauth.journal`).
+        self._journal_seq = 0
+        self._journal_waiting = False
         self._checked_at = float("-inf")
         self._read_at = float("-inf")
         #: Database time of the start of the last read of the feed.
@@ -193,7 +198,7 @@ class RevocationState:
             if self._read_from is not None and now - self._checked_at < self._interval:
                 return
             listener = self._push.ensure()
-            version = snapshots.shared_cache_call("get", VERSION_KEY)
+            version = self._follow_journal()
             if version is None:  # evicted or never set: start one, so that the next change differs
                 snapshots.shared_cache_call("add", VERSION_KEY, uuid.uuid4().hex, None)
                 version = snapshots.shared_cache_call("get", VERSION_KEY)
@@ -202,6 +207,8 @@ class RevocationState:
             if self._read_from is None or not unchanged or now - self._read_at >= reload:
                 try:
                     self._read_changes()
+                    if self._journal_waiting:
+                        _replay_soon()
                 except DatabaseError as exc:
                     if not unchanged:
                         raise snapshots.StateUnavailable("revocation state unavailable") from exc
@@ -218,6 +225,42 @@ class RevocationState:
             self._epochs.step()
             self._version = version
             self._checked_at = now
+
+    def _follow_journal(self) -> Any:
+        """The revocation version; with an outage journal (read in the same round trip), the entries
+        this process has not applied yet, applied (the caller holds the lock)."""
+        if not journal.enabled():
+            return snapshots.shared_cache_call("get", VERSION_KEY)
+        journal.new_generation_if_stale()
+        found = snapshots.shared_cache_call("get_many", [VERSION_KEY, journal.SEQ]) or {}
+        seq = found.get(journal.SEQ)
+        if isinstance(seq, int) and seq != self._journal_seq:
+            # A lower number: the counter was lost and numbers again from 1, read them all.
+            after = self._journal_seq if seq > self._journal_seq else 0
+            # Unreadable: raises, this process fails closed until it reads them.
+            entries, self._journal_waiting = journal.entries_after(after)
+            for entry in entries:
+                self._apply_journaled(entry)
+            self._journal_seq = seq
+        return found.get(VERSION_KEY)
+
+    def journal_replayed(self) -> None:
+        """The outage journal is empty: no replay to start after the next read of the database."""
+        self._journal_waiting = False
+
+    def apply_journaled(self, entry: dict[str, Any]) -> None:
+        """An outage-journal entry this process wrote, held at once."""
+        with self._lock:
+            self._apply_journaled(entry)
+
+    def _apply_journaled(self, entry: dict[str, Any]) -> None:
+        """Hold what an outage-journal entry ends: denied ids, a bumped epoch."""
+        for jti, expires in entry.get("d", ()):
+            self._deny(str(jti), float(expires))
+        if entry.get("e"):
+            kind, object_id = map(str, entry["e"])
+            self._memo.discard((kind, object_id))
+            self._merge(kind, object_id, EpochValue(int(entry["v"]), float(entry["at"])))
 
     def _read_changes(self) -> None:
         """Rows changed since the last read, merged into memory. The first read only marks where the
@@ -348,6 +391,10 @@ class RevocationState:
             for _pk, updated, kind, object_id, *fields in rows
             if updated >= start
         ]
+        # The outage journal's mirror learns every row, those changed before it existed too.
+        journal.mirror_epochs(
+            (kind, object_id, value) for _pk, _u, kind, object_id, value, *_f in rows
+        )
 
         def put() -> None:
             for kind, object_id, value in changed:
@@ -440,6 +487,16 @@ class RevocationState:
                     found = _newest(found, value)
         return found
 
+    def known_epoch(self, kind: str, object_id: str) -> int:
+        """The largest value of an epoch this process holds or remembers, reading nothing (0 when
+        it knows none): a value the next bump must exceed, when the database cannot say."""
+        remembered = self._memo.get((kind, object_id))
+        held = self._held(kind, object_id)
+        return max(
+            remembered[0].value if remembered is not None else 0,
+            held.value if held is not None else 0,
+        )
+
     def _prune_epochs(self) -> None:
         """Forget epoch changes older than the window (with each read of the database, not each
         interval; the compact map with the denylist, every ``PRUNE_INTERVAL``): no token within it
@@ -525,6 +582,10 @@ class RevocationState:
             raise snapshots.StateUnavailable(
                 "the new epoch could not be published to the shared cache"
             )
+        # Ahead of the commit: a mirror ahead of a change that rolled back only makes an outage's
+        # bump larger.
+        if not journal.mirror_epochs([(kind, object_id, value.value)]):
+            raise snapshots.StateUnavailable("the new epoch could not be mirrored")
         transaction.on_commit(lambda: self._committed(kind, object_id, value))
 
     def _committed(self, kind: str, object_id: str, value: EpochValue) -> None:
@@ -609,6 +670,16 @@ def _denied_in_database(ids: list[str]) -> bool:
 
 def _changed_at(value: EpochValue) -> float:
     return max(value.not_before or 0.0, value.groups_at or 0.0)
+
+
+#: Starts the replay of the outage journal into the database, in a thread (no request waits): set by
+#: :mod:`epochauth.outage`, which builds on this module (imported by the app's ``ready``).
+replay_journal: Callable[[], None] | None = None
+
+
+def _replay_soon() -> None:
+    if replay_journal is not None:
+        replay_journal()
 
 
 def announce(change: dict[str, Any]) -> None:
@@ -761,12 +832,31 @@ def _locked_epoch(kind: str, object_id: str) -> Iterator[models.Epoch]:
         raise
 
 
-def bump_epoch(kind: str, object_id: str, *, actor: Any = None, reason: str = "") -> EpochValue:
-    """Invalidate every earlier token of a user, a group (``object_id`` = its pk) or everyone."""
-    now = timezone.now()
+def bump_epoch(
+    kind: str,
+    object_id: str,
+    *,
+    actor: Any = None,
+    reason: str = "",
+    at: datetime | None = None,
+    floor: int = 0,
+) -> EpochValue:
+    """Invalidate every earlier token of a user, a group (``object_id`` = its pk) or everyone.
+
+    ``at`` and ``floor``: a bump made at ``at`` during a database outage, to at least ``floor``
+    (:mod:`epochauth.outage`), replayed now: nothing happens if the row holds that value or more and
+    a bump at ``at`` or later (this one, replayed already: every token it ended is behind still)."""
+    now = at or timezone.now()
     ended: list[models.Session] = []
     with _locked_epoch(kind, object_id) as epoch:
-        epoch.value += 1
+        if (
+            at is not None
+            and epoch.value >= floor
+            and epoch.not_before is not None
+            and epoch.not_before >= at
+        ):
+            return epoch_value(epoch)
+        epoch.value = max(epoch.value + 1, floor)
         epoch.not_before = now
         epoch.bumped_by_id = getattr(actor, "pk", None)
         epoch.reason = reason[:255]
@@ -774,12 +864,15 @@ def bump_epoch(kind: str, object_id: str, *, actor: Any = None, reason: str = ""
             live = models.Session.objects.select_for_update().filter(
                 user_id=object_id, revoked_at__isnull=True
             )
+            if at is not None:  # sessions begun after the outage's bump keep on
+                live = live.filter(created_at__lte=at)
             ended = list(live)
             live.update(revoked_at=now)
         signals.epoch_bumping.send(
             sender=models.Epoch, kind=kind, object_id=object_id, actor=actor, reason=reason
         )
         models.AuditEvent.objects.create(
+            at=now,
             action="epoch_bumped",
             user_id=object_id if kind == models.Epoch.Kind.USER else None,
             actor_id=epoch.bumped_by_id,

@@ -9,6 +9,7 @@ replaced may be used once more within it, by a client whose answer was lost.
 from __future__ import annotations
 
 import hashlib
+import json
 import secrets
 from collections.abc import Iterable
 from datetime import datetime, timedelta
@@ -21,14 +22,14 @@ from django.utils.crypto import constant_time_compare
 from django.utils.functional import Promise
 from django.utils.translation import gettext_lazy as _
 
-from . import conf, exceptions, inserts, models, resources, revocation, signals, tokens
+from . import conf, exceptions, inserts, journal, models, resources, revocation, signals, tokens
 
 
-def _hash(secret: str) -> str:
+def digest(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()
 
 
-def _lifetime(remember_me: bool) -> timedelta:
+def lifetime(remember_me: bool) -> timedelta:
     if remember_me:
         return conf.epochauth_settings.REMEMBER_ME_REFRESH_TOKEN_LIFETIME
     return conf.epochauth_settings.REFRESH_TOKEN_LIFETIME
@@ -57,13 +58,13 @@ def start_session(
     secret = secrets.token_urlsafe(32)
     session = models.Session(
         user=user,
-        expires_at=timezone.now() + _lifetime(remember_me),
+        expires_at=timezone.now() + lifetime(remember_me),
         remember_me=remember_me,
         user_agent=user_agent[:255],
         scope=scope,
         group=group,
         resources=resources or [],
-        refresh_hash=_hash(secret),
+        refresh_hash=digest(secret),
         browser_login=browser_login,
         dpop_jkt=dpop_jkt,
     )
@@ -101,6 +102,40 @@ def _insert(session: models.Session, rows: list[Model], standing: tokens.Standin
         read = tokens.standing_read(session.user_id, session.group_id, alias)
         standing = tokens.standing_of(inserts.insert_together(*rows, read=read), alias)
     session.__dict__["_standing"] = standing
+    # Once committed: a rolled-back login leaves nothing to refresh during an outage.
+    transaction.on_commit(lambda: mirror(session))
+
+
+def mirror(session: models.Session) -> None:
+    """Write what a refresh or a renewal reads through to the shared cache's mirror, for a database
+    outage (:mod:`epochauth.outage`): after the session started or rotated, with the user's groups
+    as its last check read them."""
+    if not journal.enabled():
+        return
+    found = session.__dict__.get("_standing")
+    slot = session._state.fields_cache.get("status_slot")
+    fields = {
+        "id": session.id.hex,
+        "user": str(session.user_id),
+        "username": session.user.get_username(),
+        "group": "" if session.group_id is None else str(session.group_id),
+        "group_name": "" if session.group is None else session.group.name,
+        "scope": session.scope,
+        "resources": json.dumps(session.resources or []),
+        "remember_me": "1" if session.remember_me else "",
+        "created_at": repr(session.created_at.timestamp()),
+        "expires_at": repr(session.expires_at.timestamp()),
+        "last_used_at": repr(session.last_used_at.timestamp()),
+        "refresh_hash": session.refresh_hash,
+        "previous_refresh_hash": session.previous_refresh_hash,
+        "dpop_jkt": session.dpop_jkt,
+        "slot": "" if slot is None else str(slot.pk),
+        # Without a standing read along, none: a refresh from the mirror mints no group then.
+        "groups": json.dumps({} if found is None else found.groups),
+        "groups_at": repr(timezone.now().timestamp()),
+        "revoked": "0",
+    }
+    journal.mirror_session(session.family, session.id.hex, fields, session.expires_at.timestamp())
 
 
 def _lock_user(user: Any) -> None:
@@ -136,7 +171,7 @@ def standing(session: models.Session) -> tokens.Standing:
     )
 
 
-def _lost_rights(
+def lost_rights(
     session: models.Session, found: tokens.Standing
 ) -> tuple[str, str | Promise] | None:
     """Why the session's user may no longer hold its tokens, as (reason, description); None if not:
@@ -162,13 +197,13 @@ def check_session(session: models.Session) -> None:
     """Refuse (and end) a session that ended or whose user lost its rights; renew must not outlast them."""
     if not session.is_active:
         raise _invalid(_("The session has ended"))
-    failure = _lost_rights(session, tokens.read_standing(session.user_id, session.group_id))
+    failure = lost_rights(session, tokens.read_standing(session.user_id, session.group_id))
     if failure is not None:
         _end(session, failure)
 
 
 #: What a rotation writes.
-_ROTATED = ("refresh_hash", "previous_refresh_hash", "last_used_at", "expires_at", "dpop_jkt")
+ROTATED = ("refresh_hash", "previous_refresh_hash", "last_used_at", "expires_at", "dpop_jkt")
 
 
 def rotate(
@@ -197,7 +232,7 @@ def rotate(
     family, _dot, secret = refresh_token.partition(".")
     if not family or not secret:
         raise _invalid(_("The refresh token is invalid"))
-    presented = _hash(secret)
+    presented = digest(secret)
     # The database the rotation writes, where the secret it compares with is current.
     alias = router.db_for_write(models.Session)
     found = (
@@ -211,32 +246,33 @@ def rotate(
         except models.Session.DoesNotExist:
             raise _invalid(_("The refresh token is invalid")) from None
         read = session.refresh_hash
-        _check_binding(session, dpop_jkt)
+        check_binding(session, dpop_jkt)
         replaced = _replaced(session, presented)
         resources.audience(resource, session.resources or None)
         new_secret = secrets.token_urlsafe(32)
         now = timezone.now()
-        session.refresh_hash = _hash(new_secret)
+        session.refresh_hash = digest(new_secret)
         session.previous_refresh_hash = replaced
         session.last_used_at = now
-        session.expires_at = now + _lifetime(session.remember_me)
+        session.expires_at = now + lifetime(session.remember_me)
         session.dpop_jkt = session.dpop_jkt or dpop_jkt or ""
         standing = inserts.swap(
             session,
-            _ROTATED,
+            ROTATED,
             {"refresh_hash": read, "revoked_at": None},
             read=tokens.standing_read(session.user_id, session.group_id, alias),
         )
         if standing is not None:
             break
         # Another use rotated or ended the session since it was read: look again.
-    failure = _lost_rights(session, tokens.standing_of(standing, alias))
+    failure = lost_rights(session, tokens.standing_of(standing, alias))
     if failure is not None:
         _end(session, failure)
+    transaction.on_commit(lambda: mirror(session))
     return session, f"{session.family}.{new_secret}"
 
 
-def _check_binding(session: models.Session, dpop_jkt: str | None) -> None:
+def check_binding(session: models.Session, dpop_jkt: str | None) -> None:
     if session.dpop_jkt and not (dpop_jkt and constant_time_compare(dpop_jkt, session.dpop_jkt)):
         raise exceptions.InvalidProof(
             _("The refresh token is bound to a DPoP key: send a proof of that key")
@@ -255,6 +291,10 @@ def _replaced(session: models.Session, presented: str) -> str:
         return session.refresh_hash
     if _retried_in_grace(session, presented, now):
         return ""  # its one retry is spent
+    if not journal.is_empty():
+        # Rotations made during a database outage are not all replayed yet: the secret may be
+        # the one the journal rotated to. The replay decides (a reuse still ends the session).
+        raise journal.Unavailable("the outage journal is being replayed")
     _end(session, ("reuse", _("The refresh token was already used; the session is revoked")))
 
 
@@ -270,9 +310,14 @@ def _retried_in_grace(session: models.Session, presented: str, now: datetime) ->
     )
 
 
-def end_session(session: models.Session, *, reason: str, actor: Any = None) -> None:
-    """Revoke a session: its refresh token at once, its access tokens through the denylist."""
-    now = timezone.now()
+def end_session(
+    session: models.Session, *, reason: str, actor: Any = None, at: datetime | None = None
+) -> None:
+    """Revoke a session: its refresh token at once, its access tokens through the denylist. ``at``:
+    when it ended, if before now (an end made during a database outage, replayed)."""
+    now = at or timezone.now()
+    # Before the row: the mirror must not let a refresh during an outage outlive the session.
+    journal.end_mirrored_session(session.family)
     with transaction.atomic():
         updated = models.Session.objects.filter(pk=session.pk, revoked_at__isnull=True).update(
             revoked_at=now
@@ -284,6 +329,7 @@ def end_session(session: models.Session, *, reason: str, actor: Any = None) -> N
         )
         if updated:
             models.AuditEvent.objects.create(
+                at=now,
                 action="session_revoked",
                 user_id=session.user_id,
                 actor_id=getattr(actor, "pk", None),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from typing import Any, Protocol, cast
 
 from django.apps import apps
@@ -29,9 +30,11 @@ from . import (
     conf,
     dpop,
     exceptions,
+    journal,
     keys,
     migrating,
     models,
+    outage,
     profiles,
     resources,
     revocation,
@@ -312,17 +315,28 @@ class RefreshView(EpochAuthView):
         resources.audience(requested)  # malformed or not served: refused before anything changes
         jkt = _proof_key(request)
         # A refresh token of the system the site is moving from starts a session (epochauth.migrating).
-        started = migrating.exchanged(data["refresh_token"], request)
-        if started is not None and jkt is not None:
-            # RFC 9449 section 5: the session it starts is bound like a login's.
-            started[0].dpop_jkt = jkt
-            started[0].save(update_fields=["dpop_jkt"])
-        session, refresh_token = started or sessions.rotate(
-            data["refresh_token"], requested, dpop_jkt=jkt
-        )
+        session, refresh_token = self.rotate(data["refresh_token"], request, requested, jkt)
         # RFC 8707 section 2.2: fewer of the session's resources, or any served one if it named none.
         aud = resources.audience(requested, session.resources or None)
         return _session_response(session, refresh_token, request, aud, bound_to=jkt)
+
+    def rotate(
+        self, refresh_token: str, request: Request, requested: Any, jkt: str | None
+    ) -> tuple[models.Session, str]:
+        """The session and its next refresh token: from the database, or while it is unreachable
+        or the outage journal is not replayed yet, from the mirror (:mod:`epochauth.outage`), so
+        that rotations reach the database in the order they were made."""
+        if journal.is_empty():
+            try:
+                started = migrating.exchanged(refresh_token, request)
+                if started is not None and jkt is not None:
+                    # RFC 9449 section 5: the session it starts is bound like a login's.
+                    started[0].dpop_jkt = jkt
+                    started[0].save(update_fields=["dpop_jkt"])
+                return started or sessions.rotate(refresh_token, requested, dpop_jkt=jkt)
+            except journal.OUTAGE:
+                pass
+        return outage.rotate(refresh_token, requested, jkt)
 
 
 class OAuthServer(Protocol):
@@ -371,19 +385,30 @@ class RenewView(BearerView):
     """``POST /auth/token/renew/``: a fresh access token for the same session; the old one stays valid."""
 
     def post(self, request: Request) -> Response:
-        session = self.session(request)
-        sessions.check_session(session)
+        try:
+            session = self.session(request)
+            sessions.check_session(session)
+        except journal.OUTAGE:
+            # The database is unreachable: the session as the mirror holds it (epochauth.outage).
+            sid = self.token(request).session_id
+            if not sid:
+                raise
+            session = outage.mirrored_session(session_id=sid)
         # A token bound to a key renews bound to it: a renewal is no way out of the binding.
         return _session_response(session, None, request, bound_to=self.token(request).dpop_jkt)
 
 
 class LogoutView(BearerView):
-    """``POST /auth/logout/``: end this session (its refresh and access tokens); others keep working."""
+    """``POST /auth/logout/``: end this session (its refresh and access tokens); others keep working.
+    While the database is unreachable, through the outage journal (:mod:`epochauth.outage`)."""
 
     def post(self, request: Request) -> Response:
         token = self.token(request)
         if token.session_id:
-            sessions.end_session(self.session(request), reason="logout", actor=request.user)
+            try:
+                sessions.end_session(self.session(request), reason="logout", actor=request.user)
+            except journal.OUTAGE:
+                outage.end_session(token.session_id, request.user, "logout")
             return Response(status=204)
         token_id = revocation.denylist_id(token.claims)
         if token_id is None:
@@ -391,14 +416,22 @@ class LogoutView(BearerView):
                 "invalid_request", _("This token has no id to revoke; use /auth/logout-all/")
             )
         # Expiry is checked with leeway: deny the id for as long as the token is accepted.
-        revocation.revoke_id(
-            token_id, token.expires_at + conf.epochauth_settings.LEEWAY, reason="logout"
-        )
-        family = token.claims.get(tokens.CLAIM_TOKEN_FAMILY)
-        if isinstance(family, str) and apps.is_installed("epochauth.oauth"):
-            # A login at the authorization server (a refresh-token family): logout ends all of it,
-            # or its refresh token would go on minting.
-            _oauth_server().end_family(family)
+        until = token.expires_at + conf.epochauth_settings.LEEWAY
+        named = token.claims.get(tokens.CLAIM_TOKEN_FAMILY)
+        family = named if isinstance(named, str) and apps.is_installed("epochauth.oauth") else None
+        try:
+            revocation.revoke_id(token_id, until, reason="logout")
+            if family is not None:
+                # A login at the authorization server (a refresh-token family): logout ends all of
+                # it, or its refresh token would go on minting.
+                _oauth_server().end_family(family)
+        except journal.OUTAGE:
+            denied = [(token_id, until.timestamp())]
+            if family is not None:
+                # Its other access tokens until the replay ends the family's rows.
+                margin = sessions.access_token_margin().total_seconds()
+                denied.append((family, time.time() + margin))
+            outage.deny(denied, "logout", family)
         return Response(status=204)
 
 
@@ -421,9 +454,15 @@ class LogoutAllView(BearerView):
     permission_classes = (IsAuthenticated, IsEndUser)
 
     def post(self, request: Request) -> Response:
-        revocation.bump_epoch(
-            models.Epoch.Kind.USER, str(request.user.pk), actor=request.user, reason="logout-all"
-        )
+        user_id = str(request.user.pk)
+        try:
+            revocation.bump_epoch(
+                models.Epoch.Kind.USER, user_id, actor=request.user, reason="logout-all"
+            )
+        except journal.OUTAGE:
+            # The caller's token passed with its epoch: the user's is at least that.
+            floor = int(self.token(request).claims.get(tokens.CLAIM_EPOCH, 0))
+            outage.bump_epoch(models.Epoch.Kind.USER, user_id, floor, request.user, "logout-all")
         return Response(status=204)
 
 

@@ -52,6 +52,7 @@ def test_every_scenario_reports(bench_run: dict) -> None:
         "epochs",
         "endpoints",
         "endpoints-postgresql",
+        "outage",
         "revocation",
         "revocation-polling",
         "revocation-sqlite",
@@ -131,6 +132,16 @@ def test_denylist_and_revocation_facts(bench_run: dict) -> None:
     for scenario in ("endpoints", "endpoints-postgresql") if POSTGRES else ("endpoints",):
         endpoints = rows(results, scenario)
         assert all(row["queries"] >= 1 for name, row in endpoints.items() if name != "no auth")
+
+
+def test_refresh_and_renew_are_measured_with_the_database_down(bench_run: dict) -> None:
+    outage = rows(bench_run["results"], "outage")
+    for kind in ("refresh (rotation)", "renew"):
+        up, down = outage[f"{kind}, database up"], outage[f"{kind}, database down"]
+        assert up["queries"] >= 1 and up["redis"] is not None
+        # Down: every statement tried is refused; the mirror and the journal are in Redis.
+        assert down["redis"] > up["redis"]
+    assert set(bench_run["results"]["outage"]["facts"]["outage_vs_normal"]) == {"refresh", "renew"}
 
 
 def test_gunicorn_workers_count_every_variant(bench_run: dict) -> None:

@@ -281,6 +281,17 @@ def test_e012_accepts_drf_rate_strings_and_none(settings, setting, rate):
     )
 
 
+@pytest.mark.parametrize("size", [-1, 1.5, "2", True])
+def test_e032_outage_journal_size(settings, size):
+    assert "epochauth.E032" in ids(
+        settings, ISSUER=ISSUER, SIGNING_KEY=GOOD_SECRET, OUTAGE_JOURNAL_SIZE=size
+    )
+    for fine in (None, 0, 10):
+        assert "epochauth.E032" not in ids(
+            settings, ISSUER=ISSUER, SIGNING_KEY=GOOD_SECRET, OUTAGE_JOURNAL_SIZE=fine
+        )
+
+
 @pytest.mark.parametrize("limit", [0, -1, 1.5, "2", True])
 def test_e013_max_sessions_per_user(settings, limit):
     assert "epochauth.E013" in ids(

@@ -471,6 +471,104 @@ def test_logout_on_one_server_reaches_the_other(start_server: Callable[[str], Se
     assert (a.status(other), b.status(other)) == (200, 200)  # only that session ended
 
 
+@pytest.mark.parametrize("epochauth_settings", [{"REVOCATION_RELOAD_INTERVAL": 1}])
+def test_a_logout_during_an_outage_reaches_the_database_after_its_writer_crashed(
+    start_server: Callable[[str], Server], stack: Stack
+):
+    """Issue 30: with the database unreadable, a logout on A goes to the outage journal in Redis and
+    reaches B at once; A dies (SIGKILL) before the database is back; B replays the journal into the
+    database once it can read it, so that a process started afterwards refuses the token too."""
+    a, b = start_server("A"), start_server("B")
+    login = a.request("POST", "/auth/token/", json={"username": "alice", "password": PASSWORD})
+    token, family = login.json()["access_token"], login.json()["refresh_token"].partition(".")[0]
+    other = a.login("bob")
+    for _ in range(3):
+        assert (a.status(token), b.status(token)) == (200, 200)
+
+    with stack.database_unreadable():
+        assert a.request("POST", "/auth/logout/", token).status_code == 204
+        logged_out = time.time()
+        assert a.status(token) == 401
+        assert_flipped([b], token, 200, 401, logged_out, "logout on A during the outage")
+        a.process.kill()
+        a.process.wait(timeout=10)
+        assert b.status(other) == 200  # only that session ended
+    assert revoked_at(stack, family) is None  # in the journal only
+
+    deadline = time.monotonic() + COMMAND_TIMEOUT
+    while revoked_at(stack, family) is None and time.monotonic() < deadline:
+        assert b.status(token) == 401  # B's requests read the database again and replay
+        time.sleep(POLL_INTERVAL * 4)
+    assert revoked_at(stack, family) is not None, b.log_tail()
+    with closing(sqlite3.connect(stack.db_path)) as db:
+        ((events,),) = db.execute(
+            "SELECT COUNT(*) FROM epochauth_auditevent WHERE action = 'session_revoked'"
+        ).fetchall()
+    assert events == 1
+    assert stack.redis.llen(f"{stack.key_prefix}:1:epochauth:journal") == 0
+    c = start_server("C")  # knows only what the database says
+    assert (c.status(token), c.status(other)) == (401, 200)
+    assert "Traceback" not in b.log.read_text(errors="replace")
+
+
+@pytest.mark.parametrize("epochauth_settings", [{"REVOCATION_RELOAD_INTERVAL": 1}])
+def test_a_refresh_token_replayed_to_another_server_during_an_outage_ends_its_family(
+    start_server: Callable[[str], Server], stack: Stack
+):
+    """Issue 30: with the database unreadable, A rotates a refresh token from the mirror in Redis;
+    the old token sent to B is a reuse: the session ends on both servers at once, and in the
+    database once it is back."""
+    a, b = start_server("A"), start_server("B")
+    login = a.request("POST", "/auth/token/", json={"username": "alice", "password": PASSWORD})
+    first = login.json()
+    family = first["refresh_token"].partition(".")[0]
+    for _ in range(3):
+        assert (a.status(first["access_token"]), b.status(first["access_token"])) == (200, 200)
+
+    with stack.database_unreadable():
+        rotated = a.request(
+            "POST", "/auth/token/refresh/", json={"refresh_token": first["refresh_token"]}
+        )
+        assert rotated.status_code == 200, rotated.text
+        second = rotated.json()
+        assert b.status(second["access_token"]) == 200
+        renewed = b.request("POST", "/auth/token/renew/", second["access_token"])
+        assert renewed.status_code == 200, renewed.text
+        reuse = b.request(
+            "POST", "/auth/token/refresh/", json={"refresh_token": first["refresh_token"]}
+        )
+        assert (reuse.status_code, reuse.json()["error"]) == (400, "invalid_grant")
+        reused = time.time()
+        assert_flipped(
+            [a, b], second["access_token"], 200, 401, reused, "reuse on B during the outage"
+        )
+        again = a.request(
+            "POST", "/auth/token/refresh/", json={"refresh_token": second["refresh_token"]}
+        )
+        assert again.status_code == 400, again.text
+    assert revoked_at(stack, family) is None  # in the journal only
+
+    deadline = time.monotonic() + COMMAND_TIMEOUT
+    while revoked_at(stack, family) is None and time.monotonic() < deadline:
+        assert b.status(renewed.json()["access_token"]) == 401
+        time.sleep(POLL_INTERVAL * 4)
+    assert revoked_at(stack, family) is not None, (a.log_tail(), b.log_tail())
+    c = start_server("C")  # knows only what the database says
+    assert c.status(renewed.json()["access_token"]) == 401
+    refused = c.request(
+        "POST", "/auth/token/refresh/", json={"refresh_token": second["refresh_token"]}
+    )
+    assert refused.status_code == 400
+
+
+def revoked_at(stack: Stack, family: str) -> str | None:
+    with closing(sqlite3.connect(stack.db_path)) as db:
+        ((at,),) = db.execute(
+            "SELECT revoked_at FROM epochauth_session WHERE family = ?", (family,)
+        ).fetchall()
+    return at
+
+
 @pytest.mark.parametrize(
     "dropped",
     ["*:epochauth:revocation:version", "*"],
