@@ -45,7 +45,16 @@ from oauth2_provider.models import (
 
 from epochauth import keys, tokens, verification
 from epochauth.conf import clear_process_caches
-from epochauth.models import AuditEvent, Epoch, Identity, Issuer, RevokedToken, Session
+from epochauth.models import (
+    AuditEvent,
+    CommunityGroup,
+    CommunityMembership,
+    Epoch,
+    Identity,
+    Issuer,
+    RevokedToken,
+    Session,
+)
 from epochauth.oauth.models import AllowedScopes, LogoutDelivery, ensure_cli_application
 from epochauth.revocation import bump_epoch, revoke_id
 from epochauth.tokenmanager import grants as upstream
@@ -86,6 +95,8 @@ MODELS = {
     "epochauth.revokedtoken": RevokedToken,
     "epochauth.auditevent": AuditEvent,
     "epochauth.issuer": Issuer,
+    "epochauth.communitymembership": CommunityMembership,
+    "epochauth.communitygroup": CommunityGroup,
     "oauth2_provider.grant": get_grant_model(),
     "oauth2_provider.idtoken": get_id_token_model(),
     "oauth2_provider.application": Application,
@@ -284,6 +295,16 @@ def exchange(
 def make_user(username: str, **fields: Any) -> Any:
     user = User.objects.create_user(username=username, password="pw", **fields)
     return user
+
+
+def vo_member() -> str:
+    """A user of the community lhcb only (of the test project's two)."""
+    user, created = User.objects.get_or_create(username="vo-member")
+    if created:
+        user.set_password("pw")
+        user.save()
+        CommunityMembership.objects.create(user=user, community="lhcb")
+    return user.username
 
 
 # ---------------------------------------------------------------------------------- the world
@@ -524,6 +545,12 @@ class Matrix:
             "epochauth.epoch": Epoch.objects.filter(kind=Epoch.Kind.USER).first().pk,
             "epochauth.revokedtoken": RevokedToken.objects.get(jti="matrix-jti").pk,
             "epochauth.auditevent": AuditEvent.objects.first().pk,
+            "epochauth.communitymembership": CommunityMembership.objects.create(
+                user=make_user("community-member"), community="lhcb"
+            ).pk,
+            "epochauth.communitygroup": CommunityGroup.objects.create(
+                group=Group.objects.create(name="lhcb-production"), community="lhcb"
+            ).pk,
             "epochauth.issuer": Issuer.objects.create(
                 issuer=self.spare.issuer, audiences=[DEFAULT_RESOURCE]
             ).pk,
@@ -788,6 +815,13 @@ def test_issuance(matrix: Matrix, kind: str) -> None:
             0
         ],
         "code[resource]": lambda: code_flow(matrix.member, "openid", resource=STORAGE)[0],
+        "password[vo:lhcb, a member]": lambda: password_token(vo_member(), scope="vo:lhcb")[0],
+        "password[vo:belle2, not a member]": lambda: password_token(
+            vo_member(), scope="vo:belle2"
+        )[0],
+        "password[vo:cta, no such community]": lambda: password_token(vo_member(), scope="vo:cta")[
+            0
+        ],
     }
     status = others[kind]() if kind in others else matrix.issuance[kind]
     expected = policy.ISSUANCE[kind]

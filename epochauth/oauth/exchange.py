@@ -204,7 +204,7 @@ class TokenExchangeGrant(GrantTypeBase):
             ) from None
         except (snapshots.StateUnavailable, jwks.IssuerUnavailable):
             raise errors.TemporarilyUnavailableError(request=request) from None
-        if access.issuer == conf.epochauth_settings.ISSUER:
+        if access.is_local:
             raise errors.InvalidRequestError(
                 _("The subject_token must come from an external issuer"), request=request
             )

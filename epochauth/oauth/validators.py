@@ -44,6 +44,7 @@ from epochauth.scopes import issued_scopes, service_scope_refusal, service_scope
 from .. import (
     authentication,
     clock,
+    communities,
     conf,
     dpop,
     exceptions,
@@ -98,7 +99,7 @@ def is_own_token(token: str) -> bool:
     """Whether ``token`` is a JWT that names us as its issuer (not yet whether it is valid)."""
     try:
         return len(token) <= conf.epochauth_settings.MAX_TOKEN_BYTES and (
-            verification.parse(token).claims.get("iss") == conf.epochauth_settings.ISSUER
+            communities.is_ours(verification.parse(token).claims.get("iss"))
         )
     except exceptions.InvalidToken:
         return False
