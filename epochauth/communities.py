@@ -28,7 +28,7 @@ from django.core.exceptions import ImproperlyConfigured
 from django.utils.crypto import salted_hmac
 from django.utils.translation import gettext_lazy as _
 
-from . import conf, exceptions, keys, models
+from . import conf, keys, models
 
 #: A community's slug: a path segment of its default issuer and of its documents' URLs.
 SLUG = re.compile(r"[-a-zA-Z0-9_]+")
@@ -182,15 +182,24 @@ def is_member(user_id: Any, community: Community) -> bool:
     return community.slug in memberships(user_id)
 
 
-def _refused(message: Any) -> exceptions.OAuthError:
-    return exceptions.OAuthError("invalid_scope", message)
+class Refused(Exception):
+    """A token may not be of the community asked for; ``description`` says why, for the client.
+    Each token endpoint answers it as ``invalid_scope``."""
+
+    def __init__(self, description: Any) -> None:
+        super().__init__(description)
+        self.description = description
+
+
+def _refused(message: Any) -> Refused:
+    return Refused(message)
 
 
 def choose(user_id: Any, names: Iterable[str]) -> Community | None:
     """The community of a new login of the user asking for scopes ``names``: the one ``vo:<slug>``
     selects, else ``DEFAULT_COMMUNITY``, else the user's only one. None (the site's token, of no
     community, as before communities) without communities and for a user of none: a site adopts
-    them member by member, and its staff and services need none. Raises ``invalid_scope`` with the
+    them member by member, and its staff and services need none. Raises :class:`Refused` with the
     reason a client can show."""
     wanted = requested(names)
     if not enabled():
@@ -213,6 +222,26 @@ def choose(user_id: Any, names: Iterable[str]) -> Community | None:
     if len(member_of) <= 1:
         return get_communities()[member_of[0]] if member_of else None
     raise _refused(_("You are a member of several communities: select one with vo:<slug>"))
+
+
+def check_provider(community: Community | None, issuer: str | None) -> None:
+    """Raise :class:`Refused` when a user who came through the external issuer ``issuer`` (a
+    browser login's provider, a token exchange's subject token) may not enter ``community``: it is
+    not among its ``identity_providers``. A local login (no issuer) may."""
+    allowed = community.identity_providers if community is not None else None
+    if allowed is not None and issuer is not None and issuer not in allowed:
+        raise _refused(_("Your identity provider is not one of that community's"))
+
+
+def selectable(user_id: Any) -> list[Community]:
+    """The communities a user may select (the default and their memberships), for a page to offer."""
+    if not enabled():
+        return []
+    default = conf.epochauth_settings.DEFAULT_COMMUNITY
+    slugs = memberships(user_id) | {default}
+    # The default first: what a form preselects is what a login naming none gets.
+    found = [c for slug, c in get_communities().items() if slug in slugs]
+    return sorted(found, key=lambda c: c.slug != default)
 
 
 def foreign_groups(community: Community | None, group_ids: Iterable[Any]) -> set[Any]:

@@ -284,7 +284,10 @@ class TokenView(EpochAuthView):
             )
         attempt.succeeded()
         requested = split_scope(data["scope"])
-        community = communities.choose(user.pk, requested)
+        try:
+            community = communities.choose(user.pk, requested)
+        except communities.Refused as exc:
+            raise exceptions.OAuthError("invalid_scope", exc.description) from None
         slug = community.slug if community is not None else ""
         # Choosing a group needs the user's groups first; else they are read with the inserts.
         found = (

@@ -148,6 +148,9 @@ ISSUANCE: dict[str, Any] = {
     "password[vo:lhcb, a member]": ALLOW,
     "password[vo:belle2, not a member]": 400,
     "password[vo:cta, no such community]": 400,
+    "device[vo:lhcb, a member]": ALLOW,
+    "device[vo:belle2, not a member]": 400,
+    "exchange[vo:cta, no such community]": 400,
 }
 
 

@@ -822,6 +822,15 @@ def test_issuance(matrix: Matrix, kind: str) -> None:
         "password[vo:cta, no such community]": lambda: password_token(vo_member(), scope="vo:cta")[
             0
         ],
+        "device[vo:lhcb, a member]": lambda: device_flow(
+            User.objects.get(username=vo_member()), "vo:lhcb"
+        )[0],
+        "device[vo:belle2, not a member]": lambda: device_flow(
+            User.objects.get(username=vo_member()), "vo:belle2"
+        )[0],
+        "exchange[vo:cta, no such community]": lambda: exchange(
+            matrix.client_app, matrix.principals[policy.EXT_READ].token, "vo:cta"
+        )[0],
     }
     status = others[kind]() if kind in others else matrix.issuance[kind]
     expected = policy.ISSUANCE[kind]

@@ -583,3 +583,189 @@ def test_what_a_community_costs_a_login_and_a_refresh(
             "/auth/token/refresh/", {"refresh_token": body["refresh_token"]}, format="json"
         )
     assert not [q for q in refreshed.captured_queries if "communitymembership" in q["sql"]]
+
+
+# -- the OAuth server's grants (epochauth.oauth) and the CLI -----------------------------------
+
+
+def oauth_token(client: Any, data: dict[str, Any], basic: str | None = None) -> Any:
+    from urllib.parse import urlencode
+
+    headers = {}
+    if basic is not None:
+        import base64
+
+        headers["HTTP_AUTHORIZATION"] = "Basic " + base64.b64encode(basic.encode()).decode()
+    return client.post(
+        "/o/token/",
+        urlencode(data, doseq=True),
+        content_type="application/x-www-form-urlencoded",
+        **headers,
+    )
+
+
+def device_login(client: Any, user: Any, scope: str) -> Any:
+    """The CLI's device flow (RFC 8628), approved in ``user``'s browser; the token response."""
+    from django.test import Client
+    from django.utils import timezone
+    from oauth2_provider.models import get_application_model, get_device_grant_model
+
+    from epochauth.oauth.models import ensure_cli_application
+    from epochauth.urns import DEVICE_CODE
+
+    ensure_cli_application(get_application_model())
+    from urllib.parse import urlencode
+
+    started = client.post(
+        "/o/device-authorization/",
+        urlencode({"client_id": "epochauth-cli", "scope": scope}),
+        content_type="application/x-www-form-urlencoded",
+    )
+    assert started.status_code == 200, started.content
+    device = started.json()
+    browser = Client()
+    browser.force_login(user)
+    entered = browser.post("/o/device/", {"user_code": device["user_code"]})
+    assert entered.status_code == 302, entered.content
+    assert browser.post(entered["Location"], {"action": "accept"}).status_code == 302
+    get_device_grant_model().objects.filter(device_code=device["device_code"]).update(
+        last_checked=timezone.now() - timezone.timedelta(seconds=60)
+    )
+    return oauth_token(
+        client,
+        {
+            "grant_type": DEVICE_CODE,
+            "device_code": device["device_code"],
+            "client_id": "epochauth-cli",
+        },
+    )
+
+
+def test_the_device_flow_selects_the_community_and_its_refresh_keeps_it(client, vos):
+    alice = member("alice", "lhcb", "belle2")
+    response = device_login(client, alice, "vo:belle2")
+    assert response.status_code == 200, response.content
+    body = response.json()
+    claims = claims_of(body["access_token"])
+    assert (claims["iss"], claims["vo"], claims["client_id"]) == (
+        f"{ISSUER}/belle2",
+        "belle2",
+        "epochauth-cli",
+    )
+    assert "vo:belle2" in body["scope"].split()
+    assert client.get("/api/hello/", **bearer(body["access_token"])).status_code == 200
+    refreshed = oauth_token(
+        client,
+        {
+            "grant_type": "refresh_token",
+            "refresh_token": body["refresh_token"],
+            "client_id": "epochauth-cli",
+        },
+    )
+    assert refreshed.status_code == 200, refreshed.content
+    assert claims_of(refreshed.json()["access_token"])["vo"] == "belle2"
+    # The community's epoch ends the grant's tokens and its refresh.
+    revocation.bump_epoch(Epoch.Kind.COMMUNITY, "belle2")
+    assert client.get("/api/hello/", **bearer(refreshed.json()["access_token"])).status_code == 401
+    again = oauth_token(
+        client,
+        {
+            "grant_type": "refresh_token",
+            "refresh_token": refreshed.json()["refresh_token"],
+            "client_id": "epochauth-cli",
+        },
+    )
+    assert again.status_code == 400
+
+
+def test_the_device_flow_refuses_a_community_the_user_is_not_in(client, vos):
+    alice = member("alice", "lhcb")
+    response = device_login(client, alice, "vo:belle2")
+    assert response.status_code == 400
+    assert response.json()["error"] == "invalid_scope"
+    assert response.json()["error_description"] == "You are not a member of that community"
+
+
+def test_token_exchange_selects_a_community_its_identity_provider_may_enter(
+    client, vos, settings, idp
+):
+    from oauth2_provider.models import get_application_model
+
+    from epochauth.urns import ACCESS_TOKEN_TYPE, TOKEN_EXCHANGE
+
+    application = get_application_model()
+    application.objects.create(
+        name="svc",
+        client_id="svc",
+        client_secret="svc-secret",
+        client_type=application.CLIENT_CONFIDENTIAL,
+        authorization_grant_type=application.GRANT_CLIENT_CREDENTIALS,
+        user=make_user("owner"),
+    )
+    communities_ = {
+        "lhcb": {"identity_providers": [idp.issuer]},
+        "belle2": {"identity_providers": []},
+    }
+    settings.EPOCHAUTH = {
+        **vos,
+        "ISSUERS": [{"issuer": idp.issuer}],
+        "COMMUNITIES": communities_,
+        "DEFAULT_COMMUNITY": "lhcb",
+    }
+
+    def exchange(scope: str) -> Any:
+        data = {
+            "grant_type": TOKEN_EXCHANGE,
+            "subject_token": idp.user_token("carol"),
+            "subject_token_type": ACCESS_TOKEN_TYPE,
+        }
+        if scope:
+            data["scope"] = scope
+        return oauth_token(client, data, basic="svc:svc-secret")
+
+    response = exchange("")
+    assert response.status_code == 200, response.content
+    claims = claims_of(response.json()["access_token"])
+    assert (claims["iss"], claims["vo"]) == (f"{ISSUER}/lhcb", "lhcb")
+    settings.EPOCHAUTH = {**settings.EPOCHAUTH, "DEFAULT_COMMUNITY": "belle2"}
+    refused_exchange = exchange("")
+    assert refused_exchange.status_code == 400
+    assert refused_exchange.json()["error_description"] == (
+        "Your identity provider is not one of that community's"
+    )
+    assert exchange("vo:lhcb").json()["error_description"] == (
+        "You are not a member of that community"
+    )
+
+
+def test_the_signed_in_page_mints_for_the_chosen_community_and_its_providers_only(vos, settings):
+    import re
+
+    from django.test import Client
+
+    from epochauth.oidc.views import PROVIDER_SESSION_KEY
+
+    alice = member("alice", "lhcb", "belle2")
+    browser = Client()
+    browser.force_login(alice)
+    page = browser.get("/oidc/tokens/").content.decode()
+    assert '<option value="lhcb">LHCb</option>' in page
+    assert '<option value="belle2">Belle II</option>' in page
+    created = browser.post("/oidc/tokens/", {"vo": "belle2"}).content.decode()
+    found = re.search(r'<pre id="access-token">([^<]+)</pre>', created)
+    assert found is not None
+    assert claims_of(found.group(1))["vo"] == "belle2"
+    # Signed in through a provider lhcb does not take: no token of lhcb.
+    settings.EPOCHAUTH = {
+        **vos,
+        "COMMUNITIES": {**COMMUNITIES, "lhcb": {"identity_providers": []}},
+    }
+    session = browser.session
+    session[PROVIDER_SESSION_KEY] = "https://idp.example.org"
+    session.save()
+    refused_page = browser.post("/oidc/tokens/", {"vo": "lhcb"})
+    assert refused_page.status_code == 400
+    assert "Your identity provider is not one of that community&#x27;s" in (
+        refused_page.content.decode()
+    )
+    assert browser.post("/oidc/tokens/", {"vo": "belle2"}).status_code == 200
