@@ -568,6 +568,7 @@ class CommunityMembershipAdmin(CommunityAdminMixin, admin.ModelAdmin):
     list_display = ("user", "community", "created_at")
     search_fields = ("user__username", "community")
     raw_id_fields = ("user",)
+    readonly_fields = ("created_at",)
 
 
 @admin.register(CommunityGroup)

@@ -769,3 +769,35 @@ def test_the_signed_in_page_mints_for_the_chosen_community_and_its_providers_onl
         refused_page.content.decode()
     )
     assert browser.post("/oidc/tokens/", {"vo": "belle2"}).status_code == 200
+
+
+# -- the admin ----------------------------------------------------------------------------------
+
+
+def test_the_admin_filters_users_groups_and_sessions_by_community_and_edits_memberships(
+    client, vos, admin_client
+):
+    alice = member("alice", "lhcb", groups=("lhcb_prod",))
+    member("bob", "belle2")
+    CommunityGroup.objects.create(group=Group.objects.get(name="lhcb_prod"), community="lhcb")
+    Group.objects.create(name="site-wide")
+    login(client, "alice", scope="vo:lhcb")
+    users = admin_client.get("/admin/auth/user/", {"community": "lhcb"}).content.decode()
+    assert ">alice<" in users and ">bob<" not in users
+    groups = admin_client.get("/admin/auth/group/", {"community": "lhcb"}).content.decode()
+    assert "lhcb_prod" in groups and "site-wide" not in groups
+    sessions = "/admin/epochauth/session/"
+    assert ">alice<" in admin_client.get(sessions, {"community": "lhcb"}).content.decode()
+    assert ">alice<" not in admin_client.get(sessions, {"community": "belle2"}).content.decode()
+    # A membership names one of COMMUNITIES, chosen by its name.
+    add = "/admin/epochauth/communitymembership/add/"
+    form = admin_client.get(add).content.decode()
+    assert '<option value="belle2">Belle II</option>' in form
+    refused = admin_client.post(add, {"user": alice.pk, "community": "cta"})
+    assert (
+        refused.status_code == 200
+        and not CommunityMembership.objects.filter(community="cta").exists()
+    )
+    added = admin_client.post(add, {"user": alice.pk, "community": "belle2"})
+    assert added.status_code == 302
+    assert CommunityMembership.objects.filter(user=alice, community="belle2").exists()
