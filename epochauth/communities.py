@@ -191,10 +191,6 @@ class Refused(Exception):
         self.description = description
 
 
-def _refused(message: Any) -> Refused:
-    return Refused(message)
-
-
 def choose(user_id: Any, names: Iterable[str]) -> Community | None:
     """The community of a new login of the user asking for scopes ``names``: the one ``vo:<slug>``
     selects, else ``DEFAULT_COMMUNITY``, else the user's only one. None (the site's token, of no
@@ -204,16 +200,16 @@ def choose(user_id: Any, names: Iterable[str]) -> Community | None:
     wanted = requested(names)
     if not enabled():
         if wanted:
-            raise _refused(_("This service has no communities"))
+            raise Refused(_("This service has no communities"))
         return None
     if len(wanted) > 1:
-        raise _refused(_("Select at most one community"))
+        raise Refused(_("Select at most one community"))
     if wanted:
         community = get(wanted[0])
         if community is None:
-            raise _refused(_("Unknown community: %(vo)s") % {"vo": wanted[0]})
+            raise Refused(_("Unknown community: %(vo)s") % {"vo": wanted[0]})
         if not is_member(user_id, community):
-            raise _refused(_("You are not a member of that community"))
+            raise Refused(_("You are not a member of that community"))
         return community
     default = get(conf.epochauth_settings.DEFAULT_COMMUNITY)
     if default is not None:
@@ -221,7 +217,7 @@ def choose(user_id: Any, names: Iterable[str]) -> Community | None:
     member_of = sorted(slug for slug in memberships(user_id) if slug in get_communities())
     if len(member_of) <= 1:
         return get_communities()[member_of[0]] if member_of else None
-    raise _refused(_("You are a member of several communities: select one with vo:<slug>"))
+    raise Refused(_("You are a member of several communities: select one with vo:<slug>"))
 
 
 def check_provider(community: Community | None, issuer: str | None) -> None:
@@ -230,7 +226,7 @@ def check_provider(community: Community | None, issuer: str | None) -> None:
     not among its ``identity_providers``. A local login (no issuer) may."""
     allowed = community.identity_providers if community is not None else None
     if allowed is not None and issuer is not None and issuer not in allowed:
-        raise _refused(_("Your identity provider is not one of that community's"))
+        raise Refused(_("Your identity provider is not one of that community's"))
 
 
 def selectable(user_id: Any) -> list[Community]:

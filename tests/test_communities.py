@@ -801,3 +801,23 @@ def test_the_admin_filters_users_groups_and_sessions_by_community_and_edits_memb
     added = admin_client.post(add, {"user": alice.pk, "community": "belle2"})
     assert added.status_code == 302
     assert CommunityMembership.objects.filter(user=alice, community="belle2").exists()
+
+
+def test_epochauth_issue_mints_for_a_community_of_the_user(vos):
+    from io import StringIO
+
+    from django.core.management import CommandError
+
+    member("alice", "lhcb", "belle2")
+    out = StringIO()
+    call_command("epochauth_issue", "--user", "alice", "--vo", "belle2", stdout=out)
+    claims = claims_of(out.getvalue().strip())
+    assert (claims["iss"], claims["vo"], claims["scope"]) == (
+        f"{ISSUER}/belle2",
+        "belle2",
+        "vo:belle2",
+    )
+    with pytest.raises(CommandError, match="select one with vo:<slug>"):
+        call_command("epochauth_issue", "--user", "alice", stdout=StringIO())
+    with pytest.raises(CommandError, match="Unknown community: cta"):
+        call_command("epochauth_issue", "--user", "alice", "--vo", "cta", stdout=StringIO())
