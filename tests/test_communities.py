@@ -821,3 +821,18 @@ def test_epochauth_issue_mints_for_a_community_of_the_user(vos):
         call_command("epochauth_issue", "--user", "alice", stdout=StringIO())
     with pytest.raises(CommandError, match="Unknown community: cta"):
         call_command("epochauth_issue", "--user", "alice", "--vo", "cta", stdout=StringIO())
+
+
+def test_userinfo_answers_a_community_token_until_its_community_is_revoked(client, vos, settings):
+    from tests.helpers import openid_provider
+
+    openid_provider(settings, COMMUNITIES={**COMMUNITIES, "lhcb": {"algorithm": "HS256"}})
+    alice = member("alice", "lhcb")
+    response = device_login(client, alice, "openid vo:lhcb")
+    assert response.status_code == 200, response.content
+    token = response.json()["access_token"]
+    assert claims_of(token)["vo"] == "lhcb"
+    answer = client.get("/o/userinfo/", **bearer(token))
+    assert answer.status_code == 200 and answer.json()["sub"] == str(alice.pk)
+    revocation.bump_epoch(Epoch.Kind.COMMUNITY, "lhcb")
+    assert client.get("/o/userinfo/", **bearer(token)).status_code == 401
