@@ -587,37 +587,49 @@ def check_communities(app_configs: Any = None, **kwargs: Any) -> list[checks.Che
     if not isinstance(configured, dict):
         return [checks.Error('EPOCHAUTH["COMMUNITIES"] must be a dict.', id="epochauth.E029")]
     errors = _community_names(configured)
-    external = {
-        entry.get("issuer")
-        for entry in conf.epochauth_settings.ISSUERS
-        if isinstance(conf.epochauth_settings.ISSUERS, list | tuple) and isinstance(entry, dict)
-    }
+    entries = conf.epochauth_settings.ISSUERS
+    entries = entries if isinstance(entries, list | tuple) else []  # else E007
+    external = {entry.get("issuer") for entry in entries if isinstance(entry, dict)}
     taken = {conf.epochauth_settings.ISSUER: "the site"}
     for slug, options in configured.items():
         if not isinstance(options, dict) or not communities.SLUG.fullmatch(str(slug)):
             continue  # E029 above
-        try:
-            community = communities.load(slug, options)
-        except (ImproperlyConfigured, OSError, TypeError, ValueError) as exc:
-            errors.append(checks.Error(f"Community {slug}: {exc}", id="epochauth.E031"))
-            continue
-        if community.issuer in taken or community.issuer in external:
-            other = taken.get(community.issuer, "an external issuer")
-            errors.append(
-                checks.Error(
-                    f"Community {slug}: its issuer {community.issuer} is also {other}'s.",
-                    id="epochauth.E030",
-                )
-            )
-        taken[community.issuer] = f"community {slug}"
-        unknown = sorted((community.identity_providers or frozenset()) - external)
-        if unknown:
-            errors.append(
-                checks.Error(
-                    f"Community {slug}: identity_providers not in ISSUERS: {', '.join(unknown)}",
-                    id="epochauth.E029",
-                )
-            )
+        errors += _community(slug, options, taken, external)
+    return errors
+
+
+def _community(
+    slug: str, options: dict[str, Any], taken: dict[str, str], external: set[Any]
+) -> list[checks.CheckMessage]:
+    """One community's checks; records its issuer in ``taken``."""
+    providers = options.get("identity_providers")
+    if providers is not None and (
+        not isinstance(providers, list | tuple) or not all(isinstance(p, str) for p in providers)
+    ):
+        message = f"Community {slug}: identity_providers must be None or a list of issuers."
+        return [checks.Error(message, id="epochauth.E029")]
+    issuer = options.get("issuer")
+    if issuer is not None and not str(issuer).startswith(("https://", "http://")):
+        message = f"Community {slug}: its issuer must be an http(s) URL, not {issuer!r}."
+        return [checks.Error(message, id="epochauth.E030")]
+    try:
+        community = communities.load(slug, options)
+    except (ImproperlyConfigured, OSError, TypeError, ValueError) as exc:
+        return [checks.Error(f"Community {slug}: {exc}", id="epochauth.E031")]
+    errors: list[checks.CheckMessage] = []
+    signing = community.keyring.signing
+    if signing.is_symmetric and len(signing.signing_key) < 32:
+        message = f"Community {slug}: the HMAC signing key must be at least 32 bytes."
+        errors.append(checks.Error(message, id="epochauth.E031"))
+    if community.issuer in taken or community.issuer in external:
+        other = taken.get(community.issuer, "an external issuer")
+        message = f"Community {slug}: its issuer {community.issuer} is also {other}'s."
+        errors.append(checks.Error(message, id="epochauth.E030"))
+    taken[community.issuer] = f"community {slug}"
+    unknown = sorted((community.identity_providers or frozenset()) - external)
+    if unknown:
+        message = f"Community {slug}: identity_providers not in ISSUERS: {', '.join(unknown)}"
+        errors.append(checks.Error(message, id="epochauth.E029"))
     return errors
 
 

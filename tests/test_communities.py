@@ -371,6 +371,21 @@ def test_a_rotated_community_key_still_verifies_its_tokens(client, vos, settings
             "community lhcb's",
         ),
         ({"COMMUNITIES": {"lhcb": {"algorithm": "RS256"}}}, "E031", "needs signing_key"),
+        ({"COMMUNITIES": {"lhcb": {"signing_key": "short"}}}, "E031", "at least 32 bytes"),
+        ({"COMMUNITIES": {"lhcb": {"issuer": "lhcb"}}}, "E030", "http(s) URL"),
+        (
+            {"COMMUNITIES": {"lhcb": {"identity_providers": "https://idp.example"}}},
+            "E029",
+            "a list of issuers",
+        ),
+        (
+            {
+                "ISSUERS": [{"issuer": "https://idp.example"}],
+                "COMMUNITIES": {"lhcb": {"issuer": "https://idp.example"}},
+            },
+            "E030",
+            "an external issuer's",
+        ),
         (
             {"COMMUNITIES": {"lhcb": {"algorithm": "ES256", "signing_key": "not a key"}}},
             "E031",
