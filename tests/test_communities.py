@@ -73,7 +73,7 @@ def no_vos(settings) -> None:
     }
 
 
-def test_a_site_without_communities_mints_and_accepts_what_it_did_before(client, no_vos):
+def test_a_site_without_communities_mints_and_accepts_what_it_did_before(client, no_vos, settings):
     """The upgrade: no setting, the same issuer, key and claims, and a token minted the way earlier
     versions did (no ``vo``, no ``vo_epoch``) stays valid."""
     user = make_user("alice")
@@ -101,6 +101,10 @@ def test_a_site_without_communities_mints_and_accepts_what_it_did_before(client,
     response = client.get("/auth/whoami/", **bearer(old))
     assert response.status_code == 200
     assert response.json()["vo"] is None and response.json()["subject"] == str(user.pk)
+    # The site then adds communities: its earlier tokens (of no community) stay valid.
+    settings.EPOCHAUTH = {**settings.EPOCHAUTH, "COMMUNITIES": COMMUNITIES}
+    assert client.get("/auth/whoami/", **bearer(old)).status_code == 200
+    assert client.get("/auth/whoami/", **bearer(body["access_token"])).status_code == 200
 
 
 def test_a_vo_scope_on_a_site_without_communities_is_refused(client, no_vos):
@@ -258,11 +262,31 @@ def test_verification_routes_each_token_to_its_own_issuers_keys(client, vos):
         "no vo epoch": lhcb.keyring.sign(
             {k: v for k, v in claims.items() if k != "vo_epoch"}, tokens.ACCESS_TOKEN_TYPE
         ),
+        # belle2's key is pinned to ES256: its public key as an HMAC secret is no key of it.
+        "algorithm confusion": keys.Key(
+            belle2_kid(), "HS256", belle2_public_pem(), belle2_public_pem()
+        ).sign({**claims, "iss": f"{ISSUER}/belle2", "vo": "belle2"}, tokens.ACCESS_TOKEN_TYPE),
     }
     for name, forged in forgeries.items():
         with pytest.raises(InvalidToken):
             verify_token(forged)
         assert client.get("/api/hello/", **bearer(forged)).status_code == 401, name
+
+
+def belle2_public_pem() -> bytes:
+    from cryptography.hazmat.primitives import serialization
+
+    belle2 = communities.get("belle2")
+    assert belle2 is not None
+    return belle2.keyring.signing.verifying_key.public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+
+
+def belle2_kid() -> str:
+    belle2 = communities.get("belle2")
+    assert belle2 is not None
+    return belle2.keyring.signing.kid
 
 
 def test_a_service_accepts_only_its_communities(client, vos, settings):
