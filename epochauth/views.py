@@ -123,12 +123,11 @@ def _selected_group(
     return Group(pk=found.groups[name], name=name)
 
 
-def _token_response(
-    session: models.Session, refresh_token: str | None, access: Any, standing: tokens.Standing
-) -> Response:
+def _token_response(session: models.Session, refresh_token: str | None, access: Any) -> Response:
     """RFC 6749 §5.1's members, and who the token is for: the user (``id`` is the token's ``sub``),
-    their groups and the selected one, from what the mint just read (no query, nothing added to the
-    token). Extra members are allowed (§5.1); a client that knows only §5.1 ignores them."""
+    their groups (those the token lists: a community's token only its community's and the site's)
+    and the selected one, and the community (``vo``), from the mint (no query, nothing added to
+    the token). Extra members are allowed (§5.1); a client that knows only §5.1 ignores them."""
     user = session.user
     body = {
         "access_token": access.token,
@@ -180,7 +179,7 @@ def _session_response(
         extra_claims=_session_claims(session, bound_to),
         community=communities.get(session.community),
     )
-    return _token_response(session, refresh_token, access, standing)
+    return _token_response(session, refresh_token, access)
 
 
 #: One serializer of each class per thread, its fields bound once: a new serializer deep-copies
@@ -327,7 +326,7 @@ class TokenView(EpochAuthView):
             extra_claims=_session_claims(session, jkt),
             community=community,
         )
-        return _token_response(session, refresh_token, access, found)
+        return _token_response(session, refresh_token, access)
 
 
 class RefreshView(EpochAuthView):
@@ -639,9 +638,9 @@ def authorization_server_metadata(
     request: Any, community: communities.Community | None = None
 ) -> dict[str, Any]:
     """RFC 8414 metadata: our keys and token endpoint, and the OAuth server's endpoints and grants
-    when ``epochauth.oauth`` is installed. A ``community``'s: its issuer, its keys, and the login
-    that selects it (``vo:<slug>`` at the token endpoint); the OAuth server mints the site's tokens,
-    so it is not in a community's document."""
+    when ``epochauth.oauth`` is installed. A ``community``'s: its issuer, its keys, and our login
+    that selects it (``vo:<slug>`` at the token endpoint); the OAuth server's endpoints stay in the
+    site's document, whose issuer its ID tokens carry."""
     if community is not None:
         issuer = community.issuer
         jwks_uri = issuer_url(request, "epochauth-community-jwks", community=community.slug)
