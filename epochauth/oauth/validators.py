@@ -217,6 +217,9 @@ class EpochAuthValidator(OAuth2Validator):
         allows."""
         try:
             community = communities.choose(request.user.pk, list(request.scopes or []))
+            communities.check_provider(
+                community, getattr(request, "epochauth_subject_issuer", None)
+            )
         except communities.Refused as exc:
             raise errors.InvalidScopeError(
                 description=str(exc.description), request=request
@@ -228,16 +231,7 @@ class EpochAuthValidator(OAuth2Validator):
             raise errors.InvalidScopeError(
                 description=_("That group is not in the selected community"), request=request
             )
-        try:
-            communities.check_provider(
-                community, getattr(request, "epochauth_subject_issuer", None)
-            )
-        except communities.Refused as exc:
-            raise errors.InvalidScopeError(
-                description=str(exc.description), request=request
-            ) from None
-        request.scopes = [*request.scopes, community.scope]
-        request.scopes = list(dict.fromkeys(request.scopes))
+        request.scopes = list(dict.fromkeys([*request.scopes, community.scope]))
 
     @staticmethod
     def refuse_resource(request: Any) -> None:
