@@ -51,6 +51,11 @@ bob, created = get_user_model().objects.get_or_create(username="bob", defaults={
 if created:
     bob.set_unusable_password()
     bob.save()
+# The admin is in both communities: a login naming none gets lhcb (DEFAULT_COMMUNITY), vo:belle2 the other.
+from epochauth.models import CommunityMembership
+
+for slug in ("lhcb", "belle2"):
+    CommunityMembership.objects.get_or_create(user=user, community=slug)
 
 # A relying party for OpenID Provider mode (README: "Run an authorization server for a CLI").
 from oauth2_provider.models import get_application_model
@@ -177,6 +182,7 @@ def demo(argv: list[str]) -> NoReturn:
     base = f"http://127.0.0.1:{port}"
     env = dict(os.environ)
     env.setdefault("EPOCHAUTH_ISSUER", base)
+    env.setdefault("EPOCHAUTH_DEFAULT_COMMUNITY", "lhcb")
     if "EPOCHAUTH_SIGNING_KEY" not in env:
         env.setdefault("EPOCHAUTH_ALGORITHM", "RS256")
         env.setdefault("EPOCHAUTH_SIGNING_KEY_FILE", str(demo_signing_key()))
@@ -206,6 +212,8 @@ def demo(argv: list[str]) -> NoReturn:
               curl -s -H "Authorization: Bearer $TOKEN" {base}/api/hello/
   Public:     {base}/.well-known/jwks.json
               {base}/.well-known/openid-configuration
+  VOs:        tokens are of lhcb by default; "scope": "vo:belle2" in the login body for belle2
+              {base}/.well-known/oauth-authorization-server/belle2
   CLI login:  .venv/bin/epochauth login {base}   (device flow, public client epochauth-cli)
   Relying party (OpenID Provider mode): client demo-portal, secret {portal_secret}
               (a new one on every `dev.py demo`), redirect URI {PORTAL_URL}/oidc/callback/;

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
+from django import forms
 from django.apps import apps
 from django.contrib import admin, messages
 from django.contrib.auth import get_user_model
@@ -21,8 +22,18 @@ from django.utils.http import url_has_allowed_host_and_scheme, urlencode
 from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext
 
-from . import jwks, revocation, snapshots
-from .models import AuditEvent, Epoch, Identity, Issuer, RevokedToken, Session, SsfSubscription
+from . import communities, jwks, revocation, snapshots
+from .models import (
+    AuditEvent,
+    CommunityGroup,
+    CommunityMembership,
+    Epoch,
+    Identity,
+    Issuer,
+    RevokedToken,
+    Session,
+    SsfSubscription,
+)
 from .sessions import end_session
 
 if TYPE_CHECKING:
@@ -215,8 +226,31 @@ class EpochAdminMixin(AdminMixinBase):
         return super().render_change_form(request, context, *args, **kwargs)
 
 
-def _extend(model: Any, kind: str, mixins: tuple[type[Any], ...] = ()) -> None:
-    """Re-register ``model`` with its current admin class plus :class:`EpochAdminMixin` (and ``mixins``)."""
+class CommunityFilter(admin.SimpleListFilter):
+    """Rows of one community (``COMMUNITIES``), by :attr:`lookup`, the query path to a row's slug."""
+
+    title = _("community")
+    parameter_name = "community"
+    lookup = "community"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        return [(c.slug, c.name) for c in communities.get_communities().values()]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet) -> QuerySet:
+        if self.value():
+            return queryset.filter(**{self.lookup: self.value()}).distinct()
+        return queryset
+
+
+def _community_filter(lookup: str) -> type[CommunityFilter]:
+    return type(f"CommunityFilter_{lookup}", (CommunityFilter,), {"lookup": lookup})
+
+
+def _extend(
+    model: Any, kind: str, mixins: tuple[type[Any], ...] = (), community: str | None = None
+) -> None:
+    """Re-register ``model`` with its current admin class plus :class:`EpochAdminMixin` (and ``mixins``);
+    ``community``: the query path to a row's community, filtered by in its list."""
     base = (
         type(admin.site._registry[model]) if admin.site.is_registered(model) else admin.ModelAdmin
     )
@@ -231,12 +265,19 @@ def _extend(model: Any, kind: str, mixins: tuple[type[Any], ...] = ()) -> None:
         "list_display": [*base.list_display, "token_epoch"],
         "readonly_fields": [*base.readonly_fields, *token_fields],
     }
+    if community is not None:
+        attrs["list_filter"] = [*base.list_filter, _community_filter(community)]
     bases: tuple[type, ...] = (*mixins, EpochAdminMixin, base)
     admin.site.register(model, type(f"EpochAuth{base.__name__}", bases, attrs))
 
 
-_extend(get_user_model(), Epoch.Kind.USER, (UserTokensMixin,))
-_extend(Group, Epoch.Kind.GROUP)
+_extend(
+    get_user_model(),
+    Epoch.Kind.USER,
+    (UserTokensMixin,),
+    community="epochauth_communities__community",
+)
+_extend(Group, Epoch.Kind.GROUP, community="epochauth_community__community")
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):
@@ -269,7 +310,7 @@ class SessionAdmin(ReadOnlyAdmin):
         "group",
         "revoked_at",
     )
-    list_filter = ("remember_me", ("revoked_at", admin.EmptyFieldListFilter))
+    list_filter = ("remember_me", CommunityFilter, ("revoked_at", admin.EmptyFieldListFilter))
     search_fields = ("user__username", "user_agent")
     exclude = ("refresh_hash", "previous_refresh_hash")
     actions = ["revoke_sessions"]
@@ -360,6 +401,8 @@ class EpochAdmin(PermanentAdmin):
         }
         if epoch.kind == Epoch.Kind.GLOBAL:
             return str(_("everyone"))
+        if epoch.kind == Epoch.Kind.COMMUNITY:
+            return _("community %s") % epoch.object_id
         if epoch.kind not in models:
             return epoch.object_id
         obj = models[epoch.kind]._default_manager.filter(pk=epoch.object_id).first()
@@ -485,3 +528,61 @@ class IssuerAdmin(admin.ModelAdmin):
                     "issuer": issuer,
                 }
                 self.message_user(request, text, messages.SUCCESS)
+
+
+class CommunityChoiceForm(forms.ModelForm):
+    """A community is one of ``COMMUNITIES``, chosen by name."""
+
+    community = forms.ChoiceField(label=_("community"), choices=())
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        field = cast(forms.ChoiceField, self.fields["community"])
+        field.choices = [(c.slug, c.name) for c in communities.get_communities().values()]
+
+
+class CommunityAdminMixin(AdminMixinBase):
+    """Memberships and community groups: filtered by community, and the action that revokes every
+    token of the selected rows' communities (a community epoch, as ``POST /auth/revoke/``)."""
+
+    form = CommunityChoiceForm
+    list_filter = (CommunityFilter,)
+    actions = ["revoke_communities"]
+
+    def has_revoke_permission(self, request: HttpRequest) -> bool:
+        """As for POST /auth/revoke/: the permission to change epochs."""
+        return request.user.has_perm("epochauth.change_epoch")
+
+    @admin.action(
+        description=_("Revoke every token of the selected rows' communities (bump their epoch)"),
+        permissions=["revoke"],
+    )
+    def revoke_communities(self, request: HttpRequest, queryset: QuerySet) -> None:
+        slugs = sorted(set(queryset.values_list("community", flat=True)))
+        for slug in slugs:
+            try:
+                revocation.bump_epoch(
+                    Epoch.Kind.COMMUNITY, slug, actor=request.user, reason="admin action"
+                )
+            except snapshots.StateUnavailable:
+                failed = _(
+                    "The shared cache could not take the revocation of %s; nothing changed."
+                )
+                self.message_user(request, failed % slug, messages.ERROR)
+                return
+        done = _("Revoked every token of the communities: %s") % ", ".join(slugs)
+        self.message_user(request, done, messages.SUCCESS)
+
+
+@admin.register(CommunityMembership)
+class CommunityMembershipAdmin(CommunityAdminMixin, admin.ModelAdmin):
+    list_display = ("user", "community", "created_at")
+    search_fields = ("user__username", "community")
+    raw_id_fields = ("user",)
+    readonly_fields = ("created_at",)
+
+
+@admin.register(CommunityGroup)
+class CommunityGroupAdmin(CommunityAdminMixin, admin.ModelAdmin):
+    list_display = ("group", "community")
+    search_fields = ("group__name", "community")

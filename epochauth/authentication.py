@@ -16,6 +16,7 @@ from rest_framework.authentication import BaseAuthentication
 from rest_framework.request import Request
 
 from . import (
+    communities,
     conf,
     dpop,
     issuers,
@@ -51,8 +52,11 @@ def verify_token(token: str) -> dict[str, Any]:
     """
     jws = verification.parse(token)
     iss = jws.claims.get("iss")
-    if conf.epochauth_settings.LOCAL_TOKENS and iss == conf.epochauth_settings.ISSUER:
-        return verification.verify(jws, verification.local_policy())
+    if conf.epochauth_settings.LOCAL_TOKENS and communities.is_ours(iss):
+        # The site's or a community's: routed by ``iss`` to its keys (communities.py).
+        if not communities.accepts(communities.of_issuer(iss)):
+            raise InvalidToken(_("The access token's community is not accepted here"))
+        return verification.verify(jws, verification.local_policy(iss))
     config = issuers.get_issuer(iss) if isinstance(iss, str) else None
     if config is None:
         raise InvalidToken(_("The access token's issuer is not accepted"))
@@ -209,10 +213,7 @@ def _still_verified(token: str, iss: str) -> bool:
 
 
 def _is_local(claims: dict[str, Any]) -> bool:
-    return (
-        bool(conf.epochauth_settings.LOCAL_TOKENS)
-        and claims["iss"] == conf.epochauth_settings.ISSUER
-    )
+    return bool(conf.epochauth_settings.LOCAL_TOKENS) and communities.is_ours(claims["iss"])
 
 
 class BearerAuthentication(BaseAuthentication):

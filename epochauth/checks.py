@@ -13,6 +13,7 @@ from django.db import DEFAULT_DB_ALIAS, connections, router
 
 from . import (
     claims,
+    communities,
     conf,
     issuer_config,
     keys,
@@ -679,3 +680,98 @@ def _valid_rate(rate: Any) -> bool:
 def _strings(value: Any) -> bool:
     """A list (or tuple) of strings; a bare string would be read letter by letter."""
     return isinstance(value, list | tuple) and all(isinstance(v, str) for v in value)
+
+
+@checks.register(checks.Tags.security)
+def check_communities(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
+    """``COMMUNITIES`` (epochauth.communities): the shape and names (E029), one issuer each that no
+    one else has (E030), and keys that load (E031)."""
+    configured = conf.epochauth_settings.COMMUNITIES
+    if not isinstance(configured, dict):
+        return [checks.Error('EPOCHAUTH["COMMUNITIES"] must be a dict.', id="epochauth.E029")]
+    errors = _community_names(configured)
+    entries = conf.epochauth_settings.ISSUERS
+    entries = entries if isinstance(entries, list | tuple) else []  # else E007
+    external = {entry.get("issuer") for entry in entries if isinstance(entry, dict)}
+    taken = {conf.epochauth_settings.ISSUER: "the site"}
+    for slug, options in configured.items():
+        if not isinstance(options, dict) or not communities.SLUG.fullmatch(str(slug)):
+            continue  # E029 above
+        errors += _community(slug, options, taken, external)
+    return errors
+
+
+def _community(
+    slug: str, options: dict[str, Any], taken: dict[str, str], external: set[Any]
+) -> list[checks.CheckMessage]:
+    """One community's checks; records its issuer in ``taken``."""
+    providers = options.get("identity_providers")
+    if providers is not None and (
+        not isinstance(providers, list | tuple) or not all(isinstance(p, str) for p in providers)
+    ):
+        message = f"Community {slug}: identity_providers must be None or a list of issuers."
+        return [checks.Error(message, id="epochauth.E029")]
+    issuer = options.get("issuer")
+    if issuer is not None and not str(issuer).startswith(("https://", "http://")):
+        message = f"Community {slug}: its issuer must be an http(s) URL, not {issuer!r}."
+        return [checks.Error(message, id="epochauth.E030")]
+    try:
+        community = communities.load(slug, options)
+    except (ImproperlyConfigured, OSError, TypeError, ValueError) as exc:
+        return [checks.Error(f"Community {slug}: {exc}", id="epochauth.E031")]
+    errors: list[checks.CheckMessage] = []
+    signing = community.keyring.signing
+    if signing.is_symmetric and len(signing.signing_key) < 32:
+        message = f"Community {slug}: the HMAC signing key must be at least 32 bytes."
+        errors.append(checks.Error(message, id="epochauth.E031"))
+    if community.issuer in taken or community.issuer in external:
+        other = taken.get(community.issuer, "an external issuer")
+        message = f"Community {slug}: its issuer {community.issuer} is also {other}'s."
+        errors.append(checks.Error(message, id="epochauth.E030"))
+    taken[community.issuer] = f"community {slug}"
+    unknown = sorted((community.identity_providers or frozenset()) - external)
+    if unknown:
+        message = f"Community {slug}: identity_providers not in ISSUERS: {', '.join(unknown)}"
+        errors.append(checks.Error(message, id="epochauth.E029"))
+    return errors
+
+
+def _community_names(configured: dict[Any, Any]) -> list[checks.CheckMessage]:
+    """E029: slugs, options, ``DEFAULT_COMMUNITY`` and ``ACCEPTED_COMMUNITIES`` name communities."""
+    errors: list[checks.CheckMessage] = []
+    for slug, options in configured.items():
+        if not isinstance(slug, str) or not communities.SLUG.fullmatch(slug):
+            errors.append(
+                checks.Error(
+                    f"Community {slug!r}: a slug is letters, digits, - and _.", id="epochauth.E029"
+                )
+            )
+        elif not isinstance(options, dict):
+            errors.append(
+                checks.Error(f"Community {slug}: its options must be a dict.", id="epochauth.E029")
+            )
+        elif set(options) - communities.OPTIONS:
+            unknown = ", ".join(sorted(map(str, set(options) - communities.OPTIONS)))
+            errors.append(
+                checks.Error(f"Community {slug}: unknown options {unknown}", id="epochauth.E029")
+            )
+    default = conf.epochauth_settings.DEFAULT_COMMUNITY
+    if default is not None and default not in configured:
+        errors.append(
+            checks.Error(
+                f'EPOCHAUTH["DEFAULT_COMMUNITY"] {default!r} is not in COMMUNITIES.',
+                id="epochauth.E029",
+            )
+        )
+    accepted = conf.epochauth_settings.ACCEPTED_COMMUNITIES
+    if accepted is not None and (
+        not isinstance(accepted, list | tuple | set | frozenset)
+        or not all(name in configured for name in accepted)
+    ):
+        errors.append(
+            checks.Error(
+                'EPOCHAUTH["ACCEPTED_COMMUNITIES"] must be None or a list of COMMUNITIES slugs.',
+                id="epochauth.E029",
+            )
+        )
+    return errors

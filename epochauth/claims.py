@@ -51,8 +51,12 @@ RESERVED_CLAIMS = frozenset(
         "epoch",
         "group_epoch",
         "global_epoch",
+        "vo_epoch",
     }
 )
+#: Reserved on a site with ``COMMUNITIES`` only: a site without may have set ``vo`` itself (the only
+#: way before communities existed), and its tokens keep it.
+COMMUNITY_CLAIMS = frozenset({"vo"})
 
 ClaimsCallable = Callable[..., dict[str, Any]]
 
@@ -80,7 +84,12 @@ def declared_claim_names() -> tuple[str, ...]:
 
 def reserved_in(names: Any) -> list[str]:
     """The reserved claim names among ``names``, sorted."""
-    return sorted(set(names) & RESERVED_CLAIMS)
+    reserved = (
+        RESERVED_CLAIMS | COMMUNITY_CLAIMS
+        if conf.epochauth_settings.COMMUNITIES
+        else RESERVED_CLAIMS
+    )
+    return sorted(set(names) & reserved)
 
 
 def custom_claims(

@@ -88,6 +88,9 @@ DEFAULTS: dict[str, Any] = {
     "SSF_TRANSMITTERS": [],
     "SSF_MAX_AGE": timedelta(days=1),
     "SSF_TRANSMITTER": None,
+    "COMMUNITIES": {},
+    "DEFAULT_COMMUNITY": None,
+    "ACCEPTED_COMMUNITIES": None,
 }
 
 #: What each setting means, in Markdown, in the order of :data:`DEFAULTS`. The default is shown beside
@@ -415,6 +418,26 @@ DESCRIPTIONS: dict[str, str] = {
         "stream management API; receivers are applications whose allowed scopes list `ssf:manage` "
         "(client credentials). Needs `epochauth.oauth`, an asymmetric signing key or an ID-token key, "
         "and an http(s) URL as `ISSUER` (check `epochauth.E037`, `epochauth.E038`). `None`: off."
+    ),
+    "COMMUNITIES": (
+        "Communities (virtual organisations, VOs) on this deployment, by slug: "
+        '`{"lhcb": {"name": ..., "issuer": ..., "algorithm": ..., "signing_key": ... or '
+        '"signing_key_file": ..., "key_id": ..., "verification_keys": [...], '
+        '"identity_providers": [...]}}`. Each has its own issuer (default `<ISSUER>/<slug>`), its '
+        "own keys (the site's key options, in lower case; an HS* community without a key gets one "
+        "derived from `SECRET_KEY`), JWKS and discovery documents, and the external issuers "
+        "(`ISSUERS` names) its users may come from (`None`: any). A token of ours then belongs to "
+        "one community: `vo` claim, its issuer, its key; a login selects it with `vo:<slug>`. Users "
+        "join communities and groups are tied to one in the admin (checks `epochauth.E029`-`E031`). "
+        "Empty: none, every token is the site's."
+    ),
+    "DEFAULT_COMMUNITY": (
+        "The community of a login that names none (`vo:<slug>`) and whose user is in it; `None`: "
+        "the user's only community (a login of a user in several must name one)."
+    ),
+    "ACCEPTED_COMMUNITIES": (
+        "The communities whose tokens this service accepts (slugs); `None`: every one, and the "
+        "site's tokens without a community. A list: only those communities' tokens."
     ),
 }
 

@@ -250,7 +250,7 @@ def get_keyring() -> KeyRing:
     )
     return KeyRing(
         signing,
-        [_verification_key(entry) for entry in conf.epochauth_settings.VERIFICATION_KEYS],
+        [verification_key(entry) for entry in conf.epochauth_settings.VERIFICATION_KEYS],
         _id_token_key(signing),
     )
 
@@ -258,7 +258,7 @@ def get_keyring() -> KeyRing:
 conf.process_cache(get_keyring.cache_clear)
 
 
-def _verification_key(entry: Any) -> Key:
+def verification_key(entry: Any) -> Key:
     """One ``VERIFICATION_KEYS`` entry; a malformed one is a configuration error, not a KeyError later."""
     if (
         not isinstance(entry, dict)

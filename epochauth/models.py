@@ -48,8 +48,8 @@ class Identity(models.Model):
 class Epoch(models.Model):
     """A revocation counter: tokens minted under an older value (or issued before ``not_before``) are dead.
 
-    One row per user, per group, per external identity (keyed by a digest of issuer and subject) and one
-    global row; rows exist only once something was bumped.
+    One row per user, per group, per external identity (keyed by a digest of issuer and subject), per
+    community (by slug) and one global row; rows exist only once something was bumped.
     """
 
     class Kind(models.TextChoices):
@@ -57,13 +57,14 @@ class Epoch(models.Model):
         GROUP = "group", _("group")
         IDENTITY = "identity", _("identity")
         GLOBAL = "global", _("global")
+        COMMUNITY = "community", _("community")
 
-    kind = models.CharField(_("kind"), max_length=8, choices=Kind.choices)
+    kind = models.CharField(_("kind"), max_length=16, choices=Kind.choices)
     object_id = models.CharField(
         _("object id"),
         max_length=64,
         blank=True,
-        help_text=_("Primary key of the user or group; empty for global."),
+        help_text=_("Primary key of the user or group, a community's slug; empty for global."),
     )
     value = models.PositiveIntegerField(_("epoch"), default=0)
     not_before = models.DateTimeField(_("not before"), null=True, blank=True)
@@ -179,6 +180,9 @@ class Session(models.Model):
         _("previous refresh token hash"), max_length=64, blank=True, editable=False
     )
     revoked_at = models.DateTimeField(_("revoked"), null=True, blank=True)
+    #: The community (``COMMUNITIES`` slug) every access token of the session belongs to; empty: the
+    #: site's tokens, without one.
+    community = models.CharField(_("community"), max_length=64, blank=True)
     #: RFC 9449 section 5: the RFC 7638 thumbprint of the DPoP key the session's refresh token is
     #: bound to (its login or a refresh carried a proof of it); empty: a bearer session.
     dpop_jkt = models.CharField(
@@ -488,3 +492,49 @@ class SsfSubscription(models.Model):
 
     def __str__(self) -> str:
         return f"{self.issuer} ({self.stream_id})"
+
+
+class CommunityMembership(models.Model):
+    """A user's membership of a community (a ``COMMUNITIES`` slug): what lets a login select it
+    (``vo:<slug>``). Removing it ends the user's tokens (an epoch bump)."""
+
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.CASCADE,
+        related_name="epochauth_communities",
+        verbose_name=_("user"),
+    )
+    community = models.CharField(_("community"), max_length=64, db_index=True)
+    created_at = models.DateTimeField(_("created"), default=timezone.now)
+
+    class Meta:
+        verbose_name = _("community membership")
+        verbose_name_plural = _("community memberships")
+        constraints = [
+            models.UniqueConstraint(
+                fields=["user", "community"], name="epochauth_communitymembership_unique"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.user} in {self.community}"
+
+
+class CommunityGroup(models.Model):
+    """Ties a group to the community it lives in: a token of another community neither selects it
+    (``g:<group>``) nor lists it. A group without one is the site's, in every community."""
+
+    group = models.OneToOneField(
+        "auth.Group",
+        on_delete=models.CASCADE,
+        related_name="epochauth_community",
+        verbose_name=_("group"),
+    )
+    community = models.CharField(_("community"), max_length=64, db_index=True)
+
+    class Meta:
+        verbose_name = _("community group")
+        verbose_name_plural = _("community groups")
+
+    def __str__(self) -> str:
+        return f"{self.group} in {self.community}"

@@ -19,7 +19,12 @@ from django.urls import NoReverseMatch, reverse
 from drf_spectacular.authentication import SessionScheme
 from drf_spectacular.extensions import OpenApiAuthenticationExtension, OpenApiViewExtension
 from drf_spectacular.plumbing import build_bearer_security_scheme_object
-from drf_spectacular.utils import OpenApiResponse, extend_schema, inline_serializer
+from drf_spectacular.utils import (
+    OpenApiResponse,
+    extend_schema,
+    extend_schema_view,
+    inline_serializer,
+)
 from rest_framework import serializers
 
 from . import views
@@ -136,6 +141,10 @@ TokenResponseSerializer = inline_serializer(
         "group": serializers.CharField(
             allow_null=True, help_text="The group the session selected, or null."
         ),
+        "vo": serializers.CharField(
+            allow_null=True,
+            help_text="The community (VO) every token of the session belongs to, or null.",
+        ),
     },
 )
 OAuthErrorSerializer = inline_serializer(
@@ -150,6 +159,7 @@ WhoAmISerializer = inline_serializer(
         "groups": serializers.ListField(child=serializers.CharField()),
         "scope": serializers.CharField(allow_blank=True),
         "group": serializers.CharField(allow_null=True),
+        "vo": serializers.CharField(allow_null=True),
         "expires_at": serializers.DateTimeField(),
     },
 )
@@ -189,7 +199,7 @@ ENDPOINTS: dict[str, dict[str, Any]] = {
         "responses": {204: ENDED, **ERRORS},
     },
     "epochauth.views.RevokeView": {
-        "summary": "End the tokens of a user, a group, an external identity or everyone",
+        "summary": "End the tokens of a user, a group, an external identity, a community or everyone",
         "request": views.RevokeSerializer,
         "responses": {200: RevokedSerializer, **ERRORS, 404: OAuthErrorSerializer},
     },
@@ -200,6 +210,12 @@ ENDPOINTS: dict[str, dict[str, Any]] = {
     "epochauth.views.JWKSView": {
         "summary": "Our public verification keys (JWKS)",
         "responses": {200: dict},
+    },
+    # A community's (epochauth.communities): operation ids of their own beside the site's documents.
+    "epochauth.views.CommunityJWKSView": {
+        "operation_id": "community_jwks",
+        "summary": "A community's public verification keys (JWKS)",
+        "responses": {200: dict, 404: dict},
     },
     "epochauth.views.StatusListView": {
         "summary": "A Token Status List (draft-ietf-oauth-status-list) of our tokens' sessions",
@@ -213,6 +229,16 @@ ENDPOINTS: dict[str, dict[str, Any]] = {
     "epochauth.views.AuthorizationServerMetadataView": {
         "summary": "RFC 8414 authorization server metadata",
         "responses": {200: dict},
+    },
+    "epochauth.views.CommunityMetadataView": {
+        "operation_id": "community_authorization_server_metadata",
+        "summary": "A community's RFC 8414 metadata (path insertion)",
+        "responses": {200: dict, 404: dict},
+    },
+    "epochauth.views.CommunityOpenIDConfigurationView": {
+        "operation_id": "community_openid_configuration",
+        "summary": "A community's metadata under its issuer's openid-configuration path",
+        "responses": {200: dict, 404: dict},
     },
     "epochauth.views.OpenIDConfigurationView": {
         "summary": "OpenID Connect Discovery metadata (only as an OpenID provider)",
@@ -297,7 +323,12 @@ ENDPOINTS: dict[str, dict[str, Any]] = {
 
 def _described(view_path: str, schema: dict[str, Any]) -> type[OpenApiViewExtension]:
     def view_replacement(self: OpenApiViewExtension) -> Any:
-        return extend_schema(**schema)(type(self.target.__name__, (self.target,), {}))
+        view = type(self.target.__name__, (self.target,), {})
+        if "operation_id" in schema:
+            # An operation id names one method's operation, not a view class's (a community's
+            # documents share their paths' ends with the site's, and so their derived ids).
+            return extend_schema_view(get=extend_schema(**schema))(view)
+        return extend_schema(**schema)(view)
 
     attrs = {"target_class": view_path, "optional": True, "view_replacement": view_replacement}
     return type(f"{view_path.rpartition('.')[2]}Schema", (OpenApiViewExtension,), attrs)

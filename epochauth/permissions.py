@@ -100,3 +100,24 @@ class DPoPBound(BasePermission):
 
     def has_permission(self, request: Request, view: Any) -> bool:
         return isinstance(request.auth, tokens.AccessToken) and request.auth.is_dpop_bound
+
+
+class InCommunity(BasePermission):
+    """The token must belong to one of the view's ``required_communities`` (slugs; its ``vo``, in
+    ``request.auth.vo``). A site token of no community, an external issuer's token and a Django
+    session belong to none. ``InCommunity.of("lhcb")`` is the class for one view without the
+    attribute."""
+
+    message = _("Your token does not belong to a community this resource requires.")
+    #: The communities of every view using this class, besides the view's ``required_communities``.
+    communities: tuple[str, ...] = ()
+
+    def has_permission(self, request: Request, view: Any) -> bool:
+        required = set(self.communities) | set(_view_attribute(view, "required_communities"))
+        token = request.auth
+        return isinstance(token, tokens.AccessToken) and token.vo in required
+
+    @classmethod
+    def of(cls, *slugs: str) -> type[InCommunity]:
+        """A subclass requiring one of ``slugs``: ``permission_classes = [InCommunity.of("lhcb")]``."""
+        return type(f"InCommunity_{'_'.join(slugs)}", (cls,), {"communities": slugs})

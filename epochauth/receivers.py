@@ -191,3 +191,50 @@ def issuers_changed(sender: Any, **kwargs: Any) -> None:
 def stamp_session_login(sender: Any, request: Any, **kwargs: Any) -> None:
     """EpochSessionMiddleware ends sessions that began before the user's next epoch bump."""
     middleware.stamp_login(request)
+
+
+@receiver(pre_delete, sender=models.CommunityMembership, dispatch_uid="epochauth_member_left")
+def revoke_left_community(
+    sender: Any, instance: models.CommunityMembership, **kwargs: Any
+) -> None:
+    """A user who leaves a community loses its tokens at once: the user's epoch (the user logs in
+    again to the communities they kept)."""
+    revocation.bump_epoch(
+        models.Epoch.Kind.USER,
+        str(instance.user_id),
+        reason=f"left community {instance.community}",
+    )
+
+
+@receiver(pre_save, sender=models.CommunityMembership, dispatch_uid="epochauth_member_moved")
+def revoke_moved_membership(
+    sender: Any, instance: models.CommunityMembership, raw: bool = False, **kwargs: Any
+) -> None:
+    """A membership changed to another community is the old one left."""
+    old = _old_community(sender, instance, raw)
+    if old is not None:
+        revoke_left_community(sender, sender(user_id=instance.user_id, community=old))
+
+
+@receiver(pre_save, sender=models.CommunityGroup, dispatch_uid="epochauth_group_moved")
+def revoke_moved_group(
+    sender: Any, instance: models.CommunityGroup, raw: bool = False, **kwargs: Any
+) -> None:
+    """A group moved to another community: the tokens that selected it in the old one end."""
+    if _old_community(sender, instance, raw) is not None:
+        revoke_community_group(sender, instance)
+
+
+@receiver(pre_delete, sender=models.CommunityGroup, dispatch_uid="epochauth_group_untied")
+def revoke_community_group(sender: Any, instance: models.CommunityGroup, **kwargs: Any) -> None:
+    revocation.bump_epoch(
+        models.Epoch.Kind.GROUP, str(instance.group_id), reason="group's community changed"
+    )
+
+
+def _old_community(sender: Any, instance: Any, raw: bool) -> str | None:
+    """The community a saved row had before, when this save changes it."""
+    if raw or instance.pk is None:
+        return None
+    old = sender.objects.filter(pk=instance.pk).values_list("community", flat=True).first()
+    return old if old is not None and old != instance.community else None

@@ -1,4 +1,4 @@
-"""Revocation: epochs for users, groups and everyone, plus a denylist of token and session ids.
+"""Revocation: epochs for users, groups, communities and everyone, plus a denylist of token and session ids.
 
 The truth lives in the database. Reads go through two cache levels so that a request costs no query:
 process memory (re-validated every ``REVOCATION_REFRESH_INTERVAL``) over the shared Django cache
@@ -30,6 +30,7 @@ from django.utils.translation import gettext_lazy as _
 
 from . import (
     clock,
+    communities,
     conf,
     denylist,
     exceptions,
@@ -751,9 +752,11 @@ def is_revoked(*ids: str | None) -> bool:
 
 
 def check_local_claims(claims: dict[str, Any], user_id: str) -> tuple[str, ...]:
-    """Refuse one of our tokens whose id, session or refresh-token family is denied, whose epochs are
-    behind, or whose selected group the user has left; returns the groups it still confers."""
+    """Refuse one of our tokens whose id, session or refresh-token family is denied, whose epochs (the
+    user's, everyone's, its group's, its community's) are behind, or whose selected group the user
+    has left; returns the groups it still confers."""
     issued = claims["iat"]
+    community = communities.of_issuer(claims["iss"])
     user = current_epoch(models.Epoch.Kind.USER, user_id, issued)
     behind = (
         claims[tokens.CLAIM_EPOCH] < user.value
@@ -765,6 +768,12 @@ def check_local_claims(claims: dict[str, Any], user_id: str) -> tuple[str, ...]:
             < current_epoch(
                 models.Epoch.Kind.GROUP, str(claims[tokens.CLAIM_GROUP_ID]), issued
             ).value
+        )
+        or (
+            # A community's token (verification checked its vo_epoch); a site token's "vo" is none.
+            community is not None
+            and claims[tokens.CLAIM_COMMUNITY_EPOCH]
+            < current_epoch(models.Epoch.Kind.COMMUNITY, community.slug, issued).value
         )
     )
     if behind or is_revoked(
@@ -781,7 +790,7 @@ def denylist_id(claims: dict[str, Any]) -> str | None:
     jti = claims.get("jti")
     if not isinstance(jti, str) or not jti:
         return None
-    return jti if claims["iss"] == conf.epochauth_settings.ISSUER else f"{claims['iss']}#{jti}"
+    return jti if communities.is_ours(claims["iss"]) else f"{claims['iss']}#{jti}"
 
 
 def check_external_claims(
@@ -948,10 +957,15 @@ def find_target(
     group: str | None = None,
     issuer: str | None = None,
     subject: str | None = None,
+    community: str | None = None,
 ) -> Target:
-    """The epoch of a username, a group name or an external identity (``issuer`` and ``subject``: its
-    tokens only, not its user's local ones); everyone's when nothing is named. Raises
-    :class:`NoSuchTarget` with a readable message."""
+    """The epoch of a username, a group name, an external identity (``issuer`` and ``subject``: its
+    tokens only, not its user's local ones) or a community (its slug: every token of it); everyone's
+    when nothing is named. Raises :class:`NoSuchTarget` with a readable message."""
+    if community is not None:
+        if communities.get(community) is None:
+            raise NoSuchTarget(_("No such community %(name)s") % {"name": community})
+        return Target(models.Epoch.Kind.COMMUNITY, community, f"community {community}")
     if user is not None:
         model = get_user_model()
         pk = (

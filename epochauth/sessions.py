@@ -22,7 +22,18 @@ from django.utils.crypto import constant_time_compare
 from django.utils.functional import Promise
 from django.utils.translation import gettext_lazy as _
 
-from . import conf, exceptions, inserts, journal, models, resources, revocation, signals, tokens
+from . import (
+    communities,
+    conf,
+    exceptions,
+    inserts,
+    journal,
+    models,
+    resources,
+    revocation,
+    signals,
+    tokens,
+)
 
 
 def digest(secret: str) -> str:
@@ -47,6 +58,7 @@ def start_session(
     login: dict[str, Any] | None = None,
     standing: tokens.Standing | None = None,
     dpop_jkt: str = "",
+    community: str = "",
 ) -> tuple[models.Session, str]:
     """Open a session and return it with its first refresh token; beyond ``MAX_SESSIONS_PER_USER``
     the user's oldest live sessions end (reason "limit"). ``browser_login``: the BrowserLogin on whose
@@ -54,7 +66,8 @@ def start_session(
     a "login" audit event to write with the session (its id is added), in the same transaction.
     ``standing``: the user's groups and epochs if the caller read them; else they are read with the
     inserts (one statement on PostgreSQL), for :func:`standing` to hand to the first token.
-    ``dpop_jkt``: the DPoP key the login proved (RFC 9449 section 5), which every refresh must prove."""
+    ``dpop_jkt``: the DPoP key the login proved (RFC 9449 section 5), which every refresh must prove.
+    ``community``: the slug of the community every token of the session belongs to."""
     secret = secrets.token_urlsafe(32)
     session = models.Session(
         user=user,
@@ -67,6 +80,7 @@ def start_session(
         refresh_hash=digest(secret),
         browser_login=browser_login,
         dpop_jkt=dpop_jkt,
+        community=community,
     )
     rows: list[Model] = [session]
     if conf.epochauth_settings.STATUS_LIST:
@@ -99,7 +113,7 @@ def _insert(session: models.Session, rows: list[Model], standing: tokens.Standin
         inserts.insert_together(*rows)
     else:
         alias = router.db_for_write(models.Session, instance=session)
-        read = tokens.standing_read(session.user_id, session.group_id, alias)
+        read = tokens.standing_read(session.user_id, session.group_id, alias, session.community)
         standing = tokens.standing_of(inserts.insert_together(*rows, read=read), alias)
     session.__dict__["_standing"] = standing
     # Once committed: a rolled-back login leaves nothing to refresh during an outage.
@@ -167,7 +181,7 @@ def standing(session: models.Session) -> tokens.Standing:
     :func:`check_session`) read them, so that the token minted next says what was checked; read now
     if the session was not checked."""
     return session.__dict__.get("_standing") or tokens.read_standing(
-        session.user_id, session.group_id
+        session.user_id, session.group_id, session.community
     )
 
 
@@ -175,16 +189,24 @@ def lost_rights(
     session: models.Session, found: tokens.Standing
 ) -> tuple[str, str | Promise] | None:
     """Why the session's user may no longer hold its tokens, as (reason, description); None if not:
-    the user is inactive, a user, group or global bump came after the session began, or the user left
-    the session's group. ``found``: the user's standing, kept for :func:`standing`."""
+    the user is inactive, a user, group, community or global bump came after the session began, or
+    the user left the session's group or community (or the site no longer has it). ``found``: the
+    user's standing, kept for :func:`standing`."""
     session.__dict__["_standing"] = found
     group_id = str(session.group_id) if session.group_id is not None else None
     if not session.user.is_active or found.bumped_after(
-        session.created_at, str(session.user_id), group_id
+        session.created_at, str(session.user_id), group_id, session.community
     ):
         return ("revoked", _("The session was revoked"))
     if session.group_id is not None and session.group_id not in found.groups.values():
         return ("group_removed", _("You are no longer a member of the session's group"))
+    if session.community:
+        community = communities.get(session.community)
+        if community is None or not communities.is_member(session.user_id, community):
+            return (
+                "community_removed",
+                _("You are no longer a member of the session's community"),
+            )
     return None
 
 
@@ -197,7 +219,9 @@ def check_session(session: models.Session) -> None:
     """Refuse (and end) a session that ended or whose user lost its rights; renew must not outlast them."""
     if not session.is_active:
         raise _invalid(_("The session has ended"))
-    failure = lost_rights(session, tokens.read_standing(session.user_id, session.group_id))
+    failure = lost_rights(
+        session, tokens.read_standing(session.user_id, session.group_id, session.community)
+    )
     if failure is not None:
         _end(session, failure)
 
@@ -260,7 +284,7 @@ def rotate(
             session,
             ROTATED,
             {"refresh_hash": read, "revoked_at": None},
-            read=tokens.standing_read(session.user_id, session.group_id, alias),
+            read=tokens.standing_read(session.user_id, session.group_id, alias, session.community),
         )
         if standing is not None:
             break

@@ -140,7 +140,8 @@ def reference(session: models.Session) -> dict[str, Any]:
 def _valid_indices(low: int, high: int) -> list[int]:
     """The indices in ``[low, high)`` of sessions that may still hold live tokens: not ended, not
     expired for longer than an access token lives, of an active user who has the session's group,
-    and no global or group bump since the session began (a user's bump ends its sessions)."""
+    and no global, group or community bump since the session began (a user's bump ends its
+    sessions)."""
     now = timezone.now()
     epochs = models.Epoch.objects.filter(not_before__gt=OuterRef("session__created_at"))
     groups = get_user_model().groups
@@ -161,6 +162,13 @@ def _valid_indices(low: int, high: int) -> list[int]:
         )
         .exclude(Exists(epochs.filter(kind=models.Epoch.Kind.GLOBAL)))
         .exclude(Exists(epochs.filter(kind=models.Epoch.Kind.GROUP, object_id=group_id)))
+        .exclude(
+            Exists(
+                epochs.filter(
+                    kind=models.Epoch.Kind.COMMUNITY, object_id=OuterRef("session__community")
+                )
+            )
+        )
         .filter(Q(session__group__isnull=True) | Exists(member))
     )
     return list(rows.values_list("pk", flat=True))

@@ -17,7 +17,7 @@ from django.db import connections, router
 from django.db.models import Field, ManyToManyField, Model
 from django.db.models.expressions import Col
 
-from . import conf, keys, models, profiles, signals, snapshots
+from . import communities, conf, keys, models, profiles, signals, snapshots
 from .claims import custom_claims
 from .scopes import group_scope, issued_scopes, split_scope
 
@@ -38,6 +38,9 @@ CLAIM_OWNER = "owner"
 CLAIM_EPOCH = "epoch"
 CLAIM_GROUP_EPOCH = "group_epoch"
 CLAIM_GLOBAL_EPOCH = "global_epoch"
+#: The community (``COMMUNITIES`` slug) a token belongs to, and that community's epoch when minted.
+CLAIM_COMMUNITY = "vo"
+CLAIM_COMMUNITY_EPOCH = "vo_epoch"
 
 REQUIRED_CLAIMS = ["iss", "sub", "exp", "iat", "jti", CLAIM_EPOCH, CLAIM_GLOBAL_EPOCH]
 
@@ -145,7 +148,15 @@ class AccessToken:
 
     @property
     def is_local(self) -> bool:
-        return self.claims["iss"] == conf.epochauth_settings.ISSUER
+        """Ours: the site's token or a community's."""
+        return communities.is_ours(self.claims["iss"])
+
+    @property
+    def vo(self) -> str | None:
+        """The community (slug) one of our tokens belongs to, by its issuer (verification checked
+        that ``vo`` names the same); None for the site's tokens and an external issuer's."""
+        community = communities.of_issuer(self.claims["iss"])
+        return community.slug if community is not None else None
 
     @property
     def session_id(self) -> str | None:
@@ -221,21 +232,30 @@ class Standing:
     def epoch(self, kind: str, object_id: str = "") -> int:
         return self.epochs.get((kind, object_id), (0, None))[0]
 
-    def bumped_after(self, moment: datetime, user_id: str, group_id: str | None) -> bool:
-        """Whether the user's, everyone's or the group's epoch was bumped after ``moment``."""
+    def bumped_after(
+        self, moment: datetime, user_id: str, group_id: str | None, community: str = ""
+    ) -> bool:
+        """Whether the user's, everyone's, the group's or the community's epoch was bumped after
+        ``moment``."""
         kinds = [(models.Epoch.Kind.USER, user_id), (models.Epoch.Kind.GLOBAL, "")]
         if group_id is not None:
             kinds.append((models.Epoch.Kind.GROUP, group_id))
+        if community:
+            kinds.append((models.Epoch.Kind.COMMUNITY, community))
         bumps = [self.epochs.get(key, (0, None))[1] for key in kinds]
         return any(at is not None and at > moment for at in bumps)
 
-    def epoch_claims(self, user_id: str, group_id: str | None) -> dict[str, int]:
+    def epoch_claims(
+        self, user_id: str, group_id: str | None, community: str = ""
+    ) -> dict[str, int]:
         claims = {
             CLAIM_EPOCH: self.epoch(models.Epoch.Kind.USER, user_id),
             CLAIM_GLOBAL_EPOCH: self.epoch(models.Epoch.Kind.GLOBAL),
         }
         if group_id is not None:
             claims[CLAIM_GROUP_EPOCH] = self.epoch(models.Epoch.Kind.GROUP, group_id)
+        if community:
+            claims[CLAIM_COMMUNITY_EPOCH] = self.epoch(models.Epoch.Kind.COMMUNITY, community)
         return claims
 
 
@@ -255,7 +275,7 @@ def _column(model: type[Model], name: str) -> str:
 
 
 @lru_cache(maxsize=8)
-def _standing_query(alias: str, with_group: bool) -> _StandingQuery:
+def _standing_query(alias: str, with_group: bool, with_community: bool = False) -> _StandingQuery:
     """The statement of :func:`read_standing` on one database, written once per process from the
     models' tables and columns with the backend's own quoting and cast.
 
@@ -280,7 +300,9 @@ def _standing_query(alias: str, with_group: bool) -> _StandingQuery:
         f"({kind} = %s AND {object_id} IN (SELECT CAST({through}.{group} AS "
         f"{connection.ops.cast_char_field_without_max_length}) FROM {through} WHERE {through}.{user} = %s))"
     )
-    wanted = " OR ".join([one, one, of_groups] + ([one] if with_group else []))
+    wanted = " OR ".join(
+        [one, one, of_groups] + ([one] if with_group else []) + ([one] if with_community else [])
+    )
     name, pk = qn(_column(Group, "name")), qn(_column(Group, "id"))
     sql = (
         f"SELECT {kind}, {object_id}, {value}, {not_before} FROM {epoch} WHERE {wanted} "
@@ -300,12 +322,13 @@ conf.process_cache(_standing_query.cache_clear)
 
 
 def standing_read(
-    user_id: Any, group_id: Any = None, alias: str | None = None
+    user_id: Any, group_id: Any = None, alias: str | None = None, community: str = ""
 ) -> tuple[str, list[Any]]:
     """The statement of :func:`read_standing` and its parameters, for a caller that runs it along
-    with its own (:func:`epochauth.sessions.start_session`); :func:`standing_of` reads its rows."""
+    with its own (:func:`epochauth.sessions.start_session`); :func:`standing_of` reads its rows.
+    ``community``: a slug whose epoch is read too."""
     alias = alias or router.db_for_read(models.Epoch)
-    query = _standing_query(alias, group_id is not None)
+    query = _standing_query(alias, group_id is not None, bool(community))
     member = query.member.get_db_prep_value(user_id, connections[alias])
     params = [
         models.Epoch.Kind.USER,
@@ -317,6 +340,8 @@ def standing_read(
     ]
     if group_id is not None:
         params += [models.Epoch.Kind.GROUP, str(group_id)]
+    if community:
+        params += [models.Epoch.Kind.COMMUNITY, community]
     return query.sql, [*params, member]
 
 
@@ -336,12 +361,13 @@ def standing_of(rows: Iterable[Sequence[Any]], alias: str | None = None) -> Stan
     return standing
 
 
-def read_standing(user_id: Any, group_id: Any = None) -> Standing:
+def read_standing(user_id: Any, group_id: Any = None, community: str = "") -> Standing:
     """The user's groups and the epochs a token of theirs depends on, in one query: of the user, of
-    everyone, of each of the user's groups and of ``group_id`` (a session's group the user may have left)."""
+    everyone, of each of the user's groups, of ``group_id`` (a session's group the user may have left)
+    and of ``community``."""
     alias = router.db_for_read(models.Epoch)
     with connections[alias].cursor() as cursor:
-        cursor.execute(*standing_read(user_id, group_id, alias))
+        cursor.execute(*standing_read(user_id, group_id, alias, community))
         rows = cursor.fetchall()
     return standing_of(rows, alias)
 
@@ -349,6 +375,12 @@ def read_standing(user_id: Any, group_id: Any = None) -> Standing:
 def current_epochs(user_id: str, group_id: str | None) -> dict[str, int]:
     """Epoch claims for a new token, read from the database (minting touches the DB anyway)."""
     return read_standing(user_id, group_id).epoch_claims(user_id, group_id)
+
+
+def community_groups(community: communities.Community | None, standing: Standing) -> list[str]:
+    """The user's groups a token of ``community`` lists: the site's and that community's."""
+    foreign = communities.foreign_groups(community, standing.groups.values())
+    return sorted(name for name, pk in standing.groups.items() if pk not in foreign)
 
 
 def mint_access_token(
@@ -363,21 +395,25 @@ def mint_access_token(
     session: Any = None,
     request: Any = None,
     aud: Any = None,
+    community: communities.Community | None = None,
 ) -> IssuedToken:
     """Sign an access token for ``user``; ``group`` (a Group) is the selected group, if any.
     ``standing``: the user's groups and epochs if the caller just read them (one query otherwise).
     ``session`` and ``request`` are handed to the site's ``CUSTOM_CLAIMS`` callable (epochauth.claims).
     ``client_id`` is the first-party client's unless ``extra_claims`` names the OAuth client's; ``aud``
-    the default :func:`audience` unless a resource narrowed it (:mod:`epochauth.resources`)."""
-    keyring = keys.get_keyring()
+    the default :func:`audience` unless a resource narrowed it (:mod:`epochauth.resources`).
+    ``community``: the one the token belongs to (its issuer and key, ``vo``); its groups only, and
+    ``standing`` must hold its epoch (:func:`read_standing` with it)."""
+    keyring = community.keyring if community is not None else keys.get_keyring()
+    slug = community.slug if community is not None else ""
     if lifetime is None:
         lifetime = conf.epochauth_settings.ACCESS_TOKEN_LIFETIME
     group_id = str(group.pk) if group is not None else None
     if standing is None:
-        standing = read_standing(user.pk, group_id)
+        standing = read_standing(user.pk, group_id, slug)
     now = int(time.time())
     claims: dict[str, Any] = {
-        "iss": conf.epochauth_settings.ISSUER,
+        "iss": community.issuer if community is not None else conf.epochauth_settings.ISSUER,
         "sub": str(user.pk),
         "aud": aud or audience(),
         "client_id": conf.epochauth_settings.FIRST_PARTY_CLIENT_ID,
@@ -386,14 +422,17 @@ def mint_access_token(
         "exp": now + int(lifetime.total_seconds()),
         "jti": uuid.uuid4().hex,
         CLAIM_USERNAME: user.get_username(),
-        **standing.epoch_claims(str(user.pk), group_id),
+        **standing.epoch_claims(str(user.pk), group_id, slug),
     }
+    if community is not None:
+        claims[CLAIM_COMMUNITY] = slug
     # Only when not empty: RFC 8693 section 4.2's scope is a list of scopes, which "" is not, and
     # RFC 9068 validators (Authlib's) refuse an empty scope or groups.
     if scope:
         claims["scope"] = scope
-    if standing.groups:
-        claims[CLAIM_GROUPS] = sorted(standing.groups)
+    groups = community_groups(community, standing)
+    if groups:
+        claims[CLAIM_GROUPS] = groups
     if group is not None:
         claims[CLAIM_GROUP] = group.name
         claims[CLAIM_GROUP_ID] = str(group.pk)

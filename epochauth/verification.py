@@ -35,8 +35,15 @@ from django.core.exceptions import ValidationError
 from django.utils.text import format_lazy
 from django.utils.translation import gettext_lazy as _
 
-from . import conf, exceptions, issuer_config, jwks, profiles, tokens
-from .keys import ALGORITHMS, ASYMMETRIC_ALGORITHMS, ED25519, ED25519_NAMES, get_keyring
+from . import communities, conf, exceptions, issuer_config, jwks, profiles, tokens
+from .keys import (
+    ALGORITHMS,
+    ASYMMETRIC_ALGORITHMS,
+    ED25519,
+    ED25519_NAMES,
+    KeyRing,
+    get_keyring,
+)
 
 
 class TokenExpired(exceptions.InvalidToken):
@@ -182,8 +189,23 @@ KeySource = Callable[[Mapping[str, Any]], tuple[str, Any]]
 def our_key(header: Mapping[str, Any]) -> tuple[str, Any]:
     """A key of our keyring by ``kid``, used only with its own algorithm (an RS256 public key never
     becomes an HMAC secret); an Ed25519 key's under either of its names (RFC 9864)."""
+    return keyring_key(get_keyring(), header)
+
+
+@dataclass(frozen=True, slots=True)
+class CommunityKeys:
+    """A community's keyring as a key source: its keys only, each pinned to its algorithm."""
+
+    keyring: KeyRing
+
+    def __call__(self, header: Mapping[str, Any]) -> tuple[str, Any]:
+        return keyring_key(self.keyring, header)
+
+
+def keyring_key(keyring: KeyRing, header: Mapping[str, Any]) -> tuple[str, Any]:
+    """:func:`our_key` in ``keyring``."""
     kid = header.get("kid")
-    key = get_keyring().by_kid.get(kid) if isinstance(kid, str) else None
+    key = keyring.by_kid.get(kid) if isinstance(kid, str) else None
     if key is None:
         raise exceptions.InvalidToken(_("The access token was signed with an unknown key"))
     algorithm = header.get("alg")
@@ -432,14 +454,30 @@ def _our_claim_types_valid(claims: dict[str, Any]) -> bool:
     return isinstance(groups, list) and all(isinstance(name, str) for name in groups)
 
 
-@lru_cache(maxsize=1)
-def local_policy() -> Policy:
+def _community_claims_valid(slug: str) -> Callable[[dict[str, Any]], bool]:
+    """A community's token: ours, and its ``vo`` (with the community's epoch) names the community
+    whose issuer and key it has."""
+
+    def valid(claims: dict[str, Any]) -> bool:
+        return (
+            claims.get(tokens.CLAIM_COMMUNITY) == slug
+            and type(claims.get(tokens.CLAIM_COMMUNITY_EPOCH)) is int
+            and _our_claim_types_valid(claims)
+        )
+
+    return valid
+
+
+@lru_cache(maxsize=64)
+def local_policy(issuer: str | None = None) -> Policy:
     """Our access tokens: ``typ`` at+jwt, the epochs required, ``aud`` only when AUDIENCE is set.
-    Built once per settings reload (``conf.clear_process_caches``)."""
+    ``issuer``: a community's (its keys, its ``vo``); None or the site's: the site's. Built once per
+    issuer and settings reload (``conf.clear_process_caches``)."""
     audience = conf.epochauth_settings.AUDIENCE  # minting leaves out an empty audience too
+    community = communities.of_issuer(issuer)
     return Policy(
-        keys=our_key,
-        issuer=conf.epochauth_settings.ISSUER,
+        keys=CommunityKeys(community.keyring) if community is not None else our_key,
+        issuer=community.issuer if community is not None else conf.epochauth_settings.ISSUER,
         audience=((audience,) if isinstance(audience, str) else tuple(audience))
         if audience
         else None,
@@ -447,7 +485,9 @@ def local_policy() -> Policy:
         types=frozenset({tokens.ACCESS_TOKEN_TYPE}),
         untyped=False,
         leeway=conf.epochauth_settings.LEEWAY.total_seconds(),
-        claims_valid=_our_claim_types_valid,
+        claims_valid=_community_claims_valid(community.slug)
+        if community is not None
+        else _our_claim_types_valid,
     )
 
 

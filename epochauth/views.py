@@ -27,6 +27,7 @@ from rest_framework.views import APIView
 from . import (
     authentication,
     claims,
+    communities,
     conf,
     dpop,
     exceptions,
@@ -85,13 +86,15 @@ class RefreshSerializer(serializers.Serializer):
     resource = ResourceField()
 
 
-def _checked_scope(requested: list[str]) -> str:
+def _checked_scope(requested: list[str], community: communities.Community | None = None) -> str:
     """The scopes a login asked for, each one a user may ask for or a group selection (in either
-    spelling, issued in ours: :func:`~epochauth.scopes.issued_scopes`)."""
-    problem = refused_user_scopes(name for name in requested if group_name(name) is None)
+    spelling, issued in ours: :func:`~epochauth.scopes.issued_scopes`), and the selection of the
+    login's ``community`` (``vo:<slug>``, whether it was asked for or is the default)."""
+    asked = [name for name in requested if communities.community_name(name) is None]
+    problem = refused_user_scopes(name for name in asked if group_name(name) is None)
     if problem:
         raise exceptions.OAuthError("invalid_scope", problem)
-    return " ".join(issued_scopes(requested))
+    return " ".join(issued_scopes(asked + ([community.scope] if community is not None else [])))
 
 
 def _selects_group(requested: list[str], data: dict[str, Any]) -> bool:
@@ -99,9 +102,15 @@ def _selects_group(requested: list[str], data: dict[str, Any]) -> bool:
     return bool(data.get("group")) or any(group_name(name) for name in requested)
 
 
-def _selected_group(requested: list[str], group: str | None, found: tokens.Standing) -> Any:
+def _selected_group(
+    requested: list[str],
+    group: str | None,
+    found: tokens.Standing,
+    community: communities.Community | None = None,
+) -> Any:
     """The group a login selects: by ``group`` or a group selection in ``scope`` (``g:<group>``,
-    ``wlcg.groups:/<group>``), one of the user's groups (``found``), at most one."""
+    ``wlcg.groups:/<group>``), one of the user's groups (``found``) in the login's ``community`` (or
+    the site's), at most one."""
     names = {name for name in map(group_name, requested) if name} | ({group} if group else set())
     if len(names) > 1:
         raise exceptions.OAuthError("invalid_scope", _("Select at most one group"))
@@ -110,15 +119,18 @@ def _selected_group(requested: list[str], group: str | None, found: tokens.Stand
     name = names.pop()
     if name not in found.groups:
         raise exceptions.OAuthError("invalid_scope", _("You are not a member of that group"))
+    if communities.foreign_groups(community, [found.groups[name]]):
+        raise exceptions.OAuthError(
+            "invalid_scope", _("That group is not in the selected community")
+        )
     return Group(pk=found.groups[name], name=name)
 
 
-def _token_response(
-    session: models.Session, refresh_token: str | None, access: Any, standing: tokens.Standing
-) -> Response:
+def _token_response(session: models.Session, refresh_token: str | None, access: Any) -> Response:
     """RFC 6749 §5.1's members, and who the token is for: the user (``id`` is the token's ``sub``),
-    their groups and the selected one, from what the mint just read (no query, nothing added to the
-    token). Extra members are allowed (§5.1); a client that knows only §5.1 ignores them."""
+    their groups (those the token lists: a community's token only its community's and the site's)
+    and the selected one, and the community (``vo``), from the mint (no query, nothing added to
+    the token). Extra members are allowed (§5.1); a client that knows only §5.1 ignores them."""
     user = session.user
     body = {
         "access_token": access.token,
@@ -127,8 +139,9 @@ def _token_response(
         "expires_in": access.expires_in,
         "scope": access.claims.get("scope", ""),
         "user": {"id": str(user.pk), "username": user.get_username()},
-        "groups": sorted(standing.groups),
+        "groups": sorted(tokens.group_names(access.claims)),
         "group": session.group.name if session.group is not None else None,
+        "vo": session.community or None,
     }
     if refresh_token is not None:
         body.update(
@@ -167,8 +180,9 @@ def _session_response(
         request=request,
         aud=aud or resources.audience(session.resources),
         extra_claims=_session_claims(session, bound_to),
+        community=communities.get(session.community),
     )
-    return _token_response(session, refresh_token, access, standing)
+    return _token_response(session, refresh_token, access)
 
 
 #: One serializer of each class per thread, its fields bound once: a new serializer deep-copies
@@ -272,10 +286,23 @@ class TokenView(EpochAuthView):
             )
         attempt.succeeded()
         requested = split_scope(data["scope"])
+        try:
+            community = communities.choose(user.pk, requested)
+        except communities.Refused as exc:
+            raise exceptions.OAuthError("invalid_scope", exc.description) from None
+        slug = community.slug if community is not None else ""
         # Choosing a group needs the user's groups first; else they are read with the inserts.
-        found = tokens.read_standing(user.pk) if _selects_group(requested, data) else None
-        group = None if found is None else _selected_group(requested, data.get("group"), found)
-        scope = _checked_scope(requested)
+        found = (
+            tokens.read_standing(user.pk, community=slug)
+            if _selects_group(requested, data)
+            else None
+        )
+        group = (
+            None
+            if found is None
+            else _selected_group(requested, data.get("group"), found, community)
+        )
+        scope = _checked_scope(requested, community)
         aud = resources.audience(data.get("resource", ()))
         session, refresh_token = sessions.start_session(
             user,
@@ -287,6 +314,7 @@ class TokenView(EpochAuthView):
             login={},
             standing=found,
             dpop_jkt=jkt,
+            community=slug,
         )
         found = sessions.standing(session)
         access = tokens.mint_access_token(
@@ -299,8 +327,9 @@ class TokenView(EpochAuthView):
             request=request,
             aud=aud,
             extra_claims=_session_claims(session, jkt),
+            community=community,
         )
-        return _token_response(session, refresh_token, access, found)
+        return _token_response(session, refresh_token, access)
 
 
 class RefreshView(EpochAuthView):
@@ -471,6 +500,7 @@ class RevokeSerializer(serializers.Serializer):
     group = serializers.CharField(required=False, max_length=150)
     issuer = serializers.CharField(required=False, max_length=255)
     subject = serializers.CharField(required=False, max_length=255)
+    community = serializers.CharField(required=False, max_length=64)
     all = serializers.BooleanField(required=False, default=False)
     reason = serializers.CharField(required=False, default="api", allow_blank=True, max_length=255)
 
@@ -493,7 +523,7 @@ class CanRevoke(BasePermission):
 
 class RevokeView(EpochAuthView):
     """``POST /auth/revoke/``: end the tokens of a user, of a group (those that selected it), of an
-    external identity, or everyone's."""
+    external identity, of a community (every token of it), or everyone's."""
 
     authentication_classes = (
         authentication.BearerAuthentication,
@@ -503,15 +533,18 @@ class RevokeView(EpochAuthView):
 
     def post(self, request: Request) -> Response:
         data = validated(RevokeSerializer, request)
-        named = [key for key in ("user", "group", "issuer", "all") if data.get(key)]
+        named = [key for key in ("user", "group", "issuer", "community", "all") if data.get(key)]
         if len(named) != 1 or ("issuer" in data) != ("subject" in data):
             raise exceptions.OAuthError(
                 "invalid_request",
-                _('Name exactly one of "user", "group", "issuer" with "subject", "all": true'),
+                _(
+                    'Name exactly one of "user", "group", "issuer" with "subject", "community", '
+                    '"all": true'
+                ),
             )
         try:
             target = revocation.find_target(
-                **{k: data.get(k) for k in ("user", "group", "issuer", "subject")}
+                **{k: data.get(k) for k in ("user", "group", "issuer", "subject", "community")}
             )
         except revocation.NoSuchTarget as exc:
             raise exceptions.OAuthError("invalid_target", str(exc), status_code=404) from None
@@ -542,6 +575,7 @@ class WhoAmIView(EpochAuthView):
                     "groups": list(token.groups),
                     "scope": token.scope,
                     "group": token.group,
+                    "vo": token.vo,
                     "expires_at": token.expires_at.isoformat(),
                 }
             )
@@ -554,6 +588,7 @@ class WhoAmIView(EpochAuthView):
                 "groups": sorted(user.groups.values_list("name", flat=True)),
                 "scope": "",
                 "group": None,
+                "vo": None,
                 "expires_at": request.session.get_expiry_date().isoformat(),
             }
         )
@@ -571,6 +606,22 @@ class JWKSView(PublicView):
         return Response(
             keys.get_keyring().jwks(), headers={"Cache-Control": "public, max-age=300"}
         )
+
+
+def community_or_404(slug: str) -> communities.Community:
+    """The community of a URL, 404 for one the site does not have."""
+    community = communities.get(slug)
+    if community is None:
+        raise NotFound(_("No such community"))
+    return community
+
+
+class CommunityJWKSView(PublicView):
+    """``GET /<vo>/.well-known/jwks.json``: a community's public verification keys."""
+
+    def get(self, request: Request, community: str) -> Response:
+        keyring = community_or_404(community).keyring
+        return Response(keyring.jwks(), headers={"Cache-Control": "public, max-age=300"})
 
 
 class StatusListRenderer(BaseRenderer):
@@ -622,16 +673,28 @@ EPOCHAUTH_ENDPOINTS = {
 }
 
 
-def authorization_server_metadata(request: Any) -> dict[str, Any]:
+def authorization_server_metadata(
+    request: Any, community: communities.Community | None = None
+) -> dict[str, Any]:
     """RFC 8414 metadata: our keys and token endpoint, and the OAuth server's endpoints and grants
-    when ``epochauth.oauth`` is installed."""
+    when ``epochauth.oauth`` is installed. A ``community``'s: its issuer, its keys, and our login
+    that selects it (``vo:<slug>`` at the token endpoint); the OAuth server's endpoints stay in the
+    site's document, whose issuer its ID tokens carry."""
+    if community is not None:
+        issuer = community.issuer
+        jwks_uri = issuer_url(request, "epochauth-community-jwks", community=community.slug)
+        scopes = sorted([*user_scopes(), community.scope])
+    else:
+        issuer = conf.epochauth_settings.ISSUER
+        jwks_uri = issuer_url(request, "epochauth-jwks")
+        scopes = sorted(user_scopes())
     document = {
-        "issuer": conf.epochauth_settings.ISSUER,
-        "jwks_uri": issuer_url(request, "epochauth-jwks"),
+        "issuer": issuer,
+        "jwks_uri": jwks_uri,
         "token_endpoint": issuer_url(request, "epochauth-token"),
         "grant_types_supported": ["password", "refresh_token"],
         "token_endpoint_auth_methods_supported": ["none"],
-        "scopes_supported": sorted(user_scopes()),
+        "scopes_supported": scopes,
         # RFC 9449 section 5.1: every token endpoint takes DPoP proofs, the OAuth server's too.
         "dpop_signing_alg_values_supported": list(conf.epochauth_settings.DPOP_ALGORITHMS),
         # No authorization endpoint without epochauth.oauth: no response type.
@@ -643,7 +706,7 @@ def authorization_server_metadata(request: Any) -> dict[str, Any]:
         },
     }
     # The authorization server's endpoints and grants, from its app config.
-    if apps.is_installed("epochauth.oauth"):
+    if community is None and apps.is_installed("epochauth.oauth"):
         document.update(_oauth_server().server_metadata(request))
     return document
 
@@ -660,6 +723,20 @@ class AuthorizationServerMetadataView(PublicView):
     def get(self, request: Request) -> Response:
         document = authorization_server_metadata(request._request)
         return Response(document, headers={"Cache-Control": "public, max-age=300"})
+
+
+class CommunityMetadataView(PublicView):
+    """``GET /.well-known/oauth-authorization-server/<vo>``: a community's RFC 8414 metadata (path
+    insertion, section 3.1)."""
+
+    def get(self, request: Request, community: str) -> Response:
+        document = authorization_server_metadata(request._request, community_or_404(community))
+        return Response(document, headers={"Cache-Control": "public, max-age=300"})
+
+
+class CommunityOpenIDConfigurationView(CommunityMetadataView):
+    """``GET /<vo>/.well-known/openid-configuration``: the same document, for clients that read only
+    this path under an issuer (the WLCG profile's SciTokens); it promises no ID token."""
 
 
 class OpenIDConfigurationView(PublicView):

@@ -184,6 +184,18 @@ EPOCHAUTH = {
     "REVOCATION_PUSH": True if REDIS_URL else "database",
 }
 
+# Two communities (VOs, epochauth.communities) on the one demo site, as LHCb and Belle II on one DIRAC:
+# each with its own issuer (<ISSUER>/lhcb, <ISSUER>/belle2), JWKS and discovery documents. Their keys
+# are HS256 secrets derived from SECRET_KEY here; a real site gives each an asymmetric key of its own.
+# A user joins one in the admin ("Community memberships"); a login selects it with the scope vo:<slug>.
+EPOCHAUTH["COMMUNITIES"] = {
+    "lhcb": {"name": "LHCb", "algorithm": "HS256"},
+    "belle2": {"name": "Belle II", "algorithm": "HS256"},
+}
+# A login naming no community gets this one (dev.py demo sets "lhcb"); unset, the user's only
+# community, or the site's token for a user of none (every user of the test suite but its own).
+EPOCHAUTH["DEFAULT_COMMUNITY"] = os.environ.get("EPOCHAUTH_DEFAULT_COMMUNITY") or None
+
 # dev.py demo signs with an RS256 key file (epochauth's default algorithm, HS256, otherwise).
 if os.environ.get("EPOCHAUTH_ALGORITHM"):
     EPOCHAUTH["ALGORITHM"] = os.environ["EPOCHAUTH_ALGORITHM"]

@@ -156,6 +156,14 @@ ISSUANCE: dict[str, Any] = {
     "service[ssf:manage]": 400,  # listed for "tokenmanager" only
     "exchange[ssf:manage]": 400,
     "registration[ssf:manage]": 400,
+    # Communities (issue 29): a login selects one of the user's communities with vo:<slug>; another
+    # community's, or one the site does not have, is invalid_scope.
+    "password[vo:lhcb, a member]": ALLOW,
+    "password[vo:belle2, not a member]": 400,
+    "password[vo:cta, no such community]": 400,
+    "device[vo:lhcb, a member]": ALLOW,
+    "device[vo:belle2, not a member]": 400,
+    "exchange[vo:cta, no such community]": 400,
 }
 
 
@@ -408,6 +416,14 @@ ROUTES: dict[str, Row] = {
     "epochauth-statuslist": Row(everyone(ALLOW), kwargs=lambda ctx: {"number": 0}),
     "epochauth-authorization-server-metadata": Row(everyone(ALLOW)),
     "epochauth-openid-configuration": Row(everyone(ALLOW)),
+    # A community's (VO's) keys and metadata, under its issuer: public like the site's.
+    "epochauth-community-jwks": Row(everyone(ALLOW), kwargs=lambda ctx: {"community": "lhcb"}),
+    "epochauth-community-authorization-server-metadata": Row(
+        everyone(ALLOW), kwargs=lambda ctx: {"community": "lhcb"}
+    ),
+    "epochauth-community-openid-configuration": Row(
+        everyone(ALLOW), kwargs=lambda ctx: {"community": "lhcb"}
+    ),
     # Moving from simplejwt: its login is anyone's; its refresh must never turn a revoked refresh
     # token into an access token that epochauth accepts.
     "simplejwt-token": Row(everyone(ALLOW), "POST", _login_body, json=True),
@@ -754,6 +770,9 @@ ADMIN_MODELS: dict[str, ModelPolicy] = {
     "epochauth.issuer": ModelPolicy(),
     # Shared Signals streams: set up by epochauth_ssf_subscribe; deleting one ends its pushes.
     "epochauth.ssfsubscription": ModelPolicy(add=False, change=False),
+    # Who is in which community, and which community a group lives in: the admin's to edit.
+    "epochauth.communitymembership": ModelPolicy(),
+    "epochauth.communitygroup": ModelPolicy(),
     # DOT's: grants and tokens are issued, never added by hand; access token rows are read-only
     # (the JWT carries its own claims); a token row behind a live JWT is never deleted (it would
     # leave the JWT valid): the samples are live, so deleting them is refused.
@@ -843,6 +862,13 @@ ACTIONS: dict[str, Row] = {
     ),
     "auth.group:revoke_all_tokens": action(
         lambda ctx, p: _epoch("group", ctx.sample("auth.group")), "3"
+    ),
+    # A community epoch: every token of the rows' communities (epochauth.change_epoch, as the API).
+    "epochauth.communitymembership:revoke_communities": action(
+        lambda ctx, p: _epoch("community", "lhcb"), "3"
+    ),
+    "epochauth.communitygroup:revoke_communities": action(
+        lambda ctx, p: _epoch("community", "lhcb"), "3"
     ),
     "epochauth.session:revoke_sessions": action(
         _sample_changed("epochauth.session", "revoked_at")

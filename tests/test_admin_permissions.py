@@ -24,7 +24,7 @@ from oauth2_provider.models import (
     get_refresh_token_model,
 )
 
-from epochauth.models import Epoch, Issuer, Session
+from epochauth.models import CommunityGroup, CommunityMembership, Epoch, Issuer, Session
 from epochauth.oauth.models import LogoutDelivery, SSFEvent, SSFStream
 from epochauth.tokenmanager.models import UpstreamGrant
 from tests.helpers import login, make_user
@@ -97,6 +97,9 @@ def world(client: Any, settings: Any, free_port: int) -> None:
     SSFEvent.objects.create(
         stream=stream, jti="e1", event_type="urn:example", claims={}, state="failed", attempts=3
     )
+    # The test project's communities: a member of lhcb, and a group of belle2.
+    CommunityMembership.objects.create(user=alice, community="lhcb")
+    CommunityGroup.objects.create(group=Group.objects.get(name="operators"), community="belle2")
 
 
 Effect = Callable[[str], bool]
@@ -111,6 +114,14 @@ REQUIRED: dict[str, tuple[str, Effect]] = {
     "auth.group.revoke_all_tokens": (
         "epochauth.change_epoch",
         lambda html: Epoch.objects.filter(kind="group").exists(),
+    ),
+    "epochauth.communitymembership.revoke_communities": (
+        "epochauth.change_epoch",
+        lambda html: Epoch.objects.filter(kind="community", object_id="lhcb").exists(),
+    ),
+    "epochauth.communitygroup.revoke_communities": (
+        "epochauth.change_epoch",
+        lambda html: Epoch.objects.filter(kind="community", object_id="belle2").exists(),
     ),
     "epochauth.session.revoke_sessions": (
         "epochauth.delete_session",

@@ -47,6 +47,8 @@ from epochauth import keys, tokens, verification
 from epochauth.conf import clear_process_caches, epochauth_settings
 from epochauth.models import (
     AuditEvent,
+    CommunityGroup,
+    CommunityMembership,
     Epoch,
     Identity,
     Issuer,
@@ -102,6 +104,8 @@ MODELS = {
     "epochauth.auditevent": AuditEvent,
     "epochauth.issuer": Issuer,
     "epochauth.ssfsubscription": SsfSubscription,
+    "epochauth.communitymembership": CommunityMembership,
+    "epochauth.communitygroup": CommunityGroup,
     "oauth2_provider.grant": get_grant_model(),
     "oauth2_provider.idtoken": get_id_token_model(),
     "oauth2_provider.application": Application,
@@ -302,6 +306,16 @@ def exchange(
 def make_user(username: str, **fields: Any) -> Any:
     user = User.objects.create_user(username=username, password="pw", **fields)
     return user
+
+
+def vo_member() -> str:
+    """A user of the community lhcb only (of the test project's two)."""
+    user, created = User.objects.get_or_create(username="vo-member")
+    if created:
+        user.set_password("pw")
+        user.save()
+        CommunityMembership.objects.create(user=user, community="lhcb")
+    return user.username
 
 
 # ---------------------------------------------------------------------------------- the world
@@ -579,6 +593,12 @@ class Matrix:
             "epochauth.epoch": Epoch.objects.filter(kind=Epoch.Kind.USER).first().pk,
             "epochauth.revokedtoken": RevokedToken.objects.get(jti="matrix-jti").pk,
             "epochauth.auditevent": AuditEvent.objects.first().pk,
+            "epochauth.communitymembership": CommunityMembership.objects.create(
+                user=make_user("community-member"), community="lhcb"
+            ).pk,
+            "epochauth.communitygroup": CommunityGroup.objects.create(
+                group=Group.objects.create(name="lhcb-production"), community="lhcb"
+            ).pk,
             "epochauth.issuer": Issuer.objects.create(
                 issuer=self.spare.issuer, audiences=[DEFAULT_RESOURCE]
             ).pk,
@@ -869,6 +889,22 @@ def test_issuance(matrix: Matrix, kind: str) -> None:
         )[0],
         "registration[ssf:manage]": lambda: register(
             matrix.principals[policy.PASSWORD].token, "ssf:manage"
+        )[0],
+        "password[vo:lhcb, a member]": lambda: password_token(vo_member(), scope="vo:lhcb")[0],
+        "password[vo:belle2, not a member]": lambda: password_token(
+            vo_member(), scope="vo:belle2"
+        )[0],
+        "password[vo:cta, no such community]": lambda: password_token(vo_member(), scope="vo:cta")[
+            0
+        ],
+        "device[vo:lhcb, a member]": lambda: device_flow(
+            User.objects.get(username=vo_member()), "vo:lhcb"
+        )[0],
+        "device[vo:belle2, not a member]": lambda: device_flow(
+            User.objects.get(username=vo_member()), "vo:belle2"
+        )[0],
+        "exchange[vo:cta, no such community]": lambda: exchange(
+            matrix.client_app, matrix.principals[policy.EXT_READ].token, "vo:cta"
         )[0],
     }
     status = others[kind]() if kind in others else matrix.issuance[kind]

@@ -810,15 +810,23 @@ def test_expired_token_error_from_the_server(cli_env, fake_server):
     fake_server.routes["/token"] = lambda form: (400, {"error": "expired_token"}, {})
     assert (
         run_cli(
-            cli_env, "login", fake_server.url, "--scope", "read", "--group", "atlas"
+            cli_env,
+            "login",
+            fake_server.url,
+            "--scope",
+            "read",
+            "--group",
+            "atlas",
+            "--vo",
+            "lhcb",
         ).returncode
         == 8
     )
     device_request = next(r for r in fake_server.requests if r[0] == "/device")
     assert device_request[1] == {
         "client_id": "epochauth-cli",
-        "scope": "read g:atlas",
-    }  # our group scope
+        "scope": "read g:atlas vo:lhcb",
+    }  # our group and community (VO) scopes
 
 
 def test_server_without_device_flow(cli_env, fake_server):

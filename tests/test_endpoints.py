@@ -70,7 +70,9 @@ def test_login_returns_a_working_token_pair(client):
         "user",
         "groups",
         "group",
+        "vo",
     }
+    assert body["vo"] is None  # no COMMUNITIES: the site's token, of no community
     response = client.get("/api/hello/", **bearer(body["access_token"]))
     assert response.status_code == 200
     assert response.json() == {"hello": "alice"}
@@ -738,6 +740,7 @@ def test_whoami_with_a_bearer_token(client):
         "groups": ["operators", "users"],
         "scope": "reports:read",
         "group": "operators",
+        "vo": None,
         "expires_at": data["expires_at"],
     }
     from datetime import datetime

@@ -856,3 +856,47 @@ class TestSharedSignals:
             out, err = poller.communicate(timeout=COMMAND_TIMEOUT)
         assert poller.returncode == 0 and "1 event(s)" in out, (out, err)
         assert len(transmitter.acks) == 1 and not transmitter.queue
+
+
+@pytest.mark.parametrize("epochauth_settings", [{"DEFAULT_COMMUNITY": "lhcb"}])
+def test_a_community_bump_by_another_process_reaches_every_server(
+    start_server: Callable[[str], Server], stack: Stack
+):
+    """The test project's communities: alice's token is of lhcb (the default), bob's of belle2;
+    ``epochauth_revoke --community lhcb`` in another process ends alice's on both servers in time,
+    and nobody else's."""
+    stack.manage(
+        "shell",
+        "-v",
+        "0",
+        "-c",
+        "from django.contrib.auth import get_user_model\n"
+        "from epochauth.models import CommunityMembership\n"
+        "bob = get_user_model().objects.get(username='bob')\n"
+        "CommunityMembership.objects.create(user=bob, community='belle2')\n",
+    )
+    a, b = start_server("A"), start_server("B")
+    token = a.login("alice")
+    response = b.request(
+        "POST",
+        "/auth/token/",
+        json={"username": "bob", "password": PASSWORD, "scope": "vo:belle2"},
+    )
+    assert response.status_code == 200 and response.json()["vo"] == "belle2", response.text
+    other = response.json()["access_token"]
+    for _ in range(3):
+        assert (a.status(token), b.status(token)) == (200, 200)
+        assert (a.status(other), b.status(other)) == (200, 200)
+
+    command = stack.spawn("epochauth_revoke", "--community", "lhcb", "--reason", "multiprocess")
+    try:
+        assert_flipped([a, b], token, 200, 401, command, "epochauth_revoke --community")
+    finally:
+        if command.poll() is None:
+            command.kill()
+        out, err = command.communicate(timeout=COMMAND_TIMEOUT)
+    assert command.returncode == 0 and "community lhcb" in out, (out, err)
+    assert_stays([a, b], token, 401, seconds=1.5)
+    assert (a.status(other), b.status(other)) == (200, 200)  # belle2 lost nothing
+    fresh = b.login("alice")  # minted after the bump: carries lhcb's new epoch
+    assert (a.status(fresh), b.status(fresh)) == (200, 200)

@@ -413,3 +413,20 @@ def test_an_issuer_row_has_the_option_too(
         call_command("epochauth_issuer", "add", crafted.issuer, "--status-list", "closed")
     assert Issuer.objects.get().config().status_list == statuslist.CLOSED
     assert call(client, with_status(crafted, 3)) == 401
+
+
+def test_a_community_bump_sets_the_bits_of_that_communitys_sessions(
+    lists: None, client: Client
+) -> None:
+    from epochauth.models import CommunityMembership
+
+    user = make_user("alice")
+    for slug in ("lhcb", "belle2"):  # the test project's communities
+        CommunityMembership.objects.create(user=user, community=slug)
+    lhcb = login(client, "alice", scope="vo:lhcb")["access_token"]
+    belle2 = login(client, "alice", scope="vo:belle2")["access_token"]
+    assert bit(client, lhcb) == bit(client, belle2) == statuslist.VALID
+    time.sleep(0.001)
+    bump_epoch(Epoch.Kind.COMMUNITY, "lhcb", reason="test")
+    assert bit(client, lhcb) == statuslist.INVALID
+    assert bit(client, belle2) == statuslist.VALID

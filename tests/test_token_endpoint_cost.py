@@ -23,6 +23,20 @@ from tests.helpers import ONE_WINNER, login, make_user, race, received
 pytestmark = pytest.mark.django_db(transaction=True)  # no test transaction around the view's own
 
 COMMIT = ("COMMIT", "", False)
+
+
+@pytest.fixture(autouse=True)
+def no_communities(settings: Any) -> None:
+    """The costs of a site without communities (the test project has two): with them, a login
+    naming none reads the user's memberships once more unless there is a default, and a token of
+    a community its groups' communities (test_communities.py)."""
+    settings.EPOCHAUTH = {
+        k: v
+        for k, v in settings.EPOCHAUTH.items()
+        if k not in ("COMMUNITIES", "DEFAULT_COMMUNITY")
+    }
+
+
 #: The verb of a statement and the first name it quotes (Django qualifies columns: a table).
 STATEMENT = re.compile(r'\(?(\w+)[^"]*"(\w+)"')
 

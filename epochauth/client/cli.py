@@ -167,7 +167,14 @@ def cmd_login(args: argparse.Namespace, config: dict[str, str], http: requests.S
     client = client_for(args.client_id or config.get("client_id") or DEFAULT_CLIENT_ID)
     metadata = oauth.fetch_metadata(server, http)
     scope = " ".join(
-        filter(None, [args.scope or config.get("scope"), args.group and f"g:{args.group}"])
+        filter(
+            None,
+            [
+                args.scope or config.get("scope"),
+                args.group and f"g:{args.group}",
+                args.vo and f"vo:{args.vo}",
+            ],
+        )
     )
     device = oauth.start_device_flow(metadata, client, http, scope or None)
     say(f"To log in, open {device.verification_uri} and enter the code {device.user_code}")
@@ -297,6 +304,8 @@ def cmd_token(args: argparse.Namespace, config: dict[str, str], http: requests.S
     say_field("subject", claims.get("sub"))
     say_field("scope", claims.get("scope"))
     say_field("group", groups)
+    if claims.get("vo"):
+        say_field("vo", claims["vo"])
     if isinstance(claims.get("exp"), int | float):
         say_field("expires", expiry(datetime.fromtimestamp(claims["exp"], UTC)))
     say("(decoded without verifying the signature: for display only)")
@@ -422,6 +431,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     login.add_argument(
         "--group", help="act as a member of this group (requests the scope g:GROUP)"
+    )
+    login.add_argument(
+        "--vo", help="the community (VO) the token is for (requests the scope vo:VO)"
     )
     login.add_argument("--scope", help="space-separated scopes to request")
     login.add_argument(

@@ -14,6 +14,7 @@ from rest_framework.exceptions import PermissionDenied
 
 from .. import (
     authentication,
+    communities,
     conf,
     exceptions,
     jwks,
@@ -110,7 +111,9 @@ class TokenExchangeGrant(GrantTypeBase):
     ``wlcg.groups:/<group>``) needs membership here, of a group the subject token itself grants
     (for an issuer with group claims, one it may name: ``group_map``, ``group_prefix``, default
     groups), whatever other groups the user is in. Not asked for, the subject token's selection of
-    a group it does not grant here is dropped, not refused.
+    a group it does not grant here is dropped, not refused. A community selection (``vo:<slug>``)
+    needs membership here and the subject token's issuer among the community's
+    ``identity_providers`` (the validator's ``check_token_request``).
     """
 
     def create_token_response(
@@ -175,7 +178,11 @@ class TokenExchangeGrant(GrantTypeBase):
             s
             for s in dict.fromkeys(requested)
             if grantable(s, request.client, request.grant_type)
-            and (scopes.group_name(s) is not None or s in granted)
+            and (
+                scopes.group_name(s) is not None
+                or communities.community_name(s) is not None
+                or s in granted
+            )
             # Not asked for, the subject token's own selection (IAM's ``wlcg.groups:/<group>``, a
             # group of its namespace) carries over only for a group it grants here.
             and (request.scope or scopes.group_name(s) in (None, *access.groups))
@@ -204,7 +211,7 @@ class TokenExchangeGrant(GrantTypeBase):
             ) from None
         except (snapshots.StateUnavailable, jwks.IssuerUnavailable):
             raise errors.TemporarilyUnavailableError(request=request) from None
-        if access.issuer == conf.epochauth_settings.ISSUER:
+        if access.is_local:
             raise errors.InvalidRequestError(
                 _("The subject_token must come from an external issuer"), request=request
             )

@@ -64,6 +64,8 @@ def access_token(request: Any) -> str:
         lifetime=timedelta(seconds=request.expires_in),
         extra_claims=extra,
         aud=getattr(request, "epochauth_aud", None),
+        # The validator's choice (check_token_request): vo:<slug>, the default or the only one.
+        community=getattr(request, "epochauth_community", None),
     )
     request.epochauth_claims = issued.claims
     return issued.token

@@ -12,6 +12,7 @@ from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
 from oauth2_provider.scopes import BaseScopes
 
+from epochauth.communities import community_name
 from epochauth.scopes import group_name, service_scopes, user_scopes
 
 from .openid import is_openid_provider
@@ -29,10 +30,13 @@ def _allowed(application: Any) -> frozenset[str] | None:
 
 def application_allows(application: Any, scope: str) -> bool:
     """An application's :class:`~epochauth.oauth.models.AllowedScopes` row, when it has one, limits
-    it; a group selection is allowed in either spelling by ``g:*`` or by one naming that group."""
+    it; a group selection is allowed in either spelling by ``g:*`` or by one naming that group, a
+    community selection by ``vo:*`` or by its own name."""
     allowed = _allowed(application)
     if allowed is None:
         return True
+    if community_name(scope) is not None:
+        return "vo:*" in allowed or scope in allowed
     name = group_name(scope)
     if name is None:
         return scope in allowed
@@ -78,8 +82,13 @@ def requestable_scopes() -> dict[str, Any]:
 
 
 def known(scope: str) -> bool:
-    """A scope a user may ask for (never a service scope)."""
-    return scope in requestable_scopes() or group_name(scope) is not None
+    """A scope a user may ask for (never a service scope): a group or community selection is
+    checked against the user when the token is made (``check_token_request``)."""
+    return (
+        scope in requestable_scopes()
+        or group_name(scope) is not None
+        or community_name(scope) is not None
+    )
 
 
 def selected_group(user: Any, scopes: list[str]) -> tuple[Group | None, str | None]:
@@ -101,6 +110,9 @@ class ScopeDescriptions(dict[str, str]):
     front): DOT's consent page looks up the description of every requested scope."""
 
     def __missing__(self, scope: str) -> str:
+        vo = community_name(scope)
+        if vo is not None:
+            return _("Act in the community %(name)s") % {"name": vo}
         name = group_name(scope)
         if name is None:
             raise KeyError(scope)

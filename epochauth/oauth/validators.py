@@ -44,6 +44,7 @@ from epochauth.scopes import issued_scopes, service_scope_refusal, service_scope
 from .. import (
     authentication,
     clock,
+    communities,
     conf,
     dpop,
     exceptions,
@@ -59,13 +60,16 @@ from . import exchange, openid, proofs, revocation
 from .scopes import grantable, selected_group
 
 
-def epochs_bumped_since(user_id: Any, group_id: Any, since: datetime) -> bool:
-    """Whether the user's, the group's or the global epoch was bumped after ``since``."""
+def epochs_bumped_since(user_id: Any, group_id: Any, since: datetime, community: str = "") -> bool:
+    """Whether the user's, the group's, the community's or the global epoch was bumped after
+    ``since``."""
     wanted = Q(kind=models.Epoch.Kind.USER, object_id=str(user_id)) | Q(
         kind=models.Epoch.Kind.GLOBAL, object_id=""
     )
     if group_id is not None:
         wanted |= Q(kind=models.Epoch.Kind.GROUP, object_id=str(group_id))
+    if community:
+        wanted |= Q(kind=models.Epoch.Kind.COMMUNITY, object_id=community)
     return models.Epoch.objects.filter(wanted, not_before__gt=since).exists()
 
 
@@ -98,7 +102,7 @@ def is_own_token(token: str) -> bool:
     """Whether ``token`` is a JWT that names us as its issuer (not yet whether it is valid)."""
     try:
         return len(token) <= conf.epochauth_settings.MAX_TOKEN_BYTES and (
-            verification.parse(token).claims.get("iss") == conf.epochauth_settings.ISSUER
+            communities.is_ours(verification.parse(token).claims.get("iss"))
         )
     except exceptions.InvalidToken:
         return False
@@ -198,11 +202,36 @@ class EpochAuthValidator(OAuth2Validator):
                 )
         if request.user is None or not request.user.is_active:
             raise errors.InvalidGrantError(description=_("The user is inactive"), request=request)
-        problem = selected_group(request.user, list(request.scopes or []))[1]
+        group, problem = selected_group(request.user, list(request.scopes or []))
         if problem:
             raise errors.InvalidScopeError(description=problem, request=request)
+        self._select_community(request, group)
         if request.grant_type != urns.TOKEN_EXCHANGE:  # its targets are exchange.check_targets'
             request.epochauth_aud = self._narrowed_audience(request)
+
+    @staticmethod
+    def _select_community(request: Any, group: Any) -> None:
+        """The community of the token (``vo:<slug>``, else the default or the user's only one,
+        :func:`~epochauth.communities.choose`), written into its scopes so that its refresh keeps
+        it; the selected group must be of it, and a token exchange's identity provider one it
+        allows."""
+        try:
+            community = communities.choose(request.user.pk, list(request.scopes or []))
+            communities.check_provider(
+                community, getattr(request, "epochauth_subject_issuer", None)
+            )
+        except communities.Refused as exc:
+            raise errors.InvalidScopeError(
+                description=str(exc.description), request=request
+            ) from None
+        request.epochauth_community = community
+        if community is None:
+            return
+        if group is not None and communities.foreign_groups(community, [group.pk]):
+            raise errors.InvalidScopeError(
+                description=_("That group is not in the selected community"), request=request
+            )
+        request.scopes = list(dict.fromkeys([*request.scopes, community.scope]))
 
     @staticmethod
     def refuse_resource(request: Any) -> None:
@@ -269,8 +298,10 @@ class EpochAuthValidator(OAuth2Validator):
 
     @staticmethod
     def _no_bump_since(rt: Any, scope: str) -> bool:
-        group, _ = selected_group(rt.user, split_scope(scope))
-        return not epochs_bumped_since(rt.user_id, group.pk if group else None, rt.created)
+        names = split_scope(scope)
+        group, _ = selected_group(rt.user, names)
+        vo = next(iter(communities.requested(names)), "")
+        return not epochs_bumped_since(rt.user_id, group.pk if group else None, rt.created, vo)
 
     @staticmethod
     def _retried_in_grace(rows: Any, client: Any) -> tuple[Any, Any] | None:

@@ -44,6 +44,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from .. import (
+    communities,
     conf,
     models,
     scopes,
@@ -379,6 +380,14 @@ class TokensView(LoginRequiredMixin, View):
 
     def post(self, request: HttpRequest) -> HttpResponse:
         user = request.user
+        # The community (VO) chosen on the page, else the default or the user's only one; a
+        # provider the community does not take is refused (its ``identity_providers``).
+        wanted = request.POST.get("vo", "")
+        try:
+            community = communities.choose(user.pk, [f"vo:{wanted}"] if wanted else [])
+            communities.check_provider(community, request.session.get(PROVIDER_SESSION_KEY))
+        except communities.Refused as exc:
+            return self.page(request, {"error": exc.description}, status=400)
         session, refresh_token = sessions.start_session(
             user,
             user_agent=request.META.get("HTTP_USER_AGENT", ""),
@@ -386,6 +395,7 @@ class TokensView(LoginRequiredMixin, View):
                 request
             ),  # the provider's logout of this login ends it
             login={"via": "browser"},
+            community=community.slug if community is not None else "",
         )
         access = mint_access_token(
             user,
@@ -394,10 +404,13 @@ class TokensView(LoginRequiredMixin, View):
             request=request,
             standing=sessions.standing(session),
             extra_claims=statuslist.reference(session),
+            community=community,
         )
         return self.page(request, {"access_token": access.token, "refresh_token": refresh_token})
 
-    def page(self, request: HttpRequest, context: dict[str, Any]) -> HttpResponse:
+    def page(
+        self, request: HttpRequest, context: dict[str, Any], status: int = 200
+    ) -> HttpResponse:
         issuer = conf.epochauth_settings.ISSUER
         server = (
             issuer
@@ -410,8 +423,9 @@ class TokensView(LoginRequiredMixin, View):
             provider=provider,
             # `epochauth login` is the device flow of the OAuth server: only a hint where it works.
             cli_login=apps.is_installed("epochauth.oauth"),
+            communities=communities.selectable(request.user.pk),
         )
-        response = render(request, "epochauth/oidc/tokens.html", context)
+        response = render(request, "epochauth/oidc/tokens.html", context, status=status)
         for name, value in views.NO_STORE.items():  # the page may show tokens
             response[name] = value
         return response

@@ -33,6 +33,7 @@ from rest_framework_simplejwt.tokens import AccessToken as SimpleJWTAccessToken
 from rest_framework_simplejwt.tokens import RefreshToken as SimpleJWTRefreshToken
 
 from epochauth import (
+    communities,
     conf,
     exceptions,
     models,
@@ -85,7 +86,7 @@ def looks_like_simplejwt(token: str) -> dict[str, Any] | None:
         return None
     if _settings().TOKEN_TYPE_CLAIM not in claims or _settings().USER_ID_CLAIM not in claims:
         return None
-    if claims.get("iss") == conf.epochauth_settings.ISSUER:
+    if communities.is_ours(claims.get("iss")):
         return None
     return claims
 

@@ -6,7 +6,7 @@ from typing import Any
 from django.contrib.auth import get_user_model
 from django.core.management.base import CommandError, CommandParser
 
-from epochauth import scopes, tokens
+from epochauth import communities, scopes, tokens
 from epochauth.management import base
 
 MAX_LIFETIME = timedelta(days=3650)
@@ -21,9 +21,20 @@ class Command(base.EpochauthCommand):
             "--lifetime", help="e.g. 3600, 90m, 12h, 30d (default: ACCESS_TOKEN_LIFETIME)"
         )
         parser.add_argument("--scope", default="", help="space-separated scopes")
+        parser.add_argument(
+            "--vo",
+            metavar="SLUG",
+            help="the community the token is of (default: DEFAULT_COMMUNITY, or the user's only one)",
+        )
 
     def handle(
-        self, *args: Any, user: str, lifetime: str | None, scope: str, **options: Any
+        self,
+        *args: Any,
+        user: str,
+        lifetime: str | None,
+        scope: str,
+        vo: str | None,
+        **options: Any,
     ) -> None:
         model = get_user_model()
         account = model._default_manager.filter(**{model.USERNAME_FIELD: user}).first()
@@ -44,7 +55,12 @@ class Command(base.EpochauthCommand):
         # exp is whole seconds, and a date past MAX_LIFETIME would overflow wherever exp becomes a datetime.
         if duration is not None and not timedelta(seconds=1) <= duration <= MAX_LIFETIME:
             raise CommandError(f"--lifetime must be between 1 second and {MAX_LIFETIME.days} days")
+        try:
+            community = communities.choose(account.pk, [f"vo:{vo}"] if vo else [])
+        except communities.Refused as exc:
+            raise CommandError(str(exc.description)) from None
+        names = scopes.split_scope(scope) + ([community.scope] if community is not None else [])
         issued = tokens.mint_access_token(
-            account, scope=" ".join(scopes.split_scope(scope)), lifetime=duration
+            account, scope=" ".join(dict.fromkeys(names)), lifetime=duration, community=community
         )
         self.stdout.write(issued.token)

@@ -10,8 +10,8 @@ from epochauth.management import base
 
 class Command(base.EpochauthCommand):
     help = (
-        "Revoke every token of a user, of a group, of an external identity, or of everyone "
-        "(bumps the epoch)."
+        "Revoke every token of a user, of a group, of an external identity, of a community, or of "
+        "everyone (bumps the epoch)."
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
@@ -25,6 +25,9 @@ class Command(base.EpochauthCommand):
             help="the user of this (iss, sub)",
         )
         target.add_argument(
+            "--community", metavar="SLUG", help="every token of this community (VO)"
+        )
+        target.add_argument(
             "--all", action="store_true", help="every token this service ever issued"
         )
         parser.add_argument("--reason", default="management command")
@@ -35,12 +38,15 @@ class Command(base.EpochauthCommand):
         user: str | None,
         group: str | None,
         identity: list[str] | None,
+        community: str | None,
         reason: str,
         **options: Any,
     ) -> None:
         issuer, subject = identity or (None, None)
         try:
-            target = revocation.find_target(user=user, group=group, issuer=issuer, subject=subject)
+            target = revocation.find_target(
+                user=user, group=group, issuer=issuer, subject=subject, community=community
+            )
         except revocation.NoSuchTarget as exc:
             raise CommandError(str(exc)) from None
         try:
