@@ -113,6 +113,7 @@ def _session(held: dict[str, str]) -> models.Session:
         user=user,
         group=group,
         scope=held["scope"],
+        community=held["community"],
         resources=json.loads(held["resources"]),
         remember_me=bool(held["remember_me"]),
         created_at=_moment(float(held["created_at"])),
@@ -138,6 +139,8 @@ def _standing(session: models.Session, held: dict[str, str]) -> tokens.Standing:
     ]
     if group_id is not None:
         kinds.append((models.Epoch.Kind.GROUP, group_id))
+    if session.community:
+        kinds.append((models.Epoch.Kind.COMMUNITY, session.community))
     mirrored = journal.mirrored_epochs(kinds)
     began = session.created_at.timestamp()
     epochs: dict[tuple[str, str], tuple[int, datetime | None]] = {}
@@ -158,14 +161,15 @@ def mirrored_session(*, family: str = "", session_id: str = "") -> models.Sessio
         # The site's claims read the user's row: none to read.
         raise journal.Unavailable("custom claims need the database")
     held = journal.mirrored_session(family=family, session_id=session_id)
-    if held is None:
+    if held is None or "community" not in held:
+        # A copy that does not say its community cannot tell which token to mint.
         raise journal.Unavailable("the mirror holds no copy of the session")
     session = _session(held)
     if held["revoked"] == "1" or revocation.is_revoked(session.id.hex):
         raise _invalid(_("The session has ended"))
     if session.expires_at.timestamp() <= time.time():
         raise _invalid(_("The refresh token expired"))
-    failure = sessions.lost_rights(session, _standing(session, held))
+    failure = sessions.lost_rights(session, _standing(session, held), read_membership=False)
     if failure is not None:
         end_session(session.id.hex, None, failure[0])
         raise _invalid(failure[1])

@@ -134,6 +134,7 @@ def mirror(session: models.Session) -> None:
         "username": session.user.get_username(),
         "group": "" if session.group_id is None else str(session.group_id),
         "group_name": "" if session.group is None else session.group.name,
+        "community": session.community,
         "scope": session.scope,
         "resources": json.dumps(session.resources or []),
         "remember_me": "1" if session.remember_me else "",
@@ -186,12 +187,13 @@ def standing(session: models.Session) -> tokens.Standing:
 
 
 def lost_rights(
-    session: models.Session, found: tokens.Standing
+    session: models.Session, found: tokens.Standing, *, read_membership: bool = True
 ) -> tuple[str, str | Promise] | None:
     """Why the session's user may no longer hold its tokens, as (reason, description); None if not:
     the user is inactive, a user, group, community or global bump came after the session began, or
     the user left the session's group or community (or the site no longer has it). ``found``: the
-    user's standing, kept for :func:`standing`."""
+    user's standing, kept for :func:`standing`. ``read_membership=False`` (the outage mirror, with
+    no database): leaving a community bumps the user's epoch, which ``found`` holds."""
     session.__dict__["_standing"] = found
     group_id = str(session.group_id) if session.group_id is not None else None
     if not session.user.is_active or found.bumped_after(
@@ -202,7 +204,9 @@ def lost_rights(
         return ("group_removed", _("You are no longer a member of the session's group"))
     if session.community:
         community = communities.get(session.community)
-        if community is None or not communities.is_member(session.user_id, community):
+        if community is None or (
+            read_membership and not communities.is_member(session.user_id, community)
+        ):
             return (
                 "community_removed",
                 _("You are no longer a member of the session's community"),

@@ -16,6 +16,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
 
+import jwt
 import pytest
 import redis
 
@@ -533,3 +534,33 @@ def test_what_needs_the_database_answers_503_during_an_outage(client, redis_cach
         assert_503(response)
     assert journaled() == []
     assert not Epoch.objects.exists()
+
+
+@pytest.mark.redis
+def test_a_community_session_refreshed_during_an_outage_stays_in_its_community(
+    client, redis_cache, settings
+):
+    """The mirror keeps the session's community: a refresh from it mints the community's token
+    (``vo``, its issuer), never the site's; leaving the community ends it there too."""
+    from epochauth.models import CommunityMembership
+
+    alice = make_user("alice")
+    CommunityMembership.objects.create(user=alice, community="lhcb")
+    body = login(client, "alice", scope="vo:lhcb")
+    assert body["vo"] == "lhcb"
+    warm(client, body)
+    with database_down():
+        answer = refreshed(client, body["refresh_token"])
+        assert answer.status_code == 200, answer.content
+        claims = jwt.decode(answer.json()["access_token"], options={"verify_signature": False})
+        assert claims["vo"] == "lhcb" and answer.json()["vo"] == "lhcb"
+        assert claims["iss"] == body_claims(body)["iss"] != settings.EPOCHAUTH["ISSUER"]
+        assert hello(client, answer.json()["access_token"]) == 200
+    # Leaving the community (a user epoch bump) ends the session, in the mirror too.
+    CommunityMembership.objects.filter(user=alice).delete()
+    with database_down():
+        assert refreshed(client, answer.json()["refresh_token"]).status_code == 400
+
+
+def body_claims(body: dict[str, Any]) -> dict[str, Any]:
+    return jwt.decode(body["access_token"], options={"verify_signature": False})
