@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import json
+import uuid
 from collections.abc import Iterator
 from typing import Any
 from urllib.parse import quote, urlencode
@@ -22,10 +23,12 @@ from django.urls import URLPattern
 from oauth2_provider.models import get_application_model
 
 import epochauth.oauth.urls
+import epochauth.ssf.urls
 import epochauth.urls
 from epochauth import tokens
 from epochauth.authentication import verify_token
 from epochauth.oauth.models import ensure_cli_application
+from epochauth.ssf.events import SESSION_REVOKED
 from epochauth.urns import ACCESS_TOKEN_TYPE, DEVICE_CODE, TOKEN_EXCHANGE
 from tests.helpers import make_user, rsa_pem
 
@@ -74,6 +77,7 @@ def site(settings) -> dict[str, str]:
         "ALGORITHM": "RS256",
         "SIGNING_KEY": rsa_pem(),
         "RESOURCES": [STORAGE],
+        "SSF_TRANSMITTER": True,
     }
     settings.OAUTH2_PROVIDER = {
         **settings.OAUTH2_PROVIDER,
@@ -271,6 +275,40 @@ REQUESTS: list[tuple[str, str, str, dict[str, str], str | None]] = [
     ),
     ("epochauth-whoami", "GET", "/auth/whoami/", {}, "Bearer {token}"),
     ("epochauth-statuslist", "GET", "/auth/statuslists/0", {"n": "1"}, None),
+    # Shared Signals: a SET pushed to us (the stream's secret, not a token), and the transmitter's
+    # stream management (a receiver's client-credentials token; a user's is refused first).
+    ("epochauth-ssf-push", "POST", "/auth/ssf/events/", {"set": "a.b.c"}, "Bearer {token}"),
+    ("epochauth-ssf-configuration", "GET", "/.well-known/ssf-configuration", {}, None),
+    (
+        "epochauth-ssf-streams",
+        "POST",
+        "/ssf/streams/",
+        {"events_requested": SESSION_REVOKED, "description": "d"},
+        "Bearer {token}",
+    ),
+    ("epochauth-ssf-status", "GET", "/ssf/streams/status/", {"stream_id": "s"}, "Bearer {token}"),
+    (
+        "epochauth-ssf-add-subject",
+        "POST",
+        "/ssf/streams/subjects/add/",
+        {"stream_id": "s", "verified": "true"},
+        "Bearer {token}",
+    ),
+    (
+        "epochauth-ssf-remove-subject",
+        "POST",
+        "/ssf/streams/subjects/remove/",
+        {"stream_id": "s"},
+        "Bearer {token}",
+    ),
+    ("epochauth-ssf-verify", "POST", "/ssf/streams/verify/", {"state": "s"}, "Bearer {token}"),
+    (
+        "epochauth-ssf-poll",
+        "POST",
+        f"/ssf/poll/{uuid.UUID(int=1)}/",
+        {"maxEvents": "5", "returnImmediately": "true"},
+        "Bearer {token}",
+    ),
     # Dynamic client registration reads JSON (test_hostile_json_is_never_a_server_error).
     (
         "dcr-register",
@@ -291,7 +329,11 @@ REQUESTS: list[tuple[str, str, str, dict[str, str], str | None]] = [
 
 def test_every_endpoint_is_fuzzed():
     """A new endpoint needs a request above: the next one cannot ship without being tried."""
-    patterns = [*epochauth.oauth.urls.urlpatterns, *epochauth.urls.urlpatterns]
+    patterns = [
+        *epochauth.oauth.urls.urlpatterns,
+        *epochauth.urls.urlpatterns,
+        *epochauth.ssf.urls.urlpatterns,
+    ]
     names = {p.name for p in patterns if isinstance(p, URLPattern)}
     assert names == {name for name, *_ in REQUESTS}
 
