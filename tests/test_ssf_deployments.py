@@ -1,0 +1,92 @@
+"""Issue 28's loop, proved with two deployments on one machine (tests/deployments.py): A revokes a
+user, and B — which accepts A's tokens as an external issuer and subscribed to A's Shared Signals
+stream — refuses that user's token for B within :data:`BOUND`.
+
+Each deployment is a ``runserver`` process of the test project with its own database (SQLite files;
+on CI's PostgreSQL leg, two scratch databases on the server of ``DATABASE_URL``) and its own cache
+(LocMemCache; with ``REDIS_URL``, a key prefix of its own there). Push delivery: A's outbox thread
+POSTs each SET to B. Poll delivery: B's ``epochauth_ssf_poll --loop`` fetches them, which works while
+A cannot reach B. Revocations are made over A's URLs: the user's ``POST /auth/logout-all/`` and an
+administrator's ``POST /auth/revoke/``. The bound is one of correctness, not a timing benchmark
+(bench scenario ``revocation-ssf`` measures it).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import ExitStack
+
+import pytest
+
+from tests.conftest import redis_for_tests, service_required
+from tests.deployments import KINDS, RECEIVER, Loop, two_deployments
+
+BOUND = 10.0  # seconds
+POLL_INTERVAL = 1.0  # seconds between B's polls
+POSTGRES = os.environ.get("DATABASE_URL", "").startswith("postgres")
+METHODS = {"push": "urn:ietf:rfc:8935", "poll": "urn:ietf:rfc:8936"}
+
+
+@pytest.fixture(scope="module")
+def loop(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Loop]:
+    """A and B, running for the module; every process stopped, scratch databases dropped after."""
+    with ExitStack() as stack:
+        database_server = None
+        if POSTGRES:
+            import psycopg
+
+            database_server = os.environ["DATABASE_URL"]
+            service_required(
+                f"PostgreSQL at DATABASE_URL={database_server}",
+                lambda: psycopg.connect(database_server, connect_timeout=2).close(),
+            )
+        redis_url = None
+        if os.environ.get("REDIS_URL"):
+            redis_url = stack.enter_context(redis_for_tests())
+        yield stack.enter_context(
+            two_deployments(tmp_path_factory.mktemp("deployments"), database_server, redis_url)
+        )
+
+
+def stream_at_a(loop: Loop) -> dict:
+    """B's stream as A's stream management endpoint shows it to B."""
+    response = loop.a.request("GET", "/ssf/streams/", loop.management_token())
+    assert response.status_code == 200, response.text
+    (stream,) = response.json()
+    return stream
+
+
+def test_without_the_stream_b_keeps_accepting(loop: Loop) -> None:
+    """The control: with B's stream at A disabled, nothing tells B, and A's token for B stays
+    valid at B after A revoked the user (until it expires); so the refusals above are the loop's."""
+    loop.subscribe("push", POLL_INTERVAL)
+    set_status(loop, "disabled")
+    try:
+        assert loop.trial("logout-all", 3.0) is None
+    finally:
+        set_status(loop, "enabled")
+
+
+def set_status(loop: Loop, status: str) -> None:
+    """B sets its stream's status at A (SSF 1.0 section 8.1.2)."""
+    response = loop.a.request(
+        "POST",
+        "/ssf/streams/status/",
+        loop.management_token(),
+        json={"stream_id": stream_at_a(loop)["stream_id"], "status": status},
+    )
+    assert response.status_code == 200 and response.json()["status"] == status, response.text
+
+
+@pytest.mark.parametrize("delivery", ["push", "poll"])
+def test_a_revocation_at_a_is_refused_at_b(loop: Loop, delivery: str) -> None:
+    loop.subscribe(delivery, POLL_INTERVAL)
+    stream = stream_at_a(loop)
+    assert stream["aud"] == RECEIVER and stream["delivery"]["method"] == METHODS[delivery]
+    for kind in KINDS:
+        took = loop.trial(kind, BOUND)
+        assert took is not None, (
+            f"{kind} at A, {delivery}: B still accepted the token after {BOUND} s\n"
+            f"A: {loop.a.log_tail()}\nB: {loop.b.log_tail()}"
+        )
