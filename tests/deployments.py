@@ -45,11 +45,16 @@ COMMAND_TIMEOUT = 180.0
 HTTP_TIMEOUT = 10.0
 API = "/api/hello/"  # any authenticated caller
 USER, ADMIN = "alice", "root"
+#: Users of A who each can be deactivated once (by a deactivation trial, see :data:`DEACTIVATE`).
+SPARE_USERS = ("bob", "carol")
 PASSWORD = "deployments-password"
 RECEIVER = "deployment-b"  # B's client id at A, the audience of B's stream
 #: The revocations at A a trial can make, each over its URL: the user's own logout everywhere, and
 #: an administrator's epoch bump of the user (``POST /auth/revoke/``, as the admin's button does).
 KINDS = ("logout-all", "revoke")
+#: One more kind: an operator deactivates the user at A from a script (``manage.py shell``). B then
+#: deactivates its user too, so each user can be deactivated once only.
+DEACTIVATE = "deactivate"
 
 SETUP_TRANSMITTER = """
 import os
@@ -58,7 +63,8 @@ from oauth2_provider.models import get_application_model
 from epochauth.oauth.models import AllowedScopes
 
 User, Application = get_user_model(), get_application_model()
-User.objects.create_user(os.environ["LOOP_USER"], password=os.environ["LOOP_PASSWORD"])
+for name in os.environ["LOOP_USERS"].split():
+    User.objects.create_user(name, password=os.environ["LOOP_PASSWORD"])
 admin = User.objects.create_superuser(os.environ["LOOP_ADMIN"], password=os.environ["LOOP_PASSWORD"])
 receiver = Application.objects.create(
     name="Deployment B",
@@ -69,6 +75,17 @@ receiver = Application.objects.create(
     user=admin,
 )
 AllowedScopes.objects.create(application=receiver, scopes="ssf:manage")
+"""
+DEACTIVATE_USER = """
+import os
+from django.contrib.auth import get_user_model
+from epochauth.oauth import outbox
+
+user = get_user_model().objects.get(username=os.environ["LOOP_USER"])
+user.is_active = False
+user.save()
+# A script's outbox thread ends with it: what the save queued is delivered before it exits.
+outbox.worker.drain(30)
 """
 
 
@@ -248,8 +265,11 @@ class Loop:
             )  # fmt: skip
         self.delivery, self.poll_interval = delivery, poll_interval
 
-    def revoke(self, kind: str, token_at_a: str) -> None:
-        """Revoke the user at A over the URL of ``kind``."""
+    def revoke(self, kind: str, user: str, token_at_a: str) -> None:
+        """Revoke ``user`` at A: over the URL of ``kind``, or :data:`DEACTIVATE` by a script."""
+        if kind == DEACTIVATE:
+            self.a.manage("shell", "-v", "0", "-c", DEACTIVATE_USER, LOOP_USER=user)
+            return
         if kind == "logout-all":
             response = self.a.request("POST", "/auth/logout-all/", token_at_a)
             expected = 204
@@ -257,24 +277,24 @@ class Loop:
             if not self._admin_token:
                 self._admin_token = self.a.login(ADMIN)
             response = self.a.request(
-                "POST", "/auth/revoke/", self._admin_token, json={"user": USER}
+                "POST", "/auth/revoke/", self._admin_token, json={"user": user}
             )
             expected = 200
         if response.status_code != expected:
             raise DeploymentError(f"A: {kind} {response.status_code} {response.text}")
 
-    def trial(self, kind: str, bound: float, wait: float = 0.0) -> float | None:
-        """The user logs in at A (a token for A, a token for B); B accepts the latter; after ``wait``
+    def trial(self, kind: str, bound: float, wait: float = 0.0, user: str = USER) -> float | None:
+        """``user`` logs in at A (a token for A, a token for B); B accepts the latter; after ``wait``
         seconds A revokes the user (``kind``). Returns the seconds from the start of A's revoking
         request to B's first 401, or None when B did not refuse within ``bound`` seconds."""
-        token_at_a = self.a.login(USER)
-        token_for_b = self.a.login(USER, resource=self.b.url)
+        token_at_a = self.a.login(user)
+        token_for_b = self.a.login(user, resource=self.b.url)
         answer = self.b.request("GET", API, token_for_b)
         if answer.status_code != 200:
             raise DeploymentError(f"B refused A's token: {answer.status_code} {answer.text}")
         time.sleep(wait)
         started = time.monotonic()
-        self.revoke(kind, token_at_a)
+        self.revoke(kind, user, token_at_a)
         while time.monotonic() - started < bound:
             if self.b.request("GET", API, token_for_b).status_code == 401:
                 refused = time.monotonic() - started
@@ -414,7 +434,8 @@ def two_deployments(
         stack.callback(b.close)
         a.manage(
             "shell", "-v", "0", "-c", SETUP_TRANSMITTER,
-            LOOP_USER=USER, LOOP_ADMIN=ADMIN, LOOP_PASSWORD=PASSWORD, LOOP_CLIENT_ID=RECEIVER,
+            LOOP_USERS=" ".join((USER, *SPARE_USERS)), LOOP_ADMIN=ADMIN,
+            LOOP_PASSWORD=PASSWORD, LOOP_CLIENT_ID=RECEIVER,
         )  # fmt: skip
         a.start()
         yield Loop(a, b)

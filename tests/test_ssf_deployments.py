@@ -20,7 +20,15 @@ from contextlib import ExitStack
 import pytest
 
 from tests.conftest import redis_for_tests, service_required
-from tests.deployments import KINDS, RECEIVER, Loop, two_deployments
+from tests.deployments import (
+    DEACTIVATE,
+    KINDS,
+    RECEIVER,
+    SPARE_USERS,
+    USER,
+    Loop,
+    two_deployments,
+)
 
 BOUND = 10.0  # seconds
 POLL_INTERVAL = 1.0  # seconds between B's polls
@@ -84,8 +92,10 @@ def test_a_revocation_at_a_is_refused_at_b(loop: Loop, delivery: str) -> None:
     loop.subscribe(delivery, POLL_INTERVAL)
     stream = stream_at_a(loop)
     assert stream["aud"] == RECEIVER and stream["delivery"]["method"] == METHODS[delivery]
-    for kind in KINDS:
-        took = loop.trial(kind, BOUND)
+    # An operator's deactivation too, of a user of its own for each delivery (B deactivates it).
+    spare = SPARE_USERS[list(METHODS).index(delivery)]
+    for kind, user in [*((kind, USER) for kind in KINDS), (DEACTIVATE, spare)]:
+        took = loop.trial(kind, BOUND, user=user)
         assert took is not None, (
             f"{kind} at A, {delivery}: B still accepted the token after {BOUND} s\n"
             f"A: {loop.a.log_tail()}\nB: {loop.b.log_tail()}"
