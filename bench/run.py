@@ -49,6 +49,7 @@ SCENARIOS = [
     "revocation-polling",
     "revocation-sqlite",
     "revocation-postgresql",
+    "revocation-ssf",
     "gunicorn",
 ]
 REDIS_SCENARIOS = {"users-redis", "revocation", "revocation-polling"}
