@@ -296,7 +296,10 @@ class Loop:
         started = time.monotonic()
         self.revoke(kind, user, token_at_a)
         while time.monotonic() - started < bound:
-            if self.b.request("GET", API, token_for_b).status_code == 401:
+            status = self.b.request("GET", API, token_for_b).status_code
+            if status not in (200, 401):
+                raise DeploymentError(f"B answered {status}:\n{self.b.log_tail()}")
+            if status == 401:
                 refused = time.monotonic() - started
                 # B's cutoff for A's tokens is a time (iat before it): the next trial's token is
                 # issued in a later second.
