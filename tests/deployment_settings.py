@@ -26,6 +26,8 @@ if EPOCHAUTH.get("SSF_TRANSMITTER"):
     EPOCHAUTH["SSF_TRANSMITTER"] = {
         "default_subjects": "ALL",
         "min_verification_interval": timedelta(0),
+        # A receiver that was down hears at the next attempt: 1 s later, then 2, 4... (default 30 s).
+        "retry_delay": timedelta(seconds=1),
     }
 # Our transmitter names us by our client id there (SSF 1.0: the stream's aud), not by our ISSUER.
 for _transmitter in EPOCHAUTH.get("SSF_TRANSMITTERS", []):

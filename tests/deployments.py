@@ -5,7 +5,8 @@ access tokens as an external issuer and subscribes to A's stream with the client
 of an A application allowed ``ssf:manage``. Each is its own ``runserver`` process
 (:mod:`tests.deployment_settings`) with its own database (an SQLite file, or a scratch PostgreSQL
 database on the server of a given URL) and its own cache (its LocMemCache, or its key prefix in a
-given Redis). B's poller (``epochauth_ssf_poll --loop``) is a process of its own.
+given Redis). B's poller (``epochauth_ssf_poll --loop``) and A's outbox worker
+(``epochauth_outbox --loop``, which pushes again what failed) are processes of their own.
 
 A user gets a token for B the way a site would hand one out without a browser: a login at A's
 ``POST /auth/token/`` with an RFC 8707 ``resource`` naming B (A's ``RESOURCES``), so that its ``aud``
@@ -283,21 +284,33 @@ class Loop:
         if response.status_code != expected:
             raise DeploymentError(f"A: {kind} {response.status_code} {response.text}")
 
-    def trial(self, kind: str, bound: float, wait: float = 0.0, user: str = USER) -> float | None:
-        """``user`` logs in at A (a token for A, a token for B); B accepts the latter; after ``wait``
-        seconds A revokes the user (``kind``). Returns the seconds from the start of A's revoking
-        request to B's first 401, or None when B did not refuse within ``bound`` seconds."""
+    def tokens(self, user: str) -> tuple[str, str]:
+        """``user`` logs in at A twice: a token for A and one for B, which B accepts."""
         token_at_a = self.a.login(user)
         token_for_b = self.a.login(user, resource=self.b.url)
         answer = self.b.request("GET", API, token_for_b)
         if answer.status_code != 200:
             raise DeploymentError(f"B refused A's token: {answer.status_code} {answer.text}")
+        return token_at_a, token_for_b
+
+    def trial(self, kind: str, bound: float, wait: float = 0.0, user: str = USER) -> float | None:
+        """``user`` gets :meth:`tokens`; after ``wait`` seconds A revokes the user (``kind``).
+        Returns the seconds from the start of A's revoking request to B's first 401, or None when B
+        did not refuse within ``bound`` seconds."""
+        token_at_a, token_for_b = self.tokens(user)
         time.sleep(wait)
         started = time.monotonic()
         self.revoke(kind, user, token_at_a)
+        return self.refused_since(started, token_for_b, bound)
+
+    def refused_since(self, started: float, token_for_b: str, bound: float) -> float | None:
+        """Seconds from ``started`` (monotonic) to B's first 401 to the token; None after ``bound``."""
         while time.monotonic() - started < bound:
-            status = self.b.request("GET", API, token_for_b).status_code
-            if status not in (200, 401):
+            try:
+                status = self.b.request("GET", API, token_for_b).status_code
+            except requests.ConnectionError:
+                status = None  # B is not up (yet)
+            if status not in (None, 200, 401):
                 raise DeploymentError(f"B answered {status}:\n{self.b.log_tail()}")
             if status == 401:
                 refused = time.monotonic() - started
@@ -441,6 +454,8 @@ def two_deployments(
             LOOP_PASSWORD=PASSWORD, LOOP_CLIENT_ID=RECEIVER,
         )  # fmt: skip
         a.start()
+        # Retries are the outbox worker's: the server's own thread pushes only what a commit queued.
+        a.spawn("outbox", "epochauth_outbox", "--loop", "--interval", "1s")
         yield Loop(a, b)
 
 

@@ -14,6 +14,7 @@ administrator's ``POST /auth/revoke/``. The bound is one of correctness, not a t
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Iterator
 from contextlib import ExitStack
 
@@ -85,6 +86,20 @@ def set_status(loop: Loop, status: str) -> None:
         json={"stream_id": stream_at_a(loop)["stream_id"], "status": status},
     )
     assert response.status_code == 200 and response.json()["status"] == status, response.text
+
+
+def test_a_push_that_finds_b_down_reaches_it_when_it_is_back(loop: Loop) -> None:
+    """The push channel lost for a while: B's server is stopped when A revokes, so A's first push
+    fails; A's outbox worker tries again (after 1 s, then 2 s: ``retry_delay`` of the deployments)
+    and B, started again, refuses the token within the bound."""
+    loop.subscribe("push", POLL_INTERVAL)
+    token_at_a, token_for_b = loop.tokens(USER)
+    loop.b.stop()
+    started = time.monotonic()
+    loop.revoke("logout-all", USER, token_at_a)
+    loop.b.start()
+    assert loop.refused_since(started, token_for_b, BOUND) is not None, loop.a.log_tail()
+    assert "shared signals push to deployment-b (ssfevent" in loop.a.log_tail()  # the failed one
 
 
 @pytest.mark.parametrize("delivery", ["push", "poll"])
