@@ -6,8 +6,9 @@ Each deployment is a ``runserver`` process of the test project with its own data
 on CI's PostgreSQL leg, two scratch databases on the server of ``DATABASE_URL``) and its own cache
 (LocMemCache; with ``REDIS_URL``, a key prefix of its own there). Push delivery: A's outbox thread
 POSTs each SET to B. Poll delivery: B's ``epochauth_ssf_poll --loop`` fetches them, which works while
-A cannot reach B. Revocations are made over A's URLs: the user's ``POST /auth/logout-all/`` and an
-administrator's ``POST /auth/revoke/``. The bound is one of correctness, not a timing benchmark
+A cannot reach B; a push that finds B down is made again by A's ``epochauth_outbox --loop``.
+Revocations at A: the user's ``POST /auth/logout-all/``, an administrator's ``POST /auth/revoke/``,
+and an operator's deactivation from a script. The bound is one of correctness, not a timing benchmark
 (bench scenario ``revocation-ssf`` measures it).
 """
 
@@ -68,7 +69,7 @@ def stream_at_a(loop: Loop) -> dict:
 
 def test_without_the_stream_b_keeps_accepting(loop: Loop) -> None:
     """The control: with B's stream at A disabled, nothing tells B, and A's token for B stays
-    valid at B after A revoked the user (until it expires); so the refusals above are the loop's."""
+    valid at B after A revoked the user (until it expires): the refusals below are the loop's."""
     loop.subscribe("push", POLL_INTERVAL)
     set_status(loop, "disabled")
     try:
