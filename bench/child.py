@@ -49,6 +49,10 @@ def run(name: str, context: dict[str, Any]) -> None:
         outcome = getattr(scenarios, name.removesuffix("-postgresql"))(sizes)
     elif name == "gunicorn":
         outcome = gunicorn(sizes, context, redis)
+    elif name == "revocation-ssf":
+        from .ssf_latency import measure
+
+        outcome = measure(sizes.trials)
     elif name.startswith("revocation"):
         outcome = revocation(name, sizes, context, redis)
     else:

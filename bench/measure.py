@@ -253,3 +253,17 @@ def table(rows: list[dict[str, Any]]) -> str:
             f"| {row['queries']:.2f} | {redis} | {row['memo_hits']:.2f} |"
         )
     return "\n".join(lines)
+
+
+def summary(values: list[float]) -> dict[str, float] | None:
+    """Median, p99 (nearest rank) and max of the latencies in ms."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    p99 = ordered[min(len(ordered) - 1, max(0, round(0.99 * len(ordered) + 0.5) - 1))]
+    return {
+        "median": statistics.median(ordered),
+        "p99": p99,
+        "max": ordered[-1],
+        "trials": len(ordered),
+    }

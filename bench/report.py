@@ -167,6 +167,31 @@ def revocation_facts(outcome: dict[str, Any]) -> list[str]:
     return [*lines, ""]
 
 
+def ssf_facts(outcome: dict[str, Any]) -> list[str]:
+    how = {
+        "push": "SSF push (A's outbox thread POSTs the SET to B)",
+        "poll": f"SSF poll (B's `epochauth_ssf_poll --loop`, every {outcome['poll_interval_s']:g} s)",
+    }
+    lines = [
+        "| B learns by | trials | median ms | p99 ms | max ms | timeouts |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for delivery, s in outcome["summary"].items():
+        if s is None:
+            lines.append(f"| {how[delivery]} | 0 | – | – | – | {outcome['timeouts'][delivery]} |")
+        else:
+            lines.append(
+                f"| {how[delivery]} | {s['trials']} | {s['median']:.0f} | {s['p99']:.0f} "
+                f"| {s['max']:.0f} | {outcome['timeouts'][delivery]} |"
+            )
+    return [
+        *lines,
+        "",
+        "- A revokes over `POST /auth/logout-all/` and an administrator's `POST /auth/revoke/`, "
+        "alternating; latency from the start of A's request to B's first 401",
+    ]
+
+
 def load_table(rows: list[dict[str, Any]]) -> str:
     """Markdown table of the gunicorn scenario's rows (``bench/under_gunicorn.py``)."""
     lines = [
@@ -221,6 +246,10 @@ TITLES = {
         'Revocation seen by another process without Redis (REVOCATION_PUSH "database" on PostgreSQL: '
         "LISTEN/NOTIFY)"
     ),
+    "revocation-ssf": (
+        "Revocation seen by another deployment (two deployments joined by Shared Signals: A's "
+        "transmitter pushes, or B polls)"
+    ),
     "gunicorn": "Under gunicorn (sync workers, with and without --preload), loaded by wrk",
 }
 FACTS = {
@@ -237,6 +266,7 @@ FACTS = {
     "revocation-polling": revocation_facts,
     "revocation-sqlite": revocation_facts,
     "revocation-postgresql": revocation_facts,
+    "revocation-ssf": ssf_facts,
     "gunicorn": gunicorn_facts,
 }
 

@@ -11,7 +11,6 @@ B's first refusal, both read from ``time.monotonic()`` (one system-wide clock on
 from __future__ import annotations
 
 import random
-import statistics
 import subprocess
 import sys
 import time
@@ -20,6 +19,7 @@ from typing import Any
 from django.contrib.auth import get_user_model
 
 from . import fixtures
+from .measure import summary
 from .wsgi import Server, bearer
 
 KINDS = {"logout": "/auth/logout/", "logout-all": "/auth/logout-all/"}
@@ -86,17 +86,3 @@ def expect(process: subprocess.Popen[str], word: str) -> None:
     line = process.stdout.readline().strip()
     if line != word:
         raise SystemExit(f"revocation bench: process B said {line!r}, expected {word!r}")
-
-
-def summary(values: list[float]) -> dict[str, float] | None:
-    """Median, p99 (nearest rank) and max of the latencies in ms."""
-    if not values:
-        return None
-    ordered = sorted(values)
-    p99 = ordered[min(len(ordered) - 1, max(0, round(0.99 * len(ordered) + 0.5) - 1))]
-    return {
-        "median": statistics.median(ordered),
-        "p99": p99,
-        "max": ordered[-1],
-        "trials": len(ordered),
-    }

@@ -50,6 +50,7 @@ SCENARIOS = [
     "revocation-polling",
     "revocation-sqlite",
     "revocation-postgresql",
+    "revocation-ssf",
     "gunicorn",
 ]
 REDIS_SCENARIOS = {"users-redis", "outage", "revocation", "revocation-polling"}

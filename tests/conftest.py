@@ -1,7 +1,6 @@
 """Generic fixtures: external services (skip locally, fail in CI) and free ports."""
 
 import os
-import socket
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -13,6 +12,7 @@ import pytest
 from tests.browser import chrome  # noqa: F401  (a fixture of the browser tests)
 from tests.helpers import FakeServer
 from tests.idp import IdPMissing, TestIdP
+from tests.ports import loopback_port
 from tests.redis_server import PrivateRedis, RedisMissing
 
 
@@ -33,13 +33,6 @@ def service_required(
         if os.environ.get("CI") == "true":
             pytest.fail(message)
         pytest.skip(message)
-
-
-def loopback_port() -> int:
-    """A TCP port on 127.0.0.1 that was free a moment ago."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @contextmanager

@@ -57,6 +57,7 @@ def test_every_scenario_reports(bench_run: dict) -> None:
         "revocation-polling",
         "revocation-sqlite",
         "revocation-postgresql",
+        "revocation-ssf",
         "gunicorn",
     }
     for name, outcome in results.items():
@@ -125,6 +126,11 @@ def test_denylist_and_revocation_facts(bench_run: dict) -> None:
         revocation = results[name]
         assert revocation["timeouts"] == {"logout": 0, "logout-all": 0}, name
         assert all(s["trials"] == 2 for s in revocation["summary"].values()), name
+    # Another deployment, told by Shared Signals: pushed, and polled.
+    ssf = results["revocation-ssf"]
+    assert ssf["timeouts"] == {"push": 0, "poll": 0}
+    assert all(s["trials"] == 2 for s in ssf["summary"].values())
+    assert "| SSF poll (B's `epochauth_ssf_poll --loop`, every 5 s) | 2 |" in bench_run["report"]
     outbox = results["endpoints"]["facts"]["outbox"]
     assert outbox["delivered"] == outbox["received"] == outbox["deliveries"] == 50
     status = "epochauth HS256 as STATUS_LIST issues it (a status claim in the token), memo hit"
