@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import time
 import unicodedata
 from datetime import timedelta
 from typing import Any
 
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.db import DatabaseError, connections
 from django.utils.dateparse import parse_duration
 
 
@@ -50,3 +52,46 @@ class EpochauthCommand(BaseCommand):
         for value in (*args, *options.values()):
             check_text(value)
         return super().execute(*args, **options)
+
+
+class LoopingCommand(EpochauthCommand):
+    """A worker's command: :meth:`once` now, or with ``--loop`` every ``--interval`` until stopped,
+    going on when the database cannot be read (it says so and tries again)."""
+
+    #: What one round does, for the ``--loop`` help ("Keep draining...").
+    doing = "running"
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument(
+            "--loop",
+            action="store_true",
+            help=f"Keep {self.doing}, every --interval, until stopped.",
+        )
+        parser.add_argument(
+            "--interval",
+            default="5s",
+            help="The wait between rounds with --loop (seconds, or 30s, 5m...; default 5s).",
+        )
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        try:
+            interval = duration(options["interval"]).total_seconds()
+        except ValueError:
+            interval = 0
+        if interval <= 0:
+            raise CommandError("--interval must be a duration of more than zero")
+        while True:
+            try:
+                self.once(last=not options["loop"])
+            except DatabaseError as exc:
+                if not options["loop"]:
+                    raise CommandError(f"The database cannot be read: {exc}") from None
+                self.stderr.write(f"The database cannot be read: {exc}")
+            if not options["loop"]:
+                return
+            connections.close_all()
+            time.sleep(interval)
+
+    def once(self, *, last: bool) -> None:
+        """One round; ``last``: no other follows (a one-off run may say more, or fail)."""
+        raise NotImplementedError
