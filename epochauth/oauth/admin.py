@@ -58,8 +58,23 @@ class ApplicationAdmin(ApplicationAdminBase):
     inlines = [AllowedScopesInline, BackchannelLogoutInline, DPoPPolicyInline]
 
 
+class OutboxAdmin(admin.ModelAdmin):
+    """An outbox's rows are written by revocations and read by its worker, never added or edited
+    here; sending one again (the ``retry`` action) needs its model's ``retry_…`` permission."""
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_retry_permission(self, request: HttpRequest) -> bool:
+        opts = self.opts
+        return request.user.has_perm(f"{opts.app_label}.retry_{opts.model_name}")
+
+
 @admin.register(models.LogoutDelivery)
-class LogoutDeliveryAdmin(admin.ModelAdmin):
+class LogoutDeliveryAdmin(OutboxAdmin):
     """The outbox of logout tokens, read-only (the token is signed at each attempt, never stored);
     a delivery given up may be attempted again."""
 
@@ -77,18 +92,8 @@ class LogoutDeliveryAdmin(admin.ModelAdmin):
     search_fields = ("application__client_id", "subject", "sid")
     actions = ["retry"]
 
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
     def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
-
-    def has_retry_permission(self, request: HttpRequest) -> bool:
-        opts = self.opts
-        return request.user.has_perm(f"{opts.app_label}.retry_{opts.model_name}")
 
     @admin.action(description=_("Retry the selected deliveries"), permissions=["retry"])
     def retry(self, request: HttpRequest, queryset: QuerySet) -> None:
@@ -155,7 +160,7 @@ class SSFStreamAdmin(admin.ModelAdmin):
 
 
 @admin.register(models.SSFEvent)
-class SSFEventAdmin(admin.ModelAdmin):
+class SSFEventAdmin(OutboxAdmin):
     """The outbox of Security Event Tokens, read-only (the SET is signed when sent, never stored);
     an event given up may be pushed again. Deleting one (or its stream) needs the delete
     permission."""
@@ -172,16 +177,6 @@ class SSFEventAdmin(admin.ModelAdmin):
     list_filter = ("state", "event_type")
     search_fields = ("stream__application__client_id", "jti")
     actions = ["retry"]
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_retry_permission(self, request: HttpRequest) -> bool:
-        opts = self.opts
-        return request.user.has_perm(f"{opts.app_label}.retry_{opts.model_name}")
 
     @admin.action(description=_("Retry the selected events"), permissions=["retry"])
     def retry(self, request: HttpRequest, queryset: QuerySet) -> None:
