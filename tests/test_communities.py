@@ -499,16 +499,20 @@ def test_the_demo_defines_lhcb_and_belle2_and_a_login_naming_none_gets_the_defau
 # -- the newest applicable epoch wins (Keycloak's 2026 not-before CVEs: two epochs combined) ---------
 
 KINDS = ("user", "group", "global", "community")
+#: Two different kinds bumped one after the other, in every order.
+PAIRS = [(a, b) for a in KINDS for b in KINDS if a != b]
 
 
-def bump(kind: str, alice: Any) -> None:
+def bump(kind: str, alice: Any, at: Any = None) -> None:
+    """Bump one of the epochs a token of alice's in lhcb selecting prod depends on; ``at``: as of
+    then (an external token's ``iat`` is whole seconds: a bump made in its second is ambiguous)."""
     target = {
         "user": (Epoch.Kind.USER, str(alice.pk)),
         "group": (Epoch.Kind.GROUP, str(Group.objects.get(name="prod").pk)),
         "global": (Epoch.Kind.GLOBAL, ""),
         "community": (Epoch.Kind.COMMUNITY, "lhcb"),
     }[kind]
-    revocation.bump_epoch(*target, reason="combination test")
+    revocation.bump_epoch(*target, reason="combination test", at=at)
 
 
 @pytest.fixture
@@ -539,9 +543,7 @@ def introspector(vos) -> Any:
     return active
 
 
-@pytest.mark.parametrize(
-    ("first", "second"), [(a, b) for a in KINDS for b in KINDS if a != b], ids="-then-".join
-)
+@pytest.mark.parametrize(("first", "second"), PAIRS, ids=[f"{a}-then-{b}" for a, b in PAIRS])
 def test_the_newest_applicable_epoch_wins_on_every_path(client, introspector, first, second):
     """A community token of a selected group depends on four epochs. With two bumped one after the
     other, a login before either and one between them are dead on every path (bearer, refresh, renew,
@@ -572,6 +574,190 @@ def test_the_newest_applicable_epoch_wins_on_every_path(client, introspector, fi
             fresh = refreshed.json()["access_token"]
             assert claims_of(fresh)["vo"] == "lhcb"
             assert client.get("/api/hello/", **bearer(fresh)).status_code == 200
+
+
+@pytest.fixture
+def exchanger(vos, settings) -> Any:
+    """A loopback issuer whose ``/prod`` group claim is the local group prod (tied to lhcb), its
+    user dora a member of lhcb, and a service that exchanges its tokens: ``exchanger(iat)`` is the
+    response of ``/o/token/``'s token exchange of dora's token issued at ``iat`` for vo:lhcb g:prod."""
+    from oauth2_provider.models import get_application_model
+
+    from epochauth.urns import ACCESS_TOKEN_TYPE, TOKEN_EXCHANGE
+    from tests.loopback_issuer import AUDIENCE, CraftedIssuer
+
+    issuer = CraftedIssuer()
+    settings.EPOCHAUTH = {
+        **vos,
+        "ALLOW_LOOPBACK_HTTP_ISSUERS": True,
+        "ISSUERS": [
+            {
+                "issuer": issuer.issuer,
+                "audiences": [AUDIENCE],
+                "group_claims": ["groups"],
+                "group_map": {"/prod": "prod"},
+            }
+        ],
+    }
+    application = get_application_model()
+    application.objects.create(
+        name="svc",
+        client_id="svc",
+        client_secret="svc-secret",
+        client_type=application.CLIENT_CONFIDENTIAL,
+        authorization_grant_type=application.GRANT_CLIENT_CREDENTIALS,
+        user=make_user("svc-owner"),
+    )
+    CommunityGroup.objects.create(group=Group.objects.create(name="prod"), community="lhcb")
+
+    def exchange(iat: int) -> Any:
+        data = {
+            "grant_type": TOKEN_EXCHANGE,
+            "subject_token": issuer.token(sub="dora", groups=["/prod"], iat=iat),
+            "subject_token_type": ACCESS_TOKEN_TYPE,
+            "scope": "vo:lhcb g:prod",
+        }
+        return oauth_token(client_of_exchange, data, basic="svc:svc-secret")
+
+    from django.test import Client
+
+    client_of_exchange = Client()
+    whoami = client_of_exchange.get(
+        "/auth/whoami/", **bearer(issuer.token(sub="dora", groups=["/prod"]))
+    )
+    assert whoami.status_code == 200, whoami.content
+    from django.contrib.auth import get_user_model
+
+    dora = get_user_model().objects.get(epochauth_identities__issuer=issuer.issuer)
+    CommunityMembership.objects.create(user=dora, community="lhcb")
+    exchange.user = dora  # type: ignore[attr-defined]
+    yield exchange
+    issuer.stop()
+
+
+@pytest.mark.parametrize(("first", "second"), PAIRS, ids=[f"{a}-then-{b}" for a, b in PAIRS])
+def test_the_newest_applicable_epoch_wins_at_token_exchange(
+    client, introspector, exchanger, first, second
+):
+    """Token exchange mints a community token of a selected group from an external token: what it
+    minted before a bump dies with it, and a subject token issued before the bump of any epoch the
+    new token would depend on (the user's, the group's, everyone's, the community's) is refused,
+    whichever kinds and order: as a refresh token issued before it is."""
+    import time
+
+    now = int(time.time())
+    minted_before = exchanger(now - 90)
+    assert minted_before.status_code == 200, minted_before.content
+    claims = claims_of(minted_before.json()["access_token"])
+    assert (claims["vo"], claims["group"]) == ("lhcb", "prod")
+    assert (
+        client.get("/api/hello/", **bearer(minted_before.json()["access_token"])).status_code
+        == 200
+    )
+    from datetime import UTC, datetime
+
+    bump(first, exchanger.user, at=datetime.fromtimestamp(now - 60, tz=UTC))
+    minted_between = exchanger(now - 45)
+    assert minted_between.status_code == 200, minted_between.content
+    bump(second, exchanger.user, at=datetime.fromtimestamp(now - 30, tz=UTC))
+    for token in (minted_before, minted_between):
+        access = token.json()["access_token"]
+        assert client.get("/api/hello/", **bearer(access)).status_code == 401
+        assert introspector(client, access) is False
+    for iat in (now - 90, now - 45):
+        refused_exchange = exchanger(iat)
+        assert refused_exchange.status_code == 400, iat
+        assert refused_exchange.json() == {
+            "error": "invalid_request",
+            "error_description": "Invalid subject_token: The access token was revoked",
+        }
+    after = exchanger(now - 10)
+    assert after.status_code == 200, after.content
+    assert client.get("/api/hello/", **bearer(after.json()["access_token"])).status_code == 200
+    assert introspector(client, after.json()["access_token"]) is True
+
+
+@pytest.fixture
+def upstream(vos, settings, monkeypatch) -> Any:
+    """A login provider (loopback) whose token endpoint answers every refresh, with ``group_scopes``
+    for lhcb's prod and belle2's ops; a stored grant there for erin; carol holds the Token
+    Manager's permission and is in lhcb. ``upstream(token, **fields)``: ``/tokenmanager/token/``'s
+    answer for erin to carol's ``token``; ``upstream.issuer``: the provider, whose
+    ``token_requests`` say which scope it was asked for."""
+    from django.contrib.auth.models import Permission
+    from django.test import Client
+
+    from epochauth.tokenmanager.grants import keep
+    from tests.loopback_issuer import CraftedIssuer
+
+    issuer = CraftedIssuer(oidc=True)
+    issuer.token_answer = (
+        200,
+        {"access_token": "upstream", "token_type": "Bearer", "expires_in": 300},
+    )
+    monkeypatch.setenv("EPOCHAUTH_TEST_COMMUNITY_UPSTREAM", "upstream-secret")
+    settings.EPOCHAUTH = {
+        **vos,
+        "ALLOW_LOOPBACK_HTTP_ISSUERS": True,
+        "ISSUERS": [
+            {
+                "issuer": issuer.issuer,
+                "slug": "upstream",
+                "client_id": "us",
+                "client_secret_env": "EPOCHAUTH_TEST_COMMUNITY_UPSTREAM",
+                "group_scopes": {"prod": "openid prod", "ops": "openid ops", "all": "openid"},
+            }
+        ],
+    }
+    erin = member("erin", "lhcb", "belle2", groups=("prod", "ops", "all"))
+    CommunityGroup.objects.create(group=Group.objects.get(name="prod"), community="lhcb")
+    CommunityGroup.objects.create(group=Group.objects.get(name="ops"), community="belle2")
+    keep(erin, issuer.issuer, "erins-refresh-token", "openid offline_access")
+    carol = member("carol", "lhcb", "belle2", groups=("prod",))
+    carol.user_permissions.add(Permission.objects.get(codename="obtain_upstream_token"))
+
+    def obtain(token: str, **fields: str) -> Any:
+        return Client().post(
+            "/tokenmanager/token/", {"username": "erin", **fields}, **bearer(token)
+        )
+
+    obtain.issuer = issuer  # type: ignore[attr-defined]
+    yield obtain
+    issuer.stop()
+
+
+@pytest.mark.parametrize(("first", "second"), PAIRS, ids=[f"{a}-then-{b}" for a, b in PAIRS])
+def test_the_newest_applicable_epoch_wins_at_the_token_manager(client, upstream, first, second):
+    """What the Token Manager hands out to a community token of a selected group: nothing once any
+    of its epochs is behind, whichever kinds and order."""
+    carol = CommunityMembership.objects.get(user__username="carol", community="lhcb").user
+
+    def log_in() -> str:
+        return login(client, "carol", scope="vo:lhcb g:prod")["access_token"]
+
+    def bumped(kind: str) -> None:
+        # A global bump ends every upstream grant too (tokenmanager/receivers.py): erin signs in
+        # at the provider again.
+        bump(kind, carol)
+        keep(erin, upstream.issuer.issuer, "erins-refresh-token")
+
+    from epochauth.tokenmanager.grants import keep
+
+    erin = CommunityMembership.objects.get(user__username="erin", community="lhcb").user
+    before = log_in()
+    assert upstream(before).status_code == 200
+    bumped(first)
+    between = log_in()
+    assert upstream(between).status_code == 200
+    bumped(second)
+    after = log_in()
+    for token in (before, between):
+        refused_here = upstream(token)
+        assert refused_here.status_code == 401
+        assert refused_here.json()["detail"] == "The access token was revoked"
+    answer = upstream(after)
+    assert answer.status_code == 200, answer.content
+    assert answer.json()["access_token"] == "upstream"
 
 
 def test_a_bump_of_another_community_or_group_ends_nothing_here(client, introspector):
