@@ -963,6 +963,176 @@ def test_token_exchange_selects_a_community_its_identity_provider_may_enter(
     )
 
 
+#: The provider lhcb takes (below), and one it does not.
+PROVIDER_Y = "https://y.example.org"
+PROVIDER_X = "https://x.example.org"
+
+
+@pytest.fixture
+def lhcb_from_y(vos, settings) -> None:
+    """lhcb admits users of provider Y only; belle2 of any."""
+    settings.EPOCHAUTH = {
+        **vos,
+        "COMMUNITIES": {**COMMUNITIES, "lhcb": {"identity_providers": [PROVIDER_Y]}},
+    }
+
+
+def signed_in(user: Any, provider: str | None) -> Any:
+    """A browser session of ``user``, signed in through ``provider`` (None: with a password)."""
+    from django.test import Client
+
+    from epochauth.oidc.recheck import PROVIDER_SESSION_KEY
+
+    browser = Client()
+    browser.force_login(user)
+    if provider is not None:
+        session = browser.session
+        session[PROVIDER_SESSION_KEY] = provider
+        session.save()
+    return browser
+
+
+def device_approval(client: Any, browser: Any, scope: str) -> tuple[Any, Any]:
+    """The device flow asking for ``scope``, its code entered in ``browser``: (the confirm page,
+    the device's poll of the token endpoint after it was shown)."""
+    from urllib.parse import urlencode
+
+    from django.utils import timezone
+    from oauth2_provider.models import get_application_model, get_device_grant_model
+
+    from epochauth.oauth.models import ensure_cli_application
+    from epochauth.urns import DEVICE_CODE
+
+    ensure_cli_application(get_application_model())
+    device = client.post(
+        "/o/device-authorization/",
+        urlencode({"client_id": "epochauth-cli", "scope": scope}),
+        content_type="application/x-www-form-urlencoded",
+    ).json()
+    entered = browser.post("/o/device/", {"user_code": device["user_code"]})
+    assert entered.status_code == 302, entered.content
+    page = browser.get(entered["Location"])
+    if page.status_code == 200:
+        assert browser.post(entered["Location"], {"action": "accept"}).status_code == 302
+    get_device_grant_model().objects.filter(device_code=device["device_code"]).update(
+        last_checked=timezone.now() - timezone.timedelta(seconds=60)
+    )
+    poll = oauth_token(
+        client,
+        {
+            "grant_type": DEVICE_CODE,
+            "device_code": device["device_code"],
+            "client_id": "epochauth-cli",
+        },
+    )
+    return page, poll
+
+
+def test_a_device_code_for_a_community_is_not_approved_through_a_provider_it_does_not_take(
+    client, lhcb_from_y
+):
+    """Signed in through provider X, approving a device code asking vo:lhcb (which takes Y only):
+    a page that says why, and the device gets access_denied; Y, or a community taking any
+    provider, is approved."""
+    alice = member("alice", "lhcb", "belle2")
+    page, poll = device_approval(client, signed_in(alice, PROVIDER_X), "vo:lhcb")
+    assert page.status_code == 403
+    assert "Your identity provider is not one of that community&#x27;s" in page.content.decode()
+    assert poll.status_code == 400 and poll.json()["error"] == "access_denied"
+    page, poll = device_approval(client, signed_in(alice, PROVIDER_X), "vo:belle2")
+    assert page.status_code == 200 and poll.status_code == 200, poll.content
+    assert claims_of(poll.json()["access_token"])["vo"] == "belle2"
+    page, poll = device_approval(client, signed_in(alice, PROVIDER_Y), "vo:lhcb")
+    assert poll.status_code == 200 and claims_of(poll.json()["access_token"])["vo"] == "lhcb"
+
+
+def test_a_password_sign_in_is_bound_by_membership_not_by_identity_providers(
+    client, lhcb_from_y, settings
+):
+    """``identity_providers`` names the external providers a community takes; a password sign-in
+    comes through none: it enters every community its user is a member of, on every path (the
+    password login, the device flow approved in its browser session), also one with an empty
+    list. Membership is what keeps a password user out."""
+    settings.EPOCHAUTH = {
+        **settings.EPOCHAUTH,
+        "COMMUNITIES": {**COMMUNITIES, "lhcb": {"identity_providers": []}},
+    }
+    alice = member("alice", "lhcb")
+    assert claims_of(login(client, "alice", scope="vo:lhcb")["access_token"])["vo"] == "lhcb"
+    page, poll = device_approval(client, signed_in(alice, None), "vo:lhcb")
+    assert page.status_code == 200 and poll.status_code == 200, poll.content
+    assert claims_of(poll.json()["access_token"])["vo"] == "lhcb"
+    member("bob", "belle2")
+    assert refused(client, "bob", scope="vo:lhcb")["error_description"] == (
+        "You are not a member of that community"
+    )
+
+
+def test_the_code_flow_refuses_a_community_that_does_not_take_the_sessions_provider(
+    client, lhcb_from_y
+):
+    """/o/authorize/ approved (here without a consent page) by a session signed in through X for
+    vo:lhcb: back to the client with invalid_scope and the reason, no code; through Y, a code."""
+    import base64
+    import hashlib
+    from urllib.parse import parse_qs, urlsplit
+
+    from oauth2_provider.models import get_application_model
+
+    application = get_application_model()
+    redirect = "http://127.0.0.1:9/callback"
+    application.objects.create(
+        name="portal",
+        client_id="portal",
+        client_secret="portal-secret",
+        client_type=application.CLIENT_CONFIDENTIAL,
+        authorization_grant_type=application.GRANT_AUTHORIZATION_CODE,
+        redirect_uris=redirect,
+        skip_authorization=True,
+    )
+    verifier = "community-code-verifier-" * 3
+    challenge = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).rstrip(b"=")
+    alice = member("alice", "lhcb")
+
+    def authorize(provider: str) -> dict[str, list[str]]:
+        response = signed_in(alice, provider).get(
+            "/o/authorize/",
+            {
+                "response_type": "code",
+                "client_id": "portal",
+                "redirect_uri": redirect,
+                "scope": "vo:lhcb",
+                "state": "s-1",
+                "code_challenge": challenge.decode(),
+                "code_challenge_method": "S256",
+            },
+        )
+        assert response.status_code == 302, response.content
+        assert response["Location"].startswith(redirect)
+        return parse_qs(urlsplit(response["Location"]).query)
+
+    answer = authorize(PROVIDER_X)
+    assert answer == {
+        "error": ["invalid_scope"],
+        "error_description": ["Your identity provider is not one of that community's"],
+        "state": ["s-1"],
+    }
+    code = authorize(PROVIDER_Y)["code"][0]
+    token = oauth_token(
+        client,
+        {
+            "grant_type": "authorization_code",
+            "code": code,
+            "redirect_uri": redirect,
+            "client_id": "portal",
+            "client_secret": "portal-secret",
+            "code_verifier": verifier,
+        },
+    )
+    assert token.status_code == 200, token.content
+    assert claims_of(token.json()["access_token"])["vo"] == "lhcb"
+
+
 def test_the_signed_in_page_mints_for_the_chosen_community_and_its_providers_only(vos, settings):
     import re
 
