@@ -760,6 +760,42 @@ def test_the_newest_applicable_epoch_wins_at_the_token_manager(client, upstream,
     assert answer.json()["access_token"] == "upstream"
 
 
+def test_the_token_manager_maps_only_groups_of_the_calling_tokens_community(client, upstream):
+    """DIRAC's Token Manager "forms a scope that corresponds to the selected group": an lhcb token
+    maps lhcb's groups and the site's, never belle2's (invalid_scope, the provider not asked)."""
+    lhcb = login(client, "carol", scope="vo:lhcb")["access_token"]
+    belle2 = login(client, "carol", scope="vo:belle2")["access_token"]
+    asked = upstream.issuer.token_requests
+    for token, group, scope in (
+        (lhcb, "prod", "openid prod"),
+        (lhcb, "all", "openid"),
+        (belle2, "ops", "openid ops"),
+        (belle2, "all", "openid"),
+    ):
+        answer = upstream(token, group=group)
+        assert answer.status_code == 200, (group, answer.content)
+        assert answer.json()["scope"] == scope
+    # The provider was asked once per scope (then the answer is cached), never for another's.
+    assert [request["scope"] for request in asked] == ["openid prod", "openid", "openid ops"]
+    for token, group in ((lhcb, "ops"), (belle2, "prod")):
+        answer = upstream(token, group=group)
+        assert answer.status_code == 400, group
+        assert answer.json() == {
+            "error": "invalid_scope",
+            "error_description": "The group is not in the token's community",
+        }
+    assert len(asked) == 3
+    from epochauth.models import AuditEvent
+
+    handed = AuditEvent.objects.filter(action="upstream_token_issued").order_by("pk")
+    assert [(e.detail["group"], e.detail["vo"]) for e in handed] == [
+        ("prod", "lhcb"),
+        ("all", "lhcb"),
+        ("ops", "belle2"),
+        ("all", "belle2"),
+    ]
+
+
 def test_a_bump_of_another_community_or_group_ends_nothing_here(client, introspector):
     alice = member("alice", "lhcb", "belle2", groups=("prod", "other"))
     pair = login(client, "alice", scope="vo:lhcb g:prod")
