@@ -345,13 +345,55 @@ def test_each_community_publishes_its_keys_and_metadata_under_its_issuer(client,
         document = client.get(path).json()
         assert document["issuer"] == f"{ISSUER}/belle2"
         assert document["jwks_uri"] == f"{ISSUER}/belle2/.well-known/jwks.json"
-        assert document["token_endpoint"] == f"{ISSUER}/auth/token/"
+        assert document["epochauth_endpoints"]["token"] == f"{ISSUER}/auth/token/"
         assert "vo:belle2" in document["scopes_supported"]
         assert "vo:lhcb" not in document["scopes_supported"]
+        # The OAuth server's endpoints (epochauth.oauth is installed), whose grants take vo:belle2.
+        assert {
+            name: document.get(name)
+            for name in (
+                "token_endpoint",
+                "device_authorization_endpoint",
+                "authorization_endpoint",
+                "introspection_endpoint",
+                "revocation_endpoint",
+            )
+        } == {
+            "token_endpoint": f"{ISSUER}/o/token/",
+            "device_authorization_endpoint": f"{ISSUER}/o/device-authorization/",
+            "authorization_endpoint": f"{ISSUER}/o/authorize/",
+            "introspection_endpoint": f"{ISSUER}/o/introspect/",
+            "revocation_endpoint": f"{ISSUER}/o/revoke_token/",
+        }
+        assert "urn:ietf:params:oauth:grant-type:device_code" in document["grant_types_supported"]
+        # No OpenID Provider promises: its ID tokens carry the site's issuer.
+        assert "userinfo_endpoint" not in document
+        assert "id_token_signing_alg_values_supported" not in document
     site = client.get("/.well-known/oauth-authorization-server").json()
     assert site["issuer"] == ISSUER and site["jwks_uri"] == f"{ISSUER}/.well-known/jwks.json"
     assert client.get("/.well-known/oauth-authorization-server/cta").status_code == 404
     assert client.get("/cta/.well-known/jwks.json").status_code == 404
+
+
+def test_a_communitys_documents_make_no_openid_provider_promises(client, vos, settings):
+    """In OpenID Provider mode the site's document names userinfo and ID-token algorithms; a
+    community's does not (its ID tokens would carry the site's issuer), its OAuth endpoints stay."""
+    from tests.helpers import openid_provider
+
+    openid_provider(settings, COMMUNITIES={**COMMUNITIES, "lhcb": {"algorithm": "HS256"}})
+    site = client.get("/.well-known/openid-configuration").json()
+    assert site["userinfo_endpoint"] == f"{ISSUER}/o/userinfo/"
+    assert "id_token_signing_alg_values_supported" in site
+    for path in (
+        "/.well-known/oauth-authorization-server/lhcb",
+        "/lhcb/.well-known/openid-configuration",
+    ):
+        document = client.get(path).json()
+        assert document["issuer"] == f"{ISSUER}/lhcb"
+        assert document["token_endpoint"] == f"{ISSUER}/o/token/"
+        assert "userinfo_endpoint" not in document and "end_session_endpoint" not in document
+        assert "id_token_signing_alg_values_supported" not in document
+        assert "openid" not in document["scopes_supported"]
 
 
 def test_a_rotated_community_key_still_verifies_its_tokens(client, vos, settings):
