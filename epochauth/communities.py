@@ -229,6 +229,24 @@ def check_provider(community: Community | None, issuer: str | None) -> None:
         raise Refused(_("Your identity provider is not one of that community's"))
 
 
+def provider_refusal(user_id: Any, names: Iterable[str], issuer: str | None) -> Any:
+    """Why a user signed in through the external issuer ``issuer`` (None: with a password) may not
+    approve a grant of the scopes ``names`` in a browser (the device and code flows): the community
+    the grant's token would be of does not list it in ``identity_providers``; None when they may.
+    A choice the token endpoint refuses anyway (not a member, several communities) is left to it."""
+    if issuer is None or not enabled():
+        return None
+    try:
+        community = choose(user_id, names)
+    except Refused:
+        return None
+    try:
+        check_provider(community, issuer)
+    except Refused as exc:
+        return exc.description
+    return None
+
+
 def selectable(user_id: Any) -> list[Community]:
     """The communities a user may select (the default and their memberships), for a page to offer."""
     if not enabled():

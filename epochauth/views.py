@@ -372,7 +372,7 @@ class OAuthServer(Protocol):
     """What the optional ``epochauth.oauth`` app's config hands over; this module does not import the
     app that builds on it."""
 
-    def server_metadata(self, request: HttpRequest) -> dict[str, Any]: ...
+    def server_metadata(self, request: HttpRequest, openid: bool = True) -> dict[str, Any]: ...
 
     def is_openid_provider(self) -> bool: ...
 
@@ -673,13 +673,17 @@ EPOCHAUTH_ENDPOINTS = {
 }
 
 
+#: What a community's metadata keeps of its own over the OAuth server's (the site's).
+COMMUNITY_OWN_METADATA = frozenset({"issuer", "jwks_uri", "scopes_supported"})
+
+
 def authorization_server_metadata(
     request: Any, community: communities.Community | None = None
 ) -> dict[str, Any]:
     """RFC 8414 metadata: our keys and token endpoint, and the OAuth server's endpoints and grants
-    when ``epochauth.oauth`` is installed. A ``community``'s: its issuer, its keys, and our login
-    that selects it (``vo:<slug>`` at the token endpoint); the OAuth server's endpoints stay in the
-    site's document, whose issuer its ID tokens carry."""
+    when ``epochauth.oauth`` is installed. A ``community``'s: its issuer, its keys and scopes, our
+    login and the OAuth server's endpoints, whose grants select it with ``vo:<slug>``; not OpenID
+    Provider mode's additions: its ID tokens carry the site's issuer."""
     if community is not None:
         issuer = community.issuer
         jwks_uri = issuer_url(request, "epochauth-community-jwks", community=community.slug)
@@ -706,8 +710,11 @@ def authorization_server_metadata(
         },
     }
     # The authorization server's endpoints and grants, from its app config.
-    if community is None and apps.is_installed("epochauth.oauth"):
-        document.update(_oauth_server().server_metadata(request))
+    if apps.is_installed("epochauth.oauth"):
+        server = _oauth_server().server_metadata(request, openid=community is None)
+        if community is not None:
+            server = {k: v for k, v in server.items() if k not in COMMUNITY_OWN_METADATA}
+        document.update(server)
     return document
 
 

@@ -164,6 +164,12 @@ ISSUANCE: dict[str, Any] = {
     "device[vo:lhcb, a member]": ALLOW,
     "device[vo:belle2, not a member]": 400,
     "exchange[vo:cta, no such community]": 400,
+    # A community's identity_providers: a browser session signed in through another provider does
+    # not approve a grant of it (device: access_denied after a page; code: invalid_scope to the
+    # client). A password sign-in comes through no provider: membership alone decides.
+    "device[vo:lhcb, through a provider lhcb does not take]": 400,
+    "code[vo:lhcb, through a provider lhcb does not take]": 400,
+    "device[vo:lhcb, a password sign-in]": ALLOW,
 }
 
 

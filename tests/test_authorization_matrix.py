@@ -221,21 +221,39 @@ def client_credentials(application: Any, scope: str, **extra: str) -> tuple[int,
     return status, body.get("access_token")
 
 
+def signed_in(user: Any, provider: str | None = None) -> Client:
+    """``user``'s browser session, signed in through the external ``provider`` (None: a password)."""
+    from epochauth.oidc.recheck import PROVIDER_SESSION_KEY
+
+    browser = Client()
+    browser.force_login(user)
+    if provider is not None:
+        session = browser.session
+        session[PROVIDER_SESSION_KEY] = provider
+        session.save()
+    return browser
+
+
 def device_flow(
-    user: Any, scope: str, client_id: str = "epochauth-cli", **extra: str
+    user: Any,
+    scope: str,
+    client_id: str = "epochauth-cli",
+    provider: str | None = None,
+    **extra: str,
 ) -> tuple[int, str | None]:
-    """The CLI's (or another public client's) device flow (RFC 8628), approved in ``user``'s browser."""
+    """The CLI's (or another public client's) device flow (RFC 8628), approved in ``user``'s browser
+    (signed in through ``provider``: a refusal is a page, then the device's ``access_denied``)."""
     response = form_post(
         Client(), "/o/device-authorization/", {"client_id": client_id, "scope": scope}
     )
     if response.status_code != 200:
         return response.status_code, None
     device = response.json()
-    browser = Client()
-    browser.force_login(user)
+    browser = signed_in(user, provider)
     entered = browser.post("/o/device/", {"user_code": device["user_code"]})
     assert entered.status_code == 302, entered.content
-    assert browser.post(entered["Location"], {"action": "accept"}).status_code == 302
+    approved = browser.post(entered["Location"], {"action": "accept"})
+    assert approved.status_code in ((302,) if provider is None else (302, 403)), approved.content
     get_device_grant_model().objects.filter(device_code=device["device_code"]).update(
         last_checked=timezone.now() - timezone.timedelta(seconds=60)
     )
@@ -269,10 +287,12 @@ def authorize_query(scope: str = "openid") -> dict[str, str]:
     }
 
 
-def code_flow(user: Any, scope: str, **extra: str) -> tuple[int, dict[str, Any]]:
-    """The portal's code flow with PKCE in ``user``'s browser (the portal skips consent)."""
-    browser = Client()
-    browser.force_login(user)
+def code_flow(
+    user: Any, scope: str, provider: str | None = None, **extra: str
+) -> tuple[int, dict[str, Any]]:
+    """The portal's code flow with PKCE in ``user``'s browser (the portal skips consent), signed
+    in through ``provider`` (None: a password)."""
+    browser = signed_in(user, provider)
     response = browser.get("/o/authorize/", authorize_query(scope))
     query = parse_qs(urlsplit(response.get("Location", "")).query)
     if "code" not in query:
@@ -306,6 +326,23 @@ def exchange(
 def make_user(username: str, **fields: Any) -> Any:
     user = User.objects.create_user(username=username, password="pw", **fields)
     return user
+
+
+#: An external provider the community lhcb does not take, in :func:`lhcb_from_elsewhere`.
+PROVIDER_X = "https://x.example.org"
+
+
+def lhcb_from_elsewhere(call: Any) -> Any:
+    """``call()`` while lhcb takes users of one provider only, not :data:`PROVIDER_X`."""
+    communities = {
+        **settings.EPOCHAUTH["COMMUNITIES"],
+        "lhcb": {
+            **settings.EPOCHAUTH["COMMUNITIES"]["lhcb"],
+            "identity_providers": ["https://y.example.org"],
+        },
+    }
+    with override_settings(EPOCHAUTH={**settings.EPOCHAUTH, "COMMUNITIES": communities}):
+        return call()
 
 
 def vo_member() -> str:
@@ -902,6 +939,17 @@ def test_issuance(matrix: Matrix, kind: str) -> None:
         )[0],
         "device[vo:belle2, not a member]": lambda: device_flow(
             User.objects.get(username=vo_member()), "vo:belle2"
+        )[0],
+        "device[vo:lhcb, through a provider lhcb does not take]": lambda: lhcb_from_elsewhere(
+            lambda: device_flow(
+                User.objects.get(username=vo_member()), "vo:lhcb", provider=PROVIDER_X
+            )
+        )[0],
+        "code[vo:lhcb, through a provider lhcb does not take]": lambda: lhcb_from_elsewhere(
+            lambda: code_flow(User.objects.get(username=vo_member()), "vo:lhcb", PROVIDER_X)
+        )[0],
+        "device[vo:lhcb, a password sign-in]": lambda: lhcb_from_elsewhere(
+            lambda: device_flow(User.objects.get(username=vo_member()), "vo:lhcb")
         )[0],
         "exchange[vo:cta, no such community]": lambda: exchange(
             matrix.client_app, matrix.principals[policy.EXT_READ].token, "vo:cta"

@@ -345,13 +345,55 @@ def test_each_community_publishes_its_keys_and_metadata_under_its_issuer(client,
         document = client.get(path).json()
         assert document["issuer"] == f"{ISSUER}/belle2"
         assert document["jwks_uri"] == f"{ISSUER}/belle2/.well-known/jwks.json"
-        assert document["token_endpoint"] == f"{ISSUER}/auth/token/"
+        assert document["epochauth_endpoints"]["token"] == f"{ISSUER}/auth/token/"
         assert "vo:belle2" in document["scopes_supported"]
         assert "vo:lhcb" not in document["scopes_supported"]
+        # The OAuth server's endpoints (epochauth.oauth is installed), whose grants take vo:belle2.
+        assert {
+            name: document.get(name)
+            for name in (
+                "token_endpoint",
+                "device_authorization_endpoint",
+                "authorization_endpoint",
+                "introspection_endpoint",
+                "revocation_endpoint",
+            )
+        } == {
+            "token_endpoint": f"{ISSUER}/o/token/",
+            "device_authorization_endpoint": f"{ISSUER}/o/device-authorization/",
+            "authorization_endpoint": f"{ISSUER}/o/authorize/",
+            "introspection_endpoint": f"{ISSUER}/o/introspect/",
+            "revocation_endpoint": f"{ISSUER}/o/revoke_token/",
+        }
+        assert "urn:ietf:params:oauth:grant-type:device_code" in document["grant_types_supported"]
+        # No OpenID Provider promises: its ID tokens carry the site's issuer.
+        assert "userinfo_endpoint" not in document
+        assert "id_token_signing_alg_values_supported" not in document
     site = client.get("/.well-known/oauth-authorization-server").json()
     assert site["issuer"] == ISSUER and site["jwks_uri"] == f"{ISSUER}/.well-known/jwks.json"
     assert client.get("/.well-known/oauth-authorization-server/cta").status_code == 404
     assert client.get("/cta/.well-known/jwks.json").status_code == 404
+
+
+def test_a_communitys_documents_make_no_openid_provider_promises(client, vos, settings):
+    """In OpenID Provider mode the site's document names userinfo and ID-token algorithms; a
+    community's does not (its ID tokens would carry the site's issuer), its OAuth endpoints stay."""
+    from tests.helpers import openid_provider
+
+    openid_provider(settings, COMMUNITIES={**COMMUNITIES, "lhcb": {"algorithm": "HS256"}})
+    site = client.get("/.well-known/openid-configuration").json()
+    assert site["userinfo_endpoint"] == f"{ISSUER}/o/userinfo/"
+    assert "id_token_signing_alg_values_supported" in site
+    for path in (
+        "/.well-known/oauth-authorization-server/lhcb",
+        "/lhcb/.well-known/openid-configuration",
+    ):
+        document = client.get(path).json()
+        assert document["issuer"] == f"{ISSUER}/lhcb"
+        assert document["token_endpoint"] == f"{ISSUER}/o/token/"
+        assert "userinfo_endpoint" not in document and "end_session_endpoint" not in document
+        assert "id_token_signing_alg_values_supported" not in document
+        assert "openid" not in document["scopes_supported"]
 
 
 def test_a_rotated_community_key_still_verifies_its_tokens(client, vos, settings):
@@ -499,16 +541,20 @@ def test_the_demo_defines_lhcb_and_belle2_and_a_login_naming_none_gets_the_defau
 # -- the newest applicable epoch wins (Keycloak's 2026 not-before CVEs: two epochs combined) ---------
 
 KINDS = ("user", "group", "global", "community")
+#: Two different kinds bumped one after the other, in every order.
+PAIRS = [(a, b) for a in KINDS for b in KINDS if a != b]
 
 
-def bump(kind: str, alice: Any) -> None:
+def bump(kind: str, alice: Any, at: Any = None) -> None:
+    """Bump one of the epochs a token of alice's in lhcb selecting prod depends on; ``at``: as of
+    then (an external token's ``iat`` is whole seconds: a bump made in its second is ambiguous)."""
     target = {
         "user": (Epoch.Kind.USER, str(alice.pk)),
         "group": (Epoch.Kind.GROUP, str(Group.objects.get(name="prod").pk)),
         "global": (Epoch.Kind.GLOBAL, ""),
         "community": (Epoch.Kind.COMMUNITY, "lhcb"),
     }[kind]
-    revocation.bump_epoch(*target, reason="combination test")
+    revocation.bump_epoch(*target, reason="combination test", at=at)
 
 
 @pytest.fixture
@@ -539,9 +585,7 @@ def introspector(vos) -> Any:
     return active
 
 
-@pytest.mark.parametrize(
-    ("first", "second"), [(a, b) for a in KINDS for b in KINDS if a != b], ids="-then-".join
-)
+@pytest.mark.parametrize(("first", "second"), PAIRS, ids=[f"{a}-then-{b}" for a, b in PAIRS])
 def test_the_newest_applicable_epoch_wins_on_every_path(client, introspector, first, second):
     """A community token of a selected group depends on four epochs. With two bumped one after the
     other, a login before either and one between them are dead on every path (bearer, refresh, renew,
@@ -572,6 +616,226 @@ def test_the_newest_applicable_epoch_wins_on_every_path(client, introspector, fi
             fresh = refreshed.json()["access_token"]
             assert claims_of(fresh)["vo"] == "lhcb"
             assert client.get("/api/hello/", **bearer(fresh)).status_code == 200
+
+
+@pytest.fixture
+def exchanger(vos, settings) -> Any:
+    """A loopback issuer whose ``/prod`` group claim is the local group prod (tied to lhcb), its
+    user dora a member of lhcb, and a service that exchanges its tokens: ``exchanger(iat)`` is the
+    response of ``/o/token/``'s token exchange of dora's token issued at ``iat`` for vo:lhcb g:prod."""
+    from oauth2_provider.models import get_application_model
+
+    from epochauth.urns import ACCESS_TOKEN_TYPE, TOKEN_EXCHANGE
+    from tests.loopback_issuer import AUDIENCE, CraftedIssuer
+
+    issuer = CraftedIssuer()
+    settings.EPOCHAUTH = {
+        **vos,
+        "ALLOW_LOOPBACK_HTTP_ISSUERS": True,
+        "ISSUERS": [
+            {
+                "issuer": issuer.issuer,
+                "audiences": [AUDIENCE],
+                "group_claims": ["groups"],
+                "group_map": {"/prod": "prod"},
+            }
+        ],
+    }
+    application = get_application_model()
+    application.objects.create(
+        name="svc",
+        client_id="svc",
+        client_secret="svc-secret",
+        client_type=application.CLIENT_CONFIDENTIAL,
+        authorization_grant_type=application.GRANT_CLIENT_CREDENTIALS,
+        user=make_user("svc-owner"),
+    )
+    CommunityGroup.objects.create(group=Group.objects.create(name="prod"), community="lhcb")
+
+    def exchange(iat: int) -> Any:
+        data = {
+            "grant_type": TOKEN_EXCHANGE,
+            "subject_token": issuer.token(sub="dora", groups=["/prod"], iat=iat),
+            "subject_token_type": ACCESS_TOKEN_TYPE,
+            "scope": "vo:lhcb g:prod",
+        }
+        return oauth_token(client_of_exchange, data, basic="svc:svc-secret")
+
+    from django.test import Client
+
+    client_of_exchange = Client()
+    whoami = client_of_exchange.get(
+        "/auth/whoami/", **bearer(issuer.token(sub="dora", groups=["/prod"]))
+    )
+    assert whoami.status_code == 200, whoami.content
+    from django.contrib.auth import get_user_model
+
+    dora = get_user_model().objects.get(epochauth_identities__issuer=issuer.issuer)
+    CommunityMembership.objects.create(user=dora, community="lhcb")
+    exchange.user = dora  # type: ignore[attr-defined]
+    yield exchange
+    issuer.stop()
+
+
+@pytest.mark.parametrize(("first", "second"), PAIRS, ids=[f"{a}-then-{b}" for a, b in PAIRS])
+def test_the_newest_applicable_epoch_wins_at_token_exchange(
+    client, introspector, exchanger, first, second
+):
+    """Token exchange mints a community token of a selected group from an external token: what it
+    minted before a bump dies with it, and a subject token issued before the bump of any epoch the
+    new token would depend on (the user's, the group's, everyone's, the community's) is refused,
+    whichever kinds and order: as a refresh token issued before it is."""
+    import time
+
+    now = int(time.time())
+    minted_before = exchanger(now - 90)
+    assert minted_before.status_code == 200, minted_before.content
+    claims = claims_of(minted_before.json()["access_token"])
+    assert (claims["vo"], claims["group"]) == ("lhcb", "prod")
+    assert (
+        client.get("/api/hello/", **bearer(minted_before.json()["access_token"])).status_code
+        == 200
+    )
+    from datetime import UTC, datetime
+
+    bump(first, exchanger.user, at=datetime.fromtimestamp(now - 60, tz=UTC))
+    minted_between = exchanger(now - 45)
+    assert minted_between.status_code == 200, minted_between.content
+    bump(second, exchanger.user, at=datetime.fromtimestamp(now - 30, tz=UTC))
+    for token in (minted_before, minted_between):
+        access = token.json()["access_token"]
+        assert client.get("/api/hello/", **bearer(access)).status_code == 401
+        assert introspector(client, access) is False
+    for iat in (now - 90, now - 45):
+        refused_exchange = exchanger(iat)
+        assert refused_exchange.status_code == 400, iat
+        assert refused_exchange.json() == {
+            "error": "invalid_request",
+            "error_description": "Invalid subject_token: The access token was revoked",
+        }
+    after = exchanger(now - 10)
+    assert after.status_code == 200, after.content
+    assert client.get("/api/hello/", **bearer(after.json()["access_token"])).status_code == 200
+    assert introspector(client, after.json()["access_token"]) is True
+
+
+@pytest.fixture
+def upstream(vos, settings, monkeypatch) -> Any:
+    """A login provider (loopback) whose token endpoint answers every refresh, with ``group_scopes``
+    for lhcb's prod and belle2's ops; a stored grant there for erin; carol holds the Token
+    Manager's permission and is in lhcb. ``upstream(token, **fields)``: ``/tokenmanager/token/``'s
+    answer for erin to carol's ``token``; ``upstream.issuer``: the provider, whose
+    ``token_requests`` say which scope it was asked for."""
+    from django.contrib.auth.models import Permission
+    from django.test import Client
+
+    from epochauth.tokenmanager.grants import keep
+    from tests.loopback_issuer import CraftedIssuer
+
+    issuer = CraftedIssuer(oidc=True)
+    issuer.token_answer = (
+        200,
+        {"access_token": "upstream", "token_type": "Bearer", "expires_in": 300},
+    )
+    monkeypatch.setenv("EPOCHAUTH_TEST_COMMUNITY_UPSTREAM", "upstream-secret")
+    settings.EPOCHAUTH = {
+        **vos,
+        "ALLOW_LOOPBACK_HTTP_ISSUERS": True,
+        "ISSUERS": [
+            {
+                "issuer": issuer.issuer,
+                "slug": "upstream",
+                "client_id": "us",
+                "client_secret_env": "EPOCHAUTH_TEST_COMMUNITY_UPSTREAM",
+                "group_scopes": {"prod": "openid prod", "ops": "openid ops", "all": "openid"},
+            }
+        ],
+    }
+    erin = member("erin", "lhcb", "belle2", groups=("prod", "ops", "all"))
+    CommunityGroup.objects.create(group=Group.objects.get(name="prod"), community="lhcb")
+    CommunityGroup.objects.create(group=Group.objects.get(name="ops"), community="belle2")
+    keep(erin, issuer.issuer, "erins-refresh-token", "openid offline_access")
+    carol = member("carol", "lhcb", "belle2", groups=("prod",))
+    carol.user_permissions.add(Permission.objects.get(codename="obtain_upstream_token"))
+
+    def obtain(token: str, **fields: str) -> Any:
+        return Client().post(
+            "/tokenmanager/token/", {"username": "erin", **fields}, **bearer(token)
+        )
+
+    obtain.issuer = issuer  # type: ignore[attr-defined]
+    yield obtain
+    issuer.stop()
+
+
+@pytest.mark.parametrize(("first", "second"), PAIRS, ids=[f"{a}-then-{b}" for a, b in PAIRS])
+def test_the_newest_applicable_epoch_wins_at_the_token_manager(client, upstream, first, second):
+    """What the Token Manager hands out to a community token of a selected group: nothing once any
+    of its epochs is behind, whichever kinds and order."""
+    carol = CommunityMembership.objects.get(user__username="carol", community="lhcb").user
+
+    def log_in() -> str:
+        return login(client, "carol", scope="vo:lhcb g:prod")["access_token"]
+
+    def bumped(kind: str) -> None:
+        # A global bump ends every upstream grant too (tokenmanager/receivers.py): erin signs in
+        # at the provider again.
+        bump(kind, carol)
+        keep(erin, upstream.issuer.issuer, "erins-refresh-token")
+
+    from epochauth.tokenmanager.grants import keep
+
+    erin = CommunityMembership.objects.get(user__username="erin", community="lhcb").user
+    before = log_in()
+    assert upstream(before).status_code == 200
+    bumped(first)
+    between = log_in()
+    assert upstream(between).status_code == 200
+    bumped(second)
+    after = log_in()
+    for token in (before, between):
+        refused_here = upstream(token)
+        assert refused_here.status_code == 401
+        assert refused_here.json()["detail"] == "The access token was revoked"
+    answer = upstream(after)
+    assert answer.status_code == 200, answer.content
+    assert answer.json()["access_token"] == "upstream"
+
+
+def test_the_token_manager_maps_only_groups_of_the_calling_tokens_community(client, upstream):
+    """DIRAC's Token Manager "forms a scope that corresponds to the selected group": an lhcb token
+    maps lhcb's groups and the site's, never belle2's (invalid_scope, the provider not asked)."""
+    lhcb = login(client, "carol", scope="vo:lhcb")["access_token"]
+    belle2 = login(client, "carol", scope="vo:belle2")["access_token"]
+    asked = upstream.issuer.token_requests
+    for token, group, scope in (
+        (lhcb, "prod", "openid prod"),
+        (lhcb, "all", "openid"),
+        (belle2, "ops", "openid ops"),
+        (belle2, "all", "openid"),
+    ):
+        answer = upstream(token, group=group)
+        assert answer.status_code == 200, (group, answer.content)
+        assert answer.json()["scope"] == scope
+    # The provider was asked once per scope (then the answer is cached), never for another's.
+    assert [request["scope"] for request in asked] == ["openid prod", "openid", "openid ops"]
+    for token, group in ((lhcb, "ops"), (belle2, "prod")):
+        answer = upstream(token, group=group)
+        assert answer.status_code == 400, group
+        assert answer.json() == {
+            "error": "invalid_scope",
+            "error_description": "The group is not in the token's community",
+        }
+    assert len(asked) == 3
+    from epochauth.models import AuditEvent
+
+    handed = AuditEvent.objects.filter(action="upstream_token_issued").order_by("pk")
+    assert [(e.detail["group"], e.detail["vo"]) for e in handed] == [
+        ("prod", "lhcb"),
+        ("all", "lhcb"),
+        ("ops", "belle2"),
+        ("all", "belle2"),
+    ]
 
 
 def test_a_bump_of_another_community_or_group_ends_nothing_here(client, introspector):
@@ -775,6 +1039,176 @@ def test_token_exchange_selects_a_community_its_identity_provider_may_enter(
     assert exchange("vo:lhcb").json()["error_description"] == (
         "You are not a member of that community"
     )
+
+
+#: The provider lhcb takes (below), and one it does not.
+PROVIDER_Y = "https://y.example.org"
+PROVIDER_X = "https://x.example.org"
+
+
+@pytest.fixture
+def lhcb_from_y(vos, settings) -> None:
+    """lhcb admits users of provider Y only; belle2 of any."""
+    settings.EPOCHAUTH = {
+        **vos,
+        "COMMUNITIES": {**COMMUNITIES, "lhcb": {"identity_providers": [PROVIDER_Y]}},
+    }
+
+
+def signed_in(user: Any, provider: str | None) -> Any:
+    """A browser session of ``user``, signed in through ``provider`` (None: with a password)."""
+    from django.test import Client
+
+    from epochauth.oidc.recheck import PROVIDER_SESSION_KEY
+
+    browser = Client()
+    browser.force_login(user)
+    if provider is not None:
+        session = browser.session
+        session[PROVIDER_SESSION_KEY] = provider
+        session.save()
+    return browser
+
+
+def device_approval(client: Any, browser: Any, scope: str) -> tuple[Any, Any]:
+    """The device flow asking for ``scope``, its code entered in ``browser``: (the confirm page,
+    the device's poll of the token endpoint after it was shown)."""
+    from urllib.parse import urlencode
+
+    from django.utils import timezone
+    from oauth2_provider.models import get_application_model, get_device_grant_model
+
+    from epochauth.oauth.models import ensure_cli_application
+    from epochauth.urns import DEVICE_CODE
+
+    ensure_cli_application(get_application_model())
+    device = client.post(
+        "/o/device-authorization/",
+        urlencode({"client_id": "epochauth-cli", "scope": scope}),
+        content_type="application/x-www-form-urlencoded",
+    ).json()
+    entered = browser.post("/o/device/", {"user_code": device["user_code"]})
+    assert entered.status_code == 302, entered.content
+    page = browser.get(entered["Location"])
+    if page.status_code == 200:
+        assert browser.post(entered["Location"], {"action": "accept"}).status_code == 302
+    get_device_grant_model().objects.filter(device_code=device["device_code"]).update(
+        last_checked=timezone.now() - timezone.timedelta(seconds=60)
+    )
+    poll = oauth_token(
+        client,
+        {
+            "grant_type": DEVICE_CODE,
+            "device_code": device["device_code"],
+            "client_id": "epochauth-cli",
+        },
+    )
+    return page, poll
+
+
+def test_a_device_code_for_a_community_is_not_approved_through_a_provider_it_does_not_take(
+    client, lhcb_from_y
+):
+    """Signed in through provider X, approving a device code asking vo:lhcb (which takes Y only):
+    a page that says why, and the device gets access_denied; Y, or a community taking any
+    provider, is approved."""
+    alice = member("alice", "lhcb", "belle2")
+    page, poll = device_approval(client, signed_in(alice, PROVIDER_X), "vo:lhcb")
+    assert page.status_code == 403
+    assert "Your identity provider is not one of that community&#x27;s" in page.content.decode()
+    assert poll.status_code == 400 and poll.json()["error"] == "access_denied"
+    page, poll = device_approval(client, signed_in(alice, PROVIDER_X), "vo:belle2")
+    assert page.status_code == 200 and poll.status_code == 200, poll.content
+    assert claims_of(poll.json()["access_token"])["vo"] == "belle2"
+    page, poll = device_approval(client, signed_in(alice, PROVIDER_Y), "vo:lhcb")
+    assert poll.status_code == 200 and claims_of(poll.json()["access_token"])["vo"] == "lhcb"
+
+
+def test_a_password_sign_in_is_bound_by_membership_not_by_identity_providers(
+    client, lhcb_from_y, settings
+):
+    """``identity_providers`` names the external providers a community takes; a password sign-in
+    comes through none: it enters every community its user is a member of, on every path (the
+    password login, the device flow approved in its browser session), also one with an empty
+    list. Membership is what keeps a password user out."""
+    settings.EPOCHAUTH = {
+        **settings.EPOCHAUTH,
+        "COMMUNITIES": {**COMMUNITIES, "lhcb": {"identity_providers": []}},
+    }
+    alice = member("alice", "lhcb")
+    assert claims_of(login(client, "alice", scope="vo:lhcb")["access_token"])["vo"] == "lhcb"
+    page, poll = device_approval(client, signed_in(alice, None), "vo:lhcb")
+    assert page.status_code == 200 and poll.status_code == 200, poll.content
+    assert claims_of(poll.json()["access_token"])["vo"] == "lhcb"
+    member("bob", "belle2")
+    assert refused(client, "bob", scope="vo:lhcb")["error_description"] == (
+        "You are not a member of that community"
+    )
+
+
+def test_the_code_flow_refuses_a_community_that_does_not_take_the_sessions_provider(
+    client, lhcb_from_y
+):
+    """/o/authorize/ approved (here without a consent page) by a session signed in through X for
+    vo:lhcb: back to the client with invalid_scope and the reason, no code; through Y, a code."""
+    import base64
+    import hashlib
+    from urllib.parse import parse_qs, urlsplit
+
+    from oauth2_provider.models import get_application_model
+
+    application = get_application_model()
+    redirect = "http://127.0.0.1:9/callback"
+    application.objects.create(
+        name="portal",
+        client_id="portal",
+        client_secret="portal-secret",
+        client_type=application.CLIENT_CONFIDENTIAL,
+        authorization_grant_type=application.GRANT_AUTHORIZATION_CODE,
+        redirect_uris=redirect,
+        skip_authorization=True,
+    )
+    verifier = "community-code-verifier-" * 3
+    challenge = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).rstrip(b"=")
+    alice = member("alice", "lhcb")
+
+    def authorize(provider: str) -> dict[str, list[str]]:
+        response = signed_in(alice, provider).get(
+            "/o/authorize/",
+            {
+                "response_type": "code",
+                "client_id": "portal",
+                "redirect_uri": redirect,
+                "scope": "vo:lhcb",
+                "state": "s-1",
+                "code_challenge": challenge.decode(),
+                "code_challenge_method": "S256",
+            },
+        )
+        assert response.status_code == 302, response.content
+        assert response["Location"].startswith(redirect)
+        return parse_qs(urlsplit(response["Location"]).query)
+
+    answer = authorize(PROVIDER_X)
+    assert answer == {
+        "error": ["invalid_scope"],
+        "error_description": ["Your identity provider is not one of that community's"],
+        "state": ["s-1"],
+    }
+    code = authorize(PROVIDER_Y)["code"][0]
+    token = oauth_token(
+        client,
+        {
+            "grant_type": "authorization_code",
+            "code": code,
+            "redirect_uri": redirect,
+            "client_id": "portal",
+            "client_secret": "portal-secret",
+            "code_verifier": verifier,
+        },
+    )
+    assert token.status_code == 200, token.content
+    assert claims_of(token.json()["access_token"])["vo"] == "lhcb"
 
 
 def test_the_signed_in_page_mints_for_the_chosen_community_and_its_providers_only(vos, settings):

@@ -18,15 +18,17 @@ class OAuthConfig(AppConfig):
 
         install()
 
-    def server_metadata(self, request: HttpRequest) -> dict[str, Any]:
-        """RFC 8414 metadata for ``epochauth.views``' metadata documents to merge in."""
+    def server_metadata(self, request: HttpRequest, openid: bool = True) -> dict[str, Any]:
+        """RFC 8414 metadata for ``epochauth.views``' metadata documents to merge in; ``openid``:
+        with OpenID Provider mode's additions (a community's documents have none: ID tokens carry
+        the site's issuer)."""
         # Imported here: the app config loads before the models are ready.
         from .registration import registration_metadata
         from .views import openid_metadata, server_metadata
 
         return {
             **server_metadata(request),
-            **openid_metadata(request),
+            **(openid_metadata(request) if openid else {}),
             **registration_metadata(request),
         }
 

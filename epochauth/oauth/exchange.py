@@ -38,7 +38,7 @@ class InvalidTarget(errors.OAuth2Error):
     status_code = 400
 
 
-def _invalid_subject(reason: object) -> str:
+def invalid_subject(reason: object) -> str:
     # oauthlib writes the description with json.dumps: a plain str, in the request's language.
     return _("Invalid subject_token: %(reason)s") % {"reason": reason}
 
@@ -113,7 +113,9 @@ class TokenExchangeGrant(GrantTypeBase):
     groups), whatever other groups the user is in. Not asked for, the subject token's selection of
     a group it does not grant here is dropped, not refused. A community selection (``vo:<slug>``)
     needs membership here and the subject token's issuer among the community's
-    ``identity_providers`` (the validator's ``check_token_request``).
+    ``identity_providers`` (the validator's ``check_token_request``), and a subject token issued
+    before the last bump of the selected group's or community's epoch is refused as a token of that
+    group or community would be: the newest applicable epoch wins here too.
     """
 
     def create_token_response(
@@ -203,11 +205,11 @@ class TokenExchangeGrant(GrantTypeBase):
             principal, access = authentication.authenticate_token(subject_token)
         except exceptions.InvalidToken as exc:
             raise errors.InvalidRequestError(
-                _invalid_subject(exc.description), request=request
+                invalid_subject(exc.description), request=request
             ) from None
         except (exceptions.InsufficientScope, PermissionDenied) as exc:
             raise errors.InvalidRequestError(
-                _invalid_subject(exc.detail), request=request
+                invalid_subject(exc.detail), request=request
             ) from None
         except (snapshots.StateUnavailable, jwks.IssuerUnavailable):
             raise errors.TemporarilyUnavailableError(request=request) from None
@@ -218,5 +220,6 @@ class TokenExchangeGrant(GrantTypeBase):
         user_model = get_user_model()
         request.user = user_model._default_manager.filter(pk=principal.pk).first()
         request.epochauth_subject_expires = access.claims["exp"]
+        request.epochauth_subject_issued = access.claims["iat"]
         request.epochauth_subject_issuer = access.issuer
         return access

@@ -28,11 +28,13 @@ from oauth2_provider.models import (
 )
 from oauth2_provider.scopes import get_scopes_backend
 from oauth2_provider.settings import oauth2_settings
+from oauthlib.oauth2.rfc6749 import errors
 from rest_framework.exceptions import Throttled
 
 from epochauth.scopes import split_scope
 
-from .. import snapshots, throttling
+from .. import communities, snapshots, throttling
+from ..oidc.recheck import PROVIDER_SESSION_KEY
 from . import openid, revocation
 
 #: The page of each reason a code cannot be approved: (status, title, message).
@@ -80,6 +82,15 @@ def grant_problem(grant: Any) -> str | None:
     if grant.status != grant.AUTHORIZATION_PENDING:
         return "user_code_already_used"
     return None
+
+
+def provider_refusal(request: HttpRequest, scope: str | list[str]) -> Any:
+    """Why the signed-in user may not approve a grant of ``scope`` here: its community does not
+    take the identity provider this browser session signed in through (its ``identity_providers``);
+    None when it may. A password sign-in names no provider: membership alone decides."""
+    names = split_scope(scope) if isinstance(scope, str) else scope
+    issuer = request.session.get(PROVIDER_SESSION_KEY)
+    return communities.provider_refusal(request.user.pk, names, issuer)
 
 
 def scope_items(scope: str | list[str]) -> list[tuple[str, str]]:
@@ -193,6 +204,13 @@ class DeviceConfirmView(dot.DeviceConfirmView):
             problem = grant_problem(grant)
             if problem is not None:
                 return code_problem(request, problem)
+            refusal = provider_refusal(request, grant.scope or "")
+            if refusal is not None:
+                # Denied, not left pending: the device learns it at its next poll (access_denied).
+                model.objects.filter(pk=grant.pk, status=grant.AUTHORIZATION_PENDING).update(
+                    status=grant.DENIED
+                )
+                return error_page(request, 403, _("Not with this sign-in"), refusal)
         return super().dispatch(request, *args, **kwargs)
 
     def get_context_data(self, **kwargs: Any) -> dict[str, Any]:
@@ -292,6 +310,22 @@ class AuthorizationView(dot.AuthorizationView):
         if "scopes" in context:
             context["scope_items"] = scope_items(context["scopes"])
         return context
+
+    def create_authorization_response(
+        self, request: HttpRequest, scopes: str, credentials: dict[str, Any], allow: bool
+    ) -> Any:
+        """Every approval (the consent page's, a skipped or remembered consent's) of a community
+        whose ``identity_providers`` do not list the provider this session signed in through goes
+        back to the client as ``invalid_scope``, with the reason."""
+        refusal = provider_refusal(request, scopes) if allow else None
+        if refusal is not None:
+            raise OAuthToolkitError(
+                error=errors.InvalidScopeError(
+                    description=str(refusal), state=credentials.get("state")
+                ),
+                redirect_uri=credentials.get("redirect_uri"),
+            )
+        return super().create_authorization_response(request, scopes, credentials, allow)
 
 
 class RPInitiatedLogoutView(dot.RPInitiatedLogoutView):

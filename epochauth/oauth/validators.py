@@ -206,7 +206,9 @@ class EpochAuthValidator(OAuth2Validator):
         if problem:
             raise errors.InvalidScopeError(description=problem, request=request)
         self._select_community(request, group)
-        if request.grant_type != urns.TOKEN_EXCHANGE:  # its targets are exchange.check_targets'
+        if request.grant_type == urns.TOKEN_EXCHANGE:  # its targets are exchange.check_targets'
+            self._subject_not_behind(request, group)
+        else:
             request.epochauth_aud = self._narrowed_audience(request)
 
     @staticmethod
@@ -232,6 +234,25 @@ class EpochAuthValidator(OAuth2Validator):
                 description=_("That group is not in the selected community"), request=request
             )
         request.scopes = list(dict.fromkeys([*request.scopes, community.scope]))
+
+    @staticmethod
+    def _subject_not_behind(request: Any, group: Any) -> None:
+        """A token exchange mints a token of the group and community it selects: a subject token
+        issued before a bump of their epochs is refused, as a token of them issued then would be
+        (verifying it checked the user's, the identity's and everyone's cutoffs already). The newest
+        applicable epoch wins on this path too (Keycloak's 2026 not-before CVEs: epochs combined)."""
+        since = datetime.fromtimestamp(request.epochauth_subject_issued, tz=UTC)
+        community = request.epochauth_community
+        if epochs_bumped_since(
+            request.user.pk,
+            group.pk if group is not None else None,
+            since,
+            community.slug if community is not None else "",
+        ):
+            raise errors.InvalidRequestError(
+                description=exchange.invalid_subject(_("The access token was revoked")),
+                request=request,
+            )
 
     @staticmethod
     def refuse_resource(request: Any) -> None:

@@ -27,7 +27,7 @@ from django.utils import timezone
 from django.utils.functional import Promise
 from django.utils.translation import gettext_lazy as _
 
-from .. import background, conf, models, scopes, urns
+from .. import background, communities, conf, models, scopes, urns
 from ..oidc import providers
 from .models import UpstreamGrant
 
@@ -188,17 +188,19 @@ def access_token(
     group: str | None = None,
     actor_id: Any = None,
     client_id: str | None = None,
+    community: communities.Community | None = None,
 ) -> dict[str, Any]:
     """A fresh upstream access token for ``user`` (``access_token``, ``token_type``, ``expires_in``,
     ``scope``, ``issuer``): from the cache until shortly before it expires, else refreshed at the
     provider, narrowed to ``scope`` and ``resource`` (RFC 8707) when given, and to the scope of
-    ``group`` at the issuer (:func:`group_scope`). Every hand-out is audited.
+    ``group`` at the issuer (:func:`group_scope`; ``community``: the caller's token's, whose groups
+    and the site's are the only ones it maps). Every hand-out is audited.
 
     Raises :class:`GrantUnavailable` and :class:`UpstreamUnavailable`. Never for a browser.
     """
     grant = live_grant(user, issuer)
     if group is not None:
-        scope = group_scope(user, grant.issuer, group, scope)
+        scope = group_scope(user, grant.issuer, group, scope, community)
     cache = caches[conf.epochauth_settings.CACHE_ALIAS]
     key = (
         "epochauth:upstream:"
@@ -228,6 +230,7 @@ def access_token(
             "resource": resource,
             "group": group,
             "client_id": client_id,
+            "vo": community.slug if community is not None else None,
         },
     )
     return {
@@ -239,16 +242,27 @@ def access_token(
     }
 
 
-def group_scope(user: Any, issuer: str, group: str, scope: str | None) -> str:
+def group_scope(
+    user: Any,
+    issuer: str,
+    group: str,
+    scope: str | None,
+    community: communities.Community | None = None,
+) -> str:
     """The upstream scope of the user's ``group`` at ``issuer`` (its ``group_scopes``); an explicit
-    ``scope`` must lie within it. A user outside the group, a group the issuer does not map, and a
-    scope beyond the group's are ``invalid_scope``: never another group's scope, never a wider one."""
+    ``scope`` must lie within it. A user outside the group, a group the issuer does not map, a group
+    of another community than ``community`` (the caller's token's: a group of belle2 is no group of
+    an lhcb token, as ``g:`` would not select it) and a scope beyond the group's are
+    ``invalid_scope``: never another group's scope, never a wider one."""
     provider = providers.provider_by_issuer(issuer)
     mapped = provider.config.upstream_scope(group) if provider is not None else None
     if mapped is None:
         raise GrantUnavailable(_("The group has no scope at this issuer"), "invalid_scope")
-    if not user.groups.filter(name=group).exists():
+    joined = user.groups.filter(name=group).values_list("pk", flat=True).first()
+    if joined is None:
         raise GrantUnavailable(_("The user is not in the group"), "invalid_scope")
+    if communities.foreign_groups(community, [joined]):
+        raise GrantUnavailable(_("The group is not in the token's community"), "invalid_scope")
     if scope is None:
         return mapped
     if not set(scopes.split_scope(scope)) <= set(scopes.split_scope(mapped)):

@@ -18,7 +18,7 @@ from rest_framework.permissions import BasePermission
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from .. import authentication, conf, exceptions, tokens, views
+from .. import authentication, communities, conf, exceptions, tokens, views
 from . import grants
 
 PERMISSION = "epochauth_tokenmanager.obtain_upstream_token"
@@ -72,7 +72,8 @@ class UpstreamTokenSerializer(serializers.Serializer):
     issuer = serializers.CharField(max_length=255, required=False)
     scope = serializers.CharField(max_length=1000, required=False)
     resource = serializers.URLField(max_length=1000, required=False)
-    #: A local group of the user's: the scope is the one the issuer's ``group_scopes`` gives it.
+    #: A local group of the user's: the scope is the one the issuer's ``group_scopes`` gives it
+    #: (a group of the calling token's community or the site's).
     group = serializers.CharField(max_length=150, required=False)
 
 
@@ -89,7 +90,8 @@ class UpstreamTokenView(views.EpochAuthView):
         )
         if user is None or not user.is_active:
             raise exceptions.OAuthError("invalid_grant", _("The user has no stored grant"))
-        claims = request.auth.claims if isinstance(request.auth, tokens.AccessToken) else {}
+        access = request.auth if isinstance(request.auth, tokens.AccessToken) else None
+        claims = access.claims if access is not None else {}
         try:
             body = grants.access_token(
                 user,
@@ -99,6 +101,8 @@ class UpstreamTokenView(views.EpochAuthView):
                 group=data.get("group"),
                 actor_id=request.user.pk,
                 client_id=claims.get("client_id"),
+                # A group maps within the caller's token's community (and the site's groups).
+                community=communities.get(access.vo if access is not None else None),
             )
         except grants.GrantUnavailable as exc:
             raise exceptions.OAuthError(exc.error, exc.description) from None
