@@ -27,7 +27,7 @@ import re
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import lru_cache, partial
 from types import MappingProxyType
 from typing import Any, NamedTuple, TypeGuard
 
@@ -190,16 +190,6 @@ def our_key(header: Mapping[str, Any]) -> tuple[str, Any]:
     """A key of our keyring by ``kid``, used only with its own algorithm (an RS256 public key never
     becomes an HMAC secret); an Ed25519 key's under either of its names (RFC 9864)."""
     return keyring_key(get_keyring(), header)
-
-
-@dataclass(frozen=True, slots=True)
-class CommunityKeys:
-    """A community's keyring as a key source: its keys only, each pinned to its algorithm."""
-
-    keyring: KeyRing
-
-    def __call__(self, header: Mapping[str, Any]) -> tuple[str, Any]:
-        return keyring_key(self.keyring, header)
 
 
 def keyring_key(keyring: KeyRing, header: Mapping[str, Any]) -> tuple[str, Any]:
@@ -476,7 +466,8 @@ def local_policy(issuer: str | None = None) -> Policy:
     audience = conf.epochauth_settings.AUDIENCE  # minting leaves out an empty audience too
     community = communities.of_issuer(issuer)
     return Policy(
-        keys=CommunityKeys(community.keyring) if community is not None else our_key,
+        # A community's keys only, each pinned to its algorithm, as the site's are.
+        keys=partial(keyring_key, community.keyring) if community is not None else our_key,
         issuer=community.issuer if community is not None else conf.epochauth_settings.ISSUER,
         audience=((audience,) if isinstance(audience, str) else tuple(audience))
         if audience
