@@ -599,13 +599,16 @@ class PublicView(EpochAuthView):
     permission_classes = (AllowAny,)
 
 
+def public_document(document: Any) -> Response:
+    """A discovery document or key set, which clients and caches may keep for five minutes."""
+    return Response(document, headers={"Cache-Control": "public, max-age=300"})
+
+
 class JWKSView(PublicView):
     """``GET /.well-known/jwks.json``: our public verification keys (never an HMAC secret)."""
 
     def get(self, request: Request) -> Response:
-        return Response(
-            keys.get_keyring().jwks(), headers={"Cache-Control": "public, max-age=300"}
-        )
+        return public_document(keys.get_keyring().jwks())
 
 
 def community_or_404(slug: str) -> communities.Community:
@@ -621,7 +624,7 @@ class CommunityJWKSView(PublicView):
 
     def get(self, request: Request, community: str) -> Response:
         keyring = community_or_404(community).keyring
-        return Response(keyring.jwks(), headers={"Cache-Control": "public, max-age=300"})
+        return public_document(keyring.jwks())
 
 
 class StatusListRenderer(BaseRenderer):
@@ -729,7 +732,7 @@ class AuthorizationServerMetadataView(PublicView):
 
     def get(self, request: Request) -> Response:
         document = authorization_server_metadata(request._request)
-        return Response(document, headers={"Cache-Control": "public, max-age=300"})
+        return public_document(document)
 
 
 class CommunityMetadataView(PublicView):
@@ -738,7 +741,7 @@ class CommunityMetadataView(PublicView):
 
     def get(self, request: Request, community: str) -> Response:
         document = authorization_server_metadata(request._request, community_or_404(community))
-        return Response(document, headers={"Cache-Control": "public, max-age=300"})
+        return public_document(document)
 
 
 class CommunityOpenIDConfigurationView(CommunityMetadataView):
@@ -757,7 +760,7 @@ class OpenIDConfigurationView(PublicView):
         if not acts_as_openid_provider():
             if conf.epochauth_settings.TOKEN_PROFILE == profiles.WLCG:
                 document = authorization_server_metadata(request._request)
-                return Response(document, headers={"Cache-Control": "public, max-age=300"})
+                return public_document(document)
             raise NotFound(
                 _(
                     "This service is no OpenID provider; see /.well-known/oauth-authorization-server"
@@ -787,4 +790,4 @@ class OpenIDConfigurationView(PublicView):
             if c not in document["claims_supported"]
         ]
         document["claims_supported"] += extra
-        return Response(document, headers={"Cache-Control": "public, max-age=300"})
+        return public_document(document)

@@ -26,7 +26,7 @@ from rest_framework.response import Response
 from .. import authentication, conf, exceptions, tokens
 from ..oauth.models import SSFStream
 from ..oauth.scopes import is_service_application
-from ..views import NO_STORE, EpochAuthView, PublicView, issuer_url, validated
+from ..views import NO_STORE, EpochAuthView, PublicView, issuer_url, public_document, validated
 from . import events, transmitter
 from .config import SCOPE
 
@@ -93,7 +93,7 @@ class ConfigurationView(PublicView):
             "authorization_schemes": [{"spec_urn": "urn:ietf:rfc:6749"}],
             "default_subjects": settings.default_subjects,
         }
-        return Response(document, headers={"Cache-Control": "public, max-age=300"})
+        return public_document(document)
 
 
 class ReceiverView(EpochAuthView):
